@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs whatever is missing for berth on Debian 12 (as root), then builds it. Safe to run again:
+# it only installs what is absent and only rebuilds what changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+  echo "setup: berth needs root (containers, namespaces, mounts); run as root" >&2
+  exit 1
+fi
+major=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$major" -lt 20 ]; then
+  echo "setup: Node.js 20 or newer is required (found $(node --version))" >&2
+  exit 1
+fi
+
+# System packages: the runtime and its monitor, the kernel tools berth drives, and compilers for
+# the native pieces (the attach helper, node-pty).
+packages=(runc conmon nftables iproute2 busybox-static procps util-linux attr tar gzip xz-utils bzip2 gcc g++ make python3 libc6-dev)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# npm packages: install when node_modules is missing or older than the manifest.
+if [ ! -d node_modules ] || [ package.json -nt node_modules/.package-lock.json ] || { [ -f package-lock.json ] && [ package-lock.json -nt node_modules/.package-lock.json ]; }; then
+  echo "setup: installing npm packages"
+  if [ -f package-lock.json ]; then npm ci --no-audit --no-fund --loglevel=error; else npm install --no-audit --no-fund --loglevel=error; fi
+fi
+
+echo "setup: building"
+npm run --silent build
+
+if [ ! -s build/busybox.tar ] || [ scripts/mkbusybox.sh -nt build/busybox.tar ]; then
+  echo "setup: making the busybox image from busybox-static"
+  bash scripts/mkbusybox.sh build/busybox.tar
+fi

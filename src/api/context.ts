@@ -1,0 +1,19 @@
+import type { Engine } from '../engine/engine.js';
+import type { ExecManager } from '../engine/exec.js';
+import type { ContainerRuntime } from '../runtime/runtime.js';
+
+export interface DaemonInfo {
+  id: string;
+  root: string;
+  socket: string;
+  version: string;
+  startedAt: Date;
+}
+
+/** Everything a route handler may reach: the engine and its managers, never a driver directly. */
+export interface ApiContext {
+  engine: Engine;
+  execs: ExecManager;
+  runtime: ContainerRuntime;
+  info: DaemonInfo;
+}

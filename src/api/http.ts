@@ -1,0 +1,99 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { ApiError, BadRequestError, errorMessage } from '../util/errors.js';
+
+export const API_VERSION = '1.41';
+export const MIN_API_VERSION = '1.12';
+
+export function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body) + '\n';
+  res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+export function sendEmpty(res: ServerResponse, status: number): void {
+  res.writeHead(status);
+  res.end();
+}
+
+/** Docker's error body: {"message": "..."} with the status the error carries. */
+export function sendError(res: ServerResponse, e: unknown): void {
+  const status = e instanceof ApiError ? e.status : (e as { status?: number }).status ?? 500;
+  if (status === 304) return sendEmpty(res, 304);
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  sendJson(res, status, { message: errorMessage(e) });
+}
+
+export async function readBodyBuffer(req: IncomingMessage, limit = 64 * 1024 * 1024): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > limit) throw new BadRequestError('request body too large');
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks);
+}
+
+/** Parses a JSON body; an empty body is {} as Docker treats it. */
+export async function readJsonBody(req: IncomingMessage): Promise<Record<string, unknown>> {
+  const buf = await readBodyBuffer(req);
+  return parseJsonBody(buf);
+}
+
+export function parseJsonBody(buf: Buffer): Record<string, unknown> {
+  if (buf.length === 0 || buf.toString().trim() === '') return {};
+  try {
+    const v = JSON.parse(buf.toString('utf8')) as unknown;
+    if (v === null) return {};
+    if (typeof v !== 'object' || Array.isArray(v)) throw new BadRequestError('invalid JSON body: expected an object');
+    return v as Record<string, unknown>;
+  } catch (e) {
+    if (e instanceof ApiError) throw e;
+    throw new BadRequestError(`invalid JSON body: ${errorMessage(e)}`);
+  }
+}
+
+export function boolParam(v: string | null, def = false): boolean {
+  if (v === null || v === '') return def;
+  return !['0', 'false', 'False', 'FALSE', 'no'].includes(v);
+}
+
+export function intParam(v: string | null, name: string): number | undefined {
+  if (v === null || v === '') return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n)) throw new BadRequestError(`invalid value for ${name}: ${v}`);
+  return n;
+}
+
+/** Docker's filters query: {"key":["v1","v2"]} or the legacy {"key":{"v1":true}}. */
+export function parseFilters(v: string | null): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  if (!v) return out;
+  let obj: unknown;
+  try { obj = JSON.parse(v); } catch { throw new BadRequestError(`invalid filter '${v}'`); }
+  if (typeof obj !== 'object' || obj === null) throw new BadRequestError(`invalid filter '${v}'`);
+  for (const [k, val] of Object.entries(obj as Record<string, unknown>)) {
+    if (Array.isArray(val)) out.set(k, val.map(String));
+    else if (val && typeof val === 'object') out.set(k, Object.keys(val).filter((x) => (val as Record<string, unknown>)[x]));
+    else throw new BadRequestError(`invalid filter '${k}'`);
+  }
+  return out;
+}
+
+export function checkFilterKeys(filters: Map<string, string[]>, allowed: string[]): void {
+  for (const k of filters.keys()) {
+    if (!allowed.includes(k)) throw new BadRequestError(`invalid filter '${k}'`);
+  }
+}
+
+/** `label=key` or `label=key=value` against a label map. */
+export function labelsMatch(labels: Record<string, string> | null | undefined, wanted: string[]): boolean {
+  return wanted.every((w) => {
+    const i = w.indexOf('=');
+    if (i < 0) return labels?.[w] !== undefined;
+    return labels?.[w.slice(0, i)] === w.slice(i + 1);
+  });
+}

@@ -1,0 +1,322 @@
+import type { ServerResponse } from 'node:http';
+import { join } from 'node:path';
+import { formatEntry, readLogs } from '../../engine/logs.js';
+import { sampleStats, topProcesses } from '../../engine/metrics.js';
+import type { ContainerRecord } from '../../engine/types.js';
+import { BadRequestError, ConflictError, NotFoundError } from '../../util/errors.js';
+import type { ApiContext } from '../context.js';
+import { humanDuration } from '../human.js';
+import { frame, hijack, MULTIPLEXED_STREAM, RAW_STREAM } from '../hijack.js';
+import {
+  boolParam, checkFilterKeys, intParam, labelsMatch, parseFilters, readJsonBody, sendEmpty, sendError, sendJson,
+} from '../http.js';
+import type { RequestContext, Router } from '../router.js';
+
+function statusText(c: ContainerRecord): string {
+  const s = c.State;
+  if (s.Status === 'running') return `Up ${humanDuration(Date.now() - Date.parse(s.StartedAt))}`;
+  if (s.Status === 'exited' || (s.Status === 'created' && s.FinishedAt !== '0001-01-01T00:00:00Z')) {
+    return `Exited (${s.ExitCode}) ${humanDuration(Date.now() - Date.parse(s.FinishedAt))} ago`;
+  }
+  if (s.Status === 'removing') return 'Removal In Progress';
+  if (s.Status === 'created') return 'Created';
+  return s.Status;
+}
+
+function commandLine(c: ContainerRecord): string {
+  return [c.Path, ...c.Args].join(' ');
+}
+
+export function containerSummary(api: ApiContext, c: ContainerRecord): object {
+  const settings = api.engine.network.settings(c) as { Networks: object };
+  return {
+    Id: c.Id,
+    Names: [c.Name],
+    Image: c.Config.Image,
+    ImageID: c.Image,
+    Command: commandLine(c),
+    Created: Math.floor(Date.parse(c.Created) / 1000),
+    Ports: [],
+    Labels: c.Config.Labels ?? {},
+    State: c.State.Status,
+    Status: statusText(c),
+    HostConfig: { NetworkMode: c.HostConfig.NetworkMode },
+    NetworkSettings: { Networks: settings.Networks },
+    Mounts: [],
+  };
+}
+
+export function containerInspect(api: ApiContext, c: ContainerRecord): object {
+  const dir = api.engine.bundleDir(c);
+  const image = api.engine.images.find(c.Image);
+  const graph = image ? (api.engine.images.inspect(image) as { GraphDriver?: { Data?: { LowerDir?: string } } }) : undefined;
+  const lower = graph?.GraphDriver?.Data?.LowerDir ?? '';
+  return {
+    Id: c.Id,
+    Created: c.Created,
+    Path: c.Path,
+    Args: c.Args,
+    State: { ...c.State },
+    Image: c.Image,
+    ResolvConfPath: join(dir, 'resolv.conf'),
+    HostnamePath: join(dir, 'hostname'),
+    HostsPath: join(dir, 'hosts'),
+    LogPath: api.engine.logPath(c),
+    Name: c.Name,
+    RestartCount: c.RestartCount,
+    Driver: 'overlay2',
+    Platform: 'linux',
+    MountLabel: '',
+    ProcessLabel: '',
+    AppArmorProfile: '',
+    ExecIDs: api.execs.idsFor(c.Id),
+    HostConfig: c.HostConfig,
+    GraphDriver: {
+      Name: 'overlay2',
+      Data: {
+        LowerDir: lower, MergedDir: join(dir, 'rootfs'), UpperDir: join(dir, 'diff'), WorkDir: join(dir, 'work'),
+      },
+    },
+    Mounts: [],
+    Config: c.Config,
+    NetworkSettings: api.engine.network.settings(c),
+  };
+}
+
+const LIST_FILTERS = ['id', 'name', 'status', 'label', 'exited', 'ancestor', 'before', 'since', 'network', 'health', 'isolation', 'is-task', 'volume', 'publish', 'expose'];
+const STATUSES = ['created', 'restarting', 'running', 'removing', 'paused', 'exited', 'dead'];
+
+function listContainers(api: ApiContext, ctx: RequestContext): object[] {
+  const all = boolParam(ctx.query.get('all'));
+  const limit = intParam(ctx.query.get('limit'), 'limit') ?? -1;
+  const filters = parseFilters(ctx.query.get('filters'));
+  checkFilterKeys(filters, LIST_FILTERS);
+  for (const s of filters.get('status') ?? []) {
+    if (!STATUSES.includes(s)) throw new BadRequestError(`invalid filter 'status=${s}'`);
+  }
+  let list = api.engine.list();
+  if (!all && !filters.has('status') && !filters.has('exited')) list = list.filter((c) => c.State.Running);
+  const f = (k: string) => filters.get(k);
+  const imageMatches = (c: ContainerRecord, ref: string): boolean => {
+    const img = api.engine.images.find(ref);
+    return c.Config.Image === ref || (img !== undefined && img.id === c.Image);
+  };
+  list = list.filter((c) => {
+    if (f('id') && !f('id')!.some((v) => c.Id.startsWith(v))) return false;
+    if (f('name') && !f('name')!.some((v) => new RegExp(v).test(c.Name))) return false;
+    if (f('status') && !f('status')!.includes(c.State.Status)) return false;
+    if (f('exited') && !(c.State.Status === 'exited' && f('exited')!.includes(String(c.State.ExitCode)))) return false;
+    if (f('label') && !labelsMatch(c.Config.Labels, f('label')!)) return false;
+    if (f('ancestor') && !f('ancestor')!.some((a) => imageMatches(c, a))) return false;
+    if (f('network') && !f('network')!.includes(api.engine.network.networkName(c))) return false;
+    return true;
+  });
+  for (const [key, cmp] of [['before', 1], ['since', -1]] as const) {
+    for (const ref of f(key) ?? []) {
+      const pivot = api.engine.get(ref);
+      list = list.filter((c) => c.Created.localeCompare(pivot.Created) * cmp < 0);
+    }
+  }
+  if (limit > 0) list = list.slice(0, limit);
+  return list.map((c) => containerSummary(api, c));
+}
+
+async function attachRoute(api: ApiContext, ctx: RequestContext): Promise<void> {
+  const c = api.engine.get(ctx.params.id!);
+  const q = ctx.query;
+  const wantStdin = boolParam(q.get('stdin'));
+  const wantStdout = boolParam(q.get('stdout'));
+  const wantStderr = boolParam(q.get('stderr'));
+  const logs = boolParam(q.get('logs'));
+  if (!boolParam(q.get('stream')) && !logs) throw new BadRequestError('at least one of stream or logs must be set');
+  if (!c.State.Running && c.State.Status !== 'created' && !(c.State.Status === 'exited' && boolParam(q.get('stream')))) {
+    throw new ConflictError('You cannot attach to a stopped container, start it first');
+  }
+  const tty = c.Config.Tty;
+  const { socket, head } = hijack(ctx, tty ? RAW_STREAM : MULTIPLEXED_STREAM);
+  const write = (stream: 1 | 2, data: Buffer) => {
+    if ((stream === 1 && !wantStdout) || (stream === 2 && !wantStderr)) return;
+    if (!socket.writable) return;
+    socket.write(tty ? data : frame(stream, data));
+  };
+  if (logs) {
+    await readLogs(api.engine.logPath(c), { stdout: true, stderr: true, since: 0, until: 0, timestamps: false }, (e) => write(e.stream, e.data));
+    if (!boolParam(q.get('stream'))) { socket.end(); return; }
+  }
+  let session;
+  const pending = api.engine.attach(c.Id);
+  // A client that goes away before start must not leave a pending attach behind.
+  const onEarlyClose = () => api.engine.cancelPendingAttach(c.Id);
+  socket.once('close', onEarlyClose);
+  try {
+    session = await pending;
+  } catch {
+    socket.end();
+    return;
+  } finally {
+    socket.off('close', onEarlyClose);
+  }
+  session.onOutput(write);
+  if (wantStdin) {
+    if (head.length) session.stdin.write(head);
+    socket.on('data', (d: Buffer) => session.stdin.write(d));
+    // The client half-closes after its stdin ended: pass that on as EOF.
+    socket.on('end', () => session.stdin.end());
+  } else {
+    socket.resume();
+  }
+  socket.on('close', () => session.close());
+  socket.on('error', () => session.close());
+  await session.closed;
+  if (socket.writable) socket.end();
+}
+
+async function logsRoute(api: ApiContext, ctx: RequestContext): Promise<void> {
+  const c = api.engine.get(ctx.params.id!);
+  const q = ctx.query;
+  const stdout = boolParam(q.get('stdout'));
+  const stderr = boolParam(q.get('stderr'));
+  if (!stdout && !stderr) throw new BadRequestError('You must choose at least one stream');
+  const tailParam = q.get('tail');
+  const tail = !tailParam || tailParam === 'all' ? undefined : Number(tailParam);
+  if (tail !== undefined && !Number.isInteger(tail)) throw new BadRequestError(`invalid value for tail: ${tailParam}`);
+  const since = Number(q.get('since') ?? 0) || 0;
+  const until = Number(q.get('until') ?? 0) || 0;
+  const follow = boolParam(q.get('follow'));
+  const timestamps = boolParam(q.get('timestamps'));
+  const res = ctx.res;
+  const tty = c.Config.Tty;
+  res.writeHead(200, { 'Content-Type': tty ? RAW_STREAM : MULTIPLEXED_STREAM });
+  const ac = new AbortController();
+  res.on('close', () => ac.abort());
+  await readLogs(api.engine.logPath(c), { stdout, stderr, since, until, tail, timestamps }, (e) => {
+    const data = formatEntry(e, timestamps);
+    res.write(tty ? data : frame(e.stream, data));
+  }, follow ? { isDone: () => !api.engine.find(c.Id)?.State.Running, signal: ac.signal } : undefined);
+  res.end();
+}
+
+async function statsRoute(api: ApiContext, ctx: RequestContext): Promise<void> {
+  const c = api.engine.get(ctx.params.id!);
+  const stream = boolParam(ctx.query.get('stream'), true);
+  const oneShot = boolParam(ctx.query.get('one-shot'));
+  const sample = async () => {
+    const cur = api.engine.find(c.Id);
+    if (!cur?.State.Running) return emptyStats(c);
+    return sampleStats(`/berth/${c.Id}`, cur.State.Pid, c.Name.slice(1), c.Id);
+  };
+  const res = ctx.res;
+  let prev: Record<string, unknown> | undefined;
+  const next = async () => {
+    const s = await sample();
+    if (prev) {
+      s.precpu_stats = prev.cpu_stats;
+      s.preread = prev.read;
+    }
+    prev = s;
+    return s;
+  };
+  if (!stream) {
+    // Without a stream Docker takes two samples a second apart so clients can compute CPU %.
+    if (!oneShot && c.State.Running) {
+      await next();
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+    sendJson(res, 200, await next());
+    return;
+  }
+  res.writeHead(200, { 'Content-Type': 'application/json' });
+  let open = true;
+  res.on('close', () => { open = false; });
+  while (open) {
+    res.write(JSON.stringify(await next()) + '\n');
+    if (!api.engine.find(c.Id)?.State.Running) break;
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+  res.end();
+}
+
+function emptyStats(c: ContainerRecord): Record<string, unknown> {
+  return {
+    read: '0001-01-01T00:00:00Z', preread: '0001-01-01T00:00:00Z', name: c.Name, id: c.Id,
+    pids_stats: {}, blkio_stats: {}, num_procs: 0, storage_stats: {},
+    cpu_stats: { cpu_usage: { total_usage: 0, usage_in_kernelmode: 0, usage_in_usermode: 0 }, throttling_data: {} },
+    precpu_stats: { cpu_usage: { total_usage: 0, usage_in_kernelmode: 0, usage_in_usermode: 0 }, throttling_data: {} },
+    memory_stats: {}, networks: {},
+  };
+}
+
+export function containerRoutes(r: Router, api: ApiContext): void {
+  const e = api.engine;
+  r.get('/containers/json', (ctx) => sendJson(ctx.res, 200, listContainers(api, ctx)));
+  r.post('/containers/create', async (ctx) => {
+    const body = await readJsonBody(ctx.req);
+    const out = await e.create(body, ctx.query.get('name') ?? undefined);
+    sendJson(ctx.res, 201, out);
+  });
+  r.get('/containers/{id}/json', (ctx) => sendJson(ctx.res, 200, containerInspect(api, e.get(ctx.params.id!))));
+  r.post('/containers/{id}/start', async (ctx) => {
+    await e.start(ctx.params.id!);
+    sendEmpty(ctx.res, 204);
+  });
+  r.post('/containers/{id}/stop', async (ctx) => {
+    await e.stop(ctx.params.id!, intParam(ctx.query.get('t'), 't'));
+    sendEmpty(ctx.res, 204);
+  });
+  r.post('/containers/{id}/restart', async (ctx) => {
+    await e.restart(ctx.params.id!, intParam(ctx.query.get('t'), 't'));
+    sendEmpty(ctx.res, 204);
+  });
+  r.post('/containers/{id}/kill', async (ctx) => {
+    await e.kill(ctx.params.id!, ctx.query.get('signal') || 'KILL');
+    sendEmpty(ctx.res, 204);
+  });
+  r.post('/containers/{id}/wait', async (ctx) => {
+    const cond = ctx.query.get('condition') || 'not-running';
+    if (!['not-running', 'next-exit', 'removed'].includes(cond)) throw new BadRequestError(`invalid condition: "${cond}"`);
+    const waiting = e.wait(ctx.params.id!, cond as 'not-running');
+    // Docker sends the headers at once so clients know the wait is registered before they start.
+    ctx.res.writeHead(200, { 'Content-Type': 'application/json' });
+    ctx.res.flushHeaders();
+    const result = await waiting;
+    ctx.res.end(JSON.stringify(result) + '\n');
+  });
+  r.delete('/containers/{id}', async (ctx) => {
+    const ref = ctx.params.id!;
+    if (!e.find(ref)) throw new NotFoundError(`No such container: ${ref}`);
+    await e.remove(ref, { force: boolParam(ctx.query.get('force')) });
+    sendEmpty(ctx.res, 204);
+  });
+  r.post('/containers/{id}/rename', async (ctx) => {
+    const name = ctx.query.get('name');
+    if (!name) throw new BadRequestError('Neither old nor new names may be empty');
+    await e.rename(ctx.params.id!, name);
+    sendEmpty(ctx.res, 204);
+  });
+  r.post('/containers/{id}/resize', async (ctx) => {
+    const h = intParam(ctx.query.get('h'), 'h') ?? 0;
+    const w = intParam(ctx.query.get('w'), 'w') ?? 0;
+    await e.resize(ctx.params.id!, h, w);
+    sendEmpty(ctx.res, 200);
+  });
+  r.post('/containers/{id}/attach', (ctx) => attachRoute(api, ctx));
+  r.get('/containers/{id}/logs', (ctx) => logsRoute(api, ctx));
+  r.get('/containers/{id}/top', async (ctx) => {
+    const c = e.get(ctx.params.id!);
+    if (!c.State.Running) throw new ConflictError(`Container ${c.Id} is not running`);
+    sendJson(ctx.res, 200, await topProcesses(await api.runtime.pids(c.Id), ctx.query.get('ps_args') ?? '-ef'));
+  });
+  r.get('/containers/{id}/stats', (ctx) => statsRoute(api, ctx));
+  r.post('/containers/prune', async (ctx) => {
+    const filters = parseFilters(ctx.query.get('filters'));
+    checkFilterKeys(filters, ['label', 'label!', 'until']);
+    const until = filters.get('until')?.[0];
+    const untilMs = until ? (/^\d+$/.test(until) ? Number(until) * 1000 : Date.parse(until)) : undefined;
+    const out = await e.prune((c) => labelsMatch(c.Config.Labels, filters.get('label') ?? [])
+      && !(filters.get('label!') ?? []).some((l) => labelsMatch(c.Config.Labels, [l]))
+      && (untilMs === undefined || Date.parse(c.Created) < untilMs));
+    sendJson(ctx.res, 200, { ContainersDeleted: out.ContainersDeleted.length ? out.ContainersDeleted : null, SpaceReclaimed: out.SpaceReclaimed });
+  });
+}
+
+export function sendErrorTo(res: ServerResponse, err: unknown): void { sendError(res, err); }

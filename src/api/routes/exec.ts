@@ -1,0 +1,60 @@
+import { BadRequestError } from '../../util/errors.js';
+import type { ApiContext } from '../context.js';
+import { frame, hijack, MULTIPLEXED_STREAM, RAW_STREAM, readUpgradeBody } from '../hijack.js';
+import { intParam, parseJsonBody, readBodyBuffer, readJsonBody, sendEmpty, sendJson } from '../http.js';
+import type { RequestContext, Router } from '../router.js';
+
+async function startExec(api: ApiContext, ctx: RequestContext): Promise<void> {
+  const raw = ctx.upgrade ? (await readUpgradeBody(ctx)).body : await readBodyBuffer(ctx.req);
+  const body = parseJsonBody(raw);
+  const detach = !!body.Detach;
+  const rec = api.execs.get(ctx.params.id!);
+  const tty = body.Tty !== undefined ? !!body.Tty : rec.ProcessConfig.tty;
+  const size = Array.isArray(body.ConsoleSize) ? (body.ConsoleSize as number[]) : undefined;
+  const proc = await api.execs.start(ctx.params.id!, { tty, rows: size?.[0], cols: size?.[1] });
+  if (detach) {
+    proc.stdin.end();
+    proc.stdout.resume();
+    proc.stderr?.resume();
+    if (ctx.upgrade) ctx.upgrade.socket.end();
+    else sendEmpty(ctx.res, 200);
+    return;
+  }
+  const { socket, head } = hijack(ctx, tty ? RAW_STREAM : MULTIPLEXED_STREAM);
+  const out = (stream: 1 | 2) => (d: Buffer) => { if (socket.writable) socket.write(tty ? d : frame(stream, d)); };
+  proc.stdout.on('data', out(1));
+  proc.stderr?.on('data', out(2));
+  if (rec.OpenStdin) {
+    if (head.length) proc.stdin.write(head);
+    socket.on('data', (d: Buffer) => proc.stdin.write(d));
+    socket.on('end', () => proc.stdin.end());
+    socket.resume();
+  } else {
+    proc.stdin.end();
+    socket.resume();
+  }
+  socket.on('error', () => { /* client went away; the process keeps running as in Docker */ });
+  const streamsDone = Promise.all([
+    new Promise<void>((r) => (proc.stdout.readableEnded ? r() : proc.stdout.once('end', () => r()))),
+    proc.stderr ? new Promise<void>((r) => (proc.stderr!.readableEnded ? r() : proc.stderr!.once('end', () => r()))) : Promise.resolve(),
+  ]);
+  await proc.exited.catch(() => undefined);
+  await streamsDone;
+  if (socket.writable) socket.end();
+}
+
+export function execRoutes(r: Router, api: ApiContext): void {
+  r.post('/containers/{id}/exec', async (ctx) => {
+    const body = await readJsonBody(ctx.req);
+    sendJson(ctx.res, 201, api.execs.create(ctx.params.id!, body));
+  });
+  r.post('/exec/{id}/start', (ctx) => startExec(api, ctx));
+  r.post('/exec/{id}/resize', (ctx) => {
+    const h = intParam(ctx.query.get('h'), 'h');
+    const w = intParam(ctx.query.get('w'), 'w');
+    if (h === undefined || w === undefined) throw new BadRequestError('h and w are required');
+    api.execs.resize(ctx.params.id!, h, w);
+    sendEmpty(ctx.res, 201);
+  });
+  r.get('/exec/{id}/json', (ctx) => sendJson(ctx.res, 200, api.execs.inspect(ctx.params.id!)));
+}

@@ -1,0 +1,133 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { promises as fs } from 'node:fs';
+import type { Duplex } from 'node:stream';
+import { BadRequestError, NotFoundError } from '../util/errors.js';
+import type { ApiContext } from './context.js';
+import { API_VERSION, MIN_API_VERSION, sendError, sendJson } from './http.js';
+import { Router, type RequestContext } from './router.js';
+import { containerRoutes } from './routes/containers.js';
+import { execRoutes } from './routes/exec.js';
+import { imageRoutes } from './routes/images.js';
+import { networkRoutes } from './routes/networks.js';
+import { systemRoutes } from './routes/system.js';
+
+const VERSION_PREFIX = /^\/v(\d+\.\d+)(\/.*)$/;
+
+function compareVersions(a: string, b: string): number {
+  const [a1, a2] = a.split('.').map(Number) as [number, number];
+  const [b1, b2] = b.split('.').map(Number) as [number, number];
+  return a1 - b1 || a2 - b2;
+}
+
+export function buildRouter(api: ApiContext): Router {
+  const r = new Router();
+  systemRoutes(r, api);
+  containerRoutes(r, api);
+  execRoutes(r, api);
+  imageRoutes(r, api);
+  networkRoutes(r, api);
+  return r;
+}
+
+/** The Docker Engine API over HTTP on a unix socket, with and without /v1.xx/ prefixes. */
+export class ApiServer {
+  private readonly server: Server;
+  private readonly router: Router;
+
+  constructor(private readonly api: ApiContext, private readonly debug = false) {
+    this.router = buildRouter(api);
+    this.server = createServer((req, res) => void this.handle(req, res));
+    this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      // Attach and exec start arrive here; the handler takes over the raw socket.
+      void this.handle(req, new UpgradeResponse(socket) as unknown as ServerResponse, { socket, head });
+    });
+    this.server.keepAliveTimeout = 60_000;
+    this.server.headersTimeout = 0;
+    this.server.requestTimeout = 0;
+  }
+
+  async listen(socketPath: string): Promise<void> {
+    await fs.rm(socketPath, { force: true });
+    // Create the socket with no permissions for others from the first moment, then set 0660.
+    const oldMask = process.umask(0o117);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        this.server.once('error', reject);
+        this.server.listen(socketPath, () => { this.server.off('error', reject); resolve(); });
+      });
+    } finally {
+      process.umask(oldMask);
+    }
+    await fs.chmod(socketPath, 0o660);
+    await fs.chown(socketPath, 0, 0);
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => {
+      this.server.close(() => resolve());
+      this.server.closeAllConnections();
+    });
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse, upgrade?: { socket: Duplex; head: Buffer }): Promise<void> {
+    if (this.debug) console.error(`berthd: ${req.method} ${req.url}${upgrade ? ' (upgrade)' : ''}`);
+    try {
+      const url = new URL(req.url ?? '/', 'http://berth');
+      let path = url.pathname;
+      let version = API_VERSION;
+      const m = VERSION_PREFIX.exec(path);
+      if (m) {
+        version = m[1]!;
+        path = m[2]!;
+        if (compareVersions(version, API_VERSION) > 0) {
+          throw new BadRequestError(`client version ${version} is too new. Maximum supported API version is ${API_VERSION}`);
+        }
+        if (compareVersions(version, MIN_API_VERSION) < 0) {
+          throw new BadRequestError(`client version ${version} is too old. Minimum supported API version is ${MIN_API_VERSION}, please upgrade your client to a newer version`);
+        }
+      }
+      res.setHeader?.('Api-Version', API_VERSION);
+      res.setHeader?.('Docker-Experimental', 'false');
+      res.setHeader?.('Ostype', 'linux');
+      res.setHeader?.('Server', `Docker/${this.api.info.version} (linux)`);
+      res.setHeader?.('Builder-Version', '1');
+      const found = this.router.match(req.method ?? 'GET', path);
+      if (found === undefined) throw new NotFoundError('page not found');
+      if (found === 'method') {
+        sendJson(res, 405, { message: `method ${req.method} not allowed for ${path}` });
+        return;
+      }
+      const ctx: RequestContext = { req, res, params: found.params, query: url.searchParams, version, upgrade };
+      await found.handler(ctx);
+    } catch (e) {
+      sendError(res, e);
+      if (upgrade && !upgrade.socket.destroyed) upgrade.socket.end();
+    }
+  }
+}
+
+/**
+ * For upgraded requests there is no ServerResponse; handlers get this stand-in, whose only use is
+ * the error path before the hijack: it writes a plain HTTP response on the raw socket.
+ */
+class UpgradeResponse {
+  headersSent = false;
+  private status = 500;
+  private headers: Record<string, string> = {};
+  constructor(private readonly socket: Duplex) {}
+  setHeader(k: string, v: string): void { this.headers[k] = v; }
+  writeHead(s: number, h?: Record<string, string | number>): this {
+    this.status = s;
+    for (const [k, v] of Object.entries(h ?? {})) this.headers[k] = String(v);
+    return this;
+  }
+  end(body?: string): this {
+    const text = body ?? '';
+    const lines = Object.entries({ ...this.headers, 'Content-Length': String(Buffer.byteLength(text)), Connection: 'close' })
+      .map(([k, v]) => `${k}: ${v}\r\n`).join('');
+    this.headersSent = true;
+    this.socket.end(`HTTP/1.1 ${this.status} ${this.status < 300 ? 'OK' : 'Error'}\r\n${lines}\r\n${text}`);
+    return this;
+  }
+  destroy(): void { this.socket.destroy(); }
+}

@@ -1,0 +1,65 @@
+import { Command } from 'commander';
+import { promises as fs } from 'node:fs';
+import { Daemon } from './daemon.js';
+import { DEFAULT_ROOT, DEFAULT_SOCKET, VERSION } from './paths.js';
+import { errorMessage } from '../util/errors.js';
+
+const program = new Command('berthd')
+  .description('berth daemon: serves the Docker Engine API (v1.41) on a unix socket')
+  .version(VERSION)
+  .option('--root <dir>', 'directory for berth state (images, containers, namespaces)', DEFAULT_ROOT)
+  .option('-H, --host <socket>', 'unix socket to listen on (unix:///path or a path)', DEFAULT_SOCKET)
+  .option('--attach-helper <path>', 'path of the berth-attach helper binary')
+  .option('--no-seed-busybox', 'do not import the busybox image into an empty store')
+  .option('-D, --debug', 'log every API request to stderr')
+  .option('--cleanup', 'stop all containers and remove every kernel object berth made under --root, then exit')
+  .addHelpText('after', `
+berthd keeps running containers alive across its own restarts (conmon supervises them).
+Stop it with SIGTERM or SIGINT; run "berthd --cleanup" afterwards to remove everything it made.`);
+
+program.parse();
+const opts = program.opts<{ root: string; host: string; attachHelper?: string; seedBusybox: boolean; cleanup?: boolean; debug?: boolean }>();
+const socket = opts.host.replace(/^unix:\/\//, '');
+
+if (process.getuid?.() !== 0) {
+  console.error('berthd: must run as root');
+  process.exit(1);
+}
+
+const daemon = new Daemon({ root: opts.root, socket, attachHelper: opts.attachHelper, seedBusybox: opts.seedBusybox, debug: opts.debug });
+
+async function main(): Promise<void> {
+  const pidFile = `${opts.root}/berthd.pid`;
+  if (opts.cleanup) {
+    const problems = await daemon.cleanup();
+    for (const p of problems) console.error(`berthd: cleanup: ${p}`);
+    process.exit(problems.length ? 1 : 0);
+  }
+  await fs.mkdir(opts.root, { recursive: true, mode: 0o711 });
+  const other = await fs.readFile(pidFile, 'utf8').then((t) => Number(t.trim())).catch(() => 0);
+  if (other && other !== process.pid && processAlive(other)) {
+    throw new Error(`another berthd (pid ${other}) is using ${opts.root}`);
+  }
+  await fs.writeFile(pidFile, `${process.pid}\n`);
+  await daemon.start();
+  console.error(`berthd ${VERSION}: API listening on unix://${socket}, root ${opts.root}`);
+  const shutdown = async () => {
+    await daemon.stop().catch(() => undefined);
+    await fs.rm(pidFile, { force: true });
+    process.exit(0);
+  };
+  // One broken connection or stream must not take every container's API down with it.
+  process.on('uncaughtException', (e) => console.error(`berthd: uncaught: ${e.stack ?? e}`));
+  process.on('unhandledRejection', (e) => console.error(`berthd: unhandled rejection: ${(e as Error)?.stack ?? e}`));
+  process.on('SIGTERM', () => void shutdown());
+  process.on('SIGINT', () => void shutdown());
+}
+
+function processAlive(pid: number): boolean {
+  try { process.kill(pid, 0); return true; } catch { return false; }
+}
+
+main().catch((e) => {
+  console.error(`berthd: ${errorMessage(e)}`);
+  process.exit(1);
+});

@@ -1,0 +1,115 @@
+import { createReadStream, existsSync, promises as fs } from 'node:fs';
+import { join } from 'node:path';
+import { ApiServer } from '../api/server.js';
+import type { ApiContext } from '../api/context.js';
+import { Engine } from '../engine/engine.js';
+import { EventBus } from '../engine/events.js';
+import { ExecManager } from '../engine/exec.js';
+import { LocalImageStore } from '../images/store.js';
+import { mountPointsUnder } from '../kernel/mount.js';
+import { deleteNetns } from '../kernel/netns.js';
+import { NetworkController } from '../network/controller.js';
+import { ConmonRuntime } from '../runtime/conmon.js';
+import { readJson, writeJsonAtomic } from '../store/atomic.js';
+import { errorMessage } from '../util/errors.js';
+import { newId } from '../util/ids.js';
+import { run } from '../util/exec.js';
+import { ATTACH_HELPER, BUSYBOX_TARBALL, VERSION } from './paths.js';
+
+export interface DaemonOptions { root: string; socket: string; attachHelper?: string; seedBusybox?: boolean; debug?: boolean }
+
+interface DaemonIdentity { id: string; networks: { host: string; none: string } }
+
+/** Wires the layers together: store and drivers below, engine in the middle, API on top. */
+export class Daemon {
+  private server?: ApiServer;
+  private runtime?: ConmonRuntime;
+  engine?: Engine;
+
+  constructor(private readonly o: DaemonOptions) {}
+
+  private async identity(): Promise<DaemonIdentity> {
+    const path = join(this.o.root, 'daemon.json');
+    const existing = await readJson<DaemonIdentity>(path);
+    if (existing) return existing;
+    const id: DaemonIdentity = { id: newId().slice(0, 36).toUpperCase(), networks: { host: newId(), none: newId() } };
+    await writeJsonAtomic(path, id);
+    return id;
+  }
+
+  private async build(): Promise<{ engine: Engine; runtime: ConmonRuntime; identity: DaemonIdentity }> {
+    await fs.mkdir(this.o.root, { recursive: true, mode: 0o711 });
+    const identity = await this.identity();
+    const runtime = new ConmonRuntime({
+      runcRoot: join(this.o.root, 'runc'), exitDir: join(this.o.root, 'exits'),
+      attachHelper: this.o.attachHelper ?? ATTACH_HELPER,
+    });
+    await runtime.init();
+    const images = new LocalImageStore(join(this.o.root, 'image'));
+    await images.init();
+    const netnsDir = join(this.o.root, 'netns');
+    await fs.mkdir(netnsDir, { recursive: true, mode: 0o700 });
+    const network = new NetworkController(netnsDir, identity.networks);
+    const engine = new Engine({ root: this.o.root, images, runtime, network, events: new EventBus() });
+    await engine.restore();
+    return { engine, runtime, identity };
+  }
+
+  async start(): Promise<void> {
+    if (!existsSync(this.o.attachHelper ?? ATTACH_HELPER)) {
+      throw new Error(`attach helper ${this.o.attachHelper ?? ATTACH_HELPER} is missing: run npm run build`);
+    }
+    const { engine, runtime, identity } = await this.build();
+    this.engine = engine;
+    this.runtime = runtime;
+    if (this.o.seedBusybox !== false) await this.seedBusybox(engine);
+    const api: ApiContext = {
+      engine, runtime, execs: new ExecManager(engine, runtime),
+      info: { id: identity.id, root: this.o.root, socket: this.o.socket, version: VERSION, startedAt: new Date() },
+    };
+    await fs.mkdir(join(this.o.socket, '..'), { recursive: true, mode: 0o755 });
+    this.server = new ApiServer(api, this.o.debug);
+    await this.server.listen(this.o.socket);
+  }
+
+  /** A fresh store gets the busybox image that setup built from Debian's busybox-static. */
+  private async seedBusybox(engine: Engine): Promise<void> {
+    if (engine.images.list().length > 0 || !existsSync(BUSYBOX_TARBALL)) return;
+    try {
+      await engine.images.importRootfs(createReadStream(BUSYBOX_TARBALL), { repoTag: 'busybox:latest', changes: ['CMD ["sh"]'] });
+    } catch (e) {
+      console.error(`berthd: could not import busybox from ${BUSYBOX_TARBALL}: ${errorMessage(e)}`);
+    }
+  }
+
+  async stop(): Promise<void> {
+    await this.server?.close();
+    this.runtime?.close();
+  }
+
+  /**
+   * `berthd --cleanup`: stop every container and remove every kernel object berth made under this
+   * root (namespaces, mounts), leaving the stored state so containers show as exited.
+   */
+  async cleanup(): Promise<string[]> {
+    const problems: string[] = [];
+    const { engine, runtime } = await this.build();
+    await engine.stopAllAndRelease();
+    const runcRoot = join(this.o.root, 'runc');
+    const list = await run('runc', ['--root', runcRoot, 'list', '-q']);
+    for (const id of list.stdout.split('\n').filter(Boolean)) {
+      await runtime.kill(id, 'KILL').catch(() => undefined);
+      const r = await run('runc', ['--root', runcRoot, 'delete', '--force', id]);
+      if (r.code !== 0) problems.push(`runc delete ${id}: ${r.stderr.trim()}`);
+    }
+    for (const p of await mountPointsUnder(join(this.o.root, 'netns'))) {
+      await deleteNetns(p).catch((e) => problems.push(errorMessage(e)));
+    }
+    for (const p of await mountPointsUnder(this.o.root)) {
+      const r = await run('umount', ['--lazy', p]);
+      if (r.code !== 0) problems.push(`umount ${p}: ${r.stderr.trim()}`);
+    }
+    runtime.close();
+    return problems;
+  }
+}

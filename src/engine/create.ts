@@ -1,0 +1,135 @@
+import { BadRequestError } from '../util/errors.js';
+import type { HostConfig } from './types.js';
+
+/** The ContainerCreate request body after type checking, with Docker's defaults filled in. */
+export interface CreateBody {
+  Hostname?: string;
+  Domainname?: string;
+  User?: string;
+  AttachStdin?: boolean;
+  AttachStdout?: boolean;
+  AttachStderr?: boolean;
+  ExposedPorts?: Record<string, object>;
+  Tty?: boolean;
+  OpenStdin?: boolean;
+  StdinOnce?: boolean;
+  Env?: string[];
+  Cmd?: string[] | null;
+  Entrypoint?: string[] | null;
+  Image?: string;
+  Labels?: Record<string, string>;
+  Volumes?: Record<string, object>;
+  WorkingDir?: string;
+  StopSignal?: string;
+  StopTimeout?: number;
+  HostConfig: HostConfig;
+  NetworkingConfig?: { EndpointsConfig?: Record<string, unknown> };
+}
+
+type Kind = 'string' | 'boolean' | 'number' | 'string[]' | 'object' | 'stringmap' | 'command';
+
+function typeName(v: unknown): string {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'array';
+  return typeof v;
+}
+
+function check(value: unknown, kind: Kind, field: string): void {
+  const bad = () => new BadRequestError(`invalid type for field ${field}: expected ${kind === 'command' ? 'string or array of strings' : kind === 'stringmap' ? 'object of strings' : kind === 'string[]' ? 'array of strings' : kind}, got ${typeName(value)}`);
+  if (value === undefined || value === null) return;
+  switch (kind) {
+    case 'string': case 'boolean': case 'number':
+      if (typeof value !== kind) throw bad();
+      return;
+    case 'string[]':
+      if (!Array.isArray(value) || value.some((x) => typeof x !== 'string')) throw bad();
+      return;
+    case 'command':
+      if (typeof value === 'string') return;
+      if (!Array.isArray(value) || value.some((x) => typeof x !== 'string')) throw bad();
+      return;
+    case 'object':
+      if (typeof value !== 'object' || Array.isArray(value)) throw bad();
+      return;
+    case 'stringmap':
+      if (typeof value !== 'object' || Array.isArray(value) || Object.values(value as object).some((x) => typeof x !== 'string')) throw bad();
+  }
+}
+
+const CONFIG_FIELDS: Record<string, Kind> = {
+  Hostname: 'string', Domainname: 'string', User: 'string', AttachStdin: 'boolean', AttachStdout: 'boolean',
+  AttachStderr: 'boolean', ExposedPorts: 'object', Tty: 'boolean', OpenStdin: 'boolean', StdinOnce: 'boolean',
+  Env: 'string[]', Cmd: 'command', Entrypoint: 'command', Image: 'string', Labels: 'stringmap',
+  Volumes: 'object', WorkingDir: 'string', StopSignal: 'string', StopTimeout: 'number',
+  HostConfig: 'object', NetworkingConfig: 'object',
+};
+
+const HOST_FIELDS: Record<string, Kind> = {
+  NetworkMode: 'string', AutoRemove: 'boolean', Privileged: 'boolean', CapAdd: 'string[]', CapDrop: 'string[]',
+  Dns: 'string[]', DnsSearch: 'string[]', DnsOptions: 'string[]', ExtraHosts: 'string[]', Links: 'string[]',
+  PortBindings: 'object', PublishAllPorts: 'boolean', RestartPolicy: 'object', ReadonlyRootfs: 'boolean',
+  Binds: 'string[]',
+};
+
+/**
+ * Docker accepts Cmd and Entrypoint as a single string (one argv element) or an argv array. An
+ * explicitly empty value ("" or []) is kept as [] so it can reset the image's value.
+ */
+function command(v: unknown): string[] | null | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (typeof v === 'string') return v === '' ? [] : [v];
+  const arr = v as string[];
+  return arr.length === 1 && arr[0] === '' ? [] : arr;
+}
+
+export function normaliseCreateBody(raw: unknown): CreateBody {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
+    throw new BadRequestError('invalid JSON body: expected an object');
+  }
+  const b = raw as Record<string, unknown>;
+  for (const [k, kind] of Object.entries(CONFIG_FIELDS)) check(b[k], kind, k);
+  const hc = (b.HostConfig ?? {}) as Record<string, unknown>;
+  for (const [k, kind] of Object.entries(HOST_FIELDS)) check(hc[k], kind, `HostConfig.${k}`);
+  const rp = (hc.RestartPolicy ?? {}) as Record<string, unknown>;
+  check(rp.Name, 'string', 'HostConfig.RestartPolicy.Name');
+  check(rp.MaximumRetryCount, 'number', 'HostConfig.RestartPolicy.MaximumRetryCount');
+  const policy = (rp.Name as string | undefined) ?? '';
+  if (!['', 'no', 'always', 'unless-stopped', 'on-failure'].includes(policy)) {
+    throw new BadRequestError(`invalid restart policy '${policy}'`);
+  }
+  if (hc.AutoRemove && policy && policy !== 'no') {
+    throw new BadRequestError("can't create 'AutoRemove' container with restart policy");
+  }
+  const envList = (b.Env as string[] | undefined) ?? undefined;
+  for (const e of envList ?? []) {
+    if (e === '' || e.startsWith('=')) throw new BadRequestError(`invalid environment variable: ${e}`);
+  }
+  const host: HostConfig = {
+    ...(hc as object),
+    NetworkMode: (hc.NetworkMode as string) || 'default',
+    AutoRemove: (hc.AutoRemove as boolean) ?? false,
+    Privileged: (hc.Privileged as boolean) ?? false,
+    CapAdd: (hc.CapAdd as string[]) ?? null,
+    CapDrop: (hc.CapDrop as string[]) ?? null,
+    Dns: (hc.Dns as string[]) ?? [],
+    DnsSearch: (hc.DnsSearch as string[]) ?? [],
+    DnsOptions: (hc.DnsOptions as string[]) ?? [],
+    ExtraHosts: (hc.ExtraHosts as string[]) ?? null,
+    Links: (hc.Links as string[]) ?? null,
+    PortBindings: (hc.PortBindings as HostConfig['PortBindings']) ?? {},
+    PublishAllPorts: (hc.PublishAllPorts as boolean) ?? false,
+    RestartPolicy: { Name: policy === '' ? 'no' : policy, MaximumRetryCount: (rp.MaximumRetryCount as number) ?? 0 },
+    ReadonlyRootfs: (hc.ReadonlyRootfs as boolean) ?? false,
+    Binds: (hc.Binds as string[]) ?? null,
+    LogConfig: { Type: 'k8s-file', Config: {} },
+  };
+  for (const h of host.ExtraHosts ?? []) {
+    if (h.indexOf(':') <= 0) throw new BadRequestError(`invalid IP address in add-host: "${h}"`);
+  }
+  return {
+    ...(b as object),
+    Cmd: command(b.Cmd),
+    Entrypoint: command(b.Entrypoint),
+    HostConfig: host,
+  } as CreateBody;
+}

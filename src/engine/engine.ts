@@ -1,0 +1,595 @@
+import { promises as fs } from 'node:fs';
+import { hostname as osHostname } from 'node:os';
+import { join } from 'node:path';
+import { mountOverlay, unmount } from '../kernel/mount.js';
+import { containerResolvConf, hostsFile } from '../network/etcfiles.js';
+import type { NetworkController } from '../network/controller.js';
+import type { ImageStore } from '../images/types.js';
+import type { AttachSession, ContainerRuntime } from '../runtime/runtime.js';
+import { RuntimeCreateError } from '../runtime/conmon.js';
+import { buildSpec } from '../runtime/spec.js';
+import { readJson, removeStaleTemps, writeJsonAtomic } from '../store/atomic.js';
+import { BadRequestError, ConflictError, NotFoundError, NotModifiedError, errorMessage } from '../util/errors.js';
+import { newId, shortId } from '../util/ids.js';
+import { EventBus } from './events.js';
+import { randomName, VALID_NAME } from './names.js';
+import { resolveUser } from './users.js';
+import { normaliseCreateBody, type CreateBody } from './create.js';
+import { ZERO_TIME, type ContainerRecord, type ContainerStatus } from './types.js';
+
+export interface EngineOptions {
+  root: string;
+  images: ImageStore;
+  runtime: ContainerRuntime;
+  network: NetworkController;
+  events: EventBus;
+}
+
+type WaitCondition = 'not-running' | 'next-exit' | 'removed';
+
+interface Waiter { condition: WaitCondition; resolve: (r: { StatusCode: number; Error: null | { Message: string } }) => void }
+
+/** Docker's State.Status for an exit code a failed start leaves behind. */
+function startFailureCode(message: string): number {
+  if (/executable file not found|no such file or directory/i.test(message)) return 127;
+  if (/permission denied/i.test(message)) return 126;
+  return 128;
+}
+
+/**
+ * The engine decides; drivers act. It owns the container records and their lifecycle, and is the
+ * only place that changes them, one operation per container at a time.
+ */
+export class Engine {
+  readonly containers = new Map<string, ContainerRecord>();
+  private readonly names = new Map<string, string>();
+  private readonly locks = new Map<string, Promise<unknown>>();
+  private readonly waiters = new Map<string, Waiter[]>();
+  /** Resolvers for "this run of the container has exited", keyed by id. */
+  private readonly exitSignals = new Map<string, { promise: Promise<void>; resolve: () => void }>();
+  /** Attach sessions requested before start: connected right after the runtime creates the container. */
+  private readonly pendingAttach = new Map<string, Array<(s: AttachSession | Error) => void>>();
+  private readonly containersDir: string;
+
+  constructor(private readonly o: EngineOptions) {
+    this.containersDir = join(o.root, 'containers');
+  }
+
+  get events(): EventBus { return this.o.events; }
+  get images(): ImageStore { return this.o.images; }
+  get network(): NetworkController { return this.o.network; }
+
+  // ---------------------------------------------------------------- persistence and restore
+
+  private dir(id: string): string { return join(this.containersDir, id); }
+
+  private async save(c: ContainerRecord): Promise<void> {
+    await writeJsonAtomic(join(this.dir(c.Id), 'container.json'), c);
+  }
+
+  /**
+   * Loads every container and reconciles it with what the kernel and runtime say: a container the
+   * store thinks is running but whose process is gone becomes exited, and whatever it held is freed.
+   */
+  async restore(): Promise<void> {
+    await fs.mkdir(this.containersDir, { recursive: true, mode: 0o700 });
+    this.o.runtime.onExit((id, code) => { void this.handleExit(id, code); });
+    for (const id of await fs.readdir(this.containersDir)) {
+      await removeStaleTemps(this.dir(id));
+      const c = await readJson<ContainerRecord>(join(this.dir(id), 'container.json'));
+      if (!c) {
+        // Created directory, crashed before the record was written: nothing else exists for it.
+        await fs.rm(this.dir(id), { recursive: true, force: true });
+        continue;
+      }
+      this.containers.set(c.Id, c);
+      this.names.set(c.Name, c.Id);
+      if (c.State.Status === 'removing') {
+        await this.removeNow(c);
+        continue;
+      }
+      if (c.State.Running) {
+        const st = await this.o.runtime.state(c.Id);
+        if (st && (st.status === 'running' || st.status === 'paused')) {
+          this.exitSignals.set(c.Id, deferred());
+          const code = await this.o.runtime.exitCode(c.Id);
+          if (code !== undefined) await this.handleExit(c.Id, code);
+        } else {
+          await this.handleExit(c.Id, (await this.o.runtime.exitCode(c.Id)) ?? 255);
+        }
+      } else if (c.NetnsPath) {
+        await this.releaseResources(c);
+        await this.save(c);
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- lookup
+
+  /** Finds a container by full id, name (with or without "/") or unique id prefix, as Docker does. */
+  find(ref: string): ContainerRecord | undefined {
+    const byId = this.containers.get(ref);
+    if (byId) return byId;
+    const byName = this.names.get(ref.startsWith('/') ? ref : `/${ref}`);
+    if (byName) return this.containers.get(byName);
+    if (!/^[0-9a-f]+$/.test(ref)) return undefined;
+    const matches = [...this.containers.values()].filter((c) => c.Id.startsWith(ref));
+    if (matches.length > 1) throw new BadRequestError(`Multiple IDs found with provided prefix: ${ref}`);
+    return matches[0];
+  }
+
+  get(ref: string): ContainerRecord {
+    const c = this.find(ref);
+    if (!c) throw new NotFoundError(`No such container: ${ref}`);
+    return c;
+  }
+
+  list(): ContainerRecord[] {
+    return [...this.containers.values()].sort((a, b) => b.Created.localeCompare(a.Created));
+  }
+
+  imageInUse(imageId: string): string | undefined {
+    for (const c of this.containers.values()) if (c.Image === imageId) return c.Id;
+    return undefined;
+  }
+
+  /** Serialises operations on one container: start, stop and remove never interleave. */
+  private async withLock<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.locks.get(id) ?? Promise.resolve();
+    const next = prev.then(fn, fn);
+    const settled = next.catch(() => undefined);
+    this.locks.set(id, settled);
+    try {
+      return await next;
+    } finally {
+      if (this.locks.get(id) === settled) this.locks.delete(id);
+    }
+  }
+
+  // ---------------------------------------------------------------- create
+
+  async create(rawBody: unknown, nameParam: string | undefined): Promise<{ Id: string; Warnings: string[] }> {
+    const body: CreateBody = normaliseCreateBody(rawBody);
+    let name: string;
+    if (nameParam) {
+      if (!VALID_NAME.test(nameParam)) {
+        throw new BadRequestError(`Invalid container name (${nameParam}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed`);
+      }
+      name = nameParam.startsWith('/') ? nameParam : `/${nameParam}`;
+    } else {
+      name = `/${randomName((n) => this.names.has(`/${n}`))}`;
+    }
+    const holder = this.names.get(name);
+    if (holder) {
+      throw new ConflictError(`Conflict. The container name "${name}" is already in use by container "${holder}". You have to remove (or rename) that container to be able to reuse that name.`);
+    }
+    if (!body.Image) throw new BadRequestError('Config.Image: image name must be given');
+    const image = this.o.images.find(body.Image);
+    if (!image) throw new NotFoundError(`No such image: ${body.Image}`);
+    const mode = body.HostConfig.NetworkMode || 'default';
+    this.o.network.validateMode(mode);
+
+    const imgCfg = image.config.config ?? {};
+    // An explicit entrypoint resets the image's Cmd, as in Docker.
+    const entrypoint = body.Entrypoint !== undefined ? nonEmpty(body.Entrypoint) : imgCfg.Entrypoint ?? null;
+    const cmd = body.Cmd !== undefined ? nonEmpty(body.Cmd) : body.Entrypoint !== undefined ? null : imgCfg.Cmd ?? null;
+    const argv = [...(entrypoint ?? []), ...(cmd ?? [])];
+    if (argv.length === 0) throw new BadRequestError('No command specified');
+
+    const id = newId();
+    const env = mergeEnv(imgCfg.Env ?? [], body.Env ?? []);
+    const c: ContainerRecord = {
+      Id: id,
+      Created: new Date().toISOString(),
+      Path: argv[0]!,
+      Args: argv.slice(1),
+      Name: name,
+      Image: image.id,
+      Config: {
+        Hostname: body.Hostname || (mode === 'host' ? osHostname() : id.slice(0, 12)),
+        Domainname: body.Domainname ?? '',
+        User: body.User ?? imgCfg.User ?? '',
+        AttachStdin: body.AttachStdin ?? false,
+        AttachStdout: body.AttachStdout ?? false,
+        AttachStderr: body.AttachStderr ?? false,
+        ExposedPorts: { ...(imgCfg.ExposedPorts ?? {}), ...(body.ExposedPorts ?? {}) },
+        Tty: body.Tty ?? false,
+        OpenStdin: body.OpenStdin ?? false,
+        StdinOnce: body.StdinOnce ?? false,
+        Env: env,
+        Cmd: cmd,
+        Image: body.Image,
+        Volumes: body.Volumes ?? imgCfg.Volumes ?? null,
+        WorkingDir: body.WorkingDir || imgCfg.WorkingDir || '',
+        Entrypoint: entrypoint,
+        OnBuild: null,
+        Labels: { ...(imgCfg.Labels ?? {}), ...(body.Labels ?? {}) },
+        ...(body.StopSignal || imgCfg.StopSignal ? { StopSignal: body.StopSignal || imgCfg.StopSignal } : {}),
+        ...(body.StopTimeout !== undefined ? { StopTimeout: body.StopTimeout } : {}),
+      },
+      HostConfig: { ...body.HostConfig, NetworkMode: mode },
+      NetworkingConfig: { EndpointsConfig: body.NetworkingConfig?.EndpointsConfig ?? {} },
+      State: {
+        Status: 'created', Running: false, Paused: false, Restarting: false, OOMKilled: false, Dead: false,
+        Pid: 0, ExitCode: 0, Error: '', StartedAt: ZERO_TIME, FinishedAt: ZERO_TIME,
+      },
+      RestartCount: 0,
+      ManuallyStopped: false,
+      NetnsPath: '',
+    };
+    await fs.mkdir(this.dir(id), { recursive: true, mode: 0o700 });
+    await this.save(c);
+    this.containers.set(id, c);
+    this.names.set(name, id);
+    this.o.events.emit('container', 'create', id, { image: body.Image, name: name.slice(1) });
+    return { Id: id, Warnings: [] };
+  }
+
+  // ---------------------------------------------------------------- start
+
+  async start(ref: string): Promise<void> {
+    const c = this.get(ref);
+    await this.withLock(c.Id, () => this.startLocked(c));
+  }
+
+  private async startLocked(c: ContainerRecord): Promise<void> {
+    if (c.State.Status === 'removing' || !this.containers.has(c.Id)) {
+      throw new ConflictError(`container ${c.Id} is marked for removal and cannot be started`);
+    }
+    if (c.State.Running) throw new NotModifiedError();
+    const dir = this.dir(c.Id);
+    const rootfs = join(dir, 'rootfs');
+    await this.o.runtime.clearExit(c.Id);
+    let created = false;
+    try {
+      const image = this.o.images.get(c.Image);
+      await mountOverlay(this.o.images.layerDirs(image), join(dir, 'diff'), join(dir, 'work'), rootfs);
+      const sandbox = await this.o.network.setUp(c);
+      c.NetnsPath = sandbox.netnsPath ?? '';
+      const etc = await this.writeEtcFiles(c, sandbox.addresses, sandbox.shareHostNetwork);
+      const user = await resolveUser(rootfs, c.Config.User);
+      const env = [...c.Config.Env];
+      if (!env.some((e) => e.startsWith('HOSTNAME='))) env.push(`HOSTNAME=${c.Config.Hostname}`);
+      if (c.Config.Tty && !env.some((e) => e.startsWith('TERM='))) env.push('TERM=xterm');
+      const spec = buildSpec({
+        args: [c.Path, ...c.Args], env, cwd: c.Config.WorkingDir || '/', user, tty: c.Config.Tty,
+        hostname: c.Config.Hostname, rootfs, netnsPath: sandbox.netnsPath, etcFiles: etc,
+        cgroupsPath: `/berth/${c.Id}`, privileged: c.HostConfig.Privileged,
+        capAdd: c.HostConfig.CapAdd ?? [], capDrop: c.HostConfig.CapDrop ?? [],
+        readonlyRootfs: c.HostConfig.ReadonlyRootfs,
+      });
+      if (c.Config.WorkingDir) await fs.mkdir(join(rootfs, c.Config.WorkingDir), { recursive: true });
+      await fs.writeFile(join(dir, 'config.json'), JSON.stringify(spec));
+      this.exitSignals.set(c.Id, deferred());
+      const pid = await this.o.runtime.create({
+        id: c.Id, name: c.Name.slice(1), bundle: dir, logPath: this.logPath(c),
+        tty: c.Config.Tty, openStdin: c.Config.OpenStdin, leaveStdinOpen: c.Config.OpenStdin && !c.Config.StdinOnce,
+      });
+      created = true;
+      await this.connectPendingAttach(c);
+      await this.o.runtime.start(c.Id);
+      Object.assign(c.State, {
+        Status: 'running', Running: true, Restarting: false, Pid: pid, ExitCode: 0, Error: '',
+        StartedAt: new Date().toISOString(), FinishedAt: ZERO_TIME,
+      });
+      c.ManuallyStopped = false;
+      await this.save(c);
+      this.o.events.emit('container', 'start', c.Id, { image: c.Config.Image, name: c.Name.slice(1) });
+    } catch (e) {
+      const message = errorMessage(e);
+      this.failPendingAttach(c, e as Error);
+      this.exitSignals.get(c.Id)?.resolve();
+      this.exitSignals.delete(c.Id);
+      if (created) await this.o.runtime.kill(c.Id, 'KILL').catch(() => undefined);
+      await this.o.runtime.delete(c.Id).catch(() => undefined);
+      await this.releaseResources(c);
+      c.State.Error = message;
+      c.State.ExitCode = startFailureCode(message);
+      if (c.State.Status !== 'created') c.State.Status = 'exited';
+      c.State.Running = false;
+      c.State.Pid = 0;
+      await this.save(c);
+      // Docker removes an auto-remove container whose start failed; `docker run --rm` waits for it.
+      if (c.HostConfig.AutoRemove) await this.removeNow(c).catch(() => undefined);
+      if (e instanceof RuntimeCreateError) {
+        const code = c.State.ExitCode;
+        const status = code === 127 || code === 126 ? 400 : 500;
+        throw Object.assign(new BadRequestError(`OCI runtime create failed: ${message}: unknown`), { status });
+      }
+      throw e;
+    }
+  }
+
+  logPath(c: ContainerRecord): string {
+    return join(this.dir(c.Id), `${c.Id}-json.log`);
+  }
+
+  private async writeEtcFiles(c: ContainerRecord, addresses: string[], shareHost: boolean) {
+    const dir = this.dir(c.Id);
+    const files = { hosts: join(dir, 'hosts'), hostname: join(dir, 'hostname'), resolvConf: join(dir, 'resolv.conf') };
+    let hosts: string;
+    if (shareHost) {
+      hosts = await fs.readFile('/etc/hosts', 'utf8').catch(() => hostsFile({ hostname: c.Config.Hostname, addresses: [], extraHosts: [] }));
+      for (const h of c.HostConfig.ExtraHosts ?? []) {
+        const i = h.indexOf(':');
+        if (i > 0) hosts += `${h.slice(i + 1)}\t${h.slice(0, i)}\n`;
+      }
+    } else {
+      hosts = hostsFile({ hostname: c.Config.Hostname, domainname: c.Config.Domainname, addresses, extraHosts: c.HostConfig.ExtraHosts ?? [] });
+    }
+    const resolv = await containerResolvConf({
+      dns: c.HostConfig.Dns ?? [], dnsSearch: c.HostConfig.DnsSearch ?? [], dnsOptions: c.HostConfig.DnsOptions ?? [],
+      shareHostNetwork: shareHost,
+    });
+    await Promise.all([
+      fs.writeFile(files.hosts, hosts),
+      fs.writeFile(files.hostname, `${c.Config.Hostname}\n`),
+      fs.writeFile(files.resolvConf, resolv),
+    ]);
+    return files;
+  }
+
+  /** Frees what a run held: rootfs mount and network namespace. Safe to call twice. */
+  private async releaseResources(c: ContainerRecord): Promise<void> {
+    const errors: string[] = [];
+    await this.o.network.tearDown(c).catch((e) => errors.push(errorMessage(e)));
+    c.NetnsPath = '';
+    await unmount(join(this.dir(c.Id), 'rootfs')).catch((e) => errors.push(errorMessage(e)));
+    if (errors.length) console.error(`berthd: releasing ${shortId(c.Id)}: ${errors.join('; ')}`);
+  }
+
+  // ---------------------------------------------------------------- exit handling
+
+  private async handleExit(id: string, code: number): Promise<void> {
+    const c = this.containers.get(id);
+    if (!c || !c.State.Running) return;
+    await this.withLock(id, async () => {
+      if (!c.State.Running) return;
+      await this.o.runtime.delete(id).catch((e) => console.error(`berthd: runc delete ${shortId(id)}: ${errorMessage(e)}`));
+      await this.releaseResources(c);
+      Object.assign(c.State, {
+        Status: 'exited' as ContainerStatus, Running: false, Restarting: false, Pid: 0, ExitCode: code,
+        FinishedAt: new Date().toISOString(),
+      });
+      await this.save(c);
+      this.exitSignals.get(id)?.resolve();
+      this.exitSignals.delete(id);
+    });
+    this.o.events.emit('container', 'die', id, { exitCode: String(code), image: c.Config.Image, name: c.Name.slice(1) });
+    this.notifyWaiters(c, ['not-running', 'next-exit']);
+    if (c.HostConfig.AutoRemove) {
+      await this.remove(id, { force: true }).catch((e) => console.error(`berthd: auto-remove ${shortId(id)}: ${errorMessage(e)}`));
+      return;
+    }
+    if (this.shouldRestart(c)) {
+      c.RestartCount++;
+      setTimeout(() => { void this.start(id).catch(() => undefined); }, Math.min(100 * 2 ** Math.min(c.RestartCount, 10), 60_000));
+    }
+  }
+
+  private shouldRestart(c: ContainerRecord): boolean {
+    const p = c.HostConfig.RestartPolicy;
+    if (c.ManuallyStopped || !p?.Name || p.Name === 'no') return false;
+    if (p.Name === 'on-failure') return c.State.ExitCode !== 0 && (!p.MaximumRetryCount || c.RestartCount < p.MaximumRetryCount);
+    return p.Name === 'always' || p.Name === 'unless-stopped';
+  }
+
+  private notifyWaiters(c: ContainerRecord, conditions: WaitCondition[]): void {
+    const list = this.waiters.get(c.Id);
+    if (!list) return;
+    const keep: Waiter[] = [];
+    for (const w of list) {
+      if (conditions.includes(w.condition)) {
+        w.resolve({ StatusCode: c.State.ExitCode, Error: c.State.Error ? { Message: c.State.Error } : null });
+      } else keep.push(w);
+    }
+    if (keep.length) this.waiters.set(c.Id, keep); else this.waiters.delete(c.Id);
+  }
+
+  /** POST /containers/{id}/wait. Registering happens synchronously, before any await. */
+  wait(ref: string, condition: WaitCondition = 'not-running'): Promise<{ StatusCode: number; Error: null | { Message: string } }> {
+    const c = this.get(ref);
+    if (condition === 'not-running' && !c.State.Running) {
+      return Promise.resolve({ StatusCode: c.State.ExitCode, Error: null });
+    }
+    return new Promise((resolve) => {
+      const list = this.waiters.get(c.Id) ?? [];
+      list.push({ condition, resolve });
+      this.waiters.set(c.Id, list);
+    });
+  }
+
+  // ---------------------------------------------------------------- stop / kill / restart
+
+  async stop(ref: string, timeoutSec?: number): Promise<void> {
+    const c = this.get(ref);
+    if (!c.State.Running) throw new NotModifiedError();
+    c.ManuallyStopped = true;
+    const t = timeoutSec ?? c.Config.StopTimeout ?? 10;
+    await this.stopRunning(c, t);
+  }
+
+  private async stopRunning(c: ContainerRecord, timeoutSec: number): Promise<void> {
+    const exited = this.exitSignals.get(c.Id)?.promise ?? Promise.resolve();
+    if (timeoutSec !== 0) {
+      await this.o.runtime.kill(c.Id, c.Config.StopSignal || 'SIGTERM');
+      // A negative timeout waits for as long as the process takes, as in Docker.
+      if (timeoutSec < 0) await exited;
+      if (timeoutSec < 0 || (await raceTimeout(exited, timeoutSec * 1000))) return void (await this.exitSettled(c));
+    }
+    await this.o.runtime.kill(c.Id, 'KILL');
+    await exited;
+    await this.exitSettled(c);
+  }
+
+  /** Waits until handleExit has finished its bookkeeping for the current run. */
+  private async exitSettled(c: ContainerRecord): Promise<void> {
+    await (this.locks.get(c.Id) ?? Promise.resolve());
+  }
+
+  async kill(ref: string, signal = 'KILL'): Promise<void> {
+    const c = this.get(ref);
+    if (!c.State.Running) {
+      throw new ConflictError(`Cannot kill container: ${ref}: Container ${c.Id} is not running`);
+    }
+    const sig = /^\d+$/.test(signal) ? signal : signal.toUpperCase().replace(/^SIG/, '');
+    if (sig === 'KILL' || sig === '9') c.ManuallyStopped = true;
+    await this.o.runtime.kill(c.Id, sig);
+  }
+
+  async restart(ref: string, timeoutSec?: number): Promise<void> {
+    const c = this.get(ref);
+    if (c.State.Running) {
+      c.ManuallyStopped = true;
+      await this.stopRunning(c, timeoutSec ?? c.Config.StopTimeout ?? 10);
+    }
+    await this.start(c.Id);
+    this.o.events.emit('container', 'restart', c.Id, { image: c.Config.Image, name: c.Name.slice(1) });
+  }
+
+  // ---------------------------------------------------------------- remove
+
+  async remove(ref: string, opts: { force?: boolean }): Promise<void> {
+    const c = this.get(ref);
+    if (c.State.Running && !opts.force) {
+      throw new ConflictError(`You cannot remove a running container ${c.Id}. Stop the container before attempting removal or force remove`);
+    }
+    if (c.State.Running) {
+      c.ManuallyStopped = true;
+      await this.o.runtime.kill(c.Id, 'KILL');
+      await (this.exitSignals.get(c.Id)?.promise ?? Promise.resolve());
+      await this.exitSettled(c);
+    }
+    await this.withLock(c.Id, async () => {
+      if (!this.containers.has(c.Id)) return;
+      c.State.Status = 'removing';
+      await this.save(c);
+      await this.removeNow(c);
+    });
+  }
+
+  private async removeNow(c: ContainerRecord): Promise<void> {
+    await this.o.runtime.delete(c.Id).catch(() => undefined);
+    await this.releaseResources(c);
+    await this.o.runtime.clearExit(c.Id);
+    await fs.rm(this.dir(c.Id), { recursive: true, force: true });
+    this.containers.delete(c.Id);
+    if (this.names.get(c.Name) === c.Id) this.names.delete(c.Name);
+    this.o.events.emit('container', 'destroy', c.Id, { image: c.Config.Image, name: c.Name.slice(1) });
+    this.notifyWaiters(c, ['not-running', 'next-exit', 'removed']);
+  }
+
+  async rename(ref: string, newName: string): Promise<void> {
+    const c = this.get(ref);
+    if (!VALID_NAME.test(newName)) {
+      throw new BadRequestError(`Invalid container name (${newName}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed`);
+    }
+    const name = newName.startsWith('/') ? newName : `/${newName}`;
+    const holder = this.names.get(name);
+    if (holder && holder !== c.Id) {
+      throw new ConflictError(`Conflict. The container name "${name}" is already in use by container "${holder}". You have to remove (or rename) that container to be able to reuse that name.`);
+    }
+    this.names.delete(c.Name);
+    const old = c.Name;
+    c.Name = name;
+    this.names.set(name, c.Id);
+    await this.save(c);
+    this.o.events.emit('container', 'rename', c.Id, { name: name.slice(1), oldName: old });
+  }
+
+  async prune(filterLabels: (c: ContainerRecord) => boolean): Promise<{ ContainersDeleted: string[]; SpaceReclaimed: number }> {
+    const deleted: string[] = [];
+    for (const c of this.list()) {
+      if (c.State.Running || c.State.Status === 'removing' || !filterLabels(c)) continue;
+      await this.remove(c.Id, {});
+      deleted.push(c.Id);
+    }
+    return { ContainersDeleted: deleted, SpaceReclaimed: 0 };
+  }
+
+  // ---------------------------------------------------------------- attach
+
+  /**
+   * Attaches to a container's stdio. Before start, the session is connected as soon as the runtime
+   * has created the container and before its process runs, so no early output is lost.
+   */
+  attach(ref: string): Promise<AttachSession> {
+    const c = this.get(ref);
+    if (c.State.Running) return this.o.runtime.attach(this.dir(c.Id));
+    if (c.State.Status === 'created' || c.State.Status === 'exited') {
+      return new Promise((resolve, reject) => {
+        const list = this.pendingAttach.get(c.Id) ?? [];
+        list.push((s) => (s instanceof Error ? reject(s) : resolve(s)));
+        this.pendingAttach.set(c.Id, list);
+      });
+    }
+    throw new ConflictError('You cannot attach to a stopped container, start it first');
+  }
+
+  cancelPendingAttach(ref: string): void {
+    const c = this.find(ref);
+    if (c) this.failPendingAttach(c, new Error('attach cancelled'));
+  }
+
+  private async connectPendingAttach(c: ContainerRecord): Promise<void> {
+    const list = this.pendingAttach.get(c.Id);
+    if (!list) return;
+    this.pendingAttach.delete(c.Id);
+    await Promise.all(list.map(async (cb) => {
+      try { cb(await this.o.runtime.attach(this.dir(c.Id))); } catch (e) { cb(e as Error); }
+    }));
+  }
+
+  private failPendingAttach(c: ContainerRecord, e: Error): void {
+    const list = this.pendingAttach.get(c.Id);
+    this.pendingAttach.delete(c.Id);
+    for (const cb of list ?? []) cb(e);
+  }
+
+  async resize(ref: string, rows: number, cols: number): Promise<void> {
+    const c = this.get(ref);
+    if (!c.State.Running) throw new ConflictError(`Container ${c.Id} is not running`);
+    if (!c.Config.Tty) return;
+    await this.o.runtime.resize(this.dir(c.Id), rows, cols);
+  }
+
+  bundleDir(c: ContainerRecord): string { return this.dir(c.Id); }
+
+  // ---------------------------------------------------------------- shutdown
+
+  /** Stops every container and frees every kernel object: used by `berthd --cleanup`. */
+  async stopAllAndRelease(): Promise<void> {
+    await Promise.all(this.list().filter((c) => c.State.Running).map(async (c) => {
+      c.ManuallyStopped = true;
+      await this.stopRunning(c, 0).catch((e) => console.error(`berthd: stopping ${shortId(c.Id)}: ${errorMessage(e)}`));
+    }));
+  }
+}
+
+function nonEmpty(v: string[] | null | undefined): string[] | null {
+  return v && v.length ? v : null;
+}
+
+function mergeEnv(base: string[], overrides: string[]): string[] {
+  const out = new Map<string, string>();
+  for (const e of [...base, ...overrides]) {
+    const k = e.includes('=') ? e.slice(0, e.indexOf('=')) : e;
+    out.set(k, e);
+  }
+  return [...out.values()];
+}
+
+function deferred(): { promise: Promise<void>; resolve: () => void } {
+  let resolve!: () => void;
+  const promise = new Promise<void>((r) => { resolve = r; });
+  return { promise, resolve };
+}
+
+/** True when `p` settled within `ms`. */
+async function raceTimeout(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const t = new Promise<boolean>((r) => { timer = setTimeout(() => r(false), ms); });
+  const ok = await Promise.race([p.then(() => true), t]);
+  clearTimeout(timer);
+  return ok;
+}

@@ -1,0 +1,32 @@
+import { promises as fs } from 'node:fs';
+import { run, runOk } from '../util/exec.js';
+
+/** Mounts an overlay filesystem: image layers read-only below, the container's own layer on top. */
+export async function mountOverlay(lowerDirs: string[], upper: string, work: string, target: string): Promise<void> {
+  await Promise.all([upper, work, target].map((d) => fs.mkdir(d, { recursive: true })));
+  if (await isMountPoint(target)) return;
+  const opts = `lowerdir=${lowerDirs.join(':')},upperdir=${upper},workdir=${work}`;
+  await runOk('mount', ['-t', 'overlay', 'overlay', '-o', opts, target]);
+}
+
+export async function unmount(target: string): Promise<void> {
+  if (!(await isMountPoint(target))) return;
+  const r = await run('umount', [target]);
+  if (r.code !== 0) {
+    // A process that escaped the container may still hold it; detach so removal can go on.
+    await runOk('umount', ['--lazy', target]);
+  }
+}
+
+export async function isMountPoint(path: string): Promise<boolean> {
+  return (await mountPointsUnder(path)).includes(path);
+}
+
+/** Mount points at or below `prefix`, deepest first (the order to unmount them in). */
+export async function mountPointsUnder(prefix: string): Promise<string[]> {
+  const info = await fs.readFile('/proc/self/mountinfo', 'utf8');
+  const points = info.split('\n').map((l) => l.split(' ')[4]).filter((p): p is string => !!p)
+    .map((p) => p.replace(/\\040/g, ' '))
+    .filter((p) => p === prefix || p.startsWith(prefix.endsWith('/') ? prefix : prefix + '/'));
+  return [...new Set(points)].sort((a, b) => b.length - a.length);
+}

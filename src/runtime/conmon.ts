@@ -1,0 +1,269 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { promises as fs, constants as fsConstants, watch, type FSWatcher } from 'node:fs';
+import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
+import pty from 'node-pty';
+import { run, runOk } from '../util/exec.js';
+import type {
+  AttachSession, ContainerRuntime, CreateOptions, ExecOptions, ExecProcess, RuntimeState,
+} from './runtime.js';
+
+export interface ConmonRuntimeOptions {
+  /** runc's --root: berth's containers only, so `runc list` never shows another engine's. */
+  runcRoot: string;
+  /** Where conmon writes one file per exited container, named by id, holding the exit code. */
+  exitDir: string;
+  attachHelper: string;
+  runcPath?: string;
+  conmonPath?: string;
+}
+
+/**
+ * runc supervised by conmon. conmon holds each container's stdio, writes its log and records its
+ * exit code, so containers keep running while berthd restarts; berthd learns of exits from the
+ * exit directory, which also covers exits that happened while it was down.
+ */
+export class ConmonRuntime implements ContainerRuntime {
+  private readonly runc: string;
+  private readonly conmon: string;
+  private watcher?: FSWatcher;
+  private exitCallbacks: Array<(id: string, code: number) => void> = [];
+  private readonly monitors = new Map<string, ChildProcess>();
+
+  constructor(private readonly opts: ConmonRuntimeOptions) {
+    this.runc = opts.runcPath ?? '/usr/sbin/runc';
+    this.conmon = opts.conmonPath ?? '/usr/bin/conmon';
+  }
+
+  async init(): Promise<void> {
+    await fs.mkdir(this.opts.runcRoot, { recursive: true, mode: 0o700 });
+    await fs.mkdir(this.opts.exitDir, { recursive: true, mode: 0o700 });
+    this.watcher = watch(this.opts.exitDir, (_event, name) => {
+      if (name && /^[0-9a-f]{64}$/.test(name)) void this.reportExit(name);
+    });
+  }
+
+  /** Reports exits recorded while nobody was watching (daemon restart). */
+  async pendingExits(): Promise<string[]> {
+    return (await fs.readdir(this.opts.exitDir)).filter((n) => /^[0-9a-f]{64}$/.test(n));
+  }
+
+  private async reportExit(id: string): Promise<void> {
+    const code = await this.exitCode(id);
+    if (code === undefined) return;
+    for (const cb of this.exitCallbacks) cb(id, code);
+  }
+
+  onExit(cb: (id: string, exitCode: number) => void): void {
+    this.exitCallbacks.push(cb);
+  }
+
+  async exitCode(id: string): Promise<number | undefined> {
+    try {
+      const text = (await fs.readFile(join(this.opts.exitDir, id), 'utf8')).trim();
+      if (text === '') return undefined;
+      const code = Number.parseInt(text, 10);
+      return Number.isNaN(code) ? undefined : code;
+    } catch {
+      return undefined;
+    }
+  }
+
+  async clearExit(id: string): Promise<void> {
+    await fs.rm(join(this.opts.exitDir, id), { force: true });
+  }
+
+  create(o: CreateOptions): Promise<number> {
+    const args = [
+      '--api-version', '1', '--sync',
+      '-c', o.id, '-u', o.id, '-n', o.name,
+      '-r', this.runc, '--runtime-arg', '--root', '--runtime-arg', this.opts.runcRoot,
+      '-b', o.bundle, '-p', join(o.bundle, 'pidfile'),
+      '--exit-dir', this.opts.exitDir, '--persist-dir', join(o.bundle, 'conmon'),
+      '--full-attach', '-l', `k8s-file:${o.logPath}`,
+      '--conmon-pidfile', join(o.bundle, 'conmon.pid'),
+    ];
+    if (o.tty) args.push('-t');
+    if (o.openStdin) args.push('-i');
+    if (o.leaveStdinOpen) args.push('--leave-stdin-open');
+    return fs.mkdir(join(o.bundle, 'conmon'), { recursive: true }).then(() => new Promise<number>((resolve, reject) => {
+      // detached: conmon must outlive berthd, so it gets its own session and no signals from ours.
+      const child = spawn(this.conmon, args, {
+        detached: true,
+        stdio: ['ignore', 'ignore', 'pipe', 'pipe'],
+        env: { ...process.env, _OCI_SYNCPIPE: '3' },
+        cwd: o.bundle,
+      });
+      this.monitors.set(o.id, child);
+      child.unref();
+      let stderr = '';
+      let buf = '';
+      let settled = false;
+      const settle = (err: Error | undefined, pid?: number) => {
+        if (settled) return;
+        settled = true;
+        if (err) reject(err); else resolve(pid!);
+      };
+      child.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
+      const sync = child.stdio[3] as NodeJS.ReadableStream;
+      sync.on('data', (d: Buffer) => {
+        buf += d.toString();
+        const nl = buf.indexOf('\n');
+        if (nl < 0) return;
+        try {
+          const msg = JSON.parse(buf.slice(0, nl)) as { data: number; message?: string };
+          if (msg.data > 0) settle(undefined, msg.data);
+          else settle(new RuntimeCreateError(cleanRuncMessage(msg.message ?? stderr)));
+        } catch (e) {
+          settle(e as Error);
+        }
+      });
+      // The sync socket and stderr must not keep berthd's event loop alive.
+      (sync as unknown as { unref?: () => void }).unref?.();
+      (child.stderr as unknown as { unref?: () => void }).unref?.();
+      child.on('error', (e) => settle(e));
+      child.on('exit', (code) => {
+        this.monitors.delete(o.id);
+        settle(new RuntimeCreateError(cleanRuncMessage(stderr) || `conmon exited with status ${code}`));
+        // A monitor that exits normally wrote an exit file; the directory watch reports it, this
+        // covers the case where the watch event was coalesced.
+        void this.reportExit(o.id);
+      });
+    }));
+  }
+
+  async start(id: string): Promise<void> {
+    const r = await run(this.runc, ['--root', this.opts.runcRoot, 'start', id]);
+    if (r.code !== 0) throw new RuntimeCreateError(cleanRuncMessage(r.stderr));
+  }
+
+  async kill(id: string, signal: string): Promise<void> {
+    const r = await run(this.runc, ['--root', this.opts.runcRoot, 'kill', id, signal]);
+    if (r.code !== 0 && !/not running|container not running|does not exist|process already finished/i.test(r.stderr)) {
+      throw new Error(cleanRuncMessage(r.stderr));
+    }
+  }
+
+  async delete(id: string): Promise<void> {
+    const r = await run(this.runc, ['--root', this.opts.runcRoot, 'delete', '--force', id]);
+    if (r.code !== 0 && !/does not exist|not exist/i.test(r.stderr)) {
+      throw new Error(cleanRuncMessage(r.stderr));
+    }
+  }
+
+  async state(id: string): Promise<RuntimeState | undefined> {
+    const r = await run(this.runc, ['--root', this.opts.runcRoot, 'state', id]);
+    if (r.code !== 0) return undefined;
+    const s = JSON.parse(r.stdout) as { status: RuntimeState['status']; pid: number };
+    return { status: s.status, pid: s.pid };
+  }
+
+  async pids(id: string): Promise<number[]> {
+    const out = await runOk(this.runc, ['--root', this.opts.runcRoot, 'ps', '--format', 'json', id]);
+    return (JSON.parse(out || '[]') as number[] | null) ?? [];
+  }
+
+  attach(bundle: string): Promise<AttachSession> {
+    return new Promise((resolve, reject) => {
+      const helper = spawn(this.opts.attachHelper, [join(bundle, 'attach')], { stdio: ['pipe', 'pipe', 'pipe'] });
+      let pending: Buffer = Buffer.alloc(0);
+      let handshake = false;
+      let stderr = '';
+      const listeners: Array<(s: 1 | 2, d: Buffer) => void> = [];
+      const closed = new Promise<void>((res) => helper.on('close', () => res()));
+      helper.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+      helper.stdin.on('error', () => { /* the container side went away; closed resolves */ });
+      helper.on('error', reject);
+      helper.on('close', () => { if (!handshake) reject(new Error(stderr.trim() || 'attach failed')); });
+      helper.stdout.on('data', (d: Buffer) => {
+        pending = pending.length ? Buffer.concat([pending, d]) : d;
+        if (!handshake) {
+          if (pending.length < 5) return;
+          pending = pending.subarray(5);
+          handshake = true;
+          resolve(session);
+        }
+        // Frames from the helper: stream byte (2 stdout, 3 stderr), 4-byte length, payload.
+        while (pending.length >= 5) {
+          const len = pending.readUInt32BE(1);
+          if (pending.length < 5 + len) break;
+          const stream = pending[0] === 3 ? 2 : 1;
+          const payload = pending.subarray(5, 5 + len);
+          pending = pending.subarray(5 + len);
+          for (const l of listeners) l(stream, payload);
+        }
+      });
+      const session: AttachSession = {
+        stdin: helper.stdin,
+        onOutput: (cb) => { listeners.push(cb); },
+        closed,
+        close: () => { helper.kill('SIGTERM'); },
+      };
+    });
+  }
+
+  async resize(bundle: string, rows: number, cols: number): Promise<void> {
+    // conmon's control fifo; opening it non-blocking fails with ENXIO when conmon is gone.
+    const fh = await fs.open(join(bundle, 'ctl'), fsConstants.O_WRONLY | fsConstants.O_NONBLOCK);
+    try {
+      await fh.write(`1 ${Math.min(rows, 1000)} ${Math.min(cols, 1000)}\n`);
+    } finally {
+      await fh.close();
+    }
+  }
+
+  async exec(o: ExecOptions): Promise<ExecProcess> {
+    const args = ['--root', this.opts.runcRoot, 'exec'];
+    if (o.tty) args.push('--tty');
+    if (o.cwd) args.push('--cwd', o.cwd);
+    if (o.user) {
+      args.push('--user', `${o.user.uid}:${o.user.gid}`);
+      for (const g of o.user.additionalGids ?? []) args.push('--additional-gids', String(g));
+    }
+    for (const e of o.env) args.push('--env', e);
+    args.push(o.id, ...o.args);
+
+    if (o.tty) {
+      const term = pty.spawn(this.runc, args, {
+        name: 'xterm', cols: o.cols || 80, rows: o.rows || 24, encoding: null, env: process.env as Record<string, string>,
+      });
+      const stdout = new PassThrough();
+      const stdin = new PassThrough();
+      term.onData((d: string | Buffer) => stdout.write(typeof d === 'string' ? Buffer.from(d) : d));
+      stdin.on('data', (d: Buffer) => term.write(d as unknown as string));
+      const exited = new Promise<number>((res) => term.onExit(({ exitCode }) => {
+        // node-pty may report exit before the last output is read; let it drain first.
+        setTimeout(() => { stdout.end(); res(exitCode); }, 20);
+      }));
+      return { pid: term.pid, stdin, stdout, exited, resize: (c, r) => { try { term.resize(c, r); } catch { /* exited */ } } };
+    }
+    const child = spawn(this.runc, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    child.stdin.on('error', () => { /* process exited before reading its input */ });
+    const exited = new Promise<number>((res, rej) => {
+      child.on('error', rej);
+      child.on('close', (code, signal) => res(code ?? (signal ? 128 + (signalNumber(signal) ?? 0) : 1)));
+    });
+    return { pid: child.pid ?? 0, stdin: child.stdin, stdout: child.stdout, stderr: child.stderr, exited, resize: () => {} };
+  }
+
+  close(): void {
+    this.watcher?.close();
+  }
+}
+
+export class RuntimeCreateError extends Error {}
+
+/** runc wraps its errors in logrus lines; keep the message a user can act on. */
+export function cleanRuncMessage(text: string): string {
+  const lines = text.trim().split('\n').filter((l) => l.trim() !== '');
+  const msgs = lines.map((l) => {
+    const m = /msg="((?:[^"\\]|\\.)*)"/.exec(l);
+    return m ? m[1]!.replace(/\\"/g, '"').replace(/\\\\/g, '\\') : l;
+  });
+  return msgs.join('; ');
+}
+
+function signalNumber(sig: string): number | undefined {
+  const table: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGTERM: 15, SIGPIPE: 13 };
+  return table[sig];
+}

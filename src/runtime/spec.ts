@@ -1,0 +1,113 @@
+/**
+ * Builds the OCI runtime spec (config.json) that runc reads. Kept pure: everything it needs comes
+ * in as data, so the result can be checked without a kernel.
+ */
+
+export interface ProcessUser { uid: number; gid: number; additionalGids?: number[] }
+
+export interface SpecInput {
+  args: string[];
+  env: string[];
+  cwd: string;
+  user: ProcessUser;
+  tty: boolean;
+  hostname: string;
+  rootfs: string;
+  /** Path of the pinned network namespace, or undefined to share the daemon's (host mode). */
+  netnsPath?: string;
+  /** Files bind-mounted over /etc/hosts, /etc/hostname and /etc/resolv.conf. */
+  etcFiles: { hosts: string; hostname: string; resolvConf: string };
+  cgroupsPath: string;
+  privileged: boolean;
+  capAdd: string[];
+  capDrop: string[];
+  readonlyRootfs: boolean;
+  extraMounts?: OciMount[];
+}
+
+export interface OciMount { destination: string; type?: string; source: string; options?: string[] }
+
+/** Docker's default capability set (moby oci/caps/defaults.go). */
+export const DEFAULT_CAPS = [
+  'CAP_CHOWN', 'CAP_DAC_OVERRIDE', 'CAP_FSETID', 'CAP_FOWNER', 'CAP_MKNOD', 'CAP_NET_RAW',
+  'CAP_SETGID', 'CAP_SETUID', 'CAP_SETFCAP', 'CAP_SETPCAP', 'CAP_NET_BIND_SERVICE',
+  'CAP_SYS_CHROOT', 'CAP_KILL', 'CAP_AUDIT_WRITE',
+];
+
+const ALL_CAPS = [
+  'CAP_CHOWN', 'CAP_DAC_OVERRIDE', 'CAP_DAC_READ_SEARCH', 'CAP_FOWNER', 'CAP_FSETID', 'CAP_KILL',
+  'CAP_SETGID', 'CAP_SETUID', 'CAP_SETPCAP', 'CAP_LINUX_IMMUTABLE', 'CAP_NET_BIND_SERVICE',
+  'CAP_NET_BROADCAST', 'CAP_NET_ADMIN', 'CAP_NET_RAW', 'CAP_IPC_LOCK', 'CAP_IPC_OWNER',
+  'CAP_SYS_MODULE', 'CAP_SYS_RAWIO', 'CAP_SYS_CHROOT', 'CAP_SYS_PTRACE', 'CAP_SYS_PACCT',
+  'CAP_SYS_ADMIN', 'CAP_SYS_BOOT', 'CAP_SYS_NICE', 'CAP_SYS_RESOURCE', 'CAP_SYS_TIME',
+  'CAP_SYS_TTY_CONFIG', 'CAP_MKNOD', 'CAP_LEASE', 'CAP_AUDIT_WRITE', 'CAP_AUDIT_CONTROL',
+  'CAP_SETFCAP', 'CAP_MAC_OVERRIDE', 'CAP_MAC_ADMIN', 'CAP_SYSLOG', 'CAP_WAKE_ALARM',
+  'CAP_BLOCK_SUSPEND', 'CAP_AUDIT_READ',
+];
+
+export function normaliseCap(cap: string): string {
+  const up = cap.toUpperCase();
+  return up.startsWith('CAP_') ? up : `CAP_${up}`;
+}
+
+export function capabilitySet(privileged: boolean, add: string[], drop: string[]): string[] {
+  if (privileged) return [...ALL_CAPS];
+  const adds = add.map(normaliseCap);
+  const drops = drop.map(normaliseCap);
+  let caps = adds.includes('CAP_ALL') ? [...ALL_CAPS] : [...DEFAULT_CAPS, ...adds];
+  if (drops.includes('CAP_ALL')) caps = adds.filter((c) => c !== 'CAP_ALL');
+  else caps = caps.filter((c) => !drops.includes(c));
+  return [...new Set(caps)];
+}
+
+export function buildSpec(input: SpecInput): object {
+  const caps = capabilitySet(input.privileged, input.capAdd, input.capDrop);
+  const namespaces: Array<{ type: string; path?: string }> = [
+    { type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' },
+  ];
+  if (input.netnsPath) namespaces.push({ type: 'network', path: input.netnsPath });
+
+  const mounts: OciMount[] = [
+    { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
+    { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
+    { destination: '/dev/pts', type: 'devpts', source: 'devpts', options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620', 'gid=5'] },
+    { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'] },
+    { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
+    { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', input.privileged ? 'rw' : 'ro'] },
+    { destination: '/sys/fs/cgroup', type: 'cgroup', source: 'cgroup', options: ['nosuid', 'noexec', 'nodev', 'relatime', 'ro'] },
+    { destination: '/etc/resolv.conf', type: 'bind', source: input.etcFiles.resolvConf, options: ['rbind', 'rprivate'] },
+    { destination: '/etc/hostname', type: 'bind', source: input.etcFiles.hostname, options: ['rbind', 'rprivate'] },
+    { destination: '/etc/hosts', type: 'bind', source: input.etcFiles.hosts, options: ['rbind', 'rprivate'] },
+    ...(input.extraMounts ?? []),
+  ];
+
+  const linux: Record<string, unknown> = {
+    namespaces,
+    cgroupsPath: input.cgroupsPath,
+    resources: { devices: [{ allow: input.privileged, access: 'rwm' }] },
+  };
+  if (!input.privileged) {
+    linux.maskedPaths = [
+      '/proc/asound', '/proc/acpi', '/proc/kcore', '/proc/keys', '/proc/latency_stats',
+      '/proc/timer_list', '/proc/timer_stats', '/proc/sched_debug', '/proc/scsi', '/sys/firmware',
+    ];
+    linux.readonlyPaths = ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'];
+  }
+
+  return {
+    ociVersion: '1.0.2-dev',
+    process: {
+      terminal: input.tty,
+      user: input.user,
+      args: input.args,
+      env: input.env,
+      cwd: input.cwd || '/',
+      capabilities: { bounding: caps, effective: caps, permitted: caps, inheritable: caps, ambient: [] },
+      noNewPrivileges: false,
+    },
+    root: { path: input.rootfs, readonly: input.readonlyRootfs },
+    hostname: input.hostname,
+    mounts,
+    linux,
+  };
+}

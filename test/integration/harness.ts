@@ -1,0 +1,185 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, promises as fs } from 'node:fs';
+import { request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { run, runOk } from '../../src/util/exec.js';
+
+export const PACKAGE_ROOT = resolve(fileURLToPath(import.meta.url), '..', '..', '..', '..');
+const BERTHD = join(PACKAGE_ROOT, 'dist', 'src', 'daemon', 'berthd.js');
+export const BERTH_CLI = join(PACKAGE_ROOT, 'dist', 'src', 'cli', 'main.js');
+
+let counter = 0;
+
+export interface ApiResponse { status: number; headers: Record<string, string | string[] | undefined>; body: string; raw: Buffer; json: any }
+
+/**
+ * A throwaway "test host": a network namespace of its own with a berthd inside it, its own root
+ * directory and socket. Nothing a test does can reach the machine's real network.
+ */
+export class TestHost {
+  readonly netns: string;
+  readonly dir: string;
+  readonly root: string;
+  readonly socket: string;
+  private daemon?: ChildProcess;
+  daemonLog = '';
+
+  private constructor(name: string, dir: string) {
+    this.netns = name;
+    this.dir = dir;
+    this.root = join(dir, 'root');
+    this.socket = join(dir, 'berth.sock');
+  }
+
+  static async create(): Promise<TestHost> {
+    const name = `bt${process.pid}x${counter++}`;
+    const dir = await fs.mkdtemp(join(tmpdir(), 'berth-it-'));
+    const host = new TestHost(name, dir);
+    await runOk('ip', ['netns', 'add', name]);
+    await runOk('ip', ['-n', name, 'link', 'set', 'lo', 'up']);
+    await host.startDaemon();
+    return host;
+  }
+
+  get netnsPath(): string { return `/run/netns/${this.netns}`; }
+
+  /** Runs a command inside the test host's network namespace (nsenter keeps /sys and cgroups). */
+  inNetns(cmd: string, args: string[], input?: string) {
+    return run('nsenter', [`--net=${this.netnsPath}`, cmd, ...args], input !== undefined ? { input } : {});
+  }
+
+  async startDaemon(extra: string[] = []): Promise<void> {
+    const child = spawn('nsenter', [`--net=${this.netnsPath}`, process.execPath, BERTHD, '--root', this.root, '-H', `unix://${this.socket}`, ...extra], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    this.daemon = child;
+    child.stdout!.on('data', (d: Buffer) => { this.daemonLog += d.toString(); });
+    child.stderr!.on('data', (d: Buffer) => { this.daemonLog += d.toString(); });
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      if (child.exitCode !== null) throw new Error(`berthd exited: ${this.daemonLog}`);
+      try {
+        const r = await this.api('GET', '/_ping');
+        if (r.status === 200) return;
+      } catch { /* not up yet */ }
+      if (Date.now() > deadline) throw new Error(`berthd did not come up: ${this.daemonLog}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  /** Stops berthd: gracefully, or with SIGKILL to simulate a crash. Containers keep running. */
+  async stopDaemon(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    const d = this.daemon;
+    if (!d || d.exitCode !== null) return;
+    const exited = new Promise((r) => d.once('exit', r));
+    // nsenter execs node, so the pid is berthd's own.
+    d.kill(signal);
+    await exited;
+    this.daemon = undefined;
+  }
+
+  get daemonPid(): number | undefined { return this.daemon?.pid; }
+
+  api(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<ApiResponse> {
+    return new Promise((resolvePromise, reject) => {
+      const data = body === undefined ? undefined : Buffer.isBuffer(body) ? body : Buffer.from(typeof body === 'string' ? body : JSON.stringify(body));
+      const req = request({
+        socketPath: this.socket, method, path,
+        headers: { ...(data ? { 'Content-Type': 'application/json', 'Content-Length': String(data.length) } : {}), ...headers },
+      }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          const raw = Buffer.concat(chunks);
+          const text = raw.toString();
+          let json: unknown;
+          try { json = text ? JSON.parse(text) : undefined; } catch { json = undefined; }
+          resolvePromise({ status: res.statusCode ?? 0, headers: res.headers, body: text, raw, json });
+        });
+      });
+      req.on('error', reject);
+      req.end(data);
+    });
+  }
+
+  /** The real docker CLI pointed at this host's berthd. */
+  docker(args: string[], input?: string) {
+    return run('docker', ['-H', `unix://${this.socket}`, ...args], {
+      env: { ...process.env, DOCKER_CONFIG: join(this.dir, 'docker-config') },
+      ...(input !== undefined ? { input } : {}),
+    });
+  }
+
+  /** berth's own CLI pointed at this host's berthd. */
+  berth(args: string[], input?: string) {
+    return run(process.execPath, [BERTH_CLI, '-H', `unix://${this.socket}`, ...args], input !== undefined ? { input } : {});
+  }
+
+  /** Creates and starts a container through the API, returns its id. */
+  async runDetached(body: Record<string, unknown>, name?: string): Promise<string> {
+    const c = await this.api('POST', `/containers/create${name ? `?name=${name}` : ''}`, { Image: 'busybox', ...body });
+    if (c.status !== 201) throw new Error(`create: ${c.status} ${c.body}`);
+    const s = await this.api('POST', `/containers/${c.json.Id}/start`);
+    if (s.status !== 204) throw new Error(`start: ${s.status} ${s.body}`);
+    return c.json.Id as string;
+  }
+
+  /**
+   * Removes everything: containers, daemon, namespaces, mounts, the directory. Returns what leaked,
+   * so a test can fail on it; cleanup goes on past errors.
+   */
+  async destroy(): Promise<string[]> {
+    const leaks: string[] = [];
+    await this.stopDaemon().catch(() => undefined);
+    if (existsSync(BERTHD)) {
+      const r = await run('nsenter', [`--net=${this.netnsPath}`, process.execPath, BERTHD, '--root', this.root, '--cleanup', '--no-seed-busybox']);
+      if (r.code !== 0) leaks.push(`berthd --cleanup failed: ${r.stderr.trim()}`);
+    }
+    leaks.push(...(await this.leaks()));
+    await run('ip', ['netns', 'del', this.netns]);
+    const mounts = await mountsUnder(this.dir);
+    for (const m of mounts) await run('umount', ['--lazy', m]);
+    await fs.rm(this.dir, { recursive: true, force: true });
+    if (existsSync(`/run/netns/${this.netns}`)) leaks.push(`netns ${this.netns} still exists`);
+    return leaks;
+  }
+
+  /** What berth made under this host that still exists. */
+  async leaks(): Promise<string[]> {
+    const out: string[] = [];
+    for (const m of await mountsUnder(this.dir)) out.push(`mount ${m}`);
+    const runc = await run('runc', ['--root', join(this.root, 'runc'), 'list', '-q']);
+    for (const id of runc.stdout.split('\n').filter(Boolean)) out.push(`runc container ${id}`);
+    const ps = await run('ps', ['-eo', 'pid,stat,args']);
+    for (const line of ps.stdout.split('\n')) {
+      const [, stat] = line.trim().split(/\s+/);
+      if (line.includes('conmon') && line.includes(this.root) && !stat?.startsWith('Z')) out.push(`process ${line.trim()}`);
+    }
+    const links = await run('ip', ['-n', this.netns, '-o', 'link', 'show']);
+    for (const l of links.stdout.split('\n').filter(Boolean)) {
+      const name = l.split(': ')[1]?.split('@')[0];
+      if (name && name !== 'lo' && !name.startsWith('btv')) out.push(`link ${name}`);
+    }
+    const nft = await this.inNetns('nft', ['list', 'tables']);
+    for (const t of nft.stdout.split('\n').filter(Boolean)) out.push(`nft ${t}`);
+    return out;
+  }
+}
+
+export async function mountsUnder(prefix: string): Promise<string[]> {
+  const info = await fs.readFile('/proc/self/mountinfo', 'utf8');
+  return [...new Set(info.split('\n').map((l) => l.split(' ')[4]).filter((p): p is string => !!p && p.startsWith(prefix)))]
+    .sort((a, b) => b.length - a.length);
+}
+
+export async function waitFor<T>(fn: () => Promise<T | undefined | false>, what: string, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
