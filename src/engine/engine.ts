@@ -249,6 +249,8 @@ export class Engine {
       const etc = await this.writeEtcFiles(c, sandbox.addresses, sandbox.shareHostNetwork);
       const user = await resolveUser(rootfs, c.Config.User);
       const env = [...c.Config.Env];
+      // Docker gives every container a PATH when neither the image nor the user set one.
+      if (!env.some((e) => e.startsWith('PATH='))) env.unshift('PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin');
       if (!env.some((e) => e.startsWith('HOSTNAME='))) env.push(`HOSTNAME=${c.Config.Hostname}`);
       if (c.Config.Tty && !env.some((e) => e.startsWith('TERM='))) env.push('TERM=xterm');
       const spec = buildSpec({

@@ -78,15 +78,23 @@ describe('containers through the Engine API', () => {
     // filters
     const byLabel = await host.api('GET', `/containers/json?filters=${encodeURIComponent(JSON.stringify({ label: ['tier=test'] }))}`);
     assert.deepEqual(byLabel.json.map((c: { Id: string }) => c.Id), [id]);
-    const t0 = Date.now();
-    assert.equal((await host.api('POST', `/containers/${id}/stop?t=5`)).status, 204);
-    assert.ok(Date.now() - t0 < 4000, 'sleep dies on SIGTERM quickly');
+    // sleep as PID 1 has no SIGTERM handler, so (as in Docker) stop ends it with SIGKILL.
+    assert.equal((await host.api('POST', `/containers/${id}/stop?t=1`)).status, 204);
     const stopped = await host.api('GET', `/containers/${id}/json`);
     assert.equal(stopped.json.State.Status, 'exited');
-    assert.equal(stopped.json.State.ExitCode, 143);
+    assert.equal(stopped.json.State.ExitCode, 137);
     assert.equal((await host.api('POST', `/containers/${id}/stop`)).status, 304);
     assert.equal((await host.api('DELETE', `/containers/${id}`)).status, 204);
     assert.equal((await host.api('GET', `/containers/${id}/json`)).status, 404);
+  });
+
+  it('stop sends SIGTERM first', async () => {
+    const id = await host.runDetached({ Cmd: ['sh', '-c', 'trap "exit 0" TERM; while true; do sleep 0.1; done'] });
+    const t0 = Date.now();
+    assert.equal((await host.api('POST', `/containers/${id}/stop?t=10`)).status, 204);
+    assert.ok(Date.now() - t0 < 3000, 'the TERM handler ran, no 10 s wait');
+    assert.equal((await host.api('GET', `/containers/${id}/json`)).json.State.ExitCode, 0);
+    await host.api('DELETE', `/containers/${id}`);
   });
 
   it('stop escalates to SIGKILL after the timeout', async () => {
@@ -122,7 +130,8 @@ describe('containers through the Engine API', () => {
   });
 
   it('keeps logs with stdout and stderr apart, with tail and timestamps', async () => {
-    const id = await host.runDetached({ Cmd: ['sh', '-c', 'echo one; echo two >&2; echo three'] });
+    // stdout and stderr are separate pipes: pause between writes so their order is defined.
+    const id = await host.runDetached({ Cmd: ['sh', '-c', 'echo one; sleep 0.1; echo two >&2; sleep 0.1; echo three'] });
     await host.api('POST', `/containers/${id}/wait`);
     const all = await host.api('GET', `/containers/${id}/logs?stdout=1&stderr=1`);
     const frames = demux(all.raw);
