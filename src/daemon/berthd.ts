@@ -11,6 +11,7 @@ const program = new Command('berthd')
   .option('-H, --host <socket>', 'unix socket to listen on (unix:///path or a path)', DEFAULT_SOCKET)
   .option('--attach-helper <path>', 'path of the berth-attach helper binary')
   .option('--no-seed-busybox', 'do not import the busybox image into an empty store')
+  .option('--bip <cidr>', 'address and prefix of the default bridge, e.g. 172.17.0.1/16 (only when it is first created)')
   .option('-D, --debug', 'log every API request to stderr')
   .option('--cleanup', 'stop all containers and remove every kernel object berth made under --root, then exit')
   .addHelpText('after', `
@@ -18,7 +19,7 @@ berthd keeps running containers alive across its own restarts (conmon supervises
 Stop it with SIGTERM or SIGINT; run "berthd --cleanup" afterwards to remove everything it made.`);
 
 program.parse();
-const opts = program.opts<{ root: string; host: string; attachHelper?: string; seedBusybox: boolean; cleanup?: boolean; debug?: boolean }>();
+const opts = program.opts<{ root: string; host: string; attachHelper?: string; seedBusybox: boolean; cleanup?: boolean; debug?: boolean; bip?: string }>();
 const socket = opts.host.replace(/^unix:\/\//, '');
 
 if (process.getuid?.() !== 0) {
@@ -26,7 +27,7 @@ if (process.getuid?.() !== 0) {
   process.exit(1);
 }
 
-const daemon = new Daemon({ root: opts.root, socket, attachHelper: opts.attachHelper, seedBusybox: opts.seedBusybox, debug: opts.debug });
+const daemon = new Daemon({ root: opts.root, socket, attachHelper: opts.attachHelper, seedBusybox: opts.seedBusybox, debug: opts.debug, bip: opts.bip });
 
 async function main(): Promise<void> {
   const pidFile = `${opts.root}/berthd.pid`;

@@ -16,9 +16,9 @@ import { newId } from '../util/ids.js';
 import { run } from '../util/exec.js';
 import { ATTACH_HELPER, BUSYBOX_TARBALL, VERSION } from './paths.js';
 
-export interface DaemonOptions { root: string; socket: string; attachHelper?: string; seedBusybox?: boolean; debug?: boolean }
+export interface DaemonOptions { root: string; socket: string; attachHelper?: string; seedBusybox?: boolean; debug?: boolean; bip?: string }
 
-interface DaemonIdentity { id: string; networks: { host: string; none: string } }
+interface DaemonIdentity { id: string }
 
 /** Wires the layers together: store and drivers below, engine in the middle, API on top. */
 export class Daemon {
@@ -32,7 +32,7 @@ export class Daemon {
     const path = join(this.o.root, 'daemon.json');
     const existing = await readJson<DaemonIdentity>(path);
     if (existing) return existing;
-    const id: DaemonIdentity = { id: newId().slice(0, 36).toUpperCase(), networks: { host: newId(), none: newId() } };
+    const id: DaemonIdentity = { id: newId().slice(0, 36).toUpperCase() };
     await writeJsonAtomic(path, id);
     return id;
   }
@@ -47,9 +47,8 @@ export class Daemon {
     await runtime.init();
     const images = new LocalImageStore(join(this.o.root, 'image'));
     await images.init();
-    const netnsDir = join(this.o.root, 'netns');
-    await fs.mkdir(netnsDir, { recursive: true, mode: 0o700 });
-    const network = new NetworkController(netnsDir, identity.networks);
+    const network = new NetworkController({ root: this.o.root, bip: this.o.bip });
+    await network.init();
     const engine = new Engine({ root: this.o.root, images, runtime, network, events: new EventBus() });
     await engine.restore();
     return { engine, runtime, identity };
@@ -102,6 +101,7 @@ export class Daemon {
       const r = await run('runc', ['--root', runcRoot, 'delete', '--force', id]);
       if (r.code !== 0) problems.push(`runc delete ${id}: ${r.stderr.trim()}`);
     }
+    problems.push(...(await engine.network.removeKernelObjects()));
     for (const p of await mountPointsUnder(join(this.o.root, 'netns'))) {
       await deleteNetns(p).catch((e) => problems.push(errorMessage(e)));
     }

@@ -22,6 +22,7 @@ export interface CreateBody {
   WorkingDir?: string;
   StopSignal?: string;
   StopTimeout?: number;
+  MacAddress?: string;
   HostConfig: HostConfig;
   NetworkingConfig?: { EndpointsConfig?: Record<string, unknown> };
 }
@@ -60,7 +61,7 @@ const CONFIG_FIELDS: Record<string, Kind> = {
   Hostname: 'string', Domainname: 'string', User: 'string', AttachStdin: 'boolean', AttachStdout: 'boolean',
   AttachStderr: 'boolean', ExposedPorts: 'object', Tty: 'boolean', OpenStdin: 'boolean', StdinOnce: 'boolean',
   Env: 'string[]', Cmd: 'command', Entrypoint: 'command', Image: 'string', Labels: 'stringmap',
-  Volumes: 'object', WorkingDir: 'string', StopSignal: 'string', StopTimeout: 'number',
+  Volumes: 'object', WorkingDir: 'string', StopSignal: 'string', StopTimeout: 'number', MacAddress: 'string',
   HostConfig: 'object', NetworkingConfig: 'object',
 };
 

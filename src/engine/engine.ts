@@ -168,6 +168,13 @@ export class Engine {
     if (!image) throw new NotFoundError(`No such image: ${body.Image}`);
     const mode = body.HostConfig.NetworkMode || 'default';
     this.o.network.validateMode(mode);
+    let sharedWith: ContainerRecord | undefined;
+    if (mode.startsWith('container:')) {
+      sharedWith = this.find(mode.slice('container:'.length));
+      if (!sharedWith) throw new NotFoundError(`No such container: ${mode.slice('container:'.length)}`);
+      if (body.Hostname) throw new BadRequestError('conflicting options: hostname and the network mode');
+    }
+    const endpoints = this.o.network.initialEndpoints(mode, body.NetworkingConfig?.EndpointsConfig ?? {}, body.MacAddress);
 
     const imgCfg = image.config.config ?? {};
     // An explicit entrypoint resets the image's Cmd, as in Docker.
@@ -186,7 +193,7 @@ export class Engine {
       Name: name,
       Image: image.id,
       Config: {
-        Hostname: body.Hostname || (mode === 'host' ? osHostname() : id.slice(0, 12)),
+        Hostname: body.Hostname || (mode === 'host' ? osHostname() : sharedWith ? sharedWith.Config.Hostname : id.slice(0, 12)),
         Domainname: body.Domainname ?? '',
         User: body.User ?? imgCfg.User ?? '',
         AttachStdin: body.AttachStdin ?? false,
@@ -207,7 +214,7 @@ export class Engine {
         ...(body.StopSignal || imgCfg.StopSignal ? { StopSignal: body.StopSignal || imgCfg.StopSignal } : {}),
         ...(body.StopTimeout !== undefined ? { StopTimeout: body.StopTimeout } : {}),
       },
-      HostConfig: { ...body.HostConfig, NetworkMode: mode },
+      HostConfig: { ...body.HostConfig, NetworkMode: sharedWith ? `container:${sharedWith.Id}` : mode },
       NetworkingConfig: { EndpointsConfig: body.NetworkingConfig?.EndpointsConfig ?? {} },
       State: {
         Status: 'created', Running: false, Paused: false, Restarting: false, OOMKilled: false, Dead: false,
@@ -216,6 +223,7 @@ export class Engine {
       RestartCount: 0,
       ManuallyStopped: false,
       NetnsPath: '',
+      Endpoints: endpoints,
     };
     await fs.mkdir(this.dir(id), { recursive: true, mode: 0o700 });
     await this.save(c);
@@ -244,9 +252,13 @@ export class Engine {
     try {
       const image = this.o.images.get(c.Image);
       await mountOverlay(this.o.images.layerDirs(image), join(dir, 'diff'), join(dir, 'work'), rootfs);
-      const sandbox = await this.o.network.setUp(c);
+      const mode = c.HostConfig.NetworkMode;
+      const sharedWith = mode.startsWith('container:') ? this.get(mode.slice('container:'.length)) : undefined;
+      const sandbox = await this.o.network.setUp(c, sharedWith);
       c.NetnsPath = sandbox.netnsPath ?? '';
-      const etc = await this.writeEtcFiles(c, sandbox.addresses, sandbox.shareHostNetwork);
+      const etc = sharedWith
+        ? { hosts: join(this.dir(sharedWith.Id), 'hosts'), hostname: join(this.dir(sharedWith.Id), 'hostname'), resolvConf: join(this.dir(sharedWith.Id), 'resolv.conf') }
+        : await this.writeEtcFiles(c, sandbox.addresses, sandbox.shareHostNetwork);
       const user = await resolveUser(rootfs, c.Config.User);
       const env = [...c.Config.Env];
       // Docker gives every container a PATH when neither the image nor the user set one.
@@ -317,7 +329,7 @@ export class Engine {
         if (i > 0) hosts += `${h.slice(i + 1)}\t${h.slice(0, i)}\n`;
       }
     } else {
-      hosts = hostsFile({ hostname: c.Config.Hostname, domainname: c.Config.Domainname, addresses, extraHosts: c.HostConfig.ExtraHosts ?? [] });
+      hosts = hostsFile({ hostname: c.Config.Hostname, domainname: c.Config.Domainname, addresses, extraHosts: [...(c.HostConfig.ExtraHosts ?? []), ...this.linkHosts(c)] });
     }
     const resolv = await containerResolvConf({
       dns: c.HostConfig.Dns ?? [], dnsSearch: c.HostConfig.DnsSearch ?? [], dnsOptions: c.HostConfig.DnsOptions ?? [],
@@ -329,6 +341,48 @@ export class Engine {
       fs.writeFile(files.resolvConf, resolv),
     ]);
     return files;
+  }
+
+  /** Legacy --link on the default bridge: NAME:IP lines for each linked container and its alias. */
+  private linkHosts(c: ContainerRecord): string[] {
+    const out: string[] = [];
+    for (const link of c.HostConfig.Links ?? []) {
+      const [target, alias] = link.split(':') as [string, string | undefined];
+      const other = this.find(target.replace(/^\//, ''));
+      if (!other?.State.Running) continue;
+      const ip = Object.values(other.Endpoints ?? {}).find((e) => e.IPAddress)?.IPAddress;
+      if (!ip) continue;
+      const aliasName = alias ? alias.split('/').pop()! : '';
+      const names = [aliasName, other.Id.slice(0, 12), other.Name.slice(1)].filter((x, i, a) => x && a.indexOf(x) === i);
+      out.push(`${names.join(' ')}:${ip}`);
+    }
+    return out;
+  }
+
+  // ---------------------------------------------------------------- networks
+
+  async connect(ref: string, networkRef: string, cfg: Record<string, unknown>): Promise<void> {
+    const c = this.get(ref);
+    const n = this.o.network.get(networkRef);
+    await this.withLock(c.Id, async () => {
+      await this.o.network.connect(c, n, cfg);
+      await this.save(c);
+    });
+    this.o.events.emit('network', 'connect', n.Id, { container: c.Id, name: n.Name, type: n.Driver });
+  }
+
+  async disconnect(ref: string, networkRef: string, force: boolean): Promise<void> {
+    const n = this.o.network.get(networkRef);
+    const c = this.find(ref);
+    if (!c) {
+      if (force) return;
+      throw new NotFoundError(`No such container: ${ref}`);
+    }
+    await this.withLock(c.Id, async () => {
+      await this.o.network.disconnect(c, n);
+      await this.save(c);
+    });
+    this.o.events.emit('network', 'disconnect', n.Id, { container: c.Id, name: n.Name, type: n.Driver });
   }
 
   /** Frees what a run held: rootfs mount and network namespace. Safe to call twice. */

@@ -1,3 +1,5 @@
+import type { EndpointState } from '../network/types.js';
+
 /** Container data as berth persists it. Field names follow Docker's inspect JSON, so the API layer
  *  maps it with little translation and clients see familiar shapes. */
 
@@ -79,6 +81,8 @@ export interface ContainerRecord {
   ManuallyStopped: boolean;
   /** Network namespace pinned for the current run; empty when stopped or in host mode. */
   NetnsPath: string;
+  /** The networks the container belongs to, by network id. */
+  Endpoints?: Record<string, EndpointState>;
 }
 
 export const ZERO_TIME = '0001-01-01T00:00:00Z';

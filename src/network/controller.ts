@@ -1,7 +1,16 @@
+import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
+import { nftApply, nftDeleteTable } from '../kernel/nft.js';
 import { createNetns, deleteNetns } from '../kernel/netns.js';
-import { BadRequestError, NotFoundError } from '../util/errors.js';
+import { readJson, removeStaleTemps, writeJsonAtomic } from '../store/atomic.js';
+import { BadRequestError, ConflictError, ForbiddenError, NotFoundError } from '../util/errors.js';
+import { newId } from '../util/ids.js';
+import { run } from '../util/exec.js';
 import type { ContainerRecord } from '../engine/types.js';
+import { deleteBridge, ensureBridge, joinEndpoint, leaveEndpoint, macFor, routedSubnets, uplinkMtu } from './bridge.js';
+import { buildRuleset, TABLE, type BridgeRules } from './firewall.js';
+import { allocate, formatCidr, newPool, nextPoolSubnet, overlaps, parseCidr, release } from './ipam.js';
+import { PREDEFINED, type EndpointState, type NetworkRecord } from './types.js';
 
 /** What a container's run needs from networking: a namespace to join and the addresses it got. */
 export interface SandboxInfo {
@@ -11,78 +20,396 @@ export interface SandboxInfo {
   shareHostNetwork: boolean;
 }
 
-export interface EndpointSettings {
-  IPAMConfig: unknown;
-  Links: string[] | null;
-  Aliases: string[] | null;
-  NetworkID: string;
-  EndpointID: string;
-  Gateway: string;
-  IPAddress: string;
-  IPPrefixLen: number;
-  IPv6Gateway: string;
-  GlobalIPv6Address: string;
-  GlobalIPv6PrefixLen: number;
-  MacAddress: string;
-  DriverOpts: Record<string, string> | null;
+export interface ControllerOptions {
+  root: string;
+  /** CIDR of the default bridge (--bip), e.g. 172.17.0.1/16. */
+  bip?: string;
+  defaultBridgeName?: string;
 }
 
-export interface NetworkSummary { Name: string; Id: string; Driver: string; Scope: string }
+const OPT_BRIDGE_NAME = 'com.docker.network.bridge.name';
+const OPT_ICC = 'com.docker.network.bridge.enable_icc';
+const OPT_MASQ = 'com.docker.network.bridge.enable_ip_masquerade';
+const OPT_MTU = 'com.docker.network.driver.mtu';
+const OPT_HOST_BINDING = 'com.docker.network.bridge.host_binding_ipv4';
+const KNOWN_OPTS = [OPT_BRIDGE_NAME, OPT_ICC, OPT_MASQ, OPT_MTU, OPT_HOST_BINDING, 'com.docker.network.bridge.default_bridge'];
+
+function optBool(v: string | undefined, def: boolean): boolean {
+  if (v === undefined) return def;
+  if (['true', '1'].includes(v)) return true;
+  if (['false', '0'].includes(v)) return false;
+  throw new BadRequestError(`invalid boolean value ${v}`);
+}
 
 /**
- * Gives containers their network namespaces. The modes of the foundation live here: `none` (own
- * namespace with only loopback) and `host` (the daemon's namespace); `container:` and the bridge
- * drivers plug in beside them.
+ * The network side of the engine, in Docker's CNM terms: networks (host, none and bridges) and the
+ * endpoints that join containers' sandboxes to them. The bridge driver and the firewall sit below
+ * it; the engine above only calls setUp/tearDown/connect/disconnect.
  */
 export class NetworkController {
-  /** The pre-defined networks every Docker host has; their ids are stable for this daemon. */
-  readonly predefined: NetworkSummary[];
+  readonly networks = new Map<string, NetworkRecord>();
+  private readonly dir: string;
+  readonly netnsDir: string;
+  private mtuDefault = 1500;
 
-  constructor(private readonly netnsDir: string, ids: { host: string; none: string }) {
-    this.predefined = [
-      { Name: 'host', Id: ids.host, Driver: 'host', Scope: 'local' },
-      { Name: 'none', Id: ids.none, Driver: 'null', Scope: 'local' },
-    ];
+  constructor(private readonly o: ControllerOptions) {
+    this.dir = join(o.root, 'networks');
+    this.netnsDir = join(o.root, 'netns');
   }
+
+  // ---------------------------------------------------------------- lifecycle
+
+  async init(): Promise<void> {
+    await fs.mkdir(this.dir, { recursive: true, mode: 0o700 });
+    await fs.mkdir(this.netnsDir, { recursive: true, mode: 0o700 });
+    await removeStaleTemps(this.dir);
+    for (const f of await fs.readdir(this.dir)) {
+      if (!f.endsWith('.json')) continue;
+      const n = await readJson<NetworkRecord>(join(this.dir, f));
+      if (n) this.networks.set(n.Id, n);
+    }
+    this.mtuDefault = await uplinkMtu();
+    await run('sysctl', ['-qw', 'net.ipv4.ip_forward=1']);
+    if (!this.byName('host')) await this.save(this.predefined('host', 'host'));
+    if (!this.byName('none')) await this.save(this.predefined('none', 'null'));
+    if (!this.byName('bridge')) await this.createDefaultBridge();
+    for (const n of this.networks.values()) if (n.Driver === 'bridge') await this.ensureKernel(n);
+    await this.syncFirewall();
+  }
+
+  private predefined(name: string, driver: NetworkRecord['Driver']): NetworkRecord {
+    return {
+      Name: name, Id: newId(), Created: new Date().toISOString(), Scope: 'local', Driver: driver, EnableIPv6: false,
+      IPAM: { Driver: 'default', Options: null, Config: [] }, Internal: false, Attachable: false, Ingress: false,
+      ConfigFrom: { Network: '' }, ConfigOnly: false, Options: {}, Labels: {},
+    };
+  }
+
+  private async createDefaultBridge(): Promise<void> {
+    let subnet: string;
+    let gateway: string | undefined;
+    if (this.o.bip) {
+      const [ip, prefix] = this.o.bip.split('/');
+      subnet = formatCidr(parseCidr(`${ip}/${prefix ?? '16'}`));
+      gateway = ip;
+    } else {
+      subnet = formatCidr(nextPoolSubnet(await this.usedSubnets()));
+    }
+    const n = this.predefined('bridge', 'bridge');
+    n.Options = {
+      'com.docker.network.bridge.default_bridge': 'true', [OPT_ICC]: 'true', [OPT_MASQ]: 'true',
+      [OPT_HOST_BINDING]: '0.0.0.0', [OPT_BRIDGE_NAME]: this.o.defaultBridgeName ?? 'berth0', [OPT_MTU]: String(this.mtuDefault),
+    };
+    n.pools = [newPool(subnet, { gateway })];
+    n.IPAM.Config = [{ Subnet: subnet, Gateway: n.pools[0]!.gateway }];
+    n.bridge = n.Options[OPT_BRIDGE_NAME];
+    n.mtu = this.mtuDefault;
+    await this.save(n);
+  }
+
+  private async save(n: NetworkRecord): Promise<void> {
+    await writeJsonAtomic(join(this.dir, `${n.Id}.json`), n);
+    this.networks.set(n.Id, n);
+  }
+
+  private async ensureKernel(n: NetworkRecord): Promise<void> {
+    const pool = n.pools![0]!;
+    await ensureBridge({
+      name: n.bridge!, gatewayCidr: `${pool.gateway}/${parseCidr(pool.subnet).prefix}`, mtu: n.mtu ?? this.mtuDefault, mac: macFor(pool.gateway),
+    });
+  }
+
+  private rules(): BridgeRules[] {
+    return [...this.networks.values()].filter((n) => n.Driver === 'bridge').map((n) => ({
+      bridge: n.bridge!, subnets: (n.pools ?? []).map((p) => p.subnet), internal: n.Internal,
+      masquerade: optBool(n.Options[OPT_MASQ], true), icc: optBool(n.Options[OPT_ICC], true),
+    }));
+  }
+
+  async syncFirewall(): Promise<void> {
+    await nftApply(buildRuleset(this.rules()));
+  }
+
+  /** `berthd --cleanup`: removes every bridge and berth's nft tables. */
+  async removeKernelObjects(): Promise<string[]> {
+    const problems: string[] = [];
+    for (const n of this.networks.values()) {
+      if (n.bridge) await deleteBridge(n.bridge).catch((e: Error) => problems.push(e.message));
+    }
+    await nftDeleteTable('ip', TABLE).catch((e: Error) => problems.push(e.message));
+    await nftDeleteTable('bridge', TABLE).catch((e: Error) => problems.push(e.message));
+    return problems;
+  }
+
+  // ---------------------------------------------------------------- lookup
+
+  byName(name: string): NetworkRecord | undefined {
+    return [...this.networks.values()].find((n) => n.Name === name);
+  }
+
+  /** By full id, name, or unique id prefix, as Docker resolves network references. */
+  find(ref: string): NetworkRecord | undefined {
+    const exact = this.networks.get(ref) ?? this.byName(ref);
+    if (exact) return exact;
+    const matches = [...this.networks.values()].filter((n) => n.Id.startsWith(ref));
+    if (matches.length > 1) throw new BadRequestError(`network ${ref} is ambiguous (${matches.length} matches found based on ID prefix)`);
+    return matches[0];
+  }
+
+  get(ref: string): NetworkRecord {
+    const n = this.find(ref);
+    if (!n) throw new NotFoundError(`network ${ref} not found`);
+    return n;
+  }
+
+  list(): NetworkRecord[] {
+    return [...this.networks.values()].sort((a, b) => a.Created.localeCompare(b.Created));
+  }
+
+  private async usedSubnets() {
+    const subnets = [...this.networks.values()].flatMap((n) => (n.pools ?? []).map((p) => parseCidr(p.subnet)));
+    for (const r of await routedSubnets()) subnets.push(parseCidr(r));
+    return subnets;
+  }
+
+  // ---------------------------------------------------------------- create / remove
+
+  async create(body: Record<string, unknown>): Promise<{ Id: string; Warning: string }> {
+    const name = body.Name;
+    if (typeof name !== 'string' || name === '') throw new BadRequestError('network name must be given');
+    if (!/^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/.test(name)) throw new BadRequestError(`invalid network name "${name}"`);
+    if (this.byName(name)) throw new ConflictError(`network with name ${name} already exists`);
+    const driver = (body.Driver as string | undefined) || 'bridge';
+    if (driver !== 'bridge') {
+      if (driver === 'host' || driver === 'null') throw new ForbiddenError(`only one instance of "${driver}" network is allowed`);
+      throw new NotFoundError(`plugin "${driver}" not found`);
+    }
+    if (body.EnableIPv6) throw new BadRequestError('IPv6 networks are not supported by berth yet');
+    const options = checkStringMap(body.Options, 'Options');
+    const labels = checkStringMap(body.Labels, 'Labels');
+    for (const k of Object.keys(options)) {
+      if (!KNOWN_OPTS.includes(k)) throw new BadRequestError(`unknown bridge driver option ${k}`);
+    }
+    const ipam = (body.IPAM ?? {}) as { Driver?: string; Config?: Array<Record<string, unknown>>; Options?: Record<string, string> };
+    if (ipam.Driver && ipam.Driver !== 'default') throw new NotFoundError(`plugin "${ipam.Driver}" not found`);
+    const configs = Array.isArray(ipam.Config) ? ipam.Config : [];
+    if (configs.length > 1) throw new BadRequestError('berth bridge networks take one IPv4 subnet');
+    const used = await this.usedSubnets();
+    let pool;
+    const cfg = configs[0];
+    if (cfg?.Subnet) {
+      const subnet = parseCidr(String(cfg.Subnet));
+      if (used.some((u) => overlaps(u, subnet))) throw new ForbiddenError('Pool overlaps with other one on this address space');
+      pool = newPool(String(cfg.Subnet), {
+        gateway: cfg.Gateway ? String(cfg.Gateway) : undefined,
+        ipRange: cfg.IPRange ? String(cfg.IPRange) : undefined,
+        aux: (cfg.AuxiliaryAddresses as Record<string, string> | undefined) ?? undefined,
+      });
+    } else {
+      if (cfg?.Gateway || cfg?.IPRange) throw new BadRequestError('a gateway or ip-range needs a subnet');
+      pool = newPool(formatCidr(nextPoolSubnet(used)));
+    }
+    const mtu = options[OPT_MTU] ? Number(options[OPT_MTU]) : this.mtuDefault;
+    if (!Number.isInteger(mtu) || mtu < 68 || mtu > 65535) throw new BadRequestError(`invalid MTU ${options[OPT_MTU]}`);
+    optBool(options[OPT_ICC], true);
+    optBool(options[OPT_MASQ], true);
+    const id = newId();
+    const bridge = options[OPT_BRIDGE_NAME] ?? `bth-${id.slice(0, 11)}`;
+    if (bridge.length > 15) throw new BadRequestError(`bridge name ${bridge} is longer than 15 characters`);
+    if ([...this.networks.values()].some((n) => n.bridge === bridge)) throw new ConflictError(`bridge ${bridge} is already used by another network`);
+    const n: NetworkRecord = {
+      Name: name, Id: id, Created: new Date().toISOString(), Scope: 'local', Driver: 'bridge', EnableIPv6: false,
+      IPAM: {
+        Driver: 'default', Options: ipam.Options ?? {},
+        Config: [{ Subnet: pool.subnet, Gateway: pool.gateway, ...(pool.ipRange ? { IPRange: pool.ipRange } : {}), ...(Object.keys(pool.auxAddresses).length ? { AuxiliaryAddresses: pool.auxAddresses } : {}) }],
+      },
+      Internal: !!body.Internal, Attachable: !!body.Attachable, Ingress: false, ConfigFrom: { Network: '' }, ConfigOnly: false,
+      Options: options, Labels: labels, bridge, mtu, pools: [pool],
+    };
+    try {
+      await this.ensureKernel(n);
+      this.networks.set(n.Id, n);
+      await this.syncFirewall();
+      await this.save(n);
+    } catch (e) {
+      this.networks.delete(n.Id);
+      await deleteBridge(bridge).catch(() => undefined);
+      await this.syncFirewall().catch(() => undefined);
+      throw e;
+    }
+    return { Id: id, Warning: '' };
+  }
+
+  async remove(ref: string, containers: ContainerRecord[]): Promise<NetworkRecord> {
+    const n = this.get(ref);
+    if (PREDEFINED.includes(n.Name)) throw new ForbiddenError(`${n.Name} is a pre-defined network and cannot be removed`);
+    if (containers.some((c) => c.Endpoints?.[n.Id]?.EndpointID)) {
+      throw new ForbiddenError(`error while removing network: network ${n.Name} id ${n.Id} has active endpoints`);
+    }
+    this.networks.delete(n.Id);
+    await this.syncFirewall();
+    if (n.bridge) await deleteBridge(n.bridge);
+    await fs.rm(join(this.dir, `${n.Id}.json`), { force: true });
+    return n;
+  }
+
+  // ---------------------------------------------------------------- containers
 
   /** Checks a NetworkMode at create time, so a bad one fails before anything exists. */
   validateMode(mode: string): void {
-    if (mode === 'none' || mode === 'host' || mode === 'default' || mode === 'bridge') return;
-    if (mode.startsWith('container:')) {
-      throw new BadRequestError('network mode container: is not supported yet');
+    if (['none', 'host', 'default', 'bridge'].includes(mode) || mode.startsWith('container:')) return;
+    this.get(mode);
+  }
+
+  /** The endpoints a new container starts with, from its NetworkMode and EndpointsConfig. */
+  initialEndpoints(mode: string, endpointsConfig: Record<string, unknown>, macAddress?: string): Record<string, EndpointState> {
+    if (mode === 'none' || mode === 'host' || mode.startsWith('container:')) return {};
+    const n = this.get(mode === 'default' ? 'bridge' : mode);
+    const cfg = (endpointsConfig[mode] ?? endpointsConfig[n.Name] ?? {}) as Record<string, unknown>;
+    const ep = this.endpointFromConfig(n, cfg, macAddress);
+    return { [n.Id]: ep };
+  }
+
+  endpointFromConfig(n: NetworkRecord, cfg: Record<string, unknown>, macAddress?: string): EndpointState {
+    const ipam = (cfg.IPAMConfig ?? null) as { IPv4Address?: string } | null;
+    const aliases = Array.isArray(cfg.Aliases) ? (cfg.Aliases as string[]) : null;
+    if (ipam?.IPv4Address) {
+      if (n.Name === 'bridge') throw new BadRequestError('user specified IP address is supported on user defined networks only');
+      const pool = n.pools![0]!;
+      if (!parseCidr(`${pool.subnet}`) || !subnetContains(pool.subnet, ipam.IPv4Address)) {
+        throw new BadRequestError(`no configured subnet contains IP address ${ipam.IPv4Address}`);
+      }
     }
-    throw new NotFoundError(`network ${mode} not found`);
+    if (aliases && n.Name === 'bridge') throw new BadRequestError('network-scoped alias is supported only for containers in user defined networks');
+    return {
+      NetworkID: n.Id, IPAMConfig: ipam?.IPv4Address ? { IPv4Address: ipam.IPv4Address } : null,
+      Links: Array.isArray(cfg.Links) ? (cfg.Links as string[]) : null, Aliases: aliases,
+      EndpointID: '', Gateway: '', IPAddress: '', IPPrefixLen: 0, MacAddress: '', ifname: '',
+      ...(macAddress || cfg.MacAddress ? { requestedMac: (macAddress || cfg.MacAddress) as string } : {}),
+    };
   }
 
   netnsPathFor(c: ContainerRecord): string {
     return join(this.netnsDir, c.Id.slice(0, 12));
   }
 
-  async setUp(c: ContainerRecord): Promise<SandboxInfo> {
-    if (c.HostConfig.NetworkMode === 'host') return { addresses: [], shareHostNetwork: true };
+  /** Creates the container's sandbox and joins it to each of its networks. */
+  async setUp(c: ContainerRecord, sharedWith?: ContainerRecord): Promise<SandboxInfo> {
+    const mode = c.HostConfig.NetworkMode;
+    if (mode === 'host') return { addresses: [], shareHostNetwork: true };
+    if (mode.startsWith('container:')) {
+      if (!sharedWith?.NetnsPath) throw new ConflictError(`cannot join network of a non running container: ${mode.slice(10)}`);
+      return { netnsPath: sharedWith.NetnsPath, addresses: [], shareHostNetwork: false };
+    }
     const path = this.netnsPathFor(c);
     await createNetns(path);
-    return { netnsPath: path, addresses: [], shareHostNetwork: false };
+    c.NetnsPath = path;
+    try {
+      let index = 0;
+      for (const [netId, ep] of Object.entries(c.Endpoints ?? {})) {
+        await this.join(c, this.get(netId), ep, index === 0, index);
+        index++;
+      }
+    } catch (e) {
+      await this.tearDown(c).catch(() => undefined);
+      throw e;
+    }
+    return { netnsPath: path, addresses: Object.values(c.Endpoints ?? {}).map((e) => e.IPAddress).filter(Boolean), shareHostNetwork: false };
   }
 
+  private async join(c: ContainerRecord, n: NetworkRecord, ep: EndpointState, defaultRoute: boolean, index: number): Promise<void> {
+    if (n.Driver !== 'bridge') throw new BadRequestError(`container cannot be connected to network ${n.Name}`);
+    const pool = n.pools![0]!;
+    const endpointId = newId();
+    const ip = allocate(pool, endpointId, ep.IPAMConfig?.IPv4Address);
+    try {
+      const prefix = parseCidr(pool.subnet).prefix;
+      const mac = ep.requestedMac || macFor(ip);
+      const ifname = `eth${index}`;
+      await joinEndpoint({
+        netnsPath: c.NetnsPath, ifname, hostIf: `vb${endpointId.slice(0, 11)}`, bridge: n.bridge!, mac,
+        addressCidr: `${ip}/${prefix}`, gateway: defaultRoute && !n.Internal ? pool.gateway : undefined,
+        mtu: n.mtu ?? this.mtuDefault, daemonPid: process.pid,
+      });
+      Object.assign(ep, { EndpointID: endpointId, IPAddress: ip, IPPrefixLen: prefix, Gateway: n.Internal ? '' : pool.gateway, MacAddress: mac, ifname });
+      await this.save(n);
+    } catch (e) {
+      release(pool, ip);
+      throw e;
+    }
+  }
+
+  private async releaseEndpoint(ep: EndpointState): Promise<void> {
+    const n = this.networks.get(ep.NetworkID);
+    if (n?.pools && ep.IPAddress) {
+      release(n.pools[0]!, ep.IPAddress);
+      await this.save(n);
+    }
+    Object.assign(ep, { EndpointID: '', IPAddress: '', IPPrefixLen: 0, Gateway: '', MacAddress: '', ifname: '' });
+  }
+
+  /** Frees addresses and the sandbox. Safe to call twice; collects errors instead of stopping. */
   async tearDown(c: ContainerRecord): Promise<void> {
-    if (c.NetnsPath) await deleteNetns(c.NetnsPath);
+    for (const ep of Object.values(c.Endpoints ?? {})) await this.releaseEndpoint(ep);
+    const mode = c.HostConfig.NetworkMode;
+    if (c.NetnsPath && !mode.startsWith('container:')) await deleteNetns(c.NetnsPath);
   }
 
-  /** NetworkSettings.Networks entry names for a container. */
+  /** Joins a (running or stopped) container to one more network. */
+  async connect(c: ContainerRecord, n: NetworkRecord, cfg: Record<string, unknown>): Promise<void> {
+    const mode = c.HostConfig.NetworkMode;
+    if (mode === 'host' || mode === 'none' || mode.startsWith('container:')) {
+      throw new BadRequestError(`container sharing network namespace with another container or host cannot be connected to any other network`);
+    }
+    if (n.Driver !== 'bridge') throw new ForbiddenError(`container cannot be disconnected from host network or connected to host network`);
+    c.Endpoints ??= {};
+    if (c.Endpoints[n.Id]) throw new ForbiddenError(`endpoint with name ${c.Name.slice(1)} already exists in network ${n.Name}`);
+    const ep = this.endpointFromConfig(n, cfg);
+    if (c.State.Running && c.NetnsPath) {
+      const used = new Set(Object.values(c.Endpoints).map((e) => e.ifname));
+      let index = 0;
+      while (used.has(`eth${index}`)) index++;
+      await this.join(c, n, ep, Object.keys(c.Endpoints).length === 0, index);
+    }
+    c.Endpoints[n.Id] = ep;
+  }
+
+  async disconnect(c: ContainerRecord, n: NetworkRecord): Promise<void> {
+    const ep = c.Endpoints?.[n.Id];
+    if (!ep) throw new ForbiddenError(`container ${c.Id} is not connected to network ${n.Name}`);
+    if (c.State.Running && c.NetnsPath && ep.ifname) await leaveEndpoint(c.NetnsPath, ep.ifname);
+    await this.releaseEndpoint(ep);
+    delete c.Endpoints![n.Id];
+  }
+
+  /** NetworkSettings.Networks entry name for the container's primary network. */
   networkName(c: ContainerRecord): string {
     const m = c.HostConfig.NetworkMode;
     return m === 'default' ? 'bridge' : m;
   }
 
-  settings(c: ContainerRecord): object {
-    const name = this.networkName(c);
-    const net = this.predefined.find((n) => n.Name === name);
-    const endpoint: EndpointSettings = {
-      IPAMConfig: null, Links: null, Aliases: null,
-      NetworkID: net?.Id ?? '', EndpointID: '', Gateway: '', IPAddress: '', IPPrefixLen: 0,
-      IPv6Gateway: '', GlobalIPv6Address: '', GlobalIPv6PrefixLen: 0, MacAddress: '', DriverOpts: null,
-    };
+  networkNames(c: ContainerRecord): string[] {
+    const mode = c.HostConfig.NetworkMode;
+    if (mode === 'host' || mode === 'none') return [mode];
+    if (mode.startsWith('container:')) return [];
+    return Object.keys(c.Endpoints ?? {}).map((id) => this.networks.get(id)?.Name ?? id);
+  }
+
+  settings(c: ContainerRecord): Record<string, unknown> {
+    const networks: Record<string, object> = {};
+    const mode = c.HostConfig.NetworkMode;
+    const blank = { IPAMConfig: null, Links: null, Aliases: null, EndpointID: '', Gateway: '', IPAddress: '', IPPrefixLen: 0, IPv6Gateway: '', GlobalIPv6Address: '', GlobalIPv6PrefixLen: 0, MacAddress: '', DriverOpts: null };
+    if (mode === 'host' || mode === 'none') networks[mode] = { ...blank, NetworkID: this.byName(mode)?.Id ?? '' };
+    for (const [id, ep] of Object.entries(c.Endpoints ?? {})) {
+      const n = this.networks.get(id);
+      networks[n?.Name ?? id] = {
+        IPAMConfig: ep.IPAMConfig, Links: ep.Links,
+        Aliases: ep.Aliases || n?.Name !== 'bridge' ? [...(ep.Aliases ?? []), ...(n?.Name !== 'bridge' && c.State.Running ? [c.Id.slice(0, 12)] : [])] : null,
+        NetworkID: id, EndpointID: ep.EndpointID, Gateway: ep.Gateway, IPAddress: ep.IPAddress, IPPrefixLen: ep.IPPrefixLen,
+        IPv6Gateway: '', GlobalIPv6Address: '', GlobalIPv6PrefixLen: 0, MacAddress: ep.MacAddress, DriverOpts: null,
+      };
+    }
+    const def = c.Endpoints ? c.Endpoints[this.byName('bridge')?.Id ?? ''] : undefined;
     return {
       Bridge: '',
       SandboxID: c.NetnsPath ? c.Id : '',
@@ -93,9 +420,42 @@ export class NetworkController {
       SandboxKey: c.NetnsPath,
       SecondaryIPAddresses: null,
       SecondaryIPv6Addresses: null,
-      EndpointID: '', Gateway: '', GlobalIPv6Address: '', GlobalIPv6PrefixLen: 0,
-      IPAddress: '', IPPrefixLen: 0, IPv6Gateway: '', MacAddress: '',
-      Networks: { [name]: endpoint },
+      // The top-level fields describe the default bridge endpoint, as in Docker.
+      EndpointID: def?.EndpointID ?? '', Gateway: def?.Gateway ?? '', GlobalIPv6Address: '', GlobalIPv6PrefixLen: 0,
+      IPAddress: def?.IPAddress ?? '', IPPrefixLen: def?.IPPrefixLen ?? 0, IPv6Gateway: '', MacAddress: def?.MacAddress ?? '',
+      Networks: networks,
     };
   }
+
+  /** GET /networks/{id} body. */
+  inspect(n: NetworkRecord, containers: ContainerRecord[]): object {
+    const members: Record<string, object> = {};
+    for (const c of containers) {
+      const ep = c.Endpoints?.[n.Id];
+      if (ep && ep.EndpointID) {
+        members[c.Id] = { Name: c.Name.slice(1), EndpointID: ep.EndpointID, MacAddress: ep.MacAddress, IPv4Address: `${ep.IPAddress}/${ep.IPPrefixLen}`, IPv6Address: '' };
+      } else if (c.State.Running && ((n.Name === 'host' || n.Name === 'none') && c.HostConfig.NetworkMode === n.Name)) {
+        members[c.Id] = { Name: c.Name.slice(1), EndpointID: '', MacAddress: '', IPv4Address: '', IPv6Address: '' };
+      }
+    }
+    return {
+      Name: n.Name, Id: n.Id, Created: n.Created, Scope: n.Scope, Driver: n.Driver, EnableIPv6: n.EnableIPv6,
+      IPAM: n.IPAM, Internal: n.Internal, Attachable: n.Attachable, Ingress: n.Ingress, ConfigFrom: n.ConfigFrom,
+      ConfigOnly: n.ConfigOnly, Containers: members, Options: n.Options, Labels: n.Labels,
+    };
+  }
+}
+
+function checkStringMap(v: unknown, field: string): Record<string, string> {
+  if (v === undefined || v === null) return {};
+  if (typeof v !== 'object' || Array.isArray(v) || Object.values(v as object).some((x) => typeof x !== 'string')) {
+    throw new BadRequestError(`invalid type for field ${field}: expected object of strings`);
+  }
+  return { ...(v as Record<string, string>) };
+}
+
+function subnetContains(subnet: string, ip: string): boolean {
+  const s = parseCidr(subnet);
+  const n = parseCidr(`${ip}/32`).base;
+  return n >= s.base && n < s.base + 2 ** (32 - s.prefix);
 }

@@ -1,29 +1,66 @@
-import { NotFoundError } from '../../util/errors.js';
+import type { NetworkRecord } from '../../network/types.js';
+import { PREDEFINED } from '../../network/types.js';
 import type { ApiContext } from '../context.js';
-import { sendJson } from '../http.js';
+import { checkFilterKeys, labelsMatch, parseFilters, readJsonBody, sendEmpty, sendJson } from '../http.js';
 import type { Router } from '../router.js';
 
 export function networkRoutes(r: Router, api: ApiContext): void {
   const net = api.engine.network;
-  const inspect = (n: { Name: string; Id: string; Driver: string; Scope: string }) => {
-    const containers: Record<string, object> = {};
-    for (const c of api.engine.list()) {
-      if (c.State.Running && net.networkName(c) === n.Name) {
-        containers[c.Id] = { Name: c.Name.slice(1), EndpointID: '', MacAddress: '', IPv4Address: '', IPv6Address: '' };
+  const inspect = (n: NetworkRecord) => net.inspect(n, api.engine.list());
+
+  r.get('/networks', (ctx) => {
+    const filters = parseFilters(ctx.query.get('filters'));
+    checkFilterKeys(filters, ['name', 'id', 'driver', 'label', 'type', 'scope', 'dangling']);
+    const f = (k: string) => filters.get(k);
+    const list = net.list().filter((n) => {
+      if (f('name') && !f('name')!.some((v) => n.Name.includes(v))) return false;
+      if (f('id') && !f('id')!.some((v) => n.Id.startsWith(v))) return false;
+      if (f('driver') && !f('driver')!.includes(n.Driver)) return false;
+      if (f('label') && !labelsMatch(n.Labels, f('label')!)) return false;
+      if (f('scope') && !f('scope')!.includes(n.Scope)) return false;
+      if (f('type')) {
+        const type = PREDEFINED.includes(n.Name) ? 'builtin' : 'custom';
+        if (!f('type')!.includes(type)) return false;
       }
+      return true;
+    });
+    sendJson(ctx.res, 200, list.map(inspect));
+  });
+  r.get('/networks/{id}', (ctx) => sendJson(ctx.res, 200, inspect(net.get(ctx.params.id!))));
+  r.post('/networks/create', async (ctx) => {
+    const body = await readJsonBody(ctx.req);
+    const out = await net.create(body);
+    const n = net.get(out.Id);
+    api.engine.events.emit('network', 'create', n.Id, { name: n.Name, type: n.Driver });
+    sendJson(ctx.res, 201, out);
+  });
+  r.delete('/networks/{id}', async (ctx) => {
+    const n = await net.remove(ctx.params.id!, api.engine.list());
+    api.engine.events.emit('network', 'destroy', n.Id, { name: n.Name, type: n.Driver });
+    sendEmpty(ctx.res, 204);
+  });
+  r.post('/networks/{id}/connect', async (ctx) => {
+    const body = await readJsonBody(ctx.req);
+    await api.engine.connect(String(body.Container ?? ''), ctx.params.id!, (body.EndpointConfig ?? {}) as Record<string, unknown>);
+    sendEmpty(ctx.res, 200);
+  });
+  r.post('/networks/{id}/disconnect', async (ctx) => {
+    const body = await readJsonBody(ctx.req);
+    await api.engine.disconnect(String(body.Container ?? ''), ctx.params.id!, !!body.Force);
+    sendEmpty(ctx.res, 200);
+  });
+  r.post('/networks/prune', async (ctx) => {
+    const filters = parseFilters(ctx.query.get('filters'));
+    checkFilterKeys(filters, ['label', 'until']);
+    const containers = api.engine.list();
+    const deleted: string[] = [];
+    for (const n of net.list()) {
+      if (PREDEFINED.includes(n.Name) || !labelsMatch(n.Labels, filters.get('label') ?? [])) continue;
+      if (containers.some((c) => c.Endpoints?.[n.Id]?.EndpointID)) continue;
+      await net.remove(n.Id, containers);
+      api.engine.events.emit('network', 'destroy', n.Id, { name: n.Name, type: n.Driver });
+      deleted.push(n.Name);
     }
-    return {
-      Name: n.Name, Id: n.Id, Created: api.info.startedAt.toISOString(), Scope: n.Scope, Driver: n.Driver,
-      EnableIPv6: false, IPAM: { Driver: 'default', Options: null, Config: [] }, Internal: false, Attachable: false,
-      Ingress: false, ConfigFrom: { Network: '' }, ConfigOnly: false, Containers: containers, Options: {}, Labels: {},
-    };
-  };
-  const find = (ref: string) => {
-    const n = net.predefined.find((x) => x.Name === ref || x.Id === ref || (ref.length >= 3 && x.Id.startsWith(ref)));
-    if (!n) throw new NotFoundError(`network ${ref} not found`);
-    return n;
-  };
-  r.get('/networks', (ctx) => sendJson(ctx.res, 200, net.predefined.map(inspect)));
-  r.get('/networks/{id}', (ctx) => sendJson(ctx.res, 200, inspect(find(ctx.params.id!))));
-  r.post('/networks/prune', (ctx) => sendJson(ctx.res, 200, { NetworksDeleted: null }));
+    sendJson(ctx.res, 200, { NetworksDeleted: deleted.length ? deleted : null });
+  });
 }

@@ -1,0 +1,25 @@
+import { promises as fs } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { run, runOk } from '../util/exec.js';
+
+/**
+ * Applies an nftables script as one atomic transaction. `nft -f -` cannot read a socketpair stdin
+ * (which is what Node gives children), so the script goes through a private temp file.
+ */
+export async function nftApply(script: string): Promise<void> {
+  const dir = await fs.mkdtemp(join(tmpdir(), 'berth-nft-'));
+  const file = join(dir, 'rules.nft');
+  try {
+    await fs.writeFile(file, script, { mode: 0o600 });
+    await runOk('nft', ['-f', file]);
+  } finally {
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** Deletes a table if it exists; never touches any other table. */
+export async function nftDeleteTable(family: string, name: string): Promise<void> {
+  const r = await run('nft', ['list', 'table', family, name]);
+  if (r.code === 0) await runOk('nft', ['delete', 'table', family, name]);
+}

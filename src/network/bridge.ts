@@ -1,0 +1,98 @@
+import { ipBatch, ipJson } from '../kernel/netns.js';
+
+/**
+ * The bridge driver's kernel side: a Linux bridge per network in berthd's namespace, and a veth
+ * pair per endpoint with one end in the container's namespace. Each call is one or two `ip -batch`
+ * runs, whatever the number of commands.
+ */
+
+export interface BridgeSpec { name: string; gatewayCidr: string; mtu: number; mac: string }
+
+export async function linkExists(name: string): Promise<boolean> {
+  try {
+    await ipJson(undefined, ['link', 'show', 'dev', name]);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export async function ensureBridge(b: BridgeSpec): Promise<void> {
+  const cmds: string[] = [];
+  if (!(await linkExists(b.name))) {
+    // A fixed MAC keeps the gateway's address stable as ports come and go (Podman's stale-ARP bug).
+    cmds.push(`link add name ${b.name} address ${b.mac} mtu ${b.mtu} type bridge`);
+  }
+  cmds.push(`addr replace ${b.gatewayCidr} dev ${b.name}`, `link set ${b.name} up`);
+  await ipBatch(undefined, cmds);
+}
+
+export async function deleteBridge(name: string): Promise<void> {
+  if (await linkExists(name)) await ipBatch(undefined, [`link del ${name}`]);
+}
+
+export interface JoinSpec {
+  netnsPath: string;
+  ifname: string;
+  hostIf: string;
+  bridge: string;
+  mac: string;
+  addressCidr: string;
+  gateway?: string;
+  mtu: number;
+  /** berthd's pid: its namespace is where the host end of the veth goes. */
+  daemonPid: number;
+}
+
+/**
+ * Creates the veth inside the container's namespace and sends its peer out to berthd's, so the
+ * container side is configured before anyone can see it.
+ */
+export async function joinEndpoint(j: JoinSpec): Promise<void> {
+  const inside = [
+    `link add name ${j.ifname} address ${j.mac} mtu ${j.mtu} type veth peer name ${j.hostIf} mtu ${j.mtu} netns ${j.daemonPid}`,
+    `addr add ${j.addressCidr} dev ${j.ifname}`,
+    `link set ${j.ifname} up`,
+  ];
+  if (j.gateway) inside.push(`route replace default via ${j.gateway} dev ${j.ifname}`);
+  await ipBatch(j.netnsPath, inside);
+  try {
+    await ipBatch(undefined, [`link set ${j.hostIf} master ${j.bridge}`, `link set ${j.hostIf} up`]);
+  } catch (e) {
+    await ipBatch(j.netnsPath, [`link del ${j.ifname}`]).catch(() => undefined);
+    throw e;
+  }
+}
+
+/** Deleting the container end removes the pair. */
+export async function leaveEndpoint(netnsPath: string, ifname: string): Promise<void> {
+  await ipBatch(netnsPath, [`link del ${ifname}`]);
+}
+
+/** MTU of the interface that carries the default route, or 1500 without one. */
+export async function uplinkMtu(): Promise<number> {
+  try {
+    const routes = await ipJson<Array<{ dst: string; dev?: string }>>(undefined, ['route', 'show', 'default']);
+    const dev = routes[0]?.dev;
+    if (!dev) return 1500;
+    const links = await ipJson<Array<{ mtu: number }>>(undefined, ['link', 'show', 'dev', dev]);
+    return links[0]?.mtu ?? 1500;
+  } catch {
+    return 1500;
+  }
+}
+
+/** Subnets of the routes in berthd's namespace, so new networks do not overlap them. */
+export async function routedSubnets(): Promise<string[]> {
+  try {
+    const routes = await ipJson<Array<{ dst: string }>>(undefined, ['-4', 'route', 'show', 'table', 'all']);
+    return routes.map((r) => r.dst).filter((d) => /^\d+\.\d+\.\d+\.\d+\/\d+$/.test(d) && !d.startsWith('127.'));
+  } catch {
+    return [];
+  }
+}
+
+/** Docker's MAC scheme: 02:42 followed by the IPv4 address. */
+export function macFor(ip: string): string {
+  return ['02', '42', ...ip.split('.').map((o) => Number(o).toString(16).padStart(2, '0'))].join(':');
+}

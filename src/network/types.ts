@@ -1,0 +1,42 @@
+import type { PoolState } from './ipam.js';
+
+/** A network as berth stores it; the public fields are Docker's inspect fields. */
+export interface NetworkRecord {
+  Name: string;
+  Id: string;
+  Created: string;
+  Scope: 'local';
+  Driver: 'bridge' | 'host' | 'null';
+  EnableIPv6: boolean;
+  IPAM: { Driver: string; Options: Record<string, string> | null; Config: Array<{ Subnet: string; Gateway?: string; IPRange?: string; AuxiliaryAddresses?: Record<string, string> }> };
+  Internal: boolean;
+  Attachable: boolean;
+  Ingress: boolean;
+  ConfigFrom: { Network: string };
+  ConfigOnly: boolean;
+  Options: Record<string, string>;
+  Labels: Record<string, string>;
+  /** Kernel side (bridge driver only). */
+  bridge?: string;
+  mtu?: number;
+  pools?: PoolState[];
+}
+
+/** One container's membership of one network: what the user asked for and, while running, what it got. */
+export interface EndpointState {
+  NetworkID: string;
+  IPAMConfig: { IPv4Address?: string } | null;
+  Links: string[] | null;
+  Aliases: string[] | null;
+  EndpointID: string;
+  Gateway: string;
+  IPAddress: string;
+  IPPrefixLen: number;
+  MacAddress: string;
+  /** Interface name inside the container (eth0, eth1, …) while connected. */
+  ifname: string;
+  /** Set with --mac-address. */
+  requestedMac?: string;
+}
+
+export const PREDEFINED = ['bridge', 'host', 'none'];
