@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
-import { TestHost, waitFor } from './harness.js';
+import { demux, execOut, TestHost, waitFor } from './harness.js';
 
 describe('containers through the Engine API', () => {
   let host: TestHost;
@@ -289,19 +289,3 @@ describe('containers through the Engine API', () => {
   });
 });
 
-function demux(buf: Buffer): Array<[number, string]> {
-  const out: Array<[number, string]> = [];
-  let off = 0;
-  while (off + 8 <= buf.length) {
-    const len = buf.readUInt32BE(off + 4);
-    out.push([buf[off]!, buf.subarray(off + 8, off + 8 + len).toString()]);
-    off += 8 + len;
-  }
-  return out;
-}
-
-export async function execOut(host: TestHost, id: string, cmd: string[]): Promise<string> {
-  const ex = await host.api('POST', `/containers/${id}/exec`, { Cmd: cmd, AttachStdout: true, AttachStderr: true });
-  const r = await host.api('POST', `/exec/${ex.json.Id}/start`, { Detach: false, Tty: false });
-  return demux(r.raw).map(([, s]) => s).join('');
-}

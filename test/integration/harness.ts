@@ -33,14 +33,39 @@ export class TestHost {
     this.socket = join(dir, 'berth.sock');
   }
 
-  static async create(): Promise<TestHost> {
+  /**
+   * With `outside`, a second namespace plays the world beyond the host: linked by a veth
+   * (10.200.0.1 here, 10.200.0.2 there, MTU 1400 like these machines' uplink), with the test
+   * host's default route pointing at it and no route back to container subnets.
+   */
+  static async create(opts: { outside?: boolean } = {}): Promise<TestHost> {
     const name = `bt${process.pid}x${counter++}`;
     const dir = await fs.mkdtemp(join(tmpdir(), 'berth-it-'));
     const host = new TestHost(name, dir);
     await runOk('ip', ['netns', 'add', name]);
     await runOk('ip', ['-n', name, 'link', 'set', 'lo', 'up']);
+    if (opts.outside) {
+      host.outside = `${name}o`;
+      await runOk('ip', ['netns', 'add', host.outside]);
+      await runOk('ip', ['-n', name, '-batch', '-'], {
+        input: [
+          `link add btvo0 mtu 1400 type veth peer name btvo1 mtu 1400 netns ${host.outside}`,
+          'addr add 10.200.0.1/24 dev btvo0', 'link set btvo0 up', 'route add default via 10.200.0.2',
+        ].join('\n') + '\n',
+      });
+      await runOk('ip', ['-n', host.outside, '-batch', '-'], {
+        input: ['link set lo up', 'addr add 10.200.0.2/24 dev btvo1', 'link set btvo1 up'].join('\n') + '\n',
+      });
+    }
     await host.startDaemon();
     return host;
+  }
+
+  /** Name of the "outside world" namespace, when there is one. */
+  outside?: string;
+
+  inOutside(cmd: string, args: string[]) {
+    return run('nsenter', [`--net=/run/netns/${this.outside}`, cmd, ...args]);
   }
 
   get netnsPath(): string { return `/run/netns/${this.netns}`; }
@@ -139,10 +164,12 @@ export class TestHost {
     }
     leaks.push(...(await this.leaks()));
     await run('ip', ['netns', 'del', this.netns]);
+    if (this.outside) await run('ip', ['netns', 'del', this.outside]);
     const mounts = await mountsUnder(this.dir);
     for (const m of mounts) await run('umount', ['--lazy', m]);
     await fs.rm(this.dir, { recursive: true, force: true });
     if (existsSync(`/run/netns/${this.netns}`)) leaks.push(`netns ${this.netns} still exists`);
+    if (this.outside && existsSync(`/run/netns/${this.outside}`)) leaks.push(`netns ${this.outside} still exists`);
     return leaks;
   }
 
@@ -182,4 +209,22 @@ export async function waitFor<T>(fn: () => Promise<T | undefined | false>, what:
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+/** Splits Docker's multiplexed stream into [stream, text] frames. */
+export function demux(buf: Buffer): Array<[number, string]> {
+  const out: Array<[number, string]> = [];
+  let off = 0;
+  while (off + 8 <= buf.length) {
+    const len = buf.readUInt32BE(off + 4);
+    out.push([buf[off]!, buf.subarray(off + 8, off + 8 + len).toString()]);
+    off += 8 + len;
+  }
+  return out;
+}
+
+export async function execOut(host: TestHost, id: string, cmd: string[]): Promise<string> {
+  const ex = await host.api('POST', `/containers/${id}/exec`, { Cmd: cmd, AttachStdout: true, AttachStderr: true });
+  const r = await host.api('POST', `/exec/${ex.json.Id}/start`, { Detach: false, Tty: false });
+  return demux(r.raw).map(([, s]) => s).join('');
 }

@@ -1,0 +1,235 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { after, before, describe, it } from 'node:test';
+import Docker from 'dockerode';
+import { execOut, TestHost, waitFor } from './harness.js';
+
+async function ping(host: TestHost, id: string, ip: string): Promise<boolean> {
+  const out = await execOut(host, id, ['ping', '-c', '1', '-W', '1', ip]);
+  return /1 packets received/.test(out);
+}
+
+async function ipOf(host: TestHost, id: string, network: string): Promise<string> {
+  return (await host.api('GET', `/containers/${id}/json`)).json.NetworkSettings.Networks[network].IPAddress;
+}
+
+describe('bridge networks', () => {
+  let host: TestHost;
+  let docker: Docker;
+  before(async () => {
+    host = await TestHost.create({ outside: true });
+    docker = new Docker({ socketPath: host.socket });
+  });
+  after(async () => {
+    const leaks = await host.destroy();
+    assert.deepEqual(leaks, [], 'nothing may leak');
+  });
+
+  it('has the pre-defined networks, which cannot be removed', async () => {
+    const nets = await docker.listNetworks();
+    assert.deepEqual(nets.map((n) => n.Name).sort(), ['bridge', 'host', 'none']);
+    const bridge = nets.find((n) => n.Name === 'bridge')!;
+    assert.equal(bridge.Driver, 'bridge');
+    assert.equal(bridge.Scope, 'local');
+    assert.equal(bridge.IPAM!.Config![0]!.Subnet, '172.17.0.0/16');
+    assert.equal(bridge.IPAM!.Config![0]!.Gateway, '172.17.0.1');
+    assert.equal(bridge.Options!['com.docker.network.bridge.name'], 'berth0');
+    for (const name of ['bridge', 'host', 'none']) {
+      const r = await host.api('DELETE', `/networks/${name}`);
+      assert.equal(r.status, 403);
+      assert.equal(r.json.message, `${name} is a pre-defined network and cannot be removed`);
+    }
+    // berth's bridge device: a fixed MAC and the uplink's MTU (1400 on the test host's uplink).
+    const link = JSON.parse((await host.inNetns('ip', ['-j', 'link', 'show', 'berth0'])).stdout)[0];
+    assert.equal(link.address, '02:42:ac:11:00:01');
+    assert.equal(link.mtu, 1400);
+  });
+
+  it('default bridge: containers get addresses, reach each other by IP, not by name', async () => {
+    const a = await host.runDetached({ Cmd: ['sleep', '300'] }, 'busybox1');
+    const b = await host.runDetached({ Cmd: ['sleep', '300'] }, 'busybox2');
+    const ipA = await ipOf(host, a, 'bridge');
+    const ipB = await ipOf(host, b, 'bridge');
+    assert.match(ipA, /^172\.17\.0\.\d+$/);
+    const insp = (await docker.getContainer(a).inspect()).NetworkSettings;
+    assert.equal(insp.IPAddress, ipA);
+    assert.equal(insp.Gateway, '172.17.0.1');
+    assert.equal(insp.IPPrefixLen, 16);
+    assert.equal(insp.Networks.bridge!.MacAddress, `02:42:ac:11:${ipA.split('.').slice(2).map((o) => Number(o).toString(16).padStart(2, '0')).join(':')}`);
+    // answers ping the moment run returns
+    assert.ok(await ping(host, a, ipB));
+    assert.ok(await ping(host, b, ipA));
+    assert.doesNotMatch(await execOut(host, a, ['ping', '-c', '1', '-W', '1', 'busybox2']), /1 packets received/);
+    assert.match(await execOut(host, a, ['cat', '/etc/hosts']), new RegExp(`${ipA.replace(/\./g, '\\.')}\\t${a.slice(0, 12)}`));
+    const route = await execOut(host, a, ['ip', 'route']);
+    assert.match(route, /default via 172\.17\.0\.1 dev eth0/);
+    assert.match(await execOut(host, a, ['cat', '/sys/class/net/eth0/mtu']), /^1400/);
+    await host.api('DELETE', `/containers/${a}?force=1`);
+    await host.api('DELETE', `/containers/${b}?force=1`);
+  });
+
+  it('masquerades outbound traffic to the outside world', async () => {
+    const id = await host.runDetached({ Cmd: ['sleep', '300'] });
+    // The outside host has no route to 172.17/16: a reply only arrives if the source was rewritten.
+    assert.ok(await ping(host, id, '10.200.0.2'));
+    const server = spawn('nsenter', [`--net=/run/netns/${host.outside}`, process.execPath, '-e',
+      `const s=require('net').createServer(c=>{console.log(c.remoteAddress);c.end();s.close()});s.listen(7000,'10.200.0.2',()=>console.log('ready'))`]);
+    let seen = '';
+    server.stdout.on('data', (d: Buffer) => { seen += d.toString(); });
+    await waitFor(async () => seen.includes('ready'), 'outside server');
+    await execOut(host, id, ['sh', '-c', 'echo hi | nc 10.200.0.2 7000']);
+    await waitFor(async () => seen.includes('10.200.0.1'), `source address seen outside (${seen})`);
+    server.kill();
+    await host.api('DELETE', `/containers/${id}?force=1`);
+  });
+
+  it('user-defined bridges: IPAM options, static IPs, isolation in both directions, a container on both reaches both', async () => {
+    const n1 = await docker.createNetwork({ Name: 'net1', Labels: { team: 'a' } });
+    const n2 = await docker.createNetwork({
+      Name: 'net2', IPAM: { Driver: 'default', Config: [{ Subnet: '10.77.0.0/24', Gateway: '10.77.0.254', IPRange: '10.77.0.128/25', AuxiliaryAddresses: { printer: '10.77.0.130' } }] },
+      Options: { 'com.docker.network.driver.mtu': '1300' },
+    });
+    const i1 = await n1.inspect();
+    assert.equal(i1.IPAM!.Config![0]!.Subnet, '172.18.0.0/16');
+    assert.deepEqual(i1.Labels, { team: 'a' });
+    const c1 = await host.runDetached({ Cmd: ['sleep', '300'], HostConfig: { NetworkMode: 'net1' } }, 'c1');
+    const c2 = await host.runDetached({ Cmd: ['sleep', '300'], HostConfig: { NetworkMode: 'net2' } }, 'c2');
+    const c3 = await host.runDetached({ Cmd: ['sleep', '300'], HostConfig: { NetworkMode: 'net2' }, NetworkingConfig: { EndpointsConfig: { net2: { IPAMConfig: { IPv4Address: '10.77.0.20' } } } } }, 'c3');
+    const ip2 = await ipOf(host, c2, 'net2');
+    assert.equal(ip2, '10.77.0.128', 'first address of the ip-range');
+    assert.equal(await ipOf(host, c3, 'net2'), '10.77.0.20');
+    assert.match(await execOut(host, c2, ['ip', 'route']), /default via 10\.77\.0\.254/);
+    assert.match(await execOut(host, c2, ['cat', '/sys/class/net/eth0/mtu']), /^1300/);
+    const ip1 = await ipOf(host, c1, 'net1');
+    assert.ok(await ping(host, c2, '10.77.0.20'));
+    assert.ok(!(await ping(host, c1, ip2)), 'net1 cannot reach net2');
+    assert.ok(!(await ping(host, c2, ip1)), 'net2 cannot reach net1');
+    // connect c1 to net2 live: eth1 appears, both networks reachable
+    await n2.connect({ Container: 'c1' });
+    const links = await execOut(host, c1, ['ip', '-o', '-4', 'addr']);
+    assert.match(links, /eth1\s+inet 10\.77\.0\.\d+\/24/);
+    assert.ok(await ping(host, c1, ip2));
+    assert.ok(await ping(host, c1, '10.77.0.20'));
+    const both = (await docker.getContainer('c1').inspect()).NetworkSettings.Networks;
+    assert.deepEqual(Object.keys(both).sort(), ['net1', 'net2']);
+    const members = (await n2.inspect()).Containers!;
+    assert.ok(members[c1]);
+    assert.match(members[c1].IPv4Address, /^10\.77\.0\.\d+\/24$/);
+    // disconnect: eth1 vanishes
+    await n2.disconnect({ Container: 'c1' });
+    assert.doesNotMatch(await execOut(host, c1, ['ip', '-o', 'link']), /eth1/);
+    assert.ok(!(await ping(host, c1, ip2)));
+    // errors
+    const inUse = await host.api('POST', '/containers/create', { Image: 'busybox', Cmd: ['true'], HostConfig: { NetworkMode: 'net2' }, NetworkingConfig: { EndpointsConfig: { net2: { IPAMConfig: { IPv4Address: '10.77.0.20' } } } } });
+    assert.equal(inUse.status, 201);
+    const start = await host.api('POST', `/containers/${inUse.json.Id}/start`);
+    assert.equal(start.status, 403);
+    assert.match(start.json.message, /Address already in use/);
+    await host.api('DELETE', `/containers/${inUse.json.Id}`);
+    const outside = await host.api('POST', '/containers/create', { Image: 'busybox', Cmd: ['true'], HostConfig: { NetworkMode: 'net2' }, NetworkingConfig: { EndpointsConfig: { net2: { IPAMConfig: { IPv4Address: '10.99.0.5' } } } } });
+    assert.equal(outside.status, 400);
+    const rmInUse = await host.api('DELETE', '/networks/net2');
+    assert.equal(rmInUse.status, 403);
+    assert.match(rmInUse.json.message, /has active endpoints/);
+    for (const id of [c1, c2, c3]) await host.api('DELETE', `/containers/${id}?force=1`);
+    assert.equal((await host.api('DELETE', '/networks/net2')).status, 204);
+    assert.equal((await host.api('DELETE', '/networks/net1')).status, 204);
+    const left = JSON.parse((await host.inNetns('ip', ['-j', 'link', 'show', 'type', 'bridge'])).stdout).map((l: { ifname: string }) => l.ifname);
+    assert.deepEqual(left, ['berth0']);
+  });
+
+  it('internal networks carry no traffic in or out', async () => {
+    await docker.createNetwork({ Name: 'backend', Internal: true });
+    const a = await host.runDetached({ Cmd: ['sleep', '300'], HostConfig: { NetworkMode: 'backend' } });
+    const b = await host.runDetached({ Cmd: ['sleep', '300'], HostConfig: { NetworkMode: 'backend' } });
+    assert.ok(await ping(host, a, await ipOf(host, b, 'backend')));
+    assert.ok(!(await ping(host, a, '10.200.0.2')), 'no way out');
+    const outsider = await host.runDetached({ Cmd: ['sleep', '300'] });
+    assert.ok(!(await ping(host, outsider, await ipOf(host, a, 'backend'))), 'no way in');
+    for (const id of [a, b, outsider]) await host.api('DELETE', `/containers/${id}?force=1`);
+    await host.api('DELETE', '/networks/backend');
+  });
+
+  it('container:NAME shares the namespace: same interfaces, address and localhost', async () => {
+    const a = await host.runDetached({ Cmd: ['sh', '-c', 'while true; do echo pong | nc -l -p 9000; done'] }, 'base');
+    const b = await host.runDetached({ Cmd: ['sleep', '300'], HostConfig: { NetworkMode: 'container:base' } });
+    assert.equal(await execOut(host, b, ['ip', '-o', '-4', 'addr']), await execOut(host, a, ['ip', '-o', '-4', 'addr']));
+    assert.equal(await execOut(host, b, ['cat', '/sys/class/net/eth0/address']), await execOut(host, a, ['cat', '/sys/class/net/eth0/address']));
+    assert.match(await execOut(host, b, ['sh', '-c', 'echo ping | nc 127.0.0.1 9000']), /pong/);
+    assert.equal((await host.api('GET', `/containers/${b}/json`)).json.HostConfig.NetworkMode, `container:${a}`);
+    await host.api('DELETE', `/containers/${b}?force=1`);
+    await host.api('DELETE', `/containers/${a}?force=1`);
+  });
+
+  it('legacy --link on the default bridge writes the alias into /etc/hosts', async () => {
+    const db = await host.runDetached({ Cmd: ['sleep', '300'] }, 'db');
+    const web = await host.runDetached({ Cmd: ['sleep', '300'], HostConfig: { Links: ['db:database'] } });
+    const ip = await ipOf(host, db, 'bridge');
+    assert.match(await execOut(host, web, ['cat', '/etc/hosts']), new RegExp(`${ip.replace(/\./g, '\\.')}\\tdatabase ${db.slice(0, 12)} db`));
+    assert.ok(await ping(host, web, 'database'));
+    await host.api('DELETE', `/containers/${web}?force=1`);
+    await host.api('DELETE', `/containers/${db}?force=1`);
+  });
+
+  it('releases addresses on rm, disconnect and failed start', async () => {
+    await docker.createNetwork({ Name: 'tiny', IPAM: { Config: [{ Subnet: '10.88.0.0/29' }] } });
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) ids.push(await host.runDetached({ Cmd: ['sleep', '300'], HostConfig: { NetworkMode: 'tiny' } }));
+    const extra = await host.api('POST', '/containers/create', { Image: 'busybox', Cmd: ['sleep', '300'], HostConfig: { NetworkMode: 'tiny' } });
+    const full = await host.api('POST', `/containers/${extra.json.Id}/start`);
+    assert.equal(full.status, 403);
+    assert.match(full.json.message, /no available IPv4 addresses/);
+    await host.api('DELETE', `/containers/${ids.pop()}?force=1`);
+    assert.equal((await host.api('POST', `/containers/${extra.json.Id}/start`)).status, 204);
+    ids.push(extra.json.Id);
+    const bad = await host.api('POST', '/containers/create', { Image: 'busybox', Cmd: ['/nonexistent'], HostConfig: { NetworkMode: 'tiny' } });
+    await host.api('DELETE', `/containers/${ids.pop()}?force=1`);
+    assert.equal((await host.api('POST', `/containers/${bad.json.Id}/start`)).status, 400);
+    // the failed start gave its address back: one more container fits
+    ids.push(await host.runDetached({ Cmd: ['sleep', '300'], HostConfig: { NetworkMode: 'tiny' } }));
+    for (const id of [...ids, bad.json.Id]) await host.api('DELETE', `/containers/${id}?force=1`);
+    await host.api('DELETE', '/networks/tiny');
+  });
+
+  it('answers bad network requests with Docker errors and creates nothing', async () => {
+    await docker.createNetwork({ Name: 'dup', IPAM: { Config: [{ Subnet: '10.66.0.0/24' }] } });
+    const dup = await host.api('POST', '/networks/create', { Name: 'dup' });
+    assert.equal(dup.status, 409);
+    assert.equal(dup.json.message, 'network with name dup already exists');
+    const overlap = await host.api('POST', '/networks/create', { Name: 'ov', IPAM: { Config: [{ Subnet: '10.66.0.128/25' }] } });
+    assert.equal(overlap.status, 403);
+    assert.match(overlap.json.message, /overlaps/);
+    const malformed = await host.api('POST', '/networks/create', { Name: 'bad', IPAM: { Config: [{ Subnet: '10.66.0.0/99' }] } });
+    assert.equal(malformed.status, 400);
+    const hostBits = await host.api('POST', '/networks/create', { Name: 'bad', IPAM: { Config: [{ Subnet: '10.55.0.1/24' }] } });
+    assert.equal(hostBits.status, 400);
+    const noSuch = await host.api('GET', '/networks/nosuchnet');
+    assert.equal(noSuch.status, 404);
+    assert.equal(noSuch.json.message, 'network nosuchnet not found');
+    const runOnMissing = await host.api('POST', '/containers/create', { Image: 'busybox', HostConfig: { NetworkMode: 'nosuchnet' } });
+    assert.equal(runOnMissing.status, 404);
+    const driver = await host.api('POST', '/networks/create', { Name: 'x', Driver: 'weird' });
+    assert.equal(driver.status, 404);
+    const names = (await docker.listNetworks()).map((n) => n.Name).sort();
+    assert.deepEqual(names, ['bridge', 'dup', 'host', 'none']);
+    // ls filters and prune
+    const custom = await host.api('GET', `/networks?filters=${encodeURIComponent(JSON.stringify({ type: ['custom'] }))}`);
+    assert.deepEqual(custom.json.map((n: { Name: string }) => n.Name), ['dup']);
+    const pruned = await host.api('POST', '/networks/prune');
+    assert.deepEqual(pruned.json.NetworksDeleted, ['dup']);
+  });
+
+  it('restores networks and running containers after a daemon crash', async () => {
+    await docker.createNetwork({ Name: 'keep' });
+    const a = await host.runDetached({ Cmd: ['sleep', '300'], HostConfig: { NetworkMode: 'keep' } });
+    const b = await host.runDetached({ Cmd: ['sleep', '300'], HostConfig: { NetworkMode: 'keep' } });
+    await host.stopDaemon('SIGKILL');
+    await host.startDaemon();
+    assert.ok(await ping(host, a, await ipOf(host, b, 'keep')));
+    const c = await host.runDetached({ Cmd: ['sleep', '300'], HostConfig: { NetworkMode: 'keep' } });
+    const ips = new Set([await ipOf(host, a, 'keep'), await ipOf(host, b, 'keep'), await ipOf(host, c, 'keep')]);
+    assert.equal(ips.size, 3, 'no address handed out twice after restart');
+    for (const id of [a, b, c]) await host.api('DELETE', `/containers/${id}?force=1`);
+    await host.api('DELETE', '/networks/keep');
+  });
+});
