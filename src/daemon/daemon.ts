@@ -9,6 +9,8 @@ import { LocalImageStore } from '../images/store.js';
 import { mountPointsUnder } from '../kernel/mount.js';
 import { deleteNetns } from '../kernel/netns.js';
 import { NetworkController } from '../network/controller.js';
+import { ContainerDirectory } from '../dns/directory.js';
+import { DnsServer } from '../dns/server.js';
 import { ConmonRuntime } from '../runtime/conmon.js';
 import { readJson, writeJsonAtomic } from '../store/atomic.js';
 import { errorMessage } from '../util/errors.js';
@@ -51,6 +53,7 @@ export class Daemon {
     await network.init();
     const engine = new Engine({ root: this.o.root, images, runtime, network, events: new EventBus() });
     await engine.restore();
+    await network.attachDns(new DnsServer(new ContainerDirectory(() => engine.containers.values(), () => network.networks, () => network.generation)));
     return { engine, runtime, identity };
   }
 

@@ -258,7 +258,7 @@ export class Engine {
       c.NetnsPath = sandbox.netnsPath ?? '';
       const etc = sharedWith
         ? { hosts: join(this.dir(sharedWith.Id), 'hosts'), hostname: join(this.dir(sharedWith.Id), 'hostname'), resolvConf: join(this.dir(sharedWith.Id), 'resolv.conf') }
-        : await this.writeEtcFiles(c, sandbox.addresses, sandbox.shareHostNetwork);
+        : await this.writeEtcFiles(c, sandbox.addresses, sandbox.shareHostNetwork, sandbox.embeddedDns);
       const user = await resolveUser(rootfs, c.Config.User);
       const env = [...c.Config.Env];
       // Docker gives every container a PATH when neither the image nor the user set one.
@@ -318,7 +318,7 @@ export class Engine {
     return join(this.dir(c.Id), `${c.Id}-json.log`);
   }
 
-  private async writeEtcFiles(c: ContainerRecord, addresses: string[], shareHost: boolean) {
+  private async writeEtcFiles(c: ContainerRecord, addresses: string[], shareHost: boolean, embeddedDns: boolean) {
     const dir = this.dir(c.Id);
     const files = { hosts: join(dir, 'hosts'), hostname: join(dir, 'hostname'), resolvConf: join(dir, 'resolv.conf') };
     let hosts: string;
@@ -333,7 +333,7 @@ export class Engine {
     }
     const resolv = await containerResolvConf({
       dns: c.HostConfig.Dns ?? [], dnsSearch: c.HostConfig.DnsSearch ?? [], dnsOptions: c.HostConfig.DnsOptions ?? [],
-      shareHostNetwork: shareHost,
+      shareHostNetwork: shareHost, embeddedDns,
     });
     await Promise.all([
       fs.writeFile(files.hosts, hosts),

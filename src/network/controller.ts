@@ -11,6 +11,8 @@ import { deleteBridge, ensureBridge, joinEndpoint, leaveEndpoint, macFor, routed
 import { buildRuleset, TABLE, type BridgeRules } from './firewall.js';
 import { allocate, formatCidr, newPool, nextPoolSubnet, overlaps, parseCidr, release } from './ipam.js';
 import { PREDEFINED, type EndpointState, type NetworkRecord } from './types.js';
+import type { DnsServer } from '../dns/server.js';
+import { programRedirect } from '../dns/redirect.js';
 
 /** What a container's run needs from networking: a namespace to join and the addresses it got. */
 export interface SandboxInfo {
@@ -18,6 +20,8 @@ export interface SandboxInfo {
   netnsPath?: string;
   addresses: string[];
   shareHostNetwork: boolean;
+  /** The container resolves through berth's embedded DNS (nameserver 127.0.0.11). */
+  embeddedDns: boolean;
 }
 
 export interface ControllerOptions {
@@ -51,6 +55,9 @@ export class NetworkController {
   private readonly dir: string;
   readonly netnsDir: string;
   private mtuDefault = 1500;
+  private dns?: DnsServer;
+  /** Bumped on every endpoint change, so derived views (DNS) know when to rebuild. */
+  generation = 0;
 
   constructor(private readonly o: ControllerOptions) {
     this.dir = join(o.root, 'networks');
@@ -128,6 +135,45 @@ export class NetworkController {
 
   async syncFirewall(): Promise<void> {
     await nftApply(buildRuleset(this.rules()));
+  }
+
+  /** Starts the embedded DNS listeners of every user-defined bridge network. */
+  async attachDns(dns: DnsServer): Promise<void> {
+    this.dns = dns;
+    for (const n of this.networks.values()) await this.startDns(n);
+  }
+
+  private hasDns(n: NetworkRecord): boolean {
+    return n.Driver === 'bridge' && n.Name !== 'bridge';
+  }
+
+  private async startDns(n: NetworkRecord): Promise<void> {
+    if (!this.dns || !this.hasDns(n)) return;
+    const port = await this.dns.listen(n.Id, n.pools![0]!.gateway, n.dnsPort);
+    if (port !== n.dnsPort) {
+      n.dnsPort = port;
+      await this.save(n);
+    }
+  }
+
+  /** Points the container's 127.0.0.11 at the DNS listener of its first user-defined network. */
+  private async programDns(c: ContainerRecord): Promise<boolean> {
+    if (!this.dns || !c.NetnsPath) return false;
+    for (const [netId, ep] of Object.entries(c.Endpoints ?? {})) {
+      const n = this.networks.get(netId);
+      if (!n || !this.hasDns(n) || !ep.IPAddress || !n.dnsPort) continue;
+      await programRedirect(c.NetnsPath, this.netnsDir, n.pools![0]!.gateway, n.dnsPort, ep.IPAddress);
+      return true;
+    }
+    return false;
+  }
+
+  /** Whether a container with these endpoints gets the embedded resolver (a user-defined network). */
+  usesEmbeddedDns(c: ContainerRecord): boolean {
+    return Object.keys(c.Endpoints ?? {}).some((id) => {
+      const n = this.networks.get(id);
+      return !!n && this.hasDns(n);
+    });
   }
 
   /** `berthd --cleanup`: removes every bridge and berth's nft tables. */
@@ -231,6 +277,7 @@ export class NetworkController {
       this.networks.set(n.Id, n);
       await this.syncFirewall();
       await this.save(n);
+      await this.startDns(n);
     } catch (e) {
       this.networks.delete(n.Id);
       await deleteBridge(bridge).catch(() => undefined);
@@ -247,6 +294,7 @@ export class NetworkController {
       throw new ForbiddenError(`error while removing network: network ${n.Name} id ${n.Id} has active endpoints`);
     }
     this.networks.delete(n.Id);
+    this.dns?.close(n.Id);
     await this.syncFirewall();
     if (n.bridge) await deleteBridge(n.bridge);
     await fs.rm(join(this.dir, `${n.Id}.json`), { force: true });
@@ -296,10 +344,10 @@ export class NetworkController {
   /** Creates the container's sandbox and joins it to each of its networks. */
   async setUp(c: ContainerRecord, sharedWith?: ContainerRecord): Promise<SandboxInfo> {
     const mode = c.HostConfig.NetworkMode;
-    if (mode === 'host') return { addresses: [], shareHostNetwork: true };
+    if (mode === 'host') return { addresses: [], shareHostNetwork: true, embeddedDns: false };
     if (mode.startsWith('container:')) {
       if (!sharedWith?.NetnsPath) throw new ConflictError(`cannot join network of a non running container: ${mode.slice(10)}`);
-      return { netnsPath: sharedWith.NetnsPath, addresses: [], shareHostNetwork: false };
+      return { netnsPath: sharedWith.NetnsPath, addresses: [], shareHostNetwork: false, embeddedDns: false };
     }
     const path = this.netnsPathFor(c);
     await createNetns(path);
@@ -310,11 +358,15 @@ export class NetworkController {
         await this.join(c, this.get(netId), ep, index === 0, index);
         index++;
       }
+      await this.programDns(c);
     } catch (e) {
       await this.tearDown(c).catch(() => undefined);
       throw e;
     }
-    return { netnsPath: path, addresses: Object.values(c.Endpoints ?? {}).map((e) => e.IPAddress).filter(Boolean), shareHostNetwork: false };
+    return {
+      netnsPath: path, addresses: Object.values(c.Endpoints ?? {}).map((e) => e.IPAddress).filter(Boolean),
+      shareHostNetwork: false, embeddedDns: this.usesEmbeddedDns(c),
+    };
   }
 
   private async join(c: ContainerRecord, n: NetworkRecord, ep: EndpointState, defaultRoute: boolean, index: number): Promise<void> {
@@ -332,6 +384,7 @@ export class NetworkController {
         mtu: n.mtu ?? this.mtuDefault, daemonPid: process.pid,
       });
       Object.assign(ep, { EndpointID: endpointId, IPAddress: ip, IPPrefixLen: prefix, Gateway: n.Internal ? '' : pool.gateway, MacAddress: mac, ifname });
+      this.generation++;
       await this.save(n);
     } catch (e) {
       release(pool, ip);
@@ -346,6 +399,7 @@ export class NetworkController {
       await this.save(n);
     }
     Object.assign(ep, { EndpointID: '', IPAddress: '', IPPrefixLen: 0, Gateway: '', MacAddress: '', ifname: '' });
+    this.generation++;
   }
 
   /** Frees addresses and the sandbox. Safe to call twice; collects errors instead of stopping. */
@@ -372,6 +426,8 @@ export class NetworkController {
       await this.join(c, n, ep, Object.keys(c.Endpoints).length === 0, index);
     }
     c.Endpoints[n.Id] = ep;
+    this.generation++;
+    if (c.State.Running) await this.programDns(c);
   }
 
   async disconnect(c: ContainerRecord, n: NetworkRecord): Promise<void> {
@@ -380,6 +436,8 @@ export class NetworkController {
     if (c.State.Running && c.NetnsPath && ep.ifname) await leaveEndpoint(c.NetnsPath, ep.ifname);
     await this.releaseEndpoint(ep);
     delete c.Endpoints![n.Id];
+    this.generation++;
+    if (c.State.Running) await this.programDns(c);
   }
 
   /** NetworkSettings.Networks entry name for the container's primary network. */

@@ -61,10 +61,20 @@ function isLoopback(addr: string): boolean {
  */
 export async function containerResolvConf(opts: {
   hostResolvConf?: string; dns: string[]; dnsSearch: string[]; dnsOptions: string[]; shareHostNetwork: boolean;
+  /** Use berth's resolver at Docker's address; --dns servers become its upstreams instead. */
+  embeddedDns?: boolean;
 }): Promise<string> {
   let hostText = '';
   try { hostText = await fs.readFile(opts.hostResolvConf ?? '/etc/resolv.conf', 'utf8'); } catch { /* none */ }
   const host = parseResolvConf(hostText);
+  if (opts.embeddedDns) {
+    const options = opts.dnsOptions.length ? opts.dnsOptions : host.options;
+    return formatResolvConf({
+      nameservers: ['127.0.0.11'],
+      search: opts.dnsSearch.length ? opts.dnsSearch.filter((s) => s !== '.') : host.search,
+      options: options.some((o) => o.startsWith('ndots:')) ? options : [...options, 'ndots:0'],
+    });
+  }
   const rc: ResolvConf = {
     nameservers: opts.dns.length ? opts.dns : host.nameservers.filter((n) => opts.shareHostNetwork || !isLoopback(n)),
     search: opts.dnsSearch.length ? opts.dnsSearch.filter((s) => s !== '.') : host.search,

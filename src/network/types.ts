@@ -20,6 +20,8 @@ export interface NetworkRecord {
   bridge?: string;
   mtu?: number;
   pools?: PoolState[];
+  /** Port of the embedded DNS listener on the gateway, kept so container rules stay valid across restarts. */
+  dnsPort?: number;
 }
 
 /** One container's membership of one network: what the user asked for and, while running, what it got. */

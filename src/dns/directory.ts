@@ -1,0 +1,53 @@
+import type { ContainerRecord } from '../engine/types.js';
+import type { NetworkRecord } from '../network/types.js';
+import type { Asker, NetworkView } from './lookup.js';
+import type { DnsDirectory } from './server.js';
+
+/**
+ * The DNS server's view of containers, derived from the engine's records. Views are rebuilt only
+ * when an endpoint changes (generation bump), so a query costs two map lookups.
+ */
+export class ContainerDirectory implements DnsDirectory {
+  private builtFor = -1;
+  private byAddress = new Map<string, Asker & { upstreams: string[] }>();
+
+  constructor(
+    private readonly containers: () => Iterable<ContainerRecord>,
+    private readonly networks: () => Map<string, NetworkRecord>,
+    private readonly generation: () => number,
+  ) {}
+
+  asker(networkId: string, srcIp: string): (Asker & { upstreams: string[] }) | undefined {
+    if (this.builtFor !== this.generation()) this.rebuild();
+    return this.byAddress.get(`${networkId}/${srcIp}`);
+  }
+
+  private rebuild(): void {
+    this.builtFor = this.generation();
+    const nets = this.networks();
+    const views = new Map<string, NetworkView>();
+    const running = [...this.containers()].filter((c) => c.State.Running || c.State.Status === 'created');
+    for (const c of running) {
+      for (const [netId, ep] of Object.entries(c.Endpoints ?? {})) {
+        const n = nets.get(netId);
+        if (!n || n.Name === 'bridge' || !ep.IPAddress) continue;
+        let view = views.get(netId);
+        if (!view) views.set(netId, (view = { id: netId, name: n.Name, internal: n.Internal, endpoints: [] }));
+        view.endpoints.push({
+          containerId: c.Id, containerName: c.Name.slice(1), ip: ep.IPAddress,
+          names: [c.Name.slice(1), ...(ep.Aliases ?? []), c.Id.slice(0, 12)],
+        });
+      }
+    }
+    const byAddress = new Map<string, Asker & { upstreams: string[] }>();
+    for (const c of running) {
+      const mine = Object.keys(c.Endpoints ?? {}).map((id) => views.get(id)).filter((v): v is NetworkView => !!v);
+      if (!mine.length) continue;
+      const asker = { containerId: c.Id, networks: mine, upstreams: c.HostConfig.Dns ?? [] };
+      for (const [netId, ep] of Object.entries(c.Endpoints ?? {})) {
+        if (ep.IPAddress) byAddress.set(`${netId}/${ep.IPAddress}`, asker);
+      }
+    }
+    this.byAddress = byAddress;
+  }
+}

@@ -1,0 +1,252 @@
+import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
+import { promises as fs } from 'node:fs';
+import { connect, createServer, type Server, type Socket as TcpSocket } from 'node:net';
+import dnsPacket from 'dns-packet';
+import { parseResolvConf } from '../network/etcfiles.js';
+import { answer, type Asker } from './lookup.js';
+
+/** What the server needs to know about containers, supplied by the engine. */
+export interface DnsDirectory {
+  /** The container that owns `srcIp` on network `networkId`, with the networks it is on. */
+  asker(networkId: string, srcIp: string): (Asker & { upstreams: string[] }) | undefined;
+}
+
+const TTL = 600;
+const MAX_IN_FLIGHT = 1024;
+const UPSTREAM_TIMEOUT_MS = 4000;
+
+interface Listener { udp: Socket; tcp: Server; address: string; port: number }
+
+type Packet = dnsPacket.Packet;
+
+const RCODE = { NXDOMAIN: 3, SERVFAIL: 2, REFUSED: 5 } as const;
+
+/** dns-packet takes the response code only as the low bits of the flags. */
+function withRcode(p: Packet, rcode: keyof typeof RCODE): Packet {
+  return { ...p, flags: ((p.flags ?? 0) & ~0xf) | RCODE[rcode] };
+}
+
+/** The largest UDP answer the client accepts: its EDNS buffer size, or 512 without EDNS. */
+function maxUdpSize(q: Packet): number {
+  const opt = q.additionals?.find((a) => a.type === 'OPT') as { udpPayloadSize?: number } | undefined;
+  return Math.max(512, Math.min(opt?.udpPayloadSize ?? 512, 65535));
+}
+
+/** Over UDP an answer too large for the client goes out truncated, so it asks again over TCP. */
+function fitUdp(reply: Buffer, max: number): Buffer {
+  if (reply.length <= max) return reply;
+  const qdEnd = questionEnd(reply);
+  const out = Buffer.from(reply.subarray(0, qdEnd));
+  out.writeUInt16BE(out.readUInt16BE(2) | 0x0200, 2);
+  out.writeUInt16BE(0, 6);
+  out.writeUInt16BE(0, 8);
+  out.writeUInt16BE(0, 10);
+  return out;
+}
+
+function questionEnd(msg: Buffer): number {
+  let off = 12;
+  for (let q = msg.readUInt16BE(4); q > 0 && off < msg.length; q--) {
+    while (off < msg.length && msg[off] !== 0) off += (msg[off]! & 0xc0) === 0xc0 ? 1 : msg[off]! + 1;
+    off += 5;
+  }
+  return Math.min(off, msg.length);
+}
+
+/**
+ * berth's embedded DNS server. It listens on each user-defined network's gateway address, on a
+ * port of its own; inside every container's namespace an nft rule sends 127.0.0.11:53 there, so
+ * containers see Docker's address. Queries are answered only for addresses that belong to a
+ * container on that network, so it is never an open resolver.
+ */
+export class DnsServer {
+  private readonly listeners = new Map<string, Listener>();
+  private inFlight = 0;
+  private hostUpstreams: { at: number; list: string[] } = { at: 0, list: [] };
+
+  constructor(private readonly directory: DnsDirectory, private readonly hostResolvConf = '/etc/resolv.conf') {}
+
+  /** Starts serving a network on its gateway; reuses `port` when given (so container rules stay valid). */
+  async listen(networkId: string, address: string, port = 0): Promise<number> {
+    const existing = this.listeners.get(networkId);
+    if (existing) return existing.port;
+    const udp = createSocket({ type: 'udp4', recvBufferSize: 4 << 20 });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        udp.once('error', reject);
+        udp.bind({ address, port, exclusive: true }, () => { udp.off('error', reject); resolve(); });
+      });
+    } catch (e) {
+      udp.close();
+      if (port !== 0) return this.listen(networkId, address, 0);
+      throw e;
+    }
+    const boundPort = udp.address().port;
+    udp.on('message', (msg, rinfo) => void this.onUdp(networkId, udp, msg, rinfo));
+    udp.on('error', () => { /* per-datagram errors must not stop the server */ });
+    const tcp = createServer((sock) => this.onTcp(networkId, sock));
+    await new Promise<void>((resolve, reject) => {
+      tcp.once('error', reject);
+      tcp.listen({ host: address, port: boundPort, exclusive: true }, () => { tcp.off('error', reject); resolve(); });
+    }).catch(() => { /* TCP port taken: UDP still serves; clients rarely need TCP for local names */ });
+    this.listeners.set(networkId, { udp, tcp, address, port: boundPort });
+    return boundPort;
+  }
+
+  close(networkId: string): void {
+    const l = this.listeners.get(networkId);
+    if (!l) return;
+    l.udp.close();
+    l.tcp.close();
+    this.listeners.delete(networkId);
+  }
+
+  closeAll(): void {
+    for (const id of [...this.listeners.keys()]) this.close(id);
+  }
+
+  private async onUdp(networkId: string, sock: Socket, msg: Buffer, rinfo: RemoteInfo): Promise<void> {
+    const reply = await this.handle(networkId, rinfo.address, msg, 'udp');
+    if (reply) sock.send(reply, rinfo.port, rinfo.address);
+  }
+
+  private onTcp(networkId: string, sock: TcpSocket): void {
+    let buf = Buffer.alloc(0);
+    sock.setTimeout(10_000, () => sock.destroy());
+    sock.on('error', () => sock.destroy());
+    sock.on('data', (d: Buffer) => {
+      buf = Buffer.concat([buf, d]);
+      while (buf.length >= 2) {
+        const len = buf.readUInt16BE(0);
+        if (buf.length < 2 + len) break;
+        const msg = buf.subarray(2, 2 + len);
+        buf = buf.subarray(2 + len);
+        void this.handle(networkId, sock.remoteAddress?.replace(/^::ffff:/, '') ?? '', msg, 'tcp').then((reply) => {
+          if (reply && !sock.destroyed) {
+            const lenBuf = Buffer.alloc(2);
+            lenBuf.writeUInt16BE(reply.length);
+            sock.write(Buffer.concat([lenBuf, reply]));
+          }
+        });
+      }
+      if (buf.length > 70_000) sock.destroy();
+    });
+  }
+
+  /** Answers one query; undefined means drop it (not from a container, or unparseable). */
+  async handle(networkId: string, srcIp: string, msg: Buffer, transport: 'udp' | 'tcp'): Promise<Buffer | undefined> {
+    const asker = this.directory.asker(networkId, srcIp);
+    if (!asker) return undefined;
+    let query: Packet;
+    try {
+      query = dnsPacket.decode(msg);
+    } catch {
+      return formErr(msg);
+    }
+    const q = query.questions?.[0];
+    if (query.type !== 'query' || !q || query.questions!.length !== 1) return formErr(msg);
+    const base: Packet = {
+      type: 'response', id: query.id, flags: (query.flags ?? 0) & dnsPacket.RECURSION_DESIRED | dnsPacket.RECURSION_AVAILABLE,
+      questions: [q],
+    };
+    const local = answer(asker, q.name, q.type);
+    switch (local.kind) {
+      case 'addresses':
+        return dnsPacket.encode({ ...base, answers: local.ips.map((ip) => ({ type: 'A', name: q.name, ttl: TTL, class: 'IN', data: ip })) } as Packet);
+      case 'nodata':
+        return dnsPacket.encode(base);
+      case 'ptr':
+        return dnsPacket.encode({ ...base, answers: [{ type: 'PTR', name: q.name, ttl: TTL, class: 'IN', data: local.name }] } as Packet);
+    }
+    // Not a container name: internal-only containers get no answer from outside.
+    if (asker.networks.every((n) => n.internal)) return dnsPacket.encode(withRcode(base, 'NXDOMAIN'));
+    const reply = await this.forward(msg, base, asker.upstreams.length ? asker.upstreams : await this.upstreams(), transport);
+    return transport === 'udp' ? fitUdp(reply, maxUdpSize(query)) : reply;
+  }
+
+  private async upstreams(): Promise<string[]> {
+    if (Date.now() - this.hostUpstreams.at > 5000) {
+      const text = await fs.readFile(this.hostResolvConf, 'utf8').catch(() => '');
+      this.hostUpstreams = { at: Date.now(), list: parseResolvConf(text).nameservers.slice(0, 3) };
+    }
+    return this.hostUpstreams.list;
+  }
+
+  private async forward(msg: Buffer, base: Packet, upstreams: string[], transport: 'udp' | 'tcp'): Promise<Buffer> {
+    if (upstreams.length === 0 || this.inFlight >= MAX_IN_FLIGHT) {
+      return dnsPacket.encode(withRcode(base, upstreams.length ? 'REFUSED' : 'SERVFAIL'));
+    }
+    this.inFlight++;
+    try {
+      for (const server of upstreams) {
+        try {
+          let reply = transport === 'tcp' ? await queryTcp(server, msg) : await queryUdp(server, msg);
+          // A truncated UDP answer is asked again over TCP and relayed whole.
+          if (transport === 'udp' && (reply.readUInt16BE(2) & 0x0200) !== 0) reply = await queryTcp(server, msg).catch(() => reply);
+          const rcode = reply.readUInt16BE(2) & 0x000f;
+          if (rcode === 2 || rcode === 5) continue; // SERVFAIL, REFUSED: try the next server
+          return reply;
+        } catch { /* timeout or unreachable: next server */ }
+      }
+      return dnsPacket.encode(withRcode(base, 'SERVFAIL'));
+    } finally {
+      this.inFlight--;
+    }
+  }
+}
+
+function formErr(msg: Buffer): Buffer | undefined {
+  if (msg.length < 12) return undefined;
+  const out = Buffer.from(msg.subarray(0, 12));
+  out.writeUInt16BE(0x8001 | (msg.readUInt16BE(2) & 0x0100), 2); // QR, RD echoed, FORMERR
+  out.writeUInt16BE(0, 4);
+  out.writeUInt32BE(0, 6);
+  out.writeUInt16BE(0, 10);
+  return out;
+}
+
+function hostPort(server: string): { host: string; port: number } {
+  const m = /^\[?([^\]]+?)\]?(?::(\d+))?$/.exec(server);
+  if (server.includes(':') && !server.includes('.')) return { host: server, port: 53 };
+  return { host: m?.[1] ?? server, port: Number(m?.[2] ?? 53) };
+}
+
+function queryUdp(server: string, msg: Buffer): Promise<Buffer> {
+  const { host, port } = hostPort(server);
+  return new Promise((resolve, reject) => {
+    const sock = createSocket(host.includes(':') ? 'udp6' : 'udp4');
+    const id = msg.readUInt16BE(0);
+    const timer = setTimeout(() => { sock.close(); reject(new Error('timeout')); }, UPSTREAM_TIMEOUT_MS);
+    sock.on('message', (reply) => {
+      if (reply.length < 12 || reply.readUInt16BE(0) !== id) return;
+      clearTimeout(timer);
+      sock.close();
+      resolve(reply);
+    });
+    sock.on('error', (e) => { clearTimeout(timer); sock.close(); reject(e); });
+    sock.send(msg, port, host);
+  });
+}
+
+function queryTcp(server: string, msg: Buffer): Promise<Buffer> {
+  const { host, port } = hostPort(server);
+  return new Promise((resolve, reject) => {
+    const sock = connect({ host, port });
+    let buf = Buffer.alloc(0);
+    const timer = setTimeout(() => { sock.destroy(); reject(new Error('timeout')); }, UPSTREAM_TIMEOUT_MS);
+    sock.on('connect', () => {
+      const len = Buffer.alloc(2);
+      len.writeUInt16BE(msg.length);
+      sock.write(Buffer.concat([len, msg]));
+    });
+    sock.on('data', (d: Buffer) => {
+      buf = Buffer.concat([buf, d]);
+      if (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
+        clearTimeout(timer);
+        sock.destroy();
+        resolve(buf.subarray(2, 2 + buf.readUInt16BE(0)));
+      }
+    });
+    sock.on('error', (e) => { clearTimeout(timer); reject(e); });
+  });
+}

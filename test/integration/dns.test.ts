@@ -1,0 +1,146 @@
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { after, before, describe, it } from 'node:test';
+import { execOut, TestHost, waitFor } from './harness.js';
+
+/** Addresses busybox nslookup printed for `name` (the server's own line left out), or the error. */
+async function lookup(host: TestHost, id: string, name: string, type = 'A'): Promise<{ addrs: string[]; out: string }> {
+  const out = await execOut(host, id, ['nslookup', `-type=${type}`, name]);
+  const answer = out.split('\n').slice(2).join('\n');
+  const addrs = [...answer.matchAll(/Address:\s*([0-9a-f.:]+)/g)].map((m) => m[1]!).filter((a) => !a.endsWith(':53'));
+  return { addrs, out };
+}
+
+const FAKE_UPSTREAM = `
+const dgram = require('dgram'), net = require('net'), dns = require(${JSON.stringify(new URL('../../../node_modules/dns-packet/index.js', import.meta.url).pathname)});
+function answer(q, tcp) {
+  const name = q.questions[0].name;
+  const base = { type: 'response', id: q.id, flags: dns.RECURSION_AVAILABLE, questions: q.questions };
+  if (name === 'outside.test') return { ...base, answers: [{ type: 'A', name, ttl: 60, data: '10.200.0.99' }] };
+  if (name === 'big.test') {
+    if (!tcp) return { ...base, flags: base.flags | dns.TRUNCATED_RESPONSE };
+    return { ...base, answers: Array.from({ length: 20 }, (_, i) => ({ type: 'A', name, ttl: 60, data: '10.201.0.' + (i + 1) })) };
+  }
+  return { ...base, flags: base.flags | 3 };
+}
+const u = dgram.createSocket('udp4');
+u.on('message', (m, r) => u.send(dns.encode(answer(dns.decode(m), false)), r.port, r.address));
+u.bind(53, '10.200.0.2');
+net.createServer((s) => s.on('data', (d) => { const b = dns.encode(answer(dns.decode(d.subarray(2)), true)); const l = Buffer.alloc(2); l.writeUInt16BE(b.length); s.end(Buffer.concat([l, b])); })).listen(53, '10.200.0.2', () => console.log('ready'));
+`;
+
+describe('embedded DNS', () => {
+  let host: TestHost;
+  let upstream: ChildProcess;
+  before(async () => {
+    host = await TestHost.create({ outside: true });
+    upstream = spawn('nsenter', [`--net=/run/netns/${host.outside}`, process.execPath, '-e', FAKE_UPSTREAM]);
+    let out = '';
+    upstream.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
+    await waitFor(async () => out.includes('ready'), 'fake upstream DNS');
+    for (const n of ['dnsnet', 'other']) assert.equal((await host.api('POST', '/networks/create', { Name: n })).status, 201);
+    assert.equal((await host.api('POST', '/networks/create', { Name: 'sealed', Internal: true })).status, 201);
+  });
+  after(async () => {
+    upstream.kill();
+    const leaks = await host.destroy();
+    assert.deepEqual(leaks, []);
+  });
+
+  const onNet = (net: string, extra: Record<string, unknown> = {}) => ({ Cmd: ['sleep', '300'], HostConfig: { NetworkMode: net }, ...extra });
+
+  it('user-defined networks get 127.0.0.11 with ndots:0; the default bridge does not', async () => {
+    const a = await host.runDetached(onNet('dnsnet'));
+    assert.match(await execOut(host, a, ['cat', '/etc/resolv.conf']), /^nameserver 127\.0\.0\.11\noptions ndots:0\n$/m);
+    const b = await host.runDetached({ Cmd: ['sleep', '300'] });
+    assert.doesNotMatch(await execOut(host, b, ['cat', '/etc/resolv.conf']), /127\.0\.0\.11/);
+    for (const id of [a, b]) await host.api('DELETE', `/containers/${id}?force=1`);
+  });
+
+  it('answers names, NAME.NETWORK, short ids and PTR, case-insensitively, only on shared networks', async () => {
+    const web = await host.runDetached(onNet('dnsnet'), 'web');
+    const db = await host.runDetached(onNet('dnsnet'), 'db');
+    const stranger = await host.runDetached(onNet('other'), 'stranger');
+    const dbIp = (await host.api('GET', `/containers/${db}/json`)).json.NetworkSettings.Networks.dnsnet.IPAddress;
+    assert.deepEqual((await lookup(host, web, 'db')).addrs, [dbIp]);
+    assert.deepEqual((await lookup(host, web, 'DB')).addrs, [dbIp]);
+    assert.deepEqual((await lookup(host, web, 'db.dnsnet')).addrs, [dbIp]);
+    assert.deepEqual((await lookup(host, web, db.slice(0, 12))).addrs, [dbIp]);
+    assert.match(await execOut(host, web, ['ping', '-c', '1', '-W', '1', 'db']), /1 packets received/);
+    const ptr = await execOut(host, web, ['nslookup', dbIp]);
+    assert.match(ptr, /db\.dnsnet/);
+    // AAAA for an existing name: NOERROR with no data, not NXDOMAIN
+    const aaaa = await lookup(host, web, 'db', 'AAAA');
+    assert.deepEqual(aaaa.addrs, []);
+    assert.doesNotMatch(aaaa.out, /NXDOMAIN/);
+    // a container never learns names from networks it is not on
+    const miss = await lookup(host, stranger, 'db');
+    assert.deepEqual(miss.addrs, []);
+    for (const id of [web, db, stranger]) await host.api('DELETE', `/containers/${id}?force=1`);
+  });
+
+  it('shared aliases answer with every address, in shuffled order', async () => {
+    const ids = [];
+    for (let i = 0; i < 3; i++) {
+      ids.push(await host.runDetached(onNet('dnsnet', { NetworkingConfig: { EndpointsConfig: { dnsnet: { Aliases: ['search'] } } } })));
+    }
+    const client = await host.runDetached(onNet('dnsnet'));
+    const first = (await lookup(host, client, 'search')).addrs;
+    assert.equal(first.length, 3);
+    const orders = new Set<string>();
+    for (let i = 0; i < 12; i++) orders.add((await lookup(host, client, 'search')).addrs.join(','));
+    assert.ok(orders.size > 1, 'round-robin changes the order');
+    for (const id of [...ids, client]) await host.api('DELETE', `/containers/${id}?force=1`);
+  });
+
+  it('a name resolves the moment run -d returns and stops the moment rm returns', async () => {
+    const client = await host.runDetached(onNet('dnsnet'));
+    for (let i = 0; i < 5; i++) {
+      const id = await host.runDetached(onNet('dnsnet'), `fresh${i}`);
+      assert.equal((await lookup(host, client, `fresh${i}`)).addrs.length, 1, `fresh${i} resolves at once`);
+      await host.api('DELETE', `/containers/${id}?force=1`);
+      assert.equal((await lookup(host, client, `fresh${i}`)).addrs.length, 0, `fresh${i} is gone at once`);
+    }
+    // connect and disconnect change what resolves, at once
+    const late = await host.runDetached(onNet('other'), 'late');
+    assert.equal((await lookup(host, client, 'late')).addrs.length, 0);
+    assert.equal((await host.api('POST', '/networks/dnsnet/connect', { Container: late })).status, 200);
+    assert.equal((await lookup(host, client, 'late')).addrs.length, 1);
+    assert.equal((await host.api('POST', '/networks/dnsnet/disconnect', { Container: late })).status, 200);
+    assert.equal((await lookup(host, client, 'late')).addrs.length, 0);
+    for (const id of [client, late]) await host.api('DELETE', `/containers/${id}?force=1`);
+  });
+
+  it('forwards other names to the upstream servers, with TCP for truncated answers', async () => {
+    const id = await host.runDetached(onNet('dnsnet', { HostConfig: { NetworkMode: 'dnsnet', Dns: ['10.200.0.2'] } }));
+    assert.deepEqual((await lookup(host, id, 'outside.test')).addrs, ['10.200.0.99']);
+    // the upstream truncates over UDP; berth asks again over TCP and relays the whole answer
+    assert.equal((await lookup(host, id, 'big.test')).addrs.length, 20);
+    assert.match((await lookup(host, id, 'nosuch.test')).out, /NXDOMAIN/);
+    await host.api('DELETE', `/containers/${id}?force=1`);
+  });
+
+  it('internal networks never forward', async () => {
+    const id = await host.runDetached(onNet('sealed', { HostConfig: { NetworkMode: 'sealed', Dns: ['10.200.0.2'] } }));
+    const r = await lookup(host, id, 'outside.test');
+    assert.deepEqual(r.addrs, []);
+    assert.match(r.out, /NXDOMAIN/);
+    await host.api('DELETE', `/containers/${id}?force=1`);
+  });
+
+  it('is not an open resolver: queries from the host are not answered', async () => {
+    const id = await host.runDetached(onNet('dnsnet'), 'target');
+    const gw = (await host.api('GET', '/networks/dnsnet')).json.IPAM.Config[0].Gateway as string;
+    const ss = await host.inNetns('ss', ['-Hulnp']);
+    const port = new RegExp(`${gw.replace(/\./g, '\\.')}:(\\d+)`).exec(ss.stdout)?.[1];
+    assert.ok(port, ss.stdout);
+    const probe = await host.inNetns(process.execPath, ['-e', `
+      const s = require('dgram').createSocket('udp4');
+      const q = Buffer.from('12340100000100000000000006746172676574' + '0000010001', 'hex');
+      s.on('message', () => { console.log('answered'); process.exit(0); });
+      s.send(q, ${port}, '${gw}');
+      setTimeout(() => { console.log('silent'); process.exit(0); }, 1000);`]);
+    assert.equal(probe.stdout.trim(), 'silent');
+    await host.api('DELETE', `/containers/${id}?force=1`);
+  });
+});
