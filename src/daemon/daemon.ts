@@ -53,6 +53,7 @@ export class Daemon {
     await network.init();
     const engine = new Engine({ root: this.o.root, images, runtime, network, events: new EventBus() });
     await engine.restore();
+    await network.adopt(engine.list().filter((c) => c.State.Running));
     await network.attachDns(new DnsServer(new ContainerDirectory(() => engine.containers.values(), () => network.networks, () => network.generation)));
     return { engine, runtime, identity };
   }

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { mountOverlay, unmount } from '../kernel/mount.js';
 import { containerResolvConf, hostsFile } from '../network/etcfiles.js';
 import type { NetworkController } from '../network/controller.js';
+import { portRequests } from '../network/ports.js';
 import type { ImageStore } from '../images/types.js';
 import type { AttachSession, ContainerRuntime } from '../runtime/runtime.js';
 import { RuntimeCreateError } from '../runtime/conmon.js';
@@ -174,6 +175,7 @@ export class Engine {
       if (!sharedWith) throw new NotFoundError(`No such container: ${mode.slice('container:'.length)}`);
       if (body.Hostname) throw new BadRequestError('conflicting options: hostname and the network mode');
     }
+    portRequests(body.HostConfig.PortBindings ?? {});
     const endpoints = this.o.network.initialEndpoints(mode, body.NetworkingConfig?.EndpointsConfig ?? {}, body.MacAddress);
 
     const imgCfg = image.config.config ?? {};
@@ -230,7 +232,11 @@ export class Engine {
     this.containers.set(id, c);
     this.names.set(name, id);
     this.o.events.emit('container', 'create', id, { image: body.Image, name: name.slice(1) });
-    return { Id: id, Warnings: [] };
+    const warnings: string[] = [];
+    if (mode === 'host' && (Object.keys(body.HostConfig.PortBindings ?? {}).length || body.HostConfig.PublishAllPorts)) {
+      warnings.push('Published ports are discarded when using host network mode');
+    }
+    return { Id: id, Warnings: warnings };
   }
 
   // ---------------------------------------------------------------- start
@@ -256,6 +262,7 @@ export class Engine {
       const sharedWith = mode.startsWith('container:') ? this.get(mode.slice('container:'.length)) : undefined;
       const sandbox = await this.o.network.setUp(c, sharedWith);
       c.NetnsPath = sandbox.netnsPath ?? '';
+      c.Published = await this.o.network.publish(c);
       const etc = sharedWith
         ? { hosts: join(this.dir(sharedWith.Id), 'hosts'), hostname: join(this.dir(sharedWith.Id), 'hostname'), resolvConf: join(this.dir(sharedWith.Id), 'resolv.conf') }
         : await this.writeEtcFiles(c, sandbox.addresses, sandbox.shareHostNetwork, sandbox.embeddedDns);
@@ -390,6 +397,7 @@ export class Engine {
     const errors: string[] = [];
     await this.o.network.tearDown(c).catch((e) => errors.push(errorMessage(e)));
     c.NetnsPath = '';
+    c.Published = [];
     await unmount(join(this.dir(c.Id), 'rootfs')).catch((e) => errors.push(errorMessage(e)));
     if (errors.length) console.error(`berthd: releasing ${shortId(c.Id)}: ${errors.join('; ')}`);
   }

@@ -1,4 +1,5 @@
 import type { EndpointState } from '../network/types.js';
+import type { PortMapping } from '../network/ports.js';
 
 /** Container data as berth persists it. Field names follow Docker's inspect JSON, so the API layer
  *  maps it with little translation and clients see familiar shapes. */
@@ -83,6 +84,8 @@ export interface ContainerRecord {
   NetnsPath: string;
   /** The networks the container belongs to, by network id. */
   Endpoints?: Record<string, EndpointState>;
+  /** Host ports published for the current run. */
+  Published?: PortMapping[];
 }
 
 export const ZERO_TIME = '0001-01-01T00:00:00Z';

@@ -23,6 +23,13 @@ export async function ensureBridge(b: BridgeSpec): Promise<void> {
     // A fixed MAC keeps the gateway's address stable as ports come and go (Podman's stale-ARP bug).
     cmds.push(`link add name ${b.name} address ${b.mac} mtu ${b.mtu} type bridge`);
   }
+  else {
+    // A bridge left from an earlier run keeps only the gateway address it should have.
+    const info = await ipJson<Array<{ addr_info?: Array<{ family: string; local: string; prefixlen: number }> }>>(undefined, ['addr', 'show', 'dev', b.name]);
+    for (const a of info[0]?.addr_info ?? []) {
+      if (a.family === 'inet' && `${a.local}/${a.prefixlen}` !== b.gatewayCidr) cmds.push(`addr del ${a.local}/${a.prefixlen} dev ${b.name}`);
+    }
+  }
   cmds.push(`addr replace ${b.gatewayCidr} dev ${b.name}`, `link set ${b.name} up`);
   await ipBatch(undefined, cmds);
 }
@@ -57,7 +64,9 @@ export async function joinEndpoint(j: JoinSpec): Promise<void> {
   if (j.gateway) inside.push(`route replace default via ${j.gateway} dev ${j.ifname}`);
   await ipBatch(j.netnsPath, inside);
   try {
-    await ipBatch(undefined, [`link set ${j.hostIf} master ${j.bridge}`, `link set ${j.hostIf} up`]);
+    // Hairpin lets a container reach itself through its own published port: with br_netfilter the
+    // DNAT happens at the bridge and the frame must go back out the port it came in on.
+    await ipBatch(undefined, [`link set ${j.hostIf} master ${j.bridge}`, `link set dev ${j.hostIf} type bridge_slave hairpin on`, `link set ${j.hostIf} up`]);
   } catch (e) {
     await ipBatch(j.netnsPath, [`link del ${j.ifname}`]).catch(() => undefined);
     throw e;

@@ -8,7 +8,8 @@ import { newId } from '../util/ids.js';
 import { run } from '../util/exec.js';
 import type { ContainerRecord } from '../engine/types.js';
 import { deleteBridge, ensureBridge, joinEndpoint, leaveEndpoint, macFor, routedSubnets, uplinkMtu } from './bridge.js';
-import { buildRuleset, TABLE, type BridgeRules } from './firewall.js';
+import { buildRuleset, portElements, TABLE, type BridgeRules } from './firewall.js';
+import { portRequests, PortReservations, type PortMapping, type PortRequest } from './ports.js';
 import { allocate, formatCidr, newPool, nextPoolSubnet, overlaps, parseCidr, release } from './ipam.js';
 import { PREDEFINED, type EndpointState, type NetworkRecord } from './types.js';
 import type { DnsServer } from '../dns/server.js';
@@ -58,6 +59,7 @@ export class NetworkController {
   private dns?: DnsServer;
   /** Bumped on every endpoint change, so derived views (DNS) know when to rebuild. */
   generation = 0;
+  private readonly ports = new PortReservations();
 
   constructor(private readonly o: ControllerOptions) {
     this.dir = join(o.root, 'networks');
@@ -124,6 +126,9 @@ export class NetworkController {
     await ensureBridge({
       name: n.bridge!, gatewayCidr: `${pool.gateway}/${parseCidr(pool.subnet).prefix}`, mtu: n.mtu ?? this.mtuDefault, mac: macFor(pool.gateway),
     });
+    // The host's own connections to 127.0.0.1:PORT are DNATed out through the bridge; the kernel
+    // only routes a loopback source out of an interface that allows it (this bridge, nothing else).
+    await run('sysctl', ['-qw', `net.ipv4.conf.${n.bridge}.route_localnet=1`]);
   }
 
   private rules(): BridgeRules[] {
@@ -134,7 +139,59 @@ export class NetworkController {
   }
 
   async syncFirewall(): Promise<void> {
-    await nftApply(buildRuleset(this.rules()));
+    await nftApply(buildRuleset(this.rules(), this.ports.mappings()));
+  }
+
+  /** The ports a container asks for: its bindings, plus every exposed port with -P. */
+  private portRequestsFor(c: ContainerRecord, n: NetworkRecord): PortRequest[] {
+    const bindings: Record<string, Array<{ HostIp?: string; HostPort?: string }> | null> = { ...(c.HostConfig.PortBindings ?? {}) };
+    if (c.HostConfig.PublishAllPorts) {
+      for (const p of Object.keys(c.Config.ExposedPorts ?? {})) if (!bindings[p]?.length) bindings[p] = [{ HostIp: '', HostPort: '' }];
+    }
+    const hostIp = n.Options[OPT_HOST_BINDING];
+    return portRequests(bindings, hostIp && hostIp !== '0.0.0.0' ? hostIp : '');
+  }
+
+  /** The endpoint published ports lead to: the container's first non-internal bridge network. */
+  private publishTarget(c: ContainerRecord): { n: NetworkRecord; ip: string } | undefined {
+    for (const [id, ep] of Object.entries(c.Endpoints ?? {})) {
+      const n = this.networks.get(id);
+      if (n && n.Driver === 'bridge' && !n.Internal && ep.IPAddress) return { n, ip: ep.IPAddress };
+    }
+    return undefined;
+  }
+
+  /** Reserves the host ports and adds one map element per port; all or nothing. */
+  async publish(c: ContainerRecord): Promise<PortMapping[]> {
+    const target = this.publishTarget(c);
+    if (!target) return [];
+    const requests = this.portRequestsFor(c, target.n);
+    if (!requests.length) return [];
+    const mappings = await this.ports.reserve(c.Id, requests, target.ip);
+    try {
+      await nftApply(portElements(mappings, 'add'));
+    } catch (e) {
+      this.ports.release(c.Id);
+      throw e;
+    }
+    return mappings;
+  }
+
+  async unpublish(c: ContainerRecord): Promise<void> {
+    const mappings = this.ports.release(c.Id);
+    if (mappings.length) await nftApply(portElements(mappings, 'delete'));
+  }
+
+  /** After a restart: hold again the ports of containers that kept running, then rebuild the rules. */
+  async adopt(running: ContainerRecord[]): Promise<void> {
+    for (const c of running) {
+      if (!c.Published?.length) continue;
+      const requests: PortRequest[] = c.Published.map((p) => ({ proto: p.proto, hostIp: p.hostIp, hostPorts: [p.hostPort, p.hostPort], containerPort: p.containerPort }));
+      await this.ports.reserve(c.Id, requests, c.Published[0]!.containerIp).catch((e: Error) => {
+        console.error(`berthd: could not hold the published ports of ${c.Id.slice(0, 12)} again: ${e.message}`);
+      });
+    }
+    await this.syncFirewall();
   }
 
   /** Starts the embedded DNS listeners of every user-defined bridge network. */
@@ -404,6 +461,7 @@ export class NetworkController {
 
   /** Frees addresses and the sandbox. Safe to call twice; collects errors instead of stopping. */
   async tearDown(c: ContainerRecord): Promise<void> {
+    await this.unpublish(c);
     for (const ep of Object.values(c.Endpoints ?? {})) await this.releaseEndpoint(ep);
     const mode = c.HostConfig.NetworkMode;
     if (c.NetnsPath && !mode.startsWith('container:')) await deleteNetns(c.NetnsPath);
@@ -474,7 +532,7 @@ export class NetworkController {
       HairpinMode: false,
       LinkLocalIPv6Address: '',
       LinkLocalIPv6PrefixLen: 0,
-      Ports: {},
+      Ports: this.portsView(c),
       SandboxKey: c.NetnsPath,
       SecondaryIPAddresses: null,
       SecondaryIPv6Addresses: null,
@@ -483,6 +541,18 @@ export class NetworkController {
       IPAddress: def?.IPAddress ?? '', IPPrefixLen: def?.IPPrefixLen ?? 0, IPv6Gateway: '', MacAddress: def?.MacAddress ?? '',
       Networks: networks,
     };
+  }
+
+  /** NetworkSettings.Ports: every exposed port, with its host bindings while running. */
+  portsView(c: ContainerRecord): Record<string, Array<{ HostIp: string; HostPort: string }> | null> {
+    const out: Record<string, Array<{ HostIp: string; HostPort: string }> | null> = {};
+    if (!c.State.Running) return out;
+    for (const p of Object.keys(c.Config.ExposedPorts ?? {})) out[p] = null;
+    for (const m of c.Published ?? []) {
+      const key = `${m.containerPort}/${m.proto}`;
+      (out[key] ??= []).push({ HostIp: m.hostIp || '0.0.0.0', HostPort: String(m.hostPort) });
+    }
+    return out;
   }
 
   /** GET /networks/{id} body. */

@@ -27,6 +27,22 @@ function commandLine(c: ContainerRecord): string {
   return [c.Path, ...c.Args].join(' ');
 }
 
+/** ContainerSummary.Ports: published ports with their host side, exposed ones without. */
+function portList(c: ContainerRecord): object[] {
+  const out: object[] = [];
+  const published = new Set<string>();
+  for (const m of c.State.Running ? c.Published ?? [] : []) {
+    published.add(`${m.containerPort}/${m.proto}`);
+    out.push({ IP: m.hostIp || '0.0.0.0', PrivatePort: m.containerPort, PublicPort: m.hostPort, Type: m.proto });
+  }
+  for (const key of Object.keys(c.Config.ExposedPorts ?? {})) {
+    if (published.has(key)) continue;
+    const [port, proto] = key.split('/');
+    out.push({ PrivatePort: Number(port), Type: proto ?? 'tcp' });
+  }
+  return out;
+}
+
 export function containerSummary(api: ApiContext, c: ContainerRecord): object {
   const settings = api.engine.network.settings(c) as { Networks: object };
   return {
@@ -36,7 +52,7 @@ export function containerSummary(api: ApiContext, c: ContainerRecord): object {
     ImageID: c.Image,
     Command: commandLine(c),
     Created: Math.floor(Date.parse(c.Created) / 1000),
-    Ports: [],
+    Ports: portList(c),
     Labels: c.Config.Labels ?? {},
     State: c.State.Status,
     Status: statusText(c),
