@@ -1,0 +1,10 @@
+import type { Engine } from './engines.js';
+import type { Results } from './results.js';
+
+export interface BenchContext {
+  engines: Engine[];
+  results: Results;
+  quick: boolean;
+  /** Engines in alternating order for repetition `rep` (A B, B A, …) so neither always goes first. */
+  order(rep: number): Engine[];
+}

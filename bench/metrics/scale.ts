@@ -1,0 +1,114 @@
+/**
+ * Scale: N containers on one user-defined network, one `run -d` after the other (engines
+ * alternating container by container); the run latency of the first 20 against the last 20, and
+ * the daemons' memory with N containers. Then 500 published ports: `run -d -p` with none
+ * published against with 500 already published.
+ */
+import type { BenchContext } from '../context.js';
+import type { Engine } from '../engines.js';
+import * as op from '../ops.js';
+import { log, median, rssKiB } from '../util.js';
+
+export async function memory(e: Engine): Promise<{ mib: number; procs: Record<string, number> }> {
+  const procs = await e.countedProcs();
+  let kib = 0;
+  const counts: Record<string, number> = {};
+  for (const p of procs) {
+    kib += await rssKiB(p.pid);
+    const c = p.comm === 'node' ? 'berthd' : p.comm;
+    counts[c] = (counts[c] ?? 0) + 1;
+  }
+  return { mib: kib / 1024, procs: counts };
+}
+
+const MEM_GROUP = 'Daemon memory (RSS, MiB)';
+
+export function defineMemory(ctx: BenchContext): void {
+  ctx.results.define({ key: 'rss_idle', group: MEM_GROUP, label: 'idle (after start, busybox imported, no containers)', unit: 'MiB', better: 'lower' });
+}
+
+export async function memoryIdle(ctx: BenchContext): Promise<void> {
+  defineMemory(ctx);
+  for (const e of ctx.engines) {
+    const m = await memory(e);
+    ctx.results.add('rss_idle', e.name, m.mib);
+    ctx.results.note('rss_idle', `${e.name}: ${Object.entries(m.procs).map(([k, v]) => `${v} ${k}`).join(', ')}`);
+  }
+}
+
+export async function scale(ctx: BenchContext): Promise<void> {
+  const R = ctx.results;
+  const N = ctx.quick ? 40 : 200;
+  const G = `Scale: ${N} containers on one network (ms)`;
+  R.define({ key: 'scale_first20', group: G, label: '`run -d` latency, first 20 containers', unit: 'ms', better: 'lower' });
+  R.define({ key: 'scale_last20', group: G, label: `\`run -d\` latency, last 20 containers (${N - 19}–${N})`, unit: 'ms', better: 'lower' });
+  R.define({ key: 'scale_growth', group: G, label: 'growth: median(last 20) / median(first 20)', unit: 'x', better: 'lower' });
+  R.define({ key: 'rss_scale', group: MEM_GROUP, label: `with ${N} running containers`, unit: 'MiB', better: 'lower' });
+
+  const curves: Record<string, number[]> = {};
+  for (const e of ctx.engines) { await op.networkCreate(e, 'bbscale'); curves[e.name] = []; }
+  for (let i = 0; i < N; i++) {
+    for (const e of ctx.order(i)) {
+      const r = await op.runDetached(e, `s${i + 1}`, { network: 'bbscale' });
+      curves[e.name]!.push(r.ms);
+    }
+    if ((i + 1) % 20 === 0) log(`scale: ${i + 1}/${N}: ${ctx.engines.map((e) => `${e.name} ${curves[e.name]![i]!.toFixed(0)} ms`).join(', ')}`);
+  }
+  for (const e of ctx.engines) {
+    const c = curves[e.name]!;
+    for (const v of c.slice(0, 20)) R.add('scale_first20', e.name, v);
+    for (const v of c.slice(-20)) R.add('scale_last20', e.name, v);
+    R.add('scale_growth', e.name, median(c.slice(-20)) / median(c.slice(0, 20)));
+    const m = await memory(e);
+    R.add('rss_scale', e.name, m.mib);
+    R.note('rss_scale', `${e.name}: ${Object.entries(m.procs).map(([k, v]) => `${v} ${k}`).join(', ')}`);
+  }
+  R.extra.scaleCurves = curves;
+  log('scale: removing containers');
+  for (const e of ctx.engines) {
+    await e.removeAll();
+  }
+}
+
+export async function ports500(ctx: BenchContext): Promise<void> {
+  const R = ctx.results;
+  const P = ctx.quick ? 100 : 500;
+  const G = `Many published ports (${P}), \`run -d -p\` of one more port (ms)`;
+  R.define({ key: 'ports_run_none', group: G, label: '`run -d -p` with no ports published', unit: 'ms', better: 'lower' });
+  R.define({ key: 'ports_run_many', group: G, label: `\`run -d -p\` with ${P} ports published`, unit: 'ms', better: 'lower' });
+  R.define({ key: 'ports_growth', group: G, label: `growth: median(with ${P}) / median(with none)`, unit: 'x', better: 'lower', target: '≤ 1.2x' });
+  R.define({ key: 'ports_publish_100', group: G, label: '`run -d` of one container publishing 100 ports', unit: 'ms', better: 'lower' });
+  const reps = ctx.quick ? 3 : 10;
+  const runs: Record<string, { none: number[]; many: number[] }> = {};
+  for (const e of ctx.engines) runs[e.name] = { none: [], many: [] };
+  const one = async (e: Engine, tag: string, i: number) => {
+    const name = `p${tag}${i}`;
+    const r = await op.runDetached(e, name, { network: 'bridge', ports: [{ host: 9000 + i, container: 80 }] });
+    await op.rmForce(e, name);
+    return r.ms;
+  };
+  for (let i = -1; i < reps; i++) for (const e of ctx.order(i)) {
+    const ms = await one(e, 'n', i + 1);
+    if (i >= 0) { R.add('ports_run_none', e.name, ms); runs[e.name]!.none.push(ms); }
+  }
+  for (let k = 0; k < P / 100; k++) {
+    for (const e of ctx.order(k)) {
+      const ports = Array.from({ length: 100 }, (_, j) => ({ host: 20000 + k * 100 + j, container: 10000 + j }));
+      const r = await op.runDetached(e, `many${k}`, { network: 'bridge', ports });
+      R.add('ports_publish_100', e.name, r.ms);
+    }
+  }
+  for (let i = -1; i < reps; i++) for (const e of ctx.order(i)) {
+    const ms = await one(e, 'm', i + 1);
+    if (i >= 0) { R.add('ports_run_many', e.name, ms); runs[e.name]!.many.push(ms); }
+  }
+  for (const e of ctx.engines) {
+    R.add('ports_growth', e.name, median(runs[e.name]!.many) / median(runs[e.name]!.none));
+    await e.removeAll();
+  }
+}
+
+export function pull(ctx: BenchContext): void {
+  ctx.results.define({ key: 'pull', group: 'Image pull', label: '`pull busybox` from a registry', unit: 'ms', better: 'lower' });
+  ctx.results.note('pull', 'n/a for both engines: berth cannot pull images yet, and no registry is reachable from these machines (only the npm registry and Debian apt). Both engines get busybox from build/busybox.tar (berth seeds it, Docker by `docker import`).');
+}

@@ -1,0 +1,119 @@
+/** Writes bench/results/latest.json (+ a dated copy) and docs/benchmarks.md (+ the scale plot). */
+import { promises as fs } from 'node:fs';
+import { join } from 'node:path';
+import type { MetricSummary, Results } from './results.js';
+import { linePlot } from './plot.js';
+import { median } from './util.js';
+
+export interface Meta {
+  date: string;
+  mode: 'quick' | 'full';
+  engines: Record<string, string>;
+  machine: { cores: number; cpu: string; memGiB: number; kernel: string; node: string; dockerServer: string; berth: string };
+  command: string;
+  durationS: number;
+}
+
+const COUNT_METRICS = new Set(['dns_fresh_miss']);
+const SUM_METRICS = new Set(['dns_lost']);
+/** Shown as a plain value, without p90 or ratio. */
+const PLAIN_METRICS = new Set(['userland_proxies', 'scale_growth', 'ports_growth', 'rss_idle', 'rss_scale']);
+
+function fmt(v: number | undefined, unit: string): string {
+  if (v === undefined || !Number.isFinite(v)) return '–';
+  if (unit === 'q/s') return Math.round(v).toLocaleString('en-US');
+  if (unit === 'Gbit/s') return v.toFixed(2);
+  if (unit === 'x') return v.toFixed(2);
+  if (unit === 'ms' || unit === 'MiB') return v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2);
+  return Number.isInteger(v) ? String(v) : v.toFixed(2);
+}
+
+function cell(m: MetricSummary, eng: string): string[] {
+  const e = m.engines[eng];
+  if (!e) return ['–', '–'];
+  if (COUNT_METRICS.has(m.key)) return [`${e.values.reduce((a, b) => a + b, 0)} of ${e.n}`, ''];
+  if (SUM_METRICS.has(m.key)) return [`${e.values.reduce((a, b) => a + b, 0)} in ${e.n} runs`, ''];
+  if (PLAIN_METRICS.has(m.key) && e.n === 1) return [fmt(e.median, m.unit), ''];
+  const tail = e.p99 !== undefined && m.key.startsWith('dns_p99') ? ` (p99 ${fmt(e.p99, m.unit)})` : '';
+  return [fmt(e.median, m.unit) + tail, fmt(e.p90, m.unit)];
+}
+
+export function markdown(meta: Meta, summary: MetricSummary[], results: Results, engines: string[], plotFile?: string): string {
+  const L: string[] = [];
+  L.push('# Benchmarks: berth and Docker side by side', '');
+  L.push(`*Written by \`npm run bench\` (bench/) on ${meta.date}; ${meta.mode} run, ${Math.round(meta.durationS / 60)} min. Do not edit by hand: rerun instead.*`, '');
+  L.push('## Machine', '');
+  L.push(`- ${meta.machine.cores} cores (${meta.machine.cpu}), ${meta.machine.memGiB} GiB RAM, Linux ${meta.machine.kernel}, Node.js ${meta.machine.node}`);
+  L.push(`- Docker ${meta.machine.dockerServer} (Debian's docker.io: dockerd with its own managed containerd, runc, default settings incl. the userland proxy)`);
+  L.push(`- berth ${meta.machine.berth} (runc + conmon)`);
+  L.push(`- Engines measured: ${engines.join(', ')}`, '');
+  L.push('## How it was measured', '');
+  L.push('- `npm run bench` (full), `npm run bench -- --quick` (smoke), `--only dns,ports,…` (groups: lifecycle, dns, ports, scale, ports500, memory, pull), `--engines berth,docker`.');
+  L.push('- `scripts/bench-setup.sh` installs docker.io, dnsperf and iperf3 with apt-get when missing, with a policy-rc.d that forbids starting services, and checks that no dockerd/containerd/docker0 appeared on the machine\'s own network.');
+  L.push('- Every engine is private to the run: its own network namespace (`bb-<engine>-<pid>`, with `lo` and a dummy link holding the "host IP" 10.250.0.2), its own state directory and API socket; the daemons are started with `nsenter --net=`. Everything is removed at the end, and the run fails on leaks.');
+  L.push('- Both engines are driven by the same client: raw HTTP requests to the Engine API v1.41 on the unix socket (the requests the docker CLI makes: `run -d` = create + start; `exec` = create + start attached + inspect), one connection per request. Both use the same busybox rootfs (`build/busybox.tar`).');
+  L.push('- Repetitions are interleaved (A B, B A, …) so both engines see the same machine noise; the 2-core VM also runs other work (other engineers\' test suites), so absolute numbers drift and the **ratio berth/Docker** (of medians) is the number to read. For "lower is better" metrics a ratio below 1 means berth is faster; for throughput above 1 means berth is faster.');
+  L.push('- Name reachability and fresh-name misses: the host\'s busybox `nslookup NAME 127.0.0.11` and `ping -c1` run inside the asking container\'s namespace (`nsenter --net=/proc/PID/ns/net`), for both engines. dnsperf, iperf3 servers and the TCP echo server run the same way in container namespaces; clients run in the engine\'s namespace.', '');
+
+  const groups = [...new Set(summary.map((m) => m.group))];
+  for (const g of groups) {
+    L.push(`## ${g}`, '');
+    const ms = summary.filter((m) => m.group === g);
+    const head = ['Metric', ...engines.flatMap((e) => [`${e} median`, `${e} p90`]), 'berth/Docker', 'Target (issue)'];
+    L.push(`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`);
+    for (const m of ms) {
+      const ratio = COUNT_METRICS.has(m.key) || SUM_METRICS.has(m.key) || m.key === 'userland_proxies' ? '' : m.ratio !== undefined ? `${m.ratio.toFixed(2)}x` : '–';
+      const row = [`${m.label} [${m.unit}]`, ...engines.flatMap((e) => cell(m, e)), ratio, m.target ?? ''];
+      L.push(`| ${row.join(' | ')} |`);
+    }
+    L.push('');
+    if (ms.some((m) => m.key.startsWith('iperf_'))) {
+      L.push('Against each engine\'s own direct path (issue 6: throughput ≥ 0.95x, connect latency ≤ 1.1x):', '');
+      L.push('| Path | ' + engines.map((e) => `${e} throughput / direct | ${e} latency / direct`).join(' | ') + ' |');
+      L.push('|---|' + engines.map(() => '---|---').join('|') + '|');
+      for (const p of ['lo', 'hostip']) {
+        const row = [p === 'lo' ? '127.0.0.1' : 'host IP'];
+        for (const e of engines) {
+          const t = summary.find((m) => m.key === `iperf_${p}`)?.engines[e]?.median;
+          const td = summary.find((m) => m.key === 'iperf_direct')?.engines[e]?.median;
+          const c = summary.find((m) => m.key === `connect_${p}`)?.engines[e]?.median;
+          const cd = summary.find((m) => m.key === 'connect_direct')?.engines[e]?.median;
+          row.push(t !== undefined && td ? `${(t / td).toFixed(2)}x` : '–', c !== undefined && cd ? `${(c / cd).toFixed(2)}x` : '–');
+        }
+        L.push(`| ${row.join(' | ')} |`);
+      }
+      L.push('');
+    }
+    if (plotFile && g.startsWith('Scale')) {
+      L.push(`![run -d latency against container count](${plotFile})`, '');
+    }
+    const notes = ms.flatMap((m) => m.notes.map((n) => `- ${m.label}: ${n}`));
+    if (notes.length) L.push('Notes:', '', ...notes, '');
+  }
+  if (results.errors.length) {
+    L.push('## Errors during the run', '', ...results.errors.map((e) => `- ${e}`), '');
+  }
+  return L.join('\n');
+}
+
+export async function writeAll(root: string, meta: Meta, results: Results, engines: string[]): Promise<void> {
+  const summary = results.summary();
+  const dir = join(root, 'bench', 'results');
+  await fs.mkdir(dir, { recursive: true });
+  const json = JSON.stringify({ meta, metrics: summary, extra: results.extra, errors: results.errors }, null, 1) + '\n';
+  await fs.writeFile(join(dir, 'latest.json'), json);
+  await fs.writeFile(join(dir, `${meta.date.replace(/[:]/g, '').slice(0, 15)}-${meta.mode}.json`), json);
+  let plotFile: string | undefined;
+  const curves = results.extra.scaleCurves as Record<string, number[]> | undefined;
+  if (curves && Object.keys(curves).length) {
+    const svg = linePlot(curves, {
+      title: `run -d latency on one network (${meta.date.slice(0, 10)}, ${meta.mode})`,
+      xLabel: 'containers on the network (n-th run)', yLabel: 'run -d latency (ms)',
+    });
+    await fs.writeFile(join(root, 'docs', 'bench-scale.svg'), svg);
+    plotFile = 'bench-scale.svg';
+    const med = Object.fromEntries(Object.entries(curves).map(([k, v]) => [k, median(v)]));
+    results.extra.scaleMedians = med;
+  }
+  await fs.writeFile(join(root, 'docs', 'benchmarks.md'), markdown(meta, summary, results, engines, plotFile));
+}

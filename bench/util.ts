@@ -1,0 +1,87 @@
+import { request } from 'node:http';
+import { run, type RunResult } from '../src/util/exec.js';
+
+export { run };
+export type { RunResult };
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+export const now = () => Number(process.hrtime.bigint()) / 1e6;
+
+export function quantile(values: number[], q: number): number {
+  if (values.length === 0) return NaN;
+  const s = [...values].sort((a, b) => a - b);
+  const pos = (s.length - 1) * q;
+  const lo = Math.floor(pos);
+  const hi = Math.ceil(pos);
+  return s[lo]! + (s[hi]! - s[lo]!) * (pos - lo);
+}
+export const median = (v: number[]) => quantile(v, 0.5);
+export const p90 = (v: number[]) => quantile(v, 0.9);
+
+export function log(...args: unknown[]): void {
+  process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${args.map(String).join(' ')}\n`);
+}
+
+export async function runOk(cmd: string, args: string[], input?: string): Promise<string> {
+  const r = await run(cmd, args, input !== undefined ? { input } : {});
+  if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${(r.stderr || r.stdout).trim() || `exit ${r.code}`}`);
+  return r.stdout;
+}
+
+export interface ApiResponse { status: number; body: string; raw: Buffer; json: any }
+
+/** One HTTP request to a Docker Engine API socket; a fresh connection each time (as the docker CLI does). */
+export function apiRequest(socket: string, method: string, path: string, body?: unknown, timeoutMs = 120_000): Promise<ApiResponse> {
+  return new Promise((resolve, reject) => {
+    const data = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+    const req = request({
+      socketPath: socket, method, path,
+      headers: data ? { 'Content-Type': 'application/json', 'Content-Length': String(data.length) } : {},
+      timeout: timeoutMs,
+    }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        const raw = Buffer.concat(chunks);
+        const text = raw.toString();
+        let json: unknown;
+        try { json = text ? JSON.parse(text) : undefined; } catch { json = undefined; }
+        resolve({ status: res.statusCode ?? 0, body: text, raw, json });
+      });
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error(`${method} ${path}: timeout`)));
+    req.on('error', reject);
+    req.end(data);
+  });
+}
+
+/** RSS in KiB of one process, 0 if it is gone. */
+export async function rssKiB(pid: number): Promise<number> {
+  try {
+    const { readFile } = await import('node:fs/promises');
+    const s = await readFile(`/proc/${pid}/status`, 'utf8');
+    const m = /VmRSS:\s+(\d+)/.exec(s);
+    return m ? Number(m[1]) : 0;
+  } catch { return 0; }
+}
+
+export interface ProcInfo { pid: number; ppid: number; comm: string; cmdline: string }
+
+export async function listProcs(): Promise<ProcInfo[]> {
+  const { readdir, readFile } = await import('node:fs/promises');
+  const out: ProcInfo[] = [];
+  for (const d of await readdir('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = await readFile(`/proc/${d}/stat`, 'utf8');
+      const close = stat.lastIndexOf(')');
+      const comm = stat.slice(stat.indexOf('(') + 1, close);
+      const fields = stat.slice(close + 2).split(' ');
+      if (fields[0] === 'Z') continue;
+      const cmdline = (await readFile(`/proc/${d}/cmdline`, 'utf8')).replace(/\0/g, ' ').trim();
+      out.push({ pid: Number(d), ppid: Number(fields[1]), comm, cmdline });
+    } catch { /* gone */ }
+  }
+  return out;
+}
