@@ -10,6 +10,7 @@ import type { DnsDirectory } from './server.js';
 export class ContainerDirectory implements DnsDirectory {
   private builtFor = -1;
   private byAddress = new Map<string, Asker & { upstreams: string[] }>();
+  private byContainer = new Map<string, Asker & { upstreams: string[] }>();
 
   constructor(
     private readonly containers: () => Iterable<ContainerRecord>,
@@ -20,6 +21,11 @@ export class ContainerDirectory implements DnsDirectory {
   asker(networkId: string, srcIp: string): (Asker & { upstreams: string[] }) | undefined {
     if (this.builtFor !== this.generation()) this.rebuild();
     return this.byAddress.get(`${networkId}/${srcIp}`);
+  }
+
+  askerFor(containerId: string): (Asker & { upstreams: string[] }) | undefined {
+    if (this.builtFor !== this.generation()) this.rebuild();
+    return this.byContainer.get(containerId);
   }
 
   private rebuild(): void {
@@ -40,14 +46,17 @@ export class ContainerDirectory implements DnsDirectory {
       }
     }
     const byAddress = new Map<string, Asker & { upstreams: string[] }>();
+    const byContainer = new Map<string, Asker & { upstreams: string[] }>();
     for (const c of running) {
       const mine = Object.keys(c.Endpoints ?? {}).map((id) => views.get(id)).filter((v): v is NetworkView => !!v);
       if (!mine.length) continue;
       const asker = { containerId: c.Id, networks: mine, upstreams: c.HostConfig.Dns ?? [] };
+      byContainer.set(c.Id, asker);
       for (const [netId, ep] of Object.entries(c.Endpoints ?? {})) {
         if (ep.IPAddress) byAddress.set(`${netId}/${ep.IPAddress}`, asker);
       }
     }
     this.byAddress = byAddress;
+    this.byContainer = byContainer;
   }
 }

@@ -28,9 +28,14 @@ export function redirectRules(gateway: string, port: number, containerIp: string
 }
 
 export async function programRedirect(netnsPath: string, scratchDir: string, gateway: string, port: number, containerIp: string): Promise<void> {
-  const file = join(scratchDir, 'dns.nft');
+  // One file per container: two containers starting at once must not read each other's rules.
+  const file = join(scratchDir, `dns-${netnsPath.split('/').pop()}.nft`);
   await fs.writeFile(file, redirectRules(gateway, port, containerIp));
-  await runOk('nsenter', [`--net=${netnsPath}`, 'sh', '-c', `sysctl -qw net.ipv4.conf.all.route_localnet=1 && nft -f ${file}`]);
+  try {
+    await runOk('nsenter', [`--net=${netnsPath}`, 'sh', '-c', `sysctl -qw net.ipv4.conf.all.route_localnet=1 && nft -f ${file}`]);
+  } finally {
+    await fs.rm(file, { force: true });
+  }
 }
 
 export async function removeRedirect(netnsPath: string): Promise<void> {

@@ -4,11 +4,14 @@ import { connect, createServer, type Server, type Socket as TcpSocket } from 'no
 import dnsPacket from 'dns-packet';
 import { parseResolvConf } from '../network/etcfiles.js';
 import { answer, type Asker } from './lookup.js';
+import { openSandboxSockets } from './sandbox.js';
 
 /** What the server needs to know about containers, supplied by the engine. */
 export interface DnsDirectory {
   /** The container that owns `srcIp` on network `networkId`, with the networks it is on. */
   asker(networkId: string, srcIp: string): (Asker & { upstreams: string[] }) | undefined;
+  /** The container itself, for sockets opened inside its own namespace (they serve no one else). */
+  askerFor?(containerId: string): (Asker & { upstreams: string[] }) | undefined;
 }
 
 const TTL = 600;
@@ -16,6 +19,8 @@ const MAX_IN_FLIGHT = 1024;
 const UPSTREAM_TIMEOUT_MS = 4000;
 
 interface Listener { udp: Socket; tcp: Server; address: string; port: number }
+
+interface SandboxListener { udp: Socket; tcp: Server; port: number; conns: Set<TcpSocket> }
 
 type Packet = dnsPacket.Packet;
 
@@ -57,10 +62,14 @@ function questionEnd(msg: Buffer): number {
  * berth's embedded DNS server. It listens on each user-defined network's gateway address, on a
  * port of its own; inside every container's namespace an nft rule sends 127.0.0.11:53 there, so
  * containers see Docker's address. Queries are answered only for addresses that belong to a
- * container on that network, so it is never an open resolver.
+ * container on that network, so it is never an open resolver. Containers of drivers with no way
+ * to berthd's namespace (macvlan, ipvlan) are served instead on sockets opened inside their own
+ * namespace (`sandbox.ts`), which answer as that container and no one else.
  */
 export class DnsServer {
   private readonly listeners = new Map<string, Listener>();
+  /** Sockets inside containers' namespaces (macvlan, ipvlan), by container id. */
+  private readonly sandboxes = new Map<string, SandboxListener>();
   private inFlight = 0;
   private hostUpstreams: { at: number; list: string[] } = { at: 0, list: [] };
 
@@ -103,6 +112,43 @@ export class DnsServer {
 
   closeAll(): void {
     for (const id of [...this.listeners.keys()]) this.close(id);
+    for (const id of [...this.sandboxes.keys()]) this.closeSandbox(id);
+  }
+
+  /** The port of the container's in-namespace resolver, opening it first if needed. */
+  async serveSandbox(containerId: string, netnsPath: string): Promise<number> {
+    const existing = this.sandboxes.get(containerId);
+    if (existing) return existing.port;
+    const { udp, tcp, port } = await openSandboxSockets(netnsPath);
+    const l: SandboxListener = { udp, tcp, port, conns: new Set() };
+    const asker = () => this.directory.askerFor?.(containerId);
+    udp.on('message', (msg, rinfo) => void this.answerFor(asker(), msg, 'udp').then((reply) => {
+      if (reply) udp.send(reply, rinfo.port, rinfo.address);
+    }));
+    udp.on('error', () => { /* per-datagram errors must not stop the server */ });
+    tcp.on('connection', (sock: TcpSocket) => {
+      // Held open, an accepted socket would keep the namespace alive after the container.
+      l.conns.add(sock);
+      sock.on('close', () => l.conns.delete(sock));
+      this.serveTcp(sock, (msg) => this.answerFor(asker(), msg, 'tcp'));
+    });
+    tcp.on('error', () => undefined);
+    this.sandboxes.set(containerId, l);
+    return port;
+  }
+
+  hasSandbox(containerId: string): boolean {
+    return this.sandboxes.has(containerId);
+  }
+
+  /** Closes every socket berthd holds in the container's namespace, so the namespace can go. */
+  closeSandbox(containerId: string): void {
+    const l = this.sandboxes.get(containerId);
+    if (!l) return;
+    l.udp.close();
+    l.tcp.close();
+    for (const c of l.conns) c.destroy();
+    this.sandboxes.delete(containerId);
   }
 
   private async onUdp(networkId: string, sock: Socket, msg: Buffer, rinfo: RemoteInfo): Promise<void> {
@@ -111,6 +157,10 @@ export class DnsServer {
   }
 
   private onTcp(networkId: string, sock: TcpSocket): void {
+    this.serveTcp(sock, (msg) => this.handle(networkId, sock.remoteAddress?.replace(/^::ffff:/, '') ?? '', msg, 'tcp'));
+  }
+
+  private serveTcp(sock: TcpSocket, reply: (msg: Buffer) => Promise<Buffer | undefined>): void {
     let buf = Buffer.alloc(0);
     sock.setTimeout(10_000, () => sock.destroy());
     sock.on('error', () => sock.destroy());
@@ -121,11 +171,11 @@ export class DnsServer {
         if (buf.length < 2 + len) break;
         const msg = buf.subarray(2, 2 + len);
         buf = buf.subarray(2 + len);
-        void this.handle(networkId, sock.remoteAddress?.replace(/^::ffff:/, '') ?? '', msg, 'tcp').then((reply) => {
-          if (reply && !sock.destroyed) {
+        void reply(msg).then((r) => {
+          if (r && !sock.destroyed) {
             const lenBuf = Buffer.alloc(2);
-            lenBuf.writeUInt16BE(reply.length);
-            sock.write(Buffer.concat([lenBuf, reply]));
+            lenBuf.writeUInt16BE(r.length);
+            sock.write(Buffer.concat([lenBuf, r]));
           }
         });
       }
@@ -135,7 +185,10 @@ export class DnsServer {
 
   /** Answers one query; undefined means drop it (not from a container, or unparseable). */
   async handle(networkId: string, srcIp: string, msg: Buffer, transport: 'udp' | 'tcp'): Promise<Buffer | undefined> {
-    const asker = this.directory.asker(networkId, srcIp);
+    return this.answerFor(this.directory.asker(networkId, srcIp), msg, transport);
+  }
+
+  private async answerFor(asker: (Asker & { upstreams: string[] }) | undefined, msg: Buffer, transport: 'udp' | 'tcp'): Promise<Buffer | undefined> {
     if (!asker) return undefined;
     let query: Packet;
     try {

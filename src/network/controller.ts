@@ -1,19 +1,23 @@
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { nftApply, nftDeleteTable } from '../kernel/nft.js';
-import { createNetns, deleteNetns } from '../kernel/netns.js';
+import { createNetns, deleteNetns, netnsExists } from '../kernel/netns.js';
 import { readJson, removeStaleTemps, writeJsonAtomic } from '../store/atomic.js';
 import { BadRequestError, ConflictError, ForbiddenError, NotFoundError } from '../util/errors.js';
 import { newId } from '../util/ids.js';
 import { run } from '../util/exec.js';
 import type { ContainerRecord } from '../engine/types.js';
-import { deleteBridge, ensureBridge, joinEndpoint, leaveEndpoint, macFor, routedSubnets, uplinkMtu } from './bridge.js';
+import { macFor, routedSubnets, uplinkMtu } from './bridge.js';
+import { BridgeDriver, OPT_BRIDGE_NAME, OPT_HOST_BINDING, OPT_ICC, OPT_MASQ, OPT_MTU, optBool } from './bridgedriver.js';
+import type { NetworkDriver } from './driver.js';
+import { VlanDriver } from './macvlan.js';
 import { buildRuleset, portElements, TABLE, type BridgeRules } from './firewall.js';
 import { portRequests, PortReservations, type PortMapping, type PortRequest } from './ports.js';
 import { allocate, formatCidr, newPool, nextPoolSubnet, overlaps, parseCidr, release } from './ipam.js';
 import { PREDEFINED, type EndpointState, type NetworkRecord } from './types.js';
 import type { DnsServer } from '../dns/server.js';
 import { programRedirect } from '../dns/redirect.js';
+import { programSandboxRedirect } from '../dns/sandbox.js';
 
 /** What a container's run needs from networking: a namespace to join and the addresses it got. */
 export interface SandboxInfo {
@@ -32,24 +36,12 @@ export interface ControllerOptions {
   defaultBridgeName?: string;
 }
 
-const OPT_BRIDGE_NAME = 'com.docker.network.bridge.name';
-const OPT_ICC = 'com.docker.network.bridge.enable_icc';
-const OPT_MASQ = 'com.docker.network.bridge.enable_ip_masquerade';
-const OPT_MTU = 'com.docker.network.driver.mtu';
-const OPT_HOST_BINDING = 'com.docker.network.bridge.host_binding_ipv4';
-const KNOWN_OPTS = [OPT_BRIDGE_NAME, OPT_ICC, OPT_MASQ, OPT_MTU, OPT_HOST_BINDING, 'com.docker.network.bridge.default_bridge'];
-
-function optBool(v: string | undefined, def: boolean): boolean {
-  if (v === undefined) return def;
-  if (['true', '1'].includes(v)) return true;
-  if (['false', '0'].includes(v)) return false;
-  throw new BadRequestError(`invalid boolean value ${v}`);
-}
-
 /**
- * The network side of the engine, in Docker's CNM terms: networks (host, none and bridges) and the
- * endpoints that join containers' sandboxes to them. The bridge driver and the firewall sit below
- * it; the engine above only calls setUp/tearDown/connect/disconnect.
+ * The network side of the engine, in Docker's CNM terms: networks and the endpoints that join
+ * containers' sandboxes to them. It owns what every driver shares (IPAM, endpoints, the embedded
+ * DNS, published ports); the drivers (`driver.ts`: bridge, macvlan, ipvlan) and the firewall sit
+ * below it; the engine above only calls setUp/tearDown/connect/disconnect. host and none have no
+ * driver: they are sandbox modes, not networks with endpoints.
  */
 export class NetworkController {
   readonly networks = new Map<string, NetworkRecord>();
@@ -60,10 +52,23 @@ export class NetworkController {
   /** Bumped on every endpoint change, so derived views (DNS) know when to rebuild. */
   generation = 0;
   private readonly ports = new PortReservations();
+  /** The registry of network drivers: the only place that maps a Driver name to code. */
+  private readonly drivers: Map<string, NetworkDriver>;
+  /** Running containers found at start, whose in-namespace resolvers must be opened again. */
+  private adopted: ContainerRecord[] = [];
 
   constructor(private readonly o: ControllerOptions) {
     this.dir = join(o.root, 'networks');
     this.netnsDir = join(o.root, 'netns');
+    const mtu = () => this.mtuDefault;
+    this.drivers = new Map<string, NetworkDriver>([
+      ['bridge', new BridgeDriver(mtu)], ['macvlan', new VlanDriver('macvlan', mtu)], ['ipvlan', new VlanDriver('ipvlan', mtu)],
+    ]);
+  }
+
+  /** The driver behind a network; undefined for host and none. */
+  private driverOf(n: NetworkRecord): NetworkDriver | undefined {
+    return this.drivers.get(n.Driver);
   }
 
   // ---------------------------------------------------------------- lifecycle
@@ -82,7 +87,10 @@ export class NetworkController {
     if (!this.byName('host')) await this.save(this.predefined('host', 'host'));
     if (!this.byName('none')) await this.save(this.predefined('none', 'null'));
     if (!this.byName('bridge')) await this.createDefaultBridge();
-    for (const n of this.networks.values()) if (n.Driver === 'bridge') await this.ensureKernel(n);
+    for (const n of this.networks.values()) {
+      // One network whose kernel side cannot be made again (a parent link gone) must not stop the rest.
+      await this.driverOf(n)?.ensureNetwork(n).catch((e: Error) => console.error(`berthd: network ${n.Name}: ${e.message}`));
+    }
     await this.syncFirewall();
   }
 
@@ -121,16 +129,6 @@ export class NetworkController {
     this.networks.set(n.Id, n);
   }
 
-  private async ensureKernel(n: NetworkRecord): Promise<void> {
-    const pool = n.pools![0]!;
-    await ensureBridge({
-      name: n.bridge!, gatewayCidr: `${pool.gateway}/${parseCidr(pool.subnet).prefix}`, mtu: n.mtu ?? this.mtuDefault, mac: macFor(pool.gateway),
-    });
-    // The host's own connections to 127.0.0.1:PORT are DNATed out through the bridge; the kernel
-    // only routes a loopback source out of an interface that allows it (this bridge, nothing else).
-    await run('sysctl', ['-qw', `net.ipv4.conf.${n.bridge}.route_localnet=1`]);
-  }
-
   private rules(): BridgeRules[] {
     return [...this.networks.values()].filter((n) => n.Driver === 'bridge').map((n) => ({
       bridge: n.bridge!, subnets: (n.pools ?? []).map((p) => p.subnet), internal: n.Internal,
@@ -156,7 +154,7 @@ export class NetworkController {
   private publishTarget(c: ContainerRecord): { n: NetworkRecord; ip: string } | undefined {
     for (const [id, ep] of Object.entries(c.Endpoints ?? {})) {
       const n = this.networks.get(id);
-      if (n && n.Driver === 'bridge' && !n.Internal && ep.IPAddress) return { n, ip: ep.IPAddress };
+      if (n && this.driverOf(n)?.publishes && !n.Internal && ep.IPAddress) return { n, ip: ep.IPAddress };
     }
     return undefined;
   }
@@ -192,20 +190,34 @@ export class NetworkController {
       });
     }
     await this.syncFirewall();
+    this.adopted = running;
   }
 
-  /** Starts the embedded DNS listeners of every user-defined bridge network. */
+  /**
+   * Starts the embedded DNS listeners of every user-defined bridge network, and opens again the
+   * in-namespace resolvers of running containers that need one (berthd held their sockets).
+   */
   async attachDns(dns: DnsServer): Promise<void> {
     this.dns = dns;
     for (const n of this.networks.values()) await this.startDns(n);
+    // Bridge containers kept their rules (they point at the gateway listeners, whose ports are kept).
+    const needSandbox = this.adopted.filter((c) => Object.keys(c.Endpoints ?? {}).some((id) => {
+      const n = this.networks.get(id);
+      return !!n && this.hasDns(n) && this.driverOf(n)!.dns === 'sandbox';
+    }));
+    for (const c of needSandbox) {
+      await this.programDns(c).catch((e: Error) => console.error(`berthd: embedded DNS for ${c.Id.slice(0, 12)}: ${e.message}`));
+    }
+    this.adopted = [];
   }
 
+  /** User-defined networks have the embedded DNS; the default bridge, host and none do not. */
   private hasDns(n: NetworkRecord): boolean {
-    return n.Driver === 'bridge' && n.Name !== 'bridge';
+    return !!this.driverOf(n) && n.Name !== 'bridge';
   }
 
   private async startDns(n: NetworkRecord): Promise<void> {
-    if (!this.dns || !this.hasDns(n)) return;
+    if (!this.dns || !this.hasDns(n) || this.driverOf(n)!.dns !== 'gateway') return;
     const port = await this.dns.listen(n.Id, n.pools![0]!.gateway, n.dnsPort);
     if (port !== n.dnsPort) {
       n.dnsPort = port;
@@ -213,16 +225,39 @@ export class NetworkController {
     }
   }
 
-  /** Points the container's 127.0.0.11 at the DNS listener of its first user-defined network. */
+  /**
+   * Points the container's 127.0.0.11 at the DNS listener of its first user-defined bridge network,
+   * or, on macvlan/ipvlan networks only, at resolver sockets opened inside its own namespace. The
+   * answers are the same either way: they depend on the asking container, not on the listener.
+   */
   private async programDns(c: ContainerRecord): Promise<boolean> {
     if (!this.dns || !c.NetnsPath) return false;
+    let sandbox = false;
     for (const [netId, ep] of Object.entries(c.Endpoints ?? {})) {
       const n = this.networks.get(netId);
-      if (!n || !this.hasDns(n) || !ep.IPAddress || !n.dnsPort) continue;
+      if (!n || !this.hasDns(n) || !ep.IPAddress) continue;
+      if (this.driverOf(n)!.dns === 'sandbox') {
+        sandbox = true;
+        continue;
+      }
+      if (!n.dnsPort) continue;
       await programRedirect(c.NetnsPath, this.netnsDir, n.pools![0]!.gateway, n.dnsPort, ep.IPAddress);
+      this.dns.closeSandbox(c.Id);
       return true;
     }
-    return false;
+    if (!sandbox) {
+      this.dns.closeSandbox(c.Id);
+      return false;
+    }
+    const fresh = !this.dns.hasSandbox(c.Id);
+    const port = await this.dns.serveSandbox(c.Id, c.NetnsPath);
+    try {
+      await programSandboxRedirect(c.NetnsPath, this.netnsDir, port);
+    } catch (e) {
+      if (fresh) this.dns.closeSandbox(c.Id);
+      throw e;
+    }
+    return true;
   }
 
   /** Whether a container with these endpoints gets the embedded resolver (a user-defined network). */
@@ -233,11 +268,12 @@ export class NetworkController {
     });
   }
 
-  /** `berthd --cleanup`: removes every bridge and berth's nft tables. */
+  /** `berthd --cleanup`: removes every network's kernel objects and berth's nft tables. */
   async removeKernelObjects(): Promise<string[]> {
     const problems: string[] = [];
+    this.dns?.closeAll();
     for (const n of this.networks.values()) {
-      if (n.bridge) await deleteBridge(n.bridge).catch((e: Error) => problems.push(e.message));
+      await this.driverOf(n)?.deleteNetwork(n, []).catch((e: Error) => problems.push(e.message));
     }
     await nftDeleteTable('ip', TABLE).catch((e: Error) => problems.push(e.message));
     await nftDeleteTable('bridge', TABLE).catch((e: Error) => problems.push(e.message));
@@ -269,9 +305,9 @@ export class NetworkController {
     return [...this.networks.values()].sort((a, b) => a.Created.localeCompare(b.Created));
   }
 
-  private async usedSubnets() {
+  private async usedSubnets(withRoutes = true) {
     const subnets = [...this.networks.values()].flatMap((n) => (n.pools ?? []).map((p) => parseCidr(p.subnet)));
-    for (const r of await routedSubnets()) subnets.push(parseCidr(r));
+    if (withRoutes) for (const r of await routedSubnets()) subnets.push(parseCidr(r));
     return subnets;
   }
 
@@ -282,27 +318,23 @@ export class NetworkController {
     if (typeof name !== 'string' || name === '') throw new BadRequestError('network name must be given');
     if (!/^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/.test(name)) throw new BadRequestError(`invalid network name "${name}"`);
     if (this.byName(name)) throw new ConflictError(`network with name ${name} already exists`);
-    const driver = (body.Driver as string | undefined) || 'bridge';
-    if (driver !== 'bridge') {
-      if (driver === 'host' || driver === 'null') throw new ForbiddenError(`only one instance of "${driver}" network is allowed`);
-      throw new NotFoundError(`plugin "${driver}" not found`);
+    const driverName = (body.Driver as string | undefined) || 'bridge';
+    const driver = this.drivers.get(driverName);
+    if (!driver) {
+      if (driverName === 'host' || driverName === 'null') throw new ForbiddenError(`only one instance of "${driverName}" network is allowed`);
+      throw new NotFoundError(`plugin "${driverName}" not found`);
     }
     if (body.EnableIPv6) throw new BadRequestError('IPv6 networks are not supported by berth yet');
     const options = checkStringMap(body.Options, 'Options');
     const labels = checkStringMap(body.Labels, 'Labels');
-    for (const k of Object.keys(options)) {
-      if (!KNOWN_OPTS.includes(k)) throw new BadRequestError(`unknown bridge driver option ${k}`);
-    }
     const ipam = (body.IPAM ?? {}) as { Driver?: string; Config?: Array<Record<string, unknown>>; Options?: Record<string, string> };
     if (ipam.Driver && ipam.Driver !== 'default') throw new NotFoundError(`plugin "${ipam.Driver}" not found`);
     const configs = Array.isArray(ipam.Config) ? ipam.Config : [];
-    if (configs.length > 1) throw new BadRequestError('berth bridge networks take one IPv4 subnet');
-    const used = await this.usedSubnets();
+    if (configs.length > 1) throw new BadRequestError(`berth ${driverName} networks take one IPv4 subnet`);
     let pool;
     const cfg = configs[0];
     if (cfg?.Subnet) {
-      const subnet = parseCidr(String(cfg.Subnet));
-      if (used.some((u) => overlaps(u, subnet))) throw new ForbiddenError('Pool overlaps with other one on this address space');
+      parseCidr(String(cfg.Subnet));
       pool = newPool(String(cfg.Subnet), {
         gateway: cfg.Gateway ? String(cfg.Gateway) : undefined,
         ipRange: cfg.IPRange ? String(cfg.IPRange) : undefined,
@@ -310,34 +342,39 @@ export class NetworkController {
       });
     } else {
       if (cfg?.Gateway || cfg?.IPRange) throw new BadRequestError('a gateway or ip-range needs a subnet');
-      pool = newPool(formatCidr(nextPoolSubnet(used)));
     }
-    const mtu = options[OPT_MTU] ? Number(options[OPT_MTU]) : this.mtuDefault;
-    if (!Number.isInteger(mtu) || mtu < 68 || mtu > 65535) throw new BadRequestError(`invalid MTU ${options[OPT_MTU]}`);
-    optBool(options[OPT_ICC], true);
-    optBool(options[OPT_MASQ], true);
     const id = newId();
-    const bridge = options[OPT_BRIDGE_NAME] ?? `bth-${id.slice(0, 11)}`;
-    if (bridge.length > 15) throw new BadRequestError(`bridge name ${bridge} is longer than 15 characters`);
-    if ([...this.networks.values()].some((n) => n.bridge === bridge)) throw new ConflictError(`bridge ${bridge} is already used by another network`);
     const n: NetworkRecord = {
-      Name: name, Id: id, Created: new Date().toISOString(), Scope: 'local', Driver: 'bridge', EnableIPv6: false,
-      IPAM: {
-        Driver: 'default', Options: ipam.Options ?? {},
-        Config: [{ Subnet: pool.subnet, Gateway: pool.gateway, ...(pool.ipRange ? { IPRange: pool.ipRange } : {}), ...(Object.keys(pool.auxAddresses).length ? { AuxiliaryAddresses: pool.auxAddresses } : {}) }],
-      },
+      Name: name, Id: id, Created: new Date().toISOString(), Scope: 'local', Driver: driver.name, EnableIPv6: false,
+      IPAM: { Driver: 'default', Options: ipam.Options ?? {}, Config: [] },
       Internal: !!body.Internal, Attachable: !!body.Attachable, Ingress: false, ConfigFrom: { Network: '' }, ConfigOnly: false,
-      Options: options, Labels: labels, bridge, mtu, pools: [pool],
+      Options: options, Labels: labels, ...(pool ? { pools: [pool] } : {}),
     };
+    // The driver speaks first, so its own refusals (a parent shared with an overlapping subnet)
+    // come before the generic overlap error.
+    await driver.configure(n, { others: [...this.networks.values()], mtuDefault: this.mtuDefault, subnetGiven: !!pool });
+    // A macvlan subnet is normally the parent's own LAN, which the host routes: only the other
+    // networks count for it.
+    const used = await this.usedSubnets(driver.avoidsRoutedSubnets);
+    if (pool) {
+      const subnet = parseCidr(pool.subnet);
+      if (used.some((u) => overlaps(u, subnet))) throw new ForbiddenError('Pool overlaps with other one on this address space');
+    } else {
+      pool = newPool(formatCidr(nextPoolSubnet(used)));
+      n.pools = [pool];
+    }
+    n.IPAM.Config = [{ Subnet: pool.subnet, Gateway: pool.gateway, ...(pool.ipRange ? { IPRange: pool.ipRange } : {}), ...(Object.keys(pool.auxAddresses).length ? { AuxiliaryAddresses: pool.auxAddresses } : {}) }];
     try {
-      await this.ensureKernel(n);
+      await driver.ensureNetwork(n);
       this.networks.set(n.Id, n);
       await this.syncFirewall();
       await this.save(n);
       await this.startDns(n);
     } catch (e) {
       this.networks.delete(n.Id);
-      await deleteBridge(bridge).catch(() => undefined);
+      this.dns?.close(n.Id);
+      await fs.rm(join(this.dir, `${n.Id}.json`), { force: true });
+      await driver.deleteNetwork(n, [...this.networks.values()]).catch(() => undefined);
       await this.syncFirewall().catch(() => undefined);
       throw e;
     }
@@ -353,7 +390,7 @@ export class NetworkController {
     this.networks.delete(n.Id);
     this.dns?.close(n.Id);
     await this.syncFirewall();
-    if (n.bridge) await deleteBridge(n.bridge);
+    await this.driverOf(n)?.deleteNetwork(n, [...this.networks.values()]);
     await fs.rm(join(this.dir, `${n.Id}.json`), { force: true });
     return n;
   }
@@ -427,19 +464,20 @@ export class NetworkController {
   }
 
   private async join(c: ContainerRecord, n: NetworkRecord, ep: EndpointState, defaultRoute: boolean, index: number): Promise<void> {
-    if (n.Driver !== 'bridge') throw new BadRequestError(`container cannot be connected to network ${n.Name}`);
+    const driver = this.driverOf(n);
+    if (!driver) throw new BadRequestError(`container cannot be connected to network ${n.Name}`);
     const pool = n.pools![0]!;
     const endpointId = newId();
     const ip = allocate(pool, endpointId, ep.IPAMConfig?.IPv4Address);
     try {
       const prefix = parseCidr(pool.subnet).prefix;
-      const mac = ep.requestedMac || macFor(ip);
+      let mac = ep.requestedMac || macFor(ip);
       const ifname = `eth${index}`;
-      await joinEndpoint({
-        netnsPath: c.NetnsPath, ifname, hostIf: `vb${endpointId.slice(0, 11)}`, bridge: n.bridge!, mac,
-        addressCidr: `${ip}/${prefix}`, gateway: defaultRoute && !n.Internal ? pool.gateway : undefined,
-        mtu: n.mtu ?? this.mtuDefault, daemonPid: process.pid,
+      const got = await driver.join(n, {
+        netnsPath: c.NetnsPath!, ifname, endpointId, mac, addressCidr: `${ip}/${prefix}`,
+        gateway: defaultRoute && !n.Internal ? pool.gateway : undefined,
       });
+      if (got) mac = got.mac;
       Object.assign(ep, { EndpointID: endpointId, IPAddress: ip, IPPrefixLen: prefix, Gateway: n.Internal ? '' : pool.gateway, MacAddress: mac, ifname });
       this.generation++;
       await this.save(n);
@@ -461,10 +499,22 @@ export class NetworkController {
 
   /** Frees addresses and the sandbox. Safe to call twice; collects errors instead of stopping. */
   async tearDown(c: ContainerRecord): Promise<void> {
-    await this.unpublish(c);
-    for (const ep of Object.values(c.Endpoints ?? {})) await this.releaseEndpoint(ep);
+    const errors: string[] = [];
+    await this.unpublish(c).catch((e: Error) => errors.push(e.message));
+    // berthd's sockets inside the namespace would keep it, and its interfaces, alive.
+    this.dns?.closeSandbox(c.Id);
     const mode = c.HostConfig.NetworkMode;
-    if (c.NetnsPath && !mode.startsWith('container:')) await deleteNetns(c.NetnsPath);
+    const ownNetns = !!c.NetnsPath && !mode.startsWith('container:');
+    for (const ep of Object.values(c.Endpoints ?? {})) {
+      const n = this.networks.get(ep.NetworkID);
+      const driver = n && this.driverOf(n);
+      if (ownNetns && driver && n && driver.leaveBeforeRelease && ep.ifname && (await netnsExists(c.NetnsPath!))) {
+        await driver.leave(n, c.NetnsPath!, ep.ifname).catch(() => undefined);
+      }
+      await this.releaseEndpoint(ep).catch((e: Error) => errors.push(e.message));
+    }
+    if (ownNetns) await deleteNetns(c.NetnsPath!).catch((e: Error) => errors.push(e.message));
+    if (errors.length) throw new Error(errors.join('; '));
   }
 
   /** Joins a (running or stopped) container to one more network. */
@@ -473,7 +523,7 @@ export class NetworkController {
     if (mode === 'host' || mode === 'none' || mode.startsWith('container:')) {
       throw new BadRequestError(`container sharing network namespace with another container or host cannot be connected to any other network`);
     }
-    if (n.Driver !== 'bridge') throw new ForbiddenError(`container cannot be disconnected from host network or connected to host network`);
+    if (!this.driverOf(n)) throw new ForbiddenError(`container cannot be disconnected from host network or connected to host network`);
     c.Endpoints ??= {};
     if (c.Endpoints[n.Id]) throw new ForbiddenError(`endpoint with name ${c.Name.slice(1)} already exists in network ${n.Name}`);
     const ep = this.endpointFromConfig(n, cfg);
@@ -491,7 +541,7 @@ export class NetworkController {
   async disconnect(c: ContainerRecord, n: NetworkRecord): Promise<void> {
     const ep = c.Endpoints?.[n.Id];
     if (!ep) throw new ForbiddenError(`container ${c.Id} is not connected to network ${n.Name}`);
-    if (c.State.Running && c.NetnsPath && ep.ifname) await leaveEndpoint(c.NetnsPath, ep.ifname);
+    if (c.State.Running && c.NetnsPath && ep.ifname) await this.driverOf(n)!.leave(n, c.NetnsPath, ep.ifname);
     await this.releaseEndpoint(ep);
     delete c.Endpoints![n.Id];
     this.generation++;

@@ -6,7 +6,7 @@ export interface NetworkRecord {
   Id: string;
   Created: string;
   Scope: 'local';
-  Driver: 'bridge' | 'host' | 'null';
+  Driver: 'bridge' | 'host' | 'null' | 'macvlan' | 'ipvlan';
   EnableIPv6: boolean;
   IPAM: { Driver: string; Options: Record<string, string> | null; Config: Array<{ Subnet: string; Gateway?: string; IPRange?: string; AuxiliaryAddresses?: Record<string, string> }> };
   Internal: boolean;
@@ -20,6 +20,10 @@ export interface NetworkRecord {
   bridge?: string;
   mtu?: number;
   pools?: PoolState[];
+  /** Kernel side (macvlan/ipvlan): the parent link in berthd's namespace. */
+  parent?: string;
+  /** berth made the parent (a VLAN sub-interface, or the veth of an internal network): the last network using it removes it. */
+  parentOwned?: boolean;
   /** Port of the embedded DNS listener on the gateway, kept so container rules stay valid across restarts. */
   dnsPort?: number;
 }

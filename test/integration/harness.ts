@@ -57,7 +57,13 @@ export class TestHost {
         input: ['link set lo up', 'addr add 10.200.0.2/24 dev btvo1', 'link set btvo1 up'].join('\n') + '\n',
       });
     }
-    await host.startDaemon();
+    try {
+      await host.startDaemon();
+    } catch (e) {
+      // A daemon that never came up must not leave the test host's namespaces behind.
+      await host.destroy().catch(() => undefined);
+      throw e;
+    }
     return host;
   }
 

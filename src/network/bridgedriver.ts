@@ -1,0 +1,79 @@
+import { run } from '../util/exec.js';
+import { BadRequestError, ConflictError } from '../util/errors.js';
+import { deleteBridge, ensureBridge, joinEndpoint, leaveEndpoint, macFor } from './bridge.js';
+import type { CreateContext, EndpointJoin, NetworkDriver } from './driver.js';
+import { parseCidr } from './ipam.js';
+import type { NetworkRecord } from './types.js';
+
+export const OPT_BRIDGE_NAME = 'com.docker.network.bridge.name';
+export const OPT_ICC = 'com.docker.network.bridge.enable_icc';
+export const OPT_MASQ = 'com.docker.network.bridge.enable_ip_masquerade';
+export const OPT_MTU = 'com.docker.network.driver.mtu';
+export const OPT_HOST_BINDING = 'com.docker.network.bridge.host_binding_ipv4';
+const KNOWN_OPTS = [OPT_BRIDGE_NAME, OPT_ICC, OPT_MASQ, OPT_MTU, OPT_HOST_BINDING, 'com.docker.network.bridge.default_bridge'];
+
+export function optBool(v: string | undefined, def: boolean): boolean {
+  if (v === undefined) return def;
+  if (['true', '1'].includes(v)) return true;
+  if (['false', '0'].includes(v)) return false;
+  throw new BadRequestError(`invalid boolean value ${v}`);
+}
+
+export function parseMtu(v: string | undefined, def: number): number {
+  const mtu = v ? Number(v) : def;
+  if (!Number.isInteger(mtu) || mtu < 68 || mtu > 65535) throw new BadRequestError(`invalid MTU ${v}`);
+  return mtu;
+}
+
+/**
+ * The bridge driver: a Linux bridge per network in berthd's namespace, a veth per endpoint. Its
+ * firewall rules (isolation, masquerade, published ports) are built by the controller from every
+ * bridge network at once, since they are one nft table.
+ */
+export class BridgeDriver implements NetworkDriver {
+  readonly name = 'bridge' as const;
+  readonly dns = 'gateway' as const;
+  readonly avoidsRoutedSubnets = true;
+  readonly leaveBeforeRelease = false;
+  readonly publishes = true;
+
+  constructor(private readonly mtuDefault: () => number) {}
+
+  async configure(n: NetworkRecord, ctx: CreateContext): Promise<void> {
+    for (const k of Object.keys(n.Options)) {
+      if (!KNOWN_OPTS.includes(k)) throw new BadRequestError(`unknown bridge driver option ${k}`);
+    }
+    n.mtu = parseMtu(n.Options[OPT_MTU], ctx.mtuDefault);
+    optBool(n.Options[OPT_ICC], true);
+    optBool(n.Options[OPT_MASQ], true);
+    const bridge = n.Options[OPT_BRIDGE_NAME] ?? `bth-${n.Id.slice(0, 11)}`;
+    if (bridge.length > 15) throw new BadRequestError(`bridge name ${bridge} is longer than 15 characters`);
+    if (ctx.others.some((o) => o.bridge === bridge)) throw new ConflictError(`bridge ${bridge} is already used by another network`);
+    n.bridge = bridge;
+  }
+
+  async ensureNetwork(n: NetworkRecord): Promise<void> {
+    const pool = n.pools![0]!;
+    await ensureBridge({
+      name: n.bridge!, gatewayCidr: `${pool.gateway}/${parseCidr(pool.subnet).prefix}`, mtu: n.mtu ?? this.mtuDefault(), mac: macFor(pool.gateway),
+    });
+    // The host's own connections to 127.0.0.1:PORT are DNATed out through the bridge; the kernel
+    // only routes a loopback source out of an interface that allows it (this bridge, nothing else).
+    await run('sysctl', ['-qw', `net.ipv4.conf.${n.bridge}.route_localnet=1`]);
+  }
+
+  async deleteNetwork(n: NetworkRecord): Promise<void> {
+    if (n.bridge) await deleteBridge(n.bridge);
+  }
+
+  async join(n: NetworkRecord, j: EndpointJoin): Promise<void> {
+    await joinEndpoint({
+      netnsPath: j.netnsPath, ifname: j.ifname, hostIf: `vb${j.endpointId.slice(0, 11)}`, bridge: n.bridge!, mac: j.mac,
+      addressCidr: j.addressCidr, gateway: j.gateway, mtu: n.mtu ?? this.mtuDefault(), daemonPid: process.pid,
+    });
+  }
+
+  async leave(_n: NetworkRecord, netnsPath: string, ifname: string): Promise<void> {
+    await leaveEndpoint(netnsPath, ifname);
+  }
+}

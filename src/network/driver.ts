@@ -1,0 +1,69 @@
+import type { NetworkRecord } from './types.js';
+
+/**
+ * The network driver interface, after libnetwork's driverapi and netavark's driver trait: the
+ * controller keeps what every driver shares (names, IPAM, endpoints, DNS records, published ports)
+ * and asks a driver only for its kernel side. Drivers are registered in one place
+ * (`drivers.ts`); the controller never tests a driver's name to decide what to do.
+ */
+
+/** What the controller hands a driver when a container's endpoint joins its sandbox. */
+export interface EndpointJoin {
+  /** The container's network namespace (a bind mount under berth's root). */
+  netnsPath: string;
+  /** Interface name inside the container: eth0, eth1, … */
+  ifname: string;
+  endpointId: string;
+  mac: string;
+  /** The endpoint's address with the subnet's prefix length. */
+  addressCidr: string;
+  /** Set when this endpoint carries the container's default route. */
+  gateway?: string;
+}
+
+export interface CreateContext {
+  /** Every other network berth has, to check shared resources (bridge names, parents). */
+  others: NetworkRecord[];
+  /** MTU for new networks that do not set one (the host uplink's). */
+  mtuDefault: number;
+  /** Whether the user gave the subnet (some drivers cannot pick one). */
+  subnetGiven: boolean;
+}
+
+export interface NetworkDriver {
+  readonly name: NetworkRecord['Driver'];
+  /**
+   * How the embedded resolver reaches this driver's containers: `gateway` listens on the network's
+   * gateway address in berthd's namespace (the host end of a bridge); `sandbox` opens the
+   * resolver's sockets inside each container's namespace, for drivers whose containers cannot
+   * reach berthd's namespace at all (macvlan children never talk to their parent's host).
+   */
+  readonly dns: 'gateway' | 'sandbox';
+  /** Whether new subnets must avoid the host's routes (a macvlan subnet is usually the parent's LAN). */
+  readonly avoidsRoutedSubnets: boolean;
+  /** Whether published ports (-p) can lead to this driver's endpoints. */
+  readonly publishes: boolean;
+  /**
+   * Whether an endpoint's interface must be deleted before its namespace is released: the kernel
+   * frees a dead namespace's interfaces late, and a macvlan child would stay on the parent's wire
+   * with its address and MAC meanwhile. A veth behind a bridge can simply go with the namespace.
+   */
+  readonly leaveBeforeRelease: boolean;
+  /**
+   * Checks the driver options and fills the record's driver fields (Options normalised, kernel
+   * names). Leaves nothing in the kernel (a probe for a link type is made and deleted at once), so
+   * a refusal leaves nothing behind.
+   */
+  configure(n: NetworkRecord, ctx: CreateContext): Promise<void>;
+  /** Makes (or, after a restart, checks again) the network's kernel objects. Idempotent. */
+  ensureNetwork(n: NetworkRecord): Promise<void>;
+  /** Removes what ensureNetwork made; `remaining` are the networks that stay. Idempotent. */
+  deleteNetwork(n: NetworkRecord, remaining: NetworkRecord[]): Promise<void>;
+  /**
+   * Gives the container its interface on this network, configured before anyone can use it.
+   * Returns the MAC the interface really has when the driver cannot choose it (ipvlan).
+   */
+  join(n: NetworkRecord, j: EndpointJoin): Promise<{ mac: string } | void>;
+  /** Removes the container's interface on this network. */
+  leave(n: NetworkRecord, netnsPath: string, ifname: string): Promise<void>;
+}
