@@ -51,4 +51,14 @@ step stop -t 1 demo-b1
 step ps -a
 step rm -f demo-b1 demo-talker
 made=()
+
+echo; echo "== macvlan: containers with their own MAC on a parent link (here an internal one berth makes) =="
+made+=(demo-m1)
+berth network rm demo-mac >/dev/null 2>&1 || true   # left by an interrupted run
+step network create -d macvlan --internal --subnet 10.99.0.0/24 demo-mac
+step run -d --name demo-m1 --network demo-mac busybox sleep 300
+step run --rm --network demo-mac busybox sh -c 'ip -o link show eth0; ping -c 1 -W 2 demo-m1'
+step rm -f demo-m1
+made=()
+step network rm demo-mac
 echo; echo "demo: done"
