@@ -19,6 +19,8 @@ export interface SandboxSockets { udp: Socket; tcp: Server; port: number }
 const HELPER = `
 const dgram = require('dgram'), net = require('net');
 const fail = (e) => { process.send({ error: String(e && e.message || e) }); process.exit(1); };
+// berthd gone (killed mid-start): never linger holding sockets, and so the namespace, alive.
+process.on('disconnect', () => process.exit(0));
 const udp = dgram.createSocket('udp4');
 udp.on('error', fail);
 udp.bind({ address: '127.0.0.11', port: 0, exclusive: true }, () => {

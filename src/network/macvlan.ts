@@ -83,8 +83,11 @@ export class VlanDriver implements NetworkDriver {
       }
       this.checkSharing(n, mode, ctx.others);
     }
-    n.Options = { ...n.Options, [OPT_PARENT]: n.Options[OPT_PARENT] ?? '', [this.modeOption]: mode };
-    if (!n.Options[OPT_PARENT]) delete n.Options[OPT_PARENT];
+    // Options stay as the user gave them, as in Docker's inspect (compose compares them).
+  }
+
+  private mode(n: NetworkRecord): string {
+    return n.Options[this.modeOption] || (this.name === 'macvlan' ? MACVLAN_MODES : IPVLAN_MODES)[0]!;
   }
 
   /** Several networks may share a parent, unless their subnets overlap or one is passthru. */
@@ -175,7 +178,7 @@ export class VlanDriver implements NetworkDriver {
   }
 
   async join(n: NetworkRecord, j: EndpointJoin): Promise<{ mac: string }> {
-    const mode = n.Options[this.modeOption]!;
+    const mode = this.mode(n);
     const mtu = n.mtu ? ` mtu ${n.mtu}` : '';
     // ipvlan children share the parent's MAC; macvlan children each have their own.
     const address = this.name === 'macvlan' ? ` address ${j.mac}` : '';

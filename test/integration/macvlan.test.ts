@@ -66,7 +66,7 @@ describe('macvlan networks', () => {
     assert.equal(r.status, 201, r.body);
     const net = (await host.api('GET', '/networks/pub')).json;
     assert.equal(net.Driver, 'macvlan');
-    assert.deepEqual(net.Options, { parent: 'bmlan0', macvlan_mode: 'bridge' });
+    assert.deepEqual(net.Options, { parent: 'bmlan0' });
     assert.deepEqual(net.IPAM.Config, [{ Subnet: SUBNET, Gateway: MACHINE }]);
 
     const a = await host.runDetached(onNet('pub', { NetworkingConfig: { EndpointsConfig: { pub: { IPAMConfig: { IPv4Address: '192.168.77.10' } } } } }), 'mva');
