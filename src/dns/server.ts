@@ -70,6 +70,8 @@ export class DnsServer {
   private readonly listeners = new Map<string, Listener>();
   /** Sockets inside containers' namespaces (macvlan, ipvlan), by container id. */
   private readonly sandboxes = new Map<string, SandboxListener>();
+  /** Sockets being opened, by container id; closeSandbox drops the entry to cancel them. */
+  private readonly opening = new Map<string, { token: object; promise: Promise<number> }>();
   private inFlight = 0;
   private hostUpstreams: { at: number; list: string[] } = { at: 0, list: [] };
 
@@ -119,7 +121,25 @@ export class DnsServer {
   async serveSandbox(containerId: string, netnsPath: string): Promise<number> {
     const existing = this.sandboxes.get(containerId);
     if (existing) return existing.port;
-    const { udp, tcp, port } = await openSandboxSockets(netnsPath);
+    const pending = this.opening.get(containerId);
+    if (pending) return pending.promise;
+    const token = {};
+    const promise = this.openSandbox(containerId, netnsPath, token);
+    this.opening.set(containerId, { token, promise });
+    const settled = () => { if (this.opening.get(containerId)?.token === token) this.opening.delete(containerId); };
+    promise.then(settled, settled);
+    return promise;
+  }
+
+  private async openSandbox(containerId: string, netnsPath: string, token: object): Promise<number> {
+    const sockets = await openSandboxSockets(netnsPath);
+    // Torn down while the helper ran: these sockets must not keep the namespace alive.
+    if (this.opening.get(containerId)?.token !== token || this.sandboxes.has(containerId)) {
+      sockets.udp.close();
+      sockets.tcp.close();
+      throw new Error('embedded DNS: the container went away while its resolver was being opened');
+    }
+    const { udp, tcp, port } = sockets;
     const l: SandboxListener = { udp, tcp, port, conns: new Set() };
     const asker = () => this.directory.askerFor?.(containerId);
     udp.on('message', (msg, rinfo) => void this.answerFor(asker(), msg, 'udp').then((reply) => {
@@ -143,6 +163,7 @@ export class DnsServer {
 
   /** Closes every socket berthd holds in the container's namespace, so the namespace can go. */
   closeSandbox(containerId: string): void {
+    this.opening.delete(containerId);
     const l = this.sandboxes.get(containerId);
     if (!l) return;
     l.udp.close();

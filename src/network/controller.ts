@@ -201,10 +201,7 @@ export class NetworkController {
     this.dns = dns;
     for (const n of this.networks.values()) await this.startDns(n);
     // Bridge containers kept their rules (they point at the gateway listeners, whose ports are kept).
-    const needSandbox = this.adopted.filter((c) => Object.keys(c.Endpoints ?? {}).some((id) => {
-      const n = this.networks.get(id);
-      return !!n && this.hasDns(n) && this.driverOf(n)!.dns === 'sandbox';
-    }));
+    const needSandbox = this.adopted.filter((c) => this.dnsKind(c) === 'sandbox');
     for (const c of needSandbox) {
       await this.programDns(c).catch((e: Error) => console.error(`berthd: embedded DNS for ${c.Id.slice(0, 12)}: ${e.message}`));
     }
@@ -258,6 +255,18 @@ export class NetworkController {
       throw e;
     }
     return true;
+  }
+
+  /** Which way the container reaches the embedded resolver: a bridge's gateway listener comes first. */
+  private dnsKind(c: ContainerRecord): 'gateway' | 'sandbox' | undefined {
+    let kind: 'gateway' | 'sandbox' | undefined;
+    for (const id of Object.keys(c.Endpoints ?? {})) {
+      const n = this.networks.get(id);
+      if (!n || !this.hasDns(n)) continue;
+      if (this.driverOf(n)!.dns === 'gateway') return 'gateway';
+      kind = 'sandbox';
+    }
+    return kind;
   }
 
   /** Whether a container with these endpoints gets the embedded resolver (a user-defined network). */
@@ -447,6 +456,8 @@ export class NetworkController {
     await createNetns(path);
     c.NetnsPath = path;
     try {
+      // The in-namespace resolver's helper needs only the namespace: let it start meanwhile.
+      if (this.dns && this.dnsKind(c) === 'sandbox') this.dns.serveSandbox(c.Id, path).catch(() => undefined);
       let index = 0;
       for (const [netId, ep] of Object.entries(c.Endpoints ?? {})) {
         await this.join(c, this.get(netId), ep, index === 0, index);
