@@ -12,13 +12,14 @@ import { fileURLToPath } from 'node:url';
 import { apiRequest, listProcs, log, now, run, runOk, sleep, type ApiResponse, type ProcInfo } from './util.js';
 
 export const PACKAGE_ROOT = resolve(fileURLToPath(import.meta.url), '..', '..', '..');
-const BERTHD = join(PACKAGE_ROOT, 'dist', 'src', 'daemon', 'berthd.js');
+/** BENCH_BERTHD=path/to/berthd.js measures another build of berth (a clean worktree, say). */
+const BERTHD = process.env.BENCH_BERTHD || join(PACKAGE_ROOT, 'dist', 'src', 'daemon', 'berthd.js');
 export const BUSYBOX_TAR = join(PACKAGE_ROOT, 'build', 'busybox.tar');
 export const DOCKER_CLI = existsSync('/usr/local/bin/docker') ? '/usr/local/bin/docker' : 'docker';
 /** The engine namespace's own non-loopback address ("the host IP" for published-port tests). */
 export const HOST_IP = '10.250.0.2';
 
-export type EngineName = 'berth' | 'docker';
+export type EngineName = 'berth' | 'docker' | 'podman';
 
 export abstract class Engine {
   readonly netns: string;
@@ -150,12 +151,26 @@ export abstract class Engine {
   /** Stops everything and removes the namespace and the directory; returns what leaked. */
   abstract stop(): Promise<string[]>;
 
+  /** Pids of the processes whose network namespace is this engine's namespace. */
+  async procsInNetns(ps?: ProcInfo[]): Promise<Set<number>> {
+    const out = new Set<number>();
+    let ino: number;
+    try { ino = (await fs.stat(this.netnsPath)).ino; } catch { return out; }
+    for (const p of ps ?? await listProcs()) {
+      try { if ((await fs.readlink(`/proc/${p.pid}/ns/net`)) === `net:[${ino}]`) out.add(p.pid); } catch { /* gone */ }
+    }
+    return out;
+  }
+
   protected async finalCleanup(extraProcs: (p: ProcInfo) => boolean): Promise<string[]> {
     const leaks: string[] = [];
     await this.killHelpers();
-    // Anything still running that mentions our directory (shims, containerd, conmon) or matches.
+    // Anything still running that mentions our directory (shims, containerd, conmon), lives in our
+    // namespace, or matches.
     for (let round = 0; round < 2; round++) {
-      const left = (await listProcs()).filter((p) => p.pid !== process.pid && (p.cmdline.includes(this.dir) || extraProcs(p)));
+      const ps = await listProcs();
+      const inNs = await this.procsInNetns(ps);
+      const left = ps.filter((p) => p.pid !== process.pid && (p.cmdline.includes(this.dir) || inNs.has(p.pid) || extraProcs(p)));
       if (left.length === 0) break;
       for (const p of left) {
         if (round === 1) leaks.push(`process ${p.pid} ${p.cmdline.slice(0, 120)} (killed)`);
@@ -279,8 +294,67 @@ export class DockerEngine extends Engine {
   }
 }
 
+/**
+ * Podman 4.3's Docker-compatible API service (`podman system service`), with netavark and
+ * aardvark-dns, runc (crun refuses this machine's cgroup layout), cgroupfs, and every path it
+ * knows of under its own directory.
+ */
+export class PodmanEngine extends Engine {
+  /** Global paths podman may create; removed afterwards when they were not there before and hold nothing. */
+  private globals: Record<string, boolean> = {};
+  private static readonly GLOBAL_PATHS = ['/dev/shm/libpod_lock', '/run/containers', '/run/libpod', '/var/lib/containers', '/run/netavark', '/run/containers/networks'];
+
+  private flags(): string[] {
+    return [
+      '--root', join(this.dir, 'storage'), '--runroot', join(this.dir, 'run'), '--tmpdir', join(this.dir, 'tmp'),
+      '--network-config-dir', join(this.dir, 'networks'), '--storage-driver', 'overlay',
+      '--cgroup-manager', 'cgroupfs', '--events-backend', 'file', '--runtime', 'runc',
+    ];
+  }
+
+  async start(): Promise<void> {
+    for (const p of PodmanEngine.GLOBAL_PATHS) this.globals[p] = existsSync(p);
+    await this.makeNetns();
+    const conf = join(this.dir, 'containers.conf');
+    await fs.writeFile(conf, [
+      '[engine]', 'cgroup_manager = "cgroupfs"', 'events_logger = "file"', 'runtime = "runc"',
+      `tmp_dir = "${join(this.dir, 'tmp')}"`,
+      '[network]', 'network_backend = "netavark"', `network_config_dir = "${join(this.dir, 'networks')}"`, '',
+    ].join('\n'));
+    process.env.CONTAINERS_CONF = conf; // inherited by the service (and nothing else of ours uses it)
+    this.spawnDaemon('podman', [...this.flags(), 'system', 'service', '--time=0', `unix://${this.socket}`]);
+    await this.waitPing(60_000);
+    const r = await this.cli(['import', BUSYBOX_TAR, 'busybox:latest']);
+    if (r.code !== 0) throw new Error(`podman import: ${r.stderr}`);
+  }
+
+  /** The service process, every conmon of this run, and aardvark-dns. */
+  async countedProcs(): Promise<ProcInfo[]> {
+    const ps = await listProcs();
+    const mine = await this.procsInNetns(ps);
+    return ps.filter((p) => p.pid === this.daemonPid || (p.comm === 'conmon' && p.cmdline.includes(this.dir))
+      || (p.comm === 'aardvark-dns' && mine.has(p.pid)));
+  }
+
+  async stop(): Promise<string[]> {
+    const leaks: string[] = [];
+    await this.killHelpers();
+    if (this.daemon && this.daemon.exitCode === null) await this.removeAll().catch(() => undefined);
+    await this.stopDaemon(30_000).catch((e) => leaks.push(`stop podman: ${e}`));
+    leaks.push(...await this.finalCleanup(() => false));
+    for (const [p, existed] of Object.entries(this.globals)) {
+      if (existed || !existsSync(p)) continue;
+      const files = await run('find', [p, '-not', '-type', 'd', '-not', '-name', 'libpod_lock', '-not', '-name', '*.lock']);
+      if (files.stdout.trim() === '') await fs.rm(p, { recursive: true, force: true });
+      else leaks.push(`files left under ${p}: ${files.stdout.trim().split('\n').slice(0, 3).join(' ')}`);
+    }
+    return leaks;
+  }
+}
+
 export async function makeEngine(name: EngineName, base: string): Promise<Engine> {
   const dir = await fs.mkdtemp(join(base, `${name}-`));
+  if (name === 'podman') return new PodmanEngine(name, dir);
   return name === 'berth' ? new BerthEngine(name, dir) : new DockerEngine(name, dir);
 }
 

@@ -52,7 +52,8 @@ export class Results {
       const engines: MetricSummary['engines'] = {};
       for (const [eng, vals] of this.samples.get(d.key) ?? []) {
         engines[eng] = {
-          n: vals.length, median: median(vals), p90: p90(vals), min: Math.min(...vals), max: Math.max(...vals),
+          n: vals.length, median: median(vals), p90: p90(vals),
+          min: vals.reduce((a, b) => Math.min(a, b), Infinity), max: vals.reduce((a, b) => Math.max(a, b), -Infinity),
           ...(vals.length >= 50 ? { p99: quantile(vals, 0.99) } : {}),
           values: vals.length > 1000 ? [] : vals.map((x) => Math.round(x * 1000) / 1000),
         };

@@ -36,7 +36,7 @@ function parseArgs(argv: string[]) {
     } else throw new Error(`unknown option ${a}`);
   }
   for (const g of o.only) if (!GROUPS[g]) throw new Error(`unknown group ${g} (groups: ${Object.keys(GROUPS).join(', ')})`);
-  for (const e of o.engines) if (e !== 'berth' && e !== 'docker') throw new Error(`unknown engine ${e} (berth, docker)`);
+  for (const e of o.engines) if (!['berth', 'docker', 'podman'].includes(e)) throw new Error(`unknown engine ${e} (berth, docker, podman)`);
   return o;
 }
 
@@ -62,6 +62,11 @@ async function main(): Promise<number> {
   const opts = parseArgs(process.argv.slice(2));
   if (process.getuid?.() !== 0) throw new Error('the bench needs root');
   if (!existsSync(BUSYBOX_TAR)) throw new Error(`${BUSYBOX_TAR} missing: run npm run setup`);
+  if (opts.engines.includes('podman') && (await run('sh', ['-c', 'command -v podman && command -v netavark || test -x /usr/lib/podman/netavark'])).code !== 0) {
+    log('installing podman (scripts/bench-setup.sh with BENCH_PODMAN=1)');
+    const r = await run('bash', [join(PACKAGE_ROOT, 'scripts', 'bench-setup.sh')], { env: { ...process.env, BENCH_PODMAN: '1' }, stdio: ['ignore', 'inherit', 'inherit'] });
+    if (r.code !== 0) throw new Error('bench-setup.sh failed for podman');
+  }
   const t0 = Date.now();
   const base = await makeBaseDir();
   const engines: Engine[] = [];
@@ -91,7 +96,12 @@ async function main(): Promise<number> {
     }
     const ctx: BenchContext = {
       engines, results, quick: opts.quick,
-      order: (rep) => (rep % 2 === 0 ? engines : [...engines].reverse()),
+      // A B, B A, … (with three engines: rotate).
+      order: (rep) => {
+        if (engines.length <= 2) return rep % 2 === 0 ? engines : [...engines].reverse();
+        const k = ((rep % engines.length) + engines.length) % engines.length;
+        return [...engines.slice(k), ...engines.slice(0, k)];
+      },
     };
     const ordered = Object.keys(GROUPS).filter((g) => opts.only.includes(g));
     for (const g of ordered) {

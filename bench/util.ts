@@ -85,3 +85,17 @@ export async function listProcs(): Promise<ProcInfo[]> {
   }
   return out;
 }
+
+/** CPU seconds (user + system) used so far by these processes; gone processes count 0. */
+export async function cpuSeconds(pids: number[]): Promise<number> {
+  const { readFile } = await import('node:fs/promises');
+  let ticks = 0;
+  for (const pid of pids) {
+    try {
+      const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      ticks += Number(f[11]) + Number(f[12]); // utime, stime (fields 14 and 15)
+    } catch { /* gone */ }
+  }
+  return ticks / 100; // USER_HZ is 100 on Linux
+}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what `npm run bench` needs, with apt-get, only when missing: Docker 20.10 (docker.io: its
-# dockerd and containerd), dnsperf, iperf3, and podman when asked (BENCH_PODMAN=1).
+# dockerd and containerd), dnsperf, iperf3, and podman with netavark + aardvark-dns when asked
+# (BENCH_PODMAN=1, or --engines including podman).
 # Safety: installing docker.io must never start a dockerd on the machine's own network. A policy-rc.d
 # that refuses every service start is put in place first (only if none exists, and removed again
 # afterwards), and afterwards we check that no docker0 link and no dockerd/containerd runs outside
@@ -10,7 +11,7 @@ set -euo pipefail
 if [ "$(id -u)" != 0 ]; then echo "bench-setup: run as root" >&2; exit 1; fi
 
 packages=(docker.io dnsperf iperf3 busybox-static)
-if [ "${BENCH_PODMAN:-0}" = 1 ]; then packages+=(podman); fi
+if [ "${BENCH_PODMAN:-0}" = 1 ]; then packages+=(podman netavark aardvark-dns); fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

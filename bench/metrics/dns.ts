@@ -6,7 +6,7 @@ import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import type { BenchContext } from '../context.js';
 import * as op from '../ops.js';
-import { log, median, quantile, run } from '../util.js';
+import { cpuSeconds, log, median, now, quantile, run } from '../util.js';
 
 interface PerfOut { qps: number; avgMs: number; lost: number; sent: number; completed: number; latencies: number[] }
 
@@ -42,6 +42,7 @@ export async function dns(ctx: BenchContext): Promise<void> {
   const G = 'Embedded DNS (dnsperf from a container namespace to 127.0.0.11)';
   R.define({ key: 'dns_qps', group: G, label: 'queries/s for a container name (unlimited rate)', unit: 'q/s', better: 'higher', target: '≥ 1.5x Docker, no lost queries' });
   R.define({ key: 'dns_avg_latency', group: G, label: 'average latency at full load', unit: 'ms', better: 'lower' });
+  R.define({ key: 'dns_daemon_cpu', group: G, label: 'daemon CPU during the full-load run (berthd / dockerd+containerd; % of one core)', unit: '%', better: 'lower' });
   R.define({ key: 'dns_lost', group: G, label: 'lost queries at full load (per run)', unit: 'queries', better: 'lower', target: '0' });
   R.define({ key: 'dns_p99_half', group: G, label: 'latency at half of Docker\'s rate (all queries; p99 shown when ≥ 50)', unit: 'ms', better: 'lower', target: 'p99 < 1 ms' });
   R.define({ key: 'dns_fresh_miss', group: G, label: 'misses for a name queried the moment `run -d` returns (per trial, 1 = miss)', unit: 'miss', better: 'lower', target: '0 misses' });
@@ -62,7 +63,11 @@ export async function dns(ctx: BenchContext): Promise<void> {
   const dockerQps: number[] = [];
   for (let rep = 0; rep < reps; rep++) {
     for (const e of ctx.order(rep)) {
+      const pids = (await e.countedProcs()).map((p) => p.pid);
+      const c0 = await cpuSeconds(pids);
+      const t0 = now();
       const p = await dnsperf(client.get(e.name)!, file, seconds);
+      R.add('dns_daemon_cpu', e.name, (100 * (await cpuSeconds(pids) - c0)) / ((now() - t0) / 1000));
       log(`dns ${e.name}: ${Math.round(p.qps)} q/s, avg ${p.avgMs.toFixed(3)} ms, lost ${p.lost}/${p.sent}`);
       R.add('dns_qps', e.name, p.qps);
       R.add('dns_avg_latency', e.name, p.avgMs);
