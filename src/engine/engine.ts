@@ -406,7 +406,9 @@ export class Engine {
 
   private async handleExit(id: string, code: number): Promise<void> {
     const c = this.containers.get(id);
-    if (!c || !c.State.Running) return;
+    // A process can exit before start() has marked it running (`run --rm busybox true`): the
+    // start holds the lock, so queue behind it rather than lose the exit.
+    if (!c || (!c.State.Running && !this.exitSignals.has(id))) return;
     await this.withLock(id, async () => {
       if (!c.State.Running) return;
       await this.o.runtime.delete(id).catch((e) => console.error(`berthd: runc delete ${shortId(id)}: ${errorMessage(e)}`));

@@ -23,8 +23,9 @@ function statusText(c: ContainerRecord): string {
   return s.Status;
 }
 
+/** Docker quotes arguments that contain spaces, so `ps` shows `sh -c 'echo hi'`. */
 function commandLine(c: ContainerRecord): string {
-  return [c.Path, ...c.Args].join(' ');
+  return [c.Path, ...c.Args.map((a) => (a.includes(' ') ? `'${a}'` : a))].join(' ');
 }
 
 /** ContainerSummary.Ports: published ports with their host side, exposed ones without. */
