@@ -350,6 +350,15 @@ export class Engine {
     return files;
   }
 
+  /** Rewrites resolv.conf in place: the container sees it through a bind mount of this very file. */
+  private async rewriteResolvConf(c: ContainerRecord): Promise<void> {
+    const resolv = await containerResolvConf({
+      dns: c.HostConfig.Dns ?? [], dnsSearch: c.HostConfig.DnsSearch ?? [], dnsOptions: c.HostConfig.DnsOptions ?? [],
+      shareHostNetwork: false, embeddedDns: this.o.network.usesEmbeddedDns(c),
+    });
+    await fs.writeFile(join(this.dir(c.Id), 'resolv.conf'), resolv);
+  }
+
   /** Legacy --link on the default bridge: NAME:IP lines for each linked container and its alias. */
   private linkHosts(c: ContainerRecord): string[] {
     const out: string[] = [];
@@ -372,8 +381,12 @@ export class Engine {
     const c = this.get(ref);
     const n = this.o.network.get(networkRef);
     await this.withLock(c.Id, async () => {
+      const hadEmbeddedDns = this.o.network.usesEmbeddedDns(c);
       await this.o.network.connect(c, n, cfg);
       await this.save(c);
+      // Like Docker's sandbox, which starts its resolver when the first endpoint that needs one
+      // joins: a container started on the default bridge learns names once it joins a user network.
+      if (c.State.Running && !hadEmbeddedDns && this.o.network.usesEmbeddedDns(c)) await this.rewriteResolvConf(c);
     });
     this.o.events.emit('network', 'connect', n.Id, { container: c.Id, name: n.Name, type: n.Driver });
   }

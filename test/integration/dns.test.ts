@@ -57,6 +57,17 @@ describe('embedded DNS', () => {
     for (const id of [a, b]) await host.api('DELETE', `/containers/${id}?force=1`);
   });
 
+  it('a default-bridge container connected to a user network starts resolving names, as in Docker', async () => {
+    const target = await host.runDetached(onNet('dnsnet'), 'late-target');
+    const joiner = await host.runDetached({ Cmd: ['sleep', '300'] });
+    assert.deepEqual((await lookup(host, joiner, 'late-target')).addrs, []);
+    assert.equal((await host.api('POST', '/networks/dnsnet/connect', { Container: joiner })).status, 200);
+    assert.match(await execOut(host, joiner, ['cat', '/etc/resolv.conf']), /^nameserver 127\.0\.0\.11$/m);
+    const ip = (await host.api('GET', `/containers/${target}/json`)).json.NetworkSettings.Networks.dnsnet.IPAddress;
+    assert.deepEqual((await lookup(host, joiner, 'late-target')).addrs, [ip]);
+    for (const id of [target, joiner]) await host.api('DELETE', `/containers/${id}?force=1`);
+  });
+
   it('answers names, NAME.NETWORK, short ids and PTR, case-insensitively, only on shared networks', async () => {
     const web = await host.runDetached(onNet('dnsnet'), 'web');
     const db = await host.runDetached(onNet('dnsnet'), 'db');

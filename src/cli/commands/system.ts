@@ -9,7 +9,7 @@ import { collect } from '../runflags.js';
 import { VERSION as CLI_VERSION } from '../../daemon/paths.js';
 
 function renderWith(format: string, data: unknown): string {
-  const body = format === 'json' ? '{{json .}}' : format.replace(/\\t/g, '\t').replace(/\\n/g, '\n');
+  const body = format === 'json' ? '{{json .}}' : format;
   return `${new Template(body).execute(data)}\n`;
 }
 

@@ -74,11 +74,12 @@ export function formatList(source: string | undefined, items: Struct[], kind: Li
 
 /**
  * `inspect`: without a format a JSON array indented by four spaces (docker's json.Indent of the
- * daemon's bytes); with one, the template runs on each raw object.
+ * daemon's bytes); with one, the template runs on each raw object. Unlike list formats, docker
+ * does not turn a typed `\n` into a newline here, so `{{"\n"}}` stays a Go string escape.
  */
 export function renderInspect(items: unknown[], format?: string): string {
   if (!format) return items.length === 0 ? '[]\n' : `${JSON.stringify(items, null, 4)}\n`;
-  const body = format === 'json' ? '{{json .}}' : format.replace(/\\t/g, '\t').replace(/\\n/g, '\n');
+  const body = format === 'json' ? '{{json .}}' : format;
   const tmpl = parseFormat(body);
   let out = '';
   for (const item of items) {
