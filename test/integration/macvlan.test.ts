@@ -11,6 +11,18 @@ import { execOut, TestHost, waitFor } from './harness.js';
  */
 
 const SUBNET = '192.168.77.0/24';
+
+/** A DNS query over TCP to 127.0.0.11:53 from inside a namespace (busybox nslookup has no TCP). */
+const TCP_QUERY = (name: string) => `
+const net = require('net'), dns = require(${JSON.stringify(new URL('../../../node_modules/dns-packet/index.js', import.meta.url).pathname)});
+const q = dns.encode({ type: 'query', id: 7, flags: dns.RECURSION_DESIRED, questions: [{ type: 'A', name: ${JSON.stringify(name)} }] });
+const len = Buffer.alloc(2); len.writeUInt16BE(q.length);
+const s = net.connect(53, '127.0.0.11', () => s.write(Buffer.concat([len, q])));
+let buf = Buffer.alloc(0);
+s.on('data', (d) => { buf = Buffer.concat([buf, d]); if (buf.length >= 2 + buf.readUInt16BE(0)) {
+  console.log(dns.decode(buf.subarray(2)).answers.map((a) => a.data).join(',')); s.destroy(); } });
+s.on('error', (e) => { console.log('error ' + e.message); });
+setTimeout(() => { console.log('timeout'); process.exit(0); }, 3000).unref();`;
 const MACHINE = '192.168.77.1';
 
 async function lookup(host: TestHost, id: string, name: string): Promise<string[]> {
@@ -88,6 +100,12 @@ describe('macvlan networks', () => {
     assert.deepEqual(await lookup(host, b, 'mva'), ['192.168.77.10']);
     assert.deepEqual(await lookup(host, b, 'MVA.pub'), ['192.168.77.10']);
     assert.match(await execOut(host, a, ['cat', '/etc/resolv.conf']), /^nameserver 127\.0\.0\.11$/m);
+    const sandboxKey = (await host.api('GET', `/containers/${b}/json`)).json.NetworkSettings.SandboxKey as string;
+    const tcp = await run('nsenter', [`--net=${sandboxKey}`, process.execPath, '-e', TCP_QUERY('mva')]);
+    assert.equal(tcp.stdout.trim(), '192.168.77.10', tcp.stderr);
+    // The resolver listens only inside the containers' namespaces, never on the host's addresses.
+    const ss = await host.inNetns('ss', ['-Htulnp']);
+    assert.doesNotMatch(ss.stdout, /192\.168\.77\.|127\.0\.0\.11/);
 
     // The other machine on the wire sees each container at its own MAC.
     assert.match(await execOut(host, a, ['ping', '-c', '1', '-W', '2', MACHINE]), /1 packets received/);
@@ -124,6 +142,13 @@ describe('macvlan networks', () => {
     assert.equal((await host.api('POST', '/networks/pub/disconnect', { Container: c })).status, 200);
     assert.doesNotMatch(await execOut(host, c, ['ip', '-o', 'link']), /eth1@/);
     assert.deepEqual(await lookup(host, c, 'onmac'), []);
+    // The other way round: a macvlan container joining a bridge moves to the bridge's resolver and back.
+    const onbrIp = (await host.api('GET', `/containers/${c}/json`)).json.NetworkSettings.Networks.br1.IPAddress;
+    assert.equal((await host.api('POST', '/networks/br1/connect', { Container: m })).status, 200);
+    assert.deepEqual(await lookup(host, m, 'onbr'), [onbrIp]);
+    assert.equal((await host.api('POST', '/networks/br1/disconnect', { Container: m })).status, 200);
+    assert.deepEqual(await lookup(host, m, 'onbr'), []);
+    assert.deepEqual(await lookup(host, m, 'onmac'), [(await host.api('GET', `/containers/${m}/json`)).json.NetworkSettings.Networks.pub.IPAddress]);
     await rmAll([m, c]);
     assert.equal((await host.api('DELETE', '/networks/br1')).status, 204);
   });
