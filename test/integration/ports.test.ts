@@ -121,6 +121,26 @@ describe('published ports', () => {
     await host.docker(['rm', '-f', r.stdout.trim()]);
   });
 
+  it("the user's own nft table filters published ports, and berth never touches it", async () => {
+    const id = await host.runDetached({ Cmd: HTTPD, HostConfig: { PortBindings: { '80/tcp': [{ HostIp: '', HostPort: '8500' }] } } });
+    await serving(id);
+    assert.match(await fetchFrom('outside', 'http://10.200.0.1:8500/'), /^hello/);
+    // What DOCKER-USER is for Docker: any table of the user's with a forward chain. A drop there is
+    // final, whatever berth's own chains accept.
+    const userTable = 'table inet userfw {\n chain forward_in {\n  type filter hook forward priority filter; policy accept;\n  ip saddr 10.200.0.2 meta l4proto tcp ct original proto-dst 8500 drop\n }\n}\n';
+    assert.equal((await host.inNetns('nft', ['-f', '-'], userTable)).code, 0);
+    assert.match(await fetchFrom('outside', 'http://10.200.0.1:8500/'), /^failed/);
+    assert.match(await fetchFrom('host', 'http://127.0.0.1:8500/'), /^hello/, 'the host itself is not forwarded traffic');
+    await host.stopDaemon();
+    await host.startDaemon();
+    const other = await host.runDetached({ Cmd: ['sleep', '300'], HostConfig: { PortBindings: { '80/tcp': [{ HostIp: '', HostPort: '8501' }] } } });
+    assert.match((await host.inNetns('nft', ['list', 'table', 'inet', 'userfw'])).stdout, /ct original proto-dst 8500 drop/);
+    assert.match(await fetchFrom('outside', 'http://10.200.0.1:8500/'), /^failed/);
+    await host.inNetns('nft', ['delete', 'table', 'inet', 'userfw']);
+    assert.match(await fetchFrom('outside', 'http://10.200.0.1:8500/'), /^hello/);
+    for (const c of [id, other]) await host.api('DELETE', `/containers/${c}?force=1`);
+  });
+
   it('publishing survives a daemon restart; many ports are map elements, not rules', async () => {
     const id = await host.runDetached({ Cmd: HTTPD, HostConfig: { PortBindings: { '80/tcp': [{ HostIp: '', HostPort: '8300' }] } } });
     await serving(id);
