@@ -374,10 +374,11 @@ export class NetworkController {
     }
     n.IPAM.Config = [{ Subnet: pool.subnet, Gateway: pool.gateway, ...(pool.ipRange ? { IPRange: pool.ipRange } : {}), ...(Object.keys(pool.auxAddresses).length ? { AuxiliaryAddresses: pool.auxAddresses } : {}) }];
     try {
-      await driver.ensureNetwork(n);
-      this.networks.set(n.Id, n);
-      await this.syncFirewall();
+      // Recorded before the kernel objects exist: a crash in between leaves a record that the next
+      // start completes (ensureNetwork is idempotent), never kernel objects nobody knows about.
       await this.save(n);
+      await driver.ensureNetwork(n);
+      await this.syncFirewall();
       await this.startDns(n);
     } catch (e) {
       this.networks.delete(n.Id);

@@ -21,6 +21,16 @@ function dockerName(n: NetworkRecord): string {
   return `${n.Driver === 'ipvlan' ? 'di' : 'dm'}-${n.Id.slice(0, 12)}`;
 }
 
+/** The MTU of a link in berthd's namespace, when it exists (a VLAN parent to be made does not yet). */
+async function linkMtu(name: string | undefined): Promise<number | undefined> {
+  if (!name) return undefined;
+  try {
+    return (await ipJson<Array<{ mtu?: number }>>(undefined, ['link', 'show', 'dev', name]))[0]?.mtu;
+  } catch {
+    return undefined;
+  }
+}
+
 /** An error of the kernel that says "this link type does not exist here". */
 function unknownType(e: unknown): boolean {
   return /unknown device type|not supported|operation not supported/i.test(e instanceof Error ? e.message : String(e));
@@ -82,6 +92,10 @@ export class VlanDriver implements NetworkDriver {
         n.parentOwned = true;
       }
       this.checkSharing(n, mode, ctx.others);
+      const parentMtu = await linkMtu(n.Options[OPT_MTU] !== undefined ? parent : undefined);
+      if (n.mtu && parentMtu && n.mtu > parentMtu) {
+        throw new BadRequestError(`the MTU of a ${this.name} network (${n.mtu}) cannot exceed its parent's (${parentMtu})`);
+      }
     }
     // Options stay as the user gave them, as in Docker's inspect (compose compares them).
   }

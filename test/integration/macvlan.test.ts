@@ -177,6 +177,7 @@ describe('macvlan networks', () => {
       [{ Name: 'e5', Options: { parent: 'bmlan0', macvlan_mode: 'sideways' }, IPAM: { Config: [{ Subnet: '10.78.0.0/24' }] } }, 400, /requested macvlan mode 'sideways' is not valid/],
       [{ Name: 'e6', Options: { parent: 'lo' }, IPAM: { Config: [{ Subnet: '10.78.0.0/24' }] } }, 400, /loopback interface is not a valid macvlan parent link/],
       [{ Name: 'e7', Options: { parent: 'bmlan0', macvlan_mode: 'passthru' }, IPAM: { Config: [{ Subnet: '10.78.0.0/24' }] } }, 403, /cannot use mode passthru/],
+      [{ Name: 'e8', Options: { parent: 'bmlan0', 'com.docker.network.driver.mtu': '9000' }, IPAM: { Config: [{ Subnet: '10.78.0.0/24' }] } }, 400, /cannot exceed its parent's \(1400\)/],
     ];
     for (const [body, status, message] of cases) {
       const r = await create(body);
