@@ -199,7 +199,8 @@ export class VlanDriver implements NetworkDriver {
     await ipBatch(undefined, [`link add link ${n.parent} name ${j.ifname}${address}${mtu} netns ${j.netnsPath} type ${this.name} mode ${mode}`]);
     try {
       const inside = [`addr add ${j.addressCidr} dev ${j.ifname}`, `link set ${j.ifname} up`];
-      if (j.gateway) inside.push(`route replace default via ${j.gateway} dev ${j.ifname}`);
+      // In ipvlan's L3 modes the parent's host routes; there is no gateway to ARP for (as in Docker).
+      if (j.gateway) inside.push(this.name === 'ipvlan' && mode !== 'l2' ? `route replace default dev ${j.ifname}` : `route replace default via ${j.gateway} dev ${j.ifname}`);
       await ipBatch(j.netnsPath, inside);
       if (this.name === 'macvlan') return { mac: j.mac };
       const info = await ipJson<Array<{ address?: string }>>(j.netnsPath, ['link', 'show', 'dev', j.ifname]);
