@@ -16,7 +16,7 @@ fi
 
 # System packages: the runtime and its monitor, the kernel tools berth drives, and compilers for
 # the native pieces (the attach helper, node-pty).
-packages=(runc conmon nftables iproute2 busybox-static procps util-linux attr tar gzip xz-utils bzip2 gcc g++ make python3 libc6-dev)
+packages=(runc conmon nftables iproute2 busybox-static procps util-linux attr tar gzip xz-utils bzip2 gcc g++ make python3 libc6-dev docker-compose)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -41,6 +41,7 @@ export class ContainerDirectory implements DnsDirectory {
         if (!view) views.set(netId, (view = { id: netId, name: n.Name, internal: n.Internal, endpoints: [] }));
         view.endpoints.push({
           containerId: c.Id, containerName: c.Name.slice(1), ip: ep.IPAddress,
+          ...(ep.GlobalIPv6Address ? { ip6: ep.GlobalIPv6Address } : {}),
           names: [c.Name.slice(1), ...(ep.Aliases ?? []), c.Id.slice(0, 12)],
         });
       }
@@ -50,7 +51,7 @@ export class ContainerDirectory implements DnsDirectory {
     for (const c of running) {
       const mine = Object.keys(c.Endpoints ?? {}).map((id) => views.get(id)).filter((v): v is NetworkView => !!v);
       if (!mine.length) continue;
-      const asker = { containerId: c.Id, networks: mine, upstreams: c.HostConfig.Dns ?? [] };
+      const asker = { containerId: c.Id, networks: mine, links: linkAliases(c, mine), upstreams: c.HostConfig.Dns ?? [] };
       byContainer.set(c.Id, asker);
       for (const [netId, ep] of Object.entries(c.Endpoints ?? {})) {
         if (ep.IPAddress) byAddress.set(`${netId}/${ep.IPAddress}`, asker);
@@ -59,4 +60,25 @@ export class ContainerDirectory implements DnsDirectory {
     this.byAddress = byAddress;
     this.byContainer = byContainer;
   }
+}
+
+/**
+ * `--link TARGET:ALIAS` on user-defined networks (HostConfig.Links and each endpoint's Links, as
+ * docker-compose sends them): ALIAS answers with TARGET's addresses on the networks both share.
+ */
+function linkAliases(c: ContainerRecord, mine: NetworkView[]): Map<string, string[]> | undefined {
+  const links = [...(c.HostConfig.Links ?? []), ...Object.values(c.Endpoints ?? {}).flatMap((ep) => ep.Links ?? [])];
+  if (!links.length) return undefined;
+  const out = new Map<string, string[]>();
+  for (const link of links) {
+    const i = link.indexOf(':');
+    const target = (i < 0 ? link : link.slice(0, i)).replace(/^\//, '');
+    const alias = (i < 0 ? target : link.slice(i + 1).split('/').pop() ?? '').toLowerCase();
+    if (!target || !alias) continue;
+    const ips = mine.flatMap((net) => net.endpoints
+      .filter((e) => e.containerName === target || (target.length >= 12 && e.containerId.startsWith(target)))
+      .map((e) => e.ip));
+    if (ips.length) out.set(alias, [...new Set([...(out.get(alias) ?? []), ...ips])]);
+  }
+  return out.size ? out : undefined;
 }

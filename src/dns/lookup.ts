@@ -4,21 +4,28 @@
  * "a.b.c" is tried as a name, then as "a.b" on network "c", then as "a" on network "b.c";
  * matching ignores case.
  */
+import { ip6FromArpa } from '../network/ipam6.js';
 
 export interface Endpoint {
   containerId: string;
   containerName: string;
   ip: string;
+  /** The endpoint's IPv6 address on a dual-stack network. */
+  ip6?: string;
   /** Names that resolve to this endpoint on its network: container name, aliases, short id. */
   names: string[];
 }
 
 export interface NetworkView { id: string; name: string; internal: boolean; endpoints: Endpoint[] }
 
-export interface Asker { containerId: string; networks: NetworkView[] }
+/**
+ * `links` are the asker's own `--link` aliases on user-defined networks: Docker answers them from
+ * the embedded DNS for the linking container only, with the target's addresses on shared networks.
+ */
+export interface Asker { containerId: string; networks: NetworkView[]; links?: Map<string, string[]> }
 
 export type Answer =
-  | { kind: 'addresses'; ips: string[] }
+  | { kind: 'addresses'; ips: string[]; type: 'A' | 'AAAA' }
   | { kind: 'nodata' }
   | { kind: 'ptr'; name: string }
   | { kind: 'unknown' };
@@ -27,13 +34,19 @@ function endpointsNamed(net: NetworkView, name: string): Endpoint[] {
   return net.endpoints.filter((e) => e.names.some((n) => n.toLowerCase() === name));
 }
 
-/** Addresses for `qname` on the asker's networks, in Docker's order of attempts. */
-export function resolveName(asker: Asker, qname: string): string[] | undefined {
+/**
+ * Addresses of one family for `qname` on the asker's networks, in Docker's order of attempts:
+ * undefined when no container has the name, an empty list when one has it but no such address.
+ */
+export function resolveName(asker: Asker, qname: string, family: 4 | 6 = 4): string[] | undefined {
   const name = qname.toLowerCase().replace(/\.$/, '');
   const collect = (nets: NetworkView[], n: string) => {
-    const ips = nets.flatMap((net) => endpointsNamed(net, n).map((e) => e.ip));
-    return ips.length ? [...new Set(ips)] : undefined;
+    const found = nets.flatMap((net) => endpointsNamed(net, n));
+    if (!found.length) return undefined;
+    return [...new Set(found.map((e) => (family === 4 ? e.ip : e.ip6)).filter((ip): ip is string => !!ip))];
   };
+  const linked = asker.links?.get(name);
+  if (linked?.length) return family === 4 ? [...linked] : [];
   const direct = collect(asker.networks, name);
   if (direct) return direct;
   const labels = name.split('.');
@@ -52,10 +65,10 @@ export function resolveName(asker: Asker, qname: string): string[] | undefined {
 /** Reverse lookup of a container address on a shared network: "name.network". */
 export function resolvePtr(asker: Asker, qname: string): string | undefined {
   const m = /^(\d+)\.(\d+)\.(\d+)\.(\d+)\.in-addr\.arpa\.?$/i.exec(qname);
-  if (!m) return undefined;
-  const ip = [m[4], m[3], m[2], m[1]].join('.');
+  const ip = m ? [m[4], m[3], m[2], m[1]].join('.') : ip6FromArpa(qname);
+  if (!ip) return undefined;
   for (const net of asker.networks) {
-    const e = net.endpoints.find((x) => x.ip === ip);
+    const e = net.endpoints.find((x) => x.ip === ip || x.ip6 === ip);
     if (e) return `${e.containerName}.${net.name}`;
   }
   return undefined;
@@ -76,9 +89,10 @@ export function answer(asker: Asker, qname: string, qtype: string): Answer {
     const ptr = resolvePtr(asker, qname);
     return ptr ? { kind: 'ptr', name: ptr } : { kind: 'unknown' };
   }
-  const ips = resolveName(asker, qname);
+  const family = qtype === 'AAAA' ? 6 : 4;
+  const ips = resolveName(asker, qname, family);
   if (!ips) return { kind: 'unknown' };
-  if (qtype === 'A' || qtype === 'ANY') return { kind: 'addresses', ips: shuffled(ips) };
+  if ((qtype === 'A' || qtype === 'AAAA' || qtype === 'ANY') && ips.length) return { kind: 'addresses', ips: shuffled(ips), type: family === 6 ? 'AAAA' : 'A' };
   // The name exists but has no record of this type (AAAA without IPv6, MX, …): NOERROR, no data.
   return { kind: 'nodata' };
 }

@@ -14,6 +14,7 @@ import { VlanDriver } from './macvlan.js';
 import { buildRuleset, portElements, TABLE, type BridgeRules } from './firewall.js';
 import { portRequests, PortReservations, type PortMapping, type PortRequest } from './ports.js';
 import { allocate, formatCidr, newPool, nextPoolSubnet, overlaps, parseCidr, release } from './ipam.js';
+import { allocate6, canonicalIPv6, contains6, formatCidr6, isIPv6, newPool6, nextPool6Subnet, overlaps6, parseCidr6, parseIPv6, release6 } from './ipam6.js';
 import { PREDEFINED, type EndpointState, type NetworkRecord } from './types.js';
 import type { DnsServer } from '../dns/server.js';
 import { programRedirect } from '../dns/redirect.js';
@@ -131,7 +132,7 @@ export class NetworkController {
 
   private rules(): BridgeRules[] {
     return [...this.networks.values()].filter((n) => n.Driver === 'bridge').map((n) => ({
-      bridge: n.bridge!, subnets: (n.pools ?? []).map((p) => p.subnet), internal: n.Internal,
+      bridge: n.bridge!, subnets: (n.pools ?? []).map((p) => p.subnet), subnets6: (n.pools6 ?? []).map((p) => p.subnet), internal: n.Internal,
       masquerade: optBool(n.Options[OPT_MASQ], true), icc: optBool(n.Options[OPT_ICC], true),
     }));
   }
@@ -286,6 +287,7 @@ export class NetworkController {
     }
     await nftDeleteTable('ip', TABLE).catch((e: Error) => problems.push(e.message));
     await nftDeleteTable('bridge', TABLE).catch((e: Error) => problems.push(e.message));
+    await nftDeleteTable('ip6', TABLE).catch((e: Error) => problems.push(e.message));
     return problems;
   }
 
@@ -333,15 +335,21 @@ export class NetworkController {
       if (driverName === 'host' || driverName === 'null') throw new ForbiddenError(`only one instance of "${driverName}" network is allowed`);
       throw new NotFoundError(`plugin "${driverName}" not found`);
     }
-    if (body.EnableIPv6) throw new BadRequestError('IPv6 networks are not supported by berth yet');
+    const enableIPv6 = !!body.EnableIPv6;
+    if (enableIPv6 && !driver.ipv6) throw new BadRequestError(`berth's ${driverName} driver has no IPv6 yet`);
     const options = checkStringMap(body.Options, 'Options');
     const labels = checkStringMap(body.Labels, 'Labels');
     const ipam = (body.IPAM ?? {}) as { Driver?: string; Config?: Array<Record<string, unknown>>; Options?: Record<string, string> };
     if (ipam.Driver && ipam.Driver !== 'default') throw new NotFoundError(`plugin "${ipam.Driver}" not found`);
     const configs = Array.isArray(ipam.Config) ? ipam.Config : [];
-    if (configs.length > 1) throw new BadRequestError(`berth ${driverName} networks take one IPv4 subnet`);
+    const family6 = (c: Record<string, unknown>) => isIPv6(String(c.Subnet ?? c.Gateway ?? ''));
+    const configs6 = configs.filter(family6);
+    const configs4 = configs.filter((c) => !family6(c));
+    if (configs4.length > 1) throw new BadRequestError(`berth ${driverName} networks take one IPv4 subnet`);
+    if (configs6.length > 1) throw new BadRequestError(`berth ${driverName} networks take one IPv6 subnet`);
+    if (configs6.length && !enableIPv6) throw new BadRequestError(`IPv6 subnet ${String(configs6[0]!.Subnet)} given without IPv6 enabled (--ipv6)`);
     let pool;
-    const cfg = configs[0];
+    const cfg = configs4[0];
     if (cfg?.Subnet) {
       parseCidr(String(cfg.Subnet));
       pool = newPool(String(cfg.Subnet), {
@@ -373,6 +381,20 @@ export class NetworkController {
       n.pools = [pool];
     }
     n.IPAM.Config = [{ Subnet: pool.subnet, Gateway: pool.gateway, ...(pool.ipRange ? { IPRange: pool.ipRange } : {}), ...(Object.keys(pool.auxAddresses).length ? { AuxiliaryAddresses: pool.auxAddresses } : {}) }];
+    if (enableIPv6) {
+      const cfg6 = configs6[0];
+      const used6 = [...this.networks.values()].flatMap((o) => (o.pools6 ?? []).map((p) => parseCidr6(p.subnet)));
+      let pool6;
+      if (cfg6?.Subnet) {
+        pool6 = newPool6(String(cfg6.Subnet), cfg6.Gateway ? String(cfg6.Gateway) : undefined);
+        if (used6.some((u) => overlaps6(u, parseCidr6(pool6!.subnet)))) throw new ForbiddenError('Pool overlaps with other one on this address space');
+      } else {
+        pool6 = newPool6(formatCidr6(nextPool6Subnet(used6)));
+      }
+      n.pools6 = [pool6];
+      n.EnableIPv6 = true;
+      n.IPAM.Config.push({ Subnet: pool6.subnet, Gateway: pool6.gateway });
+    }
     try {
       // Recorded before the kernel objects exist: a crash in between leaves a record that the next
       // start completes (ensureNetwork is idempotent), never kernel objects nobody knows about.
@@ -423,7 +445,13 @@ export class NetworkController {
   }
 
   endpointFromConfig(n: NetworkRecord, cfg: Record<string, unknown>, macAddress?: string): EndpointState {
-    const ipam = (cfg.IPAMConfig ?? null) as { IPv4Address?: string } | null;
+    const ipam = (cfg.IPAMConfig ?? null) as { IPv4Address?: string; IPv6Address?: string } | null;
+    if (ipam?.IPv6Address) {
+      if (!n.pools6?.length) throw new BadRequestError(`user specified IPv6 address ${ipam.IPv6Address} on network ${n.Name}, which has no IPv6`);
+      if (!parseCidr6(n.pools6[0]!.subnet) || !subnet6Contains(n.pools6[0]!.subnet, ipam.IPv6Address)) {
+        throw new BadRequestError(`no configured subnet contains IP address ${ipam.IPv6Address}`);
+      }
+    }
     const aliases = Array.isArray(cfg.Aliases) ? (cfg.Aliases as string[]) : null;
     if (ipam?.IPv4Address) {
       if (n.Name === 'bridge') throw new BadRequestError('user specified IP address is supported on user defined networks only');
@@ -434,7 +462,8 @@ export class NetworkController {
     }
     if (aliases && n.Name === 'bridge') throw new BadRequestError('network-scoped alias is supported only for containers in user defined networks');
     return {
-      NetworkID: n.Id, IPAMConfig: ipam?.IPv4Address ? { IPv4Address: ipam.IPv4Address } : null,
+      NetworkID: n.Id,
+      IPAMConfig: ipam?.IPv4Address || ipam?.IPv6Address ? { ...(ipam.IPv4Address ? { IPv4Address: ipam.IPv4Address } : {}), ...(ipam.IPv6Address ? { IPv6Address: canonicalIPv6(ipam.IPv6Address) } : {}) } : null,
       Links: Array.isArray(cfg.Links) ? (cfg.Links as string[]) : null, Aliases: aliases,
       EndpointID: '', Gateway: '', IPAddress: '', IPPrefixLen: 0, MacAddress: '', ifname: '',
       ...(macAddress || cfg.MacAddress ? { requestedMac: (macAddress || cfg.MacAddress) as string } : {}),
@@ -470,7 +499,7 @@ export class NetworkController {
       throw e;
     }
     return {
-      netnsPath: path, addresses: Object.values(c.Endpoints ?? {}).map((e) => e.IPAddress).filter(Boolean),
+      netnsPath: path, addresses: Object.values(c.Endpoints ?? {}).flatMap((e) => [e.IPAddress, e.GlobalIPv6Address ?? '']).filter(Boolean),
       shareHostNetwork: false, embeddedDns: this.usesEmbeddedDns(c),
     };
   }
@@ -481,20 +510,27 @@ export class NetworkController {
     const pool = n.pools![0]!;
     const endpointId = newId();
     const ip = allocate(pool, endpointId, ep.IPAMConfig?.IPv4Address);
+    const pool6 = n.pools6?.[0];
+    let ip6: string | undefined;
     try {
+      if (pool6) ip6 = allocate6(pool6, endpointId, ep.IPAMConfig?.IPv6Address);
+      const prefix6 = pool6 ? parseCidr6(pool6.subnet).prefix : 0;
       const prefix = parseCidr(pool.subnet).prefix;
       let mac = ep.requestedMac || macFor(ip);
       const ifname = `eth${index}`;
       const got = await driver.join(n, {
         netnsPath: c.NetnsPath!, ifname, endpointId, mac, addressCidr: `${ip}/${prefix}`,
         gateway: defaultRoute && !n.Internal ? pool.gateway : undefined,
+        ...(ip6 ? { address6Cidr: `${ip6}/${prefix6}`, gateway6: defaultRoute && !n.Internal ? pool6!.gateway : undefined } : {}),
       });
       if (got) mac = got.mac;
       Object.assign(ep, { EndpointID: endpointId, IPAddress: ip, IPPrefixLen: prefix, Gateway: n.Internal ? '' : pool.gateway, MacAddress: mac, ifname });
+      if (ip6) Object.assign(ep, { GlobalIPv6Address: ip6, GlobalIPv6PrefixLen: prefix6, IPv6Gateway: n.Internal ? '' : pool6!.gateway });
       this.generation++;
       await this.save(n);
     } catch (e) {
       release(pool, ip);
+      if (pool6 && ip6) release6(pool6, ip6);
       throw e;
     }
   }
@@ -503,9 +539,10 @@ export class NetworkController {
     const n = this.networks.get(ep.NetworkID);
     if (n?.pools && ep.IPAddress) {
       release(n.pools[0]!, ep.IPAddress);
+      if (n.pools6?.[0] && ep.GlobalIPv6Address) release6(n.pools6[0], ep.GlobalIPv6Address);
       await this.save(n);
     }
-    Object.assign(ep, { EndpointID: '', IPAddress: '', IPPrefixLen: 0, Gateway: '', MacAddress: '', ifname: '' });
+    Object.assign(ep, { EndpointID: '', IPAddress: '', IPPrefixLen: 0, Gateway: '', MacAddress: '', ifname: '', GlobalIPv6Address: '', GlobalIPv6PrefixLen: 0, IPv6Gateway: '' });
     this.generation++;
   }
 
@@ -582,9 +619,10 @@ export class NetworkController {
       const n = this.networks.get(id);
       networks[n?.Name ?? id] = {
         IPAMConfig: ep.IPAMConfig, Links: ep.Links,
-        Aliases: ep.Aliases || n?.Name !== 'bridge' ? [...(ep.Aliases ?? []), ...(n?.Name !== 'bridge' && c.State.Running ? [c.Id.slice(0, 12)] : [])] : null,
+        // docker-compose passes the short id among its aliases itself; Docker lists it once.
+        Aliases: ep.Aliases || n?.Name !== 'bridge' ? [...new Set([...(ep.Aliases ?? []), ...(n?.Name !== 'bridge' && c.State.Running ? [c.Id.slice(0, 12)] : [])])] : null,
         NetworkID: id, EndpointID: ep.EndpointID, Gateway: ep.Gateway, IPAddress: ep.IPAddress, IPPrefixLen: ep.IPPrefixLen,
-        IPv6Gateway: '', GlobalIPv6Address: '', GlobalIPv6PrefixLen: 0, MacAddress: ep.MacAddress, DriverOpts: null,
+        IPv6Gateway: ep.IPv6Gateway ?? '', GlobalIPv6Address: ep.GlobalIPv6Address ?? '', GlobalIPv6PrefixLen: ep.GlobalIPv6PrefixLen ?? 0, MacAddress: ep.MacAddress, DriverOpts: null,
       };
     }
     const def = c.Endpoints ? c.Endpoints[this.byName('bridge')?.Id ?? ''] : undefined;
@@ -623,7 +661,7 @@ export class NetworkController {
     for (const c of containers) {
       const ep = c.Endpoints?.[n.Id];
       if (ep && ep.EndpointID) {
-        members[c.Id] = { Name: c.Name.slice(1), EndpointID: ep.EndpointID, MacAddress: ep.MacAddress, IPv4Address: `${ep.IPAddress}/${ep.IPPrefixLen}`, IPv6Address: '' };
+        members[c.Id] = { Name: c.Name.slice(1), EndpointID: ep.EndpointID, MacAddress: ep.MacAddress, IPv4Address: `${ep.IPAddress}/${ep.IPPrefixLen}`, IPv6Address: ep.GlobalIPv6Address ? `${ep.GlobalIPv6Address}/${ep.GlobalIPv6PrefixLen}` : '' };
       } else if (c.State.Running && ((n.Name === 'host' || n.Name === 'none') && c.HostConfig.NetworkMode === n.Name)) {
         members[c.Id] = { Name: c.Name.slice(1), EndpointID: '', MacAddress: '', IPv4Address: '', IPv6Address: '' };
       }
@@ -648,4 +686,12 @@ function subnetContains(subnet: string, ip: string): boolean {
   const s = parseCidr(subnet);
   const n = parseCidr(`${ip}/32`).base;
   return n >= s.base && n < s.base + 2 ** (32 - s.prefix);
+}
+
+function subnet6Contains(subnet: string, ip: string): boolean {
+  try {
+    return contains6(parseCidr6(subnet), parseIPv6(ip));
+  } catch {
+    return false;
+  }
 }

@@ -125,7 +125,7 @@ function listContainers(api: ApiContext, ctx: RequestContext): object[] {
     if (f('exited') && !(c.State.Status === 'exited' && f('exited')!.includes(String(c.State.ExitCode)))) return false;
     if (f('label') && !labelsMatch(c.Config.Labels, f('label')!)) return false;
     if (f('ancestor') && !f('ancestor')!.some((a) => imageMatches(c, a))) return false;
-    if (f('network') && !f('network')!.includes(api.engine.network.networkName(c))) return false;
+    if (f('network') && !f('network')!.some((v) => networkMatches(api, c, v))) return false;
     return true;
   });
   for (const [key, cmp] of [['before', 1], ['since', -1]] as const) {
@@ -136,6 +136,12 @@ function listContainers(api: ApiContext, ctx: RequestContext): object[] {
   }
   if (limit > 0) list = list.slice(0, limit);
   return list.map((c) => containerSummary(api, c));
+}
+
+/** Docker's `network` filter: any network the container is on, by name or by (a prefix of) its id. */
+function networkMatches(api: ApiContext, c: ContainerRecord, v: string): boolean {
+  if (api.engine.network.networkNames(c).includes(v) || api.engine.network.networkName(c) === v) return true;
+  return Object.keys(c.Endpoints ?? {}).some((id) => id.startsWith(v));
 }
 
 async function attachRoute(api: ApiContext, ctx: RequestContext): Promise<void> {

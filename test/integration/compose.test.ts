@@ -1,0 +1,227 @@
+import assert from 'node:assert/strict';
+import { promises as fs } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { run } from '../../src/util/exec.js';
+import { TestHost } from './harness.js';
+
+/**
+ * docker-compose 1.29.2 (Debian's, docker-py underneath, API version negotiation) against berthd,
+ * unchanged: only DOCKER_HOST points at the test host's socket.
+ */
+describe('docker-compose 1.29 against berthd', () => {
+  let host: TestHost;
+  before(async () => { host = await TestHost.create(); });
+  after(async () => {
+    const leaks = await host.destroy();
+    assert.deepEqual(leaks, []);
+  });
+
+  async function project(name: string, yaml: string): Promise<(args: string[]) => ReturnType<typeof run>> {
+    const dir = join(host.dir, name);
+    await fs.mkdir(dir, { recursive: true });
+    await fs.writeFile(join(dir, 'docker-compose.yml'), yaml);
+    return (args) => run('docker-compose', ['-p', name, '--no-ansi', ...args], {
+      cwd: dir, env: { ...process.env, DOCKER_HOST: `unix://${host.socket}`, DOCKER_CONFIG: join(host.dir, 'docker-config') },
+    });
+  }
+  const inspect = async (name: string) => {
+    const r = await host.api('GET', `/containers/${name}/json`);
+    assert.equal(r.status, 200, r.body);
+    return r.json;
+  };
+  const ipOn = async (name: string, net: string): Promise<string> => (await inspect(name)).NetworkSettings.Networks[net].IPAddress as string;
+
+  // busybox httpd as pid 1 ignores SIGTERM (as under Docker), so stops use -t 1.
+  const web = (text: string) => `sh -c 'mkdir -p /www && echo ${text} > /www/index.html && echo ${text} ready && exec httpd -f -p 80 -h /www'`;
+
+  it('the front/back example: up -d, ps, logs, exec -T, networks with options, aliases, ports, depends_on, labels, scale, down', async () => {
+    const dc = await project('fb', `
+version: "3.8"
+services:
+  proxy:
+    image: busybox
+    command: ${web('proxy')}
+    networks: [front]
+    ports: ["8080:80"]
+    depends_on: [app]
+  app:
+    image: busybox
+    command: ${web('app')}
+    networks:
+      front:
+      back:
+        aliases: [api]
+    depends_on: [db]
+  db:
+    image: busybox
+    command: ${web('db')}
+    networks: [back]
+networks:
+  front:
+    driver: bridge
+    driver_opts:
+      com.docker.network.driver.mtu: "1300"
+    labels:
+      purpose: edge
+  back:
+`);
+    const up = await dc(['up', '-d']);
+    assert.equal(up.code, 0, up.stderr);
+    assert.match(up.stderr, /Creating network "fb_front" with driver "bridge"/);
+    assert.match(up.stderr, /Creating network "fb_back" with the default driver/);
+
+    // Networks carry compose's labels and the driver option took effect in the container.
+    const front = (await host.api('GET', '/networks/fb_front')).json;
+    assert.equal(front.Options['com.docker.network.driver.mtu'], '1300');
+    assert.equal(front.Labels['com.docker.compose.project'], 'fb');
+    assert.equal(front.Labels['com.docker.compose.network'], 'front');
+    assert.equal(front.Labels.purpose, 'edge');
+    const proxyId = (await inspect('fb_proxy_1')).Id as string;
+    assert.ok(front.Containers[proxyId], 'inspect lists the proxy on front');
+
+    // depends_on: db started before app, app before proxy.
+    const started = async (n: string) => Date.parse((await inspect(n)).State.StartedAt as string);
+    assert.ok(await started('fb_db_1') <= await started('fb_app_1'));
+    assert.ok(await started('fb_app_1') <= await started('fb_proxy_1'));
+
+    const ps = await dc(['ps']);
+    assert.equal(ps.code, 0, ps.stderr);
+    for (const n of ['fb_proxy_1', 'fb_app_1', 'fb_db_1']) assert.match(ps.stdout, new RegExp(`^${n} .* Up `, 'm'));
+    assert.match(ps.stdout, /0\.0\.0\.0:8080->80\/tcp/);
+    assert.equal((await dc(['ps', '-q'])).stdout.trim().split('\n').length, 3);
+    const port = await dc(['port', 'proxy', '80']);
+    assert.equal(port.stdout.trim(), '0.0.0.0:8080');
+
+    // compose's labels, and the label filters compose itself and users rely on.
+    const labels = (await inspect('fb_app_1')).Config.Labels;
+    assert.equal(labels['com.docker.compose.project'], 'fb');
+    assert.equal(labels['com.docker.compose.service'], 'app');
+    assert.equal(labels['com.docker.compose.container-number'], '1');
+    assert.equal(labels['com.docker.compose.oneoff'], 'False');
+    const filtered = await host.docker(['ps', '--filter', 'label=com.docker.compose.project=fb', '--filter', 'label=com.docker.compose.service=db', '--format', '{{.Names}}']);
+    assert.equal(filtered.stdout.trim(), 'fb_db_1');
+    const byNet = await host.docker(['ps', '--filter', 'network=fb_front', '--format', '{{.Names}}']);
+    assert.deepEqual(byNet.stdout.trim().split('\n').sort(), ['fb_app_1', 'fb_proxy_1']);
+
+    const logs = await dc(['logs', '--no-color', 'db']);
+    assert.equal(logs.code, 0, logs.stderr);
+    assert.match(logs.stdout, /db_1 +\| db ready/);
+
+    // The app sees both sides by name; the back alias answers with its back address.
+    const dbIp = await ipOn('fb_db_1', 'fb_back');
+    const proxyIp = await ipOn('fb_proxy_1', 'fb_front');
+    const appBack = await ipOn('fb_app_1', 'fb_back');
+    const fromApp = await dc(['exec', '-T', 'app', 'sh', '-c', 'nslookup db; nslookup proxy; wget -qO- http://db/; wget -qO- http://proxy/']);
+    assert.equal(fromApp.code, 0, fromApp.stderr);
+    assert.ok(fromApp.stdout.includes(`Address: ${dbIp}`), fromApp.stdout);
+    assert.ok(fromApp.stdout.includes(`Address: ${proxyIp}`), fromApp.stdout);
+    assert.match(fromApp.stdout, /^db\nproxy\n/m);
+    const alias = await dc(['exec', '-T', 'db', 'nslookup', 'api']);
+    assert.ok(alias.stdout.includes(`Address: ${appBack}`), alias.stdout);
+    const code = await dc(['exec', '-T', 'app', 'sh', '-c', 'exit 3']);
+    assert.equal(code.code, 3);
+    // Without the docker CLI: compose's own exec through docker-py (create, start hijack, inspect).
+    const pyExec = await run('docker-compose', ['-p', 'fb', 'exec', '-T', 'app', 'sh', '-c', 'echo via-py; exit 4'], {
+      cwd: join(host.dir, 'fb'), env: { ...process.env, DOCKER_HOST: `unix://${host.socket}`, COMPOSE_INTERACTIVE_NO_CLI: '1' },
+    });
+    assert.equal(pyExec.stdout, 'via-py\n');
+    assert.equal(pyExec.code, 4);
+
+    // The proxy can neither resolve nor reach the db.
+    const fromProxy = await dc(['exec', '-T', 'proxy', 'sh', '-c', `nslookup db; timeout 3 wget -qO- http://${dbIp}/ || echo unreachable`]);
+    assert.ok(!fromProxy.stdout.includes(dbIp.replace(/^/, 'Address: ')), fromProxy.stdout);
+    assert.match(fromProxy.stdout, /unreachable/);
+
+    // The published port from the test host (its own namespace).
+    const page = await host.inNetns('wget', ['-qO-', '-t', '1', '-T', '3', 'http://127.0.0.1:8080/']);
+    assert.equal(page.stdout, 'proxy\n');
+
+    // --scale: three db containers behind one name, round-robin in DNS.
+    const scale = await dc(['up', '-d', '--scale', 'db=3']);
+    assert.equal(scale.code, 0, scale.stderr);
+    assert.match(scale.stderr, /fb_app_1 is up-to-date/);
+    const dbs = await host.docker(['ps', '--filter', 'label=com.docker.compose.service=db', '--format', '{{.Names}}']);
+    assert.deepEqual(dbs.stdout.trim().split('\n').sort(), ['fb_db_1', 'fb_db_2', 'fb_db_3']);
+    const all = await dc(['exec', '-T', 'app', 'nslookup', 'db']);
+    const ips = [...all.stdout.matchAll(/Address: (172\.\S+)/g)].map((m) => m[1]);
+    assert.equal(new Set(ips).size, 3, all.stdout);
+
+    const down = await dc(['down', '-t', '1']);
+    assert.equal(down.code, 0, down.stderr);
+    assert.match(down.stderr, /Removing network fb_front/);
+    assert.equal((await host.docker(['ps', '-aq'])).stdout.trim(), '');
+    const nets = await host.docker(['network', 'ls', '--format', '{{.Name}}']);
+    assert.deepEqual(nets.stdout.trim().split('\n').sort(), ['bridge', 'host', 'none']);
+  });
+
+  it('links, external networks, environment, run --rm, stop/start/restart, port ranges and protocols', async () => {
+    const ext = await host.docker(['network', 'create', '--label', 'owner=test', 'shared_ext']);
+    assert.equal(ext.code, 0, ext.stderr);
+    const dc = await project('lk', `
+version: "3.8"
+services:
+  web:
+    image: busybox
+    command: ${web('web')}
+    labels:
+      tier: web
+    links:
+      - "cache:redis"
+    networks: [default, ext]
+    ports:
+      - "127.0.0.1:9090:80"
+      - "9091:81/udp"
+  cache:
+    image: busybox
+    command: sh -c 'trap "exit 0" TERM; echo cache up $$ROLE; while true; do sleep 1; done'
+    environment:
+      ROLE: cache
+networks:
+  ext:
+    external: true
+    name: shared_ext
+`);
+    const up = await dc(['up', '-d']);
+    assert.equal(up.code, 0, up.stderr);
+    assert.match(up.stderr, /Creating network "lk_default" with the default driver/);
+
+    const logs = await dc(['logs', '--no-color']);
+    assert.match(logs.stdout, /cache_1 +\| cache up cache/);
+    const webInfo = await inspect('lk_web_1');
+    assert.deepEqual(Object.keys(webInfo.NetworkSettings.Networks).sort(), ['lk_default', 'shared_ext']);
+    assert.equal(webInfo.Config.Labels.tier, 'web');
+    assert.deepEqual(webInfo.HostConfig.PortBindings['81/udp'], [{ HostIp: '', HostPort: '9091' }]);
+
+    // The link alias resolves for the linking container, from the embedded DNS.
+    const cacheIp = await ipOn('lk_cache_1', 'lk_default');
+    const link = await dc(['exec', '-T', 'web', 'nslookup', 'redis']);
+    assert.ok(link.stdout.includes(`Address: ${cacheIp}`), link.stdout);
+    const env = await dc(['exec', '-T', 'cache', 'sh', '-c', 'echo $ROLE']);
+    assert.equal(env.stdout, 'cache\n');
+
+    const page = await host.inNetns('wget', ['-qO-', '-t', '1', '-T', '3', 'http://127.0.0.1:9090/']);
+    assert.equal(page.stdout, 'web\n');
+
+    const once = await dc(['run', '--rm', 'cache', 'echo', 'one-off']);
+    assert.equal(once.code, 0, once.stderr);
+    assert.equal(once.stdout.trim(), 'one-off');
+
+    assert.equal((await dc(['restart', '-t', '1', 'cache'])).code, 0);
+    const stop = await dc(['stop', '-t', '1']);
+    assert.equal(stop.code, 0, stop.stderr);
+    const ps = await dc(['ps']);
+    assert.match(ps.stdout, /^lk_cache_1 .* Exit 0 /m);
+    const start = await dc(['start']);
+    assert.equal(start.code, 0, start.stderr);
+    assert.equal((await inspect('lk_web_1')).State.Running, true);
+
+    const down = await dc(['down', '-t', '1']);
+    assert.equal(down.code, 0, down.stderr);
+    assert.match(down.stderr, /Network shared_ext is external, skipping/);
+    assert.equal((await host.api('GET', '/networks/shared_ext')).status, 200, 'an external network is left alone');
+    assert.equal((await host.api('GET', '/networks/lk_default')).status, 404);
+    assert.equal((await host.docker(['network', 'rm', 'shared_ext'])).code, 0);
+    assert.equal((await host.docker(['ps', '-aq'])).stdout.trim(), '');
+  });
+});
