@@ -28,6 +28,7 @@ export interface ContainerFlags {
   network?: string;
   networkAlias: string[];
   ip?: string;
+  ip6?: string;
   macAddress?: string;
   publish: string[];
   publishAll?: boolean;
@@ -69,6 +70,7 @@ export function addContainerFlags(cmd: Command, withRunOnly: boolean): Command {
     .option('--net, --network <network>', 'Connect a container to a network')
     .option('--alias, --network-alias <list>', 'Add network-scoped alias for the container', collect, [])
     .option('--ip <string>', 'IPv4 address (e.g., 172.30.100.104)')
+    .option('--ip6 <string>', 'IPv6 address (e.g., 2001:db8::33)')
     .option('--mac-address <string>', 'Container MAC address (e.g., 92:d0:c6:0a:29:33)')
     .option('-p, --publish <list>', "Publish a container's port(s) to the host", collect, [])
     .option('-P, --publish-all', 'Publish all exposed ports to random ports')
@@ -211,8 +213,8 @@ export function createBody(image: string, args: string[], f: ContainerFlags, env
   const exposed = { ...parseExpose(f.expose), ...publishing.ExposedPorts };
   const network = f.network ?? 'default';
   const userNetwork = !PREDEFINED_MODES.includes(network) && !network.startsWith('container:');
-  if ((f.networkAlias.length || f.ip) && !userNetwork) {
-    throw new FlagError(f.ip ? 'user specified IP address is supported on user defined networks only' : 'network-scoped alias is supported only for containers in user defined networks');
+  if ((f.networkAlias.length || f.ip || f.ip6) && !userNetwork) {
+    throw new FlagError(f.ip || f.ip6 ? 'user specified IP address is supported on user defined networks only' : 'network-scoped alias is supported only for containers in user defined networks');
   }
   if (network === 'host' && f.hostname === undefined) {
     // docker takes the host's name in host mode; nothing to send.
@@ -254,7 +256,12 @@ export function createBody(image: string, args: string[], f: ContainerFlags, env
     },
     NetworkingConfig: {
       EndpointsConfig: userNetwork
-        ? { [network]: { IPAMConfig: f.ip ? { IPv4Address: f.ip } : null, Aliases: f.networkAlias.length ? f.networkAlias : null } }
+        ? {
+          [network]: {
+            IPAMConfig: f.ip || f.ip6 ? { ...(f.ip ? { IPv4Address: f.ip } : {}), ...(f.ip6 ? { IPv6Address: f.ip6 } : {}) } : null,
+            Aliases: f.networkAlias.length ? f.networkAlias : null,
+          },
+        }
         : {},
     },
   };

@@ -226,7 +226,7 @@ export class DnsServer {
     const local = answer(asker, q.name, q.type);
     switch (local.kind) {
       case 'addresses':
-        return dnsPacket.encode({ ...base, answers: local.ips.map((ip) => ({ type: 'A', name: q.name, ttl: TTL, class: 'IN', data: ip })) } as Packet);
+        return dnsPacket.encode({ ...base, answers: local.ips.map((ip) => ({ type: local.type, name: q.name, ttl: TTL, class: 'IN', data: ip })) } as Packet);
       case 'nodata':
         return dnsPacket.encode(base);
       case 'ptr':

@@ -1,4 +1,5 @@
 import { ipBatch, ipJson } from '../kernel/netns.js';
+import { run } from '../util/exec.js';
 
 /**
  * The bridge driver's kernel side: a Linux bridge per network in berthd's namespace, and a veth
@@ -6,7 +7,7 @@ import { ipBatch, ipJson } from '../kernel/netns.js';
  * runs, whatever the number of commands.
  */
 
-export interface BridgeSpec { name: string; gatewayCidr: string; mtu: number; mac: string }
+export interface BridgeSpec { name: string; gatewayCidr: string; mtu: number; mac: string; gateway6Cidr?: string }
 
 export async function linkExists(name: string): Promise<boolean> {
   try {
@@ -21,16 +22,22 @@ export async function ensureBridge(b: BridgeSpec): Promise<void> {
   const cmds: string[] = [];
   if (!(await linkExists(b.name))) {
     // A fixed MAC keeps the gateway's address stable as ports come and go (Podman's stale-ARP bug).
-    cmds.push(`link add name ${b.name} address ${b.mac} mtu ${b.mtu} type bridge`);
-  }
-  else {
-    // A bridge left from an earlier run keeps only the gateway address it should have.
+    await ipBatch(undefined, [`link add name ${b.name} address ${b.mac} mtu ${b.mtu} type bridge`]);
+  } else {
+    // A bridge left from an earlier run keeps only the gateway addresses it should have.
     const info = await ipJson<Array<{ addr_info?: Array<{ family: string; local: string; prefixlen: number }> }>>(undefined, ['addr', 'show', 'dev', b.name]);
     for (const a of info[0]?.addr_info ?? []) {
-      if (a.family === 'inet' && `${a.local}/${a.prefixlen}` !== b.gatewayCidr) cmds.push(`addr del ${a.local}/${a.prefixlen} dev ${b.name}`);
+      const cidr = `${a.local}/${a.prefixlen}`;
+      if (a.family === 'inet' && cidr !== b.gatewayCidr) cmds.push(`addr del ${cidr} dev ${b.name}`);
+      if (a.family === 'inet6' && !a.local.startsWith('fe80:') && cidr !== b.gateway6Cidr) cmds.push(`addr del ${cidr} dev ${b.name}`);
     }
   }
-  cmds.push(`addr replace ${b.gatewayCidr} dev ${b.name}`, `link set ${b.name} up`);
+  // The host may disable IPv6 on new interfaces by default; a dual-stack bridge needs it (its own sysctl only).
+  if (b.gateway6Cidr) await run('sysctl', ['-qw', `net.ipv6.conf.${b.name}.disable_ipv6=0`]);
+  cmds.push(`addr replace ${b.gatewayCidr} dev ${b.name}`);
+  // No duplicate address detection: the gateway must answer the moment a container joins.
+  if (b.gateway6Cidr) cmds.push(`addr replace ${b.gateway6Cidr} dev ${b.name} nodad`);
+  cmds.push(`link set ${b.name} up`);
   await ipBatch(undefined, cmds);
 }
 
@@ -46,6 +53,8 @@ export interface JoinSpec {
   mac: string;
   addressCidr: string;
   gateway?: string;
+  address6Cidr?: string;
+  gateway6?: string;
   mtu: number;
   /** berthd's pid: its namespace is where the host end of the veth goes. */
   daemonPid: number;
@@ -62,6 +71,8 @@ export async function joinEndpoint(j: JoinSpec): Promise<void> {
     `link set ${j.ifname} up`,
   ];
   if (j.gateway) inside.push(`route replace default via ${j.gateway} dev ${j.ifname}`);
+  if (j.address6Cidr) inside.push(`addr add ${j.address6Cidr} dev ${j.ifname} nodad`);
+  if (j.gateway6) inside.push(`route replace default via ${j.gateway6} dev ${j.ifname}`);
   await ipBatch(j.netnsPath, inside);
   try {
     // Hairpin lets a container reach itself through its own published port: with br_netfilter the

@@ -3,6 +3,7 @@ import { BadRequestError, ConflictError } from '../util/errors.js';
 import { deleteBridge, ensureBridge, joinEndpoint, leaveEndpoint, macFor } from './bridge.js';
 import type { CreateContext, EndpointJoin, NetworkDriver } from './driver.js';
 import { parseCidr } from './ipam.js';
+import { parseCidr6 } from './ipam6.js';
 import type { NetworkRecord } from './types.js';
 
 export const OPT_BRIDGE_NAME = 'com.docker.network.bridge.name';
@@ -36,6 +37,7 @@ export class BridgeDriver implements NetworkDriver {
   readonly avoidsRoutedSubnets = true;
   readonly leaveBeforeRelease = false;
   readonly publishes = true;
+  readonly ipv6 = true;
 
   constructor(private readonly mtuDefault: () => number) {}
 
@@ -54,8 +56,10 @@ export class BridgeDriver implements NetworkDriver {
 
   async ensureNetwork(n: NetworkRecord): Promise<void> {
     const pool = n.pools![0]!;
+    const pool6 = n.pools6?.[0];
     await ensureBridge({
       name: n.bridge!, gatewayCidr: `${pool.gateway}/${parseCidr(pool.subnet).prefix}`, mtu: n.mtu ?? this.mtuDefault(), mac: macFor(pool.gateway),
+      ...(pool6 ? { gateway6Cidr: `${pool6.gateway}/${parseCidr6(pool6.subnet).prefix}` } : {}),
     });
     // The host's own connections to 127.0.0.1:PORT are DNATed out through the bridge; the kernel
     // only routes a loopback source out of an interface that allows it (this bridge, nothing else).
@@ -69,7 +73,8 @@ export class BridgeDriver implements NetworkDriver {
   async join(n: NetworkRecord, j: EndpointJoin): Promise<void> {
     await joinEndpoint({
       netnsPath: j.netnsPath, ifname: j.ifname, hostIf: `vb${j.endpointId.slice(0, 11)}`, bridge: n.bridge!, mac: j.mac,
-      addressCidr: j.addressCidr, gateway: j.gateway, mtu: n.mtu ?? this.mtuDefault(), daemonPid: process.pid,
+      addressCidr: j.addressCidr, gateway: j.gateway, address6Cidr: j.address6Cidr, gateway6: j.gateway6,
+      mtu: n.mtu ?? this.mtuDefault(), daemonPid: process.pid,
     });
   }
 

@@ -19,6 +19,9 @@ export interface EndpointJoin {
   addressCidr: string;
   /** Set when this endpoint carries the container's default route. */
   gateway?: string;
+  /** On dual-stack networks: the IPv6 address with its prefix length, and the IPv6 default route. */
+  address6Cidr?: string;
+  gateway6?: string;
 }
 
 export interface CreateContext {
@@ -41,6 +44,8 @@ export interface NetworkDriver {
   readonly dns: 'gateway' | 'sandbox';
   /** Whether new subnets must avoid the host's routes (a macvlan subnet is usually the parent's LAN). */
   readonly avoidsRoutedSubnets: boolean;
+  /** Whether the driver gives endpoints IPv6 addresses on networks created with EnableIPv6. */
+  readonly ipv6?: boolean;
   /** Whether published ports (-p) can lead to this driver's endpoints. */
   readonly publishes: boolean;
   /**

@@ -10,6 +10,8 @@ import type { PortMapping } from './ports.js';
 export interface BridgeRules {
   bridge: string;
   subnets: string[];
+  /** IPv6 subnets of a dual-stack network. */
+  subnets6?: string[];
   internal: boolean;
   masquerade: boolean;
   icc: boolean;
@@ -116,6 +118,7 @@ export function buildRuleset(networks: BridgeRules[], ports: PortMapping[] = [])
     ...nat.map((r) => `    ${r}`),
     `  }`,
     `}`,
+    ...ipv6Table(networks),
     `table bridge ${TABLE}`,
     `delete table bridge ${TABLE}`,
     `table bridge ${TABLE} {`,
@@ -126,4 +129,43 @@ export function buildRuleset(networks: BridgeRules[], ports: PortMapping[] = [])
     `}`,
   ];
   return lines.join('\n') + '\n';
+}
+
+/**
+ * The same isolation and masquerade for dual-stack networks, in `ip6 berth`; the table exists only
+ * while some network has IPv6. Published ports stay IPv4 for now.
+ */
+function ipv6Table(networks: BridgeRules[]): string[] {
+  const dual = networks.filter((n) => n.subnets6?.length);
+  // Creating then deleting removes a table left by an earlier state without failing when none is.
+  const reset = [`table ip6 ${TABLE}`, `delete table ip6 ${TABLE}`];
+  if (!dual.length) return reset;
+  const forward: string[] = [];
+  const nat: string[] = [];
+  for (const n of networks) {
+    const br = q(n.bridge);
+    if (n.internal) {
+      forward.push(`iifname ${br} oifname != ${br} drop`, `oifname ${br} iifname != ${br} drop`);
+    } else {
+      forward.push(`iifname ${br} oifname @bridges oifname != ${br} drop`);
+    }
+    if (n.masquerade && !n.internal) for (const s of n.subnets6 ?? []) nat.push(`ip6 saddr ${s} oifname != ${br} masquerade`);
+  }
+  return [
+    ...reset,
+    `table ip6 ${TABLE} {`,
+    `  set bridges {`,
+    `    type ifname`,
+    `    elements = { ${networks.map((n) => q(n.bridge)).join(', ')} }`,
+    `  }`,
+    `  chain forward {`,
+    `    type filter hook forward priority filter; policy accept;`,
+    ...forward.map((r) => `    ${r}`),
+    `  }`,
+    `  chain postrouting {`,
+    `    type nat hook postrouting priority srcnat; policy accept;`,
+    ...nat.map((r) => `    ${r}`),
+    `  }`,
+    `}`,
+  ];
 }

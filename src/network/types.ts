@@ -1,4 +1,5 @@
 import type { PoolState } from './ipam.js';
+import type { Pool6State } from './ipam6.js';
 
 /** A network as berth stores it; the public fields are Docker's inspect fields. */
 export interface NetworkRecord {
@@ -20,6 +21,8 @@ export interface NetworkRecord {
   bridge?: string;
   mtu?: number;
   pools?: PoolState[];
+  /** The IPv6 subnet of a dual-stack network (EnableIPv6). */
+  pools6?: Pool6State[];
   /** Kernel side (macvlan/ipvlan): the parent link in berthd's namespace. */
   parent?: string;
   /** berth made the parent (a VLAN sub-interface, or the veth of an internal network): the last network using it removes it. */
@@ -31,7 +34,7 @@ export interface NetworkRecord {
 /** One container's membership of one network: what the user asked for and, while running, what it got. */
 export interface EndpointState {
   NetworkID: string;
-  IPAMConfig: { IPv4Address?: string } | null;
+  IPAMConfig: { IPv4Address?: string; IPv6Address?: string } | null;
   Links: string[] | null;
   Aliases: string[] | null;
   EndpointID: string;
@@ -41,6 +44,10 @@ export interface EndpointState {
   MacAddress: string;
   /** Interface name inside the container (eth0, eth1, …) while connected. */
   ifname: string;
+  /** On dual-stack networks, while connected. */
+  GlobalIPv6Address?: string;
+  GlobalIPv6PrefixLen?: number;
+  IPv6Gateway?: string;
   /** Set with --mac-address. */
   requestedMac?: string;
 }

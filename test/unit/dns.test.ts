@@ -21,10 +21,10 @@ const asker: Asker = {
 
 describe('DNS lookup rules', () => {
   it('resolves names, aliases and NAME.NETWORK case-insensitively', () => {
-    assert.deepEqual(answer(asker, 'API', 'A'), { kind: 'addresses', ips: ['172.18.0.3'] });
-    assert.deepEqual(answer(asker, 'www.', 'A'), { kind: 'addresses', ips: ['172.18.0.2'] });
-    assert.deepEqual(answer(asker, 'db.back.net', 'A'), { kind: 'addresses', ips: ['10.1.0.2'] });
-    assert.deepEqual(answer(asker, 'api.front', 'A'), { kind: 'addresses', ips: ['172.18.0.3'] });
+    assert.deepEqual(answer(asker, 'API', 'A'), { kind: 'addresses', ips: ['172.18.0.3'], type: 'A' });
+    assert.deepEqual(answer(asker, 'www.', 'A'), { kind: 'addresses', ips: ['172.18.0.2'], type: 'A' });
+    assert.deepEqual(answer(asker, 'db.back.net', 'A'), { kind: 'addresses', ips: ['10.1.0.2'], type: 'A' });
+    assert.deepEqual(answer(asker, 'api.front', 'A'), { kind: 'addresses', ips: ['172.18.0.3'], type: 'A' });
     assert.deepEqual(answer(asker, 'api.back.net', 'A'), { kind: 'unknown' });
     const shared = answer(asker, 'backend', 'A');
     assert.equal(shared.kind, 'addresses');
