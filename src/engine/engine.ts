@@ -37,6 +37,9 @@ function startFailureCode(message: string): number {
   return 128;
 }
 
+const SIGNALS: Record<string, number> = { HUP: 1, INT: 2, QUIT: 3, KILL: 9, USR1: 10, USR2: 12, TERM: 15, STOP: 19, CONT: 18 };
+function signalNumber(sig: string): number | string { return /^\d+$/.test(sig) ? Number(sig) : SIGNALS[sig] ?? sig; }
+
 /**
  * The engine decides; drivers act. It owns the container records and their lifecycle, and is the
  * only place that changes them, one operation per container at a time.
@@ -147,6 +150,14 @@ export class Engine {
     }
   }
 
+  /**
+   * A container event with Docker's attributes: the container's labels, image and name, so that
+   * `events --filter label=…` (compose, testcontainers) matches every event of a labelled container.
+   */
+  containerEvent(c: ContainerRecord, action: string, extra: Record<string, string> = {}): void {
+    this.o.events.emit('container', action, c.Id, { ...(c.Config.Labels ?? {}), image: c.Config.Image, name: c.Name.slice(1), ...extra });
+  }
+
   // ---------------------------------------------------------------- create
 
   async create(rawBody: unknown, nameParam: string | undefined): Promise<{ Id: string; Warnings: string[] }> {
@@ -231,7 +242,7 @@ export class Engine {
     await this.save(c);
     this.containers.set(id, c);
     this.names.set(name, id);
-    this.o.events.emit('container', 'create', id, { image: body.Image, name: name.slice(1) });
+    this.containerEvent(c, 'create');
     const warnings: string[] = [];
     if (mode === 'host' && (Object.keys(body.HostConfig.PortBindings ?? {}).length || body.HostConfig.PublishAllPorts)) {
       warnings.push('Published ports are discarded when using host network mode');
@@ -295,7 +306,7 @@ export class Engine {
       });
       c.ManuallyStopped = false;
       await this.save(c);
-      this.o.events.emit('container', 'start', c.Id, { image: c.Config.Image, name: c.Name.slice(1) });
+      this.containerEvent(c, 'start');
     } catch (e) {
       const message = errorMessage(e);
       this.failPendingAttach(c, e as Error);
@@ -405,6 +416,28 @@ export class Engine {
     this.o.events.emit('network', 'disconnect', n.Id, { container: c.Id, name: n.Name, type: n.Driver });
   }
 
+  /**
+   * Runs `fn` with the container's root filesystem mounted, for `docker cp`: a running container's
+   * own mount, or (stopped) the same overlay mounted for the call and unmounted after it, under the
+   * container's lock so that a start cannot happen meanwhile.
+   */
+  async withRootfs<T>(ref: string, fn: (rootfs: string) => Promise<T>): Promise<T> {
+    const c = this.get(ref);
+    const rootfs = join(this.dir(c.Id), 'rootfs');
+    if (c.State.Running) return fn(rootfs);
+    return this.withLock(c.Id, async () => {
+      if (!this.containers.has(c.Id) || c.State.Status === 'removing') throw new NotFoundError(`No such container: ${ref}`);
+      if (c.State.Running) return fn(rootfs);
+      const dir = this.dir(c.Id);
+      await mountOverlay(this.o.images.layerDirs(this.o.images.get(c.Image)), join(dir, 'diff'), join(dir, 'work'), rootfs);
+      try {
+        return await fn(rootfs);
+      } finally {
+        if (!c.State.Running) await unmount(rootfs);
+      }
+    });
+  }
+
   /** Frees what a run held: rootfs mount and network namespace. Safe to call twice. */
   private async releaseResources(c: ContainerRecord): Promise<void> {
     const errors: string[] = [];
@@ -422,8 +455,11 @@ export class Engine {
     // A process can exit before start() has marked it running (`run --rm busybox true`): the
     // start holds the lock, so queue behind it rather than lose the exit.
     if (!c || (!c.State.Running && !this.exitSignals.has(id))) return;
+    // The exit directory can report one exit twice; only the call that recorded it goes on.
+    let recorded = false;
     await this.withLock(id, async () => {
       if (!c.State.Running) return;
+      recorded = true;
       await this.o.runtime.delete(id).catch((e) => console.error(`berthd: runc delete ${shortId(id)}: ${errorMessage(e)}`));
       await this.releaseResources(c);
       Object.assign(c.State, {
@@ -434,7 +470,8 @@ export class Engine {
       this.exitSignals.get(id)?.resolve();
       this.exitSignals.delete(id);
     });
-    this.o.events.emit('container', 'die', id, { exitCode: String(code), image: c.Config.Image, name: c.Name.slice(1) });
+    if (!recorded) return;
+    this.containerEvent(c, 'die', { exitCode: String(code) });
     this.notifyWaiters(c, ['not-running', 'next-exit']);
     if (c.HostConfig.AutoRemove) {
       await this.remove(id, { force: true }).catch((e) => console.error(`berthd: auto-remove ${shortId(id)}: ${errorMessage(e)}`));
@@ -486,6 +523,7 @@ export class Engine {
     c.ManuallyStopped = true;
     const t = timeoutSec ?? c.Config.StopTimeout ?? 10;
     await this.stopRunning(c, t);
+    this.containerEvent(c, 'stop');
   }
 
   private async stopRunning(c: ContainerRecord, timeoutSec: number): Promise<void> {
@@ -514,6 +552,7 @@ export class Engine {
     const sig = /^\d+$/.test(signal) ? signal : signal.toUpperCase().replace(/^SIG/, '');
     if (sig === 'KILL' || sig === '9') c.ManuallyStopped = true;
     await this.o.runtime.kill(c.Id, sig);
+    this.containerEvent(c, 'kill', { signal: String(signalNumber(sig)) });
   }
 
   async restart(ref: string, timeoutSec?: number): Promise<void> {
@@ -523,7 +562,7 @@ export class Engine {
       await this.stopRunning(c, timeoutSec ?? c.Config.StopTimeout ?? 10);
     }
     await this.start(c.Id);
-    this.o.events.emit('container', 'restart', c.Id, { image: c.Config.Image, name: c.Name.slice(1) });
+    this.containerEvent(c, 'restart');
   }
 
   // ---------------------------------------------------------------- remove
@@ -554,7 +593,7 @@ export class Engine {
     await fs.rm(this.dir(c.Id), { recursive: true, force: true });
     this.containers.delete(c.Id);
     if (this.names.get(c.Name) === c.Id) this.names.delete(c.Name);
-    this.o.events.emit('container', 'destroy', c.Id, { image: c.Config.Image, name: c.Name.slice(1) });
+    this.containerEvent(c, 'destroy');
     this.notifyWaiters(c, ['not-running', 'next-exit', 'removed']);
   }
 
@@ -573,7 +612,7 @@ export class Engine {
     c.Name = name;
     this.names.set(name, c.Id);
     await this.save(c);
-    this.o.events.emit('container', 'rename', c.Id, { name: name.slice(1), oldName: old });
+    this.containerEvent(c, 'rename', { oldName: old });
   }
 
   async prune(filterLabels: (c: ContainerRecord) => boolean): Promise<{ ContainersDeleted: string[]; SpaceReclaimed: number }> {

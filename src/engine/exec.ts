@@ -51,7 +51,7 @@ export class ExecManager {
       CanRemove: false, DetachKeys: '', Pid: 0,
       Env: (body.Env as string[]) ?? [], WorkingDir: (body.WorkingDir as string) ?? '', started: false,
     });
-    this.engine.events.emit('container', `exec_create: ${cmd.join(' ')}`, c.Id, { execID: id });
+    this.engine.containerEvent(c, `exec_create: ${cmd.join(' ')}`, { execID: id });
     return { Id: id };
   }
 
@@ -78,12 +78,12 @@ export class ExecManager {
     e.Running = true;
     e.Pid = proc.pid;
     e.process = proc;
-    this.engine.events.emit('container', `exec_start: ${[e.ProcessConfig.entrypoint, ...e.ProcessConfig.arguments].join(' ')}`, c.Id, { execID: id });
+    this.engine.containerEvent(c, `exec_start: ${[e.ProcessConfig.entrypoint, ...e.ProcessConfig.arguments].join(' ')}`, { execID: id });
     void proc.exited.then((code) => {
       e.Running = false;
       e.ExitCode = code;
       e.process = undefined;
-      this.engine.events.emit('container', 'exec_die', c.Id, { execID: id, exitCode: String(code) });
+      this.engine.containerEvent(c, 'exec_die', { execID: id, exitCode: String(code) });
       // Docker forgets finished exec sessions after a while; keep them long enough to be inspected.
       setTimeout(() => this.execs.delete(id), 5 * 60_000).unref();
     }, () => { e.Running = false; });

@@ -1,9 +1,11 @@
 import type { ServerResponse } from 'node:http';
 import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { extractInto, packPath, statPath } from '../../engine/archive.js';
 import { formatEntry, readLogs } from '../../engine/logs.js';
 import { sampleStats, topProcesses } from '../../engine/metrics.js';
 import type { ContainerRecord } from '../../engine/types.js';
-import { BadRequestError, ConflictError, NotFoundError } from '../../util/errors.js';
+import { BadRequestError, ConflictError, ForbiddenError, NotFoundError } from '../../util/errors.js';
 import type { ApiContext } from '../context.js';
 import { humanDuration } from '../human.js';
 import { frame, hijack, MULTIPLEXED_STREAM, RAW_STREAM } from '../hijack.js';
@@ -269,6 +271,24 @@ function emptyStats(c: ContainerRecord): Record<string, unknown> {
   };
 }
 
+/** GET and HEAD /containers/{id}/archive: the path's stat in a header, and (GET) a tar of it. */
+async function archiveGet(api: ApiContext, ctx: RequestContext, withBody: boolean): Promise<void> {
+  const path = ctx.query.get('path');
+  if (!path) throw new BadRequestError('Path cannot be empty');
+  const ref = ctx.params.id!;
+  await api.engine.withRootfs(ref, async (rootfs) => {
+    const { host, stat } = await statPath(rootfs, path, ref);
+    const header = Buffer.from(JSON.stringify(stat)).toString('base64');
+    if (!withBody) {
+      ctx.res.writeHead(200, { 'X-Docker-Container-Path-Stat': header, 'Content-Type': 'application/x-tar' });
+      ctx.res.end();
+      return;
+    }
+    ctx.res.writeHead(200, { 'X-Docker-Container-Path-Stat': header, 'Content-Type': 'application/x-tar' });
+    await pipeline(packPath(host), ctx.res).catch(() => ctx.res.destroy());
+  });
+}
+
 export function containerRoutes(r: Router, api: ApiContext): void {
   const e = api.engine;
   r.get('/containers/json', (ctx) => sendJson(ctx.res, 200, listContainers(api, ctx)));
@@ -330,6 +350,21 @@ export function containerRoutes(r: Router, api: ApiContext): void {
     sendJson(ctx.res, 200, await topProcesses(await api.runtime.pids(c.Id), ctx.query.get('ps_args') ?? '-ef'));
   });
   r.get('/containers/{id}/stats', (ctx) => statsRoute(api, ctx));
+  r.head('/containers/{id}/archive', (ctx) => archiveGet(api, ctx, false));
+  r.get('/containers/{id}/archive', (ctx) => archiveGet(api, ctx, true));
+  r.put('/containers/{id}/archive', async (ctx) => {
+    const path = ctx.query.get('path');
+    if (!path) throw new BadRequestError('Path cannot be empty');
+    const ref = ctx.params.id!;
+    const c = e.get(ref);
+    if (c.HostConfig.ReadonlyRootfs) throw new ForbiddenError('container rootfs is marked read-only');
+    await e.withRootfs(ref, (rootfs) => extractInto(rootfs, path, ctx.req, {
+      container: ref,
+      noOverwriteDirNonDir: boolParam(ctx.query.get('noOverwriteDirNonDir')),
+      copyUIDGID: boolParam(ctx.query.get('copyUIDGID')),
+    }));
+    sendEmpty(ctx.res, 200);
+  });
   r.post('/containers/prune', async (ctx) => {
     const filters = parseFilters(ctx.query.get('filters'));
     checkFilterKeys(filters, ['label', 'label!', 'until']);

@@ -1,0 +1,195 @@
+import { spawn } from 'node:child_process';
+import { constants, promises as fs, type Stats } from 'node:fs';
+import { posix } from 'node:path';
+import { PassThrough, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { createGunzip } from 'node:zlib';
+import * as tarStream from 'tar-stream';
+import { BadRequestError, NotFoundError } from '../util/errors.js';
+
+/**
+ * `docker cp` underneath (/containers/{id}/archive): paths inside a container's root filesystem,
+ * resolved the way the container would see them. Symlinks are followed *inside* the root, never out
+ * of it: the container owns every link in its filesystem and berthd runs as root on the host.
+ */
+
+const MAX_LINKS = 255;
+
+/**
+ * Resolves `path` (absolute in the container) to a host path under `root`. With `followLast` false
+ * the final component stays as it is (a symlink is then the link itself, as `docker cp` copies it).
+ */
+export async function resolveInRoot(root: string, path: string, followLast = true): Promise<string> {
+  const pending = posix.normalize('/' + path).split('/').filter(Boolean);
+  const done: string[] = [];
+  let links = 0;
+  while (pending.length) {
+    const part = pending.shift()!;
+    if (part === '.') continue;
+    if (part === '..') { done.pop(); continue; }
+    const host = posix.join(root, ...done, part);
+    let st: Stats | undefined;
+    try { st = await fs.lstat(host); } catch { st = undefined; }
+    if (st?.isSymbolicLink() && (pending.length > 0 || followLast)) {
+      if (++links > MAX_LINKS) throw new BadRequestError(`too many levels of symbolic links: ${path}`);
+      const target = await fs.readlink(host);
+      // An absolute target starts again at the container's root, a relative one from here.
+      if (target.startsWith('/')) done.length = 0;
+      pending.unshift(...target.split('/').filter(Boolean));
+      continue;
+    }
+    done.push(part);
+  }
+  return posix.join(root, ...done);
+}
+
+/** Go's os.FileMode bits, which the docker CLI reads from X-Docker-Container-Path-Stat. */
+function goMode(st: Stats): number {
+  let m = st.mode & 0o777;
+  if (st.mode & 0o4000) m += 2 ** 23;
+  if (st.mode & 0o2000) m += 2 ** 22;
+  if (st.mode & 0o1000) m += 2 ** 20;
+  if (st.isDirectory()) m += 2 ** 31;
+  else if (st.isSymbolicLink()) m += 2 ** 27;
+  else if (st.isFIFO()) m += 2 ** 25;
+  else if (st.isSocket()) m += 2 ** 24;
+  else if (st.isCharacterDevice()) m += 2 ** 26 + 2 ** 21;
+  else if (st.isBlockDevice()) m += 2 ** 26;
+  return m;
+}
+
+export interface PathStat { name: string; size: number; mode: number; mtime: string; linkTarget: string }
+
+/** The stat Docker returns for a container path (HEAD and the header of GET). */
+export async function statPath(root: string, path: string, container: string): Promise<{ host: string; stat: PathStat }> {
+  const host = await resolveInRoot(root, path, false);
+  let st: Stats;
+  try { st = await fs.lstat(host); } catch { throw new NotFoundError(`Could not find the file ${path} in container ${container}`); }
+  let linkTarget = '';
+  if (st.isSymbolicLink()) linkTarget = '/' + posix.relative(root, await resolveInRoot(root, path, true));
+  const name = posix.basename(posix.normalize('/' + path)) || '/';
+  return { host, stat: { name, size: st.size, mode: goMode(st), mtime: st.mtime.toISOString(), linkTarget } };
+}
+
+/**
+ * A tar of `host` (already resolved inside the root) named by its last component, as Docker sends
+ * it: GNU tar never follows symlinks inside the tree without -h, so nothing outside the root is read.
+ */
+export function packPath(host: string): Readable {
+  const parent = posix.dirname(host);
+  const base = posix.basename(host);
+  const child = spawn('tar', ['-C', parent, '--numeric-owner', '-cf', '-', '--', base], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const out = new PassThrough();
+  let err = '';
+  child.stderr.on('data', (d: Buffer) => { err += d.toString(); });
+  child.stdout.pipe(out, { end: false });
+  child.on('close', (code) => {
+    if (code !== 0) out.destroy(new Error(`tar: ${err.trim() || `exit ${code}`}`));
+    else out.end();
+  });
+  out.on('close', () => { if (child.exitCode === null) child.kill(); });
+  return out;
+}
+
+/** gzip, bzip2 or xz as the API allows, or the plain tar. */
+async function decompressed(input: Readable): Promise<Readable> {
+  const first = await new Promise<Buffer>((resolve, reject) => {
+    const onReadable = () => {
+      const chunk = input.read(6) as Buffer | null ?? input.read() as Buffer | null;
+      if (chunk === null) { if (input.readableEnded) resolve(Buffer.alloc(0)); return; }
+      input.off('readable', onReadable);
+      input.off('end', onEnd);
+      input.unshift(chunk);
+      resolve(chunk);
+    };
+    const onEnd = () => resolve(Buffer.alloc(0));
+    input.on('readable', onReadable);
+    input.once('end', onEnd);
+    input.once('error', reject);
+  });
+  if (first[0] === 0x1f && first[1] === 0x8b) return input.pipe(createGunzip());
+  const tool = first.subarray(0, 3).toString() === 'BZh' ? 'bzip2'
+    : first.subarray(0, 6).equals(Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00])) ? 'xz' : undefined;
+  if (!tool) return input;
+  const child = spawn(tool, ['-dc'], { stdio: ['pipe', 'pipe', 'ignore'] });
+  input.pipe(child.stdin);
+  child.stdin.on('error', () => undefined);
+  return child.stdout;
+}
+
+/**
+ * Unpacks a tar into `dir` (a container path), entry by entry through resolveInRoot, so that
+ * neither `..` in a name nor a symlink already in the container can put a file outside the root.
+ */
+export async function extractInto(root: string, dir: string, input: Readable, opts: { container: string; noOverwriteDirNonDir: boolean; copyUIDGID: boolean }): Promise<void> {
+  const destHost = await resolveInRoot(root, dir, true);
+  let st: Stats;
+  try { st = await fs.stat(destHost); } catch { throw new NotFoundError(`Could not find the file ${dir} in container ${opts.container}`); }
+  if (!st.isDirectory()) throw new BadRequestError('not a directory');
+  const destInRoot = '/' + posix.relative(root, destHost);
+  const extract = tarStream.extract();
+  const hardlinks: Array<[string, string]> = [];
+  const dirTimes: Array<[string, Date]> = [];
+  extract.on('entry', (header, stream, next) => {
+    void (async () => {
+      const name = posix.normalize('/' + header.name).replace(/\/+$/, '');
+      if (name === '/' && header.type === 'directory') { stream.resume(); return; }
+      const inContainer = posix.join(destInRoot, name);
+      const parent = await resolveInRoot(root, posix.dirname(inContainer), true);
+      const target = posix.join(parent, posix.basename(inContainer));
+      let existing: Stats | undefined;
+      try { existing = await fs.lstat(target); } catch { existing = undefined; }
+      if (existing && opts.noOverwriteDirNonDir && existing.isDirectory() !== (header.type === 'directory')) {
+        throw new BadRequestError(`cannot overwrite ${existing.isDirectory() ? 'directory' : 'non-directory'} "${inContainer}" with ${existing.isDirectory() ? 'non-directory' : 'directory'} "${name}"`);
+      }
+      if (existing && !(existing.isDirectory() && header.type === 'directory')) await fs.rm(target, { recursive: true, force: true });
+      await fs.mkdir(parent, { recursive: true });
+      const mode = (header.mode ?? 0o644) & 0o7777;
+      switch (header.type) {
+        case 'directory':
+          if (!existing?.isDirectory()) await fs.mkdir(target, { mode });
+          await fs.chmod(target, mode);
+          if (header.mtime) dirTimes.push([target, header.mtime]);
+          stream.resume();
+          break;
+        case 'file':
+        case 'contiguous-file': {
+          // 'wx' with O_NOFOLLOW: the name was just removed, so a link raced in by the container fails.
+          const fh = await fs.open(target, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, mode);
+          try {
+            for await (const chunk of stream) await fh.write(chunk as Buffer);
+            await fh.chmod(mode);
+          } finally {
+            await fh.close();
+          }
+          if (header.mtime) await fs.utimes(target, header.mtime, header.mtime);
+          break;
+        }
+        case 'symlink':
+          await fs.symlink(header.linkname ?? '', target);
+          stream.resume();
+          break;
+        case 'link':
+          hardlinks.push([target, posix.join(destInRoot, posix.normalize('/' + (header.linkname ?? '')))]);
+          stream.resume();
+          break;
+        default:
+          // Devices, fifos: not something `docker cp` users send; skipped rather than made as root.
+          stream.resume();
+      }
+      if (header.type !== 'link' && header.type !== 'symlink' && header.type !== 'directory' && header.type !== 'file' && header.type !== 'contiguous-file') return;
+      if (header.type !== 'link') {
+        const uid = opts.copyUIDGID ? header.uid ?? 0 : 0;
+        const gid = opts.copyUIDGID ? header.gid ?? 0 : 0;
+        await fs.lchown(target, uid, gid);
+      }
+    })().then(() => next(), (e: unknown) => { stream.resume(); next(e as Error); });
+  });
+  const source = await decompressed(input);
+  await pipeline(source, extract);
+  for (const [target, linkPath] of hardlinks) {
+    const from = await resolveInRoot(root, linkPath, false);
+    await fs.link(from, target);
+  }
+  for (const [d, t] of dirTimes.reverse()) await fs.utimes(d, t, t).catch(() => undefined);
+}
