@@ -463,7 +463,7 @@ export class Engine {
       await this.o.runtime.delete(id).catch((e) => console.error(`berthd: runc delete ${shortId(id)}: ${errorMessage(e)}`));
       await this.releaseResources(c);
       Object.assign(c.State, {
-        Status: 'exited' as ContainerStatus, Running: false, Restarting: false, Pid: 0, ExitCode: code,
+        Status: 'exited' as ContainerStatus, Running: false, Paused: false, Restarting: false, Pid: 0, ExitCode: code,
         FinishedAt: new Date().toISOString(),
       });
       await this.save(c);
@@ -528,6 +528,7 @@ export class Engine {
 
   private async stopRunning(c: ContainerRecord, timeoutSec: number): Promise<void> {
     const exited = this.exitSignals.get(c.Id)?.promise ?? Promise.resolve();
+    await this.thaw(c);
     if (timeoutSec !== 0) {
       await this.o.runtime.kill(c.Id, c.Config.StopSignal || 'SIGTERM');
       // A negative timeout waits for as long as the process takes, as in Docker.
@@ -552,7 +553,37 @@ export class Engine {
     const sig = /^\d+$/.test(signal) ? signal : signal.toUpperCase().replace(/^SIG/, '');
     if (sig === 'KILL' || sig === '9') c.ManuallyStopped = true;
     await this.o.runtime.kill(c.Id, sig);
+    if (sig === 'KILL' || sig === '9') await this.thaw(c);
     this.containerEvent(c, 'kill', { signal: String(signalNumber(sig)) });
+  }
+
+  async pause(ref: string): Promise<void> {
+    const c = this.get(ref);
+    await this.withLock(c.Id, async () => {
+      if (!c.State.Running) throw new ConflictError(`Container ${c.Id} is not running`);
+      if (c.State.Paused) throw new ConflictError(`Container ${c.Id} is already paused`);
+      await this.o.runtime.pause(c.Id);
+      Object.assign(c.State, { Paused: true, Status: 'paused' as ContainerStatus });
+      await this.save(c);
+    });
+    this.containerEvent(c, 'pause');
+  }
+
+  async unpause(ref: string): Promise<void> {
+    const c = this.get(ref);
+    await this.withLock(c.Id, async () => {
+      if (!c.State.Paused) throw new ConflictError(`Container ${c.Id} is not paused`);
+      await this.thaw(c);
+    });
+    this.containerEvent(c, 'unpause');
+  }
+
+  /** A frozen process never handles a signal, not even SIGKILL: stop, kill and rm thaw it first, as Docker does. */
+  private async thaw(c: ContainerRecord): Promise<void> {
+    if (!c.State.Paused) return;
+    await this.o.runtime.resume(c.Id);
+    Object.assign(c.State, { Paused: false, Status: (c.State.Running ? 'running' : c.State.Status) as ContainerStatus });
+    await this.save(c);
   }
 
   async restart(ref: string, timeoutSec?: number): Promise<void> {
@@ -569,12 +600,16 @@ export class Engine {
 
   async remove(ref: string, opts: { force?: boolean }): Promise<void> {
     const c = this.get(ref);
+    if (c.State.Paused && !opts.force) {
+      throw new ConflictError(`You cannot remove a paused container ${c.Id}. Unpause and then stop the container before attempting removal or force remove`);
+    }
     if (c.State.Running && !opts.force) {
       throw new ConflictError(`You cannot remove a running container ${c.Id}. Stop the container before attempting removal or force remove`);
     }
     if (c.State.Running) {
       c.ManuallyStopped = true;
       await this.o.runtime.kill(c.Id, 'KILL');
+      await this.thaw(c);
       await (this.exitSignals.get(c.Id)?.promise ?? Promise.resolve());
       await this.exitSettled(c);
     }

@@ -32,6 +32,7 @@ export class ExecManager {
   create(containerRef: string, body: Record<string, unknown>): { Id: string } {
     const c = this.engine.get(containerRef);
     if (!c.State.Running) throw new ConflictError(`Container ${c.Id} is not running`);
+    if (c.State.Paused) throw new ConflictError(`Container ${c.Id} is paused, unpause the container before exec`);
     const cmd = body.Cmd;
     if (!Array.isArray(cmd) || cmd.length === 0 || cmd.some((x) => typeof x !== 'string')) {
       throw new BadRequestError('No exec command specified');

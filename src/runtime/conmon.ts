@@ -144,6 +144,16 @@ export class ConmonRuntime implements ContainerRuntime {
     }
   }
 
+  async pause(id: string): Promise<void> {
+    const r = await run(this.runc, ['--root', this.opts.runcRoot, 'pause', id]);
+    if (r.code !== 0) throw new Error(cleanRuncMessage(r.stderr));
+  }
+
+  async resume(id: string): Promise<void> {
+    const r = await run(this.runc, ['--root', this.opts.runcRoot, 'resume', id]);
+    if (r.code !== 0 && !/not paused/i.test(r.stderr)) throw new Error(cleanRuncMessage(r.stderr));
+  }
+
   async delete(id: string): Promise<void> {
     const r = await run(this.runc, ['--root', this.opts.runcRoot, 'delete', '--force', id]);
     if (r.code !== 0 && !/does not exist|not exist/i.test(r.stderr)) {

@@ -53,6 +53,9 @@ export interface ContainerRuntime {
   create(opts: CreateOptions): Promise<number>;
   start(id: string): Promise<void>;
   kill(id: string, signal: string): Promise<void>;
+  /** Freezes / thaws every process of the container (the cgroup freezer). */
+  pause(id: string): Promise<void>;
+  resume(id: string): Promise<void>;
   delete(id: string): Promise<void>;
   state(id: string): Promise<RuntimeState | undefined>;
   attach(bundle: string): Promise<AttachSession>;

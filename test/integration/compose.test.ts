@@ -215,6 +215,10 @@ networks:
     const start = await dc(['start']);
     assert.equal(start.code, 0, start.stderr);
     assert.equal((await inspect('lk_web_1')).State.Running, true);
+    assert.equal((await dc(['pause', 'cache'])).code, 0);
+    assert.match((await dc(['ps'])).stdout, /^lk_cache_1 .* Paused /m);
+    assert.equal((await dc(['unpause', 'cache'])).code, 0);
+    assert.equal((await inspect('lk_cache_1')).State.Status, 'running');
 
     const down = await dc(['down', '-t', '1']);
     assert.equal(down.code, 0, down.stderr);

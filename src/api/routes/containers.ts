@@ -17,6 +17,7 @@ import type { RequestContext, Router } from '../router.js';
 function statusText(c: ContainerRecord): string {
   const s = c.State;
   if (s.Status === 'running') return `Up ${humanDuration(Date.now() - Date.parse(s.StartedAt))}`;
+  if (s.Status === 'paused') return `Up ${humanDuration(Date.now() - Date.parse(s.StartedAt))} (Paused)`;
   if (s.Status === 'exited' || (s.Status === 'created' && s.FinishedAt !== '0001-01-01T00:00:00Z')) {
     return `Exited (${s.ExitCode}) ${humanDuration(Date.now() - Date.parse(s.FinishedAt))} ago`;
   }
@@ -341,6 +342,14 @@ export function containerRoutes(r: Router, api: ApiContext): void {
     const w = intParam(ctx.query.get('w'), 'w') ?? 0;
     await e.resize(ctx.params.id!, h, w);
     sendEmpty(ctx.res, 200);
+  });
+  r.post('/containers/{id}/pause', async (ctx) => {
+    await e.pause(ctx.params.id!);
+    sendEmpty(ctx.res, 204);
+  });
+  r.post('/containers/{id}/unpause', async (ctx) => {
+    await e.unpause(ctx.params.id!);
+    sendEmpty(ctx.res, 204);
   });
   r.post('/containers/{id}/attach', (ctx) => attachRoute(api, ctx));
   r.get('/containers/{id}/logs', (ctx) => logsRoute(api, ctx));
