@@ -17,6 +17,9 @@ fi
 # System packages: the runtime and its monitor, the kernel tools berth drives, and compilers for
 # the native pieces (the attach helper, node-pty).
 packages=(runc conmon nftables iproute2 busybox-static procps util-linux attr tar gzip xz-utils bzip2 gcc g++ make python3 libc6-dev docker-compose)
+# For the registry tests: the CNCF distribution server, htpasswd, openssl (the token server's
+# certificate); zstd for zstd-compressed layers.
+packages+=(docker-registry apache2-utils openssl zstd)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -25,7 +28,19 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Debian's docker-registry would start a registry service on :5000; tests start their own, so
+  # services stay down during the install (policy-rc.d) and the unit is disabled afterwards.
+  own_policy=
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && own_policy=1
+  fi
+  status=0
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || status=$?
+  if [ -n "$own_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
+  [ "$status" = 0 ] || exit "$status"
+  if [[ " ${missing[*]} " == *" docker-registry "* ]] && command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+    systemctl disable --now docker-registry >/dev/null 2>&1 || true
+  fi
 fi
 
 # npm packages: install when node_modules is missing or older than the manifest.

@@ -1,5 +1,6 @@
 import type { Engine } from '../engine/engine.js';
 import type { ExecManager } from '../engine/exec.js';
+import type { RegistryService } from '../images/registry/service.js';
 import type { ContainerRuntime } from '../runtime/runtime.js';
 
 export interface DaemonInfo {
@@ -16,4 +17,6 @@ export interface ApiContext {
   execs: ExecManager;
   runtime: ContainerRuntime;
   info: DaemonInfo;
+  /** Pull, push and login against registries (absent in tools that serve no registry). */
+  registry?: RegistryService;
 }

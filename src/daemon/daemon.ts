@@ -6,6 +6,7 @@ import { Engine } from '../engine/engine.js';
 import { EventBus } from '../engine/events.js';
 import { ExecManager } from '../engine/exec.js';
 import { LocalImageStore } from '../images/store.js';
+import { RegistryService } from '../images/registry/service.js';
 import { mountPointsUnder } from '../kernel/mount.js';
 import { deleteNetns } from '../kernel/netns.js';
 import { NetworkController } from '../network/controller.js';
@@ -18,7 +19,7 @@ import { newId } from '../util/ids.js';
 import { run } from '../util/exec.js';
 import { ATTACH_HELPER, BUSYBOX_TARBALL, VERSION } from './paths.js';
 
-export interface DaemonOptions { root: string; socket: string; attachHelper?: string; seedBusybox?: boolean; debug?: boolean; bip?: string }
+export interface DaemonOptions { root: string; socket: string; attachHelper?: string; seedBusybox?: boolean; debug?: boolean; bip?: string; insecureRegistries?: string[] }
 
 interface DaemonIdentity { id: string }
 
@@ -68,6 +69,7 @@ export class Daemon {
     if (this.o.seedBusybox !== false) await this.seedBusybox(engine);
     const api: ApiContext = {
       engine, runtime, execs: new ExecManager(engine, runtime),
+      registry: new RegistryService(engine.images as LocalImageStore, { insecure: this.o.insecureRegistries ?? [] }),
       info: { id: identity.id, root: this.o.root, socket: this.o.socket, version: VERSION, startedAt: new Date() },
     };
     await fs.mkdir(join(this.o.socket, '..'), { recursive: true, mode: 0o755 });

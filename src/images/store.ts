@@ -345,6 +345,22 @@ export class LocalImageStore implements ImageStore {
     }));
   }
 
+  /** What the registry client needs: layers by diff id, a scratch directory, the stored config bytes. */
+  hasLayer(diffId: string): Promise<boolean> { return this.layers.has(diffId); }
+  /** Adds a (compressed) layer file; throws, storing nothing, when its content is not expectedDiffId. */
+  addLayer(path: string, expectedDiffId: string): Promise<string> { return this.layers.addFromFile(path, expectedDiffId); }
+  layerTarPath(diffId: string): string { return this.layers.tarPath(diffId); }
+  scratchPath(prefix: string): string { return join(this.tmpDir, `${prefix}-${process.pid}-${Math.random().toString(36).slice(2)}`); }
+  configBytes(rec: ImageRecord): Promise<Buffer> { return fs.readFile(join(this.configDir, `${rec.id.slice(7)}.json`)); }
+
+  /** Removes layers that an aborted pull installed, unless an image (or keep) still needs them. */
+  async dropUnusedLayers(diffIds: string[], keep: (diffId: string) => boolean): Promise<void> {
+    await this.serial(async () => {
+      const used = new Set([...this.records.values()].flatMap((r) => r.config.rootfs.diff_ids));
+      for (const l of diffIds) if (!used.has(l) && !keep(l)) await this.layers.remove(l);
+    });
+  }
+
   /** The stored uncompressed tarball of a layer (for save and for tests). */
   layerTar(diffId: string): Readable {
     return createReadStream(this.layers.tarPath(diffId));

@@ -2,6 +2,7 @@ import { BadRequestError, errorMessage } from '../../util/errors.js';
 import type { ApiContext } from '../context.js';
 import { boolParam, checkFilterKeys, labelsMatch, parseFilters, sendJson } from '../http.js';
 import type { RequestContext, Router } from '../router.js';
+import { distributionRoutes, pullImage } from './distribution.js';
 
 /** Streams of JSON messages (progress, load output) end with an error message on failure, as Docker's do. */
 function jsonStream(ctx: RequestContext) {
@@ -40,11 +41,7 @@ async function createImage(api: ApiContext, ctx: RequestContext): Promise<void> 
     out.end();
     return;
   }
-  if (fromImage !== null) {
-    const ref = splitRepoTag(fromImage, q.get('tag'));
-    const err = new Error(`pull of ${ref} failed: berth cannot pull from registries yet; load or import the image instead`);
-    throw Object.assign(err, { status: 501 });
-  }
+  if (fromImage !== null) return pullImage(api, ctx, fromImage);
   throw new BadRequestError('fromImage or fromSrc must be given');
 }
 
@@ -129,9 +126,7 @@ export function imageRoutes(r: Router, api: ApiContext): void {
     ctx.res.writeHead(201);
     ctx.res.end();
   });
-  r.post('/images/{name*}/push', () => {
-    throw Object.assign(new Error('berth cannot push to registries yet'), { status: 501 });
-  });
+  distributionRoutes(r, api);
   r.delete('/images/{name*}', async (ctx) => {
     const items = await images().remove(ctx.params.name!, {
       force: boolParam(ctx.query.get('force')), noprune: boolParam(ctx.query.get('noprune')),

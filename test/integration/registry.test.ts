@@ -1,0 +1,259 @@
+import assert from 'node:assert/strict';
+import { promises as fs } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { BERTH_CLI, TestHost } from './harness.js';
+import { startRegistry, startTokenServer, type RegistryServer } from './registry-server.js';
+import { run, runOk } from '../../src/util/exec.js';
+
+/** Registries run on loopback inside the test host's namespace, where berthd can reach them. */
+describe('pull and push with a local registry', () => {
+  let host: TestHost;
+  let open: RegistryServer;
+  const stops: Array<() => Promise<void>> = [];
+  let cliConfig: string;
+
+  before(async () => {
+    host = await TestHost.create();
+    open = await startRegistry(host, 5000);
+    stops.push(open.stop);
+    cliConfig = join(host.dir, 'berth-config');
+  });
+  after(async () => {
+    for (const s of stops) await s().catch(() => undefined);
+    const leaks = await host.destroy();
+    assert.deepEqual(leaks, []);
+  });
+
+  /** berth's CLI with its own credentials file. */
+  function berth(args: string[], input?: string) {
+    return run(process.execPath, [BERTH_CLI, '-H', `unix://${host.socket}`, ...args], { env: { ...process.env, DOCKER_CONFIG: cliConfig }, ...(input !== undefined ? { input } : {}) });
+  }
+  async function ok(args: string[], input?: string): Promise<string> {
+    const r = await berth(args, input);
+    assert.equal(r.code, 0, `berth ${args.join(' ')}: ${r.stdout}${r.stderr}`);
+    return r.stdout;
+  }
+  async function layerDirs(): Promise<string[]> {
+    return (await fs.readdir(join(host.root, 'image', 'layers'))).sort();
+  }
+  /** Runs a Node snippet inside the namespace (the test process cannot reach the registry itself). */
+  async function inNs(code: string): Promise<string> {
+    const r = await host.inNetns(process.execPath, ['--input-type=module', '-e', code]);
+    assert.equal(r.code, 0, r.stderr);
+    return r.stdout;
+  }
+  /** A tiny one-file image, different from busybox, made with import. */
+  async function smallImage(tag: string, content: string): Promise<string> {
+    const dir = join(host.dir, `small-${content}`);
+    await fs.mkdir(join(dir, 'etc'), { recursive: true });
+    await fs.writeFile(join(dir, 'etc', 'marker'), `${content}\n`);
+    const tar = `${dir}.tar`;
+    await runOk('tar', ['-cf', tar, '-C', dir, '.']);
+    return (await ok(['import', tar, tag])).trim();
+  }
+
+  it('push busybox, remove it, pull it back and run it (berth CLI)', async () => {
+    const reg = open.addr;
+    await ok(['tag', 'busybox', `${reg}/busybox:v1`]);
+    const pushed = await ok(['push', `${reg}/busybox:v1`]);
+    assert.match(pushed, new RegExp(`The push refers to repository \\[${reg}/busybox\\]`));
+    assert.match(pushed, /[0-9a-f]{12}: Pushed/);
+    const digest = /v1: digest: (sha256:[0-9a-f]{64}) size: \d+/.exec(pushed)?.[1];
+    assert.ok(digest, pushed);
+    // the same layers a second time: found by HEAD, not uploaded again
+    const again = await ok(['push', `${reg}/busybox:v1`]);
+    assert.match(again, /[0-9a-f]{12}: Layer already exists/);
+    assert.doesNotMatch(again, /Pushed/);
+    assert.equal((await ok(['image', 'inspect', '-f', '{{json .RepoDigests}}', `${reg}/busybox:v1`])).trim(), JSON.stringify([`${reg}/busybox@${digest}`]));
+
+    const id = (await ok(['image', 'inspect', '-f', '{{.Id}}', 'busybox'])).trim();
+    await ok(['rmi', `${reg}/busybox:v1`]);
+    await ok(['rmi', 'busybox']);
+    assert.deepEqual(await layerDirs(), []);
+    const pulled = await ok(['pull', `${reg}/busybox:v1`]);
+    assert.match(pulled, /v1: Pulling from busybox/);
+    assert.match(pulled, /[0-9a-f]{12}: Pulling fs layer/);
+    assert.match(pulled, /[0-9a-f]{12}: Download complete/);
+    assert.match(pulled, /[0-9a-f]{12}: Pull complete/);
+    assert.match(pulled, new RegExp(`Digest: ${digest}`));
+    assert.match(pulled, new RegExp(`Status: Downloaded newer image for ${reg}/busybox:v1\\n${reg}/busybox:v1\\n$`));
+    assert.equal((await ok(['image', 'inspect', '-f', '{{.Id}}', `${reg}/busybox:v1`])).trim(), id, 'same config, same image id');
+    assert.equal(await ok(['run', '--rm', `${reg}/busybox:v1`, 'echo', 'pulled and running']), 'pulled and running\n');
+
+    // pulled again: nothing downloaded
+    const twice = await ok(['pull', `${reg}/busybox:v1`]);
+    assert.match(twice, /Already exists/);
+    assert.match(twice, /Status: Image is up to date/);
+    // by digest
+    await ok(['tag', `${reg}/busybox:v1`, 'busybox:latest']);
+    const byDigest = await ok(['pull', `${reg}/busybox@${digest}`]);
+    assert.match(byDigest, new RegExp(`${reg}/busybox@${digest}\\n$`));
+  });
+
+  it('the docker CLI: push, pull with its progress stream, and run of an image not present pulls it', async () => {
+    const reg = open.addr;
+    const tagged = await host.docker(['tag', 'busybox', `${reg}/dockercli:1`]);
+    assert.equal(tagged.code, 0, tagged.stderr);
+    const push = await host.docker(['push', `${reg}/dockercli:1`]);
+    assert.equal(push.code, 0, push.stderr);
+    assert.match(push.stdout, /1: digest: sha256:[0-9a-f]{64} size: \d+/);
+    assert.equal((await host.docker(['rmi', `${reg}/dockercli:1`])).code, 0);
+
+    const pull = await host.docker(['pull', `${reg}/dockercli:1`]);
+    assert.equal(pull.code, 0, pull.stderr);
+    assert.match(pull.stdout, /Status: (Downloaded newer image|Image is up to date) for/);
+    assert.match(pull.stdout, new RegExp(`${reg}/dockercli:1\\n$`));
+    assert.equal((await host.docker(['rmi', `${reg}/dockercli:1`])).code, 0);
+
+    const r = await host.docker(['run', '--rm', `${reg}/dockercli:1`, 'echo', 'auto-pulled']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, new RegExp(`Unable to find image '${reg}/dockercli:1' locally`));
+    assert.equal(r.stdout.split('\n').filter((l) => l === 'auto-pulled').length, 1, r.stdout);
+  });
+
+  it('an unknown tag or repository is a 404 with the registry\'s words', async () => {
+    const res = await host.api('POST', `/images/create?fromImage=${encodeURIComponent(`${open.addr}/busybox`)}&tag=nope`);
+    assert.equal(res.status, 404);
+    assert.match(res.json.message, new RegExp(`manifest for ${open.addr}/busybox:nope not found: manifest unknown`));
+    const cli = await berth(['pull', `${open.addr}/nothere:1`]);
+    assert.equal(cli.code, 1);
+    assert.match(cli.stderr, /Error response from daemon: manifest for 127\.0\.0\.1:5000\/nothere:1 not found/);
+    const docker = await host.docker(['pull', `${open.addr}/busybox:nope`]);
+    assert.notEqual(docker.code, 0);
+    assert.match(docker.stderr, /manifest for 127\.0\.0\.1:5000\/busybox:nope not found: manifest unknown/);
+    // pushing what is not here
+    const nopush = await host.api('POST', `/images/${encodeURIComponent(`${open.addr}/ghost`)}/push?tag=1`, undefined, { 'X-Registry-Auth': 'e30=' });
+    assert.equal(nopush.status, 404);
+    assert.match(nopush.json.message, /An image does not exist locally with the tag: 127\.0\.0\.1:5000\/ghost/);
+  });
+
+  it('a corrupted blob in the registry is rejected and nothing is stored', async () => {
+    const reg = open.addr;
+    await smallImage(`${reg}/corrupt:1`, 'corrupt');
+    const pushed = await ok(['push', `${reg}/corrupt:1`]);
+    const layerId = /([0-9a-f]{12}): Pushed/.exec(pushed)![1]!;
+    await ok(['rmi', `${reg}/corrupt:1`]);
+    const layersBefore = await layerDirs();
+    const imagesBefore = await ok(['images', '-q', '--no-trunc']);
+    // The pushed layer's blob: find the compressed blob whose diff id starts with layerId.
+    const blobsDir = join(open.storage, 'docker', 'registry', 'v2', 'blobs', 'sha256');
+    let corrupted = '';
+    for (const pre of await fs.readdir(blobsDir)) {
+      for (const h of await fs.readdir(join(blobsDir, pre))) {
+        const data = join(blobsDir, pre, h, 'data');
+        const bytes = await fs.readFile(data);
+        if (bytes[0] !== 0x1f || bytes[1] !== 0x8b) continue;
+        const { gunzipSync } = await import('node:zlib');
+        const { createHash } = await import('node:crypto');
+        if (!createHash('sha256').update(gunzipSync(bytes)).digest('hex').startsWith(layerId)) continue;
+        bytes[Math.floor(bytes.length / 2)] ^= 0xff;
+        await fs.writeFile(data, bytes);
+        corrupted = h;
+      }
+    }
+    assert.ok(corrupted, 'found the layer blob');
+    const r = await berth(['pull', `${reg}/corrupt:1`]);
+    assert.equal(r.code, 1, r.stdout);
+    assert.match(r.stderr, new RegExp(`filesystem layer verification failed for digest sha256:${corrupted}`));
+    assert.deepEqual(await layerDirs(), layersBefore, 'no layer stored');
+    assert.equal(await ok(['images', '-q', '--no-trunc']), imagesBefore, 'no image stored');
+    assert.deepEqual(await fs.readdir(join(host.root, 'image', 'tmp')), [], 'no scratch file left');
+  });
+
+  it('an OCI index: the host platform by default, --platform picks another, an absent one is refused', async () => {
+    const reg = open.addr;
+    await smallImage(`${reg}/multi:arm`, 'arm');
+    await ok(['tag', 'busybox', `${reg}/multi:amd`]);
+    await ok(['push', `${reg}/multi:arm`]);
+    await ok(['push', `${reg}/multi:amd`]);
+    const armId = (await ok(['image', 'inspect', '-f', '{{.Id}}', `${reg}/multi:arm`])).trim();
+    const amdId = (await ok(['image', 'inspect', '-f', '{{.Id}}', `${reg}/multi:amd`])).trim();
+    // Assemble the index from the two pushed manifests, as a multi-arch build would push it.
+    await inNs(`
+      const base = 'http://${reg}/v2/multi';
+      const accept = { Accept: 'application/vnd.docker.distribution.manifest.v2+json' };
+      const desc = async (tag, architecture) => {
+        const r = await fetch(base + '/manifests/' + tag, { headers: accept });
+        const b = Buffer.from(await r.arrayBuffer());
+        return { mediaType: 'application/vnd.docker.distribution.manifest.v2+json', size: b.length, digest: r.headers.get('docker-content-digest'), platform: { os: 'linux', architecture } };
+      };
+      const index = { schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests: [await desc('arm', 'arm64'), await desc('amd', 'amd64')] };
+      const put = await fetch(base + '/manifests/all', { method: 'PUT', headers: { 'Content-Type': 'application/vnd.oci.image.index.v1+json' }, body: JSON.stringify(index) });
+      if (put.status !== 201) throw new Error(put.status + ' ' + await put.text());
+    `);
+    await ok(['pull', `${reg}/multi:all`]);
+    assert.equal((await ok(['image', 'inspect', '-f', '{{.Id}}', `${reg}/multi:all`])).trim(), amdId);
+    await ok(['pull', '--platform', 'linux/arm64', `${reg}/multi:all`]);
+    assert.equal((await ok(['image', 'inspect', '-f', '{{.Id}}', `${reg}/multi:all`])).trim(), armId);
+    const none = await berth(['pull', '--platform', 'linux/s390x', `${reg}/multi:all`]);
+    assert.equal(none.code, 1);
+    assert.match(none.stderr, /no matching manifest for linux\/s390x in the manifest list entries/);
+  });
+
+  it('basic auth (htpasswd): refused without login, login/logout through berth and the docker CLI', async () => {
+    const basic = await startRegistry(host, 5001, { htpasswd: { user: 'alice', password: 's3cret' } });
+    stops.push(basic.stop);
+    const reg = basic.addr;
+    await ok(['tag', 'busybox', `${reg}/private:1`]);
+    const refused = await berth(['push', `${reg}/private:1`]);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /unauthorized/);
+    const bad = await berth(['login', '-u', 'alice', '-p', 'wrong', reg]);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /login attempt to http:\/\/127\.0\.0\.1:5001\/v2\/ failed with status: 401/);
+    assert.match(await ok(['login', '-u', 'alice', '--password-stdin', reg], 's3cret\n'), /Login Succeeded/);
+    const cfg = JSON.parse(await fs.readFile(join(cliConfig, 'config.json'), 'utf8'));
+    assert.equal(cfg.auths[reg].auth, Buffer.from('alice:s3cret').toString('base64'));
+    assert.match(await ok(['push', `${reg}/private:1`]), /1: digest: sha256:/);
+    await ok(['rmi', `${reg}/private:1`]);
+    assert.match(await ok(['pull', `${reg}/private:1`]), /Status: Downloaded newer image/);
+    assert.equal(await ok(['logout', reg]), `Removing login credentials for ${reg}\n`);
+    await ok(['rmi', `${reg}/private:1`]);
+    const noCreds = await berth(['pull', `${reg}/private:1`]);
+    assert.equal(noCreds.code, 1);
+    assert.match(noCreds.stderr, /unauthorized|no basic auth credentials/);
+
+    // the docker CLI: POST /auth, then X-Registry-Auth on pull
+    const login = await host.docker(['login', '-u', 'alice', '--password-stdin', reg], 's3cret\n');
+    assert.equal(login.code, 0, login.stderr);
+    assert.match(login.stdout, /Login Succeeded/);
+    const pull = await host.docker(['pull', `${reg}/private:1`]);
+    assert.equal(pull.code, 0, pull.stderr);
+    assert.equal((await host.docker(['logout', reg])).code, 0);
+  });
+
+  it('a non-loopback registry is reached over plain HTTP only when --insecure-registry names it; berthd survives kill -9', async () => {
+    // An address of the test host's own, so nothing leaves the namespace.
+    await runOk('ip', ['-n', host.netns, 'addr', 'add', '10.99.0.1/32', 'dev', 'lo']);
+    const plain = await startRegistry(host, 5004, undefined, '10.99.0.1');
+    stops.push(plain.stop);
+    await ok(['tag', 'busybox', '10.99.0.1:5004/plain:1']);
+    const refused = await berth(['push', '10.99.0.1:5004/plain:1']);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /Get "https:\/\/10\.99\.0\.1:5004\/v2\/"/);
+    await host.stopDaemon('SIGKILL');
+    await host.startDaemon(['--insecure-registry', '10.99.0.0/24']);
+    assert.match(await ok(['push', '10.99.0.1:5004/plain:1']), /1: digest: sha256:/);
+    await ok(['rmi', '10.99.0.1:5004/plain:1']);
+    await ok(['pull', '10.99.0.1:5004/plain:1']);
+    assert.equal(await ok(['run', '--rm', '10.99.0.1:5004/plain:1', 'echo', 'plain']), 'plain\n');
+  });
+
+  it('token auth: the WWW-Authenticate bearer flow through a token server', async () => {
+    const token = await startTokenServer(host, 5003, 'bob', 'tok3n');
+    stops.push(token.stop);
+    const reg = await startRegistry(host, 5002, { token: { realm: token.realm, cert: token.cert } });
+    stops.push(reg.stop);
+    await ok(['tag', 'busybox', `${reg.addr}/team/app:2`]);
+    const refused = await berth(['push', `${reg.addr}/team/app:2`]);
+    assert.equal(refused.code, 1, refused.stdout);
+    await ok(['login', '-u', 'bob', '-p', 'tok3n', reg.addr]);
+    assert.match(await ok(['push', `${reg.addr}/team/app:2`]), /2: digest: sha256:/);
+    await ok(['rmi', `${reg.addr}/team/app:2`]);
+    await ok(['pull', `${reg.addr}/team/app:2`]);
+    assert.match(token.log(), /token issued \?.*scope=repository%3Ateam%2Fapp%3Apull%2Cpush/);
+    assert.match(token.log(), /token issued \?.*scope=repository%3Ateam%2Fapp%3Apull(&|$)/m);
+    await ok(['logout', reg.addr]);
+  });
+});
