@@ -193,3 +193,51 @@ export async function extractInto(root: string, dir: string, input: Readable, op
   }
   for (const [d, t] of dirTimes.reverse()) await fs.utimes(d, t, t).catch(() => undefined);
 }
+
+/** The whole root filesystem as a tar (`docker export`), names relative to the root as Docker writes them. */
+export async function packRootfs(root: string): Promise<Readable> {
+  const names = (await fs.readdir(root)).sort();
+  const child = spawn('tar', ['-C', root, '--numeric-owner', '-cf', '-', '--', ...names], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const out = new PassThrough();
+  let err = '';
+  child.stderr.on('data', (d: Buffer) => { err += d.toString(); });
+  child.stdout.pipe(out, { end: false });
+  child.on('close', (code) => {
+    if (code !== 0) out.destroy(new Error(`tar: ${err.trim() || `exit ${code}`}`));
+    else out.end();
+  });
+  out.on('close', () => { if (child.exitCode === null) child.kill(); });
+  return out;
+}
+
+export interface Change { Path: string; Kind: 0 | 1 | 2 }
+
+/** Mount targets the runtime makes for every container: Docker's init layer hides them from `diff` too. */
+const HIDDEN = new Set(['/etc/hosts', '/etc/hostname', '/etc/resolv.conf', '/dev', '/proc', '/sys', '/dev/console', '/dev/pts', '/dev/shm', '/dev/mqueue']);
+
+/**
+ * `docker diff` from the overlay's upper directory: a whiteout (a 0:0 character device) is a
+ * deletion, a name that some image layer has is a modification, anything else was added.
+ */
+export async function changes(upper: string, lowers: string[]): Promise<Change[]> {
+  const out: Change[] = [];
+  const inLower = async (rel: string) => {
+    for (const l of lowers) {
+      try { await fs.lstat(posix.join(l, rel)); return true; } catch { /* not in this layer */ }
+    }
+    return false;
+  };
+  const walk = async (rel: string): Promise<void> => {
+    let entries: string[];
+    try { entries = await fs.readdir(posix.join(upper, rel)); } catch { return; }
+    for (const name of entries) {
+      const path = posix.join(rel, name);
+      const st = await fs.lstat(posix.join(upper, path));
+      const whiteout = st.isCharacterDevice() && st.rdev === 0;
+      if (!HIDDEN.has(path)) out.push({ Path: path, Kind: whiteout ? 2 : (await inLower(path)) ? 0 : 1 });
+      if (st.isDirectory()) await walk(path);
+    }
+  };
+  await walk('/');
+  return out.sort((a, b) => a.Path.localeCompare(b.Path));
+}

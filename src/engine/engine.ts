@@ -438,6 +438,12 @@ export class Engine {
     });
   }
 
+  /** The container's own layer and its image's layers, bottom last, for `docker diff`. */
+  layerPaths(ref: string): { upper: string; lowers: string[] } {
+    const c = this.get(ref);
+    return { upper: join(this.dir(c.Id), 'diff'), lowers: this.o.images.layerDirs(this.o.images.get(c.Image)) };
+  }
+
   /** Frees what a run held: rootfs mount and network namespace. Safe to call twice. */
   private async releaseResources(c: ContainerRecord): Promise<void> {
     const errors: string[] = [];

@@ -179,6 +179,16 @@ describe('dockerode and testcontainers against berthd', () => {
     assert.equal(await fs.readFile(join(local, 'later.txt'), 'utf8'), 'from host\n');
     await c.start();
     assert.equal(await check('cat /root/later.txt'), 'from host\n');
+
+    // docker diff and docker export read the same layers.
+    const diff = await host.docker(['diff', 'files']);
+    assert.equal(diff.code, 0, diff.stderr);
+    for (const line of ['A /data', 'A /data/a.txt', 'C /root', 'A /root/later.txt', 'C /tmp', 'A /tmp/put.txt']) assert.ok(diff.stdout.split('\n').includes(line), `${line} in ${diff.stdout}`);
+    const exported = join(host.dir, 'files.tar');
+    assert.equal((await host.docker(['export', '-o', exported, 'files'])).code, 0);
+    const listed = await run('tar', ['-tf', exported]);
+    assert.ok(listed.stdout.split('\n').includes('data/a.txt'), 'the export has the container\'s files');
+    assert.ok(listed.stdout.split('\n').includes('bin/busybox'), 'and the image\'s');
     await c.remove({ force: true });
   });
 

@@ -1,7 +1,7 @@
 import type { ServerResponse } from 'node:http';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { extractInto, packPath, statPath } from '../../engine/archive.js';
+import { changes, extractInto, packPath, packRootfs, statPath } from '../../engine/archive.js';
 import { formatEntry, readLogs } from '../../engine/logs.js';
 import { sampleStats, topProcesses } from '../../engine/metrics.js';
 import type { ContainerRecord } from '../../engine/types.js';
@@ -359,6 +359,19 @@ export function containerRoutes(r: Router, api: ApiContext): void {
     sendJson(ctx.res, 200, await topProcesses(await api.runtime.pids(c.Id), ctx.query.get('ps_args') ?? '-ef'));
   });
   r.get('/containers/{id}/stats', (ctx) => statsRoute(api, ctx));
+  r.get('/containers/{id}/changes', async (ctx) => {
+    const { upper, lowers } = e.layerPaths(ctx.params.id!);
+    const list = await changes(upper, lowers);
+    // Go's nil slice: Docker answers null when nothing changed.
+    sendJson(ctx.res, 200, list.length ? list : null);
+  });
+  r.get('/containers/{id}/export', async (ctx) => {
+    await e.withRootfs(ctx.params.id!, async (rootfs) => {
+      const tar = await packRootfs(rootfs);
+      ctx.res.writeHead(200, { 'Content-Type': 'application/x-tar' });
+      await pipeline(tar, ctx.res).catch(() => ctx.res.destroy());
+    });
+  });
   r.head('/containers/{id}/archive', (ctx) => archiveGet(api, ctx, false));
   r.get('/containers/{id}/archive', (ctx) => archiveGet(api, ctx, true));
   r.put('/containers/{id}/archive', async (ctx) => {
