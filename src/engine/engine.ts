@@ -592,6 +592,34 @@ export class Engine {
     await this.save(c);
   }
 
+  /**
+   * POST /containers/{id}/update. berth sets no cgroup resource limits yet, so only the restart
+   * policy can change; a request for a resource limit is refused rather than silently ignored.
+   */
+  async update(ref: string, body: Record<string, unknown>): Promise<{ Warnings: string[] }> {
+    const c = this.get(ref);
+    const limits = Object.entries(body).filter(([k, v]) => k !== 'RestartPolicy' && v !== null && v !== undefined && v !== 0 && v !== '' && !(Array.isArray(v) && v.length === 0));
+    if (limits.length) throw new BadRequestError(`berth does not support updating ${limits.map(([k]) => k).join(', ')}: only RestartPolicy can be updated`);
+    const rp = body.RestartPolicy as Record<string, unknown> | undefined;
+    if (rp === undefined || rp === null) return { Warnings: [] };
+    if (typeof rp !== 'object' || (rp.Name !== undefined && typeof rp.Name !== 'string') || (rp.MaximumRetryCount !== undefined && typeof rp.MaximumRetryCount !== 'number')) {
+      throw new BadRequestError('invalid type for field RestartPolicy');
+    }
+    const name = (rp.Name as string | undefined) || 'no';
+    if (!['no', 'always', 'unless-stopped', 'on-failure'].includes(name)) throw new BadRequestError(`invalid restart policy '${name}'`);
+    const max = (rp.MaximumRetryCount as number | undefined) ?? 0;
+    if (name !== 'on-failure' && max !== 0) throw new BadRequestError(`maximum retry count cannot be used with restart policy '${name}'`);
+    if (c.HostConfig.AutoRemove && name !== 'no') {
+      throw new ConflictError('Restart policy cannot be updated because AutoRemove is enabled for the container');
+    }
+    await this.withLock(c.Id, async () => {
+      c.HostConfig.RestartPolicy = { Name: name, MaximumRetryCount: max };
+      await this.save(c);
+    });
+    this.containerEvent(c, 'update');
+    return { Warnings: [] };
+  }
+
   async restart(ref: string, timeoutSec?: number): Promise<void> {
     const c = this.get(ref);
     if (c.State.Running) {

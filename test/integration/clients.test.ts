@@ -72,6 +72,11 @@ describe('dockerode and testcontainers against berthd', () => {
     assert.deepEqual(byLabel[0]!.Ports, [{ IP: '0.0.0.0', PrivatePort: 80, PublicPort: hostPort, Type: 'tcp' }]);
     assert.deepEqual(await docker.listContainers({ filters: { label: ['suite=other'] } }), []);
 
+    // update: the restart policy changes; resource limits, which berth does not set, are refused.
+    await c.update({ RestartPolicy: { Name: 'on-failure', MaximumRetryCount: 2 } });
+    assert.deepEqual((await c.inspect()).HostConfig.RestartPolicy, { Name: 'on-failure', MaximumRetryCount: 2 });
+    await assert.rejects(c.update({ Memory: 100 * 1024 * 1024 }), /only RestartPolicy can be updated/);
+
     const waited = c.wait({ condition: 'not-running' });
     await c.kill();
     assert.equal((await waited).StatusCode, 137);

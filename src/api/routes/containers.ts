@@ -343,6 +343,10 @@ export function containerRoutes(r: Router, api: ApiContext): void {
     await e.resize(ctx.params.id!, h, w);
     sendEmpty(ctx.res, 200);
   });
+  r.post('/containers/{id}/update', async (ctx) => {
+    const body = await readJsonBody(ctx.req);
+    sendJson(ctx.res, 200, await e.update(ctx.params.id!, body));
+  });
   r.post('/containers/{id}/pause', async (ctx) => {
     await e.pause(ctx.params.id!);
     sendEmpty(ctx.res, 204);
