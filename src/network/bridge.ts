@@ -55,6 +55,8 @@ export interface JoinSpec {
   gateway?: string;
   address6Cidr?: string;
   gateway6?: string;
+  /** Isolated bridge port: no traffic to other isolated ports (ICC off). */
+  isolated?: boolean;
   mtu: number;
   /** berthd's pid: its namespace is where the host end of the veth goes. */
   daemonPid: number;
@@ -77,7 +79,10 @@ export async function joinEndpoint(j: JoinSpec): Promise<void> {
   try {
     // Hairpin lets a container reach itself through its own published port: with br_netfilter the
     // DNAT happens at the bridge and the frame must go back out the port it came in on.
-    await ipBatch(undefined, [`link set ${j.hostIf} master ${j.bridge}`, `link set dev ${j.hostIf} type bridge_slave hairpin on`, `link set ${j.hostIf} up`]);
+    // ICC off (enable_icc=false) is the port's `isolated` flag: isolated ports reach the bridge
+    // itself (the gateway, published ports) but never each other.
+    const flags = `hairpin on${j.isolated ? ' isolated on' : ''}`;
+    await ipBatch(undefined, [`link set ${j.hostIf} master ${j.bridge}`, `link set dev ${j.hostIf} type bridge_slave ${flags}`, `link set ${j.hostIf} up`]);
   } catch (e) {
     await ipBatch(j.netnsPath, [`link del ${j.ifname}`]).catch(() => undefined);
     throw e;

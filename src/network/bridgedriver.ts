@@ -74,6 +74,7 @@ export class BridgeDriver implements NetworkDriver {
     await joinEndpoint({
       netnsPath: j.netnsPath, ifname: j.ifname, hostIf: `vb${j.endpointId.slice(0, 11)}`, bridge: n.bridge!, mac: j.mac,
       addressCidr: j.addressCidr, gateway: j.gateway, address6Cidr: j.address6Cidr, gateway6: j.gateway6,
+      isolated: !optBool(n.Options[OPT_ICC], true),
       mtu: n.mtu ?? this.mtuDefault(), daemonPid: process.pid,
     });
   }

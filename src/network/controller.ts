@@ -133,7 +133,7 @@ export class NetworkController {
   private rules(): BridgeRules[] {
     return [...this.networks.values()].filter((n) => n.Driver === 'bridge').map((n) => ({
       bridge: n.bridge!, subnets: (n.pools ?? []).map((p) => p.subnet), subnets6: (n.pools6 ?? []).map((p) => p.subnet), internal: n.Internal,
-      masquerade: optBool(n.Options[OPT_MASQ], true), icc: optBool(n.Options[OPT_ICC], true),
+      masquerade: optBool(n.Options[OPT_MASQ], true),
     }));
   }
 

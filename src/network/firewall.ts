@@ -14,7 +14,6 @@ export interface BridgeRules {
   subnets6?: string[];
   internal: boolean;
   masquerade: boolean;
-  icc: boolean;
 }
 
 export const TABLE = 'berth';
@@ -47,7 +46,6 @@ function q(name: string): string {
 export function buildRuleset(networks: BridgeRules[], ports: PortMapping[] = []): string {
   const bridges = networks.map((n) => q(n.bridge));
   const forward: string[] = [];
-  const l2: string[] = [];
   const nat: string[] = [];
   const hairpin: string[] = [];
   for (const n of networks) {
@@ -60,7 +58,6 @@ export function buildRuleset(networks: BridgeRules[], ports: PortMapping[] = [])
       // Isolation: a bridge never forwards to another berth bridge.
       forward.push(`iifname ${br} oifname @bridges oifname != ${br} drop`);
     }
-    if (!n.icc) l2.push(`meta ibrname ${br} drop`);
     if (n.masquerade && !n.internal) {
       for (const s of n.subnets) nat.push(`ip saddr ${s} oifname != ${br} masquerade`);
     }
@@ -119,14 +116,10 @@ export function buildRuleset(networks: BridgeRules[], ports: PortMapping[] = [])
     `  }`,
     `}`,
     ...ipv6Table(networks),
+    // ICC off is the bridge ports' own `isolated` flag (set at join), not a rule: these kernels
+    // have no bridge meta expressions. A table from an earlier berth is removed.
     `table bridge ${TABLE}`,
     `delete table bridge ${TABLE}`,
-    `table bridge ${TABLE} {`,
-    `  chain forward {`,
-    `    type filter hook forward priority filter; policy accept;`,
-    ...l2.map((r) => `    ${r}`),
-    `  }`,
-    `}`,
   ];
   return lines.join('\n') + '\n';
 }

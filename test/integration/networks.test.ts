@@ -138,6 +138,42 @@ describe('bridge networks', () => {
     assert.deepEqual(left, ['berth0']);
   });
 
+  it('bridge driver options: bridge name, ICC off, masquerade off, host binding address', async () => {
+    const r = await host.api('POST', '/networks/create', {
+      Name: 'opts', IPAM: { Config: [{ Subnet: '10.66.0.0/24' }] },
+      Options: {
+        'com.docker.network.bridge.name': 'brtest1', 'com.docker.network.bridge.enable_icc': 'false',
+        'com.docker.network.bridge.enable_ip_masquerade': 'false', 'com.docker.network.bridge.host_binding_ipv4': '127.0.0.1',
+      },
+    });
+    assert.equal(r.status, 201, r.body);
+    assert.equal((await host.inNetns('ip', ['link', 'show', 'brtest1'])).code, 0);
+    const a = await host.runDetached({ Cmd: ['sh', '-c', 'mkdir /www && echo opts > /www/index.html && exec httpd -f -p 80 -h /www'], HostConfig: { NetworkMode: 'opts', PortBindings: { '80/tcp': [{ HostIp: '', HostPort: '8600' }] } } });
+    const b = await host.runDetached({ Cmd: ['sleep', '300'], HostConfig: { NetworkMode: 'opts' } });
+    // No inter-container traffic on the bridge, but the gateway still answers.
+    assert.equal(await ping(host, b, await ipOf(host, a, 'opts')), false);
+    assert.ok(await ping(host, b, '10.66.0.1'));
+    // Published on the network's host binding address only.
+    assert.deepEqual((await host.api('GET', `/containers/${a}/json`)).json.NetworkSettings.Ports['80/tcp'], [{ HostIp: '127.0.0.1', HostPort: '8600' }]);
+    await waitFor(async () => /opts/.test((await host.inNetns('wget', ['-qO-', '-t', '1', '-T', '2', 'http://127.0.0.1:8600/'])).stdout), 'published on 127.0.0.1');
+    assert.notEqual((await host.inOutside('wget', ['-qO-', '-t', '1', '-T', '2', 'http://10.200.0.1:8600/'])).code, 0);
+    // Without masquerade the outside host sees the container's own address (given a route back).
+    await host.inOutside('ip', ['route', 'add', '10.66.0.0/24', 'via', '10.200.0.1']);
+    const server = spawn('nsenter', [`--net=/run/netns/${host.outside}`, process.execPath, '-e',
+      `const s=require('net').createServer(c=>{console.log(c.remoteAddress);c.end();s.close()});s.listen(7001,'10.200.0.2',()=>console.log('ready'))`]);
+    let seen = '';
+    server.stdout.on('data', (d: Buffer) => { seen += d.toString(); });
+    await waitFor(async () => seen.includes('ready'), 'outside server');
+    await execOut(host, b, ['sh', '-c', 'echo hi | nc 10.200.0.2 7001']);
+    const ipB = await ipOf(host, b, 'opts');
+    await waitFor(async () => seen.includes(ipB), `the container's own address seen outside (${seen})`);
+    server.kill();
+    await host.inOutside('ip', ['route', 'del', '10.66.0.0/24']);
+    for (const id of [a, b]) await host.api('DELETE', `/containers/${id}?force=1`);
+    assert.equal((await host.api('DELETE', '/networks/opts')).status, 204);
+    assert.notEqual((await host.inNetns('ip', ['link', 'show', 'brtest1'])).code, 0);
+  });
+
   it('internal networks carry no traffic in or out', async () => {
     await docker.createNetwork({ Name: 'backend', Internal: true });
     const a = await host.runDetached({ Cmd: ['sleep', '300'], HostConfig: { NetworkMode: 'backend' } });
