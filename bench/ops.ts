@@ -99,9 +99,27 @@ export async function containerIp(e: Engine, name: string, network: string): Pro
 
 export const netnsOf = (pid: number) => `/proc/${pid}/ns/net`;
 
-/** Asks 127.0.0.11 from inside a container's namespace (host busybox via nsenter); the A address or undefined. */
+const resolvers = new Map<number, string>();
+
+/**
+ * The container's own resolver: the first nameserver of its /etc/resolv.conf (127.0.0.11 with
+ * berth and Docker on user-defined networks; the network gateway with Podman's aardvark-dns).
+ */
+export async function resolverOf(pid: number): Promise<string> {
+  let r = resolvers.get(pid);
+  if (!r) {
+    const { readFile } = await import('node:fs/promises');
+    const text = await readFile(`/proc/${pid}/root/etc/resolv.conf`, 'utf8').catch(() => '');
+    r = /^\s*nameserver\s+(\S+)/m.exec(text)?.[1] ?? '127.0.0.11';
+    resolvers.set(pid, r);
+  }
+  return r;
+}
+
+/** Asks the container's resolver from inside its namespace (host busybox via nsenter); the A address or undefined. */
 export async function lookup(clientPid: number, name: string): Promise<string | undefined> {
-  const r = await run('nsenter', [`--net=${netnsOf(clientPid)}`, BUSYBOX, 'nslookup', '-type=a', name, '127.0.0.11']);
+  const server = await resolverOf(clientPid);
+  const r = await run('nsenter', [`--net=${netnsOf(clientPid)}`, BUSYBOX, 'nslookup', '-type=a', name, server]);
   const m = /Name:\s*\S+\s*\n\s*Address:?\s*(\d+\.\d+\.\d+\.\d+)/.exec(r.stdout);
   return m?.[1];
 }

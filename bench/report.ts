@@ -38,7 +38,7 @@ function cell(m: MetricSummary, eng: string): string[] {
   return [fmt(e.median, m.unit) + tail, fmt(e.p90, m.unit)];
 }
 
-export function markdown(meta: Meta, summary: MetricSummary[], results: Results, engines: string[], plotFile?: string): string {
+export function markdown(meta: Meta, summary: MetricSummary[], results: { errors: string[] }, engines: string[], plotFile?: string): string {
   const L: string[] = [];
   L.push('# Benchmarks: berth and Docker side by side', '');
   L.push(`*Written by \`npm run bench\` (bench/) on ${meta.date}; ${meta.mode} run, ${Math.round(meta.durationS / 60)} min. Do not edit by hand: rerun instead.*`, '');
@@ -46,14 +46,16 @@ export function markdown(meta: Meta, summary: MetricSummary[], results: Results,
   L.push(`- ${meta.machine.cores} cores (${meta.machine.cpu}), ${meta.machine.memGiB} GiB RAM, Linux ${meta.machine.kernel}, Node.js ${meta.machine.node}`);
   L.push(`- Docker ${meta.machine.dockerServer} (Debian's docker.io: dockerd with its own managed containerd, runc, default settings incl. the userland proxy)`);
   L.push(`- berth ${meta.machine.berth} (runc + conmon)`);
+  if (meta.engines.podman) L.push(`- Podman ${meta.engines.podman} (Debian's podman: \`podman system service\` with netavark + aardvark-dns, runc, cgroupfs, nofile/nproc limits lowered because its defaults exceed this session's hard limits)`);
   L.push(`- Engines measured: ${engines.join(', ')}`, '');
   L.push('## How it was measured', '');
   L.push('- `npm run bench` (full), `npm run bench -- --quick` (smoke), `--only dns,ports,…` (groups: lifecycle, dns, ports, scale, ports500, memory, pull), `--engines berth,docker`.');
   L.push('- `scripts/bench-setup.sh` installs docker.io, dnsperf and iperf3 with apt-get when missing, with a policy-rc.d that forbids starting services, and checks that no dockerd/containerd/docker0 appeared on the machine\'s own network.');
   L.push('- Every engine is private to the run: its own network namespace (`bb-<engine>-<pid>`, with `lo` and a veth pair whose end `bbhost0` holds the "host IP" 10.250.0.2), its own state directory and API socket; the daemons are started with `nsenter --net=`. Everything is removed at the end, and the run fails on leaks.');
   L.push('- Both engines are driven by the same client: raw HTTP requests to the Engine API v1.41 on the unix socket (the requests the docker CLI makes: `run -d` = create + start; `exec` = create + start attached + inspect), one connection per request. Both use the same busybox rootfs (`build/busybox.tar`).');
+  L.push('- Podman\'s resolver is its network gateway (aardvark-dns), not 127.0.0.11: name lookups and dnsperf ask each container\'s own first `nameserver`. Ratios are always berth/Docker; Podman\'s columns are for reference.');
   L.push('- Repetitions are interleaved (A B, B A, …) so both engines see the same machine noise; the 2-core VM also runs other work (other engineers\' test suites), so absolute numbers drift and the **ratio berth/Docker** (of medians) is the number to read. For "lower is better" metrics a ratio below 1 means berth is faster; for throughput above 1 means berth is faster.');
-  L.push('- Name reachability and fresh-name misses: the host\'s busybox `nslookup NAME 127.0.0.11` and `ping -c1` run inside the asking container\'s namespace (`nsenter --net=/proc/PID/ns/net`), for both engines. dnsperf, iperf3 servers and the TCP echo server run the same way in container namespaces; clients run in the engine\'s namespace.', '');
+  L.push('- Name reachability and fresh-name misses: the host\'s busybox `nslookup NAME <the container\'s nameserver>` and `ping -c1` run inside the asking container\'s namespace (`nsenter --net=/proc/PID/ns/net`), for every engine; "reachable" means the name resolves and the address answers one ping, polled until 20 s. dnsperf, iperf3 servers and the TCP echo server run the same way in container namespaces; clients run in the engine\'s namespace.', '');
 
   const groups = [...new Set(summary.map((m) => m.group))];
   for (const g of groups) {
@@ -103,6 +105,17 @@ export async function writeAll(root: string, meta: Meta, results: Results, engin
   const json = JSON.stringify({ meta, metrics: summary, extra: results.extra, errors: results.errors }, null, 1) + '\n';
   await fs.writeFile(join(dir, 'latest.json'), json);
   await fs.writeFile(join(dir, `${meta.date.replace(/[:]/g, '').slice(0, 15)}-${meta.mode}.json`), json);
+  await writeDocs(root, meta, summary, results, engines);
+}
+
+/** `npm run bench -- --render`: rewrites docs/benchmarks.md and the plot from bench/results/latest.json. */
+export async function renderLatest(root: string): Promise<void> {
+  const j = JSON.parse(await fs.readFile(join(root, 'bench', 'results', 'latest.json'), 'utf8')) as
+    { meta: Meta; metrics: MetricSummary[]; extra: Record<string, unknown>; errors: string[] };
+  await writeDocs(root, j.meta, j.metrics, { extra: j.extra, errors: j.errors }, Object.keys(j.meta.engines));
+}
+
+async function writeDocs(root: string, meta: Meta, summary: MetricSummary[], results: { extra: Record<string, unknown>; errors: string[] }, engines: string[]): Promise<void> {
   let plotFile: string | undefined;
   const curves = results.extra.scaleCurves as Record<string, number[]> | undefined;
   if (curves && Object.keys(curves).length) {
@@ -112,8 +125,7 @@ export async function writeAll(root: string, meta: Meta, results: Results, engin
     });
     await fs.writeFile(join(root, 'docs', 'bench-scale.svg'), svg);
     plotFile = 'bench-scale.svg';
-    const med = Object.fromEntries(Object.entries(curves).map(([k, v]) => [k, median(v)]));
-    results.extra.scaleMedians = med;
+    results.extra.scaleMedians = Object.fromEntries(Object.entries(curves).map(([k, v]) => [k, median(v)]));
   }
   await fs.writeFile(join(root, 'docs', 'benchmarks.md'), markdown(meta, summary, results, engines, plotFile));
 }

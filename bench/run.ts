@@ -12,8 +12,9 @@ import { BUSYBOX_TAR, makeBaseDir, makeEngine, PACKAGE_ROOT, type Engine, type E
 import { dns } from './metrics/dns.js';
 import { lifecycle } from './metrics/lifecycle.js';
 import { ports } from './metrics/ports.js';
-import { memoryIdle, ports500, pull, scale } from './metrics/scale.js';
-import { writeAll, type Meta } from './report.js';
+import { pull } from './metrics/pull.js';
+import { memoryIdle, ports500, scale } from './metrics/scale.js';
+import { renderLatest, writeAll, type Meta } from './report.js';
 import { Results } from './results.js';
 import { listProcs, log, run } from './util.js';
 
@@ -22,7 +23,7 @@ const GROUPS: Record<string, (ctx: BenchContext) => Promise<void> | void> = {
 };
 
 function parseArgs(argv: string[]) {
-  const o = { quick: false, only: Object.keys(GROUPS), engines: ['berth', 'docker'] as EngineName[], write: true };
+  const o = { render: false, quick: false, only: Object.keys(GROUPS), engines: ['berth', 'docker'] as EngineName[], write: true };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const val = () => { const v = a.includes('=') ? a.split('=')[1]! : argv[++i]; if (!v) throw new Error(`${a} needs a value`); return v; };
@@ -30,8 +31,9 @@ function parseArgs(argv: string[]) {
     else if (a.startsWith('--only')) o.only = val().split(',').map((s) => s.trim()).filter(Boolean);
     else if (a.startsWith('--engines')) o.engines = val().split(',').map((s) => s.trim()) as EngineName[];
     else if (a === '--no-write') o.write = false;
+    else if (a === '--render') o.render = true;
     else if (a === '-h' || a === '--help') {
-      process.stdout.write(`usage: npm run bench -- [--quick] [--only ${Object.keys(GROUPS).join(',')}] [--engines berth,docker] [--no-write]\n`);
+      process.stdout.write(`usage: npm run bench -- [--quick] [--only ${Object.keys(GROUPS).join(',')}] [--engines berth,docker,podman] [--no-write] [--render]\n`);
       process.exit(0);
     } else throw new Error(`unknown option ${a}`);
   }
@@ -60,6 +62,11 @@ async function leakCheck(engines: Engine[], base: string): Promise<string[]> {
 
 async function main(): Promise<number> {
   const opts = parseArgs(process.argv.slice(2));
+  if (opts.render) {
+    await renderLatest(PACKAGE_ROOT);
+    log('rewrote docs/benchmarks.md from bench/results/latest.json');
+    return 0;
+  }
   if (process.getuid?.() !== 0) throw new Error('the bench needs root');
   if (!existsSync(BUSYBOX_TAR)) throw new Error(`${BUSYBOX_TAR} missing: run npm run setup`);
   if (opts.engines.includes('podman') && (await run('sh', ['-c', 'command -v podman && command -v netavark || test -x /usr/lib/podman/netavark'])).code !== 0) {

@@ -9,16 +9,20 @@ import type { Engine } from '../engines.js';
 import * as op from '../ops.js';
 import { log, median, rssKiB } from '../util.js';
 
-export async function memory(e: Engine): Promise<{ mib: number; procs: Record<string, number> }> {
+export async function memory(e: Engine): Promise<{ mib: number; procs: Record<string, number>; text: string }> {
   const procs = await e.countedProcs();
   let kib = 0;
   const counts: Record<string, number> = {};
+  const byComm: Record<string, number> = {};
   for (const p of procs) {
-    kib += await rssKiB(p.pid);
+    const k = await rssKiB(p.pid);
+    kib += k;
     const c = p.comm === 'node' ? 'berthd' : p.comm;
     counts[c] = (counts[c] ?? 0) + 1;
+    byComm[c] = (byComm[c] ?? 0) + k;
   }
-  return { mib: kib / 1024, procs: counts };
+  const text = Object.entries(counts).map(([c, n]) => `${n} ${c} (${(byComm[c]! / 1024).toFixed(1)} MiB)`).join(', ');
+  return { mib: kib / 1024, procs: counts, text };
 }
 
 const MEM_GROUP = 'Daemon memory (RSS, MiB)';
@@ -32,7 +36,7 @@ export async function memoryIdle(ctx: BenchContext): Promise<void> {
   for (const e of ctx.engines) {
     const m = await memory(e);
     ctx.results.add('rss_idle', e.name, m.mib);
-    ctx.results.note('rss_idle', `${e.name}: ${Object.entries(m.procs).map(([k, v]) => `${v} ${k}`).join(', ')}`);
+    ctx.results.note('rss_idle', `${e.name}: ${m.text}`);
   }
 }
 
@@ -61,7 +65,7 @@ export async function scale(ctx: BenchContext): Promise<void> {
     R.add('scale_growth', e.name, median(c.slice(-20)) / median(c.slice(0, 20)));
     const m = await memory(e);
     R.add('rss_scale', e.name, m.mib);
-    R.note('rss_scale', `${e.name}: ${Object.entries(m.procs).map(([k, v]) => `${v} ${k}`).join(', ')}`);
+    R.note('rss_scale', `${e.name}: ${m.text}`);
   }
   R.extra.scaleCurves = curves;
   log('scale: removing containers');
@@ -106,9 +110,4 @@ export async function ports500(ctx: BenchContext): Promise<void> {
     R.add('ports_growth', e.name, median(runs[e.name]!.many) / median(runs[e.name]!.none));
     await e.removeAll();
   }
-}
-
-export function pull(ctx: BenchContext): void {
-  ctx.results.define({ key: 'pull', group: 'Image pull', label: '`pull busybox` from a registry', unit: 'ms', better: 'lower' });
-  ctx.results.note('pull', 'n/a for both engines: berth cannot pull images yet, and no registry is reachable from these machines (only the npm registry and Debian apt). Both engines get busybox from build/busybox.tar (berth seeds it, Docker by `docker import`).');
 }
