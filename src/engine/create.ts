@@ -1,4 +1,6 @@
+import { existsSync } from 'node:fs';
 import { BadRequestError } from '../util/errors.js';
+import { parseMounts } from './mounts.js';
 import type { HostConfig } from './types.js';
 
 /** The ContainerCreate request body after type checking, with Docker's defaults filled in. */
@@ -124,6 +126,11 @@ export function normaliseCreateBody(raw: unknown): CreateBody {
     Binds: (hc.Binds as string[]) ?? null,
     LogConfig: { Type: 'k8s-file', Config: {} },
   };
+  // Checked here so that a bad mount fails the create (400), not a later start.
+  for (const m of parseMounts(null, hc.Mounts)) {
+    if (!existsSync(m.Source)) throw new BadRequestError(`invalid mount config for type "bind": bind source path does not exist: ${m.Source}`);
+  }
+  parseMounts(host.Binds, null);
   for (const h of host.ExtraHosts ?? []) {
     if (h.indexOf(':') <= 0) throw new BadRequestError(`invalid IP address in add-host: "${h}"`);
   }

@@ -9,6 +9,7 @@ import type { ImageStore } from '../images/types.js';
 import type { AttachSession, ContainerRuntime } from '../runtime/runtime.js';
 import { RuntimeCreateError } from '../runtime/conmon.js';
 import { buildSpec } from '../runtime/spec.js';
+import { ociMounts, parseMounts } from './mounts.js';
 import { readJson, removeStaleTemps, writeJsonAtomic } from '../store/atomic.js';
 import { BadRequestError, ConflictError, NotFoundError, NotModifiedError, errorMessage } from '../util/errors.js';
 import { newId, shortId } from '../util/ids.js';
@@ -283,12 +284,16 @@ export class Engine {
       if (!env.some((e) => e.startsWith('PATH='))) env.unshift('PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin');
       if (!env.some((e) => e.startsWith('HOSTNAME='))) env.push(`HOSTNAME=${c.Config.Hostname}`);
       if (c.Config.Tty && !env.some((e) => e.startsWith('TERM='))) env.push('TERM=xterm');
+      const binds = parseMounts(c.HostConfig.Binds, (c.HostConfig as { Mounts?: unknown }).Mounts);
+      // Docker makes a missing -v source directory; a --mount source was checked at create.
+      for (const b of parseMounts(c.HostConfig.Binds, null)) await fs.mkdir(b.Source, { recursive: true });
       const spec = buildSpec({
         args: [c.Path, ...c.Args], env, cwd: c.Config.WorkingDir || '/', user, tty: c.Config.Tty,
         hostname: c.Config.Hostname, rootfs, netnsPath: sandbox.netnsPath, etcFiles: etc,
         cgroupsPath: `/berth/${c.Id}`, privileged: c.HostConfig.Privileged,
         capAdd: c.HostConfig.CapAdd ?? [], capDrop: c.HostConfig.CapDrop ?? [],
         readonlyRootfs: c.HostConfig.ReadonlyRootfs,
+        extraMounts: ociMounts(binds),
       });
       if (c.Config.WorkingDir) await fs.mkdir(join(rootfs, c.Config.WorkingDir), { recursive: true });
       await fs.writeFile(join(dir, 'config.json'), JSON.stringify(spec));

@@ -172,6 +172,11 @@ services:
     ports:
       - "127.0.0.1:9090:80"
       - "9091:81/udp"
+  static:
+    image: busybox
+    command: httpd -f -p 80 -h /site
+    volumes:
+      - ./site:/site:ro
   cache:
     image: busybox
     command: sh -c 'trap "exit 0" TERM; echo cache up $$ROLE; while true; do sleep 1; done'
@@ -182,9 +187,18 @@ networks:
     external: true
     name: shared_ext
 `);
+    await fs.mkdir(join(host.dir, 'lk', 'site'));
+    await fs.writeFile(join(host.dir, 'lk', 'site', 'index.html'), 'from a bind mount\n');
     const up = await dc(['up', '-d']);
     assert.equal(up.code, 0, up.stderr);
     assert.match(up.stderr, /Creating network "lk_default" with the default driver/);
+
+    // A relative bind mount (compose makes it absolute), read-only.
+    const mounted = await dc(['exec', '-T', 'web', 'wget', '-qO-', 'http://static/']);
+    assert.equal(mounted.stdout, 'from a bind mount\n');
+    const ro = await dc(['exec', '-T', 'static', 'sh', '-c', 'echo x > /site/x']);
+    assert.notEqual(ro.code, 0, 'the mount is read-only');
+    assert.deepEqual((await inspect('lk_static_1')).Mounts, [{ Type: 'bind', Source: join(host.dir, 'lk', 'site'), Destination: '/site', Mode: 'ro', RW: false, Propagation: 'rprivate' }]);
 
     const logs = await dc(['logs', '--no-color']);
     assert.match(logs.stdout, /cache_1 +\| cache up cache/);

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { changes, extractInto, packPath, packRootfs, statPath } from '../../engine/archive.js';
 import { formatEntry, readLogs } from '../../engine/logs.js';
+import { parseMounts } from '../../engine/mounts.js';
 import { sampleStats, topProcesses } from '../../engine/metrics.js';
 import type { ContainerRecord } from '../../engine/types.js';
 import { BadRequestError, ConflictError, ForbiddenError, NotFoundError } from '../../util/errors.js';
@@ -47,6 +48,12 @@ function portList(c: ContainerRecord): object[] {
   return out;
 }
 
+/** Inspect's and ps's MountPoint list: berth's mounts are all binds. */
+function mountPoints(c: ContainerRecord): object[] {
+  return parseMounts(c.HostConfig.Binds, (c.HostConfig as { Mounts?: unknown }).Mounts)
+    .map((m) => ({ Type: m.Type, Source: m.Source, Destination: m.Destination, Mode: m.Mode, RW: m.RW, Propagation: m.Propagation }));
+}
+
 export function containerSummary(api: ApiContext, c: ContainerRecord): object {
   const settings = api.engine.network.settings(c) as { Networks: object };
   return {
@@ -62,7 +69,7 @@ export function containerSummary(api: ApiContext, c: ContainerRecord): object {
     Status: statusText(c),
     HostConfig: { NetworkMode: c.HostConfig.NetworkMode },
     NetworkSettings: { Networks: settings.Networks },
-    Mounts: [],
+    Mounts: mountPoints(c),
   };
 }
 
@@ -97,7 +104,7 @@ export function containerInspect(api: ApiContext, c: ContainerRecord): object {
         LowerDir: lower, MergedDir: join(dir, 'rootfs'), UpperDir: join(dir, 'diff'), WorkDir: join(dir, 'work'),
       },
     },
-    Mounts: [],
+    Mounts: mountPoints(c),
     Config: c.Config,
     NetworkSettings: api.engine.network.settings(c),
   };

@@ -1,0 +1,60 @@
+import assert from 'node:assert/strict';
+import { promises as fs } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { resolveInRoot } from '../../src/engine/archive.js';
+import { ociMounts, parseMounts } from '../../src/engine/mounts.js';
+import { resolveName, type Asker } from '../../src/dns/lookup.js';
+
+describe('bind mounts', () => {
+  it('parses -v and --mount as Docker does', () => {
+    assert.deepEqual(parseMounts(['/h:/c', '/a/../b:/d:ro,rshared'], [{ Type: 'bind', Source: '/s', Target: '/t', ReadOnly: true }]), [
+      { Type: 'bind', Source: '/h', Destination: '/c', Mode: '', RW: true, Propagation: 'rprivate' },
+      { Type: 'bind', Source: '/b', Destination: '/d', Mode: 'ro,rshared', RW: false, Propagation: 'rshared' },
+      { Type: 'bind', Source: '/s', Destination: '/t', Mode: '', RW: false, Propagation: 'rprivate' },
+    ]);
+    assert.deepEqual(ociMounts(parseMounts(['/h:/c:ro'], null)), [{ destination: '/c', type: 'bind', source: '/h', options: ['rbind', 'rprivate', 'ro'] }]);
+  });
+  it('refuses what it cannot honour instead of ignoring it', () => {
+    assert.throws(() => parseMounts(['data:/x'], null), /named volumes/);
+    assert.throws(() => parseMounts(null, [{ Type: 'volume', Source: 'v', Target: '/x' }]), /only bind/);
+    assert.throws(() => parseMounts(['/a:/x', '/b:/x'], null), /Duplicate mount point: \/x/);
+    assert.throws(() => parseMounts(['/a:x'], null), /absolute/);
+    assert.throws(() => parseMounts(['/a:/x:bogus'], null), /invalid mode: bogus/);
+  });
+});
+
+describe('container paths for docker cp', () => {
+  it('follows symlinks inside the root and never out of it', async () => {
+    const root = await fs.mkdtemp(join(tmpdir(), 'berth-unit-'));
+    try {
+      await fs.mkdir(join(root, 'etc'));
+      await fs.symlink('/', join(root, 'up'));
+      await fs.symlink('../../../../etc', join(root, 'rel'));
+      await fs.symlink('/etc/passwd', join(root, 'pw'));
+      assert.equal(await resolveInRoot(root, '/up/etc/passwd'), join(root, 'etc/passwd'));
+      assert.equal(await resolveInRoot(root, '/rel/x'), join(root, 'etc/x'));
+      assert.equal(await resolveInRoot(root, '/../../etc'), join(root, 'etc'));
+      assert.equal(await resolveInRoot(root, '/pw'), join(root, 'etc/passwd'));
+      assert.equal(await resolveInRoot(root, '/pw', false), join(root, 'pw'));
+      await fs.symlink('loop', join(root, 'loop'));
+      await assert.rejects(resolveInRoot(root, '/loop'), /too many levels of symbolic links/);
+    } finally {
+      await fs.rm(root, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('link aliases in the embedded DNS', () => {
+  it('answer the linking container only, before other names', () => {
+    const net = { id: 'n1', name: 'net', internal: false, endpoints: [
+      { containerId: 'a'.repeat(64), containerName: 'cache', ip: '10.0.0.2', names: ['cache'] },
+      { containerId: 'b'.repeat(64), containerName: 'redis', ip: '10.0.0.3', names: ['redis'] },
+    ] };
+    const linker: Asker = { containerId: 'c', networks: [net], links: new Map([['redis', ['10.0.0.2']]]) };
+    const other: Asker = { containerId: 'd', networks: [net] };
+    assert.deepEqual(resolveName(linker, 'REDIS.'), ['10.0.0.2']);
+    assert.deepEqual(resolveName(other, 'redis'), ['10.0.0.3']);
+  });
+});
