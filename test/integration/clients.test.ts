@@ -71,6 +71,9 @@ describe('dockerode and testcontainers against berthd', () => {
     assert.deepEqual(byLabel.map((x) => x.Id), [c.id]);
     assert.deepEqual(byLabel[0]!.Ports, [{ IP: '0.0.0.0', PrivatePort: 80, PublicPort: hostPort, Type: 'tcp' }]);
     assert.deepEqual(await docker.listContainers({ filters: { label: ['suite=other'] } }), []);
+    assert.equal((await docker.listContainers({ filters: { publish: ['80'], expose: ['70-90/tcp'], health: ['none'], 'is-task': ['false'] } })).length, 1);
+    assert.deepEqual(await docker.listContainers({ filters: { publish: ['80/udp'] } }), []);
+    assert.deepEqual(await docker.listContainers({ filters: { health: ['healthy'] } }), []);
 
     // update: the restart policy changes; resource limits, which berth does not set, are refused.
     await c.update({ RestartPolicy: { Name: 'on-failure', MaximumRetryCount: 2 } });

@@ -136,6 +136,13 @@ function listContainers(api: ApiContext, ctx: RequestContext): object[] {
     if (f('label') && !labelsMatch(c.Config.Labels, f('label')!)) return false;
     if (f('ancestor') && !f('ancestor')!.some((a) => imageMatches(c, a))) return false;
     if (f('network') && !f('network')!.some((v) => networkMatches(api, c, v))) return false;
+    if (f('publish') && !f('publish')!.some((v) => portsMatch(v, (c.State.Running ? c.Published ?? [] : []).map((m) => `${m.containerPort}/${m.proto}`)))) return false;
+    if (f('expose') && !f('expose')!.some((v) => portsMatch(v, [...Object.keys(c.Config.ExposedPorts ?? {}), ...(c.State.Running ? c.Published ?? [] : []).map((m) => `${m.containerPort}/${m.proto}`)]))) return false;
+    if (f('volume') && !f('volume')!.some((v) => parseMounts(c.HostConfig.Binds, (c.HostConfig as { Mounts?: unknown }).Mounts).some((m) => m.Source === v || m.Destination === v))) return false;
+    // berth runs no health checks, so every container's health is "none"; it is never a swarm task.
+    if (f('health') && !f('health')!.includes('none')) return false;
+    if (f('is-task') && f('is-task')!.some((v) => boolParam(v))) return false;
+    if (f('isolation') && !f('isolation')!.some((v) => v === 'default' || v === '')) return false;
     return true;
   });
   for (const [key, cmp] of [['before', 1], ['since', -1]] as const) {
@@ -146,6 +153,19 @@ function listContainers(api: ApiContext, ctx: RequestContext): object[] {
   }
   if (limit > 0) list = list.slice(0, limit);
   return list.map((c) => containerSummary(api, c));
+}
+
+/** `publish`/`expose` filter values: PORT[/PROTO] or START-END[/PROTO], tcp by default. */
+function portsMatch(filter: string, ports: string[]): boolean {
+  const m = /^(\d+)(?:-(\d+))?(?:\/(tcp|udp|sctp))?$/.exec(filter);
+  if (!m) throw new BadRequestError(`invalid port filter: ${filter}`);
+  const lo = Number(m[1]);
+  const hi = m[2] ? Number(m[2]) : lo;
+  const proto = m[3] ?? 'tcp';
+  return ports.some((p) => {
+    const [n, pr = 'tcp'] = p.split('/');
+    return pr === proto && Number(n) >= lo && Number(n) <= hi;
+  });
 }
 
 /** Docker's `network` filter: any network the container is on, by name or by (a prefix of) its id. */
