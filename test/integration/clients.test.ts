@@ -87,6 +87,10 @@ describe('dockerode and testcontainers against berthd', () => {
     assert.deepEqual(seen.map((e) => e.Action), ['start', 'die']);
     assert.ok(seen.every((e) => e.id === c.id && e.Actor.Attributes.name === 'web1'));
     (events as unknown as { destroy(): void }).destroy();
+    // The same history replayed with since/until, filtered by the container's name and image.
+    const now = Math.ceil(Date.now() / 1000);
+    const replay = await host.api('GET', `/events?since=${now - 120}&until=${now}&filters=${encodeURIComponent(JSON.stringify({ container: ['web1'], image: ['busybox'], event: ['die', 'connect'] }))}`);
+    assert.deepEqual(replay.body.trim().split('\n').map((l) => JSON.parse(l).Action), ['die'], 'network events belong to the network, not the container');
 
     const removed = c.wait({ condition: 'removed' });
     await c.remove();

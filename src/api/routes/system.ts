@@ -98,11 +98,28 @@ async function info(api: ApiContext): Promise<object> {
   };
 }
 
+/**
+ * Docker's event filter (daemon/events/filter.go): every key given must match. Object keys
+ * (container, network, …) match any event whose actor has that id or name prefix, whatever its type;
+ * `image` matches an image event's name or a container event's image.
+ */
 function eventMatches(e: EngineEvent, filters: Map<string, string[]>): boolean {
   const f = (k: string) => filters.get(k);
+  const fuzzy = (vals: string[] | undefined) => !vals || vals.some((v) => e.Actor.ID === v || e.Actor.ID.startsWith(v)
+    || e.Actor.Attributes.name === v || (e.Actor.Attributes.name ?? '').startsWith(v));
   if (f('type') && !f('type')!.includes(e.Type)) return false;
   if (f('event') && !f('event')!.some((a) => e.Action === a || e.Action.startsWith(`${a}:`))) return false;
-  if (f(e.Type) && !f(e.Type)!.some((v) => e.Actor.ID.startsWith(v) || e.Actor.Attributes.name === v)) return false;
+  if (f('scope') && !f('scope')!.includes(e.scope)) return false;
+  if (f('daemon') && e.Type !== 'daemon') return false;
+  for (const key of ['container', 'network', 'volume', 'plugin', 'node', 'service', 'secret', 'config']) {
+    if (!fuzzy(f(key))) return false;
+  }
+  if (f('image')) {
+    const name = e.Type === 'image' ? e.Actor.Attributes.name : e.Actor.Attributes.image;
+    const strip = (x: string) => x.replace(/:[^:/]+$/, '');
+    const cands = [e.Actor.ID, strip(e.Actor.ID), ...(name ? [name, strip(name)] : [])];
+    if (!f('image')!.some((v) => cands.includes(v))) return false;
+  }
   if (f('label') && !f('label')!.every((l) => {
     const i = l.indexOf('=');
     return i < 0 ? e.Actor.Attributes[l] !== undefined : e.Actor.Attributes[l.slice(0, i)] === l.slice(i + 1);
