@@ -16,7 +16,9 @@ import type { ImageConfigFile, ImageRecord, ImageStore, RemovedImageItem } from 
 interface IndexFile {
   /** "repo:tag" → image id */
   tags: Record<string, string>;
-  images: Record<string, { added: string; repoDigests: string[] }>;
+  images: Record<string, { added: string; repoDigests: string[]; parent?: string }>;
+  /** Build cache: step key → the image that step made (the classic builder's cache). */
+  buildCache?: Record<string, string>;
 }
 
 export function goArch(): string {
@@ -56,6 +58,7 @@ export class LocalImageStore implements ImageStore {
       await this.remember(id, cfg);
     }
     for (const [tag, id] of Object.entries(this.index.tags)) if (!this.index.images[id]) delete this.index.tags[tag];
+    for (const [k, id] of Object.entries(this.index.buildCache ?? {})) if (!this.index.images[id]) delete this.index.buildCache![k];
     // Anything on disk the index does not reference is a leftover of an interrupted write.
     const wantedLayers = new Set([...this.records.values()].flatMap((r) => r.config.rootfs.diff_ids));
     for (const l of await this.layers.list()) if (!wantedLayers.has(l)) await this.layers.remove(l);
@@ -268,6 +271,7 @@ export class LocalImageStore implements ImageStore {
   /** Deletes an untagged image and the layers no other image uses. Call inside serial(). */
   private async deleteImage(rec: ImageRecord): Promise<RemovedImageItem[]> {
     delete this.index.images[rec.id];
+    for (const [k, id] of Object.entries(this.index.buildCache ?? {})) if (id === rec.id) delete this.index.buildCache![k];
     for (const [t, id] of Object.entries(this.index.tags)) if (id === rec.id) delete this.index.tags[t];
     await this.saveIndex();
     this.records.delete(rec.id);
@@ -312,7 +316,7 @@ export class LocalImageStore implements ImageStore {
       Id: rec.id,
       RepoTags: rec.repoTags,
       RepoDigests: rec.repoDigests,
-      Parent: '',
+      Parent: this.index.images[rec.id]?.parent ?? '',
       Comment: rec.config.comment ?? '',
       Created: this.created(rec),
       Container: '',
@@ -330,8 +334,10 @@ export class LocalImageStore implements ImageStore {
     };
   }
 
-  summaries(): object[] {
-    return [...this.records.values()].sort((a, b) => this.created(b).localeCompare(this.created(a))).map((rec) => ({
+  /** Without all, untagged images that are a built image's parent are hidden, as Docker hides intermediate images. */
+  summaries(all = true): object[] {
+    const parents = new Set(Object.values(this.index.images).map((m) => m.parent).filter(Boolean));
+    return [...this.records.values()].filter((r) => all || r.repoTags.length > 0 || !parents.has(r.id)).sort((a, b) => this.created(b).localeCompare(this.created(a))).map((rec) => ({
       Id: rec.id,
       ParentId: '',
       RepoTags: rec.repoTags.length ? rec.repoTags : ['<none>:<none>'],
@@ -348,10 +354,26 @@ export class LocalImageStore implements ImageStore {
   /** What the registry client needs: layers by diff id, a scratch directory, the stored config bytes. */
   hasLayer(diffId: string): Promise<boolean> { return this.layers.has(diffId); }
   /** Adds a (compressed) layer file; throws, storing nothing, when its content is not expectedDiffId. */
-  addLayer(path: string, expectedDiffId: string): Promise<string> { return this.layers.addFromFile(path, expectedDiffId); }
+  addLayer(path: string, expectedDiffId?: string): Promise<string> { return this.layers.addFromFile(path, expectedDiffId); }
   layerTarPath(diffId: string): string { return this.layers.tarPath(diffId); }
   scratchPath(prefix: string): string { return join(this.tmpDir, `${prefix}-${process.pid}-${Math.random().toString(36).slice(2)}`); }
   configBytes(rec: ImageRecord): Promise<Buffer> { return fs.readFile(join(this.configDir, `${rec.id.slice(7)}.json`)); }
+
+  /** Records a build step's image: its parent (which hides the parent as intermediate) and cache key. */
+  async recordBuildStep(id: string, parent: string | undefined, key: string): Promise<void> {
+    await this.serial(async () => {
+      const meta = this.index.images[id];
+      if (!meta) return;
+      if (parent && parent !== id) meta.parent ??= parent;
+      (this.index.buildCache ??= {})[key] = id;
+      await this.saveIndex();
+    });
+  }
+
+  buildCacheLookup(key: string): ImageRecord | undefined {
+    const id = this.index.buildCache?.[key];
+    return id ? this.records.get(id) : undefined;
+  }
 
   /** Removes layers that an aborted pull installed, unless an image (or keep) still needs them. */
   async dropUnusedLayers(diffIds: string[], keep: (diffId: string) => boolean): Promise<void> {

@@ -84,5 +84,6 @@ export interface ImageStore {
   /** GET /images/{name}/json body. */
   inspect(image: ImageRecord): object;
   /** GET /images/json body entries. */
-  summaries(): object[];
+  /** all=false hides intermediate images (untagged parents of built images), as `docker images` does. */
+  summaries(all?: boolean): object[];
 }

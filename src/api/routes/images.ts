@@ -2,6 +2,7 @@ import { BadRequestError, errorMessage } from '../../util/errors.js';
 import type { ApiContext } from '../context.js';
 import { boolParam, checkFilterKeys, labelsMatch, parseFilters, sendJson } from '../http.js';
 import type { RequestContext, Router } from '../router.js';
+import { buildRoutes } from './build.js';
 import { distributionRoutes, pullImage } from './distribution.js';
 
 /** Streams of JSON messages (progress, load output) end with an error message on failure, as Docker's do. */
@@ -52,7 +53,7 @@ export function imageRoutes(r: Router, api: ApiContext): void {
   r.get('/images/json', (ctx) => {
     const filters = parseFilters(ctx.query.get('filters'));
     checkFilterKeys(filters, ['dangling', 'label', 'reference', 'before', 'since']);
-    const all = images().summaries() as Array<{ Id: string; RepoTags: string[]; Labels: Record<string, string> | null; Containers: number }>;
+    const all = images().summaries(boolParam(ctx.query.get('all'))) as Array<{ Id: string; RepoTags: string[]; Labels: Record<string, string> | null; Containers: number }>;
     const dangling = filters.get('dangling')?.[0];
     const refs = filters.get('reference');
     const list = all.filter((s) => {
@@ -127,6 +128,7 @@ export function imageRoutes(r: Router, api: ApiContext): void {
     ctx.res.end();
   });
   distributionRoutes(r, api);
+  buildRoutes(r, api);
   r.delete('/images/{name*}', async (ctx) => {
     const items = await images().remove(ctx.params.name!, {
       force: boolParam(ctx.query.get('force')), noprune: boolParam(ctx.query.get('noprune')),

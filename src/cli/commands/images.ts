@@ -10,6 +10,7 @@ import { renderTable } from '../format/table.js';
 import { collect } from '../runflags.js';
 import { printJsonMessages } from '../streams.js';
 import { inspectMany } from './containers.js';
+import { buildCommand } from './build.js';
 import { registryCommands } from './registry.js';
 
 /** `name[:tag]` → repo and tag, minding registry ports (`host:5000/x`). */
@@ -45,6 +46,7 @@ export function imageCommands(parent: Command, ctx: CliContext, grouped: boolean
   if (grouped) ls.aliases(['list']);
   parent.addCommand(ls);
   registryCommands(parent, ctx, grouped);
+  buildCommand(parent, ctx);
 
   parent.addCommand(command('import', 'Import the contents from a tarball to create a filesystem image')
     .option('-m, --message <string>', 'Set commit message for imported image')

@@ -1,0 +1,380 @@
+/**
+ * The classic builder (what `docker build` does with DOCKER_BUILDKIT=0): each instruction makes an
+ * image from the previous one; RUN runs in a container on the default bridge and its overlay upper
+ * dir becomes the layer; COPY packs files from the context (or another stage) into a layer. A step
+ * whose key (parent image, instruction, inputs) was built before reuses that image.
+ */
+import { createHash } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import { join, normalize, posix } from 'node:path';
+import type { Engine } from '../engine/engine.js';
+import { readLogs } from '../engine/logs.js';
+import { mountOverlay, unmount } from '../kernel/mount.js';
+import { goArch, type LocalImageStore } from '../images/store.js';
+import type { ImageConfigFile, ImageRecord, ImageRuntimeConfig } from '../images/types.js';
+import { ApiError, BadRequestError, NotFoundError } from '../util/errors.js';
+import { DockerfileError, expand, parseDockerfile, parsePairs, splitWords, type Instruction } from './dockerfile.js';
+import { writeLayer, type TreeSpec } from './layer.js';
+
+export interface BuildOptions {
+  dockerfile: string;
+  tags: string[];
+  buildArgs: Record<string, string>;
+  noCache: boolean;
+  target?: string;
+  labels: Record<string, string>;
+}
+
+export interface BuildDeps {
+  engine: Engine;
+  images: LocalImageStore;
+  root: string;
+  /** Pulls a FROM image that is not in the store. */
+  pull?: (ref: string) => Promise<ImageRecord>;
+}
+
+/** A failed RUN: Docker reports the command's exit status as the error code. */
+export class BuildError extends ApiError {
+  constructor(message: string, readonly code: number) { super(500, message); }
+}
+
+const DEFAULT_PATH = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+interface Stage {
+  name?: string;
+  config: ImageConfigFile;
+  /** The image the last step made (undefined for a scratch stage before its first step). */
+  imageId?: string;
+  /** ARG values in scope in this stage. */
+  args: Record<string, string>;
+}
+
+function clone<T>(v: T): T { return JSON.parse(JSON.stringify(v)) as T; }
+
+function envMap(cfg: ImageRuntimeConfig | undefined): Record<string, string> {
+  const m: Record<string, string> = {};
+  for (const e of cfg?.Env ?? []) { const i = e.indexOf('='); if (i > 0) m[e.slice(0, i)] = e.slice(i + 1); }
+  return m;
+}
+
+function setEnv(cfg: ImageRuntimeConfig, k: string, v: string): void {
+  const env = (cfg.Env ?? []).filter((e) => !e.startsWith(`${k}=`));
+  env.push(`${k}=${v}`);
+  cfg.Env = env;
+}
+
+/** A path inside the build context; `..` can never leave it. */
+function inContext(ctx: string, rel: string): string {
+  const p = normalize(join(ctx, normalize(`/${rel}`)));
+  if (p !== ctx && !p.startsWith(ctx.endsWith('/') ? ctx : `${ctx}/`)) throw new BadRequestError(`forbidden path outside the build context: ${rel}`);
+  return p;
+}
+
+function globRegex(pattern: string): RegExp {
+  let re = '';
+  for (let i = 0; i < pattern.length; i++) {
+    const c = pattern[i]!;
+    if (c === '*' && pattern[i + 1] === '*') { re += '.*'; i++; if (pattern[i + 1] === '/') i++; }
+    else if (c === '*') re += '[^/]*';
+    else if (c === '?') re += '[^/]';
+    else re += c.replace(/[.+^${}()|[\]\\]/g, '\\$&');
+  }
+  return new RegExp(`^${re}(/.*)?$`);
+}
+
+/** .dockerignore: patterns (with `!` exceptions) matched against context-relative paths. */
+export function dockerignore(text: string): (rel: string) => boolean {
+  const rules = text.split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#')).map((l) => {
+    const neg = l.startsWith('!');
+    const p = posix.normalize((neg ? l.slice(1) : l).trim()).replace(/^\/+/, '').replace(/\/+$/, '');
+    return { neg, re: globRegex(p) };
+  });
+  return (rel) => {
+    let ignored = false;
+    for (const r of rules) if (r.re.test(rel)) ignored = !r.neg;
+    return ignored;
+  };
+}
+
+export async function build(deps: BuildDeps, contextDir: string, o: BuildOptions, out: (text: string) => void): Promise<string> {
+  const { images, engine } = deps;
+  const dfPath = inContext(contextDir, o.dockerfile || 'Dockerfile');
+  const text = await fs.readFile(dfPath, 'utf8').catch(() => {
+    throw new BadRequestError(`Cannot locate specified Dockerfile: ${o.dockerfile || 'Dockerfile'}`);
+  });
+  const ignoreText = await fs.readFile(join(contextDir, '.dockerignore'), 'utf8').catch(() => '');
+  const ignored = dockerignore(ignoreText);
+  let steps = parseDockerfile(text);
+  if (o.target) {
+    const idx = steps.findIndex((s) => s.cmd === 'FROM' && /\s+as\s+(\S+)\s*$/i.exec(s.rest)?.[1]?.toLowerCase() === o.target!.toLowerCase());
+    if (idx < 0) throw new BadRequestError(`failed to reach build target ${o.target} in Dockerfile`);
+    const end = steps.findIndex((s, i) => i > idx && s.cmd === 'FROM');
+    if (end >= 0) steps = steps.slice(0, end);
+  }
+  const globalArgs: Record<string, string> = {};
+  const usedArgs = new Set<string>();
+  const stages: Stage[] = [];
+  let st: Stage | undefined;
+  const total = steps.length;
+
+  const commit = async (s: Stage, key: string, createdBy: string, diffId?: string): Promise<void> => {
+    const cached = !o.noCache ? images.buildCacheLookup(key) : undefined;
+    if (cached) {
+      out(' ---> Using cache\n');
+      s.config = clone(cached.config);
+      s.imageId = cached.id;
+      out(` ---> ${cached.id.slice(7, 19)}\n`);
+      return;
+    }
+    const created = new Date().toISOString();
+    const cfg = s.config;
+    cfg.created = created;
+    if (diffId) cfg.rootfs.diff_ids.push(diffId);
+    (cfg.history ??= []).push({ created, created_by: createdBy, ...(diffId ? {} : { empty_layer: true }) });
+    const rec = await images.commitImage(Buffer.from(JSON.stringify(cfg)), []);
+    await images.recordBuildStep(rec.id, s.imageId, key);
+    s.config = clone(rec.config);
+    s.imageId = rec.id;
+    out(` ---> ${rec.id.slice(7, 19)}\n`);
+  };
+  const stepKey = (s: Stage, ins: string, extra: unknown) =>
+    `sha256:${createHash('sha256').update(JSON.stringify([s.imageId ?? 'scratch', ins, extra])).digest('hex')}`;
+
+  for (let n = 0; n < steps.length; n++) {
+    const ins = steps[n]!;
+    out(`Step ${n + 1}/${total} : ${ins.original}\n`);
+    if (ins.cmd === 'FROM') {
+      const words = splitWords(expand(ins.rest, { ...globalArgs }));
+      const name = words.length === 3 && words[1]!.toLowerCase() === 'as' ? words[2]!.toLowerCase() : undefined;
+      if (words.length !== 1 && !name) throw new DockerfileError(`dockerfile parse error line ${ins.line}: FROM requires either one or three arguments`);
+      const base = words[0]!;
+      const fromStage = stages.find((x) => x.name === base.toLowerCase());
+      if (fromStage) {
+        st = { name, config: clone(fromStage.config), imageId: fromStage.imageId, args: {} };
+      } else if (base === 'scratch') {
+        st = { name, config: { architecture: goArch(), os: 'linux', config: {}, rootfs: { type: 'layers', diff_ids: [] }, history: [] }, args: {} };
+        out(' ---> \n');
+      } else {
+        let img = images.find(base);
+        if (!img) {
+          if (!deps.pull) throw new NotFoundError(`pull access denied for ${base}: no such image`);
+          img = await deps.pull(base);
+        }
+        st = { name, config: clone(img.config), imageId: img.id, args: {} };
+        out(` ---> ${img.id.slice(7, 19)}\n`);
+      }
+      st.config.config ??= {};
+      delete st.config.container_config;
+      stages.push(st);
+      continue;
+    }
+    if (!st) {
+      if (ins.cmd !== 'ARG') throw new DockerfileError(`dockerfile parse error line ${ins.line}: ${ins.cmd} before the first FROM`);
+      for (const [k, v] of argPairs(ins)) { globalArgs[k] = o.buildArgs[k] ?? v ?? ''; usedArgs.add(k); }
+      continue;
+    }
+    const s = st;
+    const cfg = s.config.config!;
+    const vars = () => ({ ...s.args, ...envMap(cfg) });
+    const nop = (text: string) => `/bin/sh -c #(nop) ${text}`;
+    switch (ins.cmd) {
+      case 'ENV': {
+        const pairs = parsePairs(ins.rest, ins.line, 'ENV').map(([k, v]) => [k, expand(v, vars())] as const);
+        for (const [k, v] of pairs) setEnv(cfg, k, v);
+        const txt = `ENV ${pairs.map(([k, v]) => `${k}=${v}`).join(' ')}`;
+        await commit(s, stepKey(s, txt, null), nop(` ${txt}`));
+        break;
+      }
+      case 'ARG': {
+        for (const [k, v] of argPairs(ins)) {
+          usedArgs.add(k);
+          s.args[k] = o.buildArgs[k] ?? (v !== undefined ? expand(v, vars()) : globalArgs[k] ?? '');
+        }
+        await commit(s, stepKey(s, ins.original, s.args), nop(ins.original));
+        break;
+      }
+      case 'LABEL': {
+        const pairs = parsePairs(ins.rest, ins.line, 'LABEL').map(([k, v]) => [expand(k, vars()), expand(v, vars())] as const);
+        cfg.Labels = { ...(cfg.Labels ?? {}), ...Object.fromEntries(pairs) };
+        const txt = `LABEL ${pairs.map(([k, v]) => `${k}=${v}`).join(' ')}`;
+        await commit(s, stepKey(s, txt, null), nop(txt));
+        break;
+      }
+      case 'WORKDIR': {
+        const dir = posix.resolve(cfg.WorkingDir || '/', expand(ins.rest, vars()));
+        cfg.WorkingDir = dir;
+        // The directory must exist for RUN; a layer makes it when no lower layer has it.
+        const exists = await Promise.all(images.layerDirs({ config: s.config } as ImageRecord).map((l) => fs.stat(join(l, dir)).then((x) => x.isDirectory(), () => false)));
+        let diffId: string | undefined;
+        if (!exists.some(Boolean) && dir !== '/') {
+          const tmp = images.scratchPath('workdir');
+          const parts = dir.slice(1).split('/');
+          await writeLayer(tmp, [], { parents: parts.map((_p, i) => parts.slice(0, i + 1).join('/')) });
+          try { diffId = await images.addLayer(tmp); } finally { await fs.rm(tmp, { force: true }); }
+        }
+        await commit(s, stepKey(s, `WORKDIR ${dir}`, diffId ?? null), nop(`WORKDIR ${dir}`), diffId);
+        break;
+      }
+      case 'USER': cfg.User = expand(ins.rest, vars()); await commit(s, stepKey(s, `USER ${cfg.User}`, null), nop(`USER ${cfg.User}`)); break;
+      case 'STOPSIGNAL': cfg.StopSignal = expand(ins.rest, vars()); await commit(s, stepKey(s, ins.original, cfg.StopSignal), nop(ins.original)); break;
+      case 'MAINTAINER': s.config.author = ins.rest; await commit(s, stepKey(s, ins.original, null), nop(ins.original)); break;
+      case 'EXPOSE': {
+        const ports = splitWords(expand(ins.rest, vars())).map((p) => (p.includes('/') ? p.toLowerCase() : `${p}/tcp`));
+        cfg.ExposedPorts = { ...(cfg.ExposedPorts ?? {}), ...Object.fromEntries(ports.map((p) => [p, {}])) };
+        await commit(s, stepKey(s, `EXPOSE ${ports.join(' ')}`, null), nop(`EXPOSE ${ports.join(' ')}`));
+        break;
+      }
+      case 'VOLUME': {
+        const vols = ins.json ?? splitWords(expand(ins.rest, vars()));
+        cfg.Volumes = { ...(cfg.Volumes ?? {}), ...Object.fromEntries(vols.map((v) => [v, {}])) };
+        await commit(s, stepKey(s, `VOLUME ${vols.join(' ')}`, null), nop(`VOLUME [${vols.join(' ')}]`));
+        break;
+      }
+      case 'CMD':
+      case 'ENTRYPOINT': {
+        const argv = ins.json ?? (ins.rest ? ['/bin/sh', '-c', ins.rest] : []);
+        if (ins.cmd === 'CMD') cfg.Cmd = argv;
+        else { cfg.Entrypoint = argv; cfg.Cmd = null; }
+        const txt = `${ins.cmd} ${JSON.stringify(argv)}`;
+        await commit(s, stepKey(s, txt, null), nop(txt));
+        break;
+      }
+      case 'RUN': {
+        const argv = ins.json ?? ['/bin/sh', '-c', ins.rest];
+        // ARGs reach RUN as environment variables and belong to its cache key, as in Docker.
+        const env = { ...s.args, ...envMap(cfg) };
+        const envList = [...(cfg.Env?.length ? [] : [DEFAULT_PATH]), ...Object.entries(env).map(([k, v]) => `${k}=${v}`)];
+        const key = stepKey(s, `RUN ${JSON.stringify(argv)}`, { env: envList, user: cfg.User, wd: cfg.WorkingDir });
+        const cached = !o.noCache ? images.buildCacheLookup(key) : undefined;
+        if (cached) { await commit(s, key, ''); break; }
+        if (!s.imageId) throw new BadRequestError('RUN needs a base image with a shell: FROM scratch has none');
+        const diffId = await runStep(deps, s.imageId, argv, envList, cfg, out);
+        await commit(s, key, argv.slice(0, 2).join(' ') === '/bin/sh -c' ? `/bin/sh -c ${argv[2]}` : JSON.stringify(argv), diffId);
+        break;
+      }
+      case 'COPY':
+      case 'ADD': {
+        const words = ins.json ?? splitWords(expand(ins.rest, vars())).map((w) => w.replace(/^"(.*)"$/, '$1'));
+        if (words.length < 2) throw new DockerfileError(`dockerfile parse error line ${ins.line}: ${ins.cmd} requires at least two arguments`);
+        const srcs = words.slice(0, -1);
+        const destRaw = words[words.length - 1]!;
+        const dest = posix.resolve(cfg.WorkingDir || '/', destRaw);
+        const destIsDir = destRaw.endsWith('/') || srcs.length > 1 || destRaw === '.';
+        let owner: { uid: number; gid: number } | undefined;
+        if (ins.flags.chown) {
+          const m = /^(\d+)(?::(\d+))?$/.exec(ins.flags.chown);
+          if (!m) throw new BadRequestError(`--chown=${ins.flags.chown}: only numeric uid[:gid] is supported`);
+          owner = { uid: Number(m[1]), gid: Number(m[2] ?? m[1]) };
+        }
+        const from = ins.flags.from;
+        const tmp = images.scratchPath('copy');
+        let mounted: string | undefined;
+        try {
+          let srcRoot = contextDir;
+          let skip: ((rel: string) => boolean) | undefined = ignored;
+          if (from) {
+            const stage = stages.find((x) => x.name === from.toLowerCase()) ?? (/^\d+$/.test(from) ? stages[Number(from)] : undefined);
+            const img = stage ? (stage.imageId ? images.get(stage.imageId) : undefined) : images.find(from) ?? (deps.pull ? await deps.pull(from) : undefined);
+            if (!img) throw new NotFoundError(`invalid from flag value ${from}: no such stage or image`);
+            mounted = images.scratchPath('from');
+            await mountOverlay(images.layerDirs(img), join(mounted, 'upper'), join(mounted, 'work'), join(mounted, 'root'));
+            srcRoot = join(mounted, 'root');
+            skip = undefined;
+          }
+          const trees: TreeSpec[] = [];
+          for (const src of srcs) {
+            const matches = await globSources(srcRoot, src, from ? undefined : ignored);
+            if (matches.length === 0) throw new BadRequestError(`${ins.cmd} failed: file not found in build context or excluded by .dockerignore: stat ${src}: file does not exist`);
+            for (const m of matches) {
+              const abs = from ? join(srcRoot, normalize(`/${m}`)) : inContext(srcRoot, m);
+              const isDir = (await fs.lstat(abs)).isDirectory();
+              const target = isDir || !destIsDir ? dest : posix.join(dest, posix.basename(m));
+              const relBase = normalize(`/${m}`).slice(1).replace(/\/+$/, '');
+              trees.push({ src: abs, dest: target.slice(1), ...(owner ?? { uid: 0, gid: 0 }), ...(skip ? { skip: (r: string) => skip!(relBase ? `${relBase}/${r}` : r) } : {}) });
+            }
+          }
+          const parentDirs = (p: string) => { const parts = p.slice(1).split('/').slice(0, -1); return parts.map((_x, i) => parts.slice(0, i + 1).join('/')).filter(Boolean); };
+          await writeLayer(tmp, trees, { parents: [...new Set(trees.flatMap((t) => parentDirs(`/${t.dest}`)))] });
+          const diffId = await images.addLayer(tmp);
+          const txt = `${ins.cmd} ${from ? `--from=${from} ` : ''}${srcs.join(' ')} ${dest}`;
+          await commit(s, stepKey(s, txt, diffId), nop(`${ins.cmd} ${diffId.slice(0, 19)} in ${dest}`), diffId);
+        } finally {
+          await fs.rm(tmp, { force: true });
+          if (mounted) { await unmount(join(mounted, 'root')).catch(() => undefined); await fs.rm(mounted, { recursive: true, force: true }); }
+        }
+        break;
+      }
+      case 'SHELL':
+      case 'HEALTHCHECK':
+      case 'ONBUILD':
+        throw new BadRequestError(`dockerfile line ${ins.line}: ${ins.cmd} is not supported by berth's builder yet`);
+    }
+  }
+  if (!st?.imageId) {
+    // Only FROM scratch: an image of no layers, as Docker makes it.
+    await commitFinal(st!);
+  }
+  let finalId = st!.imageId!;
+  if (Object.keys(o.labels).length) {
+    st!.config.config!.Labels = { ...(st!.config.config!.Labels ?? {}), ...o.labels };
+    const rec = await images.commitImage(Buffer.from(JSON.stringify(st!.config)), []);
+    finalId = rec.id;
+  }
+  const unused = Object.keys(o.buildArgs).filter((k) => !usedArgs.has(k));
+  if (unused.length) out(`[Warning] One or more build-args [${unused.join(' ')}] were not consumed\n`);
+  for (const t of o.tags) await images.tag(finalId, t);
+  return finalId;
+
+  async function commitFinal(s: Stage): Promise<void> {
+    const rec = await images.commitImage(Buffer.from(JSON.stringify(s.config)), []);
+    s.imageId = rec.id;
+  }
+}
+
+function argPairs(ins: Instruction): Array<[string, string | undefined]> {
+  return splitWords(ins.rest).map((w) => {
+    const eq = w.indexOf('=');
+    return eq < 0 ? [w, undefined] : [w.slice(0, eq), w.slice(eq + 1).replace(/^"(.*)"$/, '$1')];
+  });
+}
+
+/** COPY sources: a path, or a pattern with * and ? in its last component. */
+async function globSources(root: string, src: string, ignored?: (rel: string) => boolean): Promise<string[]> {
+  const rel = normalize(`/${src}`).slice(1).replace(/\/+$/, '');
+  if (!/[*?[]/.test(rel)) {
+    if (rel && ignored?.(rel)) return [];
+    try { await fs.lstat(join(root, rel)); return [rel]; } catch { return []; }
+  }
+  const slash = rel.lastIndexOf('/');
+  const dir = slash >= 0 ? rel.slice(0, slash) : '';
+  const re = new RegExp(`^${rel.slice(slash + 1).replace(/[.+^${}()|\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`);
+  const names = await fs.readdir(join(root, dir)).catch(() => [] as string[]);
+  return names.filter((n) => re.test(n)).map((n) => (dir ? `${dir}/${n}` : n)).filter((p) => !ignored?.(p)).sort();
+}
+
+/** Runs one RUN step in a container and returns the diff id of what it changed. */
+async function runStep(deps: BuildDeps, imageId: string, argv: string[], env: string[], cfg: ImageRuntimeConfig, out: (t: string) => void): Promise<string> {
+  const { engine, images } = deps;
+  const { Id } = await engine.create({
+    Image: imageId, Cmd: argv, Entrypoint: [], Env: env, WorkingDir: cfg.WorkingDir ?? '', User: cfg.User ?? '',
+    Tty: false, AttachStdout: true, AttachStderr: true, HostConfig: { NetworkMode: 'bridge' },
+  }, undefined);
+  out(` ---> Running in ${Id.slice(0, 12)}\n`);
+  const tmp = images.scratchPath('run');
+  try {
+    const waiting = engine.wait(Id, 'next-exit');
+    await engine.start(Id);
+    const { StatusCode } = await waiting;
+    await readLogs(engine.logPath(engine.get(Id)), { stdout: true, stderr: true, since: 0, until: 0, timestamps: false }, (e) => out(e.data.toString('utf8')));
+    if (StatusCode !== 0) {
+      const shown = argv.slice(0, 2).join(' ') === '/bin/sh -c' ? `/bin/sh -c ${argv[2]}` : JSON.stringify(argv);
+      throw new BuildError(`The command '${shown}' returned a non-zero code: ${StatusCode}`, StatusCode);
+    }
+    await writeLayer(tmp, [{ src: join(deps.root, 'containers', Id, 'diff'), dest: '' }], { whiteouts: true });
+    return await images.addLayer(tmp);
+  } finally {
+    await fs.rm(tmp, { force: true });
+    await engine.remove(Id, { force: true }).catch(() => undefined);
+    out(`Removing intermediate container ${Id.slice(0, 12)}\n`);
+  }
+}
