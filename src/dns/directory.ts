@@ -15,7 +15,8 @@ export class ContainerDirectory implements DnsDirectory {
   constructor(
     private readonly containers: () => Iterable<ContainerRecord>,
     private readonly networks: () => Map<string, NetworkRecord>,
-    private readonly generation: () => number,
+    /** Bumped by the network controller whenever an endpoint changes. */
+    readonly generation: () => number,
   ) {}
 
   asker(networkId: string, srcIp: string): (Asker & { upstreams: string[] }) | undefined {

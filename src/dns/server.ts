@@ -12,7 +12,12 @@ export interface DnsDirectory {
   asker(networkId: string, srcIp: string): (Asker & { upstreams: string[] }) | undefined;
   /** The container itself, for sockets opened inside its own namespace (they serve no one else). */
   askerFor?(containerId: string): (Asker & { upstreams: string[] }) | undefined;
+  /** Changes whenever any answer may change (an endpoint joined, left, was renamed…). */
+  generation?(): number;
 }
+
+/** Local answers kept at most; the cache is emptied when full (entries are cheap to rebuild). */
+const ANSWER_CACHE_MAX = 20_000;
 
 const TTL = 600;
 const MAX_IN_FLIGHT = 1024;
@@ -73,6 +78,12 @@ export class DnsServer {
   /** Sockets being opened, by container id; closeSandbox drops the entry to cancel them. */
   private readonly opening = new Map<string, { token: object; promise: Promise<number> }>();
   private inFlight = 0;
+  /**
+   * Encoded local answers by asking container and query (everything but the id), valid for one
+   * directory generation. A hit is a map lookup and a copy: no decoding, no encoding, no promise.
+   */
+  private readonly answers = new Map<string, Buffer>();
+  private answersGeneration = -1;
   private hostUpstreams: { at: number; list: string[] } = { at: 0, list: [] };
 
   constructor(private readonly directory: DnsDirectory, private readonly hostResolvConf = '/etc/resolv.conf') {}
@@ -142,9 +153,7 @@ export class DnsServer {
     const { udp, tcp, port } = sockets;
     const l: SandboxListener = { udp, tcp, port, conns: new Set() };
     const asker = () => this.directory.askerFor?.(containerId);
-    udp.on('message', (msg, rinfo) => void this.answerFor(asker(), msg, 'udp').then((reply) => {
-      if (reply) udp.send(reply, rinfo.port, rinfo.address);
-    }));
+    udp.on('message', (msg, rinfo) => this.replyUdp(udp, asker(), msg, rinfo));
     udp.on('error', () => { /* per-datagram errors must not stop the server */ });
     tcp.on('connection', (sock: TcpSocket) => {
       // Held open, an accepted socket would keep the namespace alive after the container.
@@ -172,9 +181,43 @@ export class DnsServer {
     this.sandboxes.delete(containerId);
   }
 
-  private async onUdp(networkId: string, sock: Socket, msg: Buffer, rinfo: RemoteInfo): Promise<void> {
-    const reply = await this.handle(networkId, rinfo.address, msg, 'udp');
-    if (reply) sock.send(reply, rinfo.port, rinfo.address);
+  private onUdp(networkId: string, sock: Socket, msg: Buffer, rinfo: RemoteInfo): void {
+    this.replyUdp(sock, this.directory.asker(networkId, rinfo.address), msg, rinfo);
+  }
+
+  private replyUdp(sock: Socket, asker: (Asker & { upstreams: string[] }) | undefined, msg: Buffer, rinfo: RemoteInfo): void {
+    if (!asker) return;
+    const hit = this.cachedAnswer(asker.containerId, msg);
+    if (hit) {
+      sock.send(hit, rinfo.port, rinfo.address);
+      return;
+    }
+    void this.answerFor(asker, msg, 'udp').then((reply) => {
+      if (reply) sock.send(reply, rinfo.port, rinfo.address);
+    });
+  }
+
+  private cachedAnswer(askerId: string, msg: Buffer): Buffer | undefined {
+    const generation = this.directory.generation?.();
+    if (generation === undefined || msg.length < 12) return undefined;
+    if (generation !== this.answersGeneration) {
+      this.answers.clear();
+      this.answersGeneration = generation;
+      return undefined;
+    }
+    const hit = this.answers.get(`${askerId}/${msg.toString('latin1', 2)}`);
+    if (!hit) return undefined;
+    const out = Buffer.from(hit);
+    msg.copy(out, 0, 0, 2);
+    return out;
+  }
+
+  /** Keeps an answer that depends only on the directory: never a forwarded one, never a shuffled list. */
+  private remember(askerId: string, msg: Buffer, reply: Buffer): Buffer {
+    if (this.directory.generation?.() !== this.answersGeneration) return reply;
+    if (this.answers.size >= ANSWER_CACHE_MAX) this.answers.clear();
+    this.answers.set(`${askerId}/${msg.toString('latin1', 2)}`, reply);
+    return reply;
   }
 
   private onTcp(networkId: string, sock: TcpSocket): void {
@@ -224,16 +267,20 @@ export class DnsServer {
       questions: [q],
     };
     const local = answer(asker, q.name, q.type);
+    const keep = (reply: Buffer) => this.remember(asker.containerId, msg, reply);
     switch (local.kind) {
-      case 'addresses':
-        return dnsPacket.encode({ ...base, answers: local.ips.map((ip) => ({ type: local.type, name: q.name, ttl: TTL, class: 'IN', data: ip })) } as Packet);
+      case 'addresses': {
+        const reply = dnsPacket.encode({ ...base, answers: local.ips.map((ip) => ({ type: local.type, name: q.name, ttl: TTL, class: 'IN', data: ip })) } as Packet);
+        // Several addresses are shuffled afresh for every query (round-robin), so only one is kept.
+        return local.ips.length === 1 ? keep(reply) : reply;
+      }
       case 'nodata':
-        return dnsPacket.encode(base);
+        return keep(dnsPacket.encode(base));
       case 'ptr':
-        return dnsPacket.encode({ ...base, answers: [{ type: 'PTR', name: q.name, ttl: TTL, class: 'IN', data: local.name }] } as Packet);
+        return keep(dnsPacket.encode({ ...base, answers: [{ type: 'PTR', name: q.name, ttl: TTL, class: 'IN', data: local.name }] } as Packet));
     }
     // Not a container name: internal-only containers get no answer from outside.
-    if (asker.networks.every((n) => n.internal)) return dnsPacket.encode(withRcode(base, 'NXDOMAIN'));
+    if (asker.networks.every((n) => n.internal)) return keep(dnsPacket.encode(withRcode(base, 'NXDOMAIN')));
     const reply = await this.forward(msg, base, asker.upstreams.length ? asker.upstreams : await this.upstreams(), transport);
     return transport === 'udp' ? fitUdp(reply, maxUdpSize(query)) : reply;
   }

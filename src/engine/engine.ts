@@ -685,6 +685,8 @@ export class Engine {
     const old = c.Name;
     c.Name = name;
     this.names.set(name, c.Id);
+    // The embedded DNS answers by name: its view (and its answer cache) must see the new one.
+    this.o.network.generation++;
     await this.save(c);
     this.containerEvent(c, 'rename', { oldName: old });
   }

@@ -68,6 +68,17 @@ describe('embedded DNS', () => {
     for (const id of [target, joiner]) await host.api('DELETE', `/containers/${id}?force=1`);
   });
 
+  it('a renamed container answers to its new name only, however often the old one was asked', async () => {
+    const target = await host.runDetached(onNet('dnsnet'), 'before-rename');
+    const asker = await host.runDetached(onNet('dnsnet'));
+    const ip = (await host.api('GET', `/containers/${target}/json`)).json.NetworkSettings.Networks.dnsnet.IPAddress;
+    for (let i = 0; i < 3; i++) assert.deepEqual((await lookup(host, asker, 'before-rename')).addrs, [ip]);
+    assert.equal((await host.api('POST', `/containers/${target}/rename?name=after-rename`)).status, 204);
+    assert.deepEqual((await lookup(host, asker, 'after-rename')).addrs, [ip]);
+    assert.match((await lookup(host, asker, 'before-rename')).out, /NXDOMAIN|can't find|timed out/);
+    for (const id of [target, asker]) await host.api('DELETE', `/containers/${id}?force=1`);
+  });
+
   it('answers names, NAME.NETWORK, short ids and PTR, case-insensitively, only on shared networks', async () => {
     const web = await host.runDetached(onNet('dnsnet'), 'web');
     const db = await host.runDetached(onNet('dnsnet'), 'db');

@@ -70,3 +70,40 @@ describe('DNS packet handling under hostile input', () => {
     assert.ok(await server.handle('n1', '172.18.0.2', valid, 'udp'));
   });
 });
+
+describe('DNS answer cache', () => {
+  it('serves repeated UDP queries from the cache, with each query\'s id, until the directory changes', async () => {
+    const { createSocket } = await import('node:dgram');
+    let generation = 1;
+    let apiIp = '172.18.0.3';
+    const view = (): Asker & { upstreams: string[] } => ({
+      containerId: 'c1', upstreams: [],
+      networks: [{ id: 'n1', name: 'front', internal: false, endpoints: [{ containerId: 'c2', containerName: 'api', ip: apiIp, names: ['api'] }] }],
+    });
+    const server = new DnsServer({ asker: (_n, ip) => (ip === '127.0.0.1' ? view() : undefined), generation: () => generation });
+    const port = await server.listen('n1', '127.0.0.1');
+    const client = createSocket('udp4');
+    const ask = (id: number) => new Promise<dnsPacket.Packet>((resolve) => {
+      client.once('message', (m) => resolve(dnsPacket.decode(m)));
+      client.send(dnsPacket.encode({ type: 'query', id, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: 'A', name: 'api', class: 'IN' }] }), port, '127.0.0.1');
+    });
+    const data = (p: dnsPacket.Packet) => p.answers!.map((a) => (a as { data: unknown }).data);
+    try {
+      for (const id of [11, 12, 13]) {
+        const r = await ask(id);
+        assert.equal(r.id, id);
+        assert.deepEqual(data(r), ['172.18.0.3']);
+      }
+      // Without a new generation the cached answer stands (this is what makes hits cheap)…
+      apiIp = '172.18.0.9';
+      assert.deepEqual(data(await ask(14)), ['172.18.0.3']);
+      // …and a new generation is seen at once.
+      generation++;
+      assert.deepEqual(data(await ask(15)), ['172.18.0.9']);
+      assert.deepEqual(data(await ask(16)), ['172.18.0.9']);
+    } finally {
+      client.close();
+      server.closeAll();
+    }
+  });
+});
