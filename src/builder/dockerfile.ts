@@ -124,6 +124,7 @@ export function splitWords(s: string): string[] {
       continue;
     }
     if (c === '"' || c === "'") { quote = c; cur += c; any = true; continue; }
+    if (c === '\\' && i + 1 < s.length) { cur += c + s[++i]; continue; }
     if (/\s/.test(c)) { if (any || cur) out.push(cur); cur = ''; any = false; continue; }
     cur += c;
   }

@@ -91,6 +91,22 @@ describe('pull and push with a local registry', () => {
     assert.match(byDigest, new RegExp(`${reg}/busybox@${digest}\\n$`));
   });
 
+  it('a built image: push it, remove it, pull it back, run it', async () => {
+    const reg = open.addr;
+    const ctx = join(host.dir, 'buildctx');
+    await fs.mkdir(ctx, { recursive: true });
+    await fs.writeFile(join(ctx, 'Dockerfile'), 'FROM busybox\nRUN echo made-by-run > /built\nCMD ["cat", "/built"]\n');
+    await ok(['build', '-t', `${reg}/built:1`, ctx]);
+    assert.match(await ok(['push', `${reg}/built:1`]), /1: digest: sha256:/);
+    const id = (await ok(['image', 'inspect', '-f', '{{.Id}}', `${reg}/built:1`])).trim();
+    await ok(['rmi', `${reg}/built:1`]);
+    await ok(['image', 'prune', '-f']);
+    assert.equal((await berth(['image', 'inspect', id])).code, 1);
+    await ok(['pull', `${reg}/built:1`]);
+    assert.equal((await ok(['image', 'inspect', '-f', '{{.Id}}', `${reg}/built:1`])).trim(), id);
+    assert.equal(await ok(['run', '--rm', `${reg}/built:1`]), 'made-by-run\n');
+  });
+
   it('the docker CLI: push, pull with its progress stream, and run of an image not present pulls it', async () => {
     const reg = open.addr;
     const tagged = await host.docker(['tag', 'busybox', `${reg}/dockercli:1`]);
