@@ -52,6 +52,8 @@ export class NetworkController {
   private dns?: DnsServer;
   /** Bumped on every endpoint change, so derived views (DNS) know when to rebuild. */
   generation = 0;
+  /** The DNS redirect last programmed in each running container's namespace, to skip rewriting it unchanged. */
+  private readonly dnsProgrammed = new Map<string, string>();
   private readonly ports = new PortReservations();
   /** The registry of network drivers: the only place that maps a Driver name to code. */
   private readonly drivers: Map<string, NetworkDriver>;
@@ -239,7 +241,13 @@ export class NetworkController {
         continue;
       }
       if (!n.dnsPort) continue;
-      await programRedirect(c.NetnsPath, this.netnsDir, n.pools![0]!.gateway, n.dnsPort, ep.IPAddress);
+      // connect/disconnect of another network usually leaves the redirect as it was: skip the nft run.
+      const key = `gateway ${c.NetnsPath} ${n.pools![0]!.gateway} ${n.dnsPort} ${ep.IPAddress}`;
+      if (this.dnsProgrammed.get(c.Id) !== key) {
+        this.dnsProgrammed.delete(c.Id);
+        await programRedirect(c.NetnsPath, this.netnsDir, n.pools![0]!.gateway, n.dnsPort, ep.IPAddress);
+        this.dnsProgrammed.set(c.Id, key);
+      }
       this.dns.closeSandbox(c.Id);
       return true;
     }
@@ -249,6 +257,7 @@ export class NetworkController {
     }
     const fresh = !this.dns.hasSandbox(c.Id);
     const port = await this.dns.serveSandbox(c.Id, c.NetnsPath);
+    this.dnsProgrammed.delete(c.Id);
     try {
       await programSandboxRedirect(c.NetnsPath, this.netnsDir, port);
     } catch (e) {
@@ -549,6 +558,7 @@ export class NetworkController {
   /** Frees addresses and the sandbox. Safe to call twice; collects errors instead of stopping. */
   async tearDown(c: ContainerRecord): Promise<void> {
     const errors: string[] = [];
+    this.dnsProgrammed.delete(c.Id);
     await this.unpublish(c).catch((e: Error) => errors.push(e.message));
     // berthd's sockets inside the namespace would keep it, and its interfaces, alive.
     this.dns?.closeSandbox(c.Id);
