@@ -1,5 +1,5 @@
 import { ipBatch, ipJson } from '../kernel/netns.js';
-import { run } from '../util/exec.js';
+import { setSysctl } from '../kernel/sysctl.js';
 
 /**
  * The bridge driver's kernel side: a Linux bridge per network in berthd's namespace, and a veth
@@ -33,7 +33,7 @@ export async function ensureBridge(b: BridgeSpec): Promise<void> {
     }
   }
   // The host may disable IPv6 on new interfaces by default; a dual-stack bridge needs it (its own sysctl only).
-  if (b.gateway6Cidr) await run('sysctl', ['-qw', `net.ipv6.conf.${b.name}.disable_ipv6=0`]);
+  if (b.gateway6Cidr) await setSysctl(`net.ipv6.conf.${b.name}.disable_ipv6`, 0);
   cmds.push(`addr replace ${b.gatewayCidr} dev ${b.name}`);
   // No duplicate address detection: the gateway must answer the moment a container joins.
   if (b.gateway6Cidr) cmds.push(`addr replace ${b.gateway6Cidr} dev ${b.name} nodad`);

@@ -1,4 +1,4 @@
-import { run } from '../util/exec.js';
+import { setSysctl } from '../kernel/sysctl.js';
 import { BadRequestError, ConflictError } from '../util/errors.js';
 import { deleteBridge, ensureBridge, joinEndpoint, leaveEndpoint, macFor } from './bridge.js';
 import type { CreateContext, EndpointJoin, NetworkDriver } from './driver.js';
@@ -63,7 +63,7 @@ export class BridgeDriver implements NetworkDriver {
     });
     // The host's own connections to 127.0.0.1:PORT are DNATed out through the bridge; the kernel
     // only routes a loopback source out of an interface that allows it (this bridge, nothing else).
-    await run('sysctl', ['-qw', `net.ipv4.conf.${n.bridge}.route_localnet=1`]);
+    await setSysctl(`net.ipv4.conf.${n.bridge}.route_localnet`, 1);
   }
 
   async deleteNetwork(n: NetworkRecord): Promise<void> {
