@@ -48,6 +48,7 @@ export class VlanDriver implements NetworkDriver {
   readonly avoidsRoutedSubnets = false;
   readonly leaveBeforeRelease = true;
   readonly publishes = false;
+  readonly ipv6 = true;
 
   constructor(readonly name: 'macvlan' | 'ipvlan', private readonly mtuDefault: () => number) {}
 
@@ -198,9 +199,14 @@ export class VlanDriver implements NetworkDriver {
     const address = this.name === 'macvlan' ? ` address ${j.mac}` : '';
     await ipBatch(undefined, [`link add link ${n.parent} name ${j.ifname}${address}${mtu} netns ${j.netnsPath} type ${this.name} mode ${mode}`]);
     try {
-      const inside = [`addr add ${j.addressCidr} dev ${j.ifname}`, `link set ${j.ifname} up`];
+      const inside = [`addr add ${j.addressCidr} dev ${j.ifname}`];
+      // No duplicate address detection: the address is the container's the moment it runs.
+      if (j.address6Cidr) inside.push(`addr add ${j.address6Cidr} dev ${j.ifname} nodad`);
+      inside.push(`link set ${j.ifname} up`);
       // In ipvlan's L3 modes the parent's host routes; there is no gateway to ARP for (as in Docker).
-      if (j.gateway) inside.push(this.name === 'ipvlan' && mode !== 'l2' ? `route replace default dev ${j.ifname}` : `route replace default via ${j.gateway} dev ${j.ifname}`);
+      const l3 = this.name === 'ipvlan' && mode !== 'l2';
+      if (j.gateway) inside.push(l3 ? `route replace default dev ${j.ifname}` : `route replace default via ${j.gateway} dev ${j.ifname}`);
+      if (j.gateway6) inside.push(l3 ? `route replace ::/0 dev ${j.ifname}` : `route replace default via ${j.gateway6} dev ${j.ifname}`);
       await ipBatch(j.netnsPath, inside);
       if (this.name === 'macvlan') return { mac: j.mac };
       const info = await ipJson<Array<{ address?: string }>>(j.netnsPath, ['link', 'show', 'dev', j.ifname]);

@@ -73,6 +73,24 @@ describe('macvlan networks', () => {
   const onNet = (net: string, extra: Record<string, unknown> = {}) => ({ Cmd: ['sleep', '300'], HostConfig: { NetworkMode: net }, ...extra });
   const rmAll = async (ids: string[]) => { for (const id of ids) await host.api('DELETE', `/containers/${id}?force=1`); };
 
+  it('dual stack: IPv6 addresses on the parent\'s link, by address and by name (AAAA), to and from the other machine', async () => {
+    await inMachine('ip', ['addr', 'add', 'fd77::1/64', 'dev', 'bmlan1', 'nodad']);
+    const r = await create({ Name: 'pub6', EnableIPv6: true, Options: { parent: 'bmlan0' }, IPAM: { Config: [{ Subnet: '192.168.76.0/24', Gateway: '192.168.76.1' }, { Subnet: 'fd77::/64', Gateway: 'fd77::1' }] } });
+    assert.equal(r.status, 201, r.body);
+    const a = await host.runDetached(onNet('pub6'), 'mv6a');
+    const b = await host.runDetached(onNet('pub6'));
+    const ep = (await host.api('GET', `/containers/${a}/json`)).json.NetworkSettings.Networks.pub6;
+    assert.equal(ep.GlobalIPv6Address, 'fd77::2');
+    assert.equal(ep.IPv6Gateway, 'fd77::1');
+    assert.match(await execOut(host, b, ['ping6', '-c', '1', '-W', '2', 'mv6a']), /1 packets received/);
+    assert.match(await execOut(host, b, ['nslookup', '-type=AAAA', 'mv6a']), /Address: fd77::2/);
+    assert.match(await execOut(host, a, ['ping6', '-c', '1', '-W', '2', 'fd77::1']), /1 packets received/);
+    assert.equal((await inMachine('busybox', ['ping6', '-c', '1', '-W', '2', 'fd77::2'])).code, 0, 'the other machine reaches the container');
+    await rmAll([a, b]);
+    assert.equal((await host.api('DELETE', '/networks/pub6')).status, 204);
+    await inMachine('ip', ['addr', 'del', 'fd77::1/64', 'dev', 'bmlan1']);
+  });
+
   it('containers reach each other by IP and by name, reach the other machine, with their own MACs', async () => {
     const r = await create({ Name: 'pub', Options: { parent: 'bmlan0' }, IPAM: { Config: [{ Subnet: SUBNET, Gateway: MACHINE }] } });
     assert.equal(r.status, 201, r.body);
