@@ -364,8 +364,19 @@ async function runStep(deps: BuildDeps, imageId: string, argv: string[], env: st
   try {
     const waiting = engine.wait(Id, 'next-exit');
     await engine.start(Id);
-    const { StatusCode } = await waiting;
-    await readLogs(engine.logPath(engine.get(Id)), { stdout: true, stderr: true, since: 0, until: 0, timestamps: false }, (e) => out(e.data.toString('utf8')));
+    // The step's output streams while it runs; the follower stops once the exit is known and read.
+    let exited = false;
+    const stop = new AbortController();
+    const following = readLogs(engine.logPath(engine.get(Id)), { stdout: true, stderr: true, since: 0, until: 0, timestamps: false },
+      (e) => out(e.data.toString('utf8')), { isDone: () => exited, signal: stop.signal });
+    let StatusCode: number;
+    try {
+      ({ StatusCode } = await waiting);
+    } finally {
+      exited = true;
+      await Promise.race([following, new Promise((r) => setTimeout(r, 5000))]);
+      stop.abort();
+    }
     if (StatusCode !== 0) {
       const shown = argv.slice(0, 2).join(' ') === '/bin/sh -c' ? `/bin/sh -c ${argv[2]}` : JSON.stringify(argv);
       throw new BuildError(`The command '${shown}' returned a non-zero code: ${StatusCode}`, StatusCode);
