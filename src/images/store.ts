@@ -48,7 +48,13 @@ export class LocalImageStore implements ImageStore {
   }
 
   async init(): Promise<void> {
-    for (const d of [this.rootDir, join(this.rootDir, 'layers'), this.configDir]) await fs.mkdir(d, { recursive: true, mode: 0o700 });
+    for (const d of [this.rootDir, join(this.rootDir, 'layers'), this.configDir, join(this.rootDir, 'downloads')]) await fs.mkdir(d, { recursive: true, mode: 0o700 });
+    // Partial downloads are kept for resuming a pull, but not forever.
+    for (const f of await fs.readdir(join(this.rootDir, 'downloads'))) {
+      const p = join(this.rootDir, 'downloads', f);
+      const st = await fs.stat(p).catch(() => undefined);
+      if (st && Date.now() - st.mtimeMs > 24 * 3600_000) await fs.rm(p, { force: true });
+    }
     await fs.rm(this.tmpDir, { recursive: true, force: true });
     await fs.mkdir(this.tmpDir, { recursive: true, mode: 0o700 });
     this.index = (await readJson<IndexFile>(this.indexPath)) ?? { tags: {}, images: {} };
@@ -357,7 +363,9 @@ export class LocalImageStore implements ImageStore {
   addLayer(path: string, expectedDiffId?: string): Promise<string> { return this.layers.addFromFile(path, expectedDiffId); }
   layerTarPath(diffId: string): string { return this.layers.tarPath(diffId); }
   scratchPath(prefix: string): string { return join(this.tmpDir, `${prefix}-${process.pid}-${Math.random().toString(36).slice(2)}`); }
-  configBytes(rec: ImageRecord): Promise<Buffer> { return fs.readFile(join(this.configDir, `${rec.id.slice(7)}.json`)); }
+  /** Where a blob download lives until it is complete; init() keeps these so pulls can resume. */
+  downloadPath(digest: string): string { return join(this.rootDir, 'downloads', digest.replace(/^sha256:/, '')); }
+    configBytes(rec: ImageRecord): Promise<Buffer> { return fs.readFile(join(this.configDir, `${rec.id.slice(7)}.json`)); }
 
   /** Records a build step's image: its parent (which hides the parent as intermediate) and cache key. */
   async recordBuildStep(id: string, parent: string | undefined, key: string): Promise<void> {

@@ -43,6 +43,21 @@ describe('pull and push with a local registry', () => {
     assert.equal(r.code, 0, r.stderr);
     return r.stdout;
   }
+  /** The registry's stored gzip blob of a layer, found by its diff id's first 12 hex digits. */
+  async function layerBlob(reg: RegistryServer, layerId: string): Promise<{ hex: string; data: string }> {
+    const { gunzipSync } = await import('node:zlib');
+    const { createHash } = await import('node:crypto');
+    const blobsDir = join(reg.storage, 'docker', 'registry', 'v2', 'blobs', 'sha256');
+    for (const pre of await fs.readdir(blobsDir)) {
+      for (const h of await fs.readdir(join(blobsDir, pre))) {
+        const data = join(blobsDir, pre, h, 'data');
+        const bytes = await fs.readFile(data);
+        if (bytes[0] !== 0x1f || bytes[1] !== 0x8b) continue;
+        if (createHash('sha256').update(gunzipSync(bytes)).digest('hex').startsWith(layerId)) return { hex: h, data };
+      }
+    }
+    throw new Error(`no blob for layer ${layerId}`);
+  }
   /** A tiny one-file image, different from busybox, made with import. */
   async function smallImage(tag: string, content: string): Promise<string> {
     const dir = join(host.dir, `small-${content}`);
@@ -152,22 +167,11 @@ describe('pull and push with a local registry', () => {
     await ok(['rmi', `${reg}/corrupt:1`]);
     const layersBefore = await layerDirs();
     const imagesBefore = await ok(['images', '-q', '--no-trunc']);
-    // The pushed layer's blob: find the compressed blob whose diff id starts with layerId.
-    const blobsDir = join(open.storage, 'docker', 'registry', 'v2', 'blobs', 'sha256');
-    let corrupted = '';
-    for (const pre of await fs.readdir(blobsDir)) {
-      for (const h of await fs.readdir(join(blobsDir, pre))) {
-        const data = join(blobsDir, pre, h, 'data');
-        const bytes = await fs.readFile(data);
-        if (bytes[0] !== 0x1f || bytes[1] !== 0x8b) continue;
-        const { gunzipSync } = await import('node:zlib');
-        const { createHash } = await import('node:crypto');
-        if (!createHash('sha256').update(gunzipSync(bytes)).digest('hex').startsWith(layerId)) continue;
-        bytes[Math.floor(bytes.length / 2)] ^= 0xff;
-        await fs.writeFile(data, bytes);
-        corrupted = h;
-      }
-    }
+    const blob = await layerBlob(open, layerId);
+    const bytes = await fs.readFile(blob.data);
+    bytes[Math.floor(bytes.length / 2)] ^= 0xff;
+    await fs.writeFile(blob.data, bytes);
+    const corrupted = blob.hex;
     assert.ok(corrupted, 'found the layer blob');
     const r = await berth(['pull', `${reg}/corrupt:1`]);
     assert.equal(r.code, 1, r.stdout);
@@ -175,6 +179,43 @@ describe('pull and push with a local registry', () => {
     assert.deepEqual(await layerDirs(), layersBefore, 'no layer stored');
     assert.equal(await ok(['images', '-q', '--no-trunc']), imagesBefore, 'no image stored');
     assert.deepEqual(await fs.readdir(join(host.root, 'image', 'tmp')), [], 'no scratch file left');
+  });
+
+  it('an interrupted download resumes with a Range request; a bad partial is thrown away', async () => {
+    const reg = open.addr;
+    const dir = join(host.dir, 'resume');
+    await fs.mkdir(dir, { recursive: true });
+    const { randomBytes } = await import('node:crypto');
+    await fs.writeFile(join(dir, 'noise'), randomBytes(4 << 20));
+    await runOk('tar', ['-cf', `${dir}.tar`, '-C', dir, '.']);
+    await ok(['import', `${dir}.tar`, `${reg}/resume:1`]);
+    const layerId = /([0-9a-f]{12}): Pushed/.exec(await ok(['push', `${reg}/resume:1`]))![1]!;
+    await ok(['rmi', `${reg}/resume:1`]);
+    const blob = await layerBlob(open, layerId);
+    const full = await fs.readFile(blob.data);
+    const half = Math.floor(full.length / 2);
+    const partial = join(host.root, 'image', 'downloads', blob.hex);
+    // As a pull killed halfway leaves it:
+    await fs.writeFile(partial, full.subarray(0, half));
+    const res = await host.api('POST', `/images/create?fromImage=${encodeURIComponent(`${reg}/resume`)}&tag=1`);
+    assert.equal(res.status, 200);
+    const msgs = res.body.split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l));
+    assert.ok(!msgs.some((m) => m.error), res.body);
+    const first = msgs.find((m) => m.id === blob.hex.slice(0, 12) && m.status === 'Downloading');
+    assert.ok(first.progressDetail.current > half, `resumed at ${first.progressDetail.current}, partial had ${half}`);
+    await assert.rejects(fs.access(partial), 'the partial is gone once the layer is in');
+    await ok(['image', 'inspect', `${reg}/resume:1`]);
+
+    // A partial with wrong bytes fails the digest check, and is deleted so a retry starts clean.
+    await ok(['rmi', `${reg}/resume:1`]);
+    const bad = Buffer.from(full.subarray(0, half));
+    bad[10] ^= 0xff;
+    await fs.writeFile(partial, bad);
+    const failed = await berth(['pull', `${reg}/resume:1`]);
+    assert.equal(failed.code, 1);
+    assert.match(failed.stderr, /filesystem layer verification failed/);
+    await assert.rejects(fs.access(partial));
+    await ok(['pull', `${reg}/resume:1`]);
   });
 
   it('an OCI index: the host platform by default, --platform picks another, an absent one is refused', async () => {

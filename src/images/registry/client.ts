@@ -238,8 +238,9 @@ export class RegistryClient {
     return this.fail(res, `blob ${digest}`);
   }
 
-  async getBlob(digest: string): Promise<Response> {
-    const res = await this.request('GET', this.url(`blobs/${digest}`));
+  /** GET a blob, from byte `from` on when given (the answer is 206 if the registry honours it). */
+  async getBlob(digest: string, from?: number): Promise<Response> {
+    const res = await this.request('GET', this.url(`blobs/${digest}`), from ? { headers: { Range: `bytes=${from}-` } } : {});
     if (!res.ok) await this.fail(res, `blob ${digest}`);
     return res;
   }

@@ -162,41 +162,57 @@ export class RegistryService {
     return bytes;
   }
 
-  /** Downloads one layer blob to a scratch file while hashing it, then unpacks it into the store. */
+  /**
+   * Downloads one layer blob while hashing it, then unpacks it into the store. The download goes to
+   * `downloads/<digest>.partial`, which outlives a failed pull or a killed berthd: the next pull
+   * of that blob asks for the rest with a Range request instead of starting over.
+   */
   private async fetchLayer(client: RegistryClient, l: Descriptor, diffId: string, progress: Progress): Promise<void> {
     const id = shortDigest(l.digest);
-    const tmp = this.store.scratchPath('blob');
+    const partial = this.store.downloadPath(l.digest);
+    let keep = true;
     try {
-      const res = await client.getBlob(l.digest);
-      if (!res.body) throw new ApiError(500, `empty response for blob ${l.digest}`);
       const hash = createHash('sha256');
       let n = 0;
+      const have = await fs.stat(partial).then((st) => st.size, () => 0);
+      if (have > 0 && (l.size === undefined || have < l.size)) {
+        for await (const c of createReadStream(partial)) { hash.update(c as Buffer); n += (c as Buffer).length; }
+      }
+      const res = await client.getBlob(l.digest, n > 0 ? n : undefined);
+      if (!res.body) throw new ApiError(500, `empty response for blob ${l.digest}`);
+      // A registry that ignores Range sends the whole blob (200): start over.
+      if (res.status !== 206) n = 0;
+      const resumed = n > 0;
+      const digestSoFar = resumed ? hash : createHash('sha256');
       const tick = throttled(progress, 'Downloading', id, l.size);
       const counter = new Transform({
         transform(chunk: Buffer, _enc, cb) {
           n += chunk.length;
           if (l.size !== undefined && n > l.size) { cb(new ApiError(500, `filesystem layer verification failed for digest ${l.digest}: more than ${l.size} bytes`)); return; }
-          hash.update(chunk);
+          digestSoFar.update(chunk);
           tick(n);
           cb(null, chunk);
         },
       });
-      await pipeline(Readable.fromWeb(res.body as never), counter, createWriteStream(tmp, { mode: 0o600 }));
+      await pipeline(Readable.fromWeb(res.body as never), counter, createWriteStream(partial, { mode: 0o600, flags: resumed ? 'a' : 'w' }));
       tick(n, true);
       progress({ status: 'Verifying Checksum', progressDetail: {}, id });
-      if (`sha256:${hash.digest('hex')}` !== l.digest || (l.size !== undefined && n !== l.size)) {
+      if (`sha256:${digestSoFar.digest('hex')}` !== l.digest || (l.size !== undefined && n !== l.size)) {
+        keep = false;
         throw new ApiError(500, `filesystem layer verification failed for digest ${l.digest}`);
       }
       progress({ status: 'Download complete', progressDetail: {}, id });
       progress({ status: 'Extracting', progressDetail: { current: 0, total: l.size }, progress: '', id });
+      keep = false;
       try {
-        await this.store.addLayer(tmp, diffId);
+        await this.store.addLayer(partial, diffId);
       } catch (e) {
         throw new ApiError(500, `failed to register layer ${id}: ${(e as Error).message}`);
       }
       progress({ status: 'Extracting', progressDetail: { current: l.size, total: l.size }, id });
     } finally {
-      await fs.rm(tmp, { force: true });
+      // Only an interrupted transfer is worth resuming; bad or used bytes go.
+      if (!keep) await fs.rm(partial, { force: true });
     }
   }
 
