@@ -62,12 +62,13 @@ export interface PathStat { name: string; size: number; mode: number; mtime: str
 
 /** The stat Docker returns for a container path (HEAD and the header of GET). */
 export async function statPath(root: string, path: string, container: string): Promise<{ host: string; stat: PathStat }> {
-  const host = await resolveInRoot(root, path, false);
+  const dotted = /(^|\/)\.$/.test(path);
+  const host = await resolveInRoot(root, path, dotted);
   let st: Stats;
   try { st = await fs.lstat(host); } catch { throw new NotFoundError(`Could not find the file ${path} in container ${container}`); }
   let linkTarget = '';
   if (st.isSymbolicLink()) linkTarget = '/' + posix.relative(root, await resolveInRoot(root, path, true));
-  const name = posix.basename(posix.normalize('/' + path)) || '/';
+  const name = dotted ? '.' : posix.basename(posix.normalize('/' + path)) || '/';
   return { host, stat: { name, size: st.size, mode: goMode(st), mtime: st.mtime.toISOString(), linkTarget } };
 }
 
@@ -75,10 +76,10 @@ export async function statPath(root: string, path: string, container: string): P
  * A tar of `host` (already resolved inside the root) named by its last component, as Docker sends
  * it: GNU tar never follows symlinks inside the tree without -h, so nothing outside the root is read.
  */
-export function packPath(host: string): Readable {
-  const parent = posix.dirname(host);
-  const base = posix.basename(host);
-  const child = spawn('tar', ['-C', parent, '--numeric-owner', '-cf', '-', '--', base], { stdio: ['ignore', 'pipe', 'pipe'] });
+export function packPath(host: string, contentsOnly = false): Readable {
+  // `docker cp CTR:DIR/. DEST` asks for DIR's contents: entries named "./…", which the CLI renames.
+  const [dir, name] = contentsOnly ? [host, '.'] : [posix.dirname(host), posix.basename(host)];
+  const child = spawn('tar', ['-C', dir, '--numeric-owner', '-cf', '-', '--', name], { stdio: ['ignore', 'pipe', 'pipe'] });
   const out = new PassThrough();
   let err = '';
   child.stderr.on('data', (d: Buffer) => { err += d.toString(); });
@@ -91,22 +92,30 @@ export function packPath(host: string): Readable {
   return out;
 }
 
+/** The first `n` bytes of a stream (fewer at its end), put back so that reading starts over. */
+async function peek(input: Readable, n: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let len = 0;
+  while (len < n) {
+    const chunk = input.read() as Buffer | null;
+    if (chunk) { chunks.push(chunk); len += chunk.length; continue; }
+    if (input.readableEnded) break;
+    await new Promise<void>((resolve, reject) => {
+      const done = () => { input.off('readable', done); input.off('end', done); input.off('error', fail); resolve(); };
+      const fail = (e: Error) => { done(); reject(e); };
+      input.on('readable', done);
+      input.on('end', done);
+      input.on('error', fail);
+    });
+  }
+  const head = Buffer.concat(chunks);
+  if (head.length) input.unshift(head);
+  return head;
+}
+
 /** gzip, bzip2 or xz as the API allows, or the plain tar. */
 async function decompressed(input: Readable): Promise<Readable> {
-  const first = await new Promise<Buffer>((resolve, reject) => {
-    const onReadable = () => {
-      const chunk = input.read(6) as Buffer | null ?? input.read() as Buffer | null;
-      if (chunk === null) { if (input.readableEnded) resolve(Buffer.alloc(0)); return; }
-      input.off('readable', onReadable);
-      input.off('end', onEnd);
-      input.unshift(chunk);
-      resolve(chunk);
-    };
-    const onEnd = () => resolve(Buffer.alloc(0));
-    input.on('readable', onReadable);
-    input.once('end', onEnd);
-    input.once('error', reject);
-  });
+  const first = await peek(input, 6);
   if (first[0] === 0x1f && first[1] === 0x8b) return input.pipe(createGunzip());
   const tool = first.subarray(0, 3).toString() === 'BZh' ? 'bzip2'
     : first.subarray(0, 6).equals(Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00])) ? 'xz' : undefined;

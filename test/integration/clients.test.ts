@@ -166,6 +166,13 @@ describe('dockerode and testcontainers against berthd', () => {
     // A `..` name is kept below the target directory (Docker refuses such an archive instead).
     assert.equal(await check('cat /tmp/put.txt; cat /tmp/berth-escape-test'), 'put\nno\n');
     await assert.rejects(fs.stat('/berth-escape-test'), 'nothing written outside the container');
+    // The API takes compressed archives too.
+    await fs.writeFile(join(host.dir, 'put.tar'), Buffer.concat(chunks));
+    await run('gzip', ['-k', join(host.dir, 'put.tar')]);
+    await run('xz', ['-k', join(host.dir, 'put.tar')]);
+    assert.equal((await host.api('PUT', '/containers/files/archive?path=/root', await fs.readFile(join(host.dir, 'put.tar.gz')), { 'Content-Type': 'application/x-tar' })).status, 200);
+    assert.equal((await host.api('PUT', '/containers/files/archive?path=/home', await fs.readFile(join(host.dir, 'put.tar.xz')), { 'Content-Type': 'application/x-tar' })).status, 200);
+    assert.equal(await check('cat /root/put.txt /home/put.txt'), 'put\nput\n');
     const notDir = await host.api('PUT', '/containers/files/archive?path=/data/a.txt', Buffer.concat(chunks), { 'Content-Type': 'application/x-tar' });
     assert.equal(notDir.status, 400);
     assert.equal(notDir.json.message, 'not a directory');
@@ -176,6 +183,9 @@ describe('dockerode and testcontainers against berthd', () => {
     await fs.writeFile(join(local, 'in.txt'), 'from host\n');
     assert.equal((await host.docker(['cp', join(local, 'in.txt'), 'files:/root/'])).code, 0);
     assert.equal(await check('cat /root/in.txt'), 'from host\n');
+    const contents = await host.docker(['cp', 'files:/data/sub/.', join(local, 'flat')]);
+    assert.equal(contents.code, 0, contents.stderr);
+    assert.equal(await fs.readFile(join(local, 'flat', 'b'), 'utf8'), 'deep\n', 'SRC/. copies the contents');
     const out = await host.docker(['cp', 'files:/data/sub', local]);
     assert.equal(out.code, 0, out.stderr);
     assert.equal(await fs.readFile(join(local, 'sub', 'b'), 'utf8'), 'deep\n');

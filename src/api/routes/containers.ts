@@ -306,6 +306,8 @@ async function archiveGet(api: ApiContext, ctx: RequestContext, withBody: boolea
   const ref = ctx.params.id!;
   await api.engine.withRootfs(ref, async (rootfs) => {
     const { host, stat } = await statPath(rootfs, path, ref);
+    // Go's ModeDir is the highest bit: anything below it is not a directory.
+    if (stat.name === '.' && stat.mode < 2 ** 31) throw new BadRequestError(`not a directory: ${path}`);
     const header = Buffer.from(JSON.stringify(stat)).toString('base64');
     if (!withBody) {
       ctx.res.writeHead(200, { 'X-Docker-Container-Path-Stat': header, 'Content-Type': 'application/x-tar' });
@@ -313,7 +315,7 @@ async function archiveGet(api: ApiContext, ctx: RequestContext, withBody: boolea
       return;
     }
     ctx.res.writeHead(200, { 'X-Docker-Container-Path-Stat': header, 'Content-Type': 'application/x-tar' });
-    await pipeline(packPath(host), ctx.res).catch(() => ctx.res.destroy());
+    await pipeline(packPath(host, stat.name === '.'), ctx.res).catch(() => ctx.res.destroy());
   });
 }
 
