@@ -63,11 +63,32 @@ function setEnv(cfg: ImageRuntimeConfig, k: string, v: string): void {
   cfg.Env = env;
 }
 
-/** A path inside the build context; `..` can never leave it. */
-function inContext(ctx: string, rel: string): string {
-  const p = normalize(join(ctx, normalize(`/${rel}`)));
-  if (p !== ctx && !p.startsWith(ctx.endsWith('/') ? ctx : `${ctx}/`)) throw new BadRequestError(`forbidden path outside the build context: ${rel}`);
-  return p;
+/**
+ * A path under root with every symlink on the way resolved *inside* root (an absolute target
+ * starts again at root), so a context's or an image's `/var/run -> /run` can never lead to the
+ * host's files. The last component is not followed: COPY takes a symlink as a symlink.
+ */
+export async function scopedPath(root: string, rel: string, followLast = false): Promise<string> {
+  const parts = normalize(`/${rel}`).split('/').filter(Boolean);
+  const done: string[] = [];
+  let hops = 0;
+  while (parts.length > (followLast ? 0 : 1)) {
+    const part = parts.shift()!;
+    if (part === '..') { done.pop(); continue; }
+    const here = join(root, ...done, part);
+    const st = await fs.lstat(here).catch(() => undefined);
+    if (st?.isSymbolicLink()) {
+      if (++hops > 40) throw new BadRequestError(`too many levels of symbolic links: ${rel}`);
+      const target = await fs.readlink(here);
+      if (target.startsWith('/')) done.length = 0;
+      parts.unshift(...target.split('/').filter((x) => x && x !== '.'));
+      continue;
+    }
+    done.push(part);
+  }
+  if (parts[0] === '..') done.pop();
+  else if (parts[0]) done.push(parts[0]);
+  return join(root, ...done.filter((x) => x !== '..'));
 }
 
 function globRegex(pattern: string): RegExp {
@@ -98,7 +119,7 @@ export function dockerignore(text: string): (rel: string) => boolean {
 
 export async function build(deps: BuildDeps, contextDir: string, o: BuildOptions, out: (text: string) => void): Promise<string> {
   const { images, engine } = deps;
-  const dfPath = inContext(contextDir, o.dockerfile || 'Dockerfile');
+  const dfPath = await scopedPath(contextDir, o.dockerfile || 'Dockerfile', true);
   const text = await fs.readFile(dfPath, 'utf8').catch(() => {
     throw new BadRequestError(`Cannot locate specified Dockerfile: ${o.dockerfile || 'Dockerfile'}`);
   });
@@ -286,7 +307,7 @@ export async function build(deps: BuildDeps, contextDir: string, o: BuildOptions
             const matches = await globSources(srcRoot, src, from ? undefined : ignored);
             if (matches.length === 0) throw new BadRequestError(`${ins.cmd} failed: file not found in build context or excluded by .dockerignore: stat ${src}: file does not exist`);
             for (const m of matches) {
-              const abs = from ? join(srcRoot, normalize(`/${m}`)) : inContext(srcRoot, m);
+              const abs = await scopedPath(srcRoot, m);
               const isDir = (await fs.lstat(abs)).isDirectory();
               const target = isDir || !destIsDir ? dest : posix.join(dest, posix.basename(m));
               const relBase = normalize(`/${m}`).slice(1).replace(/\/+$/, '');
@@ -343,12 +364,12 @@ async function globSources(root: string, src: string, ignored?: (rel: string) =>
   const rel = normalize(`/${src}`).slice(1).replace(/\/+$/, '');
   if (!/[*?[]/.test(rel)) {
     if (rel && ignored?.(rel)) return [];
-    try { await fs.lstat(join(root, rel)); return [rel]; } catch { return []; }
+    try { await fs.lstat(await scopedPath(root, rel)); return [rel]; } catch { return []; }
   }
   const slash = rel.lastIndexOf('/');
   const dir = slash >= 0 ? rel.slice(0, slash) : '';
   const re = new RegExp(`^${rel.slice(slash + 1).replace(/[.+^${}()|\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`);
-  const names = await fs.readdir(join(root, dir)).catch(() => [] as string[]);
+  const names = await fs.readdir(await scopedPath(root, dir, true)).catch(() => [] as string[]);
   return names.filter((n) => re.test(n)).map((n) => (dir ? `${dir}/${n}` : n)).filter((p) => !ignored?.(p)).sort();
 }
 

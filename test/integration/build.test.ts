@@ -101,6 +101,12 @@ describe('build (classic builder)', () => {
     assert.match(r.stdout, /oops\n/);
     assert.match(r.stderr, /The command '\/bin\/sh -c echo oops && exit 3' returned a non-zero code: 3/);
     assert.equal((await ok(['ps', '-aq'])), '', 'the step container is removed');
+    // a symlink in the context resolves inside the context, never to the host's files
+    await fs.symlink('/etc', join(bad, 'hostetc'));
+    await fs.writeFile(join(bad, 'Dockerfile'), 'FROM busybox\nCOPY hostetc/passwd /leak\n');
+    const escape = await host.berth(['build', bad]);
+    assert.equal(escape.code, 1);
+    assert.match(escape.stderr, /file not found in build context/);
     await fs.writeFile(join(bad, 'Dockerfile'), 'FROM busybox\n\nFROBNICATE x\n');
     const syntax = await host.berth(['build', bad]);
     assert.equal(syntax.code, 1);

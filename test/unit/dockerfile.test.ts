@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { dockerignore } from '../../src/builder/builder.js';
+import { promises as fs } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { dockerignore, scopedPath } from '../../src/builder/builder.js';
 import { expand, parseDockerfile, parsePairs } from '../../src/builder/dockerfile.js';
 
 describe('Dockerfile parsing', () => {
@@ -35,5 +38,22 @@ describe('Dockerfile parsing', () => {
     assert.ok(!ig('build/keep'));
     assert.ok(ig('secret/a/b/key'));
     assert.ok(!ig('src/main.ts'));
+  });
+  it('resolves symlinks inside the root only', async () => {
+    const root = await fs.mkdtemp(join(tmpdir(), 'berth-scoped-'));
+    try {
+      await fs.mkdir(join(root, 'run'));
+      await fs.mkdir(join(root, 'var'));
+      await fs.symlink('/run', join(root, 'var', 'run'));
+      await fs.symlink('../../..', join(root, 'up'));
+      await fs.symlink('/etc/passwd', join(root, 'pw'));
+      assert.equal(await scopedPath(root, '/var/run/x'), join(root, 'run', 'x'));
+      assert.equal(await scopedPath(root, 'up/etc/passwd'), join(root, 'etc', 'passwd'));
+      assert.equal(await scopedPath(root, 'pw'), join(root, 'pw'), 'the last component is not followed');
+      assert.equal(await scopedPath(root, '../../x'), join(root, 'x'));
+      assert.equal(await scopedPath(root, 'pw', true), join(root, 'etc', 'passwd'), 'followed when asked, still inside');
+    } finally {
+      await fs.rm(root, { recursive: true, force: true });
+    }
   });
 });
