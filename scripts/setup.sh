@@ -38,8 +38,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || status=$?
   if [ -n "$own_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
   [ "$status" = 0 ] || exit "$status"
-  if [[ " ${missing[*]} " == *" docker-registry "* ]] && command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
-    systemctl disable --now docker-registry >/dev/null 2>&1 || true
+  if [[ " ${missing[*]} " == *" docker-registry "* ]]; then
+    if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+      systemctl disable --now docker-registry >/dev/null 2>&1 || true
+    else
+      update-rc.d docker-registry disable >/dev/null 2>&1 || true
+      rm -f /etc/systemd/system/multi-user.target.wants/docker-registry.service
+    fi
   fi
 fi
 

@@ -37,8 +37,9 @@ export async function pullImage(api: ApiContext, ctx: RequestContext, fromImage:
   const auth = decodeRegistryAuth(ctx.req.headers['x-registry-auth']);
   const out = lazyStream(ctx);
   try {
-    const rec = await registry(api).pull(ref, { platform: ctx.query.get('platform') || undefined, auth }, out.send);
-    api.engine.events.emit('image', 'pull', rec.id, { name: ref });
+    await registry(api).pull(ref, { platform: ctx.query.get('platform') || undefined, auth }, out.send);
+    // Docker's pull event names the image by the reference pulled, not by id.
+    api.engine.events.emit('image', 'pull', ref, { name: ref });
   } catch (e) {
     if (!out.started) throw e;
     out.fail(e);
@@ -52,7 +53,8 @@ export function distributionRoutes(r: Router, api: ApiContext): void {
     const out = lazyStream(ctx);
     try {
       await registry(api).push(ctx.params.name!, ctx.query.get('tag') || undefined, auth, out.send);
-      api.engine.events.emit('image', 'push', ctx.params.name!);
+      const tag = ctx.query.get('tag');
+      api.engine.events.emit('image', 'push', tag ? `${ctx.params.name!}:${tag}` : ctx.params.name!, { name: ctx.params.name! });
     } catch (e) {
       if (!out.started) throw e;
       out.fail(e);
