@@ -10,6 +10,7 @@ import type { AttachSession, ContainerRuntime } from '../runtime/runtime.js';
 import { RuntimeCreateError } from '../runtime/conmon.js';
 import { buildSpec } from '../runtime/spec.js';
 import { ociMounts, parseMounts } from './mounts.js';
+import { afterProbe, probeCommand, timings, validateHealthcheck, type HealthConfig } from './health.js';
 import { readJson, removeStaleTemps, writeJsonAtomic } from '../store/atomic.js';
 import { BadRequestError, ConflictError, NotFoundError, NotModifiedError, errorMessage } from '../util/errors.js';
 import { newId, shortId } from '../util/ids.js';
@@ -99,6 +100,7 @@ export class Engine {
           this.exitSignals.set(c.Id, deferred());
           const code = await this.o.runtime.exitCode(c.Id);
           if (code !== undefined) await this.handleExit(c.Id, code);
+          else this.watchHealth(c);
         } else {
           await this.handleExit(c.Id, (await this.o.runtime.exitCode(c.Id)) ?? 255);
         }
@@ -199,6 +201,10 @@ export class Engine {
 
     const id = newId();
     const env = mergeEnv(imgCfg.Env ?? [], body.Env ?? []);
+    validateHealthcheck((body as { Healthcheck?: unknown }).Healthcheck);
+    // The image's HEALTHCHECK unless the request sets one; a Test of its own replaces the image's.
+    const healthcheck = { ...((imgCfg as { Healthcheck?: HealthConfig }).Healthcheck ?? {}), ...((body as { Healthcheck?: HealthConfig }).Healthcheck ?? {}) } as HealthConfig;
+    if (!healthcheck.Test?.length) delete healthcheck.Test;
     const c: ContainerRecord = {
       Id: id,
       Created: new Date().toISOString(),
@@ -227,6 +233,7 @@ export class Engine {
         Labels: { ...(imgCfg.Labels ?? {}), ...(body.Labels ?? {}) },
         ...(body.StopSignal || imgCfg.StopSignal ? { StopSignal: body.StopSignal || imgCfg.StopSignal } : {}),
         ...(body.StopTimeout !== undefined ? { StopTimeout: body.StopTimeout } : {}),
+        ...(Object.keys(healthcheck).length ? { Healthcheck: healthcheck } : {}),
       },
       HostConfig: { ...body.HostConfig, NetworkMode: sharedWith ? `container:${sharedWith.Id}` : mode },
       NetworkingConfig: { EndpointsConfig: body.NetworkingConfig?.EndpointsConfig ?? {} },
@@ -310,8 +317,11 @@ export class Engine {
         StartedAt: new Date().toISOString(), FinishedAt: ZERO_TIME,
       });
       c.ManuallyStopped = false;
+      if (probeCommand(c.Config.Healthcheck)) c.State.Health = { Status: 'starting', FailingStreak: 0, Log: [] };
+      else delete c.State.Health;
       await this.save(c);
       this.containerEvent(c, 'start');
+      this.watchHealth(c);
     } catch (e) {
       const message = errorMessage(e);
       this.failPendingAttach(c, e as Error);
@@ -449,6 +459,60 @@ export class Engine {
     return { upper: join(this.dir(c.Id), 'diff'), lowers: this.o.images.layerDirs(this.o.images.get(c.Image)) };
   }
 
+  // ---------------------------------------------------------------- health checks
+
+  private readonly healthTimers = new Map<string, NodeJS.Timeout>();
+
+  /** Runs the container's health probe every Interval while this run lasts (Docker's monitor). */
+  private watchHealth(c: ContainerRecord): void {
+    const argv = probeCommand(c.Config.Healthcheck);
+    if (!argv) return;
+    this.unwatchHealth(c.Id);
+    const t = timings(c.Config.Healthcheck!);
+    const startedAt = c.State.StartedAt;
+    const tick = async () => {
+      const cur = this.containers.get(c.Id);
+      if (!cur?.State.Running || cur.State.StartedAt !== startedAt) return;
+      if (!cur.State.Paused) await this.probe(cur, argv, t.timeoutMs).catch((e) => console.error(`berthd: health check ${shortId(c.Id)}: ${errorMessage(e)}`));
+      if (this.healthTimers.has(c.Id) && cur.State.Running && cur.State.StartedAt === startedAt) {
+        this.healthTimers.set(c.Id, setTimeout(() => void tick(), t.intervalMs));
+      }
+    };
+    this.healthTimers.set(c.Id, setTimeout(() => void tick(), t.intervalMs));
+  }
+
+  private unwatchHealth(id: string): void {
+    clearTimeout(this.healthTimers.get(id));
+    this.healthTimers.delete(id);
+  }
+
+  private async probe(c: ContainerRecord, argv: string[], timeoutMs: number): Promise<void> {
+    const start = new Date();
+    let output = '';
+    let exitCode: number;
+    try {
+      const user = await resolveUser(join(this.dir(c.Id), 'rootfs'), c.Config.User);
+      const proc = await this.o.runtime.exec({ id: c.Id, args: argv, env: c.Config.Env, user, tty: false });
+      proc.stdin.end();
+      proc.stdout.on('data', (d: Buffer) => { output += d.toString(); });
+      proc.stderr?.on('data', (d: Buffer) => { output += d.toString(); });
+      let timer: NodeJS.Timeout | undefined;
+      const timedOut = new Promise<number>((resolve) => { timer = setTimeout(() => resolve(-1), timeoutMs); });
+      exitCode = await Promise.race([proc.exited, timedOut]);
+      clearTimeout(timer);
+      if (exitCode === -1) output = `Health check exceeded timeout (${timeoutMs / 1000}s)`;
+    } catch (e) {
+      exitCode = -1;
+      output = errorMessage(e);
+    }
+    if (!this.healthTimers.has(c.Id) || !c.State.Running || !c.State.Health) return;
+    const before = c.State.Health.Status;
+    c.State.Health = afterProbe(c.State.Health, { Start: start.toISOString(), End: new Date().toISOString(), ExitCode: exitCode, Output: output },
+      start.getTime() - Date.parse(c.State.StartedAt), c.Config.Healthcheck!);
+    await this.save(c);
+    if (c.State.Health.Status !== before) this.containerEvent(c, `health_status: ${c.State.Health.Status}`);
+  }
+
   /** Frees what a run held: rootfs mount and network namespace. Safe to call twice. */
   private async releaseResources(c: ContainerRecord): Promise<void> {
     const errors: string[] = [];
@@ -482,6 +546,7 @@ export class Engine {
       this.exitSignals.delete(id);
     });
     if (!recorded) return;
+    this.unwatchHealth(id);
     this.containerEvent(c, 'die', { exitCode: String(code) });
     this.notifyWaiters(c, ['not-running', 'next-exit']);
     if (c.HostConfig.AutoRemove) {

@@ -1,3 +1,4 @@
+import type { Health, HealthConfig } from './health.js';
 import type { EndpointState } from '../network/types.js';
 import type { PortMapping } from '../network/ports.js';
 
@@ -25,6 +26,7 @@ export interface ContainerConfig {
   Labels: Record<string, string>;
   StopSignal?: string;
   StopTimeout?: number;
+  Healthcheck?: HealthConfig;
 }
 
 export interface RestartPolicy { Name: string; MaximumRetryCount: number }
@@ -63,6 +65,8 @@ export interface ContainerState {
   Error: string;
   StartedAt: string;
   FinishedAt: string;
+  /** Only for containers with a health check, as in Docker's inspect. */
+  Health?: Health;
 }
 
 export interface ContainerRecord {

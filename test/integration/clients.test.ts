@@ -235,6 +235,7 @@ describe('dockerode and testcontainers against berthd', () => {
     const out = JSON.parse(r.stdout.trim().split('\n').pop()!);
     assert.match(out.page, /^hello from [0-9a-f]{12}\n$/);
     assert.deepEqual(out.exec, { output: 'exec-out\n', exitCode: 2 });
+    assert.equal(out.healthWaited, true, 'Wait.forHealthCheck() saw the container turn healthy');
     assert.match(out.byAlias, /^hello from [0-9a-f]{12}\n$/);
     assert.match(out.serverIp, /^\d+\.\d+\.\d+\.\d+$/);
     // It removed what it made (no reaper needed for that).

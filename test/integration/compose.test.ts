@@ -155,6 +155,37 @@ networks:
     assert.deepEqual(nets.stdout.trim().split('\n').sort(), ['bridge', 'host', 'none']);
   });
 
+  it('healthcheck and depends_on: condition: service_healthy', async () => {
+    const dc = await project('hc', `
+version: "3.8"
+services:
+  db:
+    image: busybox
+    command: sh -c 'trap "exit 0" TERM; sleep 1; touch /tmp/ready; while true; do sleep 1; done'
+    healthcheck:
+      test: ["CMD", "test", "-f", "/tmp/ready"]
+      interval: 300ms
+      retries: 20
+  app:
+    image: busybox
+    command: sh -c 'trap "exit 0" TERM; while true; do sleep 1; done'
+    depends_on:
+      db:
+        condition: service_healthy
+`);
+    const up = await dc(['up', '-d']);
+    assert.equal(up.code, 0, up.stderr);
+    const db = await inspect('hc_db_1');
+    assert.equal(db.State.Health.Status, 'healthy');
+    const firstHealthy = db.State.Health.Log.find((l: { ExitCode: number }) => l.ExitCode === 0);
+    assert.ok(firstHealthy, JSON.stringify(db.State.Health));
+    assert.ok(Date.parse((await inspect('hc_app_1')).State.StartedAt) >= Date.parse(firstHealthy.End), 'app started once db was healthy');
+    assert.match((await dc(['ps'])).stdout, /^hc_db_1 .* Up \(healthy\)/m);
+    const healthy = await host.docker(['ps', '--filter', 'health=healthy', '--format', '{{.Names}}']);
+    assert.equal(healthy.stdout.trim(), 'hc_db_1');
+    assert.equal((await dc(['down', '-t', '1'])).code, 0);
+  });
+
   it('links, external networks, environment, run --rm, stop/start/restart, port ranges and protocols', async () => {
     const ext = await host.docker(['network', 'create', '--label', 'owner=test', 'shared_ext']);
     assert.equal(ext.code, 0, ext.stderr);

@@ -6,6 +6,7 @@ import { describe, it } from 'node:test';
 import { resolveInRoot } from '../../src/engine/archive.js';
 import { ociMounts, parseMounts } from '../../src/engine/mounts.js';
 import { resolveName, type Asker } from '../../src/dns/lookup.js';
+import { afterProbe, probeCommand, validateHealthcheck, type Health } from '../../src/engine/health.js';
 
 describe('bind mounts', () => {
   it('parses -v and --mount as Docker does', () => {
@@ -56,5 +57,29 @@ describe('link aliases in the embedded DNS', () => {
     const other: Asker = { containerId: 'd', networks: [net] };
     assert.deepEqual(resolveName(linker, 'REDIS.'), ['10.0.0.2']);
     assert.deepEqual(resolveName(other, 'redis'), ['10.0.0.3']);
+  });
+});
+
+describe('health checks', () => {
+  const entry = (code: number) => ({ Start: '', End: '', ExitCode: code, Output: 'x' });
+  it('count failures in a row, forgive them in the start period, recover on one success', () => {
+    const hc = { Test: ['CMD', 'true'], Retries: 2, StartPeriod: 5e9 };
+    let h: Health = { Status: 'starting', FailingStreak: 0, Log: [] };
+    h = afterProbe(h, entry(1), 1000, hc);
+    assert.deepEqual([h.Status, h.FailingStreak], ['starting', 0], 'inside the start period');
+    h = afterProbe(h, entry(1), 6000, hc);
+    h = afterProbe(h, entry(1), 7000, hc);
+    assert.deepEqual([h.Status, h.FailingStreak], ['unhealthy', 2]);
+    h = afterProbe(h, entry(0), 8000, hc);
+    assert.deepEqual([h.Status, h.FailingStreak], ['healthy', 0]);
+    for (let i = 0; i < 10; i++) h = afterProbe(h, entry(0), 9000, hc);
+    assert.equal(h.Log.length, 5, 'Docker keeps the last five results');
+  });
+  it('reads Test as Docker does and checks the config', () => {
+    assert.deepEqual(probeCommand({ Test: ['CMD-SHELL', 'curl -f x'] }), ['/bin/sh', '-c', 'curl -f x']);
+    assert.deepEqual(probeCommand({ Test: ['CMD', 'a', 'b'] }), ['a', 'b']);
+    assert.equal(probeCommand({ Test: ['NONE'] }), undefined);
+    assert.throws(() => validateHealthcheck({ Test: ['BOGUS'] }), /unknown health check type/);
+    assert.throws(() => validateHealthcheck({ Interval: 10 }), /cannot be less than 1ms/);
   });
 });

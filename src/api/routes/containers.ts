@@ -17,7 +17,9 @@ import type { RequestContext, Router } from '../router.js';
 
 function statusText(c: ContainerRecord): string {
   const s = c.State;
-  if (s.Status === 'running') return `Up ${humanDuration(Date.now() - Date.parse(s.StartedAt))}`;
+  // Docker's suffixes: "(Paused)", else the health check's "(health: starting)", "(healthy)", "(unhealthy)".
+  const health = s.Health ? (s.Health.Status === 'starting' ? ' (health: starting)' : ` (${s.Health.Status})`) : '';
+  if (s.Status === 'running') return `Up ${humanDuration(Date.now() - Date.parse(s.StartedAt))}${health}`;
   if (s.Status === 'paused') return `Up ${humanDuration(Date.now() - Date.parse(s.StartedAt))} (Paused)`;
   if (s.Status === 'exited' || (s.Status === 'created' && s.FinishedAt !== '0001-01-01T00:00:00Z')) {
     return `Exited (${s.ExitCode}) ${humanDuration(Date.now() - Date.parse(s.FinishedAt))} ago`;
@@ -139,8 +141,9 @@ function listContainers(api: ApiContext, ctx: RequestContext): object[] {
     if (f('publish') && !f('publish')!.some((v) => portsMatch(v, (c.State.Running ? c.Published ?? [] : []).map((m) => `${m.containerPort}/${m.proto}`)))) return false;
     if (f('expose') && !f('expose')!.some((v) => portsMatch(v, [...Object.keys(c.Config.ExposedPorts ?? {}), ...(c.State.Running ? c.Published ?? [] : []).map((m) => `${m.containerPort}/${m.proto}`)]))) return false;
     if (f('volume') && !f('volume')!.some((v) => parseMounts(c.HostConfig.Binds, (c.HostConfig as { Mounts?: unknown }).Mounts).some((m) => m.Source === v || m.Destination === v))) return false;
-    // berth runs no health checks, so every container's health is "none"; it is never a swarm task.
-    if (f('health') && !f('health')!.includes('none')) return false;
+    if (f('health') && !f('health')!.includes(c.State.Running && c.State.Health ? c.State.Health.Status : 'none')) return false;
+    // berth is never a swarm node, so no container is a task.
+
     if (f('is-task') && f('is-task')!.some((v) => boolParam(v))) return false;
     if (f('isolation') && !f('isolation')!.some((v) => v === 'default' || v === '')) return false;
     return true;

@@ -41,6 +41,18 @@ try {
   await web.stop({ timeout: 1 });
 }
 
+const checked = await new GenericContainer('busybox:latest')
+  .withCommand(['sh', '-c', 'sleep 1; touch /tmp/ok; exec sleep 300'])
+  .withHealthCheck({ test: ['CMD-SHELL', 'test -f /tmp/ok'], interval: 300, timeout: 1000, retries: 20 })
+  .withWaitStrategy(Wait.forHealthCheck())
+  .start();
+try {
+  const inspect = await checked.exec(['true']);
+  out.healthWaited = inspect.exitCode === 0;
+} finally {
+  await checked.stop({ timeout: 1 });
+}
+
 const network = await new Network().start();
 try {
   const server = await new GenericContainer('busybox:latest')
