@@ -49,8 +49,8 @@ export function markdown(meta: Meta, summary: MetricSummary[], results: { errors
   if (meta.engines.podman) L.push(`- Podman ${meta.engines.podman} (Debian's podman: \`podman system service\` with netavark + aardvark-dns, runc, cgroupfs, nofile/nproc limits lowered because its defaults exceed this session's hard limits)`);
   L.push(`- Engines measured: ${engines.join(', ')}`, '');
   L.push('## How it was measured', '');
-  L.push('- `npm run bench` (full), `npm run bench -- --quick` (smoke), `--only dns,ports,…` (groups: lifecycle, dns, ports, scale, ports500, memory, pull), `--engines berth,docker`.');
-  L.push('- `scripts/bench-setup.sh` installs docker.io, dnsperf and iperf3 with apt-get when missing, with a policy-rc.d that forbids starting services, and checks that no dockerd/containerd/docker0 appeared on the machine\'s own network.');
+  L.push('- `npm run bench` (full), `npm run bench -- --quick` (smoke), `--only dns,ports,…` (groups: memory, lifecycle, dns, ports, scale, ports500, pull), `--engines berth,docker,podman` (default berth,docker), `--render` (rewrite this page from `bench/results/latest.json`). Every number below comes from one run: `' + meta.command + '`.');
+  L.push('- `scripts/bench-setup.sh` installs docker.io, dnsperf and iperf3 (and podman with netavark and aardvark-dns when asked) with apt-get when missing, with a policy-rc.d that forbids starting services, and checks that no dockerd/containerd/docker0 appeared on the machine\'s own network.');
   L.push('- Every engine is private to the run: its own network namespace (`bb-<engine>-<pid>`, with `lo` and a veth pair whose end `bbhost0` holds the "host IP" 10.250.0.2), its own state directory and API socket; the daemons are started with `nsenter --net=`. Everything is removed at the end, and the run fails on leaks.');
   L.push('- Both engines are driven by the same client: raw HTTP requests to the Engine API v1.41 on the unix socket (the requests the docker CLI makes: `run -d` = create + start; `exec` = create + start attached + inspect), one connection per request. Both use the same busybox rootfs (`build/busybox.tar`).');
   L.push('- Podman\'s resolver is its network gateway (aardvark-dns), not 127.0.0.11: name lookups and dnsperf ask each container\'s own first `nameserver`. Ratios are always berth/Docker; Podman\'s columns are for reference.');
@@ -95,7 +95,7 @@ export function markdown(meta: Meta, summary: MetricSummary[], results: { errors
   if (results.errors.length) {
     L.push('## Errors during the run', '', ...results.errors.map((e) => `- ${e}`), '');
   }
-  return L.join('\n');
+  return L.join('\n') + '\n';
 }
 
 export async function writeAll(root: string, meta: Meta, results: Results, engines: string[]): Promise<void> {
