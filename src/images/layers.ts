@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream, promises as fs } from 'node:fs';
 import { join } from 'node:path';
-import { Transform, type Readable } from 'node:stream';
+import { Readable, Transform, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { run, runOk } from '../util/exec.js';
@@ -104,6 +104,71 @@ export class LayerStore {
       return diffId;
     } finally {
       await fs.rm(tmpTar, { force: true });
+    }
+  }
+
+  /**
+   * Adds a gzip or plain layer while it streams in (a registry download): the uncompressed bytes are
+   * hashed, kept as layer.tar and unpacked by GNU tar at once, so unpacking overlaps the download.
+   * verify() runs after the last byte and before the layer is put in place; if it or the diff id
+   * check fails, nothing is stored.
+   */
+  async addFromStream(input: Readable, expected: string, verify: () => void): Promise<string> {
+    const staging = join(this.tmpDir, `unpack-${expected.slice(7, 19)}-${Math.random().toString(36).slice(2)}`);
+    await fs.mkdir(join(staging, 'root'), { recursive: true, mode: 0o755 });
+    const tar = spawn('tar', ['--numeric-owner', '-xpf', '-', '-C', join(staging, 'root')], { stdio: ['pipe', 'ignore', 'pipe'] });
+    const tarDone = new Promise<number>((r) => tar.on('close', (c) => r(c ?? 1)));
+    try {
+      let err = '';
+      tar.stderr.on('data', (d: Buffer) => { err += d.toString(); });
+      tar.stdin.on('error', () => undefined);
+      // The first bytes say whether the blob is gzip (almost always) or a plain tar.
+      const it = input[Symbol.asyncIterator]();
+      const first = await it.next();
+      const head: Buffer = first.done ? Buffer.alloc(0) : (first.value as Buffer);
+      const compression = detectCompression(head);
+      if (compression !== 'gzip' && compression !== 'none') throw new Error(`${compression} layers cannot be streamed`);
+      async function* all(): AsyncGenerator<Buffer> {
+        if (head.length) yield head;
+        for (;;) { const n = await it.next(); if (n.done) return; yield n.value as Buffer; }
+      }
+      const file = createWriteStream(join(staging, 'layer.tar'), { mode: 0o600 });
+      const fileDone = new Promise<void>((res, rej) => { file.on('close', res); file.on('error', rej); });
+      // Each chunk goes to layer.tar and to tar's stdin; the next comes when both took it.
+      const tee = new Writable({
+        write(chunk: Buffer, _e, cb) {
+          let pending = 2;
+          let failed = false;
+          const done = (e?: Error | null) => {
+            if (failed) return;
+            if (e) { failed = true; cb(e); return; }
+            if (--pending === 0) cb();
+          };
+          file.write(chunk, done);
+          if (!tar.stdin.write(chunk)) tar.stdin.once('drain', () => done()); else done();
+        },
+        final(cb) { tar.stdin.end(); file.end(); cb(); },
+      });
+      const hasher = new HashStream();
+      const stages: NodeJS.ReadWriteStream[] = compression === 'gzip' ? [createGunzip()] : [];
+      await pipeline([Readable.from(all()), ...stages, hasher, tee] as unknown as Parameters<typeof pipeline>[0][]);
+      await fileDone;
+      const code = await tarDone;
+      verify();
+      const diffId = `sha256:${hasher.hash.digest('hex')}`;
+      if (diffId !== expected) throw new Error(`layer digest mismatch: expected ${expected}, got ${diffId}`);
+      if (code !== 0) throw new Error(`tar: ${err.trim() || `exit ${code}`}`);
+      if (await this.has(diffId)) return diffId;
+      await convertWhiteouts(join(staging, 'root'));
+      await fs.writeFile(join(staging, 'complete'), '');
+      await fs.rm(this.layerDir(diffId), { recursive: true, force: true });
+      await fs.rename(staging, this.layerDir(diffId));
+      return diffId;
+    } finally {
+      // tar must be gone before its directory is removed under it.
+      if (tar.exitCode === null && tar.signalCode === null) tar.kill('SIGKILL');
+      await tarDone;
+      await fs.rm(staging, { recursive: true, force: true });
     }
   }
 

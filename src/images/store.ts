@@ -361,7 +361,9 @@ export class LocalImageStore implements ImageStore {
   hasLayer(diffId: string): Promise<boolean> { return this.layers.has(diffId); }
   /** Adds a (compressed) layer file; throws, storing nothing, when its content is not expectedDiffId. */
   addLayer(path: string, expectedDiffId?: string): Promise<string> { return this.layers.addFromFile(path, expectedDiffId); }
-  layerTarPath(diffId: string): string { return this.layers.tarPath(diffId); }
+  /** Adds a gzip/plain layer while it streams in; see LayerStore.addFromStream. */
+  addLayerStream(input: Readable, expectedDiffId: string, verify: () => void): Promise<string> { return this.layers.addFromStream(input, expectedDiffId, verify); }
+    layerTarPath(diffId: string): string { return this.layers.tarPath(diffId); }
   scratchPath(prefix: string): string { return join(this.tmpDir, `${prefix}-${process.pid}-${Math.random().toString(36).slice(2)}`); }
   /** Where a blob download lives until it is complete; init() keeps these so pulls can resume. */
   downloadPath(digest: string): string { return join(this.rootDir, 'downloads', digest.replace(/^sha256:/, '')); }

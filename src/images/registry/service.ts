@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream, promises as fs } from 'node:fs';
-import { Readable, Transform } from 'node:stream';
+import { createReadStream, createWriteStream, promises as fs, type WriteStream } from 'node:fs';
+import { PassThrough, Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
 import { ApiError, BadRequestError, NotFoundError } from '../../util/errors.js';
@@ -171,46 +171,88 @@ export class RegistryService {
     const id = shortDigest(l.digest);
     const partial = this.store.downloadPath(l.digest);
     let keep = true;
+    let out: WriteStream | undefined;
     try {
-      const hash = createHash('sha256');
-      let n = 0;
-      const have = await fs.stat(partial).then((st) => st.size, () => 0);
-      if (have > 0 && (l.size === undefined || have < l.size)) {
-        for await (const c of createReadStream(partial)) { hash.update(c as Buffer); n += (c as Buffer).length; }
-      }
-      const res = await client.getBlob(l.digest, n > 0 ? n : undefined);
+      let have = await fs.stat(partial).then((st) => st.size, () => 0);
+      if (l.size !== undefined && have >= l.size) have = 0;
+      const res = await client.getBlob(l.digest, have > 0 ? have : undefined);
       if (!res.body) throw new ApiError(500, `empty response for blob ${l.digest}`);
       // A registry that ignores Range sends the whole blob (200): start over.
-      if (res.status !== 206) n = 0;
-      const resumed = n > 0;
-      const digestSoFar = resumed ? hash : createHash('sha256');
+      if (res.status !== 206) have = 0;
+      out = createWriteStream(partial, { mode: 0o600, flags: have > 0 ? 'a' : 'w' });
+      const sink = out;
+      const body = Readable.fromWeb(res.body as never);
+      // What we had, then the rest as it arrives (also appended to the partial file for a later resume).
+      async function* blob(): AsyncGenerator<Buffer> {
+        if (have > 0) for await (const c of createReadStream(partial, { end: have - 1 })) yield c as Buffer;
+        for await (const c of body) {
+          const b = c as Buffer;
+          if (!sink.write(b)) await new Promise<void>((r) => sink.once("drain", () => r()));
+          yield b;
+        }
+      }
+      const hash = createHash('sha256');
+      let n = 0;
       const tick = throttled(progress, 'Downloading', id, l.size);
       const counter = new Transform({
         transform(chunk: Buffer, _enc, cb) {
           n += chunk.length;
           if (l.size !== undefined && n > l.size) { cb(new ApiError(500, `filesystem layer verification failed for digest ${l.digest}: more than ${l.size} bytes`)); return; }
-          digestSoFar.update(chunk);
-          tick(n);
+          hash.update(chunk);
+          if (n > have) tick(n);
           cb(null, chunk);
         },
       });
-      await pipeline(Readable.fromWeb(res.body as never), counter, createWriteStream(partial, { mode: 0o600, flags: resumed ? 'a' : 'w' }));
-      tick(n, true);
-      progress({ status: 'Verifying Checksum', progressDetail: {}, id });
-      if (`sha256:${digestSoFar.digest('hex')}` !== l.digest || (l.size !== undefined && n !== l.size)) {
+      let checked: boolean | undefined;
+      const digestOk = () => (checked ??= `sha256:${hash.digest('hex')}` === l.digest && (l.size === undefined || n === l.size));
+      const mismatch = () => new ApiError(500, `filesystem layer verification failed for digest ${l.digest}`);
+      const verify = () => {
+        tick(n, true);
+        progress({ status: 'Verifying Checksum', progressDetail: {}, id });
+        if (!digestOk()) { keep = false; throw mismatch(); }
+        progress({ status: 'Download complete', progressDetail: {}, id });
+        progress({ status: 'Extracting', progressDetail: { current: 0, total: l.size }, progress: '', id });
+      };
+      // pipe() does not pass errors on, so a cut download is forwarded by hand.
+      const raw = Readable.from(blob());
+      raw.on('error', (e) => counter.destroy(e));
+      const source = raw.pipe(counter);
+      if (!/zstd|xz|bzip2/.test(l.mediaType)) {
+        // gzip and plain layers unpack while they download. pipe(), not pipeline(): if unpacking
+        // fails, the download goes on to its end so the blob's digest can still say what was wrong.
+        const forUnpack = new PassThrough();
+        source.on('error', (e) => forUnpack.destroy(e));
+        source.pipe(forUnpack);
+        try {
+          await this.store.addLayerStream(forUnpack, diffId, verify);
+        } catch (e) {
+          if (e instanceof ApiError) throw e;
+          source.unpipe(forUnpack);
+          const ended = source.readableEnded || (!source.destroyed && await new Promise<boolean>((r) => {
+            source.once('end', () => r(true));
+            source.once('error', () => r(false));
+            source.resume();
+          }));
+          if (!ended) throw new ApiError(500, `download of ${l.digest} was interrupted: ${(e as Error).message}`);
+          keep = false;
+          if (!digestOk()) throw mismatch();
+          throw new ApiError(500, `failed to register layer ${id}: ${(e as Error).message}`);
+        }
         keep = false;
-        throw new ApiError(500, `filesystem layer verification failed for digest ${l.digest}`);
-      }
-      progress({ status: 'Download complete', progressDetail: {}, id });
-      progress({ status: 'Extracting', progressDetail: { current: 0, total: l.size }, progress: '', id });
-      keep = false;
-      try {
-        await this.store.addLayer(partial, diffId);
-      } catch (e) {
-        throw new ApiError(500, `failed to register layer ${id}: ${(e as Error).message}`);
+      } else {
+        for await (const _ of source) { /* drained into the partial file */ }
+        await new Promise<void>((r) => sink.end(r));
+        verify();
+        keep = false;
+        try {
+          await this.store.addLayer(partial, diffId);
+        } catch (e) {
+          throw new ApiError(500, `failed to register layer ${id}: ${(e as Error).message}`);
+        }
       }
       progress({ status: 'Extracting', progressDetail: { current: l.size, total: l.size }, id });
     } finally {
+      if (out && !out.closed) await new Promise<void>((r) => { out!.once('close', () => r()); out!.end(); });
       // Only an interrupted transfer is worth resuming; bad or used bytes go.
       if (!keep) await fs.rm(partial, { force: true });
     }
