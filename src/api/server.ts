@@ -10,6 +10,7 @@ import { execRoutes } from './routes/exec.js';
 import { imageRoutes } from './routes/images.js';
 import { networkRoutes } from './routes/networks.js';
 import { systemRoutes } from './routes/system.js';
+import { volumeRoutes } from './routes/volumes.js';
 
 const VERSION_PREFIX = /^\/v(\d+\.\d+)(\/.*)$/;
 
@@ -26,6 +27,7 @@ export function buildRouter(api: ApiContext): Router {
   execRoutes(r, api);
   imageRoutes(r, api);
   networkRoutes(r, api);
+  volumeRoutes(r, api);
   return r;
 }
 

@@ -128,7 +128,7 @@ export function normaliseCreateBody(raw: unknown): CreateBody {
   };
   // Checked here so that a bad mount fails the create (400), not a later start.
   for (const m of parseMounts(null, hc.Mounts)) {
-    if (!existsSync(m.Source)) throw new BadRequestError(`invalid mount config for type "bind": bind source path does not exist: ${m.Source}`);
+    if (m.Type === 'bind' && !existsSync(m.Source)) throw new BadRequestError(`invalid mount config for type "bind": bind source path does not exist: ${m.Source}`);
   }
   parseMounts(host.Binds, null);
   for (const h of host.ExtraHosts ?? []) {

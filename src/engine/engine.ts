@@ -9,16 +9,19 @@ import type { ImageStore } from '../images/types.js';
 import type { AttachSession, ContainerRuntime } from '../runtime/runtime.js';
 import { RuntimeCreateError } from '../runtime/conmon.js';
 import { buildSpec } from '../runtime/spec.js';
-import { ociMounts, parseMounts } from './mounts.js';
+import { ociMounts, parseMounts, type MountSpec } from './mounts.js';
+import { VolumeStore } from './volumes.js';
+import { resolveInRoot } from './archive.js';
 import { afterProbe, probeCommand, timings, validateHealthcheck, type HealthConfig } from './health.js';
 import { readJson, removeStaleTemps, writeJsonAtomic } from '../store/atomic.js';
+import { runOk } from '../util/exec.js';
 import { BadRequestError, ConflictError, NotFoundError, NotModifiedError, errorMessage } from '../util/errors.js';
 import { newId, shortId } from '../util/ids.js';
 import { EventBus } from './events.js';
 import { randomName, VALID_NAME } from './names.js';
 import { resolveUser } from './users.js';
 import { normaliseCreateBody, type CreateBody } from './create.js';
-import { ZERO_TIME, type ContainerRecord, type ContainerStatus } from './types.js';
+import { ZERO_TIME, type ContainerRecord, type ContainerStatus, type HostConfig } from './types.js';
 
 export interface EngineOptions {
   root: string;
@@ -57,8 +60,11 @@ export class Engine {
   private readonly pendingAttach = new Map<string, Array<(s: AttachSession | Error) => void>>();
   private readonly containersDir: string;
 
+  readonly volumes: VolumeStore;
+
   constructor(private readonly o: EngineOptions) {
     this.containersDir = join(o.root, 'containers');
+    this.volumes = new VolumeStore(join(o.root, 'volumes'));
   }
 
   get events(): EventBus { return this.o.events; }
@@ -79,6 +85,7 @@ export class Engine {
    */
   async restore(): Promise<void> {
     await fs.mkdir(this.containersDir, { recursive: true, mode: 0o700 });
+    await this.volumes.load();
     this.o.runtime.onExit((id, code) => { void this.handleExit(id, code); });
     for (const id of await fs.readdir(this.containersDir)) {
       await removeStaleTemps(this.dir(id));
@@ -201,6 +208,7 @@ export class Engine {
 
     const id = newId();
     const env = mergeEnv(imgCfg.Env ?? [], body.Env ?? []);
+    const anonymousVolumes = await this.createVolumes(body.HostConfig, body.Volumes ?? imgCfg.Volumes ?? null);
     validateHealthcheck((body as { Healthcheck?: unknown }).Healthcheck);
     // The image's HEALTHCHECK unless the request sets one; a Test of its own replaces the image's.
     const healthcheck = { ...((imgCfg as { Healthcheck?: HealthConfig }).Healthcheck ?? {}), ...((body as { Healthcheck?: HealthConfig }).Healthcheck ?? {}) } as HealthConfig;
@@ -245,6 +253,7 @@ export class Engine {
       ManuallyStopped: false,
       NetnsPath: '',
       Endpoints: endpoints,
+      ...(Object.keys(anonymousVolumes).length ? { AnonymousVolumes: anonymousVolumes } : {}),
     };
     await fs.mkdir(this.dir(id), { recursive: true, mode: 0o700 });
     await this.save(c);
@@ -291,9 +300,10 @@ export class Engine {
       if (!env.some((e) => e.startsWith('PATH='))) env.unshift('PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin');
       if (!env.some((e) => e.startsWith('HOSTNAME='))) env.push(`HOSTNAME=${c.Config.Hostname}`);
       if (c.Config.Tty && !env.some((e) => e.startsWith('TERM='))) env.push('TERM=xterm');
-      const binds = parseMounts(c.HostConfig.Binds, (c.HostConfig as { Mounts?: unknown }).Mounts);
+      const binds = this.containerMounts(c);
       // Docker makes a missing -v source directory; a --mount source was checked at create.
-      for (const b of parseMounts(c.HostConfig.Binds, null)) await fs.mkdir(b.Source, { recursive: true });
+      for (const b of parseMounts(c.HostConfig.Binds, null)) if (b.Type === 'bind') await fs.mkdir(b.Source, { recursive: true });
+      await this.fillNewVolumes(rootfs, binds);
       const spec = buildSpec({
         args: [c.Path, ...c.Args], env, cwd: c.Config.WorkingDir || '/', user, tty: c.Config.Tty,
         hostname: c.Config.Hostname, rootfs, netnsPath: sandbox.netnsPath, etcFiles: etc,
@@ -459,6 +469,77 @@ export class Engine {
     return { upper: join(this.dir(c.Id), 'diff'), lowers: this.o.images.layerDirs(this.o.images.get(c.Image)) };
   }
 
+  // ---------------------------------------------------------------- volumes
+
+  /**
+   * Named volumes a create mentions are made if missing (as Docker does); each anonymous one
+   * (`--mount type=volume` without a source, `-v /path`, the image's VOLUME) gets a new volume.
+   * Returns destination → name of the anonymous ones, which the container record keeps.
+   */
+  private async createVolumes(hc: HostConfig, configVolumes: Record<string, object> | null): Promise<Record<string, string>> {
+    const mounts = parseMounts(hc.Binds, (hc as { Mounts?: unknown }).Mounts);
+    for (const m of mounts) {
+      if (m.Type === 'volume' && m.Name) {
+        const { created, volume } = await this.volumes.create({ Name: m.Name });
+        if (created) this.o.events.emit('volume', 'create', volume.Name, { driver: 'local' });
+      }
+    }
+    const anonymous: Record<string, string> = {};
+    const taken = new Set(mounts.filter((m) => m.Type === 'bind' || m.Name).map((m) => m.Destination));
+    const wanted = [...mounts.filter((m) => m.Type === 'volume' && !m.Name).map((m) => m.Destination), ...Object.keys(configVolumes ?? {})];
+    for (const dest of wanted) {
+      if (taken.has(dest) || anonymous[dest]) continue;
+      const { volume } = await this.volumes.create({ anonymous: true });
+      this.o.events.emit('volume', 'create', volume.Name, { driver: 'local' });
+      anonymous[dest] = volume.Name;
+    }
+    return anonymous;
+  }
+
+  /** Every mount of the container with its host path: binds, named volumes and its anonymous ones. */
+  containerMounts(c: ContainerRecord): MountSpec[] {
+    const anon = { ...(c.AnonymousVolumes ?? {}) };
+    const out = parseMounts(c.HostConfig.Binds, (c.HostConfig as { Mounts?: unknown }).Mounts).map((m) => {
+      if (m.Type !== 'volume') return m;
+      const name = m.Name || anon[m.Destination] || '';
+      delete anon[m.Destination];
+      return { ...m, Name: name, Source: name ? this.volumes.mountpoint(name) : '' };
+    }).filter((m) => m.Source);
+    for (const [dest, name] of Object.entries(anon)) {
+      if (out.some((m) => m.Destination === dest)) continue;
+      out.push({ Type: 'volume', Name: name, Source: this.volumes.mountpoint(name), Destination: dest, Mode: '', RW: true, Propagation: '' });
+    }
+    return out;
+  }
+
+  /** Ids of the containers (any state) that mount a volume: such a volume cannot be removed. */
+  volumeUsers(name: string): string[] {
+    return this.list().filter((c) => this.containerMounts(c).some((m) => m.Type === 'volume' && m.Name === name)).map((c) => c.Id);
+  }
+
+  /**
+   * Docker copies what the image has at a volume's destination into the volume when the volume is
+   * still empty (unless nocopy), so `-v data:/etc/app` starts with the image's files.
+   */
+  private async fillNewVolumes(rootfs: string, mounts: MountSpec[]): Promise<void> {
+    for (const m of mounts) {
+      if (m.Type !== 'volume' || m.NoCopy || !m.Name || !(await this.volumes.isEmpty(m.Name))) continue;
+      const from = await resolveInRoot(rootfs, m.Destination);
+      const st = await fs.stat(from).catch(() => undefined);
+      if (!st?.isDirectory()) continue;
+      await runOk('cp', ['-a', '--', `${from}/.`, m.Source]);
+    }
+  }
+
+  /** `rm -v`: the anonymous volumes go with the container; named ones stay, as with Docker. */
+  private async removeAnonymousVolumes(c: ContainerRecord): Promise<void> {
+    for (const name of Object.values(c.AnonymousVolumes ?? {})) {
+      if (!this.volumes.find(name) || this.volumeUsers(name).length) continue;
+      await this.volumes.remove(name, []).catch((e) => console.error(`berthd: removing volume ${name}: ${errorMessage(e)}`));
+      this.o.events.emit('volume', 'destroy', name, { driver: 'local' });
+    }
+  }
+
   // ---------------------------------------------------------------- health checks
 
   private readonly healthTimers = new Map<string, NodeJS.Timeout>();
@@ -550,7 +631,7 @@ export class Engine {
     this.containerEvent(c, 'die', { exitCode: String(code) });
     this.notifyWaiters(c, ['not-running', 'next-exit']);
     if (c.HostConfig.AutoRemove) {
-      await this.remove(id, { force: true }).catch((e) => console.error(`berthd: auto-remove ${shortId(id)}: ${errorMessage(e)}`));
+      await this.remove(id, { force: true, volumes: true }).catch((e) => console.error(`berthd: auto-remove ${shortId(id)}: ${errorMessage(e)}`));
       return;
     }
     if (this.shouldRestart(c)) {
@@ -702,7 +783,7 @@ export class Engine {
 
   // ---------------------------------------------------------------- remove
 
-  async remove(ref: string, opts: { force?: boolean }): Promise<void> {
+  async remove(ref: string, opts: { force?: boolean; volumes?: boolean }): Promise<void> {
     const c = this.get(ref);
     if (c.State.Paused && !opts.force) {
       throw new ConflictError(`You cannot remove a paused container ${c.Id}. Unpause and then stop the container before attempting removal or force remove`);
@@ -723,6 +804,7 @@ export class Engine {
       await this.save(c);
       await this.removeNow(c);
     });
+    if (opts.volumes) await this.removeAnonymousVolumes(c);
   }
 
   private async removeNow(c: ContainerRecord): Promise<void> {

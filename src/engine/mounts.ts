@@ -2,42 +2,69 @@ import { posix } from 'node:path';
 import type { OciMount } from '../runtime/spec.js';
 import { BadRequestError } from '../util/errors.js';
 
-/** One bind mount as berth keeps it, in the shape of inspect's MountPoint. */
-export interface BindMount { Type: 'bind'; Source: string; Destination: string; Mode: string; RW: boolean; Propagation: string }
+/**
+ * One mount as berth keeps it, in the shape of inspect's MountPoint. A volume mount's Name is empty
+ * for an anonymous volume, which the engine makes at create; NoCopy skips filling a new volume
+ * with what the image has at the destination.
+ */
+export interface MountSpec {
+  Type: 'bind' | 'volume';
+  Name?: string;
+  Source: string;
+  Destination: string;
+  Mode: string;
+  RW: boolean;
+  Propagation: string;
+  NoCopy?: boolean;
+}
 
 const PROPAGATIONS = ['private', 'rprivate', 'shared', 'rshared', 'slave', 'rslave'];
 
 /**
- * HostConfig.Binds (`/host:/container[:ro|rw,…]`) and HostConfig.Mounts of type bind. berth has no
- * volume store yet, so a named volume or another mount type is refused rather than ignored: a
- * container must never start without a mount its user asked for.
+ * HostConfig.Binds (`/host:/ctr[:opts]` or `volume:/ctr[:opts]`) and HostConfig.Mounts of type bind
+ * or volume. Other mount types (tmpfs, npipe) are refused rather than ignored: a container must
+ * never start without a mount its user asked for.
  */
-export function parseMounts(binds: string[] | null | undefined, mounts: unknown): BindMount[] {
-  const out: BindMount[] = [];
+export function parseMounts(binds: string[] | null | undefined, mounts: unknown): MountSpec[] {
+  const out: MountSpec[] = [];
   for (const spec of binds ?? []) {
     const parts = spec.split(':');
     if (parts.length < 2 || parts.length > 3 || !parts[0] || !parts[1]) throw new BadRequestError(`invalid volume specification: '${spec}'`);
     const [src, dst, mode = ''] = parts as [string, string, string?];
-    if (!src.startsWith('/')) throw new BadRequestError(`invalid volume specification: '${spec}': berth does not support named volumes yet, use an absolute host path`);
+    const volume = !src.startsWith('/');
     if (!dst.startsWith('/')) throw new BadRequestError(`invalid volume specification: '${spec}': invalid mount config: destination must be an absolute path`);
     const opts = mode ? mode.split(',') : [];
     let rw = true;
-    let propagation = 'rprivate';
+    let propagation = volume ? '' : 'rprivate';
+    let noCopy = false;
     for (const o of opts) {
       if (o === 'ro') rw = false;
       else if (o === 'rw') rw = true;
-      else if (PROPAGATIONS.includes(o)) propagation = o;
-      else if (!['z', 'Z', 'nocopy', 'consistent', 'cached', 'delegated'].includes(o)) throw new BadRequestError(`invalid mode: ${o}`);
+      else if (o === 'nocopy' && volume) noCopy = true;
+      else if (PROPAGATIONS.includes(o) && !volume) propagation = o;
+      else if (!['z', 'Z', 'consistent', 'cached', 'delegated'].includes(o)) throw new BadRequestError(`invalid mode: ${o}`);
     }
-    out.push({ Type: 'bind', Source: posix.normalize(src), Destination: posix.normalize(dst), Mode: mode, RW: rw, Propagation: propagation });
+    if (volume) out.push({ Type: 'volume', Name: src, Source: '', Destination: posix.normalize(dst), Mode: mode || 'z', RW: rw, Propagation: '', NoCopy: noCopy });
+    else out.push({ Type: 'bind', Source: posix.normalize(src), Destination: posix.normalize(dst), Mode: mode, RW: rw, Propagation: propagation });
   }
   if (mounts !== undefined && mounts !== null) {
     if (!Array.isArray(mounts)) throw new BadRequestError('invalid type for field HostConfig.Mounts: expected array');
     for (const m of mounts as Array<Record<string, unknown>>) {
       const type = m.Type ?? 'volume';
-      if (type !== 'bind') throw new BadRequestError(`mount type ${String(type)} is not supported by berth yet (only bind)`);
+      if (type !== 'bind' && type !== 'volume') throw new BadRequestError(`mount type ${String(type)} is not supported by berth yet (only bind and volume)`);
       const src = m.Source;
       const dst = m.Target;
+      if (type === 'volume') {
+        if (src !== undefined && src !== null && src !== '' && (typeof src !== 'string' || src.startsWith('/'))) throw new BadRequestError('invalid mount config for type "volume": invalid volume name');
+        if (typeof dst !== 'string' || !dst.startsWith('/')) throw new BadRequestError('invalid mount config for type "volume": invalid mount path: destination must be an absolute path');
+        const vo = (m.VolumeOptions ?? {}) as Record<string, unknown>;
+        const drv = (vo.DriverConfig ?? {}) as Record<string, unknown>;
+        if ((drv.Name && drv.Name !== 'local') || (drv.Options && Object.keys(drv.Options as object).length)) {
+          throw new BadRequestError('invalid mount config for type "volume": berth has only the local volume driver, without options');
+        }
+        out.push({ Type: 'volume', Name: (src as string | undefined) ?? '', Source: '', Destination: posix.normalize(dst), Mode: 'z', RW: m.ReadOnly !== true, Propagation: '', NoCopy: vo.NoCopy === true });
+        continue;
+      }
       if (typeof src !== 'string' || !src.startsWith('/')) throw new BadRequestError('invalid mount config for type "bind": invalid mount path: source must be an absolute path');
       if (typeof dst !== 'string' || !dst.startsWith('/')) throw new BadRequestError('invalid mount config for type "bind": invalid mount path: destination must be an absolute path');
       const bo = (m.BindOptions ?? {}) as Record<string, unknown>;
@@ -54,10 +81,10 @@ export function parseMounts(binds: string[] | null | undefined, mounts: unknown)
   return out;
 }
 
-/** The OCI spec's entries for the binds; runc makes the mount points inside the root safely. */
-export function ociMounts(binds: BindMount[]): OciMount[] {
-  return binds.map((b) => ({
+/** The OCI spec's entries (Source filled in for volumes); runc makes the mount points inside the root safely. */
+export function ociMounts(mounts: MountSpec[]): OciMount[] {
+  return mounts.map((b) => ({
     destination: b.Destination, type: 'bind', source: b.Source,
-    options: ['rbind', b.Propagation, ...(b.RW ? [] : ['ro'])],
+    options: ['rbind', b.Propagation || 'rprivate', ...(b.RW ? [] : ['ro'])],
   }));
 }

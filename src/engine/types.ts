@@ -90,6 +90,8 @@ export interface ContainerRecord {
   Endpoints?: Record<string, EndpointState>;
   /** Host ports published for the current run. */
   Published?: PortMapping[];
+  /** Destination → name of the anonymous volumes made for this container (`-v /path`, VOLUME). */
+  AnonymousVolumes?: Record<string, string>;
 }
 
 export const ZERO_TIME = '0001-01-01T00:00:00Z';

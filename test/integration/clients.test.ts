@@ -214,6 +214,35 @@ describe('dockerode and testcontainers against berthd', () => {
     await c.remove({ force: true });
   });
 
+  it('volumes: create, list with filters, inspect, mount, in-use refusal, the image\'s files copied in, rm -v, prune', async () => {
+    await docker.createVolume({ Name: 'store1', Labels: { suite: 'dockerode' } });
+    const v = await docker.getVolume('store1').inspect();
+    assert.equal(v.Name, 'store1');
+    assert.equal(v.Driver, 'local');
+    const again = await host.api('POST', '/volumes/create', { Name: 'store1' });
+    assert.equal(again.status, 201, 'creating an existing name answers with it');
+    const listed = await docker.listVolumes({ filters: { label: ['suite=dockerode'] } });
+    assert.deepEqual(listed.Volumes.map((x) => x.Name), ['store1']);
+    const c = await docker.createContainer({ Image: 'busybox', Cmd: ['sh', '-c', 'ls /etc > /etc/listing; sleep 300'], HostConfig: { Binds: ['store1:/etc'] } });
+    await c.start();
+    await waitFor(async () => (await fs.readFile(join(v.Mountpoint, 'listing'), 'utf8').catch(() => '')).includes('passwd'), 'the listing');
+    const inUse = await host.api('DELETE', '/volumes/store1');
+    assert.equal(inUse.status, 409);
+    assert.match(inUse.json.message, new RegExp(`^remove store1: volume is in use - \\[${c.id}\\]$`));
+    assert.deepEqual((await docker.listVolumes({ filters: { dangling: ['true'] } })).Volumes, []);
+    await c.remove({ force: true });
+    const anon = await docker.createContainer({ Image: 'busybox', Cmd: ['true'], Volumes: { '/scratch': {} } });
+    const anonName = ((await anon.inspect()).Mounts[0] as { Name: string }).Name;
+    assert.match(anonName, /^[0-9a-f]{64}$/);
+    await anon.remove({ v: true });
+    assert.equal((await host.api('GET', `/volumes/${anonName}`)).status, 404, 'rm -v removes the anonymous volume');
+    assert.equal((await host.api('GET', '/volumes/store1')).status, 200, 'and keeps named ones');
+    assert.equal((await host.api('POST', '/volumes/create', { Name: 'x', Driver: 'nfs' })).status, 404);
+    assert.equal((await host.api('POST', '/containers/create', { Image: 'busybox', HostConfig: { Mounts: [{ Type: 'tmpfs', Target: '/t' }] } })).status, 400);
+    const pruned = await docker.pruneVolumes();
+    assert.deepEqual(pruned.VolumesDeleted, ['store1']);
+  });
+
   it('system df, info, version and ping as clients read them', async () => {
     const df = await docker.df() as { Images: Array<{ RepoTags: string[] }>; Containers: unknown[]; Volumes: unknown[] };
     assert.ok(df.Images.some((i) => i.RepoTags.includes('busybox:latest')));

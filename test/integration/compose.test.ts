@@ -186,6 +186,42 @@ services:
     assert.equal((await dc(['down', '-t', '1'])).code, 0);
   });
 
+  it('named volumes keep data across down and up, down -v removes them; anonymous volumes', async () => {
+    const dc = await project('vol', `
+version: "3.8"
+services:
+  db:
+    image: busybox
+    command: sh -c 'trap "exit 0" TERM; echo $$(( $$(cat /data/count 2>/dev/null || echo 0) + 1 )) > /data/count; while true; do sleep 1; done'
+    volumes:
+      - dbdata:/data
+      - /scratch
+volumes:
+  dbdata:
+    labels:
+      kind: db
+`);
+    assert.equal((await dc(['up', '-d'])).code, 0);
+    const vol = await host.api('GET', '/volumes/vol_dbdata');
+    assert.equal(vol.status, 200, vol.body);
+    assert.equal(vol.json.Labels.kind, 'db');
+    assert.equal(vol.json.Labels['com.docker.compose.project'], 'vol');
+    const mounts = (await inspect('vol_db_1')).Mounts as Array<{ Type: string; Name: string; Destination: string }>;
+    assert.deepEqual(mounts.map((m) => `${m.Type} ${m.Destination}`).sort(), ['volume /data', 'volume /scratch']);
+    assert.equal((await dc(['down', '-t', '1'])).code, 0);
+    assert.equal((await dc(['up', '-d'])).code, 0);
+    const count = await dc(['exec', '-T', 'db', 'cat', '/data/count']);
+    assert.equal(count.stdout, '2\n', 'the second run saw the first one\'s data');
+    const down = await dc(['down', '-t', '1', '-v']);
+    assert.equal(down.code, 0, down.stderr);
+    assert.match(down.stderr, /Removing volume vol_dbdata/);
+    assert.equal((await host.api('GET', '/volumes/vol_dbdata')).status, 404);
+    // The first run's anonymous volume stays, as with Docker (down without -v keeps it); prune clears it.
+    const prune = await host.docker(['volume', 'prune', '-f']);
+    assert.equal(prune.code, 0, prune.stderr);
+    assert.deepEqual((await host.api('GET', '/volumes')).json.Volumes, []);
+  });
+
   it('links, external networks, environment, run --rm, stop/start/restart, port ranges and protocols', async () => {
     const ext = await host.docker(['network', 'create', '--label', 'owner=test', 'shared_ext']);
     assert.equal(ext.code, 0, ext.stderr);

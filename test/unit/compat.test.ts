@@ -8,7 +8,7 @@ import { ociMounts, parseMounts } from '../../src/engine/mounts.js';
 import { resolveName, type Asker } from '../../src/dns/lookup.js';
 import { afterProbe, probeCommand, validateHealthcheck, type Health } from '../../src/engine/health.js';
 
-describe('bind mounts', () => {
+describe('bind mounts and volumes', () => {
   it('parses -v and --mount as Docker does', () => {
     assert.deepEqual(parseMounts(['/h:/c', '/a/../b:/d:ro,rshared'], [{ Type: 'bind', Source: '/s', Target: '/t', ReadOnly: true }]), [
       { Type: 'bind', Source: '/h', Destination: '/c', Mode: '', RW: true, Propagation: 'rprivate' },
@@ -18,8 +18,12 @@ describe('bind mounts', () => {
     assert.deepEqual(ociMounts(parseMounts(['/h:/c:ro'], null)), [{ destination: '/c', type: 'bind', source: '/h', options: ['rbind', 'rprivate', 'ro'] }]);
   });
   it('refuses what it cannot honour instead of ignoring it', () => {
-    assert.throws(() => parseMounts(['data:/x'], null), /named volumes/);
-    assert.throws(() => parseMounts(null, [{ Type: 'volume', Source: 'v', Target: '/x' }]), /only bind/);
+    assert.deepEqual(parseMounts(['data:/x:ro,nocopy'], [{ Type: 'volume', Target: '/y' }]), [
+      { Type: 'volume', Name: 'data', Source: '', Destination: '/x', Mode: 'ro,nocopy', RW: false, Propagation: '', NoCopy: true },
+      { Type: 'volume', Name: '', Source: '', Destination: '/y', Mode: 'z', RW: true, Propagation: '', NoCopy: false },
+    ]);
+    assert.throws(() => parseMounts(null, [{ Type: 'tmpfs', Target: '/x' }]), /only bind and volume/);
+    assert.throws(() => parseMounts(null, [{ Type: 'volume', Source: 'v', Target: '/x', VolumeOptions: { DriverConfig: { Name: 'nfs' } } }]), /only the local volume driver/);
     assert.throws(() => parseMounts(['/a:/x', '/b:/x'], null), /Duplicate mount point: \/x/);
     assert.throws(() => parseMounts(['/a:x'], null), /absolute/);
     assert.throws(() => parseMounts(['/a:/x:bogus'], null), /invalid mode: bogus/);

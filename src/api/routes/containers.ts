@@ -3,7 +3,6 @@ import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { changes, extractInto, packPath, packRootfs, statPath } from '../../engine/archive.js';
 import { formatEntry, readLogs } from '../../engine/logs.js';
-import { parseMounts } from '../../engine/mounts.js';
 import { sampleStats, topProcesses } from '../../engine/metrics.js';
 import type { ContainerRecord } from '../../engine/types.js';
 import { BadRequestError, ConflictError, ForbiddenError, NotFoundError } from '../../util/errors.js';
@@ -50,10 +49,11 @@ function portList(c: ContainerRecord): object[] {
   return out;
 }
 
-/** Inspect's and ps's MountPoint list: berth's mounts are all binds. */
-function mountPoints(c: ContainerRecord): object[] {
-  return parseMounts(c.HostConfig.Binds, (c.HostConfig as { Mounts?: unknown }).Mounts)
-    .map((m) => ({ Type: m.Type, Source: m.Source, Destination: m.Destination, Mode: m.Mode, RW: m.RW, Propagation: m.Propagation }));
+/** Inspect's and ps's MountPoint list, in Docker's shapes for binds and volumes. */
+function mountPoints(api: ApiContext, c: ContainerRecord): object[] {
+  return api.engine.containerMounts(c).map((m) => (m.Type === 'bind'
+    ? { Type: m.Type, Source: m.Source, Destination: m.Destination, Mode: m.Mode, RW: m.RW, Propagation: m.Propagation }
+    : { Type: m.Type, Name: m.Name, Source: m.Source, Destination: m.Destination, Driver: 'local', Mode: m.Mode, RW: m.RW, Propagation: '' }));
 }
 
 export function containerSummary(api: ApiContext, c: ContainerRecord): object {
@@ -71,7 +71,7 @@ export function containerSummary(api: ApiContext, c: ContainerRecord): object {
     Status: statusText(c),
     HostConfig: { NetworkMode: c.HostConfig.NetworkMode },
     NetworkSettings: { Networks: settings.Networks },
-    Mounts: mountPoints(c),
+    Mounts: mountPoints(api, c),
   };
 }
 
@@ -106,7 +106,7 @@ export function containerInspect(api: ApiContext, c: ContainerRecord): object {
         LowerDir: lower, MergedDir: join(dir, 'rootfs'), UpperDir: join(dir, 'diff'), WorkDir: join(dir, 'work'),
       },
     },
-    Mounts: mountPoints(c),
+    Mounts: mountPoints(api, c),
     Config: c.Config,
     NetworkSettings: api.engine.network.settings(c),
   };
@@ -140,10 +140,9 @@ function listContainers(api: ApiContext, ctx: RequestContext): object[] {
     if (f('network') && !f('network')!.some((v) => networkMatches(api, c, v))) return false;
     if (f('publish') && !f('publish')!.some((v) => portsMatch(v, (c.State.Running ? c.Published ?? [] : []).map((m) => `${m.containerPort}/${m.proto}`)))) return false;
     if (f('expose') && !f('expose')!.some((v) => portsMatch(v, [...Object.keys(c.Config.ExposedPorts ?? {}), ...(c.State.Running ? c.Published ?? [] : []).map((m) => `${m.containerPort}/${m.proto}`)]))) return false;
-    if (f('volume') && !f('volume')!.some((v) => parseMounts(c.HostConfig.Binds, (c.HostConfig as { Mounts?: unknown }).Mounts).some((m) => m.Source === v || m.Destination === v))) return false;
+    if (f('volume') && !f('volume')!.some((v) => api.engine.containerMounts(c).some((m) => m.Name === v || m.Source === v || m.Destination === v))) return false;
     if (f('health') && !f('health')!.includes(c.State.Running && c.State.Health ? c.State.Health.Status : 'none')) return false;
     // berth is never a swarm node, so no container is a task.
-
     if (f('is-task') && f('is-task')!.some((v) => boolParam(v))) return false;
     if (f('isolation') && !f('isolation')!.some((v) => v === 'default' || v === '')) return false;
     return true;
@@ -360,7 +359,7 @@ export function containerRoutes(r: Router, api: ApiContext): void {
   r.delete('/containers/{id}', async (ctx) => {
     const ref = ctx.params.id!;
     if (!e.find(ref)) throw new NotFoundError(`No such container: ${ref}`);
-    await e.remove(ref, { force: boolParam(ctx.query.get('force')) });
+    await e.remove(ref, { force: boolParam(ctx.query.get('force')), volumes: boolParam(ctx.query.get('v')) });
     sendEmpty(ctx.res, 204);
   });
   r.post('/containers/{id}/rename', async (ctx) => {

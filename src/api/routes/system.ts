@@ -59,7 +59,7 @@ async function info(api: ApiContext): Promise<object> {
     Images: api.engine.images.list().length,
     Driver: 'overlay2',
     DriverStatus: [['Backing Filesystem', 'extfs']],
-    Plugins: { Volume: [], Network: ['bridge', 'host', 'null'], Authorization: null, Log: ['k8s-file'] },
+    Plugins: { Volume: ['local'], Network: ['bridge', 'host', 'null'], Authorization: null, Log: ['k8s-file'] },
     MemoryLimit: true, SwapLimit: false, KernelMemory: false, CpuCfsPeriod: true, CpuCfsQuota: true,
     CPUShares: true, CPUSet: true, PidsLimit: true, IPv4Forwarding: true, BridgeNfIptables: false,
     BridgeNfIp6tables: false, Debug: false, NFd: 0, OomKillDisable: true, NGoroutines: 0,
@@ -182,7 +182,9 @@ export function systemRoutes(r: Router, api: ApiContext): void {
         Created: Math.floor(Date.parse(c.Created) / 1000), State: c.State.Status, Status: c.State.Status,
         SizeRw: 0, SizeRootFs: 0, Labels: c.Config.Labels, Mounts: [], Ports: [],
       })),
-      Volumes: [],
+      Volumes: api.engine.volumes.list().map((v) => ({
+        ...api.engine.volumes.inspect(v), UsageData: { Size: -1, RefCount: api.engine.volumeUsers(v.Name).length },
+      })),
       BuildCache: [],
     });
   });
@@ -196,7 +198,5 @@ export function systemRoutes(r: Router, api: ApiContext): void {
   r.get('/tasks', notSwarm);
   r.get('/secrets', notSwarm);
   r.get('/configs', notSwarm);
-  r.get('/volumes', (ctx) => sendJson(ctx.res, 200, { Volumes: [], Warnings: null }));
-  r.post('/volumes/prune', (ctx) => sendJson(ctx.res, 200, { VolumesDeleted: null, SpaceReclaimed: 0 }));
   r.post('/build/prune', (ctx) => sendJson(ctx.res, 200, { CachesDeleted: null, SpaceReclaimed: 0 }));
 }
