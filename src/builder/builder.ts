@@ -406,7 +406,8 @@ async function runStep(deps: BuildDeps, imageId: string, argv: string[], env: st
     return await images.addLayer(tmp);
   } finally {
     await fs.rm(tmp, { force: true });
-    await engine.remove(Id, { force: true }).catch(() => undefined);
+    // volumes: an earlier VOLUME gives the step anonymous volumes, which go with the container.
+    await engine.remove(Id, { force: true, volumes: true }).catch(() => undefined);
     out(`Removing intermediate container ${Id.slice(0, 12)}\n`);
   }
 }

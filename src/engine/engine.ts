@@ -347,7 +347,10 @@ export class Engine {
       c.State.Pid = 0;
       await this.save(c);
       // Docker removes an auto-remove container whose start failed; `docker run --rm` waits for it.
-      if (c.HostConfig.AutoRemove) await this.removeNow(c).catch(() => undefined);
+      if (c.HostConfig.AutoRemove) {
+        await this.removeNow(c).catch(() => undefined);
+        await this.removeAnonymousVolumes(c);
+      }
       if (e instanceof RuntimeCreateError) {
         const code = c.State.ExitCode;
         const status = code === 127 || code === 126 ? 400 : 500;
