@@ -154,6 +154,8 @@ export class RegistryService {
 
   /** A small blob (the config) read whole and verified. */
   private async blobBytes(client: RegistryClient, d: Descriptor): Promise<Buffer> {
+    // A config is a few kB; a registry that claims more is not to be read into memory.
+    if (d.size !== undefined && d.size > 8 << 20) throw new ApiError(500, `image config ${d.digest} is too large (${d.size} bytes)`);
     const res = await client.getBlob(d.digest);
     const bytes = Buffer.from(await res.arrayBuffer());
     if (`sha256:${createHash('sha256').update(bytes).digest('hex')}` !== d.digest || (d.size !== undefined && bytes.length !== d.size)) {
