@@ -282,11 +282,7 @@ export async function build(deps: BuildDeps, contextDir: string, o: BuildOptions
         const dest = posix.resolve(cfg.WorkingDir || '/', destRaw);
         const destIsDir = destRaw.endsWith('/') || srcs.length > 1 || destRaw === '.';
         let owner: { uid: number; gid: number } | undefined;
-        if (ins.flags.chown) {
-          const m = /^(\d+)(?::(\d+))?$/.exec(ins.flags.chown);
-          if (!m) throw new BadRequestError(`--chown=${ins.flags.chown}: only numeric uid[:gid] is supported`);
-          owner = { uid: Number(m[1]), gid: Number(m[2] ?? m[1]) };
-        }
+        if (ins.flags.chown) owner = await resolveOwner(images.layerDirs({ config: s.config } as ImageRecord), expand(ins.flags.chown, vars()));
         const from = ins.flags.from;
         const tmp = images.scratchPath('copy');
         let mounted: string | undefined;
@@ -357,6 +353,32 @@ function argPairs(ins: Instruction): Array<[string, string | undefined]> {
     const eq = w.indexOf('=');
     return eq < 0 ? [w, undefined] : [w.slice(0, eq), w.slice(eq + 1).replace(/^"(.*)"$/, '$1')];
   });
+}
+
+/** The first layer (topmost first) that has the file, read inside that layer's root. */
+async function readFromLayers(layers: string[], path: string): Promise<string | undefined> {
+  for (const l of layers) {
+    const p = await scopedPath(l, path, true);
+    const text = await fs.readFile(p, 'utf8').catch(() => undefined);
+    if (text !== undefined) return text;
+  }
+  return undefined;
+}
+
+/** `--chown=user[:group]` with names looked up in the image's /etc/passwd and /etc/group, as Docker does. */
+export async function resolveOwner(layers: string[], spec: string): Promise<{ uid: number; gid: number }> {
+  const [user, group] = spec.split(':') as [string, string | undefined];
+  const lookup = async (file: string, name: string, field: number): Promise<{ id: number; gid?: number }> => {
+    if (/^\d+$/.test(name)) return { id: Number(name) };
+    const text = await readFromLayers(layers, file);
+    const row = text?.split('\n').map((l) => l.split(':')).find((f) => f[0] === name);
+    if (!row || !/^\d+$/.test(row[field] ?? '')) throw new BadRequestError(`unable to convert uid/gid chown string to host mapping: can't find ${file === '/etc/passwd' ? 'uid' : 'gid'} for ${file === '/etc/passwd' ? 'user' : 'group'} ${name}`);
+    return { id: Number(row[field]), ...(file === '/etc/passwd' && /^\d+$/.test(row[3] ?? '') ? { gid: Number(row[3]) } : {}) };
+  };
+  const u = await lookup('/etc/passwd', user, 2);
+  // Docker: without a group, a numeric user keeps gid = uid, a named one takes its primary group.
+  const gid = group !== undefined ? (await lookup('/etc/group', group, 2)).id : /^\d+$/.test(user) ? u.id : u.gid ?? u.id;
+  return { uid: u.id, gid };
 }
 
 /** COPY sources: a path, or a pattern with * and ? in its last component. */

@@ -21,6 +21,8 @@ ENV APP_HOME=/app
 WORKDIR $APP_HOME
 COPY --from=builder /out/ ./
 COPY dir/ sub/
+COPY --chown=nobody:nogroup greeting.txt /owned/by-name
+COPY --chown=7:8 greeting.txt /owned/by-id
 RUN mkdir -p /tmp/gone && touch /tmp/gone/a /tmp/kept
 RUN rm -r /tmp/gone
 EXPOSE 8080
@@ -54,12 +56,12 @@ describe('build (classic builder)', () => {
 
   it('a multi-stage Dockerfile: files made by RUN in one stage end up in the final image', async () => {
     const out = await ok(['build', '-t', 'app:1', '--build-arg', 'FLAVOUR=spicy', ctxDir]);
-    assert.match(out, /^Step 1\/18 : ARG BASE=busybox\nStep 2\/18 : FROM \$\{BASE\} AS builder\n/);
+    assert.match(out, /^Step 1\/20 : ARG BASE=busybox\nStep 2\/20 : FROM \$\{BASE\} AS builder\n/);
     assert.match(out, / ---> Running in [0-9a-f]{12}\n/);
     assert.match(out, /Successfully built [0-9a-f]{12}\nSuccessfully tagged app:1\n$/);
     assert.equal(await ok(['run', '--rm', 'app:1']), 'built by hello\n');
-    const look = await ok(['run', '--rm', '--entrypoint', 'sh', 'app:1', '-c', 'pwd; cat flavour; ls sub; ls /tmp; echo $APP_HOME']);
-    assert.equal(look, '/app\nspicy\nkept.txt\nkept\n/app\n', 'ARG reached RUN, .dockerignore applied, a deletion in a later RUN hides the file');
+    const look = await ok(['run', '--rm', '--entrypoint', 'sh', 'app:1', '-c', 'pwd; cat flavour; ls sub; ls /tmp; echo $APP_HOME; stat -c %u:%g /owned/by-name /owned/by-id']);
+    assert.equal(look, '/app\nspicy\nkept.txt\nkept\n/app\n65534:65534\n7:8\n', 'ARG reached RUN, .dockerignore applied, a deletion in a later RUN hides the file, --chown by name and id');
     const cfg = JSON.parse(await ok(['image', 'inspect', '-f', '{{json .Config}}', 'app:1']));
     assert.deepEqual(cfg.Entrypoint, ['cat']);
     assert.deepEqual(cfg.Cmd, ['result.txt']);
@@ -76,10 +78,10 @@ describe('build (classic builder)', () => {
     assert.equal(again.trim(), id);
     const verbose = await ok(['build', '-t', 'app:2', '--build-arg', 'FLAVOUR=spicy', ctxDir]);
     assert.doesNotMatch(verbose, /Running in/);
-    assert.equal(verbose.match(/Using cache/g)?.length, 15);
+    assert.equal(verbose.match(/Using cache/g)?.length, 17);
     // a changed build arg reruns from the step that uses it
     const changed = await ok(['build', '-t', 'app:3', '--build-arg', 'FLAVOUR=mild', ctxDir]);
-    assert.match(changed, /Step 7\/18 : RUN echo "\$FLAVOUR" > \/out\/flavour\n ---> Running in/);
+    assert.match(changed, /Step 7\/20 : RUN echo "\$FLAVOUR" > \/out\/flavour\n ---> Running in/);
     assert.equal(await ok(['run', '--rm', 'app:3', 'flavour']), 'mild\n');
   });
 
