@@ -13,6 +13,7 @@ import { mountOverlay, unmount } from '../kernel/mount.js';
 import { goArch, type LocalImageStore } from '../images/store.js';
 import type { ImageConfigFile, ImageRecord, ImageRuntimeConfig } from '../images/types.js';
 import { ApiError, BadRequestError, NotFoundError } from '../util/errors.js';
+import { run, runOk } from '../util/exec.js';
 import { DockerfileError, expand, parseDockerfile, parsePairs, splitWords, type Instruction } from './dockerfile.js';
 import { writeLayer, type TreeSpec } from './layer.js';
 
@@ -253,7 +254,7 @@ export async function build(deps: BuildDeps, contextDir: string, o: BuildOptions
       }
       case 'CMD':
       case 'ENTRYPOINT': {
-        const argv = ins.json ?? (ins.rest ? ['/bin/sh', '-c', ins.rest] : []);
+        const argv = ins.json ?? (ins.rest ? [...(cfg.Shell ?? ['/bin/sh', '-c']), ins.rest] : []);
         if (ins.cmd === 'CMD') cfg.Cmd = argv;
         else { cfg.Entrypoint = argv; cfg.Cmd = null; }
         const txt = `${ins.cmd} ${JSON.stringify(argv)}`;
@@ -261,7 +262,7 @@ export async function build(deps: BuildDeps, contextDir: string, o: BuildOptions
         break;
       }
       case 'RUN': {
-        const argv = ins.json ?? ['/bin/sh', '-c', ins.rest];
+        const argv = ins.json ?? [...(cfg.Shell ?? ['/bin/sh', '-c']), ins.rest];
         // ARGs reach RUN as environment variables and belong to its cache key, as in Docker.
         const env = { ...s.args, ...envMap(cfg) };
         const envList = [...(cfg.Env?.length ? [] : [DEFAULT_PATH]), ...Object.entries(env).map(([k, v]) => `${k}=${v}`)];
@@ -285,6 +286,7 @@ export async function build(deps: BuildDeps, contextDir: string, o: BuildOptions
         if (ins.flags.chown) owner = await resolveOwner(images.layerDirs({ config: s.config } as ImageRecord), expand(ins.flags.chown, vars()));
         const from = ins.flags.from;
         const tmp = images.scratchPath('copy');
+        const unpackDirs: string[] = [];
         let mounted: string | undefined;
         try {
           let srcRoot = contextDir;
@@ -304,7 +306,17 @@ export async function build(deps: BuildDeps, contextDir: string, o: BuildOptions
             if (matches.length === 0) throw new BadRequestError(`${ins.cmd} failed: file not found in build context or excluded by .dockerignore: stat ${src}: file does not exist`);
             for (const m of matches) {
               const abs = await scopedPath(srcRoot, m);
-              const isDir = (await fs.lstat(abs)).isDirectory();
+              const st = await fs.lstat(abs);
+              // ADD unpacks a local tar archive (plain, gzip, bzip2, xz) into the destination, as Docker does.
+              if (ins.cmd === 'ADD' && !from && st.isFile() && (await run('tar', ['-tf', abs])).code === 0) {
+                const unpacked = images.scratchPath('add');
+                unpackDirs.push(unpacked);
+                await fs.mkdir(unpacked, { recursive: true });
+                await runOk('tar', ['--numeric-owner', '-xpf', abs, '-C', unpacked]);
+                trees.push({ src: unpacked, dest: dest.slice(1), ...(owner ?? {}) });
+                continue;
+              }
+              const isDir = st.isDirectory();
               const target = isDir || !destIsDir ? dest : posix.join(dest, posix.basename(m));
               const relBase = normalize(`/${m}`).slice(1).replace(/\/+$/, '');
               trees.push({ src: abs, dest: target.slice(1), ...(owner ?? { uid: 0, gid: 0 }), ...(skip ? { skip: (r: string) => skip!(relBase ? `${relBase}/${r}` : r) } : {}) });
@@ -317,11 +329,18 @@ export async function build(deps: BuildDeps, contextDir: string, o: BuildOptions
           await commit(s, stepKey(s, txt, diffId), nop(`${ins.cmd} ${diffId.slice(0, 19)} in ${dest}`), diffId);
         } finally {
           await fs.rm(tmp, { force: true });
+          for (const d of unpackDirs) await fs.rm(d, { recursive: true, force: true });
           if (mounted) { await unmount(join(mounted, 'root')).catch(() => undefined); await fs.rm(mounted, { recursive: true, force: true }); }
         }
         break;
       }
-      case 'SHELL':
+      case 'SHELL': {
+        if (!ins.json || ins.json.length === 0) throw new DockerfileError(`dockerfile parse error line ${ins.line}: SHELL requires the arguments to be in JSON form`);
+        cfg.Shell = ins.json;
+        const txt = `SHELL ${JSON.stringify(ins.json)}`;
+        await commit(s, stepKey(s, txt, null), nop(txt));
+        break;
+      }
       case 'HEALTHCHECK':
       case 'ONBUILD':
         throw new BadRequestError(`dockerfile line ${ins.line}: ${ins.cmd} is not supported by berth's builder yet`);

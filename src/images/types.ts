@@ -11,6 +11,8 @@ export interface ImageRuntimeConfig {
   Volumes?: Record<string, object> | null;
   Labels?: Record<string, string> | null;
   StopSignal?: string;
+  /** Set by the Dockerfile SHELL instruction: the shell form's interpreter. */
+  Shell?: string[];
 }
 
 /** The image config JSON as stored in registries and archives; its sha256 is the image id. */

@@ -94,6 +94,17 @@ describe('build (classic builder)', () => {
     assert.equal(await ok(['run', '--rm', 'viadocker']), 'built by hello\n');
   });
 
+  it('ADD unpacks a local tar archive; SHELL changes the shell form', async () => {
+    const dir = join(host.dir, 'addctx');
+    await fs.mkdir(join(dir, 'payload', 'x'), { recursive: true });
+    await fs.writeFile(join(dir, 'payload', 'x', 'y.txt'), 'inside\n');
+    await run('tar', ['-czf', join(dir, 'bundle.tar.gz'), '--owner=1234', '--group=99', '--numeric-owner', '-C', join(dir, 'payload'), '.']);
+    await fs.rm(join(dir, 'payload'), { recursive: true });
+    await fs.writeFile(join(dir, 'Dockerfile'), 'FROM busybox\nADD bundle.tar.gz /bundle/\nSHELL ["/bin/sh", "-ec"]\nRUN echo "$0 $-" > /shell-was\n');
+    await ok(['build', '-t', 'added', dir]);
+    assert.match(await ok(['run', '--rm', 'added', 'sh', '-c', 'cat /bundle/x/y.txt; stat -c %u:%g /bundle/x/y.txt; cat /shell-was']), /^inside\n1234:99\n\/bin\/sh \w*e\w*\n$/, 'the RUN shell had -e');
+  });
+
   it('a failing RUN reports its output and exit code; a syntax error its line', async () => {
     const bad = join(host.dir, 'bad');
     await fs.mkdir(bad, { recursive: true });
