@@ -14,7 +14,7 @@ import { goArch, type LocalImageStore } from '../images/store.js';
 import type { ImageConfigFile, ImageRecord, ImageRuntimeConfig } from '../images/types.js';
 import { ApiError, BadRequestError, NotFoundError } from '../util/errors.js';
 import { run, runOk } from '../util/exec.js';
-import { DockerfileError, expand, parseDockerfile, parsePairs, splitWords, type Instruction } from './dockerfile.js';
+import { DockerfileError, expand, parseDockerfile, parseDuration, parsePairs, splitWords, type Instruction } from './dockerfile.js';
 import { writeLayer, type TreeSpec } from './layer.js';
 
 export interface BuildOptions {
@@ -138,6 +138,7 @@ export async function build(deps: BuildDeps, contextDir: string, o: BuildOptions
   const stages: Stage[] = [];
   let st: Stage | undefined;
   const total = steps.length;
+  let stepNo = 0;
 
   const commit = async (s: Stage, key: string, createdBy: string, diffId?: string): Promise<void> => {
     const cached = !o.noCache ? images.buildCacheLookup(key) : undefined;
@@ -164,7 +165,7 @@ export async function build(deps: BuildDeps, contextDir: string, o: BuildOptions
 
   for (let n = 0; n < steps.length; n++) {
     const ins = steps[n]!;
-    out(`Step ${n + 1}/${total} : ${ins.original}\n`);
+    if (!ins.trigger) out(`Step ${++stepNo}/${total} : ${ins.original}\n`);
     if (ins.cmd === 'FROM') {
       const words = splitWords(expand(ins.rest, { ...globalArgs }));
       const name = words.length === 3 && words[1]!.toLowerCase() === 'as' ? words[2]!.toLowerCase() : undefined;
@@ -187,6 +188,13 @@ export async function build(deps: BuildDeps, contextDir: string, o: BuildOptions
       }
       st.config.config ??= {};
       delete st.config.container_config;
+      // The base image's ONBUILD triggers run first, as part of FROM; the new image does not inherit them.
+      const triggers = fromStage ? [] : st.config.config.OnBuild ?? [];
+      if (triggers.length) {
+        out(`# Executing ${triggers.length} build trigger${triggers.length > 1 ? 's' : ''}\n`);
+        steps.splice(n + 1, 0, ...parseDockerfile(triggers.join('\n'), false).map((t) => ({ ...t, line: ins.line, trigger: true })));
+      }
+      st.config.config.OnBuild = null;
       stages.push(st);
       continue;
     }
@@ -341,9 +349,37 @@ export async function build(deps: BuildDeps, contextDir: string, o: BuildOptions
         await commit(s, stepKey(s, txt, null), nop(txt));
         break;
       }
-      case 'HEALTHCHECK':
-      case 'ONBUILD':
-        throw new BadRequestError(`dockerfile line ${ins.line}: ${ins.cmd} is not supported by berth's builder yet`);
+      case 'HEALTHCHECK': {
+        const words = splitWords(ins.rest);
+        const kind = (words[0] ?? '').toUpperCase();
+        let test: string[];
+        if (kind === 'NONE') test = ['NONE'];
+        else if (kind === 'CMD') {
+          const after = ins.rest.replace(/^\S+\s*/, '');
+          let json: unknown;
+          try { json = JSON.parse(after); } catch { json = undefined; }
+          test = Array.isArray(json) && json.every((x) => typeof x === 'string') ? ['CMD', ...(json as string[])] : ['CMD-SHELL', after];
+        } else throw new DockerfileError(`dockerfile parse error line ${ins.line}: HEALTHCHECK takes NONE or CMD`);
+        const f = ins.flags;
+        cfg.Healthcheck = {
+          Test: test,
+          ...(f.interval ? { Interval: parseDuration(f.interval) } : {}),
+          ...(f.timeout ? { Timeout: parseDuration(f.timeout) } : {}),
+          ...(f['start-period'] ? { StartPeriod: parseDuration(f['start-period']) } : {}),
+          ...(f.retries ? { Retries: Number(f.retries) } : {}),
+        };
+        const txt = `HEALTHCHECK ${JSON.stringify(cfg.Healthcheck)}`;
+        await commit(s, stepKey(s, txt, null), nop(txt));
+        break;
+      }
+      case 'ONBUILD': {
+        const inner = /^\s*(\S+)/.exec(ins.rest)?.[1]?.toUpperCase();
+        if (inner === 'ONBUILD' || inner === 'FROM' || inner === 'MAINTAINER') throw new DockerfileError(`dockerfile parse error line ${ins.line}: ${inner} isn't allowed as an ONBUILD trigger`);
+        parseDockerfile(ins.rest, false);
+        cfg.OnBuild = [...(cfg.OnBuild ?? []), ins.rest];
+        await commit(s, stepKey(s, ins.original, null), nop(ins.original));
+        break;
+      }
     }
   }
   if (!st?.imageId) {

@@ -13,6 +13,8 @@ export interface Instruction {
   line: number;
   /** As Docker prints it in "Step N/M : …". */
   original: string;
+  /** An ONBUILD trigger of the base image, run as part of FROM. */
+  trigger?: boolean;
 }
 
 const KNOWN = new Set(['FROM', 'RUN', 'CMD', 'ENTRYPOINT', 'COPY', 'ADD', 'ENV', 'ARG', 'WORKDIR', 'LABEL', 'EXPOSE', 'USER', 'VOLUME', 'STOPSIGNAL', 'MAINTAINER', 'SHELL', 'HEALTHCHECK', 'ONBUILD']);
@@ -20,7 +22,7 @@ const KNOWN = new Set(['FROM', 'RUN', 'CMD', 'ENTRYPOINT', 'COPY', 'ADD', 'ENV',
 export class DockerfileError extends BadRequestError {}
 
 /** Splits a Dockerfile into instructions (comments, blank lines and `\` continuations handled). */
-export function parseDockerfile(text: string): Instruction[] {
+export function parseDockerfile(text: string, needFrom = true): Instruction[] {
   const lines = text.replace(/\r\n/g, '\n').split('\n');
   const out: Instruction[] = [];
   let i = 0;
@@ -43,7 +45,7 @@ export function parseDockerfile(text: string): Instruction[] {
     if (!KNOWN.has(cmd)) throw new DockerfileError(`dockerfile parse error line ${startLine}: unknown instruction: ${m[1]}`);
     let rest = m[2]!.trim();
     const flags: Record<string, string> = {};
-    if (['COPY', 'ADD', 'FROM', 'RUN'].includes(cmd)) {
+    if (['COPY', 'ADD', 'FROM', 'RUN', 'HEALTHCHECK'].includes(cmd)) {
       let f: RegExpExecArray | null;
       while ((f = /^--([a-z-]+)(?:=(\S*))?\s*/.exec(rest))) {
         flags[f[1]!] = f[2] ?? 'true';
@@ -57,12 +59,12 @@ export function parseDockerfile(text: string): Instruction[] {
         if (Array.isArray(v) && v.every((x) => typeof x === 'string')) json = v;
       } catch { /* shell form that happens to start with [ */ }
     }
-    if (rest === '' && !['CMD', 'ENTRYPOINT'].includes(cmd)) {
+    if (rest === '' && !['CMD', 'ENTRYPOINT', 'HEALTHCHECK'].includes(cmd)) {
       throw new DockerfileError(`dockerfile parse error line ${startLine}: ${cmd} requires at least one argument`);
     }
     out.push({ cmd, rest, flags, ...(json ? { json } : {}), line: startLine, original: `${m[1]} ${m[2]!.trim()}`.trim() });
   }
-  if (!out.some((x) => x.cmd === 'FROM')) throw new DockerfileError('dockerfile parse error: no FROM instruction');
+  if (needFrom && !out.some((x) => x.cmd === 'FROM')) throw new DockerfileError('dockerfile parse error: no FROM instruction');
   return out;
 }
 
@@ -148,4 +150,13 @@ function unquote(s: string): string {
     out += c;
   }
   return out;
+}
+
+/** A Go duration ("30s", "1m30s", "500ms") in nanoseconds, as HEALTHCHECK's options take it. */
+export function parseDuration(s: string): number {
+  const units: Record<string, number> = { ns: 1, us: 1e3, 'µs': 1e3, ms: 1e6, s: 1e9, m: 60e9, h: 3600e9 };
+  if (!/^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$/.test(s)) throw new DockerfileError(`invalid duration ${s}`);
+  let total = 0;
+  for (const m of s.matchAll(/(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)/g)) total += Number(m[1]) * units[m[2]!]!;
+  return Math.round(total);
 }

@@ -13,6 +13,10 @@ export interface ImageRuntimeConfig {
   StopSignal?: string;
   /** Set by the Dockerfile SHELL instruction: the shell form's interpreter. */
   Shell?: string[];
+  /** HEALTHCHECK: Test is ["NONE"], ["CMD", …] or ["CMD-SHELL", cmd]; durations in nanoseconds. */
+  Healthcheck?: { Test: string[]; Interval?: number; Timeout?: number; StartPeriod?: number; Retries?: number };
+  /** ONBUILD triggers, run when another build starts FROM this image. */
+  OnBuild?: string[] | null;
 }
 
 /** The image config JSON as stored in registries and archives; its sha256 is the image id. */

@@ -103,6 +103,16 @@ describe('build (classic builder)', () => {
     await fs.writeFile(join(dir, 'Dockerfile'), 'FROM busybox\nADD bundle.tar.gz /bundle/\nSHELL ["/bin/sh", "-ec"]\nRUN echo "$0 $-" > /shell-was\n');
     await ok(['build', '-t', 'added', dir]);
     assert.match(await ok(['run', '--rm', 'added', 'sh', '-c', 'cat /bundle/x/y.txt; stat -c %u:%g /bundle/x/y.txt; cat /shell-was']), /^inside\n1234:99\n\/bin\/sh \w*e\w*\n$/, 'the RUN shell had -e');
+
+    // ONBUILD triggers run when another build starts FROM the image; HEALTHCHECK is recorded
+    await fs.writeFile(join(dir, 'Dockerfile'), 'FROM busybox\nONBUILD RUN echo triggered > /trigger\nHEALTHCHECK --interval=5s --retries=2 CMD ["true"]\n');
+    await ok(['build', '-t', 'onbuild-base', dir]);
+    const hc = JSON.parse(await ok(['image', 'inspect', '-f', '{{json .Config.Healthcheck}}', 'onbuild-base']));
+    assert.deepEqual(hc, { Test: ['CMD', 'true'], Interval: 5e9, Retries: 2 });
+    await fs.writeFile(join(dir, 'Dockerfile'), 'FROM onbuild-base\nCMD ["cat", "/trigger"]\n');
+    const child = await ok(['build', '-t', 'onbuild-child', dir]);
+    assert.match(child, /# Executing 1 build trigger\n/);
+    assert.equal(await ok(['run', '--rm', 'onbuild-child']), 'triggered\n');
   });
 
   it('a failing RUN reports its output and exit code; a syntax error its line', async () => {
