@@ -106,6 +106,12 @@ describe('pull and push with a local registry', () => {
     await ok(['tag', `${reg}/busybox:v1`, 'busybox:latest']);
     const byDigest = await ok(['pull', `${reg}/busybox@${digest}`]);
     assert.match(byDigest, new RegExp(`${reg}/busybox@${digest}\\n$`));
+    // a pulled image goes through save and load unchanged
+    const tarFile = join(host.dir, 'pulled.tar');
+    await ok(['save', '-o', tarFile, `${reg}/busybox:v1`]);
+    await ok(['rmi', `${reg}/busybox:v1`]);
+    assert.match(await ok(['load', '-i', tarFile]), new RegExp(`Loaded image: ${reg}/busybox:v1`));
+    assert.equal((await ok(['image', 'inspect', '-f', '{{.Id}}', `${reg}/busybox:v1`])).trim(), id);
   });
 
   it('a built image: push it, remove it, pull it back, run it', async () => {
