@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { BadRequestError } from '../util/errors.js';
-import { parseMounts } from './mounts.js';
+import { parseMounts, parseTmpfs } from './mounts.js';
 import type { HostConfig } from './types.js';
 
 /** The ContainerCreate request body after type checking, with Docker's defaults filled in. */
@@ -71,7 +71,7 @@ const HOST_FIELDS: Record<string, Kind> = {
   NetworkMode: 'string', AutoRemove: 'boolean', Privileged: 'boolean', CapAdd: 'string[]', CapDrop: 'string[]',
   Dns: 'string[]', DnsSearch: 'string[]', DnsOptions: 'string[]', ExtraHosts: 'string[]', Links: 'string[]',
   PortBindings: 'object', PublishAllPorts: 'boolean', RestartPolicy: 'object', ReadonlyRootfs: 'boolean',
-  Binds: 'string[]',
+  Binds: 'string[]', Tmpfs: 'stringmap',
 };
 
 /**
@@ -130,7 +130,9 @@ export function normaliseCreateBody(raw: unknown): CreateBody {
   for (const m of parseMounts(null, hc.Mounts)) {
     if (m.Type === 'bind' && !existsSync(m.Source)) throw new BadRequestError(`invalid mount config for type "bind": bind source path does not exist: ${m.Source}`);
   }
-  parseMounts(host.Binds, null);
+  const dests = [...parseMounts(host.Binds, hc.Mounts), ...parseTmpfs(hc.Tmpfs as Record<string, string> | undefined)].map((m) => m.Destination);
+  const dup = dests.find((d, i) => dests.indexOf(d) !== i);
+  if (dup) throw new BadRequestError(`Duplicate mount point: ${dup}`);
   for (const h of host.ExtraHosts ?? []) {
     if (h.indexOf(':') <= 0) throw new BadRequestError(`invalid IP address in add-host: "${h}"`);
   }

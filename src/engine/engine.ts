@@ -9,7 +9,7 @@ import type { ImageStore } from '../images/types.js';
 import type { AttachSession, ContainerRuntime } from '../runtime/runtime.js';
 import { RuntimeCreateError } from '../runtime/conmon.js';
 import { buildSpec } from '../runtime/spec.js';
-import { ociMounts, parseMounts, type MountSpec } from './mounts.js';
+import { ociMounts, parseMounts, parseTmpfs, type MountSpec } from './mounts.js';
 import { VolumeStore } from './volumes.js';
 import { resolveInRoot } from './archive.js';
 import { afterProbe, probeCommand, timings, validateHealthcheck, type HealthConfig } from './health.js';
@@ -310,7 +310,7 @@ export class Engine {
         cgroupsPath: `/berth/${c.Id}`, privileged: c.HostConfig.Privileged,
         capAdd: c.HostConfig.CapAdd ?? [], capDrop: c.HostConfig.CapDrop ?? [],
         readonlyRootfs: c.HostConfig.ReadonlyRootfs,
-        extraMounts: ociMounts(binds),
+        extraMounts: ociMounts([...binds, ...parseTmpfs((c.HostConfig as { Tmpfs?: Record<string, string> }).Tmpfs)]),
       });
       if (c.Config.WorkingDir) await fs.mkdir(join(rootfs, c.Config.WorkingDir), { recursive: true });
       await fs.writeFile(join(dir, 'config.json'), JSON.stringify(spec));
@@ -507,7 +507,7 @@ export class Engine {
       const name = m.Name || anon[m.Destination] || '';
       delete anon[m.Destination];
       return { ...m, Name: name, Source: name ? this.volumes.mountpoint(name) : '' };
-    }).filter((m) => m.Source);
+    }).filter((m) => m.Type === 'tmpfs' || m.Source);
     for (const [dest, name] of Object.entries(anon)) {
       if (out.some((m) => m.Destination === dest)) continue;
       out.push({ Type: 'volume', Name: name, Source: this.volumes.mountpoint(name), Destination: dest, Mode: '', RW: true, Propagation: '' });

@@ -8,7 +8,7 @@ import { BadRequestError } from '../util/errors.js';
  * with what the image has at the destination.
  */
 export interface MountSpec {
-  Type: 'bind' | 'volume';
+  Type: 'bind' | 'volume' | 'tmpfs';
   Name?: string;
   Source: string;
   Destination: string;
@@ -16,14 +16,16 @@ export interface MountSpec {
   RW: boolean;
   Propagation: string;
   NoCopy?: boolean;
+  /** tmpfs only: mount options after Docker's defaults (noexec, nosuid, nodev). */
+  TmpfsOptions?: string[];
 }
 
 const PROPAGATIONS = ['private', 'rprivate', 'shared', 'rshared', 'slave', 'rslave'];
 
 /**
- * HostConfig.Binds (`/host:/ctr[:opts]` or `volume:/ctr[:opts]`) and HostConfig.Mounts of type bind
- * or volume. Other mount types (tmpfs, npipe) are refused rather than ignored: a container must
- * never start without a mount its user asked for.
+ * HostConfig.Binds (`/host:/ctr[:opts]` or `volume:/ctr[:opts]`) and HostConfig.Mounts of type bind,
+ * volume or tmpfs. Other mount types (npipe, cluster) are refused rather than ignored: a container
+ * must never start without a mount its user asked for.
  */
 export function parseMounts(binds: string[] | null | undefined, mounts: unknown): MountSpec[] {
   const out: MountSpec[] = [];
@@ -51,9 +53,20 @@ export function parseMounts(binds: string[] | null | undefined, mounts: unknown)
     if (!Array.isArray(mounts)) throw new BadRequestError('invalid type for field HostConfig.Mounts: expected array');
     for (const m of mounts as Array<Record<string, unknown>>) {
       const type = m.Type ?? 'volume';
-      if (type !== 'bind' && type !== 'volume') throw new BadRequestError(`mount type ${String(type)} is not supported by berth yet (only bind and volume)`);
+      if (type !== 'bind' && type !== 'volume' && type !== 'tmpfs') throw new BadRequestError(`mount type ${String(type)} is not supported by berth yet (only bind, volume and tmpfs)`);
       const src = m.Source;
       const dst = m.Target;
+      if (type === 'tmpfs') {
+        if (src) throw new BadRequestError('invalid mount config for type "tmpfs": source must not be specified');
+        if (typeof dst !== 'string' || !dst.startsWith('/')) throw new BadRequestError('invalid mount config for type "tmpfs": invalid mount path: destination must be an absolute path');
+        const to = (m.TmpfsOptions ?? {}) as Record<string, unknown>;
+        const opts: string[] = [];
+        if (typeof to.SizeBytes === 'number' && to.SizeBytes > 0) opts.push(`size=${to.SizeBytes}`);
+        if (typeof to.Mode === 'number' && to.Mode > 0) opts.push(`mode=${to.Mode.toString(8)}`);
+        if (m.ReadOnly === true) opts.push('ro');
+        out.push({ Type: 'tmpfs', Source: '', Destination: posix.normalize(dst), Mode: '', RW: m.ReadOnly !== true, Propagation: '', TmpfsOptions: opts });
+        continue;
+      }
       if (type === 'volume') {
         if (src !== undefined && src !== null && src !== '' && (typeof src !== 'string' || src.startsWith('/'))) throw new BadRequestError('invalid mount config for type "volume": invalid volume name');
         if (typeof dst !== 'string' || !dst.startsWith('/')) throw new BadRequestError('invalid mount config for type "volume": invalid mount path: destination must be an absolute path');
@@ -81,9 +94,31 @@ export function parseMounts(binds: string[] | null | undefined, mounts: unknown)
   return out;
 }
 
+/** HostConfig.Tmpfs: `{"/run": "rw,size=64m"}` (compose's and `docker run --tmpfs`'s form). */
+export function parseTmpfs(tmpfs: Record<string, string> | null | undefined): MountSpec[] {
+  return Object.entries(tmpfs ?? {}).map(([dst, options]) => {
+    if (!dst.startsWith('/')) throw new BadRequestError(`invalid tmpfs mount: destination must be an absolute path: ${dst}`);
+    const opts = options ? options.split(',').filter(Boolean) : [];
+    return { Type: 'tmpfs' as const, Source: '', Destination: posix.normalize(dst), Mode: options, RW: !opts.includes('ro'), Propagation: '', TmpfsOptions: opts };
+  });
+}
+
+/** Docker's MergeTmpfsOptions: later options win, so `exec` lifts the default `noexec`. */
+export function tmpfsOptions(extra: string[]): string[] {
+  const pairs: Record<string, string> = { exec: 'noexec', noexec: 'exec', suid: 'nosuid', nosuid: 'suid', dev: 'nodev', nodev: 'dev', ro: 'rw', rw: 'ro' };
+  const out: string[] = [];
+  for (const o of ['noexec', 'nosuid', 'nodev', ...extra]) {
+    const key = o.includes('=') ? o.slice(0, o.indexOf('=') + 1) : undefined;
+    const i = key ? out.findIndex((x) => x.startsWith(key)) : out.findIndex((x) => x === o || x === pairs[o]);
+    if (i >= 0) out.splice(i, 1);
+    out.push(o);
+  }
+  return out;
+}
+
 /** The OCI spec's entries (Source filled in for volumes); runc makes the mount points inside the root safely. */
 export function ociMounts(mounts: MountSpec[]): OciMount[] {
-  return mounts.map((b) => ({
+  return mounts.map((b) => b.Type === 'tmpfs' ? { destination: b.Destination, type: 'tmpfs', source: 'tmpfs', options: tmpfsOptions(b.TmpfsOptions ?? []) } : ({
     destination: b.Destination, type: 'bind', source: b.Source,
     options: ['rbind', b.Propagation || 'rprivate', ...(b.RW ? [] : ['ro'])],
   }));

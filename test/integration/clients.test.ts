@@ -8,7 +8,7 @@ import * as tarStream from 'tar-stream';
 import { run } from '../../src/util/exec.js';
 import { PACKAGE_ROOT, TestHost, waitFor } from './harness.js';
 
-const HTTPD = ['sh', '-c', 'mkdir -p /www && echo "hello from $(hostname)" > /www/index.html && echo "server ready" && exec httpd -f -p 80 -h /www'];
+const HTTPD = ['sh', '-c', 'mkdir -p /www && echo "hello from $(hostname)" > /www/index.html && httpd -p 80 -h /www && echo "server ready" && exec sleep 3600'];
 
 /** Node clients as their users call them: dockerode, and testcontainers in a process of its own. */
 describe('dockerode and testcontainers against berthd', () => {
@@ -238,7 +238,7 @@ describe('dockerode and testcontainers against berthd', () => {
     assert.equal((await host.api('GET', `/volumes/${anonName}`)).status, 404, 'rm -v removes the anonymous volume');
     assert.equal((await host.api('GET', '/volumes/store1')).status, 200, 'and keeps named ones');
     assert.equal((await host.api('POST', '/volumes/create', { Name: 'x', Driver: 'nfs' })).status, 404);
-    assert.equal((await host.api('POST', '/containers/create', { Image: 'busybox', HostConfig: { Mounts: [{ Type: 'tmpfs', Target: '/t' }] } })).status, 400);
+    assert.equal((await host.api('POST', '/containers/create', { Image: 'busybox', HostConfig: { Mounts: [{ Type: 'npipe', Source: 'x', Target: '/t' }] } })).status, 400);
     const pruned = await docker.pruneVolumes();
     assert.deepEqual(pruned.VolumesDeleted, ['store1']);
   });

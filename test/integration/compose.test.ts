@@ -244,6 +244,8 @@ services:
     command: httpd -f -p 80 -h /site
     volumes:
       - ./site:/site:ro
+    tmpfs:
+      - /scratch:size=1m
   cache:
     image: busybox
     command: sh -c 'trap "exit 0" TERM; echo cache up $$ROLE; while true; do sleep 1; done'
@@ -265,6 +267,8 @@ networks:
     assert.equal(mounted.stdout, 'from a bind mount\n');
     const ro = await dc(['exec', '-T', 'static', 'sh', '-c', 'echo x > /site/x']);
     assert.notEqual(ro.code, 0, 'the mount is read-only');
+    const tmp = await dc(['exec', '-T', 'static', 'sh', '-c', 'grep " /scratch " /proc/mounts']);
+    assert.match(tmp.stdout, /^tmpfs \/scratch tmpfs rw,nosuid,nodev,noexec,relatime,size=1024k/m);
     assert.deepEqual((await inspect('lk_static_1')).Mounts, [{ Type: 'bind', Source: join(host.dir, 'lk', 'site'), Destination: '/site', Mode: 'ro', RW: false, Propagation: 'rprivate' }]);
 
     const logs = await dc(['logs', '--no-color']);

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { resolveInRoot } from '../../src/engine/archive.js';
-import { ociMounts, parseMounts } from '../../src/engine/mounts.js';
+import { ociMounts, parseMounts, parseTmpfs } from '../../src/engine/mounts.js';
 import { resolveName, type Asker } from '../../src/dns/lookup.js';
 import { afterProbe, probeCommand, validateHealthcheck, type Health } from '../../src/engine/health.js';
 
@@ -17,12 +17,18 @@ describe('bind mounts and volumes', () => {
     ]);
     assert.deepEqual(ociMounts(parseMounts(['/h:/c:ro'], null)), [{ destination: '/c', type: 'bind', source: '/h', options: ['rbind', 'rprivate', 'ro'] }]);
   });
+  it('tmpfs: Docker\'s defaults, later options win', () => {
+    assert.deepEqual(ociMounts(parseTmpfs({ '/run': 'exec,size=64m' })), [{ destination: '/run', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'nodev', 'exec', 'size=64m'] }]);
+    assert.deepEqual(ociMounts(parseMounts(null, [{ Type: 'tmpfs', Target: '/t', TmpfsOptions: { SizeBytes: 1048576, Mode: 0o1777 } }])),
+      [{ destination: '/t', type: 'tmpfs', source: 'tmpfs', options: ['noexec', 'nosuid', 'nodev', 'size=1048576', 'mode=1777'] }]);
+  });
   it('refuses what it cannot honour instead of ignoring it', () => {
     assert.deepEqual(parseMounts(['data:/x:ro,nocopy'], [{ Type: 'volume', Target: '/y' }]), [
       { Type: 'volume', Name: 'data', Source: '', Destination: '/x', Mode: 'ro,nocopy', RW: false, Propagation: '', NoCopy: true },
       { Type: 'volume', Name: '', Source: '', Destination: '/y', Mode: 'z', RW: true, Propagation: '', NoCopy: false },
     ]);
-    assert.throws(() => parseMounts(null, [{ Type: 'tmpfs', Target: '/x' }]), /only bind and volume/);
+    assert.throws(() => parseMounts(null, [{ Type: 'npipe', Target: '/x' }]), /only bind, volume and tmpfs/);
+    assert.throws(() => parseMounts(null, [{ Type: 'tmpfs', Source: '/a', Target: '/x' }]), /source must not be specified/);
     assert.throws(() => parseMounts(null, [{ Type: 'volume', Source: 'v', Target: '/x', VolumeOptions: { DriverConfig: { Name: 'nfs' } } }]), /only the local volume driver/);
     assert.throws(() => parseMounts(['/a:/x', '/b:/x'], null), /Duplicate mount point: \/x/);
     assert.throws(() => parseMounts(['/a:x'], null), /absolute/);

@@ -51,7 +51,7 @@ function portList(c: ContainerRecord): object[] {
 
 /** Inspect's and ps's MountPoint list, in Docker's shapes for binds and volumes. */
 function mountPoints(api: ApiContext, c: ContainerRecord): object[] {
-  return api.engine.containerMounts(c).map((m) => (m.Type === 'bind'
+  return api.engine.containerMounts(c).map((m) => (m.Type !== 'volume'
     ? { Type: m.Type, Source: m.Source, Destination: m.Destination, Mode: m.Mode, RW: m.RW, Propagation: m.Propagation }
     : { Type: m.Type, Name: m.Name, Source: m.Source, Destination: m.Destination, Driver: 'local', Mode: m.Mode, RW: m.RW, Propagation: '' }));
 }

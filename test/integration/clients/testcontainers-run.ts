@@ -21,7 +21,7 @@ function get(host: string, port: number): Promise<string> {
   });
 }
 
-const HTTPD = 'mkdir -p /www && echo "hello from $(hostname)" > /www/index.html && echo "server ready" && exec httpd -f -p 80 -h /www';
+const HTTPD = 'mkdir -p /www && echo "hello from $(hostname)" > /www/index.html && httpd -p 80 -h /www && echo "server ready" && exec sleep 3600';
 
 const out: Record<string, unknown> = {};
 const web = await new GenericContainer('busybox:latest')
