@@ -11,6 +11,7 @@ import { imageRoutes } from './routes/images.js';
 import { networkRoutes } from './routes/networks.js';
 import { systemRoutes } from './routes/system.js';
 import { volumeRoutes } from './routes/volumes.js';
+import { commitRoutes } from './routes/commit.js';
 
 const VERSION_PREFIX = /^\/v(\d+\.\d+)(\/.*)$/;
 
@@ -28,6 +29,7 @@ export function buildRouter(api: ApiContext): Router {
   imageRoutes(r, api);
   networkRoutes(r, api);
   volumeRoutes(r, api);
+  commitRoutes(r, api);
   return r;
 }
 

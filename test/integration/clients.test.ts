@@ -243,6 +243,22 @@ describe('dockerode and testcontainers against berthd', () => {
     assert.deepEqual(pruned.VolumesDeleted, ['store1']);
   });
 
+  it('docker commit: the container\'s layer with deletions, --change and --message, then run', async () => {
+    const made = await host.docker(['run', '--name', 'tocommit', 'busybox', 'sh', '-c', 'echo committed > /hello; rm /bin/vi']);
+    assert.equal(made.code, 0, made.stderr);
+    const commit = await host.docker(['commit', '-c', 'CMD ["cat", "/hello"]', '-c', 'ENV STAGE=two', '-m', 'by the test', 'tocommit', 'snap:1']);
+    assert.equal(commit.code, 0, commit.stderr);
+    assert.match(commit.stdout, /^sha256:[0-9a-f]{64}\n$/);
+    const ran = await host.docker(['run', '--rm', 'snap:1']);
+    assert.equal(ran.stdout, 'committed\n');
+    const gone = await host.docker(['run', '--rm', 'snap:1', 'sh', '-c', 'test -e /bin/vi && echo present || echo deleted; echo $STAGE']);
+    assert.equal(gone.stdout, 'deleted\ntwo\n', 'the deletion is a whiteout in the new layer');
+    const hist = await host.docker(['history', '--format', '{{.Comment}}', 'snap:1']);
+    assert.equal(hist.stdout.split('\n')[0], 'by the test');
+    assert.equal((await host.docker(['rm', 'tocommit'])).code, 0);
+    assert.equal((await host.docker(['rmi', 'snap:1'])).code, 0);
+  });
+
   it('system df, info, version and ping as clients read them', async () => {
     const df = await docker.df() as { Images: Array<{ RepoTags: string[] }>; Containers: unknown[]; Volumes: unknown[] };
     assert.ok(df.Images.some((i) => i.RepoTags.includes('busybox:latest')));
