@@ -13,6 +13,7 @@ import { ociMounts, parseMounts, parseTmpfs, type MountSpec } from './mounts.js'
 import { VolumeStore } from './volumes.js';
 import { resolveInRoot } from './archive.js';
 import { afterProbe, probeCommand, timings, validateHealthcheck, type HealthConfig } from './health.js';
+import { ociResources, RESOURCE_FIELDS, validateResources, type Resources } from './resources.js';
 import { readJson, removeStaleTemps, writeJsonAtomic } from '../store/atomic.js';
 import { runOk } from '../util/exec.js';
 import { BadRequestError, ConflictError, NotFoundError, NotModifiedError, errorMessage } from '../util/errors.js';
@@ -21,7 +22,7 @@ import { EventBus } from './events.js';
 import { randomName, VALID_NAME } from './names.js';
 import { resolveUser } from './users.js';
 import { normaliseCreateBody, type CreateBody } from './create.js';
-import { ZERO_TIME, type ContainerRecord, type ContainerStatus, type HostConfig } from './types.js';
+import { ZERO_TIME, type ContainerRecord, type ContainerStatus, type HostConfig, type RestartPolicy } from './types.js';
 
 export interface EngineOptions {
   root: string;
@@ -311,6 +312,7 @@ export class Engine {
         capAdd: c.HostConfig.CapAdd ?? [], capDrop: c.HostConfig.CapDrop ?? [],
         readonlyRootfs: c.HostConfig.ReadonlyRootfs,
         extraMounts: ociMounts([...binds, ...parseTmpfs((c.HostConfig as { Tmpfs?: Record<string, string> }).Tmpfs)]),
+        resources: ociResources(c.HostConfig as Resources),
       });
       if (c.Config.WorkingDir) await fs.mkdir(join(rootfs, c.Config.WorkingDir), { recursive: true });
       await fs.writeFile(join(dir, 'config.json'), JSON.stringify(spec));
@@ -747,27 +749,41 @@ export class Engine {
   }
 
   /**
-   * POST /containers/{id}/update. berth sets no cgroup resource limits yet, so only the restart
-   * policy can change; a request for a resource limit is refused rather than silently ignored.
+   * POST /containers/{id}/update: the restart policy and the resource limits berth applies (a
+   * running container's cgroup changes at once through `runc update`). As in Docker, a zero or empty
+   * field means "leave as it is"; fields berth cannot apply are refused rather than ignored.
    */
   async update(ref: string, body: Record<string, unknown>): Promise<{ Warnings: string[] }> {
     const c = this.get(ref);
-    const limits = Object.entries(body).filter(([k, v]) => k !== 'RestartPolicy' && v !== null && v !== undefined && v !== 0 && v !== '' && !(Array.isArray(v) && v.length === 0));
-    if (limits.length) throw new BadRequestError(`berth does not support updating ${limits.map(([k]) => k).join(', ')}: only RestartPolicy can be updated`);
+    const given = Object.entries(body).filter(([, v]) => v !== null && v !== undefined && v !== 0 && v !== '' && !(Array.isArray(v) && v.length === 0));
+    const unsupported = given.filter(([k]) => k !== 'RestartPolicy' && !(RESOURCE_FIELDS as readonly string[]).includes(k));
+    if (unsupported.length) throw new BadRequestError(`berth does not support updating ${unsupported.map(([k]) => k).join(', ')}`);
+    const limits = Object.fromEntries(given.filter(([k]) => k !== 'RestartPolicy')) as Resources;
+    const merged = { ...(c.HostConfig as Resources), ...limits };
+    validateResources(merged);
     const rp = body.RestartPolicy as Record<string, unknown> | undefined;
-    if (rp === undefined || rp === null) return { Warnings: [] };
-    if (typeof rp !== 'object' || (rp.Name !== undefined && typeof rp.Name !== 'string') || (rp.MaximumRetryCount !== undefined && typeof rp.MaximumRetryCount !== 'number')) {
-      throw new BadRequestError('invalid type for field RestartPolicy');
-    }
-    const name = (rp.Name as string | undefined) || 'no';
-    if (!['no', 'always', 'unless-stopped', 'on-failure'].includes(name)) throw new BadRequestError(`invalid restart policy '${name}'`);
-    const max = (rp.MaximumRetryCount as number | undefined) ?? 0;
-    if (name !== 'on-failure' && max !== 0) throw new BadRequestError(`maximum retry count cannot be used with restart policy '${name}'`);
-    if (c.HostConfig.AutoRemove && name !== 'no') {
-      throw new ConflictError('Restart policy cannot be updated because AutoRemove is enabled for the container');
+    let policy: RestartPolicy | undefined;
+    if (rp !== undefined && rp !== null && (rp.Name || rp.MaximumRetryCount)) {
+      if (typeof rp !== 'object' || (rp.Name !== undefined && typeof rp.Name !== 'string') || (rp.MaximumRetryCount !== undefined && typeof rp.MaximumRetryCount !== 'number')) {
+        throw new BadRequestError('invalid type for field RestartPolicy');
+      }
+      const name = (rp.Name as string | undefined) || 'no';
+      if (!['no', 'always', 'unless-stopped', 'on-failure'].includes(name)) throw new BadRequestError(`invalid restart policy '${name}'`);
+      const max = (rp.MaximumRetryCount as number | undefined) ?? 0;
+      if (name !== 'on-failure' && max !== 0) throw new BadRequestError(`maximum retry count cannot be used with restart policy '${name}'`);
+      if (c.HostConfig.AutoRemove && name !== 'no') {
+        throw new ConflictError('Restart policy cannot be updated because AutoRemove is enabled for the container');
+      }
+      policy = { Name: name, MaximumRetryCount: max };
     }
     await this.withLock(c.Id, async () => {
-      c.HostConfig.RestartPolicy = { Name: name, MaximumRetryCount: max };
+      if (Object.keys(limits).length && c.State.Running) {
+        await this.o.runtime.update(c.Id, ociResources(merged)).catch((e) => {
+          throw new BadRequestError(`Cannot update container ${c.Id}: ${errorMessage(e)}`);
+        });
+      }
+      Object.assign(c.HostConfig, limits);
+      if (policy) c.HostConfig.RestartPolicy = policy;
       await this.save(c);
     });
     this.containerEvent(c, 'update');

@@ -144,6 +144,11 @@ export class ConmonRuntime implements ContainerRuntime {
     }
   }
 
+  async update(id: string, resources: Record<string, unknown>): Promise<void> {
+    const r = await run(this.runc, ['--root', this.opts.runcRoot, 'update', '--resources', '-', id], { input: JSON.stringify(resources) });
+    if (r.code !== 0) throw new Error(cleanRuncMessage(r.stderr));
+  }
+
   async pause(id: string): Promise<void> {
     const r = await run(this.runc, ['--root', this.opts.runcRoot, 'pause', id]);
     if (r.code !== 0) throw new Error(cleanRuncMessage(r.stderr));

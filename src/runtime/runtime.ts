@@ -53,6 +53,8 @@ export interface ContainerRuntime {
   create(opts: CreateOptions): Promise<number>;
   start(id: string): Promise<void>;
   kill(id: string, signal: string): Promise<void>;
+  /** Changes a running container's cgroup limits (OCI LinuxResources). */
+  update(id: string, resources: Record<string, unknown>): Promise<void>;
   /** Freezes / thaws every process of the container (the cgroup freezer). */
   pause(id: string): Promise<void>;
   resume(id: string): Promise<void>;

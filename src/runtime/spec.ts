@@ -23,6 +23,8 @@ export interface SpecInput {
   capDrop: string[];
   readonlyRootfs: boolean;
   extraMounts?: OciMount[];
+  /** LinuxResources other than devices: memory, cpu, pids, blockIO limits. */
+  resources?: Record<string, unknown>;
 }
 
 export interface OciMount { destination: string; type?: string; source: string; options?: string[] }
@@ -84,7 +86,7 @@ export function buildSpec(input: SpecInput): object {
   const linux: Record<string, unknown> = {
     namespaces,
     cgroupsPath: input.cgroupsPath,
-    resources: { devices: [{ allow: input.privileged, access: 'rwm' }] },
+    resources: { ...(input.resources ?? {}), devices: [{ allow: input.privileged, access: 'rwm' }] },
   };
   if (!input.privileged) {
     linux.maskedPaths = [

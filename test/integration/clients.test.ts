@@ -75,10 +75,15 @@ describe('dockerode and testcontainers against berthd', () => {
     assert.deepEqual(await docker.listContainers({ filters: { publish: ['80/udp'] } }), []);
     assert.deepEqual(await docker.listContainers({ filters: { health: ['healthy'] } }), []);
 
-    // update: the restart policy changes; resource limits, which berth does not set, are refused.
+    // update: the restart policy and the cgroup limits of the running container; what berth cannot apply is refused.
     await c.update({ RestartPolicy: { Name: 'on-failure', MaximumRetryCount: 2 } });
     assert.deepEqual((await c.inspect()).HostConfig.RestartPolicy, { Name: 'on-failure', MaximumRetryCount: 2 });
-    await assert.rejects(c.update({ Memory: 100 * 1024 * 1024 }), /only RestartPolicy can be updated/);
+    await c.update({ Memory: 100 * 1024 * 1024, NanoCpus: 500_000_000 });
+    assert.equal(await fs.readFile(`/sys/fs/cgroup/memory/berth/${c.id}/memory.limit_in_bytes`, 'utf8'), `${100 * 1024 * 1024}\n`);
+    assert.equal(await fs.readFile(`/sys/fs/cgroup/cpu/berth/${c.id}/cpu.cfs_quota_us`, 'utf8'), '50000\n');
+    assert.equal((await c.inspect()).HostConfig.Memory, 100 * 1024 * 1024);
+    await assert.rejects(c.update({ KernelMemory: 100 * 1024 * 1024 }), /does not support updating KernelMemory/);
+    await assert.rejects(c.update({ Memory: 1024 }), /Minimum memory limit allowed is 6MB/);
 
     const waited = c.wait({ condition: 'not-running' });
     await c.kill();

@@ -57,6 +57,9 @@ services:
     image: busybox
     command: ${web('db')}
     networks: [back]
+    mem_limit: 64m
+    cpus: 0.5
+    pids_limit: 40
 networks:
   front:
     driver: bridge
@@ -79,6 +82,12 @@ networks:
     assert.equal(front.Labels.purpose, 'edge');
     const proxyId = (await inspect('fb_proxy_1')).Id as string;
     assert.ok(front.Containers[proxyId], 'inspect lists the proxy on front');
+
+    // Resource limits reach the container's cgroups.
+    const dbId = (await inspect('fb_db_1')).Id as string;
+    assert.equal(await fs.readFile(`/sys/fs/cgroup/memory/berth/${dbId}/memory.limit_in_bytes`, 'utf8'), `${64 * 1024 * 1024}\n`);
+    assert.equal(await fs.readFile(`/sys/fs/cgroup/cpu/berth/${dbId}/cpu.cfs_quota_us`, 'utf8'), '50000\n');
+    assert.equal(await fs.readFile(`/sys/fs/cgroup/pids/berth/${dbId}/pids.max`, 'utf8'), '40\n');
 
     // depends_on: db started before app, app before proxy.
     const started = async (n: string) => Date.parse((await inspect(n)).State.StartedAt as string);

@@ -6,6 +6,7 @@ import { describe, it } from 'node:test';
 import { resolveInRoot } from '../../src/engine/archive.js';
 import { ociMounts, parseMounts, parseTmpfs } from '../../src/engine/mounts.js';
 import { resolveName, type Asker } from '../../src/dns/lookup.js';
+import { ociResources, validateResources } from '../../src/engine/resources.js';
 import { afterProbe, probeCommand, validateHealthcheck, type Health } from '../../src/engine/health.js';
 
 describe('bind mounts and volumes', () => {
@@ -91,5 +92,22 @@ describe('health checks', () => {
     assert.equal(probeCommand({ Test: ['NONE'] }), undefined);
     assert.throws(() => validateHealthcheck({ Test: ['BOGUS'] }), /unknown health check type/);
     assert.throws(() => validateHealthcheck({ Interval: 10 }), /cannot be less than 1ms/);
+  });
+});
+
+describe('resource limits', () => {
+  it('map to OCI LinuxResources as Docker sets them', () => {
+    assert.deepEqual(ociResources({ Memory: 64 << 20, NanoCpus: 1.5e9, PidsLimit: 10, CpuShares: 512, CpusetCpus: '0' }, true), {
+      memory: { limit: 64 << 20, swap: 128 << 20 }, cpu: { shares: 512, period: 100000, quota: 150000, cpus: '0' }, pids: { limit: 10 },
+    });
+    assert.deepEqual(ociResources({ Memory: 64 << 20, MemorySwap: -1 }, false), { memory: { limit: 64 << 20 } });
+    assert.deepEqual(ociResources({ PidsLimit: -1 }, true), { pids: { limit: -1 } });
+  });
+  it('refuse what Docker refuses, with its words', () => {
+    assert.throws(() => validateResources({ Memory: 1024 }), /Minimum memory limit allowed is 6MB/);
+    assert.throws(() => validateResources({ MemorySwap: 1 << 30 }), /always set the Memory limit/);
+    assert.throws(() => validateResources({ NanoCpus: 1e9, CpuQuota: 50000 }), /Nano CPUs and CPU Quota cannot both be set/);
+    assert.throws(() => validateResources({ NanoCpus: 3e9 }, 2), /Range of CPUs is from 0.01 to 2.00/);
+    assert.doesNotThrow(() => validateResources({ Memory: 64 << 20, MemorySwap: -1 }));
   });
 });

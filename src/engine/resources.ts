@@ -1,0 +1,73 @@
+import { existsSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { BadRequestError } from '../util/errors.js';
+
+/** The HostConfig resource fields berth applies (through the OCI spec at start, `runc update` later). */
+export const RESOURCE_FIELDS = [
+  'Memory', 'MemorySwap', 'MemoryReservation', 'NanoCpus', 'CpuShares', 'CpuPeriod', 'CpuQuota',
+  'CpusetCpus', 'CpusetMems', 'PidsLimit', 'BlkioWeight',
+] as const;
+
+export type Resources = Partial<Record<(typeof RESOURCE_FIELDS)[number], number | string | null>>;
+
+const num = (v: unknown): number => (typeof v === 'number' ? v : 0);
+const MIN_MEMORY = 6 * 1024 * 1024;
+
+/** Docker's checks (daemon/daemon_unix.go verifyPlatformContainerResources), with its messages. */
+export function validateResources(r: Resources, ncpu = cpus().length): void {
+  for (const k of RESOURCE_FIELDS) {
+    const v = r[k];
+    if (v === undefined || v === null) continue;
+    const isString = k === 'CpusetCpus' || k === 'CpusetMems';
+    if (isString ? typeof v !== 'string' : typeof v !== 'number') throw new BadRequestError(`invalid type for field HostConfig.${k}: expected ${isString ? 'string' : 'number'}`);
+  }
+  const memory = num(r.Memory);
+  if (memory > 0 && memory < MIN_MEMORY) throw new BadRequestError('Minimum memory limit allowed is 6MB');
+  const swap = num(r.MemorySwap);
+  if (swap > 0 && memory === 0) throw new BadRequestError('You should always set the Memory limit when using Memoryswap limit');
+  if (swap > 0 && swap < memory) throw new BadRequestError('Minimum memoryswap limit should be larger than memory limit, see usage');
+  const reservation = num(r.MemoryReservation);
+  if (memory > 0 && reservation > 0 && memory < reservation) throw new BadRequestError('Minimum memory limit can not be less than memory reservation limit, see usage');
+  const nano = num(r.NanoCpus);
+  if (nano > 0 && (num(r.CpuPeriod) > 0 || num(r.CpuQuota) > 0)) {
+    throw new BadRequestError(`Conflicting options: Nano CPUs and CPU ${num(r.CpuPeriod) > 0 ? 'Period' : 'Quota'} cannot both be set`);
+  }
+  if (nano < 0 || nano > ncpu * 1e9) throw new BadRequestError(`Range of CPUs is from 0.01 to ${ncpu}.00, as there are only ${ncpu} CPUs available`);
+  const period = num(r.CpuPeriod);
+  if (period !== 0 && (period < 1000 || period > 1_000_000)) throw new BadRequestError('CPU cfs period can not be less than 1ms (i.e. 1000) or larger than 1s (i.e. 1000000)');
+  const quota = num(r.CpuQuota);
+  if (quota > 0 && quota < 1000) throw new BadRequestError('CPU cfs quota can not be less than 1ms (i.e. 1000)');
+  const blkio = num(r.BlkioWeight);
+  if (blkio > 0 && (blkio < 10 || blkio > 1000)) throw new BadRequestError('Range of blkio weight is from 10 to 1000');
+}
+
+/** Whether the kernel accounts swap (cgroup v1 memsw files); Docker drops the swap limit otherwise. */
+export function swapAccounting(): boolean {
+  return existsSync('/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes');
+}
+
+/** The OCI LinuxResources for the fields (devices left to the spec builder). */
+export function ociResources(r: Resources, withSwap = swapAccounting()): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  const memory: Record<string, number> = {};
+  if (num(r.Memory) > 0) memory.limit = num(r.Memory);
+  if (num(r.MemoryReservation) > 0) memory.reservation = num(r.MemoryReservation);
+  // Docker's default with swap accounting: as much swap as memory (memory+swap = 2 × memory); -1 unlimited.
+  if (withSwap && num(r.Memory) > 0) memory.swap = num(r.MemorySwap) !== 0 ? num(r.MemorySwap) : 2 * num(r.Memory);
+  if (Object.keys(memory).length) out.memory = memory;
+  const cpu: Record<string, number | string> = {};
+  if (num(r.CpuShares) > 0) cpu.shares = num(r.CpuShares);
+  if (num(r.NanoCpus) > 0) {
+    // As Docker: a period of 100ms and the quota that gives NanoCpus/1e9 CPUs.
+    cpu.period = 100_000;
+    cpu.quota = Math.round((num(r.NanoCpus) * 100_000) / 1e9);
+  }
+  if (num(r.CpuPeriod) > 0) cpu.period = num(r.CpuPeriod);
+  if (num(r.CpuQuota) !== 0) cpu.quota = num(r.CpuQuota);
+  if (typeof r.CpusetCpus === 'string' && r.CpusetCpus) cpu.cpus = r.CpusetCpus;
+  if (typeof r.CpusetMems === 'string' && r.CpusetMems) cpu.mems = r.CpusetMems;
+  if (Object.keys(cpu).length) out.cpu = cpu;
+  if (num(r.PidsLimit) !== 0) out.pids = { limit: num(r.PidsLimit) > 0 ? num(r.PidsLimit) : -1 };
+  if (num(r.BlkioWeight) > 0) out.blockIO = { weight: num(r.BlkioWeight) };
+  return out;
+}
