@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { BadRequestError } from '../util/errors.js';
 import { parseMounts, parseTmpfs } from './mounts.js';
-import { validateResources, type Resources } from './resources.js';
+import { validateProcessLimits, validateResources, type ProcessLimits, type Resources } from './resources.js';
 import type { HostConfig } from './types.js';
 
 /** The ContainerCreate request body after type checking, with Docker's defaults filled in. */
@@ -135,6 +135,7 @@ export function normaliseCreateBody(raw: unknown): CreateBody {
   const dup = dests.find((d, i) => dests.indexOf(d) !== i);
   if (dup) throw new BadRequestError(`Duplicate mount point: ${dup}`);
   validateResources(hc as Resources);
+  validateProcessLimits({ ...(hc as ProcessLimits), NetworkMode: host.NetworkMode });
   for (const h of host.ExtraHosts ?? []) {
     if (h.indexOf(':') <= 0) throw new BadRequestError(`invalid IP address in add-host: "${h}"`);
   }

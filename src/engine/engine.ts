@@ -13,7 +13,7 @@ import { ociMounts, parseMounts, parseTmpfs, type MountSpec } from './mounts.js'
 import { VolumeStore } from './volumes.js';
 import { resolveInRoot } from './archive.js';
 import { afterProbe, probeCommand, timings, validateHealthcheck, type HealthConfig } from './health.js';
-import { ociResources, RESOURCE_FIELDS, validateResources, type Resources } from './resources.js';
+import { ociResources, ociRlimits, RESOURCE_FIELDS, validateResources, type ProcessLimits, type Resources } from './resources.js';
 import { readJson, removeStaleTemps, writeJsonAtomic } from '../store/atomic.js';
 import { runOk } from '../util/exec.js';
 import { BadRequestError, ConflictError, NotFoundError, NotModifiedError, errorMessage } from '../util/errors.js';
@@ -313,6 +313,9 @@ export class Engine {
         readonlyRootfs: c.HostConfig.ReadonlyRootfs,
         extraMounts: ociMounts([...binds, ...parseTmpfs((c.HostConfig as { Tmpfs?: Record<string, string> }).Tmpfs)]),
         resources: ociResources(c.HostConfig as Resources),
+        rlimits: ociRlimits(c.HostConfig as ProcessLimits),
+        sysctl: (c.HostConfig as ProcessLimits).Sysctls ?? undefined,
+        shmSize: (c.HostConfig as ProcessLimits).ShmSize ?? undefined,
       });
       if (c.Config.WorkingDir) await fs.mkdir(join(rootfs, c.Config.WorkingDir), { recursive: true });
       await fs.writeFile(join(dir, 'config.json'), JSON.stringify(spec));

@@ -71,3 +71,31 @@ export function ociResources(r: Resources, withSwap = swapAccounting()): Record<
   if (num(r.BlkioWeight) > 0) out.blockIO = { weight: num(r.BlkioWeight) };
   return out;
 }
+
+const ULIMITS = ['core', 'cpu', 'data', 'fsize', 'locks', 'memlock', 'msgqueue', 'nice', 'nofile', 'nproc', 'rss', 'rtprio', 'rttime', 'sigpending', 'stack', 'as'];
+const IPC_SYSCTLS = ['kernel.msgmax', 'kernel.msgmnb', 'kernel.msgmni', 'kernel.sem', 'kernel.shmall', 'kernel.shmmax', 'kernel.shmmni', 'kernel.shm_rmid_forced'];
+
+export interface ProcessLimits { Ulimits?: Array<{ Name: string; Soft: number; Hard: number }> | null; Sysctls?: Record<string, string> | null; ShmSize?: number | null; NetworkMode?: string }
+
+/**
+ * Ulimits, Sysctls and ShmSize with Docker's checks: only namespaced sysctls (IPC ones,
+ * fs.mqueue.*, and net.* unless the container shares the host's network namespace).
+ */
+export function validateProcessLimits(p: ProcessLimits): void {
+  if (p.Ulimits !== undefined && p.Ulimits !== null && !Array.isArray(p.Ulimits)) throw new BadRequestError('invalid type for field HostConfig.Ulimits: expected array');
+  for (const u of p.Ulimits ?? []) {
+    if (!u || typeof u.Name !== 'string' || !ULIMITS.includes(u.Name)) throw new BadRequestError(`invalid ulimit type: ${String(u?.Name)}`);
+    if (typeof u.Soft !== 'number' || typeof u.Hard !== 'number') throw new BadRequestError(`invalid ulimit argument: ${u.Name}`);
+    if (u.Soft > u.Hard) throw new BadRequestError(`ulimit soft limit must be less than or equal to hard limit: ${u.Soft} > ${u.Hard}`);
+  }
+  for (const k of Object.keys(p.Sysctls ?? {})) {
+    const namespaced = IPC_SYSCTLS.includes(k) || k.startsWith('fs.mqueue.') || k.startsWith('net.');
+    if (!namespaced) throw new BadRequestError(`sysctl '${k}' is not whitelisted`);
+    if (k.startsWith('net.') && p.NetworkMode === 'host') throw new BadRequestError(`sysctl '${k}' not allowed in host network namespace`);
+  }
+  if (p.ShmSize !== undefined && p.ShmSize !== null && (typeof p.ShmSize !== 'number' || p.ShmSize < 0)) throw new BadRequestError('SHM size can not be less than 0');
+}
+
+export function ociRlimits(p: ProcessLimits): Array<{ type: string; soft: number; hard: number }> {
+  return (p.Ulimits ?? []).map((u) => ({ type: `RLIMIT_${u.Name.toUpperCase()}`, soft: u.Soft, hard: u.Hard }));
+}

@@ -25,6 +25,10 @@ export interface SpecInput {
   extraMounts?: OciMount[];
   /** LinuxResources other than devices: memory, cpu, pids, blockIO limits. */
   resources?: Record<string, unknown>;
+  rlimits?: Array<{ type: string; soft: number; hard: number }>;
+  sysctl?: Record<string, string>;
+  /** Size of /dev/shm in bytes (Docker's default 64 MiB). */
+  shmSize?: number;
 }
 
 export interface OciMount { destination: string; type?: string; source: string; options?: string[] }
@@ -73,7 +77,7 @@ export function buildSpec(input: SpecInput): object {
     { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
     { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
     { destination: '/dev/pts', type: 'devpts', source: 'devpts', options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620', 'gid=5'] },
-    { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'] },
+    { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', `size=${input.shmSize ? Math.ceil(input.shmSize / 1024) : 65536}k`] },
     { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
     { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', input.privileged ? 'rw' : 'ro'] },
     { destination: '/sys/fs/cgroup', type: 'cgroup', source: 'cgroup', options: ['nosuid', 'noexec', 'nodev', 'relatime', 'ro'] },
@@ -88,6 +92,7 @@ export function buildSpec(input: SpecInput): object {
     cgroupsPath: input.cgroupsPath,
     resources: { ...(input.resources ?? {}), devices: [{ allow: input.privileged, access: 'rwm' }] },
   };
+  if (input.sysctl && Object.keys(input.sysctl).length) linux.sysctl = input.sysctl;
   if (!input.privileged) {
     linux.maskedPaths = [
       '/proc/asound', '/proc/acpi', '/proc/kcore', '/proc/keys', '/proc/latency_stats',
@@ -106,6 +111,7 @@ export function buildSpec(input: SpecInput): object {
       cwd: input.cwd || '/',
       capabilities: { bounding: caps, effective: caps, permitted: caps, inheritable: caps, ambient: [] },
       noNewPrivileges: false,
+      ...(input.rlimits?.length ? { rlimits: input.rlimits } : {}),
     },
     root: { path: input.rootfs, readonly: input.readonlyRootfs },
     hostname: input.hostname,

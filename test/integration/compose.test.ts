@@ -255,6 +255,11 @@ services:
       - ./site:/site:ro
     tmpfs:
       - /scratch:size=1m
+    ulimits:
+      nofile: { soft: 1024, hard: 2048 }
+    sysctls:
+      net.core.somaxconn: 1024
+    shm_size: 16m
   cache:
     image: busybox
     command: sh -c 'trap "exit 0" TERM; echo cache up $$ROLE; while true; do sleep 1; done'
@@ -276,6 +281,8 @@ networks:
     assert.equal(mounted.stdout, 'from a bind mount\n');
     const ro = await dc(['exec', '-T', 'static', 'sh', '-c', 'echo x > /site/x']);
     assert.notEqual(ro.code, 0, 'the mount is read-only');
+    const limits = await dc(['exec', '-T', 'static', 'sh', '-c', 'ulimit -n; ulimit -Hn; cat /proc/sys/net/core/somaxconn; grep " /dev/shm " /proc/mounts']);
+    assert.match(limits.stdout, /^1024\n2048\n1024\nshm \/dev\/shm tmpfs .*size=16384k/);
     const tmp = await dc(['exec', '-T', 'static', 'sh', '-c', 'grep " /scratch " /proc/mounts']);
     assert.match(tmp.stdout, /^tmpfs \/scratch tmpfs rw,nosuid,nodev,noexec,relatime,size=1024k/m);
     assert.deepEqual((await inspect('lk_static_1')).Mounts, [{ Type: 'bind', Source: join(host.dir, 'lk', 'site'), Destination: '/site', Mode: 'ro', RW: false, Propagation: 'rprivate' }]);

@@ -6,7 +6,7 @@ import { describe, it } from 'node:test';
 import { resolveInRoot } from '../../src/engine/archive.js';
 import { ociMounts, parseMounts, parseTmpfs } from '../../src/engine/mounts.js';
 import { resolveName, type Asker } from '../../src/dns/lookup.js';
-import { ociResources, validateResources } from '../../src/engine/resources.js';
+import { ociResources, ociRlimits, validateProcessLimits, validateResources } from '../../src/engine/resources.js';
 import { afterProbe, probeCommand, validateHealthcheck, type Health } from '../../src/engine/health.js';
 
 describe('bind mounts and volumes', () => {
@@ -109,5 +109,9 @@ describe('resource limits', () => {
     assert.throws(() => validateResources({ NanoCpus: 1e9, CpuQuota: 50000 }), /Nano CPUs and CPU Quota cannot both be set/);
     assert.throws(() => validateResources({ NanoCpus: 3e9 }, 2), /Range of CPUs is from 0.01 to 2.00/);
     assert.doesNotThrow(() => validateResources({ Memory: 64 << 20, MemorySwap: -1 }));
+    assert.throws(() => validateProcessLimits({ Sysctls: { 'kernel.hostname': 'x' } }), /sysctl 'kernel.hostname' is not whitelisted/);
+    assert.throws(() => validateProcessLimits({ Sysctls: { 'net.core.somaxconn': '1' }, NetworkMode: 'host' }), /not allowed in host network namespace/);
+    assert.throws(() => validateProcessLimits({ Ulimits: [{ Name: 'nofile', Soft: 20, Hard: 10 }] }), /soft limit must be less than or equal to hard limit: 20 > 10/);
+    assert.deepEqual(ociRlimits({ Ulimits: [{ Name: 'nofile', Soft: 1, Hard: 2 }] }), [{ type: 'RLIMIT_NOFILE', soft: 1, hard: 2 }]);
   });
 });
