@@ -1,6 +1,7 @@
 import { promises as fs } from 'node:fs';
 import { arch, cpus, hostname, release, totalmem } from 'node:os';
 import type { EngineEvent } from '../../engine/events.js';
+import { swapAccounting } from '../../engine/resources.js';
 import { run } from '../../util/exec.js';
 import type { ApiContext } from '../context.js';
 import { API_VERSION, MIN_API_VERSION, checkFilterKeys, parseFilters, sendJson } from '../http.js';
@@ -60,7 +61,7 @@ async function info(api: ApiContext): Promise<object> {
     Driver: 'overlay2',
     DriverStatus: [['Backing Filesystem', 'extfs']],
     Plugins: { Volume: ['local'], Network: ['bridge', 'host', 'null'], Authorization: null, Log: ['k8s-file'] },
-    MemoryLimit: true, SwapLimit: false, KernelMemory: false, CpuCfsPeriod: true, CpuCfsQuota: true,
+    MemoryLimit: true, SwapLimit: swapAccounting(), KernelMemory: false, CpuCfsPeriod: true, CpuCfsQuota: true,
     CPUShares: true, CPUSet: true, PidsLimit: true, IPv4Forwarding: true, BridgeNfIptables: false,
     BridgeNfIp6tables: false, Debug: false, NFd: 0, OomKillDisable: true, NGoroutines: 0,
     SystemTime: new Date().toISOString(),
