@@ -2,26 +2,29 @@
 import { createReadStream, createWriteStream, promises as fs, type Stats } from 'node:fs';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import * as tarStream from 'tar-stream';
+import type * as TarStream from 'tar-stream';
+import { requireCjs } from '../util/cjs.js';
+
+const tarStream = requireCjs('tar-stream') as typeof TarStream;
 import { run } from '../util/exec.js';
 
 /** One tree to put in the layer: a source path and where it goes (relative, no leading slash). */
 export interface TreeSpec { src: string; dest: string; uid?: number; gid?: number; skip?: (rel: string) => boolean }
 
-type Pack = tarStream.Pack;
-type Hdr = Partial<tarStream.Header> & { name: string };
+type Pack = TarStream.Pack;
+type Hdr = Partial<TarStream.Header> & { name: string };
 
 function header(st: Stats, name: string, o: { uid?: number; gid?: number }): Hdr {
   return { name, mode: st.mode & 0o7777, uid: o.uid ?? st.uid, gid: o.gid ?? st.gid, mtime: st.mtime };
 }
 
 function add(pack: Pack, h: Hdr, body?: Buffer | string): Promise<void> {
-  return new Promise((resolve, reject) => pack.entry(h as tarStream.Header, body ?? '', (e) => (e ? reject(e) : resolve())));
+  return new Promise((resolve, reject) => pack.entry(h as TarStream.Header, body ?? '', (e) => (e ? reject(e) : resolve())));
 }
 
 async function addFile(pack: Pack, h: Hdr, path: string): Promise<void> {
   await new Promise<void>((resolve, reject) => {
-    const entry = pack.entry(h as tarStream.Header, (e) => (e ? reject(e) : resolve()));
+    const entry = pack.entry(h as TarStream.Header, (e) => (e ? reject(e) : resolve()));
     createReadStream(path).on('error', reject).pipe(entry);
   });
 }

@@ -1,8 +1,11 @@
-import { Command } from 'commander';
+import type * as Commander from 'commander';
+import { requireCjs } from '../util/cjs.js';
 import { promises as fs } from 'node:fs';
 import { Daemon } from './daemon.js';
 import { DEFAULT_ROOT, DEFAULT_SOCKET, VERSION } from './paths.js';
 import { errorMessage } from '../util/errors.js';
+
+const { Command } = requireCjs('commander') as typeof Commander;
 
 const program = new Command('berthd')
   .description('berth daemon: serves the Docker Engine API (v1.41) on a unix socket')

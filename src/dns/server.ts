@@ -1,7 +1,8 @@
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
 import { promises as fs } from 'node:fs';
 import { connect, createServer, type Server, type Socket as TcpSocket } from 'node:net';
-import dnsPacket from 'dns-packet';
+import type * as DnsPacket from 'dns-packet';
+import { requireCjs } from '../util/cjs.js';
 import { parseResolvConf } from '../network/etcfiles.js';
 import { answer, type Asker } from './lookup.js';
 import { openSandboxSockets } from './sandbox.js';
@@ -27,7 +28,8 @@ interface Listener { udp: Socket; tcp: Server; address: string; port: number }
 
 interface SandboxListener { udp: Socket; tcp: Server; port: number; conns: Set<TcpSocket> }
 
-type Packet = dnsPacket.Packet;
+type Packet = DnsPacket.Packet;
+const dnsPacket = requireCjs('dns-packet') as typeof DnsPacket;
 
 const RCODE = { NXDOMAIN: 3, SERVFAIL: 2, REFUSED: 5 } as const;
 

@@ -4,7 +4,10 @@ import { posix } from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
-import * as tarStream from 'tar-stream';
+import type * as TarStream from 'tar-stream';
+import { requireCjs } from '../util/cjs.js';
+
+const tarStream = requireCjs('tar-stream') as typeof TarStream;
 import { BadRequestError, NotFoundError } from '../util/errors.js';
 
 /**

@@ -2,7 +2,10 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { promises as fs, constants as fsConstants, watch, type FSWatcher } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
-import pty from 'node-pty';
+import type * as Pty from 'node-pty';
+import { requireCjs } from '../util/cjs.js';
+
+const pty = requireCjs('node-pty') as typeof Pty;
 import { run, runOk } from '../util/exec.js';
 import type {
   AttachSession, ContainerRuntime, CreateOptions, ExecOptions, ExecProcess, RuntimeState,
