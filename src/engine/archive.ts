@@ -253,3 +253,15 @@ export async function changes(upper: string, lowers: string[]): Promise<Change[]
   await walk('/');
   return out.sort((a, b) => a.Path.localeCompare(b.Path));
 }
+
+/** Bytes of the files under a directory (du's apparent size), 0 when it is missing. */
+export async function dirSize(path: string): Promise<number> {
+  const r = await new Promise<string>((resolve) => {
+    const child = spawn('du', ['-sb', '--', path], { stdio: ['ignore', 'pipe', 'ignore'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+    child.on('close', () => resolve(out));
+    child.on('error', () => resolve(''));
+  });
+  return Number(r.split('\t')[0]) || 0;
+}

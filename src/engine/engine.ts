@@ -11,7 +11,7 @@ import { RuntimeCreateError } from '../runtime/conmon.js';
 import { buildSpec } from '../runtime/spec.js';
 import { ociMounts, parseMounts, parseTmpfs, type MountSpec } from './mounts.js';
 import { VolumeStore } from './volumes.js';
-import { resolveInRoot } from './archive.js';
+import { dirSize, resolveInRoot } from './archive.js';
 import { afterProbe, probeCommand, timings, validateHealthcheck, type HealthConfig } from './health.js';
 import { ociResources, ociRlimits, RESOURCE_FIELDS, validateResources, type ProcessLimits, type Resources } from './resources.js';
 import { readJson, removeStaleTemps, writeJsonAtomic } from '../store/atomic.js';
@@ -518,6 +518,12 @@ export class Engine {
       out.push({ Type: 'volume', Name: name, Source: this.volumes.mountpoint(name), Destination: dest, Mode: '', RW: true, Propagation: '' });
     }
     return out;
+  }
+
+  /** Docker's SizeRw (the container's own layer) and SizeRootFs (that plus its image), for `size=true`. */
+  async containerSizes(c: ContainerRecord): Promise<{ SizeRw: number; SizeRootFs: number }> {
+    const rw = await dirSize(join(this.dir(c.Id), 'diff'));
+    return { SizeRw: rw, SizeRootFs: rw + (this.o.images.find(c.Image)?.size ?? 0) };
   }
 
   /** Ids of the containers (any state) that mount a volume: such a volume cannot be removed. */

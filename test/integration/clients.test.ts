@@ -207,6 +207,12 @@ describe('dockerode and testcontainers against berthd', () => {
     await c.start();
     assert.equal(await check('cat /root/later.txt'), 'from host\n');
 
+    // size=true: the container's own layer, and that plus its image.
+    const sized = (await host.api('GET', '/containers/files/json?size=1')).json;
+    assert.ok(sized.SizeRw > 0 && sized.SizeRootFs > sized.SizeRw, `${sized.SizeRw} ${sized.SizeRootFs}`);
+    const psSize = await host.docker(['ps', '-s', '--format', '{{.Size}}', '--filter', 'name=files']);
+    assert.match(psSize.stdout, /^\d+(\.\d+)?k?B \(virtual \d+(\.\d+)?MB\)\n$/);
+
     // docker diff and docker export read the same layers.
     const diff = await host.docker(['diff', 'files']);
     assert.equal(diff.code, 0, diff.stderr);
@@ -231,6 +237,9 @@ describe('dockerode and testcontainers against berthd', () => {
     const c = await docker.createContainer({ Image: 'busybox', Cmd: ['sh', '-c', 'ls /etc > /etc/listing; sleep 300'], HostConfig: { Binds: ['store1:/etc'] } });
     await c.start();
     await waitFor(async () => (await fs.readFile(join(v.Mountpoint, 'listing'), 'utf8').catch(() => '')).includes('passwd'), 'the listing');
+    const df = (await host.api('GET', '/system/df')).json;
+    const usage = df.Volumes.find((x: { Name: string }) => x.Name === 'store1').UsageData;
+    assert.ok(usage.Size > 0 && usage.RefCount === 1, JSON.stringify(usage));
     const inUse = await host.api('DELETE', '/volumes/store1');
     assert.equal(inUse.status, 409);
     assert.match(inUse.json.message, new RegExp(`^remove store1: volume is in use - \\[${c.id}\\]$`));

@@ -115,7 +115,7 @@ export function containerInspect(api: ApiContext, c: ContainerRecord): object {
 const LIST_FILTERS = ['id', 'name', 'status', 'label', 'exited', 'ancestor', 'before', 'since', 'network', 'health', 'isolation', 'is-task', 'volume', 'publish', 'expose'];
 const STATUSES = ['created', 'restarting', 'running', 'removing', 'paused', 'exited', 'dead'];
 
-function listContainers(api: ApiContext, ctx: RequestContext): object[] {
+async function listContainers(api: ApiContext, ctx: RequestContext): Promise<object[]> {
   const all = boolParam(ctx.query.get('all'));
   const limit = intParam(ctx.query.get('limit'), 'limit') ?? -1;
   const filters = parseFilters(ctx.query.get('filters'));
@@ -154,7 +154,8 @@ function listContainers(api: ApiContext, ctx: RequestContext): object[] {
     }
   }
   if (limit > 0) list = list.slice(0, limit);
-  return list.map((c) => containerSummary(api, c));
+  const withSize = boolParam(ctx.query.get('size'));
+  return Promise.all(list.map(async (c) => ({ ...containerSummary(api, c), ...(withSize ? await api.engine.containerSizes(c) : {}) })));
 }
 
 /** `publish`/`expose` filter values: PORT[/PROTO] or START-END[/PROTO], tcp by default. */
@@ -323,13 +324,16 @@ async function archiveGet(api: ApiContext, ctx: RequestContext, withBody: boolea
 
 export function containerRoutes(r: Router, api: ApiContext): void {
   const e = api.engine;
-  r.get('/containers/json', (ctx) => sendJson(ctx.res, 200, listContainers(api, ctx)));
+  r.get('/containers/json', async (ctx) => sendJson(ctx.res, 200, await listContainers(api, ctx)));
   r.post('/containers/create', async (ctx) => {
     const body = await readJsonBody(ctx.req);
     const out = await e.create(body, ctx.query.get('name') ?? undefined);
     sendJson(ctx.res, 201, out);
   });
-  r.get('/containers/{id}/json', (ctx) => sendJson(ctx.res, 200, containerInspect(api, e.get(ctx.params.id!))));
+  r.get('/containers/{id}/json', async (ctx) => {
+    const c = e.get(ctx.params.id!);
+    sendJson(ctx.res, 200, { ...containerInspect(api, c), ...(boolParam(ctx.query.get('size')) ? await e.containerSizes(c) : {}) });
+  });
   r.post('/containers/{id}/start', async (ctx) => {
     await e.start(ctx.params.id!);
     sendEmpty(ctx.res, 204);

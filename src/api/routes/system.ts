@@ -1,6 +1,7 @@
 import { promises as fs } from 'node:fs';
 import { arch, cpus, hostname, release, totalmem } from 'node:os';
 import type { EngineEvent } from '../../engine/events.js';
+import { dirSize } from '../../engine/archive.js';
 import { swapAccounting } from '../../engine/resources.js';
 import { run } from '../../util/exec.js';
 import type { ApiContext } from '../context.js';
@@ -172,20 +173,21 @@ export function systemRoutes(r: Router, api: ApiContext): void {
   r.get('/version', async (ctx) => sendJson(ctx.res, 200, await version(api)));
   r.get('/info', async (ctx) => sendJson(ctx.res, 200, await info(api)));
   r.get('/events', (ctx) => events(api, ctx));
-  r.get('/system/df', (ctx) => {
+  r.get('/system/df', async (ctx) => {
     const images = api.engine.images.summaries() as Array<{ Id: string }>;
     const containers = api.engine.list();
+    const volumes = api.engine.volumes;
     sendJson(ctx.res, 200, {
       LayersSize: api.engine.images.list().reduce((a, i) => a + i.size, 0),
       Images: images.map((s) => ({ ...s, Containers: containers.filter((c) => c.Image === s.Id).length })),
-      Containers: containers.map((c) => ({
+      Containers: await Promise.all(containers.map(async (c) => ({
         Id: c.Id, Names: [c.Name], Image: c.Config.Image, ImageID: c.Image, Command: [c.Path, ...c.Args].join(' '),
         Created: Math.floor(Date.parse(c.Created) / 1000), State: c.State.Status, Status: c.State.Status,
-        SizeRw: 0, SizeRootFs: 0, Labels: c.Config.Labels, Mounts: [], Ports: [],
-      })),
-      Volumes: api.engine.volumes.list().map((v) => ({
-        ...api.engine.volumes.inspect(v), UsageData: { Size: -1, RefCount: api.engine.volumeUsers(v.Name).length },
-      })),
+        ...(await api.engine.containerSizes(c)), Labels: c.Config.Labels, Mounts: [], Ports: [],
+      }))),
+      Volumes: await Promise.all(volumes.list().map(async (v) => ({
+        ...volumes.inspect(v), UsageData: { Size: await dirSize(volumes.mountpoint(v.Name)), RefCount: api.engine.volumeUsers(v.Name).length },
+      }))),
       BuildCache: [],
     });
   });
