@@ -10,7 +10,7 @@ import type { AttachSession, ContainerRuntime } from '../runtime/runtime.js';
 import { RuntimeCreateError } from '../runtime/conmon.js';
 import { buildSpec } from '../runtime/spec.js';
 import { ociMounts, parseMounts, parseTmpfs, type MountSpec } from './mounts.js';
-import { VolumeStore } from './volumes.js';
+import { checkVolumeName, VolumeStore } from './volumes.js';
 import { dirSize, resolveInRoot } from './archive.js';
 import { afterProbe, probeCommand, timings, validateHealthcheck, type HealthConfig } from './health.js';
 import { ociResources, ociRlimits, RESOURCE_FIELDS, validateResources, type ProcessLimits, type Resources } from './resources.js';
@@ -209,8 +209,9 @@ export class Engine {
 
     const id = newId();
     const env = mergeEnv(imgCfg.Env ?? [], body.Env ?? []);
-    const anonymousVolumes = await this.createVolumes(body.HostConfig, body.Volumes ?? imgCfg.Volumes ?? null);
     validateHealthcheck((body as { Healthcheck?: unknown }).Healthcheck);
+    // Last, once everything else is checked: a refused create leaves no volume behind.
+    const anonymousVolumes = await this.createVolumes(body.HostConfig, body.Volumes ?? imgCfg.Volumes ?? null);
     // The image's HEALTHCHECK unless the request sets one; a Test of its own replaces the image's.
     const healthcheck = { ...((imgCfg as { Healthcheck?: HealthConfig }).Healthcheck ?? {}), ...((body as { Healthcheck?: HealthConfig }).Healthcheck ?? {}) } as HealthConfig;
     if (!healthcheck.Test?.length) delete healthcheck.Test;
@@ -486,6 +487,7 @@ export class Engine {
    */
   private async createVolumes(hc: HostConfig, configVolumes: Record<string, object> | null): Promise<Record<string, string>> {
     const mounts = parseMounts(hc.Binds, (hc as { Mounts?: unknown }).Mounts);
+    for (const m of mounts) if (m.Type === 'volume' && m.Name) checkVolumeName(m.Name);
     for (const m of mounts) {
       if (m.Type === 'volume' && m.Name) {
         const { created, volume } = await this.volumes.create({ Name: m.Name });

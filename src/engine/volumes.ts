@@ -17,6 +17,12 @@ export interface VolumeRecord {
 
 const NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]+$/;
 
+export function checkVolumeName(name: string): void {
+  if (!NAME.test(name)) {
+    throw new BadRequestError(`create ${name}: "${name}" includes invalid characters for a local volume name, only "[a-zA-Z0-9][a-zA-Z0-9_.-]" are allowed. If you intended to pass a host directory, use absolute path`);
+  }
+}
+
 /**
  * Named and anonymous volumes (`<root>/volumes/<name>/_data`, metadata next to it written
  * atomically). Only the local driver without options: a mount type or driver berth cannot
@@ -58,9 +64,7 @@ export class VolumeStore {
       throw new BadRequestError(`berth's local volume driver takes no options yet (got ${Object.keys(opts.DriverOpts).join(', ')})`);
     }
     const name = opts.Name || randomBytes(32).toString('hex');
-    if (!NAME.test(name)) {
-      throw new BadRequestError(`create ${name}: "${name}" includes invalid characters for a local volume name, only "[a-zA-Z0-9][a-zA-Z0-9_.-]" are allowed. If you intended to pass a host directory, use absolute path`);
-    }
+    checkVolumeName(name);
     const existing = this.volumes.get(name);
     if (existing) return { volume: existing, created: false };
     const v: VolumeRecord = {
