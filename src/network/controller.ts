@@ -154,10 +154,10 @@ export class NetworkController {
   }
 
   /** The endpoint published ports lead to: the container's first non-internal bridge network. */
-  private publishTarget(c: ContainerRecord): { n: NetworkRecord; ip: string } | undefined {
+  private publishTarget(c: ContainerRecord): { n: NetworkRecord; ip: string; ip6?: string } | undefined {
     for (const [id, ep] of Object.entries(c.Endpoints ?? {})) {
       const n = this.networks.get(id);
-      if (n && this.driverOf(n)?.publishes && !n.Internal && ep.IPAddress) return { n, ip: ep.IPAddress };
+      if (n && this.driverOf(n)?.publishes && !n.Internal && ep.IPAddress) return { n, ip: ep.IPAddress, ...(ep.GlobalIPv6Address ? { ip6: ep.GlobalIPv6Address } : {}) };
     }
     return undefined;
   }
@@ -168,7 +168,7 @@ export class NetworkController {
     if (!target) return [];
     const requests = this.portRequestsFor(c, target.n);
     if (!requests.length) return [];
-    const mappings = await this.ports.reserve(c.Id, requests, target.ip);
+    const mappings = await this.ports.reserve(c.Id, requests, { ip: target.ip, ...(target.ip6 ? { ip6: target.ip6 } : {}) });
     try {
       await nftApply(portElements(mappings, 'add'));
     } catch (e) {
@@ -187,8 +187,10 @@ export class NetworkController {
   async adopt(running: ContainerRecord[]): Promise<void> {
     for (const c of running) {
       if (!c.Published?.length) continue;
-      const requests: PortRequest[] = c.Published.map((p) => ({ proto: p.proto, hostIp: p.hostIp, hostPorts: [p.hostPort, p.hostPort], containerPort: p.containerPort }));
-      await this.ports.reserve(c.Id, requests, c.Published[0]!.containerIp).catch((e: Error) => {
+      const requests: PortRequest[] = c.Published.map((p) => ({ proto: p.proto, hostIp: p.hostIp, hostPorts: [p.hostPort, p.hostPort], containerPort: p.containerPort, family: p.family ?? 4 }));
+      const ip = c.Published.find((p) => p.family !== 6)?.containerIp ?? '';
+      const ip6 = c.Published.find((p) => p.family === 6)?.containerIp;
+      await this.ports.reserve(c.Id, requests, { ip, ...(ip6 ? { ip6 } : {}) }).catch((e: Error) => {
         console.error(`berthd: could not hold the published ports of ${c.Id.slice(0, 12)} again: ${e.message}`);
       });
     }
@@ -660,7 +662,7 @@ export class NetworkController {
     for (const p of Object.keys(c.Config.ExposedPorts ?? {})) out[p] = null;
     for (const m of c.Published ?? []) {
       const key = `${m.containerPort}/${m.proto}`;
-      (out[key] ??= []).push({ HostIp: m.hostIp || '0.0.0.0', HostPort: String(m.hostPort) });
+      (out[key] ??= []).push({ HostIp: m.hostIp || (m.family === 6 ? '::' : '0.0.0.0'), HostPort: String(m.hostPort) });
     }
     return out;
   }

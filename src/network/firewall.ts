@@ -18,16 +18,17 @@ export interface BridgeRules {
 
 export const TABLE = 'berth';
 
-type MapName = 'pub_any' | 'pub_ip' | 'pub_lo';
+type MapName = 'pub_any' | 'pub_ip' | 'pub_lo' | 'pub6_any' | 'pub6_ip';
 
-/** Which map a published port lives in: every address, one address, or loopback only. */
+/** Which map a published port lives in: every address, one address, or loopback only (IPv4). */
 function mapFor(p: PortMapping): MapName {
+  if (p.family === 6) return p.hostIp ? 'pub6_ip' : 'pub6_any';
   if (!p.hostIp) return 'pub_any';
   return p.hostIp.startsWith('127.') ? 'pub_lo' : 'pub_ip';
 }
 
 function elementKey(p: PortMapping): string {
-  return mapFor(p) === 'pub_any' ? `${p.proto} . ${p.hostPort}` : `${p.hostIp} . ${p.proto} . ${p.hostPort}`;
+  return p.hostIp ? `${p.hostIp} . ${p.proto} . ${p.hostPort}` : `${p.proto} . ${p.hostPort}`;
 }
 
 function element(p: PortMapping): string {
@@ -36,7 +37,7 @@ function element(p: PortMapping): string {
 
 /** An nft batch that adds (or deletes) published ports: one map element each, whatever the total. */
 export function portElements(ports: PortMapping[], op: 'add' | 'delete'): string {
-  return ports.map((p) => `${op} element ip ${TABLE} ${mapFor(p)} { ${op === 'add' ? element(p) : elementKey(p)} }`).join('\n') + '\n';
+  return ports.map((p) => `${op} element ${p.family === 6 ? 'ip6' : 'ip'} ${TABLE} ${mapFor(p)} { ${op === 'add' ? element(p) : elementKey(p)} }`).join('\n') + '\n';
 }
 
 function q(name: string): string {
@@ -115,7 +116,7 @@ export function buildRuleset(networks: BridgeRules[], ports: PortMapping[] = [])
     ...nat.map((r) => `    ${r}`),
     `  }`,
     `}`,
-    ...ipv6Table(networks),
+    ...ipv6Table(networks, ports),
     // ICC off is the bridge ports' own `isolated` flag (set at join), not a rule: these kernels
     // have no bridge meta expressions. A table from an earlier berth is removed.
     `table bridge ${TABLE}`,
@@ -128,15 +129,17 @@ export function buildRuleset(networks: BridgeRules[], ports: PortMapping[] = [])
  * The same isolation and masquerade for dual-stack networks, in `ip6 berth`; the table exists only
  * while some network has IPv6. Published ports stay IPv4 for now.
  */
-function ipv6Table(networks: BridgeRules[]): string[] {
+function ipv6Table(networks: BridgeRules[], ports: PortMapping[]): string[] {
   const dual = networks.filter((n) => n.subnets6?.length);
   // Creating then deleting removes a table left by an earlier state without failing when none is.
   const reset = [`table ip6 ${TABLE}`, `delete table ip6 ${TABLE}`];
   if (!dual.length) return reset;
   const forward: string[] = [];
   const nat: string[] = [];
+  const hairpin: string[] = [];
   for (const n of networks) {
     const br = q(n.bridge);
+    for (const s of n.subnets6 ?? []) hairpin.push(`oifname ${br} ip6 saddr ${s} ct status dnat masquerade`);
     if (n.internal) {
       forward.push(`iifname ${br} oifname != ${br} drop`, `oifname ${br} iifname != ${br} drop`);
     } else {
@@ -144,6 +147,10 @@ function ipv6Table(networks: BridgeRules[]): string[] {
     }
     if (n.masquerade && !n.internal) for (const s of n.subnets6 ?? []) nat.push(`ip6 saddr ${s} oifname != ${br} masquerade`);
   }
+  const elements6 = (name: MapName) => {
+    const list = ports.filter((p) => mapFor(p) === name).map(element);
+    return list.length ? [`    elements = { ${list.join(', ')} }`] : [];
+  };
   return [
     ...reset,
     `table ip6 ${TABLE} {`,
@@ -151,12 +158,34 @@ function ipv6Table(networks: BridgeRules[]): string[] {
     `    type ifname`,
     `    elements = { ${networks.map((n) => q(n.bridge)).join(', ')} }`,
     `  }`,
+    `  map pub6_any {`,
+    `    type inet_proto . inet_service : ipv6_addr . inet_service`,
+    ...elements6('pub6_any'),
+    `  }`,
+    `  map pub6_ip {`,
+    `    type ipv6_addr . inet_proto . inet_service : ipv6_addr . inet_service`,
+    ...elements6('pub6_ip'),
+    `  }`,
+    // IPv6 published ports: DNAT to the container's IPv6 address (there is no loopback variant:
+    // the kernel never routes ::1 off the host).
+    `  chain prerouting {`,
+    `    type nat hook prerouting priority -100; policy accept;`,
+    `    fib daddr type local dnat ip6 to meta l4proto . th dport map @pub6_any`,
+    `    fib daddr type local dnat ip6 to ip6 daddr . meta l4proto . th dport map @pub6_ip`,
+    `  }`,
+    `  chain output {`,
+    `    type nat hook output priority -100; policy accept;`,
+    `    ip6 daddr != ::1 fib daddr type local dnat ip6 to meta l4proto . th dport map @pub6_any`,
+    `    ip6 daddr != ::1 fib daddr type local dnat ip6 to ip6 daddr . meta l4proto . th dport map @pub6_ip`,
+    `  }`,
     `  chain forward {`,
     `    type filter hook forward priority filter; policy accept;`,
+    `    ct status dnat accept`,
     ...forward.map((r) => `    ${r}`),
     `  }`,
     `  chain postrouting {`,
     `    type nat hook postrouting priority srcnat; policy accept;`,
+    ...hairpin.map((r) => `    ${r}`),
     ...nat.map((r) => `    ${r}`),
     `  }`,
     `}`,

@@ -1,6 +1,7 @@
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { createServer, type Server } from 'node:net';
 import { BadRequestError } from '../util/errors.js';
+import { canonicalIPv6 } from './ipam6.js';
 
 /** One published port: traffic to hostIp:hostPort/proto goes to containerIp:containerPort. */
 export interface PortMapping {
@@ -10,9 +11,18 @@ export interface PortMapping {
   hostPort: number;
   containerIp: string;
   containerPort: number;
+  /** 6 for an IPv6 mapping (host and container addresses are IPv6); IPv4 when absent. */
+  family?: 6;
 }
 
-export interface PortRequest { proto: PortMapping['proto']; hostIp: string; hostPorts: [number, number] | undefined; containerPort: number }
+/**
+ * `family` says which host addresses: 4 or 6 only, or `both` when the user named none (Docker
+ * then listens on 0.0.0.0 and ::; the IPv6 side exists only for containers with IPv6).
+ */
+export interface PortRequest { proto: PortMapping['proto']; hostIp: string; hostPorts: [number, number] | undefined; containerPort: number; family: 4 | 6 | 'both' }
+
+/** Where a container's published ports lead: its address on the publishing network, and its IPv6 one if any. */
+export interface PublishTarget { ip: string; ip6?: string }
 
 type Holder = { close: () => void };
 
@@ -34,9 +44,26 @@ export function portRequests(bindings: Record<string, Array<{ HostIp?: string; H
         hostPorts = [Number(r[1]), Number(r[2] ?? r[1])];
         if (hostPorts[0] < 1 || hostPorts[1] > 65535 || hostPorts[0] > hostPorts[1]) throw new BadRequestError(`invalid port range: "${hp}"`);
       }
-      const hostIp = (b.HostIp ?? '') || defaultHostIp;
-      if (hostIp && !/^\d+\.\d+\.\d+\.\d+$/.test(hostIp)) throw new BadRequestError(`berth publishes IPv4 host addresses only for now: "${hostIp}"`);
-      out.push({ proto, hostIp: hostIp === '0.0.0.0' ? '' : hostIp, hostPorts, containerPort });
+      const given = (b.HostIp ?? '').replace(/^\[(.*)\]$/, '$1');
+      const hostIp = given || defaultHostIp;
+      if (hostIp === '') {
+        out.push({ proto, hostIp: '', hostPorts, containerPort, family: 'both' });
+      } else if (/^\d+\.\d+\.\d+\.\d+$/.test(hostIp)) {
+        out.push({ proto, hostIp: hostIp === '0.0.0.0' ? '' : hostIp, hostPorts, containerPort, family: 4 });
+      } else if (hostIp.includes(':')) {
+        let v6: string;
+        try {
+          v6 = canonicalIPv6(hostIp);
+        } catch {
+          throw new BadRequestError(`invalid host IP address: "${hostIp}"`);
+        }
+        // The kernel never routes ::1 off the host, so no NAT can take it to a container; Docker
+        // needs its userland proxy for this, which berth does not have.
+        if (v6 === '::1' || v6.startsWith('::ffff:')) throw new BadRequestError(`cannot publish on ${hostIp}: berth publishes with kernel NAT, which cannot forward IPv6 loopback or IPv4-mapped addresses`);
+        out.push({ proto, hostIp: v6 === '::' ? '' : v6, hostPorts, containerPort, family: 6 });
+      } else {
+        throw new BadRequestError(`invalid host IP address: "${hostIp}"`);
+      }
     }
   }
   return out;
@@ -59,12 +86,24 @@ export class PortReservations {
   }
 
   /** Binds every requested port for `owner`, or none: on any failure, everything taken is released. */
-  async reserve(owner: string, requests: PortRequest[], containerIp: string): Promise<PortMapping[]> {
+  async reserve(owner: string, requests: PortRequest[], target: PublishTarget): Promise<PortMapping[]> {
     const taken: Array<{ mapping: PortMapping; holder: Holder }> = [];
     try {
       for (const r of requests) {
-        const { port, holder } = await this.bindOne(r);
-        taken.push({ holder, mapping: { proto: r.proto, hostIp: r.hostIp, hostPort: port, containerIp, containerPort: r.containerPort } });
+        if (r.family === 6 && !target.ip6) {
+          throw Object.assign(new Error(`cannot publish [${r.hostIp || '::'}] for port ${r.containerPort}/${r.proto}: the container has no IPv6 address (its network was not created with --ipv6)`), { status: 400 });
+        }
+        let port: number | undefined;
+        if (r.family !== 6) {
+          const got = await this.bindOne(r, 4);
+          port = got.port;
+          taken.push({ holder: got.holder, mapping: { proto: r.proto, hostIp: r.hostIp, hostPort: got.port, containerIp: target.ip, containerPort: r.containerPort } });
+        }
+        if (r.family !== 4 && target.ip6) {
+          // The IPv6 side takes the very port the IPv4 side got, as Docker's two listeners do.
+          const got = await this.bindOne(port === undefined ? r : { ...r, hostPorts: [port, port] }, 6);
+          taken.push({ holder: got.holder, mapping: { proto: r.proto, hostIp: r.hostIp, hostPort: got.port, containerIp: target.ip6, containerPort: r.containerPort, family: 6 } });
+        }
       }
     } catch (e) {
       for (const t of taken) t.holder.close();
@@ -81,18 +120,20 @@ export class PortReservations {
     return list.map((h) => h.mapping);
   }
 
-  private async bindOne(r: PortRequest): Promise<{ port: number; holder: Holder }> {
+  private async bindOne(r: PortRequest, family: 4 | 6): Promise<{ port: number; holder: Holder }> {
     const candidates = r.hostPorts ? range(r.hostPorts[0], r.hostPorts[1]) : [0];
+    const host = r.hostIp || (family === 6 ? '::' : '0.0.0.0');
     let last: Error | undefined;
     for (const port of candidates) {
       try {
-        return await bindPort(r.proto, r.hostIp || '0.0.0.0', port);
+        return await bindPort(r.proto, host, port, family);
       } catch (e) {
         last = e as Error;
       }
     }
-    const where = `${r.hostIp || '0.0.0.0'}:${r.hostPorts ? (r.hostPorts[0] === r.hostPorts[1] ? r.hostPorts[0] : `${r.hostPorts[0]}-${r.hostPorts[1]}`) : 0}`;
-    const err = new Error(`driver failed programming external connectivity on endpoint: Error starting userland proxy: listen ${r.proto}4 ${where}: bind: address already in use`);
+    const ports = r.hostPorts ? (r.hostPorts[0] === r.hostPorts[1] ? r.hostPorts[0] : `${r.hostPorts[0]}-${r.hostPorts[1]}`) : 0;
+    const where = family === 6 ? `[${host}]:${ports}` : `${host}:${ports}`;
+    const err = new Error(`driver failed programming external connectivity on endpoint: Error starting userland proxy: listen ${r.proto}${family} ${where}: bind: address already in use`);
     if (last && !/EADDRINUSE/.test(last.message)) err.message = `cannot publish ${where}/${r.proto}: ${last.message}`;
     throw Object.assign(err, { status: 500 });
   }
@@ -102,7 +143,7 @@ function range(a: number, b: number): number[] {
   return Array.from({ length: b - a + 1 }, (_, i) => a + i);
 }
 
-function bindPort(proto: PortMapping['proto'], host: string, port: number): Promise<{ port: number; holder: Holder }> {
+function bindPort(proto: PortMapping['proto'], host: string, port: number, family: 4 | 6): Promise<{ port: number; holder: Holder }> {
   if (proto === 'sctp') {
     // Node cannot hold an SCTP socket; the port is published without a reservation.
     if (port === 0) return Promise.reject(new Error('an SCTP port needs an explicit host port'));
@@ -110,7 +151,7 @@ function bindPort(proto: PortMapping['proto'], host: string, port: number): Prom
   }
   if (proto === 'udp') {
     return new Promise((resolve, reject) => {
-      const s: UdpSocket = createSocket('udp4');
+      const s: UdpSocket = createSocket(family === 6 ? { type: 'udp6', ipv6Only: true } : { type: 'udp4' });
       s.once('error', (e) => { s.close(); reject(e); });
       s.bind({ address: host, port, exclusive: true }, () => {
         s.removeAllListeners('error');
@@ -123,7 +164,7 @@ function bindPort(proto: PortMapping['proto'], host: string, port: number): Prom
     const srv: Server = createServer((c) => c.destroy());
     srv.once('error', reject);
     // No backlog worth the name: the socket only reserves the port.
-    srv.listen({ host, port, exclusive: true, backlog: 1 }, () => {
+    srv.listen({ host, port, exclusive: true, backlog: 1, ipv6Only: family === 6 }, () => {
       srv.removeAllListeners('error');
       const addr = srv.address();
       resolve({ port: typeof addr === 'object' && addr ? addr.port : port, holder: { close: () => srv.close() } });

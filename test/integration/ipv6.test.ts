@@ -72,6 +72,31 @@ describe('dual-stack (IPv6) bridge networks', () => {
     for (const id of [a, b, taken.json.Id]) await host.api('DELETE', `/containers/${id}?force=1`);
   });
 
+  it('publishes ports on IPv6 too for dual-stack containers, kernel NAT both ways; ::1 is refused plainly', async () => {
+    const web = await host.runDetached({
+      Cmd: ['sh', '-c', 'mkdir /www && echo v6-page > /www/index.html && exec httpd -f -p 80 -h /www'],
+      HostConfig: { NetworkMode: 'dual', PortBindings: { '80/tcp': [{ HostIp: '', HostPort: '8700' }], '81/tcp': [{ HostIp: '::', HostPort: '8701' }] } },
+    });
+    const ports = (await host.api('GET', `/containers/${web}/json`)).json.NetworkSettings.Ports;
+    assert.deepEqual(ports['80/tcp'], [{ HostIp: '0.0.0.0', HostPort: '8700' }, { HostIp: '::', HostPort: '8700' }]);
+    assert.deepEqual(ports['81/tcp'], [{ HostIp: '::', HostPort: '8701' }]);
+    const fetch6 = (where: 'outside' | 'host', url: string) => (where === 'host' ? host.inNetns : host.inOutside).call(host, 'wget', ['-qO-', '-t', '1', '-T', '2', url]);
+    await waitFor(async () => (await fetch6('outside', 'http://[fd99::1]:8700/')).stdout === 'v6-page\n', 'IPv6 published port from outside');
+    assert.equal((await fetch6('host', 'http://[fd99::1]:8700/')).stdout, 'v6-page\n', 'from the host itself');
+    assert.equal((await fetch6('outside', 'http://10.200.0.1:8700/')).stdout, 'v6-page\n', 'and on IPv4');
+    assert.notEqual((await fetch6('outside', 'http://10.200.0.1:8701/')).code, 0, '[::]:8701 is IPv6 only');
+    const loop = await host.api('POST', '/containers/create', { Image: 'busybox', HostConfig: { NetworkMode: 'dual', PortBindings: { '80/tcp': [{ HostIp: '::1', HostPort: '8702' }] } } });
+    assert.equal(loop.status, 400);
+    assert.match(loop.json.message, /cannot forward IPv6 loopback/);
+    // An IPv4-only container cannot take an IPv6 binding: the start fails and publishes nothing.
+    const v4only = await host.api('POST', '/containers/create', { Image: 'busybox', Cmd: ['sleep', '300'], HostConfig: { PortBindings: { '80/tcp': [{ HostIp: '::', HostPort: '8703' }] } } });
+    const start = await host.api('POST', `/containers/${v4only.json.Id}/start`);
+    assert.equal(start.status, 400);
+    assert.match(start.json.message, /no IPv6 address/);
+    for (const id of [web, v4only.json.Id]) await host.api('DELETE', `/containers/${id}?force=1`);
+    assert.doesNotMatch((await host.inNetns('nft', ['list', 'table', 'ip6', 'berth'])).stdout, /8700|8701/, 'the elements went with the container');
+  });
+
   it('isolates dual-stack networks from each other over IPv6 too, and connect/disconnect add and release addresses', async () => {
     assert.equal((await create({ Name: 'dual2', EnableIPv6: true, IPAM: { Config: [{ Subnet: 'fd00:61::/64' }] } })).status, 201);
     const a = await host.runDetached({ Cmd: ['sleep', '300'], HostConfig: { NetworkMode: 'dual' } });

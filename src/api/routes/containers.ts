@@ -39,7 +39,7 @@ function portList(c: ContainerRecord): object[] {
   const published = new Set<string>();
   for (const m of c.State.Running ? c.Published ?? [] : []) {
     published.add(`${m.containerPort}/${m.proto}`);
-    out.push({ IP: m.hostIp || '0.0.0.0', PrivatePort: m.containerPort, PublicPort: m.hostPort, Type: m.proto });
+    out.push({ IP: m.hostIp || (m.family === 6 ? '::' : '0.0.0.0'), PrivatePort: m.containerPort, PublicPort: m.hostPort, Type: m.proto });
   }
   for (const key of Object.keys(c.Config.ExposedPorts ?? {})) {
     if (published.has(key)) continue;
