@@ -13,6 +13,21 @@ async function ipOf(host: TestHost, id: string, network: string): Promise<string
   return (await host.api('GET', `/containers/${id}/json`)).json.NetworkSettings.Networks[network].IPAddress;
 }
 
+/** Connects from a container to a one-shot TCP server on the fake outside host and waits until it reports `expect` as the source. */
+async function sourceSeenOutside(host: TestHost, id: string, port: number, expect: string): Promise<void> {
+  const server = spawn('nsenter', [`--net=/run/netns/${host.outside}`, process.execPath, '-e',
+    `const s=require('net').createServer(c=>{console.log(c.remoteAddress);c.end();s.close()});s.listen(${port},'10.200.0.2',()=>console.log('ready'))`]);
+  try {
+    let seen = '';
+    server.stdout.on('data', (d: Buffer) => { seen += d.toString(); });
+    await waitFor(async () => seen.includes('ready'), 'outside server');
+    await execOut(host, id, ['sh', '-c', `echo hi | nc 10.200.0.2 ${port}`]);
+    await waitFor(async () => seen.includes(expect), `source address ${expect} seen outside (${seen})`);
+  } finally {
+    server.kill();
+  }
+}
+
 describe('bridge networks', () => {
   let host: TestHost;
   let docker: Docker;
@@ -72,14 +87,7 @@ describe('bridge networks', () => {
     const id = await host.runDetached({ Cmd: ['sleep', '300'] });
     // The outside host has no route to 172.17/16: a reply only arrives if the source was rewritten.
     assert.ok(await ping(host, id, '10.200.0.2'));
-    const server = spawn('nsenter', [`--net=/run/netns/${host.outside}`, process.execPath, '-e',
-      `const s=require('net').createServer(c=>{console.log(c.remoteAddress);c.end();s.close()});s.listen(7000,'10.200.0.2',()=>console.log('ready'))`]);
-    let seen = '';
-    server.stdout.on('data', (d: Buffer) => { seen += d.toString(); });
-    await waitFor(async () => seen.includes('ready'), 'outside server');
-    await execOut(host, id, ['sh', '-c', 'echo hi | nc 10.200.0.2 7000']);
-    await waitFor(async () => seen.includes('10.200.0.1'), `source address seen outside (${seen})`);
-    server.kill();
+    await sourceSeenOutside(host, id, 7000, '10.200.0.1');
     await host.api('DELETE', `/containers/${id}?force=1`);
   });
 
@@ -159,15 +167,7 @@ describe('bridge networks', () => {
     assert.notEqual((await host.inOutside('wget', ['-qO-', '-t', '1', '-T', '2', 'http://10.200.0.1:8600/'])).code, 0);
     // Without masquerade the outside host sees the container's own address (given a route back).
     await host.inOutside('ip', ['route', 'add', '10.66.0.0/24', 'via', '10.200.0.1']);
-    const server = spawn('nsenter', [`--net=/run/netns/${host.outside}`, process.execPath, '-e',
-      `const s=require('net').createServer(c=>{console.log(c.remoteAddress);c.end();s.close()});s.listen(7001,'10.200.0.2',()=>console.log('ready'))`]);
-    let seen = '';
-    server.stdout.on('data', (d: Buffer) => { seen += d.toString(); });
-    await waitFor(async () => seen.includes('ready'), 'outside server');
-    await execOut(host, b, ['sh', '-c', 'echo hi | nc 10.200.0.2 7001']);
-    const ipB = await ipOf(host, b, 'opts');
-    await waitFor(async () => seen.includes(ipB), `the container's own address seen outside (${seen})`);
-    server.kill();
+    await sourceSeenOutside(host, b, 7001, await ipOf(host, b, 'opts'));
     await host.inOutside('ip', ['route', 'del', '10.66.0.0/24']);
     for (const id of [a, b]) await host.api('DELETE', `/containers/${id}?force=1`);
     assert.equal((await host.api('DELETE', '/networks/opts')).status, 204);
