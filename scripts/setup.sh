@@ -48,6 +48,19 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
+# Debian's docker CLI 20.10, for the compatibility tests next to the machine's newer docker CLI.
+# Only the client is unpacked from the docker.io package into build/: no daemon is installed.
+docker2010=build/docker-20.10/usr/bin/docker
+if [ ! -x "$docker2010" ]; then
+  echo "setup: unpacking the docker 20.10 CLI from Debian's docker.io"
+  dl=$(mktemp -d)
+  chmod 755 "$dl"
+  (cd "$dl" && apt-get download docker.io >/dev/null 2>&1) || { apt-get update -qq && (cd "$dl" && apt-get download docker.io >/dev/null 2>&1); }
+  mkdir -p build/docker-20.10
+  dpkg-deb --fsys-tarfile "$dl"/docker.io_*.deb | tar -x -C build/docker-20.10 ./usr/bin/docker
+  rm -rf "$dl"
+fi
+
 # npm packages: install when node_modules is missing or older than the manifest.
 if [ ! -d node_modules ] || [ package.json -nt node_modules/.package-lock.json ] || { [ -f package-lock.json ] && [ package-lock.json -nt node_modules/.package-lock.json ]; }; then
   echo "setup: installing npm packages"
