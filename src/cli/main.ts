@@ -9,6 +9,7 @@ import { containerCommands } from './commands/containers.js';
 import { imageCommands } from './commands/images.js';
 import { networkCommands } from './commands/networks.js';
 import { systemCommands } from './commands/system.js';
+import { volumeCommands } from './commands/volumes.js';
 import { CliExit, command, describeError, type CliContext } from './context.js';
 import { FormatError } from './format/formatter.js';
 import { VERSION } from '../daemon/paths.js';
@@ -31,6 +32,7 @@ function buildProgram(): Command {
   containerCommands(program, ctx, false);
   imageCommands(program, ctx, false);
   networkCommands(program, ctx);
+  volumeCommands(program, ctx);
   systemCommands(program, ctx);
 
   const container = command('container', 'Manage containers');

@@ -45,6 +45,11 @@ export interface ContainerFlags {
   capDrop: string[];
   stopSignal?: string;
   stopTimeout?: string;
+  volume?: string[];
+  tmpfs?: string[];
+  memory?: string;
+  cpus?: string;
+  pidsLimit?: string;
 }
 
 /** Declares the flags on a command (run and create share them). */
@@ -86,7 +91,20 @@ export function addContainerFlags(cmd: Command, withRunOnly: boolean): Command {
     .option('--cap-add <list>', 'Add Linux capabilities', collect, [])
     .option('--cap-drop <list>', 'Drop Linux capabilities', collect, [])
     .option('--stop-signal <string>', 'Signal to stop a container')
-    .option('--stop-timeout <int>', 'Timeout (in seconds) to stop a container');
+    .option('--stop-timeout <int>', 'Timeout (in seconds) to stop a container')
+    .option('-v, --volume <list>', 'Bind mount a volume (SRC:DST[:ro], SRC a host path or a volume name)', collect, [])
+    .option('--tmpfs <list>', 'Mount a tmpfs directory (PATH[:OPTIONS])', collect, [])
+    .option('-m, --memory <bytes>', 'Memory limit (e.g. 64m, 1g)')
+    .option('--cpus <decimal>', 'Number of CPUs')
+    .option('--pids-limit <int>', 'Tune container pids limit (set -1 for unlimited)');
+}
+
+/** docker's RAMInBytes: a number with an optional b, k, m, g (or kb, mb, gb) suffix, powers of 1024. */
+export function parseBytes(v: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)b?$/i.exec(v.trim());
+  if (!m) throw new FlagError(`invalid size: '${v}'`);
+  const unit = { '': 0, k: 1, m: 2, g: 3, t: 4 }[m[2]!.toLowerCase() as '' | 'k' | 'm' | 'g' | 't'];
+  return Math.round(Number(m[1]) * 1024 ** unit);
 }
 
 /** `-e NAME` takes NAME's value from our environment, and is dropped when we have none (docker). */
@@ -253,6 +271,11 @@ export function createBody(image: string, args: string[], f: ContainerFlags, env
       RestartPolicy: parseRestart(f.restart ?? 'no'),
       CapAdd: f.capAdd.length ? f.capAdd : null,
       CapDrop: f.capDrop.length ? f.capDrop : null,
+      Binds: f.volume?.length ? f.volume : null,
+      ...(f.tmpfs?.length ? { Tmpfs: Object.fromEntries(f.tmpfs.map((t) => { const i = t.indexOf(':'); return i < 0 ? [t, ''] : [t.slice(0, i), t.slice(i + 1)]; })) } : {}),
+      ...(f.memory !== undefined ? { Memory: parseBytes(f.memory) } : {}),
+      ...(f.cpus !== undefined ? { NanoCpus: cpusToNano(f.cpus) } : {}),
+      ...(f.pidsLimit !== undefined ? { PidsLimit: intFlag(f.pidsLimit, '--pids-limit') } : {}),
     },
     NetworkingConfig: {
       EndpointsConfig: userNetwork
@@ -269,4 +292,15 @@ export function createBody(image: string, args: string[], f: ContainerFlags, env
   if (f.stopSignal) body.StopSignal = f.stopSignal;
   if (stopTimeout !== undefined) body.StopTimeout = stopTimeout;
   return body;
+}
+
+function cpusToNano(v: string): number {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n <= 0) throw new FlagError(`invalid argument "${v}" for "--cpus" flag`);
+  return Math.round(n * 1e9);
+}
+
+function intFlag(v: string, flag: string): number {
+  if (!/^-?\d+$/.test(v)) throw new FlagError(`invalid argument "${v}" for "${flag}" flag`);
+  return Number(v);
 }

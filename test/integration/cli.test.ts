@@ -80,6 +80,38 @@ describe('the berth CLI against berthd', () => {
     assert.match(await ok(['container', 'prune', '-f']), new RegExp(`Deleted Containers:\n${id}\n`));
   });
 
+  it('volumes, bind mounts, tmpfs and limits; attach, pause, unpause, diff, export', async () => {
+    const dir = join(host.dir, 'shared');
+    await fs.mkdir(dir);
+    await fs.writeFile(join(dir, 'f'), 'from-host\n');
+    assert.equal(await ok(['run', '--rm', '-v', `${dir}:/data:ro`, 'busybox', 'cat', '/data/f']), 'from-host\n');
+    assert.notEqual((await host.berth(['run', '--rm', '-v', `${dir}:/data:ro`, 'busybox', 'touch', '/data/g'])).code, 0, 'read-only bind');
+    assert.equal(await ok(['volume', 'create', '--label', 'k=v', 'vol1']), 'vol1\n');
+    await ok(['run', '--rm', '-v', 'vol1:/v', 'busybox', 'sh', '-c', 'echo kept > /v/x']);
+    assert.equal(await ok(['run', '--rm', '-v', 'vol1:/v', 'busybox', 'cat', '/v/x']), 'kept\n');
+    assert.equal(await ok(['volume', 'ls', '--filter', 'label=k=v', '--format', '{{.Name}} {{.Driver}}']), 'vol1 local\n');
+    assert.equal(await ok(['volume', 'inspect', '-f', '{{.Name}} {{.Labels}}', 'vol1']), 'vol1 map[k:v]\n');
+    assert.match(await ok(['run', '--rm', '--tmpfs', '/scratch:size=1m', 'busybox', 'sh', '-c', 'mount | grep scratch']), /tmpfs on \/scratch type tmpfs .*size=1024k/);
+    assert.equal(await ok(['run', '--rm', '-m', '64m', '--cpus', '0.5', '--pids-limit', '50', 'busybox', 'true']), '');
+    const limited = (await ok(['create', '-m', '64m', '--cpus', '0.5', '--pids-limit', '50', 'busybox', 'true'])).trim();
+    assert.equal(await ok(['inspect', '-f', '{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{.HostConfig.PidsLimit}}', limited]), '67108864 500000000 50\n');
+    await ok(['rm', limited]);
+    await ok(['run', '-dit', '--name', 'at1', 'busybox', 'sh']);
+    assert.equal(await ok(['pause', 'at1']), 'at1\n');
+    assert.match(await ok(['ps', '--format', '{{.Status}}', '--filter', 'name=at1']), /\(Paused\)/);
+    assert.equal(await ok(['unpause', 'at1']), 'at1\n');
+    await ok(['exec', 'at1', 'touch', '/newfile']);
+    assert.match(await ok(['diff', 'at1']), /^A \/newfile$/m);
+    const tar = join(host.dir, 'at1.tar');
+    await ok(['export', '-o', tar, 'at1']);
+    assert.ok((await fs.stat(tar)).size > 1_000_000);
+    const attached = await host.berth(['attach', 'at1'], 'echo attached-ok\nexit 3\n');
+    assert.equal(attached.code, 3);
+    assert.match(attached.stdout, /attached-ok/);
+    await ok(['rm', 'at1']);
+    assert.equal(await ok(['volume', 'rm', 'vol1']), 'vol1\n');
+  });
+
   it('errors read as docker\'s and exit with its statuses', async () => {
     const missing = await host.berth(['rm', 'nosuch']);
     assert.equal(missing.code, 1);

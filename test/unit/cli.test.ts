@@ -9,7 +9,7 @@ import { filtersJson } from '../../src/cli/context.js';
 import { CONTAINER_FORMAT, containerRow, displayablePorts, NETWORK_FORMAT, networkRow } from '../../src/cli/format/contexts.js';
 import { formatList, renderInspect } from '../../src/cli/format/formatter.js';
 import { renderTemplate } from '../../src/cli/gotemplate.js';
-import { createBody, parseExpose, parsePublish, type ContainerFlags } from '../../src/cli/runflags.js';
+import { createBody, parseBytes, parseExpose, parsePublish, type ContainerFlags } from '../../src/cli/runflags.js';
 import { Demuxer, demuxBuffer } from '../../src/cli/streams.js';
 
 function flags(over: Partial<ContainerFlags> = {}): ContainerFlags {
@@ -75,6 +75,20 @@ describe('berth CLI: run flags', () => {
     assert.equal(attached.StdinOnce, true);
     assert.equal(attached.Cmd, null);
     assert.deepEqual(createBody('busybox', [], flags({ entrypoint: '' })).Entrypoint, ['']);
+  });
+
+  it('turns -v, --tmpfs, -m, --cpus and --pids-limit into HostConfig', () => {
+    const hc = createBody('busybox', [], flags({ volume: ['/src:/dst:ro', 'vol:/v'], tmpfs: ['/t:size=1m', '/u'], memory: '64m', cpus: '1.5', pidsLimit: '50' })).HostConfig as Record<string, unknown>;
+    assert.deepEqual(hc.Binds, ['/src:/dst:ro', 'vol:/v']);
+    assert.deepEqual(hc.Tmpfs, { '/t': 'size=1m', '/u': '' });
+    assert.equal(hc.Memory, 64 * 1024 * 1024);
+    assert.equal(hc.NanoCpus, 1.5e9);
+    assert.equal(hc.PidsLimit, 50);
+    assert.equal(parseBytes('1g'), 1024 ** 3);
+    assert.equal(parseBytes('512'), 512);
+    assert.equal(parseBytes('2kb'), 2048);
+    assert.throws(() => parseBytes('lots'), /invalid size/);
+    assert.throws(() => createBody('busybox', [], flags({ cpus: 'many' })), /--cpus/);
   });
 
   it('refuses aliases and --ip off user-defined networks, as docker does', () => {

@@ -1,4 +1,6 @@
 /** Container commands: run, create, start, stop, kill, restart, rm, ps, logs, exec, wait, top, stats, port, rename, inspect, prune. */
+import { createWriteStream } from 'node:fs';
+import { pipeline } from 'node:stream/promises';
 import type { Command } from 'commander';
 import { DaemonError, readJson } from '../client.js';
 import { CliExit, command, confirm, filtersJson, forEachTarget, type CliContext } from '../context.js';
@@ -292,6 +294,49 @@ export function containerCommands(parent: Command, ctx: CliContext, grouped: boo
       const lines = portLines(c.NetworkSettings.Ports ?? {}, port);
       if (port !== undefined && lines.length === 0) throw new CliExit(`Error: No public port '${port.includes('/') ? port : `${port}/tcp`}' published for ${target}`, 1);
       if (lines.length) process.stdout.write(`${lines.join('\n')}\n`);
+    }));
+
+  parent.addCommand(command('attach', "Attach local standard input, output, and error streams to a running container")
+    .option('--no-stdin', 'Do not attach STDIN')
+    .argument('<container>')
+    .action(async (target: string, opts: { stdin: boolean }) => {
+      const client = ctx.client();
+      const c = await client.json<{ Id: string; Config: { Tty: boolean; OpenStdin: boolean }; State: { Running: boolean } }>('GET', `/containers/${encodeURIComponent(target)}/json`);
+      if (!c.State.Running) throw new CliExit('You cannot attach to a stopped container, start it first', 1);
+      const stdin = opts.stdin && c.Config.OpenStdin;
+      const socket = await client.hijack(`/containers/${c.Id}/attach`, { query: { stream: 1, stdin, stdout: 1, stderr: 1 } });
+      const session = interactive(socket, {
+        tty: c.Config.Tty, stdin,
+        resize: (h, w) => void client.raw('POST', `/containers/${c.Id}/resize`, { query: { h, w } }).catch(() => undefined),
+      });
+      await session.done;
+      // The stream ends when the container does; its exit status is ours, as with docker attach.
+      const result = await client.json<{ StatusCode: number }>('POST', `/containers/${c.Id}/wait`).catch(() => undefined);
+      if (result?.StatusCode) throw new CliExit('', result.StatusCode);
+    }));
+
+  for (const [name, what] of [['pause', 'Pause all processes within one or more containers'], ['unpause', 'Unpause all processes within one or more containers']] as const) {
+    parent.addCommand(command(name, what)
+      .argument('<container...>')
+      .action(async (targets: string[]) => {
+        await forEachTarget(targets, async (c) => { await ctx.client().raw('POST', `/containers/${encodeURIComponent(c)}/${name}`); return c; });
+      }));
+  }
+
+  parent.addCommand(command('diff', "Inspect changes to files or directories on a container's filesystem")
+    .argument('<container>')
+    .action(async (target: string) => {
+      const changes = await ctx.client().json<Array<{ Path: string; Kind: number }> | null>('GET', `/containers/${encodeURIComponent(target)}/changes`);
+      process.stdout.write((changes ?? []).map((ch) => `${['C', 'A', 'D'][ch.Kind] ?? '?'} ${ch.Path}\n`).join(''));
+    }));
+
+  parent.addCommand(command('export', "Export a container's filesystem as a tar archive")
+    .option('-o, --output <string>', 'Write to a file, instead of STDOUT')
+    .argument('<container>')
+    .action(async (target: string, opts: { output?: string }) => {
+      if (!opts.output && process.stdout.isTTY) throw new CliExit('cowardly refusing to save to a terminal. Use the -o flag or redirect', 1);
+      const res = await ctx.client().stream('GET', `/containers/${encodeURIComponent(target)}/export`);
+      await pipeline(res, opts.output ? createWriteStream(opts.output) : process.stdout);
     }));
 
   parent.addCommand(command('rename', 'Rename a container')
