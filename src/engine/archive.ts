@@ -82,7 +82,12 @@ export async function statPath(root: string, path: string, container: string): P
 export function packPath(host: string, contentsOnly = false): Readable {
   // `docker cp CTR:DIR/. DEST` asks for DIR's contents: entries named "./…", which the CLI renames.
   const [dir, name] = contentsOnly ? [host, '.'] : [posix.dirname(host), posix.basename(host)];
-  const child = spawn('tar', ['-C', dir, '--numeric-owner', '-cf', '-', '--', name], { stdio: ['ignore', 'pipe', 'pipe'] });
+  return tarOf(dir, [name]);
+}
+
+/** GNU tar of `names` under `dir` as a stream; tar's failure becomes the stream's error, and closing the stream stops tar. */
+function tarOf(dir: string, names: string[]): Readable {
+  const child = spawn('tar', ['-C', dir, '--numeric-owner', '-cf', '-', '--', ...names], { stdio: ['ignore', 'pipe', 'pipe'] });
   const out = new PassThrough();
   let err = '';
   child.stderr.on('data', (d: Buffer) => { err += d.toString(); });
@@ -208,18 +213,7 @@ export async function extractInto(root: string, dir: string, input: Readable, op
 
 /** The whole root filesystem as a tar (`docker export`), names relative to the root as Docker writes them. */
 export async function packRootfs(root: string): Promise<Readable> {
-  const names = (await fs.readdir(root)).sort();
-  const child = spawn('tar', ['-C', root, '--numeric-owner', '-cf', '-', '--', ...names], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const out = new PassThrough();
-  let err = '';
-  child.stderr.on('data', (d: Buffer) => { err += d.toString(); });
-  child.stdout.pipe(out, { end: false });
-  child.on('close', (code) => {
-    if (code !== 0) out.destroy(new Error(`tar: ${err.trim() || `exit ${code}`}`));
-    else out.end();
-  });
-  out.on('close', () => { if (child.exitCode === null) child.kill(); });
-  return out;
+  return tarOf(root, (await fs.readdir(root)).sort());
 }
 
 export interface Change { Path: string; Kind: 0 | 1 | 2 }
