@@ -1,43 +1,37 @@
-import { promises as fs } from 'node:fs';
-import { join } from 'node:path';
-import { runOk } from '../util/exec.js';
+import { nftApply } from '../kernel/nft.js';
 
 /**
- * Inside a container's own namespace: send Docker's resolver address 127.0.0.11:53 to berth's DNS
- * listener on the network gateway. The query leaves with a loopback source, so it is rewritten to
- * the container's address, which route_localnet (on this namespace only) allows to be routed.
+ * The table `ip berth_dns` inside a container's namespace: Docker's resolver address 127.0.0.11:53
+ * is DNATed to `target` (berth's listener), with `postrouting` rules where the target needs them.
  */
-export function redirectRules(gateway: string, port: number, containerIp: string): string {
+export function dnsRedirectTable(target: string, postrouting: string[] = []): string {
   return [
     'table ip berth_dns',
     'delete table ip berth_dns',
     'table ip berth_dns {',
     '  chain output {',
     '    type nat hook output priority -100; policy accept;',
-    `    ip daddr 127.0.0.11 udp dport 53 dnat to ${gateway}:${port}`,
-    `    ip daddr 127.0.0.11 tcp dport 53 dnat to ${gateway}:${port}`,
+    `    ip daddr 127.0.0.11 udp dport 53 dnat to ${target}`,
+    `    ip daddr 127.0.0.11 tcp dport 53 dnat to ${target}`,
     '  }',
-    '  chain postrouting {',
-    '    type nat hook postrouting priority 100; policy accept;',
-    `    ip saddr 127.0.0.0/8 ip daddr ${gateway} udp dport ${port} snat to ${containerIp}`,
-    `    ip saddr 127.0.0.0/8 ip daddr ${gateway} tcp dport ${port} snat to ${containerIp}`,
-    '  }',
+    ...(postrouting.length ? ['  chain postrouting {', '    type nat hook postrouting priority 100; policy accept;', ...postrouting.map((r) => `    ${r}`), '  }'] : []),
     '}',
     '',
   ].join('\n');
 }
 
-export async function programRedirect(netnsPath: string, scratchDir: string, gateway: string, port: number, containerIp: string): Promise<void> {
-  // One file per container: two containers starting at once must not read each other's rules.
-  const file = join(scratchDir, `dns-${netnsPath.split('/').pop()}.nft`);
-  await fs.writeFile(file, redirectRules(gateway, port, containerIp));
-  try {
-    await runOk('nsenter', [`--net=${netnsPath}`, 'sh', '-c', `sysctl -qw net.ipv4.conf.all.route_localnet=1 && nft -f ${file}`]);
-  } finally {
-    await fs.rm(file, { force: true });
-  }
+/**
+ * Bridge networks: the target is berth's DNS listener on the network gateway. The query leaves
+ * with a loopback source, so it is rewritten to the container's address, which route_localnet (on
+ * this namespace only) allows to be routed.
+ */
+export function redirectRules(gateway: string, port: number, containerIp: string): string {
+  return dnsRedirectTable(`${gateway}:${port}`, [
+    `ip saddr 127.0.0.0/8 ip daddr ${gateway} udp dport ${port} snat to ${containerIp}`,
+    `ip saddr 127.0.0.0/8 ip daddr ${gateway} tcp dport ${port} snat to ${containerIp}`,
+  ]);
 }
 
-export async function removeRedirect(netnsPath: string): Promise<void> {
-  await runOk('nsenter', [`--net=${netnsPath}`, 'sh', '-c', 'nft list table ip berth_dns >/dev/null 2>&1 && nft delete table ip berth_dns || true']);
+export async function programRedirect(netnsPath: string, gateway: string, port: number, containerIp: string): Promise<void> {
+  await nftApply(redirectRules(gateway, port, containerIp), { netns: netnsPath, sysctls: ['net.ipv4.conf.all.route_localnet=1'] });
 }

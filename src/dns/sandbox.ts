@@ -1,9 +1,8 @@
 import { spawn } from 'node:child_process';
 import type { Socket } from 'node:dgram';
-import { promises as fs } from 'node:fs';
 import type { Server } from 'node:net';
-import { join } from 'node:path';
-import { runOk } from '../util/exec.js';
+import { nftApply } from '../kernel/nft.js';
+import { dnsRedirectTable } from './redirect.js';
 
 /**
  * Docker's way to the embedded resolver, for drivers whose containers cannot reach berthd's
@@ -77,26 +76,9 @@ export function openSandboxSockets(netnsPath: string): Promise<SandboxSockets> {
  * address, as Docker does, so a process in the container may still bind port 53 for itself.
  */
 export function sandboxRedirectRules(port: number): string {
-  return [
-    'table ip berth_dns',
-    'delete table ip berth_dns',
-    'table ip berth_dns {',
-    '  chain output {',
-    '    type nat hook output priority -100; policy accept;',
-    `    ip daddr 127.0.0.11 udp dport 53 dnat to 127.0.0.11:${port}`,
-    `    ip daddr 127.0.0.11 tcp dport 53 dnat to 127.0.0.11:${port}`,
-    '  }',
-    '}',
-    '',
-  ].join('\n');
+  return dnsRedirectTable(`127.0.0.11:${port}`);
 }
 
-export async function programSandboxRedirect(netnsPath: string, scratchDir: string, port: number): Promise<void> {
-  const file = join(scratchDir, `dns-${netnsPath.split('/').pop()}.nft`);
-  await fs.writeFile(file, sandboxRedirectRules(port));
-  try {
-    await runOk('nsenter', [`--net=${netnsPath}`, 'nft', '-f', file]);
-  } finally {
-    await fs.rm(file, { force: true });
-  }
+export async function programSandboxRedirect(netnsPath: string, port: number): Promise<void> {
+  await nftApply(sandboxRedirectRules(port), { netns: netnsPath });
 }

@@ -4,15 +4,19 @@ import { join } from 'node:path';
 import { run, runOk } from '../util/exec.js';
 
 /**
- * Applies an nftables script as one atomic transaction. `nft -f -` cannot read a socketpair stdin
- * (which is what Node gives children), so the script goes through a private temp file.
+ * Applies an nftables script as one atomic transaction, in berthd's namespace or, with `netns`, in
+ * another one (a container's), after setting that namespace's `sysctls` in the same process run.
+ * `nft -f -` cannot read a socketpair stdin (which is what Node gives children), so the script
+ * goes through a private temp file.
  */
-export async function nftApply(script: string): Promise<void> {
+export async function nftApply(script: string, opts: { netns?: string; sysctls?: string[] } = {}): Promise<void> {
   const dir = await fs.mkdtemp(join(tmpdir(), 'berth-nft-'));
   const file = join(dir, 'rules.nft');
   try {
     await fs.writeFile(file, script, { mode: 0o600 });
-    await runOk('nft', ['-f', file]);
+    if (!opts.netns) await runOk('nft', ['-f', file]);
+    else if (!opts.sysctls?.length) await runOk('nsenter', [`--net=${opts.netns}`, 'nft', '-f', file]);
+    else await runOk('nsenter', [`--net=${opts.netns}`, 'sh', '-c', `sysctl -qw ${opts.sysctls.join(' ')} && nft -f ${file}`]);
   } finally {
     await fs.rm(dir, { recursive: true, force: true });
   }

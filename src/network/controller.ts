@@ -247,7 +247,7 @@ export class NetworkController {
       const key = `gateway ${c.NetnsPath} ${n.pools![0]!.gateway} ${n.dnsPort} ${ep.IPAddress}`;
       if (this.dnsProgrammed.get(c.Id) !== key) {
         this.dnsProgrammed.delete(c.Id);
-        await programRedirect(c.NetnsPath, this.netnsDir, n.pools![0]!.gateway, n.dnsPort, ep.IPAddress);
+        await programRedirect(c.NetnsPath, n.pools![0]!.gateway, n.dnsPort, ep.IPAddress);
         this.dnsProgrammed.set(c.Id, key);
       }
       this.dns.closeSandbox(c.Id);
@@ -261,7 +261,7 @@ export class NetworkController {
     const port = await this.dns.serveSandbox(c.Id, c.NetnsPath);
     this.dnsProgrammed.delete(c.Id);
     try {
-      await programSandboxRedirect(c.NetnsPath, this.netnsDir, port);
+      await programSandboxRedirect(c.NetnsPath, port);
     } catch (e) {
       if (fresh) this.dns.closeSandbox(c.Id);
       throw e;
