@@ -44,13 +44,14 @@ function q(name: string): string {
   return `"${name.replace(/"/g, '')}"`;
 }
 
-export function buildRuleset(networks: BridgeRules[], ports: PortMapping[] = []): string {
-  const bridges = networks.map((n) => q(n.bridge));
+/** The per-bridge rules of one address family: isolation (forward), masquerade and hairpin (postrouting). */
+function bridgeRules(networks: BridgeRules[], family: 'ip' | 'ip6'): { forward: string[]; nat: string[]; hairpin: string[] } {
   const forward: string[] = [];
   const nat: string[] = [];
   const hairpin: string[] = [];
   for (const n of networks) {
     const br = q(n.bridge);
+    const subnets = family === 'ip' ? n.subnets : n.subnets6 ?? [];
     if (n.internal) {
       // An internal network carries nothing in or out, only between its own containers.
       forward.push(`iifname ${br} oifname != ${br} drop`);
@@ -60,16 +61,24 @@ export function buildRuleset(networks: BridgeRules[], ports: PortMapping[] = [])
       forward.push(`iifname ${br} oifname @bridges oifname != ${br} drop`);
     }
     if (n.masquerade && !n.internal) {
-      for (const s of n.subnets) nat.push(`ip saddr ${s} oifname != ${br} masquerade`);
+      for (const s of subnets) nat.push(`${family} saddr ${s} oifname != ${br} masquerade`);
     }
     // A container reaching its own network's published port through the host comes back in the
     // same bridge: masquerade it, or the reply would bypass the DNAT.
-    for (const s of n.subnets) hairpin.push(`oifname ${br} ip saddr ${s} ct status dnat masquerade`);
+    for (const s of subnets) hairpin.push(`oifname ${br} ${family} saddr ${s} ct status dnat masquerade`);
   }
-  const elements = (name: MapName) => {
-    const list = ports.filter((p) => mapFor(p) === name).map(element);
-    return list.length ? [`    elements = { ${list.join(', ')} }`] : [];
-  };
+  return { forward, nat, hairpin };
+}
+
+/** A published-port map with its elements: one per port, whatever the total. */
+function mapBlock(name: MapName, type: string, ports: PortMapping[]): string[] {
+  const list = ports.filter((p) => mapFor(p) === name).map(element);
+  return [`  map ${name} {`, `    type ${type}`, ...(list.length ? [`    elements = { ${list.join(', ')} }`] : []), `  }`];
+}
+
+export function buildRuleset(networks: BridgeRules[], ports: PortMapping[] = []): string {
+  const bridges = networks.map((n) => q(n.bridge));
+  const { forward, nat, hairpin } = bridgeRules(networks, 'ip');
   const lines = [
     `table ip ${TABLE}`,
     `delete table ip ${TABLE}`,
@@ -78,18 +87,9 @@ export function buildRuleset(networks: BridgeRules[], ports: PortMapping[] = [])
     `    type ifname`,
     ...(bridges.length ? [`    elements = { ${bridges.join(', ')} }`] : []),
     `  }`,
-    `  map pub_any {`,
-    `    type inet_proto . inet_service : ipv4_addr . inet_service`,
-    ...elements('pub_any'),
-    `  }`,
-    `  map pub_ip {`,
-    `    type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service`,
-    ...elements('pub_ip'),
-    `  }`,
-    `  map pub_lo {`,
-    `    type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service`,
-    ...elements('pub_lo'),
-    `  }`,
+    ...mapBlock('pub_any', 'inet_proto . inet_service : ipv4_addr . inet_service', ports),
+    ...mapBlock('pub_ip', 'ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service', ports),
+    ...mapBlock('pub_lo', 'ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service', ports),
     `  chain prerouting {`,
     `    type nat hook prerouting priority -100; policy accept;`,
     `    fib daddr type local dnat ip to meta l4proto . th dport map @pub_any`,
@@ -126,31 +126,15 @@ export function buildRuleset(networks: BridgeRules[], ports: PortMapping[] = [])
 }
 
 /**
- * The same isolation and masquerade for dual-stack networks, in `ip6 berth`; the table exists only
- * while some network has IPv6. Published ports stay IPv4 for now.
+ * The same isolation, masquerade and published ports for dual-stack networks, in `ip6 berth`; the
+ * table exists only while some network has IPv6.
  */
 function ipv6Table(networks: BridgeRules[], ports: PortMapping[]): string[] {
   const dual = networks.filter((n) => n.subnets6?.length);
   // Creating then deleting removes a table left by an earlier state without failing when none is.
   const reset = [`table ip6 ${TABLE}`, `delete table ip6 ${TABLE}`];
   if (!dual.length) return reset;
-  const forward: string[] = [];
-  const nat: string[] = [];
-  const hairpin: string[] = [];
-  for (const n of networks) {
-    const br = q(n.bridge);
-    for (const s of n.subnets6 ?? []) hairpin.push(`oifname ${br} ip6 saddr ${s} ct status dnat masquerade`);
-    if (n.internal) {
-      forward.push(`iifname ${br} oifname != ${br} drop`, `oifname ${br} iifname != ${br} drop`);
-    } else {
-      forward.push(`iifname ${br} oifname @bridges oifname != ${br} drop`);
-    }
-    if (n.masquerade && !n.internal) for (const s of n.subnets6 ?? []) nat.push(`ip6 saddr ${s} oifname != ${br} masquerade`);
-  }
-  const elements6 = (name: MapName) => {
-    const list = ports.filter((p) => mapFor(p) === name).map(element);
-    return list.length ? [`    elements = { ${list.join(', ')} }`] : [];
-  };
+  const { forward, nat, hairpin } = bridgeRules(networks, 'ip6');
   return [
     ...reset,
     `table ip6 ${TABLE} {`,
@@ -158,14 +142,8 @@ function ipv6Table(networks: BridgeRules[], ports: PortMapping[]): string[] {
     `    type ifname`,
     `    elements = { ${networks.map((n) => q(n.bridge)).join(', ')} }`,
     `  }`,
-    `  map pub6_any {`,
-    `    type inet_proto . inet_service : ipv6_addr . inet_service`,
-    ...elements6('pub6_any'),
-    `  }`,
-    `  map pub6_ip {`,
-    `    type ipv6_addr . inet_proto . inet_service : ipv6_addr . inet_service`,
-    ...elements6('pub6_ip'),
-    `  }`,
+    ...mapBlock('pub6_any', 'inet_proto . inet_service : ipv6_addr . inet_service', ports),
+    ...mapBlock('pub6_ip', 'ipv6_addr . inet_proto . inet_service : ipv6_addr . inet_service', ports),
     // IPv6 published ports: DNAT to the container's IPv6 address (there is no loopback variant:
     // the kernel never routes ::1 off the host).
     `  chain prerouting {`,
