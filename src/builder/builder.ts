@@ -119,7 +119,7 @@ export function dockerignore(text: string): (rel: string) => boolean {
 }
 
 export async function build(deps: BuildDeps, contextDir: string, o: BuildOptions, out: (text: string) => void): Promise<string> {
-  const { images, engine } = deps;
+  const { images } = deps;
   const dfPath = await scopedPath(contextDir, o.dockerfile || 'Dockerfile', true);
   const text = await fs.readFile(dfPath, 'utf8').catch(() => {
     throw new BadRequestError(`Cannot locate specified Dockerfile: ${o.dockerfile || 'Dockerfile'}`);
