@@ -135,21 +135,18 @@ export function containerCommands(parent: Command, ctx: CliContext, grouped: boo
       await forEachTarget(targets, async (t) => { await ctx.client().raw('POST', `/containers/${encodeURIComponent(t)}/start`); return t; });
     }));
 
-  parent.addCommand(command('stop', 'Stop one or more running containers')
-    .option('-t, --time <int>', 'Seconds to wait for stop before killing it', '10')
-    .argument('<container...>')
-    .action(async (targets: string[], opts: { time: string }) => {
-      const t = intOption(opts.time, '--time');
-      await forEachTarget(targets, async (c) => { await ctx.client().raw('POST', `/containers/${encodeURIComponent(c)}/stop`, { query: { t } }); return c; });
-    }));
-
-  parent.addCommand(command('restart', 'Restart one or more containers')
-    .option('-t, --time <int>', 'Seconds to wait for stop before killing the container', '10')
-    .argument('<container...>')
-    .action(async (targets: string[], opts: { time: string }) => {
-      const t = intOption(opts.time, '--time');
-      await forEachTarget(targets, async (c) => { await ctx.client().raw('POST', `/containers/${encodeURIComponent(c)}/restart`, { query: { t } }); return c; });
-    }));
+  for (const [name, what, time] of [
+    ['stop', 'Stop one or more running containers', 'Seconds to wait for stop before killing it'],
+    ['restart', 'Restart one or more containers', 'Seconds to wait for stop before killing the container'],
+  ] as const) {
+    parent.addCommand(command(name, what)
+      .option('-t, --time <int>', time, '10')
+      .argument('<container...>')
+      .action(async (targets: string[], opts: { time: string }) => {
+        const t = intOption(opts.time, '--time');
+        await forEachTarget(targets, async (c) => { await ctx.client().raw('POST', `/containers/${encodeURIComponent(c)}/${name}`, { query: { t } }); return c; });
+      }));
+  }
 
   parent.addCommand(command('kill', 'Kill one or more running containers')
     .option('-s, --signal <string>', 'Signal to send to the container', 'KILL')

@@ -44,19 +44,25 @@ export function parseFormat(body: string): Template {
   }
 }
 
-/** Renders items with a resolved format; the result ends with a newline per item. */
-export function renderList(format: string, items: Struct[], headers: Record<string, string>): string {
-  const { body, table } = preFormat(format);
-  const tmpl = parseFormat(body);
-  let rows = '';
+/** One line per item; a failing template is reported as docker words it. */
+function executeEach(tmpl: Template, items: unknown[]): string {
+  let out = '';
   for (const item of items) {
     try {
-      rows += `${tmpl.execute(item)}\n`;
+      out += `${tmpl.execute(item)}\n`;
     } catch (e) {
       if (e instanceof TemplateError) throw new FormatError(`template parsing error: ${e.message}`);
       throw e;
     }
   }
+  return out;
+}
+
+/** Renders items with a resolved format; the result ends with a newline per item. */
+export function renderList(format: string, items: Struct[], headers: Record<string, string>): string {
+  const { body, table } = preFormat(format);
+  const tmpl = parseFormat(body);
+  const rows = executeEach(tmpl, items);
   if (!table) return rows;
   let header = '';
   try {
@@ -80,15 +86,5 @@ export function formatList(source: string | undefined, items: Struct[], kind: Li
 export function renderInspect(items: unknown[], format?: string): string {
   if (!format) return items.length === 0 ? '[]\n' : `${JSON.stringify(items, null, 4)}\n`;
   const body = format === 'json' ? '{{json .}}' : format;
-  const tmpl = parseFormat(body);
-  let out = '';
-  for (const item of items) {
-    try {
-      out += `${tmpl.execute(item)}\n`;
-    } catch (e) {
-      if (e instanceof TemplateError) throw new FormatError(`template parsing error: ${e.message}`);
-      throw e;
-    }
-  }
-  return out;
+  return executeEach(parseFormat(body), items);
 }
