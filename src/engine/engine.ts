@@ -383,10 +383,7 @@ export class Engine {
     } else {
       hosts = hostsFile({ hostname: c.Config.Hostname, domainname: c.Config.Domainname, addresses, extraHosts: [...(c.HostConfig.ExtraHosts ?? []), ...this.linkHosts(c)] });
     }
-    const resolv = await containerResolvConf({
-      dns: c.HostConfig.Dns ?? [], dnsSearch: c.HostConfig.DnsSearch ?? [], dnsOptions: c.HostConfig.DnsOptions ?? [],
-      shareHostNetwork: shareHost, embeddedDns,
-    });
+    const resolv = await this.resolvConf(c, shareHost, embeddedDns);
     await Promise.all([
       fs.writeFile(files.hosts, hosts),
       fs.writeFile(files.hostname, `${c.Config.Hostname}\n`),
@@ -397,11 +394,14 @@ export class Engine {
 
   /** Rewrites resolv.conf in place: the container sees it through a bind mount of this very file. */
   private async rewriteResolvConf(c: ContainerRecord): Promise<void> {
-    const resolv = await containerResolvConf({
+    await fs.writeFile(join(this.dir(c.Id), 'resolv.conf'), await this.resolvConf(c, false, this.o.network.usesEmbeddedDns(c)));
+  }
+
+  private resolvConf(c: ContainerRecord, shareHostNetwork: boolean, embeddedDns: boolean): Promise<string> {
+    return containerResolvConf({
       dns: c.HostConfig.Dns ?? [], dnsSearch: c.HostConfig.DnsSearch ?? [], dnsOptions: c.HostConfig.DnsOptions ?? [],
-      shareHostNetwork: false, embeddedDns: this.o.network.usesEmbeddedDns(c),
+      shareHostNetwork, embeddedDns,
     });
-    await fs.writeFile(join(this.dir(c.Id), 'resolv.conf'), resolv);
   }
 
   /** Legacy --link on the default bridge: NAME:IP lines for each linked container and its alias. */
@@ -862,8 +862,7 @@ export class Engine {
     const old = c.Name;
     c.Name = name;
     this.names.set(name, c.Id);
-    // The embedded DNS answers by name: its view (and its answer cache) must see the new one.
-    this.o.network.generation++;
+    this.o.network.namesChanged();
     await this.save(c);
     this.containerEvent(c, 'rename', { oldName: old });
   }

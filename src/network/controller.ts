@@ -281,6 +281,11 @@ export class NetworkController {
     return kind;
   }
 
+  /** A container's names changed (rename): the embedded DNS's view and its answer cache must follow. */
+  namesChanged(): void {
+    this.generation++;
+  }
+
   /** Whether a container with these endpoints gets the embedded resolver (a user-defined network). */
   usesEmbeddedDns(c: ContainerRecord): boolean {
     return Object.keys(c.Endpoints ?? {}).some((id) => {
