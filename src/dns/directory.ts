@@ -5,11 +5,10 @@ import type { DnsDirectory } from './server.js';
 
 /**
  * The DNS server's view of containers, derived from the engine's records. Views are rebuilt only
- * when an endpoint changes (generation bump), so a query costs two map lookups.
+ * when an endpoint changes (generation bump), so finding the asker costs one map lookup.
  */
 export class ContainerDirectory implements DnsDirectory {
   private builtFor = -1;
-  private byAddress = new Map<string, Asker & { upstreams: string[] }>();
   private byContainer = new Map<string, Asker & { upstreams: string[] }>();
 
   constructor(
@@ -18,11 +17,6 @@ export class ContainerDirectory implements DnsDirectory {
     /** Bumped by the network controller whenever an endpoint changes. */
     readonly generation: () => number,
   ) {}
-
-  asker(networkId: string, srcIp: string): (Asker & { upstreams: string[] }) | undefined {
-    if (this.builtFor !== this.generation()) this.rebuild();
-    return this.byAddress.get(`${networkId}/${srcIp}`);
-  }
 
   askerFor(containerId: string): (Asker & { upstreams: string[] }) | undefined {
     if (this.builtFor !== this.generation()) this.rebuild();
@@ -47,18 +41,13 @@ export class ContainerDirectory implements DnsDirectory {
         });
       }
     }
-    const byAddress = new Map<string, Asker & { upstreams: string[] }>();
     const byContainer = new Map<string, Asker & { upstreams: string[] }>();
     for (const c of running) {
       const mine = Object.keys(c.Endpoints ?? {}).map((id) => views.get(id)).filter((v): v is NetworkView => !!v);
       if (!mine.length) continue;
       const asker = { containerId: c.Id, networks: mine, links: linkAliases(c, mine), upstreams: c.HostConfig.Dns ?? [] };
       byContainer.set(c.Id, asker);
-      for (const [netId, ep] of Object.entries(c.Endpoints ?? {})) {
-        if (ep.IPAddress) byAddress.set(`${netId}/${ep.IPAddress}`, asker);
-      }
     }
-    this.byAddress = byAddress;
     this.byContainer = byContainer;
   }
 }

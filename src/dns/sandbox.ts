@@ -1,82 +1,91 @@
-import { spawn } from 'node:child_process';
-import type { Socket } from 'node:dgram';
-import type { Server } from 'node:net';
+import { createSocket, type Socket } from 'node:dgram';
+import { join } from 'node:path';
+import { createServer, type Server } from 'node:net';
+import { PACKAGE_ROOT } from '../daemon/paths.js';
 import { nftApply } from '../kernel/nft.js';
-import { dnsRedirectTable } from './redirect.js';
+import { requireCjs } from '../util/cjs.js';
 
 /**
- * Docker's way to the embedded resolver, for drivers whose containers cannot reach berthd's
- * namespace (macvlan, ipvlan): the resolver's UDP and TCP sockets are opened *inside* the
- * container's namespace, on 127.0.0.11 and a free port, and served by berthd. Node cannot enter a
- * namespace, so a short-lived Node child started under `nsenter --net` binds them and hands them
- * back over the IPC channel (the kernel passes the descriptors; the sockets stay in the namespace
- * they were made in). The child exits at once; berthd alone holds the sockets.
+ * Docker's way to the embedded resolver, for every driver: its UDP and TCP sockets are opened
+ * *inside* the container's namespace, on 127.0.0.11 and a free port, and served by berthd's event
+ * loop. A query then never leaves the container's loopback: no veth, no bridge, no NAT in berthd's
+ * namespace. Node cannot enter a namespace, so the native addon `berth-netns.node` (native/)
+ * creates the sockets in one synchronous call (setns in, socket/bind/listen, setns back); a
+ * socket stays in the namespace it was made in for its whole life.
  */
 
 export interface SandboxSockets { udp: Socket; tcp: Server; port: number }
 
-const HELPER = `
-const dgram = require('dgram'), net = require('net');
-const fail = (e) => { process.send({ error: String(e && e.message || e) }); process.exit(1); };
-// berthd gone (killed mid-start): never linger holding sockets, and so the namespace, alive.
-process.on('disconnect', () => process.exit(0));
-const udp = dgram.createSocket('udp4');
-udp.on('error', fail);
-udp.bind({ address: '127.0.0.11', port: 0, exclusive: true }, () => {
-  const port = udp.address().port;
-  const tcp = net.createServer();
-  tcp.on('error', fail);
-  tcp.listen({ host: '127.0.0.11', port, exclusive: true }, () => {
-    process.send({ kind: 'udp', port }, udp);
-    process.send({ kind: 'tcp', port }, tcp);
-    process.on('message', () => process.exit(0));
-  });
-});
-`;
+interface NetnsAddon { openSockets(netnsPath: string, address: string, port: number): { udp: number; tcp: number; port: number } }
 
-const HELPER_TIMEOUT_MS = 10_000;
+export const RESOLVER_ADDRESS = '127.0.0.11';
+const ADDON = join(PACKAGE_ROOT, 'build', 'berth-netns.node');
+let addon: NetnsAddon | undefined;
 
-export function openSandboxSockets(netnsPath: string): Promise<SandboxSockets> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('nsenter', [`--net=${netnsPath}`, process.execPath, '-e', HELPER], { stdio: ['ignore', 'ignore', 'pipe', 'ipc'] });
-    let stderr = '';
-    let udp: Socket | undefined;
-    let tcp: Server | undefined;
-    let done = false;
-    const finish = (err?: Error) => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      if (err) {
-        udp?.close();
-        tcp?.close();
-        child.kill('SIGKILL');
-        reject(err);
-        return;
-      }
-      // The child's own copies close when it exits; from here the sockets are berthd's alone.
-      child.send('done', () => child.disconnect());
-      resolve({ udp: udp!, tcp: tcp!, port: udp!.address().port });
-    };
-    const timer = setTimeout(() => finish(new Error(`embedded DNS: no sockets from the namespace helper within ${HELPER_TIMEOUT_MS} ms`)), HELPER_TIMEOUT_MS);
-    child.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
-    child.on('error', (e) => finish(e));
-    child.on('exit', (code) => finish(new Error(`embedded DNS: namespace helper exited with ${code}: ${stderr.trim()}`)));
-    child.on('message', (m: { kind?: string; error?: string }, handle: unknown) => {
-      if (m.error) return finish(new Error(`embedded DNS: cannot open 127.0.0.11 in the container namespace: ${m.error}`));
-      if (m.kind === 'udp') udp = handle as Socket;
-      if (m.kind === 'tcp') tcp = handle as Server;
-      if (udp && tcp) finish();
-    });
-  });
+function netnsAddon(): NetnsAddon {
+  if (!addon) {
+    try {
+      addon = requireCjs(ADDON) as NetnsAddon;
+    } catch (e) {
+      throw new Error(`embedded DNS needs ${ADDON} (build it with scripts/build-native.sh): ${(e as Error).message}`);
+    }
+  }
+  return addon;
+}
+
+/**
+ * Every reply goes to the address the query came from, always an IP literal: resolving it through
+ * dns.lookup would only defer each send by a tick.
+ */
+const literal = (address: string, _family: unknown, cb: (err: null, address: string, family: number) => void) => cb(null, address, 4);
+
+/** The resolver's sockets in the namespace pinned at `netnsPath`, on a port free for UDP and TCP. */
+export function openSandboxSockets(netnsPath: string): SandboxSockets {
+  let fds;
+  try {
+    fds = netnsAddon().openSockets(netnsPath, RESOLVER_ADDRESS, 0);
+  } catch (e) {
+    throw new Error(`embedded DNS: cannot open ${RESOLVER_ADDRESS} in the container namespace: ${(e as Error).message}`);
+  }
+  return wrapSockets(fds.udp, fds.tcp, fds.port);
+}
+
+/** Wraps bound descriptors; from here Node owns them and closes them with the sockets. */
+export function wrapSockets(udpFd: number, tcpFd: number, port: number): SandboxSockets {
+  const udp = createSocket({ type: 'udp4', lookup: literal as never });
+  udp.bind({ fd: udpFd });
+  // Bursts of queries from a busy container must queue, not drop, while the loop is busy.
+  udp.setRecvBufferSize(4 << 20);
+  const tcp = createServer();
+  tcp.listen({ fd: tcpFd });
+  return { udp, tcp, port };
 }
 
 /**
  * Inside the container's namespace, 127.0.0.11:53 is sent to the resolver's own port on the same
- * address, as Docker does, so a process in the container may still bind port 53 for itself.
+ * address, as Docker does, so a process in the container may still bind port 53 for itself. Unlike
+ * Docker's DNAT this is a stateless rewrite of the port, both ways, ahead of conntrack (`notrack`):
+ * a query costs no conntrack entry (nothing fills the host-wide conntrack table, and there is no
+ * insertion race between the A and AAAA queries a libc sends at once from one socket, the cause of
+ * the well-known 5 s DNS stalls behind DNAT), and with no NAT rule the namespace registers no
+ * conntrack hooks at all. The reply rule matches only the resolver's own socket: berthd holds its port.
  */
 export function sandboxRedirectRules(port: number): string {
-  return dnsRedirectTable(`127.0.0.11:${port}`);
+  const a = RESOLVER_ADDRESS;
+  return [
+    'table ip berth_dns',
+    'delete table ip berth_dns',
+    'table ip berth_dns {',
+    '  chain output {',
+    '    type filter hook output priority raw; policy accept;',
+    `    ip daddr ${a} udp dport 53 notrack udp dport set ${port}`,
+    `    ip saddr ${a} udp sport ${port} notrack udp sport set 53`,
+    `    ip daddr ${a} tcp dport 53 notrack tcp dport set ${port}`,
+    `    ip saddr ${a} tcp sport ${port} notrack tcp sport set 53`,
+    '  }',
+    '}',
+    '',
+  ].join('\n');
 }
 
 export async function programSandboxRedirect(netnsPath: string, port: number): Promise<void> {

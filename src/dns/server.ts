@@ -5,28 +5,39 @@ import type * as DnsPacket from 'dns-packet';
 import { requireCjs } from '../util/cjs.js';
 import { parseResolvConf } from '../network/etcfiles.js';
 import { answer, type Asker } from './lookup.js';
-import { openSandboxSockets } from './sandbox.js';
+import { openSandboxSockets, type SandboxSockets } from './sandbox.js';
 
 /** What the server needs to know about containers, supplied by the engine. */
 export interface DnsDirectory {
-  /** The container that owns `srcIp` on network `networkId`, with the networks it is on. */
-  asker(networkId: string, srcIp: string): (Asker & { upstreams: string[] }) | undefined;
-  /** The container itself, for sockets opened inside its own namespace (they serve no one else). */
-  askerFor?(containerId: string): (Asker & { upstreams: string[] }) | undefined;
+  /** The container itself, as the asker on the sockets inside its own namespace (they serve no one else). */
+  askerFor(containerId: string): (Asker & { upstreams: string[] }) | undefined;
   /** Changes whenever any answer may change (an endpoint joined, left, was renamed…). */
-  generation?(): number;
+  generation(): number;
 }
 
-/** Local answers kept at most; the cache is emptied when full (entries are cheap to rebuild). */
-const ANSWER_CACHE_MAX = 20_000;
+/**
+ * Local answers kept at most per container (a container asks for a handful of names; one spraying
+ * distinct queries only churns its own cache); emptied when full, entries are cheap to rebuild.
+ */
+const ANSWER_CACHE_MAX = 1024;
 
 const TTL = 600;
 const MAX_IN_FLIGHT = 1024;
 const UPSTREAM_TIMEOUT_MS = 4000;
 
-interface Listener { udp: Socket; tcp: Server; address: string; port: number }
-
-interface SandboxListener { udp: Socket; tcp: Server; port: number; conns: Set<TcpSocket> }
+interface SandboxListener {
+  udp: Socket;
+  tcp: Server;
+  port: number;
+  conns: Set<TcpSocket>;
+  /**
+   * Encoded local answers by query (everything but the id), valid for one directory generation.
+   * The sockets serve one container, so the query alone is the key. A hit is a map lookup and a
+   * copy: no decoding, no encoding, no promise, no directory lookup.
+   */
+  answers: Map<string, Buffer>;
+  answersGeneration: number;
+}
 
 type Packet = DnsPacket.Packet;
 const dnsPacket = requireCjs('dns-packet') as typeof DnsPacket;
@@ -66,102 +77,43 @@ function questionEnd(msg: Buffer): number {
 }
 
 /**
- * berth's embedded DNS server. It listens on each user-defined network's gateway address, on a
- * port of its own; inside every container's namespace an nft rule sends 127.0.0.11:53 there, so
- * containers see Docker's address. Queries are answered only for addresses that belong to a
- * container on that network, so it is never an open resolver. Containers of drivers with no way
- * to berthd's namespace (macvlan, ipvlan) are served instead on sockets opened inside their own
- * namespace (`sandbox.ts`), which answer as that container and no one else.
+ * berth's embedded DNS server, as Docker's: every container on a user-defined network (bridge,
+ * macvlan, ipvlan) has its own UDP and TCP sockets on 127.0.0.11 inside its own namespace
+ * (`sandbox.ts`), all served by this one object on berthd's event loop. A socket answers as the
+ * container whose namespace it lives in and for no one else, and no socket exists on any of the
+ * host's addresses, so it is never an open resolver.
  */
 export class DnsServer {
-  private readonly listeners = new Map<string, Listener>();
-  /** Sockets inside containers' namespaces (macvlan, ipvlan), by container id. */
+  /** Sockets inside containers' namespaces, by container id. */
   private readonly sandboxes = new Map<string, SandboxListener>();
-  /** Sockets being opened, by container id; closeSandbox drops the entry to cancel them. */
-  private readonly opening = new Map<string, { token: object; promise: Promise<number> }>();
   private inFlight = 0;
-  /**
-   * Encoded local answers by asking container and query (everything but the id), valid for one
-   * directory generation. A hit is a map lookup and a copy: no decoding, no encoding, no promise.
-   */
-  private readonly answers = new Map<string, Buffer>();
-  private answersGeneration = -1;
   private hostUpstreams: { at: number; list: string[] } = { at: 0, list: [] };
 
   constructor(private readonly directory: DnsDirectory, private readonly hostResolvConf = '/etc/resolv.conf') {}
 
-  /** Starts serving a network on its gateway; reuses `port` when given (so container rules stay valid). */
-  async listen(networkId: string, address: string, port = 0): Promise<number> {
-    const existing = this.listeners.get(networkId);
-    if (existing) return existing.port;
-    const udp = createSocket({ type: 'udp4', recvBufferSize: 4 << 20 });
-    try {
-      await new Promise<void>((resolve, reject) => {
-        udp.once('error', reject);
-        udp.bind({ address, port, exclusive: true }, () => { udp.off('error', reject); resolve(); });
-      });
-    } catch (e) {
-      udp.close();
-      if (port !== 0) return this.listen(networkId, address, 0);
-      throw e;
-    }
-    const boundPort = udp.address().port;
-    udp.on('message', (msg, rinfo) => void this.onUdp(networkId, udp, msg, rinfo));
-    udp.on('error', () => { /* per-datagram errors must not stop the server */ });
-    const tcp = createServer((sock) => this.onTcp(networkId, sock));
-    await new Promise<void>((resolve, reject) => {
-      tcp.once('error', reject);
-      tcp.listen({ host: address, port: boundPort, exclusive: true }, () => { tcp.off('error', reject); resolve(); });
-    }).catch(() => { /* TCP port taken: UDP still serves; clients rarely need TCP for local names */ });
-    this.listeners.set(networkId, { udp, tcp, address, port: boundPort });
-    return boundPort;
-  }
-
-  close(networkId: string): void {
-    const l = this.listeners.get(networkId);
-    if (!l) return;
-    l.udp.close();
-    l.tcp.close();
-    this.listeners.delete(networkId);
-  }
-
   closeAll(): void {
-    for (const id of [...this.listeners.keys()]) this.close(id);
     for (const id of [...this.sandboxes.keys()]) this.closeSandbox(id);
   }
 
   /** The port of the container's in-namespace resolver, opening it first if needed. */
-  async serveSandbox(containerId: string, netnsPath: string): Promise<number> {
+  serveSandbox(containerId: string, netnsPath: string): number {
     const existing = this.sandboxes.get(containerId);
     if (existing) return existing.port;
-    const pending = this.opening.get(containerId);
-    if (pending) return pending.promise;
-    const token = {};
-    const promise = this.openSandbox(containerId, netnsPath, token);
-    this.opening.set(containerId, { token, promise });
-    const settled = () => { if (this.opening.get(containerId)?.token === token) this.opening.delete(containerId); };
-    promise.then(settled, settled);
-    return promise;
+    return this.serve(containerId, openSandboxSockets(netnsPath));
   }
 
-  private async openSandbox(containerId: string, netnsPath: string, token: object): Promise<number> {
-    const sockets = await openSandboxSockets(netnsPath);
-    // Torn down while the helper ran: these sockets must not keep the namespace alive.
-    if (this.opening.get(containerId)?.token !== token || this.sandboxes.has(containerId)) {
-      sockets.udp.close();
-      sockets.tcp.close();
-      throw new Error('embedded DNS: the container went away while its resolver was being opened');
-    }
+  /** Serves bound sockets as the resolver of one container; returns their port. */
+  serve(containerId: string, sockets: SandboxSockets): number {
+    this.closeSandbox(containerId);
     const { udp, tcp, port } = sockets;
-    const l: SandboxListener = { udp, tcp, port, conns: new Set() };
-    const asker = () => this.directory.askerFor?.(containerId);
-    udp.on('message', (msg, rinfo) => this.replyUdp(udp, asker(), msg, rinfo));
+    const l: SandboxListener = { udp, tcp, port, conns: new Set(), answers: new Map(), answersGeneration: -1 };
+    udp.on('message', (msg, rinfo) => this.onUdp(containerId, l, msg, rinfo));
     udp.on('error', () => { /* per-datagram errors must not stop the server */ });
     tcp.on('connection', (sock: TcpSocket) => {
       // Held open, an accepted socket would keep the namespace alive after the container.
       l.conns.add(sock);
       sock.on('close', () => l.conns.delete(sock));
-      this.serveTcp(sock, (msg) => this.answerFor(asker(), msg, 'tcp'));
+      this.serveTcp(sock, (msg) => this.answerFor(this.directory.askerFor(containerId), msg, 'tcp'));
     });
     tcp.on('error', () => undefined);
     this.sandboxes.set(containerId, l);
@@ -174,56 +126,43 @@ export class DnsServer {
 
   /** Closes every socket berthd holds in the container's namespace, so the namespace can go. */
   closeSandbox(containerId: string): void {
-    this.opening.delete(containerId);
     const l = this.sandboxes.get(containerId);
     if (!l) return;
     l.udp.close();
     l.tcp.close();
     for (const c of l.conns) c.destroy();
+    l.answers.clear();
     this.sandboxes.delete(containerId);
   }
 
-  private onUdp(networkId: string, sock: Socket, msg: Buffer, rinfo: RemoteInfo): void {
-    this.replyUdp(sock, this.directory.asker(networkId, rinfo.address), msg, rinfo);
-  }
-
-  private replyUdp(sock: Socket, asker: (Asker & { upstreams: string[] }) | undefined, msg: Buffer, rinfo: RemoteInfo): void {
-    if (!asker) return;
-    const hit = this.cachedAnswer(asker.containerId, msg);
+  /** The hot path: a cached answer goes straight back; anything else takes the general route. */
+  private onUdp(containerId: string, l: SandboxListener, msg: Buffer, rinfo: RemoteInfo): void {
+    if (msg.length < 12) return;
+    const generation = this.directory.generation();
+    if (generation !== l.answersGeneration) {
+      l.answers.clear();
+      l.answersGeneration = generation;
+    }
+    const key = msg.toString('latin1', 2);
+    const hit = l.answers.get(key);
     if (hit) {
-      sock.send(hit, rinfo.port, rinfo.address);
+      const out = Buffer.allocUnsafe(hit.length);
+      hit.copy(out, 2, 2);
+      out[0] = msg[0]!;
+      out[1] = msg[1]!;
+      l.udp.send(out, rinfo.port, rinfo.address);
       return;
     }
-    void this.answerFor(asker, msg, 'udp').then((reply) => {
-      if (reply) sock.send(reply, rinfo.port, rinfo.address);
+    const keep = (reply: Buffer) => {
+      if (this.directory.generation() === generation) {
+        if (l.answers.size >= ANSWER_CACHE_MAX) l.answers.clear();
+        l.answers.set(key, reply);
+      }
+      return reply;
+    };
+    void this.answerFor(this.directory.askerFor(containerId), msg, 'udp', keep).then((reply) => {
+      if (reply) l.udp.send(reply, rinfo.port, rinfo.address);
     });
-  }
-
-  private cachedAnswer(askerId: string, msg: Buffer): Buffer | undefined {
-    const generation = this.directory.generation?.();
-    if (generation === undefined || msg.length < 12) return undefined;
-    if (generation !== this.answersGeneration) {
-      this.answers.clear();
-      this.answersGeneration = generation;
-      return undefined;
-    }
-    const hit = this.answers.get(`${askerId}/${msg.toString('latin1', 2)}`);
-    if (!hit) return undefined;
-    const out = Buffer.from(hit);
-    msg.copy(out, 0, 0, 2);
-    return out;
-  }
-
-  /** Keeps an answer that depends only on the directory: never a forwarded one, never a shuffled list. */
-  private remember(askerId: string, msg: Buffer, reply: Buffer): Buffer {
-    if (this.directory.generation?.() !== this.answersGeneration) return reply;
-    if (this.answers.size >= ANSWER_CACHE_MAX) this.answers.clear();
-    this.answers.set(`${askerId}/${msg.toString('latin1', 2)}`, reply);
-    return reply;
-  }
-
-  private onTcp(networkId: string, sock: TcpSocket): void {
-    this.serveTcp(sock, (msg) => this.handle(networkId, sock.remoteAddress?.replace(/^::ffff:/, '') ?? '', msg, 'tcp'));
   }
 
   private serveTcp(sock: TcpSocket, reply: (msg: Buffer) => Promise<Buffer | undefined>): void {
@@ -249,12 +188,16 @@ export class DnsServer {
     });
   }
 
-  /** Answers one query; undefined means drop it (not from a container, or unparseable). */
-  async handle(networkId: string, srcIp: string, msg: Buffer, transport: 'udp' | 'tcp'): Promise<Buffer | undefined> {
-    return this.answerFor(this.directory.asker(networkId, srcIp), msg, transport);
+  /** Answers one query as `containerId`; undefined means drop it (no such container, or unparseable). */
+  async handle(containerId: string, msg: Buffer, transport: 'udp' | 'tcp'): Promise<Buffer | undefined> {
+    return this.answerFor(this.directory.askerFor(containerId), msg, transport);
   }
 
-  private async answerFor(asker: (Asker & { upstreams: string[] }) | undefined, msg: Buffer, transport: 'udp' | 'tcp'): Promise<Buffer | undefined> {
+  /**
+   * `keep` receives the answers that depend only on the directory (never a forwarded one, never a
+   * shuffled list), for the caller's cache.
+   */
+  private async answerFor(asker: (Asker & { upstreams: string[] }) | undefined, msg: Buffer, transport: 'udp' | 'tcp', keep: (reply: Buffer) => Buffer = (r) => r): Promise<Buffer | undefined> {
     if (!asker) return undefined;
     let query: Packet;
     try {
@@ -269,12 +212,13 @@ export class DnsServer {
       questions: [q],
     };
     const local = answer(asker, q.name, q.type);
-    const keep = (reply: Buffer) => this.remember(asker.containerId, msg, reply);
     switch (local.kind) {
       case 'addresses': {
         const reply = dnsPacket.encode({ ...base, answers: local.ips.map((ip) => ({ type: local.type, name: q.name, ttl: TTL, class: 'IN', data: ip })) } as Packet);
-        // Several addresses are shuffled afresh for every query (round-robin), so only one is kept.
-        return local.ips.length === 1 ? keep(reply) : reply;
+        // Several addresses are shuffled afresh for every query (round-robin), so only one is kept;
+        // a shared alias with many members may not fit the client's UDP size (it then asks over TCP).
+        if (local.ips.length === 1) return keep(reply);
+        return transport === 'udp' ? fitUdp(reply, maxUdpSize(query)) : reply;
       }
       case 'nodata':
         return keep(dnsPacket.encode(base));
@@ -347,7 +291,8 @@ function queryUdp(server: string, msg: Buffer): Promise<Buffer> {
       resolve(reply);
     });
     sock.on('error', (e) => { clearTimeout(timer); sock.close(); reject(e); });
-    sock.send(msg, port, host);
+    // Connected, the socket takes datagrams from that server only: no one else can slip in a reply.
+    sock.connect(port, host, () => sock.send(msg));
   });
 }
 

@@ -33,7 +33,6 @@ export function parseMtu(v: string | undefined, def: number): number {
  */
 export class BridgeDriver implements NetworkDriver {
   readonly name = 'bridge' as const;
-  readonly dns = 'gateway' as const;
   readonly avoidsRoutedSubnets = true;
   readonly leaveBeforeRelease = false;
   readonly publishes = true;

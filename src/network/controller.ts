@@ -17,7 +17,6 @@ import { allocate, formatCidr, newPool, nextPoolSubnet, overlaps, parseCidr, rel
 import { allocate6, canonicalIPv6, contains6, formatCidr6, isIPv6, newPool6, nextPool6Subnet, overlaps6, parseCidr6, parseIPv6, release6 } from './ipam6.js';
 import { PREDEFINED, type EndpointState, type NetworkRecord } from './types.js';
 import type { DnsServer } from '../dns/server.js';
-import { programRedirect } from '../dns/redirect.js';
 import { programSandboxRedirect } from '../dns/sandbox.js';
 
 /** What a container's run needs from networking: a namespace to join and the addresses it got. */
@@ -52,8 +51,8 @@ export class NetworkController {
   private dns?: DnsServer;
   /** Bumped on every endpoint change, so derived views (DNS) know when to rebuild. */
   generation = 0;
-  /** The DNS redirect last programmed in each running container's namespace, to skip rewriting it unchanged. */
-  private readonly dnsProgrammed = new Map<string, string>();
+  /** The resolver port each running container's 127.0.0.11:53 is sent to, to skip rewriting the rule unchanged. */
+  private readonly dnsProgrammed = new Map<string, number>();
   private readonly ports = new PortReservations();
   /** The registry of network drivers: the only place that maps a Driver name to code. */
   private readonly drivers: Map<string, NetworkDriver>;
@@ -199,15 +198,12 @@ export class NetworkController {
   }
 
   /**
-   * Starts the embedded DNS listeners of every user-defined bridge network, and opens again the
-   * in-namespace resolvers of running containers that need one (berthd held their sockets).
+   * Opens again the in-namespace resolvers of the running containers found at start: berthd held
+   * their sockets, which died with the previous process.
    */
   async attachDns(dns: DnsServer): Promise<void> {
     this.dns = dns;
-    for (const n of this.networks.values()) await this.startDns(n);
-    // Bridge containers kept their rules (they point at the gateway listeners, whose ports are kept).
-    const needSandbox = this.adopted.filter((c) => this.dnsKind(c) === 'sandbox');
-    for (const c of needSandbox) {
+    for (const c of this.adopted.filter((a) => this.usesEmbeddedDns(a))) {
       await this.programDns(c).catch((e: Error) => console.error(`berthd: embedded DNS for ${c.Id.slice(0, 12)}: ${e.message}`));
     }
     this.adopted = [];
@@ -218,67 +214,35 @@ export class NetworkController {
     return !!this.driverOf(n) && n.Name !== 'bridge';
   }
 
-  private async startDns(n: NetworkRecord): Promise<void> {
-    if (!this.dns || !this.hasDns(n) || this.driverOf(n)!.dns !== 'gateway') return;
-    const port = await this.dns.listen(n.Id, n.pools![0]!.gateway, n.dnsPort);
-    if (port !== n.dnsPort) {
-      n.dnsPort = port;
-      await this.save(n);
-    }
-  }
-
   /**
-   * Points the container's 127.0.0.11 at the DNS listener of its first user-defined bridge network,
-   * or, on macvlan/ipvlan networks only, at resolver sockets opened inside its own namespace. The
-   * answers are the same either way: they depend on the asking container, not on the listener.
+   * Gives a container on a user-defined network its resolver: sockets on 127.0.0.11 inside its own
+   * namespace, served by berthd, with 127.0.0.11:53 sent to their port (Docker's layout, for every
+   * driver). A container left with no such network loses them.
    */
   private async programDns(c: ContainerRecord): Promise<boolean> {
     if (!this.dns || !c.NetnsPath) return false;
-    let sandbox = false;
-    for (const [netId, ep] of Object.entries(c.Endpoints ?? {})) {
-      const n = this.networks.get(netId);
-      if (!n || !this.hasDns(n) || !ep.IPAddress) continue;
-      if (this.driverOf(n)!.dns === 'sandbox') {
-        sandbox = true;
-        continue;
-      }
-      if (!n.dnsPort) continue;
-      // connect/disconnect of another network usually leaves the redirect as it was: skip the nft run.
-      const key = `gateway ${c.NetnsPath} ${n.pools![0]!.gateway} ${n.dnsPort} ${ep.IPAddress}`;
-      if (this.dnsProgrammed.get(c.Id) !== key) {
-        this.dnsProgrammed.delete(c.Id);
-        await programRedirect(c.NetnsPath, n.pools![0]!.gateway, n.dnsPort, ep.IPAddress);
-        this.dnsProgrammed.set(c.Id, key);
-      }
+    const served = Object.entries(c.Endpoints ?? {}).some(([id, ep]) => {
+      const n = this.networks.get(id);
+      return !!n && this.hasDns(n) && !!ep.IPAddress;
+    });
+    if (!served) {
       this.dns.closeSandbox(c.Id);
-      return true;
-    }
-    if (!sandbox) {
-      this.dns.closeSandbox(c.Id);
+      this.dnsProgrammed.delete(c.Id);
       return false;
     }
     const fresh = !this.dns.hasSandbox(c.Id);
-    const port = await this.dns.serveSandbox(c.Id, c.NetnsPath);
+    const port = this.dns.serveSandbox(c.Id, c.NetnsPath);
+    // connect/disconnect of another network leaves the resolver as it was: skip the nft run.
+    if (this.dnsProgrammed.get(c.Id) === port) return true;
     this.dnsProgrammed.delete(c.Id);
     try {
       await programSandboxRedirect(c.NetnsPath, port);
+      this.dnsProgrammed.set(c.Id, port);
     } catch (e) {
       if (fresh) this.dns.closeSandbox(c.Id);
       throw e;
     }
     return true;
-  }
-
-  /** Which way the container reaches the embedded resolver: a bridge's gateway listener comes first. */
-  private dnsKind(c: ContainerRecord): 'gateway' | 'sandbox' | undefined {
-    let kind: 'gateway' | 'sandbox' | undefined;
-    for (const id of Object.keys(c.Endpoints ?? {})) {
-      const n = this.networks.get(id);
-      if (!n || !this.hasDns(n)) continue;
-      if (this.driverOf(n)!.dns === 'gateway') return 'gateway';
-      kind = 'sandbox';
-    }
-    return kind;
   }
 
   /** A container's names changed (rename): the embedded DNS's view and its answer cache must follow. */
@@ -417,10 +381,8 @@ export class NetworkController {
       await this.save(n);
       await driver.ensureNetwork(n);
       await this.syncFirewall();
-      await this.startDns(n);
     } catch (e) {
       this.networks.delete(n.Id);
-      this.dns?.close(n.Id);
       await fs.rm(join(this.dir, `${n.Id}.json`), { force: true });
       await driver.deleteNetwork(n, [...this.networks.values()]).catch(() => undefined);
       await this.syncFirewall().catch(() => undefined);
@@ -436,7 +398,6 @@ export class NetworkController {
       throw new ForbiddenError(`error while removing network: network ${n.Name} id ${n.Id} has active endpoints`);
     }
     this.networks.delete(n.Id);
-    this.dns?.close(n.Id);
     await this.syncFirewall();
     await this.driverOf(n)?.deleteNetwork(n, [...this.networks.values()]);
     await fs.rm(join(this.dir, `${n.Id}.json`), { force: true });
@@ -502,8 +463,6 @@ export class NetworkController {
     await createNetns(path);
     c.NetnsPath = path;
     try {
-      // The in-namespace resolver's helper needs only the namespace: let it start meanwhile.
-      if (this.dns && this.dnsKind(c) === 'sandbox') this.dns.serveSandbox(c.Id, path).catch(() => undefined);
       let index = 0;
       for (const [netId, ep] of Object.entries(c.Endpoints ?? {})) {
         await this.join(c, this.get(netId), ep, index === 0, index);

@@ -35,13 +35,6 @@ export interface CreateContext {
 
 export interface NetworkDriver {
   readonly name: NetworkRecord['Driver'];
-  /**
-   * How the embedded resolver reaches this driver's containers: `gateway` listens on the network's
-   * gateway address in berthd's namespace (the host end of a bridge); `sandbox` opens the
-   * resolver's sockets inside each container's namespace, for drivers whose containers cannot
-   * reach berthd's namespace at all (macvlan children never talk to their parent's host).
-   */
-  readonly dns: 'gateway' | 'sandbox';
   /** Whether new subnets must avoid the host's routes (a macvlan subnet is usually the parent's LAN). */
   readonly avoidsRoutedSubnets: boolean;
   /** Whether the driver gives endpoints IPv6 addresses on networks created with EnableIPv6. */

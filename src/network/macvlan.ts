@@ -44,7 +44,6 @@ function unknownType(e: unknown): boolean {
  * rule of macvlan) never the parent's own host.
  */
 export class VlanDriver implements NetworkDriver {
-  readonly dns = 'sandbox' as const;
   readonly avoidsRoutedSubnets = false;
   readonly leaveBeforeRelease = true;
   readonly publishes = false;

@@ -27,8 +27,6 @@ export interface NetworkRecord {
   parent?: string;
   /** berth made the parent (a VLAN sub-interface, or the veth of an internal network): the last network using it removes it. */
   parentOwned?: boolean;
-  /** Port of the embedded DNS listener on the gateway, kept so container rules stay valid across restarts. */
-  dnsPort?: number;
 }
 
 /** One container's membership of one network: what the user asked for and, while running, what it got. */

@@ -150,19 +150,106 @@ describe('embedded DNS', () => {
     await host.api('DELETE', `/containers/${id}?force=1`);
   });
 
-  it('is not an open resolver: queries from the host are not answered', async () => {
+  /** berthd's sockets (`ss` lines with its pid) in the namespace of `pid`, or in the one pinned at `path`. */
+  async function berthdSockets(where: { path?: string; pid?: number }, proto: 'u' | 't'): Promise<string[]> {
+    const enter = where.pid ? ['-t', String(where.pid), '-n'] : [`--net=${where.path}`];
+    const r = await host.inNetns('nsenter', [...enter, 'ss', `-H${proto}lnp`]);
+    return r.stdout.split('\n').filter((l) => l.includes(`pid=${host.daemonPid},`));
+  }
+  const sandboxKey = async (id: string) => (await host.api('GET', `/containers/${id}/json`)).json.NetworkSettings.SandboxKey as string;
+
+  it('is not an open resolver: its sockets are on 127.0.0.11 inside each container, none on the host', async () => {
     const id = await host.runDetached(onNet('dnsnet'), 'target');
-    const gw = (await host.api('GET', '/networks/dnsnet')).json.IPAM.Config[0].Gateway as string;
-    const ss = await host.inNetns('ss', ['-Hulnp']);
-    const port = new RegExp(`${gw.replace(/\./g, '\\.')}:(\\d+)`).exec(ss.stdout)?.[1];
-    assert.ok(port, ss.stdout);
-    const probe = await host.inNetns(process.execPath, ['-e', `
-      const s = require('dgram').createSocket('udp4');
-      const q = Buffer.from('12340100000100000000000006746172676574' + '0000010001', 'hex');
-      s.on('message', () => { console.log('answered'); process.exit(0); });
-      s.send(q, ${port}, '${gw}');
-      setTimeout(() => { console.log('silent'); process.exit(0); }, 1000);`]);
-    assert.equal(probe.stdout.trim(), 'silent');
+    // In berthd's own namespace (the host's) nothing of berthd's receives datagrams from anyone or
+    // listens (its upstream queries go out on connected sockets, which take replies from that server only).
+    assert.deepEqual(await berthdSockets({ path: host.netnsPath }, 'u'), []);
+    assert.deepEqual(await berthdSockets({ path: host.netnsPath }, 't'), []);
+    // Inside the container: one UDP and one TCP socket of berthd's, on 127.0.0.11 only, on one port.
+    const udp = await berthdSockets({ path: await sandboxKey(id) }, 'u');
+    const tcp = await berthdSockets({ path: await sandboxKey(id) }, 't');
+    assert.equal(udp.length, 1, udp.join('\n'));
+    assert.equal(tcp.length, 1, tcp.join('\n'));
+    const port = /127\.0\.0\.11:(\d+)\s/.exec(udp[0]!)?.[1];
+    assert.ok(port && port !== '53', udp[0]);
+    assert.match(tcp[0]!, new RegExp(`127\\.0\\.0\\.11:${port}\\s`));
+    // The container's own address does not answer on the resolver's port, nor on 53.
+    const ip = (await host.api('GET', `/containers/${id}/json`)).json.NetworkSettings.Networks.dnsnet.IPAddress as string;
+    for (const p of [port, '53']) {
+      const probe = await host.inNetns(process.execPath, ['-e', `
+        const s = require('dgram').createSocket('udp4');
+        const q = Buffer.from('12340100000100000000000006746172676574' + '0000010001', 'hex');
+        s.on('message', () => { console.log('answered'); process.exit(0); });
+        s.on('error', () => undefined);
+        s.send(q, ${p}, '${ip}');
+        setTimeout(() => { console.log('silent'); process.exit(0); }, 1000);`]);
+      assert.equal(probe.stdout.trim(), 'silent', `port ${p}`);
+    }
     await host.api('DELETE', `/containers/${id}?force=1`);
+  });
+
+  it('answers over UDP and TCP on 127.0.0.11:53 while a process of the container serves 0.0.0.0:53 itself', async () => {
+    const id = await host.runDetached(onNet('dnsnet'), 'selfdns');
+    const ip = (await host.api('GET', `/containers/${id}/json`)).json.NetworkSettings.Networks.dnsnet.IPAddress as string;
+    // Run in the container's namespace: the container's own "server" binds 0.0.0.0:53 (UDP and TCP),
+    // then asks 127.0.0.11:53 over both, and the answers must come from berth, not from itself.
+    const r = await host.inNetns('nsenter', [`--net=${await sandboxKey(id)}`, process.execPath, '-e', `
+      const dgram = require('dgram'), net = require('net');
+      const q = Buffer.from('1234010000010000000000000773656c66646e73' + '0000010001', 'hex');
+      const ipOf = (m) => m.subarray(m.length - 4).join('.');
+      const own = dgram.createSocket('udp4');
+      own.on('message', () => console.log('own server asked'));
+      const ownTcp = net.createServer((c) => { console.log('own server asked'); c.destroy(); });
+      own.bind(53, '0.0.0.0', () => ownTcp.listen(53, '0.0.0.0', () => {
+        console.log('bound');
+        const u = dgram.createSocket('udp4');
+        u.on('message', (m) => {
+          console.log('udp ' + ipOf(m));
+          const len = Buffer.alloc(2); len.writeUInt16BE(q.length);
+          const t = net.connect(53, '127.0.0.11', () => t.write(Buffer.concat([len, q])));
+          let buf = Buffer.alloc(0);
+          t.on('data', (d) => { buf = Buffer.concat([buf, d]); if (buf.length >= 2 + buf.readUInt16BE(0)) { console.log('tcp ' + ipOf(buf)); process.exit(0); } });
+          t.on('error', (e) => { console.log('tcp error ' + e.message); process.exit(0); });
+        });
+        u.send(q, 53, '127.0.0.11');
+      }));
+      own.on('error', (e) => { console.log('bind error ' + e.message); process.exit(0); });
+      ownTcp.on('error', (e) => { console.log('bind error ' + e.message); process.exit(0); });
+      setTimeout(() => { console.log('timeout'); process.exit(0); }, 3000);`]);
+    assert.equal(r.stdout.trim(), ['bound', `udp ${ip}`, `tcp ${ip}`].join('\n'));
+    await host.api('DELETE', `/containers/${id}?force=1`);
+  });
+
+  it('releases the in-namespace sockets on disconnect and stop, and opens them again on connect', async () => {
+    const id = await host.runDetached(onNet('dnsnet'), 'released');
+    // A process of our own keeps the namespace alive, so we can look inside it after the container stops.
+    const holder = spawn('nsenter', [`--net=${await sandboxKey(id)}`, 'sleep', '60']);
+    try {
+      await waitFor(async () => (await berthdSockets({ pid: holder.pid! }, 'u')).length === 1, 'resolver socket visible through the holder');
+      assert.equal((await host.api('POST', '/networks/dnsnet/disconnect', { Container: id })).status, 200);
+      assert.deepEqual(await berthdSockets({ pid: holder.pid! }, 'u'), []);
+      assert.deepEqual(await berthdSockets({ pid: holder.pid! }, 't'), []);
+      assert.equal((await host.api('POST', '/networks/dnsnet/connect', { Container: id })).status, 200);
+      assert.equal((await berthdSockets({ pid: holder.pid! }, 'u')).length, 1);
+      assert.equal((await lookup(host, id, 'released')).addrs.length, 1);
+      assert.equal((await host.api('POST', `/containers/${id}/stop?t=0`)).status, 204);
+      assert.deepEqual(await berthdSockets({ pid: holder.pid! }, 'u'), []);
+      assert.deepEqual(await berthdSockets({ pid: holder.pid! }, 't'), []);
+    } finally {
+      holder.kill();
+    }
+    await host.api('DELETE', `/containers/${id}?force=1`);
+  });
+
+  it('opens the resolvers again for running containers when berthd is killed and restarted', async () => {
+    const a = await host.runDetached(onNet('dnsnet'), 'survivor1');
+    const b = await host.runDetached(onNet('dnsnet'), 'survivor2');
+    await host.stopDaemon('SIGKILL');
+    await host.startDaemon();
+    const ipB = (await host.api('GET', `/containers/${b}/json`)).json.NetworkSettings.Networks.dnsnet.IPAddress as string;
+    assert.deepEqual((await lookup(host, a, 'survivor2')).addrs, [ipB]);
+    // exactly one pair, the new daemon's (the old ones died with the old process)
+    assert.equal((await berthdSockets({ path: await sandboxKey(a) }, 'u')).length, 1);
+    assert.equal((await berthdSockets({ path: await sandboxKey(a) }, 't')).length, 1);
+    for (const id of [a, b]) await host.api('DELETE', `/containers/${id}?force=1`);
   });
 });

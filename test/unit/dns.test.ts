@@ -4,6 +4,19 @@ import { describe, it } from 'node:test';
 import dnsPacket from 'dns-packet';
 import { answer, type Asker } from '../../src/dns/lookup.js';
 import { DnsServer } from '../../src/dns/server.js';
+import type { SandboxSockets } from '../../src/dns/sandbox.js';
+
+/** Sockets on the host's loopback stand in for the in-namespace ones (made by the addon in integration tests). */
+async function loopbackSockets(): Promise<SandboxSockets> {
+  const { createSocket } = await import('node:dgram');
+  const { createServer } = await import('node:net');
+  const udp = createSocket('udp4');
+  await new Promise<void>((r) => udp.bind(0, '127.0.0.1', () => r()));
+  const port = udp.address().port;
+  const tcp = createServer();
+  await new Promise<void>((r) => tcp.listen(port, '127.0.0.1', () => r()));
+  return { udp, tcp, port };
+}
 
 const asker: Asker = {
   containerId: 'c1',
@@ -37,15 +50,15 @@ describe('DNS lookup rules', () => {
 });
 
 describe('DNS packet handling under hostile input', () => {
-  const server = new DnsServer({ asker: (_n, ip) => (ip === '172.18.0.2' ? { ...asker, upstreams: ['127.0.0.1:1'] } : undefined) });
+  const server = new DnsServer({ askerFor: (id) => (id === 'c1' ? { ...asker, upstreams: ['127.0.0.1:1'] } : undefined), generation: () => 1 });
   const valid = dnsPacket.encode({ type: 'query', id: 7, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: 'A', name: 'api', class: 'IN' }] });
 
   it('answers a valid query and ignores strangers', async () => {
-    const reply = await server.handle('n1', '172.18.0.2', valid, 'udp');
+    const reply = await server.handle('c1', valid, 'udp');
     const decoded = dnsPacket.decode(reply!);
     assert.equal(decoded.id, 7);
     assert.deepEqual(decoded.answers!.map((a) => (a as { data: unknown }).data), ['172.18.0.3']);
-    assert.equal(await server.handle('n1', '10.9.9.9', valid, 'udp'), undefined);
+    assert.equal(await server.handle('c9', valid, 'udp'), undefined);
   });
 
   it('never throws or stalls on random or mutated packets (fuzz)', async () => {
@@ -62,12 +75,12 @@ describe('DNS packet handling under hostile input', () => {
       const decoded = (() => { try { return dnsPacket.decode(msg); } catch { return undefined; } })();
       const q = decoded?.questions?.[0];
       if (q && answer(asker, q.name, q.type).kind === 'unknown' && decoded!.type === 'query' && decoded!.questions!.length === 1) continue;
-      const reply = await server.handle('n1', '172.18.0.2', msg, 'udp');
+      const reply = await server.handle('c1', msg, 'udp');
       if (reply) assert.ok(reply.length >= 12);
     }
     assert.ok(Date.now() - started < 20_000);
     // and it still answers afterwards
-    assert.ok(await server.handle('n1', '172.18.0.2', valid, 'udp'));
+    assert.ok(await server.handle('c1', valid, 'udp'));
   });
 });
 
@@ -80,8 +93,8 @@ describe('DNS answer cache', () => {
       containerId: 'c1', upstreams: [],
       networks: [{ id: 'n1', name: 'front', internal: false, endpoints: [{ containerId: 'c2', containerName: 'api', ip: apiIp, names: ['api'] }] }],
     });
-    const server = new DnsServer({ asker: (_n, ip) => (ip === '127.0.0.1' ? view() : undefined), generation: () => generation });
-    const port = await server.listen('n1', '127.0.0.1');
+    const server = new DnsServer({ askerFor: (id) => (id === 'c1' ? view() : undefined), generation: () => generation });
+    const port = server.serve('c1', await loopbackSockets());
     const client = createSocket('udp4');
     const ask = (id: number) => new Promise<dnsPacket.Packet>((resolve) => {
       client.once('message', (m) => resolve(dnsPacket.decode(m)));
@@ -105,5 +118,44 @@ describe('DNS answer cache', () => {
       client.close();
       server.closeAll();
     }
+  });
+});
+
+describe('DNS answers per container', () => {
+  const query = (id: number, name: string) => dnsPacket.encode({ type: 'query', id, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: 'A', name, class: 'IN' }] });
+  const data = (p: dnsPacket.Packet) => (p.answers ?? []).map((a) => (a as { data: unknown }).data);
+
+  it('keeps each container\'s answers apart: the same query bytes on two containers\' sockets', async () => {
+    const { createSocket } = await import('node:dgram');
+    const views: Record<string, string> = { c1: '172.18.0.3', c2: '10.7.0.3' };
+    const server = new DnsServer({
+      askerFor: (id) => views[id] ? { containerId: id, upstreams: [], networks: [{ id: 'n', name: 'n', internal: true, endpoints: [{ containerId: 'x', containerName: 'api', ip: views[id]!, names: ['api'] }] }] } : undefined,
+      generation: () => 1,
+    });
+    const ports = [server.serve('c1', await loopbackSockets()), server.serve('c2', await loopbackSockets())];
+    const client = createSocket('udp4');
+    const ask = (port: number, id: number) => new Promise<dnsPacket.Packet>((resolve) => {
+      client.once('message', (m) => resolve(dnsPacket.decode(m)));
+      client.send(query(id, 'api'), port, '127.0.0.1');
+    });
+    try {
+      for (let round = 0; round < 3; round++) {
+        assert.deepEqual(data(await ask(ports[0]!, 1)), ['172.18.0.3']);
+        assert.deepEqual(data(await ask(ports[1]!, 1)), ['10.7.0.3']);
+      }
+    } finally {
+      client.close();
+      server.closeAll();
+    }
+  });
+
+  it('truncates a shared alias too large for UDP, and answers it whole over TCP', async () => {
+    const endpoints = Array.from({ length: 60 }, (_, i) => ({ containerId: `m${i}`, containerName: `m${i}`, ip: `172.19.0.${i + 2}`, names: [`m${i}`, 'crowd'] }));
+    const server = new DnsServer({ askerFor: () => ({ containerId: 'c1', upstreams: [], networks: [{ id: 'n', name: 'n', internal: false, endpoints }] }), generation: () => 1 });
+    const udp = dnsPacket.decode((await server.handle('c1', query(5, 'crowd'), 'udp'))!);
+    assert.ok((udp.flags! & dnsPacket.TRUNCATED_RESPONSE) !== 0);
+    assert.equal(udp.answers!.length, 0);
+    const tcp = dnsPacket.decode((await server.handle('c1', query(6, 'crowd'), 'tcp'))!);
+    assert.equal(tcp.answers!.length, 60);
   });
 });

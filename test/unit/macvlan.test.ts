@@ -4,11 +4,16 @@ import { sandboxRedirectRules } from '../../src/dns/sandbox.js';
 import { internalParentNames } from '../../src/network/macvlan.js';
 
 describe('macvlan pieces', () => {
-  it('sends 127.0.0.11:53 to the in-namespace resolver port, UDP and TCP, in its own table', () => {
+  it('sends 127.0.0.11:53 to the in-namespace resolver port and back, UDP and TCP, untracked, in its own table', () => {
     const rules = sandboxRedirectRules(40123);
     assert.match(rules, /^table ip berth_dns\ndelete table ip berth_dns\n/);
-    assert.match(rules, /ip daddr 127\.0\.0\.11 udp dport 53 dnat to 127\.0\.0\.11:40123/);
-    assert.match(rules, /ip daddr 127\.0\.0\.11 tcp dport 53 dnat to 127\.0\.0\.11:40123/);
+    assert.match(rules, /type filter hook output priority raw;/);
+    for (const proto of ['udp', 'tcp']) {
+      assert.match(rules, new RegExp(`ip daddr 127\\.0\\.0\\.11 ${proto} dport 53 notrack ${proto} dport set 40123\n`));
+      assert.match(rules, new RegExp(`ip saddr 127\\.0\\.0\\.11 ${proto} sport 40123 notrack ${proto} sport set 53\n`));
+    }
+    // No NAT: a nat chain would make the namespace track every query.
+    assert.doesNotMatch(rules, /nat|dnat|snat/);
   });
 
   it('names an internal network\'s parent pair with berth\'s prefix, within the kernel\'s 15 characters', () => {

@@ -1,0 +1,141 @@
+/*
+ * berth-netns: opens the embedded resolver's sockets inside a container's network namespace.
+ *
+ * Node has no setns, and a socket belongs for life to the namespace it was created in, so this one
+ * synchronous call enters the namespace pinned at a path, creates and binds a UDP socket and a
+ * listening TCP socket on the same address and port, and returns to the thread's own namespace
+ * before any JavaScript runs again. berthd wraps the descriptors with dgram and net and serves them
+ * from its own event loop; the container's queries then never leave its loopback.
+ *
+ * setns(CLONE_NEWNET) changes only the calling thread, so libuv's pool threads are never affected.
+ */
+#define _GNU_SOURCE
+#include <node_api.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* A free port for UDP may be taken for TCP by a process of the container: try a few more. */
+#define PORT_ATTEMPTS 32
+
+static napi_value throw_errno(napi_env env, const char *what, int err) {
+  char msg[4400];
+  snprintf(msg, sizeof msg, "%s: %s", what, strerror(err));
+  napi_throw_error(env, err == EADDRINUSE ? "EADDRINUSE" : NULL, msg);
+  return NULL;
+}
+
+static void close_quietly(int fd) {
+  if (fd >= 0) close(fd);
+}
+
+/* Binds UDP then TCP on addr:port (port 0: one free for both). Returns 0 or an errno. */
+static int open_pair(struct in_addr addr, int port, int *udp_out, int *tcp_out, int *port_out, const char **what) {
+  for (int attempt = 0; attempt < PORT_ATTEMPTS; attempt++) {
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr = addr, .sin_port = htons((unsigned short)port) };
+    socklen_t len = sizeof sa;
+    int udp = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (udp < 0) { *what = "socket(udp)"; return errno; }
+    if (bind(udp, (struct sockaddr *)&sa, sizeof sa) < 0 || getsockname(udp, (struct sockaddr *)&sa, &len) < 0) {
+      int err = errno;
+      close(udp);
+      *what = "bind(udp)";
+      return err;
+    }
+    int tcp = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (tcp < 0) { int err = errno; close(udp); *what = "socket(tcp)"; return err; }
+    int one = 1;
+    /* As Node's own listeners do: a TIME_WAIT left by the previous daemon must not block the port. */
+    setsockopt(tcp, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(tcp, (struct sockaddr *)&sa, sizeof sa) == 0 && listen(tcp, 511) == 0) {
+      *udp_out = udp;
+      *tcp_out = tcp;
+      *port_out = ntohs(sa.sin_port);
+      return 0;
+    }
+    int err = errno;
+    close(udp);
+    close(tcp);
+    if (!(err == EADDRINUSE && port == 0)) { *what = "bind(tcp)"; return err; }
+  }
+  *what = "bind";
+  return EADDRINUSE;
+}
+
+/* openSockets(netnsPath: string, address: string, port: number): { udp, tcp, port } */
+static napi_value open_sockets(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 3) {
+    napi_throw_type_error(env, NULL, "openSockets(netnsPath, address, port)");
+    return NULL;
+  }
+  char path[4096], address[64];
+  size_t n;
+  int32_t port;
+  if (napi_get_value_string_utf8(env, argv[0], path, sizeof path, &n) != napi_ok || n == 0 || n >= sizeof path - 1 ||
+      napi_get_value_string_utf8(env, argv[1], address, sizeof address, &n) != napi_ok ||
+      napi_get_value_int32(env, argv[2], &port) != napi_ok || port < 0 || port > 65535) {
+    napi_throw_type_error(env, NULL, "openSockets(netnsPath: string, address: string, port: number)");
+    return NULL;
+  }
+  struct in_addr addr;
+  if (inet_pton(AF_INET, address, &addr) != 1) {
+    napi_throw_type_error(env, NULL, "openSockets: address must be an IPv4 address");
+    return NULL;
+  }
+
+  int self = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+  if (self < 0) return throw_errno(env, "open /proc/thread-self/ns/net", errno);
+  int target = open(path, O_RDONLY | O_CLOEXEC);
+  if (target < 0) { int err = errno; close(self); return throw_errno(env, path, err); }
+  if (setns(target, CLONE_NEWNET) < 0) {
+    int err = errno;
+    close(self);
+    close(target);
+    return throw_errno(env, "setns into the container namespace", err);
+  }
+  close(target);
+
+  int udp = -1, tcp = -1, bound = 0;
+  const char *what = "";
+  int err = open_pair(addr, port, &udp, &tcp, &bound, &what);
+
+  if (setns(self, CLONE_NEWNET) < 0) {
+    /* Every socket this thread made from now on would silently live in the container: stop. */
+    fprintf(stderr, "berth-netns: cannot return to berthd's network namespace: %s\n", strerror(errno));
+    abort();
+  }
+  close(self);
+  if (err) return throw_errno(env, what, err);
+
+  napi_value out, v;
+  if (napi_create_object(env, &out) != napi_ok) goto fail;
+  if (napi_create_int32(env, udp, &v) != napi_ok || napi_set_named_property(env, out, "udp", v) != napi_ok) goto fail;
+  if (napi_create_int32(env, tcp, &v) != napi_ok || napi_set_named_property(env, out, "tcp", v) != napi_ok) goto fail;
+  if (napi_create_int32(env, bound, &v) != napi_ok || napi_set_named_property(env, out, "port", v) != napi_ok) goto fail;
+  return out;
+fail:
+  close_quietly(udp);
+  close_quietly(tcp);
+  napi_throw_error(env, NULL, "openSockets: out of memory");
+  return NULL;
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_value fn;
+  if (napi_create_function(env, "openSockets", NAPI_AUTO_LENGTH, open_sockets, NULL, &fn) == napi_ok) {
+    napi_set_named_property(env, exports, "openSockets", fn);
+  }
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)
