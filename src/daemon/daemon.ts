@@ -8,7 +8,8 @@ import { ExecManager } from '../engine/exec.js';
 import { LocalImageStore } from '../images/store.js';
 import { RegistryService } from '../images/registry/service.js';
 import { mountPointsUnder } from '../kernel/mount.js';
-import { deleteNetns } from '../kernel/netns.js';
+import { deleteNetns, hostIp, hostIpDeletions } from '../kernel/netns.js';
+import { hostNft } from '../kernel/nft.js';
 import { NetworkController } from '../network/controller.js';
 import { ContainerDirectory } from '../dns/directory.js';
 import { DnsServer } from '../dns/server.js';
@@ -89,6 +90,9 @@ export class Daemon {
 
   async stop(): Promise<void> {
     await this.server?.close();
+    hostIp.close();
+    hostIpDeletions.close();
+    hostNft.close();
     this.runtime?.close();
   }
 

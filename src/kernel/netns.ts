@@ -1,5 +1,6 @@
 import { promises as fs } from 'node:fs';
 import { runOk, run } from '../util/exec.js';
+import { CommandStream, ipDialect } from './stream.js';
 
 /**
  * Network namespaces owned by one berthd live as bind mounts under its own root directory rather
@@ -32,12 +33,23 @@ export async function netnsExists(path: string): Promise<boolean> {
   return mounts.split('\n').some((l) => l.split(' ')[4] === path);
 }
 
-/** Runs an `ip -batch` script inside the namespace pinned at `path` (the host's when undefined). */
+/** berthd's own `ip`, kept running: most link changes happen in berthd's namespace. */
+export const hostIp = new CommandStream(ipDialect);
+
+/**
+ * A second one for deletions, which the kernel makes wait for RCU grace periods (~15 ms for a veth,
+ * ~40 ms for a bridge): they must not hold up creations queued behind them on hostIp.
+ */
+export const hostIpDeletions = new CommandStream(ipDialect);
+
+/**
+ * Runs `ip` batch commands inside the namespace pinned at `path`, or in berthd's own through the
+ * long-lived hostIp. Either way every command runs, and any failure rejects with `ip`'s messages.
+ */
 export async function ipBatch(nsPath: string | undefined, commands: string[]): Promise<void> {
   if (commands.length === 0) return;
-  const input = commands.join('\n') + '\n';
-  if (nsPath) await runOk('nsenter', [`--net=${nsPath}`, 'ip', '-batch', '-'], { input });
-  else await runOk('ip', ['-batch', '-'], { input });
+  if (!nsPath) return hostIp.run(commands);
+  await runOk('nsenter', [`--net=${nsPath}`, 'ip', '-force', '-batch', '-'], { input: commands.join('\n') + '\n' });
 }
 
 /** Reads `ip -j` JSON output inside a namespace. */

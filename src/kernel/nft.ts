@@ -2,6 +2,7 @@ import { promises as fs } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { run, runOk } from '../util/exec.js';
+import { CommandStream, nftDialect } from './stream.js';
 
 /**
  * Applies an nftables script as one atomic transaction, in berthd's namespace or, with `netns`, in
@@ -26,4 +27,16 @@ export async function nftApply(script: string, opts: { netns?: string; sysctls?:
 export async function nftDeleteTable(family: string, name: string): Promise<void> {
   const r = await run('nft', ['list', 'table', family, name]);
   if (r.code === 0) await runOk('nft', ['delete', 'table', family, name]);
+}
+
+/** berthd's own `nft`, kept running for the small transactions that follow every change. */
+export const hostNft = new CommandStream(nftDialect);
+
+/**
+ * Applies a script of one-line nft commands (element, chain and rule changes; no blocks spanning
+ * lines) in berthd's namespace as one transaction, without starting a process.
+ */
+export async function nftCommands(script: string): Promise<void> {
+  const commands = script.split('\n').map((l) => l.trim()).filter(Boolean);
+  await hostNft.run(commands);
 }

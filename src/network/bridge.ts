@@ -1,4 +1,5 @@
-import { ipBatch, ipJson } from '../kernel/netns.js';
+import { promises as fs } from 'node:fs';
+import { hostIpDeletions, ipBatch, ipJson } from '../kernel/netns.js';
 import { setSysctl } from '../kernel/sysctl.js';
 
 /**
@@ -19,30 +20,45 @@ export async function linkExists(name: string): Promise<boolean> {
 }
 
 export async function ensureBridge(b: BridgeSpec): Promise<void> {
-  const cmds: string[] = [];
-  if (!(await linkExists(b.name))) {
-    // A fixed MAC keeps the gateway's address stable as ports come and go (Podman's stale-ARP bug).
-    await ipBatch(undefined, [`link add name ${b.name} address ${b.mac} mtu ${b.mtu} type bridge`]);
-  } else {
+  const setUp = [`addr replace ${b.gatewayCidr} dev ${b.name}`];
+  // No duplicate address detection: the gateway must answer the moment a container joins.
+  if (b.gateway6Cidr) setUp.push(`addr replace ${b.gateway6Cidr} dev ${b.name} nodad`);
+  setUp.push(`link set ${b.name} up`);
+  // A fixed MAC keeps the gateway's address stable as ports come and go (Podman's stale-ARP bug).
+  const add = `link add name ${b.name} address ${b.mac} mtu ${b.mtu} type bridge`;
+  // The host may disable IPv6 on new interfaces by default; a dual-stack bridge needs it (its own sysctl only).
+  const enableIPv6 = !!b.gateway6Cidr && (await newLinksLackIPv6());
+  try {
+    // The usual case, a new bridge, is one `ip` run.
+    if (enableIPv6) {
+      await ipBatch(undefined, [add]);
+      await setSysctl(`net.ipv6.conf.${b.name}.disable_ipv6`, 0);
+      await ipBatch(undefined, setUp);
+    } else {
+      await ipBatch(undefined, [add, ...setUp]);
+    }
+  } catch (e) {
+    if (!/File exists/.test((e as Error).message)) throw e;
     // A bridge left from an earlier run keeps only the gateway addresses it should have.
+    const stale: string[] = [];
     const info = await ipJson<Array<{ addr_info?: Array<{ family: string; local: string; prefixlen: number }> }>>(undefined, ['addr', 'show', 'dev', b.name]);
     for (const a of info[0]?.addr_info ?? []) {
       const cidr = `${a.local}/${a.prefixlen}`;
-      if (a.family === 'inet' && cidr !== b.gatewayCidr) cmds.push(`addr del ${cidr} dev ${b.name}`);
-      if (a.family === 'inet6' && !a.local.startsWith('fe80:') && cidr !== b.gateway6Cidr) cmds.push(`addr del ${cidr} dev ${b.name}`);
+      if (a.family === 'inet' && cidr !== b.gatewayCidr) stale.push(`addr del ${cidr} dev ${b.name}`);
+      if (a.family === 'inet6' && !a.local.startsWith('fe80:') && cidr !== b.gateway6Cidr) stale.push(`addr del ${cidr} dev ${b.name}`);
     }
+    if (b.gateway6Cidr) await setSysctl(`net.ipv6.conf.${b.name}.disable_ipv6`, 0);
+    await ipBatch(undefined, [...stale, ...setUp]);
   }
-  // The host may disable IPv6 on new interfaces by default; a dual-stack bridge needs it (its own sysctl only).
-  if (b.gateway6Cidr) await setSysctl(`net.ipv6.conf.${b.name}.disable_ipv6`, 0);
-  cmds.push(`addr replace ${b.gatewayCidr} dev ${b.name}`);
-  // No duplicate address detection: the gateway must answer the moment a container joins.
-  if (b.gateway6Cidr) cmds.push(`addr replace ${b.gateway6Cidr} dev ${b.name} nodad`);
-  cmds.push(`link set ${b.name} up`);
-  await ipBatch(undefined, cmds);
+}
+
+async function newLinksLackIPv6(): Promise<boolean> {
+  const v = await fs.readFile('/proc/sys/net/ipv6/conf/default/disable_ipv6', 'utf8').catch(() => '1');
+  return v.trim() !== '0';
 }
 
 export async function deleteBridge(name: string): Promise<void> {
-  if (await linkExists(name)) await ipBatch(undefined, [`link del ${name}`]);
+  await deleteLink(name);
 }
 
 export interface JoinSpec {
@@ -89,9 +105,45 @@ export async function joinEndpoint(j: JoinSpec): Promise<void> {
   }
 }
 
-/** Deleting the container end removes the pair. */
-export async function leaveEndpoint(netnsPath: string, ifname: string): Promise<void> {
-  await ipBatch(netnsPath, [`link del ${ifname}`]);
+/** Deleting the host end removes the pair, container end included. */
+export async function leaveEndpoint(hostIf: string): Promise<void> {
+  await deleteLink(hostIf);
+}
+
+/**
+ * Deletes a link of berthd's namespace; one already gone is fine. The kernel takes a link (both
+ * ends of a veth) down and out of its namespace's list at once, then waits for RCU grace periods
+ * before it acknowledges: ~15 ms for a veth, ~40 ms for a bridge, while only memory is being freed
+ * and nothing a container or a user can see is left. So this returns as soon as the link has left
+ * berthd's own list (/proc/self/net/dev, no process needed) or `ip` answers, whichever comes first.
+ */
+async function deleteLink(name: string): Promise<void> {
+  const deleted = hostIpDeletions.run([`link del ${name}`]).catch((e: Error) => {
+    if (!/Cannot find device/.test(e.message)) throw e;
+  });
+  let finished = false;
+  const unlisted = (async () => {
+    // Give `ip` the time to send its request before the first look.
+    await sleep(1);
+    while (!finished && (await listedInterfaces()).has(name)) await sleep(1);
+  })();
+  try {
+    await Promise.race([deleted, unlisted]);
+  } finally {
+    finished = true;
+  }
+  // Once unlisted the rest is the kernel's own cleanup; a late error of `ip` is only logged.
+  deleted.catch((e: Error) => console.error(`berthd: deleting ${name}: ${e.message}`));
+}
+
+/** Interfaces of berthd's namespace: /proc/self/net is the reading process's own namespace. */
+async function listedInterfaces(): Promise<Set<string>> {
+  const text = await fs.readFile('/proc/self/net/dev', 'utf8');
+  return new Set(text.split('\n').slice(2).map((l) => l.split(':')[0]!.trim()).filter(Boolean));
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
 }
 
 /** MTU of the interface that carries the default route, or 1500 without one. */
@@ -107,14 +159,32 @@ export async function uplinkMtu(): Promise<number> {
   }
 }
 
-/** Subnets of the routes in berthd's namespace, so new networks do not overlap them. */
+/**
+ * Subnets of the main routing table of berthd's namespace (as Docker reads it), so new networks do
+ * not overlap them. /proc/net/route costs no process spawn: `network create` reads it every time.
+ */
 export async function routedSubnets(): Promise<string[]> {
-  try {
-    const routes = await ipJson<Array<{ dst: string }>>(undefined, ['-4', 'route', 'show', 'table', 'all']);
-    return routes.map((r) => r.dst).filter((d) => /^\d+\.\d+\.\d+\.\d+\/\d+$/.test(d) && !d.startsWith('127.'));
-  } catch {
-    return [];
+  const text = await fs.readFile('/proc/net/route', 'utf8').catch(() => '');
+  const out: string[] = [];
+  for (const line of text.split('\n').slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 8) continue;
+    const dst = parseInt(f[1]!, 16);
+    const mask = parseInt(f[7]!, 16);
+    const prefix = bitCount(mask);
+    // Not the default route, not host routes, not loopback: the old `ip route` view kept only subnets.
+    if (prefix === 0 || prefix === 32) continue;
+    // The kernel prints addresses in host byte order: little-endian here.
+    const ip = [dst & 255, (dst >>> 8) & 255, (dst >>> 16) & 255, dst >>> 24].join('.');
+    if (!ip.startsWith('127.')) out.push(`${ip}/${prefix}`);
   }
+  return out;
+}
+
+function bitCount(n: number): number {
+  let c = 0;
+  for (let v = n >>> 0; v; v >>>= 1) c += v & 1;
+  return c;
 }
 
 /** Docker's MAC scheme: 02:42 followed by the IPv4 address. */

@@ -1,7 +1,7 @@
 import { setSysctl } from '../kernel/sysctl.js';
 import { BadRequestError, ConflictError } from '../util/errors.js';
 import { deleteBridge, ensureBridge, joinEndpoint, leaveEndpoint, macFor } from './bridge.js';
-import type { CreateContext, EndpointJoin, NetworkDriver } from './driver.js';
+import type { CreateContext, EndpointJoin, EndpointLeave, NetworkDriver } from './driver.js';
 import { parseCidr } from './ipam.js';
 import { parseCidr6 } from './ipam6.js';
 import type { NetworkRecord } from './types.js';
@@ -12,6 +12,11 @@ export const OPT_MASQ = 'com.docker.network.bridge.enable_ip_masquerade';
 export const OPT_MTU = 'com.docker.network.driver.mtu';
 export const OPT_HOST_BINDING = 'com.docker.network.bridge.host_binding_ipv4';
 const KNOWN_OPTS = [OPT_BRIDGE_NAME, OPT_ICC, OPT_MASQ, OPT_MTU, OPT_HOST_BINDING, 'com.docker.network.bridge.default_bridge'];
+
+/** The host end of an endpoint's veth, named after the endpoint so the host side alone can find it. */
+function hostIfname(endpointId: string): string {
+  return `vb${endpointId.slice(0, 11)}`;
+}
 
 export function optBool(v: string | undefined, def: boolean): boolean {
   if (v === undefined) return def;
@@ -34,7 +39,6 @@ export function parseMtu(v: string | undefined, def: number): number {
 export class BridgeDriver implements NetworkDriver {
   readonly name = 'bridge' as const;
   readonly avoidsRoutedSubnets = true;
-  readonly leaveBeforeRelease = false;
   readonly publishes = true;
   readonly ipv6 = true;
 
@@ -71,14 +75,14 @@ export class BridgeDriver implements NetworkDriver {
 
   async join(n: NetworkRecord, j: EndpointJoin): Promise<void> {
     await joinEndpoint({
-      netnsPath: j.netnsPath, ifname: j.ifname, hostIf: `vb${j.endpointId.slice(0, 11)}`, bridge: n.bridge!, mac: j.mac,
+      netnsPath: j.netnsPath, ifname: j.ifname, hostIf: hostIfname(j.endpointId), bridge: n.bridge!, mac: j.mac,
       addressCidr: j.addressCidr, gateway: j.gateway, address6Cidr: j.address6Cidr, gateway6: j.gateway6,
       isolated: !optBool(n.Options[OPT_ICC], true),
       mtu: n.mtu ?? this.mtuDefault(), daemonPid: process.pid,
     });
   }
 
-  async leave(_n: NetworkRecord, netnsPath: string, ifname: string): Promise<void> {
-    await leaveEndpoint(netnsPath, ifname);
+  async leave(_n: NetworkRecord, ep: EndpointLeave): Promise<void> {
+    await leaveEndpoint(hostIfname(ep.endpointId));
   }
 }

@@ -1,6 +1,6 @@
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
-import { nftApply, nftDeleteTable } from '../kernel/nft.js';
+import { nftApply, nftCommands, nftDeleteTable } from '../kernel/nft.js';
 import { createNetns, deleteNetns, netnsExists } from '../kernel/netns.js';
 import { readJson, removeStaleTemps, writeJsonAtomic } from '../store/atomic.js';
 import { BadRequestError, ConflictError, ForbiddenError, NotFoundError } from '../util/errors.js';
@@ -11,7 +11,7 @@ import { macFor, routedSubnets, uplinkMtu } from './bridge.js';
 import { BridgeDriver, OPT_BRIDGE_NAME, OPT_HOST_BINDING, OPT_ICC, OPT_MASQ, OPT_MTU, optBool } from './bridgedriver.js';
 import type { NetworkDriver } from './driver.js';
 import { VlanDriver } from './macvlan.js';
-import { buildRuleset, portElements, TABLE, type BridgeRules } from './firewall.js';
+import { addNetworkScript, buildRuleset, deleteNetworkScript, portElements, TABLE, type BridgeRules } from './firewall.js';
 import { portRequests, PortReservations, type PortMapping, type PortRequest } from './ports.js';
 import { allocate, formatCidr, newPool, nextPoolSubnet, overlaps, parseCidr, release } from './ipam.js';
 import { allocate6, canonicalIPv6, contains6, formatCidr6, isIPv6, newPool6, nextPool6Subnet, overlaps6, parseCidr6, parseIPv6, release6 } from './ipam6.js';
@@ -49,8 +49,18 @@ export class NetworkController {
   readonly netnsDir: string;
   private mtuDefault = 1500;
   private dns?: DnsServer;
-  /** Bumped on every endpoint change, so derived views (DNS) know when to rebuild. */
-  generation = 0;
+  private gen = 0;
+  /**
+   * Bumped on every endpoint change, so derived views (DNS) know when to rebuild; the resolver's
+   * native answer cache is emptied in the same step, so a change is visible to the next query.
+   */
+  get generation(): number {
+    return this.gen;
+  }
+  set generation(v: number) {
+    this.gen = v;
+    this.dns?.directoryChanged();
+  }
   /** The resolver port each running container's 127.0.0.11:53 is sent to, to skip rewriting the rule unchanged. */
   private readonly dnsProgrammed = new Map<string, number>();
   private readonly ports = new PortReservations();
@@ -80,6 +90,13 @@ export class NetworkController {
     await fs.mkdir(this.netnsDir, { recursive: true, mode: 0o700 });
     await removeStaleTemps(this.dir);
     for (const f of await fs.readdir(this.dir)) {
+      if (f.endsWith(REMOVING)) {
+        // `network rm` returned but berthd died before the kernel side was gone: finish it.
+        const n = await readJson<NetworkRecord>(join(this.dir, f));
+        if (n) await this.driverOf(n)?.deleteNetwork(n, []).catch((e: Error) => console.error(`berthd: removing network ${n.Name}: ${e.message}`));
+        await fs.rm(join(this.dir, f), { force: true });
+        continue;
+      }
       if (!f.endsWith('.json')) continue;
       const n = await readJson<NetworkRecord>(join(this.dir, f));
       if (n) this.networks.set(n.Id, n);
@@ -131,11 +148,8 @@ export class NetworkController {
     this.networks.set(n.Id, n);
   }
 
-  private rules(): BridgeRules[] {
-    return [...this.networks.values()].filter((n) => n.Driver === 'bridge').map((n) => ({
-      bridge: n.bridge!, subnets: (n.pools ?? []).map((p) => p.subnet), subnets6: (n.pools6 ?? []).map((p) => p.subnet), internal: n.Internal,
-      masquerade: optBool(n.Options[OPT_MASQ], true),
-    }));
+  private rules(except?: string): BridgeRules[] {
+    return [...this.networks.values()].filter((n) => n.Driver === 'bridge' && n.Id !== except).map(bridgeRules);
   }
 
   async syncFirewall(): Promise<void> {
@@ -169,7 +183,7 @@ export class NetworkController {
     if (!requests.length) return [];
     const mappings = await this.ports.reserve(c.Id, requests, { ip: target.ip, ...(target.ip6 ? { ip6: target.ip6 } : {}) });
     try {
-      await nftApply(portElements(mappings, 'add'));
+      await nftCommands(portElements(mappings, 'add'));
     } catch (e) {
       this.ports.release(c.Id);
       throw e;
@@ -179,7 +193,7 @@ export class NetworkController {
 
   async unpublish(c: ContainerRecord): Promise<void> {
     const mappings = this.ports.release(c.Id);
-    if (mappings.length) await nftApply(portElements(mappings, 'delete'));
+    if (mappings.length) await nftCommands(portElements(mappings, 'delete'));
   }
 
   /** After a restart: hold again the ports of containers that kept running, then rebuild the rules. */
@@ -379,8 +393,11 @@ export class NetworkController {
       // Recorded before the kernel objects exist: a crash in between leaves a record that the next
       // start completes (ensureNetwork is idempotent), never kernel objects nobody knows about.
       await this.save(n);
-      await driver.ensureNetwork(n);
-      await this.syncFirewall();
+      // The rules name the bridge, not its index: they need not wait for the link to exist.
+      await Promise.all([
+        driver.ensureNetwork(n),
+        n.Driver === 'bridge' ? nftCommands(addNetworkScript(bridgeRules(n), this.rules(n.Id))) : undefined,
+      ]);
     } catch (e) {
       this.networks.delete(n.Id);
       await fs.rm(join(this.dir, `${n.Id}.json`), { force: true });
@@ -397,10 +414,15 @@ export class NetworkController {
     if (containers.some((c) => c.Endpoints?.[n.Id]?.EndpointID)) {
       throw new ForbiddenError(`error while removing network: network ${n.Name} id ${n.Id} has active endpoints`);
     }
+    const file = join(this.dir, `${n.Id}.json`);
+    await Promise.all([
+      // A crash before the bridge is deleted leaves this tombstone, which the next start finishes.
+      fs.rename(file, `${file}${REMOVING}`),
+      n.Driver === 'bridge' ? nftCommands(deleteNetworkScript(bridgeRules(n), this.rules(n.Id))) : undefined,
+    ]);
     this.networks.delete(n.Id);
-    await this.syncFirewall();
     await this.driverOf(n)?.deleteNetwork(n, [...this.networks.values()]);
-    await fs.rm(join(this.dir, `${n.Id}.json`), { force: true });
+    await fs.rm(`${file}${REMOVING}`, { force: true });
     return n;
   }
 
@@ -533,8 +555,11 @@ export class NetworkController {
     for (const ep of Object.values(c.Endpoints ?? {})) {
       const n = this.networks.get(ep.NetworkID);
       const driver = n && this.driverOf(n);
-      if (ownNetns && driver && n && driver.leaveBeforeRelease && ep.ifname && (await netnsExists(c.NetnsPath!))) {
-        await driver.leave(n, c.NetnsPath!, ep.ifname).catch(() => undefined);
+      // Interfaces go before their namespace: the kernel frees a dead namespace's interfaces late,
+      // and meanwhile a macvlan child stays on the parent's wire with its address and MAC, and a
+      // veth's host end on its bridge, visible to the host.
+      if (ownNetns && driver && n && ep.ifname && (await netnsExists(c.NetnsPath!))) {
+        await driver.leave(n, { netnsPath: c.NetnsPath!, ifname: ep.ifname, endpointId: ep.EndpointID }).catch(() => undefined);
       }
       await this.releaseEndpoint(ep).catch((e: Error) => errors.push(e.message));
     }
@@ -566,7 +591,7 @@ export class NetworkController {
   async disconnect(c: ContainerRecord, n: NetworkRecord): Promise<void> {
     const ep = c.Endpoints?.[n.Id];
     if (!ep) throw new ForbiddenError(`container ${c.Id} is not connected to network ${n.Name}`);
-    if (c.State.Running && c.NetnsPath && ep.ifname) await this.driverOf(n)!.leave(n, c.NetnsPath, ep.ifname);
+    if (c.State.Running && c.NetnsPath && ep.ifname) await this.driverOf(n)!.leave(n, { netnsPath: c.NetnsPath, ifname: ep.ifname, endpointId: ep.EndpointID });
     await this.releaseEndpoint(ep);
     delete c.Endpoints![n.Id];
     this.generation++;
@@ -648,6 +673,16 @@ export class NetworkController {
       ConfigOnly: n.ConfigOnly, Containers: members, Options: n.Options, Labels: n.Labels,
     };
   }
+}
+
+/** Suffix of a removed network's record until its kernel side is gone. */
+const REMOVING = '.removing';
+
+function bridgeRules(n: NetworkRecord): BridgeRules {
+  return {
+    id: n.Id, bridge: n.bridge!, subnets: (n.pools ?? []).map((p) => p.subnet), subnets6: (n.pools6 ?? []).map((p) => p.subnet), internal: n.Internal,
+    masquerade: optBool(n.Options[OPT_MASQ], true),
+  };
 }
 
 function checkStringMap(v: unknown, field: string): Record<string, string> {

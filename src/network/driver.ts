@@ -24,6 +24,13 @@ export interface EndpointJoin {
   gateway6?: string;
 }
 
+/** The endpoint whose interface leaves a sandbox. */
+export interface EndpointLeave {
+  netnsPath: string;
+  ifname: string;
+  endpointId: string;
+}
+
 export interface CreateContext {
   /** Every other network berth has, to check shared resources (bridge names, parents). */
   others: NetworkRecord[];
@@ -42,12 +49,6 @@ export interface NetworkDriver {
   /** Whether published ports (-p) can lead to this driver's endpoints. */
   readonly publishes: boolean;
   /**
-   * Whether an endpoint's interface must be deleted before its namespace is released: the kernel
-   * frees a dead namespace's interfaces late, and a macvlan child would stay on the parent's wire
-   * with its address and MAC meanwhile. A veth behind a bridge can simply go with the namespace.
-   */
-  readonly leaveBeforeRelease: boolean;
-  /**
    * Checks the driver options and fills the record's driver fields (Options normalised, kernel
    * names). Leaves nothing in the kernel (a probe for a link type is made and deleted at once), so
    * a refusal leaves nothing behind.
@@ -63,5 +64,5 @@ export interface NetworkDriver {
    */
   join(n: NetworkRecord, j: EndpointJoin): Promise<{ mac: string } | void>;
   /** Removes the container's interface on this network. */
-  leave(n: NetworkRecord, netnsPath: string, ifname: string): Promise<void>;
+  leave(n: NetworkRecord, ep: EndpointLeave): Promise<void>;
 }

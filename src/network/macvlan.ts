@@ -3,7 +3,7 @@ import { run } from '../util/exec.js';
 import { ApiError, BadRequestError, ForbiddenError } from '../util/errors.js';
 import { linkExists } from './bridge.js';
 import { OPT_MTU, parseMtu } from './bridgedriver.js';
-import type { CreateContext, EndpointJoin, NetworkDriver } from './driver.js';
+import type { CreateContext, EndpointJoin, EndpointLeave, NetworkDriver } from './driver.js';
 import { overlaps, parseCidr } from './ipam.js';
 import type { NetworkRecord } from './types.js';
 
@@ -45,7 +45,6 @@ function unknownType(e: unknown): boolean {
  */
 export class VlanDriver implements NetworkDriver {
   readonly avoidsRoutedSubnets = false;
-  readonly leaveBeforeRelease = true;
   readonly publishes = false;
   readonly ipv6 = true;
 
@@ -216,7 +215,7 @@ export class VlanDriver implements NetworkDriver {
     }
   }
 
-  async leave(_n: NetworkRecord, netnsPath: string, ifname: string): Promise<void> {
-    await ipBatch(netnsPath, [`link del ${ifname}`]);
+  async leave(_n: NetworkRecord, ep: EndpointLeave): Promise<void> {
+    await ipBatch(ep.netnsPath, [`link del ${ep.ifname}`]);
   }
 }

@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { promises as fs } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import Docker from 'dockerode';
 import { execOut, TestHost, waitFor } from './harness.js';
@@ -267,5 +269,27 @@ describe('bridge networks', () => {
     assert.equal(ips.size, 3, 'no address handed out twice after restart');
     for (const id of [a, b, c]) await host.api('DELETE', `/containers/${id}?force=1`);
     await host.api('DELETE', '/networks/keep');
+  });
+
+  it('rm leaves nothing of a network, even when the name and subnet come back at once or berthd is killed', async () => {
+    const bridges = async () => (await host.inNetns('ip', ['-o', 'link', 'show', 'type', 'bridge'])).stdout;
+    for (let i = 0; i < 3; i++) {
+      const r = await host.api('POST', '/networks/create', { Name: 'again', Options: { 'com.docker.network.bridge.name': 'bth-again' }, IPAM: { Config: [{ Subnet: '10.77.0.0/24' }] } });
+      assert.equal(r.status, 201, r.body);
+      assert.match(await bridges(), /bth-again/);
+      assert.equal((await host.api('DELETE', '/networks/again')).status, 204);
+      assert.doesNotMatch(await bridges(), /bth-again/, 'gone when rm returns');
+    }
+    // Killed in the middle of rm, after the record became a tombstone: the next start finishes it.
+    const gone = await host.api('POST', '/networks/create', { Name: 'gone' });
+    const id = gone.json.Id as string;
+    const bridge = `bth-${id.slice(0, 11)}`;
+    await host.stopDaemon('SIGKILL');
+    await fs.rename(join(host.root, 'networks', `${id}.json`), join(host.root, 'networks', `${id}.json.removing`));
+    assert.match(await bridges(), new RegExp(bridge));
+    await host.startDaemon();
+    assert.doesNotMatch(await bridges(), new RegExp(bridge));
+    assert.deepEqual((await fs.readdir(join(host.root, 'networks'))).filter((f) => f.includes('removing')), [], 'no tombstone left');
+    assert.equal((await host.api('GET', '/networks/gone')).status, 404);
   });
 });
