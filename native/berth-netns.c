@@ -44,6 +44,9 @@ static int open_pair(struct in_addr addr, int port, int *udp_out, int *tcp_out, 
     socklen_t len = sizeof sa;
     int udp = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (udp < 0) { *what = "socket(udp)"; return errno; }
+    /* Bursts from a busy container must queue, not drop, while the serving thread catches up. */
+    int rcvbuf = 4 << 20;
+    setsockopt(udp, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
     if (bind(udp, (struct sockaddr *)&sa, sizeof sa) < 0 || getsockname(udp, (struct sockaddr *)&sa, &len) < 0) {
       int err = errno;
       close(udp);
@@ -130,8 +133,11 @@ fail:
   return NULL;
 }
 
+void berth_dnsfast_register(napi_env env, napi_value exports);
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_value fn;
+  berth_dnsfast_register(env, exports);
   if (napi_create_function(env, "openSockets", NAPI_AUTO_LENGTH, open_sockets, NULL, &fn) == napi_ok) {
     napi_set_named_property(env, exports, "openSockets", fn);
   }

@@ -1,4 +1,3 @@
-import { createSocket, type Socket } from 'node:dgram';
 import { join } from 'node:path';
 import { createServer, type Server } from 'node:net';
 import { PACKAGE_ROOT } from '../daemon/paths.js';
@@ -14,9 +13,23 @@ import { requireCjs } from '../util/cjs.js';
  * socket stays in the namespace it was made in for its whole life.
  */
 
-export interface SandboxSockets { udp: Socket; tcp: Server; port: number }
+/** The UDP socket stays a bare descriptor: the addon's thread serves it (`DnsFast`). */
+export interface SandboxSockets { udpFd: number; tcp: Server; port: number }
 
-interface NetnsAddon { openSockets(netnsPath: string, address: string, port: number): { udp: number; tcp: number; port: number } }
+/** The addon's UDP hot path (native/berth-dnsfast.c). */
+interface DnsFast {
+  start(onMiss: (id: number, query: Buffer, address: string, port: number) => void): void;
+  add(fd: number): number;
+  remove(id: number): void;
+  remember(id: number, query: Buffer, answer: Buffer): void;
+  clear(): void;
+  send(fd: number, answer: Buffer, address: string, port: number): boolean;
+}
+
+interface NetnsAddon {
+  openSockets(netnsPath: string, address: string, port: number): { udp: number; tcp: number; port: number };
+  dnsfast: DnsFast;
+}
 
 export const RESOLVER_ADDRESS = '127.0.0.11';
 const ADDON = join(PACKAGE_ROOT, 'build', 'berth-netns.node');
@@ -33,13 +46,45 @@ function netnsAddon(): NetnsAddon {
   return addon;
 }
 
-/**
- * Every reply goes to the address the query came from, always an IP literal: resolving it through
- * dns.lookup would only defer each send by a tick.
- */
-const literal = (address: string, _family: unknown, cb: (err: null, address: string, family: number) => void) => cb(null, address, 4);
+/** What the rest of berthd sees of the hot path: one serving thread per process, shared by every DnsServer. */
+export interface FastPath {
+  /** Serves a UDP descriptor; queries the cache cannot answer go to `onMiss`. Returns its id. */
+  add(fd: number, onMiss: (query: Buffer, address: string, port: number) => void): number;
+  remove(id: number): void;
+  remember(id: number, query: Buffer, answer: Buffer): void;
+  clear(): void;
+  send(fd: number, answer: Buffer, address: string, port: number): boolean;
+}
 
-/** The resolver's sockets in the namespace pinned at `netnsPath`, on a port free for UDP and TCP. */
+const missHandlers = new Map<number, (query: Buffer, address: string, port: number) => void>();
+let fastPath: FastPath | undefined;
+
+export function dnsFastPath(): FastPath {
+  if (!fastPath) {
+    const f = netnsAddon().dnsfast;
+    f.start((id, query, address, port) => missHandlers.get(id)?.(query, address, port));
+    fastPath = {
+      add: (fd, onMiss) => {
+        const id = f.add(fd);
+        missHandlers.set(id, onMiss);
+        return id;
+      },
+      remove: (id) => {
+        f.remove(id);
+        missHandlers.delete(id);
+      },
+      remember: (id, query, answer) => f.remember(id, query, answer),
+      clear: () => f.clear(),
+      send: (fd, answer, address, port) => f.send(fd, answer, address, port),
+    };
+  }
+  return fastPath;
+}
+
+/**
+ * The resolver's sockets in the namespace pinned at `netnsPath` (berthd's own: /proc/thread-self/ns/net),
+ * on a port free for UDP and TCP.
+ */
 export function openSandboxSockets(netnsPath: string): SandboxSockets {
   let fds;
   try {
@@ -50,15 +95,11 @@ export function openSandboxSockets(netnsPath: string): SandboxSockets {
   return wrapSockets(fds.udp, fds.tcp, fds.port);
 }
 
-/** Wraps bound descriptors; from here Node owns them and closes them with the sockets. */
+/** Wraps the TCP descriptor in a server (Node closes it with the server); the UDP one is the caller's to close. */
 export function wrapSockets(udpFd: number, tcpFd: number, port: number): SandboxSockets {
-  const udp = createSocket({ type: 'udp4', lookup: literal as never });
-  udp.bind({ fd: udpFd });
-  // Bursts of queries from a busy container must queue, not drop, while the loop is busy.
-  udp.setRecvBufferSize(4 << 20);
   const tcp = createServer();
   tcp.listen({ fd: tcpFd });
-  return { udp, tcp, port };
+  return { udpFd, tcp, port };
 }
 
 /**

@@ -1,11 +1,11 @@
-import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
-import { promises as fs } from 'node:fs';
+import { createSocket } from 'node:dgram';
+import { closeSync, promises as fs } from 'node:fs';
 import { connect, createServer, type Server, type Socket as TcpSocket } from 'node:net';
 import type * as DnsPacket from 'dns-packet';
 import { requireCjs } from '../util/cjs.js';
 import { parseResolvConf } from '../network/etcfiles.js';
 import { answer, type Asker } from './lookup.js';
-import { openSandboxSockets, type SandboxSockets } from './sandbox.js';
+import { dnsFastPath, openSandboxSockets, type FastPath, type SandboxSockets } from './sandbox.js';
 
 /** What the server needs to know about containers, supplied by the engine. */
 export interface DnsDirectory {
@@ -15,28 +15,19 @@ export interface DnsDirectory {
   generation(): number;
 }
 
-/**
- * Local answers kept at most per container (a container asks for a handful of names; one spraying
- * distinct queries only churns its own cache); emptied when full, entries are cheap to rebuild.
- */
-const ANSWER_CACHE_MAX = 1024;
-
 const TTL = 600;
 const MAX_IN_FLIGHT = 1024;
 const UPSTREAM_TIMEOUT_MS = 4000;
 
 interface SandboxListener {
-  udp: Socket;
+  containerId: string;
+  udpFd: number;
+  /** The socket's id in the addon's serving thread. */
+  fastId: number;
   tcp: Server;
   port: number;
   conns: Set<TcpSocket>;
-  /**
-   * Encoded local answers by query (everything but the id), valid for one directory generation.
-   * The sockets serve one container, so the query alone is the key. A hit is a map lookup and a
-   * copy: no decoding, no encoding, no promise, no directory lookup.
-   */
-  answers: Map<string, Buffer>;
-  answersGeneration: number;
+  closed: boolean;
 }
 
 type Packet = DnsPacket.Packet;
@@ -79,13 +70,15 @@ function questionEnd(msg: Buffer): number {
 /**
  * berth's embedded DNS server, as Docker's: every container on a user-defined network (bridge,
  * macvlan, ipvlan) has its own UDP and TCP sockets on 127.0.0.11 inside its own namespace
- * (`sandbox.ts`), all served by this one object on berthd's event loop. A socket answers as the
- * container whose namespace it lives in and for no one else, and no socket exists on any of the
- * host's addresses, so it is never an open resolver.
+ * (`sandbox.ts`). The addon's thread answers UDP queries it has a cached answer for; this object
+ * answers the rest (and TCP) on berthd's event loop, and tells the addon what it may cache. A
+ * socket answers as the container whose namespace it lives in and for no one else, and no socket
+ * exists on any of the host's addresses, so it is never an open resolver.
  */
 export class DnsServer {
-  /** Sockets inside containers' namespaces, by container id. */
+  /** Sockets inside containers' namespaces, by container id and by their id in the addon. */
   private readonly sandboxes = new Map<string, SandboxListener>();
+  private fast?: FastPath;
   private inFlight = 0;
   private hostUpstreams: { at: number; list: string[] } = { at: 0, list: [] };
 
@@ -93,6 +86,14 @@ export class DnsServer {
 
   closeAll(): void {
     for (const id of [...this.sandboxes.keys()]) this.closeSandbox(id);
+  }
+
+  /**
+   * Must be called synchronously whenever an answer may change (the directory's generation moved):
+   * the UDP hot path answers from its cache without asking JavaScript.
+   */
+  directoryChanged(): void {
+    this.fast?.clear();
   }
 
   /** The port of the container's in-namespace resolver, opening it first if needed. */
@@ -105,10 +106,16 @@ export class DnsServer {
   /** Serves bound sockets as the resolver of one container; returns their port. */
   serve(containerId: string, sockets: SandboxSockets): number {
     this.closeSandbox(containerId);
-    const { udp, tcp, port } = sockets;
-    const l: SandboxListener = { udp, tcp, port, conns: new Set(), answers: new Map(), answersGeneration: -1 };
-    udp.on('message', (msg, rinfo) => this.onUdp(containerId, l, msg, rinfo));
-    udp.on('error', () => { /* per-datagram errors must not stop the server */ });
+    const { udpFd, tcp, port } = sockets;
+    this.fast ??= dnsFastPath();
+    const l: SandboxListener = { containerId, udpFd, fastId: 0, tcp, port, conns: new Set(), closed: false };
+    try {
+      l.fastId = this.fast.add(udpFd, (query, address, port) => this.onMiss(l, query, address, port));
+    } catch (e) {
+      closeSync(udpFd);
+      tcp.close();
+      throw e;
+    }
     tcp.on('connection', (sock: TcpSocket) => {
       // Held open, an accepted socket would keep the namespace alive after the container.
       l.conns.add(sock);
@@ -128,40 +135,25 @@ export class DnsServer {
   closeSandbox(containerId: string): void {
     const l = this.sandboxes.get(containerId);
     if (!l) return;
-    l.udp.close();
+    l.closed = true;
+    // The serving thread lets go of the descriptor before it is closed (and its number reused).
+    this.fast!.remove(l.fastId);
+    closeSync(l.udpFd);
     l.tcp.close();
     for (const c of l.conns) c.destroy();
-    l.answers.clear();
     this.sandboxes.delete(containerId);
   }
 
-  /** The hot path: a cached answer goes straight back; anything else takes the general route. */
-  private onUdp(containerId: string, l: SandboxListener, msg: Buffer, rinfo: RemoteInfo): void {
-    if (msg.length < 12) return;
+  /** A UDP query the addon's cache could not answer: the full lookup, and the answer kept if it may be. */
+  private onMiss(l: SandboxListener, msg: Buffer, address: string, port: number): void {
+    if (l.closed) return;
     const generation = this.directory.generation();
-    if (generation !== l.answersGeneration) {
-      l.answers.clear();
-      l.answersGeneration = generation;
-    }
-    const key = msg.toString('latin1', 2);
-    const hit = l.answers.get(key);
-    if (hit) {
-      const out = Buffer.allocUnsafe(hit.length);
-      hit.copy(out, 2, 2);
-      out[0] = msg[0]!;
-      out[1] = msg[1]!;
-      l.udp.send(out, rinfo.port, rinfo.address);
-      return;
-    }
     const keep = (reply: Buffer) => {
-      if (this.directory.generation() === generation) {
-        if (l.answers.size >= ANSWER_CACHE_MAX) l.answers.clear();
-        l.answers.set(key, reply);
-      }
+      if (!l.closed && this.directory.generation() === generation) this.fast!.remember(l.fastId, msg, reply);
       return reply;
     };
-    void this.answerFor(this.directory.askerFor(containerId), msg, 'udp', keep).then((reply) => {
-      if (reply) l.udp.send(reply, rinfo.port, rinfo.address);
+    void this.answerFor(this.directory.askerFor(l.containerId), msg, 'udp', keep).then((reply) => {
+      if (reply && !l.closed) this.fast!.send(l.udpFd, reply, address, port);
     });
   }
 

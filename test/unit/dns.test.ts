@@ -4,19 +4,13 @@ import { describe, it } from 'node:test';
 import dnsPacket from 'dns-packet';
 import { answer, type Asker } from '../../src/dns/lookup.js';
 import { DnsServer } from '../../src/dns/server.js';
-import type { SandboxSockets } from '../../src/dns/sandbox.js';
+import { openSandboxSockets } from '../../src/dns/sandbox.js';
 
-/** Sockets on the host's loopback stand in for the in-namespace ones (made by the addon in integration tests). */
-async function loopbackSockets(): Promise<SandboxSockets> {
-  const { createSocket } = await import('node:dgram');
-  const { createServer } = await import('node:net');
-  const udp = createSocket('udp4');
-  await new Promise<void>((r) => udp.bind(0, '127.0.0.1', () => r()));
-  const port = udp.address().port;
-  const tcp = createServer();
-  await new Promise<void>((r) => tcp.listen(port, '127.0.0.1', () => r()));
-  return { udp, tcp, port };
-}
+/**
+ * The resolver's real sockets, made by the addon in this process's own namespace (on 127.0.0.11,
+ * which loopback answers for), served by the addon's thread like a container's.
+ */
+const loopbackSockets = async () => openSandboxSockets('/proc/thread-self/ns/net');
 
 const asker: Asker = {
   containerId: 'c1',
@@ -98,7 +92,7 @@ describe('DNS answer cache', () => {
     const client = createSocket('udp4');
     const ask = (id: number) => new Promise<dnsPacket.Packet>((resolve) => {
       client.once('message', (m) => resolve(dnsPacket.decode(m)));
-      client.send(dnsPacket.encode({ type: 'query', id, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: 'A', name: 'api', class: 'IN' }] }), port, '127.0.0.1');
+      client.send(dnsPacket.encode({ type: 'query', id, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: 'A', name: 'api', class: 'IN' }] }), port, '127.0.0.11');
     });
     const data = (p: dnsPacket.Packet) => p.answers!.map((a) => (a as { data: unknown }).data);
     try {
@@ -110,8 +104,9 @@ describe('DNS answer cache', () => {
       // Without a new generation the cached answer stands (this is what makes hits cheap)…
       apiIp = '172.18.0.9';
       assert.deepEqual(data(await ask(14)), ['172.18.0.3']);
-      // …and a new generation is seen at once.
+      // …and a new generation is seen at once (the directory says so as it changes).
       generation++;
+      server.directoryChanged();
       assert.deepEqual(data(await ask(15)), ['172.18.0.9']);
       assert.deepEqual(data(await ask(16)), ['172.18.0.9']);
     } finally {
@@ -136,7 +131,7 @@ describe('DNS answers per container', () => {
     const client = createSocket('udp4');
     const ask = (port: number, id: number) => new Promise<dnsPacket.Packet>((resolve) => {
       client.once('message', (m) => resolve(dnsPacket.decode(m)));
-      client.send(query(id, 'api'), port, '127.0.0.1');
+      client.send(query(id, 'api'), port, '127.0.0.11');
     });
     try {
       for (let round = 0; round < 3; round++) {
