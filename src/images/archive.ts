@@ -124,7 +124,8 @@ function refName(v: string | undefined): string | undefined {
   return v.includes(':') || v.includes('/') ? v : undefined;
 }
 
-export interface SaveImage { id: string; configPath: string; tags: string[]; layers: Array<{ diffId: string; tarPath: string }> }
+/** writeTar puts the layer's exact uncompressed tarball at a path. */
+export interface SaveImage { id: string; configPath: string; tags: string[]; layers: Array<{ diffId: string; writeTar: (dest: string) => Promise<void> }> }
 
 /** Lays out a docker-archive (as `docker save` of Docker 20.10 writes it) in `dir`. */
 export async function writeDockerArchive(dir: string, images: SaveImage[]): Promise<void> {
@@ -142,7 +143,7 @@ export async function writeDockerArchive(dir: string, images: SaveImage[]): Prom
       const ldir = join(dir, v1);
       if (!(await exists(ldir))) {
         await fs.mkdir(ldir);
-        await fs.link(l.tarPath, join(ldir, 'layer.tar')).catch(() => fs.copyFile(l.tarPath, join(ldir, 'layer.tar')));
+        await l.writeTar(join(ldir, 'layer.tar'));
         await fs.writeFile(join(ldir, 'VERSION'), '1.0');
         await fs.writeFile(join(ldir, 'json'), JSON.stringify({ id: v1, ...(parent ? { parent } : {}), created: '1970-01-01T00:00:00Z' }));
       }

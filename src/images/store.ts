@@ -1,4 +1,4 @@
-import { createReadStream, promises as fs } from 'node:fs';
+import { promises as fs } from 'node:fs';
 import { arch } from 'node:os';
 import { join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
@@ -8,7 +8,7 @@ import { runOk } from '../util/exec.js';
 import { sha256Hex, shortId } from '../util/ids.js';
 import { readJson, writeJsonAtomic } from '../store/atomic.js';
 import { applyChanges } from './changes.js';
-import { LayerStore } from './layers.js';
+import { LayerStore, type StreamingLayer } from './layers.js';
 import { formatRepoTag, parseReference } from './reference.js';
 import { loadArchive, writeDockerArchive } from './archive.js';
 import type { ImageConfigFile, ImageRecord, ImageStore, RemovedImageItem } from './types.js';
@@ -215,7 +215,7 @@ export class LocalImageStore implements ImageStore {
           id: rec.id,
           configPath: join(this.configDir, `${rec.id.slice(7)}.json`),
           tags: tagged,
-          layers: rec.config.rootfs.diff_ids.map((d) => ({ diffId: d, tarPath: this.layers.tarPath(d) })),
+          layers: rec.config.rootfs.diff_ids.map((d) => ({ diffId: d, writeTar: (dest: string) => this.layers.exportTar(d, dest) })),
         };
       }));
       const { spawn } = await import('node:child_process');
@@ -361,13 +361,14 @@ export class LocalImageStore implements ImageStore {
   hasLayer(diffId: string): Promise<boolean> { return this.layers.has(diffId); }
   /** Adds a (compressed) layer file; throws, storing nothing, when its content is not expectedDiffId. */
   addLayer(path: string, expectedDiffId?: string): Promise<string> { return this.layers.addFromFile(path, expectedDiffId); }
-  /** Adds a gzip/plain layer while it streams in; see LayerStore.addFromStream. */
-  addLayerStream(input: Readable, expectedDiffId: string, verify: () => void): Promise<string> { return this.layers.addFromStream(input, expectedDiffId, verify); }
-    layerTarPath(diffId: string): string { return this.layers.tarPath(diffId); }
+  /** Starts unpacking a gzip/plain layer that is still downloading; see StreamingLayer. */
+  beginLayerStream(expectedDiffId: string): Promise<StreamingLayer> { return this.layers.beginStream(expectedDiffId); }
+  /** A pulled layer's compressed blob as the registry served it, if the store keeps one. */
+  layerBlob(diffId: string): Promise<{ path: string; digest: string; size: number } | undefined> { return this.layers.compressedBlob(diffId); }
   scratchPath(prefix: string): string { return join(this.tmpDir, `${prefix}-${process.pid}-${Math.random().toString(36).slice(2)}`); }
   /** Where a blob download lives until it is complete; init() keeps these so pulls can resume. */
   downloadPath(digest: string): string { return join(this.rootDir, 'downloads', digest.replace(/^sha256:/, '')); }
-    configBytes(rec: ImageRecord): Promise<Buffer> { return fs.readFile(join(this.configDir, `${rec.id.slice(7)}.json`)); }
+  configBytes(rec: ImageRecord): Promise<Buffer> { return fs.readFile(join(this.configDir, `${rec.id.slice(7)}.json`)); }
 
   /** Records a build step's image: its parent (which hides the parent as intermediate) and cache key. */
   async recordBuildStep(id: string, parent: string | undefined, key: string): Promise<void> {
@@ -393,9 +394,9 @@ export class LocalImageStore implements ImageStore {
     });
   }
 
-  /** The stored uncompressed tarball of a layer (for save and for tests). */
+  /** A layer's exact uncompressed tarball (the bytes its diff id is the digest of). */
   layerTar(diffId: string): Readable {
-    return createReadStream(this.layers.tarPath(diffId));
+    return this.layers.tarStream(diffId);
   }
 }
 

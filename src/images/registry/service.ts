@@ -1,10 +1,11 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream, promises as fs, type WriteStream } from 'node:fs';
-import { PassThrough, Readable, Transform } from 'node:stream';
+import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
 import { ApiError, BadRequestError, NotFoundError } from '../../util/errors.js';
 import { formatRepoTag, parseReference } from '../reference.js';
+import type { StreamingLayer } from '../layers.js';
 import { goArch, type LocalImageStore } from '../store.js';
 import type { ImageConfigFile, ImageRecord } from '../types.js';
 import type { AuthConfig } from './auth.js';
@@ -20,6 +21,9 @@ interface Descriptor {
 }
 
 interface ManifestDoc { schemaVersion?: number; mediaType?: string; config?: Descriptor; layers?: Descriptor[]; manifests?: Descriptor[] }
+
+/** A layer blob ready to upload; scratch ones are deleted after the push. */
+interface PushBlob { path: string; digest: string; size: number; scratch: boolean }
 
 /** Docker pulls and pushes three layers at a time. */
 const PARALLEL = 3;
@@ -37,6 +41,35 @@ async function eachLimit<T, R>(items: T[], limit: number, fn: (item: T, i: numbe
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
   if (failed !== undefined) throw failed;
   return out;
+}
+
+/**
+ * Download slots. A layer holds one while its bytes arrive and gives it back before tar has
+ * finished unpacking, so the next download starts at once (Docker too counts only downloads).
+ * After a failure, layers still waiting for a slot are not started.
+ */
+class Slots {
+  private readonly queue: Array<{ go: () => void; stop: (e: unknown) => void }> = [];
+  private failed?: { e: unknown };
+  constructor(private free: number) {}
+
+  async take(): Promise<() => void> {
+    if (this.failed) throw this.failed.e;
+    if (this.free > 0) this.free--;
+    else await new Promise<void>((go, stop) => this.queue.push({ go, stop }));
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
+      const next = this.queue.shift();
+      if (next) next.go(); else this.free++;
+    };
+  }
+
+  fail(e: unknown): void {
+    this.failed ??= { e };
+    for (const q of this.queue.splice(0)) q.stop(e);
+  }
 }
 
 function shortDigest(d: string): string { return d.replace(/^sha256:/, '').slice(0, 12); }
@@ -125,12 +158,14 @@ export class RegistryService {
       doc.layers.forEach((l, i) => progress({ status: present[i] ? 'Already exists' : 'Pulling fs layer', progressDetail: {}, id: shortDigest(l.digest) }));
       const todo = doc.layers.map((l, i) => ({ l, diffId: diffIds[i]! })).filter((_x, i) => !present[i]);
       todo.slice(PARALLEL).forEach(({ l }) => progress({ status: 'Waiting', progressDetail: {}, id: shortDigest(l.digest) }));
-      await eachLimit(todo, PARALLEL, async ({ l, diffId }) => {
+      const slots = new Slots(PARALLEL);
+      await eachLimit(todo, todo.length, async ({ l, diffId }) => {
         const shared = this.inflight.get(diffId);
         if (shared) {
           await shared;
         } else {
-          const p = this.fetchLayer(client, l, diffId, progress);
+          const p = this.fetchLayer(client, l, diffId, progress, slots);
+          p.catch((e: unknown) => slots.fail(e));
           this.inflight.set(diffId, p);
           try { await p; installed.push(diffId); } finally { this.inflight.delete(diffId); }
         }
@@ -165,15 +200,20 @@ export class RegistryService {
   }
 
   /**
-   * Downloads one layer blob while hashing it, then unpacks it into the store. The download goes to
-   * `downloads/<digest>.partial`, which outlives a failed pull or a killed berthd: the next pull
-   * of that blob asks for the rest with a Range request instead of starting over.
+   * Downloads one layer blob and unpacks it as it streams. The bytes go to
+   * `downloads/<digest>`, which outlives a failed pull or a killed berthd (the next pull of that
+   * blob replays it and asks for the rest with a Range request) and, once the digest and the
+   * diff id check out, becomes the layer's stored blob: nothing is written twice.
    */
-  private async fetchLayer(client: RegistryClient, l: Descriptor, diffId: string, progress: Progress): Promise<void> {
+  private async fetchLayer(client: RegistryClient, l: Descriptor, diffId: string, progress: Progress, slots: Slots): Promise<void> {
     const id = shortDigest(l.digest);
+    const release = await slots.take();
     const partial = this.store.downloadPath(l.digest);
+    // Only an interrupted transfer is worth resuming; bad or used bytes go.
     let keep = true;
     let out: WriteStream | undefined;
+    let unpack: StreamingLayer | undefined;
+    let body: ReadableStreamDefaultReader<Uint8Array> | undefined;
     try {
       let have = await fs.stat(partial).then((st) => st.size, () => 0);
       if (l.size !== undefined && have >= l.size) have = 0;
@@ -182,80 +222,70 @@ export class RegistryService {
       // A registry that ignores Range sends the whole blob (200): start over.
       if (res.status !== 206) have = 0;
       out = createWriteStream(partial, { mode: 0o600, flags: have > 0 ? 'a' : 'w' });
-      const sink = out;
-      const body = Readable.fromWeb(res.body as never);
-      // What we had, then the rest as it arrives (also appended to the partial file for a later resume).
-      async function* blob(): AsyncGenerator<Buffer> {
-        if (have > 0) for await (const c of createReadStream(partial, { end: have - 1 })) yield c as Buffer;
-        for await (const c of body) {
-          const b = c as Buffer;
-          if (!sink.write(b)) await new Promise<void>((r) => sink.once("drain", () => r()));
-          yield b;
-        }
-      }
+      const file = out;
+      let fileErr: Error | undefined;
+      // An error must also end a wait for 'drain', which would otherwise never come.
+      file.on('error', (e) => { fileErr = e; file.emit('drain'); });
+      // zstd/xz layers need an external decompressor and are unpacked after the download.
+      if (!/zstd|xz|bzip2/.test(l.mediaType)) unpack = await this.store.beginLayerStream(diffId);
       const hash = createHash('sha256');
       let n = 0;
       const tick = throttled(progress, 'Downloading', id, l.size);
-      const counter = new Transform({
-        transform(chunk: Buffer, _enc, cb) {
-          n += chunk.length;
-          if (l.size !== undefined && n > l.size) { cb(new ApiError(500, `filesystem layer verification failed for digest ${l.digest}: more than ${l.size} bytes`)); return; }
-          hash.update(chunk);
-          if (n > have) tick(n);
-          cb(null, chunk);
-        },
-      });
-      let checked: boolean | undefined;
-      const digestOk = () => (checked ??= `sha256:${hash.digest('hex')}` === l.digest && (l.size === undefined || n === l.size));
-      const mismatch = () => new ApiError(500, `filesystem layer verification failed for digest ${l.digest}`);
-      const verify = () => {
-        tick(n, true);
-        progress({ status: 'Verifying Checksum', progressDetail: {}, id });
-        if (!digestOk()) { keep = false; throw mismatch(); }
-        progress({ status: 'Download complete', progressDetail: {}, id });
-        progress({ status: 'Extracting', progressDetail: { current: 0, total: l.size }, progress: '', id });
-      };
-      // pipe() does not pass errors on, so a cut download is forwarded by hand.
-      const raw = Readable.from(blob());
-      raw.on('error', (e) => counter.destroy(e));
-      const source = raw.pipe(counter);
-      if (!/zstd|xz|bzip2/.test(l.mediaType)) {
-        // gzip and plain layers unpack while they download. pipe(), not pipeline(): if unpacking
-        // fails, the download goes on to its end so the blob's digest can still say what was wrong.
-        const forUnpack = new PassThrough();
-        source.on('error', (e) => forUnpack.destroy(e));
-        source.pipe(forUnpack);
-        try {
-          await this.store.addLayerStream(forUnpack, diffId, verify);
-        } catch (e) {
-          if (e instanceof ApiError) throw e;
-          source.unpipe(forUnpack);
-          const ended = source.readableEnded || (!source.destroyed && await new Promise<boolean>((r) => {
-            source.once('end', () => r(true));
-            source.once('error', () => r(false));
-            source.resume();
-          }));
-          if (!ended) throw new ApiError(500, `download of ${l.digest} was interrupted: ${(e as Error).message}`);
+      const take = async (b: Buffer, fresh: boolean) => {
+        n += b.length;
+        if (l.size !== undefined && n > l.size) {
           keep = false;
-          if (!digestOk()) throw mismatch();
-          throw new ApiError(500, `failed to register layer ${id}: ${(e as Error).message}`);
+          throw new ApiError(500, `filesystem layer verification failed for digest ${l.digest}: more than ${l.size} bytes`);
         }
+        hash.update(b);
+        if (fresh) {
+          tick(n);
+          if (!file.write(b)) await new Promise<void>((r) => file.once('drain', () => r()));
+          if (fileErr) throw fileErr;
+        }
+        const wait = unpack?.write(b);
+        if (wait) await wait;
+      };
+      if (have > 0) {
+        for await (const c of createReadStream(partial, { end: have - 1, highWaterMark: 256 << 10 })) await take(c as Buffer, false);
+      }
+      // The web stream's own reader: Readable.fromWeb would add a stream hop per chunk.
+      const reader = body = res.body.getReader();
+      for (;;) {
+        const r = await reader.read();
+        if (r.done) break;
+        await take(Buffer.from(r.value.buffer, r.value.byteOffset, r.value.byteLength), true);
+      }
+      // Every byte on disk before the file is moved into the store or read by a later resume.
+      await new Promise<void>((resolve) => file.end(resolve));
+      if (fileErr) throw fileErr;
+      release();
+      tick(n, true);
+      progress({ status: 'Verifying Checksum', progressDetail: {}, id });
+      if (`sha256:${hash.digest('hex')}` !== l.digest || (l.size !== undefined && n !== l.size)) {
         keep = false;
-      } else {
-        for await (const _ of source) { /* drained into the partial file */ }
-        await new Promise<void>((r) => sink.end(r));
-        verify();
-        keep = false;
-        try {
+        throw new ApiError(500, `filesystem layer verification failed for digest ${l.digest}`);
+      }
+      progress({ status: 'Download complete', progressDetail: {}, id });
+      progress({ status: 'Extracting', progressDetail: { current: 0, total: l.size }, progress: '', id });
+      keep = false;
+      try {
+        if (unpack) {
+          await unpack.finish();
+          await unpack.install(partial, { digest: l.digest, size: n });
+        } else {
           await this.store.addLayer(partial, diffId);
-        } catch (e) {
-          throw new ApiError(500, `failed to register layer ${id}: ${(e as Error).message}`);
         }
+      } catch (e) {
+        throw new ApiError(500, `failed to register layer ${id}: ${(e as Error).message}`);
       }
       progress({ status: 'Extracting', progressDetail: { current: l.size, total: l.size }, id });
     } finally {
+      release();
+      // A download abandoned on an error must not keep its connection open.
+      await body?.cancel().catch(() => undefined);
+      await unpack?.abort();
       if (out && !out.closed) await new Promise<void>((r) => { out!.once('close', () => r()); out!.end(); });
-      // Only an interrupted transfer is worth resuming; bad or used bytes go.
       if (!keep) await fs.rm(partial, { force: true });
     }
   }
@@ -276,15 +306,15 @@ export class RegistryService {
     const client = new RegistryClient(remote, auth, this.opts, 'pull,push');
     await client.connect();
     progress({ status: `The push refers to repository [${fullName(remote)}]` });
-    const blobs = new Map<string, Promise<{ path: string; digest: string; size: number }>>();
+    const blobs = new Map<string, Promise<PushBlob>>();
     try {
       for (const { t, rec } of records) await this.pushOne(client, t, rec!, blobs, progress);
     } finally {
-      for (const b of blobs.values()) await b.then((x) => fs.rm(x.path, { force: true }), () => undefined);
+      for (const b of blobs.values()) await b.then((x) => (x.scratch ? fs.rm(x.path, { force: true }) : undefined), () => undefined);
     }
   }
 
-  private async pushOne(client: RegistryClient, tag: string, rec: ImageRecord, blobs: Map<string, Promise<{ path: string; digest: string; size: number }>>, progress: Progress): Promise<void> {
+  private async pushOne(client: RegistryClient, tag: string, rec: ImageRecord, blobs: Map<string, Promise<PushBlob>>, progress: Progress): Promise<void> {
     const diffIds = rec.config.rootfs.diff_ids;
     for (const d of [...diffIds].reverse()) progress({ status: 'Preparing', progressDetail: {}, id: shortDigest(d) });
     const layers = await eachLimit(diffIds, PARALLEL, async (diffId) => {
@@ -324,13 +354,18 @@ export class RegistryService {
     await this.store.commitImage(configBytes, [], [`${client.ref.local}@${digest}`]);
   }
 
-  /** gzip of the stored layer tarball into a scratch file, hashed on the way. */
-  private async compress(diffId: string): Promise<{ path: string; digest: string; size: number }> {
+  /**
+   * The gzip blob to push: a pulled layer's own blob as stored (the registry it came from had
+   * these very bytes), otherwise a gzip of the layer's tarball into a scratch file.
+   */
+  private async compress(diffId: string): Promise<PushBlob> {
+    const stored = await this.store.layerBlob(diffId);
+    if (stored) return { ...stored, scratch: false };
     const path = this.store.scratchPath('push');
     const hash = createHash('sha256');
     let size = 0;
     const tap = new Transform({ transform(chunk: Buffer, _e, cb) { hash.update(chunk); size += chunk.length; cb(null, chunk); } });
-    await pipeline(createReadStream(this.store.layerTarPath(diffId)), createGzip(), tap, createWriteStream(path, { mode: 0o600 }));
-    return { path, digest: `sha256:${hash.digest('hex')}`, size };
+    await pipeline(this.store.layerTar(diffId), createGzip(), tap, createWriteStream(path, { mode: 0o600 }));
+    return { path, digest: `sha256:${hash.digest('hex')}`, size, scratch: true };
   }
 }
