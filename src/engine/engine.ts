@@ -287,10 +287,17 @@ export class Engine {
     let created = false;
     try {
       const image = this.o.images.get(c.Image);
-      await mountOverlay(this.o.images.layerDirs(image), join(dir, 'diff'), join(dir, 'work'), rootfs);
       const mode = c.HostConfig.NetworkMode;
       const sharedWith = mode.startsWith('container:') ? this.get(mode.slice('container:'.length)) : undefined;
-      const sandbox = await this.o.network.setUp(c, sharedWith);
+      // The root filesystem and the network sandbox need nothing of each other: both at once. Both
+      // settle before a failure is thrown, so the cleanup below never races a half-done one.
+      const [mounted, networked] = await Promise.allSettled([
+        mountOverlay(this.o.images.layerDirs(image), join(dir, 'diff'), join(dir, 'work'), rootfs),
+        this.o.network.setUp(c, sharedWith),
+      ]);
+      if (mounted.status === 'rejected') throw mounted.reason;
+      if (networked.status === 'rejected') throw networked.reason;
+      const sandbox = networked.value;
       c.NetnsPath = sandbox.netnsPath ?? '';
       c.Published = await this.o.network.publish(c);
       const etc = sharedWith

@@ -1,16 +1,17 @@
 import { promises as fs } from 'node:fs';
+import { dirname } from 'node:path';
 import { run, runOk } from '../util/exec.js';
 
 /** Mounts an overlay filesystem: image layers read-only below, the container's own layer on top. */
 export async function mountOverlay(lowerDirs: string[], upper: string, work: string, target: string): Promise<void> {
   await Promise.all([upper, work, target].map((d) => fs.mkdir(d, { recursive: true })));
-  if (await isMountPoint(target)) return;
+  if (await hasOwnFilesystem(target)) return;
   const opts = `lowerdir=${lowerDirs.join(':')},upperdir=${upper},workdir=${work}`;
   await runOk('mount', ['-t', 'overlay', 'overlay', '-o', opts, target]);
 }
 
 export async function unmount(target: string): Promise<void> {
-  if (!(await isMountPoint(target))) return;
+  if (!(await hasOwnFilesystem(target))) return;
   const r = await run('umount', [target]);
   if (r.code !== 0) {
     // A process that escaped the container may still hold it; detach so removal can go on.
@@ -18,8 +19,19 @@ export async function unmount(target: string): Promise<void> {
   }
 }
 
-export async function isMountPoint(path: string): Promise<boolean> {
-  return (await mountPointsUnder(path)).includes(path);
+/**
+ * Whether a filesystem of its own is mounted at `path`: an overlay, like a pinned namespace (nsfs),
+ * has a device number of its own, so comparing with the parent directory answers in two stats
+ * instead of a read of /proc/self/mountinfo, which grows by a few lines with every container. (A
+ * bind mount within one filesystem would not be seen; berth makes none where this is asked.)
+ */
+export async function hasOwnFilesystem(path: string): Promise<boolean> {
+  try {
+    const [self, parent] = await Promise.all([fs.stat(path), fs.stat(dirname(path))]);
+    return self.dev !== parent.dev;
+  } catch {
+    return false;
+  }
 }
 
 /** Mount points at or below `prefix`, deepest first (the order to unmount them in). */

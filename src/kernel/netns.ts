@@ -1,5 +1,6 @@
 import { promises as fs } from 'node:fs';
 import { runOk, run } from '../util/exec.js';
+import { hasOwnFilesystem } from './mount.js';
 import { CommandStream, ipDialect } from './stream.js';
 
 /**
@@ -28,9 +29,9 @@ export async function deleteNetns(path: string): Promise<void> {
   await fs.rm(path, { force: true });
 }
 
+/** Whether a namespace is pinned at `path` (the file stays, empty, once it is released). */
 export async function netnsExists(path: string): Promise<boolean> {
-  const mounts = await fs.readFile('/proc/self/mountinfo', 'utf8');
-  return mounts.split('\n').some((l) => l.split(' ')[4] === path);
+  return hasOwnFilesystem(path);
 }
 
 /** berthd's own `ip`, kept running: most link changes happen in berthd's namespace. */
