@@ -66,6 +66,8 @@ export class NetworkController {
   private readonly ports = new PortReservations();
   /** The registry of network drivers: the only place that maps a Driver name to code. */
   private readonly drivers: Map<string, NetworkDriver>;
+  /** The record write in flight per network (see save()). */
+  private readonly saving = new Map<string, Promise<void>>();
   /** Running containers found at start, whose in-namespace resolvers must be opened again. */
   private adopted: ContainerRecord[] = [];
 
@@ -143,9 +145,18 @@ export class NetworkController {
     await this.save(n);
   }
 
-  private async save(n: NetworkRecord): Promise<void> {
-    await writeJsonAtomic(join(this.dir, `${n.Id}.json`), n);
+  /**
+   * Writes a network's record. Writes of one record run one after the other and each takes the
+   * record as it is when it starts, so concurrent joins (compose starting a project) can never
+   * leave an older allocation state on disk last.
+   */
+  private save(n: NetworkRecord): Promise<void> {
     this.networks.set(n.Id, n);
+    const next = (this.saving.get(n.Id) ?? Promise.resolve()).catch(() => undefined)
+      .then(() => writeJsonAtomic(join(this.dir, `${n.Id}.json`), n));
+    this.saving.set(n.Id, next);
+    next.finally(() => { if (this.saving.get(n.Id) === next) this.saving.delete(n.Id); }).catch(() => undefined);
+    return next;
   }
 
   private rules(except?: string): BridgeRules[] {
@@ -415,6 +426,8 @@ export class NetworkController {
       throw new ForbiddenError(`error while removing network: network ${n.Name} id ${n.Id} has active endpoints`);
     }
     const file = join(this.dir, `${n.Id}.json`);
+    // A write still in flight (the last disconnect's) would bring the record back after the rename.
+    await this.saving.get(n.Id)?.catch(() => undefined);
     await Promise.all([
       // A crash before the bridge is deleted leaves this tombstone, which the next start finishes.
       fs.rename(file, `${file}${REMOVING}`),
@@ -509,8 +522,12 @@ export class NetworkController {
     const ip = allocate(pool, endpointId, ep.IPAMConfig?.IPv4Address);
     const pool6 = n.pools6?.[0];
     let ip6: string | undefined;
+    let persisted: Promise<void> | undefined;
     try {
       if (pool6) ip6 = allocate6(pool6, endpointId, ep.IPAMConfig?.IPv6Address);
+      // The allocation goes to disk while the kernel works, so a crash never leaves an interface
+      // holding an address the record does not know of.
+      persisted = this.save(n);
       const prefix6 = pool6 ? parseCidr6(pool6.subnet).prefix : 0;
       const prefix = parseCidr(pool.subnet).prefix;
       let mac = ep.requestedMac || macFor(ip);
@@ -524,10 +541,12 @@ export class NetworkController {
       Object.assign(ep, { EndpointID: endpointId, IPAddress: ip, IPPrefixLen: prefix, Gateway: n.Internal ? '' : pool.gateway, MacAddress: mac, ifname });
       if (ip6) Object.assign(ep, { GlobalIPv6Address: ip6, GlobalIPv6PrefixLen: prefix6, IPv6Gateway: n.Internal ? '' : pool6!.gateway });
       this.generation++;
-      await this.save(n);
+      await persisted;
     } catch (e) {
+      await persisted?.catch(() => undefined);
       release(pool, ip);
       if (pool6 && ip6) release6(pool6, ip6);
+      if (persisted) await this.save(n).catch(() => undefined);
       throw e;
     }
   }

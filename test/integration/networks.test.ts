@@ -261,13 +261,16 @@ describe('bridge networks', () => {
     await docker.createNetwork({ Name: 'keep' });
     const a = await host.runDetached({ Cmd: ['sleep', '300'], HostConfig: { NetworkMode: 'keep' } });
     const b = await host.runDetached({ Cmd: ['sleep', '300'], HostConfig: { NetworkMode: 'keep' } });
+    // Started at once, as compose does: every allocation must reach the network's record.
+    const many = await Promise.all([1, 2, 3, 4, 5, 6].map(() => host.runDetached({ Cmd: ['sleep', '300'], HostConfig: { NetworkMode: 'keep' } })));
     await host.stopDaemon('SIGKILL');
     await host.startDaemon();
     assert.ok(await ping(host, a, await ipOf(host, b, 'keep')));
     const c = await host.runDetached({ Cmd: ['sleep', '300'], HostConfig: { NetworkMode: 'keep' } });
-    const ips = new Set([await ipOf(host, a, 'keep'), await ipOf(host, b, 'keep'), await ipOf(host, c, 'keep')]);
-    assert.equal(ips.size, 3, 'no address handed out twice after restart');
-    for (const id of [a, b, c]) await host.api('DELETE', `/containers/${id}?force=1`);
+    const all = [a, b, ...many, c];
+    const ips = new Set(await Promise.all(all.map((id) => ipOf(host, id, 'keep'))));
+    assert.equal(ips.size, all.length, 'no address handed out twice after restart');
+    for (const id of all) await host.api('DELETE', `/containers/${id}?force=1`);
     await host.api('DELETE', '/networks/keep');
   });
 
