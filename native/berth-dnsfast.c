@@ -117,13 +117,21 @@ static void hand_to_js(struct fastsock *s, const uint8_t *msg, size_t len, const
 static uint8_t inbuf[BATCH][MAX_QUERY];
 static uint8_t outbuf[BATCH][MAX_REPLY];
 
+/*
+ * At most ROUNDS batches per wakeup, the lock taken per batch: a container flooding its resolver
+ * can neither starve the others (epoll is level-triggered, so its socket comes back) nor hold the
+ * lock that berthd's JavaScript thread takes to add, remove or clear.
+ */
+#define ROUNDS 4
+
 static void serve(uint32_t id) {
   struct mmsghdr in[BATCH], out[BATCH];
   struct iovec iin[BATCH], iout[BATCH];
   struct sockaddr_in from[BATCH];
-  pthread_mutex_lock(&mu);
-  struct fastsock *s = find(id);
-  while (s) {
+  for (int round = 0; round < ROUNDS; round++) {
+    pthread_mutex_lock(&mu);
+    struct fastsock *s = find(id);
+    if (!s) { pthread_mutex_unlock(&mu); return; }
     memset(in, 0, sizeof in);
     for (int i = 0; i < BATCH; i++) {
       iin[i].iov_base = inbuf[i];
@@ -134,7 +142,7 @@ static void serve(uint32_t id) {
       in[i].msg_hdr.msg_namelen = sizeof from[i];
     }
     int got = recvmmsg(s->fd, in, BATCH, MSG_DONTWAIT, NULL);
-    if (got <= 0) break;
+    if (got <= 0) { pthread_mutex_unlock(&mu); return; }
     int n = 0;
     for (int i = 0; i < got; i++) {
       size_t len = in[i].msg_len;
@@ -159,9 +167,9 @@ static void serve(uint32_t id) {
       if (r <= 0) { if (r < 0 && errno == EINTR) continue; sent++; continue; }
       sent += r;
     }
-    if (got < BATCH) break;
+    pthread_mutex_unlock(&mu);
+    if (got < BATCH) return;
   }
-  pthread_mutex_unlock(&mu);
 }
 
 static void *loop(void *arg) {

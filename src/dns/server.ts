@@ -191,6 +191,12 @@ export class DnsServer {
    */
   private async answerFor(asker: (Asker & { upstreams: string[] }) | undefined, msg: Buffer, transport: 'udp' | 'tcp', keep: (reply: Buffer) => Buffer = (r) => r): Promise<Buffer | undefined> {
     if (!asker) return undefined;
+    // dns-packet allocates arrays as long as the header's counts before it reads a byte of them, so
+    // a 12-byte packet claiming 65535 records of each kind costs a millisecond or more: refuse any
+    // packet whose counts its length cannot hold (a question takes 5 bytes, a record 11) first.
+    if (msg.length < 12) return undefined;
+    const records = msg.readUInt16BE(6) + msg.readUInt16BE(8) + msg.readUInt16BE(10);
+    if (msg.readUInt16BE(4) !== 1 || 12 + 5 + 11 * records > msg.length) return formErr(msg);
     let query: Packet;
     try {
       query = dnsPacket.decode(msg);

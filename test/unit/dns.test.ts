@@ -153,4 +153,44 @@ describe('DNS answers per container', () => {
     const tcp = dnsPacket.decode((await server.handle('c1', query(6, 'crowd'), 'tcp'))!);
     assert.equal(tcp.answers!.length, 60);
   });
+
+  it('the native hot path survives a storm of random and mutated datagrams and still answers', async () => {
+    const { createSocket } = await import('node:dgram');
+    // An internal network: whatever the garbage asks is answered locally, never forwarded anywhere.
+    const server = new DnsServer({
+      askerFor: (id) => (id === 'c1' ? { containerId: 'c1', upstreams: [], networks: [{ id: 'n', name: 'n', internal: true, endpoints: [{ containerId: 'x', containerName: 'api', ip: '10.8.0.3', names: ['api'] }] }] } : undefined),
+      generation: () => 1,
+    });
+    const port = server.serve('c1', await loopbackSockets());
+    const client = createSocket('udp4');
+    await new Promise<void>((r) => client.bind(0, '127.0.0.1', () => r()));
+    const valid = query(9, 'api');
+    try {
+      for (let i = 0; i < 3000; i++) {
+        let msg: Buffer;
+        if (i % 2 === 0) msg = randomBytes(Math.floor(Math.random() * 700));
+        else {
+          msg = Buffer.from(valid);
+          for (let k = 0; k < 1 + (i % 5); k++) msg[Math.floor(Math.random() * msg.length)] = Math.floor(Math.random() * 256);
+        }
+        client.send(msg, port, '127.0.0.11');
+        if (i % 200 === 0) await new Promise((r) => setImmediate(r));
+      }
+      const answered = await new Promise<dnsPacket.Packet | undefined>((resolve) => {
+        const timer = setTimeout(() => resolve(undefined), 3000);
+        client.on('message', (m) => {
+          if (m.length >= 2 && m.readUInt16BE(0) === 4321) { clearTimeout(timer); resolve(dnsPacket.decode(m)); }
+        });
+        const q = query(4321, 'api');
+        // Twice: the first answer comes from JavaScript, the second from the addon's cache.
+        client.send(q, port, '127.0.0.11');
+        setTimeout(() => client.send(q, port, '127.0.0.11'), 200);
+      });
+      assert.ok(answered, 'no answer after the storm');
+      assert.deepEqual(data(answered), ['10.8.0.3']);
+    } finally {
+      client.close();
+      server.closeAll();
+    }
+  });
 });
