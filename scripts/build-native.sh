@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds berth's native pieces: berth-attach, the small C helper that reaches conmon's
 # SOCK_SEQPACKET attach socket, and berth-netns.node, the N-API addon that opens the embedded
-# resolver's sockets inside a container's network namespace and serves its UDP hot path (Node's
-# headers ship with Debian's nodejs).
+# resolver's sockets inside a container's network namespace and serves its UDP hot path, and
+# berth-ns.node, which creates, enters and releases network namespaces (Node's headers ship with
+# Debian's nodejs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p build
@@ -12,4 +13,8 @@ fi
 if [ ! -f build/berth-netns.node ] || [ native/berth-netns.c -nt build/berth-netns.node ] || [ native/berth-dnsfast.c -nt build/berth-netns.node ]; then
   cc -O2 -Wall -Wextra -shared -fPIC -pthread -DNODE_GYP_MODULE_NAME=berth_netns -I/usr/include/node \
     -o build/berth-netns.node native/berth-netns.c native/berth-dnsfast.c
+fi
+if [ ! -f build/berth-ns.node ] || [ native/berth-ns.c -nt build/berth-ns.node ]; then
+  cc -O2 -Wall -Wextra -shared -fPIC -DNODE_GYP_MODULE_NAME=berth_ns -I/usr/include/node \
+    -o build/berth-ns.node native/berth-ns.c
 fi

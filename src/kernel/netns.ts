@@ -1,20 +1,43 @@
 import { promises as fs } from 'node:fs';
-import { runOk, run } from '../util/exec.js';
+import { fileURLToPath } from 'node:url';
+import { requireCjs } from '../util/cjs.js';
+import { runOk, type RunResult, run } from '../util/exec.js';
 import { hasOwnFilesystem } from './mount.js';
 import { CommandStream, ipDialect } from './stream.js';
 
 /**
  * Network namespaces owned by one berthd live as bind mounts under its own root directory rather
  * than in /run/netns, so two daemons (a test's and a benchmark's, say) never see each other's.
- * Node cannot enter a namespace, so every command inside one goes through nsenter.
+ * Node has no setns or unshare: the small addon native/berth-ns.c makes, pins and releases them,
+ * and lets a child process be born inside one, without an `unshare` or `nsenter` process.
  */
+interface NsAddon {
+  createNetns(path: string): void;
+  enter(path: string): void;
+  leave(): void;
+  unpin(path: string): void;
+}
+
+const ADDON = fileURLToPath(new URL('../../../build/berth-ns.node', import.meta.url));
+let loaded: NsAddon | undefined;
+
+function ns(): NsAddon {
+  if (!loaded) {
+    try {
+      loaded = requireCjs(ADDON) as NsAddon;
+    } catch (e) {
+      throw new Error(`network namespaces need ${ADDON} (build it with scripts/build-native.sh): ${(e as Error).message}`);
+    }
+  }
+  return loaded;
+}
+
 export async function createNetns(path: string): Promise<void> {
   await fs.writeFile(path, '', { flag: 'wx' }).catch((e: NodeJS.ErrnoException) => {
     if (e.code !== 'EEXIST') throw e;
   });
   try {
-    // One process creates the namespace, pins it at `path` and brings loopback up inside it.
-    await runOk('unshare', [`--net=${path}`, 'ip', 'link', 'set', 'lo', 'up']);
+    ns().createNetns(path);
   } catch (e) {
     await fs.rm(path, { force: true });
     throw e;
@@ -22,11 +45,22 @@ export async function createNetns(path: string): Promise<void> {
 }
 
 export async function deleteNetns(path: string): Promise<void> {
-  const r = await run('umount', ['--lazy', path]);
-  if (r.code !== 0 && !/not mounted|no mount point|not found/i.test(r.stderr)) {
-    throw new Error(`umount ${path}: ${r.stderr.trim()}`);
-  }
+  ns().unpin(path);
   await fs.rm(path, { force: true });
+}
+
+/**
+ * Runs a program inside the namespace pinned at `path`: the JavaScript thread enters it just for
+ * the synchronous spawn, so the child is born there, and is back before anything else runs.
+ */
+export function runInNetns(path: string, cmd: string, args: string[], input?: string): Promise<RunResult> {
+  const addon = ns();
+  addon.enter(path);
+  try {
+    return run(cmd, args, input === undefined ? {} : { input });
+  } finally {
+    addon.leave();
+  }
 }
 
 /** Whether a namespace is pinned at `path` (the file stays, empty, once it is released). */
@@ -50,13 +84,19 @@ export const hostIpDeletions = new CommandStream(ipDialect);
 export async function ipBatch(nsPath: string | undefined, commands: string[]): Promise<void> {
   if (commands.length === 0) return;
   if (!nsPath) return hostIp.run(commands);
-  await runOk('nsenter', [`--net=${nsPath}`, 'ip', '-force', '-batch', '-'], { input: commands.join('\n') + '\n' });
+  const r = await runInNetns(nsPath, 'ip', ['-force', '-batch', '-'], commands.join('\n') + '\n');
+  if (r.code !== 0) throw new Error(`ip -batch: ${(r.stderr || r.stdout).trim() || `exit ${r.code}`}`);
 }
 
 /** Reads `ip -j` JSON output inside a namespace. */
 export async function ipJson<T>(nsPath: string | undefined, args: string[]): Promise<T> {
-  const out = nsPath
-    ? await runOk('nsenter', [`--net=${nsPath}`, 'ip', '-j', ...args])
-    : await runOk('ip', ['-j', ...args]);
+  let out: string;
+  if (nsPath) {
+    const r = await runInNetns(nsPath, 'ip', ['-j', ...args]);
+    if (r.code !== 0) throw new Error(`ip -j ${args.join(' ')}: ${r.stderr.trim() || `exit ${r.code}`}`);
+    out = r.stdout;
+  } else {
+    out = await runOk('ip', ['-j', ...args]);
+  }
   return JSON.parse(out || '[]') as T;
 }

@@ -2,6 +2,7 @@ import { promises as fs } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { run, runOk } from '../util/exec.js';
+import { runInNetns } from './netns.js';
 import { CommandStream, nftDialect } from './stream.js';
 
 /**
@@ -15,9 +16,14 @@ export async function nftApply(script: string, opts: { netns?: string; sysctls?:
   const file = join(dir, 'rules.nft');
   try {
     await fs.writeFile(file, script, { mode: 0o600 });
-    if (!opts.netns) await runOk('nft', ['-f', file]);
-    else if (!opts.sysctls?.length) await runOk('nsenter', [`--net=${opts.netns}`, 'nft', '-f', file]);
-    else await runOk('nsenter', [`--net=${opts.netns}`, 'sh', '-c', `sysctl -qw ${opts.sysctls.join(' ')} && nft -f ${file}`]);
+    if (!opts.netns) {
+      await runOk('nft', ['-f', file]);
+    } else {
+      const r = opts.sysctls?.length
+        ? await runInNetns(opts.netns, 'sh', ['-c', `sysctl -qw ${opts.sysctls.join(' ')} && nft -f ${file}`])
+        : await runInNetns(opts.netns, 'nft', ['-f', file]);
+      if (r.code !== 0) throw new Error(`nft -f in ${opts.netns}: ${(r.stderr || r.stdout).trim() || `exit ${r.code}`}`);
+    }
   } finally {
     await fs.rm(dir, { recursive: true, force: true });
   }
