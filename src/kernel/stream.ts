@@ -50,6 +50,11 @@ export class CommandStream {
     return result;
   }
 
+  /** The running tool's pid, if one runs. */
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
   /** Ends the tool (berthd shutting down); a later run() starts a new one. */
   close(): void {
     this.child?.stdin.end();

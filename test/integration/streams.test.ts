@@ -1,0 +1,49 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { CommandStream, ipDialect } from '../../src/kernel/stream.js';
+import { run, runOk } from '../../src/util/exec.js';
+
+/**
+ * berthd's long-lived `ip`: each group of commands must report its own errors, never an earlier or
+ * a later group's, and a tool that died must be replaced on the next group. Real links in a
+ * throwaway namespace.
+ */
+
+const NS = `bt${process.pid}st0`;
+
+describe('kernel command streams', () => {
+  before(async () => { await runOk('ip', ['netns', 'add', NS]); });
+  after(async () => { await run('ip', ['netns', 'del', NS]); });
+
+  it('runs groups in order, attributes errors to their group, and survives the tool dying', async () => {
+    const stream = new CommandStream({ ...ipDialect, argv: ['ip', 'netns', 'exec', NS, 'ip', '-force', '-batch', '-'] });
+    try {
+      await stream.run(['link add bts0 type bridge', 'link set bts0 up']);
+      // Three groups queued at once: only the middle one fails, with ip's own message.
+      const results = await Promise.allSettled([
+        stream.run(['link add bts1 type bridge']),
+        stream.run(['link add bts0 type bridge']),
+        stream.run(['link add bts2 type bridge']),
+      ]);
+      assert.equal(results[0].status, 'fulfilled');
+      assert.equal(results[1].status, 'rejected');
+      assert.match(String((results[1] as PromiseRejectedResult).reason), /File exists/);
+      assert.equal(results[2].status, 'fulfilled');
+      const links = await runOk('ip', ['-n', NS, '-o', 'link', 'show', 'type', 'bridge']);
+      for (const name of ['bts0', 'bts1', 'bts2']) assert.match(links, new RegExp(`${name}:`));
+      // Some of ip's parse errors end the process: the group fails with the message, the next
+      // group starts a new ip.
+      await assert.rejects(stream.run(['addr add not-an-address dev lo']), /not-an-address/);
+      await stream.run(['link set bts1 up']);
+      // A tool killed between groups is replaced by the next group.
+      const first = stream.pid!;
+      process.kill(first, 'SIGKILL');
+      await new Promise((r) => setTimeout(r, 100));
+      await stream.run(['link del bts1', 'link del bts2']);
+      assert.notEqual(stream.pid, first);
+      assert.doesNotMatch(await runOk('ip', ['-n', NS, '-o', 'link', 'show', 'type', 'bridge']), /bts1|bts2/);
+    } finally {
+      stream.close();
+    }
+  });
+});
