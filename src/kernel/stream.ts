@@ -34,6 +34,8 @@ export const nftDialect: StreamDialect = {
   lines: (commands) => [commands.join('; ')],
 };
 
+const GROUP_TIMEOUT_MS = 30_000;
+
 export class CommandStream {
   private child?: ChildProcessWithoutNullStreams;
   private stderr = '';
@@ -103,10 +105,12 @@ export class CommandStream {
     const child = this.child ?? this.start();
     const token = `berth-sync-${process.pid}-${++this.seq}`;
     const marker = this.dialect.marker(token);
+    // Neither tool has ever been seen to hang, but a stuck one must not stall every later change.
+    const timer = setTimeout(() => child.kill('SIGKILL'), GROUP_TIMEOUT_MS);
     const errors = await new Promise<string>((resolve, reject) => {
       this.pending = { done: marker.done, resolve, reject };
       child.stdin.write([...this.dialect.lines(commands), marker.command].join('\n') + '\n');
-    });
+    }).finally(() => clearTimeout(timer));
     const text = errors.trim();
     if (text) throw new Error(`${this.dialect.argv[0]}: ${text}`);
   }
