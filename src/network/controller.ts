@@ -244,7 +244,7 @@ export class NetworkController {
    * namespace, served by berthd, with 127.0.0.11:53 sent to their port (Docker's layout, for every
    * driver). A container left with no such network loses them.
    */
-  private async programDns(c: ContainerRecord): Promise<boolean> {
+  private async programDns(c: ContainerRecord, newNamespace = false): Promise<boolean> {
     if (!this.dns || !c.NetnsPath) return false;
     const served = Object.entries(c.Endpoints ?? {}).some(([id, ep]) => {
       const n = this.networks.get(id);
@@ -261,7 +261,7 @@ export class NetworkController {
     if (this.dnsProgrammed.get(c.Id) === port) return true;
     this.dnsProgrammed.delete(c.Id);
     try {
-      await programSandboxRedirect(c.NetnsPath, port);
+      await programSandboxRedirect(c.NetnsPath, port, newNamespace);
       this.dnsProgrammed.set(c.Id, port);
     } catch (e) {
       if (fresh) this.dns.closeSandbox(c.Id);
@@ -503,7 +503,7 @@ export class NetworkController {
         await this.join(c, this.get(netId), ep, index === 0, index);
         index++;
       }
-      await this.programDns(c);
+      await this.programDns(c, true);
     } catch (e) {
       await this.tearDown(c).catch(() => undefined);
       throw e;

@@ -14,6 +14,11 @@ describe('macvlan pieces', () => {
     }
     // No NAT: a nat chain would make the namespace track every query.
     assert.doesNotMatch(rules, /nat|dnat|snat/);
+    // A namespace made moments ago has no table to replace: the costly delete is left out.
+    const fresh = sandboxRedirectRules(40123, true);
+    assert.match(fresh, /^table ip berth_dns \{\n/);
+    assert.doesNotMatch(fresh, /delete/);
+    assert.equal(fresh, rules.replace('table ip berth_dns\ndelete table ip berth_dns\n', ''));
   });
 
   it('names an internal network\'s parent pair with berth\'s prefix, within the kernel\'s 15 characters', () => {
