@@ -2,12 +2,11 @@
  * berth-netns: opens the embedded resolver's sockets inside a container's network namespace.
  *
  * Node has no setns, and a socket belongs for life to the namespace it was created in, so this one
- * synchronous call enters the namespace pinned at a path, creates and binds a UDP socket and a
- * listening TCP socket on the same address and port, and returns to the thread's own namespace
- * before any JavaScript runs again. berthd wraps the descriptors with dgram and net and serves them
- * from its own event loop; the container's queries then never leave its loopback.
- *
- * setns(CLONE_NEWNET) changes only the calling thread, so libuv's pool threads are never affected.
+ * synchronous call has a short-lived thread enter the namespace pinned at a path and create and bind
+ * a UDP socket and a listening TCP socket on the same address and port there. setns(CLONE_NEWNET)
+ * changes only the calling thread, and that thread ends with it: no thread of berthd's ever leaves
+ * berthd's namespace. berthd wraps the descriptors with dgram and net and serves them from its own
+ * event loop; the container's queries then never leave its loopback.
  */
 #define _GNU_SOURCE
 #include <node_api.h>
@@ -16,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -73,6 +73,32 @@ static int open_pair(struct in_addr addr, int port, int *udp_out, int *tcp_out, 
   return EADDRINUSE;
 }
 
+struct open_job {
+  const char *path;
+  struct in_addr addr;
+  int port, udp, tcp, bound, err;
+  const char *what;
+};
+
+/*
+ * Runs on a thread of its own that enters the container's namespace and ends there: berthd's own
+ * threads never leave berthd's namespace, not even for a moment, since a child reading
+ * /proc/<berthd>/ns/net meanwhile (as `ip link add ... netns <pid>` does) would find the container's.
+ */
+static void *open_in_netns(void *arg) {
+  struct open_job *job = arg;
+  int target = open(job->path, O_RDONLY | O_CLOEXEC);
+  if (target < 0 || setns(target, CLONE_NEWNET) < 0) {
+    job->err = errno;
+    job->what = job->path;
+    if (target >= 0) close(target);
+    return NULL;
+  }
+  close(target);
+  job->err = open_pair(job->addr, job->port, &job->udp, &job->tcp, &job->bound, &job->what);
+  return NULL;
+}
+
 /* openSockets(netnsPath: string, address: string, port: number): { udp, tcp, port } */
 static napi_value open_sockets(napi_env env, napi_callback_info info) {
   size_t argc = 3;
@@ -96,28 +122,14 @@ static napi_value open_sockets(napi_env env, napi_callback_info info) {
     return NULL;
   }
 
-  int self = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-  if (self < 0) return throw_errno(env, "open /proc/thread-self/ns/net", errno);
-  int target = open(path, O_RDONLY | O_CLOEXEC);
-  if (target < 0) { int err = errno; close(self); return throw_errno(env, path, err); }
-  if (setns(target, CLONE_NEWNET) < 0) {
-    int err = errno;
-    close(self);
-    close(target);
-    return throw_errno(env, "setns into the container namespace", err);
-  }
-  close(target);
-
-  int udp = -1, tcp = -1, bound = 0;
-  const char *what = "";
-  int err = open_pair(addr, port, &udp, &tcp, &bound, &what);
-
-  if (setns(self, CLONE_NEWNET) < 0) {
-    /* Every socket this thread made from now on would silently live in the container: stop. */
-    fprintf(stderr, "berth-netns: cannot return to berthd's network namespace: %s\n", strerror(errno));
-    abort();
-  }
-  close(self);
+  struct open_job job = { .path = path, .addr = addr, .port = port, .udp = -1, .tcp = -1, .what = "" };
+  pthread_t t;
+  int err = pthread_create(&t, NULL, open_in_netns, &job);
+  if (err) return throw_errno(env, "openSockets: thread", err);
+  pthread_join(t, NULL);
+  err = job.err;
+  int udp = job.udp, tcp = job.tcp, bound = job.bound;
+  const char *what = job.what;
   if (err) return throw_errno(env, what, err);
 
   napi_value out, v;

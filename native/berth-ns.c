@@ -1,17 +1,13 @@
 /*
  * berth-ns: network namespaces without helper processes.
  *
- * Node has no setns or unshare, so berthd used to start `unshare --net=PATH` to make a container's
- * namespace and `nsenter --net=PATH ip ...` to work inside one: each a fork of berthd (3-5 ms here,
- * more as berthd grows) plus an exec. setns(CLONE_NEWNET) and unshare(CLONE_NEWNET) change only the
- * calling thread, so these calls do their work on the JavaScript thread and return it to berthd's
- * own namespace before any JavaScript runs again:
+ * Node has no unshare, so berthd used to start `unshare --net=PATH` to make a container's
+ * namespace and `umount --lazy PATH` to release it: each a fork of berthd (3-5 ms here, more as
+ * berthd grows) plus an exec. unshare(CLONE_NEWNET) changes only the calling thread, so a short-lived
+ * thread makes and pins the namespace and ends with it:
  *
  *   createNetns(path)  a new namespace with loopback up, pinned by a bind mount at path (an
  *                      existing empty file), as `unshare --net=path` does;
- *   enter(path)        the thread enters the namespace pinned at path; a child spawned now is
- *                      born in it (fork copies the thread's namespaces);
- *   leave()            back to berthd's namespace. berthd calls it right after spawn() returns;
  *   unpin(path)        lazily unmounts a pinned namespace (`umount --lazy`); not pinned is fine.
  */
 #define _GNU_SOURCE
@@ -19,6 +15,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <net/if.h>
 #include <sched.h>
 #include <stdio.h>
@@ -28,9 +25,6 @@
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-/* berthd's own namespace while the thread is elsewhere; -1 when it is at home. */
-static int home = -1;
 
 static napi_value throw_errno(napi_env env, const char *what, int err) {
   char msg[4400];
@@ -50,72 +44,50 @@ static int path_arg(napi_env env, napi_callback_info info, char *path, size_t si
   return 0;
 }
 
-/* Returning home must never fail silently: every socket and child made after would be elsewhere. */
-static void go_home(void) {
-  if (home < 0) return;
-  if (setns(home, CLONE_NEWNET) < 0) {
-    fprintf(stderr, "berth-ns: cannot return to berthd's network namespace: %s\n", strerror(errno));
-    abort();
-  }
-  close(home);
-  home = -1;
-}
+struct pin_job { const char *path; const char *what; int err; };
 
-static int save_home(void) {
-  if (home >= 0) return EBUSY;
-  home = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-  return home < 0 ? errno : 0;
-}
-
-static napi_value enter(napi_env env, napi_callback_info info) {
-  char path[4096];
-  if (path_arg(env, info, path, sizeof path) < 0) return NULL;
-  int err = save_home();
-  if (err) return throw_errno(env, "enter: saving berthd's namespace", err);
-  int target = open(path, O_RDONLY | O_CLOEXEC);
-  if (target < 0 || setns(target, CLONE_NEWNET) < 0) {
-    err = errno;
-    if (target >= 0) close(target);
-    go_home();
-    return throw_errno(env, path, err);
+/*
+ * Runs on a thread of its own, which ends with the namespace it made: berthd's threads never leave
+ * berthd's namespace, not even for a moment (a child reading /proc/<berthd>/ns/net meanwhile, as
+ * `ip link add ... netns <pid>` does, would otherwise find the container's).
+ */
+static void *pin_new_netns(void *arg) {
+  struct pin_job *job = arg;
+  job->what = "unshare";
+  if (unshare(CLONE_NEWNET) < 0) goto fail;
+  /* Loopback up, as `ip link set lo up` inside it would. */
+  job->what = "loopback up";
+  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0) goto fail;
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  strcpy(ifr.ifr_name, "lo");
+  if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0 || (ifr.ifr_flags |= IFF_UP, ioctl(s, SIOCSIFFLAGS, &ifr) < 0)) {
+    int err = errno;
+    close(s);
+    errno = err;
+    goto fail;
   }
-  close(target);
+  close(s);
+  job->what = "pinning the namespace";
+  if (mount("/proc/thread-self/ns/net", job->path, NULL, MS_BIND, NULL) < 0) goto fail;
+  job->err = 0;
   return NULL;
-}
-
-static napi_value leave(napi_env env, napi_callback_info info) {
-  (void)env;
-  (void)info;
-  go_home();
+fail:
+  job->err = errno;
   return NULL;
 }
 
 static napi_value create_netns(napi_env env, napi_callback_info info) {
   char path[4096];
   if (path_arg(env, info, path, sizeof path) < 0) return NULL;
-  int err = save_home();
-  if (err) return throw_errno(env, "createNetns: saving berthd's namespace", err);
-  const char *what = "unshare";
-  if (unshare(CLONE_NEWNET) < 0) goto fail;
-  /* Loopback up, as `ip link set lo up` inside it would. */
-  what = "loopback up";
-  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (s < 0) goto fail;
-  struct ifreq ifr;
-  memset(&ifr, 0, sizeof ifr);
-  strcpy(ifr.ifr_name, "lo");
-  if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0) { err = errno; close(s); errno = err; goto fail; }
-  ifr.ifr_flags |= IFF_UP;
-  if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0) { err = errno; close(s); errno = err; goto fail; }
-  close(s);
-  what = "pinning the namespace";
-  if (mount("/proc/thread-self/ns/net", path, NULL, MS_BIND, NULL) < 0) goto fail;
-  go_home();
+  struct pin_job job = { .path = path, .what = "", .err = 0 };
+  pthread_t t;
+  int err = pthread_create(&t, NULL, pin_new_netns, &job);
+  if (err) return throw_errno(env, "createNetns: thread", err);
+  pthread_join(t, NULL);
+  if (job.err) return throw_errno(env, job.what, job.err);
   return NULL;
-fail:
-  err = errno;
-  go_home();
-  return throw_errno(env, what, err);
 }
 
 static napi_value unpin(napi_env env, napi_callback_info info) {
@@ -127,7 +99,7 @@ static napi_value unpin(napi_env env, napi_callback_info info) {
 
 static napi_value init(napi_env env, napi_value exports) {
   const struct { const char *name; napi_callback cb; } fns[] = {
-    { "createNetns", create_netns }, { "enter", enter }, { "leave", leave }, { "unpin", unpin },
+    { "createNetns", create_netns }, { "unpin", unpin },
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value fn;

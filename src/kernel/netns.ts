@@ -1,20 +1,18 @@
 import { promises as fs } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { requireCjs } from '../util/cjs.js';
-import { runOk, type RunResult, run } from '../util/exec.js';
+import { runInNetns, runOk } from '../util/exec.js';
 import { hasOwnFilesystem } from './mount.js';
 import { CommandStream, ipDialect } from './stream.js';
 
 /**
  * Network namespaces owned by one berthd live as bind mounts under its own root directory rather
  * than in /run/netns, so two daemons (a test's and a benchmark's, say) never see each other's.
- * Node has no setns or unshare: the small addon native/berth-ns.c makes, pins and releases them,
- * and lets a child process be born inside one, without an `unshare` or `nsenter` process.
+ * Node has no unshare: the small addon native/berth-ns.c makes, pins and releases them without an
+ * `unshare` or `umount` process; commands run inside one through berth-spawn (util/exec.ts).
  */
 interface NsAddon {
   createNetns(path: string): void;
-  enter(path: string): void;
-  leave(): void;
   unpin(path: string): void;
 }
 
@@ -47,20 +45,6 @@ export async function createNetns(path: string): Promise<void> {
 export async function deleteNetns(path: string): Promise<void> {
   ns().unpin(path);
   await fs.rm(path, { force: true });
-}
-
-/**
- * Runs a program inside the namespace pinned at `path`: the JavaScript thread enters it just for
- * the synchronous spawn, so the child is born there, and is back before anything else runs.
- */
-export function runInNetns(path: string, cmd: string, args: string[], input?: string): Promise<RunResult> {
-  const addon = ns();
-  addon.enter(path);
-  try {
-    return run(cmd, args, input === undefined ? {} : { input });
-  } finally {
-    addon.leave();
-  }
 }
 
 /** Whether a namespace is pinned at `path` (the file stays, empty, once it is released). */

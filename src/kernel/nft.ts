@@ -1,8 +1,7 @@
 import { promises as fs } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { run, runOk } from '../util/exec.js';
-import { runInNetns } from './netns.js';
+import { run, runInNetns, runOk } from '../util/exec.js';
 import { CommandStream, nftDialect } from './stream.js';
 
 /**

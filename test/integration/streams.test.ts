@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { CommandStream, ipDialect } from '../../src/kernel/stream.js';
-import { run, runOk } from '../../src/util/exec.js';
+import { run, runInNetns, runOk } from '../../src/util/exec.js';
 
 /**
  * berthd's long-lived `ip`: each group of commands must report its own errors, never an earlier or
@@ -45,5 +45,29 @@ describe('kernel command streams', () => {
     } finally {
       stream.close();
     }
+  });
+});
+
+describe('berth-spawn', () => {
+  before(async () => { await runOk('ip', ['netns', 'add', `${NS}s`]); });
+  after(async () => { await run('ip', ['netns', 'del', `${NS}s`]); });
+
+  it('returns status, output and errors as Node\'s spawn did, for concurrent children, inside a namespace when asked', async () => {
+    assert.deepEqual(await run('sh', ['-c', 'cat; echo oops >&2; exit 3'], { input: 'hello' }), { code: 3, stdout: 'hello', stderr: 'oops\n' });
+    assert.equal((await run('sh', ['-c', 'kill -TERM $$'])).code, 128 + 15);
+    await assert.rejects(run('berth-no-such-program', []), (e: NodeJS.ErrnoException) => e.code === 'ENOENT');
+    // Larger than any pipe buffer both ways.
+    const big = 'x'.repeat(3 << 20);
+    assert.equal((await run('cat', [], { input: big })).stdout.length, big.length);
+    // Children run at once and each answer goes to its own caller, in whatever order they end.
+    const started = Date.now();
+    const outs = await Promise.all([5, 4, 3, 2, 1].map((i) => run('sh', ['-c', `sleep 0.${i}; echo ${i}`])));
+    assert.deepEqual(outs.map((o) => o.stdout.trim()), ['5', '4', '3', '2', '1']);
+    assert.ok(Date.now() - started < 1500, 'concurrent, not one after the other');
+    // Inside a namespace: its own loopback only, and the host's links are not there.
+    const inside = await runInNetns(`/run/netns/${NS}s`, 'ip', ['-o', 'link', 'show']);
+    assert.equal(inside.code, 0, inside.stderr);
+    assert.deepEqual(inside.stdout.trim().split('\n').map((l) => l.split(': ')[1]), ['lo']);
+    await assert.rejects(runInNetns('/nonexistent/netns', 'true', []), (e: NodeJS.ErrnoException) => e.code === 'ENOENT');
   });
 });
