@@ -20,7 +20,7 @@ import { newId } from '../util/ids.js';
 import { run } from '../util/exec.js';
 import { ATTACH_HELPER, BUSYBOX_TARBALL, VERSION } from './paths.js';
 
-export interface DaemonOptions { root: string; socket: string; attachHelper?: string; seedBusybox?: boolean; debug?: boolean; bip?: string; insecureRegistries?: string[] }
+export interface DaemonOptions { root: string; socket: string; attachHelper?: string; seedBusybox?: boolean; debug?: boolean; bip?: string; insecureRegistries?: string[]; resolvConf?: string }
 
 interface DaemonIdentity { id: string }
 
@@ -53,10 +53,10 @@ export class Daemon {
     await images.init();
     const network = new NetworkController({ root: this.o.root, bip: this.o.bip });
     await network.init();
-    const engine = new Engine({ root: this.o.root, images, runtime, network, events: new EventBus() });
+    const engine = new Engine({ root: this.o.root, images, runtime, network, events: new EventBus(), ...(this.o.resolvConf ? { hostResolvConf: this.o.resolvConf } : {}) });
     await engine.restore();
     await network.adopt(engine.list().filter((c) => c.State.Running));
-    await network.attachDns(new DnsServer(new ContainerDirectory(() => engine.containers.values(), () => network.networks, () => network.generation)));
+    await network.attachDns(new DnsServer(new ContainerDirectory(() => engine.containers.values(), () => network.networks, () => network.generation), this.o.resolvConf));
     return { engine, runtime, identity };
   }
 

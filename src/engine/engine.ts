@@ -30,6 +30,8 @@ export interface EngineOptions {
   runtime: ContainerRuntime;
   network: NetworkController;
   events: EventBus;
+  /** The host's resolver configuration: upstream servers for containers (default /etc/resolv.conf). */
+  hostResolvConf?: string;
 }
 
 type WaitCondition = 'not-running' | 'next-exit' | 'removed';
@@ -407,7 +409,7 @@ export class Engine {
   private resolvConf(c: ContainerRecord, shareHostNetwork: boolean, embeddedDns: boolean): Promise<string> {
     return containerResolvConf({
       dns: c.HostConfig.Dns ?? [], dnsSearch: c.HostConfig.DnsSearch ?? [], dnsOptions: c.HostConfig.DnsOptions ?? [],
-      shareHostNetwork, embeddedDns,
+      shareHostNetwork, embeddedDns, ...(this.o.hostResolvConf ? { hostResolvConf: this.o.hostResolvConf } : {}),
     });
   }
 

@@ -54,6 +54,8 @@ describe('embedded DNS', () => {
     assert.match(await execOut(host, a, ['cat', '/etc/resolv.conf']), /^nameserver 127\.0\.0\.11\noptions ndots:0\n$/m);
     const b = await host.runDetached({ Cmd: ['sleep', '300'] });
     assert.doesNotMatch(await execOut(host, b, ['cat', '/etc/resolv.conf']), /127\.0\.0\.11/);
+    // The default bridge gets the host's upstream servers (berthd --resolv-conf: the test's fake one).
+    assert.match(await execOut(host, b, ['cat', '/etc/resolv.conf']), /^nameserver 10\.200\.0\.2$/m);
     for (const id of [a, b]) await host.api('DELETE', `/containers/${id}?force=1`);
   });
 

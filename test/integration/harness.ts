@@ -82,7 +82,11 @@ export class TestHost {
   }
 
   async startDaemon(extra: string[] = []): Promise<void> {
-    const child = spawn('nsenter', [`--net=${this.netnsPath}`, process.execPath, BERTHD, '--root', this.root, '-H', `unix://${this.socket}`, ...extra], {
+    // Upstream servers of the test's own: names berth forwards go to the fake outside host (or to
+    // the test namespace's loopback), never to the machine's real resolvers.
+    const resolvConf = join(this.dir, 'resolv.conf');
+    await fs.writeFile(resolvConf, `nameserver ${this.outside ? '10.200.0.2' : '127.0.0.1'}\n`);
+    const child = spawn('nsenter', [`--net=${this.netnsPath}`, process.execPath, BERTHD, '--root', this.root, '-H', `unix://${this.socket}`, '--resolv-conf', resolvConf, ...extra], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     this.daemon = child;
