@@ -1,8 +1,6 @@
-import { join } from 'node:path';
 import { createServer, type Server } from 'node:net';
-import { PACKAGE_ROOT } from '../daemon/paths.js';
 import { nftApply } from '../kernel/nft.js';
-import { requireCjs } from '../util/cjs.js';
+import { nativeAddon } from '../util/cjs.js';
 
 /**
  * Docker's way to the embedded resolver, for every driver: its UDP and TCP sockets are opened
@@ -32,19 +30,7 @@ interface NetnsAddon {
 }
 
 export const RESOLVER_ADDRESS = '127.0.0.11';
-const ADDON = join(PACKAGE_ROOT, 'build', 'berth-netns.node');
-let addon: NetnsAddon | undefined;
-
-function netnsAddon(): NetnsAddon {
-  if (!addon) {
-    try {
-      addon = requireCjs(ADDON) as NetnsAddon;
-    } catch (e) {
-      throw new Error(`embedded DNS needs ${ADDON} (build it with scripts/build-native.sh): ${(e as Error).message}`);
-    }
-  }
-  return addon;
-}
+const netnsAddon = nativeAddon<NetnsAddon>('berth-netns.node', 'embedded DNS');
 
 /** What the rest of berthd sees of the hot path: one serving thread per process, shared by every DnsServer. */
 export interface FastPath {

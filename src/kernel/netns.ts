@@ -1,6 +1,5 @@
 import { promises as fs } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { requireCjs } from '../util/cjs.js';
+import { nativeAddon } from '../util/cjs.js';
 import { runInNetns, runOk } from '../util/exec.js';
 import { hasOwnFilesystem } from './mount.js';
 import { CommandStream, ipDialect } from './stream.js';
@@ -16,19 +15,7 @@ interface NsAddon {
   unpin(path: string): void;
 }
 
-const ADDON = fileURLToPath(new URL('../../../build/berth-ns.node', import.meta.url));
-let loaded: NsAddon | undefined;
-
-function ns(): NsAddon {
-  if (!loaded) {
-    try {
-      loaded = requireCjs(ADDON) as NsAddon;
-    } catch (e) {
-      throw new Error(`network namespaces need ${ADDON} (build it with scripts/build-native.sh): ${(e as Error).message}`);
-    }
-  }
-  return loaded;
-}
+const ns = nativeAddon<NsAddon>('berth-ns.node', 'network namespaces');
 
 export async function createNetns(path: string): Promise<void> {
   await fs.writeFile(path, '', { flag: 'wx' }).catch((e: NodeJS.ErrnoException) => {
