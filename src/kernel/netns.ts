@@ -1,6 +1,6 @@
 import { promises as fs } from 'node:fs';
 import { nativeAddon } from '../util/cjs.js';
-import { runInNetns, runOk } from '../util/exec.js';
+import { runOk } from '../util/exec.js';
 import { hasOwnFilesystem } from './mount.js';
 import { CommandStream, ipDialect } from './stream.js';
 
@@ -55,19 +55,11 @@ export const hostIpDeletions = new CommandStream(ipDialect);
 export async function ipBatch(nsPath: string | undefined, commands: string[]): Promise<void> {
   if (commands.length === 0) return;
   if (!nsPath) return hostIp.run(commands);
-  const r = await runInNetns(nsPath, 'ip', ['-force', '-batch', '-'], commands.join('\n') + '\n');
-  if (r.code !== 0) throw new Error(`ip -batch: ${(r.stderr || r.stdout).trim() || `exit ${r.code}`}`);
+  await runOk('ip', ['-force', '-batch', '-'], { input: commands.join('\n') + '\n', netns: nsPath });
 }
 
 /** Reads `ip -j` JSON output inside a namespace. */
 export async function ipJson<T>(nsPath: string | undefined, args: string[]): Promise<T> {
-  let out: string;
-  if (nsPath) {
-    const r = await runInNetns(nsPath, 'ip', ['-j', ...args]);
-    if (r.code !== 0) throw new Error(`ip -j ${args.join(' ')}: ${r.stderr.trim() || `exit ${r.code}`}`);
-    out = r.stdout;
-  } else {
-    out = await runOk('ip', ['-j', ...args]);
-  }
+  const out = await runOk('ip', ['-j', ...args], nsPath ? { netns: nsPath } : {});
   return JSON.parse(out || '[]') as T;
 }

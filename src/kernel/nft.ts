@@ -1,28 +1,21 @@
 import { promises as fs } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { run, runInNetns, runOk } from '../util/exec.js';
+import { run, runOk } from '../util/exec.js';
 import { CommandStream, nftDialect } from './stream.js';
 
 /**
  * Applies an nftables script as one atomic transaction, in berthd's namespace or, with `netns`, in
- * another one (a container's), after setting that namespace's `sysctls` in the same process run.
+ * another one (a container's).
  * `nft -f -` cannot read a socketpair stdin (which is what Node gives children), so the script
  * goes through a private temp file.
  */
-export async function nftApply(script: string, opts: { netns?: string; sysctls?: string[] } = {}): Promise<void> {
+export async function nftApply(script: string, opts: { netns?: string } = {}): Promise<void> {
   const dir = await fs.mkdtemp(join(tmpdir(), 'berth-nft-'));
   const file = join(dir, 'rules.nft');
   try {
     await fs.writeFile(file, script, { mode: 0o600 });
-    if (!opts.netns) {
-      await runOk('nft', ['-f', file]);
-    } else {
-      const r = opts.sysctls?.length
-        ? await runInNetns(opts.netns, 'sh', ['-c', `sysctl -qw ${opts.sysctls.join(' ')} && nft -f ${file}`])
-        : await runInNetns(opts.netns, 'nft', ['-f', file]);
-      if (r.code !== 0) throw new Error(`nft -f in ${opts.netns}: ${(r.stderr || r.stdout).trim() || `exit ${r.code}`}`);
-    }
+    await runOk('nft', ['-f', file], opts);
   } finally {
     await fs.rm(dir, { recursive: true, force: true });
   }

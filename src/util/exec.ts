@@ -5,7 +5,8 @@ import { fileURLToPath } from 'node:url';
 
 export interface RunResult { code: number; stdout: string; stderr: string }
 
-type RunOptions = SpawnOptions & { input?: string | Buffer };
+/** `netns`: run inside the network namespace pinned at that path (the child enters it before exec). */
+type RunOptions = SpawnOptions & { input?: string | Buffer; netns?: string };
 
 /**
  * Runs a program to completion and collects its output. Never throws for a non-zero exit; rejects
@@ -13,18 +14,13 @@ type RunOptions = SpawnOptions & { input?: string | Buffer };
  * berth-spawn (below); runs with spawn options of their own use Node's spawn.
  */
 export function run(cmd: string, args: string[], opts: RunOptions = {}): Promise<RunResult> {
-  const { input, ...spawnOpts } = opts;
-  if (Object.keys(spawnOpts).length === 0 && spawner.available()) return spawner.run(cmd, args, input);
-  return runWithNode(cmd, args, opts);
+  const { input, netns, ...spawnOpts } = opts;
+  if (Object.keys(spawnOpts).length === 0 && spawner.available()) return spawner.run(cmd, args, input, netns);
+  if (netns) return runWithNode('nsenter', [`--net=${netns}`, cmd, ...args], { input, ...spawnOpts });
+  return runWithNode(cmd, args, { input, ...spawnOpts });
 }
 
-/** Like run(), inside the network namespace pinned at `netnsPath` (the child enters it before exec). */
-export function runInNetns(netnsPath: string, cmd: string, args: string[], input?: string | Buffer): Promise<RunResult> {
-  if (spawner.available()) return spawner.run(cmd, args, input, netnsPath);
-  return runWithNode('nsenter', [`--net=${netnsPath}`, cmd, ...args], input === undefined ? {} : { input });
-}
-
-function runWithNode(cmd: string, args: string[], opts: RunOptions): Promise<RunResult> {
+function runWithNode(cmd: string, args: string[], opts: SpawnOptions & { input?: string | Buffer }): Promise<RunResult> {
   return new Promise((resolve, reject) => {
     const { input, ...spawnOpts } = opts;
     const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], ...spawnOpts });

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { CommandStream, ipDialect } from '../../src/kernel/stream.js';
-import { run, runInNetns, runOk } from '../../src/util/exec.js';
+import { run, runOk } from '../../src/util/exec.js';
 
 /**
  * berthd's long-lived `ip`: each group of commands must report its own errors, never an earlier or
@@ -65,9 +65,9 @@ describe('berth-spawn', () => {
     assert.deepEqual(outs.map((o) => o.stdout.trim()), ['5', '4', '3', '2', '1']);
     assert.ok(Date.now() - started < 1500, 'concurrent, not one after the other');
     // Inside a namespace: its own loopback only, and the host's links are not there.
-    const inside = await runInNetns(`/run/netns/${NS}s`, 'ip', ['-o', 'link', 'show']);
+    const inside = await run('ip', ['-o', 'link', 'show'], { netns: `/run/netns/${NS}s` });
     assert.equal(inside.code, 0, inside.stderr);
     assert.deepEqual(inside.stdout.trim().split('\n').map((l) => l.split(': ')[1]), ['lo']);
-    await assert.rejects(runInNetns('/nonexistent/netns', 'true', []), (e: NodeJS.ErrnoException) => e.code === 'ENOENT');
+    await assert.rejects(run('true', [], { netns: '/nonexistent/netns' }), (e: NodeJS.ErrnoException) => e.code === 'ENOENT');
   });
 });
