@@ -57,10 +57,6 @@ async function newLinksLackIPv6(): Promise<boolean> {
   return v.trim() !== '0';
 }
 
-export async function deleteBridge(name: string): Promise<void> {
-  await deleteLink(name);
-}
-
 export interface JoinSpec {
   netnsPath: string;
   ifname: string;
@@ -105,19 +101,14 @@ export async function joinEndpoint(j: JoinSpec): Promise<void> {
   }
 }
 
-/** Deleting the host end removes the pair, container end included. */
-export async function leaveEndpoint(hostIf: string): Promise<void> {
-  await deleteLink(hostIf);
-}
-
 /**
- * Deletes a link of berthd's namespace; one already gone is fine. The kernel takes a link (both
- * ends of a veth) down and out of its namespace's list at once, then waits for RCU grace periods
+ * Deletes a link of berthd's namespace (a bridge, or a veth's host end, which takes the container
+ * end with it); one already gone is fine. The kernel takes a link (both ends of a veth) down and out of its namespace's list at once, then waits for RCU grace periods
  * before it acknowledges: ~15 ms for a veth, ~40 ms for a bridge, while only memory is being freed
  * and nothing a container or a user can see is left. So this returns as soon as the link has left
  * berthd's own list (/proc/self/net/dev, no process needed) or `ip` answers, whichever comes first.
  */
-async function deleteLink(name: string): Promise<void> {
+export async function deleteLink(name: string): Promise<void> {
   const deleted = hostIpDeletions.run([`link del ${name}`]).catch((e: Error) => {
     if (!/Cannot find device/.test(e.message)) throw e;
   });

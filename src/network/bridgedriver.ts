@@ -1,6 +1,6 @@
 import { setSysctl } from '../kernel/sysctl.js';
 import { BadRequestError, ConflictError } from '../util/errors.js';
-import { deleteBridge, ensureBridge, joinEndpoint, leaveEndpoint, macFor } from './bridge.js';
+import { deleteLink, ensureBridge, joinEndpoint, macFor } from './bridge.js';
 import type { CreateContext, EndpointJoin, EndpointLeave, NetworkDriver } from './driver.js';
 import { parseCidr } from './ipam.js';
 import { parseCidr6 } from './ipam6.js';
@@ -70,7 +70,7 @@ export class BridgeDriver implements NetworkDriver {
   }
 
   async deleteNetwork(n: NetworkRecord): Promise<void> {
-    if (n.bridge) await deleteBridge(n.bridge);
+    if (n.bridge) await deleteLink(n.bridge);
   }
 
   async join(n: NetworkRecord, j: EndpointJoin): Promise<void> {
@@ -83,6 +83,6 @@ export class BridgeDriver implements NetworkDriver {
   }
 
   async leave(_n: NetworkRecord, ep: EndpointLeave): Promise<void> {
-    await leaveEndpoint(hostIfname(ep.endpointId));
+    await deleteLink(hostIfname(ep.endpointId));
   }
 }
