@@ -7,26 +7,32 @@ const COMPONENT = /^[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*$/;
 const TAG = /^[\w][\w.-]{0,127}$/;
 
 /**
- * Parses and normalises a reference the way Docker does for local lookups:
- * "docker.io/library/busybox" and "busybox" are the same repository, shown as "busybox".
+ * Splits "name[:tag][@digest]" where the tag's colon comes after the last slash (a registry's port
+ * colon does not); nothing is checked or normalised. The CLI uses it to show references as given.
  */
-export function parseReference(ref: string): Reference {
+export function splitReference(ref: string): { name: string; tag?: string; digest?: string } {
   let rest = ref;
   let digest: string | undefined;
   const at = rest.indexOf('@');
   if (at >= 0) {
     digest = rest.slice(at + 1);
     rest = rest.slice(0, at);
-    if (!/^sha256:[0-9a-f]{64}$/.test(digest)) throw new BadRequestError(`invalid reference format: ${ref}`);
   }
-  let tag: string | undefined;
-  const lastSlash = rest.lastIndexOf('/');
+  const slash = rest.lastIndexOf('/');
   const colon = rest.lastIndexOf(':');
-  if (colon > lastSlash) {
-    tag = rest.slice(colon + 1);
-    rest = rest.slice(0, colon);
-    if (!TAG.test(tag)) throw new BadRequestError(`invalid reference format: ${ref}`);
-  }
+  if (colon > slash) return { name: rest.slice(0, colon), tag: rest.slice(colon + 1), digest };
+  return { name: rest, digest };
+}
+
+/**
+ * Parses and normalises a reference the way Docker does for local lookups:
+ * "docker.io/library/busybox" and "busybox" are the same repository, shown as "busybox".
+ */
+export function parseReference(ref: string): Reference {
+  const { name: rest, digest, tag: given } = splitReference(ref);
+  if (digest !== undefined && !/^sha256:[0-9a-f]{64}$/.test(digest)) throw new BadRequestError(`invalid reference format: ${ref}`);
+  let tag = given;
+  if (tag !== undefined && !TAG.test(tag)) throw new BadRequestError(`invalid reference format: ${ref}`);
   if (rest === '') throw new BadRequestError(`invalid reference format: ${ref}`);
   if (rest !== rest.toLowerCase()) throw new BadRequestError(`invalid reference format: repository name must be lowercase`);
   const parts = rest.split('/');

@@ -2,6 +2,7 @@
  * The fields `--format` templates see for each list command, named and computed as docker's
  * formatter contexts (ContainerContext, imageContext, networkContext, statsContext) do.
  */
+import { splitReference } from '../../images/reference.js';
 import { Struct } from '../gotemplate.js';
 import type { ListFormat } from './formatter.js';
 import { ago, bytesSize, ellipsis, goTimeString, humanSize, parseRfc3339, truncateId } from './human.js';
@@ -84,21 +85,6 @@ function sortedLabels(labels: Record<string, string> | null | undefined): string
 /** reference.FamiliarString: "docker.io/library/busybox:latest" → "busybox:latest". */
 export function familiarName(ref: string): string {
   return ref.replace(/^docker\.io\/library\//, '').replace(/^docker\.io\//, '').replace(/^index\.docker\.io\/(library\/)?/, '');
-}
-
-/** Splits "name[:tag][@digest]" where the tag colon comes after the last slash. */
-export function splitReference(ref: string): { name: string; tag?: string; digest?: string } {
-  let rest = ref;
-  let digest: string | undefined;
-  const at = rest.indexOf('@');
-  if (at >= 0) {
-    digest = rest.slice(at + 1);
-    rest = rest.slice(0, at);
-  }
-  const slash = rest.lastIndexOf('/');
-  const colon = rest.lastIndexOf(':');
-  if (colon > slash) return { name: rest.slice(0, colon), tag: rest.slice(colon + 1), digest };
-  return { name: rest, digest };
 }
 
 /**
