@@ -81,14 +81,22 @@ function networkChains(n: BridgeRules): Array<{ name: string; rules: string[] }>
   return chains;
 }
 
-/** The verdict-map elements that lead into a network's chains. */
-function networkElements(n: BridgeRules, family: Family): { fwd_in: string[]; fwd_out: string[]; post_src: string[] } {
+/** The maps through which the base chains enter a network's own chains. */
+type VerdictMap = 'fwd_in' | 'fwd_out' | 'post_src';
+const VERDICT_MAPS: VerdictMap[] = ['fwd_in', 'fwd_out', 'post_src'];
+
+/** The verdict-map elements that lead into a network's chains, as [key, verdict]. */
+function networkElements(n: BridgeRules, family: Family): Record<VerdictMap, Array<[string, string]>> {
   const names = chainNames(n);
   return {
-    fwd_in: [`${q(n.bridge)} : jump ${names.in}`],
-    fwd_out: n.internal ? [`${q(n.bridge)} : jump ${names.out}`] : [],
-    post_src: subnetsOf(n, family).map((s) => `${s} : jump ${names.post}`),
+    fwd_in: [[q(n.bridge), `jump ${names.in}`]],
+    fwd_out: n.internal ? [[q(n.bridge), `jump ${names.out}`]] : [],
+    post_src: subnetsOf(n, family).map((s) => [s, `jump ${names.post}`]),
   };
+}
+
+function mapped(entries: Array<[string, string]>): string[] {
+  return entries.map(([key, verdict]) => `${key} : ${verdict}`);
 }
 
 function elementsLine(list: string[]): string[] {
@@ -117,9 +125,9 @@ function table(family: Family, networks: BridgeRules[], ports: PortMapping[]): s
     ...elementsLine(networks.map((n) => q(n.bridge))),
     `  }`,
     ...networks.flatMap((n) => networkChains(n).flatMap((c) => [`  chain ${c.name} {`, ...c.rules.map((r) => `    ${r}`), `  }`])),
-    `  map fwd_in {`, `    type ifname : verdict`, ...elementsLine(els.flatMap((e) => e.fwd_in)), `  }`,
-    `  map fwd_out {`, `    type ifname : verdict`, ...elementsLine(els.flatMap((e) => e.fwd_out)), `  }`,
-    `  map post_src {`, `    type ${addr} : verdict`, `    flags interval`, ...elementsLine(els.flatMap((e) => e.post_src)), `  }`,
+    `  map fwd_in {`, `    type ifname : verdict`, ...elementsLine(els.flatMap((e) => mapped(e.fwd_in))), `  }`,
+    `  map fwd_out {`, `    type ifname : verdict`, ...elementsLine(els.flatMap((e) => mapped(e.fwd_out))), `  }`,
+    `  map post_src {`, `    type ${addr} : verdict`, `    flags interval`, ...elementsLine(els.flatMap((e) => mapped(e.post_src))), `  }`,
     ...(v4
       ? [
         ...mapBlock('pub_any', 'inet_proto . inet_service : ipv4_addr . inet_service', ports),
@@ -189,16 +197,15 @@ function addNetworkFamily(family: Family, n: BridgeRules): string[] {
   return [
     `add element ${t} bridges { ${q(n.bridge)} }`,
     ...networkChains(n).flatMap((c) => [`add chain ${t} ${c.name}`, ...c.rules.map((r) => `add rule ${t} ${c.name} ${r}`)]),
-    ...(['fwd_in', 'fwd_out', 'post_src'] as const).filter((m) => e[m].length).map((m) => `add element ${t} ${m} { ${e[m].join(', ')} }`),
+    ...VERDICT_MAPS.filter((m) => e[m].length).map((m) => `add element ${t} ${m} { ${mapped(e[m]).join(', ')} }`),
   ];
 }
 
 function deleteNetworkFamily(family: Family, n: BridgeRules): string[] {
   const t = `${family} ${TABLE}`;
   const e = networkElements(n, family);
-  const keys = (list: string[]) => list.map((x) => x.split(' : ')[0]).join(', ');
   return [
-    ...(['fwd_in', 'fwd_out', 'post_src'] as const).filter((m) => e[m].length).map((m) => `delete element ${t} ${m} { ${keys(e[m])} }`),
+    ...VERDICT_MAPS.filter((m) => e[m].length).map((m) => `delete element ${t} ${m} { ${e[m].map(([key]) => key).join(', ')} }`),
     `delete element ${t} bridges { ${q(n.bridge)} }`,
     ...networkChains(n).flatMap((c) => [`flush chain ${t} ${c.name}`, `delete chain ${t} ${c.name}`]),
   ];
