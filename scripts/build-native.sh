@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Builds berth's native pieces: berth-attach, the small C helper that reaches conmon's
-# SOCK_SEQPACKET attach socket, and berth-netns.node, the N-API addon that opens the embedded
-# resolver's sockets inside a container's network namespace and serves its UDP hot path,
-# berth-ns.node, which creates and releases network namespaces, and berth-spawn, which starts
-# berthd's short-lived commands without forking berthd (Node's headers ship with Debian's nodejs).
+# SOCK_SEQPACKET attach socket; berth-netns.node, the N-API addon that creates and releases network
+# namespaces, opens the embedded resolver's sockets inside them and serves its UDP hot path; and
+# berth-spawn, which starts berthd's short-lived commands without forking berthd (Node's headers
+# ship with Debian's nodejs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p build
@@ -13,10 +13,6 @@ fi
 if [ ! -f build/berth-netns.node ] || [ native/berth-netns.c -nt build/berth-netns.node ] || [ native/berth-dnsfast.c -nt build/berth-netns.node ]; then
   cc -O2 -Wall -Wextra -shared -fPIC -pthread -DNODE_GYP_MODULE_NAME=berth_netns -I/usr/include/node \
     -o build/berth-netns.node native/berth-netns.c native/berth-dnsfast.c
-fi
-if [ ! -f build/berth-ns.node ] || [ native/berth-ns.c -nt build/berth-ns.node ]; then
-  cc -O2 -Wall -Wextra -shared -fPIC -DNODE_GYP_MODULE_NAME=berth_ns -I/usr/include/node \
-    -pthread -o build/berth-ns.node native/berth-ns.c
 fi
 if [ ! -x build/berth-spawn ] || [ native/berth-spawn.c -nt build/berth-spawn ]; then
   cc -O2 -Wall -Wextra -o build/berth-spawn native/berth-spawn.c

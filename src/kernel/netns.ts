@@ -7,7 +7,7 @@ import { CommandStream, ipDialect } from './stream.js';
 /**
  * Network namespaces owned by one berthd live as bind mounts under its own root directory rather
  * than in /run/netns, so two daemons (a test's and a benchmark's, say) never see each other's.
- * Node has no unshare: the small addon native/berth-ns.c makes, pins and releases them without an
+ * Node has no unshare: the addon native/berth-netns.c makes, pins and releases them without an
  * `unshare` or `umount` process; commands run inside one through berth-spawn (util/exec.ts).
  */
 interface NsAddon {
@@ -15,7 +15,7 @@ interface NsAddon {
   unpin(path: string): void;
 }
 
-const ns = nativeAddon<NsAddon>('berth-ns.node', 'network namespaces');
+const ns = nativeAddon<NsAddon>('berth-netns.node', 'network namespaces');
 
 export async function createNetns(path: string): Promise<void> {
   await fs.writeFile(path, '', { flag: 'wx' }).catch((e: NodeJS.ErrnoException) => {
