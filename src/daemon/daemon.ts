@@ -7,7 +7,7 @@ import { EventBus } from '../engine/events.js';
 import { ExecManager } from '../engine/exec.js';
 import { LocalImageStore } from '../images/store.js';
 import { RegistryService } from '../images/registry/service.js';
-import { mountPointsUnder } from '../kernel/mount.js';
+import { ensurePrivateBind, mountPointsUnder } from '../kernel/mount.js';
 import { deleteNetns, hostIp, hostIpDeletions } from '../kernel/netns.js';
 import { hostNft } from '../kernel/nft.js';
 import { NetworkController } from '../network/controller.js';
@@ -18,7 +18,7 @@ import { readJson, writeJsonAtomic } from '../store/atomic.js';
 import { errorMessage } from '../util/errors.js';
 import { newId } from '../util/ids.js';
 import { run } from '../util/exec.js';
-import { ATTACH_HELPER, BUSYBOX_TARBALL, VERSION } from './paths.js';
+import { ATTACH_HELPER, BUSYBOX_TARBALL, RUNC_SHIM, VERSION } from './paths.js';
 
 export interface DaemonOptions { root: string; socket: string; attachHelper?: string; seedBusybox?: boolean; debug?: boolean; bip?: string; insecureRegistries?: string[]; resolvConf?: string }
 
@@ -44,9 +44,11 @@ export class Daemon {
   private async build(): Promise<{ engine: Engine; runtime: ConmonRuntime; identity: DaemonIdentity }> {
     await fs.mkdir(this.o.root, { recursive: true, mode: 0o711 });
     const identity = await this.identity();
+    const ownMount = await ensurePrivateBind(this.o.root);
     const runtime = new ConmonRuntime({
       runcRoot: join(this.o.root, 'runc'), exitDir: join(this.o.root, 'exits'),
       attachHelper: this.o.attachHelper ?? ATTACH_HELPER,
+      ...(existsSync(RUNC_SHIM) ? { runcShim: RUNC_SHIM, ...(ownMount ? { mountRoot: this.o.root } : {}) } : {}),
     });
     await runtime.init();
     const images = new LocalImageStore(join(this.o.root, 'image'));
@@ -115,9 +117,15 @@ export class Daemon {
     for (const p of await mountPointsUnder(join(this.o.root, 'netns'))) {
       await deleteNetns(p).catch((e) => problems.push(errorMessage(e)));
     }
-    for (const p of await mountPointsUnder(this.o.root)) {
-      const r = await run('umount', ['--lazy', p]);
-      if (r.code !== 0) problems.push(`umount ${p}: ${r.stderr.trim()}`);
+    // Several passes: a mount can hide another at the same point (berth's root bind over the
+    // mounts of containers an older berthd started).
+    for (let pass = 0; pass < 3; pass++) {
+      const points = await mountPointsUnder(this.o.root);
+      if (points.length === 0) break;
+      for (const p of points) {
+        const r = await run('umount', ['--lazy', p]);
+        if (r.code !== 0 && pass === 2) problems.push(`umount ${p}: ${r.stderr.trim()}`);
+      }
     }
     runtime.close();
     return problems;

@@ -1,7 +1,7 @@
 import { promises as fs } from 'node:fs';
 import { hostname as osHostname } from 'node:os';
 import { join } from 'node:path';
-import { mountOverlay, unmount } from '../kernel/mount.js';
+import { mountOverlay, mountsHolding, unmount } from '../kernel/mount.js';
 import { containerResolvConf, hostsFile } from '../network/etcfiles.js';
 import type { NetworkController } from '../network/controller.js';
 import { portRequests } from '../network/ports.js';
@@ -330,9 +330,11 @@ export class Engine {
       if (c.Config.WorkingDir) await fs.mkdir(join(rootfs, c.Config.WorkingDir), { recursive: true });
       await fs.writeFile(join(dir, 'config.json'), JSON.stringify(spec));
       this.exitSignals.set(c.Id, deferred());
+      const keepMounts = [rootfs, ...(await mountsHolding(this.o.root, [sandbox.netnsPath ?? '', ...binds.map((b) => b.Source)]))];
       const pid = await this.o.runtime.create({
         id: c.Id, name: c.Name.slice(1), bundle: dir, logPath: this.logPath(c),
         tty: c.Config.Tty, openStdin: c.Config.OpenStdin, leaveStdinOpen: c.Config.OpenStdin && !c.Config.StdinOnce,
+        keepMounts,
       });
       created = true;
       await this.connectPendingAttach(c);

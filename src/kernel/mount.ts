@@ -1,5 +1,5 @@
 import { promises as fs } from 'node:fs';
-import { dirname } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import { run, runOk } from '../util/exec.js';
 
 /** Mounts an overlay filesystem: image layers read-only below, the container's own layer on top. */
@@ -41,4 +41,63 @@ export async function mountPointsUnder(prefix: string): Promise<string[]> {
     .map((p) => p.replace(/\\040/g, ' '))
     .filter((p) => p === prefix || p.startsWith(prefix.endsWith('/') ? prefix : prefix + '/'));
   return [...new Set(points)].sort((a, b) => b.length - a.length);
+}
+
+interface MountEntry { root: string; point: string; dev: string; shared: boolean }
+
+function readMountTable(text: string): MountEntry[] {
+  const unescape = (p: string) => p.replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(Number.parseInt(o, 8)));
+  return text.split('\n').filter(Boolean).map((line) => {
+    const f = line.split(' ');
+    const sep = f.indexOf('-');
+    return { dev: f[2]!, root: unescape(f[3]!), point: unescape(f[4]!), shared: f.slice(6, sep).some((t) => t.startsWith('shared:')) };
+  });
+}
+
+/**
+ * Makes `dir` a private mount of its own: a bind of the directory onto itself, as containers/storage
+ * does with its graph root. Everything berth mounts per container lives below it, so a mount
+ * namespace can drop all of those at once by detaching this one mount (native/berth-runc.c), and
+ * none of them propagates to another namespace. A bind berth made before a restart is recognised
+ * (same device and directory as what lies beneath) and reused; a mount of the administrator's at
+ * `dir` gets berth's bind stacked on top rather than changed. Returns whether `dir` is such a mount.
+ */
+export async function ensurePrivateBind(dir: string): Promise<boolean> {
+  const table = readMountTable(await fs.readFile('/proc/self/mountinfo', 'utf8'));
+  const own = ownBindAt(table, dir);
+  if (own && !own.shared) return true;
+  if (!own) {
+    // Recursive, so the mounts of containers started by an older berthd stay visible on top.
+    const r = await run('mount', ['--rbind', dir, dir]);
+    if (r.code !== 0) return false;
+  }
+  return (await run('mount', ['--make-private', dir])).code === 0;
+}
+
+/** Whether the topmost mount at `dir` is a bind of `dir` itself onto itself (berth's). */
+function ownBindAt(table: MountEntry[], dir: string): MountEntry | undefined {
+  const at = table.filter((m) => m.point === dir);
+  const top = at[at.length - 1];
+  if (!top) return undefined;
+  const below = at.length > 1 ? at[at.length - 2]! : table.filter((m) => m.point !== dir && (m.point === '/' || dir.startsWith(m.point + '/')))
+    .reduce<MountEntry | undefined>((best, m) => (!best || m.point.length >= best.point.length ? m : best), undefined);
+  if (!below || below.dev !== top.dev) return undefined;
+  const expected = at.length > 1 ? below.root : join(below.root, relative(below.point, dir));
+  return top.root === expected ? top : undefined;
+}
+
+/**
+ * For each path below `root`, the mount it lies on: the path itself or its nearest ancestor with a
+ * filesystem of its own. These are what a container must keep when its runtime drops berth's
+ * mounts (native/berth-runc.c). Paths outside `root`, or on no mount of berth's, need nothing.
+ */
+export async function mountsHolding(root: string, paths: string[]): Promise<string[]> {
+  const found = new Set<string>();
+  for (const path of paths) {
+    if (!path.startsWith(root + '/')) continue;
+    for (let p = path; p !== root && p.startsWith(root + '/'); p = dirname(p)) {
+      if (await hasOwnFilesystem(p)) { found.add(p); break; }
+    }
+  }
+  return [...found];
 }

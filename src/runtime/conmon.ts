@@ -19,6 +19,10 @@ export interface ConmonRuntimeOptions {
   attachHelper: string;
   runcPath?: string;
   conmonPath?: string;
+  /** native/berth-runc.c: what conmon runs as its runtime; it runs runc without berth's other mounts. */
+  runcShim?: string;
+  /** A private mount of berth's own holding every per-container mount (kernel/mount.ts ensurePrivateBind). */
+  mountRoot?: string;
 }
 
 /**
@@ -80,7 +84,9 @@ export class ConmonRuntime implements ContainerRuntime {
     const args = [
       '--api-version', '1', '--sync',
       '-c', o.id, '-u', o.id, '-n', o.name,
-      '-r', this.runc, '--runtime-arg', '--root', '--runtime-arg', this.opts.runcRoot,
+      '-r', this.opts.runcShim ?? this.runc,
+      ...this.shimArgs(o.keepMounts).flatMap((a) => ['--runtime-arg', a]),
+      '--runtime-arg', '--root', '--runtime-arg', this.opts.runcRoot,
       '-b', o.bundle, '-p', join(o.bundle, 'pidfile'),
       '--exit-dir', this.opts.exitDir, '--persist-dir', join(o.bundle, 'conmon'),
       '--full-attach', '-l', `k8s-file:${o.logPath}`,
@@ -135,8 +141,21 @@ export class ConmonRuntime implements ContainerRuntime {
     }));
   }
 
+  /**
+   * runc copies and reads the whole mount table of its caller, so with every running container it
+   * would get slower: the shim (native/berth-runc.c) detaches berth's mount root for it and puts
+   * back the mounts in `keep`. Without a shim, or without a mount root of berth's, plain runc.
+   */
+  private shimArgs(keep: string[] | undefined): string[] {
+    if (!this.opts.runcShim) return [];
+    const args = [`--berth-runc=${this.runc}`];
+    if (this.opts.mountRoot && keep) args.push(`--berth-mount-root=${this.opts.mountRoot}`, ...keep.map((k) => `--berth-keep=${k}`));
+    return args;
+  }
+
   async start(id: string): Promise<void> {
-    const r = await run(this.runc, ['--root', this.opts.runcRoot, 'start', id]);
+    // start needs no mount of berth's: only runc's state directory and the container's fifo in it.
+    const r = await run(this.opts.runcShim ?? this.runc, [...this.shimArgs([]), '--root', this.opts.runcRoot, 'start', id]);
     if (r.code !== 0) throw new RuntimeCreateError(cleanRuncMessage(r.stderr));
   }
 

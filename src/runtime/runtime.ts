@@ -20,6 +20,11 @@ export interface CreateOptions {
   openStdin: boolean;
   /** Keep the container's stdin open after an attached client goes away (docker run -dit). */
   leaveStdinOpen: boolean;
+  /**
+   * The mounts below the runtime's mount root that this container uses (its rootfs, its network
+   * namespace pin, volumes on mounts of their own). Given, the runtime runs without the others.
+   */
+  keepMounts?: string[];
 }
 
 export interface ExecOptions {
