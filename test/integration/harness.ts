@@ -133,6 +133,9 @@ export class TestHost {
           try { json = text ? JSON.parse(text) : undefined; } catch { json = undefined; }
           resolvePromise({ status: res.statusCode ?? 0, headers: res.headers, body: text, raw, json });
         });
+        // berthd dying mid-response must fail the test, not leave it waiting forever.
+        res.on('error', reject);
+        res.on('close', () => { if (!res.complete) reject(new Error(`${method} ${path}: berthd closed the connection mid-response`)); });
       });
       req.on('error', reject);
       req.end(data);
