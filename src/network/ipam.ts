@@ -64,7 +64,8 @@ export function nextPoolSubnet(inUse: Subnet[]): Subnet {
       if (!inUse.some((u) => overlaps(u, candidate))) return candidate;
     }
   }
-  throw new ForbiddenError('could not find an available, non-overlapping IPv4 address pool among the defaults to assign to the network');
+  // Docker 20.10's words, then those of later Docker releases, so a search for either finds it.
+  throw new ForbiddenError('could not find an available, non-overlapping IPv4 address pool among the defaults to assign to the network: all predefined address pools have been fully subnetted');
 }
 
 export interface PoolState {

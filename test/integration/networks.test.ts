@@ -257,6 +257,37 @@ describe('bridge networks', () => {
     assert.deepEqual(pruned.json.NetworksDeleted, ['dup']);
   });
 
+  it('hands out every default pool, then refuses with Docker\'s exhaustion error and creates nothing', async () => {
+    // The default bridge holds 172.17.0.0/16: 172.18–172.31 (/16) and 192.168.0.0/16 in /20 steps remain.
+    const made: string[] = [];
+    try {
+      for (let i = 0; i < 30; i++) {
+        const r = await host.api('POST', '/networks/create', { Name: `pool${i}` });
+        assert.equal(r.status, 201, r.body);
+        made.push(r.json.Id);
+      }
+      const subnets = await Promise.all(made.map(async (id) => (await host.api('GET', `/networks/${id}`)).json.IPAM.Config[0].Subnet as string));
+      assert.equal(subnets[0], '172.18.0.0/16');
+      assert.equal(subnets[13], '172.31.0.0/16');
+      assert.equal(subnets[14], '192.168.0.0/20');
+      assert.equal(subnets[29], '192.168.240.0/20');
+      const links = await host.inNetns('ip', ['-o', 'link', 'show', 'type', 'bridge']);
+      const full = await host.api('POST', '/networks/create', { Name: 'onemore' });
+      assert.equal(full.status, 403);
+      assert.match(full.json.message, /all predefined address pools have been fully subnetted/);
+      assert.equal((await host.api('GET', '/networks/onemore')).status, 404);
+      assert.equal((await host.inNetns('ip', ['-o', 'link', 'show', 'type', 'bridge'])).stdout, links.stdout);
+      // A freed pool is handed out again.
+      assert.equal((await host.api('DELETE', `/networks/${made.pop()}`)).status, 204);
+      const again = await host.api('POST', '/networks/create', { Name: 'onemore' });
+      assert.equal(again.status, 201, again.body);
+      made.push(again.json.Id);
+      assert.equal((await host.api('GET', '/networks/onemore')).json.IPAM.Config[0].Subnet, '192.168.240.0/20');
+    } finally {
+      for (const id of made) await host.api('DELETE', `/networks/${id}`);
+    }
+  });
+
   it('restores networks and running containers after a daemon crash', async () => {
     await docker.createNetwork({ Name: 'keep' });
     const a = await host.runDetached({ Cmd: ['sleep', '300'], HostConfig: { NetworkMode: 'keep' } });
