@@ -108,6 +108,11 @@ describe('bridge networks', () => {
     const ip2 = await ipOf(host, c2, 'net2');
     assert.equal(ip2, '10.77.0.128', 'first address of the ip-range');
     assert.equal(await ipOf(host, c3, 'net2'), '10.77.0.20');
+    // --mac-address: the interface and inspect carry the requested address.
+    const c4 = await host.runDetached({ Cmd: ['sleep', '300'], MacAddress: '02:42:0a:4d:00:99', HostConfig: { NetworkMode: 'net2' } }, 'c4');
+    assert.match(await execOut(host, c4, ['cat', '/sys/class/net/eth0/address']), /^02:42:0a:4d:00:99/);
+    assert.equal((await docker.getContainer('c4').inspect()).NetworkSettings.Networks.net2!.MacAddress, '02:42:0a:4d:00:99');
+    await host.api('DELETE', `/containers/${c4}?force=1`);
     assert.match(await execOut(host, c2, ['ip', 'route']), /default via 10\.77\.0\.254/);
     assert.match(await execOut(host, c2, ['cat', '/sys/class/net/eth0/mtu']), /^1300/);
     const ip1 = await ipOf(host, c1, 'net1');
