@@ -153,50 +153,58 @@ export class ConmonRuntime implements ContainerRuntime {
     return args;
   }
 
+  /**
+   * The command line of a runc subcommand other than create. None of them needs a mount of berth's
+   * (they work on runc's state directory, the container's cgroups, or join its namespaces), so they
+   * go through the shim with nothing kept and do not slow down as containers accumulate either.
+   */
+  private runcCommand(args: string[]): [string, string[]] {
+    return [this.opts.runcShim ?? this.runc, [...this.shimArgs([]), '--root', this.opts.runcRoot, ...args]];
+  }
+
   async start(id: string): Promise<void> {
-    // start needs no mount of berth's: only runc's state directory and the container's fifo in it.
-    const r = await run(this.opts.runcShim ?? this.runc, [...this.shimArgs([]), '--root', this.opts.runcRoot, 'start', id]);
+    const r = await run(...this.runcCommand(['start', id]));
     if (r.code !== 0) throw new RuntimeCreateError(cleanRuncMessage(r.stderr));
   }
 
   async kill(id: string, signal: string): Promise<void> {
-    const r = await run(this.runc, ['--root', this.opts.runcRoot, 'kill', id, signal]);
+    const r = await run(...this.runcCommand(['kill', id, signal]));
     if (r.code !== 0 && !/not running|container not running|does not exist|process already finished/i.test(r.stderr)) {
       throw new Error(cleanRuncMessage(r.stderr));
     }
   }
 
   async update(id: string, resources: Record<string, unknown>): Promise<void> {
-    const r = await run(this.runc, ['--root', this.opts.runcRoot, 'update', '--resources', '-', id], { input: JSON.stringify(resources) });
+    const r = await run(...this.runcCommand(['update', '--resources', '-', id]), { input: JSON.stringify(resources) });
     if (r.code !== 0) throw new Error(cleanRuncMessage(r.stderr));
   }
 
   async pause(id: string): Promise<void> {
-    const r = await run(this.runc, ['--root', this.opts.runcRoot, 'pause', id]);
+    const r = await run(...this.runcCommand(['pause', id]));
     if (r.code !== 0) throw new Error(cleanRuncMessage(r.stderr));
   }
 
   async resume(id: string): Promise<void> {
-    const r = await run(this.runc, ['--root', this.opts.runcRoot, 'resume', id]);
+    const r = await run(...this.runcCommand(['resume', id]));
     if (r.code !== 0 && !/not paused/i.test(r.stderr)) throw new Error(cleanRuncMessage(r.stderr));
   }
 
   async delete(id: string): Promise<void> {
-    const r = await run(this.runc, ['--root', this.opts.runcRoot, 'delete', '--force', id]);
+    const r = await run(...this.runcCommand(['delete', '--force', id]));
     if (r.code !== 0 && !/does not exist|not exist/i.test(r.stderr)) {
       throw new Error(cleanRuncMessage(r.stderr));
     }
   }
 
   async state(id: string): Promise<RuntimeState | undefined> {
-    const r = await run(this.runc, ['--root', this.opts.runcRoot, 'state', id]);
+    const r = await run(...this.runcCommand(['state', id]));
     if (r.code !== 0) return undefined;
     const s = JSON.parse(r.stdout) as { status: RuntimeState['status']; pid: number };
     return { status: s.status, pid: s.pid };
   }
 
   async pids(id: string): Promise<number[]> {
-    const out = await runOk(this.runc, ['--root', this.opts.runcRoot, 'ps', '--format', 'json', id]);
+    const out = await runOk(...this.runcCommand(['ps', '--format', 'json', id]));
     return (JSON.parse(out || '[]') as number[] | null) ?? [];
   }
 
@@ -250,7 +258,7 @@ export class ConmonRuntime implements ContainerRuntime {
   }
 
   async exec(o: ExecOptions): Promise<ExecProcess> {
-    const args = ['--root', this.opts.runcRoot, 'exec'];
+    const args = ['exec'];
     if (o.tty) args.push('--tty');
     if (o.cwd) args.push('--cwd', o.cwd);
     if (o.user) {
@@ -259,9 +267,10 @@ export class ConmonRuntime implements ContainerRuntime {
     }
     for (const e of o.env) args.push('--env', e);
     args.push(o.id, ...o.args);
+    const [cmd, argv] = this.runcCommand(args);
 
     if (o.tty) {
-      const term = pty.spawn(this.runc, args, {
+      const term = pty.spawn(cmd, argv, {
         name: 'xterm', cols: o.cols || 80, rows: o.rows || 24, encoding: null, env: process.env as Record<string, string>,
       });
       const stdout = new PassThrough();
@@ -274,7 +283,7 @@ export class ConmonRuntime implements ContainerRuntime {
       }));
       return { pid: term.pid, stdin, stdout, exited, resize: (c, r) => { try { term.resize(c, r); } catch { /* exited */ } } };
     }
-    const child = spawn(this.runc, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(cmd, argv, { stdio: ['pipe', 'pipe', 'pipe'] });
     child.stdin.on('error', () => { /* process exited before reading its input */ });
     const exited = new Promise<number>((res, rej) => {
       child.on('error', rej);
