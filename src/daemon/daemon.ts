@@ -114,13 +114,15 @@ export class Daemon {
       if (r.code !== 0) problems.push(`runc delete ${id}: ${r.stderr.trim()}`);
     }
     problems.push(...(await engine.network.removeKernelObjects()));
-    for (const p of await mountPointsUnder(join(this.o.root, 'netns'))) {
+    // The mount table names resolved paths, and the root may be reached through a symlink.
+    const realRoot = await fs.realpath(this.o.root);
+    for (const p of await mountPointsUnder(join(realRoot, 'netns'))) {
       await deleteNetns(p).catch((e) => problems.push(errorMessage(e)));
     }
     // Several passes: a mount can hide another at the same point (berth's root bind over the
     // mounts of containers an older berthd started).
     for (let pass = 0; pass < 3; pass++) {
-      const points = await mountPointsUnder(this.o.root);
+      const points = await mountPointsUnder(realRoot);
       if (points.length === 0) break;
       for (const p of points) {
         const r = await run('umount', ['--lazy', p]);

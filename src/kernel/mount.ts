@@ -62,7 +62,9 @@ function readMountTable(text: string): MountEntry[] {
  * (same device and directory as what lies beneath) and reused; a mount of the administrator's at
  * `dir` gets berth's bind stacked on top rather than changed. Returns whether `dir` is such a mount.
  */
-export async function ensurePrivateBind(dir: string): Promise<boolean> {
+export async function ensurePrivateBind(root: string): Promise<boolean> {
+  // The mount table names resolved paths: a root reached through a symlink must be compared as such.
+  const dir = await fs.realpath(root);
   const table = readMountTable(await fs.readFile('/proc/self/mountinfo', 'utf8'));
   const own = ownBindAt(table, dir);
   if (own && !own.shared) return true;

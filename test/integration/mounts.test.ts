@@ -49,6 +49,11 @@ describe('berth mount root and the runc shim', () => {
     assert.equal(mountsAt(info, root), 1);
     const line = info.split('\n').find((l) => l.split(' ')[4] === root)!;
     assert.doesNotMatch(line, /shared:/, 'the root bind must be private');
+    // Named through a symlink, it is the same mount.
+    const link = join(root, '..', 'link');
+    await fs.symlink(root, link);
+    assert.equal(await ensurePrivateBind(link), true);
+    assert.equal(mountsAt(await fs.readFile('/proc/self/mountinfo', 'utf8'), root), 1);
   });
 
   it('stacks its bind on a mount of the administrator\'s instead of changing it', async () => {
