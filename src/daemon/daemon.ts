@@ -43,6 +43,8 @@ export class Daemon {
 
   private async build(): Promise<{ engine: Engine; runtime: ConmonRuntime; identity: DaemonIdentity }> {
     await fs.mkdir(this.o.root, { recursive: true, mode: 0o711 });
+    // runc refuses a rootfs path through a symlink, and the mount table names resolved paths.
+    this.o.root = await fs.realpath(this.o.root);
     const identity = await this.identity();
     const ownMount = await ensurePrivateBind(this.o.root);
     const runtime = new ConmonRuntime({
@@ -114,15 +116,13 @@ export class Daemon {
       if (r.code !== 0) problems.push(`runc delete ${id}: ${r.stderr.trim()}`);
     }
     problems.push(...(await engine.network.removeKernelObjects()));
-    // The mount table names resolved paths, and the root may be reached through a symlink.
-    const realRoot = await fs.realpath(this.o.root);
-    for (const p of await mountPointsUnder(join(realRoot, 'netns'))) {
+    for (const p of await mountPointsUnder(join(this.o.root, 'netns'))) {
       await deleteNetns(p).catch((e) => problems.push(errorMessage(e)));
     }
     // Several passes: a mount can hide another at the same point (berth's root bind over the
     // mounts of containers an older berthd started).
     for (let pass = 0; pass < 3; pass++) {
-      const points = await mountPointsUnder(realRoot);
+      const points = await mountPointsUnder(this.o.root);
       if (points.length === 0) break;
       for (const p of points) {
         const r = await run('umount', ['--lazy', p]);

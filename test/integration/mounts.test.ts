@@ -138,4 +138,22 @@ describe('containers on a trimmed mount table', () => {
       assert.deepEqual(await host.destroy(), []);
     }
   });
+
+  it('runs containers under a root named through a symlink, and binds it once', async () => {
+    const host = await TestHost.create();
+    try {
+      const link = join(host.dir, 'root-link');
+      await fs.symlink(host.root, link);
+      await host.stopDaemon();
+      await host.startDaemon(['--root', link]);
+      const id = await host.runDetached({ Image: 'busybox', Cmd: ['sleep', '300'] });
+      assert.equal((await host.api('GET', `/containers/${id}/json`)).json.State.Running, true);
+      await host.stopDaemon();
+      await host.startDaemon(['--root', link]);
+      assert.equal(mountsAt(await fs.readFile('/proc/self/mountinfo', 'utf8'), host.root), 1);
+      assert.equal((await host.api('DELETE', `/containers/${id}?force=1`)).status, 204);
+    } finally {
+      assert.deepEqual(await host.destroy(), []);
+    }
+  });
 });
