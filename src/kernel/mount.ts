@@ -60,7 +60,8 @@ function readMountTable(text: string): MountEntry[] {
  * namespace can drop all of those at once by detaching this one mount (native/berth-runc.c), and
  * none of them propagates to another namespace. A bind berth made before a restart is recognised
  * (same device and directory as what lies beneath) and reused; a mount of the administrator's at
- * `dir` gets berth's bind stacked on top rather than changed. Returns whether `dir` is such a mount.
+ * `dir` gets berth's bind stacked on top rather than changed. Returns whether `dir` is such a mount;
+ * not yet, while mounts of an older berthd's containers lie below it (runc then sees them all).
  */
 export async function ensurePrivateBind(root: string): Promise<boolean> {
   // The mount table names resolved paths: a root reached through a symlink must be compared as such.
@@ -69,8 +70,10 @@ export async function ensurePrivateBind(root: string): Promise<boolean> {
   const own = ownBindAt(table, dir);
   if (own && !own.shared) return true;
   if (!own) {
-    // Recursive, so the mounts of containers started by an older berthd stay visible on top.
-    const r = await run('mount', ['--rbind', dir, dir]);
+    // Containers of an older berthd still hold mounts below: a bind now would hide them (or, made
+    // recursive, leave the originals pinned underneath after they stop). Wait for a start without.
+    if (table.some((m) => m.point.startsWith(dir + '/'))) return false;
+    const r = await run('mount', ['--bind', dir, dir]);
     if (r.code !== 0) return false;
   }
   return (await run('mount', ['--make-private', dir])).code === 0;

@@ -56,6 +56,16 @@ describe('berth mount root and the runc shim', () => {
     assert.equal(mountsAt(await fs.readFile('/proc/self/mountinfo', 'utf8'), root), 1);
   });
 
+  it('makes no bind while an older berthd\'s container mounts lie below the root', async () => {
+    const root = join(await scratch(), 'root');
+    await fs.mkdir(join(root, 'containers', 'old', 'rootfs'), { recursive: true });
+    await runOk('mount', ['-t', 'tmpfs', 'old', join(root, 'containers', 'old', 'rootfs')]);
+    assert.equal(await ensurePrivateBind(root), false);
+    assert.equal(mountsAt(await fs.readFile('/proc/self/mountinfo', 'utf8'), root), 0);
+    await runOk('umount', [join(root, 'containers', 'old', 'rootfs')]);
+    assert.equal(await ensurePrivateBind(root), true);
+  });
+
   it('stacks its bind on a mount of the administrator\'s instead of changing it', async () => {
     const root = join(await scratch(), 'root');
     await fs.mkdir(root);
