@@ -7,7 +7,7 @@ import { EventBus } from '../engine/events.js';
 import { ExecManager } from '../engine/exec.js';
 import { LocalImageStore } from '../images/store.js';
 import { RegistryService } from '../images/registry/service.js';
-import { ensurePrivateBind, mountPointsUnder } from '../kernel/mount.js';
+import { ensurePrivateBind, mountPointsUnder, releasePrivateBind } from '../kernel/mount.js';
 import { deleteNetns, hostIp, hostIpDeletions } from '../kernel/netns.js';
 import { hostNft } from '../kernel/nft.js';
 import { NetworkController } from '../network/controller.js';
@@ -119,16 +119,13 @@ export class Daemon {
     for (const p of await mountPointsUnder(join(this.o.root, 'netns'))) {
       await deleteNetns(p).catch((e) => problems.push(errorMessage(e)));
     }
-    // Several passes: a mount can hide another at the same point (berth's root bind over the
-    // mounts of containers an older berthd started).
-    for (let pass = 0; pass < 3; pass++) {
-      const points = await mountPointsUnder(this.o.root);
-      if (points.length === 0) break;
-      for (const p of points) {
-        const r = await run('umount', ['--lazy', p]);
-        if (r.code !== 0 && pass === 2) problems.push(`umount ${p}: ${r.stderr.trim()}`);
-      }
+    // Below the root everything mounted is berth's; at the root itself only berth's own bind is,
+    // not a filesystem the administrator mounted there.
+    for (const p of (await mountPointsUnder(this.o.root)).filter((p) => p !== this.o.root)) {
+      const r = await run('umount', ['--lazy', p]);
+      if (r.code !== 0) problems.push(`umount ${p}: ${r.stderr.trim()}`);
     }
+    await releasePrivateBind(this.o.root).catch((e) => problems.push(errorMessage(e)));
     runtime.close();
     return problems;
   }

@@ -79,6 +79,12 @@ export async function ensurePrivateBind(root: string): Promise<boolean> {
   return (await run('mount', ['--make-private', dir])).code === 0;
 }
 
+/** Undoes ensurePrivateBind: unmounts berth's bind at `root`, never a mount of the administrator's. */
+export async function releasePrivateBind(root: string): Promise<void> {
+  const dir = await fs.realpath(root);
+  if (ownBindAt(readMountTable(await fs.readFile('/proc/self/mountinfo', 'utf8')), dir)) await runOk('umount', ['--lazy', dir]);
+}
+
 /** Whether the topmost mount at `dir` is a bind of `dir` itself onto itself (berth's). */
 function ownBindAt(table: MountEntry[], dir: string): MountEntry | undefined {
   const at = table.filter((m) => m.point === dir);

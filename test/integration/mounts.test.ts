@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { RUNC_SHIM } from '../../src/daemon/paths.js';
-import { ensurePrivateBind, mountsHolding } from '../../src/kernel/mount.js';
+import { ensurePrivateBind, mountsHolding, releasePrivateBind } from '../../src/kernel/mount.js';
 import { run, runOk } from '../../src/util/exec.js';
 import { mountsUnder, TestHost } from './harness.js';
 
@@ -54,6 +54,8 @@ describe('berth mount root and the runc shim', () => {
     await fs.symlink(root, link);
     assert.equal(await ensurePrivateBind(link), true);
     assert.equal(mountsAt(await fs.readFile('/proc/self/mountinfo', 'utf8'), root), 1);
+    await releasePrivateBind(link);
+    assert.equal(mountsAt(await fs.readFile('/proc/self/mountinfo', 'utf8'), root), 0);
   });
 
   it('makes no bind while an older berthd\'s container mounts lie below the root', async () => {
@@ -78,6 +80,11 @@ describe('berth mount root and the runc shim', () => {
     const r = await throughShim(root, [], `cat ${root}/data; grep -c ' ${root} ' /proc/self/mountinfo`);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stdout, 'on the admin tmpfs1\n');
+    // Releasing removes berth's bind only, however often it is asked.
+    await releasePrivateBind(root);
+    await releasePrivateBind(root);
+    assert.equal(mountsAt(await fs.readFile('/proc/self/mountinfo', 'utf8'), root), 1);
+    assert.equal(await fs.readFile(join(root, 'data'), 'utf8'), 'on the admin tmpfs');
   });
 
   it('runs the program without the mounts below the root, except those it keeps', async () => {
