@@ -315,12 +315,30 @@ static napi_value remember(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* clear(): forgets every cached answer (the directory changed). */
+/* clear([ids]): forgets the cached answers of these sockets, or of all (the directory changed). */
 static napi_value clear(napi_env env, napi_callback_info info) {
-  (void)env;
-  (void)info;
+  size_t argc = 1;
+  napi_value list;
+  bool is_array = false;
+  if (napi_get_cb_info(env, info, &argc, &list, NULL, NULL) != napi_ok) return throw_msg(env, "clear([ids])");
+  if (argc >= 1 && (napi_is_array(env, list, &is_array) != napi_ok || !is_array)) return throw_msg(env, "clear([ids])");
+  uint32_t n = 0;
+  if (is_array && napi_get_array_length(env, list, &n) != napi_ok) return throw_msg(env, "clear([ids])");
+  uint32_t ids[256];
+  if (n > sizeof ids / sizeof ids[0]) is_array = false; /* a long list: clearing all is as good */
+  for (uint32_t i = 0; is_array && i < n; i++) {
+    napi_value v;
+    if (napi_get_element(env, list, i, &v) != napi_ok || napi_get_value_uint32(env, v, &ids[i]) != napi_ok) return throw_msg(env, "clear([ids])");
+  }
   pthread_mutex_lock(&mu);
-  for (struct fastsock *s = socks; s; s = s->next) clear_cache(s);
+  if (!is_array) {
+    for (struct fastsock *s = socks; s; s = s->next) clear_cache(s);
+  } else {
+    for (uint32_t i = 0; i < n; i++) {
+      struct fastsock *s = find(ids[i]);
+      if (s) clear_cache(s);
+    }
+  }
   pthread_mutex_unlock(&mu);
   return NULL;
 }

@@ -20,7 +20,8 @@ interface DnsFast {
   add(fd: number): number;
   remove(id: number): void;
   remember(id: number, query: Buffer, answer: Buffer): void;
-  clear(): void;
+  /** Forgets the cached answers of these sockets, or of every socket. */
+  clear(ids?: number[]): void;
   send(fd: number, answer: Buffer, address: string, port: number): boolean;
 }
 
@@ -38,7 +39,8 @@ export interface FastPath {
   add(fd: number, onMiss: (query: Buffer, address: string, port: number) => void): number;
   remove(id: number): void;
   remember(id: number, query: Buffer, answer: Buffer): void;
-  clear(): void;
+  /** Forgets the cached answers of these sockets, or of every socket. */
+  clear(ids?: number[]): void;
   send(fd: number, answer: Buffer, address: string, port: number): boolean;
 }
 
@@ -60,7 +62,7 @@ export function dnsFastPath(): FastPath {
         missHandlers.delete(id);
       },
       remember: (id, query, answer) => f.remember(id, query, answer),
-      clear: () => f.clear(),
+      clear: (ids) => (ids ? f.clear(ids) : f.clear()),
       send: (fd, answer, address, port) => f.send(fd, answer, address, port),
     };
   }

@@ -90,10 +90,19 @@ export class DnsServer {
 
   /**
    * Must be called synchronously whenever an answer may change (the directory's generation moved):
-   * the UDP hot path answers from its cache without asking JavaScript.
+   * the UDP hot path answers from its cache without asking JavaScript. A container sees only the
+   * names of the networks it is on, so a change on some networks empties the caches of their
+   * members and of the containers named (one that just left them); without a scope, every cache.
    */
-  directoryChanged(): void {
-    this.fast?.clear();
+  directoryChanged(scope?: { networks: string[]; containers: string[] }): void {
+    if (!this.fast) return;
+    if (!scope) return this.fast.clear();
+    const ids: number[] = [];
+    for (const l of this.sandboxes.values()) {
+      const asker = this.directory.askerFor(l.containerId);
+      if (scope.containers.includes(l.containerId) || asker?.networks.some((n) => scope.networks.includes(n.id))) ids.push(l.fastId);
+    }
+    if (ids.length) this.fast.clear(ids);
   }
 
   /** The port of the container's in-namespace resolver, opening it first if needed. */

@@ -873,7 +873,7 @@ export class Engine {
     const old = c.Name;
     c.Name = name;
     this.names.set(name, c.Id);
-    this.o.network.namesChanged();
+    this.o.network.namesChanged(c);
     await this.save(c);
     this.containerEvent(c, 'rename', { oldName: old });
   }

@@ -50,16 +50,19 @@ export class NetworkController {
   private mtuDefault = 1500;
   private dns?: DnsServer;
   private gen = 0;
-  /**
-   * Bumped on every endpoint change, so derived views (DNS) know when to rebuild; the resolver's
-   * native answer cache is emptied in the same step, so a change is visible to the next query.
-   */
+  /** Bumped on every endpoint change (changed()), so derived views (DNS) know when to rebuild. */
   get generation(): number {
     return this.gen;
   }
-  set generation(v: number) {
-    this.gen = v;
-    this.dns?.directoryChanged();
+
+  /**
+   * An endpoint on these networks changed, of this container. The resolver's answer caches of
+   * those networks' members and of the container are emptied in the same step, so the change is
+   * visible to the next query.
+   */
+  private changed(networks: string[], containerId: string): void {
+    this.gen++;
+    this.dns?.directoryChanged({ networks, containers: [containerId] });
   }
   /** The resolver port each running container's 127.0.0.11:53 is sent to, to skip rewriting the rule unchanged. */
   private readonly dnsProgrammed = new Map<string, number>();
@@ -271,8 +274,8 @@ export class NetworkController {
   }
 
   /** A container's names changed (rename): the embedded DNS's view and its answer cache must follow. */
-  namesChanged(): void {
-    this.generation++;
+  namesChanged(c: ContainerRecord): void {
+    this.changed(Object.keys(c.Endpoints ?? {}), c.Id);
   }
 
   /** Whether a container with these endpoints gets the embedded resolver (a user-defined network). */
@@ -540,7 +543,7 @@ export class NetworkController {
       if (got) mac = got.mac;
       Object.assign(ep, { EndpointID: endpointId, IPAddress: ip, IPPrefixLen: prefix, Gateway: n.Internal ? '' : pool.gateway, MacAddress: mac, ifname });
       if (ip6) Object.assign(ep, { GlobalIPv6Address: ip6, GlobalIPv6PrefixLen: prefix6, IPv6Gateway: n.Internal ? '' : pool6!.gateway });
-      this.generation++;
+      this.changed([n.Id], c.Id);
       await persisted;
     } catch (e) {
       await persisted?.catch(() => undefined);
@@ -551,7 +554,7 @@ export class NetworkController {
     }
   }
 
-  private async releaseEndpoint(ep: EndpointState): Promise<void> {
+  private async releaseEndpoint(c: ContainerRecord, ep: EndpointState): Promise<void> {
     const n = this.networks.get(ep.NetworkID);
     if (n?.pools && ep.IPAddress) {
       release(n.pools[0]!, ep.IPAddress);
@@ -559,7 +562,7 @@ export class NetworkController {
       await this.save(n);
     }
     Object.assign(ep, { EndpointID: '', IPAddress: '', IPPrefixLen: 0, Gateway: '', MacAddress: '', ifname: '', GlobalIPv6Address: '', GlobalIPv6PrefixLen: 0, IPv6Gateway: '' });
-    this.generation++;
+    this.changed([ep.NetworkID], c.Id);
   }
 
   /** Frees addresses and the sandbox. Safe to call twice; collects errors instead of stopping. */
@@ -580,7 +583,7 @@ export class NetworkController {
       if (ownNetns && driver && n && ep.ifname && (await netnsExists(c.NetnsPath!))) {
         await driver.leave(n, { netnsPath: c.NetnsPath!, ifname: ep.ifname, endpointId: ep.EndpointID }).catch(() => undefined);
       }
-      await this.releaseEndpoint(ep).catch((e: Error) => errors.push(e.message));
+      await this.releaseEndpoint(c, ep).catch((e: Error) => errors.push(e.message));
     }
     if (ownNetns) await deleteNetns(c.NetnsPath!).catch((e: Error) => errors.push(e.message));
     if (errors.length) throw new Error(errors.join('; '));
@@ -603,7 +606,7 @@ export class NetworkController {
       await this.join(c, n, ep, Object.keys(c.Endpoints).length === 0, index);
     }
     c.Endpoints[n.Id] = ep;
-    this.generation++;
+    this.changed([n.Id], c.Id);
     if (c.State.Running) await this.programDns(c);
   }
 
@@ -611,9 +614,9 @@ export class NetworkController {
     const ep = c.Endpoints?.[n.Id];
     if (!ep) throw new ForbiddenError(`container ${c.Id} is not connected to network ${n.Name}`);
     if (c.State.Running && c.NetnsPath && ep.ifname) await this.driverOf(n)!.leave(n, { netnsPath: c.NetnsPath, ifname: ep.ifname, endpointId: ep.EndpointID });
-    await this.releaseEndpoint(ep);
+    await this.releaseEndpoint(c, ep);
     delete c.Endpoints![n.Id];
-    this.generation++;
+    this.changed([n.Id], c.Id);
     if (c.State.Running) await this.programDns(c);
   }
 

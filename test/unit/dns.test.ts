@@ -116,6 +116,43 @@ describe('DNS answer cache', () => {
   });
 });
 
+describe('DNS answer cache scope', () => {
+  it('empties the caches of the changed networks\' members and of the named containers, no others', async () => {
+    const { createSocket } = await import('node:dgram');
+    let generation = 1;
+    const ips: Record<string, string> = { c1: '172.18.0.3', c2: '172.19.0.3' };
+    const nets: Record<string, string> = { c1: 'n1', c2: 'n2' };
+    const server = new DnsServer({
+      askerFor: (id) => ips[id] ? { containerId: id, upstreams: [], networks: [{ id: nets[id]!, name: nets[id]!, internal: false, endpoints: [{ containerId: 'x', containerName: 'api', ip: ips[id]!, names: ['api'] }] }] } : undefined,
+      generation: () => generation,
+    });
+    const ports: Record<string, number> = { c1: server.serve('c1', await loopbackSockets()), c2: server.serve('c2', await loopbackSockets()) };
+    const client = createSocket('udp4');
+    let id = 100;
+    const ask = (c: string) => new Promise<string>((resolve) => {
+      client.once('message', (m) => resolve(String((dnsPacket.decode(m).answers![0] as { data: unknown }).data)));
+      client.send(dnsPacket.encode({ type: 'query', id: id++, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: 'A', name: 'api', class: 'IN' }] }), ports[c]!, '127.0.0.11');
+    });
+    try {
+      assert.equal(await ask('c1'), '172.18.0.3');
+      assert.equal(await ask('c2'), '172.19.0.3');
+      // The stub changes both answers; only what the scope names may be refreshed.
+      ips.c1 = '172.18.0.9';
+      ips.c2 = '172.19.0.9';
+      generation++;
+      server.directoryChanged({ networks: ['n1'], containers: [] });
+      assert.equal(await ask('c1'), '172.18.0.9');
+      assert.equal(await ask('c2'), '172.19.0.3', 'c2 is on no changed network: its cache stands');
+      generation++;
+      server.directoryChanged({ networks: [], containers: ['c2'] });
+      assert.equal(await ask('c2'), '172.19.0.9');
+    } finally {
+      client.close();
+      server.closeAll();
+    }
+  });
+});
+
 describe('DNS answers per container', () => {
   const query = (id: number, name: string) => dnsPacket.encode({ type: 'query', id, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: 'A', name, class: 'IN' }] });
   const data = (p: dnsPacket.Packet) => (p.answers ?? []).map((a) => (a as { data: unknown }).data);
