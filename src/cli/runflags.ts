@@ -43,6 +43,7 @@ export interface ContainerFlags {
   restart?: string;
   capAdd: string[];
   capDrop: string[];
+  securityOpt: string[];
   stopSignal?: string;
   stopTimeout?: string;
   volume?: string[];
@@ -90,6 +91,7 @@ export function addContainerFlags(cmd: Command, withRunOnly: boolean): Command {
     .option('--restart <string>', 'Restart policy to apply when a container exits', 'no')
     .option('--cap-add <list>', 'Add Linux capabilities', collect, [])
     .option('--cap-drop <list>', 'Drop Linux capabilities', collect, [])
+    .option('--security-opt <list>', 'Security options (seccomp=unconfined|PROFILE.json, no-new-privileges)', collect, [])
     .option('--stop-signal <string>', 'Signal to stop a container')
     .option('--stop-timeout <int>', 'Timeout (in seconds) to stop a container')
     .option('-v, --volume <list>', 'Bind mount a volume (SRC:DST[:ro], SRC a host path or a volume name)', collect, [])
@@ -271,6 +273,7 @@ export function createBody(image: string, args: string[], f: ContainerFlags, env
       RestartPolicy: parseRestart(f.restart ?? 'no'),
       CapAdd: f.capAdd.length ? f.capAdd : null,
       CapDrop: f.capDrop.length ? f.capDrop : null,
+      ...(f.securityOpt.length ? { SecurityOpt: f.securityOpt.map(securityOpt) } : {}),
       Binds: f.volume?.length ? f.volume : null,
       ...(f.tmpfs?.length ? { Tmpfs: Object.fromEntries(f.tmpfs.map((t) => { const i = t.indexOf(':'); return i < 0 ? [t, ''] : [t.slice(0, i), t.slice(i + 1)]; })) } : {}),
       ...(f.memory !== undefined ? { Memory: parseBytes(f.memory) } : {}),
@@ -303,4 +306,21 @@ function cpusToNano(v: string): number {
 function intFlag(v: string, flag: string): number {
   if (!/^-?\d+$/.test(v)) throw new FlagError(`invalid argument "${v}" for "${flag}" flag`);
   return Number(v);
+}
+
+/** As the docker CLI does: a seccomp profile is read here and sent as its JSON text. */
+function securityOpt(opt: string): string {
+  const m = /^seccomp[=:](.*)$/.exec(opt);
+  if (!m || m[1] === 'unconfined') return opt;
+  let text: string;
+  try {
+    text = readFileSync(m[1]!, 'utf8');
+  } catch (e) {
+    throw new Error(`opening seccomp profile (${m[1]}) failed: ${(e as Error).message}`);
+  }
+  try {
+    return `seccomp=${JSON.stringify(JSON.parse(text))}`;
+  } catch (e) {
+    throw new Error(`compacting json for seccomp profile (${m[1]}) failed: ${(e as Error).message}`);
+  }
 }

@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
 import { BadRequestError } from '../util/errors.js';
+import { parseSecurityOpt } from '../runtime/seccomp.js';
 import { parseMounts, parseTmpfs } from './mounts.js';
 import { validateProcessLimits, validateResources, type ProcessLimits, type Resources } from './resources.js';
 import type { HostConfig } from './types.js';
@@ -72,7 +73,7 @@ const HOST_FIELDS: Record<string, Kind> = {
   NetworkMode: 'string', AutoRemove: 'boolean', Privileged: 'boolean', CapAdd: 'string[]', CapDrop: 'string[]',
   Dns: 'string[]', DnsSearch: 'string[]', DnsOptions: 'string[]', ExtraHosts: 'string[]', Links: 'string[]',
   PortBindings: 'object', PublishAllPorts: 'boolean', RestartPolicy: 'object', ReadonlyRootfs: 'boolean',
-  Binds: 'string[]', Tmpfs: 'stringmap',
+  Binds: 'string[]', Tmpfs: 'stringmap', SecurityOpt: 'string[]',
 };
 
 /**
@@ -134,6 +135,8 @@ export function normaliseCreateBody(raw: unknown): CreateBody {
   const dests = [...parseMounts(host.Binds, hc.Mounts), ...parseTmpfs(hc.Tmpfs as Record<string, string> | undefined)].map((m) => m.Destination);
   const dup = dests.find((d, i) => dests.indexOf(d) !== i);
   if (dup) throw new BadRequestError(`Duplicate mount point: ${dup}`);
+  // Bad security options and seccomp profiles fail the create (400), as in Docker.
+  parseSecurityOpt(hc.SecurityOpt as string[] | undefined);
   validateResources(hc as Resources);
   validateProcessLimits({ ...(hc as ProcessLimits), NetworkMode: host.NetworkMode });
   for (const h of host.ExtraHosts ?? []) {

@@ -1,4 +1,4 @@
-import { promises as fs } from 'node:fs';
+import { promises as fs, readFileSync } from 'node:fs';
 import { hostname as osHostname } from 'node:os';
 import { join } from 'node:path';
 import { mountOverlay, mountsHolding, unmount } from '../kernel/mount.js';
@@ -8,7 +8,8 @@ import { portRequests } from '../network/ports.js';
 import type { ImageStore } from '../images/types.js';
 import type { AttachSession, ContainerRuntime } from '../runtime/runtime.js';
 import { RuntimeCreateError } from '../runtime/conmon.js';
-import { buildSpec } from '../runtime/spec.js';
+import { boundingCapabilities, buildSpec, capabilitySet } from '../runtime/spec.js';
+import { ociSeccomp, parseSecurityOpt } from '../runtime/seccomp.js';
 import { ociMounts, parseMounts, parseTmpfs, type MountSpec } from './mounts.js';
 import { checkVolumeName, VolumeStore } from './volumes.js';
 import { dirSize, resolveInRoot } from './archive.js';
@@ -45,6 +46,8 @@ function startFailureCode(message: string): number {
   return 128;
 }
 
+/** berthd's bounding set, read once: the capabilities a container can be given on this host. */
+const AVAILABLE_CAPS = boundingCapabilities(readFileSync('/proc/self/status', 'utf8'));
 const SIGNALS: Record<string, number> = { HUP: 1, INT: 2, QUIT: 3, KILL: 9, USR1: 10, USR2: 12, TERM: 15, STOP: 19, CONT: 18 };
 function signalNumber(sig: string): number | string { return /^\d+$/.test(sig) ? Number(sig) : SIGNALS[sig] ?? sig; }
 
@@ -315,17 +318,21 @@ export class Engine {
       // Docker makes a missing -v source directory; a --mount source was checked at create.
       for (const b of parseMounts(c.HostConfig.Binds, null)) if (b.Type === 'bind') await fs.mkdir(b.Source, { recursive: true });
       await this.fillNewVolumes(rootfs, binds);
+      const security = parseSecurityOpt((c.HostConfig as { SecurityOpt?: string[] | null }).SecurityOpt);
+      const caps = capabilitySet(c.HostConfig.Privileged, c.HostConfig.CapAdd ?? [], c.HostConfig.CapDrop ?? [], AVAILABLE_CAPS);
       const spec = buildSpec({
         args: [c.Path, ...c.Args], env, cwd: c.Config.WorkingDir || '/', user, tty: c.Config.Tty,
         hostname: c.Config.Hostname, rootfs, netnsPath: sandbox.netnsPath, etcFiles: etc,
         cgroupsPath: `/berth/${c.Id}`, privileged: c.HostConfig.Privileged,
-        capAdd: c.HostConfig.CapAdd ?? [], capDrop: c.HostConfig.CapDrop ?? [],
+        capAdd: c.HostConfig.CapAdd ?? [], capDrop: c.HostConfig.CapDrop ?? [], availableCaps: AVAILABLE_CAPS,
         readonlyRootfs: c.HostConfig.ReadonlyRootfs,
         extraMounts: ociMounts([...binds, ...parseTmpfs((c.HostConfig as { Tmpfs?: Record<string, string> }).Tmpfs)]),
         resources: ociResources(c.HostConfig as Resources),
         rlimits: ociRlimits(c.HostConfig as ProcessLimits),
         sysctl: (c.HostConfig as ProcessLimits).Sysctls ?? undefined,
         shmSize: (c.HostConfig as ProcessLimits).ShmSize ?? undefined,
+        seccomp: ociSeccomp(security.seccomp, caps, c.HostConfig.Privileged),
+        noNewPrivileges: security.noNewPrivileges,
       });
       if (c.Config.WorkingDir) await fs.mkdir(join(rootfs, c.Config.WorkingDir), { recursive: true });
       await fs.writeFile(join(dir, 'config.json'), JSON.stringify(spec));

@@ -21,6 +21,8 @@ export interface SpecInput {
   privileged: boolean;
   capAdd: string[];
   capDrop: string[];
+  /** berthd's bounding set (boundingCapabilities): what --privileged and --cap-add ALL mean here. */
+  availableCaps?: string[];
   readonlyRootfs: boolean;
   extraMounts?: OciMount[];
   /** LinuxResources other than devices: memory, cpu, pids, blockIO limits. */
@@ -29,6 +31,9 @@ export interface SpecInput {
   sysctl?: Record<string, string>;
   /** Size of /dev/shm in bytes (Docker's default 64 MiB). */
   shmSize?: number;
+  /** The container's seccomp filter (runtime/seccomp.ts), none when undefined. */
+  seccomp?: object;
+  noNewPrivileges?: boolean;
 }
 
 export interface OciMount { destination: string; type?: string; source: string; options?: string[] }
@@ -48,26 +53,39 @@ const ALL_CAPS = [
   'CAP_SYS_ADMIN', 'CAP_SYS_BOOT', 'CAP_SYS_NICE', 'CAP_SYS_RESOURCE', 'CAP_SYS_TIME',
   'CAP_SYS_TTY_CONFIG', 'CAP_MKNOD', 'CAP_LEASE', 'CAP_AUDIT_WRITE', 'CAP_AUDIT_CONTROL',
   'CAP_SETFCAP', 'CAP_MAC_OVERRIDE', 'CAP_MAC_ADMIN', 'CAP_SYSLOG', 'CAP_WAKE_ALARM',
-  'CAP_BLOCK_SUSPEND', 'CAP_AUDIT_READ',
+  'CAP_BLOCK_SUSPEND', 'CAP_AUDIT_READ', 'CAP_PERFMON', 'CAP_BPF', 'CAP_CHECKPOINT_RESTORE',
 ];
+
+/**
+ * The capabilities a process with this /proc/<pid>/status may pass on: its bounding set. ALL_CAPS
+ * is in bit order. `--privileged` and `--cap-add ALL` get these, not every capability there is:
+ * runc fails to start a container asking for one outside berthd's own bounding set ("unable to
+ * apply caps"), as it does in a container or sandbox that dropped some.
+ */
+export function boundingCapabilities(status: string): string[] {
+  const hex = /^CapBnd:\s*([0-9a-f]+)$/m.exec(status)?.[1];
+  if (!hex) return [...ALL_CAPS];
+  const mask = BigInt(`0x${hex}`);
+  return ALL_CAPS.filter((_c, bit) => (mask >> BigInt(bit)) & 1n);
+}
 
 export function normaliseCap(cap: string): string {
   const up = cap.toUpperCase();
   return up.startsWith('CAP_') ? up : `CAP_${up}`;
 }
 
-export function capabilitySet(privileged: boolean, add: string[], drop: string[]): string[] {
-  if (privileged) return [...ALL_CAPS];
+export function capabilitySet(privileged: boolean, add: string[], drop: string[], available: string[] = ALL_CAPS): string[] {
+  if (privileged) return [...available];
   const adds = add.map(normaliseCap);
   const drops = drop.map(normaliseCap);
-  let caps = adds.includes('CAP_ALL') ? [...ALL_CAPS] : [...DEFAULT_CAPS, ...adds];
+  let caps = adds.includes('CAP_ALL') ? [...available] : [...DEFAULT_CAPS, ...adds];
   if (drops.includes('CAP_ALL')) caps = adds.filter((c) => c !== 'CAP_ALL');
   else caps = caps.filter((c) => !drops.includes(c));
   return [...new Set(caps)];
 }
 
 export function buildSpec(input: SpecInput): object {
-  const caps = capabilitySet(input.privileged, input.capAdd, input.capDrop);
+  const caps = capabilitySet(input.privileged, input.capAdd, input.capDrop, input.availableCaps);
   const namespaces: Array<{ type: string; path?: string }> = [
     { type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' },
   ];
@@ -93,6 +111,7 @@ export function buildSpec(input: SpecInput): object {
     resources: { ...(input.resources ?? {}), devices: [{ allow: input.privileged, access: 'rwm' }] },
   };
   if (input.sysctl && Object.keys(input.sysctl).length) linux.sysctl = input.sysctl;
+  if (input.seccomp) linux.seccomp = input.seccomp;
   if (!input.privileged) {
     linux.maskedPaths = [
       '/proc/asound', '/proc/acpi', '/proc/kcore', '/proc/keys', '/proc/latency_stats',
@@ -110,7 +129,7 @@ export function buildSpec(input: SpecInput): object {
       env: input.env,
       cwd: input.cwd || '/',
       capabilities: { bounding: caps, effective: caps, permitted: caps, inheritable: caps, ambient: [] },
-      noNewPrivileges: false,
+      noNewPrivileges: input.noNewPrivileges ?? false,
       ...(input.rlimits?.length ? { rlimits: input.rlimits } : {}),
     },
     root: { path: input.rootfs, readonly: input.readonlyRootfs },

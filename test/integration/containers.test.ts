@@ -245,6 +245,39 @@ describe('containers through the Engine API', () => {
     assert.equal((await host.api('GET', '/containers/json?all=1')).json.length, before);
   });
 
+  it('applies Docker\'s default seccomp filter, --security-opt and --privileged', async () => {
+    const sh = (id: string, script: string) => execOut(host, id, ['sh', '-c', `${script} 2>&1; echo "exit=$?"`]);
+    const ids: string[] = [];
+    const run = async (hc: Record<string, unknown>) => { const id = await host.runDetached({ Cmd: ['sleep', '300'], HostConfig: hc }); ids.push(id); return id; };
+    // Default: a user namespace needs no capability, but the filter refuses it; everything else runs.
+    const plain = await run({});
+    assert.match(await sh(plain, 'unshare -U true'), /Operation not permitted\s+exit=1/);
+    assert.match(await sh(plain, 'grep Seccomp: /proc/self/status'), /Seccomp:\s+2\s+exit=0/);
+    assert.match(await sh(plain, 'mkdir /made && echo made'), /made\s+exit=0/);
+    // unconfined lifts it; no-new-privileges sets the flag.
+    const loose = await run({ SecurityOpt: ['seccomp=unconfined', 'no-new-privileges'] });
+    assert.match(await sh(loose, 'unshare -U true'), /^exit=0/);
+    assert.match(await sh(loose, 'grep -E "NoNewPrivs|Seccomp:" /proc/self/status'), /NoNewPrivs:\s+1\s+Seccomp:\s+0/);
+    // CAP_SYS_ADMIN lets the namespace calls through, as Docker's profile does; --privileged has no filter.
+    assert.match(await sh(await run({ CapAdd: ['SYS_ADMIN'] }), 'unshare -m true'), /^exit=0/);
+    const priv = await run({ Privileged: true });
+    assert.match(await sh(priv, 'unshare -U true'), /^exit=0/);
+    assert.match(await sh(priv, 'grep Seccomp: /proc/self/status'), /Seccomp:\s+0/);
+    // A profile in Docker's format, as `--security-opt seccomp=FILE` sends it.
+    const profile = JSON.stringify({ defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ names: ['mkdir', 'mkdirat'], action: 'SCMP_ACT_ERRNO', errnoRet: 1 }] });
+    const custom = await run({ SecurityOpt: [`seccomp=${profile}`] });
+    assert.match(await sh(custom, 'mkdir /x'), /Operation not permitted\s+exit=1/);
+    for (const [opt, message] of [['foo', 'invalid --security-opt 1: "foo"'], ['foo=bar', 'invalid --security-opt 2: "foo=bar"'], ['seccomp={bad', /^Decoding seccomp profile failed/]] as const) {
+      const before = (await host.api('GET', '/containers/json?all=1')).json.length;
+      const r = await host.api('POST', '/containers/create', { Image: 'busybox', HostConfig: { SecurityOpt: [opt] } });
+      assert.equal(r.status, 400);
+      if (typeof message === 'string') assert.equal(r.json.message, message); else assert.match(r.json.message, message);
+      assert.equal((await host.api('GET', '/containers/json?all=1')).json.length, before);
+    }
+    assert.ok((await host.api('GET', '/info')).json.SecurityOptions.includes('name=seccomp,profile=default'));
+    for (const id of ids) await host.api('DELETE', `/containers/${id}?force=1`);
+  });
+
   it('a missing binary leaves the container created with the error and nothing running', async () => {
     const c = await host.api('POST', '/containers/create?name=nobin', { Image: 'busybox', Cmd: ['/no/such/binary'] });
     assert.equal(c.status, 201);

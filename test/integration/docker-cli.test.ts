@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { promises as fs } from 'node:fs';
+import { join } from 'node:path';
 import pty from 'node-pty';
 import { TestHost, waitFor } from './harness.js';
 
@@ -27,6 +29,21 @@ describe('the docker CLI against berthd', () => {
     assert.equal(r.stderr, 'err\n');
     const ps = await host.docker(['ps', '-aq']);
     assert.equal(ps.stdout.trim(), '', '--rm removed it');
+  });
+
+  it('--security-opt: a seccomp profile file (the CLI sends its JSON), unconfined, and the default filter', async () => {
+    const profile = join(host.dir, 'no-mkdir.json');
+    await fs.writeFile(profile, JSON.stringify({ defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ names: ['mkdir', 'mkdirat'], action: 'SCMP_ACT_ERRNO', errnoRet: 1 }] }, null, 2));
+    for (const cli of [(a: string[]) => host.docker(a), (a: string[]) => host.berth(a)]) {
+      const denied = await cli(['run', '--rm', '--security-opt', `seccomp=${profile}`, 'busybox', 'mkdir', '/x']);
+      assert.equal(denied.code, 1);
+      assert.match(denied.stderr, /Operation not permitted/);
+      assert.equal((await cli(['run', '--rm', '--security-opt', 'seccomp=unconfined', 'busybox', 'unshare', '-U', 'true'])).code, 0);
+      assert.match((await cli(['run', '--rm', 'busybox', 'unshare', '-U', 'true'])).stderr, /Operation not permitted/);
+      const bad = await cli(['run', '--rm', '--security-opt', 'bogus=1', 'busybox', 'true']);
+      assert.notEqual(bad.code, 0);
+      assert.match(bad.stderr, /invalid --security-opt 2: "bogus=1"/);
+    }
   });
 
   it('docker run -i passes stdin through and closes it', async () => {

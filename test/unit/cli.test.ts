@@ -15,7 +15,7 @@ import { Demuxer, demuxBuffer } from '../../src/cli/streams.js';
 function flags(over: Partial<ContainerFlags> = {}): ContainerFlags {
   return {
     env: [], envFile: [], label: [], networkAlias: [], publish: [], expose: [], dns: [], dnsSearch: [], dnsOption: [],
-    addHost: [], link: [], capAdd: [], capDrop: [], restart: 'no', ...over,
+    addHost: [], link: [], capAdd: [], capDrop: [], securityOpt: [], restart: 'no', ...over,
   };
 }
 

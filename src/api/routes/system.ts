@@ -95,7 +95,7 @@ async function info(api: ApiContext): Promise<object> {
     ContainerdCommit: { ID: '', Expected: '' },
     RuncCommit: { ID: await runcVersion(), Expected: '' },
     InitCommit: { ID: '', Expected: '' },
-    SecurityOptions: ['name=cgroupns'],
+    SecurityOptions: ['name=seccomp,profile=default', 'name=cgroupns'],
     Warnings: [],
   };
 }
