@@ -36,16 +36,16 @@ export async function hasOwnFilesystem(path: string): Promise<boolean> {
 
 /** Mount points at or below `prefix`, deepest first (the order to unmount them in). */
 export async function mountPointsUnder(prefix: string): Promise<string[]> {
-  const info = await fs.readFile('/proc/self/mountinfo', 'utf8');
-  const points = info.split('\n').map((l) => l.split(' ')[4]).filter((p): p is string => !!p)
-    .map((p) => p.replace(/\\040/g, ' '))
-    .filter((p) => p === prefix || p.startsWith(prefix.endsWith('/') ? prefix : prefix + '/'));
+  const under = prefix.endsWith('/') ? prefix : prefix + '/';
+  const points = (await mountTable()).map((m) => m.point).filter((p) => p === prefix || p.startsWith(under));
   return [...new Set(points)].sort((a, b) => b.length - a.length);
 }
 
 interface MountEntry { root: string; point: string; dev: string; shared: boolean }
 
-function readMountTable(text: string): MountEntry[] {
+/** berthd's mount table (/proc/self/mountinfo), with the kernel's octal escapes undone. */
+async function mountTable(): Promise<MountEntry[]> {
+  const text = await fs.readFile('/proc/self/mountinfo', 'utf8');
   const unescape = (p: string) => p.replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(Number.parseInt(o, 8)));
   return text.split('\n').filter(Boolean).map((line) => {
     const f = line.split(' ');
@@ -66,7 +66,7 @@ function readMountTable(text: string): MountEntry[] {
 export async function ensurePrivateBind(root: string): Promise<boolean> {
   // The mount table names resolved paths: a root reached through a symlink must be compared as such.
   const dir = await fs.realpath(root);
-  const table = readMountTable(await fs.readFile('/proc/self/mountinfo', 'utf8'));
+  const table = await mountTable();
   const own = ownBindAt(table, dir);
   if (own && !own.shared) return true;
   if (!own) {
@@ -82,7 +82,7 @@ export async function ensurePrivateBind(root: string): Promise<boolean> {
 /** Undoes ensurePrivateBind: unmounts berth's bind at `root`, never a mount of the administrator's. */
 export async function releasePrivateBind(root: string): Promise<void> {
   const dir = await fs.realpath(root);
-  if (ownBindAt(readMountTable(await fs.readFile('/proc/self/mountinfo', 'utf8')), dir)) await runOk('umount', ['--lazy', dir]);
+  if (ownBindAt(await mountTable(), dir)) await runOk('umount', ['--lazy', dir]);
 }
 
 /** Whether the topmost mount at `dir` is a bind of `dir` itself onto itself (berth's). */
