@@ -324,7 +324,7 @@ export class Engine {
         args: [c.Path, ...c.Args], env, cwd: c.Config.WorkingDir || '/', user, tty: c.Config.Tty,
         hostname: c.Config.Hostname, rootfs, netnsPath: sandbox.netnsPath, etcFiles: etc,
         cgroupsPath: `/berth/${c.Id}`, privileged: c.HostConfig.Privileged,
-        capAdd: c.HostConfig.CapAdd ?? [], capDrop: c.HostConfig.CapDrop ?? [], availableCaps: AVAILABLE_CAPS,
+        capabilities: caps,
         readonlyRootfs: c.HostConfig.ReadonlyRootfs,
         extraMounts: ociMounts([...binds, ...parseTmpfs((c.HostConfig as { Tmpfs?: Record<string, string> }).Tmpfs)]),
         resources: ociResources(c.HostConfig as Resources),

@@ -19,10 +19,8 @@ export interface SpecInput {
   etcFiles: { hosts: string; hostname: string; resolvConf: string };
   cgroupsPath: string;
   privileged: boolean;
-  capAdd: string[];
-  capDrop: string[];
-  /** berthd's bounding set (boundingCapabilities): what --privileged and --cap-add ALL mean here. */
-  availableCaps?: string[];
+  /** The process's capabilities (capabilitySet), also what its seccomp filter was made for. */
+  capabilities: string[];
   readonlyRootfs: boolean;
   extraMounts?: OciMount[];
   /** LinuxResources other than devices: memory, cpu, pids, blockIO limits. */
@@ -85,7 +83,6 @@ export function capabilitySet(privileged: boolean, add: string[], drop: string[]
 }
 
 export function buildSpec(input: SpecInput): object {
-  const caps = capabilitySet(input.privileged, input.capAdd, input.capDrop, input.availableCaps);
   const namespaces: Array<{ type: string; path?: string }> = [
     { type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' },
   ];
@@ -128,7 +125,7 @@ export function buildSpec(input: SpecInput): object {
       args: input.args,
       env: input.env,
       cwd: input.cwd || '/',
-      capabilities: { bounding: caps, effective: caps, permitted: caps, inheritable: caps, ambient: [] },
+      capabilities: { bounding: input.capabilities, effective: input.capabilities, permitted: input.capabilities, inheritable: input.capabilities, ambient: [] },
       noNewPrivileges: input.noNewPrivileges ?? false,
       ...(input.rlimits?.length ? { rlimits: input.rlimits } : {}),
     },
