@@ -315,13 +315,15 @@ static napi_value remember(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* clear([ids]): forgets the cached answers of these sockets, or of all (the directory changed). */
+/* clear([ids]): forgets the cached answers of these sockets, or of all when ids is absent or undefined. */
 static napi_value clear(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value list;
   bool is_array = false;
   if (napi_get_cb_info(env, info, &argc, &list, NULL, NULL) != napi_ok) return throw_msg(env, "clear([ids])");
-  if (argc >= 1 && (napi_is_array(env, list, &is_array) != napi_ok || !is_array)) return throw_msg(env, "clear([ids])");
+  napi_valuetype type = napi_undefined;
+  if (argc >= 1 && napi_typeof(env, list, &type) != napi_ok) return throw_msg(env, "clear([ids])");
+  if (type != napi_undefined && (napi_is_array(env, list, &is_array) != napi_ok || !is_array)) return throw_msg(env, "clear([ids])");
   uint32_t n = 0;
   if (is_array && napi_get_array_length(env, list, &n) != napi_ok) return throw_msg(env, "clear([ids])");
   uint32_t ids[256];

@@ -33,16 +33,14 @@ interface NetnsAddon {
 export const RESOLVER_ADDRESS = '127.0.0.11';
 const netnsAddon = nativeAddon<NetnsAddon>('berth-netns.node', 'embedded DNS');
 
-/** What the rest of berthd sees of the hot path: one serving thread per process, shared by every DnsServer. */
-export interface FastPath {
-  /** Serves a UDP descriptor; queries the cache cannot answer go to `onMiss`. Returns its id. */
+/**
+ * What the rest of berthd sees of the hot path: one serving thread per process, shared by every
+ * DnsServer. Unlike the addon's own add(), it takes each socket's handler for the queries the
+ * cache cannot answer (`onMiss`), and returns the socket's id.
+ */
+export type FastPath = Omit<DnsFast, 'start' | 'add'> & {
   add(fd: number, onMiss: (query: Buffer, address: string, port: number) => void): number;
-  remove(id: number): void;
-  remember(id: number, query: Buffer, answer: Buffer): void;
-  /** Forgets the cached answers of these sockets, or of every socket. */
-  clear(ids?: number[]): void;
-  send(fd: number, answer: Buffer, address: string, port: number): boolean;
-}
+};
 
 const missHandlers = new Map<number, (query: Buffer, address: string, port: number) => void>();
 let fastPath: FastPath | undefined;
@@ -62,7 +60,7 @@ export function dnsFastPath(): FastPath {
         missHandlers.delete(id);
       },
       remember: (id, query, answer) => f.remember(id, query, answer),
-      clear: (ids) => (ids ? f.clear(ids) : f.clear()),
+      clear: (ids) => f.clear(ids),
       send: (fd, answer, address, port) => f.send(fd, answer, address, port),
     };
   }
@@ -80,14 +78,10 @@ export function openSandboxSockets(netnsPath: string): SandboxSockets {
   } catch (e) {
     throw new Error(`embedded DNS: cannot open ${RESOLVER_ADDRESS} in the container namespace: ${(e as Error).message}`);
   }
-  return wrapSockets(fds.udp, fds.tcp, fds.port);
-}
-
-/** Wraps the TCP descriptor in a server (Node closes it with the server); the UDP one is the caller's to close. */
-export function wrapSockets(udpFd: number, tcpFd: number, port: number): SandboxSockets {
+  // Node closes the TCP descriptor with its server; the UDP one stays the caller's to close.
   const tcp = createServer();
-  tcp.listen({ fd: tcpFd });
-  return { udpFd, tcp, port };
+  tcp.listen({ fd: fds.tcp });
+  return { udpFd: fds.udp, tcp, port: fds.port };
 }
 
 /**
