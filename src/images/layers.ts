@@ -157,27 +157,36 @@ export class LayerStore {
 
   /** Starts unpacking a gzip or plain layer that is still streaming in (a registry download). */
   async beginStream(expected: string): Promise<StreamingLayer> {
-    const staging = join(this.tmpDir, `unpack-${expected.slice(7, 19)}-${Math.random().toString(36).slice(2)}`);
-    await fs.mkdir(join(staging, 'root'), { recursive: true, mode: 0o755 });
+    const staging = await this.staging(expected);
     return new StreamingLayer(staging, expected, async (diffId) => {
       if (await this.has(diffId)) return false;
-      await fs.rm(this.layerDir(diffId), { recursive: true, force: true });
-      await fs.rename(staging, this.layerDir(diffId));
+      await this.place(staging, diffId);
       return true;
     });
   }
 
-  /** Unpacks into a temp directory and renames into place last, so a crash never leaves half a layer. */
-  private async install(diffId: string, tarFile: string, size: number): Promise<void> {
+  /** A scratch directory (with an empty `root`) to unpack a layer in; init() wipes leftovers. */
+  private async staging(diffId: string): Promise<string> {
     const staging = join(this.tmpDir, `unpack-${diffId.slice(7, 19)}-${Math.random().toString(36).slice(2)}`);
     await fs.mkdir(join(staging, 'root'), { recursive: true, mode: 0o755 });
+    return staging;
+  }
+
+  /** Renames a finished staging directory into place, the last step: a crash never leaves half a layer. */
+  private async place(staging: string, diffId: string): Promise<void> {
+    await fs.rm(this.layerDir(diffId), { recursive: true, force: true });
+    await fs.rename(staging, this.layerDir(diffId));
+  }
+
+  /** Unpacks a tar file into a staging directory, then puts the layer in place. */
+  private async install(diffId: string, tarFile: string, size: number): Promise<void> {
+    const staging = await this.staging(diffId);
     try {
       await runOk('tar', ['--numeric-owner', '-xpf', tarFile, '-C', join(staging, 'root')]);
       await convertWhiteouts(join(staging, 'root'));
       await fs.rename(tarFile, join(staging, 'layer.tar'));
       await fs.writeFile(join(staging, 'complete'), JSON.stringify({ size } satisfies LayerMeta));
-      await fs.rm(this.layerDir(diffId), { recursive: true, force: true });
-      await fs.rename(staging, this.layerDir(diffId));
+      await this.place(staging, diffId);
     } catch (e) {
       await fs.rm(staging, { recursive: true, force: true });
       throw e;
