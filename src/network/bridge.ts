@@ -1,4 +1,5 @@
 import { promises as fs } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { hostIpDeletions, ipBatch, ipJson } from '../kernel/netns.js';
 import { setSysctl } from '../kernel/sysctl.js';
 
@@ -131,10 +132,6 @@ export async function deleteLink(name: string): Promise<void> {
 async function listedInterfaces(): Promise<Set<string>> {
   const text = await fs.readFile('/proc/self/net/dev', 'utf8');
   return new Set(text.split('\n').slice(2).map((l) => l.split(':')[0]!.trim()).filter(Boolean));
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }
 
 /** MTU of the interface that carries the default route, or 1500 without one. */
