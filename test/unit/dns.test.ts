@@ -12,6 +12,17 @@ import { openSandboxSockets } from '../../src/dns/sandbox.js';
  */
 const loopbackSockets = async () => openSandboxSockets('/proc/thread-self/ns/net');
 
+/**
+ * The i-th packet of a fuzz run: random bytes (shorter than maxRandom) for even i, else `valid`
+ * with a few bytes changed, and with `truncate` every seventh of those cut short as well.
+ */
+function fuzzPacket(valid: Buffer, i: number, maxRandom: number, truncate: boolean): Buffer {
+  if (i % 2 === 0) return randomBytes(Math.floor(Math.random() * maxRandom));
+  const msg = Buffer.from(valid);
+  for (let k = 0; k < 1 + (i % 5); k++) msg[Math.floor(Math.random() * msg.length)] = Math.floor(Math.random() * 256);
+  return truncate && i % 7 === 0 ? msg.subarray(0, Math.floor(Math.random() * msg.length)) : msg;
+}
+
 const asker: Asker = {
   containerId: 'c1',
   networks: [
@@ -58,13 +69,7 @@ describe('DNS packet handling under hostile input', () => {
   it('never throws or stalls on random or mutated packets (fuzz)', async () => {
     const started = Date.now();
     for (let i = 0; i < 3000; i++) {
-      let msg: Buffer;
-      if (i % 2 === 0) msg = randomBytes(Math.floor(Math.random() * 600));
-      else {
-        msg = Buffer.from(valid);
-        for (let k = 0; k < 1 + (i % 5); k++) msg[Math.floor(Math.random() * msg.length)] = Math.floor(Math.random() * 256);
-        if (i % 7 === 0) msg = msg.subarray(0, Math.floor(Math.random() * msg.length));
-      }
+      const msg = fuzzPacket(valid, i, 600, true);
       // Names that fall through to forwarding meet an unreachable upstream: keep those out of the loop.
       const decoded = (() => { try { return dnsPacket.decode(msg); } catch { return undefined; } })();
       const q = decoded?.questions?.[0];
@@ -205,13 +210,7 @@ describe('DNS answers per container', () => {
     let second: NodeJS.Timeout | undefined;
     try {
       for (let i = 0; i < 3000; i++) {
-        let msg: Buffer;
-        if (i % 2 === 0) msg = randomBytes(Math.floor(Math.random() * 700));
-        else {
-          msg = Buffer.from(valid);
-          for (let k = 0; k < 1 + (i % 5); k++) msg[Math.floor(Math.random() * msg.length)] = Math.floor(Math.random() * 256);
-        }
-        client.send(msg, port, '127.0.0.11');
+        client.send(fuzzPacket(valid, i, 700, false), port, '127.0.0.11');
         if (i % 200 === 0) await new Promise((r) => setImmediate(r));
       }
       const answered = await new Promise<dnsPacket.Packet | undefined>((resolve) => {

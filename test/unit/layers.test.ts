@@ -46,13 +46,19 @@ describe('layers streamed from a registry (needs root: unpacks with owners, make
 
   async function staged(): Promise<string[]> { return fs.readdir(join(dir, 'tmp')); }
 
-  it('a plain tar in 3-byte chunks: whiteout names split across chunks are still found and converted', async () => {
-    const s = await feed(store, tar, diffId, 3);
+  /** A whole streamed pull of `blob` in `step`-byte chunks, as the registry client does it; returns the blob's file. */
+  async function streamIn(blob: Buffer, step: number, name: string): Promise<string> {
+    const s = await feed(store, blob, diffId, step);
     await s.finish();
-    const blobFile = join(dir, 'blob-plain');
-    await fs.writeFile(blobFile, tar);
-    await s.install(blobFile, { digest: sha(tar), size: tar.length });
+    const blobFile = join(dir, name);
+    await fs.writeFile(blobFile, blob);
+    await s.install(blobFile, { digest: sha(blob), size: blob.length });
     await s.abort();
+    return blobFile;
+  }
+
+  it('a plain tar in 3-byte chunks: whiteout names split across chunks are still found and converted', async () => {
+    await streamIn(tar, 3, 'blob-plain');
     assert.ok(await store.has(diffId));
     const root = store.rootPath(diffId);
     const gone = await fs.stat(join(root, 'gone'));
@@ -71,12 +77,7 @@ describe('layers streamed from a registry (needs root: unpacks with owners, make
     // Level 1, so the stored bytes cannot be mistaken for a fresh gzip at Node's default level.
     const gz = gzipSync(tar, { level: 1 });
     assert.notEqual(sha(gz), sha(gzipSync(tar)));
-    const s = await feed(store, gz, diffId, 4096);
-    await s.finish();
-    const blobFile = join(dir, 'blob-gz');
-    await fs.writeFile(blobFile, gz);
-    await s.install(blobFile, { digest: sha(gz), size: gz.length });
-    await s.abort();
+    const blobFile = await streamIn(gz, 4096, 'blob-gz');
     await assert.rejects(fs.access(blobFile), 'moved, not copied');
     const files = (await fs.readdir(store.layerDir(diffId))).sort();
     assert.deepEqual(files, ['complete', 'layer.tar.gz', 'root'], 'no uncompressed copy is kept');
