@@ -1,6 +1,7 @@
 import type { Engine } from '../engine/engine.js';
 import type { ExecManager } from '../engine/exec.js';
 import type { RegistryService } from '../images/registry/service.js';
+import type { NetworkController } from '../network/controller.js';
 import type { ContainerRuntime } from '../runtime/runtime.js';
 
 export interface DaemonInfo {
@@ -14,6 +15,8 @@ export interface DaemonInfo {
 /** Everything a route handler may reach: the engine and its managers, never a driver directly. */
 export interface ApiContext {
   engine: Engine;
+  /** Networks: their records, create and remove; a container's endpoints go through the engine. */
+  network: NetworkController;
   execs: ExecManager;
   runtime: ContainerRuntime;
   info: DaemonInfo;

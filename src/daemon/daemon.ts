@@ -11,7 +11,12 @@ import { ensurePrivateBind, mountPointsUnder, releasePrivateBind } from '../kern
 import { deleteNetns, hostIp, hostIpDeletions } from '../kernel/netns.js';
 import { hostNft } from '../kernel/nft.js';
 import { NetworkController } from '../network/controller.js';
-import { ContainerDirectory } from '../dns/directory.js';
+import { BridgeDriver } from '../network/bridgedriver.js';
+import { DefaultIpam } from '../network/ipamdriver.js';
+import { VlanDriver } from '../network/macvlan.js';
+import { NftFirewall } from '../network/nftfirewall.js';
+import { LocalRecordStore, NetworkRegistry } from '../network/registry.js';
+import { ContainerDirectory } from './dnsdirectory.js';
 import { DnsServer } from '../dns/server.js';
 import { ConmonRuntime } from '../runtime/conmon.js';
 import { readJson, writeJsonAtomic } from '../store/atomic.js';
@@ -41,7 +46,21 @@ export class Daemon {
     return id;
   }
 
-  private async build(): Promise<{ engine: Engine; runtime: ConmonRuntime; identity: DaemonIdentity }> {
+  /** The network layer with every driver and IPAM registered: the one place that names them. */
+  private networkLayer(): NetworkController {
+    const registry = new NetworkRegistry({ local: new LocalRecordStore(join(this.o.root, 'networks')) });
+    const mtu = () => network.mtu;
+    registry.registerDriver(new BridgeDriver(mtu));
+    registry.registerDriver(new VlanDriver('macvlan', mtu));
+    registry.registerDriver(new VlanDriver('ipvlan', mtu));
+    registry.registerIpam(new DefaultIpam());
+    const network: NetworkController = new NetworkController({
+      root: this.o.root, registry, firewall: new NftFirewall(), bip: this.o.bip, ...(this.o.resolvConf ? { hostResolvConf: this.o.resolvConf } : {}),
+    });
+    return network;
+  }
+
+  private async build(): Promise<{ engine: Engine; runtime: ConmonRuntime; network: NetworkController; identity: DaemonIdentity }> {
     await fs.mkdir(this.o.root, { recursive: true, mode: 0o711 });
     // runc refuses a rootfs path through a symlink, and the mount table names resolved paths.
     this.o.root = await fs.realpath(this.o.root);
@@ -55,25 +74,26 @@ export class Daemon {
     await runtime.init();
     const images = new LocalImageStore(join(this.o.root, 'image'));
     await images.init();
-    const network = new NetworkController({ root: this.o.root, bip: this.o.bip });
+    const network = this.networkLayer();
     await network.init();
-    const engine = new Engine({ root: this.o.root, images, runtime, network, events: new EventBus(), ...(this.o.resolvConf ? { hostResolvConf: this.o.resolvConf } : {}) });
+    const engine = new Engine({ root: this.o.root, images, runtime, network, events: new EventBus() });
     await engine.restore();
-    await network.adopt(engine.list().filter((c) => c.State.Running));
-    await network.attachDns(new DnsServer(new ContainerDirectory(() => engine.containers.values(), () => network.networks, () => network.generation), this.o.resolvConf));
-    return { engine, runtime, identity };
+    await engine.applyEndpointFixes(await network.adopt(engine.runningSandboxes()));
+    const registry = network.registry;
+    await network.attachResolver(new DnsServer(new ContainerDirectory(() => engine.containers.values(), () => registry.networks, () => registry.generation), this.o.resolvConf));
+    return { engine, runtime, network, identity };
   }
 
   async start(): Promise<void> {
     if (!existsSync(this.o.attachHelper ?? ATTACH_HELPER)) {
       throw new Error(`attach helper ${this.o.attachHelper ?? ATTACH_HELPER} is missing: run npm run build`);
     }
-    const { engine, runtime, identity } = await this.build();
+    const { engine, runtime, network, identity } = await this.build();
     this.engine = engine;
     this.runtime = runtime;
     if (this.o.seedBusybox !== false) await this.seedBusybox(engine);
     const api: ApiContext = {
-      engine, runtime, execs: new ExecManager(engine, runtime),
+      engine, network, runtime, execs: new ExecManager(engine, runtime),
       registry: new RegistryService(engine.images as LocalImageStore, { insecure: this.o.insecureRegistries ?? [] }),
       info: { id: identity.id, root: this.o.root, socket: this.o.socket, version: VERSION, startedAt: new Date() },
     };
@@ -106,7 +126,7 @@ export class Daemon {
    */
   async cleanup(): Promise<string[]> {
     const problems: string[] = [];
-    const { engine, runtime } = await this.build();
+    const { engine, runtime, network } = await this.build();
     await engine.stopAllAndRelease();
     const runcRoot = join(this.o.root, 'runc');
     const list = await run('runc', ['--root', runcRoot, 'list', '-q']);
@@ -115,7 +135,7 @@ export class Daemon {
       const r = await run('runc', ['--root', runcRoot, 'delete', '--force', id]);
       if (r.code !== 0) problems.push(`runc delete ${id}: ${r.stderr.trim()}`);
     }
-    problems.push(...(await engine.network.removeKernelObjects()));
+    problems.push(...(await network.removeKernelObjects()));
     for (const p of await mountPointsUnder(join(this.o.root, 'netns'))) {
       await deleteNetns(p).catch((e) => problems.push(errorMessage(e)));
     }

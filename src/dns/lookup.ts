@@ -4,7 +4,7 @@
  * "a.b.c" is tried as a name, then as "a.b" on network "c", then as "a" on network "b.c";
  * matching ignores case.
  */
-import { ip6FromArpa } from '../network/ipam6.js';
+import { ip6FromArpa } from '../util/ipv6.js';
 
 export interface Endpoint {
   containerId: string;

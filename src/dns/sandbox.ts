@@ -1,5 +1,5 @@
 import { createServer, type Server } from 'node:net';
-import { nftApply } from '../kernel/nft.js';
+import { RESOLVER_ADDRESS } from '../model/network.js';
 import { nativeAddon } from '../util/cjs.js';
 
 /**
@@ -30,7 +30,6 @@ interface NetnsAddon {
   dnsfast: DnsFast;
 }
 
-export const RESOLVER_ADDRESS = '127.0.0.11';
 const netnsAddon = nativeAddon<NetnsAddon>('berth-netns.node', 'embedded DNS');
 
 /**
@@ -82,36 +81,4 @@ export function openSandboxSockets(netnsPath: string): SandboxSockets {
   const tcp = createServer();
   tcp.listen({ fd: fds.tcp });
   return { udpFd: fds.udp, tcp, port: fds.port };
-}
-
-/**
- * Inside the container's namespace, 127.0.0.11:53 is sent to the resolver's own port on the same
- * address, as Docker does, so a process in the container may still bind port 53 for itself. Unlike
- * Docker's DNAT this is a stateless rewrite of the port, both ways, ahead of conntrack (`notrack`):
- * a query costs no conntrack entry (nothing fills the host-wide conntrack table, and there is no
- * insertion race between the A and AAAA queries a libc sends at once from one socket, the cause of
- * the well-known 5 s DNS stalls behind DNAT), and with no NAT rule the namespace registers no
- * conntrack hooks at all. The reply rule matches only the resolver's own socket: berthd holds its port.
- */
-export function sandboxRedirectRules(port: number, newNamespace = false): string {
-  const a = RESOLVER_ADDRESS;
-  return [
-    // Replacing a table costs the kernel 6-19 ms here (its hooks go through RCU); a namespace made
-    // moments ago has none to replace.
-    ...(newNamespace ? [] : ['table ip berth_dns', 'delete table ip berth_dns']),
-    'table ip berth_dns {',
-    '  chain output {',
-    '    type filter hook output priority raw; policy accept;',
-    `    ip daddr ${a} udp dport 53 notrack udp dport set ${port}`,
-    `    ip saddr ${a} udp sport ${port} notrack udp sport set 53`,
-    `    ip daddr ${a} tcp dport 53 notrack tcp dport set ${port}`,
-    `    ip saddr ${a} tcp sport ${port} notrack tcp sport set 53`,
-    '  }',
-    '}',
-    '',
-  ].join('\n');
-}
-
-export async function programSandboxRedirect(netnsPath: string, port: number, newNamespace = false): Promise<void> {
-  await nftApply(sandboxRedirectRules(port, newNamespace), { netns: netnsPath });
 }

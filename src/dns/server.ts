@@ -3,7 +3,7 @@ import { closeSync, promises as fs } from 'node:fs';
 import { connect, createServer, type Server, type Socket as TcpSocket } from 'node:net';
 import type * as DnsPacket from 'dns-packet';
 import { requireCjs } from '../util/cjs.js';
-import { parseResolvConf } from '../network/etcfiles.js';
+import { parseResolvConf } from '../util/resolvconf.js';
 import { answer, type Asker } from './lookup.js';
 import { dnsFastPath, openSandboxSockets, type FastPath, type SandboxSockets } from './sandbox.js';
 

@@ -3,7 +3,9 @@ import { BadRequestError } from '../util/errors.js';
 import { parseSecurityOpt } from '../runtime/seccomp.js';
 import { parseMounts, parseTmpfs } from './mounts.js';
 import { validateProcessLimits, validateResources, type ProcessLimits, type Resources } from './resources.js';
-import type { HostConfig } from './types.js';
+import type { ImageRuntimeConfig } from '../images/types.js';
+import type { HealthConfig } from './health.js';
+import { ZERO_TIME, type ContainerRecord, type HostConfig } from './types.js';
 
 /** The ContainerCreate request body after type checking, with Docker's defaults filled in. */
 export interface CreateBody {
@@ -148,4 +150,77 @@ export function normaliseCreateBody(raw: unknown): CreateBody {
     Entrypoint: command(b.Entrypoint),
     HostConfig: host,
   } as CreateBody;
+}
+
+/** The image's and the create request's settings merged into a new container's record, as Docker merges them. */
+export function newContainerRecord(o: {
+  id: string; name: string; body: CreateBody; image: { id: string; config: { config?: ImageRuntimeConfig } }; mode: string;
+  hostname: string; sharedWithId?: string; endpoints: ContainerRecord['Endpoints']; anonymousVolumes: Record<string, string>;
+}): ContainerRecord {
+  const { body } = o;
+  const imgCfg = o.image.config.config ?? {};
+  // An explicit entrypoint resets the image's Cmd, as in Docker.
+  const entrypoint = body.Entrypoint !== undefined ? nonEmpty(body.Entrypoint) : imgCfg.Entrypoint ?? null;
+  const cmd = body.Cmd !== undefined ? nonEmpty(body.Cmd) : body.Entrypoint !== undefined ? null : imgCfg.Cmd ?? null;
+  const argv = [...(entrypoint ?? []), ...(cmd ?? [])];
+  if (argv.length === 0) throw new BadRequestError('No command specified');
+  // The image's HEALTHCHECK unless the request sets one; a Test of its own replaces the image's.
+  const healthcheck = { ...((imgCfg as { Healthcheck?: HealthConfig }).Healthcheck ?? {}), ...((body as { Healthcheck?: HealthConfig }).Healthcheck ?? {}) } as HealthConfig;
+  if (!healthcheck.Test?.length) delete healthcheck.Test;
+  return {
+    Id: o.id,
+    Created: new Date().toISOString(),
+    Path: argv[0]!,
+    Args: argv.slice(1),
+    Name: o.name,
+    Image: o.image.id,
+    Config: {
+      Hostname: o.hostname,
+      Domainname: body.Domainname ?? '',
+      User: body.User ?? imgCfg.User ?? '',
+      AttachStdin: body.AttachStdin ?? false,
+      AttachStdout: body.AttachStdout ?? false,
+      AttachStderr: body.AttachStderr ?? false,
+      ExposedPorts: { ...(imgCfg.ExposedPorts ?? {}), ...(body.ExposedPorts ?? {}) },
+      Tty: body.Tty ?? false,
+      OpenStdin: body.OpenStdin ?? false,
+      StdinOnce: body.StdinOnce ?? false,
+      Env: mergeEnv(imgCfg.Env ?? [], body.Env ?? []),
+      Cmd: cmd,
+      Image: body.Image!,
+      Volumes: body.Volumes ?? imgCfg.Volumes ?? null,
+      WorkingDir: body.WorkingDir || imgCfg.WorkingDir || '',
+      Entrypoint: entrypoint,
+      OnBuild: null,
+      Labels: { ...(imgCfg.Labels ?? {}), ...(body.Labels ?? {}) },
+      ...(body.StopSignal || imgCfg.StopSignal ? { StopSignal: body.StopSignal || imgCfg.StopSignal } : {}),
+      ...(body.StopTimeout !== undefined ? { StopTimeout: body.StopTimeout } : {}),
+      ...(Object.keys(healthcheck).length ? { Healthcheck: healthcheck } : {}),
+    },
+    HostConfig: { ...body.HostConfig, NetworkMode: o.sharedWithId ? `container:${o.sharedWithId}` : o.mode },
+    NetworkingConfig: { EndpointsConfig: body.NetworkingConfig?.EndpointsConfig ?? {} },
+    State: {
+      Status: 'created', Running: false, Paused: false, Restarting: false, OOMKilled: false, Dead: false,
+      Pid: 0, ExitCode: 0, Error: '', StartedAt: ZERO_TIME, FinishedAt: ZERO_TIME,
+    },
+    RestartCount: 0,
+    ManuallyStopped: false,
+    NetnsPath: '',
+    Endpoints: o.endpoints,
+    ...(Object.keys(o.anonymousVolumes).length ? { AnonymousVolumes: o.anonymousVolumes } : {}),
+  };
+}
+
+
+function nonEmpty(v: string[] | null | undefined): string[] | null {
+  return v && v.length ? v : null;
+}
+
+function mergeEnv(base: string[], overrides: string[]): string[] {
+  const out = new Map<string, string>();
+  for (const e of [...base, ...overrides]) {
+    const k = e.includes('=') ? e.slice(0, e.indexOf('=')) : e;
+    out.set(k, e);
+  }
+  return [...out.values()];
 }

@@ -39,6 +39,11 @@ export class EventBus {
     this.emitter.emit('event', ev);
   }
 
+  /** A network event with Docker's attributes; `extra` carries the container of connect/disconnect. */
+  network(action: string, n: { Id: string; Name: string; Driver: string }, extra: Record<string, string> = {}): void {
+    this.emit('network', action, n.Id, { ...extra, name: n.Name, type: n.Driver });
+  }
+
   since(timeNano: number): EngineEvent[] {
     return this.history.filter((e) => e.timeNano >= timeNano);
   }

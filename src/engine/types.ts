@@ -1,6 +1,5 @@
 import type { Health, HealthConfig } from './health.js';
-import type { EndpointState } from '../network/types.js';
-import type { PortMapping } from '../network/ports.js';
+import type { EndpointState, PortMapping } from '../model/network.js';
 
 /** Container data as berth persists it. Field names follow Docker's inspect JSON, so the API layer
  *  maps it with little translation and clients see familiar shapes. */

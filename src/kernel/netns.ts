@@ -63,3 +63,13 @@ export async function ipJson<T>(nsPath: string | undefined, args: string[]): Pro
   const out = await runOk('ip', ['-j', ...args], nsPath ? { netns: nsPath } : {});
   return JSON.parse(out || '[]') as T;
 }
+
+/** Whether a link of this name exists in berthd's namespace. */
+export async function linkExists(name: string): Promise<boolean> {
+  try {
+    await ipJson(undefined, ['link', 'show', 'dev', name]);
+    return true;
+  } catch {
+    return false;
+  }
+}

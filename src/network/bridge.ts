@@ -1,6 +1,9 @@
 import { promises as fs } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { hostIpDeletions, ipBatch, ipJson } from '../kernel/netns.js';
+
+export { linkExists } from '../kernel/netns.js';
+export { macFor } from './mac.js';
 import { setSysctl } from '../kernel/sysctl.js';
 
 /**
@@ -10,15 +13,6 @@ import { setSysctl } from '../kernel/sysctl.js';
  */
 
 export interface BridgeSpec { name: string; gatewayCidr: string; mtu: number; mac: string; gateway6Cidr?: string }
-
-export async function linkExists(name: string): Promise<boolean> {
-  try {
-    await ipJson(undefined, ['link', 'show', 'dev', name]);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 export async function ensureBridge(b: BridgeSpec): Promise<void> {
   const setUp = [`addr replace ${b.gatewayCidr} dev ${b.name}`];
@@ -132,50 +126,4 @@ export async function deleteLink(name: string): Promise<void> {
 async function listedInterfaces(): Promise<Set<string>> {
   const text = await fs.readFile('/proc/self/net/dev', 'utf8');
   return new Set(text.split('\n').slice(2).map((l) => l.split(':')[0]!.trim()).filter(Boolean));
-}
-
-/** MTU of the interface that carries the default route, or 1500 without one. */
-export async function uplinkMtu(): Promise<number> {
-  try {
-    const routes = await ipJson<Array<{ dst: string; dev?: string }>>(undefined, ['route', 'show', 'default']);
-    const dev = routes[0]?.dev;
-    if (!dev) return 1500;
-    const links = await ipJson<Array<{ mtu: number }>>(undefined, ['link', 'show', 'dev', dev]);
-    return links[0]?.mtu ?? 1500;
-  } catch {
-    return 1500;
-  }
-}
-
-/**
- * Subnets of the main routing table of berthd's namespace (as Docker reads it), so new networks do
- * not overlap them. /proc/net/route costs no process spawn: `network create` reads it every time.
- */
-export async function routedSubnets(): Promise<string[]> {
-  const text = await fs.readFile('/proc/net/route', 'utf8').catch(() => '');
-  const out: string[] = [];
-  for (const line of text.split('\n').slice(1)) {
-    const f = line.trim().split(/\s+/);
-    if (f.length < 8) continue;
-    const dst = parseInt(f[1]!, 16);
-    const mask = parseInt(f[7]!, 16);
-    const prefix = bitCount(mask);
-    // Not the default route, not host routes, not loopback: the old `ip route` view kept only subnets.
-    if (prefix === 0 || prefix === 32) continue;
-    // The kernel prints addresses in host byte order: little-endian here.
-    const ip = [dst & 255, (dst >>> 8) & 255, (dst >>> 16) & 255, dst >>> 24].join('.');
-    if (!ip.startsWith('127.')) out.push(`${ip}/${prefix}`);
-  }
-  return out;
-}
-
-function bitCount(n: number): number {
-  let c = 0;
-  for (let v = n >>> 0; v; v >>>= 1) c += v & 1;
-  return c;
-}
-
-/** Docker's MAC scheme: 02:42 followed by the IPv4 address. */
-export function macFor(ip: string): string {
-  return ['02', '42', ...ip.split('.').map((o) => Number(o).toString(16).padStart(2, '0'))].join(':');
 }

@@ -4,31 +4,14 @@ import { deleteLink, ensureBridge, joinEndpoint, macFor } from './bridge.js';
 import type { CreateContext, EndpointJoin, EndpointLeave, NetworkDriver } from './driver.js';
 import { parseCidr } from './ipam.js';
 import { parseCidr6 } from './ipam6.js';
+import { OPT_BRIDGE_NAME, OPT_DEFAULT_BRIDGE, OPT_HOST_BINDING, OPT_ICC, OPT_MASQ, OPT_MTU, optBool, parseMtu } from './options.js';
 import type { NetworkRecord } from './types.js';
 
-export const OPT_BRIDGE_NAME = 'com.docker.network.bridge.name';
-export const OPT_ICC = 'com.docker.network.bridge.enable_icc';
-export const OPT_MASQ = 'com.docker.network.bridge.enable_ip_masquerade';
-export const OPT_MTU = 'com.docker.network.driver.mtu';
-export const OPT_HOST_BINDING = 'com.docker.network.bridge.host_binding_ipv4';
-const KNOWN_OPTS = [OPT_BRIDGE_NAME, OPT_ICC, OPT_MASQ, OPT_MTU, OPT_HOST_BINDING, 'com.docker.network.bridge.default_bridge'];
+const KNOWN_OPTS = [OPT_BRIDGE_NAME, OPT_ICC, OPT_MASQ, OPT_MTU, OPT_HOST_BINDING, OPT_DEFAULT_BRIDGE];
 
 /** The host end of an endpoint's veth, named after the endpoint so the host side alone can find it. */
 function hostIfname(endpointId: string): string {
   return `vb${endpointId.slice(0, 11)}`;
-}
-
-export function optBool(v: string | undefined, def: boolean): boolean {
-  if (v === undefined) return def;
-  if (['true', '1'].includes(v)) return true;
-  if (['false', '0'].includes(v)) return false;
-  throw new BadRequestError(`invalid boolean value ${v}`);
-}
-
-export function parseMtu(v: string | undefined, def: number): number {
-  const mtu = v ? Number(v) : def;
-  if (!Number.isInteger(mtu) || mtu < 68 || mtu > 65535) throw new BadRequestError(`invalid MTU ${v}`);
-  return mtu;
 }
 
 /**
@@ -40,6 +23,7 @@ export class BridgeDriver implements NetworkDriver {
   readonly name = 'bridge' as const;
   readonly avoidsRoutedSubnets = true;
   readonly publishes = true;
+  readonly hostFirewall = true;
   readonly ipv6 = true;
 
   constructor(private readonly mtuDefault: () => number) {}

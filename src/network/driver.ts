@@ -2,9 +2,11 @@ import type { NetworkRecord } from './types.js';
 
 /**
  * The network driver interface, after libnetwork's driverapi and netavark's driver trait: the
- * controller keeps what every driver shares (names, IPAM, endpoints, DNS records, published ports)
- * and asks a driver only for its kernel side. Drivers are registered in one place
- * (`drivers.ts`); the controller never tests a driver's name to decide what to do.
+ * layers above keep what every driver shares (records, IPAM, endpoints, DNS, published ports, the
+ * firewall) and ask a driver only for its kernel side. Drivers are registered by name in the
+ * registry (the daemon does it at start: `NetworkRegistry.registerDriver`); nothing tests a
+ * driver's name to decide what to do, it asks the driver's capabilities below. Drivers do not
+ * import each other.
  */
 
 /** What the controller hands a driver when a container's endpoint joins its sandbox. */
@@ -41,13 +43,18 @@ export interface CreateContext {
 }
 
 export interface NetworkDriver {
-  readonly name: NetworkRecord['Driver'];
+  readonly name: string;
   /** Whether new subnets must avoid the host's routes (a macvlan subnet is usually the parent's LAN). */
   readonly avoidsRoutedSubnets: boolean;
   /** Whether the driver gives endpoints IPv6 addresses on networks created with EnableIPv6. */
   readonly ipv6?: boolean;
   /** Whether published ports (-p) can lead to this driver's endpoints. */
   readonly publishes: boolean;
+  /**
+   * Whether the host firewall carries this driver's networks (isolation, NAT, published ports):
+   * true for a bridge in berthd's namespace; false for macvlan, whose traffic never crosses it.
+   */
+  readonly hostFirewall: boolean;
   /**
    * Checks the driver options and fills the record's driver fields (Options normalised, kernel
    * names). Leaves nothing in the kernel (a probe for a link type is made and deleted at once), so

@@ -1,4 +1,6 @@
 import { promises as fs } from 'node:fs';
+import { RESOLVER_ADDRESS } from '../model/network.js';
+import { formatResolvConf, parseResolvConf, type ResolvConf } from '../util/resolvconf.js';
 
 /** /etc/hosts, /etc/hostname and /etc/resolv.conf for one container, in Docker's layout. */
 
@@ -29,28 +31,6 @@ export function hostsFile(input: HostsInput): string {
   return lines.join('\n') + '\n';
 }
 
-export interface ResolvConf { nameservers: string[]; search: string[]; options: string[] }
-
-export function parseResolvConf(text: string): ResolvConf {
-  const rc: ResolvConf = { nameservers: [], search: [], options: [] };
-  for (const raw of text.split('\n')) {
-    const line = raw.replace(/[#;].*$/, '').trim();
-    const [key, ...rest] = line.split(/\s+/);
-    if (key === 'nameserver' && rest[0]) rc.nameservers.push(rest[0]);
-    else if (key === 'search' || key === 'domain') rc.search = rest;
-    else if (key === 'options') rc.options.push(...rest);
-  }
-  return rc;
-}
-
-export function formatResolvConf(rc: ResolvConf): string {
-  const lines: string[] = [];
-  if (rc.search.length) lines.push(`search ${rc.search.join(' ')}`);
-  for (const ns of rc.nameservers) lines.push(`nameserver ${ns}`);
-  if (rc.options.length) lines.push(`options ${rc.options.join(' ')}`);
-  return lines.join('\n') + '\n';
-}
-
 function isLoopback(addr: string): boolean {
   return addr.startsWith('127.') || addr === '::1';
 }
@@ -70,7 +50,7 @@ export async function containerResolvConf(opts: {
   if (opts.embeddedDns) {
     const options = opts.dnsOptions.length ? opts.dnsOptions : host.options;
     return formatResolvConf({
-      nameservers: ['127.0.0.11'],
+      nameservers: [RESOLVER_ADDRESS],
       search: opts.dnsSearch.length ? opts.dnsSearch.filter((s) => s !== '.') : host.search,
       options: options.some((o) => o.startsWith('ndots:')) ? options : [...options, 'ndots:0'],
     });

@@ -1,8 +1,7 @@
-import { ipBatch, ipJson } from '../kernel/netns.js';
-import { run } from '../util/exec.js';
+import { ipBatch, ipJson, linkExists } from '../kernel/netns.js';
+import { setSysctl } from '../kernel/sysctl.js';
 import { ApiError, BadRequestError, ForbiddenError } from '../util/errors.js';
-import { linkExists } from './bridge.js';
-import { OPT_MTU, parseMtu } from './bridgedriver.js';
+import { OPT_MTU, parseMtu } from './options.js';
 import type { CreateContext, EndpointJoin, EndpointLeave, NetworkDriver } from './driver.js';
 import { overlaps, parseCidr } from './ipam.js';
 import type { NetworkRecord } from './types.js';
@@ -46,6 +45,7 @@ function unknownType(e: unknown): boolean {
 export class VlanDriver implements NetworkDriver {
   readonly avoidsRoutedSubnets = false;
   readonly publishes = false;
+  readonly hostFirewall = false;
   readonly ipv6 = true;
 
   constructor(readonly name: 'macvlan' | 'ipvlan', private readonly mtuDefault: () => number) {}
@@ -129,7 +129,7 @@ export class VlanDriver implements NetworkDriver {
       try {
         await ipBatch(undefined, [`link add link ${base} name ${parent} type vlan id ${id}`, `link set ${parent} up`]);
       } catch (e) {
-        await run('ip', ['link', 'del', parent]);
+        await ipBatch(undefined, [`link del ${parent}`]).catch(() => undefined);
         if (unknownType(e)) {
           throw new ApiError(400, `cannot create the VLAN sub-interface ${parent}: this kernel has no 802.1q VLAN support (the 8021q module is missing)`);
         }
@@ -151,14 +151,16 @@ export class VlanDriver implements NetworkDriver {
   private async ensureInternalParent(n: NetworkRecord): Promise<void> {
     const { parent, peer } = internalParentNames(n.Id);
     if (!(await linkExists(parent))) {
-      await run('ip', ['link', 'del', peer]);
+      await ipBatch(undefined, [`link del ${peer}`]).catch(() => undefined);
       await ipBatch(undefined, [
         `link add name ${parent} mtu ${n.mtu ?? this.mtuDefault()} type veth peer name ${peer} mtu ${n.mtu ?? this.mtuDefault()}`,
         `link set ${peer} arp off`,
       ]);
     }
     for (const dev of [parent, peer]) {
-      await run('sysctl', ['-qw', `net.ipv6.conf.${dev}.disable_ipv6=1`, `net.ipv4.conf.${dev}.forwarding=0`]);
+      // Best effort, as before: a host without IPv6 has no disable_ipv6 to set.
+      await setSysctl(`net.ipv6.conf.${dev}.disable_ipv6`, 1).catch(() => undefined);
+      await setSysctl(`net.ipv4.conf.${dev}.forwarding`, 0).catch(() => undefined);
     }
     await ipBatch(undefined, [`link set ${peer} up`, `link set ${parent} up`]);
   }
@@ -172,7 +174,7 @@ export class VlanDriver implements NetworkDriver {
     try {
       await ipBatch(undefined, [`link add link ${n.parent} name ${probe} type ipvlan mode l2`, `link del ${probe}`]);
     } catch (e) {
-      await run('ip', ['link', 'del', probe]);
+      await ipBatch(undefined, [`link del ${probe}`]).catch(() => undefined);
       if (unknownType(e)) throw new ApiError(400, 'ipvlan networks are not available: this kernel has no ipvlan support (the ipvlan module is missing)');
       throw e;
     }
@@ -184,7 +186,7 @@ export class VlanDriver implements NetworkDriver {
     if (!n.Options[OPT_PARENT]) {
       // Deleting one end of a veth removes both.
       const { parent, peer } = internalParentNames(n.Id);
-      for (const dev of [parent, peer]) if (await linkExists(dev)) await run('ip', ['link', 'del', dev]);
+      for (const dev of [parent, peer]) if (await linkExists(dev)) await ipBatch(undefined, [`link del ${dev}`]).catch(() => undefined);
       return;
     }
     if (await linkExists(n.parent)) await ipBatch(undefined, [`link del ${n.parent}`]);

@@ -2,18 +2,10 @@ import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { createServer, type Server } from 'node:net';
 import { BadRequestError } from '../util/errors.js';
 import { canonicalIPv6 } from './ipam6.js';
+import type { PortMapping } from '../model/network.js';
 
-/** One published port: traffic to hostIp:hostPort/proto goes to containerIp:containerPort. */
-export interface PortMapping {
-  proto: 'tcp' | 'udp' | 'sctp';
-  /** '' (or 0.0.0.0) for every host address. */
-  hostIp: string;
-  hostPort: number;
-  containerIp: string;
-  containerPort: number;
-  /** 6 for an IPv6 mapping (host and container addresses are IPv6); IPv4 when absent. */
-  family?: 6;
-}
+export type { PortMapping };
+
 
 /**
  * `family` says which host addresses: 4 or 6 only, or `both` when the user named none (Docker

@@ -1,13 +1,24 @@
 import type { PoolState } from './ipam.js';
 import type { Pool6State } from './ipam6.js';
 
+import { DEFAULT_BRIDGE } from '../model/network.js';
+
+export { PREDEFINED, type EndpointState } from '../model/network.js';
+
+/**
+ * Where a network's record lives: `local` networks under this daemon's root; `swarm` and `global`
+ * ones in the cluster's store, seen by every host.
+ */
+export type NetworkScope = 'local' | 'swarm' | 'global';
+
 /** A network as berth stores it; the public fields are Docker's inspect fields. */
 export interface NetworkRecord {
   Name: string;
   Id: string;
   Created: string;
-  Scope: 'local';
-  Driver: 'bridge' | 'host' | 'null' | 'macvlan' | 'ipvlan';
+  Scope: NetworkScope;
+  /** A registered driver's name (bridge, macvlan, …), or host/null for the sandbox modes. */
+  Driver: string;
   EnableIPv6: boolean;
   IPAM: { Driver: string; Options: Record<string, string> | null; Config: Array<{ Subnet: string; Gateway?: string; IPRange?: string; AuxiliaryAddresses?: Record<string, string> }> };
   Internal: boolean;
@@ -19,7 +30,10 @@ export interface NetworkRecord {
   Labels: Record<string, string>;
   /** Kernel side (bridge driver only). */
   bridge?: string;
+  /** The bridge existed before berth used it: `network rm` must leave it in place. */
+  bridgeAdopted?: boolean;
   mtu?: number;
+  /** IPAM state: the IPv4 pool and its allocations. */
   pools?: PoolState[];
   /** The IPv6 subnet of a dual-stack network (EnableIPv6). */
   pools6?: Pool6State[];
@@ -29,25 +43,7 @@ export interface NetworkRecord {
   parentOwned?: boolean;
 }
 
-/** One container's membership of one network: what the user asked for and, while running, what it got. */
-export interface EndpointState {
-  NetworkID: string;
-  IPAMConfig: { IPv4Address?: string; IPv6Address?: string } | null;
-  Links: string[] | null;
-  Aliases: string[] | null;
-  EndpointID: string;
-  Gateway: string;
-  IPAddress: string;
-  IPPrefixLen: number;
-  MacAddress: string;
-  /** Interface name inside the container (eth0, eth1, …) while connected. */
-  ifname: string;
-  /** On dual-stack networks, while connected. */
-  GlobalIPv6Address?: string;
-  GlobalIPv6PrefixLen?: number;
-  IPv6Gateway?: string;
-  /** Set with --mac-address. */
-  requestedMac?: string;
+/** The default bridge has addresses and NAT but no embedded DNS, no aliases and no static IPs (Docker's rule). */
+export function isDefaultBridge(n: NetworkRecord): boolean {
+  return n.Name === DEFAULT_BRIDGE;
 }
-
-export const PREDEFINED = ['bridge', 'host', 'none'];

@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { promises as fs, constants as fsConstants, watch, type FSWatcher } from 'node:fs';
+import { promises as fs, constants as fsConstants, readFileSync, watch, type FSWatcher } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import type * as Pty from 'node-pty';
@@ -7,9 +7,23 @@ import { requireCjs } from '../util/cjs.js';
 
 const pty = requireCjs('node-pty') as typeof Pty;
 import { run, runOk } from '../util/exec.js';
-import type {
-  AttachSession, ContainerRuntime, CreateOptions, ExecOptions, ExecProcess, RuntimeState,
+import {
+  RuntimeCreateError, type AttachSession, type ContainerRuntime, type CreateOptions, type ExecOptions, type ExecProcess, type RuntimeState,
 } from './runtime.js';
+
+export { RuntimeCreateError };
+
+const ORPHAN_POLL_MS = 200;
+
+/** Whether a process exists and is not a zombie. */
+function processAlive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
+  }
+}
 
 export interface ConmonRuntimeOptions {
   /** runc's --root: berth's containers only, so `runc list` never shows another engine's. */
@@ -36,6 +50,8 @@ export class ConmonRuntime implements ContainerRuntime {
   private watcher?: FSWatcher;
   private exitCallbacks: Array<(id: string, code: number) => void> = [];
   private readonly monitors = new Map<string, ChildProcess>();
+  /** Containers whose monitor died, polled until their process is gone. */
+  private readonly orphans = new Map<string, NodeJS.Timeout>();
 
   constructor(private readonly opts: ConmonRuntimeOptions) {
     this.runc = opts.runcPath ?? '/usr/sbin/runc';
@@ -59,6 +75,32 @@ export class ConmonRuntime implements ContainerRuntime {
     const code = await this.exitCode(id);
     if (code === undefined) return;
     for (const cb of this.exitCallbacks) cb(id, code);
+  }
+
+  /**
+   * A container whose monitor died (conmon killed) has nobody to record its exit: berthd watches it
+   * itself and records the exit when its process is gone, with 255 (the status is lost with the
+   * monitor), so stop, rm and wait end instead of waiting forever.
+   */
+  private watchOrphan(id: string): void {
+    if (this.orphans.has(id)) return;
+    const tick = async () => {
+      if ((await this.exitCode(id)) !== undefined) return void this.orphans.delete(id);
+      const st = await this.state(id);
+      if (st && st.status !== 'stopped') return void this.orphans.set(id, setTimeout(() => void tick(), ORPHAN_POLL_MS));
+      this.orphans.delete(id);
+      await fs.writeFile(join(this.opts.exitDir, id), '255', { flag: 'wx' }).catch(() => undefined);
+      await this.reportExit(id);
+    };
+    this.orphans.set(id, setTimeout(() => void tick(), 0));
+  }
+
+  /** After a restart: a running container whose monitor is gone is watched by berthd itself. */
+  adopt(id: string, bundle: string): void {
+    void fs.readFile(join(bundle, 'conmon.pid'), 'utf8').then((text) => {
+      const pid = Number.parseInt(text, 10);
+      if (!pid || !processAlive(pid)) this.watchOrphan(id);
+    }, () => this.watchOrphan(id));
   }
 
   onExit(cb: (id: string, exitCode: number) => void): void {
@@ -135,8 +177,8 @@ export class ConmonRuntime implements ContainerRuntime {
         this.monitors.delete(o.id);
         settle(new RuntimeCreateError(cleanRuncMessage(stderr) || `conmon exited with status ${code}`));
         // A monitor that exits normally wrote an exit file; the directory watch reports it, this
-        // covers the case where the watch event was coalesced.
-        void this.reportExit(o.id);
+        // covers the case where the watch event was coalesced. One that was killed wrote none.
+        void this.reportExit(o.id).then(() => this.watchOrphan(o.id));
       });
     }));
   }
@@ -293,11 +335,12 @@ export class ConmonRuntime implements ContainerRuntime {
   }
 
   close(): void {
+    for (const t of this.orphans.values()) clearTimeout(t);
+    this.orphans.clear();
     this.watcher?.close();
   }
 }
 
-export class RuntimeCreateError extends Error {}
 
 /** runc wraps its errors in logrus lines; keep the message a user can act on. */
 export function cleanRuncMessage(text: string): string {

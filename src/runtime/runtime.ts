@@ -75,5 +75,10 @@ export interface ContainerRuntime {
   /** The recorded exit code, if the container has exited. */
   exitCode(id: string): Promise<number | undefined>;
   clearExit(id: string): Promise<void>;
+  /** After a daemon restart: takes over watching a running container (its monitor may be gone). */
+  adopt(id: string, bundle: string): void;
   close(): void;
 }
+
+/** The runtime refused to create or start the container (bad command, bad spec). */
+export class RuntimeCreateError extends Error {}

@@ -1,4 +1,4 @@
-import { promises as fs, openSync, writeSync, fsyncSync, closeSync, renameSync, readFileSync, mkdirSync } from 'node:fs';
+import { promises as fs } from 'node:fs';
 import { dirname } from 'node:path';
 
 /**
@@ -18,20 +18,6 @@ export async function writeFileAtomic(path: string, data: string | Buffer): Prom
   await syncDir(dirname(path));
 }
 
-export function writeFileAtomicSync(path: string, data: string | Buffer): void {
-  const tmp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
-  const fd = openSync(tmp, 'w', 0o600);
-  try {
-    writeSync(fd, typeof data === 'string' ? Buffer.from(data) : data);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, path);
-  const dfd = openSync(dirname(path), 'r');
-  try { fsyncSync(dfd); } finally { closeSync(dfd); }
-}
-
 async function syncDir(dir: string): Promise<void> {
   const dh = await fs.open(dir, 'r');
   try { await dh.sync(); } finally { await dh.close(); }
@@ -41,15 +27,6 @@ export async function writeJsonAtomic(path: string, value: unknown): Promise<voi
   await writeFileAtomic(path, JSON.stringify(value, null, 1));
 }
 
-export function readJsonSync<T>(path: string): T | undefined {
-  try {
-    return JSON.parse(readFileSync(path, 'utf8')) as T;
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw e;
-  }
-}
-
 export async function readJson<T>(path: string): Promise<T | undefined> {
   try {
     return JSON.parse(await fs.readFile(path, 'utf8')) as T;
@@ -57,10 +34,6 @@ export async function readJson<T>(path: string): Promise<T | undefined> {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw e;
   }
-}
-
-export function ensureDirSync(path: string, mode = 0o700): void {
-  mkdirSync(path, { recursive: true, mode });
 }
 
 /** Removes temp files a crash may have left behind next to atomically written files. */

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { answer, type Asker } from '../../src/dns/lookup.js';
-import { allocate6, formatIPv6, ip6FromArpa, newPool6, nextPool6Subnet, parseCidr6, parseIPv6, release6, ulaBase } from '../../src/network/ipam6.js';
+import { allocate6, formatIPv6, newPool6, nextPool6Subnet, parseCidr6, parseIPv6, release6, ulaBase } from '../../src/network/ipam6.js';
+import { ip6FromArpa } from '../../src/util/ipv6.js';
 
 describe('IPv6 address management', () => {
   it('parses and prints addresses the RFC 5952 way', () => {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { sandboxRedirectRules } from '../../src/dns/sandbox.js';
+import { sandboxRedirectRules } from '../../src/network/resolver.js';
 import { internalParentNames } from '../../src/network/macvlan.js';
 
 describe('macvlan pieces', () => {

@@ -13,6 +13,7 @@ import {
   boolParam, checkFilterKeys, intParam, labelsMatch, parseFilters, readJsonBody, sendEmpty, sendError, sendJson,
 } from '../http.js';
 import type { RequestContext, Router } from '../router.js';
+import { networkNames, networkSettings, primaryNetworkName } from '../views/network.js';
 
 function statusText(c: ContainerRecord): string {
   const s = c.State;
@@ -57,7 +58,7 @@ function mountPoints(api: ApiContext, c: ContainerRecord): object[] {
 }
 
 export function containerSummary(api: ApiContext, c: ContainerRecord): object {
-  const settings = api.engine.network.settings(c) as { Networks: object };
+  const settings = networkSettings(api.network.registry, c) as { Networks: object };
   return {
     Id: c.Id,
     Names: [c.Name],
@@ -108,7 +109,7 @@ export function containerInspect(api: ApiContext, c: ContainerRecord): object {
     },
     Mounts: mountPoints(api, c),
     Config: c.Config,
-    NetworkSettings: api.engine.network.settings(c),
+    NetworkSettings: networkSettings(api.network.registry, c),
   };
 }
 
@@ -173,7 +174,7 @@ function portsMatch(filter: string, ports: string[]): boolean {
 
 /** Docker's `network` filter: any network the container is on, by name or by (a prefix of) its id. */
 function networkMatches(api: ApiContext, c: ContainerRecord, v: string): boolean {
-  if (api.engine.network.networkNames(c).includes(v) || api.engine.network.networkName(c) === v) return true;
+  if (networkNames(api.network.registry, c).includes(v) || primaryNetworkName(c) === v) return true;
   return Object.keys(c.Endpoints ?? {}).some((id) => id.startsWith(v));
 }
 

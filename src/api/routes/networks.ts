@@ -1,18 +1,20 @@
+import { PREDEFINED } from '../../model/network.js';
 import type { NetworkRecord } from '../../network/types.js';
-import { PREDEFINED } from '../../network/types.js';
+import { networkInspect } from '../views/network.js';
 import type { ApiContext } from '../context.js';
 import { checkFilterKeys, labelsMatch, parseFilters, readJsonBody, sendEmpty, sendJson } from '../http.js';
 import type { Router } from '../router.js';
 
 export function networkRoutes(r: Router, api: ApiContext): void {
-  const net = api.engine.network;
-  const inspect = (n: NetworkRecord) => net.inspect(n, api.engine.list());
+  const net = api.network;
+  const inspect = (n: NetworkRecord) => networkInspect(n, api.engine.list());
+  const inUse = (networkId: string) => api.engine.list().some((c) => c.Endpoints?.[networkId]?.EndpointID);
 
   r.get('/networks', (ctx) => {
     const filters = parseFilters(ctx.query.get('filters'));
     checkFilterKeys(filters, ['name', 'id', 'driver', 'label', 'type', 'scope', 'dangling']);
     const f = (k: string) => filters.get(k);
-    const list = net.list().filter((n) => {
+    const list = net.registry.list().filter((n) => {
       if (f('name') && !f('name')!.some((v) => n.Name.includes(v))) return false;
       if (f('id') && !f('id')!.some((v) => n.Id.startsWith(v))) return false;
       if (f('driver') && !f('driver')!.includes(n.Driver)) return false;
@@ -26,17 +28,15 @@ export function networkRoutes(r: Router, api: ApiContext): void {
     });
     sendJson(ctx.res, 200, list.map(inspect));
   });
-  r.get('/networks/{id}', (ctx) => sendJson(ctx.res, 200, inspect(net.get(ctx.params.id!))));
+  r.get('/networks/{id}', (ctx) => sendJson(ctx.res, 200, inspect(net.registry.get(ctx.params.id!))));
   r.post('/networks/create', async (ctx) => {
     const body = await readJsonBody(ctx.req);
     const out = await net.create(body);
-    const n = net.get(out.Id);
-    api.engine.events.emit('network', 'create', n.Id, { name: n.Name, type: n.Driver });
+    api.engine.events.network('create', net.registry.get(out.Id));
     sendJson(ctx.res, 201, out);
   });
   r.delete('/networks/{id}', async (ctx) => {
-    const n = await net.remove(ctx.params.id!, api.engine.list());
-    api.engine.events.emit('network', 'destroy', n.Id, { name: n.Name, type: n.Driver });
+    api.engine.events.network('destroy', await net.remove(ctx.params.id!, inUse));
     sendEmpty(ctx.res, 204);
   });
   r.post('/networks/{id}/connect', async (ctx) => {
@@ -52,13 +52,12 @@ export function networkRoutes(r: Router, api: ApiContext): void {
   r.post('/networks/prune', async (ctx) => {
     const filters = parseFilters(ctx.query.get('filters'));
     checkFilterKeys(filters, ['label', 'until']);
-    const containers = api.engine.list();
     const deleted: string[] = [];
-    for (const n of net.list()) {
+    for (const n of net.registry.list()) {
       if (PREDEFINED.includes(n.Name) || !labelsMatch(n.Labels, filters.get('label') ?? [])) continue;
-      if (containers.some((c) => c.Endpoints?.[n.Id]?.EndpointID)) continue;
-      await net.remove(n.Id, containers);
-      api.engine.events.emit('network', 'destroy', n.Id, { name: n.Name, type: n.Driver });
+      if (inUse(n.Id)) continue;
+      await net.remove(n.Id, inUse);
+      api.engine.events.network('destroy', n);
       deleted.push(n.Name);
     }
     sendJson(ctx.res, 200, { NetworksDeleted: deleted.length ? deleted : null });

@@ -1,10 +1,12 @@
+import type { Asker, NetworkView } from '../dns/lookup.js';
+import type { DnsDirectory } from '../dns/server.js';
 import type { ContainerRecord } from '../engine/types.js';
-import type { NetworkRecord } from '../network/types.js';
-import type { Asker, NetworkView } from './lookup.js';
-import type { DnsDirectory } from './server.js';
+import { parseLink } from '../model/network.js';
+import { isDefaultBridge, type NetworkRecord } from '../network/types.js';
 
 /**
- * The DNS server's view of containers, derived from the engine's records. Views are rebuilt only
+ * The DNS server's view of containers, derived from the engine's records and the network registry
+ * (the daemon joins the two: the DNS imports neither). Views are rebuilt only
  * when an endpoint changes (generation bump), so finding the asker costs one map lookup.
  */
 export class ContainerDirectory implements DnsDirectory {
@@ -31,7 +33,7 @@ export class ContainerDirectory implements DnsDirectory {
     for (const c of running) {
       for (const [netId, ep] of Object.entries(c.Endpoints ?? {})) {
         const n = nets.get(netId);
-        if (!n || n.Name === 'bridge' || !ep.IPAddress) continue;
+        if (!n || isDefaultBridge(n) || !ep.IPAddress) continue;
         let view = views.get(netId);
         if (!view) views.set(netId, (view = { id: netId, name: n.Name, internal: n.Internal, endpoints: [] }));
         view.endpoints.push({
@@ -61,9 +63,9 @@ function linkAliases(c: ContainerRecord, mine: NetworkView[]): Map<string, strin
   if (!links.length) return undefined;
   const out = new Map<string, string[]>();
   for (const link of links) {
-    const i = link.indexOf(':');
-    const target = (i < 0 ? link : link.slice(0, i)).replace(/^\//, '');
-    const alias = (i < 0 ? target : link.slice(i + 1).split('/').pop() ?? '').toLowerCase();
+    const parsed = parseLink(link);
+    const target = parsed.target;
+    const alias = parsed.alias.toLowerCase();
     if (!target || !alias) continue;
     const ips = mine.flatMap((net) => net.endpoints
       .filter((e) => e.containerName === target || (target.length >= 12 && e.containerId.startsWith(target)))

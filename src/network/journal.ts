@@ -1,0 +1,70 @@
+import { promises as fs } from 'node:fs';
+import { join } from 'node:path';
+import { readJson, removeStaleTemps, writeJsonAtomic } from '../store/atomic.js';
+
+/** One endpoint a sandbox is about to make, or has: enough to find and remove it after a crash. */
+export interface JournalEndpoint {
+  networkId: string;
+  endpointId: string;
+  ip: string;
+  ip6?: string;
+  ifname: string;
+}
+
+/**
+ * What a sandbox holds in the kernel and in IPAM, written before each thing is made, so that a kill
+ * -9 at any moment leaves only what the next start finds here and removes (or keeps, for a
+ * container that still runs). It lives as long as the sandbox.
+ */
+export interface SandboxJournal {
+  id: string;
+  netnsPath: string;
+  endpoints: JournalEndpoint[];
+}
+
+export class JournalStore {
+  private readonly entries = new Map<string, SandboxJournal>();
+  /** The write in flight per sandbox: writes of one journal never overtake each other. */
+  private readonly writing = new Map<string, Promise<void>>();
+
+  constructor(private readonly dir: string) {}
+
+  async load(): Promise<void> {
+    await fs.mkdir(this.dir, { recursive: true, mode: 0o700 });
+    await removeStaleTemps(this.dir);
+    for (const f of await fs.readdir(this.dir)) {
+      if (!f.endsWith('.json')) continue;
+      const j = await readJson<SandboxJournal>(join(this.dir, f));
+      if (j) this.entries.set(j.id, j);
+    }
+  }
+
+  get(id: string): SandboxJournal | undefined {
+    return this.entries.get(id);
+  }
+
+  all(): SandboxJournal[] {
+    return [...this.entries.values()];
+  }
+
+  /** Makes the journal's current content durable; resolves once it is on disk. */
+  write(j: SandboxJournal): Promise<void> {
+    this.entries.set(j.id, j);
+    const snapshot = JSON.parse(JSON.stringify(j)) as SandboxJournal;
+    const next = (this.writing.get(j.id) ?? Promise.resolve()).catch(() => undefined)
+      .then(() => writeJsonAtomic(this.file(j.id), snapshot));
+    this.writing.set(j.id, next);
+    next.finally(() => { if (this.writing.get(j.id) === next) this.writing.delete(j.id); }).catch(() => undefined);
+    return next;
+  }
+
+  async remove(id: string): Promise<void> {
+    this.entries.delete(id);
+    await this.writing.get(id)?.catch(() => undefined);
+    await fs.rm(this.file(id), { force: true });
+  }
+
+  private file(id: string): string {
+    return join(this.dir, `${id}.json`);
+  }
+}

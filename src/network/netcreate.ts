@@ -1,0 +1,85 @@
+import { ConflictError, BadRequestError, ForbiddenError, NotFoundError } from '../util/errors.js';
+import { newId } from '../util/ids.js';
+import type { CreateContext } from './driver.js';
+import { parseCidr } from './ipam.js';
+import { isIPv6, parseCidr6 } from './ipam6.js';
+import type { PoolRequest, UsedSubnets } from './ipamdriver.js';
+import type { NetworkRegistry } from './registry.js';
+import type { NetworkRecord } from './types.js';
+
+/**
+ * `POST /networks/create`, up to the record: the body checked as Docker checks it, the driver's
+ * options, IPAM pools. Nothing is written and nothing made in the kernel here, so a refusal leaves
+ * nothing behind.
+ */
+export async function newNetworkRecord(registry: NetworkRegistry, body: Record<string, unknown>, o: { mtuDefault: number; used: (avoidRoutes: boolean) => Promise<UsedSubnets> }): Promise<NetworkRecord> {
+  const name = body.Name;
+  if (typeof name !== 'string' || name === '') throw new BadRequestError('network name must be given');
+  if (!/^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/.test(name)) throw new BadRequestError(`invalid network name "${name}"`);
+  if (registry.byName(name)) throw new ConflictError(`network with name ${name} already exists`);
+  const driverName = (body.Driver as string | undefined) || 'bridge';
+  const driver = registry.driver(driverName);
+  if (!driver) {
+    if (driverName === 'host' || driverName === 'null') throw new ForbiddenError(`only one instance of "${driverName}" network is allowed`);
+    throw new NotFoundError(`plugin "${driverName}" not found`);
+  }
+  const enableIPv6 = !!body.EnableIPv6;
+  if (enableIPv6 && !driver.ipv6) throw new BadRequestError(`berth's ${driverName} driver has no IPv6 yet`);
+  const options = checkStringMap(body.Options, 'Options');
+  const labels = checkStringMap(body.Labels, 'Labels');
+  const ipamBody = (body.IPAM ?? {}) as { Driver?: string; Config?: Array<Record<string, unknown>>; Options?: Record<string, string> };
+  const ipam = registry.ipam(ipamBody.Driver || 'default');
+  if (!ipam) throw new NotFoundError(`plugin "${ipamBody.Driver}" not found`);
+  const configs = Array.isArray(ipamBody.Config) ? ipamBody.Config : [];
+  const family6 = (c: Record<string, unknown>) => isIPv6(String(c.Subnet ?? c.Gateway ?? ''));
+  const configs6 = configs.filter(family6);
+  const configs4 = configs.filter((c) => !family6(c));
+  if (configs4.length > 1) throw new BadRequestError(`berth ${driverName} networks take one IPv4 subnet`);
+  if (configs6.length > 1) throw new BadRequestError(`berth ${driverName} networks take one IPv6 subnet`);
+  if (configs6.length && !enableIPv6) throw new BadRequestError(`IPv6 subnet ${String(configs6[0]!.Subnet)} given without IPv6 enabled (--ipv6)`);
+  const v4 = poolRequest(configs4[0]);
+  const v6 = poolRequest(configs6[0]);
+  if (v4 && !v4.subnet && (v4.gateway || v4.ipRange)) throw new BadRequestError('a gateway or ip-range needs a subnet');
+  if (v4?.subnet) parseCidr(v4.subnet);
+  if (v6?.subnet) parseCidr6(v6.subnet);
+  const n: NetworkRecord = {
+    Name: name, Id: newId(), Created: new Date().toISOString(), Scope: 'local', Driver: driver.name, EnableIPv6: false,
+    IPAM: { Driver: ipam.name, Options: ipamBody.Options ?? {}, Config: [] },
+    Internal: !!body.Internal, Attachable: !!body.Attachable, Ingress: false, ConfigFrom: { Network: '' }, ConfigOnly: false,
+    Options: options, Labels: labels,
+  };
+  // The driver speaks first, so its own refusals (a parent shared with an overlapping subnet)
+  // come before the generic overlap error.
+  const ctx: CreateContext = { others: registry.list(), mtuDefault: o.mtuDefault, subnetGiven: !!v4?.subnet };
+  if (v4?.subnet) n.pools = ipam.requestPools({ v4, enableIPv6: false }, { v4: [], v6: [] }).pools;
+  await driver.configure(n, ctx);
+  // A macvlan subnet is normally the parent's own LAN, which the host routes: only the other
+  // networks count for it.
+  const pools = ipam.requestPools({ ...(v4 ? { v4 } : {}), ...(v6 ? { v6 } : {}), enableIPv6 }, await o.used(driver.avoidsRoutedSubnets));
+  n.pools = pools.pools;
+  const pool = pools.pools[0]!;
+  n.IPAM.Config = [{ Subnet: pool.subnet, Gateway: pool.gateway, ...(pool.ipRange ? { IPRange: pool.ipRange } : {}), ...(Object.keys(pool.auxAddresses).length ? { AuxiliaryAddresses: pool.auxAddresses } : {}) }];
+  if (pools.pools6) {
+    n.pools6 = pools.pools6;
+    n.EnableIPv6 = true;
+    n.IPAM.Config.push({ Subnet: pools.pools6[0]!.subnet, Gateway: pools.pools6[0]!.gateway });
+  }
+  return n;
+}
+
+function poolRequest(c: Record<string, unknown> | undefined): PoolRequest | undefined {
+  if (!c) return undefined;
+  return {
+    ...(c.Subnet ? { subnet: String(c.Subnet) } : {}), ...(c.Gateway ? { gateway: String(c.Gateway) } : {}),
+    ...(c.IPRange ? { ipRange: String(c.IPRange) } : {}),
+    ...(c.AuxiliaryAddresses ? { aux: c.AuxiliaryAddresses as Record<string, string> } : {}),
+  };
+}
+
+function checkStringMap(v: unknown, field: string): Record<string, string> {
+  if (v === undefined || v === null) return {};
+  if (typeof v !== 'object' || Array.isArray(v) || Object.values(v as object).some((x) => typeof x !== 'string')) {
+    throw new BadRequestError(`invalid type for field ${field}: expected object of strings`);
+  }
+  return { ...(v as Record<string, string>) };
+}

@@ -1,0 +1,199 @@
+import { promises as fs } from 'node:fs';
+import { join } from 'node:path';
+import { readJson, removeStaleTemps, writeJsonAtomic } from '../store/atomic.js';
+import { BadRequestError, NotFoundError } from '../util/errors.js';
+import type { NetworkDriver } from './driver.js';
+import type { Ipam } from './ipamdriver.js';
+import type { NetworkRecord, NetworkScope } from './types.js';
+
+/**
+ * Where the records of one scope live. The local store keeps files under berthd's root; a
+ * cluster-wide store (etcd) serves `swarm`/`global` networks behind the same four calls.
+ */
+export interface RecordStore {
+  /** Every record, and the records whose removal a crash interrupted (their kernel side may remain). */
+  loadAll(): Promise<{ records: NetworkRecord[]; removing: NetworkRecord[] }>;
+  save(n: NetworkRecord): Promise<void>;
+  /** Marks the record removed before its kernel side goes: a crash in between is finished at the next start. */
+  beginRemove(n: NetworkRecord): Promise<void>;
+  finishRemove(n: NetworkRecord): Promise<void>;
+}
+
+/** Suffix of a removed network's record until its kernel side is gone. */
+const REMOVING = '.removing';
+
+/** Records as files written with write+fsync+rename: a kill -9 leaves the old or the new one. */
+export class LocalRecordStore implements RecordStore {
+  constructor(private readonly dir: string) {}
+
+  async loadAll(): Promise<{ records: NetworkRecord[]; removing: NetworkRecord[] }> {
+    await fs.mkdir(this.dir, { recursive: true, mode: 0o700 });
+    await removeStaleTemps(this.dir);
+    const records: NetworkRecord[] = [];
+    const removing: NetworkRecord[] = [];
+    for (const f of (await fs.readdir(this.dir)).sort()) {
+      if (!f.endsWith('.json') && !f.endsWith(REMOVING)) continue;
+      const n = await readJson<NetworkRecord>(join(this.dir, f));
+      if (n) (f.endsWith(REMOVING) ? removing : records).push(n);
+    }
+    return { records, removing };
+  }
+
+  save(n: NetworkRecord): Promise<void> {
+    return writeJsonAtomic(this.file(n), n);
+  }
+
+  beginRemove(n: NetworkRecord): Promise<void> {
+    return fs.rename(this.file(n), `${this.file(n)}${REMOVING}`);
+  }
+
+  async finishRemove(n: NetworkRecord): Promise<void> {
+    await fs.rm(`${this.file(n)}${REMOVING}`, { force: true });
+    await fs.rm(this.file(n), { force: true });
+  }
+
+  private file(n: NetworkRecord): string {
+    return join(this.dir, `${n.Id}.json`);
+  }
+}
+
+/** What changed: endpoints of these networks, of these containers. Derived views (DNS) follow it. */
+export interface NetworkChange { networks: string[]; containers: string[] }
+
+/**
+ * The bottom of the network layer: network records and their persistence, the one place drivers
+ * are registered and looked up by name, and change notification. It runs no kernel command.
+ */
+export class NetworkRegistry {
+  readonly networks = new Map<string, NetworkRecord>();
+  private readonly drivers = new Map<string, NetworkDriver>();
+  private readonly ipams = new Map<string, Ipam>();
+  /** The record write in flight per network (see save()). */
+  private readonly saving = new Map<string, Promise<void>>();
+  private readonly listeners: Array<(c: NetworkChange) => void> = [];
+  private gen = 0;
+
+  constructor(private readonly stores: Partial<Record<NetworkScope, RecordStore>>) {}
+
+  registerDriver(d: NetworkDriver): void {
+    if (this.drivers.has(d.name)) throw new Error(`network driver ${d.name} registered twice`);
+    this.drivers.set(d.name, d);
+  }
+
+  driver(name: string): NetworkDriver | undefined {
+    return this.drivers.get(name);
+  }
+
+  registerIpam(i: Ipam): void {
+    if (this.ipams.has(i.name)) throw new Error(`IPAM driver ${i.name} registered twice`);
+    this.ipams.set(i.name, i);
+  }
+
+  ipam(name: string): Ipam | undefined {
+    return this.ipams.get(name);
+  }
+
+  /** The IPAM that holds a network's pools. */
+  ipamOf(n: NetworkRecord): Ipam {
+    const i = this.ipams.get(n.IPAM.Driver || 'default');
+    if (!i) throw new NotFoundError(`plugin "${n.IPAM.Driver}" not found`);
+    return i;
+  }
+
+  /** The driver behind a network; undefined for host and none, which are sandbox modes. */
+  driverOf(n: NetworkRecord): NetworkDriver | undefined {
+    return this.drivers.get(n.Driver);
+  }
+
+  registeredDrivers(): NetworkDriver[] {
+    return [...this.drivers.values()];
+  }
+
+  /** Loads every scope's records; `finishRemoval` is handed each record whose removal a crash cut short. */
+  async load(finishRemoval: (n: NetworkRecord) => Promise<void>): Promise<void> {
+    for (const store of Object.values(this.stores)) {
+      const { records, removing } = await store.loadAll();
+      for (const n of removing) {
+        await finishRemoval(n).catch((e: Error) => console.error(`berthd: removing network ${n.Name}: ${e.message}`));
+        await store.finishRemove(n);
+      }
+      for (const n of records) this.networks.set(n.Id, n);
+    }
+  }
+
+  private store(n: NetworkRecord): RecordStore {
+    const s = this.stores[n.Scope];
+    if (!s) throw new BadRequestError(`no store for ${n.Scope}-scoped networks on this host`);
+    return s;
+  }
+
+  /**
+   * Writes a network's record. Writes of one record run one after the other and each takes the
+   * record as it is when it starts, so concurrent joins (compose starting a project) can never
+   * leave an older allocation state on disk last.
+   */
+  save(n: NetworkRecord): Promise<void> {
+    this.networks.set(n.Id, n);
+    const next = (this.saving.get(n.Id) ?? Promise.resolve()).catch(() => undefined).then(() => this.store(n).save(n));
+    this.saving.set(n.Id, next);
+    next.finally(() => { if (this.saving.get(n.Id) === next) this.saving.delete(n.Id); }).catch(() => undefined);
+    return next;
+  }
+
+  /** Forgets a record that a failed create had written. */
+  async discard(n: NetworkRecord): Promise<void> {
+    this.networks.delete(n.Id);
+    await this.saving.get(n.Id)?.catch(() => undefined);
+    await this.store(n).finishRemove(n);
+  }
+
+  /** Step one of a removal: the record becomes a tombstone and leaves the registry. */
+  async beginRemove(n: NetworkRecord): Promise<void> {
+    // A write still in flight (the last disconnect's) would bring the record back after the rename.
+    await this.saving.get(n.Id)?.catch(() => undefined);
+    await this.store(n).beginRemove(n);
+    this.networks.delete(n.Id);
+  }
+
+  finishRemove(n: NetworkRecord): Promise<void> {
+    return this.store(n).finishRemove(n);
+  }
+
+  byName(name: string): NetworkRecord | undefined {
+    for (const n of this.networks.values()) if (n.Name === name) return n;
+    return undefined;
+  }
+
+  /** By full id, name, or unique id prefix, as Docker resolves network references. */
+  find(ref: string): NetworkRecord | undefined {
+    const exact = this.networks.get(ref) ?? this.byName(ref);
+    if (exact) return exact;
+    const matches = [...this.networks.values()].filter((n) => n.Id.startsWith(ref));
+    if (matches.length > 1) throw new BadRequestError(`network ${ref} is ambiguous (${matches.length} matches found based on ID prefix)`);
+    return matches[0];
+  }
+
+  get(ref: string): NetworkRecord {
+    const n = this.find(ref);
+    if (!n) throw new NotFoundError(`network ${ref} not found`);
+    return n;
+  }
+
+  list(): NetworkRecord[] {
+    return [...this.networks.values()].sort((a, b) => a.Created.localeCompare(b.Created));
+  }
+
+  /** Bumped on every endpoint change, so derived views know when to rebuild. */
+  get generation(): number {
+    return this.gen;
+  }
+
+  onChange(cb: (c: NetworkChange) => void): void {
+    this.listeners.push(cb);
+  }
+
+  changed(networks: string[], containerId: string): void {
+    this.gen++;
+    for (const cb of this.listeners) cb({ networks, containers: [containerId] });
+  }
+}

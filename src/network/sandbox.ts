@@ -1,0 +1,369 @@
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { createNetns, deleteNetns, netnsExists } from '../kernel/netns.js';
+import type { EndpointState, PortMapping, SandboxRef, SandboxSpec, SandboxState } from '../model/network.js';
+import { BadRequestError } from '../util/errors.js';
+import { newId } from '../util/ids.js';
+import { macFor } from './mac.js';
+import type { NetworkDriver } from './driver.js';
+import { publishTarget, sharesNamespace, usesEmbeddedDns } from './endpoints.js';
+import type { Firewall } from './firewallapi.js';
+import type { AddressLease } from './ipamdriver.js';
+import { JournalStore, type JournalEndpoint, type SandboxJournal } from './journal.js';
+import { OPT_HOST_BINDING } from './options.js';
+import { requestedPorts, requestsOf, type PortMapper } from './portmapper.js';
+import type { NetworkRegistry } from './registry.js';
+import { programSandboxRedirect, type Resolver } from './resolver.js';
+import { etcFilesIn, sandboxResolvConf, writeSandboxFiles } from './sandboxfiles.js';
+import type { NetworkRecord } from './types.js';
+
+/** The kernel calls a sandbox makes of its own (the drivers make the rest); replaced by fakes in unit tests. */
+export interface NamespaceOps {
+  create(path: string): Promise<void>;
+  remove(path: string): Promise<void>;
+  exists(path: string): Promise<boolean>;
+  /** Sends the namespace's 127.0.0.11:53 to the resolver's port. */
+  redirectResolver(path: string, port: number, freshNamespace: boolean): Promise<void>;
+}
+
+export const kernelNamespaces: NamespaceOps = {
+  create: createNetns, remove: deleteNetns, exists: netnsExists, redirectResolver: programSandboxRedirect,
+};
+
+export interface SandboxDeps {
+  registry: NetworkRegistry;
+  firewall: Firewall;
+  ports: PortMapper;
+  namespaces: NamespaceOps;
+  /** Where namespaces are pinned, and where journals are kept. */
+  netnsDir: string;
+  journalDir: string;
+  hostResolvConf?: string;
+}
+
+/** One endpoint about to be joined: its network, driver, lease and interface name. */
+interface Plan { n: NetworkRecord; driver: NetworkDriver; ep: EndpointState; entry: JournalEndpoint; lease: AddressLease; defaultRoute: boolean }
+
+/**
+ * A container's network sandbox, as libnetwork means it: its namespace, the order in which
+ * endpoints join and leave it, its resolver, its published ports and its /etc files. Everything it
+ * makes is written to its journal before it is made, so a crash at any moment leaves only what the
+ * next start finds and removes (`recover`) or keeps (`adopt`).
+ */
+export class Sandboxes {
+  private readonly journals: JournalStore;
+  private resolver?: Resolver;
+  /** The resolver port each sandbox's 127.0.0.11:53 is sent to, to skip rewriting the rule unchanged. */
+  private readonly dnsProgrammed = new Map<string, number>();
+  /** Running sandboxes found at start, whose resolvers must be opened again once the resolver is attached. */
+  private adopted: Array<{ id: string; netnsPath: string; endpoints: Record<string, EndpointState> }> = [];
+
+  constructor(private readonly d: SandboxDeps) {
+    this.journals = new JournalStore(d.journalDir);
+  }
+
+  load(): Promise<void> {
+    return this.journals.load();
+  }
+
+  // ---------------------------------------------------------------- set up and tear down
+
+  async setUp(spec: SandboxSpec, sharedWith?: { netnsPath: string; etcDir: string }): Promise<SandboxState> {
+    if (spec.mode === 'host') {
+      const etcFiles = await writeSandboxFiles(spec, { addresses: [], shareHostNetwork: true, embeddedDns: false, ...this.resolvConfSource() });
+      return { endpoints: {}, published: [], etcFiles };
+    }
+    if (spec.mode.startsWith('container:')) {
+      if (!sharedWith?.netnsPath) throw Object.assign(new Error(`cannot join network of a non running container: ${spec.mode.slice(10)}`), { status: 409 });
+      return { netnsPath: sharedWith.netnsPath, endpoints: {}, published: [], etcFiles: etcFilesIn(sharedWith.etcDir) };
+    }
+    const path = join(this.d.netnsDir, spec.id.slice(0, 12));
+    const endpoints = cloneEndpoints(spec.endpoints);
+    const journal: SandboxJournal = { id: spec.id, netnsPath: path, endpoints: [] };
+    const plans = this.plan(endpoints, journal, 0);
+    try {
+      // One durable write covers the namespace and every address before the kernel sees any of it.
+      await this.persist(journal, plans.map((p) => p.n));
+    } catch (e) {
+      this.releaseLeases(plans);
+      await this.journals.remove(spec.id).catch(() => undefined);
+      throw e;
+    }
+    try {
+      await this.d.namespaces.create(path);
+      for (const p of plans) await this.join(spec.id, path, p);
+      await this.programDns(spec.id, path, endpoints, true);
+      const published = await this.publish(spec, endpoints);
+      const etcFiles = await writeSandboxFiles(spec, {
+        addresses: Object.values(endpoints).flatMap((e) => [e.IPAddress, e.GlobalIPv6Address ?? '']).filter(Boolean),
+        shareHostNetwork: false, embeddedDns: usesEmbeddedDns(this.d.registry, endpoints), ...this.resolvConfSource(),
+      });
+      return { netnsPath: path, endpoints, published, etcFiles };
+    } catch (e) {
+      await this.tearDown({ id: spec.id, mode: spec.mode, netnsPath: path, endpoints, published: [] }).catch(() => undefined);
+      throw e;
+    }
+  }
+
+  /** Frees everything the sandbox holds, following its journal. Safe to call twice; collects errors instead of stopping. */
+  async tearDown(ref: SandboxRef): Promise<void> {
+    const errors: string[] = [];
+    this.dnsProgrammed.delete(ref.id);
+    await this.d.ports.unpublish(ref.id).catch((e: Error) => errors.push(e.message));
+    // berthd's sockets inside the namespace would keep it, and its interfaces, alive.
+    this.resolver?.closeSandbox(ref.id);
+    if (sharesNamespace(ref.mode)) return void (await this.journals.remove(ref.id));
+    const journal = this.journals.get(ref.id) ?? journalFromRef(ref);
+    if (!journal) return;
+    // Interfaces go before their namespace: the kernel frees a dead namespace's interfaces late,
+    // and meanwhile a macvlan child stays on the parent's wire with its address and MAC, and a
+    // veth's host end on its bridge, visible to the host.
+    const pinned = await this.d.namespaces.exists(journal.netnsPath);
+    for (const entry of [...journal.endpoints]) {
+      await this.removeEndpoint(ref.id, journal, entry, pinned).catch((e: Error) => errors.push(e.message));
+    }
+    if (pinned) await this.d.namespaces.remove(journal.netnsPath).catch((e: Error) => errors.push(e.message));
+    await this.journals.remove(ref.id).catch((e: Error) => errors.push(e.message));
+    if (errors.length) throw new Error(errors.join('; '));
+  }
+
+  // ---------------------------------------------------------------- connect and disconnect
+
+  /** A running container's new endpoint joins its sandbox now; returns the endpoint as connected. */
+  async connect(spec: SandboxSpec, netnsPath: string, published: PortMapping[], n: NetworkRecord, ep: EndpointState): Promise<{ endpoint: EndpointState; published: PortMapping[] }> {
+    const journal = this.journalOf({ id: spec.id, mode: spec.mode, netnsPath, endpoints: spec.endpoints, published });
+    const used = new Set(Object.values(spec.endpoints).map((e) => e.ifname));
+    let index = 0;
+    while (used.has(`eth${index}`)) index++;
+    const endpoint = { ...ep };
+    const [plan] = this.plan({ [n.Id]: endpoint }, journal, index, Object.keys(spec.endpoints).length === 0);
+    try {
+      await this.persist(journal, [plan!.n]);
+    } catch (e) {
+      this.releaseLeases([plan!]);
+      throw e;
+    }
+    try {
+      await this.join(spec.id, netnsPath, plan!);
+    } catch (e) {
+      await this.removeEndpoint(spec.id, journal, plan!.entry, true).catch(() => undefined);
+      throw e;
+    }
+    const endpoints = { ...spec.endpoints, [n.Id]: endpoint };
+    const hadDns = usesEmbeddedDns(this.d.registry, spec.endpoints, true);
+    await this.programDns(spec.id, netnsPath, endpoints);
+    // Like Docker's sandbox, which starts its resolver when the first endpoint that needs one
+    // joins: a container started on the default bridge learns names once it joins a user network.
+    if (!hadDns && usesEmbeddedDns(this.d.registry, endpoints)) {
+      await writeFile(etcFilesIn(spec.etcDir).resolvConf, await sandboxResolvConf(spec, false, true, this.d.hostResolvConf));
+    }
+    // A container that had nowhere to publish (only internal networks) publishes on its new endpoint.
+    if (!published.length) published = await this.publish(spec, endpoints);
+    return { endpoint, published };
+  }
+
+  /** A running container's endpoint leaves its sandbox; published ports follow to the next endpoint, as Docker's external connectivity does. */
+  async disconnect(spec: SandboxSpec, netnsPath: string, published: PortMapping[], n: NetworkRecord): Promise<{ published: PortMapping[] }> {
+    const ep = spec.endpoints[n.Id]!;
+    const journal = this.journalOf({ id: spec.id, mode: spec.mode, netnsPath, endpoints: spec.endpoints, published });
+    const moving = published.some((p) => p.containerIp === ep.IPAddress || (!!ep.GlobalIPv6Address && p.containerIp === ep.GlobalIPv6Address));
+    // The ports stop leading to the address before it is freed, so no later holder inherits them.
+    if (moving) await this.d.ports.unpublish(spec.id);
+    const entry = journal.endpoints.find((e) => e.endpointId === ep.EndpointID)
+      ?? { networkId: n.Id, endpointId: ep.EndpointID, ip: ep.IPAddress, ...(ep.GlobalIPv6Address ? { ip6: ep.GlobalIPv6Address } : {}), ifname: ep.ifname };
+    await this.removeEndpoint(spec.id, journal, entry, true);
+    const remaining = { ...spec.endpoints };
+    delete remaining[n.Id];
+    await this.programDns(spec.id, netnsPath, remaining);
+    if (!moving) return { published };
+    const target = publishTarget(this.d.registry, remaining);
+    if (!target) return { published: [] };
+    const moved = await this.d.ports.publish(spec.id, requestsOf(published), { ip: target.ip, ...(target.ip6 ? { ip6: target.ip6 } : {}) }).catch((e: Error) => {
+      console.error(`berthd: ${spec.name}: published ports could not move to ${target.n.Name}: ${e.message}`);
+      return [];
+    });
+    return { published: moved };
+  }
+
+  // ---------------------------------------------------------------- restart
+
+  /**
+   * After a restart, for each container that kept running: its journal is made to agree with the
+   * record (a connect cut short is undone; a disconnect cut short is finished), its ports are held
+   * again. Returns the endpoints of containers whose record must change.
+   */
+  async adopt(running: SandboxRef[]): Promise<Map<string, Record<string, EndpointState>>> {
+    const fixes = new Map<string, Record<string, EndpointState>>();
+    for (const ref of running) {
+      let journal = this.journals.get(ref.id);
+      if (!journal) {
+        journal = journalFromRef(ref);
+        if (journal) await this.journals.write(journal);
+      }
+      const endpoints = cloneEndpoints(ref.endpoints);
+      if (journal) {
+        const recorded = new Set(Object.values(endpoints).map((e) => e.EndpointID).filter(Boolean));
+        for (const entry of journal.endpoints.filter((e) => !recorded.has(e.endpointId))) {
+          await this.removeEndpoint(ref.id, journal, entry, true).catch((e: Error) => console.error(`berthd: ${ref.id.slice(0, 12)}: ${e.message}`));
+        }
+        const journaled = new Set(journal.endpoints.map((e) => e.endpointId));
+        for (const [netId, ep] of Object.entries(endpoints)) {
+          if (!ep.EndpointID || journaled.has(ep.EndpointID)) continue;
+          const entry = { networkId: netId, endpointId: ep.EndpointID, ip: ep.IPAddress, ...(ep.GlobalIPv6Address ? { ip6: ep.GlobalIPv6Address } : {}), ifname: ep.ifname };
+          await this.removeEndpoint(ref.id, journal, entry, true).catch(() => undefined);
+          delete endpoints[netId];
+          fixes.set(ref.id, endpoints);
+        }
+      }
+      await this.d.ports.adopt(ref.id, ref.published).catch((e: Error) => {
+        console.error(`berthd: could not hold the published ports of ${ref.id.slice(0, 12)} again: ${e.message}`);
+      });
+      this.adopted.push({ id: ref.id, netnsPath: ref.netnsPath, endpoints });
+    }
+    return fixes;
+  }
+
+  /** Removes every sandbox a journal names that no running container holds: what a crash left half-made. */
+  async recover(keep: Set<string>): Promise<void> {
+    for (const j of this.journals.all()) {
+      if (keep.has(j.id)) continue;
+      await this.tearDown({ id: j.id, mode: 'default', netnsPath: j.netnsPath, endpoints: {}, published: [] })
+        .catch((e: Error) => console.error(`berthd: removing the sandbox of ${j.id.slice(0, 12)}: ${e.message}`));
+    }
+  }
+
+  /** Opens again the resolvers of adopted sandboxes: berthd held their sockets, which died with the previous process. */
+  async attachResolver(resolver: Resolver): Promise<void> {
+    this.resolver = resolver;
+    for (const a of this.adopted) {
+      await this.programDns(a.id, a.netnsPath, a.endpoints).catch((e: Error) => console.error(`berthd: embedded DNS for ${a.id.slice(0, 12)}: ${e.message}`));
+    }
+    this.adopted = [];
+  }
+
+  closeResolvers(): void {
+    this.resolver?.closeAll();
+  }
+
+  // ---------------------------------------------------------------- steps
+
+  /** Leases an address for each endpoint and journals it; nothing is durable or in the kernel yet. */
+  private plan(endpoints: Record<string, EndpointState>, journal: SandboxJournal, firstIndex: number, defaultRoute = true): Plan[] {
+    const plans: Plan[] = [];
+    try {
+      let index = firstIndex;
+      for (const [netId, ep] of Object.entries(endpoints)) {
+        const n = this.d.registry.get(netId);
+        const driver = this.d.registry.driverOf(n);
+        if (!driver) throw new BadRequestError(`container cannot be connected to network ${n.Name}`);
+        const endpointId = newId();
+        const lease = this.d.registry.ipamOf(n).requestAddress(n, endpointId, { ...(ep.IPAMConfig?.IPv4Address ? { ip: ep.IPAMConfig.IPv4Address } : {}), ...(ep.IPAMConfig?.IPv6Address ? { ip6: ep.IPAMConfig.IPv6Address } : {}) });
+        const entry: JournalEndpoint = { networkId: n.Id, endpointId, ip: lease.ip, ...(lease.ip6 ? { ip6: lease.ip6 } : {}), ifname: `eth${index}` };
+        plans.push({ n, driver, ep, entry, lease, defaultRoute: defaultRoute && index === firstIndex });
+        index++;
+      }
+    } catch (e) {
+      this.releaseLeases(plans);
+      throw e;
+    }
+    journal.endpoints.push(...plans.map((p) => p.entry));
+    return plans;
+  }
+
+  private releaseLeases(plans: Plan[]): void {
+    for (const p of plans) this.d.registry.ipamOf(p.n).releaseAddress(p.n, p.lease, p.entry.endpointId);
+  }
+
+  private async persist(journal: SandboxJournal, networks: NetworkRecord[]): Promise<void> {
+    await Promise.all([this.journals.write(journal), ...[...new Set(networks)].map((n) => this.d.registry.save(n))]);
+  }
+
+  private async join(containerId: string, netnsPath: string, p: Plan): Promise<void> {
+    const { n, lease, entry } = p;
+    const gw = p.defaultRoute && !n.Internal;
+    let mac = p.ep.requestedMac || macFor(lease.ip);
+    const got = await p.driver.join(n, {
+      netnsPath, ifname: entry.ifname, endpointId: entry.endpointId, mac, addressCidr: `${lease.ip}/${lease.prefix}`,
+      gateway: gw ? lease.gateway : undefined,
+      ...(lease.ip6 ? { address6Cidr: `${lease.ip6}/${lease.prefix6}`, gateway6: gw ? lease.gateway6 : undefined } : {}),
+    });
+    if (got) mac = got.mac;
+    Object.assign(p.ep, { EndpointID: entry.endpointId, IPAddress: lease.ip, IPPrefixLen: lease.prefix, Gateway: n.Internal ? '' : lease.gateway, MacAddress: mac, ifname: entry.ifname });
+    if (lease.ip6) Object.assign(p.ep, { GlobalIPv6Address: lease.ip6, GlobalIPv6PrefixLen: lease.prefix6, IPv6Gateway: n.Internal ? '' : lease.gateway6 });
+    await this.d.firewall.endpointJoined(n, { containerId, endpointId: entry.endpointId, networkId: n.Id, ip: lease.ip, ...(lease.ip6 ? { ip6: lease.ip6 } : {}), mac });
+    this.d.registry.changed([n.Id], containerId);
+  }
+
+  /** Takes one endpoint out: its interface, firewall hooks and addresses, then its journal entry. */
+  private async removeEndpoint(containerId: string, journal: SandboxJournal, entry: JournalEndpoint, pinned: boolean): Promise<void> {
+    const n = this.d.registry.networks.get(entry.networkId);
+    const driver = n && this.d.registry.driverOf(n);
+    if (n && driver) {
+      if (pinned) await driver.leave(n, { netnsPath: journal.netnsPath, ifname: entry.ifname, endpointId: entry.endpointId }).catch(() => undefined);
+      await this.d.firewall.endpointLeft(n, { containerId, endpointId: entry.endpointId, networkId: n.Id, ip: entry.ip, ...(entry.ip6 ? { ip6: entry.ip6 } : {}), mac: '' });
+      this.d.registry.ipamOf(n).releaseAddress(n, { ip: entry.ip, ...(entry.ip6 ? { ip6: entry.ip6 } : {}) }, entry.endpointId);
+      await this.d.registry.save(n);
+      this.d.registry.changed([n.Id], containerId);
+    }
+    journal.endpoints = journal.endpoints.filter((e) => e.endpointId !== entry.endpointId);
+    if (this.journals.get(containerId)) await this.journals.write(journal);
+  }
+
+  private async publish(spec: SandboxSpec, endpoints: Record<string, EndpointState>): Promise<PortMapping[]> {
+    const target = publishTarget(this.d.registry, endpoints);
+    if (!target) return [];
+    const requests = requestedPorts(spec.ports, target.n.Options[OPT_HOST_BINDING] ?? '');
+    return this.d.ports.publish(spec.id, requests, { ip: target.ip, ...(target.ip6 ? { ip6: target.ip6 } : {}) });
+  }
+
+  /**
+   * Gives a container on a network with the embedded DNS its resolver: sockets on 127.0.0.11
+   * inside its own namespace, served by berthd, with 127.0.0.11:53 sent to their port (Docker's
+   * layout, for every driver). A container left with no such network loses them.
+   */
+  private async programDns(id: string, netnsPath: string, endpoints: Record<string, EndpointState>, freshNamespace = false): Promise<void> {
+    const resolver = this.resolver;
+    if (!resolver) return;
+    if (!usesEmbeddedDns(this.d.registry, endpoints, true)) {
+      resolver.closeSandbox(id);
+      this.dnsProgrammed.delete(id);
+      return;
+    }
+    const fresh = !resolver.hasSandbox(id);
+    const port = resolver.serveSandbox(id, netnsPath);
+    // connect/disconnect of another network leaves the resolver as it was: skip the nft run.
+    if (this.dnsProgrammed.get(id) === port) return;
+    this.dnsProgrammed.delete(id);
+    try {
+      await this.d.namespaces.redirectResolver(netnsPath, port, freshNamespace);
+      this.dnsProgrammed.set(id, port);
+    } catch (e) {
+      if (fresh) resolver.closeSandbox(id);
+      throw e;
+    }
+  }
+
+  /** The sandbox's journal, or one made from the engine's record for a sandbox that has none yet. */
+  private journalOf(ref: SandboxRef): SandboxJournal {
+    return this.journals.get(ref.id) ?? journalFromRef(ref) ?? { id: ref.id, netnsPath: ref.netnsPath, endpoints: [] };
+  }
+
+  private resolvConfSource(): { hostResolvConf?: string } {
+    return this.d.hostResolvConf ? { hostResolvConf: this.d.hostResolvConf } : {};
+  }
+}
+
+function cloneEndpoints(eps: Record<string, EndpointState>): Record<string, EndpointState> {
+  return Object.fromEntries(Object.entries(eps).map(([k, v]) => [k, { ...v }]));
+}
+
+/** A journal for a sandbox made before journals existed (or adopted without one), from the engine's record. */
+function journalFromRef(ref: SandboxRef): SandboxJournal | undefined {
+  if (!ref.netnsPath || sharesNamespace(ref.mode)) return undefined;
+  return {
+    id: ref.id, netnsPath: ref.netnsPath,
+    endpoints: Object.entries(ref.endpoints).filter(([, ep]) => ep.EndpointID).map(([netId, ep]) => ({
+      networkId: netId, endpointId: ep.EndpointID, ip: ep.IPAddress, ...(ep.GlobalIPv6Address ? { ip6: ep.GlobalIPv6Address } : {}), ifname: ep.ifname,
+    })),
+  };
+}

@@ -1,0 +1,214 @@
+import assert from 'node:assert/strict';
+import { existsSync, promises as fs } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import type { EndpointState, PortMapping, SandboxSpec } from '../../src/model/network.js';
+import type { EndpointJoin, EndpointLeave, NetworkDriver } from '../../src/network/driver.js';
+import type { Firewall, FirewallEndpoint } from '../../src/network/firewallapi.js';
+import { DefaultIpam } from '../../src/network/ipamdriver.js';
+import { PortMapper } from '../../src/network/portmapper.js';
+import { LocalRecordStore, NetworkRegistry } from '../../src/network/registry.js';
+import { Sandboxes, type NamespaceOps } from '../../src/network/sandbox.js';
+import type { NetworkRecord } from '../../src/network/types.js';
+
+/** The network layer with every kernel call replaced by a recorder: what it asks, in which order. */
+
+class FakeDriver implements NetworkDriver {
+  readonly name = 'fake';
+  readonly avoidsRoutedSubnets = true;
+  readonly publishes = true;
+  readonly hostFirewall = true;
+  readonly ipv6 = true;
+  failJoinOn?: string;
+  constructor(private readonly log: string[]) {}
+  async configure(): Promise<void> {}
+  async ensureNetwork(n: NetworkRecord): Promise<void> { this.log.push(`ensure ${n.Name}`); }
+  async deleteNetwork(n: NetworkRecord): Promise<void> { this.log.push(`delete ${n.Name}`); }
+  async join(n: NetworkRecord, j: EndpointJoin): Promise<void> {
+    if (this.failJoinOn === n.Name) throw new Error(`join ${n.Name} failed`);
+    this.log.push(`join ${n.Name} ${j.ifname} ${j.addressCidr} gw=${j.gateway ?? '-'}`);
+  }
+  async leave(n: NetworkRecord, ep: EndpointLeave): Promise<void> { this.log.push(`leave ${n.Name} ${ep.ifname}`); }
+}
+
+class FakeFirewall implements Firewall {
+  constructor(private readonly log: string[]) {}
+  async sync(): Promise<void> { this.log.push('fw sync'); }
+  async addNetwork(n: NetworkRecord): Promise<void> { this.log.push(`fw add ${n.Name}`); }
+  async removeNetwork(n: NetworkRecord): Promise<void> { this.log.push(`fw remove ${n.Name}`); }
+  async endpointJoined(n: NetworkRecord, ep: FirewallEndpoint): Promise<void> { this.log.push(`fw joined ${n.Name} ${ep.ip}`); }
+  async endpointLeft(n: NetworkRecord, ep: FirewallEndpoint): Promise<void> { this.log.push(`fw left ${n.Name} ${ep.ip}`); }
+  async addPorts(m: PortMapping[]): Promise<void> { for (const p of m) this.log.push(`fw port ${p.hostPort}->${p.containerIp}`); }
+  async removePorts(m: PortMapping[]): Promise<void> { for (const p of m) this.log.push(`fw unport ${p.hostPort}->${p.containerIp}`); }
+  async removeAll(): Promise<string[]> { return []; }
+}
+
+async function layer() {
+  const dir = await fs.mkdtemp(join(tmpdir(), 'berth-unit-net-'));
+  const log: string[] = [];
+  const journalDir = join(dir, 'sandboxes');
+  const namespaces: NamespaceOps = {
+    async create(path) { log.push(`netns create (journal ${existsSync(journalDir) && (await fs.readdir(journalDir)).length ? 'written' : 'missing'})`); await fs.writeFile(path, 'pinned'); },
+    async remove(path) { log.push('netns remove'); await fs.rm(path, { force: true }); },
+    async exists(path) { return existsSync(path); },
+    async redirectResolver() { log.push('redirect'); },
+  };
+  const registry = new NetworkRegistry({ local: new LocalRecordStore(join(dir, 'networks')) });
+  await registry.load(async () => {});
+  const driver = new FakeDriver(log);
+  registry.registerDriver(driver);
+  const ipam = new DefaultIpam();
+  registry.registerIpam(ipam);
+  await fs.mkdir(join(dir, 'netns'));
+  const firewall = new FakeFirewall(log);
+  const ports = new PortMapper(firewall);
+  const sandboxes = new Sandboxes({ registry, firewall, ports, namespaces, netnsDir: join(dir, 'netns'), journalDir });
+  await sandboxes.load();
+  const network = async (name: string, subnet: string): Promise<NetworkRecord> => {
+    const n: NetworkRecord = {
+      Name: name, Id: `${name}`.padEnd(64, '0'), Created: new Date().toISOString(), Scope: 'local', Driver: 'fake', EnableIPv6: false,
+      IPAM: { Driver: 'default', Options: {}, Config: [] }, Internal: false, Attachable: false, Ingress: false, ConfigFrom: { Network: '' }, ConfigOnly: false,
+      Options: {}, Labels: {}, pools: ipam.requestPools({ v4: { subnet }, enableIPv6: false }, { v4: [], v6: [] }).pools,
+    };
+    await registry.save(n);
+    return n;
+  };
+  const spec = (id: string, networks: NetworkRecord[], ports: SandboxSpec['ports']['bindings'] = {}): SandboxSpec => ({
+    id: id.padEnd(64, 'c'), name: id, hostname: id, domainname: '', mode: networks[0]!.Name,
+    endpoints: Object.fromEntries(networks.map((n) => [n.Id, blank(n.Id)])),
+    ports: { bindings: ports, publishAll: false, exposed: [] }, dns: { servers: [], search: [], options: [] },
+    extraHosts: [], linkHosts: [], etcDir: dir,
+  });
+  return { dir, log, registry, driver, sandboxes, network, spec, journalDir, cleanup: () => fs.rm(dir, { recursive: true, force: true }) };
+}
+
+function blank(networkId: string): EndpointState {
+  return { NetworkID: networkId, IPAMConfig: null, Links: null, Aliases: null, EndpointID: '', Gateway: '', IPAddress: '', IPPrefixLen: 0, MacAddress: '', ifname: '' };
+}
+
+describe('network registry', () => {
+  it('registers a driver once, finds networks by name and unique id prefix, and finishes an interrupted removal', async () => {
+    const l = await layer();
+    try {
+      assert.throws(() => l.registry.registerDriver(l.driver), /registered twice/);
+      const a = await l.network('alpha', '10.1.0.0/24');
+      await l.network('beta', '10.2.0.0/24');
+      assert.equal(l.registry.get('alpha').Id, a.Id);
+      assert.equal(l.registry.find('alx'), undefined);
+      assert.equal(l.registry.get('alpha0').Name, 'alpha');
+      assert.throws(() => l.registry.get('nope'), /network nope not found/);
+      await l.registry.beginRemove(a);
+      // A new registry over the same files, as after a crash between the two steps of a removal.
+      const again = new NetworkRegistry({ local: new LocalRecordStore(join(l.dir, 'networks')) });
+      const finished: string[] = [];
+      await again.load(async (n) => { finished.push(n.Name); });
+      assert.deepEqual(finished, ['alpha']);
+      assert.deepEqual(again.list().map((n) => n.Name), ['beta']);
+    } finally {
+      await l.cleanup();
+    }
+  });
+});
+
+describe('sandbox', () => {
+  it('journals before the namespace exists, joins eth0 with the default route then eth1, and publishes on eth0', async () => {
+    const l = await layer();
+    try {
+      const a = await l.network('alpha', '10.1.0.0/24');
+      const b = await l.network('beta', '10.2.0.0/24');
+      const got = await l.sandboxes.setUp(l.spec('one', [a, b], { '80/tcp': [{ HostIp: '127.0.0.1', HostPort: '0' }] }));
+      assert.deepEqual(l.log.filter((x) => !x.startsWith('fw port')), [
+        'netns create (journal written)',
+        'join alpha eth0 10.1.0.2/24 gw=10.1.0.1', 'fw joined alpha 10.1.0.2',
+        'join beta eth1 10.2.0.2/24 gw=-', 'fw joined beta 10.2.0.2',
+      ]);
+      assert.equal(got.published.length, 1);
+      assert.equal(got.published[0]!.containerIp, '10.1.0.2');
+      assert.equal(got.endpoints[a.Id]!.IPAddress, '10.1.0.2');
+      assert.equal(a.pools![0]!.allocated['10.1.0.2'], got.endpoints[a.Id]!.EndpointID);
+      await l.sandboxes.tearDown({ id: l.spec('one', [a]).id, mode: 'alpha', netnsPath: got.netnsPath!, endpoints: got.endpoints, published: got.published });
+      assert.deepEqual(l.log.slice(-6).filter((x) => !x.startsWith('fw unport')), ['leave alpha eth0', 'fw left alpha 10.1.0.2', 'leave beta eth1', 'fw left beta 10.2.0.2', 'netns remove']);
+      assert.deepEqual(a.pools![0]!.allocated, {});
+      assert.deepEqual(await fs.readdir(l.journalDir), []);
+    } finally {
+      await l.cleanup();
+    }
+  });
+
+  it('a failed join undoes everything: interfaces, namespace, addresses, journal', async () => {
+    const l = await layer();
+    try {
+      const a = await l.network('alpha', '10.1.0.0/24');
+      const b = await l.network('beta', '10.2.0.0/24');
+      l.driver.failJoinOn = 'beta';
+      await assert.rejects(l.sandboxes.setUp(l.spec('two', [a, b])), /join beta failed/);
+      assert.ok(l.log.includes('leave alpha eth0') && l.log.includes('netns remove'));
+      assert.deepEqual(a.pools![0]!.allocated, {});
+      assert.deepEqual(b.pools![0]!.allocated, {});
+      assert.deepEqual(await fs.readdir(l.journalDir), []);
+    } finally {
+      await l.cleanup();
+    }
+  });
+
+  it('after a crash, recover removes what a journal names and no running container holds', async () => {
+    const l = await layer();
+    try {
+      const a = await l.network('alpha', '10.1.0.0/24');
+      const got = await l.sandboxes.setUp(l.spec('three', [a]));
+      // berthd dies here: a new process finds the journal, and the container is not running.
+      const fresh = new Sandboxes({ registry: l.registry, firewall: new FakeFirewall(l.log), ports: new PortMapper(new FakeFirewall(l.log)), namespaces: { create: async () => {}, remove: async (p) => { l.log.push('netns remove'); await fs.rm(p); }, exists: async (p) => existsSync(p), redirectResolver: async () => {} }, netnsDir: join(l.dir, 'netns'), journalDir: l.journalDir });
+      await fresh.load();
+      l.log.length = 0;
+      await fresh.recover(new Set());
+      assert.deepEqual(l.log, ['leave alpha eth0', 'fw left alpha 10.1.0.2', 'netns remove']);
+      assert.ok(!existsSync(got.netnsPath!));
+      assert.deepEqual(a.pools![0]!.allocated, {});
+    } finally {
+      await l.cleanup();
+    }
+  });
+
+  it('adopt undoes a connect the record never got, and finishes a disconnect the record still shows', async () => {
+    const l = await layer();
+    try {
+      const a = await l.network('alpha', '10.1.0.0/24');
+      const b = await l.network('beta', '10.2.0.0/24');
+      const s = l.spec('four', [a]);
+      const got = await l.sandboxes.setUp(s);
+      const connected = await l.sandboxes.connect({ ...s, endpoints: got.endpoints }, got.netnsPath!, [], b, blank(b.Id));
+      l.log.length = 0;
+      // The record knows only eth0 (the connect's save was lost): eth1 is taken out again.
+      const fixes = await l.sandboxes.adopt([{ id: s.id, mode: 'alpha', netnsPath: got.netnsPath!, endpoints: got.endpoints, published: [] }]);
+      assert.deepEqual(l.log, ['leave beta eth1', `fw left beta ${connected.endpoint.IPAddress}`]);
+      assert.equal(fixes.size, 0);
+      // The record shows an endpoint the journal no longer has (a disconnect's save was lost): it goes.
+      const ghost = { ...blank(b.Id), EndpointID: 'f'.repeat(64), IPAddress: '10.2.0.9', ifname: 'eth1' };
+      const fixes2 = await l.sandboxes.adopt([{ id: s.id, mode: 'alpha', netnsPath: got.netnsPath!, endpoints: { ...got.endpoints, [b.Id]: ghost }, published: [] }]);
+      assert.deepEqual(Object.keys(fixes2.get(s.id) ?? {}), [a.Id]);
+    } finally {
+      await l.cleanup();
+    }
+  });
+
+  it('a disconnect takes published ports off the leaving address and moves them to the next endpoint', async () => {
+    const l = await layer();
+    try {
+      const a = await l.network('alpha', '10.1.0.0/24');
+      const b = await l.network('beta', '10.2.0.0/24');
+      const s = l.spec('five', [a, b], { '80/tcp': [{ HostIp: '127.0.0.1', HostPort: '0' }] });
+      const got = await l.sandboxes.setUp(s);
+      const port = got.published[0]!.hostPort;
+      l.log.length = 0;
+      const after = await l.sandboxes.disconnect({ ...s, endpoints: got.endpoints }, got.netnsPath!, got.published, a);
+      assert.deepEqual(l.log, [`fw unport ${port}->10.1.0.2`, 'leave alpha eth0', 'fw left alpha 10.1.0.2', `fw port ${port}->10.2.0.2`]);
+      assert.equal(after.published[0]!.containerIp, '10.2.0.2');
+      const rest = { ...got.endpoints };
+      delete rest[a.Id];
+      await l.sandboxes.tearDown({ id: s.id, mode: 'alpha', netnsPath: got.netnsPath!, endpoints: rest, published: after.published });
+    } finally {
+      await l.cleanup();
+    }
+  });
+});
