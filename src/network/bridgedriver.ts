@@ -1,6 +1,5 @@
-import { setSysctl } from '../kernel/sysctl.js';
 import { BadRequestError, ConflictError } from '../util/errors.js';
-import { deleteLink, ensureBridge, joinEndpoint, macFor } from './bridge.js';
+import { checkIfname, deleteLink, ensureBridge, ifSysctl, ipBatchHost, joinEndpoint, linkAddresses, linkKind, macFor, notABridge } from './bridge.js';
 import type { CreateContext, EndpointJoin, EndpointLeave, NetworkDriver } from './driver.js';
 import { parseCidr } from './ipam.js';
 import { parseCidr6 } from './ipam6.js';
@@ -52,8 +51,15 @@ export class BridgeDriver implements NetworkDriver {
     optBool(n.Options[OPT_ICC], true);
     optBool(n.Options[OPT_MASQ], true);
     const bridge = n.Options[OPT_BRIDGE_NAME] ?? `bth-${n.Id.slice(0, 11)}`;
-    if (bridge.length > 15) throw new BadRequestError(`bridge name ${bridge} is longer than 15 characters`);
+    checkIfname(bridge);
     if (ctx.others.some((o) => o.bridge === bridge)) throw new ConflictError(`bridge ${bridge} is already used by another network`);
+    // A name that is taken: Docker refuses anything but a bridge, and uses a bridge that exists.
+    // berth records that the bridge was not its own, so `network rm` never deletes it.
+    const kind = await linkKind(bridge);
+    if (kind !== undefined && kind !== 'bridge') throw notABridge(bridge);
+    if (kind === 'bridge') {
+      n.bridgeAdopted = { addresses: await linkAddresses(bridge), routeLocalnet: await ifSysctl('ipv4', bridge, 'route_localnet') };
+    }
     n.bridge = bridge;
   }
 
@@ -63,14 +69,36 @@ export class BridgeDriver implements NetworkDriver {
     await ensureBridge({
       name: n.bridge!, gatewayCidr: `${pool.gateway}/${parseCidr(pool.subnet).prefix}`, mtu: n.mtu ?? this.mtuDefault(), mac: macFor(pool.gateway),
       ...(pool6 ? { gateway6Cidr: `${pool6.gateway}/${parseCidr6(pool6.subnet).prefix}` } : {}),
+      ...(n.bridgeAdopted ? { adopted: true } : {}),
     });
     // The host's own connections to 127.0.0.1:PORT are DNATed out through the bridge; the kernel
     // only routes a loopback source out of an interface that allows it (this bridge, nothing else).
-    await setSysctl(`net.ipv4.conf.${n.bridge}.route_localnet`, 1);
+    // firewall.ts drops what a container sends to 127.0.0.0/8 through it (CVE-2020-8558).
+    await ifSysctl('ipv4', n.bridge!, 'route_localnet', 1);
   }
 
   async deleteNetwork(n: NetworkRecord): Promise<void> {
-    if (n.bridge) await deleteLink(n.bridge);
+    if (!n.bridge) return;
+    const kind = await linkKind(n.bridge);
+    if (n.bridgeAdopted) {
+      // Not berth's: take back only what berth added, and leave the link.
+      if (kind !== 'bridge') return;
+      const added = (await linkAddresses(n.bridge)).filter((a) => !n.bridgeAdopted!.addresses.includes(a) && this.gateways(n).includes(a));
+      await ipBatchHost(added.map((a) => `addr del ${a} dev ${n.bridge}`));
+      await ifSysctl('ipv4', n.bridge, 'route_localnet', n.bridgeAdopted.routeLocalnet).catch(() => undefined);
+      return;
+    }
+    // Only a bridge can be berth's: a record naming another kind of link (a record written before
+    // berth checked names, pointing at eth0 or lo) must never delete it.
+    if (kind === 'bridge') await deleteLink(n.bridge);
+  }
+
+  /** The gateway addresses berth gives the network's bridge, as CIDRs. */
+  private gateways(n: NetworkRecord): string[] {
+    return [
+      ...(n.pools ?? []).map((p) => `${p.gateway}/${parseCidr(p.subnet).prefix}`),
+      ...(n.pools6 ?? []).map((p) => `${p.gateway}/${parseCidr6(p.subnet).prefix}`),
+    ];
   }
 
   async join(n: NetworkRecord, j: EndpointJoin): Promise<void> {
