@@ -162,9 +162,27 @@ function table(family: Family, networks: BridgeRules[], ports: PortMapping[]): s
     `    type filter hook forward priority filter; policy accept;`,
     // Published ports are reachable from everywhere, other berth networks included, as in Docker.
     `    ct status dnat accept`,
+    // Nothing else may enter a container network from outside berth's bridges, whoever routes the
+    // subnet at this host: only replies to what containers opened (Docker's DOCKER chain, whose
+    // forward policy drops the rest). Bridged traffic within a network (br_netfilter shows it with
+    // the bridge as both interfaces) and container-to-outside never match; the counter lets an
+    // operator, and the tests, see what was dropped here.
+    `    oifname @bridges iifname != @bridges ct state != { established, related } counter drop`,
     `    iifname vmap @fwd_in`,
     `    oifname vmap @fwd_out`,
     `  }`,
+    ...(v4
+      ? [
+        // route_localnet on berth's bridges (for 127.0.0.1-published ports) would let a container
+        // reach the host's loopback services by sending to 127.0.0.0/8 via the gateway's MAC
+        // (CVE-2020-8558; kube-proxy's fix): drop martian loopback arriving on a bridge unless it
+        // belongs to a DNATed connection (replies to the host's own 127.0.0.1:PORT connections).
+        `  chain input {`,
+        `    type filter hook input priority filter; policy accept;`,
+        `    iifname @bridges ip daddr 127.0.0.0/8 ct status & dnat != dnat counter drop`,
+        `  }`,
+      ]
+      : []),
     `  chain postrouting {`,
     `    type nat hook postrouting priority srcnat; policy accept;`,
     // The host's own 127.0.0.1 connections to published ports leave through a bridge.
