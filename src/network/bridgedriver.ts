@@ -1,6 +1,9 @@
+import { nftCommands } from '../kernel/nft.js';
 import { BadRequestError, ConflictError } from '../util/errors.js';
+import { run } from '../util/exec.js';
 import { checkIfname, deleteLink, ensureBridge, ifSysctl, ipBatchHost, joinEndpoint, linkAddresses, linkKind, macFor, notABridge } from './bridge.js';
 import type { CreateContext, EndpointJoin, EndpointLeave, NetworkDriver } from './driver.js';
+import { allowEndpointSource, guardTableScript, revokeEndpointSource, TABLE, type EndpointSource } from './firewall.js';
 import { parseCidr } from './ipam.js';
 import { parseCidr6 } from './ipam6.js';
 import type { NetworkRecord } from './types.js';
@@ -41,7 +44,20 @@ export class BridgeDriver implements NetworkDriver {
   readonly publishes = true;
   readonly ipv6 = true;
 
+  /** The source-guard allowances of endpoints joined by this process, by bridge port. */
+  private readonly sources = new Map<string, EndpointSource>();
+  private guardReady?: Promise<void>;
+
   constructor(private readonly mtuDefault: () => number) {}
+
+  /** The guard table, made (or its rules refreshed) once per berthd process; a failure is tried again. */
+  private ensureGuard(): Promise<void> {
+    this.guardReady ??= nftCommands(guardTableScript()).then(() => this.pruneGuard()).catch((e: Error) => {
+      this.guardReady = undefined;
+      throw e;
+    });
+    return this.guardReady;
+  }
 
   async configure(n: NetworkRecord, ctx: CreateContext): Promise<void> {
     for (const k of Object.keys(n.Options)) {
@@ -101,16 +117,66 @@ export class BridgeDriver implements NetworkDriver {
     ];
   }
 
+  /**
+   * Drops the elements of ports that no longer exist (their container's namespace went away
+   * without a leave, or berthd died in between): the kernel is the truth for what exists.
+   */
+  private async pruneGuard(): Promise<void> {
+    const r = await run('nft', ['-j', 'list', 'set', 'bridge', TABLE, 'ports']);
+    if (r.code !== 0) return;
+    const ports = (JSON.parse(r.stdout) as { nftables: Array<{ set?: { elem?: string[] } }> }).nftables.flatMap((i) => i.set?.elem ?? []);
+    for (const port of ports) if (!(await linkKind(port))) await this.revoke(port);
+  }
+
   async join(n: NetworkRecord, j: EndpointJoin): Promise<void> {
-    await joinEndpoint({
-      netnsPath: j.netnsPath, ifname: j.ifname, hostIf: hostIfname(j.endpointId), bridge: n.bridge!, mac: j.mac,
-      addressCidr: j.addressCidr, gateway: j.gateway, address6Cidr: j.address6Cidr, gateway6: j.gateway6,
-      isolated: !optBool(n.Options[OPT_ICC], true),
-      mtu: n.mtu ?? this.mtuDefault(), daemonPid: process.pid,
-    });
+    const hostIf = hostIfname(j.endpointId);
+    // The port is guarded before it exists, so not one frame of it goes out unchecked.
+    const src: EndpointSource = { port: hostIf, mac: j.mac, ip: j.addressCidr.split('/')[0]!, ...(j.address6Cidr ? { ip6: j.address6Cidr.split('/')[0]! } : {}) };
+    await this.ensureGuard();
+    await nftCommands(allowEndpointSource(src));
+    this.sources.set(hostIf, src);
+    try {
+      await joinEndpoint({
+        netnsPath: j.netnsPath, ifname: j.ifname, hostIf, bridge: n.bridge!, mac: j.mac,
+        addressCidr: j.addressCidr, gateway: j.gateway, address6Cidr: j.address6Cidr, gateway6: j.gateway6,
+        isolated: !optBool(n.Options[OPT_ICC], true),
+        mtu: n.mtu ?? this.mtuDefault(), daemonPid: process.pid,
+      });
+    } catch (e) {
+      await this.revoke(hostIf);
+      throw e;
+    }
   }
 
   async leave(_n: NetworkRecord, ep: EndpointLeave): Promise<void> {
-    await deleteLink(hostIfname(ep.endpointId));
+    const hostIf = hostIfname(ep.endpointId);
+    // The port goes first: its allowances must not outlive the guard on it.
+    await deleteLink(hostIf);
+    await this.revoke(hostIf);
   }
+
+  /**
+   * Drops a port's guard elements. An endpoint joined by an earlier berthd (before a restart) is
+   * not in memory: its elements are read back from the kernel, which keeps them across restarts.
+   */
+  private async revoke(hostIf: string): Promise<void> {
+    const src = this.sources.get(hostIf) ?? (await guardedSource(hostIf));
+    this.sources.delete(hostIf);
+    if (!src) return;
+    await nftCommands(revokeEndpointSource(src)).catch((e: Error) => console.error(`berthd: source guard of ${hostIf}: ${e.message}`));
+  }
+}
+
+/** A port's guard allowances as the kernel has them (src4 holds its MAC and IPv4, src6 its IPv6). */
+async function guardedSource(port: string): Promise<EndpointSource | undefined> {
+  const entries = async (set: string): Promise<string[][]> => {
+    const r = await run('nft', ['-j', 'list', 'set', 'bridge', TABLE, set]);
+    if (r.code !== 0) return [];
+    const items = (JSON.parse(r.stdout) as { nftables: Array<{ set?: { elem?: Array<{ concat?: string[] }> } }> }).nftables;
+    return items.flatMap((i) => i.set?.elem ?? []).map((e) => e.concat ?? []).filter((c) => c[0] === port);
+  };
+  const v4 = (await entries('src4')).find((c) => c[2] !== '0.0.0.0');
+  if (!v4) return undefined;
+  const v6 = (await entries('src6'))[0];
+  return { port, mac: v4[1]!, ip: v4[2]!, ...(v6 ? { ip6: v6[2]! } : {}) };
 }

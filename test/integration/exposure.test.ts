@@ -5,7 +5,7 @@ import { run } from '../../src/util/exec.js';
 import { execOut, TestHost, waitFor } from './harness.js';
 
 /**
- * What a neighbour or a container must not reach (issue 22, items 7 and 8). Every negative
+ * What a neighbour or a container must not reach (issue 22, items 7, 8 and 9). Every negative
  * check shows that its probe ran: the same probe succeeds on an allowed path, and the drop is
  * counted by the very berth rule that should make it. Traffic goes only to addresses the test made:
  * its test host, its outside namespace, its probe namespace and its containers.
@@ -16,7 +16,7 @@ const BR = 'btexpo0';
 const BB = '/usr/bin/busybox';
 const HTTPD = ['sh', '-c', 'mkdir -p /www && echo web > /www/index.html && httpd -p 81 -h /www && exec httpd -f -p 80 -h /www'];
 
-describe('exposure: neighbours, loopback', () => {
+describe('exposure: neighbours, loopback, spoofing', () => {
   let host: TestHost;
   let web = '';
   let webIp = '';
@@ -112,5 +112,82 @@ describe('exposure: neighbours, loopback', () => {
     // The host's own 127.0.0.1 connections to a published port (DNAT out through the bridge) still work.
     const own = await httpGet('host', '127.0.0.1', 8085);
     assert.match(own.stdout, /\nweb\n$/, own.stderr);
+  });
+
+  describe('spoofing between containers on one bridge', () => {
+    interface Ctr { id: string; pid: number; ip: string; mac: string }
+    async function start(body: Record<string, unknown> = {}): Promise<Ctr> {
+      const id = await host.runDetached({ Cmd: ['sleep', '600'], HostConfig: { NetworkMode: 'expo' }, ...body });
+      const j = (await host.api('GET', `/containers/${id}/json`)).json;
+      return { id, pid: j.State.Pid, ip: j.NetworkSettings.Networks.expo.IPAddress, mac: j.NetworkSettings.Networks.expo.MacAddress };
+    }
+    /** Runs a command inside a container's network namespace, from the test host (root, every tool). */
+    function inCtr(c: Ctr, cmd: string[]) { return run('nsenter', [`--net=/proc/${c.pid}/ns/net`, ...cmd]); }
+    async function neighMac(c: Ctr, ip: string): Promise<string> {
+      const r = await inCtr(c, ['ip', '-j', 'neigh', 'show', ip, 'dev', 'eth0']);
+      assert.equal(r.code, 0, r.stderr);
+      return (JSON.parse(r.stdout || '[]') as Array<{ lladdr?: string }>)[0]?.lladdr ?? '';
+    }
+    const guardDrops = () => counted('bridge', 'guard', /drop/);
+    let victim: Ctr;
+    let peer: Ctr;
+    let attacker: Ctr;
+
+    before(async () => {
+      victim = await start();
+      peer = await start();
+      attacker = await start({ MacAddress: '02:42:aa:bb:cc:dd', NetworkingConfig: { EndpointsConfig: { expo: { IPAMConfig: { IPv4Address: '10.210.0.50' } } } } });
+      assert.equal(attacker.mac, '02:42:aa:bb:cc:dd');
+      assert.equal(attacker.ip, '10.210.0.50');
+    });
+
+    it('normal traffic passes: static --ip and --mac-address, gratuitous ARP for one\'s own address', async () => {
+      for (const [from, to] of [[peer, victim], [attacker, peer], [victim, attacker]] as const) {
+        assert.match(await execOut(host, from.id, ['ping', '-c', '1', '-W', '2', to.ip]), /1 packets received/, `${from.ip} -> ${to.ip}`);
+      }
+      const before = await guardDrops();
+      const garp = await inCtr(attacker, [BB, 'arping', '-U', '-c', '2', '-I', 'eth0', '-s', attacker.ip, attacker.ip]);
+      assert.equal(garp.code, 0, garp.stderr + garp.stdout);
+      assert.match(garp.stdout, /Sent 2 probe/);
+      assert.equal(await guardDrops(), before, 'a gratuitous ARP for one\'s own address is not dropped');
+    });
+
+    it('a container claiming a neighbour\'s address rewrites no ARP entry and its spoofed packets are dropped', async () => {
+      // The peer knows the victim's MAC.
+      assert.match(await execOut(host, peer.id, ['ping', '-c', '1', '-W', '2', victim.ip]), /1 packets received/);
+      assert.equal(await neighMac(peer, victim.ip), victim.mac);
+      const before = await guardDrops();
+      // The attacker (root in its namespace, every capability) claims the victim's address: a
+      // gratuitous ARP, then ARP requests and pings sourced from it.
+      assert.equal((await inCtr(attacker, ['ip', 'addr', 'add', `${victim.ip}/32`, 'dev', 'eth0'])).code, 0);
+      const garp = await inCtr(attacker, [BB, 'arping', '-U', '-c', '2', '-I', 'eth0', '-s', victim.ip, peer.ip]);
+      assert.match(garp.stdout, /Sent 2 probe/, `the spoofing probe ran: ${garp.stdout}${garp.stderr}`);
+      assert.equal((await inCtr(attacker, ['ip', 'neigh', 'replace', peer.ip, 'lladdr', peer.mac, 'dev', 'eth0', 'nud', 'permanent'])).code, 0);
+      const spoofPing = await inCtr(attacker, [BB, 'ping', '-c', '2', '-W', '1', '-I', victim.ip, peer.ip]);
+      assert.match(spoofPing.stdout, /2 packets transmitted, 0 packets received/, spoofPing.stdout + spoofPing.stderr);
+      assert.ok((await guardDrops()) >= 4, 'the spoofed ARP and IP frames were dropped at the attacker\'s bridge port');
+      assert.equal(await neighMac(peer, victim.ip), victim.mac, 'the peer still has the victim\'s MAC for its address');
+      // The victim is still reached, and the attacker still reaches the peer from its own address.
+      assert.match(await execOut(host, peer.id, ['ping', '-c', '1', '-W', '2', victim.ip]), /1 packets received/);
+      const own = await inCtr(attacker, [BB, 'ping', '-c', '1', '-W', '2', '-I', attacker.ip, peer.ip]);
+      assert.match(own.stdout, /1 packets received/, own.stdout + own.stderr);
+      // A frame from a MAC not its own is dropped too.
+      const before2 = await guardDrops();
+      assert.equal((await inCtr(attacker, ['ip', 'link', 'set', 'eth0', 'address', victim.mac])).code, 0);
+      const macPing = await inCtr(attacker, [BB, 'ping', '-c', '1', '-W', '1', '-I', attacker.ip, peer.ip]);
+      assert.match(macPing.stdout, /0 packets received/);
+      assert.ok((await guardDrops()) > before2);
+    });
+
+    it('a container on two networks sends from each network\'s address on each', async () => {
+      const other = await host.api('POST', '/networks/create', { Name: 'expo2', IPAM: { Config: [{ Subnet: '10.211.0.0/24' }] } });
+      assert.equal(other.status, 201, other.body);
+      const both = await start();
+      assert.equal((await host.api('POST', '/networks/expo2/connect', { Container: both.id })).status, 200);
+      const mate = await host.runDetached({ Cmd: ['sleep', '600'], HostConfig: { NetworkMode: 'expo2' } });
+      const mateIp = (await host.api('GET', `/containers/${mate}/json`)).json.NetworkSettings.Networks.expo2.IPAddress;
+      assert.match(await execOut(host, both.id, ['ping', '-c', '1', '-W', '2', mateIp]), /1 packets received/);
+      assert.match(await execOut(host, both.id, ['ping', '-c', '1', '-W', '2', victim.ip]), /1 packets received/);
+    });
   });
 });
