@@ -1,4 +1,4 @@
-import { promises as fs } from 'node:fs';
+import { constants, promises as fs } from 'node:fs';
 import { join, normalize } from 'node:path';
 import { BadRequestError } from '../util/errors.js';
 import { sha256Hex } from '../util/ids.js';
@@ -10,21 +10,63 @@ type AddLayer = (path: string, expectedDiffId?: string) => Promise<string>;
 
 /** A path taken from an archive's own metadata must stay inside the unpacked archive. */
 function inside(dir: string, rel: string): string {
+  if (typeof rel !== 'string') throw new BadRequestError('invalid image archive: a path in its metadata is not a string');
   const p = normalize(join(dir, rel));
   if (!p.startsWith(dir + '/')) throw new BadRequestError(`invalid image archive: path ${rel} escapes the archive`);
   return p;
 }
 
-async function readJsonFile<T>(path: string, what: string): Promise<T> {
+/**
+ * The file an archive's entry really is, never a host file. An archive may hold symlinks (Docker's
+ * own `docker save` links a duplicate layer's directory to the first one), so they are followed,
+ * but the end of the chain must lie inside the unpacked archive: a link to /etc/passwd, or through
+ * `..` out of it, is refused before a byte is read. The directory is berthd's private staging
+ * directory and nothing changes it after tar, so the resolved path stays what was checked; reads
+ * still use O_NOFOLLOW (`readInside`), so a last component swapped for a link would fail.
+ * The refusal names the entry, never what it points at or holds.
+ */
+async function resolveInside(dir: string, rel: string): Promise<string> {
+  const p = inside(dir, rel);
+  const root = await fs.realpath(dir);
+  let real: string;
   try {
-    return JSON.parse(await fs.readFile(path, 'utf8')) as T;
-  } catch (e) {
-    throw new BadRequestError(`invalid image archive: cannot read ${what}: ${(e as Error).message}`);
+    real = await fs.realpath(p);
+  } catch {
+    throw new BadRequestError(`invalid image archive: missing ${rel}`);
+  }
+  if (!real.startsWith(root + '/')) throw new BadRequestError(`invalid image archive: ${rel} is a link to outside the archive`);
+  const st = await fs.lstat(real);
+  if (!st.isFile()) throw new BadRequestError(`invalid image archive: ${rel} is not a regular file`);
+  return real;
+}
+
+/** Reads an entry of the archive (see resolveInside): never a file outside it. */
+async function readInside(dir: string, rel: string): Promise<Buffer> {
+  const real = await resolveInside(dir, rel);
+  const fh = await fs.open(real, constants.O_RDONLY | constants.O_NOFOLLOW);
+  try {
+    return await fh.readFile();
+  } finally {
+    await fh.close();
   }
 }
 
-async function exists(p: string): Promise<boolean> {
-  try { await fs.access(p); return true; } catch { return false; }
+/** JSON of the archive's own; the error says which entry, never its text (it could be anything). */
+function parseJson<T>(bytes: Buffer, what: string): T {
+  try {
+    return JSON.parse(bytes.toString()) as T;
+  } catch {
+    throw new BadRequestError(`invalid image archive: ${what} is not valid JSON`);
+  }
+}
+
+async function readJsonFile<T>(dir: string, rel: string): Promise<T> {
+  return parseJson<T>(await readInside(dir, rel), rel);
+}
+
+/** Whether the archive has an entry of that name (a dangling or escaping link counts: reading it is refused later). */
+async function exists(dir: string, rel: string): Promise<boolean> {
+  try { await fs.lstat(join(dir, rel)); return true; } catch { return false; }
 }
 
 /**
@@ -33,8 +75,8 @@ async function exists(p: string): Promise<boolean> {
  * commits them only after every layer is in, so a bad archive stores no image.
  */
 export async function loadArchive(dir: string, addLayer: AddLayer): Promise<LoadedImage[]> {
-  if (await exists(join(dir, 'manifest.json'))) return loadDockerArchive(dir, addLayer);
-  if (await exists(join(dir, 'index.json'))) return loadOciLayout(dir, addLayer);
+  if (await exists(dir, 'manifest.json')) return loadDockerArchive(dir, addLayer);
+  if (await exists(dir, 'index.json')) return loadOciLayout(dir, addLayer);
   throw new BadRequestError('invalid image archive: neither manifest.json nor index.json found');
 }
 
@@ -57,18 +99,19 @@ async function storeLayers(config: ImageConfigFile, layerFiles: string[], addLay
 }
 
 async function loadDockerArchive(dir: string, addLayer: AddLayer): Promise<LoadedImage[]> {
-  const manifest = await readJsonFile<Array<{ Config: string; RepoTags?: string[] | null; Layers: string[] }>>(join(dir, 'manifest.json'), 'manifest.json');
+  const manifest = await readJsonFile<Array<{ Config: string; RepoTags?: string[] | null; Layers: string[] }>>(dir, 'manifest.json');
   if (!Array.isArray(manifest)) throw new BadRequestError('invalid image archive: manifest.json is not a list');
   const out: LoadedImage[] = [];
   for (const entry of manifest) {
-    const configBytes = await fs.readFile(inside(dir, entry.Config)).catch(() => {
-      throw new BadRequestError(`invalid image archive: missing config ${entry.Config}`);
-    });
+    if (!entry || typeof entry.Config !== 'string' || !Array.isArray(entry.Layers)) throw new BadRequestError('invalid image archive: a manifest.json entry lacks Config or Layers');
+    const configBytes = await readInside(dir, entry.Config);
     // Newer archives name the config by its digest: check it when they do.
     const m = /([0-9a-f]{64})(\.json)?$/.exec(entry.Config);
     if (m && sha256Hex(configBytes) !== m[1]) throw new BadRequestError(`invalid image archive: config digest mismatch for ${entry.Config}`);
-    const config = JSON.parse(configBytes.toString()) as ImageConfigFile;
-    await storeLayers(config, entry.Layers.map((l) => inside(dir, l)), addLayer);
+    const config = parseJson<ImageConfigFile>(configBytes, entry.Config);
+    const layers: string[] = [];
+    for (const l of entry.Layers) layers.push(await resolveInside(dir, l));
+    await storeLayers(config, layers, addLayer);
     out.push({ config: configBytes, tags: entry.RepoTags ?? [] });
   }
   return out;
@@ -79,11 +122,14 @@ interface Descriptor { mediaType: string; digest: string; size?: number; annotat
 async function blob(dir: string, digest: string): Promise<{ path: string; bytes: () => Promise<Buffer> }> {
   const m = /^sha256:([0-9a-f]{64})$/.exec(digest);
   if (!m) throw new BadRequestError(`invalid image archive: unsupported digest ${digest}`);
-  const path = inside(dir, `blobs/sha256/${m[1]}`);
+  const rel = `blobs/sha256/${m[1]}`;
+  const path = await resolveInside(dir, rel).catch((e: Error) => {
+    throw /missing/.test(e.message) ? new BadRequestError(`invalid image archive: missing blob ${digest}`) : e;
+  });
   return {
     path,
     bytes: async () => {
-      const b = await fs.readFile(path).catch(() => { throw new BadRequestError(`invalid image archive: missing blob ${digest}`); });
+      const b = await readInside(dir, rel);
       if (sha256Hex(b) !== m[1]) throw new BadRequestError(`invalid image archive: blob digest mismatch for ${digest}`);
       return b;
     },
@@ -91,11 +137,11 @@ async function blob(dir: string, digest: string): Promise<{ path: string; bytes:
 }
 
 async function loadOciLayout(dir: string, addLayer: AddLayer): Promise<LoadedImage[]> {
-  const index = await readJsonFile<{ manifests: Descriptor[] }>(join(dir, 'index.json'), 'index.json');
+  const index = await readJsonFile<{ manifests: Descriptor[] }>(dir, 'index.json');
   const out: LoadedImage[] = [];
   const visit = async (d: Descriptor, name?: string): Promise<void> => {
     const bytes = await (await blob(dir, d.digest)).bytes();
-    const doc = JSON.parse(bytes.toString()) as { manifests?: Descriptor[]; config?: Descriptor; layers?: Descriptor[] };
+    const doc = parseJson<{ manifests?: Descriptor[]; config?: Descriptor; layers?: Descriptor[] }>(bytes, d.digest);
     if (doc.manifests) {
       // An index: pick this host's platform.
       const pick = doc.manifests.find((x) => !x.platform || (x.platform.os === 'linux' && x.platform.architecture === 'amd64'));
@@ -105,7 +151,7 @@ async function loadOciLayout(dir: string, addLayer: AddLayer): Promise<LoadedIma
     }
     if (!doc.config || !doc.layers) throw new BadRequestError(`invalid image archive: ${d.digest} is not an image manifest`);
     const configBytes = await (await blob(dir, doc.config.digest)).bytes();
-    const config = JSON.parse(configBytes.toString()) as ImageConfigFile;
+    const config = parseJson<ImageConfigFile>(configBytes, doc.config.digest);
     const layerBlobs = await Promise.all(doc.layers.map((l) => blob(dir, l.digest)));
     await storeLayers(config, layerBlobs.map((b) => b.path), addLayer, doc.layers.map((l) => l.digest));
     out.push({ config: configBytes, tags: name ? [name] : [] });
@@ -141,7 +187,7 @@ export async function writeDockerArchive(dir: string, images: SaveImage[]): Prom
       // Docker names layer directories by a v1 id chained from the parent; any stable id will do.
       const v1 = sha256Hex(`${parent} ${l.diffId}`);
       const ldir = join(dir, v1);
-      if (!(await exists(ldir))) {
+      if (!(await exists(dir, v1))) {
         await fs.mkdir(ldir);
         await l.writeTar(join(ldir, 'layer.tar'));
         await fs.writeFile(join(ldir, 'VERSION'), '1.0');

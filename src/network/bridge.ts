@@ -1,10 +1,10 @@
 import { promises as fs } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { hostIpDeletions, ipBatch, ipJson } from '../kernel/netns.js';
+import { ApiError, BadRequestError } from '../util/errors.js';
 
 export { linkExists } from '../kernel/netns.js';
 export { macFor } from './mac.js';
-import { setSysctl } from '../kernel/sysctl.js';
 
 /**
  * The bridge driver's kernel side: a Linux bridge per network in berthd's namespace, and a veth
@@ -12,9 +12,64 @@ import { setSysctl } from '../kernel/sysctl.js';
  * runs, whatever the number of commands.
  */
 
-export interface BridgeSpec { name: string; gatewayCidr: string; mtu: number; mac: string; gateway6Cidr?: string }
+export interface BridgeSpec {
+  name: string; gatewayCidr: string; mtu: number; mac: string; gateway6Cidr?: string;
+  /**
+   * The bridge existed before berth (a user's `-o com.docker.network.bridge.name=`): berth only
+   * adds its gateway addresses and never deletes, renames or strips anything of it.
+   */
+  adopted?: boolean;
+}
+
+/**
+ * The kernel's own rule for interface names (dev_valid_name): 1 to 15 bytes, not `.` or `..`, no
+ * `/`, `:` or whitespace. Checked before anything else, so a bad name is a 400 and never reaches
+ * `ip`, whose batch syntax a space would also split.
+ */
+export function checkIfname(name: string, what = 'bridge name'): void {
+  const bytes = Buffer.byteLength(name);
+  if (bytes === 0 || bytes > 15 || name === '.' || name === '..' || /[\/:\s\x00-\x1f\x7f"'\\]/.test(name)) {
+    throw new BadRequestError(`invalid ${what} ${JSON.stringify(name)}: an interface name is 1 to 15 characters without spaces, quotes, '/', ':' or '\\', and not '.' or '..'`);
+  }
+}
+
+/** What a link of berthd's namespace is: undefined when absent, else its kind ('' for a physical link or lo). */
+export async function linkKind(name: string): Promise<string | undefined> {
+  try {
+    const info = await ipJson<Array<{ linkinfo?: { info_kind?: string } }>>(undefined, ['-d', 'link', 'show', 'dev', name]);
+    return info[0] ? info[0].linkinfo?.info_kind ?? '' : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Docker's refusal (libnetwork's bridge driver, a plain error there, hence 500). */
+export function notABridge(name: string): ApiError {
+  return new ApiError(500, `existing interface ${name} is not a bridge`);
+}
+
+/** Addresses (CIDR) of a link of berthd's namespace, link-local IPv6 left out. */
+export async function linkAddresses(name: string): Promise<string[]> {
+  const info = await ipJson<Array<{ addr_info?: Array<{ family: string; local: string; prefixlen: number }> }>>(undefined, ['addr', 'show', 'dev', name]);
+  return (info[0]?.addr_info ?? [])
+    .filter((a) => a.family === 'inet' || (a.family === 'inet6' && !a.local.startsWith('fe80:')))
+    .map((a) => `${a.local}/${a.prefixlen}`);
+}
+
+/** Runs `ip` commands in berthd's namespace (nothing when the list is empty). */
+export async function ipBatchHost(commands: string[]): Promise<void> {
+  await ipBatch(undefined, commands);
+}
+
+/** An interface's own sysctl, by path: names may contain dots, which the dotted form would split. */
+export async function ifSysctl(family: 'ipv4' | 'ipv6', ifname: string, key: string, value?: string | number): Promise<string> {
+  const path = `/proc/sys/net/${family}/conf/${ifname}/${key}`;
+  if (value !== undefined) await fs.writeFile(path, String(value));
+  return (await fs.readFile(path, 'utf8')).trim();
+}
 
 export async function ensureBridge(b: BridgeSpec): Promise<void> {
+  if (b.adopted) return ensureAdoptedBridge(b);
   const setUp = [`addr replace ${b.gatewayCidr} dev ${b.name}`];
   // No duplicate address detection: the gateway must answer the moment a container joins.
   if (b.gateway6Cidr) setUp.push(`addr replace ${b.gateway6Cidr} dev ${b.name} nodad`);
@@ -27,24 +82,40 @@ export async function ensureBridge(b: BridgeSpec): Promise<void> {
     // The usual case, a new bridge, is one `ip` run.
     if (enableIPv6) {
       await ipBatch(undefined, [add]);
-      await setSysctl(`net.ipv6.conf.${b.name}.disable_ipv6`, 0);
+      await ifSysctl('ipv6', b.name, 'disable_ipv6', 0);
       await ipBatch(undefined, setUp);
     } else {
       await ipBatch(undefined, [add, ...setUp]);
     }
   } catch (e) {
     if (!/File exists/.test((e as Error).message)) throw e;
+    // The name is taken. Only a bridge can be berth's own from an earlier run; anything else
+    // (eth0, lo, a user's dummy) is never touched: its addresses stay as they are.
+    if ((await linkKind(b.name)) !== 'bridge') throw notABridge(b.name);
     // A bridge left from an earlier run keeps only the gateway addresses it should have.
-    const stale: string[] = [];
-    const info = await ipJson<Array<{ addr_info?: Array<{ family: string; local: string; prefixlen: number }> }>>(undefined, ['addr', 'show', 'dev', b.name]);
-    for (const a of info[0]?.addr_info ?? []) {
-      const cidr = `${a.local}/${a.prefixlen}`;
-      if (a.family === 'inet' && cidr !== b.gatewayCidr) stale.push(`addr del ${cidr} dev ${b.name}`);
-      if (a.family === 'inet6' && !a.local.startsWith('fe80:') && cidr !== b.gateway6Cidr) stale.push(`addr del ${cidr} dev ${b.name}`);
-    }
-    if (b.gateway6Cidr) await setSysctl(`net.ipv6.conf.${b.name}.disable_ipv6`, 0);
+    const stale = (await linkAddresses(b.name)).filter((cidr) => cidr !== b.gatewayCidr && cidr !== b.gateway6Cidr).map((cidr) => `addr del ${cidr} dev ${b.name}`);
+    if (b.gateway6Cidr) await ifSysctl('ipv6', b.name, 'disable_ipv6', 0);
     await ipBatch(undefined, [...stale, ...setUp]);
   }
+}
+
+/**
+ * A bridge the user made: as with Docker, the network uses it, but berth adds only what is
+ * missing (its gateway addresses, up) and removes nothing. It must still be a bridge.
+ */
+async function ensureAdoptedBridge(b: BridgeSpec): Promise<void> {
+  const kind = await linkKind(b.name);
+  if (kind === undefined) throw new Error(`bridge ${b.name} of this network no longer exists (it was not made by berth, so berth does not make it again)`);
+  if (kind !== 'bridge') throw notABridge(b.name);
+  const have = await linkAddresses(b.name);
+  const cmds: string[] = [];
+  if (!have.includes(b.gatewayCidr)) cmds.push(`addr add ${b.gatewayCidr} dev ${b.name}`);
+  if (b.gateway6Cidr && !have.includes(b.gateway6Cidr)) {
+    await ifSysctl('ipv6', b.name, 'disable_ipv6', 0);
+    cmds.push(`addr add ${b.gateway6Cidr} dev ${b.name} nodad`);
+  }
+  cmds.push(`link set ${b.name} up`);
+  await ipBatch(undefined, cmds);
 }
 
 async function newLinksLackIPv6(): Promise<boolean> {

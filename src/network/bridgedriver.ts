@@ -1,7 +1,9 @@
-import { setSysctl } from '../kernel/sysctl.js';
+import { nftCommands } from '../kernel/nft.js';
 import { BadRequestError, ConflictError } from '../util/errors.js';
-import { deleteLink, ensureBridge, joinEndpoint, macFor } from './bridge.js';
+import { run } from '../util/exec.js';
+import { checkIfname, deleteLink, ensureBridge, ifSysctl, ipBatchHost, joinEndpoint, linkAddresses, linkKind, macFor, notABridge } from './bridge.js';
 import type { CreateContext, EndpointJoin, EndpointLeave, NetworkDriver } from './driver.js';
+import { allowEndpointSource, guardTableScript, revokeEndpointSource, TABLE, type EndpointSource } from './firewall.js';
 import { parseCidr } from './ipam.js';
 import { parseCidr6 } from './ipam6.js';
 import { OPT_BRIDGE_NAME, OPT_DEFAULT_BRIDGE, OPT_HOST_BINDING, OPT_ICC, OPT_MASQ, OPT_MTU, optBool, parseMtu } from './options.js';
@@ -26,7 +28,20 @@ export class BridgeDriver implements NetworkDriver {
   readonly hostFirewall = true;
   readonly ipv6 = true;
 
+  /** The source-guard allowances of endpoints joined by this process, by bridge port. */
+  private readonly sources = new Map<string, EndpointSource>();
+  private guardReady?: Promise<void>;
+
   constructor(private readonly mtuDefault: () => number) {}
+
+  /** The guard table, made (or its rules refreshed) once per berthd process; a failure is tried again. */
+  private ensureGuard(): Promise<void> {
+    this.guardReady ??= nftCommands(guardTableScript()).then(() => this.pruneGuard()).catch((e: Error) => {
+      this.guardReady = undefined;
+      throw e;
+    });
+    return this.guardReady;
+  }
 
   async configure(n: NetworkRecord, ctx: CreateContext): Promise<void> {
     for (const k of Object.keys(n.Options)) {
@@ -36,8 +51,15 @@ export class BridgeDriver implements NetworkDriver {
     optBool(n.Options[OPT_ICC], true);
     optBool(n.Options[OPT_MASQ], true);
     const bridge = n.Options[OPT_BRIDGE_NAME] ?? `bth-${n.Id.slice(0, 11)}`;
-    if (bridge.length > 15) throw new BadRequestError(`bridge name ${bridge} is longer than 15 characters`);
+    checkIfname(bridge);
     if (ctx.others.some((o) => o.bridge === bridge)) throw new ConflictError(`bridge ${bridge} is already used by another network`);
+    // A name that is taken: Docker refuses anything but a bridge, and uses a bridge that exists.
+    // berth records that the bridge was not its own, so `network rm` never deletes it.
+    const kind = await linkKind(bridge);
+    if (kind !== undefined && kind !== 'bridge') throw notABridge(bridge);
+    if (kind === 'bridge') {
+      n.bridgeAdopted = { addresses: await linkAddresses(bridge), routeLocalnet: await ifSysctl('ipv4', bridge, 'route_localnet') };
+    }
     n.bridge = bridge;
   }
 
@@ -47,26 +69,98 @@ export class BridgeDriver implements NetworkDriver {
     await ensureBridge({
       name: n.bridge!, gatewayCidr: `${pool.gateway}/${parseCidr(pool.subnet).prefix}`, mtu: n.mtu ?? this.mtuDefault(), mac: macFor(pool.gateway),
       ...(pool6 ? { gateway6Cidr: `${pool6.gateway}/${parseCidr6(pool6.subnet).prefix}` } : {}),
+      ...(n.bridgeAdopted ? { adopted: true } : {}),
     });
     // The host's own connections to 127.0.0.1:PORT are DNATed out through the bridge; the kernel
     // only routes a loopback source out of an interface that allows it (this bridge, nothing else).
-    await setSysctl(`net.ipv4.conf.${n.bridge}.route_localnet`, 1);
+    // firewall.ts drops what a container sends to 127.0.0.0/8 through it (CVE-2020-8558).
+    await ifSysctl('ipv4', n.bridge!, 'route_localnet', 1);
   }
 
   async deleteNetwork(n: NetworkRecord): Promise<void> {
-    if (n.bridge) await deleteLink(n.bridge);
+    if (!n.bridge) return;
+    const kind = await linkKind(n.bridge);
+    if (n.bridgeAdopted) {
+      // Not berth's: take back only what berth added, and leave the link.
+      if (kind !== 'bridge') return;
+      const added = (await linkAddresses(n.bridge)).filter((a) => !n.bridgeAdopted!.addresses.includes(a) && this.gateways(n).includes(a));
+      await ipBatchHost(added.map((a) => `addr del ${a} dev ${n.bridge}`));
+      await ifSysctl('ipv4', n.bridge, 'route_localnet', n.bridgeAdopted.routeLocalnet).catch(() => undefined);
+      return;
+    }
+    // Only a bridge can be berth's: a record naming another kind of link (a record written before
+    // berth checked names, pointing at eth0 or lo) must never delete it.
+    if (kind === 'bridge') await deleteLink(n.bridge);
+  }
+
+  /** The gateway addresses berth gives the network's bridge, as CIDRs. */
+  private gateways(n: NetworkRecord): string[] {
+    return [
+      ...(n.pools ?? []).map((p) => `${p.gateway}/${parseCidr(p.subnet).prefix}`),
+      ...(n.pools6 ?? []).map((p) => `${p.gateway}/${parseCidr6(p.subnet).prefix}`),
+    ];
+  }
+
+  /**
+   * Drops the elements of ports that no longer exist (their container's namespace went away
+   * without a leave, or berthd died in between): the kernel is the truth for what exists.
+   */
+  private async pruneGuard(): Promise<void> {
+    const r = await run('nft', ['-j', 'list', 'set', 'bridge', TABLE, 'ports']);
+    if (r.code !== 0) return;
+    const ports = (JSON.parse(r.stdout) as { nftables: Array<{ set?: { elem?: string[] } }> }).nftables.flatMap((i) => i.set?.elem ?? []);
+    for (const port of ports) if (!(await linkKind(port))) await this.revoke(port);
   }
 
   async join(n: NetworkRecord, j: EndpointJoin): Promise<void> {
-    await joinEndpoint({
-      netnsPath: j.netnsPath, ifname: j.ifname, hostIf: hostIfname(j.endpointId), bridge: n.bridge!, mac: j.mac,
-      addressCidr: j.addressCidr, gateway: j.gateway, address6Cidr: j.address6Cidr, gateway6: j.gateway6,
-      isolated: !optBool(n.Options[OPT_ICC], true),
-      mtu: n.mtu ?? this.mtuDefault(), daemonPid: process.pid,
-    });
+    const hostIf = hostIfname(j.endpointId);
+    // The port is guarded before it exists, so not one frame of it goes out unchecked.
+    const src: EndpointSource = { port: hostIf, mac: j.mac, ip: j.addressCidr.split('/')[0]!, ...(j.address6Cidr ? { ip6: j.address6Cidr.split('/')[0]! } : {}) };
+    await this.ensureGuard();
+    await nftCommands(allowEndpointSource(src));
+    this.sources.set(hostIf, src);
+    try {
+      await joinEndpoint({
+        netnsPath: j.netnsPath, ifname: j.ifname, hostIf, bridge: n.bridge!, mac: j.mac,
+        addressCidr: j.addressCidr, gateway: j.gateway, address6Cidr: j.address6Cidr, gateway6: j.gateway6,
+        isolated: !optBool(n.Options[OPT_ICC], true),
+        mtu: n.mtu ?? this.mtuDefault(), daemonPid: process.pid,
+      });
+    } catch (e) {
+      await this.revoke(hostIf);
+      throw e;
+    }
   }
 
   async leave(_n: NetworkRecord, ep: EndpointLeave): Promise<void> {
-    await deleteLink(hostIfname(ep.endpointId));
+    const hostIf = hostIfname(ep.endpointId);
+    // The port goes first: its allowances must not outlive the guard on it.
+    await deleteLink(hostIf);
+    await this.revoke(hostIf);
   }
+
+  /**
+   * Drops a port's guard elements. An endpoint joined by an earlier berthd (before a restart) is
+   * not in memory: its elements are read back from the kernel, which keeps them across restarts.
+   */
+  private async revoke(hostIf: string): Promise<void> {
+    const src = this.sources.get(hostIf) ?? (await guardedSource(hostIf));
+    this.sources.delete(hostIf);
+    if (!src) return;
+    await nftCommands(revokeEndpointSource(src)).catch((e: Error) => console.error(`berthd: source guard of ${hostIf}: ${e.message}`));
+  }
+}
+
+/** A port's guard allowances as the kernel has them (src4 holds its MAC and IPv4, src6 its IPv6). */
+async function guardedSource(port: string): Promise<EndpointSource | undefined> {
+  const entries = async (set: string): Promise<string[][]> => {
+    const r = await run('nft', ['-j', 'list', 'set', 'bridge', TABLE, set]);
+    if (r.code !== 0) return [];
+    const items = (JSON.parse(r.stdout) as { nftables: Array<{ set?: { elem?: Array<{ concat?: string[] }> } }> }).nftables;
+    return items.flatMap((i) => i.set?.elem ?? []).map((e) => e.concat ?? []).filter((c) => c[0] === port);
+  };
+  const v4 = (await entries('src4')).find((c) => c[2] !== '0.0.0.0');
+  if (!v4) return undefined;
+  const v6 = (await entries('src6'))[0];
+  return { port, mac: v4[1]!, ip: v4[2]!, ...(v6 ? { ip6: v6[2]! } : {}) };
 }

@@ -28,6 +28,7 @@ export interface EndpointJoin {
 
 /** The endpoint whose interface leaves a sandbox. */
 export interface EndpointLeave {
+  /** '' when the namespace is already gone (a crash's leftovers): only host-side objects remain. */
   netnsPath: string;
   ifname: string;
   endpointId: string;

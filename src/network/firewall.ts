@@ -1,3 +1,4 @@
+import { parseIPv6 } from './ipam6.js';
 import type { PortMapping } from './ports.js';
 
 /**
@@ -162,9 +163,27 @@ function table(family: Family, networks: BridgeRules[], ports: PortMapping[]): s
     `    type filter hook forward priority filter; policy accept;`,
     // Published ports are reachable from everywhere, other berth networks included, as in Docker.
     `    ct status dnat accept`,
+    // Nothing else may enter a container network from outside berth's bridges, whoever routes the
+    // subnet at this host: only replies to what containers opened (Docker's DOCKER chain, whose
+    // forward policy drops the rest). Bridged traffic within a network (br_netfilter shows it with
+    // the bridge as both interfaces) and container-to-outside never match; the counter lets an
+    // operator, and the tests, see what was dropped here.
+    `    oifname @bridges iifname != @bridges ct state != { established, related } counter drop`,
     `    iifname vmap @fwd_in`,
     `    oifname vmap @fwd_out`,
     `  }`,
+    ...(v4
+      ? [
+        // route_localnet on berth's bridges (for 127.0.0.1-published ports) would let a container
+        // reach the host's loopback services by sending to 127.0.0.0/8 via the gateway's MAC
+        // (CVE-2020-8558; kube-proxy's fix): drop martian loopback arriving on a bridge unless it
+        // belongs to a DNATed connection (replies to the host's own 127.0.0.1:PORT connections).
+        `  chain input {`,
+        `    type filter hook input priority filter; policy accept;`,
+        `    iifname @bridges ip daddr 127.0.0.0/8 ct status & dnat != dnat counter drop`,
+        `  }`,
+      ]
+      : []),
     `  chain postrouting {`,
     `    type nat hook postrouting priority srcnat; policy accept;`,
     // The host's own 127.0.0.1 connections to published ports leave through a bridge.
@@ -184,9 +203,8 @@ export function buildRuleset(networks: BridgeRules[], ports: PortMapping[] = [])
     // on connection tracking for all of the host's IPv6 traffic for nothing.
     ...(dual ? table('ip6', networks, ports) : [`table ip6 ${TABLE}`, `delete table ip6 ${TABLE}`]),
     // ICC off is the bridge ports' own `isolated` flag (set at join), not a rule: these kernels
-    // have no bridge meta expressions. A table from an earlier berth is removed.
-    `table bridge ${TABLE}`,
-    `delete table bridge ${TABLE}`,
+    // have no bridge meta expressions. The `bridge berth` table (source guard, below) is not
+    // rebuilt here: its elements are per endpoint, and no endpoint changes when this runs.
   ];
   return lines.join('\n') + '\n';
 }
@@ -228,4 +246,85 @@ export function deleteNetworkScript(n: BridgeRules, remaining: BridgeRules[]): s
   if (remaining.some((o) => o.subnets6?.length)) lines.push(...deleteNetworkFamily('ip6', n));
   else if (n.subnets6?.length) lines.push(`delete table ip6 ${TABLE}`);
   return lines.join('\n') + '\n';
+}
+
+/*
+ * Source guard: no container may send as another (ARP or IP spoofing on a shared bridge), which
+ * Docker allows. A table of the bridge family sees each frame with the bridge port it came in on
+ * (the host end of the container's veth), before it is bridged or routed; per endpoint it holds
+ * set elements only, so joining and leaving is an element update whatever the number of containers.
+ * A port in `ports` may send only:
+ *  - from its own MAC (`macs`);
+ *  - ARP whose sender MAC and IPv4 address are its own (gratuitous ARP for its own address
+ *    included), or an ARP probe from 0.0.0.0;
+ *  - IPv4 from its own address (`src4`);
+ *  - IPv6 from its own address (`src6`), a link-local one or :: (DAD, MLD), and no neighbour
+ *    advertisement for a global address not its own (`nd6`; nft 1.0.6 has no `icmpv6 taddr`, so
+ *    the target is read as raw bytes 8..23 of the ICMPv6 header).
+ * Nothing 802.1Q-tagged, which would carry frames past these checks. Ports not in `ports` (a
+ * user's own port on a bridge berth uses) are left alone. Link-local IPv6 is not pinned: a
+ * container can claim a neighbour's fe80:: address, not its IPv4 or global IPv6 one.
+ */
+const GUARD = `bridge ${TABLE}`;
+
+/** The guard's tables, sets and chains; idempotent (elements already there stay), one nft transaction. */
+export function guardTableScript(): string {
+  const rules = [
+    'iifname . ether saddr != @macs counter drop',
+    'ether type arp iifname . arp saddr ether . arp saddr ip @src4 accept',
+    'ether type arp counter drop',
+    'ether type ip iifname . ether saddr . ip saddr @src4 accept',
+    'ether type ip counter drop',
+    'icmpv6 type nd-neighbor-advert @th,64,16 & 0xffc0 != 0xfe80 iifname . ether saddr . @th,64,128 != @nd6 counter drop',
+    'ether type ip6 iifname . ether saddr . ip6 saddr @src6 accept',
+    'ether type ip6 ip6 saddr { ::, fe80::/10 } accept',
+    'ether type ip6 counter drop',
+    'ether type { 8021q, 8021ad } counter drop',
+  ];
+  return [
+    `add table ${GUARD}`,
+    `add set ${GUARD} ports { type ifname; }`,
+    `add set ${GUARD} macs { type ifname . ether_addr; }`,
+    `add set ${GUARD} src4 { type ifname . ether_addr . ipv4_addr; }`,
+    `add set ${GUARD} src6 { type ifname . ether_addr . ipv6_addr; }`,
+    `add set ${GUARD} nd6 { typeof iifname . ether saddr . @th,64,128; }`,
+    // Before br_netfilter (priority 0) hands the frame to the IP hooks.
+    `add chain ${GUARD} prerouting { type filter hook prerouting priority filter; policy accept; }`,
+    `add chain ${GUARD} guard`,
+    // The rules are written again each time (same transaction), so a start after an upgrade
+    // carries the current ones; the sets, and so every running container's elements, stay.
+    `flush chain ${GUARD} prerouting`,
+    `flush chain ${GUARD} guard`,
+    `add rule ${GUARD} prerouting iifname @ports jump guard`,
+    ...rules.map((r) => `add rule ${GUARD} guard ${r}`),
+  ].join('\n') + '\n';
+}
+
+/** What one endpoint may send from: its bridge port (the veth's host end), MAC and addresses. */
+export interface EndpointSource { port: string; mac: string; ip: string; ip6?: string }
+
+function sourceElements(e: EndpointSource): Array<[string, string]> {
+  const port = q(e.port);
+  const out: Array<[string, string]> = [
+    ['macs', `${port} . ${e.mac}`],
+    ['src4', `${port} . ${e.mac} . ${e.ip}, ${port} . ${e.mac} . 0.0.0.0`],
+  ];
+  if (e.ip6) {
+    out.push(['src6', `${port} . ${e.mac} . ${e.ip6}`]);
+    out.push(['nd6', `${port} . ${e.mac} . 0x${parseIPv6(e.ip6).toString(16).padStart(32, '0')}`]);
+  }
+  return out;
+}
+
+/**
+ * Lets an endpoint send from its own MAC and addresses, and puts its port under the guard: one
+ * transaction, `ports` last so the port is never guarded without its allowances.
+ */
+export function allowEndpointSource(e: EndpointSource): string {
+  return [...sourceElements(e).map(([set, el]) => `add element ${GUARD} ${set} { ${el} }`), `add element ${GUARD} ports { ${q(e.port)} }`].join('\n') + '\n';
+}
+
+/** Removes an endpoint's elements (its port is gone or going): `ports` first. */
+export function revokeEndpointSource(e: EndpointSource): string {
+  return [`delete element ${GUARD} ports { ${q(e.port)} }`, ...sourceElements(e).map(([set, el]) => `delete element ${GUARD} ${set} { ${el} }`)].join('\n') + '\n';
 }

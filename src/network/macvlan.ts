@@ -218,6 +218,9 @@ export class VlanDriver implements NetworkDriver {
   }
 
   async leave(_n: NetworkRecord, ep: EndpointLeave): Promise<void> {
+    // The child lives only inside the container's namespace: with the namespace gone, so is it
+    // (and an empty path must never become a deletion in berthd's own namespace).
+    if (!ep.netnsPath) return;
     await ipBatch(ep.netnsPath, [`link del ${ep.ifname}`]);
   }
 }

@@ -113,8 +113,12 @@ export class Sandboxes {
     // berthd's sockets inside the namespace would keep it, and its interfaces, alive.
     this.resolver?.closeSandbox(ref.id);
     if (sharesNamespace(ref.mode)) return void (await this.journals.remove(ref.id));
-    const journal = this.journals.get(ref.id) ?? journalFromRef(ref);
-    if (!journal) return;
+    const journal = this.journalOf(ref);
+    // The record may name an endpoint the journal already dropped (a crash between the two writes).
+    for (const extra of journalFromRef(ref)?.endpoints ?? []) {
+      if (!journal.endpoints.some((e) => e.endpointId === extra.endpointId)) journal.endpoints.push(extra);
+    }
+    if (!journal.netnsPath) return void (await this.journals.remove(ref.id));
     // Interfaces go before their namespace: the kernel frees a dead namespace's interfaces late,
     // and meanwhile a macvlan child stays on the parent's wire with its address and MAC, and a
     // veth's host end on its bridge, visible to the host.
@@ -294,19 +298,23 @@ export class Sandboxes {
     this.d.registry.changed([n.Id], containerId);
   }
 
-  /** Takes one endpoint out: its interface, firewall hooks and addresses, then its journal entry. */
+  /**
+   * Takes one endpoint out: its journal entry first (so a crash halfway leaves the record naming an
+   * endpoint the journal does not, which adopt finishes), then its interface, firewall hooks and
+   * addresses. The driver's leave runs even without the namespace: a bridge port's host end and
+   * its rules go with it.
+   */
   private async removeEndpoint(containerId: string, journal: SandboxJournal, entry: JournalEndpoint, pinned: boolean): Promise<void> {
-    const n = this.d.registry.networks.get(entry.networkId);
-    const driver = n && this.d.registry.driverOf(n);
-    if (n && driver) {
-      if (pinned) await driver.leave(n, { netnsPath: journal.netnsPath, ifname: entry.ifname, endpointId: entry.endpointId }).catch(() => undefined);
-      await this.d.firewall.endpointLeft(n, { containerId, endpointId: entry.endpointId, networkId: n.Id, ip: entry.ip, ...(entry.ip6 ? { ip6: entry.ip6 } : {}), mac: '' });
-      this.d.registry.ipamOf(n).releaseAddress(n, { ip: entry.ip, ...(entry.ip6 ? { ip6: entry.ip6 } : {}) }, entry.endpointId);
-      await this.d.registry.save(n);
-      this.d.registry.changed([n.Id], containerId);
-    }
     journal.endpoints = journal.endpoints.filter((e) => e.endpointId !== entry.endpointId);
     if (this.journals.get(containerId)) await this.journals.write(journal);
+    const n = this.d.registry.networks.get(entry.networkId);
+    const driver = n && this.d.registry.driverOf(n);
+    if (!n || !driver) return;
+    await driver.leave(n, { netnsPath: pinned ? journal.netnsPath : '', ifname: entry.ifname, endpointId: entry.endpointId }).catch(() => undefined);
+    await this.d.firewall.endpointLeft(n, { containerId, endpointId: entry.endpointId, networkId: n.Id, ip: entry.ip, ...(entry.ip6 ? { ip6: entry.ip6 } : {}), mac: '' });
+    this.d.registry.ipamOf(n).releaseAddress(n, { ip: entry.ip, ...(entry.ip6 ? { ip6: entry.ip6 } : {}) }, entry.endpointId);
+    await this.d.registry.save(n);
+    this.d.registry.changed([n.Id], containerId);
   }
 
   private async publish(spec: SandboxSpec, endpoints: Record<string, EndpointState>): Promise<PortMapping[]> {

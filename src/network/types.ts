@@ -30,8 +30,13 @@ export interface NetworkRecord {
   Labels: Record<string, string>;
   /** Kernel side (bridge driver only). */
   bridge?: string;
-  /** The bridge existed before berth used it: `network rm` must leave it in place. */
-  bridgeAdopted?: boolean;
+  /**
+   * Set when the bridge existed before the network (a user's bridge named with
+   * com.docker.network.bridge.name): berth uses it but never deletes it. `addresses` are the ones
+   * it had then, which `network rm` leaves; `routeLocalnet` its sysctl then, put back at rm.
+   * Absent means berth made the bridge.
+   */
+  bridgeAdopted?: { addresses: string[]; routeLocalnet: string };
   mtu?: number;
   /** IPAM state: the IPv4 pool and its allocations. */
   pools?: PoolState[];

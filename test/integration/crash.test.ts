@@ -89,6 +89,14 @@ describe(`berthd killed mid-operation (seed ${seed})`, () => {
     assert.equal(journals, running, 'sandbox journals and running containers disagree');
   }
 
+  /** The conmon that monitors a container (it is named with -c ID on its command line). */
+  async function conmonOf(id: string): Promise<number> {
+    const ps = await run('pgrep', ['-f', `conmon .*-c ${id}`]);
+    const pid = Number(ps.stdout.trim().split('\n')[0]);
+    assert.ok(pid > 0, `no conmon for ${id}`);
+    return pid;
+  }
+
   async function crashAfter(ms: number, op: () => Promise<unknown>): Promise<void> {
     const pending = op().catch(() => undefined);
     await new Promise((r) => setTimeout(r, ms));
@@ -129,9 +137,7 @@ describe(`berthd killed mid-operation (seed ${seed})`, () => {
 
   it('a container whose conmon was killed still stops, is removed and answers wait (its exit is recorded as 255)', async () => {
     const id = await host.runDetached({ Cmd: ['sleep', '300'], HostConfig: { NetworkMode: 'cra' } }, 'orphan');
-    const pid = Number((await fs.readFile(join(host.root, 'containers', id, 'conmon.pid'), 'utf8')).trim());
-    assert.ok(pid > 0);
-    process.kill(pid, 'SIGKILL');
+    process.kill(await conmonOf(id), 'SIGKILL');
     const t0 = Date.now();
     const stop = await host.api('POST', `/containers/${id}/stop?t=2`);
     assert.equal(stop.status, 204);
@@ -143,7 +149,7 @@ describe(`berthd killed mid-operation (seed ${seed})`, () => {
     // The same after a berthd restart: the new process watches the orphan itself.
     const id2 = await host.runDetached({ Cmd: ['sleep', '300'], HostConfig: { NetworkMode: 'cra' } }, 'orphan2');
     await host.stopDaemon('SIGKILL');
-    process.kill(Number((await fs.readFile(join(host.root, 'containers', id2, 'conmon.pid'), 'utf8')).trim()), 'SIGKILL');
+    process.kill(await conmonOf(id2), 'SIGKILL');
     await host.startDaemon();
     assert.equal((await host.api('DELETE', `/containers/${id2}?force=1`)).status, 204);
     assert.equal((await host.api('DELETE', `/containers/${id}?force=1`)).status, 204);
