@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { run, runOk } from '../../src/util/exec.js';
 
 export const PACKAGE_ROOT = resolve(fileURLToPath(import.meta.url), '..', '..', '..', '..');
-const BERTHD = join(PACKAGE_ROOT, 'dist', 'src', 'daemon', 'berthd.js');
+export const BERTHD = join(PACKAGE_ROOT, 'dist', 'src', 'daemon', 'berthd.js');
 export const BERTH_CLI = join(PACKAGE_ROOT, 'dist', 'src', 'cli', 'main.js');
 /**
  * The docker CLI the tests drive: Debian's 20.10 client, which scripts/setup.sh unpacks into build/
