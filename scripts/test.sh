@@ -7,6 +7,8 @@ if [ "$(id -u)" != 0 ]; then
   echo "test: the integration tests need root" >&2
   exit 1
 fi
+# Everything the tests use, said at once, instead of a dozen files failing one by one.
+bash scripts/check-test-deps.sh
 files=()
 while IFS= read -r f; do files+=("$f"); done < <(find dist/test -name '*.test.js' | sort)
 if [ ${#files[@]} -eq 0 ]; then

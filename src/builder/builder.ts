@@ -465,7 +465,7 @@ async function runStep(deps: BuildDeps, imageId: string, argv: string[], env: st
     // The step's output streams while it runs; the follower stops once the exit is known and read.
     let exited = false;
     const stop = new AbortController();
-    const following = readLogs(engine.logPath(engine.get(Id)), { stdout: true, stderr: true, since: 0, until: 0, timestamps: false },
+    const following = readLogs(engine.logPath(engine.get(Id)), { stdout: true, stderr: true, since: 0n, until: 0n, timestamps: false },
       (e) => out(e.data.toString('utf8')), { isDone: () => exited, signal: stop.signal });
     let StatusCode: number;
     try {

@@ -2,6 +2,7 @@ import type * as Commander from 'commander';
 import { requireCjs } from '../util/cjs.js';
 import { promises as fs } from 'node:fs';
 import { Daemon } from './daemon.js';
+import { livePidFileHolder, pidFileText } from './pidfile.js';
 import { DEFAULT_ROOT, DEFAULT_SOCKET, VERSION } from './paths.js';
 import { errorMessage } from '../util/errors.js';
 
@@ -42,11 +43,9 @@ async function main(): Promise<void> {
     process.exit(problems.length ? 1 : 0);
   }
   await fs.mkdir(opts.root, { recursive: true, mode: 0o711 });
-  const other = await fs.readFile(pidFile, 'utf8').then((t) => Number(t.trim())).catch(() => 0);
-  if (other && other !== process.pid && processAlive(other)) {
-    throw new Error(`another berthd (pid ${other}) is using ${opts.root}`);
-  }
-  await fs.writeFile(pidFile, `${process.pid}\n`);
+  const other = await livePidFileHolder(await fs.readFile(pidFile, 'utf8').catch(() => ''));
+  if (other !== undefined) throw new Error(`another berthd (pid ${other}) is using ${opts.root}`);
+  await fs.writeFile(pidFile, await pidFileText());
   await daemon.start();
   console.error(`berthd ${VERSION}: API listening on unix://${socket}, root ${opts.root}`);
   const shutdown = async () => {
@@ -59,10 +58,6 @@ async function main(): Promise<void> {
   process.on('unhandledRejection', (e) => console.error(`berthd: unhandled rejection: ${(e as Error)?.stack ?? e}`));
   process.on('SIGTERM', () => void shutdown());
   process.on('SIGINT', () => void shutdown());
-}
-
-function processAlive(pid: number): boolean {
-  try { process.kill(pid, 0); return true; } catch { return false; }
 }
 
 main().catch((e) => {

@@ -7,8 +7,9 @@ export interface LogQuery {
   stdout: boolean;
   stderr: boolean;
   /** Unix seconds (may be fractional); 0 for no bound. */
-  since: number;
-  until: number;
+  /** Nanoseconds since the epoch; 0n for no bound. Both bounds are inclusive, as Docker's. */
+  since: bigint;
+  until: bigint;
   /** Number of lines from the end, or undefined for all. */
   tail?: number;
   timestamps: boolean;
@@ -43,14 +44,28 @@ export function parseLogLines(text: string, partial: { buf?: LogEntry }): LogEnt
   return out;
 }
 
-function unixSeconds(rfc3339: string): number {
-  return Date.parse(rfc3339) / 1000;
+/**
+ * Nanoseconds since the epoch of an RFC 3339 time (conmon writes nine fraction digits). Not through
+ * Date, which keeps milliseconds: `logs --since` of a line's own timestamp must include that line.
+ */
+export function rfc3339Ns(t: string): bigint {
+  const m = /^([^.]+?)(?:\.(\d+))?(Z|[+-]\d\d:?\d\d)$/.exec(t);
+  if (!m) return BigInt(Date.parse(t) || 0) * 1_000_000n;
+  return BigInt(Date.parse(m[1]! + m[3]!) || 0) * 1_000_000n + BigInt((m[2] ?? '').padEnd(9, '0').slice(0, 9) || '0');
+}
+
+/** Docker's since/until query value, "SECONDS[.NANOSECONDS]" (the CLI turns other forms into it); 0n when absent. */
+export function timestampParamNs(v: string | null): bigint {
+  const m = /^(-?\d+)(?:\.(\d{1,9}))?$/.exec((v ?? '').trim());
+  if (!m) return 0n;
+  return BigInt(m[1]!) * 1_000_000_000n + BigInt((m[2] ?? '').padEnd(9, '0'));
 }
 
 function matches(e: LogEntry, q: LogQuery): boolean {
   if (e.stream === 1 && !q.stdout) return false;
   if (e.stream === 2 && !q.stderr) return false;
-  const t = unixSeconds(e.time);
+  if (!q.since && !q.until) return true;
+  const t = rfc3339Ns(e.time);
   if (q.since && t < q.since) return false;
   if (q.until && t > q.until) return false;
   return true;

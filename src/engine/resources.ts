@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { BadRequestError } from '../util/errors.js';
 
@@ -41,9 +41,19 @@ export function validateResources(r: Resources, ncpu = cpus().length): void {
   if (blkio > 0 && (blkio < 10 || blkio > 1000)) throw new BadRequestError('Range of blkio weight is from 10 to 1000');
 }
 
-/** Whether the kernel accounts swap (cgroup v1 memsw files); Docker drops the swap limit otherwise. */
-export function swapAccounting(): boolean {
-  return existsSync('/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes');
+/**
+ * Whether the kernel accounts swap; Docker drops the swap limit otherwise (and runc would fail to
+ * write it). cgroup v1 has memsw files in the memory hierarchy; cgroup v2 has memory.swap.max in
+ * every non-root cgroup with the memory controller, so berthd's own cgroup (or the usual
+ * init.scope) is asked.
+ */
+export function swapAccounting(root = '/sys/fs/cgroup'): boolean {
+  if (!existsSync(`${root}/cgroup.controllers`)) return existsSync(`${root}/memory/memory.memsw.limit_in_bytes`);
+  let own = '';
+  try {
+    own = /^0::(\/.*)$/m.exec(readFileSync('/proc/self/cgroup', 'utf8'))?.[1] ?? '';
+  } catch { /* no procfs: fall back to init.scope */ }
+  return [own, '/init.scope', '/system.slice'].some((cg) => cg !== '' && cg !== '/' && existsSync(`${root}${cg}/memory.swap.max`));
 }
 
 /** The OCI LinuxResources for the fields (devices left to the spec builder). */

@@ -113,6 +113,8 @@ export function buildSpec(input: SpecInput): object {
     linux.maskedPaths = [
       '/proc/asound', '/proc/acpi', '/proc/kcore', '/proc/keys', '/proc/latency_stats',
       '/proc/timer_list', '/proc/timer_stats', '/proc/sched_debug', '/proc/scsi', '/sys/firmware',
+      // Docker 25+ masks it: RAPL energy counters leak what other tenants compute (CVE-2020-8694 class).
+      '/sys/devices/virtual/powercap',
     ];
     linux.readonlyPaths = ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'];
   }

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { TestHost } from './harness.js';
+import { TestHost, DOCKER_CLI } from './harness.js';
 import { run } from '../../src/util/exec.js';
 
 const MULTI = `# a multi-stage build
@@ -86,7 +86,7 @@ describe('build (classic builder)', () => {
   });
 
   it('the docker CLI (DOCKER_BUILDKIT=0) builds through POST /build', async () => {
-    const r = await run('docker', ['-H', `unix://${host.socket}`, 'build', '-t', 'viadocker', '--build-arg', 'FLAVOUR=spicy', ctxDir], {
+    const r = await run(DOCKER_CLI, ['-H', `unix://${host.socket}`, 'build', '-t', 'viadocker', '--build-arg', 'FLAVOUR=spicy', ctxDir], {
       env: { ...process.env, DOCKER_BUILDKIT: '0', DOCKER_CONFIG: join(host.dir, 'docker-config') },
     });
     assert.equal(r.code, 0, r.stderr);

@@ -2,7 +2,11 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
-import { demux, execOut, TestHost, waitFor } from './harness.js';
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { readCgroupV2 } from '../../src/engine/metrics.js';
+import { run } from '../../src/util/exec.js';
+import { BERTHD, demux, exec, execOut, probePing, TestHost, waitFor } from './harness.js';
 
 describe('containers through the Engine API', () => {
   let host: TestHost;
@@ -90,20 +94,20 @@ describe('containers through the Engine API', () => {
 
   it('stop sends SIGTERM first', async () => {
     const id = await host.runDetached({ Cmd: ['sh', '-c', 'trap "exit 0" TERM; while true; do sleep 0.1; done'] });
-    const t0 = Date.now();
     assert.equal((await host.api('POST', `/containers/${id}/stop?t=10`)).status, 204);
-    assert.ok(Date.now() - t0 < 3000, 'the TERM handler ran, no 10 s wait');
+    // Exit 0 is the TERM handler's; a SIGKILL after the grace period would give 137.
     assert.equal((await host.api('GET', `/containers/${id}/json`)).json.State.ExitCode, 0);
     await host.api('DELETE', `/containers/${id}`);
   });
 
-  it('stop escalates to SIGKILL after the timeout', async () => {
+  it('stop waits the grace period, then escalates to SIGKILL', async () => {
     const id = await host.runDetached({ Cmd: ['sh', '-c', 'trap "" TERM; while true; do sleep 1; done'] });
     const t0 = Date.now();
     const r = await host.api('POST', `/containers/${id}/stop?t=1`);
     assert.equal(r.status, 204);
+    // Only a lower bound: the grace period is the claim; how long a loaded machine takes after it is not.
     const elapsed = Date.now() - t0;
-    assert.ok(elapsed >= 900 && elapsed < 5000, `took ${elapsed} ms`);
+    assert.ok(elapsed >= 900, `stopped after ${elapsed} ms, before the 1 s grace period`);
     const insp = await host.api('GET', `/containers/${id}/json`);
     assert.equal(insp.json.State.ExitCode, 137);
     await host.api('DELETE', `/containers/${id}`);
@@ -166,13 +170,25 @@ describe('containers through the Engine API', () => {
     await host.api('DELETE', `/containers/${id2}`);
   });
 
-  it('stats reports cgroup figures', async () => {
+  it('stats reports cgroup figures', async (t) => {
     const id = await host.runDetached({ Cmd: ['sleep', '300'] });
     const s = await host.api('GET', `/containers/${id}/stats?stream=false&one-shot=true`);
     assert.equal(s.status, 200);
     assert.ok(s.json.memory_stats.usage > 0, s.body);
     assert.ok(s.json.cpu_stats.system_cpu_usage > 0);
     assert.ok(s.json.pids_stats.current >= 1);
+    // The cgroup v2 reader on a real unified hierarchy: this hybrid machine mounts one (without
+    // controllers) at /sys/fs/cgroup/unified, and runc puts the container there too, with cpu.stat
+    // and its thread list. memory.*, io.* and pids.* exist only where v2 owns the controllers.
+    const unified = join('/sys/fs/cgroup/unified/berth', id);
+    if (existsSync(unified)) {
+      const v2 = await readCgroupV2(unified);
+      assert.ok(v2.cpuTotalNs > 0, JSON.stringify(v2));
+      assert.ok(v2.cpuUserNs + v2.cpuSystemNs > 0);
+      assert.equal(v2.pidsCurrent, 1, 'sleep is the one thread in the cgroup');
+    } else {
+      t.diagnostic(`no cgroup v2 hierarchy with the container at ${unified}: the v2 reader is checked by the unit tests only`);
+    }
     await host.api('DELETE', `/containers/${id}?force=true`);
   });
 
@@ -213,10 +229,32 @@ describe('containers through the Engine API', () => {
     await waitFor(async () => (await host.api('GET', `/containers/${id}/json`)).status === 404, 'auto-remove');
   });
 
-  it('a restart policy brings a failing container back', async () => {
-    const id = await host.runDetached({ Cmd: ['sh', '-c', 'sleep 0.2; exit 1'], HostConfig: { RestartPolicy: { Name: 'on-failure', MaximumRetryCount: 2 } } });
-    await waitFor(async () => (await host.api('GET', `/containers/${id}/json`)).json.RestartCount >= 2, 'restarts', 15_000);
-    await host.api('DELETE', `/containers/${id}?force=1`);
+  it('on-failure:2 restarts a failing container twice, then leaves it exited', async () => {
+    const since = Math.floor(Date.now() / 1000) - 1;
+    const id = await host.runDetached({ Cmd: ['sh', '-c', 'exit 1'], HostConfig: { RestartPolicy: { Name: 'on-failure', MaximumRetryCount: 2 } } });
+    // Counted in events, not from RestartCount: berth counts a restart when it schedules it, and
+    // shows the container "exited" (not "restarting") during the back-off, so inspect alone cannot
+    // tell the last exit from a pause between runs.
+    const dies = async () => (await host.api('GET', `/events?since=${since}&until=${Math.ceil(Date.now() / 1000)}&filters=${encodeURIComponent(JSON.stringify({ container: [id], event: ['die'] }))}`)).body.split('\n').filter(Boolean).length;
+    await waitFor(async () => (await dies()) >= 3, 'the first run and two restarts to exit', 15_000);
+    const given = (await host.api('GET', `/containers/${id}/json`)).json;
+    assert.equal(given.RestartCount, 2);
+    assert.equal(given.State.Status, 'exited');
+    assert.equal(given.State.ExitCode, 1);
+    // Stopping at the maximum is an absence: look again well past the longest back-off so far
+    // (100 ms, doubled per restart), and nothing more may have happened.
+    await new Promise((r) => setTimeout(r, 1500));
+    const later = (await host.api('GET', `/containers/${id}/json`)).json;
+    assert.equal(later.RestartCount, 2);
+    assert.equal(later.State.Status, 'exited');
+    assert.equal(later.State.StartedAt, given.State.StartedAt, 'not started again');
+    assert.equal(await dies(), 3, 'three runs in all');
+    // A zero exit is not a failure: on-failure does not restart it at all.
+    const ok = await host.runDetached({ Cmd: ['true'], HostConfig: { RestartPolicy: { Name: 'on-failure', MaximumRetryCount: 2 } } });
+    assert.deepEqual((await host.api('POST', `/containers/${ok}/wait`)).json, { StatusCode: 0, Error: null });
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal((await host.api('GET', `/containers/${ok}/json`)).json.RestartCount, 0);
+    for (const c of [id, ok]) await host.api('DELETE', `/containers/${c}?force=1`);
   });
 
   it('answers bad input with Docker status codes and leaves nothing behind', async () => {
@@ -295,9 +333,13 @@ describe('containers through the Engine API', () => {
 
   it('keeps containers and their logs across a kill -9 of berthd', async () => {
     const id = await host.runDetached({ Cmd: ['sh', '-c', 'echo before; sleep 300'] }, 'survivor');
-    const quick = await host.runDetached({ Cmd: ['sh', '-c', 'sleep 1; exit 5'] }, 'quick');
+    // `quick` waits for a file the test makes once berthd is down, so it exits while berthd is away.
+    const quick = await host.runDetached({ Cmd: ['sh', '-c', 'while [ ! -e /go ]; do sleep 0.05; done; exit 5'] }, 'quick');
     await host.stopDaemon('SIGKILL');
-    await new Promise((r) => setTimeout(r, 1500)); // `quick` exits while berthd is down
+    const rootfs = join(host.root, 'containers', quick, 'rootfs');
+    await fs.writeFile(join(rootfs, 'go'), '');
+    // conmon records the exit code in the exits directory: that is the exit happening.
+    await waitFor(async () => (await fs.stat(join(host.root, 'exits', quick)).catch(() => undefined)) !== undefined, '`quick` to exit while berthd is down');
     await host.startDaemon();
     const insp = (await host.api('GET', `/containers/${id}/json`)).json;
     assert.equal(insp.State.Status, 'running');
@@ -319,6 +361,236 @@ describe('containers through the Engine API', () => {
     await host.startDaemon();
     assert.equal((await host.api('GET', `/containers/${'f'.repeat(64)}/json`)).status, 404);
     await assert.rejects(fs.stat(join(host.root, 'containers', 'f'.repeat(64))));
+  });
+  it('run -u and exec -u: the process runs as the given user; an unknown user fails the start', async () => {
+    const id = await host.runDetached({ Cmd: ['sleep', '300'], User: '1234:5678' });
+    assert.match((await exec(host, id, ['id'])).stdout, /^uid=1234 gid=5678\b/);
+    // exec inherits the container's user unless it names its own.
+    assert.match((await exec(host, id, ['id', '-u'])).stdout, /^1234\n$/);
+    assert.match((await exec(host, id, ['id'], { User: 'root' })).stdout, /^uid=0\(root\) gid=0\(root\)/);
+    assert.match((await exec(host, id, ['id'], { User: '42:43' })).stdout, /^uid=42 gid=43\b/);
+    // The process really lacks root's power: writing to / is refused.
+    const denied = await exec(host, id, ['touch', '/as-1234']);
+    assert.equal(denied.code, 1);
+    assert.match(denied.out, /Permission denied/);
+    const c = await host.api('POST', '/containers/create', { Image: 'busybox', Cmd: ['true'], User: 'nosuchuser' });
+    assert.equal(c.status, 201, c.body);
+    const st = await host.api('POST', `/containers/${c.json.Id}/start`);
+    assert.notEqual(st.status, 204);
+    assert.match(st.json.message, /unable to find user nosuchuser: no matching entries in passwd file/);
+    for (const x of [id, c.json.Id]) await host.api('DELETE', `/containers/${x}?force=1`);
+  });
+
+  it('--cap-drop removes the capability: ping without NET_RAW and chown without CHOWN are refused', async () => {
+    const plain = await host.runDetached({ Cmd: ['sleep', '300'] });
+    const dropped = await host.runDetached({ Cmd: ['sleep', '300'], HostConfig: { CapDrop: ['NET_RAW', 'CAP_CHOWN'] } });
+    assert.equal(await probePing(host, plain, '127.0.0.1'), 'reached');
+    const ping = await exec(host, dropped, ['ping', '-c', '1', '-W', '1', '127.0.0.1']);
+    assert.equal(ping.code, 1);
+    assert.match(ping.out, /permission denied|Operation not permitted/i);
+    assert.equal((await exec(host, plain, ['chown', '1', '/tmp'])).code, 0);
+    const chown = await exec(host, dropped, ['chown', '1', '/tmp']);
+    assert.equal(chown.code, 1);
+    assert.match(chown.out, /Operation not permitted/);
+    const caps = (await host.api('GET', `/containers/${dropped}/json`)).json.HostConfig.CapDrop;
+    assert.deepEqual(caps, ['NET_RAW', 'CAP_CHOWN']);
+    for (const x of [plain, dropped]) await host.api('DELETE', `/containers/${x}?force=1`);
+  });
+
+  it('exec -d starts the process and returns at once; its exit code is inspectable', async () => {
+    const id = await host.runDetached({ Cmd: ['sleep', '300'] });
+    const ex = await host.api('POST', `/containers/${id}/exec`, { Cmd: ['sh', '-c', 'while [ ! -e /go ]; do sleep 0.05; done; touch /done; exit 6'] });
+    assert.equal(ex.status, 201);
+    const start = await host.api('POST', `/exec/${ex.json.Id}/start`, { Detach: true });
+    assert.equal(start.status, 200, start.body);
+    assert.equal(start.raw.length, 0, 'no output stream');
+    // Returned while the process still waits for /go: it is running.
+    assert.equal((await host.api('GET', `/exec/${ex.json.Id}/json`)).json.Running, true);
+    await execOut(host, id, ['touch', '/go']);
+    const insp = await waitFor(async () => {
+      const r = (await host.api('GET', `/exec/${ex.json.Id}/json`)).json;
+      return r.Running === false ? r : undefined;
+    }, 'the detached exec to finish');
+    assert.equal(insp.ExitCode, 6);
+    assert.equal((await exec(host, id, ['test', '-e', '/done'])).code, 0);
+    await host.api('DELETE', `/containers/${id}?force=1`);
+  });
+
+  it('a paused container: state, no exec, stop and kill still work, unpause resumes it', async () => {
+    const id = await host.runDetached({ Cmd: ['sh', '-c', 'trap "exit 0" TERM; while true; do sleep 0.1; done'] });
+    assert.equal((await host.api('POST', `/containers/${id}/pause`)).status, 204);
+    const paused = (await host.api('GET', `/containers/${id}/json`)).json.State;
+    assert.equal(paused.Status, 'paused');
+    assert.equal(paused.Paused, true);
+    assert.equal(paused.Running, true);
+    const ps = (await host.api('GET', `/containers/json?filters=${encodeURIComponent(JSON.stringify({ status: ['paused'] }))}`)).json;
+    assert.deepEqual(ps.map((c: { Id: string }) => c.Id), [id]);
+    const ex = await host.api('POST', `/containers/${id}/exec`, { Cmd: ['true'] });
+    assert.equal(ex.status, 409);
+    assert.match(ex.json.message, new RegExp(`Container ${id} is paused, unpause the container before exec`));
+    assert.equal((await host.api('POST', `/containers/${id}/pause`)).status, 409, 'already paused');
+    const rm = await host.api('DELETE', `/containers/${id}`);
+    assert.equal(rm.status, 409);
+    assert.equal((await host.api('POST', `/containers/${id}/unpause`)).status, 204);
+    assert.equal((await host.api('GET', `/containers/${id}/json`)).json.State.Status, 'running');
+    assert.equal((await exec(host, id, ['true'])).code, 0);
+    assert.equal((await host.api('POST', `/containers/${id}/unpause`)).status, 409, 'not paused');
+    // stop of a paused container: the signal is delivered once it is thawed, as in Docker.
+    assert.equal((await host.api('POST', `/containers/${id}/pause`)).status, 204);
+    assert.equal((await host.api('POST', `/containers/${id}/stop?t=5`)).status, 204);
+    const stopped = (await host.api('GET', `/containers/${id}/json`)).json.State;
+    assert.equal(stopped.Status, 'exited');
+    assert.equal(stopped.Paused, false);
+    assert.equal(stopped.ExitCode, 0, 'SIGTERM reached the handler');
+    // kill of a paused container.
+    const k = await host.runDetached({ Cmd: ['sleep', '300'] });
+    assert.equal((await host.api('POST', `/containers/${k}/pause`)).status, 204);
+    const kill = await host.api('POST', `/containers/${k}/kill`);
+    assert.equal(kill.status, 204, kill.body);
+    await waitFor(async () => (await host.api('GET', `/containers/${k}/json`)).json.State.Status === 'exited', 'the paused container killed');
+    for (const x of [id, k]) await host.api('DELETE', `/containers/${x}?force=1`);
+  });
+
+  it('wait next-exit waits for the exit after the call, also of a container that has exited before', async () => {
+    const c = await host.api('POST', '/containers/create', { Image: 'busybox', Cmd: ['sh', '-c', 'exit 3'] });
+    const id = c.json.Id as string;
+    const first = host.api('POST', `/containers/${id}/wait?condition=next-exit`);
+    assert.equal((await host.api('POST', `/containers/${id}/start`)).status, 204);
+    assert.deepEqual((await first).json, { StatusCode: 3, Error: null });
+    // The container has exited: not-running answers at once, next-exit only after another run.
+    assert.deepEqual((await host.api('POST', `/containers/${id}/wait?condition=not-running`)).json, { StatusCode: 3, Error: null });
+    let settled = false;
+    const next = host.api('POST', `/containers/${id}/wait?condition=next-exit`).then((r) => { settled = true; return r; });
+    // Registered (a later request on the same daemon is answered after it was read), not yet answered.
+    await host.api('GET', '/_ping');
+    assert.equal(settled, false, 'next-exit must not answer with the old exit');
+    assert.equal((await host.api('POST', `/containers/${id}/start`)).status, 204);
+    assert.deepEqual((await next).json, { StatusCode: 3, Error: null });
+    await host.api('DELETE', `/containers/${id}`);
+  });
+
+  it('logs since and until select by timestamp, both bounds inclusive', async () => {
+    const id = await host.runDetached({ Cmd: ['sh', '-c', 'echo one; sleep 0.3; echo two; sleep 0.3; echo three'] });
+    await host.api('POST', `/containers/${id}/wait`);
+    const lines = demux((await host.api('GET', `/containers/${id}/logs?stdout=1&timestamps=1`)).raw).map(([, t]) => t);
+    assert.equal(lines.length, 3);
+    // Docker takes "SECONDS.NANOSECONDS"; the timestamps come back RFC 3339 with nanoseconds.
+    const at = (line: string) => {
+      const m = /^(\S+?)\.(\d{9})Z /.exec(line)!;
+      return BigInt(Date.parse(`${m[1]}Z`) / 1000) * 1_000_000_000n + BigInt(m[2]!);
+    };
+    const fmt = (ns: bigint) => `${ns / 1_000_000_000n}.${String(ns % 1_000_000_000n).padStart(9, '0')}`;
+    const two = at(lines[1]!);
+    const logs = async (q: string) => demux((await host.api('GET', `/containers/${id}/logs?stdout=1&${q}`)).raw).map(([, t]) => t);
+    assert.deepEqual(await logs(`since=${fmt(two)}`), ['two\n', 'three\n']);
+    assert.deepEqual(await logs(`until=${fmt(two)}`), ['one\n', 'two\n']);
+    assert.deepEqual(await logs(`since=${fmt(two)}&until=${fmt(two)}`), ['two\n']);
+    assert.deepEqual(await logs(`since=${fmt(at(lines[2]!) + 1n)}`), []);
+    await host.api('DELETE', `/containers/${id}`);
+  });
+
+  it('ps filters: status, name, exited, label, ancestor, id', async () => {
+    const list = async (f: Record<string, string[]>) => (await host.api('GET', `/containers/json?all=1&filters=${encodeURIComponent(JSON.stringify(f))}`)).json.map((c: { Names: string[] }) => c.Names[0]).sort();
+    const up = await host.runDetached({ Cmd: ['sleep', '300'], Labels: { role: 'psf', tier: 'a' } }, 'psf-up');
+    const down = await host.runDetached({ Cmd: ['sh', '-c', 'exit 4'], Labels: { role: 'psf' } }, 'psf-down');
+    await host.api('POST', `/containers/${down}/wait`);
+    const made = (await host.api('POST', '/containers/create?name=psf-made', { Image: 'busybox', Labels: { role: 'psf' } })).json.Id;
+    assert.deepEqual(await list({ label: ['role=psf'] }), ['/psf-down', '/psf-made', '/psf-up']);
+    assert.deepEqual(await list({ label: ['role=psf'], status: ['running'] }), ['/psf-up']);
+    assert.deepEqual(await list({ label: ['role=psf'], status: ['exited'] }), ['/psf-down']);
+    assert.deepEqual(await list({ label: ['role=psf'], status: ['created'] }), ['/psf-made']);
+    assert.deepEqual(await list({ label: ['role=psf'], exited: ['4'] }), ['/psf-down']);
+    assert.deepEqual(await list({ label: ['role=psf'], exited: ['0'] }), []);
+    assert.deepEqual(await list({ label: ['tier=a'] }), ['/psf-up']);
+    assert.deepEqual(await list({ label: ['tier'] }), ['/psf-up']);
+    assert.deepEqual(await list({ name: ['psf-d'] }), ['/psf-down']);
+    assert.deepEqual(await list({ id: [made.slice(0, 12)] }), ['/psf-made']);
+    assert.deepEqual(await list({ label: ['role=psf'], ancestor: ['busybox'] }), ['/psf-down', '/psf-made', '/psf-up']);
+    assert.deepEqual(await list({ label: ['role=psf'], ancestor: ['nosuchimage'] }), []);
+    // Without all=1 only running ones.
+    const running = (await host.api('GET', `/containers/json?filters=${encodeURIComponent(JSON.stringify({ label: ['role=psf'] }))}`)).json;
+    assert.deepEqual(running.map((c: { Id: string }) => c.Id), [up]);
+    const bad = await host.api('GET', `/containers/json?filters=${encodeURIComponent(JSON.stringify({ status: ['sleepy'] }))}`);
+    assert.equal(bad.status, 400);
+    for (const x of [up, down, made]) await host.api('DELETE', `/containers/${x}?force=1`);
+  });
+
+  it('events: a container\'s life in order, filtered by container and event, bounded by since/until', async () => {
+    const since = Math.floor(Date.now() / 1000) - 1;
+    const id = await host.runDetached({ Cmd: ['sh', '-c', 'exit 2'] }, 'eventful');
+    await host.api('POST', `/containers/${id}/wait`);
+    await host.api('DELETE', `/containers/${id}`);
+    const until = Math.ceil(Date.now() / 1000) + 1;
+    const get = async (filters: Record<string, string[]>) => {
+      const r = await host.api('GET', `/events?since=${since}&until=${until}&filters=${encodeURIComponent(JSON.stringify(filters))}`);
+      assert.equal(r.status, 200);
+      return r.body.split('\n').filter(Boolean).map((l) => JSON.parse(l));
+    };
+    const mine = await get({ container: [id] });
+    assert.deepEqual(mine.map((e) => e.Action), ['create', 'start', 'die', 'destroy']);
+    assert.ok(mine.every((e) => e.Type === 'container' && e.Actor.ID === id && e.Actor.Attributes.name === 'eventful'));
+    assert.equal(mine.find((e) => e.Action === 'die').Actor.Attributes.exitCode, '2');
+    assert.deepEqual((await get({ container: ['eventful'], event: ['die'] })).map((e) => e.Action), ['die']);
+  });
+
+  it('restart policies across a berthd restart: always comes back even if stopped, unless-stopped only if it was not', {
+    todo: 'berth bug (engine.ts restore): no restart policy is applied when berthd starts; Docker starts `always` containers (even manually stopped ones) and `unless-stopped` ones that were not stopped',
+  }, async () => {
+    const always = await host.runDetached({ Cmd: ['sleep', '300'], HostConfig: { RestartPolicy: { Name: 'always' } } }, 'pol-always');
+    const unless = await host.runDetached({ Cmd: ['sleep', '300'], HostConfig: { RestartPolicy: { Name: 'unless-stopped' } } }, 'pol-unless');
+    const unlessUp = await host.runDetached({ Cmd: ['sleep', '300'], HostConfig: { RestartPolicy: { Name: 'unless-stopped' } } }, 'pol-unless-up');
+    for (const x of [always, unless]) assert.equal((await host.api('POST', `/containers/${x}/stop?t=0`)).status, 204);
+    // A manual stop is final while the daemon runs.
+    for (const x of [always, unless]) assert.equal((await host.api('GET', `/containers/${x}/json`)).json.State.Status, 'exited');
+    // unless-up's process dies while berthd is down (a crash of the container, not a stop).
+    const pid = (await host.api('GET', `/containers/${unlessUp}/json`)).json.State.Pid as number;
+    await host.stopDaemon();
+    process.kill(pid, 'SIGKILL');
+    await waitFor(async () => (await fs.stat(join(host.root, 'exits', unlessUp)).catch(() => undefined)) !== undefined, 'the container to exit while berthd is down');
+    await host.startDaemon();
+    const state = async (x: string) => (await host.api('GET', `/containers/${x}/json`)).json.State.Status as string;
+    await waitFor(async () => (await state(always)) === 'running' && (await state(unlessUp)) === 'running', 'always and the crashed unless-stopped back up');
+    assert.equal(await state(unless), 'exited', 'unless-stopped stays stopped');
+    for (const x of [always, unless, unlessUp]) await host.api('DELETE', `/containers/${x}?force=1`);
+  });
+
+  it('masks /sys/devices/virtual/powercap as Docker 25+ does, except for --privileged', async (t) => {
+    if (!existsSync('/sys/devices/virtual/powercap')) t.diagnostic('the host has no powercap directory: only the mask\'s presence in the mounts is checked');
+    const plain = await host.runDetached({ Cmd: ['sleep', '300'] });
+    const priv = await host.runDetached({ Cmd: ['sleep', '300'], HostConfig: { Privileged: true } });
+    const mountsOf = async (x: string) => (await exec(host, x, ['cat', '/proc/self/mountinfo'])).stdout;
+    if (existsSync('/sys/devices/virtual/powercap')) {
+      assert.match(await mountsOf(plain), / \/sys\/devices\/virtual\/powercap /);
+      assert.equal((await exec(host, plain, ['ls', '/sys/devices/virtual/powercap'])).stdout, '', 'nothing visible');
+      assert.doesNotMatch(await mountsOf(priv), / \/sys\/devices\/virtual\/powercap /);
+    }
+    // The other masks hold beside it.
+    assert.match(await mountsOf(plain), / \/proc\/keys /);
+    for (const x of [plain, priv]) await host.api('DELETE', `/containers/${x}?force=1`);
+  });
+
+  it('a stale pidfile (a zombie, a reused pid) does not block the start; a live berthd does', async () => {
+    const pidFile = join(host.root, 'berthd.pid');
+    // A zombie: `true` exits and its parent, now sleep (exec'd by sh), never reaps it.
+    const parent = spawn('sh', ['-c', 'true & echo $!; exec sleep 30'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    const reused = spawn('sleep', ['30'], { stdio: 'ignore' });
+    try {
+      const zombie = Number(await new Promise<string>((r) => parent.stdout!.once('data', (d: Buffer) => r(d.toString()))));
+      await waitFor(async () => / Z /.test(await fs.readFile(`/proc/${zombie}/stat`, 'utf8').catch(() => '')), 'the zombie');
+      for (const [what, pid] of [['zombie', zombie], ['reused', reused.pid!]] as const) {
+        await host.stopDaemon('SIGKILL');
+        await fs.writeFile(pidFile, `${pid}\n`);
+        await host.startDaemon().catch((e) => { throw new Error(`berthd did not start over a pidfile naming a ${what}: ${e}`); });
+      }
+      // The running berthd's own pidfile is honoured: a second one on the same root refuses.
+      const second = await run('nsenter', [`--net=${host.netnsPath}`, process.execPath, BERTHD, '--root', host.root, '-H', `unix://${join(host.dir, 'second.sock')}`, '--no-seed-busybox']);
+      assert.equal(second.code, 1);
+      assert.match(second.stderr, new RegExp(`another berthd \\(pid ${host.daemonPid}\\) is using ${host.root}`));
+      assert.equal((await host.api('GET', '/_ping')).status, 200);
+    } finally {
+      parent.kill();
+      reused.kill();
+    }
   });
 });
 

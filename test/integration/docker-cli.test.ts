@@ -3,9 +3,12 @@ import { after, before, describe, it } from 'node:test';
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import pty from 'node-pty';
-import { TestHost, waitFor } from './harness.js';
+import { DOCKER_CLI, TestHost, waitFor } from './harness.js';
 
-/** The real docker CLI (28.x, negotiating API 1.41) pointed at berthd must work unchanged. */
+/**
+ * The docker CLI pointed at berthd must work unchanged: Debian's 20.10 client that setup unpacks, or
+ * the one BERTH_TEST_DOCKER names (a newer client negotiates API 1.41 down).
+ */
 describe('the docker CLI against berthd', () => {
   let host: TestHost;
   before(async () => { host = await TestHost.create(); });
@@ -142,7 +145,7 @@ describe('the docker CLI against berthd', () => {
 /** Runs the docker CLI on a pseudo terminal (30 rows, 100 columns), types `input`, collects output. */
 function inTerminal(args: string[], input: string): Promise<{ output: string; code: number }> {
   return new Promise((resolve, reject) => {
-    const term = pty.spawn('docker', args, { cols: 100, rows: 30, env: process.env as Record<string, string> });
+    const term = pty.spawn(DOCKER_CLI, args, { cols: 100, rows: 30, env: process.env as Record<string, string> });
     let output = '';
     let typed = false;
     term.onData((d) => {

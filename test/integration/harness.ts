@@ -7,8 +7,13 @@ import { fileURLToPath } from 'node:url';
 import { run, runOk } from '../../src/util/exec.js';
 
 export const PACKAGE_ROOT = resolve(fileURLToPath(import.meta.url), '..', '..', '..', '..');
-const BERTHD = join(PACKAGE_ROOT, 'dist', 'src', 'daemon', 'berthd.js');
+export const BERTHD = join(PACKAGE_ROOT, 'dist', 'src', 'daemon', 'berthd.js');
 export const BERTH_CLI = join(PACKAGE_ROOT, 'dist', 'src', 'cli', 'main.js');
+/**
+ * The docker CLI the tests drive: Debian's 20.10 client, which scripts/setup.sh unpacks into build/
+ * (a stock machine has no other). BERTH_TEST_DOCKER points the suite at another client.
+ */
+export const DOCKER_CLI = process.env.BERTH_TEST_DOCKER ?? join(PACKAGE_ROOT, 'build', 'docker-20.10', 'usr', 'bin', 'docker');
 
 let counter = 0;
 
@@ -142,9 +147,9 @@ export class TestHost {
     });
   }
 
-  /** The real docker CLI pointed at this host's berthd. */
+  /** The docker CLI (DOCKER_CLI) pointed at this host's berthd. */
   docker(args: string[], input?: string) {
-    return run('docker', ['-H', `unix://${this.socket}`, ...args], {
+    return run(DOCKER_CLI, ['-H', `unix://${this.socket}`, ...args], {
       env: { ...process.env, DOCKER_CONFIG: join(this.dir, 'docker-config') },
       ...(input !== undefined ? { input } : {}),
     });
@@ -236,8 +241,130 @@ export function demux(buf: Buffer): Array<[number, string]> {
   return out;
 }
 
-export async function execOut(host: TestHost, id: string, cmd: string[]): Promise<string> {
-  const ex = await host.api('POST', `/containers/${id}/exec`, { Cmd: cmd, AttachStdout: true, AttachStderr: true });
+export interface ExecResult { code: number; stdout: string; stderr: string; /** stdout and stderr in the order they came */ out: string }
+
+/**
+ * Runs `cmd` in a running container through the exec API and returns its exit code and output.
+ * Throws when the exec cannot be created or started, or never reports an exit code: a probe that did
+ * not run must fail the test, never read as "refused".
+ */
+export async function exec(host: TestHost, id: string, cmd: string[], opts: { User?: string; Env?: string[]; WorkingDir?: string } = {}): Promise<ExecResult> {
+  const what = `exec ${JSON.stringify(cmd)} in ${id.slice(0, 12)}`;
+  const ex = await host.api('POST', `/containers/${id}/exec`, { Cmd: cmd, AttachStdout: true, AttachStderr: true, ...opts });
+  if (ex.status !== 201) throw new Error(`${what}: create answered ${ex.status} ${ex.body}`);
   const r = await host.api('POST', `/exec/${ex.json.Id}/start`, { Detach: false, Tty: false });
-  return demux(r.raw).map(([, s]) => s).join('');
+  if (r.status !== 200) throw new Error(`${what}: start answered ${r.status} ${r.body}`);
+  const frames = demux(r.raw);
+  const insp = await waitFor(async () => {
+    const i = await host.api('GET', `/exec/${ex.json.Id}/json`);
+    return i.status === 200 && i.json.Running === false && typeof i.json.ExitCode === 'number' ? i.json : undefined;
+  }, `${what} to report its exit code`);
+  return {
+    code: insp.ExitCode as number,
+    stdout: frames.filter(([s]) => s === 1).map(([, t]) => t).join(''),
+    stderr: frames.filter(([s]) => s === 2).map(([, t]) => t).join(''),
+    out: frames.map(([, t]) => t).join(''),
+  };
+}
+
+/** exec's combined output, for positive checks (a failed create or start still throws). */
+export async function execOut(host: TestHost, id: string, cmd: string[]): Promise<string> {
+  return (await exec(host, id, cmd)).out;
+}
+
+/**
+ * One busybox ping from a container. The answer is what happened, told apart by exit code and
+ * message: 'reached' (exit 0, 1 received), 'lost' (exit 1, 100% packet loss: sent, nothing came
+ * back), 'unreachable' (exit 1, no route to send it). Anything else (a missing tool, a bad name, a
+ * broken container) throws, so a negative check cannot pass on a probe that never ran.
+ */
+export async function probePing(host: TestHost, id: string, target: string, opts: { v6?: boolean; waitSec?: number } = {}): Promise<'reached' | 'lost' | 'unreachable'> {
+  const r = await exec(host, id, [opts.v6 ? 'ping6' : 'ping', '-c', '1', '-W', String(opts.waitSec ?? 1), target]);
+  if (r.code === 0 && /1 packets received/.test(r.out)) return 'reached';
+  if (r.code === 1 && /1 packets transmitted, 0 packets received, 100% packet loss/.test(r.out)) return 'lost';
+  if (r.code === 1 && /Network unreachable|Network is unreachable/.test(r.out)) return 'unreachable';
+  throw new Error(`ping ${target} from ${id.slice(0, 12)} did not run as a probe (exit ${r.code}): ${r.out}`);
+}
+
+/**
+ * One TCP connect from a container with busybox nc's own connect timeout: 'connected',
+ * 'refused' (an RST came back) or 'timeout' (nc gave up itself). Anything else throws.
+ */
+export async function probeTcp(host: TestHost, id: string, ip: string, port: number, waitSec = 2): Promise<'connected' | 'refused' | 'timeout'> {
+  const r = await exec(host, id, ['nc', '-w', String(waitSec), ip, String(port)]);
+  if (r.code === 0) return 'connected';
+  if (r.code === 1 && /Connection refused/.test(r.out)) return 'refused';
+  if (r.code === 1 && /timed out/.test(r.out)) return 'timeout';
+  throw new Error(`nc ${ip} ${port} from ${id.slice(0, 12)} did not run as a probe (exit ${r.code}): ${r.out}`);
+}
+
+/**
+ * busybox nslookup from a container. `rcode` is what the resolver said: NOERROR (with addresses,
+ * or none for a name without records of the type), NXDOMAIN, SERVFAIL (the upstream it forwarded to
+ * failed), or TIMEOUT (no server answered, which is never "the name is gone"). Anything else throws.
+ */
+export async function lookup(host: TestHost, id: string, name: string, type = 'A'): Promise<{ addrs: string[]; rcode: 'NOERROR' | 'NXDOMAIN' | 'SERVFAIL' | 'TIMEOUT'; out: string }> {
+  const r = await exec(host, id, ['nslookup', `-type=${type}`, name]);
+  const answer = r.out.split('\n').slice(2).join('\n');
+  const addrs = [...answer.matchAll(/Address:\s*([0-9a-f.:]+)/g)].map((m) => m[1]!).filter((a) => !a.endsWith(':53'));
+  if (/NXDOMAIN/.test(r.out)) return { addrs, rcode: 'NXDOMAIN', out: r.out };
+  if (/SERVFAIL/.test(r.out)) return { addrs, rcode: 'SERVFAIL', out: r.out };
+  if (/timed out|no servers could be reached/.test(r.out)) return { addrs, rcode: 'TIMEOUT', out: r.out };
+  if (r.code === 0 || /Can't find .*: No answer/.test(r.out)) return { addrs, rcode: 'NOERROR', out: r.out };
+  throw new Error(`nslookup ${name} in ${id.slice(0, 12)} did not run as a probe (exit ${r.code}): ${r.out}`);
+}
+
+/** An HTTP GET in Node, run in a namespace: no wget needed on the machine, and the timeout is the client's own. */
+const FETCH = `const http = require('http'); const [url, ms] = process.argv.slice(1);
+const out = (o) => { console.log(JSON.stringify(o)); process.exit(0); };
+const req = http.get(url, { agent: false }, (res) => { let b = ''; res.setEncoding('utf8'); res.on('data', (d) => { b += d; }); res.on('end', () => out({ status: res.statusCode, body: b })); });
+// The client's own deadline over connect and read alike (a request's socket timeout does not cover a SYN left unanswered).
+setTimeout(() => out({ error: 'timeout' }), Number(ms));
+req.on('error', (e) => out({ error: e.code || e.message }));`;
+
+export type FetchResult = { status: number; body: string; error?: undefined } | { error: string; status?: undefined; body?: undefined };
+
+/**
+ * GET `url` from inside a namespace path (the test host's, the outside world's, a container's
+ * sandbox). A refusal is { error: 'ECONNREFUSED' }, silence { error: 'timeout' } after `timeoutMs`.
+ */
+export async function fetchIn(netnsPath: string, url: string, timeoutMs = 2000): Promise<FetchResult> {
+  const r = await run('nsenter', [`--net=${netnsPath}`, process.execPath, '-e', FETCH, url, String(timeoutMs)]);
+  try {
+    return JSON.parse(r.stdout) as FetchResult;
+  } catch {
+    throw new Error(`fetch ${url} did not run (exit ${r.code}): ${r.stdout} ${r.stderr}`);
+  }
+}
+
+/**
+ * The outside world's DNS server (10.200.0.2:53, UDP and TCP), for a host made with `outside`:
+ * outside.test is 10.200.0.99, big.test is truncated over UDP and 20 addresses over TCP, every
+ * other name NXDOMAIN. A name that reaches it was not answered by berth.
+ */
+const FAKE_UPSTREAM = `
+const dgram = require('dgram'), net = require('net'), dns = require(${JSON.stringify(join(PACKAGE_ROOT, 'node_modules', 'dns-packet', 'index.js'))});
+function answer(q, tcp) {
+  const name = q.questions[0].name;
+  const base = { type: 'response', id: q.id, flags: dns.RECURSION_AVAILABLE, questions: q.questions };
+  if (name === 'outside.test') return { ...base, answers: [{ type: 'A', name, ttl: 60, data: '10.200.0.99' }] };
+  if (name === 'big.test') {
+    if (!tcp) return { ...base, flags: base.flags | dns.TRUNCATED_RESPONSE };
+    return { ...base, answers: Array.from({ length: 20 }, (_, i) => ({ type: 'A', name, ttl: 60, data: '10.201.0.' + (i + 1) })) };
+  }
+  return { ...base, flags: base.flags | 3 };
+}
+const u = dgram.createSocket('udp4');
+u.on('message', (m, r) => u.send(dns.encode(answer(dns.decode(m), false)), r.port, r.address));
+u.bind(53, '10.200.0.2');
+net.createServer((s) => s.on('data', (d) => { const b = dns.encode(answer(dns.decode(d.subarray(2)), true)); const l = Buffer.alloc(2); l.writeUInt16BE(b.length); s.end(Buffer.concat([l, b])); })).listen(53, '10.200.0.2', () => console.log('ready'));
+`;
+
+export async function startFakeUpstream(host: TestHost): Promise<ChildProcess> {
+  if (!host.outside) throw new Error('startFakeUpstream needs a host made with { outside: true }');
+  const upstream = spawn('nsenter', [`--net=/run/netns/${host.outside}`, process.execPath, '-e', FAKE_UPSTREAM]);
+  let out = '';
+  upstream.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
+  await waitFor(async () => out.includes('ready'), 'fake upstream DNS');
+  return upstream;
 }

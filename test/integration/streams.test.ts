@@ -1,7 +1,11 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { CommandStream, ipDialect } from '../../src/kernel/stream.js';
+import { promises as fs } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { run, runOk } from '../../src/util/exec.js';
+import { waitFor } from './harness.js';
 
 /**
  * berthd's long-lived `ip`: each group of commands must report its own errors, never an earlier or
@@ -38,7 +42,8 @@ describe('kernel command streams', () => {
       // A tool killed between groups is replaced by the next group.
       const first = stream.pid!;
       process.kill(first, 'SIGKILL');
-      await new Promise((r) => setTimeout(r, 100));
+      // Gone (reaped or at least dead), so the next group must find the tool replaced.
+      await waitFor(async () => !(await fs.readFile(`/proc/${first}/stat`, 'utf8').catch(() => ' X ')).match(/^\S+ \(.*\) [RSD] /), 'the killed ip to die');
       await stream.run(['link del bts1', 'link del bts2']);
       assert.notEqual(stream.pid, first);
       assert.doesNotMatch(await runOk('ip', ['-n', NS, '-o', 'link', 'show', 'type', 'bridge']), /bts1|bts2/);
@@ -60,10 +65,17 @@ describe('berth-spawn', () => {
     const big = 'x'.repeat(3 << 20);
     assert.equal((await run('cat', [], { input: big })).stdout.length, big.length);
     // Children run at once and each answer goes to its own caller, in whatever order they end.
-    const started = Date.now();
     const outs = await Promise.all([5, 4, 3, 2, 1].map((i) => run('sh', ['-c', `sleep 0.${i}; echo ${i}`])));
     assert.deepEqual(outs.map((o) => o.stdout.trim()), ['5', '4', '3', '2', '1']);
-    assert.ok(Date.now() - started < 1500, 'concurrent, not one after the other');
+    // Concurrent, not one after the other: each child waits until all five have started, which
+    // only children running at the same time can do (the waits end in 10 s either way).
+    const meet = await fs.mkdtemp(join(tmpdir(), 'berth-meet-'));
+    try {
+      const met = await Promise.all([1, 2, 3, 4, 5].map((i) => run('sh', ['-c', `touch ${meet}/${i}; n=0; while [ $(ls ${meet} | wc -l) -lt 5 ]; do n=$((n+1)); [ $n -gt 1000 ] && exit 1; sleep 0.01; done; echo met`])));
+      assert.deepEqual(met.map((o) => o.stdout.trim()), ['met', 'met', 'met', 'met', 'met'], 'concurrent, not one after the other');
+    } finally {
+      await fs.rm(meet, { recursive: true, force: true });
+    }
     // Inside a namespace: its own loopback only, and the host's links are not there.
     const inside = await run('ip', ['-o', 'link', 'show'], { netns: `/run/netns/${NS}s` });
     assert.equal(inside.code, 0, inside.stderr);

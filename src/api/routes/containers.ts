@@ -2,7 +2,7 @@ import type { ServerResponse } from 'node:http';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { changes, extractInto, packPath, packRootfs, statPath } from '../../engine/archive.js';
-import { formatEntry, readLogs } from '../../engine/logs.js';
+import { formatEntry, readLogs, timestampParamNs } from '../../engine/logs.js';
 import { sampleStats, topProcesses } from '../../engine/metrics.js';
 import type { ContainerRecord } from '../../engine/types.js';
 import { BadRequestError, ConflictError, ForbiddenError, NotFoundError } from '../../util/errors.js';
@@ -197,7 +197,7 @@ async function attachRoute(api: ApiContext, ctx: RequestContext): Promise<void> 
     socket.write(tty ? data : frame(stream, data));
   };
   if (logs) {
-    await readLogs(api.engine.logPath(c), { stdout: true, stderr: true, since: 0, until: 0, timestamps: false }, (e) => write(e.stream, e.data));
+    await readLogs(api.engine.logPath(c), { stdout: true, stderr: true, since: 0n, until: 0n, timestamps: false }, (e) => write(e.stream, e.data));
     if (!boolParam(q.get('stream'))) { socket.end(); return; }
   }
   let session;
@@ -237,8 +237,8 @@ async function logsRoute(api: ApiContext, ctx: RequestContext): Promise<void> {
   const tailParam = q.get('tail');
   const tail = !tailParam || tailParam === 'all' ? undefined : Number(tailParam);
   if (tail !== undefined && !Number.isInteger(tail)) throw new BadRequestError(`invalid value for tail: ${tailParam}`);
-  const since = Number(q.get('since') ?? 0) || 0;
-  const until = Number(q.get('until') ?? 0) || 0;
+  const since = timestampParamNs(q.get('since'));
+  const until = timestampParamNs(q.get('until'));
   const follow = boolParam(q.get('follow'));
   const timestamps = boolParam(q.get('timestamps'));
   const res = ctx.res;
