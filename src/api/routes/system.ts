@@ -191,15 +191,7 @@ export function systemRoutes(r: Router, api: ApiContext): void {
       BuildCache: [],
     });
   });
-  // berth is never a swarm node: answer like a Docker engine that is not part of one.
-  const notSwarm = (ctx: RequestContext) => sendJson(ctx.res, 503, {
-    message: 'This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" to connect this node to swarm and try again.',
-  });
-  r.get('/swarm', notSwarm);
-  r.get('/nodes', notSwarm);
-  r.get('/services', notSwarm);
-  r.get('/tasks', notSwarm);
-  r.get('/secrets', notSwarm);
-  r.get('/configs', notSwarm);
+  // Docker without plugins lists none (the other /plugins endpoints stay unrouted).
+  r.get('/plugins', (ctx) => sendJson(ctx.res, 200, []));
   r.post('/build/prune', (ctx) => sendJson(ctx.res, 200, { CachesDeleted: null, SpaceReclaimed: 0 }));
 }
