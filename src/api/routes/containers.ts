@@ -13,6 +13,7 @@ import {
   boolParam, checkFilterKeys, intParam, labelsMatch, parseFilters, readJsonBody, sendEmpty, sendError, sendJson,
 } from '../http.js';
 import type { RequestContext, Router } from '../router.js';
+import { validateContainerCreate, validateContainerUpdate } from '../validate/index.js';
 
 function statusText(c: ContainerRecord): string {
   const s = c.State;
@@ -327,6 +328,7 @@ export function containerRoutes(r: Router, api: ApiContext): void {
   r.get('/containers/json', async (ctx) => sendJson(ctx.res, 200, await listContainers(api, ctx)));
   r.post('/containers/create', async (ctx) => {
     const body = await readJsonBody(ctx.req);
+    validateContainerCreate(body);
     const out = await e.create(body, ctx.query.get('name') ?? undefined);
     sendJson(ctx.res, 201, out);
   });
@@ -380,6 +382,7 @@ export function containerRoutes(r: Router, api: ApiContext): void {
   });
   r.post('/containers/{id}/update', async (ctx) => {
     const body = await readJsonBody(ctx.req);
+    validateContainerUpdate(body);
     sendJson(ctx.res, 200, await e.update(ctx.params.id!, body));
   });
   r.post('/containers/{id}/pause', async (ctx) => {

@@ -3,6 +3,7 @@ import type { ApiContext } from '../context.js';
 import { frame, hijack, MULTIPLEXED_STREAM, RAW_STREAM, readUpgradeBody } from '../hijack.js';
 import { intParam, parseJsonBody, readBodyBuffer, readJsonBody, sendEmpty, sendJson } from '../http.js';
 import type { RequestContext, Router } from '../router.js';
+import { validateExecCreate } from '../validate/index.js';
 
 async function startExec(api: ApiContext, ctx: RequestContext): Promise<void> {
   const raw = ctx.upgrade ? (await readUpgradeBody(ctx)).body : await readBodyBuffer(ctx.req);
@@ -46,6 +47,7 @@ async function startExec(api: ApiContext, ctx: RequestContext): Promise<void> {
 export function execRoutes(r: Router, api: ApiContext): void {
   r.post('/containers/{id}/exec', async (ctx) => {
     const body = await readJsonBody(ctx.req);
+    validateExecCreate(body);
     sendJson(ctx.res, 201, api.execs.create(ctx.params.id!, body));
   });
   r.post('/exec/{id}/start', (ctx) => startExec(api, ctx));

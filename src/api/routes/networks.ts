@@ -3,6 +3,7 @@ import { PREDEFINED } from '../../network/types.js';
 import type { ApiContext } from '../context.js';
 import { checkFilterKeys, labelsMatch, parseFilters, readJsonBody, sendEmpty, sendJson } from '../http.js';
 import type { Router } from '../router.js';
+import { validateNetworkConnect, validateNetworkCreate, validateNetworkDisconnect } from '../validate/index.js';
 
 export function networkRoutes(r: Router, api: ApiContext): void {
   const net = api.engine.network;
@@ -29,6 +30,7 @@ export function networkRoutes(r: Router, api: ApiContext): void {
   r.get('/networks/{id}', (ctx) => sendJson(ctx.res, 200, inspect(net.get(ctx.params.id!))));
   r.post('/networks/create', async (ctx) => {
     const body = await readJsonBody(ctx.req);
+    validateNetworkCreate(body);
     const out = await net.create(body);
     const n = net.get(out.Id);
     api.engine.events.emit('network', 'create', n.Id, { name: n.Name, type: n.Driver });
@@ -41,11 +43,13 @@ export function networkRoutes(r: Router, api: ApiContext): void {
   });
   r.post('/networks/{id}/connect', async (ctx) => {
     const body = await readJsonBody(ctx.req);
+    validateNetworkConnect(body);
     await api.engine.connect(String(body.Container ?? ''), ctx.params.id!, (body.EndpointConfig ?? {}) as Record<string, unknown>);
     sendEmpty(ctx.res, 200);
   });
   r.post('/networks/{id}/disconnect', async (ctx) => {
     const body = await readJsonBody(ctx.req);
+    validateNetworkDisconnect(body);
     await api.engine.disconnect(String(body.Container ?? ''), ctx.params.id!, !!body.Force);
     sendEmpty(ctx.res, 200);
   });

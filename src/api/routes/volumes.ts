@@ -3,6 +3,7 @@ import { BadRequestError } from '../../util/errors.js';
 import type { ApiContext } from '../context.js';
 import { boolParam, checkFilterKeys, labelsMatch, parseFilters, readJsonBody, sendEmpty, sendJson } from '../http.js';
 import type { Router } from '../router.js';
+import { validateVolumeCreate } from '../validate/index.js';
 
 export function volumeRoutes(r: Router, api: ApiContext): void {
   const store = () => api.engine.volumes;
@@ -25,9 +26,7 @@ export function volumeRoutes(r: Router, api: ApiContext): void {
   });
   r.post('/volumes/create', async (ctx) => {
     const body = await readJsonBody(ctx.req);
-    for (const k of ['Name', 'Driver'] as const) {
-      if (body[k] !== undefined && body[k] !== null && typeof body[k] !== 'string') throw new BadRequestError(`invalid type for field ${k}: expected string`);
-    }
+    validateVolumeCreate(body);
     const { volume, created } = await store().create({
       Name: body.Name as string | undefined, Driver: body.Driver as string | undefined,
       DriverOpts: body.DriverOpts as Record<string, string> | undefined, Labels: body.Labels as Record<string, string> | undefined,
