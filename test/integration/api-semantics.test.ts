@@ -118,6 +118,16 @@ describe('API semantics: Docker 20.10 validation, swarm-inactive answers, bounde
     assert.equal((await host.api('DELETE', `/containers/${ok.json.Id}?force=1`)).status, 204);
   });
 
+  it('answers a SIGKILL only once the container stopped, so a removal without force follows at once', async () => {
+    for (const signal of ['', 'SIGKILL', '9']) {
+      const id = await host.runDetached({ Cmd: ['sleep', '300'] });
+      const k = await host.api('POST', `/containers/${id}/kill${signal ? `?signal=${signal}` : ''}`);
+      assert.equal(k.status, 204, k.body);
+      const rm = await host.api('DELETE', `/containers/${id}`);
+      assert.equal(rm.status, 204, `kill ${signal || '(default)'} then rm: ${rm.body}`);
+    }
+  });
+
   it('refuses volume names Docker cannot make, and makes a valid one', async () => {
     await expect('POST', '/volumes/create', { Name: 'v'.repeat(10_000) }, 400, /^create v{64}\.\.\.: volume name is too long \(10000 bytes\)/);
     await expect('POST', '/volumes/create', { Name: 'v' }, 400, 'create v: volume name is too short, names should be at least two alphanumeric characters');

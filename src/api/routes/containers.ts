@@ -349,7 +349,16 @@ export function containerRoutes(r: Router, api: ApiContext): void {
     sendEmpty(ctx.res, 204);
   });
   r.post('/containers/{id}/kill', async (ctx) => {
-    await e.kill(ctx.params.id!, ctx.query.get('signal') || 'KILL');
+    const signal = ctx.query.get('signal') || 'KILL';
+    // Docker's kill with SIGKILL (daemon/kill.go Kill) answers only once the container has
+    // stopped, so clients remove it next without force (Ansible's docker_container absent does
+    // kill, then DELETE, and got 409 "cannot remove a running container"). The waiter is
+    // registered before the signal so the exit cannot be missed; it is bounded so a container
+    // whose monitor is gone cannot hang the call.
+    const sigkill = /^(SIG)?KILL$/i.test(signal) || signal === '9';
+    const stopped = sigkill && e.get(ctx.params.id!).State.Running ? e.wait(ctx.params.id!, 'not-running') : undefined;
+    await e.kill(ctx.params.id!, signal);
+    if (stopped) await Promise.race([stopped, new Promise((r) => setTimeout(r, 10_000).unref())]);
     sendEmpty(ctx.res, 204);
   });
   r.post('/containers/{id}/wait', async (ctx) => {
