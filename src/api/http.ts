@@ -67,6 +67,16 @@ export async function readJsonBody(req: IncomingMessage): Promise<Record<string,
   return parseJsonBody(buf);
 }
 
+/**
+ * For the routes where Docker decodes the body with json.Decoder and refuses an empty one
+ * (network and volume create, the swarm writes): io.EOF becomes this 400.
+ */
+export async function readRequiredJsonBody(req: IncomingMessage): Promise<Record<string, unknown>> {
+  const buf = await readBodyBuffer(req);
+  if (buf.toString().trim() === '') throw new BadRequestError('got EOF while reading request body');
+  return parseJsonBody(buf);
+}
+
 export function parseJsonBody(buf: Buffer): Record<string, unknown> {
   if (buf.length === 0 || buf.toString().trim() === '') return {};
   try {
@@ -109,7 +119,8 @@ export function parseFilters(v: string | null): Map<string, string[]> {
 
 export function checkFilterKeys(filters: Map<string, string[]>, allowed: string[]): void {
   for (const k of filters.keys()) {
-    if (!allowed.includes(k)) throw new BadRequestError(`invalid filter '${k}'`);
+    // Docker's words (api/types/filters invalidFilter).
+    if (!allowed.includes(k)) throw new BadRequestError(`Invalid filter '${k}'`);
   }
 }
 

@@ -1,7 +1,7 @@
 import type { NetworkRecord } from '../../network/types.js';
 import { PREDEFINED } from '../../network/types.js';
 import type { ApiContext } from '../context.js';
-import { checkFilterKeys, labelsMatch, parseFilters, readJsonBody, sendEmpty, sendJson } from '../http.js';
+import { checkFilterKeys, labelsMatch, parseFilters, readJsonBody, readRequiredJsonBody, sendEmpty, sendJson } from '../http.js';
 import type { Router } from '../router.js';
 import { validateNetworkConnect, validateNetworkCreate, validateNetworkDisconnect } from '../validate/index.js';
 
@@ -29,7 +29,7 @@ export function networkRoutes(r: Router, api: ApiContext): void {
   });
   r.get('/networks/{id}', (ctx) => sendJson(ctx.res, 200, inspect(net.get(ctx.params.id!))));
   r.post('/networks/create', async (ctx) => {
-    const body = await readJsonBody(ctx.req);
+    const body = await readRequiredJsonBody(ctx.req);
     validateNetworkCreate(body);
     const out = await net.create(body);
     const n = net.get(out.Id);

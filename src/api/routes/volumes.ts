@@ -1,7 +1,7 @@
 import type { VolumeRecord } from '../../engine/volumes.js';
 import { BadRequestError } from '../../util/errors.js';
 import type { ApiContext } from '../context.js';
-import { boolParam, checkFilterKeys, labelsMatch, parseFilters, readJsonBody, sendEmpty, sendJson } from '../http.js';
+import { boolParam, checkFilterKeys, labelsMatch, parseFilters, readRequiredJsonBody, sendEmpty, sendJson } from '../http.js';
 import type { Router } from '../router.js';
 import { validateVolumeCreate } from '../validate/index.js';
 
@@ -25,7 +25,7 @@ export function volumeRoutes(r: Router, api: ApiContext): void {
     sendJson(ctx.res, 200, { Volumes: list.map((v) => store().inspect(v)), Warnings: null });
   });
   r.post('/volumes/create', async (ctx) => {
-    const body = await readJsonBody(ctx.req);
+    const body = await readRequiredJsonBody(ctx.req);
     validateVolumeCreate(body);
     const { volume, created } = await store().create({
       Name: body.Name as string | undefined, Driver: body.Driver as string | undefined,
