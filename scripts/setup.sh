@@ -20,6 +20,12 @@ packages=(runc conmon nftables iproute2 busybox-static procps util-linux attr ta
 # For the registry tests: the CNCF distribution server, htpasswd, openssl (the token server's
 # certificate); zstd for zstd-compressed layers.
 packages+=(docker-registry apache2-utils openssl zstd)
+# Real clients driven by the tests: the Docker SDK for Python (5.0.3 on Debian 12) and Ansible with
+# its community.docker collection (3.4.7 in Debian 12's ansible 7.7). ansible is the heavy one
+# (about 30 s and 260 MB installed, measured here); BERTH_SETUP_NO_ANSIBLE=1 leaves it out and its
+# test then says it is skipped.
+packages+=(python3-docker)
+if [ "${BERTH_SETUP_NO_ANSIBLE:-0}" != 1 ]; then packages+=(ansible); fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -1,5 +1,6 @@
 import type { Duplex } from 'node:stream';
 import type { RequestContext } from './router.js';
+import { JSON_BODY_LIMIT, PayloadTooLargeError } from './http.js';
 
 /**
  * Takes over the connection for a raw stream (attach, exec start), as Docker does. Clients that
@@ -43,6 +44,7 @@ export const MULTIPLEXED_STREAM = 'application/vnd.docker.multiplexed-stream';
 export async function readUpgradeBody(ctx: RequestContext): Promise<{ body: Buffer; rest: Buffer }> {
   const up = ctx.upgrade!;
   const length = Number(ctx.req.headers['content-length'] ?? 0);
+  if (length > JSON_BODY_LIMIT) throw new PayloadTooLargeError(JSON_BODY_LIMIT, length);
   let buf = up.head;
   if (buf.length < length) {
     buf = await new Promise<Buffer>((resolve, reject) => {

@@ -12,6 +12,7 @@ import { networkRoutes } from './routes/networks.js';
 import { systemRoutes } from './routes/system.js';
 import { volumeRoutes } from './routes/volumes.js';
 import { commitRoutes } from './routes/commit.js';
+import { swarmRoutes } from './routes/swarm.js';
 
 const VERSION_PREFIX = /^\/v(\d+\.\d+)(\/.*)$/;
 
@@ -30,6 +31,7 @@ export function buildRouter(api: ApiContext): Router {
   networkRoutes(r, api);
   volumeRoutes(r, api);
   commitRoutes(r, api);
+  swarmRoutes(r, api);
   return r;
 }
 

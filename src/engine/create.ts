@@ -128,7 +128,11 @@ export function normaliseCreateBody(raw: unknown): CreateBody {
     RestartPolicy: { Name: policy === '' ? 'no' : policy, MaximumRetryCount: (rp.MaximumRetryCount as number) ?? 0 },
     ReadonlyRootfs: (hc.ReadonlyRootfs as boolean) ?? false,
     Binds: (hc.Binds as string[]) ?? null,
-    LogConfig: { Type: 'k8s-file', Config: {} },
+    // Recorded as Docker records it: the client's choice, else Docker's default json-file. berth
+    // always logs through conmon (k8s-file on disk) and serves /logs as json-file does; clients
+    // look at this field to decide whether logs can be read (docker-py's run() returns None for
+    // any other driver).
+    LogConfig: logConfig(hc.LogConfig),
   };
   // Checked here so that a bad mount fails the create (400), not a later start.
   for (const m of parseMounts(null, hc.Mounts)) {
@@ -223,4 +227,11 @@ function mergeEnv(base: string[], overrides: string[]): string[] {
     out.set(k, e);
   }
   return [...out.values()];
+}
+
+function logConfig(v: unknown): { Type: string; Config: Record<string, string> } {
+  const lc = (v ?? {}) as { Type?: unknown; Config?: unknown };
+  check(lc.Type, 'string', 'HostConfig.LogConfig.Type');
+  check(lc.Config, 'stringmap', 'HostConfig.LogConfig.Config');
+  return { Type: (lc.Type as string) || 'json-file', Config: (lc.Config as Record<string, string> | undefined) ?? {} };
 }

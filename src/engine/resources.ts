@@ -22,11 +22,13 @@ export function validateResources(r: Resources, ncpu = cpus().length): void {
     if (isString ? typeof v !== 'string' : typeof v !== 'number') throw new BadRequestError(`invalid type for field HostConfig.${k}: expected ${isString ? 'string' : 'number'}`);
   }
   const memory = num(r.Memory);
-  if (memory > 0 && memory < MIN_MEMORY) throw new BadRequestError('Minimum memory limit allowed is 6MB');
+  // Any non-zero value under 6MB, negative ones included (-1 is not "unlimited" for Memory).
+  if (memory !== 0 && memory < MIN_MEMORY) throw new BadRequestError('Minimum memory limit allowed is 6MB');
   const swap = num(r.MemorySwap);
   if (swap > 0 && memory === 0) throw new BadRequestError('You should always set the Memory limit when using Memoryswap limit');
   if (swap > 0 && swap < memory) throw new BadRequestError('Minimum memoryswap limit should be larger than memory limit, see usage');
   const reservation = num(r.MemoryReservation);
+  if (reservation > 0 && reservation < MIN_MEMORY) throw new BadRequestError('Minimum memory reservation allowed is 6MB');
   if (memory > 0 && reservation > 0 && memory < reservation) throw new BadRequestError('Minimum memory limit can not be less than memory reservation limit, see usage');
   const nano = num(r.NanoCpus);
   if (nano > 0 && (num(r.CpuPeriod) > 0 || num(r.CpuQuota) > 0)) {

@@ -17,7 +17,17 @@ export interface VolumeRecord {
 
 const NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]+$/;
 
+/** A volume is a directory named after it, so the name is one path component (NAME_MAX). */
+const MAX_NAME = 255;
+
 export function checkVolumeName(name: string): void {
+  // Docker's local driver (volume/local validateName) checks the length 1 first, with these words.
+  if (name.length === 1) throw new BadRequestError(`create ${name}: volume name is too short, names should be at least two alphanumeric characters`);
+  // Docker 20.10 passes longer names on to mkdir and answers ENAMETOOLONG with a 500; the
+  // message here does not echo all of a name that can be megabytes long.
+  if (Buffer.byteLength(name) > MAX_NAME) {
+    throw new BadRequestError(`create ${name.slice(0, 64)}...: volume name is too long (${Buffer.byteLength(name)} bytes), names can be at most ${MAX_NAME} bytes`);
+  }
   if (!NAME.test(name)) {
     throw new BadRequestError(`create ${name}: "${name}" includes invalid characters for a local volume name, only "[a-zA-Z0-9][a-zA-Z0-9_.-]" are allowed. If you intended to pass a host directory, use absolute path`);
   }

@@ -135,7 +135,7 @@ export class LocalImageStore implements ImageStore {
 
   get(ref: string): ImageRecord {
     const r = this.find(ref);
-    if (!r) throw new NotFoundError(`No such image: ${ref}`);
+    if (!r) throw new NotFoundError(`No such image: ${withDefaultTag(ref)}`);
     return r;
   }
 
@@ -410,4 +410,14 @@ function emptyConfig(): object {
     Tty: false, OpenStdin: false, StdinOnce: false, Env: null, Cmd: null, Image: '', Volumes: null,
     WorkingDir: '', Entrypoint: null, OnBuild: null, Labels: null,
   };
+}
+
+/**
+ * A reference as Docker names it in "No such image" (reference.TagNameOnly): a name without tag
+ * or digest gets ":latest"; ids and id prefixes stay as given.
+ */
+function withDefaultTag(ref: string): string {
+  if (ref.startsWith('sha256:') || /^[0-9a-f]{3,64}$/.test(ref) || ref.includes('@')) return ref;
+  const last = ref.slice(ref.lastIndexOf('/') + 1);
+  return last.includes(':') ? ref : `${ref}:latest`;
 }

@@ -14,6 +14,7 @@ import {
 } from '../http.js';
 import type { RequestContext, Router } from '../router.js';
 import { networkNames, networkSettings, primaryNetworkName } from '../views/network.js';
+import { validateContainerCreate, validateContainerUpdate } from '../validate/index.js';
 
 function statusText(c: ContainerRecord): string {
   const s = c.State;
@@ -328,6 +329,7 @@ export function containerRoutes(r: Router, api: ApiContext): void {
   r.get('/containers/json', async (ctx) => sendJson(ctx.res, 200, await listContainers(api, ctx)));
   r.post('/containers/create', async (ctx) => {
     const body = await readJsonBody(ctx.req);
+    validateContainerCreate(body);
     const out = await e.create(body, ctx.query.get('name') ?? undefined);
     sendJson(ctx.res, 201, out);
   });
@@ -348,7 +350,16 @@ export function containerRoutes(r: Router, api: ApiContext): void {
     sendEmpty(ctx.res, 204);
   });
   r.post('/containers/{id}/kill', async (ctx) => {
-    await e.kill(ctx.params.id!, ctx.query.get('signal') || 'KILL');
+    const signal = ctx.query.get('signal') || 'KILL';
+    // Docker's kill with SIGKILL (daemon/kill.go Kill) answers only once the container has
+    // stopped, so clients remove it next without force (Ansible's docker_container absent does
+    // kill, then DELETE, and got 409 "cannot remove a running container"). The waiter is
+    // registered before the signal so the exit cannot be missed; it is bounded so a container
+    // whose monitor is gone cannot hang the call.
+    const sigkill = /^(SIG)?KILL$/i.test(signal) || signal === '9';
+    const stopped = sigkill && e.get(ctx.params.id!).State.Running ? e.wait(ctx.params.id!, 'not-running') : undefined;
+    await e.kill(ctx.params.id!, signal);
+    if (stopped) await Promise.race([stopped, new Promise((r) => setTimeout(r, 10_000).unref())]);
     sendEmpty(ctx.res, 204);
   });
   r.post('/containers/{id}/wait', async (ctx) => {
@@ -381,6 +392,7 @@ export function containerRoutes(r: Router, api: ApiContext): void {
   });
   r.post('/containers/{id}/update', async (ctx) => {
     const body = await readJsonBody(ctx.req);
+    validateContainerUpdate(body);
     sendJson(ctx.res, 200, await e.update(ctx.params.id!, body));
   });
   r.post('/containers/{id}/pause', async (ctx) => {

@@ -4,7 +4,7 @@ import { decodeRegistryAuth, normaliseAuth, type AuthConfig } from '../../images
 import { joinFromImage } from '../../images/registry/reference.js';
 import type { JsonMessage } from '../../images/registry/progress.js';
 import type { ApiContext } from '../context.js';
-import { sendJson } from '../http.js';
+import { readBodyBuffer, sendJson } from '../http.js';
 import type { RequestContext, Router } from '../router.js';
 
 /**
@@ -63,10 +63,9 @@ export function distributionRoutes(r: Router, api: ApiContext): void {
   });
 
   r.post('/auth', async (ctx) => {
-    const chunks: Buffer[] = [];
-    for await (const c of ctx.req) chunks.push(c as Buffer);
+    const raw = await readBodyBuffer(ctx.req);
     let body: AuthConfig;
-    try { body = JSON.parse(Buffer.concat(chunks).toString() || '{}') as AuthConfig; } catch { throw new BadRequestError('invalid JSON body'); }
+    try { body = JSON.parse(raw.toString() || '{}') as AuthConfig; } catch { throw new BadRequestError('invalid JSON body'); }
     const auth = normaliseAuth(body);
     if (!auth) throw new BadRequestError('username and password must be given');
     await registry(api).login(auth);

@@ -1,8 +1,9 @@
 import { BadRequestError } from '../../util/errors.js';
 import type { ApiContext } from '../context.js';
 import { frame, hijack, MULTIPLEXED_STREAM, RAW_STREAM, readUpgradeBody } from '../hijack.js';
-import { intParam, parseJsonBody, readBodyBuffer, readJsonBody, sendEmpty, sendJson } from '../http.js';
+import { intParam, parseJsonBody, readBodyBuffer, readRequiredJsonBody, sendEmpty, sendJson } from '../http.js';
 import type { RequestContext, Router } from '../router.js';
+import { validateExecCreate } from '../validate/index.js';
 
 async function startExec(api: ApiContext, ctx: RequestContext): Promise<void> {
   const raw = ctx.upgrade ? (await readUpgradeBody(ctx)).body : await readBodyBuffer(ctx.req);
@@ -45,7 +46,8 @@ async function startExec(api: ApiContext, ctx: RequestContext): Promise<void> {
 
 export function execRoutes(r: Router, api: ApiContext): void {
   r.post('/containers/{id}/exec', async (ctx) => {
-    const body = await readJsonBody(ctx.req);
+    const body = await readRequiredJsonBody(ctx.req);
+    validateExecCreate(body);
     sendJson(ctx.res, 201, api.execs.create(ctx.params.id!, body));
   });
   r.post('/exec/{id}/start', (ctx) => startExec(api, ctx));

@@ -1,4 +1,4 @@
-import { BadRequestError, errorMessage } from '../../util/errors.js';
+import { BadRequestError, errorMessage, NotFoundError } from '../../util/errors.js';
 import type { ApiContext } from '../context.js';
 import { boolParam, checkFilterKeys, labelsMatch, parseFilters, sendJson } from '../http.js';
 import type { RequestContext, Router } from '../router.js';
@@ -98,7 +98,16 @@ export function imageRoutes(r: Router, api: ApiContext): void {
     for (const d of out.ImagesDeleted) if (d.Deleted) api.engine.events.emit('image', 'delete', d.Deleted);
     sendJson(ctx.res, 200, { ImagesDeleted: out.ImagesDeleted.length ? out.ImagesDeleted : null, SpaceReclaimed: out.SpaceReclaimed });
   });
-  r.get('/images/{name*}/json', (ctx) => sendJson(ctx.res, 200, images().inspect(images().get(ctx.params.name!))));
+  r.get('/images/{name*}/json', (ctx) => {
+    const ref = ctx.params.name!;
+    let img;
+    try { img = images().get(ref); } catch (e) {
+      // Docker 20.10's inspect says it twice: "no such image: busybox2: No such image: busybox2:latest".
+      if (e instanceof NotFoundError) throw new NotFoundError(`no such image: ${ref}: ${e.message}`);
+      throw e;
+    }
+    sendJson(ctx.res, 200, images().inspect(img));
+  });
   r.get('/images/{name*}/get', async (ctx) => {
     images().get(ctx.params.name!);
     ctx.res.writeHead(200, { 'Content-Type': 'application/x-tar' });

@@ -2,8 +2,9 @@ import { PREDEFINED } from '../../model/network.js';
 import type { NetworkRecord } from '../../network/types.js';
 import { networkInspect } from '../views/network.js';
 import type { ApiContext } from '../context.js';
-import { checkFilterKeys, labelsMatch, parseFilters, readJsonBody, sendEmpty, sendJson } from '../http.js';
+import { checkFilterKeys, labelsMatch, parseFilters, readJsonBody, readRequiredJsonBody, sendEmpty, sendJson } from '../http.js';
 import type { Router } from '../router.js';
+import { validateNetworkConnect, validateNetworkCreate, validateNetworkDisconnect } from '../validate/index.js';
 
 export function networkRoutes(r: Router, api: ApiContext): void {
   const net = api.network;
@@ -30,7 +31,8 @@ export function networkRoutes(r: Router, api: ApiContext): void {
   });
   r.get('/networks/{id}', (ctx) => sendJson(ctx.res, 200, inspect(net.registry.get(ctx.params.id!))));
   r.post('/networks/create', async (ctx) => {
-    const body = await readJsonBody(ctx.req);
+    const body = await readRequiredJsonBody(ctx.req);
+    validateNetworkCreate(body);
     const out = await net.create(body);
     api.engine.events.network('create', net.registry.get(out.Id));
     sendJson(ctx.res, 201, out);
@@ -41,11 +43,13 @@ export function networkRoutes(r: Router, api: ApiContext): void {
   });
   r.post('/networks/{id}/connect', async (ctx) => {
     const body = await readJsonBody(ctx.req);
+    validateNetworkConnect(body);
     await api.engine.connect(String(body.Container ?? ''), ctx.params.id!, (body.EndpointConfig ?? {}) as Record<string, unknown>);
     sendEmpty(ctx.res, 200);
   });
   r.post('/networks/{id}/disconnect', async (ctx) => {
     const body = await readJsonBody(ctx.req);
+    validateNetworkDisconnect(body);
     await api.engine.disconnect(String(body.Container ?? ''), ctx.params.id!, !!body.Force);
     sendEmpty(ctx.res, 200);
   });

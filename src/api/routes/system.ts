@@ -61,12 +61,12 @@ async function info(api: ApiContext): Promise<object> {
     Images: api.engine.images.list().length,
     Driver: 'overlay2',
     DriverStatus: [['Backing Filesystem', 'extfs']],
-    Plugins: { Volume: ['local'], Network: ['bridge', 'host', 'null'], Authorization: null, Log: ['k8s-file'] },
+    Plugins: { Volume: ['local'], Network: ['bridge', 'host', 'null'], Authorization: null, Log: ['json-file'] },
     MemoryLimit: true, SwapLimit: swapAccounting(), KernelMemory: false, CpuCfsPeriod: true, CpuCfsQuota: true,
     CPUShares: true, CPUSet: true, PidsLimit: true, IPv4Forwarding: true, BridgeNfIptables: false,
     BridgeNfIp6tables: false, Debug: false, NFd: 0, OomKillDisable: true, NGoroutines: 0,
     SystemTime: new Date().toISOString(),
-    LoggingDriver: 'k8s-file',
+    LoggingDriver: 'json-file',
     CgroupDriver: 'cgroupfs',
     CgroupVersion: '1',
     NEventsListener: 0,
@@ -191,15 +191,7 @@ export function systemRoutes(r: Router, api: ApiContext): void {
       BuildCache: [],
     });
   });
-  // berth is never a swarm node: answer like a Docker engine that is not part of one.
-  const notSwarm = (ctx: RequestContext) => sendJson(ctx.res, 503, {
-    message: 'This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" to connect this node to swarm and try again.',
-  });
-  r.get('/swarm', notSwarm);
-  r.get('/nodes', notSwarm);
-  r.get('/services', notSwarm);
-  r.get('/tasks', notSwarm);
-  r.get('/secrets', notSwarm);
-  r.get('/configs', notSwarm);
+  // Docker without plugins lists none (the other /plugins endpoints stay unrouted).
+  r.get('/plugins', (ctx) => sendJson(ctx.res, 200, []));
   r.post('/build/prune', (ctx) => sendJson(ctx.res, 200, { CachesDeleted: null, SpaceReclaimed: 0 }));
 }

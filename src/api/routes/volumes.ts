@@ -1,8 +1,9 @@
 import type { VolumeRecord } from '../../engine/volumes.js';
 import { BadRequestError } from '../../util/errors.js';
 import type { ApiContext } from '../context.js';
-import { boolParam, checkFilterKeys, labelsMatch, parseFilters, readJsonBody, sendEmpty, sendJson } from '../http.js';
+import { boolParam, checkFilterKeys, labelsMatch, parseFilters, readRequiredJsonBody, sendEmpty, sendJson } from '../http.js';
 import type { Router } from '../router.js';
+import { validateVolumeCreate } from '../validate/index.js';
 
 export function volumeRoutes(r: Router, api: ApiContext): void {
   const store = () => api.engine.volumes;
@@ -24,10 +25,8 @@ export function volumeRoutes(r: Router, api: ApiContext): void {
     sendJson(ctx.res, 200, { Volumes: list.map((v) => store().inspect(v)), Warnings: null });
   });
   r.post('/volumes/create', async (ctx) => {
-    const body = await readJsonBody(ctx.req);
-    for (const k of ['Name', 'Driver'] as const) {
-      if (body[k] !== undefined && body[k] !== null && typeof body[k] !== 'string') throw new BadRequestError(`invalid type for field ${k}: expected string`);
-    }
+    const body = await readRequiredJsonBody(ctx.req);
+    validateVolumeCreate(body);
     const { volume, created } = await store().create({
       Name: body.Name as string | undefined, Driver: body.Driver as string | undefined,
       DriverOpts: body.DriverOpts as Record<string, string> | undefined, Labels: body.Labels as Record<string, string> | undefined,
