@@ -1,4 +1,5 @@
 import type { NetworkRecord } from '../../network/types.js';
+import { BadRequestError } from '../../util/errors.js';
 import { PREDEFINED } from '../../network/types.js';
 import type { ApiContext } from '../context.js';
 import { checkFilterKeys, labelsMatch, parseFilters, readJsonBody, readRequiredJsonBody, sendEmpty, sendJson } from '../http.js';
@@ -12,6 +13,8 @@ export function networkRoutes(r: Router, api: ApiContext): void {
   r.get('/networks', (ctx) => {
     const filters = parseFilters(ctx.query.get('filters'));
     checkFilterKeys(filters, ['name', 'id', 'driver', 'label', 'type', 'scope', 'dangling']);
+    // Docker's words for a type that is neither (daemon/network/filter.go).
+    for (const t of filters.get('type') ?? []) if (t !== 'custom' && t !== 'builtin') throw new BadRequestError(`invalid filter: 'type'='${t}'`);
     const f = (k: string) => filters.get(k);
     const list = net.list().filter((n) => {
       if (f('name') && !f('name')!.some((v) => n.Name.includes(v))) return false;
