@@ -157,8 +157,10 @@ async function events(api: ApiContext, ctx: RequestContext): Promise<void> {
 export function systemRoutes(r: Router, api: ApiContext): void {
   const ping = (ctx: RequestContext) => {
     const res = ctx.res;
+    // A fixed length: without it Node answers chunked, two more writes on the hottest route pollers use.
     res.writeHead(200, {
       'Content-Type': 'text/plain; charset=utf-8', 'Cache-Control': 'no-cache, no-store, must-revalidate', Pragma: 'no-cache',
+      'Content-Length': 2,
     });
     res.end(ctx.req.method === 'HEAD' ? undefined : 'OK');
   };
