@@ -9,6 +9,7 @@ import { cpus, release, totalmem } from 'node:os';
 import { join } from 'node:path';
 import type { BenchContext } from './context.js';
 import { BUSYBOX_TAR, makeBaseDir, makeEngine, PACKAGE_ROOT, type Engine, type EngineName } from './engines.js';
+import { api } from './metrics/api.js';
 import { dns } from './metrics/dns.js';
 import { lifecycle } from './metrics/lifecycle.js';
 import { ports } from './metrics/ports.js';
@@ -19,7 +20,7 @@ import { Results } from './results.js';
 import { listProcs, log, run } from './util.js';
 
 const GROUPS: Record<string, (ctx: BenchContext) => Promise<void> | void> = {
-  memory: memoryIdle, lifecycle, dns, ports, scale, ports500, pull,
+  memory: memoryIdle, lifecycle, api, dns, ports, scale, ports500, pull,
 };
 
 function parseArgs(argv: string[]) {

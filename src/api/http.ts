@@ -95,10 +95,11 @@ export function boolParam(v: string | null, def = false): boolean {
   return !['0', 'false', 'False', 'FALSE', 'no'].includes(v);
 }
 
-export function intParam(v: string | null, name: string): number | undefined {
+export function intParam(v: string | null, _name: string): number | undefined {
   if (v === null || v === '') return undefined;
   const n = Number(v);
-  if (!Number.isInteger(n)) throw new BadRequestError(`invalid value for ${name}: ${v}`);
+  // strconv.Atoi's words, which Docker passes on (it names no parameter).
+  if (!/^[+-]?\d+$/.test(v) || !Number.isSafeInteger(n)) throw new BadRequestError(`strconv.Atoi: parsing "${v}": invalid syntax`);
   return n;
 }
 

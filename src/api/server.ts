@@ -99,10 +99,8 @@ export class ApiServer {
       res.setHeader?.('Builder-Version', '1');
       const found = this.router.match(req.method ?? 'GET', path);
       if (found === undefined) throw new NotFoundError('page not found');
-      if (found === 'method') {
-        sendJson(res, 405, { message: `method ${req.method} not allowed for ${path}` });
-        return;
-      }
+      // Docker's router answers a known path with another method exactly as an unknown path.
+      if (found === 'method') throw new NotFoundError('page not found');
       const ctx: RequestContext = { req, res, params: found.params, query: url.searchParams, version, upgrade };
       await found.handler(ctx);
     } catch (e) {

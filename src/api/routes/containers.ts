@@ -5,7 +5,7 @@ import { changes, extractInto, packPath, packRootfs, statPath } from '../../engi
 import { formatEntry, readLogs, timestampParamNs } from '../../engine/logs.js';
 import { sampleStats, topProcesses } from '../../engine/metrics.js';
 import type { ContainerRecord } from '../../engine/types.js';
-import { BadRequestError, ConflictError, ForbiddenError, NotFoundError } from '../../util/errors.js';
+import { ApiError, BadRequestError, ConflictError, ForbiddenError, NotFoundError } from '../../util/errors.js';
 import type { ApiContext } from '../context.js';
 import { humanDuration } from '../human.js';
 import { frame, hijack, MULTIPLEXED_STREAM, RAW_STREAM } from '../hijack.js';
@@ -15,6 +15,7 @@ import {
 import type { RequestContext, Router } from '../router.js';
 import { networkNames, networkSettings, primaryNetworkName } from '../views/network.js';
 import { validateContainerCreate, validateContainerUpdate } from '../validate/index.js';
+import { checkSignal, checkUnixTimestamp } from '../validate/params.js';
 
 function statusText(c: ContainerRecord): string {
   const s = c.State;
@@ -123,7 +124,7 @@ async function listContainers(api: ApiContext, ctx: RequestContext): Promise<obj
   const filters = parseFilters(ctx.query.get('filters'));
   checkFilterKeys(filters, LIST_FILTERS);
   for (const s of filters.get('status') ?? []) {
-    if (!STATUSES.includes(s)) throw new BadRequestError(`invalid filter 'status=${s}'`);
+    if (!STATUSES.includes(s)) throw new BadRequestError(`Invalid filter 'status=${s}'`);
   }
   let list = api.engine.list();
   if (!all && !filters.has('status') && !filters.has('exited')) list = list.filter((c) => c.State.Running);
@@ -234,7 +235,9 @@ async function logsRoute(api: ApiContext, ctx: RequestContext): Promise<void> {
   const q = ctx.query;
   const stdout = boolParam(q.get('stdout'));
   const stderr = boolParam(q.get('stderr'));
-  if (!stdout && !stderr) throw new BadRequestError('You must choose at least one stream');
+  if (!stdout && !stderr) throw new BadRequestError('Bad parameters: you must choose at least one stream');
+  checkUnixTimestamp(q.get('since'));
+  checkUnixTimestamp(q.get('until'));
   const tailParam = q.get('tail');
   const tail = !tailParam || tailParam === 'all' ? undefined : Number(tailParam);
   if (tail !== undefined && !Number.isInteger(tail)) throw new BadRequestError(`invalid value for tail: ${tailParam}`);
@@ -351,6 +354,7 @@ export function containerRoutes(r: Router, api: ApiContext): void {
   });
   r.post('/containers/{id}/kill', async (ctx) => {
     const signal = ctx.query.get('signal') || 'KILL';
+    checkSignal(signal);
     // Docker's kill with SIGKILL (daemon/kill.go Kill) answers only once the container has
     // stopped, so clients remove it next without force (Ansible's docker_container absent does
     // kill, then DELETE, and got 409 "cannot remove a running container"). The waiter is
@@ -381,7 +385,16 @@ export function containerRoutes(r: Router, api: ApiContext): void {
   r.post('/containers/{id}/rename', async (ctx) => {
     const name = ctx.query.get('name');
     if (!name) throw new BadRequestError('Neither old nor new names may be empty');
-    await e.rename(ctx.params.id!, name);
+    try {
+      await e.rename(ctx.params.id!, name);
+    } catch (err) {
+      // Docker reserves the new name first and wraps what that says (daemon/rename.go), naming it
+      // with its leading slash.
+      if (err instanceof ApiError && (err.status === 400 || err.status === 409)) {
+        throw new ApiError(err.status, `Error when allocating new name: ${err.message.replace(`(${name})`, `(/${name.replace(/^\//, '')})`)}`);
+      }
+      throw err;
+    }
     sendEmpty(ctx.res, 204);
   });
   r.post('/containers/{id}/resize', async (ctx) => {

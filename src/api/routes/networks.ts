@@ -1,5 +1,6 @@
 import { PREDEFINED } from '../../model/network.js';
 import type { NetworkRecord } from '../../network/types.js';
+import { BadRequestError } from '../../util/errors.js';
 import { networkInspect } from '../views/network.js';
 import type { ApiContext } from '../context.js';
 import { checkFilterKeys, labelsMatch, parseFilters, readJsonBody, readRequiredJsonBody, sendEmpty, sendJson } from '../http.js';
@@ -14,6 +15,8 @@ export function networkRoutes(r: Router, api: ApiContext): void {
   r.get('/networks', (ctx) => {
     const filters = parseFilters(ctx.query.get('filters'));
     checkFilterKeys(filters, ['name', 'id', 'driver', 'label', 'type', 'scope', 'dangling']);
+    // Docker's words for a type that is neither (daemon/network/filter.go).
+    for (const t of filters.get('type') ?? []) if (t !== 'custom' && t !== 'builtin') throw new BadRequestError(`invalid filter: 'type'='${t}'`);
     const f = (k: string) => filters.get(k);
     const list = net.registry.list().filter((n) => {
       if (f('name') && !f('name')!.some((v) => n.Name.includes(v))) return false;

@@ -23,7 +23,8 @@ const portOf = (spec: string) => spec.split('/')[0]!;
 
 export function validateContainerCreate(body: Record<string, unknown>): void {
   checkGoJson(body, CONTAINER_CREATE);
-  const hc = (body.HostConfig ?? {}) as { PortBindings?: Record<string, Array<{ HostPort?: string }> | null> | null };
+  const hc = (body.HostConfig ?? {}) as { PortBindings?: Record<string, Array<{ HostPort?: string }> | null> | null; RestartPolicy?: unknown };
+  checkRestartPolicy(hc.RestartPolicy);
   // daemon.verifyContainerSettings, with Docker's words (it answers these with 400).
   for (const [port, bindings] of Object.entries(hc.PortBindings ?? {})) {
     if (!validPort(portOf(port)) || portOf(port) === '') throw new BadRequestError(`invalid port specification: "${portOf(port)}"`);
@@ -36,6 +37,26 @@ export function validateContainerCreate(body: Record<string, unknown>): void {
 
 export function validateContainerUpdate(body: Record<string, unknown>): void {
   checkGoJson(body, CONTAINER_UPDATE);
+  checkRestartPolicy(body.RestartPolicy);
+}
+
+/** runconfig's validateRestartPolicy, with its words. */
+function checkRestartPolicy(v: unknown): void {
+  const p = (v ?? {}) as { Name?: string; MaximumRetryCount?: number };
+  const name = p.Name ?? '';
+  const count = p.MaximumRetryCount ?? 0;
+  switch (name) {
+    case 'always': case 'unless-stopped': case 'no':
+      if (count !== 0) throw new BadRequestError(`maximum retry count cannot be used with restart policy '${name}'`);
+      return;
+    case 'on-failure':
+      if (count < 0) throw new BadRequestError('maximum retry count cannot be negative');
+      return;
+    case '':
+      return;
+    default:
+      throw new BadRequestError(`invalid restart policy '${name}'`);
+  }
 }
 
 export function validateExecCreate(body: Record<string, unknown>): void {

@@ -1,5 +1,5 @@
 import { isIPv4, isIPv6 } from 'node:net';
-import { BadRequestError } from '../../util/errors.js';
+import { BadRequestError, ForbiddenError } from '../../util/errors.js';
 import { parseIPv4 } from '../../network/ipam.js';
 import { parseIPv6 } from '../../network/ipam6.js';
 import { checkGoJson } from './gojson.js';
@@ -17,10 +17,16 @@ export function validateNetworkCreate(body: Record<string, unknown>): void {
   const name = body.Name;
   // libnetwork's config.IsValidName: anything but blank. (berth's controller is stricter still,
   // see docs/compatibility.md.)
+  // runconfig.IsPreDefinedNetwork comes first in daemon.createNetwork, before any duplicate check.
+  if (typeof name === 'string' && PREDEFINED_NAMES.includes(name)) throw new ForbiddenError(`operation is not permitted on predefined ${name} network `);
   if (typeof name !== 'string' || name.trim() === '') throw new BadRequestError(`invalid name: ${typeof name === 'string' ? name : ''}`);
   const opts = (body.Options ?? {}) as Record<string, string>;
   const bridgeName = opts['com.docker.network.bridge.name'];
   if (bridgeName !== undefined) checkLinkName(bridgeName);
+  const mtu = opts['com.docker.network.driver.mtu'];
+  if (mtu !== undefined && !/^[+-]?\d+$/.test(mtu)) {
+    throw new BadRequestError(`failed to parse com.docker.network.driver.mtu value: ${mtu} (strconv.Atoi: parsing "${mtu}": invalid syntax)`);
+  }
   const ipam = (body.IPAM ?? {}) as { Config?: Array<Record<string, unknown>> | null };
   const configs = ipam.Config ?? [];
   for (const c of configs) {
@@ -34,6 +40,37 @@ export function validateNetworkCreate(body: Record<string, unknown>): void {
     if (range && !parseCidrText(range)) throw new BadRequestError(`Invalid Address SubPool`);
   }
   for (const c of configs) checkUsableSubnet(String(c.Subnet), c.Gateway ? String(c.Gateway) : '');
+  // ipamAllocateVersion: auxiliary addresses must parse and lie in the subnet.
+  for (const c of configs) {
+    const subnet = parseCidrText(String(c.Subnet))!;
+    for (const [k, v] of Object.entries((c.AuxiliaryAddresses ?? {}) as Record<string, string>)) {
+      if (!isIPv4(v) && !isIPv6(v)) throw new BadRequestError(`non parsable secondary ip address (${k}:${v}) passed for network ${String(name)}`);
+      if (!inside(subnet, v)) throw new ForbiddenError(`auxiliary address: (${k}:${v}) must belong to the master pool: ${formatNet(subnet)}`);
+    }
+  }
+}
+
+/** Docker's network names that can only be the pre-defined networks. */
+const PREDEFINED_NAMES = ['bridge', 'host', 'none', 'default', 'ingress'];
+
+function base(c: Cidr): bigint {
+  const bits = c.v6 ? 128 : 32;
+  return c.addr - (c.addr % (1n << BigInt(bits - c.prefix)));
+}
+
+function inside(c: Cidr, ip: string): boolean {
+  if (c.v6 !== isIPv6(ip)) return false;
+  const n = c.v6 ? parseIPv6(ip) : BigInt(parseIPv4(ip));
+  const b = base(c);
+  return n >= b && n < b + (1n << BigInt((c.v6 ? 128 : 32) - c.prefix));
+}
+
+/** The subnet as Go prints a masked *net.IPNet. */
+function formatNet(c: Cidr): string {
+  const b = base(c);
+  if (!c.v6) return `${[24n, 16n, 8n, 0n].map((s) => String((b >> s) & 255n)).join('.')}/${c.prefix}`;
+  const groups = Array.from({ length: 8 }, (_, i) => ((b >> BigInt(112 - 16 * i)) & 0xffffn).toString(16));
+  return `${groups.join(':').replace(/(^|:)0(:0)+(:|$)/, '::')}/${c.prefix}`;
 }
 
 /**
