@@ -105,8 +105,8 @@ export class Engine extends Lifecycle {
     }
     this.checkNameFree(name);
     if (!body.Image) throw new BadRequestError('Config.Image: image name must be given');
-    const image = this.o.images.find(body.Image);
-    if (!image) throw new NotFoundError(`No such image: ${body.Image}`);
+    // Docker names the reference with its default tag: "No such image: busybox:latest".
+    const image = this.o.images.get(body.Image);
     const mode = body.HostConfig.NetworkMode || 'default';
     this.o.network.validateMode(mode);
     let sharedWith: ContainerRecord | undefined;

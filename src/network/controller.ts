@@ -147,8 +147,11 @@ export class NetworkController implements NetworkService {
 
   async create(body: Record<string, unknown>): Promise<{ Id: string; Warning: string }> {
     const name = typeof body.Name === 'string' ? body.Name : '';
-    if (name && this.creating.has(name)) throw new ConflictError(`network with name ${name} already exists`);
-    this.creating.add(name);
+    const checkDuplicate = body.CheckDuplicate === true;
+    if (name && checkDuplicate && this.creating.has(name)) throw new ConflictError(`network with name ${name} already exists`);
+    const existing = this.registry.byName(name);
+    const reserved = checkDuplicate && !this.creating.has(name);
+    if (reserved) this.creating.add(name);
     try {
       const n = await newNetworkRecord(this.registry, body, { mtuDefault: this.mtuDefault, used: (routes) => this.usedSubnets(routes) });
       const driver = this.registry.driverOf(n)!;
@@ -164,9 +167,9 @@ export class NetworkController implements NetworkService {
         await this.firewall.sync(this.firewalled(), this.ports.mappings()).catch(() => undefined);
         throw e;
       }
-      return { Id: n.Id, Warning: '' };
+      return { Id: n.Id, Warning: existing ? `Network with name ${name} (id : ${existing.Id}) already exists` : '' };
     } finally {
-      this.creating.delete(name);
+      if (reserved) this.creating.delete(name);
     }
   }
 
@@ -231,7 +234,7 @@ export class NetworkController implements NetworkService {
   async disconnect(spec: SandboxSpec, netnsPath: string | undefined, published: PortMapping[], networkRef: string): Promise<{ published: PortMapping[] }> {
     const n = this.registry.get(networkRef);
     const ep = spec.endpoints[n.Id];
-    if (!ep) throw new ForbiddenError(`container ${spec.id} is not connected to network ${n.Name}`);
+    if (!ep) throw new ForbiddenError(`container ${spec.id} is not connected to the network ${n.Name}`);
     if (!netnsPath || !ep.ifname) {
       this.registry.changed([n.Id], spec.id);
       return { published };

@@ -1,8 +1,8 @@
 import { ConflictError, BadRequestError, ForbiddenError, NotFoundError } from '../util/errors.js';
 import { newId } from '../util/ids.js';
 import type { CreateContext } from './driver.js';
-import { parseCidr } from './ipam.js';
-import { isIPv6, parseCidr6 } from './ipam6.js';
+import { formatCidr, parseCidr } from './ipam.js';
+import { formatCidr6, isIPv6, parseCidr6 } from './ipam6.js';
 import type { PoolRequest, UsedSubnets } from './ipamdriver.js';
 import type { NetworkRegistry } from './registry.js';
 import type { NetworkRecord } from './types.js';
@@ -14,9 +14,11 @@ import type { NetworkRecord } from './types.js';
  */
 export async function newNetworkRecord(registry: NetworkRegistry, body: Record<string, unknown>, o: { mtuDefault: number; used: (avoidRoutes: boolean) => Promise<UsedSubnets> }): Promise<NetworkRecord> {
   const name = body.Name;
-  if (typeof name !== 'string' || name === '') throw new BadRequestError('network name must be given');
-  if (!/^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/.test(name)) throw new BadRequestError(`invalid network name "${name}"`);
-  if (registry.byName(name)) throw new ConflictError(`network with name ${name} already exists`);
+  // libnetwork refuses only a blank name: the name is a label, never a kernel object's name.
+  if (typeof name !== 'string' || name.trim() === '') throw new BadRequestError('network name must be given');
+  // API <= 1.43: only CheckDuplicate true refuses a name in use; otherwise a second network of that
+  // name is made (the caller warns), and the name then resolves to neither.
+  if (body.CheckDuplicate === true && registry.byName(name)) throw new ConflictError(`network with name ${name} already exists`);
   const driverName = (body.Driver as string | undefined) || 'bridge';
   const driver = registry.driver(driverName);
   if (!driver) {
@@ -36,12 +38,17 @@ export async function newNetworkRecord(registry: NetworkRegistry, body: Record<s
   const configs4 = configs.filter((c) => !family6(c));
   if (configs4.length > 1) throw new BadRequestError(`berth ${driverName} networks take one IPv4 subnet`);
   if (configs6.length > 1) throw new BadRequestError(`berth ${driverName} networks take one IPv6 subnet`);
-  if (configs6.length && !enableIPv6) throw new BadRequestError(`IPv6 subnet ${String(configs6[0]!.Subnet)} given without IPv6 enabled (--ipv6)`);
+  // Docker 20.10 records an IPv6 subnet given without EnableIPv6 and gives containers IPv4 only.
+  const unused6 = !enableIPv6 ? configs6 : [];
   const v4 = poolRequest(configs4[0]);
-  const v6 = poolRequest(configs6[0]);
+  const v6 = enableIPv6 ? poolRequest(configs6[0]) : undefined;
   if (v4 && !v4.subnet && (v4.gateway || v4.ipRange)) throw new BadRequestError('a gateway or ip-range needs a subnet');
-  if (v4?.subnet) parseCidr(v4.subnet);
-  if (v6?.subnet) parseCidr6(v6.subnet);
+  // A subnet with host bits set is recorded as given and used as its network (Docker's IPAM does so).
+  const given4 = v4?.subnet;
+  const given6 = v6?.subnet;
+  if (v4?.subnet) v4.subnet = formatCidr(parseCidr(v4.subnet));
+  if (v6?.subnet) v6.subnet = formatCidr6(parseCidr6(v6.subnet));
+  for (const c of unused6) if (c.Subnet) parseCidr6(String(c.Subnet));
   const n: NetworkRecord = {
     Name: name, Id: newId(), Created: new Date().toISOString(), Scope: 'local', Driver: driver.name, EnableIPv6: false,
     IPAM: { Driver: ipam.name, Options: ipamBody.Options ?? {}, Config: [] },
@@ -58,12 +65,13 @@ export async function newNetworkRecord(registry: NetworkRegistry, body: Record<s
   const pools = ipam.requestPools({ ...(v4 ? { v4 } : {}), ...(v6 ? { v6 } : {}), enableIPv6 }, await o.used(driver.avoidsRoutedSubnets));
   n.pools = pools.pools;
   const pool = pools.pools[0]!;
-  n.IPAM.Config = [{ Subnet: pool.subnet, Gateway: pool.gateway, ...(pool.ipRange ? { IPRange: pool.ipRange } : {}), ...(Object.keys(pool.auxAddresses).length ? { AuxiliaryAddresses: pool.auxAddresses } : {}) }];
+  n.IPAM.Config = [{ Subnet: given4 ?? pool.subnet, Gateway: pool.gateway, ...(pool.ipRange ? { IPRange: pool.ipRange } : {}), ...(Object.keys(pool.auxAddresses).length ? { AuxiliaryAddresses: pool.auxAddresses } : {}) }];
   if (pools.pools6) {
     n.pools6 = pools.pools6;
     n.EnableIPv6 = true;
-    n.IPAM.Config.push({ Subnet: pools.pools6[0]!.subnet, Gateway: pools.pools6[0]!.gateway });
+    n.IPAM.Config.push({ Subnet: given6 ?? pools.pools6[0]!.subnet, Gateway: pools.pools6[0]!.gateway });
   }
+  for (const c of unused6) n.IPAM.Config.push({ Subnet: String(c.Subnet ?? ''), ...(c.Gateway ? { Gateway: String(c.Gateway) } : {}) });
   return n;
 }
 

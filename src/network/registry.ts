@@ -164,10 +164,18 @@ export class NetworkRegistry {
     return undefined;
   }
 
+  /** Networks of this name: more than one where a create asked for no duplicate check. */
+  named(name: string): NetworkRecord[] {
+    return [...this.networks.values()].filter((n) => n.Name === name);
+  }
+
   /** By full id, name, or unique id prefix, as Docker resolves network references. */
   find(ref: string): NetworkRecord | undefined {
-    const exact = this.networks.get(ref) ?? this.byName(ref);
-    if (exact) return exact;
+    const byId = this.networks.get(ref);
+    if (byId) return byId;
+    const named = this.named(ref);
+    if (named.length > 1) throw new BadRequestError(`network ${ref} is ambiguous (${named.length} matches found based on name)`);
+    if (named[0]) return named[0];
     const matches = [...this.networks.values()].filter((n) => n.Id.startsWith(ref));
     if (matches.length > 1) throw new BadRequestError(`network ${ref} is ambiguous (${matches.length} matches found based on ID prefix)`);
     return matches[0];

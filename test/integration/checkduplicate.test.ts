@@ -7,9 +7,6 @@ import { TestHost } from './harness.js';
  * absent (docker-py's default, compose's too) creates one more, with a warning, as Docker 20.10
  * does. Names then resolve only by id; by name they are ambiguous. Docker's answers below were
  * measured against Debian's dockerd 20.10.24 (test/integration/differential-docker.test.ts).
- *
- * Needs the network controller's name-uniqueness rule changed (issue 23): until then the creates
- * without CheckDuplicate get 409 and this file fails.
  */
 describe('network create with CheckDuplicate false makes a second network of the same name', () => {
   let host: TestHost;
@@ -19,8 +16,7 @@ describe('network create with CheckDuplicate false makes a second network of the
     assert.deepEqual(leaks, []);
   });
 
-  // Not done yet (issue 23 stays open): the registry's name rule and create's CheckDuplicate.
-  it('refuses only with CheckDuplicate true, warns otherwise, and then answers by id only', { todo: 'CheckDuplicate false is refused with 409 until network create follows Docker 20.10' }, async () => {
+  it('refuses only with CheckDuplicate true, warns otherwise, and then answers by id only', async () => {
     const first = await host.api('POST', '/networks/create', { Name: 'dup', CheckDuplicate: true });
     assert.equal(first.status, 201, first.body);
     assert.equal(first.json.Warning, '');

@@ -5,8 +5,7 @@ import { TestHost } from './harness.js';
 /**
  * What Docker 20.10 accepts and records that berth refuses today, where the fix belongs in the
  * network controller or the engine (src/network/controller.ts, src/engine/engine.ts), not the API
- * layer (issue 23). Docker's answers were measured against Debian's dockerd 20.10.24; each case
- * fails until that change lands. The API-layer cases are in api-semantics.test.ts.
+ * layer (issue 23). Docker's answers were measured against Debian's dockerd 20.10.24. The API-layer cases are in api-semantics.test.ts.
  */
 describe('Docker 20.10 semantics that need the network controller or the engine', () => {
   let host: TestHost;
@@ -24,14 +23,14 @@ describe('Docker 20.10 semantics that need the network controller or the engine'
     return n.json;
   }
 
-  it('accepts a network name with a space (libnetwork only refuses a blank one)', { todo: 'issue 23: network create and container create still differ from Docker 20.10 here' }, async () => {
+  it('accepts a network name with a space (libnetwork only refuses a blank one)', async () => {
     const n = await created({ Name: 'my net' });
     assert.equal(n.Name, 'my net');
     assert.equal((await host.api('GET', '/networks/my%20net')).json.Id, n.Id);
     assert.equal((await host.api('DELETE', '/networks/my%20net')).status, 204);
   });
 
-  it('records an IPv6 subnet given without EnableIPv6, and allocates IPv4 only', { todo: 'issue 23: network create and container create still differ from Docker 20.10 here' }, async () => {
+  it('records an IPv6 subnet given without EnableIPv6, and allocates IPv4 only', async () => {
     const n = await created({ Name: 'v6off', IPAM: { Config: [{ Subnet: '172.29.0.0/16' }, { Subnet: 'fd00:5::/64' }] } });
     assert.equal(n.EnableIPv6, false);
     assert.deepEqual(n.IPAM.Config.map((c: { Subnet: string }) => c.Subnet), ['172.29.0.0/16', 'fd00:5::/64']);
@@ -43,7 +42,7 @@ describe('Docker 20.10 semantics that need the network controller or the engine'
     assert.equal((await host.api('DELETE', '/networks/v6off')).status, 204);
   });
 
-  it('accepts subnets with host bits set and records them as given (IPv4 and IPv6)', { todo: 'issue 23: network create and container create still differ from Docker 20.10 here' }, async () => {
+  it('accepts subnets with host bits set and records them as given (IPv4 and IPv6)', async () => {
     const n4 = await created({ Name: 'hb4', IPAM: { Config: [{ Subnet: '172.28.5.5/16' }] } });
     assert.equal(n4.IPAM.Config[0].Subnet, '172.28.5.5/16');
     const n6 = await created({ Name: 'hb6', EnableIPv6: true, IPAM: { Config: [{ Subnet: 'fd00:6::5/64' }] } });
@@ -55,7 +54,7 @@ describe('Docker 20.10 semantics that need the network controller or the engine'
     for (const name of ['hb4', 'hb6']) assert.equal((await host.api('DELETE', `/networks/${name}`)).status, 204);
   });
 
-  it('names a missing image with its tag in container create\'s 404', { todo: 'issue 23: network create and container create still differ from Docker 20.10 here' }, async () => {
+  it('names a missing image with its tag in container create\'s 404', async () => {
     const r = await host.api('POST', '/containers/create', { Image: 'nosuchimage' });
     assert.equal(r.status, 404);
     assert.equal(r.json.message, 'No such image: nosuchimage:latest');

@@ -40,9 +40,13 @@ describe('dual-stack (IPv6) bridge networks', () => {
     const overlap = await create({ Name: 'clash', EnableIPv6: true, IPAM: { Config: [{ Subnet: 'fd00:60::/48' }] } });
     assert.equal(overlap.status, 403);
     assert.match(overlap.json.message, /overlaps/);
+    // Docker 20.10 records an IPv6 subnet given without EnableIPv6, and the network stays IPv4-only.
     const noFlag = await create({ Name: 'noflag', IPAM: { Config: [{ Subnet: 'fd00:70::/64' }] } });
-    assert.equal(noFlag.status, 400);
-    assert.match(noFlag.json.message, /without IPv6 enabled/);
+    assert.equal(noFlag.status, 201);
+    const rec = (await host.api('GET', '/networks/noflag')).json;
+    assert.equal(rec.EnableIPv6, false);
+    assert.ok(rec.IPAM.Config.some((c: { Subnet: string }) => c.Subnet === 'fd00:70::/64'));
+    assert.equal((await host.api('DELETE', '/networks/noflag')).status, 204);
     assert.equal((await host.api('GET', '/networks/clash')).status, 404);
     assert.equal((await host.api('DELETE', '/networks/auto6')).status, 204);
   });

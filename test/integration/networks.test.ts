@@ -252,7 +252,7 @@ describe('bridge networks', () => {
 
   it('answers bad network requests with Docker errors and creates nothing', async () => {
     await docker.createNetwork({ Name: 'dup', IPAM: { Config: [{ Subnet: '10.66.0.0/24' }] } });
-    const dup = await host.api('POST', '/networks/create', { Name: 'dup' });
+    const dup = await host.api('POST', '/networks/create', { Name: 'dup', CheckDuplicate: true });
     assert.equal(dup.status, 409);
     assert.equal(dup.json.message, 'network with name dup already exists');
     const overlap = await host.api('POST', '/networks/create', { Name: 'ov', IPAM: { Config: [{ Subnet: '10.66.0.128/25' }] } });
@@ -260,8 +260,11 @@ describe('bridge networks', () => {
     assert.match(overlap.json.message, /overlaps/);
     const malformed = await host.api('POST', '/networks/create', { Name: 'bad', IPAM: { Config: [{ Subnet: '10.66.0.0/99' }] } });
     assert.equal(malformed.status, 400);
-    const hostBits = await host.api('POST', '/networks/create', { Name: 'bad', IPAM: { Config: [{ Subnet: '10.55.0.1/24' }] } });
-    assert.equal(hostBits.status, 400);
+    // Docker 20.10 records a subnet with host bits as given and uses its network.
+    const hostBits = await host.api('POST', '/networks/create', { Name: 'hostbits', IPAM: { Config: [{ Subnet: '10.55.0.1/24' }] } });
+    assert.equal(hostBits.status, 201);
+    assert.deepEqual((await host.api('GET', '/networks/hostbits')).json.IPAM.Config, [{ Subnet: '10.55.0.1/24', Gateway: '10.55.0.1' }]);
+    assert.equal((await host.api('DELETE', '/networks/hostbits')).status, 204);
     const noSuch = await host.api('GET', '/networks/nosuchnet');
     assert.equal(noSuch.status, 404);
     assert.equal(noSuch.json.message, 'network nosuchnet not found');

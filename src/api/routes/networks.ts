@@ -32,7 +32,13 @@ export function networkRoutes(r: Router, api: ApiContext): void {
     });
     sendJson(ctx.res, 200, list.map(inspect));
   });
-  r.get('/networks/{id}', (ctx) => sendJson(ctx.res, 200, inspect(net.registry.get(ctx.params.id!))));
+  r.get('/networks/{id}', (ctx) => {
+    const ref = ctx.params.id!;
+    // Docker words an ambiguous name differently here than everywhere else.
+    const named = net.registry.networks.has(ref) ? [] : net.registry.named(ref);
+    if (named.length > 1) throw new BadRequestError(`${named.length} matches found based on name: network ${ref} is ambiguous`);
+    sendJson(ctx.res, 200, inspect(net.registry.get(ref)));
+  });
   r.post('/networks/create', async (ctx) => {
     const body = await readRequiredJsonBody(ctx.req);
     validateNetworkCreate(body);
