@@ -1,6 +1,6 @@
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
-import { readJson, removeStaleTemps, writeJsonAtomic } from '../store/atomic.js';
+import { readJson, removeStaleTemps, replaceFile } from '../store/atomic.js';
 
 /** One endpoint a sandbox is about to make, or has: enough to find and remove it after a crash. */
 export interface JournalEndpoint {
@@ -47,12 +47,16 @@ export class JournalStore {
     return [...this.entries.values()];
   }
 
-  /** Makes the journal's current content durable; resolves once it is on disk. */
+  /**
+   * Writes the journal's current content, whole (temp file + rename), without fsync: a kill -9 of
+   * berthd keeps what reached the page cache, and the one crash that loses it, the machine's,
+   * also removes every namespace and link the journal guards. It stays off the start path's clock.
+   */
   write(j: SandboxJournal): Promise<void> {
     this.entries.set(j.id, j);
     const snapshot = JSON.parse(JSON.stringify(j)) as SandboxJournal;
     const next = (this.writing.get(j.id) ?? Promise.resolve()).catch(() => undefined)
-      .then(() => writeJsonAtomic(this.file(j.id), snapshot));
+      .then(() => replaceFile(this.file(j.id), JSON.stringify(snapshot)));
     this.writing.set(j.id, next);
     next.finally(() => { if (this.writing.get(j.id) === next) this.writing.delete(j.id); }).catch(() => undefined);
     return next;

@@ -81,9 +81,10 @@ export class Sandboxes {
     const endpoints = cloneEndpoints(spec.endpoints);
     const journal: SandboxJournal = { id: spec.id, netnsPath: path, endpoints: [] };
     const plans = this.plan(endpoints, journal, 0);
+    let saved: Promise<void>;
     try {
-      // One durable write covers the namespace and every address before the kernel sees any of it.
-      await this.persist(journal, plans.map((p) => p.n));
+      // The journal names the namespace and every address before the kernel sees any of it.
+      ({ saved } = await this.persist(journal, plans.map((p) => p.n)));
     } catch (e) {
       this.releaseLeases(plans);
       await this.journals.remove(spec.id).catch(() => undefined);
@@ -98,8 +99,10 @@ export class Sandboxes {
         addresses: Object.values(endpoints).flatMap((e) => [e.IPAddress, e.GlobalIPv6Address ?? '']).filter(Boolean),
         shareHostNetwork: false, embeddedDns: usesEmbeddedDns(this.d.registry, endpoints), ...this.resolvConfSource(),
       });
+      await saved;
       return { netnsPath: path, endpoints, published, etcFiles };
     } catch (e) {
+      await saved.catch(() => undefined);
       await this.tearDown({ id: spec.id, mode: spec.mode, netnsPath: path, endpoints, published: [] }).catch(() => undefined);
       throw e;
     }
@@ -141,15 +144,18 @@ export class Sandboxes {
     while (used.has(`eth${index}`)) index++;
     const endpoint = { ...ep };
     const [plan] = this.plan({ [n.Id]: endpoint }, journal, index, Object.keys(spec.endpoints).length === 0);
+    let saved: Promise<void>;
     try {
-      await this.persist(journal, [plan!.n]);
+      ({ saved } = await this.persist(journal, [plan!.n]));
     } catch (e) {
       this.releaseLeases([plan!]);
       throw e;
     }
     try {
       await this.join(spec.id, netnsPath, plan!);
+      await saved;
     } catch (e) {
+      await saved.catch(() => undefined);
       await this.removeEndpoint(spec.id, journal, plan!.entry, true).catch(() => undefined);
       throw e;
     }
@@ -278,8 +284,16 @@ export class Sandboxes {
     for (const p of plans) this.d.registry.ipamOf(p.n).releaseAddress(p.n, p.lease, p.entry.endpointId);
   }
 
-  private async persist(journal: SandboxJournal, networks: NetworkRecord[]): Promise<void> {
-    await Promise.all([this.journals.write(journal), ...[...new Set(networks)].map((n) => this.d.registry.save(n))]);
+  /**
+   * The journal is written before the kernel is touched; the networks' records (their allocations)
+   * go to disk while the kernel works, as they did before the journal, and the caller awaits them
+   * at the end: an allocation the record lost in a crash is one the journal's cleanup frees anyway.
+   */
+  private async persist(journal: SandboxJournal, networks: NetworkRecord[]): Promise<{ saved: Promise<void> }> {
+    const saved = Promise.all([...new Set(networks)].map((n) => this.d.registry.save(n))).then(() => undefined);
+    saved.catch(() => undefined);
+    await this.journals.write(journal);
+    return { saved };
   }
 
   private async join(containerId: string, netnsPath: string, p: Plan): Promise<void> {

@@ -18,6 +18,16 @@ export async function writeFileAtomic(path: string, data: string | Buffer): Prom
   await syncDir(dirname(path));
 }
 
+/**
+ * Replaces a file whole (temp file + rename) without fsync: readers and a killed process see the
+ * old or the new content, never a torn one; a power loss may lose the new one.
+ */
+export async function replaceFile(path: string, data: string): Promise<void> {
+  const tmp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
+  await fs.writeFile(tmp, data, { mode: 0o600 });
+  await fs.rename(tmp, path);
+}
+
 async function syncDir(dir: string): Promise<void> {
   const dh = await fs.open(dir, 'r');
   try { await dh.sync(); } finally { await dh.close(); }
