@@ -92,6 +92,8 @@ export class Daemon {
     this.engine = engine;
     this.runtime = runtime;
     if (this.o.seedBusybox !== false) await this.seedBusybox(engine);
+    // As Docker's daemon does before it serves the API (not in build(): `--cleanup` starts nothing).
+    await engine.applyRestartPolicies();
     const api: ApiContext = {
       engine, network, runtime, execs: new ExecManager(engine, runtime),
       registry: new RegistryService(engine.images as LocalImageStore, { insecure: this.o.insecureRegistries ?? [] }),
