@@ -48,12 +48,33 @@ export interface ImageRecord {
 export interface RemovedImageItem { Untagged?: string; Deleted?: string }
 
 /**
+ * What makes new images out of layers: `commit` and the builder. The path from scratchPath is
+ * inside the store's own temporary directory (emptied on start), so a layer written there and
+ * moved in by addLayer never crosses filesystems and never outlives a crash.
+ */
+export interface ImageWriter {
+  /** A fresh path in the store's temporary directory (nothing is created there). */
+  scratchPath(prefix: string): string;
+  /** Adds a layer tarball (plain or compressed) and returns its diff id; expectedDiffId is checked when given. */
+  addLayer(path: string, expectedDiffId?: string): Promise<string>;
+  /** Stores a config whose layers are all stored already as an image, and tags it. */
+  commitImage(configBytes: Buffer, tags: string[], repoDigests?: string[]): Promise<ImageRecord>;
+}
+
+/** The builder's step cache, kept in the image index so that it never names a removed image. */
+export interface BuildCache {
+  /** Records a build step's image: its parent (which hides the parent as intermediate) and cache key. */
+  recordBuildStep(id: string, parent: string | undefined, key: string): Promise<void>;
+  buildCacheLookup(key: string): ImageRecord | undefined;
+}
+
+/**
  * The local image store. All methods that take a reference accept what Docker accepts: a name with
  * optional tag ("busybox", "busybox:latest", "docker.io/library/busybox"), a full id ("sha256:…"),
  * a bare hex id, or an unambiguous id prefix. Unknown references throw NotFoundError with Docker's
  * wording ("No such image: busybox:latest").
  */
-export interface ImageStore {
+export interface ImageStore extends ImageWriter, BuildCache {
   /** Loads the store from disk, removing leftovers of interrupted writes. */
   init(): Promise<void>;
   list(): ImageRecord[];
