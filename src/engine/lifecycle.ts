@@ -2,7 +2,7 @@ import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { unmount } from '../kernel/mount.js';
 import type { NetworkService } from '../model/network.js';
-import type { ImageStore } from '../images/types.js';
+import type { ImageStore, ImageUser } from '../images/types.js';
 import type { ContainerRuntime } from '../runtime/runtime.js';
 import { BadRequestError, ConflictError, NotModifiedError, errorMessage } from '../util/errors.js';
 import { shortId } from '../util/ids.js';
@@ -73,9 +73,15 @@ export abstract class Lifecycle {
   containerMounts(c: ContainerRecord): MountSpec[] { return this.vols.mountsOf(c); }
   volumeUsers(name: string): string[] { return this.vols.usersOf(name); }
 
-  imageInUse(imageId: string): string | undefined {
-    for (const c of this.containers.values()) if (c.Image === imageId) return c.Id;
-    return undefined;
+  /** A container using the image, a running one first (Docker's rmi names a running user before a stopped one). */
+  imageInUse(imageId: string): ImageUser | undefined {
+    let stopped: ImageUser | undefined;
+    for (const c of this.containers.values()) {
+      if (c.Image !== imageId) continue;
+      if (c.State.Running || c.State.Restarting) return { id: c.Id, running: true };
+      stopped ??= { id: c.Id, running: false };
+    }
+    return stopped;
   }
 
   /**

@@ -47,6 +47,9 @@ export interface ImageRecord {
 
 export interface RemovedImageItem { Untagged?: string; Deleted?: string }
 
+/** A container that uses an image (a running one when there is one: Docker names it first). */
+export interface ImageUser { id: string; running: boolean }
+
 /**
  * What makes new images out of layers: `commit` and the builder. The path from scratchPath is
  * inside the store's own temporary directory (emptied on start), so a layer written there and
@@ -99,13 +102,16 @@ export interface ImageStore extends ImageWriter, BuildCache {
   /** Adds repo:tag to an image, moving the tag away from any other image that held it. */
   tag(ref: string, repo: string, tag?: string): Promise<void>;
   /**
-   * Removes a tag or an image as `docker rmi` does. isUsed(imageId) says whether a container uses
-   * the image: then removal is refused with ConflictError unless force (Docker's wording:
-   * "conflict: unable to remove repository reference \"x\" (must force) - container abc is using its referenced image def").
+   * Removes a tag or an image as `docker rmi` does (daemon/images/image_delete.go), with Docker's
+   * conflicts and words: a tag that is the image's last while a container uses it (must force); by
+   * id: child images and running containers (cannot be forced), several tags or a stopped container
+   * (must be forced). Untagged parents left dangling go too, unless noprune. One difference: an
+   * image a container uses is never deleted (its containers start from its layers); `-f` then only
+   * untags it, where Docker would delete it and keep its layers under the container.
    */
-  remove(ref: string, opts: { force?: boolean; noprune?: boolean }, isUsed: (imageId: string) => string | undefined): Promise<RemovedImageItem[]>;
+  remove(ref: string, opts: { force?: boolean; noprune?: boolean }, isUsed: (imageId: string) => ImageUser | undefined): Promise<RemovedImageItem[]>;
   /** Removes dangling (untagged) images not used by containers; all=true removes every unused image. */
-  prune(opts: { all?: boolean }, isUsed: (imageId: string) => string | undefined): Promise<{ ImagesDeleted: RemovedImageItem[]; SpaceReclaimed: number }>;
+  prune(opts: { all?: boolean }, isUsed: (imageId: string) => ImageUser | undefined): Promise<{ ImagesDeleted: RemovedImageItem[]; SpaceReclaimed: number }>;
   /** Unpacked layer directories for overlayfs lowerdir, topmost layer first. */
   layerDirs(image: ImageRecord): string[];
   /** GET /images/{name}/json body. */

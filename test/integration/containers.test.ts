@@ -635,6 +635,29 @@ describe('containers through the Engine API', () => {
     assert.equal((await host.api('DELETE', `/containers/${id}`)).status, 204);
   });
 
+  it('resizes a container\'s terminal and an exec\'s (stty size inside)', async () => {
+    const id = await host.runDetached({ Cmd: ['sleep', '300'], Tty: true, OpenStdin: true });
+    const size = async () => (await exec(host, id, ['stty', '-F', '/proc/1/fd/0', 'size'])).out.trim();
+    assert.equal((await host.api('POST', `/containers/${id}/resize?h=33&w=111`)).status, 200);
+    assert.equal(await size(), '33 111');
+    assert.equal((await host.api('POST', `/containers/${id}/resize?h=20&w=70`)).status, 200);
+    assert.equal(await size(), '20 70');
+    // An exec with its own terminal: resized while it runs, it reports the new size.
+    const ex = await host.api('POST', `/containers/${id}/exec`, { Cmd: ['sh', '-c', 'sleep 1; stty size'], Tty: true, AttachStdout: true, AttachStderr: true });
+    assert.equal(ex.status, 201);
+    const started = host.api('POST', `/exec/${ex.json.Id}/start`, { Detach: false, Tty: true });
+    await waitFor(async () => (await host.api('GET', `/exec/${ex.json.Id}/json`)).json.Running === true || undefined, 'the exec to run');
+    const rs = await host.api('POST', `/exec/${ex.json.Id}/resize?h=44&w=122`);
+    assert.ok(rs.status === 200 || rs.status === 201, rs.body);
+    assert.match((await started).body, /^44 122\r?\n$/);
+    // Not running: Docker's 409.
+    assert.equal((await host.api('POST', `/containers/${id}/kill`)).status, 204);
+    const stopped = await host.api('POST', `/containers/${id}/resize?h=10&w=10`);
+    assert.equal(stopped.status, 409);
+    assert.equal(stopped.json.message, `Container ${id} is not running`);
+    await host.api('DELETE', `/containers/${id}`);
+  });
+
   it('kill of a paused container thaws it and answers once it has stopped', async () => {
     for (let i = 0; i < 5; i++) {
       const id = await host.runDetached({ Cmd: ['sleep', '300'] });
