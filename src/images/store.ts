@@ -1,5 +1,4 @@
 import { promises as fs } from 'node:fs';
-import { arch } from 'node:os';
 import { join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -21,9 +20,8 @@ interface IndexFile {
   buildCache?: Record<string, string>;
 }
 
-export function goArch(): string {
-  return ({ x64: 'amd64', arm64: 'arm64', arm: 'arm', ia32: '386', ppc64: 'ppc64le', s390x: 's390x' } as Record<string, string>)[arch()] ?? arch();
-}
+import { goArch } from './platform.js';
+export { goArch };
 
 /**
  * The local image store: image configs by id, content-addressed layers, and an index of tags.
