@@ -10,8 +10,8 @@ import { join, normalize, posix } from 'node:path';
 import type { Engine } from '../engine/engine.js';
 import { readLogs } from '../engine/logs.js';
 import { mountOverlay, unmount } from '../kernel/mount.js';
-import { goArch, type LocalImageStore } from '../images/store.js';
-import type { ImageConfigFile, ImageRecord, ImageRuntimeConfig } from '../images/types.js';
+import { goArch } from '../images/store.js';
+import type { ImageConfigFile, ImageRecord, ImageRuntimeConfig, ImageStore } from '../images/types.js';
 import { ApiError, BadRequestError, NotFoundError } from '../util/errors.js';
 import { run, runOk } from '../util/exec.js';
 import { DockerfileError, expand, parseDockerfile, parseDuration, parsePairs, splitWords, type Instruction } from './dockerfile.js';
@@ -28,7 +28,7 @@ export interface BuildOptions {
 
 export interface BuildDeps {
   engine: Engine;
-  images: LocalImageStore;
+  images: ImageStore;
   root: string;
   /** Pulls a FROM image that is not in the store. */
   pull?: (ref: string) => Promise<ImageRecord>;

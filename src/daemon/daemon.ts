@@ -60,7 +60,7 @@ export class Daemon {
     return network;
   }
 
-  private async build(): Promise<{ engine: Engine; runtime: ConmonRuntime; network: NetworkController; identity: DaemonIdentity }> {
+  private async build(): Promise<{ engine: Engine; images: LocalImageStore; runtime: ConmonRuntime; network: NetworkController; identity: DaemonIdentity }> {
     await fs.mkdir(this.o.root, { recursive: true, mode: 0o711 });
     // runc refuses a rootfs path through a symlink, and the mount table names resolved paths.
     this.o.root = await fs.realpath(this.o.root);
@@ -81,20 +81,22 @@ export class Daemon {
     await engine.applyEndpointFixes(await network.adopt(engine.runningSandboxes()));
     const registry = network.registry;
     await network.attachResolver(new DnsServer(new ContainerDirectory(() => engine.containers.values(), () => registry.networks, () => registry.generation), this.o.resolvConf));
-    return { engine, runtime, network, identity };
+    return { engine, images, runtime, network, identity };
   }
 
   async start(): Promise<void> {
     if (!existsSync(this.o.attachHelper ?? ATTACH_HELPER)) {
       throw new Error(`attach helper ${this.o.attachHelper ?? ATTACH_HELPER} is missing: run npm run build`);
     }
-    const { engine, runtime, network, identity } = await this.build();
+    const { engine, images, runtime, network, identity } = await this.build();
     this.engine = engine;
     this.runtime = runtime;
     if (this.o.seedBusybox !== false) await this.seedBusybox(engine);
+    // As Docker's daemon does before it serves the API (not in build(): `--cleanup` starts nothing).
+    await engine.applyRestartPolicies();
     const api: ApiContext = {
       engine, network, runtime, execs: new ExecManager(engine, runtime),
-      registry: new RegistryService(engine.images as LocalImageStore, { insecure: this.o.insecureRegistries ?? [] }),
+      registry: new RegistryService(images, { insecure: this.o.insecureRegistries ?? [] }),
       info: { id: identity.id, root: this.o.root, socket: this.o.socket, version: VERSION, startedAt: new Date() },
     };
     await fs.mkdir(join(this.o.socket, '..'), { recursive: true, mode: 0o755 });

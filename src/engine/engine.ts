@@ -46,6 +46,15 @@ export class Engine extends Lifecycle {
    * holds nothing (a crash during its start may have left a runtime container, a mount, a sandbox).
    */
   async restore(): Promise<void> {
+    this.restoring = true;
+    try {
+      await this.restoreRecords();
+    } finally {
+      this.restoring = false;
+    }
+  }
+
+  private async restoreRecords(): Promise<void> {
     await this.vols.store.load();
     this.o.runtime.onExit((id, code) => { void this.handleExit(id, code); });
     for (const c of await this.records.loadAll()) {
@@ -70,8 +79,11 @@ export class Engine extends Lifecycle {
       }
       // runc may hold a container that a crash kept the record from knowing was created or started.
       await this.o.runtime.delete(c.Id).catch((e) => console.error(`berthd: runc delete ${shortId(c.Id)}: ${errorMessage(e)}`));
+      // A back-off the previous berthd did not live to finish: exited now; the policy decides again at daemon start.
+      const wasRestarting = c.State.Restarting;
+      if (wasRestarting) Object.assign(c.State, { Status: 'exited', Restarting: false });
       await this.releaseResources(c);
-      if (c.NetnsPath || c.Published?.length) await this.records.save(c);
+      if (c.NetnsPath || c.Published?.length || wasRestarting) await this.records.save(c);
     }
   }
 
@@ -153,14 +165,16 @@ export class Engine extends Lifecycle {
 
   async start(ref: string): Promise<void> {
     const c = this.get(ref);
-    await this.records.withLock(c.Id, () => this.startLocked(c));
+    await this.records.withLock(c.Id, () => this.startLocked(c, false));
   }
 
-  private async startLocked(c: ContainerRecord): Promise<void> {
+  protected async startLocked(c: ContainerRecord, byPolicy: boolean): Promise<void> {
     if (c.State.Status === 'removing' || !this.containers.has(c.Id)) {
       throw new ConflictError(`container ${c.Id} is marked for removal and cannot be started`);
     }
-    if (c.State.Running) throw new NotModifiedError();
+    // Docker counts a restarting container as running: only its policy's timer starts it.
+    if (c.State.Running || (c.State.Restarting && !byPolicy)) throw new NotModifiedError();
+    if (!byPolicy) this.resetRestartManager(c);
     const dir = this.records.bundleDir(c.Id);
     const rootfs = join(dir, 'rootfs');
     await this.o.runtime.clearExit(c.Id);
@@ -220,6 +234,7 @@ export class Engine extends Lifecycle {
       c.State.ExitCode = startFailureCode(message);
       if (c.State.Status !== 'created') c.State.Status = 'exited';
       c.State.Running = false;
+      c.State.Restarting = false;
       c.State.Pid = 0;
       await this.records.save(c);
       // Docker removes an auto-remove container whose start failed; `docker run --rm` waits for it.

@@ -3,6 +3,7 @@ import type { ContainerRuntime, ExecProcess } from '../runtime/runtime.js';
 import { BadRequestError, ConflictError, NotFoundError } from '../util/errors.js';
 import { newId } from '../util/ids.js';
 import type { Engine } from './engine.js';
+import { restartingMessage } from './lifecycle.js';
 import { resolveUser } from './users.js';
 
 export interface ExecRecord {
@@ -31,6 +32,7 @@ export class ExecManager {
 
   create(containerRef: string, body: Record<string, unknown>): { Id: string } {
     const c = this.engine.get(containerRef);
+    if (c.State.Restarting) throw new ConflictError(restartingMessage(c.Id));
     if (!c.State.Running) throw new ConflictError(`Container ${c.Id} is not running`);
     if (c.State.Paused) throw new ConflictError(`Container ${c.Id} is paused, unpause the container before exec`);
     const cmd = body.Cmd;

@@ -2,7 +2,7 @@ import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { unmount } from '../kernel/mount.js';
 import type { NetworkService } from '../model/network.js';
-import type { ImageStore } from '../images/types.js';
+import type { ImageStore, ImageUser } from '../images/types.js';
 import type { ContainerRuntime } from '../runtime/runtime.js';
 import { BadRequestError, ConflictError, NotModifiedError, errorMessage } from '../util/errors.js';
 import { shortId } from '../util/ids.js';
@@ -14,7 +14,7 @@ import type { MountSpec } from './mounts.js';
 import { VALID_NAME } from './names.js';
 import { sandboxRef } from './netsandbox.js';
 import { ContainerRecords } from './records.js';
-import type { ContainerRecord, ContainerStatus } from './types.js';
+import { ZERO_TIME, type ContainerRecord, type ContainerStatus } from './types.js';
 import { VolumeStore } from './volumes.js';
 import { ContainerWaits, raceTimeout } from './waits.js';
 
@@ -40,6 +40,15 @@ export abstract class Lifecycle {
   protected readonly vols: ContainerVolumes;
   protected readonly attachments: PendingAttachments;
   protected readonly health: HealthMonitor;
+  /** Restarts a policy has scheduled, waiting out their back-off (the container shows "restarting"). */
+  private readonly pendingRestarts = new Map<string, NodeJS.Timeout>();
+  /** Each container's current back-off, as Docker's restart manager keeps it (in memory, per run of the daemon). */
+  private readonly restartDelays = new Map<string, number>();
+  /**
+   * While restore() runs, exits are recorded but no policy is applied: applyRestartPolicies() does
+   * that once the daemon is up, and `berthd --cleanup`, which restores too, never starts anything.
+   */
+  protected restoring = false;
 
   constructor(protected readonly o: EngineParts) {
     this.records = new ContainerRecords(join(o.root, 'containers'));
@@ -64,9 +73,15 @@ export abstract class Lifecycle {
   containerMounts(c: ContainerRecord): MountSpec[] { return this.vols.mountsOf(c); }
   volumeUsers(name: string): string[] { return this.vols.usersOf(name); }
 
-  imageInUse(imageId: string): string | undefined {
-    for (const c of this.containers.values()) if (c.Image === imageId) return c.Id;
-    return undefined;
+  /** A container using the image, a running one first (Docker's rmi names a running user before a stopped one). */
+  imageInUse(imageId: string): ImageUser | undefined {
+    let stopped: ImageUser | undefined;
+    for (const c of this.containers.values()) {
+      if (c.Image !== imageId) continue;
+      if (c.State.Running || c.State.Restarting) return { id: c.Id, running: true };
+      stopped ??= { id: c.Id, running: false };
+    }
+    return stopped;
   }
 
   /**
@@ -81,6 +96,8 @@ export abstract class Lifecycle {
 
   async stop(ref: string, timeoutSec?: number): Promise<void> {
     const c = this.get(ref);
+    // Docker counts a restarting container as running: stop ends the back-off and answers 204.
+    if (c.State.Restarting && (await this.cancelRestart(c))) return void this.containerEvent(c, 'stop');
     if (!c.State.Running) throw new NotModifiedError();
     c.ManuallyStopped = true;
     await this.stopRunning(c, timeoutSec ?? c.Config.StopTimeout ?? 10);
@@ -101,19 +118,41 @@ export abstract class Lifecycle {
     await this.records.settled(c.Id);
   }
 
+  /**
+   * Sends a signal. SIGKILL answers only once the container has stopped, as Docker's Kill
+   * (daemon/kill.go) waits for not-running: clients remove the container next without force
+   * (Ansible's docker_container absent does kill, then DELETE, and got 409 "cannot remove a
+   * running container"). The wait is registered before the signal so the exit cannot be missed,
+   * and bounded so a container whose monitor is gone cannot hang the call.
+   */
   async kill(ref: string, signal = 'KILL'): Promise<void> {
     const c = this.get(ref);
-    if (!c.State.Running) throw new ConflictError(`Cannot kill container: ${ref}: Container ${c.Id} is not running`);
     const sig = /^\d+$/.test(signal) ? signal : signal.toUpperCase().replace(/^SIG/, '');
-    if (sig === 'KILL' || sig === '9') c.ManuallyStopped = true;
+    const sigkill = sig === 'KILL' || sig === '9';
+    if (c.State.Restarting) {
+      // No process between runs: Docker sends nothing, and SIGKILL ends the back-off (ExitOnNext).
+      if (sigkill) await this.cancelRestart(c);
+      this.containerEvent(c, 'kill', { signal: String(signalNumber(sig)) });
+      return;
+    }
+    if (!c.State.Running) throw new ConflictError(`Cannot kill container: ${ref}: Container ${c.Id} is not running`);
+    if (sigkill) {
+      c.ManuallyStopped = true;
+      // Thawed first, as stop does: runc 1.1 thaws a paused container itself after SIGKILL, so
+      // a resume sent after the signal raced the exit's `runc delete` and failed with
+      // "container does not exist" (a 500 for `kill` of a paused container).
+      await this.thaw(c);
+    }
+    const stopped = sigkill ? this.waits.wait(c, 'not-running') : undefined;
     await this.o.runtime.kill(c.Id, sig);
-    if (sig === 'KILL' || sig === '9') await this.thaw(c);
     this.containerEvent(c, 'kill', { signal: String(signalNumber(sig)) });
+    if (stopped) await raceTimeout(stopped, 10_000);
   }
 
   async pause(ref: string): Promise<void> {
     const c = this.get(ref);
     await this.records.withLock(c.Id, async () => {
+      if (c.State.Restarting) throw new ConflictError(restartingMessage(c.Id));
       if (!c.State.Running) throw new ConflictError(`Container ${c.Id} is not running`);
       if (c.State.Paused) throw new ConflictError(`Container ${c.Id} is already paused`);
       await this.o.runtime.pause(c.Id);
@@ -135,15 +174,22 @@ export abstract class Lifecycle {
   /** A frozen process never handles a signal, not even SIGKILL: stop, kill and rm thaw it first, as Docker does. */
   protected async thaw(c: ContainerRecord): Promise<void> {
     if (!c.State.Paused) return;
-    await this.o.runtime.resume(c.Id);
+    await this.o.runtime.resume(c.Id).catch(async (e) => {
+      // A process that has exited meanwhile (its exit is being recorded) needs no thawing.
+      const st = await this.o.runtime.state(c.Id).catch(() => undefined);
+      if (st && st.status !== 'stopped') throw e;
+    });
     Object.assign(c.State, { Paused: false, Status: (c.State.Running ? 'running' : c.State.Status) as ContainerStatus });
     await this.records.save(c);
   }
 
   abstract start(ref: string): Promise<void>;
+  /** Starts under the container's lock; `byPolicy` for a restart policy's start, which keeps the restart count. */
+  protected abstract startLocked(c: ContainerRecord, byPolicy: boolean): Promise<void>;
 
   async restart(ref: string, timeoutSec?: number): Promise<void> {
     const c = this.get(ref);
+    if (c.State.Restarting) await this.cancelRestart(c);
     if (c.State.Running) {
       c.ManuallyStopped = true;
       await this.stopRunning(c, timeoutSec ?? c.Config.StopTimeout ?? 10);
@@ -159,9 +205,10 @@ export abstract class Lifecycle {
     if (c.State.Paused && !opts.force) {
       throw new ConflictError(`You cannot remove a paused container ${c.Id}. Unpause and then stop the container before attempting removal or force remove`);
     }
-    if (c.State.Running && !opts.force) {
-      throw new ConflictError(`You cannot remove a running container ${c.Id}. Stop the container before attempting removal or force remove`);
+    if ((c.State.Running || c.State.Restarting) && !opts.force) {
+      throw new ConflictError(`You cannot remove a ${c.State.Restarting ? 'restarting' : 'running'} container ${c.Id}. Stop the container before attempting removal or force remove`);
     }
+    if (c.State.Restarting) await this.cancelRestart(c);
     if (c.State.Running) {
       c.ManuallyStopped = true;
       await this.o.runtime.kill(c.Id, 'KILL');
@@ -238,13 +285,22 @@ export abstract class Lifecycle {
     if (!c || (!c.State.Running && !this.waits.expectsExit(id))) return;
     // The exit directory can report one exit twice; only the call that recorded it goes on.
     let recorded = false;
+    let restartIn = 0;
     await this.records.withLock(id, async () => {
       if (!c.State.Running) return;
       recorded = true;
       await this.o.runtime.delete(id).catch((e) => console.error(`berthd: runc delete ${shortId(id)}: ${errorMessage(e)}`));
       await this.releaseResources(c);
+      // Docker's handleContainerExit: a stop or kill cancelled the restart manager (ExitOnNext),
+      // otherwise the policy decides; a restart is counted when it is decided, and the container
+      // shows "restarting" until the back-off has passed.
+      const restart = !this.restoring && !c.HostConfig.AutoRemove && !c.ManuallyStopped && this.policyRestarts(c, code);
+      if (restart) {
+        restartIn = this.nextRestartDelay(c.Id, Date.now() - Date.parse(c.State.StartedAt));
+        c.RestartCount++;
+      }
       Object.assign(c.State, {
-        Status: 'exited' as ContainerStatus, Running: false, Paused: false, Restarting: false, Pid: 0, ExitCode: code,
+        Status: (restart ? 'restarting' : 'exited') as ContainerStatus, Running: false, Paused: false, Restarting: restart, Pid: 0, ExitCode: code,
         FinishedAt: new Date().toISOString(),
       });
       await this.records.save(c);
@@ -258,16 +314,84 @@ export abstract class Lifecycle {
       await this.remove(id, { force: true, volumes: true }).catch((e) => console.error(`berthd: auto-remove ${shortId(id)}: ${errorMessage(e)}`));
       return;
     }
-    if (this.shouldRestart(c)) {
-      c.RestartCount++;
-      setTimeout(() => { void this.start(id).catch(() => undefined); }, Math.min(100 * 2 ** Math.min(c.RestartCount, 10), 60_000));
-    }
+    if (restartIn) this.scheduleRestart(c, restartIn);
   }
 
-  private shouldRestart(c: ContainerRecord): boolean {
-    const p = c.HostConfig.RestartPolicy;
-    if (c.ManuallyStopped || !p?.Name || p.Name === 'no') return false;
-    if (p.Name === 'on-failure') return c.State.ExitCode !== 0 && (!p.MaximumRetryCount || c.RestartCount < p.MaximumRetryCount);
-    return p.Name === 'always' || p.Name === 'unless-stopped';
+  // ---------------------------------------------------------------- restart policies
+
+  /** Docker's restart manager back-off: 100 ms, doubled per restart up to a minute, back to 100 ms after a run of 10 s. */
+  private nextRestartDelay(id: string, ranMs: number): number {
+    const last = ranMs >= 10_000 ? 0 : this.restartDelays.get(id) ?? 0;
+    const next = last === 0 ? 100 : Math.min(last * 2, 60_000);
+    this.restartDelays.set(id, next);
+    return next;
   }
+
+  private scheduleRestart(c: ContainerRecord, delayMs: number): void {
+    const timer = setTimeout(() => {
+      this.pendingRestarts.delete(c.Id);
+      void this.records.withLock(c.Id, async () => {
+        // A stop, kill, rm or restart during the back-off has cancelled it.
+        if (!c.State.Restarting || !this.containers.has(c.Id)) return;
+        await this.startLocked(c, true);
+      }).catch((e) => {
+        // As Docker: a restart that fails leaves the container stopped, with no further attempt.
+        console.error(`berthd: restarting ${shortId(c.Id)}: ${errorMessage(e)}`);
+        this.waits.notify(c, ['not-running', 'next-exit']);
+      });
+    }, delayMs);
+    this.pendingRestarts.set(c.Id, timer);
+  }
+
+  /**
+   * Ends a pending restart (Docker's ExitOnNext: stop, SIGKILL, rm -f, restart): the container
+   * stays exited, marked as stopped by the user. False if the restart had already begun.
+   */
+  private async cancelRestart(c: ContainerRecord): Promise<boolean> {
+    return this.records.withLock(c.Id, async () => {
+      if (!c.State.Restarting) return false;
+      clearTimeout(this.pendingRestarts.get(c.Id));
+      this.pendingRestarts.delete(c.Id);
+      Object.assign(c.State, { Status: 'exited' as ContainerStatus, Restarting: false });
+      c.ManuallyStopped = true;
+      await this.records.save(c);
+      this.waits.notify(c, ['not-running', 'next-exit']);
+      return true;
+    });
+  }
+
+  /** A user's start (or the daemon's at boot) begins with a fresh restart manager, as Docker's containerStart(reset=true). */
+  protected resetRestartManager(c: ContainerRecord): void {
+    c.RestartCount = 0;
+    this.restartDelays.delete(c.Id);
+  }
+
+  /**
+   * Docker's daemon start (daemon/daemon.go restore): every container that has run before, is not
+   * running, and whose policy restarts it with a fresh restart manager is started again, as a user
+   * start would (RestartCount back to 0). A fresh manager has not been cancelled, so a stop by the
+   * user only counts for unless-stopped: `always` comes back after `docker stop`, and so does
+   * `on-failure` after a stop that left a non-zero exit code (moby#35166, Docker 20.10's behaviour).
+   * Called once the daemon is up; never by `berthd --cleanup`.
+   */
+  async applyRestartPolicies(): Promise<void> {
+    const due = this.list().filter((c) => c.State.Status === 'exited' && !c.State.Running && c.State.StartedAt !== ZERO_TIME && this.policyRestarts(c, c.State.ExitCode));
+    await Promise.all(due.map((c) => this.start(c.Id).catch((e) => console.error(`berthd: starting ${shortId(c.Id)} for its restart policy: ${errorMessage(e)}`))));
+  }
+
+  /** restartmanager.ShouldRestart's rule, for a manager that has not been cancelled. */
+  private policyRestarts(c: ContainerRecord, exitCode: number): boolean {
+    const p = c.HostConfig.RestartPolicy;
+    switch (p?.Name) {
+      case 'always': return true;
+      case 'unless-stopped': return !c.ManuallyStopped;
+      case 'on-failure': return exitCode !== 0 && (!p.MaximumRetryCount || c.RestartCount < p.MaximumRetryCount);
+      default: return false;
+    }
+  }
+}
+
+/** Docker's errContainerIsRestarting. */
+export function restartingMessage(id: string): string {
+  return `Container ${id} is restarting, wait until the container is running`;
 }

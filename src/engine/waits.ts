@@ -12,7 +12,8 @@ export class ContainerWaits {
 
   /** Registers synchronously, before any await, so an exit right after cannot be missed. */
   wait(c: ContainerRecord, condition: WaitCondition): Promise<WaitResult> {
-    if (condition === 'not-running' && !c.State.Running) return Promise.resolve({ StatusCode: c.State.ExitCode, Error: null });
+    // A restarting container counts as running, as in Docker: its waiters see the next exit.
+    if (condition === 'not-running' && !c.State.Running && !c.State.Restarting) return Promise.resolve({ StatusCode: c.State.ExitCode, Error: null });
     return new Promise((resolve) => {
       const list = this.waiters.get(c.Id) ?? [];
       list.push({ condition, resolve });

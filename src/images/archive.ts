@@ -4,6 +4,7 @@ import { BadRequestError } from '../util/errors.js';
 import { sha256Hex } from '../util/ids.js';
 import { fileDigest } from './layers.js';
 import type { ImageConfigFile } from './types.js';
+import { goArch } from './platform.js';
 
 export interface LoadedImage { config: Buffer; tags: string[] }
 type AddLayer = (path: string, expectedDiffId?: string) => Promise<string>;
@@ -143,9 +144,9 @@ async function loadOciLayout(dir: string, addLayer: AddLayer): Promise<LoadedIma
     const bytes = await (await blob(dir, d.digest)).bytes();
     const doc = parseJson<{ manifests?: Descriptor[]; config?: Descriptor; layers?: Descriptor[] }>(bytes, d.digest);
     if (doc.manifests) {
-      // An index: pick this host's platform.
-      const pick = doc.manifests.find((x) => !x.platform || (x.platform.os === 'linux' && x.platform.architecture === 'amd64'));
-      if (!pick) throw new BadRequestError('invalid image archive: no manifest for linux/amd64');
+      // An index: pick this host's platform (it named amd64 whatever the host was).
+      const pick = doc.manifests.find((x) => !x.platform || (x.platform.os === 'linux' && x.platform.architecture === goArch()));
+      if (!pick) throw new BadRequestError(`invalid image archive: no manifest for linux/${goArch()}`);
       await visit(pick, name);
       return;
     }

@@ -70,7 +70,8 @@ export function applyChanges(cfg: ImageRuntimeConfig, changes: string[]): ImageR
         break;
       }
       default:
-        throw new BadRequestError(`${instr} is not a valid change command`);
+        // Docker's words, with the instruction as its parser keeps it (lower case).
+        throw new BadRequestError(`${instr.toLowerCase()} is not a valid change command`);
     }
   }
   return out;

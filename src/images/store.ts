@@ -1,5 +1,4 @@
 import { promises as fs } from 'node:fs';
-import { arch } from 'node:os';
 import { join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -11,7 +10,7 @@ import { applyChanges } from './changes.js';
 import { LayerStore, type StreamingLayer } from './layers.js';
 import { formatRepoTag, parseReference } from './reference.js';
 import { loadArchive, writeDockerArchive } from './archive.js';
-import type { ImageConfigFile, ImageRecord, ImageStore, RemovedImageItem } from './types.js';
+import type { ImageConfigFile, ImageRecord, ImageStore, ImageUser, RemovedImageItem } from './types.js';
 
 interface IndexFile {
   /** "repo:tag" → image id */
@@ -21,9 +20,8 @@ interface IndexFile {
   buildCache?: Record<string, string>;
 }
 
-export function goArch(): string {
-  return ({ x64: 'amd64', arm64: 'arm64', arm: 'arm', ia32: '386', ppc64: 'ppc64le', s390x: 's390x' } as Record<string, string>)[arch()] ?? arch();
-}
+import { goArch } from './platform.js';
+export { goArch };
 
 /**
  * The local image store: image configs by id, content-addressed layers, and an index of tags.
@@ -238,40 +236,69 @@ export class LocalImageStore implements ImageStore {
     });
   }
 
-  async remove(ref: string, opts: { force?: boolean; noprune?: boolean }, isUsed: (imageId: string) => string | undefined): Promise<RemovedImageItem[]> {
+  async remove(ref: string, opts: { force?: boolean; noprune?: boolean }, isUsed: (imageId: string) => ImageUser | undefined): Promise<RemovedImageItem[]> {
     const rec = this.get(ref);
     const byId = /^(sha256:)?[0-9a-f]+$/.test(ref) && rec.id.slice(7).startsWith(ref.replace(/^sha256:/, '')) && !this.index.tags[safeRepoTag(ref)];
-    const user = isUsed(rec.id);
     const items: RemovedImageItem[] = [];
+    const conflict = (hard: boolean, why: string) => new ConflictError(`conflict: unable to delete ${shortId(rec.id)} (${hard ? 'cannot be forced' : 'must be forced'}) - ${why}`);
     return this.serial(async () => {
+      const user = isUsed(rec.id);
+      const hasChildren = this.childrenOf(rec.id).length > 0;
       if (!byId) {
         const tag = safeRepoTag(ref);
-        if (rec.repoTags.length > 1 || (user && opts.force)) {
-          delete this.index.tags[tag];
-          await this.saveIndex();
-          this.refreshTags();
-          return [{ Untagged: tag }];
-        }
-        if (user) {
-          throw new ConflictError(`conflict: unable to remove repository reference "${ref}" (must force) - container ${shortId(user)} is using its referenced image ${shortId(rec.id)}`);
+        if (rec.repoTags.length === 1 && user && !opts.force) {
+          throw new ConflictError(`conflict: unable to remove repository reference "${ref}" (must force) - container ${shortId(user.id)} is using its referenced image ${shortId(rec.id)}`);
         }
         delete this.index.tags[tag];
         items.push({ Untagged: tag });
+        // Docker then deletes the image quietly, unless another tag, a container or a child image
+        // still needs it: then only the tag goes (a built image's parent stays, hidden).
+        if (rec.repoTags.length > 1 || user || hasChildren) {
+          await this.saveIndex();
+          this.refreshTags();
+          return items;
+        }
       } else {
-        if (rec.repoTags.length > 1 && !opts.force) {
-          throw new ConflictError(`conflict: unable to delete ${shortId(rec.id)} (must be forced) - image is referenced in multiple repositories`);
-        }
-        if (user) {
-          throw new ConflictError(`conflict: unable to delete ${shortId(rec.id)} (${opts.force ? 'cannot be forced' : 'must be forced'}) - image is being used by container ${shortId(user)}`);
-        }
+        // checkImageDeleteConflict's order: hard conflicts first, then the soft ones force skips.
+        if (hasChildren) throw conflict(true, 'image has dependent child images');
+        if (user?.running) throw conflict(true, `image is being used by running container ${shortId(user.id)}`);
+        if (rec.repoTags.length > 1 && !opts.force) throw conflict(false, 'image is referenced in multiple repositories');
+        if (user && !opts.force) throw conflict(false, `image is being used by stopped container ${shortId(user.id)}`);
         for (const t of rec.repoTags) {
           delete this.index.tags[t];
           items.push({ Untagged: t });
         }
+        if (user) {
+          await this.saveIndex();
+          this.refreshTags();
+          return items;
+        }
       }
+      const parent = this.index.images[rec.id]?.parent;
       items.push(...(await this.deleteImage(rec)));
+      if (!opts.noprune) items.push(...(await this.deleteDanglingParents(parent, isUsed)));
       return items;
     });
+  }
+
+  /** Built images whose recorded parent is this one. */
+  private childrenOf(id: string): string[] {
+    return Object.entries(this.index.images).filter(([, m]) => m.parent === id).map(([child]) => child);
+  }
+
+  /**
+   * As Docker's rmi (prune unless --no-prune): parents left untagged, childless and unused by any
+   * container go with the image, up the chain. Call inside serial().
+   */
+  private async deleteDanglingParents(parent: string | undefined, isUsed: (imageId: string) => ImageUser | undefined): Promise<RemovedImageItem[]> {
+    const out: RemovedImageItem[] = [];
+    for (let id = parent; id;) {
+      const p = this.records.get(id);
+      if (!p || p.repoTags.length > 0 || this.childrenOf(id).length > 0 || isUsed(id)) break;
+      id = this.index.images[p.id]?.parent;
+      out.push(...(await this.deleteImage(p)));
+    }
+    return out;
   }
 
   /** Deletes an untagged image and the layers no other image uses. Call inside serial(). */
@@ -293,16 +320,23 @@ export class LocalImageStore implements ImageStore {
     return out;
   }
 
-  async prune(opts: { all?: boolean }, isUsed: (imageId: string) => string | undefined): Promise<{ ImagesDeleted: RemovedImageItem[]; SpaceReclaimed: number }> {
+  async prune(opts: { all?: boolean }, isUsed: (imageId: string) => ImageUser | undefined): Promise<{ ImagesDeleted: RemovedImageItem[]; SpaceReclaimed: number }> {
     return this.serial(async () => {
       const deleted: RemovedImageItem[] = [];
       let reclaimed = 0;
       for (const rec of [...this.records.values()]) {
+        // Deleted already as a dangling parent of an earlier one.
+        if (!this.records.has(rec.id)) continue;
         if (isUsed(rec.id)) continue;
         if (!opts.all && rec.repoTags.length > 0) continue;
+        // Only images without children (Docker's imageStore.Heads()): a built image's parent goes
+        // with its last child, below.
+        if (this.childrenOf(rec.id).length > 0) continue;
         for (const t of rec.repoTags) deleted.push({ Untagged: t });
         reclaimed += rec.size;
+        const parent = this.index.images[rec.id]?.parent;
         deleted.push(...(await this.deleteImage(rec)));
+        deleted.push(...(await this.deleteDanglingParents(parent, isUsed)));
       }
       return { ImagesDeleted: deleted, SpaceReclaimed: reclaimed };
     });

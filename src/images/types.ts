@@ -47,13 +47,37 @@ export interface ImageRecord {
 
 export interface RemovedImageItem { Untagged?: string; Deleted?: string }
 
+/** A container that uses an image (a running one when there is one: Docker names it first). */
+export interface ImageUser { id: string; running: boolean }
+
+/**
+ * What makes new images out of layers: `commit` and the builder. The path from scratchPath is
+ * inside the store's own temporary directory (emptied on start), so a layer written there and
+ * moved in by addLayer never crosses filesystems and never outlives a crash.
+ */
+export interface ImageWriter {
+  /** A fresh path in the store's temporary directory (nothing is created there). */
+  scratchPath(prefix: string): string;
+  /** Adds a layer tarball (plain or compressed) and returns its diff id; expectedDiffId is checked when given. */
+  addLayer(path: string, expectedDiffId?: string): Promise<string>;
+  /** Stores a config whose layers are all stored already as an image, and tags it. */
+  commitImage(configBytes: Buffer, tags: string[], repoDigests?: string[]): Promise<ImageRecord>;
+}
+
+/** The builder's step cache, kept in the image index so that it never names a removed image. */
+export interface BuildCache {
+  /** Records a build step's image: its parent (which hides the parent as intermediate) and cache key. */
+  recordBuildStep(id: string, parent: string | undefined, key: string): Promise<void>;
+  buildCacheLookup(key: string): ImageRecord | undefined;
+}
+
 /**
  * The local image store. All methods that take a reference accept what Docker accepts: a name with
  * optional tag ("busybox", "busybox:latest", "docker.io/library/busybox"), a full id ("sha256:…"),
  * a bare hex id, or an unambiguous id prefix. Unknown references throw NotFoundError with Docker's
  * wording ("No such image: busybox:latest").
  */
-export interface ImageStore {
+export interface ImageStore extends ImageWriter, BuildCache {
   /** Loads the store from disk, removing leftovers of interrupted writes. */
   init(): Promise<void>;
   list(): ImageRecord[];
@@ -78,13 +102,16 @@ export interface ImageStore {
   /** Adds repo:tag to an image, moving the tag away from any other image that held it. */
   tag(ref: string, repo: string, tag?: string): Promise<void>;
   /**
-   * Removes a tag or an image as `docker rmi` does. isUsed(imageId) says whether a container uses
-   * the image: then removal is refused with ConflictError unless force (Docker's wording:
-   * "conflict: unable to remove repository reference \"x\" (must force) - container abc is using its referenced image def").
+   * Removes a tag or an image as `docker rmi` does (daemon/images/image_delete.go), with Docker's
+   * conflicts and words: a tag that is the image's last while a container uses it (must force); by
+   * id: child images and running containers (cannot be forced), several tags or a stopped container
+   * (must be forced). Untagged parents left dangling go too, unless noprune. One difference: an
+   * image a container uses is never deleted (its containers start from its layers); `-f` then only
+   * untags it, where Docker would delete it and keep its layers under the container.
    */
-  remove(ref: string, opts: { force?: boolean; noprune?: boolean }, isUsed: (imageId: string) => string | undefined): Promise<RemovedImageItem[]>;
+  remove(ref: string, opts: { force?: boolean; noprune?: boolean }, isUsed: (imageId: string) => ImageUser | undefined): Promise<RemovedImageItem[]>;
   /** Removes dangling (untagged) images not used by containers; all=true removes every unused image. */
-  prune(opts: { all?: boolean }, isUsed: (imageId: string) => string | undefined): Promise<{ ImagesDeleted: RemovedImageItem[]; SpaceReclaimed: number }>;
+  prune(opts: { all?: boolean }, isUsed: (imageId: string) => ImageUser | undefined): Promise<{ ImagesDeleted: RemovedImageItem[]; SpaceReclaimed: number }>;
   /** Unpacked layer directories for overlayfs lowerdir, topmost layer first. */
   layerDirs(image: ImageRecord): string[];
   /** GET /images/{name}/json body. */

@@ -135,4 +135,104 @@ describe('build (classic builder)', () => {
     assert.equal(syntax.code, 1);
     assert.match(syntax.stderr, /dockerfile parse error line 3: unknown instruction: FROBNICATE/);
   });
+  it('-f names another Dockerfile, --target stops at a stage, --no-cache runs every step again, FROM scratch', async () => {
+    const dir = join(host.dir, 'targets');
+    await fs.mkdir(join(dir, 'build'), { recursive: true });
+    await fs.writeFile(join(dir, 'note.txt'), 'note\n');
+    await fs.writeFile(join(dir, 'build', 'Other.dockerfile'), [
+      'FROM busybox AS first', 'RUN echo first > /stage', '',
+      'FROM first AS second', 'RUN echo second > /stage', '',
+      'FROM scratch', 'COPY --from=second /bin/busybox /busybox', 'COPY note.txt /', 'CMD ["/busybox", "cat", "/note.txt"]', '',
+    ].join('\n'));
+    const file = join(dir, 'build', 'Other.dockerfile');
+    // -f: the file need not be called Dockerfile nor sit at the context's root (there is none there).
+    await ok(['build', '-f', file, '-t', 'final:1', dir]);
+    assert.equal(await ok(['run', '--rm', 'final:1']), 'note\n');
+    const layers = JSON.parse(await ok(['image', 'inspect', '-f', '{{json .RootFS.Layers}}', 'final:1']));
+    assert.equal(layers.length, 2, 'FROM scratch: only the two COPY layers');
+    const missing = await host.berth(['build', '-t', 'x', dir]);
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /Dockerfile/);
+    // --target: the stage's own image, no later steps.
+    const out = await ok(['build', '-f', file, '--target', 'second', '-t', 'second:1', dir]);
+    assert.doesNotMatch(out, /COPY note\.txt/);
+    assert.equal(await ok(['run', '--rm', 'second:1', 'cat', '/stage']), 'second\n');
+    const bad = await host.berth(['build', '-f', file, '--target', 'nosuch', dir]);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /failed to reach build target nosuch in Dockerfile/);
+    // The cache answers the same build; --no-cache runs RUN again and makes new images.
+    const cached = await ok(['build', '-f', file, '--target', 'second', dir]);
+    assert.match(cached, /Using cache/);
+    assert.doesNotMatch(cached, /Running in/);
+    const fresh = await ok(['build', '--no-cache', '-f', file, '--target', 'second', '-t', 'second:2', dir]);
+    assert.doesNotMatch(fresh, /Using cache/);
+    assert.equal(fresh.match(/Running in/g)?.length, 2);
+    const idOf = async (ref: string) => (await ok(['image', 'inspect', '-f', '{{.Id}}', ref])).trim();
+    assert.notEqual(await idOf('second:2'), await idOf('second:1'));
+  });
+
+  it('rmi: Docker\'s conflicts (a container, child images, several tags), -f, tag against id, and the untagged parents that go with an image', async () => {
+    const dir = join(host.dir, 'rmictx');
+    await fs.mkdir(dir, { recursive: true });
+    await fs.writeFile(join(dir, 'Dockerfile'), 'FROM busybox\nRUN echo a > /a\nRUN echo b > /b\n');
+    await ok(['build', '-t', 'rmi-me:1', dir]);
+    const api = (m: string, p: string) => host.api(m, p);
+    const id = (await api('GET', '/images/rmi-me:1/json')).json.Id as string;
+    const short = id.slice(7, 19);
+    const parent = (await api('GET', '/images/rmi-me:1/json')).json.Parent as string;
+    assert.match(parent, /^sha256:/, 'a built image records its parent');
+    // A tag that is the image's last, while a stopped container uses it.
+    const c = (await host.api('POST', '/containers/create?name=rmi-user', { Image: 'rmi-me:1', Cmd: ['sleep', '300'] })).json.Id as string;
+    let r = await api('DELETE', '/images/rmi-me:1');
+    assert.equal(r.status, 409);
+    assert.equal(r.json.message, `conflict: unable to remove repository reference "rmi-me:1" (must force) - container ${c.slice(0, 12)} is using its referenced image ${short}`);
+    // By id: the stopped container is a conflict -f overrides ...
+    r = await api('DELETE', `/images/${short}`);
+    assert.equal(r.status, 409);
+    assert.equal(r.json.message, `conflict: unable to delete ${short} (must be forced) - image is being used by stopped container ${c.slice(0, 12)}`);
+    // ... a running one is not.
+    assert.equal((await api('POST', `/containers/${c}/start`)).status, 204);
+    r = await api('DELETE', `/images/${short}?force=1`);
+    assert.equal(r.status, 409);
+    assert.equal(r.json.message, `conflict: unable to delete ${short} (cannot be forced) - image is being used by running container ${c.slice(0, 12)}`);
+    // Two tags: by id that needs -f; by tag only that tag goes.
+    assert.equal((await api('POST', '/images/rmi-me:1/tag?repo=rmi-too&tag=2')).status, 201);
+    assert.equal((await api('DELETE', `/containers/${c}?force=1`)).status, 204);
+    r = await api('DELETE', `/images/${short}`);
+    assert.equal(r.status, 409);
+    assert.equal(r.json.message, `conflict: unable to delete ${short} (must be forced) - image is referenced in multiple repositories`);
+    r = await api('DELETE', '/images/rmi-too:2');
+    assert.deepEqual(r.json, [{ Untagged: 'rmi-too:2' }]);
+    // A parent with children cannot go by id, even with -f.
+    r = await api('DELETE', `/images/${parent}?force=1`);
+    assert.equal(r.status, 409);
+    assert.equal(r.json.message, `conflict: unable to delete ${parent.slice(7, 19)} (cannot be forced) - image has dependent child images`);
+    // The last tag of an unused image: the image goes, and so do its untagged parents, but not busybox
+    // (tagged) nor its layers.
+    r = await api('DELETE', '/images/rmi-me:1');
+    assert.equal(r.status, 200, r.body);
+    const deleted = (r.json as Array<{ Untagged?: string; Deleted?: string }>).filter((x) => x.Deleted?.startsWith('sha256:')).map((x) => x.Deleted);
+    assert.deepEqual(r.json[0], { Untagged: 'rmi-me:1' });
+    assert.ok(deleted.includes(id) && deleted.includes(parent), r.body);
+    assert.equal((await api('GET', `/images/${parent}/json`)).status, 404, 'the untagged parent went with it');
+    assert.equal((await api('GET', '/images/busybox/json')).status, 200);
+    // --no-prune keeps the parents.
+    await ok(['build', '--no-cache', '-t', 'rmi-me:2', dir]);
+    const parent2 = (await api('GET', '/images/rmi-me:2/json')).json.Parent as string;
+    r = await api('DELETE', '/images/rmi-me:2?noprune=1');
+    assert.equal(r.status, 200);
+    assert.equal((await api('GET', `/images/${parent2}/json`)).status, 200, '--no-prune keeps the parent');
+    // A tagged base with children: rmi by tag only untags it (the image stays for its children).
+    await ok(['build', '-t', 'rmi-child:1', dir]);
+    assert.equal((await api('POST', '/images/busybox/tag?repo=rmi-base&tag=1')).status, 201);
+    await fs.writeFile(join(dir, 'Dockerfile'), 'FROM rmi-base:1\nRUN echo c > /c\n');
+    await ok(['build', '-t', 'rmi-child:2', dir]);
+    const base = (await api('GET', '/images/rmi-base:1/json')).json.Id as string;
+    assert.equal((await api('DELETE', '/images/busybox:latest')).status, 200);
+    r = await api('DELETE', '/images/rmi-base:1');
+    assert.deepEqual(r.json, [{ Untagged: 'rmi-base:1' }]);
+    assert.equal((await api('GET', `/images/${base}/json`)).status, 200, 'kept for its children');
+    assert.equal((await api('POST', `/images/${base}/tag?repo=busybox&tag=latest`)).status, 201);
+    for (const t of ['rmi-child:1', 'rmi-child:2', parent2]) await api('DELETE', `/images/${t}?force=1`);
+  });
 });

@@ -232,9 +232,8 @@ describe('containers through the Engine API', () => {
   it('on-failure:2 restarts a failing container twice, then leaves it exited', async () => {
     const since = Math.floor(Date.now() / 1000) - 1;
     const id = await host.runDetached({ Cmd: ['sh', '-c', 'exit 1'], HostConfig: { RestartPolicy: { Name: 'on-failure', MaximumRetryCount: 2 } } });
-    // Counted in events, not from RestartCount: berth counts a restart when it schedules it, and
-    // shows the container "exited" (not "restarting") during the back-off, so inspect alone cannot
-    // tell the last exit from a pause between runs.
+    // Counted in events: RestartCount counts a restart when it is decided (as Docker does), and
+    // inspect at one moment cannot tell the last exit from a back-off that just ended.
     const dies = async () => (await host.api('GET', `/events?since=${since}&until=${Math.ceil(Date.now() / 1000)}&filters=${encodeURIComponent(JSON.stringify({ container: [id], event: ['die'] }))}`)).body.split('\n').filter(Boolean).length;
     await waitFor(async () => (await dies()) >= 3, 'the first run and two restarts to exit', 15_000);
     const given = (await host.api('GET', `/containers/${id}/json`)).json;
@@ -533,25 +532,147 @@ describe('containers through the Engine API', () => {
     assert.deepEqual((await get({ container: ['eventful'], event: ['die'] })).map((e) => e.Action), ['die']);
   });
 
-  it('restart policies across a berthd restart: always comes back even if stopped, unless-stopped only if it was not', {
-    todo: 'berth bug (engine.ts restore): no restart policy is applied when berthd starts; Docker starts `always` containers (even manually stopped ones) and `unless-stopped` ones that were not stopped',
-  }, async () => {
+  it('restart policies at daemon start: Docker\'s rule (always even if stopped, unless-stopped only if not, on-failure after a failure)', async () => {
     const always = await host.runDetached({ Cmd: ['sleep', '300'], HostConfig: { RestartPolicy: { Name: 'always' } } }, 'pol-always');
     const unless = await host.runDetached({ Cmd: ['sleep', '300'], HostConfig: { RestartPolicy: { Name: 'unless-stopped' } } }, 'pol-unless');
     const unlessUp = await host.runDetached({ Cmd: ['sleep', '300'], HostConfig: { RestartPolicy: { Name: 'unless-stopped' } } }, 'pol-unless-up');
-    for (const x of [always, unless]) assert.equal((await host.api('POST', `/containers/${x}/stop?t=0`)).status, 204);
+    const alwaysUp = await host.runDetached({ Cmd: ['sleep', '300'], HostConfig: { RestartPolicy: { Name: 'always' } } }, 'pol-always-up');
+    const failed = await host.runDetached({ Cmd: ['sleep', '300'], HostConfig: { RestartPolicy: { Name: 'on-failure' } } }, 'pol-failed');
+    const clean = await host.runDetached({ Cmd: ['true'], HostConfig: { RestartPolicy: { Name: 'on-failure' } } }, 'pol-clean');
+    const none = await host.runDetached({ Cmd: ['sleep', '300'] }, 'pol-none');
+    // Never started: Docker's HasBeenStartedBefore keeps it created.
+    const created = (await host.api('POST', '/containers/create?name=pol-created', { Image: 'busybox', Cmd: ['sleep', '300'], HostConfig: { RestartPolicy: { Name: 'always' } } })).json.Id as string;
+    assert.equal((await host.api('POST', `/containers/${clean}/wait`)).json.StatusCode, 0);
+    for (const x of [always, unless, failed]) assert.equal((await host.api('POST', `/containers/${x}/stop?t=0`)).status, 204);
     // A manual stop is final while the daemon runs.
-    for (const x of [always, unless]) assert.equal((await host.api('GET', `/containers/${x}/json`)).json.State.Status, 'exited');
-    // unless-up's process dies while berthd is down (a crash of the container, not a stop).
-    const pid = (await host.api('GET', `/containers/${unlessUp}/json`)).json.State.Pid as number;
-    await host.stopDaemon();
-    process.kill(pid, 'SIGKILL');
-    await waitFor(async () => (await fs.stat(join(host.root, 'exits', unlessUp)).catch(() => undefined)) !== undefined, 'the container to exit while berthd is down');
+    for (const x of [always, unless, failed]) assert.equal((await host.api('GET', `/containers/${x}/json`)).json.State.Status, 'exited');
+    // unless-up's and none's processes die while berthd is down (a crash of the container, not a
+    // stop); always-up's dies with berthd killed, so no one records its exit either.
+    const pidOf = async (x: string) => (await host.api('GET', `/containers/${x}/json`)).json.State.Pid as number;
+    const pids = [await pidOf(unlessUp), await pidOf(none), await pidOf(alwaysUp)];
+    await host.stopDaemon('SIGKILL');
+    for (const pid of pids) process.kill(pid, 'SIGKILL');
+    for (const x of [unlessUp, none, alwaysUp]) {
+      await waitFor(async () => (await fs.stat(join(host.root, 'exits', x)).catch(() => undefined)) !== undefined, 'the container to exit while berthd is down');
+    }
     await host.startDaemon();
-    const state = async (x: string) => (await host.api('GET', `/containers/${x}/json`)).json.State.Status as string;
-    await waitFor(async () => (await state(always)) === 'running' && (await state(unlessUp)) === 'running', 'always and the crashed unless-stopped back up');
-    assert.equal(await state(unless), 'exited', 'unless-stopped stays stopped');
-    for (const x of [always, unless, unlessUp]) await host.api('DELETE', `/containers/${x}?force=1`);
+    // Docker starts them before it serves the API.
+    const inspect = async (x: string) => (await host.api('GET', `/containers/${x}/json`)).json;
+    for (const x of [always, unlessUp, alwaysUp, failed]) {
+      const j = await inspect(x);
+      assert.equal(j.State.Status, 'running', j.Name);
+      assert.equal(j.RestartCount, 0, 'a start at daemon start resets the count, as a user start does');
+    }
+    assert.equal((await inspect(unless)).State.Status, 'exited', 'unless-stopped stays stopped');
+    assert.equal((await inspect(clean)).State.Status, 'exited', 'on-failure after exit 0 stays exited');
+    assert.equal((await inspect(none)).State.Status, 'exited');
+    assert.equal((await inspect(none)).State.ExitCode, 137);
+    assert.equal((await inspect(created)).State.Status, 'created');
+    for (const x of [always, unless, unlessUp, alwaysUp, failed, clean, none, created]) await host.api('DELETE', `/containers/${x}?force=1`);
+  });
+
+  it('shows a restart policy\'s back-off as "restarting" (Running, Restarting, the count of restarts decided) until it runs again or is stopped', async () => {
+    const since = Math.floor(Date.now() / 1000) - 1;
+    const id = await host.runDetached({ Cmd: ['sh', '-c', 'exit 3'], HostConfig: { RestartPolicy: { Name: 'always' } } }, 'backoff');
+    const dies = async () => (await host.api('GET', `/events?since=${since}&until=${Math.ceil(Date.now() / 1000)}&filters=${encodeURIComponent(JSON.stringify({ container: [id], event: ['die'] }))}`)).body.split('\n').filter(Boolean).length;
+    // The back-off doubles from 100 ms: from the fifth exit it lasts 1.6 s, long enough to look at.
+    const j = await waitFor(async () => {
+      const r = (await host.api('GET', `/containers/${id}/json`)).json;
+      return r.State.Status === 'restarting' && r.RestartCount >= 5 ? r : undefined;
+    }, 'the fifth back-off', 20_000);
+    // A waiter registered now sees the next exit, not this one (Docker counts the container as running).
+    const waiting = host.api('POST', `/containers/${id}/wait`);
+    const [ps, execd, started] = await Promise.all([
+      host.api('GET', `/containers/json?filters=${encodeURIComponent(JSON.stringify({ id: [id] }))}`),
+      host.api('POST', `/containers/${id}/exec`, { Cmd: ['true'] }),
+      host.api('POST', `/containers/${id}/start`),
+    ]);
+    assert.equal(j.State.Restarting, true);
+    assert.equal(j.State.Running, true);
+    assert.equal(j.State.Pid, 0);
+    assert.equal(j.State.ExitCode, 3);
+    // Docker counts a restart when it decides it (daemon/monitor.go): one per exit so far.
+    assert.equal(j.RestartCount, await dies());
+    assert.equal(ps.json.length, 1, 'ps without -a lists it');
+    assert.equal(ps.json[0].State, 'restarting');
+    assert.match(ps.json[0].Status, /^Restarting \(3\) .* ago$/);
+    assert.equal(execd.status, 409);
+    assert.equal(execd.json.message, `Container ${id} is restarting, wait until the container is running`);
+    assert.equal(started.status, 304);
+    const removed = await host.api('DELETE', `/containers/${id}`);
+    assert.equal(removed.status, 409);
+    assert.equal(removed.json.message, `You cannot remove a restarting container ${id}. Stop the container before attempting removal or force remove`);
+    // stop ends the back-off: no further run.
+    assert.equal((await host.api('POST', `/containers/${id}/stop`)).status, 204);
+    assert.deepEqual((await waiting).json, { StatusCode: 3, Error: null });
+    const n = await dies();
+    const stopped = (await host.api('GET', `/containers/${id}/json`)).json;
+    assert.equal(stopped.State.Status, 'exited');
+    assert.equal(stopped.State.Restarting, false);
+    assert.equal(stopped.State.Running, false);
+    await new Promise((r) => setTimeout(r, 2000));
+    assert.equal(await dies(), n, 'not started again');
+    assert.equal((await host.api('GET', `/containers/${id}/json`)).json.State.Status, 'exited');
+    // A user's start begins a fresh restart manager: the count goes back to 0 (seen with the
+    // policy off, so that no restart follows the exit).
+    assert.equal((await host.api('POST', `/containers/${id}/update`, { RestartPolicy: { Name: 'no' } })).status, 200);
+    const exited = host.api('POST', `/containers/${id}/wait?condition=next-exit`);
+    assert.equal((await host.api('POST', `/containers/${id}/start`)).status, 204);
+    assert.equal((await exited).json.StatusCode, 3);
+    assert.equal((await host.api('GET', `/containers/${id}/json`)).json.RestartCount, 0);
+    // SIGKILL ends a back-off too (Docker's ExitOnNext).
+    assert.equal((await host.api('POST', `/containers/${id}/update`, { RestartPolicy: { Name: 'always' } })).status, 200);
+    assert.equal((await host.api('POST', `/containers/${id}/start`)).status, 204);
+    await waitFor(async () => {
+      const r = (await host.api('GET', `/containers/${id}/json`)).json;
+      return r.State.Status === 'restarting' && r.RestartCount >= 4;
+    }, 'the fourth back-off', 20_000);
+    assert.equal((await host.api('POST', `/containers/${id}/kill`)).status, 204);
+    const m = await dies();
+    await new Promise((r) => setTimeout(r, 1200));
+    assert.equal(await dies(), m, 'not started again after kill');
+    assert.equal((await host.api('GET', `/containers/${id}/json`)).json.State.Status, 'exited');
+    assert.equal((await host.api('DELETE', `/containers/${id}`)).status, 204);
+  });
+
+  it('resizes a container\'s terminal and an exec\'s (stty size inside)', async () => {
+    const id = await host.runDetached({ Cmd: ['sleep', '300'], Tty: true, OpenStdin: true });
+    const size = async () => (await exec(host, id, ['stty', '-F', '/proc/1/fd/0', 'size'])).out.trim();
+    assert.equal((await host.api('POST', `/containers/${id}/resize?h=33&w=111`)).status, 200);
+    assert.equal(await size(), '33 111');
+    assert.equal((await host.api('POST', `/containers/${id}/resize?h=20&w=70`)).status, 200);
+    assert.equal(await size(), '20 70');
+    // An exec with its own terminal: resized while it runs, it reports the new size.
+    const ex = await host.api('POST', `/containers/${id}/exec`, { Cmd: ['sh', '-c', 'sleep 1; stty size'], Tty: true, AttachStdout: true, AttachStderr: true });
+    assert.equal(ex.status, 201);
+    const started = host.api('POST', `/exec/${ex.json.Id}/start`, { Detach: false, Tty: true });
+    await waitFor(async () => (await host.api('GET', `/exec/${ex.json.Id}/json`)).json.Running === true || undefined, 'the exec to run');
+    const rs = await host.api('POST', `/exec/${ex.json.Id}/resize?h=44&w=122`);
+    assert.ok(rs.status === 200 || rs.status === 201, rs.body);
+    assert.match((await started).body, /^44 122\r?\n$/);
+    // Not running: Docker's 409.
+    assert.equal((await host.api('POST', `/containers/${id}/kill`)).status, 204);
+    const stopped = await host.api('POST', `/containers/${id}/resize?h=10&w=10`);
+    assert.equal(stopped.status, 409);
+    assert.equal(stopped.json.message, `Container ${id} is not running`);
+    await host.api('DELETE', `/containers/${id}`);
+  });
+
+  it('kill of a paused container thaws it and answers once it has stopped', async () => {
+    for (let i = 0; i < 5; i++) {
+      const id = await host.runDetached({ Cmd: ['sleep', '300'] });
+      assert.equal((await host.api('POST', `/containers/${id}/pause`)).status, 204);
+      const k = await host.api('POST', `/containers/${id}/kill`);
+      assert.equal(k.status, 204, k.body);
+      // kill with SIGKILL waits for the exit: the state is final when it answers.
+      const st = (await host.api('GET', `/containers/${id}/json`)).json.State;
+      assert.deepEqual([st.Status, st.Paused, st.Running, st.ExitCode], ['exited', false, false, 137]);
+      assert.equal((await host.api('DELETE', `/containers/${id}`)).status, 204);
+    }
+    // A paused container removed with force goes the same way.
+    const id = await host.runDetached({ Cmd: ['sleep', '300'] });
+    assert.equal((await host.api('POST', `/containers/${id}/pause`)).status, 204);
+    assert.equal((await host.api('DELETE', `/containers/${id}?force=1`)).status, 204);
   });
 
   it('masks /sys/devices/virtual/powercap as Docker 25+ does, except for --privileged', async (t) => {

@@ -183,4 +183,95 @@ describe('load: symlinks in the archive', () => {
     await fs.symlink('/etc/passwd', join(idx, 'index.json'));
     refused(await load(idx), /index\.json is a link to outside the archive/);
   });
+  it('an OCI layout: zstd and xz layers, a manifest list (this host\'s entry), and refusals of wrong digests', async () => {
+    const configBytes = await fs.readFile(join(base, manifest[0]!.Config));
+    const tarPath = join(base, manifest[0]!.Layers[0]!);
+    const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+    for (const tool of ['zstd', 'xz']) await runOk(tool, ['-k', '-q', '-f', tarPath]);
+    const zst = await fs.readFile(`${tarPath}.zst`);
+    const xz = await fs.readFile(`${tarPath}.xz`);
+    const arch = ({ x64: 'amd64', arm64: 'arm64' } as Record<string, string>)[process.arch] ?? process.arch;
+    /** Writes a layout; `index` may name a manifest list; `corrupt` replaces a blob's bytes under its old name. */
+    async function layout(name: string, tag: string, layer: { bytes: Buffer; mediaType: string }, opts: { list?: boolean; corrupt?: 'config' | 'layer' | 'manifest'; config?: Buffer } = {}): Promise<string> {
+      const d = join(dir, name);
+      await fs.mkdir(join(d, 'blobs', 'sha256'), { recursive: true });
+      const put = async (b: Buffer, bad = false) => { const h = sha(b); await fs.writeFile(join(d, 'blobs', 'sha256', h), bad ? Buffer.concat([b, Buffer.from(' ')]) : b); return h; };
+      const cfg = opts.config ?? configBytes;
+      const c = await put(cfg, opts.corrupt === 'config');
+      const l = await put(layer.bytes, opts.corrupt === 'layer');
+      const man = Buffer.from(JSON.stringify({
+        schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json',
+        config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: `sha256:${c}`, size: cfg.length },
+        layers: [{ mediaType: layer.mediaType, digest: `sha256:${l}`, size: layer.bytes.length }],
+      }));
+      let top = await put(man, opts.corrupt === 'manifest');
+      let topMedia = 'application/vnd.oci.image.manifest.v1+json';
+      let topLen = man.length;
+      if (opts.list) {
+        // Another platform first, with a manifest blob that is not even there: only this host's entry is read.
+        const list = Buffer.from(JSON.stringify({
+          schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json',
+          manifests: [
+            { mediaType: topMedia, digest: `sha256:${'0'.repeat(64)}`, size: 1, platform: { os: 'linux', architecture: arch === 'amd64' ? 's390x' : 'amd64' } },
+            { mediaType: topMedia, digest: `sha256:${top}`, size: man.length, platform: { os: 'linux', architecture: arch } },
+          ],
+        }));
+        top = await put(list);
+        topMedia = 'application/vnd.oci.image.index.v1+json';
+        topLen = list.length;
+      }
+      await fs.writeFile(join(d, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
+      await fs.writeFile(join(d, 'index.json'), JSON.stringify({
+        schemaVersion: 2, manifests: [{ mediaType: topMedia, digest: `sha256:${top}`, size: topLen, annotations: { 'io.containerd.image.name': `docker.io/library/${tag}` } }],
+      }));
+      return d;
+    }
+    const runs = async (tag: string) => {
+      const c = await host.api('POST', '/containers/create', { Image: tag, Cmd: ['sh', '-c', 'echo ran'] });
+      assert.equal(c.status, 201, c.body);
+      await host.api('POST', `/containers/${c.json.Id}/start`);
+      assert.equal((await host.api('POST', `/containers/${c.json.Id}/wait`)).json.StatusCode, 0);
+      await host.api('DELETE', `/containers/${c.json.Id}`);
+    };
+    const zstdTag = 'ocizstd:v1';
+    assert.match(await load(await layout('oci-zstd', zstdTag, { bytes: zst, mediaType: 'application/vnd.oci.image.layer.v1.tar+zstd' })), /Loaded image: ocizstd:v1/);
+    await runs(zstdTag);
+    // xz has no OCI media type; Docker's archive reader recognises it by its magic bytes.
+    assert.match(await load(await layout('oci-xz', 'ocixz:v1', { bytes: xz, mediaType: 'application/vnd.oci.image.layer.v1.tar' })), /Loaded image: ocixz:v1/);
+    await runs('ocixz:v1');
+    assert.match(await load(await layout('oci-list', 'ocilist:v1', { bytes: zst, mediaType: 'application/vnd.oci.image.layer.v1.tar+zstd' }, { list: true })), /Loaded image: ocilist:v1/);
+    await runs('ocilist:v1');
+    // Bytes that are not what their digest names: refused, nothing stored.
+    for (const corrupt of ['config', 'layer', 'manifest'] as const) {
+      const body = await load(await layout(`oci-bad-${corrupt}`, `ocibad${corrupt}:v1`, { bytes: zst, mediaType: 'application/vnd.oci.image.layer.v1.tar+zstd' }, { corrupt }));
+      assert.match(body, /"error".*digest mismatch/, `${corrupt}: ${body}`);
+      assert.equal(await tagged(`ocibad${corrupt}:v1`), 404);
+    }
+    // A layer whose content is not the config's diff id.
+    const cfg = JSON.parse(configBytes.toString());
+    cfg.rootfs.diff_ids = [`sha256:${'1'.repeat(64)}`];
+    const wrongDiff = await load(await layout('oci-bad-diffid', 'ocibaddiff:v1', { bytes: zst, mediaType: 'application/vnd.oci.image.layer.v1.tar+zstd' }, { config: Buffer.from(JSON.stringify(cfg)) }));
+    assert.match(wrongDiff, /"error"/, wrongDiff);
+    assert.equal(await tagged('ocibaddiff:v1'), 404);
+    for (const t of [zstdTag, 'ocixz:v1', 'ocilist:v1']) await host.api('DELETE', `/images/${t}`);
+  });
+
+  it('import --change (POST /images/create?fromSrc=-&changes=…) sets the config Docker\'s way; a bad instruction is a 400', async () => {
+    const tarPath = join(base, manifest[0]!.Layers[0]!);
+    const q = (changes: string[]) => `/images/create?fromSrc=-&repo=imported&tag=v1&${changes.map((c) => `changes=${encodeURIComponent(c)}`).join('&')}`;
+    const r = await host.api('POST', q(['CMD ["cat", "/etc/motd"]', 'ENV A=1 B=two', 'WORKDIR /srv', 'EXPOSE 8080/udp', 'LABEL who=me', 'USER nobody', 'ENTRYPOINT ["/bin/sh", "-c"]']), await fs.readFile(tarPath), { 'Content-Type': 'application/x-tar' });
+    assert.equal(r.status, 200, r.body);
+    const cfg = (await host.api('GET', '/images/imported:v1/json')).json.Config;
+    assert.deepEqual(cfg.Cmd, ['cat', '/etc/motd']);
+    assert.deepEqual(cfg.Entrypoint, ['/bin/sh', '-c']);
+    assert.ok(cfg.Env.includes('A=1') && cfg.Env.includes('B=two'), JSON.stringify(cfg.Env));
+    assert.equal(cfg.WorkingDir, '/srv');
+    assert.deepEqual(cfg.ExposedPorts, { '8080/udp': {} });
+    assert.deepEqual(cfg.Labels, { who: 'me' });
+    assert.equal(cfg.User, 'nobody');
+    const bad = await host.api('POST', q(['RUN echo no']), await fs.readFile(tarPath), { 'Content-Type': 'application/x-tar' });
+    assert.equal(bad.status, 400, bad.body);
+    assert.equal(bad.json.message, 'run is not a valid change command');
+    await host.api('DELETE', '/images/imported:v1');
+  });
 });

@@ -1,7 +1,6 @@
 /** POST /build: the classic builder over a tar context, streaming Docker's build messages. */
 import { promises as fs } from 'node:fs';
 import { build, BuildError } from '../../builder/builder.js';
-import type { LocalImageStore } from '../../images/store.js';
 import { BadRequestError, errorMessage } from '../../util/errors.js';
 import { runOk } from '../../util/exec.js';
 import type { ApiContext } from '../context.js';
@@ -21,7 +20,7 @@ function jsonParam(ctx: RequestContext, name: string): Record<string, string> {
 
 export function buildRoutes(r: Router, api: ApiContext): void {
   r.post('/build', async (ctx) => {
-    const images = api.engine.images as LocalImageStore;
+    const images = api.engine.images;
     const q = ctx.query;
     const quiet = boolParam(q.get('q'));
     const opts = {

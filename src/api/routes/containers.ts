@@ -26,6 +26,7 @@ function statusText(c: ContainerRecord): string {
   if (s.Status === 'exited' || (s.Status === 'created' && s.FinishedAt !== '0001-01-01T00:00:00Z')) {
     return `Exited (${s.ExitCode}) ${humanDuration(Date.now() - Date.parse(s.FinishedAt))} ago`;
   }
+  if (s.Status === 'restarting') return `Restarting (${s.ExitCode}) ${humanDuration(Date.now() - Date.parse(s.FinishedAt))} ago`;
   if (s.Status === 'removing') return 'Removal In Progress';
   if (s.Status === 'created') return 'Created';
   return s.Status;
@@ -88,7 +89,8 @@ export function containerInspect(api: ApiContext, c: ContainerRecord): object {
     Created: c.Created,
     Path: c.Path,
     Args: c.Args,
-    State: { ...c.State },
+    // Docker's State.Running stays true while a restart policy waits out its back-off.
+    State: { ...c.State, Running: c.State.Running || c.State.Restarting },
     Image: c.Image,
     ResolvConfPath: join(dir, 'resolv.conf'),
     HostnamePath: join(dir, 'hostname'),
@@ -127,7 +129,7 @@ async function listContainers(api: ApiContext, ctx: RequestContext): Promise<obj
     if (!STATUSES.includes(s)) throw new BadRequestError(`Invalid filter 'status=${s}'`);
   }
   let list = api.engine.list();
-  if (!all && !filters.has('status') && !filters.has('exited')) list = list.filter((c) => c.State.Running);
+  if (!all && !filters.has('status') && !filters.has('exited')) list = list.filter((c) => c.State.Running || c.State.Restarting);
   const f = (k: string) => filters.get(k);
   const imageMatches = (c: ContainerRecord, ref: string): boolean => {
     const img = api.engine.images.find(ref);
@@ -355,15 +357,8 @@ export function containerRoutes(r: Router, api: ApiContext): void {
   r.post('/containers/{id}/kill', async (ctx) => {
     const signal = ctx.query.get('signal') || 'KILL';
     checkSignal(signal);
-    // Docker's kill with SIGKILL (daemon/kill.go Kill) answers only once the container has
-    // stopped, so clients remove it next without force (Ansible's docker_container absent does
-    // kill, then DELETE, and got 409 "cannot remove a running container"). The waiter is
-    // registered before the signal so the exit cannot be missed; it is bounded so a container
-    // whose monitor is gone cannot hang the call.
-    const sigkill = /^(SIG)?KILL$/i.test(signal) || signal === '9';
-    const stopped = sigkill && e.get(ctx.params.id!).State.Running ? e.wait(ctx.params.id!, 'not-running') : undefined;
+    // With SIGKILL the engine answers once the container has stopped, as Docker's Kill does.
     await e.kill(ctx.params.id!, signal);
-    if (stopped) await Promise.race([stopped, new Promise((r) => setTimeout(r, 10_000).unref())]);
     sendEmpty(ctx.res, 204);
   });
   r.post('/containers/{id}/wait', async (ctx) => {

@@ -1,3 +1,5 @@
+import { applyChanges } from '../../images/changes.js';
+import { parseReference } from '../../images/reference.js';
 import { BadRequestError, errorMessage, NotFoundError } from '../../util/errors.js';
 import type { ApiContext } from '../context.js';
 import { boolParam, checkFilterKeys, labelsMatch, parseFilters, sendJson } from '../http.js';
@@ -28,10 +30,15 @@ async function createImage(api: ApiContext, ctx: RequestContext): Promise<void> 
     if (fromSrc !== '-') throw new BadRequestError('importing from a URL is not supported: send the tarball in the request body (fromSrc=-)');
     const repo = q.get('repo');
     const changes = q.getAll('changes').flatMap((c) => c.split('\n')).filter((c) => c.trim() !== '');
+    const repoTag = repo ? splitRepoTag(repo, q.get('tag')) : undefined;
+    // Checked before the stream starts, as Docker does (ImportImage parses both first): a bad
+    // change or name is a 400, not a 200 whose body ends in an error.
+    applyChanges({}, changes);
+    if (repoTag) parseReference(repoTag);
     const out = jsonStream(ctx);
     try {
       const img = await api.engine.images.importRootfs(ctx.req, {
-        repoTag: repo ? splitRepoTag(repo, q.get('tag')) : undefined,
+        repoTag,
         changes, message: q.get('message') ?? undefined, platform: q.get('platform') ?? undefined,
       });
       api.engine.events.emit('image', 'import', img.id);
