@@ -17,6 +17,7 @@ import { ContainerRecords } from './records.js';
 import { ZERO_TIME, type ContainerRecord, type ContainerStatus } from './types.js';
 import { VolumeStore } from './volumes.js';
 import { ContainerWaits, raceTimeout } from './waits.js';
+import { policyRestarts, RestartManager } from './restartmanager.js';
 
 export interface EngineParts {
   root: string;
@@ -40,10 +41,7 @@ export abstract class Lifecycle {
   protected readonly vols: ContainerVolumes;
   protected readonly attachments: PendingAttachments;
   protected readonly health: HealthMonitor;
-  /** Restarts a policy has scheduled, waiting out their back-off (the container shows "restarting"). */
-  private readonly pendingRestarts = new Map<string, NodeJS.Timeout>();
-  /** Each container's current back-off, as Docker's restart manager keeps it (in memory, per run of the daemon). */
-  private readonly restartDelays = new Map<string, number>();
+  private readonly restarts = new RestartManager();
   /**
    * While restore() runs, exits are recorded but no policy is applied: applyRestartPolicies() does
    * that once the daemon is up, and `berthd --cleanup`, which restores too, never starts anything.
@@ -294,9 +292,9 @@ export abstract class Lifecycle {
       // Docker's handleContainerExit: a stop or kill cancelled the restart manager (ExitOnNext),
       // otherwise the policy decides; a restart is counted when it is decided, and the container
       // shows "restarting" until the back-off has passed.
-      const restart = !this.restoring && !c.HostConfig.AutoRemove && !c.ManuallyStopped && this.policyRestarts(c, code);
+      const restart = !this.restoring && !c.HostConfig.AutoRemove && !c.ManuallyStopped && policyRestarts(c, code);
       if (restart) {
-        restartIn = this.nextRestartDelay(c.Id, Date.now() - Date.parse(c.State.StartedAt));
+        restartIn = this.restarts.nextDelay(c.Id, Date.now() - Date.parse(c.State.StartedAt));
         c.RestartCount++;
       }
       Object.assign(c.State, {
@@ -319,17 +317,8 @@ export abstract class Lifecycle {
 
   // ---------------------------------------------------------------- restart policies
 
-  /** Docker's restart manager back-off: 100 ms, doubled per restart up to a minute, back to 100 ms after a run of 10 s. */
-  private nextRestartDelay(id: string, ranMs: number): number {
-    const last = ranMs >= 10_000 ? 0 : this.restartDelays.get(id) ?? 0;
-    const next = last === 0 ? 100 : Math.min(last * 2, 60_000);
-    this.restartDelays.set(id, next);
-    return next;
-  }
-
   private scheduleRestart(c: ContainerRecord, delayMs: number): void {
-    const timer = setTimeout(() => {
-      this.pendingRestarts.delete(c.Id);
+    this.restarts.schedule(c.Id, delayMs, () => {
       void this.records.withLock(c.Id, async () => {
         // A stop, kill, rm or restart during the back-off has cancelled it.
         if (!c.State.Restarting || !this.containers.has(c.Id)) return;
@@ -339,8 +328,7 @@ export abstract class Lifecycle {
         console.error(`berthd: restarting ${shortId(c.Id)}: ${errorMessage(e)}`);
         this.waits.notify(c, ['not-running', 'next-exit']);
       });
-    }, delayMs);
-    this.pendingRestarts.set(c.Id, timer);
+    });
   }
 
   /**
@@ -350,8 +338,7 @@ export abstract class Lifecycle {
   private async cancelRestart(c: ContainerRecord): Promise<boolean> {
     return this.records.withLock(c.Id, async () => {
       if (!c.State.Restarting) return false;
-      clearTimeout(this.pendingRestarts.get(c.Id));
-      this.pendingRestarts.delete(c.Id);
+      this.restarts.cancel(c.Id);
       Object.assign(c.State, { Status: 'exited' as ContainerStatus, Restarting: false });
       c.ManuallyStopped = true;
       await this.records.save(c);
@@ -363,7 +350,7 @@ export abstract class Lifecycle {
   /** A user's start (or the daemon's at boot) begins with a fresh restart manager, as Docker's containerStart(reset=true). */
   protected resetRestartManager(c: ContainerRecord): void {
     c.RestartCount = 0;
-    this.restartDelays.delete(c.Id);
+    this.restarts.reset(c.Id);
   }
 
   /**
@@ -375,19 +362,8 @@ export abstract class Lifecycle {
    * Called once the daemon is up; never by `berthd --cleanup`.
    */
   async applyRestartPolicies(): Promise<void> {
-    const due = this.list().filter((c) => c.State.Status === 'exited' && !c.State.Running && c.State.StartedAt !== ZERO_TIME && this.policyRestarts(c, c.State.ExitCode));
+    const due = this.list().filter((c) => c.State.Status === 'exited' && !c.State.Running && c.State.StartedAt !== ZERO_TIME && policyRestarts(c, c.State.ExitCode));
     await Promise.all(due.map((c) => this.start(c.Id).catch((e) => console.error(`berthd: starting ${shortId(c.Id)} for its restart policy: ${errorMessage(e)}`))));
-  }
-
-  /** restartmanager.ShouldRestart's rule, for a manager that has not been cancelled. */
-  private policyRestarts(c: ContainerRecord, exitCode: number): boolean {
-    const p = c.HostConfig.RestartPolicy;
-    switch (p?.Name) {
-      case 'always': return true;
-      case 'unless-stopped': return !c.ManuallyStopped;
-      case 'on-failure': return exitCode !== 0 && (!p.MaximumRetryCount || c.RestartCount < p.MaximumRetryCount);
-      default: return false;
-    }
   }
 }
 
