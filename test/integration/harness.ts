@@ -17,6 +17,9 @@ export const DOCKER_CLI = process.env.BERTH_TEST_DOCKER ?? join(PACKAGE_ROOT, 'b
 
 let counter = 0;
 
+/** An API call that did not complete within its bound. */
+export class HangError extends Error {}
+
 export interface ApiResponse { status: number; headers: Record<string, string | string[] | undefined>; body: string; raw: Buffer; json: any }
 
 /**
@@ -122,8 +125,13 @@ export class TestHost {
 
   get daemonPid(): number | undefined { return this.daemon?.pid; }
 
-  api(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<ApiResponse> {
+  /**
+   * One API call. With `timeoutMs`, a call that has not completed by then fails with an error
+   * naming it as a hang (its connection is destroyed), so a test never waits forever.
+   */
+  api(method: string, path: string, body?: unknown, headers: Record<string, string> = {}, opts: { timeoutMs?: number } = {}): Promise<ApiResponse> {
     return new Promise((resolvePromise, reject) => {
+      let timer: NodeJS.Timeout | undefined;
       const data = body === undefined ? undefined : Buffer.isBuffer(body) ? body : Buffer.from(typeof body === 'string' ? body : JSON.stringify(body));
       const req = request({
         socketPath: this.socket, method, path,
@@ -143,6 +151,13 @@ export class TestHost {
         res.on('close', () => { if (!res.complete) reject(new Error(`${method} ${path}: berthd closed the connection mid-response`)); });
       });
       req.on('error', reject);
+      if (opts.timeoutMs) {
+        timer = setTimeout(() => {
+          reject(new HangError(`${method} ${path}: no complete answer within ${opts.timeoutMs} ms`));
+          req.destroy();
+        }, opts.timeoutMs);
+        req.on('close', () => clearTimeout(timer));
+      }
       req.end(data);
     });
   }
