@@ -34,7 +34,7 @@ export interface InvariantOptions {
 interface Inspect {
   Id: string;
   Name: string;
-  State: { Running: boolean; Status: string; Pid: number; ExitCode: number };
+  State: { Running: boolean; Status: string; Pid: number; ExitCode: number; Error?: string };
   HostConfig: { RestartPolicy?: { Name: string; MaximumRetryCount?: number } };
   RestartCount: number;
   NetworkSettings: {
@@ -97,7 +97,9 @@ export async function runcProcesses(host: TestHost): Promise<number[]> {
     const m = /^\s*(\d+)\s+(\S+)\s+(.*)$/.exec(line);
     if (!m || m[2]!.startsWith('Z')) continue;
     const args = m[3]!;
-    if (/(^|\/)(runc|berth-runc)\s/.test(args) && args.includes(join(host.root, 'runc'))) out.push(Number(m[1]));
+    // The program itself (conmon's arguments name berth-runc too).
+    const prog = args.split(/\s/)[0]!.split('/').pop();
+    if ((prog === 'runc' || prog === 'berth-runc') && args.includes(join(host.root, 'runc'))) out.push(Number(m[1]));
   }
   return out;
 }
