@@ -35,6 +35,11 @@ async function writeSection(name: string, text: string): Promise<void> {
   console.log(`chaos: wrote the ${name} figures into docs/reliability.md`);
 }
 
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? s[Math.floor(s.length / 2)]! : 0;
+}
+
 function chaosFigures(r: ChaosReport, leaks: string[]): string {
   const ops = Object.entries(r.operations).sort();
   const total = ops.reduce((a, [, o]) => a + o.ok + o.refused + o.serverError + o.interrupted, 0);
@@ -47,7 +52,8 @@ function chaosFigures(r: ChaosReport, leaks: string[]): string {
     `| operations | ${total} (${ops.map(([k, o]) => `${k} ${o.ok + o.refused + o.serverError + o.interrupted}`).join(', ')}) |`,
     `| operations cut by a fault (connection lost) | ${ops.reduce((a, [, o]) => a + o.interrupted, 0)} |`,
     `| DNS checks (every running container by name, removed names NXDOMAIN) | ${r.dnsChecks} |`,
-    `| hangs | ${r.hangs.length} |`,
+    `| berthd restarts: median / slowest until /_ping answers | ${median(r.restartsMs)} / ${Math.max(0, ...r.restartsMs)} ms |`,
+    `| hangs (an operation or a restart past its bound) | ${r.hangs.length} |`,
     `| invariant violations (leaks, duplicate addresses, store/kernel disagreements) | ${r.violations.length} |`,
     `| restart-policy or survivor violations | ${r.policyViolations.length} |`,
     `| leaks after the run (TestHost.destroy) | ${leaks.length} |`,

@@ -52,6 +52,8 @@ export interface ChaosReport {
   /** Restart policies not honoured, and survivors that stopped running. */
   policyViolations: Array<{ cycle: number; fault: FaultKind; what: string }>;
   dnsChecks: number;
+  /** How long each berthd restart took until it answered /_ping (ms). */
+  restartsMs: number[];
 }
 
 interface Ctx {
@@ -77,7 +79,7 @@ const PORT_BASE = 21000;
 
 function emptyReport(seed: number): ChaosReport {
   return {
-    seed, cycles: 0, durationMs: 0, runcMissed: 0, dnsChecks: 0,
+    seed, cycles: 0, durationMs: 0, runcMissed: 0, dnsChecks: 0, restartsMs: [],
     faults: Object.fromEntries(FAULT_KINDS.map((k) => [k, 0])) as Record<FaultKind, number>,
     operations: {}, serverErrors: {}, hangs: [], violations: [], transient: [], policyViolations: [],
   };
@@ -327,7 +329,16 @@ export async function runChaos(host: TestHost, options: ChaosOptions): Promise<C
       ctx.report.faults[kind]++;
       if (ctx.daemonDown) {
         await sleep(rng.int(200));
-        await host.startDaemon();
+        const t = Date.now();
+        try {
+          await host.startDaemon([], { timeoutMs: 90_000 });
+        } catch (e) {
+          ctx.report.hangs.push(`cycle ${cycle}: berthd did not answer within 90 s of its restart after "${what}": ${(e as Error).message.slice(0, 600)}`);
+          stop = true;
+          await Promise.all(workers);
+          break;
+        }
+        ctx.report.restartsMs.push(Date.now() - t);
         ctx.daemonDown = false;
       }
       await sleep(tailMs);
@@ -383,7 +394,7 @@ export async function runChaos(host: TestHost, options: ChaosOptions): Promise<C
     ctx.report.durationMs = Date.now() - t0;
     upstream.kill('SIGKILL');
     await ctx.registry?.stop().catch(() => undefined);
-    if (ctx.daemonDown) await host.startDaemon().catch(() => undefined);
+    // A daemon left down stays down: TestHost.destroy runs berthd --cleanup itself.
   }
   return ctx.report;
 }

@@ -89,7 +89,7 @@ export class TestHost {
     return run('nsenter', [`--net=${this.netnsPath}`, cmd, ...args], input !== undefined ? { input } : {});
   }
 
-  async startDaemon(extra: string[] = []): Promise<void> {
+  async startDaemon(extra: string[] = [], opts: { timeoutMs?: number } = {}): Promise<void> {
     // Upstream servers of the test's own: names berth forwards go to the fake outside host (or to
     // the test namespace's loopback), never to the machine's real resolvers.
     const resolvConf = join(this.dir, 'resolv.conf');
@@ -100,14 +100,21 @@ export class TestHost {
     this.daemon = child;
     child.stdout!.on('data', (d: Buffer) => { this.daemonLog += d.toString(); });
     child.stderr!.on('data', (d: Buffer) => { this.daemonLog += d.toString(); });
-    const deadline = Date.now() + 20_000;
+    const deadline = Date.now() + (opts.timeoutMs ?? 20_000);
     for (;;) {
       if (child.exitCode !== null) throw new Error(`berthd exited: ${this.daemonLog}`);
       try {
-        const r = await this.api('GET', '/_ping');
+        const r = await this.api('GET', '/_ping', undefined, {}, { timeoutMs: 5000 });
         if (r.status === 200) return;
       } catch { /* not up yet */ }
-      if (Date.now() > deadline) throw new Error(`berthd did not come up: ${this.daemonLog}`);
+      if (Date.now() > deadline) {
+        // A daemon that never answered must not live on beside the next one (or past cleanup).
+        const exited = new Promise((r) => child.once('exit', r));
+        child.kill('SIGKILL');
+        await exited;
+        this.daemon = undefined;
+        throw new Error(`berthd did not come up within ${opts.timeoutMs ?? 20_000} ms: ${this.daemonLog.slice(-2000)}`);
+      }
       await new Promise((r) => setTimeout(r, 50));
     }
   }
