@@ -236,6 +236,7 @@ export class ConmonRuntime implements ContainerRuntime {
     if (r.code !== 0 && !/does not exist|not exist/i.test(r.stderr)) {
       throw new Error(cleanRuncMessage(r.stderr));
     }
+    await removeCgroups(id);
   }
 
   async state(id: string): Promise<RuntimeState | undefined> {
@@ -355,4 +356,20 @@ export function cleanRuncMessage(text: string): string {
 function signalNumber(sig: string): number | undefined {
   const table: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGTERM: 15, SIGPIPE: 13 };
   return table[sig];
+}
+
+/**
+ * The cgroups of container `id` (cgroupsPath /berth/<id>) that runc left: a `runc create` killed
+ * after it made them and before it saved its state leaves directories that `runc delete` cannot
+ * find (found by npm run chaos). rmdir removes only empty ones, so a cgroup with a live process in
+ * it stays; both layouts: /sys/fs/cgroup/<controller>/berth/<id> (v1, hybrid) and
+ * /sys/fs/cgroup/berth/<id> (v2).
+ */
+export async function removeCgroups(id: string, base = '/sys/fs/cgroup'): Promise<void> {
+  if (!/^[0-9a-f]{64}$/.test(id)) return;
+  const dirs = [join(base, 'berth', id)];
+  for (const e of await fs.readdir(base, { withFileTypes: true }).catch(() => [])) {
+    if (e.isDirectory() && e.name !== 'berth') dirs.push(join(base, e.name, 'berth', id));
+  }
+  for (const d of dirs) await fs.rmdir(d).catch(() => undefined);
 }

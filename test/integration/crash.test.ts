@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { existsSync, promises as fs } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { checkInvariants as check, conmonOf as conmonPid, hostVeths } from '../chaos/invariants.js';
 import { TestHost, waitFor } from './harness.js';
@@ -122,6 +124,27 @@ describe(`berthd killed mid-operation (seed ${seed})`, () => {
     assert.deepEqual(ports['80/tcp'], [{ HostIp: '0.0.0.0', HostPort: '18500' }]);
     for (const x of [id, other]) assert.equal((await host.api('DELETE', `/containers/${x}?force=1`)).status, 204);
     await checkInvariants();
+  });
+
+  it('cgroups a killed runc create left behind (it made them, then died before saving its state) go with the container', async () => {
+    // Found by npm run chaos (seed 20261205, cycle 54): runc delete cannot find such a container,
+    // so its directories under every hierarchy's berth/ stayed. Made here as runc would have.
+    const c = await host.api('POST', '/containers/create?name=cgleft', { Image: 'busybox', Cmd: ['sleep', '300'] });
+    assert.equal(c.status, 201);
+    const id = c.json.Id as string;
+    knownIds.add(id);
+    const made: string[] = [];
+    for (const ctl of await fs.readdir('/sys/fs/cgroup')) {
+      const dir = join('/sys/fs/cgroup', ctl, 'berth', id);
+      if (await fs.mkdir(dir, { recursive: true }).then(() => true, () => false)) made.push(dir);
+    }
+    assert.ok(made.length > 0, 'no cgroup hierarchy to test on');
+    try {
+      assert.equal((await host.api('DELETE', `/containers/${id}?force=1`)).status, 204);
+      assert.deepEqual(made.filter((d) => existsSync(d)), []);
+    } finally {
+      for (const d of made) await fs.rmdir(d).catch(() => undefined);
+    }
   });
 
   it('rm -f of everything leaves no link, namespace, mount, journal or rule behind', async () => {
