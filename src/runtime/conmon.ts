@@ -14,6 +14,8 @@ import {
 export { RuntimeCreateError };
 
 const ORPHAN_POLL_MS = 200;
+/** How long a `runc create` under conmon may take before the start gives up on it. */
+const CREATE_BOUND_MS = Number(process.env.BERTH_CREATE_BOUND_MS ?? 60_000);
 
 /** Whether a process exists and is not a zombie. */
 function processAlive(pid: number): boolean {
@@ -153,8 +155,17 @@ export class ConmonRuntime implements ContainerRuntime {
       const settle = (err: Error | undefined, pid?: number) => {
         if (settled) return;
         settled = true;
+        clearTimeout(bound);
         if (err) reject(err); else resolve(pid!);
       };
+      // A conmon that neither reports the container nor exits (its runc create was killed at an
+      // unlucky moment: npm run chaos, seed 20261205, cycle 51) must not hold the start, and the
+      // container's lock, forever: past the bound it is killed and the create fails.
+      const bound = setTimeout(() => {
+        try { child.kill('SIGKILL'); } catch { /* gone */ }
+        settle(new RuntimeCreateError(`conmon did not report the container within ${CREATE_BOUND_MS / 1000} s${stderr ? `: ${cleanRuncMessage(stderr)}` : ''}`));
+      }, CREATE_BOUND_MS);
+      bound.unref();
       child.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
       const sync = child.stdio[3] as NodeJS.ReadableStream;
       sync.on('data', (d: Buffer) => {
