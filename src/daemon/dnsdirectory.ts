@@ -29,7 +29,11 @@ export class ContainerDirectory implements DnsDirectory {
     this.builtFor = this.generation();
     const nets = this.networks();
     const views = new Map<string, NetworkView>();
-    const running = [...this.containers()].filter((c) => c.State.Running || c.State.Status === 'created');
+    // Containers that hold an address: a start records its endpoints (and bumps the generation)
+    // before it marks the container running, and a restart (policy or API) starts from 'exited',
+    // so a filter on the state would build the view without it and keep that view until the next
+    // endpoint change. An exit releases the addresses, so holding one is the test.
+    const running = [...this.containers()].filter((c) => Object.values(c.Endpoints ?? {}).some((ep) => ep.IPAddress));
     for (const c of running) {
       for (const [netId, ep] of Object.entries(c.Endpoints ?? {})) {
         const n = nets.get(netId);

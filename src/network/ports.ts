@@ -68,6 +68,8 @@ export function portRequests(bindings: Record<string, Array<{ HostIp?: string; H
  */
 export class PortReservations {
   private readonly held = new Map<string, Array<{ mapping: PortMapping; holder: Holder }>>();
+  /** Ports berth itself holds now (proto/family/port), from the bind on: a reservation in flight counts. */
+  private readonly ours = new Map<string, number>();
 
   mappings(): PortMapping[] {
     return [...this.held.values()].flat().map((h) => h.mapping);
@@ -118,14 +120,34 @@ export class PortReservations {
     let last: Error | undefined;
     for (const port of candidates) {
       try {
-        return await bindPort(r.proto, host, port, family);
+        const got = await bindPort(r.proto, host, port, family);
+        const key = `${r.proto}/${family}/${got.port}`;
+        this.ours.set(key, (this.ours.get(key) ?? 0) + 1);
+        let open = true;
+        return {
+          port: got.port,
+          holder: {
+            close: () => {
+              if (!open) return;
+              open = false;
+              const n = (this.ours.get(key) ?? 1) - 1;
+              if (n > 0) this.ours.set(key, n); else this.ours.delete(key);
+              got.holder.close();
+            },
+          },
+        };
       } catch (e) {
         last = e as Error;
       }
     }
     const ports = r.hostPorts ? (r.hostPorts[0] === r.hostPorts[1] ? r.hostPorts[0] : `${r.hostPorts[0]}-${r.hostPorts[1]}`) : 0;
     const where = family === 6 ? `[${host}]:${ports}` : `${host}:${ports}`;
-    const err = new Error(`driver failed programming external connectivity on endpoint: Error starting userland proxy: listen ${r.proto}${family} ${where}: bind: address already in use`);
+    // Docker's two wordings: a port another container holds is "already allocated" (its port
+    // allocator), one another process holds fails in the userland proxy's bind.
+    const allocated = r.hostPorts && r.hostPorts[0] === r.hostPorts[1] && this.ours.has(`${r.proto}/${family}/${r.hostPorts[0]}`);
+    const err = new Error(allocated
+      ? `driver failed programming external connectivity on endpoint: Bind for ${where} failed: port is already allocated`
+      : `driver failed programming external connectivity on endpoint: Error starting userland proxy: listen ${r.proto}${family} ${where}: bind: address already in use`);
     if (last && !/EADDRINUSE/.test(last.message)) err.message = `cannot publish ${where}/${r.proto}: ${last.message}`;
     throw Object.assign(err, { status: 500 });
   }

@@ -14,6 +14,8 @@ import {
 export { RuntimeCreateError };
 
 const ORPHAN_POLL_MS = 200;
+/** How long a `runc create` under conmon may take before the start gives up on it. */
+const CREATE_BOUND_MS = Number(process.env.BERTH_CREATE_BOUND_MS ?? 60_000);
 
 /** Whether a process exists and is not a zombie. */
 function processAlive(pid: number): boolean {
@@ -153,8 +155,17 @@ export class ConmonRuntime implements ContainerRuntime {
       const settle = (err: Error | undefined, pid?: number) => {
         if (settled) return;
         settled = true;
+        clearTimeout(bound);
         if (err) reject(err); else resolve(pid!);
       };
+      // A conmon that neither reports the container nor exits (its runc create was killed at an
+      // unlucky moment: npm run chaos, seed 20261205, cycle 51) must not hold the start, and the
+      // container's lock, forever: past the bound it is killed and the create fails.
+      const bound = setTimeout(() => {
+        try { child.kill('SIGKILL'); } catch { /* gone */ }
+        settle(new RuntimeCreateError(`conmon did not report the container within ${CREATE_BOUND_MS / 1000} s${stderr ? `: ${cleanRuncMessage(stderr)}` : ''}`));
+      }, CREATE_BOUND_MS);
+      bound.unref();
       child.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
       const sync = child.stdio[3] as NodeJS.ReadableStream;
       sync.on('data', (d: Buffer) => {
@@ -236,6 +247,7 @@ export class ConmonRuntime implements ContainerRuntime {
     if (r.code !== 0 && !/does not exist|not exist/i.test(r.stderr)) {
       throw new Error(cleanRuncMessage(r.stderr));
     }
+    await removeCgroups(id);
   }
 
   async state(id: string): Promise<RuntimeState | undefined> {
@@ -355,4 +367,20 @@ export function cleanRuncMessage(text: string): string {
 function signalNumber(sig: string): number | undefined {
   const table: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGTERM: 15, SIGPIPE: 13 };
   return table[sig];
+}
+
+/**
+ * The cgroups of container `id` (cgroupsPath /berth/<id>) that runc left: a `runc create` killed
+ * after it made them and before it saved its state leaves directories that `runc delete` cannot
+ * find (found by npm run chaos). rmdir removes only empty ones, so a cgroup with a live process in
+ * it stays; both layouts: /sys/fs/cgroup/<controller>/berth/<id> (v1, hybrid) and
+ * /sys/fs/cgroup/berth/<id> (v2).
+ */
+export async function removeCgroups(id: string, base = '/sys/fs/cgroup'): Promise<void> {
+  if (!/^[0-9a-f]{64}$/.test(id)) return;
+  const dirs = [join(base, 'berth', id)];
+  for (const e of await fs.readdir(base, { withFileTypes: true }).catch(() => [])) {
+    if (e.isDirectory() && e.name !== 'berth') dirs.push(join(base, e.name, 'berth', id));
+  }
+  for (const d of dirs) await fs.rmdir(d).catch(() => undefined);
 }

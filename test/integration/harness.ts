@@ -17,6 +17,9 @@ export const DOCKER_CLI = process.env.BERTH_TEST_DOCKER ?? join(PACKAGE_ROOT, 'b
 
 let counter = 0;
 
+/** An API call that did not complete within its bound. */
+export class HangError extends Error {}
+
 export interface ApiResponse { status: number; headers: Record<string, string | string[] | undefined>; body: string; raw: Buffer; json: any }
 
 /**
@@ -86,7 +89,7 @@ export class TestHost {
     return run('nsenter', [`--net=${this.netnsPath}`, cmd, ...args], input !== undefined ? { input } : {});
   }
 
-  async startDaemon(extra: string[] = []): Promise<void> {
+  async startDaemon(extra: string[] = [], opts: { timeoutMs?: number } = {}): Promise<void> {
     // Upstream servers of the test's own: names berth forwards go to the fake outside host (or to
     // the test namespace's loopback), never to the machine's real resolvers.
     const resolvConf = join(this.dir, 'resolv.conf');
@@ -97,14 +100,21 @@ export class TestHost {
     this.daemon = child;
     child.stdout!.on('data', (d: Buffer) => { this.daemonLog += d.toString(); });
     child.stderr!.on('data', (d: Buffer) => { this.daemonLog += d.toString(); });
-    const deadline = Date.now() + 20_000;
+    const deadline = Date.now() + (opts.timeoutMs ?? 20_000);
     for (;;) {
       if (child.exitCode !== null) throw new Error(`berthd exited: ${this.daemonLog}`);
       try {
-        const r = await this.api('GET', '/_ping');
+        const r = await this.api('GET', '/_ping', undefined, {}, { timeoutMs: 5000 });
         if (r.status === 200) return;
       } catch { /* not up yet */ }
-      if (Date.now() > deadline) throw new Error(`berthd did not come up: ${this.daemonLog}`);
+      if (Date.now() > deadline) {
+        // A daemon that never answered must not live on beside the next one (or past cleanup).
+        const exited = new Promise((r) => child.once('exit', r));
+        child.kill('SIGKILL');
+        await exited;
+        this.daemon = undefined;
+        throw new Error(`berthd did not come up within ${opts.timeoutMs ?? 20_000} ms: ${this.daemonLog.slice(-2000)}`);
+      }
       await new Promise((r) => setTimeout(r, 50));
     }
   }
@@ -122,8 +132,13 @@ export class TestHost {
 
   get daemonPid(): number | undefined { return this.daemon?.pid; }
 
-  api(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<ApiResponse> {
+  /**
+   * One API call. With `timeoutMs`, a call that has not completed by then fails with an error
+   * naming it as a hang (its connection is destroyed), so a test never waits forever.
+   */
+  api(method: string, path: string, body?: unknown, headers: Record<string, string> = {}, opts: { timeoutMs?: number } = {}): Promise<ApiResponse> {
     return new Promise((resolvePromise, reject) => {
+      let timer: NodeJS.Timeout | undefined;
       const data = body === undefined ? undefined : Buffer.isBuffer(body) ? body : Buffer.from(typeof body === 'string' ? body : JSON.stringify(body));
       const req = request({
         socketPath: this.socket, method, path,
@@ -143,6 +158,13 @@ export class TestHost {
         res.on('close', () => { if (!res.complete) reject(new Error(`${method} ${path}: berthd closed the connection mid-response`)); });
       });
       req.on('error', reject);
+      if (opts.timeoutMs) {
+        timer = setTimeout(() => {
+          reject(new HangError(`${method} ${path}: no complete answer within ${opts.timeoutMs} ms`));
+          req.destroy();
+        }, opts.timeoutMs);
+        req.on('close', () => clearTimeout(timer));
+      }
       req.end(data);
     });
   }

@@ -104,12 +104,12 @@ describe('published ports', () => {
     await host.api('DELETE', `/containers/${r}?force=1`);
   });
 
-  it('a taken host port fails the start with "address already in use" and publishes nothing', async () => {
+  it('a taken host port fails the start with Docker\'s words ("port is already allocated" when a container holds it, "address already in use" for another process) and publishes nothing', async () => {
     const first = await host.runDetached({ Cmd: ['sleep', '300'], HostConfig: { PortBindings: { '80/tcp': [{ HostIp: '', HostPort: '8090' }] } } });
     const c = await host.api('POST', '/containers/create', { Image: 'busybox', Cmd: ['sleep', '300'], HostConfig: { PortBindings: { '81/tcp': [{ HostIp: '', HostPort: '8091' }], '80/tcp': [{ HostIp: '', HostPort: '8090' }] } } });
     const s = await host.api('POST', `/containers/${c.json.Id}/start`);
     assert.equal(s.status, 500);
-    assert.match(s.json.message, /address already in use/);
+    assert.match(s.json.message, /Bind for 0\.0\.0\.0:8090 failed: port is already allocated/);
     assert.equal((await host.api('GET', `/containers/${c.json.Id}/json`)).json.State.Running, false);
     // the port it did get first was given back, in the rules and as a reservation
     const ruleset = (await host.inNetns('nft', ['list', 'map', 'ip', 'berth', 'pub_any'])).stdout;

@@ -331,6 +331,8 @@ async function archiveGet(api: ApiContext, ctx: RequestContext, withBody: boolea
 
 export function containerRoutes(r: Router, api: ApiContext): void {
   const e = api.engine;
+  /** Containers a DELETE is removing now. */
+  const removing = new Set<string>();
   r.get('/containers/json', async (ctx) => sendJson(ctx.res, 200, await listContainers(api, ctx)));
   r.post('/containers/create', async (ctx) => {
     const body = await readJsonBody(ctx.req);
@@ -373,8 +375,17 @@ export function containerRoutes(r: Router, api: ApiContext): void {
   });
   r.delete('/containers/{id}', async (ctx) => {
     const ref = ctx.params.id!;
-    if (!e.find(ref)) throw new NotFoundError(`No such container: ${ref}`);
-    await e.remove(ref, { force: boolParam(ctx.query.get('force')), volumes: boolParam(ctx.query.get('v')) });
+    const c = e.find(ref);
+    if (!c) throw new NotFoundError(`No such container: ${ref}`);
+    // As Docker: while one removal runs, the others are told so (409), not answered 204 for a
+    // removal they did not make; once it is done, the container is gone (404).
+    if (removing.has(c.Id)) throw new ConflictError(`removal of container ${c.Id} is already in progress`);
+    removing.add(c.Id);
+    try {
+      await e.remove(ref, { force: boolParam(ctx.query.get('force')), volumes: boolParam(ctx.query.get('v')) });
+    } finally {
+      removing.delete(c.Id);
+    }
     sendEmpty(ctx.res, 204);
   });
   r.post('/containers/{id}/rename', async (ctx) => {

@@ -1,0 +1,131 @@
+/**
+ * `npm run chaos`: the long forms of issue 22's suite, each in a throwaway test host (its own
+ * network namespace, root and socket), cleaned up even on failure.
+ *
+ *   npm run chaos -- [--seed N] [--cycles N] [--minutes N] [--workers N] [--no-pull] [--no-build] [--keep-going]
+ *   npm run chaos -- --fuzz N [--seed N]
+ *   npm run chaos -- --soak [--soak-cycles N] [--traffic-minutes M] [--parallel N]
+ *   add --write-doc to put the figures into docs/reliability.md
+ *
+ * Exit status 1 when anything was found (a violation, a hang, a 5xx for malformed input, a leak).
+ */
+import { existsSync, promises as fs } from 'node:fs';
+import { join } from 'node:path';
+import { PACKAGE_ROOT, TestHost } from '../integration/harness.js';
+import { runFuzz } from './fuzz.js';
+import { runSoak, soakTable } from './soak.js';
+import { runChaos, type ChaosReport } from './workload.js';
+
+function arg(name: string): string | undefined {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? process.argv[i + 1] : undefined;
+}
+const flag = (name: string) => process.argv.includes(`--${name}`);
+const num = (name: string, dflt: number) => (arg(name) !== undefined ? Number(arg(name)) : dflt);
+
+const DOC = join(PACKAGE_ROOT, 'docs', 'reliability.md');
+
+/** Replaces the text between <!-- NAME:begin --> and <!-- NAME:end --> in docs/reliability.md. */
+async function writeSection(name: string, text: string): Promise<void> {
+  if (!existsSync(DOC)) return;
+  const doc = await fs.readFile(DOC, 'utf8');
+  const re = new RegExp(`(<!-- ${name}:begin -->\\n)[\\s\\S]*?(<!-- ${name}:end -->)`);
+  if (!re.test(doc)) { console.error(`chaos: no ${name} section in ${DOC}`); return; }
+  await fs.writeFile(DOC, doc.replace(re, (_m, a: string, b: string) => `${a}${text}\n${b}`));
+  console.log(`chaos: wrote the ${name} figures into docs/reliability.md`);
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? s[Math.floor(s.length / 2)]! : 0;
+}
+
+function chaosFigures(r: ChaosReport, leaks: string[]): string {
+  const ops = Object.entries(r.operations).sort();
+  const total = ops.reduce((a, [, o]) => a + o.ok + o.refused + o.serverError + o.interrupted, 0);
+  return [
+    `Run of ${new Date().toISOString().slice(0, 10)}: \`npm run chaos -- --seed ${r.seed} --cycles ${r.cycles}\` (${Math.round(r.durationMs / 60000)} min).`,
+    '',
+    `| figure | value |`, `|---|---|`,
+    `| fault cycles survived | ${r.cycles} |`,
+    ...Object.entries(r.faults).map(([k, v]) => `| faults: ${k} | ${v}${k === 'runc' ? ` (${r.runcMissed} found no runc alive)` : ''} |`),
+    `| operations | ${total} (${ops.map(([k, o]) => `${k} ${o.ok + o.refused + o.serverError + o.interrupted}`).join(', ')}) |`,
+    `| operations cut by a fault (connection lost) | ${ops.reduce((a, [, o]) => a + o.interrupted, 0)} |`,
+    `| DNS checks (every running container by name, removed names NXDOMAIN) | ${r.dnsChecks} |`,
+    `| berthd restarts: median / slowest until /_ping answers | ${median(r.restartsMs)} / ${Math.max(0, ...r.restartsMs)} ms |`,
+    `| hangs (an operation or a restart past its bound) | ${r.hangs.length} |`,
+    `| invariant violations (leaks, duplicate addresses, store/kernel disagreements) | ${r.violations.length} |`,
+    `| restart-policy or survivor violations | ${r.policyViolations.length} |`,
+    `| leaks after the run (TestHost.destroy) | ${leaks.length} |`,
+    '',
+    `5xx answers seen while faults were injected: ${Object.keys(r.serverErrors).length ? Object.entries(r.serverErrors).map(([k, v]) => `\`${k}\` ×${v}`).join('; ') : 'none'}.`,
+  ].join('\n');
+}
+
+async function main(): Promise<number> {
+  const seed = num('seed', Date.now() % 1_000_000);
+  const host = await TestHost.create({ outside: true });
+  let found = 0;
+  const cleanup = async () => {
+    const leaks = await host.destroy();
+    if (leaks.length) console.log(`chaos: LEAKS after cleanup: ${leaks.join('; ')}`);
+    return leaks;
+  };
+  process.once('SIGINT', () => { void cleanup().then(() => process.exit(130)); });
+  try {
+    if (arg('fuzz')) {
+      const runs = num('fuzz', 1000);
+      console.log(`chaos: fuzzing ${runs} requests, seed ${seed} (replay: npm run chaos -- --fuzz ${runs} --seed ${seed})`);
+      await host.api('POST', '/networks/create', { Name: 'fzn', IPAM: { Config: [{ Subnet: '10.83.0.0/24' }] } });
+      await host.api('POST', '/volumes/create', { Name: 'fzv' });
+      await host.runDetached({ Cmd: ['sleep', '3600'], HostConfig: { NetworkMode: 'fzn' } }, 'fz');
+      const r = await runFuzz(host, { runs, seed, fixtures: { container: 'fz', network: 'fzn', volume: 'fzv', image: 'busybox' } });
+      console.log(`chaos: fuzz: ${r.tried} requests, by status ${JSON.stringify(r.byStatus)}`);
+      for (const f of r.failures) console.log(`chaos: FOUND ${f}`);
+      found += r.failures.length;
+      const leaks = await cleanup();
+      found += leaks.length;
+      if (flag('write-doc')) await writeSection('fuzz', `Last long fuzz: \`npm run chaos -- --fuzz ${runs} --seed ${seed}\`: ${r.tried} requests (${Object.entries(r.byStatus).map(([k, v]) => `${k}: ${v}`).join(', ')}), ${r.failures.length} findings, ${leaks.length} leaks.`);
+      return found ? 1 : 0;
+    }
+    if (flag('soak')) {
+      const cycles = num('soak-cycles', 10_000);
+      const minutes = num('traffic-minutes', 60);
+      console.log(`chaos: soak of ${cycles} run/rm cycles and ${minutes} min of DNS and published-port traffic`);
+      const r = await runSoak(host, { cycles, trafficMinutes: minutes, parallel: num('parallel', 4), log: (l) => console.log(`chaos: ${l}`) });
+      console.log(soakTable(r));
+      console.log(`chaos: soak: ${r.cycles} cycles (${r.failedCycles} failed), ${r.dnsQueries} DNS lookups and ${r.httpOk} HTTP fetches answered (${r.httpFailed} failed) in ${minutes} min; violations: ${r.violations.join('; ') || 'none'}`);
+      found += r.violations.length + r.failedCycles + r.httpFailed;
+      const leaks = await cleanup();
+      found += leaks.length;
+      if (flag('write-doc')) {
+        await writeSection('soak', [
+          `Run of ${new Date().toISOString().slice(0, 10)}: \`npm run chaos -- --soak --soak-cycles ${cycles} --traffic-minutes ${minutes}\`: ${r.cycles} run/rm cycles (${r.failedCycles} failed, ${Math.ceil(r.cycles / 4)} of them with a published port), then ${minutes} min of traffic: ${r.dnsQueries} DNS lookups by name from a container, ${r.httpOk} HTTP fetches (container to container by name, and through the published port from the host) answered, ${r.httpFailed} failed. Invariant violations: ${r.violations.length}; leaks after the run: ${leaks.length}.`,
+          '',
+          soakTable(r),
+        ].join('\n'));
+      }
+      return found ? 1 : 0;
+    }
+    const cycles = num('cycles', 1000);
+    const minutes = arg('minutes') !== undefined ? Number(arg('minutes')) : undefined;
+    console.log(`chaos: seed ${seed}, up to ${cycles} cycles${minutes ? ` or ${minutes} min` : ''} (replay: npm run chaos -- --seed ${seed} --cycles ${cycles})`);
+    const r = await runChaos(host, {
+      seed, cycles, ...(minutes !== undefined ? { minutes } : {}), workers: num('workers', 4), pull: !flag('no-pull'), build: !flag('no-build'),
+      keepGoing: flag('keep-going'), log: (l) => console.log(`chaos: ${l}`),
+    });
+    console.log(`chaos: ${JSON.stringify(r, null, 1)}`);
+    found += r.violations.length + r.hangs.length + r.policyViolations.length;
+    const leaks = await cleanup();
+    found += leaks.length;
+    console.log(`chaos: ${r.cycles} cycles, faults ${JSON.stringify(r.faults)}, ${r.violations.length} violations, ${r.hangs.length} hangs, ${r.policyViolations.length} policy violations, ${leaks.length} leaks`);
+    if (flag('write-doc')) await writeSection('chaos', chaosFigures(r, leaks));
+    return found ? 1 : 0;
+  } catch (e) {
+    console.error(`chaos: ${(e as Error).stack}`);
+    await cleanup().catch(() => undefined);
+    return 2;
+  }
+}
+
+process.exit(await main());
