@@ -46,12 +46,10 @@ export class Engine extends Lifecycle {
    * holds nothing (a crash during its start may have left a runtime container, a mount, a sandbox).
    */
   async restore(): Promise<void> {
+    // Policies stay off until applyRestartPolicies(): the network layer must first adopt the
+    // running sandboxes and recover the rest, or a restart racing that recovery would lose its own.
     this.restoring = true;
-    try {
-      await this.restoreRecords();
-    } finally {
-      this.restoring = false;
-    }
+    await this.restoreRecords();
   }
 
   private async restoreRecords(): Promise<void> {

@@ -43,8 +43,9 @@ export abstract class Lifecycle {
   protected readonly health: HealthMonitor;
   private readonly restarts = new RestartManager();
   /**
-   * While restore() runs, exits are recorded but no policy is applied: applyRestartPolicies() does
-   * that once the daemon is up, and `berthd --cleanup`, which restores too, never starts anything.
+   * From restore() until applyRestartPolicies(), exits are recorded but no policy is applied: that
+   * call applies them once the network layer has adopted and recovered sandboxes, and `berthd
+   * --cleanup`, which restores too, never starts anything.
    */
   protected restoring = false;
 
@@ -362,6 +363,7 @@ export abstract class Lifecycle {
    * Called once the daemon is up; never by `berthd --cleanup`.
    */
   async applyRestartPolicies(): Promise<void> {
+    this.restoring = false;
     const due = this.list().filter((c) => c.State.Status === 'exited' && !c.State.Running && c.State.StartedAt !== ZERO_TIME && policyRestarts(c, c.State.ExitCode));
     await Promise.all(due.map((c) => this.start(c.Id).catch((e) => console.error(`berthd: starting ${shortId(c.Id)} for its restart policy: ${errorMessage(e)}`))));
   }

@@ -39,16 +39,7 @@ describe(`chaos: ${cycles} seeded fault cycles under load (seed ${seed}; replay 
     assert.deepEqual(report.hangs, []);
   });
 
-  it('after every fault the store and the kernel agree (links, addresses, pins, mounts, runc, conmon, cgroups, nft, journals, DNS)', (t) => {
-    // A known bug, reported with its seeds and left to the engine's owners: a restart policy's
-    // start that fires while a restarted berthd still adopts sandboxes (engine.restore schedules
-    // it before network.adopt runs recover) loses its namespace pin, journal and published ports.
-    // Only when every violation is of that kind, after a berthd restart, is the test a todo.
-    const known = /running without its namespace pin|namespace pins mounted but|sandbox journals but|pub_any elements but|host veths but/;
-    // (It lasts until the container is removed, so later cycles of other faults may report it again.)
-    if (report.violations.length && ['berthd', 'everything'].includes(report.violations[0]!.fault) && report.violations.every((v) => v.what.every((w) => known.test(w)))) {
-      t.todo('known: a policy restart racing the sandbox recovery of a restarted berthd (docs/reliability.md)');
-    }
+  it('after every fault the store and the kernel agree (links, addresses, pins, mounts, runc, conmon, cgroups, nft, journals, DNS)', () => {
     assert.deepEqual(report.violations, []);
   });
 
