@@ -23,9 +23,6 @@ export function sendError(res: ServerResponse, e: unknown): void {
     res.destroy();
     return;
   }
-  // The unread rest of an oversized body would otherwise be read and thrown away by Node to keep
-  // the connection alive; closing it costs the client a reconnect, never berthd the bytes.
-  if (status === 413) res.setHeader?.('Connection', 'close');
   sendJson(res, status, { message: errorMessage(e) });
 }
 
@@ -37,7 +34,11 @@ export function sendError(res: ServerResponse, e: unknown): void {
  */
 export const JSON_BODY_LIMIT = 4 * 1024 * 1024;
 
-/** 413, and the connection is closed after the answer: the rest of the body is never read. */
+/**
+ * 413. The rest of the body is read and thrown away as it arrives (never held): closing the
+ * connection instead makes a client that is still writing fail with EPIPE before it reads the
+ * answer, and Node's client then never reports it.
+ */
 export class PayloadTooLargeError extends ApiError {
   constructor(limit: number, size?: number) {
     super(413, `request body too large${size !== undefined ? ` (${size} bytes)` : ''}: a JSON body can be at most ${limit} bytes`);
@@ -48,17 +49,21 @@ export async function readBodyBuffer(req: IncomingMessage, limit = JSON_BODY_LIM
   // A declared length over the limit is refused before a byte of it is read.
   const declared = Number(req.headers['content-length'] ?? NaN);
   if (declared > limit) throw new PayloadTooLargeError(limit, declared);
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > limit) {
-      req.pause();
-      throw new PayloadTooLargeError(limit);
-    }
-    chunks.push(chunk as Buffer);
-  }
-  return Buffer.concat(chunks);
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let over = false;
+    req.on('data', (chunk: Buffer) => {
+      if (over) return;
+      size += chunk.length;
+      if (size <= limit) return void chunks.push(chunk);
+      over = true;
+      chunks.length = 0;
+      reject(new PayloadTooLargeError(limit));
+    });
+    req.on('end', () => { if (!over) resolve(Buffer.concat(chunks)); });
+    req.on('error', reject);
+  });
 }
 
 /** Parses a JSON body; an empty body is {} as Docker treats it. */

@@ -49,7 +49,9 @@ async function main(): Promise<void> {
   await daemon.start();
   console.error(`berthd ${VERSION}: API listening on unix://${socket}, root ${opts.root}`);
   const shutdown = async () => {
-    await daemon.stop().catch(() => undefined);
+    // Bounded: a client holding a hijacked stream open must not keep berthd from exiting (its
+    // containers keep running under conmon either way).
+    await Promise.race([daemon.stop().catch(() => undefined), new Promise((r) => setTimeout(r, 5000).unref())]);
     await fs.rm(pidFile, { force: true });
     process.exit(0);
   };

@@ -33,6 +33,11 @@ export function checkIfname(name: string, what = 'bridge name'): void {
   }
 }
 
+/** Whether berthd's namespace lists a link of this name: no process, so create pays nothing for a free name. */
+export async function linkListed(name: string): Promise<boolean> {
+  return (await listedInterfaces()).has(name);
+}
+
 /** What a link of berthd's namespace is: undefined when absent, else its kind ('' for a physical link or lo). */
 export async function linkKind(name: string): Promise<string | undefined> {
   try {
@@ -138,6 +143,8 @@ export interface JoinSpec {
   mtu: number;
   /** berthd's pid: its namespace is where the host end of the veth goes. */
   daemonPid: number;
+  /** Settles when the port may join the bridge (its source guard is in place): awaited only then. */
+  beforeAttach?: Promise<void>;
 }
 
 /**
@@ -155,6 +162,7 @@ export async function joinEndpoint(j: JoinSpec): Promise<void> {
   if (j.gateway6) inside.push(`route replace default via ${j.gateway6} dev ${j.ifname}`);
   await ipBatch(j.netnsPath, inside);
   try {
+    await j.beforeAttach;
     // Hairpin lets a container reach itself through its own published port: with br_netfilter the
     // DNAT happens at the bridge and the frame must go back out the port it came in on.
     // ICC off (enable_icc=false) is the port's `isolated` flag: isolated ports reach the bridge

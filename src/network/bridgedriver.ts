@@ -1,7 +1,7 @@
 import { nftCommands } from '../kernel/nft.js';
 import { BadRequestError, ConflictError } from '../util/errors.js';
 import { run } from '../util/exec.js';
-import { checkIfname, deleteLink, ensureBridge, ifSysctl, ipBatchHost, joinEndpoint, linkAddresses, linkKind, macFor, notABridge } from './bridge.js';
+import { checkIfname, deleteLink, ensureBridge, ifSysctl, ipBatchHost, joinEndpoint, linkAddresses, linkKind, linkListed, macFor, notABridge } from './bridge.js';
 import type { CreateContext, EndpointJoin, EndpointLeave, NetworkDriver } from './driver.js';
 import { allowEndpointSource, guardTableScript, revokeEndpointSource, TABLE, type EndpointSource } from './firewall.js';
 import { parseCidr } from './ipam.js';
@@ -55,7 +55,7 @@ export class BridgeDriver implements NetworkDriver {
     if (ctx.others.some((o) => o.bridge === bridge)) throw new ConflictError(`bridge ${bridge} is already used by another network`);
     // A name that is taken: Docker refuses anything but a bridge, and uses a bridge that exists.
     // berth records that the bridge was not its own, so `network rm` never deletes it.
-    const kind = await linkKind(bridge);
+    const kind = (await linkListed(bridge)) ? await linkKind(bridge) : undefined;
     if (kind !== undefined && kind !== 'bridge') throw notABridge(bridge);
     if (kind === 'bridge') {
       n.bridgeAdopted = { addresses: await linkAddresses(bridge), routeLocalnet: await ifSysctl('ipv4', bridge, 'route_localnet') };
@@ -116,17 +116,21 @@ export class BridgeDriver implements NetworkDriver {
     const hostIf = hostIfname(j.endpointId);
     // The port is guarded before it exists, so not one frame of it goes out unchecked.
     const src: EndpointSource = { port: hostIf, mac: j.mac, ip: j.addressCidr.split('/')[0]!, ...(j.address6Cidr ? { ip6: j.address6Cidr.split('/')[0]! } : {}) };
-    await this.ensureGuard();
-    await nftCommands(allowEndpointSource(src));
+    // The allowance is written while the veth is made inside the namespace; the port joins the
+    // bridge only once it is in place.
+    const allowed = this.ensureGuard().then(() => nftCommands(allowEndpointSource(src)));
+    allowed.catch(() => undefined);
     this.sources.set(hostIf, src);
     try {
       await joinEndpoint({
+        beforeAttach: allowed,
         netnsPath: j.netnsPath, ifname: j.ifname, hostIf, bridge: n.bridge!, mac: j.mac,
         addressCidr: j.addressCidr, gateway: j.gateway, address6Cidr: j.address6Cidr, gateway6: j.gateway6,
         isolated: !optBool(n.Options[OPT_ICC], true),
         mtu: n.mtu ?? this.mtuDefault(), daemonPid: process.pid,
       });
     } catch (e) {
+      await allowed.catch(() => undefined);
       await this.revoke(hostIf);
       throw e;
     }
