@@ -145,7 +145,6 @@ export async function extractInto(root: string, dir: string, input: Readable, op
   if (!st.isDirectory()) throw new BadRequestError('not a directory');
   const destInRoot = '/' + posix.relative(root, destHost);
   const extract = tarStream.extract();
-  const hardlinks: Array<[string, string]> = [];
   const dirTimes: Array<[string, Date]> = [];
   extract.on('entry', (header, stream, next) => {
     void (async () => {
@@ -186,10 +185,19 @@ export async function extractInto(root: string, dir: string, input: Readable, op
           await fs.symlink(header.linkname ?? '', target);
           stream.resume();
           break;
-        case 'link':
-          hardlinks.push([target, posix.join(destInRoot, posix.normalize('/' + (header.linkname ?? '')))]);
+        case 'link': {
+          // In archive order, as tar does: the target is an earlier entry (or a file already in the
+          // container), resolved inside the root; a later entry of the same name replaces the link.
+          const from = await resolveInRoot(root, posix.join(destInRoot, posix.normalize('/' + (header.linkname ?? ''))), false);
           stream.resume();
+          try {
+            await fs.link(from, target);
+          } catch (e) {
+            if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new BadRequestError(`hard link ${name} to ${header.linkname ?? ''}: no such file in the archive or the container`);
+            throw e;
+          }
           break;
+        }
         default:
           // Devices, fifos: not something `docker cp` users send; skipped rather than made as root.
           stream.resume();
@@ -203,12 +211,29 @@ export async function extractInto(root: string, dir: string, input: Readable, op
     })().then(() => next(), (e: unknown) => { stream.resume(); next(e as Error); });
   });
   const source = await decompressed(input);
-  await pipeline(source, extract);
-  for (const [target, linkPath] of hardlinks) {
-    const from = await resolveInRoot(root, linkPath, false);
-    await fs.link(from, target);
+  try {
+    await pipeline(source, extract);
+  } catch (e) {
+    throw archiveError(e, root);
   }
   for (const [d, t] of dirTimes.reverse()) await fs.utimes(d, t, t).catch(() => undefined);
+}
+
+/**
+ * What an archive's own content caused (a corrupt header, a name too long, an entry where a
+ * directory must be, a link loop) is the client's error: a 400 naming the entry's path inside the
+ * container, never the host path under berth's root. Anything else stays a server error.
+ */
+function archiveError(e: unknown, root: string): unknown {
+  if (e instanceof BadRequestError || e instanceof NotFoundError) return e;
+  const err = e as NodeJS.ErrnoException & { dest?: string };
+  const inContainer = (p?: string) => (p && p.startsWith(root) ? p.slice(root.length) || '/' : p ?? '');
+  if (err.code && ['ENAMETOOLONG', 'ENOENT', 'EEXIST', 'ENOTDIR', 'EISDIR', 'ELOOP', 'EINVAL', 'ENOTEMPTY', 'EMLINK', 'EXDEV', 'EPERM'].includes(err.code)) {
+    return new BadRequestError(`error extracting the archive: ${err.code} at ${inContainer(err.path)}${err.dest ? ` (to ${inContainer(err.dest)})` : ''}`);
+  }
+  // tar-stream's parse errors ("Invalid tar header…", "Unexpected end of data").
+  if (err instanceof Error && !err.code && /tar|header|end of data|checksum/i.test(err.message)) return new BadRequestError(`error extracting the archive: ${err.message}`);
+  return e;
 }
 
 /** The whole root filesystem as a tar (`docker export`), names relative to the root as Docker writes them. */

@@ -9,6 +9,9 @@ import { parseCidr6 } from './ipam6.js';
 import { OPT_BRIDGE_NAME, OPT_DEFAULT_BRIDGE, OPT_HOST_BINDING, OPT_ICC, OPT_MASQ, OPT_MTU, optBool, parseMtu } from './options.js';
 import type { NetworkRecord } from './types.js';
 
+/** The prefix of the bridge names berth makes up (`bth-` and 11 characters of the network id). */
+const BRIDGE_PREFIX = 'bth-';
+
 const KNOWN_OPTS = [OPT_BRIDGE_NAME, OPT_ICC, OPT_MASQ, OPT_MTU, OPT_HOST_BINDING, OPT_DEFAULT_BRIDGE];
 
 /** The host end of an endpoint's veth, named after the endpoint so the host side alone can find it. */
@@ -50,7 +53,7 @@ export class BridgeDriver implements NetworkDriver {
     n.mtu = parseMtu(n.Options[OPT_MTU], ctx.mtuDefault);
     optBool(n.Options[OPT_ICC], true);
     optBool(n.Options[OPT_MASQ], true);
-    const bridge = n.Options[OPT_BRIDGE_NAME] ?? `bth-${n.Id.slice(0, 11)}`;
+    const bridge = n.Options[OPT_BRIDGE_NAME] ?? `${BRIDGE_PREFIX}${n.Id.slice(0, 11)}`;
     checkIfname(bridge);
     if (ctx.others.some((o) => o.bridge === bridge)) throw new ConflictError(`bridge ${bridge} is already used by another network`);
     // A name that is taken: Docker refuses anything but a bridge, and uses a bridge that exists.
@@ -79,6 +82,8 @@ export class BridgeDriver implements NetworkDriver {
 
   async deleteNetwork(n: NetworkRecord): Promise<void> {
     if (!n.bridge) return;
+    // A name berth generated is berth's by the naming rule (DESIGN.md): no `ip` process to ask.
+    if (!n.bridgeAdopted && !n.Options[OPT_BRIDGE_NAME] && n.bridge.startsWith(BRIDGE_PREFIX)) return deleteLink(n.bridge);
     const kind = await linkKind(n.bridge);
     if (n.bridgeAdopted) {
       // Not berth's: take back only what berth added, and leave the link.

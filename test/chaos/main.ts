@@ -4,6 +4,7 @@
  *
  *   npm run chaos -- [--seed N] [--cycles N] [--minutes N] [--workers N] [--no-pull] [--no-build] [--keep-going]
  *   npm run chaos -- --fuzz N [--seed N]
+ *   npm run chaos -- --archive-fuzz N [--seed N]
  *   npm run chaos -- --soak [--soak-cycles N] [--traffic-minutes M] [--parallel N]
  *   add --write-doc to put the figures into docs/reliability.md
  *
@@ -12,6 +13,7 @@
 import { existsSync, promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { PACKAGE_ROOT, TestHost } from '../integration/harness.js';
+import { runArchiveFuzz } from './archivefuzz.js';
 import { runFuzz } from './fuzz.js';
 import { runSoak, soakTable } from './soak.js';
 import { runChaos, type ChaosReport } from './workload.js';
@@ -86,6 +88,19 @@ async function main(): Promise<number> {
       const leaks = await cleanup();
       found += leaks.length;
       if (flag('write-doc')) await writeSection('fuzz', `Last long fuzz: \`npm run chaos -- --fuzz ${runs} --seed ${seed}\`: ${r.tried} requests (${Object.entries(r.byStatus).map(([k, v]) => `${k}: ${v}`).join(', ')}), ${r.failures.length} findings, ${leaks.length} leaks.`);
+      return found ? 1 : 0;
+    }
+    if (arg('archive-fuzz')) {
+      const runs = num('archive-fuzz', 1000);
+      console.log(`chaos: fuzzing ${runs} archives, seed ${seed} (replay: npm run chaos -- --archive-fuzz ${runs} --seed ${seed})`);
+      await host.runDetached({ Cmd: ['sleep', '3600'], HostConfig: { NetworkMode: 'none' } }, 'tarfz');
+      const r = await runArchiveFuzz(host, { runs, seed, container: 'tarfz' });
+      console.log(`chaos: archive fuzz: ${r.tried} archives, by status ${JSON.stringify(r.byStatus)}`);
+      for (const f of r.failures) console.log(`chaos: FOUND ${f}`);
+      found += r.failures.length;
+      const leaks = await cleanup();
+      found += leaks.length;
+      if (flag('write-doc')) await writeSection('archivefuzz', `Last long archive fuzz: \`npm run chaos -- --archive-fuzz ${runs} --seed ${seed}\`: ${r.tried} archives (${Object.entries(r.byStatus).map(([k, v]) => `${k}: ${v}`).join(', ')}), ${r.failures.length} findings, ${leaks.length} leaks.`);
       return found ? 1 : 0;
     }
     if (flag('soak')) {
