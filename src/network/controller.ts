@@ -110,6 +110,21 @@ export class NetworkController implements NetworkService {
   }
 
   /** The networks the host firewall carries: those whose driver asks for it. */
+  /**
+   * A network's incremental rules met elements a crash left behind (an add that finds its key
+   * taken, a delete that finds it gone): the whole ruleset is rebuilt from the records instead,
+   * which is what the kernel should hold, rather than failing the user's create or rm with 500.
+   */
+  private async healing(change: Promise<void>, except?: string): Promise<void> {
+    try {
+      await change;
+    } catch (e) {
+      if (!/File exists|No such file or directory|does not exist/.test((e as Error).message)) throw e;
+      console.error(`berthd: firewall out of step with the records (${(e as Error).message.split('\n')[0]}): rebuilt`);
+      await this.firewall.sync(this.firewalled(except), this.ports.mappings());
+    }
+  }
+
   private firewalled(except?: string): NetworkRecord[] {
     return this.registry.list().filter((n) => n.Id !== except && this.registry.driverOf(n)?.hostFirewall);
   }
@@ -160,7 +175,7 @@ export class NetworkController implements NetworkService {
         // start completes (ensureNetwork is idempotent), never kernel objects nobody knows about.
         await this.registry.save(n);
         // The rules name the bridge, not its index: they need not wait for the link to exist.
-        await Promise.all([driver.ensureNetwork(n), driver.hostFirewall ? this.firewall.addNetwork(n, this.firewalled(n.Id)) : undefined]);
+        await Promise.all([driver.ensureNetwork(n), driver.hostFirewall ? this.healing(this.firewall.addNetwork(n, this.firewalled(n.Id))) : undefined]);
       } catch (e) {
         await this.registry.discard(n);
         await driver.deleteNetwork(n, this.registry.list()).catch(() => undefined);
@@ -182,7 +197,7 @@ export class NetworkController implements NetworkService {
     // A crash before the kernel side is gone leaves a tombstone, which the next start finishes.
     await Promise.all([
       this.registry.beginRemove(n),
-      driver?.hostFirewall ? this.firewall.removeNetwork(n, this.firewalled(n.Id)) : undefined,
+      driver?.hostFirewall ? this.healing(this.firewall.removeNetwork(n, this.firewalled(n.Id)), n.Id) : undefined,
     ]);
     await driver?.deleteNetwork(n, this.registry.list());
     await this.registry.finishRemove(n);
