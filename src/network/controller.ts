@@ -2,10 +2,11 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setSysctl } from '../kernel/sysctl.js';
 import type { EndpointState, NetworkService, NetworkSummary, PortBindings, PortMapping, SandboxRef, SandboxSpec, SandboxState } from '../model/network.js';
-import { BadRequestError, ConflictError, ForbiddenError } from '../util/errors.js';
+import { BadRequestError, ConflictError, ForbiddenError, NotFoundError } from '../util/errors.js';
 import { newId } from '../util/ids.js';
 import { routedSubnets, uplinkMtu } from '../kernel/routes.js';
 import { endpointFromConfig, initialEndpoints, sharesNamespace, validateMode } from './endpoints.js';
+import type { NetworkDriver } from './driver.js';
 import type { Firewall } from './firewallapi.js';
 import { formatCidr, newPool, nextPoolSubnet, parseCidr } from './ipam.js';
 import { parseCidr6 } from './ipam6.js';
@@ -50,6 +51,9 @@ export class NetworkController implements NetworkService {
   get mtu(): number { return this.mtuDefault; }
   /** Names being created right now: a second create of one of them is a conflict, not a race. */
   private readonly creating = new Set<string>();
+  /** Networks joins are under way on, with their count; and networks being removed (see remove). */
+  private readonly joining = new Map<string, number>();
+  private readonly removing = new Set<string>();
 
   constructor(private readonly o: ControllerOptions) {
     this.registry = o.registry;
@@ -192,8 +196,20 @@ export class NetworkController implements NetworkService {
   async remove(ref: string, inUse: (networkId: string) => boolean): Promise<NetworkRecord> {
     const n = this.registry.get(ref);
     if (PREDEFINED.includes(n.Name)) throw new ForbiddenError(`${n.Name} is a pre-defined network and cannot be removed`);
-    if (inUse(n.Id)) throw new ForbiddenError(`error while removing network: network ${n.Name} id ${n.Id} has active endpoints`);
+    // An endpoint being joined right now is active too (libnetwork creates the endpoint first): a
+    // rm in between would take the bridge from under the join, which then failed with 500.
+    if (inUse(n.Id) || this.joining.has(n.Id)) throw new ForbiddenError(`error while removing network: network ${n.Name} id ${n.Id} has active endpoints`);
     const driver = this.registry.driverOf(n);
+    this.removing.add(n.Id);
+    try {
+      await this.removeNow(n, driver);
+    } finally {
+      this.removing.delete(n.Id);
+    }
+    return n;
+  }
+
+  private async removeNow(n: NetworkRecord, driver: NetworkDriver | undefined): Promise<void> {
     // A crash before the kernel side is gone leaves a tombstone, which the next start finishes.
     await Promise.all([
       this.registry.beginRemove(n),
@@ -201,7 +217,6 @@ export class NetworkController implements NetworkService {
     ]);
     await driver?.deleteNetwork(n, this.registry.list());
     await this.registry.finishRemove(n);
-    return n;
   }
 
   // ---------------------------------------------------------------- the engine's side (NetworkService)
@@ -224,7 +239,22 @@ export class NetworkController implements NetworkService {
   }
 
   setUp(spec: SandboxSpec, sharedWith?: { netnsPath: string; etcDir: string }): Promise<SandboxState> {
-    return this.sandboxes.setUp(spec, sharedWith);
+    return this.whileJoining(Object.keys(spec.endpoints), () => this.sandboxes.setUp(spec, sharedWith));
+  }
+
+  /** Counts `networkIds` as in use while `work` joins them (see remove). */
+  private async whileJoining<T>(networkIds: string[], work: () => Promise<T>): Promise<T> {
+    for (const id of networkIds) if (this.removing.has(id)) throw new NotFoundError(`network ${this.registry.networks.get(id)?.Name ?? id} not found`);
+    for (const id of networkIds) this.joining.set(id, (this.joining.get(id) ?? 0) + 1);
+    try {
+      return await work();
+    } finally {
+      for (const id of networkIds) {
+        const left = (this.joining.get(id) ?? 1) - 1;
+        if (left) this.joining.set(id, left);
+        else this.joining.delete(id);
+      }
+    }
   }
 
   tearDown(ref: SandboxRef): Promise<void> {
@@ -243,7 +273,7 @@ export class NetworkController implements NetworkService {
       this.registry.changed([n.Id], spec.id);
       return { endpoint: ep, published };
     }
-    return this.sandboxes.connect(spec, netnsPath, published, n, ep);
+    return this.whileJoining([n.Id], () => this.sandboxes.connect(spec, netnsPath, published, n, ep));
   }
 
   async disconnect(spec: SandboxSpec, netnsPath: string | undefined, published: PortMapping[], networkRef: string): Promise<{ published: PortMapping[] }> {

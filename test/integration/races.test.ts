@@ -99,4 +99,34 @@ describe(`races between ${CLIENTS} clients`, () => {
     await checkInvariants(host);
     await removeAll([id]);
   });
+
+  // Found by npm run chaos (seed 20261205): a rm that took the bridge from under a connect made the
+  // connect answer 500 "Device does not exist". Either the join is first (rm: 403, active
+  // endpoints) or the rm is (connect: 404); never a 500, never a half-joined container.
+  it('a network removed while containers connect to it: 403 "active endpoints" or 404, never a 5xx', async () => {
+    const ids = await Promise.all(Array.from({ length: 4 }, (_, i) => host.runDetached({ Cmd: ['sleep', '300'] }, `rmrace${i}`)));
+    for (let round = 0; round < 6; round++) {
+      assert.equal((await api('POST', '/networks/create', { Name: `gone${round}` })).status, 201);
+      const [rm, ...connects] = await Promise.all([
+        new Promise<ApiResponse>((resolve) => setTimeout(() => resolve(api('DELETE', `/networks/gone${round}`)), round * 3)),
+        ...ids.map((id) => api('POST', `/networks/gone${round}/connect`, { Container: id })),
+      ]);
+      const summary = [rm!, ...connects].map((r) => `${r.status} ${r.json?.message ?? ''}`).join('\n');
+      for (const r of [rm!, ...connects]) assert.ok(r.status < 500, summary);
+      if (rm!.status === 204) {
+        assert.ok(connects.every((r) => r.status === 404 || r.status === 200), summary);
+      } else {
+        assert.equal(rm!.status, 403, summary);
+        assert.match(String(rm!.json?.message), /has active endpoints/, summary);
+      }
+      for (const id of ids) {
+        const nets = (await api('GET', `/containers/${id}/json`)).json.NetworkSettings.Networks as Record<string, unknown>;
+        if (nets[`gone${round}`]) assert.equal((await api('POST', `/networks/gone${round}/disconnect`, { Container: id })).status, 200);
+      }
+      const left = await api('DELETE', `/networks/gone${round}`);
+      assert.ok(left.status === 204 || left.status === 404, `${left.status} ${left.body}`);
+      await checkInvariants(host);
+    }
+    await removeAll(ids);
+  });
 });
