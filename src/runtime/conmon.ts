@@ -6,7 +6,7 @@ import type * as Pty from 'node-pty';
 import { requireCjs } from '../util/cjs.js';
 
 const pty = requireCjs('node-pty') as typeof Pty;
-import { run, runOk } from '../util/exec.js';
+import { run, runOk, type RunResult } from '../util/exec.js';
 import {
   RuntimeCreateError, type AttachSession, type ContainerRuntime, type CreateOptions, type ExecOptions, type ExecProcess, type RuntimeState,
 } from './runtime.js';
@@ -217,35 +217,45 @@ export class ConmonRuntime implements ContainerRuntime {
 
   async start(id: string): Promise<void> {
     const r = await run(...this.runcCommand(['start', id]));
-    if (r.code !== 0) throw new RuntimeCreateError(cleanRuncMessage(r.stderr));
+    if (r.code !== 0) throw new RuntimeCreateError(runcFailure('start', r));
+  }
+
+  /**
+   * An idempotent runc command (kill, delete), run again once when runc died without a word (it
+   * was killed: nothing on stderr), rather than failing the user's stop or rm with an empty 500.
+   */
+  private async runcIdempotent(args: string[]): Promise<RunResult> {
+    const r = await run(...this.runcCommand(args));
+    if (r.code === 0 || r.stderr.trim()) return r;
+    return run(...this.runcCommand(args));
   }
 
   async kill(id: string, signal: string): Promise<void> {
-    const r = await run(...this.runcCommand(['kill', id, signal]));
+    const r = await this.runcIdempotent(['kill', id, signal]);
     if (r.code !== 0 && !/not running|container not running|does not exist|process already finished/i.test(r.stderr)) {
-      throw new Error(cleanRuncMessage(r.stderr));
+      throw new Error(runcFailure('kill', r));
     }
   }
 
   async update(id: string, resources: Record<string, unknown>): Promise<void> {
     const r = await run(...this.runcCommand(['update', '--resources', '-', id]), { input: JSON.stringify(resources) });
-    if (r.code !== 0) throw new Error(cleanRuncMessage(r.stderr));
+    if (r.code !== 0) throw new Error(runcFailure('update', r));
   }
 
   async pause(id: string): Promise<void> {
     const r = await run(...this.runcCommand(['pause', id]));
-    if (r.code !== 0) throw new Error(cleanRuncMessage(r.stderr));
+    if (r.code !== 0) throw new Error(runcFailure('pause', r));
   }
 
   async resume(id: string): Promise<void> {
     const r = await run(...this.runcCommand(['resume', id]));
-    if (r.code !== 0 && !/not paused/i.test(r.stderr)) throw new Error(cleanRuncMessage(r.stderr));
+    if (r.code !== 0 && !/not paused/i.test(r.stderr)) throw new Error(runcFailure('resume', r));
   }
 
   async delete(id: string): Promise<void> {
-    const r = await run(...this.runcCommand(['delete', '--force', id]));
+    const r = await this.runcIdempotent(['delete', '--force', id]);
     if (r.code !== 0 && !/does not exist|not exist/i.test(r.stderr)) {
-      throw new Error(cleanRuncMessage(r.stderr));
+      throw new Error(runcFailure('delete', r));
     }
     await removeCgroups(id);
   }
@@ -355,6 +365,11 @@ export class ConmonRuntime implements ContainerRuntime {
 
 
 /** runc wraps its errors in logrus lines; keep the message a user can act on. */
+/** runc's own message, or what became of it when it said nothing (killed, say). */
+function runcFailure(verb: string, r: RunResult): string {
+  return cleanRuncMessage(r.stderr) || `runc ${verb} exited with status ${r.code} and no message`;
+}
+
 export function cleanRuncMessage(text: string): string {
   const lines = text.trim().split('\n').filter((l) => l.trim() !== '');
   const msgs = lines.map((l) => {
