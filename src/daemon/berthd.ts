@@ -16,6 +16,7 @@ const program = new Command('berthd')
   .option('--attach-helper <path>', 'path of the berth-attach helper binary')
   .option('--no-seed-busybox', 'do not import the busybox image into an empty store')
   .option('--bip <cidr>', 'address and prefix of the default bridge, e.g. 172.17.0.1/16 (only when it is first created)')
+  .option('-b, --bridge <name>', 'link of the default bridge network (default berth0); an existing bridge is used and never deleted, any other link is refused (only when it is first created)')
   .option('--insecure-registry <host>', 'registry (host[:port] or CIDR) that may be reached over plain HTTP; loopback ones always may', (v: string, acc: string[]) => [...acc, v], [] as string[])
   .option('--resolv-conf <path>', 'resolver configuration whose nameservers containers and the embedded DNS use upstream', '/etc/resolv.conf')
   .option('-D, --debug', 'log every API request to stderr')
@@ -25,7 +26,7 @@ berthd keeps running containers alive across its own restarts (conmon supervises
 Stop it with SIGTERM or SIGINT; run "berthd --cleanup" afterwards to remove everything it made.`);
 
 program.parse();
-const opts = program.opts<{ root: string; host: string; attachHelper?: string; seedBusybox: boolean; cleanup?: boolean; debug?: boolean; bip?: string; insecureRegistry: string[]; resolvConf: string }>();
+const opts = program.opts<{ root: string; host: string; attachHelper?: string; seedBusybox: boolean; cleanup?: boolean; debug?: boolean; bip?: string; bridge?: string; insecureRegistry: string[]; resolvConf: string }>();
 const socket = opts.host.replace(/^unix:\/\//, '');
 
 if (process.getuid?.() !== 0) {
@@ -33,7 +34,7 @@ if (process.getuid?.() !== 0) {
   process.exit(1);
 }
 
-const daemon = new Daemon({ root: opts.root, socket, attachHelper: opts.attachHelper, seedBusybox: opts.seedBusybox, debug: opts.debug, bip: opts.bip, insecureRegistries: opts.insecureRegistry, resolvConf: opts.resolvConf });
+const daemon = new Daemon({ root: opts.root, socket, attachHelper: opts.attachHelper, seedBusybox: opts.seedBusybox, debug: opts.debug, bip: opts.bip, bridge: opts.bridge, insecureRegistries: opts.insecureRegistry, resolvConf: opts.resolvConf });
 
 async function main(): Promise<void> {
   const pidFile = `${opts.root}/berthd.pid`;

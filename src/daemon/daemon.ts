@@ -25,7 +25,7 @@ import { newId } from '../util/ids.js';
 import { run } from '../util/exec.js';
 import { ATTACH_HELPER, BUSYBOX_TARBALL, RUNC_SHIM, VERSION } from './paths.js';
 
-export interface DaemonOptions { root: string; socket: string; attachHelper?: string; seedBusybox?: boolean; debug?: boolean; bip?: string; insecureRegistries?: string[]; resolvConf?: string }
+export interface DaemonOptions { root: string; socket: string; attachHelper?: string; seedBusybox?: boolean; debug?: boolean; bip?: string; bridge?: string; insecureRegistries?: string[]; resolvConf?: string }
 
 interface DaemonIdentity { id: string }
 
@@ -55,7 +55,7 @@ export class Daemon {
     registry.registerDriver(new VlanDriver('ipvlan', mtu));
     registry.registerIpam(new DefaultIpam());
     const network: NetworkController = new NetworkController({
-      root: this.o.root, registry, firewall: new NftFirewall(), bip: this.o.bip, ...(this.o.resolvConf ? { hostResolvConf: this.o.resolvConf } : {}),
+      root: this.o.root, registry, firewall: new NftFirewall(), bip: this.o.bip, ...(this.o.bridge ? { defaultBridgeName: this.o.bridge } : {}), ...(this.o.resolvConf ? { hostResolvConf: this.o.resolvConf } : {}),
     });
     return network;
   }

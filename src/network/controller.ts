@@ -152,6 +152,9 @@ export class NetworkController implements NetworkService {
     n.IPAM.Config = [{ Subnet: subnet, Gateway: n.pools[0]!.gateway }];
     n.bridge = n.Options[OPT_BRIDGE_NAME];
     n.mtu = this.mtuDefault;
+    // The same rules as a user's bridge name: an existing link that is not a bridge (eth0, lo) is
+    // refused, an existing bridge is used and never deleted (--default-bridge-name, as Docker's -b).
+    await this.registry.driverOf(n)!.configure(n, { others: this.registry.list(), mtuDefault: this.mtuDefault, subnetGiven: true });
     await this.registry.save(n);
   }
 

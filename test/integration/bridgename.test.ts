@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
+import { promises as fs } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { TestHost } from './harness.js';
+import { run } from '../../src/util/exec.js';
+import { BERTHD, TestHost } from './harness.js';
 
 /**
  * `-o com.docker.network.bridge.name=` may name a link berth did not make. berth must never take
@@ -14,6 +17,8 @@ describe('bridge names: links berth did not make', () => {
   after(async () => {
     await host.inNetns('ip', ['link', 'del', 'btdum0']);
     await host.inNetns('ip', ['link', 'del', 'btubr0']);
+    await host.inNetns('ip', ['link', 'del', 'btdum2']);
+    await host.inNetns('ip', ['link', 'del', 'btubr2']);
     const leaks = await host.destroy();
     assert.deepEqual(leaks, []);
   });
@@ -79,5 +84,41 @@ describe('bridge names: links berth did not make', () => {
     assert.deepEqual(await addrs('btubr0'), ['10.125.0.1/24'], 'only the gateway berth added is taken back');
     assert.equal((await host.inNetns('cat', ['/proc/sys/net/ipv4/conf/btubr0/route_localnet'])).stdout, before.stdout);
     assert.doesNotMatch(await bridgesSet(), /btubr0/);
+  });
+
+  /** berthd --cleanup (everything of berth's goes) and the default bridge's record removed, so the next start makes it anew. */
+  async function forgetDefaultBridge(): Promise<void> {
+    await host.stopDaemon();
+    const c = await run('nsenter', [`--net=${host.netnsPath}`, process.execPath, BERTHD, '--root', host.root, '--cleanup', '--no-seed-busybox']);
+    assert.equal(c.code, 0, c.stderr);
+    const dir = join(host.root, 'networks');
+    for (const f of await fs.readdir(dir)) {
+      if (f.endsWith('.json') && JSON.parse(await fs.readFile(join(dir, f), 'utf8')).Name === 'bridge') await fs.rm(join(dir, f));
+    }
+  }
+
+  it('berthd --bridge (Docker\'s -b): an existing non-bridge is refused at start and left as it was; an existing bridge is used and kept', async () => {
+    await forgetDefaultBridge();
+    const mk = await host.inNetns('ip', ['-batch', '-'], 'link add btdum2 type veth peer name btdum3\naddr add 10.127.0.1/24 dev btdum2\nlink set btdum2 up\n');
+    assert.equal(mk.code, 0, mk.stderr);
+    await assert.rejects(host.startDaemon(['--bridge', 'btdum2'], { timeoutMs: 10_000 }), /not a bridge/);
+    assert.deepEqual(await addrs('btdum2'), ['10.127.0.1/24'], 'the veth keeps its address and gets none');
+    await host.stopDaemon();
+
+    const br = await host.inNetns('ip', ['-batch', '-'], 'link add btubr2 type bridge\naddr add 10.128.0.1/24 dev btubr2\nlink set btubr2 up\n');
+    assert.equal(br.code, 0, br.stderr);
+    await host.startDaemon(['--bridge', 'btubr2', '--bip', '10.129.0.1/24']);
+    const bridge = (await host.api('GET', '/networks/bridge')).json;
+    assert.equal(bridge.Options['com.docker.network.bridge.name'], 'btubr2');
+    assert.deepEqual(bridge.IPAM.Config, [{ Subnet: '10.129.0.0/24', Gateway: '10.129.0.1' }], '--bip gives the subnet and the gateway');
+    assert.deepEqual(await addrs('btubr2'), ['10.128.0.1/24', '10.129.0.1/24']);
+    const id = await host.runDetached({ Cmd: ['sleep', '300'] });
+    assert.equal((await host.api('GET', `/containers/${id}/json`)).json.NetworkSettings.Networks.bridge.IPAddress, '10.129.0.2');
+    assert.equal((await host.api('DELETE', `/containers/${id}?force=1`)).status, 204);
+
+    await forgetDefaultBridge();
+    assert.equal((await host.inNetns('ip', ['link', 'show', 'dev', 'btubr2'])).code, 0, 'berthd --cleanup must not delete a bridge it did not make');
+    assert.deepEqual(await addrs('btubr2'), ['10.128.0.1/24'], 'only the gateway berth added is taken back');
+    await host.startDaemon();
   });
 });
