@@ -170,6 +170,7 @@ async function guardedSource(port: string): Promise<EndpointSource | undefined> 
   };
   const v4 = (await entries('src4')).find((c) => c[2] !== '0.0.0.0');
   if (!v4) return undefined;
-  const v6 = (await entries('src6'))[0];
+  // The link-local element follows from the MAC; the global one is the other.
+  const v6 = (await entries('src6')).find((c) => !c[2]!.startsWith('fe80:'));
   return { port, mac: v4[1]!, ip: v4[2]!, ...(v6 ? { ip6: v6[2]! } : {}) };
 }

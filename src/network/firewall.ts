@@ -258,12 +258,11 @@ export function deleteNetworkScript(n: BridgeRules, remaining: BridgeRules[]): s
  *  - ARP whose sender MAC and IPv4 address are its own (gratuitous ARP for its own address
  *    included), or an ARP probe from 0.0.0.0;
  *  - IPv4 from its own address (`src4`);
- *  - IPv6 from its own address (`src6`), a link-local one or :: (DAD, MLD), and no neighbour
- *    advertisement for a global address not its own (`nd6`; nft 1.0.6 has no `icmpv6 taddr`, so
- *    the target is read as raw bytes 8..23 of the ICMPv6 header).
+ *  - IPv6 from its own addresses (`src6`: its global one and the link-local one its MAC gives) or
+ *    :: (DAD, MLD), and no neighbour advertisement for an address not its own (`nd6`; nft 1.0.6
+ *    has no `icmpv6 taddr`, so the target is read as raw bytes 8..23 of the ICMPv6 header).
  * Nothing 802.1Q-tagged, which would carry frames past these checks. Ports not in `ports` (a
- * user's own port on a bridge berth uses) are left alone. Link-local IPv6 is not pinned: a
- * container can claim a neighbour's fe80:: address, not its IPv4 or global IPv6 one.
+ * user's own port on a bridge berth uses) are left alone.
  */
 const GUARD = `bridge ${TABLE}`;
 
@@ -275,9 +274,9 @@ export function guardTableScript(): string {
     'ether type arp counter drop',
     'ether type ip iifname . ether saddr . ip saddr @src4 accept',
     'ether type ip counter drop',
-    'icmpv6 type nd-neighbor-advert @th,64,16 & 0xffc0 != 0xfe80 iifname . ether saddr . @th,64,128 != @nd6 counter drop',
+    'icmpv6 type nd-neighbor-advert iifname . ether saddr . @th,64,128 != @nd6 counter drop',
     'ether type ip6 iifname . ether saddr . ip6 saddr @src6 accept',
-    'ether type ip6 ip6 saddr { ::, fe80::/10 } accept',
+    'ether type ip6 ip6 saddr :: accept',
     'ether type ip6 counter drop',
     'ether type { 8021q, 8021ad } counter drop',
   ];
@@ -303,15 +302,25 @@ export function guardTableScript(): string {
 /** What one endpoint may send from: its bridge port (the veth's host end), MAC and addresses. */
 export interface EndpointSource { port: string; mac: string; ip: string; ip6?: string }
 
+/**
+ * The link-local address the kernel gives an interface with this MAC (EUI-64, RFC 4291 2.5.1):
+ * containers cannot choose another, /proc/sys being read-only in them.
+ */
+export function linkLocalOf(mac: string): string {
+  const b = mac.split(':').map((x) => parseInt(x, 16));
+  const hex = (hi: number, lo: number) => ((hi << 8) | lo).toString(16);
+  return `fe80::${hex(b[0]! ^ 0x02, b[1]!)}:${hex(b[2]!, 0xff)}:${hex(0xfe, b[3]!)}:${hex(b[4]!, b[5]!)}`;
+}
+
 function sourceElements(e: EndpointSource): Array<[string, string]> {
   const port = q(e.port);
   const out: Array<[string, string]> = [
     ['macs', `${port} . ${e.mac}`],
     ['src4', `${port} . ${e.mac} . ${e.ip}, ${port} . ${e.mac} . 0.0.0.0`],
   ];
-  if (e.ip6) {
-    out.push(['src6', `${port} . ${e.mac} . ${e.ip6}`]);
-    out.push(['nd6', `${port} . ${e.mac} . 0x${parseIPv6(e.ip6).toString(16).padStart(32, '0')}`]);
+  for (const ip6 of [linkLocalOf(e.mac), ...(e.ip6 ? [e.ip6] : [])]) {
+    out.push(['src6', `${port} . ${e.mac} . ${ip6}`]);
+    out.push(['nd6', `${port} . ${e.mac} . 0x${parseIPv6(ip6).toString(16).padStart(32, '0')}`]);
   }
   return out;
 }

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
+import { linkLocalOf } from '../../src/network/firewall.js';
 import { run } from '../../src/util/exec.js';
 import { execOut, TestHost, waitFor } from './harness.js';
 
@@ -150,6 +151,26 @@ describe('exposure: neighbours, loopback, spoofing', () => {
       assert.equal(garp.code, 0, garp.stderr + garp.stdout);
       assert.match(garp.stdout, /Sent 2 probe/);
       assert.equal(await guardDrops(), before, 'a gratuitous ARP for one\'s own address is not dropped');
+    });
+
+    it('IPv6 link-local: a neighbour is reached from one\'s own, and a claimed neighbour\'s one is dropped', async () => {
+      const ll = (c: Ctr) => linkLocalOf(c.mac);
+      const own = await inCtr(peer, [BB, 'ping', '-6', '-c', '1', '-W', '2', `${ll(victim)}%eth0`]);
+      assert.match(own.stdout, /1 packets received/, `link-local to link-local works: ${own.stdout}${own.stderr}`);
+      assert.equal(await neighMac(peer, ll(victim)), victim.mac);
+      const before = await guardDrops();
+      // The attacker's own link-local goes, so the victim's is the only source it can send from.
+      assert.equal((await inCtr(attacker, ['ip', '-6', 'addr', 'del', `${ll(attacker)}/64`, 'dev', 'eth0'])).code, 0);
+      assert.equal((await inCtr(attacker, ['ip', '-6', 'addr', 'add', `${ll(victim)}/64`, 'dev', 'eth0', 'nodad'])).code, 0);
+      assert.equal((await inCtr(attacker, ['ip', '-6', 'neigh', 'replace', ll(peer), 'lladdr', peer.mac, 'dev', 'eth0', 'nud', 'permanent'])).code, 0);
+      const spoof = await inCtr(attacker, [BB, 'ping', '-6', '-c', '2', '-w', '3', '-I', 'eth0', ll(peer)]);
+      assert.match(spoof.stdout, /2 packets transmitted, 0 packets received/, `exit ${spoof.code}: ${spoof.stdout}${spoof.stderr}`);
+      assert.ok((await guardDrops()) >= before + 2, 'the frames from the claimed link-local were dropped at the attacker\'s port');
+      assert.equal(await neighMac(peer, ll(victim)), victim.mac, 'the peer still has the victim\'s MAC for its link-local');
+      assert.equal((await inCtr(attacker, ['ip', '-6', 'addr', 'del', `${ll(victim)}/64`, 'dev', 'eth0'])).code, 0);
+      assert.equal((await inCtr(attacker, ['ip', '-6', 'addr', 'add', `${ll(attacker)}/64`, 'dev', 'eth0', 'nodad'])).code, 0);
+      const back = await inCtr(attacker, [BB, 'ping', '-6', '-c', '1', '-W', '2', `${ll(peer)}%eth0`]);
+      assert.match(back.stdout, /1 packets received/, `the attacker still reaches the peer from its own link-local: ${back.stdout}${back.stderr}`);
     });
 
     it('a container claiming a neighbour\'s address rewrites no ARP entry and its spoofed packets are dropped', async () => {
