@@ -3,7 +3,7 @@ import { BadRequestError, ConflictError } from '../util/errors.js';
 import { run } from '../util/exec.js';
 import { checkIfname, deleteLink, ensureBridge, ifSysctl, ipBatchHost, joinEndpoint, linkAddresses, linkKind, linkListed, macFor, notABridge } from './bridge.js';
 import type { CreateContext, EndpointJoin, EndpointLeave, NetworkDriver } from './driver.js';
-import { allowEndpointSource, guardTableScript, revokeEndpointSource, TABLE, type EndpointSource } from './firewall.js';
+import { allowEndpointSource, guardTableScript, linkLocalAllowance, revokeEndpointSource, TABLE, type EndpointSource } from './firewall.js';
 import { parseCidr } from './ipam.js';
 import { parseCidr6 } from './ipam6.js';
 import { OPT_BRIDGE_NAME, OPT_DEFAULT_BRIDGE, OPT_HOST_BINDING, OPT_ICC, OPT_MASQ, OPT_MTU, optBool, parseMtu } from './options.js';
@@ -78,6 +78,9 @@ export class BridgeDriver implements NetworkDriver {
     // only routes a loopback source out of an interface that allows it (this bridge, nothing else).
     // firewall.ts drops what a container sends to 127.0.0.0/8 through it (CVE-2020-8558).
     await ifSysctl('ipv4', n.bridge!, 'route_localnet', 1);
+    // At a start, the guard's rules are brought up to date before any endpoint of the last berthd
+    // sends again (once per process: later networks pay nothing).
+    await this.ensureGuard();
   }
 
   async deleteNetwork(n: NetworkRecord): Promise<void> {
@@ -114,7 +117,17 @@ export class BridgeDriver implements NetworkDriver {
     const r = await run('nft', ['-j', 'list', 'set', 'bridge', TABLE, 'ports']);
     if (r.code !== 0) return;
     const ports = (JSON.parse(r.stdout) as { nftables: Array<{ set?: { elem?: string[] } }> }).nftables.flatMap((i) => i.set?.elem ?? []);
-    for (const port of ports) if (!(await linkKind(port))) await this.revoke(port);
+    const live = new Set<string>();
+    for (const port of ports) {
+      if (await linkListed(port)) live.add(port);
+      else await this.revoke(port);
+    }
+    if (!live.size) return;
+    const m = await run('nft', ['-j', 'list', 'set', 'bridge', TABLE, 'macs']);
+    if (m.code !== 0) return;
+    const macs = (JSON.parse(m.stdout) as { nftables: Array<{ set?: { elem?: Array<{ concat?: string[] }> } }> }).nftables
+      .flatMap((i) => i.set?.elem ?? []).map((e) => e.concat ?? []).filter((c) => live.has(c[0]!));
+    await nftCommands(linkLocalAllowance(macs.map(([port, mac]) => ({ port: port!, mac: mac! }))));
   }
 
   async join(n: NetworkRecord, j: EndpointJoin): Promise<void> {

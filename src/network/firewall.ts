@@ -312,16 +312,25 @@ export function linkLocalOf(mac: string): string {
   return `fe80::${hex(b[0]! ^ 0x02, b[1]!)}:${hex(b[2]!, 0xff)}:${hex(0xfe, b[3]!)}:${hex(b[4]!, b[5]!)}`;
 }
 
+function ip6Elements(port: string, mac: string, ip6: string): Array<[string, string]> {
+  return [['src6', `${port} . ${mac} . ${ip6}`], ['nd6', `${port} . ${mac} . 0x${parseIPv6(ip6).toString(16).padStart(32, '0')}`]];
+}
+
+/**
+ * The link-local allowance of a port guarded by a berth that did not pin link-local addresses yet
+ * (its containers still running after an upgrade): without it their neighbour discovery stops.
+ */
+export function linkLocalAllowance(ports: Array<{ port: string; mac: string }>): string {
+  return ports.flatMap((p) => ip6Elements(q(p.port), p.mac, linkLocalOf(p.mac))).map(([set, el]) => `add element ${GUARD} ${set} { ${el} }`).join('\n') + '\n';
+}
+
 function sourceElements(e: EndpointSource): Array<[string, string]> {
   const port = q(e.port);
   const out: Array<[string, string]> = [
     ['macs', `${port} . ${e.mac}`],
     ['src4', `${port} . ${e.mac} . ${e.ip}, ${port} . ${e.mac} . 0.0.0.0`],
   ];
-  for (const ip6 of [linkLocalOf(e.mac), ...(e.ip6 ? [e.ip6] : [])]) {
-    out.push(['src6', `${port} . ${e.mac} . ${ip6}`]);
-    out.push(['nd6', `${port} . ${e.mac} . 0x${parseIPv6(ip6).toString(16).padStart(32, '0')}`]);
-  }
+  for (const ip6 of [linkLocalOf(e.mac), ...(e.ip6 ? [e.ip6] : [])]) out.push(...ip6Elements(port, e.mac, ip6));
   return out;
 }
 

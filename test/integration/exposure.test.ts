@@ -210,5 +210,20 @@ describe('exposure: neighbours, loopback, spoofing', () => {
       assert.match(await execOut(host, both.id, ['ping', '-c', '1', '-W', '2', mateIp]), /1 packets received/);
       assert.match(await execOut(host, both.id, ['ping', '-c', '1', '-W', '2', victim.ip]), /1 packets received/);
     });
+
+    it('containers of a berth that did not pin link-local addresses get theirs at the next start', async () => {
+      const port = (await host.inNetns('nft', ['-j', 'list', 'set', 'bridge', 'berth', 'macs'])).stdout;
+      const victimPort = (JSON.parse(port).nftables as Array<{ set?: { elem?: Array<{ concat: string[] }> } }>)
+        .flatMap((i) => i.set?.elem ?? []).find((e) => e.concat[1] === victim.mac)!.concat[0]!;
+      // What an older berth left: the port guarded, its link-local not allowed.
+      const del = await host.inNetns('nft', ['delete', 'element', 'bridge', 'berth', 'src6', `{ "${victimPort}" . ${victim.mac} . ${linkLocalOf(victim.mac)} }`]);
+      assert.equal(del.code, 0, del.stderr);
+      await host.stopDaemon();
+      await host.startDaemon();
+      const src6 = (await host.inNetns('nft', ['list', 'set', 'bridge', 'berth', 'src6'])).stdout;
+      assert.match(src6, new RegExp(`${victim.mac} \\. ${linkLocalOf(victim.mac)}`));
+      const own = await inCtr(peer, [BB, 'ping', '-6', '-c', '1', '-W', '2', `${linkLocalOf(victim.mac)}%eth0`]);
+      assert.match(own.stdout, /1 packets received/, own.stdout + own.stderr);
+    });
   });
 });
