@@ -17,6 +17,26 @@ const ORPHAN_POLL_MS = 200;
 /** How long a `runc create` under conmon may take before the start gives up on it. */
 const CREATE_BOUND_MS = Number(process.env.BERTH_CREATE_BOUND_MS ?? 60_000);
 
+/** How long a conmon may hold its container's init without its runtime and without a report. */
+const ORPHANED_CREATE_MS = Number(process.env.BERTH_ORPHANED_CREATE_MS ?? 3000);
+
+/** The children of a process (/proc/PID/task/PID/children), empty once it is gone. */
+function childrenOf(pid: number): number[] {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
+function commandLine(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ');
+  } catch {
+    return '';
+  }
+}
+
 /** Whether a process exists and is not a zombie. */
 function processAlive(pid: number): boolean {
   try {
@@ -156,6 +176,7 @@ export class ConmonRuntime implements ContainerRuntime {
         if (settled) return;
         settled = true;
         clearTimeout(bound);
+        clearInterval(orphaned);
         if (err) reject(err); else resolve(pid!);
       };
       // A conmon that neither reports the container nor exits (its runc create was killed at an
@@ -166,6 +187,21 @@ export class ConmonRuntime implements ContainerRuntime {
         settle(new RuntimeCreateError(`conmon did not report the container within ${CREATE_BOUND_MS / 1000} s${stderr ? `: ${cleanRuncMessage(stderr)}` : ''}`));
       }, CREATE_BOUND_MS);
       bound.unref();
+      // The usual way to get there: the runtime (`runc create`) killed after it started the
+      // container's init. conmon, a subreaper, then holds that init and waits for a report that
+      // never comes. A healthy create reports within milliseconds of its runtime's exit, so a
+      // conmon left with no runtime child and no report for a few seconds is failed at once.
+      let runtimeGoneSince = 0;
+      const orphaned = setInterval(() => {
+        if (!child.pid) return;
+        const kids = childrenOf(child.pid);
+        if (!kids.length || kids.some((k) => / create /.test(commandLine(k)))) { runtimeGoneSince = 0; return; }
+        runtimeGoneSince ||= Date.now();
+        if (Date.now() - runtimeGoneSince < ORPHANED_CREATE_MS) return;
+        try { child.kill('SIGKILL'); } catch { /* gone */ }
+        settle(new RuntimeCreateError(`the runtime exited without reporting the container${stderr ? `: ${cleanRuncMessage(stderr)}` : ''}`));
+      }, 100);
+      orphaned.unref();
       child.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
       const sync = child.stdio[3] as NodeJS.ReadableStream;
       sync.on('data', (d: Buffer) => {
