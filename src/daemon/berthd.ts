@@ -47,6 +47,10 @@ async function main(): Promise<void> {
   const other = await livePidFileHolder(await fs.readFile(pidFile, 'utf8').catch(() => ''));
   if (other !== undefined) throw new Error(`another berthd (pid ${other}) is using ${opts.root}`);
   await fs.writeFile(pidFile, await pidFileText());
+  // One broken connection or stream must not take every container's API down with it, nor a
+  // stray rejection during the restore end a berthd that is still starting.
+  process.on('uncaughtException', (e) => console.error(`berthd: uncaught: ${e.stack ?? e}`));
+  process.on('unhandledRejection', (e) => console.error(`berthd: unhandled rejection: ${(e as Error)?.stack ?? e}`));
   await daemon.start();
   console.error(`berthd ${VERSION}: API listening on unix://${socket}, root ${opts.root}`);
   const shutdown = async () => {
@@ -56,9 +60,6 @@ async function main(): Promise<void> {
     await fs.rm(pidFile, { force: true });
     process.exit(0);
   };
-  // One broken connection or stream must not take every container's API down with it.
-  process.on('uncaughtException', (e) => console.error(`berthd: uncaught: ${e.stack ?? e}`));
-  process.on('unhandledRejection', (e) => console.error(`berthd: unhandled rejection: ${(e as Error)?.stack ?? e}`));
   process.on('SIGTERM', () => void shutdown());
   process.on('SIGINT', () => void shutdown());
 }

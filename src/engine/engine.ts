@@ -54,7 +54,11 @@ export class Engine extends Lifecycle {
 
   private async restoreRecords(): Promise<void> {
     await this.vols.store.load();
-    this.o.runtime.onExit((id, code) => { void this.handleExit(id, code); });
+    this.o.runtime.onExit((id, code) => {
+      // An exit can race the container's removal (a restore finishing an interrupted rm -f): that
+      // is logged, never left as a rejection that would end berthd while it is still starting.
+      this.handleExit(id, code).catch((e: unknown) => console.error(`berthd: exit of ${id.slice(0, 12)}: ${errorMessage(e)}`));
+    });
     for (const c of await this.records.loadAll()) {
       if (c.State.Status === 'removing') {
         await this.removeNow(c);

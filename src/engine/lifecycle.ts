@@ -286,7 +286,8 @@ export abstract class Lifecycle {
     let recorded = false;
     let restartIn = 0;
     await this.records.withLock(id, async () => {
-      if (!c.State.Running) return;
+      // Removed meanwhile (its directory is gone): nothing to record.
+      if (!c.State.Running || c.State.Status === 'removing' || !this.containers.has(id)) return;
       recorded = true;
       await this.o.runtime.delete(id).catch((e) => console.error(`berthd: runc delete ${shortId(id)}: ${errorMessage(e)}`));
       await this.releaseResources(c);

@@ -333,7 +333,7 @@ export async function runChaos(host: TestHost, options: ChaosOptions): Promise<C
         try {
           await host.startDaemon([], { timeoutMs: 90_000 });
         } catch (e) {
-          ctx.report.hangs.push(`cycle ${cycle}: berthd did not answer within 90 s of its restart after "${what}": ${(e as Error).message.slice(0, 600)}`);
+          ctx.report.hangs.push(`cycle ${cycle}: berthd did not answer within 90 s of its restart after "${what}": ${(e as Error).message.slice(-1500)}`);
           stop = true;
           await Promise.all(workers);
           break;

@@ -102,7 +102,7 @@ export class TestHost {
     child.stderr!.on('data', (d: Buffer) => { this.daemonLog += d.toString(); });
     const deadline = Date.now() + (opts.timeoutMs ?? 20_000);
     for (;;) {
-      if (child.exitCode !== null) throw new Error(`berthd exited: ${this.daemonLog}`);
+      if (child.exitCode !== null) throw new Error(`berthd exited (status ${child.exitCode}): ${this.daemonLog.slice(-3000)}`);
       try {
         const r = await this.api('GET', '/_ping', undefined, {}, { timeoutMs: 5000 });
         if (r.status === 200) return;
