@@ -18,6 +18,9 @@ const program = new Command('berthd')
   .option('--bip <cidr>', 'address and prefix of the default bridge, e.g. 172.17.0.1/16 (only when it is first created)')
   .option('--insecure-registry <host>', 'registry (host[:port] or CIDR) that may be reached over plain HTTP; loopback ones always may', (v: string, acc: string[]) => [...acc, v], [] as string[])
   .option('--resolv-conf <path>', 'resolver configuration whose nameservers containers and the embedded DNS use upstream', '/etc/resolv.conf')
+  .option('--cluster-store <urls>', 'use an existing etcd cluster as the swarm store (etcd://host:port,...) instead of running members on managers')
+  .option('--cluster-lease-ttl <seconds>', 'how long a node that stops answering is still shown Ready', (v: string) => Number(v), 5)
+  .option('--node-hostname <name>', 'the hostname this node shows in the swarm (default: the system hostname)')
   .option('-D, --debug', 'log every API request to stderr')
   .option('--cleanup', 'stop all containers and remove every kernel object berth made under --root, then exit')
   .addHelpText('after', `
@@ -25,7 +28,7 @@ berthd keeps running containers alive across its own restarts (conmon supervises
 Stop it with SIGTERM or SIGINT; run "berthd --cleanup" afterwards to remove everything it made.`);
 
 program.parse();
-const opts = program.opts<{ root: string; host: string; attachHelper?: string; seedBusybox: boolean; cleanup?: boolean; debug?: boolean; bip?: string; insecureRegistry: string[]; resolvConf: string }>();
+const opts = program.opts<{ root: string; host: string; attachHelper?: string; seedBusybox: boolean; cleanup?: boolean; debug?: boolean; bip?: string; insecureRegistry: string[]; resolvConf: string; clusterStore?: string; clusterLeaseTtl: number; nodeHostname?: string }>();
 const socket = opts.host.replace(/^unix:\/\//, '');
 
 if (process.getuid?.() !== 0) {
@@ -33,36 +36,20 @@ if (process.getuid?.() !== 0) {
   process.exit(1);
 }
 
-const daemon = new Daemon({ root: opts.root, socket, attachHelper: opts.attachHelper, seedBusybox: opts.seedBusybox, debug: opts.debug, bip: opts.bip, insecureRegistries: opts.insecureRegistry, resolvConf: opts.resolvConf });
-
-async function main(): Promise<void> {
-  const pidFile = `${opts.root}/berthd.pid`;
-  if (opts.cleanup) {
-    const problems = await daemon.cleanup();
-    for (const p of problems) console.error(`berthd: cleanup: ${p}`);
-    process.exit(problems.length ? 1 : 0);
-  }
-  await fs.mkdir(opts.root, { recursive: true, mode: 0o711 });
-  const other = await livePidFileHolder(await fs.readFile(pidFile, 'utf8').catch(() => ''));
-  if (other !== undefined) throw new Error(`another berthd (pid ${other}) is using ${opts.root}`);
-  await fs.writeFile(pidFile, await pidFileText());
-  await daemon.start();
-  console.error(`berthd ${VERSION}: API listening on unix://${socket}, root ${opts.root}`);
-  const shutdown = async () => {
-    // Bounded: a client holding a hijacked stream open must not keep berthd from exiting (its
-    // containers keep running under conmon either way).
-    await Promise.race([daemon.stop().catch(() => undefined), new Promise((r) => setTimeout(r, 5000).unref())]);
-    await fs.rm(pidFile, { force: true });
-    process.exit(0);
-  };
-  // One broken connection or stream must not take every container's API down with it.
-  process.on('uncaughtException', (e) => console.error(`berthd: uncaught: ${e.stack ?? e}`));
-  process.on('unhandledRejection', (e) => console.error(`berthd: unhandled rejection: ${(e as Error)?.stack ?? e}`));
-  process.on('SIGTERM', () => void shutdown());
-  process.on('SIGINT', () => void shutdown());
-}
-
-main().catch((e) => {
-  console.error(`berthd: ${errorMessage(e)}`);
-  process.exit(1);
+const daemon = new Daemon({ root: opts.root, socket, attachHelper: opts.attachHelper, seedBusybox: opts.seedBusybox, debug: opts.debug, bip: opts.bip, insecureRegistries: opts.insecureRegistry, resolvConf: opts.resolvConf,
+  cluster: {
+    leaseTtlSec: opts.clusterLeaseTtl,
+    ...(opts.clusterStore ? { store: storeUrls(opts.clusterStore) } : {}),
+    ...(opts.nodeHostname ? { hostname: opts.nodeHostname } : {}),
+  },
 });
+
+/**
+ * etcd://a:2379,b:2379 to the client URLs etcd3 takes. Plain HTTP only: an external store is for
+ * a store on loopback or a private network the operator secured (berth's own members use mTLS).
+ */
+function storeUrls(v: string): string[] {
+  const m = /^etcd:\/\/(.+)$/.exec(v);
+  if (!m) throw new Error(`--cluster-store: expected etcd://host:port[,host:port...], got ${v}`);
+  return m[1]!.split(',').map((h) => `http://${h.replace(/^etcd:\/\//, '')}`);
+}

@@ -1,0 +1,50 @@
+import { tlsInfo } from './pki.js';
+import type { ClusterRecord, NodeRecord, Spec, TokensRecord } from './keys.js';
+import type { Versioned } from './store.js';
+
+/** Docker's JSON shapes for /swarm, /nodes and /info's Swarm section, built from store records. */
+
+/** What swarmkit fills in when a spec leaves a field out (swarmkit api defaults, Docker 20.10). */
+export function defaultSpec(given: Spec = {}): Spec {
+  const g = given as Record<string, Record<string, unknown> | undefined>;
+  return {
+    Name: 'default',
+    Labels: (given.Labels as Record<string, string> | undefined) ?? {},
+    Orchestration: { TaskHistoryRetentionLimit: 5, ...g.Orchestration },
+    Raft: { SnapshotInterval: 10000, KeepOldSnapshots: 0, LogEntriesForSlowFollowers: 500, ElectionTick: 10, HeartbeatTick: 1, ...g.Raft },
+    Dispatcher: { HeartbeatPeriod: 5_000_000_000, ...g.Dispatcher },
+    CAConfig: { NodeCertExpiry: 7_776_000_000_000_000, ...g.CAConfig },
+    TaskDefaults: { ...g.TaskDefaults },
+    EncryptionConfig: { AutoLockManagers: false, ...g.EncryptionConfig },
+  };
+}
+
+export function clusterInfo(c: Versioned<ClusterRecord>): Record<string, unknown> {
+  const r = c.value;
+  return {
+    ID: r.ID, Version: { Index: c.modRevision }, CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt, Spec: r.Spec,
+    TLSInfo: tlsInfo(r.CaCert), RootRotationInProgress: false, DataPathPort: r.DataPathPort,
+    DefaultAddrPool: r.DefaultAddrPool, SubnetSize: r.SubnetSize,
+  };
+}
+
+export function swarmView(c: Versioned<ClusterRecord>, tokens: TokensRecord): Record<string, unknown> {
+  return { ...clusterInfo(c), JoinTokens: { Worker: tokens.Worker, Manager: tokens.Manager } };
+}
+
+export interface Liveness { alive: Set<string>; leaderMember?: string; caCert: string }
+
+export function nodeView(n: Versioned<NodeRecord>, live: Liveness): Record<string, unknown> {
+  const r = n.value;
+  const up = live.alive.has(r.ID);
+  const v: Record<string, unknown> = {
+    ID: r.ID, Version: { Index: n.modRevision }, CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt,
+    Spec: { ...(r.Spec.Name ? { Name: r.Spec.Name } : {}), Labels: r.Spec.Labels, Role: r.Spec.Role, Availability: r.Spec.Availability },
+    Description: { ...r.Description, TLSInfo: tlsInfo(live.caCert) },
+    Status: { State: up ? 'ready' : 'down', ...(up ? {} : { Message: 'heartbeat failure' }), Addr: r.Addr },
+  };
+  if (r.Spec.Role === 'manager' && r.MemberId) {
+    v.ManagerStatus = { ...(r.MemberId === live.leaderMember ? { Leader: true } : {}), Reachability: up ? 'reachable' : 'unreachable', Addr: `${r.Addr}:${r.Port}` };
+  }
+  return v;
+}
