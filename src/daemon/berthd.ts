@@ -53,3 +53,35 @@ function storeUrls(v: string): string[] {
   if (!m) throw new Error(`--cluster-store: expected etcd://host:port[,host:port...], got ${v}`);
   return m[1]!.split(',').map((h) => `http://${h.replace(/^etcd:\/\//, '')}`);
 }
+
+async function main(): Promise<void> {
+  const pidFile = `${opts.root}/berthd.pid`;
+  if (opts.cleanup) {
+    const problems = await daemon.cleanup();
+    for (const p of problems) console.error(`berthd: cleanup: ${p}`);
+    process.exit(problems.length ? 1 : 0);
+  }
+  await fs.mkdir(opts.root, { recursive: true, mode: 0o711 });
+  const other = await livePidFileHolder(await fs.readFile(pidFile, 'utf8').catch(() => ''));
+  if (other !== undefined) throw new Error(`another berthd (pid ${other}) is using ${opts.root}`);
+  await fs.writeFile(pidFile, await pidFileText());
+  await daemon.start();
+  console.error(`berthd ${VERSION}: API listening on unix://${socket}, root ${opts.root}`);
+  const shutdown = async () => {
+    // Bounded: a client holding a hijacked stream open must not keep berthd from exiting (its
+    // containers keep running under conmon either way).
+    await Promise.race([daemon.stop().catch(() => undefined), new Promise((r) => setTimeout(r, 5000).unref())]);
+    await fs.rm(pidFile, { force: true });
+    process.exit(0);
+  };
+  // One broken connection or stream must not take every container's API down with it.
+  process.on('uncaughtException', (e) => console.error(`berthd: uncaught: ${e.stack ?? e}`));
+  process.on('unhandledRejection', (e) => console.error(`berthd: unhandled rejection: ${(e as Error)?.stack ?? e}`));
+  process.on('SIGTERM', () => void shutdown());
+  process.on('SIGINT', () => void shutdown());
+}
+
+main().catch((e) => {
+  console.error(`berthd: ${errorMessage(e)}`);
+  process.exit(1);
+});
