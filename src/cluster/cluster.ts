@@ -235,6 +235,7 @@ export class Cluster {
     if (!s) return;
     this.session = undefined;
     const id = s.state.nodeId;
+    await s.quiesce();
     if (leaving) {
       try {
         const rec = await s.store.get<NodeRecord>(K.node(id));

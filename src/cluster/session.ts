@@ -63,11 +63,27 @@ export class Session {
     const rev = await this.store.revision();
     const mine = await this.store.get<NodeRecord>(K.node(this.state.nodeId));
     this.stopWatch = await this.store.watch<NodeRecord>(K.node(this.state.nodeId), rev + 1, (e) => {
-      this.queue = this.queue.then(() => (e.type === 'delete' ? this.removed() : this.reconcile(e.value))).catch((err) => this.o.log(`cluster: ${errorMessage(err)}`));
+      this.enqueue(() => (e.type === 'delete' ? this.removed() : this.reconcile(e.value)));
     });
     // A change made while this berthd was down is applied now.
-    if (!mine) this.queue = this.queue.then(() => this.removed());
-    else this.queue = this.queue.then(() => this.reconcile(mine.value)).catch((err) => this.o.log(`cluster: ${errorMessage(err)}`));
+    this.enqueue(() => (mine ? this.reconcile(mine.value) : this.removed()));
+  }
+
+  /**
+   * Role changes run one at a time; one that fails (the store busy re-forming) is tried again
+   * from the record as it then is, until it holds.
+   */
+  private enqueue(step: () => Promise<void>): void {
+    this.queue = this.queue.then(step).catch((err) => {
+      this.o.log(`cluster: ${errorMessage(err)}${(err as Error).cause ? ` (${errorMessage((err as Error).cause)})` : ''}; trying again`);
+      setTimeout(() => {
+        if (this.closed) return;
+        this.enqueue(async () => {
+          const cur = await this.store.get<NodeRecord>(K.node(this.state.nodeId));
+          return cur ? this.reconcile(cur.value) : this.removed();
+        });
+      }, 2000).unref();
+    });
   }
 
   private async startJoins(): Promise<void> {
@@ -148,10 +164,17 @@ export class Session {
     throw new Error('could not record the etcd member of this node');
   }
 
-  /** Stops the running parts. `leaving`: revoke the presence (Down at once) and stop the member. */
-  async close(leaving: boolean): Promise<void> {
+  /** Stops reacting to managers' decisions (a node on its way out must not also be promoted). */
+  async quiesce(): Promise<void> {
     this.closed = true;
     await this.stopWatch?.().catch(() => undefined);
+    this.stopWatch = undefined;
+    await this.queue.catch(() => undefined);
+  }
+
+  /** Stops the running parts. `leaving`: revoke the presence (Down at once) and stop the member. */
+  async close(leaving: boolean): Promise<void> {
+    await this.quiesce();
     await this.presence.stop(leaving);
     await this.stopJoins();
     if (leaving) await this.member?.stop();

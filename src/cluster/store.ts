@@ -1,3 +1,4 @@
+import type * as Cockatiel from 'cockatiel';
 import type * as Etcd from 'etcd3';
 import { requireCjs } from '../util/cjs.js';
 import { errorMessage } from '../util/errors.js';
@@ -17,6 +18,7 @@ export type WatchEvent<T> = { type: 'put'; key: string; value: T; modRevision: n
 const CALL_MS = 5000;
 
 let lib: typeof Etcd | undefined;
+let faults: typeof Cockatiel | undefined;
 /** etcd3 (and gRPC under it) is loaded only by a daemon that is in a cluster. */
 function etcd3(): typeof Etcd {
   return (lib ??= requireCjs('etcd3') as typeof Etcd);
@@ -26,8 +28,16 @@ export class ClusterStore {
   readonly client: Etcd.Etcd3;
 
   constructor(readonly endpoints: string[], tls?: TlsFiles) {
-    const { Etcd3 } = etcd3();
+    const { Etcd3, isRecoverableError } = etcd3();
+    const c = (faults ??= requireCjs('cockatiel') as typeof Cockatiel);
     this.client = new Etcd3({
+      // etcd3's default breaker shuts a host out for 5 s after three failures: with one endpoint,
+      // or while a member rejoins, that is 5 s of a store that looks dead. A second is enough to
+      // steer calls to the other members.
+      faultHandling: {
+        host: () => (endpoints.length > 1 ? c.circuitBreaker(c.handleWhen(isRecoverableError), { halfOpenAfter: 1000, breaker: new c.ConsecutiveBreaker(3) }) : c.noop),
+        global: c.retry(c.handleWhen(isRecoverableError), { maxAttempts: 3 }),
+      },
       hosts: endpoints,
       ...(tls ? { credentials: { rootCertificate: tls.ca, certChain: tls.cert, privateKey: tls.key } } : {}),
       dialTimeout: 3000,
@@ -45,8 +55,9 @@ export class ClusterStore {
       return await fn();
     } catch (e) {
       const E = etcd3();
-      if (e instanceof E.GRPCDeadlineExceededError || e instanceof E.GRPCUnavailableError || /deadline|unavailable|no connection|circuit|leader/i.test(errorMessage(e))) {
-        throw new UnavailableError(NO_LEADER);
+      if (e instanceof E.GRPCDeadlineExceededError || e instanceof E.GRPCUnavailableError || /deadline|no leader|circuit/i.test(errorMessage(e))) {
+        console.error(`berthd: cluster store: ${errorMessage(e)}`);
+        throw Object.assign(new UnavailableError(NO_LEADER), { cause: e });
       }
       throw e;
     }
@@ -124,8 +135,25 @@ export class ClusterStore {
     return r.members.map((m) => ({ ID: m.ID, name: m.name, peerURLs: m.peerURLs, clientURLs: m.clientURLs, isLearner: m.isLearner }));
   }
 
+  /**
+   * etcd refuses a membership change until every voting member has been connected for its health
+   * interval (5 s, --strict-reconfig-check): right after a join, a promotion or a restart it says
+   * "unhealthy cluster" for a moment, so that answer is waited out.
+   */
+  private async reconfig<T>(fn: () => Promise<T>, timeoutMs = 15_000): Promise<T> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      try {
+        return await fn();
+      } catch (e) {
+        if (!/unhealthy cluster|not enough started members/.test(errorMessage(e)) || Date.now() > deadline) throw e;
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    }
+  }
+
   async addLearner(peerURL: string): Promise<{ id: string; members: Array<{ ID: string; name: string; peerURLs: string[] }> }> {
-    const r = await this.call(() => this.client.cluster.memberAdd({ peerURLs: [peerURL], isLearner: true }));
+    const r = await this.call(() => this.reconfig(() => this.client.cluster.memberAdd({ peerURLs: [peerURL], isLearner: true })));
     return { id: r.member.ID, members: r.members.map((m) => ({ ID: m.ID, name: m.name, peerURLs: m.peerURLs })) };
   }
 
@@ -134,7 +162,7 @@ export class ClusterStore {
   }
 
   async removeMember(id: string): Promise<void> {
-    await this.call(() => this.client.cluster.memberRemove({ ID: id }));
+    await this.call(() => this.reconfig(() => this.client.cluster.memberRemove({ ID: id })));
   }
 
   /** The etcd member that leads now, asked of any reachable member. */

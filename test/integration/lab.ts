@@ -77,6 +77,7 @@ export class Lab {
   /** Everything goes, past errors; returns what is left over so a test can fail on it. */
   async destroy(): Promise<string[]> {
     const leaks: string[] = [];
+    if (process.env.BERTH_LAB_LOGS) for (const h of this.hosts) console.error(`--- ${h.name} berthd log\n${h.host.daemonLog.slice(-4000)}`);
     for (const h of [...this.hosts].reverse()) leaks.push(...(await h.host.destroy().catch((e) => [`host ${h.name}: ${e}`])));
     await run('ip', ['netns', 'del', this.underlay]);
     if (existsSync(`/run/netns/${this.underlay}`)) leaks.push(`netns ${this.underlay} still exists`);

@@ -1,0 +1,199 @@
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { waitFor } from './harness.js';
+import { Lab, waitForOutput, type LabHost } from './lab.js';
+
+/**
+ * A swarm of berth hosts through the real docker CLI and the Engine API: init, join as worker and
+ * manager, tokens, node updates, promote and demote, leave, and Docker's errors for each wrong
+ * move, with nothing half-made after a refused one. One lab of three hosts for the whole file.
+ */
+
+const TTL = 3;
+
+describe('cluster: swarm init, join, leave and nodes', () => {
+  let lab: Lab;
+  let h0: LabHost, h1: LabHost, h2: LabHost;
+  let workerToken = '', managerToken = '';
+
+  before(async () => {
+    lab = await Lab.create(3, { leaseTtlSec: TTL });
+    [h0, h1, h2] = lab.hosts as [LabHost, LabHost, LabHost];
+  });
+
+  after(async () => {
+    const leaks = await lab.destroy();
+    assert.deepEqual(leaks, []);
+  });
+
+  const ls = async (h: LabHost) => {
+    const r = await h.host.docker(['node', 'ls', '--format', '{{.Hostname}} {{.Status}} {{.ManagerStatus}} {{.Availability}}']);
+    assert.equal(r.code, 0, r.stderr);
+    return r.stdout.trim().split('\n').sort();
+  };
+  const info = async (h: LabHost) => (await h.host.api('GET', '/info')).json.Swarm;
+  const clusterDir = (h: LabHost) => join(h.host.root, 'cluster');
+
+  it('answers as Docker 20.10 on a node in no swarm', async () => {
+    const s = await h0.host.api('GET', '/swarm');
+    assert.equal(s.status, 503);
+    assert.match(s.json.message, /^This node is not a swarm manager\. Use "docker swarm init"/);
+    const l = await h0.host.api('POST', '/swarm/leave');
+    assert.deepEqual([l.status, l.json.message], [503, 'This node is not part of a swarm']);
+    assert.equal((await h0.host.api('GET', '/nodes')).status, 503);
+    assert.equal((await info(h0)).LocalNodeState, 'inactive');
+  });
+
+  it('inits a swarm with the docker CLI and refuses a second init', async () => {
+    const r = await h0.host.docker(['swarm', 'init', '--advertise-addr', h0.addr]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /Swarm initialized: current node \(([0-9a-z]{25})\) is now a manager\./);
+    assert.match(r.stdout, new RegExp(`docker swarm join --token SWMTKN-1-[0-9a-z]{50}-[0-9a-z]{25} ${h0.addr.replace(/\./g, '\\.')}:2377`));
+    const again = await h0.host.docker(['swarm', 'init', '--advertise-addr', h0.addr]);
+    assert.notEqual(again.code, 0);
+    assert.match(again.stderr, /This node is already part of a swarm\. Use "docker swarm leave" to leave this swarm and join another one\./);
+    const i = await info(h0);
+    assert.equal(i.LocalNodeState, 'active');
+    assert.equal(i.ControlAvailable, true);
+    assert.equal(i.NodeAddr, h0.addr);
+    assert.equal(i.Managers, 1);
+    assert.equal(i.Nodes, 1);
+    assert.match(i.Cluster.ID, /^[0-9a-z]{25}$/);
+    assert.deepEqual(i.RemoteManagers, [{ NodeID: i.NodeID, Addr: `${h0.addr}:2377` }]);
+    workerToken = (await h0.host.docker(['swarm', 'join-token', '-q', 'worker'])).stdout.trim();
+    managerToken = (await h0.host.docker(['swarm', 'join-token', '-q', 'manager'])).stdout.trim();
+    assert.match(workerToken, /^SWMTKN-1-/);
+    assert.notEqual(workerToken, managerToken);
+    // Both tokens pin the same CA.
+    assert.equal(workerToken.split('-')[2], managerToken.split('-')[2]);
+    const swarm = (await h0.host.api('GET', '/swarm')).json;
+    assert.equal(swarm.JoinTokens.Worker, workerToken);
+    assert.equal(swarm.Spec.Name, 'default');
+    assert.match(swarm.TLSInfo.TrustRoot, /BEGIN CERTIFICATE/);
+    assert.deepEqual((await h0.host.api('GET', '/swarm/unlockkey')).json, { UnlockKey: '' });
+  });
+
+  it('refuses to demote the last manager, and a manager leaving without --force', async () => {
+    const d = await h0.host.docker(['node', 'demote', 'lab0']);
+    assert.notEqual(d.code, 0);
+    assert.match(d.stderr, /rpc error: code = FailedPrecondition desc = attempting to demote the last manager of the swarm/);
+    const l = await h0.host.docker(['swarm', 'leave']);
+    assert.notEqual(l.code, 0);
+    assert.match(l.stderr, /You are attempting to leave the swarm on a node that is participating as a manager\. Removing the last manager erases all current state of the swarm\. Use `--force` to ignore this message\./);
+    assert.deepEqual(await ls(h0), ['lab0 Ready Leader Active']);
+  });
+
+  it('refuses bad tokens and unreachable managers, leaving nothing behind', async () => {
+    const wrong = workerToken.replace(/-[0-9a-z]{25}$/, `-${'0'.repeat(25)}`);
+    const bad = await h1.host.docker(['swarm', 'join', '--token', wrong, `${h0.addr}:2377`]);
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.stderr, /rpc error: code = InvalidArgument desc = A valid join token is necessary to join this cluster/);
+    const foreignCa = workerToken.replace(/^SWMTKN-1-[0-9a-z]{50}/, `SWMTKN-1-${'1'.repeat(50)}`);
+    const other = await h1.host.docker(['swarm', 'join', '--token', foreignCa, `${h0.addr}:2377`]);
+    assert.notEqual(other.code, 0);
+    assert.match(other.stderr, /remote CA does not match fingerprint/);
+    const malformed = await h1.host.api('POST', '/swarm/join', { JoinToken: 'SWMTKN-1-nope', RemoteAddrs: [`${h0.addr}:2377`] });
+    assert.deepEqual([malformed.status, malformed.json.message], [500, 'invalid join token']);
+    const none = await h1.host.api('POST', '/swarm/join', { JoinToken: workerToken, RemoteAddrs: [] });
+    assert.deepEqual([none.status, none.json.message], [400, 'at least 1 RemoteAddr is required to join']);
+    // h2 is in no swarm: nothing listens on its control port.
+    const refused = await h1.host.docker(['swarm', 'join', '--token', workerToken, `${h2.addr}:2377`]);
+    assert.notEqual(refused.code, 0);
+    assert.match(refused.stderr, /rpc error: code = Unavailable desc = connection error: .*connect: connection refused/);
+    assert.equal((await info(h1)).LocalNodeState, 'inactive');
+    assert.equal(existsSync(clusterDir(h1)), false, 'a refused join left cluster state behind');
+    assert.deepEqual(await ls(h0), ['lab0 Ready Leader Active']);
+  });
+
+  it('joins a worker with the CLI and a manager through the API', async () => {
+    const w = await h1.host.docker(['swarm', 'join', '--token', workerToken, `${h0.addr}:2377`]);
+    assert.equal(w.code, 0, w.stderr);
+    assert.match(w.stdout, /This node joined a swarm as a worker\./);
+    const twice = await h1.host.docker(['swarm', 'join', '--token', workerToken, `${h0.addr}:2377`]);
+    assert.match(twice.stderr, /This node is already part of a swarm/);
+    const m = await h2.host.api('POST', '/swarm/join', { JoinToken: managerToken, RemoteAddrs: [`${h0.addr}:2377`], AdvertiseAddr: h2.addr, ListenAddr: '0.0.0.0:2377' });
+    assert.equal(m.status, 200, m.body);
+    assert.deepEqual(await ls(h0), ['lab0 Ready Leader Active', 'lab1 Ready  Active', 'lab2 Ready Reachable Active']);
+    // The new manager answers for the cluster too; the worker may not.
+    assert.deepEqual(await ls(h2), ['lab0 Ready Leader Active', 'lab1 Ready  Active', 'lab2 Ready Reachable Active']);
+    const wl = await h1.host.docker(['node', 'ls']);
+    assert.notEqual(wl.code, 0);
+    assert.match(wl.stderr, /This node is not a swarm manager\. Worker nodes can't be used to view or modify cluster state\./);
+    const wi = await info(h1);
+    assert.deepEqual([wi.LocalNodeState, wi.ControlAvailable, wi.Cluster, wi.Nodes], ['active', false, undefined, undefined]);
+    assert.equal((await info(h0)).Managers, 2);
+  });
+
+  it('updates a node: availability, labels, and refuses a stale version', async () => {
+    assert.equal((await h0.host.docker(['node', 'update', '--availability', 'drain', '--label-add', 'zone=a', 'lab1'])).code, 0);
+    const n = (await h0.host.api('GET', '/nodes/lab1')).json;
+    assert.deepEqual([n.Spec.Availability, n.Spec.Labels, n.Spec.Role, n.Status.Addr], ['drain', { zone: 'a' }, 'worker', h1.addr]);
+    const stale = await h0.host.api('POST', `/nodes/${n.ID}/update?version=${n.Version.Index - 1}`, { ...n.Spec, Availability: 'active' });
+    assert.deepEqual([stale.status, stale.json.message], [500, 'rpc error: code = Unknown desc = update out of sequence']);
+    const ok = await h2.host.api('POST', `/nodes/${n.ID}/update?version=${n.Version.Index}`, { ...n.Spec, Availability: 'active', Labels: {} });
+    assert.equal(ok.status, 200, ok.body);
+    assert.deepEqual((await h0.host.api('GET', `/nodes/${n.ID}`)).json.Spec.Labels, {});
+    const missing = await h0.host.api('GET', '/nodes/nosuchnode');
+    assert.deepEqual([missing.status, missing.json.message], [404, 'node nosuchnode not found']);
+  });
+
+  it('promotes a worker (its etcd member starts) and demotes it again (the member goes)', async () => {
+    const pidFile = join(clusterDir(h1), 'etcd.pid');
+    const p = await h0.host.docker(['node', 'promote', 'lab1']);
+    assert.equal(p.code, 0, p.stderr);
+    await waitForOutput(() => h0.host.docker(['node', 'ls', '--filter', 'role=manager', '--format', '{{.Hostname}} {{.ManagerStatus}}']),
+      (o) => o.includes('lab1 Reachable'), 'lab1 to be a reachable manager', 30_000);
+    assert.equal(existsSync(pidFile), true);
+    assert.equal((await info(h0)).Managers, 3);
+    const l1 = await h1.host.docker(['node', 'ls']);
+    assert.equal(l1.code, 0, `a promoted node answers for the cluster: ${l1.stderr}`);
+    const d = await h2.host.docker(['node', 'demote', 'lab1']);
+    assert.equal(d.code, 0, d.stderr);
+    await waitFor(async () => !existsSync(pidFile), 'lab1 to stop its member', 15_000);
+    assert.deepEqual(await ls(h0), ['lab0 Ready Leader Active', 'lab1 Ready  Active', 'lab2 Ready Reachable Active']);
+    assert.equal((await info(h0)).Managers, 2);
+  });
+
+  it('rotates the worker token: the old one is refused', async () => {
+    const r = await h0.host.docker(['swarm', 'join-token', '--rotate', '-q', 'worker']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.notEqual(r.stdout.trim(), workerToken);
+    assert.equal((await h2.host.api('GET', '/swarm')).json.JoinTokens.Worker, r.stdout.trim());
+    const swarm = (await h0.host.api('GET', '/swarm')).json;
+    const stale = await h0.host.api('POST', `/swarm/update?version=${swarm.Version.Index - 1}`, swarm.Spec);
+    assert.equal(stale.status, 500);
+    workerToken = r.stdout.trim();
+  });
+
+  it('removes only nodes that are down; a worker that leaves shows Down', async () => {
+    const live = await h0.host.docker(['node', 'rm', 'lab1']);
+    assert.notEqual(live.code, 0);
+    assert.match(live.stderr, /rpc error: code = FailedPrecondition desc = node [0-9a-z]{25} is not down and can't be removed/);
+    const mgr = await h0.host.docker(['node', 'rm', 'lab2']);
+    assert.match(mgr.stderr, /is a cluster manager and is a member of the raft cluster\. It must be demoted to worker before removal/);
+    const left = await h1.host.docker(['swarm', 'leave']);
+    assert.equal(left.code, 0, left.stderr);
+    assert.match(left.stdout, /Node left the swarm\./);
+    assert.equal(existsSync(clusterDir(h1)), false);
+    await waitForOutput(() => h0.host.docker(['node', 'ls', '--format', '{{.Hostname}} {{.Status}}']), (o) => o.includes('lab1 Down'), 'lab1 Down');
+    assert.equal((await h0.host.docker(['node', 'rm', 'lab1'])).code, 0);
+    assert.deepEqual(await ls(h0), ['lab0 Ready Leader Active', 'lab2 Ready Reachable Active']);
+  });
+
+  it('a manager leaves with --force and the other goes on; the last one ends the swarm', async () => {
+    const l = await h2.host.docker(['swarm', 'leave']);
+    assert.match(l.stderr, /You are attempting to leave the swarm on a node that is participating as a manager\./);
+    assert.equal((await h2.host.docker(['swarm', 'leave', '--force'])).code, 0);
+    assert.equal(existsSync(clusterDir(h2)), false);
+    await waitForOutput(() => h0.host.docker(['node', 'ls', '--format', '{{.Hostname}} {{.Status}} {{.ManagerStatus}}']), (o) => /lab2 Down\s*$/m.test(o), 'lab2 down as a worker');
+    assert.equal((await info(h0)).Managers, 1);
+    // The remaining single member still has quorum: changes go through.
+    assert.equal((await h0.host.docker(['node', 'update', '--label-add', 'still=here', 'lab0'])).code, 0);
+    assert.equal((await h0.host.docker(['swarm', 'leave', '--force'])).code, 0);
+    assert.equal((await info(h0)).LocalNodeState, 'inactive');
+    assert.equal(existsSync(clusterDir(h0)), false);
+    assert.equal((await h0.host.api('GET', '/swarm')).status, 503);
+  });
+});
