@@ -156,17 +156,6 @@ describe('cluster: swarm init, join, leave and nodes', () => {
     assert.equal((await info(h0)).Managers, 2);
   });
 
-  it('rotates the worker token: the old one is refused', async () => {
-    const r = await h0.host.docker(['swarm', 'join-token', '--rotate', '-q', 'worker']);
-    assert.equal(r.code, 0, r.stderr);
-    assert.notEqual(r.stdout.trim(), workerToken);
-    assert.equal((await h2.host.api('GET', '/swarm')).json.JoinTokens.Worker, r.stdout.trim());
-    const swarm = (await h0.host.api('GET', '/swarm')).json;
-    const stale = await h0.host.api('POST', `/swarm/update?version=${swarm.Version.Index - 1}`, swarm.Spec);
-    assert.equal(stale.status, 500);
-    workerToken = r.stdout.trim();
-  });
-
   it('removes only nodes that are down; a worker that leaves shows Down', async () => {
     const live = await h0.host.docker(['node', 'rm', 'lab1']);
     assert.notEqual(live.code, 0);
@@ -180,6 +169,23 @@ describe('cluster: swarm init, join, leave and nodes', () => {
     await waitForOutput(() => h0.host.docker(['node', 'ls', '--format', '{{.Hostname}} {{.Status}}']), (o) => o.includes('lab1 Down'), 'lab1 Down');
     assert.equal((await h0.host.docker(['node', 'rm', 'lab1'])).code, 0);
     assert.deepEqual(await ls(h0), ['lab0 Ready Leader Active', 'lab2 Ready Reachable Active']);
+  });
+
+  it('rotates the worker token: the old one is refused, the new one works', async () => {
+    const r = await h0.host.docker(['swarm', 'join-token', '--rotate', '-q', 'worker']);
+    assert.equal(r.code, 0, r.stderr);
+    const fresh = r.stdout.trim();
+    assert.notEqual(fresh, workerToken);
+    assert.equal((await h2.host.api('GET', '/swarm')).json.JoinTokens.Worker, fresh);
+    const old = await h1.host.docker(['swarm', 'join', '--token', workerToken, `${h0.addr}:2377`]);
+    assert.match(old.stderr, /A valid join token is necessary to join this cluster/);
+    assert.equal(existsSync(clusterDir(h1)), false);
+    const ok = await h1.host.docker(['swarm', 'join', '--token', fresh, `${h0.addr}:2377`]);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.equal((await h1.host.docker(['swarm', 'leave'])).code, 0);
+    const swarm = (await h0.host.api('GET', '/swarm')).json;
+    const stale = await h0.host.api('POST', `/swarm/update?version=${swarm.Version.Index - 1}`, swarm.Spec);
+    assert.deepEqual([stale.status, stale.json.message], [500, 'rpc error: code = Unknown desc = update out of sequence']);
   });
 
   it('a manager leaves with --force and the other goes on; the last one ends the swarm', async () => {
