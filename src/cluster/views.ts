@@ -4,18 +4,23 @@ import type { Versioned } from './store.js';
 
 /** Docker's JSON shapes for /swarm, /nodes and /info's Swarm section, built from store records. */
 
+/** A section of a given spec without its zero values: swarmkit takes 0 and null as "the default". */
+function set(section: unknown): Record<string, unknown> {
+  return Object.fromEntries(Object.entries((section ?? {}) as Record<string, unknown>).filter(([, v]) => v !== 0 && v !== null && v !== undefined));
+}
+
 /** What swarmkit fills in when a spec leaves a field out (swarmkit api defaults, Docker 20.10). */
 export function defaultSpec(given: Spec = {}): Spec {
-  const g = given as Record<string, Record<string, unknown> | undefined>;
+  const g = given as Record<string, unknown>;
   return {
     Name: 'default',
     Labels: (given.Labels as Record<string, string> | undefined) ?? {},
-    Orchestration: { TaskHistoryRetentionLimit: 5, ...g.Orchestration },
-    Raft: { SnapshotInterval: 10000, KeepOldSnapshots: 0, LogEntriesForSlowFollowers: 500, ElectionTick: 10, HeartbeatTick: 1, ...g.Raft },
-    Dispatcher: { HeartbeatPeriod: 5_000_000_000, ...g.Dispatcher },
-    CAConfig: { NodeCertExpiry: 7_776_000_000_000_000, ...g.CAConfig },
-    TaskDefaults: { ...g.TaskDefaults },
-    EncryptionConfig: { AutoLockManagers: false, ...g.EncryptionConfig },
+    Orchestration: { TaskHistoryRetentionLimit: 5, ...set(g.Orchestration) },
+    Raft: { SnapshotInterval: 10000, KeepOldSnapshots: 0, LogEntriesForSlowFollowers: 500, ElectionTick: 10, HeartbeatTick: 1, ...set(g.Raft) },
+    Dispatcher: { HeartbeatPeriod: 5_000_000_000, ...set(g.Dispatcher) },
+    CAConfig: { NodeCertExpiry: 7_776_000_000_000_000, ...set(g.CAConfig) },
+    TaskDefaults: { ...set(g.TaskDefaults) },
+    EncryptionConfig: { AutoLockManagers: false, ...set(g.EncryptionConfig) },
   };
 }
 
