@@ -239,9 +239,14 @@ export class Cluster {
     if (leaving) {
       try {
         const rec = await s.store.get<NodeRecord>(K.node(id));
-        const others = s.member ? (await s.store.members()).filter((m) => m.name !== id) : [];
-        if (rec?.value.MemberId && others.length > 0) await s.store.removeMember(rec.value.MemberId);
-        if (rec && (others.length > 0 || !s.member)) {
+        const nodes = [...(await s.store.list<NodeRecord>(K.nodes)).values()];
+        const otherManagers = nodes.filter((n) => n.value.ID !== id && n.value.Spec.Role === 'manager');
+        if (s.state.role === 'manager' && otherManagers.length === 0) {
+          // The last manager: the swarm ends. An external store is emptied of it (berth's own
+          // members go with their data below).
+          if (this.o.external) await s.store.deletePrefix('/berth/');
+        } else if (rec) {
+          if (rec.value.MemberId) await s.store.removeMember(rec.value.MemberId);
           const { MemberId: _gone, ...rest } = rec.value;
           await s.store.update(K.node(id), { ...rest, Spec: { ...rest.Spec, Role: 'worker' }, UpdatedAt: goTime() }, rec.modRevision);
         }

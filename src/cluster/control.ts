@@ -16,7 +16,7 @@ export interface NodeSpecBody { Name?: string; Labels?: Record<string, string>; 
  * Every call reads the store afresh (a read is about a millisecond), so no node serves stale state.
  */
 export class Control {
-  constructor(private readonly session: () => Session | undefined, private readonly o: { leaseTtlSec: number }) {}
+  constructor(private readonly session: () => Session | undefined, private readonly o: { leaseTtlSec: number; external?: string[] }) {}
 
   /** The session of a manager, or Docker's 503 for a node with no swarm or a worker. */
   private manager(): Session {
@@ -65,13 +65,13 @@ export class Control {
 
   private async liveness(s: Session, caCert: string): Promise<Liveness> {
     const [alive, leader] = await Promise.all([s.store.list<AliveRecord>(K.alive), s.store.leader()]);
-    return { alive: new Set([...alive.keys()].map((k) => k.slice(K.alive.length))), ...(leader ? { leaderMember: leader } : {}), caCert };
+    return { alive: new Set([...alive.keys()].map((k) => k.slice(K.alive.length))), ...(leader ? { leaderMember: leader } : {}), caCert, external: Boolean(this.o.external) };
   }
 
   async managerCounts(): Promise<{ reachable: number; unreachable: number }> {
     const s = this.manager();
     const [nodes, alive] = await Promise.all([s.store.list<NodeRecord>(K.nodes), s.store.list<AliveRecord>(K.alive)]);
-    const managers = [...nodes.values()].filter((n) => n.value.Spec.Role === 'manager' && (n.value.MemberId || s.state.member === false));
+    const managers = [...nodes.values()].filter((n) => n.value.Spec.Role === 'manager');
     const reachable = managers.filter((n) => alive.has(K.aliveOf(n.value.ID))).length;
     return { reachable, unreachable: managers.length - reachable };
   }
@@ -117,7 +117,7 @@ export class Control {
     const s = this.manager();
     const n = await this.resolve(s, ref);
     const id = n.value.ID;
-    if (n.value.Spec.Role === 'manager' && n.value.MemberId) {
+    if (n.value.Spec.Role === 'manager') {
       throw rpcError('FailedPrecondition', `node ${id} is a cluster manager and is a member of the raft cluster. It must be demoted to worker before removal`);
     }
     const alive = await s.store.get(K.aliveOf(id));
@@ -134,10 +134,10 @@ export class Control {
     if (role !== 'manager' && role !== 'worker') throw invalid(`invalid role "${spec.Role}", only worker and manager are supported`);
     if (!['active', 'pause', 'drain'].includes(availability)) throw invalid(`invalid availability "${spec.Availability}", only active, drain and pause are supported`);
     const next: NodeRecord = { ...n.value, UpdatedAt: goTime(), Spec: { ...(spec.Name ? { Name: spec.Name } : {}), Labels: spec.Labels ?? {}, Role: role, Availability: availability as NodeRecord['Spec']['Availability'] } };
-    if (n.value.Spec.Role === 'manager' && role === 'worker' && n.value.MemberId) {
+    if (n.value.Spec.Role === 'manager' && role === 'worker') {
       await this.checkDemote(s, n.value);
       // The member goes first: a demoted node whose member stayed would still count in quorum.
-      await s.store.removeMember(n.value.MemberId);
+      if (n.value.MemberId) await s.store.removeMember(n.value.MemberId);
       delete next.MemberId;
     }
     if (!(await s.store.update(K.node(n.value.ID), next, version))) throw outOfSequence();
@@ -146,7 +146,7 @@ export class Control {
   /** swarmkit's rules: never the last manager, never a removal that loses quorum. */
   private async checkDemote(s: Session, target: NodeRecord): Promise<void> {
     const [nodes, alive] = await Promise.all([s.store.list<NodeRecord>(K.nodes), s.store.list(K.alive)]);
-    const managers = [...nodes.values()].filter((n) => n.value.Spec.Role === 'manager' && n.value.MemberId);
+    const managers = [...nodes.values()].filter((n) => n.value.Spec.Role === 'manager');
     if (managers.length <= 1) throw rpcError('FailedPrecondition', 'attempting to demote the last manager of the swarm');
     const remaining = managers.filter((n) => n.value.ID !== target.ID);
     const up = remaining.filter((n) => alive.has(K.aliveOf(n.value.ID))).length;

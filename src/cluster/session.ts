@@ -87,7 +87,7 @@ export class Session {
   }
 
   private async startJoins(): Promise<void> {
-    if (this.joins || this.o.external && this.state.role !== 'manager') return;
+    if (this.joins) return;
     const tls = await this.o.files.readTls();
     this.joins = await serveJoins({ host: this.listenHost(), port: this.state.port, cert: tls.cert.toString(), key: tls.key.toString(), ca: tls.ca.toString() },
       (r, remote) => this.o.handleJoin(this, r, remote));

@@ -37,7 +37,8 @@ export function swarmView(c: Versioned<ClusterRecord>, tokens: TokensRecord): Re
   return { ...clusterInfo(c), JoinTokens: { Worker: tokens.Worker, Manager: tokens.Manager } };
 }
 
-export interface Liveness { alive: Set<string>; leaderMember?: string; caCert: string }
+/** `external`: the store is not run by managers (--cluster-store), so no manager has a member. */
+export interface Liveness { alive: Set<string>; leaderMember?: string; caCert: string; external: boolean }
 
 export function nodeView(n: Versioned<NodeRecord>, live: Liveness): Record<string, unknown> {
   const r = n.value;
@@ -48,7 +49,7 @@ export function nodeView(n: Versioned<NodeRecord>, live: Liveness): Record<strin
     Description: { ...r.Description, TLSInfo: tlsInfo(live.caCert) },
     Status: { State: up ? 'ready' : 'down', ...(up ? {} : { Message: 'heartbeat failure' }), Addr: r.Addr },
   };
-  if (r.Spec.Role === 'manager' && r.MemberId) {
+  if (r.Spec.Role === 'manager' && (r.MemberId || live.external)) {
     v.ManagerStatus = { ...(r.MemberId === live.leaderMember ? { Leader: true } : {}), Reachability: up ? 'reachable' : 'unreachable', Addr: `${r.Addr}:${r.Port}` };
   }
   return v;

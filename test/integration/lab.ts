@@ -1,4 +1,7 @@
-import { existsSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, promises as fs } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { run, runOk } from '../../src/util/exec.js';
 import { TestHost, waitFor } from './harness.js';
 
@@ -12,7 +15,14 @@ import { TestHost, waitFor } from './harness.js';
 let labs = 0;
 export const UNDERLAY_PREFIX = '10.99.0.';
 
-export interface LabOptions { leaseTtlSec?: number; seedBusybox?: boolean }
+export interface LabOptions {
+  leaseTtlSec?: number;
+  seedBusybox?: boolean;
+  /** An etcd of the lab's own in the underlay namespace, handed to every berthd as --cluster-store. */
+  externalStore?: boolean;
+}
+
+export const STORE_ADDR = '10.99.0.254';
 
 export class LabHost {
   constructor(readonly host: TestHost, readonly index: number, readonly lab: Lab) {}
@@ -26,6 +36,7 @@ export class LabHost {
 export class Lab {
   readonly underlay: string;
   readonly hosts: LabHost[] = [];
+  private store?: { proc: ChildProcess; dir: string; log: string };
 
   private constructor(readonly o: LabOptions) {
     this.underlay = `bt${process.pid}u${labs++}`;
@@ -36,6 +47,7 @@ export class Lab {
     try {
       await runOk('ip', ['netns', 'add', lab.underlay]);
       await runOk('ip', ['-n', lab.underlay, '-batch', '-'], { input: 'link set lo up\nlink add btub0 type bridge\nlink set btub0 up\n' });
+      if (o.externalStore) await lab.startStore();
       // Hosts come up one after another: each berthd start is CPU-heavy on this 2-core machine.
       for (let i = 0; i < n; i++) await lab.addHost();
     } catch (e) {
@@ -45,9 +57,25 @@ export class Lab {
     return lab;
   }
 
+  /** Plain HTTP, but only on the underlay, a namespace no one else reaches. */
+  private async startStore(): Promise<void> {
+    await runOk('ip', ['-n', this.underlay, 'addr', 'add', `${STORE_ADDR}/24`, 'dev', 'btub0']);
+    const dir = await fs.mkdtemp(join(tmpdir(), 'berth-lab-etcd-'));
+    const url = `http://${STORE_ADDR}:2379`;
+    const proc = spawn('nsenter', [`--net=/run/netns/${this.underlay}`, 'etcd', '--name=lab', `--data-dir=${join(dir, 'data')}`,
+      `--listen-client-urls=${url}`, `--advertise-client-urls=${url}`, `--listen-peer-urls=http://127.0.0.1:2380`,
+      '--initial-advertise-peer-urls=http://127.0.0.1:2380', '--initial-cluster=lab=http://127.0.0.1:2380', '--logger=zap'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.store = { proc, dir, log: '' };
+    proc.stderr!.on('data', (d: Buffer) => { this.store!.log += d.toString(); });
+    await waitFor(async () => this.store!.log.includes('serving client traffic') || proc.exitCode !== null, 'the lab etcd', 20_000);
+    if (proc.exitCode !== null) throw new Error(`the lab etcd exited: ${this.store.log.slice(-2000)}`);
+  }
+
+  get storeUrl(): string | undefined { return this.store ? `etcd://${STORE_ADDR}:2379` : undefined; }
+
   async addHost(): Promise<LabHost> {
     const index = this.hosts.length;
-    const args = ['--node-hostname', `lab${index}`, '--cluster-lease-ttl', String(this.o.leaseTtlSec ?? 3), ...(this.o.seedBusybox ? [] : ['--no-seed-busybox'])];
+    const args = [...(this.store ? ['--cluster-store', `etcd://${STORE_ADDR}:2379`] : []),'--node-hostname', `lab${index}`, '--cluster-lease-ttl', String(this.o.leaseTtlSec ?? 3), ...(this.o.seedBusybox ? [] : ['--no-seed-busybox'])];
     const host = await TestHost.create({
       daemonArgs: args,
       beforeDaemon: async (h) => {
@@ -79,6 +107,15 @@ export class Lab {
     const leaks: string[] = [];
     if (process.env.BERTH_LAB_LOGS) for (const h of this.hosts) console.error(`--- ${h.name} berthd log\n${h.host.daemonLog.slice(-4000)}`);
     for (const h of [...this.hosts].reverse()) leaks.push(...(await h.host.destroy().catch((e) => [`host ${h.name}: ${e}`])));
+    if (this.store) {
+      const p = this.store.proc;
+      if (p.exitCode === null) {
+        const exited = new Promise((r) => p.once('exit', r));
+        p.kill('SIGTERM');
+        await exited;
+      }
+      await fs.rm(this.store.dir, { recursive: true, force: true });
+    }
     await run('ip', ['netns', 'del', this.underlay]);
     if (existsSync(`/run/netns/${this.underlay}`)) leaks.push(`netns ${this.underlay} still exists`);
     return leaks;
