@@ -34,6 +34,7 @@ export class Session {
   private stopWatch?: () => Promise<void>;
   private queue: Promise<void> = Promise.resolve();
   private closed = false;
+  private refresher?: NodeJS.Timeout;
 
   constructor(public state: LocalState, private readonly o: SessionOptions, store: ClusterStore) {
     this.store = store;
@@ -60,13 +61,47 @@ export class Session {
   async start(): Promise<void> {
     this.presence.start();
     if (this.state.role === 'manager') await this.startJoins();
+    const mine = await this.watchSelf();
+    // A change made while this berthd was down is applied now.
+    this.enqueue(() => (mine ? this.reconcile(mine.value) : this.removed()));
+    this.refresher = setInterval(() => {
+      this.queue = this.queue.then(() => this.refreshEndpoints()).catch(() => undefined);
+    }, 5000);
+    this.refresher.unref();
+  }
+
+  private async watchSelf(): Promise<{ value: NodeRecord } | undefined> {
     const rev = await this.store.revision();
     const mine = await this.store.get<NodeRecord>(K.node(this.state.nodeId));
     this.stopWatch = await this.store.watch<NodeRecord>(K.node(this.state.nodeId), rev + 1, (e) => {
       this.enqueue(() => (e.type === 'delete' ? this.removed() : this.reconcile(e.value)));
     });
-    // A change made while this berthd was down is applied now.
-    this.enqueue(() => (mine ? this.reconcile(mine.value) : this.removed()));
+    return mine;
+  }
+
+  /**
+   * The store's client follows the managers: a node that joined when there was one manager must
+   * not lose the store when that one goes. Every few seconds the members' client URLs are read
+   * from the node records; when they changed, the state file is updated and the client replaced
+   * (presence and watch move to the new one; the presence key never lapses).
+   */
+  private async refreshEndpoints(): Promise<void> {
+    if (this.closed || this.o.external) return;
+    const nodes = await this.store.list<NodeRecord>(K.nodes);
+    const urls = [...nodes.values()].filter((n) => n.value.MemberId).map((n) => clientUrl(n.value.Addr)).sort();
+    if (urls.length === 0 || urls.join() === [...this.store.endpoints].sort().join()) return;
+    this.state = { ...this.state, endpoints: urls };
+    await this.o.files.save(this.state);
+    const old = this.store;
+    const next = new ClusterStore(urls, await this.o.files.readTls());
+    await this.stopWatch?.().catch(() => undefined);
+    await this.presence.stop(false);
+    this.store = next;
+    this.presence = new Presence(next, K.aliveOf(this.state.nodeId), () => ({ Addr: this.state.addr, Since: goTime() }), this.o.leaseTtlSec, this.o.log);
+    this.presence.start();
+    await this.watchSelf();
+    // Calls still running on the old client finish first.
+    setTimeout(() => old.close(), 5000).unref();
   }
 
   /**
@@ -167,6 +202,7 @@ export class Session {
   /** Stops reacting to managers' decisions (a node on its way out must not also be promoted). */
   async quiesce(): Promise<void> {
     this.closed = true;
+    clearInterval(this.refresher);
     await this.stopWatch?.().catch(() => undefined);
     this.stopWatch = undefined;
     await this.queue.catch(() => undefined);
