@@ -59,6 +59,19 @@ export async function resolveAdvertise(raw: string | undefined, listen: { host: 
   return { host: candidates[0]!.ip, port: listen.port };
 }
 
+/**
+ * berth's members listen on the address they advertise (no NAT between managers): an advertised
+ * address that is not this host's needs an explicit listen address, as Docker says when it cannot
+ * pick one itself (daemon/cluster errMustSpecifyListenAddr).
+ */
+export async function checkLocal(advertise: string, listen: string): Promise<void> {
+  if (listen !== '0.0.0.0') return;
+  const mine = (await links()).flatMap((l) => (l.addr_info ?? []).map((a) => a.local));
+  if (!mine.includes(advertise)) {
+    throw invalid('must specify a listening address because the address to advertise is not recognized as a system address, and a system\'s IP address to use could not be uniquely identified');
+  }
+}
+
 export async function resolveDataPath(raw: string | undefined, advertise: string): Promise<string> {
   return raw ? resolveHost(raw, 'data path') : advertise;
 }

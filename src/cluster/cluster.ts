@@ -1,7 +1,7 @@
 import { arch, cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { ApiError, errorMessage } from '../util/errors.js';
-import { resolveAdvertise, resolveDataPath, resolveListen } from './addr.js';
+import { checkLocal, resolveAdvertise, resolveDataPath, resolveListen } from './addr.js';
 import { Control } from './control.js';
 import { EtcdMember, clientUrl, peerUrl } from './etcdmember.js';
 import { NO_SWARM, SWARM_EXISTS, UnavailableError, invalid, leaveManagerError } from './errors.js';
@@ -110,6 +110,7 @@ export class Cluster {
       if (subnetSize > 29 || subnetSize < 1) throw invalid(`invalid subnet size ${subnetSize}`);
       const listen = await resolveListen(req.ListenAddr);
       const adv = await resolveAdvertise(req.AdvertiseAddr, listen);
+      await checkLocal(adv.host, listen.host);
       const dataPath = await resolveDataPath(req.DataPathAddr, adv.host);
       const clusterId = newNodeId();
       const nodeId = newNodeId();
@@ -133,7 +134,7 @@ export class Cluster {
           member = session.memberFor(state, state.initialCluster, 'new');
           await member.start();
         }
-        const memberId = this.o.external ? undefined : (await waitForStore(store, 15_000)).ID;
+        const memberId = this.o.external ? undefined : (await waitForStore(store, 15_000, member)).ID;
         const existing = await store.get<ClusterRecord>(K.cluster);
         if (existing) throw invalid(`the cluster store already holds swarm ${existing.value.ID}: join it instead`);
         const now = goTime();
@@ -170,6 +171,7 @@ export class Cluster {
       const listen = await resolveListen(req.ListenAddr);
       // Optional when joining: the manager sees the address the request came from.
       const adv = await resolveAdvertise(req.AdvertiseAddr, listen).catch((e) => { if (req.AdvertiseAddr) throw e; return undefined; });
+      if (adv && req.AdvertiseAddr) await checkLocal(adv.host, listen.host);
       const { key, csr } = await makeCsr();
       const jr: JoinRequest = { token: req.JoinToken!, csr, addr: adv?.host ?? '', port: adv?.port ?? listen.port, hostname: this.o.hostname, description: this.description() };
       const answer = await requestJoin(remote, jr);
@@ -272,9 +274,11 @@ export class Cluster {
 }
 
 /** The new store answers once its member has elected itself; that takes about a second. */
-async function waitForStore(store: ClusterStore, timeoutMs: number): Promise<{ ID: string }> {
+async function waitForStore(store: ClusterStore, timeoutMs: number, member?: EtcdMember): Promise<{ ID: string }> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
+    // A member that cannot even start (its address taken, its data unreadable) will not come up.
+    if (member && member.restarts >= 2) throw new UnavailableError(`the cluster store did not start: ${await member.lastLog()}`);
     try {
       const m = await store.members();
       if (m[0]) { await store.revision(); return m[0]; }

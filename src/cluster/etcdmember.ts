@@ -113,6 +113,16 @@ export class EtcdMember {
     this.timer.unref();
   }
 
+  /** The member's last complaint, for an error that says why it did not start. */
+  async lastLog(): Promise<string> {
+    const text = await fs.readFile(join(this.c.dir, 'etcd.log'), 'utf8').catch(() => '');
+    const line = text.trim().split('\n').reverse().find((l) => /"level":"(fatal|error)"/.test(l)) ?? '';
+    try {
+      const j = JSON.parse(line) as { msg?: string; error?: string };
+      return [j.msg, j.error].filter(Boolean).join(': ');
+    } catch { return line.slice(0, 300); }
+  }
+
   /** Leaves the member running (a berthd that stops keeps the store up); stops supervising it. */
   detach(): void {
     clearInterval(this.timer);

@@ -35,7 +35,9 @@ export class ClusterStore {
       // or while a member rejoins, that is 5 s of a store that looks dead. A second is enough to
       // steer calls to the other members.
       faultHandling: {
-        host: () => (endpoints.length > 1 ? c.circuitBreaker(c.handleWhen(isRecoverableError), { halfOpenAfter: 1000, breaker: new c.ConsecutiveBreaker(3) }) : c.noop),
+        // etcd's "unhealthy cluster" (a member change refused for a moment) says nothing of the
+        // host's health: it must not shut the host out.
+        host: () => (endpoints.length > 1 ? c.circuitBreaker(c.handleWhen((e) => isRecoverableError(e) && !/unhealthy cluster/.test(e.message)), { halfOpenAfter: 1000, breaker: new c.ConsecutiveBreaker(3) }) : c.noop),
         global: c.retry(c.handleWhen(isRecoverableError), { maxAttempts: 3 }),
       },
       hosts: endpoints,
@@ -146,7 +148,7 @@ export class ClusterStore {
       try {
         return await fn();
       } catch (e) {
-        if (!/unhealthy cluster|not enough started members/.test(errorMessage(e)) || Date.now() > deadline) throw e;
+        if (!/unhealthy cluster|not enough started members|circuit breaker is open/.test(errorMessage(e)) || Date.now() > deadline) throw e;
         await new Promise((r) => setTimeout(r, 500));
       }
     }

@@ -46,6 +46,18 @@ describe('cluster: swarm init, join, leave and nodes', () => {
     assert.equal((await info(h0)).LocalNodeState, 'inactive');
   });
 
+  it('refuses an advertise address this host lacks, and makes nothing', async () => {
+    const r = await h0.host.docker(['swarm', 'init', '--advertise-addr', '10.99.0.77']);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /must specify a listening address because the address to advertise is not recognized as a system address/);
+    const pool = await h0.host.api('POST', '/swarm/init', { AdvertiseAddr: h0.addr, ListenAddr: '0.0.0.0:2377', DefaultAddrPool: ['nonsense'] });
+    assert.deepEqual([pool.status, pool.json.message], [400, 'invalid default address pool nonsense']);
+    const named = await h0.host.api('POST', '/swarm/init', { AdvertiseAddr: h0.addr, ListenAddr: '0.0.0.0:2377', Spec: { Name: 'other' } });
+    assert.deepEqual([named.status, named.json.message], [400, 'swarm spec must be named "default"']);
+    assert.equal(existsSync(clusterDir(h0)), false);
+    assert.equal((await info(h0)).LocalNodeState, 'inactive');
+  });
+
   it('inits a swarm with the docker CLI and refuses a second init', async () => {
     const r = await h0.host.docker(['swarm', 'init', '--advertise-addr', h0.addr]);
     assert.equal(r.code, 0, r.stderr);
