@@ -1,5 +1,5 @@
 import { clientUrl, peerUrl } from './etcdmember.js';
-import { NOT_MANAGER, NO_MANAGER, UnavailableError, badToken, invalid, nodeNotFound, outOfSequence, rpcError } from './errors.js';
+import { NOT_MANAGER, NO_LEADER, NO_MANAGER, UnavailableError, badToken, invalid, nodeNotFound, outOfSequence, rpcError } from './errors.js';
 import { caDigest, goTime, newJoinToken, newNodeId, parseJoinToken } from './ids.js';
 import type { JoinAnswer, JoinRequest } from './joinwire.js';
 import { K, type AliveRecord, type ClusterRecord, type NodeRecord, type Spec, type TokensRecord } from './keys.js';
@@ -65,6 +65,7 @@ export class Control {
 
   private async liveness(s: Session, caCert: string): Promise<Liveness> {
     const [alive, leader] = await Promise.all([s.store.list<AliveRecord>(K.alive), s.store.leader()]);
+    if (s.store.degraded) return { alive: new Set(), caCert, external: Boolean(this.o.external), unknown: s.state.nodeId };
     return { alive: new Set([...alive.keys()].map((k) => k.slice(K.alive.length))), ...(leader ? { leaderMember: leader } : {}), caCert, external: Boolean(this.o.external) };
   }
 
@@ -167,6 +168,7 @@ export class Control {
         out.Managers = managers.length;
         out.Cluster = clusterInfo(await this.cluster(s));
       }
+      if (s.store.degraded) out.Error = NO_LEADER;
     } catch (e) {
       out.Error = (e as Error).message;
     }

@@ -42,7 +42,8 @@ export class Session {
   }
 
   static async connect(state: LocalState, o: SessionOptions): Promise<ClusterStore> {
-    return new ClusterStore(o.external ?? state.endpoints, o.external ? undefined : await o.files.readTls());
+    if (o.external) return new ClusterStore(o.external);
+    return new ClusterStore(state.endpoints, await o.files.readTls(), localUrl(state));
   }
 
   memberFor(state: LocalState, initialCluster: string, memberState: 'new' | 'existing'): EtcdMember {
@@ -93,7 +94,7 @@ export class Session {
     this.state = { ...this.state, endpoints: urls };
     await this.o.files.save(this.state);
     const old = this.store;
-    const next = new ClusterStore(urls, await this.o.files.readTls());
+    const next = new ClusterStore(urls, await this.o.files.readTls(), localUrl(this.state));
     await this.stopWatch?.().catch(() => undefined);
     await this.presence.stop(false);
     this.store = next;
@@ -217,6 +218,11 @@ export class Session {
     else this.member?.detach();
     this.store.close();
   }
+}
+
+/** A manager's own member answers on loopback inside its namespace (its certificate names 127.0.0.1). */
+function localUrl(state: LocalState): string | undefined {
+  return state.member ? clientUrl('127.0.0.1') : undefined;
 }
 
 /** A learner can be promoted only once it has caught up with the leader; that takes a moment. */

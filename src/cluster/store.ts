@@ -16,6 +16,8 @@ export type WatchEvent<T> = { type: 'put'; key: string; value: T; modRevision: n
 
 /** A call that has not answered by then is a store without quorum (or out of reach). */
 const CALL_MS = 5000;
+/** A read answers in a millisecond; one that takes seconds is a store without a leader. */
+const READ_MS = 2000;
 
 let lib: typeof Etcd | undefined;
 let faults: typeof Cockatiel | undefined;
@@ -26,8 +28,10 @@ function etcd3(): typeof Etcd {
 
 export class ClusterStore {
   readonly client: Etcd.Etcd3;
+  /** This node's own member (a manager's), for reads when the cluster has no leader. */
+  private readonly localClient?: Etcd.Etcd3;
 
-  constructor(readonly endpoints: string[], tls?: TlsFiles) {
+  constructor(readonly endpoints: string[], tls?: TlsFiles, local?: string) {
     const { Etcd3, isRecoverableError } = etcd3();
     const c = (faults ??= requireCjs('cockatiel') as typeof Cockatiel);
     this.client = new Etcd3({
@@ -47,9 +51,20 @@ export class ClusterStore {
       // quorum answers with an error instead of holding the API request forever.
       defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + CALL_MS }),
     });
+    if (local) {
+      this.localClient = new Etcd3({
+        hosts: [local], dialTimeout: 1000,
+        ...(tls ? { credentials: { rootCertificate: tls.ca, certChain: tls.cert, privateKey: tls.key } } : {}),
+        faultHandling: { host: () => c.noop, global: c.noop },
+        defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + READ_MS }),
+      });
+    }
   }
 
-  close(): void { this.client.close(); }
+  close(): void {
+    this.client.close();
+    this.localClient?.close();
+  }
 
   /** Runs a store call, turning a lost quorum or an unreachable store into Docker's 503. */
   async call<T>(fn: () => Promise<T>): Promise<T> {
@@ -65,14 +80,35 @@ export class ClusterStore {
     }
   }
 
+  /**
+   * Reads are linearizable while the store has a leader. Without one (quorum lost) they are
+   * served from a member's own copy, as Docker's managers read their local raft store: reads keep
+   * working, changes do not. `degraded` says which it was, for views that must not claim liveness
+   * they could not check (leases do not expire without a leader).
+   */
+  private degradedUntil = 0;
+  get degraded(): boolean { return Date.now() < this.degradedUntil; }
+
+  private async read<T>(fn: (client: Etcd.Etcd3, serializable: boolean) => Promise<T>): Promise<T> {
+    if (!this.degraded) {
+      try {
+        return await this.call(() => fn(this.client, false));
+      } catch (e) {
+        if (!(e instanceof UnavailableError)) throw e;
+        this.degradedUntil = Date.now() + 3000;
+      }
+    }
+    return this.call(() => fn(this.localClient ?? this.client, true));
+  }
+
   async get<T>(key: string): Promise<Versioned<T> | undefined> {
-    const r = await this.call(() => this.client.get(key).exec());
+    const r = await this.read((c, ser) => c.get(key).serializable(ser).options({ deadline: Date.now() + READ_MS }).exec());
     const kv = r.kvs[0];
     return kv ? { value: JSON.parse(kv.value.toString()) as T, modRevision: Number(kv.mod_revision) } : undefined;
   }
 
   async list<T>(prefix: string): Promise<Map<string, Versioned<T>>> {
-    const r = await this.call(() => this.client.getAll().prefix(prefix).exec());
+    const r = await this.read((c, ser) => c.getAll().prefix(prefix).serializable(ser).options({ deadline: Date.now() + READ_MS }).exec());
     const out = new Map<string, Versioned<T>>();
     for (const kv of r.kvs) out.set(kv.key.toString(), { value: JSON.parse(kv.value.toString()) as T, modRevision: Number(kv.mod_revision) });
     return out;

@@ -38,19 +38,24 @@ export function swarmView(c: Versioned<ClusterRecord>, tokens: TokensRecord): Re
 }
 
 /** `external`: the store is not run by managers (--cluster-store), so no manager has a member. */
-export interface Liveness { alive: Set<string>; leaderMember?: string; caCert: string; external: boolean }
+export interface Liveness {
+  alive: Set<string>; leaderMember?: string; caCert: string; external: boolean;
+  /** Read without a leader: presence could not be checked, so only this node is known to be up. */
+  unknown?: string;
+}
 
 export function nodeView(n: Versioned<NodeRecord>, live: Liveness): Record<string, unknown> {
   const r = n.value;
-  const up = live.alive.has(r.ID);
+  const up = live.unknown ? r.ID === live.unknown : live.alive.has(r.ID);
+  const down = live.unknown ? 'unknown' : 'down';
   const v: Record<string, unknown> = {
     ID: r.ID, Version: { Index: n.modRevision }, CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt,
     Spec: { ...(r.Spec.Name ? { Name: r.Spec.Name } : {}), Labels: r.Spec.Labels, Role: r.Spec.Role, Availability: r.Spec.Availability },
     Description: { ...r.Description, TLSInfo: tlsInfo(live.caCert) },
-    Status: { State: up ? 'ready' : 'down', ...(up ? {} : { Message: 'heartbeat failure' }), Addr: r.Addr },
+    Status: { State: up ? 'ready' : down, ...(up ? {} : { Message: live.unknown ? 'the swarm has no leader' : 'heartbeat failure' }), Addr: r.Addr },
   };
   if (r.Spec.Role === 'manager' && (r.MemberId || live.external)) {
-    v.ManagerStatus = { ...(r.MemberId === live.leaderMember ? { Leader: true } : {}), Reachability: up ? 'reachable' : 'unreachable', Addr: `${r.Addr}:${r.Port}` };
+    v.ManagerStatus = { ...(r.MemberId === live.leaderMember ? { Leader: true } : {}), Reachability: up ? 'reachable' : live.unknown ? 'unknown' : 'unreachable', Addr: `${r.Addr}:${r.Port}` };
   }
   return v;
 }

@@ -116,6 +116,31 @@ describe('cluster: faults', () => {
     await waitFor(async () => (await h0.host.docker(['node', 'ls'])).code === 0, 'lab0 to answer for the cluster again', 15_000);
   });
 
+  it('losing two of three managers: reads keep working, changes are refused, all comes back', async () => {
+    const members = [await etcdPid(h1), await etcdPid(h2)];
+    await h1.host.stopDaemon('SIGKILL');
+    await h2.host.stopDaemon('SIGKILL');
+    for (const p of members) process.kill(p, 'SIGKILL');
+    // Reads: served from lab0's own member, liveness it cannot check shown as unknown.
+    const seen = await waitForOutput(() => h0.host.docker(['node', 'ls', '--format', '{{.Hostname}} {{.Status}}']),
+      (o) => o.includes('lab0 Ready') && o.includes('lab1 Unknown'), 'node ls without quorum', 20_000);
+    assert.equal(seen.trim().split('\n').length, 4);
+    const i = (await h0.host.api('GET', '/info')).json.Swarm;
+    assert.equal(i.Nodes, 4);
+    assert.match(i.Error, /The swarm does not have a leader/);
+    const change = await h0.host.docker(['node', 'update', '--label-add', 'no-quorum=1', 'lab3']);
+    assert.notEqual(change.code, 0);
+    assert.match(change.stderr, /The swarm does not have a leader/);
+    await h1.host.startDaemon();
+    await h2.host.startDaemon();
+    await waitState(h0, 'lab1 Ready Reachable', 30_000);
+    await waitState(h0, 'lab2 Ready Reachable', 30_000);
+    await waitFor(async () => (await h0.host.docker(['node', 'update', '--label-add', 'quorum-back=1', 'lab3'])).code === 0, 'a change once quorum is back', 20_000);
+    const labels = (await h2.host.api('GET', '/nodes/lab3')).json.Spec.Labels;
+    assert.equal(labels['quorum-back'], '1');
+    assert.equal(labels['no-quorum'], undefined, 'a refused change was applied after all');
+  });
+
   it('a worker cut off the underlay shows Down within the TTL and Ready when the link is back', async () => {
     const t0 = Date.now();
     await lab.partition(h3);
