@@ -7,6 +7,7 @@ import { EtcdMember, clientUrl, peerUrl } from './etcdmember.js';
 import { NO_SWARM, SWARM_EXISTS, UnavailableError, invalid, leaveManagerError } from './errors.js';
 import { goTime, newJoinToken, newNodeId, parseJoinToken } from './ids.js';
 import { K, type ClusterRecord, type NodeRecord, type Spec } from './keys.js';
+import { enableAccess, setManager } from './access.js';
 import { certDer, makeCa, makeCsr, signCsr } from './pki.js';
 import { requestJoin, type JoinRequest } from './joinwire.js';
 import { Session, promoteWhenSynced, type SessionOptions } from './session.js';
@@ -145,6 +146,8 @@ export class Cluster {
         };
         const cluster: ClusterRecord = { ID: clusterId, CreatedAt: now, UpdatedAt: now, Spec: defaultSpec(spec), DataPathPort: port, DefaultAddrPool: pools, SubnetSize: subnetSize, CaCert: ca.cert };
         await store.apply([[K.cluster, cluster], [K.tokens, { Worker: newJoinToken(caDer), Manager: newJoinToken(caDer) }], [K.ca, ca], [K.node(nodeId), rec]]);
+        // An external store's access rules are its operator's; berth's own members get berth's.
+        if (!this.o.external) await enableAccess(store, nodeId);
         await this.files.save(state);
         session.member = member;
         this.session = session;
@@ -251,6 +254,7 @@ export class Cluster {
           if (rec.value.MemberId) await s.store.removeMember(rec.value.MemberId);
           const { MemberId: _gone, ...rest } = rec.value;
           await s.store.update(K.node(id), { ...rest, Spec: { ...rest.Spec, Role: 'worker' }, UpdatedAt: goTime() }, rec.modRevision);
+          if (s.state.role === 'manager' && !this.o.external) await setManager(s.store, id, false);
         }
       } catch (e) {
         this.log(`cluster: leaving without telling the store: ${errorMessage(e)}`);

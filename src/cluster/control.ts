@@ -1,3 +1,4 @@
+import { addNodeUser, removeNodeUser, setManager } from './access.js';
 import { clientUrl, peerUrl } from './etcdmember.js';
 import { NOT_MANAGER, NO_LEADER, NO_MANAGER, UnavailableError, badToken, invalid, nodeNotFound, outOfSequence, rpcError } from './errors.js';
 import { caDigest, goTime, newJoinToken, newNodeId, parseJoinToken } from './ids.js';
@@ -124,6 +125,7 @@ export class Control {
     const alive = await s.store.get(K.aliveOf(id));
     if (alive && !force) throw rpcError('FailedPrecondition', `node ${id} is not down and can't be removed`);
     await s.store.apply([], [K.node(id), K.aliveOf(id)]);
+    if (!this.o.external) await removeNodeUser(s.store, id);
   }
 
   async updateNode(ref: string, version: number, spec: NodeSpecBody): Promise<void> {
@@ -140,7 +142,10 @@ export class Control {
       // The member goes first: a demoted node whose member stayed would still count in quorum.
       if (n.value.MemberId) await s.store.removeMember(n.value.MemberId);
       delete next.MemberId;
+      if (!this.o.external) await setManager(s.store, n.value.ID, false);
     }
+    // A promoted node adds its own member: it needs etcd's root role before it sees the change.
+    if (n.value.Spec.Role === 'worker' && role === 'manager' && !this.o.external) await setManager(s.store, n.value.ID, true);
     if (!(await s.store.update(K.node(n.value.ID), next, version))) throw outOfSequence();
   }
 
@@ -194,6 +199,7 @@ export class Control {
     const nodes = [...(await s.store.list<NodeRecord>(K.nodes)).values()];
     const endpoints = s.state.endpoints.length && !s.state.member ? s.state.endpoints
       : nodes.filter((n) => n.value.MemberId).map((n) => clientUrl(n.value.Addr));
+    if (!this.o.external) await addNodeUser(s.store, nodeId, role);
     await s.store.put(K.node(nodeId), rec);
     if (role === 'worker' || !s.state.member) return { nodeId, clusterId: c.value.ID, role, addr, ca: c.value.CaCert, cert, endpoints };
     try {
@@ -205,6 +211,7 @@ export class Control {
       return { nodeId, clusterId: c.value.ID, role, addr, ca: c.value.CaCert, cert, endpoints, memberId: id, initialCluster };
     } catch (e) {
       await s.store.delete(K.node(nodeId)).catch(() => undefined);
+      await removeNodeUser(s.store, nodeId).catch(() => undefined);
       throw e;
     }
   }

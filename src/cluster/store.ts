@@ -163,7 +163,8 @@ export class ClusterStore {
   }
 
   async revision(): Promise<number> {
-    const r = await this.call(() => this.client.get('/berth/').exec());
+    // A key every node may read (workers are kept to /berth/v1/).
+    const r = await this.call(() => this.client.get('/berth/v1/cluster').exec());
     return Number(r.header.revision);
   }
 

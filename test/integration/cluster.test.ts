@@ -138,6 +138,21 @@ describe('cluster: swarm init, join, leave and nodes', () => {
     assert.equal((await info(h0)).Managers, 2);
   });
 
+  it("keeps the CA key and tokens from workers: etcd's own access rules, by certificate", async () => {
+    const etcdctl = (h: LabHost, key: string) => h.host.inNetns('etcdctl', [
+      `--endpoints=https://${h0.addr}:2379`, `--cacert=${join(clusterDir(h), 'tls', 'ca.crt')}`,
+      `--cert=${join(clusterDir(h), 'tls', 'node.crt')}`, `--key=${join(clusterDir(h), 'tls', 'node.key')}`, 'get', '--print-value-only', key,
+    ]);
+    const worker = await etcdctl(h1, '/berth/secret/ca');
+    assert.notEqual(worker.code, 0);
+    assert.match(worker.stderr, /permission denied/);
+    assert.match((await etcdctl(h1, '/berth/v1/cluster')).stdout, /"CaCert"/);
+    assert.match((await etcdctl(h2, '/berth/secret/ca')).stdout, /BEGIN PRIVATE KEY/);
+    // Without a certificate the store does not answer at all.
+    const anon = await h1.host.inNetns('etcdctl', [`--endpoints=https://${h0.addr}:2379`, `--cacert=${join(clusterDir(h1), 'tls', 'ca.crt')}`, '--dial-timeout=2s', '--command-timeout=3s', 'get', '/berth/v1/cluster']);
+    assert.notEqual(anon.code, 0);
+  });
+
   it('updates a node: availability, labels, and refuses a stale version', async () => {
     assert.equal((await h0.host.docker(['node', 'update', '--availability', 'drain', '--label-add', 'zone=a', 'lab1'])).code, 0);
     const n = (await h0.host.api('GET', '/nodes/lab1')).json;
