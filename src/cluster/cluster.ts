@@ -80,6 +80,12 @@ export class Cluster {
     // the daemon serves its API meanwhile and shows the swarm as it can.
     const attempt = async (): Promise<void> => {
       try { await session.start(); } catch (e) {
+        // Its etcd user is gone: a manager removed this node (node rm --force) while it was down.
+        if (/permission denied|user name not found/.test(errorMessage(e)) && this.session === session) {
+          this.log('cluster: this node was removed from the swarm while it was down');
+          await this.serial(() => this.teardown(false));
+          return;
+        }
         this.log(`cluster: store not reachable yet (${errorMessage(e)}); retrying`);
         await new Promise((r) => setTimeout(r, 1000));
         if (this.session === session) return attempt();

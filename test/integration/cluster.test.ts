@@ -266,4 +266,18 @@ describe('cluster: swarm init, join, leave and nodes', () => {
     const gone = await b(h0, ['node', 'ls']);
     assert.match(gone.stderr, /This node is not a swarm manager\. Use "docker swarm init" or "docker swarm join"/);
   });
+
+  it('a node removed with --force leaves by itself, running or down at the time', async () => {
+    assert.equal((await h0.host.docker(['swarm', 'init', '--advertise-addr', h0.addr])).code, 0);
+    const token = (await h0.host.docker(['swarm', 'join-token', '-q', 'worker'])).stdout.trim();
+    for (const h of [h1, h2]) assert.equal((await h.host.docker(['swarm', 'join', '--token', token, `${h0.addr}:2377`])).code, 0);
+    assert.equal((await h0.host.docker(['node', 'rm', '--force', 'lab1'])).code, 0);
+    await waitFor(async () => (await info(h1)).LocalNodeState === 'inactive' && !existsSync(clusterDir(h1)), 'lab1 to leave after its removal');
+    await h2.host.stopDaemon();
+    assert.equal((await h0.host.docker(['node', 'rm', '--force', 'lab2'])).code, 0);
+    await h2.host.startDaemon();
+    await waitFor(async () => (await info(h2)).LocalNodeState === 'inactive' && !existsSync(clusterDir(h2)), 'lab2 to leave when it comes back');
+    assert.deepEqual(await ls(h0), ['lab0 Ready Leader Active']);
+    assert.equal((await h0.host.docker(['swarm', 'leave', '--force'])).code, 0);
+  });
 });
