@@ -22,6 +22,8 @@ need_cmd docker-compose docker-compose
 need_cmd docker-registry docker-registry
 need_cmd htpasswd apache2-utils
 need_cmd openssl openssl
+need_cmd etcd etcd-server
+need_cmd etcdctl etcd-client
 need_cmd script bsdutils
 docker_cli=${BERTH_TEST_DOCKER:-build/docker-20.10/usr/bin/docker}
 [ -x "$docker_cli" ] || missing+=("the docker CLI at $docker_cli (scripts/setup.sh unpacks Debian's docker.io client there; BERTH_TEST_DOCKER names another)")

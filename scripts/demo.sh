@@ -103,4 +103,7 @@ step run --rm --network demo-mac busybox sh -c 'ip -o link show eth0; ping -c 1 
 step rm -f demo-m1
 made=()
 step network rm demo-mac
+
+# Several hosts, each in a namespace of its own (BERTH_DEMO_CLUSTER=0 leaves this part out).
+if [ "${BERTH_DEMO_CLUSTER:-1}" = 1 ]; then bash scripts/demo-cluster.sh; fi
 echo; echo "demo: done"

@@ -20,6 +20,9 @@ packages=(runc conmon nftables iproute2 busybox-static procps util-linux attr ta
 # For the registry tests: the CNCF distribution server, htpasswd, openssl (the token server's
 # certificate); zstd for zstd-compressed layers.
 packages+=(docker-registry apache2-utils openssl zstd)
+# The swarm store: etcd 3.4 members that berthd runs on managers (etcd-client's etcdctl is for
+# looking inside a lab's store by hand).
+packages+=(etcd-server etcd-client)
 # Real clients driven by the tests: the Docker SDK for Python (5.0.3 on Debian 12) and Ansible with
 # its community.docker collection (3.4.7 in Debian 12's ansible 7.7). ansible is the heavy one
 # (about 30 s and 260 MB installed, measured here); BERTH_SETUP_NO_ANSIBLE=1 leaves it out and its
@@ -44,14 +47,18 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || status=$?
   if [ -n "$own_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
   [ "$status" = 0 ] || exit "$status"
-  if [[ " ${missing[*]} " == *" docker-registry "* ]]; then
+  # Debian's docker-registry and etcd-server would run services of their own (a registry on :5000,
+  # an etcd on :2379); berth starts its own, so theirs stay disabled.
+  for svc in docker-registry:docker-registry etcd-server:etcd; do
+    pkg=${svc%%:*} unit=${svc##*:}
+    [[ " ${missing[*]} " == *" $pkg "* ]] || continue
     if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
-      systemctl disable --now docker-registry >/dev/null 2>&1 || true
+      systemctl disable --now "$unit" >/dev/null 2>&1 || true
     else
-      update-rc.d docker-registry disable >/dev/null 2>&1 || true
-      rm -f /etc/systemd/system/multi-user.target.wants/docker-registry.service
+      update-rc.d "$unit" disable >/dev/null 2>&1 || true
+      rm -f "/etc/systemd/system/multi-user.target.wants/$unit.service"
     fi
-  fi
+  done
 fi
 
 # Debian's docker CLI 20.10, for the compatibility tests next to the machine's newer docker CLI.

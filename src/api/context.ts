@@ -1,3 +1,4 @@
+import type { Cluster } from '../cluster/cluster.js';
 import type { Engine } from '../engine/engine.js';
 import type { ExecManager } from '../engine/exec.js';
 import type { RegistryService } from '../images/registry/service.js';
@@ -22,4 +23,6 @@ export interface ApiContext {
   info: DaemonInfo;
   /** Pull, push and login against registries (absent in tools that serve no registry). */
   registry?: RegistryService;
+  /** This node's swarm membership (absent in tools that serve no cluster). */
+  cluster?: Cluster;
 }

@@ -8,6 +8,7 @@ import { Client, ConnectError, resolveHost } from './client.js';
 import { containerCommands } from './commands/containers.js';
 import { imageCommands } from './commands/images.js';
 import { networkCommands } from './commands/networks.js';
+import { swarmCommands } from './commands/swarm.js';
 import { systemCommands } from './commands/system.js';
 import { volumeCommands } from './commands/volumes.js';
 import { CliExit, command, describeError, type CliContext } from './context.js';
@@ -34,6 +35,7 @@ function buildProgram(): Command {
   networkCommands(program, ctx);
   volumeCommands(program, ctx);
   systemCommands(program, ctx);
+  swarmCommands(program, ctx);
 
   const container = command('container', 'Manage containers');
   containerCommands(container, ctx, true);

@@ -19,6 +19,9 @@ const program = new Command('berthd')
   .option('-b, --bridge <name>', 'link of the default bridge network (default berth0); an existing bridge is used and never deleted, any other link is refused (only when it is first created)')
   .option('--insecure-registry <host>', 'registry (host[:port] or CIDR) that may be reached over plain HTTP; loopback ones always may', (v: string, acc: string[]) => [...acc, v], [] as string[])
   .option('--resolv-conf <path>', 'resolver configuration whose nameservers containers and the embedded DNS use upstream', '/etc/resolv.conf')
+  .option('--cluster-store <urls>', 'use an existing etcd cluster as the swarm store (etcd://host:port,...) instead of running members on managers')
+  .option('--cluster-lease-ttl <seconds>', 'how long a node that stops answering is still shown Ready', (v: string) => Number(v), 5)
+  .option('--node-hostname <name>', 'the hostname this node shows in the swarm (default: the system hostname)')
   .option('-D, --debug', 'log every API request to stderr')
   .option('--cleanup', 'stop all containers and remove every kernel object berth made under --root, then exit')
   .addHelpText('after', `
@@ -26,7 +29,7 @@ berthd keeps running containers alive across its own restarts (conmon supervises
 Stop it with SIGTERM or SIGINT; run "berthd --cleanup" afterwards to remove everything it made.`);
 
 program.parse();
-const opts = program.opts<{ root: string; host: string; attachHelper?: string; seedBusybox: boolean; cleanup?: boolean; debug?: boolean; bip?: string; bridge?: string; insecureRegistry: string[]; resolvConf: string }>();
+const opts = program.opts<{ root: string; host: string; attachHelper?: string; seedBusybox: boolean; cleanup?: boolean; debug?: boolean; bip?: string; bridge?: string; insecureRegistry: string[]; resolvConf: string; clusterStore?: string; clusterLeaseTtl: number; nodeHostname?: string }>();
 const socket = opts.host.replace(/^unix:\/\//, '');
 
 if (process.getuid?.() !== 0) {
@@ -34,7 +37,23 @@ if (process.getuid?.() !== 0) {
   process.exit(1);
 }
 
-const daemon = new Daemon({ root: opts.root, socket, attachHelper: opts.attachHelper, seedBusybox: opts.seedBusybox, debug: opts.debug, bip: opts.bip, bridge: opts.bridge, insecureRegistries: opts.insecureRegistry, resolvConf: opts.resolvConf });
+const daemon = new Daemon({ root: opts.root, socket, attachHelper: opts.attachHelper, seedBusybox: opts.seedBusybox, debug: opts.debug, bip: opts.bip, bridge: opts.bridge, insecureRegistries: opts.insecureRegistry, resolvConf: opts.resolvConf,
+  cluster: {
+    leaseTtlSec: opts.clusterLeaseTtl,
+    ...(opts.clusterStore ? { store: storeUrls(opts.clusterStore) } : {}),
+    ...(opts.nodeHostname ? { hostname: opts.nodeHostname } : {}),
+  },
+});
+
+/**
+ * etcd://a:2379,b:2379 to the client URLs etcd3 takes. Plain HTTP only: an external store is for
+ * a store on loopback or a private network the operator secured (berth's own members use mTLS).
+ */
+function storeUrls(v: string): string[] {
+  const m = /^etcd:\/\/(.+)$/.exec(v);
+  if (!m) throw new Error(`--cluster-store: expected etcd://host:port[,host:port...], got ${v}`);
+  return m[1]!.split(',').map((h) => `http://${h.replace(/^etcd:\/\//, '')}`);
+}
 
 async function main(): Promise<void> {
   const pidFile = `${opts.root}/berthd.pid`;

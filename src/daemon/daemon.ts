@@ -1,6 +1,8 @@
 import { createReadStream, existsSync, promises as fs } from 'node:fs';
 import { join } from 'node:path';
+import { hostname } from 'node:os';
 import { ApiServer } from '../api/server.js';
+import { Cluster } from '../cluster/cluster.js';
 import type { ApiContext } from '../api/context.js';
 import { Engine } from '../engine/engine.js';
 import { EventBus } from '../engine/events.js';
@@ -25,7 +27,10 @@ import { newId } from '../util/ids.js';
 import { run } from '../util/exec.js';
 import { ATTACH_HELPER, BUSYBOX_TARBALL, RUNC_SHIM, VERSION } from './paths.js';
 
-export interface DaemonOptions { root: string; socket: string; attachHelper?: string; seedBusybox?: boolean; debug?: boolean; bip?: string; bridge?: string; insecureRegistries?: string[]; resolvConf?: string }
+export interface DaemonOptions {
+  /** Swarm membership: lease TTL of this node's presence, an external store, the name it shows. */
+  cluster?: { leaseTtlSec?: number; store?: string[]; hostname?: string };
+  root: string; socket: string; attachHelper?: string; seedBusybox?: boolean; debug?: boolean; bip?: string; bridge?: string; insecureRegistries?: string[]; resolvConf?: string }
 
 interface DaemonIdentity { id: string }
 
@@ -33,6 +38,7 @@ interface DaemonIdentity { id: string }
 export class Daemon {
   private server?: ApiServer;
   private runtime?: ConmonRuntime;
+  private cluster?: Cluster;
   engine?: Engine;
 
   constructor(private readonly o: DaemonOptions) {}
@@ -94,14 +100,24 @@ export class Daemon {
     if (this.o.seedBusybox !== false) await this.seedBusybox(engine);
     // As Docker's daemon does before it serves the API (not in build(): `--cleanup` starts nothing).
     await engine.applyRestartPolicies();
+    this.cluster = this.makeCluster();
+    await this.cluster.restore();
     const api: ApiContext = {
-      engine, network, runtime, execs: new ExecManager(engine, runtime),
+      engine, network, runtime, execs: new ExecManager(engine, runtime), cluster: this.cluster,
       registry: new RegistryService(images, { insecure: this.o.insecureRegistries ?? [] }),
       info: { id: identity.id, root: this.o.root, socket: this.o.socket, version: VERSION, startedAt: new Date() },
     };
     await fs.mkdir(join(this.o.socket, '..'), { recursive: true, mode: 0o755 });
     this.server = new ApiServer(api, this.o.debug);
     await this.server.listen(this.o.socket);
+  }
+
+  private makeCluster(): Cluster {
+    const c = this.o.cluster ?? {};
+    return new Cluster({
+      root: this.o.root, hostname: c.hostname ?? hostname(), engineVersion: VERSION, leaseTtlSec: c.leaseTtlSec ?? 5,
+      ...(c.store?.length ? { external: c.store } : {}),
+    });
   }
 
   /** A fresh store gets the busybox image that setup built from Debian's busybox-static. */
@@ -116,6 +132,7 @@ export class Daemon {
 
   async stop(): Promise<void> {
     await this.server?.close();
+    await this.cluster?.close().catch(() => undefined);
     hostIp.close();
     hostIpDeletions.close();
     hostNft.close();
@@ -138,6 +155,8 @@ export class Daemon {
       if (r.code !== 0) problems.push(`runc delete ${id}: ${r.stderr.trim()}`);
     }
     problems.push(...(await network.removeKernelObjects()));
+    // The etcd member outlives berthd on purpose; a cleanup ends it (the membership stays on disk).
+    await this.makeCluster().stopMember().catch((e) => problems.push(`etcd member: ${errorMessage(e)}`));
     for (const p of await mountPointsUnder(join(this.o.root, 'netns'))) {
       await deleteNetns(p).catch((e) => problems.push(errorMessage(e)));
     }

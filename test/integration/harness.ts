@@ -46,7 +46,7 @@ export class TestHost {
    * (10.200.0.1 here, 10.200.0.2 there, MTU 1400 like these machines' uplink), with the test
    * host's default route pointing at it and no route back to container subnets.
    */
-  static async create(opts: { outside?: boolean } = {}): Promise<TestHost> {
+  static async create(opts: { outside?: boolean; beforeDaemon?: (h: TestHost) => Promise<void>; daemonArgs?: string[] } = {}): Promise<TestHost> {
     const name = `bt${process.pid}x${counter++}`;
     const dir = await fs.mkdtemp(join(tmpdir(), 'berth-it-'));
     const host = new TestHost(name, dir);
@@ -65,15 +65,20 @@ export class TestHost {
         input: ['link set lo up', 'addr add 10.200.0.2/24 dev btvo1', 'link set btvo1 up'].join('\n') + '\n',
       });
     }
+    host.daemonArgs = opts.daemonArgs ?? [];
     try {
+      await opts.beforeDaemon?.(host);
       await host.startDaemon();
     } catch (e) {
-      // A daemon that never came up must not leave the test host's namespaces behind.
+      // A daemon that never came up (or a host whose setup failed) must not leave the test host's namespaces behind.
       await host.destroy().catch(() => undefined);
       throw e;
     }
     return host;
   }
+
+  /** Arguments every start of this host's berthd gets (a cluster lab's lease TTL, node name). */
+  daemonArgs: string[] = [];
 
   /** Name of the "outside world" namespace, when there is one. */
   outside?: string;
@@ -90,6 +95,7 @@ export class TestHost {
   }
 
   async startDaemon(extra: string[] = [], opts: { timeoutMs?: number } = {}): Promise<void> {
+    extra = [...this.daemonArgs, ...extra];
     // Upstream servers of the test's own: names berth forwards go to the fake outside host (or to
     // the test namespace's loopback), never to the machine's real resolvers.
     const resolvConf = join(this.dir, 'resolv.conf');
@@ -222,7 +228,7 @@ export class TestHost {
     const ps = await run('ps', ['-eo', 'pid,stat,args']);
     for (const line of ps.stdout.split('\n')) {
       const [, stat] = line.trim().split(/\s+/);
-      if (line.includes('conmon') && line.includes(this.root) && !stat?.startsWith('Z')) out.push(`process ${line.trim()}`);
+      if ((line.includes('conmon') || line.includes('etcd')) && line.includes(this.root) && !stat?.startsWith('Z')) out.push(`process ${line.trim()}`);
     }
     const links = await run('ip', ['-n', this.netns, '-o', 'link', 'show']);
     for (const l of links.stdout.split('\n').filter(Boolean)) {

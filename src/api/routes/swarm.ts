@@ -1,43 +1,39 @@
-import { ApiError, BadRequestError } from '../../util/errors.js';
+import type { JoinBody, InitRequest } from '../../cluster/cluster.js';
+import type { NodeFilters, NodeSpecBody } from '../../cluster/control.js';
+import { NO_MANAGER, NO_SWARM, UnavailableError } from '../../cluster/errors.js';
+import type { Spec } from '../../cluster/keys.js';
+import { BadRequestError, ConflictError } from '../../util/errors.js';
 import type { ApiContext } from '../context.js';
-import { boolParam, parseFilters, readBodyBuffer } from '../http.js';
+import { boolParam, checkFilterKeys, parseFilters, readBodyBuffer, sendEmpty, sendJson } from '../http.js';
 import type { RequestContext, Router } from '../router.js';
 
 /**
- * Every swarm endpoint of API v1.41 (/swarm, /nodes, /services, /tasks, /secrets, /configs),
- * answered as Docker 20.10 answers them on a node that is not part of a swarm, which berth always
- * is: 503 with daemon/cluster's words, after the same request checks Docker makes first (a body
- * must be JSON, a version must be a number), so a malformed request still gets its 400.
+ * Every swarm endpoint of API v1.41 (/swarm, /nodes, /services, /tasks, /secrets, /configs).
+ * /swarm and /nodes are served by the cluster (src/cluster) when this node is in one; everything
+ * else, and everything on a node in no cluster, answers as Docker 20.10 does on a node that is not
+ * part of a swarm: 503 with daemon/cluster's words, after the same request checks Docker makes first
+ * (a body must be JSON, a version must be a number), so a malformed request still gets its 400.
  * Clients rely on this: the Python SDK's and Ansible's cleanup calls `POST /swarm/leave` and
  * treats 503 "not part of a swarm" as done; `docker info`-style probes read GET /swarm's 503.
  */
 
-// daemon/cluster/errors.go errNoSwarm: only leave (and, in Docker, an unlock of no swarm) say this.
-const NO_SWARM = 'This node is not part of a swarm';
-// daemon/cluster/cluster.go errNoManager, for a node with no swarm at all.
-const NO_MANAGER = 'This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" to connect this node to swarm and try again.';
-
-class UnavailableError extends ApiError {
-  constructor(message: string) { super(503, message); }
-}
-
 /** Docker decodes the body with json.Decoder before it asks the cluster anything. */
-async function decodeBody(ctx: RequestContext): Promise<void> {
+async function decodeBody(ctx: RequestContext): Promise<unknown> {
   const raw = (await readBodyBuffer(ctx.req)).toString('utf8');
   if (raw.trim() === '') throw new BadRequestError('got EOF while reading request body');
-  try { JSON.parse(raw); } catch (e) { throw new BadRequestError(`invalid JSON body: ${(e as Error).message}`); }
+  try { return JSON.parse(raw); } catch (e) { throw new BadRequestError(`invalid JSON body: ${(e as Error).message}`); }
 }
 
 /** strconv.ParseUint(version) as the update routes do it, with their words. */
-function checkVersion(ctx: RequestContext, kind: 'swarm' | 'service' | 'node' | 'secret' | 'config'): void {
+function checkVersion(ctx: RequestContext, kind: 'swarm' | 'service' | 'node' | 'secret' | 'config'): number {
   const raw = ctx.query.get('version') ?? '';
-  if (/^\d+$/.test(raw) && BigInt(raw) < 1n << 64n) return;
+  if (/^\d+$/.test(raw) && BigInt(raw) < 1n << 64n) return Number(raw);
   // secret and config say less (cluster_routes.go).
   if (kind === 'secret' || kind === 'config') throw new BadRequestError(`invalid ${kind} version`);
   throw new BadRequestError(`invalid ${kind} version '${raw}': strconv.ParseUint: parsing "${raw}": invalid syntax`);
 }
 
-export function swarmRoutes(r: Router, _api: ApiContext): void {
+export function swarmRoutes(r: Router, api: ApiContext): void {
   const noManager = (): never => { throw new UnavailableError(NO_MANAGER); };
   const list = (ctx: RequestContext): never => {
     parseFilters(ctx.query.get('filters'));
@@ -54,20 +50,44 @@ export function swarmRoutes(r: Router, _api: ApiContext): void {
     }
     return noManager();
   };
+  const cluster = () => api.cluster;
+  const control = () => api.cluster?.control;
 
-  r.get('/swarm', noManager);
-  // Docker would create or join a swarm here; berth has no swarm mode, so it says so plainly
-  // rather than pretend, after the same body check.
-  const noSwarmMode = async (ctx: RequestContext): Promise<never> => {
+  r.get('/swarm', async (ctx) => sendJson(ctx.res, 200, await (control() ?? { inspect: noManager }).inspect()));
+  r.post('/swarm/init', async (ctx) => {
+    const body = (await decodeBody(ctx)) as InitRequest;
+    const c = cluster();
+    if (!c) throw new UnavailableError('berth does not run swarm mode here: this daemon has no cluster support');
+    sendJson(ctx.res, 200, await c.init(body ?? {}));
+  });
+  r.post('/swarm/join', async (ctx) => {
+    const body = (await decodeBody(ctx)) as JoinBody;
+    const c = cluster();
+    if (!c) throw new UnavailableError('berth does not run swarm mode here: this daemon has no cluster support');
+    await c.join(body ?? {});
+    sendEmpty(ctx.res, 200);
+  });
+  r.post('/swarm/leave', async (ctx) => {
+    const c = cluster();
+    if (!c) throw new UnavailableError(NO_SWARM);
+    await c.leave(boolParam(ctx.query.get('force')));
+    sendEmpty(ctx.res, 200);
+  });
+  r.get('/swarm/unlockkey', (ctx) => sendJson(ctx.res, 200, (control() ?? { unlockKey: noManager }).unlockKey()));
+  r.post('/swarm/update', async (ctx) => {
+    const spec = (await decodeBody(ctx)) as Spec;
+    const version = checkVersion(ctx, 'swarm');
+    const c = control();
+    if (!c) return noManager();
+    await c.update(version, spec ?? {}, { worker: boolParam(ctx.query.get('rotateWorkerToken')), manager: boolParam(ctx.query.get('rotateManagerToken')) });
+    sendEmpty(ctx.res, 200);
+  });
+  r.post('/swarm/unlock', async (ctx) => {
     await decodeBody(ctx);
-    throw new UnavailableError('berth does not run swarm mode: this node cannot create or join a swarm');
-  };
-  r.post('/swarm/init', noSwarmMode);
-  r.post('/swarm/join', noSwarmMode);
-  r.post('/swarm/leave', () => { throw new UnavailableError(NO_SWARM); });
-  r.get('/swarm/unlockkey', noManager);
-  r.post('/swarm/update', withBody('swarm'));
-  r.post('/swarm/unlock', withBody());
+    // Docker's answer to an unlock on a swarm that is not locked; berth never locks one.
+    if (cluster()?.current) throw new ConflictError('swarm is not locked');
+    return noManager();
+  });
 
   r.get('/services', list);
   r.post('/services/create', withBody());
@@ -76,10 +96,28 @@ export function swarmRoutes(r: Router, _api: ApiContext): void {
   r.delete('/services/{id}', noManager);
   r.get('/services/{id}/logs', logs);
 
-  r.get('/nodes', list);
-  r.get('/nodes/{id}', noManager);
-  r.delete('/nodes/{id}', noManager);
-  r.post('/nodes/{id}/update', withBody('node'));
+  r.get('/nodes', async (ctx) => {
+    const filters = parseFilters(ctx.query.get('filters'));
+    const c = control();
+    if (!c) return noManager();
+    checkFilterKeys(filters, ['id', 'label', 'name', 'node.label', 'membership', 'role']);
+    sendJson(ctx.res, 200, await c.listNodes(Object.fromEntries(filters) as NodeFilters));
+  });
+  r.get('/nodes/{id}', async (ctx) => sendJson(ctx.res, 200, await (control() ?? { getNode: noManager }).getNode(ctx.params.id!)));
+  r.delete('/nodes/{id}', async (ctx) => {
+    const c = control();
+    if (!c) return noManager();
+    await c.removeNode(ctx.params.id!, boolParam(ctx.query.get('force')));
+    sendEmpty(ctx.res, 200);
+  });
+  r.post('/nodes/{id}/update', async (ctx) => {
+    const spec = (await decodeBody(ctx)) as NodeSpecBody;
+    const version = checkVersion(ctx, 'node');
+    const c = control();
+    if (!c) return noManager();
+    await c.updateNode(ctx.params.id!, version, spec ?? {});
+    sendEmpty(ctx.res, 200);
+  });
 
   r.get('/tasks', list);
   r.get('/tasks/{id}', noManager);

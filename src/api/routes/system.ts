@@ -89,7 +89,7 @@ async function info(api: ApiContext): Promise<object> {
     ServerVersion: api.info.version,
     Runtimes: { runc: { path: 'runc' } },
     DefaultRuntime: 'runc',
-    Swarm: { NodeID: '', NodeAddr: '', LocalNodeState: 'inactive', ControlAvailable: false, Error: '', RemoteManagers: null },
+    Swarm: api.cluster ? await api.cluster.control.info() : { NodeID: '', NodeAddr: '', LocalNodeState: 'inactive', ControlAvailable: false, Error: '', RemoteManagers: null },
     LiveRestoreEnabled: true,
     Isolation: '',
     InitBinary: '',

@@ -1,0 +1,300 @@
+import { arch, cpus, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { ApiError, errorMessage } from '../util/errors.js';
+import { checkLocal, resolveAdvertise, resolveDataPath, resolveListen } from './addr.js';
+import { Control } from './control.js';
+import { EtcdMember, clientUrl, peerUrl } from './etcdmember.js';
+import { NO_SWARM, SWARM_EXISTS, UnavailableError, invalid, leaveManagerError } from './errors.js';
+import { goTime, newJoinToken, newNodeId, parseJoinToken } from './ids.js';
+import { K, type ClusterRecord, type NodeRecord, type Spec } from './keys.js';
+import { enableAccess, setManager } from './access.js';
+import { certDer, makeCa, makeCsr, signCsr } from './pki.js';
+import { requestJoin, type JoinRequest } from './joinwire.js';
+import { Session, promoteWhenSynced, type SessionOptions } from './session.js';
+import { LocalStateFiles, type LocalState } from './state.js';
+import { ClusterStore } from './store.js';
+import { defaultSpec } from './views.js';
+
+export interface ClusterOptions {
+  root: string;
+  hostname: string;
+  engineVersion: string;
+  leaseTtlSec: number;
+  /** `berthd --cluster-store`: etcd client URLs of an existing store (no member is run here). */
+  external?: string[];
+  log?: (m: string) => void;
+}
+
+export interface InitRequest { ListenAddr?: string; AdvertiseAddr?: string; DataPathAddr?: string; DataPathPort?: number; DefaultAddrPool?: string[]; SubnetSize?: number; ForceNewCluster?: boolean; Spec?: Spec }
+export interface JoinBody { ListenAddr?: string; AdvertiseAddr?: string; DataPathAddr?: string; RemoteAddrs?: string[]; JoinToken?: string }
+
+/**
+ * This node's place in a cluster: not in one, or in one through a Session. Init, join and leave
+ * change that, one at a time; each either completes or leaves nothing behind (no state file, no
+ * member, no record in the store).
+ */
+export class Cluster {
+  private session?: Session;
+  private readonly files: LocalStateFiles;
+  private busy: Promise<unknown> = Promise.resolve();
+  readonly control: Control;
+  private readonly log: (m: string) => void;
+
+  constructor(private readonly o: ClusterOptions) {
+    this.files = new LocalStateFiles(join(o.root, 'cluster'));
+    this.log = o.log ?? ((m) => console.error(`berthd: ${m}`));
+    this.control = new Control(() => this.session, o);
+  }
+
+  /** The running membership, if any (routes use it to pick Docker's answer). */
+  get current(): Session | undefined { return this.session; }
+
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const p = this.busy.then(fn, fn);
+    this.busy = p.catch(() => undefined);
+    return p;
+  }
+
+  private sessionOptions(): SessionOptions {
+    return {
+      files: this.files, leaseTtlSec: this.o.leaseTtlSec, log: this.log,
+      ...(this.o.external ? { external: this.o.external } : {}),
+      handleJoin: (s, r, remote) => this.control.handleJoin(s, r, remote),
+      onRemoved: () => void this.serial(() => this.teardown(false)),
+    };
+  }
+
+  /** At daemon start: a node that was in a cluster goes back into it (its member first). */
+  async restore(): Promise<void> {
+    const state = await this.files.load();
+    if (!state) return;
+    const so = this.sessionOptions();
+    const store = await Session.connect(state, so);
+    const session = new Session(state, so, store);
+    if (state.member && !this.o.external) {
+      session.member = session.memberFor(state, state.initialCluster ?? `${state.nodeId}=${peerUrl(session.listenHost(state))}`, state.memberState ?? 'new');
+      await session.member.start();
+    }
+    this.session = session;
+    // The store may still be electing a leader (or unreachable): keep trying in the background,
+    // the daemon serves its API meanwhile and shows the swarm as it can.
+    const attempt = async (): Promise<void> => {
+      try { await session.start(); } catch (e) {
+        // Its etcd user is gone: a manager removed this node (node rm --force) while it was down.
+        if (/permission denied|user name not found/.test(errorMessage(e)) && this.session === session) {
+          this.log('cluster: this node was removed from the swarm while it was down');
+          await this.serial(() => this.teardown(false));
+          return;
+        }
+        this.log(`cluster: store not reachable yet (${errorMessage(e)}); retrying`);
+        await new Promise((r) => setTimeout(r, 1000));
+        if (this.session === session) return attempt();
+      }
+    };
+    void attempt();
+  }
+
+  description(): NodeRecord['Description'] {
+    return {
+      Hostname: this.o.hostname,
+      Platform: { Architecture: arch() === 'x64' ? 'x86_64' : arch(), OS: 'linux' },
+      Resources: { NanoCPUs: cpus().length * 1e9, MemoryBytes: totalmem() },
+      Engine: { EngineVersion: this.o.engineVersion, Plugins: [{ Type: 'Log', Name: 'json-file' }, ...['bridge', 'host', 'ipvlan', 'macvlan', 'null'].map((Name) => ({ Type: 'Network', Name })), { Type: 'Volume', Name: 'local' }] },
+    };
+  }
+
+  init(req: InitRequest): Promise<string> {
+    return this.serial(async () => {
+      if (this.session) throw new UnavailableError(SWARM_EXISTS);
+      const spec = req.Spec ?? {};
+      if (spec.Name && spec.Name !== 'default') throw invalid('swarm spec must be named "default"');
+      if ((spec.EncryptionConfig as { AutoLockManagers?: boolean } | undefined)?.AutoLockManagers) throw invalid('berth does not support autolock: the store is not encrypted at rest');
+      const port = req.DataPathPort || 4789;
+      if (port < 1024 || port > 49151) throw invalid(`data path port ${port} is out of range (1024-49151)`);
+      const pools = req.DefaultAddrPool?.length ? req.DefaultAddrPool : ['10.0.0.0/8'];
+      for (const p of pools) if (!/^\d+\.\d+\.\d+\.\d+\/\d+$/.test(p)) throw invalid(`invalid default address pool ${p}`);
+      const subnetSize = req.SubnetSize || 24;
+      if (subnetSize > 29 || subnetSize < 1) throw invalid(`invalid subnet size ${subnetSize}`);
+      const listen = await resolveListen(req.ListenAddr);
+      const adv = await resolveAdvertise(req.AdvertiseAddr, listen);
+      await checkLocal(adv.host, listen.host);
+      const dataPath = await resolveDataPath(req.DataPathAddr, adv.host);
+      const clusterId = newNodeId();
+      const nodeId = newNodeId();
+      const ca = await makeCa();
+      const { key, csr } = await makeCsr();
+      const cert = await signCsr(ca, csr, { nodeId, role: 'manager', clusterId, ips: [...new Set([adv.host, listen.host].filter((h) => h !== '0.0.0.0'))] });
+      const state: LocalState = {
+        nodeId, clusterId, role: 'manager', addr: adv.host, port: adv.port, listenAddr: `${listen.host}:${listen.port}`, dataPathAddr: dataPath,
+        endpoints: this.o.external ?? [clientUrl(adv.host)], member: !this.o.external,
+      };
+      const so = this.sessionOptions();
+      let member: EtcdMember | undefined;
+      let store: ClusterStore | undefined;
+      try {
+        await this.files.writeTls(ca.cert, cert, key);
+        store = await Session.connect(state, so);
+        const session = new Session(state, so, store);
+        if (!this.o.external) {
+          state.initialCluster = `${nodeId}=${peerUrl(session.listenHost(state))}`;
+          state.memberState = 'new';
+          member = session.memberFor(state, state.initialCluster, 'new');
+          await member.start();
+        }
+        const memberId = this.o.external ? undefined : (await waitForStore(store, 15_000, member)).ID;
+        const existing = await store.get<ClusterRecord>(K.cluster);
+        if (existing) throw invalid(`the cluster store already holds swarm ${existing.value.ID}: join it instead`);
+        const now = goTime();
+        const caDer = certDer(ca.cert);
+        const rec: NodeRecord = {
+          ID: nodeId, CreatedAt: now, UpdatedAt: now, Spec: { Labels: {}, Role: 'manager', Availability: 'active' },
+          Description: this.description(), Addr: adv.host, Port: adv.port, ...(memberId ? { MemberId: memberId } : {}),
+        };
+        const cluster: ClusterRecord = { ID: clusterId, CreatedAt: now, UpdatedAt: now, Spec: defaultSpec(spec), DataPathPort: port, DefaultAddrPool: pools, SubnetSize: subnetSize, CaCert: ca.cert };
+        await store.apply([[K.cluster, cluster], [K.tokens, { Worker: newJoinToken(caDer), Manager: newJoinToken(caDer) }], [K.ca, ca], [K.node(nodeId), rec]]);
+        // An external store's access rules are its operator's; berth's own members get berth's.
+        if (!this.o.external) await enableAccess(store, nodeId);
+        await this.files.save(state);
+        session.member = member;
+        this.session = session;
+        await session.start();
+        return nodeId;
+      } catch (e) {
+        if (this.session?.state.nodeId === nodeId) this.session = undefined;
+        if (this.o.external && store) await store.apply([], [K.node(nodeId)]).catch(() => undefined);
+        store?.close();
+        await member?.stop();
+        await this.files.wipe();
+        throw e;
+      }
+    });
+  }
+
+  join(req: JoinBody): Promise<void> {
+    return this.serial(async () => {
+      if (this.session) throw new UnavailableError(SWARM_EXISTS);
+      const remotes = req.RemoteAddrs ?? [];
+      if (remotes.length === 0) throw invalid('at least 1 RemoteAddr is required to join');
+      const remote = /:\d+$/.test(remotes[0]!) ? remotes[0]! : `${remotes[0]}:2377`;
+      if (!parseJoinToken(req.JoinToken ?? '')) throw new ApiError(500, 'invalid join token');
+      const listen = await resolveListen(req.ListenAddr);
+      // Optional when joining: the manager sees the address the request came from.
+      const adv = await resolveAdvertise(req.AdvertiseAddr, listen).catch((e) => { if (req.AdvertiseAddr) throw e; return undefined; });
+      if (adv && req.AdvertiseAddr) await checkLocal(adv.host, listen.host);
+      const { key, csr } = await makeCsr();
+      const jr: JoinRequest = { token: req.JoinToken!, csr, addr: adv?.host ?? '', port: adv?.port ?? listen.port, hostname: this.o.hostname, description: this.description() };
+      const answer = await requestJoin(remote, jr);
+      const addr = answer.addr;
+      const state: LocalState = {
+        nodeId: answer.nodeId, clusterId: answer.clusterId, role: answer.role, addr, port: jr.port,
+        listenAddr: `${listen.host}:${listen.port}`, dataPathAddr: await resolveDataPath(req.DataPathAddr, addr),
+        endpoints: this.o.external ?? answer.endpoints, member: answer.role === 'manager' && !this.o.external,
+      };
+      const so = this.sessionOptions();
+      let store: ClusterStore | undefined;
+      let member: EtcdMember | undefined;
+      try {
+        await this.files.writeTls(answer.ca, answer.cert, key);
+        store = await Session.connect(state, so);
+        const session = new Session(state, so, store);
+        if (state.member && answer.memberId) {
+          state.initialCluster = answer.initialCluster!;
+          state.memberState = 'existing';
+          member = session.memberFor(state, state.initialCluster, 'existing');
+          await member.start();
+          await promoteWhenSynced(store, answer.memberId);
+          state.endpoints = [...new Set([...state.endpoints, clientUrl(addr)])];
+        }
+        await this.files.save(state);
+        session.member = member;
+        this.session = session;
+        await session.start();
+      } catch (e) {
+        this.session = undefined;
+        // Undo what the manager made for us: the learner member and the node record.
+        if (store) {
+          if (answer.memberId) await store.removeMember(answer.memberId).catch(() => undefined);
+          await store.apply([], [K.node(answer.nodeId), K.aliveOf(answer.nodeId)]).catch(() => undefined);
+          store.close();
+        }
+        await member?.stop();
+        await this.files.wipe();
+        throw e;
+      }
+    });
+  }
+
+  leave(force: boolean): Promise<void> {
+    return this.serial(async () => {
+      const s = this.session;
+      if (!s) throw new UnavailableError(NO_SWARM);
+      if (s.state.role === 'manager' && !force) {
+        const { reachable, unreachable } = await this.control.managerCounts().catch(() => ({ reachable: 0, unreachable: 0 }));
+        throw leaveManagerError(reachable, unreachable);
+      }
+      await this.teardown(true);
+    });
+  }
+
+  /**
+   * Takes this node out: as a manager with peers, its member leaves the store's cluster first (so
+   * the others keep their quorum arithmetic right) and its record becomes a worker's; as the last
+   * manager the whole swarm ends with it.
+   */
+  private async teardown(leaving: boolean): Promise<void> {
+    const s = this.session;
+    if (!s) return;
+    this.session = undefined;
+    const id = s.state.nodeId;
+    await s.quiesce();
+    if (leaving) {
+      try {
+        const rec = await s.store.get<NodeRecord>(K.node(id));
+        const nodes = [...(await s.store.list<NodeRecord>(K.nodes)).values()];
+        const otherManagers = nodes.filter((n) => n.value.ID !== id && n.value.Spec.Role === 'manager');
+        if (s.state.role === 'manager' && otherManagers.length === 0) {
+          // The last manager: the swarm ends. An external store is emptied of it (berth's own
+          // members go with their data below).
+          if (this.o.external) await s.store.deletePrefix('/berth/');
+        } else if (rec) {
+          if (rec.value.MemberId) await s.store.removeMember(rec.value.MemberId);
+          const { MemberId: _gone, ...rest } = rec.value;
+          await s.store.update(K.node(id), { ...rest, Spec: { ...rest.Spec, Role: 'worker' }, UpdatedAt: goTime() }, rec.modRevision);
+          if (s.state.role === 'manager' && !this.o.external) await setManager(s.store, id, false);
+        }
+      } catch (e) {
+        this.log(`cluster: leaving without telling the store: ${errorMessage(e)}`);
+      }
+    }
+    await s.close(true);
+    await this.files.wipe();
+  }
+
+  /** Daemon shutdown: the membership stays (state file, member process); only this berthd goes. */
+  async close(): Promise<void> {
+    await this.session?.close(false);
+  }
+
+  /** `berthd --cleanup`: the member process goes too, the state stays for the next start. */
+  async stopMember(): Promise<void> {
+    const state = await this.files.load();
+    if (!state?.member) return;
+    await new EtcdMember({ name: state.nodeId, addr: state.addr, dir: this.files.dir, tlsDir: this.files.tlsDir, initialCluster: '', state: 'existing', clusterToken: '' }).stop();
+  }
+}
+
+/** The new store answers once its member has elected itself; that takes about a second. */
+async function waitForStore(store: ClusterStore, timeoutMs: number, member?: EtcdMember): Promise<{ ID: string }> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    // A member that cannot even start (its address taken, its data unreadable) will not come up.
+    if (member && member.restarts >= 2) throw new UnavailableError(`the cluster store did not start: ${await member.lastLog()}`);
+    try {
+      const m = await store.members();
+      if (m[0]) { await store.revision(); return m[0]; }
+    } catch (e) {
+      if (Date.now() > deadline) throw new UnavailableError(`the cluster store did not start: ${errorMessage(e)}`);
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}

@@ -1,0 +1,218 @@
+import { addNodeUser, removeNodeUser, setManager } from './access.js';
+import { clientUrl, peerUrl } from './etcdmember.js';
+import { NOT_MANAGER, NO_LEADER, NO_MANAGER, UnavailableError, badToken, invalid, nodeNotFound, outOfSequence, rpcError } from './errors.js';
+import { caDigest, goTime, newJoinToken, newNodeId, parseJoinToken } from './ids.js';
+import type { JoinAnswer, JoinRequest } from './joinwire.js';
+import { K, type AliveRecord, type ClusterRecord, type NodeRecord, type Spec, type TokensRecord } from './keys.js';
+import { certDer, signCsr, type Pem } from './pki.js';
+import type { Session } from './session.js';
+import type { Versioned } from './store.js';
+import { clusterInfo, defaultSpec, nodeView, swarmView, type Liveness } from './views.js';
+
+export interface NodeFilters { id?: string[]; name?: string[]; role?: string[]; membership?: string[]; 'node.label'?: string[]; label?: string[] }
+export interface NodeSpecBody { Name?: string; Labels?: Record<string, string>; Role?: string; Availability?: string }
+
+/**
+ * What managers answer: swarm inspect and update, nodes, the Swarm section of /info, and joins.
+ * Every call reads the store afresh (a read is about a millisecond), so no node serves stale state.
+ */
+export class Control {
+  constructor(private readonly session: () => Session | undefined, private readonly o: { leaseTtlSec: number; external?: string[] }) {}
+
+  /** The session of a manager, or Docker's 503 for a node with no swarm or a worker. */
+  private manager(): Session {
+    const s = this.session();
+    if (!s) throw new UnavailableError(NO_MANAGER);
+    if (s.state.role !== 'manager') throw new UnavailableError(NOT_MANAGER);
+    return s;
+  }
+
+  private async cluster(s: Session): Promise<Versioned<ClusterRecord>> {
+    const c = await s.store.get<ClusterRecord>(K.cluster);
+    if (!c) throw new UnavailableError(NO_MANAGER);
+    return c;
+  }
+
+  async inspect(): Promise<Record<string, unknown>> {
+    const s = this.manager();
+    const [c, t] = await Promise.all([this.cluster(s), s.store.get<TokensRecord>(K.tokens)]);
+    return swarmView(c, t!.value);
+  }
+
+  async update(version: number, spec: Spec, rotate: { worker: boolean; manager: boolean }): Promise<void> {
+    const s = this.manager();
+    if (spec.Name && spec.Name !== 'default') throw invalid('swarm spec must be named "default"');
+    if ((spec.EncryptionConfig as { AutoLockManagers?: boolean } | undefined)?.AutoLockManagers) throw invalid('berth does not support autolock: the store is not encrypted at rest');
+    const c = await this.cluster(s);
+    if (c.modRevision !== version) throw outOfSequence();
+    const next: ClusterRecord = { ...c.value, Spec: defaultSpec(spec), UpdatedAt: goTime() };
+    if (!rotate.worker && !rotate.manager) {
+      if (!(await s.store.update(K.cluster, next, version))) throw outOfSequence();
+      return;
+    }
+    const t = (await s.store.get<TokensRecord>(K.tokens))!.value;
+    const der = certDer(c.value.CaCert);
+    const tokens = { Worker: rotate.worker ? newJoinToken(der) : t.Worker, Manager: rotate.manager ? newJoinToken(der) : t.Manager };
+    // The version check and both writes as one transaction: a rotation never half-happens.
+    const r = await s.store.call(() => s.store.client.if(K.cluster, 'Mod', '==', version)
+      .then(s.store.client.put(K.cluster).value(JSON.stringify(next)), s.store.client.put(K.tokens).value(JSON.stringify(tokens))).commit());
+    if (!r.succeeded) throw outOfSequence();
+  }
+
+  unlockKey(): { UnlockKey: string } {
+    this.manager();
+    return { UnlockKey: '' };
+  }
+
+  private async liveness(s: Session, caCert: string): Promise<Liveness> {
+    const [alive, leader] = await Promise.all([s.store.list<AliveRecord>(K.alive), s.store.leader()]);
+    if (s.store.degraded) return { alive: new Set(), caCert, external: Boolean(this.o.external), unknown: s.state.nodeId };
+    return { alive: new Set([...alive.keys()].map((k) => k.slice(K.alive.length))), ...(leader ? { leaderMember: leader } : {}), caCert, external: Boolean(this.o.external) };
+  }
+
+  async managerCounts(): Promise<{ reachable: number; unreachable: number }> {
+    const s = this.manager();
+    const [nodes, alive] = await Promise.all([s.store.list<NodeRecord>(K.nodes), s.store.list<AliveRecord>(K.alive)]);
+    const managers = [...nodes.values()].filter((n) => n.value.Spec.Role === 'manager');
+    const reachable = managers.filter((n) => alive.has(K.aliveOf(n.value.ID))).length;
+    return { reachable, unreachable: managers.length - reachable };
+  }
+
+  /** Docker's lookup order: full ID, then name (the hostname), then a unique ID prefix. */
+  private async resolve(s: Session, ref: string): Promise<Versioned<NodeRecord>> {
+    const exact = await s.store.get<NodeRecord>(K.node(ref));
+    if (exact) return exact;
+    const all = [...(await s.store.list<NodeRecord>(K.nodes)).values()];
+    const byName = all.filter((n) => (n.value.Spec.Name || n.value.Description.Hostname) === ref);
+    if (byName.length === 1) return byName[0]!;
+    const byPrefix = all.filter((n) => n.value.ID.startsWith(ref));
+    if (byPrefix.length === 1 && ref.length > 0) return byPrefix[0]!;
+    if (byPrefix.length > 1 || byName.length > 1) throw invalid(`node ${ref} is ambiguous (${Math.max(byPrefix.length, byName.length)} matches found)`);
+    throw nodeNotFound(ref);
+  }
+
+  async listNodes(f: NodeFilters = {}): Promise<Array<Record<string, unknown>>> {
+    const s = this.manager();
+    const [c, nodes] = await Promise.all([this.cluster(s), s.store.list<NodeRecord>(K.nodes)]);
+    const live = await this.liveness(s, c.value.CaCert);
+    const labelsMatch = (labels: Record<string, string>, want: string[] | undefined) => (want ?? []).every((w) => {
+      const [k, v] = w.split('=', 2) as [string, string | undefined];
+      return k in labels && (v === undefined || labels[k] === v);
+    });
+    return [...nodes.values()]
+      .filter((n) => !f.id?.length || f.id.some((p) => n.value.ID.startsWith(p)))
+      .filter((n) => !f.name?.length || f.name.some((p) => (n.value.Spec.Name || n.value.Description.Hostname).startsWith(p)))
+      .filter((n) => !f.role?.length || f.role.includes(n.value.Spec.Role))
+      .filter((n) => !f.membership?.length || f.membership.includes('accepted'))
+      .filter((n) => labelsMatch(n.value.Spec.Labels, f['node.label']))
+      .map((n) => nodeView(n, live));
+  }
+
+  async getNode(ref: string): Promise<Record<string, unknown>> {
+    const s = this.manager();
+    const n = await this.resolve(s, ref);
+    const c = await this.cluster(s);
+    return nodeView(n, await this.liveness(s, c.value.CaCert));
+  }
+
+  async removeNode(ref: string, force: boolean): Promise<void> {
+    const s = this.manager();
+    const n = await this.resolve(s, ref);
+    const id = n.value.ID;
+    if (n.value.Spec.Role === 'manager') {
+      throw rpcError('FailedPrecondition', `node ${id} is a cluster manager and is a member of the raft cluster. It must be demoted to worker before removal`);
+    }
+    const alive = await s.store.get(K.aliveOf(id));
+    if (alive && !force) throw rpcError('FailedPrecondition', `node ${id} is not down and can't be removed`);
+    await s.store.apply([], [K.node(id), K.aliveOf(id)]);
+    if (!this.o.external) await removeNodeUser(s.store, id);
+  }
+
+  async updateNode(ref: string, version: number, spec: NodeSpecBody): Promise<void> {
+    const s = this.manager();
+    const n = await this.resolve(s, ref);
+    if (n.modRevision !== version) throw outOfSequence();
+    const role = spec.Role || n.value.Spec.Role;
+    const availability = spec.Availability || n.value.Spec.Availability;
+    if (role !== 'manager' && role !== 'worker') throw invalid(`invalid role "${spec.Role}", only worker and manager are supported`);
+    if (!['active', 'pause', 'drain'].includes(availability)) throw invalid(`invalid availability "${spec.Availability}", only active, drain and pause are supported`);
+    const next: NodeRecord = { ...n.value, UpdatedAt: goTime(), Spec: { ...(spec.Name ? { Name: spec.Name } : {}), Labels: spec.Labels ?? {}, Role: role, Availability: availability as NodeRecord['Spec']['Availability'] } };
+    if (n.value.Spec.Role === 'manager' && role === 'worker') {
+      await this.checkDemote(s, n.value);
+      // The member goes first: a demoted node whose member stayed would still count in quorum.
+      if (n.value.MemberId) await s.store.removeMember(n.value.MemberId);
+      delete next.MemberId;
+      if (!this.o.external) await setManager(s.store, n.value.ID, false);
+    }
+    // A promoted node adds its own member: it needs etcd's root role before it sees the change.
+    if (n.value.Spec.Role === 'worker' && role === 'manager' && !this.o.external) await setManager(s.store, n.value.ID, true);
+    if (!(await s.store.update(K.node(n.value.ID), next, version))) throw outOfSequence();
+  }
+
+  /** swarmkit's rules: never the last manager, never a removal that loses quorum. */
+  private async checkDemote(s: Session, target: NodeRecord): Promise<void> {
+    const [nodes, alive] = await Promise.all([s.store.list<NodeRecord>(K.nodes), s.store.list(K.alive)]);
+    const managers = [...nodes.values()].filter((n) => n.value.Spec.Role === 'manager');
+    if (managers.length <= 1) throw rpcError('FailedPrecondition', 'attempting to demote the last manager of the swarm');
+    const remaining = managers.filter((n) => n.value.ID !== target.ID);
+    const up = remaining.filter((n) => alive.has(K.aliveOf(n.value.ID))).length;
+    if (up < Math.floor(remaining.length / 2) + 1) throw rpcError('FailedPrecondition', "can't remove member from the raft: this would result in a loss of quorum");
+  }
+
+  /** GET /info's Swarm section, as Docker's Cluster.Info: never fails, says what it could not read. */
+  async info(): Promise<Record<string, unknown>> {
+    const s = this.session();
+    if (!s) return { NodeID: '', NodeAddr: '', LocalNodeState: 'inactive', ControlAvailable: false, Error: '', RemoteManagers: null };
+    const out: Record<string, unknown> = { NodeID: s.state.nodeId, NodeAddr: s.state.addr, LocalNodeState: 'active', ControlAvailable: s.state.role === 'manager', Error: '', RemoteManagers: null };
+    try {
+      const nodes = [...(await s.store.list<NodeRecord>(K.nodes)).values()];
+      const managers = nodes.filter((n) => n.value.Spec.Role === 'manager');
+      out.RemoteManagers = managers.map((n) => ({ NodeID: n.value.ID, Addr: `${n.value.Addr}:${n.value.Port}` }));
+      if (s.state.role === 'manager') {
+        out.Nodes = nodes.length;
+        out.Managers = managers.length;
+        out.Cluster = clusterInfo(await this.cluster(s));
+      }
+      if (s.store.degraded) out.Error = NO_LEADER;
+    } catch (e) {
+      out.Error = (e as Error).message;
+    }
+    return out;
+  }
+
+  /** A join arriving at this manager's control port. */
+  async handleJoin(s: Session, r: JoinRequest, remote: string): Promise<JoinAnswer> {
+    if (s.state.role !== 'manager') throw new UnavailableError(NOT_MANAGER);
+    const parsed = parseJoinToken(r.token);
+    const [c, t, ca] = await Promise.all([this.cluster(s), s.store.get<TokensRecord>(K.tokens), s.store.get<Pem>(K.ca)]);
+    if (!parsed || parsed.digest !== caDigest(certDer(c.value.CaCert))) throw badToken();
+    const role = r.token === t!.value.Manager ? 'manager' : r.token === t!.value.Worker ? 'worker' : undefined;
+    if (!role) throw badToken();
+    const addr = r.addr || remote.replace(/^::ffff:/, '');
+    const nodeId = newNodeId();
+    const cert = await signCsr(ca!.value, r.csr, { nodeId, role, clusterId: c.value.ID, ips: [addr] });
+    const now = goTime();
+    const rec: NodeRecord = {
+      ID: nodeId, CreatedAt: now, UpdatedAt: now, Spec: { Labels: {}, Role: role, Availability: 'active' },
+      Description: { ...r.description, Hostname: r.hostname }, Addr: addr, Port: r.port || 2377,
+    };
+    const nodes = [...(await s.store.list<NodeRecord>(K.nodes)).values()];
+    const endpoints = s.state.endpoints.length && !s.state.member ? s.state.endpoints
+      : nodes.filter((n) => n.value.MemberId).map((n) => clientUrl(n.value.Addr));
+    if (!this.o.external) await addNodeUser(s.store, nodeId, role);
+    await s.store.put(K.node(nodeId), rec);
+    if (role === 'worker' || !s.state.member) return { nodeId, clusterId: c.value.ID, role, addr, ca: c.value.CaCert, cert, endpoints };
+    try {
+      // A learner does not count towards quorum until promoted: a joiner that never comes up
+      // leaves the cluster's quorum as it was.
+      const { id, members } = await s.store.addLearner(peerUrl(addr));
+      const initialCluster = members.map((m) => `${m.name || nodeId}=${m.peerURLs[0]}`).join(',');
+      await s.store.put(K.node(nodeId), { ...rec, MemberId: id });
+      return { nodeId, clusterId: c.value.ID, role, addr, ca: c.value.CaCert, cert, endpoints, memberId: id, initialCluster };
+    } catch (e) {
+      await s.store.delete(K.node(nodeId)).catch(() => undefined);
+      await removeNodeUser(s.store, nodeId).catch(() => undefined);
+      throw e;
+    }
+  }
+}

@@ -1,0 +1,146 @@
+import { spawn } from 'node:child_process';
+import { openSync, closeSync, promises as fs } from 'node:fs';
+import { join } from 'node:path';
+
+/**
+ * One etcd member run by berthd on a manager. The process is started in its own session with its
+ * log in a file, so it outlives a berthd killed with -9 (the store stays up for the other nodes);
+ * the next berthd adopts it through its pid file. A member that dies is started again with
+ * back-off while it is wanted.
+ */
+
+export const CLIENT_PORT = 2379;
+export const PEER_PORT = 2380;
+
+export interface MemberConfig {
+  name: string;
+  /** Underlay address it serves clients and peers on (and loopback for clients, inside the host). */
+  addr: string;
+  dir: string;
+  tlsDir: string;
+  initialCluster: string;
+  state: 'new' | 'existing';
+  clusterToken: string;
+}
+
+export const peerUrl = (addr: string) => `https://${addr}:${PEER_PORT}`;
+export const clientUrl = (addr: string) => `https://${addr}:${CLIENT_PORT}`;
+
+function alive(pid: number): boolean {
+  try { process.kill(pid, 0); return true; } catch { return false; }
+}
+
+export class EtcdMember {
+  private pid?: number;
+  private wanted = false;
+  private timer?: NodeJS.Timeout;
+  private backoffMs = 200;
+  restarts = 0;
+
+  constructor(private readonly c: MemberConfig, private readonly log: (m: string) => void = () => undefined) {}
+
+  get dataDir(): string { return join(this.c.dir, 'etcd'); }
+  private get pidFile(): string { return join(this.c.dir, 'etcd.pid'); }
+  get currentPid(): number | undefined { return this.pid; }
+
+  /** Starts the member, or adopts the one a previous berthd left running. */
+  async start(): Promise<void> {
+    this.wanted = true;
+    const old = Number(await fs.readFile(this.pidFile, 'utf8').catch(() => ''));
+    if (old && alive(old) && (await this.isOurs(old))) {
+      this.pid = old;
+    } else {
+      await this.spawn();
+    }
+    this.watch();
+  }
+
+  private async isOurs(pid: number): Promise<boolean> {
+    const cmd = await fs.readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+    return cmd.split('\0').includes(`--data-dir=${this.dataDir}`);
+  }
+
+  private async spawn(): Promise<void> {
+    const c = this.c;
+    const tls = (f: string) => join(c.tlsDir, f);
+    const args = [
+      `--name=${c.name}`, `--data-dir=${this.dataDir}`,
+      `--listen-client-urls=${clientUrl(c.addr)},${clientUrl('127.0.0.1')}`, `--advertise-client-urls=${clientUrl(c.addr)}`,
+      `--listen-peer-urls=${peerUrl(c.addr)}`, `--initial-advertise-peer-urls=${peerUrl(c.addr)}`,
+      `--initial-cluster=${c.initialCluster}`, `--initial-cluster-state=${c.state}`, `--initial-cluster-token=${c.clusterToken}`,
+      `--cert-file=${tls('node.crt')}`, `--key-file=${tls('node.key')}`, `--trusted-ca-file=${tls('ca.crt')}`, '--client-cert-auth',
+      `--peer-cert-file=${tls('node.crt')}`, `--peer-key-file=${tls('node.key')}`, `--peer-trusted-ca-file=${tls('ca.crt')}`, '--peer-client-cert-auth',
+      // Nothing on plain HTTP, no metrics listener, no v2 API: the listeners above are all there is.
+      '--enable-v2=false', '--logger=zap', '--log-outputs=stderr',
+    ];
+    await fs.mkdir(c.dir, { recursive: true, mode: 0o700 });
+    const fd = openSync(join(c.dir, 'etcd.log'), 'a');
+    try {
+      const child = spawn('etcd', args, { detached: true, stdio: ['ignore', fd, fd] });
+      await new Promise<void>((resolve, reject) => {
+        child.once('spawn', resolve);
+        child.once('error', reject);
+      });
+      this.pid = child.pid!;
+      // Reaped by us while we live; after a berthd restart the adopted one is watched by pid.
+      child.on('exit', () => { if (this.pid === child.pid) this.pid = undefined; });
+      child.unref();
+    } finally {
+      closeSync(fd);
+    }
+    await fs.writeFile(this.pidFile, String(this.pid));
+  }
+
+  private watch(): void {
+    clearInterval(this.timer);
+    this.timer = setInterval(() => {
+      if (!this.wanted) return;
+      if (this.pid !== undefined && alive(this.pid)) {
+        this.backoffMs = 200;
+        return;
+      }
+      this.pid = undefined;
+      clearInterval(this.timer);
+      const wait = this.backoffMs;
+      this.backoffMs = Math.min(this.backoffMs * 2, 5000);
+      setTimeout(() => {
+        if (!this.wanted) return;
+        this.restarts++;
+        this.log(`etcd member ${this.c.name} exited; starting it again (restart ${this.restarts})`);
+        this.spawn().catch((e) => this.log(`etcd restart failed: ${(e as Error).message}`)).finally(() => this.watch());
+      }, wait).unref();
+    }, 250);
+    this.timer.unref();
+  }
+
+  /** The member's last complaint, for an error that says why it did not start. */
+  async lastLog(): Promise<string> {
+    const text = await fs.readFile(join(this.c.dir, 'etcd.log'), 'utf8').catch(() => '');
+    const line = text.trim().split('\n').reverse().find((l) => /"level":"(fatal|error)"/.test(l)) ?? '';
+    try {
+      const j = JSON.parse(line) as { msg?: string; error?: string };
+      return [j.msg, j.error].filter(Boolean).join(': ');
+    } catch { return line.slice(0, 300); }
+  }
+
+  /** Leaves the member running (a berthd that stops keeps the store up); stops supervising it. */
+  detach(): void {
+    clearInterval(this.timer);
+  }
+
+  /** Stops the member for good (leave, demote): SIGTERM, then SIGKILL after a bound. */
+  async stop(): Promise<void> {
+    this.wanted = false;
+    clearInterval(this.timer);
+    const pid = this.pid ?? (Number(await fs.readFile(this.pidFile, 'utf8').catch(() => '')) || undefined);
+    if (pid && alive(pid) && (await this.isOurs(pid))) {
+      process.kill(pid, 'SIGTERM');
+      const deadline = Date.now() + 5000;
+      while (alive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      if (alive(pid)) process.kill(pid, 'SIGKILL');
+      while (alive(pid)) await new Promise((r) => setTimeout(r, 20));
+    }
+    this.pid = undefined;
+    await fs.rm(this.pidFile, { force: true });
+  }
+}

@@ -1,0 +1,114 @@
+import { X509Certificate } from 'node:crypto';
+import { request, createServer, type Server } from 'node:https';
+import { connect, type DetailedPeerCertificate } from 'node:tls';
+import { ApiError, errorMessage } from '../util/errors.js';
+import { caDigest, parseJoinToken } from './ids.js';
+import { rpcError, UnavailableError } from './errors.js';
+import type { NodeRecord } from './keys.js';
+
+/**
+ * The join endpoint on a manager's control port (2377, as Docker's): HTTPS with the manager's node
+ * certificate. A joiner has no certificate yet; it pins the CA by the digest in its token, then
+ * sends the token's secret and a certificate request, and gets its identity back. Docker does the
+ * same over gRPC (swarmkit ca.GetRemoteCA, then IssueNodeCertificate).
+ */
+
+export interface JoinRequest { token: string; csr: string; addr: string; port: number; hostname: string; description: NodeRecord['Description'] }
+export interface JoinAnswer {
+  nodeId: string; clusterId: string; role: 'manager' | 'worker';
+  /** The joiner's address as the manager recorded it (the one it was seen at, when not given). */
+  addr: string;
+  ca: string; cert: string;
+  /** etcd client URLs of the managers' members (or of the external store). */
+  endpoints: string[];
+  /** For a manager: its etcd member, added as a learner, and the initial-cluster line to start it with. */
+  memberId?: string; initialCluster?: string;
+}
+
+const MAX_BODY = 1 << 20;
+
+export function serveJoins(o: { host: string; port: number; cert: string; key: string; ca: string }, handle: (r: JoinRequest, remote: string) => Promise<JoinAnswer>): Promise<Server> {
+  const server = createServer({ cert: o.cert + o.ca, key: o.key, minVersion: 'TLSv1.2' }, (req, res) => {
+    const send = (status: number, body: unknown) => {
+      res.writeHead(status, { 'Content-Type': 'application/json' });
+      res.end(JSON.stringify(body));
+    };
+    if (req.method !== 'POST' || req.url !== '/join') return send(404, { message: 'not found' });
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => { size += c.length; if (size <= MAX_BODY) chunks.push(c); });
+    req.on('end', () => {
+      let body: JoinRequest;
+      try { body = JSON.parse(Buffer.concat(chunks).toString()) as JoinRequest; } catch { return send(400, { message: 'invalid join request' }); }
+      handle(body, req.socket.remoteAddress ?? '').then((a) => send(200, a), (e) => send(e instanceof ApiError ? e.status : 500, { message: errorMessage(e) }));
+    });
+  });
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(o.port, o.host, () => { server.off('error', reject); resolve(server); });
+  });
+}
+
+function unreachable(addr: string, e: unknown): ApiError {
+  const code = (e as NodeJS.ErrnoException).code;
+  const why = code === 'ECONNREFUSED' ? 'connect: connection refused' : code === 'EHOSTUNREACH' ? 'connect: no route to host' : code === 'ETIMEDOUT' ? 'i/o timeout' : errorMessage(e);
+  return rpcError('Unavailable', `connection error: desc = "transport: Error while dialing dial tcp ${addr}: ${why}"`);
+}
+
+const split = (addr: string) => {
+  const i = addr.lastIndexOf(':');
+  return { host: addr.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(addr.slice(i + 1)) };
+};
+
+/** Fetches the manager's CA without trusting it yet, and checks it against the token's digest. */
+function remoteCa(addr: string, digest: string, timeoutMs: number): Promise<string> {
+  const { host, port } = split(addr);
+  return new Promise((resolve, reject) => {
+    const s = connect({ host, port, rejectUnauthorized: false, timeout: timeoutMs });
+    s.once('timeout', () => { s.destroy(); reject(unreachable(addr, Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' }))); });
+    s.once('error', (e) => reject(unreachable(addr, e)));
+    s.once('secureConnect', () => {
+      const leaf = s.getPeerCertificate(true);
+      s.end();
+      let issuer: DetailedPeerCertificate | undefined = leaf.issuerCertificate;
+      while (issuer && issuer.issuerCertificate && issuer.issuerCertificate !== issuer) issuer = issuer.issuerCertificate;
+      if (!issuer?.raw) return reject(rpcError('Unavailable', 'the manager presented no CA certificate'));
+      if (caDigest(issuer.raw) !== digest) return reject(new ApiError(500, `remote CA does not match fingerprint. Expected: ${digest}`));
+      const caPem = new X509Certificate(issuer.raw).toString();
+      // The leaf must really be the CA's: a pinned CA proves nothing about a leaf it did not sign.
+      if (!new X509Certificate(leaf.raw).verify(new X509Certificate(issuer.raw).publicKey)) {
+        return reject(new ApiError(500, 'the manager certificate is not signed by the swarm CA'));
+      }
+      resolve(caPem);
+    });
+  });
+}
+
+export async function requestJoin(addr: string, req: JoinRequest, timeoutMs = 5000): Promise<JoinAnswer> {
+  const t = parseJoinToken(req.token);
+  if (!t) throw new ApiError(500, 'invalid join token');
+  const ca = await remoteCa(addr, t.digest, timeoutMs);
+  const { host, port } = split(addr);
+  const body = JSON.stringify(req);
+  return new Promise((resolve, reject) => {
+    const r = request({
+      host, port, method: 'POST', path: '/join', ca, timeout: 30_000,
+      // The CA is pinned; the manager's certificate names its address, which may differ from the
+      // one dialled (a name, a second address), so identity is the CA's signature alone.
+      checkServerIdentity: () => undefined,
+      headers: { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) },
+    }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        let j: { message?: string } & JoinAnswer;
+        try { j = JSON.parse(Buffer.concat(chunks).toString()); } catch { return reject(new UnavailableError('bad answer from the manager')); }
+        if (res.statusCode === 200) resolve(j);
+        else reject(new ApiError(res.statusCode ?? 500, j.message ?? 'join refused'));
+      });
+    });
+    r.once('timeout', () => r.destroy(Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' })));
+    r.once('error', (e) => reject(e instanceof ApiError ? e : unreachable(addr, e)));
+    r.end(body);
+  });
+}

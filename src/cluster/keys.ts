@@ -1,0 +1,56 @@
+/**
+ * The cluster store's key layout, one place for every writer. Everything under /berth/v1/ is shared
+ * cluster state (workers read it); /berth/secret/ is for managers only (CA key, join tokens), kept
+ * apart so etcd role-based access can grant workers the first prefix alone.
+ * Later pieces put their records beside these: networks/<id>, ipam/<pool>/<addr>,
+ * endpoints/<network>/<endpoint> (under the owning node's lease), services/, tasks/.
+ */
+export const ROOT = '/berth/v1/';
+export const SECRET = '/berth/secret/';
+
+export const K = {
+  cluster: `${ROOT}cluster`,
+  nodes: `${ROOT}nodes/`,
+  node: (id: string) => `${ROOT}nodes/${id}`,
+  /** A node's presence, written under its lease: gone when the node stops renewing it. */
+  alive: `${ROOT}alive/`,
+  aliveOf: (id: string) => `${ROOT}alive/${id}`,
+  networks: `${ROOT}networks/`,
+  ipam: `${ROOT}ipam/`,
+  endpoints: `${ROOT}endpoints/`,
+  ca: `${SECRET}ca`,
+  tokens: `${SECRET}tokens`,
+};
+
+export interface Spec { [k: string]: unknown; Name?: string; Labels?: Record<string, string> }
+
+/** The cluster object, as Docker's ClusterInfo without the computed parts (version, TLSInfo). */
+export interface ClusterRecord {
+  ID: string;
+  CreatedAt: string;
+  UpdatedAt: string;
+  Spec: Spec;
+  DataPathPort: number;
+  DefaultAddrPool: string[];
+  SubnetSize: number;
+  /** PEM of the root CA certificate (the key is under SECRET). */
+  CaCert: string;
+}
+
+export interface TokensRecord { Worker: string; Manager: string }
+
+export interface NodeRecord {
+  ID: string;
+  CreatedAt: string;
+  UpdatedAt: string;
+  Spec: { Name?: string; Labels: Record<string, string>; Role: 'manager' | 'worker'; Availability: 'active' | 'pause' | 'drain' };
+  Description: { Hostname: string; Platform: { Architecture: string; OS: string }; Resources: { NanoCPUs: number; MemoryBytes: number }; Engine: { EngineVersion: string; Plugins: Array<{ Type: string; Name: string }> } };
+  /** Underlay address other nodes reach it at (no port). */
+  Addr: string;
+  /** Port of its join/control endpoint. */
+  Port: number;
+  /** Its etcd member, while it is a manager running one (decimal string, as etcd3 gives it). */
+  MemberId?: string;
+}
+
+export interface AliveRecord { Addr: string; Since: string }

@@ -1,0 +1,89 @@
+import { X509Certificate, randomBytes } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { runOk } from '../util/exec.js';
+
+/**
+ * The cluster CA and node certificates, made by openssl (Node can parse X.509 but not issue it).
+ * Keys are P-256 as swarmkit's; a node certificate serves for both TLS sides (etcd peers, etcd
+ * clients, the join endpoint), with the node's underlay address and loopback as its names.
+ */
+
+export interface Pem { cert: string; key: string }
+
+async function scratch<T>(fn: (dir: string) => Promise<T>): Promise<T> {
+  const dir = await fs.mkdtemp(join(tmpdir(), 'berth-pki-'));
+  try { return await fn(dir); } finally { await fs.rm(dir, { recursive: true, force: true }); }
+}
+
+const EC = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+
+export function makeCa(): Promise<Pem> {
+  return scratch(async (d) => {
+    await runOk('openssl', ['req', '-x509', ...EC, '-keyout', join(d, 'ca.key'), '-out', join(d, 'ca.crt'), '-days', '7300', '-subj', '/CN=swarm-ca',
+      '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign']);
+    return { cert: await fs.readFile(join(d, 'ca.crt'), 'utf8'), key: await fs.readFile(join(d, 'ca.key'), 'utf8') };
+  });
+}
+
+/** A key and a request made where the key stays: the joiner sends only the request. */
+export function makeCsr(): Promise<{ key: string; csr: string }> {
+  return scratch(async (d) => {
+    await runOk('openssl', ['req', '-new', ...EC, '-keyout', join(d, 'n.key'), '-out', join(d, 'n.csr'), '-subj', '/CN=pending']);
+    return { key: await fs.readFile(join(d, 'n.key'), 'utf8'), csr: await fs.readFile(join(d, 'n.csr'), 'utf8') };
+  });
+}
+
+/**
+ * Signs a node's request. The subject is the manager's choice, not the request's (as swarmkit
+ * does): CN the node ID, OU its role, O the cluster ID.
+ */
+export function signCsr(ca: Pem, csr: string, o: { nodeId: string; role: 'manager' | 'worker'; clusterId: string; ips: string[] }): Promise<string> {
+  return scratch(async (d) => {
+    await fs.writeFile(join(d, 'ca.crt'), ca.cert);
+    await fs.writeFile(join(d, 'ca.key'), ca.key, { mode: 0o600 });
+    await fs.writeFile(join(d, 'n.csr'), csr);
+    const san = [...new Set([...o.ips, '127.0.0.1'])].map((ip) => `IP:${ip}`).join(',');
+    await fs.writeFile(join(d, 'ext'), [
+      `subjectAltName=${san},DNS:localhost`, 'basicConstraints=critical,CA:FALSE',
+      'keyUsage=critical,digitalSignature,keyEncipherment', 'extendedKeyUsage=serverAuth,clientAuth', '',
+    ].join('\n'));
+    await runOk('openssl', ['x509', '-req', '-in', join(d, 'n.csr'), '-CA', join(d, 'ca.crt'), '-CAkey', join(d, 'ca.key'),
+      '-set_serial', `0x${randomBytes(12).toString('hex')}`, '-days', '90', '-extfile', join(d, 'ext'),
+      '-subj', `/CN=${o.nodeId}/OU=swarm-${o.role}/O=${o.clusterId}`, '-out', join(d, 'n.crt')]);
+    return fs.readFile(join(d, 'n.crt'), 'utf8');
+  });
+}
+
+export function certDer(pem: string): Buffer {
+  return new X509Certificate(pem).raw;
+}
+
+/** One DER element at `off`: where its content starts and where it ends. */
+function derAt(buf: Buffer, off: number): { start: number; end: number } {
+  let len = buf[off + 1]!;
+  let start = off + 2;
+  if (len & 0x80) {
+    const n = len & 0x7f;
+    len = buf.readUIntBE(off + 2, n);
+    start += n;
+  }
+  return { start, end: start + len };
+}
+
+/** The subject Name's DER, read from the certificate (Node exposes it only as text). */
+function subjectDer(der: Buffer): Buffer {
+  const tbs = derAt(der, derAt(der, 0).start);
+  let off = tbs.start;
+  if (der[off] === 0xa0) off = derAt(der, off).end; // explicit version
+  for (let i = 0; i < 4; i++) off = derAt(der, off).end; // serial, signature, issuer, validity
+  return der.subarray(off, derAt(der, off).end);
+}
+
+/** TLSInfo as Docker shows it: the trust root, and the issuer's subject and key in base64 DER. */
+export function tlsInfo(caPem: string): { TrustRoot: string; CertIssuerSubject: string; CertIssuerPublicKey: string } {
+  const x = new X509Certificate(caPem);
+  const spki = x.publicKey.export({ type: 'spki', format: 'der' });
+  return { TrustRoot: caPem, CertIssuerSubject: subjectDer(x.raw).toString('base64'), CertIssuerPublicKey: spki.toString('base64') };
+}

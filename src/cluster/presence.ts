@@ -1,0 +1,63 @@
+import type { Lease } from 'etcd3';
+import { errorMessage } from '../util/errors.js';
+import type { ClusterStore } from './store.js';
+
+/**
+ * A node's presence in the store: one key under an etcd lease of a few seconds, kept alive while
+ * the node can reach the store. A node that dies or is cut off stops renewing it, etcd drops the
+ * key when the TTL runs out, and every node sees it Down; when it comes back it takes a new lease.
+ * The same lease is what later pieces write a node's own records under (endpoints), so they go
+ * with it.
+ */
+export class Presence {
+  private lease?: Lease;
+  private stopped = false;
+  private retry?: NodeJS.Timeout;
+  /** Whoever needs the current lease id (records written under it) hears of each new one. */
+  onLease?: (lease: Lease) => void;
+
+  constructor(private readonly store: ClusterStore, private readonly key: string, private readonly value: () => unknown, private readonly ttlSec: number, private readonly log: (m: string) => void) {}
+
+  start(): void {
+    this.stopped = false;
+    void this.acquire();
+  }
+
+  get current(): Lease | undefined { return this.lease; }
+
+  private async acquire(): Promise<void> {
+    if (this.stopped) return;
+    const lease = this.store.client.lease(this.ttlSec, { autoKeepAlive: true });
+    this.lease = lease;
+    lease.on('lost', (e) => {
+      if (this.stopped || this.lease !== lease) return;
+      this.log(`cluster: presence lease lost (${errorMessage(e)}); taking a new one`);
+      this.again();
+    });
+    try {
+      await lease.put(this.key).value(JSON.stringify(this.value())).exec();
+      this.onLease?.(lease);
+    } catch (e) {
+      if (this.stopped || this.lease !== lease) return;
+      lease.release();
+      this.again();
+    }
+  }
+
+  private again(): void {
+    clearTimeout(this.retry);
+    this.retry = setTimeout(() => void this.acquire(), 1000);
+    this.retry.unref();
+  }
+
+  /** With `revoke`, the node shows Down at once (a clean leave); without, when the TTL runs out. */
+  async stop(revoke: boolean): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.retry);
+    const lease = this.lease;
+    this.lease = undefined;
+    if (!lease) return;
+    if (revoke) await Promise.race([lease.revoke().catch(() => undefined), new Promise((r) => setTimeout(r, 2000).unref())]);
+    lease.release();
+  }
+}

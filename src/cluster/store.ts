@@ -1,0 +1,214 @@
+import type * as Cockatiel from 'cockatiel';
+import type * as Etcd from 'etcd3';
+import { requireCjs } from '../util/cjs.js';
+import { errorMessage } from '../util/errors.js';
+import { NO_LEADER, UnavailableError } from './errors.js';
+
+/**
+ * The cluster store: typed JSON records in etcd with their revisions, compare-and-swap, leases and
+ * prefix watches. Nothing here knows what a node or a network is: the cluster, and later the
+ * overlay driver, IPAM and services, use these calls with their own keys (keys.ts).
+ */
+
+export interface Versioned<T> { value: T; modRevision: number }
+export interface TlsFiles { ca: Buffer; cert: Buffer; key: Buffer }
+export type WatchEvent<T> = { type: 'put'; key: string; value: T; modRevision: number } | { type: 'delete'; key: string; modRevision: number };
+
+/** A call that has not answered by then is a store without quorum (or out of reach). */
+const CALL_MS = 5000;
+/** A read answers in a millisecond; one that takes seconds is a store without a leader. */
+const READ_MS = 2000;
+
+let lib: typeof Etcd | undefined;
+let faults: typeof Cockatiel | undefined;
+/** etcd3 (and gRPC under it) is loaded only by a daemon that is in a cluster. */
+function etcd3(): typeof Etcd {
+  return (lib ??= requireCjs('etcd3') as typeof Etcd);
+}
+
+export class ClusterStore {
+  readonly client: Etcd.Etcd3;
+  /** This node's own member (a manager's), for reads when the cluster has no leader. */
+  private readonly localClient?: Etcd.Etcd3;
+
+  constructor(readonly endpoints: string[], tls?: TlsFiles, local?: string) {
+    const { Etcd3, isRecoverableError } = etcd3();
+    const c = (faults ??= requireCjs('cockatiel') as typeof Cockatiel);
+    this.client = new Etcd3({
+      // etcd3's default breaker shuts a host out for 5 s after three failures: with one endpoint,
+      // or while a member rejoins, that is 5 s of a store that looks dead. A second is enough to
+      // steer calls to the other members.
+      faultHandling: {
+        // etcd's "unhealthy cluster" (a member change refused for a moment) says nothing of the
+        // host's health: it must not shut the host out.
+        host: () => (endpoints.length > 1 ? c.circuitBreaker(c.handleWhen((e) => isRecoverableError(e) && !/unhealthy cluster/.test(e.message)), { halfOpenAfter: 1000, breaker: new c.ConsecutiveBreaker(3) }) : c.noop),
+        global: c.retry(c.handleWhen(isRecoverableError), { maxAttempts: 3 }),
+      },
+      hosts: endpoints,
+      ...(tls ? { credentials: { rootCertificate: tls.ca, certChain: tls.cert, privateKey: tls.key } } : {}),
+      dialTimeout: 3000,
+      // Streams (watches, keepalives) live on; single calls get a deadline so a store without
+      // quorum answers with an error instead of holding the API request forever.
+      defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + CALL_MS }),
+    });
+    if (local) {
+      this.localClient = new Etcd3({
+        hosts: [local], dialTimeout: 1000,
+        ...(tls ? { credentials: { rootCertificate: tls.ca, certChain: tls.cert, privateKey: tls.key } } : {}),
+        faultHandling: { host: () => c.noop, global: c.noop },
+        defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + READ_MS }),
+      });
+    }
+  }
+
+  close(): void {
+    this.client.close();
+    this.localClient?.close();
+  }
+
+  /** Runs a store call, turning a lost quorum or an unreachable store into Docker's 503. */
+  async call<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (e) {
+      const E = etcd3();
+      if (e instanceof E.GRPCDeadlineExceededError || e instanceof E.GRPCUnavailableError || /deadline|no leader|circuit/i.test(errorMessage(e))) {
+        console.error(`berthd: cluster store: ${errorMessage(e)}`);
+        throw Object.assign(new UnavailableError(NO_LEADER), { cause: e });
+      }
+      throw e;
+    }
+  }
+
+  /**
+   * Reads are linearizable while the store has a leader. Without one (quorum lost) they are
+   * served from a member's own copy, as Docker's managers read their local raft store: reads keep
+   * working, changes do not. `degraded` says which it was, for views that must not claim liveness
+   * they could not check (leases do not expire without a leader).
+   */
+  private degradedUntil = 0;
+  get degraded(): boolean { return Date.now() < this.degradedUntil; }
+
+  private async read<T>(fn: (client: Etcd.Etcd3, serializable: boolean) => Promise<T>): Promise<T> {
+    if (!this.degraded) {
+      try {
+        return await this.call(() => fn(this.client, false));
+      } catch (e) {
+        if (!(e instanceof UnavailableError)) throw e;
+        this.degradedUntil = Date.now() + 3000;
+      }
+    }
+    return this.call(() => fn(this.localClient ?? this.client, true));
+  }
+
+  async get<T>(key: string): Promise<Versioned<T> | undefined> {
+    const r = await this.read((c, ser) => c.get(key).serializable(ser).options({ deadline: Date.now() + READ_MS }).exec());
+    const kv = r.kvs[0];
+    return kv ? { value: JSON.parse(kv.value.toString()) as T, modRevision: Number(kv.mod_revision) } : undefined;
+  }
+
+  async list<T>(prefix: string): Promise<Map<string, Versioned<T>>> {
+    const r = await this.read((c, ser) => c.getAll().prefix(prefix).serializable(ser).options({ deadline: Date.now() + READ_MS }).exec());
+    const out = new Map<string, Versioned<T>>();
+    for (const kv of r.kvs) out.set(kv.key.toString(), { value: JSON.parse(kv.value.toString()) as T, modRevision: Number(kv.mod_revision) });
+    return out;
+  }
+
+  async put(key: string, value: unknown): Promise<number> {
+    const r = await this.call(() => this.client.put(key).value(JSON.stringify(value)).exec());
+    return Number(r.header.revision);
+  }
+
+  /** Writes only if the key does not exist; false when it does. */
+  async create(key: string, value: unknown): Promise<boolean> {
+    const r = await this.call(() => this.client.if(key, 'Create', '==', 0).then(this.client.put(key).value(JSON.stringify(value))).commit());
+    return r.succeeded;
+  }
+
+  /** Writes only if the key is still at `modRevision` (optimistic concurrency, Docker's version index). */
+  async update(key: string, value: unknown, modRevision: number): Promise<boolean> {
+    const r = await this.call(() => this.client.if(key, 'Mod', '==', modRevision).then(this.client.put(key).value(JSON.stringify(value))).commit());
+    return r.succeeded;
+  }
+
+  /** Several writes and deletes as one transaction: all or nothing. */
+  async apply(puts: Array<[string, unknown]>, deletes: string[] = []): Promise<void> {
+    const ops = [
+      ...puts.map(([k, v]) => ({ request_put: { key: Buffer.from(k), value: Buffer.from(JSON.stringify(v)) } })),
+      ...deletes.map((k) => ({ request_delete_range: { key: Buffer.from(k) } })),
+    ];
+    await this.call(() => this.client.kv.txn({ compare: [], success: ops, failure: [] }));
+  }
+
+  async delete(key: string): Promise<void> {
+    await this.call(() => this.client.delete().key(key).exec());
+  }
+
+  async deletePrefix(prefix: string): Promise<void> {
+    await this.call(() => this.client.delete().prefix(prefix).exec());
+  }
+
+  /**
+   * Watches a prefix from a revision on (the one after a list, so nothing falls between).
+   * Returns a stop function.
+   */
+  async watch<T>(prefix: string, fromRevision: number, onEvent: (e: WatchEvent<T>) => void): Promise<() => Promise<void>> {
+    const w = await this.client.watch().prefix(prefix).startRevision(String(fromRevision)).create();
+    w.on('put', (kv) => {
+      try { onEvent({ type: 'put', key: kv.key.toString(), value: JSON.parse(kv.value.toString()) as T, modRevision: Number(kv.mod_revision) }); } catch { /* a foreign value */ }
+    });
+    w.on('delete', (kv) => onEvent({ type: 'delete', key: kv.key.toString(), modRevision: Number(kv.mod_revision) }));
+    w.on('error', () => undefined);
+    return () => w.cancel();
+  }
+
+  async revision(): Promise<number> {
+    // A key every node may read (workers are kept to /berth/v1/).
+    const r = await this.call(() => this.client.get('/berth/v1/cluster').exec());
+    return Number(r.header.revision);
+  }
+
+  // Membership of the store's own etcd cluster (managers run its members).
+  async members(): Promise<Array<{ ID: string; name: string; peerURLs: string[]; clientURLs: string[]; isLearner: boolean }>> {
+    const r = await this.call(() => this.client.cluster.memberList({}));
+    return r.members.map((m) => ({ ID: m.ID, name: m.name, peerURLs: m.peerURLs, clientURLs: m.clientURLs, isLearner: m.isLearner }));
+  }
+
+  /**
+   * etcd refuses a membership change until every voting member has been connected for its health
+   * interval (5 s, --strict-reconfig-check): right after a join, a promotion or a restart it says
+   * "unhealthy cluster" for a moment, so that answer is waited out.
+   */
+  private async reconfig<T>(fn: () => Promise<T>, timeoutMs = 15_000): Promise<T> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      try {
+        return await fn();
+      } catch (e) {
+        if (!/unhealthy cluster|not enough started members|circuit breaker is open/.test(errorMessage(e)) || Date.now() > deadline) throw e;
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    }
+  }
+
+  async addLearner(peerURL: string): Promise<{ id: string; members: Array<{ ID: string; name: string; peerURLs: string[] }> }> {
+    const r = await this.call(() => this.reconfig(() => this.client.cluster.memberAdd({ peerURLs: [peerURL], isLearner: true })));
+    return { id: r.member.ID, members: r.members.map((m) => ({ ID: m.ID, name: m.name, peerURLs: m.peerURLs })) };
+  }
+
+  async promote(id: string): Promise<void> {
+    await this.call(() => this.client.cluster.memberPromote({ ID: id }));
+  }
+
+  async removeMember(id: string): Promise<void> {
+    await this.call(() => this.reconfig(() => this.client.cluster.memberRemove({ ID: id })));
+  }
+
+  /** The etcd member that leads now, asked of any reachable member. */
+  async leader(): Promise<string | undefined> {
+    try {
+      const r = await this.call(() => this.client.maintenance.status());
+      return r.leader === '0' ? undefined : r.leader;
+    } catch { return undefined; }
+  }
+}

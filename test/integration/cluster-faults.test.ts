@@ -1,0 +1,157 @@
+import assert from 'node:assert/strict';
+import { promises as fs } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { waitFor } from './harness.js';
+import { Lab, waitForOutput, type LabHost } from './lab.js';
+
+/**
+ * Faults in a swarm of three managers and a worker: berthd killed with -9, an etcd member killed
+ * with -9, a manager lost altogether, a worker cut off the underlay. The cluster must go on, show
+ * what is down within the lease TTL, and take each node back when it returns.
+ */
+
+const TTL = 3;
+/** The TTL, plus etcd's lease-expiry sweep and a node ls round. */
+const DOWN_MS = (TTL + 4) * 1000;
+
+function alive(pid: number): boolean {
+  try { process.kill(pid, 0); return true; } catch { return false; }
+}
+
+describe('cluster: faults', () => {
+  let lab: Lab;
+  let h0: LabHost, h1: LabHost, h2: LabHost, h3: LabHost;
+
+  before(async () => {
+    lab = await Lab.create(4, { leaseTtlSec: TTL });
+    [h0, h1, h2, h3] = lab.hosts as [LabHost, LabHost, LabHost, LabHost];
+    const init = await h0.host.docker(['swarm', 'init', '--advertise-addr', h0.addr]);
+    assert.equal(init.code, 0, init.stderr);
+    const mt = (await h0.host.docker(['swarm', 'join-token', '-q', 'manager'])).stdout.trim();
+    const wt = (await h0.host.docker(['swarm', 'join-token', '-q', 'worker'])).stdout.trim();
+    // The worker joins while lab0 is the only manager: it must learn of the others by itself to
+    // survive lab0's loss below.
+    const w = await h3.host.docker(['swarm', 'join', '--token', wt, `${h0.addr}:2377`]);
+    assert.equal(w.code, 0, w.stderr);
+    for (const h of [h1, h2]) {
+      const r = await h.host.docker(['swarm', 'join', '--token', mt, '--advertise-addr', h.addr, `${h0.addr}:2377`]);
+      assert.equal(r.code, 0, r.stderr);
+    }
+    assert.deepEqual(await states(h0), ['lab0 Ready Leader', 'lab1 Ready Reachable', 'lab2 Ready Reachable', 'lab3 Ready']);
+  });
+
+  after(async () => {
+    const leaks = await lab.destroy();
+    assert.deepEqual(leaks, []);
+  });
+
+  async function states(h: LabHost): Promise<string[]> {
+    const r = await h.host.docker(['node', 'ls', '--format', '{{.Hostname}} {{.Status}} {{.ManagerStatus}}']);
+    assert.equal(r.code, 0, r.stderr);
+    return r.stdout.trim().split('\n').map((l) => l.trim()).sort();
+  }
+  const waitState = (h: LabHost, line: string, ms: number) => waitForOutput(
+    () => h.host.docker(['node', 'ls', '--format', '{{.Hostname}} {{.Status}} {{.ManagerStatus}}']),
+    (o) => o.split('\n').some((l) => l.trim() === line), `"${line}" in node ls on ${h.name}`, ms);
+  const fetchWorkerState = async () => JSON.parse(await fs.readFile(join(h3.host.root, 'cluster', 'state.json'), 'utf8')) as { endpoints: string[] };
+  const etcdPid = async (h: LabHost) => Number(await fs.readFile(join(h.host.root, 'cluster', 'etcd.pid'), 'utf8').catch(() => '0'));
+  /** A change through one manager, read back through another: the cluster takes writes. */
+  async function writes(via: LabHost, check: LabHost, label: string): Promise<void> {
+    const r = await via.host.docker(['node', 'update', '--label-add', label, 'lab3']);
+    assert.equal(r.code, 0, r.stderr);
+    const n = await check.host.api('GET', '/nodes/lab3');
+    assert.equal(n.status, 200, n.body);
+    assert.ok(label.split('=')[0]! in n.json.Spec.Labels, `label ${label} not seen through ${check.name}`);
+  }
+
+  it("a manager's berthd killed with -9 shows Down within the TTL and comes back; its etcd member lives on", async () => {
+    const member = await etcdPid(h1);
+    assert.ok(member > 0 && alive(member));
+    const t0 = Date.now();
+    await h1.host.stopDaemon('SIGKILL');
+    await waitState(h0, 'lab1 Down Unreachable', DOWN_MS);
+    assert.ok(Date.now() - t0 <= DOWN_MS, `Down after ${Date.now() - t0} ms`);
+    assert.ok(alive(member), 'the etcd member died with berthd');
+    await writes(h0, h2, 'after-kill=1');
+    await h1.host.startDaemon();
+    await waitState(h0, 'lab1 Ready Reachable', 15_000);
+    assert.equal(await etcdPid(h1), member, 'the restarted berthd did not adopt its running member');
+    assert.deepEqual(await states(h1), ['lab0 Ready Leader', 'lab1 Ready Reachable', 'lab2 Ready Reachable', 'lab3 Ready']);
+  });
+
+  it("a manager's etcd member killed with -9 is started again by berthd", async () => {
+    const before = await etcdPid(h2);
+    process.kill(before, 'SIGKILL');
+    const after = await waitFor(async () => {
+      const p = await etcdPid(h2);
+      return p !== before && p > 0 && alive(p) ? p : undefined;
+    }, 'a new etcd member on lab2', 15_000);
+    assert.notEqual(after, before);
+    // Its member serves again: a write through lab2 is read back through lab0.
+    await waitFor(async () => (await h2.host.docker(['node', 'update', '--label-add', 'etcd-restarted=1', 'lab3'])).code === 0, 'a write through lab2', 15_000);
+    assert.equal((await h0.host.api('GET', '/nodes/lab3')).json.Spec.Labels['etcd-restarted'], '1');
+  });
+
+  it('losing one of three managers, the leader that made the swarm: the cluster goes on', async () => {
+    // Long enough for every node to have learnt all three members (they refresh every 5 s).
+    await new Promise((r) => setTimeout(r, 6000));
+    const member = await etcdPid(h0);
+    await h0.host.stopDaemon('SIGKILL');
+    process.kill(member, 'SIGKILL');
+    await waitState(h1, 'lab0 Down Unreachable', DOWN_MS);
+    await writes(h1, h2, 'two-of-three=1');
+    await writes(h2, h1, 'still-two=1');
+    const now = await states(h2);
+    assert.equal(now.filter((l) => l.endsWith('Leader')).length, 1, `one new leader: ${now.join(', ')}`);
+    assert.ok(now.includes('lab0 Down Unreachable'), now.join(', '));
+    // The worker that knew only lab0 at its join keeps its presence through the others.
+    await new Promise((r) => setTimeout(r, (TTL + 2) * 1000));
+    assert.ok((await states(h1)).includes('lab3 Ready'), 'the worker lost the store with lab0');
+    assert.equal((await fetchWorkerState()).endpoints.length, 3);
+    // It comes back: berthd starts its member again from the data on disk.
+    await h0.host.startDaemon();
+    await waitState(h1, 'lab0 Ready Reachable', 20_000);
+    assert.ok(alive(await etcdPid(h0)));
+    await waitFor(async () => (await h0.host.docker(['node', 'ls'])).code === 0, 'lab0 to answer for the cluster again', 15_000);
+  });
+
+  it('losing two of three managers: reads keep working, changes are refused, all comes back', async () => {
+    const members = [await etcdPid(h1), await etcdPid(h2)];
+    await h1.host.stopDaemon('SIGKILL');
+    await h2.host.stopDaemon('SIGKILL');
+    for (const p of members) process.kill(p, 'SIGKILL');
+    // Reads: served from lab0's own member, liveness it cannot check shown as unknown.
+    const seen = await waitForOutput(() => h0.host.docker(['node', 'ls', '--format', '{{.Hostname}} {{.Status}}']),
+      (o) => o.includes('lab0 Ready') && o.includes('lab1 Unknown'), 'node ls without quorum', 20_000);
+    assert.equal(seen.trim().split('\n').length, 4);
+    const i = (await h0.host.api('GET', '/info')).json.Swarm;
+    assert.equal(i.Nodes, 4);
+    assert.match(i.Error, /The swarm does not have a leader/);
+    const change = await h0.host.docker(['node', 'update', '--label-add', 'no-quorum=1', 'lab3']);
+    assert.notEqual(change.code, 0);
+    assert.match(change.stderr, /The swarm does not have a leader/);
+    await h1.host.startDaemon();
+    await h2.host.startDaemon();
+    await waitState(h0, 'lab1 Ready Reachable', 30_000);
+    await waitState(h0, 'lab2 Ready Reachable', 30_000);
+    await waitFor(async () => (await h0.host.docker(['node', 'update', '--label-add', 'quorum-back=1', 'lab3'])).code === 0, 'a change once quorum is back', 20_000);
+    const labels = (await h2.host.api('GET', '/nodes/lab3')).json.Spec.Labels;
+    assert.equal(labels['quorum-back'], '1');
+    assert.equal(labels['no-quorum'], undefined, 'a refused change was applied after all');
+  });
+
+  it('a worker cut off the underlay shows Down within the TTL and Ready when the link is back', async () => {
+    const t0 = Date.now();
+    await lab.partition(h3);
+    try {
+      await waitState(h0, 'lab3 Down', DOWN_MS);
+      assert.ok(Date.now() - t0 <= DOWN_MS, `Down after ${Date.now() - t0} ms`);
+    } finally {
+      await lab.heal(h3);
+    }
+    await waitState(h0, 'lab3 Ready', 20_000);
+    // Its labels (the record) survived the outage: only presence went and came back.
+    assert.equal((await h0.host.api('GET', '/nodes/lab3')).json.Spec.Labels['two-of-three'], '1');
+  });
+});

@@ -1,0 +1,83 @@
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { describe, it } from 'node:test';
+import { leaveManagerError } from '../../src/cluster/errors.js';
+import { caDigest, goTime, newJoinToken, newNodeId, parseJoinToken } from '../../src/cluster/ids.js';
+import { certDer, makeCa, makeCsr, signCsr, tlsInfo } from '../../src/cluster/pki.js';
+import { defaultSpec, nodeView } from '../../src/cluster/views.js';
+import type { NodeRecord } from '../../src/cluster/keys.js';
+import { X509Certificate } from 'node:crypto';
+
+describe('cluster: identifiers, tokens and certificates', () => {
+  it("makes IDs and tokens in Docker's forms, with the CA digest the joiner pins", () => {
+    assert.match(newNodeId(), /^[0-9a-z]{25}$/);
+    const der = Buffer.from('a certificate');
+    const t = newJoinToken(der);
+    assert.match(t, /^SWMTKN-1-[0-9a-z]{50}-[0-9a-z]{25}$/);
+    const p = parseJoinToken(t)!;
+    assert.equal(p.digest, caDigest(der));
+    // The digest is sha256 of the DER in base 36, left-padded to 50.
+    assert.equal(BigInt(`0x${createHash('sha256').update(der).digest('hex')}`).toString(36).padStart(50, '0'), p.digest);
+    assert.notEqual(newJoinToken(der), t, 'two tokens share a secret');
+    for (const bad of ['', 'SWMTKN-1-abc-def', t.replace('SWMTKN-1', 'SWMTKN-2'), `${t}x`, t.toUpperCase()]) assert.equal(parseJoinToken(bad), undefined, bad);
+    assert.match(goTime(new Date(0)), /^1970-01-01T00:00:00\.000000000Z$/);
+  });
+
+  it('issues node certificates the CA signed, named for the node, its role and cluster', async () => {
+    const ca = await makeCa();
+    const { csr, key } = await makeCsr();
+    assert.match(key, /BEGIN PRIVATE KEY/);
+    const pem = await signCsr(ca, csr, { nodeId: 'n1', role: 'worker', clusterId: 'c1', ips: ['10.99.0.2'] });
+    const cert = new X509Certificate(pem);
+    const root = new X509Certificate(ca.cert);
+    assert.ok(cert.verify(root.publicKey));
+    assert.ok(cert.checkIssued(root));
+    assert.match(cert.subject, /CN=n1/);
+    assert.match(cert.subject, /OU=swarm-worker/);
+    assert.match(cert.subject, /O=c1/);
+    assert.match(cert.subjectAltName ?? '', /IP Address:10\.99\.0\.2/);
+    assert.match(cert.subjectAltName ?? '', /IP Address:127\.0\.0\.1/);
+    assert.equal(cert.ca, false);
+    assert.equal(root.ca, true);
+    const info = tlsInfo(ca.cert);
+    // The subject is the DER of CN=swarm-ca; the key is the CA's SubjectPublicKeyInfo.
+    assert.ok(Buffer.from(info.CertIssuerSubject, 'base64').includes(Buffer.from('swarm-ca')));
+    assert.deepEqual(Buffer.from(info.CertIssuerPublicKey, 'base64'), root.publicKey.export({ type: 'spki', format: 'der' }));
+    assert.equal(caDigest(certDer(ca.cert)).length, 50);
+  });
+});
+
+describe("cluster: Docker's words and shapes", () => {
+  it('says what a manager leaving would cost, as swarm.go does', () => {
+    assert.equal(leaveManagerError(1, 0).message, 'You are attempting to leave the swarm on a node that is participating as a manager. Removing the last manager erases all current state of the swarm. Use `--force` to ignore this message. ');
+    assert.equal(leaveManagerError(2, 0).message, 'You are attempting to leave the swarm on a node that is participating as a manager. Removing this node leaves 1 managers out of 2. Without a Raft quorum your swarm will be inaccessible. The only way to restore a swarm that has lost consensus is to reinitialize it with `--force-new-cluster`. Use `--force` to suppress this message.');
+    // Quorum survives: only the general warning.
+    assert.equal(leaveManagerError(3, 0).message, 'You are attempting to leave the swarm on a node that is participating as a manager. The only way to restore a swarm that has lost consensus is to reinitialize it with `--force-new-cluster`. Use `--force` to suppress this message.');
+    assert.equal(leaveManagerError(3, 0).status, 503);
+  });
+
+  it("fills a spec's zero values with swarmkit's defaults and keeps the given ones", () => {
+    const s = defaultSpec({ Raft: { ElectionTick: 0, HeartbeatTick: 0, SnapshotInterval: 500 }, Orchestration: { TaskHistoryRetentionLimit: 9 }, Labels: { a: 'b' } });
+    assert.deepEqual(s.Raft, { SnapshotInterval: 500, KeepOldSnapshots: 0, LogEntriesForSlowFollowers: 500, ElectionTick: 10, HeartbeatTick: 1 });
+    assert.deepEqual(s.Orchestration, { TaskHistoryRetentionLimit: 9 });
+    assert.deepEqual(s.Labels, { a: 'b' });
+    assert.equal(s.Name, 'default');
+  });
+
+  it('shows a node ready, down or unknown, and its manager status', async () => {
+    const ca = await makeCa();
+    const rec: NodeRecord = {
+      ID: 'n1', CreatedAt: 'x', UpdatedAt: 'y', Spec: { Labels: {}, Role: 'manager', Availability: 'active' }, Addr: '10.99.0.1', Port: 2377, MemberId: '42',
+      Description: { Hostname: 'h', Platform: { Architecture: 'x86_64', OS: 'linux' }, Resources: { NanoCPUs: 1, MemoryBytes: 1 }, Engine: { EngineVersion: '0', Plugins: [] } },
+    };
+    const v = { value: rec, modRevision: 7 };
+    const up = nodeView(v, { alive: new Set(['n1']), leaderMember: '42', caCert: ca.cert, external: false });
+    assert.deepEqual([up.Status, up.ManagerStatus, up.Version], [{ State: 'ready', Addr: '10.99.0.1' }, { Leader: true, Reachability: 'reachable', Addr: '10.99.0.1:2377' }, { Index: 7 }]);
+    const down = nodeView(v, { alive: new Set(), caCert: ca.cert, external: false });
+    assert.deepEqual([(down.Status as { State: string }).State, down.ManagerStatus], ['down', { Reachability: 'unreachable', Addr: '10.99.0.1:2377' }]);
+    const unknown = nodeView(v, { alive: new Set(), caCert: ca.cert, external: false, unknown: 'other' });
+    assert.equal((unknown.Status as { State: string }).State, 'unknown');
+    const worker = nodeView({ value: { ...rec, Spec: { ...rec.Spec, Role: 'worker' } }, modRevision: 1 }, { alive: new Set(['n1']), caCert: ca.cert, external: false });
+    assert.equal(worker.ManagerStatus, undefined);
+  });
+});
