@@ -4,6 +4,7 @@ import { setSysctl } from '../kernel/sysctl.js';
 import type { EndpointState, NetworkService, NetworkSummary, PortBindings, PortMapping, SandboxRef, SandboxSpec, SandboxState } from '../model/network.js';
 import { BadRequestError, ConflictError, ForbiddenError, NotFoundError } from '../util/errors.js';
 import { newId } from '../util/ids.js';
+import { SerialQueue } from '../util/serial.js';
 import { routedSubnets, uplinkMtu } from '../kernel/routes.js';
 import { endpointFromConfig, initialEndpoints, sharesNamespace, validateMode } from './endpoints.js';
 import type { NetworkDriver } from './driver.js';
@@ -51,6 +52,7 @@ export class NetworkController implements NetworkService {
   get mtu(): number { return this.mtuDefault; }
   /** Names being created right now: a second create of one of them is a conflict, not a race. */
   private readonly creating = new Set<string>();
+  private readonly allocating = new SerialQueue();
   /** Networks joins are under way on, with their count; and networks being removed (see remove). */
   private readonly joining = new Map<string, number>();
   private readonly removing = new Set<string>();
@@ -175,12 +177,19 @@ export class NetworkController implements NetworkService {
     const reserved = checkDuplicate && !this.creating.has(name);
     if (reserved) this.creating.add(name);
     try {
-      const n = await newNetworkRecord(this.registry, body, { mtuDefault: this.mtuDefault, used: (routes) => this.usedSubnets(routes) });
+      // The pool is chosen and the record saved under one lock: two creates at once would
+      // otherwise both take the first free subnet (found by chaos.test, seed 859898).
+      // The registry holds the record from the moment save is called, which is what the next
+      // create's choice of pool sees; the write itself is awaited outside the lock.
+      const { n, saved } = await this.allocating.run(async () => {
+        const made = await newNetworkRecord(this.registry, body, { mtuDefault: this.mtuDefault, used: (routes) => this.usedSubnets(routes) });
+        return { n: made, saved: this.registry.save(made) };
+      });
       const driver = this.registry.driverOf(n)!;
       try {
         // Recorded before the kernel objects exist: a crash in between leaves a record that the next
         // start completes (ensureNetwork is idempotent), never kernel objects nobody knows about.
-        await this.registry.save(n);
+        await saved;
         // The rules name the bridge, not its index: they need not wait for the link to exist.
         await Promise.all([driver.ensureNetwork(n), driver.hostFirewall ? this.healing(this.firewall.addNetwork(n, this.firewalled(n.Id))) : undefined]);
       } catch (e) {

@@ -100,6 +100,16 @@ function mapped(entries: Array<[string, string]>): string[] {
   return entries.map(([key, verdict]) => `${key} : ${verdict}`);
 }
 
+/**
+ * One element per key, the first network's: two records that claim one subnet (left by a crash
+ * of an older berth between two creates) would otherwise make the whole table fail to load, and
+ * with it berthd's start and its --cleanup.
+ */
+function firstPerKey(entries: Array<[string, string]>): Array<[string, string]> {
+  const seen = new Set<string>();
+  return entries.filter(([key]) => !seen.has(key) && !!seen.add(key));
+}
+
 function elementsLine(list: string[]): string[] {
   return list.length ? [`    elements = { ${list.join(', ')} }`] : [];
 }
@@ -123,12 +133,12 @@ function table(family: Family, networks: BridgeRules[], ports: PortMapping[]): s
     `table ${family} ${TABLE} {`,
     `  set bridges {`,
     `    type ifname`,
-    ...elementsLine(networks.map((n) => q(n.bridge))),
+    ...elementsLine([...new Set(networks.map((n) => q(n.bridge)))]),
     `  }`,
     ...networks.flatMap((n) => networkChains(n).flatMap((c) => [`  chain ${c.name} {`, ...c.rules.map((r) => `    ${r}`), `  }`])),
-    `  map fwd_in {`, `    type ifname : verdict`, ...elementsLine(els.flatMap((e) => mapped(e.fwd_in))), `  }`,
-    `  map fwd_out {`, `    type ifname : verdict`, ...elementsLine(els.flatMap((e) => mapped(e.fwd_out))), `  }`,
-    `  map post_src {`, `    type ${addr} : verdict`, `    flags interval`, ...elementsLine(els.flatMap((e) => mapped(e.post_src))), `  }`,
+    `  map fwd_in {`, `    type ifname : verdict`, ...elementsLine(mapped(firstPerKey(els.flatMap((e) => e.fwd_in)))), `  }`,
+    `  map fwd_out {`, `    type ifname : verdict`, ...elementsLine(mapped(firstPerKey(els.flatMap((e) => e.fwd_out)))), `  }`,
+    `  map post_src {`, `    type ${addr} : verdict`, `    flags interval`, ...elementsLine(mapped(firstPerKey(els.flatMap((e) => e.post_src)))), `  }`,
     ...(v4
       ? [
         ...mapBlock('pub_any', 'inet_proto . inet_service : ipv4_addr . inet_service', ports),

@@ -105,4 +105,14 @@ describe('firewall: incremental changes equal the whole build', () => {
       stream.close();
     }
   });
+
+  // Found by chaos.test (seed 859898): two records claiming one subnet (left by a crash between two
+  // creates of an older berth) made the whole build fail, and with it every later start.
+  it('the whole build loads when two networks claim one subnet, the first one keeping it', async () => {
+    const twin: BridgeRules = { ...b, id: 'e'.repeat(64), bridge: 'bth-e', subnets: a.subnets };
+    await apply(NS[1]!, buildRuleset([a, twin]));
+    const map = await runOk('ip', ['netns', 'exec', NS[1]!, 'nft', 'list', 'map', 'ip', 'berth', 'post_src']);
+    assert.match(map, /172\.18\.0\.0\/16 : jump naaaaaaaaaaaa_post/);
+    assert.doesNotMatch(map, /jump neeeeeeeeeeee_post/);
+  });
 });

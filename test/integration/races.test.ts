@@ -100,6 +100,17 @@ describe(`races between ${CLIENTS} clients`, () => {
     await removeAll([id]);
   });
 
+  // Found by chaos.test (seed 859898): two creates at once took the same free subnet; a kill of
+  // berthd then left two records claiming it, and no later start could load the firewall.
+  it('networks created at once without a subnet each get their own', async () => {
+    const rs = await race((i) => api('POST', '/networks/create', { Name: `auto${i}` }));
+    for (const r of rs) assert.equal(r.status, 201, r.body);
+    const subnets = await Promise.all(rs.map(async (r) => (await api('GET', `/networks/${r.json.Id}`)).json.IPAM.Config[0].Subnet as string));
+    assert.equal(new Set(subnets).size, CLIENTS, subnets.join(' '));
+    await checkInvariants(host);
+    for (const r of rs) assert.equal((await api('DELETE', `/networks/${r.json.Id}`)).status, 204);
+  });
+
   // Found by npm run chaos (seed 20261205): a rm that took the bridge from under a connect made the
   // connect answer 500 "Device does not exist". Either the join is first (rm: 403, active
   // endpoints) or the rm is (connect: 404); never a 500, never a half-joined container.
