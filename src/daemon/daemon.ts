@@ -11,7 +11,7 @@ import { LocalImageStore } from '../images/store.js';
 import { RegistryService } from '../images/registry/service.js';
 import { ensurePrivateBind, mountPointsUnder, releasePrivateBind } from '../kernel/mount.js';
 import { deleteNetns, hostIp, hostIpDeletions } from '../kernel/netns.js';
-import { hostNft } from '../kernel/nft.js';
+import { hostNft, removeStaleNftFiles } from '../kernel/nft.js';
 import { NetworkController } from '../network/controller.js';
 import { BridgeDriver } from '../network/bridgedriver.js';
 import { DefaultIpam } from '../network/ipamdriver.js';
@@ -95,6 +95,8 @@ export class Daemon {
       throw new Error(`attach helper ${this.o.attachHelper ?? ATTACH_HELPER} is missing: run npm run build`);
     }
     const { engine, images, runtime, network, identity } = await this.build();
+    // A berthd killed while it applied a ruleset left its script file behind.
+    void removeStaleNftFiles().catch(() => undefined);
     this.engine = engine;
     this.runtime = runtime;
     if (this.o.seedBusybox !== false) await this.seedBusybox(engine);
@@ -146,6 +148,7 @@ export class Daemon {
   async cleanup(): Promise<string[]> {
     const problems: string[] = [];
     const { engine, runtime, network } = await this.build();
+    await removeStaleNftFiles().catch(() => undefined);
     await engine.stopAllAndRelease();
     const runcRoot = join(this.o.root, 'runc');
     const list = await run('runc', ['--root', runcRoot, 'list', '-q']);

@@ -33,6 +33,8 @@ export class TestHost {
   readonly socket: string;
   private daemon?: ChildProcess;
   daemonLog = '';
+  /** Every berthd this host has run: what a killed one left in /tmp is found by its pid. */
+  private readonly daemonPids: number[] = [];
 
   private constructor(name: string, dir: string) {
     this.netns = name;
@@ -104,6 +106,7 @@ export class TestHost {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     this.daemon = child;
+    if (child.pid) this.daemonPids.push(child.pid);
     child.stdout!.on('data', (d: Buffer) => { this.daemonLog += d.toString(); });
     child.stderr!.on('data', (d: Buffer) => { this.daemonLog += d.toString(); });
     const deadline = Date.now() + (opts.timeoutMs ?? 20_000);
@@ -223,6 +226,9 @@ export class TestHost {
   async leaks(): Promise<string[]> {
     const out: string[] = [];
     for (const m of await mountsUnder(this.dir)) out.push(`mount ${m}`);
+    // nft script directories of this host's berthds that are gone: the next start removes them.
+    const stale = new RegExp(`^berth-nft-(${this.daemonPids.join('|') || 'none'})-`);
+    for (const name of await fs.readdir(tmpdir()).catch(() => [] as string[])) if (stale.test(name)) out.push(`nft script ${join(tmpdir(), name)}`);
     const runc = await run('runc', ['--root', join(this.root, 'runc'), 'list', '-q']);
     for (const id of runc.stdout.split('\n').filter(Boolean)) out.push(`runc container ${id}`);
     const ps = await run('ps', ['-eo', 'pid,stat,args']);
