@@ -65,7 +65,8 @@ export class Engine extends Lifecycle {
         continue;
       }
       if (c.State.Running) {
-        const st = await this.o.runtime.state(c.Id);
+        // A state runc could not tell is taken as running: the runtime's orphan watch asks again.
+        const st = await this.o.runtime.state(c.Id).catch(() => ({ status: 'running' as const, pid: 0 }));
         if (st && (st.status === 'running' || st.status === 'paused')) {
           this.waits.expectExit(c.Id);
           const code = await this.o.runtime.exitCode(c.Id);

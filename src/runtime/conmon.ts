@@ -108,7 +108,8 @@ export class ConmonRuntime implements ContainerRuntime {
     if (this.orphans.has(id)) return;
     const tick = async () => {
       if ((await this.exitCode(id)) !== undefined) return void this.orphans.delete(id);
-      const st = await this.state(id);
+      // Unknown (runc failed) is asked again at the next tick, like a container still running.
+      const st = await this.state(id).catch(() => ({ status: 'unknown' }));
       if (st && st.status !== 'stopped') return void this.orphans.set(id, setTimeout(() => void tick(), ORPHAN_POLL_MS));
       this.orphans.delete(id);
       await fs.writeFile(join(this.opts.exitDir, id), '255', { flag: 'wx' }).catch(() => undefined);
@@ -296,11 +297,21 @@ export class ConmonRuntime implements ContainerRuntime {
     await removeCgroups(id);
   }
 
+  /**
+   * undefined only when runc says the container does not exist: a runc that died without a word
+   * (killed) is asked again, and then is an error, never "stopped" (an orphan watch took a
+   * running container for exited that way: npm run chaos, seed 20261206).
+   */
   async state(id: string): Promise<RuntimeState | undefined> {
-    const r = await run(...this.runcCommand(['state', id]));
-    if (r.code !== 0) return undefined;
-    const s = JSON.parse(r.stdout) as { status: RuntimeState['status']; pid: number };
-    return { status: s.status, pid: s.pid };
+    for (let attempt = 1; ; attempt++) {
+      const r = await run(...this.runcCommand(['state', id]));
+      if (r.code === 0) {
+        const s = JSON.parse(r.stdout) as { status: RuntimeState['status']; pid: number };
+        return { status: s.status, pid: s.pid };
+      }
+      if (/does not exist|not exist|no such/i.test(r.stderr)) return undefined;
+      if (attempt >= 3) throw new Error(runcFailure('state', r));
+    }
   }
 
   async pids(id: string): Promise<number[]> {
