@@ -256,7 +256,8 @@ export class NetworkController implements NetworkService {
 
   /** Counts `networkIds` as in use while `work` joins them (see remove). */
   private async whileJoining<T>(networkIds: string[], work: () => Promise<T>): Promise<T> {
-    for (const id of networkIds) if (this.removing.has(id)) throw new NotFoundError(`network ${this.registry.networks.get(id)?.Name ?? id} not found`);
+    // Being removed, or removed since the caller looked it up (a start holds endpoints of its record).
+    for (const id of networkIds) if (this.removing.has(id) || !this.registry.networks.has(id)) throw new NotFoundError(`network ${this.registry.networks.get(id)?.Name ?? id} not found`);
     for (const id of networkIds) this.joining.set(id, (this.joining.get(id) ?? 0) + 1);
     try {
       return await work();
