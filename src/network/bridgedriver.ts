@@ -114,19 +114,14 @@ export class BridgeDriver implements NetworkDriver {
    * without a leave, or berthd died in between): the kernel is the truth for what exists.
    */
   private async pruneGuard(): Promise<void> {
-    const r = await run('nft', ['-j', 'list', 'set', 'bridge', TABLE, 'ports']);
-    if (r.code !== 0) return;
-    const ports = (JSON.parse(r.stdout) as { nftables: Array<{ set?: { elem?: string[] } }> }).nftables.flatMap((i) => i.set?.elem ?? []);
+    const ports = (await guardSetElements('ports')).filter((e): e is string => typeof e === 'string');
     const live = new Set<string>();
     for (const port of ports) {
       if (await linkListed(port)) live.add(port);
       else await this.revoke(port);
     }
     if (!live.size) return;
-    const m = await run('nft', ['-j', 'list', 'set', 'bridge', TABLE, 'macs']);
-    if (m.code !== 0) return;
-    const macs = (JSON.parse(m.stdout) as { nftables: Array<{ set?: { elem?: Array<{ concat?: string[] }> } }> }).nftables
-      .flatMap((i) => i.set?.elem ?? []).map((e) => e.concat ?? []).filter((c) => live.has(c[0]!));
+    const macs = (await guardSetElements('macs')).filter((c): c is string[] => Array.isArray(c) && live.has(c[0]!));
     await nftCommands(linkLocalAllowance(macs.map(([port, mac]) => ({ port: port!, mac: mac! }))));
   }
 
@@ -173,14 +168,17 @@ export class BridgeDriver implements NetworkDriver {
   }
 }
 
+/** The elements of one of the guard's sets as the kernel has them: a name, or the parts of a concatenation. */
+async function guardSetElements(set: string): Promise<Array<string | string[]>> {
+  const r = await run('nft', ['-j', 'list', 'set', 'bridge', TABLE, set]);
+  if (r.code !== 0) return [];
+  return (JSON.parse(r.stdout) as { nftables: Array<{ set?: { elem?: Array<string | { concat?: string[] }> } }> }).nftables
+    .flatMap((i) => i.set?.elem ?? []).map((e) => (typeof e === 'string' ? e : e.concat ?? []));
+}
+
 /** A port's guard allowances as the kernel has them (src4 holds its MAC and IPv4, src6 its IPv6). */
 async function guardedSource(port: string): Promise<EndpointSource | undefined> {
-  const entries = async (set: string): Promise<string[][]> => {
-    const r = await run('nft', ['-j', 'list', 'set', 'bridge', TABLE, set]);
-    if (r.code !== 0) return [];
-    const items = (JSON.parse(r.stdout) as { nftables: Array<{ set?: { elem?: Array<{ concat?: string[] }> } }> }).nftables;
-    return items.flatMap((i) => i.set?.elem ?? []).map((e) => e.concat ?? []).filter((c) => c[0] === port);
-  };
+  const entries = async (set: string): Promise<string[][]> => (await guardSetElements(set)).filter((c): c is string[] => Array.isArray(c) && c[0] === port);
   const v4 = (await entries('src4')).find((c) => c[2] !== '0.0.0.0');
   if (!v4) return undefined;
   // The link-local element follows from the MAC; the global one is the other.

@@ -115,7 +115,6 @@ export class NetworkController implements NetworkService {
     return problems;
   }
 
-  /** The networks the host firewall carries: those whose driver asks for it. */
   /**
    * A network's incremental rules met elements a crash left behind (an add that finds its key
    * taken, a delete that finds it gone): the whole ruleset is rebuilt from the records instead,
@@ -131,6 +130,7 @@ export class NetworkController implements NetworkService {
     }
   }
 
+  /** The networks the host firewall carries: those whose driver asks for it. */
   private firewalled(except?: string): NetworkRecord[] {
     return this.registry.list().filter((n) => n.Id !== except && this.registry.driverOf(n)?.hostFirewall);
   }
@@ -155,7 +155,7 @@ export class NetworkController implements NetworkService {
     n.bridge = n.Options[OPT_BRIDGE_NAME];
     n.mtu = this.mtuDefault;
     // The same rules as a user's bridge name: an existing link that is not a bridge (eth0, lo) is
-    // refused, an existing bridge is used and never deleted (--default-bridge-name, as Docker's -b).
+    // refused, an existing bridge is used and never deleted (berthd -b/--bridge, as Docker's -b).
     await this.registry.driverOf(n)!.configure(n, { others: this.registry.list(), mtuDefault: this.mtuDefault, subnetGiven: true });
     await this.registry.save(n);
   }

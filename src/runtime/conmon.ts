@@ -258,13 +258,15 @@ export class ConmonRuntime implements ContainerRuntime {
   }
 
   /**
-   * An idempotent runc command (kill, delete), run again once when runc died without a word (it
-   * was killed: nothing on stderr), rather than failing the user's stop or rm with an empty 500.
+   * An idempotent runc command (kill, delete, state), run again while runc dies without a word (it
+   * was killed: nothing on stderr), up to `attempts` runs, rather than failing the user's stop or
+   * rm with an empty 500.
    */
-  private async runcIdempotent(args: string[]): Promise<RunResult> {
-    const r = await run(...this.runcCommand(args));
-    if (r.code === 0 || r.stderr.trim()) return r;
-    return run(...this.runcCommand(args));
+  private async runcIdempotent(args: string[], attempts = 2): Promise<RunResult> {
+    for (let attempt = 1; ; attempt++) {
+      const r = await run(...this.runcCommand(args));
+      if (r.code === 0 || r.stderr.trim() || attempt >= attempts) return r;
+    }
   }
 
   async kill(id: string, signal: string): Promise<void> {
@@ -303,15 +305,13 @@ export class ConmonRuntime implements ContainerRuntime {
    * running container for exited that way: npm run chaos, seed 20261206).
    */
   async state(id: string): Promise<RuntimeState | undefined> {
-    for (let attempt = 1; ; attempt++) {
-      const r = await run(...this.runcCommand(['state', id]));
-      if (r.code === 0) {
-        const s = JSON.parse(r.stdout) as { status: RuntimeState['status']; pid: number };
-        return { status: s.status, pid: s.pid };
-      }
-      if (/does not exist|not exist|no such/i.test(r.stderr)) return undefined;
-      if (attempt >= 3) throw new Error(runcFailure('state', r));
+    const r = await this.runcIdempotent(['state', id], 3);
+    if (r.code === 0) {
+      const s = JSON.parse(r.stdout) as { status: RuntimeState['status']; pid: number };
+      return { status: s.status, pid: s.pid };
     }
+    if (/does not exist|not exist|no such/i.test(r.stderr)) return undefined;
+    throw new Error(runcFailure('state', r));
   }
 
   async pids(id: string): Promise<number[]> {
