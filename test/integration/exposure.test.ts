@@ -155,7 +155,13 @@ describe('exposure: neighbours, loopback, spoofing', () => {
 
     it('IPv6 link-local: a neighbour is reached from one\'s own, and a claimed neighbour\'s one is dropped', async () => {
       const ll = (c: Ctr) => linkLocalOf(c.mac);
-      const own = await inCtr(peer, [BB, 'ping', '-6', '-c', '1', '-W', '2', `${ll(victim)}%eth0`]);
+      // A link-local address is tentative for a second or so after its link comes up (DAD): the
+      // first ping may only be sent once it is not.
+      let own = await inCtr(peer, [BB, 'ping', '-6', '-c', '1', '-W', '2', `${ll(victim)}%eth0`]);
+      for (let i = 0; i < 20 && !/1 packets received/.test(own.stdout); i++) {
+        await new Promise((r) => setTimeout(r, 250));
+        own = await inCtr(peer, [BB, 'ping', '-6', '-c', '1', '-W', '2', `${ll(victim)}%eth0`]);
+      }
       assert.match(own.stdout, /1 packets received/, `link-local to link-local works: ${own.stdout}${own.stderr}`);
       assert.equal(await neighMac(peer, ll(victim)), victim.mac);
       const before = await guardDrops();
