@@ -282,6 +282,9 @@ function mayStayDown(c: { Id: string; State: { Status: string; ExitCode: number;
   // A restart whose start failed is given up (Docker's restart manager does the same), unless
   // the daemon itself restarted since: Docker starts such containers again when it starts.
   if (c.State.Error && !daemonRestarted) return true;
+  // A network removed while the container was stopped (Docker allows that) can never be joined
+  // again: no policy can bring such a container back, in Docker or here.
+  if (c.State.Error && /network .* not found/i.test(c.State.Error)) return true;
   const p = c.HostConfig.RestartPolicy;
   if (!p?.Name || p.Name === 'no') return true;
   if (p.Name === 'on-failure') return c.State.ExitCode === 0 || (!!p.MaximumRetryCount && c.RestartCount >= p.MaximumRetryCount);
