@@ -175,6 +175,16 @@ export async function findViolations(host: TestHost, opts: InvariantOptions = {}
   for (const c of running) published += Object.values(c.NetworkSettings.Ports ?? {}).filter(Boolean).length;
   if (elements !== published) v.push(`${elements} pub_any elements but ${published} published ports of running containers`);
 
+  // The source guard: allowances only for bridge ports that exist.
+  const links = new Set((await host.inNetns('ip', ['-o', 'link', 'show'])).stdout.split('\n').map((l) => l.split(': ')[1]?.split('@')[0]).filter(Boolean));
+  for (const set of ['ports', 'src4', 'src6', 'macs']) {
+    const listed = await host.inNetns('nft', ['-j', 'list', 'set', 'bridge', 'berth', set]);
+    if (listed.code !== 0) continue;
+    const elems = (JSON.parse(listed.stdout) as { nftables: Array<{ set?: { elem?: Array<string | { concat?: string[] }> } }> }).nftables.flatMap((i) => i.set?.elem ?? []);
+    const stale = new Set(elems.map((e) => (typeof e === 'string' ? e : e.concat?.[0] ?? '')).filter((port) => port && !links.has(port)));
+    if (stale.size) v.push(`source guard set ${set} holds ports that do not exist: ${[...stale].join(', ')}`);
+  }
+
   // conmon: one per running container, none for anything else.
   const monitors = await conmons(host);
   for (const [id, pids] of monitors) {
