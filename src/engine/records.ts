@@ -2,6 +2,7 @@ import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { readJson, removeStaleTemps, writeJsonAtomic } from '../store/atomic.js';
 import { BadRequestError, NotFoundError } from '../util/errors.js';
+import { KeyedQueue } from '../util/serial.js';
 import type { ContainerRecord } from './types.js';
 
 /**
@@ -11,7 +12,7 @@ import type { ContainerRecord } from './types.js';
 export class ContainerRecords {
   readonly containers = new Map<string, ContainerRecord>();
   private readonly names = new Map<string, string>();
-  private readonly locks = new Map<string, Promise<unknown>>();
+  private readonly locks = new KeyedQueue();
 
   constructor(readonly dir: string) {}
 
@@ -82,20 +83,12 @@ export class ContainerRecords {
   }
 
   /** Serialises operations on one container: start, stop and remove never interleave. */
-  async withLock<T>(id: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.locks.get(id) ?? Promise.resolve();
-    const next = prev.then(fn, fn);
-    const settled = next.catch(() => undefined);
-    this.locks.set(id, settled);
-    try {
-      return await next;
-    } finally {
-      if (this.locks.get(id) === settled) this.locks.delete(id);
-    }
+  withLock<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    return this.locks.run(id, fn);
   }
 
   /** Resolves once the operations queued on a container so far have finished. */
-  async settled(id: string): Promise<void> {
-    await (this.locks.get(id) ?? Promise.resolve());
+  settled(id: string): Promise<void> {
+    return this.locks.settled(id);
   }
 }

@@ -1,10 +1,30 @@
-/** Runs async jobs one at a time, in the order they were given; a failed job does not stop the next. */
+/** Runs async jobs one at a time per key, in the order they were given; a failed job does not stop the next. */
+export class KeyedQueue {
+  private readonly tails = new Map<string, Promise<unknown>>();
+
+  async run<T>(key: string, job: () => Promise<T>): Promise<T> {
+    const next = (this.tails.get(key) ?? Promise.resolve()).then(job, job);
+    const settled = next.catch(() => undefined);
+    this.tails.set(key, settled);
+    try {
+      return await next;
+    } finally {
+      // The last job of a key takes its entry with it, so keys of removed objects do not pile up.
+      if (this.tails.get(key) === settled) this.tails.delete(key);
+    }
+  }
+
+  /** Resolves once the jobs queued on `key` so far have finished. */
+  async settled(key: string): Promise<void> {
+    await (this.tails.get(key) ?? Promise.resolve());
+  }
+}
+
+/** One queue: jobs run one at a time, in the order they were given. */
 export class SerialQueue {
-  private tail: Promise<unknown> = Promise.resolve();
+  private readonly queue = new KeyedQueue();
 
   run<T>(job: () => Promise<T>): Promise<T> {
-    const result = this.tail.then(job, job);
-    this.tail = result.catch(() => undefined);
-    return result;
+    return this.queue.run('', job);
   }
 }
