@@ -60,10 +60,14 @@ function tally(): { add(labels: Labels, n: number): void; samples(): Sample[] } 
  * tables in one `nft` per table), whatever the number of containers, and the rest from memory.
  */
 export class MetricsCollector {
+  private inFlight?: Promise<string>;
+
   constructor(private readonly s: MetricSources) {}
 
-  async render(): Promise<string> {
-    return render(await this.collect());
+  /** Scrapes that arrive while one is being read share its answer: the kernel is read once for them all. */
+  render(): Promise<string> {
+    this.inFlight ??= this.collect().then(render).finally(() => { this.inFlight = undefined; });
+    return this.inFlight;
   }
 
   async collect(): Promise<Family[]> {

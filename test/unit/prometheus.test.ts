@@ -145,6 +145,24 @@ describe('the metrics collector', () => {
     assert.doesNotMatch(text, /berth_cluster_nodes/, 'not in a swarm, no cluster family');
   });
 
+  it('reads the kernel once for scrapes that arrive together', async () => {
+    let reads = 0;
+    let release!: () => void;
+    const gate = new Promise<void>((r) => { release = r; });
+    const collector = new MetricsCollector({
+      containers: () => [], networks: () => [], hostLink: () => undefined, life: new LifecycleStats(),
+      links: async () => { reads++; await gate; return new Map(); },
+      nft: async () => ({ rules: [], elements: [] }),
+    });
+    const both = Promise.all([collector.render(), collector.render()]);
+    release();
+    const [a, b] = await both;
+    assert.equal(reads, 1);
+    assert.equal(a, b);
+    await collector.render();
+    assert.equal(reads, 2, 'a later scrape reads afresh');
+  });
+
   it('shows DNS counters merged from the hot path and the event loop, and the swarm\'s nodes', async () => {
     const bounds = [0.001, 0.01];
     const collector = new MetricsCollector({
