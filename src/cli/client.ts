@@ -4,7 +4,7 @@
  */
 import http from 'node:http';
 import type { Duplex, Readable } from 'node:stream';
-import { CommandConnection, parseSshUrl, REMOTE_DIAL, sshArgv, type SshTarget } from './remote.js';
+import { CommandAgent, parseSshUrl, REMOTE_DIAL, sshArgv, type SshTarget } from './remote.js';
 
 export const API_VERSION = '1.41';
 export const DEFAULT_HOST = 'unix:///run/berth/berth.sock';
@@ -84,6 +84,7 @@ export async function readJson<T>(res: Readable): Promise<T> {
 
 export class Client {
   private readonly target: Target;
+  private sshAgent?: CommandAgent;
 
   constructor(readonly host: string) {
     this.target = parseHost(host);
@@ -94,16 +95,16 @@ export class Client {
     if (opts.body !== undefined && !isStream(opts.body) && !Buffer.isBuffer(opts.body)) headers['Content-Type'] ??= 'application/json';
     if (upgrade) Object.assign(headers, { Connection: 'Upgrade', Upgrade: 'tcp' });
     const { ssh, ...target } = this.target;
+    // Over ssh a connection is an `ssh … berth system dial-stdio` (as docker's connhelper), kept
+    // for the command's next request.
+    if (ssh) this.sshAgent ??= new CommandAgent(sshArgv(ssh, REMOTE_DIAL));
     return http.request({
       ...target,
-      // Over ssh every request is its own `ssh … berth system dial-stdio` (as docker's connhelper).
-      ...(ssh ? { createConnection: () => new CommandConnection(sshArgv(ssh, REMOTE_DIAL)) as unknown as import('node:net').Socket } : {}),
       method,
       path: `/v${API_VERSION}${path}${queryString(opts.query)}`,
       headers,
-      // One request per connection: the CLI is short-lived and hijacked sockets must not be pooled.
-      // (With a createConnection of its own, node:http uses it only when no agent is given at all.)
-      agent: ssh ? undefined : false,
+      // On the socket, one request per connection: the CLI is short-lived and hijacked sockets must not be pooled.
+      agent: this.sshAgent ?? false,
     });
   }
 

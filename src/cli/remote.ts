@@ -5,6 +5,7 @@
  * socket. No port is opened anywhere: ssh does the authentication and the encryption.
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { Agent } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { Duplex } from 'node:stream';
 
@@ -95,6 +96,21 @@ export class CommandConnection extends Duplex {
   setTimeout(): this { return this; }
   ref(): this { return this; }
   unref(): this { return this; }
+}
+
+/**
+ * Connections that are commands (`ssh … dial-stdio`), kept alive between requests: a CLI command
+ * makes several requests (run: create, attach, wait, start), and each new ssh session costs a
+ * handshake. A hijacked connection (attach, exec) leaves the pool when it is upgraded.
+ */
+export class CommandAgent extends Agent {
+  constructor(private readonly argv: string[]) {
+    super({ keepAlive: true });
+  }
+
+  override createConnection(): Duplex {
+    return new CommandConnection(this.argv);
+  }
 }
 
 /**

@@ -117,6 +117,13 @@ describe('remote hosts over ssh', () => {
     assert.match(await ok(berth(['run', '--rm', '--network', 'remote-net', 'busybox', 'ping', '-c', '1', '-W', '2', 'far']), 'berth run'), /1 packets received/);
     assert.equal((await ok(berth(['run', '-i', '--rm', 'busybox', 'wc', '-c'], 'twelve bytes'), 'berth run -i')).trim(), '12');
     assert.match(await ok(berth(['network', 'ls', '--format', '{{.Name}}']), 'berth network ls'), /^remote-net$/m);
+    // A command's requests share one ssh session (create, then start): one login, not one per request.
+    const logins = () => (sshdLog.match(/Accepted publickey for root/g) ?? []).length;
+    const before = logins();
+    await ok(berth(['run', '-d', '--name', 'near', 'busybox', 'sleep', '300']), 'berth run -d');
+    await waitFor(async () => logins() > before, 'sshd to log the login');
+    assert.equal(logins() - before, 1);
+    await ok(berth(['rm', '-f', 'near']), 'berth rm near');
     await ok(berth(['rm', '-f', 'far']), 'berth rm');
     await ok(berth(['network', 'rm', 'remote-net']), 'berth network rm');
     assert.equal(await ok(host.berth(['ps', '-aq']), 'local ps'), '');
