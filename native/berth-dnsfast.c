@@ -53,6 +53,7 @@ struct fastsock {
   uint32_t id;
   int fd;
   unsigned count;
+  uint64_t queries; /* this container's queries, under mu */
   struct entry *buckets[BUCKETS];
 };
 
@@ -180,6 +181,7 @@ static void serve(uint32_t id) {
       size_t len = in[i].msg_len;
       if (len < 12 || (in[i].msg_hdr.msg_flags & MSG_TRUNC) || in[i].msg_hdr.msg_namelen != sizeof from[i]) continue;
       __atomic_add_fetch(&n_queries, 1, __ATOMIC_RELAXED);
+      s->queries++;
       struct entry *e = lookup(s, inbuf[i] + 2, len - 2);
       if (!e) { hand_to_js(s, inbuf[i], len, &from[i], t0); continue; }
       __atomic_add_fetch(&n_rcode[e->data[e->klen + 3] & 0x0f], 1, __ATOMIC_RELAXED);
@@ -453,9 +455,28 @@ static napi_value stats(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* perSocket(): [[id, queries], ...] for every socket served now (one per running container). */
+static napi_value per_socket(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value arr, pair, x;
+  napi_create_array(env, &arr);
+  uint32_t i = 0;
+  pthread_mutex_lock(&mu);
+  for (struct fastsock *s = socks; s; s = s->next, i++) {
+    napi_create_array_with_length(env, 2, &pair);
+    napi_create_uint32(env, s->id, &x);
+    napi_set_element(env, pair, 0, x);
+    napi_create_double(env, (double)s->queries, &x);
+    napi_set_element(env, pair, 1, x);
+    napi_set_element(env, arr, i, pair);
+  }
+  pthread_mutex_unlock(&mu);
+  return arr;
+}
+
 void berth_dnsfast_register(napi_env env, napi_value exports) {
   struct { const char *name; napi_callback cb; } fns[] = {
-    { "start", start }, { "add", add }, { "remove", remove_sock }, { "remember", remember }, { "clear", clear }, { "send", send_reply }, { "stats", stats },
+    { "start", start }, { "add", add }, { "remove", remove_sock }, { "remember", remember }, { "clear", clear }, { "send", send_reply }, { "stats", stats }, { "perSocket", per_socket },
   };
   napi_value obj, fn;
   if (napi_create_object(env, &obj) != napi_ok) return;

@@ -26,6 +26,8 @@ interface DnsFast {
   /** With `recvNs` the answer is counted by response code and timed from the query's receipt. */
   send(fd: number, answer: Buffer, address: string, port: number, recvNs?: number): boolean;
   stats(): FastStats;
+  /** [socket id, UDP queries] of every socket served now. */
+  perSocket(): Array<[number, number]>;
 }
 
 /** The hot path's counters (native/berth-dnsfast.c): UDP only, every socket since berthd started. */
@@ -78,6 +80,7 @@ export function dnsFastPath(): FastPath {
       clear: (ids) => f.clear(ids),
       send: (fd, answer, address, port, recvNs) => f.send(fd, answer, address, port, recvNs),
       stats: () => f.stats(),
+      perSocket: () => f.perSocket(),
     };
   }
   return fastPath;

@@ -30,6 +30,8 @@ export interface DnsStats {
   forwarded: { answered: number; failed: number; refused: number };
   /** From a UDP query's receipt to its answer's send: from the cache, or through the full lookup. */
   latency: Pick<FastStats, 'bounds' | 'cache' | 'resolver'>;
+  /** Queries (UDP and TCP) of each container whose resolver is open now, since it was opened. */
+  byContainer: Array<{ containerId: string; queries: number }>;
 }
 
 interface SandboxListener {
@@ -41,6 +43,7 @@ interface SandboxListener {
   port: number;
   conns: Set<TcpSocket>;
   closed: boolean;
+  tcpQueries: number;
 }
 
 type Packet = DnsPacket.Packet;
@@ -131,7 +134,7 @@ export class DnsServer {
     this.closeSandbox(containerId);
     const { udpFd, tcp, port } = sockets;
     this.fast ??= dnsFastPath();
-    const l: SandboxListener = { containerId, udpFd, fastId: 0, tcp, port, conns: new Set(), closed: false };
+    const l: SandboxListener = { containerId, udpFd, fastId: 0, tcp, port, conns: new Set(), closed: false, tcpQueries: 0 };
     try {
       l.fastId = this.fast.add(udpFd, (query, address, port, recvNs) => this.onMiss(l, query, address, port, recvNs));
     } catch (e) {
@@ -145,6 +148,7 @@ export class DnsServer {
       sock.on('close', () => l.conns.delete(sock));
       this.serveTcp(sock, async (msg) => {
         this.counts.tcpQueries++;
+        l.tcpQueries++;
         const reply = await this.answerFor(this.directory.askerFor(containerId), msg, 'tcp');
         if (reply && reply.length >= 4) this.counts.tcpRcodes[reply[3]! & 0x0f]!++;
         return reply;
@@ -265,7 +269,13 @@ export class DnsServer {
       dropped: f.dropped,
       forwarded: { ...this.counts.forwarded },
       latency: { bounds: f.bounds, cache: f.cache, resolver: f.resolver },
+      byContainer: this.perContainer(),
     };
+  }
+
+  private perContainer(): Array<{ containerId: string; queries: number }> {
+    const udp = new Map(this.fast?.perSocket() ?? []);
+    return [...this.sandboxes.values()].map((l) => ({ containerId: l.containerId, queries: (udp.get(l.fastId) ?? 0) + l.tcpQueries }));
   }
 
   private async upstreams(): Promise<string[]> {

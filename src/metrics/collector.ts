@@ -188,6 +188,7 @@ export class MetricsCollector {
       d = undefined;
     }
     if (!d) return [];
+    const names = new Map([...this.s.containers()].map((c) => [c.Id, c.Name.replace(/^\//, '')]));
     const rcodes: Sample[] = [];
     d.rcodes.forEach((n, i) => { if (n || i === 0 || i === 2 || i === 3) rcodes.push({ labels: { rcode: RCODES[i] ?? String(i) }, value: n }); });
     const lat = d.latency;
@@ -202,6 +203,8 @@ export class MetricsCollector {
         { labels: { result: 'answered' }, value: d.forwarded.answered }, { labels: { result: 'failed' }, value: d.forwarded.failed }, { labels: { result: 'refused' }, value: d.forwarded.refused },
       ]),
       counter('berth_dns_dropped_total', 'UDP queries dropped because too many waited for the event loop.', [{ value: d.dropped }]),
+      counter('berth_container_dns_queries_total', 'Queries a running container made to the embedded DNS server since its resolver opened (its start or connect).',
+        d.byContainer.map((q) => ({ labels: { container: names.get(q.containerId) ?? q.containerId.slice(0, 12) }, value: q.queries }))),
       {
         name: 'berth_dns_request_duration_seconds', help: 'Time from a UDP query\'s receipt to its answer\'s send: from the cache, or by the resolver (lookup or forwarding).', type: 'histogram',
         samples: [

@@ -109,6 +109,8 @@ describe('metrics scraped by Prometheus', () => {
     assert.deepEqual((await lookup(host, cli, 'outside.test')).addrs, ['10.200.0.99']);
     assert.equal((await lookup(host, cli, 'nosuch.test')).rcode, 'NXDOMAIN');
     await expectValue('berth_dns_queries_total{transport="udp"}', 7);
+    await expectValue('berth_container_dns_queries_total{container="cli"}', 7);
+    await expectValue('berth_container_dns_queries_total{container="srv"}', 0);
     await expectValue('berth_dns_responses_total{rcode="NOERROR"}', 6);
     await expectValue('berth_dns_responses_total{rcode="NXDOMAIN"}', 1);
     await expectValue('berth_dns_forwarded_total{result="answered"}', 2);

@@ -166,12 +166,13 @@ describe('the metrics collector', () => {
   it('shows DNS counters merged from the hot path and the event loop, and the swarm\'s nodes', async () => {
     const bounds = [0.001, 0.01];
     const collector = new MetricsCollector({
-      containers: () => [], networks: () => [], hostLink: () => undefined, life: new LifecycleStats(),
+      containers: () => [{ Id: 'c1', Name: '/cli', State: { Status: 'running' } }], networks: () => [], hostLink: () => undefined, life: new LifecycleStats(),
       links: async () => new Map(), nft: async () => ({ rules: [], elements: [] }),
       dns: () => ({
         queries: { udp: 5, tcp: 1 }, rcodes: [4, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], dropped: 0,
         forwarded: { answered: 1, failed: 0, refused: 0 },
         latency: { bounds, cache: { buckets: [3, 0, 0], sumSeconds: 0.0003 }, resolver: { buckets: [0, 1, 1], sumSeconds: 0.5 } },
+        byContainer: [{ containerId: 'c1', queries: 6 }],
       }),
       clusterNodes: async () => [{ role: 'manager', state: 'ready' }, { role: 'worker', state: 'ready' }, { role: 'worker', state: 'down' }],
     });
@@ -181,6 +182,7 @@ describe('the metrics collector', () => {
     has('berth_dns_responses_total{rcode="NXDOMAIN"} 2');
     has('berth_dns_responses_total{rcode="SERVFAIL"} 0');
     has('berth_dns_cache_hits_total 3');
+    has('berth_container_dns_queries_total{container="cli"} 6');
     has('berth_dns_forwarded_total{result="answered"} 1');
     has('berth_dns_request_duration_seconds_bucket{path="resolver",le="0.01"} 1');
     has('berth_dns_request_duration_seconds_count{path="resolver"} 2');
