@@ -414,6 +414,15 @@ static napi_value send_reply(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* observe(seconds): a TCP answer's time, which the event loop measures, into the resolver's histogram. */
+static napi_value observe_js(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  double sec;
+  if (!get_args(env, info, 1, argv) || napi_get_value_double(env, argv[0], &sec) != napi_ok) return throw_msg(env, "observe(seconds)");
+  if (sec >= 0) observe(PATH_RESOLVER, (uint64_t)(sec * 1e9), 1);
+  return NULL;
+}
+
 static napi_value u64_array(napi_env env, const uint64_t *v, size_t n) {
   napi_value arr, x;
   napi_create_array_with_length(env, n, &arr);
@@ -476,7 +485,7 @@ static napi_value per_socket(napi_env env, napi_callback_info info) {
 
 void berth_dnsfast_register(napi_env env, napi_value exports) {
   struct { const char *name; napi_callback cb; } fns[] = {
-    { "start", start }, { "add", add }, { "remove", remove_sock }, { "remember", remember }, { "clear", clear }, { "send", send_reply }, { "stats", stats }, { "perSocket", per_socket },
+    { "start", start }, { "add", add }, { "remove", remove_sock }, { "remember", remember }, { "clear", clear }, { "send", send_reply }, { "stats", stats }, { "perSocket", per_socket }, { "observe", observe_js },
   };
   napi_value obj, fn;
   if (napi_create_object(env, &obj) != napi_ok) return;

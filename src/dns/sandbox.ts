@@ -28,6 +28,8 @@ interface DnsFast {
   stats(): FastStats;
   /** [socket id, UDP queries] of every socket served now. */
   perSocket(): Array<[number, number]>;
+  /** Adds a TCP answer's time (seconds) to the resolver path's histogram. */
+  observe(seconds: number): void;
 }
 
 /** The hot path's counters (native/berth-dnsfast.c): UDP only, every socket since berthd started. */
@@ -81,6 +83,7 @@ export function dnsFastPath(): FastPath {
       send: (fd, answer, address, port, recvNs) => f.send(fd, answer, address, port, recvNs),
       stats: () => f.stats(),
       perSocket: () => f.perSocket(),
+      observe: (seconds) => f.observe(seconds),
     };
   }
   return fastPath;

@@ -28,7 +28,7 @@ export interface DnsStats {
   dropped: number;
   /** Queries sent upstream, by outcome: an answer relayed, every server failed, or none to ask. */
   forwarded: { answered: number; failed: number; refused: number };
-  /** From a UDP query's receipt to its answer's send: from the cache, or through the full lookup. */
+  /** From a query's receipt to its answer's send: from the cache (UDP), or through the full lookup (UDP from the thread's receipt, TCP from the message's). */
   latency: Pick<FastStats, 'bounds' | 'cache' | 'resolver'>;
   /** Queries (UDP and TCP) of each container whose resolver is open now, since it was opened. */
   byContainer: Array<{ containerId: string; queries: number }>;
@@ -149,8 +149,12 @@ export class DnsServer {
       this.serveTcp(sock, async (msg) => {
         this.counts.tcpQueries++;
         l.tcpQueries++;
+        const t0 = process.hrtime.bigint();
         const reply = await this.answerFor(this.directory.askerFor(containerId), msg, 'tcp');
-        if (reply && reply.length >= 4) this.counts.tcpRcodes[reply[3]! & 0x0f]!++;
+        if (reply && reply.length >= 4) {
+          this.counts.tcpRcodes[reply[3]! & 0x0f]!++;
+          this.fast?.observe(Number(process.hrtime.bigint() - t0) / 1e9);
+        }
         return reply;
       });
     });

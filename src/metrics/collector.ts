@@ -206,7 +206,7 @@ export class MetricsCollector {
       counter('berth_container_dns_queries_total', 'Queries a running container made to the embedded DNS server since its resolver opened (its start or connect).',
         d.byContainer.map((q) => ({ labels: { container: names.get(q.containerId) ?? q.containerId.slice(0, 12) }, value: q.queries }))),
       {
-        name: 'berth_dns_request_duration_seconds', help: 'Time from a UDP query\'s receipt to its answer\'s send: from the cache, or by the resolver (lookup or forwarding).', type: 'histogram',
+        name: 'berth_dns_request_duration_seconds', help: 'Time from a query\'s receipt to its answer\'s send: from the cache (UDP), or by the resolver (lookup or forwarding, UDP and TCP).', type: 'histogram',
         samples: [
           ...histogramSamples({ path: 'cache' }, lat.bounds, lat.cache.buckets, lat.cache.sumSeconds),
           ...histogramSamples({ path: 'resolver' }, lat.bounds, lat.resolver.buckets, lat.resolver.sumSeconds),

@@ -121,6 +121,21 @@ describe('metrics scraped by Prometheus', () => {
     // here is loose because a loaded machine can preempt that thread between receive and send.
     await expectValue('berth_dns_request_duration_seconds_bucket{path="cache",le="0.1"}', 4);
     await expectValue('berth_dns_request_duration_seconds_bucket{path="cache",le="+Inf"}', 4);
+    // One query over TCP, from inside cli's namespace (busybox nslookup asks over UDP only).
+    const sandbox = (await host.api('GET', '/containers/cli/json')).json.NetworkSettings.SandboxKey as string;
+    const tcp = await host.inNetns('nsenter', [`--net=${sandbox}`, process.execPath, '-e', `
+      const q = Buffer.from('4321010000010000000000000373727600' + '00010001', 'hex');
+      const len = Buffer.alloc(2); len.writeUInt16BE(q.length);
+      const t = require('net').connect(53, '127.0.0.11', () => t.write(Buffer.concat([len, q])));
+      let buf = Buffer.alloc(0);
+      t.on('data', (d) => { buf = Buffer.concat([buf, d]); if (buf.length >= 2 + buf.readUInt16BE(0)) { console.log('rcode ' + (buf[5] & 15) + ' answers ' + buf.readUInt16BE(8)); process.exit(0); } });
+      t.on('error', (e) => { console.log('error ' + e.message); process.exit(0); });
+      setTimeout(() => { console.log('timeout'); process.exit(0); }, 5000);`]);
+    assert.equal(tcp.stdout.trim(), 'rcode 0 answers 1');
+    await expectValue('berth_dns_queries_total{transport="tcp"}', 1);
+    await expectValue('berth_container_dns_queries_total{container="cli"}', 8);
+    await expectValue('berth_dns_responses_total{rcode="NOERROR"}', 7);
+    await expectValue('berth_dns_request_duration_seconds_count{path="resolver"}', 4);
 
     // One megabyte from srv to cli over their network, seen on both veths (plus headers and the handshake).
     const before = { sent: await value('berth_endpoint_transmit_bytes_total{container="srv",network="mnet"}') ?? 0, got: await value('berth_endpoint_receive_bytes_total{container="cli",network="mnet"}') ?? 0 };
