@@ -14,11 +14,12 @@ import { BERTH_CLI, DOCKER_CLI, PACKAGE_ROOT, TestHost, waitFor } from './harnes
  * the PATH as `berth` and as `docker`, and BERTH_HOST naming berthd's socket.
  */
 const PORT = 2222;
+const PORT_DOCKER = 2223;
 
 describe('remote hosts over ssh', () => {
   let host: TestHost;
-  let sshd: ChildProcess | undefined;
-  let sshdLog = '';
+  const sshds: ChildProcess[] = [];
+  const sshdLog: Record<number, string> = {};
   let dir: string;
   let clientPath: string;
   const url = `ssh://root@127.0.0.1:${PORT}`;
@@ -51,16 +52,12 @@ describe('remote hosts over ssh', () => {
     await fs.mkdir(remoteBin);
     await fs.symlink(join(PACKAGE_ROOT, 'bin', 'berth'), join(remoteBin, 'berth'));
     await fs.symlink(join(PACKAGE_ROOT, 'bin', 'berth'), join(remoteBin, 'docker'));
-    await fs.writeFile(join(dir, 'sshd_config'), [
-      `Port ${PORT}`, 'ListenAddress 127.0.0.1', `HostKey ${join(dir, 'hostkey')}`, `PidFile ${join(dir, 'sshd.pid')}`,
-      `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`,
-      // The keys live under the test's directory in /tmp (world-writable), which strict modes refuse.
-      'StrictModes no', 'UsePAM no', 'PasswordAuthentication no', 'KbdInteractiveAuthentication no',
-      'PermitRootLogin prohibit-password', 'LogLevel VERBOSE',
-      `SetEnv PATH=${remoteBin}:/usr/local/bin:/usr/bin:/bin BERTH_HOST=unix://${host.socket}`,
-    ].join('\n') + '\n');
+    // The README's other way: a real docker CLI on the remote, pointed at berthd's socket.
+    const dockerBin = join(dir, 'remote-bin-docker');
+    await fs.mkdir(dockerBin);
+    await fs.symlink(DOCKER_CLI, join(dockerBin, 'docker'));
     const hostPub = (await fs.readFile(join(dir, 'hostkey.pub'), 'utf8')).trim().split(' ').slice(0, 2).join(' ');
-    await fs.writeFile(join(dir, 'known_hosts'), `[127.0.0.1]:${PORT} ${hostPub}\n`);
+    await fs.writeFile(join(dir, 'known_hosts'), [PORT, PORT_DOCKER].map((p) => `[127.0.0.1]:${p} ${hostPub}\n`).join(''));
     await fs.writeFile(join(dir, 'ssh_config'), [
       'Host *', `  IdentityFile ${join(dir, 'clientkey')}`, '  IdentitiesOnly yes', `  UserKnownHostsFile ${join(dir, 'known_hosts')}`,
       '  GlobalKnownHostsFile /dev/null', '  StrictHostKeyChecking yes', '  BatchMode yes', '  LogLevel ERROR',
@@ -70,17 +67,33 @@ describe('remote hosts over ssh', () => {
     await fs.writeFile(join(clientPath, 'ssh'), `#!/bin/sh\nexec /usr/bin/ssh -F ${join(dir, 'ssh_config')} "$@"\n`, { mode: 0o755 });
     // sshd's privilege separation directory (Debian's init script makes it; there is none running here).
     await fs.mkdir('/run/sshd', { recursive: true, mode: 0o755 });
-    sshd = spawn('nsenter', [`--net=${host.netnsPath}`, '/usr/sbin/sshd', '-D', '-e', '-f', join(dir, 'sshd_config')], { stdio: ['ignore', 'ignore', 'pipe'] });
-    sshd.stderr!.on('data', (d: Buffer) => { sshdLog += d.toString(); });
-    await waitFor(async () => {
-      if (sshd!.exitCode !== null) throw new Error(`sshd exited: ${sshdLog}`);
-      return (await host.inNetns('ss', ['-Htln', `sport = :${PORT}`])).stdout.includes(`127.0.0.1:${PORT}`);
-    }, 'sshd to listen');
+    await startSshd(PORT, `PATH=${remoteBin}:/usr/local/bin:/usr/bin:/bin BERTH_HOST=unix://${host.socket}`);
+    await startSshd(PORT_DOCKER, `PATH=${dockerBin}:/usr/local/bin:/usr/bin:/bin DOCKER_HOST=unix://${host.socket}`);
   });
 
+  /** An sshd of the test's on the test host's loopback, with `env` set for its sessions (sshd_config's SetEnv). */
+  async function startSshd(port: number, env: string): Promise<void> {
+    const config = join(dir, `sshd_config_${port}`);
+    await fs.writeFile(config, [
+      `Port ${port}`, 'ListenAddress 127.0.0.1', `HostKey ${join(dir, 'hostkey')}`, `PidFile ${join(dir, `sshd_${port}.pid`)}`,
+      `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`,
+      // The keys live under the test's directory in /tmp (world-writable), which strict modes refuse.
+      'StrictModes no', 'UsePAM no', 'PasswordAuthentication no', 'KbdInteractiveAuthentication no',
+      'PermitRootLogin prohibit-password', 'LogLevel VERBOSE', `SetEnv ${env}`,
+    ].join('\n') + '\n');
+    const child = spawn('nsenter', [`--net=${host.netnsPath}`, '/usr/sbin/sshd', '-D', '-e', '-f', config], { stdio: ['ignore', 'ignore', 'pipe'] });
+    sshds.push(child);
+    child.stderr!.on('data', (d: Buffer) => { sshdLog[port] = (sshdLog[port] ?? '') + d.toString(); });
+    await waitFor(async () => {
+      if (child.exitCode !== null) throw new Error(`sshd exited: ${sshdLog[port]}`);
+      return (await host.inNetns('ss', ['-Htln', `sport = :${port}`])).stdout.includes(`127.0.0.1:${port}`);
+    }, `sshd to listen on ${port}`);
+  }
+
   after(async () => {
-    if (sshd && sshd.exitCode === null) {
-      const exited = new Promise((r) => sshd!.once('exit', r));
+    for (const sshd of sshds) {
+      if (sshd.exitCode !== null) continue;
+      const exited = new Promise((r) => sshd.once('exit', r));
       sshd.kill('SIGTERM');
       await exited;
     }
@@ -109,7 +122,7 @@ describe('remote hosts over ssh', () => {
     assert.equal(local.json.NetworkSettings.Networks['remote-net'].IPAddress, '10.89.0.2');
     const failed = await docker(['run', '--rm', 'busybox', 'sh', '-c', 'exit 3']);
     assert.equal(failed.code, 3);
-    assert.match(sshdLog, /Accepted publickey for root from 127\.0\.0\.1/);
+    assert.match(sshdLog[PORT]!, /Accepted publickey for root from 127\.0\.0\.1/);
   });
 
   it('berth -H ssh:// runs ps, run, network ls the same way', async () => {
@@ -118,7 +131,7 @@ describe('remote hosts over ssh', () => {
     assert.equal((await ok(berth(['run', '-i', '--rm', 'busybox', 'wc', '-c'], 'twelve bytes'), 'berth run -i')).trim(), '12');
     assert.match(await ok(berth(['network', 'ls', '--format', '{{.Name}}']), 'berth network ls'), /^remote-net$/m);
     // A command's requests share one ssh session (create, then start): one login, not one per request.
-    const logins = () => (sshdLog.match(/Accepted publickey for root/g) ?? []).length;
+    const logins = () => (sshdLog[PORT]!.match(/Accepted publickey for root/g) ?? []).length;
     const before = logins();
     await ok(berth(['run', '-d', '--name', 'near', 'busybox', 'sleep', '300']), 'berth run -d');
     await waitFor(async () => logins() > before, 'sshd to log the login');
@@ -127,6 +140,13 @@ describe('remote hosts over ssh', () => {
     await ok(berth(['rm', '-f', 'far']), 'berth rm');
     await ok(berth(['network', 'rm', 'remote-net']), 'berth network rm');
     assert.equal(await ok(host.berth(['ps', '-aq']), 'local ps'), '');
+  });
+
+  it('a remote whose `docker` is a real docker CLI pointed at berthd works the same', async () => {
+    const viaDocker = (args: string[]) => client(DOCKER_CLI, args, { env: { DOCKER_HOST: `ssh://root@127.0.0.1:${PORT_DOCKER}` } });
+    assert.equal(await ok(viaDocker(['run', '--rm', 'busybox', 'echo', 'via-real-docker']), 'docker run'), 'via-real-docker\n');
+    assert.match(await ok(viaDocker(['network', 'ls', '--format', '{{.Name}}']), 'docker network ls'), /^bridge$/m);
+    assert.match(sshdLog[PORT_DOCKER]!, /Accepted publickey for root from 127\.0\.0\.1/);
   });
 
   it('a key the remote does not accept fails with ssh\'s reason', async () => {
