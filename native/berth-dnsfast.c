@@ -28,6 +28,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #define BATCH 32
@@ -52,12 +53,14 @@ struct fastsock {
   uint32_t id;
   int fd;
   unsigned count;
+  uint64_t queries; /* this container's queries, under mu */
   struct entry *buckets[BUCKETS];
 };
 
 struct miss {
   uint32_t id;
   int fd;
+  uint64_t recv_ns;
   struct sockaddr_in from;
   uint16_t len;
   uint8_t data[];
@@ -69,6 +72,33 @@ static uint32_t next_id = 1;
 static int epfd = -1;
 static napi_threadsafe_function on_miss;
 static volatile int pending;
+
+/*
+ * Counters for berthd's /metrics, kept here because the cache answers without JavaScript: queries
+ * read, answers sent by response code, queries dropped while JavaScript was behind, and the time
+ * from a query's receipt to its answer's send (per batch for cache hits, two vDSO clock reads; for
+ * the rest when JavaScript's reply goes out through `send`). Relaxed atomics: each is read alone.
+ */
+#define NBOUNDS 14
+static const uint64_t bounds_ns[NBOUNDS] = {
+  10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000, 5000000, 10000000, 25000000, 100000000, 500000000, 2000000000,
+};
+enum { PATH_CACHE, PATH_RESOLVER, NPATHS };
+static uint64_t n_queries, n_dropped, n_rcode[16];
+static uint64_t hist[NPATHS][NBOUNDS + 1], hist_sum_ns[NPATHS];
+
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void observe(int path, uint64_t ns, uint64_t count) {
+  int b = 0;
+  while (b < NBOUNDS && ns > bounds_ns[b]) b++;
+  __atomic_add_fetch(&hist[path][b], count, __ATOMIC_RELAXED);
+  __atomic_add_fetch(&hist_sum_ns[path], ns * count, __ATOMIC_RELAXED);
+}
 
 static uint32_t fnv1a(const uint8_t *p, size_t n) {
   uint32_t h = 2166136261u;
@@ -98,18 +128,20 @@ static struct entry *lookup(struct fastsock *s, const uint8_t *key, size_t klen)
   return NULL;
 }
 
-static void hand_to_js(struct fastsock *s, const uint8_t *msg, size_t len, const struct sockaddr_in *from) {
-  if (__atomic_load_n(&pending, __ATOMIC_RELAXED) >= MAX_PENDING) return;
+static void hand_to_js(struct fastsock *s, const uint8_t *msg, size_t len, const struct sockaddr_in *from, uint64_t recv_ns) {
+  if (__atomic_load_n(&pending, __ATOMIC_RELAXED) >= MAX_PENDING) { __atomic_add_fetch(&n_dropped, 1, __ATOMIC_RELAXED); return; }
   struct miss *m = malloc(sizeof *m + len);
-  if (!m) return;
+  if (!m) { __atomic_add_fetch(&n_dropped, 1, __ATOMIC_RELAXED); return; }
   m->id = s->id;
   m->fd = s->fd;
+  m->recv_ns = recv_ns;
   m->from = *from;
   m->len = (uint16_t)len;
   memcpy(m->data, msg, len);
   __atomic_add_fetch(&pending, 1, __ATOMIC_RELAXED);
   if (napi_call_threadsafe_function(on_miss, m, napi_tsfn_nonblocking) != napi_ok) {
     __atomic_sub_fetch(&pending, 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&n_dropped, 1, __ATOMIC_RELAXED);
     free(m);
   }
 }
@@ -143,12 +175,16 @@ static void serve(uint32_t id) {
     }
     int got = recvmmsg(s->fd, in, BATCH, MSG_DONTWAIT, NULL);
     if (got <= 0) { pthread_mutex_unlock(&mu); return; }
+    uint64_t t0 = now_ns();
     int n = 0;
     for (int i = 0; i < got; i++) {
       size_t len = in[i].msg_len;
       if (len < 12 || (in[i].msg_hdr.msg_flags & MSG_TRUNC) || in[i].msg_hdr.msg_namelen != sizeof from[i]) continue;
+      __atomic_add_fetch(&n_queries, 1, __ATOMIC_RELAXED);
+      s->queries++;
       struct entry *e = lookup(s, inbuf[i] + 2, len - 2);
-      if (!e) { hand_to_js(s, inbuf[i], len, &from[i]); continue; }
+      if (!e) { hand_to_js(s, inbuf[i], len, &from[i], t0); continue; }
+      __atomic_add_fetch(&n_rcode[e->data[e->klen + 3] & 0x0f], 1, __ATOMIC_RELAXED);
       memcpy(outbuf[n], e->data + e->klen, e->rlen);
       outbuf[n][0] = inbuf[i][0];
       outbuf[n][1] = inbuf[i][1];
@@ -167,6 +203,7 @@ static void serve(uint32_t id) {
       if (r <= 0) { if (r < 0 && errno == EINTR) continue; sent++; continue; }
       sent += r;
     }
+    if (n) observe(PATH_CACHE, now_ns() - t0, (uint64_t)n);
     pthread_mutex_unlock(&mu);
     if (got < BATCH) return;
   }
@@ -192,15 +229,16 @@ static void call_js(napi_env env, napi_value cb, void *context, void *data) {
   if (env && cb) {
     char addr[INET_ADDRSTRLEN] = "";
     inet_ntop(AF_INET, &m->from.sin_addr, addr, sizeof addr);
-    napi_value argv[4], undef, buf;
+    napi_value argv[5], undef, buf;
     void *copy;
     if (napi_create_uint32(env, m->id, &argv[0]) == napi_ok &&
         napi_create_buffer_copy(env, m->len, m->data, &copy, &buf) == napi_ok &&
         napi_create_string_utf8(env, addr, NAPI_AUTO_LENGTH, &argv[2]) == napi_ok &&
         napi_create_uint32(env, ntohs(m->from.sin_port), &argv[3]) == napi_ok &&
+        napi_create_double(env, (double)m->recv_ns, &argv[4]) == napi_ok &&
         napi_get_undefined(env, &undef) == napi_ok) {
       argv[1] = buf;
-      napi_call_function(env, undef, cb, 4, argv, NULL);
+      napi_call_function(env, undef, cb, 5, argv, NULL);
     }
   }
   free(m);
@@ -345,9 +383,12 @@ static napi_value clear(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* send(fd, answer, address, port): a reply from JavaScript; false when the kernel refused it. */
+/*
+ * send(fd, answer, address, port[, recvNs]): a reply from JavaScript; false when the kernel refused
+ * it. With the query's receipt time (as onMiss gave it) the reply is counted and timed.
+ */
 static napi_value send_reply(napi_env env, napi_callback_info info) {
-  napi_value argv[4], out;
+  napi_value argv[5], out;
   int32_t fd;
   uint32_t port;
   uint8_t *a;
@@ -361,13 +402,90 @@ static napi_value send_reply(napi_env env, napi_callback_info info) {
     return throw_msg(env, "send(fd, answer, address, port)");
   to.sin_port = htons((uint16_t)port);
   ssize_t r = sendto(fd, a, alen, MSG_DONTWAIT, (struct sockaddr *)&to, sizeof to);
+  size_t argc = 5;
+  double recv_ns;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) == napi_ok && argc >= 5 &&
+      napi_get_value_double(env, argv[4], &recv_ns) == napi_ok && recv_ns > 0) {
+    uint64_t t = now_ns();
+    if (alen >= 4) __atomic_add_fetch(&n_rcode[a[3] & 0x0f], 1, __ATOMIC_RELAXED);
+    observe(PATH_RESOLVER, t > (uint64_t)recv_ns ? t - (uint64_t)recv_ns : 0, 1);
+  }
   napi_get_boolean(env, r == (ssize_t)alen, &out);
   return out;
 }
 
+/* observe(seconds): a TCP answer's time, which the event loop measures, into the resolver's histogram. */
+static napi_value observe_js(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  double sec;
+  if (!get_args(env, info, 1, argv) || napi_get_value_double(env, argv[0], &sec) != napi_ok) return throw_msg(env, "observe(seconds)");
+  if (sec >= 0) observe(PATH_RESOLVER, (uint64_t)(sec * 1e9), 1);
+  return NULL;
+}
+
+static napi_value u64_array(napi_env env, const uint64_t *v, size_t n) {
+  napi_value arr, x;
+  napi_create_array_with_length(env, n, &arr);
+  for (size_t i = 0; i < n; i++) {
+    napi_create_double(env, (double)__atomic_load_n(&v[i], __ATOMIC_RELAXED), &x);
+    napi_set_element(env, arr, (uint32_t)i, x);
+  }
+  return arr;
+}
+
+/*
+ * stats(): { queries, dropped, rcodes[16], bounds[] (seconds), cache: { buckets[], sumSeconds },
+ * resolver: { buckets[], sumSeconds } }; buckets are per bound (not cumulative), the last above all.
+ */
+static napi_value stats(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value out, x, arr;
+  napi_create_object(env, &out);
+  napi_create_double(env, (double)__atomic_load_n(&n_queries, __ATOMIC_RELAXED), &x);
+  napi_set_named_property(env, out, "queries", x);
+  napi_create_double(env, (double)__atomic_load_n(&n_dropped, __ATOMIC_RELAXED), &x);
+  napi_set_named_property(env, out, "dropped", x);
+  napi_set_named_property(env, out, "rcodes", u64_array(env, n_rcode, 16));
+  napi_create_array_with_length(env, NBOUNDS, &arr);
+  for (uint32_t i = 0; i < NBOUNDS; i++) {
+    napi_create_double(env, (double)bounds_ns[i] / 1e9, &x);
+    napi_set_element(env, arr, i, x);
+  }
+  napi_set_named_property(env, out, "bounds", arr);
+  const char *names[NPATHS] = { "cache", "resolver" };
+  for (int p = 0; p < NPATHS; p++) {
+    napi_value h;
+    napi_create_object(env, &h);
+    napi_set_named_property(env, h, "buckets", u64_array(env, hist[p], NBOUNDS + 1));
+    napi_create_double(env, (double)__atomic_load_n(&hist_sum_ns[p], __ATOMIC_RELAXED) / 1e9, &x);
+    napi_set_named_property(env, h, "sumSeconds", x);
+    napi_set_named_property(env, out, names[p], h);
+  }
+  return out;
+}
+
+/* perSocket(): [[id, queries], ...] for every socket served now (one per running container). */
+static napi_value per_socket(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value arr, pair, x;
+  napi_create_array(env, &arr);
+  uint32_t i = 0;
+  pthread_mutex_lock(&mu);
+  for (struct fastsock *s = socks; s; s = s->next, i++) {
+    napi_create_array_with_length(env, 2, &pair);
+    napi_create_uint32(env, s->id, &x);
+    napi_set_element(env, pair, 0, x);
+    napi_create_double(env, (double)s->queries, &x);
+    napi_set_element(env, pair, 1, x);
+    napi_set_element(env, arr, i, pair);
+  }
+  pthread_mutex_unlock(&mu);
+  return arr;
+}
+
 void berth_dnsfast_register(napi_env env, napi_value exports) {
   struct { const char *name; napi_callback cb; } fns[] = {
-    { "start", start }, { "add", add }, { "remove", remove_sock }, { "remember", remember }, { "clear", clear }, { "send", send_reply },
+    { "start", start }, { "add", add }, { "remove", remove_sock }, { "remember", remember }, { "clear", clear }, { "send", send_reply }, { "stats", stats }, { "perSocket", per_socket }, { "observe", observe_js },
   };
   napi_value obj, fn;
   if (napi_create_object(env, &obj) != napi_ok) return;

@@ -25,6 +25,9 @@ need_cmd openssl openssl
 need_cmd etcd etcd-server
 need_cmd etcdctl etcd-client
 need_cmd script bsdutils
+[ -x /usr/sbin/sshd ] || missing+=("/usr/sbin/sshd (Debian package openssh-server)")
+need_cmd ssh-keygen openssh-client
+need_cmd prometheus prometheus
 docker_cli=${BERTH_TEST_DOCKER:-build/docker-20.10/usr/bin/docker}
 [ -x "$docker_cli" ] || missing+=("the docker CLI at $docker_cli (scripts/setup.sh unpacks Debian's docker.io client there; BERTH_TEST_DOCKER names another)")
 [ -s build/busybox.tar ] || missing+=("build/busybox.tar (scripts/setup.sh makes it from busybox-static)")

@@ -23,6 +23,9 @@ packages+=(docker-registry apache2-utils openssl zstd)
 # The swarm store: etcd 3.4 members that berthd runs on managers (etcd-client's etcdctl is for
 # looking inside a lab's store by hand).
 packages+=(etcd-server etcd-client)
+# The observability tests: Debian's OpenSSH server (remote hosts over ssh://, run by the test in its
+# own namespace with its own keys and config) and Prometheus (scraping berthd's /metrics).
+packages+=(openssh-server prometheus)
 # Real clients driven by the tests: the Docker SDK for Python (5.0.3 on Debian 12) and Ansible with
 # its community.docker collection (3.4.7 in Debian 12's ansible 7.7). ansible is the heavy one
 # (about 30 s and 260 MB installed, measured here); BERTH_SETUP_NO_ANSIBLE=1 leaves it out and its
@@ -47,9 +50,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || status=$?
   if [ -n "$own_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
   [ "$status" = 0 ] || exit "$status"
-  # Debian's docker-registry and etcd-server would run services of their own (a registry on :5000,
-  # an etcd on :2379); berth starts its own, so theirs stay disabled.
-  for svc in docker-registry:docker-registry etcd-server:etcd; do
+  # Debian's docker-registry, etcd-server, openssh-server and prometheus would run services of their
+  # own (a registry on :5000, an etcd on :2379, sshd on :22, Prometheus on :9090); the tests start
+  # their own, so theirs stay disabled.
+  for svc in docker-registry:docker-registry etcd-server:etcd openssh-server:ssh prometheus:prometheus; do
     pkg=${svc%%:*} unit=${svc##*:}
     [[ " ${missing[*]} " == *" $pkg "* ]] || continue
     if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then

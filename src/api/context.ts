@@ -25,4 +25,6 @@ export interface ApiContext {
   registry?: RegistryService;
   /** This node's swarm membership (absent in tools that serve no cluster). */
   cluster?: Cluster;
+  /** The Prometheus exposition of /metrics (absent in tools that keep none). */
+  metrics?: () => Promise<string>;
 }

@@ -4,6 +4,7 @@
  */
 import http from 'node:http';
 import type { Duplex, Readable } from 'node:stream';
+import { CommandAgent, parseSshUrl, REMOTE_DIAL, sshArgv, type SshTarget } from './remote.js';
 
 export const API_VERSION = '1.41';
 export const DEFAULT_HOST = 'unix:///run/berth/berth.sock';
@@ -30,14 +31,15 @@ export interface RequestOptions {
   headers?: Record<string, string>;
 }
 
-interface Target { socketPath?: string; host?: string; port?: number }
+interface Target { socketPath?: string; host?: string; port?: number; ssh?: SshTarget }
 
 export function parseHost(spec: string): Target {
   if (spec.startsWith('unix://')) return { socketPath: spec.slice('unix://'.length) };
+  if (spec.startsWith('ssh://')) return { ssh: parseSshUrl(spec) };
   if (spec.startsWith('/')) return { socketPath: spec };
   const m = /^(?:tcp|http):\/\/\[?([^\]]+?)\]?:(\d+)\/?$/.exec(spec);
   if (m) return { host: m[1]!, port: Number(m[2]) };
-  throw new Error(`unable to parse host "${spec}": use unix:///path/to/socket or tcp://host:port`);
+  throw new Error(`unable to parse host "${spec}": use unix:///path/to/socket, tcp://host:port or ssh://[user@]host[:port]`);
 }
 
 /** -H wins, then BERTH_HOST, then DOCKER_HOST (so a user's habits carry over), then the default. */
@@ -82,6 +84,7 @@ export async function readJson<T>(res: Readable): Promise<T> {
 
 export class Client {
   private readonly target: Target;
+  private sshAgent?: CommandAgent;
 
   constructor(readonly host: string) {
     this.target = parseHost(host);
@@ -91,13 +94,17 @@ export class Client {
     const headers: Record<string, string> = { ...opts.headers };
     if (opts.body !== undefined && !isStream(opts.body) && !Buffer.isBuffer(opts.body)) headers['Content-Type'] ??= 'application/json';
     if (upgrade) Object.assign(headers, { Connection: 'Upgrade', Upgrade: 'tcp' });
+    const { ssh, ...target } = this.target;
+    // Over ssh a connection is an `ssh … berth system dial-stdio` (as docker's connhelper), kept
+    // for the command's next request.
+    if (ssh) this.sshAgent ??= new CommandAgent(sshArgv(ssh, REMOTE_DIAL));
     return http.request({
-      ...this.target,
+      ...target,
       method,
       path: `/v${API_VERSION}${path}${queryString(opts.query)}`,
       headers,
-      // One request per connection: the CLI is short-lived and hijacked sockets must not be pooled.
-      agent: false,
+      // On the socket, one request per connection: the CLI is short-lived and hijacked sockets must not be pooled.
+      agent: this.sshAgent ?? false,
     });
   }
 
@@ -109,6 +116,7 @@ export class Client {
   }
 
   private connectError(e: NodeJS.ErrnoException): Error {
+    if (this.target.ssh && !e.code) return new ConnectError(`error during connect: ${e.message}`);
     if (['ENOENT', 'ECONNREFUSED', 'EACCES', 'ENOTSOCK'].includes(e.code ?? '')) {
       const why = e.code === 'EACCES' ? ' (permission denied: berthd\'s socket is root\'s)' : '';
       return new ConnectError(`Cannot connect to berthd at ${this.host}${why}. Is berthd running?`);

@@ -20,7 +20,7 @@ function buildProgram(): Command {
     .description('A container engine whose heart is container networking (docker-compatible CLI)')
     .version(`berth version ${VERSION}`, '-v, --version', 'Print version information and quit')
     .helpOption('--help', 'Print usage')
-    .option('-H, --host <socket>', 'Daemon socket to connect to (default: $BERTH_HOST, $DOCKER_HOST, unix:///run/berth/berth.sock)')
+    .option('-H, --host <socket>', 'Daemon to connect to: unix:///path, tcp://host:port or ssh://[user@]host[:port] (default: $BERTH_HOST, $DOCKER_HOST, unix:///run/berth/berth.sock)')
     .option('-D, --debug', 'Enable debug mode')
     .enablePositionalOptions()
     .showSuggestionAfterError()

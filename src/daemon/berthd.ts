@@ -5,6 +5,7 @@ import { Daemon } from './daemon.js';
 import { livePidFileHolder, pidFileText } from './pidfile.js';
 import { DEFAULT_ROOT, DEFAULT_SOCKET, VERSION } from './paths.js';
 import { errorMessage } from '../util/errors.js';
+import { parseMetricsAddr } from '../api/metricsserver.js';
 
 const { Command } = requireCjs('commander') as typeof Commander;
 
@@ -22,6 +23,7 @@ const program = new Command('berthd')
   .option('--cluster-store <urls>', 'use an existing etcd cluster as the swarm store (etcd://host:port,...) instead of running members on managers')
   .option('--cluster-lease-ttl <seconds>', 'how long a node that stops answering is still shown Ready', (v: string) => Number(v), 5)
   .option('--node-hostname <name>', 'the hostname this node shows in the swarm (default: the system hostname)')
+  .option('--metrics-addr <host:port>', 'also serve Prometheus metrics (GET /metrics, no authentication) over TCP, e.g. 127.0.0.1:9323; the API socket serves them always')
   .option('-D, --debug', 'log every API request to stderr')
   .option('--cleanup', 'stop all containers and remove every kernel object berth made under --root, then exit')
   .addHelpText('after', `
@@ -29,8 +31,16 @@ berthd keeps running containers alive across its own restarts (conmon supervises
 Stop it with SIGTERM or SIGINT; run "berthd --cleanup" afterwards to remove everything it made.`);
 
 program.parse();
-const opts = program.opts<{ root: string; host: string; attachHelper?: string; seedBusybox: boolean; cleanup?: boolean; debug?: boolean; bip?: string; bridge?: string; insecureRegistry: string[]; resolvConf: string; clusterStore?: string; clusterLeaseTtl: number; nodeHostname?: string }>();
+const opts = program.opts<{ root: string; host: string; attachHelper?: string; seedBusybox: boolean; cleanup?: boolean; debug?: boolean; bip?: string; bridge?: string; insecureRegistry: string[]; resolvConf: string; clusterStore?: string; clusterLeaseTtl: number; nodeHostname?: string; metricsAddr?: string }>();
 const socket = opts.host.replace(/^unix:\/\//, '');
+if (opts.metricsAddr) {
+  try {
+    parseMetricsAddr(opts.metricsAddr);
+  } catch (e) {
+    console.error(`berthd: ${errorMessage(e)}`);
+    process.exit(1);
+  }
+}
 
 if (process.getuid?.() !== 0) {
   console.error('berthd: must run as root');
@@ -38,6 +48,7 @@ if (process.getuid?.() !== 0) {
 }
 
 const daemon = new Daemon({ root: opts.root, socket, attachHelper: opts.attachHelper, seedBusybox: opts.seedBusybox, debug: opts.debug, bip: opts.bip, bridge: opts.bridge, insecureRegistries: opts.insecureRegistry, resolvConf: opts.resolvConf,
+  ...(opts.metricsAddr ? { metricsAddr: opts.metricsAddr } : {}),
   cluster: {
     leaseTtlSec: opts.clusterLeaseTtl,
     ...(opts.clusterStore ? { store: storeUrls(opts.clusterStore) } : {}),

@@ -2,6 +2,8 @@ import { createReadStream, existsSync, promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { hostname } from 'node:os';
 import { ApiServer } from '../api/server.js';
+import { MetricsServer } from '../api/metricsserver.js';
+import { MetricsCollector } from '../metrics/collector.js';
 import { Cluster } from '../cluster/cluster.js';
 import type { ApiContext } from '../api/context.js';
 import { Engine } from '../engine/engine.js';
@@ -30,13 +32,16 @@ import { ATTACH_HELPER, BUSYBOX_TARBALL, RUNC_SHIM, VERSION } from './paths.js';
 export interface DaemonOptions {
   /** Swarm membership: lease TTL of this node's presence, an external store, the name it shows. */
   cluster?: { leaseTtlSec?: number; store?: string[]; hostname?: string };
-  root: string; socket: string; attachHelper?: string; seedBusybox?: boolean; debug?: boolean; bip?: string; bridge?: string; insecureRegistries?: string[]; resolvConf?: string }
+  root: string; socket: string; attachHelper?: string; seedBusybox?: boolean; debug?: boolean; bip?: string; bridge?: string; insecureRegistries?: string[]; resolvConf?: string;
+  /** HOST:PORT where /metrics is also served over TCP (Docker's --metrics-addr). */
+  metricsAddr?: string }
 
 interface DaemonIdentity { id: string }
 
 /** Wires the layers together: store and drivers below, engine in the middle, API on top. */
 export class Daemon {
   private server?: ApiServer;
+  private metricsServer?: MetricsServer;
   private runtime?: ConmonRuntime;
   private cluster?: Cluster;
   engine?: Engine;
@@ -66,7 +71,7 @@ export class Daemon {
     return network;
   }
 
-  private async build(): Promise<{ engine: Engine; images: LocalImageStore; runtime: ConmonRuntime; network: NetworkController; identity: DaemonIdentity }> {
+  private async build(): Promise<{ engine: Engine; images: LocalImageStore; runtime: ConmonRuntime; network: NetworkController; identity: DaemonIdentity; dns: DnsServer }> {
     await fs.mkdir(this.o.root, { recursive: true, mode: 0o711 });
     // runc refuses a rootfs path through a symlink, and the mount table names resolved paths.
     this.o.root = await fs.realpath(this.o.root);
@@ -86,15 +91,16 @@ export class Daemon {
     await engine.restore();
     await engine.applyEndpointFixes(await network.adopt(engine.runningSandboxes()));
     const registry = network.registry;
-    await network.attachResolver(new DnsServer(new ContainerDirectory(() => engine.containers.values(), () => registry.networks, () => registry.generation), this.o.resolvConf));
-    return { engine, images, runtime, network, identity };
+    const dns = new DnsServer(new ContainerDirectory(() => engine.containers.values(), () => registry.networks, () => registry.generation), this.o.resolvConf);
+    await network.attachResolver(dns);
+    return { engine, images, runtime, network, identity, dns };
   }
 
   async start(): Promise<void> {
     if (!existsSync(this.o.attachHelper ?? ATTACH_HELPER)) {
       throw new Error(`attach helper ${this.o.attachHelper ?? ATTACH_HELPER} is missing: run npm run build`);
     }
-    const { engine, images, runtime, network, identity } = await this.build();
+    const { engine, images, runtime, network, identity, dns } = await this.build();
     // A berthd killed while it applied a ruleset left its script file behind.
     void removeStaleNftFiles().catch(() => undefined);
     this.engine = engine;
@@ -104,14 +110,36 @@ export class Daemon {
     await engine.applyRestartPolicies();
     this.cluster = this.makeCluster();
     await this.cluster.restore();
+    const metrics = this.metricsCollector(engine, network, dns, this.cluster);
+    if (this.o.metricsAddr) {
+      this.metricsServer = new MetricsServer(() => metrics.render());
+      await this.metricsServer.listen(this.o.metricsAddr);
+    }
     const api: ApiContext = {
-      engine, network, runtime, execs: new ExecManager(engine, runtime), cluster: this.cluster,
+      engine, network, runtime, execs: new ExecManager(engine, runtime), cluster: this.cluster, metrics: () => metrics.render(),
       registry: new RegistryService(images, { insecure: this.o.insecureRegistries ?? [] }),
       info: { id: identity.id, root: this.o.root, socket: this.o.socket, version: VERSION, startedAt: new Date() },
     };
     await fs.mkdir(join(this.o.socket, '..'), { recursive: true, mode: 0o755 });
     this.server = new ApiServer(api, this.o.debug);
     await this.server.listen(this.o.socket);
+  }
+
+  /** What /metrics reads: the engine's records and counts, the networks and their drivers, the resolver, the swarm. */
+  private metricsCollector(engine: Engine, network: NetworkController, dns: DnsServer, cluster: Cluster): MetricsCollector {
+    const registry = network.registry;
+    return new MetricsCollector({
+      containers: () => engine.containers.values(),
+      networks: () => registry.list(),
+      hostLink: (n, endpointId) => registry.driverOf(n)?.hostLink?.(n, endpointId),
+      life: engine.lifeStats,
+      dns: () => dns.stats(),
+      clusterNodes: async () => {
+        if (!cluster.current) return undefined;
+        const nodes = await cluster.control.listNodes();
+        return nodes.map((n) => ({ role: String((n.Spec as { Role?: string })?.Role ?? ''), state: String((n.Status as { State?: string })?.State ?? '') }));
+      },
+    });
   }
 
   private makeCluster(): Cluster {
@@ -134,6 +162,7 @@ export class Daemon {
 
   async stop(): Promise<void> {
     await this.server?.close();
+    await this.metricsServer?.close();
     await this.cluster?.close().catch(() => undefined);
     hostIp.close();
     hostIpDeletions.close();

@@ -16,13 +16,32 @@ export interface SandboxSockets { udpFd: number; tcp: Server; port: number }
 
 /** The addon's UDP hot path (native/berth-dnsfast.c). */
 interface DnsFast {
-  start(onMiss: (id: number, query: Buffer, address: string, port: number) => void): void;
+  /** `recvNs`: when the thread read the query (CLOCK_MONOTONIC, as process.hrtime), for `send`. */
+  start(onMiss: (id: number, query: Buffer, address: string, port: number, recvNs: number) => void): void;
   add(fd: number): number;
   remove(id: number): void;
   remember(id: number, query: Buffer, answer: Buffer): void;
   /** Forgets the cached answers of these sockets, or of every socket. */
   clear(ids?: number[]): void;
-  send(fd: number, answer: Buffer, address: string, port: number): boolean;
+  /** With `recvNs` the answer is counted by response code and timed from the query's receipt. */
+  send(fd: number, answer: Buffer, address: string, port: number, recvNs?: number): boolean;
+  stats(): FastStats;
+  /** [socket id, UDP queries] of every socket served now. */
+  perSocket(): Array<[number, number]>;
+  /** Adds a TCP answer's time (seconds) to the resolver path's histogram. */
+  observe(seconds: number): void;
+}
+
+/** The hot path's counters (native/berth-dnsfast.c): UDP only, every socket since berthd started. */
+export interface FastStats {
+  queries: number;
+  dropped: number;
+  /** Answers sent, by response code (0–15). */
+  rcodes: number[];
+  /** Upper bounds of the latency buckets, in seconds; each path has one more bucket (+Inf). */
+  bounds: number[];
+  cache: { buckets: number[]; sumSeconds: number };
+  resolver: { buckets: number[]; sumSeconds: number };
 }
 
 interface NetnsAddon {
@@ -38,16 +57,17 @@ const netnsAddon = nativeAddon<NetnsAddon>('berth-netns.node', 'embedded DNS');
  * cache cannot answer (`onMiss`), and returns the socket's id.
  */
 export type FastPath = Omit<DnsFast, 'start' | 'add'> & {
-  add(fd: number, onMiss: (query: Buffer, address: string, port: number) => void): number;
+  add(fd: number, onMiss: MissHandler): number;
 };
+type MissHandler = (query: Buffer, address: string, port: number, recvNs: number) => void;
 
-const missHandlers = new Map<number, (query: Buffer, address: string, port: number) => void>();
+const missHandlers = new Map<number, MissHandler>();
 let fastPath: FastPath | undefined;
 
 export function dnsFastPath(): FastPath {
   if (!fastPath) {
     const f = netnsAddon().dnsfast;
-    f.start((id, query, address, port) => missHandlers.get(id)?.(query, address, port));
+    f.start((id, query, address, port, recvNs) => missHandlers.get(id)?.(query, address, port, recvNs));
     fastPath = {
       add: (fd, onMiss) => {
         const id = f.add(fd);
@@ -60,10 +80,18 @@ export function dnsFastPath(): FastPath {
       },
       remember: (id, query, answer) => f.remember(id, query, answer),
       clear: (ids) => f.clear(ids),
-      send: (fd, answer, address, port) => f.send(fd, answer, address, port),
+      send: (fd, answer, address, port, recvNs) => f.send(fd, answer, address, port, recvNs),
+      stats: () => f.stats(),
+      perSocket: () => f.perSocket(),
+      observe: (seconds) => f.observe(seconds),
     };
   }
   return fastPath;
+}
+
+/** The hot path's counters, zero before any socket was served (the thread starts with the first). */
+export function fastStats(): FastStats {
+  return netnsAddon().dnsfast.stats();
 }
 
 /**

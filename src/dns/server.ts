@@ -5,7 +5,7 @@ import type * as DnsPacket from 'dns-packet';
 import { requireCjs } from '../util/cjs.js';
 import { parseResolvConf } from '../util/resolvconf.js';
 import { answer, type Asker } from './lookup.js';
-import { dnsFastPath, openSandboxSockets, type FastPath, type SandboxSockets } from './sandbox.js';
+import { dnsFastPath, fastStats, openSandboxSockets, type FastPath, type FastStats, type SandboxSockets } from './sandbox.js';
 
 /** What the server needs to know about containers, supplied by the engine. */
 export interface DnsDirectory {
@@ -19,6 +19,21 @@ const TTL = 600;
 const MAX_IN_FLIGHT = 1024;
 const UPSTREAM_TIMEOUT_MS = 4000;
 
+/** What /metrics shows of the resolver: every container's, since berthd started. */
+export interface DnsStats {
+  queries: { udp: number; tcp: number };
+  /** Answers sent, by response code (0–15), UDP and TCP. */
+  rcodes: number[];
+  /** UDP queries dropped because too many waited for the event loop. */
+  dropped: number;
+  /** Queries sent upstream, by outcome: an answer relayed, every server failed, or none to ask. */
+  forwarded: { answered: number; failed: number; refused: number };
+  /** From a query's receipt to its answer's send: from the cache (UDP), or through the full lookup (UDP from the thread's receipt, TCP from the message's). */
+  latency: Pick<FastStats, 'bounds' | 'cache' | 'resolver'>;
+  /** Queries (UDP and TCP) of each container whose resolver is open now, since it was opened. */
+  byContainer: Array<{ containerId: string; queries: number }>;
+}
+
 interface SandboxListener {
   containerId: string;
   udpFd: number;
@@ -28,6 +43,7 @@ interface SandboxListener {
   port: number;
   conns: Set<TcpSocket>;
   closed: boolean;
+  tcpQueries: number;
 }
 
 type Packet = DnsPacket.Packet;
@@ -81,6 +97,7 @@ export class DnsServer {
   private fast?: FastPath;
   private inFlight = 0;
   private hostUpstreams: { at: number; list: string[] } = { at: 0, list: [] };
+  private readonly counts = { tcpQueries: 0, tcpRcodes: new Array<number>(16).fill(0), forwarded: { answered: 0, failed: 0, refused: 0 } };
 
   constructor(private readonly directory: DnsDirectory, private readonly hostResolvConf = '/etc/resolv.conf') {}
 
@@ -117,9 +134,9 @@ export class DnsServer {
     this.closeSandbox(containerId);
     const { udpFd, tcp, port } = sockets;
     this.fast ??= dnsFastPath();
-    const l: SandboxListener = { containerId, udpFd, fastId: 0, tcp, port, conns: new Set(), closed: false };
+    const l: SandboxListener = { containerId, udpFd, fastId: 0, tcp, port, conns: new Set(), closed: false, tcpQueries: 0 };
     try {
-      l.fastId = this.fast.add(udpFd, (query, address, port) => this.onMiss(l, query, address, port));
+      l.fastId = this.fast.add(udpFd, (query, address, port, recvNs) => this.onMiss(l, query, address, port, recvNs));
     } catch (e) {
       closeSync(udpFd);
       tcp.close();
@@ -129,7 +146,17 @@ export class DnsServer {
       // Held open, an accepted socket would keep the namespace alive after the container.
       l.conns.add(sock);
       sock.on('close', () => l.conns.delete(sock));
-      this.serveTcp(sock, (msg) => this.answerFor(this.directory.askerFor(containerId), msg, 'tcp'));
+      this.serveTcp(sock, async (msg) => {
+        this.counts.tcpQueries++;
+        l.tcpQueries++;
+        const t0 = process.hrtime.bigint();
+        const reply = await this.answerFor(this.directory.askerFor(containerId), msg, 'tcp');
+        if (reply && reply.length >= 4) {
+          this.counts.tcpRcodes[reply[3]! & 0x0f]!++;
+          this.fast?.observe(Number(process.hrtime.bigint() - t0) / 1e9);
+        }
+        return reply;
+      });
     });
     tcp.on('error', () => undefined);
     this.sandboxes.set(containerId, l);
@@ -154,7 +181,7 @@ export class DnsServer {
   }
 
   /** A UDP query the addon's cache could not answer: the full lookup, and the answer kept if it may be. */
-  private onMiss(l: SandboxListener, msg: Buffer, address: string, port: number): void {
+  private onMiss(l: SandboxListener, msg: Buffer, address: string, port: number, recvNs: number): void {
     if (l.closed) return;
     const generation = this.directory.generation();
     const keep = (reply: Buffer) => {
@@ -162,7 +189,7 @@ export class DnsServer {
       return reply;
     };
     void this.answerFor(this.directory.askerFor(l.containerId), msg, 'udp', keep).then((reply) => {
-      if (reply && !l.closed) this.fast!.send(l.udpFd, reply, address, port);
+      if (reply && !l.closed) this.fast!.send(l.udpFd, reply, address, port, recvNs);
     });
   }
 
@@ -238,6 +265,23 @@ export class DnsServer {
     return transport === 'udp' ? fitUdp(reply, maxUdpSize(query)) : reply;
   }
 
+  stats(): DnsStats {
+    const f = fastStats();
+    return {
+      queries: { udp: f.queries, tcp: this.counts.tcpQueries },
+      rcodes: f.rcodes.map((n, i) => n + this.counts.tcpRcodes[i]!),
+      dropped: f.dropped,
+      forwarded: { ...this.counts.forwarded },
+      latency: { bounds: f.bounds, cache: f.cache, resolver: f.resolver },
+      byContainer: this.perContainer(),
+    };
+  }
+
+  private perContainer(): Array<{ containerId: string; queries: number }> {
+    const udp = new Map(this.fast?.perSocket() ?? []);
+    return [...this.sandboxes.values()].map((l) => ({ containerId: l.containerId, queries: (udp.get(l.fastId) ?? 0) + l.tcpQueries }));
+  }
+
   private async upstreams(): Promise<string[]> {
     if (Date.now() - this.hostUpstreams.at > 5000) {
       const text = await fs.readFile(this.hostResolvConf, 'utf8').catch(() => '');
@@ -248,6 +292,7 @@ export class DnsServer {
 
   private async forward(msg: Buffer, base: Packet, upstreams: string[], transport: 'udp' | 'tcp'): Promise<Buffer> {
     if (upstreams.length === 0 || this.inFlight >= MAX_IN_FLIGHT) {
+      this.counts.forwarded.refused++;
       return dnsPacket.encode(withRcode(base, upstreams.length ? 'REFUSED' : 'SERVFAIL'));
     }
     this.inFlight++;
@@ -259,9 +304,11 @@ export class DnsServer {
           if (transport === 'udp' && (reply.readUInt16BE(2) & 0x0200) !== 0) reply = await queryTcp(server, msg).catch(() => reply);
           const rcode = reply.readUInt16BE(2) & 0x000f;
           if (rcode === 2 || rcode === 5) continue; // SERVFAIL, REFUSED: try the next server
+          this.counts.forwarded.answered++;
           return reply;
         } catch { /* timeout or unreachable: next server */ }
       }
+      this.counts.forwarded.failed++;
       return dnsPacket.encode(withRcode(base, 'SERVFAIL'));
     } finally {
       this.inFlight--;

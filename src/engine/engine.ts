@@ -178,6 +178,7 @@ export class Engine extends Lifecycle {
     // Docker counts a restarting container as running: only its policy's timer starts it.
     if (c.State.Running || (c.State.Restarting && !byPolicy)) throw new NotModifiedError();
     if (!byPolicy) this.resetRestartManager(c);
+    const t0 = process.hrtime.bigint();
     const dir = this.records.bundleDir(c.Id);
     const rootfs = join(dir, 'rootfs');
     await this.o.runtime.clearExit(c.Id);
@@ -225,8 +226,10 @@ export class Engine extends Lifecycle {
       else delete c.State.Health;
       await this.records.save(c);
       this.containerEvent(c, 'start');
+      this.lifeStats.started(t0, true);
       this.health.watch(c);
     } catch (e) {
+      this.lifeStats.started(t0, false);
       const message = errorMessage(e);
       this.attachments.fail(c.Id, e as Error);
       this.waits.signalExit(c.Id);

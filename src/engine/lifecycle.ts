@@ -18,6 +18,7 @@ import { ZERO_TIME, type ContainerRecord, type ContainerStatus } from './types.j
 import { VolumeStore } from './volumes.js';
 import { ContainerWaits, raceTimeout } from './waits.js';
 import { policyRestarts, RestartManager } from './restartmanager.js';
+import { LifecycleStats } from './lifestats.js';
 
 export interface EngineParts {
   root: string;
@@ -42,6 +43,8 @@ export abstract class Lifecycle {
   protected readonly attachments: PendingAttachments;
   protected readonly health: HealthMonitor;
   private readonly restarts = new RestartManager();
+  /** Starts and stops with their durations, for /metrics. */
+  readonly lifeStats = new LifecycleStats();
   /**
    * From restore() until applyRestartPolicies(), exits are recorded but no policy is applied: that
    * call applies them once the network layer has adopted and recovered sandboxes, and `berthd
@@ -104,6 +107,12 @@ export abstract class Lifecycle {
   }
 
   protected async stopRunning(c: ContainerRecord, timeoutSec: number): Promise<void> {
+    const t0 = process.hrtime.bigint();
+    await this.stopAndSettle(c, timeoutSec);
+    this.lifeStats.stopped(t0);
+  }
+
+  private async stopAndSettle(c: ContainerRecord, timeoutSec: number): Promise<void> {
     const exited = this.waits.exited(c.Id);
     await this.thaw(c);
     if (timeoutSec !== 0) {

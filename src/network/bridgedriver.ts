@@ -37,6 +37,10 @@ export class BridgeDriver implements NetworkDriver {
 
   constructor(private readonly mtuDefault: () => number) {}
 
+  hostLink(_n: NetworkRecord, endpointId: string): string {
+    return hostIfname(endpointId);
+  }
+
   /** The guard table, made (or its rules refreshed) once per berthd process; a failure is tried again. */
   private ensureGuard(): Promise<void> {
     this.guardReady ??= nftCommands(guardTableScript()).then(() => this.pruneGuard()).catch((e: Error) => {

@@ -73,4 +73,10 @@ export interface NetworkDriver {
   join(n: NetworkRecord, j: EndpointJoin): Promise<{ mac: string } | void>;
   /** Removes the container's interface on this network. */
   leave(n: NetworkRecord, ep: EndpointLeave): Promise<void>;
+  /**
+   * The endpoint's link in berthd's namespace whose counters are its traffic (a veth's host end),
+   * for /metrics; absent for drivers whose endpoints have none there (a macvlan child lives only
+   * in the container's namespace).
+   */
+  hostLink?(n: NetworkRecord, endpointId: string): string | undefined;
 }

@@ -71,8 +71,9 @@ function networkChains(n: BridgeRules): Array<{ name: string; rules: string[] }>
   const names = chainNames(n);
   // An internal network carries nothing in or out, only between its own containers; any other
   // network never forwards to another berth bridge (isolation).
-  const chains = [{ name: names.in, rules: [n.internal ? `oifname != ${br} drop` : `oifname @bridges oifname != ${br} drop`] }];
-  if (n.internal) chains.push({ name: names.out, rules: [`iifname != ${br} drop`] });
+  // Counted (a counter costs only the dropped packets) and named, for /metrics (kernel/counters.ts).
+  const chains = [{ name: names.in, rules: [n.internal ? `oifname != ${br} counter drop comment "internal"` : `oifname @bridges oifname != ${br} counter drop comment "isolation"`] }];
+  if (n.internal) chains.push({ name: names.out, rules: [`iifname != ${br} counter drop comment "internal"`] });
   // Entered for the network's own source addresses. A container reaching its own network's
   // published port through the host comes back in the same bridge: masquerade it, or the reply
   // would bypass the DNAT.
@@ -114,9 +115,13 @@ function elementsLine(list: string[]): string[] {
   return list.length ? [`    elements = { ${list.join(', ')} }`] : [];
 }
 
-/** A published-port map with its elements: one per port, whatever the total. */
+/**
+ * A published-port map with its elements: one per port, whatever the total. Every element has a
+ * counter: the DNAT rules look the maps up only in nat chains, which see the first packet of a
+ * connection alone, so it counts connections (for /metrics) and costs nothing per packet after.
+ */
 function mapBlock(name: MapName, type: string, ports: PortMapping[]): string[] {
-  return [`  map ${name} {`, `    type ${type}`, ...elementsLine(ports.filter((p) => mapFor(p) === name).map(element)), `  }`];
+  return [`  map ${name} {`, `    type ${type}`, `    counter`, ...elementsLine(ports.filter((p) => mapFor(p) === name).map(element)), `  }`];
 }
 
 /** One family's whole table, replacing whatever table of that name exists. */
@@ -178,7 +183,7 @@ function table(family: Family, networks: BridgeRules[], ports: PortMapping[]): s
     // forward policy drops the rest). Bridged traffic within a network (br_netfilter shows it with
     // the bridge as both interfaces) and container-to-outside never match; the counter lets an
     // operator, and the tests, see what was dropped here.
-    `    oifname @bridges iifname != @bridges ct state != { established, related } counter drop`,
+    `    oifname @bridges iifname != @bridges ct state != { established, related } counter drop comment "unsolicited"`,
     `    iifname vmap @fwd_in`,
     `    oifname vmap @fwd_out`,
     `  }`,
@@ -190,7 +195,7 @@ function table(family: Family, networks: BridgeRules[], ports: PortMapping[]): s
         // belongs to a DNATed connection (replies to the host's own 127.0.0.1:PORT connections).
         `  chain input {`,
         `    type filter hook input priority filter; policy accept;`,
-        `    iifname @bridges ip daddr 127.0.0.0/8 ct status & dnat != dnat counter drop`,
+        `    iifname @bridges ip daddr 127.0.0.0/8 ct status & dnat != dnat counter drop comment "loopback"`,
         `  }`,
       ]
       : []),
@@ -279,16 +284,16 @@ const GUARD = `bridge ${TABLE}`;
 /** The guard's tables, sets and chains; idempotent (elements already there stay), one nft transaction. */
 export function guardTableScript(): string {
   const rules = [
-    'iifname . ether saddr != @macs counter drop',
+    'iifname . ether saddr != @macs counter drop comment "spoofed-mac"',
     'ether type arp iifname . arp saddr ether . arp saddr ip @src4 accept',
-    'ether type arp counter drop',
+    'ether type arp counter drop comment "spoofed-arp"',
     'ether type ip iifname . ether saddr . ip saddr @src4 accept',
-    'ether type ip counter drop',
-    'icmpv6 type nd-neighbor-advert iifname . ether saddr . @th,64,128 != @nd6 counter drop',
+    'ether type ip counter drop comment "spoofed-ipv4"',
+    'icmpv6 type nd-neighbor-advert iifname . ether saddr . @th,64,128 != @nd6 counter drop comment "spoofed-nd"',
     'ether type ip6 iifname . ether saddr . ip6 saddr @src6 accept',
     'ether type ip6 ip6 saddr :: accept',
-    'ether type ip6 counter drop',
-    'ether type { 8021q, 8021ad } counter drop',
+    'ether type ip6 counter drop comment "spoofed-ipv6"',
+    'ether type { 8021q, 8021ad } counter drop comment "vlan-tagged"',
   ];
   return [
     `add table ${GUARD}`,

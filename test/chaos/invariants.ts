@@ -170,7 +170,7 @@ export async function findViolations(host: TestHost, opts: InvariantOptions = {}
 
   // Published ports: one pub_any element per published binding of a running container.
   const pub = await host.inNetns('nft', ['list', 'map', 'ip', 'berth', 'pub_any']);
-  const elements = (pub.stdout.match(/(tcp|udp|sctp) \. \d+ :/g) ?? []).length;
+  const elements = (pub.stdout.match(/(tcp|udp|sctp) \. \d+ (?:counter packets \d+ bytes \d+ )?:/g) ?? []).length;
   let published = 0;
   for (const c of running) published += Object.values(c.NetworkSettings.Ports ?? {}).filter(Boolean).length;
   if (elements !== published) v.push(`${elements} pub_any elements but ${published} published ports of running containers`);

@@ -35,7 +35,8 @@ async function normalized(ns: string): Promise<string[]> {
     if (Array.isArray(v)) return v.map(strip);
     if (v && typeof v === 'object') {
       return Object.fromEntries(Object.entries(v).filter(([k]) => k !== 'handle')
-        .map(([k, x]) => [k, k === 'elem' ? (x as unknown[]).map((e) => JSON.stringify(strip(e))).sort() : strip(x)]));
+        // A map's `elem` list is sorted; an element with a counter is itself `{ elem: { val, counter } }`.
+        .map(([k, x]) => [k, k === 'elem' && Array.isArray(x) ? x.map((e) => JSON.stringify(strip(e))).sort() : strip(x)]));
     }
     return v;
   };

@@ -11,6 +11,7 @@ import { formatList, renderInspect } from '../../src/cli/format/formatter.js';
 import { renderTemplate } from '../../src/cli/gotemplate.js';
 import { createBody, parseBytes, parseExpose, parsePublish, type ContainerFlags } from '../../src/cli/runflags.js';
 import { Demuxer, demuxBuffer } from '../../src/cli/streams.js';
+import { REMOTE_DIAL, sshArgv } from '../../src/cli/remote.js';
 
 function flags(over: Partial<ContainerFlags> = {}): ContainerFlags {
   return {
@@ -179,6 +180,12 @@ describe('berth CLI: plumbing', () => {
     assert.equal(resolveHost('unix:///flag.sock', { BERTH_HOST: 'unix:///b.sock' }), 'unix:///flag.sock');
     assert.deepEqual(parseHost('tcp://127.0.0.1:2375'), { host: '127.0.0.1', port: 2375 });
     assert.throws(() => parseHost('ftp://x'), /unable to parse host/);
+    assert.deepEqual(parseHost('ssh://root@build1:2222'), { ssh: { host: 'build1', user: 'root', port: 2222 } });
+    assert.deepEqual(parseHost('ssh://[fd00::1]'), { ssh: { host: 'fd00::1' } });
+    assert.throws(() => parseHost('ssh://u:pw@h'), /plain-text password is not supported/);
+    assert.throws(() => parseHost('ssh://h/var/run/x.sock'), /extra path after the host is not supported/);
+    // The flags docker's connhelper passes; `--` keeps a host called "-oProxyCommand=…" from being an option.
+    assert.deepEqual(sshArgv({ host: '-oProxyCommand=x', user: 'me', port: 22 }, REMOTE_DIAL), ['ssh', '-l', 'me', '-p', '22', '--', '-oProxyCommand=x', 'berth', 'system', 'dial-stdio']);
     assert.equal(queryString({ a: true, b: undefined, names: ['x', 'y z'] }), '?a=1&names=x&names=y%20z');
     assert.equal(filtersJson(['name=web', 'label=a=b', 'name=db']), '{"name":{"web":true,"db":true},"label":{"a=b":true}}');
     assert.deepEqual(splitTag('localhost:5000/app:v1'), { repo: 'localhost:5000/app', tag: 'v1' });

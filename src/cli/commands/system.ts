@@ -1,6 +1,7 @@
 /** version, info, events, system prune/df, and the type-guessing top-level inspect. */
 import type { Command } from 'commander';
-import { API_VERSION, DaemonError } from '../client.js';
+import { API_VERSION, DaemonError, parseHost } from '../client.js';
+import { dialStdio } from '../remote.js';
 import { CliExit, command, confirm, filtersJson, type CliContext } from '../context.js';
 import { renderInspect } from '../format/formatter.js';
 import { humanSize, bytesSize } from '../format/human.js';
@@ -127,6 +128,15 @@ export function systemCommands(program: Command, ctx: CliContext): void {
       process.stdout.write(`Total reclaimed space: ${humanSize(reclaimed)}\n`);
     }));
   system.addCommand(infoCommand('info'));
+  // What `docker -H ssh://…` and `berth -H ssh://…` run on the remote host (README: Remote hosts).
+  system.addCommand(command('dial-stdio', 'Proxy the stdio stream to the daemon connection (run by ssh:// clients on the remote host)')
+    .action(async () => {
+      const target = parseHost(ctx.client().host);
+      if (target.ssh) throw new CliExit('Error: dial-stdio needs a local daemon socket (unix:// or tcp://), not an ssh:// host', 1);
+      await dialStdio(target).catch((e: NodeJS.ErrnoException) => {
+        throw new CliExit(`Cannot connect to berthd at ${ctx.client().host}: ${e.code ?? e.message}. Is berthd running?`, 1);
+      });
+    }));
   program.addCommand(system);
 
   program.addCommand(command('inspect', 'Return low-level information on berth objects')
