@@ -112,7 +112,7 @@ export class Cluster {
       Hostname: this.o.hostname,
       Platform: { Architecture: arch() === 'x64' ? 'x86_64' : arch(), OS: 'linux' },
       Resources: { NanoCPUs: cpus().length * 1e9, MemoryBytes: totalmem() },
-      Engine: { EngineVersion: this.o.engineVersion, Plugins: [{ Type: 'Log', Name: 'json-file' }, ...['bridge', 'host', 'ipvlan', 'macvlan', 'null'].map((Name) => ({ Type: 'Network', Name })), { Type: 'Volume', Name: 'local' }] },
+      Engine: { EngineVersion: this.o.engineVersion, Plugins: [{ Type: 'Log', Name: 'json-file' }, ...['bridge', 'host', 'ipvlan', 'macvlan', 'null', 'overlay'].map((Name) => ({ Type: 'Network', Name })), { Type: 'Volume', Name: 'local' }] },
     };
   }
 

@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
+import { promises as fs } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { waitFor } from './harness.js';
+import { run } from '../../src/util/exec.js';
+import { DOCKER_CLI, waitFor } from './harness.js';
 import { Lab, type LabHost } from './lab.js';
 
 /**
@@ -240,6 +243,9 @@ describe('overlay networks across hosts', () => {
     for (const h of [h0, h1, h2]) assert.ok((await netNames(h)).includes('ov2 overlay swarm'));
     await ok(h1, ['rm', '-f', 'c1']);
     await ok(h2, ['network', 'disconnect', 'ov2', 'both']);
+    // A worker's prune leaves swarm networks alone (only managers remove them), and does not fail.
+    await ok(h1, ['network', 'prune', '-f']);
+    assert.ok((await netNames(h1)).includes('ov2 overlay swarm'));
     const links = await overlayLinks(h0);
     await ok(h0, ['network', 'rm', 'ov2']);
     for (const h of [h0, h1, h2]) {
@@ -288,5 +294,58 @@ describe('overlay networks across hosts', () => {
     // Its running containers are back in the store: lab0 resolves b0 again, and reaches it.
     await waitFor(async () => (await lookup(h0, 'a0', 'b0')) !== '', 'b0 published again', 15_000);
     assert.equal(await ping(h0, 'a0', 'b0'), 0);
+  });
+
+  it('run waits until every live host has applied it: with one host frozen, run returns only once that host no longer counts', async () => {
+    const pid = h2.host.daemonPid!;
+    // lab2's berthd cannot apply anything while stopped; its presence lapses within the TTL.
+    process.kill(pid, 'SIGSTOP');
+    let took = 0;
+    try {
+      const t0 = Date.now();
+      await ok(h0, ['run', '-d', '--name', 'waited', '--network', 'ov1', 'busybox', 'sleep', '3600']);
+      took = Date.now() - t0;
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+    assert.ok(took >= 1500, `run returned after ${took} ms, before lab2 had applied it or stopped counting`);
+    // Running again, lab2 catches up from its watch, and takes a new lease under which its own
+    // containers are written again: both directions answer.
+    await waitFor(async () => (await lookup(h2, 'b1', 'waited')) !== '', 'lab2 catching up', 15_000);
+    await waitFor(async () => (await lookup(h0, 'a0', 'b1')) !== '', "lab2's containers back in the store", 15_000);
+    assert.equal(await ping(h0, 'waited', 'b1'), 0);
+    await ok(h0, ['rm', '-f', 'waited']);
+  });
+
+  it('docker-compose: a project network with driver overlay and attachable: true spans the hosts', async () => {
+    const dir = join(h0.host.dir, 'ovproj');
+    await fs.mkdir(dir, { recursive: true });
+    await fs.writeFile(join(dir, 'docker-compose.yml'), `
+version: "3.8"
+services:
+  api:
+    image: busybox
+    command: sleep 3600
+    networks: [x]
+networks:
+  x:
+    driver: overlay
+    attachable: true
+`);
+    const dc = (args: string[]) => run('docker-compose', ['-p', 'ovproj', '--no-ansi', ...args], {
+      cwd: dir, env: { ...process.env, PATH: `${dirname(DOCKER_CLI)}:${process.env.PATH ?? ''}`, DOCKER_HOST: h0.dockerHost, DOCKER_CONFIG: join(h0.host.dir, 'docker-config') },
+    });
+    const up = await dc(['up', '-d']);
+    assert.equal(up.code, 0, up.stderr);
+    assert.ok((await netNames(h1)).includes('ovproj_x overlay swarm'), `${await netNames(h1)}`);
+    const ip = await ipOf(h0, 'ovproj_api_1', 'ovproj_x');
+    await ok(h1, ['run', '-d', '--name', 'visitor', '--network', 'ovproj_x', 'busybox', 'sleep', '3600']);
+    // The service's name (compose's alias) answers on another host, and so does the container.
+    assert.equal(await lookup(h1, 'visitor', 'api'), ip);
+    assert.equal(await ping(h1, 'visitor', 'ovproj_api_1'), 0);
+    await ok(h1, ['rm', '-f', 'visitor']);
+    const down = await dc(['down']);
+    assert.equal(down.code, 0, down.stderr);
+    for (const h of [h0, h1, h2]) assert.ok(!(await netNames(h)).some((l) => l.startsWith('ovproj_x ')), `${h.name} still lists ovproj_x`);
   });
 });
