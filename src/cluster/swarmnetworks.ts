@@ -2,7 +2,7 @@ import type { Lease } from 'etcd3';
 import { ipJson } from '../kernel/netns.js';
 import { routedSubnets } from '../kernel/routes.js';
 import { AddressTakenError } from '../network/driver.js';
-import { parseCidr } from '../network/ipam.js';
+import { overlaps, parseCidr } from '../network/ipam.js';
 import type { OverlayPlane } from '../network/overlaydriver.js';
 import { checkSubnetFree, emptyAlloc, OPT_VXLANID, parseVni, peersFor, peersView, pickSubnet, pickVni, type EndpointRecord, type OverlayAlloc, type Peer } from '../network/overlay.js';
 import type { NetworkRecord } from '../network/types.js';
@@ -73,8 +73,14 @@ export class SwarmNetworks implements OverlayPlane {
 
   // ---------------------------------------------------------------- list, watch, apply
 
+  /** The first list; if the store does not answer, it is tried again in the background until it does. */
   async start(): Promise<void> {
-    await this.relist();
+    try {
+      await this.relist();
+    } catch (e) {
+      this.log(`overlay: listing the store: ${errorMessage(e)}; trying again`);
+      void this.retryRelist();
+    }
   }
 
   private enqueue(step: () => Promise<void>): Promise<void> {
@@ -347,10 +353,6 @@ export class SwarmNetworks implements OverlayPlane {
     return peersView(this.endpointsOf(n.Id), this.nodes);
   }
 
-  markPending(endpointId: string): void {
-    this.pending.add(endpointId);
-  }
-
   async claim(n: NetworkRecord, ep: { endpointId: string; ip: string; mac: string; containerId: string; name: string; aliases: string[] }): Promise<number> {
     this.pending.add(ep.endpointId);
     try {
@@ -411,7 +413,7 @@ export class SwarmNetworks implements OverlayPlane {
       if (given) {
         subnet = String(given.Subnet);
         checkSubnetFree(subnet, taken);
-        if (avoid.some((a) => { const s = parseCidr(subnet); return a.base < s.base + 2 ** (32 - s.prefix) && s.base < a.base + 2 ** (32 - a.prefix); })) {
+        if (avoid.some((a) => overlaps(a, parseCidr(subnet)))) {
           throw new ForbiddenError('Pool overlaps with other one on this address space');
         }
       } else {

@@ -368,6 +368,11 @@ export function guardPortScript(port: string): string {
   return `add element ${GUARD} ports { ${q(port)} }\n`;
 }
 
+/** Takes a port out of the guard (its link is gone). */
+export function unguardPortScript(port: string): string {
+  return `delete element ${GUARD} ports { ${q(port)} }\n`;
+}
+
 export function remoteSourcesScript(port: string, sources: Array<{ mac: string; ip: string }>, op: 'add' | 'delete'): string {
   if (!sources.length) return '';
   return sources.flatMap((s) => sourceElements({ port, mac: s.mac, ip: s.ip })).map(([set, el]) => `${op} element ${GUARD} ${set} { ${el} }`).join('\n') + '\n';

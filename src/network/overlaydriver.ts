@@ -3,7 +3,7 @@ import { bridgesNamed, ensureVxlan, peersOf, programPeers, vxlanDevices } from '
 import { BadRequestError, ForbiddenError } from '../util/errors.js';
 import { deleteLink, ensureBridge, ifSysctl, joinEndpoint, macFor } from './bridge.js';
 import type { CreateContext, EndpointJoin, EndpointLeave, NetworkDriver } from './driver.js';
-import { allowEndpointSource, guardPortScript, guardTableScript, remoteSourcesScript, revokeEndpointSource, type EndpointSource } from './firewall.js';
+import { allowEndpointSource, guardPortScript, guardTableScript, remoteSourcesScript, revokeEndpointSource, unguardPortScript, type EndpointSource } from './firewall.js';
 import { guardedPairs, guardedSource } from './guardread.js';
 import { parseCidr } from './ipam.js';
 import { OPT_MTU } from './options.js';
@@ -135,7 +135,7 @@ export class OverlayDriver implements NetworkDriver {
     const allowed = await guardedPairs(vx);
     await deleteLink(vx);
     const script = remoteSourcesScript(vx, allowed, 'delete');
-    await nftCommands(`delete element bridge berth ports { "${vx}" }\n`).catch(() => undefined);
+    await nftCommands(unguardPortScript(vx)).catch(() => undefined);
     if (script) await nftCommands(script).catch(() => undefined);
     await deleteLink(overlayBridge(n.Id));
     this.programmed.delete(n.Id);
@@ -147,7 +147,7 @@ export class OverlayDriver implements NetworkDriver {
       if (kept.has(vx)) continue;
       const allowed = await guardedPairs(vx);
       await deleteLink(vx);
-      await nftCommands(`delete element bridge berth ports { "${vx}" }\n` + remoteSourcesScript(vx, allowed, 'delete')).catch(() => undefined);
+      await nftCommands(unguardPortScript(vx) + remoteSourcesScript(vx, allowed, 'delete')).catch(() => undefined);
     }
     for (const br of await bridgesNamed(OVERLAY_BRIDGE_PREFIX)) if (!kept.has(br)) await deleteLink(br);
   }
