@@ -167,6 +167,18 @@ describe('overlay networks across hosts', () => {
     assert.deepEqual(Object.keys(insp.Containers).length, 1, 'Containers lists the local ones only');
   });
 
+  it('runs on two hosts at once never share an address: claims are cluster-wide', async () => {
+    const names = [0, 1, 2, 3].flatMap((i) => [`p1-${i}`, `p2-${i}`]);
+    const rs = await Promise.all(names.map((n) => (n.startsWith('p1') ? h1 : h2).host.docker(['run', '-d', '--name', n, '--network', 'ov1', 'busybox', 'sleep', '3600'])));
+    for (const [i, r] of rs.entries()) assert.equal(r.code, 0, `${names[i]}: ${r.stderr}`);
+    const ips = await Promise.all(names.map((n) => ipOf(n.startsWith('p1') ? h1 : h2, n, 'ov1')));
+    assert.equal(new Set(ips).size, ips.length, `an address was given twice: ${ips}`);
+    // Each answers by name on a third host.
+    for (const [i, n] of names.entries()) assert.equal(await lookup(h0, 'a0', n), ips[i], n);
+    const rm = await Promise.all(names.map((n) => (n.startsWith('p1') ? h1 : h2).host.docker(['rm', '-f', n])));
+    for (const r of rm) assert.equal(r.code, 0, r.stderr);
+  });
+
   it('refuses a static address in use anywhere, and a non-attachable overlay, with Docker\'s words', async () => {
     await fails(h0, ['run', '-d', '--name', 'clash', '--network', 'ov1', '--ip', ov1Subnet.replace(/0\/24$/, '200'), 'busybox', 'sleep', '1'], 'Address already in use');
     await ok(h0, ['network', 'create', '-d', 'overlay', 'svcnet']);
