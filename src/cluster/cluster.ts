@@ -46,6 +46,16 @@ export class Cluster {
     this.control = new Control(() => this.session, o);
   }
 
+  /**
+   * Hears of a membership that started (init, join, a restart back into the cluster) and of one
+   * that ends (`leaving`: this node left the swarm, or a daemon stop when false).
+   */
+  onSession?: (s: Session, up: boolean, leaving: boolean) => Promise<void>;
+
+  private async started(s: Session): Promise<void> {
+    await this.onSession?.(s, true, false).catch((e) => this.log(`cluster: ${errorMessage(e)}`));
+  }
+
   /** The running membership, if any (routes use it to pick Docker's answer). */
   get current(): Session | undefined { return this.session; }
 
@@ -79,7 +89,10 @@ export class Cluster {
     // The store may still be electing a leader (or unreachable): keep trying in the background,
     // the daemon serves its API meanwhile and shows the swarm as it can.
     const attempt = async (): Promise<void> => {
-      try { await session.start(); } catch (e) {
+      try {
+        await session.start();
+        await this.started(session);
+      } catch (e) {
         // Its etcd user is gone: a manager removed this node (node rm --force) while it was down.
         if (/permission denied|user name not found/.test(errorMessage(e)) && this.session === session) {
           this.log('cluster: this node was removed from the swarm while it was down');
@@ -99,7 +112,7 @@ export class Cluster {
       Hostname: this.o.hostname,
       Platform: { Architecture: arch() === 'x64' ? 'x86_64' : arch(), OS: 'linux' },
       Resources: { NanoCPUs: cpus().length * 1e9, MemoryBytes: totalmem() },
-      Engine: { EngineVersion: this.o.engineVersion, Plugins: [{ Type: 'Log', Name: 'json-file' }, ...['bridge', 'host', 'ipvlan', 'macvlan', 'null'].map((Name) => ({ Type: 'Network', Name })), { Type: 'Volume', Name: 'local' }] },
+      Engine: { EngineVersion: this.o.engineVersion, Plugins: [{ Type: 'Log', Name: 'json-file' }, ...['bridge', 'host', 'ipvlan', 'macvlan', 'null', 'overlay'].map((Name) => ({ Type: 'Network', Name })), { Type: 'Volume', Name: 'local' }] },
     };
   }
 
@@ -158,6 +171,7 @@ export class Cluster {
         session.member = member;
         this.session = session;
         await session.start();
+        await this.started(session);
         return nodeId;
       } catch (e) {
         if (this.session?.state.nodeId === nodeId) this.session = undefined;
@@ -209,6 +223,7 @@ export class Cluster {
         session.member = member;
         this.session = session;
         await session.start();
+        await this.started(session);
       } catch (e) {
         this.session = undefined;
         // Undo what the manager made for us: the learner member and the node record.
@@ -246,6 +261,7 @@ export class Cluster {
     if (!s) return;
     this.session = undefined;
     const id = s.state.nodeId;
+    await this.onSession?.(s, false, true).catch((e) => this.log(`cluster: ${errorMessage(e)}`));
     await s.quiesce();
     if (leaving) {
       try {
@@ -272,6 +288,7 @@ export class Cluster {
 
   /** Daemon shutdown: the membership stays (state file, member process); only this berthd goes. */
   async close(): Promise<void> {
+    if (this.session) await this.onSession?.(this.session, false, false).catch(() => undefined);
     await this.session?.close(false);
   }
 

@@ -18,6 +18,17 @@ export const K = {
   networks: `${ROOT}networks/`,
   ipam: `${ROOT}ipam/`,
   endpoints: `${ROOT}endpoints/`,
+  /** A swarm network's endpoints, each under its host's lease (gone with the host). */
+  endpointsOf: (net: string) => `${ROOT}endpoints/${net}/`,
+  endpoint: (net: string, ep: string) => `${ROOT}endpoints/${net}/${ep}`,
+  /** One address of a swarm network, claimed by create-if-absent, under the claiming host's lease. */
+  address: (net: string, ip: string) => `${ROOT}ipam/${net}/${ip}`,
+  network: (id: string) => `${ROOT}networks/${id}`,
+  /** The subnets and VNIs of every swarm network, one record changed by compare-and-swap. */
+  overlayAlloc: `${ROOT}overlay/alloc`,
+  /** The store revision each host has applied to its kernel and DNS, under its lease. */
+  applied: `${ROOT}applied/`,
+  appliedOf: (id: string) => `${ROOT}applied/${id}`,
   ca: `${SECRET}ca`,
   tokens: `${SECRET}tokens`,
 };

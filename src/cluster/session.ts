@@ -1,4 +1,5 @@
 import type { Server } from 'node:https';
+import type { Lease } from 'etcd3';
 import { promises as fs } from 'node:fs';
 import { errorMessage } from '../util/errors.js';
 import { EtcdMember, clientUrl, peerUrl } from './etcdmember.js';
@@ -35,10 +36,25 @@ export class Session {
   private queue: Promise<void> = Promise.resolve();
   private closed = false;
   private refresher?: NodeJS.Timeout;
+  /** Hear of each new presence lease: records written under the old one must be written again. */
+  private readonly leaseListeners: Array<(lease: Lease) => void> = [];
 
   constructor(public state: LocalState, private readonly o: SessionOptions, store: ClusterStore) {
     this.store = store;
-    this.presence = new Presence(store, K.aliveOf(state.nodeId), () => ({ Addr: state.addr, Since: goTime() }), o.leaseTtlSec, o.log);
+    this.presence = this.newPresence(store);
+  }
+
+  private newPresence(store: ClusterStore): Presence {
+    const p = new Presence(store, K.aliveOf(this.state.nodeId), () => ({ Addr: this.state.addr, Since: goTime() }), this.o.leaseTtlSec, this.o.log);
+    p.onLease = (lease) => { for (const l of this.leaseListeners) l(lease); };
+    return p;
+  }
+
+  /** This node's presence lease while it holds one: its own records are written under it. */
+  get lease(): Lease | undefined { return this.presence.current; }
+
+  onLease(cb: (lease: Lease) => void): void {
+    this.leaseListeners.push(cb);
   }
 
   static async connect(state: LocalState, o: SessionOptions): Promise<ClusterStore> {
@@ -98,7 +114,7 @@ export class Session {
     await this.stopWatch?.().catch(() => undefined);
     await this.presence.stop(false);
     this.store = next;
-    this.presence = new Presence(next, K.aliveOf(this.state.nodeId), () => ({ Addr: this.state.addr, Since: goTime() }), this.o.leaseTtlSec, this.o.log);
+    this.presence = this.newPresence(next);
     this.presence.start();
     await this.watchSelf();
     // Calls still running on the old client finish first.

@@ -11,6 +11,7 @@ import { NO_LEADER, UnavailableError } from './errors.js';
  */
 
 export interface Versioned<T> { value: T; modRevision: number }
+export interface Cmp { key: string; target: 'Mod' | 'Create' | 'Version'; value: number }
 export interface TlsFiles { ca: Buffer; cert: Buffer; key: Buffer }
 export type WatchEvent<T> = { type: 'put'; key: string; value: T; modRevision: number } | { type: 'delete'; key: string; modRevision: number };
 
@@ -138,6 +139,55 @@ export class ClusterStore {
       ...deletes.map((k) => ({ request_delete_range: { key: Buffer.from(k) } })),
     ];
     await this.call(() => this.client.kv.txn({ compare: [], success: ops, failure: [] }));
+  }
+
+  /**
+   * One transaction with conditions: `cmp` are compared first, and only if all hold are the puts
+   * (each under its lease, if given) and deletes applied. Returns whether they held and the
+   * store's revision after it, which is the revision of the writes when they happened.
+   */
+  async txn(cmp: Cmp[], puts: Array<{ key: string; value: unknown; lease?: string }>, deletes: string[] = []): Promise<{ ok: boolean; revision: number }> {
+    const field = { Mod: 'mod_revision', Create: 'create_revision', Version: 'version' } as const;
+    const r = await this.call(() => this.client.kv.txn({
+      compare: cmp.map((c) => ({ key: Buffer.from(c.key), target: c.target, result: 'Equal', [field[c.target]]: String(c.value) })),
+      success: [
+        ...puts.map((p) => ({ request_put: { key: Buffer.from(p.key), value: Buffer.from(JSON.stringify(p.value)), ...(p.lease ? { lease: p.lease } : {}) } })),
+        ...deletes.map((k) => ({ request_delete_range: { key: Buffer.from(k) } })),
+      ],
+      failure: [],
+    }));
+    return { ok: r.succeeded, revision: Number(r.header.revision) };
+  }
+
+  /** A list with the revision it was read at: a watch from the revision after misses nothing. */
+  async listAt<T>(prefix: string): Promise<{ items: Map<string, Versioned<T>>; revision: number }> {
+    const r = await this.call(() => this.client.getAll().prefix(prefix).exec());
+    const items = new Map<string, Versioned<T>>();
+    for (const kv of r.kvs) {
+      try { items.set(kv.key.toString(), { value: JSON.parse(kv.value.toString()) as T, modRevision: Number(kv.mod_revision) }); } catch { /* a foreign value */ }
+    }
+    return { items, revision: Number(r.header.revision) };
+  }
+
+  /**
+   * Watches a prefix from a revision on, delivering each response's events together (one batch
+   * is one step of the store's history). `onLost` hears of a watch the store cancelled (its start
+   * revision was compacted away): the caller lists again.
+   */
+  async watchBatches<T>(prefix: string, fromRevision: number, onBatch: (events: WatchEvent<T>[]) => void, onLost: (e: Error) => void): Promise<() => Promise<void>> {
+    const w = await this.client.watch().prefix(prefix).startRevision(String(fromRevision)).create();
+    w.on('data', (res) => {
+      const events: WatchEvent<T>[] = [];
+      for (const ev of res.events) {
+        const key = ev.kv.key.toString();
+        const modRevision = Number(ev.kv.mod_revision);
+        if (ev.type === 'Delete') { events.push({ type: 'delete', key, modRevision }); continue; }
+        try { events.push({ type: 'put', key, value: JSON.parse(ev.kv.value.toString()) as T, modRevision }); } catch { /* a foreign value */ }
+      }
+      if (events.length) onBatch(events);
+    });
+    w.on('error', (e) => onLost(e));
+    return () => w.cancel();
   }
 
   async delete(key: string): Promise<void> {

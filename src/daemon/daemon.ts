@@ -18,6 +18,10 @@ import { NetworkController } from '../network/controller.js';
 import { BridgeDriver } from '../network/bridgedriver.js';
 import { DefaultIpam } from '../network/ipamdriver.js';
 import { VlanDriver } from '../network/macvlan.js';
+import { OverlayDriver } from '../network/overlaydriver.js';
+import { SwarmNetworks } from '../cluster/swarmnetworks.js';
+import type { Session } from '../cluster/session.js';
+import { K, type ClusterRecord } from '../cluster/keys.js';
 import { NftFirewall } from '../network/nftfirewall.js';
 import { LocalRecordStore, NetworkRegistry } from '../network/registry.js';
 import { ContainerDirectory } from './dnsdirectory.js';
@@ -45,6 +49,8 @@ export class Daemon {
   private runtime?: ConmonRuntime;
   private cluster?: Cluster;
   engine?: Engine;
+  private readonly overlay = new OverlayDriver();
+  private swarmNetworks?: SwarmNetworks;
 
   constructor(private readonly o: DaemonOptions) {}
 
@@ -59,11 +65,14 @@ export class Daemon {
 
   /** The network layer with every driver and IPAM registered: the one place that names them. */
   private networkLayer(): NetworkController {
-    const registry = new NetworkRegistry({ local: new LocalRecordStore(join(this.o.root, 'networks')) });
+    // Swarm networks live in the cluster store; this host keeps a copy of those it has made, so a
+    // restart (or --cleanup) knows its kernel objects before the store is reachable.
+    const registry = new NetworkRegistry({ local: new LocalRecordStore(join(this.o.root, 'networks')), swarm: new LocalRecordStore(join(this.o.root, 'swarm-networks')) });
     const mtu = () => network.mtu;
     registry.registerDriver(new BridgeDriver(mtu));
     registry.registerDriver(new VlanDriver('macvlan', mtu));
     registry.registerDriver(new VlanDriver('ipvlan', mtu));
+    registry.registerDriver(this.overlay);
     registry.registerIpam(new DefaultIpam());
     const network: NetworkController = new NetworkController({
       root: this.o.root, registry, firewall: new NftFirewall(), bip: this.o.bip, ...(this.o.bridge ? { defaultBridgeName: this.o.bridge } : {}), ...(this.o.resolvConf ? { hostResolvConf: this.o.resolvConf } : {}),
@@ -91,7 +100,7 @@ export class Daemon {
     await engine.restore();
     await engine.applyEndpointFixes(await network.adopt(engine.runningSandboxes()));
     const registry = network.registry;
-    const dns = new DnsServer(new ContainerDirectory(() => engine.containers.values(), () => registry.networks, () => registry.generation), this.o.resolvConf);
+    const dns = new DnsServer(new ContainerDirectory(() => engine.containers.values(), () => registry.networks, () => registry.generation, () => this.swarmNetworks?.remoteEndpoints() ?? []), this.o.resolvConf);
     await network.attachResolver(dns);
     return { engine, images, runtime, network, identity, dns };
   }
@@ -109,6 +118,7 @@ export class Daemon {
     // As Docker's daemon does before it serves the API (not in build(): `--cleanup` starts nothing).
     await engine.applyRestartPolicies();
     this.cluster = this.makeCluster();
+    this.cluster.onSession = (s, up, leaving) => this.swarmSession(s, up, leaving, network, engine);
     await this.cluster.restore();
     const metrics = this.metricsCollector(engine, network, dns, this.cluster);
     if (this.o.metricsAddr) {
@@ -140,6 +150,32 @@ export class Daemon {
         return nodes.map((n) => ({ role: String((n.Spec as { Role?: string })?.Role ?? ''), state: String((n.Status as { State?: string })?.State ?? '') }));
       },
     });
+  }
+
+  /**
+   * A swarm membership starts or ends: swarm networks follow the cluster store while it lasts.
+   * Leaving the swarm takes its networks off this host; a daemon stop leaves them (and their
+   * containers) as they are, for the next start to reconcile.
+   */
+  private async swarmSession(s: Session, up: boolean, leaving: boolean, network: NetworkController, engine: Engine): Promise<void> {
+    if (!up) {
+      const sn = this.swarmNetworks;
+      this.swarmNetworks = undefined;
+      this.overlay.plane = undefined;
+      network.swarm = undefined;
+      if (sn) await (leaving ? sn.leave() : sn.close());
+      return;
+    }
+    const cluster = (await s.store.get<ClusterRecord>(K.cluster))?.value;
+    // The swarm endpoints this host's containers hold, from the engine's records.
+    const held = () => [...engine.containers.values()].flatMap((c) => Object.entries(c.Endpoints ?? {})
+      .filter(([id, ep]) => ep.EndpointID && ep.IPAddress && network.registry.networks.get(id)?.Scope === 'swarm')
+      .map(([id, ep]) => ({ Network: id, EndpointID: ep.EndpointID, ContainerID: c.Id, Name: c.Name.slice(1), Aliases: ep.Aliases ?? [], IP: ep.IPAddress, Mac: ep.MacAddress })));
+    const sn = new SwarmNetworks(s, network, held, cluster?.DataPathPort ?? 4789, (m) => console.error(`berthd: ${m}`));
+    this.swarmNetworks = sn;
+    this.overlay.plane = sn;
+    network.swarm = sn;
+    await sn.start();
   }
 
   private makeCluster(): Cluster {

@@ -4,6 +4,9 @@ import type { ContainerRecord } from '../engine/types.js';
 import { parseLink } from '../model/network.js';
 import { isDefaultBridge, type NetworkRecord } from '../network/types.js';
 
+/** A swarm network's endpoint on another host: enough to answer its names. */
+export interface RemoteEndpoint { Network: string; ContainerID: string; Name: string; Aliases: string[]; IP: string }
+
 /**
  * The DNS server's view of containers, derived from the engine's records and the network registry
  * (the daemon joins the two: the DNS imports neither). Views are rebuilt only
@@ -18,6 +21,8 @@ export class ContainerDirectory implements DnsDirectory {
     private readonly networks: () => Map<string, NetworkRecord>,
     /** Bumped by the network controller whenever an endpoint changes. */
     readonly generation: () => number,
+    /** Endpoints of swarm networks on other hosts, as the cluster store has them. */
+    private readonly remote: () => Iterable<RemoteEndpoint> = () => [],
   ) {}
 
   askerFor(containerId: string): (Asker & { upstreams: string[] }) | undefined {
@@ -46,6 +51,14 @@ export class ContainerDirectory implements DnsDirectory {
           names: [c.Name.slice(1), ...(ep.Aliases ?? []), c.Id.slice(0, 12)],
         });
       }
+    }
+    for (const e of this.remote()) {
+      const n = nets.get(e.Network);
+      if (!n) continue;
+      let view = views.get(e.Network);
+      if (!view) views.set(e.Network, (view = { id: e.Network, name: n.Name, internal: n.Internal, endpoints: [] }));
+      const names = [e.Name, ...e.Aliases, ...(e.ContainerID ? [e.ContainerID.slice(0, 12)] : [])].filter(Boolean);
+      view.endpoints.push({ containerId: e.ContainerID, containerName: e.Name, ip: e.IP, names });
     }
     const byContainer = new Map<string, Asker & { upstreams: string[] }>();
     for (const c of running) {

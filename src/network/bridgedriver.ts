@@ -1,9 +1,9 @@
 import { nftCommands } from '../kernel/nft.js';
 import { BadRequestError, ConflictError } from '../util/errors.js';
-import { run } from '../util/exec.js';
 import { checkIfname, deleteLink, ensureBridge, ifSysctl, ipBatchHost, joinEndpoint, linkAddresses, linkKind, linkListed, macFor, notABridge } from './bridge.js';
 import type { CreateContext, EndpointJoin, EndpointLeave, NetworkDriver } from './driver.js';
-import { allowEndpointSource, guardTableScript, linkLocalAllowance, revokeEndpointSource, TABLE, type EndpointSource } from './firewall.js';
+import { allowEndpointSource, guardTableScript, linkLocalAllowance, revokeEndpointSource, type EndpointSource } from './firewall.js';
+import { guardedSource, guardSetElements } from './guardread.js';
 import { parseCidr } from './ipam.js';
 import { parseCidr6 } from './ipam6.js';
 import { OPT_BRIDGE_NAME, OPT_DEFAULT_BRIDGE, OPT_HOST_BINDING, OPT_ICC, OPT_MASQ, OPT_MTU, optBool, parseMtu } from './options.js';
@@ -175,20 +175,3 @@ export class BridgeDriver implements NetworkDriver {
   }
 }
 
-/** The elements of one of the guard's sets as the kernel has them: a name, or the parts of a concatenation. */
-async function guardSetElements(set: string): Promise<Array<string | string[]>> {
-  const r = await run('nft', ['-j', 'list', 'set', 'bridge', TABLE, set]);
-  if (r.code !== 0) return [];
-  return (JSON.parse(r.stdout) as { nftables: Array<{ set?: { elem?: Array<string | { concat?: string[] }> } }> }).nftables
-    .flatMap((i) => i.set?.elem ?? []).map((e) => (typeof e === 'string' ? e : e.concat ?? []));
-}
-
-/** A port's guard allowances as the kernel has them (src4 holds its MAC and IPv4, src6 its IPv6). */
-async function guardedSource(port: string): Promise<EndpointSource | undefined> {
-  const entries = async (set: string): Promise<string[][]> => (await guardSetElements(set)).filter((c): c is string[] => Array.isArray(c) && c[0] === port);
-  const v4 = (await entries('src4')).find((c) => c[2] !== '0.0.0.0');
-  if (!v4) return undefined;
-  // The link-local element follows from the MAC; the global one is the other.
-  const v6 = (await entries('src6')).find((c) => !c[2]!.startsWith('fe80:'));
-  return { port, mac: v4[1]!, ip: v4[2]!, ...(v6 ? { ip6: v6[2]! } : {}) };
-}

@@ -21,6 +21,17 @@ import type { Resolver } from './resolver.js';
 import { kernelNamespaces, Sandboxes, type NamespaceOps } from './sandbox.js';
 import { PREDEFINED, type NetworkRecord } from './types.js';
 
+/** Swarm-scope networks' creation and removal, through the cluster (present while this host is in a swarm). */
+export interface SwarmNetworkService {
+  create(body: Record<string, unknown>): Promise<{ Id: string; Warning: string }>;
+  remove(n: NetworkRecord): Promise<void>;
+  /** Docker's `Peers` of a swarm network's inspect: the nodes with endpoints on it. */
+  peersView(n: NetworkRecord): Array<{ Name: string; IP: string }>;
+}
+
+/** Docker's answer to an overlay create on a host that is no swarm manager (daemon/network.go). */
+const NOT_A_MANAGER = 'This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" to connect this node to swarm and try again.';
+
 export interface ControllerOptions {
   root: string;
   /** The records, with the drivers and IPAM already registered (the daemon does it). */
@@ -56,6 +67,8 @@ export class NetworkController implements NetworkService {
   /** Networks joins are under way on, with their count; and networks being removed (see remove). */
   private readonly joining = new Map<string, number>();
   private readonly removing = new Set<string>();
+  /** Set while this host is in a swarm (the daemon wires the cluster's side in). */
+  swarm?: SwarmNetworkService;
 
   constructor(private readonly o: ControllerOptions) {
     this.registry = o.registry;
@@ -111,6 +124,7 @@ export class NetworkController implements NetworkService {
     for (const n of this.registry.networks.values()) {
       await this.registry.driverOf(n)?.deleteNetwork(n, []).catch((e: Error) => problems.push(e.message));
     }
+    for (const d of this.registry.registeredDrivers()) await d.removeOrphans?.([]).catch((e: Error) => problems.push(e.message));
     problems.push(...(await this.firewall.removeAll()));
     return problems;
   }
@@ -170,6 +184,12 @@ export class NetworkController implements NetworkService {
   // ---------------------------------------------------------------- networks
 
   async create(body: Record<string, unknown>): Promise<{ Id: string; Warning: string }> {
+    const driverName = typeof body.Driver === 'string' ? body.Driver : '';
+    if (driverName && this.registry.driver(driverName)?.scope === 'swarm') {
+      if (!this.swarm) throw new ForbiddenError(NOT_A_MANAGER);
+      if (typeof body.Name !== 'string' || body.Name.trim() === '') throw new BadRequestError('network name must be given');
+      return this.swarm.create(body);
+    }
     const name = typeof body.Name === 'string' ? body.Name : '';
     const checkDuplicate = body.CheckDuplicate === true;
     if (name && checkDuplicate && this.creating.has(name)) throw new ConflictError(`network with name ${name} already exists`);
@@ -212,6 +232,12 @@ export class NetworkController implements NetworkService {
     // rm in between would take the bridge from under the join, which then failed with 500.
     if (inUse(n.Id) || this.joining.has(n.Id)) throw new ForbiddenError(`error while removing network: network ${n.Name} id ${n.Id} has active endpoints`);
     const driver = this.registry.driverOf(n);
+    if (driver?.scope === 'swarm') {
+      if (!this.swarm) throw new ForbiddenError(NOT_A_MANAGER);
+      // Removed from the store everywhere; this host drops it as it applies the removal.
+      await this.swarm.remove(n);
+      return n;
+    }
     this.removing.add(n.Id);
     try {
       await this.removeNow(n, driver);
@@ -229,6 +255,56 @@ export class NetworkController implements NetworkService {
     ]);
     await driver?.deleteNetwork(n, this.registry.list());
     await this.registry.finishRemove(n);
+  }
+
+  // ---------------------------------------------------------------- swarm networks (SwarmNetworkHost)
+
+  swarmNetworks(): NetworkRecord[] {
+    return this.registry.list().filter((n) => n.Scope === 'swarm');
+  }
+
+  network(id: string): NetworkRecord | undefined {
+    const n = this.registry.networks.get(id);
+    return n?.Scope === 'swarm' ? n : undefined;
+  }
+
+  ownSubnets(): string[] {
+    return this.registry.list().flatMap((n) => (n.pools ?? []).map((p) => p.subnet));
+  }
+
+  /** A create request's record for the cluster: the same checks as a local network's, nothing written. */
+  newRecord(body: Record<string, unknown>): Promise<NetworkRecord> {
+    return newNetworkRecord(this.registry, body, { mtuDefault: this.mtuDefault, used: async () => ({ v4: [], v6: [] }) });
+  }
+
+  async adoptSwarmNetwork(n: NetworkRecord): Promise<void> {
+    const driver = this.registry.driverOf(n);
+    if (!driver) throw new Error(`swarm network ${n.Name}: no ${n.Driver} driver on this host`);
+    await this.registry.save(n);
+    await Promise.all([driver.ensureNetwork(n), driver.hostFirewall ? this.healing(this.firewall.addNetwork(n, this.firewalled(n.Id))) : undefined]);
+    this.registry.changed([n.Id], '');
+  }
+
+  async ensureSwarmNetwork(n: NetworkRecord): Promise<void> {
+    await this.registry.driverOf(n)?.ensureNetwork(n);
+  }
+
+  async dropSwarmNetwork(n: NetworkRecord): Promise<void> {
+    const driver = this.registry.driverOf(n);
+    await this.removeNow(n, driver);
+    this.registry.changed([n.Id], '');
+  }
+
+  async peersChanged(networkIds: string[], full: boolean): Promise<void> {
+    for (const id of networkIds) {
+      const n = this.registry.networks.get(id);
+      if (n) await this.registry.driverOf(n)?.syncPeers?.(n, full);
+    }
+    this.registry.changed(networkIds, '');
+  }
+
+  removeOrphans(keep: NetworkRecord[]): Promise<void> {
+    return Promise.all(this.registry.registeredDrivers().map((d) => d.removeOrphans?.(keep))).then(() => undefined);
   }
 
   // ---------------------------------------------------------------- the engine's side (NetworkService)

@@ -1,3 +1,4 @@
+import { ForbiddenError } from '../util/errors.js';
 import type { NetworkRecord } from './types.js';
 
 /**
@@ -24,6 +25,18 @@ export interface EndpointJoin {
   /** On dual-stack networks: the IPv6 address with its prefix length, and the IPv6 default route. */
   address6Cidr?: string;
   gateway6?: string;
+  /** Who the endpoint is for: drivers that publish endpoints to other hosts (overlay) need it for their DNS. */
+  owner?: { containerId: string; name: string; aliases: string[] };
+  /** Whether the user chose the address (--ip): a clash is then the user's error, not a race to retry. */
+  requestedIp?: boolean;
+}
+
+/**
+ * An address another host claimed at the same moment (a cluster-wide IPAM): the sandbox takes the
+ * next free address and joins again; with an address the user asked for, it is Docker's 403.
+ */
+export class AddressTakenError extends ForbiddenError {
+  constructor() { super('Address already in use'); }
 }
 
 /** The endpoint whose interface leaves a sandbox. */
@@ -79,4 +92,13 @@ export interface NetworkDriver {
    * in the container's namespace).
    */
   hostLink?(n: NetworkRecord, endpointId: string): string | undefined;
+  /**
+   * `swarm` for drivers whose networks live in the cluster store and exist on every host
+   * (overlay): they are created and removed through the cluster, not this host's records alone.
+   */
+  readonly scope?: 'swarm';
+  /** Brings the network's view of remote endpoints (a VXLAN device's peers) in line with the store; `full` re-reads the kernel. */
+  syncPeers?(n: NetworkRecord, full: boolean): Promise<void>;
+  /** Removes kernel objects of this driver's naming that belong to none of `keep` (a crash's leftovers). */
+  removeOrphans?(keep: NetworkRecord[]): Promise<void>;
 }

@@ -1,5 +1,5 @@
 import type { EndpointState } from '../model/network.js';
-import { BadRequestError } from '../util/errors.js';
+import { BadRequestError, ForbiddenError } from '../util/errors.js';
 import { subnetContains } from './ipamdriver.js';
 import { canonicalIPv6 } from './ipam6.js';
 import type { NetworkRegistry } from './registry.js';
@@ -18,6 +18,8 @@ export function validateMode(registry: NetworkRegistry, mode: string): void {
 
 /** An endpoint as the user asked for it (EndpointsConfig), checked against the network; nothing allocated yet. */
 export function endpointFromConfig(n: NetworkRecord, cfg: Record<string, unknown>, macAddress?: string): EndpointState {
+  // Docker's words, from swarmkit through the daemon: only attachable swarm networks take containers.
+  if (n.Scope === 'swarm' && !n.Attachable) throw new ForbiddenError(`Could not attach to network ${n.Name}: rpc error: code = PermissionDenied desc = network ${n.Name} not manually attachable`);
   const ipam = (cfg.IPAMConfig ?? null) as { IPv4Address?: string; IPv6Address?: string } | null;
   if (ipam?.IPv6Address) {
     if (!n.pools6?.length) throw new BadRequestError(`user specified IPv6 address ${ipam.IPv6Address} on network ${n.Name}, which has no IPv6`);

@@ -361,3 +361,24 @@ export function allowEndpointSource(e: EndpointSource): string {
 export function revokeEndpointSource(e: EndpointSource): string {
   return [`delete element ${GUARD} ports { ${q(e.port)} }`, ...sourceElements(e).map(([set, el]) => `delete element ${GUARD} ${set} { ${el} }`)].join('\n') + '\n';
 }
+
+/**
+ * The VXLAN port of an overlay bridge carries the frames of every remote endpoint: it is guarded
+ * like a container's port, with one allowance per remote endpoint (its MAC and address, as the
+ * cluster store records them), so a host can only inject frames as the endpoints it really hosts.
+ * The port is put under the guard once, with no allowance: until the store names an endpoint,
+ * nothing from the wire enters the bridge.
+ */
+export function guardPortScript(port: string): string {
+  return `add element ${GUARD} ports { ${q(port)} }\n`;
+}
+
+/** Takes a port out of the guard (its link is gone). */
+export function unguardPortScript(port: string): string {
+  return `delete element ${GUARD} ports { ${q(port)} }\n`;
+}
+
+export function remoteSourcesScript(port: string, sources: Array<{ mac: string; ip: string }>, op: 'add' | 'delete'): string {
+  if (!sources.length) return '';
+  return sources.flatMap((s) => sourceElements({ port, mac: s.mac, ip: s.ip })).map(([set, el]) => `${op} element ${GUARD} ${set} { ${el} }`).join('\n') + '\n';
+}

@@ -5,7 +5,7 @@ import type { EndpointState, PortMapping, SandboxRef, SandboxSpec, SandboxState 
 import { BadRequestError } from '../util/errors.js';
 import { newId } from '../util/ids.js';
 import { macFor } from './mac.js';
-import type { NetworkDriver } from './driver.js';
+import { AddressTakenError, type NetworkDriver } from './driver.js';
 import { publishTarget, sharesNamespace, usesEmbeddedDns } from './endpoints.js';
 import type { Firewall } from './firewallapi.js';
 import type { AddressLease } from './ipamdriver.js';
@@ -92,7 +92,7 @@ export class Sandboxes {
     }
     try {
       await this.d.namespaces.create(path);
-      for (const p of plans) await this.join(spec.id, path, p);
+      for (const p of plans) await this.join(spec.id, path, p, spec.name);
       await this.programDns(spec.id, path, endpoints, true);
       const published = await this.publish(spec, endpoints);
       const etcFiles = await writeSandboxFiles(spec, {
@@ -152,7 +152,7 @@ export class Sandboxes {
       throw e;
     }
     try {
-      await this.join(spec.id, netnsPath, plan!);
+      await this.join(spec.id, netnsPath, plan!, spec.name);
       await saved;
     } catch (e) {
       await saved.catch(() => undefined);
@@ -296,15 +296,33 @@ export class Sandboxes {
     return { saved };
   }
 
-  private async join(containerId: string, netnsPath: string, p: Plan): Promise<void> {
-    const { n, lease, entry } = p;
+  private async join(containerId: string, netnsPath: string, p: Plan, name: string): Promise<void> {
+    const { n, entry } = p;
     const gw = p.defaultRoute && !n.Internal;
-    let mac = p.ep.requestedMac || macFor(lease.ip);
-    const got = await p.driver.join(n, {
-      netnsPath, ifname: entry.ifname, endpointId: entry.endpointId, mac, addressCidr: `${lease.ip}/${lease.prefix}`,
-      gateway: gw ? lease.gateway : undefined,
-      ...(lease.ip6 ? { address6Cidr: `${lease.ip6}/${lease.prefix6}`, gateway6: gw ? lease.gateway6 : undefined } : {}),
-    });
+    const requestedIp = !!p.ep.IPAMConfig?.IPv4Address;
+    let mac: string;
+    let got: { mac: string } | void;
+    for (let attempt = 0; ; attempt++) {
+      const lease = p.lease;
+      mac = p.ep.requestedMac || macFor(lease.ip);
+      try {
+        got = await p.driver.join(n, {
+          netnsPath, ifname: entry.ifname, endpointId: entry.endpointId, mac, addressCidr: `${lease.ip}/${lease.prefix}`,
+          gateway: gw ? lease.gateway : undefined,
+          ...(lease.ip6 ? { address6Cidr: `${lease.ip6}/${lease.prefix6}`, gateway6: gw ? lease.gateway6 : undefined } : {}),
+          owner: { containerId, name, aliases: p.ep.Aliases ?? [] }, requestedIp,
+        });
+        break;
+      } catch (e) {
+        // A cluster-wide IPAM: another host claimed this address a moment before. The next free one.
+        if (!(e instanceof AddressTakenError) || requestedIp || attempt >= 8) throw e;
+        const ipam = this.d.registry.ipamOf(n);
+        ipam.releaseAddress(n, { ip: lease.ip }, entry.endpointId);
+        p.lease = ipam.requestAddress(n, entry.endpointId, {});
+        entry.ip = p.lease.ip;
+      }
+    }
+    const lease = p.lease;
     if (got) mac = got.mac;
     Object.assign(p.ep, { EndpointID: entry.endpointId, IPAddress: lease.ip, IPPrefixLen: lease.prefix, Gateway: n.Internal ? '' : lease.gateway, MacAddress: mac, ifname: entry.ifname });
     if (lease.ip6) Object.assign(p.ep, { GlobalIPv6Address: lease.ip6, GlobalIPv6PrefixLen: lease.prefix6, IPv6Gateway: n.Internal ? '' : lease.gateway6 });

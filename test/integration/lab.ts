@@ -93,6 +93,11 @@ export class Lab {
     return lh;
   }
 
+  /** Gives the underlay namespace an address of its own: a far end that no overlay routes to. */
+  async underlayAddress(cidr: string): Promise<void> {
+    await runOk('ip', ['-n', this.underlay, 'addr', 'replace', cidr, 'dev', 'btub0']);
+  }
+
   /** Cuts a host off the underlay (its own link stays up: the far end goes dark). */
   async partition(h: LabHost): Promise<void> {
     await runOk('ip', ['-n', this.underlay, 'link', 'set', h.port, 'down']);

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import type { EndpointState, PortMapping, SandboxSpec } from '../../src/model/network.js';
-import type { EndpointJoin, EndpointLeave, NetworkDriver } from '../../src/network/driver.js';
+import { AddressTakenError, type EndpointJoin, type EndpointLeave, type NetworkDriver } from '../../src/network/driver.js';
 import type { Firewall, FirewallEndpoint } from '../../src/network/firewallapi.js';
 import { DefaultIpam } from '../../src/network/ipamdriver.js';
 import { PortMapper } from '../../src/network/portmapper.js';
@@ -21,12 +21,15 @@ class FakeDriver implements NetworkDriver {
   readonly hostFirewall = true;
   readonly ipv6 = true;
   failJoinOn?: string;
+  /** Addresses another host holds: a join with one is refused as a cluster-wide IPAM refuses it. */
+  takenElsewhere = new Set<string>();
   constructor(private readonly log: string[]) {}
   async configure(): Promise<void> {}
   async ensureNetwork(n: NetworkRecord): Promise<void> { this.log.push(`ensure ${n.Name}`); }
   async deleteNetwork(n: NetworkRecord): Promise<void> { this.log.push(`delete ${n.Name}`); }
   async join(n: NetworkRecord, j: EndpointJoin): Promise<void> {
     if (this.failJoinOn === n.Name) throw new Error(`join ${n.Name} failed`);
+    if (this.takenElsewhere.has(j.addressCidr.split('/')[0]!)) throw new AddressTakenError();
     this.log.push(`join ${n.Name} ${j.ifname} ${j.addressCidr} gw=${j.gateway ?? '-'}`);
   }
   async leave(n: NetworkRecord, ep: EndpointLeave): Promise<void> { this.log.push(`leave ${n.Name} ${ep.ifname}`); }
@@ -112,6 +115,26 @@ describe('network registry', () => {
 });
 
 describe('sandbox', () => {
+  it('takes the next free address when another host claimed the chosen one a moment before, and never a requested one', async () => {
+    const l = await layer();
+    try {
+      const a = await l.network('alpha', '10.1.0.0/24');
+      l.driver.takenElsewhere.add('10.1.0.2');
+      const got = await l.sandboxes.setUp(l.spec('one', [a]));
+      assert.equal(got.endpoints[a.Id]!.IPAddress, '10.1.0.3');
+      assert.deepEqual(l.log.filter((x) => x.startsWith('join')), ['join alpha eth0 10.1.0.3/24 gw=10.1.0.1']);
+      assert.deepEqual(Object.keys(a.pools![0]!.allocated), ['10.1.0.3']);
+      // --ip of an address another host holds: Docker's 403, and nothing held here.
+      l.driver.takenElsewhere.add('10.1.0.9');
+      const s2 = l.spec('two', [a]);
+      s2.endpoints[a.Id]!.IPAMConfig = { IPv4Address: '10.1.0.9' };
+      await assert.rejects(l.sandboxes.setUp(s2), (e) => e instanceof AddressTakenError && e.message === 'Address already in use');
+      assert.deepEqual(Object.keys(a.pools![0]!.allocated), ['10.1.0.3']);
+    } finally {
+      await l.cleanup();
+    }
+  });
+
   it('journals before the namespace exists, joins eth0 with the default route then eth1, and publishes on eth0', async () => {
     const l = await layer();
     try {

@@ -1,6 +1,6 @@
 import { PREDEFINED } from '../../model/network.js';
 import type { NetworkRecord } from '../../network/types.js';
-import { BadRequestError } from '../../util/errors.js';
+import { ApiError, BadRequestError } from '../../util/errors.js';
 import { networkInspect } from '../views/network.js';
 import type { ApiContext } from '../context.js';
 import { checkFilterKeys, labelsMatch, parseFilters, readJsonBody, readRequiredJsonBody, sendEmpty, sendJson } from '../http.js';
@@ -9,7 +9,7 @@ import { validateNetworkConnect, validateNetworkCreate, validateNetworkDisconnec
 
 export function networkRoutes(r: Router, api: ApiContext): void {
   const net = api.network;
-  const inspect = (n: NetworkRecord) => networkInspect(n, api.engine.list());
+  const inspect = (n: NetworkRecord) => networkInspect(n, api.engine.list(), n.Scope === 'swarm' ? net.swarm?.peersView(n) : undefined);
   const inUse = (networkId: string) => api.engine.list().some((c) => c.Endpoints?.[networkId]?.EndpointID);
 
   r.get('/networks', (ctx) => {
@@ -69,7 +69,13 @@ export function networkRoutes(r: Router, api: ApiContext): void {
     for (const n of net.registry.list()) {
       if (PREDEFINED.includes(n.Name) || !labelsMatch(n.Labels, filters.get('label') ?? [])) continue;
       if (inUse(n.Id)) continue;
-      await net.remove(n.Id, inUse);
+      if (n.Scope === 'swarm') {
+        // As Docker's cluster prune: only a manager removes swarm networks, and one in use on
+        // another host is left, not an error of the whole prune.
+        try { await net.remove(n.Id, inUse); } catch (e) { if (e instanceof ApiError) continue; throw e; }
+      } else {
+        await net.remove(n.Id, inUse);
+      }
       api.engine.events.network('destroy', n);
       deleted.push(n.Name);
     }

@@ -66,7 +66,7 @@ export function portsView(c: ContainerRecord): Record<string, Array<{ HostIp: st
 }
 
 /** GET /networks/{id} body. */
-export function networkInspect(n: NetworkRecord, containers: ContainerRecord[]): object {
+export function networkInspect(n: NetworkRecord, containers: ContainerRecord[], peers?: Array<{ Name: string; IP: string }>): object {
   const members: Record<string, object> = {};
   for (const c of containers) {
     const ep = c.Endpoints?.[n.Id];
@@ -80,5 +80,7 @@ export function networkInspect(n: NetworkRecord, containers: ContainerRecord[]):
     Name: n.Name, Id: n.Id, Created: n.Created, Scope: n.Scope, Driver: n.Driver, EnableIPv6: n.EnableIPv6,
     IPAM: n.IPAM, Internal: n.Internal, Attachable: n.Attachable, Ingress: n.Ingress, ConfigFrom: n.ConfigFrom,
     ConfigOnly: n.ConfigOnly, Containers: members, Options: n.Options, Labels: n.Labels,
+    // Swarm networks list the nodes that have endpoints on them; Docker omits an empty list.
+    ...(peers?.length ? { Peers: peers } : {}),
   };
 }

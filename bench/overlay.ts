@@ -1,0 +1,132 @@
+/**
+ * node dist/bench/overlay.js [--quick] [--no-write]
+ * The overlay across three lab hosts (namespaces on one underlay bridge, 1400-byte uplinks), berth
+ * only: Docker 20.10's swarm overlay beside it is left for later (its dockerds need namespaces of
+ * their own with separate roots, exec roots and sockets, listening on lab addresses only).
+ * Measures, in one run:
+ *  - TCP throughput (iperf3, 5 s) container → container across hosts, against the same between the
+ *    two hosts' own namespaces over the underlay;
+ *  - TCP connect + 1-byte echo round trips, same two paths;
+ *  - `run -d` on an overlay until the container answers by name from another host, and the misses
+ *    of the first lookup right after `run` returns;
+ *  - `network connect` / `disconnect` of a running container (each returns once every host has
+ *    its FDB, neighbour and DNS entries).
+ * Throughput and echo run inside the containers' network namespaces (nsenter from the host), so
+ * the busybox image needs no iperf3: the path measured is the container's own veth, bridge and
+ * VXLAN device. Everything the bench makes is removed at the end, even on failure.
+ */
+import { promises as fs } from 'node:fs';
+import { join } from 'node:path';
+import { Lab, type LabHost } from '../test/integration/lab.js';
+import { PACKAGE_ROOT } from '../src/daemon/paths.js';
+import { log, median, now, quantile, run } from './util.js';
+
+const quick = process.argv.includes('--quick');
+const write = !process.argv.includes('--no-write');
+const N = quick ? 10 : 100;
+
+async function docker(h: LabHost, args: string[]): Promise<string> {
+  const r = await h.host.docker(args);
+  if (r.code !== 0) throw new Error(`${h.name}: docker ${args.join(' ')}: ${r.stderr.trim()}`);
+  return r.stdout.trim();
+}
+
+const netnsOf = (h: LabHost, c: string) => docker(h, ['inspect', '-f', '{{.NetworkSettings.SandboxKey}}', c]);
+const ipOf = (h: LabHost, c: string) => docker(h, ['inspect', '-f', '{{(index .NetworkSettings.Networks "bench").IPAddress}}', c]);
+
+/** iperf3 client from one namespace to a server started in another; Gbit/s. */
+async function iperf(serverNs: string, clientNs: string, addr: string): Promise<number> {
+  const srv = run('nsenter', [`--net=${serverNs}`, 'iperf3', '-s', '-1', '-B', addr]);
+  await new Promise((r) => setTimeout(r, 500));
+  const c = await run('nsenter', [`--net=${clientNs}`, 'iperf3', '-c', addr, '-t', quick ? '2' : '5', '-J']);
+  await srv;
+  if (c.code !== 0) throw new Error(`iperf3: ${c.stderr || c.stdout}`);
+  return JSON.parse(c.stdout).end.sum_received.bits_per_second / 1e9;
+}
+
+/** TCP connect + 1-byte echo, `n` times, from one namespace to an echo server in another; ms each. */
+async function echo(serverNs: string, clientNs: string, addr: string, n: number): Promise<number[]> {
+  // The server ends itself after the n-th connection closes (or after a deadline): nothing to kill.
+  const server = `let k=0;require('net').createServer((s)=>{s.pipe(s);if(++k>=${n})s.on('close',()=>process.exit(0))}).listen(7007,'${addr}');setTimeout(()=>process.exit(0),${n * 200 + 20000})`;
+  const srv = run('nsenter', [`--net=${serverNs}`, process.execPath, '-e', server]);
+  await new Promise((r) => setTimeout(r, 800));
+  const client = `const net=require('net');(async()=>{const out=[];for(let i=0;i<${n};i++){const t=process.hrtime.bigint();await new Promise((res,rej)=>{const s=net.connect(7007,'${addr}',()=>s.write('x'));s.on('data',()=>{s.destroy();res();});s.on('error',rej);});out.push(Number(process.hrtime.bigint()-t)/1e6);}console.log(JSON.stringify(out));process.exit(0)})()`;
+  const c = await run('nsenter', [`--net=${clientNs}`, process.execPath, '-e', client]);
+  await srv;
+  if (c.code !== 0) throw new Error(`echo: ${c.stderr}`);
+  return JSON.parse(c.stdout) as number[];
+}
+
+async function main(): Promise<void> {
+  const results: Record<string, unknown> = { when: new Date().toISOString(), quick, n: N };
+  log('lab of 3 hosts');
+  const lab = await Lab.create(3, { leaseTtlSec: 3, seedBusybox: true });
+  try {
+    const [h0, h1, h2] = lab.hosts as [LabHost, LabHost, LabHost];
+    await docker(h0, ['swarm', 'init', '--advertise-addr', h0.addr]);
+    const token = await docker(h0, ['swarm', 'join-token', '-q', 'worker']);
+    await docker(h1, ['swarm', 'join', '--token', token, `${h0.addr}:2377`]);
+    await docker(h2, ['swarm', 'join', '--token', token, `${h0.addr}:2377`]);
+    await docker(h0, ['network', 'create', '-d', 'overlay', '--attachable', 'bench']);
+    await docker(h0, ['run', '-d', '--name', 's0', '--network', 'bench', 'busybox', 'sleep', '36000']);
+    await docker(h1, ['run', '-d', '--name', 's1', '--network', 'bench', 'busybox', 'sleep', '36000']);
+    const [ns0, ns1, ip1] = await Promise.all([netnsOf(h0, 's0'), netnsOf(h1, 's1'), ipOf(h1, 's1')]);
+
+    log('throughput');
+    results.iperf_underlay_gbps = await iperf(h1.host.netnsPath, h0.host.netnsPath, h1.addr);
+    results.iperf_overlay_gbps = await iperf(ns1, ns0, ip1);
+    log('echo');
+    const eu = await echo(h1.host.netnsPath, h0.host.netnsPath, h1.addr, N);
+    const eo = await echo(ns1, ns0, ip1, N);
+    results.echo_underlay_ms = { p50: median(eu), p99: quantile(eu, 0.99) };
+    results.echo_overlay_ms = { p50: median(eo), p99: quantile(eo, 0.99) };
+
+    log('run until reachable by name from another host');
+    const runMs: number[] = [];
+    const reachMs: number[] = [];
+    let misses = 0;
+    for (let i = 0; i < N; i++) {
+      const t0 = now();
+      await docker(h2, ['run', '-d', '--name', `r${i}`, '--network', 'bench', 'busybox', 'sleep', '36000']);
+      const t1 = now();
+      runMs.push(t1 - t0);
+      let first = true;
+      for (;;) {
+        const r = await h1.host.docker(['exec', 's1', 'nslookup', `r${i}`]);
+        if (r.code === 0 && /Address(?: 1)?:\s+\d/.test(r.stdout.split('Name:')[1] ?? '')) break;
+        if (first) misses++;
+        first = false;
+      }
+      reachMs.push(now() - t0);
+    }
+    results.run_ms = { p50: median(runMs), p99: quantile(runMs, 0.99) };
+    results.run_until_named_ms = { p50: median(reachMs), p99: quantile(reachMs, 0.99) };
+    results.first_lookup_misses = misses;
+
+    log('connect / disconnect visible everywhere');
+    await docker(h2, ['run', '-d', '--name', 'hop', 'busybox', 'sleep', '36000']);
+    const conn: number[] = [];
+    const disc: number[] = [];
+    for (let i = 0; i < N; i++) {
+      let t = now();
+      await docker(h2, ['network', 'connect', 'bench', 'hop']);
+      conn.push(now() - t);
+      t = now();
+      await docker(h2, ['network', 'disconnect', 'bench', 'hop']);
+      disc.push(now() - t);
+    }
+    results.connect_ms = { p50: median(conn), p99: quantile(conn, 0.99) };
+    results.disconnect_ms = { p50: median(disc), p99: quantile(disc, 0.99) };
+  } finally {
+    const leaks = await lab.destroy();
+    if (leaks.length) log(`LEAKS: ${leaks.join('; ')}`);
+  }
+  process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
+  if (write) {
+    const file = join(PACKAGE_ROOT, 'bench', 'results', `overlay-${new Date().toISOString().slice(0, 16).replace(/[:]/g, '')}${quick ? '-quick' : ''}.json`);
+    await fs.writeFile(file, JSON.stringify(results, null, 2) + '\n');
+    log(`wrote ${file}`);
+  }
+}
+
+main().catch((e) => { console.error(e); process.exit(1); });

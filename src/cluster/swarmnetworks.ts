@@ -1,0 +1,484 @@
+import type { Lease } from 'etcd3';
+import { ipJson } from '../kernel/netns.js';
+import { routedSubnets } from '../kernel/routes.js';
+import { AddressTakenError } from '../network/driver.js';
+import { overlaps, parseCidr } from '../network/ipam.js';
+import type { OverlayPlane } from '../network/overlaydriver.js';
+import { checkSubnetFree, emptyAlloc, OPT_VXLANID, parseVni, peersFor, peersView, pickSubnet, pickVni, type EndpointRecord, type OverlayAlloc, type Peer } from '../network/overlay.js';
+import type { NetworkRecord } from '../network/types.js';
+import { ConflictError, errorMessage, ForbiddenError, NotFoundError } from '../util/errors.js';
+import { NO_MANAGER, NOT_MANAGER, UnavailableError } from './errors.js';
+import { K, ROOT, type ClusterRecord, type NodeRecord } from './keys.js';
+import type { Session } from './session.js';
+import type { WatchEvent } from './store.js';
+
+/** What the network layer does when the store's swarm networks change (the controller implements it). */
+export interface SwarmNetworkHost {
+  /** The swarm networks this host has now (its registry's, cached on disk across restarts). */
+  swarmNetworks(): NetworkRecord[];
+  /** A network record by id, as the registry holds it (its pools are the allocation mirror). */
+  network(id: string): NetworkRecord | undefined;
+  /** Makes a swarm network exist here: record, kernel objects, firewall. Idempotent. */
+  adoptSwarmNetwork(n: NetworkRecord): Promise<void>;
+  /** Makes a known swarm network's kernel side again (after a restart): idempotent, and corrects what differs. */
+  ensureSwarmNetwork(n: NetworkRecord): Promise<void>;
+  /** Removes a swarm network from this host. */
+  dropSwarmNetwork(n: NetworkRecord): Promise<void>;
+  /** The remote endpoints of these networks changed: kernel peers and DNS follow. `full`: re-read the kernel. */
+  peersChanged(networkIds: string[], full: boolean): Promise<void>;
+  /** Builds a record for a create request (checks, options, IPAM) with the subnet chosen by the cluster. */
+  newRecord(body: Record<string, unknown>): Promise<NetworkRecord>;
+  /** Subnets of every network of this host (local and swarm): routes to them are berth's own. */
+  ownSubnets(): string[];
+  /** Removes overlay kernel objects of no network in `keep`. */
+  removeOrphans(keep: NetworkRecord[]): Promise<void>;
+}
+
+/** How long a change waits for the other hosts before its command returns anyway (a host that died holds its lease that long). */
+const APPLY_WAIT_MS = 5000;
+
+/**
+ * Swarm-scope networks on one host, kept in step with the cluster store: the host lists the
+ * store at revision R and watches from R+1 (listing again if the watch is lost, as after a
+ * compaction), applies each change to its kernel (VXLAN peers) and DNS, and then publishes the
+ * revision it has applied. A command that changed the store (network create/rm, an endpoint
+ * joining or leaving) returns once every live host has published a revision at least its own, so
+ * no host answers from a stale view. This host's endpoints are written under its presence lease:
+ * if the host dies they vanish with it, on every host, within the lease TTL.
+ */
+export class SwarmNetworks implements OverlayPlane {
+  private readonly nets = new Map<string, { rec: NetworkRecord; mod: number }>();
+  private readonly eps = new Map<string, Map<string, EndpointRecord>>();
+  /** This host's own endpoints, written again under each new lease. */
+  private readonly mine = new Map<string, EndpointRecord>();
+  private readonly alive = new Set<string>();
+  private readonly applied = new Map<string, number>();
+  private readonly nodes = new Map<string, { name: string; addr: string }>();
+  private waiters: Array<{ revision: number; done: () => void }> = [];
+  private queue: Promise<void> = Promise.resolve();
+  private stopWatch?: () => Promise<void>;
+  private closed = false;
+  private published = 0;
+  private publishing?: Promise<void>;
+  private mtu?: number;
+  readonly vtep: { addr: string; port: number };
+
+  constructor(private readonly session: Session, private readonly host: SwarmNetworkHost, private readonly localEndpoints: () => Array<Omit<EndpointRecord, 'Node' | 'Vtep'>>, port: number, private readonly log: (m: string) => void) {
+    this.vtep = { addr: session.state.dataPathAddr || session.state.addr, port };
+    session.onLease((lease) => { if (!this.closed) this.enqueue(() => this.republish(lease)); });
+  }
+
+  private get store() { return this.session.store; }
+  private get me(): string { return this.session.state.nodeId; }
+
+  // ---------------------------------------------------------------- list, watch, apply
+
+  /** The first list; if the store does not answer, it is tried again in the background until it does. */
+  async start(): Promise<void> {
+    try {
+      await this.relist();
+    } catch (e) {
+      this.log(`overlay: listing the store: ${errorMessage(e)}; trying again`);
+      void this.retryRelist();
+    }
+  }
+
+  private enqueue(step: () => Promise<void>): Promise<void> {
+    const p = this.queue.then(step);
+    this.queue = p.catch((e) => this.log(`overlay: ${errorMessage(e)}`));
+    return p;
+  }
+
+  /** Lists everything under the cluster's root at one revision, reconciles this host with it, and watches from the next. */
+  private async relist(): Promise<void> {
+    await this.stopWatch?.().catch(() => undefined);
+    this.stopWatch = undefined;
+    if (this.closed) return;
+    const { items, revision } = await this.store.listAt<unknown>(ROOT);
+    await this.enqueue(async () => {
+      this.nets.clear();
+      this.eps.clear();
+      this.alive.clear();
+      this.applied.clear();
+      this.nodes.clear();
+      for (const [key, v] of items) this.take({ type: 'put', key, value: v.value, modRevision: v.modRevision });
+      await this.reconcile();
+      await this.publish(revision);
+    });
+    this.stopWatch = await this.store.watchBatches<unknown>(ROOT, revision + 1, (events) => void this.enqueue(() => this.applyBatch(events)), (e) => {
+      if (this.closed) return;
+      this.log(`overlay: the store's watch was lost (${errorMessage(e)}); listing again`);
+      void this.retryRelist();
+    });
+    this.checkWaiters();
+  }
+
+  private async retryRelist(): Promise<void> {
+    while (!this.closed) {
+      try { return await this.relist(); } catch (e) {
+        this.log(`overlay: listing the store: ${errorMessage(e)}`);
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+    }
+  }
+
+  /** Files one event into the view; returns the network whose endpoints changed, or whether a network record did. */
+  private take(e: WatchEvent<unknown>): { net?: string; endpointsOf?: string } {
+    const rest = e.key.slice(ROOT.length);
+    const [kind, a, b] = rest.split('/');
+    if (kind === 'networks' && a) {
+      if (e.type === 'put') this.nets.set(a, { rec: e.value as NetworkRecord, mod: e.modRevision });
+      else this.nets.delete(a);
+      return { net: a };
+    }
+    if (kind === 'endpoints' && a && b) {
+      let m = this.eps.get(a);
+      if (e.type === 'put') {
+        if (!m) this.eps.set(a, (m = new Map()));
+        m.set(b, e.value as EndpointRecord);
+      } else {
+        m?.delete(b);
+      }
+      return { endpointsOf: a };
+    }
+    if (kind === 'alive' && a) {
+      if (e.type === 'put') this.alive.add(a);
+      else this.alive.delete(a);
+    } else if (kind === 'applied' && a) {
+      if (e.type === 'put') this.applied.set(a, Number((e.value as { Revision?: number }).Revision ?? 0));
+      else this.applied.delete(a);
+    } else if (kind === 'nodes' && a) {
+      if (e.type === 'put') {
+        const n = e.value as NodeRecord;
+        this.nodes.set(a, { name: n.Description?.Hostname ?? a, addr: n.Addr });
+      } else {
+        this.nodes.delete(a);
+      }
+    }
+    return {};
+  }
+
+  private async applyBatch(events: WatchEvent<unknown>[]): Promise<void> {
+    if (this.closed) return;
+    const nets = new Set<string>();
+    const endpointsOf = new Set<string>();
+    let relevant = 0;
+    for (const e of events) {
+      const t = this.take(e);
+      if (t.net) nets.add(t.net);
+      if (t.endpointsOf) endpointsOf.add(t.endpointsOf);
+      if (t.net || t.endpointsOf) relevant = Math.max(relevant, e.modRevision);
+    }
+    for (const id of nets) {
+      const s = this.nets.get(id);
+      const have = this.host.network(id);
+      if (s && !have) await this.host.adoptSwarmNetwork(this.localRecord(s.rec));
+      else if (!s && have) await this.host.dropSwarmNetwork(have);
+    }
+    for (const id of endpointsOf) this.mirrorAllocations(id);
+    const changed = [...endpointsOf].filter((id) => this.host.network(id));
+    if (changed.length) await this.host.peersChanged(changed, false);
+    if (relevant) await this.publish(relevant);
+    this.checkWaiters();
+  }
+
+  /** The registry's copy of a store record: its pools carry the cluster's allocations as seen here. */
+  private localRecord(rec: NetworkRecord): NetworkRecord {
+    const n = structuredClone(rec);
+    for (const p of n.pools ?? []) p.allocated = {};
+    const pool = n.pools?.[0];
+    if (pool) for (const e of this.eps.get(n.Id)?.values() ?? []) pool.allocated[e.IP] = e.EndpointID;
+    return n;
+  }
+
+  /**
+   * The registry's pool of a network holds every address the store has claimed, so the next local
+   * allocation picks a free one; addresses allocated here but not yet claimed stay.
+   */
+  private mirrorAllocations(id: string): void {
+    const pool = this.host.network(id)?.pools?.[0];
+    if (!pool) return;
+    const claimed = new Map([...(this.eps.get(id)?.values() ?? [])].map((e) => [e.IP, e.EndpointID]));
+    for (const [ip, ep] of Object.entries(pool.allocated)) {
+      // Gone from the store and not this host's own join in flight.
+      if (!claimed.has(ip) && !this.pending.has(ep)) delete pool.allocated[ip];
+    }
+    for (const [ip, ep] of claimed) pool.allocated[ip] = ep;
+  }
+
+  /** Endpoints between their local allocation and their claim in the store. */
+  private readonly pending = new Set<string>();
+
+  /**
+   * After a list: the store's networks exist here and no others; this host's endpoints in the
+   * store are those its running containers hold (others a crash left are withdrawn), under the
+   * current lease; the kernel's peers are read back and corrected.
+   */
+  private async reconcile(): Promise<void> {
+    for (const n of this.host.swarmNetworks()) if (!this.nets.has(n.Id)) await this.host.dropSwarmNetwork(n);
+    for (const s of this.nets.values()) {
+      const have = this.host.network(s.rec.Id);
+      if (!have) {
+        await this.host.adoptSwarmNetwork(this.localRecord(s.rec));
+      } else {
+        this.mirrorAllocations(s.rec.Id);
+        await this.host.ensureSwarmNetwork(have);
+      }
+    }
+    await this.host.removeOrphans([...this.nets.values()].map((s) => s.rec));
+    // The endpoints of this host's running containers are in the store (written again under the
+    // current lease, in case the last one lapsed while berthd was down); others of this host's a
+    // crash left in the store are withdrawn.
+    const held = new Map(this.localEndpoints().filter((e) => this.nets.has(e.Network)).map((e) => [e.EndpointID, { ...e, Mac: e.Mac.toLowerCase(), Node: this.me, Vtep: this.vtep.addr }]));
+    // Endpoints this process claimed stay too: a join between its claim and the engine's record.
+    for (const e of held.values()) this.mine.set(e.EndpointID, e);
+    const stale: string[] = [];
+    for (const [net, m] of this.eps) {
+      for (const e of m.values()) if (e.Node === this.me && !this.mine.has(e.EndpointID)) stale.push(K.endpoint(net, e.EndpointID), K.address(net, e.IP));
+    }
+    if (stale.length) await this.store.txn([], [], stale);
+    const lease = this.session.lease;
+    if (lease) await this.republish(lease);
+    await this.host.peersChanged([...this.nets.keys()], true);
+  }
+
+  /** This host's endpoints and addresses, written again under a new lease (the old one's keys are gone or going). */
+  private async republish(lease: Lease): Promise<void> {
+    if (!this.mine.size) return;
+    const id = await lease.grant();
+    const puts = [...this.mine.values()].flatMap((e) => [
+      { key: K.endpoint(e.Network, e.EndpointID), value: e, lease: id },
+      { key: K.address(e.Network, e.IP), value: { EndpointID: e.EndpointID }, lease: id },
+    ]);
+    await this.store.txn([], puts);
+  }
+
+  /** Publishes the revision this host has applied; writes coalesce, the latest wins. */
+  private async publish(revision: number): Promise<void> {
+    if (revision <= this.published) return;
+    this.published = revision;
+    this.applied.set(this.me, Math.max(this.applied.get(this.me) ?? 0, revision));
+    this.checkWaiters();
+    if (this.publishing) return;
+    this.publishing = (async () => {
+      let sent = 0;
+      while (sent < this.published && !this.closed) {
+        const lease = this.session.lease;
+        if (!lease) break;
+        const r = this.published;
+        try {
+          await lease.put(K.appliedOf(this.me)).value(JSON.stringify({ Revision: r })).exec();
+        } catch (e) {
+          this.log(`overlay: publishing the applied revision: ${errorMessage(e)}`);
+          break;
+        }
+        sent = r;
+      }
+    })().finally(() => { this.publishing = undefined; });
+  }
+
+  private checkWaiters(): void {
+    if (!this.waiters.length) return;
+    const live = [...this.alive];
+    if (!live.includes(this.me)) live.push(this.me);
+    this.waiters = this.waiters.filter((w) => {
+      if (live.every((n) => (this.applied.get(n) ?? 0) >= w.revision)) {
+        w.done();
+        return false;
+      }
+      return true;
+    });
+  }
+
+  async appliedEverywhere(revision: number): Promise<void> {
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        this.waiters = this.waiters.filter((w) => w.done !== done);
+        const late = [...this.alive].filter((n) => (this.applied.get(n) ?? 0) < revision).map((n) => this.nodes.get(n)?.name ?? n);
+        this.log(`overlay: revision ${revision} not applied within ${APPLY_WAIT_MS} ms by ${late.join(', ')}`);
+        resolve();
+      }, APPLY_WAIT_MS);
+      const done = () => { clearTimeout(timer); resolve(); };
+      this.waiters.push({ revision, done });
+      this.checkWaiters();
+    });
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.stopWatch?.().catch(() => undefined);
+    for (const w of this.waiters) w.done();
+    this.waiters = [];
+    await this.queue.catch(() => undefined);
+  }
+
+  /** This host left the swarm: its swarm networks go from it. */
+  async leave(): Promise<void> {
+    await this.close();
+    for (const n of this.host.swarmNetworks()) await this.host.dropSwarmNetwork(n).catch((e) => this.log(`overlay: ${errorMessage(e)}`));
+  }
+
+  // ---------------------------------------------------------------- OverlayPlane
+
+  async underlayMtu(): Promise<number> {
+    if (this.mtu) return this.mtu;
+    const links = await ipJson<Array<{ ifname: string; mtu: number; addr_info?: Array<{ local: string }> }>>(undefined, ['addr', 'show']);
+    const link = links.find((l) => l.addr_info?.some((a) => a.local === this.vtep.addr));
+    if (!link) throw new Error(`no link of this host has the data-path address ${this.vtep.addr}`);
+    this.mtu = link.mtu;
+    return link.mtu;
+  }
+
+  vniOf(n: NetworkRecord): number {
+    const v = parseVni((this.nets.get(n.Id)?.rec ?? n).Options[OPT_VXLANID]);
+    if (v === undefined) throw new Error(`network ${n.Name} has no VNI`);
+    return v;
+  }
+
+  peers(networkId: string): Peer[] {
+    return peersFor(this.eps.get(networkId)?.values() ?? [], this.me);
+  }
+
+  /** Endpoints of other hosts, for the DNS: every swarm network's. */
+  *remoteEndpoints(): Iterable<EndpointRecord> {
+    for (const m of this.eps.values()) for (const e of m.values()) if (e.Node !== this.me) yield e;
+  }
+
+  /** Every endpoint of a network, for inspect's Peers. */
+  endpointsOf(networkId: string): EndpointRecord[] {
+    return [...(this.eps.get(networkId)?.values() ?? [])];
+  }
+
+  peersView(n: NetworkRecord): Array<{ Name: string; IP: string }> {
+    return peersView(this.endpointsOf(n.Id), this.nodes);
+  }
+
+  async claim(n: NetworkRecord, ep: { endpointId: string; ip: string; mac: string; containerId: string; name: string; aliases: string[] }): Promise<number> {
+    this.pending.add(ep.endpointId);
+    try {
+      const lease = this.session.lease;
+      if (!lease) throw new UnavailableError('the cluster store cannot be reached from this node: swarm networks cannot be joined now');
+      const leaseId = await lease.grant();
+      const rec: EndpointRecord = {
+        Network: n.Id, EndpointID: ep.endpointId, ContainerID: ep.containerId, Name: ep.name, Aliases: ep.aliases,
+        IP: ep.ip, Mac: ep.mac.toLowerCase(), Node: this.me, Vtep: this.vtep.addr,
+      };
+      const known = this.nets.get(n.Id);
+      if (!known || (known.rec as NetworkRecord & { removing?: boolean }).removing) throw new NotFoundError(`network ${n.Name} not found`);
+      const r = await this.store.txn(
+        [{ key: K.network(n.Id), target: 'Mod', value: known.mod }, { key: K.address(n.Id, ep.ip), target: 'Create', value: 0 }],
+        [{ key: K.address(n.Id, ep.ip), value: { EndpointID: ep.endpointId }, lease: leaseId }, { key: K.endpoint(n.Id, ep.endpointId), value: rec, lease: leaseId }],
+      );
+      if (!r.ok) {
+        const net = await this.store.get<NetworkRecord & { removing?: boolean }>(K.network(n.Id));
+        if (!net || net.value.removing) throw new NotFoundError(`network ${n.Name} not found`);
+        if (await this.store.get(K.address(n.Id, ep.ip))) throw new AddressTakenError();
+        throw new ConflictError(`network ${n.Name} changed while the endpoint joined: try again`);
+      }
+      this.mine.set(ep.endpointId, rec);
+      return r.revision;
+    } finally {
+      this.pending.delete(ep.endpointId);
+    }
+  }
+
+  async release(n: NetworkRecord, endpointId: string): Promise<number | undefined> {
+    const rec = this.mine.get(endpointId) ?? this.eps.get(n.Id)?.get(endpointId);
+    if (!rec) return undefined;
+    this.mine.delete(endpointId);
+    const r = await this.store.txn([], [], [K.endpoint(n.Id, endpointId), K.address(n.Id, rec.IP)]);
+    return r.revision;
+  }
+
+  // ---------------------------------------------------------------- create and remove (managers)
+
+  private checkManager(): void {
+    if (this.session.state.role !== 'manager') throw new ForbiddenError(NO_MANAGER);
+  }
+
+  async create(body: Record<string, unknown>): Promise<{ Id: string; Warning: string }> {
+    this.checkManager();
+    const name = String(body.Name ?? '');
+    if ([...this.nets.values()].some((s) => s.rec.Name === name)) throw new ConflictError(`network with name ${name} already exists`);
+    const cluster = (await this.store.get<ClusterRecord>(K.cluster))?.value;
+    const ipam = (body.IPAM ?? {}) as { Config?: Array<Record<string, unknown>> };
+    const given = ipam.Config?.find((c) => c.Subnet);
+    const wantVni = parseVni(((body.Options ?? {}) as Record<string, string>)[OPT_VXLANID]);
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const cur = await this.store.get<OverlayAlloc>(K.overlayAlloc);
+      const alloc = cur?.value ?? emptyAlloc();
+      const taken = Object.keys(alloc.subnets);
+      const avoid = await this.underlaySubnets();
+      let subnet: string;
+      if (given) {
+        subnet = String(given.Subnet);
+        checkSubnetFree(subnet, taken);
+        if (avoid.some((a) => overlaps(a, parseCidr(subnet)))) {
+          throw new ForbiddenError('Pool overlaps with other one on this address space');
+        }
+      } else {
+        subnet = pickSubnet(cluster?.DefaultAddrPool ?? ['10.0.0.0/8'], cluster?.SubnetSize ?? 24, taken, avoid);
+      }
+      const opts = { ...((body.Options ?? {}) as Record<string, string>) };
+      const vni = pickVni(alloc, subnet, wantVni);
+      opts[OPT_VXLANID] = String(vni);
+      const config = given ? ipam.Config! : [{ Subnet: subnet }];
+      const n = await this.host.newRecord({ ...body, Options: opts, IPAM: { ...(body.IPAM as object ?? {}), Config: config } });
+      n.Scope = 'swarm';
+      for (const p of n.pools ?? []) { p.allocated = {}; delete p.last; }
+      const next: OverlayAlloc = { subnets: { ...alloc.subnets, [n.pools![0]!.subnet]: n.Id }, vnis: { ...alloc.vnis, [String(vni)]: n.Id } };
+      const r = await this.store.txn(
+        [{ key: K.overlayAlloc, target: cur ? 'Mod' : 'Create', value: cur?.modRevision ?? 0 }, { key: K.network(n.Id), target: 'Create', value: 0 }],
+        [{ key: K.overlayAlloc, value: next }, { key: K.network(n.Id), value: n }],
+      );
+      if (!r.ok) continue;
+      await this.appliedEverywhere(r.revision);
+      return { Id: n.Id, Warning: '' };
+    }
+    throw new ConflictError('the swarm network allocation kept changing under this create: try again');
+  }
+
+  /** Subnets new networks must not take: every node's underlay address, and this host's routes (berth's own bridges' aside). */
+  private async underlaySubnets(): Promise<ReturnType<typeof parseCidr>[]> {
+    const out = [...this.nodes.values()].filter((n) => n.addr).map((n) => parseCidr(`${n.addr}/32`));
+    out.push(parseCidr(`${this.vtep.addr}/32`));
+    const own = new Set(this.host.ownSubnets());
+    for (const r of await routedSubnets()) if (!own.has(r)) out.push(parseCidr(r));
+    return out;
+  }
+
+  /**
+   * Removes a swarm network everywhere. The record is first marked (joins compare its revision,
+   * so none can slip in), then the store's endpoints are checked: any, on any host, and the mark
+   * is taken back and the removal refused.
+   */
+  async remove(n: NetworkRecord): Promise<void> {
+    if (this.session.state.role !== 'manager') throw new UnavailableError(NOT_MANAGER);
+    const cur = await this.store.get<NetworkRecord & { removing?: boolean }>(K.network(n.Id));
+    if (!cur) throw new NotFoundError(`network ${n.Name} not found`);
+    const mark = await this.store.txn([{ key: K.network(n.Id), target: 'Mod', value: cur.modRevision }], [{ key: K.network(n.Id), value: { ...cur.value, removing: true } }]);
+    if (!mark.ok) throw new ConflictError(`network ${n.Name} changed while it was being removed: try again`);
+    const eps = await this.store.list<EndpointRecord>(K.endpointsOf(n.Id));
+    if (eps.size) {
+      await this.store.txn([{ key: K.network(n.Id), target: 'Mod', value: mark.revision }], [{ key: K.network(n.Id), value: cur.value }]);
+      const first = [...eps.values()][0]!.value;
+      throw new ForbiddenError(`rpc error: code = FailedPrecondition desc = network ${n.Id} is in use by container ${first.ContainerID || first.EndpointID} on node ${this.nodes.get(first.Node)?.name ?? first.Node}`);
+    }
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const a = await this.store.get<OverlayAlloc>(K.overlayAlloc);
+      const alloc = a?.value ?? emptyAlloc();
+      const next: OverlayAlloc = {
+        subnets: Object.fromEntries(Object.entries(alloc.subnets).filter(([, id]) => id !== n.Id)),
+        vnis: Object.fromEntries(Object.entries(alloc.vnis).filter(([, id]) => id !== n.Id)),
+      };
+      const r = await this.store.txn(
+        [{ key: K.overlayAlloc, target: a ? 'Mod' : 'Create', value: a?.modRevision ?? 0 }, { key: K.network(n.Id), target: 'Mod', value: mark.revision }],
+        [{ key: K.overlayAlloc, value: next }], [K.network(n.Id)],
+      );
+      if (!r.ok) continue;
+      await this.appliedEverywhere(r.revision);
+      return;
+    }
+    throw new ConflictError('the swarm network allocation kept changing under this removal: try again');
+  }
+}

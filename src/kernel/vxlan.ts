@@ -1,0 +1,91 @@
+import { run } from '../util/exec.js';
+import { ipBatch, ipJson } from './netns.js';
+
+/**
+ * VXLAN devices and their static forwarding state, in berthd's namespace: the device, its FDB
+ * entries (a remote MAC → the VTEP that hosts it) and neighbour entries (a remote IP → its MAC,
+ * which the device's proxy answers ARP from). Learning is off and there is no default
+ * destination: nothing floods, nothing is learnt from the wire; what is here is what the cluster
+ * store says. Each call is one `ip -batch` or `bridge -batch` run.
+ */
+
+export interface VxlanSpec { name: string; vni: number; local: string; port: number; mtu: number; bridge: string }
+
+/** One remote endpoint as the device holds it. */
+export interface Peer { ip: string; mac: string; vtep: string }
+
+interface LinkInfo { ifname: string; mtu: number; master?: string; linkinfo?: { info_kind?: string; info_data?: { id?: number; local?: string; port?: number; learning?: boolean; proxy?: boolean } } }
+
+/** Makes the device on its bridge, or brings one left by an earlier run in line (a wrong VNI or address: made again). */
+export async function ensureVxlan(v: VxlanSpec): Promise<void> {
+  const add = `link add name ${v.name} mtu ${v.mtu} type vxlan id ${v.vni} local ${v.local} dstport ${v.port} nolearning proxy`;
+  const up = [`link set ${v.name} master ${v.bridge}`, `link set ${v.name} mtu ${v.mtu} up`];
+  const have = await vxlanLink(v.name);
+  if (have) {
+    const d = have.linkinfo?.info_data ?? {};
+    if (have.linkinfo?.info_kind === 'vxlan' && d.id === v.vni && d.local === v.local && d.port === v.port && d.learning === false && d.proxy === true) {
+      if (have.master !== v.bridge || have.mtu !== v.mtu) await ipBatch(undefined, up);
+      return;
+    }
+    await ipBatch(undefined, [`link del ${v.name}`]);
+  }
+  await ipBatch(undefined, [add, ...up]);
+}
+
+async function vxlanLink(name: string): Promise<LinkInfo | undefined> {
+  try {
+    return (await ipJson<LinkInfo[]>(undefined, ['-d', 'link', 'show', 'dev', name]))[0];
+  } catch {
+    return undefined;
+  }
+}
+
+/** Names of the VXLAN devices of berthd's namespace that start with `prefix`. */
+export async function vxlanDevices(prefix: string): Promise<string[]> {
+  const links = await ipJson<LinkInfo[]>(undefined, ['link', 'show', 'type', 'vxlan']).catch(() => [] as LinkInfo[]);
+  return links.map((l) => l.ifname).filter((n) => n.startsWith(prefix));
+}
+
+/** Bridges of berthd's namespace that start with `prefix`. */
+export async function bridgesNamed(prefix: string): Promise<string[]> {
+  const links = await ipJson<LinkInfo[]>(undefined, ['link', 'show', 'type', 'bridge']).catch(() => [] as LinkInfo[]);
+  return links.map((l) => l.ifname).filter((n) => n.startsWith(prefix));
+}
+
+/** The remote endpoints a device holds now: FDB entries with a destination, joined to its permanent neighbours. */
+export async function peersOf(dev: string): Promise<{ fdb: Array<{ mac: string; vtep: string }>; neigh: Array<{ ip: string; mac: string }> }> {
+  const fdbRun = await run('bridge', ['-j', 'fdb', 'show', 'dev', dev]);
+  const fdb = fdbRun.code === 0 && fdbRun.stdout.trim()
+    ? (JSON.parse(fdbRun.stdout) as Array<{ mac: string; dst?: string; flags?: string[] }>).filter((e) => e.dst && e.flags?.includes('self')).map((e) => ({ mac: e.mac, vtep: e.dst! }))
+    : [];
+  const neigh = (await ipJson<Array<{ dst: string; lladdr?: string }>>(undefined, ['neigh', 'show', 'dev', dev]).catch(() => []))
+    .filter((n) => n.lladdr).map((n) => ({ ip: n.dst, mac: n.lladdr! }));
+  return { fdb, neigh };
+}
+
+/** Adds (or moves) and removes remote endpoints: neighbour entries with `ip`, FDB entries with `bridge`. */
+export async function programPeers(dev: string, add: Peer[], del: Peer[]): Promise<void> {
+  const neigh = [
+    ...del.filter((p) => p.ip).map((p) => `neigh del ${p.ip} dev ${dev}`),
+    ...add.map((p) => `neigh replace ${p.ip} lladdr ${p.mac} dev ${dev} nud permanent`),
+  ];
+  const fdb = [
+    ...del.filter((p) => p.vtep).map((p) => `fdb del ${p.mac} dev ${dev} dst ${p.vtep} self`),
+    ...add.map((p) => `fdb replace ${p.mac} dev ${dev} dst ${p.vtep} self permanent`),
+  ];
+  // The FDB entry first: a neighbour answered before its MAC has a destination would send the
+  // first frames nowhere.
+  if (fdb.length) await bridgeBatch(fdb, del.length > 0);
+  if (neigh.length) {
+    if (del.length) await run('ip', ['-force', '-batch', '-'], { input: neigh.join('\n') + '\n' });
+    else await ipBatch(undefined, neigh);
+  }
+}
+
+/** `bridge -batch`; with `tolerant`, entries already gone are no error (a delete of what a crash removed). */
+async function bridgeBatch(commands: string[], tolerant: boolean): Promise<void> {
+  const r = await run('bridge', [...(tolerant ? ['-force'] : []), '-batch', '-'], { input: commands.join('\n') + '\n' });
+  if (r.code === 0) return;
+  const errors = r.stderr.split('\n').filter((l) => l.trim() && !/No such file or directory|Command failed/.test(l));
+  if (!tolerant || errors.length) throw new Error(`bridge: ${r.stderr.trim()}`);
+}

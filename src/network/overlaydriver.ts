@@ -1,0 +1,209 @@
+import { nftCommands } from '../kernel/nft.js';
+import { bridgesNamed, ensureVxlan, peersOf, programPeers, vxlanDevices } from '../kernel/vxlan.js';
+import { BadRequestError, ForbiddenError } from '../util/errors.js';
+import { deleteLink, ensureBridge, ifSysctl, joinEndpoint, macFor } from './bridge.js';
+import type { CreateContext, EndpointJoin, EndpointLeave, NetworkDriver } from './driver.js';
+import { allowEndpointSource, guardPortScript, guardTableScript, remoteSourcesScript, revokeEndpointSource, unguardPortScript, type EndpointSource } from './firewall.js';
+import { guardedPairs, guardedSource } from './guardread.js';
+import { parseCidr } from './ipam.js';
+import { OPT_MTU } from './options.js';
+import { diffPeers, OPT_ENCRYPTED, OPT_VXLANID, OVERLAY_BRIDGE_PREFIX, overlayBridge, overlayMtu, parseVni, VXLAN_PREFIX, vxlanDevice, type Peer } from './overlay.js';
+import type { NetworkRecord } from './types.js';
+
+/**
+ * What the overlay driver needs of the cluster: this host's VTEP, the store's view of each
+ * network's endpoints, and the claims and waits that make a change visible on every host before
+ * the command that made it returns. The cluster side (swarmnetworks.ts) implements it while this
+ * host is in a swarm; without it, overlay networks have no data plane here.
+ */
+export interface OverlayPlane {
+  /** This host's data-path address and the cluster's VXLAN UDP port. */
+  readonly vtep: { addr: string; port: number };
+  /** MTU of the link that carries the data-path address. */
+  underlayMtu(): Promise<number>;
+  /** The VNI the store gave the network. */
+  vniOf(n: NetworkRecord): number;
+  /** The remote endpoints of a network, as the store has them now. */
+  peers(networkId: string): Peer[];
+  /** Claims an address and publishes the endpoint under this host's lease; returns the store revision. */
+  claim(n: NetworkRecord, ep: { endpointId: string; ip: string; mac: string; containerId: string; name: string; aliases: string[] }): Promise<number>;
+  /** Withdraws an endpoint and its address; the revision of the removal, or undefined if there was none. */
+  release(n: NetworkRecord, endpointId: string): Promise<number | undefined>;
+  /** Returns once every live host has applied the store up to `revision` (or the bounded wait ran out). */
+  appliedEverywhere(revision: number): Promise<void>;
+}
+
+/** The host end of an endpoint's veth: same rule as the bridge driver (`vb` + endpoint id), so leftovers are found alike. */
+function hostIfname(endpointId: string): string {
+  return `vb${endpointId.slice(0, 11)}`;
+}
+
+/**
+ * Docker's overlay driver, with the data plane in berthd's namespace: per network and host a
+ * bridge holding the gateway address (the same on every host: each host is its own containers'
+ * way out, as Docker's docker_gwbridge is) and a VXLAN device with learning off whose FDB and
+ * neighbour entries are the store's remote endpoints. The host firewall carries the bridge like
+ * any bridge network's (isolation, NAT, published ports, --internal).
+ */
+export class OverlayDriver implements NetworkDriver {
+  readonly name = 'overlay' as const;
+  readonly scope = 'swarm' as const;
+  readonly avoidsRoutedSubnets = false;
+  readonly publishes = true;
+  readonly hostFirewall = true;
+  readonly ipv6 = false;
+
+  plane?: OverlayPlane;
+  private guardReady?: Promise<void>;
+  private readonly sources = new Map<string, EndpointSource>();
+  /** The peers each network's VXLAN device was last given, so a store change programs only the difference. */
+  private readonly programmed = new Map<string, Map<string, Peer>>();
+
+  private ensureGuard(): Promise<void> {
+    this.guardReady ??= nftCommands(guardTableScript()).catch((e: Error) => {
+      this.guardReady = undefined;
+      throw e;
+    });
+    return this.guardReady;
+  }
+
+  async configure(n: NetworkRecord, _ctx: CreateContext): Promise<void> {
+    if (n.Options[OPT_ENCRYPTED] !== undefined) throw await encryptionRefusal();
+    const plane = this.plane;
+    if (!plane) throw new ForbiddenError('This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" to connect this node to swarm and try again.');
+    parseVni(n.Options[OPT_VXLANID]);
+    n.mtu = overlayMtu(n.Options[OPT_MTU], await plane.underlayMtu());
+    n.bridge = overlayBridge(n.Id);
+  }
+
+  async ensureNetwork(n: NetworkRecord): Promise<void> {
+    // Before the cluster is back (a restart) there is no VTEP to bind: the cluster side makes the
+    // data plane once it has listed the store.
+    const plane = this.plane;
+    if (!plane) return;
+    const pool = n.pools![0]!;
+    // This host's own underlay decides its MTU; an MTU option is the same everywhere.
+    const mtu = overlayMtu(n.Options[OPT_MTU], await plane.underlayMtu());
+    const bridge = overlayBridge(n.Id);
+    await ensureBridge({ name: bridge, gatewayCidr: `${pool.gateway}/${parseCidr(pool.subnet).prefix}`, mtu, mac: macFor(pool.gateway) });
+    await ifSysctl('ipv4', bridge, 'route_localnet', 1);
+    await this.ensureGuard();
+    const vx = vxlanDevice(n.Id);
+    // The port is guarded before it joins the bridge: no frame from the wire enters unchecked.
+    await nftCommands(guardPortScript(vx));
+    await ensureVxlan({ name: vx, vni: plane.vniOf(n), local: plane.vtep.addr, port: plane.vtep.port, mtu, bridge });
+    await this.syncPeers(n, true);
+  }
+
+  /**
+   * Brings the network's VXLAN device in line with the store's remote endpoints. `full` reads the
+   * kernel's entries (at start, after a restart) instead of trusting what this process programmed.
+   */
+  async syncPeers(n: NetworkRecord, full = false): Promise<void> {
+    const plane = this.plane;
+    if (!plane) return;
+    const vx = vxlanDevice(n.Id);
+    const want = plane.peers(n.Id);
+    let have = this.programmed.get(n.Id);
+    let allowed: Array<{ mac: string; ip: string }>;
+    if (full || !have) {
+      const k = await peersOf(vx);
+      const { add, del } = diffPeers(k, want);
+      await programPeers(vx, add, del);
+      allowed = await guardedPairs(vx);
+    } else {
+      const wantMap = new Map(want.map((p) => [p.ip, p]));
+      const add = want.filter((p) => { const h = have!.get(p.ip); return !h || h.mac !== p.mac || h.vtep !== p.vtep; });
+      const del = [...have.values()].filter((p) => { const w = wantMap.get(p.ip); return !w || w.mac !== p.mac || w.vtep !== p.vtep; });
+      // A replaced entry (same IP, new MAC or VTEP) is written by the add: only the old FDB entry goes.
+      await programPeers(vx, add, del.map((d) => (wantMap.has(d.ip) ? { ...d, ip: '' } : d)));
+      allowed = [...have.values()].map((p) => ({ mac: p.mac, ip: p.ip }));
+    }
+    const key = (p: { mac: string; ip: string }) => `${p.mac.toLowerCase()} ${p.ip}`;
+    const wantKeys = new Set(want.map(key));
+    const allowedKeys = new Set(allowed.map(key));
+    const revoke = allowed.filter((a) => !wantKeys.has(key(a)));
+    const grant = want.filter((p) => !allowedKeys.has(key(p)));
+    // Allowances follow the FDB: granted after the entries exist, revoked before nothing remains.
+    const script = remoteSourcesScript(vx, revoke, 'delete') + remoteSourcesScript(vx, grant, 'add');
+    if (script) await nftCommands(script).catch((e: Error) => console.error(`berthd: source guard of ${vx}: ${e.message}`));
+    this.programmed.set(n.Id, new Map(want.map((p) => [p.ip, p])));
+  }
+
+  async deleteNetwork(n: NetworkRecord): Promise<void> {
+    const vx = vxlanDevice(n.Id);
+    const allowed = await guardedPairs(vx);
+    await deleteLink(vx);
+    const script = remoteSourcesScript(vx, allowed, 'delete');
+    await nftCommands(unguardPortScript(vx)).catch(() => undefined);
+    if (script) await nftCommands(script).catch(() => undefined);
+    await deleteLink(overlayBridge(n.Id));
+    this.programmed.delete(n.Id);
+  }
+
+  async removeOrphans(keep: NetworkRecord[]): Promise<void> {
+    const kept = new Set(keep.flatMap((n) => [vxlanDevice(n.Id), overlayBridge(n.Id)]));
+    for (const vx of await vxlanDevices(VXLAN_PREFIX)) {
+      if (kept.has(vx)) continue;
+      const allowed = await guardedPairs(vx);
+      await deleteLink(vx);
+      await nftCommands(unguardPortScript(vx) + remoteSourcesScript(vx, allowed, 'delete')).catch(() => undefined);
+    }
+    for (const br of await bridgesNamed(OVERLAY_BRIDGE_PREFIX)) if (!kept.has(br)) await deleteLink(br);
+  }
+
+  async join(n: NetworkRecord, j: EndpointJoin): Promise<void> {
+    const plane = this.plane;
+    if (!plane) throw new ForbiddenError(`network ${n.Name} is a swarm network and this node is not in the swarm`);
+    const ip = j.addressCidr.split('/')[0]!;
+    const revision = await plane.claim(n, {
+      endpointId: j.endpointId, ip, mac: j.mac, containerId: j.owner?.containerId ?? '', name: j.owner?.name ?? '', aliases: j.owner?.aliases ?? [],
+    });
+    const hostIf = hostIfname(j.endpointId);
+    const src: EndpointSource = { port: hostIf, mac: j.mac, ip };
+    const allowed = this.ensureGuard().then(() => nftCommands(allowEndpointSource(src)));
+    allowed.catch(() => undefined);
+    this.sources.set(hostIf, src);
+    try {
+      await joinEndpoint({
+        beforeAttach: allowed, netnsPath: j.netnsPath, ifname: j.ifname, hostIf, bridge: overlayBridge(n.Id), mac: j.mac,
+        addressCidr: j.addressCidr, gateway: j.gateway, mtu: overlayMtu(n.Options[OPT_MTU], await plane.underlayMtu()), daemonPid: process.pid,
+      });
+    } catch (e) {
+      await allowed.catch(() => undefined);
+      await this.revoke(hostIf);
+      await plane.release(n, j.endpointId).catch(() => undefined);
+      throw e;
+    }
+    // Every live host has the endpoint in its FDB, neighbour table and DNS before `run` returns.
+    await plane.appliedEverywhere(revision);
+  }
+
+  async leave(n: NetworkRecord, ep: EndpointLeave): Promise<void> {
+    const hostIf = hostIfname(ep.endpointId);
+    await deleteLink(hostIf);
+    await this.revoke(hostIf);
+    const revision = await this.plane?.release(n, ep.endpointId);
+    if (revision !== undefined) await this.plane!.appliedEverywhere(revision);
+  }
+
+  private async revoke(hostIf: string): Promise<void> {
+    const src = this.sources.get(hostIf) ?? (await guardedSource(hostIf));
+    this.sources.delete(hostIf);
+    if (!src) return;
+    await nftCommands(revokeEndpointSource(src)).catch((e: Error) => console.error(`berthd: source guard of ${hostIf}: ${e.message}`));
+  }
+}
+
+/**
+ * `--opt encrypted` asks for IPsec ESP between the hosts (Docker: transport mode,
+ * rfc4106(gcm(aes))). berth checks whether this kernel can hold such a security association at
+ * all; where it cannot (the machines berth is built on: no esp4 in the kernel), it says so.
+ */
+async function encryptionRefusal(): Promise<BadRequestError> {
+  const { probeEsp } = await import('../kernel/xfrm.js');
+  const why = await probeEsp();
+  return new BadRequestError(why
+    ? `encrypted overlay networks need IPsec ESP with rfc4106(gcm(aes)) in the kernel, and this host's kernel has none (${why})`
+    : 'encrypted overlay networks are not supported by berth yet');
+}

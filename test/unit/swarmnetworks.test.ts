@@ -1,0 +1,176 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { K } from '../../src/cluster/keys.js';
+import type { Session } from '../../src/cluster/session.js';
+import type { Cmp, Versioned, WatchEvent } from '../../src/cluster/store.js';
+import { SwarmNetworks, type SwarmNetworkHost } from '../../src/cluster/swarmnetworks.js';
+import { AddressTakenError } from '../../src/network/driver.js';
+import type { NetworkRecord } from '../../src/network/types.js';
+
+/**
+ * The store side of swarm networks against an in-memory store with etcd's semantics for what it
+ * uses (revisions, compare-and-swap transactions, a list at a revision, watches from a revision
+ * and a watch the store cancels): list/watch/list-again, the applied-revision waits, claims.
+ */
+
+class MemStore {
+  rev = 1;
+  data = new Map<string, { value: unknown; mod: number; create: number }>();
+  watchers: Array<{ prefix: string; onBatch: (e: WatchEvent<unknown>[]) => void; onLost: (e: Error) => void }> = [];
+  lists = 0;
+
+  /** A write the watchers hear of (`silent`: as if its events were compacted away before they were sent). */
+  write(puts: Array<[string, unknown]>, deletes: string[] = [], silent = false): number {
+    this.rev++;
+    const events: WatchEvent<unknown>[] = [];
+    for (const [key, value] of puts) {
+      const create = this.data.get(key)?.create ?? this.rev;
+      this.data.set(key, { value: structuredClone(value), mod: this.rev, create });
+      events.push({ type: 'put', key, value: structuredClone(value), modRevision: this.rev });
+    }
+    for (const key of deletes) if (this.data.delete(key)) events.push({ type: 'delete', key, modRevision: this.rev });
+    if (!silent) for (const w of this.watchers) {
+      const mine = events.filter((e) => e.key.startsWith(w.prefix));
+      if (mine.length) setImmediate(() => w.onBatch(mine));
+    }
+    return this.rev;
+  }
+
+  async listAt<T>(prefix: string): Promise<{ items: Map<string, Versioned<T>>; revision: number }> {
+    this.lists++;
+    const items = new Map<string, Versioned<T>>();
+    for (const [k, v] of this.data) if (k.startsWith(prefix)) items.set(k, { value: structuredClone(v.value) as T, modRevision: v.mod });
+    return { items, revision: this.rev };
+  }
+
+  async watchBatches<T>(prefix: string, _from: number, onBatch: (e: WatchEvent<T>[]) => void, onLost: (e: Error) => void): Promise<() => Promise<void>> {
+    const w = { prefix, onBatch: onBatch as (e: WatchEvent<unknown>[]) => void, onLost };
+    this.watchers.push(w);
+    return async () => { this.watchers = this.watchers.filter((x) => x !== w); };
+  }
+
+  async txn(cmp: Cmp[], puts: Array<{ key: string; value: unknown }>, deletes: string[] = []): Promise<{ ok: boolean; revision: number }> {
+    for (const c of cmp) {
+      const d = this.data.get(c.key);
+      const got = c.target === 'Mod' ? d?.mod ?? 0 : c.target === 'Create' ? d?.create ?? 0 : d ? 1 : 0;
+      if (got !== c.value) return { ok: false, revision: this.rev };
+    }
+    return { ok: true, revision: this.write(puts.map((p) => [p.key, p.value]), deletes) };
+  }
+
+  async get<T>(key: string): Promise<Versioned<T> | undefined> {
+    const d = this.data.get(key);
+    return d ? { value: structuredClone(d.value) as T, modRevision: d.mod } : undefined;
+  }
+
+  async list<T>(prefix: string): Promise<Map<string, Versioned<T>>> {
+    return (await this.listAt<T>(prefix)).items;
+  }
+}
+
+function net(id: string): NetworkRecord {
+  return {
+    Name: id, Id: id, Created: '', Scope: 'swarm', Driver: 'overlay', EnableIPv6: false, IPAM: { Driver: 'default', Options: {}, Config: [{ Subnet: '10.0.1.0/24' }] },
+    Internal: false, Attachable: true, Ingress: false, ConfigFrom: { Network: '' }, ConfigOnly: false,
+    Options: { 'com.docker.network.driver.overlay.vxlanid_list': '4096' }, Labels: {},
+    pools: [{ subnet: '10.0.1.0/24', gateway: '10.0.1.1', auxAddresses: {}, allocated: {} }],
+  };
+}
+
+function setUp(store: MemStore) {
+  const calls: string[] = [];
+  const have = new Map<string, NetworkRecord>();
+  const host: SwarmNetworkHost = {
+    swarmNetworks: () => [...have.values()],
+    network: (id) => have.get(id),
+    adoptSwarmNetwork: async (n) => { calls.push(`adopt ${n.Id}`); have.set(n.Id, n); },
+    ensureSwarmNetwork: async (n) => { calls.push(`ensure ${n.Id}`); },
+    dropSwarmNetwork: async (n) => { calls.push(`drop ${n.Id}`); have.delete(n.Id); },
+    peersChanged: async (ids, full) => { calls.push(`peers ${ids.join(',')}${full ? ' full' : ''}`); },
+    newRecord: async () => { throw new Error('not here'); },
+    ownSubnets: () => [],
+    removeOrphans: async () => { calls.push('orphans'); },
+  };
+  const lease = {
+    grant: async () => '7',
+    put: (key: string) => ({ value: (v: string) => ({ exec: async () => store.write([[key, JSON.parse(v)]]) }) }),
+  };
+  const session = { store, lease, state: { nodeId: 'A', addr: '10.99.0.1', dataPathAddr: '10.99.0.1', role: 'manager' }, onLease: () => undefined } as unknown as Session;
+  const sn = new SwarmNetworks(session, host, () => [], 4789, () => undefined);
+  return { sn, calls, have };
+}
+
+const settle = () => new Promise((r) => setTimeout(r, 20));
+
+describe('swarm networks: the store side', () => {
+  it('lists, applies, publishes the applied revision, and lists again when the store cancels its watch', async () => {
+    const store = new MemStore();
+    store.write([[K.network('n1'), net('n1')], [K.endpoint('n1', 'e1'), { Network: 'n1', EndpointID: 'e1', IP: '10.0.1.5', Mac: '02:42:0a:00:01:05', Node: 'B', Vtep: '10.99.0.2', Name: 'b', Aliases: [], ContainerID: 'c' }]]);
+    const { sn, calls } = setUp(store);
+    await sn.start();
+    assert.deepEqual(calls, ['adopt n1', 'orphans', 'peers n1 full']);
+    assert.deepEqual(sn.peers('n1'), [{ ip: '10.0.1.5', mac: '02:42:0a:00:01:05', vtep: '10.99.0.2' }]);
+    await settle();
+    assert.ok(((await store.get<{ Revision: number }>(K.appliedOf('A')))?.value.Revision ?? 0) >= 2, 'no applied revision published');
+    // A change heard through the watch.
+    calls.length = 0;
+    const r = store.write([], [K.endpoint('n1', 'e1')]);
+    await settle();
+    assert.deepEqual(calls, ['peers n1']);
+    assert.deepEqual(sn.peers('n1'), []);
+    assert.equal((await store.get<{ Revision: number }>(K.appliedOf('A')))?.value.Revision, r);
+    // Changes whose events the store no longer has (compacted while this host was away), then the
+    // watch cancelled: the host lists again and catches up with all of them.
+    calls.length = 0;
+    store.write([[K.network('n2'), net('n2')]], [K.network('n1')], true);
+    const lists = store.lists;
+    store.watchers[0]!.onLost(new Error('mvcc: required revision has been compacted'));
+    await settle();
+    assert.equal(store.lists, lists + 1);
+    assert.deepEqual(calls, ['drop n1', 'adopt n2', 'orphans', 'peers n2 full']);
+    assert.equal(store.watchers.length, 1, 'the old watch was not replaced');
+    await sn.close();
+  });
+
+  it('a change waits until every live host has applied it, and a host whose presence lapsed stops counting', async () => {
+    const store = new MemStore();
+    store.write([[K.aliveOf('A'), {}], [K.aliveOf('B'), {}], [K.aliveOf('C'), {}]]);
+    const { sn } = setUp(store);
+    await sn.start();
+    // An endpoint written by B: this host applies it (and publishes it) through its watch.
+    const r = store.write([[K.endpoint('n9', 'e9'), { Network: 'n9', EndpointID: 'e9', IP: '10.0.9.2', Mac: '02:42:0a:00:09:02', Node: 'B', Vtep: '10.99.0.2', Name: 'x', Aliases: [], ContainerID: 'c' }]]);
+    const t0 = Date.now();
+    let done = false;
+    const wait = sn.appliedEverywhere(r).then(() => { done = true; });
+    await settle();
+    assert.equal(done, false, 'returned before B and C applied');
+    store.write([[K.appliedOf('B'), { Revision: r }]]);
+    await settle();
+    assert.equal(done, false, 'returned before C applied');
+    store.write([], [K.aliveOf('C')]);
+    await wait;
+    // Well before the bounded wait (5 s) would have let it go.
+    assert.ok(Date.now() - t0 < 1000, `the wait ended after ${Date.now() - t0} ms`);
+    await sn.close();
+  });
+
+  it('claims an address once in the whole cluster, under the lease; a network being removed takes no endpoint', async () => {
+    const store = new MemStore();
+    store.write([[K.network('n1'), net('n1')]]);
+    const { sn } = setUp(store);
+    await sn.start();
+    const n = net('n1');
+    const ep = { endpointId: 'e1', ip: '10.0.1.7', mac: '02:42:0A:00:01:07', containerId: 'c1', name: 'web', aliases: ['www'] };
+    const rev = await sn.claim(n, ep);
+    const rec = (await store.get<{ Node: string; Mac: string; Vtep: string }>(K.endpoint('n1', 'e1')))!.value;
+    assert.deepEqual([rec.Node, rec.Mac, rec.Vtep], ['A', '02:42:0a:00:01:07', '10.99.0.1']);
+    assert.ok(rev > 0);
+    await assert.rejects(sn.claim(n, { ...ep, endpointId: 'e2' }), (e) => e instanceof AddressTakenError && e.message === 'Address already in use');
+    assert.ok(await sn.release(n, 'e1'));
+    assert.equal(await store.get(K.address('n1', '10.0.1.7')), undefined);
+    store.write([[K.network('n1'), { ...net('n1'), removing: true }]]);
+    await settle();
+    await assert.rejects(sn.claim(n, { ...ep, endpointId: 'e3' }), /network n1 not found/);
+    await sn.close();
+  });
+});
