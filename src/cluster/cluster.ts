@@ -2,9 +2,9 @@ import { arch, cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { ApiError, errorMessage } from '../util/errors.js';
 import { checkLocal, resolveAdvertise, resolveDataPath, resolveListen } from './addr.js';
-import { Control } from './control.js';
+import { Control, caSettings } from './control.js';
 import { EtcdMember, clientUrl, peerUrl } from './etcdmember.js';
-import { NO_SWARM, SWARM_EXISTS, UnavailableError, invalid, leaveManagerError } from './errors.js';
+import { NOT_MANAGER, NO_SWARM, SWARM_EXISTS, UnavailableError, invalid, leaveManagerError } from './errors.js';
 import { goTime, newJoinToken, newNodeId, parseJoinToken } from './ids.js';
 import { K, type ClusterRecord, type NodeRecord, type Spec } from './keys.js';
 import { enableAccess, setManager } from './access.js';
@@ -14,12 +14,15 @@ import { Session, promoteWhenSynced, type SessionOptions } from './session.js';
 import { LocalStateFiles, type LocalState } from './state.js';
 import { ClusterStore } from './store.js';
 import { defaultSpec } from './views.js';
+import { expirySec, normPem } from './rotation.js';
 
 export interface ClusterOptions {
   root: string;
   hostname: string;
   engineVersion: string;
   leaseTtlSec: number;
+  /** The shortest NodeCertExpiry a spec may ask for (Docker's is an hour; tests ask less). */
+  minCertExpirySec?: number;
   /** `berthd --cluster-store`: etcd client URLs of an existing store (no member is run here). */
   external?: string[];
   log?: (m: string) => void;
@@ -60,6 +63,7 @@ export class Cluster {
       files: this.files, leaseTtlSec: this.o.leaseTtlSec, log: this.log,
       ...(this.o.external ? { external: this.o.external } : {}),
       handleJoin: (s, r, remote) => this.control.handleJoin(s, r, remote),
+      renew: (s, nodeId, csr) => this.control.renew(s, nodeId, csr),
       onRemoved: () => void this.serial(() => this.teardown(false)),
     };
   }
@@ -105,8 +109,11 @@ export class Cluster {
 
   init(req: InitRequest): Promise<string> {
     return this.serial(async () => {
+      if (this.session && req.ForceNewCluster) return this.forceNewCluster(this.session);
       if (this.session) throw new UnavailableError(SWARM_EXISTS);
       const spec = req.Spec ?? {};
+      const { kept, signing } = caSettings(spec.CAConfig as Parameters<typeof caSettings>[0], this.control.minCertExpirySec);
+      if (signing) throw invalid('berth makes the cluster CA at init: rotate to your own with "swarm ca --rotate --ca-cert --ca-key" afterwards');
       if (spec.Name && spec.Name !== 'default') throw invalid('swarm spec must be named "default"');
       if ((spec.EncryptionConfig as { AutoLockManagers?: boolean } | undefined)?.AutoLockManagers) throw invalid('berth does not support autolock: the store is not encrypted at rest');
       const port = req.DataPathPort || 4789;
@@ -121,9 +128,11 @@ export class Cluster {
       const dataPath = await resolveDataPath(req.DataPathAddr, adv.host);
       const clusterId = newNodeId();
       const nodeId = newNodeId();
-      const ca = await makeCa();
+      const made = await makeCa();
+      const ca = { ...made, cert: normPem(made.cert) };
       const { key, csr } = await makeCsr();
-      const cert = await signCsr(ca, csr, { nodeId, role: 'manager', clusterId, ips: [...new Set([adv.host, listen.host].filter((h) => h !== '0.0.0.0'))] });
+      const clusterSpec = defaultSpec({ ...spec, CAConfig: kept });
+      const cert = await signCsr(ca, csr, { nodeId, role: 'manager', clusterId, ips: [...new Set([adv.host, listen.host].filter((h) => h !== '0.0.0.0'))], expirySec: expirySec(clusterSpec) });
       const state: LocalState = {
         nodeId, clusterId, role: 'manager', addr: adv.host, port: adv.port, listenAddr: `${listen.host}:${listen.port}`, dataPathAddr: dataPath,
         endpoints: this.o.external ?? [clientUrl(adv.host)], member: !this.o.external,
@@ -149,8 +158,9 @@ export class Cluster {
         const rec: NodeRecord = {
           ID: nodeId, CreatedAt: now, UpdatedAt: now, Spec: { Labels: {}, Role: 'manager', Availability: 'active' },
           Description: this.description(), Addr: adv.host, Port: adv.port, ...(memberId ? { MemberId: memberId } : {}),
+          Tls: { Issuer: ca.cert, Trust: [ca.cert] },
         };
-        const cluster: ClusterRecord = { ID: clusterId, CreatedAt: now, UpdatedAt: now, Spec: defaultSpec(spec), DataPathPort: port, DefaultAddrPool: pools, SubnetSize: subnetSize, CaCert: ca.cert };
+        const cluster: ClusterRecord = { ID: clusterId, CreatedAt: now, UpdatedAt: now, Spec: clusterSpec, DataPathPort: port, DefaultAddrPool: pools, SubnetSize: subnetSize, CaCert: ca.cert };
         await store.apply([[K.cluster, cluster], [K.tokens, { Worker: newJoinToken(caDer), Manager: newJoinToken(caDer) }], [K.ca, ca], [K.node(nodeId), rec]]);
         // An external store's access rules are its operator's; berth's own members get berth's.
         if (!this.o.external) await enableAccess(store, nodeId);
@@ -168,6 +178,15 @@ export class Cluster {
         throw e;
       }
     });
+  }
+
+  /** Docker's `swarm init --force-new-cluster` on a node already in a swarm (see Session.forceNewCluster). */
+  private async forceNewCluster(s: Session): Promise<string> {
+    if (s.state.role !== 'manager') throw new UnavailableError(NOT_MANAGER);
+    if (this.o.external) throw invalid('--force-new-cluster: the cluster store is an external etcd (--cluster-store) that berth does not run; restore its quorum there');
+    this.log('cluster: forcing a new cluster of this manager alone (--force-new-cluster)');
+    await s.forceNewCluster();
+    return s.state.nodeId;
   }
 
   join(req: JoinBody): Promise<void> {

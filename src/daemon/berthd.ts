@@ -21,6 +21,7 @@ const program = new Command('berthd')
   .option('--resolv-conf <path>', 'resolver configuration whose nameservers containers and the embedded DNS use upstream', '/etc/resolv.conf')
   .option('--cluster-store <urls>', 'use an existing etcd cluster as the swarm store (etcd://host:port,...) instead of running members on managers')
   .option('--cluster-lease-ttl <seconds>', 'how long a node that stops answering is still shown Ready', (v: string) => Number(v), 5)
+  .option('--cluster-min-cert-expiry <seconds>', 'the shortest node certificate lifetime a swarm spec may ask for (Docker\'s: an hour; tests use less)', (v: string) => Number(v), 3600)
   .option('--node-hostname <name>', 'the hostname this node shows in the swarm (default: the system hostname)')
   .option('-D, --debug', 'log every API request to stderr')
   .option('--cleanup', 'stop all containers and remove every kernel object berth made under --root, then exit')
@@ -29,7 +30,7 @@ berthd keeps running containers alive across its own restarts (conmon supervises
 Stop it with SIGTERM or SIGINT; run "berthd --cleanup" afterwards to remove everything it made.`);
 
 program.parse();
-const opts = program.opts<{ root: string; host: string; attachHelper?: string; seedBusybox: boolean; cleanup?: boolean; debug?: boolean; bip?: string; bridge?: string; insecureRegistry: string[]; resolvConf: string; clusterStore?: string; clusterLeaseTtl: number; nodeHostname?: string }>();
+const opts = program.opts<{ root: string; host: string; attachHelper?: string; seedBusybox: boolean; cleanup?: boolean; debug?: boolean; bip?: string; bridge?: string; insecureRegistry: string[]; resolvConf: string; clusterStore?: string; clusterLeaseTtl: number; clusterMinCertExpiry: number; nodeHostname?: string }>();
 const socket = opts.host.replace(/^unix:\/\//, '');
 
 if (process.getuid?.() !== 0) {
@@ -40,6 +41,7 @@ if (process.getuid?.() !== 0) {
 const daemon = new Daemon({ root: opts.root, socket, attachHelper: opts.attachHelper, seedBusybox: opts.seedBusybox, debug: opts.debug, bip: opts.bip, bridge: opts.bridge, insecureRegistries: opts.insecureRegistry, resolvConf: opts.resolvConf,
   cluster: {
     leaseTtlSec: opts.clusterLeaseTtl,
+    minCertExpirySec: opts.clusterMinCertExpiry,
     ...(opts.clusterStore ? { store: storeUrls(opts.clusterStore) } : {}),
     ...(opts.nodeHostname ? { hostname: opts.nodeHostname } : {}),
   },

@@ -29,7 +29,7 @@ import { ATTACH_HELPER, BUSYBOX_TARBALL, RUNC_SHIM, VERSION } from './paths.js';
 
 export interface DaemonOptions {
   /** Swarm membership: lease TTL of this node's presence, an external store, the name it shows. */
-  cluster?: { leaseTtlSec?: number; store?: string[]; hostname?: string };
+  cluster?: { leaseTtlSec?: number; minCertExpirySec?: number; store?: string[]; hostname?: string };
   root: string; socket: string; attachHelper?: string; seedBusybox?: boolean; debug?: boolean; bip?: string; bridge?: string; insecureRegistries?: string[]; resolvConf?: string }
 
 interface DaemonIdentity { id: string }
@@ -118,6 +118,7 @@ export class Daemon {
     const c = this.o.cluster ?? {};
     return new Cluster({
       root: this.o.root, hostname: c.hostname ?? hostname(), engineVersion: VERSION, leaseTtlSec: c.leaseTtlSec ?? 5,
+      ...(c.minCertExpirySec ? { minCertExpirySec: c.minCertExpirySec } : {}),
       ...(c.store?.length ? { external: c.store } : {}),
     });
   }
