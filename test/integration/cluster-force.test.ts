@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
-import { promises as fs } from 'node:fs';
+import { existsSync, promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { waitFor } from './harness.js';
 import { Lab, waitForOutput, type LabHost } from './lab.js';
 
 /**
@@ -110,5 +111,17 @@ describe('cluster: swarm init --force-new-cluster', () => {
     assert.deepEqual(ls.stdout.trim().split('\n').map((l) => l.trim()).sort(), ['lab0 Ready Leader', 'lab3 Ready']);
     const i = (await h0.host.api('GET', '/info')).json.Swarm;
     assert.deepEqual([i.Managers, i.Nodes], [1, 2]);
+  });
+
+  it('a lost manager that comes back leaves by itself (it was removed) and joins the new cluster as a manager', { timeout: 180_000 }, async () => {
+    await h1.host.startDaemon();
+    await waitFor(async () => (await h1.host.api('GET', '/info')).json.Swarm.LocalNodeState === 'inactive' && !existsSync(join(h1.host.root, 'cluster')), 'lab1 to leave by itself', 60_000);
+    const mt = (await h0.host.docker(['swarm', 'join-token', '-q', 'manager'])).stdout.trim();
+    const j = await h1.host.docker(['swarm', 'join', '--token', mt, '--advertise-addr', h1.addr, `${h0.addr}:2377`]);
+    assert.equal(j.code, 0, j.stderr);
+    await waitForOutput(() => lines(h0), (o) => /lab1 Ready Reachable/.test(o), 'lab1 a reachable manager again', 30_000);
+    // The grown cluster takes changes through its new member.
+    await waitFor(async () => (await h1.host.docker(['node', 'update', '--label-add', 'grown=1', 'lab3'])).code === 0, 'a change through lab1', 20_000);
+    assert.equal((await h0.host.api('GET', '/nodes/lab3')).json.Spec.Labels.grown, '1');
   });
 });
