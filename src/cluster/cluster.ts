@@ -247,7 +247,9 @@ export class Cluster {
     return this.serial(async () => {
       const s = this.session;
       if (!s) throw new UnavailableError(NO_SWARM);
-      if (s.state.role === 'manager' && !force) {
+      // A node demoted a moment ago may not have acted on it yet: the managers' record decides.
+      const demoted = s.state.role === 'manager' && (await s.store.get<NodeRecord>(K.node(s.state.nodeId)).catch(() => undefined))?.value.Spec.Role === 'worker';
+      if (s.state.role === 'manager' && !force && !demoted) {
         const { reachable, unreachable } = await this.control.managerCounts().catch(() => ({ reachable: 0, unreachable: 0 }));
         throw leaveManagerError(reachable, unreachable);
       }

@@ -104,10 +104,18 @@ export class Control {
     return { UnlockKey: '' };
   }
 
-  private async liveness(s: Session, caCert: string): Promise<Liveness> {
-    const [alive, leader] = await Promise.all([s.store.list<AliveRecord>(K.alive), s.store.leader()]);
+  private async liveness(s: Session, caCert: string, known?: Map<string, unknown>): Promise<Liveness> {
+    const [alive, leader] = await Promise.all([known ?? s.store.list<AliveRecord>(K.alive), s.store.leaderRecent()]);
     if (s.store.degraded) return { alive: new Set(), caCert, external: Boolean(this.o.external), unknown: s.state.nodeId };
     return { alive: new Set([...alive.keys()].map((k) => k.slice(K.alive.length))), ...(leader ? { leaderMember: leader } : {}), caCert, external: Boolean(this.o.external) };
+  }
+
+  /** The cluster, a prefix or key, and the presence keys, in one store read. */
+  private async withLiveness(s: Session, read: { key: string; prefix?: boolean }): Promise<{ c: Versioned<ClusterRecord>; found: Map<string, Versioned<unknown>>; live: Liveness }> {
+    const [cs, found, alive] = await s.store.readMany([{ key: K.cluster }, read, { key: K.alive, prefix: true }]);
+    const c = cs!.get(K.cluster) as Versioned<ClusterRecord> | undefined;
+    if (!c) throw new UnavailableError(NO_MANAGER);
+    return { c, found: found!, live: await this.liveness(s, c.value.CaCert, alive) };
   }
 
   async managerCounts(): Promise<{ reachable: number; unreachable: number }> {
@@ -133,8 +141,8 @@ export class Control {
 
   async listNodes(f: NodeFilters = {}): Promise<Array<Record<string, unknown>>> {
     const s = this.manager();
-    const [c, nodes] = await Promise.all([this.cluster(s), s.store.list<NodeRecord>(K.nodes)]);
-    const live = await this.liveness(s, c.value.CaCert);
+    const { found, live } = await this.withLiveness(s, { key: K.nodes, prefix: true });
+    const nodes = found as Map<string, Versioned<NodeRecord>>;
     const labelsMatch = (labels: Record<string, string>, want: string[] | undefined) => (want ?? []).every((w) => {
       const [k, v] = w.split('=', 2) as [string, string | undefined];
       return k in labels && (v === undefined || labels[k] === v);
@@ -150,6 +158,10 @@ export class Control {
 
   async getNode(ref: string): Promise<Record<string, unknown>> {
     const s = this.manager();
+    // By full ID (what clients that list first send): one read.
+    const { found, live } = await this.withLiveness(s, { key: K.node(ref) });
+    const exact = found.get(K.node(ref)) as Versioned<NodeRecord> | undefined;
+    if (exact) return nodeView(exact, live);
     const n = await this.resolve(s, ref);
     const c = await this.cluster(s);
     return nodeView(n, await this.liveness(s, c.value.CaCert));

@@ -124,9 +124,18 @@ function subjectDer(der: Buffer): Buffer {
   return der.subarray(off, derAt(der, off).end);
 }
 
+type TlsInfo = { TrustRoot: string; CertIssuerSubject: string; CertIssuerPublicKey: string };
+/** A cluster has one or two CAs at a time: `node ls` need not parse them again for every node. */
+const tlsInfoSeen = new Map<string, TlsInfo>();
+
 /** TLSInfo as Docker shows it: the trust root, and the issuer's subject and key in base64 DER. */
-export function tlsInfo(caPem: string): { TrustRoot: string; CertIssuerSubject: string; CertIssuerPublicKey: string } {
+export function tlsInfo(caPem: string): TlsInfo {
+  const seen = tlsInfoSeen.get(caPem);
+  if (seen) return { ...seen };
   const x = new X509Certificate(caPem);
   const spki = x.publicKey.export({ type: 'spki', format: 'der' });
-  return { TrustRoot: caPem, CertIssuerSubject: subjectDer(x.raw).toString('base64'), CertIssuerPublicKey: spki.toString('base64') };
+  const info = { TrustRoot: caPem, CertIssuerSubject: subjectDer(x.raw).toString('base64'), CertIssuerPublicKey: spki.toString('base64') };
+  if (tlsInfoSeen.size >= 8) tlsInfoSeen.clear();
+  tlsInfoSeen.set(caPem, info);
+  return { ...info };
 }
