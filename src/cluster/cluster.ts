@@ -49,6 +49,25 @@ export class Cluster {
     this.control = new Control(() => this.session, o);
   }
 
+  /**
+   * A node key and its request made ahead of time: init and join would otherwise wait for openssl
+   * to make one. It never leaves this process and is used once.
+   */
+  private spareKey?: Promise<{ key: string; csr: string }>;
+  private takeKey(): Promise<{ key: string; csr: string }> {
+    const k = this.spareKey ?? makeCsr();
+    this.spareKey = undefined;
+    return k;
+  }
+
+  /** Makes the spare key while the node is in no swarm: at start, and again after a leave or a failed init or join. */
+  private prepareKey(): void {
+    if (this.session || this.spareKey) return;
+    const k = makeCsr();
+    k.catch(() => { if (this.spareKey === k) this.spareKey = undefined; });
+    this.spareKey = k;
+  }
+
   /** The running membership, if any (routes use it to pick Docker's answer). */
   get current(): Session | undefined { return this.session; }
 
@@ -71,7 +90,7 @@ export class Cluster {
   /** At daemon start: a node that was in a cluster goes back into it (its member first). */
   async restore(): Promise<void> {
     const state = await this.files.load();
-    if (!state) return;
+    if (!state) return this.prepareKey();
     const so = this.sessionOptions();
     const store = await Session.connect(state, so);
     const session = new Session(state, so, store);
@@ -128,9 +147,8 @@ export class Cluster {
       const dataPath = await resolveDataPath(req.DataPathAddr, adv.host);
       const clusterId = newNodeId();
       const nodeId = newNodeId();
-      const made = await makeCa();
+      const [made, { key, csr }] = await Promise.all([makeCa(), this.takeKey()]);
       const ca = { ...made, cert: normPem(made.cert) };
-      const { key, csr } = await makeCsr();
       const clusterSpec = defaultSpec({ ...spec, CAConfig: kept });
       const cert = await signCsr(ca, csr, { nodeId, role: 'manager', clusterId, ips: [...new Set([adv.host, listen.host].filter((h) => h !== '0.0.0.0'))], expirySec: expirySec(clusterSpec) });
       const state: LocalState = {
@@ -175,6 +193,7 @@ export class Cluster {
         store?.close();
         await member?.stop();
         await this.files.wipe();
+        this.prepareKey();
         throw e;
       }
     });
@@ -200,7 +219,7 @@ export class Cluster {
       // Optional when joining: the manager sees the address the request came from.
       const adv = await resolveAdvertise(req.AdvertiseAddr, listen).catch((e) => { if (req.AdvertiseAddr) throw e; return undefined; });
       if (adv && req.AdvertiseAddr) await checkLocal(adv.host, listen.host);
-      const { key, csr } = await makeCsr();
+      const { key, csr } = await this.takeKey();
       const jr: JoinRequest = { token: req.JoinToken!, csr, addr: adv?.host ?? '', port: adv?.port ?? listen.port, hostname: this.o.hostname, description: this.description() };
       const answer = await requestJoin(remote, jr);
       const addr = answer.addr;
@@ -238,6 +257,7 @@ export class Cluster {
         }
         await member?.stop();
         await this.files.wipe();
+        this.prepareKey();
         throw e;
       }
     });
@@ -289,6 +309,7 @@ export class Cluster {
     }
     await s.close(true);
     await this.files.wipe();
+    this.prepareKey();
   }
 
   /** Daemon shutdown: the membership stays (state file, member process); only this berthd goes. */
@@ -316,6 +337,6 @@ async function waitForStore(store: ClusterStore, timeoutMs: number, member?: Etc
     } catch (e) {
       if (Date.now() > deadline) throw new UnavailableError(`the cluster store did not start: ${errorMessage(e)}`);
     }
-    await new Promise((r) => setTimeout(r, 200));
+    await new Promise((r) => setTimeout(r, 50));
   }
 }

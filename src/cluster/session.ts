@@ -89,12 +89,14 @@ export class Session {
   private async watchStore(): Promise<{ mine?: { value: NodeRecord }; cluster?: { value: ClusterRecord } }> {
     const rev = await this.store.revision();
     const [mine, cluster] = await Promise.all([this.store.get<NodeRecord>(K.node(this.state.nodeId)), this.store.get<ClusterRecord>(K.cluster)]);
-    this.stopWatch = await this.store.watch<NodeRecord>(K.node(this.state.nodeId), rev + 1, (e) => {
-      this.enqueue(() => (e.type === 'delete' ? this.removed() : this.reconcile(e.value)));
-    });
-    this.stopClusterWatch = await this.store.watch<ClusterRecord>(K.cluster, rev + 1, (e) => {
-      if (e.type === 'put' && e.key === K.cluster) this.enqueueCa(() => this.followCa(e.value));
-    });
+    [this.stopWatch, this.stopClusterWatch] = await Promise.all([
+      this.store.watch<NodeRecord>(K.node(this.state.nodeId), rev + 1, (e) => {
+        this.enqueue(() => (e.type === 'delete' ? this.removed() : this.reconcile(e.value)));
+      }),
+      this.store.watch<ClusterRecord>(K.cluster, rev + 1, (e) => {
+        if (e.type === 'put' && e.key === K.cluster) this.enqueueCa(() => this.followCa(e.value));
+      }),
+    ]);
     this.rotating = Boolean(cluster?.value.Rotation);
     return { ...(mine ? { mine } : {}), ...(cluster ? { cluster } : {}) };
   }
@@ -433,7 +435,7 @@ export async function promoteWhenSynced(store: ClusterStore, id: string, timeout
       return;
     } catch (e) {
       if (Date.now() > deadline) throw new Error(`the new etcd member did not catch up: ${errorMessage(e)}`);
-      await new Promise((r) => setTimeout(r, 300));
+      await new Promise((r) => setTimeout(r, 100));
     }
   }
 }
