@@ -102,3 +102,12 @@ export function renewAt(validity: { from: number; to: number }, backdateMs = 60_
   const issued = Math.min(validity.from + backdateMs, validity.to);
   return issued + (validity.to - issued) * (0.5 + 0.3 * rand);
 }
+
+/**
+ * The timer towards a renewal: a Node timer waits at most ~24.8 days, and 90-day certificates
+ * renew after 45 or more, so a far renewal is reached in steps and only the last one renews.
+ */
+export function renewalTimer(at: number, now = Date.now(), maxMs = 2 ** 31 - 1): { delayMs: number; renew: boolean } {
+  const wait = at - now;
+  return wait > maxMs ? { delayMs: maxMs, renew: false } : { delayMs: Math.max(0, wait), renew: true };
+}

@@ -6,7 +6,7 @@ import { K, type ClusterRecord, type NodeRecord } from './keys.js';
 import type { JoinAnswer, JoinRequest } from './joinwire.js';
 import { requestRenew, serveJoins } from './joinwire.js';
 import { certValidity, issuedBy, makeCsr } from './pki.js';
-import { advanceRotation, issuerOf, pemList, renewAt, trustOf, wantedIssuer } from './rotation.js';
+import { advanceRotation, issuerOf, pemList, renewAt, renewalTimer, trustOf, wantedIssuer } from './rotation.js';
 import { Presence } from './presence.js';
 import type { LocalState, LocalStateFiles } from './state.js';
 import { ClusterStore } from './store.js';
@@ -223,7 +223,12 @@ export class Session {
     clearTimeout(this.renewTimer);
     if (this.closed) return;
     const at = renewAt(certValidity((await this.o.files.readTls()).cert.toString()));
-    this.renewTimer = setTimeout(() => this.enqueueRenewal(), Math.max(0, Math.min(at - Date.now(), 2 ** 31 - 1)));
+    this.armRenewal(at);
+  }
+
+  private armRenewal(at: number): void {
+    const t = renewalTimer(at);
+    this.renewTimer = setTimeout(() => (t.renew ? this.enqueueRenewal() : this.armRenewal(at)), t.delayMs);
     this.renewTimer.unref();
   }
 

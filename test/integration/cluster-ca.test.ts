@@ -94,7 +94,10 @@ describe('cluster: swarm ca, rotation and renewal', () => {
     const ok = await h0.host.docker(['swarm', 'update', '--cert-expiry', '2h']);
     assert.equal(ok.code, 0, ok.stderr);
     assert.equal((await swarm()).Spec.CAConfig.NodeCertExpiry, 7200e9);
-    // berth's own CLI: the same commands and words.
+    // berth's own CLI: the same commands and words (and its info says what the node is in the swarm).
+    const bi = await h1.host.berth(['info']);
+    assert.match(bi.stdout, /\n Swarm: active\n  NodeID: [0-9a-z]{25}\n  Is Manager: true\n  ClusterID: [0-9a-z]{25}\n  Managers: 3\n  Nodes: 4\n  Node Address: 10\.99\.0\.2\n  Manager Addresses:\n   10\.99\.0\.1:2377\n/, bi.stdout);
+    assert.match((await h3.host.berth(['info'])).stdout, /\n Swarm: active\n  NodeID: [0-9a-z]{25}\n  Is Manager: false\n  Node Address: 10\.99\.0\.4\n/);
     const b = await h1.host.berth(['swarm', 'ca']);
     assert.equal(b.stdout.trim(), s.TLSInfo.TrustRoot.trim(), b.stderr);
     const bflag = await h1.host.berth(['swarm', 'ca', '--cert-expiry', '48h']);

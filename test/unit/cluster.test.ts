@@ -5,7 +5,7 @@ import { leaveManagerError } from '../../src/cluster/errors.js';
 import { caDigest, goTime, newJoinToken, newNodeId, parseJoinToken } from '../../src/cluster/ids.js';
 import { certDer, certValidity, checkCa, issuedBy, makeCa, makeCsr, signCsr, tlsInfo } from '../../src/cluster/pki.js';
 import { caSettings, goDuration } from '../../src/cluster/control.js';
-import { issuerOf, pemList, renewAt, trustOf, wantedIssuer } from '../../src/cluster/rotation.js';
+import { issuerOf, pemList, renewAt, renewalTimer, trustOf, wantedIssuer } from '../../src/cluster/rotation.js';
 import type { ClusterRecord } from '../../src/cluster/keys.js';
 import { defaultSpec, nodeView } from '../../src/cluster/views.js';
 import type { NodeRecord } from '../../src/cluster/keys.js';
@@ -136,6 +136,11 @@ describe('cluster: the CA over time (swarm ca, --cert-expiry, renewal)', () => {
     const validity = certValidity(await signCsr(ca, csr, { nodeId: 'n', role: 'worker', clusterId: 'c', ips: [], expirySec: 20 }));
     const at = renewAt(validity);
     assert.ok(at > Date.now() + 5_000 && at < validity.to - 3_000, `${at - Date.now()} ms from now`);
+    // 90-day certificates renew after 45 days or more, beyond what one Node timer can wait.
+    const day = 86_400_000;
+    assert.deepEqual(renewalTimer(60 * day, 0), { delayMs: 2 ** 31 - 1, renew: false });
+    assert.deepEqual(renewalTimer(60 * day, 60 * day - 1000), { delayMs: 1000, renew: true });
+    assert.deepEqual(renewalTimer(5, 10), { delayMs: 0, renew: true });
   });
 
   it("shows a node's own TLS state, so the CLI can follow a rotation", async () => {
