@@ -5,6 +5,7 @@
  * a cluster of three managers, the time from a change through one host to its visibility through
  * every host: a node label update, read back with `node inspect` on each manager until it shows.
  */
+import { cpus, loadavg } from 'node:os';
 import type { BenchContext } from '../context.js';
 import { Lab } from '../../test/integration/lab.js';
 import { DockerLab } from '../swarmlab.js';
@@ -62,6 +63,7 @@ export async function cluster(ctx: BenchContext): Promise<void> {
   R.define({ key: 'cluster_visibility', group, label: 'a change through one host until every host shows it (node label, `node inspect` on each of 3 managers)', unit: 'ms', better: 'lower', target: 'p99 ≤ 50 ms' });
 
   const wants = ctx.engines.map((e) => e.name);
+  const loadAtStart = loadavg()[0]!;
   let berthLab: Lab | undefined;
   let dockerLab: DockerLab | undefined;
   const leaks: string[] = [];
@@ -137,6 +139,7 @@ export async function cluster(ctx: BenchContext): Promise<void> {
     }
     for (const c of clusters) await teardown(c);
     R.note('cluster_visibility', 'measured from the start of the update request until a `node inspect` on each of the three managers (polled back to back, each a fresh connection) shows the new label; so it includes the write itself and one read of every host. Docker\'s managers forward control API calls to the raft leader, berth\'s read the store (linearizable etcd reads), so on both a read reflects every committed write.');
+    R.note('swarm_init', `the machine was busy with other work: load average ${loadAtStart.toFixed(1)} at the start of this group and ${loadavg()[0]!.toFixed(1)} at its end, on ${cpus().length} cores; both engines saw the same load (interleaved), the ratios are the numbers to read`);
     R.note('swarm_init', 'until the API call returns; both engines with --advertise-addr and --listen-addr on the host\'s underlay address. berth starts an etcd member and makes its CA with openssl; Docker starts its raft node and CA in-process.');
     R.note('swarm_join_manager', 'berth: the manager\'s etcd member joins as a learner and is promoted once it has caught up, before the call returns.');
   } finally {
