@@ -114,6 +114,23 @@ describe('cluster: swarm ca, rotation and renewal', () => {
     for (const n of nodes) assert.deepEqual(n.Description.TLSInfo, s.TLSInfo);
   });
 
+  it('nothing of a manager listens off loopback without TLS', async () => {
+    const ss = await run('nsenter', [`--net=/run/netns/${h0.host.netns}`, 'ss', '-ltnH']);
+    assert.equal(ss.code, 0, ss.stderr);
+    const open = ss.stdout.trim().split('\n').map((l) => l.trim().split(/\s+/)[3]!).filter((a) => !/^(127\.|\[::1\]|\[::ffff:127\.)/.test(a));
+    // The control port, etcd's client and peer ports: those, on the underlay address, and nothing else.
+    assert.deepEqual(open.sort(), [`${h0.addr}:2377`, `${h0.addr}:2379`, `${h0.addr}:2380`]);
+    const probe = `const [h, p] = process.argv.slice(1); const s = require('tls').connect({ host: h, port: Number(p), rejectUnauthorized: false, timeout: 5000 });
+      s.once('secureConnect', () => { console.log('tls ' + s.getProtocol()); s.destroy(); });
+      s.once('error', (e) => console.log('error ' + (e.code || '') + ' ' + e.message)); s.once('timeout', () => { console.log('timeout'); s.destroy(); });`;
+    for (const a of open) {
+      const [host, port] = [a.slice(0, a.lastIndexOf(':')), a.slice(a.lastIndexOf(':') + 1)];
+      const r = await run('nsenter', [`--net=/run/netns/${h0.host.netns}`, process.execPath, '-e', probe, host, port]);
+      // A TLS handshake, or a TLS alert (etcd wants a client certificate): TLS either way; plain text would be "wrong version number".
+      assert.match(r.stdout, /^tls TLSv1\.[23]|^error \S* .*(alert|certificate)/, `${a}: ${r.stdout}${r.stderr}`);
+    }
+  });
+
   it('rotates to a new CA on every node while the cluster keeps working; the tokens follow the root', { timeout: 300_000 }, async () => {
     const before = await swarm();
     const oldRoot: string = before.TLSInfo.TrustRoot;
