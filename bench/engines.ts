@@ -31,8 +31,9 @@ export abstract class Engine {
   /** Processes started by the bench itself inside this engine's namespaces (iperf3, echo servers). */
   readonly helpers = new Set<ChildProcess>();
 
-  constructor(readonly name: EngineName, dir: string) {
-    this.netns = `bb-${name}-${process.pid}`;
+  /** `netns`: a name of the caller's (several engines of one kind, as in the cluster lab). */
+  constructor(readonly name: EngineName, dir: string, netns?: string) {
+    this.netns = netns ?? `bb-${name}-${process.pid}`;
     this.dir = dir;
     this.socket = join(dir, `${name}.sock`);
     this.logFile = join(dir, `${name}d.log`);

@@ -12,12 +12,16 @@ export interface Meta {
   machine: { cores: number; cpu: string; memGiB: number; kernel: string; node: string; dockerServer: string; berth: string };
   command: string;
   durationS: number;
+  /** Groups measured by later runs of some groups only (`--only`), newest last. */
+  partial?: Array<{ groups: string[]; date: string; command: string; berth: string; dockerServer: string }>;
 }
 
 const COUNT_METRICS = new Set(['dns_fresh_miss']);
 const SUM_METRICS = new Set(['dns_lost']);
 /** Shown as a plain value, without p90 or ratio. */
 const PLAIN_METRICS = new Set(['userland_proxies', 'scale_growth', 'ports_growth', 'rss_idle', 'rss_scale']);
+/** Shown with their p99 beside the median (the issue's target is a p99). */
+const P99_METRICS = new Set(['cluster_visibility']);
 
 function fmt(v: number | undefined, unit: string): string {
   if (v === undefined || !Number.isFinite(v)) return '–';
@@ -34,7 +38,7 @@ function cell(m: MetricSummary, eng: string): string[] {
   if (COUNT_METRICS.has(m.key)) return [`${e.values.reduce((a, b) => a + b, 0)} of ${e.n}`, ''];
   if (SUM_METRICS.has(m.key)) return [`${e.values.reduce((a, b) => a + b, 0)} in ${e.n} runs`, ''];
   if (PLAIN_METRICS.has(m.key) && e.n === 1) return [fmt(e.median, m.unit), ''];
-  const tail = e.p99 !== undefined && m.key.startsWith('dns_p99') ? ` (p99 ${fmt(e.p99, m.unit)})` : '';
+  const tail = e.p99 !== undefined && (m.key.startsWith('dns_p99') || P99_METRICS.has(m.key)) ? ` (p99 ${fmt(e.p99, m.unit)})` : '';
   return [fmt(e.median, m.unit) + tail, fmt(e.p90, m.unit)];
 }
 
@@ -49,7 +53,10 @@ export function markdown(meta: Meta, summary: MetricSummary[], results: { errors
   if (meta.engines.podman) L.push(`- Podman ${meta.engines.podman} (Debian's podman: \`podman system service\` with netavark + aardvark-dns, runc, cgroupfs, nofile/nproc limits lowered because its defaults exceed this session's hard limits)`);
   L.push(`- Engines measured: ${engines.join(', ')}`, '');
   L.push('## How it was measured', '');
-  L.push('- `npm run bench` (full), `npm run bench -- --quick` (smoke), `--only dns,ports,…` (groups: memory, lifecycle, dns, ports, scale, ports500, pull), `--engines berth,docker,podman` (default berth,docker), `--render` (rewrite this page from `bench/results/latest.json`). Every number below comes from one run: `' + meta.command + '`.');
+  L.push('- `npm run bench` (full), `npm run bench -- --quick` (smoke), `--only dns,ports,…` (groups: memory, lifecycle, dns, ports, scale, ports500, pull, cluster), `--engines berth,docker,podman` (default berth,docker), `--render` (rewrite this page from `bench/results/latest.json`). Every number below comes from one run: `' + meta.command + '`' + (meta.partial?.length ? ', except where said below.' : '.'));
+  for (const p of meta.partial ?? []) {
+    L.push(`- ${p.groups.map((g) => `"${g}"`).join(', ')}: from \`${p.command}\` on ${p.date} (berth ${p.berth}, Docker ${p.dockerServer}).`);
+  }
   L.push('- `scripts/bench-setup.sh` installs docker.io, dnsperf and iperf3 (and podman with netavark and aardvark-dns when asked) with apt-get when missing, with a policy-rc.d that forbids starting services, and checks that no dockerd/containerd/docker0 appeared on the machine\'s own network.');
   L.push('- Every engine is private to the run: its own network namespace (`bb-<engine>-<pid>`, with `lo` and a veth pair whose end `bbhost0` holds the "host IP" 10.250.0.2), its own state directory and API socket; the daemons are started with `nsenter --net=`. Everything is removed at the end, and the run fails on leaks.');
   L.push('- Both engines are driven by the same client: raw HTTP requests to the Engine API v1.41 on the unix socket (the requests the docker CLI makes: `run -d` = create + start; `exec` = create + start attached + inspect), one connection per request. Both use the same busybox rootfs (`build/busybox.tar`).');
@@ -98,14 +105,34 @@ export function markdown(meta: Meta, summary: MetricSummary[], results: { errors
   return L.join('\n') + '\n';
 }
 
-export async function writeAll(root: string, meta: Meta, results: Results, engines: string[]): Promise<void> {
-  const summary = results.summary();
+/**
+ * `partial`: a run of some groups only. The dated file holds this run alone; latest.json and the
+ * page keep the other groups' numbers from the run before, and say which run each part is from.
+ */
+export async function writeAll(root: string, meta: Meta, results: Results, engines: string[], partial = false): Promise<void> {
+  let summary = results.summary();
   const dir = join(root, 'bench', 'results');
   await fs.mkdir(dir, { recursive: true });
   const json = JSON.stringify({ meta, metrics: summary, extra: results.extra, errors: results.errors }, null, 1) + '\n';
-  await fs.writeFile(join(dir, 'latest.json'), json);
   await fs.writeFile(join(dir, `${meta.date.replace(/[:]/g, '').slice(0, 15)}-${meta.mode}.json`), json);
-  await writeDocs(root, meta, summary, results, engines);
+  let outMeta = meta;
+  let extra = results.extra;
+  let errors = results.errors;
+  const prev = partial ? await fs.readFile(join(dir, 'latest.json'), 'utf8').then((t) => JSON.parse(t) as { meta: Meta; metrics: MetricSummary[]; extra: Record<string, unknown>; errors: string[] }).catch(() => undefined) : undefined;
+  if (prev) {
+    const groups = [...new Set(summary.map((m) => m.group))];
+    const mine = new Set(summary.map((m) => m.key));
+    summary = [...prev.metrics.filter((m) => !mine.has(m.key)), ...summary];
+    outMeta = {
+      ...prev.meta,
+      partial: [...(prev.meta.partial ?? []).filter((p) => !p.groups.every((g) => groups.includes(g))),
+        { groups, date: meta.date, command: meta.command, berth: meta.machine.berth, dockerServer: meta.machine.dockerServer }],
+    };
+    extra = { ...prev.extra, ...results.extra };
+    errors = [...prev.errors, ...results.errors];
+  }
+  await fs.writeFile(join(dir, 'latest.json'), JSON.stringify({ meta: outMeta, metrics: summary, extra, errors }, null, 1) + '\n');
+  await writeDocs(root, outMeta, summary, { extra, errors }, prev ? Object.keys(prev.meta.engines) : engines);
 }
 
 /** `npm run bench -- --render`: rewrites docs/benchmarks.md and the plot from bench/results/latest.json. */

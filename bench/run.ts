@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import type { BenchContext } from './context.js';
 import { BUSYBOX_TAR, makeBaseDir, makeEngine, PACKAGE_ROOT, type Engine, type EngineName } from './engines.js';
 import { api } from './metrics/api.js';
+import { cluster } from './metrics/cluster.js';
 import { dns } from './metrics/dns.js';
 import { lifecycle } from './metrics/lifecycle.js';
 import { ports } from './metrics/ports.js';
@@ -20,8 +21,10 @@ import { Results } from './results.js';
 import { listProcs, log, run } from './util.js';
 
 const GROUPS: Record<string, (ctx: BenchContext) => Promise<void> | void> = {
-  memory: memoryIdle, lifecycle, api, dns, ports, scale, ports500, pull,
+  memory: memoryIdle, lifecycle, api, dns, ports, scale, ports500, pull, cluster,
 };
+/** Groups that start engines of their own (labs of hosts): a run of only these starts no single-host engine. */
+const SELF_CONTAINED = new Set(['cluster']);
 
 function parseArgs(argv: string[]) {
   const o = { render: false, quick: false, only: Object.keys(GROUPS), engines: ['berth', 'docker'] as EngineName[], write: true };
@@ -97,13 +100,13 @@ async function main(): Promise<number> {
   let failed = false;
   try {
     for (const name of opts.engines) engines.push(await makeEngine(name, base));
-    for (const e of engines) {
+    for (const e of opts.only.every((g) => SELF_CONTAINED.has(g)) ? [] : engines) {
       log(`starting ${e.name} in netns ${e.netns}`);
       await e.start();
       log(`${e.name} ${e.version} up`);
     }
     const ctx: BenchContext = {
-      engines, results, quick: opts.quick,
+      engines, results, quick: opts.quick, base,
       // A B, B A, … (with three engines: rotate).
       order: (rep) => {
         if (engines.length <= 2) return rep % 2 === 0 ? engines : [...engines].reverse();
@@ -138,13 +141,15 @@ async function main(): Promise<number> {
         engines: Object.fromEntries(engines.map((e) => [e.name, e.version])),
         machine: {
           cores: cpus().length, cpu: cpus()[0]?.model ?? '?', memGiB: Math.round(totalmem() / 2 ** 30), kernel: release(),
-          node: process.version, dockerServer: engines.find((e) => e.name === 'docker')?.version ?? 'not run',
+          node: process.version, dockerServer: engines.find((e) => e.name === 'docker')?.version || String(results.extra.dockerVersion ?? 'not run'),
           berth: `${pkg.version}${commit ? ` (${commit})` : ''}`,
         },
         command: `npm run bench -- ${process.argv.slice(2).join(' ')}`.trim(),
         durationS: (Date.now() - t0) / 1000,
       };
-      await writeAll(PACKAGE_ROOT, meta, results, engines.map((e) => e.name));
+      // A run of some groups replaces those groups' numbers and keeps the others' from the last run.
+      const partial = Object.keys(GROUPS).some((g) => !opts.only.includes(g));
+      await writeAll(PACKAGE_ROOT, meta, results, engines.map((e) => e.name), partial);
       log('wrote bench/results/latest.json and docs/benchmarks.md');
     }
     for (const m of results.summary()) {

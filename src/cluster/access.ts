@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { errorMessage } from '../util/errors.js';
 import { ROOT } from './keys.js';
 import type { ClusterStore } from './store.js';
@@ -26,11 +25,20 @@ const missing = (e: unknown) => /not found|not granted/.test(errorMessage(e));
 /** At init, before anything else uses the store: the roles, the founding manager, auth on. */
 export async function enableAccess(store: ClusterStore, founder: string): Promise<void> {
   const a = store.client.auth;
-  await store.call(() => a.roleAdd({ name: NODE_ROLE }).catch((e) => { if (!exists(e)) throw e; return undefined; }));
-  await store.call(() => a.roleGrantPermission({ name: NODE_ROLE, perm: { permType: 'Readwrite', key: Buffer.from(ROOT), range_end: prefixEnd(ROOT) } }));
-  // etcd enables auth only with a root user; no one logs in as it (its password is thrown away).
-  await store.call(() => a.userAdd({ name: 'root', password: randomBytes(24).toString('base64') }).catch((e) => { if (!exists(e)) throw e; return undefined; }));
-  await store.call(() => a.userGrantRole({ user: 'root', role: 'root' }));
+  // Three independent chains, proposed together (etcd batches them): swarm init waits on this.
+  await Promise.all([
+    (async () => {
+      await store.call(() => a.roleAdd({ name: NODE_ROLE }).catch((e) => { if (!exists(e)) throw e; return undefined; }));
+      await store.call(() => a.roleGrantPermission({ name: NODE_ROLE, perm: { permType: 'Readwrite', key: Buffer.from(ROOT), range_end: prefixEnd(ROOT) } }));
+    })(),
+    (async () => {
+      // etcd enables auth only with a root user; no one logs in as it: no password (nor the
+      // bcrypt of one), only a certificate with CN root could, and the CA never issues one.
+      await store.call(() => a.userAdd({ name: 'root', options: { no_password: true } }).catch((e) => { if (!exists(e)) throw e; return undefined; }));
+      await store.call(() => a.userGrantRole({ user: 'root', role: 'root' }));
+    })(),
+    store.call(() => a.userAdd({ name: founder, options: { no_password: true } })),
+  ]);
   await addNodeUser(store, founder, 'manager');
   await store.call(() => a.authEnable({}));
 }
@@ -38,8 +46,10 @@ export async function enableAccess(store: ClusterStore, founder: string): Promis
 export async function addNodeUser(store: ClusterStore, id: string, role: 'manager' | 'worker'): Promise<void> {
   const a = store.client.auth;
   await store.call(() => a.userAdd({ name: id, options: { no_password: true } }).catch((e) => { if (!exists(e)) throw e; return undefined; }));
-  await store.call(() => a.userGrantRole({ user: id, role: NODE_ROLE }));
-  if (role === 'manager') await store.call(() => a.userGrantRole({ user: id, role: 'root' }));
+  await Promise.all([
+    store.call(() => a.userGrantRole({ user: id, role: NODE_ROLE })),
+    ...(role === 'manager' ? [store.call(() => a.userGrantRole({ user: id, role: 'root' }))] : []),
+  ]);
 }
 
 /** Promotion grants etcd's root role before the node acts on it; demotion takes it back. */

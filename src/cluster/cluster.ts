@@ -2,9 +2,9 @@ import { arch, cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { ApiError, errorMessage } from '../util/errors.js';
 import { checkLocal, resolveAdvertise, resolveDataPath, resolveListen } from './addr.js';
-import { Control } from './control.js';
+import { Control, caSettings } from './control.js';
 import { EtcdMember, clientUrl, peerUrl } from './etcdmember.js';
-import { NO_SWARM, SWARM_EXISTS, UnavailableError, invalid, leaveManagerError } from './errors.js';
+import { NOT_MANAGER, NO_SWARM, SWARM_EXISTS, UnavailableError, invalid, leaveManagerError } from './errors.js';
 import { goTime, newJoinToken, newNodeId, parseJoinToken } from './ids.js';
 import { K, type ClusterRecord, type NodeRecord, type Spec } from './keys.js';
 import { enableAccess, setManager } from './access.js';
@@ -14,12 +14,15 @@ import { Session, promoteWhenSynced, type SessionOptions } from './session.js';
 import { LocalStateFiles, type LocalState } from './state.js';
 import { ClusterStore } from './store.js';
 import { defaultSpec } from './views.js';
+import { expirySec, normPem } from './rotation.js';
 
 export interface ClusterOptions {
   root: string;
   hostname: string;
   engineVersion: string;
   leaseTtlSec: number;
+  /** The shortest NodeCertExpiry a spec may ask for (Docker's is an hour; tests ask less). */
+  minCertExpirySec?: number;
   /** `berthd --cluster-store`: etcd client URLs of an existing store (no member is run here). */
   external?: string[];
   log?: (m: string) => void;
@@ -56,6 +59,25 @@ export class Cluster {
     await this.onSession?.(s, true, false).catch((e) => this.log(`cluster: ${errorMessage(e)}`));
   }
 
+  /**
+   * A node key and its request made ahead of time: init and join would otherwise wait for openssl
+   * to make one. It never leaves this process and is used once.
+   */
+  private spareKey?: Promise<{ key: string; csr: string }>;
+  private takeKey(): Promise<{ key: string; csr: string }> {
+    const k = this.spareKey ?? makeCsr();
+    this.spareKey = undefined;
+    return k;
+  }
+
+  /** Makes the spare key while the node is in no swarm: at start, and again after a leave or a failed init or join. */
+  private prepareKey(): void {
+    if (this.session || this.spareKey) return;
+    const k = makeCsr();
+    k.catch(() => { if (this.spareKey === k) this.spareKey = undefined; });
+    this.spareKey = k;
+  }
+
   /** The running membership, if any (routes use it to pick Docker's answer). */
   get current(): Session | undefined { return this.session; }
 
@@ -70,6 +92,7 @@ export class Cluster {
       files: this.files, leaseTtlSec: this.o.leaseTtlSec, log: this.log,
       ...(this.o.external ? { external: this.o.external } : {}),
       handleJoin: (s, r, remote) => this.control.handleJoin(s, r, remote),
+      renew: (s, nodeId, csr) => this.control.renew(s, nodeId, csr),
       onRemoved: () => void this.serial(() => this.teardown(false)),
     };
   }
@@ -77,7 +100,7 @@ export class Cluster {
   /** At daemon start: a node that was in a cluster goes back into it (its member first). */
   async restore(): Promise<void> {
     const state = await this.files.load();
-    if (!state) return;
+    if (!state) return this.prepareKey();
     const so = this.sessionOptions();
     const store = await Session.connect(state, so);
     const session = new Session(state, so, store);
@@ -118,8 +141,11 @@ export class Cluster {
 
   init(req: InitRequest): Promise<string> {
     return this.serial(async () => {
+      if (this.session && req.ForceNewCluster) return this.forceNewCluster(this.session);
       if (this.session) throw new UnavailableError(SWARM_EXISTS);
       const spec = req.Spec ?? {};
+      const { kept, signing } = caSettings(spec.CAConfig as Parameters<typeof caSettings>[0], this.control.minCertExpirySec);
+      if (signing) throw invalid('berth makes the cluster CA at init: rotate to your own with "swarm ca --rotate --ca-cert --ca-key" afterwards');
       if (spec.Name && spec.Name !== 'default') throw invalid('swarm spec must be named "default"');
       if ((spec.EncryptionConfig as { AutoLockManagers?: boolean } | undefined)?.AutoLockManagers) throw invalid('berth does not support autolock: the store is not encrypted at rest');
       const port = req.DataPathPort || 4789;
@@ -134,9 +160,10 @@ export class Cluster {
       const dataPath = await resolveDataPath(req.DataPathAddr, adv.host);
       const clusterId = newNodeId();
       const nodeId = newNodeId();
-      const ca = await makeCa();
-      const { key, csr } = await makeCsr();
-      const cert = await signCsr(ca, csr, { nodeId, role: 'manager', clusterId, ips: [...new Set([adv.host, listen.host].filter((h) => h !== '0.0.0.0'))] });
+      const [made, { key, csr }] = await Promise.all([makeCa(), this.takeKey()]);
+      const ca = { ...made, cert: normPem(made.cert) };
+      const clusterSpec = defaultSpec({ ...spec, CAConfig: kept });
+      const cert = await signCsr(ca, csr, { nodeId, role: 'manager', clusterId, ips: [...new Set([adv.host, listen.host].filter((h) => h !== '0.0.0.0'))], expirySec: expirySec(clusterSpec) });
       const state: LocalState = {
         nodeId, clusterId, role: 'manager', addr: adv.host, port: adv.port, listenAddr: `${listen.host}:${listen.port}`, dataPathAddr: dataPath,
         endpoints: this.o.external ?? [clientUrl(adv.host)], member: !this.o.external,
@@ -162,8 +189,9 @@ export class Cluster {
         const rec: NodeRecord = {
           ID: nodeId, CreatedAt: now, UpdatedAt: now, Spec: { Labels: {}, Role: 'manager', Availability: 'active' },
           Description: this.description(), Addr: adv.host, Port: adv.port, ...(memberId ? { MemberId: memberId } : {}),
+          Tls: { Issuer: ca.cert, Trust: [ca.cert] },
         };
-        const cluster: ClusterRecord = { ID: clusterId, CreatedAt: now, UpdatedAt: now, Spec: defaultSpec(spec), DataPathPort: port, DefaultAddrPool: pools, SubnetSize: subnetSize, CaCert: ca.cert };
+        const cluster: ClusterRecord = { ID: clusterId, CreatedAt: now, UpdatedAt: now, Spec: clusterSpec, DataPathPort: port, DefaultAddrPool: pools, SubnetSize: subnetSize, CaCert: ca.cert };
         await store.apply([[K.cluster, cluster], [K.tokens, { Worker: newJoinToken(caDer), Manager: newJoinToken(caDer) }], [K.ca, ca], [K.node(nodeId), rec]]);
         // An external store's access rules are its operator's; berth's own members get berth's.
         if (!this.o.external) await enableAccess(store, nodeId);
@@ -179,9 +207,19 @@ export class Cluster {
         store?.close();
         await member?.stop();
         await this.files.wipe();
+        this.prepareKey();
         throw e;
       }
     });
+  }
+
+  /** Docker's `swarm init --force-new-cluster` on a node already in a swarm (see Session.forceNewCluster). */
+  private async forceNewCluster(s: Session): Promise<string> {
+    if (s.state.role !== 'manager') throw new UnavailableError(NOT_MANAGER);
+    if (this.o.external) throw invalid('--force-new-cluster: the cluster store is an external etcd (--cluster-store) that berth does not run; restore its quorum there');
+    this.log('cluster: forcing a new cluster of this manager alone (--force-new-cluster)');
+    await s.forceNewCluster();
+    return s.state.nodeId;
   }
 
   join(req: JoinBody): Promise<void> {
@@ -195,7 +233,7 @@ export class Cluster {
       // Optional when joining: the manager sees the address the request came from.
       const adv = await resolveAdvertise(req.AdvertiseAddr, listen).catch((e) => { if (req.AdvertiseAddr) throw e; return undefined; });
       if (adv && req.AdvertiseAddr) await checkLocal(adv.host, listen.host);
-      const { key, csr } = await makeCsr();
+      const { key, csr } = await this.takeKey();
       const jr: JoinRequest = { token: req.JoinToken!, csr, addr: adv?.host ?? '', port: adv?.port ?? listen.port, hostname: this.o.hostname, description: this.description() };
       const answer = await requestJoin(remote, jr);
       const addr = answer.addr;
@@ -234,6 +272,7 @@ export class Cluster {
         }
         await member?.stop();
         await this.files.wipe();
+        this.prepareKey();
         throw e;
       }
     });
@@ -243,7 +282,9 @@ export class Cluster {
     return this.serial(async () => {
       const s = this.session;
       if (!s) throw new UnavailableError(NO_SWARM);
-      if (s.state.role === 'manager' && !force) {
+      // A node demoted a moment ago may not have acted on it yet: the managers' record decides.
+      const demoted = s.state.role === 'manager' && (await s.store.get<NodeRecord>(K.node(s.state.nodeId)).catch(() => undefined))?.value.Spec.Role === 'worker';
+      if (s.state.role === 'manager' && !force && !demoted) {
         const { reachable, unreachable } = await this.control.managerCounts().catch(() => ({ reachable: 0, unreachable: 0 }));
         throw leaveManagerError(reachable, unreachable);
       }
@@ -284,6 +325,7 @@ export class Cluster {
     }
     await s.close(true);
     await this.files.wipe();
+    this.prepareKey();
   }
 
   /** Daemon shutdown: the membership stays (state file, member process); only this berthd goes. */
@@ -312,6 +354,6 @@ async function waitForStore(store: ClusterStore, timeoutMs: number, member?: Etc
     } catch (e) {
       if (Date.now() > deadline) throw new UnavailableError(`the cluster store did not start: ${errorMessage(e)}`);
     }
-    await new Promise((r) => setTimeout(r, 200));
+    await new Promise((r) => setTimeout(r, 50));
   }
 }

@@ -4,20 +4,49 @@ import { NOT_MANAGER, NO_LEADER, NO_MANAGER, UnavailableError, badToken, invalid
 import { caDigest, goTime, newJoinToken, newNodeId, parseJoinToken } from './ids.js';
 import type { JoinAnswer, JoinRequest } from './joinwire.js';
 import { K, type AliveRecord, type ClusterRecord, type NodeRecord, type Spec, type TokensRecord } from './keys.js';
-import { certDer, signCsr, type Pem } from './pki.js';
+import { certDer, checkCa, signCsr, type Pem } from './pki.js';
+import { beginRotation, expirySec, issueFor, issuerOf, normPem, signer, trustOf } from './rotation.js';
 import type { Session } from './session.js';
 import type { Versioned } from './store.js';
 import { clusterInfo, defaultSpec, nodeView, swarmView, type Liveness } from './views.js';
 
 export interface NodeFilters { id?: string[]; name?: string[]; role?: string[]; membership?: string[]; 'node.label'?: string[]; label?: string[] }
 export interface NodeSpecBody { Name?: string; Labels?: Record<string, string>; Role?: string; Availability?: string }
+interface CaConfigBody { NodeCertExpiry?: number; ExternalCAs?: unknown[]; SigningCACert?: string; SigningCAKey?: string; ForceRotate?: number }
+
+/** Go's time.Duration.String() for whole seconds ("1h0m0s", "1m30s", "45s"). */
+export function goDuration(sec: number): string {
+  const h = Math.floor(sec / 3600), m = Math.floor((sec % 3600) / 60), s = sec % 60;
+  return h ? `${h}h${m}m${s}s` : m ? `${m}m${s}s` : `${s}s`;
+}
+
+/**
+ * swarmkit's check of a spec's CA settings (controlapi validateClusterSpec), and the parts berth
+ * keeps: the signing CA's key never goes into the stored spec (Docker hides both on read).
+ */
+export function caSettings(ca: CaConfigBody | undefined, minExpirySec: number): { kept: Record<string, unknown>; signing?: Pem } {
+  const { SigningCACert, SigningCAKey, ...kept } = ca ?? {};
+  if (kept.NodeCertExpiry && kept.NodeCertExpiry < minExpirySec * 1e9) {
+    throw rpcError('InvalidArgument', `minimum certificate expiry time is: ${goDuration(minExpirySec)}`);
+  }
+  if (kept.ExternalCAs?.length) throw rpcError('InvalidArgument', 'berth has no external CA support: nodes get their certificates from the managers');
+  if (SigningCAKey && !SigningCACert) throw rpcError('InvalidArgument', 'if a signing CA key is provided, the signing CA cert must also be provided');
+  if (SigningCACert && !SigningCAKey) throw rpcError('InvalidArgument', 'a signing CA cert needs its signing CA key (berth has no external CA)');
+  if (!SigningCACert) return { kept };
+  const signing = { cert: normPem(SigningCACert), key: SigningCAKey! };
+  const bad = checkCa(signing);
+  if (bad) throw rpcError('InvalidArgument', bad);
+  return { kept, signing };
+}
 
 /**
  * What managers answer: swarm inspect and update, nodes, the Swarm section of /info, and joins.
  * Every call reads the store afresh (a read is about a millisecond), so no node serves stale state.
  */
 export class Control {
-  constructor(private readonly session: () => Session | undefined, private readonly o: { leaseTtlSec: number; external?: string[] }) {}
+  constructor(private readonly session: () => Session | undefined, private readonly o: { leaseTtlSec: number; external?: string[]; minCertExpirySec?: number }) {}
+
+  get minCertExpirySec(): number { return this.o.minCertExpirySec ?? 3600; }
 
   /** The session of a manager, or Docker's 503 for a node with no swarm or a worker. */
   private manager(): Session {
@@ -45,7 +74,18 @@ export class Control {
     if ((spec.EncryptionConfig as { AutoLockManagers?: boolean } | undefined)?.AutoLockManagers) throw invalid('berth does not support autolock: the store is not encrypted at rest');
     const c = await this.cluster(s);
     if (c.modRevision !== version) throw outOfSequence();
-    const next: ClusterRecord = { ...c.value, Spec: defaultSpec(spec), UpdatedAt: goTime() };
+    const ca = spec.CAConfig as CaConfigBody | undefined;
+    const { kept, signing } = caSettings(ca, this.minCertExpirySec);
+    const nextSpec = defaultSpec({ ...spec, CAConfig: kept });
+    // `swarm ca --rotate` bumps ForceRotate; --ca-cert/--ca-key name the CA to rotate to.
+    const was = (c.value.Spec.CAConfig as CaConfigBody | undefined)?.ForceRotate ?? 0;
+    if ((ca?.ForceRotate ?? 0) !== was || (signing && signing.cert !== normPem(c.value.CaCert))) {
+      if (c.value.Rotation) throw rpcError('FailedPrecondition', 'a root CA rotation is already in progress: wait for it to finish');
+      // The join tokens change when the rotation ends (they carry the new root's digest).
+      if (!(await beginRotation(s.store, c, nextSpec, signing))) throw outOfSequence();
+      return;
+    }
+    const next: ClusterRecord = { ...c.value, Spec: nextSpec, UpdatedAt: goTime() };
     if (!rotate.worker && !rotate.manager) {
       if (!(await s.store.update(K.cluster, next, version))) throw outOfSequence();
       return;
@@ -64,10 +104,18 @@ export class Control {
     return { UnlockKey: '' };
   }
 
-  private async liveness(s: Session, caCert: string): Promise<Liveness> {
-    const [alive, leader] = await Promise.all([s.store.list<AliveRecord>(K.alive), s.store.leader()]);
+  private async liveness(s: Session, caCert: string, known?: Map<string, unknown>): Promise<Liveness> {
+    const [alive, leader] = await Promise.all([known ?? s.store.list<AliveRecord>(K.alive), s.store.leaderRecent()]);
     if (s.store.degraded) return { alive: new Set(), caCert, external: Boolean(this.o.external), unknown: s.state.nodeId };
     return { alive: new Set([...alive.keys()].map((k) => k.slice(K.alive.length))), ...(leader ? { leaderMember: leader } : {}), caCert, external: Boolean(this.o.external) };
+  }
+
+  /** The cluster, a prefix or key, and the presence keys, in one store read. */
+  private async withLiveness(s: Session, read: { key: string; prefix?: boolean }): Promise<{ c: Versioned<ClusterRecord>; found: Map<string, Versioned<unknown>>; live: Liveness }> {
+    const [cs, found, alive] = await s.store.readMany([{ key: K.cluster }, read, { key: K.alive, prefix: true }]);
+    const c = cs!.get(K.cluster) as Versioned<ClusterRecord> | undefined;
+    if (!c) throw new UnavailableError(NO_MANAGER);
+    return { c, found: found!, live: await this.liveness(s, c.value.CaCert, alive) };
   }
 
   async managerCounts(): Promise<{ reachable: number; unreachable: number }> {
@@ -93,8 +141,8 @@ export class Control {
 
   async listNodes(f: NodeFilters = {}): Promise<Array<Record<string, unknown>>> {
     const s = this.manager();
-    const [c, nodes] = await Promise.all([this.cluster(s), s.store.list<NodeRecord>(K.nodes)]);
-    const live = await this.liveness(s, c.value.CaCert);
+    const { found, live } = await this.withLiveness(s, { key: K.nodes, prefix: true });
+    const nodes = found as Map<string, Versioned<NodeRecord>>;
     const labelsMatch = (labels: Record<string, string>, want: string[] | undefined) => (want ?? []).every((w) => {
       const [k, v] = w.split('=', 2) as [string, string | undefined];
       return k in labels && (v === undefined || labels[k] === v);
@@ -110,6 +158,10 @@ export class Control {
 
   async getNode(ref: string): Promise<Record<string, unknown>> {
     const s = this.manager();
+    // By full ID (what clients that list first send): one read.
+    const { found, live } = await this.withLiveness(s, { key: K.node(ref) });
+    const exact = found.get(K.node(ref)) as Versioned<NodeRecord> | undefined;
+    if (exact) return nodeView(exact, live);
     const n = await this.resolve(s, ref);
     const c = await this.cluster(s);
     return nodeView(n, await this.liveness(s, c.value.CaCert));
@@ -140,7 +192,7 @@ export class Control {
     if (n.value.Spec.Role === 'manager' && role === 'worker') {
       await this.checkDemote(s, n.value);
       // The member goes first: a demoted node whose member stayed would still count in quorum.
-      if (n.value.MemberId) await s.store.removeMember(n.value.MemberId);
+      if (n.value.MemberId && (await s.store.members()).some((m) => m.ID === n.value.MemberId)) await s.store.removeMember(n.value.MemberId);
       delete next.MemberId;
       if (!this.o.external) await setManager(s.store, n.value.ID, false);
     }
@@ -149,13 +201,21 @@ export class Control {
     if (!(await s.store.update(K.node(n.value.ID), next, version))) throw outOfSequence();
   }
 
-  /** swarmkit's rules: never the last manager, never a removal that loses quorum. */
+  /**
+   * swarmkit's rules: never the last manager, never a removal that loses quorum. Quorum is the
+   * store's: a manager whose member is no longer in it (after --force-new-cluster) costs none.
+   */
   private async checkDemote(s: Session, target: NodeRecord): Promise<void> {
     const [nodes, alive] = await Promise.all([s.store.list<NodeRecord>(K.nodes), s.store.list(K.alive)]);
     const managers = [...nodes.values()].filter((n) => n.value.Spec.Role === 'manager');
     if (managers.length <= 1) throw rpcError('FailedPrecondition', 'attempting to demote the last manager of the swarm');
-    const remaining = managers.filter((n) => n.value.ID !== target.ID);
-    const up = remaining.filter((n) => alive.has(K.aliveOf(n.value.ID))).length;
+    let remaining = managers.filter((n) => n.value.ID !== target.ID).map((n) => n.value.ID);
+    if (!this.o.external) {
+      const voters = (await s.store.members()).filter((m) => !m.isLearner);
+      if (!voters.some((m) => m.ID === target.MemberId)) return;
+      remaining = voters.filter((m) => m.ID !== target.MemberId).map((m) => m.name);
+    }
+    const up = remaining.filter((id) => alive.has(K.aliveOf(id))).length;
     if (up < Math.floor(remaining.length / 2) + 1) throw rpcError('FailedPrecondition', "can't remove member from the raft: this would result in a loss of quorum");
   }
 
@@ -180,35 +240,50 @@ export class Control {
     return out;
   }
 
+  /**
+   * A certificate for a node of the cluster (renewal, CA rotation), by the CA that signs now. Its
+   * subject comes from the node's record, not the request: the caller proved who it is by the
+   * certificate it connected with (a worker) or is this manager itself.
+   */
+  async renew(s: Session, nodeId: string, csr: string): Promise<string> {
+    if (s.state.role !== 'manager') throw new UnavailableError(NOT_MANAGER);
+    const [c, rec] = await Promise.all([this.cluster(s), s.store.get<NodeRecord>(K.node(nodeId))]);
+    if (!rec) throw nodeNotFound(nodeId);
+    return issueFor(s.store, c.value, rec.value, csr);
+  }
+
   /** A join arriving at this manager's control port. */
   async handleJoin(s: Session, r: JoinRequest, remote: string): Promise<JoinAnswer> {
     if (s.state.role !== 'manager') throw new UnavailableError(NOT_MANAGER);
     const parsed = parseJoinToken(r.token);
-    const [c, t, ca] = await Promise.all([this.cluster(s), s.store.get<TokensRecord>(K.tokens), s.store.get<Pem>(K.ca)]);
+    const [c, t] = await Promise.all([this.cluster(s), s.store.get<TokensRecord>(K.tokens)]);
     if (!parsed || parsed.digest !== caDigest(certDer(c.value.CaCert))) throw badToken();
     const role = r.token === t!.value.Manager ? 'manager' : r.token === t!.value.Worker ? 'worker' : undefined;
     if (!role) throw badToken();
     const addr = r.addr || remote.replace(/^::ffff:/, '');
     const nodeId = newNodeId();
-    const cert = await signCsr(ca!.value, r.csr, { nodeId, role, clusterId: c.value.ID, ips: [addr] });
+    const cert = await signCsr(await signer(s.store, c.value), r.csr, { nodeId, role, clusterId: c.value.ID, ips: [addr], expirySec: expirySec(c.value.Spec) });
     const now = goTime();
+    // During a CA rotation the joiner trusts both CAs, as every node then does.
+    const trust = trustOf(c.value);
     const rec: NodeRecord = {
       ID: nodeId, CreatedAt: now, UpdatedAt: now, Spec: { Labels: {}, Role: role, Availability: 'active' },
       Description: { ...r.description, Hostname: r.hostname }, Addr: addr, Port: r.port || 2377,
+      Tls: { Issuer: issuerOf(c.value, cert)!, Trust: trust },
     };
     const nodes = [...(await s.store.list<NodeRecord>(K.nodes)).values()];
     const endpoints = s.state.endpoints.length && !s.state.member ? s.state.endpoints
       : nodes.filter((n) => n.value.MemberId).map((n) => clientUrl(n.value.Addr));
     if (!this.o.external) await addNodeUser(s.store, nodeId, role);
     await s.store.put(K.node(nodeId), rec);
-    if (role === 'worker' || !s.state.member) return { nodeId, clusterId: c.value.ID, role, addr, ca: c.value.CaCert, cert, endpoints };
+    if (role === 'worker' || !s.state.member) return { nodeId, clusterId: c.value.ID, role, addr, ca: trust.join(''), cert, endpoints };
     try {
       // A learner does not count towards quorum until promoted: a joiner that never comes up
       // leaves the cluster's quorum as it was.
       const { id, members } = await s.store.addLearner(peerUrl(addr));
       const initialCluster = members.map((m) => `${m.name || nodeId}=${m.peerURLs[0]}`).join(',');
       await s.store.put(K.node(nodeId), { ...rec, MemberId: id });
-      return { nodeId, clusterId: c.value.ID, role, addr, ca: c.value.CaCert, cert, endpoints, memberId: id, initialCluster };
+      return { nodeId, clusterId: c.value.ID, role, addr, ca: trust.join(''), cert, endpoints, memberId: id, initialCluster };
     } catch (e) {
       await s.store.delete(K.node(nodeId)).catch(() => undefined);
       await removeNodeUser(s.store, nodeId).catch(() => undefined);

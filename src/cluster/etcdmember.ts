@@ -42,6 +42,10 @@ export class EtcdMember {
   get dataDir(): string { return join(this.c.dir, 'etcd'); }
   private get pidFile(): string { return join(this.c.dir, 'etcd.pid'); }
   get currentPid(): number | undefined { return this.pid; }
+  /** The CAs the running process was started with: etcd reads its trusted CAs only then. */
+  private get trustFile(): string { return join(this.c.dir, 'etcd.trust'); }
+  /** Set for one start: `--force-new-cluster` (swarm init --force-new-cluster). */
+  private forceNew = false;
 
   /** Starts the member, or adopts the one a previous berthd left running. */
   async start(): Promise<void> {
@@ -72,7 +76,11 @@ export class EtcdMember {
       `--peer-cert-file=${tls('node.crt')}`, `--peer-key-file=${tls('node.key')}`, `--peer-trusted-ca-file=${tls('ca.crt')}`, '--peer-client-cert-auth',
       // Nothing on plain HTTP, no metrics listener, no v2 API: the listeners above are all there is.
       '--enable-v2=false', '--logger=zap', '--log-outputs=stderr',
+      // Once: the member rewrites the membership to itself alone; later starts must not again.
+      ...(this.forceNew ? ['--force-new-cluster'] : []),
     ];
+    this.forceNew = false;
+    const trust = await fs.readFile(tls('ca.crt'), 'utf8');
     await fs.mkdir(c.dir, { recursive: true, mode: 0o700 });
     const fd = openSync(join(c.dir, 'etcd.log'), 'a');
     try {
@@ -89,6 +97,19 @@ export class EtcdMember {
       closeSync(fd);
     }
     await fs.writeFile(this.pidFile, String(this.pid));
+    await fs.writeFile(this.trustFile, trust);
+  }
+
+  /** The CA bundle the running member trusts; undefined when it is not known (an older berth started it). */
+  async loadedTrust(): Promise<string | undefined> {
+    return fs.readFile(this.trustFile, 'utf8').catch(() => undefined);
+  }
+
+  /** Stops and starts the member again (to read new trusted CAs, or once with --force-new-cluster). */
+  async restart(o: { forceNewCluster?: boolean } = {}): Promise<void> {
+    await this.stop();
+    this.forceNew = Boolean(o.forceNewCluster);
+    await this.start();
   }
 
   private watch(): void {

@@ -1,6 +1,6 @@
 import { X509Certificate } from 'node:crypto';
 import { request, createServer, type Server } from 'node:https';
-import { connect, type DetailedPeerCertificate } from 'node:tls';
+import { connect, type DetailedPeerCertificate, type TLSSocket } from 'node:tls';
 import { ApiError, errorMessage } from '../util/errors.js';
 import { caDigest, parseJoinToken } from './ids.js';
 import { rpcError, UnavailableError } from './errors.js';
@@ -27,20 +27,35 @@ export interface JoinAnswer {
 
 const MAX_BODY = 1 << 20;
 
-export function serveJoins(o: { host: string; port: number; cert: string; key: string; ca: string }, handle: (r: JoinRequest, remote: string) => Promise<JoinAnswer>): Promise<Server> {
-  const server = createServer({ cert: o.cert + o.ca, key: o.key, minVersion: 'TLSv1.2' }, (req, res) => {
+/** A node's request for a new certificate (renewal, CA rotation); who it is comes from its TLS certificate. */
+export interface RenewRequest { csr: string }
+export interface JoinHandlers {
+  join: (r: JoinRequest, remote: string) => Promise<JoinAnswer>;
+  renew: (nodeId: string, r: RenewRequest) => Promise<{ cert: string }>;
+}
+
+/**
+ * `ca` is what client certificates are checked against: a joiner has none yet (its token is its
+ * proof), a node renewing its certificate shows the one it has.
+ */
+export function serveJoins(o: { host: string; port: number; cert: string; key: string; ca: string; chain: string }, handle: JoinHandlers): Promise<Server> {
+  const server = createServer({ cert: o.cert + o.chain, key: o.key, ca: o.ca, requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.2' }, (req, res) => {
     const send = (status: number, body: unknown) => {
       res.writeHead(status, { 'Content-Type': 'application/json' });
       res.end(JSON.stringify(body));
     };
-    if (req.method !== 'POST' || req.url !== '/join') return send(404, { message: 'not found' });
+    if (req.method !== 'POST' || (req.url !== '/join' && req.url !== '/renew')) return send(404, { message: 'not found' });
+    const socket = req.socket as TLSSocket;
+    const peer = req.url === '/renew' && socket.authorized ? socket.getPeerCertificate().subject?.CN : undefined;
+    if (req.url === '/renew' && !peer) return send(403, { message: 'a node certificate of this swarm is needed to renew one' });
     const chunks: Buffer[] = [];
     let size = 0;
     req.on('data', (c: Buffer) => { size += c.length; if (size <= MAX_BODY) chunks.push(c); });
     req.on('end', () => {
-      let body: JoinRequest;
-      try { body = JSON.parse(Buffer.concat(chunks).toString()) as JoinRequest; } catch { return send(400, { message: 'invalid join request' }); }
-      handle(body, req.socket.remoteAddress ?? '').then((a) => send(200, a), (e) => send(e instanceof ApiError ? e.status : 500, { message: errorMessage(e) }));
+      let body: unknown;
+      try { body = JSON.parse(Buffer.concat(chunks).toString()); } catch { return send(400, { message: 'invalid join request' }); }
+      const answer = peer ? handle.renew(String(peer), body as RenewRequest) : handle.join(body as JoinRequest, req.socket.remoteAddress ?? '');
+      answer.then((a) => send(200, a), (e) => send(e instanceof ApiError ? e.status : 500, { message: errorMessage(e) }));
     });
   });
   return new Promise((resolve, reject) => {
@@ -109,6 +124,31 @@ export async function requestJoin(addr: string, req: JoinRequest, timeoutMs = 50
     });
     r.once('timeout', () => r.destroy(Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' })));
     r.once('error', (e) => reject(e instanceof ApiError ? e : unreachable(addr, e)));
+    r.end(body);
+  });
+}
+
+/** A new certificate from a manager, asked with the certificate this node has (it must still be valid). */
+export function requestRenew(addr: string, tls: { ca: Buffer; cert: Buffer; key: Buffer }, csr: string, timeoutMs = 30_000): Promise<string> {
+  const { host, port } = split(addr);
+  const body = JSON.stringify({ csr } satisfies RenewRequest);
+  return new Promise((resolve, reject) => {
+    const r = request({
+      host, port, method: 'POST', path: '/renew', ca: tls.ca, cert: tls.cert, key: tls.key, timeout: timeoutMs,
+      checkServerIdentity: () => undefined,
+      headers: { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) },
+    }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        let j: { message?: string; cert?: string };
+        try { j = JSON.parse(Buffer.concat(chunks).toString()); } catch { return reject(new Error('bad answer from the manager')); }
+        if (res.statusCode === 200 && j.cert) resolve(j.cert);
+        else reject(new Error(j.message ?? `renewal refused (${res.statusCode})`));
+      });
+    });
+    r.once('timeout', () => r.destroy(new Error(`${addr}: timeout`)));
+    r.once('error', reject);
     r.end(body);
   });
 }

@@ -30,6 +30,10 @@ export const K = {
   applied: `${ROOT}applied/`,
   appliedOf: (id: string) => `${ROOT}applied/${id}`,
   ca: `${SECRET}ca`,
+  /** The CA a rotation moves to, until it is the root (swarm ca --rotate). */
+  caNext: `${SECRET}ca-next`,
+  /** Held by a manager while its etcd member restarts, so members restart one at a time. */
+  memberRestartLock: `${ROOT}locks/member-restart`,
   tokens: `${SECRET}tokens`,
 };
 
@@ -46,6 +50,11 @@ export interface ClusterRecord {
   SubnetSize: number;
   /** PEM of the root CA certificate (the key is under SECRET). */
   CaCert: string;
+  /**
+   * A CA rotation under way: every node first trusts both CAs (`trust`), then gets a certificate
+   * of the new one (`issue`); then the new CA becomes CaCert and this goes (rotation.ts).
+   */
+  Rotation?: { CaCert: string; Phase: 'trust' | 'issue' };
 }
 
 export interface TokensRecord { Worker: string; Manager: string }
@@ -62,6 +71,8 @@ export interface NodeRecord {
   Port: number;
   /** Its etcd member, while it is a manager running one (decimal string, as etcd3 gives it). */
   MemberId?: string;
+  /** What the node itself says of its TLS: the CA that issued its certificate, the CAs it trusts (PEMs). */
+  Tls?: { Issuer: string; Trust: string[] };
 }
 
 export interface AliveRecord { Addr: string; Since: string }

@@ -1,4 +1,4 @@
-import { X509Certificate, randomBytes } from 'node:crypto';
+import { X509Certificate, createPrivateKey, randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -35,25 +35,68 @@ export function makeCsr(): Promise<{ key: string; csr: string }> {
   });
 }
 
+/** openssl's date form for `ca -startdate/-enddate` (`x509 -req` takes whole days only). */
+function asn1Time(d: Date): string {
+  return `${d.toISOString().replace(/[-:T]/g, '').slice(0, 14)}Z`;
+}
+
+/** The smallest CA configuration `openssl ca` needs: its database in the scratch dir, any subject. */
+function caConfig(d: string): string {
+  return [
+    '[ca]', 'default_ca = c', '[c]', `database = ${join(d, 'index.txt')}`, `new_certs_dir = ${d}`, `serial = ${join(d, 'serial')}`, 'default_md = sha256',
+    'policy = p', 'unique_subject = no', 'copy_extensions = none',
+    '[p]', 'commonName = supplied', 'organizationalUnitName = optional', 'organizationName = optional', '',
+  ].join('\n');
+}
+
 /**
  * Signs a node's request. The subject is the manager's choice, not the request's (as swarmkit
- * does): CN the node ID, OU its role, O the cluster ID.
+ * does): CN the node ID, OU its role, O the cluster ID. Valid from a minute ago (clocks of nodes
+ * differ a little, as swarmkit backdates too) for `expirySec` (the cluster's NodeCertExpiry).
  */
-export function signCsr(ca: Pem, csr: string, o: { nodeId: string; role: 'manager' | 'worker'; clusterId: string; ips: string[] }): Promise<string> {
+export function signCsr(ca: Pem, csr: string, o: { nodeId: string; role: 'manager' | 'worker'; clusterId: string; ips: string[]; expirySec: number }): Promise<string> {
   return scratch(async (d) => {
     await fs.writeFile(join(d, 'ca.crt'), ca.cert);
     await fs.writeFile(join(d, 'ca.key'), ca.key, { mode: 0o600 });
     await fs.writeFile(join(d, 'n.csr'), csr);
+    await fs.writeFile(join(d, 'index.txt'), '');
+    // A random serial, as before: certificates of one CA must never share one.
+    await fs.writeFile(join(d, 'serial'), `${randomBytes(12).toString('hex')}\n`);
+    await fs.writeFile(join(d, 'cfg'), caConfig(d));
     const san = [...new Set([...o.ips, '127.0.0.1'])].map((ip) => `IP:${ip}`).join(',');
     await fs.writeFile(join(d, 'ext'), [
       `subjectAltName=${san},DNS:localhost`, 'basicConstraints=critical,CA:FALSE',
       'keyUsage=critical,digitalSignature,keyEncipherment', 'extendedKeyUsage=serverAuth,clientAuth', '',
     ].join('\n'));
-    await runOk('openssl', ['x509', '-req', '-in', join(d, 'n.csr'), '-CA', join(d, 'ca.crt'), '-CAkey', join(d, 'ca.key'),
-      '-set_serial', `0x${randomBytes(12).toString('hex')}`, '-days', '90', '-extfile', join(d, 'ext'),
-      '-subj', `/CN=${o.nodeId}/OU=swarm-${o.role}/O=${o.clusterId}`, '-out', join(d, 'n.crt')]);
+    const now = Date.now();
+    await runOk('openssl', ['ca', '-batch', '-config', join(d, 'cfg'), '-in', join(d, 'n.csr'), '-cert', join(d, 'ca.crt'), '-keyfile', join(d, 'ca.key'),
+      '-notext', '-startdate', asn1Time(new Date(now - 60_000)), '-enddate', asn1Time(new Date(now + o.expirySec * 1000)),
+      '-extfile', join(d, 'ext'), '-subj', `/CN=${o.nodeId}/OU=swarm-${o.role}/O=${o.clusterId}`, '-out', join(d, 'n.crt')]);
     return fs.readFile(join(d, 'n.crt'), 'utf8');
   });
+}
+
+/** A CA given by the user (`swarm ca --rotate --ca-cert --ca-key`): a CA certificate and its own key. */
+export function checkCa(p: Pem): string | undefined {
+  let x: X509Certificate;
+  try { x = new X509Certificate(p.cert); } catch { return 'could not parse the signing CA certificate'; }
+  if (!x.ca) return 'the signing CA certificate is not a CA certificate';
+  let key;
+  try { key = createPrivateKey(p.key); } catch { return 'could not parse the signing CA key'; }
+  if (!x.checkPrivateKey(key)) return 'the signing CA key does not match the signing CA certificate';
+  if (Date.parse(x.validTo) < Date.now()) return 'the signing CA certificate has expired';
+  return undefined;
+}
+
+/** The validity of a certificate, in ms since the epoch. */
+export function certValidity(pem: string): { from: number; to: number } {
+  const x = new X509Certificate(pem);
+  return { from: Date.parse(x.validFrom), to: Date.parse(x.validTo) };
+}
+
+/** Whether `cert` was signed by the CA `caPem`. */
+export function issuedBy(cert: string, caPem: string): boolean {
+  try { return new X509Certificate(cert).verify(new X509Certificate(caPem).publicKey); } catch { return false; }
 }
 
 export function certDer(pem: string): Buffer {
@@ -81,9 +124,18 @@ function subjectDer(der: Buffer): Buffer {
   return der.subarray(off, derAt(der, off).end);
 }
 
+type TlsInfo = { TrustRoot: string; CertIssuerSubject: string; CertIssuerPublicKey: string };
+/** A cluster has one or two CAs at a time: `node ls` need not parse them again for every node. */
+const tlsInfoSeen = new Map<string, TlsInfo>();
+
 /** TLSInfo as Docker shows it: the trust root, and the issuer's subject and key in base64 DER. */
-export function tlsInfo(caPem: string): { TrustRoot: string; CertIssuerSubject: string; CertIssuerPublicKey: string } {
+export function tlsInfo(caPem: string): TlsInfo {
+  const seen = tlsInfoSeen.get(caPem);
+  if (seen) return { ...seen };
   const x = new X509Certificate(caPem);
   const spki = x.publicKey.export({ type: 'spki', format: 'der' });
-  return { TrustRoot: caPem, CertIssuerSubject: subjectDer(x.raw).toString('base64'), CertIssuerPublicKey: spki.toString('base64') };
+  const info = { TrustRoot: caPem, CertIssuerSubject: subjectDer(x.raw).toString('base64'), CertIssuerPublicKey: spki.toString('base64') };
+  if (tlsInfoSeen.size >= 8) tlsInfoSeen.clear();
+  tlsInfoSeen.set(caPem, info);
+  return { ...info };
 }

@@ -3,9 +3,11 @@ import type { Lease } from 'etcd3';
 import { promises as fs } from 'node:fs';
 import { errorMessage } from '../util/errors.js';
 import { EtcdMember, clientUrl, peerUrl } from './etcdmember.js';
-import { K, type NodeRecord } from './keys.js';
+import { K, type ClusterRecord, type NodeRecord } from './keys.js';
 import type { JoinAnswer, JoinRequest } from './joinwire.js';
-import { serveJoins } from './joinwire.js';
+import { requestRenew, serveJoins } from './joinwire.js';
+import { certValidity, issuedBy, makeCsr } from './pki.js';
+import { advanceRotation, issuerOf, pemList, renewAt, renewalTimer, trustOf, wantedIssuer } from './rotation.js';
 import { Presence } from './presence.js';
 import type { LocalState, LocalStateFiles } from './state.js';
 import { ClusterStore } from './store.js';
@@ -20,6 +22,8 @@ export interface SessionOptions {
   /** Called when this node was removed from the cluster by a manager (node rm --force). */
   onRemoved: () => void;
   handleJoin: (s: Session, r: JoinRequest, remote: string) => Promise<JoinAnswer>;
+  /** A manager's signing of a node certificate (Control.renew). */
+  renew: (s: Session, nodeId: string, csr: string) => Promise<string>;
 }
 
 /**
@@ -33,11 +37,17 @@ export class Session {
   private joins?: Server;
   private presence: Presence;
   private stopWatch?: () => Promise<void>;
+  private stopClusterWatch?: () => Promise<void>;
   private queue: Promise<void> = Promise.resolve();
   private closed = false;
   private refresher?: NodeJS.Timeout;
   /** Hear of each new presence lease: records written under the old one must be written again. */
   private readonly leaseListeners: Array<(lease: Lease) => void> = [];
+  private renewTimer?: NodeJS.Timeout;
+  /** Set while the cluster record shows a CA rotation: managers then move it on (rotation.ts). */
+  private rotating = false;
+  private driving = false;
+  private driver?: NodeJS.Timeout;
 
   constructor(public state: LocalState, private readonly o: SessionOptions, store: ClusterStore) {
     this.store = store;
@@ -78,29 +88,45 @@ export class Session {
   async start(): Promise<void> {
     this.presence.start();
     if (this.state.role === 'manager') await this.startJoins();
-    const mine = await this.watchSelf();
+    const { mine, cluster } = await this.watchStore();
     // A change made while this berthd was down is applied now.
     this.enqueue(() => (mine ? this.reconcile(mine.value) : this.removed()));
+    if (cluster) this.enqueueCa(() => this.followCa(cluster.value));
     this.refresher = setInterval(() => {
       this.queue = this.queue.then(() => this.refreshEndpoints()).catch(() => undefined);
     }, 5000);
     this.refresher.unref();
+    this.driver = setInterval(() => void this.drive(), 1000);
+    this.driver.unref();
+    await this.scheduleRenewal();
   }
 
-  private async watchSelf(): Promise<{ value: NodeRecord } | undefined> {
+  /** Watches this node's record (role changes, removal) and the cluster's (its CA) from one revision on. */
+  private async watchStore(): Promise<{ mine?: { value: NodeRecord }; cluster?: { value: ClusterRecord } }> {
     const rev = await this.store.revision();
-    const mine = await this.store.get<NodeRecord>(K.node(this.state.nodeId));
-    this.stopWatch = await this.store.watch<NodeRecord>(K.node(this.state.nodeId), rev + 1, (e) => {
-      this.enqueue(() => (e.type === 'delete' ? this.removed() : this.reconcile(e.value)));
-    });
-    return mine;
+    const [mine, cluster] = await Promise.all([this.store.get<NodeRecord>(K.node(this.state.nodeId)), this.store.get<ClusterRecord>(K.cluster)]);
+    [this.stopWatch, this.stopClusterWatch] = await Promise.all([
+      this.store.watch<NodeRecord>(K.node(this.state.nodeId), rev + 1, (e) => {
+        this.enqueue(() => (e.type === 'delete' ? this.removed() : this.reconcile(e.value)));
+      }),
+      this.store.watch<ClusterRecord>(K.cluster, rev + 1, (e) => {
+        if (e.type === 'put' && e.key === K.cluster) this.enqueueCa(() => this.followCa(e.value));
+      }),
+    ]);
+    this.rotating = Boolean(cluster?.value.Rotation);
+    return { ...(mine ? { mine } : {}), ...(cluster ? { cluster } : {}) };
+  }
+
+  private async stopWatches(): Promise<void> {
+    await Promise.all([this.stopWatch?.().catch(() => undefined), this.stopClusterWatch?.().catch(() => undefined)]);
+    this.stopWatch = undefined;
+    this.stopClusterWatch = undefined;
   }
 
   /**
    * The store's client follows the managers: a node that joined when there was one manager must
    * not lose the store when that one goes. Every few seconds the members' client URLs are read
-   * from the node records; when they changed, the state file is updated and the client replaced
-   * (presence and watch move to the new one; the presence key never lapses).
+   * from the node records; when they changed, the state file is updated and the client replaced.
    */
   private async refreshEndpoints(): Promise<void> {
     if (this.closed || this.o.external) return;
@@ -109,16 +135,167 @@ export class Session {
     if (urls.length === 0 || urls.join() === [...this.store.endpoints].sort().join()) return;
     this.state = { ...this.state, endpoints: urls };
     await this.o.files.save(this.state);
+    await this.reconnect();
+  }
+
+  /**
+   * A new client of the store, with the state's endpoints and the TLS files as they are now (a
+   * client's credentials are fixed when it is made). Presence and watches move to it; the
+   * presence key never lapses.
+   */
+  private async reconnect(): Promise<void> {
+    if (this.o.external) return;
     const old = this.store;
-    const next = new ClusterStore(urls, await this.o.files.readTls(), localUrl(this.state));
-    await this.stopWatch?.().catch(() => undefined);
+    const next = new ClusterStore(this.state.endpoints, await this.o.files.readTls(), localUrl(this.state));
+    await this.stopWatches();
     await this.presence.stop(false);
     this.store = next;
     this.presence = this.newPresence(next);
     this.presence.start();
-    await this.watchSelf();
+    await this.watchStore();
     // Calls still running on the old client finish first.
     setTimeout(() => old.close(), 5000).unref();
+  }
+
+  /** CA steps run in the same queue as role changes; one that fails is tried again from the record as it then is. */
+  private enqueueCa(step: () => Promise<void>): void {
+    this.queue = this.queue.then(step).catch((err) => {
+      this.o.log(`cluster: certificates: ${errorMessage(err)}; trying again`);
+      setTimeout(() => {
+        if (this.closed) return;
+        this.enqueueCa(async () => {
+          const c = await this.store.get<ClusterRecord>(K.cluster);
+          if (c) await this.followCa(c.value);
+        });
+      }, 2000).unref();
+    });
+  }
+
+  /**
+   * Brings this node's TLS in line with the cluster's CA: the CAs it trusts (its own files, its
+   * member, which reads them only when it starts, its join endpoint) and the CA its certificate
+   * comes from; then says so in its record, which is what a rotation waits for.
+   */
+  private async followCa(c: ClusterRecord): Promise<void> {
+    if (this.closed) return;
+    this.rotating = Boolean(c.Rotation);
+    const trust = trustOf(c);
+    const bundle = trust.join('');
+    const tls = await this.o.files.readTls();
+    let changed = false;
+    let rejoin = false;
+    if (pemList(tls.ca.toString()).join('') !== bundle) {
+      await this.o.files.writeCa(bundle);
+      changed = rejoin = true;
+    }
+    if (this.member) {
+      const loaded = await this.member.loadedTrust();
+      if (loaded !== undefined && pemList(loaded).join('') !== bundle) await this.restartMember();
+    }
+    let cert = tls.cert.toString();
+    const want = wantedIssuer(c);
+    if (want && !issuedBy(cert, want)) {
+      cert = await this.renewCert();
+      changed = true;
+      // A join endpoint keeps the old CA's certificate until the rotation ends: joiners pin the
+      // root their token names, and the tokens change only then.
+      rejoin ||= !c.Rotation;
+    }
+    if (changed) await this.reconnect();
+    if (rejoin && this.state.role === 'manager') await this.restartJoins();
+    if (changed) await this.scheduleRenewal();
+    await this.recordTls({ Issuer: issuerOf(c, cert) ?? '', Trust: trust });
+  }
+
+  /** A manager moves a CA rotation on when every node has done its part. */
+  private async drive(): Promise<void> {
+    if (!this.rotating || this.driving || this.closed || this.state.role !== 'manager') return;
+    this.driving = true;
+    try { await advanceRotation(this.store); } catch (e) { this.o.log(`cluster: CA rotation: ${errorMessage(e)}`); } finally { this.driving = false; }
+  }
+
+  /** A new key and certificate for this node, signed by the CA that signs now. */
+  private async renewCert(): Promise<string> {
+    const { key, csr } = await makeCsr();
+    let cert: string | undefined;
+    if (this.state.role === 'manager') {
+      cert = await this.o.renew(this, this.state.nodeId, csr);
+    } else {
+      // A worker asks a manager, with the certificate it has as its proof of who it is.
+      const tls = await this.o.files.readTls();
+      const managers = [...(await this.store.list<NodeRecord>(K.nodes)).values()].filter((n) => n.value.Spec.Role === 'manager');
+      const errors: string[] = [];
+      for (const m of managers) {
+        try { cert = await requestRenew(`${m.value.Addr}:${m.value.Port}`, tls, csr); break; } catch (e) { errors.push(errorMessage(e)); }
+      }
+      if (!cert) throw new Error(`no manager renewed this node's certificate: ${errors.join('; ') || 'no managers'}`);
+    }
+    await this.o.files.writeCert(cert, key);
+    return cert;
+  }
+
+  /** Renews this node's certificate before it expires (rotation.ts renewAt), and again after each renewal. */
+  private async scheduleRenewal(): Promise<void> {
+    clearTimeout(this.renewTimer);
+    if (this.closed) return;
+    const at = renewAt(certValidity((await this.o.files.readTls()).cert.toString()));
+    this.armRenewal(at);
+  }
+
+  private armRenewal(at: number): void {
+    const t = renewalTimer(at);
+    this.renewTimer = setTimeout(() => (t.renew ? this.enqueueRenewal() : this.armRenewal(at)), t.delayMs);
+    this.renewTimer.unref();
+  }
+
+  private enqueueRenewal(): void {
+    this.queue = this.queue.then(async () => {
+      if (this.closed) return;
+      const c = await this.store.get<ClusterRecord>(K.cluster);
+      const cert = await this.renewCert();
+      this.o.log('cluster: renewed this node\'s certificate');
+      await this.reconnect();
+      if (this.state.role === 'manager' && !c?.value.Rotation) await this.restartJoins();
+      if (c) await this.recordTls({ Issuer: issuerOf(c.value, cert) ?? '', Trust: trustOf(c.value) });
+      await this.scheduleRenewal();
+    }).catch((err) => {
+      this.o.log(`cluster: certificate renewal: ${errorMessage(err)}; trying again`);
+      clearTimeout(this.renewTimer);
+      this.renewTimer = setTimeout(() => { if (!this.closed) this.enqueueRenewal(); }, 5000);
+      this.renewTimer.unref();
+    });
+  }
+
+  private async recordTls(tls: NonNullable<NodeRecord['Tls']>): Promise<void> {
+    for (let i = 0; i < 20; i++) {
+      const cur = await this.store.get<NodeRecord>(K.node(this.state.nodeId));
+      if (!cur || JSON.stringify(cur.value.Tls) === JSON.stringify(tls)) return;
+      if (await this.store.update(K.node(this.state.nodeId), { ...cur.value, Tls: tls }, cur.modRevision)) return;
+    }
+    throw new Error('could not record the TLS state of this node');
+  }
+
+  /**
+   * Restarts this manager's member so it reads the trusted CAs again. Members restart one at a
+   * time (a lock in the store) and each is serving again before the lock goes, so quorum holds.
+   */
+  private async restartMember(): Promise<void> {
+    const member = this.member!;
+    const deadline = Date.now() + 120_000;
+    const lock = this.store.client.lock(K.memberRestartLock).ttl(30);
+    for (;;) {
+      try { await this.store.call(() => lock.acquire()); break; } catch (e) {
+        if (Date.now() > deadline) throw new Error(`could not take the member restart lock: ${errorMessage(e)}`);
+        await new Promise((r) => setTimeout(r, 300 + Math.random() * 400));
+      }
+    }
+    try {
+      this.o.log('cluster: restarting this node\'s etcd member to read the cluster CAs again');
+      await member.restart();
+      await waitServing(new ClusterStore([clientUrl('127.0.0.1')], await this.o.files.readTls()), 60_000);
+    } finally {
+      await lock.release().catch(() => undefined);
+    }
   }
 
   /**
@@ -141,8 +318,18 @@ export class Session {
   private async startJoins(): Promise<void> {
     if (this.joins) return;
     const tls = await this.o.files.readTls();
-    this.joins = await serveJoins({ host: this.listenHost(), port: this.state.port, cert: tls.cert.toString(), key: tls.key.toString(), ca: tls.ca.toString() },
-      (r, remote) => this.o.handleJoin(this, r, remote));
+    const cert = tls.cert.toString();
+    // The chain up to the CA that issued this certificate: a joiner pins that CA by its digest.
+    const chain = pemList(tls.ca.toString()).filter((ca) => issuedBy(cert, ca)).join('');
+    this.joins = await serveJoins({ host: this.listenHost(), port: this.state.port, cert, key: tls.key.toString(), ca: tls.ca.toString(), chain }, {
+      join: (r, remote) => this.o.handleJoin(this, r, remote),
+      renew: async (nodeId, r) => ({ cert: await this.o.renew(this, nodeId, r.csr) }),
+    });
+  }
+
+  private async restartJoins(): Promise<void> {
+    await this.stopJoins();
+    await this.startJoins();
   }
 
   private async stopJoins(): Promise<void> {
@@ -216,12 +403,31 @@ export class Session {
     throw new Error('could not record the etcd member of this node');
   }
 
+  /**
+   * `swarm init --force-new-cluster` on a manager whose cluster lost quorum: its member starts
+   * once with etcd's --force-new-cluster, which makes it the only member, keeping the data. The
+   * other managers are no longer members: they show Unreachable until demoted and removed, and
+   * must leave and join again.
+   */
+  async forceNewCluster(): Promise<void> {
+    const member = this.member;
+    if (!member) throw new Error('this manager runs no etcd member');
+    await member.restart({ forceNewCluster: true });
+    await waitServing(new ClusterStore([clientUrl('127.0.0.1')], await this.o.files.readTls()), 60_000);
+    this.state = { ...this.state, endpoints: [clientUrl(this.state.addr)], initialCluster: `${this.state.nodeId}=${peerUrl(this.listenHost())}` };
+    await this.o.files.save(this.state);
+    await this.reconnect();
+    const self = (await this.store.members()).find((m) => m.name === this.state.nodeId);
+    if (self) await this.setMemberId(self.ID);
+  }
+
   /** Stops reacting to managers' decisions (a node on its way out must not also be promoted). */
   async quiesce(): Promise<void> {
     this.closed = true;
     clearInterval(this.refresher);
-    await this.stopWatch?.().catch(() => undefined);
-    this.stopWatch = undefined;
+    clearInterval(this.driver);
+    clearTimeout(this.renewTimer);
+    await this.stopWatches();
     await this.queue.catch(() => undefined);
   }
 
@@ -250,7 +456,20 @@ export async function promoteWhenSynced(store: ClusterStore, id: string, timeout
       return;
     } catch (e) {
       if (Date.now() > deadline) throw new Error(`the new etcd member did not catch up: ${errorMessage(e)}`);
-      await new Promise((r) => setTimeout(r, 300));
+      await new Promise((r) => setTimeout(r, 100));
     }
+  }
+}
+
+/** Waits until a restarted member serves again and knows a leader; closes the client it was given. */
+async function waitServing(local: ClusterStore, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  try {
+    while (!(await local.leader())) {
+      if (Date.now() > deadline) throw new Error('the restarted etcd member did not serve again in time');
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  } finally {
+    local.close();
   }
 }

@@ -42,6 +42,24 @@ export class LocalStateFiles {
     await fs.writeFile(join(this.tlsDir, 'node.key'), key, { mode: 0o600 });
   }
 
+  /**
+   * Replaces one TLS file whole (rename): etcd reads them again for each new connection and must
+   * never see half a file. Between the two renames of a new key pair a handshake may find the
+   * pair mismatched; it fails and the peer dials again, as on any lost connection.
+   */
+  private async replace(name: string, content: string, mode = 0o644): Promise<void> {
+    const tmp = join(this.tlsDir, `.${name}.new`);
+    await fs.writeFile(tmp, content, { mode });
+    await fs.rename(tmp, join(this.tlsDir, name));
+  }
+
+  writeCa(bundle: string): Promise<void> { return this.replace('ca.crt', bundle); }
+
+  async writeCert(cert: string, key: string): Promise<void> {
+    await this.replace('node.key', key, 0o600);
+    await this.replace('node.crt', cert);
+  }
+
   async readTls(): Promise<TlsFiles> {
     const [ca, cert, key] = await Promise.all(['ca.crt', 'node.crt', 'node.key'].map((f) => fs.readFile(join(this.tlsDir, f))));
     return { ca: ca!, cert: cert!, key: key! };

@@ -20,6 +20,13 @@ const CALL_MS = 5000;
 /** A read answers in a millisecond; one that takes seconds is a store without a leader. */
 const READ_MS = 2000;
 
+/** etcd's range end for "every key with this prefix". */
+function prefixEnd(prefix: string): Buffer {
+  const b = Buffer.from(prefix);
+  b[b.length - 1]! += 1;
+  return b;
+}
+
 let lib: typeof Etcd | undefined;
 let faults: typeof Cockatiel | undefined;
 /** etcd3 (and gRPC under it) is loaded only by a daemon that is in a cluster. */
@@ -113,6 +120,23 @@ export class ClusterStore {
     const out = new Map<string, Versioned<T>>();
     for (const kv of r.kvs) out.set(kv.key.toString(), { value: JSON.parse(kv.value.toString()) as T, modRevision: Number(kv.mod_revision) });
     return out;
+  }
+
+  /**
+   * Several keys and prefixes read in one round trip (a read-only transaction: one linearizable
+   * read for all of them, or one serializable read without a leader). An API call that needs a
+   * node, the cluster and the presence keys costs one store read, not three.
+   */
+  async readMany(reads: Array<{ key: string; prefix?: boolean }>): Promise<Array<Map<string, Versioned<unknown>>>> {
+    const r = await this.read((c, ser) => c.kv.txn({
+      compare: [], failure: [],
+      success: reads.map((x) => ({ request_range: { key: Buffer.from(x.key), ...(x.prefix ? { range_end: prefixEnd(x.key) } : {}), serializable: ser } })),
+    }, { deadline: Date.now() + READ_MS }));
+    return r.responses.map((op) => {
+      const out = new Map<string, Versioned<unknown>>();
+      for (const kv of op.response_range.kvs) out.set(kv.key.toString(), { value: JSON.parse(kv.value.toString()), modRevision: Number(kv.mod_revision) });
+      return out;
+    });
   }
 
   async put(key: string, value: unknown): Promise<number> {
@@ -260,5 +284,15 @@ export class ClusterStore {
       const r = await this.call(() => this.client.maintenance.status());
       return r.leader === '0' ? undefined : r.leader;
     } catch { return undefined; }
+  }
+
+  /**
+   * The leader as known a moment ago (at most `maxAgeMs`): views mark the leading manager with
+   * it, and asking every `node ls` cost a status call more than the reads themselves.
+   */
+  private leaderSeen?: { at: number; value: Promise<string | undefined> };
+  leaderRecent(maxAgeMs = 1000): Promise<string | undefined> {
+    if (!this.leaderSeen || Date.now() - this.leaderSeen.at > maxAgeMs) this.leaderSeen = { at: Date.now(), value: this.leader() };
+    return this.leaderSeen.value;
   }
 }

@@ -10,7 +10,7 @@ import { ConflictError, errorMessage, ForbiddenError, NotFoundError } from '../u
 import { NO_MANAGER, NOT_MANAGER, UnavailableError } from './errors.js';
 import { K, ROOT, type ClusterRecord, type NodeRecord } from './keys.js';
 import type { Session } from './session.js';
-import type { WatchEvent } from './store.js';
+import type { ClusterStore, WatchEvent } from './store.js';
 
 /** What the network layer does when the store's swarm networks change (the controller implements it). */
 export interface SwarmNetworkHost {
@@ -59,13 +59,22 @@ export class SwarmNetworks implements OverlayPlane {
   private stopWatch?: () => Promise<void>;
   private closed = false;
   private published = 0;
+  /** The store client the watch runs on. */
+  private watchedStore?: ClusterStore;
+  private relisting?: Promise<void>;
   private publishing?: Promise<void>;
   private mtu?: number;
   readonly vtep: { addr: string; port: number };
 
   constructor(private readonly session: Session, private readonly host: SwarmNetworkHost, private readonly localEndpoints: () => Array<Omit<EndpointRecord, 'Node' | 'Vtep'>>, port: number, private readonly log: (m: string) => void) {
     this.vtep = { addr: session.state.dataPathAddr || session.state.addr, port };
-    session.onLease((lease) => { if (!this.closed) this.enqueue(() => this.republish(lease)); });
+    session.onLease((lease) => {
+      if (this.closed) return;
+      this.enqueue(() => this.republish(lease));
+      // A new lease comes with a new store client when the session reconnected (new endpoints, a
+      // CA rotation, a renewed certificate): the old client, and the watch on it, are closed soon.
+      if (this.watchedStore && this.store !== this.watchedStore) void this.retryRelist();
+    });
   }
 
   private get store() { return this.session.store; }
@@ -94,7 +103,8 @@ export class SwarmNetworks implements OverlayPlane {
     await this.stopWatch?.().catch(() => undefined);
     this.stopWatch = undefined;
     if (this.closed) return;
-    const { items, revision } = await this.store.listAt<unknown>(ROOT);
+    const store = this.store;
+    const { items, revision } = await store.listAt<unknown>(ROOT);
     await this.enqueue(async () => {
       this.nets.clear();
       this.eps.clear();
@@ -105,7 +115,8 @@ export class SwarmNetworks implements OverlayPlane {
       await this.reconcile();
       await this.publish(revision);
     });
-    this.stopWatch = await this.store.watchBatches<unknown>(ROOT, revision + 1, (events) => void this.enqueue(() => this.applyBatch(events)), (e) => {
+    this.watchedStore = store;
+    this.stopWatch = await store.watchBatches<unknown>(ROOT, revision + 1, (events) => void this.enqueue(() => this.applyBatch(events)), (e) => {
       if (this.closed) return;
       this.log(`overlay: the store's watch was lost (${errorMessage(e)}); listing again`);
       void this.retryRelist();
@@ -113,13 +124,17 @@ export class SwarmNetworks implements OverlayPlane {
     this.checkWaiters();
   }
 
-  private async retryRelist(): Promise<void> {
-    while (!this.closed) {
-      try { return await this.relist(); } catch (e) {
-        this.log(`overlay: listing the store: ${errorMessage(e)}`);
-        await new Promise((r) => setTimeout(r, 1000));
+  /** One relist at a time: a lost watch and a new store client can ask at once. */
+  private retryRelist(): Promise<void> {
+    this.relisting ??= (async () => {
+      while (!this.closed) {
+        try { return await this.relist(); } catch (e) {
+          this.log(`overlay: listing the store: ${errorMessage(e)}`);
+          await new Promise((r) => setTimeout(r, 1000));
+        }
       }
-    }
+    })().finally(() => { this.relisting = undefined; });
+    return this.relisting;
   }
 
   /** Files one event into the view; returns the network whose endpoints changed, or whether a network record did. */

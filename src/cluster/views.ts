@@ -28,7 +28,7 @@ export function clusterInfo(c: Versioned<ClusterRecord>): Record<string, unknown
   const r = c.value;
   return {
     ID: r.ID, Version: { Index: c.modRevision }, CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt, Spec: r.Spec,
-    TLSInfo: tlsInfo(r.CaCert), RootRotationInProgress: false, DataPathPort: r.DataPathPort,
+    TLSInfo: tlsInfo(r.CaCert), RootRotationInProgress: Boolean(r.Rotation), DataPathPort: r.DataPathPort,
     DefaultAddrPool: r.DefaultAddrPool, SubnetSize: r.SubnetSize,
   };
 }
@@ -44,6 +44,12 @@ export interface Liveness {
   unknown?: string;
 }
 
+/** What the node said of its TLS (the CLI's `swarm ca --rotate` progress reads it); the root's before it did. */
+function nodeTls(r: NodeRecord, caCert: string): ReturnType<typeof tlsInfo> {
+  if (!r.Tls) return tlsInfo(caCert);
+  return { ...tlsInfo(r.Tls.Issuer), TrustRoot: r.Tls.Trust.join('') };
+}
+
 export function nodeView(n: Versioned<NodeRecord>, live: Liveness): Record<string, unknown> {
   const r = n.value;
   const up = live.unknown ? r.ID === live.unknown : live.alive.has(r.ID);
@@ -51,7 +57,7 @@ export function nodeView(n: Versioned<NodeRecord>, live: Liveness): Record<strin
   const v: Record<string, unknown> = {
     ID: r.ID, Version: { Index: n.modRevision }, CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt,
     Spec: { ...(r.Spec.Name ? { Name: r.Spec.Name } : {}), Labels: r.Spec.Labels, Role: r.Spec.Role, Availability: r.Spec.Availability },
-    Description: { ...r.Description, TLSInfo: tlsInfo(live.caCert) },
+    Description: { ...r.Description, TLSInfo: nodeTls(r, live.caCert) },
     Status: { State: up ? 'ready' : down, ...(up ? {} : { Message: live.unknown ? 'the swarm has no leader' : 'heartbeat failure' }), Addr: r.Addr },
   };
   if (r.Spec.Role === 'manager' && (r.MemberId || live.external)) {

@@ -22,6 +22,7 @@ const program = new Command('berthd')
   .option('--resolv-conf <path>', 'resolver configuration whose nameservers containers and the embedded DNS use upstream', '/etc/resolv.conf')
   .option('--cluster-store <urls>', 'use an existing etcd cluster as the swarm store (etcd://host:port,...) instead of running members on managers')
   .option('--cluster-lease-ttl <seconds>', 'how long a node that stops answering is still shown Ready', (v: string) => Number(v), 5)
+  .option('--cluster-min-cert-expiry <seconds>', 'the shortest node certificate lifetime a swarm spec may ask for (Docker\'s: an hour; tests use less)', (v: string) => Number(v), 3600)
   .option('--node-hostname <name>', 'the hostname this node shows in the swarm (default: the system hostname)')
   .option('--metrics-addr <host:port>', 'also serve Prometheus metrics (GET /metrics, no authentication) over TCP, e.g. 127.0.0.1:9323; the API socket serves them always')
   .option('-D, --debug', 'log every API request to stderr')
@@ -31,7 +32,7 @@ berthd keeps running containers alive across its own restarts (conmon supervises
 Stop it with SIGTERM or SIGINT; run "berthd --cleanup" afterwards to remove everything it made.`);
 
 program.parse();
-const opts = program.opts<{ root: string; host: string; attachHelper?: string; seedBusybox: boolean; cleanup?: boolean; debug?: boolean; bip?: string; bridge?: string; insecureRegistry: string[]; resolvConf: string; clusterStore?: string; clusterLeaseTtl: number; nodeHostname?: string; metricsAddr?: string }>();
+const opts = program.opts<{ root: string; host: string; attachHelper?: string; seedBusybox: boolean; cleanup?: boolean; debug?: boolean; bip?: string; bridge?: string; insecureRegistry: string[]; resolvConf: string; clusterStore?: string; clusterLeaseTtl: number; clusterMinCertExpiry: number; nodeHostname?: string; metricsAddr?: string }>();
 const socket = opts.host.replace(/^unix:\/\//, '');
 if (opts.metricsAddr) {
   try {
@@ -51,6 +52,7 @@ const daemon = new Daemon({ root: opts.root, socket, attachHelper: opts.attachHe
   ...(opts.metricsAddr ? { metricsAddr: opts.metricsAddr } : {}),
   cluster: {
     leaseTtlSec: opts.clusterLeaseTtl,
+    minCertExpirySec: opts.clusterMinCertExpiry,
     ...(opts.clusterStore ? { store: storeUrls(opts.clusterStore) } : {}),
     ...(opts.nodeHostname ? { hostname: opts.nodeHostname } : {}),
   },

@@ -35,7 +35,7 @@ import { ATTACH_HELPER, BUSYBOX_TARBALL, RUNC_SHIM, VERSION } from './paths.js';
 
 export interface DaemonOptions {
   /** Swarm membership: lease TTL of this node's presence, an external store, the name it shows. */
-  cluster?: { leaseTtlSec?: number; store?: string[]; hostname?: string };
+  cluster?: { leaseTtlSec?: number; minCertExpirySec?: number; store?: string[]; hostname?: string };
   root: string; socket: string; attachHelper?: string; seedBusybox?: boolean; debug?: boolean; bip?: string; bridge?: string; insecureRegistries?: string[]; resolvConf?: string;
   /** HOST:PORT where /metrics is also served over TCP (Docker's --metrics-addr). */
   metricsAddr?: string }
@@ -182,6 +182,7 @@ export class Daemon {
     const c = this.o.cluster ?? {};
     return new Cluster({
       root: this.o.root, hostname: c.hostname ?? hostname(), engineVersion: VERSION, leaseTtlSec: c.leaseTtlSec ?? 5,
+      ...(c.minCertExpirySec ? { minCertExpirySec: c.minCertExpirySec } : {}),
       ...(c.store?.length ? { external: c.store } : {}),
     });
   }

@@ -18,6 +18,8 @@ export const UNDERLAY_PREFIX = '10.99.0.';
 export interface LabOptions {
   leaseTtlSec?: number;
   seedBusybox?: boolean;
+  /** berthd --cluster-min-cert-expiry: lets a test ask for certificates of seconds. */
+  minCertExpirySec?: number;
   /** An etcd of the lab's own in the underlay namespace, handed to every berthd as --cluster-store. */
   externalStore?: boolean;
 }
@@ -75,7 +77,8 @@ export class Lab {
 
   async addHost(): Promise<LabHost> {
     const index = this.hosts.length;
-    const args = [...(this.store ? ['--cluster-store', `etcd://${STORE_ADDR}:2379`] : []),'--node-hostname', `lab${index}`, '--cluster-lease-ttl', String(this.o.leaseTtlSec ?? 3), ...(this.o.seedBusybox ? [] : ['--no-seed-busybox'])];
+    const args = [...(this.store ? ['--cluster-store', `etcd://${STORE_ADDR}:2379`] : []),'--node-hostname', `lab${index}`, '--cluster-lease-ttl', String(this.o.leaseTtlSec ?? 3),
+      ...(this.o.minCertExpirySec ? ['--cluster-min-cert-expiry', String(this.o.minCertExpirySec)] : []), ...(this.o.seedBusybox ? [] : ['--no-seed-busybox'])];
     const host = await TestHost.create({
       daemonArgs: args,
       beforeDaemon: async (h) => {

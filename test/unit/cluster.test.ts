@@ -3,7 +3,10 @@ import { createHash } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { leaveManagerError } from '../../src/cluster/errors.js';
 import { caDigest, goTime, newJoinToken, newNodeId, parseJoinToken } from '../../src/cluster/ids.js';
-import { certDer, makeCa, makeCsr, signCsr, tlsInfo } from '../../src/cluster/pki.js';
+import { certDer, certValidity, checkCa, issuedBy, makeCa, makeCsr, signCsr, tlsInfo } from '../../src/cluster/pki.js';
+import { caSettings, goDuration } from '../../src/cluster/control.js';
+import { issuerOf, pemList, renewAt, renewalTimer, trustOf, wantedIssuer } from '../../src/cluster/rotation.js';
+import type { ClusterRecord } from '../../src/cluster/keys.js';
 import { defaultSpec, nodeView } from '../../src/cluster/views.js';
 import type { NodeRecord } from '../../src/cluster/keys.js';
 import { X509Certificate } from 'node:crypto';
@@ -27,7 +30,8 @@ describe('cluster: identifiers, tokens and certificates', () => {
     const ca = await makeCa();
     const { csr, key } = await makeCsr();
     assert.match(key, /BEGIN PRIVATE KEY/);
-    const pem = await signCsr(ca, csr, { nodeId: 'n1', role: 'worker', clusterId: 'c1', ips: ['10.99.0.2'] });
+    const t0 = Date.now();
+    const pem = await signCsr(ca, csr, { nodeId: 'n1', role: 'worker', clusterId: 'c1', ips: ['10.99.0.2'], expirySec: 90 });
     const cert = new X509Certificate(pem);
     const root = new X509Certificate(ca.cert);
     assert.ok(cert.verify(root.publicKey));
@@ -39,6 +43,10 @@ describe('cluster: identifiers, tokens and certificates', () => {
     assert.match(cert.subjectAltName ?? '', /IP Address:127\.0\.0\.1/);
     assert.equal(cert.ca, false);
     assert.equal(root.ca, true);
+    // The lifetime asked for, to the second (openssl x509 -req could give only whole days).
+    const to = Date.parse(cert.validTo);
+    assert.ok(to >= Math.floor(t0 / 1000) * 1000 + 89_000 && to <= Date.now() + 91_000, cert.validTo);
+    assert.ok(Date.parse(cert.validFrom) <= t0 - 59_000, `backdated: ${cert.validFrom}`);
     const info = tlsInfo(ca.cert);
     // The subject is the DER of CN=swarm-ca; the key is the CA's SubjectPublicKeyInfo.
     assert.ok(Buffer.from(info.CertIssuerSubject, 'base64').includes(Buffer.from('swarm-ca')));
@@ -79,5 +87,72 @@ describe("cluster: Docker's words and shapes", () => {
     assert.equal((unknown.Status as { State: string }).State, 'unknown');
     const worker = nodeView({ value: { ...rec, Spec: { ...rec.Spec, Role: 'worker' } }, modRevision: 1 }, { alive: new Set(['n1']), caCert: ca.cert, external: false });
     assert.equal(worker.ManagerStatus, undefined);
+  });
+});
+
+describe('cluster: the CA over time (swarm ca, --cert-expiry, renewal)', () => {
+  it("checks a spec's CA settings as swarmkit does and keeps the signing key out of the stored spec", async () => {
+    assert.equal(goDuration(3600), '1h0m0s');
+    assert.equal(goDuration(90), '1m30s');
+    assert.equal(goDuration(45), '45s');
+    assert.throws(() => caSettings({ NodeCertExpiry: 59 * 60e9 }, 3600), /rpc error: code = InvalidArgument desc = minimum certificate expiry time is: 1h0m0s/);
+    assert.deepEqual(caSettings({ NodeCertExpiry: 3600e9, ForceRotate: 2 }, 3600), { kept: { NodeCertExpiry: 3600e9, ForceRotate: 2 } });
+    assert.throws(() => caSettings({ ExternalCAs: [{ URL: 'https://x' }] }, 3600), /external CA/);
+    assert.throws(() => caSettings({ SigningCAKey: 'k' }, 3600), /signing CA cert must also be provided/);
+    const ca = await makeCa();
+    const other = await makeCa();
+    const s = caSettings({ SigningCACert: ca.cert, SigningCAKey: ca.key, ForceRotate: 1 }, 3600);
+    assert.deepEqual(s.kept, { ForceRotate: 1 });
+    assert.equal(s.signing?.key, ca.key);
+    assert.throws(() => caSettings({ SigningCACert: ca.cert, SigningCAKey: other.key }, 3600), /does not match/);
+    assert.equal(checkCa(ca), undefined);
+    const { csr } = await makeCsr();
+    const leaf = await signCsr(ca, csr, { nodeId: 'n', role: 'worker', clusterId: 'c', ips: [], expirySec: 3600 });
+    assert.match(checkCa({ cert: leaf, key: ca.key }) ?? '', /not a CA/);
+  });
+
+  it('says which CAs to trust and which must sign at each step of a rotation', async () => {
+    const [a, b] = [await makeCa(), await makeCa()];
+    const { csr } = await makeCsr();
+    const byA = await signCsr(a, csr, { nodeId: 'n', role: 'worker', clusterId: 'c', ips: [], expirySec: 3600 });
+    const base = { CaCert: a.cert } as ClusterRecord;
+    assert.deepEqual(trustOf(base), [a.cert]);
+    assert.equal(wantedIssuer(base), a.cert);
+    const trust = { ...base, Rotation: { CaCert: b.cert, Phase: 'trust' as const } };
+    assert.deepEqual(trustOf(trust), [a.cert, b.cert]);
+    assert.equal(wantedIssuer(trust), undefined);
+    assert.equal(wantedIssuer({ ...trust, Rotation: { CaCert: b.cert, Phase: 'issue' } }), b.cert);
+    assert.equal(issuerOf(trust, byA), a.cert);
+    assert.ok(issuedBy(byA, a.cert) && !issuedBy(byA, b.cert));
+    assert.deepEqual(pemList(`junk\n${a.cert.trim()}\n\n${b.cert}`), [a.cert, b.cert]);
+  });
+
+  it('renews between half and four fifths of a certificate\'s life, not counting the backdating', async () => {
+    const v = { from: 0, to: 160_000 };
+    assert.equal(renewAt(v, 60_000, 0), 110_000);
+    assert.equal(renewAt(v, 60_000, 1), 140_000);
+    const ca = await makeCa();
+    const { csr } = await makeCsr();
+    const validity = certValidity(await signCsr(ca, csr, { nodeId: 'n', role: 'worker', clusterId: 'c', ips: [], expirySec: 20 }));
+    const at = renewAt(validity);
+    assert.ok(at > Date.now() + 5_000 && at < validity.to - 3_000, `${at - Date.now()} ms from now`);
+    // 90-day certificates renew after 45 days or more, beyond what one Node timer can wait.
+    const day = 86_400_000;
+    assert.deepEqual(renewalTimer(60 * day, 0), { delayMs: 2 ** 31 - 1, renew: false });
+    assert.deepEqual(renewalTimer(60 * day, 60 * day - 1000), { delayMs: 1000, renew: true });
+    assert.deepEqual(renewalTimer(5, 10), { delayMs: 0, renew: true });
+  });
+
+  it("shows a node's own TLS state, so the CLI can follow a rotation", async () => {
+    const [a, b] = [await makeCa(), await makeCa()];
+    const rec = {
+      ID: 'n1', CreatedAt: 'x', UpdatedAt: 'y', Spec: { Labels: {}, Role: 'worker' as const, Availability: 'active' as const }, Addr: '10.99.0.1', Port: 2377,
+      Description: { Hostname: 'h', Platform: { Architecture: 'x86_64', OS: 'linux' }, Resources: { NanoCPUs: 1, MemoryBytes: 1 }, Engine: { EngineVersion: '0', Plugins: [] } },
+      Tls: { Issuer: b.cert, Trust: [a.cert, b.cert] },
+    };
+    const v = nodeView({ value: rec, modRevision: 1 }, { alive: new Set(), caCert: a.cert, external: false });
+    const t = (v.Description as { TLSInfo: ReturnType<typeof tlsInfo> }).TLSInfo;
+    assert.equal(t.TrustRoot, a.cert + b.cert);
+    assert.equal(t.CertIssuerPublicKey, tlsInfo(b.cert).CertIssuerPublicKey);
   });
 });

@@ -2,6 +2,7 @@
 import type { Command } from 'commander';
 import { CliExit, command, filtersJson, forEachTarget, type CliContext } from '../context.js';
 import { formatList } from '../format/formatter.js';
+import { parseGoDuration } from '../format/human.js';
 import { Struct } from '../gotemplate.js';
 import { collect } from '../runflags.js';
 import { inspectMany } from './containers.js';
@@ -16,6 +17,29 @@ interface NodeJson {
 }
 
 const title = (s: string) => s.charAt(0).toUpperCase() + s.slice(1);
+
+interface TlsInfo { TrustRoot: string; CertIssuerSubject: string; CertIssuerPublicKey: string }
+interface SwarmJson { Version: { Index: number }; Spec: { CAConfig?: Record<string, unknown>; Dispatcher?: Record<string, unknown>; Orchestration?: Record<string, unknown>; Raft?: Record<string, unknown> } & Record<string, unknown>; TLSInfo: TlsInfo; RootRotationInProgress: boolean }
+
+/** A Go duration flag ("2160h", "90m") in nanoseconds, as the docker CLI sends it. */
+function durationNs(flag: string) {
+  return (v: string): number => {
+    const ms = parseGoDuration(v);
+    if (ms === undefined) throw new CliExit(`invalid argument "${v}" for "--${flag}" flag: time: invalid duration "${v}"`, 125);
+    return Math.round(ms * 1e6);
+  };
+}
+
+/**
+ * docker's progress.RootRotationProgress: a rotation is done when no rotation is under way, every
+ * node's certificate comes from the root and every node trusts the root alone.
+ */
+function rotationProgress(s: SwarmJson, nodes: Array<{ Description: { TLSInfo?: TlsInfo } }>): { certs: number; roots: number; total: number; done: boolean } {
+  const certs = nodes.filter((n) => n.Description.TLSInfo?.CertIssuerPublicKey === s.TLSInfo.CertIssuerPublicKey && n.Description.TLSInfo?.CertIssuerSubject === s.TLSInfo.CertIssuerSubject).length;
+  const roots = nodes.filter((n) => n.Description.TLSInfo?.TrustRoot === s.TLSInfo.TrustRoot).length;
+  const settled = certs === nodes.length && !s.RootRotationInProgress;
+  return { certs, roots: settled ? roots : 0, total: nodes.length, done: settled && roots === nodes.length };
+}
 
 const NODE_FORMAT = {
   table: 'table {{.ID}} {{if .Self}}*{{else}} {{ end }}\t{{.Hostname}}\t{{.Status}}\t{{.Availability}}\t{{.ManagerStatus}}\t{{.EngineVersion}}',
@@ -52,10 +76,13 @@ export function swarmCommands(program: Command, ctx: CliContext): void {
     .option('--data-path-port <port>', 'Port number to use for data path traffic (1024 - 49151)', (v: string) => Number(v), 0)
     .option('--default-addr-pool <list>', 'default address pool in CIDR format', collect, [])
     .option('--default-addr-pool-mask-length <n>', 'default address pool subnet mask length', (v: string) => Number(v), 24)
-    .action(async (o: { advertiseAddr?: string; listenAddr: string; dataPathAddr?: string; dataPathPort: number; defaultAddrPool: string[]; defaultAddrPoolMaskLength: number }) => {
+    .option('--cert-expiry <duration>', 'Validity period for node certificates (ns|us|ms|s|m|h)', durationNs('cert-expiry'), 7_776_000_000_000_000)
+    .option('--force-new-cluster', 'Force create a new cluster from current state')
+    .action(async (o: { advertiseAddr?: string; listenAddr: string; dataPathAddr?: string; dataPathPort: number; defaultAddrPool: string[]; defaultAddrPoolMaskLength: number; certExpiry: number; forceNewCluster?: boolean }) => {
       const id = await ctx.client().json<string>('POST', '/swarm/init', { body: {
         ListenAddr: o.listenAddr, AdvertiseAddr: o.advertiseAddr ?? '', DataPathAddr: o.dataPathAddr ?? '', DataPathPort: o.dataPathPort,
-        DefaultAddrPool: o.defaultAddrPool, SubnetSize: o.defaultAddrPoolMaskLength, Spec: {},
+        DefaultAddrPool: o.defaultAddrPool, SubnetSize: o.defaultAddrPoolMaskLength, ForceNewCluster: Boolean(o.forceNewCluster),
+        Spec: { CAConfig: { NodeCertExpiry: o.certExpiry } },
       } });
       process.stdout.write(`Swarm initialized: current node (${id}) is now a manager.\n\n`);
       await printToken('worker', false);
@@ -89,6 +116,61 @@ export function swarmCommands(program: Command, ctx: CliContext): void {
     .action(async (o: { force?: boolean }) => {
       await ctx.client().raw('POST', '/swarm/leave', { query: { force: Boolean(o.force) } });
       process.stdout.write('Node left the swarm.\n');
+    }));
+  swarm.addCommand(command('update', 'Update the swarm')
+    .option('--cert-expiry <duration>', 'Validity period for node certificates (ns|us|ms|s|m|h)', durationNs('cert-expiry'))
+    .option('--dispatcher-heartbeat <duration>', 'Dispatcher heartbeat period (ns|us|ms|s|m|h)', durationNs('dispatcher-heartbeat'))
+    .option('--task-history-limit <n>', 'Task history retention limit', (v: string) => Number(v))
+    .option('--snapshot-interval <n>', 'Number of log entries between Raft snapshots', (v: string) => Number(v))
+    .option('--autolock <bool>', 'Change manager autolocking setting (true|false)')
+    .action(async (o: { certExpiry?: number; dispatcherHeartbeat?: number; taskHistoryLimit?: number; snapshotInterval?: number; autolock?: string }) => {
+      const s = await ctx.client().json<SwarmJson>('GET', '/swarm');
+      const spec = s.Spec;
+      if (o.certExpiry !== undefined) spec.CAConfig = { ...spec.CAConfig, NodeCertExpiry: o.certExpiry };
+      if (o.dispatcherHeartbeat !== undefined) spec.Dispatcher = { ...spec.Dispatcher, HeartbeatPeriod: o.dispatcherHeartbeat };
+      if (o.taskHistoryLimit !== undefined) spec.Orchestration = { ...spec.Orchestration, TaskHistoryRetentionLimit: o.taskHistoryLimit };
+      if (o.snapshotInterval !== undefined) spec.Raft = { ...spec.Raft, SnapshotInterval: o.snapshotInterval };
+      if (o.autolock !== undefined) spec.EncryptionConfig = { AutoLockManagers: o.autolock === 'true' };
+      await ctx.client().raw('POST', '/swarm/update', { query: { version: s.Version.Index, rotateWorkerToken: false, rotateManagerToken: false, rotateManagerUnlockKey: false }, body: spec });
+      process.stdout.write('Swarm updated.\n');
+    }));
+  swarm.addCommand(command('ca', 'Display and rotate the root CA')
+    .option('--rotate', 'Rotate the swarm CA - if no certificate or key are provided, new ones will be generated')
+    .option('--ca-cert <pem-file>', 'Path to the PEM-formatted root CA certificate to use for the new cluster')
+    .option('--ca-key <pem-file>', 'Path to the PEM-formatted root CA key to use for the new cluster')
+    .option('--cert-expiry <duration>', 'Validity period for node certificates (ns|us|ms|s|m|h)', durationNs('cert-expiry'))
+    .option('-d, --detach', 'Exit immediately instead of waiting for the root rotation to converge')
+    .option('-q, --quiet', 'Suppress progress output')
+    .action(async (o: { rotate?: boolean; caCert?: string; caKey?: string; certExpiry?: number; detach?: boolean; quiet?: boolean }) => {
+      const c = ctx.client();
+      const s = await c.json<SwarmJson>('GET', '/swarm');
+      if (!o.rotate) {
+        for (const [flag, set] of [['ca-cert', o.caCert], ['ca-key', o.caKey], ['cert-expiry', o.certExpiry]] as const) {
+          if (set !== undefined) throw new CliExit(`\`--${flag}\` flag requires the \`--rotate\` flag to update the CA`, 1);
+        }
+        return void process.stdout.write(`${s.TLSInfo.TrustRoot.trim()}\n`);
+      }
+      const { readFile } = await import('node:fs/promises');
+      const ca: Record<string, unknown> = { ...s.Spec.CAConfig };
+      if (o.certExpiry !== undefined) ca.NodeCertExpiry = o.certExpiry;
+      if (o.caCert || o.caKey) {
+        ca.SigningCACert = o.caCert ? await readFile(o.caCert, 'utf8') : '';
+        ca.SigningCAKey = o.caKey ? await readFile(o.caKey, 'utf8') : '';
+      } else {
+        ca.ForceRotate = Number(ca.ForceRotate ?? 0) + 1;
+      }
+      await c.raw('POST', '/swarm/update', { query: { version: s.Version.Index }, body: { ...s.Spec, CAConfig: ca } });
+      if (o.detach) return;
+      let last = '';
+      for (;;) {
+        const [now, nodes] = await Promise.all([c.json<SwarmJson>('GET', '/swarm'), c.json<Array<{ Description: { TLSInfo?: TlsInfo } }>>('GET', '/nodes')]);
+        const p = rotationProgress(now, nodes);
+        const line = `rotated TLS certificates: ${p.certs}/${p.total} nodes, rotated CA certificates: ${p.roots}/${p.total} nodes`;
+        if (!o.quiet && line !== last) process.stdout.write(`${line}\n`);
+        last = line;
+        if (p.done) return void process.stdout.write(`${now.TLSInfo.TrustRoot.trim()}\n`);
+        await new Promise((r) => setTimeout(r, 200));
+      }
     }));
   swarm.addCommand(command('unlock-key', 'Manage the unlock key')
     .option('-q, --quiet', 'Only display token')

@@ -70,9 +70,23 @@ export function systemCommands(program: Command, ctx: CliContext): void {
         ['Architecture', i.Architecture], ['CPUs', i.NCPU], ['Total Memory', bytesSize(i.MemTotal ?? 0)], ['Name', i.Name],
         ['ID', i.ID ?? ''], ['Docker Root Dir', i.DockerRootDir], ['Debug Mode', Boolean(i.Debug)],
       ];
-      process.stdout.write(`Server:\n${rows.map(([k, v]) => ` ${k}: ${v}\n`).join('')}`);
+      process.stdout.write(`Server:\n${rows.map(([k, v]) => ` ${k}: ${v}\n`).join('')}${swarmLines(i.Swarm)}`);
       for (const w of (i.Warnings ?? []) as string[]) process.stderr.write(`${w}\n`);
     };
+  /** docker info's Swarm part, the lines that say what this node is in the swarm. */
+  const swarmLines = (sw: { LocalNodeState?: string; NodeID?: string; NodeAddr?: string; ControlAvailable?: boolean; Error?: string; Managers?: number; Nodes?: number; Cluster?: { ID: string }; RemoteManagers?: Array<{ Addr: string }> | null } | undefined): string => {
+    if (!sw) return '';
+    const L = [` Swarm: ${sw.LocalNodeState ?? 'inactive'}`];
+    if (sw.LocalNodeState === 'active') {
+      L.push(`  NodeID: ${sw.NodeID}`);
+      if (sw.Error) L.push(`  Error: ${sw.Error}`);
+      L.push(`  Is Manager: ${Boolean(sw.ControlAvailable)}`);
+      if (sw.ControlAvailable && sw.Cluster) L.push(`  ClusterID: ${sw.Cluster.ID}`, `  Managers: ${sw.Managers}`, `  Nodes: ${sw.Nodes}`);
+      L.push(`  Node Address: ${sw.NodeAddr}`);
+      if (sw.RemoteManagers?.length) L.push('  Manager Addresses:', ...sw.RemoteManagers.map((m) => `   ${m.Addr}`).sort());
+    }
+    return `${L.join('\n')}\n`;
+  };
   const infoCommand = (name: string) => command(name, 'Display system-wide information')
     .option('-f, --format <string>', 'Format the output using the given Go template')
     .action(info);

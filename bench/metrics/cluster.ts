@@ -1,0 +1,150 @@
+/**
+ * A cluster of three hosts, berth's lab (test/integration/lab.ts, the hosts of `npm run lab`)
+ * beside a lab of Docker 20.10 swarm hosts laid out the same way (bench/swarmlab.ts), in the same
+ * run, interleaved: `swarm init`, `swarm join` of a worker and of a manager, `node ls`; then, on
+ * a cluster of three managers, the time from a change through one host to its visibility through
+ * every host: a node label update, read back with `node inspect` on each manager until it shows.
+ */
+import { cpus, loadavg } from 'node:os';
+import type { BenchContext } from '../context.js';
+import { Lab } from '../../test/integration/lab.js';
+import { DockerLab } from '../swarmlab.js';
+import { apiRequest, log, now, type ApiResponse } from '../util.js';
+
+interface SwarmHost { name: string; addr: string; socket: string }
+interface Cluster { engine: 'berth' | 'docker'; hosts: [SwarmHost, SwarmHost, SwarmHost] }
+
+const api = (h: SwarmHost, method: string, path: string, body?: unknown): Promise<ApiResponse> => apiRequest(h.socket, method, `/v1.41${path}`, body, 60_000);
+
+async function ok(h: SwarmHost, method: string, path: string, body?: unknown): Promise<ApiResponse> {
+  const r = await api(h, method, path, body);
+  if (r.status >= 300) throw new Error(`${h.name}: ${method} ${path}: ${r.status} ${r.body.trim()}`);
+  return r;
+}
+
+async function timed(h: SwarmHost, method: string, path: string, body?: unknown): Promise<number> {
+  const t0 = now();
+  await ok(h, method, path, body);
+  return now() - t0;
+}
+
+const initBody = (h: SwarmHost) => ({ ListenAddr: `${h.addr}:2377`, AdvertiseAddr: h.addr, Spec: {} });
+const joinBody = (h: SwarmHost, leader: SwarmHost, token: string) => ({ ListenAddr: `${h.addr}:2377`, AdvertiseAddr: h.addr, RemoteAddrs: [`${leader.addr}:2377`], JoinToken: token });
+
+async function tokens(h: SwarmHost): Promise<{ Worker: string; Manager: string }> {
+  return (await ok(h, 'GET', '/swarm')).json.JoinTokens;
+}
+
+/** Every host leaves (managers with --force), the joiners first; each must end up in no swarm. */
+async function teardown(c: Cluster): Promise<void> {
+  for (const h of [...c.hosts].reverse()) {
+    const r = await api(h, 'POST', '/swarm/leave?force=1');
+    if (r.status !== 200 && !/not part of a swarm/.test(r.body)) throw new Error(`${h.name}: swarm leave: ${r.status} ${r.body.trim()}`);
+  }
+}
+
+/** Polls one host's `node inspect` until the label shows `value`; returns when it did. */
+async function seen(h: SwarmHost, node: string, value: string, deadline: number): Promise<number | undefined> {
+  while (now() < deadline) {
+    const r = await api(h, 'GET', `/nodes/${node}`);
+    if (r.status === 200 && r.json?.Spec?.Labels?.bench === value) return now();
+  }
+  return undefined;
+}
+
+export async function cluster(ctx: BenchContext): Promise<void> {
+  const R = ctx.results;
+  const group = 'Cluster of three hosts (ms, lower is better)';
+  R.define({ key: 'swarm_init', group, label: '`swarm init`', unit: 'ms', better: 'lower', target: '≤ 0.5x Docker' });
+  R.define({ key: 'swarm_join_worker', group, label: '`swarm join` (worker)', unit: 'ms', better: 'lower', target: '≤ 0.5x Docker' });
+  R.define({ key: 'swarm_join_manager', group, label: '`swarm join` (manager)', unit: 'ms', better: 'lower', target: '≤ 0.5x Docker' });
+  R.define({ key: 'node_ls', group, label: '`node ls` (3 nodes)', unit: 'ms', better: 'lower' });
+  R.define({ key: 'node_update', group, label: '`node update` (a label, through one manager)', unit: 'ms', better: 'lower' });
+  R.define({ key: 'cluster_visibility', group, label: 'a change through one host until every host shows it (node label, `node inspect` on each of 3 managers)', unit: 'ms', better: 'lower', target: 'p99 ≤ 50 ms' });
+
+  const wants = ctx.engines.map((e) => e.name);
+  const loadAtStart = loadavg()[0]!;
+  let berthLab: Lab | undefined;
+  let dockerLab: DockerLab | undefined;
+  const leaks: string[] = [];
+  try {
+    const clusters: Cluster[] = [];
+    if (wants.includes('berth')) {
+      log('cluster: starting a lab of 3 berth hosts');
+      berthLab = await Lab.create(3, { leaseTtlSec: 3 });
+      clusters.push({ engine: 'berth', hosts: berthLab.hosts.map((h) => ({ name: h.name, addr: h.addr, socket: h.host.socket })) as Cluster['hosts'] });
+    }
+    if (wants.includes('docker')) {
+      log('cluster: starting a lab of 3 Docker 20.10 hosts');
+      dockerLab = await DockerLab.create(3, ctx.base);
+      R.extra.dockerVersion = dockerLab.hosts[0]!.version;
+      clusters.push({ engine: 'docker', hosts: dockerLab.hosts.map((h) => ({ name: h.netns, addr: h.addr, socket: h.socket })) as Cluster['hosts'] });
+    }
+    const order = (rep: number) => (rep % 2 === 0 ? clusters : [...clusters].reverse());
+
+    const reps = ctx.quick ? 2 : 5;
+    for (let rep = -1; rep < reps; rep++) {
+      const record = rep >= 0; // the first cycle warms up (page cache, first etcd and raft files)
+      for (const c of order(rep)) {
+        const add = (k: string, v: number) => { if (record) R.add(k, c.engine, v); };
+        const [h0, h1, h2] = c.hosts;
+        add('swarm_init', await timed(h0, 'POST', '/swarm/init', initBody(h0)));
+        const t = await tokens(h0);
+        add('swarm_join_worker', await timed(h1, 'POST', '/swarm/join', joinBody(h1, h0, t.Worker)));
+        add('swarm_join_manager', await timed(h2, 'POST', '/swarm/join', joinBody(h2, h0, t.Manager)));
+        for (let i = 0; i < 20; i++) add('node_ls', await timed(h0, 'GET', '/nodes'));
+        await teardown(c);
+      }
+    }
+
+    // Visibility: three managers, one cluster per engine, writes interleaved in blocks.
+    const writes = ctx.quick ? 100 : 1000;
+    const targets = new Map<string, { id: string; spec: Record<string, unknown> }>();
+    for (const c of clusters) {
+      const [h0, h1, h2] = c.hosts;
+      await ok(h0, 'POST', '/swarm/init', initBody(h0));
+      const t = await tokens(h0);
+      for (const h of [h1, h2]) await ok(h, 'POST', '/swarm/join', joinBody(h, h0, t.Manager));
+      const self = (await ok(h1, 'GET', '/info')).json.Swarm.NodeID as string;
+      // Every manager answers for the cluster before the writes begin.
+      for (const h of c.hosts) {
+        const deadline = now() + 60_000;
+        while ((await api(h, 'GET', `/nodes/${self}`)).status !== 200) {
+          if (now() > deadline) throw new Error(`${c.engine}: ${h.name} does not answer node inspect`);
+        }
+      }
+      targets.set(c.engine, { id: self, spec: (await ok(h0, 'GET', `/nodes/${self}`)).json.Spec });
+    }
+    const block = 50;
+    for (let start = 0; start < writes; start += block) {
+      for (const c of order(start / block)) {
+        const target = targets.get(c.engine)!;
+        const [h0] = c.hosts;
+        for (let i = start; i < Math.min(start + block, writes); i++) {
+          const version = (await ok(h0, 'GET', `/nodes/${target.id}`)).json.Version.Index as number;
+          const value = String(i);
+          const spec = { ...target.spec, Labels: { bench: value } };
+          const t0 = now();
+          await ok(h0, 'POST', `/nodes/${target.id}/update?version=${version}`, spec);
+          R.add('node_update', c.engine, now() - t0);
+          const deadline = t0 + 10_000;
+          const at = await Promise.all(c.hosts.map((h) => seen(h, target.id, value, deadline)));
+          if (at.some((x) => x === undefined)) {
+            R.note('cluster_visibility', `${c.engine}: write ${i} not seen on every host within 10 s`);
+            continue;
+          }
+          R.add('cluster_visibility', c.engine, Math.max(...(at as number[])) - t0);
+        }
+      }
+    }
+    for (const c of clusters) await teardown(c);
+    R.note('cluster_visibility', 'measured from the start of the update request until a `node inspect` on each of the three managers (polled back to back, each a fresh connection) shows the new label; so it includes the write itself and one read of every host. Docker\'s managers forward control API calls to the raft leader, berth\'s read the store (linearizable etcd reads), so on both a read reflects every committed write.');
+    R.note('swarm_init', `the machine was busy with other work: load average ${loadAtStart.toFixed(1)} at the start of this group and ${loadavg()[0]!.toFixed(1)} at its end, on ${cpus().length} cores; both engines saw the same load (interleaved), the ratios are the numbers to read`);
+    R.note('swarm_init', 'until the API call returns; both engines with --advertise-addr and --listen-addr on the host\'s underlay address. berth starts an etcd member and makes its CA with openssl; Docker starts its raft node and CA in-process.');
+    R.note('swarm_join_manager', 'berth: the manager\'s etcd member joins as a learner and is promoted once it has caught up, before the call returns.');
+  } finally {
+    if (berthLab) leaks.push(...(await berthLab.destroy().catch((e) => [`berth lab: ${e}`])));
+    if (dockerLab) leaks.push(...(await dockerLab.destroy().catch((e) => [`docker lab: ${e}`])));
+    if (leaks.length) throw new Error(`cluster labs left: ${leaks.join('; ')}`);
+  }
+}
