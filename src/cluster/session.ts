@@ -291,8 +291,12 @@ export class Session {
     }
     try {
       this.o.log('cluster: restarting this node\'s etcd member to read the cluster CAs again');
-      await member.restart();
-      await waitServing(new ClusterStore([clientUrl('127.0.0.1')], await this.o.files.readTls()), 60_000);
+      const back = (async () => {
+        await member.restart();
+        await waitServing(new ClusterStore([clientUrl('127.0.0.1')], await this.o.files.readTls()), 60_000);
+      })();
+      this.store.holdWhile(back);
+      await back;
     } finally {
       await lock.release().catch(() => undefined);
     }

@@ -17,6 +17,8 @@ export type WatchEvent<T> = { type: 'put'; key: string; value: T; modRevision: n
 
 /** A call that has not answered by then is a store without quorum (or out of reach). */
 const CALL_MS = 5000;
+/** The longest a call waits for this node's own member to come back from a restart. */
+const HOLD_MS = 15_000;
 /** A read answers in a millisecond; one that takes seconds is a store without a leader. */
 const READ_MS = 2000;
 
@@ -74,8 +76,21 @@ export class ClusterStore {
     this.localClient?.close();
   }
 
+  /** Set while this node's own member restarts (a CA rotation): calls wait for it, bounded. */
+  private held?: Promise<unknown>;
+
+  /**
+   * Holds calls while `restart` runs: with a single manager its member is the whole store, and a
+   * read during its restart would be a 503 that Docker (whose raft never restarts) never gives.
+   */
+  holdWhile(restart: Promise<unknown>): void {
+    const p = restart.catch(() => undefined).finally(() => { if (this.held === p) this.held = undefined; });
+    this.held = p;
+  }
+
   /** Runs a store call, turning a lost quorum or an unreachable store into Docker's 503. */
   async call<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.held) await Promise.race([this.held, new Promise((r) => setTimeout(r, HOLD_MS).unref())]);
     try {
       return await fn();
     } catch (e) {

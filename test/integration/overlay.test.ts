@@ -368,4 +368,26 @@ networks:
     assert.equal(down.code, 0, down.stderr);
     for (const h of [h0, h1, h2]) assert.ok(!(await netNames(h)).some((l) => l.startsWith('ovproj_x ')), `${h.name} still lists ovproj_x`);
   });
+  it('a CA rotation moves every host to a new store client: overlay names still answer everywhere the moment run returns', { timeout: 300_000 }, async () => {
+    await ok(h1, ['run', '-d', '--name', 'probe1', '--network', 'ov1', 'busybox', 'sleep', '3600']);
+    const r = await run(DOCKER_CLI, ['-H', `unix://${h0.host.socket}`, 'swarm', 'ca', '--rotate'], { env: { ...process.env, DOCKER_CONFIG: join(h0.host.dir, 'docker-config') }, timeout: 240_000 });
+    assert.equal(r.code, 0, r.stderr);
+    await waitFor(async () => {
+      const o = await ok(h0, ['node', 'ls', '--format', '{{.Hostname}} {{.Status}}']);
+      return o.split('\n').length === 3 && !/Down|Unknown/.test(o);
+    }, 'every node Ready after the rotation', 30_000);
+    // The old clients (and any watch still on them) are closed 5 s after their replacement.
+    await new Promise((res) => setTimeout(res, 6000));
+    const t0 = Date.now();
+    await ok(h2, ['run', '-d', '--name', 'rotated', '--network', 'ov1', 'busybox', 'sleep', '3600']);
+    const took = Date.now() - t0;
+    const ip = await ipOf(h2, 'rotated', 'ov1');
+    assert.equal(await lookup(h0, 'a0', 'rotated'), ip, 'by name from lab0, first probe');
+    assert.equal(await ping(h1, 'probe1', ip), 0, 'by IP from lab1, first probe');
+    // A host whose watch died would not apply it, and run would wait out its 5 s bound for it.
+    assert.ok(took < 5000, `run took ${took} ms: a host did not apply it`);
+    await ok(h2, ['rm', '-f', 'rotated']);
+    assert.equal(await lookup(h0, 'a0', 'rotated'), '', 'gone from lab0 when rm returned');
+    await ok(h1, ['rm', '-f', 'probe1']);
+  });
 });
