@@ -12,6 +12,7 @@ import type { AddressLease } from './ipamdriver.js';
 import { JournalStore, type JournalEndpoint, type SandboxJournal } from './journal.js';
 import { OPT_HOST_BINDING } from './options.js';
 import { requestedPorts, requestsOf, type PortMapper } from './portmapper.js';
+import type { EndpointPolicy } from './policy/policy.js';
 import type { NetworkRegistry } from './registry.js';
 import { programSandboxRedirect, type Resolver } from './resolver.js';
 import { etcFilesIn, sandboxResolvConf, writeSandboxFiles } from './sandboxfiles.js';
@@ -39,6 +40,8 @@ export interface SandboxDeps {
   netnsDir: string;
   journalDir: string;
   hostResolvConf?: string;
+  /** Network policy, told of each endpoint before its interface exists and after it is gone. */
+  policy?: EndpointPolicy;
 }
 
 /** One endpoint about to be joined: its network, driver, lease and interface name. */
@@ -92,7 +95,7 @@ export class Sandboxes {
     }
     try {
       await this.d.namespaces.create(path);
-      for (const p of plans) await this.join(spec.id, path, p);
+      for (const p of plans) await this.join(spec, path, p);
       await this.programDns(spec.id, path, endpoints, true);
       const published = await this.publish(spec, endpoints);
       const etcFiles = await writeSandboxFiles(spec, {
@@ -152,7 +155,7 @@ export class Sandboxes {
       throw e;
     }
     try {
-      await this.join(spec.id, netnsPath, plan!);
+      await this.join(spec, netnsPath, plan!);
       await saved;
     } catch (e) {
       await saved.catch(() => undefined);
@@ -296,8 +299,14 @@ export class Sandboxes {
     return { saved };
   }
 
-  private async join(containerId: string, netnsPath: string, p: Plan): Promise<void> {
+  private async join(owner: SandboxSpec, netnsPath: string, p: Plan): Promise<void> {
+    const containerId = owner.id;
     const { n, lease, entry } = p;
+    // Before the interface exists, so no packet of it goes out or in unpoliced.
+    await this.d.policy?.joining(n, {
+      containerId, containerName: owner.name, labels: owner.labels ?? {}, endpointId: entry.endpointId, ip: lease.ip,
+      ...(lease.ip6 ? { ip6: lease.ip6 } : {}), ifname: entry.ifname, netnsPath,
+    });
     const gw = p.defaultRoute && !n.Internal;
     let mac = p.ep.requestedMac || macFor(lease.ip);
     const got = await p.driver.join(n, {
@@ -323,8 +332,10 @@ export class Sandboxes {
     if (this.journals.get(containerId)) await this.journals.write(journal);
     const n = this.d.registry.networks.get(entry.networkId);
     const driver = n && this.d.registry.driverOf(n);
-    if (!n || !driver) return;
+    if (!n || !driver) return void (await this.d.policy?.left(entry.endpointId));
     await driver.leave(n, { netnsPath: pinned ? journal.netnsPath : '', ifname: entry.ifname, endpointId: entry.endpointId }).catch(() => undefined);
+    // After the interface, before the address is free for another endpoint.
+    await this.d.policy?.left(entry.endpointId);
     await this.d.firewall.endpointLeft(n, { containerId, endpointId: entry.endpointId, networkId: n.Id, ip: entry.ip, ...(entry.ip6 ? { ip6: entry.ip6 } : {}), mac: '' });
     this.d.registry.ipamOf(n).releaseAddress(n, { ip: entry.ip, ...(entry.ip6 ? { ip6: entry.ip6 } : {}) }, entry.endpointId);
     await this.d.registry.save(n);
