@@ -12,6 +12,7 @@ import { BUSYBOX_TAR, makeBaseDir, makeEngine, PACKAGE_ROOT, type Engine, type E
 import { api } from './metrics/api.js';
 import { dns } from './metrics/dns.js';
 import { lifecycle } from './metrics/lifecycle.js';
+import { policy } from './metrics/policy.js';
 import { ports } from './metrics/ports.js';
 import { pull } from './metrics/pull.js';
 import { memoryIdle, ports500, scale } from './metrics/scale.js';
@@ -20,7 +21,7 @@ import { Results } from './results.js';
 import { listProcs, log, run } from './util.js';
 
 const GROUPS: Record<string, (ctx: BenchContext) => Promise<void> | void> = {
-  memory: memoryIdle, lifecycle, api, dns, ports, scale, ports500, pull,
+  memory: memoryIdle, lifecycle, api, dns, ports, scale, ports500, pull, policy,
 };
 
 function parseArgs(argv: string[]) {

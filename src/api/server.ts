@@ -13,6 +13,7 @@ import { systemRoutes } from './routes/system.js';
 import { volumeRoutes } from './routes/volumes.js';
 import { commitRoutes } from './routes/commit.js';
 import { swarmRoutes } from './routes/swarm.js';
+import { policyRoutes } from './routes/policy.js';
 
 const VERSION_PREFIX = /^\/v(\d+\.\d+)(\/.*)$/;
 
@@ -32,6 +33,7 @@ export function buildRouter(api: ApiContext): Router {
   volumeRoutes(r, api);
   commitRoutes(r, api);
   swarmRoutes(r, api);
+  policyRoutes(r, api);
   return r;
 }
 
