@@ -13,6 +13,7 @@ import { api } from './metrics/api.js';
 import { cluster } from './metrics/cluster.js';
 import { dns } from './metrics/dns.js';
 import { lifecycle } from './metrics/lifecycle.js';
+import { policy } from './metrics/policy.js';
 import { ports } from './metrics/ports.js';
 import { pull } from './metrics/pull.js';
 import { memoryIdle, ports500, scale } from './metrics/scale.js';
@@ -21,7 +22,7 @@ import { Results } from './results.js';
 import { listProcs, log, run } from './util.js';
 
 const GROUPS: Record<string, (ctx: BenchContext) => Promise<void> | void> = {
-  memory: memoryIdle, lifecycle, api, dns, ports, scale, ports500, pull, cluster,
+  memory: memoryIdle, lifecycle, api, dns, ports, scale, ports500, pull, cluster, policy,
 };
 /** Groups that start engines of their own (labs of hosts): a run of only these starts no single-host engine. */
 const SELF_CONTAINED = new Set(['cluster']);

@@ -14,6 +14,7 @@ import { volumeRoutes } from './routes/volumes.js';
 import { commitRoutes } from './routes/commit.js';
 import { swarmRoutes } from './routes/swarm.js';
 import { metricsRoutes } from './routes/metrics.js';
+import { policyRoutes } from './routes/policy.js';
 
 const VERSION_PREFIX = /^\/v(\d+\.\d+)(\/.*)$/;
 
@@ -34,6 +35,7 @@ export function buildRouter(api: ApiContext): Router {
   commitRoutes(r, api);
   swarmRoutes(r, api);
   metricsRoutes(r, api);
+  policyRoutes(r, api);
   return r;
 }
 

@@ -131,6 +131,7 @@ export class Engine extends Lifecycle {
       if (body.Hostname) throw new BadRequestError('conflicting options: hostname and the network mode');
     }
     this.o.network.validatePortBindings(body.HostConfig.PortBindings ?? {});
+    this.o.network.validateLabels?.({ ...(image.config.config?.Labels ?? {}), ...(body.Labels ?? {}) });
     const endpoints = this.o.network.initialEndpoints(mode, body.NetworkingConfig?.EndpointsConfig ?? {}, body.MacAddress);
     validateHealthcheck((body as { Healthcheck?: unknown }).Healthcheck);
     const id = newId();

@@ -8,13 +8,13 @@ export function sandboxSpec(c: ContainerRecord, etcDir: string, find: (ref: stri
     mode: c.HostConfig.NetworkMode, endpoints: c.Endpoints ?? {},
     ports: { bindings: c.HostConfig.PortBindings ?? {}, publishAll: !!c.HostConfig.PublishAllPorts, exposed: Object.keys(c.Config.ExposedPorts ?? {}) },
     dns: { servers: c.HostConfig.Dns ?? [], search: c.HostConfig.DnsSearch ?? [], options: c.HostConfig.DnsOptions ?? [] },
-    extraHosts: c.HostConfig.ExtraHosts ?? [], linkHosts: linkHosts(c, find), etcDir,
+    extraHosts: c.HostConfig.ExtraHosts ?? [], linkHosts: linkHosts(c, find), etcDir, labels: c.Config.Labels ?? {},
   };
 }
 
 /** The sandbox a container's record says it holds, to adopt or to tear down. */
 export function sandboxRef(c: ContainerRecord): SandboxRef {
-  return { id: c.Id, mode: c.HostConfig.NetworkMode, netnsPath: c.NetnsPath, endpoints: c.Endpoints ?? {}, published: c.Published ?? [] };
+  return { id: c.Id, mode: c.HostConfig.NetworkMode, netnsPath: c.NetnsPath, endpoints: c.Endpoints ?? {}, published: c.Published ?? [], name: c.Name.slice(1), labels: c.Config.Labels ?? {} };
 }
 
 /** Legacy --link on the default bridge: NAMES:IP lines for /etc/hosts, one per running linked container. */

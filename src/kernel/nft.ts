@@ -35,10 +35,16 @@ export async function removeStaleNftFiles(): Promise<void> {
   }
 }
 
-/** Deletes a table if it exists; never touches any other table. */
-export async function nftDeleteTable(family: string, name: string): Promise<void> {
-  const r = await run('nft', ['list', 'table', family, name]);
-  if (r.code === 0) await runOk('nft', ['delete', 'table', family, name]);
+/** Deletes a table if it exists (in another namespace with `netns`); never touches any other table. */
+export async function nftDeleteTable(family: string, name: string, netns?: string): Promise<void> {
+  const opts = netns ? { netns } : {};
+  const r = await run('nft', ['list', 'table', family, name], opts);
+  if (r.code === 0) await runOk('nft', ['delete', 'table', family, name], opts);
+}
+
+/** One table as `nft -j` has it (counters included), in berthd's namespace or another. */
+export async function nftListJson(family: string, name: string, netns?: string): Promise<unknown> {
+  return JSON.parse(await runOk('nft', ['-j', 'list', 'table', family, name], netns ? { netns } : {}));
 }
 
 /** berthd's own `nft`, kept running for the small transactions that follow every change. */

@@ -69,6 +69,8 @@ export interface SandboxSpec {
   linkHosts: string[];
   /** Where the sandbox writes hosts, hostname and resolv.conf (the container's own directory). */
   etcDir: string;
+  /** The container's labels: network policy reads its own (berth.policy.*). */
+  labels?: Record<string, string>;
 }
 
 /** The files the runtime bind-mounts into the container. */
@@ -90,6 +92,9 @@ export interface SandboxRef {
   netnsPath: string;
   endpoints: Record<string, EndpointState>;
   published: PortMapping[];
+  /** For network policy, rebuilt at start from the running containers. */
+  name?: string;
+  labels?: Record<string, string>;
 }
 
 /** Network facts the engine may show or decide on, without the network's record. */
@@ -104,6 +109,8 @@ export interface NetworkService {
   validateMode(mode: string): void;
   /** Checks HostConfig.PortBindings at create time. */
   validatePortBindings(bindings: PortBindings): void;
+  /** Checks a container's policy labels (berth.policy.*) at create time: a bad one is a 400. */
+  validateLabels?(labels: Record<string, string>): void;
   /** The endpoints a new container starts with, from its NetworkMode and EndpointsConfig. */
   initialEndpoints(mode: string, endpointsConfig: Record<string, unknown>, macAddress?: string): Record<string, EndpointState>;
   summary(ref: string): NetworkSummary;

@@ -16,6 +16,8 @@ import { newNetworkRecord } from './netcreate.js';
 import { OPT_BRIDGE_NAME, OPT_DEFAULT_BRIDGE, OPT_HOST_BINDING, OPT_ICC, OPT_MASQ, OPT_MTU } from './options.js';
 import { PortMapper } from './portmapper.js';
 import { portRequests } from './ports.js';
+import { parsePolicyLabels } from './policy/labels.js';
+import { NetworkPolicy } from './policy/policy.js';
 import type { NetworkRegistry } from './registry.js';
 import type { Resolver } from './resolver.js';
 import { kernelNamespaces, Sandboxes, type NamespaceOps } from './sandbox.js';
@@ -56,6 +58,8 @@ export interface ControllerOptions {
 export class NetworkController implements NetworkService {
   readonly registry: NetworkRegistry;
   readonly ports: PortMapper;
+  /** Network policy (berth.policy.* labels) on this host's endpoints. */
+  readonly policy: NetworkPolicy;
   private readonly firewall: Firewall;
   private readonly sandboxes: Sandboxes;
   private mtuDefault = 1500;
@@ -74,8 +78,9 @@ export class NetworkController implements NetworkService {
     this.registry = o.registry;
     this.firewall = o.firewall;
     this.ports = new PortMapper(o.firewall);
+    this.policy = new NetworkPolicy({ get: (id) => o.registry.networks.get(id), hostFirewall: (n) => !!o.registry.driverOf(n)?.hostFirewall });
     this.sandboxes = new Sandboxes({
-      registry: o.registry, firewall: o.firewall, ports: this.ports, namespaces: o.namespaces ?? kernelNamespaces,
+      registry: o.registry, firewall: o.firewall, ports: this.ports, namespaces: o.namespaces ?? kernelNamespaces, policy: this.policy,
       netnsDir: join(o.root, 'netns'), journalDir: join(o.root, 'sandboxes'), ...(o.hostResolvConf ? { hostResolvConf: o.hostResolvConf } : {}),
     });
   }
@@ -108,6 +113,14 @@ export class NetworkController implements NetworkService {
     const fixes = await this.sandboxes.adopt(running);
     await this.sandboxes.recover(new Set(running.map((r) => r.id)));
     await this.firewall.sync(this.firewalled(), this.ports.mappings());
+    await this.policy.sync(running.flatMap((r) => Object.entries(fixes.get(r.id) ?? r.endpoints).flatMap(([netId, ep]) => {
+      const n = this.registry.networks.get(netId);
+      if (!n || !ep.EndpointID || !ep.IPAddress || !r.netnsPath) return [];
+      return [{ n, info: {
+        containerId: r.id, containerName: r.name ?? r.id.slice(0, 12), labels: r.labels ?? {}, endpointId: ep.EndpointID, ip: ep.IPAddress,
+        ...(ep.GlobalIPv6Address ? { ip6: ep.GlobalIPv6Address } : {}), ifname: ep.ifname, netnsPath: r.netnsPath,
+      } }];
+    })));
     return fixes;
   }
 
@@ -126,6 +139,7 @@ export class NetworkController implements NetworkService {
     }
     for (const d of this.registry.registeredDrivers()) await d.removeOrphans?.([]).catch((e: Error) => problems.push(e.message));
     problems.push(...(await this.firewall.removeAll()));
+    problems.push(...(await this.policy.removeAll()));
     return problems;
   }
 
@@ -191,6 +205,7 @@ export class NetworkController implements NetworkService {
       return this.swarm.create(body);
     }
     const name = typeof body.Name === 'string' ? body.Name : '';
+    parsePolicyLabels(body.Labels as Record<string, string> | undefined);
     const checkDuplicate = body.CheckDuplicate === true;
     if (name && checkDuplicate && this.creating.has(name)) throw new ConflictError(`network with name ${name} already exists`);
     const existing = this.registry.byName(name);
@@ -315,6 +330,10 @@ export class NetworkController implements NetworkService {
 
   validatePortBindings(bindings: PortBindings): void {
     portRequests(bindings);
+  }
+
+  validateLabels(labels: Record<string, string>): void {
+    parsePolicyLabels(labels);
   }
 
   initialEndpoints(mode: string, endpointsConfig: Record<string, unknown>, macAddress?: string): Record<string, EndpointState> {

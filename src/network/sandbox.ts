@@ -12,6 +12,7 @@ import type { AddressLease } from './ipamdriver.js';
 import { JournalStore, type JournalEndpoint, type SandboxJournal } from './journal.js';
 import { OPT_HOST_BINDING } from './options.js';
 import { requestedPorts, requestsOf, type PortMapper } from './portmapper.js';
+import type { EndpointPolicy } from './policy/policy.js';
 import type { NetworkRegistry } from './registry.js';
 import { programSandboxRedirect, type Resolver } from './resolver.js';
 import { etcFilesIn, sandboxResolvConf, writeSandboxFiles } from './sandboxfiles.js';
@@ -39,6 +40,8 @@ export interface SandboxDeps {
   netnsDir: string;
   journalDir: string;
   hostResolvConf?: string;
+  /** Network policy, told of each endpoint before its interface exists and after it is gone. */
+  policy?: EndpointPolicy;
 }
 
 /** One endpoint about to be joined: its network, driver, lease and interface name. */
@@ -92,7 +95,7 @@ export class Sandboxes {
     }
     try {
       await this.d.namespaces.create(path);
-      for (const p of plans) await this.join(spec.id, path, p, spec.name);
+      for (const p of plans) await this.join(spec, path, p);
       await this.programDns(spec.id, path, endpoints, true);
       const published = await this.publish(spec, endpoints);
       const etcFiles = await writeSandboxFiles(spec, {
@@ -152,7 +155,7 @@ export class Sandboxes {
       throw e;
     }
     try {
-      await this.join(spec.id, netnsPath, plan!, spec.name);
+      await this.join(spec, netnsPath, plan!);
       await saved;
     } catch (e) {
       await saved.catch(() => undefined);
@@ -296,7 +299,9 @@ export class Sandboxes {
     return { saved };
   }
 
-  private async join(containerId: string, netnsPath: string, p: Plan, name: string): Promise<void> {
+  private async join(owner: SandboxSpec, netnsPath: string, p: Plan): Promise<void> {
+    const containerId = owner.id;
+    const name = owner.name;
     const { n, entry } = p;
     const gw = p.defaultRoute && !n.Internal;
     const requestedIp = !!p.ep.IPAMConfig?.IPv4Address;
@@ -305,6 +310,11 @@ export class Sandboxes {
     for (let attempt = 0; ; attempt++) {
       const lease = p.lease;
       mac = p.ep.requestedMac || macFor(lease.ip);
+      // Before the interface exists, so no packet of it goes out or in unpoliced.
+      await this.d.policy?.joining(n, {
+        containerId, containerName: owner.name, labels: owner.labels ?? {}, endpointId: entry.endpointId, ip: lease.ip,
+        ...(lease.ip6 ? { ip6: lease.ip6 } : {}), ifname: entry.ifname, netnsPath,
+      });
       try {
         got = await p.driver.join(n, {
           netnsPath, ifname: entry.ifname, endpointId: entry.endpointId, mac, addressCidr: `${lease.ip}/${lease.prefix}`,
@@ -316,6 +326,7 @@ export class Sandboxes {
       } catch (e) {
         // A cluster-wide IPAM: another host claimed this address a moment before. The next free one.
         if (!(e instanceof AddressTakenError) || requestedIp || attempt >= 8) throw e;
+        await this.d.policy?.left(entry.endpointId);
         const ipam = this.d.registry.ipamOf(n);
         ipam.releaseAddress(n, { ip: lease.ip }, entry.endpointId);
         p.lease = ipam.requestAddress(n, entry.endpointId, {});
@@ -341,8 +352,10 @@ export class Sandboxes {
     if (this.journals.get(containerId)) await this.journals.write(journal);
     const n = this.d.registry.networks.get(entry.networkId);
     const driver = n && this.d.registry.driverOf(n);
-    if (!n || !driver) return;
+    if (!n || !driver) return void (await this.d.policy?.left(entry.endpointId));
     await driver.leave(n, { netnsPath: pinned ? journal.netnsPath : '', ifname: entry.ifname, endpointId: entry.endpointId }).catch(() => undefined);
+    // After the interface, before the address is free for another endpoint.
+    await this.d.policy?.left(entry.endpointId);
     await this.d.firewall.endpointLeft(n, { containerId, endpointId: entry.endpointId, networkId: n.Id, ip: entry.ip, ...(entry.ip6 ? { ip6: entry.ip6 } : {}), mac: '' });
     this.d.registry.ipamOf(n).releaseAddress(n, { ip: entry.ip, ...(entry.ip6 ? { ip6: entry.ip6 } : {}) }, entry.endpointId);
     await this.d.registry.save(n);

@@ -5,6 +5,7 @@ import { NETWORK_FORMAT, networkRow, naturalLess, type NetworkResource } from '.
 import { formatList } from '../format/formatter.js';
 import { collect } from '../runflags.js';
 import { inspectMany } from './containers.js';
+import { policyCommand } from './policy.js';
 
 export interface NetworkCreateFlags {
   driver: string;
@@ -159,6 +160,8 @@ export function networkCommands(program: Command, ctx: CliContext): void {
       const r = await ctx.client().json<{ NetworksDeleted: string[] | null }>('POST', '/networks/prune', { query: { filters: filtersJson(opts.filter) } });
       if (r.NetworksDeleted?.length) process.stdout.write(`Deleted Networks:\n${r.NetworksDeleted.join('\n')}\n`);
     }));
+
+  network.addCommand(policyCommand(ctx));
 
   program.addCommand(network);
 }
