@@ -444,5 +444,27 @@ export async function removeCgroups(id: string, base = '/sys/fs/cgroup'): Promis
   for (const e of await fs.readdir(base, { withFileTypes: true }).catch(() => [])) {
     if (e.isDirectory() && e.name !== 'berth') dirs.push(join(base, e.name, 'berth', id));
   }
-  for (const d of dirs) await fs.rmdir(d).catch(() => undefined);
+  for (const d of dirs) await removeCgroupDir(d);
+}
+
+/**
+ * A killed `runc create` can leave its half-made container's `runc init` alive for a moment (it
+ * notices the broken pipe and exits on its own): the cgroup is then busy. The processes in a
+ * cgroup named by a container being deleted are that container's, so they are killed, as
+ * `runc delete --force` kills them, and the directory is tried again (seed 151227, cycle 952).
+ */
+async function removeCgroupDir(dir: string): Promise<void> {
+  for (let attempt = 0; attempt < 20; attempt++) {
+    try {
+      await fs.rmdir(dir);
+      return;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EBUSY') return;
+    }
+    const procs = await fs.readFile(join(dir, 'cgroup.procs'), 'utf8').catch(() => '');
+    for (const pid of procs.split('\n').map(Number).filter((p) => p > 1)) {
+      try { process.kill(pid, 'SIGKILL'); } catch { /* gone already */ }
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }
