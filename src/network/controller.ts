@@ -242,6 +242,9 @@ export class NetworkController implements NetworkService {
   /** Removes a network; `inUse` says whether any container has a live endpoint on it. */
   async remove(ref: string, inUse: (networkId: string) => boolean): Promise<NetworkRecord> {
     const n = this.registry.get(ref);
+    // Another rm of it is under way: to this one the network is already gone (a second rename of
+    // its record answered 500 ENOENT under chaos, seed 151227).
+    if (this.removing.has(n.Id)) throw new NotFoundError(`network ${ref} not found`);
     if (PREDEFINED.includes(n.Name)) throw new ForbiddenError(`${n.Name} is a pre-defined network and cannot be removed`);
     // An endpoint being joined right now is active too (libnetwork creates the endpoint first): a
     // rm in between would take the bridge from under the join, which then failed with 500.

@@ -92,6 +92,14 @@ describe(`races between ${CLIENTS} clients`, () => {
     await checkInvariants(host);
   });
 
+  it('one network removed by every client: one 204, the others 404 "network … not found", nothing left', async () => {
+    assert.equal((await api('POST', '/networks/create', { Name: 'rmrace' })).status, 201);
+    const rs = await race(() => api('DELETE', '/networks/rmrace'));
+    oneWinner(rs, 204, 404, /^network rmrace not found$/);
+    assert.equal((await api('GET', '/networks/rmrace')).status, 404);
+    await checkInvariants(host);
+  });
+
   it('one container connected to one network by every client: one 200, the others 403 "endpoint … already exists"', async () => {
     const id = await host.runDetached({ Cmd: ['sleep', '300'] }, 'joiner');
     const rs = await race(() => api('POST', '/networks/rnet/connect', { Container: id }));
