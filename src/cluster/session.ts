@@ -88,10 +88,8 @@ export class Session {
   async start(): Promise<void> {
     this.presence.start();
     if (this.state.role === 'manager') await this.startJoins();
-    const { mine, cluster } = await this.watchStore();
     // A change made while this berthd was down is applied now.
-    this.enqueue(() => (mine ? this.reconcile(mine.value) : this.removed()));
-    if (cluster) this.enqueueCa(() => this.followCa(cluster.value));
+    this.catchUp(await this.watchStore());
     this.refresher = setInterval(() => {
       this.queue = this.queue.then(() => this.refreshEndpoints()).catch(() => undefined);
     }, 5000);
@@ -105,7 +103,7 @@ export class Session {
   private async watchStore(): Promise<{ mine?: { value: NodeRecord }; cluster?: { value: ClusterRecord } }> {
     const rev = await this.store.revision();
     const [mine, cluster] = await Promise.all([this.store.get<NodeRecord>(K.node(this.state.nodeId)), this.store.get<ClusterRecord>(K.cluster)]);
-    [this.stopWatch, this.stopClusterWatch] = await Promise.all([
+    const [node, cl] = await Promise.allSettled([
       this.store.watch<NodeRecord>(K.node(this.state.nodeId), rev + 1, (e) => {
         this.enqueue(() => (e.type === 'delete' ? this.removed() : this.reconcile(e.value)));
       }),
@@ -113,8 +111,37 @@ export class Session {
         if (e.type === 'put' && e.key === K.cluster) this.enqueueCa(() => this.followCa(e.value));
       }),
     ]);
+    // A watch made when the other failed is kept where stopWatches finds it, not leaked.
+    if (node.status === 'fulfilled') this.stopWatch = node.value;
+    if (cl.status === 'fulfilled') this.stopClusterWatch = cl.value;
+    if (node.status === 'rejected') throw node.reason;
+    if (cl.status === 'rejected') throw cl.reason;
     this.rotating = Boolean(cluster?.value.Rotation);
     return { ...(mine ? { mine } : {}), ...(cluster ? { cluster } : {}) };
+  }
+
+  /** Applies the records as they were when the watches began: what changed while none ran. */
+  private catchUp({ mine, cluster }: { mine?: { value: NodeRecord }; cluster?: { value: ClusterRecord } }): void {
+    this.enqueue(() => (mine ? this.reconcile(mine.value) : this.removed()));
+    if (cluster) this.enqueueCa(() => this.followCa(cluster.value));
+  }
+
+  /**
+   * Watches on a new client, tried until they hold. A reconnect in the trust step of a rotation
+   * meets the managers' members restarting; a node left without watches would never hear of the
+   * issue step (nor of a promotion or its removal), and the rotation would wait for it forever.
+   */
+  private async rewatch(): Promise<void> {
+    for (let delay = 250; !this.closed; delay = Math.min(delay * 2, 2000)) {
+      try {
+        this.catchUp(await this.watchStore());
+        return;
+      } catch (e) {
+        await this.stopWatches();
+        this.o.log(`cluster: watching the store: ${errorMessage(e)}; trying again`);
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    }
   }
 
   private async stopWatches(): Promise<void> {
@@ -152,7 +179,7 @@ export class Session {
     this.store = next;
     this.presence = this.newPresence(next);
     this.presence.start();
-    await this.watchStore();
+    await this.rewatch();
     // Calls still running on the old client finish first.
     setTimeout(() => old.close(), 5000).unref();
   }
