@@ -103,51 +103,45 @@ export async function requestJoin(addr: string, req: JoinRequest, timeoutMs = 50
   const t = parseJoinToken(req.token);
   if (!t) throw new ApiError(500, 'invalid join token');
   const ca = await remoteCa(addr, t.digest, timeoutMs);
-  const { host, port } = split(addr);
-  const body = JSON.stringify(req);
-  return new Promise((resolve, reject) => {
-    const r = request({
-      host, port, method: 'POST', path: '/join', ca, timeout: 30_000,
-      // The CA is pinned; the manager's certificate names its address, which may differ from the
-      // one dialled (a name, a second address), so identity is the CA's signature alone.
-      checkServerIdentity: () => undefined,
-      headers: { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) },
-    }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        let j: { message?: string } & JoinAnswer;
-        try { j = JSON.parse(Buffer.concat(chunks).toString()); } catch { return reject(new UnavailableError('bad answer from the manager')); }
-        if (res.statusCode === 200) resolve(j);
-        else reject(new ApiError(res.statusCode ?? 500, j.message ?? 'join refused'));
-      });
-    });
-    r.once('timeout', () => r.destroy(Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' })));
-    r.once('error', (e) => reject(e instanceof ApiError ? e : unreachable(addr, e)));
-    r.end(body);
+  const { status, json } = await postPinned(addr, '/join', { ca }, req, 30_000).catch((e: Error) => {
+    throw e.message === 'bad answer' ? new UnavailableError('bad answer from the manager') : unreachable(addr, e);
   });
+  const j = json as { message?: string } & JoinAnswer;
+  if (status !== 200) throw new ApiError(status || 500, j.message ?? 'join refused');
+  return j;
 }
 
 /** A new certificate from a manager, asked with the certificate this node has (it must still be valid). */
-export function requestRenew(addr: string, tls: { ca: Buffer; cert: Buffer; key: Buffer }, csr: string, timeoutMs = 30_000): Promise<string> {
+export async function requestRenew(addr: string, tls: { ca: Buffer; cert: Buffer; key: Buffer }, csr: string, timeoutMs = 30_000): Promise<string> {
+  const { status, json } = await postPinned(addr, '/renew', tls, { csr } satisfies RenewRequest, timeoutMs).catch((e: Error) => {
+    throw new Error(e.message === 'bad answer' ? 'bad answer from the manager' : e.message === 'timeout' ? `${addr}: timeout` : e.message);
+  });
+  const j = json as { message?: string; cert?: string };
+  if (status === 200 && j.cert) return j.cert;
+  throw new Error(j.message ?? `renewal refused (${status})`);
+}
+
+/**
+ * A JSON POST to a manager's control port, trusting only the swarm's CA. The manager's certificate
+ * names its address, which may differ from the one dialled (a name, a second address), so identity
+ * is the CA's signature alone. Rejects with 'bad answer' for a body that is not JSON, 'timeout'.
+ */
+function postPinned(addr: string, path: string, tls: { ca: string | Buffer; cert?: Buffer; key?: Buffer }, payload: unknown, timeoutMs: number): Promise<{ status: number; json: unknown }> {
   const { host, port } = split(addr);
-  const body = JSON.stringify({ csr } satisfies RenewRequest);
+  const body = JSON.stringify(payload);
   return new Promise((resolve, reject) => {
     const r = request({
-      host, port, method: 'POST', path: '/renew', ca: tls.ca, cert: tls.cert, key: tls.key, timeout: timeoutMs,
+      host, port, method: 'POST', path, ...tls, timeout: timeoutMs,
       checkServerIdentity: () => undefined,
       headers: { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) },
     }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {
-        let j: { message?: string; cert?: string };
-        try { j = JSON.parse(Buffer.concat(chunks).toString()); } catch { return reject(new Error('bad answer from the manager')); }
-        if (res.statusCode === 200 && j.cert) resolve(j.cert);
-        else reject(new Error(j.message ?? `renewal refused (${res.statusCode})`));
+        try { resolve({ status: res.statusCode ?? 0, json: JSON.parse(Buffer.concat(chunks).toString()) }); } catch { reject(new Error('bad answer')); }
       });
     });
-    r.once('timeout', () => r.destroy(new Error(`${addr}: timeout`)));
+    r.once('timeout', () => r.destroy(Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' })));
     r.once('error', reject);
     r.end(body);
   });
