@@ -30,16 +30,7 @@ describe('cluster: swarm ca, rotation and renewal', () => {
     lab = await Lab.create(4, { leaseTtlSec: TTL, minCertExpirySec: MIN_EXPIRY });
     hosts = lab.hosts;
     [h0, h1, , h3] = hosts as [LabHost, LabHost, LabHost, LabHost];
-    const init = await h0.host.docker(['swarm', 'init', '--advertise-addr', h0.addr]);
-    assert.equal(init.code, 0, init.stderr);
-    const mt = (await h0.host.docker(['swarm', 'join-token', '-q', 'manager'])).stdout.trim();
-    const wt = (await h0.host.docker(['swarm', 'join-token', '-q', 'worker'])).stdout.trim();
-    for (const h of hosts.slice(1, 3)) {
-      const r = await h.host.docker(['swarm', 'join', '--token', mt, '--advertise-addr', h.addr, `${h0.addr}:2377`]);
-      assert.equal(r.code, 0, r.stderr);
-    }
-    const w = await h3.host.docker(['swarm', 'join', '--token', wt, `${h0.addr}:2377`]);
-    assert.equal(w.code, 0, w.stderr);
+    await lab.formSwarm(2);
   });
 
   after(async () => {

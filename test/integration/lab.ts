@@ -97,6 +97,25 @@ export class Lab {
   }
 
   /** Gives the underlay namespace an address of its own: a far end that no overlay routes to. */
+  /**
+   * Makes a swarm through the docker CLI: the first host inits, `managers` more join as managers,
+   * the rest of the hosts as workers. Throws with the CLI's words if a step fails.
+   */
+  async formSwarm(managers: number): Promise<void> {
+    const [first, ...rest] = this.hosts;
+    const ok = async (h: LabHost, args: string[]): Promise<string> => {
+      const r = await h.host.docker(args);
+      if (r.code !== 0) throw new Error(`${h.name}: docker ${args.join(' ')}: ${r.stderr}`);
+      return r.stdout.trim();
+    };
+    await ok(first!, ['swarm', 'init', '--advertise-addr', first!.addr]);
+    const mt = await ok(first!, ['swarm', 'join-token', '-q', 'manager']);
+    const wt = await ok(first!, ['swarm', 'join-token', '-q', 'worker']);
+    for (const [i, h] of rest.entries()) {
+      await ok(h, ['swarm', 'join', '--token', i < managers ? mt : wt, ...(i < managers ? ['--advertise-addr', h.addr] : []), `${first!.addr}:2377`]);
+    }
+  }
+
   async underlayAddress(cidr: string): Promise<void> {
     await runOk('ip', ['-n', this.underlay, 'addr', 'replace', cidr, 'dev', 'btub0']);
   }
