@@ -1,8 +1,8 @@
 import { X509Certificate, createPrivateKey, randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runOk } from '../util/exec.js';
+import { withScratchDir } from '../util/scratch.js';
 
 /**
  * The cluster CA and node certificates, made by openssl (Node can parse X.509 but not issue it).
@@ -12,10 +12,7 @@ import { runOk } from '../util/exec.js';
 
 export interface Pem { cert: string; key: string }
 
-async function scratch<T>(fn: (dir: string) => Promise<T>): Promise<T> {
-  const dir = await fs.mkdtemp(join(tmpdir(), 'berth-pki-'));
-  try { return await fn(dir); } finally { await fs.rm(dir, { recursive: true, force: true }); }
-}
+const scratch = <T>(fn: (dir: string) => Promise<T>): Promise<T> => withScratchDir('berth-pki', fn);
 
 const EC = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
 

@@ -13,7 +13,7 @@ import { LocalImageStore } from '../images/store.js';
 import { RegistryService } from '../images/registry/service.js';
 import { ensurePrivateBind, mountPointsUnder, releasePrivateBind } from '../kernel/mount.js';
 import { deleteNetns, hostIp, hostIpDeletions } from '../kernel/netns.js';
-import { hostNft, removeStaleNftFiles } from '../kernel/nft.js';
+import { hostNft } from '../kernel/nft.js';
 import { NetworkController } from '../network/controller.js';
 import { BridgeDriver } from '../network/bridgedriver.js';
 import { DefaultIpam } from '../network/ipamdriver.js';
@@ -32,6 +32,7 @@ import { errorMessage } from '../util/errors.js';
 import { newId } from '../util/ids.js';
 import { run } from '../util/exec.js';
 import { ATTACH_HELPER, BUSYBOX_TARBALL, RUNC_SHIM, VERSION } from './paths.js';
+import { removeStaleScratch } from '../util/scratch.js';
 
 export interface DaemonOptions {
   /** Swarm membership: lease TTL of this node's presence, an external store, the name it shows. */
@@ -111,7 +112,7 @@ export class Daemon {
     }
     const { engine, images, runtime, network, identity, dns } = await this.build();
     // A berthd killed while it applied a ruleset left its script file behind.
-    void removeStaleNftFiles().catch(() => undefined);
+    void removeStaleScratch().catch(() => undefined);
     this.engine = engine;
     this.runtime = runtime;
     if (this.o.seedBusybox !== false) await this.seedBusybox(engine);
@@ -214,7 +215,7 @@ export class Daemon {
   async cleanup(): Promise<string[]> {
     const problems: string[] = [];
     const { engine, runtime, network } = await this.build();
-    await removeStaleNftFiles().catch(() => undefined);
+    await removeStaleScratch().catch(() => undefined);
     await engine.stopAllAndRelease();
     const runcRoot = join(this.o.root, 'runc');
     const list = await run('runc', ['--root', runcRoot, 'list', '-q']);

@@ -1,7 +1,7 @@
 import { promises as fs } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { run, runOk } from '../util/exec.js';
+import { withScratchDir } from '../util/scratch.js';
 import { CommandStream, nftDialect } from './stream.js';
 
 /**
@@ -11,28 +11,11 @@ import { CommandStream, nftDialect } from './stream.js';
  * goes through a private temp file.
  */
 export async function nftApply(script: string, opts: { netns?: string } = {}): Promise<void> {
-  // The pid in the name lets a later berthd remove what a killed one left (removeStaleNftFiles).
-  const dir = await fs.mkdtemp(join(tmpdir(), `berth-nft-${process.pid}-`));
-  const file = join(dir, 'rules.nft');
-  try {
+  await withScratchDir('berth-nft', async (dir) => {
+    const file = join(dir, 'rules.nft');
     await fs.writeFile(file, script, { mode: 0o600 });
     await runOk('nft', ['-f', file], opts);
-  } finally {
-    await fs.rm(dir, { recursive: true, force: true });
-  }
-}
-
-/** Removes the script directories of berthds that are gone (killed between write and removal). */
-export async function removeStaleNftFiles(): Promise<void> {
-  for (const name of await fs.readdir(tmpdir()).catch(() => [] as string[])) {
-    const m = /^berth-nft-(\d+)-/.exec(name);
-    if (!m || Number(m[1]) === process.pid) continue;
-    try {
-      process.kill(Number(m[1]), 0);
-      continue;
-    } catch { /* its berthd is gone */ }
-    await fs.rm(join(tmpdir(), name), { recursive: true, force: true });
-  }
+  });
 }
 
 /** Deletes a table if it exists (in another namespace with `netns`); never touches any other table. */

@@ -226,9 +226,9 @@ export class TestHost {
   async leaks(): Promise<string[]> {
     const out: string[] = [];
     for (const m of await mountsUnder(this.dir)) out.push(`mount ${m}`);
-    // nft script directories of this host's berthds that are gone: the next start removes them.
-    const stale = new RegExp(`^berth-nft-(${this.daemonPids.join('|') || 'none'})-`);
-    for (const name of await fs.readdir(tmpdir()).catch(() => [] as string[])) if (stale.test(name)) out.push(`nft script ${join(tmpdir(), name)}`);
+    // Scratch directories (nft scripts, openssl keys) of this host's berthds that are gone: the next start removes them.
+    const stale = new RegExp(`^berth-(nft|pki)-(${this.daemonPids.join('|') || 'none'})-`);
+    for (const name of await fs.readdir(tmpdir()).catch(() => [] as string[])) if (stale.test(name)) out.push(`scratch directory ${join(tmpdir(), name)}`);
     const runc = await run('runc', ['--root', join(this.root, 'runc'), 'list', '-q']);
     for (const id of runc.stdout.split('\n').filter(Boolean)) out.push(`runc container ${id}`);
     const ps = await run('ps', ['-eo', 'pid,stat,args']);
