@@ -97,6 +97,14 @@ export class TestHost {
   }
 
   async startDaemon(extra: string[] = [], opts: { timeoutMs?: number } = {}): Promise<void> {
+    // A second berthd on this root exits at once ("another berthd is using …") while the first
+    // keeps answering, so the test passes and the first one leaks past destroy(). A berthd killed
+    // by pid a moment ago may not have reported its exit yet: it gets two seconds to.
+    const running = this.daemon;
+    if (running && running.exitCode === null && running.signalCode === null) {
+      const ended = await Promise.race([new Promise((r) => running.once('exit', () => r(true))), new Promise((r) => setTimeout(() => r(false), 2000))]);
+      if (!ended) throw new Error(`berthd (pid ${running.pid}) of this test host is running: stop it before starting another`);
+    }
     extra = [...this.daemonArgs, ...extra];
     // Upstream servers of the test's own: names berth forwards go to the fake outside host (or to
     // the test namespace's loopback), never to the machine's real resolvers.
