@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { openSync, closeSync, promises as fs } from 'node:fs';
 import { join } from 'node:path';
+import { pidAlive } from '../util/process.js';
 
 /**
  * One etcd member run by berthd on a manager. The process is started in its own session with its
@@ -26,10 +27,6 @@ export interface MemberConfig {
 export const peerUrl = (addr: string) => `https://${addr}:${PEER_PORT}`;
 export const clientUrl = (addr: string) => `https://${addr}:${CLIENT_PORT}`;
 
-function alive(pid: number): boolean {
-  try { process.kill(pid, 0); return true; } catch { return false; }
-}
-
 export class EtcdMember {
   private pid?: number;
   private wanted = false;
@@ -51,7 +48,7 @@ export class EtcdMember {
   async start(): Promise<void> {
     this.wanted = true;
     const old = Number(await fs.readFile(this.pidFile, 'utf8').catch(() => ''));
-    if (old && alive(old) && (await this.isOurs(old))) {
+    if (old && pidAlive(old) && (await this.isOurs(old))) {
       this.pid = old;
     } else {
       await this.spawn();
@@ -116,7 +113,7 @@ export class EtcdMember {
     clearInterval(this.timer);
     this.timer = setInterval(() => {
       if (!this.wanted) return;
-      if (this.pid !== undefined && alive(this.pid)) {
+      if (this.pid !== undefined && pidAlive(this.pid)) {
         this.backoffMs = 200;
         return;
       }
@@ -154,12 +151,12 @@ export class EtcdMember {
     this.wanted = false;
     clearInterval(this.timer);
     const pid = this.pid ?? (Number(await fs.readFile(this.pidFile, 'utf8').catch(() => '')) || undefined);
-    if (pid && alive(pid) && (await this.isOurs(pid))) {
+    if (pid && pidAlive(pid) && (await this.isOurs(pid))) {
       process.kill(pid, 'SIGTERM');
       const deadline = Date.now() + 5000;
-      while (alive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-      if (alive(pid)) process.kill(pid, 'SIGKILL');
-      while (alive(pid)) await new Promise((r) => setTimeout(r, 20));
+      while (pidAlive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      if (pidAlive(pid)) process.kill(pid, 'SIGKILL');
+      while (pidAlive(pid)) await new Promise((r) => setTimeout(r, 20));
     }
     this.pid = undefined;
     await fs.rm(this.pidFile, { force: true });

@@ -1,6 +1,7 @@
 import { promises as fs } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pidAlive } from './process.js';
 
 /**
  * Private temp directories for files a child program must read or write (nft scripts, openssl's
@@ -24,10 +25,7 @@ export async function removeStaleScratch(): Promise<void> {
   for (const name of await fs.readdir(tmpdir()).catch(() => [] as string[])) {
     const m = pattern.exec(name);
     if (!m || Number(m[1]) === process.pid) continue;
-    try {
-      process.kill(Number(m[1]), 0);
-      continue;
-    } catch { /* its berthd is gone */ }
+    if (pidAlive(Number(m[1]))) continue;
     await fs.rm(join(tmpdir(), name), { recursive: true, force: true });
   }
 }

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { waitFor } from './harness.js';
 import { Lab, waitForOutput, type LabHost } from './lab.js';
+import { pidAlive } from '../../src/util/process.js';
 
 /**
  * Faults in a swarm of three managers and a worker: berthd killed with -9, an etcd member killed
@@ -14,10 +15,6 @@ import { Lab, waitForOutput, type LabHost } from './lab.js';
 const TTL = 3;
 /** The TTL, plus etcd's lease-expiry sweep and a node ls round. */
 const DOWN_MS = (TTL + 4) * 1000;
-
-function alive(pid: number): boolean {
-  try { process.kill(pid, 0); return true; } catch { return false; }
-}
 
 describe('cluster: faults', () => {
   let lab: Lab;
@@ -67,12 +64,12 @@ describe('cluster: faults', () => {
 
   it("a manager's berthd killed with -9 shows Down within the TTL and comes back; its etcd member lives on", async () => {
     const member = await etcdPid(h1);
-    assert.ok(member > 0 && alive(member));
+    assert.ok(member > 0 && pidAlive(member));
     const t0 = Date.now();
     await h1.host.stopDaemon('SIGKILL');
     await waitState(h0, 'lab1 Down Unreachable', DOWN_MS);
     assert.ok(Date.now() - t0 <= DOWN_MS, `Down after ${Date.now() - t0} ms`);
-    assert.ok(alive(member), 'the etcd member died with berthd');
+    assert.ok(pidAlive(member), 'the etcd member died with berthd');
     await writes(h0, h2, 'after-kill=1');
     await h1.host.startDaemon();
     await waitState(h0, 'lab1 Ready Reachable', 15_000);
@@ -85,7 +82,7 @@ describe('cluster: faults', () => {
     process.kill(before, 'SIGKILL');
     const after = await waitFor(async () => {
       const p = await etcdPid(h2);
-      return p !== before && p > 0 && alive(p) ? p : undefined;
+      return p !== before && p > 0 && pidAlive(p) ? p : undefined;
     }, 'a new etcd member on lab2', 15_000);
     assert.notEqual(after, before);
     // Its member serves again: a write through lab2 is read back through lab0.
@@ -112,7 +109,7 @@ describe('cluster: faults', () => {
     // It comes back: berthd starts its member again from the data on disk.
     await h0.host.startDaemon();
     await waitState(h1, 'lab0 Ready Reachable', 20_000);
-    assert.ok(alive(await etcdPid(h0)));
+    assert.ok(pidAlive(await etcdPid(h0)));
     await waitFor(async () => (await h0.host.docker(['node', 'ls'])).code === 0, 'lab0 to answer for the cluster again', 15_000);
   });
 

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { waitFor } from './harness.js';
 import { Lab, waitForOutput, type LabHost } from './lab.js';
+import { pidAlive } from '../../src/util/process.js';
 
 /**
  * `docker swarm init --force-new-cluster` on the one manager left of three: the cluster that
@@ -12,10 +13,6 @@ import { Lab, waitForOutput, type LabHost } from './lab.js';
  */
 
 const TTL = 3;
-
-function alive(pid: number): boolean {
-  try { process.kill(pid, 0); return true; } catch { return false; }
-}
 
 describe('cluster: swarm init --force-new-cluster', () => {
   let lab: Lab;
@@ -72,7 +69,7 @@ describe('cluster: swarm init --force-new-cluster', () => {
     assert.equal(f.code, 0, f.stderr);
     assert.match(f.stdout, new RegExp(`Swarm initialized: current node \\(${id}\\) is now a manager\\.`));
     assert.notEqual(await etcdPid(h0), memberBefore, 'the member was not started again');
-    assert.ok(alive(await etcdPid(h0)));
+    assert.ok(pidAlive(await etcdPid(h0)));
 
     // The same swarm, taking changes again.
     assert.equal((await h0.host.api('GET', '/swarm')).json.ID, clusterId);

@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, openSync, closeSync, promises as fs } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Lab } from '../integration/lab.js';
+import { pidAlive } from '../../src/util/process.js';
 
 /**
  * npm run lab -- up N | down | status
@@ -16,10 +17,6 @@ const LOG = STATE.replace(/\.json$/, '.log');
 
 interface LabState { keeper: number; ready: boolean; error?: string; hosts: Array<{ name: string; addr: string; dockerHost: string; netns: string; root: string }>; underlay?: string }
 
-function alive(pid: number): boolean {
-  try { process.kill(pid, 0); return true; } catch { return false; }
-}
-
 async function readState(): Promise<LabState | undefined> {
   try { return JSON.parse(await fs.readFile(STATE, 'utf8')) as LabState; } catch { return undefined; }
 }
@@ -31,7 +28,7 @@ function print(s: LabState): void {
 
 async function up(n: number): Promise<void> {
   const cur = await readState();
-  if (cur && alive(cur.keeper)) throw new Error(`a lab is already up (keeper pid ${cur.keeper}); run "npm run lab -- down" first`);
+  if (cur && pidAlive(cur.keeper)) throw new Error(`a lab is already up (keeper pid ${cur.keeper}); run "npm run lab -- down" first`);
   await fs.rm(STATE, { force: true });
   const fd = openSync(LOG, 'w');
   const keeper = spawn(process.execPath, [fileURLToPath(import.meta.url), 'keep', String(n)], { detached: true, stdio: ['ignore', fd, fd] });
@@ -73,15 +70,15 @@ async function keep(n: number): Promise<void> {
 
 async function down(): Promise<void> {
   const s = await readState();
-  if (!s || !alive(s.keeper)) {
+  if (!s || !pidAlive(s.keeper)) {
     await fs.rm(STATE, { force: true });
     console.log('no lab is up');
     return;
   }
   process.kill(s.keeper, 'SIGTERM');
   const deadline = Date.now() + 120_000;
-  while (alive(s.keeper) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
-  if (alive(s.keeper)) throw new Error(`the lab keeper (pid ${s.keeper}) did not finish; see ${LOG}`);
+  while (pidAlive(s.keeper) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+  if (pidAlive(s.keeper)) throw new Error(`the lab keeper (pid ${s.keeper}) did not finish; see ${LOG}`);
   const leftover = s.hosts.filter((h) => existsSync(`/run/netns/${h.netns}`)).map((h) => h.netns);
   if (s.underlay && existsSync(`/run/netns/${s.underlay}`)) leftover.push(s.underlay);
   if (leftover.length) throw new Error(`left behind: ${leftover.join(', ')} (see ${LOG})`);
@@ -99,7 +96,7 @@ async function main(): Promise<void> {
   if (cmd === 'down') return down();
   if (cmd === 'status') {
     const s = await readState();
-    if (s?.ready && alive(s.keeper)) print(s);
+    if (s?.ready && pidAlive(s.keeper)) print(s);
     else console.log('no lab is up');
     return;
   }
