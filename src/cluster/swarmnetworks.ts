@@ -88,8 +88,9 @@ export class SwarmNetworks implements OverlayPlane {
       await this.relist();
     } catch (e) {
       this.log(`overlay: listing the store: ${errorMessage(e)}; trying again`);
-      void this.retryRelist();
     }
+    // Failed, or the client was replaced while it listed (a new lease before the first list is not followed).
+    if (this.watchedStore !== this.store) void this.retryRelist();
   }
 
   private enqueue(step: () => Promise<void>): Promise<void> {
@@ -115,20 +116,28 @@ export class SwarmNetworks implements OverlayPlane {
       await this.reconcile();
       await this.publish(revision);
     });
-    this.watchedStore = store;
     this.stopWatch = await store.watchBatches<unknown>(ROOT, revision + 1, (events) => void this.enqueue(() => this.applyBatch(events)), (e) => {
       if (this.closed) return;
       this.log(`overlay: the store's watch was lost (${errorMessage(e)}); listing again`);
       void this.retryRelist();
     });
+    this.watchedStore = store;
     this.checkWaiters();
   }
 
-  /** One relist at a time: a lost watch and a new store client can ask at once. */
+  /**
+   * One relist at a time: a lost watch and a new store client can ask at once. A client replaced
+   * while a relist ran leaves its watch on the old client, which dies silently when that client is
+   * closed (a CA rotation replaces clients more than once): so it lists again until the watch is on
+   * the current one.
+   */
   private retryRelist(): Promise<void> {
     this.relisting ??= (async () => {
       while (!this.closed) {
-        try { return await this.relist(); } catch (e) {
+        try {
+          await this.relist();
+          if (this.watchedStore === this.store) return;
+        } catch (e) {
           this.log(`overlay: listing the store: ${errorMessage(e)}`);
           await new Promise((r) => setTimeout(r, 1000));
         }

@@ -18,6 +18,8 @@ class MemStore {
   data = new Map<string, { value: unknown; mod: number; create: number }>();
   watchers: Array<{ prefix: string; onBatch: (e: WatchEvent<unknown>[]) => void; onLost: (e: Error) => void }> = [];
   lists = 0;
+  /** Runs inside the next list, as a store client replaced while a host lists. */
+  duringList?: () => void;
 
   /** A write the watchers hear of (`silent`: as if its events were compacted away before they were sent). */
   write(puts: Array<[string, unknown]>, deletes: string[] = [], silent = false): number {
@@ -38,6 +40,9 @@ class MemStore {
 
   async listAt<T>(prefix: string): Promise<{ items: Map<string, Versioned<T>>; revision: number }> {
     this.lists++;
+    const hook = this.duringList;
+    this.duringList = undefined;
+    hook?.();
     const items = new Map<string, Versioned<T>>();
     for (const [k, v] of this.data) if (k.startsWith(prefix)) items.set(k, { value: structuredClone(v.value) as T, modRevision: v.mod });
     return { items, revision: this.rev };
@@ -77,7 +82,7 @@ function net(id: string): NetworkRecord {
   };
 }
 
-function setUp(store: MemStore) {
+function setUp(store: MemStore, onLease: (f: (lease: unknown) => void) => void = () => undefined) {
   const calls: string[] = [];
   const have = new Map<string, NetworkRecord>();
   const host: SwarmNetworkHost = {
@@ -95,9 +100,9 @@ function setUp(store: MemStore) {
     grant: async () => '7',
     put: (key: string) => ({ value: (v: string) => ({ exec: async () => store.write([[key, JSON.parse(v)]]) }) }),
   };
-  const session = { store, lease, state: { nodeId: 'A', addr: '10.99.0.1', dataPathAddr: '10.99.0.1', role: 'manager' }, onLease: () => undefined } as unknown as Session;
+  const session = { store, lease, state: { nodeId: 'A', addr: '10.99.0.1', dataPathAddr: '10.99.0.1', role: 'manager' }, onLease } as unknown as Session;
   const sn = new SwarmNetworks(session, host, () => [], 4789, () => undefined);
-  return { sn, calls, have };
+  return { sn, calls, have, session: session as unknown as { store: MemStore } };
 }
 
 const settle = () => new Promise((r) => setTimeout(r, 20));
@@ -129,6 +134,29 @@ describe('swarm networks: the store side', () => {
     assert.equal(store.lists, lists + 1);
     assert.deepEqual(calls, ['drop n1', 'adopt n2', 'orphans', 'peers n2 full']);
     assert.equal(store.watchers.length, 1, 'the old watch was not replaced');
+    await sn.close();
+  });
+
+  it('a store client replaced while the host lists again (a CA rotation replaces them twice): the watch ends on the current client', async () => {
+    // Three clients of one store, as etcd's are: the same data, each its own watches.
+    const a = new MemStore();
+    a.write([[K.network('n1'), net('n1')]]);
+    const clientOf = (base: MemStore) => Object.assign(Object.create(Object.getPrototypeOf(base)) as MemStore, base, { watchers: [] });
+    const b = clientOf(a);
+    const c = clientOf(a);
+    let leaseListener: ((lease: unknown) => void) | undefined;
+    const { sn, session } = setUp(a, (f) => { leaseListener = f; });
+    await sn.start();
+    assert.equal(a.watchers.length, 1);
+    // The session moves to b; while the host lists b, it moves again to c.
+    b.duringList = () => { session.store = c; leaseListener!({ grant: async () => '8', put: () => ({ value: () => ({ exec: async () => undefined }) }) }); };
+    session.store = b;
+    leaseListener!({ grant: async () => '8', put: () => ({ value: () => ({ exec: async () => undefined }) }) });
+    await settle();
+    await settle();
+    assert.equal(a.watchers.length, 0, 'the first watch was not stopped');
+    assert.equal(b.watchers.length, 0, 'the watch stayed on the replaced client (it dies silently when that client closes)');
+    assert.equal(c.watchers.length, 1, 'no watch on the current client');
     await sn.close();
   });
 
