@@ -34,7 +34,7 @@ export interface InvariantOptions {
 interface Inspect {
   Id: string;
   Name: string;
-  State: { Running: boolean; Status: string; Pid: number; ExitCode: number; Error?: string };
+  State: { Running: boolean; Status: string; Pid: number; ExitCode: number; Error?: string; StartedAt?: string; FinishedAt?: string };
   HostConfig: { RestartPolicy?: { Name: string; MaximumRetryCount?: number } };
   RestartCount: number;
   NetworkSettings: {

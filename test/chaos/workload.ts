@@ -133,7 +133,9 @@ async function operation(ctx: Ctx, rng: Rng): Promise<void> {
       const hostPort = rng.chance(0.5) ? String(PORT_BASE + rng.int(40)) : '';
       const body: Record<string, unknown> = {
         Image: ctx.registry && rng.chance(0.3) ? `${ctx.registry.addr}/busybox:latest` : 'busybox',
-        Cmd: ['sleep', '3600'],
+        // Longer than any run: a container that sleeps out its time and exits 0 is not one the faults lost
+        // (seed 151227's cycle 558 verdict was a `sleep 3600` left untouched for an hour).
+        Cmd: ['sleep', '1000000'],
         ...(publish ? { ExposedPorts: { '80/tcp': {} } } : {}),
         HostConfig: { NetworkMode: net, RestartPolicy: policy, ...(publish ? { PortBindings: { '80/tcp': [{ HostPort: hostPort }] } } : {}) },
         ...(net !== 'bridge' ? { NetworkingConfig: { EndpointsConfig: { [net]: { Aliases: [`al${n}`, ...(rng.chance(0.3) ? ['shared'] : [])] } } } } : {}),
@@ -368,7 +370,7 @@ export async function runChaos(host: TestHost, options: ChaosOptions): Promise<C
       for (const id of before) {
         const c = all.find((x) => x.Id === id);
         if (c && !c.State.Running && !ctx.touched.has(id)) {
-          ctx.report.policyViolations.push({ cycle, fault: kind, what: `${c.Name} was running, untouched, and is ${c.State.Status} after "${what}"` });
+          ctx.report.policyViolations.push({ cycle, fault: kind, what: `${c.Name} was running, untouched, and is ${c.State.Status} exit ${c.State.ExitCode} (started ${c.State.StartedAt}, finished ${c.State.FinishedAt}) after "${what}"` });
         }
       }
       const dns = opts.dnsEvery > 0 && cycle % opts.dnsEvery === 0;
