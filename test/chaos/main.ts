@@ -6,6 +6,7 @@
  *   npm run chaos -- --fuzz N [--seed N]
  *   npm run chaos -- --archive-fuzz N [--seed N]
  *   npm run chaos -- --soak [--soak-cycles N] [--traffic-minutes M] [--parallel N]
+ *   npm run chaos -- --hosts [--seed N] [--cycles N] [--minutes N]   (three lab hosts, faults across them)
  *   add --write-doc to put the figures into docs/reliability.md
  *
  * Exit status 1 when anything was found (a violation, a hang, a 5xx for malformed input, a leak).
@@ -15,6 +16,7 @@ import { join } from 'node:path';
 import { PACKAGE_ROOT, TestHost } from '../integration/harness.js';
 import { runArchiveFuzz } from './archivefuzz.js';
 import { runFuzz } from './fuzz.js';
+import { runMultihostChaos, type MultihostReport } from './multihost.js';
 import { runSoak, soakTable } from './soak.js';
 import { runChaos, type ChaosReport } from './workload.js';
 
@@ -64,8 +66,34 @@ function chaosFigures(r: ChaosReport, leaks: string[]): string {
   ].join('\n');
 }
 
+function multihostFigures(r: MultihostReport): string {
+  const sorted = [...r.convergeMs].sort((a, b) => a - b);
+  const at = (q: number) => sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] : 0;
+  return [
+    `Run of ${new Date().toISOString().slice(0, 10)}: \`npm run chaos -- --hosts --seed ${r.seed} --cycles ${r.cycles}\` (${Math.round(r.durationMs / 60000)} min).`,
+    '',
+    `| figure | value |`, `|---|---|`,
+    `| fault cycles survived | ${r.cycles} |`,
+    ...Object.entries(r.faults).map(([k, v]) => `| faults: ${k} | ${v} |`),
+    `| operations (ok / failed while faults were injected) | ${Object.entries(r.operations).map(([k, v]) => `${k} ${v.ok}/${v.failed}`).join(', ')} |`,
+    `| every node Ready → every host agrees: median / slowest | ${at(0.5)} / ${sorted[sorted.length - 1] ?? 0} ms |`,
+    `| hangs | ${r.hangs.length} |`,
+    `| violations (stale or missing FDB, neighbour or name entries, shared addresses, lost containers) | ${r.violations.length} |`,
+    `| leaks after the run (Lab.destroy) | ${r.leaks.length} |`,
+  ].join('\n');
+}
+
 async function main(): Promise<number> {
   const seed = num('seed', Date.now() % 1_000_000);
+  if (flag('hosts')) {
+    const cycles = num('cycles', 100);
+    const minutes = arg('minutes') !== undefined ? Number(arg('minutes')) : undefined;
+    console.log(`chaos: across hosts, seed ${seed}, up to ${cycles} cycles (replay: npm run chaos -- --hosts --seed ${seed} --cycles ${cycles})`);
+    const r = await runMultihostChaos({ seed, cycles, ...(minutes !== undefined ? { minutes } : {}), log: (l) => console.log(`chaos: ${l}`) });
+    console.log(`chaos: ${JSON.stringify(r, null, 1)}`);
+    if (flag('write-doc')) await writeSection('multihost', multihostFigures(r));
+    return r.violations.length + r.hangs.length + r.leaks.length ? 1 : 0;
+  }
   const host = await TestHost.create({ outside: true });
   let found = 0;
   const cleanup = async () => {
