@@ -128,7 +128,13 @@ describe('cluster: swarm ca, rotation and renewal', () => {
     oldWorkerToken = before.JoinTokens.Worker;
     const members = await Promise.all(hosts.slice(0, 3).map(etcdPid));
     const watch = watchCluster(h1);
-    const r = await dockerBounded(h0, ['swarm', 'ca', '--rotate'], 240_000);
+    const rotating = dockerBounded(h0, ['swarm', 'ca', '--rotate'], 240_000);
+    // A second rotation while this one runs is refused, and this one goes on.
+    await waitFor(async () => (await h1.host.api('GET', '/swarm')).json?.RootRotationInProgress === true, 'the rotation under way', 60_000);
+    const second = await dockerBounded(h1, ['swarm', 'ca', '--rotate', '--detach'], 60_000);
+    assert.notEqual(second.code, 0, `a second rotation was taken: ${second.stdout}`);
+    assert.match(second.stderr, /a root CA rotation is already in progress/);
+    const r = await rotating;
     const seen = await watch.stop();
     assert.equal(r.code, 0, `${r.stderr}\n${r.stdout.slice(-2000)}`);
     const after = await swarm();

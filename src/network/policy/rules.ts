@@ -131,51 +131,30 @@ function dispatch(ep: PolicedEndpoint, placement: Placement): Array<{ map: strin
 
 const ND = 'icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, nd-router-advert } accept';
 
+/** A base chain of the table: every one accepts replies and neighbour discovery before its own rules. */
+function baseChain(hook: 'input' | 'output' | 'forward', rules: string[]): string[] {
+  return [
+    `  chain ${hook} {`,
+    `    type filter hook ${hook} priority filter; policy accept;`,
+    `    ct state established,related accept`,
+    ...rules.map((r) => `    ${r}`),
+    `  }`,
+  ];
+}
+
 function baseChains(placement: Placement): string[] {
   if (placement === 'netns') {
     return [
-      `  chain input {`,
-      `    type filter hook input priority filter; policy accept;`,
-      `    ct state established,related accept`,
       // The embedded DNS answers on 127.0.0.11 inside the namespace: loopback is never policed.
-      `    iifname "lo" accept`,
-      `    ${ND}`,
-      `    iifname vmap @in_if`,
-      `  }`,
-      `  chain output {`,
-      `    type filter hook output priority filter; policy accept;`,
-      `    ct state established,related accept`,
-      `    oifname "lo" accept`,
-      `    ${ND}`,
-      `    oifname vmap @out_if`,
-      `  }`,
+      ...baseChain('input', ['iifname "lo" accept', ND, 'iifname vmap @in_if']),
+      ...baseChain('output', ['oifname "lo" accept', ND, 'oifname vmap @out_if']),
     ];
   }
   return [
-    `  chain forward {`,
-    `    type filter hook forward priority filter; policy accept;`,
-    `    ct state established,related accept`,
-    `    ${ND}`,
     // The sender's egress first, then the receiver's ingress: an allow only returns.
-    `    ip saddr vmap @out4`,
-    `    ip6 saddr vmap @out6`,
-    `    ip daddr vmap @in4`,
-    `    ip6 daddr vmap @in6`,
-    `  }`,
-    `  chain input {`,
-    `    type filter hook input priority filter; policy accept;`,
-    `    ct state established,related accept`,
-    `    ${ND}`,
-    `    ip saddr vmap @out4`,
-    `    ip6 saddr vmap @out6`,
-    `  }`,
-    `  chain output {`,
-    `    type filter hook output priority filter; policy accept;`,
-    `    ct state established,related accept`,
-    `    ${ND}`,
-    `    ip daddr vmap @in4`,
-    `    ip6 daddr vmap @in6`,
-    `  }`,
+    ...baseChain('forward', [ND, 'ip saddr vmap @out4', 'ip6 saddr vmap @out6', 'ip daddr vmap @in4', 'ip6 daddr vmap @in6']),
+    ...baseChain('input', [ND, 'ip saddr vmap @out4', 'ip6 saddr vmap @out6']),
+    ...baseChain('output', [ND, 'ip daddr vmap @in4', 'ip6 daddr vmap @in6']),
   ];
 }
 
