@@ -176,7 +176,9 @@ export class Control {
     }
     const alive = await s.store.get(K.aliveOf(id));
     if (alive && !force) throw rpcError('FailedPrecondition', `node ${id} is not down and can't be removed`);
-    await s.store.apply([], [K.node(id), K.aliveOf(id)]);
+    // The addresses its containers held on swarm networks are free once the node is gone.
+    const claims = [...(await s.store.list<{ Node?: string }>(K.ipam))].filter(([, v]) => v.value.Node === id).map(([k]) => k);
+    await s.store.apply([], [K.node(id), K.aliveOf(id), ...claims]);
     if (!this.o.external) await removeNodeUser(s.store, id);
   }
 

@@ -21,8 +21,9 @@ export const K = {
   /** A swarm network's endpoints, each under its host's lease (gone with the host). */
   endpointsOf: (net: string) => `${ROOT}endpoints/${net}/`,
   endpoint: (net: string, ep: string) => `${ROOT}endpoints/${net}/${ep}`,
-  /** One address of a swarm network, claimed by create-if-absent, under the claiming host's lease. */
+  /** One address of a swarm network, claimed by create-if-absent; not under a lease (see SwarmNetworks). */
   address: (net: string, ip: string) => `${ROOT}ipam/${net}/${ip}`,
+  addressesOf: (net: string) => `${ROOT}ipam/${net}/`,
   network: (id: string) => `${ROOT}networks/${id}`,
   /** The subnets and VNIs of every swarm network, one record changed by compare-and-swap. */
   overlayAlloc: `${ROOT}overlay/alloc`,

@@ -49,6 +49,13 @@ const APPLY_WAIT_MS = 5000;
 export class SwarmNetworks implements OverlayPlane {
   private readonly nets = new Map<string, { rec: NetworkRecord; mod: number }>();
   private readonly eps = new Map<string, Map<string, EndpointRecord>>();
+  /**
+   * Address claims, network by network. Unlike endpoints they are not under any lease: a host whose
+   * berthd is down keeps its containers' addresses (they still run, and come back into the store
+   * with it), so no other host can hand one out meanwhile. They go with their endpoint's release,
+   * the host's reconciliation, its leaving, its removal (`node rm`) or the network's removal.
+   */
+  private readonly claims = new Map<string, Map<string, AddressClaim>>();
   /** This host's own endpoints, written again under each new lease. */
   private readonly mine = new Map<string, EndpointRecord>();
   private readonly alive = new Set<string>();
@@ -109,6 +116,7 @@ export class SwarmNetworks implements OverlayPlane {
     await this.enqueue(async () => {
       this.nets.clear();
       this.eps.clear();
+      this.claims.clear();
       this.alive.clear();
       this.applied.clear();
       this.nodes.clear();
@@ -146,8 +154,8 @@ export class SwarmNetworks implements OverlayPlane {
     return this.relisting;
   }
 
-  /** Files one event into the view; returns the network whose endpoints changed, or whether a network record did. */
-  private take(e: WatchEvent<unknown>): { net?: string; endpointsOf?: string } {
+  /** Files one event into the view; returns the network whose endpoints or address claims changed, or whether a network record did. */
+  private take(e: WatchEvent<unknown>): { net?: string; endpointsOf?: string; claimsOf?: string } {
     const rest = e.key.slice(ROOT.length);
     const [kind, a, b] = rest.split('/');
     if (kind === 'networks' && a) {
@@ -164,6 +172,16 @@ export class SwarmNetworks implements OverlayPlane {
         m?.delete(b);
       }
       return { endpointsOf: a };
+    }
+    if (kind === 'ipam' && a && b) {
+      let m = this.claims.get(a);
+      if (e.type === 'put') {
+        if (!m) this.claims.set(a, (m = new Map()));
+        m.set(b, e.value as AddressClaim);
+      } else {
+        m?.delete(b);
+      }
+      return { claimsOf: a };
     }
     if (kind === 'alive' && a) {
       if (e.type === 'put') this.alive.add(a);
@@ -186,11 +204,13 @@ export class SwarmNetworks implements OverlayPlane {
     if (this.closed) return;
     const nets = new Set<string>();
     const endpointsOf = new Set<string>();
+    const claimsOf = new Set<string>();
     let relevant = 0;
     for (const e of events) {
       const t = this.take(e);
       if (t.net) nets.add(t.net);
       if (t.endpointsOf) endpointsOf.add(t.endpointsOf);
+      if (t.claimsOf) claimsOf.add(t.claimsOf);
       if (t.net || t.endpointsOf) relevant = Math.max(relevant, e.modRevision);
     }
     for (const id of nets) {
@@ -199,7 +219,7 @@ export class SwarmNetworks implements OverlayPlane {
       if (s && !have) await this.host.adoptSwarmNetwork(this.localRecord(s.rec));
       else if (!s && have) await this.host.dropSwarmNetwork(have);
     }
-    for (const id of endpointsOf) this.mirrorAllocations(id);
+    for (const id of new Set([...endpointsOf, ...claimsOf])) this.mirrorAllocations(id);
     const changed = [...endpointsOf].filter((id) => this.host.network(id));
     if (changed.length) await this.host.peersChanged(changed, false);
     if (relevant) await this.publish(relevant);
@@ -211,7 +231,7 @@ export class SwarmNetworks implements OverlayPlane {
     const n = structuredClone(rec);
     for (const p of n.pools ?? []) p.allocated = {};
     const pool = n.pools?.[0];
-    if (pool) for (const e of this.eps.get(n.Id)?.values() ?? []) pool.allocated[e.IP] = e.EndpointID;
+    if (pool) for (const [ip, ep] of this.claimed(n.Id)) pool.allocated[ip] = ep;
     return n;
   }
 
@@ -222,12 +242,19 @@ export class SwarmNetworks implements OverlayPlane {
   private mirrorAllocations(id: string): void {
     const pool = this.host.network(id)?.pools?.[0];
     if (!pool) return;
-    const claimed = new Map([...(this.eps.get(id)?.values() ?? [])].map((e) => [e.IP, e.EndpointID]));
+    const claimed = this.claimed(id);
     for (const [ip, ep] of Object.entries(pool.allocated)) {
       // Gone from the store and not this host's own join in flight.
       if (!claimed.has(ip) && !this.pending.has(ep)) delete pool.allocated[ip];
     }
     for (const [ip, ep] of claimed) pool.allocated[ip] = ep;
+  }
+
+  /** Every address of a network the store holds: its claims, and the endpoints' own (claims of an older berth were leased with them). */
+  private claimed(id: string): Map<string, string> {
+    const out = new Map([...(this.claims.get(id) ?? [])].map(([ip, c]) => [ip, c.EndpointID]));
+    for (const e of this.eps.get(id)?.values() ?? []) if (!out.has(e.IP)) out.set(e.IP, e.EndpointID);
+    return out;
   }
 
   /** Endpoints between their local allocation and their claim in the store. */
@@ -256,25 +283,39 @@ export class SwarmNetworks implements OverlayPlane {
     const held = new Map(this.localEndpoints().filter((e) => this.nets.has(e.Network)).map((e) => [e.EndpointID, { ...e, Mac: e.Mac.toLowerCase(), Node: this.me, Vtep: this.vtep.addr }]));
     // Endpoints this process claimed stay too: a join between its claim and the engine's record.
     for (const e of held.values()) this.mine.set(e.EndpointID, e);
-    const stale: string[] = [];
+    const stale = new Set<string>();
     for (const [net, m] of this.eps) {
-      for (const e of m.values()) if (e.Node === this.me && !this.mine.has(e.EndpointID)) stale.push(K.endpoint(net, e.EndpointID), K.address(net, e.IP));
+      for (const e of m.values()) if (e.Node === this.me && !this.mine.has(e.EndpointID)) stale.add(K.endpoint(net, e.EndpointID)).add(K.address(net, e.IP));
     }
-    if (stale.length) await this.store.txn([], [], stale);
+    for (const [net, m] of this.claims) {
+      for (const [ip, c] of m) if (c.Node === this.me && !this.mine.has(c.EndpointID) && !this.pending.has(c.EndpointID)) stale.add(K.address(net, ip));
+    }
+    // Claims of networks gone from the store (removed while this host was away).
+    for (const net of this.claims.keys()) if (!this.nets.has(net)) for (const ip of this.claims.get(net)!.keys()) stale.add(K.address(net, ip));
+    if (stale.size) await this.store.txn([], [], [...stale]);
     const lease = this.session.lease;
     if (lease) await this.republish(lease);
     await this.host.peersChanged([...this.nets.keys()], true);
   }
 
-  /** This host's endpoints and addresses, written again under a new lease (the old one's keys are gone or going). */
+  /**
+   * This host's endpoints, written again under a new lease (the old one's keys are gone or going),
+   * with their address claims (outside any lease). A claim another endpoint holds is never
+   * overwritten: that endpoint stays out of the store, and the log says so.
+   */
   private async republish(lease: Lease): Promise<void> {
     if (!this.mine.size) return;
     const id = await lease.grant();
-    const puts = [...this.mine.values()].flatMap((e) => [
-      { key: K.endpoint(e.Network, e.EndpointID), value: e, lease: id },
-      { key: K.address(e.Network, e.IP), value: { EndpointID: e.EndpointID }, lease: id },
-    ]);
-    await this.store.txn([], puts);
+    const puts: Array<{ key: string; value: unknown; lease?: string }> = [];
+    for (const e of this.mine.values()) {
+      const holder = this.claims.get(e.Network)?.get(e.IP);
+      if (holder && holder.EndpointID !== e.EndpointID) {
+        this.log(`overlay: address ${e.IP} of ${e.Name} is claimed by endpoint ${holder.EndpointID.slice(0, 12)} of node ${this.nodes.get(holder.Node)?.name ?? holder.Node}: ${e.Name} stays out of the cluster's view`);
+        continue;
+      }
+      puts.push({ key: K.endpoint(e.Network, e.EndpointID), value: e, lease: id }, { key: K.address(e.Network, e.IP), value: claimOf(e) });
+    }
+    if (puts.length) await this.store.txn([], puts);
   }
 
   /** Publishes the revision this host has applied; writes coalesce, the latest wins. */
@@ -338,6 +379,10 @@ export class SwarmNetworks implements OverlayPlane {
 
   /** This host left the swarm: its swarm networks go from it. */
   async leave(): Promise<void> {
+    // Its addresses are free for the cluster once it has gone (best effort: a lost store leaves them
+    // to `node rm`).
+    const own = [...this.claims].flatMap(([net, m]) => [...m].filter(([, c]) => c.Node === this.me).map(([ip]) => K.address(net, ip)));
+    if (own.length) await this.store.txn([], [], own).catch((e) => this.log(`overlay: releasing this node's addresses: ${errorMessage(e)}`));
     await this.close();
     for (const n of this.host.swarmNetworks()) await this.host.dropSwarmNetwork(n).catch((e) => this.log(`overlay: ${errorMessage(e)}`));
   }
@@ -391,7 +436,7 @@ export class SwarmNetworks implements OverlayPlane {
       if (!known || (known.rec as NetworkRecord & { removing?: boolean }).removing) throw new NotFoundError(`network ${n.Name} not found`);
       const r = await this.store.txn(
         [{ key: K.network(n.Id), target: 'Mod', value: known.mod }, { key: K.address(n.Id, ep.ip), target: 'Create', value: 0 }],
-        [{ key: K.address(n.Id, ep.ip), value: { EndpointID: ep.endpointId }, lease: leaseId }, { key: K.endpoint(n.Id, ep.endpointId), value: rec, lease: leaseId }],
+        [{ key: K.address(n.Id, ep.ip), value: claimOf(rec) }, { key: K.endpoint(n.Id, ep.endpointId), value: rec, lease: leaseId }],
       );
       if (!r.ok) {
         const net = await this.store.get<NetworkRecord & { removing?: boolean }>(K.network(n.Id));
@@ -499,10 +544,21 @@ export class SwarmNetworks implements OverlayPlane {
         [{ key: K.overlayAlloc, target: a ? 'Mod' : 'Create', value: a?.modRevision ?? 0 }, { key: K.network(n.Id), target: 'Mod', value: mark.revision }],
         [{ key: K.overlayAlloc, value: next }], [K.network(n.Id)],
       );
+      if (r.ok) {
+        // Claims a host that is down still holds (its endpoints lapsed with its lease): the network is gone.
+        await this.store.deletePrefix(K.addressesOf(n.Id)).catch((e) => this.log(`overlay: ${errorMessage(e)}`));
+      }
       if (!r.ok) continue;
       await this.appliedEverywhere(r.revision);
       return;
     }
     throw new ConflictError('the swarm network allocation kept changing under this removal: try again');
   }
+}
+
+/** An address claim in the store: which endpoint of which node holds it. */
+export interface AddressClaim { EndpointID: string; Node: string }
+
+function claimOf(e: EndpointRecord): AddressClaim {
+  return { EndpointID: e.EndpointID, Node: e.Node };
 }

@@ -89,7 +89,9 @@ async function main(): Promise<number> {
     const cycles = num('cycles', 100);
     const minutes = arg('minutes') !== undefined ? Number(arg('minutes')) : undefined;
     console.log(`chaos: across hosts, seed ${seed}, up to ${cycles} cycles (replay: npm run chaos -- --hosts --seed ${seed} --cycles ${cycles})`);
-    const r = await runMultihostChaos({ seed, cycles, ...(minutes !== undefined ? { minutes } : {}), log: (l) => console.log(`chaos: ${l}`) });
+    const stop = new AbortController();
+    process.once('SIGINT', () => { console.log('chaos: stopping after this cycle (the lab is taken down)'); stop.abort(); });
+    const r = await runMultihostChaos({ seed, cycles, ...(minutes !== undefined ? { minutes } : {}), signal: stop.signal, log: (l) => console.log(`chaos: ${l}`) });
     console.log(`chaos: ${JSON.stringify(r, null, 1)}`);
     if (flag('write-doc')) await writeSection('multihost', multihostFigures(r));
     return r.violations.length + r.hangs.length + r.leaks.length ? 1 : 0;

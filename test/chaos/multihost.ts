@@ -33,6 +33,8 @@ export interface MultihostOptions {
   /** How long after every node is Ready the hosts may take to agree. */
   convergeMs?: number;
   opTimeoutMs?: number;
+  /** Ends the run after the cycle under way (the lab is still taken down). */
+  signal?: AbortSignal;
   log: (line: string) => void;
 }
 
@@ -97,7 +99,7 @@ export async function runMultihostChaos(o: MultihostOptions): Promise<MultihostR
     };
 
     for (let cycle = 1; cycle <= o.cycles; cycle++) {
-      if (o.minutes !== undefined && Date.now() - t0 > o.minutes * 60_000) break;
+      if (o.signal?.aborted || (o.minutes !== undefined && Date.now() - t0 > o.minutes * 60_000)) break;
       // The first four cycles take each fault once.
       const fault = cycle <= FAULTS.length ? FAULTS[cycle - 1]! : rng.pick(FAULTS)!;
       report.faults[fault]++;

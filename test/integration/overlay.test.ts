@@ -269,6 +269,7 @@ describe('overlay networks across hosts', () => {
 
   it("a host killed with -9: its endpoints vanish from every other host within TTL+1 s, and its restart reconciles its kernel with the store", async () => {
     const macB0 = (await ok(h2, ['inspect', '-f', '{{(index .NetworkSettings.Networks "ov1").MacAddress}}', 'b0'])).toLowerCase();
+    const ipB0 = await ipOf(h2, 'b0', 'ov1');
     await ok(h0, ['run', '-d', '--name', 'gone0', '--network', 'ov1', 'busybox', 'sleep', '3600']);
     const macGone = (await ok(h0, ['inspect', '-f', '{{(index .NetworkSettings.Networks "ov1").MacAddress}}', 'gone0'])).toLowerCase();
     assert.ok((await peersOn(h2, 'ov1')).fdb.includes(macGone));
@@ -281,6 +282,12 @@ describe('overlay networks across hosts', () => {
     await waitFor(async () => !(await holds(h0)) && !(await holds(h1)), "lab2's endpoints leaving lab0 and lab1", 15_000);
     const gone = Date.now() - t0;
     assert.equal(await lookup(h0, 'a0', 'b0'), '');
+    // b0 still runs on lab2, so its address stays claimed: no other host may take it meanwhile
+    // (the chaos across hosts found two containers holding one address after such a return).
+    const r = await h0.host.docker(['run', '-d', '--name', 'thief', '--network', 'ov1', '--ip', ipB0, 'busybox', 'sleep', '3600']);
+    assert.notEqual(r.code, 0, "lab0 took the address of lab2's running b0");
+    assert.match(r.stderr, /Address already in use/);
+    await h0.host.docker(['rm', '-f', 'thief']);
     // While lab2's berthd is down: a container it knew goes, and junk appears in its kernel.
     await ok(h0, ['rm', '-f', 'gone0']);
     const id = (await ok(h0, ['network', 'inspect', '-f', '{{.Id}}', 'ov1'])).slice(0, 11);

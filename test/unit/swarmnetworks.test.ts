@@ -182,7 +182,7 @@ describe('swarm networks: the store side', () => {
     await sn.close();
   });
 
-  it('claims an address once in the whole cluster, under the lease; a network being removed takes no endpoint', async () => {
+  it('claims an address once in the whole cluster; the endpoint is under the lease, the address claim is not', async () => {
     const store = new MemStore();
     store.write([[K.network('n1'), net('n1')]]);
     const { sn } = setUp(store);
@@ -199,6 +199,38 @@ describe('swarm networks: the store side', () => {
     store.write([[K.network('n1'), { ...net('n1'), removing: true }]]);
     await settle();
     await assert.rejects(sn.claim(n, { ...ep, endpointId: 'e3' }), /network n1 not found/);
+    await sn.close();
+  });
+
+  it("a host that lapsed keeps its addresses: no other host allocates them, and its return never overwrites another's claim", async () => {
+    const store = new MemStore();
+    const b0 = { Network: 'n1', EndpointID: 'eb', IP: '10.0.1.9', Mac: '02:42:0a:00:01:09', Node: 'B', Vtep: '10.99.0.2', Name: 'b0', Aliases: [], ContainerID: 'cb' };
+    store.write([[K.network('n1'), net('n1')], [K.endpoint('n1', 'eb'), b0], [K.address('n1', '10.0.1.9'), { EndpointID: 'eb', Node: 'B' }]]);
+    const { sn, have } = setUp(store);
+    await sn.start();
+    assert.equal(have.get('n1')!.pools![0]!.allocated['10.0.1.9'], 'eb');
+    // B's lease lapses: its endpoint goes from the store and from this host's peers, its claim stays.
+    store.write([], [K.endpoint('n1', 'eb')]);
+    await settle();
+    assert.deepEqual(sn.peers('n1'), []);
+    assert.equal(have.get('n1')!.pools![0]!.allocated['10.0.1.9'], 'eb', 'the lapsed host\'s address was freed for local allocation');
+    await assert.rejects(sn.claim(net('n1'), { endpointId: 'ea', ip: '10.0.1.9', mac: '02:42:0a:00:01:0a', containerId: 'ca', name: 'a', aliases: [] }), AddressTakenError);
+    await sn.close();
+  });
+
+  it("a host's reconciliation withdraws its own claims no running container holds, and the claims of networks gone", async () => {
+    const store = new MemStore();
+    store.write([
+      [K.network('n1'), net('n1')],
+      [K.address('n1', '10.0.1.20'), { EndpointID: 'gone', Node: 'A' }],
+      [K.address('n1', '10.0.1.21'), { EndpointID: 'other', Node: 'B' }],
+      [K.address('n2', '10.0.2.5'), { EndpointID: 'old', Node: 'B' }],
+    ]);
+    const { sn } = setUp(store);
+    await sn.start();
+    assert.equal(await store.get(K.address('n1', '10.0.1.20')), undefined, 'its own stale claim stayed');
+    assert.ok(await store.get(K.address('n1', '10.0.1.21')), "another node's claim was withdrawn");
+    assert.equal(await store.get(K.address('n2', '10.0.2.5')), undefined, 'a claim of a removed network stayed');
     await sn.close();
   });
 });
