@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { buildTopology, type ApiContainer, type ApiNetwork, type RawState } from '../../src/ui/model.js';
+import { parseUiAddr } from '../../src/ui/server.js';
 import { BERTH_CLI, fetchIn, TestHost, waitFor } from './harness.js';
 
 /**
@@ -86,6 +87,11 @@ describe('berth ui: the live topology page', () => {
       const wrong = await fetchIn(host.netnsPath, `${origin}${path}?token=${token.slice(0, -1)}x`);
       assert.equal(wrong.status, 403, `${path} with a wrong token`);
     }
+    const header = await host.inNetns(process.execPath, ['-e', `
+      const http = require('http');
+      const ask = (method, auth) => new Promise((ok) => http.request('${origin}/api/topology', { method, headers: auth ? { Authorization: auth } : {} }, (r) => { r.resume(); ok(r.statusCode); }).on('error', (e) => ok(e.message)).end());
+      (async () => console.log([await ask('GET', 'token ${token}'), await ask('GET', 'token nope'), await ask('POST', 'token ${token}')].join(' ')))();`]);
+    assert.equal(header.stdout.trim(), '200 403 405', `Authorization: token …, a wrong one, a write: ${header.stderr}`);
     const ok = await fetchIn(host.netnsPath, `${origin}/api/topology?token=${token}`);
     assert.equal(ok.status, 200, 'the probe itself reaches the server');
     assert.ok(JSON.parse(ok.body!).topology.containers.some((c: { name: string }) => c.name === 'web'));
@@ -145,6 +151,19 @@ describe('berth ui: the live topology page', () => {
     assert.equal((await host.api('DELETE', '/networks/extra')).status, 204);
     await lane('extra').waitFor({ state: 'detached', timeout: 10_000 });
     assert.equal(await page.evaluate(() => (window as unknown as { sameDocument?: boolean }).sameDocument), true, 'the page was not reloaded');
+  });
+
+  it('says when berthd is gone, and follows it again once it is back', async () => {
+    const status = page.locator('#status');
+    await host.stopDaemon();
+    await page.locator('#status[data-state="lost"]').waitFor({ timeout: 10_000 });
+    assert.match(await status.innerText(), /daemon unreachable/);
+    await host.startDaemon();
+    await page.locator('#status[data-state="live"]').waitFor({ timeout: 20_000 });
+    await host.runDetached({ ...KEEP, HostConfig: { NetworkMode: 'front' } }, 'after');
+    await waitFor(async () => (await chipIn('front', 'after').count()) === 1, 'a container made after the restart to show');
+    assert.equal((await host.api('DELETE', '/containers/after?force=1')).status, 204);
+    await chipIn('front', 'after').waitFor({ state: 'detached', timeout: 10_000 });
   });
 
   it('shows a container\'s inspect summary when it is clicked', async () => {
@@ -232,6 +251,62 @@ describe('berth ui: the live topology page', () => {
     assert.deepEqual(overlaps(boxes.lanes), []);
     assert.deepEqual(overlaps([...boxes.heads, ...boxes.chips]), []);
     assert.deepEqual(boxes.cut, [], 'names and addresses fit their cards');
+  });
+});
+
+describe('berth ui: address and model', () => {
+  it('accepts loopback addresses only', () => {
+    assert.deepEqual(parseUiAddr('127.0.0.1:0'), { host: '127.0.0.1', port: 0 });
+    assert.deepEqual(parseUiAddr('127.8.9.10:8080'), { host: '127.8.9.10', port: 8080 });
+    assert.deepEqual(parseUiAddr('localhost:9000'), { host: '127.0.0.1', port: 9000 });
+    assert.deepEqual(parseUiAddr('[::1]:7'), { host: '::1', port: 7 });
+    assert.deepEqual(parseUiAddr('[0:0:0:0:0:0:0:1]:7'), { host: '0:0:0:0:0:0:0:1', port: 7 });
+    for (const bad of ['0.0.0.0:80', '[::]:80', '10.0.0.1:80', '[::2]:80', 'example.com:80', '128.0.0.1:80']) {
+      assert.throws(() => parseUiAddr(bad), /refusing to serve on/, bad);
+    }
+    for (const bad of ['127.0.0.1', '127.0.0.1:70000', ':80', '']) assert.throws(() => parseUiAddr(bad), /expected HOST:PORT/, bad);
+  });
+
+  it('builds the page\'s model from the API\'s answers', () => {
+    const id = (c: string) => c.repeat(64);
+    const t = buildTopology({
+      info: { Name: 'h1', ServerVersion: '0.1.0', Swarm: { LocalNodeState: 'active', NodeID: 'n2', ControlAvailable: true } },
+      networks: [
+        { Id: id('e'), Name: 'none', Driver: 'null', Scope: 'local' },
+        { Id: id('d'), Name: 'zeta', Driver: 'overlay', Scope: 'swarm', Labels: { 'berth.policy.isolate': 'ingress', other: 'x' }, Peers: [{ Name: 'h2', IP: '192.168.9.2' }, { Name: 'h1', IP: '192.168.9.1' }] },
+        { Id: id('b'), Name: 'bridge', Driver: 'bridge', Scope: 'local', IPAM: { Config: [{ Subnet: '172.17.0.0/16', Gateway: '172.17.0.1' }] } },
+        { Id: id('c'), Name: 'alpha', Driver: 'bridge', Scope: 'local', Internal: true, IPAM: { Config: [{ Subnet: '10.1.0.0/24' }] } },
+      ],
+      containers: [
+        { Id: id('1'), Names: ['/web'], Image: 'busybox', State: 'running', Ports: [{ IP: '::', PrivatePort: 80, PublicPort: 8080, Type: 'tcp' }, { PrivatePort: 53, Type: 'udp' }],
+          Labels: { 'berth.policy.egress.dns': 'any', tier: 'web' }, HostConfig: { NetworkMode: 'zeta' },
+          NetworkSettings: { Networks: { zeta: { NetworkID: id('d'), IPAddress: '10.0.9.5', IPPrefixLen: 24, Aliases: ['111111111111', 'www'] }, alpha: { NetworkID: id('c'), IPAddress: '10.1.0.2', IPPrefixLen: 24 } } } },
+        { Id: id('2'), Names: ['/side'], State: 'running', HostConfig: { NetworkMode: `container:${id('1').slice(0, 12)}` }, NetworkSettings: { Networks: {} } },
+      ],
+      nodes: [
+        { ID: 'n1', Description: { Hostname: 'h0' }, Spec: { Role: 'manager' }, Status: { State: 'ready', Addr: '192.168.9.9' }, ManagerStatus: { Leader: true } },
+        { ID: 'n2', Description: { Hostname: 'h1' }, Spec: { Role: 'worker' }, Status: { State: 'down', Addr: '192.168.9.1' } },
+      ],
+      policy: [{ Id: id('1'), Name: 'web', Endpoints: [{ Network: 'zeta', NetworkID: id('d'),
+        Ingress: { Isolated: true, IsolatedBy: ['network zeta: berth.policy.isolate'], Denied: 3, Rules: [] }, Egress: { Isolated: false, IsolatedBy: [], Denied: 1, Rules: [] } }] }],
+    });
+    assert.deepEqual(t.networks.map((n) => n.name), ['bridge', 'alpha', 'zeta', 'none'], 'the default bridge, user networks by name, then host and none');
+    assert.deepEqual(t.networks[1]!.subnets, [{ subnet: '10.1.0.0/24', gateway: '' }]);
+    assert.equal(t.networks[1]!.internal, true);
+    assert.deepEqual(t.networks[2]!.policyLabels, { 'berth.policy.isolate': 'ingress' });
+    assert.deepEqual(t.networks[2]!.peers.map((p) => p.name), ['h1', 'h2']);
+    const [side, web] = t.containers;
+    assert.equal(web!.name, 'web');
+    assert.deepEqual(web!.ports, ['53/udp', '[::]:8080→80/tcp']);
+    assert.deepEqual(web!.policyLabels, { 'berth.policy.egress.dns': 'any' });
+    assert.deepEqual(web!.endpoints.map((e) => [e.network, e.ip, e.aliases, e.isolated, e.denied]), [
+      ['alpha', '10.1.0.2', [], [], 0],
+      ['zeta', '10.0.9.5', ['www'], ['ingress'], 4],
+    ]);
+    assert.equal(side!.sharesWith, 'web');
+    assert.deepEqual(side!.endpoints, []);
+    assert.deepEqual(t.hosts.map((h) => [h.hostname, h.role, h.state, h.leader, h.self]), [['h1', 'worker', 'down', false, true], ['h0', 'manager', 'ready', true, false]]);
+    assert.equal(t.host.swarm, 'active');
   });
 });
 
