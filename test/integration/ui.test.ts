@@ -130,7 +130,8 @@ describe('berth ui: the live topology page', () => {
     const apiId = (await host.api('GET', '/containers/api/json')).json.Id as string;
     assert.equal(await page.locator(`#links path[data-container-id="${apiId}"]`).count(), 1);
     assert.equal(await page.locator('#links path').count(), 1, 'only api bridges two networks');
-    await page.screenshot({ path: join(host.dir, 'ui.png'), fullPage: true });
+    const height = await page.evaluate(() => Math.ceil(document.getElementById('lanes')!.getBoundingClientRect().bottom) + 12);
+    await page.screenshot({ path: join(host.dir, 'ui.png'), clip: { x: 0, y: 0, width: 1280, height } });
     if (process.env.BERTH_UI_SHOTS) await fs.copyFile(join(host.dir, 'ui.png'), join(process.env.BERTH_UI_SHOTS, 'ui.png'));
   });
 
