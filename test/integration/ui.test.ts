@@ -7,18 +7,22 @@ import { chromium, type Browser, type Page } from 'playwright-core';
 import { buildTopology, type ApiContainer, type ApiNetwork, type RawState } from '../../src/ui/model.js';
 import { parseUiAddr } from '../../src/ui/server.js';
 import { BERTH_CLI, fetchIn, TestHost, waitFor } from './harness.js';
+import { Lab, type LabHost } from './lab.js';
 
 /**
  * `berth ui` in a real browser: Debian's chromium, headless, driven by playwright-core. Both the
  * page's server (`berth ui`, a client of the test host's berthd) and the browser run inside the
  * test host's namespace, so the page is served on that namespace's loopback and nothing the page
- * asks for could leave it. Assertions are on the DOM, against what the API says. Screenshots go
+ * asks for could leave it. The host is the first of a lab of two (with the lab's own etcd), which
+ * form a swarm only for the last test, so the single-host tests see no swarm and nothing polled:
+ * what changes on the page there came through the event stream. Assertions are on the DOM, against what the API says. Screenshots go
  * to the test host's directory; BERTH_UI_SHOTS=DIR keeps copies (docs/ui.png comes from there).
  */
 const CHROMIUM = '/usr/bin/chromium';
 const KEEP = { Cmd: ['sleep', '600'] };
 
 describe('berth ui: the live topology page', () => {
+  let lab: Lab;
   let host: TestHost;
   let ui: ChildProcess | undefined;
   let uiLog = '';
@@ -42,7 +46,8 @@ describe('berth ui: the live topology page', () => {
 
   before(async () => {
     assert.ok(existsSync(CHROMIUM), `${CHROMIUM} is missing: scripts/setup.sh installs Debian's chromium`);
-    host = await TestHost.create();
+    lab = await Lab.create(2, { leaseTtlSec: 3, externalStore: true, seedBusybox: true });
+    host = lab.hosts[0]!.host;
     const net = async (body: object) => assert.equal((await host.api('POST', '/networks/create', body)).status, 201);
     await net({ Name: 'front', IPAM: { Config: [{ Subnet: '10.77.1.0/24' }] } });
     await net({ Name: 'back', Internal: true, IPAM: { Config: [{ Subnet: '10.77.2.0/24' }] }, Labels: { 'berth.policy.isolate': 'ingress', 'berth.policy.ingress.app': 'labels:tier=app ports:5432' } });
@@ -75,23 +80,24 @@ describe('berth ui: the live topology page', () => {
       ui.kill('SIGTERM');
       await exited;
     }
-    const leaks = await host.destroy();
+    const leaks = await lab.destroy();
     assert.deepEqual(leaks, []);
   });
 
   it('answers 403 without the token or with a wrong one, and refuses a non-loopback address', async () => {
     const token = new URL(url).searchParams.get('token')!;
-    for (const path of ['/', '/api/topology', '/api/events', '/static/app.js', `/api/containers/web`]) {
-      const none = await fetchIn(host.netnsPath, `${origin}${path}`);
-      assert.equal(none.status, 403, `${path} without a token`);
-      const wrong = await fetchIn(host.netnsPath, `${origin}${path}?token=${token.slice(0, -1)}x`);
-      assert.equal(wrong.status, 403, `${path} with a wrong token`);
+    // All probes from one process in the test host's namespace: path, how it is asked, the status.
+    const probes: Array<[string, string, string]> = [];
+    for (const path of ['/', '/api/topology', '/api/events', '/static/app.js', '/api/containers/web']) {
+      probes.push([path, 'GET', ''], [`${path}?token=${token.slice(0, -1)}x`, 'GET', ''], [`${path}?token=`, 'GET', '']);
     }
-    const header = await host.inNetns(process.execPath, ['-e', `
+    probes.push(['/api/topology', 'GET', `token ${token}`], ['/api/topology', 'GET', 'token nope'], ['/api/topology', 'POST', `token ${token}`], [`/api/topology?token=${token}`, 'DELETE', '']);
+    const r = await host.inNetns(process.execPath, ['-e', `
       const http = require('http');
-      const ask = (method, auth) => new Promise((ok) => http.request('${origin}/api/topology', { method, headers: auth ? { Authorization: auth } : {} }, (r) => { r.resume(); ok(r.statusCode); }).on('error', (e) => ok(e.message)).end());
-      (async () => console.log([await ask('GET', 'token ${token}'), await ask('GET', 'token nope'), await ask('POST', 'token ${token}')].join(' ')))();`]);
-    assert.equal(header.stdout.trim(), '200 403 405', `Authorization: token …, a wrong one, a write: ${header.stderr}`);
+      const ask = ([path, method, auth]) => new Promise((ok) => http.request('${origin}' + path, { method, headers: auth ? { Authorization: auth } : {} }, (r) => { r.destroy(); ok(r.statusCode); }).on('error', (e) => ok(e.message)).end());
+      (async () => { const out = []; for (const p of ${JSON.stringify(probes)}) out.push(await ask(p)); console.log(out.join(' ')); })();`]);
+    assert.deepEqual(r.stdout.trim().split(' '), [...Array(15).fill('403'), '200', '403', '405', '405'],
+      `without a token, a wrong one, an empty one; the header's token, a wrong one, writes: ${r.stderr}`);
     const ok = await fetchIn(host.netnsPath, `${origin}/api/topology?token=${token}`);
     assert.equal(ok.status, 200, 'the probe itself reaches the server');
     assert.ok(JSON.parse(ok.body!).topology.containers.some((c: { name: string }) => c.name === 'web'));
@@ -193,6 +199,29 @@ describe('berth ui: the live topology page', () => {
     if (process.env.BERTH_UI_SHOTS) await fs.copyFile(join(host.dir, 'ui-inspect.png'), join(process.env.BERTH_UI_SHOTS, 'ui-inspect.png'));
     await page.keyboard.press('Escape');
     assert.equal(await drawer.isHidden(), true);
+  });
+
+  it('in a swarm: shows the nodes, and an overlay network with the hosts it spans', async () => {
+    const [h0, h1] = lab.hosts as [LabHost, LabHost];
+    await lab.formSwarm(0);
+    const mesh = await h0.host.api('POST', '/networks/create', { Name: 'mesh', Driver: 'overlay', Attachable: true, IPAM: { Config: [{ Subnet: '10.77.9.0/24' }] } });
+    assert.equal(mesh.status, 201, mesh.body);
+    await h0.host.runDetached({ ...KEEP, HostConfig: { NetworkMode: 'mesh' } }, 'left');
+    await h1.host.runDetached({ ...KEEP, HostConfig: { NetworkMode: 'mesh' } }, 'right');
+    const hosts = async () => (await page.locator('#hosts .host').allInnerTexts()).map((t) => t.replace(/\s+/g, ' ').trim());
+    await waitFor(async () => (await hosts()).length === 2, 'both nodes on the page', 20_000).catch(async () => assert.fail(`hosts: ${JSON.stringify(await hosts())}`));
+    const [self, other] = await hosts();
+    // On the lab's external etcd no manager leads a raft of its own (no ★ leader; the model's test has one).
+    assert.equal(self, 'lab0 (this host) manager · 10.99.0.1');
+    assert.equal(other, 'lab1 worker · 10.99.0.2');
+    const head = () => lane('mesh').locator('.lane-head').innerText();
+    await waitFor(async () => /spans 2 hosts/.test(await head()), 'mesh to span both hosts', 20_000).catch(async () => assert.fail(`mesh: ${await head()}`));
+    assert.match(await head(), /overlay[\s\S]*swarm[\s\S]*attachable[\s\S]*10\.77\.9\.0\/24[\s\S]*spans 2 hosts: lab0\s*lab1/);
+    assert.equal(await chipIn('mesh', 'left').locator('.ip').first().innerText(), `${await ipOf('left', 'mesh')}/24`);
+    assert.match(await page.locator('#hostline').innerText(), /swarm of 2 hosts/);
+    const height = await page.evaluate(() => Math.ceil(document.getElementById('lanes')!.getBoundingClientRect().bottom) + 12);
+    await page.screenshot({ path: join(host.dir, 'ui-swarm.png'), clip: { x: 0, y: 0, width: 1280, height } });
+    if (process.env.BERTH_UI_SHOTS) await fs.copyFile(join(host.dir, 'ui-swarm.png'), join(process.env.BERTH_UI_SHOTS, 'ui-swarm.png'));
   });
 
   it('loaded nothing but its own origin', () => {
