@@ -22,6 +22,7 @@ export interface SourceStatus { connected: boolean; error?: string }
 export class TopologySource {
   private readonly emitter = new EventEmitter();
   private topology?: Topology;
+  private lastJson = '';
   private status: SourceStatus = { connected: false };
   private stream?: IncomingMessage;
   private closed = false;
@@ -128,10 +129,14 @@ export class TopologySource {
           this.dirty = false;
           const t = await this.snapshot();
           if (this.closed) return;
-          this.topology = t;
           this.setStatus({ connected: true });
-          this.emitter.emit('change', t);
           this.pollNodes(t.host.swarm === 'active');
+          // A swarm's poll mostly finds nothing new: the pages are not redrawn for that.
+          const json = JSON.stringify(t);
+          if (json === this.lastJson) continue;
+          this.lastJson = json;
+          this.topology = t;
+          this.emitter.emit('change', t);
         } while (this.dirty);
       } finally {
         this.refreshing = undefined;

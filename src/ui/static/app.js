@@ -11,6 +11,7 @@ let daemon = { connected: false };
 let streamUp = false;
 let selected = null;
 let filter = '';
+let hovered = null;
 
 function h(tag, props, ...children) {
   const el = document.createElement(tag);
@@ -69,6 +70,9 @@ function render() {
   renderLanes();
   applyFilter();
   drawLinks();
+  // The cards were replaced under the pointer: the one it was over stays highlighted.
+  if (hovered && document.querySelector(`.chip[data-container-id="${CSS.escape(hovered)}"]`)) highlight(hovered, true);
+  else highlight('', false);
   if (selected) refreshDetails();
 }
 
@@ -169,6 +173,7 @@ function drawLinks() {
 }
 
 function highlight(id, on) {
+  hovered = on ? id : null;
   document.body.classList.toggle('hovering', on);
   for (const el of document.querySelectorAll(`[data-container-id="${CSS.escape(id)}"]`)) el.classList.toggle('hl', on);
 }
