@@ -138,6 +138,14 @@ describe('berth ui: the live topology page', () => {
     assert.equal(await page.locator('#links path').count(), 1, 'only api bridges two networks');
     const height = await page.evaluate(() => Math.ceil(document.getElementById('lanes')!.getBoundingClientRect().bottom) + 12);
     await page.screenshot({ path: join(host.dir, 'ui.png'), clip: { x: 0, y: 0, width: 1280, height } });
+    // The filter dims what does not match (by name, address, alias or image) and keeps the rest.
+    const dimmed = async () => (await page.locator('.chip.dim').evaluateAll((els) => els.map((e) => (e as HTMLElement).dataset.containerName))).sort();
+    await page.fill('#filter', 'www');
+    assert.deepEqual(await dimmed(), ['api', 'api', 'db', 'plain']);
+    await page.fill('#filter', '10.77.2.');
+    assert.deepEqual(await dimmed(), ['api', 'plain', 'web']);
+    await page.fill('#filter', '');
+    assert.deepEqual(await dimmed(), []);
     if (process.env.BERTH_UI_SHOTS) await fs.copyFile(join(host.dir, 'ui.png'), join(process.env.BERTH_UI_SHOTS, 'ui.png'));
   });
 
