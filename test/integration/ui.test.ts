@@ -6,7 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { buildTopology, type ApiContainer, type ApiNetwork, type RawState } from '../../src/ui/model.js';
 import { parseUiAddr } from '../../src/ui/server.js';
-import { BERTH_CLI, fetchIn, TestHost, waitFor } from './harness.js';
+import { BERTH_CLI, fetchIn, PACKAGE_ROOT, TestHost, waitFor } from './harness.js';
 import { Lab, type LabHost } from './lab.js';
 
 /**
@@ -245,7 +245,7 @@ describe('berth ui: the live topology page', () => {
     const p = await ctx.newPage();
     const raw = syntheticState(100);
     const doc = JSON.stringify({ topology: buildTopology(raw), status: { connected: true } });
-    const staticDir = join(import.meta.dirname, '..', '..', '..', 'src', 'ui', 'static');
+    const staticDir = join(PACKAGE_ROOT, 'src', 'ui', 'static');
     const fake = 'http://ui.invalid';
     const seen: string[] = [];
     await p.route('**/*', async (route) => {
