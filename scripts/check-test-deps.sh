@@ -28,6 +28,7 @@ need_cmd script bsdutils
 [ -x /usr/sbin/sshd ] || missing+=("/usr/sbin/sshd (Debian package openssh-server)")
 need_cmd ssh-keygen openssh-client
 need_cmd prometheus prometheus
+[ -x /usr/bin/chromium ] || missing+=("/usr/bin/chromium (Debian package chromium)")
 docker_cli=${BERTH_TEST_DOCKER:-build/docker-20.10/usr/bin/docker}
 [ -x "$docker_cli" ] || missing+=("the docker CLI at $docker_cli (scripts/setup.sh unpacks Debian's docker.io client there; BERTH_TEST_DOCKER names another)")
 [ -s build/busybox.tar ] || missing+=("build/busybox.tar (scripts/setup.sh makes it from busybox-static)")
@@ -36,6 +37,7 @@ for f in build/berth-attach build/berth-spawn build/berth-runc build/berth-netns
 done
 [ -d dist/test ] || missing+=("dist/test (npm run build)")
 [ -d node_modules/dns-packet ] || missing+=("node_modules (npm ci)")
+[ -d node_modules/playwright-core ] || missing+=("node_modules/playwright-core (npm ci)")
 if [ ${#missing[@]} -gt 0 ]; then
   echo "test: this machine lacks what the tests use; run scripts/setup.sh (as root, Debian 12) or install:" >&2
   for m in "${missing[@]}"; do echo "  - $m" >&2; done

@@ -26,6 +26,9 @@ packages+=(etcd-server etcd-client)
 # The observability tests: Debian's OpenSSH server (remote hosts over ssh://, run by the test in its
 # own namespace with its own keys and config) and Prometheus (scraping berthd's /metrics).
 packages+=(openssh-server prometheus)
+# The topology page's test drives Debian's chromium headless (through playwright-core, no
+# browser download); chromium and chromium-common take about 350 MB.
+packages+=(chromium)
 # Real clients driven by the tests: the Docker SDK for Python (5.0.3 on Debian 12) and Ansible with
 # its community.docker collection (3.4.7 in Debian 12's ansible 7.7). ansible is the heavy one
 # (about 30 s and 260 MB installed, measured here); BERTH_SETUP_NO_ANSIBLE=1 leaves it out and its

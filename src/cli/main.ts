@@ -10,6 +10,7 @@ import { imageCommands } from './commands/images.js';
 import { networkCommands } from './commands/networks.js';
 import { swarmCommands } from './commands/swarm.js';
 import { systemCommands } from './commands/system.js';
+import { uiCommand } from './commands/ui.js';
 import { volumeCommands } from './commands/volumes.js';
 import { CliExit, command, describeError, type CliContext } from './context.js';
 import { FormatError } from './format/formatter.js';
@@ -36,6 +37,7 @@ function buildProgram(): Command {
   volumeCommands(program, ctx);
   systemCommands(program, ctx);
   swarmCommands(program, ctx);
+  program.addCommand(uiCommand(ctx));
 
   const container = command('container', 'Manage containers');
   containerCommands(container, ctx, true);
