@@ -46,7 +46,8 @@ export class TraceMonitor {
   private readonly exited: Promise<void>;
 
   constructor(readonly netns: string | undefined, maxSeconds = 30) {
-    const argv = ['timeout', String(maxSeconds), 'nft', 'monitor'];
+    // nft buffers its output when it is not a terminal: line buffering makes each event arrive as it happens.
+    const argv = ['timeout', String(maxSeconds), 'stdbuf', '-oL', 'nft', 'monitor'];
     this.child = netns ? spawn('nsenter', [`--net=${netns}`, ...argv], { stdio: ['ignore', 'pipe', 'pipe'] }) : spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
     this.child.stdout!.on('data', (d: Buffer) => {
       const text = this.partial + d.toString();

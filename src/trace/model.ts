@@ -315,7 +315,7 @@ export function plan(s: Snapshot, a: TraceContainer, spec: string, dnsAnswer?: s
   const isHost = s.hostAddresses.includes(ip) || s.networks.some((n) => n.gateways.includes(ip!));
   hops.push(`${a.name}: namespace ${a.netnsPath.split('/').pop()}, ${out.ifname} ${out.ip} on network ${outNet.name}${direct ? '' : ' (default route)'}`);
   if (!direct && (outNet.internal || !outNet.gateways.length)) {
-    return blocked({ ...p, hops, nft }, {
+    return blocked({ ...p, hops, nft, probe: { ip, ...(t.port ? { port: t.port } : {}), proto: t.proto, sourceIp: out.ip } }, {
       code: 'internal',
       message: `network ${outNet.name} is internal: ${a.name} has no route out of it, so ${ip} is unreachable`,
       fix: `connect ${a.name} to a network that is not internal (docker network connect NET ${a.name}), or create ${outNet.name} without --internal`,

@@ -123,8 +123,18 @@ export async function probeWithTrace(root: string, a: { name: string; netnsPath:
     for (const place of places) {
       const m = new TraceMonitor(place.netns);
       monitors.push({ label: place.label, where: place.where, m });
-      await applyTraceTable(place.script, place.netns);
-      await m.waitFor((l) => l.startsWith(`add table inet ${TRACE_TABLE}`), 5000);
+      // The monitor may not listen yet when the table is first made: the table is made again (the
+      // script replaces it) until the monitor reports it, which proves it hears this namespace.
+      const deadline = Date.now() + 10_000;
+      for (;;) {
+        await applyTraceTable(place.script, place.netns);
+        try {
+          await m.waitFor((l) => l.startsWith(`add table inet ${TRACE_TABLE}`), 500);
+          break;
+        } catch (e) {
+          if (Date.now() > deadline) throw e;
+        }
+      }
     }
     const raw = pr.proto === 'icmp' ? await ping(a.netnsPath, pr.ip)
       : await runProbe(a.netnsPath, [process.execPath, '-e', pr.proto === 'tcp' ? TCP : UDP, pr.ip, String(pr.port), '2000']);
