@@ -425,7 +425,8 @@ export interface TraceLine { netns: string; where?: string; id: string; family: 
 
 /** Parses one `trace id …` line; other lines (ruleset events) give undefined. */
 export function parseTraceLine(netns: string, line: string): TraceLine | undefined {
-  const m = /^trace id (\S+) (\S+) (\S+) (\S+) (.*)$/.exec(line.trim());
+  // A rule's counter values say nothing about this packet: only that the rule counts.
+  const m = /^trace id (\S+) (\S+) (\S+) (\S+) (.*)$/.exec(line.trim().replace(/counter packets \d+ bytes \d+/g, 'counter'));
   if (!m) return undefined;
   const [, id, family, table, chain, rest] = m as unknown as [string, string, string, string, string, string];
   if (rest.startsWith('packet: ')) return { netns, id, family, table, chain, kind: 'packet', text: rest.slice(8).trim() };

@@ -98,7 +98,7 @@ async function named(lines: TraceLine[]): Promise<TraceLine[]> {
       for (const m of r.stdout.matchAll(/^\s*(.*?) # handle (\d+)$/gm)) rules.set(m[2]!, m[1]!);
       cache.set(key, rules);
     }
-    const text = rules.get(h[1]!) ?? l.text;
+    const text = (rules.get(h[1]!) ?? l.text).replace(/counter packets \d+ bytes \d+/g, 'counter');
     const comment = /comment "([^"]*)"/.exec(text)?.[1];
     out.push({ ...l, text, ...(comment !== undefined ? { comment } : {}) });
   }
