@@ -7,7 +7,7 @@
 import { describePeer, describePorts, labelsMeet, type Direction, type PolicyRule } from '../network/policy/labels.js';
 import type { EffectiveRule } from '../network/policy/rules.js';
 import type { PortMapping } from '../model/network.js';
-import { BadRequestError } from '../util/errors.js';
+import { BadRequestError, ConflictError } from '../util/errors.js';
 
 export type Proto = 'tcp' | 'udp' | 'icmp';
 
@@ -255,7 +255,8 @@ function hopInto(s: Snapshot, n: TraceNetwork): string {
 export function plan(s: Snapshot, a: TraceContainer, spec: string, dnsAnswer?: string[]): Plan {
   const t = parseTarget(spec);
   const base: Plan = { from: { id: a.id, name: a.name }, target: { ...t, spec }, hops: [], nft: [], verdict: 'reachable', expect: { outcome: 'delivered' } };
-  if (!a.running || !a.netnsPath) throw new BadRequestError(`Container ${a.name} is not running`);
+  // Docker's status and wording for an exec into a stopped container.
+  if (!a.running || !a.netnsPath) throw new ConflictError(`Container ${a.id} is not running`);
   const eps = ordered(a);
   if (!eps.length) throw new BadRequestError(`container ${a.name} has no network endpoint to trace from (network mode none or host)`);
   let p = base;

@@ -1,6 +1,4 @@
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { run } from '../../src/util/exec.js';
 import { probeTcp, TestHost, waitFor } from './harness.js';
@@ -174,6 +172,19 @@ describe('network trace', { timeout: 600_000 }, () => {
     assert.equal(r.agrees, true, r.disagreement);
   });
 
+  it('udp: no answer to wait for, the datagram seen in the target\'s namespace is the evidence', async () => {
+    const r = await trace('web', 'other:5353/udp');
+    assert.equal(r.plan.verdict, 'reachable');
+    assert.equal(r.probe.result, 'sent');
+    assert.equal(r.probe.arrived, true);
+    assert.equal(r.agrees, true, r.disagreement);
+    const denied = await trace('web', 'db:5432/udp');
+    assert.equal(denied.plan.reason.code, 'policy-ingress');
+    assert.equal(denied.probe.arrived, false);
+    assert.ok(drops(denied).includes('berth-policy:deny'), JSON.stringify(drops(denied)));
+    assert.equal(denied.agrees, true, denied.disagreement);
+  });
+
   it('the CLI prints the reason and the fix, exits 1 for a blocked path, and json as the API has it', async () => {
     const human = await host.berth(['network', 'trace', 'web', 'iso:80']);
     assert.equal(human.code, 1, human.stderr);
@@ -186,22 +197,22 @@ describe('network trace', { timeout: 600_000 }, () => {
     const json = await host.berth(['network', 'trace', '--format', 'json', 'other', 'db:5432']);
     assert.equal(json.code, 1);
     assert.equal(JSON.parse(json.stdout).plan.reason.code, 'policy-ingress');
+    assert.equal((await host.api('POST', '/berth/network/trace', { From: 'web', To: 'db:99999' })).status, 400);
+    assert.equal((await host.api('POST', '/berth/network/trace', { To: 'db' })).status, 400);
     const missing = await host.berth(['network', 'trace', 'nosuch', 'db']);
     assert.equal(missing.code, 1);
     assert.match(missing.stderr, /No such container: nosuch/);
   });
 
-  it('leaves no trace table anywhere, and a start removes what a killed trace left', async () => {
+  it('leaves no trace table anywhere, and a berthd killed mid-trace has its tables removed at start', async () => {
     assert.equal(await traceTables(), false);
     for (const name of ['web', 'db', 'iso']) assert.equal(await traceTables(netns[name]), false, name);
-    // What a berthd killed mid-trace leaves: the tables and the journal naming the namespaces.
-    for (const path of [undefined, netns.web]) {
-      const r = await run('nsenter', [`--net=${path ?? host.netnsPath}`, 'nft', 'add', 'table', 'inet', 'berth-trace']);
-      assert.equal(r.code, 0, r.stderr);
-      assert.equal(await traceTables(path), true);
-    }
-    writeFileSync(join(host.root, 'trace.json'), JSON.stringify({ netns: [netns.web] }));
+    // A trace whose probe waits for its timeout (isolation drops it): killed while its tables exist.
+    const pending = host.api('POST', '/berth/network/trace', { From: 'web', To: `${ips.iso}:80` }).catch((e: Error) => e);
+    await waitFor(async () => (await traceTables()) && (await traceTables(netns.web)), 'the trace tables of a running trace', 20_000);
     await host.stopDaemon('SIGKILL');
+    assert.ok((await pending) instanceof Error, 'the killed trace did not answer');
+    assert.equal(await traceTables(), true, 'the kill left the host\'s trace table');
     await host.startDaemon();
     assert.equal(await traceTables(), false);
     assert.equal(await traceTables(netns.web), false);
