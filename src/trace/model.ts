@@ -44,6 +44,8 @@ export interface TraceContainer {
   published: PortMapping[];
   /** `--link TARGET:ALIAS` as given. */
   links: string[];
+  /** `--add-host NAME:IP` as given: /etc/hosts lines. */
+  extraHosts: string[];
 }
 
 /** One endpoint's policy as NetworkPolicy has it (absent: not isolated in any direction). */
@@ -107,8 +109,8 @@ export interface Reason { code: string; message: string; fix: string }
 
 export interface DnsStep {
   name: string;
-  /** berth: the embedded DNS answered; none: nobody on A's networks has it; forwarded: asked upstream. */
-  answer: 'berth' | 'none' | 'forwarded';
+  /** hosts: A's /etc/hosts has it (--add-host, legacy --link); berth: the embedded DNS answered; none: nobody on A's networks has it; forwarded: asked upstream. */
+  answer: 'hosts' | 'berth' | 'none' | 'forwarded';
   networks: string[];
   addresses: string[];
   note: string;
@@ -151,7 +153,18 @@ export function resolveFrom(s: Snapshot, a: TraceContainer, name: string): DnsSt
   const q = name.toLowerCase();
   const userNets = a.endpoints.map((e) => netOf(s, e.networkId)).filter((n): n is TraceNetwork => !!n && !n.isDefault);
   const running = s.containers.filter((c) => c.running);
+  // libc reads /etc/hosts before it asks DNS: --add-host, and legacy links on the default bridge.
+  const added = a.extraHosts.map((h) => h.split(':')).find(([n]) => n?.toLowerCase() === q);
+  if (added?.[1]) return { name, answer: 'hosts', networks: [], addresses: [added.slice(1).join(':')], note: `${a.name}'s /etc/hosts has it (--add-host)` };
   if (!userNets.length) {
+    for (const link of a.links) {
+      const [target, alias] = link.split(':') as [string, string | undefined];
+      const t = running.find((c) => c.name === target.replace(/^\//, '') || (target.length >= 12 && c.id.startsWith(target)));
+      const ip = t?.endpoints[0]?.ip;
+      if (t && ip && [alias, t.name, t.id.slice(0, 12)].some((x) => x?.toLowerCase() === q)) {
+        return { name, answer: 'hosts', networks: [], addresses: [ip], note: `${a.name}'s /etc/hosts has it (legacy --link ${link} on the default bridge)` };
+      }
+    }
     const holder = running.find((c) => c.endpoints.some((e) => namesOf(c, e).includes(q)));
     return {
       name, answer: 'none', networks: [], addresses: [],
@@ -271,7 +284,7 @@ export function plan(s: Snapshot, a: TraceContainer, spec: string, dnsAnswer?: s
   } else {
     const dns = resolveFrom(s, a, t.host);
     p = { ...p, dns };
-    if (dns.answer === 'berth') ip = dns.addresses[0];
+    if (dns.answer === 'berth' || dns.answer === 'hosts') ip = dns.addresses[0];
     else if (dns.answer === 'forwarded' && dnsAnswer?.length) ip = dnsAnswer[0];
     if (!ip) {
       const holders = s.containers.filter((c) => c.running && c.endpoints.some((e) => namesOf(c, e).includes(t.host.toLowerCase())));
@@ -410,7 +423,15 @@ export function plan(s: Snapshot, a: TraceContainer, spec: string, dnsAnswer?: s
   if (remote) {
     const rn = netOf(s, remote.networkId);
     p = { ...p, target: { ...target, kind: 'container', container: remote.name, ...(remote.host ? { remoteHost: remote.host } : {}) } };
-    hops.push(`${rn ? hopInto(s, rn) : 'overlay'} → VXLAN to ${remote.host ?? 'its host'} → ${remote.name} ${remote.ip}`);
+    if (direct?.networkId !== remote.networkId) {
+      return blocked({ ...p, hops, nft, probe }, {
+        code: 'isolated-networks',
+        message: `${a.name} (${networkNames(s, a)}) is not on ${rn?.name ?? 'the overlay network'}, where ${remote.name} (on ${remote.host ?? 'another host'}) is, and berth isolates networks from each other`,
+        fix: `connect ${a.name} to it: docker network connect ${rn?.name ?? 'NET'} ${a.name}`,
+      }, { outcome: 'dropped' });
+    }
+    nft.push(`${a.name} egress: ${policyDecides(pol(out), 'egress', { ip: remote.ip, network: outNet.name }, t.proto, t.port).text}; ${remote.name}'s ingress is enforced on its own host`);
+    hops.push(`VXLAN device ${outNet.vxlan ?? '(overlay)'}: encapsulated to ${remote.host ?? 'its host'}`, `${remote.name} ${remote.ip} on ${remote.host ?? 'another host'}`);
     return { ...p, hops, nft, probe, expect: { outcome: 'delivered', at: 'outside' } };
   }
   // Outside: masqueraded out of the host's own route.

@@ -54,8 +54,15 @@ async function ping(netns: string, ip: string): Promise<Raw> {
   throw new Error(`ping did not run as a probe (exit ${r.code}): ${output}`);
 }
 
-/** A DNS query as A's libc would send it: to the first nameserver of A's resolv.conf. */
-export async function probeDns(netns: string, resolvConf: string, name: string): Promise<ProbeResult> {
+/**
+ * A name lookup as A's libc makes it: the /etc/hosts berth wrote for A first, then a DNS query to
+ * the first nameserver of A's resolv.conf, sent from A's namespace. `etcDir` holds both files.
+ */
+export async function probeDns(netns: string, etcDir: string, name: string): Promise<ProbeResult> {
+  const hosts = await fs.readFile(join(etcDir, 'hosts'), 'utf8').catch(() => '');
+  const inHosts = hosts.split('\n').map((l) => l.replace(/#.*/, '').trim().split(/\s+/)).filter(([ip, ...names]) => ip && /^\d+\.\d+\.\d+\.\d+$/.test(ip) && names.some((n) => n.toLowerCase() === name.toLowerCase())).map(([ip]) => ip!);
+  if (inHosts.length) return { kind: 'dns', result: 'resolved', output: `${name} is in ${join(etcDir, 'hosts')}: ${inHosts.join(', ')}`, addresses: inHosts, arrived: false, hostInput: false, leftHost: false, lines: [] };
+  const resolvConf = join(etcDir, 'resolv.conf');
   const text = await fs.readFile(resolvConf, 'utf8').catch(() => '');
   const server = /^\s*nameserver\s+(\S+)/m.exec(text)?.[1];
   if (!server) return { kind: 'dns', result: 'not-resolved', output: `${resolvConf} names no nameserver`, arrived: false, hostInput: false, leftHost: false, lines: [] };

@@ -32,6 +32,7 @@ function containerView(c: ContainerRecord): TraceContainer {
     endpoints: eps.map(([networkId, e]) => ({ networkId, endpointId: e.EndpointID, ip: e.IPAddress, ifname: e.ifname, aliases: e.Aliases ?? [] })),
     published: c.Published ?? [],
     links: [...(c.HostConfig.Links ?? []), ...eps.flatMap(([, e]) => e.Links ?? [])],
+    extraHosts: c.HostConfig.ExtraHosts ?? [],
   };
 }
 
@@ -73,7 +74,7 @@ export class Tracer {
       if (opts.probe === false) return { plan: p, agrees: true };
       let dns: ProbeResult | undefined;
       if (p.dns) {
-        const asked = await probeDns(a.netnsPath, join(this.d.root, 'containers', a.id, 'resolv.conf'), p.dns.name);
+        const asked = await probeDns(a.netnsPath, join(this.d.root, 'containers', a.id), p.dns.name);
         dns = asked;
         // A name berth forwards upstream: what the upstream said decides where the packet goes.
         if (p.dns.answer === 'forwarded' && dns.addresses?.length) p = plan(s, a, target, dns.addresses);
@@ -82,7 +83,7 @@ export class Tracer {
           return { plan: p, dns, agrees: agree.agrees, ...(agree.why ? { disagreement: agree.why } : {}) };
         }
         const want = p.dns!;
-        if (want.answer === 'berth' && !want.addresses.some((x) => asked.addresses?.includes(x))) {
+        if ((want.answer === 'berth' || want.answer === 'hosts') && !want.addresses.some((x) => asked.addresses?.includes(x))) {
           return { plan: p, dns, agrees: false, disagreement: `the model resolved ${want.name} to ${want.addresses.join(', ')}, the DNS answered ${asked.addresses?.join(', ')}` };
         }
       }

@@ -61,6 +61,8 @@ describe('network trace', { timeout: 600_000 }, () => {
       start('def2', 'bridge'),
       start('intc', 'trint'),
     ]);
+    // A link needs its target running: its /etc/hosts line is written at start.
+    await start('def3', 'bridge', {}, { Links: ['def2:peer'] });
   });
 
   after(async () => {
@@ -91,6 +93,13 @@ describe('network trace', { timeout: 600_000 }, () => {
     assert.equal(r.dns.result, 'not-resolved');
     assert.match(r.dns.output, /asked 10\.200\.0\.2 for def2/);
     assert.equal(r.agrees, true, r.disagreement);
+    // A legacy link is the default bridge's way to a name: /etc/hosts, read before DNS.
+    const linked = await trace('def3', 'peer:80');
+    assert.equal(linked.plan.dns.answer, 'hosts');
+    assert.equal(linked.dns.result, 'resolved');
+    assert.match(linked.dns.output, new RegExp(`peer is in .*/hosts: ${ips.def2}`));
+    assert.equal(linked.probe.result, 'connected');
+    assert.equal(linked.agrees, true, linked.disagreement);
     // The same pair by address is reachable: the default bridge carries traffic, only names fail.
     const byIp = await trace('def1', `${ips.def2}:80`);
     assert.equal(byIp.plan.verdict, 'reachable');

@@ -10,7 +10,7 @@ function snapshot(): Snapshot {
     id, name, driver: 'bridge', internal: false, isDefault: false, bridge: `br-${id}`, subnets: [subnet], gateways: [subnet.replace(/0\/24$/, '1')], ...extra,
   });
   const ct = (name: string, eps: Array<[string, string]>, extra: Partial<TraceContainer> = {}): TraceContainer => ({
-    id: `${name}${'0'.repeat(64 - name.length)}`, name, running: true, netnsPath: `/root/netns/${name}`, labels: {}, published: [], links: [],
+    id: `${name}${'0'.repeat(64 - name.length)}`, name, running: true, netnsPath: `/root/netns/${name}`, labels: {}, published: [], links: [], extraHosts: [],
     endpoints: eps.map(([networkId, ip], i) => ({ networkId, endpointId: `ep-${name}-${networkId}`, ip, ifname: `eth${i}`, aliases: [] })), ...extra,
   });
   const dbPolicy = parsePolicyLabels({ 'berth.policy.ingress.web': 'labels:app=web ports:5432' });
@@ -63,6 +63,31 @@ describe('name resolution from the tracing container', () => {
     assert.equal(resolveFrom(S, C('web'), 'api').answer, 'none');
     assert.equal(resolveFrom(S, C('web'), 'gone').answer, 'forwarded', 'a stopped container has no name');
     assert.equal(resolveFrom(S, C('web'), 'example.test').answer, 'forwarded');
+  });
+});
+
+describe('names from /etc/hosts and other hosts', () => {
+  it('--add-host and legacy links on the default bridge resolve before DNS', () => {
+    const s = snapshot();
+    const d1 = s.containers.find((c) => c.name === 'd1')!;
+    d1.links = ['/d2:peer'];
+    d1.extraHosts = ['db.example:10.9.9.9'];
+    assert.deepEqual(resolveFrom(s, d1, 'peer'), { name: 'peer', answer: 'hosts', networks: [], addresses: ['172.17.0.3'], note: 'd1\'s /etc/hosts has it (legacy --link /d2:peer on the default bridge)' });
+    assert.equal(resolveFrom(s, d1, 'db.example').addresses[0], '10.9.9.9');
+    assert.equal(plan(s, d1, 'peer:80').verdict, 'reachable');
+  });
+  it('an overlay endpoint of another host: the VXLAN hop when A shares its network, isolation when not', () => {
+    const s = snapshot();
+    s.networks.push({ id: 'o', name: 'ov', driver: 'overlay', internal: false, isDefault: false, bridge: 'bov', vxlan: 'vx-o', subnets: ['10.0.9.0/24'], gateways: ['10.0.9.1'] });
+    s.remotes.push({ networkId: 'o', name: 'far', aliases: [], ip: '10.0.9.7', host: 'lab2 (10.99.0.2)' });
+    s.containers.push({ ...C('web'), id: 'near'.padEnd(64, '0'), name: 'near', endpoints: [{ networkId: 'o', endpointId: 'ep-near', ip: '10.0.9.3', ifname: 'eth0', aliases: [] }] });
+    const near = s.containers.find((c) => c.name === 'near')!;
+    const p = plan(s, near, 'far:80');
+    assert.equal(p.dns?.answer, 'berth');
+    assert.equal(p.verdict, 'reachable');
+    assert.ok(p.hops.includes('VXLAN device vx-o: encapsulated to lab2 (10.99.0.2)'), p.hops.join('\n'));
+    assert.equal(p.target.remoteHost, 'lab2 (10.99.0.2)');
+    assert.equal(plan(s, C('web'), '10.0.9.7:80').reason?.code, 'isolated-networks');
   });
 });
 
