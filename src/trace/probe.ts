@@ -145,11 +145,18 @@ export async function probeWithTrace(root: string, a: { name: string; netnsPath:
     }
     const raw = pr.proto === 'icmp' ? await ping(a.netnsPath, pr.ip)
       : await runProbe(a.netnsPath, [process.execPath, '-e', pr.proto === 'tcp' ? TCP : UDP, pr.ip, String(pr.port), '2000']);
-    // Trace events come a moment after the packet: wait until the monitors have been quiet a while.
+    // Trace events come a moment after the packet (later on a loaded host): wait until the
+    // monitors have been quiet a while and, when an answer came or a datagram went, until the
+    // target's namespace has reported it or a bound passes.
+    const landMonitor = land ? monitors.find((x) => x.label === land.netnsPath)?.m : undefined;
+    const arrivedLine = (l: string) => l.includes(`${TRACE_TABLE} prerouting packet:`);
+    const answered = ['connected', 'refused', 'reply', 'sent'].includes(raw.result);
+    const until = Date.now() + (answered && landMonitor ? 3000 : 0);
     let count = -1;
-    for (let i = 0; i < 20; i++) {
+    for (let i = 0; i < 40; i++) {
       const now = monitors.reduce((n, x) => n + x.m.lines.length, 0);
-      if (now === count) break;
+      const waiting = landMonitor && Date.now() < until && !landMonitor.lines.some(arrivedLine);
+      if (now === count && !waiting) break;
       count = now;
       await new Promise((r) => setTimeout(r, 150));
     }
