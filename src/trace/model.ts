@@ -24,6 +24,8 @@ export interface TraceNetwork {
   parent?: string;
   subnets: string[];
   gateways: string[];
+  /** com.docker.network.bridge.enable_icc=false: the bridge ports are isolated from each other. */
+  iccOff?: boolean;
 }
 
 export interface TraceEndpoint {
@@ -359,6 +361,14 @@ export function plan(s: Snapshot, a: TraceContainer, spec: string, dnsAnswer?: s
     const denied = checkPolicy(dest, t.port, t.proto);
     hops.push(`${dest.c.name}: ${dest.e.ifname} ${dest.e.ip} (namespace ${dest.c.netnsPath.split('/').pop()})`);
     const q = { ...p, hops, nft, probe: { ...probe, landsOn: landing(dest, t.port) } };
+    if (n.iccOff && dest.c.id !== a.id) {
+      // The bridge itself refuses it (its ports' isolated flag), before any nft rule.
+      return blocked(q, {
+        code: 'icc-disabled',
+        message: `network ${n.name} has inter-container communication off (com.docker.network.bridge.enable_icc=false): its containers reach the gateway and published ports, not each other`,
+        fix: `publish the port (-p) and use the host's address, or put both on a network without enable_icc=false`,
+      }, { outcome: 'dropped' });
+    }
     if (denied) return blocked(q, denied, { outcome: 'dropped', dropBy: 'deny' });
     return { ...q, expect: { outcome: 'delivered', at: 'container' } };
   }

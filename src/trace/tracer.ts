@@ -8,6 +8,7 @@ import type { ContainerRecord } from '../engine/types.js';
 import { ipJson } from '../kernel/netns.js';
 import { vxlanDevice, type EndpointRecord } from '../network/overlay.js';
 import type { Known } from '../network/policy/policy.js';
+import { OPT_ICC, optBool } from '../network/options.js';
 import { isDefaultBridge, type NetworkRecord } from '../network/types.js';
 import { SerialQueue } from '../util/serial.js';
 import { agreement, parseTarget, plan, type Plan, type ProbeResult, type Snapshot, type TraceContainer } from './model.js';
@@ -56,6 +57,7 @@ export class Tracer {
         ...(n.Driver === 'overlay' ? { vxlan: vxlanDevice(n.Id) } : {}),
         subnets: n.IPAM.Config.map((x) => x.Subnet).filter((x) => x && !x.includes(':')),
         gateways: n.IPAM.Config.map((x) => x.Gateway ?? '').filter((x) => x && !x.includes(':')),
+        ...(n.Driver === 'bridge' && !optBool(n.Options[OPT_ICC], true) ? { iccOff: true } : {}),
       })),
       policies: this.d.policy().map((k) => ({ endpointId: k.endpointId, isolatedBy: k.isolatedBy, rules: k.policed?.rules ?? [] })),
       remotes: [...this.d.remotes()].map((r) => ({ networkId: r.Network, name: r.Name, aliases: r.Aliases, ip: r.IP, host: `${r.Node} (${r.Vtep})` })),

@@ -130,6 +130,13 @@ describe('the model of a path', () => {
       assert.match(p.reason!.fix, fix, `${from} → ${to}`);
     }
   });
+  it('a bridge with inter-container communication off isolates its own containers', () => {
+    const s = snapshot();
+    s.networks[0]!.iccOff = true;
+    const p = plan(s, s.containers[0]!, 'db:5432');
+    assert.equal(p.reason?.code, 'icc-disabled');
+    assert.deepEqual(p.expect, { outcome: 'dropped' });
+  });
   it('a published port: the DNAT element, then the container', () => {
     const p = plan(S, C('web'), 'host:8080');
     assert.equal(p.verdict, 'reachable');
