@@ -57,7 +57,7 @@ export class Tracer {
         ...(n.Driver === 'overlay' ? { vxlan: vxlanDevice(n.Id) } : {}),
         subnets: n.IPAM.Config.map((x) => x.Subnet).filter((x) => x && !x.includes(':')),
         gateways: n.IPAM.Config.map((x) => x.Gateway ?? '').filter((x) => x && !x.includes(':')),
-        ...(n.Driver === 'bridge' && !optBool(n.Options[OPT_ICC], true) ? { iccOff: true } : {}),
+        ...(n.Driver === 'bridge' && !optBool(n.Options?.[OPT_ICC], true) ? { iccOff: true } : {}),
       })),
       policies: this.d.policy().map((k) => ({ endpointId: k.endpointId, isolatedBy: k.isolatedBy, rules: k.policed?.rules ?? [] })),
       remotes: [...this.d.remotes()].map((r) => ({ networkId: r.Network, name: r.Name, aliases: r.Aliases, ip: r.IP, host: `${r.Node} (${r.Vtep})` })),
