@@ -4,6 +4,7 @@ import type { ExecManager } from '../engine/exec.js';
 import type { RegistryService } from '../images/registry/service.js';
 import type { NetworkController } from '../network/controller.js';
 import type { ContainerRuntime } from '../runtime/runtime.js';
+import type { Tracer } from '../trace/tracer.js';
 
 export interface DaemonInfo {
   id: string;
@@ -27,4 +28,6 @@ export interface ApiContext {
   cluster?: Cluster;
   /** The Prometheus exposition of /metrics (absent in tools that keep none). */
   metrics?: () => Promise<string>;
+  /** `network trace` (absent in tools that trace nothing). */
+  tracer?: Tracer;
 }

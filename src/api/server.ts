@@ -15,6 +15,7 @@ import { commitRoutes } from './routes/commit.js';
 import { swarmRoutes } from './routes/swarm.js';
 import { metricsRoutes } from './routes/metrics.js';
 import { policyRoutes } from './routes/policy.js';
+import { traceRoutes } from './routes/trace.js';
 
 const VERSION_PREFIX = /^\/v(\d+\.\d+)(\/.*)$/;
 
@@ -36,6 +37,7 @@ export function buildRouter(api: ApiContext): Router {
   swarmRoutes(r, api);
   metricsRoutes(r, api);
   policyRoutes(r, api);
+  traceRoutes(r, api);
   return r;
 }
 

@@ -25,6 +25,7 @@ import { K, type ClusterRecord } from '../cluster/keys.js';
 import { NftFirewall } from '../network/nftfirewall.js';
 import { LocalRecordStore, NetworkRegistry } from '../network/registry.js';
 import { ContainerDirectory } from './dnsdirectory.js';
+import { Tracer } from '../trace/tracer.js';
 import { DnsServer } from '../dns/server.js';
 import { ConmonRuntime } from '../runtime/conmon.js';
 import { readJson, writeJsonAtomic } from '../store/atomic.js';
@@ -115,6 +116,9 @@ export class Daemon {
     void removeStaleScratch().catch(() => undefined);
     this.engine = engine;
     this.runtime = runtime;
+    const tracer = this.tracer(engine, network);
+    // A berthd killed mid-trace left its trace tables.
+    await tracer.removeLeftovers().then((p) => p.forEach((x) => console.error(`berthd: trace tables: ${x}`)));
     if (this.o.seedBusybox !== false) await this.seedBusybox(engine);
     // As Docker's daemon does before it serves the API (not in build(): `--cleanup` starts nothing).
     await engine.applyRestartPolicies();
@@ -127,13 +131,20 @@ export class Daemon {
       await this.metricsServer.listen(this.o.metricsAddr);
     }
     const api: ApiContext = {
-      engine, network, runtime, execs: new ExecManager(engine, runtime), cluster: this.cluster, metrics: () => metrics.render(),
+      engine, network, runtime, execs: new ExecManager(engine, runtime), cluster: this.cluster, metrics: () => metrics.render(), tracer,
       registry: new RegistryService(images, { insecure: this.o.insecureRegistries ?? [] }),
       info: { id: identity.id, root: this.o.root, socket: this.o.socket, version: VERSION, startedAt: new Date() },
     };
     await fs.mkdir(join(this.o.socket, '..'), { recursive: true, mode: 0o755 });
     this.server = new ApiServer(api, this.o.debug);
     await this.server.listen(this.o.socket);
+  }
+
+  private tracer(engine: Engine, network: NetworkController): Tracer {
+    return new Tracer({
+      root: this.o.root, containers: () => engine.containers.values(), get: (ref) => engine.get(ref), networks: () => network.registry.networks,
+      policy: () => network.policy.all(), remotes: () => this.swarmNetworks?.remoteEndpoints() ?? [],
+    });
   }
 
   /** What /metrics reads: the engine's records and counts, the networks and their drivers, the resolver, the swarm. */
@@ -225,6 +236,7 @@ export class Daemon {
       if (r.code !== 0) problems.push(`runc delete ${id}: ${r.stderr.trim()}`);
     }
     problems.push(...(await network.removeKernelObjects()));
+    problems.push(...(await this.tracer(engine, network).removeLeftovers()));
     // The etcd member outlives berthd on purpose; a cleanup ends it (the membership stays on disk).
     await this.makeCluster().stopMember().catch((e) => problems.push(`etcd member: ${errorMessage(e)}`));
     for (const p of await mountPointsUnder(join(this.o.root, 'netns'))) {

@@ -6,6 +6,7 @@ import { formatList } from '../format/formatter.js';
 import { collect } from '../runflags.js';
 import { inspectMany } from './containers.js';
 import { policyCommand } from './policy.js';
+import { traceCommand } from './trace.js';
 
 export interface NetworkCreateFlags {
   driver: string;
@@ -162,6 +163,7 @@ export function networkCommands(program: Command, ctx: CliContext): void {
     }));
 
   network.addCommand(policyCommand(ctx));
+  network.addCommand(traceCommand(ctx));
 
   program.addCommand(network);
 }
