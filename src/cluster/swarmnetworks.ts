@@ -164,23 +164,11 @@ export class SwarmNetworks implements OverlayPlane {
       return { net: a };
     }
     if (kind === 'endpoints' && a && b) {
-      let m = this.eps.get(a);
-      if (e.type === 'put') {
-        if (!m) this.eps.set(a, (m = new Map()));
-        m.set(b, e.value as EndpointRecord);
-      } else {
-        m?.delete(b);
-      }
+      fileTwoLevel(this.eps, a, b, e);
       return { endpointsOf: a };
     }
     if (kind === 'ipam' && a && b) {
-      let m = this.claims.get(a);
-      if (e.type === 'put') {
-        if (!m) this.claims.set(a, (m = new Map()));
-        m.set(b, e.value as AddressClaim);
-      } else {
-        m?.delete(b);
-      }
+      fileTwoLevel(this.claims, a, b, e);
       return { claimsOf: a };
     }
     if (kind === 'alive' && a) {
@@ -561,4 +549,15 @@ export interface AddressClaim { EndpointID: string; Node: string }
 
 function claimOf(e: EndpointRecord): AddressClaim {
   return { EndpointID: e.EndpointID, Node: e.Node };
+}
+
+/** Files a put or delete of `a/b` into a map of maps (the inner map made on first put). */
+function fileTwoLevel<V>(m: Map<string, Map<string, V>>, a: string, b: string, e: WatchEvent<unknown>): void {
+  if (e.type === 'put') {
+    let inner = m.get(a);
+    if (!inner) m.set(a, (inner = new Map()));
+    inner.set(b, e.value as V);
+  } else {
+    m.get(a)?.delete(b);
+  }
 }
