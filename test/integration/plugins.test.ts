@@ -105,3 +105,132 @@ describe('plugins: berthd sends the calls Docker 20.10 sends', () => {
     assert.deepEqual(differ, [], differ.join('\n'));
   });
 });
+
+describe('plugins: a remote network driver and IPAM on berth', () => {
+  let dir: string;
+  let host: TestHost;
+  let plugin: FakePlugin;
+  const ok = async (args: string[]) => {
+    const r = await host.docker(args);
+    assert.equal(r.code, 0, `docker ${args.join(' ')}: ${r.stderr}`);
+    return r.stdout.trim();
+  };
+  /** The calls the plugin received while `work` ran. */
+  const during = async (work: () => Promise<unknown>) => {
+    const from = plugin.calls.length;
+    await work();
+    return plugin.calls.slice(from).map((c) => c.method);
+  };
+  const inspect = async (ref: string) => JSON.parse(await ok(['network', 'inspect', ref]))[0];
+
+  before(async () => {
+    dir = await fs.mkdtemp(join(tmpdir(), 'berth-plugins-'));
+    // Plugins found in the test's directory only; calls give up after 2 s, Docker's 30 s being too long for a test.
+    host = await TestHost.create({ daemonArgs: ['--plugin-dir', dir, '--plugin-spec-dir', join(dir, 'specs'), '--plugin-retry', '2', '--plugin-timeout', '2'] });
+    plugin = new FakePlugin(dir, 'fake', host.netns, { poolBase: 88 });
+    await plugin.start();
+  });
+  after(async () => {
+    // What a failed test left goes while the plugin still answers: its links are the plugin's to delete.
+    await host.docker(['rm', '-f', 'pa', 'pb', 'pc', 'pj', 'ps']);
+    for (const n of ['pn1', 'pn2', 'pn3']) await host.docker(['network', 'rm', n]);
+    await plugin.stop();
+    const leaks = await host.destroy();
+    await fs.rm(dir, { recursive: true, force: true });
+    assert.deepEqual(leaks, []);
+  });
+
+  it('runs, connects and disconnects containers on a plugin network with the plugin\'s addresses; they answer by name', { timeout: 120_000 }, async () => {
+    await ok(['network', 'create', '-d', 'fake', '--ipam-driver', 'fake', 'pn1']);
+    const n = await inspect('pn1');
+    assert.equal(n.Driver, 'fake');
+    assert.equal(n.IPAM.Driver, 'fake');
+    assert.deepEqual(n.IPAM.Config, [{ Subnet: '10.88.0.0/24', Gateway: '10.88.0.1' }]);
+    const info = (await host.api('GET', '/v1.41/info')).json;
+    assert.ok(info.Plugins.Network.includes('fake'), JSON.stringify(info.Plugins.Network));
+    assert.deepEqual((await host.api('GET', '/v1.41/plugins')).json, []);
+
+    await ok(['run', '-d', '--name', 'pa', '--network', 'pn1', 'busybox', 'sleep', '300']);
+    await ok(['run', '-d', '--name', 'pb', '--network', 'pn1', 'busybox', 'sleep', '300']);
+    const a = JSON.parse(await ok(['inspect', 'pa']))[0];
+    assert.equal(a.NetworkSettings.Networks.pn1.IPAddress, '10.88.0.2');
+    assert.equal(a.NetworkSettings.Networks.pn1.Gateway, '10.88.0.1');
+    // The interface the plugin named, moved in and renamed with its prefix; the gateway and static route it gave.
+    const routes = await ok(['exec', 'pa', 'ip', 'route']);
+    assert.match(routes, /default via 10\.88\.0\.1 dev eth0/);
+    assert.match(routes, /10\.123\.0\.0\/16 via 10\.88\.0\.1 dev eth0/);
+    assert.match(await ok(['exec', 'pa', 'ip', 'addr', 'show', 'eth0']), /inet 10\.88\.0\.2\/24/);
+    // By name through berth's embedded DNS, over the plugin's own bridge.
+    assert.match(await ok(['exec', 'pa', 'ping', '-c', '1', '-W', '2', 'pb']), /1 packets received/);
+
+    // A container on the default bridge joins the plugin network: not its gateway endpoint, so no external connectivity is programmed.
+    await ok(['run', '-d', '--name', 'pc', 'busybox', 'sleep', '300']);
+    const connected = await during(() => ok(['network', 'connect', 'pn1', 'pc']));
+    assert.deepEqual(connected, ['IpamDriver.RequestAddress', 'NetworkDriver.CreateEndpoint', 'NetworkDriver.Join', 'NetworkDriver.EndpointOperInfo', 'NetworkDriver.EndpointOperInfo']);
+    assert.match(await ok(['exec', 'pc', 'ping', '-c', '1', '-W', '2', 'pa']), /1 packets received/);
+    const left = await during(() => ok(['network', 'disconnect', 'pn1', 'pc']));
+    assert.deepEqual(left, ['NetworkDriver.Leave', 'NetworkDriver.DeleteEndpoint', 'IpamDriver.ReleaseAddress']);
+    assert.doesNotMatch(await ok(['exec', 'pc', 'ip', 'link']), /eth1/);
+
+    await ok(['rm', '-f', 'pa', 'pb', 'pc']);
+    await ok(['network', 'rm', 'pn1']);
+    assert.equal(plugin.endpoints.size, 0);
+    assert.equal(plugin.pools.size, 0);
+    assert.deepEqual(await plugin.links(), []);
+  });
+
+  it('refuses a plugin that is nowhere with Docker\'s 404, and one that answers Err with its words, leaving nothing', { timeout: 120_000 }, async () => {
+    const missing = await host.api('POST', '/v1.41/networks/create', { Name: 'pnx', Driver: 'nosuch', CheckDuplicate: true });
+    assert.equal(missing.status, 404);
+    assert.equal(missing.json.message, 'plugin "nosuch" not found');
+
+    plugin.failNext.set('NetworkDriver.CreateNetwork', 'boom');
+    const refused = await host.api('POST', '/v1.41/networks/create', { Name: 'pn2', Driver: 'fake', IPAM: { Driver: 'fake' }, CheckDuplicate: true });
+    assert.equal(refused.status, 500);
+    assert.equal(refused.json.message, 'plugin "fake": NetworkDriver.CreateNetwork: boom');
+    assert.doesNotMatch(await ok(['network', 'ls', '--format', '{{.Name}}']), /pn2/);
+    // The pool the IPAM gave for it went back.
+    assert.equal(plugin.pools.size, 0);
+
+    await ok(['network', 'create', '-d', 'fake', '--ipam-driver', 'fake', 'pn2']);
+    plugin.failNext.set('NetworkDriver.Join', 'nope');
+    const run = await host.docker(['run', '-d', '--name', 'pj', '--network', 'pn2', 'busybox', 'sleep', '300']);
+    assert.notEqual(run.code, 0);
+    assert.match(run.stderr, /plugin "fake": NetworkDriver\.Join: nope/);
+    // No endpoint at the plugin, only the gateway's address in its pool, no interface, and none in berth's record.
+    assert.equal(plugin.endpoints.size, 0);
+    assert.deepEqual([...plugin.pools.values()].map((p) => [...p.used].map((ip) => ip.split('.')[3])), [['1']]);
+    assert.deepEqual(await plugin.links(), [`fpb${(await inspect('pn2')).Id.slice(0, 8)}`]);
+    assert.deepEqual((await inspect('pn2')).Containers, {});
+    // The same container starts once the plugin agrees.
+    await ok(['start', 'pj']);
+    await ok(['rm', '-f', 'pj']);
+    await ok(['network', 'rm', 'pn2']);
+    assert.equal(plugin.pools.size, 0);
+  });
+
+  it('gives up on a plugin that is slow or dies mid-call, naming it, with berthd up; a plugin that comes back is used again', { timeout: 120_000 }, async () => {
+    await ok(['network', 'create', '-d', 'fake', '--subnet', '10.89.0.0/24', 'pn3']);
+    plugin.delay.set('NetworkDriver.Join', 3500);
+    const slow = await host.docker(['run', '-d', '--name', 'ps', '--network', 'pn3', 'busybox', 'sleep', '300']);
+    plugin.delay.delete('NetworkDriver.Join');
+    assert.notEqual(slow.code, 0);
+    assert.match(slow.stderr, /plugin "fake": NetworkDriver\.Join: no answer within 2s/);
+    assert.equal(plugin.endpoints.size, 0, 'the endpoint was deleted again');
+
+    plugin.dieOn = 'NetworkDriver.Join';
+    const died = await host.docker(['start', 'ps']);
+    assert.notEqual(died.code, 0);
+    assert.match(died.stderr, /plugin "fake": NetworkDriver\.Join: /);
+    assert.equal((await host.api('GET', '/_ping')).status, 200);
+    assert.deepEqual((await inspect('pn3')).Containers, {});
+    assert.deepEqual((await inspect('pn3')).IPAM.Config, [{ Subnet: '10.89.0.0/24', Gateway: '10.89.0.1' }]);
+
+    await plugin.start();
+    await ok(['start', 'ps']);
+    assert.match(JSON.parse(await ok(['inspect', 'ps']))[0].NetworkSettings.Networks.pn3.IPAddress, /^10\.89\.0\.\d+$/);
+    assert.match(await ok(['exec', 'ps', 'ip', 'route']), /default via 10\.89\.0\.1 dev eth0/);
+    await ok(['rm', '-f', 'ps']);
+    await ok(['network', 'rm', 'pn3']);
+  });
+});
