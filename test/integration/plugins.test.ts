@@ -132,8 +132,8 @@ describe('plugins: a remote network driver and IPAM on berth', () => {
   });
   after(async () => {
     // What a failed test left goes while the plugin still answers: its links are the plugin's to delete.
-    await host.docker(['rm', '-f', 'pa', 'pb', 'pc', 'pj', 'ps']);
-    for (const n of ['pn1', 'pn2', 'pn3']) await host.docker(['network', 'rm', n]);
+    await host.docker(['rm', '-f', 'pa', 'pb', 'pc', 'pj', 'ps', 'pk']);
+    for (const n of ['pn1', 'pn2', 'pn3', 'pn4']) await host.docker(['network', 'rm', n]);
     await plugin.stop();
     const leaks = await host.destroy();
     await fs.rm(dir, { recursive: true, force: true });
@@ -232,5 +232,22 @@ describe('plugins: a remote network driver and IPAM on berth', () => {
     assert.match(await ok(['exec', 'ps', 'ip', 'route']), /default via 10\.89\.0\.1 dev eth0/);
     await ok(['rm', '-f', 'ps']);
     await ok(['network', 'rm', 'pn3']);
+  });
+
+  it('after a kill -9 of berthd, asks the plugin nothing at start and undoes exactly what was done', { timeout: 120_000 }, async () => {
+    await ok(['network', 'create', '-d', 'fake', '--ipam-driver', 'fake', 'pn4']);
+    await ok(['run', '-d', '--name', 'pk', '--network', 'pn4', 'busybox', 'sleep', '300']);
+    const atStart = await during(async () => {
+      await host.stopDaemon('SIGKILL');
+      await host.startDaemon();
+    });
+    assert.deepEqual(atStart, []);
+    assert.match(await ok(['exec', 'pk', 'ip', 'addr', 'show', 'eth0']), /inet 10\.88\.\d+\.2\/24/);
+    // The new berthd activates the plugin at its first use, as a restarted dockerd does.
+    assert.deepEqual(await during(() => ok(['rm', '-f', 'pk'])),
+      ['Plugin.Activate', 'NetworkDriver.GetCapabilities', 'IpamDriver.GetCapabilities', 'NetworkDriver.RevokeExternalConnectivity', 'NetworkDriver.Leave', 'NetworkDriver.DeleteEndpoint', 'IpamDriver.ReleaseAddress']);
+    assert.deepEqual(await during(() => ok(['network', 'rm', 'pn4'])), ['IpamDriver.ReleaseAddress', 'IpamDriver.ReleasePool', 'NetworkDriver.DeleteNetwork']);
+    assert.equal(plugin.endpoints.size, 0);
+    assert.deepEqual(await plugin.links(), []);
   });
 });
