@@ -148,6 +148,9 @@ export class RemoteDriver implements NetworkDriver {
     const iface = { Address: j.addressCidr, AddressIPv6: j.address6Cidr ?? '', MacAddress: j.requestedMac ? j.mac : '' };
     const created = await this.call<{ Interface?: { Address?: string; AddressIPv6?: string; MacAddress?: string } | null; Err?: string }>('CreateEndpoint', {
       NetworkID: n.Id, EndpointID: j.endpointId, Interface: iface, Options: endpointOptions(j),
+    }).catch((e: Error) => {
+      // libnetwork's words around a refused endpoint.
+      throw e instanceof ApiError ? new ApiError(e.status, `failed to create endpoint ${j.owner?.name ?? j.endpointId.slice(0, 12)} on network ${n.Name}: ${e.message}`) : e;
     });
     s.created = true;
     await this.saveEndpoint(s);

@@ -104,6 +104,35 @@ describe('plugins: berthd sends the calls Docker 20.10 sends', () => {
     const differ = nd.flatMap((c, i) => (JSON.stringify(c) === JSON.stringify(nb[i]) ? [] : [`docker ${JSON.stringify(c)}\nberth  ${JSON.stringify(nb[i])}`]));
     assert.deepEqual(differ, [], differ.join('\n'));
   });
+
+  it('a plugin that answers Err: the same status as Docker, and Docker\'s words after the plugin\'s name', { skip, timeout: 180_000 }, async () => {
+    const engines = [
+      { api: (m: string, p: string, b?: unknown) => berth.api(m, `/v1.41${p}`, b), plugin: forBerth },
+      { api: (m: string, p: string, b?: unknown) => docker.api(m, p, b), plugin: forDocker },
+    ];
+    const answers: Array<Array<{ status: number; message: string }>> = [];
+    for (const e of engines) {
+      const got: Array<{ status: number; message: string }> = [];
+      const note = (r: { status: number; json?: any }) => got.push({ status: r.status, message: String(r.json?.message ?? '') });
+      e.plugin.failNext.set('NetworkDriver.CreateNetwork', 'boom');
+      note(await e.api('POST', '/networks/create', { Name: 'perr', Driver: 'fake', CheckDuplicate: true }));
+      const made = await e.api('POST', '/networks/create', { Name: 'perr', Driver: 'fake', CheckDuplicate: true });
+      assert.equal(made.status, 201, made.body);
+      const c = await e.api('POST', '/containers/create?name=perrc', { Image: 'busybox', Cmd: ['sleep', '300'], HostConfig: { NetworkMode: 'perr' } });
+      assert.equal(c.status, 201, c.body);
+      e.plugin.failNext.set('NetworkDriver.Join', 'nope');
+      note(await e.api('POST', '/containers/perrc/start'));
+      e.plugin.failNext.set('NetworkDriver.CreateEndpoint', 'nope');
+      note(await e.api('POST', '/containers/perrc/start'));
+      assert.equal((await e.api('DELETE', '/containers/perrc?force=1')).status, 204);
+      assert.equal((await e.api('DELETE', '/networks/perr')).status, 204);
+      answers.push(got);
+    }
+    const [b, d] = answers as [Array<{ status: number; message: string }>, Array<{ status: number; message: string }>];
+    console.log(`berth:  ${JSON.stringify(b)}\ndocker: ${JSON.stringify(d)}`);
+    assert.deepEqual(b.map((x) => x.status), d.map((x) => x.status));
+    assert.deepEqual(b.map((x) => x.message), d.map((x) => x.message.replace('NetworkDriver.', 'plugin "fake": NetworkDriver.')));
+  });
 });
 
 describe('plugins: a remote network driver and IPAM on berth', () => {
