@@ -31,6 +31,8 @@ export interface EndpointJoin {
   requestedIp?: boolean;
   /** Whether the user chose the MAC (--mac-address): a plugin is told only a MAC the user chose, as Docker tells it. */
   requestedMac?: boolean;
+  /** Whether the MAC is fixed, by the user or by an IPAM that required one: a plugin must use it. */
+  macFixed?: boolean;
 }
 
 /**

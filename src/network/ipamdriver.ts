@@ -22,6 +22,8 @@ export interface AddressLease {
   ip6?: string;
   prefix6?: number;
   gateway6?: string;
+  /** The MAC the endpoint must have: one an IPAM that requires MACs was given with the request. */
+  mac?: string;
 }
 
 /**
@@ -37,7 +39,7 @@ export interface Ipam {
   /** Gives back what requestPools took (a remote IPAM's pools; the default IPAM's live in the record alone). */
   releasePools?(n: NetworkRecord): Promise<void>;
   /** Gives an endpoint its address(es): the requested ones, or the next free ones. */
-  requestAddress(n: NetworkRecord, endpointId: string, want: { ip?: string; ip6?: string }): AddressLease | Promise<AddressLease>;
+  requestAddress(n: NetworkRecord, endpointId: string, want: { ip?: string; ip6?: string; mac?: string }): AddressLease | Promise<AddressLease>;
   /** Gives addresses back; with `owner`, only those still held by that endpoint (a crash's leftovers may have been reused). */
   releaseAddress(n: NetworkRecord, lease: { ip?: string; ip6?: string }, owner?: string): void | Promise<void>;
 }

@@ -145,7 +145,7 @@ export class RemoteDriver implements NetworkDriver {
   }
 
   private async joinSteps(n: NetworkRecord, j: EndpointJoin, s: EndpointState): Promise<{ mac: string }> {
-    const iface = { Address: j.addressCidr, AddressIPv6: j.address6Cidr ?? '', MacAddress: j.requestedMac ? j.mac : '' };
+    const iface = { Address: j.addressCidr, AddressIPv6: j.address6Cidr ?? '', MacAddress: j.macFixed ? j.mac : '' };
     const created = await this.call<{ Interface?: { Address?: string; AddressIPv6?: string; MacAddress?: string } | null; Err?: string }>('CreateEndpoint', {
       NetworkID: n.Id, EndpointID: j.endpointId, Interface: iface, Options: endpointOptions(j),
     }).catch((e: Error) => {
@@ -169,7 +169,11 @@ export class RemoteDriver implements NetworkDriver {
     s.ifname = await this.destinationName(j, joined.InterfaceName!);
     await this.saveEndpoint(s);
     const mac = back.MacAddress || iface.MacAddress;
-    await ipBatch(undefined, [`link set ${src} netns ${j.netnsPath}`]);
+    try {
+      await ipBatch(undefined, [`link set ${src} netns ${j.netnsPath}`]);
+    } catch (e) {
+      throw new ApiError(500, `plugin "${this.name}": moving interface ${src} into the container: ${(e as Error).message.split('\n')[0]}`);
+    }
     const inside = [`link set ${src} name ${s.ifname}`];
     if (mac) inside.push(`link set ${s.ifname} address ${mac}`);
     inside.push(`addr add ${j.addressCidr} dev ${s.ifname}`);

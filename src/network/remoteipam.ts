@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { IPAM_DRIVER, pluginError, type PluginManager } from '../plugins/manager.js';
 import { NotFoundError } from '../util/errors.js';
 import type { PoolState } from './ipam.js';
@@ -9,7 +10,16 @@ import type { NetworkRecord } from './types.js';
 const GATEWAY_LABEL = 'com.docker.network.gateway';
 const REQUEST_ADDRESS_TYPE = 'RequestAddressType';
 
+const MAC_LABEL = 'com.docker.network.endpoint.macaddress';
+
 type Pool = PoolState | Pool6State;
+
+/** A random locally administered unicast MAC (libnetwork's GenerateRandomMAC). */
+function randomMac(): string {
+  const b = randomBytes(6);
+  b[0] = (b[0]! & 0xfe) | 0x02;
+  return [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
+}
 
 function splitCidr(cidr: string, what: string, plugin: string): { ip: string; prefix: number } {
   const m = /^([0-9a-fA-F.:]+)\/(\d{1,3})$/.exec(cidr ?? '');
@@ -93,23 +103,27 @@ export class RemoteIpam implements Ipam {
     for (const p of [...(n.pools ?? []), ...(n.pools6 ?? [])]) await this.releasePool(p);
   }
 
-  async requestAddress(n: NetworkRecord, endpointId: string, want: { ip?: string; ip6?: string }): Promise<AddressLease> {
+  async requestAddress(n: NetworkRecord, endpointId: string, want: { ip?: string; ip6?: string; mac?: string }): Promise<AddressLease> {
     const pool = n.pools?.[0];
     if (!pool?.poolId) throw new NotFoundError(`network ${n.Name} has no address pool`);
-    const a = await this.address(pool, endpointId, want.ip);
+    // An IPAM that requires MACs is told the endpoint's with each request; libnetwork picks a random one when the user gave none.
+    const requiresMac = !!(await this.plugins.get(this.name, IPAM_DRIVER)).ipam?.RequiresMACAddress;
+    const mac = requiresMac ? want.mac ?? randomMac() : undefined;
+    const options = mac ? { [MAC_LABEL]: mac } : null;
+    const a = await this.address(pool, endpointId, want.ip, options);
     const pool6 = n.pools6?.[0];
-    if (!pool6?.poolId) return { ip: a.ip, prefix: a.prefix, gateway: pool.gateway };
+    if (!pool6?.poolId) return { ip: a.ip, prefix: a.prefix, gateway: pool.gateway, ...(mac ? { mac } : {}) };
     try {
-      const a6 = await this.address(pool6, endpointId, want.ip6);
-      return { ip: a.ip, prefix: a.prefix, gateway: pool.gateway, ip6: a6.ip, prefix6: a6.prefix, gateway6: pool6.gateway };
+      const a6 = await this.address(pool6, endpointId, want.ip6, options);
+      return { ip: a.ip, prefix: a.prefix, gateway: pool.gateway, ip6: a6.ip, prefix6: a6.prefix, gateway6: pool6.gateway, ...(mac ? { mac } : {}) };
     } catch (e) {
       await this.releaseAddress(n, { ip: a.ip }, endpointId).catch(() => undefined);
       throw e;
     }
   }
 
-  private async address(pool: Pool, endpointId: string, want: string | undefined): Promise<{ ip: string; prefix: number }> {
-    const r = await this.call<{ Address?: string; Err?: string }>('RequestAddress', { PoolID: pool.poolId, Address: want ?? '', Options: null });
+  private async address(pool: Pool, endpointId: string, want: string | undefined, options: Record<string, string> | null): Promise<{ ip: string; prefix: number }> {
+    const r = await this.call<{ Address?: string; Err?: string }>('RequestAddress', { PoolID: pool.poolId, Address: want ?? '', Options: options });
     const a = splitCidr(r.Address ?? '', 'RequestAddress', this.name);
     pool.allocated[a.ip] = endpointId;
     return a;

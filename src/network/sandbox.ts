@@ -270,7 +270,7 @@ export class Sandboxes {
         const driver = this.d.registry.driverOf(n);
         if (!driver) throw new BadRequestError(`container cannot be connected to network ${n.Name}`);
         const endpointId = newId();
-        const lease = await this.d.registry.ipamOf(n).requestAddress(n, endpointId, { ...(ep.IPAMConfig?.IPv4Address ? { ip: ep.IPAMConfig.IPv4Address } : {}), ...(ep.IPAMConfig?.IPv6Address ? { ip6: ep.IPAMConfig.IPv6Address } : {}) });
+        const lease = await this.d.registry.ipamOf(n).requestAddress(n, endpointId, { ...(ep.IPAMConfig?.IPv4Address ? { ip: ep.IPAMConfig.IPv4Address } : {}), ...(ep.IPAMConfig?.IPv6Address ? { ip6: ep.IPAMConfig.IPv6Address } : {}), ...(ep.requestedMac ? { mac: ep.requestedMac } : {}) });
         const entry: JournalEndpoint = { networkId: n.Id, endpointId, ip: lease.ip, ...(lease.ip6 ? { ip6: lease.ip6 } : {}), ifname: `eth${index}` };
         plans.push({ n, driver, ep, entry, lease, defaultRoute: defaultRoute && index === firstIndex });
         index++;
@@ -309,7 +309,7 @@ export class Sandboxes {
     let got: { mac: string } | void;
     for (let attempt = 0; ; attempt++) {
       const lease = p.lease;
-      mac = p.ep.requestedMac || macFor(lease.ip);
+      mac = p.ep.requestedMac || lease.mac || macFor(lease.ip);
       // Before the interface exists, so no packet of it goes out or in unpoliced.
       await this.d.policy?.joining(n, {
         containerId, containerName: owner.name, labels: owner.labels ?? {}, endpointId: entry.endpointId, ip: lease.ip,
@@ -320,7 +320,7 @@ export class Sandboxes {
           netnsPath, ifname: entry.ifname, endpointId: entry.endpointId, mac, addressCidr: `${lease.ip}/${lease.prefix}`,
           gateway: gw ? lease.gateway : undefined,
           ...(lease.ip6 ? { address6Cidr: `${lease.ip6}/${lease.prefix6}`, gateway6: gw ? lease.gateway6 : undefined } : {}),
-          owner: { containerId, name, aliases: p.ep.Aliases ?? [] }, requestedIp, requestedMac: !!p.ep.requestedMac,
+          owner: { containerId, name, aliases: p.ep.Aliases ?? [] }, requestedIp, requestedMac: !!p.ep.requestedMac, macFixed: !!(p.ep.requestedMac || lease.mac),
         });
         break;
       } catch (e) {

@@ -30,7 +30,7 @@ export class FakePlugin {
   readonly pools = new Map<string, { base: string; prefix: number; used: Set<string> }>();
   private nextPool = 0;
 
-  constructor(readonly dir: string, readonly name: string, readonly netns: string, private readonly o: { implements?: string[]; scope?: string; poolBase?: number } = {}) {
+  constructor(readonly dir: string, readonly name: string, readonly netns: string, private readonly o: { implements?: string[]; scope?: string; poolBase?: number; requiresMac?: boolean } = {}) {
     this.socket = join(dir, `${name}.sock`);
   }
 
@@ -145,7 +145,7 @@ export class FakePlugin {
       case 'NetworkDriver.DiscoverNew':
       case 'NetworkDriver.DiscoverDelete':
         return {};
-      case 'IpamDriver.GetCapabilities': return { RequiresMACAddress: false };
+      case 'IpamDriver.GetCapabilities': return { RequiresMACAddress: !!this.o.requiresMac };
       case 'IpamDriver.GetDefaultAddressSpaces': return { LocalDefaultAddressSpace: 'FakeLocal', GlobalDefaultAddressSpace: 'FakeGlobal' };
       case 'IpamDriver.RequestPool': {
         const pool = b.Pool || `10.${this.o.poolBase ?? 77}.${this.nextPool++}.0/24`;

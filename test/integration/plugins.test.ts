@@ -19,13 +19,13 @@ import { TestHost } from './harness.js';
 type Cli = (args: string[]) => Promise<{ code: number; stdout: string; stderr: string }>;
 
 /** The same user story on either engine: a plugin network with the plugin's IPAM, a container on it, and back. */
-async function story(cli: Cli, plugin: string): Promise<void> {
+async function story(cli: Cli, plugin: string, ipam = plugin): Promise<void> {
   const ok = async (args: string[]) => {
     const r = await cli(args);
     if (r.code !== 0) throw new Error(`docker ${args.join(' ')}: ${r.stderr}`);
     return r.stdout.trim();
   };
-  await ok(['network', 'create', '-d', plugin, '--ipam-driver', plugin, '--ipam-opt', 'color=blue', '-o', 'flavour=plain', 'pnet']);
+  await ok(['network', 'create', '-d', plugin, '--ipam-driver', ipam, '--ipam-opt', 'color=blue', '-o', 'flavour=plain', 'pnet']);
   await ok(['run', '-d', '--name', 'pc1', '--network', 'pnet', 'busybox', 'sleep', '300']);
   await ok(['rm', '-f', 'pc1']);
   await ok(['network', 'rm', 'pnet']);
@@ -67,6 +67,8 @@ describe('plugins: berthd sends the calls Docker 20.10 sends', () => {
   let docker: PrivateDocker;
   let forBerth: FakePlugin;
   let forDocker: FakePlugin;
+  let macForBerth: FakePlugin;
+  let macForDocker: FakePlugin;
   before(async () => {
     if (skip) return;
     dir = await fs.mkdtemp(join(tmpdir(), 'berth-plugins-diff-'));
@@ -79,14 +81,17 @@ describe('plugins: berthd sends the calls Docker 20.10 sends', () => {
     await fs.mkdir(join(dir, 'docker'));
     forDocker = new FakePlugin(dir, 'fake', docker.netns);
     await fs.writeFile(join(dir, 'etc-docker', 'plugins', 'fake.spec'), `unix://${forDocker.socket}\n`);
+    // An IPAM that requires MACs (RequiresMACAddress), for both.
+    macForBerth = new FakePlugin(join(dir, 'berth-plugins'), 'fakemac', berth.netns, { requiresMac: true, implements: ['IpamDriver'] });
+    macForDocker = new FakePlugin(dir, 'fakemac', docker.netns, { requiresMac: true, implements: ['IpamDriver'] });
+    await fs.writeFile(join(dir, 'etc-docker', 'plugins', 'fakemac.spec'), `unix://${macForDocker.socket}\n`);
     await docker.start();
-    await forDocker.start();
+    await Promise.all([forDocker.start(), macForBerth.start(), macForDocker.start()]);
   });
   after(async () => {
     if (skip) return;
     const leaks = [...await docker.stop(), ...await berth.destroy()];
-    await forBerth.stop();
-    await forDocker.stop();
+    for (const p of [forBerth, forDocker, macForBerth, macForDocker]) await p.stop();
     await fs.rm(dir, { recursive: true, force: true });
     assert.deepEqual(leaks, []);
   });
@@ -103,6 +108,22 @@ describe('plugins: berthd sends the calls Docker 20.10 sends', () => {
     const nd = forDocker.calls.map(normalised);
     const differ = nd.flatMap((c, i) => (JSON.stringify(c) === JSON.stringify(nb[i]) ? [] : [`docker ${JSON.stringify(c)}\nberth  ${JSON.stringify(nb[i])}`]));
     assert.deepEqual(differ, [], differ.join('\n'));
+  });
+
+  it('an IPAM that requires MACs is told one with each address, and the plugin driver is given it', { skip, timeout: 180_000 }, async () => {
+    await story((a) => docker.cli(a), 'fake', 'fakemac');
+    await story((a) => berth.docker(a), 'fake', 'fakemac');
+    const driverCalls = (p: FakePlugin) => p.calls.filter((c) => c.method === 'NetworkDriver.CreateEndpoint').slice(-1).map(shape);
+    assert.deepEqual(macForBerth.calls.map(shape), macForDocker.calls.map(shape));
+    assert.deepEqual(driverCalls(forBerth), driverCalls(forDocker));
+    const macOf = (p: FakePlugin) => {
+      const req = p.calls.filter((c) => c.method === 'IpamDriver.RequestAddress' && c.body.Options?.['com.docker.network.endpoint.macaddress']).pop();
+      return req?.body.Options['com.docker.network.endpoint.macaddress'];
+    };
+    const createdWith = forBerth.calls.filter((c) => c.method === 'NetworkDriver.CreateEndpoint').pop()!.body.Interface.MacAddress;
+    assert.match(String(macOf(macForBerth)), /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/);
+    assert.equal(createdWith, macOf(macForBerth));
+    assert.equal(forDocker.calls.filter((c) => c.method === 'NetworkDriver.CreateEndpoint').pop()!.body.Interface.MacAddress, macOf(macForDocker));
   });
 
   it('a plugin that answers Err: the same status as Docker, and Docker\'s words after the plugin\'s name', { skip, timeout: 180_000 }, async () => {
