@@ -285,6 +285,8 @@ describe('plugins: a remote network driver and IPAM on berth', () => {
   });
 
   it('after a kill -9 of berthd, asks the plugin nothing at start and undoes exactly what was done', { timeout: 120_000 }, async () => {
+    // The dying plugin above could not be told to delete its endpoint: count from here.
+    const endpointsBefore = plugin.endpoints.size;
     await ok(['network', 'create', '-d', 'fake', '--ipam-driver', 'fake', 'pn4']);
     await ok(['run', '-d', '--name', 'pk', '--network', 'pn4', 'busybox', 'sleep', '300']);
     const atStart = await during(async () => {
@@ -297,7 +299,7 @@ describe('plugins: a remote network driver and IPAM on berth', () => {
     assert.deepEqual(await during(() => ok(['rm', '-f', 'pk'])),
       ['Plugin.Activate', 'NetworkDriver.GetCapabilities', 'IpamDriver.GetCapabilities', 'NetworkDriver.RevokeExternalConnectivity', 'NetworkDriver.Leave', 'NetworkDriver.DeleteEndpoint', 'IpamDriver.ReleaseAddress']);
     assert.deepEqual(await during(() => ok(['network', 'rm', 'pn4'])), ['IpamDriver.ReleaseAddress', 'IpamDriver.ReleasePool', 'NetworkDriver.DeleteNetwork']);
-    assert.equal(plugin.endpoints.size, 0);
+    assert.equal(plugin.endpoints.size, endpointsBefore);
     assert.deepEqual(await plugin.links(), []);
   });
 });
