@@ -169,6 +169,7 @@ export class RemoteDriver implements NetworkDriver {
     s.ifname = await this.destinationName(j, joined.InterfaceName!);
     await this.saveEndpoint(s);
     const mac = back.MacAddress || iface.MacAddress;
+    await this.checkMovable(src);
     try {
       await ipBatch(undefined, [`link set ${src} netns ${j.netnsPath}`]);
     } catch (e) {
@@ -212,6 +213,24 @@ export class RemoteDriver implements NetworkDriver {
     } catch (e) {
       if (e instanceof ApiError && / 404 page not found|: 404$/.test(e.message)) return {};
       throw e;
+    }
+  }
+
+  /**
+   * berth moves only a link a plugin can have made for the endpoint: a virtual one (veth, macvlan …)
+   * that is no bridge and belongs to no bridge. A plugin naming the host's own NIC, loopback or a
+   * bridge port (berth's or anyone's) is refused rather than obeyed.
+   */
+  private async checkMovable(src: string): Promise<void> {
+    let link: { linkinfo?: { info_kind?: string; info_slave_kind?: string }; master?: string } | undefined;
+    try {
+      link = (await ipJson<Array<typeof link>>(undefined, ['-d', 'link', 'show', 'dev', src]))[0];
+    } catch {
+      throw new ApiError(500, `plugin "${this.name}": Join named interface ${src}, which does not exist`);
+    }
+    const kind = link?.linkinfo?.info_kind;
+    if (!kind || kind === 'bridge' || link?.master || link?.linkinfo?.info_slave_kind) {
+      throw new ApiError(500, `plugin "${this.name}": Join named interface ${src}, which is not a free virtual link the plugin made: refused`);
     }
   }
 

@@ -20,6 +20,8 @@ export class FakePlugin {
   readonly failNext = new Map<string, string>();
   /** Hold the answer to every call of a method this long. */
   readonly delay = new Map<string, number>();
+  /** Name this interface in the next Join's SrcName instead of the veth it makes (a plugin gone wrong). */
+  joinSrcName?: string;
   /** On the next call of this method: drop the connection unanswered and stop listening (the plugin dies). */
   dieOn?: string;
   readonly socket: string;
@@ -131,7 +133,9 @@ export class FakePlugin {
         const id = String(b.EndpointID).slice(0, 8);
         await this.ip(['link', 'add', `fph${id}`, 'type', 'veth', 'peer', 'name', `fpc${id}`]);
         await this.ip(['link', 'set', `fph${id}`, 'master', n.bridge, 'up']);
-        return { InterfaceName: { SrcName: `fpc${id}`, DstPrefix: 'eth' }, Gateway: n.gateway, StaticRoutes: [{ Destination: '10.123.0.0/16', RouteType: 0, NextHop: n.gateway }] };
+        const src = this.joinSrcName ?? `fpc${id}`;
+        this.joinSrcName = undefined;
+        return { InterfaceName: { SrcName: src, DstPrefix: 'eth' }, Gateway: n.gateway, StaticRoutes: [{ Destination: '10.123.0.0/16', RouteType: 0, NextHop: n.gateway }] };
       }
       case 'NetworkDriver.Leave': return {};
       case 'NetworkDriver.DeleteEndpoint': {

@@ -252,6 +252,17 @@ describe('plugins: a remote network driver and IPAM on berth', () => {
     assert.deepEqual([...plugin.pools.values()].map((p) => [...p.used].map((ip) => ip.split('.')[3])), [['1']]);
     assert.deepEqual(await plugin.links(), [`fpb${(await inspect('pn2')).Id.slice(0, 8)}`]);
     assert.deepEqual((await inspect('pn2')).Containers, {});
+    // A plugin that names the host's own interfaces is refused, and the interface stays where it was.
+    for (const wrong of ['lo', `fpb${(await inspect('pn2')).Id.slice(0, 8)}`]) {
+      plugin.joinSrcName = wrong;
+      const bad = await host.docker(['start', 'pj']);
+      assert.notEqual(bad.code, 0);
+      assert.match(bad.stderr, new RegExp(`plugin "fake": Join named interface ${wrong}, which is not a free virtual link the plugin made: refused`));
+      assert.equal((await host.inNetns('ip', ['link', 'show', 'dev', wrong])).code, 0);
+    }
+    // Those joins made veths the plugin deletes at DeleteEndpoint: none is left.
+    assert.deepEqual(await plugin.links(), [`fpb${(await inspect('pn2')).Id.slice(0, 8)}`]);
+    assert.equal(plugin.endpoints.size, 0);
     // The same container starts once the plugin agrees.
     await ok(['start', 'pj']);
     await ok(['rm', '-f', 'pj']);
