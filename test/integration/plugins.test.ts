@@ -199,6 +199,7 @@ describe('plugins: a remote network driver and IPAM on berth', () => {
     const info = (await host.api('GET', '/v1.41/info')).json;
     assert.ok(info.Plugins.Network.includes('fake'), JSON.stringify(info.Plugins.Network));
     assert.deepEqual((await host.api('GET', '/v1.41/plugins')).json, []);
+    assert.match(await ok(['plugin', 'ls']), /^ID\s+NAME\s+DESCRIPTION\s+ENABLED$/);
 
     await ok(['run', '-d', '--name', 'pa', '--network', 'pn1', 'busybox', 'sleep', '300']);
     await ok(['run', '-d', '--name', 'pb', '--network', 'pn1', 'busybox', 'sleep', '300']);

@@ -168,3 +168,35 @@ describe('plugin manager (activation)', () => {
     }
   });
 });
+
+describe('network registry with a plugin source', () => {
+  it('activates a plugin for a new network, makes one without contact for a stored network, and leaves sandbox modes alone', async () => {
+    const { NetworkRegistry } = await import('../../src/network/registry.js');
+    const { NotFoundError } = await import('../../src/util/errors.js');
+    const activated: string[] = [];
+    const made: string[] = [];
+    const fake = (name: string) => {
+      made.push(name);
+      return {
+        name, avoidsRoutedSubnets: true, publishes: false, hostFirewall: false, external: true,
+        activate: async () => { activated.push(name); if (name === 'missing') throw new NotFoundError(`plugin "${name}" not found`); },
+        configure: async () => undefined, ensureNetwork: async () => undefined, deleteNetwork: async () => undefined,
+        join: async () => undefined, leave: async () => undefined,
+        requestPools: () => ({ pools: [] }), requestAddress: () => ({ ip: '', prefix: 0, gateway: '' }), releaseAddress: () => undefined,
+      };
+    };
+    const r = new NetworkRegistry({});
+    r.setPluginSource({ driver: fake, ipam: fake });
+    await assert.rejects(r.loadDriver('missing'), (e: any) => e.status === 404);
+    assert.equal(r.driver('missing'), undefined, 'a plugin that is nowhere is not registered');
+    assert.equal((await r.loadDriver('weave'))?.name, 'weave');
+    assert.equal(r.driver('weave')?.name, 'weave');
+    assert.equal(await r.loadDriver('host'), undefined);
+    const record = (Driver: string) => ({ Driver, IPAM: { Driver: 'calico-ipam' } }) as any;
+    assert.equal(r.driverOf(record('stored'))?.name, 'stored');
+    assert.equal(r.driverOf(record('null')), undefined);
+    assert.equal(r.ipamOf(record('stored')).name, 'calico-ipam');
+    assert.deepEqual(activated, ['missing', 'weave'], 'stored networks\' plugins are not contacted');
+    assert.deepEqual(made.sort(), ['calico-ipam', 'missing', 'stored', 'weave']);
+  });
+});
