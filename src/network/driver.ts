@@ -33,6 +33,8 @@ export interface EndpointJoin {
   requestedMac?: boolean;
   /** Whether the MAC is fixed, by the user or by an IPAM that required one: a plugin must use it. */
   macFixed?: boolean;
+  /** The container's exposed and published ports, for drivers that map ports themselves (a plugin is told them). */
+  ports?: { bindings: Record<string, Array<{ HostIp?: string; HostPort?: string }> | null>; publishAll: boolean; exposed: string[] };
 }
 
 /**

@@ -26,7 +26,7 @@ async function story(cli: Cli, plugin: string, ipam = plugin): Promise<void> {
     return r.stdout.trim();
   };
   await ok(['network', 'create', '-d', plugin, '--ipam-driver', ipam, '--ipam-opt', 'color=blue', '-o', 'flavour=plain', 'pnet']);
-  await ok(['run', '-d', '--name', 'pc1', '--network', 'pnet', 'busybox', 'sleep', '300']);
+  await ok(['run', '-d', '--name', 'pc1', '--network', 'pnet', '-p', '8080:80', '--expose', '53/udp', 'busybox', 'sleep', '300']);
   await ok(['rm', '-f', 'pc1']);
   await ok(['network', 'rm', 'pnet']);
 }

@@ -200,3 +200,15 @@ describe('network registry with a plugin source', () => {
     assert.deepEqual(made.sort(), ['calico-ipam', 'missing', 'stored', 'weave']);
   });
 });
+
+describe('remote driver options', () => {
+  it('hands the ports over as Docker 20.10 does (recorded from dockerd with -p 8080:80 --expose 53/udp)', async () => {
+    const { portOptions } = await import('../../src/network/remotedriver.js');
+    assert.deepEqual(portOptions({ bindings: { '80/tcp': [{ HostIp: '', HostPort: '8080' }] }, publishAll: false, exposed: ['53/udp', '80/tcp'] }), {
+      exposed: [{ Proto: 6, Port: 80 }, { Proto: 17, Port: 53 }],
+      portmap: [{ Proto: 6, Port: 80, IP: '', HostIP: '', HostPort: 8080, HostPortEnd: 8080 }],
+    });
+    assert.deepEqual(portOptions({ bindings: {}, publishAll: true, exposed: ['80/tcp'] }).portmap, [{ Proto: 6, Port: 80, IP: '', HostIP: '', HostPort: 0, HostPortEnd: 0 }]);
+    assert.deepEqual(portOptions(undefined), { exposed: [], portmap: [] });
+  });
+});
