@@ -25,6 +25,10 @@ const program = new Command('berthd')
   .option('--cluster-min-cert-expiry <seconds>', 'the shortest node certificate lifetime a swarm spec may ask for (Docker\'s: an hour; tests use less)', (v: string) => Number(v), 3600)
   .option('--node-hostname <name>', 'the hostname this node shows in the swarm (default: the system hostname)')
   .option('--metrics-addr <host:port>', 'also serve Prometheus metrics (GET /metrics, no authentication) over TCP, e.g. 127.0.0.1:9323; the API socket serves them always')
+  .option('--plugin-dir <dir>', 'where Docker network and IPAM plugins put their sockets (NAME.sock)', '/run/docker/plugins')
+  .option('--plugin-spec-dir <dir>', 'where plugin spec files (NAME.spec, NAME.json) are looked for; repeatable (default: /etc/docker/plugins and /usr/lib/docker/plugins)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+  .option('--plugin-retry <seconds>', 'how long a call keeps trying to reach a plugin that does not accept connections (Docker: 30)', (v: string) => Number(v), 30)
+  .option('--plugin-timeout <seconds>', 'how long one plugin call may take before it fails; 0 waits for ever, as Docker does', (v: string) => Number(v), 60)
   .option('-D, --debug', 'log every API request to stderr')
   .option('--cleanup', 'stop all containers and remove every kernel object berth made under --root, then exit')
   .addHelpText('after', `
@@ -32,7 +36,7 @@ berthd keeps running containers alive across its own restarts (conmon supervises
 Stop it with SIGTERM or SIGINT; run "berthd --cleanup" afterwards to remove everything it made.`);
 
 program.parse();
-const opts = program.opts<{ root: string; host: string; attachHelper?: string; seedBusybox: boolean; cleanup?: boolean; debug?: boolean; bip?: string; bridge?: string; insecureRegistry: string[]; resolvConf: string; clusterStore?: string; clusterLeaseTtl: number; clusterMinCertExpiry: number; nodeHostname?: string; metricsAddr?: string }>();
+const opts = program.opts<{ root: string; host: string; attachHelper?: string; seedBusybox: boolean; cleanup?: boolean; debug?: boolean; bip?: string; bridge?: string; insecureRegistry: string[]; resolvConf: string; clusterStore?: string; clusterLeaseTtl: number; clusterMinCertExpiry: number; nodeHostname?: string; metricsAddr?: string; pluginDir: string; pluginSpecDir: string[]; pluginRetry: number; pluginTimeout: number }>();
 const socket = opts.host.replace(/^unix:\/\//, '');
 if (opts.metricsAddr) {
   try {
@@ -50,6 +54,7 @@ if (process.getuid?.() !== 0) {
 
 const daemon = new Daemon({ root: opts.root, socket, attachHelper: opts.attachHelper, seedBusybox: opts.seedBusybox, debug: opts.debug, bip: opts.bip, bridge: opts.bridge, insecureRegistries: opts.insecureRegistry, resolvConf: opts.resolvConf,
   ...(opts.metricsAddr ? { metricsAddr: opts.metricsAddr } : {}),
+  plugins: { socketDir: opts.pluginDir, specDirs: opts.pluginSpecDir, retrySec: opts.pluginRetry, callTimeoutSec: opts.pluginTimeout },
   cluster: {
     leaseTtlSec: opts.clusterLeaseTtl,
     minCertExpirySec: opts.clusterMinCertExpiry,

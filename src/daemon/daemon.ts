@@ -18,6 +18,10 @@ import { NetworkController } from '../network/controller.js';
 import { BridgeDriver } from '../network/bridgedriver.js';
 import { DefaultIpam } from '../network/ipamdriver.js';
 import { VlanDriver } from '../network/macvlan.js';
+import { RemoteDriver } from '../network/remotedriver.js';
+import { RemoteIpam } from '../network/remoteipam.js';
+import { DOCKER_PLUGIN_PATHS } from '../plugins/discovery.js';
+import { PluginManager } from '../plugins/manager.js';
 import { OverlayDriver } from '../network/overlaydriver.js';
 import { SwarmNetworks } from '../cluster/swarmnetworks.js';
 import type { Session } from '../cluster/session.js';
@@ -40,7 +44,9 @@ export interface DaemonOptions {
   cluster?: { leaseTtlSec?: number; minCertExpirySec?: number; store?: string[]; hostname?: string };
   root: string; socket: string; attachHelper?: string; seedBusybox?: boolean; debug?: boolean; bip?: string; bridge?: string; insecureRegistries?: string[]; resolvConf?: string;
   /** HOST:PORT where /metrics is also served over TCP (Docker's --metrics-addr). */
-  metricsAddr?: string }
+  metricsAddr?: string;
+  /** Where Docker plugins are found (default: Docker's directories), and how long their calls may take. */
+  plugins?: { socketDir?: string; specDirs?: string[]; retrySec?: number; callTimeoutSec?: number } }
 
 interface DaemonIdentity { id: string }
 
@@ -76,6 +82,13 @@ export class Daemon {
     registry.registerDriver(new VlanDriver('ipvlan', mtu));
     registry.registerDriver(this.overlay);
     registry.registerIpam(new DefaultIpam());
+    const p = this.o.plugins ?? {};
+    const plugins = new PluginManager({
+      paths: { sockets: p.socketDir ?? DOCKER_PLUGIN_PATHS.sockets, specs: p.specDirs?.length ? p.specDirs : DOCKER_PLUGIN_PATHS.specs },
+      retryMs: (p.retrySec ?? 30) * 1000, callTimeoutMs: (p.callTimeoutSec ?? 60) * 1000,
+    });
+    const pluginState = join(this.o.root, 'plugins');
+    registry.setPluginSource({ driver: (name) => new RemoteDriver(name, plugins, pluginState), ipam: (name) => new RemoteIpam(name, plugins) });
     const network: NetworkController = new NetworkController({
       root: this.o.root, registry, firewall: new NftFirewall(), bip: this.o.bip, ...(this.o.bridge ? { defaultBridgeName: this.o.bridge } : {}), ...(this.o.resolvConf ? { hostResolvConf: this.o.resolvConf } : {}),
     });

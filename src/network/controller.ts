@@ -90,7 +90,10 @@ export class NetworkController implements NetworkService {
   async init(): Promise<void> {
     await mkdir(join(this.o.root, 'netns'), { recursive: true, mode: 0o700 });
     // A `network rm` that returned before berthd died halfway: its kernel side goes now.
-    await this.registry.load((n) => this.registry.driverOf(n)?.deleteNetwork(n, []) ?? Promise.resolve());
+    await this.registry.load(async (n) => {
+      await this.registry.ipamOf(n).releasePools?.(n).catch((e: Error) => console.error(`berthd: network ${n.Name}: ${e.message}`));
+      await this.registry.driverOf(n)?.deleteNetwork(n, []);
+    });
     await this.sandboxes.load();
     this.mtuDefault = this.o.mtu ?? (await uplinkMtu());
     await setSysctl('net.ipv4.ip_forward', 1);
@@ -135,7 +138,8 @@ export class NetworkController implements NetworkService {
     const problems: string[] = [];
     this.sandboxes.closeResolvers();
     for (const n of this.registry.networks.values()) {
-      await this.registry.driverOf(n)?.deleteNetwork(n, []).catch((e: Error) => problems.push(e.message));
+      const d = this.registry.driverOf(n);
+      if (!d?.external) await d?.deleteNetwork(n, []).catch((e: Error) => problems.push(e.message));
     }
     for (const d of this.registry.registeredDrivers()) await d.removeOrphans?.([]).catch((e: Error) => problems.push(e.message));
     problems.push(...(await this.firewall.removeAll()));
@@ -230,6 +234,7 @@ export class NetworkController implements NetworkService {
       } catch (e) {
         await this.registry.discard(n);
         await driver.deleteNetwork(n, this.registry.list()).catch(() => undefined);
+        await this.registry.ipamOf(n).releasePools?.(n).catch((u: Error) => console.error(`berthd: ${u.message}`));
         await this.firewall.sync(this.firewalled(), this.ports.mappings()).catch(() => undefined);
         throw e;
       }
@@ -271,6 +276,9 @@ export class NetworkController implements NetworkService {
       this.registry.beginRemove(n),
       driver?.hostFirewall ? this.healing(this.firewall.removeNetwork(n, this.firewalled(n.Id)), n.Id) : undefined,
     ]);
+    // The pools first, then the driver, in libnetwork's order; a pool the IPAM plugin will not
+    // release is logged and the network goes anyway, as there.
+    await this.registry.ipamOf(n).releasePools?.(n).catch((e: Error) => console.error(`berthd: network ${n.Name}: ${e.message}`));
     await driver?.deleteNetwork(n, this.registry.list());
     await this.registry.finishRemove(n);
   }

@@ -29,6 +29,12 @@ export interface EndpointJoin {
   owner?: { containerId: string; name: string; aliases: string[] };
   /** Whether the user chose the address (--ip): a clash is then the user's error, not a race to retry. */
   requestedIp?: boolean;
+  /** Whether the user chose the MAC (--mac-address): a plugin is told only a MAC the user chose, as Docker tells it. */
+  requestedMac?: boolean;
+  /** Whether the MAC is fixed, by the user or by an IPAM that required one: a plugin must use it. */
+  macFixed?: boolean;
+  /** The container's exposed and published ports, for drivers that map ports themselves (a plugin is told them). */
+  ports?: { bindings: Record<string, Array<{ HostIp?: string; HostPort?: string }> | null>; publishAll: boolean; exposed: string[] };
 }
 
 /**
@@ -99,6 +105,11 @@ export interface NetworkDriver {
   readonly scope?: 'swarm';
   /** Brings the network's view of remote endpoints (a VXLAN device's peers) in line with the store; `full` re-reads the kernel. */
   syncPeers?(n: NetworkRecord, full: boolean): Promise<void>;
+  /**
+   * Set for a plugin's driver: the network's objects are the plugin's, not berth's, so
+   * `berthd --cleanup` (which removes berth's kernel objects) leaves them and asks it nothing.
+   */
+  readonly external?: boolean;
   /** Removes kernel objects of this driver's naming that belong to none of `keep` (a crash's leftovers). */
   removeOrphans?(keep: NetworkRecord[]): Promise<void>;
 }

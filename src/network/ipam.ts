@@ -78,6 +78,9 @@ export interface PoolState {
   allocated: Record<string, string>;
   /** Where the last allocation ended, so freed addresses are not reused at once (as Docker). */
   last?: string;
+  /** A remote IPAM's pool: its PoolID and address space (the plugin keeps the allocations). */
+  poolId?: string;
+  addressSpace?: string;
 }
 
 export function newPool(subnetText: string, opts: { gateway?: string; ipRange?: string; aux?: Record<string, string> } = {}): PoolState {

@@ -84,6 +84,9 @@ export interface Pool6State {
   gateway: string;
   allocated: Record<string, string>;
   last?: string;
+  /** As PoolState's: a remote IPAM's pool. */
+  poolId?: string;
+  addressSpace?: string;
 }
 
 export function newPool6(subnetText: string, gateway?: string): Pool6State {

@@ -22,23 +22,29 @@ export interface AddressLease {
   ip6?: string;
   prefix6?: number;
   gateway6?: string;
+  /** The MAC the endpoint must have: one an IPAM that requires MACs was given with the request. */
+  mac?: string;
 }
 
 /**
  * IPAM behind one front for IPv4 and IPv6, after libnetwork's ipamapi: pools for a network at
  * create time, addresses for an endpoint at join time. The state sits in the network's record, so
  * a record store shared by hosts shares the allocations with it. A remote IPAM plugin is one more
- * implementation, registered under its name.
+ * implementation, registered under its name; its answers come later, hence the promises.
  */
 export interface Ipam {
   readonly name: string;
   /** Checks the requested pools, or picks free ones; throws Docker's errors and allocates nothing on failure. */
-  requestPools(req: { v4?: PoolRequest; v6?: PoolRequest; enableIPv6: boolean }, used: UsedSubnets): { pools: PoolState[]; pools6?: Pool6State[] };
+  requestPools(req: { v4?: PoolRequest; v6?: PoolRequest; enableIPv6: boolean; options?: Record<string, string> }, used: UsedSubnets): PoolsGiven | Promise<PoolsGiven>;
+  /** Gives back what requestPools took (a remote IPAM's pools; the default IPAM's live in the record alone). */
+  releasePools?(n: NetworkRecord): Promise<void>;
   /** Gives an endpoint its address(es): the requested ones, or the next free ones. */
-  requestAddress(n: NetworkRecord, endpointId: string, want: { ip?: string; ip6?: string }): AddressLease;
+  requestAddress(n: NetworkRecord, endpointId: string, want: { ip?: string; ip6?: string; mac?: string }): AddressLease | Promise<AddressLease>;
   /** Gives addresses back; with `owner`, only those still held by that endpoint (a crash's leftovers may have been reused). */
-  releaseAddress(n: NetworkRecord, lease: { ip?: string; ip6?: string }, owner?: string): void;
+  releaseAddress(n: NetworkRecord, lease: { ip?: string; ip6?: string }, owner?: string): void | Promise<void>;
 }
+
+export interface PoolsGiven { pools: PoolState[]; pools6?: Pool6State[] }
 
 /** Whether a subnet (either family, CIDR text) contains an address. */
 export function subnetContains(subnet: string, ip: string): boolean {

@@ -1,7 +1,7 @@
 import { ConflictError, BadRequestError, ForbiddenError, NotFoundError } from '../util/errors.js';
 import { newId } from '../util/ids.js';
 import type { CreateContext } from './driver.js';
-import { formatCidr, parseCidr } from './ipam.js';
+import { formatCidr, newPool, parseCidr } from './ipam.js';
 import { formatCidr6, isIPv6, parseCidr6 } from './ipam6.js';
 import type { PoolRequest, UsedSubnets } from './ipamdriver.js';
 import type { NetworkRegistry } from './registry.js';
@@ -20,7 +20,7 @@ export async function newNetworkRecord(registry: NetworkRegistry, body: Record<s
   // name is made (the caller warns), and the name then resolves to neither.
   if (body.CheckDuplicate === true && registry.byName(name)) throw new ConflictError(`network with name ${name} already exists`);
   const driverName = (body.Driver as string | undefined) || 'bridge';
-  const driver = registry.driver(driverName);
+  const driver = await registry.loadDriver(driverName);
   if (!driver) {
     if (driverName === 'host' || driverName === 'null') throw new ForbiddenError(`only one instance of "${driverName}" network is allowed`);
     throw new NotFoundError(`plugin "${driverName}" not found`);
@@ -30,7 +30,7 @@ export async function newNetworkRecord(registry: NetworkRegistry, body: Record<s
   const options = checkStringMap(body.Options, 'Options');
   const labels = checkStringMap(body.Labels, 'Labels');
   const ipamBody = (body.IPAM ?? {}) as { Driver?: string; Config?: Array<Record<string, unknown>>; Options?: Record<string, string> };
-  const ipam = registry.ipam(ipamBody.Driver || 'default');
+  const ipam = await registry.loadIpam(ipamBody.Driver || 'default');
   if (!ipam) throw new NotFoundError(`plugin "${ipamBody.Driver}" not found`);
   const configs = Array.isArray(ipamBody.Config) ? ipamBody.Config : [];
   const family6 = (c: Record<string, unknown>) => isIPv6(String(c.Subnet ?? c.Gateway ?? ''));
@@ -58,11 +58,12 @@ export async function newNetworkRecord(registry: NetworkRegistry, body: Record<s
   // The driver speaks first, so its own refusals (a parent shared with an overlapping subnet)
   // come before the generic overlap error.
   const ctx: CreateContext = { others: registry.list(), mtuDefault: o.mtuDefault, subnetGiven: !!v4?.subnet };
-  if (v4?.subnet) n.pools = ipam.requestPools({ v4, enableIPv6: false }, { v4: [], v6: [] }).pools;
+  // The pool as the user gave it, for the driver's checks: no IPAM is asked twice (a plugin's pools are real).
+  if (v4?.subnet) n.pools = [newPool(v4.subnet, { ...(v4.gateway ? { gateway: v4.gateway } : {}), ...(v4.ipRange ? { ipRange: v4.ipRange } : {}), ...(v4.aux ? { aux: v4.aux } : {}) })];
   await driver.configure(n, ctx);
   // A macvlan subnet is normally the parent's own LAN, which the host routes: only the other
   // networks count for it.
-  const pools = ipam.requestPools({ ...(v4 ? { v4 } : {}), ...(v6 ? { v6 } : {}), enableIPv6 }, await o.used(driver.avoidsRoutedSubnets));
+  const pools = await ipam.requestPools({ ...(v4 ? { v4 } : {}), ...(v6 ? { v6 } : {}), enableIPv6, options: n.IPAM.Options ?? {} }, await o.used(driver.avoidsRoutedSubnets));
   n.pools = pools.pools;
   const pool = pools.pools[0]!;
   n.IPAM.Config = [{ Subnet: given4 ?? pool.subnet, Gateway: pool.gateway, ...(pool.ipRange ? { IPRange: pool.ipRange } : {}), ...(Object.keys(pool.auxAddresses).length ? { AuxiliaryAddresses: pool.auxAddresses } : {}) }];

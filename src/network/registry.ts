@@ -61,6 +61,18 @@ export class LocalRecordStore implements RecordStore {
 export interface NetworkChange { networks: string[]; containers: string[] }
 
 /**
+ * Drivers and IPAMs known by no registration: plugins, made on demand under the name asked for.
+ * Making one contacts nothing; `activate` finds the plugin (Docker's 404 when it is nowhere).
+ */
+export interface PluginSource {
+  driver(name: string): NetworkDriver & { activate(): Promise<unknown> };
+  ipam(name: string): Ipam & { activate(): Promise<unknown> };
+}
+
+/** Names that are sandbox modes, never a plugin's. */
+const NOT_PLUGINS = new Set(['host', 'null', 'none', 'default']);
+
+/**
  * The bottom of the network layer: network records and their persistence, the one place drivers
  * are registered and looked up by name, and change notification. It runs no kernel command.
  */
@@ -73,7 +85,45 @@ export class NetworkRegistry {
   private readonly listeners: Array<(c: NetworkChange) => void> = [];
   private gen = 0;
 
+  private plugins?: PluginSource;
+
   constructor(private readonly stores: Partial<Record<NetworkScope, RecordStore>>) {}
+
+  /** Where drivers and IPAMs of unregistered names come from (the daemon sets Docker's plugins). */
+  setPluginSource(s: PluginSource): void {
+    this.plugins = s;
+  }
+
+  /**
+   * The driver of this name for a new network: a registered one, or a plugin found and activated
+   * now and registered from then on. Undefined when there is none.
+   */
+  async loadDriver(name: string): Promise<NetworkDriver | undefined> {
+    const known = this.drivers.get(name);
+    if (known || !this.plugins || NOT_PLUGINS.has(name)) return known;
+    const d = this.plugins.driver(name);
+    await d.activate();
+    if (!this.drivers.has(name)) this.drivers.set(name, d);
+    return this.drivers.get(name);
+  }
+
+  /** As loadDriver, for IPAM. */
+  async loadIpam(name: string): Promise<Ipam | undefined> {
+    const known = this.ipams.get(name);
+    if (known || !this.plugins || NOT_PLUGINS.has(name)) return known;
+    const i = this.plugins.ipam(name);
+    await i.activate();
+    if (!this.ipams.has(name)) this.ipams.set(name, i);
+    return this.ipams.get(name);
+  }
+
+  /** A stored network's plugin, registered without contacting it (it is asked at first use). */
+  private pluginDriver(name: string): NetworkDriver | undefined {
+    if (!this.plugins || NOT_PLUGINS.has(name)) return undefined;
+    const d = this.plugins.driver(name);
+    this.drivers.set(name, d);
+    return d;
+  }
 
   registerDriver(d: NetworkDriver): void {
     if (this.drivers.has(d.name)) throw new Error(`network driver ${d.name} registered twice`);
@@ -95,14 +145,18 @@ export class NetworkRegistry {
 
   /** The IPAM that holds a network's pools. */
   ipamOf(n: NetworkRecord): Ipam {
-    const i = this.ipams.get(n.IPAM.Driver || 'default');
+    let i = this.ipams.get(n.IPAM.Driver || 'default');
+    if (!i && this.plugins && !NOT_PLUGINS.has(n.IPAM.Driver)) {
+      i = this.plugins.ipam(n.IPAM.Driver);
+      this.ipams.set(n.IPAM.Driver, i);
+    }
     if (!i) throw new NotFoundError(`plugin "${n.IPAM.Driver}" not found`);
     return i;
   }
 
   /** The driver behind a network; undefined for host and none, which are sandbox modes. */
   driverOf(n: NetworkRecord): NetworkDriver | undefined {
-    return this.drivers.get(n.Driver);
+    return this.drivers.get(n.Driver) ?? this.pluginDriver(n.Driver);
   }
 
   registeredDrivers(): NetworkDriver[] {

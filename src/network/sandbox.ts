@@ -83,13 +83,13 @@ export class Sandboxes {
     const path = join(this.d.netnsDir, spec.id.slice(0, 12));
     const endpoints = cloneEndpoints(spec.endpoints);
     const journal: SandboxJournal = { id: spec.id, netnsPath: path, endpoints: [] };
-    const plans = this.plan(endpoints, journal, 0);
+    const plans = await this.plan(endpoints, journal, 0);
     let saved: Promise<void>;
     try {
       // The journal names the namespace and every address before the kernel sees any of it.
       ({ saved } = await this.persist(journal, plans.map((p) => p.n)));
     } catch (e) {
-      this.releaseLeases(plans);
+      await this.releaseLeases(plans);
       await this.journals.remove(spec.id).catch(() => undefined);
       throw e;
     }
@@ -146,12 +146,12 @@ export class Sandboxes {
     let index = 0;
     while (used.has(`eth${index}`)) index++;
     const endpoint = { ...ep };
-    const [plan] = this.plan({ [n.Id]: endpoint }, journal, index, Object.keys(spec.endpoints).length === 0);
+    const [plan] = await this.plan({ [n.Id]: endpoint }, journal, index, Object.keys(spec.endpoints).length === 0);
     let saved: Promise<void>;
     try {
       ({ saved } = await this.persist(journal, [plan!.n]));
     } catch (e) {
-      this.releaseLeases([plan!]);
+      await this.releaseLeases([plan!]);
       throw e;
     }
     try {
@@ -261,7 +261,7 @@ export class Sandboxes {
   // ---------------------------------------------------------------- steps
 
   /** Leases an address for each endpoint and journals it; nothing is durable or in the kernel yet. */
-  private plan(endpoints: Record<string, EndpointState>, journal: SandboxJournal, firstIndex: number, defaultRoute = true): Plan[] {
+  private async plan(endpoints: Record<string, EndpointState>, journal: SandboxJournal, firstIndex: number, defaultRoute = true): Promise<Plan[]> {
     const plans: Plan[] = [];
     try {
       let index = firstIndex;
@@ -270,21 +270,21 @@ export class Sandboxes {
         const driver = this.d.registry.driverOf(n);
         if (!driver) throw new BadRequestError(`container cannot be connected to network ${n.Name}`);
         const endpointId = newId();
-        const lease = this.d.registry.ipamOf(n).requestAddress(n, endpointId, { ...(ep.IPAMConfig?.IPv4Address ? { ip: ep.IPAMConfig.IPv4Address } : {}), ...(ep.IPAMConfig?.IPv6Address ? { ip6: ep.IPAMConfig.IPv6Address } : {}) });
+        const lease = await this.d.registry.ipamOf(n).requestAddress(n, endpointId, { ...(ep.IPAMConfig?.IPv4Address ? { ip: ep.IPAMConfig.IPv4Address } : {}), ...(ep.IPAMConfig?.IPv6Address ? { ip6: ep.IPAMConfig.IPv6Address } : {}), ...(ep.requestedMac ? { mac: ep.requestedMac } : {}) });
         const entry: JournalEndpoint = { networkId: n.Id, endpointId, ip: lease.ip, ...(lease.ip6 ? { ip6: lease.ip6 } : {}), ifname: `eth${index}` };
         plans.push({ n, driver, ep, entry, lease, defaultRoute: defaultRoute && index === firstIndex });
         index++;
       }
     } catch (e) {
-      this.releaseLeases(plans);
+      await this.releaseLeases(plans);
       throw e;
     }
     journal.endpoints.push(...plans.map((p) => p.entry));
     return plans;
   }
 
-  private releaseLeases(plans: Plan[]): void {
-    for (const p of plans) this.d.registry.ipamOf(p.n).releaseAddress(p.n, p.lease, p.entry.endpointId);
+  private async releaseLeases(plans: Plan[]): Promise<void> {
+    for (const p of plans) await this.d.registry.ipamOf(p.n).releaseAddress(p.n, p.lease, p.entry.endpointId);
   }
 
   /**
@@ -309,7 +309,7 @@ export class Sandboxes {
     let got: { mac: string } | void;
     for (let attempt = 0; ; attempt++) {
       const lease = p.lease;
-      mac = p.ep.requestedMac || macFor(lease.ip);
+      mac = p.ep.requestedMac || lease.mac || macFor(lease.ip);
       // Before the interface exists, so no packet of it goes out or in unpoliced.
       await this.d.policy?.joining(n, {
         containerId, containerName: owner.name, labels: owner.labels ?? {}, endpointId: entry.endpointId, ip: lease.ip,
@@ -320,7 +320,7 @@ export class Sandboxes {
           netnsPath, ifname: entry.ifname, endpointId: entry.endpointId, mac, addressCidr: `${lease.ip}/${lease.prefix}`,
           gateway: gw ? lease.gateway : undefined,
           ...(lease.ip6 ? { address6Cidr: `${lease.ip6}/${lease.prefix6}`, gateway6: gw ? lease.gateway6 : undefined } : {}),
-          owner: { containerId, name, aliases: p.ep.Aliases ?? [] }, requestedIp,
+          owner: { containerId, name, aliases: p.ep.Aliases ?? [] }, requestedIp, requestedMac: !!p.ep.requestedMac, macFixed: !!(p.ep.requestedMac || lease.mac), ports: owner.ports,
         });
         break;
       } catch (e) {
@@ -328,8 +328,8 @@ export class Sandboxes {
         if (!(e instanceof AddressTakenError) || requestedIp || attempt >= 8) throw e;
         await this.d.policy?.left(entry.endpointId);
         const ipam = this.d.registry.ipamOf(n);
-        ipam.releaseAddress(n, { ip: lease.ip }, entry.endpointId);
-        p.lease = ipam.requestAddress(n, entry.endpointId, {});
+        await ipam.releaseAddress(n, { ip: lease.ip }, entry.endpointId);
+        p.lease = await ipam.requestAddress(n, entry.endpointId, {});
         entry.ip = p.lease.ip;
       }
     }
@@ -357,7 +357,7 @@ export class Sandboxes {
     // After the interface, before the address is free for another endpoint.
     await this.d.policy?.left(entry.endpointId);
     await this.d.firewall.endpointLeft(n, { containerId, endpointId: entry.endpointId, networkId: n.Id, ip: entry.ip, ...(entry.ip6 ? { ip6: entry.ip6 } : {}), mac: '' });
-    this.d.registry.ipamOf(n).releaseAddress(n, { ip: entry.ip, ...(entry.ip6 ? { ip6: entry.ip6 } : {}) }, entry.endpointId);
+    await this.d.registry.ipamOf(n).releaseAddress(n, { ip: entry.ip, ...(entry.ip6 ? { ip6: entry.ip6 } : {}) }, entry.endpointId);
     await this.d.registry.save(n);
     this.d.registry.changed([n.Id], containerId);
   }

@@ -62,7 +62,8 @@ async function info(api: ApiContext): Promise<object> {
     Images: api.engine.images.list().length,
     Driver: 'overlay2',
     DriverStatus: [['Backing Filesystem', 'extfs']],
-    Plugins: { Volume: ['local'], Network: ['bridge', 'host', 'null'], Authorization: null, Log: ['json-file'] },
+    // Plugin drivers are listed once a network uses them or a create activated them, as Docker lists its legacy plugins.
+    Plugins: { Volume: ['local'], Network: ['bridge', 'host', 'null', ...api.network.registry.registeredDrivers().filter((d) => d.external).map((d) => d.name).sort()], Authorization: null, Log: ['json-file'] },
     MemoryLimit: true, SwapLimit: swapAccounting(), KernelMemory: false, CpuCfsPeriod: true, CpuCfsQuota: true,
     CPUShares: true, CPUSet: true, PidsLimit: true, IPv4Forwarding: true, BridgeNfIptables: false,
     BridgeNfIp6tables: false, Debug: false, NFd: 0, OomKillDisable: true, NGoroutines: 0,
