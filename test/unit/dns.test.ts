@@ -67,17 +67,18 @@ describe('DNS packet handling under hostile input', () => {
   });
 
   it('never throws or stalls on random or mutated packets (fuzz)', async () => {
-    const started = Date.now();
+    // A stall is one packet whose handling never settles: each is bounded on its own, so a busy
+    // machine (slow as a whole) does not fail this, and one hung packet does.
+    const bounded = <T>(p: Promise<T>, i: number) => Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`packet ${i} not handled within 5 s`)), 5000).unref())]);
     for (let i = 0; i < 3000; i++) {
       const msg = fuzzPacket(valid, i, 600, true);
       // Names that fall through to forwarding meet an unreachable upstream: keep those out of the loop.
       const decoded = (() => { try { return dnsPacket.decode(msg); } catch { return undefined; } })();
       const q = decoded?.questions?.[0];
       if (q && answer(asker, q.name, q.type).kind === 'unknown' && decoded!.type === 'query' && decoded!.questions!.length === 1) continue;
-      const reply = await server.handle('c1', msg, 'udp');
+      const reply = await bounded(server.handle('c1', msg, 'udp'), i);
       if (reply) assert.ok(reply.length >= 12);
     }
-    assert.ok(Date.now() - started < 20_000);
     // and it still answers afterwards
     assert.ok(await server.handle('c1', valid, 'udp'));
   });

@@ -177,8 +177,8 @@ describe('swarm networks: the store side', () => {
     assert.equal(done, false, 'returned before C applied');
     store.write([], [K.aliveOf('C')]);
     await wait;
-    // Well before the bounded wait (5 s) would have let it go.
-    assert.ok(Date.now() - t0 < 1000, `the wait ended after ${Date.now() - t0} ms`);
+    // Before the bounded wait (5 s) would have let it go (with room for a busy machine).
+    assert.ok(Date.now() - t0 < 4000, `the wait ended after ${Date.now() - t0} ms`);
     await sn.close();
   });
 
