@@ -10,7 +10,7 @@ import { runMultihostChaos, type MultihostReport } from '../chaos/multihost.js';
  * survivor runs. BERTH_MH_SEED replays a seed, BERTH_MH_CYCLES runs more.
  */
 const seed = Number(process.env.BERTH_MH_SEED ?? Date.now() % 1_000_000);
-const cycles = Number(process.env.BERTH_MH_CYCLES ?? 6);
+const cycles = Number(process.env.BERTH_MH_CYCLES ?? 4);
 
 describe(`chaos across hosts: ${cycles} seeded fault cycles (seed ${seed}; replay with BERTH_MH_SEED=${seed})`, () => {
   let report: MultihostReport;
