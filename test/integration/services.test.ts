@@ -116,4 +116,105 @@ describe('swarm services across hosts', () => {
     assert.equal(taskIps.length, 3);
     assert.ok(!taskIps.includes(vip));
   });
+
+  it('dnsrr: the name answers the tasks\' addresses, no VIP is made', async () => {
+    await ok(h0, ['service', 'create', '--detach', '--name', 'rr', '--replicas', '2', '--endpoint-mode', 'dnsrr', '--network', 'svc', ...WEB]);
+    const ts = await waitRunning(h0, 'rr', 2);
+    const svc = JSON.parse(await ok(h1, ['service', 'inspect', 'rr']))[0];
+    assert.equal(svc.Endpoint.VirtualIPs, undefined);
+    assert.equal(svc.Spec.EndpointSpec.Mode, 'dnsrr');
+    const ips = await lookup(h1, 'client1', 'rr');
+    assert.equal(ips.length, 2);
+    assert.deepEqual(await lookup(h1, 'client1', 'tasks.rr'), ips);
+    const answers = new Set(await requests(h1, 'client1', 'http://rr/', 12));
+    for (const a of answers) assert.ok(taskHostnames(ts).includes(a), `${a} is not a task of rr`);
+  });
+
+  it('scales up and down: the balancers follow, and a removed task gets no more connections', async () => {
+    await ok(h1, ['service', 'scale', '--detach', 'web=5']);
+    let ts = await waitRunning(h0, 'web', 5);
+    const answers = new Set(await requests(h1, 'client1', 'http://web/', 40));
+    assert.deepEqual([...answers].sort(), taskHostnames(ts), 'every one of five replicas answers');
+    await ok(h0, ['service', 'scale', '--detach', 'web=2']);
+    ts = await waitRunning(h0, 'web', 2);
+    const kept = taskHostnames(ts);
+    for (const [h, c] of [[h0, 'client0'], [h1, 'client1']] as const) {
+      const a = await requests(h, c, 'http://web/', 20);
+      assert.ok(a.every((x) => kept.includes(x)), `${h.name}: ${a} reached a removed task (kept ${kept})`);
+      assert.deepEqual([...new Set(a)].sort(), kept);
+    }
+    assert.equal(await ok(h0, ['service', 'ls', '--filter', 'name=web', '--format', '{{.Replicas}}']), '2/2');
+    await ok(h0, ['service', 'scale', '--detach', 'web=3']);
+    await waitRunning(h0, 'web', 3);
+  });
+
+  it('restarts a killed task container per the restart policy, in the same slot; --restart-condition none does not', async () => {
+    const before = await running(h0, 'web');
+    const victim = before[0]!;
+    await ok(nodeIds.get(victim.NodeID)!, ['kill', victim.Status.ContainerStatus!.ContainerID]);
+    const after = await waitFor(async () => {
+      const r = await running(h0, 'web');
+      return r.length === 3 && !r.some((t) => t.ID === victim.ID) ? r : undefined;
+    }, 'a replacement of the killed task', 20_000);
+    assert.ok(after.some((t) => t.Slot === victim.Slot), 'the replacement takes the killed task\'s slot');
+    const old = (await tasks(h0, 'web')).find((t) => t.ID === victim.ID)!;
+    assert.equal(old.DesiredState, 'shutdown');
+    assert.equal(old.Status.State, 'failed');
+    assert.deepEqual([...new Set(await requests(h1, 'client1', 'http://web/', 30))].sort(), taskHostnames(after));
+
+    await ok(h0, ['service', 'create', '--detach', '--name', 'once', '--restart-condition', 'none', '--network', 'svc', ...WEB]);
+    const [t] = await waitRunning(h0, 'once', 1);
+    await ok(nodeIds.get(t!.NodeID)!, ['kill', t!.Status.ContainerStatus!.ContainerID]);
+    await waitFor(async () => (await tasks(h0, 'once')).find((x) => x.ID === t!.ID)?.Status.State === 'failed', 'the killed task reported failed');
+    // The orchestrator has seen it (its desired state changed) and made no new task.
+    await waitFor(async () => (await tasks(h0, 'once')).find((x) => x.ID === t!.ID)?.DesiredState === 'shutdown', 'the orchestrator\'s decision');
+    assert.equal((await tasks(h0, 'once')).length, 1);
+    assert.equal(await ok(h0, ['service', 'ls', '--filter', 'name=once', '--format', '{{.Replicas}}']), '0/1');
+  });
+
+  it('places by constraint; an impossible one leaves the tasks pending with Docker\'s message; global runs one per node', async () => {
+    await ok(h0, ['service', 'create', '--detach', '--name', 'pinned', '--replicas', '2', '--constraint', 'node.hostname==lab2', ...WEB]);
+    const ts = await waitRunning(h0, 'pinned', 2);
+    assert.ok(ts.every((t) => nodeIds.get(t.NodeID) === h2));
+    await ok(h0, ['service', 'create', '--detach', '--name', 'nowhere', '--replicas', '2', '--constraint', 'node.labels.zone==mars', ...WEB]);
+    const pending = await waitFor(async () => {
+      const l = await tasks(h0, 'nowhere');
+      return l.length === 2 && l.every((t) => t.Status.State === 'pending') ? l : undefined;
+    }, 'pending tasks');
+    for (const t of pending) assert.equal(t.Status.Err, 'no suitable node (scheduling constraints not satisfied on 3 nodes)');
+    const ps = await ok(h0, ['service', 'ps', 'nowhere', '--no-trunc', '--format', '{{.CurrentState}}|{{.Error}}']);
+    assert.match(ps, /^Pending .*\|"?no suitable node \(scheduling constraints not satisfied on 3 nodes\)"?$/m);
+    await ok(h0, ['service', 'create', '--detach', '--name', 'everywhere', '--mode', 'global', '--constraint', 'node.role==manager', ...WEB]);
+    const g = await waitRunning(h0, 'everywhere', 2);
+    assert.deepEqual(g.map((t) => nodeIds.get(t.NodeID)!.name).sort(), ['lab0', 'lab1']);
+    for (const name of ['pinned', 'nowhere', 'everywhere']) await ok(h0, ['service', 'rm', name]);
+  });
+
+  it('refuses bad input with Docker\'s words and makes nothing', async () => {
+    const count = async () => (await h0.host.api('GET', '/services')).json.length as number;
+    const n = await count();
+    await fails(h0, ['service', 'create', '--name', 'web', 'busybox'], 'service web already exists');
+    let r = await h0.host.api('POST', '/services/create', { Name: 'dup', TaskTemplate: { ContainerSpec: { Image: 'busybox' } }, Mode: { Replicated: { Replicas: 1 } } });
+    assert.equal(r.status, 201);
+    r = await h1.host.api('POST', '/services/create', { Name: 'dup', TaskTemplate: { ContainerSpec: { Image: 'busybox' } } });
+    assert.deepEqual([r.status, r.json.message], [409, 'rpc error: code = AlreadyExists desc = service dup already exists']);
+    await ok(h0, ['service', 'rm', 'dup']);
+    // The CLI looks the network up itself; the API answers as Docker's daemon.
+    await fails(h0, ['service', 'create', '--name', 'nonet', '--network', 'nope', 'busybox'], 'No such network: nope');
+    r = await h0.host.api('POST', '/services/create', { Name: 'nonet', TaskTemplate: { ContainerSpec: { Image: 'busybox' }, Networks: [{ Target: 'nope' }] } });
+    assert.deepEqual([r.status, r.json.message], [404, 'network nope not found']);
+    r = await h0.host.api('POST', '/services/create', { Name: 'nonet', TaskTemplate: { ContainerSpec: { Image: 'busybox' }, Networks: [{ Target: 'bridge' }] } });
+    assert.equal(r.status, 403);
+    assert.match(r.json.message, /The network bridge cannot be used with services/);
+    r = await h0.host.api('POST', '/services/create', { Name: 'neg', TaskTemplate: { ContainerSpec: { Image: 'busybox' } }, Mode: { Replicated: { Replicas: -1 } } });
+    assert.equal(r.status, 400);
+    assert.match(r.json.message, /cannot unmarshal number -1/);
+    await fails(h0, ['service', 'create', '--name', 'neg', '--replicas', '-1', 'busybox'], /invalid argument "-1" for "--replicas"/);
+    r = await h0.host.api('POST', '/services/create', { Name: 'bad', TaskTemplate: { ContainerSpec: { Image: 'busybox' }, Placement: { Constraints: ['node.color~=blue'] } } });
+    assert.equal(r.status, 400);
+    await fails(h2, ['service', 'create', '--name', 'onworker', 'busybox'], NOT_MANAGER);
+    await fails(h2, ['service', 'ls'], NOT_MANAGER);
+    await fails(h0, ['service', 'inspect', 'nosuch'], 'no such service: nosuch');
+    assert.equal(await count(), n);
+  });
 });
