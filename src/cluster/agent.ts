@@ -31,6 +31,8 @@ export interface TaskRuntime {
  */
 export class Agent {
   private readonly tasks = new Map<string, TaskRecord>();
+  /** The store revision of each task's record as last seen. */
+  private readonly revs = new Map<string, number>();
   private readonly busy = new Map<string, Promise<void>>();
   private stopWatch?: () => Promise<void>;
   private unsubscribe?: () => void;
@@ -38,7 +40,11 @@ export class Agent {
   private listed = false;
   private timer?: NodeJS.Timeout;
 
-  constructor(private readonly session: Session, private readonly runtime: TaskRuntime, private readonly log: (m: string) => void) {}
+  constructor(
+    private readonly session: Session, private readonly runtime: TaskRuntime, private readonly log: (m: string) => void,
+    /** Returns once every live host applied the store up to a revision (their balancers dropped a task). */
+    private readonly appliedEverywhere: (revision: number) => Promise<void> = async () => undefined,
+  ) {}
 
   private get me(): string { return this.session.state.nodeId; }
 
@@ -56,7 +62,7 @@ export class Agent {
     await this.stopWatch?.().catch(() => undefined);
     const { items, revision } = await this.session.store.listAt<TaskRecord>(SK.tasks);
     this.tasks.clear();
-    for (const v of items.values()) if (v.value.NodeID === this.me) this.tasks.set(v.value.ID, v.value);
+    for (const v of items.values()) if (v.value.NodeID === this.me) { this.tasks.set(v.value.ID, v.value); this.revs.set(v.value.ID, v.modRevision); }
     this.listed = true;
     this.stopWatch = await this.session.store.watchBatches<TaskRecord>(SK.tasks, revision + 1, (events) => this.take(events), () => { /* the periodic relist */ });
     for (const id of new Set([...this.tasks.keys(), ...this.runtime.taskContainers().keys()])) this.converge(id);
@@ -65,8 +71,8 @@ export class Agent {
   private take(events: WatchEvent<TaskRecord>[]): void {
     for (const e of events) {
       const id = e.key.slice(SK.tasks.length);
-      if (e.type === 'put' && e.value.NodeID === this.me) this.tasks.set(id, e.value);
-      else this.tasks.delete(id);
+      if (e.type === 'put' && e.value.NodeID === this.me) { this.tasks.set(id, e.value); this.revs.set(id, e.modRevision); }
+      else { this.tasks.delete(id); this.revs.delete(id); }
       this.converge(id);
     }
   }
@@ -91,6 +97,9 @@ export class Agent {
     }
     const grace = Math.ceil((t.Spec.ContainerSpec.StopGracePeriod ?? 10e9) / 1e9);
     if (t.DesiredState !== 'running') {
+      // Every host's balancer drops the task (it follows the same record) before it stops: no
+      // new connection goes to a task on its way out.
+      if (c?.running) await this.appliedEverywhere(this.revs.get(id) ?? 0);
       if (c) await this.runtime.remove(c.id, grace);
       if (!isTerminal(t.Status.State)) await this.report(id, 'shutdown', 'shutdown', c);
       return;

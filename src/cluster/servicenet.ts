@@ -2,7 +2,7 @@ import type { RemoteEndpoint } from '../daemon/dnsdirectory.js';
 import type { EndpointRecord } from '../network/overlay.js';
 import type { ServiceBalancers, VipEntry } from '../network/servicelb.js';
 import { ROOT } from './keys.js';
-import type { ServiceRecord } from './servicemodel.js';
+import type { ServiceRecord, TaskRecord } from './servicemodel.js';
 import type { WatchEvent } from './store.js';
 
 /** A local container as the balancers need it: its namespace and the networks it is on. */
@@ -13,13 +13,16 @@ interface SvcView { name: string; vips: Map<string, string> }
 /**
  * Services as one host's data plane sees them, following the same store view as its overlay
  * networks (a SwarmNetworks follower): each service's VIP per network, whose backends are the
- * endpoints of that network named `tasks.SERVICE` (a task's endpoint exists only while its
- * container runs, and under its host's lease, so a dead host's tasks leave every balancer with
+ * endpoints of that network named `tasks.SERVICE` whose task is running and desired running (the
+ * store's task record: a task leaves every balancer before its agent stops it, and joins only once
+ * its process started; endpoints live under their host's lease, so a dead host's tasks leave with
  * it). It answers the DNS (`SERVICE` → VIP; task names come with the endpoints) and keeps the
  * balancer table of every local sandbox on such a network in step.
  */
 export class ServiceNet {
   private readonly services = new Map<string, SvcView>();
+  /** Containers of tasks running and desired running: only they are backends (a task leaves the balancers before it is stopped). */
+  private readonly running = new Map<string, string>();
   private pending?: Promise<void>;
   private again = false;
 
@@ -33,10 +36,17 @@ export class ServiceNet {
 
   /** A SwarmNetworks follower: services' records change the VIPs; any batch may change backends. */
   async follow(events: WatchEvent<unknown>[], full: boolean): Promise<void> {
-    if (full) this.services.clear();
+    if (full) { this.services.clear(); this.running.clear(); }
     const touched = new Set<string>();
     for (const e of events) {
       const rest = e.key.slice(ROOT.length);
+      if (rest.startsWith('tasks/')) {
+        const id = rest.slice('tasks/'.length);
+        const t = e.type === 'put' ? (e.value as TaskRecord) : undefined;
+        if (t && t.DesiredState === 'running' && t.Status.State === 'running' && t.Status.ContainerStatus?.ContainerID) this.running.set(id, t.Status.ContainerStatus.ContainerID);
+        else this.running.delete(id);
+        continue;
+      }
       if (!rest.startsWith('services/')) continue;
       const id = rest.slice('services/'.length);
       for (const n of this.services.get(id)?.vips.keys() ?? []) touched.add(n);
@@ -66,11 +76,12 @@ export class ServiceNet {
   /** The entries a sandbox on these networks balances. */
   entriesFor(networks: string[]): VipEntry[] {
     const out: VipEntry[] = [];
+    const live = new Set(this.running.values());
     for (const [id, s] of this.services) {
       for (const net of networks) {
         const vip = s.vips.get(net);
         if (!vip) continue;
-        const backends = this.endpointsOf(net).filter((e) => e.Aliases?.includes(`tasks.${s.name}`)).map((e) => e.IP);
+        const backends = this.endpointsOf(net).filter((e) => e.Aliases?.includes(`tasks.${s.name}`) && live.has(e.ContainerID)).map((e) => e.IP);
         out.push({ service: id, vip, backends: [...new Set(backends)] });
       }
     }

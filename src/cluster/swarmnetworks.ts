@@ -198,7 +198,7 @@ export class SwarmNetworks implements OverlayPlane {
       const t = this.take(e);
       if (t.net) nets.add(t.net);
       if (t.endpointsOf) endpointsOf.add(t.endpointsOf);
-      if (t.net || t.endpointsOf || e.key.startsWith(`${ROOT}services/`)) relevant = Math.max(relevant, e.modRevision);
+      if (t.net || t.endpointsOf || e.key.startsWith(`${ROOT}services/`) || e.key.startsWith(`${ROOT}tasks/`)) relevant = Math.max(relevant, e.modRevision);
     }
     for (const id of nets) {
       const s = this.nets.get(id);

@@ -198,7 +198,7 @@ export class Daemon {
       .map((c) => ({ id: c.Id, netns: c.NetnsPath, networks: Object.entries(c.Endpoints ?? {}).filter(([, ep]) => ep.IPAddress).map(([id]) => id) }));
     const net = new ServiceNet((id) => sn.endpointsOf(id), sandboxes, this.balancers, (ids) => network.registry.changed(ids, ''));
     sn.followers.push((events, full) => net.follow(events, full));
-    const agent = new Agent(s, new EngineTaskRuntime(engine, (id) => net.hasVip(id)), log);
+    const agent = new Agent(s, new EngineTaskRuntime(engine, (id) => net.hasVip(id)), log, (r) => sn.appliedEverywhere(r));
     const orchestrator = new Orchestrator(s, log);
     this.services = { net, agent, orchestrator };
     this.cluster!.services.hooks = { findNetwork: (ref) => network.registry.find(ref), appliedEverywhere: (r) => sn.appliedEverywhere(r) };

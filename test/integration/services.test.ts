@@ -51,15 +51,15 @@ describe('swarm services across hosts', () => {
     return r.json as Task[];
   };
   const running = async (h: LabHost, service: string) => (await tasks(h, service)).filter((t) => t.DesiredState === 'running' && t.Status.State === 'running');
-  const waitRunning = (h: LabHost, service: string, n: number, timeoutMs = 30_000) => waitFor(async () => {
+  /** Converged: n tasks running, and every other task stopped (but on `down` nodes, which cannot report). */
+  const waitRunning = (h: LabHost, service: string, n: number, timeoutMs = 30_000, down: string[] = []) => waitFor(async () => {
     const all = await tasks(h, service);
     const r = all.filter((t) => t.DesiredState === 'running' && t.Status.State === 'running');
-    // Converged: n running, and every other task stopped.
-    return r.length === n && all.every((t) => t.DesiredState === 'running' || ['shutdown', 'complete', 'failed', 'rejected', 'orphaned'].includes(t.Status.State)) ? r : undefined;
+    return r.length === n && all.every((t) => t.DesiredState === 'running' || down.includes(t.NodeID) || ['shutdown', 'complete', 'failed', 'rejected', 'orphaned'].includes(t.Status.State)) ? r : undefined;
   }, `${n} running tasks of ${service}`, timeoutMs);
   /** `count` HTTP requests from a client container in one exec (busybox's wget -T crashes: timeout instead); the answers, one per request ('' for a failed one). */
-  const requests = async (h: LabHost, client: string, url: string, count: number): Promise<string[]> => {
-    const out = await ok(h, ['exec', client, 'sh', '-c', `for i in $(seq ${count}); do echo "=$(timeout 3 wget -qO- ${url} 2>/dev/null)"; done`]);
+  const requests = async (h: LabHost, client: string, url: string, count: number, timeoutSec = 3): Promise<string[]> => {
+    const out = await ok(h, ['exec', client, 'sh', '-c', `for i in $(seq ${count}); do echo "=$(timeout ${timeoutSec} wget -qO- ${url} 2>/dev/null)"; done`]);
     return out.split('\n').map((l) => l.replace(/^=/, '').trim());
   };
   const lookup = async (h: LabHost, client: string, name: string): Promise<string[]> => {
@@ -216,5 +216,80 @@ describe('swarm services across hosts', () => {
     await fails(h2, ['service', 'ls'], NOT_MANAGER);
     await fails(h0, ['service', 'inspect', 'nosuch'], 'no such service: nosuch');
     assert.equal(await count(), n);
+  });
+
+  /** Running containers of a service on a host. */
+  const containersOf = async (h: LabHost, service: string) => (await ok(h, ['ps', '-q', '--no-trunc', '--filter', `label=com.docker.swarm.service.name=${service}`])).split('\n').filter(Boolean);
+
+  it('a dead node (a worker cut off): its tasks leave every balancer with its lease and are placed elsewhere; back, it removes their containers', async () => {
+    const h2Node = [...nodeIds].find(([, h]) => h === h2)![0];
+    const onH2 = (await running(h0, 'web')).filter((t) => t.NodeID === h2Node);
+    assert.ok(onH2.length > 0, 'no task of web on lab2 to move');
+    // A request every ~50 ms from lab1's client, each stamped with the machine's uptime (the same
+    // clock in every namespace), before, during and after lab2 is cut off.
+    const uptime = async () => Number((await ok(h1, ['exec', 'client1', 'cut', '-d', ' ', '-f1', '/proc/uptime'])));
+    const u0 = await uptime();
+    const probe = ok(h1, ['exec', 'client1', 'sh', '-c', `end=$(( $(cut -d. -f1 /proc/uptime) + 12 )); while [ $(cut -d. -f1 /proc/uptime) -lt $end ]; do s=$(cut -d' ' -f1 /proc/uptime); a=$(timeout 1 wget -qO- http://web/ 2>/dev/null); echo "$s =$a"; usleep 50000; done`]);
+    await new Promise((r) => setTimeout(r, 500));
+    const cut = await uptime();
+    await lab.partition(h2);
+    try {
+      const lines = (await probe).split('\n').map((l) => { const [t, a] = l.split(' ='); return { t: Number(t), ok: !!a?.trim() }; });
+      assert.ok(lines.filter((l) => l.t < cut && l.t > u0).every((l) => l.ok), 'requests before the cut failed: the probe is broken');
+      const lastFailure = Math.max(cut, ...lines.filter((l) => !l.ok).map((l) => l.t));
+      assert.ok(lines.some((l) => l.t > lastFailure + 1), 'the probe ended before the service answered again');
+      // A failed request started at lastFailure (and took up to its 1 s timeout); every later one was answered.
+      assert.ok(lastFailure + 1 - cut <= TTL + 2, `answered again ${(lastFailure + 1 - cut).toFixed(2)} s after the cut (lease TTL ${TTL} s)`);
+      const ts = await waitRunning(h0, 'web', 3, 20_000, [h2Node]);
+      assert.ok(ts.every((t) => t.NodeID !== h2Node), 'a task still on the dead node');
+      for (const t of onH2) assert.equal((await tasks(h0, 'web')).find((x) => x.ID === t.ID)?.DesiredState, 'shutdown');
+      assert.deepEqual([...new Set(await requests(h1, 'client1', 'http://web/', 30))].sort(), taskHostnames(ts));
+    } finally {
+      await lab.heal(h2);
+    }
+    // Back: its old task containers go, none is duplicated anywhere.
+    await waitFor(async () => (await containersOf(h2, 'web')).length === 0, 'lab2 removing its moved tasks\' containers', 30_000);
+    assert.equal((await Promise.all([h0, h1, h2].map((h) => containersOf(h, 'web')))).flat().length, 3);
+  });
+
+  it('the leader\'s berthd killed: another manager leads within the lease TTL, moves its tasks; restarted, nothing is lost or duplicated', async () => {
+    assert.match(h0.host.daemonLog, /orchestrator: this node leads/);
+    assert.doesNotMatch(h1.host.daemonLog, /orchestrator: this node leads/);
+    const h0Node = [...nodeIds].find(([, h]) => h === h0)![0];
+    await h0.host.stopDaemon('SIGKILL');
+    const t0 = Date.now();
+    try {
+      await waitFor(async () => /orchestrator: this node leads/.test(h1.host.daemonLog), 'lab1 leading', 15_000);
+      assert.ok(Date.now() - t0 <= (TTL + 2) * 1000, `lab1 led ${Date.now() - t0} ms after the leader died`);
+      // lab0's presence lapsed with it: the new leader moved its tasks.
+      const ts = await waitRunning(h1, 'web', 3, 20_000, [h0Node]);
+      assert.ok(ts.every((t) => t.NodeID !== h0Node));
+    } finally {
+      await h0.host.startDaemon();
+    }
+    const ts = await waitRunning(h0, 'web', 3, 30_000);
+    await waitFor(async () => (await containersOf(h0, 'web')).length === ts.filter((t) => t.NodeID === h0Node).length, 'lab0 removing its moved tasks\' containers', 30_000);
+    const byHost = await Promise.all([h0, h1, h2].map((h) => containersOf(h, 'web')));
+    assert.equal(byHost.flat().length, 3);
+    for (const t of ts) assert.ok(byHost[[h0, h1, h2].indexOf(nodeIds.get(t.NodeID)!)]!.includes(t.Status.ContainerStatus!.ContainerID), `task ${t.ID}'s container is not on its node`);
+    assert.deepEqual([...new Set(await requests(h1, 'client1', 'http://web/', 30))].sort(), taskHostnames(ts));
+  });
+
+  it('service rm: the name and the VIP are gone everywhere when it returns, the containers soon after', async () => {
+    await ok(h0, ['service', 'rm', 'web']);
+    for (const [h, c] of [[h0, 'client0'], [h1, 'client1']] as const) {
+      assert.deepEqual(await lookup(h, c, 'web'), []);
+      assert.deepEqual(await lookup(h, c, 'rr'), (await lookup(h, c, 'tasks.rr')), 'the probe itself');
+    }
+    await waitFor(async () => (await Promise.all([h0, h1, h2].map((h) => containersOf(h, 'web')))).flat().length === 0, 'web\'s containers removed', 20_000);
+    await waitFor(async () => (await tasks(h0, 'web')).length === 0, 'web\'s tasks removed', 20_000).catch(() => undefined);
+  });
+
+  it('a node that leaves the swarm takes its task containers with it', async () => {
+    await ok(h0, ['service', 'scale', '--detach', 'rr=3']);
+    await waitRunning(h0, 'rr', 3);
+    assert.ok((await containersOf(h2, 'rr')).length > 0, 'no task of rr on lab2');
+    await ok(h2, ['swarm', 'leave']);
+    assert.equal(await ok(h2, ['ps', '-aq', '--filter', 'label=com.docker.swarm.task.id']), '');
   });
 });
