@@ -170,6 +170,10 @@ describe('swarm services across hosts', () => {
     await waitFor(async () => (await tasks(h0, 'once')).find((x) => x.ID === t!.ID)?.DesiredState === 'shutdown', 'the orchestrator\'s decision');
     assert.equal((await tasks(h0, 'once')).length, 1);
     assert.equal(await ok(h0, ['service', 'ls', '--filter', 'name=once', '--format', '{{.Replicas}}']), '0/1');
+    // Its VIP has no backend: a connection is refused at once, not left to time out.
+    const r = await h1.host.docker(['exec', 'client1', 'sh', '-c', 'wget -qO- http://once/ 2>&1; echo rc=$?']);
+    assert.match(r.stdout, /Connection refused[\s\S]*rc=1/);
+    assert.match(await ok(h1, ['exec', 'client1', 'wget', '-qO-', 'http://web/']), /^[0-9a-f]{12}$/, 'the probe itself');
   });
 
   it('places by constraint; an impossible one leaves the tasks pending with Docker\'s message; global runs one per node', async () => {
