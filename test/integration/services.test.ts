@@ -84,7 +84,7 @@ describe('swarm services across hosts', () => {
   });
 
   it('creates a replicated service through the CLI: one task per node, each a container named and labelled as Docker\'s', async () => {
-    await ok(h0, ['service', 'create', '--detach', '--name', 'web', '--replicas', '3', '--network', 'svc', '--restart-delay', '1s', ...WEB]);
+    await ok(h0, ['service', 'create', '--detach', '--name', 'web', '--replicas', '3', '--network', 'svc', '--restart-delay', '1s', '--stop-grace-period', '1s', ...WEB]);
     const ts = await waitRunning(h0, 'web', 3);
     assert.deepEqual(ts.map((t) => t.Slot).sort(), [1, 2, 3]);
     assert.equal(new Set(ts.map((t) => t.NodeID)).size, 3, 'spread over the three nodes');
@@ -118,8 +118,11 @@ describe('swarm services across hosts', () => {
   });
 
   it('dnsrr: the name answers the tasks\' addresses, no VIP is made', async () => {
-    await ok(h0, ['service', 'create', '--detach', '--name', 'rr', '--replicas', '2', '--endpoint-mode', 'dnsrr', '--network', 'svc', ...WEB]);
-    const ts = await waitRunning(h0, 'rr', 2);
+    // Without --detach the CLI follows the tasks until they run (its progress display) and returns then.
+    const out = await ok(h0, ['service', 'create', '--name', 'rr', '--replicas', '2', '--endpoint-mode', 'dnsrr', '--network', 'svc', ...WEB]);
+    assert.match(out, /verify: Service converged/);
+    const ts = await running(h0, 'rr');
+    assert.equal(ts.length, 2);
     const svc = JSON.parse(await ok(h1, ['service', 'inspect', 'rr']))[0];
     assert.equal(svc.Endpoint.VirtualIPs, undefined);
     assert.equal(svc.Spec.EndpointSpec.Mode, 'dnsrr');
