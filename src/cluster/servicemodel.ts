@@ -98,6 +98,7 @@ export function normaliseSpec(raw: unknown): ServiceSpec {
   const legacy = (s as { Networks?: Array<{ Target: string; Aliases?: string[] }> }).Networks;
   if (legacy?.length && !tt.Networks?.length) tt.Networks = legacy;
   delete (s as { Networks?: unknown }).Networks;
+  if ((tt.Networks?.length ?? 0) > 1) throw invalidArg('berth runs a service\'s tasks on one network yet: give one --network');
   if (!s.Mode || (!s.Mode.Replicated && !s.Mode.Global)) s.Mode = { Replicated: { Replicas: 1 } };
   if (s.Mode.Replicated && s.Mode.Global) throw invalidArg('only one of replicated and global mode may be given');
   if (s.Mode.Replicated) {

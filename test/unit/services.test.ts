@@ -139,6 +139,7 @@ describe('service specs and constraints', () => {
     assert.throws(() => normaliseSpec({ Name: 'bad_name', TaskTemplate: { ContainerSpec: { Image: 'b' } } }), /valid as a DNS name/);
     assert.throws(() => normaliseSpec({ Name: 'x', TaskTemplate: { ContainerSpec: { Image: 'b' } }, EndpointSpec: { Mode: 'ipvs' } }), /invalid endpoint mode/);
     assert.throws(() => normaliseSpec({ Name: 'x', TaskTemplate: { ContainerSpec: { Image: 'b' } }, EndpointSpec: { Ports: [{ TargetPort: 80 }] } }), /not publish service ports yet/);
+    assert.throws(() => normaliseSpec({ Name: 'x', TaskTemplate: { ContainerSpec: { Image: 'b' }, Networks: [{ Target: 'a' }, { Target: 'b' }] } }), /one network yet/);
   });
 
   it('parses and matches node.id, hostname, role and labels', () => {
