@@ -5,10 +5,12 @@ import { reconcile } from './reconcile.js';
 import { SK } from './services.js';
 import type { NodeView, ServiceRecord, TaskRecord } from './servicemodel.js';
 import type { Session } from './session.js';
-import type { Versioned } from './store.js';
+import type { Cmp, Versioned } from './store.js';
 
 /** How often a manager that does not lead tries to, and the leader checks it still does. */
 const CAMPAIGN_MS = 1000;
+/** Tasks written per transaction (each is a compare and a put; etcd's limit is 128 operations). */
+const TXN_CHUNK = 60;
 
 /**
  * The orchestrator of one manager. Managers campaign for one key held under their presence lease
@@ -109,17 +111,27 @@ export class Orchestrator {
       this.wake.unref();
     }
     if (!d.put.length && !d.delete.length) return;
-    const cmp = [{ key: SK.leader, target: 'Create' as const, value: this.leaderRev }];
-    for (const t of d.put) {
-      const had = taskRecs.get(SK.task(t.ID));
-      cmp.push({ key: SK.task(t.ID), target: had ? 'Mod' : 'Create', value: had?.modRevision ?? 0 } as never);
+    // etcd takes at most 128 operations per transaction: large decisions go in chunks, each
+    // checked on its own (a chunk that loses a race makes the next pass start from fresh reads).
+    const ops: Array<{ put?: TaskRecord; del?: string }> = [...d.put.map((put) => ({ put })), ...d.delete.map((del) => ({ del }))];
+    let ok = true;
+    for (let i = 0; i < ops.length && ok; i += TXN_CHUNK) {
+      const chunk = ops.slice(i, i + TXN_CHUNK);
+      const cmp: Cmp[] = [{ key: SK.leader, target: 'Create', value: this.leaderRev }];
+      for (const o of chunk) {
+        const id = o.put?.ID ?? o.del!;
+        const had = taskRecs.get(SK.task(id));
+        cmp.push(had ? { key: SK.task(id), target: 'Mod', value: had.modRevision } : { key: SK.task(id), target: 'Create', value: 0 });
+      }
+      const r = await store.txn(cmp, chunk.filter((o) => o.put).map((o) => ({ key: SK.task(o.put!.ID), value: o.put })), chunk.filter((o) => o.del).map((o) => SK.task(o.del!)));
+      ok = r.ok;
     }
-    for (const id of d.delete) cmp.push({ key: SK.task(id), target: 'Mod', value: taskRecs.get(SK.task(id))!.modRevision } as never);
-    const r = await store.txn(cmp, d.put.map((t) => ({ key: SK.task(t.ID), value: t })), d.delete.map(SK.task));
-    if (!r.ok) {
+    if (!ok) {
       // Deposed, or an agent wrote a task meanwhile: read again (unless no longer leading).
       const cur = await store.get<{ Node: string }>(SK.leader);
       if (!cur || cur.value.Node !== this.session.state.nodeId) return this.stepDown();
+      // A moment's pause before reading again: two writers racing should not spin the store.
+      await new Promise((r) => setTimeout(r, 50));
       this.again = true;
     }
   }

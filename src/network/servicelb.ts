@@ -88,6 +88,4 @@ export class ServiceBalancers {
     this.queue = step.catch(() => undefined);
     return step;
   }
-
-  forget(id: string): void { this.applied.delete(id); }
 }

@@ -196,3 +196,50 @@ describe('the sandbox balancer table', () => {
     ].join('\n'));
   });
 });
+
+describe('the orchestrator\'s writes', () => {
+  it('writes a large decision in transactions etcd accepts (at most 128 operations each)', async () => {
+    const { Orchestrator } = await import('../../src/cluster/orchestrator.js');
+    const { SK } = await import('../../src/cluster/services.js');
+    const { K } = await import('../../src/cluster/keys.js');
+    const txns: Array<{ cmp: number; ops: number }> = [];
+    const written = new Set<string>();
+    let leader: unknown;
+    const svc = service({ replicas: 150 });
+    const nodeRec = { ID: 'n1', Spec: { Role: 'manager', Labels: {}, Availability: 'active' }, Description: { Hostname: 'n1' } };
+    const store = {
+      get: async (key: string) => (key === SK.leader && leader ? { value: leader, modRevision: 1 } : undefined),
+      txn: async (cmp: unknown[], puts: Array<{ key: string; value: unknown }>, dels: string[] = []) => {
+        if (puts[0]?.key === SK.leader) { leader = puts[0].value; return { ok: true, revision: 1 }; }
+        txns.push({ cmp: cmp.length, ops: puts.length + dels.length });
+        // etcd refuses a transaction of more than 128 operations (--max-txn-ops).
+        if (cmp.length > 128 || puts.length + dels.length > 128) return { ok: false, revision: 2 };
+        for (const p of puts) written.add(p.key);
+        return { ok: true, revision: 2 };
+      },
+      readMany: async () => [
+        new Map([[SK.service(svc.ID), { value: svc, modRevision: 1 }]]),
+        new Map([...written].map((k) => [k, { value: { ID: k.slice(SK.tasks.length), ServiceID: svc.ID, Slot: 0, Attempt: 0, DesiredState: 'running', Status: { State: 'assigned' } }, modRevision: 2 }])),
+        new Map([[K.node('n1'), { value: nodeRec, modRevision: 1 }]]),
+        new Map([[K.aliveOf('n1'), { value: {}, modRevision: 1 }]]),
+      ],
+      watchBatches: async () => async () => undefined,
+    };
+    const session = { store, lease: { grant: async () => '1' }, state: { role: 'manager', nodeId: 'n1' } };
+    const o = new Orchestrator(session as never, () => undefined);
+    o.start();
+    try {
+      await waitUntil(() => written.size >= 150);
+    } finally {
+      await o.close();
+    }
+    assert.ok(txns.length >= 3, `${txns.length} transactions`);
+    for (const t of txns) assert.ok(t.cmp <= 128 && t.ops <= 128, JSON.stringify(t));
+    assert.equal(written.size, 150);
+  });
+});
+
+async function waitUntil(ok: () => boolean): Promise<void> {
+  for (let i = 0; i < 200 && !ok(); i++) await new Promise((r) => setTimeout(r, 10));
+  assert.ok(ok(), 'timed out');
+}
