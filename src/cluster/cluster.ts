@@ -15,6 +15,7 @@ import { LocalStateFiles, type LocalState } from './state.js';
 import { ClusterStore } from './store.js';
 import { defaultSpec } from './views.js';
 import { expirySec, normPem } from './rotation.js';
+import { ServiceControl } from './services.js';
 
 export interface ClusterOptions {
   root: string;
@@ -41,12 +42,15 @@ export class Cluster {
   private readonly files: LocalStateFiles;
   private busy: Promise<unknown> = Promise.resolve();
   readonly control: Control;
+  /** `docker service` and `/tasks` on this node (a manager's answer; others get Docker's refusal). */
+  readonly services: ServiceControl;
   private readonly log: (m: string) => void;
 
   constructor(private readonly o: ClusterOptions) {
     this.files = new LocalStateFiles(join(o.root, 'cluster'));
     this.log = o.log ?? ((m) => console.error(`berthd: ${m}`));
     this.control = new Control(() => this.session, o);
+    this.services = new ServiceControl(() => this.session);
   }
 
   /**

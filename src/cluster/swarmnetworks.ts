@@ -72,6 +72,12 @@ export class SwarmNetworks implements OverlayPlane {
   private publishing?: Promise<void>;
   private mtu?: number;
   readonly vtep: { addr: string; port: number };
+  /**
+   * Others that follow the same store view (service VIPs and balancers): each hears every batch
+   * (`full` after a list, with every item) once this host's networks applied it, and before the
+   * revision is published, so "applied everywhere" covers what they do too.
+   */
+  readonly followers: Array<(events: WatchEvent<unknown>[], full: boolean) => Promise<void>> = [];
 
   constructor(private readonly session: Session, private readonly host: SwarmNetworkHost, private readonly localEndpoints: () => Array<Omit<EndpointRecord, 'Node' | 'Vtep'>>, port: number, private readonly log: (m: string) => void) {
     this.vtep = { addr: session.state.dataPathAddr || session.state.addr, port };
@@ -122,6 +128,7 @@ export class SwarmNetworks implements OverlayPlane {
       this.nodes.clear();
       for (const [key, v] of items) this.take({ type: 'put', key, value: v.value, modRevision: v.modRevision });
       await this.reconcile();
+      await this.tellFollowers([...items].map(([key, v]) => ({ type: 'put' as const, key, value: v.value, modRevision: v.modRevision })), true);
       await this.publish(revision);
     });
     this.stopWatch = await store.watchBatches<unknown>(ROOT, revision + 1, (events) => void this.enqueue(() => this.applyBatch(events)), (e) => {
@@ -199,7 +206,7 @@ export class SwarmNetworks implements OverlayPlane {
       if (t.net) nets.add(t.net);
       if (t.endpointsOf) endpointsOf.add(t.endpointsOf);
       if (t.claimsOf) claimsOf.add(t.claimsOf);
-      if (t.net || t.endpointsOf) relevant = Math.max(relevant, e.modRevision);
+      if (t.net || t.endpointsOf || e.key.startsWith(`${ROOT}services/`) || e.key.startsWith(`${ROOT}tasks/`)) relevant = Math.max(relevant, e.modRevision);
     }
     for (const id of nets) {
       const s = this.nets.get(id);
@@ -210,8 +217,13 @@ export class SwarmNetworks implements OverlayPlane {
     for (const id of new Set([...endpointsOf, ...claimsOf])) this.mirrorAllocations(id);
     const changed = [...endpointsOf].filter((id) => this.host.network(id));
     if (changed.length) await this.host.peersChanged(changed, false);
+    await this.tellFollowers(events, false);
     if (relevant) await this.publish(relevant);
     this.checkWaiters();
+  }
+
+  private async tellFollowers(events: WatchEvent<unknown>[], full: boolean): Promise<void> {
+    for (const f of this.followers) await f(events, full).catch((e) => this.log(`overlay: ${errorMessage(e)}`));
   }
 
   /** The registry's copy of a store record: its pools carry the cluster's allocations as seen here. */

@@ -38,6 +38,11 @@ import { newId } from '../util/ids.js';
 import { run } from '../util/exec.js';
 import { ATTACH_HELPER, BUSYBOX_TARBALL, RUNC_SHIM, VERSION } from './paths.js';
 import { removeStaleScratch } from '../util/scratch.js';
+import { Agent } from '../cluster/agent.js';
+import { Orchestrator } from '../cluster/orchestrator.js';
+import { ServiceNet } from '../cluster/servicenet.js';
+import { ServiceBalancers } from '../network/servicelb.js';
+import { EngineTaskRuntime } from './taskruntime.js';
 
 export interface DaemonOptions {
   /** Swarm membership: lease TTL of this node's presence, an external store, the name it shows. */
@@ -59,6 +64,9 @@ export class Daemon {
   engine?: Engine;
   private readonly overlay = new OverlayDriver();
   private swarmNetworks?: SwarmNetworks;
+  /** While in a swarm: services' VIPs and balancers here, the task agent, the orchestrator (managers campaign to lead it). */
+  private services?: { net: ServiceNet; agent: Agent; orchestrator: Orchestrator };
+  private readonly balancers = new ServiceBalancers((m) => console.error(`berthd: ${m}`));
 
   constructor(private readonly o: DaemonOptions) {}
 
@@ -115,7 +123,9 @@ export class Daemon {
     await engine.restore();
     await engine.applyEndpointFixes(await network.adopt(engine.runningSandboxes()));
     const registry = network.registry;
-    const dns = new DnsServer(new ContainerDirectory(() => engine.containers.values(), () => registry.networks, () => registry.generation, () => this.swarmNetworks?.remoteEndpoints() ?? []), this.o.resolvConf);
+    const dns = new DnsServer(new ContainerDirectory(() => engine.containers.values(), () => registry.networks, () => registry.generation, () => [...(this.swarmNetworks?.remoteEndpoints() ?? []), ...(this.services?.net.dnsEntries() ?? [])]), this.o.resolvConf);
+    // A local container started or connected: its balancer table, if it is on a service's network.
+    registry.onChange((c) => { if (c.containers.some(Boolean)) void this.services?.net.syncAll(); });
     await network.attachResolver(dns);
     return { engine, images, runtime, network, identity, dns };
   }
@@ -184,6 +194,13 @@ export class Daemon {
    */
   private async swarmSession(s: Session, up: boolean, leaving: boolean, network: NetworkController, engine: Engine): Promise<void> {
     if (!up) {
+      const svc = this.services;
+      this.services = undefined;
+      if (svc) {
+        await svc.orchestrator.close();
+        // Leaving takes the task containers with it; a daemon stop leaves them running for the next start.
+        await (leaving ? svc.agent.leave() : svc.agent.close());
+      }
       const sn = this.swarmNetworks;
       this.swarmNetworks = undefined;
       this.overlay.plane = undefined;
@@ -200,7 +217,18 @@ export class Daemon {
     this.swarmNetworks = sn;
     this.overlay.plane = sn;
     network.swarm = sn;
+    const log = (m: string) => console.error(`berthd: ${m}`);
+    const sandboxes = () => [...engine.containers.values()].filter((c) => c.NetnsPath && c.State.Status !== 'removing')
+      .map((c) => ({ id: c.Id, netns: c.NetnsPath, networks: Object.entries(c.Endpoints ?? {}).filter(([, ep]) => ep.IPAddress).map(([id]) => id) }));
+    const net = new ServiceNet((id) => sn.endpointsOf(id), sandboxes, this.balancers, (ids) => network.registry.changed(ids, ''));
+    sn.followers.push((events, full) => net.follow(events, full));
+    const agent = new Agent(s, new EngineTaskRuntime(engine, (id) => net.hasVip(id)), log, (r) => sn.appliedEverywhere(r));
+    const orchestrator = new Orchestrator(s, log);
+    this.services = { net, agent, orchestrator };
+    this.cluster!.services.hooks = { findNetwork: (ref) => network.registry.find(ref), appliedEverywhere: (r) => sn.appliedEverywhere(r) };
     await sn.start();
+    await agent.start().catch((e) => log(`agent: ${errorMessage(e)}`));
+    orchestrator.start();
   }
 
   private makeCluster(): Cluster {

@@ -107,7 +107,8 @@ export class Engine extends Lifecycle {
 
   // ---------------------------------------------------------------- create
 
-  async create(rawBody: unknown, nameParam: string | undefined): Promise<{ Id: string; Warnings: string[] }> {
+  /** `swarmTask`: made by this node's swarm agent for a service task (never through the API). */
+  async create(rawBody: unknown, nameParam: string | undefined, opts: { swarmTask?: boolean } = {}): Promise<{ Id: string; Warnings: string[] }> {
     const body: CreateBody = normaliseCreateBody(rawBody);
     let name: string;
     if (nameParam) {
@@ -132,7 +133,7 @@ export class Engine extends Lifecycle {
     }
     this.o.network.validatePortBindings(body.HostConfig.PortBindings ?? {});
     this.o.network.validateLabels?.({ ...(image.config.config?.Labels ?? {}), ...(body.Labels ?? {}) });
-    const endpoints = this.o.network.initialEndpoints(mode, body.NetworkingConfig?.EndpointsConfig ?? {}, body.MacAddress);
+    const endpoints = this.o.network.initialEndpoints(mode, body.NetworkingConfig?.EndpointsConfig ?? {}, body.MacAddress, opts.swarmTask);
     validateHealthcheck((body as { Healthcheck?: unknown }).Healthcheck);
     const id = newId();
     const hostname = body.Hostname || (mode === 'host' ? osHostname() : sharedWith ? sharedWith.Config.Hostname : id.slice(0, 12));

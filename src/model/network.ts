@@ -112,7 +112,7 @@ export interface NetworkService {
   /** Checks a container's policy labels (berth.policy.*) at create time: a bad one is a 400. */
   validateLabels?(labels: Record<string, string>): void;
   /** The endpoints a new container starts with, from its NetworkMode and EndpointsConfig. */
-  initialEndpoints(mode: string, endpointsConfig: Record<string, unknown>, macAddress?: string): Record<string, EndpointState>;
+  initialEndpoints(mode: string, endpointsConfig: Record<string, unknown>, macAddress?: string, swarmTask?: boolean): Record<string, EndpointState>;
   summary(ref: string): NetworkSummary;
   /** Makes the sandbox: namespace, endpoints, resolver, published ports, /etc files. All or nothing. */
   setUp(spec: SandboxSpec, sharedWith?: { netnsPath: string; etcDir: string }): Promise<SandboxState>;

@@ -347,8 +347,8 @@ export class NetworkController implements NetworkService {
     parsePolicyLabels(labels);
   }
 
-  initialEndpoints(mode: string, endpointsConfig: Record<string, unknown>, macAddress?: string): Record<string, EndpointState> {
-    return initialEndpoints(this.registry, mode, endpointsConfig, macAddress);
+  initialEndpoints(mode: string, endpointsConfig: Record<string, unknown>, macAddress?: string, swarmTask?: boolean): Record<string, EndpointState> {
+    return initialEndpoints(this.registry, mode, endpointsConfig, macAddress, swarmTask);
   }
 
   summary(ref: string): NetworkSummary {

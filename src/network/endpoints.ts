@@ -17,9 +17,10 @@ export function validateMode(registry: NetworkRegistry, mode: string): void {
 }
 
 /** An endpoint as the user asked for it (EndpointsConfig), checked against the network; nothing allocated yet. */
-export function endpointFromConfig(n: NetworkRecord, cfg: Record<string, unknown>, macAddress?: string): EndpointState {
-  // Docker's words, from swarmkit through the daemon: only attachable swarm networks take containers.
-  if (n.Scope === 'swarm' && !n.Attachable) throw new ForbiddenError(`Could not attach to network ${n.Name}: rpc error: code = PermissionDenied desc = network ${n.Name} not manually attachable`);
+export function endpointFromConfig(n: NetworkRecord, cfg: Record<string, unknown>, macAddress?: string, swarmTask = false): EndpointState {
+  // Docker's words, from swarmkit through the daemon: only attachable swarm networks take containers
+  // (a service's task, made by the node's agent, takes any).
+  if (n.Scope === 'swarm' && !n.Attachable && !swarmTask) throw new ForbiddenError(`Could not attach to network ${n.Name}: rpc error: code = PermissionDenied desc = network ${n.Name} not manually attachable`);
   const ipam = (cfg.IPAMConfig ?? null) as { IPv4Address?: string; IPv6Address?: string } | null;
   if (ipam?.IPv6Address) {
     if (!n.pools6?.length) throw new BadRequestError(`user specified IPv6 address ${ipam.IPv6Address} on network ${n.Name}, which has no IPv6`);
@@ -43,11 +44,11 @@ export function endpointFromConfig(n: NetworkRecord, cfg: Record<string, unknown
 }
 
 /** The endpoints a new container starts with, from its NetworkMode and EndpointsConfig. */
-export function initialEndpoints(registry: NetworkRegistry, mode: string, endpointsConfig: Record<string, unknown>, macAddress?: string): Record<string, EndpointState> {
+export function initialEndpoints(registry: NetworkRegistry, mode: string, endpointsConfig: Record<string, unknown>, macAddress?: string, swarmTask = false): Record<string, EndpointState> {
   if (sharesNamespace(mode)) return {};
   const n = registry.get(mode === 'default' ? 'bridge' : mode);
   const cfg = (endpointsConfig[mode] ?? endpointsConfig[n.Name] ?? {}) as Record<string, unknown>;
-  return { [n.Id]: endpointFromConfig(n, cfg, macAddress) };
+  return { [n.Id]: endpointFromConfig(n, cfg, macAddress, swarmTask) };
 }
 
 /** Whether a network answers names through the embedded DNS: every driver's network but the default bridge. */

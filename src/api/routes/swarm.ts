@@ -89,11 +89,39 @@ export function swarmRoutes(r: Router, api: ApiContext): void {
     return noManager();
   });
 
-  r.get('/services', list);
-  r.post('/services/create', withBody());
-  r.get('/services/{id}', noManager);
-  r.post('/services/{id}/update', withBody('service'));
-  r.delete('/services/{id}', noManager);
+  // Services and tasks: a manager's (ServiceControl refuses on workers and outside a swarm).
+  const services = () => (cluster()?.current ? cluster()!.services : undefined);
+  const filterMap = (ctx: RequestContext, keys: string[]) => {
+    const f = parseFilters(ctx.query.get('filters'));
+    checkFilterKeys(f, keys);
+    return Object.fromEntries(f) as Record<string, string[]>;
+  };
+  r.get('/services', async (ctx) => {
+    const s = services();
+    if (!s) return list(ctx);
+    const f = filterMap(ctx, ['id', 'label', 'mode', 'name']);
+    sendJson(ctx.res, 200, await s.list(f, boolParam(ctx.query.get('status'))));
+  });
+  r.post('/services/create', async (ctx) => {
+    const body = await decodeBody(ctx);
+    const s = services();
+    if (!s) return noManager();
+    sendJson(ctx.res, 201, await s.create(body));
+  });
+  r.get('/services/{id}', async (ctx) => sendJson(ctx.res, 200, await (services() ?? { inspect: noManager }).inspect(ctx.params.id!)));
+  r.post('/services/{id}/update', async (ctx) => {
+    const body = await decodeBody(ctx);
+    const version = checkVersion(ctx, 'service');
+    const s = services();
+    if (!s) return noManager();
+    sendJson(ctx.res, 200, await s.update(ctx.params.id!, version, body, ctx.query.get('rollback') === 'previous'));
+  });
+  r.delete('/services/{id}', async (ctx) => {
+    const s = services();
+    if (!s) return noManager();
+    await s.remove(ctx.params.id!);
+    sendEmpty(ctx.res, 200);
+  });
   r.get('/services/{id}/logs', logs);
 
   r.get('/nodes', async (ctx) => {
@@ -119,8 +147,12 @@ export function swarmRoutes(r: Router, api: ApiContext): void {
     sendEmpty(ctx.res, 200);
   });
 
-  r.get('/tasks', list);
-  r.get('/tasks/{id}', noManager);
+  r.get('/tasks', async (ctx) => {
+    const s = services();
+    if (!s) return list(ctx);
+    sendJson(ctx.res, 200, await s.tasks(filterMap(ctx, ['id', 'name', 'service', 'node', 'label', 'desired-state', '_up-to-date'])));
+  });
+  r.get('/tasks/{id}', async (ctx) => sendJson(ctx.res, 200, await (services() ?? { task: noManager }).task(ctx.params.id!)));
   r.get('/tasks/{id}/logs', logs);
 
   for (const kind of ['secret', 'config'] as const) {

@@ -1,0 +1,168 @@
+import { errorMessage } from '../util/errors.js';
+import { goTime } from './ids.js';
+import { ROOT } from './keys.js';
+import { SK } from './services.js';
+import { isTerminal, type TaskRecord, type TaskState } from './servicemodel.js';
+import type { Session } from './session.js';
+import type { WatchEvent } from './store.js';
+
+/** A task's container as the engine has it. */
+export interface TaskContainer { id: string; running: boolean; exitCode: number; pid: number; error: string }
+
+/** What the agent needs of the engine (the daemon implements it; the cluster never imports the engine). */
+export interface TaskRuntime {
+  /** Containers this host made for tasks, by task id. */
+  taskContainers(): Map<string, TaskContainer>;
+  /** Creates and starts a task's container; returns it. */
+  run(task: TaskRecord, nodeId: string): Promise<TaskContainer>;
+  /** Stops (within the grace period) and removes a task's container. */
+  remove(containerId: string, graceSec: number): Promise<void>;
+  /** Calls back when a container of a task exits. */
+  onExit(cb: (taskId: string) => void): () => void;
+}
+
+/**
+ * The agent of one node: it follows the tasks the orchestrator assigns to this node and makes the
+ * engine agree: a task desired running gets its container (found again by its task-id label after
+ * a restart of berthd, so none is ever made twice), a task desired shut down loses it, and
+ * containers of tasks no longer in the store are removed. It reports each task's state back
+ * (running, complete, failed, rejected, shutdown) with compare-and-swap, as the orchestrator may
+ * write the same record.
+ */
+export class Agent {
+  private readonly tasks = new Map<string, TaskRecord>();
+  /** The store revision of each task's record as last seen. */
+  private readonly revs = new Map<string, number>();
+  private readonly busy = new Map<string, Promise<void>>();
+  private stopWatch?: () => Promise<void>;
+  private unsubscribe?: () => void;
+  private closed = false;
+  private listed = false;
+  private timer?: NodeJS.Timeout;
+
+  constructor(
+    private readonly session: Session, private readonly runtime: TaskRuntime, private readonly log: (m: string) => void,
+    /** Returns once every live host applied the store up to a revision (their balancers dropped a task). */
+    private readonly appliedEverywhere: (revision: number) => Promise<void> = async () => undefined,
+  ) {}
+
+  private get me(): string { return this.session.state.nodeId; }
+
+  async start(): Promise<void> {
+    this.unsubscribe = this.runtime.onExit((taskId) => this.converge(taskId));
+    // A watch lost (or a report that failed) is caught up by a slow periodic pass.
+    const tick = () => { if (this.closed) return; void this.relist().catch((e) => this.log(`agent: ${errorMessage(e)}`)).finally(() => { if (this.closed) return; this.timer = setTimeout(tick, 5000); this.timer.unref(); }); };
+    this.timer = setTimeout(tick, 5000);
+    this.timer.unref();
+    await this.relist();
+  }
+
+  private async relist(): Promise<void> {
+    if (this.closed) return;
+    await this.stopWatch?.().catch(() => undefined);
+    const { items, revision } = await this.session.store.listAt<TaskRecord>(SK.tasks);
+    this.tasks.clear();
+    for (const v of items.values()) if (v.value.NodeID === this.me) { this.tasks.set(v.value.ID, v.value); this.revs.set(v.value.ID, v.modRevision); }
+    this.listed = true;
+    this.stopWatch = await this.session.store.watchBatches<TaskRecord>(SK.tasks, revision + 1, (events) => this.take(events), () => { /* the periodic relist */ });
+    for (const id of new Set([...this.tasks.keys(), ...this.runtime.taskContainers().keys()])) this.converge(id);
+  }
+
+  private take(events: WatchEvent<TaskRecord>[]): void {
+    for (const e of events) {
+      const id = e.key.slice(SK.tasks.length);
+      if (e.type === 'put' && e.value.NodeID === this.me) { this.tasks.set(id, e.value); this.revs.set(id, e.modRevision); }
+      else { this.tasks.delete(id); this.revs.delete(id); }
+      this.converge(id);
+    }
+  }
+
+  /** One task at a time per id; a change while it works runs it again after. */
+  private converge(id: string): void {
+    if (this.closed || !this.listed) return;
+    const prev = this.busy.get(id);
+    const next = (prev ?? Promise.resolve()).then(() => this.step(id)).catch((e) => this.log(`agent: task ${id}: ${errorMessage(e)}`));
+    this.busy.set(id, next);
+    void next.finally(() => { if (this.busy.get(id) === next) this.busy.delete(id); });
+  }
+
+  private async step(id: string): Promise<void> {
+    if (this.closed) return;
+    const t = this.tasks.get(id);
+    const c = this.runtime.taskContainers().get(id);
+    if (!t) {
+      // Deleted from the store (its service removed), or never ours: its container goes.
+      if (c) await this.runtime.remove(c.id, 10);
+      return;
+    }
+    const grace = Math.ceil((t.Spec.ContainerSpec.StopGracePeriod ?? 10e9) / 1e9);
+    if (t.DesiredState !== 'running') {
+      // Every host's balancer drops the task (it follows the same record) before it stops: no
+      // new connection goes to a task on its way out.
+      if (c?.running) await this.appliedEverywhere(this.revs.get(id) ?? 0);
+      if (c) await this.runtime.remove(c.id, grace);
+      if (!isTerminal(t.Status.State)) await this.report(id, 'shutdown', 'shutdown', c);
+      return;
+    }
+    if (isTerminal(t.Status.State)) {
+      // Finished and reported; the orchestrator decides what next. A container left running (a
+      // report made while berthd was down cannot be) is stopped.
+      if (c?.running) await this.runtime.remove(c.id, grace);
+      return;
+    }
+    if (c) {
+      if (c.running) {
+        if (t.Status.State !== 'running') await this.report(id, 'running', 'started', c);
+      } else {
+        await this.report(id, c.exitCode === 0 ? 'complete' : 'failed', c.exitCode === 0 ? 'finished' : 'started', c, c.exitCode === 0 ? undefined : c.error || `task: non-zero exit (${c.exitCode})`);
+      }
+      return;
+    }
+    if (t.Status.State === 'running') {
+      // Its container was removed from under it.
+      await this.report(id, 'failed', 'started', undefined, 'task: the container was removed');
+      return;
+    }
+    if (t.Status.State !== 'assigned' && t.Status.State !== 'accepted' && t.Status.State !== 'preparing' && t.Status.State !== 'starting') return;
+    try {
+      const made = await this.runtime.run(t, this.me);
+      await this.report(id, made.running ? 'running' : made.exitCode === 0 ? 'complete' : 'failed', 'started', made);
+    } catch (e) {
+      await this.report(id, 'rejected', 'preparing', undefined, errorMessage(e));
+    }
+  }
+
+  /** Writes a task's status, unless the record moved on meanwhile in a way that makes it moot. */
+  private async report(id: string, state: TaskState, message: string, c?: TaskContainer, err?: string): Promise<void> {
+    const store = this.session.store;
+    for (let attempt = 0; attempt < 10; attempt++) {
+      const cur = await store.get<TaskRecord>(SK.task(id));
+      if (!cur || cur.value.NodeID !== this.me || isTerminal(cur.value.Status.State)) return;
+      const now = goTime();
+      const next: TaskRecord = {
+        ...cur.value, UpdatedAt: now,
+        Status: { Timestamp: now, State: state, Message: message, ...(err ? { Err: err } : {}), ...(c ? { ContainerStatus: { ContainerID: c.id, PID: c.running ? c.pid : 0, ExitCode: c.exitCode } } : cur.value.Status.ContainerStatus ? { ContainerStatus: cur.value.Status.ContainerStatus } : {}) },
+      };
+      if ((await store.txn([{ key: SK.task(id), target: 'Mod', value: cur.modRevision }], [{ key: SK.task(id), value: next }])).ok) {
+        this.tasks.set(id, next);
+        return;
+      }
+    }
+    throw new Error(`task ${id}: its record kept changing while its state (${state}) was reported`);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    clearTimeout(this.timer);
+    this.unsubscribe?.();
+    await this.stopWatch?.().catch(() => undefined);
+    await Promise.all([...this.busy.values()]).catch(() => undefined);
+  }
+
+  /** This node left the swarm: every task container goes. */
+  async leave(): Promise<void> {
+    await this.close();
+    for (const c of this.runtime.taskContainers().values()) await this.runtime.remove(c.id, 10).catch((e) => this.log(`agent: ${errorMessage(e)}`));
+  }
+}
+

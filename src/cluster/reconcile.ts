@@ -1,0 +1,163 @@
+import { goTime } from './ids.js';
+import { desiredReplicas, isTerminal, matches, type NodeView, type ServiceRecord, type TaskRecord } from './servicemodel.js';
+
+/**
+ * The orchestrator's decisions as a pure function: given the services, the tasks and the nodes,
+ * which tasks to write (new ones, and changes of desired state or placement) and which to delete.
+ * The leader runs it whenever the store changes and writes the result; it is idempotent, so a new
+ * leader, or the same one again, reaches the same state from whatever was written before.
+ *
+ * A replicated service has slots 1..Replicas; a global one a slot per eligible node. Each slot's
+ * latest task (highest Attempt) is the one that counts: a running one on a live, active node stays;
+ * one on a dead or drained node is shut down and replaced at once; one that failed or completed is
+ * replaced per the restart policy (after its delay); a pending one is placed when a node fits.
+ */
+
+export interface Decisions {
+  put: TaskRecord[];
+  delete: string[];
+  /** The earliest time (ms) a delayed restart is due, when one is waiting. */
+  wakeAt?: number;
+}
+
+/** Old tasks kept per slot for `service ps` (Docker's default task history limit). */
+export const HISTORY = 5;
+
+export function reconcile(services: ServiceRecord[], tasks: TaskRecord[], nodes: NodeView[], now: number, newId: () => string): Decisions {
+  const out: Decisions = { put: [], delete: [] };
+  const changed = new Map<string, TaskRecord>();
+  const put = (t: TaskRecord) => { changed.set(t.ID, t); };
+  const byId = new Map(nodes.map((n) => [n.id, n]));
+  const usable = (id: string | undefined) => { const n = id ? byId.get(id) : undefined; return !!n && n.ready && n.availability === 'active'; };
+  // Active tasks per node, for spreading (counted over every service, as swarmkit's spread).
+  const load = new Map<string, number>();
+  for (const t of tasks) if (t.DesiredState === 'running' && t.NodeID) load.set(t.NodeID, (load.get(t.NodeID) ?? 0) + 1);
+  const svcIds = new Set(services.map((s) => s.ID));
+  const at = goTime(new Date(now));
+  const shut = (t: TaskRecord, extra: Partial<TaskRecord> = {}) => {
+    if (t.DesiredState === 'shutdown' && !Object.keys(extra).length) return;
+    const n = { ...t, ...extra, DesiredState: 'shutdown' as const, UpdatedAt: at };
+    if (t.DesiredState === 'running' && t.NodeID) load.set(t.NodeID, (load.get(t.NodeID) ?? 1) - 1);
+    // A task never started (pending, or on a node gone before it ran) ends here.
+    if (!t.NodeID || (!isTerminal(t.Status.State) && !byId.get(t.NodeID)?.ready && t.Status.State === 'assigned')) n.Status = { ...t.Status, State: 'shutdown', Message: 'shutdown', Timestamp: at };
+    put(n);
+  };
+
+  // Tasks of removed services go; their records are deleted once they stopped (or their node is gone).
+  for (const t of tasks) {
+    if (svcIds.has(t.ServiceID)) continue;
+    if (isTerminal(t.Status.State) || !t.NodeID || !byId.get(t.NodeID)?.ready) out.delete.push(t.ID);
+    else shut(t);
+  }
+
+  for (const svc of services) {
+    const mine = tasks.filter((t) => t.ServiceID === svc.ID);
+    const constraints = svc.Spec.TaskTemplate.Placement?.Constraints ?? [];
+    const eligible = nodes.filter((n) => n.ready && n.availability === 'active' && matches(n, constraints));
+    const global = !!svc.Spec.Mode.Global;
+    const slots = new Map<string, TaskRecord[]>();
+    for (const t of mine) {
+      const key = global ? `node:${t.NodeID}` : `slot:${t.Slot}`;
+      let l = slots.get(key);
+      if (!l) slots.set(key, (l = []));
+      l.push(t);
+    }
+    for (const l of slots.values()) l.sort((a, b) => a.Attempt - b.Attempt);
+    const wanted = global ? eligible.map((n) => `node:${n.id}`) : Array.from({ length: desiredReplicas(svc.Spec) }, (_, i) => `slot:${i + 1}`);
+    const wantedSet = new Set(wanted);
+
+    // Slots no longer wanted (scaled down, a node no longer eligible): their tasks stop, and stopped ones go.
+    for (const [key, l] of slots) {
+      if (wantedSet.has(key)) continue;
+      for (const t of l) {
+        if (t.DesiredState === 'running') shut(t);
+        else if (isTerminal(t.Status.State) || !usable(t.NodeID)) out.delete.push(t.ID);
+      }
+    }
+
+    const place = (): { node?: NodeView; err?: string } => {
+      if (global) return {};
+      if (!eligible.length) {
+        const up = nodes.filter((n) => n.ready && n.availability === 'active');
+        const parts: string[] = [];
+        const failed = up.length;
+        if (failed) parts.push(`scheduling constraints not satisfied on ${failed} node${failed === 1 ? '' : 's'}`);
+        const unavailable = nodes.length - up.length;
+        if (unavailable) parts.push(`${unavailable} node${unavailable === 1 ? '' : 's'} not available for new tasks`);
+        return { err: `no suitable node${parts.length ? ` (${parts.join('; ')})` : ''}` };
+      }
+      const ofService = (id: string) => [...mine, ...changed.values()].filter((t) => t.ServiceID === svc.ID && t.DesiredState === 'running' && t.NodeID === id).length;
+      const node = [...eligible].sort((a, b) => ofService(a.id) - ofService(b.id) || (load.get(a.id) ?? 0) - (load.get(b.id) ?? 0) || a.id.localeCompare(b.id))[0]!;
+      return { node };
+    };
+    const make = (key: string, prev: TaskRecord | undefined, restarted: boolean) => {
+      const nodeId = global ? key.slice('node:'.length) : undefined;
+      const t: TaskRecord = {
+        ID: newId(), Version: { Index: 0 }, CreatedAt: at, UpdatedAt: at, Labels: {},
+        Spec: structuredClone(svc.Spec.TaskTemplate), ServiceID: svc.ID, ServiceAnnotations: { Name: svc.Spec.Name }, SpecVersion: svc.Version.Index,
+        ...(global ? {} : { Slot: Number(key.slice('slot:'.length)) }),
+        Status: { Timestamp: at, State: 'new', Message: 'created' }, DesiredState: 'running',
+        Attempt: prev ? prev.Attempt + 1 : 0, Restarts: prev ? (prev.Restarts ?? 0) + (restarted ? 1 : 0) : 0,
+      };
+      assign(t, nodeId);
+    };
+    const assign = (t: TaskRecord, nodeId?: string) => {
+      if (nodeId) {
+        t.NodeID = nodeId;
+      } else {
+        const p = place();
+        if (!p.node) {
+          const err = p.err ?? 'no suitable node';
+          if (t.Status.State !== 'pending' || t.Status.Err !== err) put({ ...t, Status: { Timestamp: at, State: 'pending', Message: 'pending task scheduling', Err: err }, UpdatedAt: at });
+          return;
+        }
+        t.NodeID = p.node.id;
+      }
+      load.set(t.NodeID, (load.get(t.NodeID) ?? 0) + 1);
+      put({ ...t, Status: { Timestamp: at, State: 'assigned', Message: 'scheduler assigned task to node' }, UpdatedAt: at });
+    };
+
+    for (const key of wanted) {
+      const l = slots.get(key) ?? [];
+      // History beyond Docker's limit goes.
+      for (const old of l.slice(0, Math.max(0, l.length - HISTORY))) if (old.DesiredState === 'shutdown' && (isTerminal(old.Status.State) || !usable(old.NodeID))) out.delete.push(old.ID);
+      const latest = l[l.length - 1];
+      if (!latest) { make(key, undefined, false); continue; }
+      if (latest.DesiredState === 'running') {
+        if (latest.Status.State === 'pending' || latest.Status.State === 'new') { assign({ ...latest }, global ? key.slice(5) : undefined); continue; }
+        if (!usable(latest.NodeID)) {
+          // Its node died or drains: the task moves now (no restart delay: it did not fail).
+          shut(latest);
+          if (!global) make(key, latest, false);
+          continue;
+        }
+        if (isTerminal(latest.Status.State)) {
+          const decision = restartDecision(svc, latest, now);
+          shut(latest, decision === 'never' ? { NoRestart: true } : { RestartAt: decision === 'now' ? now : decision });
+          if (decision === 'now') make(key, latest, true);
+          else if (typeof decision === 'number') out.wakeAt = Math.min(out.wakeAt ?? Infinity, decision);
+        }
+        continue;
+      }
+      // The latest was stopped: by a policy that ends the slot, by a restart that waits, or it moved.
+      if (latest.NoRestart) continue;
+      if (latest.RestartAt !== undefined && latest.RestartAt > now) { out.wakeAt = Math.min(out.wakeAt ?? Infinity, latest.RestartAt); continue; }
+      make(key, latest, latest.RestartAt !== undefined);
+    }
+  }
+  out.put = [...changed.values()];
+  out.delete = [...new Set(out.delete)].filter((id) => !changed.has(id));
+  return out;
+}
+
+/** A finished task's slot: started again now, at a later time (ms), or never (the restart policy's decision). */
+export function restartDecision(svc: ServiceRecord, t: TaskRecord, now: number): 'now' | 'never' | number {
+  const rp = svc.Spec.TaskTemplate.RestartPolicy ?? {};
+  const cond = rp.Condition ?? 'any';
+  if (cond === 'none') return 'never';
+  if (cond === 'on-failure' && t.Status.State === 'complete') return 'never';
+  if (rp.MaxAttempts && (t.Restarts ?? 0) >= rp.MaxAttempts) return 'never';
+  const delayMs = Math.floor((rp.Delay ?? 5e9) / 1e6);
+  const due = Date.parse(t.Status.Timestamp) + delayMs;
+  return Number.isNaN(due) || due <= now ? 'now' : due;
+}

@@ -1,0 +1,164 @@
+import { BadRequestError } from '../util/errors.js';
+import { rpcError } from './errors.js';
+
+/**
+ * Services and tasks as the store holds them, in Docker's JSON shapes (API v1.41 Service and Task),
+ * and the pure checks around them: the spec a create or update may carry, placement constraints.
+ * Nothing here touches the store or the kernel.
+ */
+
+export interface ContainerSpec {
+  Image: string;
+  Command?: string[];
+  Args?: string[];
+  Env?: string[];
+  Labels?: Record<string, string>;
+  Hostname?: string;
+  Dir?: string;
+  User?: string;
+  StopGracePeriod?: number;
+}
+
+export interface RestartPolicy { Condition?: 'none' | 'on-failure' | 'any'; Delay?: number; MaxAttempts?: number; Window?: number }
+
+export interface ServiceSpec {
+  Name: string;
+  Labels?: Record<string, string>;
+  TaskTemplate: {
+    ContainerSpec: ContainerSpec;
+    RestartPolicy?: RestartPolicy;
+    Placement?: { Constraints?: string[] };
+    Networks?: Array<{ Target: string; Aliases?: string[] }>;
+    ForceUpdate?: number;
+    [k: string]: unknown;
+  };
+  Mode: { Replicated?: { Replicas?: number }; Global?: Record<string, never> };
+  EndpointSpec?: { Mode?: 'vip' | 'dnsrr'; Ports?: unknown[] };
+  [k: string]: unknown;
+}
+
+export interface ServiceRecord {
+  ID: string;
+  Version: { Index: number };
+  CreatedAt: string;
+  UpdatedAt: string;
+  Spec: ServiceSpec;
+  PreviousSpec?: ServiceSpec;
+  Endpoint: { Spec: { Mode: 'vip' | 'dnsrr' }; VirtualIPs?: Array<{ NetworkID: string; Addr: string }> };
+}
+
+export type TaskState = 'new' | 'pending' | 'assigned' | 'accepted' | 'preparing' | 'starting' | 'running' | 'complete' | 'shutdown' | 'failed' | 'rejected' | 'orphaned';
+
+export interface TaskRecord {
+  ID: string;
+  Version: { Index: number };
+  CreatedAt: string;
+  UpdatedAt: string;
+  Labels: Record<string, string>;
+  Spec: ServiceSpec['TaskTemplate'];
+  ServiceID: string;
+  /** Replicated services only; a global service's task is known by its node. */
+  Slot?: number;
+  NodeID?: string;
+  Status: { Timestamp: string; State: TaskState; Message: string; Err?: string; ContainerStatus?: { ContainerID: string; PID: number; ExitCode: number } };
+  DesiredState: 'running' | 'shutdown';
+  NetworksAttachments?: Array<{ Network: { ID: string }; Addresses: string[] }>;
+  /** The service's name and its spec version this task was made from. */
+  ServiceAnnotations: { Name: string };
+  SpecVersion: number;
+  /** Orders the tasks of one slot (or node): the highest is the slot's current task. */
+  Attempt: number;
+  /** Restarts by policy before this task, for --restart-max-attempts. */
+  Restarts?: number;
+  /** Set when the restart policy ends the slot with this task. */
+  NoRestart?: boolean;
+  /** When this finished task's slot is started again (ms), per the restart delay. */
+  RestartAt?: number;
+}
+
+const TERMINAL: TaskState[] = ['complete', 'shutdown', 'failed', 'rejected', 'orphaned'];
+export const isTerminal = (s: TaskState): boolean => TERMINAL.includes(s);
+
+/** Docker's name check for services (swarmkit validateAnnotations). */
+const NAME = /^[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$/;
+
+const invalidArg = (desc: string) => rpcError('InvalidArgument', desc);
+
+/** Checks a ServiceSpec from the API and fills Docker's defaults; throws Docker's words. */
+export function normaliseSpec(raw: unknown): ServiceSpec {
+  if (!raw || typeof raw !== 'object') throw new BadRequestError('invalid JSON body');
+  const s = structuredClone(raw) as ServiceSpec;
+  if (!s.Name) s.Name = '';
+  if (s.Name && !NAME.test(s.Name)) throw invalidArg(`name must be valid as a DNS name component`);
+  const tt = s.TaskTemplate as ServiceSpec['TaskTemplate'] | undefined;
+  const cs = tt?.ContainerSpec;
+  if (!tt || !cs) throw invalidArg('ContainerSpec: missing in service spec');
+  if (!cs.Image) throw invalidArg('ContainerSpec: image reference must be provided');
+  // The legacy top-level Networks go where newer clients put them.
+  const legacy = (s as { Networks?: Array<{ Target: string; Aliases?: string[] }> }).Networks;
+  if (legacy?.length && !tt.Networks?.length) tt.Networks = legacy;
+  delete (s as { Networks?: unknown }).Networks;
+  if ((tt.Networks?.length ?? 0) > 1) throw invalidArg('berth runs a service\'s tasks on one network yet: give one --network');
+  if (!s.Mode || (!s.Mode.Replicated && !s.Mode.Global)) s.Mode = { Replicated: { Replicas: 1 } };
+  if (s.Mode.Replicated && s.Mode.Global) throw invalidArg('only one of replicated and global mode may be given');
+  if (s.Mode.Replicated) {
+    const r = s.Mode.Replicated.Replicas ?? 1;
+    // The Go client's field is a uint64: a negative or fractional count never decodes.
+    if (typeof r !== 'number' || !Number.isInteger(r) || r < 0) {
+      throw new BadRequestError(`json: cannot unmarshal number ${String(r)} into Go struct field ReplicatedService.Mode.Replicated.Replicas of type uint64`);
+    }
+    s.Mode.Replicated.Replicas = r;
+  }
+  const mode = s.EndpointSpec?.Mode ?? 'vip';
+  if (mode !== 'vip' && mode !== 'dnsrr') throw invalidArg(`EndpointSpec: invalid endpoint mode ${String(mode)}`);
+  if (s.EndpointSpec?.Ports?.length) throw invalidArg('berth does not publish service ports yet (the ingress routing mesh and --publish are not implemented)');
+  s.EndpointSpec = { ...(s.EndpointSpec ?? {}), Mode: mode };
+  const rp = tt.RestartPolicy ?? {};
+  if (rp.Condition && !['none', 'on-failure', 'any'].includes(rp.Condition)) throw invalidArg(`invalid RestartCondition ${rp.Condition}`);
+  if ((rp.Delay ?? 0) < 0) throw invalidArg('TaskSpec: restart-delay cannot be negative');
+  tt.RestartPolicy = { Condition: rp.Condition ?? 'any', Delay: rp.Delay ?? 5e9, MaxAttempts: rp.MaxAttempts ?? 0, ...(rp.Window !== undefined ? { Window: rp.Window } : {}) };
+  for (const c of tt.Placement?.Constraints ?? []) parseConstraint(c);
+  return s;
+}
+
+// ---------------------------------------------------------------- placement constraints
+
+export interface Constraint { key: string; op: '==' | '!='; value: string }
+
+/** swarmkit's constraint grammar: `node.KEY==VALUE` or `!=`, keys node.id/hostname/role/labels.*, engine.labels.*. */
+export function parseConstraint(text: string): Constraint {
+  const m = /^\s*([\w.-]+)\s*(==|!=)\s*(.*?)\s*$/.exec(text);
+  if (!m || !m[3]) throw invalidArg(`constraint expected one operator from ==, !=`);
+  const key = m[1]!.toLowerCase();
+  if (!['node.id', 'node.hostname', 'node.role', 'node.platform.os', 'node.platform.arch'].includes(key) && !key.startsWith('node.labels.') && !key.startsWith('engine.labels.')) {
+    throw invalidArg(`constraint key ${m[1]} is not supported`);
+  }
+  return { key: key.startsWith('node.labels.') ? `node.labels.${m[1]!.slice('node.labels.'.length)}` : key, op: m[2] as '==' | '!=', value: m[3]! };
+}
+
+/** What placement needs to know of a node. */
+export interface NodeView {
+  id: string;
+  hostname: string;
+  role: 'manager' | 'worker';
+  labels: Record<string, string>;
+  availability: 'active' | 'pause' | 'drain';
+  /** Its presence lease is held: the node is up. */
+  ready: boolean;
+}
+
+export function matches(n: NodeView, constraints: string[]): boolean {
+  return constraints.map(parseConstraint).every((c) => {
+    let have: string | undefined;
+    if (c.key === 'node.id') have = n.id;
+    else if (c.key === 'node.hostname') have = n.hostname;
+    else if (c.key === 'node.role') have = n.role;
+    else if (c.key === 'node.platform.os') have = 'linux';
+    else if (c.key.startsWith('node.labels.')) have = n.labels[c.key.slice('node.labels.'.length)];
+    // Values compare case-insensitively as swarmkit's, except labels' (exact).
+    const eq = have !== undefined && (c.key.startsWith('node.labels.') ? have === c.value : have.toLowerCase() === c.value.toLowerCase());
+    return c.op === '==' ? eq : !eq;
+  });
+}
+
+export const desiredReplicas = (s: ServiceSpec): number => s.Mode.Replicated?.Replicas ?? 0;

@@ -1,0 +1,103 @@
+import type { RemoteEndpoint } from '../daemon/dnsdirectory.js';
+import type { EndpointRecord } from '../network/overlay.js';
+import type { ServiceBalancers, VipEntry } from '../network/servicelb.js';
+import { ROOT } from './keys.js';
+import type { ServiceRecord, TaskRecord } from './servicemodel.js';
+import type { WatchEvent } from './store.js';
+
+/** A local container as the balancers need it: its namespace and the networks it is on. */
+export interface LocalSandbox { id: string; netns: string; networks: string[] }
+
+interface SvcView { name: string; vips: Map<string, string> }
+
+/**
+ * Services as one host's data plane sees them, following the same store view as its overlay
+ * networks (a SwarmNetworks follower): each service's VIP per network, whose backends are the
+ * endpoints of that network named `tasks.SERVICE` whose task is running and desired running (the
+ * store's task record: a task leaves every balancer before its agent stops it, and joins only once
+ * its process started; endpoints live under their host's lease, so a dead host's tasks leave with
+ * it). It answers the DNS (`SERVICE` → VIP; task names come with the endpoints) and keeps the
+ * balancer table of every local sandbox on such a network in step.
+ */
+export class ServiceNet {
+  private readonly services = new Map<string, SvcView>();
+  /** Containers of tasks running and desired running: only they are backends (a task leaves the balancers before it is stopped). */
+  private readonly running = new Map<string, string>();
+  private pending?: Promise<void>;
+  private again = false;
+
+  constructor(
+    private readonly endpointsOf: (networkId: string) => EndpointRecord[],
+    private readonly sandboxes: () => LocalSandbox[],
+    private readonly balancers: ServiceBalancers,
+    /** Tells the DNS its names on these networks changed. */
+    private readonly changed: (networkIds: string[]) => void,
+  ) {}
+
+  /** A SwarmNetworks follower: services' records change the VIPs; any batch may change backends. */
+  async follow(events: WatchEvent<unknown>[], full: boolean): Promise<void> {
+    if (full) { this.services.clear(); this.running.clear(); }
+    const touched = new Set<string>();
+    for (const e of events) {
+      const rest = e.key.slice(ROOT.length);
+      if (rest.startsWith('tasks/')) {
+        const id = rest.slice('tasks/'.length);
+        const t = e.type === 'put' ? (e.value as TaskRecord) : undefined;
+        if (t && t.DesiredState === 'running' && t.Status.State === 'running' && t.Status.ContainerStatus?.ContainerID) this.running.set(id, t.Status.ContainerStatus.ContainerID);
+        else this.running.delete(id);
+        continue;
+      }
+      if (!rest.startsWith('services/')) continue;
+      const id = rest.slice('services/'.length);
+      for (const n of this.services.get(id)?.vips.keys() ?? []) touched.add(n);
+      if (e.type === 'put') {
+        const s = e.value as ServiceRecord;
+        const vips = new Map((s.Endpoint.VirtualIPs ?? []).map((v) => [v.NetworkID, v.Addr.split('/')[0]!]));
+        this.services.set(id, { name: s.Spec.Name, vips });
+        for (const n of vips.keys()) touched.add(n);
+      } else {
+        this.services.delete(id);
+      }
+    }
+    if (touched.size) this.changed([...touched]);
+    await this.syncAll();
+  }
+
+  /** `SERVICE` → its VIP, as DNS entries on each network (only containers on that network ask them). */
+  *dnsEntries(): Iterable<RemoteEndpoint> {
+    for (const s of this.services.values()) for (const [net, ip] of s.vips) yield { Network: net, ContainerID: '', Name: s.name, Aliases: [], IP: ip };
+  }
+
+  /** Whether a service balances through a VIP (not dnsrr): its tasks then do not answer its name. */
+  hasVip(serviceId: string): boolean {
+    return (this.services.get(serviceId)?.vips.size ?? 0) > 0;
+  }
+
+  /** The entries a sandbox on these networks balances. */
+  entriesFor(networks: string[]): VipEntry[] {
+    const out: VipEntry[] = [];
+    const live = new Set(this.running.values());
+    for (const [id, s] of this.services) {
+      for (const net of networks) {
+        const vip = s.vips.get(net);
+        if (!vip) continue;
+        const backends = this.endpointsOf(net).filter((e) => e.Aliases?.includes(`tasks.${s.name}`) && live.has(e.ContainerID)).map((e) => e.IP);
+        out.push({ service: id, vip, backends: [...new Set(backends)] });
+      }
+    }
+    return out;
+  }
+
+  /** Every local sandbox's table brought in step; calls that come while one runs share one more pass. */
+  syncAll(): Promise<void> {
+    if (this.pending) { this.again = true; return this.pending; }
+    this.pending = (async () => {
+      do {
+        this.again = false;
+        const want = new Map(this.sandboxes().map((sb) => [sb.id, { netns: sb.netns, entries: this.entriesFor(sb.networks) }]));
+        await this.balancers.sync(want, true);
+      } while (this.again);
+    })().finally(() => { this.pending = undefined; });
+    return this.pending;
+  }
+}

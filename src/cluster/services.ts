@@ -1,0 +1,216 @@
+import { formatIPv4, parseCidr, parseIPv4 } from '../network/ipam.js';
+import type { NetworkRecord } from '../network/types.js';
+import { ApiError, ConflictError, ForbiddenError, NotFoundError } from '../util/errors.js';
+import { NOT_MANAGER, NO_MANAGER, UnavailableError, outOfSequence, rpcError } from './errors.js';
+import { goTime, newNodeId } from './ids.js';
+import { K, ROOT } from './keys.js';
+import { isTerminal, normaliseSpec, type ServiceRecord, type ServiceSpec, type TaskRecord } from './servicemodel.js';
+import type { Session } from './session.js';
+import type { Versioned } from './store.js';
+
+/** Where services and tasks live in the store (beside keys.ts' layout). */
+export const SK = {
+  services: `${ROOT}services/`,
+  service: (id: string) => `${ROOT}services/${id}`,
+  /** A service's name, claimed by create-if-absent so two creates of one name cannot both win. */
+  name: (name: string) => `${ROOT}servicenames/${name}`,
+  tasks: `${ROOT}tasks/`,
+  task: (id: string) => `${ROOT}tasks/${id}`,
+  /** Held under the leader's presence lease: the manager whose orchestrator acts. */
+  leader: `${ROOT}locks/orchestrator`,
+};
+
+export interface ServiceHooks {
+  /** A network this host knows, by name, id or id prefix. */
+  findNetwork(ref: string): NetworkRecord | undefined;
+  /** Returns once every live host applied the store up to `revision` (its DNS and balancers). */
+  appliedEverywhere(revision: number): Promise<void>;
+}
+
+/** A record as clients see it: Version.Index is the record's store revision (what update compares). */
+function view<T extends { Version: { Index: number } }>(v: Versioned<T>): T {
+  const { Restarts: _r, NoRestart: _n, RestartAt: _a, Attempt: _t, SpecVersion: _s, ...rest } = v.value as T & Partial<TaskRecord>;
+  return { ...rest, Version: { Index: v.modRevision } } as unknown as T;
+}
+
+/**
+ * The managers' side of `docker service` and `/tasks`: records in the store, checked as Docker
+ * checks them. The orchestrator (orchestrator.ts) turns services into tasks; this only writes what
+ * the user asked for and waits until every host applied it (DNS names and VIP balancers).
+ */
+export class ServiceControl {
+  /** Set by the daemon while this node is in a swarm. */
+  hooks?: ServiceHooks;
+
+  constructor(private readonly session: () => Session | undefined) {}
+
+  private manager(): Session {
+    const s = this.session();
+    if (!s) throw new UnavailableError(NO_MANAGER);
+    if (s.state.role !== 'manager') throw new UnavailableError(NOT_MANAGER);
+    return s;
+  }
+
+  private async all(s: Session): Promise<{ services: Array<Versioned<ServiceRecord>>; tasks: Array<Versioned<TaskRecord>> }> {
+    const [svcs, tasks] = await s.store.readMany([{ key: SK.services, prefix: true }, { key: SK.tasks, prefix: true }]);
+    return { services: [...svcs!.values()] as Array<Versioned<ServiceRecord>>, tasks: [...tasks!.values()] as Array<Versioned<TaskRecord>> };
+  }
+
+  /** swarmkit's lookup: full id, then name, then a unique id prefix. */
+  private async resolve(s: Session, ref: string): Promise<Versioned<ServiceRecord>> {
+    const { services } = await this.all(s);
+    const found = services.find((v) => v.value.ID === ref) ?? services.find((v) => v.value.Spec.Name === ref);
+    if (found) return found;
+    const byPrefix = services.filter((v) => v.value.ID.startsWith(ref));
+    if (byPrefix.length === 1) return byPrefix[0]!;
+    if (byPrefix.length > 1) throw rpcError('InvalidArgument', `service ${ref} is ambiguous (${byPrefix.length} matches found)`);
+    throw new NotFoundError(`service ${ref} not found`);
+  }
+
+  /** The networks a spec names, as ids; Docker's refusals for unknown and local networks. */
+  private networks(spec: ServiceSpec): NetworkRecord[] {
+    const hooks = this.hooks;
+    return (spec.TaskTemplate.Networks ?? []).map((n) => {
+      const rec = hooks?.findNetwork(n.Target);
+      if (!rec) throw new NotFoundError(`network ${n.Target} not found`);
+      if (rec.Scope !== 'swarm') throw new ForbiddenError(`The network ${rec.Name} cannot be used with services. Only networks scoped to the swarm can be used, such as those created with the overlay driver.`);
+      n.Target = rec.Id;
+      return rec;
+    });
+  }
+
+  async create(body: unknown): Promise<{ ID: string }> {
+    const s = this.manager();
+    const spec = normaliseSpec(body);
+    if (!spec.Name) spec.Name = `svc-${newNodeId().slice(0, 8)}`;
+    const nets = this.networks(spec);
+    const id = newNodeId();
+    const now = goTime();
+    const rec: ServiceRecord = { ID: id, Version: { Index: 0 }, CreatedAt: now, UpdatedAt: now, Spec: spec, Endpoint: { Spec: { Mode: spec.EndpointSpec!.Mode! } } };
+    for (let attempt = 0; attempt < 10; attempt++) {
+      const vips = spec.EndpointSpec!.Mode === 'vip' ? await this.pickVips(s, nets) : [];
+      if (vips.length) rec.Endpoint.VirtualIPs = vips.map((v) => ({ NetworkID: v.net.Id, Addr: `${v.ip}/${parseCidr(v.net.pools![0]!.subnet).prefix}` }));
+      const r = await s.store.txn(
+        [{ key: SK.name(spec.Name), target: 'Create', value: 0 }, ...vips.map((v) => ({ key: K.address(v.net.Id, v.ip), target: 'Create' as const, value: 0 }))],
+        [{ key: SK.name(spec.Name), value: { ID: id } }, { key: SK.service(id), value: rec }, ...vips.map((v) => ({ key: K.address(v.net.Id, v.ip), value: { EndpointID: `vip-${id}` } }))],
+      );
+      if (r.ok) {
+        await this.hooks?.appliedEverywhere(r.revision);
+        return { ID: id };
+      }
+      if (await s.store.get(SK.name(spec.Name))) throw new ApiError(409, `rpc error: code = AlreadyExists desc = service ${spec.Name} already exists`);
+      // A VIP was taken meanwhile: pick again.
+    }
+    throw new ConflictError('the network addresses kept changing under this create: try again');
+  }
+
+  /** A free address per network for the VIP, from the top of the subnet (containers take from the bottom). */
+  private async pickVips(s: Session, nets: NetworkRecord[]): Promise<Array<{ net: NetworkRecord; ip: string }>> {
+    const out: Array<{ net: NetworkRecord; ip: string }> = [];
+    for (const net of nets) {
+      const pool = net.pools?.[0];
+      if (!pool) throw new ApiError(500, `network ${net.Name} has no address pool`);
+      const taken = new Set((await s.store.list(`${K.ipam}${net.Id}/`)).keys());
+      const sub = parseCidr(pool.subnet);
+      const last = sub.base + 2 ** (32 - sub.prefix) - 2;
+      let ip: string | undefined;
+      for (let a = last; a > sub.base; a--) {
+        const text = formatIPv4(a);
+        if (text === pool.gateway || taken.has(K.address(net.Id, text)) || pool.allocated[text]) continue;
+        ip = text;
+        break;
+      }
+      if (!ip) throw new ApiError(500, `could not allocate a virtual IP on network ${net.Name}: the subnet is full`);
+      out.push({ net, ip });
+    }
+    return out;
+  }
+
+  async list(filters: Record<string, string[]> = {}, status = false): Promise<ServiceRecord[]> {
+    const s = this.manager();
+    const { services, tasks } = await this.all(s);
+    const ok = (v: ServiceRecord) => (!filters.id || filters.id.some((p) => v.ID.startsWith(p)))
+      && (!filters.name || filters.name.some((n) => v.Spec.Name.startsWith(n)))
+      && (!filters.mode || filters.mode.includes(v.Spec.Mode.Global ? 'global' : 'replicated'))
+      && (!filters.label || filters.label.every((l) => { const [k, val] = l.split('='); return k! in (v.Spec.Labels ?? {}) && (val === undefined || v.Spec.Labels![k!] === val); }));
+    return services.filter((v) => ok(v.value)).map((v) => {
+      const out = view(v);
+      if (status) {
+        const mine = tasks.map((t) => t.value).filter((t) => t.ServiceID === v.value.ID);
+        const running = mine.filter((t) => t.Status.State === 'running' && t.DesiredState === 'running').length;
+        const desired = v.value.Spec.Mode.Global ? mine.filter((t) => t.DesiredState === 'running').length : v.value.Spec.Mode.Replicated?.Replicas ?? 0;
+        (out as ServiceRecord & { ServiceStatus?: unknown }).ServiceStatus = { RunningTasks: running, DesiredTasks: desired, CompletedTasks: 0 };
+      }
+      return out;
+    });
+  }
+
+  async inspect(ref: string): Promise<ServiceRecord> {
+    return view(await this.resolve(this.manager(), ref));
+  }
+
+  /** Replicas, mode-independent fields, and rollback to the previous spec; VIPs stay as they are. */
+  async update(ref: string, version: number, body: unknown, rollback: boolean): Promise<{ Warnings: string[] | null }> {
+    const s = this.manager();
+    const cur = await this.resolve(s, ref);
+    if (cur.modRevision !== version) throw outOfSequence();
+    let spec: ServiceSpec;
+    if (rollback) {
+      if (!cur.value.PreviousSpec) throw rpcError('FailedPrecondition', `service ${cur.value.ID} does not have a previous spec`);
+      spec = cur.value.PreviousSpec;
+    } else {
+      spec = normaliseSpec(body);
+    }
+    if (spec.Name !== cur.value.Spec.Name) throw rpcError('Unknown', 'renaming services is not supported');
+    if (!!spec.Mode.Global !== !!cur.value.Spec.Mode.Global) throw rpcError('Unknown', 'service mode change is not allowed');
+    if (spec.EndpointSpec?.Mode !== cur.value.Spec.EndpointSpec?.Mode) throw rpcError('Unknown', 'berth cannot change a service\'s endpoint mode yet');
+    const nets = this.networks(spec).map((n) => n.Id).sort().join(',');
+    if (nets !== (cur.value.Spec.TaskTemplate.Networks ?? []).map((n) => n.Target).sort().join(',')) throw rpcError('Unknown', 'berth cannot change a service\'s networks yet');
+    const next: ServiceRecord = { ...cur.value, Spec: spec, PreviousSpec: cur.value.Spec, UpdatedAt: goTime() };
+    const r = await s.store.txn([{ key: SK.service(cur.value.ID), target: 'Mod', value: cur.modRevision }], [{ key: SK.service(cur.value.ID), value: next }]);
+    if (!r.ok) throw outOfSequence();
+    return { Warnings: null };
+  }
+
+  /** The service and its VIPs go now; its tasks stop and go through the orchestrator. */
+  async remove(ref: string): Promise<void> {
+    const s = this.manager();
+    const cur = await this.resolve(s, ref);
+    const vips = (cur.value.Endpoint.VirtualIPs ?? []).map((v) => K.address(v.NetworkID, v.Addr.split('/')[0]!));
+    const r = await s.store.txn([{ key: SK.service(cur.value.ID), target: 'Mod', value: cur.modRevision }], [], [SK.service(cur.value.ID), SK.name(cur.value.Spec.Name), ...vips]);
+    if (!r.ok) throw new ConflictError(`service ${ref} changed while it was being removed: try again`);
+    await this.hooks?.appliedEverywhere(r.revision);
+  }
+
+  async tasks(filters: Record<string, string[]> = {}): Promise<TaskRecord[]> {
+    const s = this.manager();
+    const { services, tasks } = await this.all(s);
+    const svcIds = (refs: string[]) => new Set(services.filter((v) => refs.some((r) => v.value.ID === r || v.value.Spec.Name === r || v.value.ID.startsWith(r))).map((v) => v.value.ID));
+    const wantSvc = filters.service ? svcIds(filters.service) : undefined;
+    const nodes = filters.node ? await this.nodeIds(s, filters.node) : undefined;
+    const name = (t: TaskRecord) => `${t.ServiceAnnotations.Name}.${t.Slot ?? t.NodeID}`;
+    return tasks.filter((v) => {
+      const t = v.value;
+      if (wantSvc && !wantSvc.has(t.ServiceID)) return false;
+      if (nodes && !nodes.has(t.NodeID ?? '')) return false;
+      if (filters.id && !filters.id.some((p) => t.ID.startsWith(p))) return false;
+      if (filters.name && !filters.name.some((n) => name(t).startsWith(n))) return false;
+      if (filters['desired-state'] && !filters['desired-state'].some((d) => (d === 'accepted' ? !isTerminal(t.Status.State) : t.DesiredState === d))) return false;
+      return true;
+    }).map(view);
+  }
+
+  private async nodeIds(s: Session, refs: string[]): Promise<Set<string>> {
+    const nodes = [...(await s.store.list<{ ID: string; Description?: { Hostname?: string }; Spec?: { Name?: string } }>(K.nodes)).values()].map((v) => v.value);
+    return new Set(nodes.filter((n) => refs.some((r) => r === n.ID || n.Description?.Hostname === r || n.Spec?.Name === r || n.ID.startsWith(r))).map((n) => n.ID)
+      .concat(refs.includes('self') ? [s.state.nodeId] : []));
+  }
+
+  async task(ref: string): Promise<TaskRecord> {
+    const s = this.manager();
+    const { tasks } = await this.all(s);
+    const t = tasks.find((v) => v.value.ID === ref) ?? (() => { const l = tasks.filter((v) => v.value.ID.startsWith(ref)); return l.length === 1 ? l[0] : undefined; })();
+    if (!t) throw new NotFoundError(`task ${ref} not found`);
+    return view(t);
+  }
+}

@@ -1,0 +1,90 @@
+import type { TaskContainer, TaskRuntime } from '../cluster/agent.js';
+import type { TaskRecord } from '../cluster/servicemodel.js';
+import type { Engine } from '../engine/engine.js';
+import type { ContainerRecord } from '../engine/types.js';
+import { errorMessage } from '../util/errors.js';
+
+/** Docker's labels on a task's container (daemon/cluster/executor/container). */
+export const TASK_ID_LABEL = 'com.docker.swarm.task.id';
+
+function taskOf(c: ContainerRecord): string | undefined {
+  return c.Config.Labels?.[TASK_ID_LABEL];
+}
+
+function view(c: ContainerRecord): TaskContainer {
+  return { id: c.Id, running: c.State.Running, exitCode: c.State.ExitCode, pid: c.State.Pid, error: c.State.Error };
+}
+
+/**
+ * The engine as the swarm agent sees it: a task becomes a container named SERVICE.SLOT.TASKID with
+ * Docker's swarm labels, on the service's network with the names the service's DNS needs
+ * (`tasks.SERVICE`, and `SERVICE` itself for dnsrr), created and started as `docker run` would.
+ */
+export class EngineTaskRuntime implements TaskRuntime {
+  constructor(private readonly engine: Engine, private readonly serviceVip: (serviceId: string) => boolean) {}
+
+  taskContainers(): Map<string, TaskContainer> {
+    const out = new Map<string, TaskContainer>();
+    for (const c of this.engine.containers.values()) {
+      const t = taskOf(c);
+      if (t && c.State.Status !== 'removing') out.set(t, view(c));
+    }
+    return out;
+  }
+
+  async run(t: TaskRecord, nodeId: string): Promise<TaskContainer> {
+    const cs = t.Spec.ContainerSpec;
+    const svc = t.ServiceAnnotations.Name;
+    const name = `${svc}.${t.Slot ?? nodeId}.${t.ID}`;
+    const nets = t.Spec.Networks ?? [];
+    if (nets.length > 1) throw new Error('berth runs a service\'s tasks on one network yet');
+    const dnsrr = !this.serviceVip(t.ServiceID);
+    const endpoints = Object.fromEntries(nets.map((n) => [n.Target, { Aliases: [...(dnsrr ? [svc] : []), `tasks.${svc}`, ...(n.Aliases ?? [])] }]));
+    let image = cs.Image;
+    // The CLI pins a digest it could resolve; the local store knows the image by its name.
+    if (image.includes('@') && !this.engine.images.list().some((i) => JSON.stringify(i).includes(image))) image = image.split('@')[0]!;
+    const body = {
+      Image: image,
+      ...(cs.Command?.length ? { Entrypoint: cs.Command } : {}),
+      ...(cs.Args?.length ? { Cmd: cs.Args } : {}),
+      Env: cs.Env ?? [],
+      ...(cs.Hostname ? { Hostname: cs.Hostname } : {}),
+      ...(cs.Dir ? { WorkingDir: cs.Dir } : {}),
+      ...(cs.User ? { User: cs.User } : {}),
+      Labels: {
+        ...(cs.Labels ?? {}),
+        'com.docker.swarm.node.id': nodeId,
+        'com.docker.swarm.service.id': t.ServiceID,
+        'com.docker.swarm.service.name': svc,
+        'com.docker.swarm.task': '',
+        [TASK_ID_LABEL]: t.ID,
+        'com.docker.swarm.task.name': `${svc}.${t.Slot ?? nodeId}.${t.ID}`,
+      },
+      HostConfig: { NetworkMode: nets[0]?.Target ?? 'default' },
+      NetworkingConfig: { EndpointsConfig: endpoints },
+    };
+    const { Id } = await this.engine.create(body, name, { swarmTask: true });
+    try {
+      await this.engine.start(Id);
+    } catch (e) {
+      await this.engine.remove(Id, { force: true }).catch(() => undefined);
+      throw e;
+    }
+    return view(this.engine.get(Id));
+  }
+
+  async remove(containerId: string, graceSec: number): Promise<void> {
+    const c = this.engine.find(containerId);
+    if (!c) return;
+    if (c.State.Running) await this.engine.stop(containerId, graceSec).catch((e) => { if (!/is not running|No such container/.test(errorMessage(e))) throw e; });
+    await this.engine.remove(containerId, { force: true }).catch((e) => { if (!/No such container/.test(errorMessage(e))) throw e; });
+  }
+
+  onExit(cb: (taskId: string) => void): () => void {
+    return this.engine.events.subscribe((e) => {
+      if (e.Type !== 'container' || (e.Action !== 'die' && e.Action !== 'destroy')) return;
+      const t = e.Actor.Attributes[TASK_ID_LABEL];
+      if (t) cb(t);
+    });
+  }
+}

@@ -1,0 +1,245 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { reconcile, restartDecision } from '../../src/cluster/reconcile.js';
+import { matches, normaliseSpec, parseConstraint, type NodeView, type ServiceRecord, type TaskRecord } from '../../src/cluster/servicemodel.js';
+import { lbTable } from '../../src/network/servicelb.js';
+
+const NOW = Date.parse('2026-01-01T00:00:10Z');
+let seq = 0;
+const newId = () => `t${++seq}`;
+
+const node = (id: string, o: Partial<NodeView> = {}): NodeView => ({ id, hostname: id, role: 'worker', labels: {}, availability: 'active', ready: true, ...o });
+const service = (o: { replicas?: number; global?: boolean; constraints?: string[]; restart?: ServiceRecord['Spec']['TaskTemplate']['RestartPolicy'] } = {}): ServiceRecord => ({
+  ID: 's1', Version: { Index: 7 }, CreatedAt: '', UpdatedAt: '', Endpoint: { Spec: { Mode: 'vip' } },
+  Spec: {
+    Name: 'web', Mode: o.global ? { Global: {} } : { Replicated: { Replicas: o.replicas ?? 3 } },
+    TaskTemplate: { ContainerSpec: { Image: 'busybox' }, RestartPolicy: o.restart ?? { Condition: 'any', Delay: 5e9, MaxAttempts: 0 }, Placement: { Constraints: o.constraints ?? [] } },
+  },
+});
+/** Applies decisions to a task list, as the orchestrator's write does. */
+const apply = (tasks: TaskRecord[], d: ReturnType<typeof reconcile>) => {
+  const m = new Map(tasks.map((t) => [t.ID, t]));
+  for (const t of d.put) m.set(t.ID, t);
+  for (const id of d.delete) m.delete(id);
+  return [...m.values()];
+};
+const runAll = (tasks: TaskRecord[]) => tasks.map((t) => (t.DesiredState === 'running' && t.Status.State === 'assigned' ? { ...t, Status: { ...t.Status, State: 'running' as const } } : t));
+const active = (tasks: TaskRecord[]) => tasks.filter((t) => t.DesiredState === 'running');
+
+describe('reconcile (the orchestrator\'s decisions)', () => {
+  it('spreads a replicated service over the ready, active nodes, one slot each', () => {
+    const nodes = [node('a'), node('b'), node('c'), node('d', { ready: false }), node('e', { availability: 'drain' })];
+    const d = reconcile([service({ replicas: 3 })], [], nodes, NOW, newId);
+    assert.equal(d.put.length, 3);
+    assert.deepEqual(d.put.map((t) => t.Slot).sort(), [1, 2, 3]);
+    assert.deepEqual(d.put.map((t) => t.NodeID).sort(), ['a', 'b', 'c']);
+    assert.ok(d.put.every((t) => t.Status.State === 'assigned' && t.DesiredState === 'running'));
+  });
+
+  it('is idempotent: a second pass over its own result changes nothing', () => {
+    const nodes = [node('a'), node('b')];
+    const tasks = runAll(apply([], reconcile([service({ replicas: 3 })], [], nodes, NOW, newId)));
+    const d = reconcile([service({ replicas: 3 })], tasks, nodes, NOW, newId);
+    assert.deepEqual([d.put, d.delete], [[], []]);
+  });
+
+  it('scales down by shutting the highest slots, and up by new slots', () => {
+    const nodes = [node('a'), node('b'), node('c')];
+    let tasks = runAll(apply([], reconcile([service({ replicas: 3 })], [], nodes, NOW, newId)));
+    let d = reconcile([service({ replicas: 1 })], tasks, nodes, NOW, newId);
+    assert.deepEqual(d.put.map((t) => [t.Slot, t.DesiredState]).sort(), [[2, 'shutdown'], [3, 'shutdown']]);
+    tasks = apply(tasks, d);
+    d = reconcile([service({ replicas: 4 })], tasks, nodes, NOW, newId);
+    const made = d.put.filter((t) => t.DesiredState === 'running');
+    assert.deepEqual(made.map((t) => t.Slot).sort(), [2, 3, 4]);
+  });
+
+  it('moves the tasks of a dead or drained node at once, keeping their slots', () => {
+    const nodes = [node('a'), node('b'), node('c')];
+    const tasks = runAll(apply([], reconcile([service({ replicas: 3 })], [], nodes, NOW, newId)));
+    const onB = tasks.find((t) => t.NodeID === 'b')!;
+    for (const changed of [[node('a'), node('b', { ready: false }), node('c')], [node('a'), node('b', { availability: 'drain' }), node('c')]]) {
+      const d = reconcile([service({ replicas: 3 })], tasks, changed, NOW, newId);
+      assert.equal(d.put.find((t) => t.ID === onB.ID)?.DesiredState, 'shutdown');
+      const repl = d.put.filter((t) => t.DesiredState === 'running');
+      assert.equal(repl.length, 1);
+      assert.equal(repl[0]!.Slot, onB.Slot);
+      assert.notEqual(repl[0]!.NodeID, 'b');
+    }
+  });
+
+  it('restarts a failed task after its delay, in its slot; on-failure skips a clean exit; none and max attempts end the slot', () => {
+    const nodes = [node('a')];
+    const failedAt = new Date(NOW - 1000).toISOString();
+    const base = runAll(apply([], reconcile([service({ replicas: 1 })], [], nodes, NOW, newId)));
+    const failed = base.map((t) => ({ ...t, Status: { ...t.Status, State: 'failed' as const, Timestamp: failedAt } }));
+    // Delay 5 s, failed 1 s ago: stopped now, restarted later.
+    let d = reconcile([service({ replicas: 1 })], failed, nodes, NOW, newId);
+    assert.equal(d.put.length, 1);
+    assert.equal(d.put[0]!.DesiredState, 'shutdown');
+    assert.equal(d.wakeAt, NOW + 4000);
+    d = reconcile([service({ replicas: 1 })], apply(failed, d), nodes, NOW + 4000, newId);
+    const again = d.put.filter((t) => t.DesiredState === 'running');
+    assert.equal(again.length, 1);
+    assert.equal(again[0]!.Slot, 1);
+    assert.equal(again[0]!.Restarts, 1);
+    const svc = (c: 'none' | 'on-failure' | 'any', max = 0) => service({ replicas: 1, restart: { Condition: c, Delay: 0, MaxAttempts: max } });
+    assert.equal(restartDecision(svc('none'), failed[0]!, NOW), 'never');
+    assert.equal(restartDecision(svc('on-failure'), { ...failed[0]!, Status: { ...failed[0]!.Status, State: 'complete' } }, NOW), 'never');
+    assert.equal(restartDecision(svc('on-failure'), failed[0]!, NOW), 'now');
+    assert.equal(restartDecision(svc('any', 2), { ...failed[0]!, Restarts: 2 }, NOW), 'never');
+    d = reconcile([svc('none')], failed, nodes, NOW, newId);
+    const ended = apply(failed, d);
+    assert.deepEqual(active(ended), []);
+    assert.deepEqual(reconcile([svc('none')], ended, nodes, NOW + 60_000, newId).put, [], 'the slot stays ended');
+  });
+
+  it('leaves tasks pending with Docker\'s explanation when no node fits, and places them when one does', () => {
+    const nodes = [node('a'), node('b'), node('c', { ready: false })];
+    const svc = service({ replicas: 2, constraints: ['node.labels.zone==mars'] });
+    const d = reconcile([svc], [], nodes, NOW, newId);
+    assert.equal(d.put.length, 2);
+    for (const t of d.put) {
+      assert.equal(t.Status.State, 'pending');
+      assert.equal(t.Status.Err, 'no suitable node (scheduling constraints not satisfied on 2 nodes; 1 node not available for new tasks)');
+      assert.equal(t.NodeID, undefined);
+    }
+    const later = reconcile([svc], apply([], d), [node('a', { labels: { zone: 'mars' } }), node('b')], NOW, newId);
+    assert.deepEqual(later.put.map((t) => [t.Status.State, t.NodeID]), [['assigned', 'a'], ['assigned', 'a']]);
+  });
+
+  it('runs a global service once on every eligible node, and stops it on a node that no longer is', () => {
+    const svc = service({ global: true, constraints: ['node.role==manager'] });
+    const nodes = [node('a', { role: 'manager' }), node('b', { role: 'manager' }), node('c')];
+    const tasks = runAll(apply([], reconcile([svc], [], nodes, NOW, newId)));
+    assert.deepEqual(tasks.map((t) => t.NodeID).sort(), ['a', 'b']);
+    const d = reconcile([svc], tasks, [node('a', { role: 'manager' }), node('b'), node('c')], NOW, newId);
+    assert.deepEqual(d.put.map((t) => [t.NodeID, t.DesiredState]), [['b', 'shutdown']]);
+  });
+
+  it('stops the tasks of a removed service and deletes their records once they stopped', () => {
+    const nodes = [node('a')];
+    const tasks = runAll(apply([], reconcile([service({ replicas: 1 })], [], nodes, NOW, newId)));
+    let d = reconcile([], tasks, nodes, NOW, newId);
+    assert.deepEqual(d.put.map((t) => t.DesiredState), ['shutdown']);
+    const stopped = apply(tasks, d).map((t) => ({ ...t, Status: { ...t.Status, State: 'shutdown' as const } }));
+    d = reconcile([], stopped, nodes, NOW, newId);
+    assert.deepEqual(d.delete, [tasks[0]!.ID]);
+  });
+});
+
+describe('service specs and constraints', () => {
+  it('fills Docker\'s defaults and refuses what Docker refuses', () => {
+    const s = normaliseSpec({ Name: 'web', TaskTemplate: { ContainerSpec: { Image: 'busybox' } } });
+    assert.deepEqual(s.Mode, { Replicated: { Replicas: 1 } });
+    assert.equal(s.EndpointSpec?.Mode, 'vip');
+    assert.deepEqual(s.TaskTemplate.RestartPolicy, { Condition: 'any', Delay: 5e9, MaxAttempts: 0 });
+    assert.throws(() => normaliseSpec({ Name: 'x', TaskTemplate: { ContainerSpec: { Image: 'b' } }, Mode: { Replicated: { Replicas: -1 } } }), /cannot unmarshal number -1/);
+    assert.throws(() => normaliseSpec({ Name: 'x', TaskTemplate: { ContainerSpec: {} } }), /image reference must be provided/);
+    assert.throws(() => normaliseSpec({ Name: 'bad_name', TaskTemplate: { ContainerSpec: { Image: 'b' } } }), /valid as a DNS name/);
+    assert.throws(() => normaliseSpec({ Name: 'x', TaskTemplate: { ContainerSpec: { Image: 'b' } }, EndpointSpec: { Mode: 'ipvs' } }), /invalid endpoint mode/);
+    assert.throws(() => normaliseSpec({ Name: 'x', TaskTemplate: { ContainerSpec: { Image: 'b' } }, EndpointSpec: { Ports: [{ TargetPort: 80 }] } }), /not publish service ports yet/);
+    assert.throws(() => normaliseSpec({ Name: 'x', TaskTemplate: { ContainerSpec: { Image: 'b' }, Networks: [{ Target: 'a' }, { Target: 'b' }] } }), /one network yet/);
+  });
+
+  it('parses and matches node.id, hostname, role and labels', () => {
+    const n = node('abc', { hostname: 'Lab1', role: 'manager', labels: { zone: 'eu' } });
+    assert.ok(matches(n, ['node.hostname==lab1', 'node.role==manager', 'node.labels.zone==eu', 'node.id==abc']));
+    assert.ok(matches(n, ['node.labels.zone!=us', 'node.labels.rack!=1']));
+    assert.ok(!matches(n, ['node.labels.zone==EU']), 'label values are exact');
+    assert.ok(!matches(n, ['node.role==worker']));
+    assert.throws(() => parseConstraint('node.color~=blue'), /InvalidArgument/);
+    assert.throws(() => parseConstraint('node.foo==x'), /not supported/);
+  });
+});
+
+describe('the sandbox balancer table', () => {
+  it('maps each VIP to a chain choosing a backend with numgen, and rejects a VIP with no backend', () => {
+    const text = lbTable([
+      { service: 'aaaaaaaaaaaaZZZ', vip: '10.0.0.254', backends: ['10.0.0.4', '10.0.0.3'] },
+      { service: 'bbbbbbbbbbbbYYY', vip: '10.0.0.253', backends: ['10.0.0.9'] },
+      { service: 'cccccccccccc', vip: '10.0.0.252', backends: [] },
+    ]);
+    assert.equal(text, [
+      'table ip berth_svc {',
+      '  map vips {',
+      '    type ipv4_addr : verdict',
+      '    elements = { 10.0.0.253 : goto svc_bbbbbbbbbbbb, 10.0.0.254 : goto svc_aaaaaaaaaaaa }',
+      '  }',
+      '  set empty {',
+      '    type ipv4_addr',
+      '    elements = { 10.0.0.252 }',
+      '  }',
+      '  chain out {',
+      '    type nat hook output priority -100; policy accept;',
+      '    ip daddr vmap @vips',
+      '  }',
+      '  chain reject_empty {',
+      '    type filter hook output priority 0; policy accept;',
+      '    ip daddr @empty meta l4proto tcp reject with tcp reset',
+      '    ip daddr @empty reject',
+      '  }',
+      '  chain svc_bbbbbbbbbbbb {',
+      '    dnat to 10.0.0.9',
+      '  }',
+      '  chain svc_aaaaaaaaaaaa {',
+      '    numgen random mod 2 vmap { 0 : goto svc_aaaaaaaaaaaa_0, 1 : goto svc_aaaaaaaaaaaa_1 }',
+      '  }',
+      '  chain svc_aaaaaaaaaaaa_0 {',
+      '    dnat to 10.0.0.3',
+      '  }',
+      '  chain svc_aaaaaaaaaaaa_1 {',
+      '    dnat to 10.0.0.4',
+      '  }',
+      '}',
+      '',
+    ].join('\n'));
+  });
+});
+
+describe('the orchestrator\'s writes', () => {
+  it('writes a large decision in transactions etcd accepts (at most 128 operations each)', async () => {
+    const { Orchestrator } = await import('../../src/cluster/orchestrator.js');
+    const { SK } = await import('../../src/cluster/services.js');
+    const { K } = await import('../../src/cluster/keys.js');
+    const txns: Array<{ cmp: number; ops: number }> = [];
+    const written = new Set<string>();
+    let leader: unknown;
+    const svc = service({ replicas: 150 });
+    const nodeRec = { ID: 'n1', Spec: { Role: 'manager', Labels: {}, Availability: 'active' }, Description: { Hostname: 'n1' } };
+    const store = {
+      get: async (key: string) => (key === SK.leader && leader ? { value: leader, modRevision: 1 } : undefined),
+      txn: async (cmp: unknown[], puts: Array<{ key: string; value: unknown }>, dels: string[] = []) => {
+        if (puts[0]?.key === SK.leader) { leader = puts[0].value; return { ok: true, revision: 1 }; }
+        txns.push({ cmp: cmp.length, ops: puts.length + dels.length });
+        // etcd refuses a transaction of more than 128 operations (--max-txn-ops).
+        if (cmp.length > 128 || puts.length + dels.length > 128) return { ok: false, revision: 2 };
+        for (const p of puts) written.add(p.key);
+        return { ok: true, revision: 2 };
+      },
+      readMany: async () => [
+        new Map([[SK.service(svc.ID), { value: svc, modRevision: 1 }]]),
+        new Map([...written].map((k) => [k, { value: { ID: k.slice(SK.tasks.length), ServiceID: svc.ID, Slot: 0, Attempt: 0, DesiredState: 'running', Status: { State: 'assigned' } }, modRevision: 2 }])),
+        new Map([[K.node('n1'), { value: nodeRec, modRevision: 1 }]]),
+        new Map([[K.aliveOf('n1'), { value: {}, modRevision: 1 }]]),
+      ],
+      watchBatches: async () => async () => undefined,
+    };
+    const session = { store, lease: { grant: async () => '1' }, state: { role: 'manager', nodeId: 'n1' } };
+    const o = new Orchestrator(session as never, () => undefined);
+    o.start();
+    try {
+      await waitUntil(() => written.size >= 150);
+    } finally {
+      await o.close();
+    }
+    assert.ok(txns.length >= 3, `${txns.length} transactions`);
+    for (const t of txns) assert.ok(t.cmp <= 128 && t.ops <= 128, JSON.stringify(t));
+    assert.equal(written.size, 150);
+  });
+});
+
+async function waitUntil(ok: () => boolean): Promise<void> {
+  for (let i = 0; i < 200 && !ok(); i++) await new Promise((r) => setTimeout(r, 10));
+  assert.ok(ok(), 'timed out');
+}
