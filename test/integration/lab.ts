@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, promises as fs } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -161,4 +162,19 @@ export async function waitForOutput(fn: () => Promise<{ code: number; stdout: st
   } catch (e) {
     throw new Error(`${(e as Error).message}; last: ${last}`);
   }
+}
+
+/** The docker CLI on a lab host: its trimmed output, or a failed assertion naming the host and command. */
+export async function dockerOk(h: LabHost, args: string[]): Promise<string> {
+  const r = await h.host.docker(args);
+  assert.equal(r.code, 0, `${h.name}: docker ${args.join(' ')}: ${r.stderr}`);
+  return r.stdout.trim();
+}
+
+/** The docker CLI on a lab host must fail, with `message` in its stderr. */
+export async function dockerFails(h: LabHost, args: string[], message: RegExp | string): Promise<void> {
+  const r = await h.host.docker(args);
+  assert.notEqual(r.code, 0, `${h.name}: docker ${args.join(' ')} should have failed`);
+  if (typeof message === 'string') assert.ok(r.stderr.includes(message), `stderr: ${r.stderr}`);
+  else assert.match(r.stderr, message);
 }

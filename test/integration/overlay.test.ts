@@ -4,7 +4,7 @@ import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { run } from '../../src/util/exec.js';
 import { DOCKER_CLI, fetchIn, waitFor } from './harness.js';
-import { Lab, type LabHost } from './lab.js';
+import { dockerFails, dockerOk, Lab, type LabHost } from './lab.js';
 
 /**
  * Overlay networks across three lab hosts (one manager, two workers), through the docker CLI:
@@ -32,17 +32,8 @@ describe('overlay networks across hosts', () => {
     assert.deepEqual(leaks, []);
   });
 
-  const ok = async (h: LabHost, args: string[]) => {
-    const r = await h.host.docker(args);
-    assert.equal(r.code, 0, `${h.name}: docker ${args.join(' ')}: ${r.stderr}`);
-    return r.stdout.trim();
-  };
-  const fails = async (h: LabHost, args: string[], message: RegExp | string) => {
-    const r = await h.host.docker(args);
-    assert.notEqual(r.code, 0, `${h.name}: docker ${args.join(' ')} should have failed`);
-    if (typeof message === 'string') assert.ok(r.stderr.includes(message), `stderr: ${r.stderr}`);
-    else assert.match(r.stderr, message);
-  };
+  const ok = dockerOk;
+  const fails = dockerFails;
   /** Links of berth's overlay naming in a host's namespace. */
   const overlayLinks = async (h: LabHost) => {
     const r = await h.host.inNetns('ip', ['-o', 'link', 'show']);

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { waitFor } from './harness.js';
-import { Lab, type LabHost } from './lab.js';
+import { dockerFails, dockerOk, Lab, type LabHost } from './lab.js';
 
 /**
  * Swarm services across three lab hosts (two managers, one worker), through the docker CLI and
@@ -34,17 +34,8 @@ describe('swarm services across hosts', () => {
     assert.deepEqual(leaks, []);
   });
 
-  const ok = async (h: LabHost, args: string[]) => {
-    const r = await h.host.docker(args);
-    assert.equal(r.code, 0, `${h.name}: docker ${args.join(' ')}: ${r.stderr}`);
-    return r.stdout.trim();
-  };
-  const fails = async (h: LabHost, args: string[], message: RegExp | string) => {
-    const r = await h.host.docker(args);
-    assert.notEqual(r.code, 0, `${h.name}: docker ${args.join(' ')} should have failed`);
-    if (typeof message === 'string') assert.ok(r.stderr.includes(message), `stderr: ${r.stderr}`);
-    else assert.match(r.stderr, message);
-  };
+  const ok = dockerOk;
+  const fails = dockerFails;
   const tasks = async (h: LabHost, service: string): Promise<Task[]> => {
     const r = await h.host.api('GET', `/tasks?filters=${encodeURIComponent(JSON.stringify({ service: [service] }))}`);
     assert.equal(r.status, 200, r.body);
