@@ -99,22 +99,22 @@ export class NetworkRegistry {
    * now and registered from then on. Undefined when there is none.
    */
   async loadDriver(name: string): Promise<NetworkDriver | undefined> {
-    const known = this.drivers.get(name);
-    if (known || !this.plugins || NOT_PLUGINS.has(name)) return known;
-    const d = this.plugins.driver(name);
-    await d.activate();
-    if (!this.drivers.has(name)) this.drivers.set(name, d);
-    return this.drivers.get(name);
+    return this.loadPlugin(this.drivers, name, (p) => p.driver(name));
   }
 
   /** As loadDriver, for IPAM. */
   async loadIpam(name: string): Promise<Ipam | undefined> {
-    const known = this.ipams.get(name);
+    return this.loadPlugin(this.ipams, name, (p) => p.ipam(name));
+  }
+
+  /** A registered entry, or a plugin of that name activated now and registered (the first activation to finish wins). */
+  private async loadPlugin<T, P extends T & { activate(): Promise<unknown> }>(registered: Map<string, T>, name: string, make: (plugins: NonNullable<typeof this.plugins>) => P): Promise<T | undefined> {
+    const known = registered.get(name);
     if (known || !this.plugins || NOT_PLUGINS.has(name)) return known;
-    const i = this.plugins.ipam(name);
-    await i.activate();
-    if (!this.ipams.has(name)) this.ipams.set(name, i);
-    return this.ipams.get(name);
+    const entry = make(this.plugins);
+    await entry.activate();
+    if (!registered.has(name)) registered.set(name, entry);
+    return registered.get(name);
   }
 
   /** A stored network's plugin, registered without contacting it (it is asked at first use). */

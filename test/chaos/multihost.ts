@@ -112,8 +112,9 @@ export async function runMultihostChaos(o: MultihostOptions): Promise<MultihostR
       const worker = async () => {
         while (!stop) {
           const h = rng.pick(hosts)!;
-          const mine = (await runningEndpoints([h]).catch(() => [])).filter((e) => !untouchable.has(e.id));
-          const total = (await runningEndpoints(hosts).catch(() => before)).length - hosts.length;
+          const all = await runningEndpoints(hosts).catch(() => before);
+          const mine = all.filter((e) => e.host === h.index && !untouchable.has(e.id));
+          const total = all.length - hosts.length;
           if (total < MAX_CONTAINERS && rng.chance(0.65)) {
             const name = `mh${++seq}`;
             const r = await call(h, 'create', 'POST', `/containers/create?name=${name}`, {
