@@ -30,6 +30,14 @@ export async function nftListJson(family: string, name: string, netns?: string):
   return JSON.parse(await runOk('nft', ['-j', 'list', 'table', family, name], netns ? { netns } : {}));
 }
 
+/** One set's elements as `nft -j` has them (a name, or the parts of a concatenation); none when the set is absent. */
+export async function nftSetElements(family: string, table: string, set: string): Promise<Array<string | string[]>> {
+  const r = await run('nft', ['-j', 'list', 'set', family, table, set]);
+  if (r.code !== 0) return [];
+  return (JSON.parse(r.stdout) as { nftables: Array<{ set?: { elem?: Array<string | { concat?: string[] }> } }> }).nftables
+    .flatMap((i) => i.set?.elem ?? []).map((e) => (typeof e === 'string' ? e : e.concat ?? []));
+}
+
 /** berthd's own `nft`, kept running for the small transactions that follow every change. */
 export const hostNft = new CommandStream(nftDialect);
 

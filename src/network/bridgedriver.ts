@@ -1,12 +1,13 @@
+import { deleteLink, ensureBridge, ifSysctl, ipBatchHost, joinEndpoint, linkAddresses, linkKind, linkListed, notABridge } from '../kernel/bridge.js';
 import { nftCommands } from '../kernel/nft.js';
 import { BadRequestError, ConflictError } from '../util/errors.js';
-import { checkIfname, deleteLink, ensureBridge, ifSysctl, ipBatchHost, joinEndpoint, linkAddresses, linkKind, linkListed, macFor, notABridge } from './bridge.js';
 import type { CreateContext, EndpointJoin, EndpointLeave, NetworkDriver } from './driver.js';
 import { allowEndpointSource, guardTableScript, linkLocalAllowance, revokeEndpointSource, type EndpointSource } from './firewall.js';
 import { guardedSource, guardSetElements } from './guardread.js';
 import { parseCidr } from './ipam.js';
+import { macFor } from './mac.js';
 import { parseCidr6 } from './ipam6.js';
-import { OPT_BRIDGE_NAME, OPT_DEFAULT_BRIDGE, OPT_HOST_BINDING, OPT_ICC, OPT_MASQ, OPT_MTU, optBool, parseMtu } from './options.js';
+import { checkIfname, OPT_BRIDGE_NAME, OPT_DEFAULT_BRIDGE, OPT_HOST_BINDING, OPT_ICC, OPT_MASQ, OPT_MTU, optBool, parseMtu } from './options.js';
 import type { NetworkRecord } from './types.js';
 
 /** The prefix of the bridge names berth makes up (`bth-` and 11 characters of the network id). */

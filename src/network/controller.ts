@@ -3,18 +3,17 @@ import { join } from 'node:path';
 import { setSysctl } from '../kernel/sysctl.js';
 import type { EndpointState, NetworkService, NetworkSummary, PortBindings, PortMapping, SandboxRef, SandboxSpec, SandboxState } from '../model/network.js';
 import { BadRequestError, ConflictError, ForbiddenError, NotFoundError } from '../util/errors.js';
-import { newId } from '../util/ids.js';
 import { SerialQueue } from '../util/serial.js';
 import { routedSubnets, uplinkMtu } from '../kernel/routes.js';
 import { endpointFromConfig, initialEndpoints, sharesNamespace, validateMode } from './endpoints.js';
 import type { NetworkDriver } from './driver.js';
 import type { Firewall } from './firewallapi.js';
-import { formatCidr, newPool, nextPoolSubnet, parseCidr } from './ipam.js';
+import { formatCidr, nextPoolSubnet, parseCidr } from './ipam.js';
 import { parseCidr6 } from './ipam6.js';
 import type { UsedSubnets } from './ipamdriver.js';
 import { newNetworkRecord } from './netcreate.js';
-import { OPT_BRIDGE_NAME, OPT_DEFAULT_BRIDGE, OPT_HOST_BINDING, OPT_ICC, OPT_MASQ, OPT_MTU } from './options.js';
 import { PortMapper } from './portmapper.js';
+import { defaultBridgeRecord, predefined } from './predefined.js';
 import { portRequests } from './ports.js';
 import { parsePolicyLabels } from './policy/labels.js';
 import { NetworkPolicy } from './policy/policy.js';
@@ -168,24 +167,8 @@ export class NetworkController implements NetworkService {
   }
 
   private async createDefaultBridge(): Promise<void> {
-    let subnet: string;
-    let gateway: string | undefined;
-    if (this.o.bip) {
-      const [ip, prefix] = this.o.bip.split('/');
-      subnet = formatCidr(parseCidr(`${ip}/${prefix ?? '16'}`));
-      gateway = ip;
-    } else {
-      subnet = formatCidr(nextPoolSubnet((await this.usedSubnets(true)).v4));
-    }
-    const n = predefined('bridge', 'bridge');
-    n.Options = {
-      [OPT_DEFAULT_BRIDGE]: 'true', [OPT_ICC]: 'true', [OPT_MASQ]: 'true',
-      [OPT_HOST_BINDING]: '0.0.0.0', [OPT_BRIDGE_NAME]: this.o.defaultBridgeName ?? 'berth0', [OPT_MTU]: String(this.mtuDefault),
-    };
-    n.pools = [newPool(subnet, { gateway })];
-    n.IPAM.Config = [{ Subnet: subnet, Gateway: n.pools[0]!.gateway }];
-    n.bridge = n.Options[OPT_BRIDGE_NAME];
-    n.mtu = this.mtuDefault;
+    const subnet = this.o.bip ? undefined : formatCidr(nextPoolSubnet((await this.usedSubnets(true)).v4));
+    const n = defaultBridgeRecord({ bip: this.o.bip, subnet, bridgeName: this.o.defaultBridgeName ?? 'berth0', mtu: this.mtuDefault });
     // The same rules as a user's bridge name: an existing link that is not a bridge (eth0, lo) is
     // refused, an existing bridge is used and never deleted (berthd -b/--bridge, as Docker's -b).
     await this.registry.driverOf(n)!.configure(n, { others: this.registry.list(), mtuDefault: this.mtuDefault, subnetGiven: true });
@@ -409,12 +392,4 @@ export class NetworkController implements NetworkService {
   endpointsRecorded(containerId: string, networkIds: string[]): void {
     this.registry.changed(networkIds, containerId);
   }
-}
-
-function predefined(name: string, driver: string): NetworkRecord {
-  return {
-    Name: name, Id: newId(), Created: new Date().toISOString(), Scope: 'local', Driver: driver, EnableIPv6: false,
-    IPAM: { Driver: 'default', Options: null, Config: [] }, Internal: false, Attachable: false, Ingress: false,
-    ConfigFrom: { Network: '' }, ConfigOnly: false, Options: {}, Labels: {},
-  };
 }

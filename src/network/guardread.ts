@@ -1,14 +1,11 @@
-import { run } from '../util/exec.js';
+import { nftSetElements } from '../kernel/nft.js';
 import { TABLE, type EndpointSource } from './firewall.js';
 
 /** The source guard's sets read back from the kernel, which keeps them across berthd restarts. */
 
 /** The elements of one of the guard's sets as the kernel has them: a name, or the parts of a concatenation. */
-export async function guardSetElements(set: string): Promise<Array<string | string[]>> {
-  const r = await run('nft', ['-j', 'list', 'set', 'bridge', TABLE, set]);
-  if (r.code !== 0) return [];
-  return (JSON.parse(r.stdout) as { nftables: Array<{ set?: { elem?: Array<string | { concat?: string[] }> } }> }).nftables
-    .flatMap((i) => i.set?.elem ?? []).map((e) => (typeof e === 'string' ? e : e.concat ?? []));
+export function guardSetElements(set: string): Promise<Array<string | string[]>> {
+  return nftSetElements('bridge', TABLE, set);
 }
 
 /** A port's guard allowances as the kernel has them (src4 holds its MAC and IPv4, src6 its IPv6). */

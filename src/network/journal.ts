@@ -1,6 +1,8 @@
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
+import type { EndpointState, SandboxRef } from '../model/network.js';
 import { readJson, removeStaleTemps, replaceFile } from '../store/atomic.js';
+import { sharesNamespace } from './endpoints.js';
 
 /** One endpoint a sandbox is about to make, or has: enough to find and remove it after a crash. */
 export interface JournalEndpoint {
@@ -71,4 +73,22 @@ export class JournalStore {
   private file(id: string): string {
     return join(this.dir, `${id}.json`);
   }
+}
+
+export function cloneEndpoints(eps: Record<string, EndpointState>): Record<string, EndpointState> {
+  return Object.fromEntries(Object.entries(eps).map(([k, v]) => [k, { ...v }]));
+}
+
+/** A journal for a sandbox made before journals existed (or adopted without one), from the engine's record. */
+export function journalFromRef(ref: SandboxRef): SandboxJournal | undefined {
+  if (!ref.netnsPath || sharesNamespace(ref.mode)) return undefined;
+  return {
+    id: ref.id, netnsPath: ref.netnsPath,
+    endpoints: Object.entries(ref.endpoints).filter(([, ep]) => ep.EndpointID).map(([netId, ep]) => entryOf(netId, ep)),
+  };
+}
+
+/** The journal entry of an endpoint the engine's record names. */
+export function entryOf(networkId: string, ep: EndpointState): JournalEndpoint {
+  return { networkId, endpointId: ep.EndpointID, ip: ep.IPAddress, ...(ep.GlobalIPv6Address ? { ip6: ep.GlobalIPv6Address } : {}), ifname: ep.ifname };
 }

@@ -21,3 +21,15 @@ export function parseMtu(v: string | undefined, def: number): number {
   if (!Number.isInteger(mtu) || mtu < 68 || mtu > 65535) throw new BadRequestError(`invalid MTU ${v}`);
   return mtu;
 }
+
+/**
+ * The kernel's own rule for interface names (dev_valid_name): 1 to 15 bytes, not `.` or `..`, no
+ * `/`, `:` or whitespace. Checked before anything else, so a bad name is a 400 and never reaches
+ * `ip`, whose batch syntax a space would also split.
+ */
+export function checkIfname(name: string, what = 'bridge name'): void {
+  const bytes = Buffer.byteLength(name);
+  if (bytes === 0 || bytes > 15 || name === '.' || name === '..' || /[\/:\s\x00-\x1f\x7f"'\\]/.test(name)) {
+    throw new BadRequestError(`invalid ${what} ${JSON.stringify(name)}: an interface name is 1 to 15 characters without spaces, quotes, '/', ':' or '\\', and not '.' or '..'`);
+  }
+}

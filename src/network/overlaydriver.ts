@@ -1,11 +1,12 @@
+import { deleteLink, ensureBridge, ifSysctl, joinEndpoint } from '../kernel/bridge.js';
 import { nftCommands } from '../kernel/nft.js';
 import { bridgesNamed, ensureVxlan, peersOf, programPeers, vxlanDevices } from '../kernel/vxlan.js';
 import { BadRequestError, ForbiddenError } from '../util/errors.js';
-import { deleteLink, ensureBridge, ifSysctl, joinEndpoint, macFor } from './bridge.js';
 import type { CreateContext, EndpointJoin, EndpointLeave, NetworkDriver } from './driver.js';
 import { allowEndpointSource, guardPortScript, guardTableScript, remoteSourcesScript, revokeEndpointSource, unguardPortScript, type EndpointSource } from './firewall.js';
 import { guardedPairs, guardedSource } from './guardread.js';
 import { parseCidr } from './ipam.js';
+import { macFor } from './mac.js';
 import { OPT_MTU } from './options.js';
 import { diffPeers, OPT_ENCRYPTED, OPT_VXLANID, OVERLAY_BRIDGE_PREFIX, overlayBridge, overlayMtu, parseVni, VXLAN_PREFIX, vxlanDevice, type Peer } from './overlay.js';
 import type { NetworkRecord } from './types.js';

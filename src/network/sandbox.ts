@@ -9,12 +9,13 @@ import { AddressTakenError, type NetworkDriver } from './driver.js';
 import { publishTarget, sharesNamespace, usesEmbeddedDns } from './endpoints.js';
 import type { Firewall } from './firewallapi.js';
 import type { AddressLease } from './ipamdriver.js';
-import { JournalStore, type JournalEndpoint, type SandboxJournal } from './journal.js';
+import { cloneEndpoints, entryOf, journalFromRef, JournalStore, type JournalEndpoint, type SandboxJournal } from './journal.js';
 import { OPT_HOST_BINDING } from './options.js';
 import { requestedPorts, requestsOf, type PortMapper } from './portmapper.js';
 import type { EndpointPolicy } from './policy/policy.js';
 import type { NetworkRegistry } from './registry.js';
 import { programSandboxRedirect, type Resolver } from './resolver.js';
+import { SandboxDns } from './sandboxdns.js';
 import { etcFilesIn, sandboxResolvConf, writeSandboxFiles } from './sandboxfiles.js';
 import type { NetworkRecord } from './types.js';
 
@@ -55,14 +56,13 @@ interface Plan { n: NetworkRecord; driver: NetworkDriver; ep: EndpointState; ent
  */
 export class Sandboxes {
   private readonly journals: JournalStore;
-  private resolver?: Resolver;
-  /** The resolver port each sandbox's 127.0.0.11:53 is sent to, to skip rewriting the rule unchanged. */
-  private readonly dnsProgrammed = new Map<string, number>();
+  private readonly dns: SandboxDns;
   /** Running sandboxes found at start, whose resolvers must be opened again once the resolver is attached. */
   private adopted: Array<{ id: string; netnsPath: string; endpoints: Record<string, EndpointState> }> = [];
 
   constructor(private readonly d: SandboxDeps) {
     this.journals = new JournalStore(d.journalDir);
+    this.dns = new SandboxDns(d.registry, (path, port, fresh) => d.namespaces.redirectResolver(path, port, fresh));
   }
 
   load(): Promise<void> {
@@ -96,7 +96,7 @@ export class Sandboxes {
     try {
       await this.d.namespaces.create(path);
       for (const p of plans) await this.join(spec, path, p);
-      await this.programDns(spec.id, path, endpoints, true);
+      await this.dns.program(spec.id, path, endpoints, true);
       const published = await this.publish(spec, endpoints);
       const etcFiles = await writeSandboxFiles(spec, {
         addresses: Object.values(endpoints).flatMap((e) => [e.IPAddress, e.GlobalIPv6Address ?? '']).filter(Boolean),
@@ -114,10 +114,8 @@ export class Sandboxes {
   /** Frees everything the sandbox holds, following its journal. Safe to call twice; collects errors instead of stopping. */
   async tearDown(ref: SandboxRef): Promise<void> {
     const errors: string[] = [];
-    this.dnsProgrammed.delete(ref.id);
     await this.d.ports.unpublish(ref.id).catch((e: Error) => errors.push(e.message));
-    // berthd's sockets inside the namespace would keep it, and its interfaces, alive.
-    this.resolver?.closeSandbox(ref.id);
+    this.dns.close(ref.id);
     if (sharesNamespace(ref.mode)) return void (await this.journals.remove(ref.id));
     const journal = this.journalOf(ref);
     // The record may name an endpoint the journal already dropped (a crash between the two writes).
@@ -164,7 +162,7 @@ export class Sandboxes {
     }
     const endpoints = { ...spec.endpoints, [n.Id]: endpoint };
     const hadDns = usesEmbeddedDns(this.d.registry, spec.endpoints, true);
-    await this.programDns(spec.id, netnsPath, endpoints);
+    await this.dns.program(spec.id, netnsPath, endpoints);
     // Like Docker's sandbox, which starts its resolver when the first endpoint that needs one
     // joins: a container started on the default bridge learns names once it joins a user network.
     if (!hadDns && usesEmbeddedDns(this.d.registry, endpoints)) {
@@ -182,12 +180,11 @@ export class Sandboxes {
     const moving = published.some((p) => p.containerIp === ep.IPAddress || (!!ep.GlobalIPv6Address && p.containerIp === ep.GlobalIPv6Address));
     // The ports stop leading to the address before it is freed, so no later holder inherits them.
     if (moving) await this.d.ports.unpublish(spec.id);
-    const entry = journal.endpoints.find((e) => e.endpointId === ep.EndpointID)
-      ?? { networkId: n.Id, endpointId: ep.EndpointID, ip: ep.IPAddress, ...(ep.GlobalIPv6Address ? { ip6: ep.GlobalIPv6Address } : {}), ifname: ep.ifname };
+    const entry = journal.endpoints.find((e) => e.endpointId === ep.EndpointID) ?? entryOf(n.Id, ep);
     await this.removeEndpoint(spec.id, journal, entry, true);
     const remaining = { ...spec.endpoints };
     delete remaining[n.Id];
-    await this.programDns(spec.id, netnsPath, remaining);
+    await this.dns.program(spec.id, netnsPath, remaining);
     if (!moving) return { published };
     const target = publishTarget(this.d.registry, remaining);
     if (!target) return { published: [] };
@@ -222,8 +219,7 @@ export class Sandboxes {
         const journaled = new Set(journal.endpoints.map((e) => e.endpointId));
         for (const [netId, ep] of Object.entries(endpoints)) {
           if (!ep.EndpointID || journaled.has(ep.EndpointID)) continue;
-          const entry = { networkId: netId, endpointId: ep.EndpointID, ip: ep.IPAddress, ...(ep.GlobalIPv6Address ? { ip6: ep.GlobalIPv6Address } : {}), ifname: ep.ifname };
-          await this.removeEndpoint(ref.id, journal, entry, true).catch(() => undefined);
+          await this.removeEndpoint(ref.id, journal, entryOf(netId, ep), true).catch(() => undefined);
           delete endpoints[netId];
           fixes.set(ref.id, endpoints);
         }
@@ -247,15 +243,15 @@ export class Sandboxes {
 
   /** Opens again the resolvers of adopted sandboxes: berthd held their sockets, which died with the previous process. */
   async attachResolver(resolver: Resolver): Promise<void> {
-    this.resolver = resolver;
+    this.dns.attach(resolver);
     for (const a of this.adopted) {
-      await this.programDns(a.id, a.netnsPath, a.endpoints).catch((e: Error) => console.error(`berthd: embedded DNS for ${a.id.slice(0, 12)}: ${e.message}`));
+      await this.dns.program(a.id, a.netnsPath, a.endpoints).catch((e: Error) => console.error(`berthd: embedded DNS for ${a.id.slice(0, 12)}: ${e.message}`));
     }
     this.adopted = [];
   }
 
   closeResolvers(): void {
-    this.resolver?.closeAll();
+    this.dns.closeAll();
   }
 
   // ---------------------------------------------------------------- steps
@@ -369,33 +365,6 @@ export class Sandboxes {
     return this.d.ports.publish(spec.id, requests, { ip: target.ip, ...(target.ip6 ? { ip6: target.ip6 } : {}) });
   }
 
-  /**
-   * Gives a container on a network with the embedded DNS its resolver: sockets on 127.0.0.11
-   * inside its own namespace, served by berthd, with 127.0.0.11:53 sent to their port (Docker's
-   * layout, for every driver). A container left with no such network loses them.
-   */
-  private async programDns(id: string, netnsPath: string, endpoints: Record<string, EndpointState>, freshNamespace = false): Promise<void> {
-    const resolver = this.resolver;
-    if (!resolver) return;
-    if (!usesEmbeddedDns(this.d.registry, endpoints, true)) {
-      resolver.closeSandbox(id);
-      this.dnsProgrammed.delete(id);
-      return;
-    }
-    const fresh = !resolver.hasSandbox(id);
-    const port = resolver.serveSandbox(id, netnsPath);
-    // connect/disconnect of another network leaves the resolver as it was: skip the nft run.
-    if (this.dnsProgrammed.get(id) === port) return;
-    this.dnsProgrammed.delete(id);
-    try {
-      await this.d.namespaces.redirectResolver(netnsPath, port, freshNamespace);
-      this.dnsProgrammed.set(id, port);
-    } catch (e) {
-      if (fresh) resolver.closeSandbox(id);
-      throw e;
-    }
-  }
-
   /** The sandbox's journal, or one made from the engine's record for a sandbox that has none yet. */
   private journalOf(ref: SandboxRef): SandboxJournal {
     return this.journals.get(ref.id) ?? journalFromRef(ref) ?? { id: ref.id, netnsPath: ref.netnsPath, endpoints: [] };
@@ -404,19 +373,4 @@ export class Sandboxes {
   private resolvConfSource(): { hostResolvConf?: string } {
     return this.d.hostResolvConf ? { hostResolvConf: this.d.hostResolvConf } : {};
   }
-}
-
-function cloneEndpoints(eps: Record<string, EndpointState>): Record<string, EndpointState> {
-  return Object.fromEntries(Object.entries(eps).map(([k, v]) => [k, { ...v }]));
-}
-
-/** A journal for a sandbox made before journals existed (or adopted without one), from the engine's record. */
-function journalFromRef(ref: SandboxRef): SandboxJournal | undefined {
-  if (!ref.netnsPath || sharesNamespace(ref.mode)) return undefined;
-  return {
-    id: ref.id, netnsPath: ref.netnsPath,
-    endpoints: Object.entries(ref.endpoints).filter(([, ep]) => ep.EndpointID).map(([netId, ep]) => ({
-      networkId: netId, endpointId: ep.EndpointID, ip: ep.IPAddress, ...(ep.GlobalIPv6Address ? { ip6: ep.GlobalIPv6Address } : {}), ifname: ep.ifname,
-    })),
-  };
 }

@@ -1,15 +1,12 @@
 import { promises as fs } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { hostIpDeletions, ipBatch, ipJson } from '../kernel/netns.js';
-import { ApiError, BadRequestError } from '../util/errors.js';
-
-export { linkExists } from '../kernel/netns.js';
-export { macFor } from './mac.js';
+import { ApiError } from '../util/errors.js';
+import { hostIpDeletions, ipBatch, ipJson } from './netns.js';
 
 /**
- * The bridge driver's kernel side: a Linux bridge per network in berthd's namespace, and a veth
- * pair per endpoint with one end in the container's namespace. Each call is one or two `ip -batch`
- * runs, whatever the number of commands.
+ * Linux bridges and veth pairs: a bridge per network in berthd's namespace, and a veth pair per
+ * endpoint with one end in the container's namespace (the bridge and overlay drivers' kernel
+ * side). Each call is one or two `ip -batch` runs, whatever the number of commands.
  */
 
 export interface BridgeSpec {
@@ -19,18 +16,6 @@ export interface BridgeSpec {
    * adds its gateway addresses and never deletes, renames or strips anything of it.
    */
   adopted?: boolean;
-}
-
-/**
- * The kernel's own rule for interface names (dev_valid_name): 1 to 15 bytes, not `.` or `..`, no
- * `/`, `:` or whitespace. Checked before anything else, so a bad name is a 400 and never reaches
- * `ip`, whose batch syntax a space would also split.
- */
-export function checkIfname(name: string, what = 'bridge name'): void {
-  const bytes = Buffer.byteLength(name);
-  if (bytes === 0 || bytes > 15 || name === '.' || name === '..' || /[\/:\s\x00-\x1f\x7f"'\\]/.test(name)) {
-    throw new BadRequestError(`invalid ${what} ${JSON.stringify(name)}: an interface name is 1 to 15 characters without spaces, quotes, '/', ':' or '\\', and not '.' or '..'`);
-  }
 }
 
 /** Whether berthd's namespace lists a link of this name: no process, so create pays nothing for a free name. */
