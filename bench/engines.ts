@@ -199,11 +199,14 @@ export async function mountsUnder(prefix: string): Promise<string[]> {
 }
 
 export class BerthEngine extends Engine {
+  /** The build measured: this checkout's, BENCH_BERTHD's, or another given by `npm run bench:ab`. */
+  berthd = BERTHD;
+
   get root(): string { return join(this.dir, 'root'); }
 
   async start(): Promise<void> {
     await this.makeNetns();
-    this.spawnDaemon(process.execPath, [BERTHD, '--root', this.root, '-H', `unix://${this.socket}`]);
+    this.spawnDaemon(process.execPath, [this.berthd, '--root', this.root, '-H', `unix://${this.socket}`]);
     await this.waitPing(30_000);
     // berthd seeds busybox into an empty store by itself; wait until it is there.
     const deadline = now() + 30_000;
@@ -225,8 +228,8 @@ export class BerthEngine extends Engine {
     const leaks: string[] = [];
     await this.killHelpers();
     await this.stopDaemon(20_000).catch((e) => leaks.push(`stop berthd: ${e}`));
-    if (existsSync(this.netnsPath) && existsSync(BERTHD)) {
-      const r = await run('nsenter', [`--net=${this.netnsPath}`, process.execPath, BERTHD, '--root', this.root, '--cleanup', '--no-seed-busybox']);
+    if (existsSync(this.netnsPath) && existsSync(this.berthd)) {
+      const r = await run('nsenter', [`--net=${this.netnsPath}`, process.execPath, this.berthd, '--root', this.root, '--cleanup', '--no-seed-busybox']);
       if (r.code !== 0) leaks.push(`berthd --cleanup: ${r.stderr.trim().slice(0, 300)}`);
     }
     leaks.push(...await this.finalCleanup(() => false));

@@ -78,7 +78,7 @@ function multihostFigures(r: MultihostReport): string {
     `| operations (ok / failed while faults were injected) | ${Object.entries(r.operations).map(([k, v]) => `${k} ${v.ok}/${v.failed}`).join(', ')} |`,
     `| every node Ready → every host agrees: median / slowest | ${at(0.5)} / ${sorted[sorted.length - 1] ?? 0} ms |`,
     `| hangs | ${r.hangs.length} |`,
-    `| violations (stale or missing FDB, neighbour or name entries, shared addresses, lost containers) | ${r.violations.length} |`,
+    `| violations (stale or missing FDB, neighbour, name or VIP entries, shared addresses, lost containers, tasks lost or duplicated) | ${r.violations.length} |`,
     `| leaks after the run (Lab.destroy) | ${r.leaks.length} |`,
   ].join('\n');
 }

@@ -4,13 +4,14 @@ import { runMultihostChaos, type MultihostReport } from '../chaos/multihost.js';
 
 /**
  * The short, seeded form of `npm run chaos -- --hosts` (issue 22, many hosts): three managers on
- * the lab's underlay, containers run and removed on every host while a host's berthd is killed, a
- * host is cut off past the lease TTL, the etcd leader's member is killed, quorum is lost, each
- * healed; then no stale or missing FDB, neighbour or DNS entry on any host, no shared address, every
- * survivor runs. BERTH_MH_SEED replays a seed, BERTH_MH_CYCLES runs more.
+ * the lab's underlay, containers run and removed and a service scaled on every host while a host's
+ * berthd is killed, a host is cut off past the lease TTL, the etcd leader's member is killed, quorum
+ * is lost, a whole host is restarted, each healed; then no stale or missing FDB, neighbour, DNS or
+ * VIP entry on any host, no shared address, every survivor runs, no task lost or duplicated.
+ * BERTH_MH_SEED replays a seed, BERTH_MH_CYCLES runs more.
  */
 const seed = Number(process.env.BERTH_MH_SEED ?? Date.now() % 1_000_000);
-const cycles = Number(process.env.BERTH_MH_CYCLES ?? 4);
+const cycles = Number(process.env.BERTH_MH_CYCLES ?? 5);
 
 describe(`chaos across hosts: ${cycles} seeded fault cycles (seed ${seed}; replay with BERTH_MH_SEED=${seed})`, () => {
   let report: MultihostReport;
@@ -31,7 +32,7 @@ describe(`chaos across hosts: ${cycles} seeded fault cycles (seed ${seed}; repla
     assert.deepEqual(report.hangs, []);
   });
 
-  it('the hosts agree after every fault: no stale or missing FDB, neighbour or name, no shared address, no lost container', () => {
+  it('the hosts agree after every fault: no stale or missing FDB, neighbour, name or VIP backend, no shared address, no lost container, no task lost or duplicated', () => {
     assert.deepEqual(report.violations, []);
   });
 
