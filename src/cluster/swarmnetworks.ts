@@ -1,4 +1,4 @@
-import type { Lease } from 'etcd3';
+import { EtcdLeaseInvalidError, type Lease } from 'etcd3';
 import { ipJson } from '../kernel/netns.js';
 import { routedSubnets } from '../kernel/routes.js';
 import { AddressTakenError } from '../network/driver.js';
@@ -36,6 +36,8 @@ export interface SwarmNetworkHost {
 
 /** How long a change waits for the other hosts before its command returns anyway (a host that died holds its lease that long). */
 const APPLY_WAIT_MS = 5000;
+/** How long a join waits for presence to renew a lapsed lease (it retries every second). */
+const LEASE_RENEWAL_WAIT_MS = 3000;
 
 /**
  * Swarm-scope networks on one host, kept in step with the cluster store: the host lists the
@@ -425,30 +427,45 @@ export class SwarmNetworks implements OverlayPlane {
   async claim(n: NetworkRecord, ep: { endpointId: string; ip: string; mac: string; containerId: string; name: string; aliases: string[] }): Promise<number> {
     this.pending.add(ep.endpointId);
     try {
-      const lease = this.session.lease;
-      if (!lease) throw new UnavailableError('the cluster store cannot be reached from this node: swarm networks cannot be joined now');
-      const leaseId = await lease.grant();
-      const rec: EndpointRecord = {
-        Network: n.Id, EndpointID: ep.endpointId, ContainerID: ep.containerId, Name: ep.name, Aliases: ep.aliases,
-        IP: ep.ip, Mac: ep.mac.toLowerCase(), Node: this.me, Vtep: this.vtep.addr,
-      };
-      const known = this.nets.get(n.Id);
-      if (!known || (known.rec as NetworkRecord & { removing?: boolean }).removing) throw new NotFoundError(`network ${n.Name} not found`);
-      const r = await this.store.txn(
-        [{ key: K.network(n.Id), target: 'Mod', value: known.mod }, { key: K.address(n.Id, ep.ip), target: 'Create', value: 0 }],
-        [{ key: K.address(n.Id, ep.ip), value: claimOf(rec) }, { key: K.endpoint(n.Id, ep.endpointId), value: rec, lease: leaseId }],
-      );
-      if (!r.ok) {
-        const net = await this.store.get<NetworkRecord & { removing?: boolean }>(K.network(n.Id));
-        if (!net || net.value.removing) throw new NotFoundError(`network ${n.Name} not found`);
-        if (await this.store.get(K.address(n.Id, ep.ip))) throw new AddressTakenError();
-        throw new ConflictError(`network ${n.Name} changed while the endpoint joined: try again`);
+      try {
+        return await this.claimUnder(this.session.lease, n, ep);
+      } catch (e) {
+        // The lease lapsed (the node was cut off past its TTL) and presence is taking a new one:
+        // the join waits for it, briefly, rather than failing with etcd's own words (chaos across
+        // hosts saw a start answered 500 "Lease NOT_FOUND").
+        if (!(e instanceof EtcdLeaseInvalidError)) throw e;
+        const lapsed = this.session.lease;
+        const deadline = Date.now() + LEASE_RENEWAL_WAIT_MS;
+        while (this.session.lease === lapsed && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+        if (this.session.lease === lapsed) throw new UnavailableError(`this node's lease in the cluster store lapsed and is not renewed yet: swarm networks cannot be joined now`);
+        return await this.claimUnder(this.session.lease, n, ep);
       }
-      this.mine.set(ep.endpointId, rec);
-      return r.revision;
     } finally {
       this.pending.delete(ep.endpointId);
     }
+  }
+
+  private async claimUnder(lease: Lease | undefined, n: NetworkRecord, ep: { endpointId: string; ip: string; mac: string; containerId: string; name: string; aliases: string[] }): Promise<number> {
+    if (!lease) throw new UnavailableError('the cluster store cannot be reached from this node: swarm networks cannot be joined now');
+    const leaseId = await lease.grant();
+    const rec: EndpointRecord = {
+      Network: n.Id, EndpointID: ep.endpointId, ContainerID: ep.containerId, Name: ep.name, Aliases: ep.aliases,
+      IP: ep.ip, Mac: ep.mac.toLowerCase(), Node: this.me, Vtep: this.vtep.addr,
+    };
+    const known = this.nets.get(n.Id);
+    if (!known || (known.rec as NetworkRecord & { removing?: boolean }).removing) throw new NotFoundError(`network ${n.Name} not found`);
+    const r = await this.store.txn(
+      [{ key: K.network(n.Id), target: 'Mod', value: known.mod }, { key: K.address(n.Id, ep.ip), target: 'Create', value: 0 }],
+      [{ key: K.address(n.Id, ep.ip), value: claimOf(rec) }, { key: K.endpoint(n.Id, ep.endpointId), value: rec, lease: leaseId }],
+    );
+    if (!r.ok) {
+      const net = await this.store.get<NetworkRecord & { removing?: boolean }>(K.network(n.Id));
+      if (!net || net.value.removing) throw new NotFoundError(`network ${n.Name} not found`);
+      if (await this.store.get(K.address(n.Id, ep.ip))) throw new AddressTakenError();
+      throw new ConflictError(`network ${n.Name} changed while the endpoint joined: try again`);
+    }
+    this.mine.set(ep.endpointId, rec);
+    return r.revision;
   }
 
   async release(n: NetworkRecord, endpointId: string): Promise<number | undefined> {

@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { EtcdLeaseInvalidError } from 'etcd3';
+import { UnavailableError } from '../../src/cluster/errors.js';
 import { K } from '../../src/cluster/keys.js';
 import type { Session } from '../../src/cluster/session.js';
 import type { Cmp, Versioned, WatchEvent } from '../../src/cluster/store.js';
@@ -199,6 +201,31 @@ describe('swarm networks: the store side', () => {
     store.write([[K.network('n1'), { ...net('n1'), removing: true }]]);
     await settle();
     await assert.rejects(sn.claim(n, { ...ep, endpointId: 'e3' }), /network n1 not found/);
+    await sn.close();
+  });
+
+  it('a join under a lease that lapsed waits for the renewed lease instead of failing with etcd\'s "lease not found"', async () => {
+    const store = new MemStore();
+    store.write([[K.network('n1'), net('n1')]]);
+    const { sn, session } = setUp(store);
+    await sn.start();
+    // etcd refuses a put under a lease it dropped; presence takes a new lease a moment later.
+    const realTxn = store.txn.bind(store);
+    let refused = 0;
+    store.txn = async (cmp, puts, deletes) => {
+      if (puts.some((p) => (p as { lease?: string }).lease === '7')) { refused++; throw new EtcdLeaseInvalidError('7'); }
+      return realTxn(cmp, puts, deletes);
+    };
+    const s = session as unknown as { lease: unknown };
+    setTimeout(() => { s.lease = { grant: async () => '9', put: () => ({ value: () => ({ exec: async () => undefined }) }) }; }, 300);
+    const ep = { endpointId: 'e1', ip: '10.0.1.7', mac: '02:42:0A:00:01:07', containerId: 'c1', name: 'web', aliases: [] };
+    assert.ok((await sn.claim(net('n1'), ep)) > 0);
+    assert.equal(refused, 1);
+    assert.ok(await store.get(K.endpoint('n1', 'e1')));
+    // No renewal within the wait: a 503 in words a user can act on, nothing claimed.
+    s.lease = { grant: async () => '7', put: () => ({ value: () => ({ exec: async () => undefined }) }) };
+    await assert.rejects(sn.claim(net('n1'), { ...ep, endpointId: 'e2', ip: '10.0.1.8' }), (e) => e instanceof UnavailableError && /lease in the cluster store lapsed/.test(e.message));
+    assert.equal(await store.get(K.address('n1', '10.0.1.8')), undefined);
     await sn.close();
   });
 
