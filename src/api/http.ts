@@ -130,11 +130,4 @@ export function checkFilterKeys(filters: Map<string, string[]>, allowed: string[
   }
 }
 
-/** `label=key` or `label=key=value` against a label map. */
-export function labelsMatch(labels: Record<string, string> | null | undefined, wanted: string[]): boolean {
-  return wanted.every((w) => {
-    const i = w.indexOf('=');
-    if (i < 0) return labels?.[w] !== undefined;
-    return labels?.[w.slice(0, i)] === w.slice(i + 1);
-  });
-}
+export { labelsMatch } from '../util/labels.js';

@@ -64,7 +64,7 @@ export interface TaskRecord {
   DesiredState: 'running' | 'shutdown';
   NetworksAttachments?: Array<{ Network: { ID: string }; Addresses: string[] }>;
   /** The service's name and its spec version this task was made from. */
-  ServiceAnnotations: { Name: string };
+  ServiceAnnotations: { Name: string; Labels?: Record<string, string> };
   SpecVersion: number;
   /** Orders the tasks of one slot (or node): the highest is the slot's current task. */
   Attempt: number;
@@ -79,8 +79,12 @@ export interface TaskRecord {
 const TERMINAL: TaskState[] = ['complete', 'shutdown', 'failed', 'rejected', 'orphaned'];
 export const isTerminal = (s: TaskState): boolean => TERMINAL.includes(s);
 
-/** Docker's name check for services (swarmkit validateAnnotations). */
-const NAME = /^[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$/;
+/**
+ * Docker's name check for services (swarmkit's validateAnnotations): letters and digits, with
+ * runs of '-' and '_' between them (`docker stack deploy` names services STACK_SERVICE), and a
+ * DNS label's 63 characters at most.
+ */
+const NAME = /^[a-zA-Z0-9](?:[-_]*[A-Za-z0-9]+)*$/;
 
 const invalidArg = (desc: string) => rpcError('InvalidArgument', desc);
 
@@ -90,6 +94,7 @@ export function normaliseSpec(raw: unknown): ServiceSpec {
   const s = structuredClone(raw) as ServiceSpec;
   if (!s.Name) s.Name = '';
   if (s.Name && !NAME.test(s.Name)) throw invalidArg(`name must be valid as a DNS name component`);
+  if (s.Name.length > 63) throw invalidArg('name must be 63 characters or fewer');
   const tt = s.TaskTemplate as ServiceSpec['TaskTemplate'] | undefined;
   const cs = tt?.ContainerSpec;
   if (!tt || !cs) throw invalidArg('ContainerSpec: missing in service spec');

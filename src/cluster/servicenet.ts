@@ -8,7 +8,8 @@ import type { WatchEvent } from './store.js';
 /** A local container as the balancers need it: its namespace and the networks it is on. */
 export interface LocalSandbox { id: string; netns: string; networks: string[] }
 
-interface SvcView { name: string; vips: Map<string, string> }
+/** A service's VIP on each of its networks, and the aliases its attachment to each gives it (`docker stack deploy` names a stack's service by its short name so). */
+interface SvcView { name: string; vips: Map<string, string>; aliases: Map<string, string[]> }
 
 /**
  * Services as one host's data plane sees them, following the same store view as its overlay
@@ -16,7 +17,8 @@ interface SvcView { name: string; vips: Map<string, string> }
  * endpoints of that network named `tasks.SERVICE` whose task is running and desired running (the
  * store's task record: a task leaves every balancer before its agent stops it, and joins only once
  * its process started; endpoints live under their host's lease, so a dead host's tasks leave with
- * it). It answers the DNS (`SERVICE` → VIP; task names come with the endpoints) and keeps the
+ * it). It answers the DNS (`SERVICE` and the attachment's aliases → VIP, as Docker's service
+ * bindings; task names, `tasks.SERVICE` and `tasks.ALIAS`, come with the endpoints) and keeps the
  * balancer table of every local sandbox on such a network in step.
  */
 export class ServiceNet {
@@ -53,7 +55,8 @@ export class ServiceNet {
       if (e.type === 'put') {
         const s = e.value as ServiceRecord;
         const vips = new Map((s.Endpoint.VirtualIPs ?? []).map((v) => [v.NetworkID, v.Addr.split('/')[0]!]));
-        this.services.set(id, { name: s.Spec.Name, vips });
+        const aliases = new Map((s.Spec.TaskTemplate.Networks ?? []).map((n) => [n.Target, n.Aliases ?? []]));
+        this.services.set(id, { name: s.Spec.Name, vips, aliases });
         for (const n of vips.keys()) touched.add(n);
       } else {
         this.services.delete(id);
@@ -63,9 +66,9 @@ export class ServiceNet {
     await this.syncAll();
   }
 
-  /** `SERVICE` → its VIP, as DNS entries on each network (only containers on that network ask them). */
+  /** `SERVICE` and its aliases → its VIP, as DNS entries on each network (only containers on that network ask them). */
   *dnsEntries(): Iterable<RemoteEndpoint> {
-    for (const s of this.services.values()) for (const [net, ip] of s.vips) yield { Network: net, ContainerID: '', Name: s.name, Aliases: [], IP: ip };
+    for (const s of this.services.values()) for (const [net, ip] of s.vips) yield { Network: net, ContainerID: '', Name: s.name, Aliases: s.aliases.get(net) ?? [], IP: ip };
   }
 
   /** Whether a service balances through a VIP (not dnsrr): its tasks then do not answer its name. */

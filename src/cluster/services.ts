@@ -1,6 +1,7 @@
 import { formatIPv4, parseCidr, parseIPv4 } from '../network/ipam.js';
 import type { NetworkRecord } from '../network/types.js';
 import { ApiError, ConflictError, ForbiddenError, NotFoundError } from '../util/errors.js';
+import { labelsMatch } from '../util/labels.js';
 import { NOT_MANAGER, NO_MANAGER, UnavailableError, outOfSequence, rpcError } from './errors.js';
 import { goTime, newNodeId } from './ids.js';
 import { K, ROOT } from './keys.js';
@@ -43,6 +44,11 @@ export class ServiceControl {
   hooks?: ServiceHooks;
 
   constructor(private readonly session: () => Session | undefined) {}
+
+  /** Throws Docker's 503s unless this node is a swarm manager. */
+  assertManager(): void {
+    this.manager();
+  }
 
   private manager(): Session {
     const s = this.session();
@@ -132,7 +138,7 @@ export class ServiceControl {
     const ok = (v: ServiceRecord) => (!filters.id || filters.id.some((p) => v.ID.startsWith(p)))
       && (!filters.name || filters.name.some((n) => v.Spec.Name.startsWith(n)))
       && (!filters.mode || filters.mode.includes(v.Spec.Mode.Global ? 'global' : 'replicated'))
-      && (!filters.label || filters.label.every((l) => { const [k, val] = l.split('='); return k! in (v.Spec.Labels ?? {}) && (val === undefined || v.Spec.Labels![k!] === val); }));
+      && (!filters.label || labelsMatch(v.Spec.Labels, filters.label));
     return services.filter((v) => ok(v.value)).map((v) => {
       const out = view(v);
       if (status) {
@@ -189,6 +195,7 @@ export class ServiceControl {
     const wantSvc = filters.service ? svcIds(filters.service) : undefined;
     const nodes = filters.node ? await this.nodeIds(s, filters.node) : undefined;
     const name = (t: TaskRecord) => `${t.ServiceAnnotations.Name}.${t.Slot ?? t.NodeID}`;
+    const labelsOf = new Map(services.map((v) => [v.value.ID, v.value.Spec.Labels ?? {}]));
     return tasks.filter((v) => {
       const t = v.value;
       if (wantSvc && !wantSvc.has(t.ServiceID)) return false;
@@ -196,6 +203,8 @@ export class ServiceControl {
       if (filters.id && !filters.id.some((p) => t.ID.startsWith(p))) return false;
       if (filters.name && !filters.name.some((n) => name(t).startsWith(n))) return false;
       if (filters['desired-state'] && !filters['desired-state'].some((d) => (d === 'accepted' ? !isTerminal(t.Status.State) : t.DesiredState === d))) return false;
+      // swarmkit matches a task's service's labels (`docker stack ps` asks by the stack's label).
+      if (filters.label && !labelsMatch(labelsOf.get(t.ServiceID) ?? t.ServiceAnnotations.Labels, filters.label)) return false;
       return true;
     }).map(view);
   }

@@ -38,6 +38,8 @@ export interface SwarmNetworkHost {
 const APPLY_WAIT_MS = 5000;
 /** How long a join waits for presence to renew a lapsed lease (it retries every second). */
 const LEASE_RENEWAL_WAIT_MS = 3000;
+/** How long a network's removal waits for the endpoints of tasks on their way out. */
+const TASK_EXIT_WAIT_MS = 30_000;
 
 /**
  * Swarm-scope networks on one host, kept in step with the cluster store: the host lists the
@@ -538,17 +540,20 @@ export class SwarmNetworks implements OverlayPlane {
    * so none can slip in), then the store's endpoints are checked: any, on any host, and the mark
    * is taken back and the removal refused.
    */
+  private inUse(n: NetworkRecord): Promise<ForbiddenError | undefined> {
+    return inUseOf(this.store, n, (id) => this.nodes.get(id)?.name ?? id);
+  }
+
   async remove(n: NetworkRecord): Promise<void> {
     if (this.session.state.role !== 'manager') throw new UnavailableError(NOT_MANAGER);
     const cur = await this.store.get<NetworkRecord & { removing?: boolean }>(K.network(n.Id));
     if (!cur) throw new NotFoundError(`network ${n.Name} not found`);
     const mark = await this.store.txn([{ key: K.network(n.Id), target: 'Mod', value: cur.modRevision }], [{ key: K.network(n.Id), value: { ...cur.value, removing: true } }]);
     if (!mark.ok) throw new ConflictError(`network ${n.Name} changed while it was being removed: try again`);
-    const eps = await this.store.list<EndpointRecord>(K.endpointsOf(n.Id));
-    if (eps.size) {
+    const refusal = await this.inUse(n);
+    if (refusal) {
       await this.store.txn([{ key: K.network(n.Id), target: 'Mod', value: mark.revision }], [{ key: K.network(n.Id), value: cur.value }]);
-      const first = [...eps.values()][0]!.value;
-      throw new ForbiddenError(`rpc error: code = FailedPrecondition desc = network ${n.Id} is in use by container ${first.ContainerID || first.EndpointID} on node ${this.nodes.get(first.Node)?.name ?? first.Node}`);
+      throw refusal;
     }
     for (let attempt = 0; attempt < 20; attempt++) {
       const a = await this.store.get<OverlayAlloc>(K.overlayAlloc);
@@ -570,6 +575,38 @@ export class SwarmNetworks implements OverlayPlane {
       return;
     }
     throw new ConflictError('the swarm network allocation kept changing under this removal: try again');
+  }
+}
+
+/**
+ * Why a swarm network cannot go now, as swarmkit's removeNetwork says it: a service that names it,
+ * a task that runs or is meant to, or a container attached to it. Tasks on their way out (their
+ * service removed or their desired state past running) do not hold it, as in swarmkit: the removal
+ * waits for their endpoints instead (`docker stack rm` removes the services, then at once the
+ * networks), and refuses only if they outlast TASK_EXIT_WAIT_MS.
+ */
+async function inUseOf(store: ClusterStore, n: NetworkRecord, nodeName: (id: string) => string): Promise<ForbiddenError | undefined> {
+  const inUse = (what: string) => new ForbiddenError(`rpc error: code = FailedPrecondition desc = network ${n.Id} is in use by ${what}`);
+  const [services, tasks] = await store.readMany([{ key: `${ROOT}services/`, prefix: true }, { key: `${ROOT}tasks/`, prefix: true }]);
+  for (const v of services!.values()) {
+    const svc = v.value as { ID: string; Spec: { TaskTemplate: { Networks?: Array<{ Target: string }> } } };
+    if ((svc.Spec.TaskTemplate.Networks ?? []).some((t) => t.Target === n.Id)) return inUse(`service ${svc.ID}`);
+  }
+  const wanted = new Set<string>();
+  for (const v of tasks!.values()) {
+    const t = v.value as { DesiredState: string; Status: { ContainerStatus?: { ContainerID?: string } } };
+    if (t.DesiredState === 'running' && t.Status.ContainerStatus?.ContainerID) wanted.add(t.Status.ContainerStatus.ContainerID);
+  }
+  const deadline = Date.now() + TASK_EXIT_WAIT_MS;
+  for (;;) {
+    const eps = [...(await store.list<EndpointRecord>(K.endpointsOf(n.Id))).values()].map((v) => v.value);
+    // A task's endpoint answers `tasks.SERVICE` (the task runtime names it so); any other is a container's.
+    const leaving = (e: EndpointRecord) => e.Aliases?.some((a) => a.startsWith('tasks.')) && !wanted.has(e.ContainerID);
+    const holder = eps.find((e) => !leaving(e));
+    if (holder) return inUse(`${leaving(holder) ? 'task' : 'container'} ${holder.ContainerID || holder.EndpointID} on node ${nodeName(holder.Node)}`);
+    if (!eps.length) return undefined;
+    if (Date.now() > deadline) return inUse(`task ${eps[0]!.ContainerID} on node ${nodeName(eps[0]!.Node)}, which is still stopping`);
+    await new Promise((r) => setTimeout(r, 200));
   }
 }
 

@@ -39,7 +39,12 @@ export class EngineTaskRuntime implements TaskRuntime {
     const nets = t.Spec.Networks ?? [];
     if (nets.length > 1) throw new Error('berth runs a service\'s tasks on one network yet');
     const dnsrr = !this.serviceVip(t.ServiceID);
-    const endpoints = Object.fromEntries(nets.map((n) => [n.Target, { Aliases: [...(dnsrr ? [svc] : []), `tasks.${svc}`, ...(n.Aliases ?? [])] }]));
+    // Under a VIP the service's name and its attachment's aliases answer the VIP (ServiceNet), so
+    // the task answers only the `tasks.` forms of them; under dnsrr it answers them all.
+    const endpoints = Object.fromEntries(nets.map((n) => {
+      const names = [svc, ...(n.Aliases ?? [])];
+      return [n.Target, { Aliases: [...(dnsrr ? names : []), ...names.map((a) => `tasks.${a}`)] }];
+    }));
     let image = cs.Image;
     // The CLI pins a digest it could resolve; the local store knows the image by its name.
     if (image.includes('@') && !this.engine.images.list().some((i) => JSON.stringify(i).includes(image))) image = image.split('@')[0]!;

@@ -236,8 +236,10 @@ export class NetworkController implements NetworkService {
     if (PREDEFINED.includes(n.Name)) throw new ForbiddenError(`${n.Name} is a pre-defined network and cannot be removed`);
     // An endpoint being joined right now is active too (libnetwork creates the endpoint first): a
     // rm in between would take the bridge from under the join, which then failed with 500.
-    if (inUse(n.Id) || this.joining.has(n.Id)) throw new ForbiddenError(`error while removing network: network ${n.Name} id ${n.Id} has active endpoints`);
     const driver = this.registry.driverOf(n);
+    // A swarm network's endpoints are the cluster's to judge (swarm.remove, by swarmkit's rules:
+    // the endpoints of tasks on their way out do not hold it).
+    if ((driver?.scope !== 'swarm' && inUse(n.Id)) || this.joining.has(n.Id)) throw new ForbiddenError(`error while removing network: network ${n.Name} id ${n.Id} has active endpoints`);
     if (driver?.scope === 'swarm') {
       if (!this.swarm) throw new ForbiddenError(NOT_A_MANAGER);
       // Removed from the store everywhere; this host drops it as it applies the removal.

@@ -1,4 +1,7 @@
 import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { waitFor } from './harness.js';
 import { dockerFails, dockerOk, Lab, type LabHost } from './lab.js';
@@ -294,6 +297,52 @@ describe('swarm services across hosts', () => {
     }
     await waitFor(async () => (await Promise.all([h0, h1, h2].map((h) => containersOf(h, 'web')))).flat().length === 0, 'web\'s containers removed', 20_000);
     await waitFor(async () => (await tasks(h0, 'web')).length === 0, 'web\'s tasks removed', 20_000).catch(() => undefined);
+  });
+
+  it('docker stack deploy/ls/services/ps/rm: a compose file\'s services on its network, each answering its short name through its VIP', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'berth-stack-'));
+    try {
+      const file = join(dir, 'compose.yml');
+      await writeFile(file, [
+        'version: "3.8"',
+        'services:',
+        '  web:',
+        '    image: busybox',
+        `    command: ${JSON.stringify(WEB.slice(1))}`,
+        '    deploy: { replicas: 2 }',
+        '    networks: [front]',
+        'networks:',
+        '  front: { driver: overlay, attachable: true }',
+        '',
+      ].join('\n'));
+      await ok(h0, ['stack', 'deploy', '-c', file, 'demo']);
+      assert.equal(await ok(h1, ['stack', 'ls', '--format', '{{.Name}} {{.Services}}']), 'demo 1');
+      assert.equal(await ok(h0, ['stack', 'services', 'demo', '--format', '{{.Name}}']), 'demo_web');
+      const ts = await waitRunning(h0, 'demo_web', 2);
+      assert.equal((await ok(h0, ['stack', 'ps', 'demo', '--format', '{{.Name}}'])).split('\n').sort().join(), 'demo_web.1,demo_web.2');
+      await ok(h1, ['run', '-d', '--name', 'stackclient', '--network', 'demo_front', 'busybox', 'sleep', '3600']);
+      const vip = JSON.parse(await ok(h0, ['service', 'inspect', 'demo_web']))[0].Endpoint.VirtualIPs[0].Addr.split('/')[0];
+      // The stack names its service by its short name on the stack's network, as Docker's: VIP and tasks.
+      assert.deepEqual(await lookup(h1, 'stackclient', 'web'), [vip]);
+      assert.deepEqual(await lookup(h1, 'stackclient', 'demo_web'), [vip]);
+      assert.equal((await lookup(h1, 'stackclient', 'tasks.web')).join(), (await lookup(h1, 'stackclient', 'tasks.demo_web')).join());
+      assert.equal((await lookup(h1, 'stackclient', 'tasks.web')).length, 2);
+      await allAnswer(h1, 'stackclient', 'http://web/', taskHostnames(ts));
+      // berth keeps no secrets or configs: a manager lists none (stack rm reads them), makes none.
+      assert.equal(await ok(h0, ['secret', 'ls', '-q']), '');
+      await fails(h0, ['config', 'create', 'c1', file], /berth does not keep swarm configs yet/);
+      // swarmkit's rule: a network a service names stays; the endpoints of tasks on their way out do not hold it.
+      await fails(h0, ['network', 'rm', 'demo_front'], /is in use by service/);
+      await ok(h1, ['rm', '-f', 'stackclient']);
+      await ok(h0, ['stack', 'rm', 'demo']);
+      let seen = '';
+      await waitFor(async () => {
+        seen = `stacks [${await ok(h0, ['stack', 'ls', '--format', '{{.Name}}'])}], networks ${(await Promise.all([h0, h1, h2].map((h) => ok(h, ['network', 'ls', '--format', '{{.Name}}'])))).map((l) => `[${l.split('\n').join(' ')}]`).join(' ')}`;
+        return !seen.includes('demo');
+      }, 'stack demo gone', 20_000).catch((e: Error) => { throw new Error(`${e.message}: ${seen}`); });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('a node that leaves the swarm takes its task containers with it', async () => {

@@ -136,7 +136,10 @@ describe('service specs and constraints', () => {
     assert.deepEqual(s.TaskTemplate.RestartPolicy, { Condition: 'any', Delay: 5e9, MaxAttempts: 0 });
     assert.throws(() => normaliseSpec({ Name: 'x', TaskTemplate: { ContainerSpec: { Image: 'b' } }, Mode: { Replicated: { Replicas: -1 } } }), /cannot unmarshal number -1/);
     assert.throws(() => normaliseSpec({ Name: 'x', TaskTemplate: { ContainerSpec: {} } }), /image reference must be provided/);
-    assert.throws(() => normaliseSpec({ Name: 'bad_name', TaskTemplate: { ContainerSpec: { Image: 'b' } } }), /valid as a DNS name/);
+    // swarmkit's rule: '-' and '_' only between letters and digits (a stack's services are STACK_NAME).
+    assert.equal(normaliseSpec({ Name: 'demo_web', TaskTemplate: { ContainerSpec: { Image: 'b' } } }).Name, 'demo_web');
+    for (const bad of ['_web', 'web_', 'web-', 'we.b', 'we b']) assert.throws(() => normaliseSpec({ Name: bad, TaskTemplate: { ContainerSpec: { Image: 'b' } } }), /valid as a DNS name/, bad);
+    assert.throws(() => normaliseSpec({ Name: 'a'.repeat(64), TaskTemplate: { ContainerSpec: { Image: 'b' } } }), /63 characters or fewer/);
     assert.throws(() => normaliseSpec({ Name: 'x', TaskTemplate: { ContainerSpec: { Image: 'b' } }, EndpointSpec: { Mode: 'ipvs' } }), /invalid endpoint mode/);
     assert.throws(() => normaliseSpec({ Name: 'x', TaskTemplate: { ContainerSpec: { Image: 'b' } }, EndpointSpec: { Ports: [{ TargetPort: 80 }] } }), /not publish service ports yet/);
     assert.throws(() => normaliseSpec({ Name: 'x', TaskTemplate: { ContainerSpec: { Image: 'b' }, Networks: [{ Target: 'a' }, { Target: 'b' }] } }), /one network yet/);

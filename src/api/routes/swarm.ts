@@ -2,7 +2,7 @@ import type { JoinBody, InitRequest } from '../../cluster/cluster.js';
 import type { NodeFilters, NodeSpecBody } from '../../cluster/control.js';
 import { NO_MANAGER, NO_SWARM, UnavailableError } from '../../cluster/errors.js';
 import type { Spec } from '../../cluster/keys.js';
-import { BadRequestError, ConflictError } from '../../util/errors.js';
+import { ApiError, BadRequestError, ConflictError, NotFoundError } from '../../util/errors.js';
 import type { ApiContext } from '../context.js';
 import { boolParam, checkFilterKeys, parseFilters, readBodyBuffer, sendEmpty, sendJson } from '../http.js';
 import type { RequestContext, Router } from '../router.js';
@@ -37,11 +37,6 @@ export function swarmRoutes(r: Router, api: ApiContext): void {
   const noManager = (): never => { throw new UnavailableError(NO_MANAGER); };
   const list = (ctx: RequestContext): never => {
     parseFilters(ctx.query.get('filters'));
-    return noManager();
-  };
-  const withBody = (kind?: Parameters<typeof checkVersion>[1]) => async (ctx: RequestContext): Promise<never> => {
-    await decodeBody(ctx);
-    if (kind) checkVersion(ctx, kind);
     return noManager();
   };
   const logs = (ctx: RequestContext): never => {
@@ -155,11 +150,33 @@ export function swarmRoutes(r: Router, api: ApiContext): void {
   r.get('/tasks/{id}', async (ctx) => sendJson(ctx.res, 200, await (services() ?? { task: noManager }).task(ctx.params.id!)));
   r.get('/tasks/{id}/logs', logs);
 
+  // berth keeps no secrets or configs yet. A manager lists none and finds none, so what only reads
+  // them works (`docker stack rm` and `stack deploy` list them); making one is refused in words
+  // that name the gap (a stack file that needs one fails there, nothing of it made yet).
+  const managerOrNot = (): boolean => {
+    const s = services();
+    if (!s) return false;
+    s.assertManager();
+    return true;
+  };
   for (const kind of ['secret', 'config'] as const) {
-    r.get(`/${kind}s`, list);
-    r.post(`/${kind}s/create`, withBody());
-    r.get(`/${kind}s/{id}`, noManager);
-    r.delete(`/${kind}s/{id}`, noManager);
-    r.post(`/${kind}s/{id}/update`, withBody(kind));
+    const notFound = (ctx: RequestContext): never => { throw new NotFoundError(`${kind} ${ctx.params.id} not found`); };
+    r.get(`/${kind}s`, (ctx) => {
+      if (!managerOrNot()) return list(ctx);
+      filterMap(ctx, ['id', 'label', 'name', 'names']);
+      sendJson(ctx.res, 200, []);
+    });
+    r.post(`/${kind}s/create`, async (ctx) => {
+      await decodeBody(ctx);
+      if (!managerOrNot()) return noManager();
+      throw new ApiError(501, `berth does not keep swarm ${kind}s yet: a service or stack that needs a ${kind} cannot be deployed on berth`);
+    });
+    r.get(`/${kind}s/{id}`, (ctx) => (managerOrNot() ? notFound(ctx) : noManager()));
+    r.delete(`/${kind}s/{id}`, (ctx) => (managerOrNot() ? notFound(ctx) : noManager()));
+    r.post(`/${kind}s/{id}/update`, async (ctx) => {
+      await decodeBody(ctx);
+      checkVersion(ctx, kind);
+      return managerOrNot() ? notFound(ctx) : noManager();
+    });
   }
 }
