@@ -34,6 +34,9 @@ packages+=(chromium)
 # (about 30 s and 260 MB installed, measured here); BERTH_SETUP_NO_ANSIBLE=1 leaves it out and its
 # test then says it is skipped.
 packages+=(python3-docker)
+# CNI's reference plugins (bridge, host-local, portmap, firewall, tuning, macvlan … in /usr/lib/cni),
+# which cni networks run.
+packages+=(containernetworking-plugins)
 if [ "${BERTH_SETUP_NO_ANSIBLE:-0}" != 1 ]; then packages+=(ansible); fi
 missing=()
 for p in "${packages[@]}"; do

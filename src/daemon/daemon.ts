@@ -16,6 +16,9 @@ import { deleteNetns, hostIp, hostIpDeletions } from '../kernel/netns.js';
 import { hostNft } from '../kernel/nft.js';
 import { NetworkController } from '../network/controller.js';
 import { BridgeDriver } from '../network/bridgedriver.js';
+import { CniDriver } from '../network/cnidriver.js';
+import { CniRunner } from '../cni/runner.js';
+import { CNI_CONF_DIRS, CNI_PLUGIN_DIRS } from '../cni/paths.js';
 import { DefaultIpam } from '../network/ipamdriver.js';
 import { VlanDriver } from '../network/macvlan.js';
 import { RemoteDriver } from '../network/remotedriver.js';
@@ -51,7 +54,9 @@ export interface DaemonOptions {
   /** HOST:PORT where /metrics is also served over TCP (Docker's --metrics-addr). */
   metricsAddr?: string;
   /** Where Docker plugins are found (default: Docker's directories), and how long their calls may take. */
-  plugins?: { socketDir?: string; specDirs?: string[]; retrySec?: number; callTimeoutSec?: number } }
+  plugins?: { socketDir?: string; specDirs?: string[]; retrySec?: number; callTimeoutSec?: number };
+  /** Where CNI configuration lists and plugin executables are found (default: /etc/cni/net.d; /usr/lib/cni and /opt/cni/bin). */
+  cni?: { confDirs?: string[]; pluginDirs?: string[]; timeoutSec?: number } }
 
 interface DaemonIdentity { id: string }
 
@@ -89,6 +94,9 @@ export class Daemon {
     registry.registerDriver(new VlanDriver('macvlan', mtu));
     registry.registerDriver(new VlanDriver('ipvlan', mtu));
     registry.registerDriver(this.overlay);
+    const cni = this.o.cni ?? {};
+    const runner = new CniRunner({ pluginDirs: cni.pluginDirs?.length ? cni.pluginDirs : CNI_PLUGIN_DIRS, cacheDir: join(this.o.root, 'cni', 'results'), timeoutMs: (cni.timeoutSec ?? 60) * 1000 });
+    registry.registerDriver(new CniDriver(runner, cni.confDirs?.length ? cni.confDirs : CNI_CONF_DIRS));
     registry.registerIpam(new DefaultIpam());
     const p = this.o.plugins ?? {};
     const plugins = new PluginManager({

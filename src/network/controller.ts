@@ -115,6 +115,10 @@ export class NetworkController implements NetworkService {
   async adopt(running: SandboxRef[]): Promise<Map<string, Record<string, EndpointState>>> {
     const fixes = await this.sandboxes.adopt(running);
     await this.sandboxes.recover(new Set(running.map((r) => r.id)));
+    const live = this.sandboxes.liveEndpoints();
+    for (const d of this.registry.registeredDrivers()) {
+      await d.collectGarbage?.(this.registry.list(), live).catch((e: Error) => console.error(`berthd: ${d.name} driver: ${e.message}`));
+    }
     await this.firewall.sync(this.firewalled(), this.ports.mappings());
     await this.policy.sync(running.flatMap((r) => Object.entries(fixes.get(r.id) ?? r.endpoints).flatMap(([netId, ep]) => {
       const n = this.registry.networks.get(netId);
