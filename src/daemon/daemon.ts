@@ -131,7 +131,7 @@ export class Daemon {
     await engine.restore();
     await engine.applyEndpointFixes(await network.adopt(engine.runningSandboxes()));
     const registry = network.registry;
-    const dns = new DnsServer(new ContainerDirectory(() => engine.containers.values(), () => registry.networks, () => registry.generation, () => [...(this.swarmNetworks?.remoteEndpoints() ?? []), ...(this.services?.net.dnsEntries() ?? [])]), this.o.resolvConf);
+    const dns = new DnsServer(new ContainerDirectory(() => [...engine.containers.values(), ...network.provided.members()], () => registry.networks, () => registry.generation, () => [...(this.swarmNetworks?.remoteEndpoints() ?? []), ...(this.services?.net.dnsEntries() ?? [])]), this.o.resolvConf);
     // A local container started or connected: its balancer table, if it is on a service's network.
     registry.onChange((c) => { if (c.containers.some(Boolean)) void this.services?.net.syncAll(); });
     await network.attachResolver(dns);
@@ -169,6 +169,7 @@ export class Daemon {
     await fs.mkdir(join(this.o.socket, '..'), { recursive: true, mode: 0o755 });
     this.server = new ApiServer(api, this.o.debug);
     await this.server.listen(this.o.socket);
+    void network.collectGarbage().catch((e: Error) => console.error(`berthd: ${e.message}`));
   }
 
   private tracer(engine: Engine, network: NetworkController): Tracer {

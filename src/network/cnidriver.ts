@@ -4,6 +4,7 @@ import type { CniRunner } from '../cni/runner.js';
 import { CniError, endpointAddresses, parseConfList, type ConfList } from '../cni/spec.js';
 import { ipJson } from '../kernel/netns.js';
 import { ApiError, BadRequestError } from '../util/errors.js';
+import { SharedExclusive } from '../util/serial.js';
 import type { CreateContext, EndpointJoin, EndpointLeave, JoinResult, NetworkDriver } from './driver.js';
 import type { NetworkRecord } from './types.js';
 
@@ -29,6 +30,9 @@ export class CniDriver implements NetworkDriver {
   readonly ownsAddresses = true;
   /** The plugins' objects are theirs: `--cleanup` leaves them to the DELs of the containers' teardown. */
   readonly external = true;
+
+  /** ADDs share it; a GC pass holds it alone, so no attachment is made between its valid list and the plugins' GC. */
+  private readonly gate = new SharedExclusive();
 
   constructor(private readonly runner: CniRunner, private readonly confDirs: string[]) {}
 
@@ -112,7 +116,7 @@ export class CniDriver implements NetworkDriver {
     const args = { IgnoreUnknown: '1', K8S_POD_NAMESPACE: 'berth', K8S_POD_NAME: j.owner?.name ?? containerId.slice(0, 12), K8S_POD_INFRA_CONTAINER_ID: containerId };
     let result;
     try {
-      result = await this.runner.add(this.key(n, j.endpointId), n.Id, c.list, c.version, { containerId, netns: j.netnsPath, ifname: j.ifname, args, runtime });
+      result = await this.gate.withShared(() => this.runner.add(this.key(n, j.endpointId), n.Id, c.list, c.version, { containerId, netns: j.netnsPath, ifname: j.ifname, args, runtime }));
     } catch (e) {
       throw new ApiError(500, `failed to set up ${j.owner?.name ?? 'the container'} on CNI network ${n.Name}: ${(e as Error).message}`);
     }
@@ -141,19 +145,23 @@ export class CniDriver implements NetworkDriver {
    * or one a crash cut short), the rest are CHECKed (problems are logged: the container runs on),
    * and 1.1.0 lists' plugins collect what belongs to none of the valid attachments.
    */
-  async collectGarbage(networks: NetworkRecord[], live: Set<string>): Promise<void> {
+  collectGarbage(networks: NetworkRecord[], live: (endpointId: string) => boolean): Promise<void> {
+    return this.gate.withExclusive(() => this.collect(networks, live));
+  }
+
+  private async collect(networks: NetworkRecord[], live: (endpointId: string) => boolean): Promise<void> {
     const mine = new Map(networks.filter((n) => n.Driver === this.name).map((n) => [n.Id, n]));
     const valid = new Map<string, Array<{ containerID: string; ifname: string }>>();
     for (const e of await this.runner.all()) {
       const endpointId = e.key.slice(e.owner.length + 1);
-      if (!mine.has(e.owner) || !live.has(endpointId) || e.deleteFailed) {
+      if (!mine.has(e.owner) || !live(endpointId) || e.deleteFailed) {
         // The namespace may be gone too: the plugins then free what is outside it.
         const netns = e.netns && existsSync(e.netns) ? e.netns : '';
         await this.runner.del(e.key, netns).catch((x: Error) => console.error(`berthd: CNI DEL of a stale attachment on ${e.list.name}: ${x.message}`));
         continue;
       }
       (valid.get(e.owner) ?? valid.set(e.owner, []).get(e.owner)!).push({ containerID: e.containerId, ifname: e.ifname });
-      await this.runner.check(e.key).catch((x: Error) => console.error(`berthd: CNI CHECK of ${e.containerId.slice(0, 12)} on ${e.list.name}: ${x.message}`));
+      if (e.result) await this.runner.check(e.key).catch((x: Error) => console.error(`berthd: CNI CHECK of ${e.containerId.slice(0, 12)} on ${e.list.name}: ${x.message}`));
     }
     for (const n of mine.values()) {
       const c = cniOf(n);

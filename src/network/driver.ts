@@ -128,9 +128,10 @@ export interface NetworkDriver {
   readonly ownsAddresses?: boolean;
   /**
    * After a restart's recovery: frees what the driver still holds for endpoints that are gone
-   * (`live` are the endpoint ids the sandboxes hold now).
+   * (`live` tells whether a sandbox holds an endpoint now: asked at the moment of each decision, as
+   * containers start and stop meanwhile).
    */
-  collectGarbage?(networks: NetworkRecord[], live: Set<string>): Promise<void>;
+  collectGarbage?(networks: NetworkRecord[], live: (endpointId: string) => boolean): Promise<void>;
   /** Removes kernel objects of this driver's naming that belong to none of `keep` (a crash's leftovers). */
   removeOrphans?(keep: NetworkRecord[]): Promise<void>;
 }

@@ -254,6 +254,11 @@ export class Sandboxes {
     this.adopted = [];
   }
 
+  /** Whether berth has a sandbox for this container (its journal exists). */
+  has(containerId: string): boolean {
+    return !!this.journals.get(containerId);
+  }
+
   /** The endpoints the sandboxes hold now, by id. */
   liveEndpoints(): Set<string> {
     return new Set(this.journals.all().flatMap((j) => j.endpoints.map((e) => e.endpointId)));

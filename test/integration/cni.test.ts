@@ -3,7 +3,8 @@ import { existsSync, promises as fs } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fetchIn, lookup, probePing, TestHost, waitFor } from './harness.js';
+import { run } from '../../src/util/exec.js';
+import { fetchIn, lookup, PACKAGE_ROOT, probePing, TestHost, waitFor } from './harness.js';
 
 /**
  * CNI consumed: cni networks on Debian's reference plugins (containernetworking-plugins in
@@ -11,9 +12,19 @@ import { fetchIn, lookup, probePing, TestHost, waitFor } from './harness.js';
  * --cni-conf-dir (never /etc/cni), host-local's reservations in a temp directory too. The plugins
  * run as berthd's children, inside the test host's namespace, so their bridge and iptables rules
  * are made there and nowhere else.
+ *
+ * CNI provided: berth-cni (bin/berth-cni, linked into a temp plugin directory) puts a runtime's
+ * containers on berth's networks, driven by berth's own CNI runner, by the test as a bare CNI
+ * runtime would, and by Debian's Podman 4.3 with its CNI backend (its configuration, storage and
+ * plugin directories under the test's temp directory, run inside the test host's namespace).
  */
 
 const PLUGINS = '/usr/lib/cni';
+const BERTH_CNI = join(PACKAGE_ROOT, 'bin', 'berth-cni');
+
+function podmanInstalled(): boolean {
+  return existsSync('/usr/bin/podman');
+}
 const BRIDGE = 'cnibr0';
 
 function conflist(dir: string, name: string, subnet: string, extra: unknown[] = []): unknown {
@@ -51,13 +62,19 @@ describe('cni: containers on CNI configuration lists (Debian reference plugins)'
     await fs.writeFile(join(dir, 'broken.conflist'), JSON.stringify(conflist(dir, 'cnitest', '10.77.0.0/24', [{ type: 'tuning', sysctl: { 'net.ipv4.conf.eth0.no_such_knob': '1' } }])));
     await fs.writeFile(join(dir, 'missing.conflist'), JSON.stringify({ cniVersion: '1.0.0', name: 'missing', plugins: [{ type: 'no-such-plugin' }] }));
     await fs.writeFile(join(dir, 'old.conflist'), JSON.stringify({ cniVersion: '0.2.0', name: 'old', plugins: [{ type: 'bridge' }] }));
-    host = await TestHost.create({ daemonArgs: ['--cni-conf-dir', join(dir, 'net.d'), '--cni-plugin-dir', PLUGINS] });
+    // berth-cni where a CNI runtime finds plugins: a directory of its own, beside Debian's.
+    await fs.mkdir(join(dir, 'bin'));
+    await fs.symlink(BERTH_CNI, join(dir, 'bin', 'berth-cni'));
+    host = await TestHost.create({ daemonArgs: ['--cni-conf-dir', join(dir, 'net.d'), '--cni-plugin-dir', join(dir, 'bin'), '--cni-plugin-dir', PLUGINS] });
+    // The list any runtime uses to reach berth's network bn (berthd's socket is this test host's).
+    const toBerth = { cniVersion: '1.1.0', name: 'toberth', plugins: [{ type: 'berth-cni', network: 'bn', socket: host.socket, capabilities: { aliases: true } }] };
+    await fs.writeFile(join(dir, 'net.d', '20-toberth.conflist'), JSON.stringify(toBerth));
   });
 
   after(async () => {
     if (!host) return;
-    await host.docker(['rm', '-f', 'c1', 'c2', 'c3']);
-    await host.docker(['network', 'rm', 'cn', 'cnb']);
+    await host.docker(['rm', '-f', 'c1', 'c2', 'c3', 'b1', 'r1']);
+    await host.docker(['network', 'rm', 'cn', 'cnb', 'via', 'bn']);
     // The reference plugins keep what is shared by every container of a list: the bridge plugin its
     // bridge, iptables its tables and the CNI chains in them (only per-container rules go at DEL,
     // which the test checks). They live in the test host's namespace only, and go here.
@@ -77,7 +94,7 @@ describe('cni: containers on CNI configuration lists (Debian reference plugins)'
     assert.match(r.json.message, /CNI configuration nope not found in .*net\.d/);
     r = await host.api('POST', '/networks/create', { Name: 'x', Driver: 'cni', Options: { 'cni.conflist': join(dir, 'missing.conflist') } });
     assert.equal(r.status, 400);
-    assert.match(r.json.message, /failed to find plugin "no-such-plugin" in path \[\/usr\/lib\/cni\]/);
+    assert.match(r.json.message, /failed to find plugin "no-such-plugin" in path \[\S+\/bin \/usr\/lib\/cni\]/);
     r = await host.api('POST', '/networks/create', { Name: 'x', Driver: 'cni', Options: { 'cni.conflist': join(dir, 'old.conflist') } });
     assert.equal(r.status, 400);
     assert.match(r.json.message, /CNI version 0\.2\.0 .* not one berth speaks/);
@@ -150,5 +167,118 @@ describe('cni: containers on CNI configuration lists (Debian reference plugins)'
     assert.deepEqual(await reservations(), []);
     assert.deepEqual(await fs.readdir(join(host.root, 'cni', 'results')), []);
     await ok(['network', 'rm', 'cn', 'cnb']);
+  });
+
+  it('berth-cni under berth\'s own runner: a container on a cni network lands on berth\'s bridge bn, names answer both ways', async () => {
+    await ok(['network', 'create', 'bn']);
+    await ok(['network', 'create', '-d', 'cni', '-o', 'cni.conflist=toberth', 'via']);
+    await ok(['run', '-d', '--name', 'b1', '--network', 'bn', 'busybox', 'sleep', '300']);
+    await ok(['run', '-d', '--name', 'r1', '--network', 'via', 'busybox', 'sleep', '300']);
+    const subnet = (await host.api('GET', '/networks/bn')).json.IPAM.Config[0].Subnet as string;
+    const b1 = (await host.api('GET', '/containers/b1/json')).json;
+    const r1 = (await host.api('GET', '/containers/r1/json')).json;
+    const ip = r1.NetworkSettings.Networks.via.IPAddress as string;
+    assert.equal(ip.split('.').slice(0, 2).join('.'), subnet.split('.').slice(0, 2).join('.'), `${ip} is not in ${subnet}`);
+    assert.equal(r1.NetworkSettings.Networks.via.CNI.cniVersion, '1.1.0');
+    assert.deepEqual(r1.NetworkSettings.Networks.via.CNI.dns.nameservers, ['127.0.0.11']);
+    assert.deepEqual((await lookup(host, b1.Id, 'r1')).addrs, [ip]);
+    assert.deepEqual((await lookup(host, r1.Id, 'b1')).addrs, [b1.NetworkSettings.Networks.bn.IPAddress]);
+    assert.equal(await probePing(host, b1.Id, 'r1'), 'reached');
+    assert.equal(await probePing(host, r1.Id, 'b1'), 'reached');
+    // bn is in use by r1's endpoint, which berth's engine does not list on bn: still refused.
+    assert.equal((await host.api('DELETE', '/networks/bn')).status, 403);
+    await ok(['rm', '-f', 'r1']);
+    // Unknown to berth, the name goes upstream (the test host's loopback, where nothing answers).
+    const gone = await lookup(host, b1.Id, 'r1');
+    assert.deepEqual(gone.addrs, [], gone.out);
+    assert.equal((await host.api('GET', '/networks/bn')).json.IPAM.Config.length, 1);
+    assert.deepEqual(await fs.readdir(join(host.root, 'cni', 'provided')), []);
+  });
+
+  it('berth-cni as a bare CNI runtime drives it: VERSION, ADD, CHECK, GC, DEL, STATUS', async () => {
+    const ns = `${host.netns}p`;
+    const cni = (command: string, conf: Record<string, unknown>, extra: Record<string, string> = {}) => run(BERTH_CNI, [], {
+      input: JSON.stringify(conf),
+      env: { PATH: process.env.PATH, CNI_COMMAND: command, CNI_CONTAINERID: 'rt-0001', CNI_NETNS: `/run/netns/${ns}`, CNI_IFNAME: 'net1', CNI_ARGS: 'IgnoreUnknown=1;K8S_POD_NAME=outsider', CNI_PATH: join(dir, 'bin'), ...extra },
+    });
+    const conf = { cniVersion: '1.0.0', name: 'toberth', type: 'berth-cni', network: 'bn', socket: host.socket };
+    await run('ip', ['netns', 'add', ns]);
+    try {
+      const v = await cni('VERSION', { cniVersion: '1.0.0' });
+      assert.deepEqual(JSON.parse(v.stdout).supportedVersions, ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0']);
+      const add = await cni('ADD', conf);
+      assert.equal(add.code, 0, add.stdout);
+      const result = JSON.parse(add.stdout);
+      assert.equal(result.cniVersion, '1.0.0');
+      assert.equal(result.interfaces[0].name, 'net1');
+      const ip = result.ips[0].address.split('/')[0] as string;
+      const inside = await run('ip', ['-n', ns, '-o', '-4', 'addr', 'show', 'net1']);
+      assert.match(inside.stdout, new RegExp(`inet ${ip.replace(/\./g, '\\.')}/`));
+      const b1 = (await host.api('GET', '/containers/b1/json')).json.Id as string;
+      assert.deepEqual((await lookup(host, b1, 'outsider')).addrs, [ip]);
+      assert.equal((await cni('CHECK', { ...conf, prevResult: result })).code, 0);
+      await run('ip', ['-n', ns, 'addr', 'flush', 'dev', 'net1']);
+      const broken = await cni('CHECK', { ...conf, prevResult: result });
+      assert.equal(broken.code, 1);
+      assert.match(JSON.parse(broken.stdout).msg, /has lost its address/);
+      // The runtime no longer knows rt-0001: GC frees its endpoint.
+      const gc = await cni('GC', { ...conf, cniVersion: '1.1.0', 'cni.dev/valid-attachments': [{ containerID: 'other', ifname: 'eth0' }] });
+      assert.equal(gc.code, 0, gc.stdout);
+      assert.equal((await run('ip', ['-n', ns, 'link', 'show', 'net1'])).code, 1, 'the interface went with GC');
+      assert.deepEqual((await lookup(host, b1, 'outsider')).addrs, []);
+      const del = await cni('DEL', conf);
+      assert.equal(del.code, 0, `a DEL of what GC freed is no error: ${del.stdout}`);
+      const status = await cni('STATUS', { ...conf, cniVersion: '1.1.0', network: 'no-such-net' });
+      assert.equal(status.code, 1);
+      assert.deepEqual(JSON.parse(status.stdout), { cniVersion: '1.1.0', code: 50, msg: 'berthd: network no-such-net not found' });
+      assert.equal((await cni('STATUS', { ...conf, cniVersion: '1.1.0' })).code, 0);
+    } finally {
+      await run('ip', ['netns', 'del', ns]);
+    }
+  });
+
+  it('Podman 4.3 (its CNI backend) puts a container on berth\'s network: it and a berth container reach each other by name', { skip: podmanInstalled() ? false : 'podman is not installed (Debian\'s podman 4.3)' }, async () => {
+    const pod = join(dir, 'podman');
+    await fs.mkdir(join(pod, 'net.d'), { recursive: true });
+    await fs.mkdir(join(pod, 'rootfs', 'bin'), { recursive: true });
+    // Podman 4.3's libcni reads results up to 1.0.0: its list says so, and berth-cni answers in kind.
+    await fs.writeFile(join(pod, 'net.d', 'toberth.conflist'), JSON.stringify({ cniVersion: '1.0.0', name: 'toberth', plugins: [{ type: 'berth-cni', network: 'bn', socket: host.socket, capabilities: { aliases: true } }] }));
+    // A busybox image from Debian's busybox-static, imported: nothing is pulled.
+    await fs.copyFile('/bin/busybox', join(pod, 'rootfs', 'bin', 'busybox'));
+    for (const a of ['sh', 'sleep', 'ping', 'nslookup', 'cat']) await fs.symlink('busybox', join(pod, 'rootfs', 'bin', a));
+    // runc, not crun (crun refuses this machine's cgroup layout); limits podman would raise past this machine's own.
+    await fs.writeFile(join(pod, 'containers.conf'), [
+      '[containers]', 'default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]',
+      '[network]', 'network_backend = "cni"', `cni_plugin_dirs = ["${join(dir, 'bin')}", "${PLUGINS}"]`, `network_config_dir = "${join(pod, 'net.d')}"`,
+      '[engine]', 'runtime = "runc"', 'cgroup_manager = "cgroupfs"', 'events_logger = "file"', `events_logfile_path = "${join(pod, 'events.log')}"`, `tmp_dir = "${join(pod, 'tmp')}"`, '',
+    ].join('\n'));
+    await fs.writeFile(join(pod, 'storage.conf'), `[storage]\ndriver = "vfs"\ngraphroot = "${join(pod, 'storage')}"\nrunroot = "${join(pod, 'run')}"\n`);
+    const env = { ...process.env, CONTAINERS_CONF: join(pod, 'containers.conf'), CONTAINERS_STORAGE_CONF: join(pod, 'storage.conf'), CONTAINERS_REGISTRIES_CONF: join(pod, 'none.conf') };
+    const podman = (args: string[], input?: string) => run('nsenter', [`--net=${host.netnsPath}`, 'podman', '--root', join(pod, 'storage'), '--runroot', join(pod, 'run'), ...args], { env, ...(input !== undefined ? { input } : {}) });
+    const pok = async (args: string[]) => { const r = await podman(args); assert.equal(r.code, 0, `podman ${args.join(' ')}: ${r.stderr}`); return r.stdout.trim(); };
+    try {
+      await run('tar', ['-C', join(pod, 'rootfs'), '-cf', join(pod, 'rootfs.tar'), '.']);
+      await pok(['import', join(pod, 'rootfs.tar'), 'localhost/bb']);
+      await pok(['run', '-d', '--name', 'p1', '--network', 'toberth', 'localhost/bb', 'sleep', '300']);
+      const p1 = JSON.parse(await pok(['inspect', 'p1']))[0];
+      const ip = p1.NetworkSettings.Networks.toberth.IPAddress as string;
+      const b1 = (await host.api('GET', '/containers/b1/json')).json;
+      const b1ip = b1.NetworkSettings.Networks.bn.IPAddress as string;
+      assert.deepEqual((await lookup(host, b1.Id, 'p1')).addrs, [ip]);
+      assert.equal(await probePing(host, b1.Id, 'p1'), 'reached');
+      // berth's resolver inside podman's namespace, at Docker's address.
+      const asked = await pok(['exec', 'p1', 'nslookup', 'b1', '127.0.0.11']);
+      assert.match(asked, new RegExp(`Address:\\s*${b1ip.replace(/\./g, '\\.')}`));
+      const pinged = await pok(['exec', 'p1', 'ping', '-c', '1', '-W', '2', 'b1']);
+      assert.match(pinged, /1 packets received/);
+      await pok(['rm', '-f', 'p1']);
+      assert.deepEqual((await lookup(host, b1.Id, 'p1')).addrs, []);
+      assert.deepEqual(await fs.readdir(join(host.root, 'cni', 'provided')), []);
+    } finally {
+      await podman(['rm', '-af']);
+      await podman(['rmi', '-af']);
+    }
+    await ok(['rm', '-f', 'b1']);
+    await ok(['network', 'rm', 'via', 'bn']);
   });
 });
