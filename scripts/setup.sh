@@ -37,6 +37,8 @@ packages+=(python3-docker)
 # CNI's reference plugins (bridge, host-local, portmap, firewall, tuning, macvlan … in /usr/lib/cni),
 # which cni networks run.
 packages+=(containernetworking-plugins)
+# Podman 4.3 with its CNI backend: the real second consumer of berth-cni in the CNI test.
+packages+=(podman)
 if [ "${BERTH_SETUP_NO_ANSIBLE:-0}" != 1 ]; then packages+=(ansible); fi
 missing=()
 for p in "${packages[@]}"; do

@@ -103,7 +103,8 @@ export async function runPlugin(command: string, input: string): Promise<string>
   }
 }
 
-async function main(): Promise<void> {
+/** The executable's body (bin/berth-cni): stdin and CNI_* in, a result or a CNI error out. */
+export async function main(): Promise<void> {
   const chunks: Buffer[] = [];
   for await (const c of process.stdin) chunks.push(c as Buffer);
   const input = Buffer.concat(chunks).toString();
@@ -119,4 +120,3 @@ async function main(): Promise<void> {
   }
 }
 
-await main();

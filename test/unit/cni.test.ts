@@ -7,7 +7,9 @@ import { CniRunner } from '../../src/cni/runner.js';
 import {
   CniError, describeFailure, endpointAddresses, formatArgs, negotiateVersion, parseArgs, parseConfList, parseResult, pluginInput, type ConfList,
 } from '../../src/cni/spec.js';
+import { resultFor, runPlugin } from '../../src/cni/plugin.js';
 import { ipamConfig, portMappings } from '../../src/network/cnidriver.js';
+import { SharedExclusive } from '../../src/util/serial.js';
 
 describe('cni spec: configuration lists', () => {
   it('reads a list, and a single plugin configuration as a list of one', () => {
@@ -227,5 +229,47 @@ describe('cni runner: the protocol, against fake plugins', () => {
 
   it('a plugin that is nowhere: libcni\'s words, before anything runs', async () => {
     await assert.rejects(runner.prepare({ cniVersion: '1.0.0', name: 'x', plugins: [{ type: 'first' }, { type: 'ghost' }] }), /failed to find plugin "ghost" in path \[/);
+  });
+});
+
+describe('berth-cni: the plugin side', () => {
+  it('answers VERSION without berthd, and refuses a version it does not speak', async () => {
+    assert.deepEqual(JSON.parse(await runPlugin('VERSION', '{"cniVersion":"1.0.0"}')), { cniVersion: '1.0.0', supportedVersions: ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0'] });
+    await assert.rejects(runPlugin('ADD', '{"cniVersion":"0.2.0","name":"n"}'), (e: Error) => e instanceof CniError && e.code === 1);
+    await assert.rejects(runPlugin('ADD', '{"cniVersion":"1.0.0"}'), (e: Error) => e instanceof CniError && e.code === 7);
+    await assert.rejects(runPlugin('FLY', '{"cniVersion":"1.0.0","name":"n"}'), (e: Error) => e instanceof CniError && e.code === 4);
+  });
+
+  it('a berthd that is not there: "try again later" for ADD, "not available" for STATUS', async () => {
+    const conf = JSON.stringify({ cniVersion: '1.1.0', name: 'n', socket: '/nonexistent/berth.sock' });
+    const saved = { ...process.env };
+    Object.assign(process.env, { CNI_CONTAINERID: 'c', CNI_NETNS: '/x', CNI_IFNAME: 'eth0' });
+    try {
+      await assert.rejects(runPlugin('ADD', conf), (e: Error) => e instanceof CniError && e.code === 11 && /berthd at \/nonexistent\/berth\.sock does not answer/.test(e.message));
+      await assert.rejects(runPlugin('STATUS', conf), (e: Error) => e instanceof CniError && e.code === 50);
+    } finally {
+      for (const k of ['CNI_CONTAINERID', 'CNI_NETNS', 'CNI_IFNAME']) if (saved[k] === undefined) delete process.env[k];
+    }
+  });
+
+  it('words results in the version asked for: addresses name their family before 1.0.0', () => {
+    const r = { cniVersion: '1.1.0', ips: [{ address: '10.0.0.2/24', interface: 0 }, { address: 'fd00::2/64', interface: 0 }] };
+    assert.deepEqual(resultFor('0.4.0', r).ips!.map((i) => i.version), ['4', '6']);
+    assert.deepEqual(resultFor('1.0.0', r), { ...r, cniVersion: '1.0.0' });
+  });
+
+  it('GC holds attachments back while it runs, and waits for those in flight', async () => {
+    const gate = new SharedExclusive();
+    const order: string[] = [];
+    let release!: () => void;
+    const inFlight = gate.withShared(() => new Promise<void>((r) => { release = () => { order.push('add 1 done'); r(); }; }));
+    const gc = gate.withExclusive(async () => { order.push('gc'); });
+    await new Promise((r) => setImmediate(r));
+    const later = gate.withShared(async () => { order.push('add 2'); });
+    await new Promise((r) => setImmediate(r));
+    assert.deepEqual(order, []);
+    release();
+    await Promise.all([inFlight, gc, later]);
+    assert.deepEqual(order, ['add 1 done', 'gc', 'add 2']);
   });
 });
