@@ -74,7 +74,7 @@ export async function runPlugin(command: string, input: string): Promise<string>
       const aliases = conf.runtimeConfig?.aliases?.[conf.name ?? ''] ?? [];
       const r = await berthd(conf, 'add', {
         network, containerId: env('CNI_CONTAINERID'), netns: env('CNI_NETNS'), ifname: env('CNI_IFNAME'),
-        ...(args.K8S_POD_NAME ? { name: args.K8S_POD_NAME } : {}), aliases,
+        ...(args.K8S_POD_NAME ? { name: args.K8S_POD_NAME } : {}), aliases, list: conf.name ?? '',
       });
       return JSON.stringify(resultFor(version, r as CniResult));
     }
@@ -87,7 +87,7 @@ export async function runPlugin(command: string, input: string): Promise<string>
       return '';
     case 'GC': {
       const valid = conf['cni.dev/valid-attachments'] ?? conf['cni.dev/attachments'] ?? [];
-      await berthd(conf, 'gc', { network, valid });
+      await berthd(conf, 'gc', { network, list: conf.name ?? '', valid });
       return '';
     }
     case 'STATUS':

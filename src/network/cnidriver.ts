@@ -1,7 +1,7 @@
 import { existsSync, promises as fs } from 'node:fs';
 import { basename, extname, isAbsolute, join } from 'node:path';
 import type { CniRunner } from '../cni/runner.js';
-import { CniError, endpointAddresses, parseConfList, type ConfList } from '../cni/spec.js';
+import { endpointAddresses, parseConfList, type ConfList } from '../cni/spec.js';
 import { ipJson } from '../kernel/netns.js';
 import { ApiError, BadRequestError } from '../util/errors.js';
 import { SharedExclusive } from '../util/serial.js';
@@ -40,6 +40,8 @@ export class CniDriver implements NetworkDriver {
     for (const k of Object.keys(n.Options)) if (k !== OPT_CONFLIST) throw new BadRequestError(`unknown cni driver option ${k} (the one option is ${OPT_CONFLIST})`);
     const ref = n.Options[OPT_CONFLIST];
     if (!ref) throw new BadRequestError(`cni networks need a configuration list: -o ${OPT_CONFLIST}=NAME (looked for in ${this.confDirs.join(', ')}) or an absolute path`);
+    // Whether traffic may leave the network is the list's business (its plugins' NAT and routes).
+    if (n.Internal) throw new BadRequestError('cni networks cannot be --internal: whether traffic leaves the network is up to the configuration list\'s plugins');
     const { list, source } = await this.findList(ref);
     let version: string;
     try {
@@ -47,6 +49,11 @@ export class CniDriver implements NetworkDriver {
     } catch (e) {
       throw new BadRequestError(`CNI configuration ${list.name} (${source}): ${(e as Error).message}`);
     }
+    // A 1.1.0 list's plugins are asked whether they are ready (at a restart, collectGarbage asks
+    // again once the API answers: berth-cni in a list calls it).
+    await this.runner.status(list, version).catch((e: Error) => {
+      throw new ApiError(503, `CNI configuration ${list.name} (${source}) is not ready: ${e.message}`);
+    });
     n.cni = { source, list, version };
     n.IPAM.Config = ipamConfig(list);
   }
@@ -82,12 +89,9 @@ export class CniDriver implements NetworkDriver {
     }
   }
 
-  /** CNI has no network of its own to make; a 1.1.0 list's plugins are asked whether they are ready. */
+  /** CNI has no network of its own to make (INIT is spec 1.2's). */
   async ensureNetwork(n: NetworkRecord): Promise<void> {
-    const c = cniOf(n);
-    await this.runner.status(c.list, c.version).catch((e: Error) => {
-      throw new ApiError(e instanceof CniError && e.code === 11 ? 503 : 500, `CNI configuration ${c.list.name}: ${e.message}`);
-    });
+    cniOf(n);
   }
 
   /** Leftovers of the network (DELs that failed) are DEL'd again, then the plugins collect with nothing valid. */
@@ -165,6 +169,7 @@ export class CniDriver implements NetworkDriver {
     }
     for (const n of mine.values()) {
       const c = cniOf(n);
+      await this.runner.status(c.list, c.version).catch((x: Error) => console.error(`berthd: CNI STATUS of ${c.list.name}: ${x.message}`));
       await this.runner.gc(c.list, c.version, valid.get(n.Id) ?? []).catch((x: Error) => console.error(`berthd: CNI GC on ${c.list.name}: ${x.message}`));
     }
   }

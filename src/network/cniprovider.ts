@@ -23,6 +23,8 @@ export interface ProvideRequest {
   /** The name berth's DNS answers for the container (K8S_POD_NAME, as runtimes pass it). */
   name?: string;
   aliases?: string[];
+  /** The runtime's configuration list: GC frees only what was made through a list of that name. */
+  list?: string;
 }
 
 /** One runtime container's endpoint on a berth network, as kept on disk until its DEL. */
@@ -35,6 +37,7 @@ interface Provided {
   ifname: string;
   name: string;
   aliases: string[];
+  list: string;
   ip: string;
   prefix: number;
   gateway: string;
@@ -142,7 +145,7 @@ export class CniProvider {
       const lease = await ipam.requestAddress(n, endpointId, {});
       const e: Provided = {
         key, networkId: n.Id, endpointId, containerId: req.containerId, netns: req.netns, ifname: req.ifname,
-        name: req.name || req.containerId.slice(0, 12), aliases: req.aliases ?? [], ip: lease.ip, prefix: lease.prefix,
+        name: req.name || req.containerId.slice(0, 12), aliases: req.aliases ?? [], list: req.list ?? '', ip: lease.ip, prefix: lease.prefix,
         gateway: n.Internal ? '' : lease.gateway, mac: lease.mac || macFor(lease.ip),
       };
       try {
@@ -184,12 +187,16 @@ export class CniProvider {
     if (!addrs.some((a) => a.addr_info?.some((i) => i.local === e.ip))) throw new ApiError(500, `interface ${e.ifname} of container ${req.containerId} has lost its address ${e.ip}`);
   }
 
-  /** GC: every endpoint on the network whose attachment the runtime no longer lists goes. Returns how many. */
-  gc(network: string, valid: Array<{ containerID: string; ifname: string }>): Promise<number> {
+  /**
+   * GC: every endpoint on the network, made through a list of this name, whose attachment the
+   * runtime no longer lists goes (another runtime's endpoints on the same network stay, unless it
+   * uses a list of the same name). Returns how many.
+   */
+  gc(network: string, list: string, valid: Array<{ containerID: string; ifname: string }>): Promise<number> {
     return this.queue.run(async () => {
       const n = this.network(network);
       const keep = new Set(valid.map((v) => this.keyOf(n, v.containerID, v.ifname)));
-      const stale = [...this.entries.values()].filter((e) => e.networkId === n.Id && !keep.has(e.key));
+      const stale = [...this.entries.values()].filter((e) => e.networkId === n.Id && (e.list ?? '') === list && !keep.has(e.key));
       for (const e of stale) await this.undo(e);
       return stale.length;
     });

@@ -101,6 +101,9 @@ describe('cni: containers on CNI configuration lists (Debian reference plugins)'
     r = await host.api('POST', '/networks/create', { Name: 'x', Driver: 'cni', Options: { 'cni.conflist': 'cnitest' }, IPAM: { Config: [{ Subnet: '10.9.0.0/24' }] } });
     assert.equal(r.status, 400);
     assert.match(r.json.message, /take their addresses from the driver's own IPAM/);
+    r = await host.api('POST', '/networks/create', { Name: 'x', Driver: 'cni', Internal: true, Options: { 'cni.conflist': 'cnitest' } });
+    assert.equal(r.status, 400);
+    assert.match(r.json.message, /cannot be --internal/);
     assert.equal((await host.api('GET', '/networks/x')).status, 404);
   });
 
@@ -221,10 +224,16 @@ describe('cni: containers on CNI configuration lists (Debian reference plugins)'
       const broken = await cni('CHECK', { ...conf, prevResult: result });
       assert.equal(broken.code, 1);
       assert.match(JSON.parse(broken.stdout).msg, /has lost its address/);
-      // The runtime no longer knows rt-0001: GC frees its endpoint.
+      // Another runtime's endpoint on the same network, through a list of another name.
+      const other = await cni('ADD', { ...conf, name: 'elsewhere' }, { CNI_IFNAME: 'net2', CNI_CONTAINERID: 'rt-0002' });
+      assert.equal(other.code, 0, other.stdout);
+      // The runtime no longer knows rt-0001: GC frees its endpoint, and nothing of the other list's.
       const gc = await cni('GC', { ...conf, cniVersion: '1.1.0', 'cni.dev/valid-attachments': [{ containerID: 'other', ifname: 'eth0' }] });
       assert.equal(gc.code, 0, gc.stdout);
       assert.equal((await run('ip', ['-n', ns, 'link', 'show', 'net1'])).code, 1, 'the interface went with GC');
+      assert.equal((await run('ip', ['-n', ns, 'link', 'show', 'net2'])).code, 0, 'the other list\'s interface stays');
+      assert.equal((await cni('DEL', { ...conf, name: 'elsewhere' }, { CNI_IFNAME: 'net2', CNI_CONTAINERID: 'rt-0002' })).code, 0);
+      assert.equal((await run('ip', ['-n', ns, 'link', 'show', 'net2'])).code, 1, 'DEL took it');
       assert.deepEqual((await lookup(host, b1, 'outsider')).addrs, []);
       const del = await cni('DEL', conf);
       assert.equal(del.code, 0, `a DEL of what GC freed is no error: ${del.stdout}`);
@@ -271,6 +280,11 @@ describe('cni: containers on CNI configuration lists (Debian reference plugins)'
       assert.match(asked, new RegExp(`Address:\\s*${b1ip.replace(/\./g, '\\.')}`));
       const pinged = await pok(['exec', 'p1', 'ping', '-c', '1', '-W', '2', 'b1']);
       assert.match(pinged, /1 packets received/);
+      // berthd killed and back: the endpoint is still berth's, its resolver serves again, names still answer.
+      await host.stopDaemon('SIGKILL');
+      await host.startDaemon();
+      assert.match(await pok(['exec', 'p1', 'nslookup', 'b1', '127.0.0.11']), new RegExp(`Address:\\s*${b1ip.replace(/\./g, '\\.')}`));
+      assert.deepEqual((await lookup(host, b1.Id, 'p1')).addrs, [ip]);
       await pok(['rm', '-f', 'p1']);
       assert.deepEqual((await lookup(host, b1.Id, 'p1')).addrs, []);
       assert.deepEqual(await fs.readdir(join(host.root, 'cni', 'provided')), []);

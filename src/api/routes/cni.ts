@@ -29,7 +29,7 @@ export function cniRoutes(r: Router, api: ApiContext): void {
     if (valid.some((v) => !v || typeof v !== 'object' || typeof (v as Record<string, unknown>).containerID !== 'string' || typeof (v as Record<string, unknown>).ifname !== 'string')) {
       throw new BadRequestError('valid: a list of {containerID, ifname}');
     }
-    sendJson(ctx.res, 200, { Removed: await provided.gc(str(b, 'network'), valid as Array<{ containerID: string; ifname: string }>) });
+    sendJson(ctx.res, 200, { Removed: await provided.gc(str(b, 'network'), typeof b.list === 'string' ? b.list : '', valid as Array<{ containerID: string; ifname: string }>) });
   });
   r.post('/berth/cni/status', async (ctx) => {
     provided.status(str(await readRequiredJsonBody(ctx.req), 'network'));
@@ -52,5 +52,6 @@ function attachment(b: Record<string, unknown>, netnsRequired: boolean): Provide
   return {
     network: str(b, 'network'), containerId: str(b, 'containerId'), netns: str(b, 'netns', netnsRequired), ifname,
     ...(typeof b.name === 'string' && b.name ? { name: b.name } : {}), aliases: aliases as string[],
+    ...(typeof b.list === 'string' ? { list: b.list } : {}),
   };
 }
