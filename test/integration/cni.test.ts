@@ -154,6 +154,19 @@ describe('cni: containers on CNI configuration lists (Debian reference plugins)'
     assert.deepEqual((await fs.readdir(join(host.root, 'cni', 'results'))).length, 1);
   });
 
+  it('network connect and disconnect of a running container: ADD as eth1, DEL at disconnect', async () => {
+    await ok(['run', '-d', '--name', 'c3', 'busybox', 'sleep', '300']);
+    await ok(['network', 'connect', 'cn', 'c3']);
+    const ep = (await host.api('GET', '/containers/c3/json')).json.NetworkSettings.Networks.cn;
+    assert.match(ep.IPAddress, /^10\.77\.0\.\d+$/);
+    assert.equal(ep.CNI.interfaces.find((i: { sandbox?: string }) => i.sandbox)?.name, 'eth1');
+    assert.ok((await reservations()).includes(ep.IPAddress));
+    await ok(['network', 'disconnect', 'cn', 'c3']);
+    assert.ok(!(await reservations()).includes(ep.IPAddress), 'the address went back at DEL');
+    assert.equal((await fs.readdir(join(host.root, 'cni', 'results'))).length, 1);
+    await ok(['rm', '-f', 'c3']);
+  });
+
   it('a plugin that fails ADD: its error with the CNI code, and the plugins before it undone', async () => {
     await ok(['network', 'create', '-d', 'cni', '-o', `cni.conflist=${join(dir, 'broken.conflist')}`, 'cnb']);
     const before = { veths: await veths(), reservations: (await reservations()).length, rules: (await rules()).split('\n').length };
@@ -251,7 +264,8 @@ describe('cni: containers on CNI configuration lists (Debian reference plugins)'
     await fs.mkdir(join(pod, 'net.d'), { recursive: true });
     await fs.mkdir(join(pod, 'rootfs', 'bin'), { recursive: true });
     // Podman 4.3's libcni reads results up to 1.0.0: its list says so, and berth-cni answers in kind.
-    await fs.writeFile(join(pod, 'net.d', 'toberth.conflist'), JSON.stringify({ cniVersion: '1.0.0', name: 'toberth', plugins: [{ type: 'berth-cni', network: 'bn', socket: host.socket, capabilities: { aliases: true } }] }));
+    // A list name of its own: GC is per list name, and berth's own network via GCs 'toberth' at each start.
+    await fs.writeFile(join(pod, 'net.d', 'podberth.conflist'), JSON.stringify({ cniVersion: '1.0.0', name: 'podberth', plugins: [{ type: 'berth-cni', network: 'bn', socket: host.socket, capabilities: { aliases: true } }] }));
     // A busybox image from Debian's busybox-static, imported: nothing is pulled.
     await fs.copyFile('/bin/busybox', join(pod, 'rootfs', 'bin', 'busybox'));
     for (const a of ['sh', 'sleep', 'ping', 'nslookup', 'cat']) await fs.symlink('busybox', join(pod, 'rootfs', 'bin', a));
@@ -268,9 +282,9 @@ describe('cni: containers on CNI configuration lists (Debian reference plugins)'
     try {
       await run('tar', ['-C', join(pod, 'rootfs'), '-cf', join(pod, 'rootfs.tar'), '.']);
       await pok(['import', join(pod, 'rootfs.tar'), 'localhost/bb']);
-      await pok(['run', '-d', '--name', 'p1', '--network', 'toberth', 'localhost/bb', 'sleep', '300']);
+      await pok(['run', '-d', '--name', 'p1', '--network', 'podberth', 'localhost/bb', 'sleep', '300']);
       const p1 = JSON.parse(await pok(['inspect', 'p1']))[0];
-      const ip = p1.NetworkSettings.Networks.toberth.IPAddress as string;
+      const ip = p1.NetworkSettings.Networks.podberth.IPAddress as string;
       const b1 = (await host.api('GET', '/containers/b1/json')).json;
       const b1ip = b1.NetworkSettings.Networks.bn.IPAddress as string;
       assert.deepEqual((await lookup(host, b1.Id, 'p1')).addrs, [ip]);
