@@ -107,6 +107,17 @@ export class CniProvider {
     return [...byContainer.values()];
   }
 
+  /** The network's provided endpoints in the shape of network inspect's Containers entries. */
+  inspectMembers(networkId: string): Record<string, { Name: string; EndpointID: string; MacAddress: string; IPv4Address: string; IPv6Address: string }> {
+    const out: Record<string, { Name: string; EndpointID: string; MacAddress: string; IPv4Address: string; IPv6Address: string }> = {};
+    for (const e of this.entries.values()) {
+      // berth's own containers (berth's runner calling berth-cni) are listed on their cni network already.
+      if (e.networkId !== networkId || !e.joined || this.d.ownSandbox(e.containerId)) continue;
+      out[e.containerId] = { Name: e.name, EndpointID: e.endpointId, MacAddress: e.mac, IPv4Address: `${e.ip}/${e.prefix}`, IPv6Address: '' };
+    }
+    return out;
+  }
+
   private network(ref: string): NetworkRecord {
     const n = this.d.registry.find(ref);
     if (!n) throw new NotFoundError(`network ${ref} not found`);

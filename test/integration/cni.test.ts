@@ -289,6 +289,9 @@ describe('cni: containers on CNI configuration lists (Debian reference plugins)'
       const b1ip = b1.NetworkSettings.Networks.bn.IPAddress as string;
       assert.deepEqual((await lookup(host, b1.Id, 'p1')).addrs, [ip]);
       assert.equal(await probePing(host, b1.Id, 'p1'), 'reached');
+      const members = (await host.api('GET', '/networks/bn')).json.Containers;
+      assert.equal(members[p1.Id]?.Name, 'p1');
+      assert.equal(members[p1.Id]?.IPv4Address.split('/')[0], ip);
       // berth's resolver inside podman's namespace, at Docker's address.
       const asked = await pok(['exec', 'p1', 'nslookup', 'b1', '127.0.0.11']);
       assert.match(asked, new RegExp(`Address:\\s*${b1ip.replace(/\./g, '\\.')}`));

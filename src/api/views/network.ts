@@ -68,8 +68,9 @@ export function portsView(c: ContainerRecord): Record<string, Array<{ HostIp: st
 }
 
 /** GET /networks/{id} body. */
-export function networkInspect(n: NetworkRecord, containers: ContainerRecord[], peers?: Array<{ Name: string; IP: string }>): object {
-  const members: Record<string, object> = {};
+export function networkInspect(n: NetworkRecord, containers: ContainerRecord[], peers?: Array<{ Name: string; IP: string }>, external: Record<string, object> = {}): object {
+  // Endpoints of CNI runtimes' containers (berth-cni) are members too, under their runtime's id.
+  const members: Record<string, object> = { ...external };
   for (const c of containers) {
     const ep = c.Endpoints?.[n.Id];
     if (ep && ep.EndpointID) {
