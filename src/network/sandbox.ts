@@ -12,6 +12,7 @@ import type { AddressLease } from './ipamdriver.js';
 import { JournalStore, type JournalEndpoint, type SandboxJournal } from './journal.js';
 import { OPT_HOST_BINDING } from './options.js';
 import { requestedPorts, requestsOf, type PortMapper } from './portmapper.js';
+import { PREFIX as POLICY_PREFIX } from './policy/labels.js';
 import type { EndpointPolicy } from './policy/policy.js';
 import type { NetworkRegistry } from './registry.js';
 import { programSandboxRedirect, type Resolver } from './resolver.js';
@@ -317,6 +318,11 @@ export class Sandboxes {
     const { n, entry } = p;
     const gw = p.defaultRoute && !n.Internal;
     const requestedIp = !!p.ep.IPAMConfig?.IPv4Address;
+    // Policy rules are written before the interface exists, from the address berth leased: a
+    // driver whose backend gives the address later (CNI) has none to police yet.
+    if (p.driver.ownsAddresses && Object.keys(owner.labels ?? {}).some((k) => k.startsWith(POLICY_PREFIX))) {
+      throw new BadRequestError(`network policy labels (${POLICY_PREFIX}*) are not supported on ${n.Driver} networks (${n.Name})`);
+    }
     let mac: string;
     let got: JoinResult | void;
     for (let attempt = 0; ; attempt++) {

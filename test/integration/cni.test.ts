@@ -73,7 +73,7 @@ describe('cni: containers on CNI configuration lists (Debian reference plugins)'
 
   after(async () => {
     if (!host) return;
-    await host.docker(['rm', '-f', 'c1', 'c2', 'c3', 'b1', 'r1']);
+    await host.docker(['rm', '-f', 'c1', 'c2', 'c3', 'c4', 'b1', 'r1']);
     await host.docker(['network', 'rm', 'cn', 'cnb', 'via', 'bn']);
     // The reference plugins keep what is shared by every container of a list: the bridge plugin its
     // bridge, iptables its tables and the CNI chains in them (only per-container rules go at DEL,
@@ -154,7 +154,12 @@ describe('cni: containers on CNI configuration lists (Debian reference plugins)'
     assert.deepEqual((await fs.readdir(join(host.root, 'cni', 'results'))).length, 1);
   });
 
-  it('network connect and disconnect of a running container: ADD as eth1, DEL at disconnect', async () => {
+  it('network connect and disconnect of a running container: ADD as eth1, DEL at disconnect; no policy labels', async () => {
+    const refused = await host.docker(['run', '-d', '--name', 'c4', '--network', 'cn', '-l', 'berth.policy.isolate=ingress', 'busybox', 'sleep', '300']);
+    assert.notEqual(refused.code, 0);
+    assert.match(refused.stderr, /network policy labels \(berth\.policy\.\*\) are not supported on cni networks \(cn\)/);
+    assert.equal((await fs.readdir(join(host.root, 'cni', 'results'))).length, 1, 'nothing was ADDed');
+    await ok(['rm', '-f', 'c4']);
     await ok(['run', '-d', '--name', 'c3', 'busybox', 'sleep', '300']);
     await ok(['network', 'connect', 'cn', 'c3']);
     const ep = (await host.api('GET', '/containers/c3/json')).json.NetworkSettings.Networks.cn;
