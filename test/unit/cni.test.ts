@@ -93,27 +93,35 @@ describe('cni spec: results and errors', () => {
 });
 
 /**
- * The runner against fake plugins: small Node executables that record every call (command,
+ * The runner against fake plugins: small Python executables (they start in a tenth of Node's
+ * time) that record every call (command,
  * environment, stdin) to a log and answer as their configuration tells them. They test the
  * protocol berth speaks; the reference plugins themselves run in test/integration/cni.test.ts.
  */
-const FAKE = `
-const fs = require('fs');
-const input = JSON.parse(fs.readFileSync(0, 'utf8') || '{}');
-const cmd = process.env.CNI_COMMAND;
-const me = require('path').basename(process.argv[1]);
-const conf = input.fake || {};
-fs.appendFileSync(conf.log || '/dev/null', JSON.stringify({ plugin: me, cmd, env: { id: process.env.CNI_CONTAINERID, netns: process.env.CNI_NETNS, ifname: process.env.CNI_IFNAME, args: process.env.CNI_ARGS, path: process.env.CNI_PATH }, input }) + '\\n');
-if (cmd === 'VERSION') { console.log(JSON.stringify({ cniVersion: input.cniVersion, supportedVersions: me === 'old' ? ['0.4.0', '1.0.0'] : ['0.4.0', '1.0.0', '1.1.0'] })); process.exit(0); }
-if (conf.fail === cmd) { console.log(JSON.stringify({ cniVersion: input.cniVersion, code: 11, msg: me + ' refuses ' + cmd })); process.exit(1); }
-if (cmd === 'ADD') {
-  const prev = input.prevResult || { cniVersion: input.cniVersion, interfaces: [], ips: [] };
-  const out = JSON.parse(JSON.stringify(prev));
-  out.cniVersion = input.cniVersion;
-  if (conf.ip) { out.interfaces.push({ name: process.env.CNI_IFNAME, mac: '02:00:00:00:00:01', sandbox: process.env.CNI_NETNS }); out.ips.push({ address: conf.ip, gateway: conf.gw, interface: out.interfaces.length - 1 }); }
-  out.seen = (prev.seen || []).concat(me);
-  console.log(JSON.stringify(out));
-}
+const FAKE = `import json, os, sys
+raw = sys.stdin.read()
+inp = json.loads(raw or '{}')
+cmd = os.environ.get('CNI_COMMAND')
+me = os.path.basename(sys.argv[0])
+conf = inp.get('fake') or {}
+env = {k: os.environ.get(v) for k, v in (('id', 'CNI_CONTAINERID'), ('netns', 'CNI_NETNS'), ('ifname', 'CNI_IFNAME'), ('args', 'CNI_ARGS'), ('path', 'CNI_PATH'))}
+with open(conf.get('log') or '/dev/null', 'a') as f:
+    f.write(json.dumps({'plugin': me, 'cmd': cmd, 'env': {k: v for k, v in env.items() if v is not None}, 'input': inp}) + '\\n')
+if cmd == 'VERSION':
+    print(json.dumps({'cniVersion': inp.get('cniVersion'), 'supportedVersions': ['0.4.0', '1.0.0'] if me == 'old' else ['0.4.0', '1.0.0', '1.1.0']}))
+    sys.exit(0)
+if conf.get('fail') == cmd:
+    print(json.dumps({'cniVersion': inp.get('cniVersion'), 'code': 11, 'msg': me + ' refuses ' + cmd}))
+    sys.exit(1)
+if cmd == 'ADD':
+    prev = inp.get('prevResult') or {'cniVersion': inp.get('cniVersion'), 'interfaces': [], 'ips': []}
+    out = json.loads(json.dumps(prev))
+    out['cniVersion'] = inp.get('cniVersion')
+    if conf.get('ip'):
+        out['interfaces'].append({'name': os.environ.get('CNI_IFNAME'), 'mac': '02:00:00:00:00:01', 'sandbox': os.environ.get('CNI_NETNS')})
+        out['ips'].append({'address': conf['ip'], 'gateway': conf.get('gw'), 'interface': len(out['interfaces']) - 1})
+    out['seen'] = (prev.get('seen') or []) + [me]
+    print(json.dumps(out))
 `;
 
 describe('cni runner: the protocol, against fake plugins', () => {
@@ -132,7 +140,7 @@ describe('cni runner: the protocol, against fake plugins', () => {
     dir = await mkdtemp(join(tmpdir(), 'berth-cni-unit-'));
     log = join(dir, 'calls.log');
     for (const name of ['first', 'second', 'third', 'old']) {
-      await writeFile(join(dir, name), `#!${process.execPath}\n${FAKE}`);
+      await writeFile(join(dir, name), `#!/usr/bin/python3\n${FAKE}`);
       await chmod(join(dir, name), 0o755);
     }
     runner = new CniRunner({ pluginDirs: [join(dir, 'none'), dir], cacheDir: join(dir, 'cache'), timeoutMs: 10_000 });
