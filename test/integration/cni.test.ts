@@ -190,6 +190,36 @@ describe('cni: containers on CNI configuration lists (Debian reference plugins)'
     await ok(['network', 'rm', 'cn', 'cnb']);
   });
 
+  it('a macvlan list (the reference macvlan plugin on a parent link of the test\'s): two containers reach each other by name', async () => {
+    // A veth pair as the parent: a link of the test's own, in the test host's namespace.
+    assert.equal((await host.inNetns('ip', ['link', 'add', 'cnimv0', 'type', 'veth', 'peer', 'name', 'cnimv1'])).code, 0);
+    try {
+      await host.inNetns('ip', ['link', 'set', 'cnimv0', 'up']);
+      await host.inNetns('ip', ['link', 'set', 'cnimv1', 'up']);
+      await fs.writeFile(join(dir, 'mv.conflist'), JSON.stringify({
+        cniVersion: '1.0.0', name: 'mvtest',
+        plugins: [{ type: 'macvlan', master: 'cnimv0', mode: 'bridge', ipam: { type: 'host-local', subnet: '10.78.0.0/24', dataDir: join(dir, 'ipam') } }, { type: 'tuning', mtu: 1400 }],
+      }));
+      await ok(['network', 'create', '-d', 'cni', '-o', `cni.conflist=${join(dir, 'mv.conflist')}`, 'mv']);
+      await ok(['run', '-d', '--name', 'm1', '--network', 'mv', 'busybox', 'sleep', '300']);
+      await ok(['run', '-d', '--name', 'm2', '--network', 'mv', 'busybox', 'sleep', '300']);
+      const m1 = (await host.api('GET', '/containers/m1/json')).json;
+      const m2 = (await host.api('GET', '/containers/m2/json')).json.Id as string;
+      assert.match(m1.NetworkSettings.Networks.mv.IPAddress, /^10\.78\.0\.\d+$/);
+      assert.deepEqual((await lookup(host, m2, 'm1')).addrs, [m1.NetworkSettings.Networks.mv.IPAddress]);
+      assert.equal(await probePing(host, m2, 'm1'), 'reached');
+      // tuning's MTU on the macvlan child, inside the container.
+      assert.match((await host.inNetns('nsenter', ['-t', String(m1.State.Pid), '-n', 'ip', '-o', 'link', 'show', 'eth0'])).stdout, /mtu 1400 /);
+      await ok(['rm', '-f', 'm1', 'm2']);
+      await ok(['network', 'rm', 'mv']);
+      assert.deepEqual(await fs.readdir(join(dir, 'ipam', 'mvtest')).then((f) => f.filter((x) => /^\d/.test(x))), []);
+    } finally {
+      await host.docker(['rm', '-f', 'm1', 'm2']);
+      await host.docker(['network', 'rm', 'mv']);
+      await host.inNetns('ip', ['link', 'del', 'cnimv0']);
+    }
+  });
+
   it('berth-cni under berth\'s own runner: a container on a cni network lands on berth\'s bridge bn, names answer both ways', async () => {
     await ok(['network', 'create', 'bn']);
     await ok(['network', 'create', '-d', 'cni', '-o', 'cni.conflist=toberth', 'via']);
