@@ -140,11 +140,15 @@ describe('cni: containers on CNI configuration lists (Debian reference plugins)'
     assert.equal(got.body.trim(), (await host.api('GET', '/containers/c1/json')).json.Config.Hostname);
   });
 
-  it('DELs from its cache after kill -9 of berthd: the address, the veth and the rules of the container go', async () => {
+  it('DELs from its cache after kill -9 of berthd: the address, the veth and the rules of the container go; CHECK finds a broken one', async () => {
     const ip = (await host.api('GET', '/containers/c1/json')).json.NetworkSettings.Networks.cn.IPAddress as string;
     assert.match(await rules(), new RegExp(ip.replace(/\./g, '\\.')));
+    // c2 loses its address behind berth's back: the CHECK after the restart must say so.
+    const c2 = (await host.api('GET', '/containers/c2/json')).json;
+    assert.equal((await host.inNetns('nsenter', ['-t', String(c2.State.Pid), '-n', 'ip', 'addr', 'flush', 'dev', 'eth0'])).code, 0);
     await host.stopDaemon('SIGKILL');
     await host.startDaemon();
+    await waitFor(async () => host.daemonLog.includes(`CNI CHECK of ${c2.Id.slice(0, 12)} on cnitest: CNI plugin bridge failed CHECK`), 'the CHECK of c2 after the restart');
     assert.equal(await veths(), 2);
     await ok(['rm', '-f', 'c1']);
     assert.equal(await veths(), 1);
