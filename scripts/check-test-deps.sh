@@ -29,6 +29,8 @@ need_cmd script bsdutils
 need_cmd ssh-keygen openssh-client
 need_cmd prometheus prometheus
 [ -x /usr/bin/chromium ] || missing+=("/usr/bin/chromium (Debian package chromium)")
+[ -x /usr/lib/cni/bridge ] || missing+=("/usr/lib/cni/bridge (Debian package containernetworking-plugins)")
+need_cmd podman podman
 docker_cli=${BERTH_TEST_DOCKER:-build/docker-20.10/usr/bin/docker}
 [ -x "$docker_cli" ] || missing+=("the docker CLI at $docker_cli (scripts/setup.sh unpacks Debian's docker.io client there; BERTH_TEST_DOCKER names another)")
 [ -s build/busybox.tar ] || missing+=("build/busybox.tar (scripts/setup.sh makes it from busybox-static)")

@@ -34,6 +34,11 @@ packages+=(chromium)
 # (about 30 s and 260 MB installed, measured here); BERTH_SETUP_NO_ANSIBLE=1 leaves it out and its
 # test then says it is skipped.
 packages+=(python3-docker)
+# CNI's reference plugins (bridge, host-local, portmap, firewall, tuning, macvlan … in /usr/lib/cni),
+# which cni networks run.
+packages+=(containernetworking-plugins)
+# Podman 4.3 with its CNI backend: the real second consumer of berth-cni in the CNI test.
+packages+=(podman)
 if [ "${BERTH_SETUP_NO_ANSIBLE:-0}" != 1 ]; then packages+=(ansible); fi
 missing=()
 for p in "${packages[@]}"; do

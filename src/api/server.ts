@@ -14,6 +14,7 @@ import { volumeRoutes } from './routes/volumes.js';
 import { commitRoutes } from './routes/commit.js';
 import { swarmRoutes } from './routes/swarm.js';
 import { metricsRoutes } from './routes/metrics.js';
+import { cniRoutes } from './routes/cni.js';
 import { policyRoutes } from './routes/policy.js';
 import { traceRoutes } from './routes/trace.js';
 
@@ -38,6 +39,7 @@ export function buildRouter(api: ApiContext): Router {
   metricsRoutes(r, api);
   policyRoutes(r, api);
   traceRoutes(r, api);
+  cniRoutes(r, api);
   return r;
 }
 

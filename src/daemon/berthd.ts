@@ -29,6 +29,9 @@ const program = new Command('berthd')
   .option('--plugin-spec-dir <dir>', 'where plugin spec files (NAME.spec, NAME.json) are looked for; repeatable (default: /etc/docker/plugins and /usr/lib/docker/plugins)', (v: string, acc: string[]) => [...acc, v], [] as string[])
   .option('--plugin-retry <seconds>', 'how long a call keeps trying to reach a plugin that does not accept connections (Docker: 30)', (v: string) => Number(v), 30)
   .option('--plugin-timeout <seconds>', 'how long one plugin call may take before it fails; 0 waits for ever, as Docker does', (v: string) => Number(v), 60)
+  .option('--cni-conf-dir <dir>', 'where cni networks look up configuration lists by name; repeatable (default: /etc/cni/net.d)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+  .option('--cni-plugin-dir <dir>', 'where CNI plugin executables are looked for (CNI_PATH); repeatable (default: /usr/lib/cni and /opt/cni/bin)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+  .option('--cni-timeout <seconds>', 'how long one CNI plugin may run before it is killed', (v: string) => Number(v), 60)
   .option('-D, --debug', 'log every API request to stderr')
   .option('--cleanup', 'stop all containers and remove every kernel object berth made under --root, then exit')
   .addHelpText('after', `
@@ -36,7 +39,7 @@ berthd keeps running containers alive across its own restarts (conmon supervises
 Stop it with SIGTERM or SIGINT; run "berthd --cleanup" afterwards to remove everything it made.`);
 
 program.parse();
-const opts = program.opts<{ root: string; host: string; attachHelper?: string; seedBusybox: boolean; cleanup?: boolean; debug?: boolean; bip?: string; bridge?: string; insecureRegistry: string[]; resolvConf: string; clusterStore?: string; clusterLeaseTtl: number; clusterMinCertExpiry: number; nodeHostname?: string; metricsAddr?: string; pluginDir: string; pluginSpecDir: string[]; pluginRetry: number; pluginTimeout: number }>();
+const opts = program.opts<{ root: string; host: string; attachHelper?: string; seedBusybox: boolean; cleanup?: boolean; debug?: boolean; bip?: string; bridge?: string; insecureRegistry: string[]; resolvConf: string; clusterStore?: string; clusterLeaseTtl: number; clusterMinCertExpiry: number; nodeHostname?: string; metricsAddr?: string; pluginDir: string; pluginSpecDir: string[]; pluginRetry: number; pluginTimeout: number; cniConfDir: string[]; cniPluginDir: string[]; cniTimeout: number }>();
 const socket = opts.host.replace(/^unix:\/\//, '');
 if (opts.metricsAddr) {
   try {
@@ -55,6 +58,7 @@ if (process.getuid?.() !== 0) {
 const daemon = new Daemon({ root: opts.root, socket, attachHelper: opts.attachHelper, seedBusybox: opts.seedBusybox, debug: opts.debug, bip: opts.bip, bridge: opts.bridge, insecureRegistries: opts.insecureRegistry, resolvConf: opts.resolvConf,
   ...(opts.metricsAddr ? { metricsAddr: opts.metricsAddr } : {}),
   plugins: { socketDir: opts.pluginDir, specDirs: opts.pluginSpecDir, retrySec: opts.pluginRetry, callTimeoutSec: opts.pluginTimeout },
+  cni: { confDirs: opts.cniConfDir, pluginDirs: opts.cniPluginDir, timeoutSec: opts.cniTimeout },
   cluster: {
     leaseTtlSec: opts.clusterLeaseTtl,
     minCertExpirySec: opts.clusterMinCertExpiry,

@@ -16,6 +16,9 @@ import { deleteNetns, hostIp, hostIpDeletions } from '../kernel/netns.js';
 import { hostNft } from '../kernel/nft.js';
 import { NetworkController } from '../network/controller.js';
 import { BridgeDriver } from '../network/bridgedriver.js';
+import { CniDriver } from '../network/cnidriver.js';
+import { CniRunner } from '../cni/runner.js';
+import { CNI_CONF_DIRS, CNI_PLUGIN_DIRS } from '../cni/paths.js';
 import { DefaultIpam } from '../network/ipamdriver.js';
 import { VlanDriver } from '../network/macvlan.js';
 import { RemoteDriver } from '../network/remotedriver.js';
@@ -51,7 +54,9 @@ export interface DaemonOptions {
   /** HOST:PORT where /metrics is also served over TCP (Docker's --metrics-addr). */
   metricsAddr?: string;
   /** Where Docker plugins are found (default: Docker's directories), and how long their calls may take. */
-  plugins?: { socketDir?: string; specDirs?: string[]; retrySec?: number; callTimeoutSec?: number } }
+  plugins?: { socketDir?: string; specDirs?: string[]; retrySec?: number; callTimeoutSec?: number };
+  /** Where CNI configuration lists and plugin executables are found (default: /etc/cni/net.d; /usr/lib/cni and /opt/cni/bin). */
+  cni?: { confDirs?: string[]; pluginDirs?: string[]; timeoutSec?: number } }
 
 interface DaemonIdentity { id: string }
 
@@ -89,6 +94,9 @@ export class Daemon {
     registry.registerDriver(new VlanDriver('macvlan', mtu));
     registry.registerDriver(new VlanDriver('ipvlan', mtu));
     registry.registerDriver(this.overlay);
+    const cni = this.o.cni ?? {};
+    const runner = new CniRunner({ pluginDirs: cni.pluginDirs?.length ? cni.pluginDirs : CNI_PLUGIN_DIRS, cacheDir: join(this.o.root, 'cni', 'results'), timeoutMs: (cni.timeoutSec ?? 60) * 1000 });
+    registry.registerDriver(new CniDriver(runner, cni.confDirs?.length ? cni.confDirs : CNI_CONF_DIRS));
     registry.registerIpam(new DefaultIpam());
     const p = this.o.plugins ?? {};
     const plugins = new PluginManager({
@@ -123,7 +131,7 @@ export class Daemon {
     await engine.restore();
     await engine.applyEndpointFixes(await network.adopt(engine.runningSandboxes()));
     const registry = network.registry;
-    const dns = new DnsServer(new ContainerDirectory(() => engine.containers.values(), () => registry.networks, () => registry.generation, () => [...(this.swarmNetworks?.remoteEndpoints() ?? []), ...(this.services?.net.dnsEntries() ?? [])]), this.o.resolvConf);
+    const dns = new DnsServer(new ContainerDirectory(() => [...engine.containers.values(), ...network.provided.members()], () => registry.networks, () => registry.generation, () => [...(this.swarmNetworks?.remoteEndpoints() ?? []), ...(this.services?.net.dnsEntries() ?? [])]), this.o.resolvConf);
     // A local container started or connected: its balancer table, if it is on a service's network.
     registry.onChange((c) => { if (c.containers.some(Boolean)) void this.services?.net.syncAll(); });
     await network.attachResolver(dns);
@@ -161,6 +169,7 @@ export class Daemon {
     await fs.mkdir(join(this.o.socket, '..'), { recursive: true, mode: 0o755 });
     this.server = new ApiServer(api, this.o.debug);
     await this.server.listen(this.o.socket);
+    void network.collectGarbage().catch((e: Error) => console.error(`berthd: ${e.message}`));
   }
 
   private tracer(engine: Engine, network: NetworkController): Tracer {

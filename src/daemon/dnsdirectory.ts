@@ -1,8 +1,18 @@
 import type { Asker, NetworkView } from '../dns/lookup.js';
 import type { DnsDirectory } from '../dns/server.js';
-import type { ContainerRecord } from '../engine/types.js';
-import { parseLink } from '../model/network.js';
+import { parseLink, type EndpointState } from '../model/network.js';
 import { isDefaultBridge, type NetworkRecord } from '../network/types.js';
+
+/**
+ * What the directory reads of a container: berth's own records, and the endpoints CNI runtimes'
+ * containers hold through berth-cni, which answer and ask alike.
+ */
+export interface DirectoryMember {
+  Id: string;
+  Name: string;
+  Endpoints?: Record<string, Pick<EndpointState, 'IPAddress' | 'Aliases' | 'Links'> & { GlobalIPv6Address?: string }> | null;
+  HostConfig: { Links?: string[] | null; Dns?: string[] | null };
+}
 
 /** A swarm network's endpoint on another host: enough to answer its names. */
 export interface RemoteEndpoint { Network: string; ContainerID: string; Name: string; Aliases: string[]; IP: string }
@@ -17,7 +27,7 @@ export class ContainerDirectory implements DnsDirectory {
   private byContainer = new Map<string, Asker & { upstreams: string[] }>();
 
   constructor(
-    private readonly containers: () => Iterable<ContainerRecord>,
+    private readonly containers: () => Iterable<DirectoryMember>,
     private readonly networks: () => Map<string, NetworkRecord>,
     /** Bumped by the network controller whenever an endpoint changes. */
     readonly generation: () => number,
@@ -38,7 +48,14 @@ export class ContainerDirectory implements DnsDirectory {
     // before it marks the container running, and a restart (policy or API) starts from 'exited',
     // so a filter on the state would build the view without it and keep that view until the next
     // endpoint change. An exit releases the addresses, so holding one is the test.
-    const running = [...this.containers()].filter((c) => Object.values(c.Endpoints ?? {}).some((ep) => ep.IPAddress));
+    // One container may come twice: as berth's and with endpoints it holds through berth-cni
+    // (berth's own CNI runner calling berth-cni): its endpoints are merged, berth's record first.
+    const merged = new Map<string, DirectoryMember>();
+    for (const c of this.containers()) {
+      const had = merged.get(c.Id);
+      merged.set(c.Id, had ? { ...had, Endpoints: { ...had.Endpoints, ...c.Endpoints } } : c);
+    }
+    const running = [...merged.values()].filter((c) => Object.values(c.Endpoints ?? {}).some((ep) => ep.IPAddress));
     for (const c of running) {
       for (const [netId, ep] of Object.entries(c.Endpoints ?? {})) {
         const n = nets.get(netId);
@@ -75,7 +92,7 @@ export class ContainerDirectory implements DnsDirectory {
  * `--link TARGET:ALIAS` on user-defined networks (HostConfig.Links and each endpoint's Links, as
  * docker-compose sends them): ALIAS answers with TARGET's addresses on the networks both share.
  */
-function linkAliases(c: ContainerRecord, mine: NetworkView[]): Map<string, string[]> | undefined {
+function linkAliases(c: DirectoryMember, mine: NetworkView[]): Map<string, string[]> | undefined {
   const links = [...(c.HostConfig.Links ?? []), ...Object.values(c.Endpoints ?? {}).flatMap((ep) => ep.Links ?? [])];
   if (!links.length) return undefined;
   const out = new Map<string, string[]>();

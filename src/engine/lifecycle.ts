@@ -279,7 +279,7 @@ export abstract class Lifecycle {
     c.NetnsPath = '';
     c.Published = [];
     for (const ep of Object.values(c.Endpoints ?? {})) {
-      Object.assign(ep, { EndpointID: '', IPAddress: '', IPPrefixLen: 0, Gateway: '', MacAddress: '', ifname: '', GlobalIPv6Address: '', GlobalIPv6PrefixLen: 0, IPv6Gateway: '' });
+      Object.assign(ep, { EndpointID: '', IPAddress: '', IPPrefixLen: 0, Gateway: '', MacAddress: '', ifname: '', GlobalIPv6Address: '', GlobalIPv6PrefixLen: 0, IPv6Gateway: '', CNI: undefined });
     }
     this.o.network.endpointsRecorded(c.Id, Object.keys(c.Endpoints ?? {}));
     await unmount(join(this.bundleDir(c), 'rootfs')).catch((e) => errors.push(errorMessage(e)));

@@ -32,6 +32,8 @@ export interface EndpointState {
   IPv6Gateway?: string;
   /** Set with --mac-address. */
   requestedMac?: string;
+  /** On CNI networks, while connected: the list's result (interfaces, addresses, routes, DNS), shown in inspect. */
+  CNI?: { cniVersion: string; interfaces?: unknown[]; ips?: unknown[]; routes?: unknown[]; dns?: unknown };
 }
 
 /** One published port as the kernel has it: host side → container side. */

@@ -20,6 +20,7 @@ import { NetworkPolicy } from './policy/policy.js';
 import type { NetworkRegistry } from './registry.js';
 import type { Resolver } from './resolver.js';
 import { kernelNamespaces, Sandboxes, type NamespaceOps } from './sandbox.js';
+import { CniProvider } from './cniprovider.js';
 import { PREDEFINED, type NetworkRecord } from './types.js';
 
 /** Swarm-scope networks' creation and removal, through the cluster (present while this host is in a swarm). */
@@ -70,6 +71,8 @@ export class NetworkController implements NetworkService {
   /** Networks joins are under way on, with their count; and networks being removed (see remove). */
   private readonly joining = new Map<string, number>();
   private readonly removing = new Set<string>();
+  /** Endpoints of CNI runtimes' containers, made through berth-cni. */
+  readonly provided: CniProvider;
   /** Set while this host is in a swarm (the daemon wires the cluster's side in). */
   swarm?: SwarmNetworkService;
 
@@ -82,6 +85,8 @@ export class NetworkController implements NetworkService {
       registry: o.registry, firewall: o.firewall, ports: this.ports, namespaces: o.namespaces ?? kernelNamespaces, policy: this.policy,
       netnsDir: join(o.root, 'netns'), journalDir: join(o.root, 'sandboxes'), ...(o.hostResolvConf ? { hostResolvConf: o.hostResolvConf } : {}),
     });
+    const ns = o.namespaces ?? kernelNamespaces;
+    this.provided = new CniProvider({ registry: o.registry, dir: join(o.root, 'cni', 'provided'), redirectResolver: (p, port, fresh) => ns.redirectResolver(p, port, fresh), ownSandbox: (id) => this.sandboxes.has(id) });
   }
 
   // ---------------------------------------------------------------- lifecycle
@@ -94,6 +99,7 @@ export class NetworkController implements NetworkService {
       await this.registry.driverOf(n)?.deleteNetwork(n, []);
     });
     await this.sandboxes.load();
+    await this.provided.load();
     this.mtuDefault = this.o.mtu ?? (await uplinkMtu());
     await setSysctl('net.ipv4.ip_forward', 1);
     if (!this.registry.byName('host')) await this.registry.save(predefined('host', 'host'));
@@ -126,10 +132,22 @@ export class NetworkController implements NetworkService {
     return fixes;
   }
 
+  /**
+   * After a restart, once the API answers (a CNI plugin may be berth-cni, which calls it): drivers
+   * free what they still hold for endpoints that are gone.
+   */
+  async collectGarbage(): Promise<void> {
+    const live = (id: string) => this.sandboxes.liveEndpoints().has(id);
+    for (const d of this.registry.registeredDrivers()) {
+      await d.collectGarbage?.(this.registry.list(), live).catch((e: Error) => console.error(`berthd: ${d.name} driver: ${e.message}`));
+    }
+  }
+
   /** The resolver answers for sandboxes from here on; adopted ones get theirs back. */
-  attachResolver(resolver: Resolver): Promise<void> {
+  async attachResolver(resolver: Resolver): Promise<void> {
     this.registry.onChange((c) => resolver.directoryChanged(c));
-    return this.sandboxes.attachResolver(resolver);
+    await this.sandboxes.attachResolver(resolver);
+    await this.provided.attachResolver(resolver);
   }
 
   /** `berthd --cleanup`: removes every network's kernel objects and berth's firewall tables. */
@@ -239,7 +257,7 @@ export class NetworkController implements NetworkService {
     const driver = this.registry.driverOf(n);
     // A swarm network's endpoints are the cluster's to judge (swarm.remove, by swarmkit's rules:
     // the endpoints of tasks on their way out do not hold it).
-    if ((driver?.scope !== 'swarm' && inUse(n.Id)) || this.joining.has(n.Id)) throw new ForbiddenError(`error while removing network: network ${n.Name} id ${n.Id} has active endpoints`);
+    if ((driver?.scope !== 'swarm' && inUse(n.Id)) || this.joining.has(n.Id) || this.provided.inUse(n.Id)) throw new ForbiddenError(`error while removing network: network ${n.Name} id ${n.Id} has active endpoints`);
     if (driver?.scope === 'swarm') {
       if (!this.swarm) throw new ForbiddenError(NOT_A_MANAGER);
       // Removed from the store everywhere; this host drops it as it applies the removal.

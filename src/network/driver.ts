@@ -1,4 +1,6 @@
+import type { CniResult } from '../cni/spec.js';
 import { ForbiddenError } from '../util/errors.js';
+import type { AddressLease } from './ipamdriver.js';
 import type { NetworkRecord } from './types.js';
 
 /**
@@ -53,6 +55,15 @@ export interface EndpointLeave {
   endpointId: string;
 }
 
+/** What a join may tell the sandbox beyond the MAC. */
+export interface JoinResult {
+  mac: string;
+  /** The addresses the driver's backend gave (drivers that own addresses: berth's IPAM gave none). */
+  lease?: AddressLease;
+  /** A CNI chain's result, shown in inspect. */
+  cni?: CniResult;
+}
+
 export interface CreateContext {
   /** Every other network berth has, to check shared resources (bridge names, parents). */
   others: NetworkRecord[];
@@ -89,7 +100,7 @@ export interface NetworkDriver {
    * Gives the container its interface on this network, configured before anyone can use it.
    * Returns the MAC the interface really has when the driver cannot choose it (ipvlan).
    */
-  join(n: NetworkRecord, j: EndpointJoin): Promise<{ mac: string } | void>;
+  join(n: NetworkRecord, j: EndpointJoin): Promise<JoinResult | void>;
   /** Removes the container's interface on this network. */
   leave(n: NetworkRecord, ep: EndpointLeave): Promise<void>;
   /**
@@ -110,6 +121,17 @@ export interface NetworkDriver {
    * `berthd --cleanup` (which removes berth's kernel objects) leaves them and asks it nothing.
    */
   readonly external?: boolean;
+  /**
+   * Set when the driver's backend assigns addresses itself (a CNI list's IPAM plugin): berth's IPAM
+   * holds no pool for its networks and leases nothing; join returns the addresses.
+   */
+  readonly ownsAddresses?: boolean;
+  /**
+   * After a restart's recovery: frees what the driver still holds for endpoints that are gone
+   * (`live` tells whether a sandbox holds an endpoint now: asked at the moment of each decision, as
+   * containers start and stop meanwhile).
+   */
+  collectGarbage?(networks: NetworkRecord[], live: (endpointId: string) => boolean): Promise<void>;
   /** Removes kernel objects of this driver's naming that belong to none of `keep` (a crash's leftovers). */
   removeOrphans?(keep: NetworkRecord[]): Promise<void>;
 }

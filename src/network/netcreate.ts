@@ -60,6 +60,14 @@ export async function newNetworkRecord(registry: NetworkRegistry, body: Record<s
   const ctx: CreateContext = { others: registry.list(), mtuDefault: o.mtuDefault, subnetGiven: !!v4?.subnet };
   // The pool as the user gave it, for the driver's checks: no IPAM is asked twice (a plugin's pools are real).
   if (v4?.subnet) n.pools = [newPool(v4.subnet, { ...(v4.gateway ? { gateway: v4.gateway } : {}), ...(v4.ipRange ? { ipRange: v4.ipRange } : {}), ...(v4.aux ? { aux: v4.aux } : {}) })];
+  if (driver.ownsAddresses) {
+    // The driver's backend assigns addresses (a CNI list's IPAM plugin): berth's IPAM takes no part.
+    if (v4 || v6 || configs6.length || (ipamBody.Driver && ipamBody.Driver !== 'default')) {
+      throw new BadRequestError(`${driverName} networks take their addresses from the driver's own IPAM: --subnet, --gateway, --ip-range and --ipam-driver do not apply`);
+    }
+    await driver.configure(n, ctx);
+    return n;
+  }
   await driver.configure(n, ctx);
   // A macvlan subnet is normally the parent's own LAN, which the host routes: only the other
   // networks count for it.

@@ -5,13 +5,14 @@ import type { EndpointState, PortMapping, SandboxRef, SandboxSpec, SandboxState 
 import { BadRequestError } from '../util/errors.js';
 import { newId } from '../util/ids.js';
 import { macFor } from './mac.js';
-import { AddressTakenError, type NetworkDriver } from './driver.js';
+import { AddressTakenError, type JoinResult, type NetworkDriver } from './driver.js';
 import { publishTarget, sharesNamespace, usesEmbeddedDns } from './endpoints.js';
 import type { Firewall } from './firewallapi.js';
 import type { AddressLease } from './ipamdriver.js';
 import { cloneEndpoints, entryOf, journalFromRef, JournalStore, type JournalEndpoint, type SandboxJournal } from './journal.js';
 import { OPT_HOST_BINDING } from './options.js';
 import { requestedPorts, requestsOf, type PortMapper } from './portmapper.js';
+import { PREFIX as POLICY_PREFIX } from './policy/labels.js';
 import type { EndpointPolicy } from './policy/policy.js';
 import type { NetworkRegistry } from './registry.js';
 import { programSandboxRedirect, type Resolver } from './resolver.js';
@@ -250,6 +251,16 @@ export class Sandboxes {
     this.adopted = [];
   }
 
+  /** Whether berth has a sandbox for this container (its journal exists). */
+  has(containerId: string): boolean {
+    return !!this.journals.get(containerId);
+  }
+
+  /** The endpoints the sandboxes hold now, by id. */
+  liveEndpoints(): Set<string> {
+    return new Set(this.journals.all().flatMap((j) => j.endpoints.map((e) => e.endpointId)));
+  }
+
   closeResolvers(): void {
     this.dns.closeAll();
   }
@@ -266,7 +277,9 @@ export class Sandboxes {
         const driver = this.d.registry.driverOf(n);
         if (!driver) throw new BadRequestError(`container cannot be connected to network ${n.Name}`);
         const endpointId = newId();
-        const lease = await this.d.registry.ipamOf(n).requestAddress(n, endpointId, { ...(ep.IPAMConfig?.IPv4Address ? { ip: ep.IPAMConfig.IPv4Address } : {}), ...(ep.IPAMConfig?.IPv6Address ? { ip6: ep.IPAMConfig.IPv6Address } : {}), ...(ep.requestedMac ? { mac: ep.requestedMac } : {}) });
+        // A driver that owns addresses (CNI) brings them from its join: nothing to lease here.
+        const lease = driver.ownsAddresses ? { ip: '', prefix: 0, gateway: '' }
+          : await this.d.registry.ipamOf(n).requestAddress(n, endpointId, { ...(ep.IPAMConfig?.IPv4Address ? { ip: ep.IPAMConfig.IPv4Address } : {}), ...(ep.IPAMConfig?.IPv6Address ? { ip6: ep.IPAMConfig.IPv6Address } : {}), ...(ep.requestedMac ? { mac: ep.requestedMac } : {}) });
         const entry: JournalEndpoint = { networkId: n.Id, endpointId, ip: lease.ip, ...(lease.ip6 ? { ip6: lease.ip6 } : {}), ifname: `eth${index}` };
         plans.push({ n, driver, ep, entry, lease, defaultRoute: defaultRoute && index === firstIndex });
         index++;
@@ -280,7 +293,7 @@ export class Sandboxes {
   }
 
   private async releaseLeases(plans: Plan[]): Promise<void> {
-    for (const p of plans) await this.d.registry.ipamOf(p.n).releaseAddress(p.n, p.lease, p.entry.endpointId);
+    for (const p of plans) if (!p.driver.ownsAddresses) await this.d.registry.ipamOf(p.n).releaseAddress(p.n, p.lease, p.entry.endpointId);
   }
 
   /**
@@ -301,8 +314,13 @@ export class Sandboxes {
     const { n, entry } = p;
     const gw = p.defaultRoute && !n.Internal;
     const requestedIp = !!p.ep.IPAMConfig?.IPv4Address;
+    // Policy rules are written before the interface exists, from the address berth leased: a
+    // driver whose backend gives the address later (CNI) has none to police yet.
+    if (p.driver.ownsAddresses && Object.keys(owner.labels ?? {}).some((k) => k.startsWith(POLICY_PREFIX))) {
+      throw new BadRequestError(`network policy labels (${POLICY_PREFIX}*) are not supported on ${n.Driver} networks (${n.Name})`);
+    }
     let mac: string;
-    let got: { mac: string } | void;
+    let got: JoinResult | void;
     for (let attempt = 0; ; attempt++) {
       const lease = p.lease;
       mac = p.ep.requestedMac || lease.mac || macFor(lease.ip);
@@ -329,8 +347,14 @@ export class Sandboxes {
         entry.ip = p.lease.ip;
       }
     }
+    if (got?.lease) {
+      p.lease = got.lease;
+      entry.ip = got.lease.ip;
+      if (got.lease.ip6) entry.ip6 = got.lease.ip6;
+    }
     const lease = p.lease;
     if (got) mac = got.mac;
+    if (got?.cni) p.ep.CNI = got.cni;
     Object.assign(p.ep, { EndpointID: entry.endpointId, IPAddress: lease.ip, IPPrefixLen: lease.prefix, Gateway: n.Internal ? '' : lease.gateway, MacAddress: mac, ifname: entry.ifname });
     if (lease.ip6) Object.assign(p.ep, { GlobalIPv6Address: lease.ip6, GlobalIPv6PrefixLen: lease.prefix6, IPv6Gateway: n.Internal ? '' : lease.gateway6 });
     await this.d.firewall.endpointJoined(n, { containerId, endpointId: entry.endpointId, networkId: n.Id, ip: lease.ip, ...(lease.ip6 ? { ip6: lease.ip6 } : {}), mac });
@@ -353,7 +377,7 @@ export class Sandboxes {
     // After the interface, before the address is free for another endpoint.
     await this.d.policy?.left(entry.endpointId);
     await this.d.firewall.endpointLeft(n, { containerId, endpointId: entry.endpointId, networkId: n.Id, ip: entry.ip, ...(entry.ip6 ? { ip6: entry.ip6 } : {}), mac: '' });
-    await this.d.registry.ipamOf(n).releaseAddress(n, { ip: entry.ip, ...(entry.ip6 ? { ip6: entry.ip6 } : {}) }, entry.endpointId);
+    if (!driver.ownsAddresses) await this.d.registry.ipamOf(n).releaseAddress(n, { ip: entry.ip, ...(entry.ip6 ? { ip6: entry.ip6 } : {}) }, entry.endpointId);
     await this.d.registry.save(n);
     this.d.registry.changed([n.Id], containerId);
   }

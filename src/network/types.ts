@@ -1,3 +1,4 @@
+import type { ConfList } from '../cni/spec.js';
 import type { PoolState } from './ipam.js';
 import type { Pool6State } from './ipam6.js';
 
@@ -46,6 +47,8 @@ export interface NetworkRecord {
   parent?: string;
   /** berth made the parent (a VLAN sub-interface, or the veth of an internal network): the last network using it removes it. */
   parentOwned?: boolean;
+  /** CNI networks: the configuration list as it was at create (a DEL must not depend on the file), where it came from, the version it runs at. */
+  cni?: { source: string; list: ConfList; version: string };
 }
 
 /** The default bridge has addresses and NAT but no embedded DNS, no aliases and no static IPs (Docker's rule). */

@@ -28,3 +28,37 @@ export class SerialQueue {
     return this.queue.run('', job);
   }
 }
+
+/**
+ * Many shared holders or one exclusive one at a time: an exclusive request waits for the shared
+ * ones in flight and holds back new ones until it is done.
+ */
+export class SharedExclusive {
+  private shared = 0;
+  private exclusive?: Promise<void>;
+  private drained?: () => void;
+
+  async withShared<T>(job: () => Promise<T>): Promise<T> {
+    while (this.exclusive) await this.exclusive.catch(() => undefined);
+    this.shared++;
+    try {
+      return await job();
+    } finally {
+      if (--this.shared === 0) this.drained?.();
+    }
+  }
+
+  async withExclusive<T>(job: () => Promise<T>): Promise<T> {
+    while (this.exclusive) await this.exclusive.catch(() => undefined);
+    let done!: () => void;
+    this.exclusive = new Promise<void>((r) => { done = r; });
+    try {
+      if (this.shared) await new Promise<void>((r) => { this.drained = r; });
+      this.drained = undefined;
+      return await job();
+    } finally {
+      this.exclusive = undefined;
+      done();
+    }
+  }
+}

@@ -33,6 +33,8 @@ export function networkSettings(registry: NetworkRegistry, c: ContainerRecord): 
       Aliases: ep.Aliases || userDefined ? [...new Set([...(ep.Aliases ?? []), ...(userDefined && c.State.Running ? [c.Id.slice(0, 12)] : [])])] : null,
       NetworkID: id, EndpointID: ep.EndpointID, Gateway: ep.Gateway, IPAddress: ep.IPAddress, IPPrefixLen: ep.IPPrefixLen,
       IPv6Gateway: ep.IPv6Gateway ?? '', GlobalIPv6Address: ep.GlobalIPv6Address ?? '', GlobalIPv6PrefixLen: ep.GlobalIPv6PrefixLen ?? 0, MacAddress: ep.MacAddress, DriverOpts: null,
+      // berth's own field (clients ignore fields they do not know): what a CNI list answered.
+      ...(ep.CNI ? { CNI: ep.CNI } : {}),
     };
   }
   const def = c.Endpoints ? c.Endpoints[registry.byName(DEFAULT_BRIDGE)?.Id ?? ''] : undefined;
@@ -66,8 +68,9 @@ export function portsView(c: ContainerRecord): Record<string, Array<{ HostIp: st
 }
 
 /** GET /networks/{id} body. */
-export function networkInspect(n: NetworkRecord, containers: ContainerRecord[], peers?: Array<{ Name: string; IP: string }>): object {
-  const members: Record<string, object> = {};
+export function networkInspect(n: NetworkRecord, containers: ContainerRecord[], peers?: Array<{ Name: string; IP: string }>, external: Record<string, object> = {}): object {
+  // Endpoints of CNI runtimes' containers (berth-cni) are members too, under their runtime's id.
+  const members: Record<string, object> = { ...external };
   for (const c of containers) {
     const ep = c.Endpoints?.[n.Id];
     if (ep && ep.EndpointID) {
