@@ -19,6 +19,7 @@ import { parsePolicyLabels } from './policy/labels.js';
 import { NetworkPolicy } from './policy/policy.js';
 import type { NetworkRegistry } from './registry.js';
 import type { Resolver } from './resolver.js';
+import { JoinGate } from './joingate.js';
 import { kernelNamespaces, Sandboxes, type NamespaceOps } from './sandbox.js';
 import { CniProvider } from './cniprovider.js';
 import { PREDEFINED, type NetworkRecord } from './types.js';
@@ -68,9 +69,7 @@ export class NetworkController implements NetworkService {
   /** Names being created right now: a second create of one of them is a conflict, not a race. */
   private readonly creating = new Set<string>();
   private readonly allocating = new SerialQueue();
-  /** Networks joins are under way on, with their count; and networks being removed (see remove). */
-  private readonly joining = new Map<string, number>();
-  private readonly removing = new Set<string>();
+  private readonly gate: JoinGate;
   /** Endpoints of CNI runtimes' containers, made through berth-cni. */
   readonly provided: CniProvider;
   /** Set while this host is in a swarm (the daemon wires the cluster's side in). */
@@ -78,6 +77,7 @@ export class NetworkController implements NetworkService {
 
   constructor(private readonly o: ControllerOptions) {
     this.registry = o.registry;
+    this.gate = new JoinGate((id) => o.registry.networks.get(id)?.Name);
     this.firewall = o.firewall;
     this.ports = new PortMapper(o.firewall);
     this.policy = new NetworkPolicy({ get: (id) => o.registry.networks.get(id), hostFirewall: (n) => !!o.registry.driverOf(n)?.hostFirewall });
@@ -250,26 +250,21 @@ export class NetworkController implements NetworkService {
     const n = this.registry.get(ref);
     // Another rm of it is under way: to this one the network is already gone (a second rename of
     // its record answered 500 ENOENT under chaos, seed 151227).
-    if (this.removing.has(n.Id)) throw new NotFoundError(`network ${ref} not found`);
+    if (this.gate.beingRemoved(n.Id)) throw new NotFoundError(`network ${ref} not found`);
     if (PREDEFINED.includes(n.Name)) throw new ForbiddenError(`${n.Name} is a pre-defined network and cannot be removed`);
     // An endpoint being joined right now is active too (libnetwork creates the endpoint first): a
     // rm in between would take the bridge from under the join, which then failed with 500.
     const driver = this.registry.driverOf(n);
     // A swarm network's endpoints are the cluster's to judge (swarm.remove, by swarmkit's rules:
     // the endpoints of tasks on their way out do not hold it).
-    if ((driver?.scope !== 'swarm' && inUse(n.Id)) || this.joining.has(n.Id) || this.provided.inUse(n.Id)) throw new ForbiddenError(`error while removing network: network ${n.Name} id ${n.Id} has active endpoints`);
+    if ((driver?.scope !== 'swarm' && inUse(n.Id)) || this.gate.joined(n.Id) || this.provided.inUse(n.Id)) throw new ForbiddenError(`error while removing network: network ${n.Name} id ${n.Id} has active endpoints`);
     if (driver?.scope === 'swarm') {
       if (!this.swarm) throw new ForbiddenError(NOT_A_MANAGER);
       // Removed from the store everywhere; this host drops it as it applies the removal.
       await this.swarm.remove(n);
       return n;
     }
-    this.removing.add(n.Id);
-    try {
-      await this.removeNow(n, driver);
-    } finally {
-      this.removing.delete(n.Id);
-    }
+    await this.gate.whileRemoving(n.Id, () => this.removeNow(n, driver));
     return n;
   }
 
@@ -360,23 +355,7 @@ export class NetworkController implements NetworkService {
   }
 
   setUp(spec: SandboxSpec, sharedWith?: { netnsPath: string; etcDir: string }): Promise<SandboxState> {
-    return this.whileJoining(Object.keys(spec.endpoints), () => this.sandboxes.setUp(spec, sharedWith));
-  }
-
-  /** Counts `networkIds` as in use while `work` joins them (see remove). */
-  private async whileJoining<T>(networkIds: string[], work: () => Promise<T>): Promise<T> {
-    // Being removed, or removed since the caller looked it up (a start holds endpoints of its record).
-    for (const id of networkIds) if (this.removing.has(id) || !this.registry.networks.has(id)) throw new NotFoundError(`network ${this.registry.networks.get(id)?.Name ?? id} not found`);
-    for (const id of networkIds) this.joining.set(id, (this.joining.get(id) ?? 0) + 1);
-    try {
-      return await work();
-    } finally {
-      for (const id of networkIds) {
-        const left = (this.joining.get(id) ?? 1) - 1;
-        if (left) this.joining.set(id, left);
-        else this.joining.delete(id);
-      }
-    }
+    return this.gate.whileJoining(Object.keys(spec.endpoints), () => this.sandboxes.setUp(spec, sharedWith));
   }
 
   tearDown(ref: SandboxRef): Promise<void> {
@@ -395,7 +374,7 @@ export class NetworkController implements NetworkService {
       this.registry.changed([n.Id], spec.id);
       return { endpoint: ep, published };
     }
-    return this.whileJoining([n.Id], () => this.sandboxes.connect(spec, netnsPath, published, n, ep));
+    return this.gate.whileJoining([n.Id], () => this.sandboxes.connect(spec, netnsPath, published, n, ep));
   }
 
   async disconnect(spec: SandboxSpec, netnsPath: string | undefined, published: PortMapping[], networkRef: string): Promise<{ published: PortMapping[] }> {
