@@ -6,7 +6,8 @@ import { overlaps, parseCidr } from '../network/ipam.js';
 import type { OverlayPlane } from '../network/overlaydriver.js';
 import { checkSubnetFree, emptyAlloc, OPT_VXLANID, parseVni, peersFor, peersView, pickSubnet, pickVni, type EndpointRecord, type OverlayAlloc, type Peer } from '../network/overlay.js';
 import type { NetworkRecord } from '../network/types.js';
-import { ConflictError, errorMessage, ForbiddenError, NotFoundError } from '../util/errors.js';
+import { ApiError, ConflictError, errorMessage, ForbiddenError, NotFoundError } from '../util/errors.js';
+import { INGRESS_SBOX } from './ingress.js';
 import { NO_MANAGER, NOT_MANAGER, UnavailableError } from './errors.js';
 import { K, ROOT, type ClusterRecord, type NodeRecord } from './keys.js';
 import type { Session } from './session.js';
@@ -469,6 +470,9 @@ export class SwarmNetworks implements OverlayPlane {
     this.checkManager();
     const name = String(body.Name ?? '');
     if ([...this.nets.values()].some((s) => s.rec.Name === name)) throw new ConflictError(`network with name ${name} already exists`);
+    // swarmkit's controlapi: one ingress network per swarm.
+    const ingress = [...this.nets.values()].find((s) => s.rec.Ingress);
+    if (body.Ingress && ingress) throw new ApiError(409, `rpc error: code = AlreadyExists desc = ingress network (${ingress.rec.Id}) is already present`);
     const cluster = (await this.store.get<ClusterRecord>(K.cluster))?.value;
     const ipam = (body.IPAM ?? {}) as { Config?: Array<Record<string, unknown>> };
     const given = ipam.Config?.find((c) => c.Subnet);
@@ -494,6 +498,7 @@ export class SwarmNetworks implements OverlayPlane {
       const config = given ? ipam.Config! : [{ Subnet: subnet }];
       const n = await this.host.newRecord({ ...body, Options: opts, IPAM: { ...(body.IPAM as object ?? {}), Config: config } });
       n.Scope = 'swarm';
+      n.Ingress = !!body.Ingress;
       for (const p of n.pools ?? []) { p.allocated = {}; delete p.last; }
       const next: OverlayAlloc = { subnets: { ...alloc.subnets, [n.pools![0]!.subnet]: n.Id }, vnis: { ...alloc.vnis, [String(vni)]: n.Id } };
       const r = await this.store.txn(
@@ -525,9 +530,16 @@ export class SwarmNetworks implements OverlayPlane {
     if (this.session.state.role !== 'manager') throw new UnavailableError(NOT_MANAGER);
     const cur = await this.store.get<NetworkRecord & { removing?: boolean }>(K.network(n.Id));
     if (!cur) throw new NotFoundError(`network ${n.Name} not found`);
+    if (cur.value.Ingress) {
+      // swarmkit's removeIngressNetwork: not while a service publishes through the mesh.
+      const services = await this.store.list<{ ID: string; Endpoint?: { Ports?: Array<{ PublishMode?: string }> } }>(`${ROOT}services/`);
+      const user = [...services.values()].find((v) => v.value.Endpoint?.Ports?.some((p) => p.PublishMode === 'ingress'));
+      if (user) throw new ForbiddenError(`rpc error: code = FailedPrecondition desc = ingress network cannot be removed because service ${user.value.ID} depends on it`);
+    }
     const mark = await this.store.txn([{ key: K.network(n.Id), target: 'Mod', value: cur.modRevision }], [{ key: K.network(n.Id), value: { ...cur.value, removing: true } }]);
     if (!mark.ok) throw new ConflictError(`network ${n.Name} changed while it was being removed: try again`);
-    const eps = await this.store.list<EndpointRecord>(K.endpointsOf(n.Id));
+    // The hosts' ingress sandboxes belong to the network, not to users: they leave with it.
+    const eps = new Map([...(await this.store.list<EndpointRecord>(K.endpointsOf(n.Id)))].filter(([, v]) => !(cur.value.Ingress && v.value.ContainerID === INGRESS_SBOX)));
     if (eps.size) {
       await this.store.txn([{ key: K.network(n.Id), target: 'Mod', value: mark.revision }], [{ key: K.network(n.Id), value: cur.value }]);
       const first = [...eps.values()][0]!.value;

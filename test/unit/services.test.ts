@@ -138,7 +138,7 @@ describe('service specs and constraints', () => {
     assert.throws(() => normaliseSpec({ Name: 'x', TaskTemplate: { ContainerSpec: {} } }), /image reference must be provided/);
     assert.throws(() => normaliseSpec({ Name: 'bad_name', TaskTemplate: { ContainerSpec: { Image: 'b' } } }), /valid as a DNS name/);
     assert.throws(() => normaliseSpec({ Name: 'x', TaskTemplate: { ContainerSpec: { Image: 'b' } }, EndpointSpec: { Mode: 'ipvs' } }), /invalid endpoint mode/);
-    assert.throws(() => normaliseSpec({ Name: 'x', TaskTemplate: { ContainerSpec: { Image: 'b' } }, EndpointSpec: { Ports: [{ TargetPort: 80 }] } }), /not publish service ports yet/);
+    assert.throws(() => normaliseSpec({ Name: 'x', TaskTemplate: { ContainerSpec: { Image: 'b' } }, EndpointSpec: { Mode: 'dnsrr', Ports: [{ TargetPort: 80 }] } }), /port published with ingress mode can't be used with dnsrr mode/);
     assert.throws(() => normaliseSpec({ Name: 'x', TaskTemplate: { ContainerSpec: { Image: 'b' }, Networks: [{ Target: 'a' }, { Target: 'b' }] } }), /one network yet/);
   });
 

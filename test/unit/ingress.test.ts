@@ -1,0 +1,85 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { assignPorts, checkConflicts, normalisePorts, type PortConfig } from '../../src/cluster/publish.js';
+import { normaliseSpec } from '../../src/cluster/servicemodel.js';
+import { meshTable, replaceScript, sandboxTable } from '../../src/network/ingressmesh.js';
+
+const port = (p: Partial<PortConfig>): PortConfig => ({ Protocol: 'tcp', TargetPort: 80, PublishedPort: 0, PublishMode: 'ingress', ...p });
+
+describe('published service ports', () => {
+  it('fills Docker\'s defaults and refuses what swarmkit refuses', () => {
+    assert.deepEqual(normalisePorts([{ TargetPort: 80 }], 'vip'), [port({})]);
+    assert.deepEqual(normalisePorts([{ TargetPort: 53, PublishedPort: 5353, Protocol: 'udp', PublishMode: 'host' }], 'dnsrr'), [port({ TargetPort: 53, PublishedPort: 5353, Protocol: 'udp', PublishMode: 'host' })]);
+    assert.throws(() => normalisePorts([{ TargetPort: 80, PublishedPort: 8080 }, { TargetPort: 81, PublishedPort: 8080 }], 'vip'), /duplicate published ports provided/);
+    assert.throws(() => normalisePorts([{ TargetPort: 0 }], 'vip'), /invalid target port 0/);
+    assert.throws(() => normalisePorts([{ TargetPort: 80, PublishedPort: 70000 }], 'vip'), /invalid published port 70000/);
+    assert.throws(() => normalisePorts([{ TargetPort: 80, Protocol: 'icmp' }], 'vip'), /invalid protocol icmp/);
+    assert.throws(() => normalisePorts([{ TargetPort: 80 }], 'dnsrr'), /ingress mode can't be used with dnsrr mode/);
+    // The same number over tcp and udp is two ports.
+    assert.equal(normalisePorts([{ TargetPort: 53, PublishedPort: 53 }, { TargetPort: 53, PublishedPort: 53, Protocol: 'udp' }], 'vip').length, 2);
+  });
+
+  it('keeps a left-out published port out of the spec, as Docker does', () => {
+    const s = normaliseSpec({ Name: 'w', TaskTemplate: { ContainerSpec: { Image: 'b' } }, EndpointSpec: { Ports: [{ TargetPort: 80 }, { TargetPort: 81, PublishedPort: 8081 }] } });
+    assert.deepEqual(s.EndpointSpec?.Ports, [{ Protocol: 'tcp', TargetPort: 80, PublishMode: 'ingress' }, port({ TargetPort: 81, PublishedPort: 8081 })]);
+  });
+
+  it('assigns the lowest free port of 30000-32767, per protocol, and keeps a service\'s own numbers', () => {
+    const taken = new Set(['tcp/30000', 'tcp/30002']);
+    assert.deepEqual(assignPorts([port({}), port({ TargetPort: 81 }), port({ Protocol: 'udp' })], taken).map((p) => `${p.Protocol}/${p.PublishedPort}`), ['tcp/30001', 'tcp/30003', 'udp/30000']);
+    // A given port counts as taken for the others of the same spec.
+    assert.deepEqual(assignPorts([port({}), port({ PublishedPort: 30000, TargetPort: 90 })], new Set()).map((p) => p.PublishedPort), [30001, 30000]);
+    // An update keeps the number the port had.
+    assert.equal(assignPorts([port({ TargetPort: 80 })], new Set(), [port({ TargetPort: 80, PublishedPort: 31000 })])[0]!.PublishedPort, 31000);
+    const all = new Set(Array.from({ length: 2768 }, (_, i) => `tcp/${30000 + i}`));
+    assert.throws(() => assignPorts([port({})], all), /exhausted/);
+  });
+
+  it('finds conflicts as swarmkit\'s checkPortConflicts, with its words', () => {
+    const web = { ID: 'abc', Name: 'web', Ports: [port({ PublishedPort: 8080 })] };
+    const hostly = { ID: 'def', Name: 'hostly', Ports: [port({ PublishedPort: 9090, PublishMode: 'host' })] };
+    assert.throws(() => checkConflicts([port({ PublishedPort: 8080 })], [web]), { status: 400, message: "rpc error: code = InvalidArgument desc = port '8080' is already in use by service 'web' (abc) as an ingress port" });
+    assert.throws(() => checkConflicts([port({ PublishedPort: 8080, PublishMode: 'host' })], [web]), /port '8080' is already in use by service 'web' \(abc\) as a host-published port/);
+    assert.throws(() => checkConflicts([port({ PublishedPort: 9090 })], [hostly]), /port '9090' is already in use by service 'hostly' \(def\) as an ingress port/);
+    // Host ports of several services may share a number; another protocol is another port.
+    checkConflicts([port({ PublishedPort: 9090, PublishMode: 'host' })], [hostly]);
+    checkConflicts([port({ PublishedPort: 8080, Protocol: 'udp' })], [web]);
+  });
+});
+
+describe('the routing mesh\'s nft text', () => {
+  const web = { service: 'svc0123456789abcdef', proto: 'tcp' as const, published: 8080, target: 80 };
+
+  it('the host DNATs ingress ports to its sandbox and host ports to its own tasks', () => {
+    const t = meshTable('10.0.0.2', [{ proto: 'udp', port: 5353 }, { proto: 'tcp', port: 8080 }], [{ ...web, published: 9090, backends: ['172.18.0.2', '172.18.0.3'] }]);
+    assert.match(t, /^table ip berth_mesh \{$/m);
+    assert.match(t, /elements = \{ tcp \. 8080 : 10\.0\.0\.2 \. 8080, udp \. 5353 : 10\.0\.0\.2 \. 5353 \}/);
+    assert.match(t, /elements = \{ tcp \. 9090 : goto hp_svc012345678_tcp_9090 \}/);
+    assert.match(t, /numgen random mod 2 vmap \{ 0 : goto hp_svc012345678_tcp_9090_0, 1 : goto hp_svc012345678_tcp_9090_1 \}/);
+    assert.match(t, /chain hp_svc012345678_tcp_9090_1 \{\n {4}meta l4proto tcp dnat ip to 172\.18\.0\.3:80\n/);
+    assert.match(t, /type nat hook prerouting priority -110;[^}]*fib daddr type local dnat ip to meta l4proto \. th dport map @ingress/);
+    assert.match(t, /type nat hook output priority -110;/);
+    // Nothing published: no table at all; a host port with no local task is left to the kernel (refused).
+    assert.equal(meshTable('10.0.0.2', [], []), '');
+    assert.equal(meshTable('10.0.0.2', [], [{ ...web, backends: [] }]), '');
+    // No sandbox yet: ingress ports are not DNATed anywhere.
+    assert.equal(meshTable(undefined, [{ proto: 'tcp', port: 8080 }], []), '');
+  });
+
+  it('the sandbox balances over running tasks with numgen and SNATs to its own address', () => {
+    const t = sandboxTable('10.0.0.2', [{ ...web, backends: ['10.0.0.9', '10.0.0.7'] }, { ...web, service: 'empty', published: 8081, backends: [] }]);
+    assert.match(t, /elements = \{ tcp \. 8080 : goto s_svc012345678_tcp_8080 \}/);
+    assert.doesNotMatch(t, /8081/, 'a port with no running task is refused by the sandbox itself');
+    assert.match(t, /ip daddr 10\.0\.0\.2 meta l4proto \. th dport vmap @ports/);
+    assert.match(t, /ct status dnat snat to 10\.0\.0\.2/);
+    // Backends in a stable order, so an unchanged set is an unchanged text (no rewrite).
+    assert.match(t, /_0 \{\n {4}meta l4proto tcp dnat ip to 10\.0\.0\.7:80\n/);
+    assert.equal(t, sandboxTable('10.0.0.2', [{ ...web, backends: ['10.0.0.7', '10.0.0.9'] }]));
+    assert.match(sandboxTable('10.0.0.2', [{ ...web, backends: ['10.0.0.7'] }]), /chain s_svc012345678_tcp_8080 \{\n {4}meta l4proto tcp dnat ip to 10\.0\.0\.7:80\n/);
+  });
+
+  it('replaces or removes a table in one idempotent transaction', () => {
+    assert.equal(replaceScript('berth_mesh', ''), 'table ip berth_mesh\ndelete table ip berth_mesh\n');
+    assert.ok(replaceScript('berth_mesh', 'table ip berth_mesh {\n}\n').endsWith('table ip berth_mesh {\n}\n'));
+  });
+});
