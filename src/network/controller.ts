@@ -253,7 +253,8 @@ export class NetworkController implements NetworkService {
     if (PREDEFINED.includes(n.Name)) throw new ForbiddenError(`${n.Name} is a pre-defined network and cannot be removed`);
     // An endpoint being joined right now is active too (libnetwork creates the endpoint first): a
     // rm in between would take the bridge from under the join, which then failed with 500.
-    if (inUse(n.Id) || this.joining.has(n.Id)) throw new ForbiddenError(`error while removing network: network ${n.Name} id ${n.Id} has active endpoints`);
+    // The ingress network's endpoints are the mesh's own (its sandbox, publishing services' tasks): the cluster's rules decide.
+    if (!n.Ingress && (inUse(n.Id) || this.joining.has(n.Id))) throw new ForbiddenError(`error while removing network: network ${n.Name} id ${n.Id} has active endpoints`);
     const driver = this.registry.driverOf(n);
     if (driver?.scope === 'swarm') {
       if (!this.swarm) throw new ForbiddenError(NOT_A_MANAGER);
