@@ -23,6 +23,10 @@ export interface IngressHost {
   endpointsOf(networkId: string): EndpointRecord[];
   /** A local container's address, for host-mode ports (its first network's). */
   localAddr(containerId: string): string | undefined;
+  /** Whether a local container has an endpoint on a network. */
+  attached(containerId: string, networkId: string): boolean;
+  /** Joins a running local container to a network (a task whose service began to publish). */
+  attach(containerId: string, networkId: string): Promise<void>;
   /** Applies an nft script in a namespace (undefined: berthd's own). */
   nft(script: string, netns?: string): Promise<void>;
 }
@@ -108,6 +112,7 @@ export class IngressMesh {
     const eps = net ? this.host.endpointsOf(net.Id) : [];
     for (const [id, s] of this.services) {
       const tasks = [...this.running.values()].filter((t) => t.service === id);
+      if (net && this.needsIngress(id)) for (const t of tasks) if (t.node === this.me()) this.attach(t.container, net.Id);
       for (const p of s.ports) {
         const base = { service: id, proto: p.Protocol, published: p.PublishedPort, target: p.TargetPort };
         if (p.PublishMode === 'ingress') {
@@ -139,6 +144,20 @@ export class IngressMesh {
   }
 
   private lifecycle?: Promise<void>;
+  private readonly attaching = new Set<string>();
+
+  /**
+   * A running task of a service that began to publish (`service update --publish-add`) joins
+   * ingress where it runs, as a new task would at its start; in the background, as a join waits
+   * for every host to apply it. It is a backend once its endpoint is in the store.
+   */
+  private attach(container: string, network: string): void {
+    if (this.attaching.has(container) || this.host.attached(container, network) || this.closed) return;
+    this.attaching.add(container);
+    void this.host.attach(container, network)
+      .catch((e) => this.log(`ingress: task container ${container.slice(0, 12)} joining ingress: ${errorMessage(e)}`))
+      .finally(() => { this.attaching.delete(container); void this.sync(); });
+  }
 
   /** Makes (or removes) the sandbox until it matches the ingress network; then balances again. */
   private startLifecycle(): void {

@@ -295,6 +295,8 @@ export class Daemon {
       },
       endpointsOf,
       localAddr: (id) => Object.values(engine.containers.get(id)?.Endpoints ?? {}).find((e) => e.IPAddress)?.IPAddress,
+      attached: (id, net) => { const c = engine.containers.get(id); return !c || !c.State.Running || !!c.Endpoints?.[net]; },
+      attach: (id, net) => engine.connect(id, net, {}, { swarmTask: true }),
       nft: (script, netns) => nftApply(script, netns ? { netns } : {}),
     };
   }

@@ -159,6 +159,16 @@ describe('the ingress routing mesh across hosts', () => {
     await meshAnswers(8080, web);
   });
 
+  it('service update --publish-add and --publish-rm: the running tasks join the mesh, the port goes', async () => {
+    await ok(h0, ['service', 'update', '--publish-add', '8081:80', 'web']);
+    const svc = JSON.parse(await ok(h0, ['service', 'inspect', 'web']))[0];
+    assert.deepEqual(svc.Endpoint.Ports.map((p: { PublishedPort: number }) => p.PublishedPort).sort(), [8080, 8081]);
+    await meshAnswers(8081, web);
+    await ok(h0, ['service', 'update', '--publish-rm', '8081', 'web']);
+    await refused(8081);
+    await meshAnswers(8080, web);
+  });
+
   it('balances UDP', async () => {
     const bin = join(scratch, 'rootfs');
     await fs.mkdir(bin);
