@@ -1,5 +1,5 @@
 import type { EndpointRecord } from '../network/overlay.js';
-import { MESH_TABLE, meshTable, replaceScript, SANDBOX_TABLE, sandboxTable, type MeshPort } from '../network/ingressmesh.js';
+import { HOST_PORTS, ingressChanges, MESH_TABLE, meshTable, portChanges, portKey, replaceScript, SANDBOX_PORTS, SANDBOX_TABLE, sandboxTable, type MeshPort } from '../network/ingressmesh.js';
 import type { NetworkRecord } from '../network/types.js';
 import { errorMessage } from '../util/errors.js';
 import { ROOT } from './keys.js';
@@ -46,7 +46,9 @@ export class IngressMesh {
   private readonly services = new Map<string, { ports: PortConfig[] }>();
   private readonly running = new Map<string, RunningTask>();
   private sandbox?: { netns: string; ip: string; network: string };
-  private applied = { host: '', sandbox: '' };
+  /** What the kernel holds, as last applied: changes are applied as differences from it. */
+  private hostState?: { sandboxIp?: string; ingress: Set<string>; host: Map<string, MeshPort> };
+  private sandboxState?: { netns: string; ip: string; ports: Map<string, MeshPort> };
   private pending?: Promise<void>;
   private again = false;
   private closed = false;
@@ -125,17 +127,36 @@ export class IngressMesh {
       }
     }
     if (sandbox) {
-      const text = sandboxTable(sandbox.ip, ingressPorts);
-      if (text !== this.applied.sandbox) {
-        await this.host.nft(replaceScript(SANDBOX_TABLE, text), sandbox.netns);
-        this.applied.sandbox = text;
+      const ports = new Map(ingressPorts.map((p) => [portKey(p), p]));
+      const st = this.sandboxState;
+      const cmds = st && st.netns === sandbox.netns && st.ip === sandbox.ip ? portChanges(SANDBOX_PORTS, st.ports, ports) : undefined;
+      this.sandboxState = undefined;
+      await this.apply(cmds, () => replaceScript(SANDBOX_TABLE, sandboxTable(sandbox.ip, ingressPorts)), sandbox.netns);
+      this.sandboxState = { netns: sandbox.netns, ip: sandbox.ip, ports };
+    }
+    const ingress = new Set(sandbox ? ingressPorts.map(portKey) : []);
+    const host = new Map(hostPorts.map((p) => [portKey(p), p]));
+    const hs = this.hostState;
+    const cmds = hs && hs.sandboxIp === sandbox?.ip ? [...(sandbox ? ingressChanges(sandbox.ip, hs.ingress, ingress) : []), ...portChanges(HOST_PORTS, hs.host, host)] : undefined;
+    this.hostState = undefined;
+    await this.apply(cmds, () => replaceScript(MESH_TABLE, meshTable(sandbox?.ip, ingressPorts.map((p) => ({ proto: p.proto, port: p.published })), hostPorts)));
+    this.hostState = { ...(sandbox ? { sandboxIp: sandbox.ip } : {}), ingress, host };
+  }
+
+  /**
+   * The differences in one transaction, or the table made whole when its state is unknown (the
+   * first pass, a new sandbox) or a difference did not apply (someone changed the table).
+   */
+  private async apply(cmds: string[] | undefined, whole: () => string, netns?: string): Promise<void> {
+    if (cmds && !cmds.length) return;
+    if (cmds) {
+      try {
+        return await this.host.nft(cmds.join('\n') + '\n', netns);
+      } catch (e) {
+        this.log(`ingress: a change to the ${netns ? 'sandbox' : 'host'} table did not apply (${errorMessage(e)}); making it whole`);
       }
     }
-    const text = meshTable(sandbox?.ip, ingressPorts.map((p) => ({ proto: p.proto, port: p.published })), hostPorts);
-    if (text !== this.applied.host) {
-      await this.host.nft(replaceScript(MESH_TABLE, text));
-      this.applied.host = text;
-    }
+    await this.host.nft(whole(), netns);
   }
 
   /** The ingress network as this host has made it, while the swarm has one. */
@@ -170,7 +191,6 @@ export class IngressMesh {
         if (net) {
           const sb = await this.host.ensureSandbox(net);
           this.sandbox = { ...sb, network: net.Id };
-          this.applied.sandbox = '';
         }
       }
     })().then(() => { this.lifecycle = undefined; void this.sync(); }, (e) => {
@@ -184,7 +204,7 @@ export class IngressMesh {
 
   private async dropSandbox(): Promise<void> {
     this.sandbox = undefined;
-    this.applied.sandbox = '';
+    this.sandboxState = undefined;
     await this.host.removeSandbox();
   }
 
@@ -198,7 +218,7 @@ export class IngressMesh {
   async leave(): Promise<void> {
     await this.close();
     await this.host.nft(replaceScript(MESH_TABLE, '')).catch((e) => this.log(`ingress: ${errorMessage(e)}`));
-    this.applied.host = '';
+    this.hostState = undefined;
     await this.dropSandbox().catch((e) => this.log(`ingress: ${errorMessage(e)}`));
   }
 }

@@ -164,7 +164,8 @@ describe('the ingress routing mesh across hosts', () => {
     const svc = JSON.parse(await ok(h0, ['service', 'inspect', 'web']))[0];
     assert.deepEqual(svc.Endpoint.Ports.map((p: { PublishedPort: number }) => p.PublishedPort).sort(), [8080, 8081]);
     await meshAnswers(8081, web);
-    await ok(h0, ['service', 'update', '--publish-rm', '8081', 'web']);
+    // The CLI matches --publish-rm by target port (and the published one, when given).
+    await ok(h0, ['service', 'update', '--publish-rm', 'published=8081,target=80', 'web']);
     await refused(8081);
     await meshAnswers(8080, web);
   });

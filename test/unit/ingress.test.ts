@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { assignPorts, checkConflicts, normalisePorts, type PortConfig } from '../../src/cluster/publish.js';
 import { normaliseSpec } from '../../src/cluster/servicemodel.js';
-import { meshTable, replaceScript, sandboxTable } from '../../src/network/ingressmesh.js';
+import { ingressChanges, meshTable, portChanges, portKey, replaceScript, SANDBOX_PORTS, sandboxTable } from '../../src/network/ingressmesh.js';
 
 const port = (p: Partial<PortConfig>): PortConfig => ({ Protocol: 'tcp', TargetPort: 80, PublishedPort: 0, PublishMode: 'ingress', ...p });
 
@@ -49,33 +49,64 @@ describe('published service ports', () => {
 
 describe('the routing mesh\'s nft text', () => {
   const web = { service: 'svc0123456789abcdef', proto: 'tcp' as const, published: 8080, target: 80 };
+  const C = 's_svc012345678_tcp_8080';
 
   it('the host DNATs ingress ports to its sandbox and host ports to its own tasks', () => {
-    const t = meshTable('10.0.0.2', [{ proto: 'udp', port: 5353 }, { proto: 'tcp', port: 8080 }], [{ ...web, published: 9090, backends: ['172.18.0.2', '172.18.0.3'] }]);
+    const t = meshTable('10.0.0.2', [{ proto: 'udp', port: 5353 }, { proto: 'tcp', port: 8080 }], [{ ...web, published: 9090, backends: ['172.18.0.3', '172.18.0.2'] }]);
     assert.match(t, /^table ip berth_mesh \{$/m);
     assert.match(t, /elements = \{ tcp \. 8080 : 10\.0\.0\.2 \. 8080, udp \. 5353 : 10\.0\.0\.2 \. 5353 \}/);
     assert.match(t, /elements = \{ tcp \. 9090 : goto hp_svc012345678_tcp_9090 \}/);
-    assert.match(t, /numgen random mod 2 vmap \{ 0 : goto hp_svc012345678_tcp_9090_0, 1 : goto hp_svc012345678_tcp_9090_1 \}/);
-    assert.match(t, /chain hp_svc012345678_tcp_9090_1 \{\n {4}meta l4proto tcp dnat ip to 172\.18\.0\.3:80\n/);
+    assert.match(t, /numgen random mod 2 vmap \{ 0 : goto hp_svc012345678_tcp_9090_172_18_0_2, 1 : goto hp_svc012345678_tcp_9090_172_18_0_3 \}/);
+    assert.match(t, /chain hp_svc012345678_tcp_9090_172_18_0_3 \{\n {4}meta l4proto tcp dnat ip to 172\.18\.0\.3:80\n/);
     assert.match(t, /type nat hook prerouting priority -110;[^}]*fib daddr type local dnat ip to meta l4proto \. th dport map @ingress/);
     assert.match(t, /type nat hook output priority -110;/);
-    // Nothing published: no table at all; a host port with no local task is left to the kernel (refused).
-    assert.equal(meshTable('10.0.0.2', [], []), '');
-    assert.equal(meshTable('10.0.0.2', [], [{ ...web, backends: [] }]), '');
-    // No sandbox yet: ingress ports are not DNATed anywhere.
-    assert.equal(meshTable(undefined, [{ proto: 'tcp', port: 8080 }], []), '');
+    // A host port with no local task is left to the kernel (refused); no sandbox yet: no ingress port is DNATed.
+    assert.doesNotMatch(meshTable('10.0.0.2', [], [{ ...web, backends: [] }]), /elements|chain hp_/);
+    assert.doesNotMatch(meshTable(undefined, [{ proto: 'tcp', port: 8080 }], []), /elements/);
   });
 
   it('the sandbox balances over running tasks with numgen and SNATs to its own address', () => {
     const t = sandboxTable('10.0.0.2', [{ ...web, backends: ['10.0.0.9', '10.0.0.7'] }, { ...web, service: 'empty', published: 8081, backends: [] }]);
-    assert.match(t, /elements = \{ tcp \. 8080 : goto s_svc012345678_tcp_8080 \}/);
+    assert.match(t, new RegExp(`elements = \\{ tcp \\. 8080 : goto ${C} \\}`));
     assert.doesNotMatch(t, /8081/, 'a port with no running task is refused by the sandbox itself');
     assert.match(t, /ip daddr 10\.0\.0\.2 meta l4proto \. th dport vmap @ports/);
     assert.match(t, /ct status dnat snat to 10\.0\.0\.2/);
-    // Backends in a stable order, so an unchanged set is an unchanged text (no rewrite).
-    assert.match(t, /_0 \{\n {4}meta l4proto tcp dnat ip to 10\.0\.0\.7:80\n/);
+    assert.match(t, new RegExp(`numgen random mod 2 vmap \\{ 0 : goto ${C}_10_0_0_7, 1 : goto ${C}_10_0_0_9 \\}`));
+    // Backends in a stable order, so an unchanged set is an unchanged text.
     assert.equal(t, sandboxTable('10.0.0.2', [{ ...web, backends: ['10.0.0.7', '10.0.0.9'] }]));
-    assert.match(sandboxTable('10.0.0.2', [{ ...web, backends: ['10.0.0.7'] }]), /chain s_svc012345678_tcp_8080 \{\n {4}meta l4proto tcp dnat ip to 10\.0\.0\.7:80\n/);
+    assert.match(sandboxTable('10.0.0.2', [{ ...web, backends: ['10.0.0.7'] }]), new RegExp(`chain ${C} \\{\\n {4}goto ${C}_10_0_0_7\\n`));
+  });
+
+  it('a change is only what differs: an element, a dispatch rule, the chains of backends that came or went', () => {
+    const m = (...ps: Array<typeof web & { backends: string[] }>) => new Map(ps.map((p) => [portKey(p), p]));
+    const two = m({ ...web, backends: ['10.0.0.7', '10.0.0.9'] });
+    assert.deepEqual(portChanges(SANDBOX_PORTS, two, two), []);
+    assert.deepEqual(portChanges(SANDBOX_PORTS, new Map(), two), [
+      `add chain ip berth_ingress ${C}`,
+      `add chain ip berth_ingress ${C}_10_0_0_7`, `add rule ip berth_ingress ${C}_10_0_0_7 meta l4proto tcp dnat ip to 10.0.0.7:80`,
+      `add chain ip berth_ingress ${C}_10_0_0_9`, `add rule ip berth_ingress ${C}_10_0_0_9 meta l4proto tcp dnat ip to 10.0.0.9:80`,
+      `add rule ip berth_ingress ${C} numgen random mod 2 vmap { 0 : goto ${C}_10_0_0_7, 1 : goto ${C}_10_0_0_9 }`,
+      `add element ip berth_ingress ports { tcp . 8080 : goto ${C} }`,
+    ]);
+    // One backend replaced by another: its chain comes, the dispatch rule is replaced, the old chain goes.
+    assert.deepEqual(portChanges(SANDBOX_PORTS, two, m({ ...web, backends: ['10.0.0.7', '10.0.0.8'] })), [
+      `add chain ip berth_ingress ${C}_10_0_0_8`, `add rule ip berth_ingress ${C}_10_0_0_8 meta l4proto tcp dnat ip to 10.0.0.8:80`,
+      `flush chain ip berth_ingress ${C}`, `add rule ip berth_ingress ${C} numgen random mod 2 vmap { 0 : goto ${C}_10_0_0_7, 1 : goto ${C}_10_0_0_8 }`,
+      `flush chain ip berth_ingress ${C}_10_0_0_9`, `delete chain ip berth_ingress ${C}_10_0_0_9`,
+    ]);
+    // The last backend gone: the element first, then the chains.
+    assert.deepEqual(portChanges(SANDBOX_PORTS, two, m({ ...web, backends: [] })), [
+      'delete element ip berth_ingress ports { tcp . 8080 }',
+      `flush chain ip berth_ingress ${C}`, `delete chain ip berth_ingress ${C}`,
+      `flush chain ip berth_ingress ${C}_10_0_0_7`, `delete chain ip berth_ingress ${C}_10_0_0_7`,
+      `flush chain ip berth_ingress ${C}_10_0_0_9`, `delete chain ip berth_ingress ${C}_10_0_0_9`,
+    ]);
+    // Another service unaffected: nothing of it is touched.
+    const other = { ...web, service: 'other0000000000', published: 9000, backends: ['10.0.0.5'] };
+    assert.ok(portChanges(SANDBOX_PORTS, m(other, { ...web, backends: ['10.0.0.7'] }), m(other, { ...web, backends: ['10.0.0.7', '10.0.0.9'] })).every((c) => !c.includes('9000') && !c.includes('other')));
+    assert.deepEqual(ingressChanges('10.0.0.2', new Set(['tcp . 8080']), new Set(['udp . 53'])), [
+      'delete element ip berth_mesh ingress { tcp . 8080 }', 'add element ip berth_mesh ingress { udp . 53 : 10.0.0.2 . 53 }',
+    ]);
   });
 
   it('replaces or removes a table in one idempotent transaction', () => {
