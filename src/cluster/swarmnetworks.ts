@@ -419,6 +419,12 @@ export class SwarmNetworks implements OverlayPlane {
     return [...(this.eps.get(networkId)?.values() ?? [])];
   }
 
+  sandboxMembers(n: NetworkRecord): Record<string, { Name: string; EndpointID: string; MacAddress: string; IPv4Address: string; IPv6Address: string }> {
+    const prefix = n.pools?.[0] ? parseCidr(n.pools[0].subnet).prefix : 24;
+    const sbox = [...this.mine.values()].find((e) => e.Network === n.Id && e.ContainerID === INGRESS_SBOX);
+    return sbox ? { [INGRESS_SBOX]: { Name: sbox.Name, EndpointID: sbox.EndpointID, MacAddress: sbox.Mac, IPv4Address: `${sbox.IP}/${prefix}`, IPv6Address: '' } } : {};
+  }
+
   peersView(n: NetworkRecord): Array<{ Name: string; IP: string }> {
     return peersView(this.endpointsOf(n.Id), this.nodes);
   }

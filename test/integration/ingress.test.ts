@@ -102,13 +102,21 @@ describe('the ingress routing mesh across hosts', () => {
     return r.stdout.split('\n').filter(Boolean);
   };
   /** Every host's address answers, and over many connections each of `want` answers and no other. */
-  const meshAnswers = (port: number, want: string[], probe = http) => waitFor(async () => {
-    for (const h of [h0, h1, h2]) {
-      const a = await probe(h.addr, port, 16);
-      if (!a.every((x) => want.includes(x)) || [...new Set(a)].sort().join() !== [...want].sort().join()) return false;
+  const meshAnswers = async (port: number, want: string[], probe = http) => {
+    const last = new Map<string, string[]>();
+    try {
+      await waitFor(async () => {
+        for (const h of [h0, h1, h2]) {
+          const a = await probe(h.addr, port, 12);
+          last.set(h.name, a);
+          if (!a.every((x) => want.includes(x)) || [...new Set(a)].sort().join() !== [...want].sort().join()) return false;
+        }
+        return true;
+      }, `port ${port} answered by ${want} on every host`, 30_000);
+    } catch (e) {
+      throw new Error(`${(e as Error).message}; last answers: ${JSON.stringify([...last])}`);
     }
-    return true;
-  }, `port ${port} answered by ${want} on every host`, 20_000);
+  };
   /** Refused (not timed out: the probe reached the host and got an RST) on every host. */
   const refused = (port: number, hosts = [h0, h1, h2]) => waitFor(async () => {
     for (const h of hosts) if ((await http(h.addr, port, 1))[0] !== '!7') return false;
@@ -133,6 +141,12 @@ describe('the ingress routing mesh across hosts', () => {
       return peers.length === 3 ? peers : undefined;
     }, 'three ingress sandboxes', 15_000);
     assert.equal(sboxes.length, 3);
+    // As Docker shows its ingress sandbox: a member `ingress-sbox` named ingress-endpoint.
+    for (const h of [h0, h1, h2]) {
+      const m = await waitFor(async () => JSON.parse(await ok(h, ['network', 'inspect', 'ingress']))[0].Containers['ingress-sbox'], `${h.name}: ingress-sbox in inspect`);
+      assert.equal(m.Name, 'ingress-endpoint');
+      assert.match(m.IPv4Address, /^10\.0\.0\.\d+\/24$/);
+    }
   });
 
   let web: string[] = [];
@@ -159,14 +173,18 @@ describe('the ingress routing mesh across hosts', () => {
     await meshAnswers(8080, web);
   });
 
-  it('service update --publish-add and --publish-rm: the running tasks join the mesh, the port goes', async () => {
+  it('service update --publish-add and --publish-rm: the running tasks join the mesh, the ports go', async () => {
     await ok(h0, ['service', 'update', '--publish-add', '8081:80', 'web']);
-    const svc = JSON.parse(await ok(h0, ['service', 'inspect', 'web']))[0];
+    let svc = JSON.parse(await ok(h0, ['service', 'inspect', 'web']))[0];
     assert.deepEqual(svc.Endpoint.Ports.map((p: { PublishedPort: number }) => p.PublishedPort).sort(), [8080, 8081]);
     await meshAnswers(8081, web);
-    // The CLI matches --publish-rm by target port (and the published one, when given).
-    await ok(h0, ['service', 'update', '--publish-rm', 'published=8081,target=80', 'web']);
+    // The CLI removes by target port (its equalPort ignores the published one): both go.
+    await ok(h0, ['service', 'update', '--publish-rm', '80', 'web']);
+    svc = JSON.parse(await ok(h0, ['service', 'inspect', 'web']))[0];
+    assert.equal(svc.Endpoint.Ports, undefined);
     await refused(8081);
+    await refused(8080);
+    await ok(h0, ['service', 'update', '--publish-add', '8080:80', 'web']);
     await meshAnswers(8080, web);
   });
 

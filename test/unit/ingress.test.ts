@@ -2,6 +2,15 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { assignPorts, checkConflicts, normalisePorts, type PortConfig } from '../../src/cluster/publish.js';
 import { normaliseSpec } from '../../src/cluster/servicemodel.js';
+import { IngressMesh, type IngressHost } from '../../src/cluster/ingress.js';
+import type { EndpointRecord } from '../../src/network/overlay.js';
+import type { NetworkRecord } from '../../src/network/types.js';
+
+/** Polls until `fn` holds (the mesh makes its sandbox in the background). */
+async function waitFor(fn: () => Promise<boolean>, what: string): Promise<void> {
+  for (const end = Date.now() + 5000; Date.now() < end; await new Promise((r) => setTimeout(r, 10))) if (await fn()) return;
+  throw new Error(`timed out waiting for ${what}`);
+}
 import { ingressChanges, meshTable, portChanges, portKey, replaceScript, SANDBOX_PORTS, sandboxTable } from '../../src/network/ingressmesh.js';
 
 const port = (p: Partial<PortConfig>): PortConfig => ({ Protocol: 'tcp', TargetPort: 80, PublishedPort: 0, PublishMode: 'ingress', ...p });
@@ -112,5 +121,61 @@ describe('the routing mesh\'s nft text', () => {
   it('replaces or removes a table in one idempotent transaction', () => {
     assert.equal(replaceScript('berth_mesh', ''), 'table ip berth_mesh\ndelete table ip berth_mesh\n');
     assert.ok(replaceScript('berth_mesh', 'table ip berth_mesh {\n}\n').endsWith('table ip berth_mesh {\n}\n'));
+  });
+});
+
+describe('the mesh follows the store', () => {
+  const ROOT = '/berth/v1/';
+  const put = (key: string, value: unknown, rev = 1) => ({ type: 'put' as const, key: `${ROOT}${key}`, value, modRevision: rev });
+  const ingressNet = { Id: 'ing', Name: 'ingress', Ingress: true, Scope: 'swarm' } as unknown as NetworkRecord;
+  const task = (id: string, node: string, container: string, state: string, desired = 'running') => put(`tasks/${id}`, {
+    ID: id, ServiceID: 'svc1', NodeID: node, DesiredState: desired, Status: { State: state, ContainerStatus: { ContainerID: container } },
+  });
+  const service = (ports: unknown[]) => put('services/svc1', { ID: 'svc1', Spec: { Name: 'web' }, Endpoint: { Ports: ports } });
+
+  async function mesh() {
+    const scripts: Array<{ netns?: string; script: string }> = [];
+    const host: IngressHost = {
+      network: (id) => (id === 'ing' ? ingressNet : undefined),
+      ensureSandbox: async () => ({ netns: '/ns/sbox', ip: '10.0.0.2' }),
+      removeSandbox: async () => undefined,
+      endpointsOf: () => [
+        { ContainerID: 'cA', IP: '10.0.0.5' }, { ContainerID: 'cB', IP: '10.0.0.6' }, { ContainerID: 'cX', IP: '10.0.0.9' },
+      ] as EndpointRecord[],
+      localAddr: (c) => ({ cA: '172.18.0.5' } as Record<string, string>)[c],
+      attached: () => true,
+      attach: async () => undefined,
+      nft: async (script, netns) => { scripts.push({ ...(netns ? { netns } : {}), script }); },
+    };
+    const m = new IngressMesh(() => 'me', host, () => undefined);
+    return { m, scripts };
+  }
+
+  it('balances over running, desired-running tasks only, and drops one the moment it is told to stop', async () => {
+    const { m, scripts } = await mesh();
+    await m.follow([put('networks/ing', ingressNet), service([{ Protocol: 'tcp', TargetPort: 80, PublishedPort: 8080, PublishMode: 'ingress' }]),
+      task('t1', 'me', 'cA', 'running'), task('t2', 'other', 'cB', 'running'), task('t3', 'other', 'cX', 'starting')], true);
+    // The sandbox is made in the background; the next pass balances in it.
+    await waitFor(async () => scripts.some((s) => s.netns === '/ns/sbox'), 'the sandbox table');
+    const sbox = scripts.filter((s) => s.netns === '/ns/sbox').map((s) => s.script).join('\n');
+    assert.match(sbox, /numgen random mod 2 vmap \{ 0 : goto \S+_10_0_0_5, 1 : goto \S+_10_0_0_6 \}/);
+    assert.doesNotMatch(sbox, /10\.0\.0\.9/, 'a task not running yet is no backend');
+    assert.match(scripts.filter((s) => !s.netns).map((s) => s.script).join('\n'), /tcp \. 8080 : 10\.0\.0\.2 \. 8080/);
+    scripts.length = 0;
+    await m.follow([task('t2', 'other', 'cB', 'running', 'shutdown')], false);
+    assert.deepEqual(scripts.map((s) => s.netns), ['/ns/sbox'], 'one change, in the sandbox, before follow returns');
+    assert.match(scripts[0]!.script, /delete chain ip berth_ingress \S+_10_0_0_6/);
+    assert.doesNotMatch(scripts[0]!.script, /table ip/, 'a difference, not the table made again');
+    await m.close();
+  });
+
+  it('host-mode ports lead to this node\'s own running tasks only', async () => {
+    const { m, scripts } = await mesh();
+    await m.follow([service([{ Protocol: 'tcp', TargetPort: 80, PublishedPort: 9090, PublishMode: 'host' }]), task('t1', 'me', 'cA', 'running'), task('t2', 'other', 'cB', 'running')], true);
+    const host = scripts.filter((s) => !s.netns).map((s) => s.script).join('\n');
+    assert.match(host, /tcp \. 9090 : goto hp_svc1_tcp_9090/);
+    assert.match(host, /dnat ip to 172\.18\.0\.5:80/);
+    assert.doesNotMatch(host, /10\.0\.0\.6/);
+    await m.close();
   });
 });

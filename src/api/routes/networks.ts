@@ -9,7 +9,7 @@ import { validateNetworkConnect, validateNetworkCreate, validateNetworkDisconnec
 
 export function networkRoutes(r: Router, api: ApiContext): void {
   const net = api.network;
-  const inspect = (n: NetworkRecord) => networkInspect(n, api.engine.list(), n.Scope === 'swarm' ? net.swarm?.peersView(n) : undefined);
+  const inspect = (n: NetworkRecord) => networkInspect(n, api.engine.list(), n.Scope === 'swarm' ? net.swarm?.peersView(n) : undefined, n.Scope === 'swarm' ? net.swarm?.sandboxMembers?.(n) : undefined);
   const inUse = (networkId: string) => api.engine.list().some((c) => c.Endpoints?.[networkId]?.EndpointID);
 
   r.get('/networks', (ctx) => {

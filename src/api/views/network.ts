@@ -66,8 +66,8 @@ export function portsView(c: ContainerRecord): Record<string, Array<{ HostIp: st
 }
 
 /** GET /networks/{id} body. */
-export function networkInspect(n: NetworkRecord, containers: ContainerRecord[], peers?: Array<{ Name: string; IP: string }>): object {
-  const members: Record<string, object> = {};
+export function networkInspect(n: NetworkRecord, containers: ContainerRecord[], peers?: Array<{ Name: string; IP: string }>, sandboxes: Record<string, object> = {}): object {
+  const members: Record<string, object> = { ...sandboxes };
   for (const c of containers) {
     const ep = c.Endpoints?.[n.Id];
     if (ep && ep.EndpointID) {
