@@ -123,8 +123,10 @@ describe('the ingress routing mesh across hosts', () => {
     return true;
   }, `port ${port} refused on ${hosts.map((h) => h.name)}`, 10_000);
 
+  const nodeOf = new Map<string, string>();
   it('makes the ingress network with the swarm, on every node, in Docker\'s shape and rules', async () => {
     await lab.formSwarm(1);
+    for (const h of [h0, h1, h2]) nodeOf.set(h.name, await ok(h, ['info', '-f', '{{.Swarm.NodeID}}']));
     for (const h of [h0, h1, h2]) {
       const ls = await ok(h, ['network', 'ls', '--format', '{{.Name}} {{.Driver}} {{.Scope}}']);
       assert.match(ls, /^ingress overlay swarm$/m, `${h.name}: ${ls}`);
@@ -210,14 +212,19 @@ describe('the ingress routing mesh across hosts', () => {
     assert.deepEqual(svc.Endpoint.Ports, [{ Protocol: 'tcp', TargetPort: 80, PublishedPort: 9090, PublishMode: 'host' }]);
   });
 
-  it('assigns a published port left out from 30000-32767', async () => {
-    await ok(h0, ['service', 'create', '--name', 'auto', '--replicas', '1', '--publish', 'target=80', ...WEB]);
+  it('assigns a published port left out from 30000-32767; a task on a network of its own joins ingress too', async () => {
+    await ok(h0, ['network', 'create', '-d', 'overlay', 'app']);
+    await ok(h0, ['service', 'create', '--name', 'auto', '--replicas', '1', '--network', 'app', '--publish', 'target=80', ...WEB]);
     const auto = names(await waitRunning(h0, 'auto', 1));
     const svc = JSON.parse(await ok(h0, ['service', 'inspect', 'auto']))[0];
     const p = svc.Endpoint.Ports[0].PublishedPort as number;
     assert.ok(p >= 30000 && p <= 32767, `port ${p}`);
     assert.deepEqual(svc.Spec.EndpointSpec.Ports, [{ Protocol: 'tcp', TargetPort: 80, PublishMode: 'ingress' }]);
     await meshAnswers(p, auto);
+    const [t] = await tasks(h0, 'auto');
+    const host = [h0, h1, h2].find((h) => nodeOf.get(h.name) === t!.NodeID)!;
+    const nets = JSON.parse(await ok(host, ['inspect', '-f', '{{json .NetworkSettings.Networks}}', t!.Status.ContainerStatus!.ContainerID]));
+    assert.deepEqual(Object.keys(nets).sort(), ['app', 'ingress']);
     await ok(h0, ['service', 'rm', 'auto']);
   });
 
