@@ -213,7 +213,14 @@ export class SwarmNetworks implements OverlayPlane {
       const s = this.nets.get(id);
       const have = this.host.network(id);
       if (s && !have) await this.host.adoptSwarmNetwork(this.localRecord(s.rec));
-      else if (!s && have) await this.host.dropSwarmNetwork(have);
+      else if (!s && have) {
+        await this.host.dropSwarmNetwork(have);
+        // Endpoints that outlive their network here are its ingress sandbox's (removal refuses any
+        // other): they leave the store with it rather than be published again under each lease.
+        const left = [...this.mine.values()].filter((e) => e.Network === id);
+        for (const e of left) this.mine.delete(e.EndpointID);
+        if (left.length) await this.store.txn([], [], left.map((e) => K.endpoint(id, e.EndpointID))).catch((e) => this.log(`overlay: ${errorMessage(e)}`));
+      }
     }
     for (const id of new Set([...endpointsOf, ...claimsOf])) this.mirrorAllocations(id);
     const changed = [...endpointsOf].filter((id) => this.host.network(id));

@@ -202,6 +202,22 @@ describe('swarm networks: the store side', () => {
     await sn.close();
   });
 
+  it('a network removed with this host\'s ingress sandbox still on it: the endpoint leaves the store and is not published again', async () => {
+    const store = new MemStore();
+    store.write([[K.network('ing'), { ...net('ing'), Ingress: true }]]);
+    const { sn, calls } = setUp(store);
+    await sn.start();
+    await sn.claim(net('ing'), { endpointId: 'sb', ip: '10.0.1.2', mac: '02:42:0a:00:01:02', containerId: 'ingress-sbox', name: 'ingress-endpoint', aliases: [] });
+    assert.ok(await store.get(K.endpoint('ing', 'sb')));
+    // The removal, as a manager makes it: the record and the address claims go; each host's leased endpoints are its own.
+    store.write([], [K.network('ing'), K.address('ing', '10.0.1.2')]);
+    await settle();
+    assert.ok(calls.includes('drop ing'));
+    assert.equal(await store.get(K.endpoint('ing', 'sb')), undefined);
+    assert.ok(!(sn as unknown as { mine: Map<string, unknown> }).mine.has('sb'), 'not written again under the next lease');
+    await sn.close();
+  });
+
   it("a host that lapsed keeps its addresses: no other host allocates them, and its return never overwrites another's claim", async () => {
     const store = new MemStore();
     const b0 = { Network: 'n1', EndpointID: 'eb', IP: '10.0.1.9', Mac: '02:42:0a:00:01:09', Node: 'B', Vtep: '10.99.0.2', Name: 'b0', Aliases: [], ContainerID: 'cb' };
