@@ -1,5 +1,6 @@
 import { BadRequestError } from '../util/errors.js';
 import { rpcError } from './errors.js';
+import { normalisePorts, type PortConfig } from './publish.js';
 
 /**
  * Services and tasks as the store holds them, in Docker's JSON shapes (API v1.41 Service and Task),
@@ -33,7 +34,7 @@ export interface ServiceSpec {
     [k: string]: unknown;
   };
   Mode: { Replicated?: { Replicas?: number }; Global?: Record<string, never> };
-  EndpointSpec?: { Mode?: 'vip' | 'dnsrr'; Ports?: unknown[] };
+  EndpointSpec?: { Mode?: 'vip' | 'dnsrr'; Ports?: PortConfig[] };
   [k: string]: unknown;
 }
 
@@ -44,7 +45,8 @@ export interface ServiceRecord {
   UpdatedAt: string;
   Spec: ServiceSpec;
   PreviousSpec?: ServiceSpec;
-  Endpoint: { Spec: { Mode: 'vip' | 'dnsrr' }; VirtualIPs?: Array<{ NetworkID: string; Addr: string }> };
+  /** Ports: the published ports as assigned (a port the spec left out has its number from 30000-32767 here). */
+  Endpoint: { Spec: { Mode: 'vip' | 'dnsrr'; Ports?: PortConfig[] }; Ports?: PortConfig[]; VirtualIPs?: Array<{ NetworkID: string; Addr: string }> };
 }
 
 export type TaskState = 'new' | 'pending' | 'assigned' | 'accepted' | 'preparing' | 'starting' | 'running' | 'complete' | 'shutdown' | 'failed' | 'rejected' | 'orphaned';
@@ -116,8 +118,10 @@ export function normaliseSpec(raw: unknown): ServiceSpec {
   }
   const mode = s.EndpointSpec?.Mode ?? 'vip';
   if (mode !== 'vip' && mode !== 'dnsrr') throw invalidArg(`EndpointSpec: invalid endpoint mode ${String(mode)}`);
-  if (s.EndpointSpec?.Ports?.length) throw invalidArg('berth does not publish service ports yet (the ingress routing mesh and --publish are not implemented)');
-  s.EndpointSpec = { ...(s.EndpointSpec ?? {}), Mode: mode };
+  const ports = normalisePorts(s.EndpointSpec?.Ports, mode);
+  // As Docker keeps it: a published port left out stays out of the spec (Endpoint.Ports has the assigned one).
+  s.EndpointSpec = { ...(s.EndpointSpec ?? {}), Mode: mode, ...(ports.length ? { Ports: ports.map((p) => (p.PublishedPort ? p : (({ PublishedPort: _p, ...rest }) => rest as PortConfig)(p))) } : {}) };
+  if (!ports.length) delete s.EndpointSpec.Ports;
   const rp = tt.RestartPolicy ?? {};
   if (rp.Condition && !['none', 'on-failure', 'any'].includes(rp.Condition)) throw invalidArg(`invalid RestartCondition ${rp.Condition}`);
   if ((rp.Delay ?? 0) < 0) throw invalidArg('TaskSpec: restart-delay cannot be negative');

@@ -5,6 +5,7 @@ import { labelsMatch } from '../util/labels.js';
 import { NOT_MANAGER, NO_MANAGER, UnavailableError, outOfSequence, rpcError } from './errors.js';
 import { goTime, newNodeId } from './ids.js';
 import { K, ROOT } from './keys.js';
+import { assignPorts, checkConflicts, needsIngress, normalisePorts, portKey, type PortConfig, type Publisher } from './publish.js';
 import { isTerminal, normaliseSpec, type ServiceRecord, type ServiceSpec, type TaskRecord } from './servicemodel.js';
 import type { Session } from './session.js';
 import type { Versioned } from './store.js';
@@ -17,6 +18,8 @@ export const SK = {
   name: (name: string) => `${ROOT}servicenames/${name}`,
   tasks: `${ROOT}tasks/`,
   task: (id: string) => `${ROOT}tasks/${id}`,
+  /** A published ingress port, claimed by create-if-absent by the service that publishes it. */
+  port: (key: string) => `${ROOT}ports/${key}`,
   /** Held under the leader's presence lease: the manager whose orchestrator acts. */
   leader: `${ROOT}locks/orchestrator`,
 };
@@ -26,7 +29,15 @@ export interface ServiceHooks {
   findNetwork(ref: string): NetworkRecord | undefined;
   /** Returns once every live host applied the store up to `revision` (its DNS and balancers). */
   appliedEverywhere(revision: number): Promise<void>;
+  /** The swarm's ingress network, if it has one. */
+  ingress(): NetworkRecord | undefined;
 }
+
+/** A spec's published ports, checked (a left-out published port is 0). */
+const specPorts = (spec: ServiceSpec): PortConfig[] => normalisePorts(spec.EndpointSpec?.Ports, spec.EndpointSpec?.Mode ?? 'vip');
+const publisher = (r: ServiceRecord): Publisher => ({ ID: r.ID, Name: r.Spec.Name, Ports: r.Endpoint.Ports ?? [] });
+/** The store keys of a service's ingress port claims. */
+const claimKeys = (ports: PortConfig[]): string[] => ports.filter((p) => p.PublishMode === 'ingress').map((p) => SK.port(portKey(p)));
 
 /** A record as clients see it: Version.Index is the record's store revision (what update compares). */
 function view<T extends { Version: { Index: number } }>(v: Versioned<T>): T {
@@ -90,24 +101,42 @@ export class ServiceControl {
     const spec = normaliseSpec(body);
     if (!spec.Name) spec.Name = `svc-${newNodeId().slice(0, 8)}`;
     const nets = this.networks(spec);
+    const ports = specPorts(spec);
+    this.checkIngress(ports);
     const id = newNodeId();
     const now = goTime();
-    const rec: ServiceRecord = { ID: id, Version: { Index: 0 }, CreatedAt: now, UpdatedAt: now, Spec: spec, Endpoint: { Spec: { Mode: spec.EndpointSpec!.Mode! } } };
+    const rec: ServiceRecord = { ID: id, Version: { Index: 0 }, CreatedAt: now, UpdatedAt: now, Spec: spec, Endpoint: { Spec: { Mode: spec.EndpointSpec!.Mode!, ...(spec.EndpointSpec!.Ports ? { Ports: spec.EndpointSpec!.Ports } : {}) } } };
     for (let attempt = 0; attempt < 10; attempt++) {
+      const assigned = await this.assign(s, ports, id, []);
+      if (assigned.length) rec.Endpoint.Ports = assigned;
+      const claims = claimKeys(assigned);
       const vips = spec.EndpointSpec!.Mode === 'vip' ? await this.pickVips(s, nets) : [];
       if (vips.length) rec.Endpoint.VirtualIPs = vips.map((v) => ({ NetworkID: v.net.Id, Addr: `${v.ip}/${parseCidr(v.net.pools![0]!.subnet).prefix}` }));
       const r = await s.store.txn(
-        [{ key: SK.name(spec.Name), target: 'Create', value: 0 }, ...vips.map((v) => ({ key: K.address(v.net.Id, v.ip), target: 'Create' as const, value: 0 }))],
-        [{ key: SK.name(spec.Name), value: { ID: id } }, { key: SK.service(id), value: rec }, ...vips.map((v) => ({ key: K.address(v.net.Id, v.ip), value: { EndpointID: `vip-${id}` } }))],
+        [{ key: SK.name(spec.Name), target: 'Create', value: 0 }, ...vips.map((v) => ({ key: K.address(v.net.Id, v.ip), target: 'Create' as const, value: 0 })), ...claims.map((key) => ({ key, target: 'Create' as const, value: 0 }))],
+        [{ key: SK.name(spec.Name), value: { ID: id } }, { key: SK.service(id), value: rec }, ...vips.map((v) => ({ key: K.address(v.net.Id, v.ip), value: { EndpointID: `vip-${id}` } })), ...claims.map((key) => ({ key, value: { ServiceID: id } }))],
       );
       if (r.ok) {
         await this.hooks?.appliedEverywhere(r.revision);
         return { ID: id };
       }
       if (await s.store.get(SK.name(spec.Name))) throw new ApiError(409, `rpc error: code = AlreadyExists desc = service ${spec.Name} already exists`);
-      // A VIP was taken meanwhile: pick again.
+      // A VIP or a published port was taken meanwhile: pick again.
     }
     throw new ConflictError('the network addresses kept changing under this create: try again');
+  }
+
+  /** swarmkit's allocator: a published ingress port needs the ingress network. */
+  private checkIngress(ports: PortConfig[]): void {
+    if (needsIngress(ports) && !this.hooks?.ingress()) throw rpcError('FailedPrecondition', 'service needs ingress network, but no ingress network is present');
+  }
+
+  /** The ports checked against every other service's and numbered; `previous`: this service's numbers so far. */
+  private async assign(s: Session, ports: PortConfig[], self: string, previous: PortConfig[]): Promise<PortConfig[]> {
+    if (!ports.length) return [];
+    const others = (await this.all(s)).services.map((v) => publisher(v.value)).filter((p) => p.ID !== self);
+    checkConflicts(ports, others);
+    return assignPorts(ports, new Set(others.flatMap((o) => o.Ports.map(portKey))), previous);
   }
 
   /** A free address per network for the VIP, from the top of the subnet (containers take from the bottom). */
@@ -172,9 +201,31 @@ export class ServiceControl {
     if (spec.EndpointSpec?.Mode !== cur.value.Spec.EndpointSpec?.Mode) throw rpcError('Unknown', 'berth cannot change a service\'s endpoint mode yet');
     const nets = this.networks(spec).map((n) => n.Id).sort().join(',');
     if (nets !== (cur.value.Spec.TaskTemplate.Networks ?? []).map((n) => n.Target).sort().join(',')) throw rpcError('Unknown', 'berth cannot change a service\'s networks yet');
-    const next: ServiceRecord = { ...cur.value, Spec: spec, PreviousSpec: cur.value.Spec, UpdatedAt: goTime() };
-    const r = await s.store.txn([{ key: SK.service(cur.value.ID), target: 'Mod', value: cur.modRevision }], [{ key: SK.service(cur.value.ID), value: next }]);
-    if (!r.ok) throw outOfSequence();
+    const ports = specPorts(spec);
+    this.checkIngress(ports);
+    const assigned = await this.assign(s, ports, cur.value.ID, cur.value.Endpoint.Ports ?? []);
+    const endpoint: ServiceRecord['Endpoint'] = { ...cur.value.Endpoint, Spec: { Mode: spec.EndpointSpec!.Mode!, ...(spec.EndpointSpec!.Ports ? { Ports: spec.EndpointSpec!.Ports } : {}) } };
+    if (assigned.length) endpoint.Ports = assigned;
+    else delete endpoint.Ports;
+    const had = new Set(claimKeys(cur.value.Endpoint.Ports ?? []));
+    const want = claimKeys(assigned);
+    const added = want.filter((k) => !had.has(k));
+    const dropped = [...had].filter((k) => !want.includes(k));
+    const next: ServiceRecord = { ...cur.value, Spec: spec, PreviousSpec: cur.value.Spec, UpdatedAt: goTime(), Endpoint: endpoint };
+    const r = await s.store.txn(
+      [{ key: SK.service(cur.value.ID), target: 'Mod', value: cur.modRevision }, ...added.map((key) => ({ key, target: 'Create' as const, value: 0 }))],
+      [{ key: SK.service(cur.value.ID), value: next }, ...added.map((key) => ({ key, value: { ServiceID: cur.value.ID } }))], dropped,
+    );
+    if (!r.ok) {
+      for (const key of added) {
+        const holder = await s.store.get<{ ServiceID: string }>(key);
+        if (!holder || holder.value.ServiceID === cur.value.ID) continue;
+        const other = (await s.store.get<ServiceRecord>(SK.service(holder.value.ServiceID)))?.value;
+        throw rpcError('InvalidArgument', `port '${key.split('/').pop()}' is already in use by service '${other?.Spec.Name ?? ''}' (${holder.value.ServiceID}) as an ingress port`);
+      }
+      throw outOfSequence();
+    }
+    await this.hooks?.appliedEverywhere(r.revision);
     return { Warnings: null };
   }
 
@@ -183,7 +234,7 @@ export class ServiceControl {
     const s = this.manager();
     const cur = await this.resolve(s, ref);
     const vips = (cur.value.Endpoint.VirtualIPs ?? []).map((v) => K.address(v.NetworkID, v.Addr.split('/')[0]!));
-    const r = await s.store.txn([{ key: SK.service(cur.value.ID), target: 'Mod', value: cur.modRevision }], [], [SK.service(cur.value.ID), SK.name(cur.value.Spec.Name), ...vips]);
+    const r = await s.store.txn([{ key: SK.service(cur.value.ID), target: 'Mod', value: cur.modRevision }], [], [SK.service(cur.value.ID), SK.name(cur.value.Spec.Name), ...vips, ...claimKeys(cur.value.Endpoint.Ports ?? [])]);
     if (!r.ok) throw new ConflictError(`service ${ref} changed while it was being removed: try again`);
     await this.hooks?.appliedEverywhere(r.revision);
   }

@@ -6,7 +6,8 @@ import { overlaps, parseCidr } from '../network/ipam.js';
 import type { OverlayPlane } from '../network/overlaydriver.js';
 import { checkSubnetFree, emptyAlloc, OPT_VXLANID, parseVni, peersFor, peersView, pickSubnet, pickVni, type EndpointRecord, type OverlayAlloc, type Peer } from '../network/overlay.js';
 import type { NetworkRecord } from '../network/types.js';
-import { ConflictError, errorMessage, ForbiddenError, NotFoundError } from '../util/errors.js';
+import { ApiError, ConflictError, errorMessage, ForbiddenError, NotFoundError } from '../util/errors.js';
+import { INGRESS_SBOX } from './ingress.js';
 import { NO_MANAGER, NOT_MANAGER, UnavailableError } from './errors.js';
 import { K, ROOT, type ClusterRecord, type NodeRecord } from './keys.js';
 import type { Session } from './session.js';
@@ -73,6 +74,7 @@ export class SwarmNetworks implements OverlayPlane {
   /** The store client the watch runs on. */
   private watchedStore?: ClusterStore;
   private relisting?: Promise<void>;
+  private relistTimer?: NodeJS.Timeout;
   private publishing?: Promise<void>;
   private mtu?: number;
   readonly vtep: { addr: string; port: number };
@@ -135,13 +137,25 @@ export class SwarmNetworks implements OverlayPlane {
       await this.tellFollowers([...items].map(([key, v]) => ({ type: 'put' as const, key, value: v.value, modRevision: v.modRevision })), true);
       await this.publish(revision);
     });
-    this.stopWatch = await store.watchBatches<unknown>(ROOT, revision + 1, (events) => void this.enqueue(() => this.applyBatch(events)), (e) => {
+    this.stopWatch = await store.watchBatches<unknown>(ROOT, revision + 1, (events) => void this.enqueue(() => this.applyBatch(events)).catch(() => this.relistSoon()), (e) => {
       if (this.closed) return;
       this.log(`overlay: the store's watch was lost (${errorMessage(e)}); listing again`);
       void this.retryRelist();
     });
     this.watchedStore = store;
     this.checkWaiters();
+  }
+
+  /**
+   * A batch that failed halfway (a kernel step of one network) has already changed the view, so no
+   * later batch would make that network's change again: the host lists the store whole and
+   * reconciles instead, a moment later (`docker stack rm` left the stack's network on two hosts
+   * when a peer update failed in the batch that removed it).
+   */
+  private relistSoon(): void {
+    if (this.closed || this.relistTimer) return;
+    this.relistTimer = setTimeout(() => { this.relistTimer = undefined; void this.retryRelist(); }, 1000);
+    this.relistTimer.unref();
   }
 
   /**
@@ -216,7 +230,14 @@ export class SwarmNetworks implements OverlayPlane {
       const s = this.nets.get(id);
       const have = this.host.network(id);
       if (s && !have) await this.host.adoptSwarmNetwork(this.localRecord(s.rec));
-      else if (!s && have) await this.host.dropSwarmNetwork(have);
+      else if (!s && have) {
+        await this.host.dropSwarmNetwork(have);
+        // Endpoints that outlive their network here are its ingress sandbox's (removal refuses any
+        // other): they leave the store with it rather than be published again under each lease.
+        const left = [...this.mine.values()].filter((e) => e.Network === id);
+        for (const e of left) this.mine.delete(e.EndpointID);
+        if (left.length) await this.store.txn([], [], left.map((e) => K.endpoint(id, e.EndpointID))).catch((e) => this.log(`overlay: ${errorMessage(e)}`));
+      }
     }
     for (const id of new Set([...endpointsOf, ...claimsOf])) this.mirrorAllocations(id);
     const changed = [...endpointsOf].filter((id) => this.host.network(id));
@@ -375,6 +396,7 @@ export class SwarmNetworks implements OverlayPlane {
 
   async close(): Promise<void> {
     this.closed = true;
+    clearTimeout(this.relistTimer);
     await this.stopWatch?.().catch(() => undefined);
     for (const w of this.waiters) w.done();
     this.waiters = [];
@@ -420,6 +442,12 @@ export class SwarmNetworks implements OverlayPlane {
   /** Every endpoint of a network, for inspect's Peers. */
   endpointsOf(networkId: string): EndpointRecord[] {
     return [...(this.eps.get(networkId)?.values() ?? [])];
+  }
+
+  sandboxMembers(n: NetworkRecord): Record<string, { Name: string; EndpointID: string; MacAddress: string; IPv4Address: string; IPv6Address: string }> {
+    const prefix = n.pools?.[0] ? parseCidr(n.pools[0].subnet).prefix : 24;
+    const sbox = [...this.mine.values()].find((e) => e.Network === n.Id && e.ContainerID === INGRESS_SBOX);
+    return sbox ? { [INGRESS_SBOX]: { Name: sbox.Name, EndpointID: sbox.EndpointID, MacAddress: sbox.Mac, IPv4Address: `${sbox.IP}/${prefix}`, IPv6Address: '' } } : {};
   }
 
   peersView(n: NetworkRecord): Array<{ Name: string; IP: string }> {
@@ -488,6 +516,9 @@ export class SwarmNetworks implements OverlayPlane {
     this.checkManager();
     const name = String(body.Name ?? '');
     if ([...this.nets.values()].some((s) => s.rec.Name === name)) throw new ConflictError(`network with name ${name} already exists`);
+    // swarmkit's controlapi: one ingress network per swarm.
+    const ingress = [...this.nets.values()].find((s) => s.rec.Ingress);
+    if (body.Ingress && ingress) throw new ApiError(409, `rpc error: code = AlreadyExists desc = ingress network (${ingress.rec.Id}) is already present`);
     const cluster = (await this.store.get<ClusterRecord>(K.cluster))?.value;
     const ipam = (body.IPAM ?? {}) as { Config?: Array<Record<string, unknown>> };
     const given = ipam.Config?.find((c) => c.Subnet);
@@ -513,6 +544,7 @@ export class SwarmNetworks implements OverlayPlane {
       const config = given ? ipam.Config! : [{ Subnet: subnet }];
       const n = await this.host.newRecord({ ...body, Options: opts, IPAM: { ...(body.IPAM as object ?? {}), Config: config } });
       n.Scope = 'swarm';
+      n.Ingress = !!body.Ingress;
       for (const p of n.pools ?? []) { p.allocated = {}; delete p.last; }
       const next: OverlayAlloc = { subnets: { ...alloc.subnets, [n.pools![0]!.subnet]: n.Id }, vnis: { ...alloc.vnis, [String(vni)]: n.Id } };
       const r = await this.store.txn(
@@ -540,17 +572,24 @@ export class SwarmNetworks implements OverlayPlane {
    * so none can slip in), then the store's endpoints are checked: any, on any host, and the mark
    * is taken back and the removal refused.
    */
-  private inUse(n: NetworkRecord): Promise<ForbiddenError | undefined> {
-    return inUseOf(this.store, n, (id) => this.nodes.get(id)?.name ?? id);
+  private inUse(n: NetworkRecord, ignore: (e: EndpointRecord) => boolean): Promise<ForbiddenError | undefined> {
+    return inUseOf(this.store, n, (id) => this.nodes.get(id)?.name ?? id, ignore);
   }
 
   async remove(n: NetworkRecord): Promise<void> {
     if (this.session.state.role !== 'manager') throw new UnavailableError(NOT_MANAGER);
     const cur = await this.store.get<NetworkRecord & { removing?: boolean }>(K.network(n.Id));
     if (!cur) throw new NotFoundError(`network ${n.Name} not found`);
+    if (cur.value.Ingress) {
+      // swarmkit's removeIngressNetwork: not while a service publishes through the mesh.
+      const services = await this.store.list<{ ID: string; Endpoint?: { Ports?: Array<{ PublishMode?: string }> } }>(`${ROOT}services/`);
+      const user = [...services.values()].find((v) => v.value.Endpoint?.Ports?.some((p) => p.PublishMode === 'ingress'));
+      if (user) throw new ForbiddenError(`rpc error: code = FailedPrecondition desc = ingress network cannot be removed because service ${user.value.ID} depends on it`);
+    }
     const mark = await this.store.txn([{ key: K.network(n.Id), target: 'Mod', value: cur.modRevision }], [{ key: K.network(n.Id), value: { ...cur.value, removing: true } }]);
     if (!mark.ok) throw new ConflictError(`network ${n.Name} changed while it was being removed: try again`);
-    const refusal = await this.inUse(n);
+    // The hosts' ingress sandboxes belong to the network, not to users: they leave with it.
+    const refusal = await this.inUse(n, (e) => !!cur.value.Ingress && e.ContainerID === INGRESS_SBOX);
     if (refusal) {
       await this.store.txn([{ key: K.network(n.Id), target: 'Mod', value: mark.revision }], [{ key: K.network(n.Id), value: cur.value }]);
       throw refusal;
@@ -585,7 +624,7 @@ export class SwarmNetworks implements OverlayPlane {
  * waits for their endpoints instead (`docker stack rm` removes the services, then at once the
  * networks), and refuses only if they outlast TASK_EXIT_WAIT_MS.
  */
-async function inUseOf(store: ClusterStore, n: NetworkRecord, nodeName: (id: string) => string): Promise<ForbiddenError | undefined> {
+async function inUseOf(store: ClusterStore, n: NetworkRecord, nodeName: (id: string) => string, ignore: (e: EndpointRecord) => boolean): Promise<ForbiddenError | undefined> {
   const inUse = (what: string) => new ForbiddenError(`rpc error: code = FailedPrecondition desc = network ${n.Id} is in use by ${what}`);
   const [services, tasks] = await store.readMany([{ key: `${ROOT}services/`, prefix: true }, { key: `${ROOT}tasks/`, prefix: true }]);
   for (const v of services!.values()) {
@@ -599,7 +638,7 @@ async function inUseOf(store: ClusterStore, n: NetworkRecord, nodeName: (id: str
   }
   const deadline = Date.now() + TASK_EXIT_WAIT_MS;
   for (;;) {
-    const eps = [...(await store.list<EndpointRecord>(K.endpointsOf(n.Id))).values()].map((v) => v.value);
+    const eps = [...(await store.list<EndpointRecord>(K.endpointsOf(n.Id))).values()].map((v) => v.value).filter((e) => !ignore(e));
     // A task's endpoint answers `tasks.SERVICE` (the task runtime names it so); any other is a container's.
     const leaving = (e: EndpointRecord) => e.Aliases?.some((a) => a.startsWith('tasks.')) && !wanted.has(e.ContainerID);
     const holder = eps.find((e) => !leaving(e));

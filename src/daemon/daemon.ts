@@ -46,6 +46,15 @@ import { Orchestrator } from '../cluster/orchestrator.js';
 import { ServiceNet } from '../cluster/servicenet.js';
 import { ServiceBalancers } from '../network/servicelb.js';
 import { EngineTaskRuntime } from './taskruntime.js';
+import { INGRESS_ENDPOINT, INGRESS_SBOX, IngressMesh } from '../cluster/ingress.js';
+import { MESH_TABLE, replaceScript } from '../network/ingressmesh.js';
+import { nftApply } from '../kernel/nft.js';
+import { ROOT } from '../cluster/keys.js';
+import { SK } from '../cluster/services.js';
+import type { ServiceRecord } from '../cluster/servicemodel.js';
+import type { NetworkRecord } from '../network/types.js';
+import type { SandboxState } from '../model/network.js';
+import { runOk } from '../util/exec.js';
 
 export interface DaemonOptions {
   /** Swarm membership: lease TTL of this node's presence, an external store, the name it shows. */
@@ -70,7 +79,7 @@ export class Daemon {
   private readonly overlay = new OverlayDriver();
   private swarmNetworks?: SwarmNetworks;
   /** While in a swarm: services' VIPs and balancers here, the task agent, the orchestrator (managers campaign to lead it). */
-  private services?: { net: ServiceNet; agent: Agent; orchestrator: Orchestrator };
+  private services?: { net: ServiceNet; agent: Agent; orchestrator: Orchestrator; mesh: IngressMesh };
   private readonly balancers = new ServiceBalancers((m) => console.error(`berthd: ${m}`));
 
   constructor(private readonly o: DaemonOptions) {}
@@ -207,6 +216,8 @@ export class Daemon {
       this.services = undefined;
       if (svc) {
         await svc.orchestrator.close();
+        // Leaving takes the published ports and the ingress sandbox; a daemon stop leaves them serving.
+        await (leaving ? svc.mesh.leave() : svc.mesh.close());
         // Leaving takes the task containers with it; a daemon stop leaves them running for the next start.
         await (leaving ? svc.agent.leave() : svc.agent.close());
       }
@@ -231,13 +242,72 @@ export class Daemon {
       .map((c) => ({ id: c.Id, netns: c.NetnsPath, networks: Object.entries(c.Endpoints ?? {}).filter(([, ep]) => ep.IPAddress).map(([id]) => id) }));
     const net = new ServiceNet((id) => sn.endpointsOf(id), sandboxes, this.balancers, (ids) => network.registry.changed(ids, ''));
     sn.followers.push((events, full) => net.follow(events, full));
-    const agent = new Agent(s, new EngineTaskRuntime(engine, (id) => net.hasVip(id)), log, (r) => sn.appliedEverywhere(r));
+    const mesh = new IngressMesh(() => s.state.nodeId, this.ingressHost(network, engine, (id) => sn.endpointsOf(id)), log);
+    sn.followers.push((events, full) => mesh.follow(events, full));
+    const ingressFor = async (serviceId: string): Promise<string | undefined> => {
+      const svc = (await s.store.get<ServiceRecord>(SK.service(serviceId)))?.value;
+      if (!svc?.Endpoint.Ports?.some((p) => p.PublishMode === 'ingress')) return undefined;
+      return mesh.ingress() ?? network.registry.list().find((n) => n.Scope === 'swarm' && n.Ingress)?.Id;
+    };
+    const agent = new Agent(s, new EngineTaskRuntime(engine, (id) => net.hasVip(id), ingressFor), log, (r) => sn.appliedEverywhere(r));
     const orchestrator = new Orchestrator(s, log);
-    this.services = { net, agent, orchestrator };
-    this.cluster!.services.hooks = { findNetwork: (ref) => network.registry.find(ref), appliedEverywhere: (r) => sn.appliedEverywhere(r) };
+    this.services = { net, agent, orchestrator, mesh };
+    this.cluster!.services.hooks = {
+      findNetwork: (ref) => network.registry.find(ref), appliedEverywhere: (r) => sn.appliedEverywhere(r),
+      ingress: () => network.registry.list().find((n) => n.Scope === 'swarm' && n.Ingress),
+    };
     await sn.start();
+    if (s.state.role === 'manager') await this.makeIngress(s, sn).catch((e) => log(`ingress: ${errorMessage(e)}`));
     await agent.start().catch((e) => log(`agent: ${errorMessage(e)}`));
     orchestrator.start();
+  }
+
+  /**
+   * Docker makes the `ingress` network when the swarm is made, from the default address pool;
+   * a swarm whose ingress was removed does not get it back. The first manager to claim the mark
+   * makes it (a swarm made by an older berth gets it at its next start).
+   */
+  private async makeIngress(s: Session, sn: SwarmNetworks): Promise<void> {
+    const mark = `${ROOT}ingress/made`;
+    const r = await s.store.txn([{ key: mark, target: 'Create', value: 0 }], [{ key: mark, value: { At: new Date().toISOString() } }]);
+    if (!r.ok) return;
+    try {
+      await sn.create({ Name: 'ingress', Driver: 'overlay', Ingress: true, Options: {}, Labels: {}, IPAM: { Driver: 'default' } });
+    } catch (e) {
+      await s.store.txn([], [], [mark]).catch(() => undefined);
+      throw e;
+    }
+  }
+
+  /** The ingress sandbox through the network layer (a sandbox with one endpoint, journaled like a container's: a restart's recovery removes it). */
+  private ingressHost(network: NetworkController, engine: Engine, endpointsOf: (id: string) => import('../network/overlay.js').EndpointRecord[]): import('../cluster/ingress.js').IngressHost {
+    let made: { state: SandboxState; mode: string } | undefined;
+    const etcDir = join(this.o.root, INGRESS_SBOX);
+    return {
+      network: (id) => network.registry.networks.get(id),
+      ensureSandbox: async (n: NetworkRecord) => {
+        await fs.mkdir(etcDir, { recursive: true });
+        const state = await network.setUp({
+          id: INGRESS_SBOX, name: INGRESS_ENDPOINT, hostname: INGRESS_SBOX, domainname: '', mode: n.Id,
+          endpoints: network.initialEndpoints(n.Id, {}, undefined, true), ports: { bindings: {}, publishAll: false, exposed: [] },
+          dns: { servers: [], search: [], options: [] }, extraHosts: [], linkHosts: [], etcDir,
+        });
+        made = { state, mode: n.Id };
+        // It routes: in from the host, out to a task; redirects would tell the host to skip it.
+        await runOk('sysctl', ['-q', '-w', 'net.ipv4.ip_forward=1', 'net.ipv4.conf.all.send_redirects=0'], { netns: state.netnsPath! });
+        return { netns: state.netnsPath!, ip: state.endpoints[n.Id]!.IPAddress };
+      },
+      removeSandbox: async () => {
+        const m = made;
+        made = undefined;
+        if (m) await network.tearDown({ id: INGRESS_SBOX, mode: m.mode, netnsPath: m.state.netnsPath!, endpoints: m.state.endpoints, published: [] });
+      },
+      endpointsOf,
+      localAddr: (id) => Object.values(engine.containers.get(id)?.Endpoints ?? {}).find((e) => e.IPAddress)?.IPAddress,
+      attached: (id, net) => { const c = engine.containers.get(id); return !c || !c.State.Running || !!c.Endpoints?.[net]; },
+      attach: (id, net) => engine.connect(id, net, {}, { swarmTask: true }),
+      nft: (script, netns) => nftApply(script, netns ? { netns } : {}),
+    };
   }
 
   private makeCluster(): Cluster {
@@ -286,6 +356,8 @@ export class Daemon {
       if (r.code !== 0) problems.push(`runc delete ${id}: ${r.stderr.trim()}`);
     }
     problems.push(...(await network.removeKernelObjects()));
+    // The routing mesh's published ports (the ingress sandbox is a namespace under the root, below).
+    await nftApply(replaceScript(MESH_TABLE, '')).catch((e) => problems.push(`nft table ${MESH_TABLE}: ${errorMessage(e)}`));
     problems.push(...(await this.tracer(engine, network).removeLeftovers()));
     // The etcd member outlives berthd on purpose; a cleanup ends it (the membership stays on disk).
     await this.makeCluster().stopMember().catch((e) => problems.push(`etcd member: ${errorMessage(e)}`));

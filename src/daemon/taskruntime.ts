@@ -21,7 +21,11 @@ function view(c: ContainerRecord): TaskContainer {
  * (`tasks.SERVICE`, and `SERVICE` itself for dnsrr), created and started as `docker run` would.
  */
 export class EngineTaskRuntime implements TaskRuntime {
-  constructor(private readonly engine: Engine, private readonly serviceVip: (serviceId: string) => boolean) {}
+  constructor(
+    private readonly engine: Engine, private readonly serviceVip: (serviceId: string) => boolean,
+    /** The ingress network's id when the task's service publishes through the routing mesh (its task then has an endpoint there, as Docker's). */
+    private readonly ingressFor: (serviceId: string) => Promise<string | undefined> = async () => undefined,
+  ) {}
 
   taskContainers(): Map<string, TaskContainer> {
     const out = new Map<string, TaskContainer>();
@@ -68,8 +72,12 @@ export class EngineTaskRuntime implements TaskRuntime {
       HostConfig: { NetworkMode: nets[0]?.Target ?? 'default' },
       NetworkingConfig: { EndpointsConfig: endpoints },
     };
+    const ingress = await this.ingressFor(t.ServiceID);
+    // A service with no network of its own has its task on ingress alone (Docker's), else ingress comes second.
+    if (ingress && !nets.length) body.HostConfig.NetworkMode = ingress;
     const { Id } = await this.engine.create(body, name, { swarmTask: true });
     try {
+      if (ingress && nets.length) await this.engine.connect(Id, ingress, {}, { swarmTask: true });
       await this.engine.start(Id);
     } catch (e) {
       await this.engine.remove(Id, { force: true }).catch(() => undefined);

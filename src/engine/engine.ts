@@ -261,12 +261,13 @@ export class Engine extends Lifecycle {
 
   // ---------------------------------------------------------------- networks
 
-  async connect(ref: string, networkRef: string, cfg: Record<string, unknown>): Promise<void> {
+  /** `swarmTask`: the swarm agent joins a task to a network it may not attach to by hand (ingress). */
+  async connect(ref: string, networkRef: string, cfg: Record<string, unknown>, opts: { swarmTask?: boolean } = {}): Promise<void> {
     const c = this.get(ref);
     const n = this.o.network.summary(networkRef);
     await this.records.withLock(c.Id, async () => {
       const running = c.State.Running && c.NetnsPath ? c.NetnsPath : undefined;
-      const got = await this.o.network.connect(sandboxSpec(c, this.records.bundleDir(c.Id), (r) => this.find(r)), running, c.Published ?? [], n.Id, cfg);
+      const got = await this.o.network.connect(sandboxSpec(c, this.records.bundleDir(c.Id), (r) => this.find(r)), running, c.Published ?? [], n.Id, cfg, opts.swarmTask);
       c.Endpoints = { ...(c.Endpoints ?? {}), [n.Id]: got.endpoint };
       c.Published = got.published;
       this.o.network.endpointsRecorded(c.Id, Object.keys(c.Endpoints));

@@ -121,7 +121,7 @@ export interface NetworkService {
   /** Frees everything a sandbox holds. Safe to call twice; collects errors instead of stopping. */
   tearDown(ref: SandboxRef): Promise<void>;
   /** Joins one more network; a running container (netnsPath given) gets its interface now. */
-  connect(spec: SandboxSpec, netnsPath: string | undefined, published: PortMapping[], networkRef: string, cfg: Record<string, unknown>): Promise<{ endpoint: EndpointState; published: PortMapping[] }>;
+  connect(spec: SandboxSpec, netnsPath: string | undefined, published: PortMapping[], networkRef: string, cfg: Record<string, unknown>, swarmTask?: boolean): Promise<{ endpoint: EndpointState; published: PortMapping[] }>;
   disconnect(spec: SandboxSpec, netnsPath: string | undefined, published: PortMapping[], networkRef: string): Promise<{ published: PortMapping[] }>;
   /**
    * The engine recorded a change of this container's endpoints or names (start, stop, connect,

@@ -30,6 +30,8 @@ export interface SwarmNetworkService {
   remove(n: NetworkRecord): Promise<void>;
   /** Docker's `Peers` of a swarm network's inspect: the nodes with endpoints on it. */
   peersView(n: NetworkRecord): Array<{ Name: string; IP: string }>;
+  /** Members of the network's inspect that are no container: this host's ingress sandbox (Docker's `ingress-sbox`). */
+  sandboxMembers?(n: NetworkRecord): Record<string, { Name: string; EndpointID: string; MacAddress: string; IPv4Address: string; IPv6Address: string }>;
 }
 
 /** Docker's answer to an overlay create on a host that is no swarm manager (daemon/network.go). */
@@ -362,14 +364,14 @@ export class NetworkController implements NetworkService {
     return this.sandboxes.tearDown(ref);
   }
 
-  async connect(spec: SandboxSpec, netnsPath: string | undefined, published: PortMapping[], networkRef: string, cfg: Record<string, unknown>): Promise<{ endpoint: EndpointState; published: PortMapping[] }> {
+  async connect(spec: SandboxSpec, netnsPath: string | undefined, published: PortMapping[], networkRef: string, cfg: Record<string, unknown>, swarmTask = false): Promise<{ endpoint: EndpointState; published: PortMapping[] }> {
     const n = this.registry.get(networkRef);
     if (sharesNamespace(spec.mode)) {
       throw new BadRequestError('container sharing network namespace with another container or host cannot be connected to any other network');
     }
     if (!this.registry.driverOf(n)) throw new ForbiddenError('container cannot be disconnected from host network or connected to host network');
     if (spec.endpoints[n.Id]) throw new ForbiddenError(`endpoint with name ${spec.name} already exists in network ${n.Name}`);
-    const ep = endpointFromConfig(n, cfg);
+    const ep = endpointFromConfig(n, cfg, undefined, swarmTask);
     if (!netnsPath) {
       this.registry.changed([n.Id], spec.id);
       return { endpoint: ep, published };

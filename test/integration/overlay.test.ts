@@ -68,6 +68,12 @@ describe('overlay networks across hosts', () => {
     const token = await ok(h0, ['swarm', 'join-token', '-q', 'worker']);
     await ok(h1, ['swarm', 'join', '--token', token, `${h0.addr}:2377`]);
     await ok(h2, ['swarm', 'join', '--token', token, `${h0.addr}:2377`]);
+    // The swarm's ingress network (the routing mesh's, ingress.test.ts) goes, as Docker lets it
+    // while no service publishes: what follows counts this file's own networks and links.
+    for (const h of [h0, h1, h2]) await waitFor(async () => (await netNames(h)).includes('ingress overlay swarm'), `${h.name}: ingress`);
+    const r = await h0.host.api('DELETE', '/networks/ingress');
+    assert.equal(r.status, 204, r.body);
+    for (const h of [h0, h1, h2]) await waitFor(async () => !(await netNames(h)).some((l) => l.startsWith('ingress ')) && !(await overlayLinks(h)).length, `${h.name}: ingress gone`);
   });
 
   it('refuses an overlay create on a worker, and makes nothing anywhere', async () => {

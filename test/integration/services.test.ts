@@ -45,10 +45,14 @@ describe('swarm services across hosts', () => {
     return r.json as Task[];
   };
   const running = async (h: LabHost, service: string) => (await tasks(h, service)).filter((t) => t.DesiredState === 'running' && t.Status.State === 'running');
-  /** Converged: n tasks running, and every other task stopped (but on `down` nodes, which cannot report). */
+  /**
+   * Converged: n tasks running, and every other task stopped (but on `down` nodes, which cannot
+   * report). A task on a down node never counts as running: until the new leader's first pass it
+   * still reads running and desired running, and counting it returned before the tasks moved.
+   */
   const waitRunning = (h: LabHost, service: string, n: number, timeoutMs = 30_000, down: string[] = []) => waitFor(async () => {
     const all = await tasks(h, service);
-    const r = all.filter((t) => t.DesiredState === 'running' && t.Status.State === 'running');
+    const r = all.filter((t) => t.DesiredState === 'running' && t.Status.State === 'running' && !down.includes(t.NodeID));
     return r.length === n && all.every((t) => t.DesiredState === 'running' || down.includes(t.NodeID) || ['shutdown', 'complete', 'failed', 'rejected', 'orphaned'].includes(t.Status.State)) ? r : undefined;
   }, `${n} running tasks of ${service}`, timeoutMs);
   /** `count` HTTP requests from a client container in one exec (busybox's wget -T crashes: timeout instead); the answers, one per request ('' for a failed one). */

@@ -141,7 +141,7 @@ describe('service specs and constraints', () => {
     for (const bad of ['_web', 'web_', 'web-', 'we.b', 'we b']) assert.throws(() => normaliseSpec({ Name: bad, TaskTemplate: { ContainerSpec: { Image: 'b' } } }), /valid as a DNS name/, bad);
     assert.throws(() => normaliseSpec({ Name: 'a'.repeat(64), TaskTemplate: { ContainerSpec: { Image: 'b' } } }), /63 characters or fewer/);
     assert.throws(() => normaliseSpec({ Name: 'x', TaskTemplate: { ContainerSpec: { Image: 'b' } }, EndpointSpec: { Mode: 'ipvs' } }), /invalid endpoint mode/);
-    assert.throws(() => normaliseSpec({ Name: 'x', TaskTemplate: { ContainerSpec: { Image: 'b' } }, EndpointSpec: { Ports: [{ TargetPort: 80 }] } }), /not publish service ports yet/);
+    assert.throws(() => normaliseSpec({ Name: 'x', TaskTemplate: { ContainerSpec: { Image: 'b' } }, EndpointSpec: { Mode: 'dnsrr', Ports: [{ TargetPort: 80 }] } }), /port published with ingress mode can't be used with dnsrr mode/);
     assert.throws(() => normaliseSpec({ Name: 'x', TaskTemplate: { ContainerSpec: { Image: 'b' }, Networks: [{ Target: 'a' }, { Target: 'b' }] } }), /one network yet/);
   });
 

@@ -108,6 +108,13 @@ function setUp(store: MemStore, onLease: (f: (lease: unknown) => void) => void =
 }
 
 const settle = () => new Promise((r) => setTimeout(r, 20));
+async function waitUntil(ok: () => boolean, ms: number): Promise<void> {
+  const end = Date.now() + ms;
+  while (!ok()) {
+    if (Date.now() > end) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
 
 describe('swarm networks: the store side', () => {
   it('lists, applies, publishes the applied revision, and lists again when the store cancels its watch', async () => {
@@ -136,6 +143,26 @@ describe('swarm networks: the store side', () => {
     assert.equal(store.lists, lists + 1);
     assert.deepEqual(calls, ['drop n1', 'adopt n2', 'orphans', 'peers n2 full']);
     assert.equal(store.watchers.length, 1, 'the old watch was not replaced');
+    await sn.close();
+  });
+
+  it('a batch whose kernel step fails halfway: the host lists again and makes every change of it (a removed network is dropped)', async () => {
+    const store = new MemStore();
+    store.write([[K.network('n1'), net('n1')]]);
+    const { sn, calls, have } = setUp(store);
+    await sn.start();
+    // The next adoption fails once, in the batch that also removes n1 (n2 comes first in it).
+    const host = (sn as unknown as { host: { adoptSwarmNetwork: (n: NetworkRecord) => Promise<void> } }).host;
+    const adopt = host.adoptSwarmNetwork;
+    let failures = 0;
+    host.adoptSwarmNetwork = async (n) => { if (!failures++) throw new Error('bridge: Cannot find device "bvx-n2"'); return adopt(n); };
+    calls.length = 0;
+    const lists = store.lists;
+    store.write([[K.network('n2'), net('n2')]], [K.network('n1')]);
+    await waitUntil(() => have.has('n2') && !have.has('n1'), 5000);
+    assert.equal(failures, 2);
+    assert.ok(store.lists > lists, 'no relist');
+    assert.ok(calls.includes('drop n1'));
     await sn.close();
   });
 
@@ -226,6 +253,22 @@ describe('swarm networks: the store side', () => {
     s.lease = { grant: async () => '7', put: () => ({ value: () => ({ exec: async () => undefined }) }) };
     await assert.rejects(sn.claim(net('n1'), { ...ep, endpointId: 'e2', ip: '10.0.1.8' }), (e) => e instanceof UnavailableError && /lease in the cluster store lapsed/.test(e.message));
     assert.equal(await store.get(K.address('n1', '10.0.1.8')), undefined);
+    await sn.close();
+  });
+
+  it('a network removed with this host\'s ingress sandbox still on it: the endpoint leaves the store and is not published again', async () => {
+    const store = new MemStore();
+    store.write([[K.network('ing'), { ...net('ing'), Ingress: true }]]);
+    const { sn, calls } = setUp(store);
+    await sn.start();
+    await sn.claim(net('ing'), { endpointId: 'sb', ip: '10.0.1.2', mac: '02:42:0a:00:01:02', containerId: 'ingress-sbox', name: 'ingress-endpoint', aliases: [] });
+    assert.ok(await store.get(K.endpoint('ing', 'sb')));
+    // The removal, as a manager makes it: the record and the address claims go; each host's leased endpoints are its own.
+    store.write([], [K.network('ing'), K.address('ing', '10.0.1.2')]);
+    await settle();
+    assert.ok(calls.includes('drop ing'));
+    assert.equal(await store.get(K.endpoint('ing', 'sb')), undefined);
+    assert.ok(!(sn as unknown as { mine: Map<string, unknown> }).mine.has('sb'), 'not written again under the next lease');
     await sn.close();
   });
 

@@ -9,7 +9,9 @@ import { validateNetworkConnect, validateNetworkCreate, validateNetworkDisconnec
 
 export function networkRoutes(r: Router, api: ApiContext): void {
   const net = api.network;
-  const inspect = (n: NetworkRecord) => networkInspect(n, api.engine.list(), n.Scope === 'swarm' ? net.swarm?.peersView(n) : undefined, net.provided.inspectMembers(n.Id));
+  const inspect = (n: NetworkRecord) => networkInspect(n, api.engine.list(), n.Scope === 'swarm' ? net.swarm?.peersView(n) : undefined, {
+    ...net.provided.inspectMembers(n.Id), ...(n.Scope === 'swarm' ? net.swarm?.sandboxMembers?.(n) : undefined),
+  });
   const inUse = (networkId: string) => api.engine.list().some((c) => c.Endpoints?.[networkId]?.EndpointID);
 
   r.get('/networks', (ctx) => {

@@ -69,7 +69,8 @@ export function portsView(c: ContainerRecord): Record<string, Array<{ HostIp: st
 
 /** GET /networks/{id} body. */
 export function networkInspect(n: NetworkRecord, containers: ContainerRecord[], peers?: Array<{ Name: string; IP: string }>, external: Record<string, object> = {}): object {
-  // Endpoints of CNI runtimes' containers (berth-cni) are members too, under their runtime's id.
+  // Members that are no container of this engine: endpoints of CNI runtimes' containers
+  // (berth-cni, under their runtime's id) and the ingress network's sandbox (`ingress-sbox`).
   const members: Record<string, object> = { ...external };
   for (const c of containers) {
     const ep = c.Endpoints?.[n.Id];

@@ -1,0 +1,224 @@
+import type { EndpointRecord } from '../network/overlay.js';
+import { HOST_PORTS, ingressChanges, MESH_TABLE, meshTable, portChanges, portKey, replaceScript, SANDBOX_PORTS, SANDBOX_TABLE, sandboxTable, type MeshPort } from '../network/ingressmesh.js';
+import type { NetworkRecord } from '../network/types.js';
+import { errorMessage } from '../util/errors.js';
+import { ROOT } from './keys.js';
+import type { PortConfig } from './publish.js';
+import type { ServiceRecord, TaskRecord } from './servicemodel.js';
+import type { WatchEvent } from './store.js';
+
+/** The ingress sandbox's identity: Docker's names, shown by `network inspect ingress`. */
+export const INGRESS_SBOX = 'ingress-sbox';
+export const INGRESS_ENDPOINT = 'ingress-endpoint';
+
+/** What the mesh needs of this host (the daemon implements it with the network controller). */
+export interface IngressHost {
+  /** This host's record of a swarm network, once it has made it. */
+  network(id: string): NetworkRecord | undefined;
+  /** Makes the ingress sandbox on this network if it is not there; its namespace and ingress address. */
+  ensureSandbox(n: NetworkRecord): Promise<{ netns: string; ip: string }>;
+  /** Removes the ingress sandbox, if any (idempotent). */
+  removeSandbox(): Promise<void>;
+  /** The store's endpoints of a swarm network. */
+  endpointsOf(networkId: string): EndpointRecord[];
+  /** A local container's address, for host-mode ports (its first network's). */
+  localAddr(containerId: string): string | undefined;
+  /** Whether a local container has an endpoint on a network. */
+  attached(containerId: string, networkId: string): boolean;
+  /** Joins a running local container to a network (a task whose service began to publish). */
+  attach(containerId: string, networkId: string): Promise<void>;
+  /** Applies an nft script in a namespace (undefined: berthd's own). */
+  nft(script: string, netns?: string): Promise<void>;
+}
+
+interface RunningTask { service: string; container: string; node: string }
+
+/**
+ * The routing mesh on one host, following the same store view as its overlay networks (a
+ * SwarmNetworks follower, so "applied everywhere" covers it): while the swarm has an `ingress`
+ * network this host keeps an ingress sandbox on it, DNATs every published ingress port of any
+ * service to that sandbox, and balances there over the ingress addresses of the service's running
+ * tasks (a task leaves the balancer when its record stops being running and desired running,
+ * before its agent stops it). Host-mode ports go to this host's own running tasks only.
+ */
+export class IngressMesh {
+  private ingressId?: string;
+  private readonly services = new Map<string, { ports: PortConfig[] }>();
+  private readonly running = new Map<string, RunningTask>();
+  private sandbox?: { netns: string; ip: string; network: string };
+  /** What the kernel holds, as last applied: changes are applied as differences from it. */
+  private hostState?: { sandboxIp?: string; ingress: Set<string>; host: Map<string, MeshPort> };
+  private sandboxState?: { netns: string; ip: string; ports: Map<string, MeshPort> };
+  private pending?: Promise<void>;
+  private again = false;
+  private closed = false;
+
+  constructor(private readonly me: () => string, private readonly host: IngressHost, private readonly log: (m: string) => void) {}
+
+  /** A SwarmNetworks follower. */
+  async follow(events: WatchEvent<unknown>[], full: boolean): Promise<void> {
+    if (full) { this.services.clear(); this.running.clear(); this.ingressId = undefined; }
+    for (const e of events) {
+      const rest = e.key.slice(ROOT.length);
+      if (rest.startsWith('networks/')) {
+        const id = rest.slice('networks/'.length);
+        if (e.type === 'put' && (e.value as NetworkRecord).Ingress) this.ingressId = id;
+        else if (this.ingressId === id) this.ingressId = undefined;
+      } else if (rest.startsWith('services/')) {
+        const id = rest.slice('services/'.length);
+        const ports = e.type === 'put' ? (e.value as ServiceRecord).Endpoint.Ports ?? [] : [];
+        if (ports.length) this.services.set(id, { ports });
+        else this.services.delete(id);
+      } else if (rest.startsWith('tasks/')) {
+        const id = rest.slice('tasks/'.length);
+        const t = e.type === 'put' ? (e.value as TaskRecord) : undefined;
+        const c = t?.Status.ContainerStatus?.ContainerID;
+        if (t && c && t.NodeID && t.DesiredState === 'running' && t.Status.State === 'running') this.running.set(id, { service: t.ServiceID, container: c, node: t.NodeID });
+        else this.running.delete(id);
+      }
+    }
+    await this.sync();
+  }
+
+  /** The ingress network's id, while the swarm has one. */
+  ingress(): string | undefined {
+    return this.ingressId;
+  }
+
+  /** Whether a service's tasks need an endpoint on `ingress` (it publishes an ingress port). */
+  needsIngress(serviceId: string): boolean {
+    return !!this.services.get(serviceId)?.ports.some((p) => p.PublishMode === 'ingress');
+  }
+
+  /** Host and sandbox brought in step; calls that come while one runs share one more pass. */
+  sync(): Promise<void> {
+    if (this.pending) { this.again = true; return this.pending; }
+    this.pending = (async () => {
+      do {
+        this.again = false;
+        await this.syncOnce().catch((e) => this.log(`ingress: ${errorMessage(e)}`));
+      } while (this.again && !this.closed);
+    })().finally(() => { this.pending = undefined; });
+    return this.pending;
+  }
+
+  private async syncOnce(): Promise<void> {
+    if (this.closed) return;
+    const net = this.wanted();
+    // Making or removing the sandbox joins or leaves the overlay, which waits until every host
+    // applied it, this one included: never inside the store follower's turn, so in the background.
+    if (this.sandbox?.network !== net?.Id) this.startLifecycle();
+    const sandbox = this.sandbox && this.sandbox.network === net?.Id ? this.sandbox : undefined;
+    const ingressPorts: MeshPort[] = [];
+    const hostPorts: MeshPort[] = [];
+    const eps = net ? this.host.endpointsOf(net.Id) : [];
+    for (const [id, s] of this.services) {
+      const tasks = [...this.running.values()].filter((t) => t.service === id);
+      if (net && this.needsIngress(id)) for (const t of tasks) if (t.node === this.me()) this.attach(t.container, net.Id);
+      for (const p of s.ports) {
+        const base = { service: id, proto: p.Protocol, published: p.PublishedPort, target: p.TargetPort };
+        if (p.PublishMode === 'ingress') {
+          const containers = new Set(tasks.map((t) => t.container));
+          ingressPorts.push({ ...base, backends: eps.filter((e) => containers.has(e.ContainerID)).map((e) => e.IP) });
+        } else {
+          const local = tasks.filter((t) => t.node === this.me()).map((t) => this.host.localAddr(t.container)).filter((a): a is string => !!a);
+          hostPorts.push({ ...base, backends: local });
+        }
+      }
+    }
+    if (sandbox) {
+      const ports = new Map(ingressPorts.map((p) => [portKey(p), p]));
+      const st = this.sandboxState;
+      const cmds = st && st.netns === sandbox.netns && st.ip === sandbox.ip ? portChanges(SANDBOX_PORTS, st.ports, ports) : undefined;
+      this.sandboxState = undefined;
+      await this.apply(cmds, () => replaceScript(SANDBOX_TABLE, sandboxTable(sandbox.ip, ingressPorts)), sandbox.netns);
+      this.sandboxState = { netns: sandbox.netns, ip: sandbox.ip, ports };
+    }
+    const ingress = new Set(sandbox ? ingressPorts.map(portKey) : []);
+    const host = new Map(hostPorts.map((p) => [portKey(p), p]));
+    const hs = this.hostState;
+    const cmds = hs && hs.sandboxIp === sandbox?.ip ? [...(sandbox ? ingressChanges(sandbox.ip, hs.ingress, ingress) : []), ...portChanges(HOST_PORTS, hs.host, host)] : undefined;
+    this.hostState = undefined;
+    await this.apply(cmds, () => replaceScript(MESH_TABLE, meshTable(sandbox?.ip, ingressPorts.map((p) => ({ proto: p.proto, port: p.published })), hostPorts)));
+    this.hostState = { ...(sandbox ? { sandboxIp: sandbox.ip } : {}), ingress, host };
+  }
+
+  /**
+   * The differences in one transaction, or the table made whole when its state is unknown (the
+   * first pass, a new sandbox) or a difference did not apply (someone changed the table).
+   */
+  private async apply(cmds: string[] | undefined, whole: () => string, netns?: string): Promise<void> {
+    if (cmds && !cmds.length) return;
+    if (cmds) {
+      try {
+        return await this.host.nft(cmds.join('\n') + '\n', netns);
+      } catch (e) {
+        this.log(`ingress: a change to the ${netns ? 'sandbox' : 'host'} table did not apply (${errorMessage(e)}); making it whole`);
+      }
+    }
+    await this.host.nft(whole(), netns);
+  }
+
+  /** The ingress network as this host has made it, while the swarm has one. */
+  private wanted(): NetworkRecord | undefined {
+    return this.ingressId ? this.host.network(this.ingressId) : undefined;
+  }
+
+  private lifecycle?: Promise<void>;
+  private readonly attaching = new Set<string>();
+
+  /**
+   * A running task of a service that began to publish (`service update --publish-add`) joins
+   * ingress where it runs, as a new task would at its start; in the background, as a join waits
+   * for every host to apply it. It is a backend once its endpoint is in the store.
+   */
+  private attach(container: string, network: string): void {
+    if (this.attaching.has(container) || this.host.attached(container, network) || this.closed) return;
+    this.attaching.add(container);
+    void this.host.attach(container, network)
+      .catch((e) => this.log(`ingress: task container ${container.slice(0, 12)} joining ingress: ${errorMessage(e)}`))
+      .finally(() => { this.attaching.delete(container); void this.sync(); });
+  }
+
+  /** Makes (or removes) the sandbox until it matches the ingress network; then balances again. */
+  private startLifecycle(): void {
+    if (this.lifecycle || this.closed) return;
+    this.lifecycle = (async () => {
+      while (!this.closed) {
+        const net = this.wanted();
+        if (this.sandbox?.network === net?.Id) return;
+        if (this.sandbox) await this.dropSandbox();
+        if (net) {
+          const sb = await this.host.ensureSandbox(net);
+          this.sandbox = { ...sb, network: net.Id };
+        }
+      }
+    })().then(() => { this.lifecycle = undefined; void this.sync(); }, (e) => {
+      this.log(`ingress: the ingress sandbox: ${errorMessage(e)}; trying again`);
+      // A half-made sandbox goes before the next try (removal is idempotent).
+      void this.host.removeSandbox().catch(() => undefined).finally(() => {
+        setTimeout(() => { this.lifecycle = undefined; void this.sync(); }, 2000).unref();
+      });
+    });
+  }
+
+  private async dropSandbox(): Promise<void> {
+    this.sandbox = undefined;
+    this.sandboxState = undefined;
+    await this.host.removeSandbox();
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.pending?.catch(() => undefined);
+    await this.lifecycle?.catch(() => undefined);
+  }
+
+  /** This host leaves the swarm: the published ports and the sandbox go. */
+  async leave(): Promise<void> {
+    await this.close();
+    await this.host.nft(replaceScript(MESH_TABLE, '')).catch((e) => this.log(`ingress: ${errorMessage(e)}`));
+    this.hostState = undefined;
+    await this.dropSandbox().catch((e) => this.log(`ingress: ${errorMessage(e)}`));
+  }
+}

@@ -1,0 +1,173 @@
+/**
+ * The routing mesh's nftables text, built from plain data (pure, unit-tested; kernel/nft.ts
+ * applies it). Two tables:
+ *
+ * - `ip berth_mesh` in berthd's namespace: a connection to any local address on a published
+ *   ingress port is DNATed to this node's ingress sandbox (same port); one on a host-mode port
+ *   goes straight to a local task (Docker's `mode=host`). A port with no element is not touched,
+ *   so the kernel refuses it (RST or ICMP unreachable): a service removed is refused at once.
+ * - `ip berth_ingress` in the ingress sandbox: a verdict map from protocol and port to the
+ *   service's chain, which picks a running task's ingress address with `numgen random`
+ *   (kube-proxy's nftables mode) and DNATs to it on the target port; every balanced connection is
+ *   SNATed to the sandbox's own ingress address, so the task's reply comes back through this node
+ *   whichever node the task runs on. A port with no running task has no element: the sandbox
+ *   itself refuses it.
+ *
+ * Each table is made whole once (`tableScript`); after that a change is only what differs
+ * (`portChanges`, `ingressChanges`): a map element, a port's dispatch rule and the chains of the
+ * backends that came or went, in one transaction, whatever the number of other services.
+ */
+
+export type Proto = 'tcp' | 'udp';
+
+/** One published port as a balancer sees it: its backends' addresses (tasks) and the port they listen on. */
+export interface MeshPort { service: string; proto: Proto; published: number; target: number; backends: string[] }
+
+export const MESH_TABLE = 'berth_mesh';
+export const SANDBOX_TABLE = 'berth_ingress';
+
+/** The prefix of a table's port chains and the verdict map that leads to them. */
+interface Balancing { table: string; prefix: string; map: string }
+export const SANDBOX_PORTS: Balancing = { table: SANDBOX_TABLE, prefix: 's', map: 'ports' };
+export const HOST_PORTS: Balancing = { table: MESH_TABLE, prefix: 'hp', map: 'hostports' };
+
+export const portKey = (p: { proto: Proto; published: number }): string => `${p.proto} . ${p.published}`;
+const chainOf = (b: Balancing, p: MeshPort) => `${b.prefix}_${p.service.slice(0, 12)}_${p.proto}_${p.published}`;
+/** A backend's chain is named by its address, so a backend that stays keeps its chain across changes. */
+const backendChain = (b: Balancing, p: MeshPort, ip: string) => `${chainOf(b, p)}_${ip.replace(/\./g, '_')}`;
+const backendsOf = (p: MeshPort) => [...new Set(p.backends)].sort();
+const live = (ports: Iterable<MeshPort>) => [...ports].filter((p) => p.backends.length).sort((a, b) => a.proto.localeCompare(b.proto) || a.published - b.published);
+
+/** The port chain's one rule: straight to the only backend, or numgen over them. */
+function dispatch(b: Balancing, p: MeshPort): string {
+  const list = backendsOf(p);
+  if (list.length === 1) return `goto ${backendChain(b, p, list[0]!)}`;
+  return `numgen random mod ${list.length} vmap { ${list.map((ip, i) => `${i} : goto ${backendChain(b, p, ip)}`).join(', ')} }`;
+}
+
+/** A port mapping needs the protocol matched in the same rule. */
+const dnat = (p: MeshPort, ip: string) => `meta l4proto ${p.proto} dnat ip to ${ip}:${p.target}`;
+
+function chainBlocks(b: Balancing, p: MeshPort): string[] {
+  return [
+    `  chain ${chainOf(b, p)} {`, `    ${dispatch(b, p)}`, '  }',
+    ...backendsOf(p).flatMap((ip) => [`  chain ${backendChain(b, p, ip)} {`, `    ${dnat(p, ip)}`, '  }']),
+  ];
+}
+
+function elements(list: string[]): string[] {
+  return list.length ? [`    elements = { ${list.join(', ')} }`] : [];
+}
+
+/** The host's table whole: `ingress` ports to the sandbox's address (when there is one), `host` ports to this node's own tasks. */
+export function meshTable(sandboxIp: string | undefined, ingress: Array<{ proto: Proto; port: number }>, host: MeshPort[]): string {
+  const ing = sandboxIp ? [...ingress].sort((a, b) => a.proto.localeCompare(b.proto) || a.port - b.port) : [];
+  const hp = live(host);
+  const rules = [
+    '    fib daddr type local dnat ip to meta l4proto . th dport map @ingress',
+    '    fib daddr type local meta l4proto . th dport vmap @hostports',
+  ];
+  return [
+    `table ip ${MESH_TABLE} {`,
+    '  map ingress {',
+    '    type inet_proto . inet_service : ipv4_addr . inet_service',
+    ...elements(ing.map((p) => `${p.proto} . ${p.port} : ${sandboxIp} . ${p.port}`)),
+    '  }',
+    '  map hostports {',
+    '    type inet_proto . inet_service : verdict',
+    ...elements(hp.map((p) => `${portKey(p)} : goto ${chainOf(HOST_PORTS, p)}`)),
+    '  }',
+    // Before berth's own nat chains (priority -100): the first NAT binding of a connection wins,
+    // and a published service port is the cluster's, not a container's.
+    '  chain prerouting {',
+    '    type nat hook prerouting priority -110; policy accept;',
+    ...rules,
+    '  }',
+    '  chain output {',
+    '    type nat hook output priority -110; policy accept;',
+    ...rules,
+    '  }',
+    ...hp.flatMap((p) => chainBlocks(HOST_PORTS, p)),
+    '}',
+  ].join('\n') + '\n';
+}
+
+/** The ingress sandbox's table whole: published ports balanced over running tasks' ingress addresses, SNATed to `sandboxIp`. */
+export function sandboxTable(sandboxIp: string, ports: MeshPort[]): string {
+  const ps = live(ports);
+  return [
+    `table ip ${SANDBOX_TABLE} {`,
+    '  map ports {',
+    '    type inet_proto . inet_service : verdict',
+    ...elements(ps.map((p) => `${portKey(p)} : goto ${chainOf(SANDBOX_PORTS, p)}`)),
+    '  }',
+    '  chain prerouting {',
+    '    type nat hook prerouting priority -100; policy accept;',
+    `    ip daddr ${sandboxIp} meta l4proto . th dport vmap @ports`,
+    '  }',
+    '  chain postrouting {',
+    '    type nat hook postrouting priority 100; policy accept;',
+    `    ct status dnat snat to ${sandboxIp}`,
+    '  }',
+    ...ps.flatMap((p) => chainBlocks(SANDBOX_PORTS, p)),
+    '}',
+  ].join('\n') + '\n';
+}
+
+/** The script that replaces a table by `text`, or removes it when `text` is empty; idempotent. */
+export function replaceScript(table: string, text: string): string {
+  return `table ip ${table}\ndelete table ip ${table}\n${text}`;
+}
+
+/**
+ * The commands that take a balanced port map from `before` to `after` (ports by `portKey`; a port
+ * without backends is absent from the kernel): new ports get their chains and then their element;
+ * a changed port gets the chains of its new backends, its dispatch rule replaced, then the chains
+ * of backends gone deleted; a port gone loses its element before its chains. Kube-proxy's
+ * nftables mode updates the same way. Empty when nothing differs.
+ */
+export function portChanges(b: Balancing, before: Map<string, MeshPort>, after: Map<string, MeshPort>): string[] {
+  const t = `ip ${b.table}`;
+  const out: string[] = [];
+  const was = new Map(live(before.values()).map((p) => [portKey(p), p]));
+  const now = new Map(live(after.values()).map((p) => [portKey(p), p]));
+  const removeChains = (p: MeshPort, ips: string[], whole: boolean) => {
+    if (whole) out.push(`flush chain ${t} ${chainOf(b, p)}`, `delete chain ${t} ${chainOf(b, p)}`);
+    for (const ip of ips) out.push(`flush chain ${t} ${backendChain(b, p, ip)}`, `delete chain ${t} ${backendChain(b, p, ip)}`);
+  };
+  const addChains = (p: MeshPort, ips: string[]) => {
+    for (const ip of ips) out.push(`add chain ${t} ${backendChain(b, p, ip)}`, `add rule ${t} ${backendChain(b, p, ip)} ${dnat(p, ip)}`);
+  };
+  for (const [key, old] of was) {
+    const p = now.get(key);
+    // Gone, or now another service's port or another target: out whole (a new one is added below).
+    if (p && p.service === old.service && p.target === old.target) continue;
+    out.push(`delete element ${t} ${b.map} { ${key} }`);
+    removeChains(old, backendsOf(old), true);
+  }
+  for (const [key, p] of now) {
+    const old = was.get(key);
+    if (!old || old.service !== p.service || old.target !== p.target) {
+      out.push(`add chain ${t} ${chainOf(b, p)}`);
+      addChains(p, backendsOf(p));
+      out.push(`add rule ${t} ${chainOf(b, p)} ${dispatch(b, p)}`, `add element ${t} ${b.map} { ${key} : goto ${chainOf(b, p)} }`);
+      continue;
+    }
+    const had = backendsOf(old);
+    const has = backendsOf(p);
+    if (had.join() === has.join()) continue;
+    addChains(p, has.filter((ip) => !had.includes(ip)));
+    out.push(`flush chain ${t} ${chainOf(b, p)}`, `add rule ${t} ${chainOf(b, p)} ${dispatch(b, p)}`);
+    removeChains(p, had.filter((ip) => !has.includes(ip)), false);
+  }
+  return out;
+}
+
+/** The host's ingress map elements from `before` to `after` (port keys), all pointing at `sandboxIp`. */
+export function ingressChanges(sandboxIp: string, before: Set<string>, after: Set<string>): string[] {
+  const t = `ip ${MESH_TABLE}`;
+  return [
+    ...[...before].filter((k) => !after.has(k)).sort().map((k) => `delete element ${t} ingress { ${k} }`),
+    ...[...after].filter((k) => !before.has(k)).sort().map((k) => `add element ${t} ingress { ${k} : ${sandboxIp} . ${k.split(' . ')[1]} }`),
+  ];
+}

@@ -1,0 +1,256 @@
+import assert from 'node:assert/strict';
+import { promises as fs } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { run, runOk } from '../../src/util/exec.js';
+import { waitFor } from './harness.js';
+import { dockerFails, dockerOk, Lab, UNDERLAY_PREFIX, type LabHost } from './lab.js';
+
+/**
+ * The ingress network and the routing mesh across three lab hosts (a manager, a second manager,
+ * a worker), through the docker CLI: `ingress` made with the swarm, a published port answering
+ * on every host's address whichever hosts run the tasks, balanced over them; scale to 0 and
+ * back; UDP; mode=host; an assigned port; a conflict; service rm; a berthd killed and restarted;
+ * swarm leave. The probes come from a client namespace of the test's own on the lab's underlay.
+ */
+
+const TTL = 3;
+const WEB = ['busybox', 'sh', '-c', 'mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www'];
+const CLIENT_IP = `${UNDERLAY_PREFIX}200`;
+/** A static UDP server answering each datagram with its hostname (busybox's nc has no UDP). */
+const UDP_ECHO = `#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+  int s = socket(AF_INET, SOCK_DGRAM, 0);
+  struct sockaddr_in a; memset(&a, 0, sizeof a); a.sin_family = AF_INET; a.sin_port = htons(atoi(argv[1]));
+  if (bind(s, (struct sockaddr *)&a, sizeof a) < 0) return 1;
+  char h[256]; gethostname(h, sizeof h);
+  for (;;) {
+    char b[512]; struct sockaddr_in p; socklen_t l = sizeof p;
+    if (recvfrom(s, b, sizeof b, 0, (struct sockaddr *)&p, &l) >= 0) sendto(s, h, strlen(h), 0, (struct sockaddr *)&p, l);
+  }
+}
+`;
+/** `count` UDP datagrams, each from a new connected socket (a new conntrack entry): the answers, 'timeout' for none, ECONNREFUSED for an ICMP port unreachable. */
+const UDP_CLIENT = `const dgram = require('node:dgram');
+const [host, port, count] = process.argv.slice(1);
+(async () => {
+  for (let i = 0; i < Number(count); i++) {
+    const s = dgram.createSocket('udp4');
+    const answer = await new Promise((r) => {
+      const t = setTimeout(() => r('timeout'), 2000);
+      s.on('message', (m) => { clearTimeout(t); r(m.toString()); });
+      s.on('error', (e) => { clearTimeout(t); r(e.code); });
+      s.connect(Number(port), host, () => s.send('x'));
+    });
+    s.close();
+    console.log(answer);
+  }
+})();
+`;
+
+interface Task { NodeID: string; DesiredState: string; Status: { State: string; ContainerStatus?: { ContainerID: string } } }
+
+describe('the ingress routing mesh across hosts', () => {
+  let lab: Lab;
+  let h0: LabHost, h1: LabHost, h2: LabHost;
+  const client = `bt${process.pid}ic`;
+  let scratch = '';
+
+  before(async () => {
+    lab = await Lab.create(3, { leaseTtlSec: TTL, seedBusybox: true });
+    [h0, h1, h2] = lab.hosts as [LabHost, LabHost, LabHost];
+    await runOk('ip', ['netns', 'add', client]);
+    await runOk('ip', ['-n', client, '-batch', '-'], {
+      input: [`link add eth0 mtu 1400 type veth peer name btic0 mtu 1400 netns ${lab.underlay}`, `addr add ${CLIENT_IP}/24 dev eth0`, 'link set eth0 up', 'link set lo up'].join('\n') + '\n',
+    });
+    await runOk('ip', ['-n', lab.underlay, 'link', 'set', 'btic0', 'master', 'btub0', 'up']);
+    scratch = await fs.mkdtemp(join(tmpdir(), 'berth-ingress-test-'));
+  });
+
+  after(async () => {
+    await run('ip', ['netns', 'del', client]);
+    if (scratch) await fs.rm(scratch, { recursive: true, force: true });
+    const leaks = await lab.destroy();
+    assert.deepEqual(leaks, []);
+  });
+
+  const ok = dockerOk;
+  const fails = dockerFails;
+  const tasks = async (h: LabHost, service: string): Promise<Task[]> => {
+    const r = await h.host.api('GET', `/tasks?filters=${encodeURIComponent(JSON.stringify({ service: [service] }))}`);
+    assert.equal(r.status, 200, r.body);
+    return r.json as Task[];
+  };
+  const waitRunning = (h: LabHost, service: string, n: number) => waitFor(async () => {
+    const all = await tasks(h, service);
+    const r = all.filter((t) => t.DesiredState === 'running' && t.Status.State === 'running');
+    return r.length === n && all.every((t) => t.DesiredState === 'running' || ['shutdown', 'complete', 'failed', 'rejected'].includes(t.Status.State)) ? r : undefined;
+  }, `${n} running tasks of ${service}`, 30_000);
+  const names = (ts: Task[]) => ts.map((t) => t.Status.ContainerStatus!.ContainerID.slice(0, 12)).sort();
+  /** `count` HTTP requests from the client in one shell: each line the answer, or `!CODE` (curl's exit: 7 refused, 28 timed out). */
+  const http = async (addr: string, port: number, count: number): Promise<string[]> => {
+    const r = await run('nsenter', [`--net=/run/netns/${client}`, 'sh', '-c', `for i in $(seq ${count}); do out=$(curl -s -m 3 http://${addr}:${port}/); c=$?; [ $c = 0 ] && echo "$out" || echo "!$c"; done`]);
+    return r.stdout.split('\n').filter(Boolean);
+  };
+  const udp = async (addr: string, port: number, count: number): Promise<string[]> => {
+    const r = await run('nsenter', [`--net=/run/netns/${client}`, process.execPath, '-e', UDP_CLIENT, addr, String(port), String(count)]);
+    return r.stdout.split('\n').filter(Boolean);
+  };
+  /** Every host's address answers, and over many connections each of `want` answers and no other. */
+  const meshAnswers = async (port: number, want: string[], probe = http) => {
+    const last = new Map<string, string[]>();
+    try {
+      await waitFor(async () => {
+        for (const h of [h0, h1, h2]) {
+          const a = await probe(h.addr, port, 12);
+          last.set(h.name, a);
+          if (!a.every((x) => want.includes(x)) || [...new Set(a)].sort().join() !== [...want].sort().join()) return false;
+        }
+        return true;
+      }, `port ${port} answered by ${want} on every host`, 30_000);
+    } catch (e) {
+      throw new Error(`${(e as Error).message}; last answers: ${JSON.stringify([...last])}`);
+    }
+  };
+  /** Refused (not timed out: the probe reached the host and got an RST) on every host. */
+  const refused = (port: number, hosts = [h0, h1, h2]) => waitFor(async () => {
+    for (const h of hosts) if ((await http(h.addr, port, 1))[0] !== '!7') return false;
+    return true;
+  }, `port ${port} refused on ${hosts.map((h) => h.name)}`, 10_000);
+
+  const nodeOf = new Map<string, string>();
+  it('makes the ingress network with the swarm, on every node, in Docker\'s shape and rules', async () => {
+    await lab.formSwarm(1);
+    for (const h of [h0, h1, h2]) nodeOf.set(h.name, await ok(h, ['info', '-f', '{{.Swarm.NodeID}}']));
+    for (const h of [h0, h1, h2]) {
+      const ls = await ok(h, ['network', 'ls', '--format', '{{.Name}} {{.Driver}} {{.Scope}}']);
+      assert.match(ls, /^ingress overlay swarm$/m, `${h.name}: ${ls}`);
+      const n = JSON.parse(await ok(h, ['network', 'inspect', 'ingress']))[0];
+      assert.equal(n.Ingress, true);
+      assert.equal(n.Attachable, false);
+      assert.equal(n.IPAM.Config[0].Subnet, '10.0.0.0/24');
+    }
+    await fails(h0, ['network', 'create', '-d', 'overlay', '--ingress', 'ingress2'], /ingress network \(\w+\) is already present/);
+    // Each node's ingress sandbox has an address of its own on ingress.
+    const sboxes = await waitFor(async () => {
+      const r = await h0.host.api('GET', '/networks/ingress');
+      const peers = (r.json as { Peers?: unknown[] }).Peers ?? [];
+      return peers.length === 3 ? peers : undefined;
+    }, 'three ingress sandboxes', 15_000);
+    assert.equal(sboxes.length, 3);
+    // As Docker shows its ingress sandbox: a member `ingress-sbox` named ingress-endpoint.
+    for (const h of [h0, h1, h2]) {
+      const m = await waitFor(async () => JSON.parse(await ok(h, ['network', 'inspect', 'ingress']))[0].Containers['ingress-sbox'], `${h.name}: ingress-sbox in inspect`);
+      assert.equal(m.Name, 'ingress-endpoint');
+      assert.match(m.IPv4Address, /^10\.0\.0\.\d+\/24$/);
+    }
+  });
+
+  let web: string[] = [];
+  it('a published port answers on every host, the one without a task too, balanced over both replicas', async () => {
+    await ok(h0, ['service', 'create', '--name', 'web', '--replicas', '2', '--constraint', 'node.hostname!=lab2', '--stop-grace-period', '1s', '-p', '8080:80', ...WEB]);
+    web = names(await waitRunning(h0, 'web', 2));
+    const svc = JSON.parse(await ok(h0, ['service', 'inspect', 'web']))[0];
+    assert.deepEqual(svc.Endpoint.Ports, [{ Protocol: 'tcp', TargetPort: 80, PublishedPort: 8080, PublishMode: 'ingress' }]);
+    assert.deepEqual(svc.Spec.EndpointSpec.Ports, [{ Protocol: 'tcp', TargetPort: 80, PublishedPort: 8080, PublishMode: 'ingress' }]);
+    assert.equal(await ok(h1, ['service', 'ls', '--filter', 'name=web', '--format', '{{.Name}} {{.Ports}}']), 'web *:8080->80/tcp');
+    await meshAnswers(8080, web);
+    await fails(h0, ['service', 'create', '--name', 'web2', '-p', '8080:81', 'busybox', 'sleep', '1000'], /port '8080' is already in use by service 'web' \(\w+\) as an ingress port/);
+    await fails(h0, ['service', 'inspect', 'web2'], 'no such service');
+    const r = await h0.host.api('DELETE', '/networks/ingress');
+    assert.match(r.json.message, /ingress network cannot be removed because service \w+ depends on it/);
+  });
+
+  it('scaled to 0 the port is refused at once on every host; scaled up it answers again', async () => {
+    await ok(h0, ['service', 'scale', 'web=0']);
+    await waitRunning(h0, 'web', 0);
+    await refused(8080);
+    await ok(h0, ['service', 'scale', 'web=2']);
+    web = names(await waitRunning(h0, 'web', 2));
+    await meshAnswers(8080, web);
+  });
+
+  it('service update --publish-add and --publish-rm: the running tasks join the mesh, the ports go', async () => {
+    await ok(h0, ['service', 'update', '--publish-add', '8081:80', 'web']);
+    let svc = JSON.parse(await ok(h0, ['service', 'inspect', 'web']))[0];
+    assert.deepEqual(svc.Endpoint.Ports.map((p: { PublishedPort: number }) => p.PublishedPort).sort(), [8080, 8081]);
+    await meshAnswers(8081, web);
+    // The CLI removes by target port (its equalPort ignores the published one): both go.
+    await ok(h0, ['service', 'update', '--publish-rm', '80', 'web']);
+    svc = JSON.parse(await ok(h0, ['service', 'inspect', 'web']))[0];
+    assert.equal(svc.Endpoint.Ports, undefined);
+    await refused(8081);
+    await refused(8080);
+    await ok(h0, ['service', 'update', '--publish-add', '8080:80', 'web']);
+    await meshAnswers(8080, web);
+  });
+
+  it('balances UDP', async () => {
+    const bin = join(scratch, 'rootfs');
+    await fs.mkdir(bin);
+    await fs.writeFile(join(scratch, 'udpecho.c'), UDP_ECHO);
+    await runOk('gcc', ['-static', '-O2', '-o', join(bin, 'udpecho'), join(scratch, 'udpecho.c')]);
+    await runOk('tar', ['-cf', join(scratch, 'udpecho.tar'), '-C', bin, 'udpecho']);
+    const tar = await fs.readFile(join(scratch, 'udpecho.tar'));
+    for (const h of [h0, h1, h2]) assert.equal((await h.host.api('POST', '/images/create?fromSrc=-&repo=udpecho&tag=latest', tar, { 'Content-Type': 'application/x-tar' })).status, 200);
+    await ok(h0, ['service', 'create', '--name', 'echo', '--replicas', '2', '--constraint', 'node.hostname!=lab0', '--publish', 'published=5353,target=5353,protocol=udp', 'udpecho', '/udpecho', '5353']);
+    const echo = names(await waitRunning(h0, 'echo', 2));
+    await meshAnswers(5353, echo, udp);
+  });
+
+  it('mode=host publishes only where a task runs, straight to it', async () => {
+    await ok(h0, ['service', 'create', '--name', 'hw', '--constraint', 'node.hostname==lab1', '--publish', 'published=9090,target=80,mode=host', ...WEB]);
+    const hw = names(await waitRunning(h0, 'hw', 1));
+    await waitFor(async () => (await http(h1.addr, 9090, 1))[0] === hw[0], 'lab1 answering 9090');
+    await refused(9090, [h0, h2]);
+    const svc = JSON.parse(await ok(h0, ['service', 'inspect', 'hw']))[0];
+    assert.deepEqual(svc.Endpoint.Ports, [{ Protocol: 'tcp', TargetPort: 80, PublishedPort: 9090, PublishMode: 'host' }]);
+  });
+
+  it('assigns a published port left out from 30000-32767; a task on a network of its own joins ingress too', async () => {
+    await ok(h0, ['network', 'create', '-d', 'overlay', 'app']);
+    await ok(h0, ['service', 'create', '--name', 'auto', '--replicas', '1', '--network', 'app', '--publish', 'target=80', ...WEB]);
+    const auto = names(await waitRunning(h0, 'auto', 1));
+    const svc = JSON.parse(await ok(h0, ['service', 'inspect', 'auto']))[0];
+    const p = svc.Endpoint.Ports[0].PublishedPort as number;
+    assert.ok(p >= 30000 && p <= 32767, `port ${p}`);
+    assert.deepEqual(svc.Spec.EndpointSpec.Ports, [{ Protocol: 'tcp', TargetPort: 80, PublishMode: 'ingress' }]);
+    await meshAnswers(p, auto);
+    const [t] = await tasks(h0, 'auto');
+    const host = [h0, h1, h2].find((h) => nodeOf.get(h.name) === t!.NodeID)!;
+    const nets = JSON.parse(await ok(host, ['inspect', '-f', '{{json .NetworkSettings.Networks}}', t!.Status.ContainerStatus!.ContainerID]));
+    assert.deepEqual(Object.keys(nets).sort(), ['app', 'ingress']);
+    await ok(h0, ['service', 'rm', 'auto']);
+  });
+
+  it('a berthd killed and restarted serves the mesh again with exactly one sandbox and one table', async () => {
+    await h2.host.stopDaemon('SIGKILL');
+    await h2.host.startDaemon();
+    await meshAnswers(8080, web);
+    const tables = (await h2.host.inNetns('nft', ['list', 'tables'])).stdout;
+    assert.equal(tables.split('\n').filter((l) => l === 'table ip berth_mesh').length, 1);
+    const ns = await fs.readdir(join(h2.host.root, 'netns'));
+    assert.equal(ns.filter((n) => n.startsWith('ingress-sbox')).length, 1, `${ns}`);
+  });
+
+  it('service rm: the port is refused on every host when it returns', async () => {
+    await ok(h0, ['service', 'rm', 'web']);
+    await refused(8080);
+  });
+
+  it('swarm leave takes the published ports and the ingress sandbox off the node', async () => {
+    await ok(h2, ['swarm', 'leave']);
+    assert.doesNotMatch((await h2.host.inNetns('nft', ['list', 'tables'])).stdout, /berth_mesh/);
+    const links = (await h2.host.inNetns('ip', ['-o', 'link', 'show'])).stdout;
+    assert.doesNotMatch(links, /bov-|bvx-/);
+    const ns = await fs.readdir(join(h2.host.root, 'netns')).catch(() => [] as string[]);
+    assert.ok(!ns.includes('ingress-sbox'), `${ns}`);
+    assert.deepEqual(await udp(h2.addr, 5353, 1), ['ECONNREFUSED']);
+    assert.equal((await http(h2.addr, 8080, 1))[0], '!7');
+  });
+});
