@@ -94,7 +94,7 @@ export function reconcile(services: ServiceRecord[], tasks: TaskRecord[], nodes:
       const nodeId = global ? key.slice('node:'.length) : undefined;
       const t: TaskRecord = {
         ID: newId(), Version: { Index: 0 }, CreatedAt: at, UpdatedAt: at, Labels: {},
-        Spec: structuredClone(svc.Spec.TaskTemplate), ServiceID: svc.ID, ServiceAnnotations: { Name: svc.Spec.Name, ...(svc.Spec.Labels ? { Labels: svc.Spec.Labels } : {}) }, SpecVersion: svc.Version.Index,
+        Spec: structuredClone(svc.Spec.TaskTemplate), ServiceID: svc.ID, ServiceAnnotations: { Name: svc.Spec.Name, ...(svc.Spec.Labels ? { Labels: svc.Spec.Labels } : {}) }, Endpoint: { Spec: { Mode: svc.Spec.EndpointSpec?.Mode ?? 'vip' } }, SpecVersion: svc.Version.Index,
         ...(global ? {} : { Slot: Number(key.slice('slot:'.length)) }),
         Status: { Timestamp: at, State: 'new', Message: 'created' }, DesiredState: 'running',
         Attempt: prev ? prev.Attempt + 1 : 0, Restarts: prev ? (prev.Restarts ?? 0) + (restarted ? 1 : 0) : 0,

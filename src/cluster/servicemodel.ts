@@ -67,6 +67,8 @@ export interface TaskRecord {
   NetworksAttachments?: Array<{ Network: { ID: string }; Addresses: string[] }>;
   /** The service's name and its spec version this task was made from. */
   ServiceAnnotations: { Name: string; Labels?: Record<string, string> };
+  /** The service's endpoint mode when the task was made (swarmkit's Task.Endpoint): how the task is named in DNS. */
+  Endpoint?: { Spec: { Mode: 'vip' | 'dnsrr' } };
   SpecVersion: number;
   /** Orders the tasks of one slot (or node): the highest is the slot's current task. */
   Attempt: number;

@@ -74,7 +74,9 @@ export class SwarmNetworks implements OverlayPlane {
   /** The store client the watch runs on. */
   private watchedStore?: ClusterStore;
   private relisting?: Promise<void>;
-  private relistTimer?: NodeJS.Timeout;
+  /** Networks whose kernel side failed to follow a batch, and the timer that tries them again. */
+  private readonly dirty = new Set<string>();
+  private resyncTimer?: NodeJS.Timeout;
   private publishing?: Promise<void>;
   private mtu?: number;
   readonly vtep: { addr: string; port: number };
@@ -137,7 +139,7 @@ export class SwarmNetworks implements OverlayPlane {
       await this.tellFollowers([...items].map(([key, v]) => ({ type: 'put' as const, key, value: v.value, modRevision: v.modRevision })), true);
       await this.publish(revision);
     });
-    this.stopWatch = await store.watchBatches<unknown>(ROOT, revision + 1, (events) => void this.enqueue(() => this.applyBatch(events)).catch(() => this.relistSoon()), (e) => {
+    this.stopWatch = await store.watchBatches<unknown>(ROOT, revision + 1, (events) => void this.enqueue(() => this.applyBatch(events)), (e) => {
       if (this.closed) return;
       this.log(`overlay: the store's watch was lost (${errorMessage(e)}); listing again`);
       void this.retryRelist();
@@ -147,15 +149,44 @@ export class SwarmNetworks implements OverlayPlane {
   }
 
   /**
-   * A batch that failed halfway (a kernel step of one network) has already changed the view, so no
-   * later batch would make that network's change again: the host lists the store whole and
-   * reconciles instead, a moment later (`docker stack rm` left the stack's network on two hosts
-   * when a peer update failed in the batch that removed it).
+   * A network whose kernel step failed in a batch (a peer update on a device that is gone, say) is
+   * made to agree with the view again a moment later, and again until it does: the view already
+   * holds the batch's change, so no later batch would make it (`docker stack rm` left the stack's
+   * network on two hosts when a peer update failed in the batch that removed it). The watch goes on
+   * meanwhile, so the host keeps following every other change.
    */
-  private relistSoon(): void {
-    if (this.closed || this.relistTimer) return;
-    this.relistTimer = setTimeout(() => { this.relistTimer = undefined; void this.retryRelist(); }, 1000);
-    this.relistTimer.unref();
+  private resyncSoon(): void {
+    if (this.closed || this.resyncTimer || !this.dirty.size) return;
+    this.resyncTimer = setTimeout(() => {
+      this.resyncTimer = undefined;
+      const ids = [...this.dirty];
+      this.dirty.clear();
+      void this.enqueue(async () => {
+        for (const id of ids) {
+          await this.applyNetwork(id, true).catch((e) => { this.dirty.add(id); this.log(`overlay: network ${id.slice(0, 12)}: ${errorMessage(e)}; trying again`); });
+        }
+        this.resyncSoon();
+      });
+    }, 1000);
+    this.resyncTimer.unref();
+  }
+
+  /** Makes this host's side of one network agree with the view: made, dropped, or (`full`) made again and its peers rewritten. */
+  private async applyNetwork(id: string, full: boolean): Promise<void> {
+    const s = this.nets.get(id);
+    const have = this.host.network(id);
+    if (s && !have) await this.host.adoptSwarmNetwork(this.localRecord(s.rec));
+    else if (!s && have) {
+      await this.host.dropSwarmNetwork(have);
+      // Endpoints that outlive their network here are its ingress sandbox's (removal refuses any
+      // other): they leave the store with it rather than be published again under each lease.
+      const left = [...this.mine.values()].filter((e) => e.Network === id);
+      for (const e of left) this.mine.delete(e.EndpointID);
+      if (left.length) await this.store.txn([], [], left.map((e) => K.endpoint(id, e.EndpointID))).catch((e) => this.log(`overlay: ${errorMessage(e)}`));
+    } else if (s && have && full) {
+      await this.host.ensureSwarmNetwork(have);
+      await this.host.peersChanged([id], true);
+    }
   }
 
   /**
@@ -226,22 +257,17 @@ export class SwarmNetworks implements OverlayPlane {
       if (t.claimsOf) claimsOf.add(t.claimsOf);
       if (t.net || t.endpointsOf || e.key.startsWith(`${ROOT}services/`) || e.key.startsWith(`${ROOT}tasks/`)) relevant = Math.max(relevant, e.modRevision);
     }
-    for (const id of nets) {
-      const s = this.nets.get(id);
-      const have = this.host.network(id);
-      if (s && !have) await this.host.adoptSwarmNetwork(this.localRecord(s.rec));
-      else if (!s && have) {
-        await this.host.dropSwarmNetwork(have);
-        // Endpoints that outlive their network here are its ingress sandbox's (removal refuses any
-        // other): they leave the store with it rather than be published again under each lease.
-        const left = [...this.mine.values()].filter((e) => e.Network === id);
-        for (const e of left) this.mine.delete(e.EndpointID);
-        if (left.length) await this.store.txn([], [], left.map((e) => K.endpoint(id, e.EndpointID))).catch((e) => this.log(`overlay: ${errorMessage(e)}`));
-      }
-    }
+    const failed = (id: string) => (e: unknown) => { this.dirty.add(id); this.log(`overlay: network ${id.slice(0, 12)}: ${errorMessage(e)}; trying again`); };
+    for (const id of nets) await this.applyNetwork(id, false).catch(failed(id));
     for (const id of new Set([...endpointsOf, ...claimsOf])) this.mirrorAllocations(id);
-    const changed = [...endpointsOf].filter((id) => this.host.network(id));
-    if (changed.length) await this.host.peersChanged(changed, false);
+    const changed = [...endpointsOf].filter((id) => this.host.network(id) && !this.dirty.has(id));
+    if (changed.length) {
+      // One network's failure must not hold back the others' peers.
+      await this.host.peersChanged(changed, false).catch(async () => {
+        for (const id of changed) await this.host.peersChanged([id], false).catch(failed(id));
+      });
+    }
+    this.resyncSoon();
     await this.tellFollowers(events, false);
     if (relevant) await this.publish(relevant);
     this.checkWaiters();
@@ -396,7 +422,7 @@ export class SwarmNetworks implements OverlayPlane {
 
   async close(): Promise<void> {
     this.closed = true;
-    clearTimeout(this.relistTimer);
+    clearTimeout(this.resyncTimer);
     await this.stopWatch?.().catch(() => undefined);
     for (const w of this.waiters) w.done();
     this.waiters = [];

@@ -42,7 +42,10 @@ export class EngineTaskRuntime implements TaskRuntime {
     const name = `${svc}.${t.Slot ?? nodeId}.${t.ID}`;
     const nets = t.Spec.Networks ?? [];
     if (nets.length > 1) throw new Error('berth runs a service\'s tasks on one network yet');
-    const dnsrr = !this.serviceVip(t.ServiceID);
+    // The task's own record says (the service's VIP may not have reached this host's view yet: a
+    // task started meanwhile took the service's name as a plain alias, and `web` answered a task
+    // beside the VIP); tasks of an older berth ask the view.
+    const dnsrr = t.Endpoint ? t.Endpoint.Spec.Mode === 'dnsrr' : !this.serviceVip(t.ServiceID);
     // Under a VIP the service's name and its attachment's aliases answer the VIP (ServiceNet), so
     // the task answers only the `tasks.` forms of them; under dnsrr it answers them all.
     const endpoints = Object.fromEntries(nets.map((n) => {

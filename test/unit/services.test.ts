@@ -36,6 +36,16 @@ describe('reconcile (the orchestrator\'s decisions)', () => {
     assert.ok(d.put.every((t) => t.Status.State === 'assigned' && t.DesiredState === 'running'));
   });
 
+  it('a task carries its service\'s endpoint mode and labels, so its node names it in DNS without waiting for the service', () => {
+    const svc = service({ replicas: 1 });
+    svc.Spec.EndpointSpec = { Mode: 'dnsrr' };
+    svc.Spec.Labels = { 'com.docker.stack.namespace': 'demo' };
+    const [t] = reconcile([svc], [], [node('a')], NOW, newId).put;
+    assert.deepEqual(t!.Endpoint, { Spec: { Mode: 'dnsrr' } });
+    assert.deepEqual(t!.ServiceAnnotations, { Name: 'web', Labels: { 'com.docker.stack.namespace': 'demo' } });
+    assert.deepEqual(reconcile([service({ replicas: 1 })], [], [node('a')], NOW, newId).put[0]!.Endpoint, { Spec: { Mode: 'vip' } });
+  });
+
   it('is idempotent: a second pass over its own result changes nothing', () => {
     const nodes = [node('a'), node('b')];
     const tasks = runAll(apply([], reconcile([service({ replicas: 3 })], [], nodes, NOW, newId)));
