@@ -48,7 +48,12 @@ export class ClusterStore {
   constructor(readonly endpoints: string[], tls?: TlsFiles, local?: string) {
     const { Etcd3, isRecoverableError } = etcd3();
     const c = (faults ??= requireCjs('cockatiel') as typeof Cockatiel);
-    const credentials = tls ? { credentials: { rootCertificate: tls.ca, certChain: tls.cert, privateKey: tls.key } } : {};
+    const credentials = {
+      ...(tls ? { credentials: { rootCertificate: tls.ca, certChain: tls.cert, privateKey: tls.key } } : {}),
+      // gRPC waits a second before it dials a refused address again, doubling to two minutes: a
+      // member that is starting (swarm init, join, a restart) answers within a few hundred ms.
+      grpcOptions: { 'grpc.initial_reconnect_backoff_ms': 50, 'grpc.max_reconnect_backoff_ms': 1000 },
+    };
     if (endpoints.length > 1) {
       this.health = new EndpointHealth(endpoints, (e) => new Etcd3({ hosts: [e], ...credentials, faultHandling: { host: () => c.noop, global: c.noop } }), c);
     }
@@ -167,6 +172,20 @@ export class ClusterStore {
       for (const kv of op.response_range.kvs) out.set(kv.key.toString(), { value: JSON.parse(kv.value.toString()), modRevision: Number(kv.mod_revision) });
       return out;
     });
+  }
+
+  /** Keys read together, linearizable, with the revision they were read at (a watch from the next one misses nothing). */
+  async readAt(keys: string[]): Promise<{ revision: number; found: Array<Versioned<unknown> | undefined> }> {
+    const r = await this.call(() => this.client.kv.txn({
+      compare: [], failure: [], success: keys.map((k) => ({ request_range: { key: Buffer.from(k) } })),
+    }));
+    return {
+      revision: Number(r.header.revision),
+      found: r.responses.map((op) => {
+        const kv = op.response_range.kvs[0];
+        return kv ? { value: JSON.parse(kv.value.toString()), modRevision: Number(kv.mod_revision) } : undefined;
+      }),
+    };
   }
 
   async put(key: string, value: unknown): Promise<number> {

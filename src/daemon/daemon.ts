@@ -226,8 +226,8 @@ export class Daemon {
     const orchestrator = new Orchestrator(s, log);
     this.services = { net, agent, orchestrator };
     this.cluster!.services.hooks = { findNetwork: (ref) => network.registry.find(ref), appliedEverywhere: (r) => sn.appliedEverywhere(r) };
-    await sn.start();
-    await agent.start().catch((e) => log(`agent: ${errorMessage(e)}`));
+    // Each lists and watches its own part of the store: together, swarm init and join wait for one.
+    await Promise.all([sn.start(), agent.start().catch((e) => log(`agent: ${errorMessage(e)}`))]);
     orchestrator.start();
   }
 
