@@ -1,5 +1,5 @@
 import { X509Certificate, createPrivateKey, generateKeyPairSync } from 'node:crypto';
-import { certificate, certificationRequest, derAt, name, pem, requestKey, unpem } from './x509.js';
+import { certificate, certificationRequest, derAt, keyIdOf, name, pem, requestKey, unpem } from './x509.js';
 
 /**
  * The cluster CA and node certificates, made in-process (x509.ts). Keys are P-256 as swarmkit's;
@@ -42,8 +42,9 @@ export async function signCsr(ca: Pem, csr: string, o: { nodeId: string; role: '
   let spki: Buffer;
   try { spki = requestKey(unpem(csr)); } catch (e) { throw new Error(`invalid certificate request: ${(e as Error).message}`); }
   const now = Date.now();
+  const caDer = new X509Certificate(ca.cert).raw;
   const der = certificate({
-    subject: name([['CN', o.nodeId], ['OU', `swarm-${o.role}`], ['O', o.clusterId]]), issuer: subjectDer(new X509Certificate(ca.cert).raw), spki,
+    subject: name([['CN', o.nodeId], ['OU', `swarm-${o.role}`], ['O', o.clusterId]]), issuer: subjectDer(caDer), spki, issuerKeyId: keyIdOf(caDer),
     notBefore: new Date(now - 60_000), notAfter: new Date(now + o.expirySec * 1000), ca: false,
     ips: [...new Set([...o.ips, '127.0.0.1'])], dns: ['localhost'],
   }, createPrivateKey(ca.key));

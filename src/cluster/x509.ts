@@ -62,7 +62,7 @@ function time(d: Date): Buffer {
 const OID = {
   CN: '2.5.4.3', OU: '2.5.4.11', O: '2.5.4.10',
   ecdsaSha256: '1.2.840.10045.4.3.2', rsaSha256: '1.2.840.113549.1.1.11',
-  basicConstraints: '2.5.29.19', keyUsage: '2.5.29.15', extKeyUsage: '2.5.29.37', subjectAltName: '2.5.29.17', subjectKeyId: '2.5.29.14',
+  basicConstraints: '2.5.29.19', keyUsage: '2.5.29.15', extKeyUsage: '2.5.29.37', subjectAltName: '2.5.29.17', subjectKeyId: '2.5.29.14', authorityKeyId: '2.5.29.35',
   serverAuth: '1.3.6.1.5.5.7.3.1', clientAuth: '1.3.6.1.5.5.7.3.2',
 } as const;
 
@@ -127,6 +127,29 @@ function publicKeyBits(spki: Buffer): Buffer {
   return key!.subarray(derAt(key!, 0).start + 1);
 }
 
+/**
+ * The key identifier a certificate's issuer goes by: its subjectKeyIdentifier when it has one,
+ * else the SHA-1 of its public key (RFC 5280's method 1). While a rotation trusts two CAs of one
+ * name (both "swarm-ca"), OpenSSL picks a leaf's issuer by this, not by trying both.
+ */
+export function keyIdOf(caDer: Buffer): Buffer {
+  const tbs = children(caDer, derAt(caDer, 0))[0]!;
+  const parts = children(tbs, derAt(tbs, 0));
+  const exts = parts.find((p) => p[0] === 0xa3);
+  if (exts) {
+    const list = children(exts, derAt(exts, 0))[0]!;
+    for (const ext of children(list, derAt(list, 0))) {
+      const [id, ...rest] = children(ext, derAt(ext, 0));
+      if (!id!.equals(oid(OID.subjectKeyId))) continue;
+      const value = rest[rest.length - 1]!;
+      const inner = value.subarray(derAt(value, 0).start);
+      return inner.subarray(derAt(inner, 0).start, derAt(inner, 0).end);
+    }
+  }
+  const spki = parts[parts[0]![0] === 0xa0 ? 6 : 5]!;
+  return createHash('sha1').update(publicKeyBits(spki)).digest();
+}
+
 export interface CertSpec {
   subject: Buffer;
   issuer: Buffer;
@@ -137,6 +160,8 @@ export interface CertSpec {
   ca: boolean;
   /** A node certificate's names: IP addresses and DNS names. */
   ips?: string[];
+  /** The issuer's key identifier (keyIdOf), for a certificate the CA issues to a node. */
+  issuerKeyId?: Buffer;
   dns?: string[];
 }
 
@@ -156,6 +181,7 @@ export function certificate(c: CertSpec, issuerKey: KeyObject): Buffer {
       extension(OID.basicConstraints, true, seq()),
       extension(OID.keyUsage, true, bits(Buffer.from([0xa0]), 5)), // digitalSignature, keyEncipherment
       extension(OID.extKeyUsage, false, seq(oid(OID.serverAuth), oid(OID.clientAuth))),
+      ...(c.issuerKeyId ? [extension(OID.authorityKeyId, false, seq(tlv(0x80, c.issuerKeyId)))] : []),
     ];
   const tbs = seq(
     tlv(0xa0, uint(Buffer.from([2]))), uint(serial), algorithm(issuerKey), c.issuer,

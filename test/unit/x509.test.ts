@@ -1,5 +1,9 @@
 import assert from 'node:assert/strict';
 import { X509Certificate, createPrivateKey, generateKeyPairSync } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { makeCa, makeCsr, signCsr } from '../../src/cluster/pki.js';
 import { certificate, certificationRequest, name, pem, requestKey, unpem } from '../../src/cluster/x509.js';
@@ -44,5 +48,19 @@ describe('x509', () => {
     const ca = await makeCa();
     await assert.rejects(signCsr(ca, pem('CERTIFICATE REQUEST', bad), node), /invalid certificate request/);
     assert.deepEqual(unpem(pem('X', der)), der);
+  });
+
+  it('during a rotation two CAs share the name swarm-ca: OpenSSL still finds the one that signed (key identifiers)', async () => {
+    const [a, b] = [await makeCa(), await makeCa()];
+    const { csr } = await makeCsr();
+    const d = mkdtempSync(join(tmpdir(), 'berth-x509-test-'));
+    try {
+      writeFileSync(join(d, 'bundle.pem'), a.cert + b.cert);
+      writeFileSync(join(d, 'leaf.pem'), await signCsr(b, csr, node));
+      // Without an authorityKeyIdentifier OpenSSL takes the first CA of the name and fails.
+      assert.match(execFileSync('openssl', ['verify', '-CAfile', join(d, 'bundle.pem'), join(d, 'leaf.pem')]).toString(), /leaf\.pem: OK/);
+    } finally {
+      rmSync(d, { recursive: true, force: true });
+    }
   });
 });
