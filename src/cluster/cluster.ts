@@ -64,6 +64,25 @@ export class Cluster {
     await this.onSession?.(s, true, false).catch((e) => this.log(`cluster: ${errorMessage(e)}`));
   }
 
+  /**
+   * A node key and its request made ahead of time: init and join would otherwise wait for openssl
+   * to make one. It never leaves this process and is used once.
+   */
+  private spareKey?: Promise<{ key: string; csr: string }>;
+  private takeKey(): Promise<{ key: string; csr: string }> {
+    const k = this.spareKey ?? makeCsr();
+    this.spareKey = undefined;
+    return k;
+  }
+
+  /** Makes the spare key while the node is in no swarm: at start, and again after a leave or a failed init or join. */
+  private prepareKey(): void {
+    if (this.session || this.spareKey) return;
+    const k = makeCsr();
+    k.catch(() => { if (this.spareKey === k) this.spareKey = undefined; });
+    this.spareKey = k;
+  }
+
   /** The running membership, if any (routes use it to pick Docker's answer). */
   get current(): Session | undefined { return this.session; }
 
@@ -86,7 +105,7 @@ export class Cluster {
   /** At daemon start: a node that was in a cluster goes back into it (its member first). */
   async restore(): Promise<void> {
     const state = await this.files.load();
-    if (!state) return;
+    if (!state) return this.prepareKey();
     const so = this.sessionOptions();
     const store = await Session.connect(state, so);
     const session = new Session(state, so, store);
@@ -148,7 +167,7 @@ export class Cluster {
       const clusterId = newNodeId();
       const nodeId = newNodeId();
       steps.mark('checks');
-      const [made, { key, csr }] = await Promise.all([makeCa(), makeCsr()]);
+      const [made, { key, csr }] = await Promise.all([makeCa(), this.takeKey()]);
       steps.mark('ca and key');
       const ca = { ...made, cert: normPem(made.cert) };
       const clusterSpec = defaultSpec({ ...spec, CAConfig: kept });
@@ -209,6 +228,7 @@ export class Cluster {
         store?.close();
         await member?.stop();
         await this.files.wipe();
+        this.prepareKey();
         throw e;
       }
     });
@@ -235,7 +255,7 @@ export class Cluster {
       const adv = await resolveAdvertise(req.AdvertiseAddr, listen).catch((e) => { if (req.AdvertiseAddr) throw e; return undefined; });
       if (adv && req.AdvertiseAddr) await checkLocal(adv.host, listen.host);
       const steps = new Steps('swarm join');
-      const { key, csr } = await makeCsr();
+      const { key, csr } = await this.takeKey();
       steps.mark('key');
       const jr: JoinRequest = { token: req.JoinToken!, csr, addr: adv?.host ?? '', port: adv?.port ?? listen.port, hostname: this.o.hostname, description: this.description() };
       const answer = await requestJoin(remote, jr);
@@ -281,6 +301,7 @@ export class Cluster {
         }
         await member?.stop();
         await this.files.wipe();
+        this.prepareKey();
         throw e;
       }
     });
@@ -333,6 +354,7 @@ export class Cluster {
     }
     await s.close(true);
     await this.files.wipe();
+    this.prepareKey();
   }
 
   /** Daemon shutdown: the membership stays (state file, member process); only this berthd goes. */

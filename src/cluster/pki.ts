@@ -1,36 +1,49 @@
-import { X509Certificate, createPrivateKey, generateKeyPairSync } from 'node:crypto';
-import { certificate, certificationRequest, derAt, keyIdOf, name, pem, requestKey, unpem } from './x509.js';
+import { X509Certificate, createPrivateKey, randomBytes } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import { join } from 'node:path';
+import { runOk } from '../util/exec.js';
+import { withScratchDir } from '../util/scratch.js';
 
 /**
- * The cluster CA and node certificates, made in-process (x509.ts). Keys are P-256 as swarmkit's;
- * a node certificate serves for both TLS sides (etcd peers, etcd clients, the join endpoint), with
- * the node's underlay address and loopback as its names.
+ * The cluster CA and node certificates, made by openssl (Node can parse X.509 but not issue it).
+ * Keys are P-256 as swarmkit's; a node certificate serves for both TLS sides (etcd peers, etcd
+ * clients, the join endpoint), with the node's underlay address and loopback as its names.
  */
 
 export interface Pem { cert: string; key: string }
 
-function newKey() {
-  return generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
-}
+const scratch = <T>(fn: (dir: string) => Promise<T>): Promise<T> => withScratchDir('berth-pki', fn);
 
-/** Twenty years, as swarmkit's root CA. */
-const CA_DAYS = 7300;
+const EC = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
 
-export async function makeCa(): Promise<Pem> {
-  const { privateKey, publicKey } = newKey();
-  const subject = name([['CN', 'swarm-ca']]);
-  const now = Date.now();
-  const der = certificate({
-    subject, issuer: subject, spki: publicKey.export({ type: 'spki', format: 'der' }),
-    notBefore: new Date(now), notAfter: new Date(now + CA_DAYS * 86_400_000), ca: true,
-  }, privateKey);
-  return { cert: pem('CERTIFICATE', der), key: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString() };
+export function makeCa(): Promise<Pem> {
+  return scratch(async (d) => {
+    await runOk('openssl', ['req', '-x509', ...EC, '-keyout', join(d, 'ca.key'), '-out', join(d, 'ca.crt'), '-days', '7300', '-subj', '/CN=swarm-ca',
+      '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign']);
+    return { cert: await fs.readFile(join(d, 'ca.crt'), 'utf8'), key: await fs.readFile(join(d, 'ca.key'), 'utf8') };
+  });
 }
 
 /** A key and a request made where the key stays: the joiner sends only the request. */
-export async function makeCsr(): Promise<{ key: string; csr: string }> {
-  const { privateKey } = newKey();
-  return { key: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(), csr: pem('CERTIFICATE REQUEST', certificationRequest(name([['CN', 'pending']]), privateKey)) };
+export function makeCsr(): Promise<{ key: string; csr: string }> {
+  return scratch(async (d) => {
+    await runOk('openssl', ['req', '-new', ...EC, '-keyout', join(d, 'n.key'), '-out', join(d, 'n.csr'), '-subj', '/CN=pending']);
+    return { key: await fs.readFile(join(d, 'n.key'), 'utf8'), csr: await fs.readFile(join(d, 'n.csr'), 'utf8') };
+  });
+}
+
+/** openssl's date form for `ca -startdate/-enddate` (`x509 -req` takes whole days only). */
+function asn1Time(d: Date): string {
+  return `${d.toISOString().replace(/[-:T]/g, '').slice(0, 14)}Z`;
+}
+
+/** The smallest CA configuration `openssl ca` needs: its database in the scratch dir, any subject. */
+function caConfig(d: string): string {
+  return [
+    '[ca]', 'default_ca = c', '[c]', `database = ${join(d, 'index.txt')}`, `new_certs_dir = ${d}`, `serial = ${join(d, 'serial')}`, 'default_md = sha256',
+    'policy = p', 'unique_subject = no', 'copy_extensions = none',
+    '[p]', 'commonName = supplied', 'organizationalUnitName = optional', 'organizationName = optional', '',
+  ].join('\n');
 }
 
 /**
@@ -38,17 +51,26 @@ export async function makeCsr(): Promise<{ key: string; csr: string }> {
  * does): CN the node ID, OU its role, O the cluster ID. Valid from a minute ago (clocks of nodes
  * differ a little, as swarmkit backdates too) for `expirySec` (the cluster's NodeCertExpiry).
  */
-export async function signCsr(ca: Pem, csr: string, o: { nodeId: string; role: 'manager' | 'worker'; clusterId: string; ips: string[]; expirySec: number }): Promise<string> {
-  let spki: Buffer;
-  try { spki = requestKey(unpem(csr)); } catch (e) { throw new Error(`invalid certificate request: ${(e as Error).message}`); }
-  const now = Date.now();
-  const caDer = new X509Certificate(ca.cert).raw;
-  const der = certificate({
-    subject: name([['CN', o.nodeId], ['OU', `swarm-${o.role}`], ['O', o.clusterId]]), issuer: subjectDer(caDer), spki, issuerKeyId: keyIdOf(caDer),
-    notBefore: new Date(now - 60_000), notAfter: new Date(now + o.expirySec * 1000), ca: false,
-    ips: [...new Set([...o.ips, '127.0.0.1'])], dns: ['localhost'],
-  }, createPrivateKey(ca.key));
-  return pem('CERTIFICATE', der);
+export function signCsr(ca: Pem, csr: string, o: { nodeId: string; role: 'manager' | 'worker'; clusterId: string; ips: string[]; expirySec: number }): Promise<string> {
+  return scratch(async (d) => {
+    await fs.writeFile(join(d, 'ca.crt'), ca.cert);
+    await fs.writeFile(join(d, 'ca.key'), ca.key, { mode: 0o600 });
+    await fs.writeFile(join(d, 'n.csr'), csr);
+    await fs.writeFile(join(d, 'index.txt'), '');
+    // A random serial, as before: certificates of one CA must never share one.
+    await fs.writeFile(join(d, 'serial'), `${randomBytes(12).toString('hex')}\n`);
+    await fs.writeFile(join(d, 'cfg'), caConfig(d));
+    const san = [...new Set([...o.ips, '127.0.0.1'])].map((ip) => `IP:${ip}`).join(',');
+    await fs.writeFile(join(d, 'ext'), [
+      `subjectAltName=${san},DNS:localhost`, 'basicConstraints=critical,CA:FALSE',
+      'keyUsage=critical,digitalSignature,keyEncipherment', 'extendedKeyUsage=serverAuth,clientAuth', '',
+    ].join('\n'));
+    const now = Date.now();
+    await runOk('openssl', ['ca', '-batch', '-config', join(d, 'cfg'), '-in', join(d, 'n.csr'), '-cert', join(d, 'ca.crt'), '-keyfile', join(d, 'ca.key'),
+      '-notext', '-startdate', asn1Time(new Date(now - 60_000)), '-enddate', asn1Time(new Date(now + o.expirySec * 1000)),
+      '-extfile', join(d, 'ext'), '-subj', `/CN=${o.nodeId}/OU=swarm-${o.role}/O=${o.clusterId}`, '-out', join(d, 'n.crt')]);
+    return fs.readFile(join(d, 'n.crt'), 'utf8');
+  });
 }
 
 /** A CA given by the user (`swarm ca --rotate --ca-cert --ca-key`): a CA certificate and its own key. */
@@ -76,6 +98,18 @@ export function issuedBy(cert: string, caPem: string): boolean {
 
 export function certDer(pem: string): Buffer {
   return new X509Certificate(pem).raw;
+}
+
+/** One DER element at `off`: where its content starts and where it ends. */
+function derAt(buf: Buffer, off: number): { start: number; end: number } {
+  let len = buf[off + 1]!;
+  let start = off + 2;
+  if (len & 0x80) {
+    const n = len & 0x7f;
+    len = buf.readUIntBE(off + 2, n);
+    start += n;
+  }
+  return { start, end: start + len };
 }
 
 /** The subject Name's DER, read from the certificate (Node exposes it only as text). */

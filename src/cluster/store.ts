@@ -50,9 +50,6 @@ export class ClusterStore {
     const c = (faults ??= requireCjs('cockatiel') as typeof Cockatiel);
     const credentials = {
       ...(tls ? { credentials: { rootCertificate: tls.ca, certChain: tls.cert, privateKey: tls.key } } : {}),
-      // gRPC waits a second before it dials a refused address again, doubling to two minutes: a
-      // member that is starting (swarm init, join, a restart) answers within a few hundred ms.
-      grpcOptions: { 'grpc.initial_reconnect_backoff_ms': 50, 'grpc.max_reconnect_backoff_ms': 1000 },
     };
     if (endpoints.length > 1) {
       this.health = new EndpointHealth(endpoints, (e) => new Etcd3({ hosts: [e], ...credentials, faultHandling: { host: () => c.noop, global: c.noop } }), c);

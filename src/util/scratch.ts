@@ -4,9 +4,8 @@ import { join } from 'node:path';
 import { pidAlive } from './process.js';
 
 /**
- * Private temp directories for files a child program must read or write (nft scripts; openssl's
- * keys, of berths before the in-process CA, whose leftovers are still removed). The berthd's pid is
- * in the name, so a later berthd can remove what a killed one left.
+ * Private temp directories for files a child program must read or write (nft scripts, openssl's
+ * keys). The berthd's pid is in the name, so a later berthd can remove what a killed one left.
  */
 const PREFIXES = ['berth-nft', 'berth-pki'] as const;
 export type ScratchKind = (typeof PREFIXES)[number];
