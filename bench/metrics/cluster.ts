@@ -5,7 +5,11 @@
  * a cluster of three managers, the time from a change through one host to its visibility through
  * every host: a node label update, read back with `node inspect` on each manager until it shows.
  */
+import { spawn } from 'node:child_process';
+import { promises as fs } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
+import { join } from 'node:path';
+import { TIMING_FLAGS } from '../../src/cluster/etcdmember.js';
 import type { BenchContext } from '../context.js';
 import { Lab } from '../../test/integration/lab.js';
 import { DockerLab } from '../swarmlab.js';
@@ -52,10 +56,40 @@ async function seen(h: SwarmHost, node: string, value: string, deadline: number)
   return undefined;
 }
 
+/**
+ * The floor under berth's `swarm init`: a fresh single etcd member with berth's timing flags, from
+ * its spawn until it serves clients (it has elected itself), in the lab's underlay namespace on
+ * its loopback (plain HTTP: no certificates to load, so a little under what berth's member takes).
+ */
+async function etcdAlone(underlay: string, base: string): Promise<number> {
+  const dir = await fs.mkdtemp(join(base, 'etcd-floor-'));
+  const url = 'http://127.0.0.1:23790';
+  const t0 = now();
+  const p = spawn('nsenter', [`--net=/run/netns/${underlay}`, 'etcd', '--name=floor', `--data-dir=${join(dir, 'data')}`, `--listen-client-urls=${url}`, `--advertise-client-urls=${url}`,
+    '--listen-peer-urls=http://127.0.0.1:23800', '--initial-advertise-peer-urls=http://127.0.0.1:23800', '--initial-cluster=floor=http://127.0.0.1:23800', '--logger=zap', ...TIMING_FLAGS], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const exited = new Promise((r) => p.once('exit', r));
+  try {
+    return await new Promise<number>((resolve, reject) => {
+      let out = '';
+      const timer = setTimeout(() => reject(new Error(`etcd alone did not serve within 20 s: ${out.slice(-500)}`)), 20_000);
+      p.stderr!.on('data', (d: Buffer) => {
+        out += d.toString();
+        if (out.includes('serving client traffic')) { clearTimeout(timer); resolve(now() - t0); }
+      });
+      p.once('exit', () => { clearTimeout(timer); reject(new Error(`etcd alone exited: ${out.slice(-500)}`)); });
+    });
+  } finally {
+    p.kill('SIGKILL');
+    await exited;
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+}
+
 export async function cluster(ctx: BenchContext): Promise<void> {
   const R = ctx.results;
   const group = 'Cluster of three hosts (ms, lower is better)';
   R.define({ key: 'swarm_init', group, label: '`swarm init`', unit: 'ms', better: 'lower', target: '≤ 0.5x Docker' });
+  R.define({ key: 'etcd_alone', group, label: 'a fresh etcd member alone, from spawn until it serves (the floor under berth\'s `swarm init`)', unit: 'ms', better: 'lower' });
   R.define({ key: 'swarm_join_worker', group, label: '`swarm join` (worker)', unit: 'ms', better: 'lower', target: '≤ 0.5x Docker' });
   R.define({ key: 'swarm_join_manager', group, label: '`swarm join` (manager)', unit: 'ms', better: 'lower', target: '≤ 0.5x Docker' });
   R.define({ key: 'node_ls', group, label: '`node ls` (3 nodes)', unit: 'ms', better: 'lower' });
@@ -88,6 +122,7 @@ export async function cluster(ctx: BenchContext): Promise<void> {
       for (const c of order(rep)) {
         const add = (k: string, v: number) => { if (record) R.add(k, c.engine, v); };
         const [h0, h1, h2] = c.hosts;
+        if (c.engine === 'berth') add('etcd_alone', await etcdAlone(berthLab!.underlay, ctx.base));
         add('swarm_init', await timed(h0, 'POST', '/swarm/init', initBody(h0)));
         const t = await tokens(h0);
         add('swarm_join_worker', await timed(h1, 'POST', '/swarm/join', joinBody(h1, h0, t.Worker)));
@@ -140,7 +175,8 @@ export async function cluster(ctx: BenchContext): Promise<void> {
     for (const c of clusters) await teardown(c);
     R.note('cluster_visibility', 'measured from the start of the update request until a `node inspect` on each of the three managers (polled back to back, each a fresh connection) shows the new label; so it includes the write itself and one read of every host. Docker\'s managers forward control API calls to the raft leader, berth\'s read the store (linearizable etcd reads), so on both a read reflects every committed write.');
     R.note('swarm_init', `the machine was busy with other work: load average ${loadAtStart.toFixed(1)} at the start of this group and ${loadavg()[0]!.toFixed(1)} at its end, on ${cpus().length} cores; both engines saw the same load (interleaved), the ratios are the numbers to read`);
-    R.note('swarm_init', 'until the API call returns; both engines with --advertise-addr and --listen-addr on the host\'s underlay address. berth starts an etcd member and makes its CA with openssl; Docker starts its raft node and CA in-process.');
+    R.note('swarm_init', 'until the API call returns; both engines with --advertise-addr and --listen-addr on the host\'s underlay address. berth makes its CA with openssl and starts an etcd member, and returns once the member leads, the records and etcd\'s access rules are written and the node\'s presence and watches are up; Docker starts its raft node and CA in-process. The etcd member\'s own start (the row "a fresh etcd member alone") is a floor under berth\'s init while it runs etcd as a process: 0.5x Docker leaves only what is above that floor for the CA, the records, the access rules, the presence and the watches.');
+    R.note('etcd_alone', `berth's member flags (${TIMING_FLAGS.join(' ')}); a new single member fast-forwards its election ticks, so it elects itself after 1 to 10 heartbeats (50–500 ms), the rest is the process start. Measured right before each berth \`swarm init\`.`);
     R.note('swarm_join_manager', 'berth: the manager\'s etcd member joins as a learner and is promoted once it has caught up, before the call returns.');
   } finally {
     if (berthLab) leaks.push(...(await berthLab.destroy().catch((e) => [`berth lab: ${e}`])));

@@ -22,24 +22,27 @@ function prefixEnd(prefix: string): Buffer {
 const exists = (e: unknown) => /already exists/.test(errorMessage(e));
 const missing = (e: unknown) => /not found|not granted/.test(errorMessage(e));
 
-/** At init, before anything else uses the store: the roles, the founding manager, auth on. */
+/**
+ * At init, before anything else uses the store: the roles, the founding manager, auth on. Two
+ * rounds of independent proposals (etcd batches what arrives together) and the switch:
+ * `swarm init` waits on this.
+ */
 export async function enableAccess(store: ClusterStore, founder: string): Promise<void> {
   const a = store.client.auth;
-  // Three independent chains, proposed together (etcd batches them): swarm init waits on this.
+  const tolerant = <T>(p: Promise<T>) => p.catch((e) => { if (!exists(e)) throw e; return undefined; });
   await Promise.all([
-    (async () => {
-      await store.call(() => a.roleAdd({ name: NODE_ROLE }).catch((e) => { if (!exists(e)) throw e; return undefined; }));
-      await store.call(() => a.roleGrantPermission({ name: NODE_ROLE, perm: { permType: 'Readwrite', key: Buffer.from(ROOT), range_end: prefixEnd(ROOT) } }));
-    })(),
-    (async () => {
-      // etcd enables auth only with a root user; no one logs in as it: no password (nor the
-      // bcrypt of one), only a certificate with CN root could, and the CA never issues one.
-      await store.call(() => a.userAdd({ name: 'root', options: { no_password: true } }).catch((e) => { if (!exists(e)) throw e; return undefined; }));
-      await store.call(() => a.userGrantRole({ user: 'root', role: 'root' }));
-    })(),
-    store.call(() => a.userAdd({ name: founder, options: { no_password: true } })),
+    store.call(() => tolerant(a.roleAdd({ name: NODE_ROLE }))),
+    // etcd enables auth only with a root user; no one logs in as it: no password (nor the
+    // bcrypt of one), only a certificate with CN root could, and the CA never issues one.
+    store.call(() => tolerant(a.userAdd({ name: 'root', options: { no_password: true } }))),
+    store.call(() => tolerant(a.userAdd({ name: founder, options: { no_password: true } }))),
   ]);
-  await addNodeUser(store, founder, 'manager');
+  await Promise.all([
+    store.call(() => a.roleGrantPermission({ name: NODE_ROLE, perm: { permType: 'Readwrite', key: Buffer.from(ROOT), range_end: prefixEnd(ROOT) } })),
+    store.call(() => a.userGrantRole({ user: 'root', role: 'root' })),
+    store.call(() => a.userGrantRole({ user: founder, role: NODE_ROLE })),
+    store.call(() => a.userGrantRole({ user: founder, role: 'root' })),
+  ]);
   await store.call(() => a.authEnable({}));
 }
 

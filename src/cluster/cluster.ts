@@ -16,6 +16,7 @@ import { ClusterStore } from './store.js';
 import { defaultSpec } from './views.js';
 import { expirySec, normPem } from './rotation.js';
 import { ServiceControl } from './services.js';
+import { Steps } from '../util/steps.js';
 
 export interface ClusterOptions {
   root: string;
@@ -147,6 +148,7 @@ export class Cluster {
     return this.serial(async () => {
       if (this.session && req.ForceNewCluster) return this.forceNewCluster(this.session);
       if (this.session) throw new UnavailableError(SWARM_EXISTS);
+      const steps = new Steps('swarm init');
       const spec = req.Spec ?? {};
       const { kept, signing } = caSettings(spec.CAConfig as Parameters<typeof caSettings>[0], this.control.minCertExpirySec);
       if (signing) throw invalid('berth makes the cluster CA at init: rotate to your own with "swarm ca --rotate --ca-cert --ca-key" afterwards');
@@ -164,7 +166,9 @@ export class Cluster {
       const dataPath = await resolveDataPath(req.DataPathAddr, adv.host);
       const clusterId = newNodeId();
       const nodeId = newNodeId();
+      steps.mark('checks');
       const [made, { key, csr }] = await Promise.all([makeCa(), this.takeKey()]);
+      steps.mark('ca and key');
       const ca = { ...made, cert: normPem(made.cert) };
       const clusterSpec = defaultSpec({ ...spec, CAConfig: kept });
       const cert = await signCsr(ca, csr, { nodeId, role: 'manager', clusterId, ips: [...new Set([adv.host, listen.host].filter((h) => h !== '0.0.0.0'))], expirySec: expirySec(clusterSpec) });
@@ -176,6 +180,7 @@ export class Cluster {
       let member: EtcdMember | undefined;
       let store: ClusterStore | undefined;
       try {
+        steps.mark('sign');
         await this.files.writeTls(ca.cert, cert, key);
         store = await Session.connect(state, so);
         const session = new Session(state, so, store);
@@ -185,9 +190,9 @@ export class Cluster {
           member = session.memberFor(state, state.initialCluster, 'new');
           await member.start();
         }
+        steps.mark('etcd spawned');
         const memberId = this.o.external ? undefined : (await waitForStore(store, 15_000, member)).ID;
-        const existing = await store.get<ClusterRecord>(K.cluster);
-        if (existing) throw invalid(`the cluster store already holds swarm ${existing.value.ID}: join it instead`);
+        steps.mark('etcd ready');
         const now = goTime();
         const caDer = certDer(ca.cert);
         const rec: NodeRecord = {
@@ -196,14 +201,26 @@ export class Cluster {
           Tls: { Issuer: ca.cert, Trust: [ca.cert] },
         };
         const cluster: ClusterRecord = { ID: clusterId, CreatedAt: now, UpdatedAt: now, Spec: clusterSpec, DataPathPort: port, DefaultAddrPool: pools, SubnetSize: subnetSize, CaCert: ca.cert };
-        await store.apply([[K.cluster, cluster], [K.tokens, { Worker: newJoinToken(caDer), Manager: newJoinToken(caDer) }], [K.ca, ca], [K.node(nodeId), rec]]);
-        // An external store's access rules are its operator's; berth's own members get berth's.
-        if (!this.o.external) await enableAccess(store, nodeId);
+        // The records only into a store that holds no swarm yet; the access rules beside them (an
+        // external store's are its operator's, berth's own members get berth's).
+        const records = [[K.cluster, cluster], [K.tokens, { Worker: newJoinToken(caDer), Manager: newJoinToken(caDer) }], [K.ca, ca], [K.node(nodeId), rec]] as const;
+        const [made] = await Promise.all([
+          store.txn([{ key: K.cluster, target: 'Create', value: 0 }], records.map(([key, value]) => ({ key, value }))),
+          this.o.external ? undefined : enableAccess(store, nodeId),
+        ]);
+        if (!made.ok) {
+          const existing = await store.get<ClusterRecord>(K.cluster);
+          throw invalid(`the cluster store already holds swarm ${existing?.value.ID ?? '(unknown)'}: join it instead`);
+        }
+        steps.mark('records and access');
         await this.files.save(state);
         session.member = member;
         this.session = session;
         await session.start();
+        steps.mark('session');
         await this.started(session);
+        steps.mark('started');
+        steps.done();
         return nodeId;
       } catch (e) {
         if (this.session?.state.nodeId === nodeId) this.session = undefined;
@@ -237,9 +254,12 @@ export class Cluster {
       // Optional when joining: the manager sees the address the request came from.
       const adv = await resolveAdvertise(req.AdvertiseAddr, listen).catch((e) => { if (req.AdvertiseAddr) throw e; return undefined; });
       if (adv && req.AdvertiseAddr) await checkLocal(adv.host, listen.host);
+      const steps = new Steps('swarm join');
       const { key, csr } = await this.takeKey();
+      steps.mark('key');
       const jr: JoinRequest = { token: req.JoinToken!, csr, addr: adv?.host ?? '', port: adv?.port ?? listen.port, hostname: this.o.hostname, description: this.description() };
       const answer = await requestJoin(remote, jr);
+      steps.mark('join request');
       const addr = answer.addr;
       const state: LocalState = {
         nodeId: answer.nodeId, clusterId: answer.clusterId, role: answer.role, addr, port: jr.port,
@@ -258,14 +278,19 @@ export class Cluster {
           state.memberState = 'existing';
           member = session.memberFor(state, state.initialCluster, 'existing');
           await member.start();
+          steps.mark('etcd spawned');
           await promoteWhenSynced(store, answer.memberId);
+          steps.mark('promoted');
           state.endpoints = [...new Set([...state.endpoints, clientUrl(addr)])];
         }
         await this.files.save(state);
         session.member = member;
         this.session = session;
         await session.start();
+        steps.mark('session');
         await this.started(session);
+        steps.mark('started');
+        steps.done();
       } catch (e) {
         this.session = undefined;
         // Undo what the manager made for us: the learner member and the node record.
@@ -358,6 +383,6 @@ async function waitForStore(store: ClusterStore, timeoutMs: number, member?: Etc
     } catch (e) {
       if (Date.now() > deadline) throw new UnavailableError(`the cluster store did not start: ${errorMessage(e)}`);
     }
-    await new Promise((r) => setTimeout(r, 50));
+    await new Promise((r) => setTimeout(r, 20));
   }
 }

@@ -5,10 +5,11 @@ import { caDigest, goTime, newJoinToken, newNodeId, parseJoinToken } from './ids
 import type { JoinAnswer, JoinRequest } from './joinwire.js';
 import { K, type AliveRecord, type ClusterRecord, type NodeRecord, type Spec, type TokensRecord } from './keys.js';
 import { certDer, checkCa, signCsr, type Pem } from './pki.js';
-import { beginRotation, expirySec, issueFor, issuerOf, normPem, signer, trustOf } from './rotation.js';
+import { beginRotation, expirySec, issueFor, issuerOf, normPem, trustOf } from './rotation.js';
 import type { Session } from './session.js';
 import type { Versioned } from './store.js';
 import { clusterInfo, defaultSpec, nodeView, swarmView, type Liveness } from './views.js';
+import { Steps } from '../util/steps.js';
 
 export interface NodeFilters { id?: string[]; name?: string[]; role?: string[]; membership?: string[]; 'node.label'?: string[]; label?: string[] }
 export interface NodeSpecBody { Name?: string; Labels?: Record<string, string>; Role?: string; Availability?: string }
@@ -257,14 +258,23 @@ export class Control {
   /** A join arriving at this manager's control port. */
   async handleJoin(s: Session, r: JoinRequest, remote: string): Promise<JoinAnswer> {
     if (s.state.role !== 'manager') throw new UnavailableError(NOT_MANAGER);
+    const steps = new Steps('a join (manager side)');
     const parsed = parseJoinToken(r.token);
-    const [c, t] = await Promise.all([this.cluster(s), s.store.get<TokensRecord>(K.tokens)]);
+    // What a join reads, in one round trip: the cluster, the tokens, the nodes, the signing keys.
+    const [cs, ts, all, cas] = await s.store.readMany([{ key: K.cluster }, { key: K.tokens }, { key: K.nodes, prefix: true }, { key: K.ca, prefix: true }]);
+    const c = cs!.get(K.cluster) as Versioned<ClusterRecord> | undefined;
+    const t = ts!.get(K.tokens) as Versioned<TokensRecord> | undefined;
+    if (!c || !t) throw new UnavailableError(NO_MANAGER);
     if (!parsed || parsed.digest !== caDigest(certDer(c.value.CaCert))) throw badToken();
-    const role = r.token === t!.value.Manager ? 'manager' : r.token === t!.value.Worker ? 'worker' : undefined;
+    const role = r.token === t.value.Manager ? 'manager' : r.token === t.value.Worker ? 'worker' : undefined;
     if (!role) throw badToken();
     const addr = r.addr || remote.replace(/^::ffff:/, '');
     const nodeId = newNodeId();
-    const cert = await signCsr(await signer(s.store, c.value), r.csr, { nodeId, role, clusterId: c.value.ID, ips: [addr], expirySec: expirySec(c.value.Spec) });
+    steps.mark('read');
+    const signing = cas!.get(c.value.Rotation?.Phase === 'issue' ? K.caNext : K.ca)?.value as Pem | undefined;
+    if (!signing) throw new Error('the cluster CA key is missing from the store');
+    const cert = await signCsr(signing, r.csr, { nodeId, role, clusterId: c.value.ID, ips: [addr], expirySec: expirySec(c.value.Spec) });
+    steps.mark('sign');
     const now = goTime();
     // During a CA rotation the joiner trusts both CAs, as every node then does.
     const trust = trustOf(c.value);
@@ -273,20 +283,30 @@ export class Control {
       Description: { ...r.description, Hostname: r.hostname }, Addr: addr, Port: r.port || 2377,
       Tls: { Issuer: issuerOf(c.value, cert)!, Trust: trust },
     };
-    const nodes = [...(await s.store.list<NodeRecord>(K.nodes)).values()];
+    const nodes = [...(all as Map<string, Versioned<NodeRecord>>).values()];
     const endpoints = s.state.endpoints.length && !s.state.member ? s.state.endpoints
       : nodes.filter((n) => n.value.MemberId).map((n) => clientUrl(n.value.Addr));
-    if (!this.o.external) await addNodeUser(s.store, nodeId, role);
-    await s.store.put(K.node(nodeId), rec);
-    if (role === 'worker' || !s.state.member) return { nodeId, clusterId: c.value.ID, role, addr, ca: trust.join(''), cert, endpoints };
+    const manager = role === 'manager' && s.state.member;
+    // Its etcd user and (for a manager) its member as a learner, together; then its record. A
+    // learner does not count towards quorum until promoted: a joiner that never comes up leaves
+    // the cluster's quorum as it was.
+    const [user, learner] = await Promise.allSettled([
+      this.o.external ? undefined : addNodeUser(s.store, nodeId, role),
+      manager ? s.store.addLearner(peerUrl(addr)) : undefined,
+    ]);
+    steps.mark('user and learner');
     try {
-      // A learner does not count towards quorum until promoted: a joiner that never comes up
-      // leaves the cluster's quorum as it was.
-      const { id, members } = await s.store.addLearner(peerUrl(addr));
-      const initialCluster = members.map((m) => `${m.name || nodeId}=${m.peerURLs[0]}`).join(',');
-      await s.store.put(K.node(nodeId), { ...rec, MemberId: id });
-      return { nodeId, clusterId: c.value.ID, role, addr, ca: trust.join(''), cert, endpoints, memberId: id, initialCluster };
+      if (user.status === 'rejected') throw user.reason;
+      if (learner.status === 'rejected') throw learner.reason;
+      const member = learner.value;
+      await s.store.put(K.node(nodeId), member ? { ...rec, MemberId: member.id } : rec);
+      steps.mark('record');
+      steps.done();
+      if (!member) return { nodeId, clusterId: c.value.ID, role, addr, ca: trust.join(''), cert, endpoints };
+      const initialCluster = member.members.map((m) => `${m.name || nodeId}=${m.peerURLs[0]}`).join(',');
+      return { nodeId, clusterId: c.value.ID, role, addr, ca: trust.join(''), cert, endpoints, memberId: member.id, initialCluster };
     } catch (e) {
+      if (learner.status === 'fulfilled' && learner.value) await s.store.removeMember(learner.value.id).catch(() => undefined);
       await s.store.delete(K.node(nodeId)).catch(() => undefined);
       await removeNodeUser(s.store, nodeId).catch(() => undefined);
       throw e;

@@ -18,9 +18,10 @@ export class Presence {
 
   constructor(private readonly store: ClusterStore, private readonly key: string, private readonly value: () => unknown, private readonly ttlSec: number, private readonly log: (m: string) => void) {}
 
-  start(): void {
+  /** Resolves once the first presence key is written (or that attempt failed: later ones retry). */
+  start(): Promise<void> {
     this.stopped = false;
-    void this.acquire();
+    return this.acquire();
   }
 
   get current(): Lease | undefined { return this.lease; }

@@ -10,7 +10,7 @@ import { certValidity, issuedBy, makeCsr } from './pki.js';
 import { advanceRotation, issuerOf, pemList, renewAt, renewalTimer, trustOf, wantedIssuer } from './rotation.js';
 import { Presence } from './presence.js';
 import type { LocalState, LocalStateFiles } from './state.js';
-import { ClusterStore } from './store.js';
+import { ClusterStore, type Versioned } from './store.js';
 import { goTime } from './ids.js';
 
 export interface SessionOptions {
@@ -86,10 +86,15 @@ export class Session {
   }
 
   async start(): Promise<void> {
-    this.presence.start();
-    if (this.state.role === 'manager') await this.startJoins();
+    // Independent round trips, together: a node ls right after init or join shows this node
+    // Ready (its presence is written), and its join endpoint and watches are up.
+    const [, , seen] = await Promise.all([
+      this.presence.start(),
+      this.state.role === 'manager' ? this.startJoins() : undefined,
+      this.watchStore(),
+    ]);
     // A change made while this berthd was down is applied now.
-    this.catchUp(await this.watchStore());
+    this.catchUp(seen);
     this.refresher = setInterval(() => {
       this.queue = this.queue.then(() => this.refreshEndpoints()).catch(() => undefined);
     }, 5000);
@@ -101,8 +106,9 @@ export class Session {
 
   /** Watches this node's record (role changes, removal) and the cluster's (its CA) from one revision on. */
   private async watchStore(): Promise<{ mine?: { value: NodeRecord }; cluster?: { value: ClusterRecord } }> {
-    const rev = await this.store.revision();
-    const [mine, cluster] = await Promise.all([this.store.get<NodeRecord>(K.node(this.state.nodeId)), this.store.get<ClusterRecord>(K.cluster)]);
+    const { revision: rev, found } = await this.store.readAt([K.node(this.state.nodeId), K.cluster]);
+    const mine = found[0] as Versioned<NodeRecord> | undefined;
+    const cluster = found[1] as Versioned<ClusterRecord> | undefined;
     const [node, cl] = await Promise.allSettled([
       this.store.watch<NodeRecord>(K.node(this.state.nodeId), rev + 1, (e) => {
         this.enqueue(() => (e.type === 'delete' ? this.removed() : this.reconcile(e.value)));
@@ -178,7 +184,7 @@ export class Session {
     await this.presence.stop(false);
     this.store = next;
     this.presence = this.newPresence(next);
-    this.presence.start();
+    void this.presence.start();
     await this.rewatch();
     // Calls still running on the old client finish first.
     setTimeout(() => old.close(), 5000).unref();
@@ -487,7 +493,7 @@ export async function promoteWhenSynced(store: ClusterStore, id: string, timeout
       return;
     } catch (e) {
       if (Date.now() > deadline) throw new Error(`the new etcd member did not catch up: ${errorMessage(e)}`);
-      await new Promise((r) => setTimeout(r, 100));
+      await new Promise((r) => setTimeout(r, 25));
     }
   }
 }

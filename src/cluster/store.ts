@@ -3,6 +3,7 @@ import type * as Etcd from 'etcd3';
 import { requireCjs } from '../util/cjs.js';
 import { errorMessage } from '../util/errors.js';
 import { NO_LEADER, UnavailableError } from './errors.js';
+import { EndpointHealth } from './health.js';
 
 /**
  * The cluster store: typed JSON records in etcd with their revisions, compare-and-swap, leases and
@@ -41,9 +42,19 @@ export class ClusterStore {
   /** This node's own member (a manager's), for reads when the cluster has no leader. */
   private readonly localClient?: Etcd.Etcd3;
 
+  /** Which members answer, when there are several to choose from. */
+  private readonly health?: EndpointHealth;
+
   constructor(readonly endpoints: string[], tls?: TlsFiles, local?: string) {
     const { Etcd3, isRecoverableError } = etcd3();
     const c = (faults ??= requireCjs('cockatiel') as typeof Cockatiel);
+    const credentials = {
+      ...(tls ? { credentials: { rootCertificate: tls.ca, certChain: tls.cert, privateKey: tls.key } } : {}),
+    };
+    if (endpoints.length > 1) {
+      this.health = new EndpointHealth(endpoints, (e) => new Etcd3({ hosts: [e], ...credentials, faultHandling: { host: () => c.noop, global: c.noop } }), c);
+    }
+    const breaker = () => c.circuitBreaker(c.handleWhen((e) => isRecoverableError(e) && !/unhealthy cluster/.test(e.message)), { halfOpenAfter: 1000, breaker: new c.ConsecutiveBreaker(3) });
     this.client = new Etcd3({
       // etcd3's default breaker shuts a host out for 5 s after three failures: with one endpoint,
       // or while a member rejoins, that is 5 s of a store that looks dead. A second is enough to
@@ -51,20 +62,19 @@ export class ClusterStore {
       faultHandling: {
         // etcd's "unhealthy cluster" (a member change refused for a moment) says nothing of the
         // host's health: it must not shut the host out.
-        host: () => (endpoints.length > 1 ? c.circuitBreaker(c.handleWhen((e) => isRecoverableError(e) && !/unhealthy cluster/.test(e.message)), { halfOpenAfter: 1000, breaker: new c.ConsecutiveBreaker(3) }) : c.noop),
+        host: (h) => (this.health ? this.health.gate(h, breaker()) : c.noop),
         global: c.retry(c.handleWhen(isRecoverableError), { maxAttempts: 3 }),
       },
       hosts: endpoints,
-      ...(tls ? { credentials: { rootCertificate: tls.ca, certChain: tls.cert, privateKey: tls.key } } : {}),
-      dialTimeout: 3000,
+      ...credentials,
       // Streams (watches, keepalives) live on; single calls get a deadline so a store without
       // quorum answers with an error instead of holding the API request forever.
       defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + CALL_MS }),
     });
     if (local) {
       this.localClient = new Etcd3({
-        hosts: [local], dialTimeout: 1000,
-        ...(tls ? { credentials: { rootCertificate: tls.ca, certChain: tls.cert, privateKey: tls.key } } : {}),
+        hosts: [local],
+        ...credentials,
         faultHandling: { host: () => c.noop, global: c.noop },
         defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + READ_MS }),
       });
@@ -72,6 +82,7 @@ export class ClusterStore {
   }
 
   close(): void {
+    this.health?.close();
     this.client.close();
     this.localClient?.close();
   }
@@ -114,10 +125,16 @@ export class ClusterStore {
 
   private async read<T>(fn: (client: Etcd.Etcd3, serializable: boolean) => Promise<T>): Promise<T> {
     if (!this.degraded) {
+      const t0 = Date.now();
       try {
         return await this.call(() => fn(this.client, false));
       } catch (e) {
         if (!(e instanceof UnavailableError)) throw e;
+        // It may have gone to a member that fell silent meanwhile: calls now skip it, so one
+        // more try tells a store without a leader from one member lost.
+        if (this.health && this.health.lastSickAt >= t0) {
+          try { return await this.call(() => fn(this.client, false)); } catch (e2) { if (!(e2 instanceof UnavailableError)) throw e2; }
+        }
         this.degradedUntil = Date.now() + 3000;
       }
     }
@@ -152,6 +169,20 @@ export class ClusterStore {
       for (const kv of op.response_range.kvs) out.set(kv.key.toString(), { value: JSON.parse(kv.value.toString()), modRevision: Number(kv.mod_revision) });
       return out;
     });
+  }
+
+  /** Keys read together, linearizable, with the revision they were read at (a watch from the next one misses nothing). */
+  async readAt(keys: string[]): Promise<{ revision: number; found: Array<Versioned<unknown> | undefined> }> {
+    const r = await this.call(() => this.client.kv.txn({
+      compare: [], failure: [], success: keys.map((k) => ({ request_range: { key: Buffer.from(k) } })),
+    }));
+    return {
+      revision: Number(r.header.revision),
+      found: r.responses.map((op) => {
+        const kv = op.response_range.kvs[0];
+        return kv ? { value: JSON.parse(kv.value.toString()), modRevision: Number(kv.mod_revision) } : undefined;
+      }),
+    };
   }
 
   async put(key: string, value: unknown): Promise<number> {

@@ -256,6 +256,7 @@ export class Daemon {
       findNetwork: (ref) => network.registry.find(ref), appliedEverywhere: (r) => sn.appliedEverywhere(r),
       ingress: () => network.registry.list().find((n) => n.Scope === 'swarm' && n.Ingress),
     };
+    // The agent starts once this node follows the networks: a task that publishes joins ingress, which must be there.
     await sn.start();
     if (s.state.role === 'manager') await this.makeIngress(s, sn).catch((e) => log(`ingress: ${errorMessage(e)}`));
     await agent.start().catch((e) => log(`agent: ${errorMessage(e)}`));

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
+import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { waitFor } from './harness.js';
@@ -137,6 +138,72 @@ describe('cluster: faults', () => {
     const labels = (await h2.host.api('GET', '/nodes/lab3')).json.Spec.Labels;
     assert.equal(labels['quorum-back'], '1');
     assert.equal(labels['no-quorum'], undefined, 'a refused change was applied after all');
+  });
+
+  /** etcdctl inside a manager's namespace, with its node certificate, against its own member. */
+  const etcdctlArgs = (h: LabHost) => {
+    const tls = join(h.host.root, 'cluster', 'tls');
+    return [`--net=${h.host.netnsPath}`, 'etcdctl', '--endpoints=https://127.0.0.1:2379', `--cacert=${join(tls, 'ca.crt')}`, `--cert=${join(tls, 'node.crt')}`, `--key=${join(tls, 'node.key')}`];
+  };
+
+  /** The manager whose etcd member leads now, by etcd's own member status. */
+  async function etcdLeader(): Promise<LabHost> {
+    const r = await h1.host.inNetns('etcdctl', [...etcdctlArgs(h1).slice(2), 'endpoint', 'status', '--cluster', '-w', 'json']);
+    assert.equal(r.code, 0, r.stderr);
+    const all = JSON.parse(r.stdout) as Array<{ Endpoint: string; Status: { header: { member_id: number }; leader: number } }>;
+    const leader = all.find((e) => String(e.Status.header.member_id) === String(e.Status.leader));
+    assert.ok(leader, `no member leads: ${r.stdout}`);
+    const h = [h0, h1, h2].find((x) => leader.Endpoint === `https://${x.addr}:2379`);
+    assert.ok(h, `the leader ${leader.Endpoint} is no manager of the lab`);
+    return h;
+  }
+
+  it("the etcd leader's manager cut off: every other node keeps its presence the whole time, the cut-off one goes Down", async () => {
+    for (const n of ['lab0', 'lab1', 'lab2']) await waitState(h0, new RegExp(`^${n} Ready (Reachable|Leader)$`), 20_000);
+    await waitState(h0, 'lab3 Ready', 20_000);
+    const cut = await etcdLeader();
+    const others = [h0, h1, h2, h3].filter((h) => h !== cut);
+    const observer = others.find((h) => h !== h3)!;
+    const ids = new Map<string, string>();
+    for (const h of [h0, h1, h2, h3]) ids.set(((await h.host.api('GET', '/info')).json.Swarm.NodeID) as string, h.name);
+    // A watch of the presence keys, through a manager that stays: a key that vanishes, even for a
+    // moment between two polls of node ls, shows as a DELETE here.
+    const watch = spawn('nsenter', [...etcdctlArgs(observer), 'watch', '--prefix', '/berth/v1/alive/'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let events = '';
+    watch.stdout!.on('data', (d: Buffer) => { events += d.toString(); });
+    watch.stderr!.on('data', (d: Buffer) => { events += d.toString(); });
+    const deletes = () => [...events.matchAll(/^DELETE\n(\S+)$/gm)].map((m) => ids.get(m[1]!.slice('/berth/v1/alive/'.length)) ?? m[1]!);
+    const seen: string[] = [];
+    try {
+      await new Promise((r) => setTimeout(r, 500));
+      assert.equal(watch.exitCode, null, `etcdctl watch: ${events}`);
+      await lab.partition(cut);
+      const t0 = Date.now();
+      let polls = 0;
+      let down = '';
+      try {
+        // Longer than the TTL by far: a lease kept on a dead connection would have lapsed.
+        while (Date.now() - t0 < (TTL * 2 + 2) * 1000) {
+          const r = await observer.host.docker(['node', 'ls', '--format', '{{.Hostname}} {{.Status}}']);
+          polls++;
+          const lines = r.stdout.trim().split('\n').map((l) => l.trim());
+          for (const h of others) if (r.code !== 0 || !lines.includes(`${h.name} Ready`)) seen.push(`${Date.now() - t0} ms: ${r.code} ${r.stdout}${r.stderr}`.trim());
+          await new Promise((r) => setTimeout(r, 200));
+        }
+        down = await waitState(observer, new RegExp(`^${cut.name} Down`), DOWN_MS).then(() => '', (e: Error) => e.message);
+      } finally {
+        await lab.heal(cut);
+      }
+      assert.ok(polls >= 5, `only ${polls} polls of node ls ran`);
+      assert.deepEqual(seen, [], `live nodes not Ready on ${observer.name} while ${cut.name} was cut off`);
+      assert.equal(down, '', `${cut.name} not Down on ${observer.name}`);
+      // The probe ran: it saw the cut-off node's key go, and no other.
+      assert.ok(deletes().includes(cut.name), `the watch never saw ${cut.name}'s presence go: ${events}`);
+      assert.deepEqual(deletes().filter((n) => n !== cut.name), [], `presence keys of live nodes vanished: ${events}`);
+    } finally {
+      watch.kill();
+    }
+    await waitState(observer, new RegExp(`^${cut.name} Ready`), 30_000);
   });
 
   it('a worker cut off the underlay shows Down within the TTL and Ready when the link is back', async () => {

@@ -1,0 +1,23 @@
+/**
+ * Timestamps of the steps of one long operation (swarm init, join), written to stderr when
+ * BERTH_TRACE_STEPS is set: where the time of a slow command goes, without a profiler.
+ */
+export class Steps {
+  private readonly t0 = performance.now();
+  private last = this.t0;
+  private readonly parts: string[] = [];
+  static readonly on = Boolean(process.env.BERTH_TRACE_STEPS);
+
+  constructor(private readonly what: string) {}
+
+  mark(step: string): void {
+    if (!Steps.on) return;
+    const now = performance.now();
+    this.parts.push(`${step} ${(now - this.last).toFixed(1)}`);
+    this.last = now;
+  }
+
+  done(): void {
+    if (Steps.on) console.error(`berthd: steps of ${this.what} (ms): ${this.parts.join(', ')}; total ${(performance.now() - this.t0).toFixed(1)}`);
+  }
+}
