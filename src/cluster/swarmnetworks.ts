@@ -378,6 +378,7 @@ export class SwarmNetworks implements OverlayPlane {
     if (this.publishing) return;
     this.publishing = (async () => {
       let sent = 0;
+      let failures = 0;
       while (sent < this.published && !this.closed) {
         const lease = this.session.lease;
         if (!lease) break;
@@ -385,8 +386,12 @@ export class SwarmNetworks implements OverlayPlane {
         try {
           await lease.put(K.appliedOf(this.me)).value(JSON.stringify({ Revision: r })).exec();
         } catch (e) {
-          this.log(`overlay: publishing the applied revision: ${errorMessage(e)}`);
-          break;
+          // Tried again: no later change may come to publish it, and until it is out every other
+          // host's command waits its full bound on this one (helper-18 saw "revision N not applied
+          // within 5000 ms" after a member restarted).
+          if (!failures++) this.log(`overlay: publishing the applied revision: ${errorMessage(e)}; trying again`);
+          await new Promise((res) => setTimeout(res, Math.min(2000, 100 * 2 ** failures)));
+          continue;
         }
         sent = r;
       }
