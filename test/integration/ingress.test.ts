@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { run, runOk } from '../../src/util/exec.js';
 import { waitFor } from './harness.js';
-import { dockerFails, dockerOk, Lab, UNDERLAY_PREFIX, type LabHost } from './lab.js';
+import { dockerFails, dockerOk, Lab, serviceTasks, UNDERLAY_PREFIX, type LabHost } from './lab.js';
 
 /**
  * The ingress network and the routing mesh across three lab hosts (a manager, a second manager,
@@ -81,11 +81,7 @@ describe('the ingress routing mesh across hosts', () => {
 
   const ok = dockerOk;
   const fails = dockerFails;
-  const tasks = async (h: LabHost, service: string): Promise<Task[]> => {
-    const r = await h.host.api('GET', `/tasks?filters=${encodeURIComponent(JSON.stringify({ service: [service] }))}`);
-    assert.equal(r.status, 200, r.body);
-    return r.json as Task[];
-  };
+  const tasks = (h: LabHost, service: string) => serviceTasks<Task>(h, service);
   const waitRunning = (h: LabHost, service: string, n: number) => waitFor(async () => {
     const all = await tasks(h, service);
     const r = all.filter((t) => t.DesiredState === 'running' && t.Status.State === 'running');

@@ -178,3 +178,10 @@ export async function dockerFails(h: LabHost, args: string[], message: RegExp | 
   if (typeof message === 'string') assert.ok(r.stderr.includes(message), `stderr: ${r.stderr}`);
   else assert.match(r.stderr, message);
 }
+
+/** A service's tasks as a manager lists them (GET /tasks filtered by service), in the caller's shape. */
+export async function serviceTasks<T>(h: LabHost, service: string): Promise<T[]> {
+  const r = await h.host.api('GET', `/tasks?filters=${encodeURIComponent(JSON.stringify({ service: [service] }))}`);
+  assert.equal(r.status, 200, r.body);
+  return r.json as T[];
+}

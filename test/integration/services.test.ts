@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { waitFor } from './harness.js';
-import { dockerFails, dockerOk, Lab, type LabHost } from './lab.js';
+import { dockerFails, dockerOk, Lab, serviceTasks, type LabHost } from './lab.js';
 
 /**
  * Swarm services across three lab hosts (two managers, one worker), through the docker CLI and
@@ -39,11 +39,7 @@ describe('swarm services across hosts', () => {
 
   const ok = dockerOk;
   const fails = dockerFails;
-  const tasks = async (h: LabHost, service: string): Promise<Task[]> => {
-    const r = await h.host.api('GET', `/tasks?filters=${encodeURIComponent(JSON.stringify({ service: [service] }))}`);
-    assert.equal(r.status, 200, r.body);
-    return r.json as Task[];
-  };
+  const tasks = (h: LabHost, service: string) => serviceTasks<Task>(h, service);
   const running = async (h: LabHost, service: string) => (await tasks(h, service)).filter((t) => t.DesiredState === 'running' && t.Status.State === 'running');
   /**
    * Converged: n tasks running, and every other task stopped (but on `down` nodes, which cannot
@@ -343,7 +339,10 @@ describe('swarm services across hosts', () => {
       await waitFor(async () => {
         seen = `stacks [${await ok(h0, ['stack', 'ls', '--format', '{{.Name}}'])}], networks ${(await Promise.all([h0, h1, h2].map((h) => ok(h, ['network', 'ls', '--format', '{{.Name}}'])))).map((l) => `[${l.split('\n').join(' ')}]`).join(' ')}`;
         return !seen.includes('demo');
-      }, 'stack demo gone', 20_000).catch((e: Error) => { throw new Error(`${e.message}: ${seen}`); });
+      }, 'stack demo gone', 20_000).catch((e: Error) => {
+        const logs = [h0, h1, h2].map((h) => `${h.name}: ${h.host.daemonLog.split('\n').filter((l) => /overlay|network|swarm/.test(l)).slice(-8).join(' | ')}`);
+        throw new Error(`${e.message}: ${seen}; ${logs.join('; ')}`);
+      });
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
