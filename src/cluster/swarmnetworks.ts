@@ -77,6 +77,9 @@ export class SwarmNetworks implements OverlayPlane {
   /** Networks whose kernel side failed to follow a batch, and the timer that tries them again. */
   private readonly dirty = new Set<string>();
   private resyncTimer?: NodeJS.Timeout;
+  /** Keys of this host's released endpoints the store has not taken the deletion of yet. */
+  private readonly withdrawals = new Set<string>();
+  private withdrawTimer?: NodeJS.Timeout;
   private publishing?: Promise<void>;
   private mtu?: number;
   readonly vtep: { addr: string; port: number };
@@ -428,6 +431,7 @@ export class SwarmNetworks implements OverlayPlane {
   async close(): Promise<void> {
     this.closed = true;
     clearTimeout(this.resyncTimer);
+    clearTimeout(this.withdrawTimer);
     await this.stopWatch?.().catch(() => undefined);
     for (const w of this.waiters) w.done();
     this.waiters = [];
@@ -533,8 +537,32 @@ export class SwarmNetworks implements OverlayPlane {
     const rec = this.mine.get(endpointId) ?? this.eps.get(n.Id)?.get(endpointId);
     if (!rec) return undefined;
     this.mine.delete(endpointId);
-    const r = await this.store.txn([], [], [K.endpoint(n.Id, endpointId), K.address(n.Id, rec.IP)]);
-    return r.revision;
+    const keys = [K.endpoint(n.Id, endpointId), K.address(n.Id, rec.IP)];
+    try {
+      return (await this.store.txn([], [], keys)).revision;
+    } catch (e) {
+      // The store takes no change now (quorum lost, say): the container is gone here all the same,
+      // and its record goes once the store takes changes again. Left alone it stayed, under this
+      // host's live lease, as a stale peer on every other host (chaos across hosts, a quorum loss).
+      this.log(`overlay: withdrawing endpoint ${endpointId.slice(0, 12)}: ${errorMessage(e)}; trying again`);
+      for (const k of keys) this.withdrawals.add(k);
+      this.withdrawSoon();
+      return undefined;
+    }
+  }
+
+  /** Deletes the keys of endpoints whose release the store refused, until it takes them. */
+  private withdrawSoon(delayMs = 500): void {
+    if (this.closed || this.withdrawTimer || !this.withdrawals.size) return;
+    this.withdrawTimer = setTimeout(() => {
+      this.withdrawTimer = undefined;
+      const keys = [...this.withdrawals];
+      void this.store.txn([], [], keys).then(
+        () => { for (const k of keys) this.withdrawals.delete(k); this.withdrawSoon(); },
+        () => this.withdrawSoon(Math.min(5000, delayMs * 2)),
+      );
+    }, delayMs);
+    this.withdrawTimer.unref();
   }
 
   // ---------------------------------------------------------------- create and remove (managers)

@@ -272,6 +272,26 @@ describe('swarm networks: the store side', () => {
     await sn.close();
   });
 
+  it('an endpoint released while the store takes no change (quorum lost) leaves the store once it takes changes again', async () => {
+    const store = new MemStore();
+    store.write([[K.network('n1'), net('n1')]]);
+    const { sn } = setUp(store);
+    await sn.start();
+    const ep = { endpointId: 'e1', ip: '10.0.1.7', mac: '02:42:0A:00:01:07', containerId: 'c1', name: 'web', aliases: [] };
+    await sn.claim(net('n1'), ep);
+    const realTxn = store.txn.bind(store);
+    let refusals = 0;
+    store.txn = async (cmp, puts, deletes) => {
+      if (deletes?.length && refusals < 2) { refusals++; throw new Error("The swarm does not have a leader. It's possible that too few managers are online."); }
+      return realTxn(cmp, puts, deletes);
+    };
+    assert.equal(await sn.release(net('n1'), 'e1'), undefined, 'no revision to wait on: the container goes here all the same');
+    assert.ok(await store.get(K.endpoint('n1', 'e1')), 'still in the store while it refuses');
+    await waitUntil(() => !store.data.has(K.endpoint('n1', 'e1')) && !store.data.has(K.address('n1', '10.0.1.7')), 5000);
+    assert.equal(refusals, 2);
+    await sn.close();
+  });
+
   it("a host that lapsed keeps its addresses: no other host allocates them, and its return never overwrites another's claim", async () => {
     const store = new MemStore();
     const b0 = { Network: 'n1', EndpointID: 'eb', IP: '10.0.1.9', Mac: '02:42:0a:00:01:09', Node: 'B', Vtep: '10.99.0.2', Name: 'b0', Aliases: [], ContainerID: 'cb' };
