@@ -153,19 +153,24 @@ export async function findViolations(host: TestHost, opts: InvariantOptions = {}
       if (c.NetworkSettings.SandboxKey) v.push(`${short(c.Id)} ${c.Name}: ${c.State.Status} but has a sandbox`);
     }
   }
+  // A swarm node's ingress sandbox (the routing mesh's own namespace, no container's: a fuzzed
+  // `swarm init` makes one) has a pin and endpoints of its own.
+  const mountinfo = (await fs.readFile('/proc/self/mountinfo', 'utf8')).split('\n');
+  const ingressPin = join(host.root, 'netns', 'ingress-sbox');
+  const ingress = mountinfo.some((l) => l.includes(`${ingressPin} `)) ? (await interfacesIn(ingressPin)).length : -1;
   const veths = await hostVeths(host);
-  if (veths.length !== runningEndpoints) v.push(`${veths.length} host veths but ${runningEndpoints} running endpoints`);
+  const expectedVeths = runningEndpoints + Math.max(0, ingress);
+  if (veths.length !== expectedVeths) v.push(`${veths.length} host veths but ${expectedVeths} running endpoints${ingress >= 0 ? ' (the ingress sandbox\'s included)' : ''}`);
 
   // Namespace pins, rootfs mounts, runc's containers, journals.
-  const mountinfo = (await fs.readFile('/proc/self/mountinfo', 'utf8')).split('\n');
-  const pinned = mountinfo.filter((l) => l.includes(join(host.root, 'netns') + '/')).length;
+  const pinned = mountinfo.filter((l) => l.includes(join(host.root, 'netns') + '/')).length - (ingress >= 0 ? 1 : 0);
   if (pinned !== running.length) v.push(`${pinned} namespace pins mounted but ${running.length} running containers`);
   const rootfs = mountinfo.filter((l) => l.includes(join(host.root, 'containers')) && l.includes('/rootfs ')).length;
   if (rootfs !== running.length) v.push(`${rootfs} rootfs mounts but ${running.length} running containers`);
   const runc = (await run('runc', ['--root', join(host.root, 'runc'), 'list', '-q'])).stdout.split('\n').filter(Boolean);
   for (const id of runc) if (!runningIds.has(id)) v.push(`runc container ${short(id)} is not a running container`);
   for (const id of runningIds) if (!runc.includes(id)) v.push(`running container ${short(id)} unknown to runc`);
-  const journals = (await fs.readdir(join(host.root, 'sandboxes')).catch(() => [] as string[])).filter((f) => f.endsWith('.json'));
+  const journals = (await fs.readdir(join(host.root, 'sandboxes')).catch(() => [] as string[])).filter((f) => f.endsWith('.json') && !(ingress >= 0 && f === 'ingress-sbox.json'));
   if (journals.length !== running.length) v.push(`${journals.length} sandbox journals but ${running.length} running containers`);
 
   // Published ports: one pub_any element per published binding of a running container.
