@@ -41,6 +41,8 @@ const APPLY_WAIT_MS = 5000;
 const LEASE_RENEWAL_WAIT_MS = 3000;
 /** How long a network's removal waits for the endpoints of tasks on their way out. */
 const TASK_EXIT_WAIT_MS = 30_000;
+/** How often a host checks that its watch keeps up with the store. */
+const STALE_CHECK_MS = 3000;
 
 /**
  * Swarm-scope networks on one host, kept in step with the cluster store: the host lists the
@@ -71,6 +73,10 @@ export class SwarmNetworks implements OverlayPlane {
   private stopWatch?: () => Promise<void>;
   private closed = false;
   private published = 0;
+  /** The newest store revision this host's view holds (its last list, or the last event its watch brought). */
+  private seen = 0;
+  private staleChecks?: NodeJS.Timeout;
+  private behindSince = 0;
   /** The store client the watch runs on. */
   private watchedStore?: ClusterStore;
   private relisting?: Promise<void>;
@@ -148,6 +154,8 @@ export class SwarmNetworks implements OverlayPlane {
       void this.retryRelist();
     });
     this.watchedStore = store;
+    this.seen = Math.max(this.seen, revision);
+    this.watchStaleness();
     this.checkWaiters();
   }
 
@@ -190,6 +198,31 @@ export class SwarmNetworks implements OverlayPlane {
       await this.host.ensureSwarmNetwork(have);
       await this.host.peersChanged([id], true);
     }
+  }
+
+  /**
+   * A watch can stop bringing events without saying so (a stream on a connection that died while
+   * the host was cut off): the host then keeps a view that never changes again (a worker back from
+   * a partition kept a removed network listed). So every few seconds it asks the store for its
+   * revision; a view still behind it at the next look lists again. Docker's NetworkDB repairs
+   * missed gossip the same way, with a periodic bulk sync.
+   */
+  private watchStaleness(): void {
+    if (this.staleChecks) return;
+    const check = async () => {
+      if (this.closed || this.relisting) return;
+      const { revision } = await this.store.listAt<unknown>(`${ROOT}networks/`);
+      if (revision <= this.seen) { this.behindSince = 0; return; }
+      if (!this.behindSince) { this.behindSince = revision; return; }
+      // Behind at two looks in a row, and not even up to what the first look saw: the watch is stuck.
+      if (this.seen < this.behindSince) {
+        this.log(`overlay: the store's watch brought nothing past revision ${this.seen} while the store is at ${revision}; listing again`);
+        this.behindSince = 0;
+        await this.retryRelist();
+      } else this.behindSince = revision;
+    };
+    this.staleChecks = setInterval(() => void check().catch(() => undefined), STALE_CHECK_MS);
+    this.staleChecks.unref();
   }
 
   /**
@@ -249,6 +282,7 @@ export class SwarmNetworks implements OverlayPlane {
 
   private async applyBatch(events: WatchEvent<unknown>[]): Promise<void> {
     if (this.closed) return;
+    for (const e of events) this.seen = Math.max(this.seen, e.modRevision);
     const nets = new Set<string>();
     const endpointsOf = new Set<string>();
     const claimsOf = new Set<string>();
@@ -432,6 +466,7 @@ export class SwarmNetworks implements OverlayPlane {
     this.closed = true;
     clearTimeout(this.resyncTimer);
     clearTimeout(this.withdrawTimer);
+    clearInterval(this.staleChecks);
     await this.stopWatch?.().catch(() => undefined);
     for (const w of this.waiters) w.done();
     this.waiters = [];
