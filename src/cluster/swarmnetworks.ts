@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { EtcdLeaseInvalidError, type Lease } from 'etcd3';
 import { ipJson } from '../kernel/netns.js';
 import { routedSubnets } from '../kernel/routes.js';
@@ -174,12 +175,17 @@ export class SwarmNetworks implements OverlayPlane {
       this.dirty.clear();
       void this.enqueue(async () => {
         for (const id of ids) {
-          await this.applyNetwork(id, true).catch((e) => { this.dirty.add(id); this.log(`overlay: network ${id.slice(0, 12)}: ${errorMessage(e)}; trying again`); });
+          await this.applyNetwork(id, true).catch(this.failedNetwork(id));
         }
         this.resyncSoon();
       });
     }, 1000);
     this.resyncTimer.unref();
+  }
+
+  /** A network's kernel step failed: logged, and tried again by resyncSoon. */
+  private failedNetwork(id: string): (e: unknown) => void {
+    return (e) => { this.dirty.add(id); this.log(`overlay: network ${id.slice(0, 12)}: ${errorMessage(e)}; trying again`); };
   }
 
   /** Makes this host's side of one network agree with the view: made, dropped, or (`full`) made again and its peers rewritten. */
@@ -239,7 +245,7 @@ export class SwarmNetworks implements OverlayPlane {
           if (this.watchedStore === this.store) return;
         } catch (e) {
           this.log(`overlay: listing the store: ${errorMessage(e)}`);
-          await new Promise((r) => setTimeout(r, 1000));
+          await sleep(1000);
         }
       }
     })().finally(() => { this.relisting = undefined; });
@@ -294,14 +300,13 @@ export class SwarmNetworks implements OverlayPlane {
       if (t.claimsOf) claimsOf.add(t.claimsOf);
       if (t.net || t.endpointsOf || e.key.startsWith(`${ROOT}services/`) || e.key.startsWith(`${ROOT}tasks/`)) relevant = Math.max(relevant, e.modRevision);
     }
-    const failed = (id: string) => (e: unknown) => { this.dirty.add(id); this.log(`overlay: network ${id.slice(0, 12)}: ${errorMessage(e)}; trying again`); };
-    for (const id of nets) await this.applyNetwork(id, false).catch(failed(id));
+    for (const id of nets) await this.applyNetwork(id, false).catch(this.failedNetwork(id));
     for (const id of new Set([...endpointsOf, ...claimsOf])) this.mirrorAllocations(id);
     const changed = [...endpointsOf].filter((id) => this.host.network(id) && !this.dirty.has(id));
     if (changed.length) {
       // One network's failure must not hold back the others' peers.
       await this.host.peersChanged(changed, false).catch(async () => {
-        for (const id of changed) await this.host.peersChanged([id], false).catch(failed(id));
+        for (const id of changed) await this.host.peersChanged([id], false).catch(this.failedNetwork(id));
       });
     }
     this.resyncSoon();
@@ -427,7 +432,7 @@ export class SwarmNetworks implements OverlayPlane {
           // host's command waits its full bound on this one (helper-18 saw "revision N not applied
           // within 5000 ms" after a member restarted).
           if (!failures++) this.log(`overlay: publishing the applied revision: ${errorMessage(e)}; trying again`);
-          await new Promise((res) => setTimeout(res, Math.min(2000, 100 * 2 ** failures)));
+          await sleep(Math.min(2000, 100 * 2 ** failures));
           continue;
         }
         sent = r;
@@ -536,7 +541,7 @@ export class SwarmNetworks implements OverlayPlane {
         if (!(e instanceof EtcdLeaseInvalidError)) throw e;
         const lapsed = this.session.lease;
         const deadline = Date.now() + LEASE_RENEWAL_WAIT_MS;
-        while (this.session.lease === lapsed && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+        while (this.session.lease === lapsed && Date.now() < deadline) await sleep(100);
         if (this.session.lease === lapsed) throw new UnavailableError(`this node's lease in the cluster store lapsed and is not renewed yet: swarm networks cannot be joined now`);
         return await this.claimUnder(this.session.lease, n, ep);
       }
@@ -734,12 +739,12 @@ async function inUseOf(store: ClusterStore, n: NetworkRecord, nodeName: (id: str
   for (;;) {
     const eps = [...(await store.list<EndpointRecord>(K.endpointsOf(n.Id))).values()].map((v) => v.value).filter((e) => !ignore(e));
     // A task's endpoint answers `tasks.SERVICE` (the task runtime names it so); any other is a container's.
-    const leaving = (e: EndpointRecord) => e.Aliases?.some((a) => a.startsWith('tasks.')) && !wanted.has(e.ContainerID);
-    const holder = eps.find((e) => !leaving(e));
-    if (holder) return inUse(`${leaving(holder) ? 'task' : 'container'} ${holder.ContainerID || holder.EndpointID} on node ${nodeName(holder.Node)}`);
+    const isTask = (e: EndpointRecord) => !!e.Aliases?.some((a) => a.startsWith('tasks.'));
+    const holder = eps.find((e) => !isTask(e) || wanted.has(e.ContainerID));
+    if (holder) return inUse(`${isTask(holder) ? 'task' : 'container'} ${holder.ContainerID || holder.EndpointID} on node ${nodeName(holder.Node)}`);
     if (!eps.length) return undefined;
     if (Date.now() > deadline) return inUse(`task ${eps[0]!.ContainerID} on node ${nodeName(eps[0]!.Node)}, which is still stopping`);
-    await new Promise((r) => setTimeout(r, 200));
+    await sleep(200);
   }
 }
 
