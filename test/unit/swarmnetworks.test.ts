@@ -108,6 +108,14 @@ function setUp(store: MemStore, onLease: (f: (lease: unknown) => void) => void =
 }
 
 const settle = () => new Promise((r) => setTimeout(r, 20));
+/** A host started on a store that holds one network, n1. */
+async function startedWithN1() {
+  const store = new MemStore();
+  store.write([[K.network('n1'), net('n1')]]);
+  const host = setUp(store);
+  await host.sn.start();
+  return { store, ...host };
+}
 async function waitUntil(ok: () => boolean, ms: number): Promise<void> {
   const end = Date.now() + ms;
   while (!ok()) {
@@ -147,10 +155,7 @@ describe('swarm networks: the store side', () => {
   });
 
   it('a batch whose kernel step fails for one network: the others follow at once, the failed one is tried again until it agrees', async () => {
-    const store = new MemStore();
-    store.write([[K.network('n1'), net('n1')]]);
-    const { sn, calls, have } = setUp(store);
-    await sn.start();
+    const { store, sn, calls, have } = await startedWithN1();
     // The next adoption fails once, in the batch that also removes n1 (n2 comes first in it).
     const host = (sn as unknown as { host: { adoptSwarmNetwork: (n: NetworkRecord) => Promise<void> } }).host;
     const adopt = host.adoptSwarmNetwork;
@@ -212,10 +217,7 @@ describe('swarm networks: the store side', () => {
   });
 
   it('claims an address once in the whole cluster; the endpoint is under the lease, the address claim is not', async () => {
-    const store = new MemStore();
-    store.write([[K.network('n1'), net('n1')]]);
-    const { sn } = setUp(store);
-    await sn.start();
+    const { store, sn } = await startedWithN1();
     const n = net('n1');
     const ep = { endpointId: 'e1', ip: '10.0.1.7', mac: '02:42:0A:00:01:07', containerId: 'c1', name: 'web', aliases: ['www'] };
     const rev = await sn.claim(n, ep);
@@ -232,10 +234,7 @@ describe('swarm networks: the store side', () => {
   });
 
   it('a join under a lease that lapsed waits for the renewed lease instead of failing with etcd\'s "lease not found"', async () => {
-    const store = new MemStore();
-    store.write([[K.network('n1'), net('n1')]]);
-    const { sn, session } = setUp(store);
-    await sn.start();
+    const { store, sn, session } = await startedWithN1();
     // etcd refuses a put under a lease it dropped; presence takes a new lease a moment later.
     const realTxn = store.txn.bind(store);
     let refused = 0;
@@ -273,10 +272,7 @@ describe('swarm networks: the store side', () => {
   });
 
   it('an endpoint released while the store takes no change (quorum lost) leaves the store once it takes changes again', async () => {
-    const store = new MemStore();
-    store.write([[K.network('n1'), net('n1')]]);
-    const { sn } = setUp(store);
-    await sn.start();
+    const { store, sn } = await startedWithN1();
     const ep = { endpointId: 'e1', ip: '10.0.1.7', mac: '02:42:0A:00:01:07', containerId: 'c1', name: 'web', aliases: [] };
     await sn.claim(net('n1'), ep);
     const realTxn = store.txn.bind(store);
