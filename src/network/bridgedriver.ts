@@ -168,6 +168,13 @@ export class BridgeDriver implements NetworkDriver {
    * Drops a port's guard elements. An endpoint joined by an earlier berthd (before a restart) is
    * not in memory: its elements are read back from the kernel, which keeps them across restarts.
    */
+  async forgetEndpoint(endpointId: string): Promise<void> {
+    const hostIf = hostIfname(endpointId);
+    if (!this.sources.has(hostIf) && !(await guardedSource(hostIf))) return;
+    await deleteLink(hostIf);
+    await this.revoke(hostIf);
+  }
+
   private async revoke(hostIf: string): Promise<void> {
     const src = this.sources.get(hostIf) ?? (await guardedSource(hostIf));
     this.sources.delete(hostIf);

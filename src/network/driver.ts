@@ -104,6 +104,12 @@ export interface NetworkDriver {
   /** Removes the container's interface on this network. */
   leave(n: NetworkRecord, ep: EndpointLeave): Promise<void>;
   /**
+   * The endpoint's network is gone from this host (a swarm network removed, or pruned, while
+   * the endpoint was still on it): frees what the driver holds in berthd's namespace for it, if
+   * anything, without the network's record. Called on every driver, so it is a no-op for others'.
+   */
+  forgetEndpoint?(endpointId: string): Promise<void>;
+  /**
    * The endpoint's link in berthd's namespace whose counters are its traffic (a veth's host end),
    * for /metrics; absent for drivers whose endpoints have none there (a macvlan child lives only
    * in the container's namespace).

@@ -188,6 +188,13 @@ export class OverlayDriver implements NetworkDriver {
     if (revision !== undefined) await this.plane!.appliedEverywhere(revision);
   }
 
+  async forgetEndpoint(endpointId: string): Promise<void> {
+    const hostIf = hostIfname(endpointId);
+    if (!this.sources.has(hostIf) && !(await guardedSource(hostIf))) return;
+    await deleteLink(hostIf);
+    await this.revoke(hostIf);
+  }
+
   private async revoke(hostIf: string): Promise<void> {
     const src = this.sources.get(hostIf) ?? (await guardedSource(hostIf));
     this.sources.delete(hostIf);

@@ -134,6 +134,11 @@ export class NetworkRegistry {
     return this.drivers.get(name);
   }
 
+  /** The drivers registered or loaded so far. */
+  loadedDrivers(): NetworkDriver[] {
+    return [...this.drivers.values()];
+  }
+
   registerIpam(i: Ipam): void {
     if (this.ipams.has(i.name)) throw new Error(`IPAM driver ${i.name} registered twice`);
     this.ipams.set(i.name, i);

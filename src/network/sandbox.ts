@@ -372,7 +372,11 @@ export class Sandboxes {
     if (this.journals.get(containerId)) await this.journals.write(journal);
     const n = this.d.registry.networks.get(entry.networkId);
     const driver = n && this.d.registry.driverOf(n);
-    if (!n || !driver) return void (await this.d.policy?.left(entry.endpointId));
+    if (!n || !driver) {
+      // The veth's host end would go with the namespace, but not its source guard allowances.
+      for (const d of this.d.registry.loadedDrivers()) await d.forgetEndpoint?.(entry.endpointId).catch(() => undefined);
+      return void (await this.d.policy?.left(entry.endpointId));
+    }
     await driver.leave(n, { netnsPath: pinned ? journal.netnsPath : '', ifname: entry.ifname, endpointId: entry.endpointId }).catch(() => undefined);
     // After the interface, before the address is free for another endpoint.
     await this.d.policy?.left(entry.endpointId);

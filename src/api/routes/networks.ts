@@ -69,7 +69,8 @@ export function networkRoutes(r: Router, api: ApiContext): void {
     checkFilterKeys(filters, ['label', 'until']);
     const deleted: string[] = [];
     for (const n of net.registry.list()) {
-      if (PREDEFINED.includes(n.Name) || !labelsMatch(n.Labels, filters.get('label') ?? [])) continue;
+      // As Docker's: the routing mesh's network goes only when a user removes it by name.
+      if (PREDEFINED.includes(n.Name) || n.Ingress || !labelsMatch(n.Labels, filters.get('label') ?? [])) continue;
       if (inUse(n.Id)) continue;
       if (n.Scope === 'swarm') {
         // As Docker's cluster prune: only a manager removes swarm networks, and one in use on

@@ -1,0 +1,56 @@
+import assert from 'node:assert/strict';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { after, before, describe, it } from 'node:test';
+import { checkInvariants } from '../chaos/invariants.js';
+import { TestHost } from './harness.js';
+
+/**
+ * The ingress network on a one-node swarm, while its sandbox is still being made: what the fuzz
+ * found (a prune right after `swarm init` took `ingress`, and the sandbox's port left its source
+ * guard allowances behind when its network went first).
+ */
+describe('the ingress network of a one-node swarm', () => {
+  let host: TestHost;
+
+  before(async () => {
+    host = await TestHost.create({ outside: true });
+  });
+
+  after(async () => {
+    const leaks = await host.destroy();
+    assert.deepEqual(leaks, []);
+  });
+
+  const ingressIn = async (): Promise<string[]> => ((await host.api('GET', '/networks')).json as Array<{ Name: string }>).map((n) => n.Name).filter((n) => n === 'ingress');
+
+  /** The invariants hold once the background work of a removal is done (the sandbox goes after its network). */
+  const settled = async (): Promise<void> => {
+    let last: unknown;
+    for (const end = Date.now() + 10_000; Date.now() < end; await sleep(200)) {
+      try { return await checkInvariants(host); } catch (e) { last = e; }
+    }
+    throw last;
+  };
+
+  it('network prune leaves ingress, as Docker does (only a user removes it, by name)', async () => {
+    assert.equal((await host.api('POST', '/swarm/init', { AdvertiseAddr: '10.200.0.1', ListenAddr: '0.0.0.0:2377' })).status, 200);
+    const r = await host.api('POST', '/networks/prune');
+    assert.equal(r.status, 200);
+    assert.equal(r.json.NetworksDeleted, null);
+    assert.deepEqual(await ingressIn(), ['ingress']);
+  });
+
+  it('network rm ingress while its sandbox joins: the sandbox goes, with its port and its source guard allowances', async () => {
+    const r = await host.api('DELETE', '/networks/ingress');
+    assert.equal(r.status, 204, r.body);
+    assert.deepEqual(await ingressIn(), []);
+    await settled();
+    const links = await host.inNetns('ip', ['-br', 'link']);
+    assert.doesNotMatch(links.stdout, /^bov-/m, 'the ingress overlay bridge is gone');
+  });
+
+  it('leaves the swarm with nothing of it in the kernel', async () => {
+    assert.equal((await host.api('POST', '/swarm/leave?force=1')).status, 200);
+    await settled();
+  });
+});
