@@ -23,8 +23,13 @@ interface SvcView { name: string; vips: Map<string, string>; aliases: Map<string
  */
 export class ServiceNet {
   private readonly services = new Map<string, SvcView>();
-  /** Containers of tasks running and desired running: only they are backends (a task leaves the balancers before it is stopped). */
-  private readonly running = new Map<string, string>();
+  /**
+   * Tasks running and desired running, with their container and networks: only their containers
+   * are backends, and only they answer their task names (a task leaves the balancers and the DNS
+   * before it is stopped, as libnetwork's service binding is removed when a task is deactivated).
+   */
+  private readonly running = new Map<string, { container: string; networks: string[] }>();
+  private live = new Set<string>();
   private pending?: Promise<void>;
   private again = false;
 
@@ -38,15 +43,27 @@ export class ServiceNet {
 
   /** A SwarmNetworks follower: services' records change the VIPs; any batch may change backends. */
   async follow(events: WatchEvent<unknown>[], full: boolean): Promise<void> {
-    if (full) { this.services.clear(); this.running.clear(); }
     const touched = new Set<string>();
+    if (full) {
+      for (const r of this.running.values()) for (const n of r.networks) touched.add(n);
+      this.services.clear();
+      this.running.clear();
+    }
     for (const e of events) {
       const rest = e.key.slice(ROOT.length);
       if (rest.startsWith('tasks/')) {
         const id = rest.slice('tasks/'.length);
         const t = e.type === 'put' ? (e.value as TaskRecord) : undefined;
-        if (t && t.DesiredState === 'running' && t.Status.State === 'running' && t.Status.ContainerStatus?.ContainerID) this.running.set(id, t.Status.ContainerStatus.ContainerID);
-        else this.running.delete(id);
+        const was = this.running.get(id);
+        const container = t && t.DesiredState === 'running' && t.Status.State === 'running' ? t.Status.ContainerStatus?.ContainerID : undefined;
+        if (container) {
+          const networks = [...new Set([...(t!.Spec.Networks ?? []).map((n) => n.Target), ...(t!.NetworksAttachments ?? []).map((a) => a.Network.ID)])];
+          this.running.set(id, { container, networks });
+          if (was?.container !== container) for (const n of networks) touched.add(n);
+        } else if (was) {
+          this.running.delete(id);
+          for (const n of was.networks) touched.add(n);
+        }
         continue;
       }
       if (!rest.startsWith('services/')) continue;
@@ -62,6 +79,7 @@ export class ServiceNet {
         this.services.delete(id);
       }
     }
+    this.live = new Set([...this.running.values()].map((r) => r.container));
     if (touched.size) this.changed([...touched]);
     await this.syncAll();
   }
@@ -69,6 +87,14 @@ export class ServiceNet {
   /** `SERVICE` and its aliases → its VIP, as DNS entries on each network (only containers on that network ask them). */
   *dnsEntries(): Iterable<RemoteEndpoint> {
     for (const s of this.services.values()) for (const [net, ip] of s.vips) yield { Network: net, ContainerID: '', Name: s.name, Aliases: s.aliases.get(net) ?? [], IP: ip };
+  }
+
+  /**
+   * Whether an endpoint's names are answered: a task's (it answers `tasks.SERVICE`) only while its
+   * task runs and is desired running; any other container's always.
+   */
+  answers(containerId: string, aliases: readonly string[]): boolean {
+    return this.live.has(containerId) || !aliases.some((a) => a.startsWith('tasks.'));
   }
 
   /** Whether a service balances through a VIP (not dnsrr): its tasks then do not answer its name. */
@@ -79,7 +105,7 @@ export class ServiceNet {
   /** The entries a sandbox on these networks balances. */
   entriesFor(networks: string[]): VipEntry[] {
     const out: VipEntry[] = [];
-    const live = new Set(this.running.values());
+    const live = this.live;
     for (const [id, s] of this.services) {
       for (const net of networks) {
         const vip = s.vips.get(net);

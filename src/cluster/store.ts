@@ -1,5 +1,6 @@
 import type * as Cockatiel from 'cockatiel';
 import type * as Etcd from 'etcd3';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { requireCjs } from '../util/cjs.js';
 import { errorMessage } from '../util/errors.js';
 import { NO_LEADER, UnavailableError } from './errors.js';
@@ -22,6 +23,8 @@ const CALL_MS = 5000;
 const HOLD_MS = 15_000;
 /** A read answers in a millisecond; one that takes seconds is a store without a leader. */
 const READ_MS = 2000;
+/** How long a watch may take to start or to be cancelled before the store is taken for unreachable. */
+const WATCH_MS = 3000;
 
 /** etcd's range end for "every key with this prefix". */
 function prefixEnd(prefix: string): Buffer {
@@ -245,8 +248,9 @@ export class ClusterStore {
    * revision was compacted away): the caller lists again.
    */
   async watchBatches<T>(prefix: string, fromRevision: number, onBatch: (events: WatchEvent<T>[]) => void, onLost: (e: Error) => void): Promise<() => Promise<void>> {
-    const w = await this.client.watch().prefix(prefix).startRevision(String(fromRevision)).create();
+    const { w, stop, live } = await this.openWatch(prefix, fromRevision);
     w.on('data', (res) => {
+      if (!live()) return;
       const events: WatchEvent<T>[] = [];
       for (const ev of res.events) {
         const key = ev.kv.key.toString();
@@ -256,8 +260,41 @@ export class ClusterStore {
       }
       if (events.length) onBatch(events);
     });
-    w.on('error', (e) => onLost(e));
-    return () => w.cancel();
+    w.on('error', (e) => { if (live()) onLost(e); });
+    return stop;
+  }
+
+  /**
+   * A watcher, and a stop that always ends. etcd3's cancel writes a cancel request and waits for
+   * the server's answer: on a stream whose connection died without a word (a host cut off) the
+   * answer never comes, and a relist waiting on it hung for good, its host's view frozen with no
+   * log (a removed network stayed listed). A stopped watcher's late events are dropped, so a
+   * caller that listed again never sees the older history after the newer.
+   */
+  private async openWatch(prefix: string, fromRevision: number): Promise<{ w: Etcd.Watcher; stop: () => Promise<void>; live: () => boolean }> {
+    let stopped = false;
+    const made = this.client.watch().prefix(prefix).startRevision(String(fromRevision)).create();
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new UnavailableError(`watching the cluster store: no answer in ${WATCH_MS} ms`)), WATCH_MS); });
+    let w: Etcd.Watcher;
+    try {
+      w = await Promise.race([made, timedOut]);
+    } catch (e) {
+      // One that connects later is cancelled then, not left delivering to nobody.
+      void made.then((late) => late.cancel()).catch(() => undefined);
+      throw e;
+    } finally {
+      clearTimeout(timer);
+    }
+    const stop = async (): Promise<void> => {
+      if (stopped) return;
+      stopped = true;
+      await Promise.race([w.cancel().catch(() => undefined), sleep(WATCH_MS)]);
+      w.removeAllListeners();
+      // An error emitted with no listener would throw in berthd.
+      w.on('error', () => undefined);
+    };
+    return { w, stop, live: () => !stopped };
   }
 
   async delete(key: string): Promise<void> {
@@ -273,13 +310,14 @@ export class ClusterStore {
    * Returns a stop function.
    */
   async watch<T>(prefix: string, fromRevision: number, onEvent: (e: WatchEvent<T>) => void): Promise<() => Promise<void>> {
-    const w = await this.client.watch().prefix(prefix).startRevision(String(fromRevision)).create();
+    const { w, stop, live } = await this.openWatch(prefix, fromRevision);
     w.on('put', (kv) => {
+      if (!live()) return;
       try { onEvent({ type: 'put', key: kv.key.toString(), value: JSON.parse(kv.value.toString()) as T, modRevision: Number(kv.mod_revision) }); } catch { /* a foreign value */ }
     });
-    w.on('delete', (kv) => onEvent({ type: 'delete', key: kv.key.toString(), modRevision: Number(kv.mod_revision) }));
+    w.on('delete', (kv) => { if (live()) onEvent({ type: 'delete', key: kv.key.toString(), modRevision: Number(kv.mod_revision) }); });
     w.on('error', () => undefined);
-    return () => w.cancel();
+    return stop;
   }
 
   async revision(): Promise<number> {

@@ -140,7 +140,8 @@ export class Daemon {
     await engine.restore();
     await engine.applyEndpointFixes(await network.adopt(engine.runningSandboxes()));
     const registry = network.registry;
-    const dns = new DnsServer(new ContainerDirectory(() => [...engine.containers.values(), ...network.provided.members()], () => registry.networks, () => registry.generation, () => [...(this.swarmNetworks?.remoteEndpoints() ?? []), ...(this.services?.net.dnsEntries() ?? [])]), this.o.resolvConf);
+    const dns = new DnsServer(new ContainerDirectory(() => [...engine.containers.values(), ...network.provided.members()], () => registry.networks, () => registry.generation, () => [...(this.swarmNetworks?.remoteEndpoints() ?? []), ...(this.services?.net.dnsEntries() ?? [])],
+      (id, aliases) => this.services?.net.answers(id, aliases) ?? true), this.o.resolvConf);
     // A local container started or connected: its balancer table, if it is on a service's network.
     registry.onChange((c) => { if (c.containers.some(Boolean)) void this.services?.net.syncAll(); });
     await network.attachResolver(dns);

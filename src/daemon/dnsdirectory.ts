@@ -33,6 +33,8 @@ export class ContainerDirectory implements DnsDirectory {
     readonly generation: () => number,
     /** Endpoints of swarm networks on other hosts, as the cluster store has them. */
     private readonly remote: () => Iterable<RemoteEndpoint> = () => [],
+    /** Whether an endpoint's names are answered now (a swarm task's only while it runs and is wanted). */
+    private readonly answers: (containerId: string, aliases: readonly string[]) => boolean = () => true,
   ) {}
 
   askerFor(containerId: string): (Asker & { upstreams: string[] }) | undefined {
@@ -60,6 +62,7 @@ export class ContainerDirectory implements DnsDirectory {
       for (const [netId, ep] of Object.entries(c.Endpoints ?? {})) {
         const n = nets.get(netId);
         if (!n || isDefaultBridge(n) || !ep.IPAddress) continue;
+        if (n.Scope === 'swarm' && !this.answers(c.Id, ep.Aliases ?? [])) continue;
         let view = views.get(netId);
         if (!view) views.set(netId, (view = { id: netId, name: n.Name, internal: n.Internal, endpoints: [] }));
         view.endpoints.push({
@@ -71,7 +74,7 @@ export class ContainerDirectory implements DnsDirectory {
     }
     for (const e of this.remote()) {
       const n = nets.get(e.Network);
-      if (!n) continue;
+      if (!n || (e.ContainerID && !this.answers(e.ContainerID, e.Aliases))) continue;
       let view = views.get(e.Network);
       if (!view) views.set(e.Network, (view = { id: e.Network, name: n.Name, internal: n.Internal, endpoints: [] }));
       const names = [e.Name, ...e.Aliases, ...(e.ContainerID ? [e.ContainerID.slice(0, 12)] : [])].filter(Boolean);

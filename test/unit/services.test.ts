@@ -2,7 +2,9 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { reconcile, restartDecision } from '../../src/cluster/reconcile.js';
 import { matches, normaliseSpec, parseConstraint, type NodeView, type ServiceRecord, type TaskRecord } from '../../src/cluster/servicemodel.js';
-import { lbTable } from '../../src/network/servicelb.js';
+import { lbTable, type ServiceBalancers } from '../../src/network/servicelb.js';
+import { ServiceNet } from '../../src/cluster/servicenet.js';
+import { ROOT } from '../../src/cluster/keys.js';
 
 const NOW = Date.parse('2026-01-01T00:00:10Z');
 let seq = 0;
@@ -256,3 +258,41 @@ async function waitUntil(ok: () => boolean): Promise<void> {
   for (let i = 0; i < 200 && !ok(); i++) await new Promise((r) => setTimeout(r, 10));
   assert.ok(ok(), 'timed out');
 }
+
+describe('task names in the DNS (ServiceNet)', () => {
+  const task = (o: { id: string; container: string; desired?: 'running' | 'shutdown'; state?: TaskRecord['Status']['State'] }): TaskRecord => ({
+    ID: o.id, Version: { Index: 1 }, CreatedAt: '', UpdatedAt: '', Labels: {}, ServiceID: 's1', Slot: 1, NodeID: 'n1', SpecVersion: 1, Attempt: 0,
+    Spec: { ContainerSpec: { Image: 'busybox' }, Networks: [{ Target: 'net1' }] },
+    Status: { Timestamp: '', State: o.state ?? 'running', Message: '', ContainerStatus: { ContainerID: o.container, PID: 1, ExitCode: 0 } },
+    DesiredState: o.desired ?? 'running', ServiceAnnotations: { Name: 'web' },
+  });
+  const put = (t: TaskRecord) => ({ type: 'put' as const, key: `${ROOT}tasks/${t.ID}`, value: t, modRevision: 1 });
+  const setup = () => {
+    const changed: string[][] = [];
+    const balancers = { sync: async () => undefined } as unknown as ServiceBalancers;
+    const net = new ServiceNet(() => [], () => [], balancers, (ids) => changed.push(ids));
+    return { net, changed };
+  };
+  const taskAliases = ['tasks.web', 'web'];
+
+  it('a task answers its names only while it runs and is desired running; its networks are told at each change', async () => {
+    const { net, changed } = setup();
+    await net.follow([put(task({ id: 't1', container: 'c1', state: 'starting' }))], false);
+    assert.equal(net.answers('c1', taskAliases), false, 'not before it runs');
+    await net.follow([put(task({ id: 't1', container: 'c1' }))], false);
+    assert.equal(net.answers('c1', taskAliases), true);
+    assert.deepEqual(changed.at(-1), ['net1']);
+    // Desired shutdown: out of the DNS before its agent stops it (libnetwork's deactivation).
+    await net.follow([put(task({ id: 't1', container: 'c1', desired: 'shutdown' }))], false);
+    assert.equal(net.answers('c1', taskAliases), false);
+    assert.deepEqual(changed.at(-1), ['net1']);
+  });
+
+  it('a container that is no task answers always; a task\'s container under a deleted record does not', async () => {
+    const { net } = setup();
+    assert.equal(net.answers('plain', ['db', 'tasks-db']), true);
+    await net.follow([put(task({ id: 't2', container: 'c2' }))], false);
+    await net.follow([{ type: 'delete', key: `${ROOT}tasks/t2`, modRevision: 2 }], false);
+    assert.equal(net.answers('c2', taskAliases), false);
+  });
+});
