@@ -104,8 +104,8 @@ export class NetworkController implements NetworkService {
     await this.provided.load();
     this.mtuDefault = this.o.mtu ?? (await uplinkMtu());
     await setSysctl('net.ipv4.ip_forward', 1);
-    if (!this.registry.byName('host')) await this.registry.save(predefined('host', 'host'));
-    if (!this.registry.byName('none')) await this.registry.save(predefined('none', 'null'));
+    if (!this.registry.byName('host')) await this.registry.add(predefined('host', 'host'));
+    if (!this.registry.byName('none')) await this.registry.add(predefined('none', 'null'));
     if (!this.registry.byName('bridge')) await this.createDefaultBridge();
     for (const n of this.registry.networks.values()) {
       // One network whose kernel side cannot be made again (a parent link gone) must not stop the rest.
@@ -192,7 +192,7 @@ export class NetworkController implements NetworkService {
     // The same rules as a user's bridge name: an existing link that is not a bridge (eth0, lo) is
     // refused, an existing bridge is used and never deleted (berthd -b/--bridge, as Docker's -b).
     await this.registry.driverOf(n)!.configure(n, { others: this.registry.list(), mtuDefault: this.mtuDefault, subnetGiven: true });
-    await this.registry.save(n);
+    await this.registry.add(n);
   }
 
   private async usedSubnets(withRoutes: boolean): Promise<UsedSubnets> {
@@ -225,7 +225,7 @@ export class NetworkController implements NetworkService {
       // create's choice of pool sees; the write itself is awaited outside the lock.
       const { n, saved } = await this.allocating.run(async () => {
         const made = await newNetworkRecord(this.registry, body, { mtuDefault: this.mtuDefault, used: (routes) => this.usedSubnets(routes) });
-        return { n: made, saved: this.registry.save(made) };
+        return { n: made, saved: this.registry.add(made) };
       });
       const driver = this.registry.driverOf(n)!;
       try {
@@ -307,7 +307,7 @@ export class NetworkController implements NetworkService {
   async adoptSwarmNetwork(n: NetworkRecord): Promise<void> {
     const driver = this.registry.driverOf(n);
     if (!driver) throw new Error(`swarm network ${n.Name}: no ${n.Driver} driver on this host`);
-    await this.registry.save(n);
+    await this.registry.add(n);
     await Promise.all([driver.ensureNetwork(n), driver.hostFirewall ? this.healing(this.firewall.addNetwork(n, this.firewalled(n.Id))) : undefined]);
     this.registry.changed([n.Id], '');
   }

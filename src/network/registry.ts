@@ -192,7 +192,20 @@ export class NetworkRegistry {
    * leave an older allocation state on disk last.
    */
   save(n: NetworkRecord): Promise<void> {
+    // An update of a record that left the registry (removed, or a swarm network dropped while a
+    // container's leave still ran) must not bring it back: `docker stack rm` left its network
+    // listed on the hosts whose task containers stopped after the network had gone.
+    if (this.networks.get(n.Id) !== n) return Promise.resolve();
+    return this.write(n);
+  }
+
+  /** A new record (or one replacing its predecessor of the same id): held from now on, and written. */
+  add(n: NetworkRecord): Promise<void> {
     this.networks.set(n.Id, n);
+    return this.write(n);
+  }
+
+  private write(n: NetworkRecord): Promise<void> {
     const next = (this.saving.get(n.Id) ?? Promise.resolve()).catch(() => undefined).then(() => this.store(n).save(n));
     this.saving.set(n.Id, next);
     next.finally(() => { if (this.saving.get(n.Id) === next) this.saving.delete(n.Id); }).catch(() => undefined);

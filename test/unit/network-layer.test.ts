@@ -32,7 +32,9 @@ class FakeDriver implements NetworkDriver {
     if (this.takenElsewhere.has(j.addressCidr.split('/')[0]!)) throw new AddressTakenError();
     this.log.push(`join ${n.Name} ${j.ifname} ${j.addressCidr} gw=${j.gateway ?? '-'}`);
   }
-  async leave(n: NetworkRecord, ep: EndpointLeave): Promise<void> { this.log.push(`leave ${n.Name} ${ep.ifname}`); }
+  /** Holds leaves until it settles (an overlay leave waits for every host). */
+  leaveGate?: Promise<void>;
+  async leave(n: NetworkRecord, ep: EndpointLeave): Promise<void> { this.log.push(`leave ${n.Name} ${ep.ifname}`); await this.leaveGate; }
 }
 
 class FakeFirewall implements Firewall {
@@ -74,7 +76,7 @@ async function layer() {
       IPAM: { Driver: 'default', Options: {}, Config: [] }, Internal: false, Attachable: false, Ingress: false, ConfigFrom: { Network: '' }, ConfigOnly: false,
       Options: {}, Labels: {}, pools: ipam.requestPools({ v4: { subnet }, enableIPv6: false }, { v4: [], v6: [] }).pools,
     };
-    await registry.save(n);
+    await registry.add(n);
     return n;
   };
   const spec = (id: string, networks: NetworkRecord[], ports: SandboxSpec['ports']['bindings'] = {}): SandboxSpec => ({
@@ -115,6 +117,28 @@ describe('network registry', () => {
 });
 
 describe('sandbox', () => {
+  it('a network removed while an endpoint leaves it stays removed: the leave\'s record update does not bring it back', async () => {
+    const l = await layer();
+    try {
+      const a = await l.network('alpha', '10.1.0.0/24');
+      const s = l.spec('one', [a]);
+      const got = await l.sandboxes.setUp(s);
+      let release!: () => void;
+      l.driver.leaveGate = new Promise((r) => { release = r; });
+      const down = l.sandboxes.tearDown({ id: s.id, mode: s.mode, netnsPath: got.netnsPath!, endpoints: got.endpoints, published: got.published });
+      await new Promise((r) => setTimeout(r, 20));
+      // As a swarm network dropped by its host while a task container's leave still waits.
+      await l.registry.beginRemove(a);
+      await l.registry.finishRemove(a);
+      release();
+      await down;
+      assert.deepEqual(l.registry.list().map((n) => n.Name), []);
+      assert.deepEqual(await fs.readdir(join(l.dir, 'networks')), []);
+    } finally {
+      await l.cleanup();
+    }
+  });
+
   it('takes the next free address when another host claimed the chosen one a moment before, and never a requested one', async () => {
     const l = await layer();
     try {
