@@ -1,7 +1,7 @@
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import type { EndpointState, SandboxRef } from '../model/network.js';
-import { readJson, removeStaleTemps, replaceFile } from '../store/atomic.js';
+import { readJson, removeStaleTemps, replaceFileSync } from '../store/atomic.js';
 import { sharesNamespace } from './endpoints.js';
 
 /** One endpoint a sandbox is about to make, or has: enough to find and remove it after a crash. */
@@ -27,7 +27,6 @@ export interface SandboxJournal {
 export class JournalStore {
   private readonly entries = new Map<string, SandboxJournal>();
   /** The write in flight per sandbox: writes of one journal never overtake each other. */
-  private readonly writing = new Map<string, Promise<void>>();
 
   constructor(private readonly dir: string) {}
 
@@ -52,21 +51,22 @@ export class JournalStore {
   /**
    * Writes the journal's current content, whole (temp file + rename), without fsync: a kill -9 of
    * berthd keeps what reached the page cache, and the one crash that loses it, the machine's,
-   * also removes every namespace and link the journal guards. It stays off the start path's clock.
+   * also removes every namespace and link the journal guards. Written synchronously: a few hundred
+   * bytes into the page cache cost less than the four thread-pool round trips of an async write
+   * (open, write, close, rename), and connect and disconnect wait for it before the kernel work.
    */
   write(j: SandboxJournal): Promise<void> {
     this.entries.set(j.id, j);
-    const snapshot = JSON.parse(JSON.stringify(j)) as SandboxJournal;
-    const next = (this.writing.get(j.id) ?? Promise.resolve()).catch(() => undefined)
-      .then(() => replaceFile(this.file(j.id), JSON.stringify(snapshot)));
-    this.writing.set(j.id, next);
-    next.finally(() => { if (this.writing.get(j.id) === next) this.writing.delete(j.id); }).catch(() => undefined);
-    return next;
+    try {
+      replaceFileSync(this.file(j.id), JSON.stringify(j));
+      return Promise.resolve();
+    } catch (e) {
+      return Promise.reject(e as Error);
+    }
   }
 
   async remove(id: string): Promise<void> {
     this.entries.delete(id);
-    await this.writing.get(id)?.catch(() => undefined);
     await fs.rm(this.file(id), { force: true });
   }
 

@@ -1,3 +1,4 @@
+import { Steps } from '../util/steps.js';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createNetns, deleteNetns, netnsExists } from '../kernel/netns.js';
@@ -140,12 +141,14 @@ export class Sandboxes {
 
   /** A running container's new endpoint joins its sandbox now; returns the endpoint as connected. */
   async connect(spec: SandboxSpec, netnsPath: string, published: PortMapping[], n: NetworkRecord, ep: EndpointState): Promise<{ endpoint: EndpointState; published: PortMapping[] }> {
+    const st = new Steps('connect');
     const journal = this.journalOf({ id: spec.id, mode: spec.mode, netnsPath, endpoints: spec.endpoints, published });
     const used = new Set(Object.values(spec.endpoints).map((e) => e.ifname));
     let index = 0;
     while (used.has(`eth${index}`)) index++;
     const endpoint = { ...ep };
     const [plan] = await this.plan({ [n.Id]: endpoint }, journal, index, Object.keys(spec.endpoints).length === 0);
+    st.mark('plan');
     let saved: Promise<void>;
     try {
       ({ saved } = await this.persist(journal, [plan!.n]));
@@ -153,9 +156,12 @@ export class Sandboxes {
       await this.releaseLeases([plan!]);
       throw e;
     }
+    st.mark('journal');
     try {
       await this.join(spec, netnsPath, plan!);
+      st.mark('join');
       await saved;
+      st.mark('saved');
     } catch (e) {
       await saved.catch(() => undefined);
       await this.removeEndpoint(spec.id, journal, plan!.entry, true).catch(() => undefined);
@@ -170,7 +176,10 @@ export class Sandboxes {
       await writeFile(etcFilesIn(spec.etcDir).resolvConf, await sandboxResolvConf(spec, false, true, this.d.hostResolvConf));
     }
     // A container that had nowhere to publish (only internal networks) publishes on its new endpoint.
+    st.mark('dns');
     if (!published.length) published = await this.publish(spec, endpoints);
+    st.mark('publish');
+    st.done();
     return { endpoint, published };
   }
 
@@ -180,12 +189,15 @@ export class Sandboxes {
     const journal = this.journalOf({ id: spec.id, mode: spec.mode, netnsPath, endpoints: spec.endpoints, published });
     const moving = published.some((p) => p.containerIp === ep.IPAddress || (!!ep.GlobalIPv6Address && p.containerIp === ep.GlobalIPv6Address));
     // The ports stop leading to the address before it is freed, so no later holder inherits them.
+    const st = new Steps('disconnect');
     if (moving) await this.d.ports.unpublish(spec.id);
     const entry = journal.endpoints.find((e) => e.endpointId === ep.EndpointID) ?? entryOf(n.Id, ep);
-    await this.removeEndpoint(spec.id, journal, entry, true);
+    await this.removeEndpoint(spec.id, journal, entry, true, st);
     const remaining = { ...spec.endpoints };
     delete remaining[n.Id];
     await this.dns.program(spec.id, netnsPath, remaining);
+    st.mark('dns');
+    st.done();
     if (!moving) return { published };
     const target = publishTarget(this.d.registry, remaining);
     if (!target) return { published: [] };
@@ -367,9 +379,10 @@ export class Sandboxes {
    * addresses. The driver's leave runs even without the namespace: a bridge port's host end and
    * its rules go with it.
    */
-  private async removeEndpoint(containerId: string, journal: SandboxJournal, entry: JournalEndpoint, pinned: boolean): Promise<void> {
+  private async removeEndpoint(containerId: string, journal: SandboxJournal, entry: JournalEndpoint, pinned: boolean, st?: Steps): Promise<void> {
     journal.endpoints = journal.endpoints.filter((e) => e.endpointId !== entry.endpointId);
     if (this.journals.get(containerId)) await this.journals.write(journal);
+    st?.mark('journal');
     const n = this.d.registry.networks.get(entry.networkId);
     const driver = n && this.d.registry.driverOf(n);
     if (!n || !driver) {
@@ -378,11 +391,15 @@ export class Sandboxes {
       return void (await this.d.policy?.left(entry.endpointId));
     }
     await driver.leave(n, { netnsPath: pinned ? journal.netnsPath : '', ifname: entry.ifname, endpointId: entry.endpointId }).catch(() => undefined);
+    st?.mark('leave');
     // After the interface, before the address is free for another endpoint.
     await this.d.policy?.left(entry.endpointId);
+    st?.mark('policy');
     await this.d.firewall.endpointLeft(n, { containerId, endpointId: entry.endpointId, networkId: n.Id, ip: entry.ip, ...(entry.ip6 ? { ip6: entry.ip6 } : {}), mac: '' });
+    st?.mark('fw');
     if (!driver.ownsAddresses) await this.d.registry.ipamOf(n).releaseAddress(n, { ip: entry.ip, ...(entry.ip6 ? { ip6: entry.ip6 } : {}) }, entry.endpointId);
     await this.d.registry.save(n);
+    st?.mark('save');
     this.d.registry.changed([n.Id], containerId);
   }
 

@@ -1,4 +1,4 @@
-import { promises as fs } from 'node:fs';
+import { promises as fs, renameSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 
 /**
@@ -20,12 +20,13 @@ export async function writeFileAtomic(path: string, data: string | Buffer): Prom
 
 /**
  * Replaces a file whole (temp file + rename) without fsync: readers and a killed process see the
- * old or the new content, never a torn one; a power loss may lose the new one.
+ * old or the new content, never a torn one; a power loss may lose the new one. Synchronous: for
+ * small files on a path that waits for them anyway.
  */
-export async function replaceFile(path: string, data: string): Promise<void> {
+export function replaceFileSync(path: string, data: string): void {
   const tmp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
-  await fs.writeFile(tmp, data, { mode: 0o600 });
-  await fs.rename(tmp, path);
+  writeFileSync(tmp, data, { mode: 0o600 });
+  renameSync(tmp, path);
 }
 
 async function syncDir(dir: string): Promise<void> {
