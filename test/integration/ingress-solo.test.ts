@@ -49,6 +49,20 @@ describe('the ingress network of a one-node swarm', () => {
     assert.doesNotMatch(links.stdout, /^bov-/m, 'the ingress overlay bridge is gone');
   });
 
+  it('a network made with --ingress takes its place (Docker\'s "customize the ingress network"): the sandbox joins it', async () => {
+    const r = await host.api('POST', '/networks/create', {
+      Name: 'my-ingress', Driver: 'overlay', Ingress: true, IPAM: { Config: [{ Subnet: '10.11.0.0/16', Gateway: '10.11.0.2' }] }, Options: { 'com.docker.network.driver.mtu': '1200' },
+    });
+    assert.equal(r.status, 201, r.body);
+    let members: Record<string, { Name: string; IPv4Address: string }> = {};
+    for (const end = Date.now() + 15_000; Date.now() < end && !members['ingress-sbox']; await sleep(200)) {
+      members = (await host.api('GET', '/networks/my-ingress')).json.Containers ?? {};
+    }
+    assert.equal(members['ingress-sbox']?.Name, 'ingress-endpoint');
+    assert.match(members['ingress-sbox']!.IPv4Address, /^10\.11\./);
+    await settled();
+  });
+
   it('leaves the swarm with nothing of it in the kernel', async () => {
     assert.equal((await host.api('POST', '/swarm/leave?force=1')).status, 200);
     await settled();
