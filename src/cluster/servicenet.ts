@@ -9,7 +9,10 @@ import type { WatchEvent } from './store.js';
 export interface LocalSandbox { id: string; netns: string; networks: string[] }
 
 /** A service's VIP on each of its networks, and the aliases its attachment to each gives it (`docker stack deploy` names a stack's service by its short name so). */
-interface SvcView { name: string; vips: Map<string, string>; aliases: Map<string, string[]> }
+interface SvcView { name: string; vips: Map<string, string>; aliases: Map<string, string[]>; replicas?: number }
+
+/** One service as this host sees it, for /metrics. */
+export interface ServiceStat { service: string; replicas?: number; running: number; backends: Array<{ network: string; count: number }> }
 
 /**
  * Services as one host's data plane sees them, following the same store view as its overlay
@@ -28,7 +31,7 @@ export class ServiceNet {
    * are backends, and only they answer their task names (a task leaves the balancers and the DNS
    * before it is stopped, as libnetwork's service binding is removed when a task is deactivated).
    */
-  private readonly running = new Map<string, { container: string; networks: string[] }>();
+  private readonly running = new Map<string, { service: string; container: string; networks: string[] }>();
   private live = new Set<string>();
   private pending?: Promise<void>;
   private again = false;
@@ -58,7 +61,7 @@ export class ServiceNet {
         const container = t && t.DesiredState === 'running' && t.Status.State === 'running' ? t.Status.ContainerStatus?.ContainerID : undefined;
         if (container) {
           const networks = [...new Set([...(t!.Spec.Networks ?? []).map((n) => n.Target), ...(t!.NetworksAttachments ?? []).map((a) => a.Network.ID)])];
-          this.running.set(id, { container, networks });
+          this.running.set(id, { service: t!.ServiceID, container, networks });
           if (was?.container !== container) for (const n of networks) touched.add(n);
         } else if (was) {
           this.running.delete(id);
@@ -73,7 +76,7 @@ export class ServiceNet {
         const s = e.value as ServiceRecord;
         const vips = new Map((s.Endpoint.VirtualIPs ?? []).map((v) => [v.NetworkID, v.Addr.split('/')[0]!]));
         const aliases = new Map((s.Spec.TaskTemplate.Networks ?? []).map((n) => [n.Target, n.Aliases ?? []]));
-        this.services.set(id, { name: s.Spec.Name, vips, aliases });
+        this.services.set(id, { name: s.Spec.Name, vips, aliases, ...(s.Spec.Mode.Replicated ? { replicas: s.Spec.Mode.Replicated.Replicas ?? 1 } : {}) });
         for (const n of vips.keys()) touched.add(n);
       } else {
         this.services.delete(id);
@@ -95,6 +98,16 @@ export class ServiceNet {
    */
   answers(containerId: string, aliases: readonly string[]): boolean {
     return this.live.has(containerId) || !aliases.some((a) => a.startsWith('tasks.'));
+  }
+
+  /** Each service: its replicas wanted, its tasks running (and desired running), and the backends of its VIP on each network. */
+  stats(): ServiceStat[] {
+    return [...this.services].map(([id, s]) => ({
+      service: s.name,
+      ...(s.replicas !== undefined ? { replicas: s.replicas } : {}),
+      running: [...this.running.values()].filter((r) => r.service === id).length,
+      backends: this.entriesFor([...s.vips.keys()]).filter((e) => e.service === id).map((e) => ({ network: [...s.vips].find(([, ip]) => ip === e.vip)![0], count: e.backends.length })),
+    }));
   }
 
   /** Whether a service balances through a VIP (not dnsrr): its tasks then do not answer its name. */

@@ -203,6 +203,7 @@ export class Daemon {
         const nodes = await cluster.control.listNodes();
         return nodes.map((n) => ({ role: String((n.Spec as { Role?: string })?.Role ?? ''), state: String((n.Status as { State?: string })?.State ?? '') }));
       },
+      services: () => this.services?.net.stats(),
     });
   }
 

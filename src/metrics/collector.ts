@@ -1,3 +1,4 @@
+import type { ServiceStat } from '../cluster/servicenet.js';
 import type { DnsStats } from '../dns/server.js';
 import type { LifecycleStats } from '../engine/lifestats.js';
 import { linkCounters, nftCounters, type LinkCounters, type NftCounters } from '../kernel/counters.js';
@@ -16,6 +17,8 @@ export interface MetricSources {
   dns?(): DnsStats | undefined;
   /** Every node's role and state, where this node is a manager of a swarm; undefined elsewhere. */
   clusterNodes?(): Promise<Array<{ role: string; state: string }> | undefined>;
+  /** The swarm's services as this node's view of the store has them (any node of a swarm). */
+  services?(): ServiceStat[] | undefined;
   /** The kernel reads, replaceable in unit tests. */
   links?(): Promise<Map<string, LinkCounters>>;
   nft?(): Promise<NftCounters>;
@@ -83,9 +86,22 @@ export class MetricsCollector {
       ...this.portFamilies(nft),
       ...this.dnsFamilies(),
       ...(nodes ? [clusterFamily(nodes)] : []),
+      ...this.serviceFamilies(),
     ];
     families.push(gauge('berth_metrics_collect_seconds', 'Time this scrape took to read the kernel and the engine.', [{ value: Number(process.hrtime.bigint() - t0) / 1e9 }]));
     return families;
+  }
+
+  private serviceFamilies(): Family[] {
+    const stats = this.s.services?.();
+    if (!stats) return [];
+    const names = new Map(this.s.networks().map((n) => [n.Id, n.Name]));
+    return [
+      gauge('berth_service_replicas_desired', 'Replicas a replicated service asks for.', stats.filter((s) => s.replicas !== undefined).map((s) => ({ labels: { service: s.service }, value: s.replicas! }))),
+      gauge('berth_service_tasks_running', 'Tasks of a service running and desired running, in this node\'s view of the swarm.', stats.map((s) => ({ labels: { service: s.service }, value: s.running }))),
+      gauge('berth_service_vip_backends', 'Backends of a service\'s VIP on a network: what this node\'s balancers send to.',
+        stats.flatMap((s) => s.backends.map((b) => ({ labels: { service: s.service, network: names.get(b.network) ?? b.network.slice(0, 12) }, value: b.count })))),
+    ];
   }
 
   private containerFamilies(): Family[] {

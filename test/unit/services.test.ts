@@ -5,6 +5,8 @@ import { matches, normaliseSpec, parseConstraint, type NodeView, type ServiceRec
 import { lbTable, type ServiceBalancers } from '../../src/network/servicelb.js';
 import { ServiceNet } from '../../src/cluster/servicenet.js';
 import { ROOT } from '../../src/cluster/keys.js';
+import { LifecycleStats } from '../../src/engine/lifestats.js';
+import { MetricsCollector } from '../../src/metrics/collector.js';
 
 const NOW = Date.parse('2026-01-01T00:00:10Z');
 let seq = 0;
@@ -294,5 +296,31 @@ describe('task names in the DNS (ServiceNet)', () => {
     await net.follow([put(task({ id: 't2', container: 'c2' }))], false);
     await net.follow([{ type: 'delete', key: `${ROOT}tasks/t2`, modRevision: 2 }], false);
     assert.equal(net.answers('c2', taskAliases), false);
+  });
+});
+
+describe('service metrics (ServiceNet.stats through the collector)', () => {
+  it('counts replicas wanted, tasks running and each VIP\'s backends, by name', async () => {
+    const svc = (replicas: number) => ({
+      type: 'put' as const, key: `${ROOT}services/s1`, modRevision: 1,
+      value: { ID: 's1', Spec: { Name: 'web', Mode: { Replicated: { Replicas: replicas } }, TaskTemplate: { ContainerSpec: { Image: 'busybox' }, Networks: [{ Target: 'net1' }] } }, Endpoint: { Spec: { Mode: 'vip' }, VirtualIPs: [{ NetworkID: 'net1', Addr: '10.0.1.254/24' }] } },
+    });
+    const task = (id: string, container: string, desired: 'running' | 'shutdown' = 'running') => ({
+      type: 'put' as const, key: `${ROOT}tasks/${id}`, modRevision: 2,
+      value: { ID: id, ServiceID: 's1', DesiredState: desired, Spec: { Networks: [{ Target: 'net1' }] }, Status: { State: 'running', ContainerStatus: { ContainerID: container } } },
+    });
+    const eps = [{ Network: 'net1', ContainerID: 'c1', IP: '10.0.1.2', Aliases: ['tasks.web'] }, { Network: 'net1', ContainerID: 'c2', IP: '10.0.1.3', Aliases: ['tasks.web'] }, { Network: 'net1', ContainerID: 'x', IP: '10.0.1.4', Aliases: [] }];
+    const net = new ServiceNet(() => eps as never, () => [], { sync: async () => undefined } as unknown as ServiceBalancers, () => undefined);
+    await net.follow([svc(3), task('t1', 'c1'), task('t2', 'c2')], false);
+    const collector = new MetricsCollector({
+      containers: () => [], networks: () => [{ Id: 'net1', Name: 'front', Driver: 'overlay', Scope: 'swarm', Options: {} } as never], hostLink: () => undefined, life: new LifecycleStats(),
+      links: async () => new Map(), nft: async () => ({ rules: [], elements: [] }), services: () => net.stats(),
+    });
+    const lines = (await collector.render()).split('\n');
+    for (const l of ['berth_service_replicas_desired{service="web"} 3', 'berth_service_tasks_running{service="web"} 2', 'berth_service_vip_backends{service="web",network="front"} 2']) assert.ok(lines.includes(l), `missing ${l}`);
+    // A task desired shut down leaves the count and the VIP before it stops.
+    await net.follow([task('t2', 'c2', 'shutdown')], false);
+    const after = (await collector.render()).split('\n');
+    for (const l of ['berth_service_tasks_running{service="web"} 1', 'berth_service_vip_backends{service="web",network="front"} 1']) assert.ok(after.includes(l), `missing ${l}`);
   });
 });
