@@ -12,6 +12,8 @@ export interface DaemonInfo {
   socket: string;
   version: string;
   startedAt: Date;
+  /** The name this host goes by: /info's Name and its swarm node's hostname, one value as in Docker (`--node-hostname`, else the system's). */
+  hostname: string;
 }
 
 /** Everything a route handler may reach: the engine and its managers, never a driver directly. */

@@ -174,7 +174,7 @@ export class Daemon {
     const api: ApiContext = {
       engine, network, runtime, execs: new ExecManager(engine, runtime), cluster: this.cluster, metrics: () => metrics.render(), tracer,
       registry: new RegistryService(images, { insecure: this.o.insecureRegistries ?? [] }),
-      info: { id: identity.id, root: this.o.root, socket: this.o.socket, version: VERSION, startedAt: new Date() },
+      info: { id: identity.id, root: this.o.root, socket: this.o.socket, version: VERSION, startedAt: new Date(), hostname: this.o.cluster?.hostname ?? hostname() },
     };
     await fs.mkdir(join(this.o.socket, '..'), { recursive: true, mode: 0o755 });
     this.server = new ApiServer(api, this.o.debug);

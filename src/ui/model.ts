@@ -26,10 +26,16 @@ export interface ApiNode {
   ID: string; Spec?: { Role?: string; Availability?: string }; Description?: { Hostname?: string };
   Status?: { State?: string; Addr?: string }; ManagerStatus?: { Leader?: boolean; Addr?: string } | null;
 }
+export interface ApiService {
+  ID: string;
+  Spec: { Name: string; Mode?: { Replicated?: { Replicas?: number }; Global?: object }; TaskTemplate?: { Networks?: Array<{ Target: string }> } };
+  Endpoint?: { VirtualIPs?: Array<{ NetworkID: string; Addr: string }>; Ports?: Array<{ Protocol?: string; TargetPort?: number; PublishedPort?: number; PublishMode?: string }> };
+}
+export interface ApiTask { ID: string; ServiceID: string; DesiredState?: string; Status?: { State?: string } }
 interface ApiPolicyDirection { Isolated: boolean; IsolatedBy: string[]; Denied: number; Rules: Array<{ Label: string; Peer: string; Ports: string; Matched: number }> }
 export interface ApiPolicy { Id: string; Name: string; Endpoints: Array<{ Network: string; NetworkID: string; Ingress: ApiPolicyDirection; Egress: ApiPolicyDirection }> }
 
-export interface RawState { info: ApiInfo; networks: ApiNetwork[]; containers: ApiContainer[]; nodes?: ApiNode[]; policy?: ApiPolicy[] }
+export interface RawState { info: ApiInfo; networks: ApiNetwork[]; containers: ApiContainer[]; nodes?: ApiNode[]; policy?: ApiPolicy[]; services?: ApiService[]; tasks?: ApiTask[] }
 
 export interface HostView { id: string; hostname: string; role: string; state: string; availability: string; addr: string; leader: boolean; self: boolean }
 export interface NetworkView {
@@ -52,8 +58,19 @@ export interface ContainerView {
   endpoints: EndpointView[];
   /** `container:NAME` mode: the container whose namespace this one shares. */
   sharesWith?: string;
+  /** The swarm service whose task this container runs, and its slot's name (`web.1`). */
+  task?: { service: string; name: string };
 }
-export interface Topology { host: { name: string; version: string; swarm: string }; hosts: HostView[]; networks: NetworkView[]; containers: ContainerView[] }
+export interface ServiceView {
+  id: string; name: string; mode: 'replicated' | 'global'; replicas?: number;
+  /** Tasks running and desired running. */
+  running: number;
+  /** Its networks (and its VIP on each, where it has one). */
+  networks: Array<{ networkId: string; vip: string }>;
+  /** Published ports as `8080→80/tcp (ingress)`. */
+  ports: string[];
+}
+export interface Topology { host: { name: string; version: string; swarm: string }; hosts: HostView[]; networks: NetworkView[]; containers: ContainerView[]; services: ServiceView[] }
 
 const BUILTIN = ['bridge', 'host', 'none'];
 const POLICY_LABEL = /^berth\.policy\./;
@@ -110,10 +127,14 @@ export function buildTopology(raw: RawState): Topology {
       return ia - ib;
     });
     const shared = /^container:(.+)$/.exec(mode)?.[1];
+    const service = c.Labels?.['com.docker.swarm.service.name'];
+    const taskName = c.Labels?.['com.docker.swarm.task.name'];
     return {
       id: c.Id, name: nameOf.get(c.Id)!, image: c.Image ?? '', state: c.State ?? '', status: c.Status ?? '', networkMode: mode,
       ports: (c.Ports ?? []).map(formatPort).sort(), policyLabels: policyLabels(c.Labels), endpoints,
       ...(shared ? { sharesWith: nameOf.get(shared) ?? [...nameOf].find(([id]) => id.startsWith(shared))?.[1] ?? shared } : {}),
+      // A task's container is named SERVICE.SLOT.TASKID: the page shows SERVICE.SLOT.
+      ...(service && taskName ? { task: { service, name: taskName.split('.').slice(0, -1).join('.') || taskName } } : {}),
     };
   }).sort((a, b) => a.name.localeCompare(b.name));
   const swarm = raw.info.Swarm?.LocalNodeState ?? 'inactive';
@@ -124,7 +145,21 @@ export function buildTopology(raw: RawState): Topology {
       availability: n.Spec?.Availability ?? '', addr: n.Status?.Addr ?? '', leader: !!n.ManagerStatus?.Leader, self: n.ID === selfId,
     })).sort((a, b) => Number(b.self) - Number(a.self) || a.hostname.localeCompare(b.hostname))
     : [{ id: selfId, hostname: raw.info.Name ?? '', role: swarm === 'active' ? 'worker' : '', state: 'ready', availability: '', addr: raw.info.Swarm?.NodeAddr ?? '', leader: false, self: true }];
-  return { host: { name: raw.info.Name ?? '', version: raw.info.ServerVersion ?? '', swarm }, hosts, networks, containers };
+  return { host: { name: raw.info.Name ?? '', version: raw.info.ServerVersion ?? '', swarm }, hosts, networks, containers, services: serviceViews(raw) };
+}
+
+function serviceViews(raw: RawState): ServiceView[] {
+  return (raw.services ?? []).map((s) => {
+    const vips = new Map((s.Endpoint?.VirtualIPs ?? []).map((v) => [v.NetworkID, v.Addr.split('/')[0]!]));
+    const nets = [...new Set([...(s.Spec.TaskTemplate?.Networks ?? []).map((n) => n.Target), ...vips.keys()])];
+    const replicas = s.Spec.Mode?.Replicated ? s.Spec.Mode.Replicated.Replicas ?? 1 : undefined;
+    return {
+      id: s.ID, name: s.Spec.Name, mode: replicas === undefined ? 'global' as const : 'replicated' as const, ...(replicas !== undefined ? { replicas } : {}),
+      running: (raw.tasks ?? []).filter((t) => t.ServiceID === s.ID && t.DesiredState === 'running' && t.Status?.State === 'running').length,
+      networks: nets.map((networkId) => ({ networkId, vip: vips.get(networkId) ?? '' })),
+      ports: (s.Endpoint?.Ports ?? []).map((p) => `${p.PublishedPort}→${p.TargetPort}/${p.Protocol ?? 'tcp'} (${p.PublishMode ?? 'ingress'})`),
+    };
+  }).sort((a, b) => a.name.localeCompare(b.name));
 }
 
 /** What the page's side panel shows of a container: a digest of inspect and of its policy. */

@@ -8,7 +8,7 @@ import { EventEmitter } from 'node:events';
 import type { IncomingMessage } from 'node:http';
 import { DaemonError, type Client } from '../cli/client.js';
 import { errorMessage } from '../util/errors.js';
-import { buildTopology, inspectSummary, type ApiContainer, type ApiInfo, type ApiNetwork, type ApiNode, type ApiPolicy, type InspectSummary, type Topology } from './model.js';
+import { buildTopology, inspectSummary, type ApiContainer, type ApiInfo, type ApiNetwork, type ApiNode, type ApiPolicy, type ApiService, type ApiTask, type InspectSummary, type Topology } from './model.js';
 
 /** Container events that change nothing the page shows. */
 const QUIET = /^(exec_|attach$|resize$|top$|export$|archive-path$|extract-to-dir$|commit$|copy$)/;
@@ -162,8 +162,13 @@ export class TopologySource {
       this.client.json<ApiPolicy[]>('GET', '/berth/policy').catch((e) => (e instanceof DaemonError && e.status === 404 ? [] : Promise.reject(e))),
     ]);
     // Only a manager lists nodes; a worker shows itself.
-    const nodes = info.Swarm?.ControlAvailable ? await this.client.json<ApiNode[]>('GET', '/nodes').catch(() => undefined) : undefined;
-    return buildTopology({ info, networks, containers, policy, ...(nodes ? { nodes } : {}) });
+    const manager = !!info.Swarm?.ControlAvailable;
+    const [nodes, services, tasks] = manager ? await Promise.all([
+      this.client.json<ApiNode[]>('GET', '/nodes').catch(() => undefined),
+      this.client.json<ApiService[]>('GET', '/services').catch(() => undefined),
+      this.client.json<ApiTask[]>('GET', '/tasks').catch(() => undefined),
+    ]) : [];
+    return buildTopology({ info, networks, containers, policy, ...(nodes ? { nodes } : {}), ...(services ? { services } : {}), ...(tasks ? { tasks } : {}) });
   }
 
   private setStatus(s: SourceStatus): void {

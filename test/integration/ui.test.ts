@@ -226,7 +226,18 @@ describe('berth ui: the live topology page', () => {
     await waitFor(async () => /spans 2 hosts/.test(await head()), 'mesh to span both hosts', 20_000).catch(async () => assert.fail(`mesh: ${await head()}`));
     assert.match(await head(), /overlay[\s\S]*swarm[\s\S]*attachable[\s\S]*10\.77\.9\.0\/24[\s\S]*spans 2 hosts: lab0\s*lab1/);
     assert.equal(await chipIn('mesh', 'left').locator('.ip').first().innerText(), `${await ipOf('left', 'mesh')}/24`);
-    assert.match(await page.locator('#hostline').innerText(), /swarm of 2 hosts/);
+    // The header names the host as its node does (berthd --node-hostname: /info's Name, as Docker's is its node's).
+    assert.match(await page.locator('#hostline').innerText(), /^lab0 · berth .* · swarm of 2 hosts$/);
+    // A service: in the lane of its network with its VIP and running tasks, in ingress by its port,
+    // and its task containers tagged with their slot.
+    const svc = await h0.host.docker(['service', 'create', '--detach', '--name', 'websvc', '--replicas', '2', '--network', 'mesh', '-p', '8088:80', 'busybox', 'sleep', '3600']);
+    assert.equal(svc.code, 0, svc.stderr);
+    const vip = JSON.parse((await h0.host.docker(['service', 'inspect', 'websvc'])).stdout)[0].Endpoint.VirtualIPs.find((v: { NetworkID: string }) => v.NetworkID === mesh.json.Id).Addr.split('/')[0];
+    const svcLine = (net: string) => lane(net).locator('.svc[data-service="websvc"]').innerText().catch(() => '');
+    await waitFor(async () => (await svcLine('mesh')).includes('2/2 running'), 'websvc running in the mesh lane', 40_000).catch(async () => assert.fail(`mesh: ${await svcLine('mesh')}`));
+    assert.equal((await svcLine('mesh')).replace(/\s+/g, ' ').trim(), `⚙ websvc VIP ${vip} · 2/2 running`);
+    assert.equal((await svcLine('ingress')).replace(/\s+/g, ' ').trim(), '⚙ websvc 2/2 running · 8088→80/tcp (ingress)');
+    await waitFor(async () => (await lane('mesh').locator('.tag.task').allInnerTexts()).some((t) => /^task websvc\.[12]$/.test(t)), 'a task tag on a chip of this host', 15_000);
     const height = await page.evaluate(() => Math.ceil(document.getElementById('lanes')!.getBoundingClientRect().bottom) + 12);
     await page.screenshot({ path: join(host.dir, 'ui-swarm.png'), clip: { x: 0, y: 0, width: 1280, height } });
     if (process.env.BERTH_UI_SHOTS) await fs.copyFile(join(host.dir, 'ui-swarm.png'), join(process.env.BERTH_UI_SHOTS, 'ui-swarm.png'));

@@ -1,5 +1,5 @@
 import { promises as fs } from 'node:fs';
-import { arch, cpus, hostname, release, totalmem } from 'node:os';
+import { arch, cpus, release, totalmem } from 'node:os';
 import type { EngineEvent } from '../../engine/events.js';
 import { dirSize } from '../../engine/archive.js';
 import { swapAccounting } from '../../engine/resources.js';
@@ -84,7 +84,7 @@ async function info(api: ApiContext): Promise<object> {
     GenericResources: null,
     DockerRootDir: api.info.root,
     HttpProxy: '', HttpsProxy: '', NoProxy: '',
-    Name: hostname(),
+    Name: api.info.hostname,
     Labels: [],
     ExperimentalBuild: false,
     ServerVersion: api.info.version,

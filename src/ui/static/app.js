@@ -104,6 +104,7 @@ function chip(c, ep) {
   h('div', { class: 'sub image' }, c.image),
   h('div', { class: 'tags' },
     multi ? h('span', { class: 'tag bridging', title }, `⇄ ${c.endpoints.length} networks`) : null,
+    c.task ? h('span', { class: 'tag task', title: `a task of service ${c.task.service}` }, `task ${c.task.name}`) : null,
     isolated.length ? h('span', { class: 'tag shield', title: `default-deny ${isolated.join(' and ')} (berth.policy labels)` }, `policy: ${isolated.join('+')}`) : null,
     c.ports.map((p) => h('span', { class: 'tag port' }, p))));
 }
@@ -128,7 +129,13 @@ function renderLanes() {
         h('span', { class: 'badge count' }, plural(members.length, 'container'))),
       n.subnets.map((s) => h('div', { class: 'subnet' }, s.subnet, s.gateway ? h('span', { class: 'gw' }, ` gw ${s.gateway}`) : null)),
       Object.entries(n.policyLabels).map(([k, v]) => h('div', { class: 'plabel' }, `${k.replace(/^berth\.policy\./, '')}=${v}`)),
-      n.peers.length ? h('div', { class: 'peers' }, `spans ${plural(n.peers.length, 'host')}: `, n.peers.map((p) => h('span', { title: p.ip }, p.name))) : null),
+      n.peers.length ? h('div', { class: 'peers' }, `spans ${plural(n.peers.length, 'host')}: `, n.peers.map((p) => h('span', { title: p.ip }, p.name))) : null,
+      (topo.services || []).filter((s) => s.networks.some((x) => x.networkId === n.id) || (n.ingress && s.ports.some((p) => p.endsWith('(ingress)')))).map((s) => {
+        const vip = (s.networks.find((x) => x.networkId === n.id) || {}).vip;
+        return h('div', { class: 'svc', data: { service: s.name }, title: `service ${s.name} (${s.mode})` },
+          h('span', { class: 'svc-name' }, `⚙ ${s.name}`), ' ',
+          [vip && `VIP ${vip}`, `${s.running}/${s.mode === 'global' ? s.running : s.replicas} running`, ...(n.ingress || !vip ? s.ports : [])].filter(Boolean).join(' · '));
+      })),
     h('div', { class: 'lane-body' },
       members.length ? members.map(({ c, e }) => chip(c, e)) : h('div', { class: 'empty' }, 'no containers')));
   });
