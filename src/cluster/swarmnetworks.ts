@@ -400,15 +400,30 @@ export class SwarmNetworks implements OverlayPlane {
     if (!this.mine.size) return;
     const id = await lease.grant();
     const puts: Array<{ key: string; value: unknown; lease?: string }> = [];
+    const written: EndpointRecord[] = [];
     for (const e of this.mine.values()) {
       const holder = this.claims.get(e.Network)?.get(e.IP);
       if (holder && holder.EndpointID !== e.EndpointID) {
         this.log(`overlay: address ${e.IP} of ${e.Name} is claimed by endpoint ${holder.EndpointID.slice(0, 12)} of node ${this.nodes.get(holder.Node)?.name ?? holder.Node}: ${e.Name} stays out of the cluster's view`);
         continue;
       }
+      written.push(e);
       puts.push({ key: K.endpoint(e.Network, e.EndpointID), value: e, lease: id }, { key: K.address(e.Network, e.IP), value: claimOf(e) });
     }
-    if (puts.length) await this.store.txn([], puts);
+    if (!puts.length) return;
+    const r = await this.store.txn([], puts);
+    // An endpoint released while this write was on its way (its container removed during a lease
+    // change) was written back after its release deleted it, under the live lease: a stale peer on
+    // every host (chaos across hosts). It goes again, and its address claim only if still this write's.
+    for (const e of written.filter((x) => !this.mine.has(x.EndpointID))) {
+      try {
+        await this.store.txn([], [], [K.endpoint(e.Network, e.EndpointID)]);
+        await this.store.txn([{ key: K.address(e.Network, e.IP), target: 'Mod', value: r.revision }], [], [K.address(e.Network, e.IP)]);
+      } catch {
+        this.withdrawals.add(K.endpoint(e.Network, e.EndpointID));
+        this.withdrawSoon();
+      }
+    }
   }
 
   /** Publishes the revision this host has applied; writes coalesce, the latest wins. */

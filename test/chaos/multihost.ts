@@ -232,6 +232,9 @@ export async function runMultihostChaos(o: MultihostOptions): Promise<MultihostR
       }
     }
   } finally {
+    // BERTH_MH_LOGS=DIR keeps every host's berthd log of the run (for a violation's replay).
+    const logs = process.env.BERTH_MH_LOGS;
+    if (logs) for (const h of lab.hosts) await fs.writeFile(join(logs, `${h.name}.log`), h.host.daemonLog).catch(() => undefined);
     report.leaks = await lab.destroy();
     report.durationMs = Date.now() - t0;
   }
@@ -330,6 +333,19 @@ async function waitUntil(fn: () => Promise<boolean>, ms: number): Promise<void> 
   }
 }
 
+/**
+ * Who a stale FDB entry stands for, as the host behind it has it: a container of any state with
+ * that MAC on the overlay (with its state), or the ingress sandbox, or nothing there at all.
+ */
+async function holderOf(hosts: LabHost[], vtep: string, mac: string): Promise<string> {
+  const h = hosts.find((x) => `10.99.0.${x.index + 1}` === vtep);
+  if (!h) return '';
+  const r = await h.host.api('GET', '/containers/json?all=1', undefined, {}, { timeoutMs: 15_000 }).catch(() => undefined);
+  const c = (r?.json as Array<{ Names: string[]; State: string; Status: string; NetworkSettings?: { Networks?: Record<string, { MacAddress: string }> } }> | undefined)
+    ?.find((x) => x.NetworkSettings?.Networks?.[NET]?.MacAddress?.toLowerCase() === mac);
+  return c ? ` (on ${h.name}: ${c.Names[0]} ${c.State}, ${c.Status})` : ` (on ${h.name}: no container has it)`;
+}
+
 /** The running containers on the overlay, host by host, as each host's engine has them. */
 async function runningEndpoints(hosts: LabHost[]): Promise<Endpoint[]> {
   const out: Endpoint[] = [];
@@ -371,7 +387,7 @@ async function check(hosts: LabHost[], netId: string, removed: Set<string>, rng:
       if (!dst) problems.push(`${h.name}: no FDB entry for ${e.name} (${e.mac}) on lab${e.host}`);
       else if (dst !== `10.99.0.${e.host + 1}`) problems.push(`${h.name}: FDB sends ${e.name} to ${dst}, not lab${e.host}`);
     }
-    for (const mac of got.keys()) if (!want.some((e) => e.mac === mac)) problems.push(`${h.name}: stale FDB entry ${mac} → ${got.get(mac)}`);
+    for (const mac of got.keys()) if (!want.some((e) => e.mac === mac)) problems.push(`${h.name}: stale FDB entry ${mac} → ${got.get(mac)}${await holderOf(hosts, got.get(mac)!, mac)}`);
     const neigh = JSON.parse((await h.host.inNetns('ip', ['-j', 'neigh', 'show', 'dev', vx])).stdout || '[]') as Array<{ dst: string; lladdr?: string }>;
     for (const e of want) if (!neigh.some((n) => n.dst === e.ip && n.lladdr?.toLowerCase() === e.mac)) problems.push(`${h.name}: no neighbour entry ${e.ip} → ${e.mac} (${e.name})`);
     for (const n of neigh) if (!want.some((e) => e.ip === n.dst)) problems.push(`${h.name}: stale neighbour entry ${n.dst}`);

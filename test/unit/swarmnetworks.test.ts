@@ -271,6 +271,38 @@ describe('swarm networks: the store side', () => {
     await sn.close();
   });
 
+  it('an endpoint released while a new lease\'s republish is on its way does not stay in the store', async () => {
+    const store = new MemStore();
+    store.write([[K.network('n1'), net('n1')]]);
+    let leaseListener: ((lease: unknown) => void) | undefined;
+    const { sn } = setUp(store, (f) => { leaseListener = f; });
+    await sn.start();
+    await sn.claim(net('n1'), { endpointId: 'e1', ip: '10.0.1.7', mac: '02:42:0A:00:01:07', containerId: 'c1', name: 'web', aliases: [] });
+    // The new lease's write is held at the store until the endpoint was released (its container removed).
+    const realTxn = store.txn.bind(store);
+    let release!: () => void;
+    const held = new Promise<void>((r) => { release = r; });
+    let heldOnce = false;
+    let heldDone = false;
+    store.txn = async (cmp, puts, deletes) => {
+      if (heldOnce || !puts.some((p) => p.key === K.endpoint('n1', 'e1'))) return realTxn(cmp, puts, deletes);
+      heldOnce = true;
+      await held;
+      const r = await realTxn(cmp, puts, deletes);
+      heldDone = true;
+      return r;
+    };
+    leaseListener!({ grant: async () => '8', put: () => ({ value: () => ({ exec: async () => undefined }) }) });
+    await waitUntil(() => heldOnce, 2000);
+    await sn.release(net('n1'), 'e1');
+    release();
+    await waitUntil(() => heldDone, 2000);
+    await settle();
+    await waitUntil(() => !store.data.has(K.endpoint('n1', 'e1')) && !store.data.has(K.address('n1', '10.0.1.7')), 2000)
+      .catch(() => assert.fail(`left in the store: ${[...store.data.keys()].filter((k) => k.includes('e1') || k.includes('10.0.1.7')).join(', ')}`));
+    await sn.close();
+  });
+
   it('an endpoint released while the store takes no change (quorum lost) leaves the store once it takes changes again', async () => {
     const { store, sn } = await startedWithN1();
     const ep = { endpointId: 'e1', ip: '10.0.1.7', mac: '02:42:0A:00:01:07', containerId: 'c1', name: 'web', aliases: [] };
