@@ -86,6 +86,12 @@ export class SwarmNetworks implements OverlayPlane {
   private resyncTimer?: NodeJS.Timeout;
   /** Keys of this host's released endpoints the store has not taken the deletion of yet. */
   private readonly withdrawals = new Set<string>();
+  /**
+   * Endpoints released whose container's record may still name them (the engine forgets an
+   * endpoint after its teardown, which releases it first): a relist in between must not take them
+   * for held and write them back, where no container would ever release them again.
+   */
+  private readonly released = new Set<string>();
   private withdrawTimer?: NodeJS.Timeout;
   private publishing?: Promise<void>;
   private mtu?: number;
@@ -373,7 +379,9 @@ export class SwarmNetworks implements OverlayPlane {
     // The endpoints of this host's running containers are in the store (written again under the
     // current lease, in case the last one lapsed while berthd was down); others of this host's a
     // crash left in the store are withdrawn.
-    const held = new Map(this.localEndpoints().filter((e) => this.nets.has(e.Network)).map((e) => [e.EndpointID, { ...e, Mac: e.Mac.toLowerCase(), Node: this.me, Vtep: this.vtep.addr }]));
+    const local = this.localEndpoints();
+    for (const id of this.released) if (!local.some((e) => e.EndpointID === id)) this.released.delete(id);
+    const held = new Map(local.filter((e) => this.nets.has(e.Network) && !this.released.has(e.EndpointID)).map((e) => [e.EndpointID, { ...e, Mac: e.Mac.toLowerCase(), Node: this.me, Vtep: this.vtep.addr }]));
     // Endpoints this process claimed stay too: a join between its claim and the engine's record.
     for (const e of held.values()) this.mine.set(e.EndpointID, e);
     const stale = new Set<string>();
@@ -589,6 +597,7 @@ export class SwarmNetworks implements OverlayPlane {
   }
 
   async release(n: NetworkRecord, endpointId: string): Promise<number | undefined> {
+    this.released.add(endpointId);
     const rec = this.mine.get(endpointId) ?? this.eps.get(n.Id)?.get(endpointId);
     if (!rec) return undefined;
     this.mine.delete(endpointId);

@@ -7,6 +7,7 @@ import type { Session } from '../../src/cluster/session.js';
 import type { Cmp, Versioned, WatchEvent } from '../../src/cluster/store.js';
 import { SwarmNetworks, type SwarmNetworkHost } from '../../src/cluster/swarmnetworks.js';
 import { AddressTakenError } from '../../src/network/driver.js';
+import type { EndpointRecord } from '../../src/network/overlay.js';
 import type { NetworkRecord } from '../../src/network/types.js';
 
 /**
@@ -84,7 +85,7 @@ function net(id: string): NetworkRecord {
   };
 }
 
-function setUp(store: MemStore, onLease: (f: (lease: unknown) => void) => void = () => undefined) {
+function setUp(store: MemStore, onLease: (f: (lease: unknown) => void) => void = () => undefined, local: () => Array<Omit<EndpointRecord, 'Node' | 'Vtep'>> = () => []) {
   const calls: string[] = [];
   const have = new Map<string, NetworkRecord>();
   const host: SwarmNetworkHost = {
@@ -103,7 +104,7 @@ function setUp(store: MemStore, onLease: (f: (lease: unknown) => void) => void =
     put: (key: string) => ({ value: (v: string) => ({ exec: async () => store.write([[key, JSON.parse(v)]]) }) }),
   };
   const session = { store, lease, state: { nodeId: 'A', addr: '10.99.0.1', dataPathAddr: '10.99.0.1', role: 'manager' }, onLease } as unknown as Session;
-  const sn = new SwarmNetworks(session, host, () => [], 4789, () => undefined);
+  const sn = new SwarmNetworks(session, host, local, 4789, () => undefined);
   return { sn, calls, have, session: session as unknown as { store: MemStore } };
 }
 
@@ -300,6 +301,26 @@ describe('swarm networks: the store side', () => {
     await settle();
     await waitUntil(() => !store.data.has(K.endpoint('n1', 'e1')) && !store.data.has(K.address('n1', '10.0.1.7')), 2000)
       .catch(() => assert.fail(`left in the store: ${[...store.data.keys()].filter((k) => k.includes('e1') || k.includes('10.0.1.7')).join(', ')}`));
+    await sn.close();
+  });
+
+  it('an endpoint released while its container\'s record still names it is not taken for held by a relist in between', async () => {
+    const store = new MemStore();
+    store.write([[K.network('n1'), net('n1')]]);
+    const e1 = { Network: 'n1', EndpointID: 'e1', ContainerID: 'c1', Name: 'web', Aliases: [], IP: '10.0.1.7', Mac: '02:42:0a:00:01:07' };
+    // The engine forgets the endpoint only after its teardown, which releases it first.
+    let engineHas = false;
+    const { sn } = setUp(store, () => undefined, () => (engineHas ? [e1] : []));
+    await sn.start();
+    await sn.claim(net('n1'), { endpointId: 'e1', ip: e1.IP, mac: e1.Mac, containerId: 'c1', name: 'web', aliases: [] });
+    engineHas = true;
+    await sn.release(net('n1'), 'e1');
+    const lists = store.lists;
+    store.watchers[0]!.onLost(new Error('mvcc: required revision has been compacted'));
+    await waitUntil(() => store.lists > lists, 2000);
+    await settle();
+    assert.ok(!store.data.has(K.endpoint('n1', 'e1')), 'written back by the relist');
+    engineHas = false;
     await sn.close();
   });
 
