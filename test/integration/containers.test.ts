@@ -692,8 +692,10 @@ describe('containers through the Engine API', () => {
 
   it('a stale pidfile (a zombie, a reused pid) does not block the start; a live berthd does', async () => {
     const pidFile = join(host.root, 'berthd.pid');
-    // A zombie: `true` exits and its parent, now sleep (exec'd by sh), never reaps it.
-    const parent = spawn('sh', ['-c', 'true & echo $!; exec sleep 30'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    // A zombie: the child exits at once and its parent never reaps it. perl (Debian's essential
+    // perl-base) rather than `sh -c 'true & … exec sleep'`: a shell may reap its job before the exec
+    // (the suite once waited 10 s for a zombie that never showed).
+    const parent = spawn('perl', ['-e', '$| = 1; my $p = fork(); exit 0 unless $p; print "$p\n"; sleep 30'], { stdio: ['ignore', 'pipe', 'ignore'] });
     const reused = spawn('sleep', ['30'], { stdio: 'ignore' });
     try {
       const zombie = Number(await new Promise<string>((r) => parent.stdout!.once('data', (d: Buffer) => r(d.toString()))));
