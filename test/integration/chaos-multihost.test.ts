@@ -10,7 +10,8 @@ import { runMultihostChaos, type MultihostReport } from '../chaos/multihost.js';
  * VIP entry on any host, no shared address, every survivor runs, no task lost or duplicated.
  * BERTH_MH_SEED replays a seed, BERTH_MH_CYCLES runs more.
  */
-const seed = Number(process.env.BERTH_MH_SEED ?? Date.now() % 1_000_000);
+// An empty BERTH_MH_SEED is no seed (Number('') would replay seed 0).
+const seed = Number(process.env.BERTH_MH_SEED || Date.now() % 1_000_000);
 const cycles = Number(process.env.BERTH_MH_CYCLES ?? 5);
 
 describe(`chaos across hosts: ${cycles} seeded fault cycles (seed ${seed}; replay with BERTH_MH_SEED=${seed})`, () => {
