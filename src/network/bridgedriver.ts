@@ -2,8 +2,9 @@ import { deleteLink, ensureBridge, ifSysctl, ipBatchHost, joinEndpoint, linkAddr
 import { nftCommands } from '../kernel/nft.js';
 import { BadRequestError, ConflictError } from '../util/errors.js';
 import type { CreateContext, EndpointJoin, EndpointLeave, NetworkDriver } from './driver.js';
-import { allowEndpointSource, guardTableScript, linkLocalAllowance, revokeEndpointSource, type EndpointSource } from './firewall.js';
-import { guardedSource, guardSetElements } from './guardread.js';
+import { guardTableScript, linkLocalAllowance, type EndpointSource } from './firewall.js';
+import { guardSetElements } from './guardread.js';
+import { PortGuards } from './portguard.js';
 import { parseCidr } from './ipam.js';
 import { macFor } from './mac.js';
 import { parseCidr6 } from './ipam6.js';
@@ -32,8 +33,7 @@ export class BridgeDriver implements NetworkDriver {
   readonly hostFirewall = true;
   readonly ipv6 = true;
 
-  /** The source-guard allowances of endpoints joined by this process, by bridge port. */
-  private readonly sources = new Map<string, EndpointSource>();
+  private readonly guards = new PortGuards();
   private guardReady?: Promise<void>;
 
   constructor(private readonly mtuDefault: () => number) {}
@@ -123,7 +123,7 @@ export class BridgeDriver implements NetworkDriver {
     const live = new Set<string>();
     for (const port of ports) {
       if (await linkListed(port)) live.add(port);
-      else await this.revoke(port);
+      else await this.guards.revoke(port);
     }
     if (!live.size) return;
     const macs = (await guardSetElements('macs')).filter((c): c is string[] => Array.isArray(c) && live.has(c[0]!));
@@ -136,9 +136,7 @@ export class BridgeDriver implements NetworkDriver {
     const src: EndpointSource = { port: hostIf, mac: j.mac, ip: j.addressCidr.split('/')[0]!, ...(j.address6Cidr ? { ip6: j.address6Cidr.split('/')[0]! } : {}) };
     // The allowance is written while the veth is made inside the namespace; the port joins the
     // bridge only once it is in place.
-    const allowed = this.ensureGuard().then(() => nftCommands(allowEndpointSource(src)));
-    allowed.catch(() => undefined);
-    this.sources.set(hostIf, src);
+    const allowed = this.guards.allow(src, this.ensureGuard());
     try {
       await joinEndpoint({
         beforeAttach: allowed,
@@ -149,7 +147,7 @@ export class BridgeDriver implements NetworkDriver {
       });
     } catch (e) {
       await allowed.catch(() => undefined);
-      await this.revoke(hostIf);
+      await this.guards.revoke(hostIf);
       throw e;
     }
   }
@@ -161,25 +159,11 @@ export class BridgeDriver implements NetworkDriver {
     // With the port gone its allowances match no frame (a new endpoint gets a port of another
     // name), so the disconnect does not wait for their nft transaction; one cut short by a crash
     // is pruned at the next start.
-    void this.revoke(hostIf);
+    void this.guards.revoke(hostIf);
   }
 
-  /**
-   * Drops a port's guard elements. An endpoint joined by an earlier berthd (before a restart) is
-   * not in memory: its elements are read back from the kernel, which keeps them across restarts.
-   */
-  async forgetEndpoint(endpointId: string): Promise<void> {
-    const hostIf = hostIfname(endpointId);
-    if (!this.sources.has(hostIf) && !(await guardedSource(hostIf))) return;
-    await deleteLink(hostIf);
-    await this.revoke(hostIf);
-  }
-
-  private async revoke(hostIf: string): Promise<void> {
-    const src = this.sources.get(hostIf) ?? (await guardedSource(hostIf));
-    this.sources.delete(hostIf);
-    if (!src) return;
-    await nftCommands(revokeEndpointSource(src)).catch((e: Error) => console.error(`berthd: source guard of ${hostIf}: ${e.message}`));
+  forgetEndpoint(endpointId: string): Promise<void> {
+    return this.guards.forget(hostIfname(endpointId));
   }
 }
 

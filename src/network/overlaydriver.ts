@@ -3,8 +3,9 @@ import { nftCommands } from '../kernel/nft.js';
 import { bridgesNamed, ensureVxlan, peersOf, programPeers, vxlanDevices } from '../kernel/vxlan.js';
 import { BadRequestError, ForbiddenError } from '../util/errors.js';
 import type { CreateContext, EndpointJoin, EndpointLeave, NetworkDriver } from './driver.js';
-import { allowEndpointSource, guardPortScript, guardTableScript, remoteSourcesScript, revokeEndpointSource, unguardPortScript, type EndpointSource } from './firewall.js';
-import { guardedPairs, guardedSource } from './guardread.js';
+import { guardPortScript, guardTableScript, remoteSourcesScript, unguardPortScript, type EndpointSource } from './firewall.js';
+import { guardedPairs } from './guardread.js';
+import { PortGuards } from './portguard.js';
 import { parseCidr } from './ipam.js';
 import { macFor } from './mac.js';
 import { OPT_MTU } from './options.js';
@@ -56,7 +57,7 @@ export class OverlayDriver implements NetworkDriver {
 
   plane?: OverlayPlane;
   private guardReady?: Promise<void>;
-  private readonly sources = new Map<string, EndpointSource>();
+  private readonly guards = new PortGuards();
   /** The peers each network's VXLAN device was last given, so a store change programs only the difference. */
   private readonly programmed = new Map<string, Map<string, Peer>>();
 
@@ -162,9 +163,7 @@ export class OverlayDriver implements NetworkDriver {
     });
     const hostIf = hostIfname(j.endpointId);
     const src: EndpointSource = { port: hostIf, mac: j.mac, ip };
-    const allowed = this.ensureGuard().then(() => nftCommands(allowEndpointSource(src)));
-    allowed.catch(() => undefined);
-    this.sources.set(hostIf, src);
+    const allowed = this.guards.allow(src, this.ensureGuard());
     try {
       await joinEndpoint({
         beforeAttach: allowed, netnsPath: j.netnsPath, ifname: j.ifname, hostIf, bridge: overlayBridge(n.Id), mac: j.mac,
@@ -172,7 +171,7 @@ export class OverlayDriver implements NetworkDriver {
       });
     } catch (e) {
       await allowed.catch(() => undefined);
-      await this.revoke(hostIf);
+      await this.guards.revoke(hostIf);
       await plane.release(n, j.endpointId).catch(() => undefined);
       throw e;
     }
@@ -183,23 +182,13 @@ export class OverlayDriver implements NetworkDriver {
   async leave(n: NetworkRecord, ep: EndpointLeave): Promise<void> {
     const hostIf = hostIfname(ep.endpointId);
     await deleteLink(hostIf);
-    await this.revoke(hostIf);
+    await this.guards.revoke(hostIf);
     const revision = await this.plane?.release(n, ep.endpointId);
     if (revision !== undefined) await this.plane!.appliedEverywhere(revision);
   }
 
-  async forgetEndpoint(endpointId: string): Promise<void> {
-    const hostIf = hostIfname(endpointId);
-    if (!this.sources.has(hostIf) && !(await guardedSource(hostIf))) return;
-    await deleteLink(hostIf);
-    await this.revoke(hostIf);
-  }
-
-  private async revoke(hostIf: string): Promise<void> {
-    const src = this.sources.get(hostIf) ?? (await guardedSource(hostIf));
-    this.sources.delete(hostIf);
-    if (!src) return;
-    await nftCommands(revokeEndpointSource(src)).catch((e: Error) => console.error(`berthd: source guard of ${hostIf}: ${e.message}`));
+  forgetEndpoint(endpointId: string): Promise<void> {
+    return this.guards.forget(hostIfname(endpointId));
   }
 }
 
