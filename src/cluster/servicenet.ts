@@ -106,7 +106,7 @@ export class ServiceNet {
       service: s.name,
       ...(s.replicas !== undefined ? { replicas: s.replicas } : {}),
       running: [...this.running.values()].filter((r) => r.service === id).length,
-      backends: this.entriesFor([...s.vips.keys()]).filter((e) => e.service === id).map((e) => ({ network: [...s.vips].find(([, ip]) => ip === e.vip)![0], count: e.backends.length })),
+      backends: [...s.vips.keys()].map((network) => ({ network, count: this.entriesFor([network]).find((e) => e.service === id)?.backends.length ?? 0 })),
     }));
   }
 

@@ -20,7 +20,8 @@ import { NetworkPolicy } from './policy/policy.js';
 import type { NetworkRegistry } from './registry.js';
 import type { Resolver } from './resolver.js';
 import { JoinGate } from './joingate.js';
-import { kernelNamespaces, Sandboxes, type NamespaceOps } from './sandbox.js';
+import { kernelNamespaces, type NamespaceOps } from './namespaces.js';
+import { Sandboxes } from './sandbox.js';
 import { CniProvider } from './cniprovider.js';
 import { PREDEFINED, type NetworkRecord } from './types.js';
 

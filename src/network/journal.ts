@@ -26,7 +26,6 @@ export interface SandboxJournal {
 
 export class JournalStore {
   private readonly entries = new Map<string, SandboxJournal>();
-  /** The write in flight per sandbox: writes of one journal never overtake each other. */
 
   constructor(private readonly dir: string) {}
 

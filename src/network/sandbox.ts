@@ -1,7 +1,5 @@
-import { Steps } from '../util/steps.js';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { createNetns, deleteNetns, netnsExists } from '../kernel/netns.js';
 import type { EndpointState, PortMapping, SandboxRef, SandboxSpec, SandboxState } from '../model/network.js';
 import { BadRequestError } from '../util/errors.js';
 import { newId } from '../util/ids.js';
@@ -14,25 +12,13 @@ import { cloneEndpoints, entryOf, journalFromRef, JournalStore, type JournalEndp
 import { OPT_HOST_BINDING } from './options.js';
 import { requestedPorts, requestsOf, type PortMapper } from './portmapper.js';
 import { PREFIX as POLICY_PREFIX } from './policy/labels.js';
+import type { NamespaceOps } from './namespaces.js';
 import type { EndpointPolicy } from './policy/policy.js';
 import type { NetworkRegistry } from './registry.js';
-import { programSandboxRedirect, type Resolver } from './resolver.js';
+import type { Resolver } from './resolver.js';
 import { SandboxDns } from './sandboxdns.js';
 import { etcFilesIn, sandboxResolvConf, writeSandboxFiles } from './sandboxfiles.js';
 import type { NetworkRecord } from './types.js';
-
-/** The kernel calls a sandbox makes of its own (the drivers make the rest); replaced by fakes in unit tests. */
-export interface NamespaceOps {
-  create(path: string): Promise<void>;
-  remove(path: string): Promise<void>;
-  exists(path: string): Promise<boolean>;
-  /** Sends the namespace's 127.0.0.11:53 to the resolver's port. */
-  redirectResolver(path: string, port: number, freshNamespace: boolean): Promise<void>;
-}
-
-export const kernelNamespaces: NamespaceOps = {
-  create: createNetns, remove: deleteNetns, exists: netnsExists, redirectResolver: programSandboxRedirect,
-};
 
 export interface SandboxDeps {
   registry: NetworkRegistry;
@@ -141,14 +127,12 @@ export class Sandboxes {
 
   /** A running container's new endpoint joins its sandbox now; returns the endpoint as connected. */
   async connect(spec: SandboxSpec, netnsPath: string, published: PortMapping[], n: NetworkRecord, ep: EndpointState): Promise<{ endpoint: EndpointState; published: PortMapping[] }> {
-    const st = new Steps('connect');
     const journal = this.journalOf({ id: spec.id, mode: spec.mode, netnsPath, endpoints: spec.endpoints, published });
     const used = new Set(Object.values(spec.endpoints).map((e) => e.ifname));
     let index = 0;
     while (used.has(`eth${index}`)) index++;
     const endpoint = { ...ep };
     const [plan] = await this.plan({ [n.Id]: endpoint }, journal, index, Object.keys(spec.endpoints).length === 0);
-    st.mark('plan');
     let saved: Promise<void>;
     try {
       ({ saved } = await this.persist(journal, [plan!.n]));
@@ -156,12 +140,9 @@ export class Sandboxes {
       await this.releaseLeases([plan!]);
       throw e;
     }
-    st.mark('journal');
     try {
       await this.join(spec, netnsPath, plan!);
-      st.mark('join');
       await saved;
-      st.mark('saved');
     } catch (e) {
       await saved.catch(() => undefined);
       await this.removeEndpoint(spec.id, journal, plan!.entry, true).catch(() => undefined);
@@ -176,10 +157,7 @@ export class Sandboxes {
       await writeFile(etcFilesIn(spec.etcDir).resolvConf, await sandboxResolvConf(spec, false, true, this.d.hostResolvConf));
     }
     // A container that had nowhere to publish (only internal networks) publishes on its new endpoint.
-    st.mark('dns');
     if (!published.length) published = await this.publish(spec, endpoints);
-    st.mark('publish');
-    st.done();
     return { endpoint, published };
   }
 
@@ -189,15 +167,12 @@ export class Sandboxes {
     const journal = this.journalOf({ id: spec.id, mode: spec.mode, netnsPath, endpoints: spec.endpoints, published });
     const moving = published.some((p) => p.containerIp === ep.IPAddress || (!!ep.GlobalIPv6Address && p.containerIp === ep.GlobalIPv6Address));
     // The ports stop leading to the address before it is freed, so no later holder inherits them.
-    const st = new Steps('disconnect');
     if (moving) await this.d.ports.unpublish(spec.id);
     const entry = journal.endpoints.find((e) => e.endpointId === ep.EndpointID) ?? entryOf(n.Id, ep);
-    await this.removeEndpoint(spec.id, journal, entry, true, st);
+    await this.removeEndpoint(spec.id, journal, entry, true);
     const remaining = { ...spec.endpoints };
     delete remaining[n.Id];
     await this.dns.program(spec.id, netnsPath, remaining);
-    st.mark('dns');
-    st.done();
     if (!moving) return { published };
     const target = publishTarget(this.d.registry, remaining);
     if (!target) return { published: [] };
@@ -379,10 +354,9 @@ export class Sandboxes {
    * addresses. The driver's leave runs even without the namespace: a bridge port's host end and
    * its rules go with it.
    */
-  private async removeEndpoint(containerId: string, journal: SandboxJournal, entry: JournalEndpoint, pinned: boolean, st?: Steps): Promise<void> {
+  private async removeEndpoint(containerId: string, journal: SandboxJournal, entry: JournalEndpoint, pinned: boolean): Promise<void> {
     journal.endpoints = journal.endpoints.filter((e) => e.endpointId !== entry.endpointId);
     if (this.journals.get(containerId)) await this.journals.write(journal);
-    st?.mark('journal');
     const n = this.d.registry.networks.get(entry.networkId);
     const driver = n && this.d.registry.driverOf(n);
     if (!n || !driver) {
@@ -391,15 +365,11 @@ export class Sandboxes {
       return void (await this.d.policy?.left(entry.endpointId));
     }
     await driver.leave(n, { netnsPath: pinned ? journal.netnsPath : '', ifname: entry.ifname, endpointId: entry.endpointId }).catch(() => undefined);
-    st?.mark('leave');
     // After the interface, before the address is free for another endpoint.
     await this.d.policy?.left(entry.endpointId);
-    st?.mark('policy');
     await this.d.firewall.endpointLeft(n, { containerId, endpointId: entry.endpointId, networkId: n.Id, ip: entry.ip, ...(entry.ip6 ? { ip6: entry.ip6 } : {}), mac: '' });
-    st?.mark('fw');
     if (!driver.ownsAddresses) await this.d.registry.ipamOf(n).releaseAddress(n, { ip: entry.ip, ...(entry.ip6 ? { ip6: entry.ip6 } : {}) }, entry.endpointId);
     await this.d.registry.save(n);
-    st?.mark('save');
     this.d.registry.changed([n.Id], containerId);
   }
 

@@ -9,7 +9,8 @@ import type { Firewall, FirewallEndpoint } from '../../src/network/firewallapi.j
 import { DefaultIpam } from '../../src/network/ipamdriver.js';
 import { PortMapper } from '../../src/network/portmapper.js';
 import { LocalRecordStore, NetworkRegistry } from '../../src/network/registry.js';
-import { Sandboxes, type NamespaceOps } from '../../src/network/sandbox.js';
+import type { NamespaceOps } from '../../src/network/namespaces.js';
+import { Sandboxes } from '../../src/network/sandbox.js';
 import type { NetworkRecord } from '../../src/network/types.js';
 
 /** The network layer with every kernel call replaced by a recorder: what it asks, in which order. */
