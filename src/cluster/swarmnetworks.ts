@@ -44,6 +44,8 @@ const LEASE_RENEWAL_WAIT_MS = 3000;
 const TASK_EXIT_WAIT_MS = 30_000;
 /** How often a host checks that its watch keeps up with the store. */
 const STALE_CHECK_MS = 3000;
+/** Released endpoints remembered before they are checked against the engine's records again. */
+const RELEASED_PRUNE_AT = 64;
 
 /**
  * Swarm-scope networks on one host, kept in step with the cluster store: the host lists the
@@ -379,8 +381,7 @@ export class SwarmNetworks implements OverlayPlane {
     // The endpoints of this host's running containers are in the store (written again under the
     // current lease, in case the last one lapsed while berthd was down); others of this host's a
     // crash left in the store are withdrawn.
-    const local = this.localEndpoints();
-    for (const id of this.released) if (!local.some((e) => e.EndpointID === id)) this.released.delete(id);
+    const local = this.pruneReleased();
     const held = new Map(local.filter((e) => this.nets.has(e.Network) && !this.released.has(e.EndpointID)).map((e) => [e.EndpointID, { ...e, Mac: e.Mac.toLowerCase(), Node: this.me, Vtep: this.vtep.addr }]));
     // Endpoints this process claimed stay too: a join between its claim and the engine's record.
     for (const e of held.values()) this.mine.set(e.EndpointID, e);
@@ -598,6 +599,8 @@ export class SwarmNetworks implements OverlayPlane {
 
   async release(n: NetworkRecord, endpointId: string): Promise<number | undefined> {
     this.released.add(endpointId);
+    // Pruned at each relist, and here too: a host that never relists would keep every one.
+    if (this.released.size > RELEASED_PRUNE_AT) this.pruneReleased();
     const rec = this.mine.get(endpointId) ?? this.eps.get(n.Id)?.get(endpointId);
     if (!rec) return undefined;
     this.mine.delete(endpointId);
@@ -613,6 +616,14 @@ export class SwarmNetworks implements OverlayPlane {
       this.withdrawSoon();
       return undefined;
     }
+  }
+
+  /** Forgets the released endpoints the engine no longer names; returns the local endpoints it read. */
+  private pruneReleased(): Array<Omit<EndpointRecord, 'Node' | 'Vtep'>> {
+    const local = this.localEndpoints();
+    const named = new Set(local.map((e) => e.EndpointID));
+    for (const id of this.released) if (!named.has(id)) this.released.delete(id);
+    return local;
   }
 
   /** Deletes the keys of endpoints whose release the store refused, until it takes them. */

@@ -320,7 +320,10 @@ describe('swarm networks: the store side', () => {
     await waitUntil(() => store.lists > lists, 2000);
     await settle();
     assert.ok(!store.data.has(K.endpoint('n1', 'e1')), 'written back by the relist');
+    // Remembered only while the engine names them, even on a host that never relists.
     engineHas = false;
+    for (let i = 0; i < 100; i++) await sn.release(net('n1'), `gone${i}`);
+    assert.ok((sn as unknown as { released: Set<string> }).released.size <= 65, 'released endpoints kept without bound');
     await sn.close();
   });
 
