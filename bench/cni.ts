@@ -16,6 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TestHost } from '../test/integration/harness.js';
 import { PACKAGE_ROOT } from '../src/daemon/paths.js';
+import { emitSideResults } from './report.js';
 import { log, median, now, quantile, run } from './util.js';
 
 const quick = process.argv.includes('--quick');
@@ -98,12 +99,7 @@ async function main(): Promise<void> {
     await fs.rm(dir, { recursive: true, force: true });
     if (leaks.length) log(`leaked: ${leaks.join(', ')}`);
   }
-  process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
-  if (write) {
-    const file = join(PACKAGE_ROOT, 'bench', 'results', `cni-${new Date().toISOString().slice(0, 16).replace(/[:]/g, '')}${quick ? '-quick' : ''}.json`);
-    await fs.writeFile(file, JSON.stringify(results, null, 2) + '\n');
-    log(`wrote ${file}`);
-  }
+  await emitSideResults(PACKAGE_ROOT, 'cni', results, { write, quick, log });
 }
 
 await main();

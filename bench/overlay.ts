@@ -15,10 +15,9 @@
  * the busybox image needs no iperf3: the path measured is the container's own veth, bridge and
  * VXLAN device. Everything the bench makes is removed at the end, even on failure.
  */
-import { promises as fs } from 'node:fs';
-import { join } from 'node:path';
 import { Lab, type LabHost } from '../test/integration/lab.js';
 import { PACKAGE_ROOT } from '../src/daemon/paths.js';
+import { emitSideResults } from './report.js';
 import { log, median, now, quantile, run } from './util.js';
 
 const quick = process.argv.includes('--quick');
@@ -121,12 +120,7 @@ async function main(): Promise<void> {
     const leaks = await lab.destroy();
     if (leaks.length) log(`LEAKS: ${leaks.join('; ')}`);
   }
-  process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
-  if (write) {
-    const file = join(PACKAGE_ROOT, 'bench', 'results', `overlay-${new Date().toISOString().slice(0, 16).replace(/[:]/g, '')}${quick ? '-quick' : ''}.json`);
-    await fs.writeFile(file, JSON.stringify(results, null, 2) + '\n');
-    log(`wrote ${file}`);
-  }
+  await emitSideResults(PACKAGE_ROOT, 'overlay', results, { write, quick, log });
 }
 
 main().catch((e) => { console.error(e); process.exit(1); });

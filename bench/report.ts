@@ -156,3 +156,12 @@ async function writeDocs(root: string, meta: Meta, summary: MetricSummary[], res
   }
   await fs.writeFile(join(root, 'docs', 'benchmarks.md'), markdown(meta, summary, results, engines, plotFile));
 }
+
+/** A side bench's results (`bench:cni`, `bench:overlay`): printed, and with `--write` kept as bench/results/NAME-DATE[-quick].json. */
+export async function emitSideResults(root: string, name: string, results: unknown, o: { write: boolean; quick: boolean; log: (m: string) => void }): Promise<void> {
+  process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
+  if (!o.write) return;
+  const file = join(root, 'bench', 'results', `${name}-${new Date().toISOString().slice(0, 16).replace(/[:]/g, '')}${o.quick ? '-quick' : ''}.json`);
+  await fs.writeFile(file, JSON.stringify(results, null, 2) + '\n');
+  o.log(`wrote ${file}`);
+}
