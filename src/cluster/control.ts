@@ -6,6 +6,7 @@ import type { JoinAnswer, JoinRequest } from './joinwire.js';
 import { K, type AliveRecord, type ClusterRecord, type NodeRecord, type Spec, type TokensRecord } from './keys.js';
 import { certDer, checkCa, signCsr, type Pem } from './pki.js';
 import { beginRotation, expirySec, issueFor, issuerOf, normPem, trustOf } from './rotation.js';
+import { SK } from './services.js';
 import type { Session } from './session.js';
 import type { Versioned } from './store.js';
 import { clusterInfo, defaultSpec, nodeView, swarmView, type Liveness } from './views.js';
@@ -106,9 +107,16 @@ export class Control {
   }
 
   private async liveness(s: Session, caCert: string, known?: Map<string, unknown>): Promise<Liveness> {
-    const [alive, leader] = await Promise.all([known ?? s.store.list<AliveRecord>(K.alive), s.store.leaderRecent()]);
-    if (s.store.degraded) return { alive: new Set(), caCert, external: Boolean(this.o.external), unknown: s.state.nodeId };
-    return { alive: new Set([...alive.keys()].map((k) => k.slice(K.alive.length))), ...(leader ? { leaderMember: leader } : {}), caCert, external: Boolean(this.o.external) };
+    const external = Boolean(this.o.external);
+    const [alive, leader, lock] = await Promise.all([
+      known ?? s.store.list<AliveRecord>(K.alive), external ? undefined : s.store.leaderRecent(),
+      external ? s.store.get<{ Node: string }>(SK.leader) : undefined,
+    ]);
+    if (s.store.degraded) return { alive: new Set(), caCert, external, unknown: s.state.nodeId };
+    return {
+      alive: new Set([...alive.keys()].map((k) => k.slice(K.alive.length))), caCert, external,
+      ...(leader ? { leaderMember: leader } : {}), ...(lock ? { leaderNode: lock.value.Node } : {}),
+    };
   }
 
   /** The cluster, a prefix or key, and the presence keys, in one store read. */

@@ -40,6 +40,12 @@ export function swarmView(c: Versioned<ClusterRecord>, tokens: TokensRecord): Re
 /** `external`: the store is not run by managers (--cluster-store), so no manager has a member. */
 export interface Liveness {
   alive: Set<string>; leaderMember?: string; caCert: string; external: boolean;
+  /**
+   * With an external store no manager runs a member, so no raft leader of berth's is there to
+   * mark: the manager whose orchestrator holds the leader lock is the one that acts, as swarmkit's
+   * raft leader is the one whose orchestrator runs.
+   */
+  leaderNode?: string;
   /** Read without a leader: presence could not be checked, so only this node is known to be up. */
   unknown?: string;
 }
@@ -61,7 +67,8 @@ export function nodeView(n: Versioned<NodeRecord>, live: Liveness): Record<strin
     Status: { State: up ? 'ready' : down, ...(up ? {} : { Message: live.unknown ? 'the swarm has no leader' : 'heartbeat failure' }), Addr: r.Addr },
   };
   if (r.Spec.Role === 'manager' && (r.MemberId || live.external)) {
-    v.ManagerStatus = { ...(r.MemberId === live.leaderMember ? { Leader: true } : {}), Reachability: up ? 'reachable' : live.unknown ? 'unknown' : 'unreachable', Addr: `${r.Addr}:${r.Port}` };
+    const leads = live.external ? r.ID === live.leaderNode : Boolean(r.MemberId) && r.MemberId === live.leaderMember;
+    v.ManagerStatus = { ...(leads ? { Leader: true } : {}), Reachability: up ? 'reachable' : live.unknown ? 'unknown' : 'unreachable', Addr: `${r.Addr}:${r.Port}` };
   }
   return v;
 }

@@ -218,9 +218,10 @@ describe('berth ui: the live topology page', () => {
     await h1.host.runDetached({ ...KEEP, HostConfig: { NetworkMode: 'mesh' } }, 'right');
     const hosts = async () => (await page.locator('#hosts .host').allInnerTexts()).map((t) => t.replace(/\s+/g, ' ').trim());
     await waitFor(async () => (await hosts()).length === 2, 'both nodes on the page', 20_000).catch(async () => assert.fail(`hosts: ${JSON.stringify(await hosts())}`));
+    // On the lab's external etcd the leader is the manager whose orchestrator holds the lock.
+    await waitFor(async () => (await hosts())[0]?.includes('★'), 'the leader mark', 15_000).catch(async () => assert.fail(`hosts: ${JSON.stringify(await hosts())}`));
     const [self, other] = await hosts();
-    // On the lab's external etcd no manager leads a raft of its own (no ★ leader; the model's test has one).
-    assert.equal(self, 'lab0 (this host) manager · 10.99.0.1');
+    assert.equal(self, 'lab0 (this host) manager ★ leader · 10.99.0.1');
     assert.equal(other, 'lab1 worker · 10.99.0.2');
     const head = () => lane('mesh').locator('.lane-head').innerText();
     await waitFor(async () => /spans 2 hosts/.test(await head()), 'mesh to span both hosts', 20_000).catch(async () => assert.fail(`mesh: ${await head()}`));

@@ -87,6 +87,13 @@ describe("cluster: Docker's words and shapes", () => {
     assert.equal((unknown.Status as { State: string }).State, 'unknown');
     const worker = nodeView({ value: { ...rec, Spec: { ...rec.Spec, Role: 'worker' } }, modRevision: 1 }, { alive: new Set(['n1']), caCert: ca.cert, external: false });
     assert.equal(worker.ManagerStatus, undefined);
+    // An external store: no member to mark, the orchestrator lock's holder leads.
+    const { MemberId: _m, ...noMember } = rec;
+    const ext = { value: noMember, modRevision: 1 };
+    assert.deepEqual(nodeView(ext, { alive: new Set(['n1']), leaderMember: '42', leaderNode: 'n1', caCert: ca.cert, external: true }).ManagerStatus, { Leader: true, Reachability: 'reachable', Addr: '10.99.0.1:2377' });
+    assert.deepEqual(nodeView(ext, { alive: new Set(['n1']), leaderNode: 'n2', caCert: ca.cert, external: true }).ManagerStatus, { Reachability: 'reachable', Addr: '10.99.0.1:2377' });
+    // No member and no leader known (the lock is between holders) is not "the same": no Leader mark.
+    assert.deepEqual(nodeView(ext, { alive: new Set(['n1']), caCert: ca.cert, external: true }).ManagerStatus, { Reachability: 'reachable', Addr: '10.99.0.1:2377' });
   });
 });
 
