@@ -291,7 +291,7 @@ export class Engine extends Lifecycle {
       c.Endpoints = endpoints;
       c.Published = got.published;
       this.o.network.endpointsRecorded(c.Id, [...Object.keys(endpoints), n.Id]);
-      await this.records.save(c);
+      await Promise.all([this.records.save(c), got.saved]);
     });
     this.o.events.network('disconnect', n, { container: c.Id });
   }

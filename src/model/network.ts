@@ -122,7 +122,8 @@ export interface NetworkService {
   tearDown(ref: SandboxRef): Promise<void>;
   /** Joins one more network; a running container (netnsPath given) gets its interface now. */
   connect(spec: SandboxSpec, netnsPath: string | undefined, published: PortMapping[], networkRef: string, cfg: Record<string, unknown>, swarmTask?: boolean): Promise<{ endpoint: EndpointState; published: PortMapping[] }>;
-  disconnect(spec: SandboxSpec, netnsPath: string | undefined, published: PortMapping[], networkRef: string): Promise<{ published: PortMapping[] }>;
+  /** `saved`: the network's record, written while the caller writes the container's. */
+  disconnect(spec: SandboxSpec, netnsPath: string | undefined, published: PortMapping[], networkRef: string): Promise<{ published: PortMapping[]; saved?: Promise<void> }>;
   /**
    * The engine recorded a change of this container's endpoints or names (start, stop, connect,
    * rename): views derived from the records (the embedded DNS) must follow now.

@@ -96,6 +96,11 @@ export class CniProvider {
   }
 
   /** The provided endpoints as DNS directory members: their names answer on their networks. */
+  /** Endpoints handed out, joined or not: their addresses are held. */
+  endpointIds(): string[] {
+    return [...this.entries.values()].map((e) => e.endpointId);
+  }
+
   members(): ProvidedMember[] {
     const byContainer = new Map<string, ProvidedMember>();
     for (const e of this.entries.values()) {

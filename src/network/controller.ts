@@ -22,6 +22,7 @@ import type { Resolver } from './resolver.js';
 import { JoinGate } from './joingate.js';
 import { kernelNamespaces, type NamespaceOps } from './namespaces.js';
 import { Sandboxes } from './sandbox.js';
+import { freeUnheldAddresses } from './allocsweep.js';
 import { CniProvider } from './cniprovider.js';
 import { PREDEFINED, type NetworkRecord } from './types.js';
 
@@ -123,6 +124,7 @@ export class NetworkController implements NetworkService {
   async adopt(running: SandboxRef[]): Promise<Map<string, Record<string, EndpointState>>> {
     const fixes = await this.sandboxes.adopt(running);
     await this.sandboxes.recover(new Set(running.map((r) => r.id)));
+    await freeUnheldAddresses(this.registry, new Set([...this.sandboxes.liveEndpoints(), ...this.provided.endpointIds()]));
     await this.firewall.sync(this.firewalled(), this.ports.mappings());
     await this.policy.sync(running.flatMap((r) => Object.entries(fixes.get(r.id) ?? r.endpoints).flatMap(([netId, ep]) => {
       const n = this.registry.networks.get(netId);
@@ -381,7 +383,7 @@ export class NetworkController implements NetworkService {
     return this.gate.whileJoining([n.Id], () => this.sandboxes.connect(spec, netnsPath, published, n, ep));
   }
 
-  async disconnect(spec: SandboxSpec, netnsPath: string | undefined, published: PortMapping[], networkRef: string): Promise<{ published: PortMapping[] }> {
+  async disconnect(spec: SandboxSpec, netnsPath: string | undefined, published: PortMapping[], networkRef: string): Promise<{ published: PortMapping[]; saved?: Promise<void> }> {
     const n = this.registry.get(networkRef);
     const ep = spec.endpoints[n.Id];
     if (!ep) throw new ForbiddenError(`container ${spec.id} is not connected to the network ${n.Name}`);

@@ -162,25 +162,30 @@ export class Sandboxes {
   }
 
   /** A running container's endpoint leaves its sandbox; published ports follow to the next endpoint, as Docker's external connectivity does. */
-  async disconnect(spec: SandboxSpec, netnsPath: string, published: PortMapping[], n: NetworkRecord): Promise<{ published: PortMapping[] }> {
+  async disconnect(spec: SandboxSpec, netnsPath: string, published: PortMapping[], n: NetworkRecord): Promise<{ published: PortMapping[]; saved: Promise<void> }> {
     const ep = spec.endpoints[n.Id]!;
     const journal = this.journalOf({ id: spec.id, mode: spec.mode, netnsPath, endpoints: spec.endpoints, published });
     const moving = published.some((p) => p.containerIp === ep.IPAddress || (!!ep.GlobalIPv6Address && p.containerIp === ep.GlobalIPv6Address));
     // The ports stop leading to the address before it is freed, so no later holder inherits them.
     if (moving) await this.d.ports.unpublish(spec.id);
     const entry = journal.endpoints.find((e) => e.endpointId === ep.EndpointID) ?? entryOf(n.Id, ep);
-    await this.removeEndpoint(spec.id, journal, entry, true);
+    // The network's record is written while the engine writes the container's: an allocation a
+    // crash keeps in it is one no journal names, which the next start frees (allocsweep.ts).
+    const saving: Array<Promise<void>> = [];
+    await this.removeEndpoint(spec.id, journal, entry, true, saving);
+    const saved = Promise.all(saving).then(() => undefined);
+    saved.catch(() => undefined);
     const remaining = { ...spec.endpoints };
     delete remaining[n.Id];
     await this.dns.program(spec.id, netnsPath, remaining);
-    if (!moving) return { published };
+    if (!moving) return { published, saved };
     const target = publishTarget(this.d.registry, remaining);
-    if (!target) return { published: [] };
+    if (!target) return { published: [], saved };
     const moved = await this.d.ports.publish(spec.id, requestsOf(published), { ip: target.ip, ...(target.ip6 ? { ip6: target.ip6 } : {}) }).catch((e: Error) => {
       console.error(`berthd: ${spec.name}: published ports could not move to ${target.n.Name}: ${e.message}`);
       return [];
     });
-    return { published: moved };
+    return { published: moved, saved };
   }
 
   // ---------------------------------------------------------------- restart
@@ -354,7 +359,7 @@ export class Sandboxes {
    * addresses. The driver's leave runs even without the namespace: a bridge port's host end and
    * its rules go with it.
    */
-  private async removeEndpoint(containerId: string, journal: SandboxJournal, entry: JournalEndpoint, pinned: boolean): Promise<void> {
+  private async removeEndpoint(containerId: string, journal: SandboxJournal, entry: JournalEndpoint, pinned: boolean, saving?: Array<Promise<void>>): Promise<void> {
     journal.endpoints = journal.endpoints.filter((e) => e.endpointId !== entry.endpointId);
     if (this.journals.get(containerId)) await this.journals.write(journal);
     const n = this.d.registry.networks.get(entry.networkId);
@@ -369,8 +374,10 @@ export class Sandboxes {
     await this.d.policy?.left(entry.endpointId);
     await this.d.firewall.endpointLeft(n, { containerId, endpointId: entry.endpointId, networkId: n.Id, ip: entry.ip, ...(entry.ip6 ? { ip6: entry.ip6 } : {}), mac: '' });
     if (!driver.ownsAddresses) await this.d.registry.ipamOf(n).releaseAddress(n, { ip: entry.ip, ...(entry.ip6 ? { ip6: entry.ip6 } : {}) }, entry.endpointId);
-    await this.d.registry.save(n);
+    const saved = this.d.registry.save(n);
     this.d.registry.changed([n.Id], containerId);
+    if (saving) saving.push(saved);
+    else await saved;
   }
 
   private async publish(spec: SandboxSpec, endpoints: Record<string, EndpointState>): Promise<PortMapping[]> {

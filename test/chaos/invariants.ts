@@ -153,6 +153,8 @@ export async function findViolations(host: TestHost, opts: InvariantOptions = {}
       if (c.NetworkSettings.SandboxKey) v.push(`${short(c.Id)} ${c.Name}: ${c.State.Status} but has a sandbox`);
     }
   }
+  v.push(...await allocationViolations(host, running));
+
   // A swarm node's ingress sandbox (the routing mesh's own namespace, no container's: a fuzzed
   // `swarm init` makes one) has a pin and endpoints of its own.
   const mountinfo = (await fs.readFile('/proc/self/mountinfo', 'utf8')).split('\n');
@@ -208,6 +210,53 @@ export async function findViolations(host: TestHost, opts: InvariantOptions = {}
   }
 
   if (opts.dnsSample) v.push(...await dnsViolations(host, running, all, opts));
+  return v;
+}
+
+interface StoredNetwork {
+  Id: string; Name: string; Scope: string; IPAM: { Driver: string };
+  pools?: Array<{ allocated: Record<string, string> }>; pools6?: Array<{ allocated: Record<string, string> }>;
+}
+
+/**
+ * Address allocations of local networks (their records on disk) against endpoints: every address
+ * a record holds is held by a running container's endpoint of that id (or by an endpoint berth-cni
+ * hands out), and every running endpoint's address is held in its record under its own id. An
+ * allocation nobody holds is an address no container can ever get again.
+ */
+async function allocationViolations(host: TestHost, running: Inspect[]): Promise<string[]> {
+  const v: string[] = [];
+  const read = async <T>(dir: string): Promise<T[]> => {
+    const out: T[] = [];
+    for (const f of await fs.readdir(dir).catch(() => [] as string[])) {
+      if (f.endsWith('.json')) out.push(JSON.parse(await fs.readFile(join(dir, f), 'utf8')) as T);
+    }
+    return out;
+  };
+  const holders = new Map<string, string>();
+  for (const c of running) {
+    for (const e of Object.values(c.NetworkSettings.Networks ?? {})) if (e.EndpointID) holders.set(e.EndpointID, c.Name);
+  }
+  for (const e of await read<{ endpointId: string; containerId: string }>(join(host.root, 'cni', 'provided'))) holders.set(e.endpointId, `CNI ${e.containerId}`);
+  // Only local networks of the default IPAM keep their allocations in the record on disk.
+  const kept = (await read<StoredNetwork>(join(host.root, 'networks'))).filter((n) => n.Scope === 'local' && (n.IPAM.Driver || 'default') === 'default' && n.pools?.length);
+  const allocated = new Set<string>();
+  for (const n of kept) {
+    for (const pool of [...(n.pools ?? []), ...(n.pools6 ?? [])]) {
+      for (const [ip, owner] of Object.entries(pool.allocated ?? {})) {
+        allocated.add(`${n.Name} ${owner} ${ip}`);
+        if (!holders.has(owner)) v.push(`network ${n.Name}: ${ip} is allocated to endpoint ${owner.slice(0, 12)}, which no running container or CNI attachment holds`);
+      }
+    }
+  }
+  const names = new Set(kept.map((n) => n.Name));
+  for (const c of running) {
+    for (const [net, e] of Object.entries(c.NetworkSettings.Networks ?? {})) {
+      if (names.has(net) && e.EndpointID && e.IPAddress && !allocated.has(`${net} ${e.EndpointID} ${e.IPAddress}`)) {
+        v.push(`${c.Name} on ${net}: ${e.IPAddress} is not allocated to its endpoint in the network's record`);
+      }
+    }
+  }
   return v;
 }
 

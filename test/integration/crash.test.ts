@@ -147,6 +147,30 @@ describe(`berthd killed mid-operation (seed ${seed})`, () => {
     }
   });
 
+  it('an address a crash left allocated to no endpoint is freed at the next start, one an endpoint holds is kept', async () => {
+    // A disconnect writes the network's record while the engine writes the container's; a crash
+    // can keep the first one's allocation. Made here by writing it into the record while berthd is down.
+    const id = await host.runDetached({ Cmd: ['sleep', '300'], HostConfig: { NetworkMode: 'cra' } }, 'holder');
+    const held = (await host.api('GET', `/containers/${id}/json`)).json.NetworkSettings.Networks.cra;
+    const netId = (await host.api('GET', '/networks/cra')).json.Id;
+    const file = join(host.root, 'networks', `${netId}.json`);
+    await host.stopDaemon('SIGKILL');
+    const rec = JSON.parse(await fs.readFile(file, 'utf8'));
+    rec.pools[0].allocated['10.77.0.200'] = 'f'.repeat(64);
+    await fs.writeFile(file, JSON.stringify(rec));
+    await host.startDaemon();
+    const after = JSON.parse(await fs.readFile(file, 'utf8')).pools[0].allocated;
+    assert.equal(after['10.77.0.200'], undefined);
+    assert.equal(after[held.IPAddress], held.EndpointID);
+    assert.match(host.daemonLog, /network cra: 10\.77\.0\.200 freed: allocated to no endpoint/);
+    const taker = await host.api('POST', '/containers/create', { Image: 'busybox', Cmd: ['sleep', '300'], HostConfig: { NetworkMode: 'cra' }, NetworkingConfig: { EndpointsConfig: { cra: { IPAMConfig: { IPv4Address: '10.77.0.200' } } } } });
+    assert.equal(taker.status, 201, taker.body);
+    const started = await host.api('POST', `/containers/${taker.json.Id}/start`);
+    assert.equal(started.status, 204, started.body);
+    await checkInvariants();
+    for (const c of [id, taker.json.Id]) assert.equal((await host.api('DELETE', `/containers/${c}?force=1`)).status, 204);
+  });
+
   it('rm -f of everything leaves no link, namespace, mount, journal or rule behind', async () => {
     for (const s of (await host.api('GET', '/containers/json?all=1')).json as Array<{ Id: string }>) {
       assert.equal((await host.api('DELETE', `/containers/${s.Id}?force=1`)).status, 204);

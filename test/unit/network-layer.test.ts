@@ -8,6 +8,7 @@ import { AddressTakenError, type EndpointJoin, type EndpointLeave, type NetworkD
 import type { Firewall, FirewallEndpoint } from '../../src/network/firewallapi.js';
 import { DefaultIpam } from '../../src/network/ipamdriver.js';
 import { PortMapper } from '../../src/network/portmapper.js';
+import { unheldAllocations } from '../../src/network/allocsweep.js';
 import { LocalRecordStore, NetworkRegistry } from '../../src/network/registry.js';
 import type { NamespaceOps } from '../../src/network/namespaces.js';
 import { Sandboxes } from '../../src/network/sandbox.js';
@@ -255,6 +256,40 @@ describe('sandbox', () => {
       const rest = { ...got.endpoints };
       delete rest[a.Id];
       await l.sandboxes.tearDown({ id: s.id, mode: 'alpha', netnsPath: got.netnsPath!, endpoints: rest, published: after.published });
+    } finally {
+      await l.cleanup();
+    }
+  });
+
+  it('a disconnect frees the address at once and hands back the record write, whose loss the next start repairs', async () => {
+    const l = await layer();
+    try {
+      const a = await l.network('alpha', '10.1.0.0/24');
+      const b = await l.network('beta', '10.2.0.0/24');
+      const s = l.spec('six', [a, b]);
+      const got = await l.sandboxes.setUp(s);
+      const leaving = got.endpoints[b.Id]!;
+      const out = await l.sandboxes.disconnect({ ...s, endpoints: got.endpoints }, got.netnsPath!, [], b);
+      assert.deepEqual(b.pools![0]!.allocated, {});
+      await out.saved;
+      const onDisk = JSON.parse(await fs.readFile(join(l.dir, 'networks', `${b.Id}.json`), 'utf8')) as NetworkRecord;
+      assert.deepEqual(onDisk.pools![0]!.allocated, {});
+      // Had berthd died before that write, the record would still hold the address: nobody names it.
+      onDisk.pools![0]!.allocated[leaving.IPAddress] = leaving.EndpointID;
+      const held = l.sandboxes.liveEndpoints();
+      assert.ok(held.has(got.endpoints[a.Id]!.EndpointID));
+      assert.deepEqual(unheldAllocations(onDisk, held), [leaving.IPAddress]);
+      assert.deepEqual(onDisk.pools![0]!.allocated, {});
+      // alpha's address is held; swarm networks and plugin IPAMs keep their allocations elsewhere.
+      assert.deepEqual(unheldAllocations(a, held), []);
+      const orphan = { '10.9.0.5': 'e'.repeat(64) };
+      for (const other of [{ ...a, Scope: 'swarm' as const }, { ...a, IPAM: { ...a.IPAM, Driver: 'someplugin' } }]) {
+        const n = { ...other, pools: [{ ...a.pools![0]!, allocated: { ...orphan } }] };
+        assert.deepEqual(unheldAllocations(n, held), []);
+      }
+      const rest = { ...got.endpoints };
+      delete rest[b.Id];
+      await l.sandboxes.tearDown({ id: s.id, mode: 'alpha', netnsPath: got.netnsPath!, endpoints: rest, published: [] });
     } finally {
       await l.cleanup();
     }
