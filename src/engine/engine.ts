@@ -76,7 +76,10 @@ export class Engine extends Lifecycle {
             this.health.watch(c);
           }
         } else {
-          await this.handleExit(c.Id, (await this.o.runtime.exitCode(c.Id)) ?? 255);
+          const code = await this.o.runtime.exitCode(c.Id);
+          // Which way a container the previous berthd left running was lost (chaos verdicts).
+          console.error(`berthd: ${shortId(c.Id)} ${c.Name}: stopped while berthd was down (runc: ${st ? st.status : 'no such container'}; ${code === undefined ? 'no exit code recorded: exit 255' : `exit ${code}`})`);
+          await this.handleExit(c.Id, code ?? 255);
         }
         continue;
       }

@@ -112,6 +112,7 @@ export class ConmonRuntime implements ContainerRuntime {
       const st = await this.state(id).catch(() => ({ status: 'unknown' }));
       if (st && st.status !== 'stopped') return void this.orphans.set(id, setTimeout(() => void tick(), ORPHAN_POLL_MS));
       this.orphans.delete(id);
+      console.error(`berthd: ${id.slice(0, 12)}: its monitor (conmon) is gone and runc says ${st ? st.status : 'no such container'}: exit recorded as 255`);
       await fs.writeFile(join(this.opts.exitDir, id), '255', { flag: 'wx' }).catch(() => undefined);
       await this.reportExit(id);
     };
@@ -122,8 +123,13 @@ export class ConmonRuntime implements ContainerRuntime {
   adopt(id: string, bundle: string): void {
     void fs.readFile(join(bundle, 'conmon.pid'), 'utf8').then((text) => {
       const pid = Number.parseInt(text, 10);
-      if (!pid || !processAlive(pid)) this.watchOrphan(id);
-    }, () => this.watchOrphan(id));
+      if (pid && processAlive(pid)) return;
+      console.error(`berthd: ${id.slice(0, 12)}: its monitor (conmon ${pid || '?'}) is gone: berthd watches the container itself`);
+      this.watchOrphan(id);
+    }, () => {
+      console.error(`berthd: ${id.slice(0, 12)}: no conmon.pid: berthd watches the container itself`);
+      this.watchOrphan(id);
+    });
   }
 
   onExit(cb: (id: string, exitCode: number) => void): void {

@@ -1,4 +1,5 @@
 import { promises as fs } from 'node:fs';
+import { join } from 'node:path';
 import tar from 'tar-stream';
 import { HangError, startFakeUpstream, TestHost, type ApiResponse } from '../integration/harness.js';
 import { startRegistry, type RegistryServer } from '../integration/registry-server.js';
@@ -310,9 +311,15 @@ export async function runChaos(host: TestHost, options: ChaosOptions): Promise<C
       const push = await host.api('POST', `/images/${encodeURIComponent(`${ctx.registry.addr}/busybox`)}/push?tag=latest`, undefined, { 'X-Registry-Auth': Buffer.from('{}').toString('base64') }, { timeoutMs: 60_000 });
       if (push.status !== 200 || /"error"/.test(push.body)) throw new Error(`push: ${push.status} ${push.body.slice(-300)}`);
     }
+    // BERTH_CHAOS_LOGS=DIR keeps berthd's log of every cycle with a finding (and of the cycle
+    // before it: a verdict's container may have been started by the previous restart).
+    const logs = process.env.BERTH_CHAOS_LOGS;
+    let prevLogFrom = 0;
     for (let cycle = 1; cycle <= opts.cycles; cycle++) {
       if (opts.minutes && Date.now() - t0 > opts.minutes * 60_000) break;
       const rng = ctx.rng;
+      const logFrom = host.daemonLog.length;
+      const findingsBefore = ctx.report.policyViolations.length;
       const before = (await inspectAll(host, opts.opTimeoutMs).catch(() => [])).filter((c) => c.State.Running).map((c) => c.Id);
       ctx.touched = new Set();
       // The first cycles take every kind once, so even a short run injects each.
@@ -389,6 +396,10 @@ export async function runChaos(host: TestHost, options: ChaosOptions): Promise<C
       }
       for (const id of [...ctx.orphans]) if (!all.some((c) => c.Id === id && c.State.Running)) ctx.orphans.delete(id);
       log(`cycle ${cycle}: ${what} at ${faultAt} ms; ${all.filter((c) => c.State.Running).length}/${all.length} running; ${v.length ? `VIOLATIONS: ${v.join('; ')}` : 'invariants hold'}`);
+      if (logs && (v.length || ctx.report.policyViolations.length > findingsBefore)) {
+        await fs.writeFile(join(logs, `cycle-${cycle}.log`), host.daemonLog.slice(prevLogFrom)).catch(() => undefined);
+      }
+      prevLogFrom = logFrom;
       if (v.length) {
         ctx.report.violations.push({ cycle, fault: kind, what: v });
         if (!opts.keepGoing) break;
