@@ -9,9 +9,8 @@ import { endpointFromConfig, initialEndpoints, sharesNamespace, validateMode } f
 import type { NetworkDriver } from './driver.js';
 import type { Firewall } from './firewallapi.js';
 import { formatCidr, nextPoolSubnet, parseCidr } from './ipam.js';
-import { parseCidr6 } from './ipam6.js';
 import type { UsedSubnets } from './ipamdriver.js';
-import { newNetworkRecord } from './netcreate.js';
+import { newNetworkRecord, subnetsOf } from './netcreate.js';
 import { PortMapper } from './portmapper.js';
 import { defaultBridgeRecord, predefined } from './predefined.js';
 import { portRequests } from './ports.js';
@@ -199,10 +198,9 @@ export class NetworkController implements NetworkService {
   }
 
   private async usedSubnets(withRoutes: boolean): Promise<UsedSubnets> {
-    const nets = [...this.registry.networks.values()];
-    const v4 = nets.flatMap((n) => (n.pools ?? []).map((p) => parseCidr(p.subnet)));
-    if (withRoutes) for (const r of await routedSubnets()) v4.push(parseCidr(r));
-    return { v4, v6: nets.flatMap((n) => (n.pools6 ?? []).map((p) => parseCidr6(p.subnet))) };
+    const used = subnetsOf(this.registry.networks.values());
+    if (withRoutes) for (const r of await routedSubnets()) used.v4.push(parseCidr(r));
+    return used;
   }
 
   // ---------------------------------------------------------------- networks

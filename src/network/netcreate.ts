@@ -100,3 +100,24 @@ function checkStringMap(v: unknown, field: string): Record<string, string> {
   }
   return { ...(v as Record<string, string>) };
 }
+
+/**
+ * The subnets networks take, for the picker and the overlap check: a network's pools, or, for one
+ * whose addresses another IPAM hands out (a CNI list's plugin), the subnets its record lists.
+ */
+export function subnetsOf(networks: Iterable<NetworkRecord>): UsedSubnets {
+  const used: UsedSubnets = { v4: [], v6: [] };
+  for (const n of networks) {
+    if (n.pools?.length || n.pools6?.length) {
+      used.v4.push(...(n.pools ?? []).map((p) => parseCidr(p.subnet)));
+      used.v6.push(...(n.pools6 ?? []).map((p) => parseCidr6(p.subnet)));
+      continue;
+    }
+    for (const c of n.IPAM.Config ?? []) {
+      if (!c.Subnet) continue;
+      if (isIPv6(c.Subnet.split('/')[0]!)) used.v6.push(parseCidr6(c.Subnet));
+      else used.v4.push(parseCidr(c.Subnet));
+    }
+  }
+  return used;
+}

@@ -112,6 +112,10 @@ describe('cni: containers on CNI configuration lists (Debian reference plugins)'
     const net = (await host.api('GET', '/networks/cn')).json;
     assert.equal(net.Driver, 'cni');
     assert.deepEqual(net.IPAM.Config, [{ Subnet: '10.77.0.0/24' }]);
+    // The list's subnet is taken: berth's own IPAM does not give it to another network.
+    const clash = await host.api('POST', '/networks/create', { Name: 'clash', IPAM: { Config: [{ Subnet: '10.77.0.128/25' }] } });
+    assert.equal(clash.status, 403, clash.body);
+    assert.match(clash.json.message, /Pool overlaps with other one on this address space/);
     await ok(['run', '-d', '--name', 'c1', '--network', 'cn', '-p', '8080:80', 'busybox', 'httpd', '-f', '-p', '80', '-h', '/etc']);
     await ok(['run', '-d', '--name', 'c2', '--network', 'cn', 'busybox', 'sleep', '300']);
     const ep = (await host.api('GET', '/containers/c1/json')).json.NetworkSettings.Networks.cn;

@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { allocate, formatCidr, newPool, nextPoolSubnet, parseCidr, release } from '../../src/network/ipam.js';
+import { subnetsOf } from '../../src/network/netcreate.js';
+import type { NetworkRecord } from '../../src/network/types.js';
 
 describe('IPAM', () => {
   it('hands out default pools in Docker order, skipping ones in use', () => {
@@ -42,5 +44,16 @@ describe('IPAM', () => {
     assert.throws(() => newPool('300.0.0.0/8'), /invalid IP/);
     assert.throws(() => newPool('10.0.0.0/24', { gateway: '10.0.1.1' }), /gateway/);
     assert.throws(() => newPool('10.0.0.0/24', { ipRange: '10.0.1.0/28' }), /ip-range/);
+  });
+
+  it('the picker steps over the subnets of a network whose addresses a CNI plugin hands out (no pools, only IPAM.Config)', () => {
+    const rec = (name: string, extra: Partial<NetworkRecord>) => ({ Name: name, IPAM: { Driver: 'default', Options: null, Config: [] }, ...extra }) as unknown as NetworkRecord;
+    const used = subnetsOf([
+      rec('bridge', { pools: [newPool('172.17.0.0/16')] }),
+      rec('cninet', { Driver: 'cni', IPAM: { Driver: 'default', Options: null, Config: [{ Subnet: '172.18.0.0/16' }, { Subnet: 'fd00:1::/64' }] } }),
+    ]);
+    assert.deepEqual(used.v4.map(formatCidr), ['172.17.0.0/16', '172.18.0.0/16']);
+    assert.equal(used.v6.length, 1);
+    assert.equal(formatCidr(nextPoolSubnet(used.v4)), '172.19.0.0/16');
   });
 });
