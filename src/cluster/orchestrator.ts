@@ -1,7 +1,7 @@
 import { errorMessage } from '../util/errors.js';
-import { newNodeId } from './ids.js';
+import { goTime, newNodeId } from './ids.js';
 import { K, ROOT, type NodeRecord } from './keys.js';
-import { reconcile } from './reconcile.js';
+import { reconcile, type Decisions } from './reconcile.js';
 import { SK } from './services.js';
 import type { NodeView, ServiceRecord, TaskRecord } from './servicemodel.js';
 import type { Session } from './session.js';
@@ -110,11 +110,11 @@ export class Orchestrator {
       this.wake = setTimeout(() => this.kick(), Math.max(0, d.wakeAt - Date.now()) + 10);
       this.wake.unref();
     }
-    if (!d.put.length && !d.delete.length) return;
+    let ok = await this.writeStatus(d.status, svcs as Map<string, Versioned<ServiceRecord>>);
+    if (!d.put.length && !d.delete.length && ok) return;
     // etcd takes at most 128 operations per transaction: large decisions go in chunks, each
     // checked on its own (a chunk that loses a race makes the next pass start from fresh reads).
     const ops: Array<{ put?: TaskRecord; del?: string }> = [...d.put.map((put) => ({ put })), ...d.delete.map((del) => ({ del }))];
-    let ok = true;
     for (let i = 0; i < ops.length && ok; i += TXN_CHUNK) {
       const chunk = ops.slice(i, i + TXN_CHUNK);
       const cmp: Cmp[] = [{ key: SK.leader, target: 'Create', value: this.leaderRev }];
@@ -134,6 +134,27 @@ export class Orchestrator {
       await new Promise((r) => setTimeout(r, 50));
       this.again = true;
     }
+  }
+
+  /**
+   * A rolling update's state on its service record (what `docker service update` waits on); for a
+   * rollback its failure action asked for, the previous spec comes back too (its ports stay:
+   * their claims are the current spec's). Each write compares the record read.
+   */
+  private async writeStatus(status: Decisions['status'], svcs: Map<string, Versioned<ServiceRecord>>): Promise<boolean> {
+    let ok = true;
+    for (const u of status) {
+      const had = svcs.get(SK.service(u.id));
+      if (!had) continue;
+      let next: ServiceRecord = { ...had.value, UpdateStatus: u.UpdateStatus };
+      if (u.rollback && had.value.PreviousSpec) {
+        const back = { ...had.value.PreviousSpec, EndpointSpec: had.value.Spec.EndpointSpec };
+        next = { ...next, Spec: back, PreviousSpec: had.value.Spec, UpdatedAt: goTime() };
+      }
+      const r = await this.session.store.txn([{ key: SK.leader, target: 'Create', value: this.leaderRev }, { key: SK.service(u.id), target: 'Mod', value: had.modRevision }], [{ key: SK.service(u.id), value: next }]);
+      if (!r.ok) ok = false;
+    }
+    return ok;
   }
 
   async close(): Promise<void> {

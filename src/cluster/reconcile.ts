@@ -1,5 +1,5 @@
 import { goTime } from './ids.js';
-import { desiredReplicas, isTerminal, matches, type NodeView, type ServiceRecord, type TaskRecord } from './servicemodel.js';
+import { desiredReplicas, isTerminal, matches, updateConfigOf, upToDate, type NodeView, type ServiceRecord, type TaskRecord, type UpdateStatus } from './servicemodel.js';
 
 /**
  * The orchestrator's decisions as a pure function: given the services, the tasks and the nodes,
@@ -16,6 +16,8 @@ import { desiredReplicas, isTerminal, matches, type NodeView, type ServiceRecord
 export interface Decisions {
   put: TaskRecord[];
   delete: string[];
+  /** Services whose rolling update changed state; `rollback`: the failure action asks for the previous spec. */
+  status: Array<{ id: string; UpdateStatus: UpdateStatus; rollback?: boolean }>;
   /** The earliest time (ms) a delayed restart is due, when one is waiting. */
   wakeAt?: number;
 }
@@ -24,7 +26,7 @@ export interface Decisions {
 export const HISTORY = 5;
 
 export function reconcile(services: ServiceRecord[], tasks: TaskRecord[], nodes: NodeView[], now: number, newId: () => string): Decisions {
-  const out: Decisions = { put: [], delete: [] };
+  const out: Decisions = { put: [], delete: [], status: [] };
   const changed = new Map<string, TaskRecord>();
   const put = (t: TaskRecord) => { changed.set(t.ID, t); };
   const byId = new Map(nodes.map((n) => [n.id, n]));
@@ -90,7 +92,7 @@ export function reconcile(services: ServiceRecord[], tasks: TaskRecord[], nodes:
       const node = [...eligible].sort((a, b) => ofService(a.id) - ofService(b.id) || (load.get(a.id) ?? 0) - (load.get(b.id) ?? 0) || a.id.localeCompare(b.id))[0]!;
       return { node };
     };
-    const make = (key: string, prev: TaskRecord | undefined, restarted: boolean) => {
+    const make = (key: string, prev: TaskRecord | undefined, restarted: boolean, update = false) => {
       const nodeId = global ? key.slice('node:'.length) : undefined;
       const t: TaskRecord = {
         ID: newId(), Version: { Index: 0 }, CreatedAt: at, UpdatedAt: at, Labels: {},
@@ -98,6 +100,7 @@ export function reconcile(services: ServiceRecord[], tasks: TaskRecord[], nodes:
         ...(global ? {} : { Slot: Number(key.slice('slot:'.length)) }),
         Status: { Timestamp: at, State: 'new', Message: 'created' }, DesiredState: 'running',
         Attempt: prev ? prev.Attempt + 1 : 0, Restarts: prev ? (prev.Restarts ?? 0) + (restarted ? 1 : 0) : 0,
+        ...(update || prev?.Update ? { Update: true } : {}),
       };
       assign(t, nodeId);
     };
@@ -141,9 +144,20 @@ export function reconcile(services: ServiceRecord[], tasks: TaskRecord[], nodes:
       }
       // The latest was stopped: by a policy that ends the slot, by a restart that waits, or it moved.
       if (latest.NoRestart) continue;
+      // A stop-first update: the replacement starts once the old task has stopped (or its node is gone).
+      if (latest.UpdateStop && !isTerminal(latest.Status.State) && usable(latest.NodeID)) continue;
       if (latest.RestartAt !== undefined && latest.RestartAt > now) { out.wakeAt = Math.min(out.wakeAt ?? Infinity, latest.RestartAt); continue; }
-      make(key, latest, latest.RestartAt !== undefined);
+      make(key, latest, latest.RestartAt !== undefined, latest.UpdateStop);
     }
+    // Each wanted slot's tasks as this pass left them (changed ones in their new form, new ones added).
+    const keyOf = (t: TaskRecord) => (global ? `node:${t.NodeID}` : `slot:${t.Slot}`);
+    const current = wanted.map((k) => {
+      const l = (slots.get(k) ?? []).map((t) => changed.get(t.ID) ?? t);
+      const ids = new Set(l.map((t) => t.ID));
+      for (const t of changed.values()) if (t.ServiceID === svc.ID && !ids.has(t.ID) && keyOf(t) === k) l.push(t);
+      return l;
+    });
+    rollOut(svc, current, { shut, make: (t) => make(keyOf(t), t, false, true), usable, now, at, out });
   }
   out.put = [...changed.values()];
   out.delete = [...new Set(out.delete)].filter((id) => !changed.has(id));
@@ -160,4 +174,91 @@ export function restartDecision(svc: ServiceRecord, t: TaskRecord, now: number):
   const delayMs = Math.floor((rp.Delay ?? 5e9) / 1e6);
   const due = Date.parse(t.Status.Timestamp) + delayMs;
   return Number.isNaN(due) || due <= now ? 'now' : due;
+}
+
+interface RollOutOps {
+  shut: (t: TaskRecord, extra?: Partial<TaskRecord>) => void;
+  /** A replacement of this task, from the current spec, in its slot. */
+  make: (t: TaskRecord) => void;
+  usable: (nodeId: string | undefined) => boolean;
+  now: number;
+  at: string;
+  out: Decisions;
+}
+
+/**
+ * Docker's rolling update (swarmkit's updater) over the slots of one service, each given as all
+ * its tasks: tasks of an older spec are replaced `Parallelism` at a time (0: all at once), a
+ * batch after the previous one runs and `Delay` passed, stopping the old task first (stop-first)
+ * or once its replacement runs (start-first). A replacement that fails within `Monitor` of its
+ * making counts against `MaxFailureRatio`; past it the update pauses, goes on, or rolls back
+ * (`FailureAction`). `UpdateStatus` follows: updating, paused, completed (rollback_* for a rollback).
+ */
+function rollOut(svc: ServiceRecord, slots: TaskRecord[][], o: RollOutOps): void {
+  const rollingBack = svc.UpdateStatus?.State.startsWith('rollback') ?? false;
+  const cfg = updateConfigOf(svc.Spec, rollingBack);
+  const latest = (l: TaskRecord[]) => l.reduce<TaskRecord | undefined>((a, t) => (!a || t.Attempt > a.Attempt ? t : a), undefined);
+  const status = svc.UpdateStatus;
+  const set = (u: UpdateStatus, rollback = false) => o.out.status.push({ id: svc.ID, UpdateStatus: u, ...(rollback ? { rollback } : {}) });
+
+  // start-first: the old task of a slot stops once its replacement runs.
+  for (const l of slots) {
+    const last = latest(l);
+    if (!last || last.DesiredState !== 'running' || last.Status.State !== 'running') continue;
+    for (const t of l) if (t !== last && t.DesiredState === 'running') o.shut(t);
+  }
+
+  const stale: TaskRecord[] = [];
+  let inFlight = 0;
+  for (const l of slots) {
+    const last = latest(l);
+    if (!last) continue;
+    if (last.UpdateStop && !isTerminal(last.Status.State)) { inFlight++; continue; }
+    // A replacement of an older spec that ended its slot (a failed update, --restart-condition
+    // none): the spec it ran is gone (rolled back, or updated again), so the slot runs the current one.
+    if (last.DesiredState !== 'running' && last.Update && last.NoRestart && !upToDate(last, svc)) { stale.push(last); continue; }
+    if (last.DesiredState !== 'running') continue;
+    if (!upToDate(last, svc)) {
+      if (!isTerminal(last.Status.State) && o.usable(last.NodeID)) stale.push(last);
+    } else if (last.Update && last.Status.State !== 'running' && !isTerminal(last.Status.State)) {
+      inFlight++;
+    }
+  }
+  const since = status?.StartedAt ? Date.parse(status.StartedAt) : 0;
+  const mine = slots.flat().filter((t) => t.Update && upToDate(t, svc) && Date.parse(t.CreatedAt) >= since);
+  const monitorMs = cfg.Monitor / 1e6;
+  const failed = mine.filter((t) => ['failed', 'rejected'].includes(t.Status.State) && Date.parse(t.Status.Timestamp) - Date.parse(t.CreatedAt) <= monitorMs);
+  const lastRunning = Math.max(0, ...mine.filter((t) => t.Status.State === 'running').map((t) => Date.parse(t.Status.Timestamp)));
+  const active = !!status && ['updating', 'rollback_started'].includes(status.State);
+  const wake = (at: number) => { o.out.wakeAt = Math.min(o.out.wakeAt ?? Infinity, at); };
+
+  if (status && ['paused', 'rollback_paused'].includes(status.State)) return;
+  if (!stale.length && !inFlight && !active) return;
+  if (!active) {
+    // A new update begins (its spec was written with no status, as swarmkit clears it).
+    set({ State: 'updating', StartedAt: o.at, Message: 'update in progress' });
+    return;
+  }
+  if (failed.length && cfg.FailureAction !== 'continue' && failed.length > cfg.MaxFailureRatio * Math.max(1, mine.length)) {
+    if (cfg.FailureAction === 'rollback' && !rollingBack && svc.PreviousSpec) {
+      set({ State: 'rollback_started', StartedAt: o.at, Message: `update rolled back due to failure or early termination of task ${failed[0]!.ID}` }, true);
+    } else {
+      set({ ...status, State: rollingBack ? 'rollback_paused' : 'paused', Message: `update paused due to failure or early termination of task ${failed[0]!.ID}` });
+    }
+    return;
+  }
+  if (!stale.length && !inFlight) {
+    // As swarmkit's: the last batch is watched for one more monitor period before the update is done.
+    if (mine.length && lastRunning + monitorMs > o.now) return wake(lastRunning + monitorMs);
+    set({ ...status, State: rollingBack ? 'rollback_completed' : 'completed', CompletedAt: o.at, Message: rollingBack ? 'rollback completed' : 'update completed' });
+    return;
+  }
+  // The next batch waits for the previous one to run, then for the delay.
+  if (inFlight) return;
+  if (mine.length && lastRunning + cfg.Delay / 1e6 > o.now) return wake(lastRunning + cfg.Delay / 1e6);
+  const batch = cfg.Parallelism === 0 ? stale : stale.slice(0, cfg.Parallelism);
+  for (const t of batch) {
+    if (cfg.Order === 'start-first' || t.DesiredState !== 'running') o.make(t);
+    else o.shut(t, { UpdateStop: true });
+  }
 }

@@ -35,8 +35,32 @@ export interface ServiceSpec {
   };
   Mode: { Replicated?: { Replicas?: number }; Global?: Record<string, never> };
   EndpointSpec?: { Mode?: 'vip' | 'dnsrr'; Ports?: PortConfig[] };
+  UpdateConfig?: UpdateConfig;
+  RollbackConfig?: UpdateConfig;
   [k: string]: unknown;
 }
+
+/** How tasks of an older spec are replaced (Docker's --update-* flags); Delay and Monitor in ns. */
+export interface UpdateConfig {
+  Parallelism?: number;
+  Delay?: number;
+  FailureAction?: 'pause' | 'continue' | 'rollback';
+  Monitor?: number;
+  MaxFailureRatio?: number;
+  Order?: 'stop-first' | 'start-first';
+}
+
+/** swarmkit's defaults for a spec that leaves the update config out. */
+export function updateConfigOf(spec: ServiceSpec, rollback = false): Required<UpdateConfig> {
+  const c = (rollback ? spec.RollbackConfig : spec.UpdateConfig) ?? {};
+  return {
+    Parallelism: c.Parallelism ?? 1, Delay: c.Delay ?? 0, FailureAction: c.FailureAction ?? 'pause',
+    Monitor: c.Monitor || 5e9, MaxFailureRatio: c.MaxFailureRatio ?? 0, Order: c.Order ?? 'stop-first',
+  };
+}
+
+export type UpdateState = 'updating' | 'paused' | 'completed' | 'rollback_started' | 'rollback_paused' | 'rollback_completed';
+export interface UpdateStatus { State: UpdateState; StartedAt?: string; CompletedAt?: string; Message: string }
 
 export interface ServiceRecord {
   ID: string;
@@ -47,6 +71,8 @@ export interface ServiceRecord {
   PreviousSpec?: ServiceSpec;
   /** Ports: the published ports as assigned (a port the spec left out has its number from 30000-32767 here). */
   Endpoint: { Spec: { Mode: 'vip' | 'dnsrr'; Ports?: PortConfig[] }; Ports?: PortConfig[]; VirtualIPs?: Array<{ NetworkID: string; Addr: string }> };
+  /** The rolling replacement of tasks of an older spec, as the orchestrator last wrote it. */
+  UpdateStatus?: UpdateStatus;
 }
 
 export type TaskState = 'new' | 'pending' | 'assigned' | 'accepted' | 'preparing' | 'starting' | 'running' | 'complete' | 'shutdown' | 'failed' | 'rejected' | 'orphaned';
@@ -78,6 +104,33 @@ export interface TaskRecord {
   NoRestart?: boolean;
   /** When this finished task's slot is started again (ms), per the restart delay. */
   RestartAt?: number;
+  /** Made by a rolling update, to replace a task of an older spec. */
+  Update?: boolean;
+  /** Stopped by a stop-first update: its replacement is made once it has stopped. */
+  UpdateStop?: boolean;
+}
+
+/** Whether a task runs the service's current template (swarmkit's IsTaskDirty, negated): `_up-to-date`. */
+export function upToDate(t: TaskRecord, svc: ServiceRecord): boolean {
+  return canonical(t.Spec) === canonical(svc.Spec.TaskTemplate);
+}
+
+/**
+ * A spec as Go compares it after decoding: keys in order, and a zero value (0, '', false, null,
+ * an empty list or object) the same as no value, since clients send back what they read with
+ * their own zero fields filled in (`service scale` must not look like a change of the template).
+ */
+function canonical(v: unknown): string {
+  return JSON.stringify(pruned(v) ?? null);
+}
+
+function pruned(v: unknown): unknown {
+  if (Array.isArray(v)) return v.length ? v.map((x) => pruned(x) ?? null) : undefined;
+  if (v && typeof v === 'object') {
+    const kept = Object.entries(v).map(([k, x]) => [k, pruned(x)] as const).filter(([, x]) => x !== undefined).sort(([a], [b]) => a.localeCompare(b));
+    return kept.length ? Object.fromEntries(kept) : undefined;
+  }
+  return v === 0 || v === '' || v === false || v === null ? undefined : v;
 }
 
 const TERMINAL: TaskState[] = ['complete', 'shutdown', 'failed', 'rejected', 'orphaned'];
@@ -129,6 +182,15 @@ export function normaliseSpec(raw: unknown): ServiceSpec {
   if ((rp.Delay ?? 0) < 0) throw invalidArg('TaskSpec: restart-delay cannot be negative');
   tt.RestartPolicy = { Condition: rp.Condition ?? 'any', Delay: rp.Delay ?? 5e9, MaxAttempts: rp.MaxAttempts ?? 0, ...(rp.Window !== undefined ? { Window: rp.Window } : {}) };
   for (const c of tt.Placement?.Constraints ?? []) parseConstraint(c);
+  for (const [field, c] of [['UpdateConfig', s.UpdateConfig], ['RollbackConfig', s.RollbackConfig]] as const) {
+    if (!c) continue;
+    if ((c.Parallelism ?? 0) < 0) throw invalidArg(`${field}: parallelism cannot be negative`);
+    if ((c.Delay ?? 0) < 0) throw invalidArg(`${field}: delay cannot be negative`);
+    if ((c.Monitor ?? 0) < 0) throw invalidArg(`${field}: monitor cannot be negative`);
+    if (c.MaxFailureRatio !== undefined && (c.MaxFailureRatio < 0 || c.MaxFailureRatio > 1)) throw invalidArg(`${field}: max failure ratio must be between 0 and 1`);
+    if (c.FailureAction && !['pause', 'continue', 'rollback'].includes(c.FailureAction)) throw invalidArg(`${field}: unrecognized failure action ${String(c.FailureAction)}`);
+    if (c.Order && !['stop-first', 'start-first'].includes(c.Order)) throw invalidArg(`${field}: unrecognized order ${String(c.Order)}`);
+  }
   return s;
 }
 

@@ -6,7 +6,7 @@ import { NOT_MANAGER, NO_MANAGER, UnavailableError, outOfSequence, rpcError } fr
 import { goTime, newNodeId } from './ids.js';
 import { K, ROOT } from './keys.js';
 import { assignPorts, checkConflicts, needsIngress, normalisePorts, portKey, type PortConfig, type Publisher } from './publish.js';
-import { isTerminal, normaliseSpec, type ServiceRecord, type ServiceSpec, type TaskRecord } from './servicemodel.js';
+import { isTerminal, normaliseSpec, upToDate, type ServiceRecord, type ServiceSpec, type TaskRecord } from './servicemodel.js';
 import type { Session } from './session.js';
 import type { Versioned } from './store.js';
 
@@ -41,7 +41,7 @@ const claimKeys = (ports: PortConfig[]): string[] => ports.filter((p) => p.Publi
 
 /** A record as clients see it: Version.Index is the record's store revision (what update compares). */
 function view<T extends { Version: { Index: number } }>(v: Versioned<T>): T {
-  const { Restarts: _r, NoRestart: _n, RestartAt: _a, Attempt: _t, SpecVersion: _s, ...rest } = v.value as T & Partial<TaskRecord>;
+  const { Restarts: _r, NoRestart: _n, RestartAt: _a, Attempt: _t, SpecVersion: _s, Update: _u, UpdateStop: _us, ...rest } = v.value as T & Partial<TaskRecord>;
   return { ...rest, Version: { Index: v.modRevision } } as unknown as T;
 }
 
@@ -211,7 +211,13 @@ export class ServiceControl {
     const want = claimKeys(assigned);
     const added = want.filter((k) => !had.has(k));
     const dropped = [...had].filter((k) => !want.includes(k));
-    const next: ServiceRecord = { ...cur.value, Spec: spec, PreviousSpec: cur.value.Spec, UpdatedAt: goTime(), Endpoint: endpoint };
+    // As swarmkit's: the update's state starts afresh (the orchestrator sets "updating" once it
+    // replaces a task); a rollback says so from the start.
+    const { UpdateStatus: _was, ...kept } = cur.value;
+    const next: ServiceRecord = {
+      ...kept, Spec: spec, PreviousSpec: cur.value.Spec, UpdatedAt: goTime(), Endpoint: endpoint,
+      ...(rollback ? { UpdateStatus: { State: 'rollback_started' as const, StartedAt: goTime(), Message: 'manually requested rollback' } } : {}),
+    };
     const r = await s.store.txn(
       [{ key: SK.service(cur.value.ID), target: 'Mod', value: cur.modRevision }, ...added.map((key) => ({ key, target: 'Create' as const, value: 0 }))],
       [{ key: SK.service(cur.value.ID), value: next }, ...added.map((key) => ({ key, value: { ServiceID: cur.value.ID } }))], dropped,
@@ -247,6 +253,7 @@ export class ServiceControl {
     const nodes = filters.node ? await this.nodeIds(s, filters.node) : undefined;
     const name = (t: TaskRecord) => `${t.ServiceAnnotations.Name}.${t.Slot ?? t.NodeID}`;
     const labelsOf = new Map(services.map((v) => [v.value.ID, v.value.Spec.Labels ?? {}]));
+    const byId = new Map(services.map((v) => [v.value.ID, v.value]));
     return tasks.filter((v) => {
       const t = v.value;
       if (wantSvc && !wantSvc.has(t.ServiceID)) return false;
@@ -256,6 +263,11 @@ export class ServiceControl {
       if (filters['desired-state'] && !filters['desired-state'].some((d) => (d === 'accepted' ? !isTerminal(t.Status.State) : t.DesiredState === d))) return false;
       // swarmkit matches a task's service's labels (`docker stack ps` asks by the stack's label).
       if (filters.label && !labelsMatch(labelsOf.get(t.ServiceID) ?? t.ServiceAnnotations.Labels, filters.label)) return false;
+      // The CLI's progress counts only tasks of the service's current spec.
+      if (filters['_up-to-date']?.includes('true')) {
+        const svc = byId.get(t.ServiceID);
+        if (!svc || !upToDate(t, svc)) return false;
+      }
       return true;
     }).map(view);
   }

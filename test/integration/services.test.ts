@@ -20,7 +20,7 @@ const NOT_MANAGER = "This node is not a swarm manager. Worker nodes can't be use
 /** A task that answers HTTP on port 80 with its own hostname (its container's short id). */
 const WEB = ['busybox', 'sh', '-c', 'mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www'];
 
-interface Task { ID: string; Slot?: number; NodeID: string; DesiredState: string; Status: { State: string; Err?: string; ContainerStatus?: { ContainerID: string } }; ServiceID: string }
+interface Task { ID: string; Slot?: number; NodeID: string; DesiredState: string; Status: { State: string; Err?: string; ContainerStatus?: { ContainerID: string } }; ServiceID: string; CreatedAt: string; Spec: unknown }
 
 describe('swarm services across hosts', () => {
   let lab: Lab;
@@ -223,6 +223,35 @@ describe('swarm services across hosts', () => {
     await fails(h2, ['service', 'ls'], NOT_MANAGER);
     await fails(h0, ['service', 'inspect', 'nosuch'], 'no such service: nosuch');
     assert.equal(await count(), n);
+  });
+
+  it('rolling updates: --update-parallelism 1 replaces one task at a time; a failing image pauses the update; rollback restores it', async () => {
+    await ok(h0, ['service', 'create', '--detach', '--name', 'roll', '--replicas', '3', '--restart-condition', 'none', '--update-parallelism', '1', '--update-delay', '1s', 'busybox', 'sleep', '3600']);
+    const before = await waitRunning(h0, 'roll', 3);
+    // The CLI waits for the update as it does against Docker: every task of the new spec running.
+    const up = await h0.host.docker(['service', 'update', '--env-add', 'V=2', 'roll']);
+    assert.equal(up.code, 0, up.stderr);
+    assert.match(up.stdout + up.stderr, /verify: Service converged/);
+    const after = await waitRunning(h0, 'roll', 3);
+    assert.ok(after.every((t) => (t.Spec as { ContainerSpec: { Env?: string[] } }).ContainerSpec.Env?.includes('V=2')), 'every running task has the new env');
+    assert.deepEqual(after.map((t) => t.ID).filter((id) => before.some((b) => b.ID === id)), [], 'every task was replaced');
+    const svc = JSON.parse(await ok(h0, ['service', 'inspect', 'roll']))[0];
+    assert.deepEqual([svc.UpdateStatus.State, svc.UpdateStatus.Message], ['completed', 'update completed']);
+    assert.deepEqual([svc.Spec.UpdateConfig.Parallelism, svc.Spec.UpdateConfig.Delay], [1, 1e9]);
+    // One at a time, a second apart: the replacements started in three separate moments.
+    const starts = after.map((t) => Date.parse(t.CreatedAt)).sort((a, b) => a - b);
+    assert.ok(starts[1]! - starts[0]! >= 1000 && starts[2]! - starts[1]! >= 1000, `replacements made at ${starts.map((x) => new Date(x).toISOString()).join(', ')}`);
+    // An image no host has: the replacement is rejected and the update pauses, the other two keep running.
+    const bad = await h0.host.docker(['service', 'update', '--image', '127.0.0.1:1/nosuch:1', 'roll']);
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.stderr, /service update paused: update paused due to failure or early termination of task \w+/);
+    assert.equal((await running(h0, 'roll')).length, 2);
+    const rb = await h0.host.docker(['service', 'rollback', 'roll']);
+    assert.equal(rb.code, 0, rb.stderr);
+    const back = await waitRunning(h0, 'roll', 3);
+    assert.ok(back.every((t) => (t.Spec as { ContainerSpec: { Image: string } }).ContainerSpec.Image.startsWith('busybox')));
+    assert.equal(JSON.parse(await ok(h0, ['service', 'inspect', 'roll']))[0].UpdateStatus.State, 'rollback_completed');
+    await ok(h0, ['service', 'rm', 'roll']);
   });
 
   /** Running containers of a service on a host. */

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { reconcile, restartDecision } from '../../src/cluster/reconcile.js';
-import { matches, normaliseSpec, parseConstraint, type NodeView, type ServiceRecord, type TaskRecord } from '../../src/cluster/servicemodel.js';
+import { matches, normaliseSpec, parseConstraint, upToDate, type NodeView, type ServiceRecord, type TaskRecord, type UpdateConfig } from '../../src/cluster/servicemodel.js';
 import { lbTable, type ServiceBalancers } from '../../src/network/servicelb.js';
 import { ServiceNet } from '../../src/cluster/servicenet.js';
 import { ROOT } from '../../src/cluster/keys.js';
@@ -29,6 +29,118 @@ const apply = (tasks: TaskRecord[], d: ReturnType<typeof reconcile>) => {
 };
 const runAll = (tasks: TaskRecord[]) => tasks.map((t) => (t.DesiredState === 'running' && t.Status.State === 'assigned' ? { ...t, Status: { ...t.Status, State: 'running' as const } } : t));
 const active = (tasks: TaskRecord[]) => tasks.filter((t) => t.DesiredState === 'running');
+
+/** One orchestrator pass written back, then the agents: stopped tasks stop, assigned ones run (at `now`). */
+function step(svc: ServiceRecord, tasks: TaskRecord[], nodes: NodeView[], now: number): { svc: ServiceRecord; tasks: TaskRecord[]; d: ReturnType<typeof reconcile> } {
+  const d = reconcile([svc], tasks, nodes, now, newId);
+  let next = svc;
+  for (const u of d.status) next = { ...next, UpdateStatus: u.UpdateStatus, ...(u.rollback ? { Spec: svc.PreviousSpec!, PreviousSpec: svc.Spec } : {}) };
+  const at = new Date(now).toISOString();
+  const after = apply(tasks, d).map((t) => {
+    if (t.DesiredState === 'shutdown' && !['shutdown', 'failed', 'complete', 'rejected'].includes(t.Status.State)) return { ...t, Status: { ...t.Status, State: 'shutdown' as const, Timestamp: at } };
+    if (t.DesiredState === 'running' && t.Status.State === 'assigned') return { ...t, Status: { ...t.Status, State: t.Spec.ContainerSpec.Image === 'nosuch' ? 'rejected' as const : 'running' as const, Timestamp: at } };
+    return t;
+  });
+  return { svc: next, tasks: after, d };
+}
+
+const updated = (svc: ServiceRecord, image: string, cfg: UpdateConfig = {}): ServiceRecord => ({
+  ...svc, PreviousSpec: svc.Spec, UpdateStatus: undefined,
+  Spec: { ...svc.Spec, UpdateConfig: cfg, TaskTemplate: { ...svc.Spec.TaskTemplate, ContainerSpec: { Image: image } } },
+});
+
+describe('rolling updates (reconcile)', () => {
+  it('stop-first, one at a time: each slot\'s old task stops before its replacement starts; then completed', () => {
+    const nodes = [node('a'), node('b')];
+    let svc = service({ replicas: 3 });
+    let tasks = runAll(apply([], reconcile([svc], [], nodes, NOW, newId)));
+    svc = updated(svc, 'busybox:2');
+    let now = NOW;
+    const states: string[] = [];
+    for (let i = 0; i < 30 && svc.UpdateStatus?.State !== 'completed'; i++) {
+      ({ svc, tasks } = step(svc, tasks, nodes, (now += 1000)));
+      if (svc.UpdateStatus) states.push(svc.UpdateStatus.State);
+      // Never more than one slot between its old task and a running new one.
+      const busy = [1, 2, 3].filter((slot) => !tasks.some((t) => t.Slot === slot && t.DesiredState === 'running' && t.Status.State === 'running'));
+      assert.ok(busy.length <= 1, `slots ${busy.join(',')} at once`);
+      // stop-first: an old task and its replacement never both run.
+      for (const slot of [1, 2, 3]) assert.ok(tasks.filter((t) => t.Slot === slot && t.Status.State === 'running').length <= 1);
+    }
+    assert.equal(svc.UpdateStatus?.State, 'completed');
+    assert.equal(svc.UpdateStatus?.Message, 'update completed');
+    assert.deepEqual(active(tasks).map((t) => [t.Slot, t.Spec.ContainerSpec.Image, t.Status.State]).sort(), [[1, 'busybox:2', 'running'], [2, 'busybox:2', 'running'], [3, 'busybox:2', 'running']]);
+    assert.ok(active(tasks).every((t) => upToDate(t, svc)));
+    assert.equal(states[0], 'updating');
+    // Done: nothing more to do, and a scale (a spec whose template did not change) starts no update.
+    const idle = reconcile([svc], tasks, nodes, now + 1000, newId);
+    assert.deepEqual([idle.put, idle.delete, idle.status], [[], [], []]);
+    const scaled = { ...svc, UpdateStatus: undefined, Spec: { ...svc.Spec, Mode: { Replicated: { Replicas: 3 } }, TaskTemplate: { ...svc.Spec.TaskTemplate, ForceUpdate: 0, Resources: {} } } };
+    assert.deepEqual(reconcile([scaled], tasks, nodes, now + 1000, newId).status, []);
+  });
+
+  it('start-first, two at a time: the replacements run before the old tasks stop', () => {
+    const nodes = [node('a'), node('b')];
+    let svc = service({ replicas: 3 });
+    let tasks = runAll(apply([], reconcile([svc], [], nodes, NOW, newId)));
+    svc = updated(svc, 'busybox:2', { Parallelism: 2, Order: 'start-first' });
+    // The first pass marks the service as updating; the next starts the first batch.
+    ({ svc, tasks } = step(svc, tasks, nodes, NOW + 500));
+    assert.equal(svc.UpdateStatus?.State, 'updating');
+    const first = reconcile([svc], tasks, nodes, NOW + 1000, newId);
+    const made = first.put.filter((t) => t.Spec.ContainerSpec.Image === 'busybox:2');
+    assert.equal(made.length, 2);
+    assert.ok(made.every((t) => t.Update));
+    assert.equal(first.put.filter((t) => t.DesiredState === 'shutdown').length, 0, 'no old task stops first');
+    let now = NOW + 1000;
+    for (let i = 0; i < 20 && svc.UpdateStatus?.State !== 'completed'; i++) ({ svc, tasks } = step(svc, tasks, nodes, (now += 1000)));
+    assert.equal(svc.UpdateStatus?.State, 'completed');
+    assert.deepEqual(active(tasks).map((t) => t.Spec.ContainerSpec.Image), ['busybox:2', 'busybox:2', 'busybox:2']);
+  });
+
+  it('waits --update-delay after a batch runs', () => {
+    const nodes = [node('a')];
+    let svc = service({ replicas: 2 });
+    let tasks = runAll(apply([], reconcile([svc], [], nodes, NOW, newId)));
+    svc = updated(svc, 'busybox:2', { Delay: 10e9 });
+    let now = NOW;
+    for (let i = 0; i < 4; i++) ({ svc, tasks } = step(svc, tasks, nodes, (now += 100)));
+    // Slot 1's replacement runs since `now`; slot 2 waits ten seconds from then.
+    const ranAt = Math.max(...tasks.filter((t) => t.Update && t.Status.State === 'running').map((t) => Date.parse(t.Status.Timestamp)));
+    const waiting = reconcile([svc], tasks, nodes, ranAt + 5000, newId);
+    assert.equal(waiting.put.length, 0);
+    assert.equal(waiting.wakeAt, ranAt + 10_000);
+    const due = reconcile([svc], tasks, nodes, ranAt + 10_000, newId);
+    assert.equal(due.put.filter((t) => t.UpdateStop).length, 1);
+  });
+
+  it('a replacement that fails pauses the update (Docker\'s message); --update-failure-action rollback goes back', () => {
+    const nodes = [node('a')];
+    let svc = service({ replicas: 2, restart: { Condition: 'none' } });
+    let tasks = runAll(apply([], reconcile([svc], [], nodes, NOW, newId)));
+    const base = { svc, tasks };
+    svc = updated(svc, 'nosuch');
+    let now = NOW;
+    for (let i = 0; i < 20 && svc.UpdateStatus?.State !== 'paused'; i++) ({ svc, tasks } = step(svc, tasks, nodes, (now += 100)));
+    assert.equal(svc.UpdateStatus?.State, 'paused');
+    assert.match(svc.UpdateStatus!.Message, /^update paused due to failure or early termination of task t\d+$/);
+    // Paused: slot 2 keeps its old task however long one waits.
+    for (let i = 0; i < 3; i++) ({ svc, tasks } = step(svc, tasks, nodes, (now += 60_000)));
+    assert.deepEqual(active(tasks).map((t) => t.Spec.ContainerSpec.Image), ['busybox']);
+
+    ({ svc, tasks } = base);
+    svc = updated(svc, 'nosuch', { FailureAction: 'rollback' });
+    let rolledBack = false;
+    for (let i = 0; i < 20 && svc.UpdateStatus?.State !== 'rollback_completed'; i++) {
+      const r = step(svc, tasks, nodes, (now += 1000));
+      rolledBack ||= r.d.status.some((u) => u.rollback);
+      ({ svc, tasks } = r);
+    }
+    assert.ok(rolledBack);
+    assert.equal(svc.UpdateStatus?.State, 'rollback_completed');
+    assert.equal(svc.Spec.TaskTemplate.ContainerSpec.Image, 'busybox');
+    assert.deepEqual(active(tasks).map((t) => t.Spec.ContainerSpec.Image), ['busybox', 'busybox']);
+  });
+});
 
 describe('reconcile (the orchestrator\'s decisions)', () => {
   it('spreads a replicated service over the ready, active nodes, one slot each', () => {
