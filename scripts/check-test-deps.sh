@@ -7,6 +7,7 @@ need_cmd() { command -v "$1" >/dev/null 2>&1 || missing+=("$1 (Debian package $2
 need_cmd runc runc
 need_cmd conmon conmon
 need_cmd nft nftables
+need_cmd conntrack conntrack
 need_cmd ip iproute2
 need_cmd nsenter util-linux
 need_cmd setpriv util-linux

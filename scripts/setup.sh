@@ -17,6 +17,8 @@ fi
 # System packages: the runtime and its monitor, the kernel tools berth drives, and compilers for
 # the native pieces (the attach helper, node-pty).
 packages=(runc conmon nftables iproute2 busybox-static procps util-linux attr tar gzip xz-utils bzip2 gcc g++ make python3 libc6-dev docker-compose)
+# conntrack: a service balancer that drops a backend drops the UDP flows still going to it.
+packages+=(conntrack)
 # For the registry tests: the CNCF distribution server, htpasswd, openssl (the token server's
 # certificate); zstd for zstd-compressed layers.
 packages+=(docker-registry apache2-utils openssl zstd)

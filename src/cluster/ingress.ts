@@ -1,4 +1,5 @@
 import type { EndpointRecord } from '../network/overlay.js';
+import { dropUdpFlowsTo } from '../kernel/conntrack.js';
 import { HOST_PORTS, ingressChanges, MESH_TABLE, meshTable, portChanges, portKey, replaceScript, SANDBOX_PORTS, SANDBOX_TABLE, sandboxTable, type MeshPort } from '../network/ingressmesh.js';
 import type { NetworkRecord } from '../network/types.js';
 import { errorMessage } from '../util/errors.js';
@@ -133,6 +134,7 @@ export class IngressMesh {
       this.sandboxState = undefined;
       await this.apply(cmds, () => replaceScript(SANDBOX_TABLE, sandboxTable(sandbox.ip, ingressPorts)), sandbox.netns);
       this.sandboxState = { netns: sandbox.netns, ip: sandbox.ip, ports };
+      if (st?.netns === sandbox.netns) await this.dropUdpFlows(st.ports, ports, sandbox.netns);
     }
     const ingress = new Set(sandbox ? ingressPorts.map(portKey) : []);
     const host = new Map(hostPorts.map((p) => [portKey(p), p]));
@@ -141,6 +143,14 @@ export class IngressMesh {
     this.hostState = undefined;
     await this.apply(cmds, () => replaceScript(MESH_TABLE, meshTable(sandbox?.ip, ingressPorts.map((p) => ({ proto: p.proto, port: p.published })), hostPorts)));
     this.hostState = { ...(sandbox ? { sandboxIp: sandbox.ip } : {}), ingress, host };
+    if (hs) await this.dropUdpFlows(hs.host, host);
+  }
+
+  /** UDP flows to backends a published port no longer has (see kernel/conntrack.ts). */
+  private async dropUdpFlows(was: Map<string, MeshPort>, now: Map<string, MeshPort>, netns?: string): Promise<void> {
+    const kept = new Set([...now.values()].filter((p) => p.proto === 'udp').flatMap((p) => p.backends));
+    const gone = new Set([...was.values()].filter((p) => p.proto === 'udp').flatMap((p) => p.backends).filter((ip) => !kept.has(ip)));
+    for (const ip of gone) await dropUdpFlowsTo(ip, netns).catch((e: Error) => this.log(`ingress: ${e.message}`));
   }
 
   /**

@@ -1,3 +1,4 @@
+import { dropUdpFlowsTo } from '../kernel/conntrack.js';
 import { nftApply } from '../kernel/nft.js';
 import { errorMessage } from '../util/errors.js';
 
@@ -60,7 +61,7 @@ export function lbTable(entries: VipEntry[]): string {
  * entries, new ones see the new backends). A namespace takes its table with it when it goes.
  */
 export class ServiceBalancers {
-  private readonly applied = new Map<string, { netns: string; text: string }>();
+  private readonly applied = new Map<string, { netns: string; text: string; backends: Set<string> }>();
   private queue: Promise<void> = Promise.resolve();
 
   constructor(private readonly log: (m: string) => void) {}
@@ -75,9 +76,14 @@ export class ServiceBalancers {
         if (had && had.netns === w.netns && had.text === text) return;
         if (!had && !text) return;
         const script = text ? `table ip ${LB_TABLE}\ndelete table ip ${LB_TABLE}\n${text}` : `table ip ${LB_TABLE}\ndelete table ip ${LB_TABLE}\n`;
+        const backends = new Set(w.entries.flatMap((e) => e.backends));
         try {
           await nftApply(script, { netns: w.netns });
-          this.applied.set(id, { netns: w.netns, text });
+          this.applied.set(id, { netns: w.netns, text, backends });
+          // New datagrams of a flow to a backend that left would still go to it: its flows go too.
+          for (const ip of had?.netns === w.netns ? had.backends : []) {
+            if (!backends.has(ip)) await dropUdpFlowsTo(ip, w.netns).catch((e: Error) => this.log(`services: ${id.slice(0, 12)}: ${e.message}`));
+          }
         } catch (e) {
           // The namespace went meanwhile (the container stopped): nothing to balance there.
           this.applied.delete(id);

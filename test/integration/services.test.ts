@@ -3,6 +3,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { run } from '../../src/util/exec.js';
 import { waitFor } from './harness.js';
 import { dockerFails, dockerOk, Lab, serviceTasks, type LabHost } from './lab.js';
 
@@ -252,6 +253,32 @@ describe('swarm services across hosts', () => {
     assert.ok(back.every((t) => (t.Spec as { ContainerSpec: { Image: string } }).ContainerSpec.Image.startsWith('busybox')));
     assert.equal(JSON.parse(await ok(h0, ['service', 'inspect', 'roll']))[0].UpdateStatus.State, 'rollback_completed');
     await ok(h0, ['service', 'rm', 'roll']);
+  });
+
+  it('a backend that leaves the VIP takes its UDP flows with it: the client\'s conntrack entry to it goes at once', async () => {
+    await ok(h0, ['service', 'create', '--detach', '--name', 'udp', '--replicas', '2', '--network', 'svc', '--restart-condition', 'none', 'busybox', 'sleep', '3600']);
+    await waitRunning(h0, 'udp', 2);
+    const vip = JSON.parse(await ok(h0, ['service', 'inspect', 'udp']))[0].Endpoint.VirtualIPs[0].Addr.split('/')[0];
+    const pid = await ok(h0, ['inspect', '-f', '{{.State.Pid}}', 'client0']);
+    // Datagrams to the VIP (DNS queries nobody answers): the balancer's DNAT makes a conntrack
+    // entry per flow, which every later datagram of that flow follows.
+    await ok(h0, ['exec', 'client0', 'sh', '-c', `for i in 1 2 3; do timeout 1 nslookup probe ${vip} >/dev/null 2>&1; done; true`]);
+    const flows = async () => (await run('nsenter', ['-t', pid, '-n', 'conntrack', '-L', '-p', 'udp', '--orig-dst', vip])).stdout;
+    const backend = /dport=53 .*?src=(\d+\.\d+\.\d+\.\d+)/.exec(await flows())?.[1];
+    assert.ok(backend, `a flow to the VIP: ${await flows()}`);
+    let holder: [LabHost, string] | undefined;
+    for (const h of [h0, h1, h2]) {
+      for (const id of await containersOf(h, 'udp')) {
+        if ((await ok(h, ['inspect', '-f', '{{(index .NetworkSettings.Networks "svc").IPAddress}}', id])) === backend) holder = [h, id];
+      }
+    }
+    assert.ok(holder, `the task container at ${backend}`);
+    const t0 = Date.now();
+    await ok(holder[0], ['rm', '-f', holder[1]]);
+    // Without the flush the entry would stay for the UDP timeout (30 s) and the flow with it.
+    await waitFor(async () => !(await flows()).includes(`src=${backend} `), `the flow to ${backend} dropped`, 15_000);
+    assert.ok(Date.now() - t0 < 15_000);
+    await ok(h0, ['service', 'rm', 'udp']);
   });
 
   /** Running containers of a service on a host. */
