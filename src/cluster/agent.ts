@@ -7,7 +7,8 @@ import type { Session } from './session.js';
 import type { WatchEvent } from './store.js';
 
 /** A task's container as the engine has it. */
-export interface TaskContainer { id: string; running: boolean; exitCode: number; pid: number; error: string }
+/** `health`: the container's health check's verdict, when it has one (a task runs only once healthy). */
+export interface TaskContainer { id: string; running: boolean; exitCode: number; pid: number; error: string; health?: 'starting' | 'healthy' | 'unhealthy' }
 
 /** What the agent needs of the engine (the daemon implements it; the cluster never imports the engine). */
 export interface TaskRuntime {
@@ -111,7 +112,14 @@ export class Agent {
       return;
     }
     if (c) {
-      if (c.running) {
+      if (c.running && c.health === 'unhealthy') {
+        // As swarmkit's executor: an unhealthy task has failed; its container goes, the restart policy decides.
+        await this.runtime.remove(c.id, grace);
+        await this.report(id, 'failed', 'started', c, 'task: non-zero exit (137): dockerexec: unhealthy container');
+      } else if (c.running && c.health === 'starting') {
+        // Not a backend, and not counted as updated, until its health check passes.
+        if (t.Status.State !== 'starting') await this.report(id, 'starting', 'starting', c);
+      } else if (c.running) {
         if (t.Status.State !== 'running') await this.report(id, 'running', 'started', c);
       } else {
         await this.report(id, c.exitCode === 0 ? 'complete' : 'failed', c.exitCode === 0 ? 'finished' : 'started', c, c.exitCode === 0 ? undefined : c.error || `task: non-zero exit (${c.exitCode})`);
@@ -126,7 +134,7 @@ export class Agent {
     if (t.Status.State !== 'assigned' && t.Status.State !== 'accepted' && t.Status.State !== 'preparing' && t.Status.State !== 'starting') return;
     try {
       const made = await this.runtime.run(t, this.me);
-      await this.report(id, made.running ? 'running' : made.exitCode === 0 ? 'complete' : 'failed', 'started', made);
+      await this.report(id, made.running ? (made.health === 'starting' ? 'starting' : 'running') : made.exitCode === 0 ? 'complete' : 'failed', 'started', made);
     } catch (e) {
       await this.report(id, 'rejected', 'preparing', undefined, errorMessage(e));
     }

@@ -15,6 +15,8 @@ export interface ContainerSpec {
   Env?: string[];
   Labels?: Record<string, string>;
   Hostname?: string;
+  /** As a container's (Test, Interval, Timeout, Retries, StartPeriod): a task runs once healthy. */
+  Healthcheck?: { Test?: string[]; Interval?: number; Timeout?: number; Retries?: number; StartPeriod?: number };
   Dir?: string;
   User?: string;
   StopGracePeriod?: number;

@@ -12,7 +12,11 @@ function taskOf(c: ContainerRecord): string | undefined {
 }
 
 function view(c: ContainerRecord): TaskContainer {
-  return { id: c.Id, running: c.State.Running, exitCode: c.State.ExitCode, pid: c.State.Pid, error: c.State.Error };
+  const health = c.State.Health?.Status;
+  return {
+    id: c.Id, running: c.State.Running, exitCode: c.State.ExitCode, pid: c.State.Pid, error: c.State.Error,
+    ...(health === 'starting' || health === 'healthy' || health === 'unhealthy' ? { health } : {}),
+  };
 }
 
 /**
@@ -60,6 +64,7 @@ export class EngineTaskRuntime implements TaskRuntime {
       ...(cs.Command?.length ? { Entrypoint: cs.Command } : {}),
       ...(cs.Args?.length ? { Cmd: cs.Args } : {}),
       Env: cs.Env ?? [],
+      ...(cs.Healthcheck ? { Healthcheck: cs.Healthcheck } : {}),
       ...(cs.Hostname ? { Hostname: cs.Hostname } : {}),
       ...(cs.Dir ? { WorkingDir: cs.Dir } : {}),
       ...(cs.User ? { User: cs.User } : {}),
@@ -98,7 +103,7 @@ export class EngineTaskRuntime implements TaskRuntime {
 
   onExit(cb: (taskId: string) => void): () => void {
     return this.engine.events.subscribe((e) => {
-      if (e.Type !== 'container' || (e.Action !== 'die' && e.Action !== 'destroy')) return;
+      if (e.Type !== 'container' || (e.Action !== 'die' && e.Action !== 'destroy' && !e.Action.startsWith('health_status'))) return;
       const t = e.Actor.Attributes[TASK_ID_LABEL];
       if (t) cb(t);
     });

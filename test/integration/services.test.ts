@@ -255,6 +255,30 @@ describe('swarm services across hosts', () => {
     await ok(h0, ['service', 'rm', 'roll']);
   });
 
+  it('health checks: a task is starting (no backend) until healthy; an update whose tasks never get healthy pauses, the old task serving', async () => {
+    await ok(h0, ['service', 'create', '--detach', '--name', 'hc', '--network', 'svc', '--update-order', 'start-first', '--update-monitor', '30s',
+      '--health-cmd', 'test -e /tmp/ok', '--health-interval', '1s', '--health-retries', '2', '--health-start-period', '10s', 'busybox', 'sh', '-c', 'sleep 4; touch /tmp/ok; exec sleep 3600']);
+    const seen = new Set<string>();
+    await waitFor(async () => {
+      for (const t of await tasks(h0, 'hc')) seen.add(t.Status.State);
+      return seen.has('running');
+    }, 'the hc task running once healthy', 30_000).catch(async (e) => {
+      const ts = await tasks(h0, 'hc');
+      const h = nodeIds.get(ts[0]?.NodeID ?? '');
+      const c = h && ts[0]?.Status.ContainerStatus ? await h.host.docker(['inspect', '-f', '{{json .State.Health}} {{json .Config.Healthcheck}}', ts[0].Status.ContainerStatus.ContainerID]) : undefined;
+      throw new Error(`${(e as Error).message}: states ${[...seen].join(', ')}; tasks ${JSON.stringify(ts.map((t) => t.Status))}; container ${c?.stdout}${c?.stderr}`);
+    });
+    assert.ok(seen.has('starting'), `states seen: ${[...seen].join(', ')}`);
+    const [first] = await waitRunning(h0, 'hc', 1);
+    const bad = await h0.host.docker(['service', 'update', '--health-cmd', 'test -e /nope', '--health-start-period', '1s', 'hc']);
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.stderr, /service update paused: update paused due to failure or early termination of task/);
+    const failed = (await tasks(h0, 'hc')).filter((t) => t.Status.State === 'failed');
+    assert.ok(failed.some((t) => /unhealthy container/.test(t.Status.Err ?? '')), JSON.stringify(failed.map((t) => t.Status)));
+    assert.deepEqual((await running(h0, 'hc')).map((t) => t.ID), [first!.ID]);
+    await ok(h0, ['service', 'rm', 'hc']);
+  });
+
   it('a backend that leaves the VIP takes its UDP flows with it: the client\'s conntrack entry to it goes at once', async () => {
     await ok(h0, ['service', 'create', '--detach', '--name', 'udp', '--replicas', '2', '--network', 'svc', '--restart-condition', 'none', 'busybox', 'sleep', '3600']);
     await waitRunning(h0, 'udp', 2);
