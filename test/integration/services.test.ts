@@ -227,7 +227,7 @@ describe('swarm services across hosts', () => {
   });
 
   it('rolling updates: --update-parallelism 1 replaces one task at a time; a failing image pauses the update; rollback restores it', async () => {
-    await ok(h0, ['service', 'create', '--detach', '--name', 'roll', '--replicas', '3', '--restart-condition', 'none', '--update-parallelism', '1', '--update-delay', '1s', 'busybox', 'sleep', '3600']);
+    await ok(h0, ['service', 'create', '--detach', '--name', 'roll', '--replicas', '3', '--restart-condition', 'none', '--update-parallelism', '1', '--update-delay', '1s', '--update-monitor', '1s', '--rollback-monitor', '1s', 'busybox', 'sleep', '3600']);
     const before = await waitRunning(h0, 'roll', 3);
     // The CLI waits for the update as it does against Docker: every task of the new spec running.
     const up = await h0.host.docker(['service', 'update', '--env-add', 'V=2', 'roll']);
