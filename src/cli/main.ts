@@ -8,6 +8,7 @@ import { Client, ConnectError, resolveHost } from './client.js';
 import { containerCommands } from './commands/containers.js';
 import { imageCommands } from './commands/images.js';
 import { networkCommands } from './commands/networks.js';
+import { serviceCommands } from './commands/service.js';
 import { swarmCommands } from './commands/swarm.js';
 import { systemCommands } from './commands/system.js';
 import { uiCommand } from './commands/ui.js';
@@ -37,6 +38,7 @@ function buildProgram(): Command {
   volumeCommands(program, ctx);
   systemCommands(program, ctx);
   swarmCommands(program, ctx);
+  serviceCommands(program, ctx);
   program.addCommand(uiCommand(ctx));
 
   const container = command('container', 'Manage containers');

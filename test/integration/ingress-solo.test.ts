@@ -63,6 +63,29 @@ describe('the ingress network of a one-node swarm', () => {
     await settled();
   });
 
+  it('the berth CLI runs services: create waits until converged, ls, ps, scale, a rolling update, rollback, rm', async () => {
+    const berth = async (args: string[]): Promise<string> => {
+      const r = await host.berth(args);
+      assert.equal(r.code, 0, `berth ${args.join(' ')}: ${r.stdout}${r.stderr}`);
+      return r.stdout;
+    };
+    const made = await berth(['service', 'create', '--name', 'cli', '--replicas', '2', '--update-monitor', '1s', 'busybox', 'sleep', '3600']);
+    assert.match(made, /^[0-9a-z]{25}\n(overall progress: \d out of 2 tasks\n)*overall progress: 2 out of 2 tasks\nverify: Service converged\n$/);
+    assert.equal((await berth(['service', 'ls', '--format', '{{.Name}} {{.Mode}} {{.Replicas}} {{.Image}}'])).trim(), 'cli replicated 2/2 busybox');
+    assert.match(await berth(['service', 'scale', 'cli=1']), /^cli scaled to 1\n/);
+    assert.equal((await berth(['service', 'ps', 'cli', '--format', '{{.Name}} {{.DesiredState}}'])).split('\n').filter((l) => l.endsWith('Running')).join(), 'cli.1 Running');
+    assert.match(await berth(['service', 'update', '--env-add', 'V=1', 'cli']), /verify: Service converged/);
+    const env = async () => JSON.parse(await berth(['service', 'inspect', 'cli']))[0].Spec.TaskTemplate.ContainerSpec.Env;
+    assert.deepEqual(await env(), ['V=1']);
+    const states = (await berth(['service', 'ps', 'cli', '--format', '{{.Name}} {{.DesiredState}} {{.CurrentState}}'])).trim().split('\n');
+    assert.deepEqual(states.filter((l) => l.startsWith('cli.1')).map((l) => l.split(' ').slice(1).join(' ')).sort(), ['Running Running', 'Shutdown Shutdown']);
+    assert.match(await berth(['service', 'rollback', 'cli']), /verify: Service converged/);
+    assert.equal(await env(), undefined);
+    assert.equal((await berth(['service', 'rm', 'cli'])).trim(), 'cli');
+    const gone = await host.berth(['service', 'inspect', 'cli']);
+    assert.notEqual(gone.code, 0);
+  });
+
   it('leaves the swarm with nothing of it in the kernel', async () => {
     assert.equal((await host.api('POST', '/swarm/leave?force=1')).status, 200);
     await settled();

@@ -1,0 +1,227 @@
+/** `berth service …`: the docker CLI's service commands, with its words, over /services and /tasks. */
+import type { Command } from 'commander';
+import { CliExit, command, filtersJson, type CliContext } from '../context.js';
+import { formatList } from '../format/formatter.js';
+import { parseGoDuration } from '../format/human.js';
+import { Struct } from '../gotemplate.js';
+import { collect } from '../runflags.js';
+import { inspectMany } from './containers.js';
+
+interface PortJson { Protocol: string; TargetPort: number; PublishedPort?: number; PublishMode?: string }
+interface ServiceJson {
+  ID: string; Version: { Index: number };
+  Spec: { Name: string; Mode: { Replicated?: { Replicas?: number }; Global?: object }; TaskTemplate: { ContainerSpec: { Image: string; Env?: string[]; Args?: string[] }; ForceUpdate?: number } & Record<string, unknown> } & Record<string, unknown>;
+  Endpoint?: { Ports?: PortJson[] };
+  UpdateStatus?: { State: string; Message: string };
+}
+interface TaskJson { ID: string; Slot?: number; NodeID?: string; ServiceID: string; DesiredState: string; Status: { State: string; Err?: string; Timestamp: string }; Spec: { ContainerSpec: { Image: string } } }
+
+/** A Go duration flag ("10s", "1m") in nanoseconds, as the docker CLI sends it. */
+const durationNs = (flag: string) => (v: string): number => {
+  const ms = parseGoDuration(v);
+  if (ms === undefined) throw new CliExit(`invalid argument "${v}" for "--${flag}" flag: time: invalid duration "${v}"`, 125);
+  return Math.round(ms * 1e6);
+};
+
+/** `-p 8080:80[/udp]` or `published=8080,target=80,protocol=udp,mode=host`, as the docker CLI parses them. */
+function parsePublish(v: string): PortJson {
+  if (v.includes('=')) {
+    const kv = Object.fromEntries(v.split(',').map((p) => p.split('=') as [string, string]));
+    return { Protocol: kv.protocol ?? 'tcp', TargetPort: Number(kv.target), ...(kv.published ? { PublishedPort: Number(kv.published) } : {}), PublishMode: kv.mode ?? 'ingress' };
+  }
+  const [ports, proto = 'tcp'] = v.split('/');
+  const [a, b] = ports!.split(':');
+  return b === undefined ? { Protocol: proto, TargetPort: Number(a), PublishMode: 'ingress' } : { Protocol: proto, TargetPort: Number(b), PublishedPort: Number(a), PublishMode: 'ingress' };
+}
+
+interface UpdateFlags { updateParallelism?: number; updateDelay?: number; updateOrder?: string; updateFailureAction?: string; updateMonitor?: number }
+const updateConfig = (o: UpdateFlags, base: Record<string, unknown> = {}) => ({
+  ...base,
+  ...(o.updateParallelism !== undefined ? { Parallelism: o.updateParallelism } : {}),
+  ...(o.updateDelay !== undefined ? { Delay: o.updateDelay } : {}),
+  ...(o.updateOrder ? { Order: o.updateOrder } : {}),
+  ...(o.updateFailureAction ? { FailureAction: o.updateFailureAction } : {}),
+  ...(o.updateMonitor !== undefined ? { Monitor: o.updateMonitor } : {}),
+});
+
+function withUpdateFlags(c: Command): Command {
+  return c.option('--update-parallelism <n>', 'Maximum number of tasks updated simultaneously (0 to update all at once)', (v: string) => Number(v))
+    .option('--update-delay <duration>', 'Delay between updates (ns|us|ms|s|m|h)', durationNs('update-delay'))
+    .option('--update-order <string>', 'Update order ("start-first"|"stop-first")')
+    .option('--update-failure-action <string>', 'Action on update failure ("pause"|"continue"|"rollback")')
+    .option('--update-monitor <duration>', 'Duration after each task update to monitor for failure (ns|us|ms|s|m|h)', durationNs('update-monitor'));
+}
+
+const SERVICE_FORMAT = {
+  table: 'table {{.ID}}\t{{.Name}}\t{{.Mode}}\t{{.Replicas}}\t{{.Image}}\t{{.Ports}}',
+  headers: { ID: 'ID', Name: 'NAME', Mode: 'MODE', Replicas: 'REPLICAS', Image: 'IMAGE', Ports: 'PORTS' },
+  quiet: '{{.ID}}',
+};
+const TASK_FORMAT = {
+  table: 'table {{.ID}}\t{{.Name}}\t{{.Image}}\t{{.Node}}\t{{.DesiredState}}\t{{.CurrentState}}\t{{.Error}}',
+  headers: { ID: 'ID', Name: 'NAME', Image: 'IMAGE', Node: 'NODE', DesiredState: 'DESIRED STATE', CurrentState: 'CURRENT STATE', Error: 'ERROR' },
+  quiet: '{{.ID}}',
+};
+const title = (s: string) => s.charAt(0).toUpperCase() + s.slice(1);
+const live = (t: TaskJson) => t.DesiredState === 'running' && t.Status.State === 'running';
+
+export function serviceCommands(program: Command, ctx: CliContext): void {
+  const c = () => ctx.client();
+  const get = (ref: string) => c().json<ServiceJson>('GET', `/services/${encodeURIComponent(ref)}`);
+  const tasksOf = (id: string) => c().json<TaskJson[]>('GET', '/tasks', { query: { filters: JSON.stringify({ service: { [id]: true } }) } });
+
+  /** Until every task of the current spec runs and no update is under way; what `docker service create/update` shows, in short. */
+  const converge = async (id: string): Promise<void> => {
+    let last = '';
+    for (;;) {
+      const s = await get(id);
+      const up = await c().json<TaskJson[]>('GET', '/tasks', { query: { filters: JSON.stringify({ service: { [id]: true }, '_up-to-date': { true: true } }) } });
+      const want = s.Spec.Mode.Replicated ? s.Spec.Mode.Replicated.Replicas ?? 1 : new Set(up.map((t) => t.NodeID)).size;
+      const running = up.filter(live).length;
+      const line = `overall progress: ${running} out of ${want} tasks`;
+      if (line !== last) process.stdout.write(`${line}\n`);
+      last = line;
+      const state = s.UpdateStatus?.State;
+      if (state === 'paused' || state === 'rollback_paused') throw new CliExit(`service ${state === 'paused' ? 'update' : 'rollback'} paused: ${s.UpdateStatus!.Message}`, 1);
+      if (running === want && state !== 'updating' && state !== 'rollback_started') return void process.stdout.write(`verify: Service converged\n`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  };
+
+  const service = command('service', 'Manage services');
+  service.addCommand(withUpdateFlags(command('create', 'Create a new service')
+    .requiredOption('--name <string>', 'Service name')
+    .option('--replicas <n>', 'Number of tasks', (v: string) => Number(v))
+    .option('--mode <string>', 'Service mode (replicated or global)', 'replicated')
+    .option('--network <string>', 'Network attachment')
+    .option('-p, --publish <port>', 'Publish a port as a node port', collect, [])
+    .option('-e, --env <list>', 'Set environment variables', collect, [])
+    .option('-l, --label <list>', 'Service labels', collect, [])
+    .option('--constraint <list>', 'Placement constraints', collect, [])
+    .option('--endpoint-mode <mode>', 'Endpoint mode (vip or dnsrr)', 'vip')
+    .option('--restart-condition <string>', 'Restart when condition is met ("none"|"on-failure"|"any")')
+    .option('-d, --detach', 'Exit immediately instead of waiting for the service to converge'))
+    .argument('<image>').argument('[command...]')
+    .action(async (image: string, cmd: string[], o: UpdateFlags & { name: string; replicas?: number; mode: string; network?: string; publish: string[]; env: string[]; label: string[]; constraint: string[]; endpointMode: string; restartCondition?: string; detach?: boolean }) => {
+      if (o.mode !== 'replicated' && o.mode !== 'global') throw new CliExit(`invalid argument "${o.mode}" for "--mode" flag: invalid replicated mode`, 125);
+      const body = {
+        Name: o.name,
+        Labels: Object.fromEntries(o.label.map((l) => [l.split('=')[0], l.split('=').slice(1).join('=')])),
+        TaskTemplate: {
+          ContainerSpec: { Image: image, ...(cmd.length ? { Args: cmd } : {}), ...(o.env.length ? { Env: o.env } : {}) },
+          ...(o.restartCondition ? { RestartPolicy: { Condition: o.restartCondition } } : {}),
+          ...(o.constraint.length ? { Placement: { Constraints: o.constraint } } : {}),
+          ...(o.network ? { Networks: [{ Target: o.network }] } : {}),
+        },
+        Mode: o.mode === 'global' ? { Global: {} } : { Replicated: { Replicas: o.replicas ?? 1 } },
+        UpdateConfig: updateConfig(o),
+        EndpointSpec: { Mode: o.endpointMode, ...(o.publish.length ? { Ports: o.publish.map(parsePublish) } : {}) },
+      };
+      const made = await c().json<{ ID: string }>('POST', '/services/create', { body });
+      process.stdout.write(`${made.ID}\n`);
+      if (!o.detach) await converge(made.ID);
+    }));
+  service.addCommand(command('ls', 'List services').aliases(['list'])
+    .option('-f, --filter <filter>', 'Filter output based on conditions provided', collect, [])
+    .option('--format <string>', 'Pretty-print services using a Go template')
+    .option('-q, --quiet', 'Only display IDs')
+    .action(async (o: { filter: string[]; format?: string; quiet?: boolean }) => {
+      const list = await c().json<ServiceJson[]>('GET', '/services', { query: { filters: filtersJson(o.filter) } });
+      const tasks = await c().json<TaskJson[]>('GET', '/tasks');
+      list.sort((a, b) => a.Spec.Name.localeCompare(b.Spec.Name));
+      process.stdout.write(formatList(o.format, list.map((s) => {
+        const running = tasks.filter((t) => t.ServiceID === s.ID && live(t)).length;
+        const want = s.Spec.Mode.Replicated ? String(s.Spec.Mode.Replicated.Replicas ?? 1) : String(new Set(tasks.filter((t) => t.ServiceID === s.ID && t.DesiredState === 'running').map((t) => t.NodeID)).size);
+        return new Struct('*formatter.serviceContext', {
+          ID: () => s.ID.slice(0, 12), Name: () => s.Spec.Name, Mode: () => (s.Spec.Mode.Global ? 'global' : 'replicated'),
+          Replicas: () => `${running}/${want}`, Image: () => s.Spec.TaskTemplate.ContainerSpec.Image.split('@')[0]!,
+          Ports: () => (s.Endpoint?.Ports ?? []).map((p) => `*:${p.PublishedPort}->${p.TargetPort}/${p.Protocol}`).join(', '),
+        });
+      }), SERVICE_FORMAT, Boolean(o.quiet)));
+    }));
+  service.addCommand(command('ps', 'List the tasks of one or more services')
+    .option('--format <string>', 'Pretty-print tasks using a Go template')
+    .option('-q, --quiet', 'Only display task IDs')
+    .argument('<service...>')
+    .action(async (refs: string[], o: { format?: string; quiet?: boolean }) => {
+      const nodes = new Map((await c().json<Array<{ ID: string; Description: { Hostname: string } }>>('GET', '/nodes')).map((n) => [n.ID, n.Description.Hostname]));
+      const rows: Struct[] = [];
+      for (const ref of refs) {
+        const s = await get(ref);
+        const ts = (await tasksOf(s.ID)).sort((a, b) => (a.Slot ?? 0) - (b.Slot ?? 0) || Date.parse(b.Status.Timestamp) - Date.parse(a.Status.Timestamp));
+        for (const t of ts) {
+          rows.push(new Struct('*formatter.taskContext', {
+            ID: () => t.ID.slice(0, 12), Name: () => `${s.Spec.Name}.${t.Slot ?? t.NodeID}`, Image: () => t.Spec.ContainerSpec.Image.split('@')[0]!,
+            Node: () => nodes.get(t.NodeID ?? '') ?? '', DesiredState: () => title(t.DesiredState), CurrentState: () => title(t.Status.State), Error: () => t.Status.Err ?? '',
+          }));
+        }
+      }
+      process.stdout.write(formatList(o.format, rows, TASK_FORMAT, Boolean(o.quiet)));
+    }));
+  service.addCommand(command('inspect', 'Display detailed information on one or more services')
+    .option('-f, --format <string>', 'Format output using a Go template')
+    .argument('<service...>')
+    .action(async (refs: string[], o: { format?: string }) => inspectMany(refs, o.format, (r) => get(r), 'service')));
+  service.addCommand(command('scale', 'Scale one or multiple replicated services')
+    .option('-d, --detach', 'Exit immediately instead of waiting for the service to converge')
+    .argument('<service=replicas...>')
+    .action(async (pairs: string[], o: { detach?: boolean }) => {
+      for (const p of pairs) {
+        const [ref, n] = p.split('=');
+        if (!ref || n === undefined || !/^\d+$/.test(n)) throw new CliExit(`invalid scale specifier '${p}'.\nSee 'berth service scale --help'.`, 1);
+        const s = await get(ref);
+        if (!s.Spec.Mode.Replicated) throw new CliExit(`scale can only be used with replicated mode`, 1);
+        await c().raw('POST', `/services/${s.ID}/update`, { query: { version: s.Version.Index }, body: { ...s.Spec, Mode: { Replicated: { Replicas: Number(n) } } } });
+        process.stdout.write(`${ref} scaled to ${n}\n`);
+        if (!o.detach) await converge(s.ID);
+      }
+    }));
+  service.addCommand(withUpdateFlags(command('update', 'Update a service')
+    .option('--image <string>', 'Service image tag')
+    .option('--replicas <n>', 'Number of tasks', (v: string) => Number(v))
+    .option('--env-add <list>', 'Add or update an environment variable', collect, [])
+    .option('--env-rm <list>', 'Remove an environment variable', collect, [])
+    .option('--force', 'Force update even if no changes require it')
+    .option('--rollback', 'Rollback to previous specification')
+    .option('-d, --detach', 'Exit immediately instead of waiting for the service to converge'))
+    .argument('<service>')
+    .action(async (ref: string, o: UpdateFlags & { image?: string; replicas?: number; envAdd: string[]; envRm: string[]; force?: boolean; rollback?: boolean; detach?: boolean }) => {
+      const s = await get(ref);
+      const spec = structuredClone(s.Spec);
+      const cs = spec.TaskTemplate.ContainerSpec;
+      if (o.image) cs.Image = o.image;
+      if (o.envAdd.length || o.envRm.length) {
+        const key = (e: string) => e.split('=')[0]!;
+        const drop = new Set([...o.envRm, ...o.envAdd].map(key));
+        cs.Env = [...(cs.Env ?? []).filter((e) => !drop.has(key(e))), ...o.envAdd];
+      }
+      if (o.replicas !== undefined) spec.Mode = { Replicated: { Replicas: o.replicas } };
+      if (o.force) spec.TaskTemplate.ForceUpdate = (spec.TaskTemplate.ForceUpdate ?? 0) + 1;
+      spec.UpdateConfig = updateConfig(o, (spec.UpdateConfig as Record<string, unknown> | undefined) ?? {});
+      await c().raw('POST', `/services/${s.ID}/update`, { query: { version: s.Version.Index, ...(o.rollback ? { rollback: 'previous' } : {}) }, body: spec });
+      process.stdout.write(`${ref}\n`);
+      if (!o.detach) await converge(s.ID);
+    }));
+  service.addCommand(command('rollback', 'Revert changes to a service\'s configuration')
+    .option('-d, --detach', 'Exit immediately instead of waiting for the service to converge')
+    .argument('<service>')
+    .action(async (ref: string, o: { detach?: boolean }) => {
+      const s = await get(ref);
+      await c().raw('POST', `/services/${s.ID}/update`, { query: { version: s.Version.Index, rollback: 'previous' }, body: s.Spec });
+      process.stdout.write(`${ref}\n`);
+      if (!o.detach) await converge(s.ID);
+    }));
+  service.addCommand(command('rm', 'Remove one or more services').aliases(['remove'])
+    .argument('<service...>')
+    .action(async (refs: string[]) => {
+      const errors: string[] = [];
+      for (const ref of refs) {
+        try {
+          await c().raw('DELETE', `/services/${encodeURIComponent(ref)}`);
+          process.stdout.write(`${ref}\n`);
+        } catch (e) { errors.push((e as Error).message); }
+      }
+      if (errors.length) throw new CliExit(errors.join('\n'), 1);
+    }));
+  program.addCommand(service);
+}
