@@ -2,10 +2,10 @@
 import type { Command } from 'commander';
 import { CliExit, command, filtersJson, type CliContext } from '../context.js';
 import { formatList } from '../format/formatter.js';
-import { parseGoDuration } from '../format/human.js';
 import { Struct } from '../gotemplate.js';
 import { collect } from '../runflags.js';
 import { inspectMany } from './containers.js';
+import { durationNs } from './swarm.js';
 
 interface PortJson { Protocol: string; TargetPort: number; PublishedPort?: number; PublishMode?: string }
 interface ServiceJson {
@@ -15,13 +15,6 @@ interface ServiceJson {
   UpdateStatus?: { State: string; Message: string };
 }
 interface TaskJson { ID: string; Slot?: number; NodeID?: string; ServiceID: string; DesiredState: string; Status: { State: string; Err?: string; Timestamp: string }; Spec: { ContainerSpec: { Image: string } } }
-
-/** A Go duration flag ("10s", "1m") in nanoseconds, as the docker CLI sends it. */
-const durationNs = (flag: string) => (v: string): number => {
-  const ms = parseGoDuration(v);
-  if (ms === undefined) throw new CliExit(`invalid argument "${v}" for "--${flag}" flag: time: invalid duration "${v}"`, 125);
-  return Math.round(ms * 1e6);
-};
 
 /** `-p 8080:80[/udp]` or `published=8080,target=80,protocol=udp,mode=host`, as the docker CLI parses them. */
 function parsePublish(v: string): PortJson {

@@ -22,7 +22,7 @@ interface TlsInfo { TrustRoot: string; CertIssuerSubject: string; CertIssuerPubl
 interface SwarmJson { Version: { Index: number }; Spec: { CAConfig?: Record<string, unknown>; Dispatcher?: Record<string, unknown>; Orchestration?: Record<string, unknown>; Raft?: Record<string, unknown> } & Record<string, unknown>; TLSInfo: TlsInfo; RootRotationInProgress: boolean }
 
 /** A Go duration flag ("2160h", "90m") in nanoseconds, as the docker CLI sends it. */
-function durationNs(flag: string) {
+export function durationNs(flag: string) {
   return (v: string): number => {
     const ms = parseGoDuration(v);
     if (ms === undefined) throw new CliExit(`invalid argument "${v}" for "--${flag}" flag: time: invalid duration "${v}"`, 125);
