@@ -594,6 +594,11 @@ export class SwarmNetworks implements OverlayPlane {
       throw new ConflictError(`network ${n.Name} changed while the endpoint joined: try again`);
     }
     this.mine.set(ep.endpointId, rec);
+    // Presence took a new lease while this was written: the old lease takes the key with it when
+    // it lapses, and the new lease's republish may have run before this endpoint was in `mine`
+    // (chaos across hosts, seed 182562: an endpoint missing from the store for good).
+    const current = this.session.lease;
+    if (current && current !== lease) this.enqueue(() => this.republish(current));
     return r.revision;
   }
 

@@ -272,6 +272,32 @@ describe('swarm networks: the store side', () => {
     await sn.close();
   });
 
+  it('a join whose lease was replaced while it was written is written again under the new lease', async () => {
+    const store = new MemStore();
+    store.write([[K.network('n1'), net('n1')]]);
+    let leaseListener: ((lease: unknown) => void) | undefined;
+    const { sn, session } = setUp(store, (f) => { leaseListener = f; });
+    await sn.start();
+    const s = session as unknown as { lease: unknown };
+    const realTxn = store.txn.bind(store);
+    const leased: string[] = [];
+    store.txn = async (cmp, puts, deletes) => {
+      const mine = (puts as Array<{ key: string; lease?: string }>).filter((p) => p.key === K.endpoint('n1', 'e2'));
+      for (const p of mine) leased.push(p.lease ?? '');
+      const r = await realTxn(cmp, puts, deletes);
+      // The claim's write lands as presence takes a new lease: that lease's republish runs before the claim returns.
+      if (mine.length && leased.length === 1) {
+        const next = { grant: async () => '8', put: () => ({ value: () => ({ exec: async () => undefined }) }) };
+        s.lease = next;
+        leaseListener!(next);
+      }
+      return r;
+    };
+    await sn.claim(net('n1'), { endpointId: 'e2', ip: '10.0.1.8', mac: '02:42:0A:00:01:08', containerId: 'c2', name: 'db', aliases: [] });
+    await waitUntil(() => leased.includes('8'), 2000).catch(() => assert.fail(`e2 written under leases ${leased.join(', ')} only`));
+    await sn.close();
+  });
+
   it('an endpoint released while a new lease\'s republish is on its way does not stay in the store', async () => {
     const store = new MemStore();
     store.write([[K.network('n1'), net('n1')]]);
