@@ -1,5 +1,5 @@
 import { goTime } from './ids.js';
-import { desiredReplicas, isTerminal, matches, updateConfigOf, upToDate, type NodeView, type ServiceRecord, type TaskRecord, type UpdateStatus } from './servicemodel.js';
+import { desiredReplicas, isTerminal, matches, updateConfigOf, upToDateWith, type NodeView, type ServiceRecord, type TaskRecord, type UpdateStatus } from './servicemodel.js';
 
 /**
  * The orchestrator's decisions as a pure function: given the services, the tasks and the nodes,
@@ -28,7 +28,14 @@ export const HISTORY = 5;
 export function reconcile(services: ServiceRecord[], tasks: TaskRecord[], nodes: NodeView[], now: number, newId: () => string): Decisions {
   const out: Decisions = { put: [], delete: [], status: [] };
   const changed = new Map<string, TaskRecord>();
-  const put = (t: TaskRecord) => { changed.set(t.ID, t); };
+  // The same, by service: a rolling update reads its own service's changes of this pass.
+  const changedOf = new Map<string, Map<string, TaskRecord>>();
+  const put = (t: TaskRecord) => {
+    changed.set(t.ID, t);
+    let m = changedOf.get(t.ServiceID);
+    if (!m) changedOf.set(t.ServiceID, (m = new Map()));
+    m.set(t.ID, t);
+  };
   const byId = new Map(nodes.map((n) => [n.id, n]));
   const usable = (id: string | undefined) => { const n = id ? byId.get(id) : undefined; return !!n && n.ready && n.availability === 'active'; };
   // Active tasks per node, for spreading (counted over every service, as swarmkit's spread).
@@ -151,13 +158,12 @@ export function reconcile(services: ServiceRecord[], tasks: TaskRecord[], nodes:
     }
     // Each wanted slot's tasks as this pass left them (changed ones in their new form, new ones added).
     const keyOf = (t: TaskRecord) => (global ? `node:${t.NodeID}` : `slot:${t.Slot}`);
-    const current = wanted.map((k) => {
-      const l = (slots.get(k) ?? []).map((t) => changed.get(t.ID) ?? t);
-      const ids = new Set(l.map((t) => t.ID));
-      for (const t of changed.values()) if (t.ServiceID === svc.ID && !ids.has(t.ID) && keyOf(t) === k) l.push(t);
-      return l;
-    });
-    rollOut(svc, current, { shut, make: (t) => make(keyOf(t), t, false, true), usable, now, at, out });
+    const current = new Map(wanted.map((k) => [k, (slots.get(k) ?? []).map((t) => changed.get(t.ID) ?? t)]));
+    for (const t of changedOf.get(svc.ID)?.values() ?? []) {
+      const l = current.get(keyOf(t));
+      if (l && !l.some((x) => x.ID === t.ID)) l.push(t);
+    }
+    rollOut(svc, [...current.values()], { shut, make: (t) => make(keyOf(t), t, false, true), usable, now, at, out });
   }
   out.put = [...changed.values()];
   out.delete = [...new Set(out.delete)].filter((id) => !changed.has(id));
@@ -197,6 +203,7 @@ interface RollOutOps {
 function rollOut(svc: ServiceRecord, slots: TaskRecord[][], o: RollOutOps): void {
   const rollingBack = svc.UpdateStatus?.State.startsWith('rollback') ?? false;
   const cfg = updateConfigOf(svc.Spec, rollingBack);
+  const upToDate = upToDateWith(svc);
   const latest = (l: TaskRecord[]) => l.reduce<TaskRecord | undefined>((a, t) => (!a || t.Attempt > a.Attempt ? t : a), undefined);
   const status = svc.UpdateStatus;
   const set = (u: UpdateStatus, rollback = false) => o.out.status.push({ id: svc.ID, UpdateStatus: u, ...(rollback ? { rollback } : {}) });
@@ -216,16 +223,16 @@ function rollOut(svc: ServiceRecord, slots: TaskRecord[][], o: RollOutOps): void
     if (last.UpdateStop && !isTerminal(last.Status.State)) { inFlight++; continue; }
     // A replacement of an older spec that ended its slot (a failed update, --restart-condition
     // none): the spec it ran is gone (rolled back, or updated again), so the slot runs the current one.
-    if (last.DesiredState !== 'running' && last.Update && last.NoRestart && !upToDate(last, svc)) { stale.push(last); continue; }
+    if (last.DesiredState !== 'running' && last.Update && last.NoRestart && !upToDate(last)) { stale.push(last); continue; }
     if (last.DesiredState !== 'running') continue;
-    if (!upToDate(last, svc)) {
+    if (!upToDate(last)) {
       if (!isTerminal(last.Status.State) && o.usable(last.NodeID)) stale.push(last);
     } else if (last.Update && last.Status.State !== 'running' && !isTerminal(last.Status.State)) {
       inFlight++;
     }
   }
   const since = status?.StartedAt ? Date.parse(status.StartedAt) : 0;
-  const mine = slots.flat().filter((t) => t.Update && upToDate(t, svc) && Date.parse(t.CreatedAt) >= since);
+  const mine = slots.flat().filter((t) => t.Update && upToDate(t) && Date.parse(t.CreatedAt) >= since);
   const monitorMs = cfg.Monitor / 1e6;
   const failed = mine.filter((t) => ['failed', 'rejected'].includes(t.Status.State) && Date.parse(t.Status.Timestamp) - Date.parse(t.CreatedAt) <= monitorMs);
   const lastRunning = Math.max(0, ...mine.filter((t) => t.Status.State === 'running').map((t) => Date.parse(t.Status.Timestamp)));

@@ -112,9 +112,13 @@ export interface TaskRecord {
   UpdateStop?: boolean;
 }
 
-/** Whether a task runs the service's current template (swarmkit's IsTaskDirty, negated): `_up-to-date`. */
-export function upToDate(t: TaskRecord, svc: ServiceRecord): boolean {
-  return canonical(t.Spec) === canonical(svc.Spec.TaskTemplate);
+/**
+ * Whether a task runs the service's current template (swarmkit's IsTaskDirty, negated):
+ * `_up-to-date`. The template's form is made once, for all the tasks the predicate is asked of.
+ */
+export function upToDateWith(svc: ServiceRecord): (t: TaskRecord) => boolean {
+  const want = canonical(svc.Spec.TaskTemplate);
+  return (t) => canonical(t.Spec) === want;
 }
 
 /**

@@ -6,7 +6,7 @@ import { NOT_MANAGER, NO_MANAGER, UnavailableError, outOfSequence, rpcError } fr
 import { goTime, newNodeId } from './ids.js';
 import { K, ROOT } from './keys.js';
 import { assignPorts, checkConflicts, needsIngress, normalisePorts, portKey, type PortConfig, type Publisher } from './publish.js';
-import { isTerminal, normaliseSpec, upToDate, type ServiceRecord, type ServiceSpec, type TaskRecord } from './servicemodel.js';
+import { isTerminal, normaliseSpec, upToDateWith, type ServiceRecord, type ServiceSpec, type TaskRecord } from './servicemodel.js';
 import type { Session } from './session.js';
 import type { Versioned } from './store.js';
 
@@ -253,7 +253,7 @@ export class ServiceControl {
     const nodes = filters.node ? await this.nodeIds(s, filters.node) : undefined;
     const name = (t: TaskRecord) => `${t.ServiceAnnotations.Name}.${t.Slot ?? t.NodeID}`;
     const labelsOf = new Map(services.map((v) => [v.value.ID, v.value.Spec.Labels ?? {}]));
-    const byId = new Map(services.map((v) => [v.value.ID, v.value]));
+    const current = new Map(services.map((v) => [v.value.ID, upToDateWith(v.value)]));
     return tasks.filter((v) => {
       const t = v.value;
       if (wantSvc && !wantSvc.has(t.ServiceID)) return false;
@@ -265,8 +265,7 @@ export class ServiceControl {
       if (filters.label && !labelsMatch(labelsOf.get(t.ServiceID) ?? t.ServiceAnnotations.Labels, filters.label)) return false;
       // The CLI's progress counts only tasks of the service's current spec.
       if (filters['_up-to-date']?.includes('true')) {
-        const svc = byId.get(t.ServiceID);
-        if (!svc || !upToDate(t, svc)) return false;
+        if (!current.get(t.ServiceID)?.(t)) return false;
       }
       return true;
     }).map(view);

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { reconcile, restartDecision } from '../../src/cluster/reconcile.js';
-import { matches, normaliseSpec, parseConstraint, upToDate, type NodeView, type ServiceRecord, type TaskRecord, type UpdateConfig } from '../../src/cluster/servicemodel.js';
+import { matches, normaliseSpec, parseConstraint, upToDateWith, type NodeView, type ServiceRecord, type TaskRecord, type UpdateConfig } from '../../src/cluster/servicemodel.js';
 import { lbTable, type ServiceBalancers } from '../../src/network/servicelb.js';
 import { ServiceNet } from '../../src/cluster/servicenet.js';
 import { ROOT } from '../../src/cluster/keys.js';
@@ -69,7 +69,7 @@ describe('rolling updates (reconcile)', () => {
     assert.equal(svc.UpdateStatus?.State, 'completed');
     assert.equal(svc.UpdateStatus?.Message, 'update completed');
     assert.deepEqual(active(tasks).map((t) => [t.Slot, t.Spec.ContainerSpec.Image, t.Status.State]).sort(), [[1, 'busybox:2', 'running'], [2, 'busybox:2', 'running'], [3, 'busybox:2', 'running']]);
-    assert.ok(active(tasks).every((t) => upToDate(t, svc)));
+    assert.ok(active(tasks).every(upToDateWith(svc)));
     assert.equal(states[0], 'updating');
     // Done: nothing more to do, and a scale (a spec whose template did not change) starts no update.
     const idle = reconcile([svc], tasks, nodes, now + 1000, newId);

@@ -5,7 +5,7 @@ import { formatList } from '../format/formatter.js';
 import { Struct } from '../gotemplate.js';
 import { collect } from '../runflags.js';
 import { inspectMany } from './containers.js';
-import { durationNs } from './swarm.js';
+import { durationNs, title } from './swarm.js';
 
 interface PortJson { Protocol: string; TargetPort: number; PublishedPort?: number; PublishMode?: string }
 interface ServiceJson {
@@ -55,7 +55,6 @@ const TASK_FORMAT = {
   headers: { ID: 'ID', Name: 'NAME', Image: 'IMAGE', Node: 'NODE', DesiredState: 'DESIRED STATE', CurrentState: 'CURRENT STATE', Error: 'ERROR' },
   quiet: '{{.ID}}',
 };
-const title = (s: string) => s.charAt(0).toUpperCase() + s.slice(1);
 const live = (t: TaskJson) => t.DesiredState === 'running' && t.Status.State === 'running';
 
 export function serviceCommands(program: Command, ctx: CliContext): void {

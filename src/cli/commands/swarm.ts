@@ -16,7 +16,7 @@ interface NodeJson {
   ManagerStatus?: { Leader?: boolean; Reachability: string };
 }
 
-const title = (s: string) => s.charAt(0).toUpperCase() + s.slice(1);
+export const title = (s: string) => s.charAt(0).toUpperCase() + s.slice(1);
 
 interface TlsInfo { TrustRoot: string; CertIssuerSubject: string; CertIssuerPublicKey: string }
 interface SwarmJson { Version: { Index: number }; Spec: { CAConfig?: Record<string, unknown>; Dispatcher?: Record<string, unknown>; Orchestration?: Record<string, unknown>; Raft?: Record<string, unknown> } & Record<string, unknown>; TLSInfo: TlsInfo; RootRotationInProgress: boolean }
