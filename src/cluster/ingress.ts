@@ -1,6 +1,8 @@
+import type { RuleCounter } from '../kernel/counters.js';
+import type { BackendHits } from '../network/servicelb.js';
 import type { EndpointRecord } from '../network/overlay.js';
 import { dropUdpFlowsTo } from '../kernel/conntrack.js';
-import { HOST_PORTS, ingressChanges, MESH_TABLE, meshTable, portChanges, portKey, replaceScript, SANDBOX_PORTS, SANDBOX_TABLE, sandboxTable, type MeshPort } from '../network/ingressmesh.js';
+import { HOST_PORTS, ingressChanges, MESH_TABLE, meshTable, parseHitComment, portChanges, portKey, replaceScript, SANDBOX_PORTS, SANDBOX_TABLE, sandboxTable, type MeshPort } from '../network/ingressmesh.js';
 import type { NetworkRecord } from '../network/types.js';
 import { errorMessage } from '../util/errors.js';
 import { ROOT } from './keys.js';
@@ -30,6 +32,8 @@ export interface IngressHost {
   attach(containerId: string, networkId: string): Promise<void>;
   /** Applies an nft script in a namespace (undefined: berthd's own). */
   nft(script: string, netns?: string): Promise<void>;
+  /** A table's counted rules, in a namespace (undefined: berthd's own); none when it is absent. */
+  counters(table: string, netns?: string): Promise<RuleCounter[]>;
 }
 
 interface RunningTask { service: string; container: string; node: string }
@@ -79,6 +83,24 @@ export class IngressMesh {
       }
     }
     await this.sync();
+  }
+
+  /**
+   * Connections this node balanced to each service backend: through the routing mesh (the
+   * ingress sandbox's backend rules) and to host-mode ports (the host table's). A backend's count
+   * lasts while it stays a backend of that port.
+   */
+  async hits(): Promise<Array<BackendHits & { via: 'ingress' | 'host' }>> {
+    const read = async (via: 'ingress' | 'host', table: string, netns?: string) => (await this.host.counters(table, netns).catch(() => []))
+      .flatMap((r) => {
+        const who = parseHitComment(r.comment);
+        return who ? [{ ...who, via, connections: r.packets }] : [];
+      });
+    const [mesh, host] = await Promise.all([
+      this.sandboxState ? read('ingress', SANDBOX_TABLE, this.sandboxState.netns) : [],
+      this.hostState ? read('host', MESH_TABLE) : [],
+    ]);
+    return [...mesh, ...host];
   }
 
   /** The ingress network's id, while the swarm has one. */

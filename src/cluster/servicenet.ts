@@ -110,6 +110,11 @@ export class ServiceNet {
     }));
   }
 
+  /** A service's name by its id, while it exists. */
+  nameOf(serviceId: string): string | undefined {
+    return this.services.get(serviceId)?.name;
+  }
+
   /** Whether a service balances through a VIP (not dnsrr): its tasks then do not answer its name. */
   hasVip(serviceId: string): boolean {
     return (this.services.get(serviceId)?.vips.size ?? 0) > 0;

@@ -14,6 +14,7 @@ import { RegistryService } from '../images/registry/service.js';
 import { ensurePrivateBind, mountPointsUnder, releasePrivateBind } from '../kernel/mount.js';
 import { deleteNetns, hostIp, hostIpDeletions } from '../kernel/netns.js';
 import { hostNft } from '../kernel/nft.js';
+import { nftTableCounters } from '../kernel/counters.js';
 import { NetworkController } from '../network/controller.js';
 import { BridgeDriver } from '../network/bridgedriver.js';
 import { CniDriver } from '../network/cnidriver.js';
@@ -204,6 +205,15 @@ export class Daemon {
         return nodes.map((n) => ({ role: String((n.Spec as { Role?: string })?.Role ?? ''), state: String((n.Status as { State?: string })?.State ?? '') }));
       },
       services: () => this.services?.net.stats(),
+      serviceHits: async () => {
+        const svc = this.services;
+        if (!svc) return undefined;
+        const [vip, mesh] = await Promise.all([this.balancers.hits((id) => svc.net.nameOf(id) !== undefined), svc.mesh.hits()]);
+        return [...vip.map((h) => ({ ...h, via: 'vip' })), ...mesh].flatMap((h) => {
+          const service = svc.net.nameOf(h.service);
+          return service ? [{ ...h, service }] : [];
+        });
+      },
     });
   }
 
@@ -310,6 +320,7 @@ export class Daemon {
       attached: (id, net) => { const c = engine.containers.get(id); return !c || !c.State.Running || !!c.Endpoints?.[net]; },
       attach: (id, net) => engine.connect(id, net, {}, { swarmTask: true }),
       nft: (script, netns) => nftApply(script, netns ? { netns } : {}),
+      counters: async (table, netns) => (await nftTableCounters('ip', table, netns)).rules,
     };
   }
 

@@ -19,6 +19,8 @@ export interface MetricSources {
   clusterNodes?(): Promise<Array<{ role: string; state: string }> | undefined>;
   /** The swarm's services as this node's view of the store has them (any node of a swarm). */
   services?(): ServiceStat[] | undefined;
+  /** Connections this node's balancers sent to each service backend (read in the kernel), by the way they came. */
+  serviceHits?(): Promise<Array<{ service: string; backend: string; via: string; connections: number }> | undefined>;
   /** The kernel reads, replaceable in unit tests. */
   links?(): Promise<Map<string, LinkCounters>>;
   nft?(): Promise<NftCounters>;
@@ -59,8 +61,10 @@ function tally(): { add(labels: Labels, n: number): void; samples(): Sample[] } 
 }
 
 /**
- * berthd's /metrics: one scrape reads the kernel twice in total (all links from /proc, berth's nft
- * tables in one `nft` per table), whatever the number of containers, and the rest from memory.
+ * berthd's /metrics: one scrape reads the kernel in a few batches whatever the number of
+ * containers (all links from /proc, berth's nft tables in one `nft` per table), and the rest from
+ * memory; in a swarm, also the service balancers' counters: one `nft` in each sandbox that
+ * balances a VIP (eight at a time) and in the ingress sandbox.
  */
 export class MetricsCollector {
   private inFlight?: Promise<string>;
@@ -75,10 +79,11 @@ export class MetricsCollector {
 
   async collect(): Promise<Family[]> {
     const t0 = process.hrtime.bigint();
-    const [links, nft, nodes] = await Promise.all([
+    const [links, nft, nodes, hits] = await Promise.all([
       (this.s.links ?? linkCounters)().catch(() => new Map<string, LinkCounters>()),
       (this.s.nft ?? (() => nftCounters('berth')))().catch((): NftCounters => ({ rules: [], elements: [] })),
       this.s.clusterNodes?.().catch(() => undefined),
+      this.s.serviceHits?.().catch(() => undefined),
     ]);
     const families = [
       ...this.containerFamilies(),
@@ -86,21 +91,24 @@ export class MetricsCollector {
       ...this.portFamilies(nft),
       ...this.dnsFamilies(),
       ...(nodes ? [clusterFamily(nodes)] : []),
-      ...this.serviceFamilies(),
+      ...this.serviceFamilies(hits),
     ];
     families.push(gauge('berth_metrics_collect_seconds', 'Time this scrape took to read the kernel and the engine.', [{ value: Number(process.hrtime.bigint() - t0) / 1e9 }]));
     return families;
   }
 
-  private serviceFamilies(): Family[] {
+  private serviceFamilies(hits: Array<{ service: string; backend: string; via: string; connections: number }> | undefined): Family[] {
     const stats = this.s.services?.();
     if (!stats) return [];
+    const byBackend = tally();
+    for (const h of hits ?? []) byBackend.add({ service: h.service, backend: h.backend, via: h.via }, h.connections);
     const names = new Map(this.s.networks().map((n) => [n.Id, n.Name]));
     return [
       gauge('berth_service_replicas_desired', 'Replicas a replicated service asks for.', stats.filter((s) => s.replicas !== undefined).map((s) => ({ labels: { service: s.service }, value: s.replicas! }))),
       gauge('berth_service_tasks_running', 'Tasks of a service running and desired running, in this node\'s view of the swarm.', stats.map((s) => ({ labels: { service: s.service }, value: s.running }))),
       gauge('berth_service_vip_backends', 'Backends of a service\'s VIP on a network: what this node\'s balancers send to.',
         stats.flatMap((s) => s.backends.map((b) => ({ labels: { service: s.service, network: names.get(b.network) ?? b.network.slice(0, 12) }, value: b.count })))),
+      counter('berth_service_backend_connections_total', 'Connections this node\'s balancers sent to a backend (task address) of a service, by the way they came: a local container to the VIP (vip), the routing mesh (ingress) or a host-mode published port (host).', byBackend.samples()),
     ];
   }
 

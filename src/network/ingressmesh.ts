@@ -45,8 +45,19 @@ function dispatch(b: Balancing, p: MeshPort): string {
   return `numgen random mod ${list.length} vmap { ${list.map((ip, i) => `${i} : goto ${backendChain(b, p, ip)}`).join(', ')} }`;
 }
 
-/** A port mapping needs the protocol matched in the same rule. */
-const dnat = (p: MeshPort, ip: string) => `meta l4proto ${p.proto} dnat ip to ${ip}:${p.target}`;
+/**
+ * A port mapping needs the protocol matched in the same rule. The counter counts the backend's
+ * connections (a nat chain sees a connection's first packet only); the comment names whose they
+ * are, for /metrics. A backend's chain stays while it does, and so does its count.
+ */
+const hitComment = (service: string, ip: string) => `hits ${service} ${ip}`;
+const dnat = (p: MeshPort, ip: string) => `meta l4proto ${p.proto} counter dnat ip to ${ip}:${p.target} comment "${hitComment(p.service, ip)}"`;
+
+/** The service and backend a rule's counter counts, from its comment; undefined for any other rule. */
+export function parseHitComment(comment: string): { service: string; backend: string } | undefined {
+  const m = /^hits (\S+) (\S+)$/.exec(comment);
+  return m ? { service: m[1]!, backend: m[2]! } : undefined;
+}
 
 function chainBlocks(b: Balancing, p: MeshPort): string[] {
   return [

@@ -1,33 +1,64 @@
 import { dropUdpFlowsTo } from '../kernel/conntrack.js';
 import { nftApply } from '../kernel/nft.js';
+import { run } from '../util/exec.js';
 import { errorMessage } from '../util/errors.js';
+import { forEachLimited } from '../util/serial.js';
 
 /** One service address as a sandbox balances it: its VIP and the addresses of its running tasks. */
 export interface VipEntry { service: string; vip: string; backends: string[] }
 
+/** Connections a node's balancers sent to one backend of a service. */
+export interface BackendHits { service: string; backend: string; connections: number }
+
 export const LB_TABLE = 'berth_svc';
+
+const chainOf = (e: VipEntry) => `svc_${e.service.slice(0, 12)}`;
+
+/**
+ * A backend's connection counter is a named nft object, not a rule's counter: the table's chains
+ * are rewritten on every change of a service's backends, and a named counter outlives that while
+ * its backend stays.
+ */
+export const hitCounter = (service: string, ip: string): string => `h_${service.slice(0, 12)}_${ip.replace(/[.:]/g, '_')}`;
+
+const liveOf = (entries: VipEntry[]) => [...entries].sort((a, b) => a.vip.localeCompare(b.vip)).filter((e) => e.backends.length);
+const backendsOf = (e: VipEntry) => [...new Set(e.backends)].sort();
+
+/** The table's regular chains: each live VIP's, and one per backend where there are several. */
+function chainsOf(entries: VipEntry[]): string[] {
+  return liveOf(entries).flatMap((e) => {
+    const n = backendsOf(e).length;
+    return [chainOf(e), ...(n > 1 ? Array.from({ length: n }, (_, i) => `${chainOf(e)}_${i}`) : [])];
+  });
+}
+
+/** Every backend's counter, with the service and address it counts. */
+export function countersOf(entries: VipEntry[]): Map<string, { service: string; backend: string }> {
+  return new Map(liveOf(entries).flatMap((e) => backendsOf(e).map((ip) => [hitCounter(e.service, ip), { service: e.service, backend: ip }] as const)));
+}
 
 /**
  * The balancer table of one container's namespace, as nft text (pure, unit-tested). As Docker
  * balances in each container's sandbox (IPVS there), so replies come back to the same namespace
  * whatever host the backend is on: the nat `output` hook sends a new connection to a VIP through a
  * verdict map (one element per VIP, so a service added is one element) to the service's chain,
- * which picks a backend with `numgen random mod N` and DNATs to it (kube-proxy's nftables mode,
- * without its masquerade: the client's own address is the source, the backend answers it
- * directly). A VIP with no running task is rejected at once in a filter chain (a nat chain cannot
- * reject) instead of leaving the client waiting. The port is kept: a VIP balances every port, as
- * Docker's does.
+ * which picks a backend with `numgen random mod N`, counts the connection on the backend's
+ * counter and DNATs to it (kube-proxy's nftables mode, without its masquerade: the client's own
+ * address is the source, the backend answers it directly). A VIP with no running task is rejected
+ * at once in a filter chain (a nat chain cannot reject) instead of leaving the client waiting. The
+ * port is kept: a VIP balances every port, as Docker's does.
  */
 export function lbTable(entries: VipEntry[]): string {
   const sorted = [...entries].sort((a, b) => a.vip.localeCompare(b.vip));
-  const chain = (e: VipEntry) => `svc_${e.service.slice(0, 12)}`;
-  const live = sorted.filter((e) => e.backends.length);
+  const live = liveOf(entries);
   const empty = sorted.filter((e) => !e.backends.length);
+  const dnat = (e: VipEntry, ip: string) => `    counter name "${hitCounter(e.service, ip)}" dnat to ${ip}`;
   const lines = [
     `table ip ${LB_TABLE} {`,
+    ...[...countersOf(entries).keys()].flatMap((c) => [`  counter ${c} {`, '  }']),
     '  map vips {',
     '    type ipv4_addr : verdict',
-    ...(live.length ? [`    elements = { ${live.map((e) => `${e.vip} : goto ${chain(e)}`).join(', ')} }`] : []),
+    ...(live.length ? [`    elements = { ${live.map((e) => `${e.vip} : goto ${chainOf(e)}`).join(', ')} }`] : []),
     '  }',
     '  set empty {',
     '    type ipv4_addr',
@@ -44,53 +75,143 @@ export function lbTable(entries: VipEntry[]): string {
     '  }',
   ];
   for (const e of live) {
-    const backends = [...e.backends].sort();
-    lines.push(`  chain ${chain(e)} {`);
-    if (backends.length === 1) lines.push(`    dnat to ${backends[0]}`);
-    else lines.push(`    numgen random mod ${backends.length} vmap { ${backends.map((_, i) => `${i} : goto ${chain(e)}_${i}`).join(', ')} }`);
+    const backends = backendsOf(e);
+    lines.push(`  chain ${chainOf(e)} {`);
+    if (backends.length === 1) lines.push(dnat(e, backends[0]!));
+    else lines.push(`    numgen random mod ${backends.length} vmap { ${backends.map((_, i) => `${i} : goto ${chainOf(e)}_${i}`).join(', ')} }`);
     lines.push('  }');
-    if (backends.length > 1) backends.forEach((b, i) => lines.push(`  chain ${chain(e)}_${i} {`, `    dnat to ${b}`, '  }'));
+    if (backends.length > 1) backends.forEach((b, i) => lines.push(`  chain ${chainOf(e)}_${i} {`, dnat(e, b), '  }'));
   }
   lines.push('}');
   return lines.join('\n') + '\n';
 }
 
 /**
- * The balancer tables of this host's sandboxes, each rewritten whole in one transaction when what
- * it should hold changed (`table; delete table; table {…}`: connections keep their conntrack
- * entries, new ones see the new backends). A namespace takes its table with it when it goes.
+ * The script that takes a sandbox's table from `before` (what berth applied there; undefined when
+ * unknown) to `after`, in one transaction. From a known table the rules, the map and the set are
+ * flushed and the chains remade, but counters of backends that stay are kept (a backend gone
+ * loses its counter); from an unknown one the table is made whole. No entries: no table.
+ */
+export function lbScript(before: VipEntry[] | undefined, after: VipEntry[]): string {
+  const t = `ip ${LB_TABLE}`;
+  if (!before || !after.length) return `table ${t}\ndelete table ${t}\n${after.length ? lbTable(after) : ''}`;
+  const keep = countersOf(after);
+  return [
+    `flush table ${t}`, `flush map ${t} vips`, `flush set ${t} empty`,
+    ...chainsOf(before).map((c) => `delete chain ${t} ${c}`),
+    ...[...countersOf(before).keys()].filter((c) => !keep.has(c)).map((c) => `delete counter ${t} ${c}`),
+  ].join('\n') + '\n' + lbTable(after);
+}
+
+/** The named counters of a sandbox's table (`nft -j list counters`): name → packets, which for a nat chain's counter is connections. */
+export function parseCounters(json: string): Map<string, number> {
+  const doc = JSON.parse(json) as { nftables?: Array<{ counter?: { name?: string; packets?: number } }> };
+  return new Map((doc.nftables ?? []).flatMap((i) => (i.counter?.name ? [[i.counter.name, i.counter.packets ?? 0] as const] : [])));
+}
+
+async function readCounters(netns: string): Promise<Map<string, number>> {
+  const r = await run('nft', ['-j', 'list', 'counters', 'table', 'ip', LB_TABLE], { netns });
+  if (r.code !== 0) throw new Error(r.stderr.trim() || `nft exited ${r.code}`);
+  return parseCounters(r.stdout);
+}
+
+interface Applied { netns: string; text: string; entries: VipEntry[]; backends: Set<string>; counted: Map<string, number> }
+
+/**
+ * The balancer tables of this host's sandboxes, each changed in one transaction when what it
+ * should hold changed (connections keep their conntrack entries, new ones see the new backends).
+ * A namespace takes its table with it when it goes.
+ *
+ * Each backend's connections are counted in each sandbox; `hits()` sums them over the sandboxes.
+ * The count a sandbox or a counter had when it went (as last read: a scrape's read, or the read
+ * before a backend's counter is deleted) is kept, so a backend's total never goes down while this
+ * berthd runs (Prometheus would take a drop for a restart of the counter).
  */
 export class ServiceBalancers {
-  private readonly applied = new Map<string, { netns: string; text: string; backends: Set<string> }>();
+  private readonly applied = new Map<string, Applied>();
+  private readonly retired = new Map<string, number>();
+  private readonly identity = new Map<string, { service: string; backend: string }>();
   private queue: Promise<void> = Promise.resolve();
 
   constructor(private readonly log: (m: string) => void) {}
 
   /** Makes these sandboxes' tables agree with `want` (container id → namespace and entries); forgets sandboxes not listed when `all`. */
   sync(want: Map<string, { netns: string; entries: VipEntry[] }>, all: boolean): Promise<void> {
-    const step = this.queue.then(async () => {
-      if (all) for (const id of [...this.applied.keys()]) if (!want.has(id)) this.applied.delete(id);
+    return this.serial(async () => {
+      if (all) for (const id of [...this.applied.keys()]) if (!want.has(id)) this.forget(id);
       await Promise.all([...want].map(async ([id, w]) => {
         const text = w.entries.length ? lbTable(w.entries) : '';
-        const had = this.applied.get(id);
+        let had = this.applied.get(id);
         if (had && had.netns === w.netns && had.text === text) return;
         if (!had && !text) return;
-        const script = text ? `table ip ${LB_TABLE}\ndelete table ip ${LB_TABLE}\n${text}` : `table ip ${LB_TABLE}\ndelete table ip ${LB_TABLE}\n`;
-        const backends = new Set(w.entries.flatMap((e) => e.backends));
+        if (had && had.netns !== w.netns) { this.forget(id); had = undefined; }
+        const counters = countersOf(w.entries);
+        for (const [name, who] of counters) this.identity.set(name, who);
         try {
-          await nftApply(script, { netns: w.netns });
-          this.applied.set(id, { netns: w.netns, text, backends });
+          const leaving = had ? [...had.counted.keys()].filter((c) => !counters.has(c)) : [];
+          // A counter about to go is read first, so its last connections are kept.
+          if (had && leaving.length) await this.read(had).catch(() => undefined);
+          let remade = !had;
+          await nftApply(lbScript(had?.entries, w.entries), { netns: w.netns }).catch(async (e) => {
+            if (!had) throw e;
+            // The table was not what berth last applied (changed by hand): made whole, counters anew.
+            this.log(`services: balancer of ${id.slice(0, 12)} remade: ${errorMessage(e)}`);
+            await nftApply(lbScript(undefined, w.entries), { netns: w.netns });
+            remade = true;
+          });
+          for (const [c, n] of had?.counted ?? []) if (remade || !counters.has(c)) this.retire(c, n);
+          const counted = new Map([...counters.keys()].map((c) => [c, remade ? 0 : had?.counted.get(c) ?? 0]));
+          this.applied.set(id, { netns: w.netns, text, entries: w.entries, backends: new Set(w.entries.flatMap((e) => e.backends)), counted });
           // New datagrams of a flow to a backend that left would still go to it: its flows go too.
-          for (const ip of had?.netns === w.netns ? had.backends : []) {
-            if (!backends.has(ip)) await dropUdpFlowsTo(ip, w.netns).catch((e: Error) => this.log(`services: ${id.slice(0, 12)}: ${e.message}`));
+          for (const ip of had?.backends ?? []) {
+            if (!this.applied.get(id)!.backends.has(ip)) await dropUdpFlowsTo(ip, w.netns).catch((e: Error) => this.log(`services: ${id.slice(0, 12)}: ${e.message}`));
           }
         } catch (e) {
           // The namespace went meanwhile (the container stopped): nothing to balance there.
-          this.applied.delete(id);
+          this.forget(id);
           this.log(`services: balancer of ${id.slice(0, 12)}: ${errorMessage(e)}`);
         }
       }));
     });
+  }
+
+  /** Connections sent to each backend by this host's sandboxes: read in each sandbox now, plus what went with sandboxes and counters gone. */
+  hits(serviceExists: (id: string) => boolean): Promise<BackendHits[]> {
+    let out: BackendHits[] = [];
+    return this.serial(async () => {
+      // A removed service's counts go with it.
+      for (const [c, who] of this.identity) if (!serviceExists(who.service)) { this.identity.delete(c); this.retired.delete(c); }
+      await forEachLimited([...this.applied.values()], 8, (a) => this.read(a).catch(() => undefined));
+      const total = new Map(this.retired);
+      for (const a of this.applied.values()) for (const [c, n] of a.counted) total.set(c, (total.get(c) ?? 0) + n);
+      out = [...total].flatMap(([c, connections]) => {
+        const who = this.identity.get(c);
+        return who ? [{ ...who, connections }] : [];
+      });
+    }).then(() => out);
+  }
+
+  private async read(a: Applied): Promise<void> {
+    const now = await readCounters(a.netns);
+    for (const c of a.counted.keys()) {
+      const n = now.get(c);
+      if (n !== undefined) a.counted.set(c, n);
+    }
+  }
+
+  private forget(id: string): void {
+    const a = this.applied.get(id);
+    if (!a) return;
+    this.applied.delete(id);
+    for (const [c, n] of a.counted) this.retire(c, n);
+  }
+
+  private retire(counter: string, n: number): void {
+    if (n) this.retired.set(counter, (this.retired.get(counter) ?? 0) + n);
+  }
+
+  private serial(fn: () => Promise<void>): Promise<void> {
+    const step = this.queue.then(fn);
     this.queue = step.catch(() => undefined);
     return step;
   }

@@ -62,3 +62,10 @@ export class SharedExclusive {
     }
   }
 }
+
+/** Runs `job` on every item, at most `limit` at a time (each spawns a process: a scrape must not fork hundreds at once). */
+export async function forEachLimited<T>(items: readonly T[], limit: number, job: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async () => { while (next < items.length) await job(items[next++]!); };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+}

@@ -11,7 +11,8 @@ import { exec, fetchIn, lookup, probePing, startFakeUpstream, TestHost, waitFor 
  * host's namespace on its loopback, scraping berthd's --metrics-addr there every second. The
  * assertions ask Prometheus' HTTP API for values the test itself caused: DNS queries a container
  * made, bytes one container fetched from another, connections to a published port, a packet the
- * isolation between networks dropped, starts and stops, and the swarm's nodes.
+ * isolation between networks dropped, starts and stops, the swarm's nodes, and the connections
+ * each backend of a service got.
  */
 const METRICS = '127.0.0.1:9323';
 const PROM = '127.0.0.1:9390';
@@ -172,6 +173,46 @@ describe('metrics scraped by Prometheus', () => {
     const init = await host.api('POST', '/swarm/init', { AdvertiseAddr: '10.200.0.1', ListenAddr: '0.0.0.0:2377' });
     assert.equal(init.status, 200, init.body);
     await expectValue('berth_cluster_nodes{role="manager",state="ready"}', 1);
+  });
+
+  it('counts each service backend\'s connections, through the VIP and through the routing mesh, and keeps them across a scale', async () => {
+    const ok = async (args: string[]) => { const r = await host.docker(args); assert.equal(r.code, 0, `${args.join(' ')}: ${r.stderr}`); return r.stdout.trim(); };
+    await ok(['network', 'create', '-d', 'overlay', '--attachable', '--subnet', '10.92.0.0/24', 'snet']);
+    await ok(['service', 'create', '--detach', '--name', 'hits', '--replicas', '2', '--network', 'snet', '-p', '8310:80',
+      'busybox', 'sh', '-c', 'mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www']);
+    const cli = await ok(['run', '-d', '--network', 'snet', '--name', 'hcli', 'busybox', 'sleep', '300']);
+    const backends = 'berth_service_backend_connections_total{service="hits",via="vip"}';
+    await expectValue(`count(${backends})`, 2);
+    await expectValue(`sum(${backends})`, 0);
+    // Sixteen connections to the VIP from a container: each backend gets some (both none: 2^-15).
+    const served = new Set<string>();
+    for (let i = 0; i < 16; i++) {
+      const r = await exec(host, cli, ['wget', '-q', '-O', '-', 'http://hits/']);
+      assert.equal(r.code, 0, r.out);
+      served.add(r.out.trim());
+    }
+    assert.equal(served.size, 2, `both tasks served: ${[...served].join(', ')}`);
+    await expectValue(`sum(${backends})`, 16);
+    await expectValue(`count(${backends} > 0)`, 2);
+    // Six through the published port from the outside world: the mesh's balancer counts them.
+    for (let i = 0; i < 6; i++) assert.equal((await fetchIn(`/run/netns/${host.outside}`, 'http://10.200.0.1:8310/')).status, 200);
+    await expectValue('sum(berth_service_backend_connections_total{service="hits",via="ingress"})', 6);
+    // One backend leaves: its count stays in the total (a counter never goes down), and the
+    // next connections all go to the one left, whose count goes on from where it was.
+    await ok(['service', 'scale', '--detach', 'hits=1']);
+    await waitFor(async () => (await ok(['service', 'ps', '-q', '--filter', 'desired-state=running', 'hits'])).split('\n').length === 1
+      && (await exec(host, cli, ['wget', '-q', '-O', '-', 'http://hits/'])).code === 0, 'hits at one task');
+    const left = (await exec(host, cli, ['wget', '-q', '-O', '-', 'http://hits/'])).out.trim();
+    // The total now, from berthd itself (Prometheus' last scrape may predate the last fetches).
+    const now = (await host.api('GET', '/metrics')).body.matchAll(/^berth_service_backend_connections_total\{service="hits",backend="[\d.]+",via="vip"\} (\d+)$/gm);
+    const after = [...now].reduce((a, m) => a + Number(m[1]), 0);
+    assert.ok(after >= 18, `the VIP total went down to ${after}`);
+    for (let i = 0; i < 4; i++) assert.equal((await exec(host, cli, ['wget', '-q', '-O', '-', 'http://hits/'])).out.trim(), left);
+    await expectValue(`sum(${backends})`, after + 4);
+    await expectValue(`count(${backends})`, 2);
+    await ok(['rm', '-f', 'hcli']);
+    await ok(['service', 'rm', 'hits']);
+    await expectValue(`count(${backends}) or vector(0)`, 0);
     assert.equal((await host.api('POST', '/swarm/leave?force=1')).status, 200);
   });
 });

@@ -11,7 +11,7 @@ async function waitFor(fn: () => Promise<boolean>, what: string): Promise<void> 
   for (const end = Date.now() + 5000; Date.now() < end; await new Promise((r) => setTimeout(r, 10))) if (await fn()) return;
   throw new Error(`timed out waiting for ${what}`);
 }
-import { ingressChanges, meshTable, portChanges, portKey, replaceScript, SANDBOX_PORTS, sandboxTable } from '../../src/network/ingressmesh.js';
+import { ingressChanges, meshTable, parseHitComment, portChanges, portKey, replaceScript, SANDBOX_PORTS, sandboxTable } from '../../src/network/ingressmesh.js';
 
 const port = (p: Partial<PortConfig>): PortConfig => ({ Protocol: 'tcp', TargetPort: 80, PublishedPort: 0, PublishMode: 'ingress', ...p });
 
@@ -66,7 +66,9 @@ describe('the routing mesh\'s nft text', () => {
     assert.match(t, /elements = \{ tcp \. 8080 : 10\.0\.0\.2 \. 8080, udp \. 5353 : 10\.0\.0\.2 \. 5353 \}/);
     assert.match(t, /elements = \{ tcp \. 9090 : goto hp_svc012345678_tcp_9090 \}/);
     assert.match(t, /numgen random mod 2 vmap \{ 0 : goto hp_svc012345678_tcp_9090_172_18_0_2, 1 : goto hp_svc012345678_tcp_9090_172_18_0_3 \}/);
-    assert.match(t, /chain hp_svc012345678_tcp_9090_172_18_0_3 \{\n {4}meta l4proto tcp dnat ip to 172\.18\.0\.3:80\n/);
+    assert.match(t, /chain hp_svc012345678_tcp_9090_172_18_0_3 \{\n {4}meta l4proto tcp counter dnat ip to 172\.18\.0\.3:80 comment "hits svc0123456789abcdef 172\.18\.0\.3"\n/);
+    assert.deepEqual(parseHitComment('hits svc0123456789abcdef 172.18.0.3'), { service: 'svc0123456789abcdef', backend: '172.18.0.3' });
+    assert.equal(parseHitComment('isolation'), undefined);
     assert.match(t, /type nat hook prerouting priority -110;[^}]*fib daddr type local dnat ip to meta l4proto \. th dport map @ingress/);
     assert.match(t, /type nat hook output priority -110;/);
     // A host port with no local task is left to the kernel (refused); no sandbox yet: no ingress port is DNATed.
@@ -92,14 +94,14 @@ describe('the routing mesh\'s nft text', () => {
     assert.deepEqual(portChanges(SANDBOX_PORTS, two, two), []);
     assert.deepEqual(portChanges(SANDBOX_PORTS, new Map(), two), [
       `add chain ip berth_ingress ${C}`,
-      `add chain ip berth_ingress ${C}_10_0_0_7`, `add rule ip berth_ingress ${C}_10_0_0_7 meta l4proto tcp dnat ip to 10.0.0.7:80`,
-      `add chain ip berth_ingress ${C}_10_0_0_9`, `add rule ip berth_ingress ${C}_10_0_0_9 meta l4proto tcp dnat ip to 10.0.0.9:80`,
+      `add chain ip berth_ingress ${C}_10_0_0_7`, `add rule ip berth_ingress ${C}_10_0_0_7 meta l4proto tcp counter dnat ip to 10.0.0.7:80 comment "hits svc0123456789abcdef 10.0.0.7"`,
+      `add chain ip berth_ingress ${C}_10_0_0_9`, `add rule ip berth_ingress ${C}_10_0_0_9 meta l4proto tcp counter dnat ip to 10.0.0.9:80 comment "hits svc0123456789abcdef 10.0.0.9"`,
       `add rule ip berth_ingress ${C} numgen random mod 2 vmap { 0 : goto ${C}_10_0_0_7, 1 : goto ${C}_10_0_0_9 }`,
       `add element ip berth_ingress ports { tcp . 8080 : goto ${C} }`,
     ]);
     // One backend replaced by another: its chain comes, the dispatch rule is replaced, the old chain goes.
     assert.deepEqual(portChanges(SANDBOX_PORTS, two, m({ ...web, backends: ['10.0.0.7', '10.0.0.8'] })), [
-      `add chain ip berth_ingress ${C}_10_0_0_8`, `add rule ip berth_ingress ${C}_10_0_0_8 meta l4proto tcp dnat ip to 10.0.0.8:80`,
+      `add chain ip berth_ingress ${C}_10_0_0_8`, `add rule ip berth_ingress ${C}_10_0_0_8 meta l4proto tcp counter dnat ip to 10.0.0.8:80 comment "hits svc0123456789abcdef 10.0.0.8"`,
       `flush chain ip berth_ingress ${C}`, `add rule ip berth_ingress ${C} numgen random mod 2 vmap { 0 : goto ${C}_10_0_0_7, 1 : goto ${C}_10_0_0_8 }`,
       `flush chain ip berth_ingress ${C}_10_0_0_9`, `delete chain ip berth_ingress ${C}_10_0_0_9`,
     ]);
@@ -146,6 +148,7 @@ describe('the mesh follows the store', () => {
       attached: () => true,
       attach: async () => undefined,
       nft: async (script, netns) => { scripts.push({ ...(netns ? { netns } : {}), script }); },
+      counters: async () => [],
     };
     const m = new IngressMesh(() => 'me', host, () => undefined);
     return { m, scripts };

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { reconcile, restartDecision } from '../../src/cluster/reconcile.js';
 import { matches, normaliseSpec, parseConstraint, upToDateWith, type NodeView, type ServiceRecord, type TaskRecord, type UpdateConfig } from '../../src/cluster/servicemodel.js';
-import { lbTable, type ServiceBalancers } from '../../src/network/servicelb.js';
+import { countersOf, lbScript, lbTable, parseCounters, type ServiceBalancers } from '../../src/network/servicelb.js';
 import { ServiceNet } from '../../src/cluster/servicenet.js';
 import { ROOT } from '../../src/cluster/keys.js';
 import { LifecycleStats } from '../../src/engine/lifestats.js';
@@ -291,6 +291,12 @@ describe('the sandbox balancer table', () => {
     ]);
     assert.equal(text, [
       'table ip berth_svc {',
+      '  counter h_bbbbbbbbbbbb_10_0_0_9 {',
+      '  }',
+      '  counter h_aaaaaaaaaaaa_10_0_0_3 {',
+      '  }',
+      '  counter h_aaaaaaaaaaaa_10_0_0_4 {',
+      '  }',
       '  map vips {',
       '    type ipv4_addr : verdict',
       '    elements = { 10.0.0.253 : goto svc_bbbbbbbbbbbb, 10.0.0.254 : goto svc_aaaaaaaaaaaa }',
@@ -309,20 +315,38 @@ describe('the sandbox balancer table', () => {
       '    ip daddr @empty reject',
       '  }',
       '  chain svc_bbbbbbbbbbbb {',
-      '    dnat to 10.0.0.9',
+      '    counter name "h_bbbbbbbbbbbb_10_0_0_9" dnat to 10.0.0.9',
       '  }',
       '  chain svc_aaaaaaaaaaaa {',
       '    numgen random mod 2 vmap { 0 : goto svc_aaaaaaaaaaaa_0, 1 : goto svc_aaaaaaaaaaaa_1 }',
       '  }',
       '  chain svc_aaaaaaaaaaaa_0 {',
-      '    dnat to 10.0.0.3',
+      '    counter name "h_aaaaaaaaaaaa_10_0_0_3" dnat to 10.0.0.3',
       '  }',
       '  chain svc_aaaaaaaaaaaa_1 {',
-      '    dnat to 10.0.0.4',
+      '    counter name "h_aaaaaaaaaaaa_10_0_0_4" dnat to 10.0.0.4',
       '  }',
       '}',
       '',
     ].join('\n'));
+  });
+
+  it('changes a known table keeping the counters of backends that stay, and makes an unknown one whole', () => {
+    const before = [{ service: 'aaaaaaaaaaaaZZZ', vip: '10.0.0.254', backends: ['10.0.0.4', '10.0.0.3'] }];
+    const after = [{ service: 'aaaaaaaaaaaaZZZ', vip: '10.0.0.254', backends: ['10.0.0.4', '10.0.0.5'] }];
+    const head = lbScript(before, after).split('\n').slice(0, 7);
+    assert.deepEqual(head, [
+      'flush table ip berth_svc', 'flush map ip berth_svc vips', 'flush set ip berth_svc empty',
+      'delete chain ip berth_svc svc_aaaaaaaaaaaa', 'delete chain ip berth_svc svc_aaaaaaaaaaaa_0', 'delete chain ip berth_svc svc_aaaaaaaaaaaa_1',
+      'delete counter ip berth_svc h_aaaaaaaaaaaa_10_0_0_3',
+    ]);
+    assert.ok(lbScript(before, after).endsWith(lbTable(after)));
+    assert.equal(lbScript(undefined, after), `table ip berth_svc\ndelete table ip berth_svc\n${lbTable(after)}`);
+    assert.equal(lbScript(before, []), 'table ip berth_svc\ndelete table ip berth_svc\n');
+    assert.deepEqual([...countersOf(after)], [
+      ['h_aaaaaaaaaaaa_10_0_0_4', { service: 'aaaaaaaaaaaaZZZ', backend: '10.0.0.4' }], ['h_aaaaaaaaaaaa_10_0_0_5', { service: 'aaaaaaaaaaaaZZZ', backend: '10.0.0.5' }],
+    ]);
+    assert.deepEqual([...parseCounters('{"nftables": [{"metainfo": {}}, {"counter": {"family": "ip", "name": "h_a", "table": "berth_svc", "packets": 6, "bytes": 360}}]}')], [['h_a', 6]]);
   });
 });
 
