@@ -553,7 +553,7 @@ export class SwarmNetworks implements OverlayPlane {
     return peersView(this.endpointsOf(n.Id), this.nodes);
   }
 
-  async claim(n: NetworkRecord, ep: { endpointId: string; ip: string; mac: string; containerId: string; name: string; aliases: string[] }): Promise<number> {
+  async claim(n: NetworkRecord, ep: { endpointId: string; ip: string; mac: string; containerId: string; name: string; aliases: string[]; labels?: Record<string, string> }): Promise<number> {
     this.pending.add(ep.endpointId);
     try {
       try {
@@ -574,12 +574,12 @@ export class SwarmNetworks implements OverlayPlane {
     }
   }
 
-  private async claimUnder(lease: Lease | undefined, n: NetworkRecord, ep: { endpointId: string; ip: string; mac: string; containerId: string; name: string; aliases: string[] }): Promise<number> {
+  private async claimUnder(lease: Lease | undefined, n: NetworkRecord, ep: { endpointId: string; ip: string; mac: string; containerId: string; name: string; aliases: string[]; labels?: Record<string, string> }): Promise<number> {
     if (!lease) throw new UnavailableError('the cluster store cannot be reached from this node: swarm networks cannot be joined now');
     const leaseId = await lease.grant();
     const rec: EndpointRecord = {
       Network: n.Id, EndpointID: ep.endpointId, ContainerID: ep.containerId, Name: ep.name, Aliases: ep.aliases,
-      IP: ep.ip, Mac: ep.mac.toLowerCase(), Node: this.me, Vtep: this.vtep.addr,
+      IP: ep.ip, Mac: ep.mac.toLowerCase(), Node: this.me, Vtep: this.vtep.addr, ...(ep.labels && Object.keys(ep.labels).length ? { Labels: ep.labels } : {}),
     };
     const known = this.nets.get(n.Id);
     if (!known || (known.rec as NetworkRecord & { removing?: boolean }).removing) throw new NotFoundError(`network ${n.Name} not found`);

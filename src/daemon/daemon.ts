@@ -46,6 +46,7 @@ import { Agent } from '../cluster/agent.js';
 import { Orchestrator } from '../cluster/orchestrator.js';
 import { ServiceNet } from '../cluster/servicenet.js';
 import { ServiceBalancers } from '../network/servicelb.js';
+import { PolicyPeers } from '../cluster/policypeers.js';
 import { EngineTaskRuntime } from './taskruntime.js';
 import { INGRESS_ENDPOINT, INGRESS_SBOX, IngressMesh } from '../cluster/ingress.js';
 import { MESH_TABLE, replaceScript } from '../network/ingressmesh.js';
@@ -82,6 +83,8 @@ export class Daemon {
   /** While in a swarm: services' VIPs and balancers here, the task agent, the orchestrator (managers campaign to lead it). */
   private services?: { net: ServiceNet; agent: Agent; orchestrator: Orchestrator; mesh: IngressMesh };
   private readonly balancers = new ServiceBalancers((m) => console.error(`berthd: ${m}`));
+  /** While in a swarm: other hosts' endpoints in this host's network policy sets. */
+  private policyPeers?: PolicyPeers;
 
   constructor(private readonly o: DaemonOptions) {}
 
@@ -233,6 +236,9 @@ export class Daemon {
         // Leaving takes the task containers with it; a daemon stop leaves them running for the next start.
         await (leaving ? svc.agent.leave() : svc.agent.close());
       }
+      // Leaving takes other hosts' endpoints out of the policy sets; a daemon stop leaves the kernel as it is.
+      if (leaving) await this.policyPeers?.clear().catch((e) => console.error(`berthd: network policy peers: ${errorMessage(e)}`));
+      this.policyPeers = undefined;
       const sn = this.swarmNetworks;
       this.swarmNetworks = undefined;
       this.overlay.plane = undefined;
@@ -244,7 +250,8 @@ export class Daemon {
     // The swarm endpoints this host's containers hold, from the engine's records.
     const held = () => [...engine.containers.values()].flatMap((c) => Object.entries(c.Endpoints ?? {})
       .filter(([id, ep]) => ep.EndpointID && ep.IPAddress && network.registry.networks.get(id)?.Scope === 'swarm')
-      .map(([id, ep]) => ({ Network: id, EndpointID: ep.EndpointID, ContainerID: c.Id, Name: c.Name.slice(1), Aliases: ep.Aliases ?? [], IP: ep.IPAddress, Mac: ep.MacAddress })));
+      .map(([id, ep]) => ({ Network: id, EndpointID: ep.EndpointID, ContainerID: c.Id, Name: c.Name.slice(1), Aliases: ep.Aliases ?? [], IP: ep.IPAddress, Mac: ep.MacAddress,
+        ...(Object.keys(c.Config.Labels ?? {}).length ? { Labels: c.Config.Labels! } : {}) })));
     const sn = new SwarmNetworks(s, network, held, cluster?.DataPathPort ?? 4789, (m) => console.error(`berthd: ${m}`));
     this.swarmNetworks = sn;
     this.overlay.plane = sn;
@@ -252,6 +259,12 @@ export class Daemon {
     const log = (m: string) => console.error(`berthd: ${m}`);
     const sandboxes = () => [...engine.containers.values()].filter((c) => c.NetnsPath && c.State.Status !== 'removing')
       .map((c) => ({ id: c.Id, netns: c.NetnsPath, networks: Object.entries(c.Endpoints ?? {}).filter(([, ep]) => ep.IPAddress).map(([id]) => id) }));
+    const peers = new PolicyPeers({
+      me: () => s.state.nodeId, endpointsOf: (id) => sn.endpointsOf(id), policy: network.policy,
+      swarmNetworks: () => network.registry.list().filter((n) => n.Scope === 'swarm'),
+    });
+    sn.followers.push((events, full) => peers.follow(events, full));
+    this.policyPeers = peers;
     const net = new ServiceNet((id) => sn.endpointsOf(id), sandboxes, this.balancers, (ids) => network.registry.changed(ids, ''));
     sn.followers.push((events, full) => net.follow(events, full));
     const mesh = new IngressMesh(() => s.state.nodeId, this.ingressHost(network, engine, (id) => sn.endpointsOf(id)), log);

@@ -42,6 +42,10 @@ export class BridgeDriver implements NetworkDriver {
     return hostIfname(endpointId);
   }
 
+  hostBridge(n: NetworkRecord): string | undefined {
+    return n.bridgeAdopted ? undefined : n.bridge;
+  }
+
   /** The guard table, made (or its rules refreshed) once per berthd process; a failure is tried again. */
   private ensureGuard(): Promise<void> {
     this.guardReady ??= nftCommands(guardTableScript()).then(() => this.pruneGuard()).catch((e: Error) => {

@@ -28,7 +28,7 @@ export interface EndpointJoin {
   address6Cidr?: string;
   gateway6?: string;
   /** Who the endpoint is for: drivers that publish endpoints to other hosts (overlay) need it for their DNS. */
-  owner?: { containerId: string; name: string; aliases: string[] };
+  owner?: { containerId: string; name: string; aliases: string[]; labels?: Record<string, string> };
   /** Whether the user chose the address (--ip): a clash is then the user's error, not a race to retry. */
   requestedIp?: boolean;
   /** Whether the user chose the MAC (--mac-address): a plugin is told only a MAC the user chose, as Docker tells it. */
@@ -115,6 +115,8 @@ export interface NetworkDriver {
    * in the container's namespace).
    */
   hostLink?(n: NetworkRecord, endpointId: string): string | undefined;
+  /** The bridge in berthd's namespace the network's endpoints hang off, where there is one (network policy asks br_netfilter of it). */
+  hostBridge?(n: NetworkRecord): string | undefined;
   /**
    * `swarm` for drivers whose networks live in the cluster store and exist on every host
    * (overlay): they are created and removed through the cluster, not this host's records alone.

@@ -95,6 +95,8 @@ export interface EndpointRecord {
   /** The node that hosts it, and that node's data-path address (the VTEP its frames go to). */
   Node: string;
   Vtep: string;
+  /** The container's labels, where it has any: other hosts' network policy selects it by them. */
+  Labels?: Record<string, string>;
 }
 
 export interface Peer { ip: string; mac: string; vtep: string }

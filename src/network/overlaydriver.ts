@@ -28,7 +28,7 @@ export interface OverlayPlane {
   /** The remote endpoints of a network, as the store has them now. */
   peers(networkId: string): Peer[];
   /** Claims an address and publishes the endpoint under this host's lease; returns the store revision. */
-  claim(n: NetworkRecord, ep: { endpointId: string; ip: string; mac: string; containerId: string; name: string; aliases: string[] }): Promise<number>;
+  claim(n: NetworkRecord, ep: { endpointId: string; ip: string; mac: string; containerId: string; name: string; aliases: string[]; labels?: Record<string, string> }): Promise<number>;
   /** Withdraws an endpoint and its address; the revision of the removal, or undefined if there was none. */
   release(n: NetworkRecord, endpointId: string): Promise<number | undefined>;
   /** Returns once every live host has applied the store up to `revision` (or the bounded wait ran out). */
@@ -54,6 +54,10 @@ export class OverlayDriver implements NetworkDriver {
   readonly publishes = true;
   readonly hostFirewall = true;
   readonly ipv6 = false;
+
+  hostBridge(n: NetworkRecord): string {
+    return overlayBridge(n.Id);
+  }
 
   plane?: OverlayPlane;
   private guardReady?: Promise<void>;
@@ -159,7 +163,7 @@ export class OverlayDriver implements NetworkDriver {
     if (!plane) throw new ForbiddenError(`network ${n.Name} is a swarm network and this node is not in the swarm`);
     const ip = j.addressCidr.split('/')[0]!;
     const revision = await plane.claim(n, {
-      endpointId: j.endpointId, ip, mac: j.mac, containerId: j.owner?.containerId ?? '', name: j.owner?.name ?? '', aliases: j.owner?.aliases ?? [],
+      endpointId: j.endpointId, ip, mac: j.mac, containerId: j.owner?.containerId ?? '', name: j.owner?.name ?? '', aliases: j.owner?.aliases ?? [], labels: j.owner?.labels ?? {},
     });
     const hostIf = hostIfname(j.endpointId);
     const src: EndpointSource = { port: hostIf, mac: j.mac, ip };

@@ -326,7 +326,7 @@ export class Sandboxes {
           netnsPath, ifname: entry.ifname, endpointId: entry.endpointId, mac, addressCidr: `${lease.ip}/${lease.prefix}`,
           gateway: gw ? lease.gateway : undefined,
           ...(lease.ip6 ? { address6Cidr: `${lease.ip6}/${lease.prefix6}`, gateway6: gw ? lease.gateway6 : undefined } : {}),
-          owner: { containerId, name, aliases: p.ep.Aliases ?? [] }, requestedIp, requestedMac: !!p.ep.requestedMac, macFixed: !!(p.ep.requestedMac || lease.mac), ports: owner.ports,
+          owner: { containerId, name, aliases: p.ep.Aliases ?? [], labels: owner.labels ?? {} }, requestedIp, requestedMac: !!p.ep.requestedMac, macFixed: !!(p.ep.requestedMac || lease.mac), ports: owner.ports,
         });
         break;
       } catch (e) {

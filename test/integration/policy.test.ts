@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { run, runOk } from '../../src/util/exec.js';
 import { exec, probeTcp, TestHost, waitFor } from './harness.js';
-import { addressOf, CASES, expected, policyLabels, SLOTS, subnetPrefix, type Case } from './policy-cases.js';
-import { probeAll, type Probe } from './policyprobe.js';
+import { CASES, type NetSpec } from './policy-cases.js';
+import { runCases, type CaseHosts } from './policytable.js';
 
 /**
  * Network policy (berth.policy.* labels) on one host: a truth table in the style of Kubernetes'
@@ -18,79 +18,6 @@ const CONCURRENCY = 3;
 async function policyTable(host: TestHost): Promise<string> {
   const r = await host.inNetns('nft', ['list', 'table', 'inet', 'berth-policy']);
   return r.code === 0 ? r.stdout : '';
-}
-
-async function createNetwork(host: TestHost, body: Record<string, unknown>): Promise<string> {
-  const r = await host.api('POST', '/networks/create', { CheckDuplicate: true, ...body });
-  assert.equal(r.status, 201, `network create ${String(body.Name)}: ${r.body}`);
-  return r.json.Id as string;
-}
-
-/** Makes a case's networks and containers, probes every pair on every slot, removes it all; returns the differences. */
-async function runCase(host: TestHost, index: number, c: Case): Promise<{ rows: string[]; probes: number }> {
-  const netName = (key: string) => `pt${index}${key}`;
-  const ids: Record<string, string> = {};
-  const netns: Record<string, string> = {};
-  try {
-    for (const [key, spec] of Object.entries(c.nets)) {
-      await createNetwork(host, {
-        Name: netName(key), Driver: spec.macvlan ? 'macvlan' : 'bridge', ...(spec.macvlan ? { Options: { parent: PARENT } } : {}),
-        IPAM: { Driver: 'default', Config: [{ Subnet: `${subnetPrefix(index, key)}.0/24` }] },
-        Labels: policyLabels(index, netName, spec),
-      });
-    }
-    await Promise.all(c.containers.map(async (ct) => {
-      const [first, ...rest] = ct.nets;
-      const cfg = (net: string) => ({ IPAMConfig: { IPv4Address: addressOf(index, c, ct.name, net) } });
-      const made = await host.api('POST', `/containers/create?name=pt${index}${ct.name}`, {
-        Image: 'busybox', Cmd: ['sleep', '600'], Labels: { ...(ct.labels ?? {}), ...policyLabels(index, netName, ct) },
-        HostConfig: { NetworkMode: netName(first!) }, NetworkingConfig: { EndpointsConfig: { [netName(first!)]: cfg(first!) } },
-      });
-      assert.equal(made.status, 201, `create ${ct.name}: ${made.body}`);
-      ids[ct.name] = made.json.Id as string;
-      for (const net of rest) {
-        const r = await host.api('POST', `/networks/${netName(net)}/connect`, { Container: made.json.Id, EndpointConfig: cfg(net) });
-        assert.equal(r.status, 200, `connect ${ct.name} ${net}: ${r.body}`);
-      }
-      const s = await host.api('POST', `/containers/${made.json.Id}/start`);
-      assert.equal(s.status, 204, `start ${ct.name}: ${s.body}`);
-      const insp = await host.api('GET', `/containers/${made.json.Id}/json`);
-      netns[ct.name] = insp.json.NetworkSettings.SandboxKey as string;
-    }));
-    const probes: Array<Probe & { want?: boolean; what: string }> = [];
-    for (const ct of c.containers) {
-      // The control: every listener answers its own container over loopback, which no policy sees.
-      for (const [proto, port] of SLOTS) probes.push({ id: `self ${ct.name} ${proto}/${port}`, netns: netns[ct.name]!, proto, ip: '127.0.0.1', port, what: 'control' });
-    }
-    for (const src of c.containers) {
-      for (const dst of c.containers) {
-        if (src === dst) continue;
-        for (const net of src.nets.filter((n) => dst.nets.includes(n))) {
-          for (const [proto, port] of SLOTS) {
-            probes.push({
-              id: `${src.name}>${dst.name} ${net} ${proto}/${port}`, netns: netns[src.name]!, proto, ip: addressOf(index, c, dst.name, net), port,
-              want: expected(index, c, src, dst, net, proto, port), what: 'pair',
-            });
-          }
-        }
-      }
-    }
-    const got = await probeAll(host.dir, c.containers.map((ct) => ({ netns: netns[ct.name]!, ports: SLOTS })), probes.map(({ id, netns: ns, proto, ip, port }) => ({ id, netns: ns, proto, ip, port })), 2);
-    const rows: string[] = [];
-    for (const p of probes) {
-      const r = got[p.id];
-      if (p.what === 'control') {
-        if (r !== 'ok') rows.push(`${p.id.padEnd(28)} control probe ${r}: the probe or the listener is broken`);
-        continue;
-      }
-      if (r !== 'ok' && r !== 'timeout' && r !== 'blocked') rows.push(`${p.id.padEnd(28)} expected ${p.want ? 'allow' : 'deny '} got ${r} (neither a pass nor a drop)`);
-      else if ((r === 'ok') !== p.want) rows.push(`${p.id.padEnd(28)} expected ${p.want ? 'allow' : 'deny '} got ${r === 'ok' ? 'allow' : 'deny '}`);
-    }
-    return { rows, probes: probes.length };
-  } finally {
-    await Promise.all(Object.values(ids).map((id) => host.api('DELETE', `/containers/${id}?force=1`)));
-    for (const key of Object.keys(c.nets)) await host.api('DELETE', `/networks/${netName(key)}`);
-  }
 }
 
 describe('network policy', () => {
@@ -251,18 +178,11 @@ describe('network policy', () => {
 
   it(`truth table: ${CASES.length} cases, every pair × tcp and udp ports, expected from the policy model`, async () => {
     assert.ok(CASES.length >= 30);
-    const failures: string[] = [];
-    let probes = 0;
-    let next = 0;
-    await Promise.all(Array.from({ length: CONCURRENCY }, async () => {
-      for (let i = next++; i < CASES.length; i = next++) {
-        const c = CASES[i]!;
-        // A case that fails to run is a failure of its own; the others still run, and all end before cleanup.
-        const r = await runCase(host, i, c).catch((e: Error) => ({ rows: [`did not run: ${e.message}`], probes: 0 }));
-        probes += r.probes;
-        if (r.rows.length) failures.push(`case ${i}: ${c.name}\n  ${'probe'.padEnd(28)} verdict\n  ${r.rows.join('\n  ')}`);
-      }
-    }));
+    const single: CaseHosts = {
+      manager: host, hostOf: () => host, concurrency: CONCURRENCY,
+      driver: (spec: NetSpec) => (spec.macvlan ? { Driver: 'macvlan', Options: { parent: PARENT } } : { Driver: 'bridge' }),
+    };
+    const { failures, probes } = await runCases(single, CASES.map((c, i) => [i, c]));
     assert.ok(probes > 30 * 40, `only ${probes} probes ran`);
     assert.equal(failures.length, 0, `differences from the expected matrix:\n${failures.join('\n')}`);
     // Every case's containers and networks are gone: no chain, set or element is left behind.

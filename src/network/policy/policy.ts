@@ -46,6 +46,8 @@ const HOST = 'host';
 export interface PolicyNetworks {
   get(id: string): NetworkRecord | undefined;
   hostFirewall(n: NetworkRecord): boolean;
+  /** The network's bridge in berthd's namespace, if berth made one (not an adopted bridge: that is the user's). */
+  bridgeOf(n: NetworkRecord): string | undefined;
 }
 
 /**
@@ -55,8 +57,8 @@ export interface PolicyNetworks {
  * the state did.
  *
  * Across hosts (docs/architecture.md, "Network policy"): an overlay's endpoints on other hosts
- * will come from the cluster store as `addPeer`/`removePeer`, which change set members only:
- * the selector sets are the one place where where a peer lives stops mattering.
+ * come from the cluster store through `setPeers`, which changes set members only: the selector
+ * sets are the one place where where a peer lives stops mattering.
  */
 export class NetworkPolicy implements EndpointPolicy {
   private readonly endpoints = new Map<string, Known>();
@@ -75,7 +77,7 @@ export class NetworkPolicy implements EndpointPolicy {
     const ep = this.describe(n, info);
     return this.queue.run(async () => {
       // Only a bridge that holds a policed endpoint needs its bridged traffic seen by the IP hooks.
-      if (ep.placement === 'host' && n.bridge && !n.bridgeAdopted && ep.policed) await this.bridgeNetfilter(n, true);
+      if (ep.placement === 'host' && ep.policed) await this.bridgeNetfilter(n, true);
       this.endpoints.set(ep.endpointId, ep);
       try {
         await this.applyJoin(ep);
@@ -121,7 +123,7 @@ export class NetworkPolicy implements EndpointPolicy {
       this.rebuildTargets();
       for (const ep of this.endpoints.values()) if (ep.placement === 'host' && ep.policed) {
         const n = this.nets.get(ep.networkId);
-        if (n?.bridge && !n.bridgeAdopted) await this.bridgeNetfilter(n, true).catch((e: Error) => console.error(`berthd: ${e.message}`));
+        if (n) await this.bridgeNetfilter(n, true).catch((e: Error) => console.error(`berthd: ${e.message}`));
       }
       await this.applyAll();
     });
@@ -134,24 +136,47 @@ export class NetworkPolicy implements EndpointPolicy {
     return problems;
   }
 
-  // ---------------------------------------------------------------- cluster peers (overlay, later)
+  // ---------------------------------------------------------------- cluster peers (overlay)
 
-  /** An endpoint of another host: joins the selector sets it matches, nothing else. */
-  addPeer(n: NetworkRecord, info: PolicyEndpointInfo): Promise<void> {
-    const ep = this.describe(n, info);
+  /**
+   * The endpoints other hosts have on a swarm network, as the cluster store has them now: each
+   * is a member of the selector sets it matches, and nothing else (its own policy is enforced by
+   * its host). Only what differs from the last call for this network changes the kernel, in one
+   * transaction per place; an empty list takes the network's peers out.
+   */
+  setPeers(networkId: string, networkName: string, list: PolicyEndpointInfo[]): Promise<void> {
     return this.queue.run(async () => {
-      this.peers.set(ep.endpointId, ep);
-      await this.applyMembers(ep, 'add');
+      const want = new Map(list.map((i) => [i.endpointId, this.peerOf(networkId, networkName, i)]));
+      const changes = new Map<string, string[]>();
+      const add = (m: Map<string, string[]>) => { for (const [k, c] of m) changes.set(k, [...(changes.get(k) ?? []), ...c]); };
+      for (const [id, ep] of this.peers) {
+        if (ep.networkId !== networkId) continue;
+        const w = want.get(id);
+        if (w && w.ip === ep.ip && w.ip6 === ep.ip6 && w.networkName === ep.networkName && sameLabels(w.labels, ep.labels)) { want.delete(id); continue; }
+        this.peers.delete(id);
+        add(this.memberChanges(ep, 'delete'));
+      }
+      for (const [id, ep] of want) {
+        this.peers.set(id, ep);
+        add(this.memberChanges(ep, 'add'));
+      }
+      for (const [key, commands] of changes) {
+        await this.run(key, this.targets.get(key), commands).catch(async (e: Error) => {
+          // A set already holding an address another peer had (one moved hosts) or a namespace gone: written whole.
+          console.error(`berthd: network policy peers of ${networkName}: ${e.message}: rebuilt`);
+          await this.applyAll();
+        });
+      }
     });
   }
 
-  removePeer(endpointId: string): Promise<void> {
-    return this.queue.run(async () => {
-      const ep = this.peers.get(endpointId);
-      if (!ep) return;
-      this.peers.delete(endpointId);
-      await this.applyMembers(ep, 'delete');
-    });
+  /** The swarm networks that have peers here. */
+  peerNetworks(): string[] {
+    return [...new Set([...this.peers.values()].map((p) => p.networkId))];
+  }
+
+  private peerOf(networkId: string, networkName: string, info: PolicyEndpointInfo): Known {
+    return { ...info, networkId, networkName, placement: 'host', isolatedBy: { ingress: [], egress: [] } };
   }
 
   // ---------------------------------------------------------------- views
@@ -357,10 +382,16 @@ export class NetworkPolicy implements EndpointPolicy {
       return;
     }
     // By network id: a network made again under the same bridge name gets a new bridge.
-    if (this.bridgesReady.has(n.Id)) return;
-    await hostIp.run([`link set dev ${n.bridge} type bridge nf_call_iptables 1 nf_call_ip6tables 1`]);
+    const bridge = this.nets.bridgeOf(n);
+    if (!bridge || this.bridgesReady.has(n.Id)) return;
+    await hostIp.run([`link set dev ${bridge} type bridge nf_call_iptables 1 nf_call_ip6tables 1`]);
     this.bridgesReady.add(n.Id);
   }
+}
+
+function sameLabels(a: Record<string, string>, b: Record<string, string>): boolean {
+  const ka = Object.keys(a);
+  return ka.length === Object.keys(b).length && ka.every((k) => a[k] === b[k]);
 }
 
 function matches(sel: Selector, ep: Known): boolean {
