@@ -72,7 +72,7 @@ export interface ServiceRecord {
   Spec: ServiceSpec;
   PreviousSpec?: ServiceSpec;
   /** Ports: the published ports as assigned (a port the spec left out has its number from 30000-32767 here). */
-  Endpoint: { Spec: { Mode: 'vip' | 'dnsrr'; Ports?: PortConfig[] }; Ports?: PortConfig[]; VirtualIPs?: Array<{ NetworkID: string; Addr: string }> };
+  Endpoint: { Spec: { Mode: 'vip' | 'dnsrr'; Ports?: PortConfig[] }; Ports?: PortConfig[]; VirtualIPs?: VirtualIp[] };
   /** The rolling replacement of tasks of an older spec, as the orchestrator last wrote it. */
   UpdateStatus?: UpdateStatus;
 }
@@ -152,6 +152,9 @@ const NAME = /^[a-zA-Z0-9](?:[-_]*[A-Za-z0-9]+)*$/;
 const invalidArg = (desc: string) => rpcError('InvalidArgument', desc);
 
 /** Checks a ServiceSpec from the API and fills Docker's defaults; throws Docker's words. */
+/** A service's VIP on one network (its address with the subnet's prefix). */
+export interface VirtualIp { NetworkID: string; Addr: string }
+
 export function normaliseSpec(raw: unknown): ServiceSpec {
   if (!raw || typeof raw !== 'object') throw new BadRequestError('invalid JSON body');
   const s = structuredClone(raw) as ServiceSpec;
@@ -166,7 +169,6 @@ export function normaliseSpec(raw: unknown): ServiceSpec {
   const legacy = (s as { Networks?: Array<{ Target: string; Aliases?: string[] }> }).Networks;
   if (legacy?.length && !tt.Networks?.length) tt.Networks = legacy;
   delete (s as { Networks?: unknown }).Networks;
-  if ((tt.Networks?.length ?? 0) > 1) throw invalidArg('berth runs a service\'s tasks on one network yet: give one --network');
   if (!s.Mode || (!s.Mode.Replicated && !s.Mode.Global)) s.Mode = { Replicated: { Replicas: 1 } };
   if (s.Mode.Replicated && s.Mode.Global) throw invalidArg('only one of replicated and global mode may be given');
   if (s.Mode.Replicated) {

@@ -74,7 +74,11 @@ export class ServiceNet {
       for (const n of this.services.get(id)?.vips.keys() ?? []) touched.add(n);
       if (e.type === 'put') {
         const s = e.value as ServiceRecord;
-        const vips = new Map((s.Endpoint.VirtualIPs ?? []).map((v) => [v.NetworkID, v.Addr.split('/')[0]!]));
+        // Only the service's own networks balance its VIP: its VIP on ingress is the routing mesh's
+        // (Docker's IPVS in the ingress sandbox), and answering the service's name with it would
+        // give a task on both a second address.
+        const own = new Set((s.Spec.TaskTemplate.Networks ?? []).map((n) => n.Target));
+        const vips = new Map((s.Endpoint.VirtualIPs ?? []).filter((v) => own.has(v.NetworkID)).map((v) => [v.NetworkID, v.Addr.split('/')[0]!]));
         const aliases = new Map((s.Spec.TaskTemplate.Networks ?? []).map((n) => [n.Target, n.Aliases ?? []]));
         this.services.set(id, { name: s.Spec.Name, vips, aliases, ...(s.Spec.Mode.Replicated ? { replicas: s.Spec.Mode.Replicated.Replicas ?? 1 } : {}) });
         for (const n of vips.keys()) touched.add(n);

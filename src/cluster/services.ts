@@ -6,7 +6,7 @@ import { NOT_MANAGER, NO_MANAGER, UnavailableError, outOfSequence, rpcError } fr
 import { goTime, newNodeId } from './ids.js';
 import { K, ROOT } from './keys.js';
 import { assignPorts, checkConflicts, needsIngress, normalisePorts, portKey, type PortConfig, type Publisher } from './publish.js';
-import { isTerminal, normaliseSpec, upToDateWith, type ServiceRecord, type ServiceSpec, type TaskRecord } from './servicemodel.js';
+import { isTerminal, normaliseSpec, upToDateWith, type ServiceRecord, type ServiceSpec, type TaskRecord, type VirtualIp } from './servicemodel.js';
 import type { Session } from './session.js';
 import type { Versioned } from './store.js';
 
@@ -87,10 +87,14 @@ export class ServiceControl {
   /** The networks a spec names, as ids; Docker's refusals for unknown and local networks. */
   private networks(spec: ServiceSpec): NetworkRecord[] {
     const hooks = this.hooks;
+    const seen = new Set<string>();
     return (spec.TaskTemplate.Networks ?? []).map((n) => {
       const rec = hooks?.findNetwork(n.Target);
       if (!rec) throw new NotFoundError(`network ${n.Target} not found`);
       if (rec.Scope !== 'swarm') throw new ForbiddenError(`The network ${rec.Name} cannot be used with services. Only networks scoped to the swarm can be used, such as those created with the overlay driver.`);
+      // swarmkit's validateTaskSpec words.
+      if (seen.has(rec.Id)) throw rpcError('InvalidArgument', `duplicate network target ${n.Target} in the service spec`);
+      seen.add(rec.Id);
       n.Target = rec.Id;
       return rec;
     });
@@ -110,7 +114,9 @@ export class ServiceControl {
       const assigned = await this.assign(s, ports, id, []);
       if (assigned.length) rec.Endpoint.Ports = assigned;
       const claims = claimKeys(assigned);
-      const vips = spec.EndpointSpec!.Mode === 'vip' ? await this.pickVips(s, nets) : [];
+      // As Docker's allocator: a service publishing through the routing mesh has a VIP on ingress too (listed first).
+      const ingress = spec.EndpointSpec!.Mode === 'vip' && needsIngress(ports) ? this.hooks?.ingress() : undefined;
+      const vips = spec.EndpointSpec!.Mode === 'vip' ? await this.pickVips(s, [...(ingress ? [ingress] : []), ...nets]) : [];
       if (vips.length) rec.Endpoint.VirtualIPs = vips.map((v) => ({ NetworkID: v.net.Id, Addr: `${v.ip}/${parseCidr(v.net.pools![0]!.subnet).prefix}` }));
       const r = await s.store.txn(
         [{ key: SK.name(spec.Name), target: 'Create', value: 0 }, ...vips.map((v) => ({ key: K.address(v.net.Id, v.ip), target: 'Create' as const, value: 0 })), ...claims.map((key) => ({ key, target: 'Create' as const, value: 0 }))],
@@ -137,6 +143,24 @@ export class ServiceControl {
     const others = (await this.all(s)).services.map((v) => publisher(v.value)).filter((p) => p.ID !== self);
     checkConflicts(ports, others);
     return assignPorts(ports, new Set(others.flatMap((o) => o.Ports.map(portKey))), previous);
+  }
+
+  /**
+   * An update that starts or stops publishing through the routing mesh gains or loses the
+   * service's VIP on ingress (Docker's allocator): the VIP list to write, if it changes, and the
+   * address keys to claim and to free.
+   */
+  private async ingressVipChange(s: Session, cur: ServiceRecord, spec: ServiceSpec, ports: PortConfig[]): Promise<{ vips?: VirtualIp[]; added: string[]; dropped: string[] }> {
+    const ingress = this.hooks?.ingress();
+    const vips = cur.Endpoint.VirtualIPs ?? [];
+    const had = ingress ? vips.find((v) => v.NetworkID === ingress.Id) : undefined;
+    const wants = !!ingress && spec.EndpointSpec!.Mode === 'vip' && needsIngress(ports);
+    if (wants && !had) {
+      const [v] = await this.pickVips(s, [ingress!]);
+      return { vips: [{ NetworkID: ingress!.Id, Addr: `${v!.ip}/${parseCidr(ingress!.pools![0]!.subnet).prefix}` }, ...vips], added: [K.address(ingress!.Id, v!.ip)], dropped: [] };
+    }
+    if (!wants && had) return { vips: vips.filter((v) => v !== had), added: [], dropped: [K.address(had.NetworkID, had.Addr.split('/')[0]!)] };
+    return { added: [], dropped: [] };
   }
 
   /** A free address per network for the VIP, from the top of the subnet (containers take from the bottom). */
@@ -207,10 +231,13 @@ export class ServiceControl {
     const endpoint: ServiceRecord['Endpoint'] = { ...cur.value.Endpoint, Spec: { Mode: spec.EndpointSpec!.Mode!, ...(spec.EndpointSpec!.Ports ? { Ports: spec.EndpointSpec!.Ports } : {}) } };
     if (assigned.length) endpoint.Ports = assigned;
     else delete endpoint.Ports;
+    const ingressVip = await this.ingressVipChange(s, cur.value, spec, ports);
+    if (ingressVip.vips) endpoint.VirtualIPs = ingressVip.vips;
+    if (!endpoint.VirtualIPs?.length) delete endpoint.VirtualIPs;
     const had = new Set(claimKeys(cur.value.Endpoint.Ports ?? []));
     const want = claimKeys(assigned);
-    const added = want.filter((k) => !had.has(k));
-    const dropped = [...had].filter((k) => !want.includes(k));
+    const added = [...want.filter((k) => !had.has(k)), ...ingressVip.added];
+    const dropped = [...[...had].filter((k) => !want.includes(k)), ...ingressVip.dropped];
     // As swarmkit's: the update's state starts afresh (the orchestrator sets "updating" once it
     // replaces a task); a rollback says so from the start.
     const { UpdateStatus: _was, ...kept } = cur.value;
@@ -220,10 +247,10 @@ export class ServiceControl {
     };
     const r = await s.store.txn(
       [{ key: SK.service(cur.value.ID), target: 'Mod', value: cur.modRevision }, ...added.map((key) => ({ key, target: 'Create' as const, value: 0 }))],
-      [{ key: SK.service(cur.value.ID), value: next }, ...added.map((key) => ({ key, value: { ServiceID: cur.value.ID } }))], dropped,
+      [{ key: SK.service(cur.value.ID), value: next }, ...added.map((key) => ({ key, value: ingressVip.added.includes(key) ? { EndpointID: `vip-${cur.value.ID}` } : { ServiceID: cur.value.ID } }))], dropped,
     );
     if (!r.ok) {
-      for (const key of added) {
+      for (const key of added.filter((k) => !ingressVip.added.includes(k))) {
         const holder = await s.store.get<{ ServiceID: string }>(key);
         if (!holder || holder.value.ServiceID === cur.value.ID) continue;
         const other = (await s.store.get<ServiceRecord>(SK.service(holder.value.ServiceID)))?.value;

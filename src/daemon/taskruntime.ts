@@ -45,7 +45,6 @@ export class EngineTaskRuntime implements TaskRuntime {
     const svc = t.ServiceAnnotations.Name;
     const name = `${svc}.${t.Slot ?? nodeId}.${t.ID}`;
     const nets = t.Spec.Networks ?? [];
-    if (nets.length > 1) throw new Error('berth runs a service\'s tasks on one network yet');
     // The task's own record says (the service's VIP may not have reached this host's view yet: a
     // task started meanwhile took the service's name as a plain alias, and `web` answered a task
     // beside the VIP); tasks of an older berth ask the view.
@@ -78,13 +77,15 @@ export class EngineTaskRuntime implements TaskRuntime {
         'com.docker.swarm.task.name': `${svc}.${t.Slot ?? nodeId}.${t.ID}`,
       },
       HostConfig: { NetworkMode: nets[0]?.Target ?? 'default' },
-      NetworkingConfig: { EndpointsConfig: endpoints },
+      NetworkingConfig: { EndpointsConfig: nets[0] ? { [nets[0].Target]: endpoints[nets[0].Target]! } : {} },
     };
     const ingress = await this.ingressFor(t.ServiceID);
     // A service with no network of its own has its task on ingress alone (Docker's), else ingress comes second.
     if (ingress && !nets.length) body.HostConfig.NetworkMode = ingress;
     const { Id } = await this.engine.create(body, name, { swarmTask: true });
     try {
+      // Its other networks, with their names, before it starts (as `docker run` then `network connect`).
+      for (const n of nets.slice(1)) await this.engine.connect(Id, n.Target, endpoints[n.Target]!, { swarmTask: true });
       if (ingress && nets.length) await this.engine.connect(Id, ingress, {}, { swarmTask: true });
       await this.engine.start(Id);
     } catch (e) {

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { checkInvariants } from '../chaos/invariants.js';
-import { TestHost } from './harness.js';
+import { exec, fetchIn, lookup, TestHost, waitFor } from './harness.js';
 
 /**
  * The ingress network on a one-node swarm, while its sandbox is still being made: what the fuzz
@@ -84,6 +84,53 @@ describe('the ingress network of a one-node swarm', () => {
     assert.equal((await berth(['service', 'rm', 'cli'])).trim(), 'cli');
     const gone = await host.berth(['service', 'inspect', 'cli']);
     assert.notEqual(gone.code, 0);
+  });
+
+  it('a service on two networks: a VIP and its tasks\' names on each, and a VIP on ingress while it publishes', async () => {
+    const ok = async (args: string[]): Promise<string> => {
+      const r = await host.docker(args);
+      assert.equal(r.code, 0, `docker ${args.join(' ')}: ${r.stderr}`);
+      return r.stdout.trim();
+    };
+    const netId = async (name: string) => (await host.api('GET', `/networks/${name}`)).json.Id as string;
+    await ok(['network', 'create', '-d', 'overlay', '--attachable', '--subnet', '10.41.0.0/24', 'na']);
+    await ok(['network', 'create', '-d', 'overlay', '--attachable', '--subnet', '10.42.0.0/24', 'nb']);
+    const dup = await host.docker(['service', 'create', '--detach', '--name', 'dup', '--network', 'na', '--network', 'na', 'busybox', 'sleep', '1']);
+    assert.notEqual(dup.code, 0);
+    assert.match(dup.stderr, /InvalidArgument desc = duplicate network target \w+ in the service spec/);
+    await ok(['service', 'create', '--name', 'mn', '--replicas', '2', '--network', 'na', '--network', 'nb', '-p', '8330:80',
+      'busybox', 'sh', '-c', 'mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www']);
+    const vips = async () => ((await host.api('GET', '/services/mn')).json.Endpoint.VirtualIPs as Array<{ NetworkID: string; Addr: string }>);
+    const ing = await netId('my-ingress');
+    // The CLI sends the networks in an order of its own (by id): the VIPs follow the spec's order, after ingress's.
+    const own = ((await host.api('GET', '/services/mn')).json.Spec.TaskTemplate.Networks as Array<{ Target: string }>).map((n) => n.Target);
+    assert.deepEqual([...own].sort(), [await netId('na'), await netId('nb')].sort());
+    assert.deepEqual((await vips()).map((v) => v.NetworkID), [ing, ...own], 'the ingress VIP first, as Docker lists it');
+    const vipOn = async (net: string) => (await vips()).find((v) => v.NetworkID === net)!.Addr.split('/')[0]!;
+    // A task has an endpoint on each of the service's networks, and on ingress.
+    const task = (await ok(['ps', '-q', '--filter', 'label=com.docker.swarm.service.name=mn'])).split('\n')[0]!;
+    const taskNets = Object.keys((await host.api('GET', `/containers/${task}/json`)).json.NetworkSettings.Networks).sort();
+    assert.deepEqual(taskNets, ['my-ingress', 'na', 'nb']);
+    for (const [net, subnet] of [['na', '10.41.0.'], ['nb', '10.42.0.']] as const) {
+      const cli = await ok(['run', '-d', '--name', `cli-${net}`, '--network', net, 'busybox', 'sleep', '300']);
+      const byName = await lookup(host, cli, 'mn');
+      assert.deepEqual(byName.addrs, [await vipOn(await netId(net))], `mn from ${net}: its VIP on ${net}`);
+      const tasks = await lookup(host, cli, 'tasks.mn');
+      assert.equal(tasks.addrs.length, 2, tasks.out);
+      assert.ok(tasks.addrs.every((a) => a.startsWith(subnet)), tasks.out);
+      const page = await exec(host, cli, ['wget', '-q', '-O', '-', 'http://mn/']);
+      assert.equal(page.code, 0, page.out);
+      assert.match(page.out, /^[0-9a-f]{12}$/m, "a task answered with its hostname");
+      await ok(['rm', '-f', cli]);
+    }
+    assert.equal((await fetchIn(`/run/netns/${host.outside}`, 'http://10.200.0.1:8330/')).status, 200);
+    // No longer published (the CLI removes by target port): the ingress VIP goes (its address free again); published again: it comes back.
+    await ok(['service', 'update', '--detach', '--publish-rm', '80', 'mn']);
+    assert.deepEqual((await vips()).map((v) => v.NetworkID), own);
+    await ok(['service', 'update', '--detach', '--publish-add', '8331:80', 'mn']);
+    assert.deepEqual((await vips()).map((v) => v.NetworkID), [ing, ...own]);
+    await ok(['service', 'rm', 'mn']);
+    await waitFor(async () => (await host.docker(['network', 'rm', 'na', 'nb'])).code === 0, 'the service\'s networks free to remove');
   });
 
   it('leaves the swarm with nothing of it in the kernel', async () => {

@@ -268,7 +268,7 @@ describe('service specs and constraints', () => {
     assert.throws(() => normaliseSpec({ Name: 'a'.repeat(64), TaskTemplate: { ContainerSpec: { Image: 'b' } } }), /63 characters or fewer/);
     assert.throws(() => normaliseSpec({ Name: 'x', TaskTemplate: { ContainerSpec: { Image: 'b' } }, EndpointSpec: { Mode: 'ipvs' } }), /invalid endpoint mode/);
     assert.throws(() => normaliseSpec({ Name: 'x', TaskTemplate: { ContainerSpec: { Image: 'b' } }, EndpointSpec: { Mode: 'dnsrr', Ports: [{ TargetPort: 80 }] } }), /port published with ingress mode can't be used with dnsrr mode/);
-    assert.throws(() => normaliseSpec({ Name: 'x', TaskTemplate: { ContainerSpec: { Image: 'b' }, Networks: [{ Target: 'a' }, { Target: 'b' }] } }), /one network yet/);
+    assert.deepEqual(normaliseSpec({ Name: 'x', TaskTemplate: { ContainerSpec: { Image: 'b' }, Networks: [{ Target: 'a' }, { Target: 'b' }] } }).TaskTemplate.Networks, [{ Target: 'a' }, { Target: 'b' }]);
   });
 
   it('parses and matches node.id, hostname, role and labels', () => {
