@@ -6,6 +6,8 @@ import { NOT_MANAGER, NO_MANAGER, UnavailableError, outOfSequence, rpcError } fr
 import { goTime, newNodeId } from './ids.js';
 import { K, ROOT } from './keys.js';
 import { assignPorts, checkConflicts, needsIngress, normalisePorts, portKey, type PortConfig, type Publisher } from './publish.js';
+import type { LogQuery } from '../engine/logs.js';
+import { streamTaskLogs, type TaskLogLine } from './logstream.js';
 import { isTerminal, normaliseSpec, upToDateWith, type ServiceRecord, type ServiceSpec, type TaskRecord, type VirtualIp } from './servicemodel.js';
 import type { Session } from './session.js';
 import type { Versioned } from './store.js';
@@ -302,6 +304,18 @@ export class ServiceControl {
     const nodes = [...(await s.store.list<{ ID: string; Description?: { Hostname?: string }; Spec?: { Name?: string } }>(K.nodes)).values()].map((v) => v.value);
     return new Set(nodes.filter((n) => refs.some((r) => r === n.ID || n.Description?.Hostname === r || n.Spec?.Name === r || n.ID.startsWith(r))).map((n) => n.ID)
       .concat(refs.includes('self') ? [s.state.nodeId] : []));
+  }
+
+  /**
+   * `service logs` / `task logs`: the tasks' lines from whichever nodes run them (logstream.ts);
+   * the nodes whose part could not be read are returned. Tasks that never had a container have no log.
+   */
+  async logs(kind: 'service' | 'task', ref: string, query: LogQuery, follow: boolean, emit: (l: TaskLogLine) => void, signal: AbortSignal): Promise<{ missing: string[] }> {
+    const s = this.manager();
+    const serviceId = kind === 'service' ? (await this.resolve(s, ref)).value.ID : undefined;
+    const tasks = kind === 'task' ? [await this.task(ref)] : (await this.all(s)).tasks.map((v) => v.value).filter((t) => t.ServiceID === serviceId);
+    const withContainer = tasks.flatMap((t) => (t.NodeID && t.Status.ContainerStatus?.ContainerID ? [{ ID: t.ID, NodeID: t.NodeID, ServiceID: t.ServiceID, ContainerID: t.Status.ContainerStatus.ContainerID }] : []));
+    return { missing: await streamTaskLogs(s.store, withContainer, query, follow, emit, signal) };
   }
 
   async task(ref: string): Promise<TaskRecord> {

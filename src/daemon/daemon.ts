@@ -47,6 +47,8 @@ import { Orchestrator } from '../cluster/orchestrator.js';
 import { ServiceNet } from '../cluster/servicenet.js';
 import { ServiceBalancers } from '../network/servicelb.js';
 import { PolicyPeers } from '../cluster/policypeers.js';
+import { LogServer } from '../cluster/logstream.js';
+import { readLogs } from '../engine/logs.js';
 import { EngineTaskRuntime } from './taskruntime.js';
 import { INGRESS_ENDPOINT, INGRESS_SBOX, IngressMesh } from '../cluster/ingress.js';
 import { MESH_TABLE, replaceScript } from '../network/ingressmesh.js';
@@ -81,7 +83,7 @@ export class Daemon {
   private readonly overlay = new OverlayDriver();
   private swarmNetworks?: SwarmNetworks;
   /** While in a swarm: services' VIPs and balancers here, the task agent, the orchestrator (managers campaign to lead it). */
-  private services?: { net: ServiceNet; agent: Agent; orchestrator: Orchestrator; mesh: IngressMesh };
+  private services?: { net: ServiceNet; agent: Agent; orchestrator: Orchestrator; mesh: IngressMesh; logs: LogServer };
   private readonly balancers = new ServiceBalancers((m) => console.error(`berthd: ${m}`));
   /** While in a swarm: other hosts' endpoints in this host's network policy sets. */
   private policyPeers?: PolicyPeers;
@@ -231,6 +233,7 @@ export class Daemon {
       this.services = undefined;
       if (svc) {
         await svc.orchestrator.close();
+        await svc.logs.close();
         // Leaving takes the published ports and the ingress sandbox; a daemon stop leaves them serving.
         await (leaving ? svc.mesh.leave() : svc.mesh.close());
         // Leaving takes the task containers with it; a daemon stop leaves them running for the next start.
@@ -276,7 +279,15 @@ export class Daemon {
     };
     const agent = new Agent(s, new EngineTaskRuntime(engine, (id) => net.hasVip(id), ingressFor), log, (r) => sn.appliedEverywhere(r));
     const orchestrator = new Orchestrator(s, log);
-    this.services = { net, agent, orchestrator, mesh };
+    // `service logs`: this node reads its tasks' logs for whichever manager asks.
+    const logs = new LogServer(() => s.store, () => s.state.nodeId, {
+      container: (id) => {
+        const c = engine.find(id);
+        return c ? { logPath: engine.logPath(c), running: () => !!engine.find(id)?.State.Running } : undefined;
+      },
+      read: readLogs,
+    }, log);
+    this.services = { net, agent, orchestrator, mesh, logs };
     this.cluster!.services.hooks = {
       findNetwork: (ref) => network.registry.find(ref), appliedEverywhere: (r) => sn.appliedEverywhere(r),
       ingress: () => network.registry.list().find((n) => n.Scope === 'swarm' && n.Ingress),
@@ -286,6 +297,7 @@ export class Daemon {
     if (s.state.role === 'manager') await this.makeIngress(s, sn).catch((e) => log(`ingress: ${errorMessage(e)}`));
     await agent.start().catch((e) => log(`agent: ${errorMessage(e)}`));
     orchestrator.start();
+    await logs.start();
   }
 
   /**

@@ -4,7 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { run } from '../../src/util/exec.js';
-import { waitFor } from './harness.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { DOCKER_CLI, waitFor } from './harness.js';
 import { dockerFails, dockerOk, Lab, serviceTasks, type LabHost } from './lab.js';
 
 /**
@@ -303,6 +304,41 @@ describe('swarm services across hosts', () => {
     await waitFor(async () => !(await flows()).includes(`src=${backend} `), `the flow to ${backend} dropped`, 15_000);
     assert.ok(Date.now() - t0 < 15_000);
     await ok(h0, ['service', 'rm', 'udp']);
+  });
+
+  it('service logs: every task\'s lines from the node that runs it, through another manager; --tail, --timestamps, a task\'s logs, --follow', async () => {
+    await ok(h0, ['service', 'create', '--detach', '--name', 'chatty', '--mode', 'global', '--restart-condition', 'none',
+      'busybox', 'sh', '-c', 'echo "first $(hostname)"; echo "second $(hostname)" >&2; exec sleep 3600']);
+    const ts = await waitRunning(h0, 'chatty', 3);
+    // Lines as the CLI prints them: NAME.NODE_OR_SLOT.TASK@HOSTNAME | line (the CLI resolves the ids it finds in the details).
+    // The CLI writes a task's stderr lines to its own stderr.
+    const logs = async (args: string[]) => {
+      const r = await h1.host.docker(['service', 'logs', '--no-trunc', ...args]);
+      assert.equal(r.code, 0, r.stderr);
+      return `${r.stdout}${r.stderr}`.split('\n').filter(Boolean);
+    };
+    let all: string[] = [];
+    await waitFor(async () => (all = await logs(['chatty'])).length === 6, 'six lines', 15_000).catch(() => assert.fail(all.join('\n')));
+    const hostnames = new Map((await ok(h0, ['node', 'ls', '--format', '{{.ID}} {{.Hostname}}'])).split('\n').map((l) => l.split(' ') as [string, string]));
+    for (const t of ts) {
+      const node = hostnames.get(t.NodeID!);
+      const mine = all.filter((l) => l.includes(t.ID));
+      const short = t.Status.ContainerStatus!.ContainerID.slice(0, 12);
+      assert.deepEqual(mine.map((l) => l.replace(/^chatty\.\w+\./, 'chatty.').replace(/\s+\|/, ' |')).sort(), [`chatty.${t.ID}@${node} | first ${short}`, `chatty.${t.ID}@${node} | second ${short}`], all.join('\n'));
+    }
+    assert.equal((await logs(['--tail', '1', 'chatty'])).length, 3);
+    for (const l of await logs(['--timestamps', 'chatty'])) assert.match(l, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z chatty\.\S+@lab\d\s+\| (first|second) /);
+    assert.equal((await logs([ts[0]!.ID])).length, 2, 'one task\'s logs');
+    // Following: a line written later on the worker reaches the client on lab1.
+    const worker = ts.find((t) => hostnames.get(t.NodeID!) === 'lab2')!;
+    const follow = run('timeout', ['8', DOCKER_CLI, '-H', `unix://${h1.host.socket}`, 'service', 'logs', '-f', 'chatty']);
+    await sleep(2000);
+    await ok(h2, ['exec', worker.Status.ContainerStatus!.ContainerID, 'sh', '-c', 'echo late > /proc/1/fd/1']);
+    const followed = await follow;
+    assert.equal(followed.code, 124, `follow ended by itself: ${followed.stderr}`);
+    assert.match(followed.stdout, /@lab2\s+\| late$/m);
+    assert.equal(`${followed.stdout}${followed.stderr}`.split('\n').filter(Boolean).length, 7);
+    await ok(h0, ['service', 'rm', 'chatty']);
   });
 
   /** Running containers of a service on a host. */

@@ -6,6 +6,7 @@ import { ApiError, BadRequestError, ConflictError, NotFoundError } from '../../u
 import type { ApiContext } from '../context.js';
 import { boolParam, checkFilterKeys, parseFilters, readBodyBuffer, sendEmpty, sendJson } from '../http.js';
 import type { RequestContext, Router } from '../router.js';
+import { serviceLogsRoute } from './servicelogs.js';
 
 /**
  * Every swarm endpoint of API v1.41 (/swarm, /nodes, /services, /tasks, /secrets, /configs).
@@ -117,7 +118,7 @@ export function swarmRoutes(r: Router, api: ApiContext): void {
     await s.remove(ctx.params.id!);
     sendEmpty(ctx.res, 200);
   });
-  r.get('/services/{id}/logs', logs);
+  r.get('/services/{id}/logs', (ctx) => { const s = services(); return s ? serviceLogsRoute(s, 'service', ctx) : logs(ctx); });
 
   r.get('/nodes', async (ctx) => {
     const filters = parseFilters(ctx.query.get('filters'));
@@ -148,7 +149,7 @@ export function swarmRoutes(r: Router, api: ApiContext): void {
     sendJson(ctx.res, 200, await s.tasks(filterMap(ctx, ['id', 'name', 'service', 'node', 'label', 'desired-state', '_up-to-date'])));
   });
   r.get('/tasks/{id}', async (ctx) => sendJson(ctx.res, 200, await (services() ?? { task: noManager }).task(ctx.params.id!)));
-  r.get('/tasks/{id}/logs', logs);
+  r.get('/tasks/{id}/logs', (ctx) => { const s = services(); return s ? serviceLogsRoute(s, 'task', ctx) : logs(ctx); });
 
   // berth keeps no secrets or configs yet. A manager lists none and finds none, so what only reads
   // them works (`docker stack rm` and `stack deploy` list them); making one is refused in words
