@@ -12,47 +12,51 @@ export interface BackendHits { service: string; backend: string; connections: nu
 
 export const LB_TABLE = 'berth_svc';
 
-const chainOf = (e: VipEntry) => `svc_${e.service.slice(0, 12)}`;
+const ipPart = (ip: string) => ip.replace(/[.:]/g, '_');
+/** A VIP's chain: by service and VIP (a container on two of a service's networks balances two VIPs). */
+const chainOf = (e: VipEntry) => `svc_${e.service.slice(0, 12)}_${ipPart(e.vip)}`;
+/** A backend's chain, named by its address: a backend that stays keeps its chain across changes. */
+const backendChain = (e: VipEntry, ip: string) => `${chainOf(e)}_${ipPart(ip)}`;
 
 /**
- * A backend's connection counter is a named nft object, not a rule's counter: the table's chains
- * are rewritten on every change of a service's backends, and a named counter outlives that while
- * its backend stays.
+ * A backend's connection counter is a named nft object: one per service and backend address,
+ * whatever the chains around it, so it outlives a table made whole again (the table's
+ * replacement re-declares it) while its backend stays.
  */
-export const hitCounter = (service: string, ip: string): string => `h_${service.slice(0, 12)}_${ip.replace(/[.:]/g, '_')}`;
+export const hitCounter = (service: string, ip: string): string => `h_${service.slice(0, 12)}_${ipPart(ip)}`;
 
-const liveOf = (entries: VipEntry[]) => [...entries].sort((a, b) => a.vip.localeCompare(b.vip)).filter((e) => e.backends.length);
+const byVip = (entries: VipEntry[]) => [...entries].sort((a, b) => a.vip.localeCompare(b.vip));
+const liveOf = (entries: VipEntry[]) => byVip(entries).filter((e) => e.backends.length);
 const backendsOf = (e: VipEntry) => [...new Set(e.backends)].sort();
-
-/** The table's regular chains: each live VIP's, and one per backend where there are several. */
-function chainsOf(entries: VipEntry[]): string[] {
-  return liveOf(entries).flatMap((e) => {
-    const n = backendsOf(e).length;
-    return [chainOf(e), ...(n > 1 ? Array.from({ length: n }, (_, i) => `${chainOf(e)}_${i}`) : [])];
-  });
-}
 
 /** Every backend's counter, with the service and address it counts. */
 export function countersOf(entries: VipEntry[]): Map<string, { service: string; backend: string }> {
   return new Map(liveOf(entries).flatMap((e) => backendsOf(e).map((ip) => [hitCounter(e.service, ip), { service: e.service, backend: ip }] as const)));
 }
 
+/** The VIP chain's one rule: straight to the only backend, or numgen over them. */
+function dispatch(e: VipEntry): string {
+  const list = backendsOf(e);
+  if (list.length === 1) return `goto ${backendChain(e, list[0]!)}`;
+  return `numgen random mod ${list.length} vmap { ${list.map((ip, i) => `${i} : goto ${backendChain(e, ip)}`).join(', ')} }`;
+}
+
+const dnat = (e: VipEntry, ip: string) => `counter name "${hitCounter(e.service, ip)}" dnat to ${ip}`;
+
 /**
  * The balancer table of one container's namespace, as nft text (pure, unit-tested). As Docker
  * balances in each container's sandbox (IPVS there), so replies come back to the same namespace
  * whatever host the backend is on: the nat `output` hook sends a new connection to a VIP through a
- * verdict map (one element per VIP, so a service added is one element) to the service's chain,
- * which picks a backend with `numgen random mod N`, counts the connection on the backend's
- * counter and DNATs to it (kube-proxy's nftables mode, without its masquerade: the client's own
- * address is the source, the backend answers it directly). A VIP with no running task is rejected
- * at once in a filter chain (a nat chain cannot reject) instead of leaving the client waiting. The
- * port is kept: a VIP balances every port, as Docker's does.
+ * verdict map (one element per VIP, so a service added is one element) to the VIP's chain, which
+ * picks a backend with `numgen random mod N`; the backend's chain counts the connection on the
+ * backend's counter and DNATs to it (kube-proxy's nftables mode, without its masquerade: the
+ * client's own address is the source, the backend answers it directly). A VIP with no running
+ * task is rejected at once in a filter chain (a nat chain cannot reject) instead of leaving the
+ * client waiting. The port is kept: a VIP balances every port, as Docker's does.
  */
 export function lbTable(entries: VipEntry[]): string {
-  const sorted = [...entries].sort((a, b) => a.vip.localeCompare(b.vip));
   const live = liveOf(entries);
-  const empty = sorted.filter((e) => !e.backends.length);
-  const dnat = (e: VipEntry, ip: string) => `    counter name "${hitCounter(e.service, ip)}" dnat to ${ip}`;
+  const empty = byVip(entries).filter((e) => !e.backends.length);
   const lines = [
     `table ip ${LB_TABLE} {`,
     ...[...countersOf(entries).keys()].flatMap((c) => [`  counter ${c} {`, '  }']),
@@ -75,12 +79,8 @@ export function lbTable(entries: VipEntry[]): string {
     '  }',
   ];
   for (const e of live) {
-    const backends = backendsOf(e);
-    lines.push(`  chain ${chainOf(e)} {`);
-    if (backends.length === 1) lines.push(dnat(e, backends[0]!));
-    else lines.push(`    numgen random mod ${backends.length} vmap { ${backends.map((_, i) => `${i} : goto ${chainOf(e)}_${i}`).join(', ')} }`);
-    lines.push('  }');
-    if (backends.length > 1) backends.forEach((b, i) => lines.push(`  chain ${chainOf(e)}_${i} {`, dnat(e, b), '  }'));
+    lines.push(`  chain ${chainOf(e)} {`, `    ${dispatch(e)}`, '  }');
+    for (const ip of backendsOf(e)) lines.push(`  chain ${backendChain(e, ip)} {`, `    ${dnat(e, ip)}`, '  }');
   }
   lines.push('}');
   return lines.join('\n') + '\n';
@@ -88,19 +88,57 @@ export function lbTable(entries: VipEntry[]): string {
 
 /**
  * The script that takes a sandbox's table from `before` (what berth applied there; undefined when
- * unknown) to `after`, in one transaction. From a known table the rules, the map and the set are
- * flushed and the chains remade, but counters of backends that stay are kept (a backend gone
- * loses its counter); from an unknown one the table is made whole. No entries: no table.
+ * unknown) to `after`, in one transaction. From a known table it is only what differs, as the
+ * routing mesh's changes (kube-proxy's nftables mode updates the same way): a VIP's element and
+ * chains come or go, a VIP whose backends changed gets the chains of its new backends, its
+ * dispatch rule replaced, and the chains of its old ones deleted; a backend gone loses its
+ * counter. Its cost follows what changed, not the number of services. From an unknown table
+ * (the first apply, or one changed behind berth's back) the table is made whole. No entries: no
+ * table.
  */
 export function lbScript(before: VipEntry[] | undefined, after: VipEntry[]): string {
   const t = `ip ${LB_TABLE}`;
-  if (!before || !after.length) return `table ${t}\ndelete table ${t}\n${after.length ? lbTable(after) : ''}`;
-  const keep = countersOf(after);
-  return [
-    `flush table ${t}`, `flush map ${t} vips`, `flush set ${t} empty`,
-    ...chainsOf(before).map((c) => `delete chain ${t} ${c}`),
-    ...[...countersOf(before).keys()].filter((c) => !keep.has(c)).map((c) => `delete counter ${t} ${c}`),
-  ].join('\n') + '\n' + lbTable(after);
+  if (!before?.length || !after.length) return `table ${t}\ndelete table ${t}\n${after.length ? lbTable(after) : ''}`;
+  const out: string[] = [];
+  const emptyBefore = new Set(byVip(before).filter((e) => !e.backends.length).map((e) => e.vip));
+  const emptyAfter = new Set(byVip(after).filter((e) => !e.backends.length).map((e) => e.vip));
+  for (const vip of emptyBefore) if (!emptyAfter.has(vip)) out.push(`delete element ${t} empty { ${vip} }`);
+  for (const vip of emptyAfter) if (!emptyBefore.has(vip)) out.push(`add element ${t} empty { ${vip} }`);
+  const was = new Map(liveOf(before).map((e) => [e.vip, e]));
+  const now = new Map(liveOf(after).map((e) => [e.vip, e]));
+  const countersBefore = countersOf(before);
+  const countersAfter = countersOf(after);
+  for (const c of countersAfter.keys()) if (!countersBefore.has(c)) out.push(`add counter ${t} ${c}`);
+  const removeChains = (e: VipEntry, ips: string[], whole: boolean) => {
+    if (whole) out.push(`flush chain ${t} ${chainOf(e)}`, `delete chain ${t} ${chainOf(e)}`);
+    for (const ip of ips) out.push(`flush chain ${t} ${backendChain(e, ip)}`, `delete chain ${t} ${backendChain(e, ip)}`);
+  };
+  const addChains = (e: VipEntry, ips: string[]) => {
+    for (const ip of ips) out.push(`add chain ${t} ${backendChain(e, ip)}`, `add rule ${t} ${backendChain(e, ip)} ${dnat(e, ip)}`);
+  };
+  for (const [vip, old] of was) {
+    const e = now.get(vip);
+    if (e && e.service === old.service) continue;
+    out.push(`delete element ${t} vips { ${vip} }`);
+    removeChains(old, backendsOf(old), true);
+  }
+  for (const [vip, e] of now) {
+    const old = was.get(vip);
+    if (!old || old.service !== e.service) {
+      out.push(`add chain ${t} ${chainOf(e)}`);
+      addChains(e, backendsOf(e));
+      out.push(`add rule ${t} ${chainOf(e)} ${dispatch(e)}`, `add element ${t} vips { ${vip} : goto ${chainOf(e)} }`);
+      continue;
+    }
+    const had = backendsOf(old);
+    const has = backendsOf(e);
+    if (had.join() === has.join()) continue;
+    addChains(e, has.filter((ip) => !had.includes(ip)));
+    out.push(`flush chain ${t} ${chainOf(e)}`, `add rule ${t} ${chainOf(e)} ${dispatch(e)}`);
+    removeChains(e, had.filter((ip) => !has.includes(ip)), false);
+  }
+  for (const c of countersBefore.keys()) if (!countersAfter.has(c)) out.push(`delete counter ${t} ${c}`);
+  return out.length ? out.join('\n') + '\n' : '';
 }
 
 /** The named counters of a sandbox's table (`nft -j list counters`): name → packets, which for a nat chain's counter is connections. */
@@ -152,7 +190,8 @@ export class ServiceBalancers {
           // A counter about to go is read first, so its last connections are kept.
           if (had && leaving.length) await this.read(had).catch(() => undefined);
           let remade = !had;
-          await nftApply(lbScript(had?.entries, w.entries), { netns: w.netns }).catch(async (e) => {
+          const script = lbScript(had?.entries, w.entries);
+          if (script) await nftApply(script, { netns: w.netns }).catch(async (e) => {
             if (!had) throw e;
             // The table was not what berth last applied (changed by hand): made whole, counters anew.
             this.log(`services: balancer of ${id.slice(0, 12)} remade: ${errorMessage(e)}`);

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { LB_TABLE, ServiceBalancers, type VipEntry } from '../../src/network/servicelb.js';
+import { LB_TABLE, lbTable, ServiceBalancers, type VipEntry } from '../../src/network/servicelb.js';
+import { nftApply } from '../../src/kernel/nft.js';
 import { run, runOk } from '../../src/util/exec.js';
 
 /**
@@ -66,6 +67,48 @@ describe('service balancer counters', () => {
     await connect(5);
     assert.equal(await total(), was + 5);
     assert.equal((await hits())['10.77.0.5']! >= 5, true);
+  });
+
+  it('changes a table by differences that leave it as the table made whole would be, over random changes of services and backends', async () => {
+    const fresh = `${ns}f`;
+    await runOk('ip', ['netns', 'add', fresh]);
+    try {
+      /** The table as a comparable shape: chains with their rules, the map's and the set's elements, the counters' names. */
+      const shape = async (netns: string) => {
+        const doc = JSON.parse(await runOk('nft', ['-j', 'list', 'table', 'ip', LB_TABLE], { netns })) as { nftables: Array<Record<string, any>> };
+        const out: Record<string, unknown> = { counters: [] as string[] };
+        for (const i of doc.nftables) {
+          if (i.chain) out[`chain ${i.chain.name}`] = [];
+          else if (i.counter) (out.counters as string[]).push(i.counter.name);
+          else if (i.map) out['map vips'] = JSON.stringify(i.map.elem ?? []);
+          else if (i.set) out['set empty'] = JSON.stringify(i.set.elem ?? []);
+        }
+        for (const i of doc.nftables) if (i.rule) (out[`chain ${i.rule.chain}`] as unknown[]).push(JSON.stringify(i.rule.expr, (k, v) => (k === 'packets' || k === 'bytes' ? 0 : v)));
+        (out.counters as string[]).sort();
+        return out;
+      };
+      let seed = 7;
+      const rnd = (n: number) => { seed = (seed * 1103515245 + 12345) % 2 ** 31; return seed % n; };
+      const services = ['svcaaaaaaaaaaaaX', 'svcbbbbbbbbbbbbY', 'svccccccccccccZ'];
+      for (let step = 0; step < 25; step++) {
+        const entries: VipEntry[] = [];
+        for (const [k, svc] of services.entries()) {
+          if (rnd(4) === 0) continue;
+          // Some VIPs on two networks (a container on both of a service's networks).
+          for (const net of rnd(3) === 0 ? [1, 2] : [1]) {
+            const backends = [5, 6, 7, 8].filter(() => rnd(2) === 0).map((b) => `10.7${net}.${k}.${b}`);
+            entries.push({ service: svc, vip: `10.7${net}.${k}.200`, backends });
+          }
+        }
+        await lb.sync(new Map([['c2', { netns, entries }]]), false);
+        await nftApply(`table ip ${LB_TABLE}\ndelete table ip ${LB_TABLE}\n${entries.length ? lbTable(entries) : ''}`, { netns: `/run/netns/${fresh}` });
+        if (!entries.length) continue;
+        assert.deepEqual(await shape(netns), await shape(`/run/netns/${fresh}`), `step ${step}: ${JSON.stringify(entries)}`);
+      }
+      assert.ok(!logs.some((l) => l.includes('c2') && l.includes('remade')), `a difference did not apply: ${logs.join('\n')}`);
+    } finally {
+      await run('ip', ['netns', 'del', fresh]);
+    }
   });
 
   it('keeps the counts of a sandbox that went, and forgets a removed service\'s', async () => {

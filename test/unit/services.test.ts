@@ -283,12 +283,14 @@ describe('service specs and constraints', () => {
 });
 
 describe('the sandbox balancer table', () => {
-  it('maps each VIP to a chain choosing a backend with numgen, and rejects a VIP with no backend', () => {
+  it('maps each VIP to a chain choosing a backend with numgen, counts each backend, and rejects a VIP with no backend', () => {
     const text = lbTable([
       { service: 'aaaaaaaaaaaaZZZ', vip: '10.0.0.254', backends: ['10.0.0.4', '10.0.0.3'] },
       { service: 'bbbbbbbbbbbbYYY', vip: '10.0.0.253', backends: ['10.0.0.9'] },
       { service: 'cccccccccccc', vip: '10.0.0.252', backends: [] },
     ]);
+    const A = 'svc_aaaaaaaaaaaa_10_0_0_254';
+    const B = 'svc_bbbbbbbbbbbb_10_0_0_253';
     assert.equal(text, [
       'table ip berth_svc {',
       '  counter h_bbbbbbbbbbbb_10_0_0_9 {',
@@ -299,7 +301,7 @@ describe('the sandbox balancer table', () => {
       '  }',
       '  map vips {',
       '    type ipv4_addr : verdict',
-      '    elements = { 10.0.0.253 : goto svc_bbbbbbbbbbbb, 10.0.0.254 : goto svc_aaaaaaaaaaaa }',
+      `    elements = { 10.0.0.253 : goto ${B}, 10.0.0.254 : goto ${A} }`,
       '  }',
       '  set empty {',
       '    type ipv4_addr',
@@ -314,16 +316,19 @@ describe('the sandbox balancer table', () => {
       '    ip daddr @empty meta l4proto tcp reject with tcp reset',
       '    ip daddr @empty reject',
       '  }',
-      '  chain svc_bbbbbbbbbbbb {',
+      `  chain ${B} {`,
+      `    goto ${B}_10_0_0_9`,
+      '  }',
+      `  chain ${B}_10_0_0_9 {`,
       '    counter name "h_bbbbbbbbbbbb_10_0_0_9" dnat to 10.0.0.9',
       '  }',
-      '  chain svc_aaaaaaaaaaaa {',
-      '    numgen random mod 2 vmap { 0 : goto svc_aaaaaaaaaaaa_0, 1 : goto svc_aaaaaaaaaaaa_1 }',
+      `  chain ${A} {`,
+      `    numgen random mod 2 vmap { 0 : goto ${A}_10_0_0_3, 1 : goto ${A}_10_0_0_4 }`,
       '  }',
-      '  chain svc_aaaaaaaaaaaa_0 {',
+      `  chain ${A}_10_0_0_3 {`,
       '    counter name "h_aaaaaaaaaaaa_10_0_0_3" dnat to 10.0.0.3',
       '  }',
-      '  chain svc_aaaaaaaaaaaa_1 {',
+      `  chain ${A}_10_0_0_4 {`,
       '    counter name "h_aaaaaaaaaaaa_10_0_0_4" dnat to 10.0.0.4',
       '  }',
       '}',
@@ -331,20 +336,31 @@ describe('the sandbox balancer table', () => {
     ].join('\n'));
   });
 
-  it('changes a known table keeping the counters of backends that stay, and makes an unknown one whole', () => {
-    const before = [{ service: 'aaaaaaaaaaaaZZZ', vip: '10.0.0.254', backends: ['10.0.0.4', '10.0.0.3'] }];
-    const after = [{ service: 'aaaaaaaaaaaaZZZ', vip: '10.0.0.254', backends: ['10.0.0.4', '10.0.0.5'] }];
-    const head = lbScript(before, after).split('\n').slice(0, 7);
-    assert.deepEqual(head, [
-      'flush table ip berth_svc', 'flush map ip berth_svc vips', 'flush set ip berth_svc empty',
-      'delete chain ip berth_svc svc_aaaaaaaaaaaa', 'delete chain ip berth_svc svc_aaaaaaaaaaaa_0', 'delete chain ip berth_svc svc_aaaaaaaaaaaa_1',
-      'delete counter ip berth_svc h_aaaaaaaaaaaa_10_0_0_3',
+  it('a change is only what differs: a backend\'s chain and counter, the dispatch rule; an unknown table is made whole', () => {
+    const A = 'svc_aaaaaaaaaaaa_10_0_0_254';
+    const T = 'ip berth_svc';
+    const before = [{ service: 'aaaaaaaaaaaaZZZ', vip: '10.0.0.254', backends: ['10.0.0.4', '10.0.0.3'] }, { service: 'dddddddddddd', vip: '10.0.0.250', backends: ['10.0.0.7'] }];
+    const after = [{ service: 'aaaaaaaaaaaaZZZ', vip: '10.0.0.254', backends: ['10.0.0.4', '10.0.0.5'] }, { service: 'dddddddddddd', vip: '10.0.0.250', backends: ['10.0.0.7'] }];
+    assert.deepEqual(lbScript(before, after).trim().split('\n'), [
+      `add counter ${T} h_aaaaaaaaaaaa_10_0_0_5`,
+      `add chain ${T} ${A}_10_0_0_5`, `add rule ${T} ${A}_10_0_0_5 counter name "h_aaaaaaaaaaaa_10_0_0_5" dnat to 10.0.0.5`,
+      `flush chain ${T} ${A}`, `add rule ${T} ${A} numgen random mod 2 vmap { 0 : goto ${A}_10_0_0_4, 1 : goto ${A}_10_0_0_5 }`,
+      `flush chain ${T} ${A}_10_0_0_3`, `delete chain ${T} ${A}_10_0_0_3`,
+      `delete counter ${T} h_aaaaaaaaaaaa_10_0_0_3`,
     ]);
-    assert.ok(lbScript(before, after).endsWith(lbTable(after)));
+    assert.equal(lbScript(before, before), '');
+    // The last backend gone: the VIP leaves the map for the reject set, its chains and counters go.
+    assert.deepEqual(lbScript(before, [{ ...before[0]!, backends: [] }, before[1]!]).trim().split('\n'), [
+      `add element ${T} empty { 10.0.0.254 }`,
+      `delete element ${T} vips { 10.0.0.254 }`,
+      `flush chain ${T} ${A}`, `delete chain ${T} ${A}`,
+      `flush chain ${T} ${A}_10_0_0_3`, `delete chain ${T} ${A}_10_0_0_3`, `flush chain ${T} ${A}_10_0_0_4`, `delete chain ${T} ${A}_10_0_0_4`,
+      `delete counter ${T} h_aaaaaaaaaaaa_10_0_0_3`, `delete counter ${T} h_aaaaaaaaaaaa_10_0_0_4`,
+    ]);
     assert.equal(lbScript(undefined, after), `table ip berth_svc\ndelete table ip berth_svc\n${lbTable(after)}`);
     assert.equal(lbScript(before, []), 'table ip berth_svc\ndelete table ip berth_svc\n');
-    assert.deepEqual([...countersOf(after)], [
-      ['h_aaaaaaaaaaaa_10_0_0_4', { service: 'aaaaaaaaaaaaZZZ', backend: '10.0.0.4' }], ['h_aaaaaaaaaaaa_10_0_0_5', { service: 'aaaaaaaaaaaaZZZ', backend: '10.0.0.5' }],
+    assert.deepEqual([...countersOf(after)].slice(0, 2), [
+      ['h_dddddddddddd_10_0_0_7', { service: 'dddddddddddd', backend: '10.0.0.7' }], ['h_aaaaaaaaaaaa_10_0_0_4', { service: 'aaaaaaaaaaaaZZZ', backend: '10.0.0.4' }],
     ]);
     assert.deepEqual([...parseCounters('{"nftables": [{"metainfo": {}}, {"counter": {"family": "ip", "name": "h_a", "table": "berth_svc", "packets": 6, "bytes": 360}}]}')], [['h_a', 6]]);
   });
