@@ -3,7 +3,7 @@ import { promises as fs } from 'node:fs';
 import type { Duplex } from 'node:stream';
 import { BadRequestError, NotFoundError } from '../util/errors.js';
 import type { ApiContext } from './context.js';
-import { API_VERSION, MIN_API_VERSION, sendError, sendJson } from './http.js';
+import { API_VERSION, MIN_API_VERSION, sendError } from './http.js';
 import { Router, type RequestContext } from './router.js';
 import { containerRoutes } from './routes/containers.js';
 import { execRoutes } from './routes/exec.js';

@@ -1,6 +1,5 @@
 import { errorMessage } from '../util/errors.js';
 import { goTime } from './ids.js';
-import { ROOT } from './keys.js';
 import { SK } from './services.js';
 import { isTerminal, type TaskRecord, type TaskState } from './servicemodel.js';
 import type { Session } from './session.js';

@@ -1,4 +1,4 @@
-import { formatIPv4, parseCidr, parseIPv4 } from '../network/ipam.js';
+import { formatIPv4, parseCidr } from '../network/ipam.js';
 import type { NetworkRecord } from '../network/types.js';
 import { ApiError, ConflictError, ForbiddenError, NotFoundError } from '../util/errors.js';
 import { labelsMatch } from '../util/labels.js';

@@ -1,6 +1,6 @@
 import { createSocket } from 'node:dgram';
 import { closeSync, promises as fs } from 'node:fs';
-import { connect, createServer, type Server, type Socket as TcpSocket } from 'node:net';
+import { connect, type Server, type Socket as TcpSocket } from 'node:net';
 import type * as DnsPacket from 'dns-packet';
 import { requireCjs } from '../util/cjs.js';
 import { parseResolvConf } from '../util/resolvconf.js';

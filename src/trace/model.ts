@@ -231,10 +231,6 @@ export function policyDecides(pol: TracePolicy | undefined, d: Direction, peer: 
   };
 }
 
-function portText(t: TargetSpec): string {
-  return t.proto === 'icmp' ? 'ICMP echo' : `${t.port}/${t.proto}`;
-}
-
 /** Where a host port leads: the published mapping that would DNAT it, and why not when none does. */
 function publishedAt(s: Snapshot, ip: string, t: TargetSpec): { map?: { m: PortMapping; c: TraceContainer; mapName: string }; loopback?: PortMapping; elsewhere?: PortMapping } {
   const all = s.containers.flatMap((c) => (c.running ? c.published.filter((m) => m.family !== 6).map((m) => ({ m, c })) : []));

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { run, runOk } from '../../src/util/exec.js';
-import { exec, probeTcp, TestHost, waitFor } from './harness.js';
+import { exec, probeTcp, TestHost } from './harness.js';
 import { CASES, type NetSpec } from './policy-cases.js';
 import { runCases, type CaseHosts } from './policytable.js';
 

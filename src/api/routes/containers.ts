@@ -2,7 +2,7 @@ import type { ServerResponse } from 'node:http';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { changes, extractInto, packPath, packRootfs, statPath } from '../../engine/archive.js';
-import { formatEntry, readLogs, timestampParamNs } from '../../engine/logs.js';
+import { formatEntry, readLogs } from '../../engine/logs.js';
 import { sampleStats, topProcesses } from '../../engine/metrics.js';
 import type { ContainerRecord } from '../../engine/types.js';
 import { ApiError, BadRequestError, ConflictError, ForbiddenError, NotFoundError } from '../../util/errors.js';
@@ -15,7 +15,7 @@ import {
 import type { RequestContext, Router } from '../router.js';
 import { networkNames, networkSettings, primaryNetworkName } from '../views/network.js';
 import { validateContainerCreate, validateContainerUpdate } from '../validate/index.js';
-import { checkSignal, checkUnixTimestamp } from '../validate/params.js';
+import { checkSignal, logParams } from '../validate/params.js';
 
 function statusText(c: ContainerRecord): string {
   const s = c.State;
@@ -234,25 +234,14 @@ async function attachRoute(api: ApiContext, ctx: RequestContext): Promise<void> 
 
 async function logsRoute(api: ApiContext, ctx: RequestContext): Promise<void> {
   const c = api.engine.get(ctx.params.id!);
-  const q = ctx.query;
-  const stdout = boolParam(q.get('stdout'));
-  const stderr = boolParam(q.get('stderr'));
-  if (!stdout && !stderr) throw new BadRequestError('Bad parameters: you must choose at least one stream');
-  checkUnixTimestamp(q.get('since'));
-  checkUnixTimestamp(q.get('until'));
-  const tailParam = q.get('tail');
-  const tail = !tailParam || tailParam === 'all' ? undefined : Number(tailParam);
-  if (tail !== undefined && !Number.isInteger(tail)) throw new BadRequestError(`invalid value for tail: ${tailParam}`);
-  const since = timestampParamNs(q.get('since'));
-  const until = timestampParamNs(q.get('until'));
-  const follow = boolParam(q.get('follow'));
-  const timestamps = boolParam(q.get('timestamps'));
+  const { follow, ...query } = logParams(ctx.query);
+  const timestamps = query.timestamps;
   const res = ctx.res;
   const tty = c.Config.Tty;
   res.writeHead(200, { 'Content-Type': tty ? RAW_STREAM : MULTIPLEXED_STREAM });
   const ac = new AbortController();
   res.on('close', () => ac.abort());
-  await readLogs(api.engine.logPath(c), { stdout, stderr, since, until, tail, timestamps }, (e) => {
+  await readLogs(api.engine.logPath(c), query, (e) => {
     const data = formatEntry(e, timestamps);
     res.write(tty ? data : frame(e.stream, data));
   }, follow ? { isDone: () => !api.engine.find(c.Id)?.State.Running, signal: ac.signal } : undefined);

@@ -1,10 +1,9 @@
 import type { ServiceControl } from '../../cluster/services.js';
-import { formatEntry, timestampParamNs } from '../../engine/logs.js';
-import { BadRequestError } from '../../util/errors.js';
+import { formatEntry } from '../../engine/logs.js';
 import { frame, MULTIPLEXED_STREAM } from '../hijack.js';
 import { boolParam } from '../http.js';
 import type { RequestContext } from '../router.js';
-import { checkUnixTimestamp } from '../validate/params.js';
+import { logParams } from '../validate/params.js';
 
 /** Docker's log details: `k=v,k=v` (values query-escaped, keys sorted), a space, then the line. */
 function details(attrs: Record<string, string>): string {
@@ -18,18 +17,10 @@ function details(attrs: Record<string, string>): string {
  * there for the CLI to parse (it asks for them); timestamps come first when asked.
  */
 export async function serviceLogsRoute(services: ServiceControl, kind: 'service' | 'task', ctx: RequestContext): Promise<void> {
-  const q = ctx.query;
-  const stdout = boolParam(q.get('stdout'));
-  const stderr = boolParam(q.get('stderr'));
-  if (!stdout && !stderr) throw new BadRequestError('Bad parameters: you must choose at least one stream');
-  checkUnixTimestamp(q.get('since'));
-  const tailParam = q.get('tail');
-  const tail = !tailParam || tailParam === 'all' ? undefined : Number(tailParam);
-  if (tail !== undefined && !Number.isInteger(tail)) throw new BadRequestError(`invalid value for tail: ${tailParam}`);
-  const timestamps = boolParam(q.get('timestamps'));
-  const withDetails = boolParam(q.get('details'));
-  const follow = boolParam(q.get('follow'));
-  const query = { stdout, stderr, since: timestampParamNs(q.get('since')), until: 0n, tail, timestamps: false };
+  const { follow, timestamps, ...rest } = logParams(ctx.query);
+  const withDetails = boolParam(ctx.query.get('details'));
+  // The nodes read the lines plain; the timestamps are put in front of the details here.
+  const query = { ...rest, timestamps: false };
   services.assertManager();
   const ac = new AbortController();
   const res = ctx.res;

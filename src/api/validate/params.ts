@@ -1,4 +1,6 @@
+import { timestampParamNs } from '../../engine/logs.js';
 import { BadRequestError } from '../../util/errors.js';
+import { boolParam } from '../http.js';
 
 /**
  * Query parameters as Docker 20.10 reads them, with the words of the Go functions it uses
@@ -14,6 +16,25 @@ export function checkUnixTimestamp(v: string | null): void {
   if (v === null || v === '') return;
   const [secs] = v.split('.', 1) as [string];
   if (!/^-?\d+$/.test(secs)) throw parseIntError(secs);
+}
+
+/**
+ * The logs endpoints' query (a container's, a service's, a task's): the streams (one at least),
+ * `since`/`until` as timetypes reads them, `tail` (a count, or all), `timestamps`, `follow`.
+ */
+export function logParams(q: URLSearchParams): { stdout: boolean; stderr: boolean; since: bigint; until: bigint; tail?: number; timestamps: boolean; follow: boolean } {
+  const stdout = boolParam(q.get('stdout'));
+  const stderr = boolParam(q.get('stderr'));
+  if (!stdout && !stderr) throw new BadRequestError('Bad parameters: you must choose at least one stream');
+  checkUnixTimestamp(q.get('since'));
+  checkUnixTimestamp(q.get('until'));
+  const tailParam = q.get('tail');
+  const tail = !tailParam || tailParam === 'all' ? undefined : Number(tailParam);
+  if (tail !== undefined && !Number.isInteger(tail)) throw new BadRequestError(`invalid value for tail: ${tailParam}`);
+  return {
+    stdout, stderr, since: timestampParamNs(q.get('since')), until: timestampParamNs(q.get('until')), ...(tail !== undefined ? { tail } : {}),
+    timestamps: boolParam(q.get('timestamps')), follow: boolParam(q.get('follow')),
+  };
 }
 
 const DURATION = /^([0-9]*(\.[0-9]*)?(ns|us|µs|ms|s|m|h))+$/;

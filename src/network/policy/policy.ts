@@ -287,10 +287,6 @@ export class NetworkPolicy implements EndpointPolicy {
     return out;
   }
 
-  private async applyMembers(ep: Known, op: 'add' | 'delete'): Promise<void> {
-    for (const [key, commands] of this.memberChanges(ep, op)) await this.run(key, this.targets.get(key), commands);
-  }
-
   private async applyJoin(ep: Known): Promise<void> {
     // Into the sets that already exist, in every place that has them.
     const changes = this.memberChanges(ep, 'add');
