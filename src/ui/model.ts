@@ -150,7 +150,10 @@ export function buildTopology(raw: RawState): Topology {
 
 function serviceViews(raw: RawState): ServiceView[] {
   return (raw.services ?? []).map((s) => {
-    const vips = new Map((s.Endpoint?.VirtualIPs ?? []).map((v) => [v.NetworkID, v.Addr.split('/')[0]!]));
+    // A VIP on the service's own networks: its VIP on ingress is the mesh's, reached by the
+    // published ports (shown on the ingress lane), never by its address.
+    const own = new Set((s.Spec.TaskTemplate?.Networks ?? []).map((n) => n.Target));
+    const vips = new Map((s.Endpoint?.VirtualIPs ?? []).filter((v) => own.has(v.NetworkID)).map((v) => [v.NetworkID, v.Addr.split('/')[0]!]));
     const nets = [...new Set([...(s.Spec.TaskTemplate?.Networks ?? []).map((n) => n.Target), ...vips.keys()])];
     const replicas = s.Spec.Mode?.Replicated ? s.Spec.Mode.Replicated.Replicas ?? 1 : undefined;
     return {

@@ -256,6 +256,26 @@ describe('swarm services across hosts', () => {
     await ok(h0, ['service', 'rm', 'roll']);
   });
 
+  it('a rolling update under steady requests through the VIP loses none: each task leaves every balancer before it stops', async () => {
+    await ok(h0, ['service', 'create', '--name', 'steady', '--replicas', '2', '--network', 'svc', '--update-delay', '1s', '--update-monitor', '1s', '--stop-grace-period', '1s', ...WEB]);
+    const before = await waitRunning(h0, 'steady', 2);
+    await allAnswer(h1, 'client1', 'http://steady/', taskHostnames(before));
+    // About 20 requests a second from lab1 while both tasks are replaced one after the other.
+    const load = h1.host.docker(['exec', 'client1', 'sh', '-c', 'n=0; f=0; while [ ! -e /tmp/stop ]; do n=$((n+1)); timeout 3 wget -qO- http://steady/ >/dev/null 2>&1 || f=$((f+1)); sleep 0.05; done; echo "$n $f"']);
+    await sleep(1000);
+    const up = await h0.host.docker(['service', 'update', '--force', 'steady']);
+    await sleep(1000);
+    await ok(h1, ['exec', 'client1', 'touch', '/tmp/stop']);
+    const [sent, failed] = (await load).stdout.trim().split(' ').map(Number) as [number, number];
+    await ok(h1, ['exec', 'client1', 'rm', '/tmp/stop']);
+    assert.equal(up.code, 0, up.stderr);
+    const after = await waitRunning(h0, 'steady', 2);
+    assert.deepEqual(after.map((t) => t.ID).filter((id) => before.some((b) => b.ID === id)), [], 'both tasks were replaced');
+    assert.ok(sent >= 40, `only ${sent} requests were made`);
+    assert.equal(failed, 0, `${failed} of ${sent} requests failed during the update`);
+    await ok(h0, ['service', 'rm', 'steady']);
+  });
+
   it('health checks: a task is starting (no backend) until healthy; an update whose tasks never get healthy pauses, the old task serving', async () => {
     await ok(h0, ['service', 'create', '--detach', '--name', 'hc', '--network', 'svc', '--update-order', 'start-first', '--update-monitor', '30s',
       '--health-cmd', 'test -e /tmp/ok', '--health-interval', '1s', '--health-retries', '2', '--health-start-period', '10s', 'busybox', 'sh', '-c', 'sleep 4; touch /tmp/ok; exec sleep 3600']);
