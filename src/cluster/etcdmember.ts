@@ -84,6 +84,12 @@ export class EtcdMember {
       '--enable-v2=false', '--logger=zap', '--log-outputs=stderr',
       // LAN timings (TIMING_FLAGS above).
       ...TIMING_FLAGS,
+      // etcd keeps every revision unless told otherwise, and berth writes all the time (presence
+      // renewals, applied revisions, log batches): left alone the store grows until its quota and
+      // then refuses every write. History older than ten minutes goes; a watch that has to start
+      // further back is told so and lists again (store.ts watchBatches), as Kubernetes' compaction
+      // of its etcd every five minutes works.
+      '--auto-compaction-mode=periodic', '--auto-compaction-retention=10m',
       // Once: the member rewrites the membership to itself alone; later starts must not again.
       ...(this.forceNew ? ['--force-new-cluster'] : []),
     ];

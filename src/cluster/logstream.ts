@@ -63,6 +63,8 @@ export async function streamTaskLogs(
           const task = byId.get(l.t);
           if (task) emit({ task, entry: { time: l.ts, stream: l.s, data: Buffer.from(l.d, 'base64') } });
         }
+        // Following, the batches would pile up in the store for as long as the client reads: each goes once streamed.
+        if (follow) void store.delete(e.key).catch(() => undefined);
         if (e.value.done) {
           if (e.value.error) missing.add(node);
           pending.delete(node);
