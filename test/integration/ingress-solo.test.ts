@@ -81,6 +81,13 @@ describe('the ingress network of a one-node swarm', () => {
     assert.deepEqual(states.filter((l) => l.startsWith('cli.1')).map((l) => l.split(' ').slice(1).join(' ')).sort(), ['Running Running', 'Shutdown Shutdown']);
     assert.match(await berth(['service', 'rollback', 'cli']), /verify: Service converged/);
     assert.equal(await env(), undefined);
+    // Logs as the docker CLI prints them: NAME.SLOT.TASK@NODE | line; --raw without the context.
+    await berth(['service', 'create', '--name', 'talk', 'busybox', 'sh', '-c', 'echo "hi from $(hostname)"; exec sleep 3600']);
+    let said = '';
+    for (const end = Date.now() + 10_000; Date.now() < end && !said.trim(); await sleep(200)) said = await berth(['service', 'logs', 'talk']);
+    assert.match(said, /^talk\.1\.[0-9a-z]{12}@\S+ {4}\| hi from [0-9a-f]{12}\n$/);
+    assert.match(await berth(['service', 'logs', '--raw', '--timestamps', 'talk']), /^\d{4}-\d\d-\d\dT[\d:.]+Z hi from [0-9a-f]{12}\n$/);
+    assert.equal((await berth(['service', 'rm', 'talk'])).trim(), 'talk');
     assert.equal((await berth(['service', 'rm', 'cli'])).trim(), 'cli');
     const gone = await host.berth(['service', 'inspect', 'cli']);
     assert.notEqual(gone.code, 0);

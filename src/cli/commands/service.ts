@@ -1,4 +1,6 @@
 /** `berth service …`: the docker CLI's service commands, with its words, over /services and /tasks. */
+import { Writable } from 'node:stream';
+import { finished } from 'node:stream/promises';
 import type { Command } from 'commander';
 import { CliExit, command, filtersJson, type CliContext } from '../context.js';
 import { formatList } from '../format/formatter.js';
@@ -6,6 +8,7 @@ import { Struct } from '../gotemplate.js';
 import { collect } from '../runflags.js';
 import { inspectMany } from './containers.js';
 import { durationNs, title } from './swarm.js';
+import { pipeOutput } from '../streams.js';
 
 interface PortJson { Protocol: string; TargetPort: number; PublishedPort?: number; PublishMode?: string }
 interface ServiceJson {
@@ -85,7 +88,7 @@ export function serviceCommands(program: Command, ctx: CliContext): void {
     .requiredOption('--name <string>', 'Service name')
     .option('--replicas <n>', 'Number of tasks', (v: string) => Number(v))
     .option('--mode <string>', 'Service mode (replicated or global)', 'replicated')
-    .option('--network <string>', 'Network attachment')
+    .option('--network <string>', 'Network attachments (repeat for several)', collect, [])
     .option('-p, --publish <port>', 'Publish a port as a node port', collect, [])
     .option('-e, --env <list>', 'Set environment variables', collect, [])
     .option('-l, --label <list>', 'Service labels', collect, [])
@@ -93,8 +96,8 @@ export function serviceCommands(program: Command, ctx: CliContext): void {
     .option('--endpoint-mode <mode>', 'Endpoint mode (vip or dnsrr)', 'vip')
     .option('--restart-condition <string>', 'Restart when condition is met ("none"|"on-failure"|"any")')
     .option('-d, --detach', 'Exit immediately instead of waiting for the service to converge'))
-    .argument('<image>').argument('[command...]')
-    .action(async (image: string, cmd: string[], o: UpdateFlags & { name: string; replicas?: number; mode: string; network?: string; publish: string[]; env: string[]; label: string[]; constraint: string[]; endpointMode: string; restartCondition?: string; detach?: boolean }) => {
+    .argument('<image>').argument('[command...]').passThroughOptions()
+    .action(async (image: string, cmd: string[], o: UpdateFlags & { name: string; replicas?: number; mode: string; network: string[]; publish: string[]; env: string[]; label: string[]; constraint: string[]; endpointMode: string; restartCondition?: string; detach?: boolean }) => {
       if (o.mode !== 'replicated' && o.mode !== 'global') throw new CliExit(`invalid argument "${o.mode}" for "--mode" flag: invalid replicated mode`, 125);
       const body = {
         Name: o.name,
@@ -103,7 +106,7 @@ export function serviceCommands(program: Command, ctx: CliContext): void {
           ContainerSpec: { Image: image, ...(cmd.length ? { Args: cmd } : {}), ...(o.env.length ? { Env: o.env } : {}) },
           ...(o.restartCondition ? { RestartPolicy: { Condition: o.restartCondition } } : {}),
           ...(o.constraint.length ? { Placement: { Constraints: o.constraint } } : {}),
-          ...(o.network ? { Networks: [{ Target: o.network }] } : {}),
+          ...(o.network.length ? { Networks: o.network.map((n) => ({ Target: n })) } : {}),
         },
         Mode: o.mode === 'global' ? { Global: {} } : { Replicated: { Replicas: o.replicas ?? 1 } },
         UpdateConfig: updateConfig(o),
@@ -214,6 +217,51 @@ export function serviceCommands(program: Command, ctx: CliContext): void {
         } catch (e) { errors.push((e as Error).message); }
       }
       if (errors.length) throw new CliExit(errors.join('\n'), 1);
+    }));
+  service.addCommand(command('logs', 'Fetch the logs of a service or task')
+    .option('-f, --follow', 'Follow log output')
+    .option('-n, --tail <string>', 'Number of lines to show from the end of the logs', 'all')
+    .option('-t, --timestamps', 'Show timestamps')
+    .option('--since <string>', 'Show logs since timestamp (e.g. 2013-01-02T13:23:37Z) or relative (e.g. 42m)')
+    .option('--no-trunc', 'Do not truncate output')
+    .option('--raw', 'Do not neatly format logs')
+    .argument('<service|task>')
+    .action(async (ref: string, o: { follow?: boolean; tail: string; timestamps?: boolean; since?: string; trunc: boolean; raw?: boolean }) => {
+      // A service of that name or id, else a task, as the docker CLI asks.
+      const svc = await get(ref).catch(() => undefined);
+      const path = svc ? `/services/${svc.ID}/logs` : `/tasks/${encodeURIComponent(ref)}/logs`;
+      const res = await c().stream('GET', path, { query: { stdout: 1, stderr: 1, details: 1, follow: Boolean(o.follow), tail: o.tail, timestamps: Boolean(o.timestamps), since: o.since } });
+      const contexts = new Map<string, Promise<string>>();
+      /** `NAME.SLOT.TASK@NODE` as the docker CLI prints it, asked once per task. */
+      const contextOf = (attrs: Map<string, string>) => {
+        const taskId = attrs.get('com.docker.swarm.task.id') ?? '';
+        let ctx = contexts.get(taskId);
+        if (!ctx) {
+          ctx = (async () => {
+            const t = await c().json<TaskJson & { ServiceAnnotations?: { Name?: string } }>('GET', `/tasks/${taskId}`).catch(() => undefined);
+            const node = await c().json<{ Description?: { Hostname?: string } }>('GET', `/nodes/${attrs.get('com.docker.swarm.node.id') ?? ''}`).catch(() => undefined);
+            const name = t?.ServiceAnnotations?.Name ?? svc?.Spec.Name ?? '';
+            return `${name}.${t?.Slot ?? t?.NodeID ?? ''}.${o.trunc ? taskId.slice(0, 12) : taskId}@${node?.Description?.Hostname ?? attrs.get('com.docker.swarm.node.id') ?? ''}`;
+          })();
+          contexts.set(taskId, ctx);
+        }
+        return ctx;
+      };
+      /** One frame is one line: [timestamp] details line, as the API sends them. */
+      const format = async (frame: Buffer): Promise<string> => {
+        let text = frame.toString('utf8');
+        let stamp = '';
+        if (o.timestamps) { const sp = text.indexOf(' '); stamp = text.slice(0, sp + 1); text = text.slice(sp + 1); }
+        const sp = text.indexOf(' ');
+        const attrs = new Map(text.slice(0, sp).split(',').map((kv) => kv.split('=').map(decodeURIComponent) as [string, string]));
+        const line = text.slice(sp + 1);
+        return o.raw ? `${stamp}${line}` : `${stamp}${await contextOf(attrs)}    | ${line}`;
+      };
+      const sink = (out: NodeJS.WriteStream) => new Writable({ write: (chunk: Buffer, _e, done) => { format(chunk).then((l) => { out.write(l); done(); }, done); } });
+      const [out, err] = [sink(process.stdout), sink(process.stderr)];
+      await pipeOutput(res, false, out, err);
+      // The last lines may still wait for their task's name.
+      await Promise.all([finished(out.end()), finished(err.end())]);
     }));
   program.addCommand(service);
 }
