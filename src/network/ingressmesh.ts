@@ -7,7 +7,8 @@
  *   goes straight to a local task (Docker's `mode=host`). A port with no element is not touched,
  *   so the kernel refuses it (RST or ICMP unreachable): a service removed is refused at once.
  * - `ip berth_ingress` in the ingress sandbox: a verdict map from protocol and port to the
- *   service's chain, which picks a running task's ingress address with `numgen random`
+ *   service's chain, which picks a running task's ingress address in turn (`numgen inc`: round
+ *   robin, IPVS's default scheduler in Docker's mesh)
  *   (kube-proxy's nftables mode) and DNATs to it on the target port; every balanced connection is
  *   SNATed to the sandbox's own ingress address, so the task's reply comes back through this node
  *   whichever node the task runs on. A port with no running task has no element: the sandbox
@@ -42,7 +43,7 @@ const live = (ports: Iterable<MeshPort>) => [...ports].filter((p) => p.backends.
 function dispatch(b: Balancing, p: MeshPort): string {
   const list = backendsOf(p);
   if (list.length === 1) return `goto ${backendChain(b, p, list[0]!)}`;
-  return `numgen random mod ${list.length} vmap { ${list.map((ip, i) => `${i} : goto ${backendChain(b, p, ip)}`).join(', ')} }`;
+  return `numgen inc mod ${list.length} vmap { ${list.map((ip, i) => `${i} : goto ${backendChain(b, p, ip)}`).join(', ')} }`;
 }
 
 /**

@@ -38,7 +38,7 @@ export function countersOf(entries: VipEntry[]): Map<string, { service: string; 
 function dispatch(e: VipEntry): string {
   const list = backendsOf(e);
   if (list.length === 1) return `goto ${backendChain(e, list[0]!)}`;
-  return `numgen random mod ${list.length} vmap { ${list.map((ip, i) => `${i} : goto ${backendChain(e, ip)}`).join(', ')} }`;
+  return `numgen inc mod ${list.length} vmap { ${list.map((ip, i) => `${i} : goto ${backendChain(e, ip)}`).join(', ')} }`;
 }
 
 const dnat = (e: VipEntry, ip: string) => `counter name "${hitCounter(e.service, ip)}" dnat to ${ip}`;
@@ -48,7 +48,8 @@ const dnat = (e: VipEntry, ip: string) => `counter name "${hitCounter(e.service,
  * balances in each container's sandbox (IPVS there), so replies come back to the same namespace
  * whatever host the backend is on: the nat `output` hook sends a new connection to a VIP through a
  * verdict map (one element per VIP, so a service added is one element) to the VIP's chain, which
- * picks a backend with `numgen random mod N`; the backend's chain counts the connection on the
+ * picks a backend in turn with `numgen inc mod N` (round robin, as Docker's IPVS schedules by
+ * default; kube-proxy picks at random); the backend's chain counts the connection on the
  * backend's counter and DNATs to it (kube-proxy's nftables mode, without its masquerade: the
  * client's own address is the source, the backend answers it directly). A VIP with no running
  * task is rejected at once in a filter chain (a nat chain cannot reject) instead of leaving the

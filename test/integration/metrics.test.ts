@@ -184,7 +184,7 @@ describe('metrics scraped by Prometheus', () => {
     const backends = 'berth_service_backend_connections_total{service="hits",via="vip"}';
     await expectValue(`count(${backends})`, 2);
     await expectValue(`sum(${backends})`, 0);
-    // Sixteen connections to the VIP from a container: each backend gets some (both none: 2^-15).
+    // Sixteen connections to the VIP from a container, taken by the backends in turn.
     const served = new Set<string>();
     for (let i = 0; i < 16; i++) {
       const r = await exec(host, cli, ['wget', '-q', '-O', '-', 'http://hits/']);

@@ -323,7 +323,7 @@ describe('the sandbox balancer table', () => {
       '    counter name "h_bbbbbbbbbbbb_10_0_0_9" dnat to 10.0.0.9',
       '  }',
       `  chain ${A} {`,
-      `    numgen random mod 2 vmap { 0 : goto ${A}_10_0_0_3, 1 : goto ${A}_10_0_0_4 }`,
+      `    numgen inc mod 2 vmap { 0 : goto ${A}_10_0_0_3, 1 : goto ${A}_10_0_0_4 }`,
       '  }',
       `  chain ${A}_10_0_0_3 {`,
       '    counter name "h_aaaaaaaaaaaa_10_0_0_3" dnat to 10.0.0.3',
@@ -344,7 +344,7 @@ describe('the sandbox balancer table', () => {
     assert.deepEqual(lbScript(before, after).trim().split('\n'), [
       `add counter ${T} h_aaaaaaaaaaaa_10_0_0_5`,
       `add chain ${T} ${A}_10_0_0_5`, `add rule ${T} ${A}_10_0_0_5 counter name "h_aaaaaaaaaaaa_10_0_0_5" dnat to 10.0.0.5`,
-      `flush chain ${T} ${A}`, `add rule ${T} ${A} numgen random mod 2 vmap { 0 : goto ${A}_10_0_0_4, 1 : goto ${A}_10_0_0_5 }`,
+      `flush chain ${T} ${A}`, `add rule ${T} ${A} numgen inc mod 2 vmap { 0 : goto ${A}_10_0_0_4, 1 : goto ${A}_10_0_0_5 }`,
       `flush chain ${T} ${A}_10_0_0_3`, `delete chain ${T} ${A}_10_0_0_3`,
       `delete counter ${T} h_aaaaaaaaaaaa_10_0_0_3`,
     ]);

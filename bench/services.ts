@@ -1,0 +1,129 @@
+/**
+ * node dist/bench/services.js [--quick] [--no-write]   (npm run bench:services)
+ * Services on three lab hosts (namespaces on one underlay bridge), berth only: Docker 20.10's
+ * routing mesh needs IPVS, which this kernel lacks (moby#24005), so its VIP and mesh cannot be
+ * measured here. In one run:
+ *  - spread: 1,200 HTTP requests (each a new connection) to a 4-replica service through its VIP
+ *    from a container on another host, and 1,200 through the published port, 400 to each node's
+ *    address from the underlay namespace; each request answers its task's hostname; the
+ *    per-task share's worst distance from even;
+ *  - TCP connect + 1-byte echo and iperf3 from a client container to the VIP against straight to
+ *    a task (the same tasks serve both);
+ *  - a rolling update (`service update --force`, one task at a time) under about 200 requests/s
+ *    through the VIP: requests sent and lost.
+ * Everything is removed at the end, even on failure.
+ */
+import { Lab, type LabHost } from '../test/integration/lab.js';
+import { PACKAGE_ROOT } from '../src/daemon/paths.js';
+import { emitSideResults } from './report.js';
+import { log, median, quantile, run } from './util.js';
+
+const quick = process.argv.includes('--quick');
+const write = !process.argv.includes('--no-write');
+const REQUESTS = quick ? 120 : 1200;
+const ECHOES = quick ? 20 : 300;
+const WEB = ['busybox', 'sh', '-c', 'mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www'];
+
+async function docker(h: LabHost, args: string[]): Promise<string> {
+  const r = await h.host.docker(args);
+  if (r.code !== 0) throw new Error(`${h.name}: docker ${args.join(' ')}: ${r.stderr.trim()}`);
+  return r.stdout.trim();
+}
+
+/** `count` sequential GETs from inside a namespace (one Node process, a new connection each); the answers. */
+async function fetchMany(netns: string, urls: string[]): Promise<string[]> {
+  const script = `const http=require('http');const urls=JSON.parse(process.argv[1]);(async()=>{const out=[];for(const u of urls){out.push(await new Promise((res)=>{const r=http.get(u,{agent:false,timeout:3000},(s)=>{let b='';s.on('data',(d)=>b+=d);s.on('end',()=>res(b.trim()));});r.on('error',()=>res(''));r.on('timeout',()=>{r.destroy();res('');});}));}console.log(JSON.stringify(out));})()`;
+  const r = await run('nsenter', [`--net=${netns}`, process.execPath, '-e', script, JSON.stringify(urls)]);
+  if (r.code !== 0) throw new Error(`fetch: ${r.stderr}`);
+  return JSON.parse(r.stdout) as string[];
+}
+
+/** The largest relative distance of a task's share from 1/n, over the answers (a failed request counts against). */
+function spread(answers: string[], tasks: string[]): { worst: number; failed: number; perTask: Record<string, number> } {
+  const perTask = Object.fromEntries(tasks.map((t) => [t, 0]));
+  let failed = 0;
+  for (const a of answers) { if (a in perTask) perTask[a]!++; else failed++; }
+  const even = answers.length / tasks.length;
+  return { worst: Math.max(...Object.values(perTask).map((c) => Math.abs(c - even) / even)), failed, perTask };
+}
+
+/** TCP connect + 1-byte echo, `n` times, from `clientNs` to `addr`:7007, with an echo server in each of `serverNss`. */
+async function echo(serverNss: string[], clientNs: string, addr: string, n: number): Promise<number[]> {
+  const server = `require('net').createServer((s)=>s.pipe(s)).listen(7007);setTimeout(()=>process.exit(0),${n * 100 + 20000})`;
+  const servers = serverNss.map((ns) => run('nsenter', [`--net=${ns}`, process.execPath, '-e', server]));
+  await new Promise((r) => setTimeout(r, 800));
+  const client = `const net=require('net');(async()=>{const out=[];for(let i=0;i<${n};i++){const t=process.hrtime.bigint();await new Promise((res,rej)=>{const s=net.connect(7007,'${addr}',()=>s.write('x'));s.on('data',()=>{s.destroy();res();});s.on('error',rej);});out.push(Number(process.hrtime.bigint()-t)/1e6);}console.log(JSON.stringify(out));process.exit(0)})()`;
+  const c = await run('nsenter', [`--net=${clientNs}`, process.execPath, '-e', client]);
+  await run('pkill', ['-f', 'listen\\(7007\\)']);
+  await Promise.all(servers);
+  if (c.code !== 0) throw new Error(`echo: ${c.stderr}`);
+  return JSON.parse(c.stdout) as number[];
+}
+
+/** iperf3 from `clientNs` to `addr`, with a one-shot server in each of `serverNss`; Gbit/s. */
+async function iperf(serverNss: string[], clientNs: string, addr: string): Promise<number> {
+  const servers = serverNss.map((ns) => run('nsenter', [`--net=${ns}`, 'iperf3', '-s', '-1']));
+  await new Promise((r) => setTimeout(r, 800));
+  const c = await run('nsenter', [`--net=${clientNs}`, 'iperf3', '-c', addr, '-t', quick ? '2' : '5', '-J']);
+  await run('pkill', ['-f', 'iperf3 -s -1']);
+  await Promise.all(servers);
+  if (c.code !== 0) throw new Error(`iperf3: ${c.stderr || c.stdout}`);
+  return JSON.parse(c.stdout).end.sum_received.bits_per_second / 1e9;
+}
+
+async function main(): Promise<void> {
+  const results: Record<string, unknown> = { when: new Date().toISOString(), quick, requests: REQUESTS };
+  log('lab of 3 hosts');
+  const lab = await Lab.create(3, { leaseTtlSec: 3, seedBusybox: true });
+  try {
+    const [h0, h1] = lab.hosts as [LabHost, LabHost];
+    await lab.formSwarm(0);
+    // The underlay's own address: the "outside" client of the published port.
+    await lab.underlayAddress('10.99.0.250/24');
+    await docker(h0, ['network', 'create', '-d', 'overlay', '--attachable', '--subnet', '10.50.0.0/24', 'svcb']);
+    await docker(h0, ['service', 'create', '--name', 'web', '--replicas', '4', '--network', 'svcb', '-p', '8080:80', '--update-delay', '1s', '--update-monitor', '1s', '--stop-grace-period', '1s', ...WEB]);
+    await docker(h1, ['run', '-d', '--name', 'client', '--network', 'svcb', 'busybox', 'sleep', '36000']);
+    const clientNs = await docker(h1, ['inspect', '-f', '{{.NetworkSettings.SandboxKey}}', 'client']);
+    const vip = (JSON.parse(await docker(h0, ['service', 'inspect', 'web']))[0].Endpoint.VirtualIPs as Array<{ NetworkID: string; Addr: string }>)
+      .find((v) => v.Addr.startsWith('10.50.'))!.Addr.split('/')[0]!;
+    const taskContainers = async () => (await Promise.all(lab.hosts.map(async (h) => (await docker(h, ['ps', '-q', '--no-trunc', '--filter', 'label=com.docker.swarm.service.name=web'])).split('\n').filter(Boolean)
+      .map(async (id) => ({ host: h, id, short: id.slice(0, 12), ns: await docker(h, ['inspect', '-f', '{{.NetworkSettings.SandboxKey}}', id]), ip: await docker(h, ['inspect', '-f', '{{(index .NetworkSettings.Networks "svcb").IPAddress}}', id]) }))))).flat();
+    const tasks = await Promise.all(await taskContainers());
+    const names = tasks.map((t) => t.short);
+    log(`tasks: ${tasks.map((t) => `${t.short}@${t.host.name}`).join(', ')}; VIP ${vip}`);
+
+    log('spread through the VIP and through every node\'s published port');
+    const viaVip = spread(await fetchMany(clientNs, Array.from({ length: REQUESTS }, () => `http://${vip}/`)), names);
+    const meshUrls = Array.from({ length: REQUESTS }, (_, i) => `http://${lab.hosts[i % 3]!.addr}:8080/`);
+    const viaMesh = spread(await fetchMany(`/run/netns/${lab.underlay}`, meshUrls), names);
+    results.spread_vip = viaVip;
+    results.spread_mesh = viaMesh;
+
+    log('latency and throughput: the VIP against straight to a task');
+    const direct = tasks[0]!;
+    const ev = await echo(tasks.map((t) => t.ns), clientNs, vip, ECHOES);
+    const ed = await echo(tasks.map((t) => t.ns), clientNs, direct.ip, ECHOES);
+    results.echo_vip_ms = { p50: median(ev), p90: quantile(ev, 0.9), p99: quantile(ev, 0.99) };
+    results.echo_direct_ms = { p50: median(ed), p90: quantile(ed, 0.9), p99: quantile(ed, 0.99) };
+    results.iperf_vip_gbps = await iperf(tasks.map((t) => t.ns), clientNs, vip);
+    results.iperf_direct_gbps = await iperf(tasks.map((t) => t.ns), clientNs, direct.ip);
+
+    log('a rolling update under about 200 requests/s through the VIP');
+    const loadScript = `const http=require('http');let sent=0,lost=0,stop=false;const fire=()=>{sent++;const r=http.get('http://${vip}/',{agent:false,timeout:3000},(s)=>{s.resume();});r.on('error',()=>lost++);r.on('timeout',()=>{r.destroy();});};const t=setInterval(fire,5);process.on('SIGTERM',()=>{clearInterval(t);setTimeout(()=>{console.log(JSON.stringify({sent,lost}));process.exit(0)},3500);});`;
+    const load = run('nsenter', [`--net=${clientNs}`, process.execPath, '-e', loadScript]);
+    await new Promise((r) => setTimeout(r, 1000));
+    const t0 = Date.now();
+    await docker(h0, ['service', 'update', '--force', 'web']);
+    results.update_seconds = (Date.now() - t0) / 1000;
+    await new Promise((r) => setTimeout(r, 1000));
+    await run('pkill', ['-TERM', '-f', 'setInterval\\(fire,5\\)']);
+    const l = await load;
+    results.update_under_load = JSON.parse(l.stdout || '{}');
+  } finally {
+    const leaks = await lab.destroy();
+    if (leaks.length) log(`LEAKS: ${leaks.join('; ')}`);
+  }
+  await emitSideResults(PACKAGE_ROOT, 'services', results, { write, quick, log });
+}
+
+main().catch((e) => { console.error(e); process.exit(1); });
