@@ -7,8 +7,8 @@
  *    from a container on another host, and 1,200 through the published port, 400 to each node's
  *    address from the underlay namespace; each request answers its task's hostname; the
  *    per-task share's worst distance from even;
- *  - TCP connect + 1-byte echo and iperf3 from a client container to the VIP against straight to
- *    a task (the same tasks serve both);
+ *  - TCP connect + 1-byte echo from a client container to the VIP against straight to a task (the
+ *    same tasks serve both), and iperf3 to a one-task service's VIP against straight to its task;
  *  - a rolling update (`service update --force`, one task at a time) under about 200 requests/s
  *    through the VIP: requests sent and lost.
  * Everything is removed at the end, even on failure.
@@ -105,8 +105,15 @@ async function main(): Promise<void> {
     const ed = await echo(tasks.map((t) => t.ns), clientNs, direct.ip, ECHOES);
     results.echo_vip_ms = { p50: median(ev), p90: quantile(ev, 0.9), p99: quantile(ev, 0.99) };
     results.echo_direct_ms = { p50: median(ed), p90: quantile(ed, 0.9), p99: quantile(ed, 0.99) };
-    results.iperf_vip_gbps = await iperf(tasks.map((t) => t.ns), clientNs, vip);
-    results.iperf_direct_gbps = await iperf(tasks.map((t) => t.ns), clientNs, direct.ip);
+    // iperf3's control and data connections are two connections, which a balancer over four tasks
+    // sends to different tasks (Docker's IPVS as well): throughput through a VIP of one task.
+    await docker(h0, ['service', 'create', '--name', 'solo', '--network', 'svcb', 'busybox', 'sleep', '36000']);
+    const solo = (JSON.parse(await docker(h0, ['service', 'inspect', 'solo']))[0].Endpoint.VirtualIPs as Array<{ Addr: string }>)[0]!.Addr.split('/')[0]!;
+    const soloTask = (await Promise.all(lab.hosts.map(async (h) => (await docker(h, ['ps', '-q', '--filter', 'label=com.docker.swarm.service.name=solo'])).split('\n').filter(Boolean).map((id) => ({ h, id }))))).flat()[0]!;
+    const soloNs = await docker(soloTask.h, ['inspect', '-f', '{{.NetworkSettings.SandboxKey}}', soloTask.id]);
+    const soloIp = await docker(soloTask.h, ['inspect', '-f', '{{(index .NetworkSettings.Networks "svcb").IPAddress}}', soloTask.id]);
+    results.iperf_vip_gbps = await iperf([soloNs], clientNs, solo);
+    results.iperf_direct_gbps = await iperf([soloNs], clientNs, soloIp);
 
     log('a rolling update under about 200 requests/s through the VIP');
     const loadScript = `const http=require('http');let sent=0,lost=0,stop=false;const fire=()=>{sent++;const r=http.get('http://${vip}/',{agent:false,timeout:3000},(s)=>{s.resume();});r.on('error',()=>lost++);r.on('timeout',()=>{r.destroy();});};const t=setInterval(fire,5);process.on('SIGTERM',()=>{clearInterval(t);setTimeout(()=>{console.log(JSON.stringify({sent,lost}));process.exit(0)},3500);});`;
