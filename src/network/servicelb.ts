@@ -154,7 +154,9 @@ async function readCounters(netns: string): Promise<Map<string, number>> {
   return parseCounters(r.stdout);
 }
 
-interface Applied { netns: string; text: string; entries: VipEntry[]; backends: Set<string>; counted: Map<string, number> }
+interface Applied { netns: string; entries: VipEntry[]; counted: Map<string, number> }
+
+const backendSet = (entries: VipEntry[]) => new Set(entries.flatMap((e) => e.backends));
 
 /**
  * The balancer tables of this host's sandboxes, each changed in one transaction when what it
@@ -181,17 +183,17 @@ export class ServiceBalancers {
     return this.serial(async () => {
       if (all) for (const id of [...this.applied.keys()]) if (!want.has(id)) this.forget(id);
       await Promise.all([...want].map(async ([id, w]) => {
-        const text = w.entries.length ? lbTable(w.entries) : '';
         let had = this.applied.get(id);
-        if (had && had.netns === w.netns && had.text === text) return;
-        if (!had && !text) return;
         if (had && had.netns !== w.netns) { this.forget(id); had = undefined; }
+        // No table before or after: nothing to do; otherwise the script says what differs ('' when nothing).
+        if (!had?.entries.length && !w.entries.length) return;
+        const script = lbScript(had?.entries, w.entries);
+        if (had && !script) return;
         const counters = countersOf(w.entries);
         for (const [name, who] of counters) this.identity.set(name, who);
         try {
           let remade = !had;
-          const script = lbScript(had?.entries, w.entries);
-          if (script) await nftApply(script, { netns: w.netns }).catch(async (e) => {
+          await nftApply(script, { netns: w.netns }).catch(async (e) => {
             if (!had) throw e;
             // The table was not what berth last applied (changed by hand): made whole, counters anew.
             this.log(`services: balancer of ${id.slice(0, 12)} remade: ${errorMessage(e)}`);
@@ -200,10 +202,11 @@ export class ServiceBalancers {
           });
           for (const [c, n] of had?.counted ?? []) if (remade || !counters.has(c)) this.retire(c, n);
           const counted = new Map([...counters.keys()].map((c) => [c, remade ? 0 : had?.counted.get(c) ?? 0]));
-          this.applied.set(id, { netns: w.netns, text, entries: w.entries, backends: new Set(w.entries.flatMap((e) => e.backends)), counted });
+          this.applied.set(id, { netns: w.netns, entries: w.entries, counted });
           // New datagrams of a flow to a backend that left would still go to it: its flows go too.
-          for (const ip of had?.backends ?? []) {
-            if (!this.applied.get(id)!.backends.has(ip)) await dropUdpFlowsTo(ip, w.netns).catch((e: Error) => this.log(`services: ${id.slice(0, 12)}: ${e.message}`));
+          const kept = backendSet(w.entries);
+          for (const ip of backendSet(had?.entries ?? [])) {
+            if (!kept.has(ip)) await dropUdpFlowsTo(ip, w.netns).catch((e: Error) => this.log(`services: ${id.slice(0, 12)}: ${e.message}`));
           }
         } catch (e) {
           // The namespace went meanwhile (the container stopped): nothing to balance there.

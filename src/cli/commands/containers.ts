@@ -97,6 +97,20 @@ export function portLines(ports: Record<string, Array<{ HostIp: string; HostPort
 }
 
 /** Adds the container commands to `parent`; `grouped` is true under `berth container`. */
+/** The flags `logs` takes for a container, a service or a task, as the docker CLI's. */
+export interface LogFlags { follow?: boolean; tail: string; timestamps?: boolean; since?: string }
+
+export function logsCommand(description: string): Command {
+  return command('logs', description)
+    .option('-f, --follow', 'Follow log output')
+    .option('-n, --tail <string>', 'Number of lines to show from the end of the logs', 'all')
+    .option('-t, --timestamps', 'Show timestamps')
+    .option('--since <string>', 'Show logs since timestamp (e.g. 2013-01-02T13:23:37Z) or relative (e.g. 42m)');
+}
+
+/** The logs endpoints' query for those flags. */
+export const logQuery = (o: LogFlags) => ({ stdout: 1, stderr: 1, follow: Boolean(o.follow), tail: o.tail, timestamps: Boolean(o.timestamps), since: o.since });
+
 export function containerCommands(parent: Command, ctx: CliContext, grouped: boolean): void {
   const run = addContainerFlags(command('run', 'Run a command in a new container'), true)
     .argument('<image>').argument('[command...]').passThroughOptions()
@@ -190,18 +204,12 @@ export function containerCommands(parent: Command, ctx: CliContext, grouped: boo
   if (grouped) ps.aliases(['ps', 'list']);
   parent.addCommand(ps);
 
-  parent.addCommand(command('logs', 'Fetch the logs of a container')
-    .option('-f, --follow', 'Follow log output')
-    .option('-n, --tail <string>', 'Number of lines to show from the end of the logs', 'all')
-    .option('-t, --timestamps', 'Show timestamps')
-    .option('--since <string>', 'Show logs since timestamp or relative (e.g. 42m)')
+  parent.addCommand(logsCommand('Fetch the logs of a container')
     .option('--until <string>', 'Show logs before a timestamp or relative (e.g. 42m)')
     .argument('<container>')
-    .action(async (target: string, opts: { follow?: boolean; tail: string; timestamps?: boolean; since?: string; until?: string }) => {
+    .action(async (target: string, opts: LogFlags & { until?: string }) => {
       const tty = await isTty(ctx, target);
-      const res = await ctx.client().stream('GET', `/containers/${encodeURIComponent(target)}/logs`, {
-        query: { stdout: 1, stderr: 1, follow: Boolean(opts.follow), tail: opts.tail, timestamps: Boolean(opts.timestamps), since: opts.since, until: opts.until },
-      });
+      const res = await ctx.client().stream('GET', `/containers/${encodeURIComponent(target)}/logs`, { query: { ...logQuery(opts), until: opts.until } });
       await pipeOutput(res, tty);
     }));
 

@@ -6,7 +6,7 @@ import { CliExit, command, filtersJson, type CliContext } from '../context.js';
 import { formatList } from '../format/formatter.js';
 import { Struct } from '../gotemplate.js';
 import { collect } from '../runflags.js';
-import { inspectMany } from './containers.js';
+import { inspectMany, logQuery, logsCommand, type LogFlags } from './containers.js';
 import { durationNs, title } from './swarm.js';
 import { pipeOutput } from '../streams.js';
 
@@ -218,19 +218,15 @@ export function serviceCommands(program: Command, ctx: CliContext): void {
       }
       if (errors.length) throw new CliExit(errors.join('\n'), 1);
     }));
-  service.addCommand(command('logs', 'Fetch the logs of a service or task')
-    .option('-f, --follow', 'Follow log output')
-    .option('-n, --tail <string>', 'Number of lines to show from the end of the logs', 'all')
-    .option('-t, --timestamps', 'Show timestamps')
-    .option('--since <string>', 'Show logs since timestamp (e.g. 2013-01-02T13:23:37Z) or relative (e.g. 42m)')
+  service.addCommand(logsCommand('Fetch the logs of a service or task')
     .option('--no-trunc', 'Do not truncate output')
     .option('--raw', 'Do not neatly format logs')
     .argument('<service|task>')
-    .action(async (ref: string, o: { follow?: boolean; tail: string; timestamps?: boolean; since?: string; trunc: boolean; raw?: boolean }) => {
+    .action(async (ref: string, o: LogFlags & { trunc: boolean; raw?: boolean }) => {
       // A service of that name or id, else a task, as the docker CLI asks.
       const svc = await get(ref).catch(() => undefined);
       const path = svc ? `/services/${svc.ID}/logs` : `/tasks/${encodeURIComponent(ref)}/logs`;
-      const res = await c().stream('GET', path, { query: { stdout: 1, stderr: 1, details: 1, follow: Boolean(o.follow), tail: o.tail, timestamps: Boolean(o.timestamps), since: o.since } });
+      const res = await c().stream('GET', path, { query: { ...logQuery(o), details: 1 } });
       const contexts = new Map<string, Promise<string>>();
       /** `NAME.SLOT.TASK@NODE` as the docker CLI prints it, asked once per task. */
       const contextOf = (attrs: Map<string, string>) => {
