@@ -1,7 +1,7 @@
 import { promises as fs } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ApiError } from '../util/errors.js';
-import { hostIpDeletions, ipBatch, ipJson } from './netns.js';
+import { createVethInside, hostIpDeletions, ipBatch, ipJson } from './netns.js';
 
 /**
  * Linux bridges and veth pairs: a bridge per network in berthd's namespace, and a veth pair per
@@ -126,8 +126,6 @@ export interface JoinSpec {
   /** Isolated bridge port: no traffic to other isolated ports (ICC off). */
   isolated?: boolean;
   mtu: number;
-  /** berthd's pid: its namespace is where the host end of the veth goes. */
-  daemonPid: number;
   /** Settles when the port may join the bridge (its source guard is in place): awaited only then. */
   beforeAttach?: Promise<void>;
 }
@@ -137,15 +135,12 @@ export interface JoinSpec {
  * container side is configured before anyone can see it.
  */
 export async function joinEndpoint(j: JoinSpec): Promise<void> {
-  const inside = [
-    `link add name ${j.ifname} address ${j.mac} mtu ${j.mtu} type veth peer name ${j.hostIf} mtu ${j.mtu} netns ${j.daemonPid}`,
-    `addr add ${j.addressCidr} dev ${j.ifname}`,
-    `link set ${j.ifname} up`,
-  ];
-  if (j.gateway) inside.push(`route replace default via ${j.gateway} dev ${j.ifname}`);
-  if (j.address6Cidr) inside.push(`addr add ${j.address6Cidr} dev ${j.ifname} nodad`);
-  if (j.gateway6) inside.push(`route replace default via ${j.gateway6} dev ${j.ifname}`);
-  await ipBatch(j.netnsPath, inside);
+  await createVethInside({
+    netnsPath: j.netnsPath, ifname: j.ifname, hostIf: j.hostIf, mac: j.mac, mtu: j.mtu, address: j.addressCidr,
+    ...(j.gateway ? { gateway: j.gateway } : {}),
+    ...(j.address6Cidr ? { address6: j.address6Cidr } : {}),
+    ...(j.gateway6 ? { gateway6: j.gateway6 } : {}),
+  });
   try {
     await j.beforeAttach;
     // Hairpin lets a container reach itself through its own published port: with br_netfilter the

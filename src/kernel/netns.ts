@@ -10,9 +10,16 @@ import { CommandStream, ipDialect } from './stream.js';
  * Node has no unshare: the addon native/berth-netns.c makes, pins and releases them without an
  * `unshare` or `umount` process; commands run inside one through berth-spawn (util/exec.ts).
  */
+/** A veth made inside a namespace (the `ip -batch` commands joinEndpoint ran there before). */
+export interface VethInside {
+  netnsPath: string; ifname: string; hostIf: string; mac: string; mtu: number;
+  address: string; gateway?: string; address6?: string; gateway6?: string;
+}
+
 interface NsAddon {
   createNetns(path: string): void;
   unpin(path: string): void;
+  joinVeth(spec: VethInside): Promise<void>;
 }
 
 const ns = nativeAddon<NsAddon>('berth-netns.node', 'network namespaces');
@@ -27,6 +34,15 @@ export async function createNetns(path: string): Promise<void> {
     await fs.rm(path, { force: true });
     throw e;
   }
+}
+
+/**
+ * Makes a veth pair inside the namespace at `netnsPath` over rtnetlink (native/berth-veth.c): the
+ * container's end configured (address, up, default routes), its peer `hostIf` in berthd's
+ * namespace. No `ip` process: starting one inside a namespace cost more than the kernel's work.
+ */
+export function createVethInside(spec: VethInside): Promise<void> {
+  return ns().joinVeth(spec);
 }
 
 export async function deleteNetns(path: string): Promise<void> {

@@ -147,7 +147,7 @@ export class BridgeDriver implements NetworkDriver {
         netnsPath: j.netnsPath, ifname: j.ifname, hostIf, bridge: n.bridge!, mac: j.mac,
         addressCidr: j.addressCidr, gateway: j.gateway, address6Cidr: j.address6Cidr, gateway6: j.gateway6,
         isolated: !optBool(n.Options[OPT_ICC], true),
-        mtu: n.mtu ?? this.mtuDefault(), daemonPid: process.pid,
+        mtu: n.mtu ?? this.mtuDefault(),
       });
     } catch (e) {
       await allowed.catch(() => undefined);

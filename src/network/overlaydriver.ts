@@ -171,7 +171,7 @@ export class OverlayDriver implements NetworkDriver {
     try {
       await joinEndpoint({
         beforeAttach: allowed, netnsPath: j.netnsPath, ifname: j.ifname, hostIf, bridge: overlayBridge(n.Id), mac: j.mac,
-        addressCidr: j.addressCidr, gateway: j.gateway, mtu: overlayMtu(n.Options[OPT_MTU], await plane.underlayMtu()), daemonPid: process.pid,
+        addressCidr: j.addressCidr, gateway: j.gateway, mtu: overlayMtu(n.Options[OPT_MTU], await plane.underlayMtu()),
       });
     } catch (e) {
       await allowed.catch(() => undefined);

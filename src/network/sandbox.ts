@@ -1,13 +1,12 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { EndpointState, PortMapping, SandboxRef, SandboxSpec, SandboxState } from '../model/network.js';
-import { BadRequestError } from '../util/errors.js';
-import { newId } from '../util/ids.js';
+import { BadRequestError, errorMessage } from '../util/errors.js';
 import { macFor } from './mac.js';
-import { AddressTakenError, type JoinResult, type NetworkDriver } from './driver.js';
+import { planEndpoints, releaseLeases, type Plan } from './sandboxplan.js';
+import { AddressTakenError, type JoinResult } from './driver.js';
 import { publishTarget, sharesNamespace, usesEmbeddedDns } from './endpoints.js';
 import type { Firewall } from './firewallapi.js';
-import type { AddressLease } from './ipamdriver.js';
 import { cloneEndpoints, entryOf, journalFromRef, JournalStore, type JournalEndpoint, type SandboxJournal } from './journal.js';
 import { OPT_HOST_BINDING } from './options.js';
 import { requestedPorts, requestsOf, type PortMapper } from './portmapper.js';
@@ -32,9 +31,6 @@ export interface SandboxDeps {
   /** Network policy, told of each endpoint before its interface exists and after it is gone. */
   policy?: EndpointPolicy;
 }
-
-/** One endpoint about to be joined: its network, driver, lease and interface name. */
-interface Plan { n: NetworkRecord; driver: NetworkDriver; ep: EndpointState; entry: JournalEndpoint; lease: AddressLease; defaultRoute: boolean }
 
 /**
  * A container's network sandbox, as libnetwork means it: its namespace, the order in which
@@ -71,13 +67,13 @@ export class Sandboxes {
     const path = join(this.d.netnsDir, spec.id.slice(0, 12));
     const endpoints = cloneEndpoints(spec.endpoints);
     const journal: SandboxJournal = { id: spec.id, netnsPath: path, endpoints: [] };
-    const plans = await this.plan(endpoints, journal, 0);
+    const plans = await planEndpoints(this.d.registry, endpoints, journal, 0);
     let saved: Promise<void>;
     try {
       // The journal names the namespace and every address before the kernel sees any of it.
       ({ saved } = await this.persist(journal, plans.map((p) => p.n)));
     } catch (e) {
-      await this.releaseLeases(plans);
+      await releaseLeases(this.d.registry, plans);
       await this.journals.remove(spec.id).catch(() => undefined);
       throw e;
     }
@@ -114,12 +110,16 @@ export class Sandboxes {
     // Interfaces go before their namespace: the kernel frees a dead namespace's interfaces late,
     // and meanwhile a macvlan child stays on the parent's wire with its address and MAC, and a
     // veth's host end on its bridge, visible to the host.
+    // The journal names them all until it goes: a crash halfway is a sandbox the next start
+    // removes. The networks' records are written while the namespace goes.
     const pinned = await this.d.namespaces.exists(journal.netnsPath);
+    const saving: Array<Promise<void>> = [];
     for (const entry of [...journal.endpoints]) {
-      await this.removeEndpoint(ref.id, journal, entry, pinned).catch((e: Error) => errors.push(e.message));
+      await this.removeEndpoint(ref.id, journal, entry, pinned, saving, 'with the journal').catch((e: Error) => errors.push(e.message));
     }
     if (pinned) await this.d.namespaces.remove(journal.netnsPath).catch((e: Error) => errors.push(e.message));
     await this.journals.remove(ref.id).catch((e: Error) => errors.push(e.message));
+    for (const r of await Promise.allSettled(saving)) if (r.status === 'rejected') errors.push(errorMessage(r.reason));
     if (errors.length) throw new Error(errors.join('; '));
   }
 
@@ -132,12 +132,12 @@ export class Sandboxes {
     let index = 0;
     while (used.has(`eth${index}`)) index++;
     const endpoint = { ...ep };
-    const [plan] = await this.plan({ [n.Id]: endpoint }, journal, index, Object.keys(spec.endpoints).length === 0);
+    const [plan] = await planEndpoints(this.d.registry, { [n.Id]: endpoint }, journal, index, Object.keys(spec.endpoints).length === 0);
     let saved: Promise<void>;
     try {
       ({ saved } = await this.persist(journal, [plan!.n]));
     } catch (e) {
-      await this.releaseLeases([plan!]);
+      await releaseLeases(this.d.registry, [plan!]);
       throw e;
     }
     try {
@@ -169,16 +169,22 @@ export class Sandboxes {
     // The ports stop leading to the address before it is freed, so no later holder inherits them.
     if (moving) await this.d.ports.unpublish(spec.id);
     const entry = journal.endpoints.find((e) => e.endpointId === ep.EndpointID) ?? entryOf(n.Id, ep);
-    // The network's record is written while the engine writes the container's: an allocation a
-    // crash keeps in it is one no journal names, which the next start frees (allocsweep.ts).
+    // Marked leaving first: a crash from here on is a disconnect the next start finishes (adopt),
+    // whatever the records say, so the rest (mostly the kernel's) runs while the engine writes the
+    // container's record. An allocation a crash keeps in the network's record, written meanwhile
+    // too, is one no journal names, which the next start frees (allocsweep.ts).
+    entry.leaving = true;
+    if (!journal.endpoints.includes(entry)) journal.endpoints.push(entry);
+    await this.journals.write(journal);
     const saving: Array<Promise<void>> = [];
-    await this.removeEndpoint(spec.id, journal, entry, true, saving);
-    const saved = Promise.all(saving).then(() => undefined);
+    const removed = this.removeEndpoint(spec.id, journal, entry, true, saving, 'last');
+    const saved = removed.then(() => Promise.all(saving)).then(() => undefined);
     saved.catch(() => undefined);
     const remaining = { ...spec.endpoints };
     delete remaining[n.Id];
     await this.dns.program(spec.id, netnsPath, remaining);
     if (!moving) return { published, saved };
+    await removed;
     const target = publishTarget(this.d.registry, remaining);
     if (!target) return { published: [], saved };
     const moved = await this.d.ports.publish(spec.id, requestsOf(published), { ip: target.ip, ...(target.ip6 ? { ip6: target.ip6 } : {}) }).catch((e: Error) => {
@@ -206,13 +212,15 @@ export class Sandboxes {
       const endpoints = cloneEndpoints(ref.endpoints);
       if (journal) {
         const recorded = new Set(Object.values(endpoints).map((e) => e.EndpointID).filter(Boolean));
-        for (const entry of journal.endpoints.filter((e) => !recorded.has(e.endpointId))) {
+        const finished = new Set<string>();
+        for (const entry of journal.endpoints.filter((e) => e.leaving || !recorded.has(e.endpointId))) {
           await this.removeEndpoint(ref.id, journal, entry, true).catch((e: Error) => console.error(`berthd: ${ref.id.slice(0, 12)}: ${e.message}`));
+          finished.add(entry.endpointId);
         }
         const journaled = new Set(journal.endpoints.map((e) => e.endpointId));
         for (const [netId, ep] of Object.entries(endpoints)) {
           if (!ep.EndpointID || journaled.has(ep.EndpointID)) continue;
-          await this.removeEndpoint(ref.id, journal, entryOf(netId, ep), true).catch(() => undefined);
+          if (!finished.has(ep.EndpointID)) await this.removeEndpoint(ref.id, journal, entryOf(netId, ep), true).catch(() => undefined);
           delete endpoints[netId];
           fixes.set(ref.id, endpoints);
         }
@@ -260,34 +268,6 @@ export class Sandboxes {
   // ---------------------------------------------------------------- steps
 
   /** Leases an address for each endpoint and journals it; nothing is durable or in the kernel yet. */
-  private async plan(endpoints: Record<string, EndpointState>, journal: SandboxJournal, firstIndex: number, defaultRoute = true): Promise<Plan[]> {
-    const plans: Plan[] = [];
-    try {
-      let index = firstIndex;
-      for (const [netId, ep] of Object.entries(endpoints)) {
-        const n = this.d.registry.get(netId);
-        const driver = this.d.registry.driverOf(n);
-        if (!driver) throw new BadRequestError(`container cannot be connected to network ${n.Name}`);
-        const endpointId = newId();
-        // A driver that owns addresses (CNI) brings them from its join: nothing to lease here.
-        const lease = driver.ownsAddresses ? { ip: '', prefix: 0, gateway: '' }
-          : await this.d.registry.ipamOf(n).requestAddress(n, endpointId, { ...(ep.IPAMConfig?.IPv4Address ? { ip: ep.IPAMConfig.IPv4Address } : {}), ...(ep.IPAMConfig?.IPv6Address ? { ip6: ep.IPAMConfig.IPv6Address } : {}), ...(ep.requestedMac ? { mac: ep.requestedMac } : {}) });
-        const entry: JournalEndpoint = { networkId: n.Id, endpointId, ip: lease.ip, ...(lease.ip6 ? { ip6: lease.ip6 } : {}), ifname: `eth${index}` };
-        plans.push({ n, driver, ep, entry, lease, defaultRoute: defaultRoute && index === firstIndex });
-        index++;
-      }
-    } catch (e) {
-      await this.releaseLeases(plans);
-      throw e;
-    }
-    journal.endpoints.push(...plans.map((p) => p.entry));
-    return plans;
-  }
-
-  private async releaseLeases(plans: Plan[]): Promise<void> {
-    for (const p of plans) if (!p.driver.ownsAddresses) await this.d.registry.ipamOf(p.n).releaseAddress(p.n, p.lease, p.entry.endpointId);
-  }
-
   /**
    * The journal is written before the kernel is touched; the networks' records (their allocations)
    * go to disk while the kernel works, as they did before the journal, and the caller awaits them
@@ -356,18 +336,24 @@ export class Sandboxes {
   /**
    * Takes one endpoint out: its journal entry first (so a crash halfway leaves the record naming an
    * endpoint the journal does not, which adopt finishes), then its interface, firewall hooks and
-   * addresses. The driver's leave runs even without the namespace: a bridge port's host end and
-   * its rules go with it.
+   * addresses; an entry marked leaving (which adopt finishes too) goes last, and a sandbox's own
+   * teardown keeps them all until its journal goes. The driver's leave runs even without the
+   * namespace: a bridge port's host end and its rules go with it.
    */
-  private async removeEndpoint(containerId: string, journal: SandboxJournal, entry: JournalEndpoint, pinned: boolean, saving?: Array<Promise<void>>): Promise<void> {
-    journal.endpoints = journal.endpoints.filter((e) => e.endpointId !== entry.endpointId);
-    if (this.journals.get(containerId)) await this.journals.write(journal);
+  private async removeEndpoint(containerId: string, journal: SandboxJournal, entry: JournalEndpoint, pinned: boolean, saving?: Array<Promise<void>>, entryGoes: 'first' | 'last' | 'with the journal' = 'first'): Promise<void> {
+    const forget = async () => {
+      journal.endpoints = journal.endpoints.filter((e) => e.endpointId !== entry.endpointId);
+      if (entryGoes !== 'with the journal' && this.journals.get(containerId)) await this.journals.write(journal);
+    };
+    if (entryGoes === 'first') await forget();
     const n = this.d.registry.networks.get(entry.networkId);
     const driver = n && this.d.registry.driverOf(n);
     if (!n || !driver) {
       // The veth's host end would go with the namespace, but not its source guard allowances.
       for (const d of this.d.registry.loadedDrivers()) await d.forgetEndpoint?.(entry.endpointId).catch(() => undefined);
-      return void (await this.d.policy?.left(entry.endpointId));
+      await this.d.policy?.left(entry.endpointId);
+      if (entryGoes !== 'first') await forget();
+      return;
     }
     await driver.leave(n, { netnsPath: pinned ? journal.netnsPath : '', ifname: entry.ifname, endpointId: entry.endpointId }).catch(() => undefined);
     // After the interface, before the address is free for another endpoint.
@@ -376,6 +362,7 @@ export class Sandboxes {
     if (!driver.ownsAddresses) await this.d.registry.ipamOf(n).releaseAddress(n, { ip: entry.ip, ...(entry.ip6 ? { ip6: entry.ip6 } : {}) }, entry.endpointId);
     const saved = this.d.registry.save(n);
     this.d.registry.changed([n.Id], containerId);
+    if (entryGoes !== 'first') await forget();
     if (saving) saving.push(saved);
     else await saved;
   }

@@ -11,6 +11,7 @@ import { PortMapper } from '../../src/network/portmapper.js';
 import { unheldAllocations } from '../../src/network/allocsweep.js';
 import { LocalRecordStore, NetworkRegistry } from '../../src/network/registry.js';
 import type { NamespaceOps } from '../../src/network/namespaces.js';
+import { JournalStore, lastState, type JournalEndpoint } from '../../src/network/journal.js';
 import { Sandboxes } from '../../src/network/sandbox.js';
 import type { NetworkRecord } from '../../src/network/types.js';
 
@@ -241,6 +242,67 @@ describe('sandbox', () => {
     }
   });
 
+  it('a disconnect cut short after it marked the endpoint leaving is finished by adopt, though the record still shows it', async () => {
+    const l = await layer();
+    try {
+      const a = await l.network('alpha', '10.1.0.0/24');
+      const b = await l.network('beta', '10.2.0.0/24');
+      const s = l.spec('six', [a, b]);
+      const got = await l.sandboxes.setUp(s);
+      // The leave never returns: berthd dies during the kernel's part, before any record changed.
+      const driver = l.driver;
+      let never!: () => void;
+      driver.leaveGate = new Promise<void>((resolve) => { never = resolve; });
+      void l.sandboxes.disconnect({ ...s, endpoints: got.endpoints }, got.netnsPath!, [], b);
+      await new Promise((r) => setImmediate(r));
+      const file = join(l.journalDir, `${s.id}.json`);
+      const states = (await fs.readFile(file, 'utf8')).trim().split('\n');
+      assert.equal(states.length, 2, 'the leaving mark is appended to the journal');
+      assert.equal(JSON.parse(states[1]!).endpoints.find((e: { networkId: string }) => e.networkId === b.Id).leaving, true);
+      driver.leaveGate = undefined;
+      l.log.length = 0;
+      const fresh = new Sandboxes({ registry: l.registry, firewall: new FakeFirewall(l.log), ports: new PortMapper(new FakeFirewall(l.log)), namespaces: { create: async () => {}, remove: async () => {}, exists: async () => true, redirectResolver: async () => {} }, netnsDir: join(l.dir, 'netns'), journalDir: l.journalDir });
+      await fresh.load();
+      const fixes = await fresh.adopt([{ id: s.id, mode: 'alpha', netnsPath: got.netnsPath!, endpoints: got.endpoints, published: [] }]);
+      assert.deepEqual(l.log.filter((x) => x.includes('beta')), ['leave beta eth1', `fw left beta ${got.endpoints[b.Id]!.IPAddress}`]);
+      assert.deepEqual(Object.keys(fixes.get(s.id) ?? {}), [a.Id]);
+      never();
+    } finally {
+      await l.cleanup();
+    }
+  });
+
+  it('a journal is appended to, read back from its last whole state, and rewritten once it grows', async () => {
+    const dir = await fs.mkdtemp(join(tmpdir(), 'berth-unit-journal-'));
+    try {
+      const store = new JournalStore(dir);
+      await store.load();
+      const j = { id: 'c1', netnsPath: '/ns/c1', endpoints: [] as JournalEndpoint[] };
+      await store.write(j);
+      for (let i = 0; i < 3; i++) {
+        j.endpoints.push({ networkId: `n${i}`, endpointId: `e${i}`, ip: `10.0.0.${i + 2}`, ifname: `eth${i}` });
+        await store.write(j);
+      }
+      const file = join(dir, 'c1.json');
+      assert.equal((await fs.readFile(file, 'utf8')).trim().split('\n').length, 4);
+      // A line the machine's crash cut short: the state before it holds.
+      await fs.appendFile(file, '{"id":"c1","netnsPath":"/ns/c1","endp');
+      const again = new JournalStore(dir);
+      await again.load();
+      assert.deepEqual(again.get('c1')?.endpoints.map((e) => e.endpointId), ['e0', 'e1', 'e2']);
+      assert.equal(lastState(''), undefined);
+      // Growth: the file is rewritten whole, never past the bound by more than one state.
+      for (let i = 0; i < 200; i++) await again.write({ ...j, endpoints: j.endpoints.slice(0, i % 3) });
+      const size = (await fs.stat(file)).size;
+      assert.ok(size <= 16 * 1024, `journal file of ${size} bytes`);
+      const last = new JournalStore(dir);
+      await last.load();
+      assert.equal(last.get('c1')?.endpoints.length, 199 % 3);
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it('a disconnect takes published ports off the leaving address and moves them to the next endpoint', async () => {
     const l = await layer();
     try {
@@ -261,7 +323,7 @@ describe('sandbox', () => {
     }
   });
 
-  it('a disconnect frees the address at once and hands back the record write, whose loss the next start repairs', async () => {
+  it('a disconnect hands back the rest of its work, which frees the address and writes the record, whose loss the next start repairs', async () => {
     const l = await layer();
     try {
       const a = await l.network('alpha', '10.1.0.0/24');
@@ -270,8 +332,9 @@ describe('sandbox', () => {
       const got = await l.sandboxes.setUp(s);
       const leaving = got.endpoints[b.Id]!;
       const out = await l.sandboxes.disconnect({ ...s, endpoints: got.endpoints }, got.netnsPath!, [], b);
-      assert.deepEqual(b.pools![0]!.allocated, {});
+      // The engine writes the container's record meanwhile, and answers once both are done.
       await out.saved;
+      assert.deepEqual(b.pools![0]!.allocated, {});
       const onDisk = JSON.parse(await fs.readFile(join(l.dir, 'networks', `${b.Id}.json`), 'utf8')) as NetworkRecord;
       assert.deepEqual(onDisk.pools![0]!.allocated, {});
       // Had berthd died before that write, the record would still hold the address: nobody names it.
