@@ -48,8 +48,7 @@ export class LocalRecordStore implements RecordStore {
   }
 
   async finishRemove(n: NetworkRecord): Promise<void> {
-    await fs.rm(`${this.file(n)}${REMOVING}`, { force: true });
-    await fs.rm(this.file(n), { force: true });
+    await Promise.all([fs.rm(`${this.file(n)}${REMOVING}`, { force: true }), fs.rm(this.file(n), { force: true })]);
   }
 
   private file(n: NetworkRecord): string {
