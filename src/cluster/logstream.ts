@@ -13,6 +13,8 @@ import type { ClusterStore, WatchEvent } from './store.js';
  * streams them to its client as they come. A node done with a non-follow read says so. Revoking
  * the lease (the client went, or the read is complete) takes the subscription and every batch
  * with it, and tells the nodes to stop following; a manager that dies takes them with its lease.
+ * Following a service, the manager adds the tasks that start later to the subscription (as
+ * swarmkit's log broker does), and their nodes read those too, whole.
  */
 
 const SUBS = `${ROOT}logs/subs/`;
@@ -33,23 +35,28 @@ interface Batch { lines?: WireLine[]; done?: true; error?: string }
 
 export interface TaskLogLine { task: LogTask; entry: LogEntry }
 
+/** Calls `found` with each task that gets a container from now on, until the returned stop is called. */
+export type TaskDiscovery = (found: (t: LogTask) => void) => Promise<() => Promise<void>>;
+
 /**
  * The manager's side: streams the tasks' lines to `emit` until every node with a task is done
- * (or gone, or silent for NODE_WAIT_MS) or, following, until `signal` aborts. Returns the nodes
- * whose part is missing.
+ * (or gone, or silent for NODE_WAIT_MS) or, following, until `signal` aborts; a follow with
+ * `discover` reads the tasks it finds later too. Returns the nodes whose part is missing.
  */
 export async function streamTaskLogs(
-  store: ClusterStore, tasks: LogTask[], query: LogQuery, follow: boolean, emit: (l: TaskLogLine) => void, signal: AbortSignal,
+  store: ClusterStore, tasks: LogTask[], query: LogQuery, follow: boolean, emit: (l: TaskLogLine) => void, signal: AbortSignal, discover?: TaskDiscovery,
 ): Promise<string[]> {
   const byId = new Map(tasks.map((t) => [t.ID, t]));
   const alive = new Set((await store.list(K.alive)).keys());
   const pending = new Set(tasks.map((t) => t.NodeID).filter((n) => alive.has(K.aliveOf(n))));
   const missing = new Set(tasks.map((t) => t.NodeID).filter((n) => !pending.has(n)));
-  if (!pending.size) return [...missing];
+  const discovering = follow && !!discover;
+  if (!pending.size && !discovering) return [...missing];
   const id = randomBytes(8).toString('hex');
   const lease = store.client.lease(LEASE_TTL_SEC, { autoKeepAlive: true });
   const leaseId = await lease.grant();
   let stopWatch: (() => Promise<void>) | undefined;
+  let stopDiscovery: (() => Promise<void>) | undefined;
   try {
     const answered = new Set<string>();
     let finish!: () => void;
@@ -79,6 +86,17 @@ export async function streamTaskLogs(
       query: { stdout: query.stdout, stderr: query.stderr, tail: query.tail, timestamps: query.timestamps, since: String(query.since), until: String(query.until) },
     };
     await store.txn([], [{ key: `${SUBS}${id}`, value: sub, lease: leaseId }]);
+    if (discovering) {
+      // The subscription grows, one write after another, so the nodes see every task it names.
+      let updating: Promise<unknown> = Promise.resolve();
+      stopDiscovery = await discover!((t) => {
+        if (byId.has(t.ID)) return;
+        byId.set(t.ID, t);
+        sub.tasks = [...sub.tasks, t];
+        const value = { ...sub };
+        updating = updating.then(() => store.txn([], [{ key: `${SUBS}${id}`, value, lease: leaseId }])).catch(() => undefined);
+      });
+    }
     signal.addEventListener('abort', () => finish(), { once: true });
     lease.on('lost', () => finish());
     const silent = follow ? undefined : setTimeout(() => {
@@ -90,6 +108,7 @@ export async function streamTaskLogs(
     for (const n of pending) if (!follow) missing.add(n);
     return [...missing];
   } finally {
+    await stopDiscovery?.().catch(() => undefined);
     await stopWatch?.().catch(() => undefined);
     await lease.revoke().catch(() => undefined);
   }
@@ -106,7 +125,8 @@ export interface LocalLogs {
  * A node's side: answers the subscriptions that name tasks on this node, while the session lasts.
  */
 export class LogServer {
-  private readonly running = new Map<string, AbortController>();
+  /** The subscriptions being answered: how to stop one, and how to read more of its tasks. */
+  private readonly running = new Map<string, { ac: AbortController; add: (tasks: LogTask[]) => void }>();
   private stopWatch?: () => Promise<void>;
   private closed = false;
   private retry?: NodeJS.Timeout;
@@ -124,7 +144,7 @@ export class LogServer {
         for (const e of events) {
           const id = e.key.slice(SUBS.length);
           if (e.type === 'put') this.begin(id, e.value);
-          else this.running.get(id)?.abort();
+          else this.running.get(id)?.ac.abort();
         }
       }, () => this.again());
     } catch {
@@ -144,18 +164,28 @@ export class LogServer {
     this.closed = true;
     clearTimeout(this.retry);
     await this.stopWatch?.().catch(() => undefined);
-    for (const ac of this.running.values()) ac.abort();
+    for (const r of this.running.values()) r.ac.abort();
   }
 
   private begin(id: string, sub: Subscription): void {
     const mine = sub.tasks.filter((t) => t.NodeID === this.me());
-    if (!mine.length || this.running.has(id)) return;
+    const answering = this.running.get(id);
+    // A followed subscription that grew: the tasks it names now are read too.
+    if (answering) return answering.add(mine);
+    if (!mine.length) return;
     const ac = new AbortController();
-    this.running.set(id, ac);
-    void this.answer(id, sub, mine, ac.signal).catch((e) => this.log(`service logs: ${errorMessage(e)}`)).finally(() => this.running.delete(id));
+    const answer = this.answer(id, sub, mine, ac.signal);
+    this.running.set(id, { ac, add: answer.add });
+    void answer.done.catch((e) => this.log(`service logs: ${errorMessage(e)}`)).finally(() => this.running.delete(id));
   }
 
-  private async answer(id: string, sub: Subscription, tasks: LogTask[], signal: AbortSignal): Promise<void> {
+  /**
+   * One subscription's answer: batches of the lines of the tasks given to `add`, in order. The
+   * tasks named at the start are read as asked (tail, since); one added while following is read
+   * whole, its first lines having been written before this node heard of it. A non-follow answer
+   * ends with a `done` batch once its reads end; a follow lasts until the subscription goes.
+   */
+  private answer(id: string, sub: Subscription, first: LogTask[], signal: AbortSignal): { add: (tasks: LogTask[]) => void; done: Promise<void> } {
     let seq = 0;
     let lines: WireLine[] = [];
     let bytes = 0;
@@ -175,20 +205,40 @@ export class LogServer {
       lines = [];
       bytes = 0;
     };
-    const q: LogQuery = { ...sub.query, since: BigInt(sub.query.since), until: BigInt(sub.query.until) };
+    const asked: LogQuery = { ...sub.query, since: BigInt(sub.query.since), until: BigInt(sub.query.until) };
+    const { tail: _tail, ...whole } = asked;
     let error: string | undefined;
-    await Promise.all(tasks.map(async (t) => {
-      const c = this.local.container(t.ContainerID);
-      if (!c) return;
-      await this.local.read(c.logPath, q, (e) => {
-        lines.push({ t: t.ID, s: e.stream, ts: e.time, d: e.data.toString('base64') });
-        bytes += e.data.length;
-        if (bytes >= BATCH_BYTES) flush();
-        else timer ??= setTimeout(flush, BATCH_MS);
-      }, sub.follow ? { isDone: () => !c.running(), signal } : undefined).catch((e) => { error = errorMessage(e); });
-    }));
-    flush();
-    if (!sub.follow && !signal.aborted) await write({ done: true, ...(error ? { error } : {}) });
-    else await writing.catch(() => undefined);
+    const reading = new Set<string>();
+    const reads: Array<Promise<void>> = [];
+    let later = false;
+    const add = (tasks: LogTask[]) => {
+      for (const t of tasks) {
+        if (reading.has(t.ID)) continue;
+        reading.add(t.ID);
+        const c = this.local.container(t.ContainerID);
+        if (!c) continue;
+        reads.push(this.local.read(c.logPath, later ? whole : asked, (e) => {
+          lines.push({ t: t.ID, s: e.stream, ts: e.time, d: e.data.toString('base64') });
+          bytes += e.data.length;
+          if (bytes >= BATCH_BYTES) flush();
+          else timer ??= setTimeout(flush, BATCH_MS);
+        }, sub.follow ? { isDone: () => !c.running(), signal } : undefined).catch((e) => { error = errorMessage(e); }));
+      }
+      later = true;
+    };
+    add(first);
+    const done = (async () => {
+      // Reads added while these ran are awaited too.
+      for (let n = 0; n < reads.length;) {
+        const upTo = reads.length;
+        await Promise.all(reads.slice(n, upTo));
+        n = upTo;
+      }
+      if (sub.follow && !signal.aborted) await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
+      flush();
+      if (!sub.follow && !signal.aborted) await write({ done: true, ...(error ? { error } : {}) });
+      else await writing.catch(() => undefined);
+    })();
+    return { add, done };
   }
 }

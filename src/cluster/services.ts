@@ -7,7 +7,7 @@ import { goTime, newNodeId } from './ids.js';
 import { K, ROOT } from './keys.js';
 import { assignPorts, checkConflicts, needsIngress, normalisePorts, portKey, type PortConfig, type Publisher } from './publish.js';
 import type { LogQuery } from '../engine/logs.js';
-import { streamTaskLogs, type TaskLogLine } from './logstream.js';
+import { streamTaskLogs, type LogTask, type TaskDiscovery, type TaskLogLine } from './logstream.js';
 import { isTerminal, normaliseSpec, upToDateWith, type ServiceRecord, type ServiceSpec, type TaskRecord, type VirtualIp } from './servicemodel.js';
 import type { Session } from './session.js';
 import type { Versioned } from './store.js';
@@ -314,8 +314,18 @@ export class ServiceControl {
     const s = this.manager();
     const serviceId = kind === 'service' ? (await this.resolve(s, ref)).value.ID : undefined;
     const tasks = kind === 'task' ? [await this.task(ref)] : (await this.all(s)).tasks.map((v) => v.value).filter((t) => t.ServiceID === serviceId);
-    const withContainer = tasks.flatMap((t) => (t.NodeID && t.Status.ContainerStatus?.ContainerID ? [{ ID: t.ID, NodeID: t.NodeID, ServiceID: t.ServiceID, ContainerID: t.Status.ContainerStatus.ContainerID }] : []));
-    return { missing: await streamTaskLogs(s.store, withContainer, query, follow, emit, signal) };
+    const logTask = (t: TaskRecord): LogTask[] => (t.NodeID && t.Status.ContainerStatus?.ContainerID ? [{ ID: t.ID, NodeID: t.NodeID, ServiceID: t.ServiceID, ContainerID: t.Status.ContainerStatus.ContainerID }] : []);
+    // Following a service, as Docker does, the tasks that get a container later are read too: the
+    // ones the watch sees, and any that did between the listing above and the watch's start.
+    const discover: TaskDiscovery | undefined = serviceId && follow ? async (found) => {
+      const ofService = (t: TaskRecord) => { if (t.ServiceID === serviceId) for (const l of logTask(t)) found(l); };
+      const stop = await s.store.watchBatches<TaskRecord>(SK.tasks, (await s.store.revision()) + 1, (events) => {
+        for (const e of events) if (e.type === 'put') ofService(e.value);
+      }, () => undefined);
+      for (const t of (await this.all(s)).tasks) ofService(t.value);
+      return stop;
+    } : undefined;
+    return { missing: await streamTaskLogs(s.store, tasks.flatMap(logTask), query, follow, emit, signal, discover) };
   }
 
   async task(ref: string): Promise<TaskRecord> {

@@ -361,6 +361,26 @@ describe('swarm services across hosts', () => {
     await ok(h0, ['service', 'rm', 'chatty']);
   });
 
+  it('service logs --follow reads the tasks that start after it began (a scale up), as Docker\'s does', async () => {
+    await ok(h0, ['service', 'create', '--detach', '--name', 'grows', '--replicas', '1', '--restart-condition', 'none',
+      'busybox', 'sh', '-c', 'echo "hello $(hostname)"; exec sleep 3600']);
+    const [first] = await waitRunning(h0, 'grows', 1);
+    const follow = run('timeout', ['12', DOCKER_CLI, '-H', `unix://${h1.host.socket}`, 'service', 'logs', '-f', '--no-trunc', 'grows']);
+    await sleep(1500);
+    await ok(h0, ['service', 'scale', '--detach', 'grows=3']);
+    const all = await waitRunning(h0, 'grows', 3);
+    const followed = await follow;
+    assert.equal(followed.code, 124, `follow ended by itself: ${followed.stderr}`);
+    const lines = followed.stdout.split('\n').filter(Boolean);
+    // One hello from each task, the two new ones included, each once.
+    for (const t of all) {
+      const short = t.Status.ContainerStatus!.ContainerID.slice(0, 12);
+      assert.equal(lines.filter((l) => l.includes(t.ID) && l.endsWith(`| hello ${short}`)).length, 1, `${t.ID === first!.ID ? 'the first' : 'a new'} task's line in:\n${lines.join('\n')}`);
+    }
+    assert.equal(lines.length, 3, lines.join('\n'));
+    await ok(h0, ['service', 'rm', 'grows']);
+  });
+
   /** Running containers of a service on a host. */
   const containersOf = async (h: LabHost, service: string) => (await ok(h, ['ps', '-q', '--no-trunc', '--filter', `label=com.docker.swarm.service.name=${service}`])).split('\n').filter(Boolean);
 
