@@ -2,7 +2,8 @@
 # Builds berth's native pieces: berth-attach, the small C helper that reaches conmon's
 # SOCK_SEQPACKET attach socket; berth-netns.node, the N-API addon that creates and releases network
 # namespaces, opens the embedded resolver's sockets inside them and serves its UDP hot path; and
-# berth-spawn, which starts berthd's short-lived commands without forking berthd; and berth-runc,
+# berth-spawn, which starts berthd's short-lived commands without forking berthd; berth-cni, the CNI
+# plugin executable that hands its call to berthd (bin/berth-cni links to it); and berth-runc,
 # conmon's runtime, which runs runc without the other containers' mounts (Node's headers ship with
 # Debian's nodejs).
 set -euo pipefail
@@ -17,6 +18,9 @@ if [ ! -f build/berth-netns.node ] || [ native/berth-netns.c -nt build/berth-net
 fi
 if [ ! -x build/berth-spawn ] || [ native/berth-spawn.c -nt build/berth-spawn ]; then
   cc -O2 -Wall -Wextra -o build/berth-spawn native/berth-spawn.c
+fi
+if [ ! -x build/berth-cni ] || [ native/berth-cni.c -nt build/berth-cni ]; then
+  cc -O2 -Wall -Wextra -o build/berth-cni native/berth-cni.c
 fi
 if [ ! -x build/berth-runc ] || [ native/berth-runc.c -nt build/berth-runc ]; then
   cc -O2 -Wall -Wextra -o build/berth-runc native/berth-runc.c

@@ -5,7 +5,10 @@ import { atLeast, CniError, parseArgs, SPEC_VERSIONS, type CniResult } from './s
 /**
  * berth-cni, the CNI plugin berth provides (spec 0.3.0 to 1.1.0: ADD, DEL, CHECK, GC, STATUS,
  * VERSION): any CNI runtime puts its containers on berth's networks with it. It keeps nothing
- * itself; every call is one request to berthd's /berth/cni routes over berthd's socket.
+ * itself; every call is one request to berthd's /berth/cni routes over berthd's socket. The
+ * executable a runtime starts is native/berth-cni.c, which hands its input to berthd, where
+ * runPlugin runs (POST /berth/cni/exec); this Node form (bin/berth-cni-node) is what it falls back
+ * to when berthd does not answer, so VERSION and the CNI errors come out the same.
  *
  * Its configuration: `network` (berth network name or id; default: the list's name) and `socket`
  * (berthd's API socket; default /run/berth/berth.sock). The container's name for berth's DNS is
@@ -15,7 +18,11 @@ import { atLeast, CniError, parseArgs, SPEC_VERSIONS, type CniResult } from './s
 
 interface Conf { cniVersion?: string; name?: string; network?: string; socket?: string; runtimeConfig?: { aliases?: Record<string, string[]> }; [k: string]: unknown }
 
-function call(socket: string, path: string, body: unknown): Promise<{ status: number; json: any }> {
+/** One request to berthd's /berth/cni routes: its status and JSON answer. */
+export type BerthdCall = (socket: string, route: string, body: unknown) => Promise<{ status: number; json: any }>;
+
+const overSocket: BerthdCall = (socket, route, body) => {
+  const path = `/berth/cni/${route}`;
   return new Promise((resolve, reject) => {
     const data = Buffer.from(JSON.stringify(body));
     const req = request({ socketPath: socket, method: 'POST', path, headers: { 'Content-Type': 'application/json', 'Content-Length': String(data.length) } }, (res) => {
@@ -32,19 +39,21 @@ function call(socket: string, path: string, body: unknown): Promise<{ status: nu
     req.on('error', (e: NodeJS.ErrnoException) => reject(new CniError(e.code === 'ENOENT' || e.code === 'ECONNREFUSED' ? 11 : 5, `berthd at ${socket} does not answer: ${e.message}`)));
     req.end(data);
   });
-}
+};
 
 /** One route; berthd's refusals become CNI errors (a bad request or unknown network: invalid configuration). */
-async function berthd(conf: Conf, route: string, body: unknown, notFoundCode = 7): Promise<unknown> {
+async function berthd(call: BerthdCall, conf: Conf, route: string, body: unknown, notFoundCode = 7): Promise<unknown> {
   const socket = conf.socket ?? DEFAULT_SOCKET;
-  const r = await call(socket, `/berth/cni/${route}`, body);
+  const r = await call(socket, route, body);
   if (r.status >= 200 && r.status < 300) return r.json;
   const msg = `berthd: ${r.json?.message ?? `status ${r.status}`}`;
   throw new CniError(r.status === 404 ? notFoundCode : r.status === 400 ? 7 : 999, msg);
 }
 
-function env(name: string): string {
-  const v = process.env[name];
+type Env = Record<string, string | undefined>;
+
+function required(env: Env, name: string): string {
+  const v = env[name];
   if (!v) throw new CniError(4, `${name} is not set`);
   return v;
 }
@@ -56,7 +65,9 @@ export function resultFor(version: string, r: CniResult): CniResult {
   return out;
 }
 
-export async function runPlugin(command: string, input: string): Promise<string> {
+/** One plugin call: the runtime's command, configuration (stdin) and CNI_* variables in, stdout out. */
+export async function runPlugin(command: string, input: string, envIn: Env = process.env, call: BerthdCall = overSocket): Promise<string> {
+  const env = (name: string) => required(envIn, name);
   let conf: Conf;
   try {
     conf = JSON.parse(input || '{}') as Conf;
@@ -70,9 +81,9 @@ export async function runPlugin(command: string, input: string): Promise<string>
   if (!network) throw new CniError(7, 'berth-cni needs "network" (a berth network) or the list\'s "name"');
   switch (command) {
     case 'ADD': {
-      const args = parseArgs(process.env.CNI_ARGS);
+      const args = parseArgs(envIn.CNI_ARGS);
       const aliases = conf.runtimeConfig?.aliases?.[conf.name ?? ''] ?? [];
-      const r = await berthd(conf, 'add', {
+      const r = await berthd(call, conf, 'add', {
         network, containerId: env('CNI_CONTAINERID'), netns: env('CNI_NETNS'), ifname: env('CNI_IFNAME'),
         ...(args.K8S_POD_NAME ? { name: args.K8S_POD_NAME } : {}), aliases, list: conf.name ?? '',
       });
@@ -80,19 +91,19 @@ export async function runPlugin(command: string, input: string): Promise<string>
     }
     case 'DEL':
       // Idempotent, and possible after the namespace is gone (CNI_NETNS empty).
-      await berthd(conf, 'del', { network, containerId: env('CNI_CONTAINERID'), netns: process.env.CNI_NETNS ?? '', ifname: env('CNI_IFNAME') });
+      await berthd(call, conf, 'del', { network, containerId: env('CNI_CONTAINERID'), netns: envIn.CNI_NETNS ?? '', ifname: env('CNI_IFNAME') });
       return '';
     case 'CHECK':
-      await berthd(conf, 'check', { network, containerId: env('CNI_CONTAINERID'), netns: env('CNI_NETNS'), ifname: env('CNI_IFNAME') }, 3);
+      await berthd(call, conf, 'check', { network, containerId: env('CNI_CONTAINERID'), netns: env('CNI_NETNS'), ifname: env('CNI_IFNAME') }, 3);
       return '';
     case 'GC': {
       const valid = conf['cni.dev/valid-attachments'] ?? conf['cni.dev/attachments'] ?? [];
-      await berthd(conf, 'gc', { network, list: conf.name ?? '', valid });
+      await berthd(call, conf, 'gc', { network, list: conf.name ?? '', valid });
       return '';
     }
     case 'STATUS':
       try {
-        await berthd(conf, 'status', { network });
+        await berthd(call, conf, 'status', { network });
       } catch (e) {
         // The spec's "not available": a runtime stops sending ADDs until it is back.
         throw new CniError(50, (e as Error).message);
@@ -103,20 +114,25 @@ export async function runPlugin(command: string, input: string): Promise<string>
   }
 }
 
-/** The executable's body (bin/berth-cni): stdin and CNI_* in, a result or a CNI error out. */
-export async function main(): Promise<void> {
-  const chunks: Buffer[] = [];
-  for await (const c of process.stdin) chunks.push(c as Buffer);
-  const input = Buffer.concat(chunks).toString();
+/** A call's whole outcome as the executable gives it: what it prints, and its exit status. */
+export async function pluginOutcome(command: string, input: string, env: Env = process.env, call: BerthdCall = overSocket): Promise<{ stdout: string; exit: 0 | 1 }> {
   let version = '1.1.0';
   try { version = (JSON.parse(input) as Conf).cniVersion ?? version; } catch { /* reported below */ }
   try {
-    const out = await runPlugin(process.env.CNI_COMMAND ?? '', input);
-    if (out) process.stdout.write(`${out}\n`);
+    const out = await runPlugin(command, input, env, call);
+    return { stdout: out ? `${out}\n` : '', exit: 0 };
   } catch (e) {
     const err = e instanceof CniError ? e : new CniError(999, (e as Error).message);
-    process.stdout.write(`${JSON.stringify(err.body(version))}\n`);
-    process.exitCode = 1;
+    return { stdout: `${JSON.stringify(err.body(version))}\n`, exit: 1 };
   }
+}
+
+/** The Node executable's body (bin/berth-cni-node): stdin and CNI_* in, a result or a CNI error out. */
+export async function main(): Promise<void> {
+  const chunks: Buffer[] = [];
+  for await (const c of process.stdin) chunks.push(c as Buffer);
+  const { stdout, exit } = await pluginOutcome(process.env.CNI_COMMAND ?? '', Buffer.concat(chunks).toString());
+  process.stdout.write(stdout);
+  process.exitCode = exit;
 }
 
