@@ -374,3 +374,11 @@ export async function makeBaseDir(): Promise<string> {
 }
 
 export { log };
+
+/** dockerd in a private mount namespace whose /etc/docker is `etcDocker`: its plugin discovery sees only the spec files put there. */
+export class PrivateDocker extends DockerEngine {
+  constructor(dir: string, private readonly etcDocker: string) { super('docker', dir); }
+  protected override spawnDaemon(cmd: string, args: string[]): void {
+    super.spawnDaemon('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', 'mount --bind "$0" /etc/docker && exec "$@"', this.etcDocker, cmd, ...args]);
+  }
+}

@@ -19,6 +19,8 @@
  * backends that came or went, in one transaction, whatever the number of other services.
  */
 
+import { balancerChanges, type BalancerShape } from './balancerdiff.js';
+
 export type Proto = 'tcp' | 'udp';
 
 /** One published port as a balancer sees it: its backends' addresses (tasks) and the port they listen on. */
@@ -139,40 +141,15 @@ export function replaceScript(table: string, text: string): string {
  * nftables mode updates the same way. Empty when nothing differs.
  */
 export function portChanges(b: Balancing, before: Map<string, MeshPort>, after: Map<string, MeshPort>): string[] {
-  const t = `ip ${b.table}`;
-  const out: string[] = [];
-  const was = new Map(live(before.values()).map((p) => [portKey(p), p]));
-  const now = new Map(live(after.values()).map((p) => [portKey(p), p]));
-  const removeChains = (p: MeshPort, ips: string[], whole: boolean) => {
-    if (whole) out.push(`flush chain ${t} ${chainOf(b, p)}`, `delete chain ${t} ${chainOf(b, p)}`);
-    for (const ip of ips) out.push(`flush chain ${t} ${backendChain(b, p, ip)}`, `delete chain ${t} ${backendChain(b, p, ip)}`);
+  const shape: BalancerShape<MeshPort> = {
+    table: `ip ${b.table}`, map: b.map,
+    // Now another service's port or another target: out whole, and the new one added.
+    same: (old, p) => p.service === old.service && p.target === old.target,
+    chain: (p) => chainOf(b, p), backendChain: (p, ip) => backendChain(b, p, ip), backends: backendsOf,
+    dispatch: (p) => dispatch(b, p), dnat,
   };
-  const addChains = (p: MeshPort, ips: string[]) => {
-    for (const ip of ips) out.push(`add chain ${t} ${backendChain(b, p, ip)}`, `add rule ${t} ${backendChain(b, p, ip)} ${dnat(p, ip)}`);
-  };
-  for (const [key, old] of was) {
-    const p = now.get(key);
-    // Gone, or now another service's port or another target: out whole (a new one is added below).
-    if (p && p.service === old.service && p.target === old.target) continue;
-    out.push(`delete element ${t} ${b.map} { ${key} }`);
-    removeChains(old, backendsOf(old), true);
-  }
-  for (const [key, p] of now) {
-    const old = was.get(key);
-    if (!old || old.service !== p.service || old.target !== p.target) {
-      out.push(`add chain ${t} ${chainOf(b, p)}`);
-      addChains(p, backendsOf(p));
-      out.push(`add rule ${t} ${chainOf(b, p)} ${dispatch(b, p)}`, `add element ${t} ${b.map} { ${key} : goto ${chainOf(b, p)} }`);
-      continue;
-    }
-    const had = backendsOf(old);
-    const has = backendsOf(p);
-    if (had.join() === has.join()) continue;
-    addChains(p, has.filter((ip) => !had.includes(ip)));
-    out.push(`flush chain ${t} ${chainOf(b, p)}`, `add rule ${t} ${chainOf(b, p)} ${dispatch(b, p)}`);
-    removeChains(p, had.filter((ip) => !has.includes(ip)), false);
-  }
-  return out;
+  const byKey = (ports: Map<string, MeshPort>) => new Map(live(ports.values()).map((p) => [portKey(p), p]));
+  return balancerChanges(shape, byKey(before), byKey(after));
 }
 
 /** The host's ingress map elements from `before` to `after` (port keys), all pointing at `sandboxIp`. */

@@ -3,6 +3,7 @@ import { nftApply } from '../kernel/nft.js';
 import { run } from '../util/exec.js';
 import { errorMessage } from '../util/errors.js';
 import { forEachLimited } from '../util/serial.js';
+import { balancerChanges, type BalancerShape } from './balancerdiff.js';
 
 /** One service address as a sandbox balances it: its VIP and the addresses of its running tasks. */
 export interface VipEntry { service: string; vip: string; backends: string[] }
@@ -97,6 +98,11 @@ export function lbTable(entries: VipEntry[]): string {
  * (the first apply, or one changed behind berth's back) the table is made whole. No entries: no
  * table.
  */
+const VIP_SHAPE: BalancerShape<VipEntry> = {
+  table: `ip ${LB_TABLE}`, map: 'vips', same: (old, e) => e.service === old.service,
+  chain: chainOf, backendChain, backends: backendsOf, dispatch, dnat,
+};
+
 export function lbScript(before: VipEntry[] | undefined, after: VipEntry[]): string {
   const t = `ip ${LB_TABLE}`;
   if (!before?.length || !after.length) return `table ${t}\ndelete table ${t}\n${after.length ? lbTable(after) : ''}`;
@@ -105,39 +111,11 @@ export function lbScript(before: VipEntry[] | undefined, after: VipEntry[]): str
   const emptyAfter = new Set(byVip(after).filter((e) => !e.backends.length).map((e) => e.vip));
   for (const vip of emptyBefore) if (!emptyAfter.has(vip)) out.push(`delete element ${t} empty { ${vip} }`);
   for (const vip of emptyAfter) if (!emptyBefore.has(vip)) out.push(`add element ${t} empty { ${vip} }`);
-  const was = new Map(liveOf(before).map((e) => [e.vip, e]));
-  const now = new Map(liveOf(after).map((e) => [e.vip, e]));
   const countersBefore = countersOf(before);
   const countersAfter = countersOf(after);
   for (const c of countersAfter.keys()) if (!countersBefore.has(c)) out.push(`add counter ${t} ${c}`);
-  const removeChains = (e: VipEntry, ips: string[], whole: boolean) => {
-    if (whole) out.push(`flush chain ${t} ${chainOf(e)}`, `delete chain ${t} ${chainOf(e)}`);
-    for (const ip of ips) out.push(`flush chain ${t} ${backendChain(e, ip)}`, `delete chain ${t} ${backendChain(e, ip)}`);
-  };
-  const addChains = (e: VipEntry, ips: string[]) => {
-    for (const ip of ips) out.push(`add chain ${t} ${backendChain(e, ip)}`, `add rule ${t} ${backendChain(e, ip)} ${dnat(e, ip)}`);
-  };
-  for (const [vip, old] of was) {
-    const e = now.get(vip);
-    if (e && e.service === old.service) continue;
-    out.push(`delete element ${t} vips { ${vip} }`);
-    removeChains(old, backendsOf(old), true);
-  }
-  for (const [vip, e] of now) {
-    const old = was.get(vip);
-    if (!old || old.service !== e.service) {
-      out.push(`add chain ${t} ${chainOf(e)}`);
-      addChains(e, backendsOf(e));
-      out.push(`add rule ${t} ${chainOf(e)} ${dispatch(e)}`, `add element ${t} vips { ${vip} : goto ${chainOf(e)} }`);
-      continue;
-    }
-    const had = backendsOf(old);
-    const has = backendsOf(e);
-    if (had.join() === has.join()) continue;
-    addChains(e, has.filter((ip) => !had.includes(ip)));
-    out.push(`flush chain ${t} ${chainOf(e)}`, `add rule ${t} ${chainOf(e)} ${dispatch(e)}`);
-    removeChains(e, had.filter((ip) => !has.includes(ip)), false);
-  }
+  const byKey = (entries: VipEntry[]) => new Map(liveOf(entries).map((e) => [e.vip, e]));
+  out.push(...balancerChanges(VIP_SHAPE, byKey(before), byKey(after)));
   for (const c of countersBefore.keys()) if (!countersAfter.has(c)) out.push(`delete counter ${t} ${c}`);
   return out.length ? out.join('\n') + '\n' : '';
 }

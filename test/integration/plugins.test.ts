@@ -4,7 +4,7 @@ import { existsSync, promises as fs } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { DockerEngine } from '../../bench/engines.js';
+import { PrivateDocker } from '../../bench/engines.js';
 import { FakePlugin, type Recorded } from './fakeplugin.js';
 import { TestHost } from './harness.js';
 
@@ -49,14 +49,6 @@ function normalised(c: Recorded): Recorded {
 
 function dockerdInstalled(): boolean {
   try { execFileSync('dockerd', ['--version'], { stdio: 'ignore' }); return true; } catch { return false; }
-}
-
-/** dockerd in a private mount namespace whose /etc/docker is `etcDocker`: its plugin discovery sees only the test's spec. */
-class PrivateDocker extends DockerEngine {
-  constructor(dir: string, private readonly etcDocker: string) { super('docker', dir); }
-  protected override spawnDaemon(cmd: string, args: string[]): void {
-    super.spawnDaemon('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', 'mount --bind "$0" /etc/docker && exec "$@"', this.etcDocker, cmd, ...args]);
-  }
 }
 
 describe('plugins: berthd sends the calls Docker 20.10 sends', () => {
