@@ -10,7 +10,8 @@
  *  - `run -d` on an overlay until the container answers by name from another host, and the misses
  *    of the first lookup right after `run` returns;
  *  - `network connect` / `disconnect` of a running container (each returns once every host has
- *    its FDB, neighbour and DNS entries).
+ *    its FDB, neighbour and DNS entries), on the network as it is, then again once it holds
+ *    `--endpoints N` containers spread over the three hosts (default 1,000; 0 skips that part).
  * Throughput and echo run inside the containers' network namespaces (nsenter from the host), so
  * the busybox image needs no iperf3: the path measured is the container's own veth, bridge and
  * VXLAN device. Everything the bench makes is removed at the end, even on failure.
@@ -23,6 +24,8 @@ import { log, median, now, quantile, run } from './util.js';
 const quick = process.argv.includes('--quick');
 const write = !process.argv.includes('--no-write');
 const N = quick ? 10 : 100;
+const endpointsArg = process.argv.indexOf('--endpoints');
+const ENDPOINTS = endpointsArg > 0 ? Number(process.argv[endpointsArg + 1]) : quick ? 0 : 1000;
 
 async function docker(h: LabHost, args: string[]): Promise<string> {
   const r = await h.host.docker(args);
@@ -66,7 +69,8 @@ async function main(): Promise<void> {
     const token = await docker(h0, ['swarm', 'join-token', '-q', 'worker']);
     await docker(h1, ['swarm', 'join', '--token', token, `${h0.addr}:2377`]);
     await docker(h2, ['swarm', 'join', '--token', token, `${h0.addr}:2377`]);
-    await docker(h0, ['network', 'create', '-d', 'overlay', '--attachable', 'bench']);
+    // Room for the --endpoints part (a /20), clear of the lab's underlay.
+    await docker(h0, ['network', 'create', '-d', 'overlay', '--attachable', '--subnet', '10.210.0.0/20', 'bench']);
     await docker(h0, ['run', '-d', '--name', 's0', '--network', 'bench', 'busybox', 'sleep', '36000']);
     await docker(h1, ['run', '-d', '--name', 's1', '--network', 'bench', 'busybox', 'sleep', '36000']);
     const [ns0, ns1, ip1] = await Promise.all([netnsOf(h0, 's0'), netnsOf(h1, 's1'), ipOf(h1, 's1')]);
@@ -79,6 +83,26 @@ async function main(): Promise<void> {
     const eo = await echo(ns1, ns0, ip1, N);
     results.echo_underlay_ms = { p50: median(eu), p99: quantile(eu, 0.99) };
     results.echo_overlay_ms = { p50: median(eo), p99: quantile(eo, 0.99) };
+
+    log('connect / disconnect visible everywhere');
+    await docker(h2, ['run', '-d', '--name', 'hop', 'busybox', 'sleep', '36000']);
+    const hops = async () => {
+      const conn: number[] = [];
+      const disc: number[] = [];
+      for (let i = 0; i < N; i++) {
+        let t = now();
+        await docker(h2, ['network', 'connect', 'bench', 'hop']);
+        conn.push(now() - t);
+        t = now();
+        await docker(h2, ['network', 'disconnect', 'bench', 'hop']);
+        disc.push(now() - t);
+      }
+      return { connect: { p50: median(conn), p99: quantile(conn, 0.99) }, disconnect: { p50: median(disc), p99: quantile(disc, 0.99) } };
+    };
+    const small = await hops();
+    results.connect_ms = small.connect;
+    results.disconnect_ms = small.disconnect;
+    results.endpoints_before = 2;
 
     log('run until reachable by name from another host');
     const runMs: number[] = [];
@@ -102,20 +126,21 @@ async function main(): Promise<void> {
     results.run_until_named_ms = { p50: median(reachMs), p99: quantile(reachMs, 0.99) };
     results.first_lookup_misses = misses;
 
-    log('connect / disconnect visible everywhere');
-    await docker(h2, ['run', '-d', '--name', 'hop', 'busybox', 'sleep', '36000']);
-    const conn: number[] = [];
-    const disc: number[] = [];
-    for (let i = 0; i < N; i++) {
-      let t = now();
-      await docker(h2, ['network', 'connect', 'bench', 'hop']);
-      conn.push(now() - t);
-      t = now();
-      await docker(h2, ['network', 'disconnect', 'bench', 'hop']);
-      disc.push(now() - t);
+    if (ENDPOINTS > 0) {
+      // s0, s1 and the run part's containers are on it already (hop only while it hops).
+      const have = N + 2;
+      log(`filling the network to ${ENDPOINTS} endpoints`);
+      const hosts = [h0, h1, h2];
+      // One client per host at a time: the hosts fill side by side.
+      await Promise.all(hosts.map(async (h, k) => {
+        for (let i = have + k; i < ENDPOINTS; i += hosts.length) await docker(h, ['run', '-d', '--name', `f${i}`, '--network', 'bench', 'busybox', 'sleep', '36000']);
+      }));
+      const big = await hops();
+      results.endpoints_after = Math.max(ENDPOINTS, have);
+      results.connect_ms_full = big.connect;
+      results.disconnect_ms_full = big.disconnect;
+      log(`connect p50 ${small.connect.p50.toFixed(1)} → ${big.connect.p50.toFixed(1)} ms, disconnect p50 ${small.disconnect.p50.toFixed(1)} → ${big.disconnect.p50.toFixed(1)} ms with ${ENDPOINTS} endpoints`);
     }
-    results.connect_ms = { p50: median(conn), p99: quantile(conn, 0.99) };
-    results.disconnect_ms = { p50: median(disc), p99: quantile(disc, 0.99) };
   } finally {
     const leaks = await lab.destroy();
     if (leaks.length) log(`LEAKS: ${leaks.join('; ')}`);
