@@ -48,7 +48,9 @@ export class JournalStore {
       const j = lastState(text);
       if (!j) continue;
       this.entries.set(j.id, j);
-      this.sizes.set(j.id, Buffer.byteLength(text));
+      // A file not ending in a newline (torn, or written whole by an older berth) is rewritten at
+      // its next write: a line appended to it would run on from its last one.
+      if (text.endsWith('\n')) this.sizes.set(j.id, Buffer.byteLength(text));
     }
   }
 

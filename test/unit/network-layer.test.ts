@@ -291,6 +291,14 @@ describe('sandbox', () => {
       await again.load();
       assert.deepEqual(again.get('c1')?.endpoints.map((e) => e.endpointId), ['e0', 'e1', 'e2']);
       assert.equal(lastState(''), undefined);
+      // A file an older berth wrote whole (no newline): read, and rewritten at the next write.
+      await fs.writeFile(join(dir, 'c2.json'), JSON.stringify({ id: 'c2', netnsPath: '/ns/c2', endpoints: [] }));
+      const old = new JournalStore(dir);
+      await old.load();
+      await old.write({ id: 'c2', netnsPath: '/ns/c2', endpoints: [{ networkId: 'n', endpointId: 'e', ip: '10.0.0.9', ifname: 'eth0' }] });
+      const reread = new JournalStore(dir);
+      await reread.load();
+      assert.equal(reread.get('c2')?.endpoints[0]?.ip, '10.0.0.9');
       // Growth: the file is rewritten whole, never past the bound by more than one state.
       for (let i = 0; i < 200; i++) await again.write({ ...j, endpoints: j.endpoints.slice(0, i % 3) });
       const size = (await fs.stat(file)).size;
