@@ -1,22 +1,27 @@
 /**
- * node dist/bench/overlay.js [--quick] [--no-write]
- * The overlay across three lab hosts (namespaces on one underlay bridge, 1400-byte uplinks), berth
- * only: Docker 20.10's swarm overlay beside it is left for later (its dockerds need namespaces of
- * their own with separate roots, exec roots and sockets, listening on lab addresses only).
- * Measures, in one run:
+ * node dist/bench/overlay.js [--quick] [--no-write] [--engines berth,docker] [--endpoints N]
+ * The overlay across three hosts (namespaces on one underlay bridge, 1400-byte uplinks): berth's
+ * lab (test/integration/lab.ts) and, where dockerd is installed, a lab of Docker 20.10 swarm hosts
+ * laid out the same way (bench/swarmlab.ts) with its attachable swarm overlay, one after the
+ * other, the same steps on each. Measures:
  *  - TCP throughput (iperf3, 5 s) container → container across hosts, against the same between the
  *    two hosts' own namespaces over the underlay;
  *  - TCP connect + 1-byte echo round trips, same two paths;
+ *  - `network connect` / `disconnect` of a running container (berth's return once every host has
+ *    its FDB, neighbour and DNS entries), on the network as it is, and (berth only) again once it
+ *    holds `--endpoints N` containers spread over the three hosts (default 1,000 in a full run;
+ *    0 skips that part);
  *  - `run -d` on an overlay until the container answers by name from another host, and the misses
- *    of the first lookup right after `run` returns;
- *  - `network connect` / `disconnect` of a running container (each returns once every host has
- *    its FDB, neighbour and DNS entries), on the network as it is, then again once it holds
- *    `--endpoints N` containers spread over the three hosts (default 1,000; 0 skips that part).
+ *    of the first lookup right after `run` returns.
  * Throughput and echo run inside the containers' network namespaces (nsenter from the host), so
  * the busybox image needs no iperf3: the path measured is the container's own veth, bridge and
  * VXLAN device. Everything the bench makes is removed at the end, even on failure.
  */
-import { Lab, type LabHost } from '../test/integration/lab.js';
+import { promises as fs } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Lab } from '../test/integration/lab.js';
+import { DockerLab } from './swarmlab.js';
 import { PACKAGE_ROOT } from '../src/daemon/paths.js';
 import { emitSideResults } from './report.js';
 import { log, median, now, quantile, run } from './util.js';
@@ -24,17 +29,41 @@ import { log, median, now, quantile, run } from './util.js';
 const quick = process.argv.includes('--quick');
 const write = !process.argv.includes('--no-write');
 const N = quick ? 10 : 100;
-const endpointsArg = process.argv.indexOf('--endpoints');
-const ENDPOINTS = endpointsArg > 0 ? Number(process.argv[endpointsArg + 1]) : quick ? 0 : 1000;
+const arg = (name: string) => { const i = process.argv.indexOf(name); return i > 0 ? process.argv[i + 1] : undefined; };
+const ENDPOINTS = Number(arg('--endpoints') ?? (quick ? 0 : 1000));
 
-async function docker(h: LabHost, args: string[]): Promise<string> {
-  const r = await h.host.docker(args);
+/** A host of either lab: its name, underlay address, namespace and the docker CLI pointed at its engine. */
+interface OverlayHost { name: string; addr: string; netnsPath: string; cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> }
+interface OverlayLab { engine: 'berth' | 'docker'; hosts: [OverlayHost, OverlayHost, OverlayHost]; destroy(): Promise<string[]> }
+
+async function docker(h: OverlayHost, args: string[]): Promise<string> {
+  const r = await h.cli(args);
   if (r.code !== 0) throw new Error(`${h.name}: docker ${args.join(' ')}: ${r.stderr.trim()}`);
   return r.stdout.trim();
 }
 
-const netnsOf = (h: LabHost, c: string) => docker(h, ['inspect', '-f', '{{.NetworkSettings.SandboxKey}}', c]);
-const ipOf = (h: LabHost, c: string) => docker(h, ['inspect', '-f', '{{(index .NetworkSettings.Networks "bench").IPAddress}}', c]);
+const netnsOf = (h: OverlayHost, c: string) => docker(h, ['inspect', '-f', '{{.NetworkSettings.SandboxKey}}', c]);
+const ipOf = (h: OverlayHost, c: string) => docker(h, ['inspect', '-f', '{{(index .NetworkSettings.Networks "bench").IPAddress}}', c]);
+
+async function berthLab(): Promise<OverlayLab> {
+  const lab = await Lab.create(3, { leaseTtlSec: 3, seedBusybox: true });
+  const hosts = lab.hosts.map((h) => ({ name: h.name, addr: h.addr, netnsPath: h.host.netnsPath, cli: (a: string[]) => h.host.docker(a) }));
+  return { engine: 'berth', hosts: hosts as OverlayLab['hosts'], destroy: () => lab.destroy() };
+}
+
+async function dockerLab(): Promise<OverlayLab> {
+  const base = await fs.mkdtemp(join(tmpdir(), 'berth-bench-overlay-docker-'));
+  const lab = await DockerLab.create(3, base);
+  const hosts = lab.hosts.map((h) => ({ name: `docker${h.index}`, addr: h.addr, netnsPath: h.netnsPath, cli: (a: string[]) => h.cli(a) }));
+  return {
+    engine: 'docker', hosts: hosts as OverlayLab['hosts'],
+    destroy: async () => {
+      const leaks = await lab.destroy();
+      await fs.rm(base, { recursive: true, force: true });
+      return leaks;
+    },
+  };
+}
 
 /** iperf3 client from one namespace to a server started in another; Gbit/s. */
 async function iperf(serverNs: string, clientNs: string, addr: string): Promise<number> {
@@ -59,91 +88,116 @@ async function echo(serverNs: string, clientNs: string, addr: string, n: number)
   return JSON.parse(c.stdout) as number[];
 }
 
-async function main(): Promise<void> {
-  const results: Record<string, unknown> = { when: new Date().toISOString(), quick, n: N };
-  log('lab of 3 hosts');
-  const lab = await Lab.create(3, { leaseTtlSec: 3, seedBusybox: true });
-  try {
-    const [h0, h1, h2] = lab.hosts as [LabHost, LabHost, LabHost];
-    await docker(h0, ['swarm', 'init', '--advertise-addr', h0.addr]);
-    const token = await docker(h0, ['swarm', 'join-token', '-q', 'worker']);
-    await docker(h1, ['swarm', 'join', '--token', token, `${h0.addr}:2377`]);
-    await docker(h2, ['swarm', 'join', '--token', token, `${h0.addr}:2377`]);
-    // Room for the --endpoints part (a /20), clear of the lab's underlay.
-    await docker(h0, ['network', 'create', '-d', 'overlay', '--attachable', '--subnet', '10.210.0.0/20', 'bench']);
-    await docker(h0, ['run', '-d', '--name', 's0', '--network', 'bench', 'busybox', 'sleep', '36000']);
-    await docker(h1, ['run', '-d', '--name', 's1', '--network', 'bench', 'busybox', 'sleep', '36000']);
-    const [ns0, ns1, ip1] = await Promise.all([netnsOf(h0, 's0'), netnsOf(h1, 's1'), ipOf(h1, 's1')]);
+/** The steps on one lab; its figures. */
+async function measure(lab: OverlayLab): Promise<Record<string, unknown>> {
+  const results: Record<string, unknown> = {};
+  const [h0, h1, h2] = lab.hosts;
+  await docker(h0, ['swarm', 'init', '--advertise-addr', h0.addr, '--listen-addr', `${h0.addr}:2377`]);
+  const token = await docker(h0, ['swarm', 'join-token', '-q', 'worker']);
+  await docker(h1, ['swarm', 'join', '--advertise-addr', h1.addr, '--listen-addr', `${h1.addr}:2377`, '--token', token, `${h0.addr}:2377`]);
+  await docker(h2, ['swarm', 'join', '--advertise-addr', h2.addr, '--listen-addr', `${h2.addr}:2377`, '--token', token, `${h0.addr}:2377`]);
+  // Room for the --endpoints part (a /20), clear of the labs' underlays.
+  await docker(h0, ['network', 'create', '-d', 'overlay', '--attachable', '--subnet', '10.210.0.0/20', 'bench']);
+  await docker(h0, ['run', '-d', '--name', 's0', '--network', 'bench', 'busybox', 'sleep', '36000']);
+  // A worker sees an attachable overlay once a container of its own asks for it (Docker's too).
+  await docker(h1, ['run', '-d', '--name', 's1', '--network', 'bench', 'busybox', 'sleep', '36000']);
+  const [ns0, ns1, ip1] = await Promise.all([netnsOf(h0, 's0'), netnsOf(h1, 's1'), ipOf(h1, 's1')]);
 
-    log('throughput');
-    results.iperf_underlay_gbps = await iperf(h1.host.netnsPath, h0.host.netnsPath, h1.addr);
-    results.iperf_overlay_gbps = await iperf(ns1, ns0, ip1);
-    log('echo');
-    const eu = await echo(h1.host.netnsPath, h0.host.netnsPath, h1.addr, N);
-    const eo = await echo(ns1, ns0, ip1, N);
-    results.echo_underlay_ms = { p50: median(eu), p99: quantile(eu, 0.99) };
-    results.echo_overlay_ms = { p50: median(eo), p99: quantile(eo, 0.99) };
+  log(`${lab.engine}: throughput`);
+  results.iperf_underlay_gbps = await iperf(h1.netnsPath, h0.netnsPath, h1.addr);
+  results.iperf_overlay_gbps = await iperf(ns1, ns0, ip1);
+  log(`${lab.engine}: echo`);
+  const eu = await echo(h1.netnsPath, h0.netnsPath, h1.addr, N);
+  const eo = await echo(ns1, ns0, ip1, N);
+  results.echo_underlay_ms = { p50: median(eu), p99: quantile(eu, 0.99) };
+  results.echo_overlay_ms = { p50: median(eo), p99: quantile(eo, 0.99) };
 
-    log('connect / disconnect visible everywhere');
-    await docker(h2, ['run', '-d', '--name', 'hop', 'busybox', 'sleep', '36000']);
-    const hops = async () => {
-      const conn: number[] = [];
-      const disc: number[] = [];
-      for (let i = 0; i < N; i++) {
-        let t = now();
-        await docker(h2, ['network', 'connect', 'bench', 'hop']);
-        conn.push(now() - t);
-        t = now();
-        await docker(h2, ['network', 'disconnect', 'bench', 'hop']);
-        disc.push(now() - t);
-      }
-      return { connect: { p50: median(conn), p99: quantile(conn, 0.99) }, disconnect: { p50: median(disc), p99: quantile(disc, 0.99) } };
-    };
-    const small = await hops();
-    results.connect_ms = small.connect;
-    results.disconnect_ms = small.disconnect;
-    results.endpoints_before = 2;
-
-    log('run until reachable by name from another host');
-    const runMs: number[] = [];
-    const reachMs: number[] = [];
-    let misses = 0;
+  log(`${lab.engine}: connect / disconnect`);
+  await docker(h2, ['run', '-d', '--name', 'hop', 'busybox', 'sleep', '36000']);
+  const hops = async () => {
+    const conn: number[] = [];
+    const disc: number[] = [];
     for (let i = 0; i < N; i++) {
-      const t0 = now();
-      await docker(h2, ['run', '-d', '--name', `r${i}`, '--network', 'bench', 'busybox', 'sleep', '36000']);
-      const t1 = now();
-      runMs.push(t1 - t0);
-      let first = true;
-      for (;;) {
-        const r = await h1.host.docker(['exec', 's1', 'nslookup', `r${i}`]);
-        if (r.code === 0 && /Address(?: 1)?:\s+\d/.test(r.stdout.split('Name:')[1] ?? '')) break;
-        if (first) misses++;
-        first = false;
-      }
-      reachMs.push(now() - t0);
+      let t = now();
+      await docker(h2, ['network', 'connect', 'bench', 'hop']);
+      conn.push(now() - t);
+      t = now();
+      await docker(h2, ['network', 'disconnect', 'bench', 'hop']);
+      disc.push(now() - t);
     }
-    results.run_ms = { p50: median(runMs), p99: quantile(runMs, 0.99) };
-    results.run_until_named_ms = { p50: median(reachMs), p99: quantile(reachMs, 0.99) };
-    results.first_lookup_misses = misses;
+    return { connect: { p50: median(conn), p99: quantile(conn, 0.99) }, disconnect: { p50: median(disc), p99: quantile(disc, 0.99) } };
+  };
+  const small = await hops();
+  results.connect_ms = small.connect;
+  results.disconnect_ms = small.disconnect;
+  results.endpoints_before = 2;
 
-    if (ENDPOINTS > 0) {
-      // s0, s1 and the run part's containers are on it already (hop only while it hops).
-      const have = N + 2;
-      log(`filling the network to ${ENDPOINTS} endpoints`);
-      const hosts = [h0, h1, h2];
-      // One client per host at a time: the hosts fill side by side.
-      await Promise.all(hosts.map(async (h, k) => {
-        for (let i = have + k; i < ENDPOINTS; i += hosts.length) await docker(h, ['run', '-d', '--name', `f${i}`, '--network', 'bench', 'busybox', 'sleep', '36000']);
-      }));
-      const big = await hops();
-      results.endpoints_after = Math.max(ENDPOINTS, have);
-      results.connect_ms_full = big.connect;
-      results.disconnect_ms_full = big.disconnect;
-      log(`connect p50 ${small.connect.p50.toFixed(1)} → ${big.connect.p50.toFixed(1)} ms, disconnect p50 ${small.disconnect.p50.toFixed(1)} → ${big.disconnect.p50.toFixed(1)} ms with ${ENDPOINTS} endpoints`);
+  log(`${lab.engine}: run until reachable by name from another host`);
+  const runMs: number[] = [];
+  const reachMs: number[] = [];
+  let misses = 0;
+  for (let i = 0; i < N; i++) {
+    const t0 = now();
+    await docker(h2, ['run', '-d', '--name', `r${i}`, '--network', 'bench', 'busybox', 'sleep', '36000']);
+    runMs.push(now() - t0);
+    let first = true;
+    const deadline = now() + 60_000;
+    for (;;) {
+      const r = await h1.cli(['exec', 's1', 'nslookup', `r${i}`]);
+      if (r.code === 0 && /Address(?: 1)?:\s+\d/.test(r.stdout.split('Name:')[1] ?? '')) break;
+      if (now() > deadline) throw new Error(`${lab.engine}: r${i} never answered by name on ${h1.name}`);
+      if (first) misses++;
+      first = false;
     }
-  } finally {
-    const leaks = await lab.destroy();
-    if (leaks.length) log(`LEAKS: ${leaks.join('; ')}`);
+    reachMs.push(now() - t0);
+  }
+  results.run_ms = { p50: median(runMs), p99: quantile(runMs, 0.99) };
+  results.run_until_named_ms = { p50: median(reachMs), p99: quantile(reachMs, 0.99) };
+  results.first_lookup_misses = misses;
+
+  if (ENDPOINTS > 0 && lab.engine === 'berth') {
+    // s0, s1 and the run part's containers are on it already (hop only while it hops).
+    const have = N + 2;
+    log(`${lab.engine}: filling the network to ${ENDPOINTS} endpoints`);
+    // One client per host at a time: the hosts fill side by side.
+    await Promise.all(lab.hosts.map(async (h, k) => {
+      for (let i = have + k; i < ENDPOINTS; i += lab.hosts.length) await docker(h, ['run', '-d', '--name', `f${i}`, '--network', 'bench', 'busybox', 'sleep', '36000']);
+    }));
+    const big = await hops();
+    results.endpoints_after = Math.max(ENDPOINTS, have);
+    results.connect_ms_full = big.connect;
+    results.disconnect_ms_full = big.disconnect;
+    log(`connect p50 ${small.connect.p50.toFixed(1)} → ${big.connect.p50.toFixed(1)} ms, disconnect p50 ${small.disconnect.p50.toFixed(1)} → ${big.disconnect.p50.toFixed(1)} ms with ${ENDPOINTS} endpoints`);
+  }
+  return results;
+}
+
+async function main(): Promise<void> {
+  const dockerd = (await run('dockerd', ['--version'])).code === 0;
+  const engines = (arg('--engines') ?? (dockerd ? 'berth,docker' : 'berth')).split(',');
+  const results: Record<string, unknown> = { when: new Date().toISOString(), quick, n: N };
+  if (!dockerd && engines.includes('docker')) throw new Error('dockerd is not installed: npm run bench:overlay runs scripts/bench-setup.sh first');
+  for (const engine of engines) {
+    log(`${engine}: a lab of 3 hosts`);
+    const lab = engine === 'docker' ? await dockerLab() : await berthLab();
+    try {
+      results[engine] = await measure(lab);
+    } finally {
+      const leaks = await lab.destroy();
+      if (leaks.length) log(`LEAKS (${engine}): ${leaks.join('; ')}`);
+      if (leaks.length) results[`${engine}_leaks`] = leaks;
+    }
+  }
+  const b = results.berth as Record<string, any> | undefined;
+  const d = results.docker as Record<string, any> | undefined;
+  if (b && d) {
+    results.ratios = {
+      iperf_overlay: b.iperf_overlay_gbps / d.iperf_overlay_gbps,
+      echo_overlay_p50: b.echo_overlay_ms.p50 / d.echo_overlay_ms.p50,
+      run_until_named_p50: b.run_until_named_ms.p50 / d.run_until_named_ms.p50,
+      connect_p50: b.connect_ms.p50 / d.connect_ms.p50,
+      disconnect_p50: b.disconnect_ms.p50 / d.disconnect_ms.p50,
+    };
   }
   await emitSideResults(PACKAGE_ROOT, 'overlay', results, { write, quick, log });
 }
