@@ -9,6 +9,8 @@
  *    per-task share's worst distance from even;
  *  - TCP connect + 1-byte echo from a client container to the VIP against straight to a task (the
  *    same tasks serve both), and iperf3 to a one-task service's VIP against straight to its task;
+ *  - TCP connect + 1-byte echo from the underlay through the routing mesh (entered at one node)
+ *    against a plain container's own `-p` port on that node;
  *  - a rolling update (`service update --force`, one task at a time) under about 200 requests/s
  *    through the VIP: requests sent and lost.
  * Everything is removed at the end, even on failure.
@@ -48,11 +50,13 @@ function spread(answers: string[], tasks: string[]): { worst: number; failed: nu
 }
 
 /** TCP connect + 1-byte echo, `n` times, from `clientNs` to `addr`:7007, with an echo server in each of `serverNss`. */
-async function echo(serverNss: string[], clientNs: string, addr: string, n: number): Promise<number[]> {
+async function echo(serverNss: string[], clientNs: string, target: string, n: number): Promise<number[]> {
+  // `target` is an address (port 7007, where the servers listen) or address:port.
+  const [addr, port] = target.includes(':') ? target.split(':') as [string, string] : [target, '7007'];
   const server = `require('net').createServer((s)=>s.pipe(s)).listen(7007);setTimeout(()=>process.exit(0),${n * 100 + 20000})`;
   const servers = serverNss.map((ns) => run('nsenter', [`--net=${ns}`, process.execPath, '-e', server]));
   await new Promise((r) => setTimeout(r, 800));
-  const client = `const net=require('net');(async()=>{const out=[];for(let i=0;i<${n};i++){const t=process.hrtime.bigint();await new Promise((res,rej)=>{const s=net.connect(7007,'${addr}',()=>s.write('x'));s.on('data',()=>{s.destroy();res();});s.on('error',rej);});out.push(Number(process.hrtime.bigint()-t)/1e6);}console.log(JSON.stringify(out));process.exit(0)})()`;
+  const client = `const net=require('net');(async()=>{const out=[];for(let i=0;i<${n};i++){const t=process.hrtime.bigint();await new Promise((res,rej)=>{const s=net.connect(${port},'${addr}',()=>s.write('x'));s.on('data',()=>{s.destroy();res();});s.on('error',rej);});out.push(Number(process.hrtime.bigint()-t)/1e6);}console.log(JSON.stringify(out));process.exit(0)})()`;
   const c = await run('nsenter', [`--net=${clientNs}`, process.execPath, '-e', client]);
   await run('pkill', ['-f', 'listen\\(7007\\)']);
   await Promise.all(servers);
@@ -114,6 +118,19 @@ async function main(): Promise<void> {
     const soloIp = await docker(soloTask.h, ['inspect', '-f', '{{(index .NetworkSettings.Networks "svcb").IPAddress}}', soloTask.id]);
     results.iperf_vip_gbps = await iperf([soloNs], clientNs, solo);
     results.iperf_direct_gbps = await iperf([soloNs], clientNs, soloIp);
+
+    log('latency from outside: the routing mesh against a container\'s own published port');
+    // The mesh to the echo port of web's tasks, entered at lab0 (a task there or on another node,
+    // in turn); against a plain container on lab0 publishing the same port with `-p` (a DNAT to a
+    // local container: the shortest way in from outside).
+    await docker(h0, ['service', 'update', '--publish-add', 'published=7007,target=7007', 'web']);
+    await docker(h0, ['run', '-d', '--name', 'plain', '-p', '7008:7007', 'busybox', 'sleep', '36000']);
+    const plainNs = await docker(h0, ['inspect', '-f', '{{.NetworkSettings.SandboxKey}}', 'plain']);
+    const underlayNs = `/run/netns/${lab.underlay}`;
+    const em = await echo(tasks.map((t) => t.ns), underlayNs, `${h0.addr}:7007`, ECHOES);
+    const ep = await echo([plainNs], underlayNs, `${h0.addr}:7008`, ECHOES);
+    results.echo_mesh_ms = { p50: median(em), p90: quantile(em, 0.9), p99: quantile(em, 0.99) };
+    results.echo_published_ms = { p50: median(ep), p90: quantile(ep, 0.9), p99: quantile(ep, 0.99) };
 
     log('a rolling update under about 200 requests/s through the VIP');
     const loadScript = `const http=require('http');let sent=0,lost=0,stop=false;const fire=()=>{sent++;const r=http.get('http://${vip}/',{agent:false,timeout:3000},(s)=>{s.resume();});r.on('error',()=>lost++);r.on('timeout',()=>{r.destroy();});};const t=setInterval(fire,5);process.on('SIGTERM',()=>{clearInterval(t);setTimeout(()=>{console.log(JSON.stringify({sent,lost}));process.exit(0)},3500);});`;
