@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -16,13 +16,13 @@ import { run, runOk } from '../../src/util/exec.js';
 describe('cluster store: a watch on a store that stopped answering', () => {
   const ns = `btsw${randomBytes(3).toString('hex')}`;
   let dir: string;
-  let etcd: ChildProcess;
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'berth-storewatch-'));
     await runOk('ip', ['netns', 'add', ns]);
     await runOk('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
-    etcd = spawn('ip', ['netns', 'exec', ns, 'etcd', '--data-dir', join(dir, 'etcd'), '--listen-client-urls', 'http://127.0.0.1:2379',
+    // Killed in after() with everything else in the namespace.
+    spawn('ip', ['netns', 'exec', ns, 'etcd', '--data-dir', join(dir, 'etcd'), '--listen-client-urls', 'http://127.0.0.1:2379',
       '--advertise-client-urls', 'http://127.0.0.1:2379', '--listen-peer-urls', 'http://127.0.0.1:2380'], { stdio: 'ignore' });
     for (let i = 0; i < 100; i++) {
       if ((await run('ip', ['netns', 'exec', ns, 'etcdctl', '--endpoints', 'http://127.0.0.1:2379', 'endpoint', 'health'])).code === 0) return;
