@@ -280,11 +280,22 @@ async function inject(ctx: Ctx, kind: FaultKind): Promise<string> {
 }
 
 /** The restart policy's verdict on a container that is not running: may it stay so? */
-function mayStayDown(c: { Id: string; State: { Status: string; ExitCode: number; Error?: string }; HostConfig: { RestartPolicy?: { Name: string; MaximumRetryCount?: number } }; RestartCount: number }, manuallyStopped: Set<string>, daemonRestarted: boolean): boolean {
+/** The host ports running containers hold ("21029"): a port a stopped one could not bind is one of these, or leaked. */
+function heldPorts(all: Array<{ State: { Running: boolean }; NetworkSettings: { Ports: Record<string, unknown[] | null> } }>): Set<string> {
+  return new Set(all.filter((c) => c.State.Running).flatMap((c) => Object.values(c.NetworkSettings.Ports ?? {})
+    .flatMap((bs) => (bs ?? []).map((b) => String((b as { HostPort?: string }).HostPort ?? '')))));
+}
+
+function mayStayDown(c: { Id: string; State: { Status: string; ExitCode: number; Error?: string }; HostConfig: { RestartPolicy?: { Name: string; MaximumRetryCount?: number } }; RestartCount: number }, manuallyStopped: Set<string>, daemonRestarted: boolean, held: Set<string>): boolean {
   if (c.State.Status === 'created' || manuallyStopped.has(c.Id)) return true;
   // A restart whose start failed is given up (Docker's restart manager does the same), unless
   // the daemon itself restarted since: Docker starts such containers again when it starts.
   if (c.State.Error && !daemonRestarted) return true;
+  // Started again at the daemon's start, and refused its published port because a running
+  // container holds it (another container took the port while this one was down): given up, as
+  // Docker gives up a failed restart. A port nobody running holds would be a leak, and no excuse.
+  const port = /Bind for [^ ]*:(\d+) failed: port is already allocated/.exec(c.State.Error ?? '')?.[1];
+  if (port && held.has(port)) return true;
   // A network removed while the container was stopped (Docker allows that) can never be joined
   // again: no policy can bring such a container back, in Docker or here.
   if (c.State.Error && /network .* not found/i.test(c.State.Error)) return true;
@@ -362,13 +373,15 @@ export async function runChaos(host: TestHost, options: ChaosOptions): Promise<C
       const settleDeadline = Date.now() + 12_000;
       let all = await inspectAll(host, opts.opTimeoutMs);
       while (Date.now() < settleDeadline) {
-        const pending = all.filter((c) => !c.State.Running && !mayStayDown(c, ctx.manuallyStopped, daemonRestarted) && 100 * 2 ** Math.min(c.RestartCount, 10) < 10_000);
+        const held = heldPorts(all);
+        const pending = all.filter((c) => !c.State.Running && !mayStayDown(c, ctx.manuallyStopped, daemonRestarted, held) && 100 * 2 ** Math.min(c.RestartCount, 10) < 10_000);
         if (!pending.length && !all.some((c) => c.State.Status === 'restarting')) break;
         await sleep(200);
         all = await inspectAll(host, opts.opTimeoutMs);
       }
+      const held = heldPorts(all);
       for (const c of all) {
-        if (!c.State.Running && !mayStayDown(c, ctx.manuallyStopped, daemonRestarted) && 100 * 2 ** Math.min(c.RestartCount, 10) < 10_000) {
+        if (!c.State.Running && !mayStayDown(c, ctx.manuallyStopped, daemonRestarted, held) && 100 * 2 ** Math.min(c.RestartCount, 10) < 10_000) {
           ctx.report.policyViolations.push({ cycle, fault: kind, what: `${c.Name} (restart ${c.HostConfig.RestartPolicy?.Name}, RestartCount ${c.RestartCount}) is ${c.State.Status} exit ${c.State.ExitCode}${c.State.Error ? ` (${c.State.Error.slice(0, 100)})` : ''}${daemonRestarted ? ' after a berthd restart' : ''}` });
           // Judged once: taken out of the workload's way so the next cycles judge afresh.
           ctx.manuallyStopped.add(c.Id);
