@@ -55,7 +55,15 @@ describe('runc kill, delete and state when runc dies without a word', () => {
 
   it('delete is run again once', async () => {
     const { runtime, calls } = await fakeRunc(1);
+    // runc's own record of the container: its directory under runc's root.
+    await fs.mkdir(join(dir, 'root', 'c2'), { recursive: true });
     await runtime.delete('c2');
     assert.deepEqual((await calls()).map((l) => l.split(' ').slice(-3).join(' ')), ['delete --force c2', 'delete --force c2']);
+  });
+
+  it('delete asks no runc about a container runc has no directory for (an exit deleted it already)', async () => {
+    const { runtime, calls } = await fakeRunc(0);
+    await runtime.delete('c5');
+    await assert.rejects(calls(), /ENOENT/, 'runc was started');
   });
 });
