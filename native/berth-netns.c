@@ -5,7 +5,9 @@
  *   createNetns(path)                 a new namespace with loopback up, pinned by a bind mount at path
  *                                     (an existing empty file), as `unshare --net=path` does, without
  *                                     an `unshare` process (a fork of berthd, 3-5 ms);
- *   unpin(path)                       lazily unmounts a pinned namespace (`umount --lazy`).
+ *   unpin(path)                       lazily unmounts a pinned namespace (`umount --lazy`);
+ *   loopbackUp(path)                  brings `lo` up inside the namespace at path (a CNI runtime's
+ *                                     namespace without the loopback plugin), without an `ip`.
  *
  * Node has no setns, and a socket belongs for life to the namespace it was created in, so
  * openSockets has a short-lived thread enter the namespace pinned at a path and create and bind
@@ -173,14 +175,10 @@ struct pin_job { const char *path; const char *what; int err; };
  * berthd's namespace, not even for a moment (a child reading /proc/<berthd>/ns/net meanwhile, as
  * `ip link add ... netns <pid>` does, would otherwise find the container's).
  */
-static void *pin_new_netns(void *arg) {
-  struct pin_job *job = arg;
-  job->what = "unshare";
-  if (unshare(CLONE_NEWNET) < 0) goto fail;
-  /* Loopback up, as `ip link set lo up` inside it would. */
-  job->what = "loopback up";
+/* Loopback up in the calling thread's namespace, as `ip link set lo up` there would; 0 or -1 (errno). */
+static int loopback_up(void) {
   int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (s < 0) goto fail;
+  if (s < 0) return -1;
   struct ifreq ifr;
   memset(&ifr, 0, sizeof ifr);
   strcpy(ifr.ifr_name, "lo");
@@ -188,9 +186,18 @@ static void *pin_new_netns(void *arg) {
     int err = errno;
     close(s);
     errno = err;
-    goto fail;
+    return -1;
   }
   close(s);
+  return 0;
+}
+
+static void *pin_new_netns(void *arg) {
+  struct pin_job *job = arg;
+  job->what = "unshare";
+  if (unshare(CLONE_NEWNET) < 0) goto fail;
+  job->what = "loopback up";
+  if (loopback_up() < 0) goto fail;
   job->what = "pinning the namespace";
   if (mount("/proc/thread-self/ns/net", job->path, NULL, MS_BIND, NULL) < 0) goto fail;
   job->err = 0;
@@ -212,6 +219,34 @@ static napi_value create_netns(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* On a thread of its own, which ends with the namespace it entered. */
+static void *up_in_netns(void *arg) {
+  struct pin_job *job = arg;
+  job->what = job->path;
+  int target = open(job->path, O_RDONLY | O_CLOEXEC);
+  if (target < 0 || setns(target, CLONE_NEWNET) < 0) {
+    job->err = errno;
+    if (target >= 0) close(target);
+    return NULL;
+  }
+  close(target);
+  job->what = "loopback up";
+  job->err = loopback_up() < 0 ? errno : 0;
+  return NULL;
+}
+
+static napi_value loopback_up_in(napi_env env, napi_callback_info info) {
+  char path[4096];
+  if (path_arg(env, info, path, sizeof path) < 0) return NULL;
+  struct pin_job job = { .path = path, .what = "", .err = 0 };
+  pthread_t t;
+  int err = pthread_create(&t, NULL, up_in_netns, &job);
+  if (err) return throw_errno(env, "loopbackUp: thread", err);
+  pthread_join(t, NULL);
+  if (job.err) return throw_errno(env, job.what, job.err);
+  return NULL;
+}
+
 static napi_value unpin(napi_env env, napi_callback_info info) {
   char path[4096];
   if (path_arg(env, info, path, sizeof path) < 0) return NULL;
@@ -227,7 +262,7 @@ static napi_value init(napi_env env, napi_value exports) {
   berth_dnsfast_register(env, exports);
   berth_veth_register(env, exports);
   const struct { const char *name; napi_callback cb; } fns[] = {
-    { "openSockets", open_sockets }, { "createNetns", create_netns }, { "unpin", unpin },
+    { "openSockets", open_sockets }, { "createNetns", create_netns }, { "unpin", unpin }, { "loopbackUp", loopback_up_in },
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     if (napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].cb, NULL, &fn) == napi_ok) {

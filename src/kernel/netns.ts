@@ -20,6 +20,7 @@ interface NsAddon {
   createNetns(path: string): void;
   unpin(path: string): void;
   joinVeth(spec: VethInside): Promise<void>;
+  loopbackUp(path: string): void;
 }
 
 const ns = nativeAddon<NsAddon>('berth-netns.node', 'network namespaces');
@@ -43,6 +44,11 @@ export async function createNetns(path: string): Promise<void> {
  */
 export function createVethInside(spec: VethInside): Promise<void> {
   return ns().joinVeth(spec);
+}
+
+/** Brings `lo` up inside the namespace pinned (or named by /proc) at `path`, without an `ip` process. */
+export function loopbackUp(path: string): void {
+  ns().loopbackUp(path);
 }
 
 export async function deleteNetns(path: string): Promise<void> {

@@ -18,11 +18,12 @@ export async function nftApply(script: string, opts: { netns?: string } = {}): P
   });
 }
 
-/** Deletes a table if it exists (in another namespace with `netns`); never touches any other table. */
+/**
+ * Deletes a table if it exists (in another namespace with `netns`); never touches any other table.
+ * Made (when absent) and deleted in one transaction: one `nft` run whether it exists or not.
+ */
 export async function nftDeleteTable(family: string, name: string, netns?: string): Promise<void> {
-  const opts = netns ? { netns } : {};
-  const r = await run('nft', ['list', 'table', family, name], opts);
-  if (r.code === 0) await runOk('nft', ['delete', 'table', family, name], opts);
+  await runOk('nft', [`add table ${family} ${name}; delete table ${family} ${name}`], netns ? { netns } : {});
 }
 
 /** One table as `nft -j` has it (counters included), in berthd's namespace or another. */

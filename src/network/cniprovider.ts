@@ -2,7 +2,7 @@ import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import type { CniResult } from '../cni/spec.js';
 import { nftDeleteTable } from '../kernel/nft.js';
-import { ipBatch, ipJson, netnsExists } from '../kernel/netns.js';
+import { ipJson, loopbackUp, netnsExists } from '../kernel/netns.js';
 import { RESOLVER_ADDRESS } from '../model/network.js';
 import { readJson, removeStaleTemps, writeJsonAtomic } from '../store/atomic.js';
 import { ApiError, BadRequestError, NotFoundError } from '../util/errors.js';
@@ -66,6 +66,8 @@ const RESOLVER_TABLE = 'berth_dns';
 export class CniProvider {
   private readonly entries = new Map<string, Provided>();
   private readonly queue = new SerialQueue();
+  /** Per namespace, the clean-up still running there (a resolver table being deleted). */
+  private readonly cleaning = new Map<string, Promise<void>>();
   private resolver?: Resolver;
 
   constructor(private readonly d: {
@@ -230,22 +232,33 @@ export class CniProvider {
     if (n) {
       await this.d.registry.driverOf(n)?.leave(n, { netnsPath: alive ? e.netns : '', ifname: e.ifname, endpointId: e.endpointId }).catch((x: Error) => console.error(`berthd: CNI DEL of ${e.containerId.slice(0, 12)}: ${x.message}`));
       await this.d.registry.ipamOf(n).releaseAddress(n, { ip: e.ip }, e.endpointId);
-      await this.d.registry.save(n);
     }
     this.entries.delete(e.key);
-    await fs.rm(this.file(e.key), { force: true });
+    // The record and the attachment's file together: an allocation a crash keeps in the record
+    // is one no attachment names, which the next start frees (allocsweep.ts).
+    await Promise.all([n ? this.d.registry.save(n) : undefined, fs.rm(this.file(e.key), { force: true })]);
     if (!this.d.ownSandbox(e.containerId) && ![...this.entries.values()].some((x) => x.containerId === e.containerId)) {
       this.resolver?.closeSandbox(e.containerId);
-      if (alive) await nftDeleteTable('ip', RESOLVER_TABLE, e.netns).catch(() => undefined);
+      // Deleting a table waits for RCU grace periods (~14 ms here): the DEL does not wait for it,
+      // an ADD into the same namespace does (serveDns), and a namespace gone meanwhile took it along.
+      if (alive) this.cleanUp(e.netns, () => nftDeleteTable('ip', RESOLVER_TABLE, e.netns));
     }
     if (n) this.d.registry.changed([n.Id], e.containerId);
   }
 
+  /** Runs `job` after the namespace's earlier clean-ups; its failure is no one's (the namespace may be gone). */
+  private cleanUp(netns: string, job: () => Promise<void>): void {
+    const next = (this.cleaning.get(netns) ?? Promise.resolve()).then(job).catch(() => undefined);
+    this.cleaning.set(netns, next);
+    void next.then(() => { if (this.cleaning.get(netns) === next) this.cleaning.delete(netns); });
+  }
+
   private async serveDns(e: Provided): Promise<void> {
     if (!this.resolver || this.d.ownSandbox(e.containerId)) return;
+    await this.cleaning.get(e.netns);
     // The resolver listens on 127.0.0.11: loopback must be up, which a runtime without the
     // loopback plugin has not done yet (it is what that plugin would do).
-    await ipBatch(e.netns, ['link set lo up']);
+    loopbackUp(e.netns);
     const port = this.resolver.serveSandbox(e.containerId, e.netns);
     await this.d.redirectResolver(e.netns, port, false);
   }

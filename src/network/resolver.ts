@@ -26,24 +26,49 @@ export interface Resolver {
  * conntrack hooks at all. The reply rule matches only the resolver's own socket: berthd holds its port.
  */
 export function sandboxRedirectRules(port: number, newNamespace = false): string {
-  const a = RESOLVER_ADDRESS;
   return [
     // Replacing a table costs the kernel 6-19 ms here (its hooks go through RCU); a namespace made
     // moments ago has none to replace.
     ...(newNamespace ? [] : ['table ip berth_dns', 'delete table ip berth_dns']),
     'table ip berth_dns {',
     '  chain output {',
-    '    type filter hook output priority raw; policy accept;',
-    `    ip daddr ${a} udp dport 53 notrack udp dport set ${port}`,
-    `    ip saddr ${a} udp sport ${port} notrack udp sport set 53`,
-    `    ip daddr ${a} tcp dport 53 notrack tcp dport set ${port}`,
-    `    ip saddr ${a} tcp sport ${port} notrack tcp sport set 53`,
+    `    ${HOOK}`,
+    ...redirectRules(port).map((r) => `    ${r}`),
     '  }',
     '}',
     '',
   ].join('\n');
 }
 
+const HOOK = 'type filter hook output priority raw; policy accept;';
+
+function redirectRules(port: number): string[] {
+  const a = RESOLVER_ADDRESS;
+  return [
+    `ip daddr ${a} udp dport 53 notrack udp dport set ${port}`,
+    `ip saddr ${a} udp sport ${port} notrack udp sport set 53`,
+    `ip daddr ${a} tcp dport 53 notrack tcp dport set ${port}`,
+    `ip saddr ${a} tcp sport ${port} notrack tcp sport set 53`,
+  ];
+}
+
+/**
+ * The same table in a namespace that may hold it already: the table and its hooked chain declared
+ * (kept when there), the chain's rules replaced. No hook is unregistered, so nothing waits for
+ * RCU, as replacing the table would.
+ */
+export function sandboxRedirectUpdate(port: number): string {
+  return [
+    'add table ip berth_dns',
+    `add chain ip berth_dns output { ${HOOK} }`,
+    'flush chain ip berth_dns output',
+    ...redirectRules(port).map((r) => `add rule ip berth_dns output ${r}`),
+    '',
+  ].join('\n');
+}
+
 export async function programSandboxRedirect(netnsPath: string, port: number, newNamespace = false): Promise<void> {
-  await nftApply(sandboxRedirectRules(port, newNamespace), { netns: netnsPath });
+  if (newNamespace) return nftApply(sandboxRedirectRules(port, true), { netns: netnsPath });
+  // A chain of another shape (an older berth's) cannot be declared over: the table is replaced.
+  await nftApply(sandboxRedirectUpdate(port), { netns: netnsPath }).catch(() => nftApply(sandboxRedirectRules(port, false), { netns: netnsPath }));
 }
