@@ -122,7 +122,7 @@ export class NetworkController implements NetworkService {
    */
   async adopt(running: SandboxRef[]): Promise<Map<string, Record<string, EndpointState>>> {
     const fixes = await this.sandboxes.adopt(running);
-    await this.sandboxes.recover(new Set(running.map((r) => r.id)));
+    await this.sandboxes.recover(running);
     await freeUnheldAddresses(this.registry, new Set([...this.sandboxes.liveEndpoints(), ...this.provided.endpointIds()]));
     await this.firewall.sync(this.firewalled(), this.ports.mappings());
     await this.policy.sync(running.flatMap((r) => Object.entries(fixes.get(r.id) ?? r.endpoints).flatMap(([netId, ep]) => {

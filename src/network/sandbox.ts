@@ -1,4 +1,4 @@
-import { writeFile } from 'node:fs/promises';
+import { readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { EndpointState, PortMapping, SandboxRef, SandboxSpec, SandboxState } from '../model/network.js';
 import { BadRequestError, errorMessage } from '../util/errors.js';
@@ -100,7 +100,8 @@ export class Sandboxes {
     const errors: string[] = [];
     await this.d.ports.unpublish(ref.id).catch((e: Error) => errors.push(e.message));
     this.dns.close(ref.id);
-    if (sharesNamespace(ref.mode)) return void (await this.journals.remove(ref.id));
+    // A `none` container has a namespace of its own (loopback only), pinned like any other.
+    if (sharesNamespace(ref.mode) && ref.mode !== 'none') return void (await this.journals.remove(ref.id));
     const journal = this.journalOf(ref);
     // The record may name an endpoint the journal already dropped (a crash between the two writes).
     for (const extra of journalFromRef(ref)?.endpoints ?? []) {
@@ -233,12 +234,21 @@ export class Sandboxes {
     return fixes;
   }
 
-  /** Removes every sandbox a journal names that no running container holds: what a crash left half-made. */
-  async recover(keep: Set<string>): Promise<void> {
+  /** Removes every sandbox a journal names that no running container holds, and every pin nothing names: what a crash left half-made. */
+  async recover(running: SandboxRef[]): Promise<void> {
+    const keep = new Set(running.map((r) => r.id));
     for (const j of this.journals.all()) {
       if (keep.has(j.id)) continue;
       await this.tearDown({ id: j.id, mode: 'default', netnsPath: j.netnsPath, endpoints: {}, published: [] })
         .catch((e: Error) => console.error(`berthd: removing the sandbox of ${j.id.slice(0, 12)}: ${e.message}`));
+    }
+    // A pin that neither a journal nor a running container names (a `none` container's, which
+    // earlier berths never released) goes too.
+    const named = new Set([...this.journals.all().map((j) => j.netnsPath), ...running.map((r) => r.netnsPath)]);
+    for (const f of await readdir(this.d.netnsDir).catch(() => [] as string[])) {
+      const path = join(this.d.netnsDir, f);
+      if (named.has(path) || !(await this.d.namespaces.exists(path))) continue;
+      await this.d.namespaces.remove(path).catch((e: Error) => console.error(`berthd: releasing the namespace pin ${path}: ${e.message}`));
     }
   }
 

@@ -210,10 +210,15 @@ describe('sandbox', () => {
       // berthd dies here: a new process finds the journal, and the container is not running.
       const fresh = new Sandboxes({ registry: l.registry, firewall: new FakeFirewall(l.log), ports: new PortMapper(new FakeFirewall(l.log)), namespaces: { create: async () => {}, remove: async (p) => { l.log.push('netns remove'); await fs.rm(p); }, exists: async (p) => existsSync(p), redirectResolver: async () => {} }, netnsDir: join(l.dir, 'netns'), journalDir: l.journalDir });
       await fresh.load();
+      // A pin no journal names (a `none` container's, which earlier berths left), and a running container's.
+      await fs.writeFile(join(l.dir, 'netns', 'stray'), 'pinned');
+      await fs.writeFile(join(l.dir, 'netns', 'running'), 'pinned');
       l.log.length = 0;
-      await fresh.recover(new Set());
-      assert.deepEqual(l.log, ['leave alpha eth0', 'fw left alpha 10.1.0.2', 'netns remove']);
+      await fresh.recover([{ id: 'r'.repeat(64), mode: 'none', netnsPath: join(l.dir, 'netns', 'running'), endpoints: {}, published: [] }]);
+      assert.deepEqual(l.log, ['leave alpha eth0', 'fw left alpha 10.1.0.2', 'netns remove', 'netns remove']);
       assert.ok(!existsSync(got.netnsPath!));
+      assert.ok(!existsSync(join(l.dir, 'netns', 'stray')), 'the stray pin went');
+      assert.ok(existsSync(join(l.dir, 'netns', 'running')), 'a running container\'s pin stays');
       assert.deepEqual(a.pools![0]!.allocated, {});
     } finally {
       await l.cleanup();
