@@ -17,11 +17,7 @@
  * the busybox image needs no iperf3: the path measured is the container's own veth, bridge and
  * VXLAN device. Everything the bench makes is removed at the end, even on failure.
  */
-import { promises as fs } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { Lab } from '../test/integration/lab.js';
-import { DockerLab } from './swarmlab.js';
+import { onEachLab, type EngineLab, type LabHost } from './labs.js';
 import { PACKAGE_ROOT } from '../src/daemon/paths.js';
 import { emitSideResults } from './report.js';
 import { log, median, now, quantile, run } from './util.js';
@@ -32,38 +28,14 @@ const N = quick ? 10 : 100;
 const arg = (name: string) => { const i = process.argv.indexOf(name); return i > 0 ? process.argv[i + 1] : undefined; };
 const ENDPOINTS = Number(arg('--endpoints') ?? (quick ? 0 : 1000));
 
-/** A host of either lab: its name, underlay address, namespace and the docker CLI pointed at its engine. */
-interface OverlayHost { name: string; addr: string; netnsPath: string; cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> }
-interface OverlayLab { engine: 'berth' | 'docker'; hosts: [OverlayHost, OverlayHost, OverlayHost]; destroy(): Promise<string[]> }
-
-async function docker(h: OverlayHost, args: string[]): Promise<string> {
+async function docker(h: LabHost, args: string[]): Promise<string> {
   const r = await h.cli(args);
   if (r.code !== 0) throw new Error(`${h.name}: docker ${args.join(' ')}: ${r.stderr.trim()}`);
   return r.stdout.trim();
 }
 
-const netnsOf = (h: OverlayHost, c: string) => docker(h, ['inspect', '-f', '{{.NetworkSettings.SandboxKey}}', c]);
-const ipOf = (h: OverlayHost, c: string) => docker(h, ['inspect', '-f', '{{(index .NetworkSettings.Networks "bench").IPAddress}}', c]);
-
-async function berthLab(): Promise<OverlayLab> {
-  const lab = await Lab.create(3, { leaseTtlSec: 3, seedBusybox: true });
-  const hosts = lab.hosts.map((h) => ({ name: h.name, addr: h.addr, netnsPath: h.host.netnsPath, cli: (a: string[]) => h.host.docker(a) }));
-  return { engine: 'berth', hosts: hosts as OverlayLab['hosts'], destroy: () => lab.destroy() };
-}
-
-async function dockerLab(): Promise<OverlayLab> {
-  const base = await fs.mkdtemp(join(tmpdir(), 'berth-bench-overlay-docker-'));
-  const lab = await DockerLab.create(3, base);
-  const hosts = lab.hosts.map((h) => ({ name: `docker${h.index}`, addr: h.addr, netnsPath: h.netnsPath, cli: (a: string[]) => h.cli(a) }));
-  return {
-    engine: 'docker', hosts: hosts as OverlayLab['hosts'],
-    destroy: async () => {
-      const leaks = await lab.destroy();
-      await fs.rm(base, { recursive: true, force: true });
-      return leaks;
-    },
-  };
-}
+const netnsOf = (h: LabHost, c: string) => docker(h, ['inspect', '-f', '{{.NetworkSettings.SandboxKey}}', c]);
+const ipOf = (h: LabHost, c: string) => docker(h, ['inspect', '-f', '{{(index .NetworkSettings.Networks "bench").IPAddress}}', c]);
 
 /** iperf3 client from one namespace to a server started in another; Gbit/s. */
 async function iperf(serverNs: string, clientNs: string, addr: string): Promise<number> {
@@ -89,7 +61,7 @@ async function echo(serverNs: string, clientNs: string, addr: string, n: number)
 }
 
 /** The steps on one lab; its figures. */
-async function measure(lab: OverlayLab): Promise<Record<string, unknown>> {
+async function measure(lab: EngineLab): Promise<Record<string, unknown>> {
   const results: Record<string, unknown> = {};
   const [h0, h1, h2] = lab.hosts;
   await docker(h0, ['swarm', 'init', '--advertise-addr', h0.addr, '--listen-addr', `${h0.addr}:2377`]);
@@ -173,21 +145,8 @@ async function measure(lab: OverlayLab): Promise<Record<string, unknown>> {
 }
 
 async function main(): Promise<void> {
-  const dockerd = (await run('dockerd', ['--version'])).code === 0;
-  const engines = (arg('--engines') ?? (dockerd ? 'berth,docker' : 'berth')).split(',');
   const results: Record<string, unknown> = { when: new Date().toISOString(), quick, n: N };
-  if (!dockerd && engines.includes('docker')) throw new Error('dockerd is not installed: npm run bench:overlay runs scripts/bench-setup.sh first');
-  for (const engine of engines) {
-    log(`${engine}: a lab of 3 hosts`);
-    const lab = engine === 'docker' ? await dockerLab() : await berthLab();
-    try {
-      results[engine] = await measure(lab);
-    } finally {
-      const leaks = await lab.destroy();
-      if (leaks.length) log(`LEAKS (${engine}): ${leaks.join('; ')}`);
-      if (leaks.length) results[`${engine}_leaks`] = leaks;
-    }
-  }
+  await onEachLab('bench:overlay', results, measure);
   const b = results.berth as Record<string, any> | undefined;
   const d = results.docker as Record<string, any> | undefined;
   if (b && d) {

@@ -11,53 +11,21 @@
  * then the service is removed and its port must go quiet before the next round. Never a timed test.
  */
 import { spawn } from 'node:child_process';
-import { promises as fs } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { Lab } from '../test/integration/lab.js';
 import { PACKAGE_ROOT } from '../src/daemon/paths.js';
 import { emitSideResults } from './report.js';
-import { DockerLab } from './swarmlab.js';
-import { log, median, quantile, run, runOk } from './util.js';
+import { onEachLab, type EngineLab, type LabHost } from './labs.js';
+import { log, median, quantile } from './util.js';
 
 const quick = process.argv.includes('--quick');
 const write = !process.argv.includes('--no-write');
 const ROUNDS = quick ? 2 : 8;
 const REPLICAS = 3;
 const WEB = ['busybox', 'sh', '-c', 'mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www'];
-const arg = (name: string) => { const i = process.argv.indexOf(name); return i > 0 ? process.argv[i + 1] : undefined; };
 
-interface Host { name: string; addr: string; cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> }
-interface SwarmLab { engine: 'berth' | 'docker'; hosts: Host[]; clientNetns: string; destroy(): Promise<string[]> }
-
-async function docker(h: Host, args: string[]): Promise<string> {
+async function docker(h: LabHost, args: string[]): Promise<string> {
   const r = await h.cli(args);
   if (r.code !== 0) throw new Error(`${h.name}: docker ${args.join(' ')}: ${r.stderr.trim()}`);
   return r.stdout.trim();
-}
-
-async function berthLab(): Promise<SwarmLab> {
-  const lab = await Lab.create(3, { leaseTtlSec: 3, seedBusybox: true });
-  await lab.underlayAddress('10.99.0.250/24');
-  return {
-    engine: 'berth', clientNetns: `/run/netns/${lab.underlay}`, destroy: () => lab.destroy(),
-    hosts: lab.hosts.map((h) => ({ name: h.name, addr: h.addr, cli: (a: string[]) => h.host.docker(a) })),
-  };
-}
-
-async function dockerLab(): Promise<SwarmLab> {
-  const base = await fs.mkdtemp(join(tmpdir(), 'berth-bench-svccreate-docker-'));
-  const lab = await DockerLab.create(3, base);
-  await runOk('ip', ['-n', lab.underlay, 'addr', 'replace', '10.98.0.250/24', 'dev', 'bbub0']);
-  return {
-    engine: 'docker', clientNetns: `/run/netns/${lab.underlay}`,
-    hosts: lab.hosts.map((h) => ({ name: `docker${h.index}`, addr: h.addr, cli: (a: string[]) => h.cli(a) })),
-    destroy: async () => {
-      const leaks = await lab.destroy();
-      await fs.rm(base, { recursive: true, force: true });
-      return leaks;
-    },
-  };
 }
 
 /**
@@ -81,8 +49,8 @@ await new Promise((r)=>setTimeout(r,20));}process.exit(3);})();`;
   });
 }
 
-async function measure(lab: SwarmLab): Promise<Record<string, unknown>> {
-  const [h0, ...rest] = lab.hosts as [Host, Host, Host];
+async function measure(lab: EngineLab): Promise<Record<string, unknown>> {
+  const [h0, ...rest] = lab.hosts as [LabHost, LabHost, LabHost];
   await docker(h0, ['swarm', 'init', '--advertise-addr', h0.addr, '--listen-addr', `${h0.addr}:2377`]);
   const token = await docker(h0, ['swarm', 'join-token', '-q', 'worker']);
   for (const h of rest) await docker(h, ['swarm', 'join', '--advertise-addr', h.addr, '--listen-addr', `${h.addr}:2377`, '--token', token, `${h0.addr}:2377`]);
@@ -106,23 +74,8 @@ async function measure(lab: SwarmLab): Promise<Record<string, unknown>> {
 }
 
 async function main(): Promise<void> {
-  const dockerd = (await run('dockerd', ['--version'])).code === 0;
-  const engines = (arg('--engines') ?? (dockerd ? 'berth,docker' : 'berth')).split(',');
-  if (!dockerd && engines.includes('docker')) throw new Error('dockerd is not installed: npm run bench:servicecreate runs scripts/bench-setup.sh first');
   const results: Record<string, unknown> = { when: new Date().toISOString(), quick, rounds: ROUNDS, replicas: REPLICAS };
-  for (const engine of engines) {
-    log(`${engine}: a lab of 3 hosts`);
-    const lab = engine === 'docker' ? await dockerLab() : await berthLab();
-    try {
-      results[engine] = await measure(lab);
-    } finally {
-      const leaks = await lab.destroy();
-      if (leaks.length) {
-        log(`LEAKS (${engine}): ${leaks.join('; ')}`);
-        results[`${engine}_leaks`] = leaks;
-      }
-    }
-  }
+  await onEachLab('bench:servicecreate', results, measure);
   const b = (results.berth as { create_until_all_answer_ms?: { p50: number } } | undefined)?.create_until_all_answer_ms;
   const d = (results.docker as { create_until_all_answer_ms?: { p50: number } } | undefined)?.create_until_all_answer_ms;
   if (b && d) results.ratio_p50 = b.p50 / d.p50;
