@@ -14,8 +14,6 @@ import {
 export { RuntimeCreateError };
 
 const ORPHAN_POLL_MS = 200;
-/** How often the monitors of adopted containers are looked at. */
-const MONITOR_CHECK_MS = 500;
 /** How long a `runc create` under conmon may take before the start gives up on it. */
 const CREATE_BOUND_MS = Number(process.env.BERTH_CREATE_BOUND_MS ?? 60_000);
 
@@ -76,9 +74,6 @@ export class ConmonRuntime implements ContainerRuntime {
   private readonly monitors = new Map<string, ChildProcess>();
   /** Containers whose monitor died, polled until their process is gone. */
   private readonly orphans = new Map<string, NodeJS.Timeout>();
-  /** The live monitors of containers adopted after a restart (not berthd's children: no exit event). */
-  private readonly adoptedMonitors = new Map<string, { pid: number; bundle: string }>();
-  private monitorCheck?: NodeJS.Timeout;
 
   constructor(private readonly opts: ConmonRuntimeOptions) {
     this.runc = opts.runcPath ?? '/usr/sbin/runc';
@@ -109,46 +104,10 @@ export class ConmonRuntime implements ContainerRuntime {
    * itself and records the exit when its process is gone, with 255 (the status is lost with the
    * monitor), so stop, rm and wait end instead of waiting forever.
    */
-  /**
-   * A monitor berthd did not start (adopted after a restart) tells nobody when it dies: one timer
-   * looks at all of them (a read of /proc each), and a container whose monitor died is watched as
-   * an orphan, so its exit is still recorded and stop, rm and wait still end.
-   */
-  private watchMonitor(id: string, pid: number, bundle: string): void {
-    this.adoptedMonitors.set(id, { pid, bundle });
-    this.monitorCheck ??= setInterval(() => {
-      for (const [cid, m] of this.adoptedMonitors) {
-        if (processAlive(m.pid)) continue;
-        this.adoptedMonitors.delete(cid);
-        // A monitor that recorded the exit ended normally; one killed recorded none.
-        void this.exitCode(cid).then((code) => {
-          if (code === undefined) this.watchOrphan(cid, m.bundle);
-          else for (const cb of this.exitCallbacks) cb(cid, code);
-        });
-      }
-      if (!this.adoptedMonitors.size) {
-        clearInterval(this.monitorCheck);
-        this.monitorCheck = undefined;
-      }
-    }, MONITOR_CHECK_MS);
-    this.monitorCheck.unref();
-  }
-
-  /** Whether the container's init (its bundle's pidfile) is alive and still in the container's cgroup. */
-  private async initAlive(id: string, bundle?: string): Promise<boolean> {
-    if (!bundle) return false;
-    const pid = Number.parseInt(await fs.readFile(join(bundle, 'pidfile'), 'utf8').catch(() => ''), 10);
-    if (!pid || !processAlive(pid)) return false;
-    return (await fs.readFile(`/proc/${pid}/cgroup`, 'utf8').catch(() => '')).includes(id);
-  }
-
-  private watchOrphan(id: string, bundle?: string): void {
+  private watchOrphan(id: string): void {
     if (this.orphans.has(id)) return;
     const tick = async () => {
       if ((await this.exitCode(id)) !== undefined) return void this.orphans.delete(id);
-      // While the container's own process lives, nothing to ask runc (a runc start per container
-      // and tick would swamp a host adopting hundreds of them).
-      if (await this.initAlive(id, bundle)) return void this.orphans.set(id, setTimeout(() => void tick(), ORPHAN_POLL_MS));
       // Unknown (runc failed) is asked again at the next tick, like a container still running.
       const st = await this.state(id).catch(() => ({ status: 'unknown' }));
       if (st && st.status !== 'stopped') return void this.orphans.set(id, setTimeout(() => void tick(), ORPHAN_POLL_MS));
@@ -164,13 +123,12 @@ export class ConmonRuntime implements ContainerRuntime {
   adopt(id: string, bundle: string): void {
     void fs.readFile(join(bundle, 'conmon.pid'), 'utf8').then((text) => {
       const pid = Number.parseInt(text, 10);
-      // The pid must still be that container's conmon (a pid is reused once its process is gone).
-      if (pid && processAlive(pid) && commandLine(pid).includes(id)) return void this.watchMonitor(id, pid, bundle);
+      if (pid && processAlive(pid)) return;
       console.error(`berthd: ${id.slice(0, 12)}: its monitor (conmon ${pid || '?'}) is gone: berthd watches the container itself`);
-      this.watchOrphan(id, bundle);
+      this.watchOrphan(id);
     }, () => {
       console.error(`berthd: ${id.slice(0, 12)}: no conmon.pid: berthd watches the container itself`);
-      this.watchOrphan(id, bundle);
+      this.watchOrphan(id);
     });
   }
 
@@ -218,10 +176,6 @@ export class ConmonRuntime implements ContainerRuntime {
       });
       this.monitors.set(o.id, child);
       child.unref();
-      // conmon 2.1.6 with --sync stays berthd's child and never writes its --conmon-pidfile: berthd
-      // writes it, so a later berthd finds the monitor alive (adopt) instead of polling runc for
-      // every container it adopts.
-      if (child.pid) void fs.writeFile(join(o.bundle, 'conmon.pid'), String(child.pid)).catch(() => undefined);
       let stderr = '';
       let buf = '';
       let settled = false;
@@ -278,7 +232,7 @@ export class ConmonRuntime implements ContainerRuntime {
         settle(new RuntimeCreateError(cleanRuncMessage(stderr) || `conmon exited with status ${code}`));
         // A monitor that exits normally wrote an exit file; the directory watch reports it, this
         // covers the case where the watch event was coalesced. One that was killed wrote none.
-        void this.reportExit(o.id).then(() => this.watchOrphan(o.id, o.bundle));
+        void this.reportExit(o.id).then(() => this.watchOrphan(o.id));
       });
     }));
   }
@@ -344,7 +298,6 @@ export class ConmonRuntime implements ContainerRuntime {
   }
 
   async delete(id: string): Promise<void> {
-    this.adoptedMonitors.delete(id);
     // runc's whole record of a container is its directory under runc's root: without one (the
     // exit's delete came first, as for every `rm` of a container that ran) runc would only answer
     // "does not exist", after a start of its own (~4 ms). Its cgroups are looked after either way.
@@ -462,8 +415,6 @@ export class ConmonRuntime implements ContainerRuntime {
   }
 
   close(): void {
-    clearInterval(this.monitorCheck);
-    this.adoptedMonitors.clear();
     for (const t of this.orphans.values()) clearTimeout(t);
     this.orphans.clear();
     this.watcher?.close();
