@@ -97,16 +97,21 @@ struct open_job {
  * threads never leave berthd's namespace, not even for a moment, since a child reading
  * /proc/<berthd>/ns/net meanwhile (as `ip link add ... netns <pid>` does) would find the container's.
  */
+/* Moves the calling thread into the network namespace at path: 0, or an errno. */
+int berth_enter_netns(const char *path) {
+  int target = open(path, O_RDONLY | O_CLOEXEC);
+  if (target < 0) return errno;
+  int err = setns(target, CLONE_NEWNET) < 0 ? errno : 0;
+  close(target);
+  return err;
+}
+
 static void *open_in_netns(void *arg) {
   struct open_job *job = arg;
-  int target = open(job->path, O_RDONLY | O_CLOEXEC);
-  if (target < 0 || setns(target, CLONE_NEWNET) < 0) {
-    job->err = errno;
+  if ((job->err = berth_enter_netns(job->path))) {
     job->what = job->path;
-    if (target >= 0) close(target);
     return NULL;
   }
-  close(target);
   job->err = open_pair(job->addr, job->port, &job->udp, &job->tcp, &job->bound, &job->what);
   return NULL;
 }
@@ -207,44 +212,34 @@ fail:
   return NULL;
 }
 
-static napi_value create_netns(napi_env env, napi_callback_info info) {
+/* A call taking a namespace path whose work runs on a thread of its own, ended with that thread. */
+static napi_value path_job(napi_env env, napi_callback_info info, void *(*work)(void *), const char *name) {
   char path[4096];
   if (path_arg(env, info, path, sizeof path) < 0) return NULL;
   struct pin_job job = { .path = path, .what = "", .err = 0 };
   pthread_t t;
-  int err = pthread_create(&t, NULL, pin_new_netns, &job);
-  if (err) return throw_errno(env, "createNetns: thread", err);
+  int err = pthread_create(&t, NULL, work, &job);
+  if (err) return throw_errno(env, name, err);
   pthread_join(t, NULL);
   if (job.err) return throw_errno(env, job.what, job.err);
   return NULL;
 }
 
-/* On a thread of its own, which ends with the namespace it entered. */
+static napi_value create_netns(napi_env env, napi_callback_info info) {
+  return path_job(env, info, pin_new_netns, "createNetns: thread");
+}
+
 static void *up_in_netns(void *arg) {
   struct pin_job *job = arg;
   job->what = job->path;
-  int target = open(job->path, O_RDONLY | O_CLOEXEC);
-  if (target < 0 || setns(target, CLONE_NEWNET) < 0) {
-    job->err = errno;
-    if (target >= 0) close(target);
-    return NULL;
-  }
-  close(target);
+  if ((job->err = berth_enter_netns(job->path))) return NULL;
   job->what = "loopback up";
   job->err = loopback_up() < 0 ? errno : 0;
   return NULL;
 }
 
 static napi_value loopback_up_in(napi_env env, napi_callback_info info) {
-  char path[4096];
-  if (path_arg(env, info, path, sizeof path) < 0) return NULL;
-  struct pin_job job = { .path = path, .what = "", .err = 0 };
-  pthread_t t;
-  int err = pthread_create(&t, NULL, up_in_netns, &job);
-  if (err) return throw_errno(env, "loopbackUp: thread", err);
-  pthread_join(t, NULL);
-  if (job.err) return throw_errno(env, job.what, job.err);
-  return NULL;
+  return path_job(env, info, up_in_netns, "loopbackUp: thread");
 }
 
 static napi_value unpin(napi_env env, napi_callback_info info) {

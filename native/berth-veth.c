@@ -28,7 +28,6 @@
 #include <linux/rtnetlink.h>
 #include <linux/veth.h>
 #include <pthread.h>
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +36,8 @@
 
 /* <net/if.h> clashes with <linux/if.h>, which the netlink headers need. */
 extern unsigned int if_nametoindex(const char *ifname);
+/* berth-netns.c */
+int berth_enter_netns(const char *path);
 
 struct veth_job {
   char netns[4096];
@@ -99,7 +100,7 @@ static int talk(int fd, struct nlmsghdr *n, uint32_t seq) {
 
 static void *veth_in_netns(void *arg) {
   struct veth_job *job = arg;
-  int home = -1, target = -1, fd = -1;
+  int home = -1, fd = -1;
   uint32_t seq = 0;
   unsigned idx = 0;
   _Alignas(struct nlmsghdr) char req[1024];
@@ -111,8 +112,8 @@ static void *veth_in_netns(void *arg) {
   home = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
   if (home < 0) FAIL(errno);
   STEP("entering the namespace");
-  target = open(job->netns, O_RDONLY | O_CLOEXEC);
-  if (target < 0 || setns(target, CLONE_NEWNET) < 0) FAIL(errno);
+  int entered = berth_enter_netns(job->netns);
+  if (entered) FAIL(entered);
   STEP("netlink socket");
   fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
   if (fd < 0) FAIL(errno);
@@ -220,7 +221,6 @@ done:
     talk(fd, n, ++seq);
   }
   if (fd >= 0) close(fd);
-  if (target >= 0) close(target);
   if (home >= 0) close(home);
   return NULL;
 #undef STEP

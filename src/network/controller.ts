@@ -5,7 +5,7 @@ import type { EndpointState, NetworkService, NetworkSummary, PortBindings, PortM
 import { BadRequestError, ConflictError, ForbiddenError, NotFoundError } from '../util/errors.js';
 import { SerialQueue } from '../util/serial.js';
 import { routedSubnets, uplinkMtu } from '../kernel/routes.js';
-import { endpointFromConfig, initialEndpoints, sharesNamespace, validateMode } from './endpoints.js';
+import { endpointFromConfig, initialEndpoints, hasNoEndpoints, validateMode } from './endpoints.js';
 import type { NetworkDriver } from './driver.js';
 import type { Firewall } from './firewallapi.js';
 import { formatCidr, nextPoolSubnet, parseCidr } from './ipam.js';
@@ -368,7 +368,7 @@ export class NetworkController implements NetworkService {
 
   async connect(spec: SandboxSpec, netnsPath: string | undefined, published: PortMapping[], networkRef: string, cfg: Record<string, unknown>, swarmTask = false): Promise<{ endpoint: EndpointState; published: PortMapping[] }> {
     const n = this.registry.get(networkRef);
-    if (sharesNamespace(spec.mode)) {
+    if (hasNoEndpoints(spec.mode)) {
       throw new BadRequestError('container sharing network namespace with another container or host cannot be connected to any other network');
     }
     if (!this.registry.driverOf(n)) throw new ForbiddenError('container cannot be disconnected from host network or connected to host network');

@@ -6,8 +6,16 @@ import type { NetworkRegistry } from './registry.js';
 import { isDefaultBridge, type NetworkRecord } from './types.js';
 
 /** The sandbox modes that have no endpoints of their own. */
-export function sharesNamespace(mode: string): boolean {
+export function hasNoEndpoints(mode: string): boolean {
   return mode === 'host' || mode === 'none' || mode.startsWith('container:');
+}
+
+/**
+ * Whether berth makes (and pins) a namespace of the container's own: every mode but `host` and
+ * `container:`. A `none` container has one (loopback only), though it joins no network.
+ */
+export function ownsNamespace(mode: string): boolean {
+  return mode !== 'host' && !mode.startsWith('container:');
 }
 
 /** Checks a NetworkMode at create time, so a bad one fails before anything exists. */
@@ -45,7 +53,7 @@ export function endpointFromConfig(n: NetworkRecord, cfg: Record<string, unknown
 
 /** The endpoints a new container starts with, from its NetworkMode and EndpointsConfig. */
 export function initialEndpoints(registry: NetworkRegistry, mode: string, endpointsConfig: Record<string, unknown>, macAddress?: string, swarmTask = false): Record<string, EndpointState> {
-  if (sharesNamespace(mode)) return {};
+  if (hasNoEndpoints(mode)) return {};
   const n = registry.get(mode === 'default' ? 'bridge' : mode);
   const cfg = (endpointsConfig[mode] ?? endpointsConfig[n.Name] ?? {}) as Record<string, unknown>;
   return { [n.Id]: endpointFromConfig(n, cfg, macAddress, swarmTask) };

@@ -2,7 +2,7 @@ import { appendFileSync, promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import type { EndpointState, SandboxRef } from '../model/network.js';
 import { removeStaleTemps, replaceFileSync } from '../store/atomic.js';
-import { sharesNamespace } from './endpoints.js';
+import { ownsNamespace } from './endpoints.js';
 
 /** One endpoint a sandbox is about to make, or has: enough to find and remove it after a crash. */
 export interface JournalEndpoint {
@@ -121,7 +121,7 @@ export function cloneEndpoints(eps: Record<string, EndpointState>): Record<strin
 
 /** A journal for a sandbox made before journals existed (or adopted without one), from the engine's record. */
 export function journalFromRef(ref: SandboxRef): SandboxJournal | undefined {
-  if (!ref.netnsPath || sharesNamespace(ref.mode)) return undefined;
+  if (!ref.netnsPath || !ownsNamespace(ref.mode)) return undefined;
   return {
     id: ref.id, netnsPath: ref.netnsPath,
     endpoints: Object.entries(ref.endpoints).filter(([, ep]) => ep.EndpointID).map(([netId, ep]) => entryOf(netId, ep)),

@@ -5,7 +5,7 @@ import { BadRequestError, errorMessage } from '../util/errors.js';
 import { macFor } from './mac.js';
 import { planEndpoints, releaseLeases, type Plan } from './sandboxplan.js';
 import { AddressTakenError, type JoinResult } from './driver.js';
-import { publishTarget, sharesNamespace, usesEmbeddedDns } from './endpoints.js';
+import { ownsNamespace, publishTarget, usesEmbeddedDns } from './endpoints.js';
 import type { Firewall } from './firewallapi.js';
 import { cloneEndpoints, entryOf, journalFromRef, JournalStore, type JournalEndpoint, type SandboxJournal } from './journal.js';
 import { OPT_HOST_BINDING } from './options.js';
@@ -100,8 +100,7 @@ export class Sandboxes {
     const errors: string[] = [];
     await this.d.ports.unpublish(ref.id).catch((e: Error) => errors.push(e.message));
     this.dns.close(ref.id);
-    // A `none` container has a namespace of its own (loopback only), pinned like any other.
-    if (sharesNamespace(ref.mode) && ref.mode !== 'none') return void (await this.journals.remove(ref.id));
+    if (!ownsNamespace(ref.mode)) return void (await this.journals.remove(ref.id));
     const journal = this.journalOf(ref);
     // The record may name an endpoint the journal already dropped (a crash between the two writes).
     for (const extra of journalFromRef(ref)?.endpoints ?? []) {
@@ -277,7 +276,6 @@ export class Sandboxes {
 
   // ---------------------------------------------------------------- steps
 
-  /** Leases an address for each endpoint and journals it; nothing is durable or in the kernel yet. */
   /**
    * The journal is written before the kernel is touched; the networks' records (their allocations)
    * go to disk while the kernel works, as they did before the journal, and the caller awaits them

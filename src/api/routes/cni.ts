@@ -13,7 +13,7 @@ import type { Router } from '../router.js';
  */
 export function cniRoutes(r: Router, api: ApiContext): void {
   const provided = api.network.provided;
-  for (const route of ['add', 'del', 'check', 'gc', 'status'] as const) {
+  for (const route of CNI_OPERATIONS) {
     r.post(`/berth/cni/${route}`, async (ctx) => {
       const out = await cniOperation(provided, route, await readRequiredJsonBody(ctx.req));
       if (out === undefined) sendEmpty(ctx.res, 204);
