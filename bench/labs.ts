@@ -14,6 +14,21 @@ import { log, run, runOk } from './util.js';
 export interface LabHost { name: string; addr: string; netnsPath: string; cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> }
 export interface EngineLab { engine: 'berth' | 'docker'; hosts: [LabHost, LabHost, LabHost]; clientNetns: string; destroy(): Promise<string[]> }
 
+/** The docker CLI on a host; its output, or an error naming the host and the command. */
+export async function docker(h: LabHost, args: string[]): Promise<string> {
+  const r = await h.cli(args);
+  if (r.code !== 0) throw new Error(`${h.name}: docker ${args.join(' ')}: ${r.stderr.trim()}`);
+  return r.stdout.trim();
+}
+
+/** A swarm of the lab's hosts, the first one its manager, each listening and advertising on its underlay address only. */
+export async function formSwarm(lab: EngineLab): Promise<void> {
+  const [h0, ...rest] = lab.hosts;
+  await docker(h0, ['swarm', 'init', '--advertise-addr', h0.addr, '--listen-addr', `${h0.addr}:2377`]);
+  const token = await docker(h0, ['swarm', 'join-token', '-q', 'worker']);
+  for (const h of rest) await docker(h, ['swarm', 'join', '--advertise-addr', h.addr, '--listen-addr', `${h.addr}:2377`, '--token', token, `${h0.addr}:2377`]);
+}
+
 export async function berthLab(): Promise<EngineLab> {
   const lab = await Lab.create(3, { leaseTtlSec: 3, seedBusybox: true });
   await lab.underlayAddress('10.99.0.250/24');

@@ -17,7 +17,7 @@
  * the busybox image needs no iperf3: the path measured is the container's own veth, bridge and
  * VXLAN device. Everything the bench makes is removed at the end, even on failure.
  */
-import { onEachLab, type EngineLab, type LabHost } from './labs.js';
+import { docker, formSwarm, onEachLab, type EngineLab, type LabHost } from './labs.js';
 import { PACKAGE_ROOT } from '../src/daemon/paths.js';
 import { emitSideResults } from './report.js';
 import { log, median, now, quantile, run } from './util.js';
@@ -27,12 +27,6 @@ const write = !process.argv.includes('--no-write');
 const N = quick ? 10 : 100;
 const arg = (name: string) => { const i = process.argv.indexOf(name); return i > 0 ? process.argv[i + 1] : undefined; };
 const ENDPOINTS = Number(arg('--endpoints') ?? (quick ? 0 : 1000));
-
-async function docker(h: LabHost, args: string[]): Promise<string> {
-  const r = await h.cli(args);
-  if (r.code !== 0) throw new Error(`${h.name}: docker ${args.join(' ')}: ${r.stderr.trim()}`);
-  return r.stdout.trim();
-}
 
 const netnsOf = (h: LabHost, c: string) => docker(h, ['inspect', '-f', '{{.NetworkSettings.SandboxKey}}', c]);
 const ipOf = (h: LabHost, c: string) => docker(h, ['inspect', '-f', '{{(index .NetworkSettings.Networks "bench").IPAddress}}', c]);
@@ -64,10 +58,7 @@ async function echo(serverNs: string, clientNs: string, addr: string, n: number)
 async function measure(lab: EngineLab): Promise<Record<string, unknown>> {
   const results: Record<string, unknown> = {};
   const [h0, h1, h2] = lab.hosts;
-  await docker(h0, ['swarm', 'init', '--advertise-addr', h0.addr, '--listen-addr', `${h0.addr}:2377`]);
-  const token = await docker(h0, ['swarm', 'join-token', '-q', 'worker']);
-  await docker(h1, ['swarm', 'join', '--advertise-addr', h1.addr, '--listen-addr', `${h1.addr}:2377`, '--token', token, `${h0.addr}:2377`]);
-  await docker(h2, ['swarm', 'join', '--advertise-addr', h2.addr, '--listen-addr', `${h2.addr}:2377`, '--token', token, `${h0.addr}:2377`]);
+  await formSwarm(lab);
   // Room for the --endpoints part (a /20), clear of the labs' underlays.
   await docker(h0, ['network', 'create', '-d', 'overlay', '--attachable', '--subnet', '10.210.0.0/20', 'bench']);
   await docker(h0, ['run', '-d', '--name', 's0', '--network', 'bench', 'busybox', 'sleep', '36000']);

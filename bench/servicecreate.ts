@@ -13,7 +13,7 @@
 import { spawn } from 'node:child_process';
 import { PACKAGE_ROOT } from '../src/daemon/paths.js';
 import { emitSideResults } from './report.js';
-import { onEachLab, type EngineLab, type LabHost } from './labs.js';
+import { docker, formSwarm, onEachLab, type EngineLab } from './labs.js';
 import { log, median, quantile } from './util.js';
 
 const quick = process.argv.includes('--quick');
@@ -21,12 +21,6 @@ const write = !process.argv.includes('--no-write');
 const ROUNDS = quick ? 2 : 8;
 const REPLICAS = 3;
 const WEB = ['busybox', 'sh', '-c', 'mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www'];
-
-async function docker(h: LabHost, args: string[]): Promise<string> {
-  const r = await h.cli(args);
-  if (r.code !== 0) throw new Error(`${h.name}: docker ${args.join(' ')}: ${r.stderr.trim()}`);
-  return r.stdout.trim();
-}
 
 /**
  * A poller in `netns`: GETs the URLs in turn, a fresh connection each, until it has heard `want`
@@ -50,10 +44,8 @@ await new Promise((r)=>setTimeout(r,20));}process.exit(3);})();`;
 }
 
 async function measure(lab: EngineLab): Promise<Record<string, unknown>> {
-  const [h0, ...rest] = lab.hosts as [LabHost, LabHost, LabHost];
-  await docker(h0, ['swarm', 'init', '--advertise-addr', h0.addr, '--listen-addr', `${h0.addr}:2377`]);
-  const token = await docker(h0, ['swarm', 'join-token', '-q', 'worker']);
-  for (const h of rest) await docker(h, ['swarm', 'join', '--advertise-addr', h.addr, '--listen-addr', `${h.addr}:2377`, '--token', token, `${h0.addr}:2377`]);
+  const [h0] = lab.hosts;
+  await formSwarm(lab);
   const times: number[] = [];
   for (let round = -1; round < ROUNDS; round++) {
     const port = 8100 + round + 1;

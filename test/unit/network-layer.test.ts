@@ -88,7 +88,14 @@ async function layer() {
     ports: { bindings: ports, publishAll: false, exposed: [] }, dns: { servers: [], search: [], options: [] },
     extraHosts: [], linkHosts: [], etcDir: dir,
   });
-  return { dir, log, registry, driver, sandboxes, network, spec, journalDir, cleanup: () => fs.rm(dir, { recursive: true, force: true }) };
+  /** A sandbox made on two networks, alpha (eth0) and beta (eth1). */
+  const onAlphaAndBeta = async (id: string) => {
+    const a = await network('alpha', '10.1.0.0/24');
+    const b = await network('beta', '10.2.0.0/24');
+    const s = spec(id, [a, b]);
+    return { a, b, s, got: await sandboxes.setUp(s) };
+  };
+  return { dir, log, registry, driver, sandboxes, network, spec, onAlphaAndBeta, journalDir, cleanup: () => fs.rm(dir, { recursive: true, force: true }) };
 }
 
 function blank(networkId: string): EndpointState {
@@ -250,10 +257,7 @@ describe('sandbox', () => {
   it('a disconnect cut short after it marked the endpoint leaving is finished by adopt, though the record still shows it', async () => {
     const l = await layer();
     try {
-      const a = await l.network('alpha', '10.1.0.0/24');
-      const b = await l.network('beta', '10.2.0.0/24');
-      const s = l.spec('six', [a, b]);
-      const got = await l.sandboxes.setUp(s);
+      const { a, b, s, got } = await l.onAlphaAndBeta('six');
       // The leave never returns: berthd dies during the kernel's part, before any record changed.
       const driver = l.driver;
       let never!: () => void;
@@ -339,10 +343,7 @@ describe('sandbox', () => {
   it('a disconnect hands back the rest of its work, which frees the address and writes the record, whose loss the next start repairs', async () => {
     const l = await layer();
     try {
-      const a = await l.network('alpha', '10.1.0.0/24');
-      const b = await l.network('beta', '10.2.0.0/24');
-      const s = l.spec('six', [a, b]);
-      const got = await l.sandboxes.setUp(s);
+      const { a, b, s, got } = await l.onAlphaAndBeta('six');
       const leaving = got.endpoints[b.Id]!;
       const out = await l.sandboxes.disconnect({ ...s, endpoints: got.endpoints }, got.netnsPath!, [], b);
       // The engine writes the container's record meanwhile, and answers once both are done.
