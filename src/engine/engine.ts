@@ -65,14 +65,14 @@ export class Engine extends Lifecycle {
         continue;
       }
       if (c.State.Running) {
-        // A state runc could not tell is taken as running: the runtime's orphan watch asks again.
+        // A state runc could not tell is taken as running: the runtime's exit watch looks at its process.
         const st = await this.o.runtime.state(c.Id).catch(() => ({ status: 'running' as const, pid: 0 }));
         if (st && (st.status === 'running' || st.status === 'paused')) {
           this.waits.expectExit(c.Id);
           const code = await this.o.runtime.exitCode(c.Id);
           if (code !== undefined) await this.handleExit(c.Id, code);
           else {
-            this.o.runtime.adopt(c.Id, this.records.bundleDir(c.Id));
+            this.o.runtime.adopt(c.Id, this.records.bundleDir(c.Id), st.pid);
             this.health.watch(c);
           }
         } else {

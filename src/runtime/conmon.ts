@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { promises as fs, constants as fsConstants, readFileSync, watch, type FSWatcher } from 'node:fs';
+import { promises as fs, constants as fsConstants, readFileSync, watch, writeFileSync, type FSWatcher } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import type * as Pty from 'node-pty';
@@ -7,13 +7,13 @@ import { requireCjs } from '../util/cjs.js';
 
 const pty = requireCjs('node-pty') as typeof Pty;
 import { run, runOk, type RunResult } from '../util/exec.js';
+import { ExitWatch } from './exitwatch.js';
 import {
   RuntimeCreateError, type AttachSession, type ContainerRuntime, type CreateOptions, type ExecOptions, type ExecProcess, type RuntimeState,
 } from './runtime.js';
 
 export { RuntimeCreateError };
 
-const ORPHAN_POLL_MS = 200;
 /** How long a `runc create` under conmon may take before the start gives up on it. */
 const CREATE_BOUND_MS = Number(process.env.BERTH_CREATE_BOUND_MS ?? 60_000);
 
@@ -34,16 +34,6 @@ function commandLine(pid: number): string {
     return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ');
   } catch {
     return '';
-  }
-}
-
-/** Whether a process exists and is not a zombie. */
-function processAlive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
   }
 }
 
@@ -72,12 +62,12 @@ export class ConmonRuntime implements ContainerRuntime {
   private watcher?: FSWatcher;
   private exitCallbacks: Array<(id: string, code: number) => void> = [];
   private readonly monitors = new Map<string, ChildProcess>();
-  /** Containers whose monitor died, polled until their process is gone. */
-  private readonly orphans = new Map<string, NodeJS.Timeout>();
+  private readonly exits: ExitWatch;
 
   constructor(private readonly opts: ConmonRuntimeOptions) {
     this.runc = opts.runcPath ?? '/usr/sbin/runc';
     this.conmon = opts.conmonPath ?? '/usr/bin/conmon';
+    this.exits = new ExitWatch({ exitDir: opts.exitDir, onExitRecorded: (id) => void this.reportExit(id), log: (l) => console.error(l) });
   }
 
   async init(): Promise<void> {
@@ -100,36 +90,11 @@ export class ConmonRuntime implements ContainerRuntime {
   }
 
   /**
-   * A container whose monitor died (conmon killed) has nobody to record its exit: berthd watches it
-   * itself and records the exit when its process is gone, with 255 (the status is lost with the
-   * monitor), so stop, rm and wait end instead of waiting forever.
+   * After a restart: a running container's conmon is no child of this berthd, so its death (or a
+   * container whose conmon died while berthd was down) is noticed by the exit watch.
    */
-  private watchOrphan(id: string): void {
-    if (this.orphans.has(id)) return;
-    const tick = async () => {
-      if ((await this.exitCode(id)) !== undefined) return void this.orphans.delete(id);
-      // Unknown (runc failed) is asked again at the next tick, like a container still running.
-      const st = await this.state(id).catch(() => ({ status: 'unknown' }));
-      if (st && st.status !== 'stopped') return void this.orphans.set(id, setTimeout(() => void tick(), ORPHAN_POLL_MS));
-      this.orphans.delete(id);
-      console.error(`berthd: ${id.slice(0, 12)}: its monitor (conmon) is gone and runc says ${st ? st.status : 'no such container'}: exit recorded as 255`);
-      await fs.writeFile(join(this.opts.exitDir, id), '255', { flag: 'wx' }).catch(() => undefined);
-      await this.reportExit(id);
-    };
-    this.orphans.set(id, setTimeout(() => void tick(), 0));
-  }
-
-  /** After a restart: a running container whose monitor is gone is watched by berthd itself. */
-  adopt(id: string, bundle: string): void {
-    void fs.readFile(join(bundle, 'conmon.pid'), 'utf8').then((text) => {
-      const pid = Number.parseInt(text, 10);
-      if (pid && processAlive(pid)) return;
-      console.error(`berthd: ${id.slice(0, 12)}: its monitor (conmon ${pid || '?'}) is gone: berthd watches the container itself`);
-      this.watchOrphan(id);
-    }, () => {
-      console.error(`berthd: ${id.slice(0, 12)}: no conmon.pid: berthd watches the container itself`);
-      this.watchOrphan(id);
-    });
+  adopt(id: string, bundle: string, initPid?: number): void {
+    this.exits.adopt(id, bundle, initPid);
   }
 
   onExit(cb: (id: string, exitCode: number) => void): void {
@@ -152,6 +117,8 @@ export class ConmonRuntime implements ContainerRuntime {
   }
 
   create(o: CreateOptions): Promise<number> {
+    // A new run: whatever watched the container's last one is done with it.
+    this.exits.forget(o.id);
     const args = [
       '--api-version', '1', '--sync',
       '-c', o.id, '-u', o.id, '-n', o.name,
@@ -176,12 +143,19 @@ export class ConmonRuntime implements ContainerRuntime {
       });
       this.monitors.set(o.id, child);
       child.unref();
+      // conmon 2.1.6 with --sync stays berthd's child and never writes its --conmon-pidfile: berthd
+      // writes it, so a later berthd finds the monitor alive and need not watch the run itself.
+      if (child.pid) {
+        try { writeFileSync(join(o.bundle, 'conmon.pid'), String(child.pid)); } catch { /* the run is then watched as an orphan after a restart */ }
+      }
       let stderr = '';
       let buf = '';
       let settled = false;
+      let created = false;
       const settle = (err: Error | undefined, pid?: number) => {
         if (settled) return;
         settled = true;
+        created = !err;
         clearTimeout(bound);
         clearInterval(orphaned);
         if (err) reject(err); else resolve(pid!);
@@ -228,11 +202,16 @@ export class ConmonRuntime implements ContainerRuntime {
       (child.stderr as unknown as { unref?: () => void }).unref?.();
       child.on('error', (e) => settle(e));
       child.on('exit', (code) => {
-        this.monitors.delete(o.id);
         settle(new RuntimeCreateError(cleanRuncMessage(stderr) || `conmon exited with status ${code}`));
-        // A monitor that exits normally wrote an exit file; the directory watch reports it, this
-        // covers the case where the watch event was coalesced. One that was killed wrote none.
-        void this.reportExit(o.id).then(() => this.watchOrphan(o.id));
+        // The monitor of a run that has ended and been replaced by a newer one says nothing of it.
+        if (this.monitors.get(o.id) !== child) return;
+        this.monitors.delete(o.id);
+        // A create that failed made no run to watch (the engine deletes what it left).
+        if (!created) return;
+        // A monitor that exits normally wrote an exit file: the watch reports it at once (the
+        // directory watch's event may have been coalesced). One that was killed wrote none, and
+        // the watch waits for the container's process to end.
+        this.exits.orphaned(o.id, o.bundle);
       });
     }));
   }
@@ -298,6 +277,8 @@ export class ConmonRuntime implements ContainerRuntime {
   }
 
   async delete(id: string): Promise<void> {
+    // The run has ended (its exit is being handled) or the container goes: nothing left to watch.
+    this.exits.forget(id);
     // runc's whole record of a container is its directory under runc's root: without one (the
     // exit's delete came first, as for every `rm` of a container that ran) runc would only answer
     // "does not exist", after a start of its own (~4 ms). Its cgroups are looked after either way.
@@ -415,8 +396,7 @@ export class ConmonRuntime implements ContainerRuntime {
   }
 
   close(): void {
-    for (const t of this.orphans.values()) clearTimeout(t);
-    this.orphans.clear();
+    this.exits.close();
     this.watcher?.close();
   }
 }

@@ -75,8 +75,8 @@ export interface ContainerRuntime {
   /** The recorded exit code, if the container has exited. */
   exitCode(id: string): Promise<number | undefined>;
   clearExit(id: string): Promise<void>;
-  /** After a daemon restart: takes over watching a running container (its monitor may be gone). */
-  adopt(id: string, bundle: string): void;
+  /** After a daemon restart: takes over watching a running container (its monitor may be gone); `initPid` as runc reported it, 0 if unknown. */
+  adopt(id: string, bundle: string, initPid: number): void;
   close(): void;
 }
 

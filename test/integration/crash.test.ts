@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { checkInvariants as check, conmonOf as conmonPid, hostVeths } from '../chaos/invariants.js';
 import { TestHost, waitFor } from './harness.js';
+import { run } from '../../src/util/exec.js';
 
 /**
  * berthd killed with SIGKILL in the middle of `start` and of `network connect`, at many moments:
@@ -107,17 +108,54 @@ describe(`berthd killed mid-operation (seed ${seed})`, () => {
     await checkInvariants();
   });
 
-  it('after a berthd restart, a conmon killed is still noticed (stop ends, exit 255), and a none container\'s namespace goes with it', async () => {
+  it('a berthd restart adopts containers whose monitor lives without polling runc; a conmon killed after it is still noticed (stop ends, exit 255), and a none container\'s namespace goes with it', async () => {
     const ids: string[] = [];
     for (let i = 0; i < 4; i++) ids.push(await host.runDetached({ Cmd: ['sleep', '300'], HostConfig: { NetworkMode: 'none' } }, `adopted${i}`));
     await host.stopDaemon('SIGKILL');
+    const logFrom = host.daemonLog.length;
     await host.startDaemon();
+    // With every monitor alive there is nothing to ask runc: count the runc processes meanwhile
+    // (the old watch started one per adopted container every 200 ms).
+    await new Promise((r) => setTimeout(r, 300));
+    let runcSeen = 0;
+    for (let i = 0; i < 20; i++) {
+      const ps = await run('ps', ['-eo', 'args']);
+      runcSeen += ps.stdout.split('\n').filter((l) => l.includes(join(host.root, 'runc')) && / state /.test(l)).length;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.doesNotMatch(host.daemonLog.slice(logFrom), /watches the container itself/);
+    assert.equal(runcSeen, 0, 'runc state was run for adopted containers whose monitor lives');
     process.kill(await conmonOf(ids[0]!), 'SIGKILL');
     const stop = await host.api('POST', `/containers/${ids[0]}/stop?t=1`);
     assert.equal(stop.status, 204);
     assert.equal((await host.api('GET', `/containers/${ids[0]}/json`)).json.State.ExitCode, 255);
     for (const id of ids) assert.equal((await host.api('DELETE', `/containers/${id}?force=1`)).status, 204);
     // Every pin went with its container (a none container's leaked before).
+    await checkInvariants();
+  });
+
+  it('an adopted container restarted by its policy is the new run\'s: the old run\'s watch records nothing for it, and rm -f ends', async () => {
+    const id = await host.runDetached({ Cmd: ['sleep', '300'], HostConfig: { NetworkMode: 'none', RestartPolicy: { Name: 'always' } } }, 'adoptedpolicy');
+    await host.stopDaemon('SIGKILL');
+    await host.startDaemon();
+    for (let round = 1; round <= 3; round++) {
+      const state = (await host.api('GET', `/containers/${id}/json`)).json.State;
+      const pid = state.Pid as number;
+      // (0 would be the test's own process group)
+      assert.ok(state.Running && pid > 0, `round ${round}: ${JSON.stringify(state)}`);
+      process.kill(pid, 'SIGKILL');
+      await waitFor(async () => {
+        const s = (await host.api('GET', `/containers/${id}/json`)).json;
+        return s.State.Status === 'running' && s.State.Pid !== pid && s.RestartCount === round;
+      }, `restart ${round}`, 10_000);
+    }
+    // Long enough for any watch of the adopted run to have looked again (1 s) and twice more.
+    await new Promise((r) => setTimeout(r, 2500));
+    const s = (await host.api('GET', `/containers/${id}/json`)).json;
+    assert.ok(s.State.Running, `the new run was taken for ended: ${JSON.stringify(s.State)}`);
+    assert.equal(s.RestartCount, 3);
+    const rm = await host.api('DELETE', `/containers/${id}?force=1`, undefined, {}, { timeoutMs: 15_000 });
+    assert.equal(rm.status, 204);
     await checkInvariants();
   });
 
