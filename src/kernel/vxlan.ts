@@ -1,4 +1,5 @@
 import { run } from '../util/exec.js';
+import { nativeAddon } from '../util/cjs.js';
 import { ipBatch, ipJson } from './netns.js';
 
 /**
@@ -6,7 +7,7 @@ import { ipBatch, ipJson } from './netns.js';
  * entries (a remote MAC → the VTEP that hosts it) and neighbour entries (a remote IP → its MAC,
  * which the device's proxy answers ARP from). Learning is off and there is no default
  * destination: nothing floods, nothing is learnt from the wire; what is here is what the cluster
- * store says. Each call is one `ip -batch` or `bridge -batch` run.
+ * store says. The device is made with one `ip -batch` run; its entries are written over rtnetlink.
  */
 
 export interface VxlanSpec { name: string; vni: number; local: string; port: number; mtu: number; bridge: string }
@@ -63,29 +64,24 @@ export async function peersOf(dev: string): Promise<{ fdb: Array<{ mac: string; 
   return { fdb, neigh };
 }
 
-/** Adds (or moves) and removes remote endpoints: neighbour entries with `ip`, FDB entries with `bridge`. */
+interface PeerOp { op: 'fdb-replace' | 'fdb-delete' | 'neigh-replace' | 'neigh-delete'; mac: string; ip?: string; vtep?: string }
+const peersAddon = nativeAddon<{ programPeers(dev: string, ops: PeerOp[], tolerant: boolean): Promise<void> }>('berth-netns.node', 'overlay peers');
+
+/**
+ * Adds (or moves) and removes remote endpoints: neighbour entries with `ip`, FDB entries with
+ * `vtep`, written over rtnetlink by the addon (native/berth-peers.c) rather than by a `bridge` and
+ * an `ip` process, which every host started for each endpoint that came or went elsewhere. With
+ * deletions, an entry already gone is no error (what a crash or the kernel removed).
+ */
 export async function programPeers(dev: string, add: Peer[], del: Peer[]): Promise<void> {
-  const neigh = [
-    ...del.filter((p) => p.ip).map((p) => `neigh del ${p.ip} dev ${dev}`),
-    ...add.map((p) => `neigh replace ${p.ip} lladdr ${p.mac} dev ${dev} nud permanent`),
-  ];
-  const fdb = [
-    ...del.filter((p) => p.vtep).map((p) => `fdb del ${p.mac} dev ${dev} dst ${p.vtep} self`),
-    ...add.map((p) => `fdb replace ${p.mac} dev ${dev} dst ${p.vtep} self permanent`),
-  ];
   // The FDB entry first: a neighbour answered before its MAC has a destination would send the
-  // first frames nowhere.
-  if (fdb.length) await bridgeBatch(fdb, del.length > 0);
-  if (neigh.length) {
-    if (del.length) await run('ip', ['-force', '-batch', '-'], { input: neigh.join('\n') + '\n' });
-    else await ipBatch(undefined, neigh);
-  }
+  // first frames nowhere; and a neighbour goes before its FDB entry for the same reason.
+  const ops: PeerOp[] = [
+    ...del.filter((p) => p.ip).map((p): PeerOp => ({ op: 'neigh-delete', mac: p.mac, ip: p.ip })),
+    ...del.filter((p) => p.vtep).map((p): PeerOp => ({ op: 'fdb-delete', mac: p.mac, vtep: p.vtep })),
+    ...add.map((p): PeerOp => ({ op: 'fdb-replace', mac: p.mac, vtep: p.vtep })),
+    ...add.map((p): PeerOp => ({ op: 'neigh-replace', mac: p.mac, ip: p.ip })),
+  ];
+  if (ops.length) await peersAddon().programPeers(dev, ops, del.length > 0);
 }
 
-/** `bridge -batch`; with `tolerant`, entries already gone are no error (a delete of what a crash removed). */
-async function bridgeBatch(commands: string[], tolerant: boolean): Promise<void> {
-  const r = await run('bridge', [...(tolerant ? ['-force'] : []), '-batch', '-'], { input: commands.join('\n') + '\n' });
-  if (r.code === 0) return;
-  const errors = r.stderr.split('\n').filter((l) => l.trim() && !/No such file or directory|Command failed/.test(l));
-  if (!tolerant || errors.length) throw new Error(`bridge: ${r.stderr.trim()}`);
-}
