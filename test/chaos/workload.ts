@@ -72,6 +72,9 @@ interface Ctx {
   touched: Set<string>;
   daemonDown: boolean;
   registry?: RegistryServer;
+  /** The API calls of this cycle and the one before, as they ended: written beside a finding's berthd log. */
+  calls: string[];
+  previousCalls: string[];
 }
 
 const MAX_CONTAINERS = 12;
@@ -89,8 +92,11 @@ function emptyReport(seed: number): ChaosReport {
 /** One bounded API call, classified. Connection errors while berthd is down are "interrupted". */
 async function call(ctx: Ctx, op: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<ApiResponse | undefined> {
   const o = (ctx.report.operations[op] ??= { ok: 0, refused: 0, serverError: 0, interrupted: 0 });
+  const began = new Date().toISOString().slice(11, 23);
+  const trace = (outcome: string) => ctx.calls.push(`${began}-${new Date().toISOString().slice(17, 23)} ${method} ${path}${body && typeof body === 'object' ? ` ${JSON.stringify(body).slice(0, 300)}` : ''} → ${outcome}`);
   try {
     const r = await ctx.host.api(method, path, body, headers, { timeoutMs: ctx.opts.opTimeoutMs });
+    trace(`${r.status}${r.status >= 400 ? ` ${String(r.json?.message ?? r.body).slice(0, 200)}` : ''}`);
     if (r.status >= 500) {
       o.serverError++;
       const msg = `${method} ${path.replace(/[0-9a-f]{64}/g, 'ID').replace(/=[^&]*/g, '=…')} ${r.status} ${String(r.json?.message ?? r.body).slice(0, 160).replace(/[0-9a-f]{12,64}/g, 'ID')}`;
@@ -99,6 +105,7 @@ async function call(ctx: Ctx, op: string, method: string, path: string, body?: u
     else o.ok++;
     return r;
   } catch (e) {
+    trace(`${(e as Error).message.slice(0, 120)}`);
     if (e instanceof HangError) {
       ctx.report.hangs.push(`${e.message}${ctx.daemonDown ? ' (berthd was down)' : ''}`);
       o.serverError++;
@@ -311,6 +318,7 @@ export async function runChaos(host: TestHost, options: ChaosOptions): Promise<C
   const ctx: Ctx = {
     host, rng: new Rng(opts.seed), opts, report: emptyReport(opts.seed), seq: 0,
     knownIds: new Set(), orphans: new Set(), removedNames: [], manuallyStopped: new Set(), touched: new Set(), daemonDown: false,
+    calls: [], previousCalls: [],
   };
   const t0 = Date.now();
   const upstream = await startFakeUpstream(host);
@@ -333,6 +341,8 @@ export async function runChaos(host: TestHost, options: ChaosOptions): Promise<C
       const findingsBefore = ctx.report.policyViolations.length;
       const before = (await inspectAll(host, opts.opTimeoutMs).catch(() => [])).filter((c) => c.State.Running).map((c) => c.Id);
       ctx.touched = new Set();
+      ctx.previousCalls = ctx.calls;
+      ctx.calls = [];
       // The first cycles take every kind once, so even a short run injects each.
       const kind = cycle <= FAULT_KINDS.length ? FAULT_KINDS[cycle - 1]! : rng.weighted<FaultKind>({ berthd: 4, conmon: 2, runc: 2, everything: 1, 'container-process': 2 });
       const faultAt = 20 + rng.int(600);
@@ -411,6 +421,7 @@ export async function runChaos(host: TestHost, options: ChaosOptions): Promise<C
       log(`cycle ${cycle}: ${what} at ${faultAt} ms; ${all.filter((c) => c.State.Running).length}/${all.length} running; ${v.length ? `VIOLATIONS: ${v.join('; ')}` : 'invariants hold'}`);
       if (logs && (v.length || ctx.report.policyViolations.length > findingsBefore)) {
         await fs.writeFile(join(logs, `cycle-${cycle}.log`), host.daemonLog.slice(prevLogFrom)).catch(() => undefined);
+        await fs.writeFile(join(logs, `cycle-${cycle}.calls`), [`# cycle ${cycle - 1}`, ...ctx.previousCalls, `# cycle ${cycle}: ${what} at ${faultAt} ms`, ...ctx.calls, ''].join('\n')).catch(() => undefined);
       }
       prevLogFrom = logFrom;
       if (v.length) {
