@@ -96,6 +96,8 @@ function setUp(store: MemStore, onLease: (f: (lease: unknown) => void) => void =
     dropSwarmNetwork: async (n) => { calls.push(`drop ${n.Id}`); have.delete(n.Id); },
     peersChanged: async (ids, full) => { calls.push(`peers ${ids.join(',')}${full ? ' full' : ''}`); },
     newRecord: async () => { throw new Error('not here'); },
+    allocate: async () => false,
+    free: async () => undefined,
     ownSubnets: () => [],
     removeOrphans: async () => { calls.push('orphans'); },
   };
