@@ -2,7 +2,7 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setSysctl } from '../kernel/sysctl.js';
 import type { EndpointState, NetworkService, NetworkSummary, PortBindings, PortMapping, SandboxRef, SandboxSpec, SandboxState } from '../model/network.js';
-import { BadRequestError, ConflictError, ForbiddenError, NotFoundError } from '../util/errors.js';
+import { ApiError, BadRequestError, ConflictError, ForbiddenError, NotFoundError } from '../util/errors.js';
 import { SerialQueue } from '../util/serial.js';
 import { routedSubnets, uplinkMtu } from '../kernel/routes.js';
 import { endpointFromConfig, initialEndpoints, hasNoEndpoints, validateMode } from './endpoints.js';
@@ -197,11 +197,11 @@ export class NetworkController implements NetworkService {
 
   async create(body: Record<string, unknown>): Promise<{ Id: string; Warning: string }> {
     const driverName = typeof body.Driver === 'string' ? body.Driver : '';
-    // A plugin is activated now to learn its scope: a global one's networks are swarm networks.
+    // A plugin is activated to learn its scope; outside a swarm Docker answers 403 for overlay, 500 for a plugin.
     const swarmDriver = driverName ? await this.registry.loadDriver(driverName) : undefined;
     if (swarmDriver?.scope === 'swarm') {
       const plugin = swarmDriver.external ? `plugin "${driverName}" is a global-scope network driver, whose networks are swarm networks: ` : '';
-      if (!this.swarm) throw new ForbiddenError(`${plugin}${NOT_A_MANAGER}`);
+      if (!this.swarm) throw plugin ? new ApiError(500, `${plugin}${NOT_A_MANAGER}`) : new ForbiddenError(NOT_A_MANAGER);
       if (typeof body.Name !== 'string' || body.Name.trim() === '') throw new BadRequestError('network name must be given');
       return this.swarm.create(body, plugin ? `${plugin}${FROM_WORKER}` : undefined);
     }

@@ -1,8 +1,11 @@
 import assert from 'node:assert/strict';
-import { promises as fs } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, promises as fs } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { DockerLabHost } from '../../bench/swarmlab.js';
+import { run, runOk } from '../../src/util/exec.js';
 import { FakePlugin, type Recorded } from './fakeplugin.js';
 import { waitFor } from './harness.js';
 import { dockerOk, Lab, type LabHost } from './lab.js';
@@ -13,11 +16,120 @@ import { dockerOk, Lab, type LabHost } from './lab.js';
  * in a directory of its own (--plugin-dir), never /run/docker/plugins. Its networks are swarm
  * networks: AllocateNetwork once on the manager, CreateNetwork on a host when its first container
  * joins and DeleteNetwork when its last leaves, FreeNetwork at rm, node discovery as hosts come
- * and go; and an AllocateNetwork that fails leaves nothing anywhere.
+ * and go; and an AllocateNetwork that fails leaves nothing anywhere. Where Docker 20.10's dockerd is
+ * installed, the same plugin runs in a Docker swarm of three hosts first: its node discovery is
+ * the one berth must send, and what Docker does differently is checked there and named (Docker's
+ * swarmkit takes no legacy plugin for a swarm network, so AllocateNetwork and the calls after it
+ * follow libnetwork's and swarmkit's sources, Docker's path for managed plugins).
  */
 
 const PLUGIN = 'fakeplugin';
 const GENERIC = 'com.docker.network.generic';
+const NOT_A_MANAGER = 'This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" to connect this node to swarm and try again.';
+const FROM_WORKER = 'Cannot create a multi-host network from a worker node. Please create the network from a manager node.';
+
+/** A plugin's node discovery calls, each node's address named by its host (h0, h1 …) so engines compare. */
+function discoveryOf(p: FakePlugin, addrs: string[]): string[] {
+  const name = (a: string) => (a ? `h${addrs.indexOf(a)}` : '-');
+  return p.calls.filter((c) => c.method.startsWith('NetworkDriver.Discover'))
+    .map((c) => `${c.method.slice(22)} ${c.body.DiscoveryType} ${name(c.body.DiscoveryData.Address)} ${name(c.body.DiscoveryData.BindAddress)} ${c.body.DiscoveryData.Self}`);
+}
+
+/**
+ * Node discovery as the engine under test must send it, checked on Docker 20.10 below and on berth
+ * after: a plugin active when the swarm forms hears of this node (with its bind address), then of
+ * each node as it joins; every active plugin hears of a node that leaves.
+ */
+const AT_FORMATION = ['New 1 h0 h0 true', 'New 1 h1 - false', 'New 1 h2 - false'];
+const AT_LEAVE = 'Delete 1 h2 - false';
+
+function dockerdInstalled(): boolean {
+  try { execFileSync('dockerd', ['--version'], { stdio: 'ignore' }); return true; } catch { return false; }
+}
+
+/** A Docker 20.10 swarm host whose /etc/docker (its plugin spec files) is a directory of its own, in a mount namespace of its own. */
+class PrivateSwarmHost extends DockerLabHost {
+  constructor(dir: string, netns: string, index: number, underlay: string, private readonly etc: string) { super(dir, netns, index, underlay); }
+  protected override spawnDaemon(cmd: string, args: string[]): void {
+    super.spawnDaemon('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', 'mount --bind "$0" /etc/docker && exec "$@"', this.etc, cmd, ...args]);
+  }
+}
+
+describe('plugins: the same global-scope plugin in a Docker 20.10 swarm', () => {
+  const skip = !dockerdInstalled() ? 'dockerd (Debian\'s docker.io 20.10) is not installed: scripts/bench-setup.sh installs it; this comparison is skipped'
+    : !existsSync('/etc/docker') ? '/etc/docker is missing: each private dockerd binds its spec directory over it' : false;
+  let base: string;
+  let underlay: string;
+  const hosts: PrivateSwarmHost[] = [];
+  const plugins: FakePlugin[] = [];
+  const addrs = () => hosts.map((h) => h.addr);
+  const cli = async (i: number, args: string[]) => {
+    const r = await hosts[i]!.cli(args);
+    assert.equal(r.code, 0, `docker${i}: docker ${args.join(' ')}: ${r.stderr}`);
+    return r.stdout.trim();
+  };
+
+  before(async () => {
+    if (skip) return;
+    base = await fs.mkdtemp(join(tmpdir(), 'berth-plugins-global-docker-'));
+    underlay = `bb-du-${process.pid}`;
+    await runOk('ip', ['netns', 'add', underlay]);
+    await runOk('ip', ['-n', underlay, '-batch', '-'], { input: 'link set lo up\nlink add bbub0 type bridge\nlink set bbub0 up\n' });
+    for (const i of [0, 1, 2]) {
+      const etc = join(base, `etc${i}`);
+      await fs.mkdir(join(etc, 'plugins'), { recursive: true });
+      const h = new PrivateSwarmHost(await fs.mkdtemp(join(base, `docker${i}-`)), `bb-dh${i}-${process.pid}`, i, underlay, etc);
+      hosts.push(h);
+      // Every host names it fakeplugin, each through its own spec file to its own socket.
+      const p = new FakePlugin(base, `${PLUGIN}${i}`, h.netns, { scope: 'global', implements: ['NetworkDriver'] });
+      plugins.push(p);
+      await fs.writeFile(join(etc, 'plugins', `${PLUGIN}.spec`), `unix://${p.socket}\n`);
+      await h.start();
+      await p.start();
+    }
+  });
+
+  after(async () => {
+    if (skip) return;
+    const leaks: string[] = [];
+    for (const h of [...hosts].reverse()) leaks.push(...(await h.stop().catch((e) => [`${h.netns}: ${e}`])));
+    for (const p of plugins) await p.stop();
+    await run('ip', ['netns', 'del', underlay]);
+    if (existsSync(`/run/netns/${underlay}`)) leaks.push(`netns ${underlay}`);
+    await fs.rm(base, { recursive: true, force: true });
+    // Containerd shims' sockets under the shared /run/containerd are seen by the first host stopped while the others run.
+    assert.deepEqual(leaks.filter((l) => !/^files left under \/run\/containerd/.test(l) || l.split(': ')[1]!.split(' ').some((f) => existsSync(f))), []);
+  });
+
+  it('outside a swarm: NOT_A_MANAGER (after a CreateNetwork and DeleteNetwork berth does not make)', { skip, timeout: 60_000 }, async () => {
+    const r = await hosts[0]!.api('POST', '/networks/create', { Name: 'before', Driver: PLUGIN, CheckDuplicate: true });
+    assert.deepEqual([r.status, r.json.message], [500, NOT_A_MANAGER]);
+    assert.deepEqual(plugins[0]!.methods(), ['Plugin.Activate', 'NetworkDriver.GetCapabilities', 'NetworkDriver.CreateNetwork', 'NetworkDriver.DeleteNetwork']);
+  });
+
+  it('node discovery as the swarm forms, on a worker\'s first use and as a node leaves; a legacy plugin\'s swarm network is refused', { skip, timeout: 180_000 }, async () => {
+    const [h0] = hosts;
+    await cli(0, ['swarm', 'init', '--advertise-addr', h0!.addr, '--listen-addr', `${h0!.addr}:2377`]);
+    const token = await cli(0, ['swarm', 'join-token', '-q', 'worker']);
+    for (const i of [1, 2]) await cli(i, ['swarm', 'join', '--advertise-addr', hosts[i]!.addr, '--listen-addr', `${hosts[i]!.addr}:2377`, '--token', token, `${h0!.addr}:2377`]);
+    await waitFor(async () => discoveryOf(plugins[0]!, addrs()).length >= 3, 'docker0: node discovery', 20_000);
+    assert.deepEqual(discoveryOf(plugins[0]!, addrs()), AT_FORMATION);
+    const w = await hosts[1]!.api('POST', '/networks/create', { Name: 'onworker', Driver: PLUGIN, Attachable: true, CheckDuplicate: true });
+    assert.deepEqual([w.status, w.json.message], [403, FROM_WORKER]);
+    // Activated after the nodes joined, Docker tells it of its own node only (berth: of the others too).
+    assert.deepEqual(discoveryOf(plugins[1]!, addrs()), ['New 1 h1 h1 true']);
+    // Swarmkit takes no legacy (unmanaged) plugin for a swarm network: berth, which has no managed ones, does.
+    const m = await hosts[0]!.api('POST', '/networks/create', { Name: 'gnet', Driver: PLUGIN, Attachable: true, CheckDuplicate: true });
+    assert.deepEqual([m.status, m.json.message], [400, `rpc error: code = InvalidArgument desc = legacy plugin ${PLUGIN} of type NetworkDriver is not supported in swarm mode`]);
+    assert.ok(!plugins.some((p) => p.calls.some((c) => c.method === 'NetworkDriver.AllocateNetwork')));
+    await cli(2, ['swarm', 'leave']);
+    for (const i of [0, 1]) await waitFor(async () => discoveryOf(plugins[i]!, addrs()).includes(AT_LEAVE), `docker${i}: DiscoverDelete`, 30_000);
+    // The refused create loaded the plugin again, and Docker told it of this node again.
+    assert.deepEqual(discoveryOf(plugins[0]!, addrs()), [...AT_FORMATION, 'New 1 h0 h0 true', AT_LEAVE]);
+    assert.deepEqual(discoveryOf(plugins[1]!, addrs()).slice(-1), [AT_LEAVE]);
+    assert.deepEqual(discoveryOf(plugins[2]!, addrs()), []);
+  });
+});
 
 describe('plugins: a global-scope network plugin in a swarm', () => {
   let dir: string;
@@ -32,7 +144,7 @@ describe('plugins: a global-scope network plugin in a swarm', () => {
   const calls = (i: number, method: string, from = 0): Recorded[] => plugins[i]!.calls.slice(from).filter((c) => c.method === `NetworkDriver.${method}`);
   /** The NetworkDriver methods a host's plugin received from `from` on, discovery aside (it runs on its own). */
   const methods = (i: number, from = 0) => plugins[i]!.calls.slice(from).map((c) => c.method.replace(/^NetworkDriver\./, '')).filter((m) => !m.startsWith('Discover'));
-  const discovery = (i: number) => plugins[i]!.calls.filter((c) => c.method.startsWith('NetworkDriver.Discover')).map((c) => `${c.method.slice(22)} ${c.body.DiscoveryType} ${c.body.DiscoveryData.Address} ${c.body.DiscoveryData.BindAddress || '-'} ${c.body.DiscoveryData.Self}`);
+  const discovery = (i: number) => discoveryOf(plugins[i]!, lab.hosts.map((h) => h.addr));
   const netLines = async (h: LabHost) => (await ok(h, ['network', 'ls', '--format', '{{.Name}} {{.Driver}} {{.Scope}}'])).split('\n');
 
   before(async () => {
@@ -64,8 +176,8 @@ describe('plugins: a global-scope network plugin in a swarm', () => {
 
   it('refuses a network on it outside a swarm, naming the plugin, with nothing asked of the plugin but its activation', async () => {
     const r = await h0.host.api('POST', '/networks/create', { Name: 'gnet', Driver: PLUGIN, Attachable: true });
-    assert.equal(r.status, 403, r.body);
-    assert.match(r.json.message, /^plugin "fakeplugin" is a global-scope network driver, whose networks are swarm networks: This node is not a swarm manager/);
+    assert.equal(r.status, 500, r.body);
+    assert.equal(r.json.message, `plugin "fakeplugin" is a global-scope network driver, whose networks are swarm networks: ${NOT_A_MANAGER}`);
     assert.deepEqual(plugins[0]!.methods(), ['Plugin.Activate', 'NetworkDriver.GetCapabilities']);
     assert.ok(!(await netLines(h0)).some((l) => l.startsWith('gnet ')));
   });
@@ -75,7 +187,7 @@ describe('plugins: a global-scope network plugin in a swarm', () => {
     for (const h of [h0, h1, h2]) await waitFor(async () => (await netLines(h)).includes('ingress overlay swarm'), `${h.name}: in the swarm`);
     const r = await h1.host.api('POST', '/networks/create', { Name: 'gnet', Driver: PLUGIN, Attachable: true });
     assert.equal(r.status, 403, r.body);
-    assert.equal(r.json.message, 'plugin "fakeplugin" is a global-scope network driver, whose networks are swarm networks: Cannot create a multi-host network from a worker node. Please create the network from a manager node.');
+    assert.equal(r.json.message, `plugin "fakeplugin" is a global-scope network driver, whose networks are swarm networks: ${FROM_WORKER}`);
     assert.deepEqual(methods(1), ['Plugin.Activate', 'GetCapabilities']);
   });
 
@@ -131,14 +243,14 @@ describe('plugins: a global-scope network plugin in a swarm', () => {
 
   it('tells each host\'s plugin of itself and the other nodes, and of a node that leaves', { timeout: 60_000 }, async () => {
     // h0's plugin was active when the swarm was made: told of itself, then of each node as it joined.
-    assert.deepEqual(discovery(0), [`New 1 ${h0.addr} ${h0.addr} true`, `New 1 ${h1.addr} - false`, `New 1 ${h2.addr} - false`]);
-    // h1's plugin was activated once h1 was in: told of itself first, then of the nodes already there.
-    assert.deepEqual(discovery(1), [`New 1 ${h1.addr} ${h1.addr} true`, `New 1 ${h0.addr} - false`, `New 1 ${h2.addr} - false`]);
+    assert.deepEqual(discovery(0), AT_FORMATION);
+    // h1's plugin was activated once h1 was in: told of itself first, then (unlike Docker) of the nodes already there.
+    assert.deepEqual(discovery(1), ['New 1 h1 h1 true', 'New 1 h0 - false', 'New 1 h2 - false']);
     assert.deepEqual(discovery(2), []);
     await ok(h2, ['swarm', 'leave']);
     for (const i of [0, 1]) await waitFor(async () => discovery(i).length === 4, `host ${i}: DiscoverDelete of ${h2.name}`, 15_000);
-    assert.equal(discovery(0)[3], `Delete 1 ${h2.addr} - false`);
-    assert.equal(discovery(1)[3], `Delete 1 ${h2.addr} - false`);
+    assert.equal(discovery(0)[3], AT_LEAVE);
+    assert.equal(discovery(1)[3], AT_LEAVE);
   });
 
   it('deletes a host\'s copy with its last container, and frees the network once on the manager at rm', { timeout: 120_000 }, async () => {
