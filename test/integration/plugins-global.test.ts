@@ -167,7 +167,8 @@ describe('plugins: a global-scope network plugin in a swarm', () => {
     // What a failed test left goes while the plugins still answer: their links are theirs to delete.
     await h0?.host.docker(['rm', '-f', 'g0']);
     await h1?.host.docker(['rm', '-f', 'g1']);
-    for (const n of ['gnet', 'gnet2', 'gfail']) await h0?.host.docker(['network', 'rm', n]);
+    await h0?.host.docker(['rm', '-f', 'gc1', 'gc2', 'gc3']);
+    for (const n of ['gnet', 'gnet2', 'gnet3', 'gfail']) await h0?.host.docker(['network', 'rm', n]);
     for (const p of plugins) await p.stop();
     const leaks = lab ? await lab.destroy() : [];
     await fs.rm(dir, { recursive: true, force: true });
@@ -253,13 +254,18 @@ describe('plugins: a global-scope network plugin in a swarm', () => {
     assert.equal(discovery(1)[3], AT_LEAVE);
   });
 
-  it('deletes a host\'s copy with its last container, and frees the network once on the manager at rm', { timeout: 120_000 }, async () => {
+  it('deletes a host\'s copy with its last container, after a kill -9 of berthd too, and frees the network once on the manager at rm', { timeout: 120_000 }, async () => {
     const from0 = plugins[0]!.calls.length;
-    const from1 = plugins[1]!.calls.length;
     await ok(h0, ['rm', '-f', 'g0']);
     assert.deepEqual(methods(0, from0), ['RevokeExternalConnectivity', 'Leave', 'DeleteEndpoint', 'DeleteNetwork']);
+    // A crash and a restart in between: nothing is asked at start, and the leave undoes exactly what was done.
+    await h1.host.stopDaemon('SIGKILL');
+    const from1 = plugins[1]!.calls.length;
+    await h1.host.startDaemon();
+    await waitFor(async () => (await netLines(h1)).includes('gnet fakeplugin swarm'), 'lab1: back in the swarm');
+    assert.deepEqual(methods(1, from1), []);
     await ok(h1, ['rm', '-f', 'g1']);
-    assert.deepEqual(methods(1, from1), ['RevokeExternalConnectivity', 'Leave', 'DeleteEndpoint', 'DeleteNetwork']);
+    assert.deepEqual(methods(1, from1), ['Plugin.Activate', 'GetCapabilities', 'RevokeExternalConnectivity', 'Leave', 'DeleteEndpoint', 'DeleteNetwork']);
     assert.deepEqual(calls(0, 'FreeNetwork'), []);
     const rmFrom0 = plugins[0]!.calls.length;
     const rmFrom1 = plugins[1]!.calls.length;
@@ -282,5 +288,20 @@ describe('plugins: a global-scope network plugin in a swarm', () => {
     assert.equal(JSON.parse(await ok(h0, ['network', 'inspect', 'gnet2']))[0].IPAM.Config[0].Subnet, subnet);
     await ok(h0, ['network', 'rm', 'gnet2']);
     assert.equal(calls(0, 'AllocateNetwork').length, calls(0, 'FreeNetwork').length + 1, 'every allocation that took was freed');
+  });
+  it('containers joining and leaving at once on one host: one CreateNetwork before every endpoint, one DeleteNetwork after the last', { timeout: 120_000 }, async () => {
+    await ok(h0, ['network', 'create', '-d', PLUGIN, '--attachable', 'gnet3']);
+    const from = plugins[0]!.calls.length;
+    const names = ['gc1', 'gc2', 'gc3'];
+    await Promise.all(names.map((c) => ok(h0, ['run', '-d', '--name', c, '--network', 'gnet3', 'busybox', 'sleep', '300'])));
+    await Promise.all(names.map((c) => ok(h0, ['rm', '-f', c])));
+    const seq = methods(0, from);
+    assert.equal(seq.filter((m) => m === 'CreateNetwork').length, 1, seq.join(' '));
+    assert.equal(seq.filter((m) => m === 'DeleteNetwork').length, 1, seq.join(' '));
+    assert.equal(seq[0], 'CreateNetwork');
+    assert.equal(seq.at(-1), 'DeleteNetwork');
+    assert.equal(seq.filter((m) => m === 'CreateEndpoint').length, 3);
+    await ok(h0, ['network', 'rm', 'gnet3']);
+    assert.deepEqual([plugins[0]!.endpoints.size, await plugins[0]!.links()], [0, []]);
   });
 });
