@@ -12,6 +12,8 @@ export const NODE_DISCOVERY = 1;
 export interface NodeDiscoveryData { Address: string; BindAddress: string; Self: boolean }
 
 const ALIVE = `${ROOT}alive/`;
+/** How long leaving the swarm waits for the plugins' DiscoverDelete. */
+const CLOSE_WAIT_MS = 5000;
 
 /**
  * The DiscoverNew and DiscoverDelete calls that bring what a plugin was told (node id → what it
@@ -120,12 +122,15 @@ export class PluginDiscovery {
 
   /**
    * The swarm session ends. Leaving the swarm, every plugin is told every node it knew is gone
-   * (this one too); a daemon stop tells nothing, and the next start tells again.
+   * (this one too); a daemon stop tells nothing, and the next start tells again. A plugin that
+   * does not answer holds the leave back a few seconds at most.
    */
   async close(leaving: boolean): Promise<void> {
     this.closed = true;
     this.off();
-    if (leaving) await this.queue.run(async () => { for (const p of this.plugins.values()) await this.sync(p, new Map()); });
-    else await this.queue.run(async () => undefined);
+    const done = this.queue.run(async () => { if (leaving) for (const p of this.plugins.values()) await this.sync(p, new Map()); });
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([done, new Promise((r) => { timer = setTimeout(r, CLOSE_WAIT_MS); })]);
+    clearTimeout(timer);
   }
 }

@@ -134,8 +134,11 @@ export class RemoteDriver implements NetworkDriver {
    */
   async allocate(n: NetworkRecord): Promise<void> {
     const ipv4 = (n.pools ?? []).map((p) => ({ AddressSpace: '', Pool: p.subnet, Gateway: `${p.gateway}/${p.subnet.split('/')[1]}` }));
-    const r = await this.call<{ Options?: Record<string, string> | null; Err?: string }>('AllocateNetwork', { NetworkID: n.Id, Options: { ...n.Options }, IPv4Data: ipv4, IPv6Data: null });
-    n.Options = { ...(r.Options ?? {}) };
+    const r = await this.call<{ Options?: Record<string, unknown> | null; Err?: string }>('AllocateNetwork', { NetworkID: n.Id, Options: { ...n.Options }, IPv4Data: ipv4, IPv6Data: null });
+    const options = r.Options ?? {};
+    // Docker reads them into a map of strings, and fails the allocation when they are not.
+    if (typeof options !== 'object' || Object.values(options).some((v) => typeof v !== 'string')) throw new ApiError(500, `plugin "${this.name}": AllocateNetwork answered Options that are not a map of strings`);
+    n.Options = { ...(options as Record<string, string>) };
   }
 
   /** FreeNetwork, on the manager that removed the network, once every host has dropped it. */

@@ -1,3 +1,4 @@
+import { ForbiddenError } from '../util/errors.js';
 import { KeyedQueue } from '../util/serial.js';
 import type { EndpointJoin, EndpointLeave } from './driver.js';
 import type { NetworkRecord } from './types.js';
@@ -43,7 +44,7 @@ export class SwarmCopies {
 
   private planeOr(n: NetworkRecord): SwarmPlane {
     const plane = this.plane();
-    if (!plane) throw new Error(`network ${n.Name} is a swarm network of plugin "${this.plugin}" and this node is not in the swarm`);
+    if (!plane) throw new ForbiddenError(`network ${n.Name} is a swarm network of plugin "${this.plugin}" and this node is not in the swarm`);
     return plane;
   }
 
