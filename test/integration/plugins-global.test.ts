@@ -283,6 +283,11 @@ describe('plugins: a global-scope network plugin in a swarm', () => {
     assert.equal(r.status, 500, r.body);
     assert.equal(r.json.message, 'plugin "fakeplugin": NetworkDriver.AllocateNetwork: no VNI left');
     for (const h of [h0, h1]) assert.ok(!(await netLines(h)).some((l) => l.startsWith('gfail ')), h.name);
+    // IPv6 is refused before the plugin is asked anything.
+    const allocations = calls(0, 'AllocateNetwork').length;
+    const v6 = await h0.host.api('POST', '/networks/create', { Name: 'gfail', Driver: PLUGIN, Attachable: true, EnableIPv6: true, CheckDuplicate: true });
+    assert.equal(v6.status, 400, v6.body);
+    assert.equal(calls(0, 'AllocateNetwork').length, allocations);
     // The subnet the failed create had chosen is the next create's: nothing of it stayed in the store.
     await ok(h0, ['network', 'create', '-d', PLUGIN, '--attachable', 'gnet2']);
     assert.equal(JSON.parse(await ok(h0, ['network', 'inspect', 'gnet2']))[0].IPAM.Config[0].Subnet, subnet);
