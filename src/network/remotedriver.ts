@@ -5,6 +5,7 @@ import { NETWORK_DRIVER, pluginError, type ActivePlugin, type NetworkCapabilitie
 import { readJson, writeJsonAtomic } from '../store/atomic.js';
 import { ApiError, BadRequestError } from '../util/errors.js';
 import type { CreateContext, EndpointJoin, EndpointLeave, NetworkDriver } from './driver.js';
+import { endpointOptions, hasPorts, sandboxOptions } from './remoteoptions.js';
 import { SwarmCopies, type SwarmPlane } from './remoteswarm.js';
 import type { NetworkRecord } from './types.js';
 
@@ -171,6 +172,12 @@ export class RemoteDriver implements NetworkDriver {
 
   async deleteNetwork(n: NetworkRecord, _remaining: NetworkRecord[]): Promise<void> {
     if (!(await readJson(this.networkFile(n.Id)))) return;
+    // A swarm network dropped here with endpoints still on it (this node left the swarm, or the
+    // network was removed while this node was away): the plugin hears them leave first, as Docker
+    // disconnects a node's containers from attachable networks when it leaves.
+    if (n.Scope === 'swarm') {
+      for (const s of await this.endpointsOn(n.Id)) await this.undo(s, s.netnsPath ?? '').catch(() => undefined);
+    }
     await this.call('DeleteNetwork', { NetworkID: n.Id });
     await fs.rm(this.networkFile(n.Id), { force: true });
   }
@@ -182,12 +189,17 @@ export class RemoteDriver implements NetworkDriver {
    */
   /** Whether an endpoint of this host, in any state, is on the network. */
   private async inUse(networkId: string): Promise<boolean> {
+    return (await this.endpointsOn(networkId)).length > 0;
+  }
+
+  private async endpointsOn(networkId: string): Promise<EndpointState[]> {
     const dir = join(this.stateDir, 'endpoints');
-    const files = await fs.readdir(dir).catch(() => [] as string[]);
-    for (const f of files) {
-      if (f.endsWith('.json') && (await readJson<EndpointState>(join(dir, f)).catch(() => undefined))?.networkId === networkId) return true;
+    const out: EndpointState[] = [];
+    for (const f of await fs.readdir(dir).catch(() => [] as string[])) {
+      const s = f.endsWith('.json') ? await readJson<EndpointState>(join(dir, f)).catch(() => undefined) : undefined;
+      if (s?.networkId === networkId) out.push(s);
     }
-    return false;
+    return out;
   }
 
   async join(n: NetworkRecord, j: EndpointJoin): Promise<{ mac: string }> {
@@ -344,53 +356,4 @@ export class RemoteDriver implements NetworkDriver {
   }
 }
 
-function hasPorts(v: Record<string, unknown>): boolean {
-  const some = (k: string) => Array.isArray(v[k]) && (v[k] as unknown[]).length > 0;
-  return some('com.docker.network.endpoint.exposedports') || some('com.docker.network.portmap');
-}
-
-const PROTOCOLS: Record<string, number> = { icmp: 1, tcp: 6, udp: 17, sctp: 132 };
-
-/**
- * The container's ports as libnetwork hands them to drivers (daemon buildCreateEndpointOptions):
- * each exposed port, and a binding per published host port (one without a host port when
- * --publish-all leaves it unbound). A plugin that maps ports does it from these.
- */
-export function portOptions(ports: EndpointJoin['ports']): { exposed: unknown[]; portmap: unknown[] } {
-  const exposed: unknown[] = [];
-  const portmap: unknown[] = [];
-  if (!ports) return { exposed, portmap };
-  // Docker's order (go-connections nat.SortPortMap): a higher host port first, then the lower port, tcp before others.
-  const hostPort = (k: string) => Math.max(0, ...(ports.bindings?.[k] ?? []).map((b) => Number((b.HostPort ?? '').split('-')[0]) || 0));
-  const num = (k: string) => Number(k.split('/')[0]);
-  const keys = [...new Set([...ports.exposed, ...Object.keys(ports.bindings ?? {})])]
-    .sort((x, y) => hostPort(y) - hostPort(x) || num(x) - num(y) || Number(!x.endsWith('/tcp') && x.includes('/')) - Number(!y.endsWith('/tcp') && y.includes('/')));
-  for (const key of keys) {
-    const [port, proto = 'tcp'] = key.split('/');
-    const base = { Proto: PROTOCOLS[proto] ?? 6, Port: Number(port) };
-    exposed.push(base);
-    const list = ports.bindings?.[key] ?? [];
-    for (const b of list) {
-      const [start, end] = (b.HostPort ?? '').split('-').map((x) => (x ? Number(x) : 0));
-      // Go's net.IP: an absent address marshals as "".
-      portmap.push({ ...base, IP: '', HostIP: b.HostIp ?? '', HostPort: start ?? 0, HostPortEnd: end ?? start ?? 0 });
-    }
-    if (ports.publishAll && list.length === 0) portmap.push({ ...base, IP: '', HostIP: '', HostPort: 0, HostPortEnd: 0 });
-  }
-  return { exposed, portmap };
-}
-
-/** CreateEndpoint's options, as libnetwork's endpoint carries them. */
-function endpointOptions(j: EndpointJoin): Record<string, unknown> {
-  const p = portOptions(j.ports);
-  return {
-    'com.docker.network.endpoint.exposedports': p.exposed, 'com.docker.network.portmap': p.portmap,
-    ...(j.requestedMac ? { 'com.docker.network.endpoint.macaddress': j.mac } : {}),
-  };
-}
-
-/** Join's and ProgramExternalConnectivity's options: the sandbox's labels, the same ports. */
-function sandboxOptions(j: EndpointJoin): Record<string, unknown> {
-  const p = portOptions(j.ports);
-  return { 'com.docker.network.endpoint.exposedports': p.exposed, 'com.docker.network.portmap': p.portmap };
-}
+export { portOptions } from './remoteoptions.js';

@@ -167,6 +167,7 @@ describe('plugins: a global-scope network plugin in a swarm', () => {
     // What a failed test left goes while the plugins still answer: their links are theirs to delete.
     await h0?.host.docker(['rm', '-f', 'g0']);
     await h1?.host.docker(['rm', '-f', 'g1']);
+    await h2?.host.docker(['rm', '-f', 'g2']);
     await h0?.host.docker(['rm', '-f', 'gc1', 'gc2', 'gc3']);
     for (const n of ['gnet', 'gnet2', 'gnet3', 'gfail']) await h0?.host.docker(['network', 'rm', n]);
     for (const p of plugins) await p.stop();
@@ -248,10 +249,19 @@ describe('plugins: a global-scope network plugin in a swarm', () => {
     // h1's plugin was activated once h1 was in: told of itself first, then (unlike Docker) of the nodes already there.
     assert.deepEqual(discovery(1), ['New 1 h1 h1 true', 'New 1 h0 - false', 'New 1 h2 - false']);
     assert.deepEqual(discovery(2), []);
+    // h2 leaves with a container on the network: its plugin hears the endpoint go before the network, as Docker disconnects it.
+    await ok(h2, ['run', '-d', '--name', 'g2', '--network', 'gnet', 'busybox', 'sleep', '300']);
+    const from2 = plugins[2]!.calls.length;
     await ok(h2, ['swarm', 'leave']);
     for (const i of [0, 1]) await waitFor(async () => discovery(i).length === 4, `host ${i}: DiscoverDelete of ${h2.name}`, 15_000);
     assert.equal(discovery(0)[3], AT_LEAVE);
     assert.equal(discovery(1)[3], AT_LEAVE);
+    assert.deepEqual(methods(2, from2), ['RevokeExternalConnectivity', 'Leave', 'DeleteEndpoint', 'DeleteNetwork']);
+    // Told of the nodes at its activation, and that each is gone when its node left.
+    assert.deepEqual(discovery(2), ['New 1 h2 h2 true', 'New 1 h0 - false', 'New 1 h1 - false', 'Delete 1 h2 h2 true', 'Delete 1 h0 - false', 'Delete 1 h1 - false']);
+    await ok(h2, ['rm', '-f', 'g2']);
+    assert.deepEqual(methods(2, from2).length, 4, 'the container\'s removal asks the plugin nothing more');
+    assert.deepEqual([plugins[2]!.endpoints.size, await plugins[2]!.links()], [0, []]);
   });
 
   it('deletes a host\'s copy with its last container, after a kill -9 of berthd too, and frees the network once on the manager at rm', { timeout: 120_000 }, async () => {
