@@ -30,6 +30,10 @@ export interface SwarmNetworkHost {
   peersChanged(networkIds: string[], full: boolean): Promise<void>;
   /** Builds a record for a create request (checks, options, IPAM) with the subnet chosen by the cluster. */
   newRecord(body: Record<string, unknown>): Promise<NetworkRecord>;
+  /** The driver's own allocation for a new network (a global-scope plugin's AllocateNetwork); false when it has none. */
+  allocate(n: NetworkRecord): Promise<boolean>;
+  /** Frees what allocate took (FreeNetwork). */
+  free(n: NetworkRecord): Promise<void>;
   /** Subnets of every network of this host (local and swarm): routes to them are berth's own. */
   ownSubnets(): string[];
   /** Removes overlay kernel objects of no network in `keep`. */
@@ -647,12 +651,12 @@ export class SwarmNetworks implements OverlayPlane {
 
   // ---------------------------------------------------------------- create and remove (managers)
 
-  private checkManager(): void {
-    if (this.session.state.role !== 'manager') throw new ForbiddenError(NO_MANAGER);
+  private checkManager(refusal = NO_MANAGER): void {
+    if (this.session.state.role !== 'manager') throw new ForbiddenError(refusal);
   }
 
-  async create(body: Record<string, unknown>): Promise<{ Id: string; Warning: string }> {
-    this.checkManager();
+  async create(body: Record<string, unknown>, notManager?: string): Promise<{ Id: string; Warning: string }> {
+    this.checkManager(notManager);
     const name = String(body.Name ?? '');
     if ([...this.nets.values()].some((s) => s.rec.Name === name)) throw new ConflictError(`network with name ${name} already exists`);
     // swarmkit's controlapi: one ingress network per swarm.
@@ -677,20 +681,27 @@ export class SwarmNetworks implements OverlayPlane {
       } else {
         subnet = pickSubnet(cluster?.DefaultAddrPool ?? ['10.0.0.0/8'], cluster?.SubnetSize ?? 24, taken, avoid);
       }
-      const opts = { ...((body.Options ?? {}) as Record<string, string>) };
-      const vni = pickVni(alloc, subnet, wantVni);
-      opts[OPT_VXLANID] = String(vni);
       const config = given ? ipam.Config! : [{ Subnet: subnet }];
-      const n = await this.host.newRecord({ ...body, Options: opts, IPAM: { ...(body.IPAM as object ?? {}), Config: config } });
+      const n = await this.host.newRecord({ ...body, IPAM: { ...(body.IPAM as object ?? {}), Config: config } });
       n.Scope = 'swarm';
       n.Ingress = !!body.Ingress;
       for (const p of n.pools ?? []) { p.allocated = {}; delete p.last; }
-      const next: OverlayAlloc = { subnets: { ...alloc.subnets, [n.pools![0]!.subnet]: n.Id }, vnis: { ...alloc.vnis, [String(vni)]: n.Id } };
+      const vnis = { ...alloc.vnis };
+      // A driver that allocates for itself (a global-scope plugin) takes no VNI; overlay does.
+      const own = await this.host.allocate(n);
+      if (!own) {
+        const vni = pickVni(alloc, subnet, wantVni);
+        n.Options[OPT_VXLANID] = String(vni);
+        vnis[String(vni)] = n.Id;
+      }
+      const next: OverlayAlloc = { subnets: { ...alloc.subnets, [n.pools![0]!.subnet]: n.Id }, vnis };
+      // What the driver allocated is given back if the record is not written (a conflict, the store down).
+      const unallocate = () => (own ? this.host.free(n).catch((e) => this.log(`network ${n.Name}: ${errorMessage(e)}`)) : undefined);
       const r = await this.store.txn(
         [{ key: K.overlayAlloc, target: cur ? 'Mod' : 'Create', value: cur?.modRevision ?? 0 }, { key: K.network(n.Id), target: 'Create', value: 0 }],
         [{ key: K.overlayAlloc, value: next }, { key: K.network(n.Id), value: n }],
-      );
-      if (!r.ok) continue;
+      ).catch(async (e) => { await unallocate(); throw e; });
+      if (!r.ok) { await unallocate(); continue; }
       await this.appliedEverywhere(r.revision);
       return { Id: n.Id, Warning: '' };
     }
@@ -750,6 +761,8 @@ export class SwarmNetworks implements OverlayPlane {
       }
       if (!r.ok) continue;
       await this.appliedEverywhere(r.revision);
+      // Once every host has dropped it (swarmkit frees a network's driver state after its removal).
+      await this.host.free(cur.value).catch((e) => this.log(`network ${n.Name}: ${errorMessage(e)}`));
       return;
     }
     throw new ConflictError('the swarm network allocation kept changing under this removal: try again');

@@ -28,6 +28,7 @@ import { DOCKER_PLUGIN_PATHS } from '../plugins/discovery.js';
 import { PluginManager } from '../plugins/manager.js';
 import { OverlayDriver } from '../network/overlaydriver.js';
 import { SwarmNetworks } from '../cluster/swarmnetworks.js';
+import { PluginDiscovery } from '../cluster/plugindiscovery.js';
 import type { Session } from '../cluster/session.js';
 import { K, type ClusterRecord } from '../cluster/keys.js';
 import { NftFirewall } from '../network/nftfirewall.js';
@@ -87,6 +88,9 @@ export class Daemon {
   private readonly balancers = new ServiceBalancers((m) => console.error(`berthd: ${m}`));
   /** While in a swarm: other hosts' endpoints in this host's network policy sets. */
   private policyPeers?: PolicyPeers;
+  /** Docker's plugins, and while in a swarm, their node discovery. */
+  private plugins?: PluginManager;
+  private pluginDiscovery?: PluginDiscovery;
 
   constructor(private readonly o: DaemonOptions) {}
 
@@ -114,12 +118,12 @@ export class Daemon {
     registry.registerDriver(new CniDriver(runner, cni.confDirs?.length ? cni.confDirs : CNI_CONF_DIRS));
     registry.registerIpam(new DefaultIpam());
     const p = this.o.plugins ?? {};
-    const plugins = new PluginManager({
+    const plugins = this.plugins = new PluginManager({
       paths: { sockets: p.socketDir ?? DOCKER_PLUGIN_PATHS.sockets, specs: p.specDirs?.length ? p.specDirs : DOCKER_PLUGIN_PATHS.specs },
       retryMs: (p.retrySec ?? 30) * 1000, callTimeoutMs: (p.callTimeoutSec ?? 60) * 1000,
     });
     const pluginState = join(this.o.root, 'plugins');
-    registry.setPluginSource({ driver: (name) => new RemoteDriver(name, plugins, pluginState), ipam: (name) => new RemoteIpam(name, plugins) });
+    registry.setPluginSource({ driver: (name) => new RemoteDriver(name, plugins, pluginState, () => this.overlay.plane), ipam: (name) => new RemoteIpam(name, plugins) });
     const network: NetworkController = new NetworkController({
       root: this.o.root, registry, firewall: new NftFirewall(), bip: this.o.bip, ...(this.o.bridge ? { defaultBridgeName: this.o.bridge } : {}), ...(this.o.resolvConf ? { hostResolvConf: this.o.resolvConf } : {}),
     });
@@ -242,6 +246,9 @@ export class Daemon {
       // Leaving takes other hosts' endpoints out of the policy sets; a daemon stop leaves the kernel as it is.
       if (leaving) await this.policyPeers?.clear().catch((e) => console.error(`berthd: network policy peers: ${errorMessage(e)}`));
       this.policyPeers = undefined;
+      const discovery = this.pluginDiscovery;
+      this.pluginDiscovery = undefined;
+      await discovery?.close(leaving).catch((e) => console.error(`berthd: plugin discovery: ${errorMessage(e)}`));
       const sn = this.swarmNetworks;
       this.swarmNetworks = undefined;
       this.overlay.plane = undefined;
@@ -268,6 +275,11 @@ export class Daemon {
     });
     sn.followers.push((events, full) => peers.follow(events, full));
     this.policyPeers = peers;
+    if (this.plugins) {
+      const discovery = new PluginDiscovery(this.plugins, () => ({ id: s.state.nodeId, addr: s.state.addr, dataPathAddr: s.state.dataPathAddr }), log);
+      sn.followers.push((events, full) => discovery.follow(events, full));
+      this.pluginDiscovery = discovery;
+    }
     const net = new ServiceNet((id) => sn.endpointsOf(id), sandboxes, this.balancers, (ids) => network.registry.changed(ids, ''));
     sn.followers.push((events, full) => net.follow(events, full));
     const mesh = new IngressMesh(() => s.state.nodeId, this.ingressHost(network, engine, (id) => sn.endpointsOf(id)), log);

@@ -2,7 +2,7 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setSysctl } from '../kernel/sysctl.js';
 import type { EndpointState, NetworkService, NetworkSummary, PortBindings, PortMapping, SandboxRef, SandboxSpec, SandboxState } from '../model/network.js';
-import { BadRequestError, ConflictError, ForbiddenError, NotFoundError } from '../util/errors.js';
+import { ApiError, BadRequestError, ConflictError, ForbiddenError, NotFoundError } from '../util/errors.js';
 import { SerialQueue } from '../util/serial.js';
 import { routedSubnets, uplinkMtu } from '../kernel/routes.js';
 import { endpointFromConfig, initialEndpoints, hasNoEndpoints, validateMode } from './endpoints.js';
@@ -23,20 +23,10 @@ import { kernelNamespaces, type NamespaceOps } from './namespaces.js';
 import { Sandboxes } from './sandbox.js';
 import { freeUnheldAddresses } from './allocsweep.js';
 import { CniProvider } from './cniprovider.js';
+import { FROM_WORKER, NOT_A_MANAGER, type SwarmNetworkService } from './swarmservice.js';
 import { PREDEFINED, type NetworkRecord } from './types.js';
 
-/** Swarm-scope networks' creation and removal, through the cluster (present while this host is in a swarm). */
-export interface SwarmNetworkService {
-  create(body: Record<string, unknown>): Promise<{ Id: string; Warning: string }>;
-  remove(n: NetworkRecord): Promise<void>;
-  /** Docker's `Peers` of a swarm network's inspect: the nodes with endpoints on it. */
-  peersView(n: NetworkRecord): Array<{ Name: string; IP: string }>;
-  /** Members of the network's inspect that are no container: this host's ingress sandbox (Docker's `ingress-sbox`). */
-  sandboxMembers?(n: NetworkRecord): Record<string, { Name: string; EndpointID: string; MacAddress: string; IPv4Address: string; IPv6Address: string }>;
-}
-
-/** Docker's answer to an overlay create on a host that is no swarm manager (daemon/network.go). */
-const NOT_A_MANAGER = 'This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" to connect this node to swarm and try again.';
+export type { SwarmNetworkService } from './swarmservice.js';
 
 export interface ControllerOptions {
   root: string;
@@ -207,10 +197,13 @@ export class NetworkController implements NetworkService {
 
   async create(body: Record<string, unknown>): Promise<{ Id: string; Warning: string }> {
     const driverName = typeof body.Driver === 'string' ? body.Driver : '';
-    if (driverName && this.registry.driver(driverName)?.scope === 'swarm') {
-      if (!this.swarm) throw new ForbiddenError(NOT_A_MANAGER);
+    // A plugin is activated to learn its scope; outside a swarm Docker answers 403 for overlay, 500 for a plugin.
+    const swarmDriver = driverName ? await this.registry.loadDriver(driverName) : undefined;
+    if (swarmDriver?.scope === 'swarm') {
+      const plugin = swarmDriver.external ? `plugin "${driverName}" is a global-scope network driver, whose networks are swarm networks: ` : '';
+      if (!this.swarm) throw plugin ? new ApiError(500, `${plugin}${NOT_A_MANAGER}`) : new ForbiddenError(NOT_A_MANAGER);
       if (typeof body.Name !== 'string' || body.Name.trim() === '') throw new BadRequestError('network name must be given');
-      return this.swarm.create(body);
+      return this.swarm.create(body, plugin ? `${plugin}${FROM_WORKER}` : undefined);
     }
     const name = typeof body.Name === 'string' ? body.Name : '';
     parsePolicyLabels(body.Labels as Record<string, string> | undefined);
@@ -261,8 +254,8 @@ export class NetworkController implements NetworkService {
     // A swarm network's endpoints are the cluster's to judge (swarm.remove, by swarmkit's rules:
     // the endpoints of tasks on their way out do not hold it, nor an ingress sandbox joining
     // right after `swarm init`, when Docker's tutorial removes ingress to make its own).
-    if ((driver?.scope !== 'swarm' && (inUse(n.Id) || this.gate.joined(n.Id))) || this.provided.inUse(n.Id)) throw new ForbiddenError(`error while removing network: network ${n.Name} id ${n.Id} has active endpoints`);
-    if (driver?.scope === 'swarm') {
+    if ((n.Scope !== 'swarm' && (inUse(n.Id) || this.gate.joined(n.Id))) || this.provided.inUse(n.Id)) throw new ForbiddenError(`error while removing network: network ${n.Name} id ${n.Id} has active endpoints`);
+    if (n.Scope === 'swarm') {
       if (!this.swarm) throw new ForbiddenError(NOT_A_MANAGER);
       // Removed from the store everywhere; this host drops it as it applies the removal.
       await this.swarm.remove(n);
@@ -312,6 +305,14 @@ export class NetworkController implements NetworkService {
     await Promise.all([driver.ensureNetwork(n), driver.hostFirewall ? this.healing(this.firewall.addNetwork(n, this.firewalled(n.Id))) : undefined]);
     this.registry.changed([n.Id], '');
   }
+
+  /** The driver's own swarm-level allocation (a global-scope plugin's AllocateNetwork); false for drivers with none. */
+  async allocate(n: NetworkRecord): Promise<boolean> {
+    const d = this.registry.driverOf(n);
+    return d?.allocate ? d.allocate(n).then(() => true) : false;
+  }
+
+  async free(n: NetworkRecord): Promise<void> { await this.registry.driverOf(n)?.free?.(n); }
 
   async ensureSwarmNetwork(n: NetworkRecord): Promise<void> {
     await this.registry.driverOf(n)?.ensureNetwork(n);

@@ -122,6 +122,15 @@ export interface NetworkDriver {
    * (overlay): they are created and removed through the cluster, not this host's records alone.
    */
   readonly scope?: 'swarm';
+  /**
+   * The driver's own cluster-wide allocation for a new swarm network, made once on the manager that
+   * creates it (a global-scope plugin's AllocateNetwork, as swarmkit's allocator asks it): it may
+   * replace the record's Options, which every host's copy then carries. Drivers without it (overlay)
+   * get a VNI from the cluster instead.
+   */
+  allocate?(n: NetworkRecord): Promise<void>;
+  /** Undoes allocate, once the network is gone from every host (FreeNetwork). */
+  free?(n: NetworkRecord): Promise<void>;
   /** Brings the network's view of remote endpoints (a VXLAN device's peers) in line with the store; `full` re-reads the kernel. */
   syncPeers?(n: NetworkRecord, full: boolean): Promise<void>;
   /**

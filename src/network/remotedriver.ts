@@ -1,10 +1,12 @@
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { ipBatch, ipJson } from '../kernel/netns.js';
-import { NETWORK_DRIVER, pluginError, type ActivePlugin, type PluginManager } from '../plugins/manager.js';
+import { NETWORK_DRIVER, pluginError, type ActivePlugin, type NetworkCapabilities, type PluginManager } from '../plugins/manager.js';
 import { readJson, writeJsonAtomic } from '../store/atomic.js';
 import { ApiError, BadRequestError } from '../util/errors.js';
 import type { CreateContext, EndpointJoin, EndpointLeave, NetworkDriver } from './driver.js';
+import { endpointOptions, hasPorts, sandboxOptions } from './remoteoptions.js';
+import { SwarmCopies, type SwarmPlane } from './remoteswarm.js';
 import type { NetworkRecord } from './types.js';
 
 /** Docker's option keys in a remote CreateNetwork (libnetwork netlabel). */
@@ -60,17 +62,39 @@ export function ipamData(n: NetworkRecord, v6: boolean): Array<Record<string, un
  */
 export class RemoteDriver implements NetworkDriver {
   readonly avoidsRoutedSubnets = true;
-  readonly ipv6 = true;
   /** The plugin carries the traffic: no published ports, no host firewall of berth's. */
   readonly publishes = false;
   readonly hostFirewall = false;
   readonly external = true;
+  /** What GetCapabilities said, once the plugin has been activated. */
+  private caps?: NetworkCapabilities;
+  private readonly copies: SwarmCopies;
 
-  constructor(readonly name: string, private readonly plugins: PluginManager, private readonly stateDir: string) {}
+  /** `plane`: the cluster's side while this host is in a swarm, for global-scope plugins' networks. */
+  constructor(readonly name: string, private readonly plugins: PluginManager, private readonly stateDir: string, plane: () => SwarmPlane | undefined = () => undefined) {
+    this.copies = new SwarmCopies(name, plane, {
+      create: (n) => this.createCopy(n), remove: (n) => this.deleteNetwork(n, []), inUse: (id) => this.inUse(id),
+    });
+  }
+
+  /**
+   * A global-scope plugin's networks are swarm networks (libnetwork redirects their create to the
+   * swarm manager): made through the cluster store and known on every host.
+   */
+  get scope(): 'swarm' | undefined {
+    return this.caps?.Scope === 'global' ? 'swarm' : undefined;
+  }
+
+  /** The swarm's IPAM gives a swarm network IPv4 only here (as berth's overlay). */
+  get ipv6(): boolean {
+    return this.caps?.Scope !== 'global';
+  }
 
   /** Finds and activates the plugin; Docker's 404 when it is nowhere. */
   async activate(): Promise<ActivePlugin> {
-    return this.plugins.get(this.name, NETWORK_DRIVER);
+    const p = await this.plugins.get(this.name, NETWORK_DRIVER);
+    this.caps = p.network;
+    return p;
   }
 
   private async call<T extends { Err?: string }>(method: string, body: unknown): Promise<T> {
@@ -96,11 +120,31 @@ export class RemoteDriver implements NetworkDriver {
 
   async configure(n: NetworkRecord, _ctx: CreateContext): Promise<void> {
     const p = await this.activate();
-    if (p.network?.Scope === 'global') {
-      throw new BadRequestError(`network plugin "${this.name}" is global-scope: berth runs only local-scope plugin networks so far (global ones need the cluster store)`);
+    // The swarm's pools are cluster-wide; an IPAM plugin's pool lives in one host's plugin.
+    if (p.network?.Scope === 'global' && n.IPAM.Driver !== 'default') {
+      throw new BadRequestError(`network plugin "${this.name}" is global-scope, so its networks are swarm networks, whose addresses berth takes from the swarm's IPAM: --ipam-driver ${n.IPAM.Driver} is not supported there`);
     }
     // Options belong to the plugin: berth passes them on unread, as Docker does.
-    void n;
+  }
+
+  /**
+   * AllocateNetwork, once, on the manager that creates a swarm network (swarmkit's allocator):
+   * the plugin is given the network's options and the swarm's pool, and what it answers becomes
+   * the network's options everywhere, the ones each host's CreateNetwork carries (Docker keeps
+   * them as the network's DriverState).
+   */
+  async allocate(n: NetworkRecord): Promise<void> {
+    const ipv4 = (n.pools ?? []).map((p) => ({ AddressSpace: '', Pool: p.subnet, Gateway: `${p.gateway}/${p.subnet.split('/')[1]}` }));
+    const r = await this.call<{ Options?: Record<string, unknown> | null; Err?: string }>('AllocateNetwork', { NetworkID: n.Id, Options: { ...n.Options }, IPv4Data: ipv4, IPv6Data: null });
+    const options = r.Options ?? {};
+    // Docker reads them into a map of strings, and fails the allocation when they are not.
+    if (typeof options !== 'object' || Object.values(options).some((v) => typeof v !== 'string')) throw new ApiError(500, `plugin "${this.name}": AllocateNetwork answered Options that are not a map of strings`);
+    n.Options = { ...(options as Record<string, string>) };
+  }
+
+  /** FreeNetwork, on the manager that removed the network, once every host has dropped it. */
+  async free(n: NetworkRecord): Promise<void> {
+    await this.call('FreeNetwork', { NetworkID: n.Id });
   }
 
   private networkFile(id: string): string { return join(this.stateDir, 'networks', `${id}.json`); }
@@ -111,8 +155,13 @@ export class RemoteDriver implements NetworkDriver {
     await writeJsonAtomic(this.endpointFile(s.endpointId), s);
   }
 
-  /** CreateNetwork, once: a restart finds the network made and asks nothing of the plugin. */
+  /** A swarm network is made on this host by its first endpoint's join, not when it appears. */
   async ensureNetwork(n: NetworkRecord): Promise<void> {
+    if (n.Scope !== 'swarm') await this.createCopy(n);
+  }
+
+  /** CreateNetwork, once: a restart finds the network made and asks nothing of the plugin. */
+  private async createCopy(n: NetworkRecord): Promise<void> {
     if (await readJson(this.networkFile(n.Id))) return;
     const options: Record<string, unknown> = { [GENERIC]: { ...n.Options }, [ENABLE_IPV6]: n.EnableIPv6 };
     if (n.Internal) options[INTERNAL] = true;
@@ -123,6 +172,12 @@ export class RemoteDriver implements NetworkDriver {
 
   async deleteNetwork(n: NetworkRecord, _remaining: NetworkRecord[]): Promise<void> {
     if (!(await readJson(this.networkFile(n.Id)))) return;
+    // A swarm network dropped here with endpoints still on it (this node left the swarm, or the
+    // network was removed while this node was away): the plugin hears them leave first, as Docker
+    // disconnects a node's containers from attachable networks when it leaves.
+    if (n.Scope === 'swarm') {
+      for (const s of await this.endpointsOn(n.Id)) await this.undo(s, s.netnsPath ?? '').catch(() => undefined);
+    }
     await this.call('DeleteNetwork', { NetworkID: n.Id });
     await fs.rm(this.networkFile(n.Id), { force: true });
   }
@@ -132,7 +187,26 @@ export class RemoteDriver implements NetworkDriver {
    * endpoint that carries the default route, EndpointOperInfo: libnetwork's sequence. A failure
    * at any step undoes the earlier ones, so nothing is left half-made (the caller frees the address).
    */
+  /** Whether an endpoint of this host, in any state, is on the network. */
+  private async inUse(networkId: string): Promise<boolean> {
+    return (await this.endpointsOn(networkId)).length > 0;
+  }
+
+  private async endpointsOn(networkId: string): Promise<EndpointState[]> {
+    const dir = join(this.stateDir, 'endpoints');
+    const out: EndpointState[] = [];
+    for (const f of await fs.readdir(dir).catch(() => [] as string[])) {
+      const s = f.endsWith('.json') ? await readJson<EndpointState>(join(dir, f)).catch(() => undefined) : undefined;
+      if (s?.networkId === networkId) out.push(s);
+    }
+    return out;
+  }
+
   async join(n: NetworkRecord, j: EndpointJoin): Promise<{ mac: string }> {
+    return n.Scope === 'swarm' ? this.copies.join(n, j, () => this.attach(n, j)) : this.attach(n, j);
+  }
+
+  private async attach(n: NetworkRecord, j: EndpointJoin): Promise<{ mac: string }> {
     const s: EndpointState = { networkId: n.Id, endpointId: j.endpointId };
     // Written before the plugin is asked, so a crash between the two still finds it at the leave.
     await this.saveEndpoint(s);
@@ -250,10 +324,12 @@ export class RemoteDriver implements NetworkDriver {
     return `${prefix}${i}`;
   }
 
-  async leave(_n: NetworkRecord, ep: EndpointLeave): Promise<void> {
-    const s = await readJson<EndpointState>(this.endpointFile(ep.endpointId));
-    if (!s) return;
-    await this.undo(s, ep.netnsPath);
+  async leave(n: NetworkRecord, ep: EndpointLeave): Promise<void> {
+    const detach = async () => {
+      const s = await readJson<EndpointState>(this.endpointFile(ep.endpointId));
+      if (s) await this.undo(s, ep.netnsPath);
+    };
+    return n.Scope === 'swarm' ? this.copies.leave(n, ep, detach) : detach();
   }
 
   /**
@@ -280,53 +356,4 @@ export class RemoteDriver implements NetworkDriver {
   }
 }
 
-function hasPorts(v: Record<string, unknown>): boolean {
-  const some = (k: string) => Array.isArray(v[k]) && (v[k] as unknown[]).length > 0;
-  return some('com.docker.network.endpoint.exposedports') || some('com.docker.network.portmap');
-}
-
-const PROTOCOLS: Record<string, number> = { icmp: 1, tcp: 6, udp: 17, sctp: 132 };
-
-/**
- * The container's ports as libnetwork hands them to drivers (daemon buildCreateEndpointOptions):
- * each exposed port, and a binding per published host port (one without a host port when
- * --publish-all leaves it unbound). A plugin that maps ports does it from these.
- */
-export function portOptions(ports: EndpointJoin['ports']): { exposed: unknown[]; portmap: unknown[] } {
-  const exposed: unknown[] = [];
-  const portmap: unknown[] = [];
-  if (!ports) return { exposed, portmap };
-  // Docker's order (go-connections nat.SortPortMap): a higher host port first, then the lower port, tcp before others.
-  const hostPort = (k: string) => Math.max(0, ...(ports.bindings?.[k] ?? []).map((b) => Number((b.HostPort ?? '').split('-')[0]) || 0));
-  const num = (k: string) => Number(k.split('/')[0]);
-  const keys = [...new Set([...ports.exposed, ...Object.keys(ports.bindings ?? {})])]
-    .sort((x, y) => hostPort(y) - hostPort(x) || num(x) - num(y) || Number(!x.endsWith('/tcp') && x.includes('/')) - Number(!y.endsWith('/tcp') && y.includes('/')));
-  for (const key of keys) {
-    const [port, proto = 'tcp'] = key.split('/');
-    const base = { Proto: PROTOCOLS[proto] ?? 6, Port: Number(port) };
-    exposed.push(base);
-    const list = ports.bindings?.[key] ?? [];
-    for (const b of list) {
-      const [start, end] = (b.HostPort ?? '').split('-').map((x) => (x ? Number(x) : 0));
-      // Go's net.IP: an absent address marshals as "".
-      portmap.push({ ...base, IP: '', HostIP: b.HostIp ?? '', HostPort: start ?? 0, HostPortEnd: end ?? start ?? 0 });
-    }
-    if (ports.publishAll && list.length === 0) portmap.push({ ...base, IP: '', HostIP: '', HostPort: 0, HostPortEnd: 0 });
-  }
-  return { exposed, portmap };
-}
-
-/** CreateEndpoint's options, as libnetwork's endpoint carries them. */
-function endpointOptions(j: EndpointJoin): Record<string, unknown> {
-  const p = portOptions(j.ports);
-  return {
-    'com.docker.network.endpoint.exposedports': p.exposed, 'com.docker.network.portmap': p.portmap,
-    ...(j.requestedMac ? { 'com.docker.network.endpoint.macaddress': j.mac } : {}),
-  };
-}
-
-/** Join's and ProgramExternalConnectivity's options: the sandbox's labels, the same ports. */
-function sandboxOptions(j: EndpointJoin): Record<string, unknown> {
-  const p = portOptions(j.ports);
-  return { 'com.docker.network.endpoint.exposedports': p.exposed, 'com.docker.network.portmap': p.portmap };
-}
+export { portOptions } from './remoteoptions.js';

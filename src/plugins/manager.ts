@@ -43,6 +43,7 @@ export function pluginError(name: string, e: unknown): ApiError {
  */
 export class PluginManager {
   private readonly active = new Map<string, Promise<ActivePlugin>>();
+  private readonly hooks: Array<(p: ActivePlugin) => Promise<void>> = [];
 
   constructor(readonly o: PluginOptions) {}
 
@@ -57,6 +58,16 @@ export class PluginManager {
     const plugin = await p;
     if (!plugin.implements.includes(kind)) throw new NotFoundError(`plugin "${name}" not found`);
     return plugin;
+  }
+
+  /**
+   * Runs at each activation, before the plugin is handed to its first user, as libnetwork's
+   * RegisterDriver tells a new driver of the cluster's nodes before anything uses it. A hook
+   * that fails is logged: the plugin stays usable, as in Docker.
+   */
+  onActivate(hook: (p: ActivePlugin) => Promise<void>): () => void {
+    this.hooks.push(hook);
+    return () => { const i = this.hooks.indexOf(hook); if (i >= 0) this.hooks.splice(i, 1); };
   }
 
   /** Plugins activated so far. */
@@ -75,6 +86,7 @@ export class PluginManager {
     }
     // Docker does not retry a plugin that is nowhere (pkg/plugins loadWithRetry).
     if (!found) throw new NotFoundError(`plugin "${name}" not found`);
+    let plugin: ActivePlugin;
     const client = new PluginClient(name, {
       retryMs: this.o.retryMs, callTimeoutMs: this.o.callTimeoutMs,
       resolve: async () => (await findPlugin(name, this.o.paths).catch(() => undefined))?.addr,
@@ -82,7 +94,7 @@ export class PluginManager {
     try {
       const manifest = await client.call<{ Implements?: unknown }>('Plugin.Activate', undefined);
       const implementsList = Array.isArray(manifest.Implements) ? manifest.Implements.filter((x): x is string => typeof x === 'string') : [];
-      const plugin: ActivePlugin = { name, client, implements: implementsList };
+      plugin = { name, client, implements: implementsList };
       for (const kind of implementsList) {
         if (kind === NETWORK_DRIVER) {
           const caps = await client.call<{ Scope?: string; ConnectivityScope?: string; Err?: string }>(`${NETWORK_DRIVER}.GetCapabilities`, undefined);
@@ -99,9 +111,10 @@ export class PluginManager {
           }
         }
       }
-      return plugin;
     } catch (e) {
       throw pluginError(name, e);
     }
+    for (const hook of [...this.hooks]) await hook(plugin).catch((e: Error) => console.error(`berthd: plugin ${name}: ${e.message}`));
+    return plugin;
   }
 }

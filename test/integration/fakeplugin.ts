@@ -116,6 +116,9 @@ export class FakePlugin {
         this.nets.set(b.NetworkID, { bridge, gateway: gateway.split('/')[0]! });
         return {};
       }
+      // What swarm managers ask of a global-scope plugin: its answer's Options become the network's.
+      case 'NetworkDriver.AllocateNetwork': return { Options: { ...(b.Options ?? {}), 'fake.allocated': `vni-${String(b.NetworkID).slice(0, 4)}` } };
+      case 'NetworkDriver.FreeNetwork': return {};
       case 'NetworkDriver.DeleteNetwork': {
         const n = this.nets.get(b.NetworkID);
         if (n) await this.ip(['link', 'del', n.bridge]);

@@ -23,6 +23,8 @@ export interface LabOptions {
   minCertExpirySec?: number;
   /** An etcd of the lab's own in the underlay namespace, handed to every berthd as --cluster-store. */
   externalStore?: boolean;
+  /** More berthd arguments for host `index` (its own plugin directory, say). */
+  hostArgs?: (index: number) => string[];
 }
 
 export const STORE_ADDR = '10.99.0.254';
@@ -79,7 +81,7 @@ export class Lab {
   async addHost(): Promise<LabHost> {
     const index = this.hosts.length;
     const args = [...(this.store ? ['--cluster-store', `etcd://${STORE_ADDR}:2379`] : []),'--node-hostname', `lab${index}`, '--cluster-lease-ttl', String(this.o.leaseTtlSec ?? 3),
-      ...(this.o.minCertExpirySec ? ['--cluster-min-cert-expiry', String(this.o.minCertExpirySec)] : []), ...(this.o.seedBusybox ? [] : ['--no-seed-busybox'])];
+      ...(this.o.minCertExpirySec ? ['--cluster-min-cert-expiry', String(this.o.minCertExpirySec)] : []), ...(this.o.seedBusybox ? [] : ['--no-seed-busybox']), ...(this.o.hostArgs?.(index) ?? [])];
     const host = await TestHost.create({
       daemonArgs: args,
       beforeDaemon: async (h) => {

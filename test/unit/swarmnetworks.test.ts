@@ -74,6 +74,14 @@ class MemStore {
   async list<T>(prefix: string): Promise<Map<string, Versioned<T>>> {
     return (await this.listAt<T>(prefix)).items;
   }
+
+  async readMany(reads: Array<{ key: string; prefix?: boolean }>): Promise<Array<Map<string, Versioned<unknown>>>> {
+    return Promise.all(reads.map(async (r) => (r.prefix ? this.list(r.key) : new Map([...this.data].filter(([k]) => k === r.key).map(([k, v]) => [k, { value: v.value, modRevision: v.mod }])))));
+  }
+
+  async deletePrefix(prefix: string): Promise<void> {
+    this.write([], [...this.data.keys()].filter((k) => k.startsWith(prefix)));
+  }
 }
 
 function net(id: string): NetworkRecord {
@@ -85,7 +93,7 @@ function net(id: string): NetworkRecord {
   };
 }
 
-function setUp(store: MemStore, onLease: (f: (lease: unknown) => void) => void = () => undefined, local: () => Array<Omit<EndpointRecord, 'Node' | 'Vtep'>> = () => []) {
+function setUp(store: MemStore, onLease: (f: (lease: unknown) => void) => void = () => undefined, local: () => Array<Omit<EndpointRecord, 'Node' | 'Vtep'>> = () => [], over: Partial<SwarmNetworkHost> = {}) {
   const calls: string[] = [];
   const have = new Map<string, NetworkRecord>();
   const host: SwarmNetworkHost = {
@@ -96,8 +104,11 @@ function setUp(store: MemStore, onLease: (f: (lease: unknown) => void) => void =
     dropSwarmNetwork: async (n) => { calls.push(`drop ${n.Id}`); have.delete(n.Id); },
     peersChanged: async (ids, full) => { calls.push(`peers ${ids.join(',')}${full ? ' full' : ''}`); },
     newRecord: async () => { throw new Error('not here'); },
+    allocate: async () => false,
+    free: async () => undefined,
     ownSubnets: () => [],
     removeOrphans: async () => { calls.push('orphans'); },
+    ...over,
   };
   const lease = {
     grant: async () => '7',
@@ -399,6 +410,37 @@ describe('swarm networks: the store side', () => {
     assert.equal(await store.get(K.address('n1', '10.0.1.20')), undefined, 'its own stale claim stayed');
     assert.ok(await store.get(K.address('n1', '10.0.1.21')), "another node's claim was withdrawn");
     assert.equal(await store.get(K.address('n2', '10.0.2.5')), undefined, 'a claim of a removed network stayed');
+    await sn.close();
+  });
+  it('a driver that allocates for itself (a global-scope plugin): its options are the record\'s, no VNI; a conflict frees and allocates again; a failure writes nothing', async () => {
+    const store = new MemStore();
+    const log: string[] = [];
+    let allocations = 0;
+    const plugin = (body: Record<string, unknown>): NetworkRecord => ({ ...net('p1'), Id: 'p1', Name: String(body.Name), Driver: 'fakeplugin', Options: { ...(body.Options as Record<string, string>) }, pools: [{ subnet: String((body.IPAM as { Config: Array<{ Subnet: string }> }).Config[0]!.Subnet), gateway: '10.0.0.1', auxAddresses: {}, allocated: {} }] });
+    const { sn } = setUp(store, undefined, undefined, {
+      newRecord: async (body) => plugin(body),
+      allocate: async (n) => {
+        log.push(`allocate ${n.pools![0]!.subnet}`);
+        // Another manager takes the subnet meanwhile, once: the write must not go through.
+        if (allocations++ === 0) store.write([[K.overlayAlloc, { subnets: { '10.0.0.0/24': 'other' }, vnis: {} }]]);
+        if (n.Name === 'bad') throw new Error('plugin "fakeplugin": NetworkDriver.AllocateNetwork: no VNI left');
+        n.Options = { ...n.Options, allocated: String(allocations) };
+        return true;
+      },
+      free: async (n) => { log.push(`free ${n.pools![0]!.subnet}`); },
+    });
+    await sn.start();
+    await sn.create({ Name: 'gnet', Driver: 'fakeplugin', Options: { color: 'blue' } });
+    assert.deepEqual(log, ['allocate 10.0.0.0/24', 'free 10.0.0.0/24', 'allocate 10.0.1.0/24']);
+    const rec = (await store.get<NetworkRecord>(K.network('p1')))!.value;
+    assert.deepEqual([rec.Scope, rec.Options], ['swarm', { color: 'blue', allocated: '2' }]);
+    assert.deepEqual((await store.get(K.overlayAlloc))!.value, { subnets: { '10.0.0.0/24': 'other', '10.0.1.0/24': 'p1' }, vnis: {} });
+    log.length = 0;
+    await sn.remove(rec);
+    assert.deepEqual(log, ['free 10.0.1.0/24']);
+    const before = [...store.data.keys()].filter((k) => !k.includes('/applied/')).sort();
+    await assert.rejects(sn.create({ Name: 'bad', Driver: 'fakeplugin' }), /AllocateNetwork: no VNI left/);
+    assert.deepEqual([...store.data.keys()].filter((k) => !k.includes('/applied/')).sort(), before, 'nothing written');
     await sn.close();
   });
 });
