@@ -387,8 +387,7 @@ export class NetworkController implements NetworkService {
     const ep = spec.endpoints[n.Id];
     if (!ep) throw new ForbiddenError(`container ${spec.id} is not connected to the network ${n.Name}`);
     if (!netnsPath || !ep.ifname) {
-      // A running container's endpoint with no interface: said, since its kernel side (if any) is left to the journal.
-      if (netnsPath) console.error(`berthd: ${spec.id.slice(0, 12)}: disconnect from ${n.Name}: its endpoint has no interface recorded`);
+      if (netnsPath) console.error(`berthd: ${spec.id.slice(0, 12)}: disconnect from ${n.Name}: its endpoint has no interface recorded (the kernel is left to the journal)`);
       this.registry.changed([n.Id], spec.id);
       return { published };
     }
