@@ -27,9 +27,8 @@ async function startExec(api: ApiContext, ctx: RequestContext): Promise<void> {
   proc.stderr?.on('data', out(2));
   if (rec.OpenStdin) {
     if (head.length) proc.stdin.write(head);
-    socket.on('data', (d: Buffer) => proc.stdin.write(d));
-    socket.on('end', () => proc.stdin.end());
-    socket.resume();
+    // Bounded as attach's stdin is (containers.ts): a process that does not read stops the client.
+    socket.pipe(proc.stdin);
   } else {
     proc.stdin.end();
     socket.resume();
