@@ -302,6 +302,17 @@ describe('hostile bodies: 100 MB bodies and 1 MB headers on every route that tak
     await note('after a 100 MB manifest.json and Dockerfile');
   });
 
+  it('lets the docker CLI tell a refused import or load (the 400 import is no longer a 200 stream)', async () => {
+    const junk = ' '.repeat(MB);
+    const imp = await host.docker(['import', '-', 'hostile-cli'], junk);
+    assert.equal(imp.code, 1, imp.stdout);
+    assert.match(imp.stderr, /^Error response from daemon: invalid tar archive: This does not look like a tar archive/);
+    const load = await host.docker(['load'], junk);
+    assert.equal(load.code, 1, load.stdout);
+    assert.match(load.stderr, /^invalid image archive: This does not look like a tar archive/);
+    await unchanged('docker import and load of junk');
+  });
+
   it('accepts valid archives with one 100 MB member on load, import, build and cp, as Docker does, streaming them', async () => {
     const bigFile: Member = { name: 'big', size: BIG, body: filler(BIG, 0x61) };
     const layer = tarOf([bigFile]);
