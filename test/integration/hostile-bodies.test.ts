@@ -5,7 +5,7 @@ import { request, type ClientRequest } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { exec, TestHost } from './harness.js';
+import { exec, TestHost, waitFor } from './harness.js';
 
 /**
  * Bodies of 100 MB and headers of 1 MB on every route that takes a body that is not JSON (load,
@@ -395,6 +395,34 @@ describe('hostile bodies: 100 MB bodies and 1 MB headers on every route that tak
     // The container lived through it.
     assert.equal((await host.api('GET', '/containers/hb/json')).json?.State?.Running, true);
     await unchanged('stdin floods');
+  });
+
+  it('makes the process wait, not berthd hold, when a client does not read exec\'s output', async () => {
+    // 300 MB of output, bounded so that the process ends once the client has gone.
+    const created = await host.api('POST', '/containers/hb/exec', { Cmd: ['head', '-c', String(3 * BIG), '/dev/zero'], AttachStdout: true });
+    assert.equal(created.status, 201, created.body);
+    const s = connect(host.socket);
+    s.on('error', () => undefined);
+    const startBody = '{"Detach":false,"Tty":false}';
+    let got = 0;
+    const flowing = new Promise<void>((resolve) => {
+      const onData = (d: Buffer) => {
+        got += d.length;
+        // The answer and the first frames: the process runs and its output reaches the client.
+        if (got > MB) { s.off('data', onData); s.pause(); resolve(); }
+      };
+      s.on('data', onData);
+    });
+    s.write(`POST /exec/${created.json.Id}/start HTTP/1.1\r\nHost: berth\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Type: application/json\r\nContent-Length: ${startBody.length}\r\n\r\n${startBody}`);
+    await flowing;
+    // Unread, 300 MB took berthd past 1 GB in 4 s before it waited on the client.
+    await new Promise((r) => setTimeout(r, 3000));
+    const during = await rss();
+    rssLog.push(`while an exec's 300 MB of output went unread for 3 s: ${Math.round(during / 1024)} MB`);
+    s.destroy();
+    assert.ok(during - baseline < RSS_GROWTH_KB, `berthd grew from ${baseline} kB to ${during} kB holding output the client did not read`);
+    await waitFor(async () => (await host.api('GET', `/exec/${created.json.Id}/json`)).json?.Running === false, 'the exec to end once its client has gone', 30_000);
+    await unchanged('unread exec output');
   });
 
   it('refuses a 1 MB header, and headers summing past 1 MB, with a 431 on every route', async () => {
