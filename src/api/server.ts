@@ -20,6 +20,44 @@ import { traceRoutes } from './routes/trace.js';
 
 const VERSION_PREFIX = /^\/v(\d+\.\d+)(\/.*)$/;
 
+/**
+ * The most bytes of request line and headers berthd parses. Node's default is 16 KiB; Docker's
+ * is 1 MiB. The largest header the CLI sends, X-Registry-Config (every credential of the client's
+ * config, for a build), is a few kilobytes for a usual config: four times Node's default leaves
+ * room for many registries. Past it the request is refused before any handler runs: 431.
+ */
+export const HEADER_LIMIT = 64 * 1024;
+
+/**
+ * What Node's parser refuses, answered as berthd's other errors are (a JSON message) instead of
+ * Node's bare status line, so a client can tell berthd refused it and why.
+ */
+function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+  // The parser refuses every later chunk of a refused request too: those are read and dropped.
+  if (answered.has(socket)) return;
+  // A request whose handler runs already (a body that broke off mid-way): Node's own way, below.
+  const inFlight = (socket as unknown as { _httpMessage?: { headersSent?: boolean } | null })._httpMessage;
+  if (err.code === 'ECONNRESET' || !socket.writable || inFlight?.headersSent) {
+    socket.destroy();
+    return;
+  }
+  const [status, reason, message] = err.code === 'HPE_HEADER_OVERFLOW'
+    ? [431, 'Request Header Fields Too Large', `request headers too large: the request line and headers can be at most ${HEADER_LIMIT} bytes`]
+    : err.code === 'HPE_CHUNK_EXTENSIONS_OVERFLOW' ? [413, 'Payload Too Large', 'chunk extensions too large']
+    : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? [408, 'Request Timeout', 'request timeout']
+    : [400, 'Bad Request', `malformed HTTP request: ${err.code ?? err.message}`];
+  const body = JSON.stringify({ message }) + '\n';
+  answered.add(socket);
+  socket.end(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+  // Closing while the client still writes (the rest of a 1 MB header) resets the connection, and
+  // the client loses the answer before it reads it; Go's server waits too (rstAvoidanceDelay).
+  // With a handler running, its own answer must not follow this one: closed at once, as Node does.
+  if (inFlight) socket.destroy();
+  else setTimeout(() => socket.destroy(), 1000).unref();
+}
+
+const answered = new WeakSet<Duplex>();
+
 function compareVersions(a: string, b: string): number {
   const [a1, a2] = a.split('.').map(Number) as [number, number];
   const [b1, b2] = b.split('.').map(Number) as [number, number];
@@ -50,7 +88,8 @@ export class ApiServer {
 
   constructor(private readonly api: ApiContext, private readonly debug = false) {
     this.router = buildRouter(api);
-    this.server = createServer((req, res) => void this.handle(req, res));
+    this.server = createServer({ maxHeaderSize: HEADER_LIMIT }, (req, res) => void this.handle(req, res));
+    this.server.on('clientError', answerClientError);
     this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
       // Attach and exec start arrive here; the handler takes over the raw socket.
       void this.handle(req, new UpgradeResponse(socket) as unknown as ServerResponse, { socket, head });

@@ -5,7 +5,7 @@
  * whose key (parent image, instruction, inputs) was built before reuses that image.
  */
 import { createHash } from 'node:crypto';
-import { promises as fs } from 'node:fs';
+import { constants, promises as fs } from 'node:fs';
 import { join, normalize, posix } from 'node:path';
 import type { Engine } from '../engine/engine.js';
 import { readLogs } from '../engine/logs.js';
@@ -118,13 +118,36 @@ export function dockerignore(text: string): (rel: string) => boolean {
   };
 }
 
+/**
+ * The largest Dockerfile or .dockerignore read. Both are parsed whole, as strings: a 100 MB
+ * Dockerfile of blank lines took berthd to 1.4 GB. The rest of a context streams from disk at any size.
+ */
+export const BUILD_FILE_LIMIT = 4 * 1024 * 1024;
+
+async function readBounded(path: string, name: string): Promise<string> {
+  // A fifo in the context would block the open, and with it one of libuv's four threads, for good.
+  if (!(await fs.stat(path)).isFile()) throw new Error(`${name} is not a regular file`);
+  const fh = await fs.open(path, constants.O_RDONLY | constants.O_NONBLOCK);
+  try {
+    const { size } = await fh.stat();
+    if (size > BUILD_FILE_LIMIT) throw new BadRequestError(`${name} is too large (${size} bytes): it can be at most ${BUILD_FILE_LIMIT} bytes`);
+    return await fh.readFile('utf8');
+  } finally {
+    await fh.close();
+  }
+}
+
 export async function build(deps: BuildDeps, contextDir: string, o: BuildOptions, out: (text: string) => void): Promise<string> {
   const { images } = deps;
   const dfPath = await scopedPath(contextDir, o.dockerfile || 'Dockerfile', true);
-  const text = await fs.readFile(dfPath, 'utf8').catch(() => {
+  const text = await readBounded(dfPath, o.dockerfile || 'Dockerfile').catch((e: unknown) => {
+    if (e instanceof BadRequestError) throw e;
     throw new BadRequestError(`Cannot locate specified Dockerfile: ${o.dockerfile || 'Dockerfile'}`);
   });
-  const ignoreText = await fs.readFile(join(contextDir, '.dockerignore'), 'utf8').catch(() => '');
+  const ignoreText = await readBounded(join(contextDir, '.dockerignore'), '.dockerignore').catch((e: unknown) => {
+    if (e instanceof BadRequestError) throw e;
+    return '';
+  });
   const ignored = dockerignore(ignoreText);
   let steps = parseDockerfile(text);
   if (o.target) {

@@ -228,6 +228,8 @@ function archiveError(e: unknown, root: string): unknown {
   if (e instanceof BadRequestError || e instanceof NotFoundError) return e;
   const err = e as NodeJS.ErrnoException & { dest?: string };
   const inContainer = (p?: string) => (p && p.startsWith(root) ? p.slice(root.length) || '/' : p ?? '');
+  // zlib's codes (Z_DATA_ERROR, Z_BUF_ERROR): a gzip stream that is not one.
+  if (err.code?.startsWith('Z_')) return new BadRequestError(`error extracting the archive: gzip: ${err.message}`);
   if (err.code && ['ENAMETOOLONG', 'ENOENT', 'EEXIST', 'ENOTDIR', 'EISDIR', 'ELOOP', 'EINVAL', 'ENOTEMPTY', 'EMLINK', 'EXDEV', 'EPERM'].includes(err.code)) {
     return new BadRequestError(`error extracting the archive: ${err.code} at ${inContainer(err.path)}${err.dest ? ` (to ${inContainer(err.dest)})` : ''}`);
   }

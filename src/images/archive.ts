@@ -41,11 +41,21 @@ async function resolveInside(dir: string, rel: string): Promise<string> {
   return real;
 }
 
-/** Reads an entry of the archive (see resolveInside): never a file outside it. */
+/**
+ * The largest metadata file (manifest.json, index.json, an image config, an OCI manifest) berthd
+ * reads into memory. Layers stream from disk at any size; these are parsed whole, so a 100 MB
+ * manifest.json was held as a buffer and a string at once. Real ones are kilobytes (a registry
+ * refuses manifests over 4 MB); a config with a long history stays far below this.
+ */
+export const METADATA_LIMIT = 8 * 1024 * 1024;
+
+/** Reads an entry of the archive (see resolveInside): never a file outside it, never one past METADATA_LIMIT. */
 async function readInside(dir: string, rel: string): Promise<Buffer> {
   const real = await resolveInside(dir, rel);
   const fh = await fs.open(real, constants.O_RDONLY | constants.O_NOFOLLOW);
   try {
+    const { size } = await fh.stat();
+    if (size > METADATA_LIMIT) throw new BadRequestError(`invalid image archive: ${rel} is too large (${size} bytes): metadata can be at most ${METADATA_LIMIT} bytes`);
     return await fh.readFile();
   } finally {
     await fh.close();

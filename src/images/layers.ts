@@ -6,6 +6,8 @@ import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip, type Gunzip } from 'node:zlib';
 import { run, runOk } from '../util/exec.js';
+import { BadRequestError } from '../util/errors.js';
+import { untar } from '../util/untar.js';
 
 /**
  * Content-addressed layers, each stored once under its diff id (sha256 of the uncompressed tar)
@@ -134,7 +136,11 @@ export class LayerStore {
     try {
       if (compression === 'none' || compression === 'gzip') {
         const stages: NodeJS.ReadWriteStream[] = compression === 'gzip' ? [createGunzip()] : [];
-        await pipeline([createReadStream(path), ...stages, hasher, createWriteStream(tmpTar, { mode: 0o600 })] as unknown as Parameters<typeof pipeline>[0][]);
+        await pipeline([createReadStream(path), ...stages, hasher, createWriteStream(tmpTar, { mode: 0o600 })] as unknown as Parameters<typeof pipeline>[0][]).catch((e: NodeJS.ErrnoException) => {
+          // zlib's codes (Z_DATA_ERROR, Z_BUF_ERROR) are the data's fault: the client's.
+          if (e.code?.startsWith('Z_')) throw new BadRequestError(`invalid tar archive: gzip: ${e.message}`);
+          throw e;
+        });
       } else {
         const tool = { bzip2: 'bzip2', xz: 'xz', zstd: 'zstd' }[compression];
         const child = spawn(tool, ['-dc', path], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -142,7 +148,7 @@ export class LayerStore {
         child.stderr.on('data', (d: Buffer) => { err += d.toString(); });
         const done = new Promise<number>((r) => child.on('close', (c) => r(c ?? 1)));
         await pipeline(child.stdout, hasher, createWriteStream(tmpTar, { mode: 0o600 }));
-        if ((await done) !== 0) throw new Error(`${tool}: ${err.trim()}`);
+        if ((await done) !== 0) throw new BadRequestError(`invalid tar archive: ${tool}: ${err.trim()}`);
       }
       const diffId = `sha256:${hasher.hash.digest('hex')}`;
       if (expected && expected !== diffId) {
@@ -182,7 +188,7 @@ export class LayerStore {
   private async install(diffId: string, tarFile: string, size: number): Promise<void> {
     const staging = await this.staging(diffId);
     try {
-      await runOk('tar', ['--numeric-owner', '-xpf', tarFile, '-C', join(staging, 'root')]);
+      await untar(tarFile, join(staging, 'root'), ['--numeric-owner', '-p']);
       await convertWhiteouts(join(staging, 'root'));
       await fs.rename(tarFile, join(staging, 'layer.tar'));
       await fs.writeFile(join(staging, 'complete'), JSON.stringify({ size } satisfies LayerMeta));

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { BadRequestError, ConflictError, NotFoundError } from '../util/errors.js';
-import { runOk } from '../util/exec.js';
+import { untar } from '../util/untar.js';
 import { sha256Hex, shortId } from '../util/ids.js';
 import { readJson, writeJsonAtomic } from '../store/atomic.js';
 import { applyChanges } from './changes.js';
@@ -184,9 +184,10 @@ export class LocalImageStore implements ImageStore {
     try {
       const spooled = await this.layers.spool(tar);
       try {
-        await runOk('tar', ['-xf', spooled, '-C', dir, '--no-same-owner']);
+        await untar(spooled, dir, ['--no-same-owner']);
       } catch (e) {
-        throw new BadRequestError(`invalid image archive: ${(e as Error).message}`);
+        if (!(e instanceof BadRequestError)) throw e;
+        throw new BadRequestError(`invalid image archive: ${e.message.replace(/^invalid tar archive: /, '')}`);
       } finally {
         await fs.rm(spooled, { force: true });
       }

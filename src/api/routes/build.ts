@@ -2,7 +2,7 @@
 import { promises as fs } from 'node:fs';
 import { build, BuildError } from '../../builder/builder.js';
 import { BadRequestError, errorMessage } from '../../util/errors.js';
-import { runOk } from '../../util/exec.js';
+import { untar } from '../../util/untar.js';
 import type { ApiContext } from '../context.js';
 import { boolParam } from '../http.js';
 import type { RequestContext, Router } from '../router.js';
@@ -44,8 +44,9 @@ export function buildRoutes(r: Router, api: ApiContext): void {
       const fh = await fs.open(spool, 'w');
       try { for await (const c of ctx.req) await fh.write(c as Buffer); } finally { await fh.close(); }
       // GNU tar detects gzip/bzip2/xz contexts by itself.
-      await runOk('tar', ['-xf', spool, '-C', dir, '--no-same-owner', '--no-same-permissions']).catch((e) => {
-        throw new BadRequestError(`invalid build context: ${errorMessage(e)}`);
+      await untar(spool, dir, ['--no-same-owner', '--no-same-permissions']).catch((e: unknown) => {
+        if (!(e instanceof BadRequestError)) throw e;
+        throw new BadRequestError(`invalid build context: ${e.message.replace(/^invalid tar archive: /, '')}`);
       });
       const id = await build({
         engine: api.engine, images, root: api.info.root,

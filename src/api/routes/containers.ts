@@ -220,9 +220,10 @@ async function attachRoute(api: ApiContext, ctx: RequestContext): Promise<void> 
   session.onOutput(write);
   if (wantStdin) {
     if (head.length) session.stdin.write(head);
-    socket.on('data', (d: Buffer) => session.stdin.write(d));
-    // The client half-closes after its stdin ended: pass that on as EOF.
-    socket.on('end', () => session.stdin.end());
+    // pipe() waits for the container to read, as Docker's io.Copy does: a container that never
+    // reads its stdin stops the client, instead of berthd holding all it sends. The client's
+    // half-close (its stdin ended) is passed on as EOF.
+    socket.pipe(session.stdin);
   } else {
     socket.resume();
   }

@@ -22,14 +22,21 @@ async function startExec(api: ApiContext, ctx: RequestContext): Promise<void> {
     return;
   }
   const { socket, head } = hijack(ctx, tty ? RAW_STREAM : MULTIPLEXED_STREAM);
-  const out = (stream: 1 | 2) => (d: Buffer) => { if (socket.writable) socket.write(tty ? d : frame(stream, d)); };
-  proc.stdout.on('data', out(1));
-  proc.stderr?.on('data', out(2));
+  // A client that does not read makes the process wait on its output, as Docker's io.Copy does:
+  // writing on regardless held all of `cat /dev/zero` in berthd (1 GB in 4 s).
+  const out = (stream: 1 | 2, src: NodeJS.ReadableStream) => (d: Buffer) => {
+    if (!socket.writable || socket.write(tty ? d : frame(stream, d))) return;
+    src.pause();
+    const resume = () => { socket.off('drain', resume); socket.off('close', resume); src.resume(); };
+    socket.on('drain', resume);
+    socket.on('close', resume);
+  };
+  proc.stdout.on('data', out(1, proc.stdout));
+  if (proc.stderr) proc.stderr.on('data', out(2, proc.stderr));
   if (rec.OpenStdin) {
     if (head.length) proc.stdin.write(head);
-    socket.on('data', (d: Buffer) => proc.stdin.write(d));
-    socket.on('end', () => proc.stdin.end());
-    socket.resume();
+    // Bounded as attach's stdin is (containers.ts): a process that does not read stops the client.
+    socket.pipe(proc.stdin);
   } else {
     proc.stdin.end();
     socket.resume();

@@ -35,17 +35,15 @@ async function createImage(api: ApiContext, ctx: RequestContext): Promise<void> 
     // change or name is a 400, not a 200 whose body ends in an error.
     applyChanges({}, changes);
     if (repoTag) parseReference(repoTag);
+    // Nothing is sent before the archive is in: a refused one is then the error's own status (a
+    // 400 for a bad tar), as Docker answers an import that failed before its output was flushed.
+    const img = await api.engine.images.importRootfs(ctx.req, {
+      repoTag,
+      changes, message: q.get('message') ?? undefined, platform: q.get('platform') ?? undefined,
+    });
+    api.engine.events.emit('image', 'import', img.id);
     const out = jsonStream(ctx);
-    try {
-      const img = await api.engine.images.importRootfs(ctx.req, {
-        repoTag,
-        changes, message: q.get('message') ?? undefined, platform: q.get('platform') ?? undefined,
-      });
-      api.engine.events.emit('image', 'import', img.id);
-      out.send({ status: img.id });
-    } catch (e) {
-      out.fail(e);
-    }
+    out.send({ status: img.id });
     out.end();
     return;
   }
