@@ -69,7 +69,8 @@ export class Engine extends Lifecycle {
         const st = await this.o.runtime.state(c.Id).catch(() => ({ status: 'running' as const, pid: 0 }));
         if (st && (st.status === 'running' || st.status === 'paused')) {
           this.waits.expectExit(c.Id);
-          const code = await this.o.runtime.exitCode(c.Id);
+          // Only an exit recorded since this run began ends it: a stale one (an earlier run's) would kill it.
+          const code = await this.o.runtime.exitCode(c.Id, Date.parse(c.State.StartedAt));
           if (code !== undefined) await this.handleExit(c.Id, code);
           else {
             this.o.runtime.adopt(c.Id, this.records.bundleDir(c.Id), st.pid);

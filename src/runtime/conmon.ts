@@ -101,9 +101,17 @@ export class ConmonRuntime implements ContainerRuntime {
     this.exitCallbacks.push(cb);
   }
 
-  async exitCode(id: string): Promise<number | undefined> {
+  async exitCode(id: string, since?: number): Promise<number | undefined> {
     try {
-      const text = (await fs.readFile(join(this.opts.exitDir, id), 'utf8')).trim();
+      const file = join(this.opts.exitDir, id);
+      // Written before the run began: an earlier run's, which must not end this one (nor make a
+      // watch take it for this run's): it goes.
+      if (since !== undefined && (await fs.stat(file)).mtimeMs < since) {
+        console.error(`berthd: ${id.slice(0, 12)}: an exit recorded before its run began is an earlier run's: removed`);
+        await fs.rm(file, { force: true });
+        return undefined;
+      }
+      const text = (await fs.readFile(file, 'utf8')).trim();
       if (text === '') return undefined;
       const code = Number.parseInt(text, 10);
       return Number.isNaN(code) ? undefined : code;
@@ -277,8 +285,12 @@ export class ConmonRuntime implements ContainerRuntime {
   }
 
   async delete(id: string): Promise<void> {
-    // The run has ended (its exit is being handled) or the container goes: nothing left to watch.
+    // The run has ended (its exit is being handled) or the container goes: nothing left to watch,
+    // and its monitor's own exit, which may come later, is no news (chaos verdict "running,
+    // untouched, exited 255": a late look at an ended run wrote 255 after the next run's start had
+    // cleared the exit directory, and a later berthd restart read it as the new run's exit).
     this.exits.forget(id);
+    this.monitors.delete(id);
     // runc's whole record of a container is its directory under runc's root: without one (the
     // exit's delete came first, as for every `rm` of a container that ran) runc would only answer
     // "does not exist", after a start of its own (~4 ms). Its cgroups are looked after either way.

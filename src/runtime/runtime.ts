@@ -72,8 +72,8 @@ export interface ContainerRuntime {
   pids(id: string): Promise<number[]>;
   /** Called once per container exit with its exit code, also for exits that happened while berthd was down. */
   onExit(cb: (id: string, exitCode: number) => void): void;
-  /** The recorded exit code, if the container has exited. */
-  exitCode(id: string): Promise<number | undefined>;
+  /** The recorded exit code, if the container has exited; with `since` (ms), one recorded before it is an earlier run's, removed. */
+  exitCode(id: string, since?: number): Promise<number | undefined>;
   clearExit(id: string): Promise<void>;
   /** After a daemon restart: takes over watching a running container (its monitor may be gone); `initPid` as runc reported it, 0 if unknown. */
   adopt(id: string, bundle: string, initPid: number): void;

@@ -159,6 +159,28 @@ describe(`berthd killed mid-operation (seed ${seed})`, () => {
     await checkInvariants();
   });
 
+  it('an exit recorded before a run began (an earlier run\'s, left behind) does not end that run at a berthd restart', async () => {
+    const id = await host.runDetached({ Cmd: ['sleep', '300'], HostConfig: { NetworkMode: 'none', RestartPolicy: { Name: 'always' } } }, 'staleexit');
+    const before = (await host.api('GET', `/containers/${id}/json`)).json.State;
+    // What a late look at the previous run could leave (chaos: "running, untouched, exited 255").
+    const file = join(host.root, 'exits', id);
+    await fs.writeFile(file, '255');
+    const past = new Date(Date.parse(before.StartedAt) - 5000);
+    await fs.utimes(file, past, past);
+    await host.stopDaemon('SIGKILL');
+    await host.startDaemon();
+    const after = (await host.api('GET', `/containers/${id}/json`)).json;
+    assert.equal(after.State.Status, 'running', JSON.stringify(after.State));
+    assert.equal(after.State.Pid, before.Pid, 'the run was replaced');
+    assert.equal(after.RestartCount, 0);
+    assert.equal(existsSync(file), false, 'the stale exit stayed');
+    // Its real end is still seen.
+    assert.equal((await host.api('POST', `/containers/${id}/stop?t=1`)).status, 204);
+    assert.equal((await host.api('GET', `/containers/${id}/json`)).json.State.Running, false);
+    assert.equal((await host.api('DELETE', `/containers/${id}?force=1`)).status, 204);
+    await checkInvariants();
+  });
+
   it('a disconnect takes the published port off the freed address and moves it to the next network', async () => {
     const id = await host.runDetached({ Cmd: ['sleep', '300'], ExposedPorts: { '80/tcp': {} }, HostConfig: { NetworkMode: 'cra', PortBindings: { '80/tcp': [{ HostPort: '18500' }] } } }, 'pubmove');
     const ipA = (await host.api('GET', `/containers/${id}/json`)).json.NetworkSettings.Networks.cra.IPAddress as string;
