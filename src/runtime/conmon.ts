@@ -356,6 +356,8 @@ export class ConmonRuntime implements ContainerRuntime {
       const session: AttachSession = {
         stdin: helper.stdin,
         onOutput: (cb) => { listeners.push(cb); },
+        pause: () => { helper.stdout.pause(); },
+        resume: () => { helper.stdout.resume(); },
         closed,
         close: () => { helper.kill('SIGTERM'); },
       };

@@ -6,6 +6,9 @@ export interface AttachSession {
   stdin: Writable;
   /** Called for every chunk of output, with 1 for stdout and 2 for stderr. */
   onOutput(cb: (stream: 1 | 2, data: Buffer) => void): void;
+  /** Stops and restarts the output while a slow client catches up: what is not read waits in the kernel, not in berthd. */
+  pause(): void;
+  resume(): void;
   /** Resolves when the container's side closes (it exited) or close() was called. */
   closed: Promise<void>;
   close(): void;

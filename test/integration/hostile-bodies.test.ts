@@ -425,6 +425,31 @@ describe('hostile bodies: 100 MB bodies and 1 MB headers on every route that tak
     await unchanged('unread exec output');
   });
 
+  it('makes the container wait, not berthd hold, when an attach client does not read its output', async () => {
+    // Output that begins once the client is attached: 300 MB, then quiet.
+    const id = await host.runDetached({ Image: 'busybox', Cmd: ['sh', '-c', `sleep 2; head -c ${3 * BIG} /dev/zero; sleep 3600`] }, 'hbattach');
+    const s = connect(host.socket);
+    s.on('error', () => undefined);
+    let got = 0;
+    const flowing = new Promise<void>((resolve) => {
+      const onData = (d: Buffer) => {
+        got += d.length;
+        if (got > MB) { s.off('data', onData); s.pause(); resolve(); }
+      };
+      s.on('data', onData);
+    });
+    s.write(`POST /containers/${id}/attach?stream=1&stdout=1 HTTP/1.1\r\nHost: berth\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n`);
+    await flowing;
+    // Unread, 300 MB took berthd from 86 to 331 MB in 4 s before the attach waited on its client.
+    await new Promise((r) => setTimeout(r, 3000));
+    const during = await rss();
+    rssLog.push(`while an attach's 300 MB of output went unread for 3 s: ${Math.round(during / 1024)} MB`);
+    s.destroy();
+    assert.ok(during - baseline < RSS_GROWTH_KB, `berthd grew from ${baseline} kB to ${during} kB holding output the attach client did not read`);
+    assert.equal((await host.api('DELETE', `/containers/${id}?force=1`)).status, 204);
+    await unchanged('unread attach output');
+  });
+
   it('refuses a 1 MB header, and headers summing past 1 MB, with a 431 on every route', async () => {
     const routes = [
       'POST /images/load', 'POST /images/create?fromSrc=-', 'POST /build', 'PUT /containers/hb/archive?path=/tmp',

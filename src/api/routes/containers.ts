@@ -217,7 +217,18 @@ async function attachRoute(api: ApiContext, ctx: RequestContext): Promise<void> 
   } finally {
     socket.off('close', onEarlyClose);
   }
-  session.onOutput(write);
+  // A client that does not read holds the container's output back (the attach helper stops
+  // reading conmon's socket) instead of berthd keeping all of it: 86 → 331 MB in 4 s before.
+  const attached = session;
+  let paused = false;
+  session.onOutput((stream, data) => {
+    write(stream, data);
+    if (socket.writableNeedDrain && !paused) {
+      paused = true;
+      attached.pause();
+      socket.once('drain', () => { paused = false; attached.resume(); });
+    }
+  });
   if (wantStdin) {
     if (head.length) session.stdin.write(head);
     // pipe() waits for the container to read, as Docker's io.Copy does: a container that never
