@@ -4,6 +4,13 @@ import { ApiError, BadRequestError, errorMessage } from '../util/errors.js';
 export const API_VERSION = '1.41';
 export const MIN_API_VERSION = '1.12';
 
+/** Orders two API versions ("1.41"): negative, zero or positive. */
+export function compareVersions(a: string, b: string): number {
+  const [a1, a2] = a.split('.').map(Number) as [number, number];
+  const [b1, b2] = b.split('.').map(Number) as [number, number];
+  return a1 - b1 || a2 - b2;
+}
+
 export function sendJson(res: ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body) + '\n';
   res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text) });

@@ -3,7 +3,7 @@ import { promises as fs } from 'node:fs';
 import type { Duplex } from 'node:stream';
 import { BadRequestError, NotFoundError } from '../util/errors.js';
 import type { ApiContext } from './context.js';
-import { API_VERSION, MIN_API_VERSION, sendError } from './http.js';
+import { API_VERSION, MIN_API_VERSION, compareVersions, sendError } from './http.js';
 import { Router, type RequestContext } from './router.js';
 import { containerRoutes } from './routes/containers.js';
 import { execRoutes } from './routes/exec.js';
@@ -57,12 +57,6 @@ function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
 }
 
 const answered = new WeakSet<Duplex>();
-
-function compareVersions(a: string, b: string): number {
-  const [a1, a2] = a.split('.').map(Number) as [number, number];
-  const [b1, b2] = b.split('.').map(Number) as [number, number];
-  return a1 - b1 || a2 - b2;
-}
 
 export function buildRouter(api: ApiContext): Router {
   const r = new Router();

@@ -131,6 +131,20 @@ describe('API semantics: Docker 20.10 validation, swarm-inactive answers, bounde
     }
   });
 
+  it('refuses a start with a HostConfig body as Docker 1.24+ does, and takes an empty object or none', async () => {
+    const created = await host.api('POST', '/containers/create?name=startbody', { Image: 'busybox', Cmd: ['sleep', '300'], HostConfig: { NetworkMode: 'none' } });
+    assert.equal(created.status, 201, created.body);
+    const refused = await host.api('POST', '/containers/startbody/start', { Privileged: true });
+    assert.equal(refused.status, 400, refused.body);
+    assert.equal(refused.json.message, 'starting container with non-empty request body was deprecated since API v1.22 and removed in v1.24');
+    assert.equal((await host.api('GET', '/containers/startbody/json')).json.State.Status, 'created');
+    // Before 1.24 such a body was accepted (its HostConfig, which berth never applied, is ignored here).
+    assert.equal((await host.api('POST', '/v1.23/containers/startbody/start', { Privileged: true })).status, 204);
+    assert.equal((await host.api('POST', '/containers/startbody/stop?t=0')).status, 204);
+    assert.equal((await host.api('POST', '/containers/startbody/start', {})).status, 204);
+    assert.equal((await host.api('DELETE', '/containers/startbody?force=1')).status, 204);
+  });
+
   it('refuses volume names Docker cannot make, and makes a valid one', async () => {
     await expect('POST', '/volumes/create', { Name: 'v'.repeat(10_000) }, 400, /^create v{64}\.\.\.: volume name is too long \(10000 bytes\)/);
     await expect('POST', '/volumes/create', { Name: 'v' }, 400, 'create v: volume name is too short, names should be at least two alphanumeric characters');

@@ -10,7 +10,7 @@ import type { ApiContext } from '../context.js';
 import { humanDuration } from '../human.js';
 import { frame, hijack, MULTIPLEXED_STREAM, RAW_STREAM } from '../hijack.js';
 import {
-  boolParam, checkFilterKeys, intParam, labelsMatch, parseFilters, readJsonBody, sendEmpty, sendError, sendJson,
+  boolParam, checkFilterKeys, compareVersions, intParam, labelsMatch, parseFilters, readJsonBody, sendEmpty, sendError, sendJson,
 } from '../http.js';
 import type { RequestContext, Router } from '../router.js';
 import { networkNames, networkSettings, primaryNetworkName } from '../views/network.js';
@@ -346,6 +346,12 @@ export function containerRoutes(r: Router, api: ApiContext): void {
     sendJson(ctx.res, 200, { ...containerInspect(api, c), ...(boolParam(ctx.query.get('size')) ? await e.containerSizes(c) : {}) });
   });
   r.post('/containers/{id}/start', async (ctx) => {
+    // Docker's rule (postContainersStart): a body that could hold a JSON object (over 7 bytes, or of
+    // unknown length) was a HostConfig before API 1.24 and is refused since.
+    const length = Number(ctx.req.headers['content-length'] ?? 0);
+    if ((length > 7 || /chunked/i.test(String(ctx.req.headers['transfer-encoding'] ?? ''))) && compareVersions(ctx.version, '1.24') >= 0) {
+      throw new BadRequestError('starting container with non-empty request body was deprecated since API v1.22 and removed in v1.24');
+    }
     await e.start(ctx.params.id!);
     sendEmpty(ctx.res, 204);
   });
