@@ -312,6 +312,7 @@ export class SwarmNetworks implements OverlayPlane {
       if (t.claimsOf) claimsOf.add(t.claimsOf);
       if (t.net || t.endpointsOf || e.key.startsWith(`${ROOT}services/`) || e.key.startsWith(`${ROOT}tasks/`)) relevant = Math.max(relevant, e.modRevision);
     }
+    this.withdrawUnclaimed(events);
     for (const id of nets) await this.applyNetwork(id, false).catch(this.failedNetwork(id));
     for (const id of new Set([...endpointsOf, ...claimsOf])) this.mirrorAllocations(id);
     const changed = [...endpointsOf].filter((id) => this.host.network(id) && !this.dirty.has(id));
@@ -325,6 +326,25 @@ export class SwarmNetworks implements OverlayPlane {
     await this.tellFollowers(events, false);
     if (relevant) await this.publish(relevant);
     this.checkWaiters();
+  }
+
+  /**
+   * An endpoint of this host's in the store that it neither holds nor is claiming: a claim whose
+   * answer was lost (its transaction timed out while quorum was lost, so the join failed and was
+   * undone here, and it committed once quorum came back). Left alone it stood as a peer on every
+   * host until this one listed again (chaos across hosts, seed 4242, cycles 11 to 14): withdrawn.
+   */
+  private withdrawUnclaimed(events: WatchEvent<unknown>[]): void {
+    let found = false;
+    for (const e of events) {
+      if (e.type !== 'put' || !e.key.startsWith(K.endpoints)) continue;
+      const r = e.value as EndpointRecord;
+      if (r.Node !== this.me || this.mine.has(r.EndpointID) || this.pending.has(r.EndpointID)) continue;
+      this.log(`overlay: endpoint ${r.EndpointID.slice(0, 12)} (${r.IP}) is in the store but no longer this host's: withdrawn`);
+      this.withdrawals.add(K.endpoint(r.Network, r.EndpointID)).add(K.address(r.Network, r.IP));
+      found = true;
+    }
+    if (found) this.withdrawSoon(0);
   }
 
   private async tellFollowers(events: WatchEvent<unknown>[], full: boolean): Promise<void> {

@@ -381,6 +381,30 @@ describe('swarm networks: the store side', () => {
     await sn.close();
   });
 
+  it('a claim that failed here but committed later (its answer lost while quorum was lost) is withdrawn when it shows up', async () => {
+    const { store, sn } = await startedWithN1();
+    const realTxn = store.txn.bind(store);
+    let late: (() => Promise<unknown>) | undefined;
+    // The store takes the claim but its answer never comes: the join fails and is undone.
+    store.txn = async (cmp, puts, deletes) => {
+      if (puts.length && !late) { late = () => realTxn(cmp, puts, deletes); throw new Error('context deadline exceeded'); }
+      return realTxn(cmp, puts, deletes);
+    };
+    const ep = { endpointId: 'e9', ip: '10.0.1.9', mac: '02:42:0a:00:01:09', containerId: 'c9', name: 'lost', aliases: [] };
+    await assert.rejects(sn.claim(net('n1'), ep), /deadline/);
+    assert.equal(await sn.release(net('n1'), 'e9'), undefined);
+    // Quorum back: the claim commits after all.
+    await late!();
+    assert.ok(store.data.has(K.endpoint('n1', 'e9')));
+    await waitUntil(() => !store.data.has(K.endpoint('n1', 'e9')) && !store.data.has(K.address('n1', '10.0.1.9')), 5000);
+    assert.deepEqual(sn.peers('n1'), []);
+    // A claim of this host's that succeeds is not taken for one.
+    await sn.claim(net('n1'), { ...ep, endpointId: 'e10', ip: '10.0.1.10' });
+    await settle();
+    assert.ok(store.data.has(K.endpoint('n1', 'e10')), 'a live claim was withdrawn');
+    await sn.close();
+  });
+
   it("a host that lapsed keeps its addresses: no other host allocates them, and its return never overwrites another's claim", async () => {
     const store = new MemStore();
     const b0 = { Network: 'n1', EndpointID: 'eb', IP: '10.0.1.9', Mac: '02:42:0a:00:01:09', Node: 'B', Vtep: '10.99.0.2', Name: 'b0', Aliases: [], ContainerID: 'cb' };
