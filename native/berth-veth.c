@@ -226,7 +226,9 @@ static int get_string(napi_env env, napi_value obj, const char *key, char *out, 
     return required ? -1 : 0;
   }
   size_t n = 0;
-  if (type != napi_string || napi_get_value_string_utf8(env, v, out, size, &n) != napi_ok || n == 0 || n >= size - 1) return -1;
+  /* The whole length first: a copy that fills the buffer may have been cut. */
+  if (type != napi_string || napi_get_value_string_utf8(env, v, NULL, 0, &n) != napi_ok || n == 0 || n >= size) return -1;
+  if (napi_get_value_string_utf8(env, v, out, size, &n) != napi_ok) return -1;
   return 1;
 }
 

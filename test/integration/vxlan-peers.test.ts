@@ -36,12 +36,13 @@ describe('overlay peers over rtnetlink', () => {
   });
 
   it('adds, moves and removes remote endpoints as bridge and ip would have', async () => {
-    const a = { ip: '10.210.0.5', mac: '02:42:0a:d2:00:05', vtep: '10.99.0.2' };
+    // Addresses of 15 characters, the longest IPv4 has.
+    const a = { ip: '192.168.100.205', mac: '02:42:0a:d2:00:05', vtep: '192.168.200.202' };
     const b = { ip: '10.210.0.6', mac: '02:42:0a:d2:00:06', vtep: '10.99.0.3' };
     assert.deepEqual(await program('btvxlan-peers01', [a, b], []), { code: 0, stderr: '' });
     assert.deepEqual(await kernelPeers(), {
-      fdb: [`${a.mac} ${a.vtep} permanent`, `${b.mac} ${b.vtep} permanent`],
-      neigh: [`${a.ip} ${a.mac} PERMANENT`, `${b.ip} ${b.mac} PERMANENT`],
+      fdb: [`${a.mac} ${a.vtep} permanent`, `${b.mac} ${b.vtep} permanent`].sort(),
+      neigh: [`${a.ip} ${a.mac} PERMANENT`, `${b.ip} ${b.mac} PERMANENT`].sort(),
     });
     // b moved to another host: its FDB entry is replaced, the old destination deleted without its neighbour.
     const moved = { ...b, vtep: '10.99.0.4' };
