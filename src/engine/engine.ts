@@ -84,7 +84,9 @@ export class Engine extends Lifecycle {
         }
         continue;
       }
-      // runc may hold a container that a crash kept the record from knowing was created or started.
+      // runc may hold a container that a crash kept the record from knowing was created or started,
+      // and the monitor of that start may still be creating it.
+      await this.o.runtime.endStrayMonitor(c.Id, this.records.bundleDir(c.Id));
       await this.o.runtime.delete(c.Id).catch((e) => console.error(`berthd: runc delete ${shortId(c.Id)}: ${errorMessage(e)}`));
       // A back-off the previous berthd did not live to finish: exited now; the policy decides again at daemon start.
       const wasRestarting = c.State.Restarting;

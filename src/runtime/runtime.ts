@@ -80,6 +80,8 @@ export interface ContainerRuntime {
   clearExit(id: string): Promise<void>;
   /** After a daemon restart: takes over watching a running container (its monitor may be gone); `initPid` as runc reported it, 0 if unknown. */
   adopt(id: string, bundle: string, initPid: number): void;
+  /** After a daemon restart, for a container not recorded as running: ends a monitor the previous berthd started for it (and what that monitor was still running). */
+  endStrayMonitor(id: string, bundle: string): Promise<void>;
   close(): void;
 }
 

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ConmonRuntime } from '../../src/runtime/conmon.js';
+import { processAlive } from '../../src/runtime/exitwatch.js';
 
 /**
  * Found by `npm run chaos` (seed 20261204, cycles 7 and 268): a `runc create` killed after it had
@@ -50,5 +51,40 @@ describe('a runtime killed during create after starting the init', () => {
     // conmon's exit is reported as the container's (255: no exit code was recorded).
     await new Promise((r) => setTimeout(r, 500));
     runtime.close();
+  });
+
+  it('after a restart, the monitor of a start that was never recorded is ended with the runtime it is still waiting on', async () => {
+    const marker = join(dir, 'slow.pid');
+    const runc = join(dir, 'runc-slow');
+    // A "create" still under way when berthd was killed: it would finish long after the restart.
+    await fs.writeFile(runc, `#!/bin/sh\ncase " $* " in *" create "*) echo $$ > ${marker}; sleep 300 ;; *" state "*) echo "container does not exist" >&2; exit 1 ;; esac\nexit 0\n`, { mode: 0o755 });
+    const bundle = join(dir, 'bundle-slow');
+    await fs.mkdir(bundle, { recursive: true });
+    const opts = { runcRoot: join(dir, 'root'), exitDir: join(dir, 'exits'), attachHelper: '/bin/false', runcPath: runc };
+    const killed = new ConmonRuntime(opts);
+    await killed.init();
+    const id = 'e'.repeat(64);
+    const pending = killed.create({ id, name: 'stray', bundle, logPath: join(dir, 'stray.log'), tty: false, openStdin: false, leaveStdinOpen: false });
+    pending.catch(() => undefined);
+    let runtimePid = 0;
+    for (let i = 0; i < 100 && !runtimePid; i++) {
+      runtimePid = Number(await fs.readFile(marker, 'utf8').catch(() => '0'));
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.ok(runtimePid > 0, 'the stand-in create never ran');
+    const conmonPid = Number(await fs.readFile(join(bundle, 'conmon.pid'), 'utf8'));
+    killed.close();
+    // The next berthd, with no record of that start.
+    const next = new ConmonRuntime(opts);
+    await next.init();
+    await next.endStrayMonitor(id, bundle);
+    // Alive and not a zombie (a killed child waits for its new parent to reap it).
+    const alive = processAlive;
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(alive(conmonPid), false, 'the stray conmon lives on');
+    assert.equal(alive(runtimePid), false, 'the create it waited on lives on');
+    // One that is not this container's (or no longer alive) is left alone.
+    await next.endStrayMonitor('d'.repeat(64), bundle);
+    next.close();
   });
 });
