@@ -54,6 +54,14 @@ export class Orchestrator {
         this.kick();
         return;
       }
+      if (cur && !this.leaderRev && cur.value.Node === this.session.state.nodeId) {
+        // Ours, yet this process does not lead: a campaign whose answer was lost (its write timed
+        // out while quorum was lost and committed once it came back), or a previous berthd's. Kept,
+        // it made every manager stand down while this host's lease lived (chaos across hosts, seed
+        // 4242: no task for seven cycles). Given up, so the next campaign starts clean.
+        await store.txn([{ key: SK.leader, target: 'Mod', value: cur.modRevision }], [], [SK.leader]);
+        return;
+      }
       if (cur) return this.stepDown();
       const leaseId = await lease.grant();
       const r = await store.txn([{ key: SK.leader, target: 'Create', value: 0 }], [{ key: SK.leader, value: { Node: this.session.state.nodeId }, lease: leaseId }]);

@@ -408,6 +408,45 @@ describe('the orchestrator\'s writes', () => {
   });
 });
 
+describe('the orchestrator\'s leadership', () => {
+  it('a leader key of its own that this process does not hold (a campaign whose answer was lost) is given up and taken again', async () => {
+    const { Orchestrator } = await import('../../src/cluster/orchestrator.js');
+    const { SK } = await import('../../src/cluster/services.js');
+    let leader: { value: unknown; mod: number } | undefined;
+    let rev = 10;
+    let lostAnswers = 1;
+    const store = {
+      get: async (key: string) => (key === SK.leader && leader ? { value: leader.value, modRevision: leader.mod } : undefined),
+      txn: async (cmp: Array<{ key: string; target: string; value: number }>, puts: Array<{ key: string; value: unknown }>, dels: string[] = []) => {
+        if (puts[0]?.key === SK.leader) {
+          if (leader) return { ok: false, revision: rev };
+          leader = { value: puts[0].value, mod: ++rev };
+          // The write is taken, its answer lost (quorum came back after the client gave up).
+          if (lostAnswers-- > 0) throw new Error('context deadline exceeded');
+          return { ok: true, revision: rev };
+        }
+        if (dels.includes(SK.leader)) {
+          if (cmp[0] && leader && cmp[0].value !== leader.mod) return { ok: false, revision: rev };
+          leader = undefined;
+          return { ok: true, revision: ++rev };
+        }
+        return { ok: true, revision: ++rev };
+      },
+      readMany: async () => [new Map(), new Map(), new Map(), new Map()],
+      watchBatches: async () => async () => undefined,
+    };
+    const session = { store, lease: { grant: async () => '1' }, state: { role: 'manager', nodeId: 'n1' } };
+    const o = new Orchestrator(session as never, () => undefined);
+    o.start();
+    try {
+      for (let i = 0; i < 400 && !o.leading; i++) await new Promise((r) => setTimeout(r, 10));
+      assert.ok(o.leading, 'the manager never led: its own lost campaign held the key');
+    } finally {
+      await o.close();
+    }
+  });
+});
+
 async function waitUntil(ok: () => boolean): Promise<void> {
   for (let i = 0; i < 200 && !ok(); i++) await new Promise((r) => setTimeout(r, 10));
   assert.ok(ok(), 'timed out');
