@@ -5,7 +5,7 @@ import { nftApply } from '../kernel/nft.js';
 import { run } from '../util/exec.js';
 import { errorMessage } from '../util/errors.js';
 import { forEachLimited } from '../util/serial.js';
-import { arrange, changedVips, countersOf, elementArgs, lbScript, parseCounters, LB_TABLE, type VipEntry } from './lbtable.js';
+import { arrange, changedVips, countersOf, elementArgs, hitKey, lbScript, parseCounters, LB_TABLE, type VipEntry } from './lbtable.js';
 
 export { arrange, countersOf, lbScript, lbTable, parseCounters, LB_TABLE, type VipEntry } from './lbtable.js';
 
@@ -29,6 +29,34 @@ async function readCounters(netns: string, entries: VipEntry[]): Promise<Map<str
   return parseCounters(r.stdout, entries);
 }
 
+type Change = readonly [VipEntry | undefined, VipEntry | undefined];
+
+/**
+ * The counts of the elements whose backend stays but moves to a lower slot (its VIP has fewer
+ * backends now), read just before the change deletes them: without this a scale-down would lose
+ * the moved backends' connections since the last scrape. One `nft get element` per slot map
+ * involved; a change that moves nothing (a backend replaced, one added) reads nothing.
+ */
+async function movedCounts(netns: string, changed: Change[]): Promise<Map<string, number>> {
+  const bySlot = new Map<number, Map<string, string>>();
+  for (const [old, e] of changed) {
+    if (!old || !e || old.service !== e.service) continue;
+    old.backends.forEach((ip, slot) => {
+      const now = e.backends.indexOf(ip);
+      if (now >= 0 && now !== slot) bySlot.set(slot, (bySlot.get(slot) ?? new Map()).set(old.vip, hitKey(old.service, old.vip, slot, ip)));
+    });
+  }
+  const out = new Map<string, number>();
+  for (const [slot, keys] of bySlot) {
+    const r = await run('nft', ['get', 'element', 'ip', LB_TABLE, `slot${slot}`, `{ ${[...keys.keys()].join(', ')} }`], { netns });
+    for (const m of r.stdout.matchAll(/([\d.]+) counter packets (\d+) bytes \d+ : [\d.]+/g)) {
+      const key = keys.get(m[1]!);
+      if (key) out.set(key, Number(m[2]));
+    }
+  }
+  return out;
+}
+
 /** What berth applied in a sandbox: the arranged entries, each element's count as last read, and how many slots hold each backend. */
 interface Applied { netns: string; entries: VipEntry[]; counted: Map<string, number>; uses: Map<string, number> }
 
@@ -40,9 +68,9 @@ interface Applied { netns: string; entries: VipEntry[]; counted: Map<string, num
  * Each backend's connections are counted in each sandbox; `hits()` sums them over the sandboxes.
  * The count a sandbox or a counter had when it went, as the last scrape read it, is kept, so a
  * backend's total never goes down while this berthd runs (Prometheus would take a drop for a
- * restart of the counter). The connections since that scrape of a backend that leaves, or that
- * moves to a lower slot when its VIP has fewer backends, are not counted: reading the counters is
- * a dump of the whole `backends` map, which a change of the balancer must not wait for.
+ * restart of the counter). The connections since that scrape of a backend that leaves are not
+ * counted: reading all counters is a listing of the whole table, which a change of the balancer
+ * must not wait for (a backend that moves to a lower slot is read alone, see `movedCounts`).
  */
 export class ServiceBalancers {
   private readonly applied = new Map<string, Applied>();
@@ -67,6 +95,7 @@ export class ServiceBalancers {
         if (had && !script) return;
         const changed = had ? changedVips(had.entries, entries) : entries.map((e) => [undefined, e] as const);
         try {
+          const moved = had ? await movedCounts(w.netns, changed) : new Map<string, number>();
           let remade = !had;
           await applyScript(script, w.netns, !!had).catch(async (e) => {
             if (!had) throw e;
@@ -77,6 +106,7 @@ export class ServiceBalancers {
           });
           // The counts of the elements that stayed go on; those of elements gone are kept as retired.
           let counted = had?.counted ?? new Map<string, number>();
+          for (const [c, n] of moved) if (counted.has(c)) counted.set(c, n);
           if (remade) {
             for (const [c, n] of counted) this.retire(c, n);
             counted = new Map();

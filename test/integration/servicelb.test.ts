@@ -74,6 +74,14 @@ describe('service balancer counters', () => {
     for (const ip of ['10.77.0.11', '10.77.0.12', '10.77.0.14']) assert.equal(replaced[ip]! - after[ip]!, 10, `${ip}: ${JSON.stringify(replaced)}`);
     assert.equal(replaced['10.77.0.15'], 10);
     assert.equal(replaced['10.77.0.13'], after['10.77.0.13'], 'the replaced backend keeps its count');
+    // Scaled down to the backends of slots 2 and 3, which move to slots 0 and 1: their connections since the last
+    // reading are read before their elements go (those of backends that leave are not: see ServiceBalancers).
+    await connect(8);
+    await sync('c1', ['10.77.0.14', '10.77.0.15']);
+    const scaled = await hits();
+    for (const ip of ['10.77.0.15', '10.77.0.14']) assert.equal(scaled[ip]! - replaced[ip]!, 2, `${ip}: ${JSON.stringify(scaled)}`);
+    await connect(4);
+    assert.deepEqual([(await hits())['10.77.0.14']! - scaled['10.77.0.14']!, (await hits())['10.77.0.15']! - scaled['10.77.0.15']!], [2, 2]);
   });
 
   it('remakes a table changed behind its back, without counting a connection twice or losing the total', async () => {
