@@ -4,8 +4,9 @@
 # namespaces, opens the embedded resolver's sockets inside them and serves its UDP hot path; and
 # berth-spawn, which starts berthd's short-lived commands without forking berthd; berth-cni, the CNI
 # plugin executable that hands its call to berthd (bin/berth-cni links to it); and berth-runc,
-# conmon's runtime, which runs runc without the other containers' mounts (Node's headers ship with
-# Debian's nodejs).
+# conmon's runtime, which runs runc without the other containers' mounts; and berth-nftset, which
+# writes a service balancer's map elements without `nft` reading the sandbox's table first (Node's
+# headers ship with Debian's nodejs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p build
@@ -24,4 +25,7 @@ if [ ! -x build/berth-cni ] || [ native/berth-cni.c -nt build/berth-cni ]; then
 fi
 if [ ! -x build/berth-runc ] || [ native/berth-runc.c -nt build/berth-runc ]; then
   cc -O2 -Wall -Wextra -o build/berth-runc native/berth-runc.c
+fi
+if [ ! -x build/berth-nftset ] || [ native/berth-nftset.c -nt build/berth-nftset ]; then
+  cc -O2 -Wall -Wextra -o build/berth-nftset native/berth-nftset.c
 fi

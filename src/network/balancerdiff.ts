@@ -6,7 +6,8 @@
  * before its element; a key whose backends changed gets the chains of its new backends, its
  * dispatch rule replaced, then the chains of its old ones deleted (kube-proxy's nftables mode
  * updates the same way). Its cost follows what changed, not the number of keys. Used by the
- * container sandboxes' VIP balancers (servicelb.ts) and the routing mesh (ingressmesh.ts).
+ * routing mesh (ingressmesh.ts), whose tables hold a few published ports; the sandboxes' VIP
+ * balancers, which may hold 10,000 services, keep backends in map elements instead (lbtable.ts).
  */
 
 /** How one kind of balancer names and writes its parts. */

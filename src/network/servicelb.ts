@@ -1,140 +1,64 @@
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { dropUdpFlowsTo } from '../kernel/conntrack.js';
 import { nftApply } from '../kernel/nft.js';
 import { run } from '../util/exec.js';
 import { errorMessage } from '../util/errors.js';
 import { forEachLimited } from '../util/serial.js';
-import { balancerChanges, type BalancerShape } from './balancerdiff.js';
+import { arrange, changedVips, countersOf, elementArgs, hitKey, lbScript, parseCounters, LB_TABLE, type VipEntry } from './lbtable.js';
 
-/** One service address as a sandbox balances it: its VIP and the addresses of its running tasks. */
-export interface VipEntry { service: string; vip: string; backends: string[] }
+export { arrange, countersOf, lbScript, lbTable, parseCounters, LB_TABLE, type VipEntry } from './lbtable.js';
 
 /** Connections a node's balancers sent to one backend of a service. */
 export interface BackendHits { service: string; backend: string; connections: number }
 
-export const LB_TABLE = 'berth_svc';
+const NFTSET = fileURLToPath(new URL('../../../build/berth-nftset', import.meta.url));
+let nftsetPresent: boolean | undefined;
 
-const ipPart = (ip: string) => ip.replace(/[.:]/g, '_');
-/** A VIP's chain: by service and VIP (a container on two of a service's networks balances two VIPs). */
-const chainOf = (e: VipEntry) => `svc_${e.service.slice(0, 12)}_${ipPart(e.vip)}`;
-/** A backend's chain, named by its address: a backend that stays keeps its chain across changes. */
-const backendChain = (e: VipEntry, ip: string) => `${chainOf(e)}_${ipPart(ip)}`;
-
-/**
- * A backend's connection counter is a named nft object: one per service and backend address,
- * whatever the chains around it, so it outlives a table made whole again (the table's
- * replacement re-declares it) while its backend stays.
- */
-export const hitCounter = (service: string, ip: string): string => `h_${service.slice(0, 12)}_${ipPart(ip)}`;
-
-const byVip = (entries: VipEntry[]) => [...entries].sort((a, b) => a.vip.localeCompare(b.vip));
-const liveOf = (entries: VipEntry[]) => byVip(entries).filter((e) => e.backends.length);
-const backendsOf = (e: VipEntry) => [...new Set(e.backends)].sort();
-
-/** Every backend's counter, with the service and address it counts. */
-export function countersOf(entries: VipEntry[]): Map<string, { service: string; backend: string }> {
-  return new Map(liveOf(entries).flatMap((e) => backendsOf(e).map((ip) => [hitCounter(e.service, ip), { service: e.service, backend: ip }] as const)));
+async function applyScript(script: string, netns: string, known: boolean): Promise<void> {
+  const args = known ? elementArgs(script) : undefined;
+  nftsetPresent ??= existsSync(NFTSET);
+  if (!args || !nftsetPresent) return nftApply(script, { netns });
+  const r = await run(NFTSET, args, { netns });
+  if (r.code !== 0) throw new Error(r.stderr.trim() || `berth-nftset exited ${r.code}`);
 }
 
-/** The VIP chain's one rule: straight to the only backend, or numgen over them. */
-function dispatch(e: VipEntry): string {
-  const list = backendsOf(e);
-  if (list.length === 1) return `goto ${backendChain(e, list[0]!)}`;
-  return `numgen inc mod ${list.length} vmap { ${list.map((ip, i) => `${i} : goto ${backendChain(e, ip)}`).join(', ')} }`;
-}
-
-const dnat = (e: VipEntry, ip: string) => `counter name "${hitCounter(e.service, ip)}" dnat to ${ip}`;
-
-/**
- * The balancer table of one container's namespace, as nft text (pure, unit-tested). As Docker
- * balances in each container's sandbox (IPVS there), so replies come back to the same namespace
- * whatever host the backend is on: the nat `output` hook sends a new connection to a VIP through a
- * verdict map (one element per VIP, so a service added is one element) to the VIP's chain, which
- * picks a backend in turn with `numgen inc mod N` (round robin, as Docker's IPVS schedules by
- * default; kube-proxy picks at random); the backend's chain counts the connection on the
- * backend's counter and DNATs to it (kube-proxy's nftables mode, without its masquerade: the
- * client's own address is the source, the backend answers it directly). A VIP with no running
- * task is rejected at once in a filter chain (a nat chain cannot reject) instead of leaving the
- * client waiting. The port is kept: a VIP balances every port, as Docker's does.
- */
-export function lbTable(entries: VipEntry[]): string {
-  const live = liveOf(entries);
-  const empty = byVip(entries).filter((e) => !e.backends.length);
-  const lines = [
-    `table ip ${LB_TABLE} {`,
-    ...[...countersOf(entries).keys()].flatMap((c) => [`  counter ${c} {`, '  }']),
-    '  map vips {',
-    '    type ipv4_addr : verdict',
-    ...(live.length ? [`    elements = { ${live.map((e) => `${e.vip} : goto ${chainOf(e)}`).join(', ')} }`] : []),
-    '  }',
-    '  set empty {',
-    '    type ipv4_addr',
-    ...(empty.length ? [`    elements = { ${empty.map((e) => e.vip).join(', ')} }`] : []),
-    '  }',
-    '  chain out {',
-    '    type nat hook output priority -100; policy accept;',
-    '    ip daddr vmap @vips',
-    '  }',
-    '  chain reject_empty {',
-    '    type filter hook output priority 0; policy accept;',
-    '    ip daddr @empty meta l4proto tcp reject with tcp reset',
-    '    ip daddr @empty reject',
-    '  }',
-  ];
-  for (const e of live) {
-    lines.push(`  chain ${chainOf(e)} {`, `    ${dispatch(e)}`, '  }');
-    for (const ip of backendsOf(e)) lines.push(`  chain ${backendChain(e, ip)} {`, `    ${dnat(e, ip)}`, '  }');
-  }
-  lines.push('}');
-  return lines.join('\n') + '\n';
-}
-
-/**
- * The script that takes a sandbox's table from `before` (what berth applied there; undefined when
- * unknown) to `after`, in one transaction. From a known table it is only what differs, as the
- * routing mesh's changes (kube-proxy's nftables mode updates the same way): a VIP's element and
- * chains come or go, a VIP whose backends changed gets the chains of its new backends, its
- * dispatch rule replaced, and the chains of its old ones deleted; a backend gone loses its
- * counter. Its cost follows what changed, not the number of services. From an unknown table
- * (the first apply, or one changed behind berth's back) the table is made whole. No entries: no
- * table.
- */
-const VIP_SHAPE: BalancerShape<VipEntry> = {
-  table: `ip ${LB_TABLE}`, map: 'vips', same: (old, e) => e.service === old.service,
-  chain: chainOf, backendChain, backends: backendsOf, dispatch, dnat,
-};
-
-export function lbScript(before: VipEntry[] | undefined, after: VipEntry[]): string {
-  const t = `ip ${LB_TABLE}`;
-  if (!before?.length || !after.length) return `table ${t}\ndelete table ${t}\n${after.length ? lbTable(after) : ''}`;
-  const out: string[] = [];
-  const emptyBefore = new Set(byVip(before).filter((e) => !e.backends.length).map((e) => e.vip));
-  const emptyAfter = new Set(byVip(after).filter((e) => !e.backends.length).map((e) => e.vip));
-  for (const vip of emptyBefore) if (!emptyAfter.has(vip)) out.push(`delete element ${t} empty { ${vip} }`);
-  for (const vip of emptyAfter) if (!emptyBefore.has(vip)) out.push(`add element ${t} empty { ${vip} }`);
-  const countersBefore = countersOf(before);
-  const countersAfter = countersOf(after);
-  for (const c of countersAfter.keys()) if (!countersBefore.has(c)) out.push(`add counter ${t} ${c}`);
-  const byKey = (entries: VipEntry[]) => new Map(liveOf(entries).map((e) => [e.vip, e]));
-  out.push(...balancerChanges(VIP_SHAPE, byKey(before), byKey(after)));
-  for (const c of countersBefore.keys()) if (!countersAfter.has(c)) out.push(`delete counter ${t} ${c}`);
-  return out.length ? out.join('\n') + '\n' : '';
-}
-
-/** The named counters of a sandbox's table (`nft -j list counters`): name → packets, which for a nat chain's counter is connections. */
-export function parseCounters(json: string): Map<string, number> {
-  const doc = JSON.parse(json) as { nftables?: Array<{ counter?: { name?: string; packets?: number } }> };
-  return new Map((doc.nftables ?? []).flatMap((i) => (i.counter?.name ? [[i.counter.name, i.counter.packets ?? 0] as const] : [])));
-}
-
-async function readCounters(netns: string): Promise<Map<string, number>> {
-  const r = await run('nft', ['-j', 'list', 'counters', 'table', 'ip', LB_TABLE], { netns });
+async function readCounters(netns: string, entries: VipEntry[]): Promise<Map<string, number>> {
+  const r = await run('nft', ['-j', 'list', 'table', 'ip', LB_TABLE], { netns });
   if (r.code !== 0) throw new Error(r.stderr.trim() || `nft exited ${r.code}`);
-  return parseCounters(r.stdout);
+  return parseCounters(r.stdout, entries);
 }
 
-interface Applied { netns: string; entries: VipEntry[]; counted: Map<string, number> }
+type Change = readonly [VipEntry | undefined, VipEntry | undefined];
 
-const backendSet = (entries: VipEntry[]) => new Set(entries.flatMap((e) => e.backends));
+/**
+ * The counts of the elements whose backend stays but moves to a lower slot (its VIP has fewer
+ * backends now), read just before the change deletes them: without this a scale-down would lose
+ * the moved backends' connections since the last scrape. One `nft get element` per slot map
+ * involved; a change that moves nothing (a backend replaced, one added) reads nothing.
+ */
+async function movedCounts(netns: string, changed: Change[]): Promise<Map<string, number>> {
+  const bySlot = new Map<number, Map<string, string>>();
+  for (const [old, e] of changed) {
+    if (!old || !e || old.service !== e.service) continue;
+    old.backends.forEach((ip, slot) => {
+      const now = e.backends.indexOf(ip);
+      if (now >= 0 && now !== slot) bySlot.set(slot, (bySlot.get(slot) ?? new Map()).set(old.vip, hitKey(old.service, old.vip, slot, ip)));
+    });
+  }
+  const out = new Map<string, number>();
+  for (const [slot, keys] of bySlot) {
+    const r = await run('nft', ['get', 'element', 'ip', LB_TABLE, `slot${slot}`, `{ ${[...keys.keys()].join(', ')} }`], { netns });
+    for (const m of r.stdout.matchAll(/([\d.]+) counter packets (\d+) bytes \d+ : [\d.]+/g)) {
+      const key = keys.get(m[1]!);
+      if (key) out.set(key, Number(m[2]));
+    }
+  }
+  return out;
+}
+
+/** What berth applied in a sandbox: the arranged entries, each element's count as last read, and how many slots hold each backend. */
+interface Applied { netns: string; entries: VipEntry[]; counted: Map<string, number>; uses: Map<string, number> }
 
 /**
  * The balancer tables of this host's sandboxes, each changed in one transaction when what it
@@ -144,15 +68,16 @@ const backendSet = (entries: VipEntry[]) => new Set(entries.flatMap((e) => e.bac
  * Each backend's connections are counted in each sandbox; `hits()` sums them over the sandboxes.
  * The count a sandbox or a counter had when it went, as the last scrape read it, is kept, so a
  * backend's total never goes down while this berthd runs (Prometheus would take a drop for a
- * restart of the counter). A leaving backend's connections since that scrape are not counted:
- * reading counters makes `nft` load the whole table (2.5 s at 10,000 services), which a change of
- * the balancer must not wait for.
+ * restart of the counter). The connections since that scrape of a backend that leaves are not
+ * counted: reading all counters is a listing of the whole table, which a change of the balancer
+ * must not wait for (a backend that moves to a lower slot is read alone, see `movedCounts`).
  */
 export class ServiceBalancers {
   private readonly applied = new Map<string, Applied>();
   private readonly retired = new Map<string, number>();
   private readonly identity = new Map<string, { service: string; backend: string }>();
   private queue: Promise<void> = Promise.resolve();
+  private flows: Promise<void> = Promise.resolve();
 
   constructor(private readonly log: (m: string) => void) {}
 
@@ -165,27 +90,47 @@ export class ServiceBalancers {
         if (had && had.netns !== w.netns) { this.forget(id); had = undefined; }
         // No table before or after: nothing to do; otherwise the script says what differs ('' when nothing).
         if (!had?.entries.length && !w.entries.length) return;
-        const script = lbScript(had?.entries, w.entries);
+        const entries = arrange(had?.entries, w.entries);
+        const script = lbScript(had?.entries, entries);
         if (had && !script) return;
-        const counters = countersOf(w.entries);
-        for (const [name, who] of counters) this.identity.set(name, who);
+        const changed = had ? changedVips(had.entries, entries) : entries.map((e) => [undefined, e] as const);
         try {
+          const moved = had ? await movedCounts(w.netns, changed) : new Map<string, number>();
           let remade = !had;
-          await nftApply(script, { netns: w.netns }).catch(async (e) => {
+          await applyScript(script, w.netns, !!had).catch(async (e) => {
             if (!had) throw e;
             // The table was not what berth last applied (changed by hand): made whole, counters anew.
             this.log(`services: balancer of ${id.slice(0, 12)} remade: ${errorMessage(e)}`);
-            await nftApply(lbScript(undefined, w.entries), { netns: w.netns });
+            await nftApply(lbScript(undefined, entries), { netns: w.netns });
             remade = true;
           });
-          for (const [c, n] of had?.counted ?? []) if (remade || !counters.has(c)) this.retire(c, n);
-          const counted = new Map([...counters.keys()].map((c) => [c, remade ? 0 : had?.counted.get(c) ?? 0]));
-          this.applied.set(id, { netns: w.netns, entries: w.entries, counted });
-          // New datagrams of a flow to a backend that left would still go to it: its flows go too.
-          const kept = backendSet(w.entries);
-          for (const ip of backendSet(had?.entries ?? [])) {
-            if (!kept.has(ip)) await dropUdpFlowsTo(ip, w.netns).catch((e: Error) => this.log(`services: ${id.slice(0, 12)}: ${e.message}`));
+          // The counts of the elements that stayed go on; those of elements gone are kept as retired.
+          let counted = had?.counted ?? new Map<string, number>();
+          for (const [c, n] of moved) if (counted.has(c)) counted.set(c, n);
+          if (remade) {
+            for (const [c, n] of counted) this.retire(c, n);
+            counted = new Map();
           }
+          for (const [old, e] of remade ? entries.map((e) => [undefined, e] as const) : changed) {
+            const keep = e ? countersOf([e]) : new Map<string, { service: string; backend: string }>();
+            for (const c of old ? countersOf([old]).keys() : []) {
+              if (!keep.has(c)) { this.retire(c, counted.get(c) ?? 0); counted.delete(c); }
+            }
+            for (const [c, who] of keep) if (!counted.has(c)) { counted.set(c, 0); this.identity.set(c, who); }
+          }
+          // A backend may be in two VIPs (a task on two of a service's networks): its flows go with its last slot.
+          const uses = had?.uses ?? new Map<string, number>();
+          const left: string[] = [];
+          for (const [old, e] of changed) {
+            for (const ip of e?.backends ?? []) uses.set(ip, (uses.get(ip) ?? 0) + 1);
+            for (const ip of old?.backends ?? []) {
+              const n = (uses.get(ip) ?? 1) - 1;
+              if (n > 0) uses.set(ip, n);
+              else { uses.delete(ip); left.push(ip); }
+            }
+          }
+          this.applied.set(id, { netns: w.netns, entries, counted, uses });
+          this.dropFlows(id, w.netns, left);
         } catch (e) {
           // The namespace went meanwhile (the container stopped): nothing to balance there.
           this.forget(id);
@@ -204,19 +149,43 @@ export class ServiceBalancers {
       await forEachLimited([...this.applied.values()], 8, (a) => this.read(a).catch(() => undefined));
       const total = new Map(this.retired);
       for (const a of this.applied.values()) for (const [c, n] of a.counted) total.set(c, (total.get(c) ?? 0) + n);
-      out = [...total].flatMap(([c, connections]) => {
+      // A backend's elements (one per VIP and slot it had) add up to its count.
+      const sum = new Map<string, BackendHits>();
+      for (const [c, connections] of total) {
         const who = this.identity.get(c);
-        return who ? [{ ...who, connections }] : [];
-      });
+        if (!who) continue;
+        const k = `${who.service} ${who.backend}`;
+        sum.set(k, { ...who, connections: (sum.get(k)?.connections ?? 0) + connections });
+      }
+      out = [...sum.values()];
     }).then(() => out);
   }
 
   private async read(a: Applied): Promise<void> {
-    const now = await readCounters(a.netns);
+    const now = await readCounters(a.netns, a.entries);
     for (const c of a.counted.keys()) {
       const n = now.get(c);
       if (n !== undefined) a.counted.set(c, n);
     }
+  }
+
+  /** Resolves once the UDP flows of every backend that left a balancer so far are dropped. */
+  flowsDropped(): Promise<void> {
+    return this.flows;
+  }
+
+  /**
+   * New datagrams of a flow to a backend that left would still go to it: its flows go too, after
+   * the change and without holding it up. `conntrack -D` walks the host's whole conntrack hash
+   * (262,144 buckets here: 10-20 ms, whatever the number of services), which alone would be more
+   * than a backend change is allowed; meanwhile a datagram of such a flow still reaches the dead
+   * backend, as it did while the change was being made.
+   */
+  private dropFlows(id: string, netns: string, gone: string[]): void {
+    if (!gone.length) return;
+    this.flows = this.flows.then(async () => {
+      for (const ip of gone) await dropUdpFlowsTo(ip, netns).catch((e: Error) => this.log(`services: ${id.slice(0, 12)}: ${e.message}`));
+    });
   }
 
   private forget(id: string): void {

@@ -453,7 +453,8 @@ async function serviceProblems(hosts: LabHost[], eps: Endpoint[]): Promise<strin
     const sandbox = await h.host.api('GET', `/containers/${probe}/json`);
     const key = String(sandbox.json?.NetworkSettings?.SandboxKey ?? '');
     const table = await run('nsenter', [`--net=${key}`, 'nft', 'list', 'table', 'ip', 'berth_svc']);
-    const backends = [...table.stdout.matchAll(/dnat to ([0-9.]+)/g)].map((m) => m[1]!).sort();
+    // The VIP's element in each slot's map (berth_svc's slot maps: `vip counter packets N bytes N : backend`).
+    const backends = [...table.stdout.matchAll(/([0-9.]+) counter packets \d+ bytes \d+ : ([0-9.]+)/g)].filter((m) => m[1] === vip).map((m) => m[2]!).sort();
     if (table.code !== 0 || backends.join() !== want.join()) problems.push(`${h.name}: the balancer in ${probe} sends ${SVC} to ${backends.join(',') || 'nothing'}${table.code ? ` (${table.stderr.trim()})` : ''}, not ${want.join(',')}`);
   }
   return problems;

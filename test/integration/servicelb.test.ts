@@ -1,12 +1,14 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { LB_TABLE, lbTable, ServiceBalancers, type VipEntry } from '../../src/network/servicelb.js';
+import { elementArgs } from '../../src/network/lbtable.js';
+import { arrange, LB_TABLE, lbScript, lbTable, ServiceBalancers, type VipEntry } from '../../src/network/servicelb.js';
 import { nftApply } from '../../src/kernel/nft.js';
 import { run, runOk } from '../../src/util/exec.js';
 
 /**
  * A sandbox's VIP balancer in a real namespace of the test's own: its per-backend connection
- * counters survive the table's rewrites while their backend stays, a backend that leaves keeps
+ * counters (a counter on each slot map element) survive the table's changes while their backend
+ * stays, a backend that leaves keeps
  * its count in the total, a sandbox that goes keeps its counts too, and a table changed behind
  * berth's back is made whole without counting anything twice. Connections are TCP SYNs from the
  * namespace to the VIP: the nat chain counts each connection's first packet, answered or not.
@@ -49,13 +51,37 @@ describe('service balancer counters', () => {
     // .6 leaves, .7 comes: .5 goes on from its count, .6 keeps its count, .7 starts at zero.
     await sync('c1', ['10.77.0.5', '10.77.0.7']);
     const listed = (await runOk('nft', ['list', 'table', 'ip', LB_TABLE], { netns })).toString();
-    assert.doesNotMatch(listed, /10_77_0_6/, 'the leaving backend\'s counter is deleted');
+    assert.doesNotMatch(listed, /10\.77\.0\.6\b/, 'the leaving backend\'s element is deleted');
+    assert.match(listed, /10\.77\.0\.100 counter packets \d+ bytes \d+ : 10\.77\.0\.7\b/, 'the new backend has an element with a counter');
     assert.deepEqual(await hits(), { ...first, '10.77.0.7': 0 });
     await connect(10);
     const second = await hits();
     assert.equal(second['10.77.0.6'], first['10.77.0.6']);
     assert.equal(second['10.77.0.5']! + second['10.77.0.7']! - first['10.77.0.5']!, 10);
     assert.equal(await total(), 30);
+  });
+
+  it('takes a VIP\'s backends in turn, also after one is replaced by its slot\'s element alone', async () => {
+    const four = ['10.77.0.11', '10.77.0.12', '10.77.0.13', '10.77.0.14'];
+    await sync('c1', four);
+    const base = await hits();
+    await connect(40);
+    const after = await hits();
+    for (const ip of four) assert.equal(after[ip]! - (base[ip] ?? 0), 10, `${ip}: ${JSON.stringify(after)}`);
+    await sync('c1', ['10.77.0.11', '10.77.0.12', '10.77.0.15', '10.77.0.14']);
+    await connect(40);
+    const replaced = await hits();
+    for (const ip of ['10.77.0.11', '10.77.0.12', '10.77.0.14']) assert.equal(replaced[ip]! - after[ip]!, 10, `${ip}: ${JSON.stringify(replaced)}`);
+    assert.equal(replaced['10.77.0.15'], 10);
+    assert.equal(replaced['10.77.0.13'], after['10.77.0.13'], 'the replaced backend keeps its count');
+    // Scaled down to the backends of slots 2 and 3, which move to slots 0 and 1: their connections since the last
+    // reading are read before their elements go (those of backends that leave are not: see ServiceBalancers).
+    await connect(8);
+    await sync('c1', ['10.77.0.14', '10.77.0.15']);
+    const scaled = await hits();
+    for (const ip of ['10.77.0.15', '10.77.0.14']) assert.equal(scaled[ip]! - replaced[ip]!, 2, `${ip}: ${JSON.stringify(scaled)}`);
+    await connect(4);
+    assert.deepEqual([(await hits())['10.77.0.14']! - scaled['10.77.0.14']!, (await hits())['10.77.0.15']! - scaled['10.77.0.15']!], [2, 2]);
   });
 
   it('remakes a table changed behind its back, without counting a connection twice or losing the total', async () => {
@@ -73,39 +99,65 @@ describe('service balancer counters', () => {
     const fresh = `${ns}f`;
     await runOk('ip', ['netns', 'add', fresh]);
     try {
-      /** The table as a comparable shape: chains with their rules, the map's and the set's elements, the counters' names. */
+      /** The table as a comparable shape: chains with their rules, every map's and set's elements (sorted, with their counters zeroed). */
       const shape = async (netns: string) => {
         const doc = JSON.parse(await runOk('nft', ['-j', 'list', 'table', 'ip', LB_TABLE], { netns })) as { nftables: Array<Record<string, any>> };
-        const out: Record<string, unknown> = { counters: [] as string[] };
+        const zero = (v: unknown) => JSON.stringify(v, (k, x) => (k === 'packets' || k === 'bytes' ? 0 : x));
+        const out: Record<string, unknown> = {};
         for (const i of doc.nftables) {
           if (i.chain) out[`chain ${i.chain.name}`] = [];
-          else if (i.counter) (out.counters as string[]).push(i.counter.name);
-          else if (i.map) out['map vips'] = JSON.stringify(i.map.elem ?? []);
-          else if (i.set) out['set empty'] = JSON.stringify(i.set.elem ?? []);
+          else if (i.map) out[`map ${i.map.name}`] = (i.map.elem ?? []).map(zero).sort();
+          else if (i.set) out[`set ${i.set.name}`] = (i.set.elem ?? []).map(zero).sort();
         }
-        for (const i of doc.nftables) if (i.rule) (out[`chain ${i.rule.chain}`] as unknown[]).push(JSON.stringify(i.rule.expr, (k, v) => (k === 'packets' || k === 'bytes' ? 0 : v)));
-        (out.counters as string[]).sort();
+        for (const i of doc.nftables) if (i.rule) (out[`chain ${i.rule.chain}`] as unknown[]).push(zero(i.rule.expr));
         return out;
       };
       let seed = 7;
-      const rnd = (n: number) => { seed = (seed * 1103515245 + 12345) % 2 ** 31; return seed % n; };
+      // In 32-bit integers: in doubles the product loses its low bits and the walk soon repeats one state (every VIP gone).
+      const rnd = (n: number) => { seed = (Math.imul(seed, 1103515245) + 12345) >>> 0; return (seed >>> 16) % n; };
       const services = ['svcaaaaaaaaaaaaX', 'svcbbbbbbbbbbbbY', 'svccccccccccccZ'];
-      for (let step = 0; step < 25; step++) {
-        const entries: VipEntry[] = [];
-        for (const [k, svc] of services.entries()) {
-          if (rnd(4) === 0) continue;
-          // Some VIPs on two networks (a container on both of a service's networks).
-          for (const net of rnd(3) === 0 ? [1, 2] : [1]) {
-            const backends = [5, 6, 7, 8].filter(() => rnd(2) === 0).map((b) => `10.7${net}.${k}.${b}`);
-            entries.push({ service: svc, vip: `10.7${net}.${k}.200`, backends });
+      // What the balancer holds: each VIP's backends in their slots (a backend keeps its slot), as arrange() makes them.
+      let applied: VipEntry[] | undefined;
+      let resized = 0;
+      let elementsOnly = 0;
+      let compared = 0;
+      let last: VipEntry[] = [];
+      for (let step = 0; step < 41; step++) {
+        let entries: VipEntry[] = [];
+        if (step % 3 === 2 && last.some((e) => e.backends.length)) {
+          // A backend replaced (its task moved): the same number of backends, another address.
+          const live = last.filter((e) => e.backends.length);
+          const e = live[rnd(live.length)]!;
+          const spare = [5, 6, 7, 8, 9].map((b) => e.vip.replace(/\.200$/, `.${b}`)).filter((ip) => !e.backends.includes(ip));
+          const slot = rnd(e.backends.length);
+          entries = last.map((o) => (o === e ? { ...o, backends: o.backends.map((ip, i) => (i === slot ? spare[0]! : ip)) } : { ...o }));
+        } else {
+          for (const [k, svc] of services.entries()) {
+            if (rnd(4) === 0) continue;
+            // Some VIPs on two networks (a container on both of a service's networks).
+            for (const net of rnd(3) === 0 ? [1, 2] : [1]) {
+              const backends = [5, 6, 7, 8].filter(() => rnd(2) === 0).map((b) => `10.7${net}.${k}.${b}`).reverse();
+              entries.push({ service: svc, vip: `10.7${net}.${k}.200`, backends });
+            }
           }
         }
+        last = entries;
         await lb.sync(new Map([['c2', { netns, entries }]]), false);
-        await nftApply(`table ip ${LB_TABLE}\ndelete table ip ${LB_TABLE}\n${entries.length ? lbTable(entries) : ''}`, { netns: `/run/netns/${fresh}` });
+        const arranged = arrange(applied, entries);
+        const slots = (l: VipEntry[] | undefined) => Math.max(0, ...(l ?? []).map((e) => e.backends.length));
+        if (slots(applied) !== slots(arranged)) resized++;
+        if (elementArgs(lbScript(applied, arranged))) elementsOnly++;
+        applied = entries.length ? arranged : undefined;
+        await nftApply(`table ip ${LB_TABLE}\ndelete table ip ${LB_TABLE}\n${entries.length ? lbTable(arranged) : ''}`, { netns: `/run/netns/${fresh}` });
         if (!entries.length) continue;
+        compared++;
         assert.deepEqual(await shape(netns), await shape(`/run/netns/${fresh}`), `step ${step}: ${JSON.stringify(entries)}`);
       }
+      // The next test wants a table here.
+      await lb.sync(new Map([['c2', { netns, entries: [{ service: services[0]!, vip: '10.71.0.200', backends: ['10.71.0.5'] }] }]]), false);
       assert.ok(!logs.some((l) => l.includes('c2') && l.includes('remade')), `a difference did not apply: ${logs.join('\n')}`);
+      // The walk went through both kinds of change: slots added and removed, and elements alone (berth-nftset's).
+      assert.ok(compared >= 30 && resized >= 3 && elementsOnly >= 5, `compared ${compared}, resized ${resized}, elements only ${elementsOnly}`);
     } finally {
       await run('ip', ['netns', 'del', fresh]);
     }

@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { reconcile, restartDecision } from '../../src/cluster/reconcile.js';
 import { matches, normaliseSpec, parseConstraint, upToDateWith, type NodeView, type ServiceRecord, type TaskRecord, type UpdateConfig } from '../../src/cluster/servicemodel.js';
-import { countersOf, lbScript, lbTable, parseCounters, type ServiceBalancers } from '../../src/network/servicelb.js';
+import { arrange, countersOf, elementArgs, lbScript, lbTable, parseCounters } from '../../src/network/lbtable.js';
+import type { ServiceBalancers } from '../../src/network/servicelb.js';
 import { ServiceNet } from '../../src/cluster/servicenet.js';
 import { ROOT } from '../../src/cluster/keys.js';
 import { LifecycleStats } from '../../src/engine/lifestats.js';
@@ -283,21 +284,25 @@ describe('service specs and constraints', () => {
 });
 
 describe('the sandbox balancer table', () => {
-  it('maps each VIP to a chain choosing a backend with numgen, counts each backend, and rejects a VIP with no backend', () => {
-    const text = lbTable([
+  it('maps each VIP to a chain taking slots in turn with numgen, a map per slot with a counter per element, and rejects a VIP with no backend', () => {
+    const text = lbTable(arrange(undefined, [
       { service: 'aaaaaaaaaaaaZZZ', vip: '10.0.0.254', backends: ['10.0.0.4', '10.0.0.3'] },
-      { service: 'bbbbbbbbbbbbYYY', vip: '10.0.0.253', backends: ['10.0.0.9'] },
+      { service: 'bbbbbbbbbbbbYYY', vip: '10.0.0.253', backends: ['10.0.0.9', '10.0.0.9'] },
       { service: 'cccccccccccc', vip: '10.0.0.252', backends: [] },
-    ]);
+    ]));
     const A = 'svc_aaaaaaaaaaaa_10_0_0_254';
     const B = 'svc_bbbbbbbbbbbb_10_0_0_253';
     assert.equal(text, [
       'table ip berth_svc {',
-      '  counter h_bbbbbbbbbbbb_10_0_0_9 {',
+      '  map slot0 {',
+      '    type ipv4_addr : ipv4_addr',
+      '    counter',
+      '    elements = { 10.0.0.253 : 10.0.0.9, 10.0.0.254 : 10.0.0.3 }',
       '  }',
-      '  counter h_aaaaaaaaaaaa_10_0_0_3 {',
-      '  }',
-      '  counter h_aaaaaaaaaaaa_10_0_0_4 {',
+      '  map slot1 {',
+      '    type ipv4_addr : ipv4_addr',
+      '    counter',
+      '    elements = { 10.0.0.254 : 10.0.0.4 }',
       '  }',
       '  map vips {',
       '    type ipv4_addr : verdict',
@@ -316,53 +321,75 @@ describe('the sandbox balancer table', () => {
       '    ip daddr @empty meta l4proto tcp reject with tcp reset',
       '    ip daddr @empty reject',
       '  }',
-      `  chain ${B} {`,
-      `    goto ${B}_10_0_0_9`,
+      '  chain to0 {',
+      '    dnat to ip daddr map @slot0',
       '  }',
-      `  chain ${B}_10_0_0_9 {`,
-      '    counter name "h_bbbbbbbbbbbb_10_0_0_9" dnat to 10.0.0.9',
+      '  chain to1 {',
+      '    dnat to ip daddr map @slot1',
+      '  }',
+      `  chain ${B} {`,
+      '    goto to0',
       '  }',
       `  chain ${A} {`,
-      `    numgen inc mod 2 vmap { 0 : goto ${A}_10_0_0_3, 1 : goto ${A}_10_0_0_4 }`,
-      '  }',
-      `  chain ${A}_10_0_0_3 {`,
-      '    counter name "h_aaaaaaaaaaaa_10_0_0_3" dnat to 10.0.0.3',
-      '  }',
-      `  chain ${A}_10_0_0_4 {`,
-      '    counter name "h_aaaaaaaaaaaa_10_0_0_4" dnat to 10.0.0.4',
+      '    numgen inc mod 2 vmap { 0 : goto to0, 1 : goto to1 }',
       '  }',
       '}',
       '',
     ].join('\n'));
   });
 
-  it('a change is only what differs: a backend\'s chain and counter, the dispatch rule; an unknown table is made whole', () => {
+  it('keeps a backend that stays in its slot: a new one takes a free slot, and fewer backends move the high slots down', () => {
+    const svc = 'aaaaaaaaaaaaZZZ';
+    const vip = '10.0.0.254';
+    const one = arrange(undefined, [{ service: svc, vip, backends: ['10.0.0.5', '10.0.0.3', '10.0.0.4'] }]);
+    assert.deepEqual(one[0]!.backends, ['10.0.0.3', '10.0.0.4', '10.0.0.5']);
+    const two = arrange(one, [{ service: svc, vip, backends: ['10.0.0.5', '10.0.0.9', '10.0.0.3'] }]);
+    assert.deepEqual(two[0]!.backends, ['10.0.0.3', '10.0.0.9', '10.0.0.5']);
+    assert.deepEqual(arrange(two, [{ service: svc, vip, backends: ['10.0.0.5', '10.0.0.9'] }])[0]!.backends, ['10.0.0.5', '10.0.0.9']);
+    // The same backends in another order: the applied entry itself, so nothing differs.
+    const same = arrange(two, [{ service: svc, vip, backends: ['10.0.0.9', '10.0.0.5', '10.0.0.3'] }]);
+    assert.equal(same[0], two[0]);
+    assert.equal(lbScript(two, same), '');
+    // Another service at the VIP: sorted anew.
+    assert.deepEqual(arrange(two, [{ service: 'other', vip, backends: ['10.0.0.9', '10.0.0.3'] }])[0]!.backends, ['10.0.0.3', '10.0.0.9']);
+  });
+
+  it('a change is only what differs: a replaced backend is its slot\'s element, a count change the VIP\'s rule and the slots; an unknown table is made whole', () => {
     const A = 'svc_aaaaaaaaaaaa_10_0_0_254';
     const T = 'ip berth_svc';
-    const before = [{ service: 'aaaaaaaaaaaaZZZ', vip: '10.0.0.254', backends: ['10.0.0.4', '10.0.0.3'] }, { service: 'dddddddddddd', vip: '10.0.0.250', backends: ['10.0.0.7'] }];
-    const after = [{ service: 'aaaaaaaaaaaaZZZ', vip: '10.0.0.254', backends: ['10.0.0.4', '10.0.0.5'] }, { service: 'dddddddddddd', vip: '10.0.0.250', backends: ['10.0.0.7'] }];
-    assert.deepEqual(lbScript(before, after).trim().split('\n'), [
-      `add counter ${T} h_aaaaaaaaaaaa_10_0_0_5`,
-      `add chain ${T} ${A}_10_0_0_5`, `add rule ${T} ${A}_10_0_0_5 counter name "h_aaaaaaaaaaaa_10_0_0_5" dnat to 10.0.0.5`,
-      `flush chain ${T} ${A}`, `add rule ${T} ${A} numgen inc mod 2 vmap { 0 : goto ${A}_10_0_0_4, 1 : goto ${A}_10_0_0_5 }`,
-      `flush chain ${T} ${A}_10_0_0_3`, `delete chain ${T} ${A}_10_0_0_3`,
-      `delete counter ${T} h_aaaaaaaaaaaa_10_0_0_3`,
-    ]);
+    const before = arrange(undefined, [{ service: 'aaaaaaaaaaaaZZZ', vip: '10.0.0.254', backends: ['10.0.0.4', '10.0.0.3'] }, { service: 'dddddddddddd', vip: '10.0.0.250', backends: ['10.0.0.7'] }]);
+    const after = arrange(before, [{ service: 'aaaaaaaaaaaaZZZ', vip: '10.0.0.254', backends: ['10.0.0.4', '10.0.0.5'] }, { service: 'dddddddddddd', vip: '10.0.0.250', backends: ['10.0.0.7'] }]);
+    const replaced = lbScript(before, after);
+    assert.deepEqual(replaced.trim().split('\n'), [`delete element ${T} slot0 { 10.0.0.254 }`, `add element ${T} slot0 { 10.0.0.254 : 10.0.0.5 }`]);
+    // Elements only: written by berth-nftset (keys and values as the kernel has them).
+    assert.deepEqual(elementArgs(replaced), ['berth_svc', '-slot0/0a0000fe', '+slot0/0a0000fe:0a000005']);
     assert.equal(lbScript(before, before), '');
-    // The last backend gone: the VIP leaves the map for the reject set, its chains and counters go.
-    assert.deepEqual(lbScript(before, [{ ...before[0]!, backends: [] }, before[1]!]).trim().split('\n'), [
+    const grown = arrange(after, [{ service: 'aaaaaaaaaaaaZZZ', vip: '10.0.0.254', backends: ['10.0.0.4', '10.0.0.5', '10.0.0.6'] }, after[1]!]);
+    const script = lbScript(after, grown);
+    assert.deepEqual(script.trim().split('\n'), [
+      `add map ${T} slot2 { type ipv4_addr : ipv4_addr; counter; }`, `add chain ${T} to2`, `add rule ${T} to2 dnat to ip daddr map @slot2`,
+      `add element ${T} slot2 { 10.0.0.254 : 10.0.0.6 }`,
+      `flush chain ${T} ${A}`, `add rule ${T} ${A} numgen inc mod 3 vmap { 0 : goto to0, 1 : goto to1, 2 : goto to2 }`,
+    ]);
+    assert.equal(elementArgs(script), undefined);
+    // The last backend gone: the VIP leaves the map for the reject set, its chain and elements go, and the slots no VIP needs.
+    assert.deepEqual(lbScript(grown, arrange(grown, [{ ...grown[0]!, backends: [] }, grown[1]!])).trim().split('\n'), [
+      `delete element ${T} vips { 10.0.0.254 }`, `flush chain ${T} ${A}`, `delete chain ${T} ${A}`,
+      `delete element ${T} slot0 { 10.0.0.254 }`, `delete element ${T} slot1 { 10.0.0.254 }`, `delete element ${T} slot2 { 10.0.0.254 }`,
       `add element ${T} empty { 10.0.0.254 }`,
-      `delete element ${T} vips { 10.0.0.254 }`,
-      `flush chain ${T} ${A}`, `delete chain ${T} ${A}`,
-      `flush chain ${T} ${A}_10_0_0_3`, `delete chain ${T} ${A}_10_0_0_3`, `flush chain ${T} ${A}_10_0_0_4`, `delete chain ${T} ${A}_10_0_0_4`,
-      `delete counter ${T} h_aaaaaaaaaaaa_10_0_0_3`, `delete counter ${T} h_aaaaaaaaaaaa_10_0_0_4`,
+      `flush chain ${T} to1`, `delete chain ${T} to1`, `delete map ${T} slot1`, `flush chain ${T} to2`, `delete chain ${T} to2`, `delete map ${T} slot2`,
     ]);
     assert.equal(lbScript(undefined, after), `table ip berth_svc\ndelete table ip berth_svc\n${lbTable(after)}`);
     assert.equal(lbScript(before, []), 'table ip berth_svc\ndelete table ip berth_svc\n');
-    assert.deepEqual([...countersOf(after)].slice(0, 2), [
-      ['h_dddddddddddd_10_0_0_7', { service: 'dddddddddddd', backend: '10.0.0.7' }], ['h_aaaaaaaaaaaa_10_0_0_4', { service: 'aaaaaaaaaaaaZZZ', backend: '10.0.0.4' }],
+    assert.deepEqual([...countersOf(after)], [
+      ['aaaaaaaaaaaaZZZ 10.0.0.254 0 10.0.0.5', { service: 'aaaaaaaaaaaaZZZ', backend: '10.0.0.5' }],
+      ['aaaaaaaaaaaaZZZ 10.0.0.254 1 10.0.0.4', { service: 'aaaaaaaaaaaaZZZ', backend: '10.0.0.4' }],
+      ['dddddddddddd 10.0.0.250 0 10.0.0.7', { service: 'dddddddddddd', backend: '10.0.0.7' }],
     ]);
-    assert.deepEqual([...parseCounters('{"nftables": [{"metainfo": {}}, {"counter": {"family": "ip", "name": "h_a", "table": "berth_svc", "packets": 6, "bytes": 360}}]}')], [['h_a', 6]]);
+    const listed = '{"nftables": [{"metainfo": {}}, {"map": {"family": "ip", "name": "slot1", "table": "berth_svc", "type": "ipv4_addr", "map": "ipv4_addr", '
+      + '"elem": [[{"elem": {"val": "10.0.0.254", "counter": {"packets": 6, "bytes": 360}}}, "10.0.0.4"], [{"elem": {"val": "10.9.9.9", "counter": {"packets": 1, "bytes": 60}}}, "10.0.0.1"]]}}, '
+      + '{"map": {"name": "vips", "elem": [["10.0.0.254", {"goto": {"target": "x"}}]]}}]}';
+    assert.deepEqual([...parseCounters(listed, after)], [['aaaaaaaaaaaaZZZ 10.0.0.254 1 10.0.0.4', 6]]);
   });
 });
 

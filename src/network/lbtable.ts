@@ -1,0 +1,251 @@
+/**
+ * A container sandbox's service balancer table as plain data: its text made whole, the script of
+ * what differs between two contents, and the reading of its counters (pure, unit-tested; the
+ * applying is servicelb.ts's).
+ */
+
+/** One service address as a sandbox balances it: its VIP and the addresses of its running tasks. */
+export interface VipEntry { service: string; vip: string; backends: string[] }
+
+export const LB_TABLE = 'berth_svc';
+
+/** A VIP's chain: by service and VIP (a container on two of a service's networks balances two VIPs). */
+const chainOf = (e: VipEntry) => `svc_${e.service.slice(0, 12)}_${e.vip.replace(/[.:]/g, '_')}`;
+
+const byVip = (entries: VipEntry[]) => [...entries].sort((a, b) => (a.vip < b.vip ? -1 : a.vip > b.vip ? 1 : 0));
+const liveOf = (entries: VipEntry[]) => byVip(entries).filter((e) => e.backends.length);
+const distinct = (e: VipEntry) => [...new Set(e.backends)];
+
+/**
+ * A backend's connections are counted by its element of the `backends` map (`vip . slot`), which
+ * lives while the backend keeps its slot; its key says whose they are.
+ */
+export const hitKey = (service: string, vip: string, slot: number, backend: string): string => `${service} ${vip} ${slot} ${backend}`;
+
+/** The keys of a VIP's elements (entries as `arrange` made them), with the service and address each counts. */
+export function countersOf(entries: VipEntry[]): Map<string, { service: string; backend: string }> {
+  return new Map(entries.flatMap((e) => e.backends.map((ip, slot) => [hitKey(e.service, e.vip, slot, ip), { service: e.service, backend: ip }] as const)));
+}
+
+function sameSet(a: string[], b: string[]): boolean {
+  if (a.length === b.length) {
+    let i = 0;
+    while (i < a.length && a[i] === b[i]) i++;
+    if (i === a.length) return true;
+  }
+  return a.every((ip) => b.includes(ip)) && b.every((ip) => a.includes(ip));
+}
+
+/**
+ * `before`'s entry for each VIP of `after`: by position while both lists keep their order (the
+ * common case: the same services, one of them changed), by a map of VIPs once they do not.
+ */
+function previous(before: VipEntry[], after: VipEntry[]): Array<VipEntry | undefined> {
+  let byVip: Map<string, VipEntry> | undefined;
+  const out = new Array<VipEntry | undefined>(after.length);
+  for (let i = 0; i < after.length; i++) {
+    const e = after[i]!;
+    const same = before[i];
+    if (same !== undefined && same.vip === e.vip) out[i] = same;
+    else out[i] = (byVip ??= new Map(before.map((o) => [o.vip, o]))).get(e.vip);
+  }
+  return out;
+}
+
+/**
+ * The entries of `after` with each VIP's backends distinct and in slot order: a backend that
+ * stays keeps its slot (and so its element and its count), a new one takes a free slot, and when a
+ * VIP has fewer backends the ones above the new count move down into the free slots. From
+ * nothing, sorted. A VIP that did not change is `before`'s own object, so what follows looks at
+ * the VIPs that changed only: a sandbox with 10,000 services is walked once, not sorted or
+ * written out at every change.
+ */
+export function arrange(before: VipEntry[] | undefined, after: VipEntry[]): VipEntry[] {
+  const prev = previous(before ?? [], after);
+  const out = new Array<VipEntry>(after.length);
+  for (let i = 0; i < after.length; i++) {
+    const e = after[i]!;
+    const old = prev[i];
+    if (old !== undefined && old.service === e.service && sameSet(old.backends, e.backends)) { out[i] = old; continue; }
+    const want = [...new Set(e.backends)].sort();
+    if (!old || old.service !== e.service) { out[i] = { ...e, backends: want }; continue; }
+    const slots: Array<string | undefined> = old.backends.slice(0, want.length).map((ip) => (want.includes(ip) ? ip : undefined));
+    const fill = want.filter((ip) => !slots.includes(ip));
+    out[i] = { ...e, backends: Array.from({ length: want.length }, (_, j) => slots[j] ?? fill.shift()!) };
+  }
+  return out;
+}
+
+/** The VIPs that differ between two arranged lists: [before's entry or undefined, after's entry or undefined]. */
+export function changedVips(before: VipEntry[], after: VipEntry[]): Array<[VipEntry | undefined, VipEntry | undefined]> {
+  const prev = previous(before, after);
+  const out: Array<[VipEntry | undefined, VipEntry | undefined]> = [];
+  let kept = 0;
+  for (let i = 0; i < after.length; i++) {
+    if (prev[i]) kept++;
+    if (prev[i] !== after[i]) out.push([prev[i], after[i]]);
+  }
+  // VIPs gone: only looked for when some of before's are not in after.
+  if (kept < before.length) {
+    const now = new Set(after.map((e) => e.vip));
+    for (const old of before) if (!now.has(old.vip)) out.push([old, undefined]);
+  }
+  return out;
+}
+
+/**
+ * Slot i of every VIP is element `vip` of map `slot<i>`, reached through chain `to<i>`; a table
+ * has as many slots as its VIP with the most backends.
+ */
+const slotMap = (i: number) => `slot${i}`;
+const slotChain = (i: number) => `to${i}`;
+const slotsOf = (entries: VipEntry[]) => entries.reduce((n, e) => Math.max(n, e.backends.length), 0);
+
+/** The VIP chain's one rule: the next slot in turn (each VIP's `numgen` counts for itself). */
+function dispatch(e: VipEntry): string {
+  if (e.backends.length === 1) return `goto ${slotChain(0)}`;
+  return `numgen inc mod ${e.backends.length} vmap { ${e.backends.map((_, i) => `${i} : goto ${slotChain(i)}`).join(', ')} }`;
+}
+const slotRule = (i: number) => `dnat to ip daddr map @${slotMap(i)}`;
+
+/**
+ * The balancer table of one container's namespace, as nft text (pure, unit-tested); `entries` as
+ * `arrange` made them. As Docker balances in each container's sandbox (IPVS there), so replies
+ * come back to the same namespace whatever host the backend is on: the nat `output` hook sends a
+ * new connection to a VIP through a verdict map (one element per VIP) to the VIP's chain, whose
+ * one rule takes the next slot in turn with `numgen inc mod N` (round robin, as Docker's IPVS
+ * schedules by default; kube-proxy picks at random) and goes to that slot's chain, shared by all
+ * VIPs, which DNATs to the backend its map has for the VIP and counts the connection on that
+ * element (kube-proxy's nftables mode keeps a chain per backend instead; without its masquerade:
+ * the client's own address is the source). So a backend that comes or goes is an element of a
+ * slot's map and nothing else while its VIP keeps its number of backends: `nft` is not needed
+ * for it (see `elementArgs`), and the kernel checks the element against the one rule that reads
+ * that map, not against a rule per VIP. A VIP with no running task is rejected at once in a
+ * filter chain (a nat chain cannot reject) instead of leaving the client waiting. The port is
+ * kept: a VIP balances every port, as Docker's does.
+ */
+export function lbTable(entries: VipEntry[]): string {
+  const live = liveOf(entries).map((e) => ({ ...e, backends: distinct(e) }));
+  const empty = byVip(entries).filter((e) => !e.backends.length);
+  const slots = Array.from({ length: slotsOf(live) }, (_, i) => i);
+  const lines = [`table ip ${LB_TABLE} {`];
+  for (const i of slots) {
+    const elements = live.filter((e) => e.backends.length > i).map((e) => `${e.vip} : ${e.backends[i]}`);
+    lines.push(`  map ${slotMap(i)} {`, '    type ipv4_addr : ipv4_addr', '    counter', ...(elements.length ? [`    elements = { ${elements.join(', ')} }`] : []), '  }');
+  }
+  lines.push(
+    '  map vips {',
+    '    type ipv4_addr : verdict',
+    ...(live.length ? [`    elements = { ${live.map((e) => `${e.vip} : goto ${chainOf(e)}`).join(', ')} }`] : []),
+    '  }',
+    '  set empty {',
+    '    type ipv4_addr',
+    ...(empty.length ? [`    elements = { ${empty.map((e) => e.vip).join(', ')} }`] : []),
+    '  }',
+    '  chain out {',
+    '    type nat hook output priority -100; policy accept;',
+    '    ip daddr vmap @vips',
+    '  }',
+    '  chain reject_empty {',
+    '    type filter hook output priority 0; policy accept;',
+    '    ip daddr @empty meta l4proto tcp reject with tcp reset',
+    '    ip daddr @empty reject',
+    '  }',
+  );
+  for (const i of slots) lines.push(`  chain ${slotChain(i)} {`, `    ${slotRule(i)}`, '  }');
+  for (const e of live) lines.push(`  chain ${chainOf(e)} {`, `    ${dispatch(e)}`, '  }');
+  lines.push('}');
+  return lines.join('\n') + '\n';
+}
+
+/**
+ * The script that takes a sandbox's table from `before` (what berth applied there, as `arrange`
+ * made it; undefined when unknown) to `after` (arranged from it), in one transaction. From a known
+ * table it is only what differs: a VIP that comes or goes is its map element, its chain and its
+ * slots' elements (or its element of the reject set); a VIP whose backends changed is the
+ * elements of the slots that changed, and its rule replaced only when its number of backends
+ * changed; slots come before the first VIP that needs them and go after the last. Its cost
+ * follows what changed, not the number of services. From an unknown table (the first apply, or
+ * one changed behind berth's back) the table is made whole. No entries: no table.
+ */
+export function lbScript(before: VipEntry[] | undefined, after: VipEntry[]): string {
+  const t = `ip ${LB_TABLE}`;
+  if (!before?.length || !after.length) return `table ${t}\ndelete table ${t}\n${after.length ? lbTable(after) : ''}`;
+  const changes = changedVips(before, after);
+  if (!changes.length) return '';
+  const gone: string[] = [];
+  const came: string[] = [];
+  const slotsGone = (e: VipEntry, from: number) => e.backends.slice(from).map((_, i) => `delete element ${t} ${slotMap(from + i)} { ${e.vip} }`);
+  const slotCame = (e: VipEntry, slot: number) => `add element ${t} ${slotMap(slot)} { ${e.vip} : ${e.backends[slot]} }`;
+  const remove = (e: VipEntry) => {
+    if (!e.backends.length) gone.push(`delete element ${t} empty { ${e.vip} }`);
+    else gone.push(`delete element ${t} vips { ${e.vip} }`, `flush chain ${t} ${chainOf(e)}`, `delete chain ${t} ${chainOf(e)}`, ...slotsGone(e, 0));
+  };
+  const add = (e: VipEntry) => {
+    if (!e.backends.length) return came.push(`add element ${t} empty { ${e.vip} }`);
+    came.push(`add chain ${t} ${chainOf(e)}`, `add rule ${t} ${chainOf(e)} ${dispatch(e)}`);
+    return came.push(...e.backends.map((_, i) => slotCame(e, i)), `add element ${t} vips { ${e.vip} : goto ${chainOf(e)} }`);
+  };
+  for (const [old, e] of changes) {
+    if (!e || !old || old.service !== e.service || !old.backends.length || !e.backends.length) {
+      if (old) remove(old);
+      if (e) add(e);
+      continue;
+    }
+    const had = old.backends;
+    const has = e.backends;
+    const changed = has.flatMap((ip, slot) => (had[slot] === ip ? [] : [slot]));
+    came.push(...changed.filter((slot) => slot < had.length).map((slot) => `delete element ${t} ${slotMap(slot)} { ${e.vip} }`));
+    came.push(...slotsGone(old, has.length), ...changed.map((slot) => slotCame(e, slot)));
+    if (had.length !== has.length) came.push(`flush chain ${t} ${chainOf(e)}`, `add rule ${t} ${chainOf(e)} ${dispatch(e)}`);
+  }
+  // Only a change of some VIP's number of backends can change the number of slots.
+  const resized = changes.some(([old, e]) => old?.backends.length !== e?.backends.length);
+  const [wasSlots, slots] = resized ? [slotsOf(before), slotsOf(after)] : [0, 0];
+  const first: string[] = [];
+  const last: string[] = [];
+  for (let i = wasSlots; i < slots; i++) {
+    first.push(`add map ${t} ${slotMap(i)} { type ipv4_addr : ipv4_addr; counter; }`, `add chain ${t} ${slotChain(i)}`, `add rule ${t} ${slotChain(i)} ${slotRule(i)}`);
+  }
+  for (let i = slots; i < wasSlots; i++) last.push(`flush chain ${t} ${slotChain(i)}`, `delete chain ${t} ${slotChain(i)}`, `delete map ${t} ${slotMap(i)}`);
+  const out = [...first, ...gone, ...came, ...last];
+  return out.length ? out.join('\n') + '\n' : '';
+}
+
+const ELEMENT = /^(add|delete) element ip berth_svc (slot\d+) \{ ([\d.]+)(?: : ([\d.]+))? \}$/;
+const hex = (ip: string) => ip.split('.').map((o) => Number(o).toString(16).padStart(2, '0')).join('');
+
+/**
+ * A script of slot elements only (a backend replaced), as berth-nftset's arguments; undefined
+ * for anything else. `nft` would read every chain, set and object of the sandbox first (15 ms
+ * at 10,000 services, more than the rest of the change); the helper only sends the elements.
+ */
+export function elementArgs(script: string): string[] | undefined {
+  if (!script) return undefined;
+  const args = [LB_TABLE];
+  for (const l of script.trim().split('\n')) {
+    const m = ELEMENT.exec(l);
+    if (!m) return undefined;
+    args.push(m[1] === 'add' ? `+${m[2]}/${hex(m[3]!)}:${hex(m[4]!)}` : `-${m[2]}/${hex(m[3]!)}`);
+  }
+  return args;
+}
+
+/** The slot maps' elements (`nft -j list table`): key → packets, which for a nat chain's lookup is connections. */
+export function parseCounters(json: string, entries: VipEntry[]): Map<string, number> {
+  const service = new Map(entries.map((e) => [e.vip, e.service]));
+  type Elem = [{ elem?: { val?: string; counter?: { packets?: number } } }, string];
+  const doc = JSON.parse(json) as { nftables?: Array<{ map?: { name?: string; elem?: Elem[] } }> };
+  const out = new Map<string, number>();
+  for (const i of doc.nftables ?? []) {
+    const slot = /^slot(\d+)$/.exec(i.map?.name ?? '')?.[1];
+    if (slot === undefined) continue;
+    for (const [k, backend] of i.map?.elem ?? []) {
+      const vip = k.elem?.val;
+      const svc = vip === undefined ? undefined : service.get(vip);
+      if (svc !== undefined) out.set(hitKey(svc, vip!, Number(slot), backend), k.elem?.counter?.packets ?? 0);
+    }
+  }
+  return out;
+}
+
