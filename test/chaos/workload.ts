@@ -75,6 +75,7 @@ interface Ctx {
   /** The API calls of this cycle and the one before, as they ended: written beside a finding's berthd log. */
   calls: string[];
   previousCalls: string[];
+  cycle: number;
 }
 
 const MAX_CONTAINERS = 12;
@@ -107,7 +108,7 @@ async function call(ctx: Ctx, op: string, method: string, path: string, body?: u
   } catch (e) {
     trace(`${(e as Error).message.slice(0, 120)}`);
     if (e instanceof HangError) {
-      ctx.report.hangs.push(`${e.message}${ctx.daemonDown ? ' (berthd was down)' : ''}`);
+      ctx.report.hangs.push(`cycle ${ctx.cycle}: ${e.message}${ctx.daemonDown ? ' (berthd was down)' : ''}`);
       o.serverError++;
     } else o.interrupted++;
     return undefined;
@@ -318,7 +319,7 @@ export async function runChaos(host: TestHost, options: ChaosOptions): Promise<C
   const ctx: Ctx = {
     host, rng: new Rng(opts.seed), opts, report: emptyReport(opts.seed), seq: 0,
     knownIds: new Set(), orphans: new Set(), removedNames: [], manuallyStopped: new Set(), touched: new Set(), daemonDown: false,
-    calls: [], previousCalls: [],
+    calls: [], previousCalls: [], cycle: 0,
   };
   const t0 = Date.now();
   const upstream = await startFakeUpstream(host);
@@ -341,6 +342,8 @@ export async function runChaos(host: TestHost, options: ChaosOptions): Promise<C
       const findingsBefore = ctx.report.policyViolations.length;
       const before = (await inspectAll(host, opts.opTimeoutMs).catch(() => [])).filter((c) => c.State.Running).map((c) => c.Id);
       ctx.touched = new Set();
+      ctx.cycle = cycle;
+      const hangsBefore = ctx.report.hangs.length;
       ctx.previousCalls = ctx.calls;
       ctx.calls = [];
       // The first cycles take every kind once, so even a short run injects each.
@@ -419,7 +422,7 @@ export async function runChaos(host: TestHost, options: ChaosOptions): Promise<C
       }
       for (const id of [...ctx.orphans]) if (!all.some((c) => c.Id === id && c.State.Running)) ctx.orphans.delete(id);
       log(`cycle ${cycle}: ${what} at ${faultAt} ms; ${all.filter((c) => c.State.Running).length}/${all.length} running; ${v.length ? `VIOLATIONS: ${v.join('; ')}` : 'invariants hold'}`);
-      if (logs && (v.length || ctx.report.policyViolations.length > findingsBefore)) {
+      if (logs && (v.length || ctx.report.policyViolations.length > findingsBefore || ctx.report.hangs.length > hangsBefore)) {
         await fs.writeFile(join(logs, `cycle-${cycle}.log`), host.daemonLog.slice(prevLogFrom)).catch(() => undefined);
         await fs.writeFile(join(logs, `cycle-${cycle}.calls`), [`# cycle ${cycle - 1}`, ...ctx.previousCalls, `# cycle ${cycle}: ${what} at ${faultAt} ms`, ...ctx.calls, ''].join('\n')).catch(() => undefined);
       }
