@@ -191,6 +191,26 @@ async function floodStdin(host: TestHost, head: string): Promise<{ answer: strin
   return { answer, accepted, stalled: false, socket: s };
 }
 
+/**
+ * Sends a hijacking request and reads its answer and the first megabyte of output (the process
+ * runs and its output reaches the client), then reads no more; returns the socket.
+ */
+async function stopReading(host: TestHost, request: string): Promise<Socket> {
+  const s = connect(host.socket);
+  s.on('error', () => undefined);
+  let got = 0;
+  const flowing = new Promise<void>((resolve) => {
+    const onData = (d: Buffer) => {
+      got += d.length;
+      if (got > MB) { s.off('data', onData); s.pause(); resolve(); }
+    };
+    s.on('data', onData);
+  });
+  s.write(request);
+  await flowing;
+  return s;
+}
+
 describe('hostile bodies: 100 MB bodies and 1 MB headers on every route that takes a body', { timeout: 180_000 }, () => {
   let host: TestHost;
   let pid: number;
@@ -401,20 +421,8 @@ describe('hostile bodies: 100 MB bodies and 1 MB headers on every route that tak
     // 300 MB of output, bounded so that the process ends once the client has gone.
     const created = await host.api('POST', '/containers/hb/exec', { Cmd: ['head', '-c', String(3 * BIG), '/dev/zero'], AttachStdout: true });
     assert.equal(created.status, 201, created.body);
-    const s = connect(host.socket);
-    s.on('error', () => undefined);
     const startBody = '{"Detach":false,"Tty":false}';
-    let got = 0;
-    const flowing = new Promise<void>((resolve) => {
-      const onData = (d: Buffer) => {
-        got += d.length;
-        // The answer and the first frames: the process runs and its output reaches the client.
-        if (got > MB) { s.off('data', onData); s.pause(); resolve(); }
-      };
-      s.on('data', onData);
-    });
-    s.write(`POST /exec/${created.json.Id}/start HTTP/1.1\r\nHost: berth\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Type: application/json\r\nContent-Length: ${startBody.length}\r\n\r\n${startBody}`);
-    await flowing;
+    const s = await stopReading(host, `POST /exec/${created.json.Id}/start HTTP/1.1\r\nHost: berth\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Type: application/json\r\nContent-Length: ${startBody.length}\r\n\r\n${startBody}`);
     // Unread, 300 MB took berthd past 1 GB in 4 s before it waited on the client.
     await new Promise((r) => setTimeout(r, 3000));
     const during = await rss();
@@ -428,18 +436,7 @@ describe('hostile bodies: 100 MB bodies and 1 MB headers on every route that tak
   it('makes the container wait, not berthd hold, when an attach client does not read its output', async () => {
     // Output that begins once the client is attached: 300 MB, then quiet.
     const id = await host.runDetached({ Image: 'busybox', Cmd: ['sh', '-c', `sleep 2; head -c ${3 * BIG} /dev/zero; sleep 3600`] }, 'hbattach');
-    const s = connect(host.socket);
-    s.on('error', () => undefined);
-    let got = 0;
-    const flowing = new Promise<void>((resolve) => {
-      const onData = (d: Buffer) => {
-        got += d.length;
-        if (got > MB) { s.off('data', onData); s.pause(); resolve(); }
-      };
-      s.on('data', onData);
-    });
-    s.write(`POST /containers/${id}/attach?stream=1&stdout=1 HTTP/1.1\r\nHost: berth\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n`);
-    await flowing;
+    const s = await stopReading(host, `POST /containers/${id}/attach?stream=1&stdout=1 HTTP/1.1\r\nHost: berth\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n`);
     // Unread, 300 MB took berthd from 86 to 331 MB in 4 s before the attach waited on its client.
     await new Promise((r) => setTimeout(r, 3000));
     const during = await rss();
