@@ -162,12 +162,13 @@ describe(`berthd killed mid-operation (seed ${seed})`, () => {
   it('an exit recorded before a run began (an earlier run\'s, left behind) does not end that run at a berthd restart', async () => {
     const id = await host.runDetached({ Cmd: ['sleep', '300'], HostConfig: { NetworkMode: 'none', RestartPolicy: { Name: 'always' } } }, 'staleexit');
     const before = (await host.api('GET', `/containers/${id}/json`)).json.State;
-    // What a late look at the previous run could leave (chaos: "running, untouched, exited 255").
+    await host.stopDaemon('SIGKILL');
+    // What a late look at the previous run could leave (chaos: "running, untouched, exited 255"),
+    // found by the next berthd (written while berthd runs, its directory watch would read it first).
     const file = join(host.root, 'exits', id);
     await fs.writeFile(file, '255');
     const past = new Date(Date.parse(before.StartedAt) - 5000);
     await fs.utimes(file, past, past);
-    await host.stopDaemon('SIGKILL');
     await host.startDaemon();
     const after = (await host.api('GET', `/containers/${id}/json`)).json;
     assert.equal(after.State.Status, 'running', JSON.stringify(after.State));
