@@ -1,16 +1,20 @@
 import { existsSync, promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { cpus, totalmem } from 'node:os';
-import { runOk } from '../util/exec.js';
+import { BadRequestError } from '../util/errors.js';
+import { run } from '../util/exec.js';
 
 /** `docker top`: runs ps on the host and keeps the rows whose PID belongs to the container. */
 export async function topProcesses(pids: number[], psArgs: string): Promise<{ Titles: string[]; Processes: string[][] }> {
   const args = psArgs.trim() ? psArgs.trim().split(/\s+/) : ['-ef'];
-  const out = await runOk('ps', args);
-  const lines = out.split('\n').filter((l) => l.trim() !== '');
+  const r = await run('ps', args);
+  // ps_args ps refuses, or that leave out the PID column, are the client's mistake: a 400 with
+  // ps's own first line (Docker answers 500 for both; the fuzz suite holds berth to a 4xx).
+  if (r.code !== 0) throw new BadRequestError(`Error running ps: ${r.stderr.trim().split('\n')[0] || `exit status ${r.code}`}`);
+  const lines = r.stdout.split('\n').filter((l) => l.trim() !== '');
   const titles = (lines[0] ?? '').trim().split(/\s+/);
   const pidCol = titles.indexOf('PID');
-  if (pidCol < 0) throw new Error(`Couldn't find PID field in ps output`);
+  if (pidCol < 0) throw new BadRequestError(`Couldn't find PID field in ps output`);
   const wanted = new Set(pids.map(String));
   const processes: string[][] = [];
   for (const line of lines.slice(1)) {

@@ -149,6 +149,14 @@ export class Sandboxes {
       throw e;
     }
     const endpoints = { ...spec.endpoints, [n.Id]: endpoint };
+    // A container that had nowhere to publish publishes on its new endpoint; a port taken meanwhile
+    // fails the connect, which leaves nothing (it left the endpoint unrecorded: chaos seed 424242).
+    if (!published.length) {
+      published = await this.publish(spec, endpoints).catch(async (e: Error) => {
+        await this.removeEndpoint(spec.id, journal, plan!.entry, true).catch(() => undefined);
+        throw e;
+      });
+    }
     const hadDns = usesEmbeddedDns(this.d.registry, spec.endpoints, true);
     await this.dns.program(spec.id, netnsPath, endpoints);
     // Like Docker's sandbox, which starts its resolver when the first endpoint that needs one
@@ -156,8 +164,6 @@ export class Sandboxes {
     if (!hadDns && usesEmbeddedDns(this.d.registry, endpoints)) {
       await writeFile(etcFilesIn(spec.etcDir).resolvConf, await sandboxResolvConf(spec, false, true, this.d.hostResolvConf));
     }
-    // A container that had nowhere to publish (only internal networks) publishes on its new endpoint.
-    if (!published.length) published = await this.publish(spec, endpoints);
     return { endpoint, published };
   }
 

@@ -145,6 +145,20 @@ describe('API semantics: Docker 20.10 validation, swarm-inactive answers, bounde
     assert.equal((await host.api('DELETE', '/containers/startbody?force=1')).status, 204);
   });
 
+  it('answers top with ps arguments ps refuses, or without a PID column, with a 400 naming it', async () => {
+    const id = await host.runDetached({ Cmd: ['sleep', '300'], HostConfig: { NetworkMode: 'none' } });
+    const ok = await host.api('GET', `/containers/${id}/top?ps_args=-ef`);
+    assert.equal(ok.status, 200, ok.body);
+    assert.ok(ok.json.Processes.some((p: string[]) => p.join(' ').includes('sleep 300')), ok.body);
+    const bad = await host.api('GET', `/containers/${id}/top?ps_args=${encodeURIComponent('{"x":')}`);
+    assert.equal(bad.status, 400, bad.body);
+    assert.match(bad.json.message, /^Error running ps: /);
+    const noPid = await host.api('GET', `/containers/${id}/top?ps_args=${encodeURIComponent('-o comm')}`);
+    assert.equal(noPid.status, 400, noPid.body);
+    assert.equal(noPid.json.message, "Couldn't find PID field in ps output");
+    assert.equal((await host.api('DELETE', `/containers/${id}?force=1`)).status, 204);
+  });
+
   it('refuses volume names Docker cannot make, and makes a valid one', async () => {
     await expect('POST', '/volumes/create', { Name: 'v'.repeat(10_000) }, 400, /^create v{64}\.\.\.: volume name is too long \(10000 bytes\)/);
     await expect('POST', '/volumes/create', { Name: 'v' }, 400, 'create v: volume name is too short, names should be at least two alphanumeric characters');

@@ -201,6 +201,21 @@ describe(`berthd killed mid-operation (seed ${seed})`, () => {
     await checkInvariants();
   });
 
+  it('a connect whose port can no longer be published fails and leaves nothing (no interface, address or journal entry)', async () => {
+    const b = await host.runDetached({ Cmd: ['sleep', '300'], ExposedPorts: { '80/tcp': {} }, HostConfig: { NetworkMode: 'cra', PortBindings: { '80/tcp': [{ HostPort: '18610' }] } } }, 'pubfail');
+    // Its only network goes: nowhere to publish, so the port is given up...
+    assert.equal((await host.api('POST', '/networks/cra/disconnect', { Container: b })).status, 200);
+    // ...and taken by another container meanwhile.
+    const a = await host.runDetached({ Cmd: ['sleep', '300'], ExposedPorts: { '80/tcp': {} }, HostConfig: { NetworkMode: 'crb', PortBindings: { '80/tcp': [{ HostPort: '18610' }] } } }, 'pubtaker');
+    const connect = await host.api('POST', '/networks/cra/connect', { Container: b });
+    assert.equal(connect.status, 500, connect.body);
+    assert.match(connect.json.message, /port is already allocated/);
+    assert.deepEqual(Object.keys((await host.api('GET', `/containers/${b}/json`)).json.NetworkSettings.Networks), []);
+    // The invariants count interfaces against recorded endpoints and allocations against holders.
+    await checkInvariants();
+    for (const id of [a, b]) assert.equal((await host.api('DELETE', `/containers/${id}?force=1`)).status, 204);
+  });
+
   it('cgroups a killed runc create left behind (it made them, then died before saving its state) go with the container', async () => {
     // Found by npm run chaos (seed 20261205, cycle 54): runc delete cannot find such a container,
     // so its directories under every hierarchy's berth/ stayed. Made here as runc would have.
