@@ -7,7 +7,7 @@ import { requireCjs } from '../util/cjs.js';
 
 const pty = requireCjs('node-pty') as typeof Pty;
 import { run, runOk, type RunResult } from '../util/exec.js';
-import { ExitWatch, processAlive } from './exitwatch.js';
+import { ExitWatch, liveMonitor, processAlive } from './exitwatch.js';
 import {
   RuntimeCreateError, type AttachSession, type ContainerRuntime, type CreateOptions, type ExecOptions, type ExecProcess, type RuntimeState,
 } from './runtime.js';
@@ -105,9 +105,8 @@ export class ConmonRuntime implements ContainerRuntime {
    * own, and the runc it started) is killed before the delete.
    */
   async endStrayMonitor(id: string, bundle: string): Promise<void> {
-    const pid = Number.parseInt(await fs.readFile(join(bundle, 'conmon.pid'), 'utf8').catch(() => ''), 10);
-    // The pid must still be this container's conmon: a pid is reused once its process is gone.
-    if (!pid || !processAlive(pid) || !commandLine(pid).includes(id)) return;
+    const pid = liveMonitor(id, bundle).live;
+    if (!pid) return;
     console.error(`berthd: ${id.slice(0, 12)}: the monitor of a start that was never recorded (conmon ${pid}) is ended`);
     try { process.kill(-pid, 'SIGKILL'); } catch { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
     for (let i = 0; i < 40 && processAlive(pid); i++) await new Promise((r) => setTimeout(r, 50));

@@ -24,6 +24,17 @@ function readText(path: string): string {
   }
 }
 
+/**
+ * The pid of the container's conmon named by its bundle's `conmon.pid` (berthd writes it at the
+ * spawn), if that process is alive and is still this container's conmon: a pid is reused once its
+ * process is gone.
+ */
+export function liveMonitor(id: string, bundle: string): { recorded: number; live?: number } {
+  const recorded = Number.parseInt(readText(join(bundle, 'conmon.pid')), 10) || 0;
+  const live = recorded && processAlive(recorded) && readText(`/proc/${recorded}/cmdline`).includes(id) ? recorded : undefined;
+  return { recorded, ...(live ? { live } : {}) };
+}
+
 /** One run of a container that no child-exit event of berthd's will report. */
 interface WatchedRun {
   /** Its conmon, when one lives that berthd did not start (adopted after a restart). */
@@ -60,9 +71,7 @@ export class ExitWatch {
 
   /** A run berthd did not start: watched through its monitor while that lives. */
   adopt(id: string, bundle: string, initPid?: number): void {
-    const recorded = Number.parseInt(readText(join(bundle, 'conmon.pid')), 10);
-    // The pid must still be this container's conmon: a pid is reused once its process is gone.
-    const monitorPid = recorded && processAlive(recorded) && readText(`/proc/${recorded}/cmdline`).includes(id) ? recorded : undefined;
+    const { recorded, live: monitorPid } = liveMonitor(id, bundle);
     if (!monitorPid) this.o.log?.(`berthd: ${id.slice(0, 12)}: its monitor (conmon ${recorded || '?'}) is gone: berthd watches the container itself`);
     this.watch(id, { monitorPid, initPid: initPid || pidFromBundle(bundle) });
   }
