@@ -186,6 +186,8 @@ export class Engine extends Lifecycle {
     // Docker counts a restarting container as running: only its policy's timer starts it.
     if (c.State.Running || (c.State.Restarting && !byPolicy)) throw new NotModifiedError();
     if (!byPolicy) this.resetRestartManager(c);
+    // A cancel meant for an earlier run (its stop failed, and the run ended some other way) is not this one's.
+    this.restarts.takeCancelled(c.Id);
     const t0 = process.hrtime.bigint();
     const dir = this.records.bundleDir(c.Id);
     const rootfs = join(dir, 'rootfs');
@@ -386,7 +388,7 @@ export class Engine extends Lifecycle {
   /** Stops every container and frees every kernel object: used by `berthd --cleanup`. */
   async stopAllAndRelease(): Promise<void> {
     await Promise.all(this.list().filter((c) => c.State.Running).map(async (c) => {
-      c.ManuallyStopped = true;
+      this.stoppedByUser(c);
       await this.stopRunning(c, 0).catch((e) => console.error(`berthd: stopping ${shortId(c.Id)}: ${errorMessage(e)}`));
     }));
   }

@@ -17,7 +17,7 @@ import { ContainerRecords } from './records.js';
 import { ZERO_TIME, type ContainerRecord, type ContainerStatus } from './types.js';
 import { VolumeStore } from './volumes.js';
 import { ContainerWaits, raceTimeout } from './waits.js';
-import { policyRestarts, RestartManager } from './restartmanager.js';
+import { policyRestarts, portHolder, RestartManager } from './restartmanager.js';
 import { LifecycleStats } from './lifestats.js';
 
 export interface EngineParts {
@@ -42,7 +42,7 @@ export abstract class Lifecycle {
   protected readonly vols: ContainerVolumes;
   protected readonly attachments: PendingAttachments;
   protected readonly health: HealthMonitor;
-  private readonly restarts = new RestartManager();
+  protected readonly restarts = new RestartManager();
   /** Starts and stops with their durations, for /metrics. */
   readonly lifeStats = new LifecycleStats();
   /**
@@ -101,9 +101,15 @@ export abstract class Lifecycle {
     // Docker counts a restarting container as running: stop ends the back-off and answers 204.
     if (c.State.Restarting && (await this.cancelRestart(c))) return void this.containerEvent(c, 'stop');
     if (!c.State.Running) throw new NotModifiedError();
-    c.ManuallyStopped = true;
+    this.stoppedByUser(c);
     await this.stopRunning(c, timeoutSec ?? c.Config.StopTimeout ?? 10);
     this.containerEvent(c, 'stop');
+  }
+
+  /** Stop, SIGKILL, rm -f, restart: recorded for unless-stopped, and this run's policy cancelled. */
+  protected stoppedByUser(c: ContainerRecord): void {
+    c.ManuallyStopped = true;
+    this.restarts.cancelNextExit(c.Id);
   }
 
   protected async stopRunning(c: ContainerRecord, timeoutSec: number): Promise<void> {
@@ -145,7 +151,7 @@ export abstract class Lifecycle {
     }
     if (!c.State.Running) throw new ConflictError(`Cannot kill container: ${ref}: Container ${c.Id} is not running`);
     if (sigkill) {
-      c.ManuallyStopped = true;
+      this.stoppedByUser(c);
       // Thawed first, as stop does: runc 1.1 thaws a paused container itself after SIGKILL, so
       // a resume sent after the signal raced the exit's `runc delete` and failed with
       // "container does not exist" (a 500 for `kill` of a paused container).
@@ -199,7 +205,7 @@ export abstract class Lifecycle {
     const c = this.get(ref);
     if (c.State.Restarting) await this.cancelRestart(c);
     if (c.State.Running) {
-      c.ManuallyStopped = true;
+      this.stoppedByUser(c);
       await this.stopRunning(c, timeoutSec ?? c.Config.StopTimeout ?? 10);
     }
     await this.start(c.Id);
@@ -218,7 +224,7 @@ export abstract class Lifecycle {
     }
     if (c.State.Restarting) await this.cancelRestart(c);
     if (c.State.Running) {
-      c.ManuallyStopped = true;
+      this.stoppedByUser(c);
       await this.o.runtime.kill(c.Id, 'KILL');
       await this.thaw(c);
       await this.waits.exited(c.Id);
@@ -286,7 +292,11 @@ export abstract class Lifecycle {
     if (errors.length) console.error(`berthd: releasing ${shortId(c.Id)}: ${errors.join('; ')}`);
   }
 
-  protected async handleExit(id: string, code: number): Promise<void> {
+  protected handleExit(id: string, code: number): Promise<void> {
+    return this.waits.recordingExit(this.recordExit(id, code));
+  }
+
+  private async recordExit(id: string, code: number): Promise<void> {
     const c = this.containers.get(id);
     // A process can exit before start() has marked it running (`run --rm busybox true`): the
     // start holds the lock, so queue behind it rather than lose the exit.
@@ -303,7 +313,8 @@ export abstract class Lifecycle {
       // Docker's handleContainerExit: a stop or kill cancelled the restart manager (ExitOnNext),
       // otherwise the policy decides; a restart is counted when it is decided, and the container
       // shows "restarting" until the back-off has passed.
-      const restart = !this.restoring && !c.HostConfig.AutoRemove && !c.ManuallyStopped && policyRestarts(c, code);
+      const cancelled = this.restarts.takeCancelled(id);
+      const restart = !this.restoring && !c.HostConfig.AutoRemove && !cancelled && policyRestarts(c, code);
       if (restart) {
         restartIn = this.restarts.nextDelay(c.Id, Date.now() - Date.parse(c.State.StartedAt));
         c.RestartCount++;
@@ -336,7 +347,7 @@ export abstract class Lifecycle {
         await this.startLocked(c, true);
       }).catch((e) => {
         // As Docker: a restart that fails leaves the container stopped, with no further attempt.
-        console.error(`berthd: restarting ${shortId(c.Id)}: ${errorMessage(e)}`);
+        console.error(`berthd: restarting ${shortId(c.Id)}: ${errorMessage(e)}${portHolder(e, this.containers)}`);
         this.waits.notify(c, ['not-running', 'next-exit']);
       });
     });
@@ -373,9 +384,13 @@ export abstract class Lifecycle {
    * Called once the daemon is up; never by `berthd --cleanup`.
    */
   async applyRestartPolicies(): Promise<void> {
+    // As Docker's restore finishes with the containers that died while it was down before it starts
+    // any: a dead run's exit still being recorded holds its host ports, and a policy's start racing
+    // it was refused "port is already allocated" (chaos seeds 7331 cycle 432, 424242 cycle 663).
+    await this.waits.allRecorded();
     this.restoring = false;
     const due = this.list().filter((c) => c.State.Status === 'exited' && !c.State.Running && c.State.StartedAt !== ZERO_TIME && policyRestarts(c, c.State.ExitCode));
-    await Promise.all(due.map((c) => this.start(c.Id).catch((e) => console.error(`berthd: starting ${shortId(c.Id)} for its restart policy: ${errorMessage(e)}`))));
+    await Promise.all(due.map((c) => this.start(c.Id).catch((e) => console.error(`berthd: starting ${shortId(c.Id)} for its restart policy: ${errorMessage(e)}${portHolder(e, this.containers)}`))));
   }
 }
 

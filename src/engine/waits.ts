@@ -51,6 +51,20 @@ export class ContainerWaits {
     this.exits.get(id)?.resolve();
     this.exits.delete(id);
   }
+
+  private readonly recording = new Set<Promise<void>>();
+
+  /** An exit being recorded: `allRecorded` waits for it. */
+  recordingExit(handling: Promise<void>): Promise<void> {
+    const tracked: Promise<void> = handling.finally(() => this.recording.delete(tracked));
+    this.recording.add(tracked);
+    return tracked;
+  }
+
+  /** Every exit being recorded has been, including any that began meanwhile. */
+  async allRecorded(): Promise<void> {
+    while (this.recording.size) await Promise.allSettled([...this.recording]);
+  }
 }
 
 /** True when `p` settled within `ms`. */

@@ -145,11 +145,19 @@ export class PortReservations {
     // Docker's two wordings: a port another container holds is "already allocated" (its port
     // allocator), one another process holds fails in the userland proxy's bind.
     const allocated = r.hostPorts && r.hostPorts[0] === r.hostPorts[1] && this.ours.has(`${r.proto}/${family}/${r.hostPorts[0]}`);
+    const heldBy = allocated ? this.ownerOf(r.proto, family, r.hostPorts![0]) : undefined;
     const err = new Error(allocated
       ? `driver failed programming external connectivity on endpoint: Bind for ${where} failed: port is already allocated`
       : `driver failed programming external connectivity on endpoint: Error starting userland proxy: listen ${r.proto}${family} ${where}: bind: address already in use`);
     if (last && !/EADDRINUSE/.test(last.message)) err.message = `cannot publish ${where}/${r.proto}: ${last.message}`;
-    throw Object.assign(err, { status: 500 });
+    throw Object.assign(err, { status: 500 }, heldBy ? { heldBy } : {});
+  }
+
+  private ownerOf(proto: PortMapping['proto'], family: 4 | 6, port: number): string | undefined {
+    for (const [owner, list] of this.held) {
+      if (list.some((h) => h.mapping.proto === proto && (h.mapping.family ?? 4) === family && h.mapping.hostPort === port)) return owner;
+    }
+    return undefined;
   }
 }
 

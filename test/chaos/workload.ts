@@ -68,6 +68,12 @@ interface Ctx {
   removedNames: string[];
   /** Containers stopped through the API (no restart policy applies until started again). */
   manuallyStopped: Set<string>;
+  /**
+   * Stops (and restarts) that failed or got no answer: their signal may have gone, and Docker
+   * cancels the policy before it sends it, so the run they aimed at may end without a restart. The
+   * cancel lives in the daemon's memory: a berthd restart clears the set.
+   */
+  stopsFailed: Set<string>;
   /** Containers an operation touched in this cycle. */
   touched: Set<string>;
   daemonDown: boolean;
@@ -184,6 +190,7 @@ async function operation(ctx: Ctx, rng: Rng): Promise<void> {
       const r = await call(ctx, op, 'POST', `/containers/${c.Id}/${op}${op === 'start' ? '' : '?t=1'}`);
       if (op === 'stop' && r && r.status < 400) ctx.manuallyStopped.add(c.Id);
       if (op !== 'stop') ctx.manuallyStopped.delete(c.Id);
+      if (op !== 'start' && (!r || r.status >= 500)) ctx.stopsFailed.add(c.Id);
       return;
     }
     case 'pull': {
@@ -287,6 +294,10 @@ async function inject(ctx: Ctx, kind: FaultKind): Promise<string> {
   }
 }
 
+function stoppedByUser(ctx: Ctx): Set<string> {
+  return new Set([...ctx.manuallyStopped, ...ctx.stopsFailed]);
+}
+
 /** The restart policy's verdict on a container that is not running: may it stay so? */
 /** The host ports running containers hold ("21029"): a port a stopped one could not bind is one of these, or leaked. */
 function heldPorts(all: Array<{ State: { Running: boolean }; NetworkSettings: { Ports: Record<string, unknown[] | null> } }>): Set<string> {
@@ -318,7 +329,7 @@ export async function runChaos(host: TestHost, options: ChaosOptions): Promise<C
   const log = opts.log ?? (() => undefined);
   const ctx: Ctx = {
     host, rng: new Rng(opts.seed), opts, report: emptyReport(opts.seed), seq: 0,
-    knownIds: new Set(), orphans: new Set(), removedNames: [], manuallyStopped: new Set(), touched: new Set(), daemonDown: false,
+    knownIds: new Set(), orphans: new Set(), removedNames: [], manuallyStopped: new Set(), stopsFailed: new Set(), touched: new Set(), daemonDown: false,
     calls: [], previousCalls: [], cycle: 0,
   };
   const t0 = Date.now();
@@ -376,6 +387,7 @@ export async function runChaos(host: TestHost, options: ChaosOptions): Promise<C
         }
         ctx.report.restartsMs.push(Date.now() - t);
         ctx.daemonDown = false;
+        ctx.stopsFailed.clear();
       }
       await sleep(tailMs);
       stop = true;
@@ -387,14 +399,14 @@ export async function runChaos(host: TestHost, options: ChaosOptions): Promise<C
       let all = await inspectAll(host, opts.opTimeoutMs);
       while (Date.now() < settleDeadline) {
         const held = heldPorts(all);
-        const pending = all.filter((c) => !c.State.Running && !mayStayDown(c, ctx.manuallyStopped, daemonRestarted, held) && 100 * 2 ** Math.min(c.RestartCount, 10) < 10_000);
+        const pending = all.filter((c) => !c.State.Running && !mayStayDown(c, stoppedByUser(ctx), daemonRestarted, held) && 100 * 2 ** Math.min(c.RestartCount, 10) < 10_000);
         if (!pending.length && !all.some((c) => c.State.Status === 'restarting')) break;
         await sleep(200);
         all = await inspectAll(host, opts.opTimeoutMs);
       }
       const held = heldPorts(all);
       for (const c of all) {
-        if (!c.State.Running && !mayStayDown(c, ctx.manuallyStopped, daemonRestarted, held) && 100 * 2 ** Math.min(c.RestartCount, 10) < 10_000) {
+        if (!c.State.Running && !mayStayDown(c, stoppedByUser(ctx), daemonRestarted, held) && 100 * 2 ** Math.min(c.RestartCount, 10) < 10_000) {
           ctx.report.policyViolations.push({ cycle, fault: kind, what: `${c.Name} (restart ${c.HostConfig.RestartPolicy?.Name}, RestartCount ${c.RestartCount}) is ${c.State.Status} exit ${c.State.ExitCode}${c.State.Error ? ` (${c.State.Error.slice(0, 100)})` : ''}${daemonRestarted ? ' after a berthd restart' : ''}` });
           // Judged once: taken out of the workload's way so the next cycles judge afresh.
           ctx.manuallyStopped.add(c.Id);

@@ -182,6 +182,33 @@ describe(`berthd killed mid-operation (seed ${seed})`, () => {
     await checkInvariants();
   });
 
+  it('a stop cut short by a berthd kill does not keep the policy from restarting the run later (Docker\'s cancel lives in memory)', async () => {
+    // sleep as PID 1 ignores SIGTERM: the stop waits out its 30 s, and berthd dies meanwhile.
+    const id = await host.runDetached({ Cmd: ['sleep', '300'], HostConfig: { NetworkMode: 'crb', RestartPolicy: { Name: 'on-failure' } } }, 'stopcut');
+    const stopping = host.api('POST', `/containers/${id}/stop?t=30`, undefined, {}, { timeoutMs: 40_000 }).catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 300));
+    // Any save of the record meanwhile writes the stop's mark with it (chaos seed 424242, cycle 310).
+    assert.equal((await host.api('POST', '/networks/cra/connect', { Container: id })).status, 200);
+    const record = JSON.parse(await fs.readFile(join(host.root, 'containers', id, 'container.json'), 'utf8'));
+    assert.equal(record.ManuallyStopped, true, 'the precondition: the mark was saved');
+    await host.stopDaemon('SIGKILL');
+    await stopping;
+    await host.startDaemon();
+    const state = (await host.api('GET', `/containers/${id}/json`)).json.State;
+    assert.ok(state.Running && state.Pid > 0, JSON.stringify(state));
+    process.kill(state.Pid, 'SIGKILL');
+    await waitFor(async () => {
+      const c = (await host.api('GET', `/containers/${id}/json`)).json;
+      return c.State.Running && c.State.Pid !== state.Pid && c.RestartCount === 1;
+    }, 'the on-failure restart', 10_000);
+    // A stop that did happen still cancels: the run it ends stays ended.
+    assert.equal((await host.api('POST', `/containers/${id}/stop?t=1`)).status, 204);
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal((await host.api('GET', `/containers/${id}/json`)).json.State.Running, false);
+    assert.equal((await host.api('DELETE', `/containers/${id}?force=1`)).status, 204);
+    await checkInvariants();
+  });
+
   it('a disconnect takes the published port off the freed address and moves it to the next network', async () => {
     const id = await host.runDetached({ Cmd: ['sleep', '300'], ExposedPorts: { '80/tcp': {} }, HostConfig: { NetworkMode: 'cra', PortBindings: { '80/tcp': [{ HostPort: '18500' }] } } }, 'pubmove');
     const ipA = (await host.api('GET', `/containers/${id}/json`)).json.NetworkSettings.Networks.cra.IPAddress as string;
