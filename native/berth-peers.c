@@ -32,6 +32,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "berth-napi.h"
 #include "berth-nl.h"
 
 extern unsigned int if_nametoindex(const char *ifname);
@@ -115,50 +116,23 @@ static void execute(napi_env env, void *data) {
 
 static void complete(napi_env env, napi_status status, void *data) {
   struct peers_job *job = data;
-  if (status == napi_ok && job->err == 0) {
-    napi_value undef;
-    napi_get_undefined(env, &undef);
-    napi_resolve_deferred(env, job->deferred, undef);
-  } else {
-    char msg[256];
-    snprintf(msg, sizeof msg, "%s: %s", job->what[0] ? job->what : "programPeers", strerror(job->err ? job->err : EIO));
-    napi_value text, error;
-    napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &text);
-    napi_create_error(env, NULL, text, &error);
-    napi_reject_deferred(env, job->deferred, error);
-  }
-  napi_delete_async_work(env, job->work);
+  berth_settle(env, status, job->deferred, job->work, job->err, job->what[0] ? job->what : "programPeers");
   free(job->entries);
   free(job);
 }
 
-static int string_prop(napi_env env, napi_value obj, const char *key, char *out, size_t size) {
-  bool has = false;
-  napi_value v;
-  size_t n = 0;
-  if (napi_has_named_property(env, obj, key, &has) != napi_ok || !has) return 0;
-  if (napi_get_named_property(env, obj, key, &v) != napi_ok) return -1;
-  napi_valuetype type;
-  if (napi_typeof(env, v, &type) != napi_ok) return -1;
-  if (type == napi_undefined) return 0;
-  /* The whole length first: a copy that fills the buffer may have been cut. */
-  if (type != napi_string || napi_get_value_string_utf8(env, v, NULL, 0, &n) != napi_ok || n == 0 || n >= size) return -1;
-  if (napi_get_value_string_utf8(env, v, out, size, &n) != napi_ok) return -1;
-  return 1;
-}
-
 static int parse_entry(napi_env env, napi_value obj, struct peer_entry *e) {
   char op[32], mac[32], ip[INET_ADDRSTRLEN], vtep[INET_ADDRSTRLEN];
-  if (string_prop(env, obj, "op", op, sizeof op) != 1 || string_prop(env, obj, "mac", mac, sizeof mac) != 1) return -1;
+  if (berth_string_prop(env, obj, "op", op, sizeof op) != 1 || berth_string_prop(env, obj, "mac", mac, sizeof mac) != 1) return -1;
   int found = 0;
   for (int k = 0; k < 4; k++) {
     if (strcmp(op, OP_NAMES[k]) == 0) { e->op = (enum peer_op)k; found = 1; }
   }
   if (!found || sscanf(mac, "%hhx:%hhx:%hhx:%hhx:%hhx:%hhx", &e->mac[0], &e->mac[1], &e->mac[2], &e->mac[3], &e->mac[4], &e->mac[5]) != 6) return -1;
   if (e->op == FDB_REPLACE || e->op == FDB_DELETE) {
-    return string_prop(env, obj, "vtep", vtep, sizeof vtep) == 1 && inet_pton(AF_INET, vtep, &e->vtep) == 1 ? 0 : -1;
+    return berth_string_prop(env, obj, "vtep", vtep, sizeof vtep) == 1 && inet_pton(AF_INET, vtep, &e->vtep) == 1 ? 0 : -1;
   }
-  return string_prop(env, obj, "ip", ip, sizeof ip) == 1 && inet_pton(AF_INET, ip, &e->ip) == 1 ? 0 : -1;
+  return berth_string_prop(env, obj, "ip", ip, sizeof ip) == 1 && inet_pton(AF_INET, ip, &e->ip) == 1 ? 0 : -1;
 }
 
 static napi_value program_peers(napi_env env, napi_callback_info info) {
@@ -193,11 +167,8 @@ static napi_value program_peers(napi_env env, napi_callback_info info) {
   job->entries = entries;
   job->count = count;
   job->tolerant = tolerant;
-  napi_value promise, name;
-  if (napi_create_promise(env, &job->deferred, &promise) != napi_ok ||
-      napi_create_string_utf8(env, "berth-peers", NAPI_AUTO_LENGTH, &name) != napi_ok ||
-      napi_create_async_work(env, NULL, name, execute, complete, job, &job->work) != napi_ok ||
-      napi_queue_async_work(env, job->work) != napi_ok) {
+  napi_value promise = berth_queue_job(env, "berth-peers", execute, complete, job, &job->deferred, &job->work);
+  if (!promise) {
     free(entries);
     free(job);
     napi_throw_error(env, NULL, "programPeers: could not queue the work");
@@ -207,8 +178,5 @@ static napi_value program_peers(napi_env env, napi_callback_info info) {
 }
 
 void berth_peers_register(napi_env env, napi_value exports) {
-  napi_value fn;
-  if (napi_create_function(env, "programPeers", NAPI_AUTO_LENGTH, program_peers, NULL, &fn) == napi_ok) {
-    napi_set_named_property(env, exports, "programPeers", fn);
-  }
+  berth_export(env, exports, "programPeers", program_peers);
 }

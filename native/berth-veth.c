@@ -34,6 +34,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "berth-napi.h"
 #include "berth-nl.h"
 
 /* <net/if.h> clashes with <linux/if.h>, which the netlink headers need. */
@@ -201,35 +202,16 @@ static void execute(napi_env env, void *data) {
 
 static void complete(napi_env env, napi_status status, void *data) {
   struct veth_job *job = data;
-  if (status == napi_ok && job->err == 0) {
-    napi_value undef;
-    napi_get_undefined(env, &undef);
-    napi_resolve_deferred(env, job->deferred, undef);
-  } else {
-    char msg[256];
-    snprintf(msg, sizeof msg, "%s %s: %s", job->what, job->ifname, strerror(job->err ? job->err : EIO));
-    napi_value text, error;
-    napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &text);
-    napi_create_error(env, NULL, text, &error);
-    napi_reject_deferred(env, job->deferred, error);
-  }
-  napi_delete_async_work(env, job->work);
+  char what[sizeof job->what + sizeof job->ifname + 1];
+  snprintf(what, sizeof what, "%s %s", job->what, job->ifname);
+  berth_settle(env, status, job->deferred, job->work, job->err, what);
   free(job);
 }
 
+/* berth_string_prop, with `required` making absence a failure too. */
 static int get_string(napi_env env, napi_value obj, const char *key, char *out, size_t size, int required) {
-  bool has = false;
-  napi_value v;
-  napi_valuetype type;
-  if (napi_has_named_property(env, obj, key, &has) != napi_ok || !has ||
-      napi_get_named_property(env, obj, key, &v) != napi_ok || napi_typeof(env, v, &type) != napi_ok || type == napi_undefined) {
-    return required ? -1 : 0;
-  }
-  size_t n = 0;
-  /* The whole length first: a copy that fills the buffer may have been cut. */
-  if (type != napi_string || napi_get_value_string_utf8(env, v, NULL, 0, &n) != napi_ok || n == 0 || n >= size) return -1;
-  if (napi_get_value_string_utf8(env, v, out, size, &n) != napi_ok) return -1;
-  return 1;
+  int got = berth_string_prop(env, obj, key, out, size);
+  return got == 0 && required ? -1 : got;
 }
 
 /* "a.b.c.d/len" or "x::y/len" into its address and prefix. */
@@ -286,11 +268,8 @@ static napi_value join_veth(napi_env env, napi_callback_info info) {
   job->has_gw = g > 0;
   job->has_addr6 = a6 > 0;
   job->has_gw6 = g6 > 0;
-  napi_value promise, name;
-  if (napi_create_promise(env, &job->deferred, &promise) != napi_ok ||
-      napi_create_string_utf8(env, "berth-veth", NAPI_AUTO_LENGTH, &name) != napi_ok ||
-      napi_create_async_work(env, NULL, name, execute, complete, job, &job->work) != napi_ok ||
-      napi_queue_async_work(env, job->work) != napi_ok) {
+  napi_value promise = berth_queue_job(env, "berth-veth", execute, complete, job, &job->deferred, &job->work);
+  if (!promise) {
     free(job);
     napi_throw_error(env, NULL, "joinVeth: could not queue the work");
     return NULL;
@@ -299,8 +278,5 @@ static napi_value join_veth(napi_env env, napi_callback_info info) {
 }
 
 void berth_veth_register(napi_env env, napi_value exports) {
-  napi_value fn;
-  if (napi_create_function(env, "joinVeth", NAPI_AUTO_LENGTH, join_veth, NULL, &fn) == napi_ok) {
-    napi_set_named_property(env, exports, "joinVeth", fn);
-  }
+  berth_export(env, exports, "joinVeth", join_veth);
 }

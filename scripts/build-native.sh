@@ -13,7 +13,7 @@ mkdir -p build
 if [ ! -x build/berth-attach ] || [ native/berth-attach.c -nt build/berth-attach ]; then
   cc -O2 -Wall -Wextra -o build/berth-attach native/berth-attach.c
 fi
-if [ ! -f build/berth-netns.node ] || [ native/berth-netns.c -nt build/berth-netns.node ] || [ native/berth-dnsfast.c -nt build/berth-netns.node ] || [ native/berth-veth.c -nt build/berth-netns.node ] || [ native/berth-peers.c -nt build/berth-netns.node ] || [ native/berth-nl.h -nt build/berth-netns.node ]; then
+if [ ! -f build/berth-netns.node ] || [ native/berth-netns.c -nt build/berth-netns.node ] || [ native/berth-dnsfast.c -nt build/berth-netns.node ] || [ native/berth-veth.c -nt build/berth-netns.node ] || [ native/berth-peers.c -nt build/berth-netns.node ] || [ native/berth-nl.h -nt build/berth-netns.node ] || [ native/berth-napi.h -nt build/berth-netns.node ]; then
   cc -O2 -Wall -Wextra -shared -fPIC -pthread -DNODE_GYP_MODULE_NAME=berth_netns -I/usr/include/node \
     -o build/berth-netns.node native/berth-netns.c native/berth-dnsfast.c native/berth-veth.c native/berth-peers.c
 fi
