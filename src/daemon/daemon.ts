@@ -231,6 +231,17 @@ export class Daemon {
    * Leaving the swarm takes its networks off this host; a daemon stop leaves them (and their
    * containers) as they are, for the next start to reconcile.
    */
+  /** Every live endpoint of this host's containers on a swarm network, disconnected (a failure is logged, the rest go on). */
+  private async leaveSwarmNetworks(engine: Engine, network: NetworkController): Promise<void> {
+    for (const c of [...engine.containers.values()]) {
+      for (const [id, ep] of Object.entries(c.Endpoints ?? {})) {
+        const n = network.registry.networks.get(id);
+        if (n?.Scope !== 'swarm' || !ep.EndpointID) continue;
+        await engine.disconnect(c.Id, id, true).catch((e) => console.error(`berthd: leaving the swarm: disconnecting ${c.Name.slice(1)} from ${n.Name}: ${errorMessage(e)}`));
+      }
+    }
+  }
+
   private async swarmSession(s: Session, up: boolean, leaving: boolean, network: NetworkController, engine: Engine): Promise<void> {
     if (!up) {
       const svc = this.services;
@@ -250,6 +261,9 @@ export class Daemon {
       this.pluginDiscovery = undefined;
       await discovery?.close(leaving).catch((e) => console.error(`berthd: plugin discovery: ${errorMessage(e)}`));
       const sn = this.swarmNetworks;
+      // Docker's clearAttachableNetworks: leaving, the host's containers come off swarm networks
+      // first (records and kernel), while the plane can still withdraw their endpoints.
+      if (leaving && sn) await this.leaveSwarmNetworks(engine, network);
       this.swarmNetworks = undefined;
       this.overlay.plane = undefined;
       network.swarm = undefined;

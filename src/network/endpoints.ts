@@ -41,7 +41,8 @@ export function endpointFromConfig(n: NetworkRecord, cfg: Record<string, unknown
       throw new BadRequestError(`no configured subnet contains IP address ${ipam.IPv4Address}`);
     }
   }
-  if (aliases && isDefaultBridge(n)) throw new BadRequestError('network-scoped alias is supported only for containers in user defined networks');
+  // Docker checks len(Aliases): the CLI's `network connect` sends an empty list.
+  if (aliases?.length && isDefaultBridge(n)) throw new BadRequestError('network-scoped alias is supported only for containers in user defined networks');
   return {
     NetworkID: n.Id,
     IPAMConfig: ipam?.IPv4Address || ipam?.IPv6Address ? { ...(ipam.IPv4Address ? { IPv4Address: ipam.IPv4Address } : {}), ...(ipam.IPv6Address ? { IPv6Address: canonicalIPv6(ipam.IPv6Address) } : {}) } : null,

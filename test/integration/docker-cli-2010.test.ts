@@ -54,6 +54,17 @@ describe('the docker 20.10 CLI (Debian docker.io) against berthd', () => {
     assert.notEqual(bridge.code, 0);
     assert.match(bridge.stdout + bridge.stderr, /bad address 'web1'/);
     assert.match(await ok(['network', 'ls', '--format', '{{.Name}} {{.Driver}}']), /^tut bridge$/m);
+    // The tutorial's `docker network connect bridge alpine4`: the CLI sends an empty alias list,
+    // which is no alias (it was refused as one); a real alias on the default bridge still is.
+    await ok(['run', '-dit', '--name', 'alpine4', '--network', 'tut', 'busybox']);
+    const alias = await docker(['network', 'connect', '--alias', 'x', 'bridge', 'alpine4']);
+    assert.equal(alias.code, 1);
+    assert.match(alias.stderr, /network-scoped alias is supported only for containers in user defined networks/);
+    await ok(['network', 'connect', 'bridge', 'alpine4']);
+    assert.equal(await ok(['inspect', '-f', '{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}', 'alpine4']), 'bridge tut \n');
+    const web1 = (await ok(['inspect', '-f', '{{.NetworkSettings.Networks.bridge.IPAddress}}', 'web1'])).trim();
+    assert.equal(await ok(['exec', 'alpine4', 'wget', '-qO-', `http://${web1}/`]), 'site-page\n');
+    await ok(['rm', '-f', 'alpine4']);
     await ok(['network', 'disconnect', 'tut', 'web1']);
     await ok(['network', 'rm', 'tut']);
   });

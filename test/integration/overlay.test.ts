@@ -394,4 +394,22 @@ networks:
     assert.equal(await lookup(h0, 'a0', 'rotated'), '', 'gone from lab0 when rm returned');
     await ok(h1, ['rm', '-f', 'probe1']);
   });
+
+  it('a host leaving the swarm takes its containers off swarm networks first, as Docker does: inspect, kernel and the other hosts agree', async () => {
+    await ok(h2, ['run', '-d', '--name', 'leaver', '--network', 'ov1', '--network-alias', 'leaving', 'busybox', 'sleep', '3600']);
+    await ok(h2, ['network', 'connect', 'bridge', 'leaver']);
+    const ip = await ipOf(h2, 'leaver', 'ov1');
+    assert.equal(await lookup(h0, 'a0', 'leaving'), ip, 'the probe itself');
+    await ok(h2, ['swarm', 'leave']);
+    assert.equal(await ok(h2, ['inspect', '-f', '{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}', 'leaver']), 'bridge', 'the record still names the overlay');
+    // Its overlay interface went with it; the bridge one stays and the container runs on.
+    const addrs = await ok(h2, ['exec', 'leaver', 'ip', '-o', '-4', 'addr', 'show']);
+    assert.ok(!addrs.includes(` ${ip}/`), `the overlay address is still on an interface: ${addrs}`);
+    assert.ok(addrs.includes(` ${await ipOf(h2, 'leaver', 'bridge')}/`), addrs);
+    assert.equal(await ok(h2, ['inspect', '-f', '{{.State.Running}}', 'leaver']), 'true');
+    assert.ok(!(await netNames(h2)).some((l) => l.startsWith('ov1 ')), 'the worker still lists ov1');
+    await waitFor(async () => (await lookup(h0, 'a0', 'leaving')) === '', 'the alias gone from lab0', 10_000);
+    assert.notEqual(await ping(h0, 'a0', ip), 0);
+    await ok(h2, ['rm', '-f', 'leaver']);
+  });
 });
