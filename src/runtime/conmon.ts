@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { promises as fs, constants as fsConstants, readFileSync, watch, writeFileSync, type FSWatcher } from 'node:fs';
+import { promises as fs, constants as fsConstants, readFileSync, watch, write as fsWrite, writeFileSync, type FSWatcher } from 'node:fs';
 import { join } from 'node:path';
-import { PassThrough } from 'node:stream';
+import { PassThrough, Writable } from 'node:stream';
 import type * as Pty from 'node-pty';
 import { requireCjs } from '../util/cjs.js';
 
@@ -406,10 +406,16 @@ export class ConmonRuntime implements ContainerRuntime {
         name: 'xterm', cols: o.cols || 80, rows: o.rows || 24, encoding: null, env: process.env as Record<string, string>,
       });
       const stdout = new PassThrough();
-      const stdin = new PassThrough();
-      term.onData((d: string | Buffer) => stdout.write(typeof d === 'string' ? Buffer.from(d) : d));
-      stdin.on('data', (d: Buffer) => term.write(d as unknown as string));
+      // Output a client does not read stops the terminal, as a pipe's would stop the process.
+      term.onData((d: string | Buffer) => {
+        if (stdout.write(typeof d === 'string' ? Buffer.from(d) : d)) return;
+        term.pause();
+        stdout.once('drain', () => term.resume());
+      });
+      let ended = false;
+      const stdin = ptyInput((term as unknown as { fd: number }).fd, () => ended);
       const exited = new Promise<number>((res) => term.onExit(({ exitCode }) => {
+        ended = true;
         // node-pty may report exit before the last output is read; let it drain first.
         setTimeout(() => { stdout.end(); res(exitCode); }, 20);
       }));
@@ -430,6 +436,25 @@ export class ConmonRuntime implements ContainerRuntime {
   }
 }
 
+
+/**
+ * A terminal's input, written to its master one chunk at a time: node-pty's own write queues
+ * whatever it is given, so a client flooding the stdin of a TTY exec whose process did not read
+ * grew berthd by all of it. Here the next chunk is taken only once the kernel took this one, and
+ * the client waits as it would on a pipe. After the process ended, its input is dropped (the
+ * descriptor is closed then and its number may belong to something else).
+ */
+function ptyInput(master: number, ended: () => boolean): Writable {
+  const put = (buf: Buffer, done: () => void): void => {
+    if (ended() || !buf.length) return done();
+    fsWrite(master, buf, (err, n) => {
+      if (err?.code === 'EAGAIN') return void setTimeout(() => put(buf, done), 2);
+      if (err) return done();
+      put(buf.subarray(n), done);
+    });
+  };
+  return new Writable({ highWaterMark: 64 * 1024, write: (chunk: Buffer, _encoding, done) => put(chunk, () => done()) });
+}
 
 /** runc wraps its errors in logrus lines; keep the message a user can act on. */
 /** runc's own message, or what became of it when it said nothing (killed, say). */

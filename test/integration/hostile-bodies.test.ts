@@ -417,6 +417,23 @@ describe('hostile bodies: 100 MB bodies and 1 MB headers on every route that tak
     await unchanged('stdin floods');
   });
 
+  it('holds nothing of a flood into the stdin of a TTY exec that nobody reads', async () => {
+    const created = await host.api('POST', '/containers/hb/exec', { Cmd: ['sleep', '600'], AttachStdin: true, AttachStdout: true, Tty: true });
+    assert.equal(created.status, 201, created.body);
+    const startBody = '{"Detach":false,"Tty":true}';
+    const exec = await floodStdin(host, `POST /exec/${created.json.Id}/start HTTP/1.1\r\nHost: berth\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Type: application/json\r\nContent-Length: ${startBody.length}\r\n\r\n${startBody}`);
+    assert.match(exec.answer, /^HTTP\/1\.1 101 UPGRADED/, exec.answer);
+    const during = await rss();
+    exec.socket.destroy();
+    rssLog.push(`while a TTY exec's stdin flood waited: ${Math.round(during / 1024)} MB`);
+    // The terminal's line discipline takes what its process does not read and drops it (as with
+    // Docker's TTY), so the client need not wait; berthd must hold no more than a chunk of it.
+    rssLog.push(`a TTY exec's flood: ${Math.round(exec.accepted / MB)} MB sent, the client ${exec.stalled ? 'made to wait' : 'never made to wait'}`);
+    assert.ok(during - baseline < RSS_GROWTH_KB, `berthd grew from ${baseline} kB to ${during} kB while a client flooded a TTY exec's stdin`);
+    assert.equal((await host.api('GET', '/containers/hb/json')).json?.State?.Running, true);
+    await unchanged('TTY stdin flood');
+  });
+
   it('makes the process wait, not berthd hold, when a client does not read exec\'s output', async () => {
     // 300 MB of output, bounded so that the process ends once the client has gone.
     const created = await host.api('POST', '/containers/hb/exec', { Cmd: ['head', '-c', String(3 * BIG), '/dev/zero'], AttachStdout: true });
