@@ -450,6 +450,20 @@ describe('hostile bodies: 100 MB bodies and 1 MB headers on every route that tak
     await unchanged('unread exec output');
   });
 
+  it('makes the process wait, not berthd hold, when a client does not read a TTY exec\'s output', async () => {
+    const created = await host.api('POST', '/containers/hb/exec', { Cmd: ['head', '-c', String(3 * BIG), '/dev/zero'], AttachStdout: true, Tty: true });
+    assert.equal(created.status, 201, created.body);
+    const startBody = '{"Detach":false,"Tty":true}';
+    const s = await stopReading(host, `POST /exec/${created.json.Id}/start HTTP/1.1\r\nHost: berth\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Type: application/json\r\nContent-Length: ${startBody.length}\r\n\r\n${startBody}`);
+    await new Promise((r) => setTimeout(r, 3000));
+    const during = await rss();
+    rssLog.push(`while a TTY exec's 300 MB of output went unread for 3 s: ${Math.round(during / 1024)} MB`);
+    s.destroy();
+    assert.ok(during - baseline < RSS_GROWTH_KB, `berthd grew from ${baseline} kB to ${during} kB holding terminal output the client did not read`);
+    await waitFor(async () => (await host.api('GET', `/exec/${created.json.Id}/json`)).json?.Running === false, 'the exec to end once its client has gone', 30_000);
+    await unchanged('unread TTY exec output');
+  });
+
   it('makes the container wait, not berthd hold, when an attach client does not read its output', async () => {
     // Output that begins once the client is attached: 300 MB, then quiet.
     const id = await host.runDetached({ Image: 'busybox', Cmd: ['sh', '-c', `sleep 2; head -c ${3 * BIG} /dev/zero; sleep 3600`] }, 'hbattach');
