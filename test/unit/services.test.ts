@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { reconcile, restartDecision } from '../../src/cluster/reconcile.js';
 import { matches, normaliseSpec, parseConstraint, upToDateWith, type NodeView, type ServiceRecord, type TaskRecord, type UpdateConfig } from '../../src/cluster/servicemodel.js';
-import { arrange, countersOf, elementArgs, lbScript, lbTable, parseCounters } from '../../src/network/lbtable.js';
+import { arrange, arrangeOne, countersOf, elementArgs, lbChanges, lbScript, lbTable, parseCounters } from '../../src/network/lbtable.js';
 import type { LbPatch, ServiceBalancers, VipEntry } from '../../src/network/servicelb.js';
 import type { EndpointRecord } from '../../src/network/overlay.js';
 import type { WatchEvent } from '../../src/cluster/store.js';
@@ -392,6 +392,25 @@ describe('the sandbox balancer table', () => {
       + '"elem": [[{"elem": {"val": "10.0.0.254", "counter": {"packets": 6, "bytes": 360}}}, "10.0.0.4"], [{"elem": {"val": "10.9.9.9", "counter": {"packets": 1, "bytes": 60}}}, "10.0.0.1"]]}}, '
       + '{"map": {"name": "vips", "elem": [["10.0.0.254", {"goto": {"target": "x"}}]]}}]}';
     assert.deepEqual([...parseCounters(listed, after)], [['aaaaaaaaaaaaZZZ 10.0.0.254 1 10.0.0.4', 6]]);
+    // The same from a map by VIP (what ServiceBalancers keeps).
+    assert.equal(lbScript(new Map(before.map((e) => [e.vip, e])), after), replaced);
+  });
+
+  it('a patch\'s script takes the slot counts it is given (the whole table\'s), not its VIPs\' own', () => {
+    const T = 'ip berth_svc';
+    const A = 'svc_aaaaaaaaaaaa_10_0_0_254';
+    const three = { service: 'aaaaaaaaaaaaZZZ', vip: '10.0.0.254', backends: ['10.0.0.3', '10.0.0.4', '10.0.0.5'] };
+    const two = arrangeOne(three, { ...three, backends: ['10.0.0.3', '10.0.0.4'] });
+    assert.equal(arrangeOne(three, { ...three, backends: ['10.0.0.5', '10.0.0.4', '10.0.0.3'] }), three, 'the same backends: the same object');
+    // Another VIP keeps 3 backends: slot 2 stays, only this VIP's element of it goes.
+    assert.deepEqual(lbChanges([[three, two]], 3, 3).trim().split('\n'), [
+      `delete element ${T} slot2 { 10.0.0.254 }`, `flush chain ${T} ${A}`, `add rule ${T} ${A} numgen inc mod 2 vmap { 0 : goto to0, 1 : goto to1 }`,
+    ]);
+    // It was the only one with 3: slot 2 goes after it.
+    assert.deepEqual(lbChanges([[three, two]], 3, 2).trim().split('\n').slice(-3), [`flush chain ${T} to2`, `delete chain ${T} to2`, `delete map ${T} slot2`]);
+    // Grown while another VIP already has 3: slot 2 is not made again.
+    assert.doesNotMatch(lbChanges([[two, three]], 3, 3), /add (map|chain|rule) ip berth_svc (slot|to)2/);
+    assert.match(lbChanges([[two, three]], 2, 3), /^add map ip berth_svc slot2 /);
   });
 });
 
