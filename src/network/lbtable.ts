@@ -9,6 +9,11 @@ export interface VipEntry { service: string; vip: string; backends: string[] }
 
 export const LB_TABLE = 'berth_svc';
 
+/** What a sandbox holds: a list, or (what ServiceBalancers keeps, to merge a patch into) a map by VIP. */
+export type Entries = readonly VipEntry[] | ReadonlyMap<string, VipEntry>;
+const sizeOf = (e: Entries) => ('size' in e ? e.size : e.length);
+const valuesOf = (e: Entries): Iterable<VipEntry> => ('size' in e ? e.values() : e);
+
 /** A VIP's chain: by service and VIP (a container on two of a service's networks balances two VIPs). */
 const chainOf = (e: VipEntry) => `svc_${e.service.slice(0, 12)}_${e.vip.replace(/[.:]/g, '_')}`;
 
@@ -40,7 +45,8 @@ function sameSet(a: string[], b: string[]): boolean {
  * `before`'s entry for each VIP of `after`: by position while both lists keep their order (the
  * common case: the same services, one of them changed), by a map of VIPs once they do not.
  */
-function previous(before: VipEntry[], after: VipEntry[]): Array<VipEntry | undefined> {
+function previous(before: Entries, after: VipEntry[]): Array<VipEntry | undefined> {
+  if ('size' in before) return after.map((e) => before.get(e.vip));
   let byVip: Map<string, VipEntry> | undefined;
   const out = new Array<VipEntry | undefined>(after.length);
   for (let i = 0; i < after.length; i++) {
@@ -60,24 +66,23 @@ function previous(before: VipEntry[], after: VipEntry[]): Array<VipEntry | undef
  * the VIPs that changed only: a sandbox with 10,000 services is walked once, not sorted or
  * written out at every change.
  */
-export function arrange(before: VipEntry[] | undefined, after: VipEntry[]): VipEntry[] {
+export function arrange(before: Entries | undefined, after: VipEntry[]): VipEntry[] {
   const prev = previous(before ?? [], after);
-  const out = new Array<VipEntry>(after.length);
-  for (let i = 0; i < after.length; i++) {
-    const e = after[i]!;
-    const old = prev[i];
-    if (old !== undefined && old.service === e.service && sameSet(old.backends, e.backends)) { out[i] = old; continue; }
-    const want = [...new Set(e.backends)].sort();
-    if (!old || old.service !== e.service) { out[i] = { ...e, backends: want }; continue; }
-    const slots: Array<string | undefined> = old.backends.slice(0, want.length).map((ip) => (want.includes(ip) ? ip : undefined));
-    const fill = want.filter((ip) => !slots.includes(ip));
-    out[i] = { ...e, backends: Array.from({ length: want.length }, (_, j) => slots[j] ?? fill.shift()!) };
-  }
-  return out;
+  return after.map((e, i) => arrangeOne(prev[i], e));
+}
+
+/** One VIP of `arrange`: `old` (what the sandbox has for the VIP) itself when nothing changed. */
+export function arrangeOne(old: VipEntry | undefined, e: VipEntry): VipEntry {
+  if (old !== undefined && old.service === e.service && sameSet(old.backends, e.backends)) return old;
+  const want = [...new Set(e.backends)].sort();
+  if (!old || old.service !== e.service) return { ...e, backends: want };
+  const slots: Array<string | undefined> = old.backends.slice(0, want.length).map((ip) => (want.includes(ip) ? ip : undefined));
+  const fill = want.filter((ip) => !slots.includes(ip));
+  return { ...e, backends: Array.from({ length: want.length }, (_, j) => slots[j] ?? fill.shift()!) };
 }
 
 /** The VIPs that differ between two arranged lists: [before's entry or undefined, after's entry or undefined]. */
-export function changedVips(before: VipEntry[], after: VipEntry[]): Array<[VipEntry | undefined, VipEntry | undefined]> {
+export function changedVips(before: Entries, after: VipEntry[]): Array<[VipEntry | undefined, VipEntry | undefined]> {
   const prev = previous(before, after);
   const out: Array<[VipEntry | undefined, VipEntry | undefined]> = [];
   let kept = 0;
@@ -86,9 +91,9 @@ export function changedVips(before: VipEntry[], after: VipEntry[]): Array<[VipEn
     if (prev[i] !== after[i]) out.push([prev[i], after[i]]);
   }
   // VIPs gone: only looked for when some of before's are not in after.
-  if (kept < before.length) {
+  if (kept < sizeOf(before)) {
     const now = new Set(after.map((e) => e.vip));
-    for (const old of before) if (!now.has(old.vip)) out.push([old, undefined]);
+    for (const old of valuesOf(before)) if (!now.has(old.vip)) out.push([old, undefined]);
   }
   return out;
 }
@@ -99,7 +104,11 @@ export function changedVips(before: VipEntry[], after: VipEntry[]): Array<[VipEn
  */
 const slotMap = (i: number) => `slot${i}`;
 const slotChain = (i: number) => `to${i}`;
-const slotsOf = (entries: VipEntry[]) => entries.reduce((n, e) => Math.max(n, e.backends.length), 0);
+function slotsOf(entries: Entries): number {
+  let n = 0;
+  for (const e of valuesOf(entries)) n = Math.max(n, e.backends.length);
+  return n;
+}
 
 /** The VIP chain's one rule: the next slot in turn (each VIP's `numgen` counts for itself). */
 function dispatch(e: VipEntry): string {
@@ -168,11 +177,24 @@ export function lbTable(entries: VipEntry[]): string {
  * follows what changed, not the number of services. From an unknown table (the first apply, or
  * one changed behind berth's back) the table is made whole. No entries: no table.
  */
-export function lbScript(before: VipEntry[] | undefined, after: VipEntry[]): string {
+export function lbScript(before: Entries | undefined, after: VipEntry[]): string {
   const t = `ip ${LB_TABLE}`;
-  if (!before?.length || !after.length) return `table ${t}\ndelete table ${t}\n${after.length ? lbTable(after) : ''}`;
+  if (!before || !sizeOf(before) || !after.length) return `table ${t}\ndelete table ${t}\n${after.length ? lbTable(after) : ''}`;
   const changes = changedVips(before, after);
   if (!changes.length) return '';
+  // Only a change of some VIP's number of backends can change the number of slots.
+  const resized = changes.some(([old, e]) => old?.backends.length !== e?.backends.length);
+  return lbChanges(changes, resized ? slotsOf(before) : 0, resized ? slotsOf(after) : 0);
+}
+
+/**
+ * `lbScript`'s difference, for these changed VIPs ([before's entry or undefined, after's or
+ * undefined], each arranged) of a known, non-empty table that stays non-empty. The numbers of
+ * slots before and after are the caller's: they are the whole table's (its VIP with the most
+ * backends), which the changed VIPs alone do not tell when they are a patch of some VIPs only.
+ */
+export function lbChanges(changes: ReadonlyArray<readonly [VipEntry | undefined, VipEntry | undefined]>, wasSlots: number, slots: number): string {
+  const t = `ip ${LB_TABLE}`;
   const gone: string[] = [];
   const came: string[] = [];
   const slotsGone = (e: VipEntry, from: number) => e.backends.slice(from).map((_, i) => `delete element ${t} ${slotMap(from + i)} { ${e.vip} }`);
@@ -199,9 +221,6 @@ export function lbScript(before: VipEntry[] | undefined, after: VipEntry[]): str
     came.push(...slotsGone(old, has.length), ...changed.map((slot) => slotCame(e, slot)));
     if (had.length !== has.length) came.push(`flush chain ${t} ${chainOf(e)}`, `add rule ${t} ${chainOf(e)} ${dispatch(e)}`);
   }
-  // Only a change of some VIP's number of backends can change the number of slots.
-  const resized = changes.some(([old, e]) => old?.backends.length !== e?.backends.length);
-  const [wasSlots, slots] = resized ? [slotsOf(before), slotsOf(after)] : [0, 0];
   const first: string[] = [];
   const last: string[] = [];
   for (let i = wasSlots; i < slots; i++) {
@@ -232,8 +251,8 @@ export function elementArgs(script: string): string[] | undefined {
 }
 
 /** The slot maps' elements (`nft -j list table`): key → packets, which for a nat chain's lookup is connections. */
-export function parseCounters(json: string, entries: VipEntry[]): Map<string, number> {
-  const service = new Map(entries.map((e) => [e.vip, e.service]));
+export function parseCounters(json: string, entries: Entries): Map<string, number> {
+  const service = new Map([...valuesOf(entries)].map((e) => [e.vip, e.service]));
   type Elem = [{ elem?: { val?: string; counter?: { packets?: number } } }, string];
   const doc = JSON.parse(json) as { nftables?: Array<{ map?: { name?: string; elem?: Elem[] } }> };
   const out = new Map<string, number>();

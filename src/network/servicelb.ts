@@ -5,7 +5,7 @@ import { nftApply } from '../kernel/nft.js';
 import { run } from '../util/exec.js';
 import { errorMessage } from '../util/errors.js';
 import { forEachLimited } from '../util/serial.js';
-import { arrange, changedVips, countersOf, elementArgs, hitKey, lbScript, parseCounters, LB_TABLE, type VipEntry } from './lbtable.js';
+import { arrange, arrangeOne, changedVips, countersOf, elementArgs, hitKey, lbChanges, lbScript, parseCounters, LB_TABLE, type Entries, type VipEntry } from './lbtable.js';
 
 export { arrange, countersOf, lbScript, lbTable, parseCounters, LB_TABLE, type VipEntry } from './lbtable.js';
 
@@ -23,7 +23,7 @@ async function applyScript(script: string, netns: string, known: boolean): Promi
   if (r.code !== 0) throw new Error(r.stderr.trim() || `berth-nftset exited ${r.code}`);
 }
 
-async function readCounters(netns: string, entries: VipEntry[]): Promise<Map<string, number>> {
+async function readCounters(netns: string, entries: Entries): Promise<Map<string, number>> {
   const r = await run('nft', ['-j', 'list', 'table', 'ip', LB_TABLE], { netns });
   if (r.code !== 0) throw new Error(r.stderr.trim() || `nft exited ${r.code}`);
   return parseCounters(r.stdout, entries);
@@ -57,8 +57,27 @@ async function movedCounts(netns: string, changed: Change[]): Promise<Map<string
   return out;
 }
 
-/** What berth applied in a sandbox: the arranged entries, each element's count as last read, and how many slots hold each backend. */
-interface Applied { netns: string; entries: VipEntry[]; counted: Map<string, number>; uses: Map<string, number> }
+/**
+ * What berth applied in a sandbox: the arranged entries by VIP, how many VIPs have each number of
+ * backends (the table's number of slots is the largest, which a patch of a few VIPs must know
+ * without walking the others), each element's count as last read, and how many slots hold each
+ * backend.
+ */
+interface Applied { netns: string; entries: Map<string, VipEntry>; lengths: Map<number, number>; counted: Map<string, number>; uses: Map<string, number> }
+
+/**
+ * A change of some of a sandbox's VIPs only: `entries` as they are now (the others stay as they
+ * were applied), `removed` VIPs that went (any of them also in `entries` stays). `whole` gives
+ * every entry of the sandbox, for a sandbox whose table berth does not know (yet, or any more).
+ */
+export interface LbPatch { netns: string; entries: VipEntry[]; removed: string[]; whole: () => VipEntry[] }
+
+const slotsIn = (lengths: Map<number, number>) => Math.max(0, ...lengths.keys());
+function countLength(lengths: Map<number, number>, n: number, by: number): void {
+  const c = (lengths.get(n) ?? 0) + by;
+  if (c > 0) lengths.set(n, c);
+  else lengths.delete(n);
+}
 
 /**
  * The balancer tables of this host's sandboxes, each changed in one transaction when what it
@@ -85,59 +104,108 @@ export class ServiceBalancers {
   sync(want: Map<string, { netns: string; entries: VipEntry[] }>, all: boolean): Promise<void> {
     return this.serial(async () => {
       if (all) for (const id of [...this.applied.keys()]) if (!want.has(id)) this.forget(id);
-      await Promise.all([...want].map(async ([id, w]) => {
-        let had = this.applied.get(id);
-        if (had && had.netns !== w.netns) { this.forget(id); had = undefined; }
-        // No table before or after: nothing to do; otherwise the script says what differs ('' when nothing).
-        if (!had?.entries.length && !w.entries.length) return;
-        const entries = arrange(had?.entries, w.entries);
-        const script = lbScript(had?.entries, entries);
-        if (had && !script) return;
-        const changed = had ? changedVips(had.entries, entries) : entries.map((e) => [undefined, e] as const);
-        try {
-          const moved = had ? await movedCounts(w.netns, changed) : new Map<string, number>();
-          let remade = !had;
-          await applyScript(script, w.netns, !!had).catch(async (e) => {
-            if (!had) throw e;
-            // The table was not what berth last applied (changed by hand): made whole, counters anew.
-            this.log(`services: balancer of ${id.slice(0, 12)} remade: ${errorMessage(e)}`);
-            await nftApply(lbScript(undefined, entries), { netns: w.netns });
-            remade = true;
-          });
-          // The counts of the elements that stayed go on; those of elements gone are kept as retired.
-          let counted = had?.counted ?? new Map<string, number>();
-          for (const [c, n] of moved) if (counted.has(c)) counted.set(c, n);
-          if (remade) {
-            for (const [c, n] of counted) this.retire(c, n);
-            counted = new Map();
-          }
-          for (const [old, e] of remade ? entries.map((e) => [undefined, e] as const) : changed) {
-            const keep = e ? countersOf([e]) : new Map<string, { service: string; backend: string }>();
-            for (const c of old ? countersOf([old]).keys() : []) {
-              if (!keep.has(c)) { this.retire(c, counted.get(c) ?? 0); counted.delete(c); }
-            }
-            for (const [c, who] of keep) if (!counted.has(c)) { counted.set(c, 0); this.identity.set(c, who); }
-          }
-          // A backend may be in two VIPs (a task on two of a service's networks): its flows go with its last slot.
-          const uses = had?.uses ?? new Map<string, number>();
-          const left: string[] = [];
-          for (const [old, e] of changed) {
-            for (const ip of e?.backends ?? []) uses.set(ip, (uses.get(ip) ?? 0) + 1);
-            for (const ip of old?.backends ?? []) {
-              const n = (uses.get(ip) ?? 1) - 1;
-              if (n > 0) uses.set(ip, n);
-              else { uses.delete(ip); left.push(ip); }
-            }
-          }
-          this.applied.set(id, { netns: w.netns, entries, counted, uses });
-          this.dropFlows(id, w.netns, left);
-        } catch (e) {
-          // The namespace went meanwhile (the container stopped): nothing to balance there.
-          this.forget(id);
-          this.log(`services: balancer of ${id.slice(0, 12)}: ${errorMessage(e)}`);
+      await Promise.all([...want].map(([id, w]) => this.syncOne(id, w.netns, w.entries)));
+    });
+  }
+
+  /**
+   * Changes only the VIPs a patch names in each of these sandboxes (the others are left as
+   * applied, unread): a backend change at 10,000 services costs what it costs at 100. Patches and
+   * syncs apply in the order they are called.
+   */
+  patch(want: Map<string, LbPatch>): Promise<void> {
+    return this.serial(async () => {
+      await Promise.all([...want].map(async ([id, p]) => {
+        const had = this.applied.get(id);
+        if (!had || had.netns !== p.netns) return this.syncOne(id, p.netns, p.whole());
+        const changed: Change[] = [];
+        const named = new Set<string>();
+        for (const e of p.entries) {
+          named.add(e.vip);
+          const old = had.entries.get(e.vip);
+          const now = arrangeOne(old, e);
+          if (now !== old) changed.push([old, now]);
         }
+        for (const vip of p.removed) {
+          const old = had.entries.get(vip);
+          if (old && !named.has(vip)) changed.push([old, undefined]);
+        }
+        if (!changed.length) return;
+        const wasSlots = slotsIn(had.lengths);
+        const wasEmpty = !had.entries.size;
+        // Merged in place: a sandbox whose change fails is forgotten, and made whole at its next change.
+        for (const [old, e] of changed) {
+          if (old) { had.entries.delete(old.vip); countLength(had.lengths, old.backends.length, -1); }
+          if (e) { had.entries.set(e.vip, e); countLength(had.lengths, e.backends.length, 1); }
+        }
+        // A table that was not there, or goes: made whole, or deleted.
+        const script = wasEmpty || !had.entries.size ? lbScript(undefined, [...had.entries.values()]) : lbChanges(changed, wasSlots, slotsIn(had.lengths));
+        await this.commit(id, p.netns, had, had.entries, had.lengths, changed, script);
       }));
     });
+  }
+
+  private async syncOne(id: string, netns: string, want: VipEntry[]): Promise<void> {
+    let had = this.applied.get(id);
+    if (had && had.netns !== netns) { this.forget(id); had = undefined; }
+    if (!had?.entries.size && !want.length) {
+      // Known to have no table, so that a patch need not ask for the whole of a sandbox on no service's network.
+      if (!had) this.applied.set(id, { netns, entries: new Map(), lengths: new Map(), counted: new Map(), uses: new Map() });
+      return;
+    }
+    const entries = arrange(had?.entries, want);
+    const script = lbScript(had?.entries, entries);
+    if (had && !script) return;
+    const changed = had ? changedVips(had.entries, entries) : entries.map((e) => [undefined, e] as const);
+    const lengths = new Map<number, number>();
+    for (const e of entries) countLength(lengths, e.backends.length, 1);
+    await this.commit(id, netns, had, new Map(entries.map((e) => [e.vip, e])), lengths, changed, script);
+  }
+
+  /** Applies a sandbox's script and keeps its counters' and backends' books by the VIPs it changed. */
+  private async commit(id: string, netns: string, had: Applied | undefined, entries: Map<string, VipEntry>, lengths: Map<number, number>, changed: Change[], script: string): Promise<void> {
+    try {
+      const moved = had ? await movedCounts(netns, changed) : new Map<string, number>();
+      let remade = !had;
+      await applyScript(script, netns, !!had).catch(async (e) => {
+        if (!had) throw e;
+        // The table was not what berth last applied (changed by hand): made whole, counters anew.
+        this.log(`services: balancer of ${id.slice(0, 12)} remade: ${errorMessage(e)}`);
+        await nftApply(lbScript(undefined, [...entries.values()]), { netns });
+        remade = true;
+      });
+      // The counts of the elements that stayed go on; those of elements gone are kept as retired.
+      let counted = had?.counted ?? new Map<string, number>();
+      for (const [c, n] of moved) if (counted.has(c)) counted.set(c, n);
+      if (remade) {
+        for (const [c, n] of counted) this.retire(c, n);
+        counted = new Map();
+      }
+      for (const [old, e] of remade ? [...entries.values()].map((e) => [undefined, e] as const) : changed) {
+        const keep = e ? countersOf([e]) : new Map<string, { service: string; backend: string }>();
+        for (const c of old ? countersOf([old]).keys() : []) {
+          if (!keep.has(c)) { this.retire(c, counted.get(c) ?? 0); counted.delete(c); }
+        }
+        for (const [c, who] of keep) if (!counted.has(c)) { counted.set(c, 0); this.identity.set(c, who); }
+      }
+      // A backend may be in two VIPs (a task on two of a service's networks): its flows go with its last slot.
+      const uses = had?.uses ?? new Map<string, number>();
+      const left: string[] = [];
+      for (const [old, e] of changed) {
+        for (const ip of e?.backends ?? []) uses.set(ip, (uses.get(ip) ?? 0) + 1);
+        for (const ip of old?.backends ?? []) {
+          const n = (uses.get(ip) ?? 1) - 1;
+          if (n > 0) uses.set(ip, n);
+          else { uses.delete(ip); left.push(ip); }
+        }
+      }
+      this.applied.set(id, { netns, entries, lengths, counted, uses });
+      this.dropFlows(id, netns, left);
+    } catch (e) {
+      // The namespace went meanwhile (the container stopped): nothing to balance there.
+      this.forget(id);
+      this.log(`services: balancer of ${id.slice(0, 12)}: ${errorMessage(e)}`);
+    }
   }
 
   /** Connections sent to each backend by this host's sandboxes: read in each sandbox now, plus what went with sandboxes and counters gone. */
@@ -162,6 +230,7 @@ export class ServiceBalancers {
   }
 
   private async read(a: Applied): Promise<void> {
+    if (!a.entries.size) return;
     const now = await readCounters(a.netns, a.entries);
     for (const c of a.counted.keys()) {
       const n = now.get(c);

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { elementArgs } from '../../src/network/lbtable.js';
+import { arrangeOne, elementArgs } from '../../src/network/lbtable.js';
 import { arrange, LB_TABLE, lbScript, lbTable, ServiceBalancers, type VipEntry } from '../../src/network/servicelb.js';
 import { nftApply } from '../../src/kernel/nft.js';
 import { run, runOk } from '../../src/util/exec.js';
@@ -34,9 +34,9 @@ describe('service balancer counters', () => {
 
   const entries = (backends: string[]): VipEntry[] => [{ service: svc, vip: '10.77.0.100', backends }];
   const sync = (id: string, backends: string[]) => lb.sync(new Map([[id, { netns, entries: entries(backends) }]]), false);
-  const connect = async (n: number) => {
-    const script = Array.from({ length: n }, () => 'busybox nc -w 1 10.77.0.100 80 </dev/null >/dev/null 2>&1').join('\n');
-    await run('nsenter', [`--net=${netns}`, 'sh', '-c', `${script}\ntrue`]);
+  const connect = async (n: number, to = { netns, vip: '10.77.0.100' }) => {
+    const script = Array.from({ length: n }, () => `busybox nc -w 1 ${to.vip} 80 </dev/null >/dev/null 2>&1`).join('\n');
+    await run('nsenter', [`--net=${to.netns}`, 'sh', '-c', `${script}\ntrue`]);
   };
   const hits = async () => Object.fromEntries((await lb.hits(exists)).map((h) => [h.backend, h.connections]));
   const total = async () => Object.values(await hits()).reduce((a, b) => a + b, 0);
@@ -95,23 +95,38 @@ describe('service balancer counters', () => {
     assert.equal((await hits())['10.77.0.5']! >= 5, true);
   });
 
+  /** The table as a comparable shape: chains with their rules, every map's and set's elements (sorted, with their counters zeroed). */
+  const shape = async (netns: string) => {
+    const doc = JSON.parse(await runOk('nft', ['-j', 'list', 'table', 'ip', LB_TABLE], { netns })) as { nftables: Array<Record<string, any>> };
+    const zero = (v: unknown) => JSON.stringify(v, (k, x) => (k === 'packets' || k === 'bytes' ? 0 : x));
+    const out: Record<string, unknown> = {};
+    for (const i of doc.nftables) {
+      if (i.chain) out[`chain ${i.chain.name}`] = [];
+      else if (i.map) out[`map ${i.map.name}`] = (i.map.elem ?? []).map(zero).sort();
+      else if (i.set) out[`set ${i.set.name}`] = (i.set.elem ?? []).map(zero).sort();
+    }
+    for (const i of doc.nftables) if (i.rule) (out[`chain ${i.rule.chain}`] as unknown[]).push(zero(i.rule.expr));
+    return out;
+  };
+  /** Runs `body` with two namespaces of the test's own: the balancer's and one for the table made whole. */
+  const twoNamespaces = async (tag: string, body: (lbNetns: string, wholeNetns: string) => Promise<void>) => {
+    const [a, b] = [`${ns}${tag}a`, `${ns}${tag}b`];
+    await runOk('ip', ['netns', 'add', a]);
+    try {
+      await runOk('ip', ['netns', 'add', b]);
+      await body(`/run/netns/${a}`, `/run/netns/${b}`);
+    } finally {
+      await run('ip', ['netns', 'del', a]);
+      await run('ip', ['netns', 'del', b]);
+    }
+  };
+  /** Makes the table whole from `entries` (arranged) in a namespace. */
+  const makeWhole = (entries: VipEntry[], netns: string) => nftApply(`table ip ${LB_TABLE}\ndelete table ip ${LB_TABLE}\n${entries.length ? lbTable(entries) : ''}`, { netns });
+
   it('changes a table by differences that leave it as the table made whole would be, over random changes of services and backends', async () => {
     const fresh = `${ns}f`;
     await runOk('ip', ['netns', 'add', fresh]);
     try {
-      /** The table as a comparable shape: chains with their rules, every map's and set's elements (sorted, with their counters zeroed). */
-      const shape = async (netns: string) => {
-        const doc = JSON.parse(await runOk('nft', ['-j', 'list', 'table', 'ip', LB_TABLE], { netns })) as { nftables: Array<Record<string, any>> };
-        const zero = (v: unknown) => JSON.stringify(v, (k, x) => (k === 'packets' || k === 'bytes' ? 0 : x));
-        const out: Record<string, unknown> = {};
-        for (const i of doc.nftables) {
-          if (i.chain) out[`chain ${i.chain.name}`] = [];
-          else if (i.map) out[`map ${i.map.name}`] = (i.map.elem ?? []).map(zero).sort();
-          else if (i.set) out[`set ${i.set.name}`] = (i.set.elem ?? []).map(zero).sort();
-        }
-        for (const i of doc.nftables) if (i.rule) (out[`chain ${i.rule.chain}`] as unknown[]).push(zero(i.rule.expr));
-        return out;
-      };
       let seed = 7;
       // In 32-bit integers: in doubles the product loses its low bits and the walk soon repeats one state (every VIP gone).
       const rnd = (n: number) => { seed = (Math.imul(seed, 1103515245) + 12345) >>> 0; return (seed >>> 16) % n; };
@@ -161,6 +176,106 @@ describe('service balancer counters', () => {
     } finally {
       await run('ip', ['netns', 'del', fresh]);
     }
+  });
+
+  it('patches a few VIPs with the whole table\'s number of slots, not the patched VIPs\' own', async () => {
+    await twoNamespaces('s', async (lbNetns, wholeNetns) => {
+      const vip = (k: string) => `10.82.0.${k === 'a' ? 100 : 101}`;
+      const entry = (k: string, n: number): VipEntry => ({ service: `svc${k}aaaaaaaaaaaaaaa`, vip: vip(k), backends: [5, 6, 7].slice(0, n).map((b) => `10.82.${k === 'a' ? 1 : 2}.${b}`) });
+      const model = new Map<string, VipEntry>();
+      const step = async (what: string, e: VipEntry) => {
+        model.set(e.vip, arrangeOne(model.get(e.vip), e));
+        await lb.patch(new Map([['c4', { netns: lbNetns, entries: [e], removed: [], whole: () => [...model.values()] }]]));
+        await makeWhole([...model.values()], wholeNetns);
+        assert.deepEqual(await shape(lbNetns), await shape(wholeNetns), what);
+      };
+      await step('made whole (unknown sandbox)', entry('a', 3));
+      await step('b added with 3', entry('b', 3));
+      // a alone would say 2 slots: b, untouched, still needs slot 2.
+      await step('a shrunk to 2 while b has 3', entry('a', 2));
+      assert.match(await runOk('nft', ['list', 'map', 'ip', LB_TABLE, 'slot2'], { netns: lbNetns }), /10\.82\.0\.101 counter packets \d+ bytes \d+ : 10\.82\.2\.7/);
+      await step('b, the last with 3, shrunk to 2: slot 2 goes', entry('b', 2));
+      assert.notEqual((await run('nft', ['list', 'map', 'ip', LB_TABLE, 'slot2'], { netns: lbNetns })).code, 0);
+      await step('a grown to 3: slot 2 comes', entry('a', 3));
+      // b alone would say slot 2 is new: made twice, its chain would have its rule twice.
+      await step('b grown to 3 while a has 3', entry('b', 3));
+      await step('a emptied (rejected) while b has 3', entry('a', 0));
+      await step('b shrunk to 1, a still empty: slots 1 and 2 go', entry('b', 1));
+      assert.ok(!logs.some((l) => l.includes('c4')), `a patch did not apply: ${logs.join('\n')}`);
+    });
+  });
+
+  it('patches a table to what the table made whole from the merged entries would be, over random patches', async () => {
+    await twoNamespaces('p', async (lbNetns, wholeNetns) => {
+      let seed = 11;
+      const rnd = (n: number) => { seed = (Math.imul(seed, 1103515245) + 12345) >>> 0; return (seed >>> 16) % n; };
+      /** What the balancer should hold, arranged as its patches arrange each VIP. */
+      const model = new Map<string, VipEntry>();
+      let resized = 0;
+      let emptied = 0;
+      let compared = 0;
+      for (let step = 0; step < 60; step++) {
+        const entries: VipEntry[] = [];
+        const removed: string[] = [];
+        // One to three distinct VIPs (ServiceNet names each VIP once).
+        for (const k of new Set(Array.from({ length: 1 + rnd(3) }, () => rnd(6)))) {
+          const vip = `10.83.${k}.200`;
+          // Removed (sometimes while also patched, when it stays), or patched: its service may change, its backends may be none.
+          if (rnd(4) === 0) removed.push(vip);
+          if (rnd(4) !== 0) entries.push({ service: `svc${k}${rnd(5) === 0 ? 'y' : 'x'}aaaaaaaaaaaa`, vip, backends: [5, 6, 7, 8].filter(() => rnd(2) === 0).map((b) => `10.83.${k}.${b}`) });
+        }
+        const slots = () => Math.max(0, ...[...model.values()].map((e) => e.backends.length));
+        const had = slots();
+        for (const e of entries) model.set(e.vip, arrangeOne(model.get(e.vip), e));
+        for (const v of removed) if (!entries.some((e) => e.vip === v)) model.delete(v);
+        if (slots() !== had) resized++;
+        await lb.patch(new Map([['c3', { netns: lbNetns, entries, removed, whole: () => [...model.values()] }]]));
+        if (!model.size) {
+          emptied++;
+          assert.notEqual((await run('nft', ['list', 'table', 'ip', LB_TABLE], { netns: lbNetns })).code, 0, `step ${step}: no VIP, no table`);
+          continue;
+        }
+        await makeWhole([...model.values()], wholeNetns);
+        compared++;
+        assert.deepEqual(await shape(lbNetns), await shape(wholeNetns), `step ${step}: ${JSON.stringify({ entries, removed })}`);
+      }
+      assert.ok(!logs.some((l) => l.includes('c3')), `a patch did not apply: ${logs.join('\n')}`);
+      assert.ok(compared >= 40 && resized >= 5, `compared ${compared}, resized ${resized}, emptied ${emptied}`);
+    });
+  });
+
+  it('keeps each backend\'s count across patches of its VIP as across whole changes', async () => {
+    await twoNamespaces('c', async (at) => {
+      await runOk('ip', ['-n', at.slice('/run/netns/'.length), '-batch', '-'], { input: 'link set lo up\naddress add 10.78.0.1/24 dev lo\n' });
+      const to = { netns: at, vip: '10.78.0.100' };
+      const other: VipEntry = { service: svc, vip: '10.78.0.101', backends: ['10.78.0.21'] };
+      const patch = (backends: string[] | undefined) => lb.patch(new Map([['c5', {
+        netns: at, entries: backends ? [{ service: svc, vip: to.vip, backends }] : [], removed: backends ? [] : [to.vip], whole: () => [other, { service: svc, vip: to.vip, backends: backends ?? [] }],
+      }]]));
+      const mine = async () => Object.fromEntries(Object.entries(await hits()).filter(([ip]) => ip.startsWith('10.78.')));
+      await patch(['10.78.0.11', '10.78.0.12', '10.78.0.13', '10.78.0.14']);
+      await connect(40, to);
+      const first = await mine();
+      assert.deepEqual(first, { '10.78.0.11': 10, '10.78.0.12': 10, '10.78.0.13': 10, '10.78.0.14': 10, '10.78.0.21': 0 });
+      // .13 replaced by .15: by its slot's element alone; the others go on, .13 keeps its count.
+      await patch(['10.78.0.11', '10.78.0.12', '10.78.0.15', '10.78.0.14']);
+      await connect(40, to);
+      const replaced = await mine();
+      assert.deepEqual(replaced, { '10.78.0.11': 20, '10.78.0.12': 20, '10.78.0.13': 10, '10.78.0.14': 20, '10.78.0.15': 10, '10.78.0.21': 0 });
+      // Scaled down: .14 and .15 move to slots 0 and 1, their connections since the last reading read before their elements go.
+      await connect(8, to);
+      await patch(['10.78.0.14', '10.78.0.15']);
+      const scaled = await mine();
+      assert.deepEqual([scaled['10.78.0.14'], scaled['10.78.0.15']], [22, 12]);
+      await connect(4, to);
+      const after = await mine();
+      assert.deepEqual([after['10.78.0.14'], after['10.78.0.15']], [24, 14]);
+      // The VIP removed: its backends' counts stay in the totals.
+      await patch(undefined);
+      assert.doesNotMatch(await runOk('nft', ['list', 'table', 'ip', LB_TABLE], { netns: at }), /10\.78\.0\.100/);
+      assert.deepEqual(await mine(), after);
+      assert.ok(!logs.some((l) => l.includes('c5')), logs.join('\n'));
+    });
   });
 
   it('keeps the counts of a sandbox that went, and forgets a removed service\'s', async () => {

@@ -2,8 +2,10 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { reconcile, restartDecision } from '../../src/cluster/reconcile.js';
 import { matches, normaliseSpec, parseConstraint, upToDateWith, type NodeView, type ServiceRecord, type TaskRecord, type UpdateConfig } from '../../src/cluster/servicemodel.js';
-import { arrange, countersOf, elementArgs, lbScript, lbTable, parseCounters } from '../../src/network/lbtable.js';
-import type { ServiceBalancers } from '../../src/network/servicelb.js';
+import { arrange, arrangeOne, countersOf, elementArgs, lbChanges, lbScript, lbTable, parseCounters } from '../../src/network/lbtable.js';
+import type { LbPatch, ServiceBalancers, VipEntry } from '../../src/network/servicelb.js';
+import type { EndpointRecord } from '../../src/network/overlay.js';
+import type { WatchEvent } from '../../src/cluster/store.js';
 import { ServiceNet } from '../../src/cluster/servicenet.js';
 import { ROOT } from '../../src/cluster/keys.js';
 import { LifecycleStats } from '../../src/engine/lifestats.js';
@@ -390,6 +392,25 @@ describe('the sandbox balancer table', () => {
       + '"elem": [[{"elem": {"val": "10.0.0.254", "counter": {"packets": 6, "bytes": 360}}}, "10.0.0.4"], [{"elem": {"val": "10.9.9.9", "counter": {"packets": 1, "bytes": 60}}}, "10.0.0.1"]]}}, '
       + '{"map": {"name": "vips", "elem": [["10.0.0.254", {"goto": {"target": "x"}}]]}}]}';
     assert.deepEqual([...parseCounters(listed, after)], [['aaaaaaaaaaaaZZZ 10.0.0.254 1 10.0.0.4', 6]]);
+    // The same from a map by VIP (what ServiceBalancers keeps).
+    assert.equal(lbScript(new Map(before.map((e) => [e.vip, e])), after), replaced);
+  });
+
+  it('a patch\'s script takes the slot counts it is given (the whole table\'s), not its VIPs\' own', () => {
+    const T = 'ip berth_svc';
+    const A = 'svc_aaaaaaaaaaaa_10_0_0_254';
+    const three = { service: 'aaaaaaaaaaaaZZZ', vip: '10.0.0.254', backends: ['10.0.0.3', '10.0.0.4', '10.0.0.5'] };
+    const two = arrangeOne(three, { ...three, backends: ['10.0.0.3', '10.0.0.4'] });
+    assert.equal(arrangeOne(three, { ...three, backends: ['10.0.0.5', '10.0.0.4', '10.0.0.3'] }), three, 'the same backends: the same object');
+    // Another VIP keeps 3 backends: slot 2 stays, only this VIP's element of it goes.
+    assert.deepEqual(lbChanges([[three, two]], 3, 3).trim().split('\n'), [
+      `delete element ${T} slot2 { 10.0.0.254 }`, `flush chain ${T} ${A}`, `add rule ${T} ${A} numgen inc mod 2 vmap { 0 : goto to0, 1 : goto to1 }`,
+    ]);
+    // It was the only one with 3: slot 2 goes after it.
+    assert.deepEqual(lbChanges([[three, two]], 3, 2).trim().split('\n').slice(-3), [`flush chain ${T} to2`, `delete chain ${T} to2`, `delete map ${T} slot2`]);
+    // Grown while another VIP already has 3: slot 2 is not made again.
+    assert.doesNotMatch(lbChanges([[two, three]], 3, 3), /add (map|chain|rule) ip berth_svc (slot|to)2/);
+    assert.match(lbChanges([[two, three]], 2, 3), /^add map ip berth_svc slot2 /);
   });
 });
 
@@ -540,5 +561,140 @@ describe('service metrics (ServiceNet.stats through the collector)', () => {
     await net.follow([task('t2', 'c2', 'shutdown')], false);
     const after = (await collector.render()).split('\n');
     for (const l of ['berth_service_tasks_running{service="web"} 1', 'berth_service_vip_backends{service="web",network="front"} 1']) assert.ok(after.includes(l), `missing ${l}`);
+  });
+});
+
+describe('ServiceNet hands the balancers only the services a batch changed', () => {
+  type Table = Map<string, VipEntry>;
+  /** A balancer that keeps each sandbox's entries as the real one merges them (its kernel side is servicelb.test.ts's). */
+  const fakeBalancers = () => {
+    const tables = new Map<string, Table>();
+    const calls: Array<'sync' | 'patch'> = [];
+    const b = {
+      sync: async (want: Map<string, { entries: VipEntry[] }>, all: boolean) => {
+        calls.push('sync');
+        if (all) for (const id of [...tables.keys()]) if (!want.has(id)) tables.delete(id);
+        for (const [id, w] of want) tables.set(id, new Map(w.entries.map((e) => [e.vip, e])));
+      },
+      patch: async (want: Map<string, LbPatch>) => {
+        calls.push('patch');
+        for (const [id, p] of want) {
+          const t = tables.get(id);
+          if (!t) { tables.set(id, new Map(p.whole().map((e) => [e.vip, e]))); continue; }
+          for (const v of p.removed) if (!p.entries.some((e) => e.vip === v)) t.delete(v);
+          for (const e of p.entries) t.set(e.vip, e);
+        }
+      },
+    };
+    return { balancers: b as unknown as ServiceBalancers, tables, calls };
+  };
+  const norm = (l: Iterable<VipEntry>) => [...l].map((e) => ({ ...e, backends: [...e.backends].sort() })).sort((a, b) => (a.vip < b.vip ? -1 : 1));
+  const sandboxes = [{ id: 'l1', netns: '/run/netns/l1', networks: ['net1'] }, { id: 'l2', netns: '/run/netns/l2', networks: ['net1', 'net2'] }];
+
+  it('over random batches of tasks, endpoints and services, the patched tables are the ones a whole sync makes', async () => {
+    let seed = 5;
+    const rnd = (n: number) => { seed = (Math.imul(seed, 1103515245) + 12345) >>> 0; return (seed >>> 16) % n; };
+    const eps = new Map<string, Map<string, EndpointRecord>>();
+    const records = new Map<string, unknown>();
+    const { balancers, tables, calls } = fakeBalancers();
+    const net = new ServiceNet((id) => [...(eps.get(id)?.values() ?? [])], () => sandboxes, balancers, () => undefined);
+    const put = (key: string, value: unknown) => {
+      records.set(key, value);
+      const [kind, n, ep] = key.slice(ROOT.length).split('/');
+      if (kind === 'endpoints') { if (!eps.has(n!)) eps.set(n!, new Map()); eps.get(n!)!.set(ep!, value as EndpointRecord); }
+      return { type: 'put' as const, key, value, modRevision: 1 };
+    };
+    const del = (key: string) => {
+      records.delete(key);
+      const [kind, n, ep] = key.slice(ROOT.length).split('/');
+      if (kind === 'endpoints') eps.get(n!)?.delete(ep!);
+      return { type: 'delete' as const, key, modRevision: 1 };
+    };
+    const name = (k: number) => `web${k}`;
+    const service = (k: number) => {
+      const nets = [['net1'], ['net2'], ['net1', 'net2']][rnd(3)]!;
+      // Sometimes renamed (its tasks' endpoints then no longer name it), sometimes a new VIP.
+      const nm = rnd(8) === 0 ? `${name(k)}b` : name(k);
+      return put(`${ROOT}services/s${k}`, {
+        ID: `s${k}`, Spec: { Name: nm, Mode: { Replicated: { Replicas: 1 } }, TaskTemplate: { ContainerSpec: { Image: 'busybox' }, Networks: nets.map((Target) => ({ Target })) } },
+        Endpoint: { Spec: { Mode: 'vip' }, VirtualIPs: nets.map((n) => ({ NetworkID: n, Addr: `10.${n === 'net1' ? 1 : 2}.0.${100 + k + (rnd(6) === 0 ? 50 : 0)}/24` })) },
+      });
+    };
+    const task = (t: number) => {
+      const k = rnd(4);
+      // Some tasks carry an alias that is another service's name: their endpoints are that service's backends too.
+      const alias = rnd(5) === 0 ? [name((k + 1) % 4)] : [];
+      return put(`${ROOT}tasks/t${t}`, {
+        ID: `t${t}`, ServiceID: `s${k}`, DesiredState: rnd(4) ? 'running' : 'shutdown', ServiceAnnotations: { Name: name(k) },
+        Spec: { ContainerSpec: { Image: 'busybox' }, Networks: [{ Target: 'net1', Aliases: alias }, { Target: 'net2', Aliases: alias }] },
+        Status: { State: rnd(5) ? 'running' : 'starting', ContainerStatus: { ContainerID: `c${t}` } },
+      });
+    };
+    const endpoint = (t: number, n: string) => {
+      const k = rnd(5);
+      const aliases = k === 4 ? ['plain'] : [`tasks.${name(k)}`, ...(rnd(4) === 0 ? [`tasks.${name((k + 1) % 4)}`] : [])];
+      return put(`${ROOT}endpoints/${n}/e${t}${n}`, { Network: n, EndpointID: `e${t}${n}`, ContainerID: `c${t}`, Name: `c${t}`, Aliases: aliases, IP: `10.${n === 'net1' ? 1 : 2}.1.${t + (rnd(3) === 0 ? 100 : 0)}`, Mac: '', Node: 'n1', Vtep: '' });
+    };
+    const first = [0, 1, 2, 3].map(service).concat([0, 1, 2, 3, 4, 5].map(task), [0, 1, 2, 3, 4, 5].flatMap((t) => [endpoint(t, 'net1'), endpoint(t, 'net2')]));
+    await net.follow(first, true);
+    let patches = 0;
+    let changedSteps = 0;
+    for (let step = 0; step < 300; step++) {
+      const batch: WatchEvent<unknown>[] = [];
+      for (let n = 1 + rnd(3); n > 0; n--) {
+        const r = rnd(10);
+        const t = rnd(8);
+        const nt = rnd(2) ? 'net1' : 'net2';
+        if (r < 3) batch.push(task(t));
+        else if (r < 4) batch.push(del(`${ROOT}tasks/t${t}`));
+        else if (r < 6) batch.push(endpoint(t, nt));
+        else if (r < 7) batch.push(del(`${ROOT}endpoints/${nt}/e${t}${nt}`));
+        else if (r < 9) batch.push(service(rnd(4)));
+        else batch.push(del(`${ROOT}services/s${rnd(4)}`));
+      }
+      const before = JSON.stringify([...tables].map(([id, t]) => [id, norm(t.values())]));
+      const calledBefore = calls.length;
+      await net.follow(batch, false);
+      if (calls.length > calledBefore) patches += calls.slice(calledBefore).filter((c) => c === 'patch').length;
+      // The whole sync a fresh ServiceNet makes from every record now, and the endpoints as they are.
+      const whole = fakeBalancers();
+      const fresh = new ServiceNet((id) => [...(eps.get(id)?.values() ?? [])], () => sandboxes, whole.balancers, () => undefined);
+      await fresh.follow([...records].map(([key, value]) => ({ type: 'put' as const, key, value, modRevision: 1 })), true);
+      for (const sb of sandboxes) assert.deepEqual(norm(tables.get(sb.id)?.values() ?? []), norm(whole.tables.get(sb.id)!.values()), `step ${step}, ${sb.id}: ${JSON.stringify(batch)}`);
+      if (JSON.stringify([...tables].map(([id, t]) => [id, norm(t.values())])) !== before) changedSteps++;
+    }
+    // Only the first batch was synced whole; the walk changed the tables often, through patches.
+    assert.deepEqual(calls.filter((c) => c === 'sync').length, 1);
+    assert.ok(patches >= 150 && changedSteps >= 100, `patches ${patches}, steps that changed a table ${changedSteps}`);
+  });
+
+  it('a patch hands only the changed service\'s VIPs, and those a removed service had', async () => {
+    const { balancers, tables } = fakeBalancers();
+    const seen: LbPatch[] = [];
+    const spy = { sync: balancers.sync, patch: async (w: Map<string, LbPatch>) => { seen.push(...w.values()); return balancers.patch(w); } } as unknown as ServiceBalancers;
+    const eps = [{ Network: 'net1', EndpointID: 'e1', ContainerID: 'c1', IP: '10.1.1.1', Aliases: ['tasks.web0'] }] as EndpointRecord[];
+    const net = new ServiceNet(() => eps, () => [sandboxes[0]!], spy, () => undefined);
+    const svc = (k: number) => ({ type: 'put' as const, key: `${ROOT}services/s${k}`, modRevision: 1, value: { ID: `s${k}`, Spec: { Name: `web${k}`, Mode: { Replicated: { Replicas: 1 } }, TaskTemplate: { ContainerSpec: { Image: 'busybox' }, Networks: [{ Target: 'net1' }] } }, Endpoint: { Spec: { Mode: 'vip' }, VirtualIPs: [{ NetworkID: 'net1', Addr: `10.1.0.${100 + k}/24` }] } } });
+    await net.follow(Array.from({ length: 50 }, (_, k) => svc(k)), true);
+    await net.follow([{ type: 'put', key: `${ROOT}tasks/t1`, modRevision: 2, value: { ID: 't1', ServiceID: 's0', DesiredState: 'running', ServiceAnnotations: { Name: 'web0' }, Spec: { Networks: [{ Target: 'net1' }] }, Status: { State: 'running', ContainerStatus: { ContainerID: 'c1' } } } }], false);
+    assert.deepEqual(seen.map((p) => [p.entries, p.removed]), [[[{ service: 's0', vip: '10.1.0.100', backends: ['10.1.1.1'] }], []]]);
+    await net.follow([{ type: 'delete', key: `${ROOT}services/s7`, modRevision: 3 }], false);
+    assert.deepEqual(seen.slice(1).map((p) => [p.entries, p.removed]), [[[], ['10.1.0.107']]]);
+    assert.equal(tables.get('l1')!.size, 49);
+    assert.deepEqual(tables.get('l1')!.get('10.1.0.100')!.backends, ['10.1.1.1']);
+  });
+
+  it('a batch while a local sandbox is on a network not indexed yet (it came since the last whole sync) syncs every sandbox whole', async () => {
+    const { balancers, calls } = fakeBalancers();
+    const boxes = [sandboxes[0]!];
+    const net = new ServiceNet(() => [], () => boxes, balancers, () => undefined);
+    await net.follow([], true);
+    // A sandbox that came on net2 before its own sync: which backends net2's endpoint was is not known.
+    boxes.push({ id: 'l3', netns: '/run/netns/l3', networks: ['net2'] });
+    await net.follow([{ type: 'delete', key: `${ROOT}endpoints/net2/e9`, modRevision: 2 }], false);
+    assert.deepEqual(calls, ['sync', 'sync']);
+    // net2 now indexed: the same event is a patch (of nothing: no service has a VIP there).
+    await net.follow([{ type: 'delete', key: `${ROOT}endpoints/net2/e9`, modRevision: 3 }], false);
+    assert.deepEqual(calls, ['sync', 'sync', 'patch']);
   });
 });
