@@ -163,6 +163,12 @@ function rawRequest(host: TestHost, head: string, timeoutMs = 20_000): Promise<{
  * Opens a hijacked stream (attach or exec start) and writes up to 100 MB of stdin into it,
  * waiting on every full buffer; returns how much went in before writes stalled for 2 s.
  */
+/** The hijacking request that starts exec `id`, attached, with or without a TTY. */
+function execStart(id: string, tty: boolean): string {
+  const body = `{"Detach":false,"Tty":${tty}}`;
+  return `POST /exec/${id}/start HTTP/1.1\r\nHost: berth\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
+}
+
 async function floodStdin(host: TestHost, head: string): Promise<{ answer: string; accepted: number; stalled: boolean; socket: Socket }> {
   const s = connect(host.socket);
   s.on('error', () => undefined);
@@ -403,8 +409,7 @@ describe('hostile bodies: 100 MB bodies and 1 MB headers on every route that tak
 
     const created = await host.api('POST', '/containers/hb/exec', { Cmd: ['sleep', '600'], AttachStdin: true, AttachStdout: true });
     assert.equal(created.status, 201, created.body);
-    const startBody = '{"Detach":false,"Tty":false}';
-    const exec = await floodStdin(host, `POST /exec/${created.json.Id}/start HTTP/1.1\r\nHost: berth\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Type: application/json\r\nContent-Length: ${startBody.length}\r\n\r\n${startBody}`);
+    const exec = await floodStdin(host, execStart(created.json.Id, false));
     assert.match(exec.answer, /^HTTP\/1\.1 101 UPGRADED/, exec.answer);
     const duringExec = await rss();
     exec.socket.destroy();
@@ -420,8 +425,7 @@ describe('hostile bodies: 100 MB bodies and 1 MB headers on every route that tak
   it('holds nothing of a flood into the stdin of a TTY exec that nobody reads', async () => {
     const created = await host.api('POST', '/containers/hb/exec', { Cmd: ['sleep', '600'], AttachStdin: true, AttachStdout: true, Tty: true });
     assert.equal(created.status, 201, created.body);
-    const startBody = '{"Detach":false,"Tty":true}';
-    const exec = await floodStdin(host, `POST /exec/${created.json.Id}/start HTTP/1.1\r\nHost: berth\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Type: application/json\r\nContent-Length: ${startBody.length}\r\n\r\n${startBody}`);
+    const exec = await floodStdin(host, execStart(created.json.Id, true));
     assert.match(exec.answer, /^HTTP\/1\.1 101 UPGRADED/, exec.answer);
     const during = await rss();
     exec.socket.destroy();
@@ -438,8 +442,7 @@ describe('hostile bodies: 100 MB bodies and 1 MB headers on every route that tak
     // 300 MB of output, bounded so that the process ends once the client has gone.
     const created = await host.api('POST', '/containers/hb/exec', { Cmd: ['head', '-c', String(3 * BIG), '/dev/zero'], AttachStdout: true });
     assert.equal(created.status, 201, created.body);
-    const startBody = '{"Detach":false,"Tty":false}';
-    const s = await stopReading(host, `POST /exec/${created.json.Id}/start HTTP/1.1\r\nHost: berth\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Type: application/json\r\nContent-Length: ${startBody.length}\r\n\r\n${startBody}`);
+    const s = await stopReading(host, execStart(created.json.Id, false));
     // Unread, 300 MB took berthd past 1 GB in 4 s before it waited on the client.
     await new Promise((r) => setTimeout(r, 3000));
     const during = await rss();
@@ -453,8 +456,7 @@ describe('hostile bodies: 100 MB bodies and 1 MB headers on every route that tak
   it('makes the process wait, not berthd hold, when a client does not read a TTY exec\'s output', async () => {
     const created = await host.api('POST', '/containers/hb/exec', { Cmd: ['head', '-c', String(3 * BIG), '/dev/zero'], AttachStdout: true, Tty: true });
     assert.equal(created.status, 201, created.body);
-    const startBody = '{"Detach":false,"Tty":true}';
-    const s = await stopReading(host, `POST /exec/${created.json.Id}/start HTTP/1.1\r\nHost: berth\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Type: application/json\r\nContent-Length: ${startBody.length}\r\n\r\n${startBody}`);
+    const s = await stopReading(host, execStart(created.json.Id, true));
     await new Promise((r) => setTimeout(r, 3000));
     const during = await rss();
     rssLog.push(`while a TTY exec's 300 MB of output went unread for 3 s: ${Math.round(during / 1024)} MB`);
