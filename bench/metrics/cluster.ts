@@ -172,12 +172,15 @@ export async function cluster(ctx: BenchContext): Promise<void> {
         }
       }
     }
-    for (const c of clusters) await teardown(c);
     R.note('cluster_visibility', 'measured from the start of the update request until a `node inspect` on each of the three managers (polled back to back, each a fresh connection) shows the new label; so it includes the write itself and one read of every host. Docker\'s managers forward control API calls to the raft leader, berth\'s read the store (linearizable etcd reads), so on both a read reflects every committed write.');
-    R.note('swarm_init', `the machine was busy with other work: load average ${loadAtStart.toFixed(1)} at the start of this group and ${loadavg()[0]!.toFixed(1)} at its end, on ${cpus().length} cores; both engines saw the same load (interleaved), the ratios are the numbers to read`);
+    const loadAtEnd = loadavg()[0]!;
+    const busy = Math.max(loadAtStart, loadAtEnd) > cpus().length;
+    R.note('swarm_init', `${busy ? 'the machine was busy with other work: ' : ''}load average ${loadAtStart.toFixed(1)} at the start of this group and ${loadAtEnd.toFixed(1)} at its end, on ${cpus().length} cores${busy ? '; both engines saw the same load (interleaved), the ratios are the numbers to read' : ''}`);
     R.note('swarm_init', 'until the API call returns; both engines with --advertise-addr and --listen-addr on the host\'s underlay address. berth makes its CA with openssl and starts an etcd member, and returns once the member leads, the records and etcd\'s access rules are written and the node\'s presence and watches are up; Docker starts its raft node and CA in-process. The etcd member\'s own start (the row "a fresh etcd member alone") is a floor under berth\'s init while it runs etcd as a process: 0.5x Docker leaves only what is above that floor for the CA, the records, the access rules, the presence and the watches.');
     R.note('etcd_alone', `berth's member flags (${TIMING_FLAGS.join(' ')}); a new single member fast-forwards its election ticks, so it elects itself after 1 to 10 heartbeats (50–500 ms), the rest is the process start. Measured right before each berth \`swarm init\`.`);
     R.note('swarm_join_manager', 'berth: the manager\'s etcd member joins as a learner and is promoted once it has caught up, before the call returns.');
+    // After the notes: a teardown that fails (Docker's `swarm leave` timing out) must not lose them.
+    for (const c of clusters) await teardown(c);
   } finally {
     if (berthLab) leaks.push(...(await berthLab.destroy().catch((e) => [`berth lab: ${e}`])));
     if (dockerLab) leaks.push(...(await dockerLab.destroy().catch((e) => [`docker lab: ${e}`])));
