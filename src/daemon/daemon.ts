@@ -254,6 +254,10 @@ export class Daemon {
         // Leaving takes the task containers with it; a daemon stop leaves them running for the next start.
         await (leaving ? svc.agent.leave() : svc.agent.close());
       }
+      // Docker's clearAttachableNetworks: leaving, the host's containers come off swarm networks
+      // first (records and kernel), while the plane can still withdraw their endpoints; before the
+      // policy sets are cleared, as the withdrawals' events still reach their follower.
+      if (leaving && this.swarmNetworks) await this.leaveSwarmNetworks(engine, network);
       // Leaving takes other hosts' endpoints out of the policy sets; a daemon stop leaves the kernel as it is.
       if (leaving) await this.policyPeers?.clear().catch((e) => console.error(`berthd: network policy peers: ${errorMessage(e)}`));
       this.policyPeers = undefined;
@@ -261,9 +265,6 @@ export class Daemon {
       this.pluginDiscovery = undefined;
       await discovery?.close(leaving).catch((e) => console.error(`berthd: plugin discovery: ${errorMessage(e)}`));
       const sn = this.swarmNetworks;
-      // Docker's clearAttachableNetworks: leaving, the host's containers come off swarm networks
-      // first (records and kernel), while the plane can still withdraw their endpoints.
-      if (leaving && sn) await this.leaveSwarmNetworks(engine, network);
       this.swarmNetworks = undefined;
       this.overlay.plane = undefined;
       network.swarm = undefined;
