@@ -226,11 +226,6 @@ export class Daemon {
     });
   }
 
-  /**
-   * A swarm membership starts or ends: swarm networks follow the cluster store while it lasts.
-   * Leaving the swarm takes its networks off this host; a daemon stop leaves them (and their
-   * containers) as they are, for the next start to reconcile.
-   */
   /** Every live endpoint of this host's containers on a swarm network, disconnected (a failure is logged, the rest go on). */
   private async leaveSwarmNetworks(engine: Engine, network: NetworkController): Promise<void> {
     for (const c of [...engine.containers.values()]) {
@@ -242,6 +237,11 @@ export class Daemon {
     }
   }
 
+  /**
+   * A swarm membership starts or ends: swarm networks follow the cluster store while it lasts.
+   * Leaving the swarm takes its networks off this host; a daemon stop leaves them (and their
+   * containers) as they are, for the next start to reconcile.
+   */
   private async swarmSession(s: Session, up: boolean, leaving: boolean, network: NetworkController, engine: Engine): Promise<void> {
     if (!up) {
       const svc = this.services;

@@ -9,6 +9,8 @@ interface Waiter { condition: WaitCondition; resolve: (r: WaitResult) => void }
 export class ContainerWaits {
   private readonly waiters = new Map<string, Waiter[]>();
   private readonly exits = new Map<string, { promise: Promise<void>; resolve: () => void }>();
+  /** Exits being recorded now (the daemon's start waits for them before any policy starts a container). */
+  private readonly recording = new Set<Promise<void>>();
 
   /** Registers synchronously, before any await, so an exit right after cannot be missed. */
   wait(c: ContainerRecord, condition: WaitCondition): Promise<WaitResult> {
@@ -51,8 +53,6 @@ export class ContainerWaits {
     this.exits.get(id)?.resolve();
     this.exits.delete(id);
   }
-
-  private readonly recording = new Set<Promise<void>>();
 
   /** An exit being recorded: `allRecorded` waits for it. */
   recordingExit(handling: Promise<void>): Promise<void> {

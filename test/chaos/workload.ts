@@ -396,17 +396,21 @@ export async function runChaos(host: TestHost, options: ChaosOptions): Promise<C
 
       // Settle: restart policies get their backoff (100 ms doubling per restart), then are judged.
       const settleDeadline = Date.now() + 12_000;
+      // The workers have stopped: who stopped what is settled for this cycle.
+      const userStopped = stoppedByUser(ctx);
+      const owedRestart = (c: Awaited<ReturnType<typeof inspectAll>>[number], held: Set<string>) =>
+        !c.State.Running && !mayStayDown(c, userStopped, daemonRestarted, held) && 100 * 2 ** Math.min(c.RestartCount, 10) < 10_000;
       let all = await inspectAll(host, opts.opTimeoutMs);
       while (Date.now() < settleDeadline) {
         const held = heldPorts(all);
-        const pending = all.filter((c) => !c.State.Running && !mayStayDown(c, stoppedByUser(ctx), daemonRestarted, held) && 100 * 2 ** Math.min(c.RestartCount, 10) < 10_000);
+        const pending = all.filter((c) => owedRestart(c, held));
         if (!pending.length && !all.some((c) => c.State.Status === 'restarting')) break;
         await sleep(200);
         all = await inspectAll(host, opts.opTimeoutMs);
       }
       const held = heldPorts(all);
       for (const c of all) {
-        if (!c.State.Running && !mayStayDown(c, stoppedByUser(ctx), daemonRestarted, held) && 100 * 2 ** Math.min(c.RestartCount, 10) < 10_000) {
+        if (owedRestart(c, held)) {
           ctx.report.policyViolations.push({ cycle, fault: kind, what: `${c.Name} (restart ${c.HostConfig.RestartPolicy?.Name}, RestartCount ${c.RestartCount}) is ${c.State.Status} exit ${c.State.ExitCode}${c.State.Error ? ` (${c.State.Error.slice(0, 100)})` : ''}${daemonRestarted ? ' after a berthd restart' : ''}` });
           // Judged once: taken out of the workload's way so the next cycles judge afresh.
           ctx.manuallyStopped.add(c.Id);

@@ -163,6 +163,12 @@ function rawRequest(host: TestHost, head: string, timeoutMs = 20_000): Promise<{
  * Opens a hijacked stream (attach or exec start) and writes up to 100 MB of stdin into it,
  * waiting on every full buffer; returns how much went in before writes stalled for 2 s.
  */
+/** berthd's resident memory in kB. */
+async function rssOf(host: TestHost): Promise<number> {
+  const status = await fs.readFile(`/proc/${host.daemonPid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+)/.exec(status)![1]);
+}
+
 /** The hijacking request that starts exec `id`, attached, with or without a TTY. */
 function execStart(id: string, tty: boolean): string {
   const body = `{"Detach":false,"Tty":${tty}}`;
@@ -224,11 +230,7 @@ describe('hostile bodies: 100 MB bodies and 1 MB headers on every route that tak
   const rssLog: string[] = [];
   let images: string;
 
-  /** berthd's resident memory in kB. */
-  async function rss(): Promise<number> {
-    const status = await fs.readFile(`/proc/${host.daemonPid}/status`, 'utf8');
-    return Number(/VmRSS:\s+(\d+)/.exec(status)![1]);
-  }
+  const rss = () => rssOf(host);
 
   async function note(what: string): Promise<number> {
     const kb = await rss();
@@ -504,10 +506,7 @@ describe('hostile bodies: a TTY exec flooded and unread', { timeout: 120_000 }, 
   let baseline: number;
   const log: string[] = [];
 
-  async function rss(): Promise<number> {
-    const status = await fs.readFile(`/proc/${host.daemonPid}/status`, 'utf8');
-    return Number(/VmRSS:\s+(\d+)/.exec(status)![1]);
-  }
+  const rss = () => rssOf(host);
 
   before(async () => {
     host = await TestHost.create();
