@@ -18,6 +18,8 @@ export interface TlsFiles { ca: Buffer; cert: Buffer; key: Buffer }
 export type WatchEvent<T> = { type: 'put'; key: string; value: T; modRevision: number } | { type: 'delete'; key: string; modRevision: number };
 
 /** A call that has not answered by then is a store without quorum (or out of reach). */
+/** etcd's default limit on the operations of one transaction (`--max-txn-ops`). */
+export const MAX_TXN_OPS = 128;
 const CALL_MS = 5000;
 /** The longest a call waits for this node's own member to come back from a restart. */
 const HOLD_MS = 15_000;
@@ -379,4 +381,40 @@ export class ClusterStore {
     if (!this.leaderSeen || Date.now() - this.leaderSeen.at > maxAgeMs) this.leaderSeen = { at: Date.now(), value: this.leader() };
     return this.leaderSeen.value;
   }
+}
+
+/**
+ * Writes that need no atomicity between their groups (a host's endpoints written again, stale
+ * keys withdrawn), in as many transactions as etcd's limit of 128 operations per transaction
+ * asks (`--max-txn-ops`): one transaction for all of them failed as soon as a host held more
+ * than 64 endpoints, and a host that could not write its endpoints again after a lease lapsed
+ * stopped following the cluster. A group (an endpoint and its address claim) is never split.
+ * Returns each group's revision, in order.
+ */
+export async function writeGroups(store: Pick<ClusterStore, 'txn'>, groups: Array<{ puts?: Array<{ key: string; value: unknown; lease?: string }>; deletes?: string[] }>): Promise<number[]> {
+  const revisions: number[] = [];
+  let batch: typeof groups = [];
+  let ops = 0;
+  const flush = async () => {
+    if (!batch.length) return;
+    const r = await store.txn([], batch.flatMap((g) => g.puts ?? []), batch.flatMap((g) => g.deletes ?? []));
+    for (let i = 0; i < batch.length; i++) revisions.push(r.revision);
+    batch = [];
+    ops = 0;
+  };
+  for (const g of groups) {
+    const size = (g.puts?.length ?? 0) + (g.deletes?.length ?? 0);
+    if (size > MAX_TXN_OPS) throw new Error(`a group of ${size} writes is more than one transaction takes (${MAX_TXN_OPS})`);
+    if (ops + size > MAX_TXN_OPS) await flush();
+    batch.push(g);
+    ops += size;
+  }
+  await flush();
+  return revisions;
+}
+
+/** Deletes keys, in transactions of etcd's size (see writeGroups); the revision of the last. */
+export async function deleteKeys(store: Pick<ClusterStore, 'txn'>, keys: string[]): Promise<number> {
+  const r = await writeGroups(store, keys.map((k) => ({ deletes: [k] })));
+  return r.at(-1) ?? 0;
 }

@@ -12,7 +12,7 @@ import { INGRESS_SBOX } from './ingress.js';
 import { NO_MANAGER, NOT_MANAGER, UnavailableError } from './errors.js';
 import { K, ROOT, type ClusterRecord, type NodeRecord } from './keys.js';
 import type { Session } from './session.js';
-import type { ClusterStore, WatchEvent } from './store.js';
+import { deleteKeys, writeGroups, type ClusterStore, type WatchEvent } from './store.js';
 
 /** What the network layer does when the store's swarm networks change (the controller implements it). */
 export interface SwarmNetworkHost {
@@ -211,7 +211,7 @@ export class SwarmNetworks implements OverlayPlane {
       // other): they leave the store with it rather than be published again under each lease.
       const left = [...this.mine.values()].filter((e) => e.Network === id);
       for (const e of left) this.mine.delete(e.EndpointID);
-      if (left.length) await this.store.txn([], [], left.map((e) => K.endpoint(id, e.EndpointID))).catch((e) => this.log(`overlay: ${errorMessage(e)}`));
+      if (left.length) await deleteKeys(this.store, left.map((e) => K.endpoint(id, e.EndpointID))).catch((e) => this.log(`overlay: ${errorMessage(e)}`));
     } else if (s && have && full) {
       await this.host.ensureSwarmNetwork(have);
       await this.host.peersChanged([id], true);
@@ -418,7 +418,7 @@ export class SwarmNetworks implements OverlayPlane {
     }
     // Claims of networks gone from the store (removed while this host was away).
     for (const net of this.claims.keys()) if (!this.nets.has(net)) for (const ip of this.claims.get(net)!.keys()) stale.add(K.address(net, ip));
-    if (stale.size) await this.store.txn([], [], [...stale]);
+    if (stale.size) await deleteKeys(this.store, [...stale]);
     const lease = this.session.lease;
     if (lease) await this.republish(lease);
     await this.host.peersChanged([...this.nets.keys()], true);
@@ -432,7 +432,7 @@ export class SwarmNetworks implements OverlayPlane {
   private async republish(lease: Lease): Promise<void> {
     if (!this.mine.size) return;
     const id = await lease.grant();
-    const puts: Array<{ key: string; value: unknown; lease?: string }> = [];
+    const groups: Array<{ puts: Array<{ key: string; value: unknown; lease?: string }> }> = [];
     const written: EndpointRecord[] = [];
     for (const e of this.mine.values()) {
       const holder = this.claims.get(e.Network)?.get(e.IP);
@@ -441,17 +441,18 @@ export class SwarmNetworks implements OverlayPlane {
         continue;
       }
       written.push(e);
-      puts.push({ key: K.endpoint(e.Network, e.EndpointID), value: e, lease: id }, { key: K.address(e.Network, e.IP), value: claimOf(e) });
+      groups.push({ puts: [{ key: K.endpoint(e.Network, e.EndpointID), value: e, lease: id }, { key: K.address(e.Network, e.IP), value: claimOf(e) }] });
     }
-    if (!puts.length) return;
-    const r = await this.store.txn([], puts);
+    if (!groups.length) return;
+    const revisions = await writeGroups(this.store, groups);
+    const revisionOf = new Map(written.map((e, i) => [e.EndpointID, revisions[i]!]));
     // An endpoint released while this write was on its way (its container removed during a lease
     // change) was written back after its release deleted it, under the live lease: a stale peer on
     // every host (chaos across hosts). It goes again, and its address claim only if still this write's.
     for (const e of written.filter((x) => !this.mine.has(x.EndpointID))) {
       try {
         await this.store.txn([], [], [K.endpoint(e.Network, e.EndpointID)]);
-        await this.store.txn([{ key: K.address(e.Network, e.IP), target: 'Mod', value: r.revision }], [], [K.address(e.Network, e.IP)]);
+        await this.store.txn([{ key: K.address(e.Network, e.IP), target: 'Mod', value: revisionOf.get(e.EndpointID)! }], [], [K.address(e.Network, e.IP)]);
       } catch {
         this.withdrawals.add(K.endpoint(e.Network, e.EndpointID));
         this.withdrawSoon();
@@ -531,7 +532,7 @@ export class SwarmNetworks implements OverlayPlane {
     // Its addresses are free for the cluster once it has gone (best effort: a lost store leaves them
     // to `node rm`).
     const own = [...this.claims].flatMap(([net, m]) => [...m].filter(([, c]) => c.Node === this.me).map(([ip]) => K.address(net, ip)));
-    if (own.length) await this.store.txn([], [], own).catch((e) => this.log(`overlay: releasing this node's addresses: ${errorMessage(e)}`));
+    if (own.length) await deleteKeys(this.store, own).catch((e) => this.log(`overlay: releasing this node's addresses: ${errorMessage(e)}`));
     await this.close();
     for (const n of this.host.swarmNetworks()) await this.host.dropSwarmNetwork(n).catch((e) => this.log(`overlay: ${errorMessage(e)}`));
   }
@@ -661,7 +662,7 @@ export class SwarmNetworks implements OverlayPlane {
     this.withdrawTimer = setTimeout(() => {
       this.withdrawTimer = undefined;
       const keys = [...this.withdrawals];
-      void this.store.txn([], [], keys).then(
+      void deleteKeys(this.store, keys).then(
         () => { for (const k of keys) this.withdrawals.delete(k); this.withdrawSoon(); },
         () => this.withdrawSoon(Math.min(5000, delayMs * 2)),
       );

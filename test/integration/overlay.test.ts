@@ -317,6 +317,29 @@ describe('overlay networks across hosts', () => {
     assert.ok(gone <= (TTL + 1) * 1000, `lab2's endpoints went from lab0 and lab1 ${gone} ms after its berthd died (TTL ${TTL} s)`);
   });
 
+  it('a host with more endpoints than one etcd transaction takes writes them all again after a kill -9, and follows the cluster on', { timeout: 180_000 }, async () => {
+    // 70 endpoints and their address claims are 140 writes, past etcd's 128 per transaction: the
+    // restart's reconcile wrote them in one and failed, listing again every second forever while
+    // the host followed nothing (the overlay bench's fill stalled so after a lease lapsed).
+    const names = Array.from({ length: 70 }, (_, i) => `many${i}`);
+    for (const n of names) await ok(h2, ['run', '-d', '--name', n, '--network', 'ov1', 'busybox', 'sleep', '3600']);
+    try {
+      await h2.host.stopDaemon('SIGKILL');
+      await h2.host.startDaemon();
+      const macs = (await ok(h2, ['inspect', '-f', '{{(index .NetworkSettings.Networks "ov1").MacAddress}}', ...names])).toLowerCase().split('\n');
+      assert.equal(new Set(macs).size, names.length);
+      // In lab0's view, and so in its kernel: each of them has its FDB entry there.
+      const onLab0 = async () => { const fdb = new Set((await peersOn(h0, 'ov1')).fdb); return macs.filter((m) => fdb.has(m)).length; };
+      await waitFor(async () => (await onLab0()) === names.length, "lab2's 70 endpoints in lab0's view again", 20_000);
+      // And lab2 follows what happens elsewhere from then on: a container run on lab0 answers there.
+      await ok(h0, ['run', '-d', '--name', 'after70', '--network', 'ov1', 'busybox', 'sleep', '3600']);
+      assert.notEqual(await lookup(h2, 'b0', 'after70'), '');
+    } finally {
+      await h2.host.docker(['rm', '-f', ...names]);
+      await h0.host.docker(['rm', '-f', 'after70']);
+    }
+  });
+
   it('run waits until every live host has applied it: with one host frozen, run returns only once that host no longer counts', async () => {
     const pid = h2.host.daemonPid!;
     // lab2's berthd cannot apply anything while stopped; its presence lapses within the TTL.

@@ -41,6 +41,8 @@ class MemStore {
     return this.rev;
   }
 
+  txns = 0;
+
   async listAt<T>(prefix: string): Promise<{ items: Map<string, Versioned<T>>; revision: number }> {
     this.lists++;
     const hook = this.duringList;
@@ -58,6 +60,9 @@ class MemStore {
   }
 
   async txn(cmp: Cmp[], puts: Array<{ key: string; value: unknown }>, deletes: string[] = []): Promise<{ ok: boolean; revision: number }> {
+    // etcd's own limit (`--max-txn-ops`, 128 by default), checked before anything is compared.
+    if (cmp.length > 128 || puts.length + deletes.length > 128) throw new Error('etcdserver: too many operations in txn request');
+    this.txns++;
     for (const c of cmp) {
       const d = this.data.get(c.key);
       const got = c.target === 'Mod' ? d?.mod ?? 0 : c.target === 'Create' ? d?.create ?? 0 : d ? 1 : 0;
@@ -280,6 +285,30 @@ describe('swarm networks: the store side', () => {
     assert.ok(calls.includes('drop ing'));
     assert.equal(await store.get(K.endpoint('ing', 'sb')), undefined);
     assert.ok(!(sn as unknown as { mine: Map<string, unknown> }).mine.has('sb'), 'not written again under the next lease');
+    await sn.close();
+  });
+
+  it('a host with more endpoints than one etcd transaction takes lists, and writes them again under a new lease, in transactions etcd takes', async () => {
+    const store = new MemStore();
+    store.write([[K.network('n1'), net('n1')]]);
+    // 70 endpoints and their claims: 140 writes.
+    const local = Array.from({ length: 70 }, (_, i) => ({ Network: 'n1', EndpointID: `e${i}`, ContainerID: `c${i}`, Name: `x${i}`, Aliases: [], IP: `10.0.1.${i + 2}`, Mac: '02:42:0a:00:01:02' }));
+    let leaseListener: ((lease: unknown) => void) | undefined;
+    const { sn, session } = setUp(store, (f) => { leaseListener = f; }, () => local);
+    await sn.start();
+    const inStore = async () => [...(await store.list<{ EndpointID: string }>(`${K.endpoint('n1', '')}`)).values()].length;
+    assert.equal(await inStore(), 70, 'the first list did not write the endpoints');
+    assert.equal(store.watchers.length, 1, 'the host is not following the store');
+    // The lease lapsed: its keys are gone, and the new lease's republish writes them all again.
+    store.write([], local.map((e) => K.endpoint('n1', e.EndpointID)));
+    const txns = store.txns;
+    const next = { grant: async () => '8', put: () => ({ value: () => ({ exec: async () => undefined }) }) };
+    (session as unknown as { lease: unknown }).lease = next;
+    leaseListener!(next);
+    await waitUntil(() => store.txns > txns + 1, 2000);
+    await settle();
+    assert.equal(await inStore(), 70);
+    assert.equal(store.txns - txns, 2, 'written in more transactions than etcd needs');
     await sn.close();
   });
 
