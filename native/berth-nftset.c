@@ -25,40 +25,9 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "berth-nfnl.h"
+
 #define BUF_SIZE (1 << 20)
-
-struct nlattr_hdr { unsigned short len, type; };
-
-static char *buf;
-static size_t used;
-
-static struct nlmsghdr *msg_start(unsigned short type, unsigned short flags, unsigned char family, unsigned short res_id, unsigned seq) {
-  struct nlmsghdr *n = (struct nlmsghdr *)(buf + used);
-  memset(n, 0, NLMSG_HDRLEN + sizeof(struct nfgenmsg));
-  n->nlmsg_type = type;
-  n->nlmsg_flags = NLM_F_REQUEST | flags;
-  n->nlmsg_seq = seq;
-  n->nlmsg_len = NLMSG_HDRLEN + sizeof(struct nfgenmsg);
-  struct nfgenmsg *g = NLMSG_DATA(n);
-  g->nfgen_family = family;
-  g->version = NFNETLINK_V0;
-  g->res_id = htons(res_id);
-  return n;
-}
-
-static void msg_end(struct nlmsghdr *n) { used += NLMSG_ALIGN(n->nlmsg_len); }
-
-static struct nlattr_hdr *attr(struct nlmsghdr *n, unsigned short type, const void *data, size_t len) {
-  struct nlattr_hdr *a = (struct nlattr_hdr *)((char *)n + NLMSG_ALIGN(n->nlmsg_len));
-  a->type = type;
-  a->len = (unsigned short)(sizeof *a + len);
-  if (len) memcpy(a + 1, data, len);
-  n->nlmsg_len = NLMSG_ALIGN(n->nlmsg_len) + NLA_ALIGN(a->len);
-  return a;
-}
-
-static struct nlattr_hdr *nest(struct nlmsghdr *n, unsigned short type) { return attr(n, type | NLA_F_NESTED, NULL, 0); }
-static void nest_done(struct nlmsghdr *n, struct nlattr_hdr *a) { a->len = (unsigned short)((char *)n + n->nlmsg_len - (char *)a); }
 
 static int unhex(const char *s, size_t len, unsigned char *out) {
   if (len % 2 || len / 2 > 64) return -1;
@@ -70,28 +39,21 @@ static int unhex(const char *s, size_t len, unsigned char *out) {
   return (int)(len / 2);
 }
 
-static void value(struct nlmsghdr *n, unsigned short type, const unsigned char *bytes, int len) {
-  struct nlattr_hdr *d = nest(n, type);
-  attr(n, NFTA_DATA_VALUE, bytes, (size_t)len);
-  nest_done(n, d);
-}
-
 int main(int argc, char **argv) {
   if (argc < 3) {
     fprintf(stderr, "usage: berth-nftset TABLE [+SET/KEY[:DATA] | -SET/KEY]...\n");
     return 2;
   }
-  buf = calloc(1, BUF_SIZE);
-  if (!buf) return 1;
+  struct nfnl_buf b = { .data = calloc(1, BUF_SIZE) };
+  if (!b.data) return 1;
   const char *table = argv[1];
   unsigned seq = 1;
-  struct nlmsghdr *n = msg_start(NFNL_MSG_BATCH_BEGIN, 0, AF_UNSPEC, NFNL_SUBSYS_NFTABLES, seq++);
-  msg_end(n);
+  nfnl_batch_mark(&b, NFNL_MSG_BATCH_BEGIN, seq++);
   int count = argc - 2;
   for (int i = 2; i < argc; i++) {
     const char *a = argv[i];
     int add = a[0] == '+';
-    if ((a[0] != '+' && a[0] != '-') || used > BUF_SIZE - 4096) {
+    if ((a[0] != '+' && a[0] != '-') || b.used > BUF_SIZE - 4096) {
       fprintf(stderr, "berth-nftset: bad element %s\n", a);
       return 2;
     }
@@ -111,20 +73,9 @@ int main(int argc, char **argv) {
       fprintf(stderr, "berth-nftset: bad element %s\n", a);
       return 2;
     }
-    n = msg_start((NFNL_SUBSYS_NFTABLES << 8) | (add ? NFT_MSG_NEWSETELEM : NFT_MSG_DELSETELEM),
-                  NLM_F_ACK | (add ? NLM_F_CREATE | NLM_F_EXCL : 0), NFPROTO_IPV4, 0, seq++);
-    attr(n, NFTA_SET_ELEM_LIST_TABLE, table, strlen(table) + 1);
-    attr(n, NFTA_SET_ELEM_LIST_SET, set, strlen(set) + 1);
-    struct nlattr_hdr *list = nest(n, NFTA_SET_ELEM_LIST_ELEMENTS);
-    struct nlattr_hdr *elem = nest(n, NFTA_LIST_ELEM);
-    value(n, NFTA_SET_ELEM_KEY, key, klen);
-    if (dlen) value(n, NFTA_SET_ELEM_DATA, data, dlen);
-    nest_done(n, elem);
-    nest_done(n, list);
-    msg_end(n);
+    nfnl_set_elem(&b, add, NLM_F_CREATE | NLM_F_EXCL, NFPROTO_IPV4, table, set, key, (size_t)klen, data, (size_t)dlen, seq++);
   }
-  n = msg_start(NFNL_MSG_BATCH_END, 0, AF_UNSPEC, NFNL_SUBSYS_NFTABLES, seq++);
-  msg_end(n);
+  nfnl_batch_mark(&b, NFNL_MSG_BATCH_END, seq++);
 
   int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER);
   if (fd < 0) {
@@ -134,7 +85,7 @@ int main(int argc, char **argv) {
   struct timeval tv = { .tv_sec = 10 };
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   struct sockaddr_nl kernel = { .nl_family = AF_NETLINK };
-  if (sendto(fd, buf, used, 0, (struct sockaddr *)&kernel, sizeof kernel) < 0) {
+  if (sendto(fd, b.data, b.used, 0, (struct sockaddr *)&kernel, sizeof kernel) < 0) {
     perror("berth-nftset: send");
     return 1;
   }

@@ -10,7 +10,7 @@ export interface PolicyPeersHost {
   endpointsOf(networkId: string): EndpointRecord[];
   swarmNetworks(): NetworkRecord[];
   policy: {
-    setPeers(networkId: string, networkName: string, list: PolicyEndpointInfo[]): Promise<void>;
+    setPeers(networkId: string, networkName: string, list: PolicyEndpointInfo[], gone?: string[]): Promise<void>;
     peerNetworks(): string[];
   };
 }
@@ -29,18 +29,34 @@ export class PolicyPeers {
   constructor(private readonly host: PolicyPeersHost) {}
 
   async follow(events: WatchEvent<unknown>[], full: boolean): Promise<void> {
-    const touched = new Set<string>(full ? [...this.host.swarmNetworks().map((n) => n.Id), ...this.host.policy.peerNetworks()] : []);
+    const whole = new Set<string>(full ? [...this.host.swarmNetworks().map((n) => n.Id), ...this.host.policy.peerNetworks()] : []);
+    // Endpoint changes are handed on one by one (the last event of each wins); a network record
+    // that changed (made, removed, renamed) has its peers handed on whole.
+    const changed = new Map<string, Map<string, EndpointRecord | undefined>>();
     for (const e of events) {
-      if (e.key.startsWith(ENDPOINTS)) touched.add(e.key.slice(ENDPOINTS.length).split('/')[0]!);
-      else if (e.key.startsWith(NETWORKS)) touched.add(e.key.slice(NETWORKS.length));
+      if (e.key.startsWith(NETWORKS)) whole.add(e.key.slice(NETWORKS.length));
+      if (!e.key.startsWith(ENDPOINTS)) continue;
+      const [net, id] = e.key.slice(ENDPOINTS.length).split('/');
+      if (!net || !id) continue;
+      const m = changed.get(net) ?? new Map<string, EndpointRecord | undefined>();
+      m.set(id, e.type === 'put' ? (e.value as EndpointRecord) : undefined);
+      changed.set(net, m);
     }
-    if (!touched.size) return;
+    if (!whole.size && !changed.size) return;
     const nets = new Map(this.host.swarmNetworks().map((n) => [n.Id, n]));
     const me = this.host.me();
-    for (const id of touched) {
+    const isPeer = (e: EndpointRecord | undefined): e is EndpointRecord => !!e && e.Node !== me && !!e.IP;
+    for (const id of whole) {
       const n = nets.get(id);
-      const peers = n ? this.host.endpointsOf(id).filter((e) => e.Node !== me && e.IP).map((e) => peerInfo(e)) : [];
-      await this.host.policy.setPeers(id, n?.Name ?? '', peers);
+      await this.host.policy.setPeers(id, n?.Name ?? '', n ? this.host.endpointsOf(id).filter(isPeer).map(peerInfo) : []);
+    }
+    for (const [id, m] of changed) {
+      const n = nets.get(id);
+      if (whole.has(id)) continue;
+      if (!n) { await this.host.policy.setPeers(id, '', []); continue; }
+      const came = [...m.values()].filter(isPeer);
+      const gone = [...m].filter(([, e]) => !isPeer(e)).map(([ep]) => ep);
+      await this.host.policy.setPeers(id, n.Name, came.map(peerInfo), gone);
     }
   }
 

@@ -42,6 +42,10 @@ export class ContainerDirectory implements DnsDirectory {
     return this.byContainer.get(containerId);
   }
 
+  lastAskerFor(containerId: string): Asker | undefined {
+    return this.byContainer.get(containerId);
+  }
+
   private rebuild(): void {
     this.builtFor = this.generation();
     const nets = this.networks();

@@ -13,6 +13,11 @@ export interface DnsDirectory {
   askerFor(containerId: string): (Asker & { upstreams: string[] }) | undefined;
   /** Changes whenever any answer may change (an endpoint joined, left, was renamed…). */
   generation(): number;
+  /**
+   * The container as the last view built had it, without building a new one (a view is built
+   * from every endpoint, local and remote). Which caches a change empties is decided from it.
+   */
+  lastAskerFor?(containerId: string): Asker | undefined;
 }
 
 const TTL = 600;
@@ -110,13 +115,18 @@ export class DnsServer {
    * the UDP hot path answers from its cache without asking JavaScript. A container sees only the
    * names of the networks it is on, so a change on some networks empties the caches of their
    * members and of the containers named (one that just left them); without a scope, every cache.
+   * Membership comes from the last view built, not a new one: that was a build of the whole
+   * directory (every endpoint of every host) for each endpoint that came or went anywhere, in the
+   * step every host's `run` and `connect` wait for. The last view is right for every cache that
+   * holds anything: a cache is emptied at each change of its own container's networks, and is
+   * filled only by answers, each of which builds the view first if it is out of date.
    */
   directoryChanged(scope?: { networks: string[]; containers: string[] }): void {
     if (!this.fast) return;
     if (!scope) return this.fast.clear();
     const ids: number[] = [];
     for (const l of this.sandboxes.values()) {
-      const asker = this.directory.askerFor(l.containerId);
+      const asker = this.directory.lastAskerFor ? this.directory.lastAskerFor(l.containerId) : this.directory.askerFor(l.containerId);
       if (scope.containers.includes(l.containerId) || asker?.networks.some((n) => scope.networks.includes(n.id))) ids.push(l.fastId);
     }
     if (ids.length) this.fast.clear(ids);

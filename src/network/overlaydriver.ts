@@ -3,8 +3,9 @@ import { nftCommands } from '../kernel/nft.js';
 import { bridgesNamed, ensureVxlan, peersOf, programPeers, vxlanDevices } from '../kernel/vxlan.js';
 import { BadRequestError, ForbiddenError } from '../util/errors.js';
 import type { CreateContext, EndpointJoin, EndpointLeave, NetworkDriver } from './driver.js';
-import { guardPortScript, guardTableScript, remoteSourcesScript, unguardPortScript, type EndpointSource } from './firewall.js';
+import { guardTableScript, type EndpointSource } from './firewall.js';
 import { guardedPairs } from './guardread.js';
+import { portOp, remoteSourceOps, writeGuard } from './guardsets.js';
 import { PortGuards } from './portguard.js';
 import { parseCidr } from './ipam.js';
 import { macFor } from './mac.js';
@@ -96,7 +97,7 @@ export class OverlayDriver implements NetworkDriver {
     await this.ensureGuard();
     const vx = vxlanDevice(n.Id);
     // The port is guarded before it joins the bridge: no frame from the wire enters unchecked.
-    await nftCommands(guardPortScript(vx));
+    await writeGuard([portOp(vx, 'add')]);
     await ensureVxlan({ name: vx, vni: plane.vniOf(n), local: plane.vtep.addr, port: plane.vtep.port, mtu, bridge });
     await this.syncPeers(n, true);
   }
@@ -131,8 +132,8 @@ export class OverlayDriver implements NetworkDriver {
     const revoke = allowed.filter((a) => !wantKeys.has(key(a)));
     const grant = want.filter((p) => !allowedKeys.has(key(p)));
     // Allowances follow the FDB: granted after the entries exist, revoked before nothing remains.
-    const script = remoteSourcesScript(vx, revoke, 'delete') + remoteSourcesScript(vx, grant, 'add');
-    if (script) await nftCommands(script).catch((e: Error) => console.error(`berthd: source guard of ${vx}: ${e.message}`));
+    const ops = [...remoteSourceOps(vx, revoke, 'delete'), ...remoteSourceOps(vx, grant, 'add')];
+    await writeGuard(ops).catch((e: Error) => console.error(`berthd: source guard of ${vx}: ${e.message}`));
     this.programmed.set(n.Id, new Map(want.map((p) => [p.ip, p])));
   }
 
@@ -140,9 +141,8 @@ export class OverlayDriver implements NetworkDriver {
     const vx = vxlanDevice(n.Id);
     const allowed = await guardedPairs(vx);
     await deleteLink(vx);
-    const script = remoteSourcesScript(vx, allowed, 'delete');
-    await nftCommands(unguardPortScript(vx)).catch(() => undefined);
-    if (script) await nftCommands(script).catch(() => undefined);
+    await writeGuard([portOp(vx, 'delete')]).catch(() => undefined);
+    await writeGuard(remoteSourceOps(vx, allowed, 'delete')).catch(() => undefined);
     await deleteLink(overlayBridge(n.Id));
     this.programmed.delete(n.Id);
   }
@@ -153,7 +153,7 @@ export class OverlayDriver implements NetworkDriver {
       if (kept.has(vx)) continue;
       const allowed = await guardedPairs(vx);
       await deleteLink(vx);
-      await nftCommands(unguardPortScript(vx) + remoteSourcesScript(vx, allowed, 'delete')).catch(() => undefined);
+      await writeGuard([portOp(vx, 'delete'), ...remoteSourceOps(vx, allowed, 'delete')]).catch(() => undefined);
     }
     for (const br of await bridgesNamed(OVERLAY_BRIDGE_PREFIX)) if (!kept.has(br)) await deleteLink(br);
   }

@@ -1,7 +1,7 @@
 import { deleteLink } from '../kernel/bridge.js';
-import { nftCommands } from '../kernel/nft.js';
-import { allowEndpointSource, revokeEndpointSource, type EndpointSource } from './firewall.js';
+import type { EndpointSource } from './firewall.js';
 import { guardedSource } from './guardread.js';
+import { allowSourceOps, revokeSourceOps, writeGuard } from './guardsets.js';
 
 /**
  * The source-guard allowances of the endpoint ports a driver made (the host ends of veths, by
@@ -13,7 +13,7 @@ export class PortGuards {
 
   /** Writes a port's allowances once `guardReady` settles; the port may join its bridge when the result does. */
   allow(src: EndpointSource, guardReady: Promise<void>): Promise<void> {
-    const allowed = guardReady.then(() => nftCommands(allowEndpointSource(src)));
+    const allowed = guardReady.then(() => writeGuard(allowSourceOps(src)));
     allowed.catch(() => undefined);
     this.sources.set(src.port, src);
     return allowed;
@@ -24,7 +24,7 @@ export class PortGuards {
     const src = this.sources.get(port) ?? (await guardedSource(port));
     this.sources.delete(port);
     if (!src) return;
-    await nftCommands(revokeEndpointSource(src)).catch((e: Error) => console.error(`berthd: source guard of ${port}: ${e.message}`));
+    await writeGuard(revokeSourceOps(src)).catch((e: Error) => console.error(`berthd: source guard of ${port}: ${e.message}`));
   }
 
   /** A port whose network is gone: the port, then its allowances, if it is guarded at all. */

@@ -128,9 +128,18 @@ describe('DNS answer cache scope', () => {
     let generation = 1;
     const ips: Record<string, string> = { c1: '172.18.0.3', c2: '172.19.0.3' };
     const nets: Record<string, string> = { c1: 'n1', c2: 'n2' };
+    // The view as last built per container: the scope is read from it, never from a new build.
+    const last = new Map<string, Asker>();
+    let builds = 0;
     const server = new DnsServer({
-      askerFor: (id) => ips[id] ? { containerId: id, upstreams: [], networks: [{ id: nets[id]!, name: nets[id]!, internal: false, endpoints: [{ containerId: 'x', containerName: 'api', ip: ips[id]!, names: ['api'] }] }] } : undefined,
+      askerFor: (id) => {
+        builds++;
+        const a = ips[id] ? { containerId: id, upstreams: [], networks: [{ id: nets[id]!, name: nets[id]!, internal: false, endpoints: [{ containerId: 'x', containerName: 'api', ip: ips[id]!, names: ['api'] }] }] } : undefined;
+        if (a) last.set(id, a);
+        return a;
+      },
       generation: () => generation,
+      lastAskerFor: (id) => last.get(id),
     });
     const ports: Record<string, number> = { c1: server.serve('c1', await loopbackSockets()), c2: server.serve('c2', await loopbackSockets()) };
     const client = createSocket('udp4');
@@ -146,7 +155,9 @@ describe('DNS answer cache scope', () => {
       ips.c1 = '172.18.0.9';
       ips.c2 = '172.19.0.9';
       generation++;
+      const before = builds;
       server.directoryChanged({ networks: ['n1'], containers: [] });
+      assert.equal(builds, before, 'a change built the whole view to find whose caches to empty');
       assert.equal(await ask('c1'), '172.18.0.9');
       assert.equal(await ask('c2'), '172.19.0.3', 'c2 is on no changed network: its cache stands');
       generation++;

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { guardPortScript, remoteSourcesScript } from '../../src/network/firewall.js';
+import { portOp, remoteSourceOps } from '../../src/network/guardsets.js';
 import { parseCidr } from '../../src/network/ipam.js';
 import {
   checkSubnetFree, diffPeers, emptyAlloc, overlayBridge, overlayMtu, parseVni, peersFor, peersView, pickSubnet, pickVni, vxlanDevice, type EndpointRecord,
@@ -95,12 +95,21 @@ describe('overlay: peers', () => {
     assert.deepEqual(v, [{ Name: 'lab0', IP: '10.99.0.1' }, { Name: 'lab1', IP: '10.99.0.2' }]);
   });
 
-  it('guards the VXLAN port with one allowance per remote endpoint', () => {
-    assert.equal(guardPortScript('bvx-1'), 'add element bridge berth ports { "bvx-1" }\n');
-    const s = remoteSourcesScript('bvx-1', [{ mac: '02:42:0a:00:01:03', ip: '10.0.1.3' }], 'add');
-    assert.match(s, /add element bridge berth macs \{ "bvx-1" \. 02:42:0a:00:01:03 \}/);
-    assert.match(s, /add element bridge berth src4 \{ "bvx-1" \. 02:42:0a:00:01:03 \. 10\.0\.1\.3/);
-    assert.doesNotMatch(s, /ports/);
-    assert.equal(remoteSourcesScript('bvx-1', [], 'delete'), '');
+  it('guards the VXLAN port with one allowance per remote endpoint, its port alone in `ports`', () => {
+    assert.deepEqual(portOp('bvx-1', 'add'), { op: 'add', set: 'ports', key: Buffer.from('bvx-1'.padEnd(16, '\0')) });
+    const ops = remoteSourceOps('bvx-1', [{ mac: '02:42:0a:00:01:03', ip: '10.0.1.3' }], 'add');
+    const port = Buffer.from('bvx-1'.padEnd(16, '\0'));
+    const mac = Buffer.from([2, 0x42, 10, 0, 1, 3, 0, 0]);
+    const hex = (b: Buffer) => b.toString('hex');
+    const bySet = (set: string) => ops.filter((o) => o.set === set).map((o) => hex(o.key));
+    assert.deepEqual(bySet('macs'), [hex(Buffer.concat([port, mac]))]);
+    assert.deepEqual(bySet('src4').sort(), [hex(Buffer.concat([port, mac, Buffer.from([10, 0, 1, 3])])), hex(Buffer.concat([port, mac, Buffer.alloc(4)]))].sort());
+    // fe80::42:aff:fe00:103, the link-local address the MAC gives.
+    const ll = Buffer.from('fe8000000000000000420afffe000103', 'hex');
+    assert.deepEqual(bySet('src6'), [hex(Buffer.concat([port, mac, ll]))]);
+    assert.deepEqual(bySet('nd6'), bySet('src6'));
+    assert.deepEqual(bySet('ports'), []);
+    assert.ok(ops.every((o) => o.op === 'add'));
+    assert.deepEqual(remoteSourceOps('bvx-1', [], 'delete'), []);
   });
 });

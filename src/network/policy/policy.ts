@@ -139,18 +139,21 @@ export class NetworkPolicy implements EndpointPolicy {
   // ---------------------------------------------------------------- cluster peers (overlay)
 
   /**
-   * The endpoints other hosts have on a swarm network, as the cluster store has them now: each
-   * is a member of the selector sets it matches, and nothing else (its own policy is enforced by
-   * its host). Only what differs from the last call for this network changes the kernel, in one
-   * transaction per place; an empty list takes the network's peers out.
+   * The endpoints other hosts have on a swarm network: each is a member of the selector sets it
+   * matches, and nothing else (its own policy is enforced by its host). `list` is all of them, or
+   * with `gone` only those that came or changed since, `gone` naming those that left: a host
+   * following the store hears one endpoint at a time, and comparing every peer for each was
+   * O(peers) per change. Only what differs changes the kernel, in one transaction per place.
    */
-  setPeers(networkId: string, networkName: string, list: PolicyEndpointInfo[]): Promise<void> {
+  setPeers(networkId: string, networkName: string, list: PolicyEndpointInfo[], gone?: string[]): Promise<void> {
     return this.queue.run(async () => {
       const want = new Map(list.map((i) => [i.endpointId, this.peerOf(networkId, networkName, i)]));
       const changes = new Map<string, string[]>();
       const add = (m: Map<string, string[]>) => { for (const [k, c] of m) changes.set(k, [...(changes.get(k) ?? []), ...c]); };
-      for (const [id, ep] of this.peers) {
+      const had = gone ? [...new Set([...gone, ...want.keys()])].map((id) => this.peers.get(id)).filter((ep): ep is Known => !!ep) : [...this.peers.values()];
+      for (const ep of had) {
         if (ep.networkId !== networkId) continue;
+        const id = ep.endpointId;
         const w = want.get(id);
         if (w && w.ip === ep.ip && w.ip6 === ep.ip6 && w.networkName === ep.networkName && sameLabels(w.labels, ep.labels)) { want.delete(id); continue; }
         this.peers.delete(id);

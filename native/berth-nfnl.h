@@ -1,0 +1,80 @@
+/*
+ * The nfnetlink plumbing berth's two writers of nftables set elements share (berth-nftset, the
+ * executable a service balancer runs inside a sandbox, and the addon's setElements in berthd's
+ * own namespace): a batch of element messages built in one buffer.
+ */
+#ifndef BERTH_NFNL_H
+#define BERTH_NFNL_H
+
+#include <arpa/inet.h>
+#include <linux/netfilter.h>
+#include <linux/netfilter/nf_tables.h>
+#include <linux/netfilter/nfnetlink.h>
+#include <linux/netlink.h>
+#include <stdint.h>
+#include <string.h>
+
+struct nfnl_attr { unsigned short len, type; };
+
+/* A batch being built: `used` bytes of `data`, which the caller sized. */
+struct nfnl_buf {
+  char *data;
+  size_t used;
+};
+
+static inline struct nlmsghdr *nfnl_msg_start(struct nfnl_buf *b, unsigned short type, unsigned short flags, unsigned char family, uint16_t res_id, uint32_t seq) {
+  struct nlmsghdr *n = (struct nlmsghdr *)(b->data + b->used);
+  memset(n, 0, NLMSG_HDRLEN + sizeof(struct nfgenmsg));
+  n->nlmsg_type = type;
+  n->nlmsg_flags = NLM_F_REQUEST | flags;
+  n->nlmsg_seq = seq;
+  n->nlmsg_len = NLMSG_HDRLEN + sizeof(struct nfgenmsg);
+  struct nfgenmsg *g = NLMSG_DATA(n);
+  g->nfgen_family = family;
+  g->version = NFNETLINK_V0;
+  g->res_id = htons(res_id);
+  return n;
+}
+
+static inline void nfnl_msg_end(struct nfnl_buf *b, struct nlmsghdr *n) { b->used += NLMSG_ALIGN(n->nlmsg_len); }
+
+static inline struct nfnl_attr *nfnl_put(struct nlmsghdr *n, unsigned short type, const void *data, size_t len) {
+  struct nfnl_attr *a = (struct nfnl_attr *)((char *)n + NLMSG_ALIGN(n->nlmsg_len));
+  a->type = type;
+  a->len = (unsigned short)(sizeof *a + len);
+  if (len) memcpy(a + 1, data, len);
+  n->nlmsg_len = NLMSG_ALIGN(n->nlmsg_len) + NLA_ALIGN(a->len);
+  return a;
+}
+
+static inline struct nfnl_attr *nfnl_nest(struct nlmsghdr *n, unsigned short type) { return nfnl_put(n, type | NLA_F_NESTED, NULL, 0); }
+static inline void nfnl_nest_done(struct nlmsghdr *n, struct nfnl_attr *a) { a->len = (unsigned short)((char *)n + n->nlmsg_len - (char *)a); }
+
+/* The batch's begin or end marker. */
+static inline void nfnl_batch_mark(struct nfnl_buf *b, unsigned short type, uint32_t seq) {
+  nfnl_msg_end(b, nfnl_msg_start(b, type, 0, AF_UNSPEC, NFNL_SUBSYS_NFTABLES, seq));
+}
+
+/* One element added or deleted, acknowledged by its own answer; data (a map's value) may be empty. */
+static inline void nfnl_set_elem(struct nfnl_buf *b, int add, unsigned short create_flags, unsigned char family, const char *table, const char *set,
+                                 const unsigned char *key, size_t key_len, const unsigned char *data, size_t data_len, uint32_t seq) {
+  struct nlmsghdr *n = nfnl_msg_start(b, (NFNL_SUBSYS_NFTABLES << 8) | (add ? NFT_MSG_NEWSETELEM : NFT_MSG_DELSETELEM),
+                                      NLM_F_ACK | (add ? create_flags : 0), family, 0, seq);
+  nfnl_put(n, NFTA_SET_ELEM_LIST_TABLE, table, strlen(table) + 1);
+  nfnl_put(n, NFTA_SET_ELEM_LIST_SET, set, strlen(set) + 1);
+  struct nfnl_attr *list = nfnl_nest(n, NFTA_SET_ELEM_LIST_ELEMENTS);
+  struct nfnl_attr *elem = nfnl_nest(n, NFTA_LIST_ELEM);
+  struct nfnl_attr *k = nfnl_nest(n, NFTA_SET_ELEM_KEY);
+  nfnl_put(n, NFTA_DATA_VALUE, key, key_len);
+  nfnl_nest_done(n, k);
+  if (data_len) {
+    struct nfnl_attr *d = nfnl_nest(n, NFTA_SET_ELEM_DATA);
+    nfnl_put(n, NFTA_DATA_VALUE, data, data_len);
+    nfnl_nest_done(n, d);
+  }
+  nfnl_nest_done(n, elem);
+  nfnl_nest_done(n, list);
+  nfnl_msg_end(b, n);
+}
+
+#endif
