@@ -9,9 +9,9 @@ import type { Cmp, Versioned } from './store.js';
  * (`portclaims/tcp/4` holds ports 16384-20479, as a map port → service id), and a transaction
  * compares every block it writes (absent, or unchanged since it was read). A key per port made a
  * service's create one operation per port, and etcd refuses a transaction of more than 128
- * (`--max-txn-ops`, also an external store's default): a service could not publish 127 ingress
- * ports ("too many operations in txn request"). Blocks keep it to 32 keys at most, whatever the
- * ports; a full block is about 150 KB, far below etcd's request limit (1.5 MiB).
+ * (`--max-txn-ops`, also an external store's default): a service of more than about 125 ingress
+ * ports failed ("too many operations in txn request"). Blocks keep it to 32 keys at most,
+ * whatever the ports; a full block is about 150 KB, far below etcd's request limit (1.5 MiB).
  */
 
 export const CLAIM_BLOCK = 4096;
