@@ -5,6 +5,7 @@ import { labelsMatch } from '../util/labels.js';
 import { NOT_MANAGER, NO_MANAGER, UnavailableError, outOfSequence, rpcError } from './errors.js';
 import { goTime, newNodeId } from './ids.js';
 import { K, ROOT } from './keys.js';
+import { readClaims, type ClaimOps } from './portclaims.js';
 import { assignPorts, checkConflicts, needsIngress, normalisePorts, portKey, type PortConfig, type Publisher } from './publish.js';
 import type { LogQuery } from '../engine/logs.js';
 import { streamTaskLogs, type LogTask, type TaskDiscovery, type TaskLogLine } from './logstream.js';
@@ -20,8 +21,6 @@ export const SK = {
   name: (name: string) => `${ROOT}servicenames/${name}`,
   tasks: `${ROOT}tasks/`,
   task: (id: string) => `${ROOT}tasks/${id}`,
-  /** A published ingress port, claimed by create-if-absent by the service that publishes it. */
-  port: (key: string) => `${ROOT}ports/${key}`,
   /** Held under the leader's presence lease: the manager whose orchestrator acts. */
   leader: `${ROOT}locks/orchestrator`,
 };
@@ -38,8 +37,6 @@ export interface ServiceHooks {
 /** A spec's published ports, checked (a left-out published port is 0). */
 const specPorts = (spec: ServiceSpec): PortConfig[] => normalisePorts(spec.EndpointSpec?.Ports, spec.EndpointSpec?.Mode ?? 'vip');
 const publisher = (r: ServiceRecord): Publisher => ({ ID: r.ID, Name: r.Spec.Name, Ports: r.Endpoint.Ports ?? [] });
-/** The store keys of a service's ingress port claims. */
-const claimKeys = (ports: PortConfig[]): string[] => ports.filter((p) => p.PublishMode === 'ingress').map((p) => SK.port(portKey(p)));
 
 /** A record as clients see it: Version.Index is the record's store revision (what update compares). */
 function view<T extends { Version: { Index: number } }>(v: Versioned<T>): T {
@@ -115,14 +112,15 @@ export class ServiceControl {
     for (let attempt = 0; attempt < 10; attempt++) {
       const assigned = await this.assign(s, ports, id, []);
       if (assigned.length) rec.Endpoint.Ports = assigned;
-      const claims = claimKeys(assigned);
+      const claims = await this.claims(s, id, [], assigned);
       // As Docker's allocator: a service publishing through the routing mesh has a VIP on ingress too (listed first).
       const ingress = spec.EndpointSpec!.Mode === 'vip' && needsIngress(ports) ? this.hooks?.ingress() : undefined;
       const vips = spec.EndpointSpec!.Mode === 'vip' ? await this.pickVips(s, [...(ingress ? [ingress] : []), ...nets]) : [];
       if (vips.length) rec.Endpoint.VirtualIPs = vips.map((v) => ({ NetworkID: v.net.Id, Addr: `${v.ip}/${parseCidr(v.net.pools![0]!.subnet).prefix}` }));
       const r = await s.store.txn(
-        [{ key: SK.name(spec.Name), target: 'Create', value: 0 }, ...vips.map((v) => ({ key: K.address(v.net.Id, v.ip), target: 'Create' as const, value: 0 })), ...claims.map((key) => ({ key, target: 'Create' as const, value: 0 }))],
-        [{ key: SK.name(spec.Name), value: { ID: id } }, { key: SK.service(id), value: rec }, ...vips.map((v) => ({ key: K.address(v.net.Id, v.ip), value: { EndpointID: `vip-${id}` } })), ...claims.map((key) => ({ key, value: { ServiceID: id } }))],
+        [{ key: SK.name(spec.Name), target: 'Create', value: 0 }, ...vips.map((v) => ({ key: K.address(v.net.Id, v.ip), target: 'Create' as const, value: 0 })), ...claims.cmp],
+        [{ key: SK.name(spec.Name), value: { ID: id } }, { key: SK.service(id), value: rec }, ...vips.map((v) => ({ key: K.address(v.net.Id, v.ip), value: { EndpointID: `vip-${id}` } })), ...claims.puts],
+        claims.deletes,
       );
       if (r.ok) {
         await this.hooks?.appliedEverywhere(r.revision);
@@ -132,6 +130,18 @@ export class ServiceControl {
       // A VIP or a published port was taken meanwhile: pick again.
     }
     throw new ConflictError('the network addresses kept changing under this create: try again');
+  }
+
+  /**
+   * The claim operations that move a service's ingress ports from `had` to `want` (portclaims.ts);
+   * a port another service holds is Docker's refusal (its record would have said so already,
+   * unless that service came meanwhile).
+   */
+  private async claims(s: Session, id: string, had: PortConfig[], want: PortConfig[]): Promise<ClaimOps> {
+    const c = await readClaims((keys) => s.store.readAt(keys), id, had, want);
+    if (!('taken' in c)) return c;
+    const other = (await s.store.get<ServiceRecord>(SK.service(c.taken.holder)))?.value;
+    throw rpcError('InvalidArgument', `port '${c.taken.port}' is already in use by service '${other?.Spec.Name ?? ''}' (${c.taken.holder}) as an ingress port`);
   }
 
   /** swarmkit's allocator: a published ingress port needs the ingress network. */
@@ -236,10 +246,6 @@ export class ServiceControl {
     const ingressVip = await this.ingressVipChange(s, cur.value, spec, ports);
     if (ingressVip.vips) endpoint.VirtualIPs = ingressVip.vips;
     if (!endpoint.VirtualIPs?.length) delete endpoint.VirtualIPs;
-    const had = new Set(claimKeys(cur.value.Endpoint.Ports ?? []));
-    const want = claimKeys(assigned);
-    const added = [...want.filter((k) => !had.has(k)), ...ingressVip.added];
-    const dropped = [...[...had].filter((k) => !want.includes(k)), ...ingressVip.dropped];
     // As swarmkit's: the update's state starts afresh (the orchestrator sets "updating" once it
     // replaces a task); a rollback says so from the start.
     const { UpdateStatus: _was, ...kept } = cur.value;
@@ -247,21 +253,27 @@ export class ServiceControl {
       ...kept, Spec: spec, PreviousSpec: cur.value.Spec, UpdatedAt: goTime(), Endpoint: endpoint,
       ...(rollback ? { UpdateStatus: { State: 'rollback_started' as const, StartedAt: goTime(), Message: 'manually requested rollback' } } : {}),
     };
-    const r = await s.store.txn(
-      [{ key: SK.service(cur.value.ID), target: 'Mod', value: cur.modRevision }, ...added.map((key) => ({ key, target: 'Create' as const, value: 0 }))],
-      [{ key: SK.service(cur.value.ID), value: next }, ...added.map((key) => ({ key, value: ingressVip.added.includes(key) ? { EndpointID: `vip-${cur.value.ID}` } : { ServiceID: cur.value.ID } }))], dropped,
-    );
-    if (!r.ok) {
-      for (const key of added.filter((k) => !ingressVip.added.includes(k))) {
-        const holder = await s.store.get<{ ServiceID: string }>(key);
-        if (!holder || holder.value.ServiceID === cur.value.ID) continue;
-        const other = (await s.store.get<ServiceRecord>(SK.service(holder.value.ServiceID)))?.value;
-        throw rpcError('InvalidArgument', `port '${key.split('/').pop()}' is already in use by service '${other?.Spec.Name ?? ''}' (${holder.value.ServiceID}) as an ingress port`);
+    // A claim block that another service's ports changed meanwhile fails the transaction while
+    // this service's record stands still: read the blocks again then, not the user's problem.
+    for (let attempt = 0; attempt < 10; attempt++) {
+      const claims = await this.claims(s, cur.value.ID, cur.value.Endpoint.Ports ?? [], assigned);
+      const r = await s.store.txn(
+        [{ key: SK.service(cur.value.ID), target: 'Mod', value: cur.modRevision }, ...ingressVip.added.map((key) => ({ key, target: 'Create' as const, value: 0 })), ...claims.cmp],
+        [{ key: SK.service(cur.value.ID), value: next }, ...ingressVip.added.map((key) => ({ key, value: { EndpointID: `vip-${cur.value.ID}` } })), ...claims.puts],
+        [...ingressVip.dropped, ...claims.deletes],
+      );
+      if (r.ok) {
+        await this.hooks?.appliedEverywhere(r.revision);
+        return { Warnings: null };
       }
-      throw outOfSequence();
+      if (!(await this.unchanged(s, cur))) break;
     }
-    await this.hooks?.appliedEverywhere(r.revision);
-    return { Warnings: null };
+    throw outOfSequence();
+  }
+
+  /** Whether a service's record is still at the revision read (a failed transaction failed on something else). */
+  private async unchanged(s: Session, cur: Versioned<ServiceRecord>): Promise<boolean> {
+    return (await s.store.get(SK.service(cur.value.ID)))?.modRevision === cur.modRevision;
   }
 
   /** The service and its VIPs go now; its tasks stop and go through the orchestrator. */
@@ -269,9 +281,13 @@ export class ServiceControl {
     const s = this.manager();
     const cur = await this.resolve(s, ref);
     const vips = (cur.value.Endpoint.VirtualIPs ?? []).map((v) => K.address(v.NetworkID, v.Addr.split('/')[0]!));
-    const r = await s.store.txn([{ key: SK.service(cur.value.ID), target: 'Mod', value: cur.modRevision }], [], [SK.service(cur.value.ID), SK.name(cur.value.Spec.Name), ...vips, ...claimKeys(cur.value.Endpoint.Ports ?? [])]);
-    if (!r.ok) throw new ConflictError(`service ${ref} changed while it was being removed: try again`);
-    await this.hooks?.appliedEverywhere(r.revision);
+    for (let attempt = 0; attempt < 10; attempt++) {
+      const claims = await this.claims(s, cur.value.ID, cur.value.Endpoint.Ports ?? [], []);
+      const r = await s.store.txn([{ key: SK.service(cur.value.ID), target: 'Mod', value: cur.modRevision }, ...claims.cmp], claims.puts, [SK.service(cur.value.ID), SK.name(cur.value.Spec.Name), ...vips, ...claims.deletes]);
+      if (r.ok) return this.hooks?.appliedEverywhere(r.revision);
+      if (!(await this.unchanged(s, cur))) break;
+    }
+    throw new ConflictError(`service ${ref} changed while it was being removed: try again`);
   }
 
   async tasks(filters: Record<string, string[]> = {}): Promise<TaskRecord[]> {

@@ -1,10 +1,10 @@
 /**
  * What changes a balancer table of berth's shape from one content to another: a verdict map with
- * one element per key (a VIP, a published port) leading to that key's chain, whose one rule picks
- * a backend's chain, which holds one DNAT. Only what differs, in one transaction's commands: a key
- * gone (or now another service's) loses its element before its chains; a key new gets its chains
- * before its element; a key whose backends changed gets the chains of its new backends, its
- * dispatch rule replaced, then the chains of its old ones deleted (kube-proxy's nftables mode
+ * one element per key (a VIP, a published port) leading to that key's chain, whose rules pick a
+ * backend's chain in turn, which holds one DNAT. Only what differs, in one transaction's commands:
+ * a key gone (or now another service's) loses its element before its chains; a key new gets its
+ * chains before its element; a key whose backends changed gets the chains of its new backends, its
+ * dispatch rules replaced, then the chains of its old ones deleted (kube-proxy's nftables mode
  * updates the same way). Its cost follows what changed, not the number of keys. Used by the
  * routing mesh (ingressmesh.ts), whose tables hold a few published ports; the sandboxes' VIP
  * balancers, which may hold 10,000 services, keep backends in map elements instead (lbtable.ts).
@@ -22,8 +22,8 @@ export interface BalancerShape<E> {
   backendChain(e: E, ip: string): string;
   /** The sorted, distinct backend addresses. */
   backends(e: E): string[];
-  /** The key's chain's one rule. */
-  dispatch(e: E): string;
+  /** The key's chain's rules. */
+  dispatch(e: E): string[];
   /** A backend chain's one rule. */
   dnat(e: E, ip: string): string;
 }
@@ -50,14 +50,14 @@ export function balancerChanges<E>(s: BalancerShape<E>, before: Map<string, E>, 
     if (!old || !s.same(old, e)) {
       out.push(`add chain ${t} ${s.chain(e)}`);
       addChains(e, s.backends(e));
-      out.push(`add rule ${t} ${s.chain(e)} ${s.dispatch(e)}`, `add element ${t} ${s.map} { ${key} : goto ${s.chain(e)} }`);
+      out.push(...s.dispatch(e).map((r) => `add rule ${t} ${s.chain(e)} ${r}`), `add element ${t} ${s.map} { ${key} : goto ${s.chain(e)} }`);
       continue;
     }
     const had = s.backends(old);
     const has = s.backends(e);
     if (had.join() === has.join()) continue;
     addChains(e, has.filter((ip) => !had.includes(ip)));
-    out.push(`flush chain ${t} ${s.chain(e)}`, `add rule ${t} ${s.chain(e)} ${s.dispatch(e)}`);
+    out.push(`flush chain ${t} ${s.chain(e)}`, ...s.dispatch(e).map((r) => `add rule ${t} ${s.chain(e)} ${r}`));
     removeChains(e, had.filter((ip) => !has.includes(ip)), false);
   }
   return out;

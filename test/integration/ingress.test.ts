@@ -234,6 +234,30 @@ describe('the ingress routing mesh across hosts', () => {
     assert.equal(ns.filter((n) => n.startsWith('ingress-sbox')).length, 1, `${ns}`);
   });
 
+  it('300 ingress ports of one service (past etcd\'s 128 operations in a transaction) answer on every host; updated, refused to another, freed by rm', async () => {
+    await ok(h0, ['service', 'create', '--detach', '--name', 'wide', '--stop-grace-period', '1s', '-p', '12000-12299:80', ...WEB]);
+    let task = names(await waitRunning(h0, 'wide', 1));
+    await meshAnswers(12299, task);
+    // Every port on every host, a new connection each.
+    for (const h of [h0, h1, h2]) {
+      const r = await run('nsenter', [`--net=/run/netns/${client}`, 'sh', '-c', `for p in $(seq 12000 12299); do out=$(curl -s -m 3 http://${h.addr}:$p/); c=$?; [ $c = 0 ] && echo "$p $out" || echo "$p !$c"; done`]);
+      const wrong = r.stdout.split('\n').filter(Boolean).filter((l) => l.split(' ')[1] !== task[0]);
+      assert.equal(r.stdout.split('\n').filter(Boolean).length, 300);
+      assert.deepEqual(wrong, [], `${h.name}: ports not answered by ${task[0]}`);
+    }
+    await fails(h0, ['service', 'create', '--name', 'wide2', '-p', '12150:80', 'busybox', 'sleep', '1000'], /port '12150' is already in use by service 'wide' \(\w+\) as an ingress port/);
+    await ok(h0, ['service', 'update', '--publish-add', '12300:80', 'wide']);
+    task = names(await waitRunning(h0, 'wide', 1));
+    await meshAnswers(12300, task);
+    await meshAnswers(12000, task);
+    await ok(h0, ['service', 'rm', 'wide']);
+    await refused(12000);
+    await refused(12300);
+    // Its claims went with it: another service takes one of its ports.
+    await ok(h0, ['service', 'create', '--detach', '--name', 'wide3', '-p', '12150:80', 'busybox', 'sleep', '1000']);
+    await ok(h0, ['service', 'rm', 'wide3']);
+  });
+
   it('service rm: the port is refused on every host when it returns', async () => {
     await ok(h0, ['service', 'rm', 'web']);
     await refused(8080);

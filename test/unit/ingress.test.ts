@@ -65,7 +65,7 @@ describe('the routing mesh\'s nft text', () => {
     assert.match(t, /^table ip berth_mesh \{$/m);
     assert.match(t, /elements = \{ tcp \. 8080 : 10\.0\.0\.2 \. 8080, udp \. 5353 : 10\.0\.0\.2 \. 5353 \}/);
     assert.match(t, /elements = \{ tcp \. 9090 : goto hp_svc012345678_tcp_9090 \}/);
-    assert.match(t, /numgen inc mod 2 vmap \{ 0 : goto hp_svc012345678_tcp_9090_172_18_0_2, 1 : goto hp_svc012345678_tcp_9090_172_18_0_3 \}/);
+    assert.match(t, /chain hp_svc012345678_tcp_9090 \{\n {4}numgen inc mod 2 0 goto hp_svc012345678_tcp_9090_172_18_0_2\n {4}goto hp_svc012345678_tcp_9090_172_18_0_3\n {2}\}/);
     assert.match(t, /chain hp_svc012345678_tcp_9090_172_18_0_3 \{\n {4}meta l4proto tcp counter dnat ip to 172\.18\.0\.3:80 comment "hits svc0123456789abcdef 172\.18\.0\.3"\n/);
     assert.deepEqual(parseHitComment('hits svc0123456789abcdef 172.18.0.3'), { service: 'svc0123456789abcdef', backend: '172.18.0.3' });
     assert.equal(parseHitComment('isolation'), undefined);
@@ -82,7 +82,10 @@ describe('the routing mesh\'s nft text', () => {
     assert.doesNotMatch(t, /8081/, 'a port with no running task is refused by the sandbox itself');
     assert.match(t, /ip daddr 10\.0\.0\.2 meta l4proto \. th dport vmap @ports/);
     assert.match(t, /ct status dnat snat to 10\.0\.0\.2/);
-    assert.match(t, new RegExp(`numgen inc mod 2 vmap \\{ 0 : goto ${C}_10_0_0_7, 1 : goto ${C}_10_0_0_9 \\}`));
+    assert.match(t, new RegExp(`chain ${C} \\{\\n {4}numgen inc mod 2 0 goto ${C}_10_0_0_7\\n {4}goto ${C}_10_0_0_9\\n {2}\\}`));
+    // Three backends: one of three to the first, one of the two left to the second, the rest to the third.
+    assert.match(sandboxTable('10.0.0.2', [{ ...web, backends: ['10.0.0.9', '10.0.0.7', '10.0.0.8'] }]),
+      new RegExp(`chain ${C} \\{\\n {4}numgen inc mod 3 0 goto ${C}_10_0_0_7\\n {4}numgen inc mod 2 0 goto ${C}_10_0_0_8\\n {4}goto ${C}_10_0_0_9\\n {2}\\}`));
     // Backends in a stable order, so an unchanged set is an unchanged text.
     assert.equal(t, sandboxTable('10.0.0.2', [{ ...web, backends: ['10.0.0.7', '10.0.0.9'] }]));
     assert.match(sandboxTable('10.0.0.2', [{ ...web, backends: ['10.0.0.7'] }]), new RegExp(`chain ${C} \\{\\n {4}goto ${C}_10_0_0_7\\n`));
@@ -96,13 +99,13 @@ describe('the routing mesh\'s nft text', () => {
       `add chain ip berth_ingress ${C}`,
       `add chain ip berth_ingress ${C}_10_0_0_7`, `add rule ip berth_ingress ${C}_10_0_0_7 meta l4proto tcp counter dnat ip to 10.0.0.7:80 comment "hits svc0123456789abcdef 10.0.0.7"`,
       `add chain ip berth_ingress ${C}_10_0_0_9`, `add rule ip berth_ingress ${C}_10_0_0_9 meta l4proto tcp counter dnat ip to 10.0.0.9:80 comment "hits svc0123456789abcdef 10.0.0.9"`,
-      `add rule ip berth_ingress ${C} numgen inc mod 2 vmap { 0 : goto ${C}_10_0_0_7, 1 : goto ${C}_10_0_0_9 }`,
+      `add rule ip berth_ingress ${C} numgen inc mod 2 0 goto ${C}_10_0_0_7`, `add rule ip berth_ingress ${C} goto ${C}_10_0_0_9`,
       `add element ip berth_ingress ports { tcp . 8080 : goto ${C} }`,
     ]);
     // One backend replaced by another: its chain comes, the dispatch rule is replaced, the old chain goes.
     assert.deepEqual(portChanges(SANDBOX_PORTS, two, m({ ...web, backends: ['10.0.0.7', '10.0.0.8'] })), [
       `add chain ip berth_ingress ${C}_10_0_0_8`, `add rule ip berth_ingress ${C}_10_0_0_8 meta l4proto tcp counter dnat ip to 10.0.0.8:80 comment "hits svc0123456789abcdef 10.0.0.8"`,
-      `flush chain ip berth_ingress ${C}`, `add rule ip berth_ingress ${C} numgen inc mod 2 vmap { 0 : goto ${C}_10_0_0_7, 1 : goto ${C}_10_0_0_8 }`,
+      `flush chain ip berth_ingress ${C}`, `add rule ip berth_ingress ${C} numgen inc mod 2 0 goto ${C}_10_0_0_7`, `add rule ip berth_ingress ${C} goto ${C}_10_0_0_8`,
       `flush chain ip berth_ingress ${C}_10_0_0_9`, `delete chain ip berth_ingress ${C}_10_0_0_9`,
     ]);
     // The last backend gone: the element first, then the chains.
@@ -161,7 +164,7 @@ describe('the mesh follows the store', () => {
     // The sandbox is made in the background; the next pass balances in it.
     await waitFor(async () => scripts.some((s) => s.netns === '/ns/sbox'), 'the sandbox table');
     const sbox = scripts.filter((s) => s.netns === '/ns/sbox').map((s) => s.script).join('\n');
-    assert.match(sbox, /numgen inc mod 2 vmap \{ 0 : goto \S+_10_0_0_5, 1 : goto \S+_10_0_0_6 \}/);
+    assert.match(sbox, /numgen inc mod 2 0 goto \S+_10_0_0_5\n.*goto \S+_10_0_0_6\n/);
     assert.doesNotMatch(sbox, /10\.0\.0\.9/, 'a task not running yet is no backend');
     assert.match(scripts.filter((s) => !s.netns).map((s) => s.script).join('\n'), /tcp \. 8080 : 10\.0\.0\.2 \. 8080/);
     scripts.length = 0;

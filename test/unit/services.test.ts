@@ -306,6 +306,10 @@ describe('the sandbox balancer table', () => {
       '    counter',
       '    elements = { 10.0.0.254 : 10.0.0.4 }',
       '  }',
+      '  map rr2 {',
+      '    typeof numgen inc mod 2 : verdict',
+      '    elements = { 0 : goto to0, 1 : goto to1 }',
+      '  }',
       '  map vips {',
       '    type ipv4_addr : verdict',
       `    elements = { 10.0.0.253 : goto ${B}, 10.0.0.254 : goto ${A} }`,
@@ -333,7 +337,7 @@ describe('the sandbox balancer table', () => {
       '    goto to0',
       '  }',
       `  chain ${A} {`,
-      '    numgen inc mod 2 vmap { 0 : goto to0, 1 : goto to1 }',
+      '    numgen inc mod 2 vmap @rr2',
       '  }',
       '}',
       '',
@@ -370,8 +374,9 @@ describe('the sandbox balancer table', () => {
     const script = lbScript(after, grown);
     assert.deepEqual(script.trim().split('\n'), [
       `add map ${T} slot2 { type ipv4_addr : ipv4_addr; counter; }`, `add chain ${T} to2`, `add rule ${T} to2 dnat to ip daddr map @slot2`,
+      `add map ${T} rr3 { typeof numgen inc mod 3 : verdict; }`, `add element ${T} rr3 { 0 : goto to0, 1 : goto to1, 2 : goto to2 }`,
       `add element ${T} slot2 { 10.0.0.254 : 10.0.0.6 }`,
-      `flush chain ${T} ${A}`, `add rule ${T} ${A} numgen inc mod 3 vmap { 0 : goto to0, 1 : goto to1, 2 : goto to2 }`,
+      `flush chain ${T} ${A}`, `add rule ${T} ${A} numgen inc mod 3 vmap @rr3`,
     ]);
     assert.equal(elementArgs(script), undefined);
     // The last backend gone: the VIP leaves the map for the reject set, its chain and elements go, and the slots no VIP needs.
@@ -379,6 +384,8 @@ describe('the sandbox balancer table', () => {
       `delete element ${T} vips { 10.0.0.254 }`, `flush chain ${T} ${A}`, `delete chain ${T} ${A}`,
       `delete element ${T} slot0 { 10.0.0.254 }`, `delete element ${T} slot1 { 10.0.0.254 }`, `delete element ${T} slot2 { 10.0.0.254 }`,
       `add element ${T} empty { 10.0.0.254 }`,
+      // The shared rr maps before the slot chains they go to.
+      `delete map ${T} rr2`, `delete map ${T} rr3`,
       `flush chain ${T} to1`, `delete chain ${T} to1`, `delete map ${T} slot1`, `flush chain ${T} to2`, `delete chain ${T} to2`, `delete map ${T} slot2`,
     ]);
     assert.equal(lbScript(undefined, after), `table ip berth_svc\ndelete table ip berth_svc\n${lbTable(after)}`);
@@ -404,13 +411,15 @@ describe('the sandbox balancer table', () => {
     assert.equal(arrangeOne(three, { ...three, backends: ['10.0.0.5', '10.0.0.4', '10.0.0.3'] }), three, 'the same backends: the same object');
     // Another VIP keeps 3 backends: slot 2 stays, only this VIP's element of it goes.
     assert.deepEqual(lbChanges([[three, two]], 3, 3).trim().split('\n'), [
-      `delete element ${T} slot2 { 10.0.0.254 }`, `flush chain ${T} ${A}`, `add rule ${T} ${A} numgen inc mod 2 vmap { 0 : goto to0, 1 : goto to1 }`,
+      `delete element ${T} slot2 { 10.0.0.254 }`, `flush chain ${T} ${A}`, `add rule ${T} ${A} numgen inc mod 2 vmap @rr2`,
     ]);
-    // It was the only one with 3: slot 2 goes after it.
-    assert.deepEqual(lbChanges([[three, two]], 3, 2).trim().split('\n').slice(-3), [`flush chain ${T} to2`, `delete chain ${T} to2`, `delete map ${T} slot2`]);
+    // It was the only one with 3: rr3 and then slot 2 go after it.
+    assert.deepEqual(lbChanges([[three, two]], 3, 2).trim().split('\n').slice(-4), [`delete map ${T} rr3`, `flush chain ${T} to2`, `delete chain ${T} to2`, `delete map ${T} slot2`]);
     // Grown while another VIP already has 3: slot 2 is not made again.
     assert.doesNotMatch(lbChanges([[two, three]], 3, 3), /add (map|chain|rule) ip berth_svc (slot|to)2/);
     assert.match(lbChanges([[two, three]], 2, 3), /^add map ip berth_svc slot2 /);
+    assert.match(lbChanges([[two, three]], 2, 3), /\nadd map ip berth_svc rr3 \{ typeof numgen inc mod 3 : verdict; \}\n/);
+    assert.doesNotMatch(lbChanges([[two, three]], 3, 3), /add map ip berth_svc rr3/);
   });
 });
 
