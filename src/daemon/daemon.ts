@@ -319,12 +319,15 @@ export class Daemon {
       findNetwork: (ref) => network.registry.find(ref), appliedEverywhere: (r) => sn.appliedEverywhere(r),
       ingress: () => network.registry.list().find((n) => n.Scope === 'swarm' && n.Ingress),
     };
-    // The agent starts once this node follows the networks: a task that publishes joins ingress, which must be there.
-    await sn.start();
+    // `service logs` subscriptions need none of the networks: they start beside them.
+    const logsUp = logs.start();
+    // The agent starts once this node follows the networks: a task that publishes joins ingress,
+    // which must be listed here (its join waits for the kernel side: SwarmNetworks.claim).
+    await sn.startListed();
     if (s.state.role === 'manager') await this.makeIngress(s, sn).catch((e) => log(`ingress: ${errorMessage(e)}`));
     await agent.start().catch((e) => log(`agent: ${errorMessage(e)}`));
     orchestrator.start();
-    await logs.start();
+    await logsUp;
   }
 
   /**
