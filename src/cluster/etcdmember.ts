@@ -34,18 +34,22 @@ export interface MemberConfig {
 export const TIMING_FLAGS = ['--heartbeat-interval=50', '--election-timeout=500', '--pre-vote'];
 
 /**
- * The timings of a brand-new single-member cluster (`swarm init`): it elects itself after 1 to 6
- * heartbeats of 25 ms (25–150 ms) instead of 50–500 ms, most of what init waits for. They stay
+ * The timings of a brand-new single-member cluster (`swarm init`): it elects itself after 1 to 10
+ * heartbeats of 25 ms (25–250 ms) instead of 50–500 ms, most of what init waits for. They stay
  * with that process after other managers join (a restart takes TIMING_FLAGS), and that is safe:
  * raft's safety never rests on timing, and etcd serves linearizable reads by a quorum round
  * (ReadIndex), not by a leader's lease, so a short timeout cannot make a read stale. What a short
- * timeout can cost is availability: as a follower it asks for a pre-vote sooner, which the others
- * refuse while they still hear their leader (etcd runs raft with check-quorum, so a leader's
- * followers ignore a candidate within their own, longer, timeout); as the leader it steps down if
- * no majority answered any of its last six heartbeats in 150 ms, on a LAN where an answer takes
- * well under a millisecond. The timeout stays six heartbeats, above etcd's own floor of five.
+ * timeout can cost is availability. As a follower it asks for a pre-vote sooner, which the others
+ * refuse while they still hear their leader (etcd runs raft with check-quorum: a leader's
+ * followers ignore candidates within their own, longer, timeout). As the leader it steps down if
+ * no majority answered any of its heartbeats for 250 ms: with two managers, a second member
+ * stalled that long (a slow fsync on a loaded machine) costs about a second without a leader,
+ * which 500 ms would ride out. With 150 ms, ingress.test's two managers once went without a
+ * leader for seconds on this 2-core machine under load (not pinned on the timeout: a rerun
+ * passed), so it is 250 ms, etcd's own ratio of ten heartbeats to a timeout, at half the other
+ * members' timings.
  */
-export const FRESH_SINGLE_TIMING_FLAGS = ['--heartbeat-interval=25', '--election-timeout=150', '--pre-vote'];
+export const FRESH_SINGLE_TIMING_FLAGS = ['--heartbeat-interval=25', '--election-timeout=250', '--pre-vote'];
 
 export const peerUrl = (addr: string) => `https://${addr}:${PEER_PORT}`;
 export const clientUrl = (addr: string) => `https://${addr}:${CLIENT_PORT}`;
