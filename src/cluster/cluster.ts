@@ -235,6 +235,7 @@ export class Cluster {
         steps.mark('records and access');
         await this.files.save(state);
         session.member = member;
+        session.newSwarm = true;
         this.session = session;
         await session.start();
         steps.mark('session');

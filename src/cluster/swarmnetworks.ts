@@ -716,7 +716,11 @@ export class SwarmNetworks implements OverlayPlane {
     if (this.session.state.role !== 'manager') throw new ForbiddenError(refusal);
   }
 
-  async create(body: Record<string, unknown>, notManager?: string): Promise<{ Id: string; Warning: string }> {
+  /**
+   * `applied: false` returns once the record is in the store, before any host applied it: for a
+   * new swarm's ingress network, written before this host's first list (which then brings it).
+   */
+  async create(body: Record<string, unknown>, notManager?: string, o: { applied: boolean } = { applied: true }): Promise<{ Id: string; Warning: string }> {
     this.checkManager(notManager);
     const name = String(body.Name ?? '');
     if ([...this.nets.values()].some((s) => s.rec.Name === name)) throw new ConflictError(`network with name ${name} already exists`);
@@ -763,7 +767,7 @@ export class SwarmNetworks implements OverlayPlane {
         [{ key: K.overlayAlloc, value: next }, { key: K.network(n.Id), value: n }],
       ).catch(async (e) => { await unallocate(); throw e; });
       if (!r.ok) { await unallocate(); continue; }
-      await this.appliedEverywhere(r.revision);
+      if (o.applied) await this.appliedEverywhere(r.revision);
       return { Id: n.Id, Warning: '' };
     }
     throw new ConflictError('the swarm network allocation kept changing under this create: try again');
