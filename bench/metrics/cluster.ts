@@ -9,7 +9,7 @@ import { spawn } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
-import { TIMING_FLAGS } from '../../src/cluster/etcdmember.js';
+import { FRESH_SINGLE_TIMING_FLAGS } from '../../src/cluster/etcdmember.js';
 import type { BenchContext } from '../context.js';
 import { Lab } from '../../test/integration/lab.js';
 import { DockerLab } from '../swarmlab.js';
@@ -57,7 +57,8 @@ async function seen(h: SwarmHost, node: string, value: string, deadline: number)
 }
 
 /**
- * The floor under berth's `swarm init`: a fresh single etcd member with berth's timing flags, from
+ * The floor under berth's `swarm init`: a fresh single etcd member with the timing flags berth's
+ * init gives it, from
  * its spawn until it serves clients (it has elected itself), in the lab's underlay namespace on
  * its loopback (plain HTTP: no certificates to load, so a little under what berth's member takes).
  */
@@ -66,7 +67,7 @@ async function etcdAlone(underlay: string, base: string): Promise<number> {
   const url = 'http://127.0.0.1:23790';
   const t0 = now();
   const p = spawn('nsenter', [`--net=/run/netns/${underlay}`, 'etcd', '--name=floor', `--data-dir=${join(dir, 'data')}`, `--listen-client-urls=${url}`, `--advertise-client-urls=${url}`,
-    '--listen-peer-urls=http://127.0.0.1:23800', '--initial-advertise-peer-urls=http://127.0.0.1:23800', '--initial-cluster=floor=http://127.0.0.1:23800', '--logger=zap', ...TIMING_FLAGS], { stdio: ['ignore', 'ignore', 'pipe'] });
+    '--listen-peer-urls=http://127.0.0.1:23800', '--initial-advertise-peer-urls=http://127.0.0.1:23800', '--initial-cluster=floor=http://127.0.0.1:23800', '--logger=zap', ...FRESH_SINGLE_TIMING_FLAGS], { stdio: ['ignore', 'ignore', 'pipe'] });
   const exited = new Promise((r) => p.once('exit', r));
   try {
     return await new Promise<number>((resolve, reject) => {
@@ -176,8 +177,9 @@ export async function cluster(ctx: BenchContext): Promise<void> {
     const loadAtEnd = loadavg()[0]!;
     const busy = Math.max(loadAtStart, loadAtEnd) > cpus().length;
     R.note('swarm_init', `${busy ? 'the machine was busy with other work: ' : ''}load average ${loadAtStart.toFixed(1)} at the start of this group and ${loadAtEnd.toFixed(1)} at its end, on ${cpus().length} cores${busy ? '; both engines saw the same load (interleaved), the ratios are the numbers to read' : ''}`);
-    R.note('swarm_init', 'until the API call returns; both engines with --advertise-addr and --listen-addr on the host\'s underlay address. berth makes its CA with openssl and starts an etcd member, and returns once the member leads, the records and etcd\'s access rules are written and the node\'s presence and watches are up; Docker starts its raft node and CA in-process. The etcd member\'s own start (the row "a fresh etcd member alone") is a floor under berth\'s init while it runs etcd as a process: 0.5x Docker leaves only what is above that floor for the CA, the records, the access rules, the presence and the watches.');
-    R.note('etcd_alone', `berth's member flags (${TIMING_FLAGS.join(' ')}); a new single member fast-forwards its election ticks, so it elects itself after 1 to 10 heartbeats (50–500 ms), the rest is the process start. Measured right before each berth \`swarm init\`.`);
+    R.note('swarm_init', 'until the API call returns; both engines with --advertise-addr and --listen-addr on the host\'s underlay address. berth takes a CA and node key made ahead of time (openssl), signs the node certificate and starts an etcd member, and returns once the member leads, the records and etcd\'s access rules are written, the node\'s presence and watches are up and the ingress network is in the store and listed on the host (its bridge, VXLAN and sandbox follow in the background, as Docker\'s ingress setup does); Docker starts its raft node and CA in-process. The etcd member\'s own start (the row "a fresh etcd member alone") is a floor under berth\'s init while it runs etcd as a process: 0.5x Docker leaves only what is above that floor for the CA, the records, the access rules, the presence and the watches.');
+    R.note('etcd_alone', `the flags of berth's member for a new single-member cluster (${FRESH_SINGLE_TIMING_FLAGS.join(' ')}; src/cluster/etcdmember.ts says why they are safe once other managers join); a new single member fast-forwards its election ticks, so it elects itself after 1 to 10 heartbeats (25–250 ms), the rest is the process start. Measured right before each berth \`swarm init\`.`);
+    R.note('swarm_join_worker', 'until the API call returns. berth: the joiner pins the CA by the token\'s digest and sends its request on that same TLS connection; the manager signs the certificate (in-process) while it adds the node\'s etcd user; the call returns once the node\'s presence and watches are up and the swarm networks (ingress) are listed on it. Their kernel side (bridge, VXLAN, nft) follows in the background and a container\'s join waits for it, as Docker\'s ingress setup follows its join.');
     R.note('swarm_join_manager', 'berth: the manager\'s etcd member joins as a learner and is promoted once it has caught up, before the call returns.');
     // After the notes: a teardown that fails (Docker's `swarm leave` timing out) must not lose them.
     for (const c of clusters) await teardown(c);

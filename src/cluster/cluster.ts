@@ -8,7 +8,7 @@ import { NOT_MANAGER, NO_SWARM, SWARM_EXISTS, UnavailableError, invalid, leaveMa
 import { goTime, newJoinToken, newNodeId, parseJoinToken } from './ids.js';
 import { K, type ClusterRecord, type NodeRecord, type Spec } from './keys.js';
 import { enableAccess, setManager } from './access.js';
-import { certDer, makeCa, makeCsr, signCsr } from './pki.js';
+import { certDer, makeCa, makeCsr, signCsr, type Pem } from './pki.js';
 import { requestJoin, type JoinRequest } from './joinwire.js';
 import { Session, promoteWhenSynced, type SessionOptions } from './session.js';
 import { LocalStateFiles, type LocalState } from './state.js';
@@ -75,12 +75,32 @@ export class Cluster {
     return k;
   }
 
-  /** Makes the spare key while the node is in no swarm: at start, and again after a leave or a failed init or join. */
+  /**
+   * A cluster CA made ahead of time the same way, for `swarm init`: openssl takes about 10 ms to
+   * make one, and init would wait for it. Like the spare key it never leaves this process, is
+   * used once, and a new one is made for the next init; its validity starts when it was made
+   * (node certificates are backdated a minute anyway).
+   */
+  private spareCa?: Promise<Pem>;
+  private takeCa(): Promise<Pem> {
+    const ca = this.spareCa ?? makeCa();
+    this.spareCa = undefined;
+    return ca;
+  }
+
+  /** Makes the spare key and CA while the node is in no swarm: at start, and again after a leave or a failed init or join. */
   private prepareKey(): void {
-    if (this.session || this.spareKey) return;
-    const k = makeCsr();
-    k.catch(() => { if (this.spareKey === k) this.spareKey = undefined; });
-    this.spareKey = k;
+    if (this.session) return;
+    if (!this.spareKey) {
+      const k = makeCsr();
+      k.catch(() => { if (this.spareKey === k) this.spareKey = undefined; });
+      this.spareKey = k;
+    }
+    if (!this.spareCa) {
+      const ca = makeCa();
+      ca.catch(() => { if (this.spareCa === ca) this.spareCa = undefined; });
+      this.spareCa = ca;
+    }
   }
 
   /** The running membership, if any (routes use it to pick Docker's answer). */
@@ -167,7 +187,7 @@ export class Cluster {
       const clusterId = newNodeId();
       const nodeId = newNodeId();
       steps.mark('checks');
-      const [made, { key, csr }] = await Promise.all([makeCa(), this.takeKey()]);
+      const [made, { key, csr }] = await Promise.all([this.takeCa(), this.takeKey()]);
       steps.mark('ca and key');
       const ca = { ...made, cert: normPem(made.cert) };
       const clusterSpec = defaultSpec({ ...spec, CAConfig: kept });
@@ -215,6 +235,7 @@ export class Cluster {
         steps.mark('records and access');
         await this.files.save(state);
         session.member = member;
+        session.newSwarm = true;
         this.session = session;
         await session.start();
         steps.mark('session');

@@ -281,31 +281,32 @@ export class Control {
     steps.mark('read');
     const signing = cas!.get(c.value.Rotation?.Phase === 'issue' ? K.caNext : K.ca)?.value as Pem | undefined;
     if (!signing) throw new Error('the cluster CA key is missing from the store');
-    const cert = await signCsr(signing, r.csr, { nodeId, role, clusterId: c.value.ID, ips: [addr], expirySec: expirySec(c.value.Spec) });
-    steps.mark('sign');
-    const now = goTime();
-    // During a CA rotation the joiner trusts both CAs, as every node then does.
-    const trust = trustOf(c.value);
-    const rec: NodeRecord = {
-      ID: nodeId, CreatedAt: now, UpdatedAt: now, Spec: { Labels: {}, Role: role, Availability: 'active' },
-      Description: { ...r.description, Hostname: r.hostname }, Addr: addr, Port: r.port || 2377,
-      Tls: { Issuer: issuerOf(c.value, cert)!, Trust: trust },
-    };
     const nodes = [...(all as Map<string, Versioned<NodeRecord>>).values()];
     const endpoints = s.state.endpoints.length && !s.state.member ? s.state.endpoints
       : nodes.filter((n) => n.value.MemberId).map((n) => clientUrl(n.value.Addr));
     const manager = role === 'manager' && s.state.member;
-    // Its etcd user and (for a manager) its member as a learner, together; then its record. A
-    // learner does not count towards quorum until promoted: a joiner that never comes up leaves
-    // the cluster's quorum as it was.
-    const [user, learner] = await Promise.allSettled([
+    // Its certificate (openssl, the longest part), its etcd user and (for a manager) its member as
+    // a learner, all together; then its record. A learner does not count towards quorum until
+    // promoted: a joiner that never comes up leaves the cluster's quorum as it was.
+    const [signed, user, learner] = await Promise.allSettled([
+      signCsr(signing, r.csr, { nodeId, role, clusterId: c.value.ID, ips: [addr], expirySec: expirySec(c.value.Spec) }),
       this.o.external ? undefined : addNodeUser(s.store, nodeId, role),
       manager ? s.store.addLearner(peerUrl(addr)) : undefined,
     ]);
-    steps.mark('user and learner');
+    steps.mark('certificate, user and learner');
     try {
+      if (signed.status === 'rejected') throw signed.reason;
       if (user.status === 'rejected') throw user.reason;
       if (learner.status === 'rejected') throw learner.reason;
+      const cert = signed.value;
+      const now = goTime();
+      // During a CA rotation the joiner trusts both CAs, as every node then does.
+      const trust = trustOf(c.value);
+      const rec: NodeRecord = {
+        ID: nodeId, CreatedAt: now, UpdatedAt: now, Spec: { Labels: {}, Role: role, Availability: 'active' },
+        Description: { ...r.description, Hostname: r.hostname }, Addr: addr, Port: r.port || 2377,
+        Tls: { Issuer: issuerOf(c.value, cert)!, Trust: trust },
+      };
       const member = learner.value;
       await s.store.put(K.node(nodeId), member ? { ...rec, MemberId: member.id } : rec);
       steps.mark('record');

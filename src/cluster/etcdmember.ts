@@ -33,6 +33,24 @@ export interface MemberConfig {
  */
 export const TIMING_FLAGS = ['--heartbeat-interval=50', '--election-timeout=500', '--pre-vote'];
 
+/**
+ * The timings of a brand-new single-member cluster (`swarm init`): it elects itself after 1 to 10
+ * heartbeats of 25 ms (25–250 ms) instead of 50–500 ms, most of what init waits for. They stay
+ * with that process after other managers join (a restart takes TIMING_FLAGS), and that is safe:
+ * raft's safety never rests on timing, and etcd serves linearizable reads by a quorum round
+ * (ReadIndex), not by a leader's lease, so a short timeout cannot make a read stale. What a short
+ * timeout can cost is availability. As a follower it asks for a pre-vote sooner, which the others
+ * refuse while they still hear their leader (etcd runs raft with check-quorum: a leader's
+ * followers ignore candidates within their own, longer, timeout). As the leader it steps down if
+ * no majority answered any of its heartbeats for 250 ms: with two managers, a second member
+ * stalled that long (a slow fsync on a loaded machine) costs about a second without a leader,
+ * which 500 ms would ride out. With 150 ms, ingress.test's two managers once went without a
+ * leader for seconds on this 2-core machine under load (not pinned on the timeout: a rerun
+ * passed), so it is 250 ms, etcd's own ratio of ten heartbeats to a timeout, at half the other
+ * members' timings.
+ */
+export const FRESH_SINGLE_TIMING_FLAGS = ['--heartbeat-interval=25', '--election-timeout=250', '--pre-vote'];
+
 export const peerUrl = (addr: string) => `https://${addr}:${PEER_PORT}`;
 export const clientUrl = (addr: string) => `https://${addr}:${CLIENT_PORT}`;
 
@@ -82,8 +100,8 @@ export class EtcdMember {
       `--peer-cert-file=${tls('node.crt')}`, `--peer-key-file=${tls('node.key')}`, `--peer-trusted-ca-file=${tls('ca.crt')}`, '--peer-client-cert-auth',
       // Nothing on plain HTTP, no metrics listener, no v2 API: the listeners above are all there is.
       '--enable-v2=false', '--logger=zap', '--log-outputs=stderr',
-      // LAN timings (TIMING_FLAGS above).
-      ...TIMING_FLAGS,
+      // LAN timings (TIMING_FLAGS above); shorter for a new cluster of this member alone.
+      ...(await this.freshSingle() ? FRESH_SINGLE_TIMING_FLAGS : TIMING_FLAGS),
       // etcd keeps every revision unless told otherwise, and berth writes all the time (presence
       // renewals, applied revisions, log batches): left alone the store grows until its quota and
       // then refuses every write. History older than ten minutes goes; a watch that has to start
@@ -112,6 +130,12 @@ export class EtcdMember {
     }
     await fs.writeFile(this.pidFile, String(this.pid));
     await fs.writeFile(this.trustFile, trust);
+  }
+
+  /** A new cluster of this member alone, started for the first time (no data yet): `swarm init`. */
+  private async freshSingle(): Promise<boolean> {
+    if (this.c.state !== 'new' || this.c.initialCluster.includes(',')) return false;
+    return fs.access(this.dataDir).then(() => false, () => true);
   }
 
   /** The CA bundle the running member trusts; undefined when it is not known (an older berth started it). */

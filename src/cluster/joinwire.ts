@@ -75,26 +75,40 @@ const split = (addr: string) => {
   return { host: addr.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(addr.slice(i + 1)) };
 };
 
-/** Fetches the manager's CA without trusting it yet, and checks it against the token's digest. */
-function remoteCa(addr: string, digest: string, timeoutMs: number): Promise<string> {
+/**
+ * Connects to the manager without trusting it yet, and checks the CA it presents against the
+ * token's digest and its own certificate against that CA. The connection is then the one the
+ * join request goes on: its peer is proven (the pinned CA signed its certificate, and the TLS
+ * handshake proved it holds that certificate's key), and a second handshake would only repeat it.
+ */
+function remoteCa(addr: string, digest: string, timeoutMs: number): Promise<{ ca: string; socket: TLSSocket }> {
   const { host, port } = split(addr);
   return new Promise((resolve, reject) => {
     const s = connect({ host, port, rejectUnauthorized: false, timeout: timeoutMs });
-    s.once('timeout', () => { s.destroy(); reject(unreachable(addr, Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' }))); });
-    s.once('error', (e) => reject(unreachable(addr, e)));
+    const fail = (e: Error) => { s.destroy(); reject(e); };
+    const onTimeout = () => fail(unreachable(addr, Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' })));
+    const onError = (e: Error) => fail(unreachable(addr, e));
+    s.once('timeout', onTimeout);
+    s.once('error', onError);
     s.once('secureConnect', () => {
       const leaf = s.getPeerCertificate(true);
-      s.end();
       let issuer: DetailedPeerCertificate | undefined = leaf.issuerCertificate;
       while (issuer && issuer.issuerCertificate && issuer.issuerCertificate !== issuer) issuer = issuer.issuerCertificate;
-      if (!issuer?.raw) return reject(rpcError('Unavailable', 'the manager presented no CA certificate'));
-      if (caDigest(issuer.raw) !== digest) return reject(new ApiError(500, `remote CA does not match fingerprint. Expected: ${digest}`));
-      const caPem = new X509Certificate(issuer.raw).toString();
+      if (!issuer?.raw) return fail(rpcError('Unavailable', 'the manager presented no CA certificate'));
+      if (caDigest(issuer.raw) !== digest) return fail(new ApiError(500, `remote CA does not match fingerprint. Expected: ${digest}`));
+      const root = new X509Certificate(issuer.raw);
+      const own = new X509Certificate(leaf.raw);
       // The leaf must really be the CA's: a pinned CA proves nothing about a leaf it did not sign.
-      if (!new X509Certificate(leaf.raw).verify(new X509Certificate(issuer.raw).publicKey)) {
-        return reject(new ApiError(500, 'the manager certificate is not signed by the swarm CA'));
-      }
-      resolve(caPem);
+      if (!own.verify(root.publicKey)) return fail(new ApiError(500, 'the manager certificate is not signed by the swarm CA'));
+      // And in force, as TLS verification would require (with its words).
+      const now = Date.now();
+      if (now < Date.parse(own.validFrom)) return fail(unreachable(addr, new Error('certificate is not yet valid')));
+      if (now > Date.parse(own.validTo)) return fail(unreachable(addr, new Error('certificate has expired')));
+      // The request sets its own timeout and error handling on the connection.
+      s.off('timeout', onTimeout);
+      s.off('error', onError);
+      s.setTimeout(0);
+      resolve({ ca: root.toString(), socket: s });
     });
   });
 }
@@ -102,8 +116,8 @@ function remoteCa(addr: string, digest: string, timeoutMs: number): Promise<stri
 export async function requestJoin(addr: string, req: JoinRequest, timeoutMs = 5000): Promise<JoinAnswer> {
   const t = parseJoinToken(req.token);
   if (!t) throw new ApiError(500, 'invalid join token');
-  const ca = await remoteCa(addr, t.digest, timeoutMs);
-  const { status, json } = await postPinned(addr, '/join', { ca }, req, 30_000).catch((e: Error) => {
+  const { ca, socket } = await remoteCa(addr, t.digest, timeoutMs);
+  const { status, json } = await postPinned(addr, '/join', { ca }, req, 30_000, socket).catch((e: Error) => {
     throw e.message === 'bad answer' ? new UnavailableError('bad answer from the manager') : unreachable(addr, e);
   });
   const j = json as { message?: string } & JoinAnswer;
@@ -126,12 +140,14 @@ export async function requestRenew(addr: string, tls: { ca: Buffer; cert: Buffer
  * names its address, which may differ from the one dialled (a name, a second address), so identity
  * is the CA's signature alone. Rejects with 'bad answer' for a body that is not JSON, 'timeout'.
  */
-function postPinned(addr: string, path: string, tls: { ca: string | Buffer; cert?: Buffer; key?: Buffer }, payload: unknown, timeoutMs: number): Promise<{ status: number; json: unknown }> {
+function postPinned(addr: string, path: string, tls: { ca: string | Buffer; cert?: Buffer; key?: Buffer }, payload: unknown, timeoutMs: number, socket?: TLSSocket): Promise<{ status: number; json: unknown }> {
   const { host, port } = split(addr);
   const body = JSON.stringify(payload);
   return new Promise((resolve, reject) => {
     const r = request({
       host, port, method: 'POST', path, ...tls, timeout: timeoutMs,
+      // A connection whose peer was checked already (remoteCa); the request closes it when done.
+      ...(socket ? { createConnection: () => socket } : {}),
       checkServerIdentity: () => undefined,
       headers: { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) },
     }, (res) => {

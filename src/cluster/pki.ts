@@ -1,11 +1,12 @@
-import { X509Certificate, createPrivateKey, randomBytes } from 'node:crypto';
+import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { runOk } from '../util/exec.js';
 import { withScratchDir } from '../util/scratch.js';
+import { keyIdOf, leafCertificate, name, pem, requestKey, unpem } from './x509.js';
 
 /**
- * The cluster CA and node certificates, made by openssl (Node can parse X.509 but not issue it).
+ * The cluster CA and node keys, made by openssl; node certificates, signed in-process (x509.ts).
  * Keys are P-256 as swarmkit's; a node certificate serves for both TLS sides (etcd peers, etcd
  * clients, the join endpoint), with the node's underlay address and loopback as its names.
  */
@@ -32,45 +33,22 @@ export function makeCsr(): Promise<{ key: string; csr: string }> {
   });
 }
 
-/** openssl's date form for `ca -startdate/-enddate` (`x509 -req` takes whole days only). */
-function asn1Time(d: Date): string {
-  return `${d.toISOString().replace(/[-:T]/g, '').slice(0, 14)}Z`;
-}
-
-/** The smallest CA configuration `openssl ca` needs: its database in the scratch dir, any subject. */
-function caConfig(d: string): string {
-  return [
-    '[ca]', 'default_ca = c', '[c]', `database = ${join(d, 'index.txt')}`, `new_certs_dir = ${d}`, `serial = ${join(d, 'serial')}`, 'default_md = sha256',
-    'policy = p', 'unique_subject = no', 'copy_extensions = none',
-    '[p]', 'commonName = supplied', 'organizationalUnitName = optional', 'organizationName = optional', '',
-  ].join('\n');
-}
-
 /**
- * Signs a node's request. The subject is the manager's choice, not the request's (as swarmkit
- * does): CN the node ID, OU its role, O the cluster ID. Valid from a minute ago (clocks of nodes
- * differ a little, as swarmkit backdates too) for `expirySec` (the cluster's NodeCertExpiry).
+ * Signs a node's request (in-process: x509.ts). The subject is the manager's choice, not the
+ * request's (as swarmkit does): CN the node ID, OU its role, O the cluster ID. Valid from a minute
+ * ago (clocks of nodes differ a little, as swarmkit backdates too) for `expirySec` (the cluster's
+ * NodeCertExpiry).
  */
-export function signCsr(ca: Pem, csr: string, o: { nodeId: string; role: 'manager' | 'worker'; clusterId: string; ips: string[]; expirySec: number }): Promise<string> {
-  return scratch(async (d) => {
-    await fs.writeFile(join(d, 'ca.crt'), ca.cert);
-    await fs.writeFile(join(d, 'ca.key'), ca.key, { mode: 0o600 });
-    await fs.writeFile(join(d, 'n.csr'), csr);
-    await fs.writeFile(join(d, 'index.txt'), '');
-    // A random serial, as before: certificates of one CA must never share one.
-    await fs.writeFile(join(d, 'serial'), `${randomBytes(12).toString('hex')}\n`);
-    await fs.writeFile(join(d, 'cfg'), caConfig(d));
-    const san = [...new Set([...o.ips, '127.0.0.1'])].map((ip) => `IP:${ip}`).join(',');
-    await fs.writeFile(join(d, 'ext'), [
-      `subjectAltName=${san},DNS:localhost`, 'basicConstraints=critical,CA:FALSE',
-      'keyUsage=critical,digitalSignature,keyEncipherment', 'extendedKeyUsage=serverAuth,clientAuth', '',
-    ].join('\n'));
-    const now = Date.now();
-    await runOk('openssl', ['ca', '-batch', '-config', join(d, 'cfg'), '-in', join(d, 'n.csr'), '-cert', join(d, 'ca.crt'), '-keyfile', join(d, 'ca.key'),
-      '-notext', '-startdate', asn1Time(new Date(now - 60_000)), '-enddate', asn1Time(new Date(now + o.expirySec * 1000)),
-      '-extfile', join(d, 'ext'), '-subj', `/CN=${o.nodeId}/OU=swarm-${o.role}/O=${o.clusterId}`, '-out', join(d, 'n.crt')]);
-    return fs.readFile(join(d, 'n.crt'), 'utf8');
-  });
+export async function signCsr(ca: Pem, csr: string, o: { nodeId: string; role: 'manager' | 'worker'; clusterId: string; ips: string[]; expirySec: number }): Promise<string> {
+  let spki: Buffer;
+  try { spki = requestKey(unpem(csr)); } catch (e) { throw new Error(`invalid certificate request: ${(e as Error).message}`); }
+  const caDer = new X509Certificate(ca.cert).raw;
+  const now = Date.now();
+  return pem('CERTIFICATE', leafCertificate({
+    subject: name([['CN', o.nodeId], ['OU', `swarm-${o.role}`], ['O', o.clusterId]]), issuer: subjectDer(caDer), issuerKeyId: keyIdOf(caDer), spki,
+    notBefore: new Date(now - 60_000), notAfter: new Date(now + o.expirySec * 1000),
+    ips: [...new Set([...o.ips, '127.0.0.1'])], dns: ['localhost'],
+  }, createPrivateKey(ca.key)));
 }
 
 /** A CA given by the user (`swarm ca --rotate --ca-cert --ca-key`): a CA certificate and its own key. */

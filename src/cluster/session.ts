@@ -48,6 +48,10 @@ export class Session {
   private rotating = false;
   private driving = false;
   private driver?: NodeJS.Timeout;
+  /** Set by `swarm init` for the session of the swarm it made: its store holds no networks yet. */
+  newSwarm = false;
+  /** The cluster record as the last start of the watches read it (the data path port is fixed at init). */
+  cluster?: ClusterRecord;
 
   constructor(public state: LocalState, private readonly o: SessionOptions, store: ClusterStore) {
     this.store = store;
@@ -123,6 +127,7 @@ export class Session {
     if (node.status === 'rejected') throw node.reason;
     if (cl.status === 'rejected') throw cl.reason;
     this.rotating = Boolean(cluster?.value.Rotation);
+    if (cluster) this.cluster = cluster.value;
     return { ...(mine ? { mine } : {}), ...(cluster ? { cluster } : {}) };
   }
 

@@ -37,9 +37,11 @@ export class LocalStateFiles {
 
   async writeTls(ca: string, cert: string, key: string): Promise<void> {
     await fs.mkdir(this.tlsDir, { recursive: true, mode: 0o700 });
-    await fs.writeFile(join(this.tlsDir, 'ca.crt'), ca);
-    await fs.writeFile(join(this.tlsDir, 'node.crt'), cert);
-    await fs.writeFile(join(this.tlsDir, 'node.key'), key, { mode: 0o600 });
+    await Promise.all([
+      fs.writeFile(join(this.tlsDir, 'ca.crt'), ca),
+      fs.writeFile(join(this.tlsDir, 'node.crt'), cert),
+      fs.writeFile(join(this.tlsDir, 'node.key'), key, { mode: 0o600 }),
+    ]);
   }
 
   /**

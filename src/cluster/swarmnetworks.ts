@@ -22,6 +22,10 @@ export interface SwarmNetworkHost {
   network(id: string): NetworkRecord | undefined;
   /** Makes a swarm network exist here: record, kernel objects, firewall. Idempotent. */
   adoptSwarmNetwork(n: NetworkRecord): Promise<void>;
+  /** adoptSwarmNetwork's first half: the record alone (listed and inspected here from now on). */
+  registerSwarmNetwork(n: NetworkRecord): Promise<void>;
+  /** adoptSwarmNetwork's second half, for a registered record: kernel objects and firewall. */
+  makeSwarmNetwork(n: NetworkRecord): Promise<void>;
   /** Makes a known swarm network's kernel side again (after a restart): idempotent, and corrects what differs. */
   ensureSwarmNetwork(n: NetworkRecord): Promise<void>;
   /** Removes a swarm network from this host. */
@@ -125,15 +129,40 @@ export class SwarmNetworks implements OverlayPlane {
 
   // ---------------------------------------------------------------- list, watch, apply
 
-  /** The first list; if the store does not answer, it is tried again in the background until it does. */
+  /** Settles once the first list is applied here (kernel objects, followers, the revision published), or failed. */
+  private firstApply: Promise<void> = Promise.resolve();
+  /** Set during the first list: called once the store's networks are in this host's registry. */
+  private onRegistered?: () => void;
+
+  /**
+   * The first list; if the store does not answer, it is tried again in the background until it
+   * does. Returns once the store's networks are this host's records (`network ls` and inspect
+   * show them, as right after Docker's join): the kernel side, about 50 ms of `ip` and `nft` for
+   * each network, goes on in the background, and an endpoint's claim waits for it (claim), so no
+   * container joins a network whose bridge is not there yet. `swarm init` and `join` need not
+   * wait for it, as Docker's do not wait for their ingress sandbox. start() waits for all of it.
+   */
+  async startListed(): Promise<void> {
+    const registered = new Promise<void>((resolve) => { this.onRegistered = resolve; });
+    this.firstApply = (async () => {
+      try {
+        await this.relist();
+      } catch (e) {
+        this.log(`overlay: listing the store: ${errorMessage(e)}; trying again`);
+      } finally {
+        this.onRegistered?.();
+        this.onRegistered = undefined;
+      }
+      // Failed, or the client was replaced while it listed (a new lease before the first list is not followed).
+      if (this.watchedStore !== this.store) void this.retryRelist();
+    })();
+    await registered;
+  }
+
+  /** startListed, and the rest of the first list's work too. */
   async start(): Promise<void> {
-    try {
-      await this.relist();
-    } catch (e) {
-      this.log(`overlay: listing the store: ${errorMessage(e)}; trying again`);
-    }
-    // Failed, or the client was replaced while it listed (a new lease before the first list is not followed).
-    if (this.watchedStore !== this.store) void this.retryRelist();
+    await this.startListed();
+    await this.firstApply;
   }
 
   private enqueue(step: () => Promise<void>): Promise<void> {
@@ -391,11 +420,19 @@ export class SwarmNetworks implements OverlayPlane {
    * current lease; the kernel's peers are read back and corrected.
    */
   private async reconcile(): Promise<void> {
+    // Records first, all of them, then the kernel (start() returns in between). A record that
+    // cannot be registered (no such driver here) is adopted below, which says why.
+    const fresh = new Set<string>();
+    await Promise.all([...this.nets.values()].filter((s) => !this.host.network(s.rec.Id)).map((s) => this.host.registerSwarmNetwork(this.localRecord(s.rec))
+      .then(() => { fresh.add(s.rec.Id); }, () => undefined)));
+    this.onRegistered?.();
     for (const n of this.host.swarmNetworks()) if (!this.nets.has(n.Id)) await this.host.dropSwarmNetwork(n);
     for (const s of this.nets.values()) {
       const have = this.host.network(s.rec.Id);
       if (!have) {
         await this.host.adoptSwarmNetwork(this.localRecord(s.rec));
+      } else if (fresh.has(s.rec.Id)) {
+        await this.host.makeSwarmNetwork(have);
       } else {
         this.mirrorAllocations(s.rec.Id);
         await this.host.ensureSwarmNetwork(have);
@@ -521,6 +558,8 @@ export class SwarmNetworks implements OverlayPlane {
     clearTimeout(this.resyncTimer);
     clearTimeout(this.withdrawTimer);
     clearInterval(this.staleChecks);
+    // A leave right after a join: the first list's watch is made before it is stopped.
+    await this.firstApply;
     await this.stopWatch?.().catch(() => undefined);
     for (const w of this.waiters) w.done();
     this.waiters = [];
@@ -579,6 +618,8 @@ export class SwarmNetworks implements OverlayPlane {
   }
 
   async claim(n: NetworkRecord, ep: { endpointId: string; ip: string; mac: string; containerId: string; name: string; aliases: string[]; labels?: Record<string, string> }): Promise<number> {
+    // Right after a join the networks are listed here before their bridges exist (start).
+    await this.firstApply;
     this.pending.add(ep.endpointId);
     try {
       try {
@@ -676,7 +717,11 @@ export class SwarmNetworks implements OverlayPlane {
     if (this.session.state.role !== 'manager') throw new ForbiddenError(refusal);
   }
 
-  async create(body: Record<string, unknown>, notManager?: string): Promise<{ Id: string; Warning: string }> {
+  /**
+   * `applied: false` returns once the record is in the store, before any host applied it: for a
+   * new swarm's ingress network, written before this host's first list (which then brings it).
+   */
+  async create(body: Record<string, unknown>, notManager?: string, o: { applied: boolean } = { applied: true }): Promise<{ Id: string; Warning: string }> {
     this.checkManager(notManager);
     const name = String(body.Name ?? '');
     if ([...this.nets.values()].some((s) => s.rec.Name === name)) throw new ConflictError(`network with name ${name} already exists`);
@@ -723,7 +768,7 @@ export class SwarmNetworks implements OverlayPlane {
         [{ key: K.overlayAlloc, value: next }, { key: K.network(n.Id), value: n }],
       ).catch(async (e) => { await unallocate(); throw e; });
       if (!r.ok) { await unallocate(); continue; }
-      await this.appliedEverywhere(r.revision);
+      if (o.applied) await this.appliedEverywhere(r.revision);
       return { Id: n.Id, Warning: '' };
     }
     throw new ConflictError('the swarm network allocation kept changing under this create: try again');

@@ -271,7 +271,8 @@ export class Daemon {
       if (sn) await (leaving ? sn.leave() : sn.close());
       return;
     }
-    const cluster = (await s.store.get<ClusterRecord>(K.cluster))?.value;
+    // Read when the session started its watches: one round trip less for init and join.
+    const cluster = s.cluster ?? (await s.store.get<ClusterRecord>(K.cluster))?.value;
     // The swarm endpoints this host's containers hold, from the engine's records.
     const held = () => [...engine.containers.values()].flatMap((c) => Object.entries(c.Endpoints ?? {})
       .filter(([id, ep]) => ep.EndpointID && ep.IPAddress && network.registry.networks.get(id)?.Scope === 'swarm')
@@ -319,12 +320,20 @@ export class Daemon {
       findNetwork: (ref) => network.registry.find(ref), appliedEverywhere: (r) => sn.appliedEverywhere(r),
       ingress: () => network.registry.list().find((n) => n.Scope === 'swarm' && n.Ingress),
     };
-    // The agent starts once this node follows the networks: a task that publishes joins ingress, which must be there.
-    await sn.start();
-    if (s.state.role === 'manager') await this.makeIngress(s, sn).catch((e) => log(`ingress: ${errorMessage(e)}`));
+    // `service logs` subscriptions need none of the networks: they start beside them.
+    const logsUp = logs.start();
+    // A new swarm's ingress goes into its empty store before this host's first list, which brings
+    // it as it brings every network: `swarm init` returns once it is listed here, its bridge
+    // follows. A swarm of an older berth gets it after the list (create checks names against it).
+    const ingressFirst = s.newSwarm && s.state.role === 'manager';
+    if (ingressFirst) await this.makeIngress(s, sn, false).catch((e) => log(`ingress: ${errorMessage(e)}`));
+    // The agent starts once this node follows the networks: a task that publishes joins ingress,
+    // which must be listed here (its join waits for the kernel side: SwarmNetworks.claim).
+    await sn.startListed();
+    if (!ingressFirst && s.state.role === 'manager') await this.makeIngress(s, sn, true).catch((e) => log(`ingress: ${errorMessage(e)}`));
     await agent.start().catch((e) => log(`agent: ${errorMessage(e)}`));
     orchestrator.start();
-    await logs.start();
+    await logsUp;
   }
 
   /**
@@ -332,12 +341,12 @@ export class Daemon {
    * a swarm whose ingress was removed does not get it back. The first manager to claim the mark
    * makes it (a swarm made by an older berth gets it at its next start).
    */
-  private async makeIngress(s: Session, sn: SwarmNetworks): Promise<void> {
+  private async makeIngress(s: Session, sn: SwarmNetworks, applied: boolean): Promise<void> {
     const mark = `${ROOT}ingress/made`;
     const r = await s.store.txn([{ key: mark, target: 'Create', value: 0 }], [{ key: mark, value: { At: new Date().toISOString() } }]);
     if (!r.ok) return;
     try {
-      await sn.create({ Name: 'ingress', Driver: 'overlay', Ingress: true, Options: {}, Labels: {}, IPAM: { Driver: 'default' } });
+      await sn.create({ Name: 'ingress', Driver: 'overlay', Ingress: true, Options: {}, Labels: {}, IPAM: { Driver: 'default' } }, undefined, { applied });
     } catch (e) {
       await s.store.txn([], [], [mark]).catch(() => undefined);
       throw e;

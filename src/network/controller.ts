@@ -299,9 +299,23 @@ export class NetworkController implements NetworkService {
   }
 
   async adoptSwarmNetwork(n: NetworkRecord): Promise<void> {
+    await this.registerSwarmNetwork(n);
+    await this.makeSwarmNetwork(n);
+  }
+
+  private swarmDriver(n: NetworkRecord): NetworkDriver {
     const driver = this.registry.driverOf(n);
     if (!driver) throw new Error(`swarm network ${n.Name}: no ${n.Driver} driver on this host`);
+    return driver;
+  }
+
+  async registerSwarmNetwork(n: NetworkRecord): Promise<void> {
+    this.swarmDriver(n);
     await this.registry.add(n);
+  }
+
+  async makeSwarmNetwork(n: NetworkRecord): Promise<void> {
+    const driver = this.swarmDriver(n);
     await Promise.all([driver.ensureNetwork(n), driver.hostFirewall ? this.healing(this.firewall.addNetwork(n, this.firewalled(n.Id))) : undefined]);
     this.registry.changed([n.Id], '');
   }

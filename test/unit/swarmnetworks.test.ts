@@ -105,6 +105,8 @@ function setUp(store: MemStore, onLease: (f: (lease: unknown) => void) => void =
     swarmNetworks: () => [...have.values()],
     network: (id) => have.get(id),
     adoptSwarmNetwork: async (n) => { calls.push(`adopt ${n.Id}`); have.set(n.Id, n); },
+    registerSwarmNetwork: async (n) => { calls.push(`register ${n.Id}`); have.set(n.Id, n); },
+    makeSwarmNetwork: async (n) => { calls.push(`make ${n.Id}`); },
     ensureSwarmNetwork: async (n) => { calls.push(`ensure ${n.Id}`); },
     dropSwarmNetwork: async (n) => { calls.push(`drop ${n.Id}`); have.delete(n.Id); },
     peersChanged: async (ids, full) => { calls.push(`peers ${ids.join(',')}${full ? ' full' : ''}`); },
@@ -147,7 +149,7 @@ describe('swarm networks: the store side', () => {
     store.write([[K.network('n1'), net('n1')], [K.endpoint('n1', 'e1'), { Network: 'n1', EndpointID: 'e1', IP: '10.0.1.5', Mac: '02:42:0a:00:01:05', Node: 'B', Vtep: '10.99.0.2', Name: 'b', Aliases: [], ContainerID: 'c' }]]);
     const { sn, calls } = setUp(store);
     await sn.start();
-    assert.deepEqual(calls, ['adopt n1', 'orphans', 'peers n1 full']);
+    assert.deepEqual(calls, ['register n1', 'make n1', 'orphans', 'peers n1 full']);
     assert.deepEqual(sn.peers('n1'), [{ ip: '10.0.1.5', mac: '02:42:0a:00:01:05', vtep: '10.99.0.2' }]);
     await settle();
     assert.ok(((await store.get<{ Revision: number }>(K.appliedOf('A')))?.value.Revision ?? 0) >= 2, 'no applied revision published');
@@ -166,7 +168,7 @@ describe('swarm networks: the store side', () => {
     store.watchers[0]!.onLost(new Error('mvcc: required revision has been compacted'));
     await settle();
     assert.equal(store.lists, lists + 1);
-    assert.deepEqual(calls, ['drop n1', 'adopt n2', 'orphans', 'peers n2 full']);
+    assert.deepEqual(calls, ['register n2', 'drop n1', 'make n2', 'orphans', 'peers n2 full']);
     assert.equal(store.watchers.length, 1, 'the old watch was not replaced');
     await sn.close();
   });
@@ -230,6 +232,26 @@ describe('swarm networks: the store side', () => {
     await wait;
     // Before the bounded wait (5 s) would have let it go (with room for a busy machine).
     assert.ok(Date.now() - t0 < 4000, `the wait ended after ${Date.now() - t0} ms`);
+    await sn.close();
+  });
+
+  it('startListed returns with the networks registered, before their kernel side; a claim waits for that side', async () => {
+    const store = new MemStore();
+    store.write([[K.network('n1'), net('n1')]]);
+    let made!: () => void;
+    const making = new Promise<void>((r) => { made = r; });
+    const { sn, calls, have } = setUp(store, undefined, undefined, { makeSwarmNetwork: async (n) => { calls.push(`make ${n.Id}`); await making; } });
+    await sn.startListed();
+    assert.ok(have.has('n1'), 'n1 not registered when startListed returned');
+    assert.ok(!calls.includes('orphans'), `the kernel side ran to the end before startListed returned: ${calls}`);
+    let claimed = false;
+    const claim = sn.claim(net('n1'), { endpointId: 'e1', ip: '10.0.1.7', mac: '02:42:0a:00:01:07', containerId: 'c1', name: 'web', aliases: [] }).then((r) => { claimed = true; return r; });
+    await settle();
+    assert.equal(claimed, false, 'the claim went ahead of the network\'s bridge');
+    assert.equal(await store.get(K.endpoint('n1', 'e1')), undefined);
+    made();
+    assert.ok((await claim) > 0);
+    assert.deepEqual(calls, ['register n1', 'make n1', 'orphans', 'peers n1 full']);
     await sn.close();
   });
 
