@@ -278,7 +278,7 @@ export class Daemon {
       .filter(([id, ep]) => ep.EndpointID && ep.IPAddress && network.registry.networks.get(id)?.Scope === 'swarm')
       .map(([id, ep]) => ({ Network: id, EndpointID: ep.EndpointID, ContainerID: c.Id, Name: c.Name.slice(1), Aliases: ep.Aliases ?? [], IP: ep.IPAddress, Mac: ep.MacAddress,
         ...(Object.keys(c.Config.Labels ?? {}).length ? { Labels: c.Config.Labels! } : {}) })));
-    const sn = new SwarmNetworks(s, network, held, cluster?.DataPathPort ?? 4789, (m) => console.error(`berthd: ${m}`));
+    const sn = new SwarmNetworks(s, network.swarmSide, held, cluster?.DataPathPort ?? 4789, (m) => console.error(`berthd: ${m}`));
     this.swarmNetworks = sn;
     this.overlay.plane = sn;
     network.swarm = sn;

@@ -22,6 +22,7 @@ import { JoinGate } from './joingate.js';
 import { kernelNamespaces, type NamespaceOps } from './namespaces.js';
 import { Sandboxes } from './sandbox.js';
 import { freeUnheldAddresses } from './allocsweep.js';
+import { SwarmNetworkSide } from './swarmside.js';
 import { CniProvider } from './cniprovider.js';
 import { FROM_WORKER, NOT_A_MANAGER, type SwarmNetworkService } from './swarmservice.js';
 import { PREDEFINED, type NetworkRecord } from './types.js';
@@ -67,6 +68,8 @@ export class NetworkController implements NetworkService {
   readonly provided: CniProvider;
   /** Set while this host is in a swarm (the daemon wires the cluster's side in). */
   swarm?: SwarmNetworkService;
+  /** Swarm networks as the cluster's view makes and drops them here (SwarmNetworks' host). */
+  readonly swarmSide: SwarmNetworkSide;
 
   constructor(private readonly o: ControllerOptions) {
     this.registry = o.registry;
@@ -79,6 +82,11 @@ export class NetworkController implements NetworkService {
       netnsDir: join(o.root, 'netns'), journalDir: join(o.root, 'sandboxes'), ...(o.hostResolvConf ? { hostResolvConf: o.hostResolvConf } : {}),
     });
     const ns = o.namespaces ?? kernelNamespaces;
+    this.swarmSide = new SwarmNetworkSide(o.registry, {
+      mtuDefault: () => this.mtuDefault,
+      firewallAdd: (n) => this.healing(this.firewall.addNetwork(n, this.firewalled(n.Id))),
+      removeNow: (n, driver) => this.removeNow(n, driver),
+    });
     this.provided = new CniProvider({ registry: o.registry, dir: join(o.root, 'cni', 'provided'), redirectResolver: (p, port, fresh) => ns.redirectResolver(p, port, fresh), ownSandbox: (id) => this.sandboxes.has(id) });
   }
 
@@ -276,78 +284,6 @@ export class NetworkController implements NetworkService {
     await this.registry.ipamOf(n).releasePools?.(n).catch((e: Error) => console.error(`berthd: network ${n.Name}: ${e.message}`));
     await driver?.deleteNetwork(n, this.registry.list());
     await this.registry.finishRemove(n);
-  }
-
-  // ---------------------------------------------------------------- swarm networks (SwarmNetworkHost)
-
-  swarmNetworks(): NetworkRecord[] {
-    return this.registry.list().filter((n) => n.Scope === 'swarm');
-  }
-
-  network(id: string): NetworkRecord | undefined {
-    const n = this.registry.networks.get(id);
-    return n?.Scope === 'swarm' ? n : undefined;
-  }
-
-  ownSubnets(): string[] {
-    return this.registry.list().flatMap((n) => (n.pools ?? []).map((p) => p.subnet));
-  }
-
-  /** A create request's record for the cluster: the same checks as a local network's, nothing written. */
-  newRecord(body: Record<string, unknown>): Promise<NetworkRecord> {
-    return newNetworkRecord(this.registry, body, { mtuDefault: this.mtuDefault, used: async () => ({ v4: [], v6: [] }) });
-  }
-
-  async adoptSwarmNetwork(n: NetworkRecord): Promise<void> {
-    await this.registerSwarmNetwork(n);
-    await this.makeSwarmNetwork(n);
-  }
-
-  private swarmDriver(n: NetworkRecord): NetworkDriver {
-    const driver = this.registry.driverOf(n);
-    if (!driver) throw new Error(`swarm network ${n.Name}: no ${n.Driver} driver on this host`);
-    return driver;
-  }
-
-  async registerSwarmNetwork(n: NetworkRecord): Promise<void> {
-    this.swarmDriver(n);
-    await this.registry.add(n);
-  }
-
-  async makeSwarmNetwork(n: NetworkRecord): Promise<void> {
-    const driver = this.swarmDriver(n);
-    await Promise.all([driver.ensureNetwork(n), driver.hostFirewall ? this.healing(this.firewall.addNetwork(n, this.firewalled(n.Id))) : undefined]);
-    this.registry.changed([n.Id], '');
-  }
-
-  /** The driver's own swarm-level allocation (a global-scope plugin's AllocateNetwork); false for drivers with none. */
-  async allocate(n: NetworkRecord): Promise<boolean> {
-    const d = this.registry.driverOf(n);
-    return d?.allocate ? d.allocate(n).then(() => true) : false;
-  }
-
-  async free(n: NetworkRecord): Promise<void> { await this.registry.driverOf(n)?.free?.(n); }
-
-  async ensureSwarmNetwork(n: NetworkRecord): Promise<void> {
-    await this.registry.driverOf(n)?.ensureNetwork(n);
-  }
-
-  async dropSwarmNetwork(n: NetworkRecord): Promise<void> {
-    const driver = this.registry.driverOf(n);
-    await this.removeNow(n, driver);
-    this.registry.changed([n.Id], '');
-  }
-
-  async peersChanged(networkIds: string[], full: boolean): Promise<void> {
-    for (const id of networkIds) {
-      const n = this.registry.networks.get(id);
-      if (n) await this.registry.driverOf(n)?.syncPeers?.(n, full);
-    }
-    this.registry.changed(networkIds, '');
-  }
-
-  removeOrphans(keep: NetworkRecord[]): Promise<void> {
-    return Promise.all(this.registry.registeredDrivers().map((d) => d.removeOrphans?.(keep))).then(() => undefined);
   }
 
   // ---------------------------------------------------------------- the engine's side (NetworkService)
