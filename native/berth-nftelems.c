@@ -21,6 +21,7 @@
 #include <node_api.h>
 
 #include <errno.h>
+#include <pthread.h>
 #include <linux/netlink.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -63,6 +64,24 @@ static void describe(struct elems_job *job, const struct elem_op *o, int err) {
   job->err = err;
 }
 
+/*
+ * One socket for the process, kept open: closing a netfilter socket after a transaction that
+ * deleted elements waits for an RCU grace period (8-16 ms here), and a socket closed by another
+ * thread only made the next transaction wait for it instead. Transactions take turns on it; the
+ * kernel answers a batch while it is sent, so each turn reads every answer of its own batch
+ * before the next one sends.
+ */
+static int shared_fd = -1;
+static pthread_mutex_t shared_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int open_socket(void) {
+  int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER);
+  if (fd < 0) return -1;
+  struct timeval tv = { .tv_sec = 10 };
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  return fd;
+}
+
 static void execute(napi_env env, void *data) {
   (void)env;
   struct elems_job *job = data;
@@ -81,36 +100,38 @@ static void execute(napi_env env, void *data) {
   }
   nfnl_batch_mark(&b, NFNL_MSG_BATCH_END, seq++);
 
-  int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER);
+  pthread_mutex_lock(&shared_lock);
+  if (shared_fd < 0) shared_fd = open_socket();
+  int fd = shared_fd;
   if (fd < 0) {
     job->err = errno;
     snprintf(job->what, sizeof job->what, "netfilter netlink socket");
+    pthread_mutex_unlock(&shared_lock);
     free(b.data);
     return;
   }
-  struct timeval tv = { .tv_sec = 10 };
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   struct sockaddr_nl kernel = { .nl_family = AF_NETLINK };
   if (sendto(fd, b.data, b.used, 0, (struct sockaddr *)&kernel, sizeof kernel) < 0) {
     job->err = errno;
     snprintf(job->what, sizeof job->what, "netfilter netlink send");
-    close(fd);
-    free(b.data);
-    return;
   }
   free(b.data);
   /*
-   * The kernel runs the batch while sending it, so every answer is queued by now: one per element
-   * (an acknowledgement or its error) when it commits; a failed batch may answer only its failures.
+   * One answer per element (an acknowledgement or its error) when the batch commits; a failed
+   * batch may answer only its failures, so after one the rest is drained without waiting.
    */
   size_t answered = 0;
+  int broken = job->err != 0;
   _Alignas(struct nlmsghdr) char rbuf[16384];
-  while (answered < job->count && !job->err) {
-    ssize_t got = recv(fd, rbuf, sizeof rbuf, 0);
+  while (!broken) {
+    int drain = answered >= job->count || job->err;
+    ssize_t got = recv(fd, rbuf, sizeof rbuf, drain ? MSG_DONTWAIT : 0);
     if (got < 0) {
       if (errno == EINTR) continue;
+      if (drain && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
       job->err = errno;
       snprintf(job->what, sizeof job->what, "netfilter netlink receive");
+      broken = 1;
       break;
     }
     for (struct nlmsghdr *h = (struct nlmsghdr *)rbuf; NLMSG_OK(h, (size_t)got); h = NLMSG_NEXT(h, got)) {
@@ -124,7 +145,12 @@ static void execute(napi_env env, void *data) {
       }
     }
   }
-  close(fd);
+  /* A socket whose answers went astray is not used again: the next turn opens another. */
+  if (broken) {
+    close(fd);
+    shared_fd = -1;
+  }
+  pthread_mutex_unlock(&shared_lock);
 }
 
 static void complete(napi_env env, napi_status status, void *data) {
