@@ -51,8 +51,8 @@ export class PolicyPeers {
       await this.host.policy.setPeers(id, n?.Name ?? '', n ? this.host.endpointsOf(id).filter(isPeer).map(peerInfo) : []);
     }
     for (const [id, m] of changed) {
-      const n = nets.get(id);
       if (whole.has(id)) continue;
+      const n = nets.get(id);
       if (!n) { await this.host.policy.setPeers(id, '', []); continue; }
       const came = [...m.values()].filter(isPeer);
       const gone = [...m].filter(([, e]) => !isPeer(e)).map(([ep]) => ep);

@@ -17,9 +17,9 @@ export interface Cmp { key: string; target: 'Mod' | 'Create' | 'Version'; value:
 export interface TlsFiles { ca: Buffer; cert: Buffer; key: Buffer }
 export type WatchEvent<T> = { type: 'put'; key: string; value: T; modRevision: number } | { type: 'delete'; key: string; modRevision: number };
 
-/** A call that has not answered by then is a store without quorum (or out of reach). */
 /** etcd's default limit on the operations of one transaction (`--max-txn-ops`). */
 export const MAX_TXN_OPS = 128;
+/** A call that has not answered by then is a store without quorum (or out of reach). */
 const CALL_MS = 5000;
 /** The longest a call waits for this node's own member to come back from a restart. */
 const HOLD_MS = 15_000;

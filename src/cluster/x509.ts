@@ -1,5 +1,6 @@
 import { createHash, createPublicKey, randomBytes, sign, verify, type KeyObject } from 'node:crypto';
 import { isIPv4, isIPv6 } from 'node:net';
+import { ipv6Bytes } from '../util/ipv6.js';
 
 /**
  * A node certificate built in-process: a TBSCertificate signed with the CA's key, from a PKCS#10
@@ -107,11 +108,7 @@ function children(buf: Buffer, el: { start: number; end: number }): Buffer[] {
 function ipBytes(ip: string): Buffer {
   if (isIPv4(ip)) return Buffer.from(ip.split('.').map(Number));
   if (!isIPv6(ip)) throw new Error(`not an IP address: ${ip}`);
-  const [head, tail = ''] = ip.split('::') as [string, string?];
-  const h = head ? head.split(':') : [];
-  const t = ip.includes('::') && tail ? tail.split(':') : [];
-  const groups = ip.includes('::') ? [...h, ...Array(8 - h.length - t.length).fill('0'), ...t] : h;
-  return Buffer.from(groups.flatMap((g) => { const v = parseInt(g, 16); return [v >> 8, v & 0xff]; }));
+  return ipv6Bytes(ip);
 }
 
 function extension(id: string, critical: boolean, value: Buffer): Buffer {

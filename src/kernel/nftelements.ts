@@ -1,4 +1,3 @@
-import { parseIPv6 } from '../util/ipv6.js';
 import { nativeAddon } from '../util/cjs.js';
 
 /**
@@ -39,12 +38,4 @@ export function ipv4Key(ip: string): Buffer {
   const o = ip.split('.').map(Number);
   if (o.length !== 4 || o.some((x) => !Number.isInteger(x) || x < 0 || x > 255)) throw new Error(`invalid IPv4 address: ${ip}`);
   return Buffer.from(o);
-}
-
-/** An IPv6 address as `ipv6_addr`, or as the 16 raw bytes a payload match reads (network order). */
-export function ipv6Key(ip6: string): Buffer {
-  const b = Buffer.alloc(16);
-  let n = parseIPv6(ip6);
-  for (let i = 15; i >= 0; i--) { b[i] = Number(n & 0xffn); n >>= 8n; }
-  return b;
 }

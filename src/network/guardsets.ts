@@ -1,4 +1,5 @@
-import { etherKey, ifnameKey, ipv4Key, ipv6Key, setElements, type SetElementOp } from '../kernel/nftelements.js';
+import { etherKey, ifnameKey, ipv4Key, setElements, type SetElementOp } from '../kernel/nftelements.js';
+import { ipv6Bytes } from '../util/ipv6.js';
 import { linkLocalOf, TABLE, type EndpointSource } from './firewall.js';
 
 /**
@@ -15,9 +16,10 @@ function sourceKeys(e: EndpointSource): Array<{ set: string; key: Buffer }> {
     { set: 'src4', key: Buffer.concat([port, mac, ipv4Key(e.ip)]) },
     { set: 'src4', key: Buffer.concat([port, mac, ipv4Key('0.0.0.0')]) },
   ];
-  // src6 matches the source address and nd6 a neighbour advertisement's target: the same 16 bytes.
+  // src6 matches the source address (`ipv6_addr`) and nd6 a neighbour advertisement's target (a
+  // raw 128-bit payload match): the same 16 bytes in network order.
   for (const ip6 of [linkLocalOf(e.mac), ...(e.ip6 ? [e.ip6] : [])]) {
-    const key = Buffer.concat([port, mac, ipv6Key(ip6)]);
+    const key = Buffer.concat([port, mac, ipv6Bytes(ip6)]);
     out.push({ set: 'src6', key }, { set: 'nd6', key });
   }
   return out;

@@ -32,6 +32,14 @@ export function parseIPv6(s: string): bigint {
   return n;
 }
 
+/** An IPv6 address as its 16 bytes, network order (nftables keys, certificates' IP SANs). */
+export function ipv6Bytes(s: string): Buffer {
+  const b = Buffer.alloc(16);
+  let n = parseIPv6(s);
+  for (let i = 15; i >= 0; i--) { b[i] = Number(n & 0xffn); n >>= 8n; }
+  return b;
+}
+
 /** RFC 5952 text: lower case, no leading zeros, the longest run of zero groups (2+) as "::". */
 export function formatIPv6(n: bigint): string {
   const groups: number[] = [];
