@@ -48,7 +48,12 @@ export class Agent {
 
   private get me(): string { return this.session.state.nodeId; }
 
-  async start(): Promise<void> {
+  /** Settles when this node follows the networks its tasks join: no task is acted on before. */
+  private networks: Promise<unknown> = Promise.resolve();
+
+  /** Lists and watches the tasks at once; acts on them once `networks` settles. */
+  async start(networks: Promise<unknown> = Promise.resolve()): Promise<void> {
+    this.networks = networks.catch(() => undefined);
     this.unsubscribe = this.runtime.onExit((taskId) => this.converge(taskId));
     // A watch lost (or a report that failed) is caught up by a slow periodic pass.
     const tick = () => { if (this.closed) return; void this.relist().catch((e) => this.log(`agent: ${errorMessage(e)}`)).finally(() => { if (this.closed) return; this.timer = setTimeout(tick, 5000); this.timer.unref(); }); };
@@ -64,7 +69,10 @@ export class Agent {
     this.tasks.clear();
     for (const v of items.values()) if (v.value.NodeID === this.me) { this.tasks.set(v.value.ID, v.value); this.revs.set(v.value.ID, v.modRevision); }
     this.listed = true;
-    this.stopWatch = await this.session.store.watchBatches<TaskRecord>(SK.tasks, revision + 1, (events) => this.take(events), () => { /* the periodic relist */ });
+    const stop = await this.session.store.watchBatches<TaskRecord>(SK.tasks, revision + 1, (events) => this.take(events), () => { /* the periodic relist */ });
+    // Closed while the watch was being made (start is not waited for): it goes at once.
+    if (this.closed) return void (await stop().catch(() => undefined));
+    this.stopWatch = stop;
     for (const id of new Set([...this.tasks.keys(), ...this.runtime.taskContainers().keys()])) this.converge(id);
   }
 
@@ -81,7 +89,7 @@ export class Agent {
   private converge(id: string): void {
     if (this.closed || !this.listed) return;
     const prev = this.busy.get(id);
-    const next = (prev ?? Promise.resolve()).then(() => this.step(id)).catch((e) => this.log(`agent: task ${id}: ${errorMessage(e)}`));
+    const next = (prev ?? this.networks).then(() => this.step(id)).catch((e) => this.log(`agent: task ${id}: ${errorMessage(e)}`));
     this.busy.set(id, next);
     void next.finally(() => { if (this.busy.get(id) === next) this.busy.delete(id); });
   }

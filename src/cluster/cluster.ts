@@ -50,7 +50,7 @@ export class Cluster {
   constructor(private readonly o: ClusterOptions) {
     this.files = new LocalStateFiles(join(o.root, 'cluster'));
     this.log = o.log ?? ((m) => console.error(`berthd: ${m}`));
-    this.control = new Control(() => this.session, o);
+    this.control = new Control(() => this.session, { ...o, log: this.log });
     this.services = new ServiceControl(() => this.session);
   }
 
@@ -61,6 +61,7 @@ export class Cluster {
   onSession?: (s: Session, up: boolean, leaving: boolean) => Promise<void>;
 
   private async started(s: Session): Promise<void> {
+    if (!this.o.external) this.control.spares.prepare(s);
     await this.onSession?.(s, true, false).catch((e) => this.log(`cluster: ${errorMessage(e)}`));
   }
 
@@ -202,7 +203,7 @@ export class Cluster {
       try {
         steps.mark('sign');
         await this.files.writeTls(ca.cert, cert, key);
-        store = await Session.connect(state, so);
+        store = await Session.connect(state, so, { ca: Buffer.from(ca.cert), cert: Buffer.from(cert), key: Buffer.from(key) });
         const session = new Session(state, so, store);
         if (!this.o.external) {
           state.initialCluster = `${nodeId}=${peerUrl(session.listenHost(state))}`;
@@ -233,11 +234,10 @@ export class Cluster {
           throw invalid(`the cluster store already holds swarm ${existing?.value.ID ?? '(unknown)'}: join it instead`);
         }
         steps.mark('records and access');
-        await this.files.save(state);
         session.member = member;
         session.newSwarm = true;
         this.session = session;
-        await session.start();
+        await startSaving(session, cert, this.files.save(state));
         steps.mark('session');
         await this.started(session);
         steps.mark('started');
@@ -291,8 +291,14 @@ export class Cluster {
       let store: ClusterStore | undefined;
       let member: EtcdMember | undefined;
       try {
-        await this.files.writeTls(answer.ca, answer.cert, key);
-        store = await Session.connect(state, so);
+        store = await Session.connect(state, so, { ca: Buffer.from(answer.ca), cert: Buffer.from(answer.cert), key: Buffer.from(key) });
+        // A first read opens the store's connection (TCP, TLS, HTTP/2: a few ms) while the files
+        // are written: the TLS files, then (a worker's, final already) the state file. Its fsync
+        // is kept off the store's busy moments (the new node's first writes).
+        const opened = store.get(K.node(answer.nodeId)).catch(() => undefined);
+        const promoting = state.member && answer.memberId;
+        await Promise.all([opened, this.files.writeTls(answer.ca, answer.cert, key).then(() => (promoting ? undefined : this.files.save(state)))]);
+        steps.mark('files, store connection');
         const session = new Session(state, so, store);
         if (state.member && answer.memberId) {
           state.initialCluster = answer.initialCluster!;
@@ -304,10 +310,9 @@ export class Cluster {
           steps.mark('promoted');
           state.endpoints = [...new Set([...state.endpoints, clientUrl(addr)])];
         }
-        await this.files.save(state);
         session.member = member;
         this.session = session;
-        await session.start();
+        await startSaving(session, answer.cert, promoting ? this.files.save(state) : Promise.resolve(), answer.present);
         steps.mark('session');
         await this.started(session);
         steps.mark('started');
@@ -351,6 +356,7 @@ export class Cluster {
     const s = this.session;
     if (!s) return;
     this.session = undefined;
+    this.control.spares.reset();
     const id = s.state.nodeId;
     await this.onSession?.(s, false, true).catch((e) => this.log(`cluster: ${errorMessage(e)}`));
     await s.quiesce();
@@ -406,4 +412,16 @@ async function waitForStore(store: ClusterStore, timeoutMs: number, member?: Etc
     }
     await new Promise((r) => setTimeout(r, 20));
   }
+}
+
+/**
+ * Starts a new session while its state file is written: the two are independent, and init or
+ * join returns only once both are done. The TLS files were written before either, so a crash
+ * never leaves a state file without them; a failed start waits for the write before the caller
+ * wipes the files.
+ */
+async function startSaving(session: Session, cert: string, saving: Promise<void>, present?: boolean): Promise<void> {
+  const [up, saved] = await Promise.allSettled([session.start(cert, present), saving]);
+  if (up.status === 'rejected') throw up.reason;
+  if (saved.status === 'rejected') throw saved.reason;
 }

@@ -1,4 +1,5 @@
 import { addNodeUser, removeNodeUser, setManager } from './access.js';
+import { SpareUsers, spareOf } from './spareuser.js';
 import { clientUrl, peerUrl } from './etcdmember.js';
 import { NOT_MANAGER, NO_LEADER, NO_MANAGER, UnavailableError, badToken, invalid, nodeNotFound, outOfSequence, rpcError } from './errors.js';
 import { caDigest, goTime, newJoinToken, newNodeId, parseJoinToken } from './ids.js';
@@ -45,8 +46,15 @@ export function caSettings(ca: CaConfigBody | undefined, minExpirySec: number): 
  * What managers answer: swarm inspect and update, nodes, the Swarm section of /info, and joins.
  * Every call reads the store afresh (a read is about a millisecond), so no node serves stale state.
  */
+/** How long after a join its manager makes the next spare node ID. */
+const SPARE_AFTER_MS = 1000;
+
 export class Control {
-  constructor(private readonly session: () => Session | undefined, private readonly o: { leaseTtlSec: number; external?: string[]; minCertExpirySec?: number }) {}
+  readonly spares: SpareUsers;
+
+  constructor(private readonly session: () => Session | undefined, private readonly o: { leaseTtlSec: number; external?: string[]; minCertExpirySec?: number; log?: (m: string) => void }) {
+    this.spares = new SpareUsers(o.log ?? (() => undefined));
+  }
 
   get minCertExpirySec(): number { return this.o.minCertExpirySec ?? 3600; }
 
@@ -277,46 +285,69 @@ export class Control {
     const role = r.token === t.value.Manager ? 'manager' : r.token === t.value.Worker ? 'worker' : undefined;
     if (!role) throw badToken();
     const addr = r.addr || remote.replace(/^::ffff:/, '');
-    const nodeId = newNodeId();
+    // A node ID whose etcd user is made already (spareuser.ts); then the next one, once this join
+    // is out of the store's way (its user and role changes would race the joiner's first writes).
+    const spare = this.o.external ? undefined : await this.spares.take(s);
+    setTimeout(() => { if (this.session() === s) this.spares.prepare(s); }, SPARE_AFTER_MS).unref();
+    const nodeId = spare ?? newNodeId();
+    const usedSpare = spare ? [spareOf(s.state.nodeId)] : [];
     steps.mark('read');
-    const signing = cas!.get(c.value.Rotation?.Phase === 'issue' ? K.caNext : K.ca)?.value as Pem | undefined;
-    if (!signing) throw new Error('the cluster CA key is missing from the store');
+    const signingCa = cas!.get(c.value.Rotation?.Phase === 'issue' ? K.caNext : K.ca)?.value as Pem | undefined;
+    if (!signingCa) throw new Error('the cluster CA key is missing from the store');
     const nodes = [...(all as Map<string, Versioned<NodeRecord>>).values()];
     const endpoints = s.state.endpoints.length && !s.state.member ? s.state.endpoints
       : nodes.filter((n) => n.value.MemberId).map((n) => clientUrl(n.value.Addr));
     const manager = role === 'manager' && s.state.member;
-    // Its certificate (openssl, the longest part), its etcd user and (for a manager) its member as
-    // a learner, all together; then its record. A learner does not count towards quorum until
-    // promoted: a joiner that never comes up leaves the cluster's quorum as it was.
-    const [signed, user, learner] = await Promise.allSettled([
-      signCsr(signing, r.csr, { nodeId, role, clusterId: c.value.ID, ips: [addr], expirySec: expirySec(c.value.Spec) }),
-      this.o.external ? undefined : addNodeUser(s.store, nodeId, role),
+    // During a CA rotation the joiner trusts both CAs, as every node then does.
+    const trust = trustOf(c.value);
+    const recordFor = (cert: string, memberId?: string): NodeRecord => {
+      const now = goTime();
+      return {
+        ID: nodeId, CreatedAt: now, UpdatedAt: now, Spec: { Labels: {}, Role: role, Availability: 'active' },
+        Description: { ...r.description, Hostname: r.hostname }, Addr: addr, Port: r.port || 2377,
+        Tls: { Issuer: issuerOf(c.value, cert)!, Trust: trust }, ...(memberId ? { MemberId: memberId } : {}),
+      };
+    };
+    // Its certificate, its etcd user and (for a manager) its member as a learner, all together.
+    // A learner does not count towards quorum until promoted: a joiner that never comes up leaves
+    // the cluster's quorum as it was. A worker's record needs only the certificate, so it is
+    // written beside the user; a manager's names its member, so it follows the learner.
+    // A worker's presence is written with its record, under a lease of the presence's TTL that
+    // the worker takes over (its own presence writes the key again under its own lease): its
+    // join need not wait for a lease grant and a write of its own, and a joiner that never comes
+    // up shows Down when the lease lapses.
+    const signing = signCsr(signingCa, r.csr, { nodeId, role, clusterId: c.value.ID, ips: [addr], expirySec: expirySec(c.value.Spec) });
+    const presence: AliveRecord = { Addr: addr, Since: goTime() };
+    const writeWorker = async () => {
+      const [cert, lease] = await Promise.all([signing, s.store.grantLease(this.o.leaseTtlSec)]);
+      await s.store.txn([], [{ key: K.node(nodeId), value: recordFor(cert) }, { key: K.aliveOf(nodeId), value: presence, lease }], usedSpare);
+    };
+    const [signed, user, learner, written] = await Promise.allSettled([
+      signing,
+      this.o.external ? undefined : spare ? (role === 'manager' ? setManager(s.store, nodeId, true) : undefined) : addNodeUser(s.store, nodeId, role),
       manager ? s.store.addLearner(peerUrl(addr)) : undefined,
+      manager ? undefined : writeWorker(),
     ]);
-    steps.mark('certificate, user and learner');
+    steps.mark('certificate, user, learner (a worker: record)');
     try {
       if (signed.status === 'rejected') throw signed.reason;
       if (user.status === 'rejected') throw user.reason;
       if (learner.status === 'rejected') throw learner.reason;
+      if (written.status === 'rejected') throw written.reason;
       const cert = signed.value;
-      const now = goTime();
-      // During a CA rotation the joiner trusts both CAs, as every node then does.
-      const trust = trustOf(c.value);
-      const rec: NodeRecord = {
-        ID: nodeId, CreatedAt: now, UpdatedAt: now, Spec: { Labels: {}, Role: role, Availability: 'active' },
-        Description: { ...r.description, Hostname: r.hostname }, Addr: addr, Port: r.port || 2377,
-        Tls: { Issuer: issuerOf(c.value, cert)!, Trust: trust },
-      };
       const member = learner.value;
-      await s.store.put(K.node(nodeId), member ? { ...rec, MemberId: member.id } : rec);
+      if (!member) {
+        steps.done();
+        return { nodeId, clusterId: c.value.ID, role, addr, ca: trust.join(''), cert, endpoints, present: true };
+      }
+      await s.store.apply([[K.node(nodeId), recordFor(cert, member.id)]], usedSpare);
       steps.mark('record');
       steps.done();
-      if (!member) return { nodeId, clusterId: c.value.ID, role, addr, ca: trust.join(''), cert, endpoints };
       const initialCluster = member.members.map((m) => `${m.name || nodeId}=${m.peerURLs[0]}`).join(',');
       return { nodeId, clusterId: c.value.ID, role, addr, ca: trust.join(''), cert, endpoints, memberId: member.id, initialCluster };
     } catch (e) {
       if (learner.status === 'fulfilled' && learner.value) await s.store.removeMember(learner.value.id).catch(() => undefined);
-      await s.store.delete(K.node(nodeId)).catch(() => undefined);
+      await s.store.apply([], [K.node(nodeId), K.aliveOf(nodeId)]).catch(() => undefined);
       await removeNodeUser(s.store, nodeId).catch(() => undefined);
       throw e;
     }

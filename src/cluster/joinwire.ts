@@ -21,6 +21,8 @@ export interface JoinAnswer {
   ca: string; cert: string;
   /** etcd client URLs of the managers' members (or of the external store). */
   endpoints: string[];
+  /** Its presence is written already (a worker's, with its record): the join need not wait for its own. */
+  present?: boolean;
   /** For a manager: its etcd member, added as a learner, and the initial-cluster line to start it with. */
   memberId?: string; initialCluster?: string;
 }

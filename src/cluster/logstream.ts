@@ -140,13 +140,16 @@ export class LogServer {
       const store = this.store();
       const { items, revision } = await store.listAt<Subscription>(SUBS);
       for (const [key, v] of items) this.begin(key.slice(SUBS.length), v.value);
-      this.stopWatch = await store.watchBatches<Subscription>(SUBS, revision + 1, (events) => {
+      const stop = await store.watchBatches<Subscription>(SUBS, revision + 1, (events) => {
         for (const e of events) {
           const id = e.key.slice(SUBS.length);
           if (e.type === 'put') this.begin(id, e.value);
           else this.running.get(id)?.ac.abort();
         }
       }, () => this.again());
+      // Closed while the watch was being made (start is not waited for): it goes at once.
+      if (this.closed) return void (await stop().catch(() => undefined));
+      this.stopWatch = stop;
     } catch {
       this.again();
     }

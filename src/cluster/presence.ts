@@ -1,6 +1,6 @@
 import type { Lease } from 'etcd3';
 import { errorMessage } from '../util/errors.js';
-import type { ClusterStore } from './store.js';
+import { retryAuthOld, type ClusterStore } from './store.js';
 
 /**
  * A node's presence in the store: one key under an etcd lease of a few seconds, kept alive while
@@ -36,7 +36,7 @@ export class Presence {
       this.again();
     });
     try {
-      await lease.put(this.key).value(JSON.stringify(this.value())).exec();
+      await retryAuthOld(() => lease.put(this.key).value(JSON.stringify(this.value())).exec());
       this.onLease?.(lease);
     } catch (e) {
       if (this.stopped || this.lease !== lease) return;

@@ -10,8 +10,9 @@ import { certValidity, issuedBy, makeCsr } from './pki.js';
 import { advanceRotation, issuerOf, pemList, renewAt, renewalTimer, trustOf, wantedIssuer } from './rotation.js';
 import { Presence } from './presence.js';
 import type { LocalState, LocalStateFiles } from './state.js';
-import { ClusterStore, type Versioned } from './store.js';
+import { ClusterStore, type TlsFiles, type Versioned } from './store.js';
 import { goTime } from './ids.js';
+import { Steps } from '../util/steps.js';
 
 export interface SessionOptions {
   files: LocalStateFiles;
@@ -71,9 +72,10 @@ export class Session {
     this.leaseListeners.push(cb);
   }
 
-  static async connect(state: LocalState, o: SessionOptions): Promise<ClusterStore> {
+  /** A store client with this node's certificate: `tls` when init or join has it in hand (just written), else read. */
+  static async connect(state: LocalState, o: SessionOptions, tls?: TlsFiles): Promise<ClusterStore> {
     if (o.external) return new ClusterStore(o.external);
-    return new ClusterStore(state.endpoints, await o.files.readTls(), localUrl(state));
+    return new ClusterStore(state.endpoints, tls ?? await o.files.readTls(), localUrl(state));
   }
 
   memberFor(state: LocalState, initialCluster: string, memberState: 'new' | 'existing'): EtcdMember {
@@ -89,13 +91,21 @@ export class Session {
     return h === '0.0.0.0' || h === '' ? state.addr : h;
   }
 
-  async start(): Promise<void> {
+  /**
+   * `cert`: this node's certificate when the caller has it in hand (init, join), else it is read.
+   * `present`: its presence key is in the store already (a worker's join wrote it): this node's
+   * own lease and presence follow without being waited for.
+   */
+  async start(cert?: string, present = false): Promise<void> {
     // Independent round trips, together: a node ls right after init or join shows this node
-    // Ready (its presence is written), and its join endpoint and watches are up.
+    // Ready (its presence is written), and its join endpoint is up. The watches are made behind
+    // (from the revision read here, so nothing is missed meanwhile): etcd's client makes a
+    // stream's watches one at a time, each a round trip.
+    const st = new Steps('session start');
     const [, , seen] = await Promise.all([
-      this.presence.start(),
+      present ? void this.presence.start() : this.presence.start().then(() => st.mark('presence')),
       this.state.role === 'manager' ? this.startJoins() : undefined,
-      this.watchStore(),
+      this.watchStore(false).then((x) => { st.mark('watches'); return x; }),
     ]);
     // A change made while this berthd was down is applied now.
     this.catchUp(seen);
@@ -105,30 +115,54 @@ export class Session {
     this.refresher.unref();
     this.driver = setInterval(() => void this.drive(), 1000);
     this.driver.unref();
-    await this.scheduleRenewal();
+    await this.scheduleRenewal(cert);
+    st.mark('renewal');
+    st.done();
   }
 
-  /** Watches this node's record (role changes, removal) and the cluster's (its CA) from one revision on. */
-  private async watchStore(): Promise<{ mine?: { value: NodeRecord }; cluster?: { value: ClusterRecord } }> {
-    const { revision: rev, found } = await this.store.readAt([K.node(this.state.nodeId), K.cluster]);
+  /**
+   * Watches this node's record (role changes, removal) and the cluster's (its CA) from one
+   * revision on; returns the records as of that revision. With `wait` false it returns once they
+   * are read, and a watch that cannot be made is tried again (rewatch).
+   */
+  private async watchStore(wait = true): Promise<{ mine?: { value: NodeRecord }; cluster?: { value: ClusterRecord } }> {
+    const store = this.store;
+    const { revision: rev, found } = await store.readAt([K.node(this.state.nodeId), K.cluster]);
     const mine = found[0] as Versioned<NodeRecord> | undefined;
     const cluster = found[1] as Versioned<ClusterRecord> | undefined;
+    const made = this.makeWatches(store, rev);
+    if (wait) await made;
+    else {
+      made.catch((e) => {
+        if (this.closed || this.store !== store) return;
+        this.o.log(`cluster: watching the store: ${errorMessage(e)}; trying again`);
+        void this.stopWatches().then(() => this.rewatch());
+      });
+    }
+    this.rotating = Boolean(cluster?.value.Rotation);
+    if (cluster) this.cluster = cluster.value;
+    return { ...(mine ? { mine } : {}), ...(cluster ? { cluster } : {}) };
+  }
+
+  private async makeWatches(store: ClusterStore, rev: number): Promise<void> {
     const [node, cl] = await Promise.allSettled([
-      this.store.watch<NodeRecord>(K.node(this.state.nodeId), rev + 1, (e) => {
+      store.watch<NodeRecord>(K.node(this.state.nodeId), rev + 1, (e) => {
         this.enqueue(() => (e.type === 'delete' ? this.removed() : this.reconcile(e.value)));
       }),
-      this.store.watch<ClusterRecord>(K.cluster, rev + 1, (e) => {
+      store.watch<ClusterRecord>(K.cluster, rev + 1, (e) => {
         if (e.type === 'put' && e.key === K.cluster) this.enqueueCa(() => this.followCa(e.value));
       }),
     ]);
+    // Made for a session that ended, or a client replaced meanwhile: they go at once.
+    if (this.closed || this.store !== store) {
+      for (const w of [node, cl]) if (w.status === 'fulfilled') await w.value().catch(() => undefined);
+      return;
+    }
     // A watch made when the other failed is kept where stopWatches finds it, not leaked.
     if (node.status === 'fulfilled') this.stopWatch = node.value;
     if (cl.status === 'fulfilled') this.stopClusterWatch = cl.value;
     if (node.status === 'rejected') throw node.reason;
     if (cl.status === 'rejected') throw cl.reason;
-    this.rotating = Boolean(cluster?.value.Rotation);
-    if (cluster) this.cluster = cluster.value;
-    return { ...(mine ? { mine } : {}), ...(cluster ? { cluster } : {}) };
   }
 
   /** Applies the records as they were when the watches began: what changed while none ran. */
@@ -273,10 +307,10 @@ export class Session {
   }
 
   /** Renews this node's certificate before it expires (rotation.ts renewAt), and again after each renewal. */
-  private async scheduleRenewal(): Promise<void> {
+  private async scheduleRenewal(cert?: string): Promise<void> {
     clearTimeout(this.renewTimer);
     if (this.closed) return;
-    const at = renewAt(certValidity((await this.o.files.readTls()).cert.toString()));
+    const at = renewAt(certValidity(cert ?? (await this.o.files.readTls()).cert.toString()));
     this.armRenewal(at);
   }
 

@@ -108,7 +108,7 @@ export class ClusterStore {
   async call<T>(fn: () => Promise<T>): Promise<T> {
     if (this.held) await Promise.race([this.held, new Promise((r) => setTimeout(r, HOLD_MS).unref())]);
     try {
-      return await fn();
+      return await retryAuthOld(fn);
     } catch (e) {
       const E = etcd3();
       if (e instanceof E.GRPCDeadlineExceededError || e instanceof E.GRPCUnavailableError || /deadline|no leader|circuit/i.test(errorMessage(e))) {
@@ -208,6 +208,17 @@ export class ClusterStore {
   }
 
   /** Several writes and deletes as one transaction: all or nothing. */
+  /** A lease of `ttlSec` that nobody keeps alive here: what is written under it lapses unless taken over. */
+  async grantLease(ttlSec: number): Promise<string> {
+    const lease = this.client.lease(ttlSec, { autoKeepAlive: false });
+    lease.on('lost', () => undefined);
+    try {
+      return await this.call(() => lease.grant());
+    } finally {
+      lease.release();
+    }
+  }
+
   async apply(puts: Array<[string, unknown]>, deletes: string[] = []): Promise<void> {
     const ops = [
       ...puts.map(([k, v]) => ({ request_put: { key: Buffer.from(k), value: Buffer.from(JSON.stringify(v)) } })),
@@ -380,6 +391,23 @@ export class ClusterStore {
   leaderRecent(maxAgeMs = 1000): Promise<string | undefined> {
     if (!this.leaderSeen || Date.now() - this.leaderSeen.at > maxAgeMs) this.leaderSeen = { at: Date.now(), value: this.leader() };
     return this.leaderSeen.value;
+  }
+}
+
+/**
+ * etcd checks a request's permissions against the access rules as they were when the request
+ * arrived, and refuses it when they changed before it applied ("revision of auth store is old"):
+ * any write racing a join (a new node's user and role) met that. The refusal comes before the
+ * request does anything, so it is sent again.
+ */
+export async function retryAuthOld<T>(fn: () => Promise<T>, tries = 5): Promise<T> {
+  for (let i = 1; ; i++) {
+    try {
+      return await fn();
+    } catch (e) {
+      if (i >= tries || !/revision of auth store is old/.test(errorMessage(e))) throw e;
+      await sleep(i * 2);
+    }
   }
 }
 

@@ -12,7 +12,7 @@ import { INGRESS_SBOX } from './ingress.js';
 import { NO_MANAGER, NOT_MANAGER, UnavailableError } from './errors.js';
 import { K, ROOT, type ClusterRecord, type NodeRecord } from './keys.js';
 import type { Session } from './session.js';
-import { deleteKeys, writeGroups, type ClusterStore, type WatchEvent } from './store.js';
+import { deleteKeys, retryAuthOld, writeGroups, type ClusterStore, type WatchEvent } from './store.js';
 
 /** What the network layer does when the store's swarm networks change (the controller implements it). */
 export interface SwarmNetworkHost {
@@ -512,7 +512,7 @@ export class SwarmNetworks implements OverlayPlane {
         if (!lease) break;
         const r = this.published;
         try {
-          await lease.put(K.appliedOf(this.me)).value(JSON.stringify({ Revision: r })).exec();
+          await retryAuthOld(() => lease.put(K.appliedOf(this.me)).value(JSON.stringify({ Revision: r })).exec());
         } catch (e) {
           // Tried again: no later change may come to publish it, and until it is out every other
           // host's command waits its full bound on this one (helper-18 saw "revision N not applied

@@ -60,6 +60,7 @@ import type { ServiceRecord } from '../cluster/servicemodel.js';
 import type { NetworkRecord } from '../network/types.js';
 import type { SandboxState } from '../model/network.js';
 import { runOk } from '../util/exec.js';
+import { Steps } from '../util/steps.js';
 
 export interface DaemonOptions {
   /** Swarm membership: lease TTL of this node's presence, an external store, the name it shows. */
@@ -271,6 +272,7 @@ export class Daemon {
       if (sn) await (leaving ? sn.leave() : sn.close());
       return;
     }
+    const steps = new Steps('the swarm side of a session');
     // Read when the session started its watches: one round trip less for init and join.
     const cluster = s.cluster ?? (await s.store.get<ClusterRecord>(K.cluster))?.value;
     // The swarm endpoints this host's containers hold, from the engine's records.
@@ -327,13 +329,26 @@ export class Daemon {
     // follows. A swarm of an older berth gets it after the list (create checks names against it).
     const ingressFirst = s.newSwarm && s.state.role === 'manager';
     if (ingressFirst) await this.makeIngress(s, sn, false).catch((e) => log(`ingress: ${errorMessage(e)}`));
-    // The agent starts once this node follows the networks: a task that publishes joins ingress,
-    // which must be listed here (its join waits for the kernel side: SwarmNetworks.claim).
-    await sn.startListed();
-    if (!ingressFirst && s.state.role === 'manager') await this.makeIngress(s, sn, true).catch((e) => log(`ingress: ${errorMessage(e)}`));
-    await agent.start().catch((e) => log(`agent: ${errorMessage(e)}`));
+    // The agent lists its tasks beside the networks' list, and acts on them once this node follows
+    // the networks: a task that publishes joins ingress, which must be listed here (its join
+    // waits for the kernel side: SwarmNetworks.claim).
+    let networksListed!: () => void;
+    const agentUp = agent.start(new Promise<void>((resolve) => { networksListed = resolve; })).catch((e) => log(`agent: ${errorMessage(e)}`));
+    steps.mark('parts made');
+    try {
+      await sn.startListed();
+      steps.mark('networks listed');
+      if (!ingressFirst && s.state.role === 'manager') await this.makeIngress(s, sn, true).catch((e) => log(`ingress: ${errorMessage(e)}`));
+    } finally {
+      networksListed();
+    }
     orchestrator.start();
-    await logsUp;
+    // The agent's and the log server's watches are made behind the networks' on the store
+    // client's one watch stream, one at a time: init and join return without waiting for them
+    // (each starts from the revision it listed, so nothing is missed meanwhile).
+    void agentUp;
+    void logsUp.catch((e) => log(`service logs: ${errorMessage(e)}`));
+    steps.done();
   }
 
   /**

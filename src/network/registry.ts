@@ -1,6 +1,6 @@
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
-import { readJson, removeStaleTemps, writeJsonAtomic } from '../store/atomic.js';
+import { readJson, removeStaleTemps, replaceJson, writeJsonAtomic } from '../store/atomic.js';
 import { BadRequestError, NotFoundError } from '../util/errors.js';
 import type { NetworkDriver } from './driver.js';
 import type { Ipam } from './ipamdriver.js';
@@ -39,8 +39,13 @@ export class LocalRecordStore implements RecordStore {
     return { records, removing };
   }
 
+  /**
+   * A swarm network's record is this host's copy of the cluster store's (with this host's
+   * allocations, which the store holds too): every list of the store registers and corrects it,
+   * so it is replaced without fsync, which under the store's own writes took 10 ms a save.
+   */
   save(n: NetworkRecord): Promise<void> {
-    return writeJsonAtomic(this.file(n), n);
+    return n.Scope === 'swarm' ? replaceJson(this.file(n), n) : writeJsonAtomic(this.file(n), n);
   }
 
   beginRemove(n: NetworkRecord): Promise<void> {

@@ -29,6 +29,13 @@ export function replaceFileSync(path: string, data: string): void {
   renameSync(tmp, path);
 }
 
+/** replaceFileSync without blocking: for records another store holds the truth of (a power loss is repaired from there). */
+export async function replaceJson(path: string, value: unknown): Promise<void> {
+  const tmp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
+  await fs.writeFile(tmp, JSON.stringify(value, null, 1), { mode: 0o600 });
+  await fs.rename(tmp, path);
+}
+
 async function syncDir(dir: string): Promise<void> {
   const dh = await fs.open(dir, 'r');
   try { await dh.sync(); } finally { await dh.close(); }

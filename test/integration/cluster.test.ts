@@ -280,4 +280,45 @@ describe('cluster: swarm init, join, leave and nodes', () => {
     assert.deepEqual(await ls(h0), ['lab0 Ready Leader Active']);
     assert.equal((await h0.host.docker(['swarm', 'leave', '--force'])).code, 0);
   });
+
+  it('a manager has the next node ID and its etcd user made ahead; a gone manager\'s spare is removed', async () => {
+    const etcdctl = (args: string[]) => h0.host.inNetns('etcdctl', [
+      `--endpoints=https://${h0.addr}:2379`, `--cacert=${join(clusterDir(h0), 'tls', 'ca.crt')}`,
+      `--cert=${join(clusterDir(h0), 'tls', 'node.crt')}`, `--key=${join(clusterDir(h0), 'tls', 'node.key')}`, ...args,
+    ]);
+    const spares = async () => {
+      const r = await etcdctl(['get', '--prefix', '/berth/secret/spare/']);
+      assert.equal(r.code, 0, r.stderr);
+      const lines = r.stdout.trim().split('\n').filter(Boolean);
+      const out = new Map<string, string>();
+      for (let k = 0; k + 1 < lines.length; k += 2) out.set(lines[k]!.slice('/berth/secret/spare/'.length), JSON.parse(lines[k + 1]!).ID as string);
+      return out;
+    };
+    assert.equal((await h0.host.docker(['swarm', 'init', '--advertise-addr', h0.addr])).code, 0);
+    const id0 = (await info(h0)).NodeID as string;
+    const tokens = (await h0.host.api('GET', '/swarm')).json.JoinTokens;
+    const m = await h2.host.api('POST', '/swarm/join', { JoinToken: tokens.Manager, RemoteAddrs: [`${h0.addr}:2377`], AdvertiseAddr: h2.addr, ListenAddr: `${h2.addr}:2377` });
+    assert.equal(m.status, 200, m.body);
+    const id2 = (await info(h2)).NodeID as string;
+    // Each manager notes its own spare once its session is up (h0's was taken by h2's join and made again).
+    await waitFor(async () => { const s = await spares(); return s.has(id0) && s.has(id2); }, 'a spare node ID for each manager', 15_000);
+    const spare0 = (await spares()).get(id0)!;
+    const user = await etcdctl(['user', 'get', spare0]);
+    assert.equal(user.code, 0, user.stderr);
+    assert.match(user.stdout, /Roles: berth-node\s*$/);
+    const w = await h1.host.docker(['swarm', 'join', '--token', tokens.Worker, `${h0.addr}:2377`]);
+    assert.equal(w.code, 0, w.stderr);
+    assert.equal((await info(h1)).NodeID, spare0);
+    // Its presence was written with its record: Ready as soon as the join returned.
+    assert.match((await h0.host.docker(['node', 'ls', '--format', '{{.Hostname}} {{.Status}}'])).stdout, /lab1 Ready/);
+    const spare2 = (await spares()).get(id2)!;
+    assert.equal((await h2.host.docker(['swarm', 'leave', '--force'])).code, 0);
+    // The next spare h0 makes (a second after a join) removes the spare of a manager that left, and its user.
+    assert.equal((await h1.host.docker(['swarm', 'leave'])).code, 0);
+    assert.equal((await h1.host.docker(['swarm', 'join', '--token', tokens.Worker, `${h0.addr}:2377`])).code, 0);
+    await waitFor(async () => { const s = await spares(); return !s.has(id2) && s.has(id0) && s.get(id0) !== spare0; }, 'the left manager\'s spare to go', 15_000);
+    assert.notEqual((await etcdctl(['user', 'get', spare2])).code, 0);
+    assert.equal((await h1.host.docker(['swarm', 'leave'])).code, 0);
+    assert.equal((await h0.host.docker(['swarm', 'leave', '--force'])).code, 0);
+  });
 });

@@ -10,6 +10,7 @@ import type { ClusterRecord } from '../../src/cluster/keys.js';
 import { defaultSpec, nodeView } from '../../src/cluster/views.js';
 import type { NodeRecord } from '../../src/cluster/keys.js';
 import { X509Certificate } from 'node:crypto';
+import { retryAuthOld } from '../../src/cluster/store.js';
 
 describe('cluster: identifiers, tokens and certificates', () => {
   it("makes IDs and tokens in Docker's forms, with the CA digest the joiner pins", () => {
@@ -161,5 +162,23 @@ describe('cluster: the CA over time (swarm ca, --cert-expiry, renewal)', () => {
     const t = (v.Description as { TLSInfo: ReturnType<typeof tlsInfo> }).TLSInfo;
     assert.equal(t.TrustRoot, a.cert + b.cert);
     assert.equal(t.CertIssuerPublicKey, tlsInfo(b.cert).CertIssuerPublicKey);
+  });
+});
+
+describe('cluster: calls to the store', () => {
+  it("sends again a request etcd refused because its access rules changed meanwhile, and only that", async () => {
+    let calls = 0;
+    const flaky = async () => {
+      if (++calls < 3) throw new Error('3 INVALID_ARGUMENT: etcdserver: revision of auth store is old');
+      return 'written';
+    };
+    assert.equal(await retryAuthOld(flaky), 'written');
+    assert.equal(calls, 3);
+    calls = 0;
+    await assert.rejects(retryAuthOld(async () => { calls++; throw new Error('etcdserver: permission denied'); }), /permission denied/);
+    assert.equal(calls, 1);
+    calls = 0;
+    await assert.rejects(retryAuthOld(async () => { calls++; throw new Error('etcdserver: revision of auth store is old'); }, 4), /auth store is old/);
+    assert.equal(calls, 4);
   });
 });
