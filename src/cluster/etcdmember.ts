@@ -100,6 +100,12 @@ export class EtcdMember {
       `--peer-cert-file=${tls('node.crt')}`, `--peer-key-file=${tls('node.key')}`, `--peer-trusted-ca-file=${tls('ca.crt')}`, '--peer-client-cert-auth',
       // Nothing on plain HTTP, no metrics listener, no v2 API: the listeners above are all there is.
       '--enable-v2=false', '--logger=zap', '--log-outputs=stderr',
+      // etcd's own check refuses any member change until every voter has been connected for 5 s,
+      // learners included, which add nothing to quorum: the second of two managers joining one
+      // after the other waited 5 s for it. berth adds members only as learners, etcd still
+      // promotes a learner only once it caught up, and removals keep swarmkit's rule, which berth
+      // checks itself (Control.checkDemote: none that loses quorum; a forced leave may, as Docker's).
+      '--strict-reconfig-check=false',
       // LAN timings (TIMING_FLAGS above); shorter for a new cluster of this member alone.
       ...(await this.freshSingle() ? FRESH_SINGLE_TIMING_FLAGS : TIMING_FLAGS),
       // etcd keeps every revision unless told otherwise, and berth writes all the time (presence

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { waitFor } from './harness.js';
@@ -319,6 +320,23 @@ describe('cluster: swarm init, join, leave and nodes', () => {
     await waitFor(async () => { const s = await spares(); return !s.has(id2) && s.has(id0) && s.get(id0) !== spare0; }, 'the left manager\'s spare to go', 15_000);
     assert.notEqual((await etcdctl(['user', 'get', spare2])).code, 0);
     assert.equal((await h1.host.docker(['swarm', 'leave'])).code, 0);
+    assert.equal((await h0.host.docker(['swarm', 'leave', '--force'])).code, 0);
+  });
+
+  it('joins two managers one right after the other without waiting out etcd\'s health interval', async () => {
+    assert.equal((await h0.host.docker(['swarm', 'init', '--advertise-addr', h0.addr])).code, 0);
+    const token = (await h0.host.docker(['swarm', 'join-token', '-q', 'manager'])).stdout.trim();
+    for (const h of [h1, h2]) {
+      const j = await h.host.docker(['swarm', 'join', '--token', token, '--advertise-addr', h.addr, `${h0.addr}:2377`]);
+      assert.equal(j.code, 0, j.stderr);
+    }
+    assert.deepEqual(await ls(h0), ['lab0 Ready Leader Active', 'lab1 Ready Reachable Active', 'lab2 Ready Reachable Active']);
+    // etcd's strict check refused the second learner until the first voter had been connected 5 s.
+    const log = await readFile(join(clusterDir(h0), 'etcd.log'), 'utf8');
+    assert.doesNotMatch(log, /rejecting member add request/);
+    // A demotion right after keeps swarmkit's rule (checked by berth) and goes through at once.
+    assert.equal((await h0.host.docker(['node', 'demote', 'lab2'])).code, 0);
+    for (const h of [h2, h1]) assert.equal((await h.host.docker(['swarm', 'leave', '--force'])).code, 0);
     assert.equal((await h0.host.docker(['swarm', 'leave', '--force'])).code, 0);
   });
 });
