@@ -1,3 +1,4 @@
+import { Steps } from '../util/steps.js';
 import { deleteLink, ensureBridge, ifSysctl, joinEndpoint } from '../kernel/bridge.js';
 import { nftCommands } from '../kernel/nft.js';
 import { bridgesNamed, ensureVxlan, peersOf, programPeers, vxlanDevices } from '../kernel/vxlan.js';
@@ -162,9 +163,11 @@ export class OverlayDriver implements NetworkDriver {
     const plane = this.plane;
     if (!plane) throw new ForbiddenError(`network ${n.Name} is a swarm network and this node is not in the swarm`);
     const ip = j.addressCidr.split('/')[0]!;
+    const st = new Steps('an overlay join');
     const revision = await plane.claim(n, {
       endpointId: j.endpointId, ip, mac: j.mac, containerId: j.owner?.containerId ?? '', name: j.owner?.name ?? '', aliases: j.owner?.aliases ?? [], labels: j.owner?.labels ?? {},
     });
+    st.mark('claim');
     const hostIf = hostIfname(j.endpointId);
     const src: EndpointSource = { port: hostIf, mac: j.mac, ip };
     const allowed = this.guards.allow(src, this.ensureGuard());
@@ -179,16 +182,24 @@ export class OverlayDriver implements NetworkDriver {
       await plane.release(n, j.endpointId).catch(() => undefined);
       throw e;
     }
+    st.mark('kernel');
     // Every live host has the endpoint in its FDB, neighbour table and DNS before `run` returns.
     await plane.appliedEverywhere(revision);
+    st.mark('applied everywhere');
+    st.done();
   }
 
   async leave(n: NetworkRecord, ep: EndpointLeave): Promise<void> {
+    const st = new Steps('an overlay leave');
     const hostIf = hostIfname(ep.endpointId);
     await deleteLink(hostIf);
     await this.guards.revoke(hostIf);
+    st.mark('kernel');
     const revision = await this.plane?.release(n, ep.endpointId);
+    st.mark('release');
     if (revision !== undefined) await this.plane!.appliedEverywhere(revision);
+    st.mark('applied everywhere');
+    st.done();
   }
 
   forgetEndpoint(endpointId: string): Promise<void> {
