@@ -98,10 +98,16 @@ export function fastStats(): FastStats {
  * The resolver's sockets in the namespace pinned at `netnsPath` (berthd's own: /proc/thread-self/ns/net),
  * on a port free for UDP and TCP.
  */
-export function openSandboxSockets(netnsPath: string): SandboxSockets {
+export function openSandboxSockets(netnsPath: string, preferPort = 0): SandboxSockets {
   let fds;
   try {
-    fds = netnsAddon().openSockets(netnsPath, RESOLVER_ADDRESS, 0);
+    // The port the namespace's redirect already names, when it is still free: no rule to rewrite.
+    try {
+      fds = netnsAddon().openSockets(netnsPath, RESOLVER_ADDRESS, preferPort);
+    } catch (e) {
+      if (!preferPort) throw e;
+      fds = netnsAddon().openSockets(netnsPath, RESOLVER_ADDRESS, 0);
+    }
   } catch (e) {
     throw new Error(`embedded DNS: cannot open ${RESOLVER_ADDRESS} in the container namespace: ${(e as Error).message}`);
   }

@@ -133,10 +133,10 @@ export class DnsServer {
   }
 
   /** The port of the container's in-namespace resolver, opening it first if needed. */
-  serveSandbox(containerId: string, netnsPath: string): number {
+  serveSandbox(containerId: string, netnsPath: string, preferPort?: number): number {
     const existing = this.sandboxes.get(containerId);
     if (existing) return existing.port;
-    return this.serve(containerId, openSandboxSockets(netnsPath));
+    return this.serve(containerId, openSandboxSockets(netnsPath, preferPort));
   }
 
   /** Serves bound sockets as the resolver of one container; returns their port. */

@@ -5,12 +5,24 @@ import { withScratchDir } from '../util/scratch.js';
 import { CommandStream, nftDialect } from './stream.js';
 
 /**
+ * A script up to this size goes to `nft` as its argument, which nft parses as one buffer in one
+ * transaction, as it does a file; no temp directory, file and removal on every change. The
+ * kernel caps one argument at 128 KiB, so a longer script (a whole ruleset with many ports) goes
+ * through a file.
+ */
+const SCRIPT_AS_ARGUMENT = 96 * 1024;
+
+/**
  * Applies an nftables script as one atomic transaction, in berthd's namespace or, with `netns`, in
  * another one (a container's).
- * `nft -f -` cannot read a socketpair stdin (which is what Node gives children), so the script
+ * `nft -f -` cannot read a socketpair stdin (which is what Node gives children), so a long script
  * goes through a private temp file.
  */
 export async function nftApply(script: string, opts: { netns?: string } = {}): Promise<void> {
+  if (Buffer.byteLength(script) <= SCRIPT_AS_ARGUMENT) {
+    await runOk('nft', [script], opts);
+    return;
+  }
   await withScratchDir('berth-nft', async (dir) => {
     const file = join(dir, 'rules.nft');
     await fs.writeFile(file, script, { mode: 0o600 });

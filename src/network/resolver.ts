@@ -7,8 +7,8 @@ import { RESOLVER_ADDRESS } from '../model/network.js';
  * never imports the DNS code.
  */
 export interface Resolver {
-  /** Opens (or keeps) the container's resolver sockets inside its namespace; returns their port. */
-  serveSandbox(containerId: string, netnsPath: string): number;
+  /** Opens (or keeps) the container's resolver sockets inside its namespace (on `preferPort` if free); returns their port. */
+  serveSandbox(containerId: string, netnsPath: string, preferPort?: number): number;
   hasSandbox(containerId: string): boolean;
   closeSandbox(containerId: string): void;
   closeAll(): void;

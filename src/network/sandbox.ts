@@ -99,7 +99,7 @@ export class Sandboxes {
   async tearDown(ref: SandboxRef): Promise<void> {
     const errors: string[] = [];
     await this.d.ports.unpublish(ref.id).catch((e: Error) => errors.push(e.message));
-    this.dns.close(ref.id);
+    this.dns.close(ref.id, true);
     if (!ownsNamespace(ref.mode)) return void (await this.journals.remove(ref.id));
     const journal = this.journalOf(ref);
     // The record may name an endpoint the journal already dropped (a crash between the two writes).

@@ -32,8 +32,12 @@ export class SandboxDns {
     const resolver = this.resolver;
     if (!resolver) return;
     if (!usesEmbeddedDns(this.registry, endpoints, true)) return this.close(id);
+    if (freshNamespace) this.programmed.delete(id);
     const fresh = !resolver.hasSandbox(id);
-    const port = resolver.serveSandbox(id, netnsPath);
+    // A resolver opened again (a disconnect from the last network with the embedded DNS, then a
+    // connect) takes the port the namespace's rule still names: rewriting that rule waits ~15 ms
+    // for the kernel (its old rules are freed after an RCU grace period).
+    const port = resolver.serveSandbox(id, netnsPath, this.programmed.get(id));
     // connect/disconnect of another network leaves the resolver as it was: skip the nft run.
     if (this.programmed.get(id) === port) return;
     this.programmed.delete(id);
@@ -46,9 +50,13 @@ export class SandboxDns {
     }
   }
 
-  /** berthd's sockets inside a namespace would keep it, and its interfaces, alive: they go first. */
-  close(id: string): void {
-    this.programmed.delete(id);
+  /**
+   * berthd's sockets inside a namespace would keep it, and its interfaces, alive: they go first.
+   * The rule stays in the namespace, and so does the note of its port, unless the sandbox itself
+   * goes (`forget`).
+   */
+  close(id: string, forget = false): void {
+    if (forget) this.programmed.delete(id);
     this.resolver?.closeSandbox(id);
   }
 

@@ -208,11 +208,17 @@ describe('embedded DNS', () => {
     const holder = spawn('nsenter', [`--net=${await sandboxKey(id)}`, 'sleep', '60']);
     try {
       await waitFor(async () => (await berthdSockets({ pid: holder.pid! }, 'u')).length === 1, 'resolver socket visible through the holder');
+      const port = (lines: string[]) => lines.map((l) => /127\.0\.0\.11:(\d+)/.exec(l)?.[1]);
+      const rules = async () => (await host.inNetns('nsenter', ['-t', String(holder.pid!), '-n', 'nft', '-a', 'list', 'table', 'ip', 'berth_dns'])).stdout;
+      const [portBefore, rulesBefore] = [port(await berthdSockets({ pid: holder.pid! }, 'u')), await rules()];
       assert.equal((await host.api('POST', '/networks/dnsnet/disconnect', { Container: id })).status, 200);
       assert.deepEqual(await berthdSockets({ pid: holder.pid! }, 'u'), []);
       assert.deepEqual(await berthdSockets({ pid: holder.pid! }, 't'), []);
       assert.equal((await host.api('POST', '/networks/dnsnet/connect', { Container: id })).status, 200);
       assert.equal((await berthdSockets({ pid: holder.pid! }, 'u')).length, 1);
+      // Opened again on the port the namespace's redirect names: its rules were not rewritten (same handles).
+      assert.deepEqual(port(await berthdSockets({ pid: holder.pid! }, 'u')), portBefore);
+      assert.equal(await rules(), rulesBefore);
       assert.equal((await lookup(host, id, 'released')).addrs.length, 1);
       assert.equal((await host.api('POST', `/containers/${id}/stop?t=0`)).status, 204);
       assert.deepEqual(await berthdSockets({ pid: holder.pid! }, 'u'), []);
