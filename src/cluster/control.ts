@@ -42,18 +42,18 @@ export function caSettings(ca: CaConfigBody | undefined, minExpirySec: number): 
   return { kept, signing };
 }
 
+/** How long after a join its manager makes the next spare node ID. */
+const SPARE_AFTER_MS = 1000;
+
 /**
  * What managers answer: swarm inspect and update, nodes, the Swarm section of /info, and joins.
  * Every call reads the store afresh (a read is about a millisecond), so no node serves stale state.
  */
-/** How long after a join its manager makes the next spare node ID. */
-const SPARE_AFTER_MS = 1000;
-
 export class Control {
   readonly spares: SpareUsers;
 
   constructor(private readonly session: () => Session | undefined, private readonly o: { leaseTtlSec: number; external?: string[]; minCertExpirySec?: number; log?: (m: string) => void }) {
-    this.spares = new SpareUsers(o.log ?? (() => undefined));
+    this.spares = new SpareUsers(!o.external, o.log ?? (() => undefined));
   }
 
   get minCertExpirySec(): number { return this.o.minCertExpirySec ?? 3600; }
@@ -287,7 +287,7 @@ export class Control {
     const addr = r.addr || remote.replace(/^::ffff:/, '');
     // A node ID whose etcd user is made already (spareuser.ts); then the next one, once this join
     // is out of the store's way (its user and role changes would race the joiner's first writes).
-    const spare = this.o.external ? undefined : await this.spares.take(s);
+    const spare = await this.spares.take(s);
     setTimeout(() => { if (this.session() === s) this.spares.prepare(s); }, SPARE_AFTER_MS).unref();
     const nodeId = spare ?? newNodeId();
     const usedSpare = spare ? [spareOf(s.state.nodeId)] : [];

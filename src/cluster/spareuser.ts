@@ -21,11 +21,12 @@ export const spareOf = (managerId: string) => `${SPARES}${managerId}`;
 export class SpareUsers {
   private spare?: { session: Session; id: Promise<string | undefined> };
 
-  constructor(private readonly log: (m: string) => void) {}
+  /** `own`: berth runs the store's members and its users; an external store's are its operator's, and get none. */
+  constructor(private readonly own: boolean, private readonly log: (m: string) => void) {}
 
-  /** Makes this manager's spare unless it has one (or one is being made). */
+  /** Makes this manager's spare unless this session has one (or one is being made). */
   prepare(s: Session): void {
-    if (this.spare || s.state.role !== 'manager') return;
+    if (!this.own || this.spare?.session === s || s.state.role !== 'manager') return;
     const p = this.make(s).catch((e) => {
       this.log(`cluster: preparing a node ID for the next join: ${errorMessage(e)}`);
       return undefined;
@@ -40,11 +41,6 @@ export class SpareUsers {
     const spare = this.spare;
     this.spare = undefined;
     return spare?.session === s ? spare.id : undefined;
-  }
-
-  /** Forgets what this process holds (a session ended); the store's note stays for whoever cleans. */
-  reset(): void {
-    this.spare = undefined;
   }
 
   private async make(s: Session): Promise<string> {

@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { Lab, waitForOutput, type LabHost } from './lab.js';
+import { runOk } from '../../src/util/exec.js';
+import { Lab, STORE_ADDR, waitForOutput, type LabHost } from './lab.js';
 
 /**
  * berthd --cluster-store etcd://…: the swarm kept in an etcd that berth does not run (here the
@@ -39,6 +40,12 @@ describe('cluster: an external store (--cluster-store)', () => {
     for (const h of lab.hosts) assert.equal(existsSync(join(h.host.root, 'cluster', 'etcd.pid')), false, `${h.name} started a member`);
     const i = (await h0.host.api('GET', '/info')).json.Swarm;
     assert.deepEqual([i.Managers, i.Nodes, i.LocalNodeState], [2, 3, 'active']);
+    // The store's users are its operator's: no spare node ID or etcd user of berth's in it, also
+    // after the second that a manager of berth's own store waits to make the next one.
+    await new Promise((r) => setTimeout(r, 1500));
+    const etcdctl = (args: string[]) => runOk('nsenter', [`--net=/run/netns/${lab.underlay}`, 'etcdctl', `--endpoints=http://${STORE_ADDR}:2379`, ...args]);
+    assert.equal((await etcdctl(['get', '--prefix', '--keys-only', '/berth/secret/spare/'])).trim(), '');
+    assert.equal((await etcdctl(['user', 'list'])).trim(), '');
   });
 
   it('a second swarm is refused on the same store', async () => {
