@@ -61,7 +61,7 @@ export class Cluster {
   onSession?: (s: Session, up: boolean, leaving: boolean) => Promise<void>;
 
   private async started(s: Session): Promise<void> {
-    if (!this.o.external) this.control.spares.prepare(s);
+    this.control.spares.prepare(s);
     await this.onSession?.(s, true, false).catch((e) => this.log(`cluster: ${errorMessage(e)}`));
   }
 
@@ -296,23 +296,24 @@ export class Cluster {
         // are written: the TLS files, then (a worker's, final already) the state file. Its fsync
         // is kept off the store's busy moments (the new node's first writes).
         const opened = store.get(K.node(answer.nodeId)).catch(() => undefined);
-        const promoting = state.member && answer.memberId;
-        await Promise.all([opened, this.files.writeTls(answer.ca, answer.cert, key).then(() => (promoting ? undefined : this.files.save(state)))]);
+        // A manager's member, added as a learner: promoted before the state file names its endpoint.
+        const learner = state.member ? answer.memberId : undefined;
+        await Promise.all([opened, this.files.writeTls(answer.ca, answer.cert, key).then(() => (learner ? undefined : this.files.save(state)))]);
         steps.mark('files, store connection');
         const session = new Session(state, so, store);
-        if (state.member && answer.memberId) {
+        if (learner) {
           state.initialCluster = answer.initialCluster!;
           state.memberState = 'existing';
           member = session.memberFor(state, state.initialCluster, 'existing');
           await member.start();
           steps.mark('etcd spawned');
-          await promoteWhenSynced(store, answer.memberId);
+          await promoteWhenSynced(store, learner);
           steps.mark('promoted');
           state.endpoints = [...new Set([...state.endpoints, clientUrl(addr)])];
         }
         session.member = member;
         this.session = session;
-        await startSaving(session, answer.cert, promoting ? this.files.save(state) : Promise.resolve(), answer.present);
+        await startSaving(session, answer.cert, learner ? this.files.save(state) : Promise.resolve(), answer.present);
         steps.mark('session');
         await this.started(session);
         steps.mark('started');
@@ -356,7 +357,6 @@ export class Cluster {
     const s = this.session;
     if (!s) return;
     this.session = undefined;
-    this.control.spares.reset();
     const id = s.state.nodeId;
     await this.onSession?.(s, false, true).catch((e) => this.log(`cluster: ${errorMessage(e)}`));
     await s.quiesce();

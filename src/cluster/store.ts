@@ -207,7 +207,6 @@ export class ClusterStore {
     return r.succeeded;
   }
 
-  /** Several writes and deletes as one transaction: all or nothing. */
   /** A lease of `ttlSec` that nobody keeps alive here: what is written under it lapses unless taken over. */
   async grantLease(ttlSec: number): Promise<string> {
     const lease = this.client.lease(ttlSec, { autoKeepAlive: false });
@@ -219,6 +218,7 @@ export class ClusterStore {
     }
   }
 
+  /** Several writes and deletes as one transaction: all or nothing. */
   async apply(puts: Array<[string, unknown]>, deletes: string[] = []): Promise<void> {
     const ops = [
       ...puts.map(([k, v]) => ({ request_put: { key: Buffer.from(k), value: Buffer.from(JSON.stringify(v)) } })),

@@ -6,7 +6,7 @@ import { dirname } from 'node:path';
  * directory. A kill -9 at any point leaves either the old or the new content, never a torn file.
  */
 export async function writeFileAtomic(path: string, data: string | Buffer): Promise<void> {
-  const tmp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
+  const tmp = tempSibling(path);
   const fh = await fs.open(tmp, 'w', 0o600);
   try {
     await fh.writeFile(data);
@@ -24,16 +24,21 @@ export async function writeFileAtomic(path: string, data: string | Buffer): Prom
  * small files on a path that waits for them anyway.
  */
 export function replaceFileSync(path: string, data: string): void {
-  const tmp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
+  const tmp = tempSibling(path);
   writeFileSync(tmp, data, { mode: 0o600 });
   renameSync(tmp, path);
 }
 
 /** replaceFileSync without blocking: for records another store holds the truth of (a power loss is repaired from there). */
 export async function replaceJson(path: string, value: unknown): Promise<void> {
-  const tmp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
+  const tmp = tempSibling(path);
   await fs.writeFile(tmp, JSON.stringify(value, null, 1), { mode: 0o600 });
   await fs.rename(tmp, path);
+}
+
+/** A temp file beside `path` that no other writer (process or call) picks; removeStaleTemps knows its form. */
+function tempSibling(path: string): string {
+  return `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
 }
 
 async function syncDir(dir: string): Promise<void> {
