@@ -9,6 +9,7 @@ import { checkSubnetFree, emptyAlloc, OPT_VXLANID, parseVni, peersFor, peersView
 import type { NetworkRecord } from '../network/types.js';
 import { ApiError, ConflictError, errorMessage, ForbiddenError, NotFoundError } from '../util/errors.js';
 import { INGRESS_SBOX } from './ingress.js';
+import { ownDrift } from './ownaudit.js';
 import { NO_MANAGER, NOT_MANAGER, UnavailableError } from './errors.js';
 import { K, ROOT, type ClusterRecord, type NodeRecord } from './keys.js';
 import type { Session } from './session.js';
@@ -52,6 +53,8 @@ const LEASE_RENEWAL_WAIT_MS = 3000;
 const TASK_EXIT_WAIT_MS = 30_000;
 /** How often a host checks that its watch keeps up with the store. */
 const STALE_CHECK_MS = 3000;
+/** How old a claim must be before its endpoint, named by no container here, is taken for leaked. */
+const LEAK_AFTER_MS = 30_000;
 /** Released endpoints remembered before they are checked against the engine's records again. */
 const RELEASED_PRUNE_AT = 64;
 
@@ -103,6 +106,13 @@ export class SwarmNetworks implements OverlayPlane {
    */
   private readonly released = new Set<string>();
   private withdrawTimer?: NodeJS.Timeout;
+  /** When this process claimed each of its endpoints (the audit leaves a join in flight alone). */
+  private readonly claimedAt = new Map<string, number>();
+  /** What the last audit found: a finding acts only when the next audit finds it again. */
+  private drift = new Set<string>();
+  /** How often the view is checked against the store (and this host's endpoints audited); tests shorten it. */
+  checkEveryMs = STALE_CHECK_MS;
+  leakAfterMs = LEAK_AFTER_MS;
   private publishing?: Promise<void>;
   private mtu?: number;
   readonly vtep: { addr: string; port: number };
@@ -117,7 +127,12 @@ export class SwarmNetworks implements OverlayPlane {
     this.vtep = { addr: session.state.dataPathAddr || session.state.addr, port };
     session.onLease((lease) => {
       if (this.closed) return;
-      this.enqueue(() => this.republish(lease));
+      // A republish refused (a leader change right after a partition healed) is tried again while
+      // its lease is the current one: nothing else would write these endpoints until the next lease.
+      const republish = (): void => void this.enqueue(() => this.republish(lease)).catch(() => {
+        if (!this.closed && this.session.lease === lease) setTimeout(republish, 1000).unref();
+      });
+      republish();
       // A new lease comes with a new store client when the session reconnected (new endpoints, a
       // CA rotation, a renewed certificate): the old client, and the watch on it, are closed soon.
       if (this.watchedStore && this.store !== this.watchedStore) void this.retryRelist();
@@ -259,7 +274,11 @@ export class SwarmNetworks implements OverlayPlane {
     const check = async () => {
       if (this.closed || this.relisting) return;
       const { revision } = await this.store.listAt<unknown>(`${ROOT}networks/`);
-      if (revision <= this.seen) { this.behindSince = 0; return; }
+      if (revision <= this.seen) {
+        this.behindSince = 0;
+        await this.enqueue(() => this.audit());
+        return;
+      }
       if (!this.behindSince) { this.behindSince = revision; return; }
       // Behind at two looks in a row, and not even up to what the first look saw: the watch is stuck.
       if (this.seen < this.behindSince) {
@@ -268,8 +287,38 @@ export class SwarmNetworks implements OverlayPlane {
         await this.retryRelist();
       } else this.behindSince = revision;
     };
-    this.staleChecks = setInterval(() => void check().catch(() => undefined), STALE_CHECK_MS);
+    this.staleChecks = setInterval(() => void check().catch(() => undefined), this.checkEveryMs);
     this.staleChecks.unref();
+  }
+
+  /**
+   * With a view that is up to date, this host's endpoints in it must be those it holds, and those
+   * it holds must be its containers' (ownaudit.ts says how they drift apart). A difference found at
+   * two audits in a row is mended: written again, or withdrawn.
+   */
+  private async audit(): Promise<void> {
+    const lease = this.session.lease;
+    if (this.closed || this.relisting || !lease) return;
+    const found = ownDrift({
+      me: this.me, mine: this.mine, store: this.eps, networks: new Set(this.nets.keys()), claims: this.claims, pending: this.pending,
+      withdrawing: this.withdrawals, named: new Set(this.localEndpoints().map((e) => e.EndpointID)), claimedAt: this.claimedAt,
+      now: Date.now(), leakAfterMs: this.leakAfterMs, endpointKey: K.endpoint,
+    });
+    const act = [...found].filter(([k]) => this.drift.has(k)).map(([, d]) => d);
+    this.drift = new Set(found.keys());
+    const missing: EndpointRecord[] = [];
+    for (const { kind, endpoint: e } of act) {
+      if (kind === 'missing') { missing.push(e); continue; }
+      this.log(`overlay: endpoint ${e.EndpointID.slice(0, 12)} (${e.Name || e.ContainerID.slice(0, 12)}, ${e.IP}) ${kind === 'leaked' ? 'is held by no container here' : 'is this host\'s in the store but not held here'}: withdrawn`);
+      if (kind === 'leaked') { this.mine.delete(e.EndpointID); this.claimedAt.delete(e.EndpointID); }
+      this.withdrawals.add(K.endpoint(e.Network, e.EndpointID));
+      if (this.claims.get(e.Network)?.get(e.IP)?.EndpointID === e.EndpointID) this.withdrawals.add(K.address(e.Network, e.IP));
+    }
+    this.withdrawSoon(0);
+    if (missing.length) {
+      this.log(`overlay: ${missing.map((e) => `${e.Name || e.EndpointID.slice(0, 12)} (${e.IP})`).join(', ')} of this host missing from the store: written again`);
+      await this.republish(lease, missing);
+    }
   }
 
   /**
@@ -464,14 +513,15 @@ export class SwarmNetworks implements OverlayPlane {
   /**
    * This host's endpoints, written again under a new lease (the old one's keys are gone or going),
    * with their address claims (outside any lease). A claim another endpoint holds is never
-   * overwritten: that endpoint stays out of the store, and the log says so.
+   * overwritten: that endpoint stays out of the store, and the log says so. `only`: these of them
+   * (the audit's, found missing).
    */
-  private async republish(lease: Lease): Promise<void> {
+  private async republish(lease: Lease, only?: EndpointRecord[]): Promise<void> {
     if (!this.mine.size) return;
     const id = await lease.grant();
     const groups: Array<{ puts: Array<{ key: string; value: unknown; lease?: string }> }> = [];
     const written: EndpointRecord[] = [];
-    for (const e of this.mine.values()) {
+    for (const e of only ?? this.mine.values()) {
       const holder = this.claims.get(e.Network)?.get(e.IP);
       if (holder && holder.EndpointID !== e.EndpointID) {
         this.log(`overlay: address ${e.IP} of ${e.Name} is claimed by endpoint ${holder.EndpointID.slice(0, 12)} of node ${this.nodes.get(holder.Node)?.name ?? holder.Node}: ${e.Name} stays out of the cluster's view`);
@@ -660,6 +710,7 @@ export class SwarmNetworks implements OverlayPlane {
       throw new ConflictError(`network ${n.Name} changed while the endpoint joined: try again`);
     }
     this.mine.set(ep.endpointId, rec);
+    this.claimedAt.set(ep.endpointId, Date.now());
     // Presence took a new lease while this was written: the old lease takes the key with it when
     // it lapses, and the new lease's republish may have run before this endpoint was in `mine`
     // (chaos across hosts, seed 182562: an endpoint missing from the store for good).
@@ -675,6 +726,7 @@ export class SwarmNetworks implements OverlayPlane {
     const rec = this.mine.get(endpointId) ?? this.eps.get(n.Id)?.get(endpointId);
     if (!rec) return undefined;
     this.mine.delete(endpointId);
+    this.claimedAt.delete(endpointId);
     const keys = [K.endpoint(n.Id, endpointId), K.address(n.Id, rec.IP)];
     try {
       return (await this.store.txn([], [], keys)).revision;
@@ -705,7 +757,7 @@ export class SwarmNetworks implements OverlayPlane {
       const keys = [...this.withdrawals];
       void deleteKeys(this.store, keys).then(
         () => { for (const k of keys) this.withdrawals.delete(k); this.withdrawSoon(); },
-        () => this.withdrawSoon(Math.min(5000, delayMs * 2)),
+        () => this.withdrawSoon(Math.min(5000, Math.max(500, delayMs * 2))),
       );
     }, delayMs);
     this.withdrawTimer.unref();

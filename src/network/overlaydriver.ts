@@ -192,11 +192,17 @@ export class OverlayDriver implements NetworkDriver {
   async leave(n: NetworkRecord, ep: EndpointLeave): Promise<void> {
     const st = new Steps('an overlay leave');
     const hostIf = hostIfname(ep.endpointId);
-    await deleteLink(hostIf);
-    await this.guards.revoke(hostIf);
-    st.mark('kernel');
-    const revision = await this.plane?.release(n, ep.endpointId);
-    st.mark('release');
+    let revision: number | undefined;
+    try {
+      await deleteLink(hostIf);
+      await this.guards.revoke(hostIf);
+      st.mark('kernel');
+    } finally {
+      // Released even when the kernel step failed: the container goes all the same (its caller
+      // ignores the error), and an endpoint never released stays this host's in the store.
+      revision = await this.plane?.release(n, ep.endpointId);
+      st.mark('release');
+    }
     if (revision !== undefined) await this.plane!.appliedEverywhere(revision);
     st.mark('applied everywhere');
     st.done();

@@ -6,7 +6,8 @@
  *   npm run chaos -- --fuzz N [--seed N]
  *   npm run chaos -- --archive-fuzz N [--seed N]
  *   npm run chaos -- --soak [--soak-cycles N] [--traffic-minutes M] [--parallel N]
- *   npm run chaos -- --hosts [--seed N] [--cycles N] [--minutes N]   (three lab hosts, faults across them)
+ *   npm run chaos -- --hosts [--seed N] [--cycles N] [--minutes N] [--faults a,b]   (three lab hosts, faults across them;
+ *                    --faults takes only these kinds: berthd, partition, etcd-leader, quorum, host-restart)
  *   add --write-doc to put the figures into docs/reliability.md
  *
  * Exit status 1 when anything was found (a violation, a hang, a 5xx for malformed input, a leak).
@@ -16,7 +17,7 @@ import { join } from 'node:path';
 import { PACKAGE_ROOT, TestHost } from '../integration/harness.js';
 import { runArchiveFuzz } from './archivefuzz.js';
 import { runFuzz } from './fuzz.js';
-import { runMultihostChaos, type MultihostReport } from './multihost.js';
+import { FAULTS, runMultihostChaos, type HostFault, type MultihostReport } from './multihost.js';
 import { runSoak, soakTable } from './soak.js';
 import { runChaos, type ChaosReport } from './workload.js';
 
@@ -88,10 +89,14 @@ async function main(): Promise<number> {
   if (flag('hosts')) {
     const cycles = num('cycles', 100);
     const minutes = arg('minutes') !== undefined ? Number(arg('minutes')) : undefined;
-    console.log(`chaos: across hosts, seed ${seed}, up to ${cycles} cycles (replay: npm run chaos -- --hosts --seed ${seed} --cycles ${cycles})`);
+    const faults = arg('faults')?.split(',').filter(Boolean) as HostFault[] | undefined;
+    const unknown = faults?.filter((f) => !FAULTS.includes(f));
+    if (unknown?.length) throw new Error(`--faults: no fault ${unknown.join(', ')} (there are ${FAULTS.join(', ')})`);
+    const only = faults?.length ? ` --faults ${faults.join(',')}` : '';
+    console.log(`chaos: across hosts, seed ${seed}, up to ${cycles} cycles (replay: npm run chaos -- --hosts --seed ${seed} --cycles ${cycles}${only})`);
     const stop = new AbortController();
     process.once('SIGINT', () => { console.log('chaos: stopping after this cycle (the lab is taken down)'); stop.abort(); });
-    const r = await runMultihostChaos({ seed, cycles, ...(minutes !== undefined ? { minutes } : {}), signal: stop.signal, log: (l) => console.log(`chaos: ${l}`) });
+    const r = await runMultihostChaos({ seed, cycles, ...(faults?.length ? { faults } : {}), ...(minutes !== undefined ? { minutes } : {}), signal: stop.signal, log: (l) => console.log(`chaos: ${l}`) });
     console.log(`chaos: ${JSON.stringify(r, null, 1)}`);
     if (flag('write-doc')) await writeSection('multihost', multihostFigures(r));
     return r.violations.length + r.hangs.length + r.leaks.length ? 1 : 0;

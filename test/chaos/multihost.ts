@@ -30,7 +30,7 @@ import { Rng } from './rng.js';
  */
 
 export type HostFault = 'berthd' | 'partition' | 'etcd-leader' | 'quorum' | 'host-restart';
-const FAULTS: HostFault[] = ['berthd', 'partition', 'etcd-leader', 'quorum', 'host-restart'];
+export const FAULTS: HostFault[] = ['berthd', 'partition', 'etcd-leader', 'quorum', 'host-restart'];
 const NET = 'mh';
 const SVC = 'mhsvc';
 const MAX_CONTAINERS = 9;
@@ -41,6 +41,8 @@ export interface MultihostOptions {
   cycles: number;
   minutes?: number;
   leaseTtlSec?: number;
+  /** Only these faults, in turn from a seeded pick (replaying one kind of finding); every kind when absent. */
+  faults?: HostFault[];
   /** How long after every node is Ready the hosts may take to agree. */
   convergeMs?: number;
   opTimeoutMs?: number;
@@ -126,9 +128,13 @@ export async function runMultihostChaos(o: MultihostOptions): Promise<MultihostR
 
     for (let cycle = 1; cycle <= o.cycles; cycle++) {
       if (o.signal?.aborted || (o.minutes !== undefined && Date.now() - t0 > o.minutes * 60_000)) break;
-      // The first four cycles take each fault once.
-      const fault = cycle <= FAULTS.length ? FAULTS[cycle - 1]! : rng.pick(FAULTS)!;
+      // The first cycles take each fault once.
+      const kinds = o.faults?.length ? o.faults : FAULTS;
+      const fault = cycle <= kinds.length ? kinds[cycle - 1]! : rng.pick(kinds)!;
       report.faults[fault]++;
+      // Each berthd log is marked where the cycle begins: a violation shows what each host said since.
+      const logFrom = hosts.map((h) => h.host.daemonLog.length);
+      mark(hosts, `cycle ${cycle} (${fault}) begins`);
       const before = await runningEndpoints(hosts);
       const removed = new Set<string>();
       const problems0: string[] = [];
@@ -175,6 +181,7 @@ export async function runMultihostChaos(o: MultihostOptions): Promise<MultihostR
       const workers = [worker(), worker()];
       await sleep(200 + rng.int(800));
       const { what, restarted } = await inject(lab, fault, rng, ttl);
+      mark(hosts, `healed: ${what}`);
       await sleep(rng.int(1000));
       stop = true;
       await Promise.all(workers);
@@ -226,6 +233,7 @@ export async function runMultihostChaos(o: MultihostOptions): Promise<MultihostR
       if (problems.length) {
         for (const p of problems) report.violations.push({ cycle, fault, what: p });
         o.log(`cycle ${cycle}: ${what}; VIOLATIONS: ${problems.join('; ')}`);
+        for (const [i, h] of hosts.entries()) o.log(`cycle ${cycle}: ${h.name} berthd said:\n${saidSince(h, logFrom[i]!)}`);
       } else {
         report.convergeMs.push(agreedAt - readyAt);
         o.log(`cycle ${cycle}: ${what}; ${now.size} running; hosts agree ${agreedAt - readyAt} ms after every node was Ready (the look took ${Date.now() - agreedAt} ms)`);
@@ -239,6 +247,17 @@ export async function runMultihostChaos(o: MultihostOptions): Promise<MultihostR
     report.durationMs = Date.now() - t0;
   }
   return report;
+}
+
+/** A line in every host's berthd log, with the time: where a cycle and its fault are. */
+function mark(hosts: LabHost[], what: string): void {
+  for (const h of hosts) h.host.daemonLog += `=== chaos ${new Date().toISOString().slice(11, 23)}: ${what}\n`;
+}
+
+/** What a host's berthd logged from an offset on, without Node's warnings, the last 80 lines at most. */
+function saidSince(h: LabHost, from: number): string {
+  const lines = h.host.daemonLog.slice(from).split('\n').filter((l) => l && !/DEP0123|trace-deprecation/.test(l));
+  return lines.slice(-80).map((l) => `  ${l}`).join('\n');
 }
 
 async function inject(lab: Lab, fault: HostFault, rng: Rng, ttl: number): Promise<{ what: string; restarted?: number }> {

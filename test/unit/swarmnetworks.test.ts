@@ -2,7 +2,9 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { EtcdLeaseInvalidError } from 'etcd3';
 import { UnavailableError } from '../../src/cluster/errors.js';
+import { INGRESS_SBOX } from '../../src/cluster/ingress.js';
 import { K } from '../../src/cluster/keys.js';
+import { ownDrift, type OwnView } from '../../src/cluster/ownaudit.js';
 import type { Session } from '../../src/cluster/session.js';
 import type { Cmp, Versioned, WatchEvent } from '../../src/cluster/store.js';
 import { SwarmNetworks, type SwarmNetworkHost } from '../../src/cluster/swarmnetworks.js';
@@ -487,6 +489,55 @@ describe('swarm networks: the store side', () => {
     assert.equal(await store.get(K.address('n2', '10.0.2.5')), undefined, 'a claim of a removed network stayed');
     await sn.close();
   });
+  it('a new lease\'s republish refused (a leader change as a partition heals) is tried again while that lease is current', async () => {
+    const store = new MemStore();
+    store.write([[K.network('n1'), net('n1')]]);
+    let leaseListener: ((lease: unknown) => void) | undefined;
+    const { sn, session } = setUp(store, (f) => { leaseListener = f; });
+    sn.checkEveryMs = 60_000;
+    await sn.start();
+    await sn.claim(net('n1'), { endpointId: 'e1', ip: '10.0.1.7', mac: '02:42:0a:00:01:07', containerId: 'c1', name: 'web', aliases: [] });
+    // The old lease lapses, taking the endpoint with it; the new lease's republish is refused once.
+    store.write([], [K.endpoint('n1', 'e1')]);
+    const realTxn = store.txn.bind(store);
+    let refused = 0;
+    store.txn = async (cmp, puts, deletes) => {
+      if (!refused && puts.some((p) => p.key === K.endpoint('n1', 'e1'))) { refused++; throw new Error('etcdserver: leader changed'); }
+      return realTxn(cmp, puts, deletes);
+    };
+    const next = { grant: async () => '8', put: () => ({ value: () => ({ exec: async () => undefined }) }) };
+    (session as unknown as { lease: unknown }).lease = next;
+    leaseListener!(next);
+    await waitUntil(() => refused === 1, 2000);
+    await waitUntil(() => store.data.has(K.endpoint('n1', 'e1')), 3000).catch(() => assert.fail('the refused republish was never tried again'));
+    await sn.close();
+  });
+
+  it('audits its own endpoints: one the store lost is written again, one no container holds is withdrawn', async () => {
+    const store = new MemStore();
+    store.write([[K.network('n1'), net('n1')]]);
+    const named = new Set<string>();
+    const { sn } = setUp(store, () => undefined, () => [...named].map((id) => ({ Network: 'n1', EndpointID: id, ContainerID: `c-${id}`, Name: id, Aliases: [], IP: '', Mac: '' })));
+    sn.checkEveryMs = 40;
+    sn.leakAfterMs = 300;
+    await sn.start();
+    const held = { endpointId: 'e1', ip: '10.0.1.7', mac: '02:42:0a:00:01:07', containerId: 'c-e1', name: 'web', aliases: [] };
+    named.add('e1');
+    await sn.claim(net('n1'), held);
+    // Gone from the store with no word to this host (a write of its that failed and was never retried).
+    store.write([], [K.endpoint('n1', 'e1')]);
+    await waitUntil(() => store.data.has(K.endpoint('n1', 'e1')), 3000).catch(() => assert.fail('the endpoint the store lost was never written again'));
+    assert.equal((await store.get<EndpointRecord>(K.endpoint('n1', 'e1')))?.value.IP, '10.0.1.7');
+    // An endpoint whose release never came (its container is gone): withdrawn once its claim is old, not before.
+    await sn.claim(net('n1'), { ...held, endpointId: 'e2', ip: '10.0.1.8', containerId: 'c-e2', name: 'gone' });
+    await new Promise((r) => setTimeout(r, 150));
+    assert.ok(store.data.has(K.endpoint('n1', 'e2')), 'a join younger than leakAfterMs was taken for leaked');
+    await waitUntil(() => !store.data.has(K.endpoint('n1', 'e2')) && !store.data.has(K.address('n1', '10.0.1.8')), 3000)
+      .catch(() => assert.fail('an endpoint no container holds stayed in the store'));
+    assert.ok(store.data.has(K.endpoint('n1', 'e1')) && store.data.has(K.address('n1', '10.0.1.7')), 'a held endpoint was withdrawn');
+    await sn.close();
+  });
+
   it('a driver that allocates for itself (a global-scope plugin): its options are the record\'s, no VNI; a conflict frees and allocates again; a failure writes nothing', async () => {
     const store = new MemStore();
     const log: string[] = [];
@@ -517,5 +568,37 @@ describe('swarm networks: the store side', () => {
     await assert.rejects(sn.create({ Name: 'bad', Driver: 'fakeplugin' }), /AllocateNetwork: no VNI left/);
     assert.deepEqual([...store.data.keys()].filter((k) => !k.includes('/applied/')).sort(), before, 'nothing written');
     await sn.close();
+  });
+});
+
+describe('the audit of a host\'s own endpoints (ownDrift)', () => {
+  const ep = (id: string, o: Partial<EndpointRecord> = {}): EndpointRecord => ({ Network: 'n1', EndpointID: id, ContainerID: `c-${id}`, Name: id, Aliases: [], IP: `10.0.1.${id.length + 10}`, Mac: '', Node: 'A', Vtep: '10.99.0.1', ...o });
+  const view = (o: Partial<OwnView>): OwnView => ({
+    me: 'A', mine: new Map(), store: new Map(), networks: new Set(['n1']), claims: new Map(), pending: new Set(), withdrawing: new Set(),
+    named: new Set(), claimedAt: new Map(), now: 100_000, leakAfterMs: 30_000, endpointKey: K.endpoint, ...o,
+  });
+
+  it('finds what the store lacks, what it has that is not held, and what no container holds', () => {
+    const a = ep('a', { IP: '10.0.1.2' });
+    const b = ep('b', { IP: '10.0.1.3' });
+    const c = ep('c', { IP: '10.0.1.4' });
+    const found = ownDrift(view({ mine: new Map([['a', a], ['c', c]]), store: new Map([['n1', new Map([['b', b], ['c', c]])]]), named: new Set(['a']) }));
+    assert.deepEqual([...found.keys()].sort(), ['extra b', 'leaked c', 'missing a']);
+  });
+
+  it('leaves alone a join in flight, a young claim, the ingress sandbox, an address another holds, a network gone, a withdrawal under way, another host\'s endpoint', () => {
+    const found = ownDrift(view({
+      mine: new Map([
+        ['p', ep('p')], ['young', ep('young')], ['sbox', ep('sbox', { ContainerID: INGRESS_SBOX })],
+        ['taken', ep('taken', { IP: '10.0.1.50' })], ['gone', ep('gone', { Network: 'n9' })],
+      ]),
+      named: new Set(['taken', 'gone']),
+      pending: new Set(['p', 'q']),
+      claimedAt: new Map([['young', 90_000]]),
+      claims: new Map([['n1', new Map([['10.0.1.50', { EndpointID: 'other' }]])]]),
+      withdrawing: new Set([K.endpoint('n1', 'w')]),
+      store: new Map([['n1', new Map([['q', ep('q')], ['w', ep('w')], ['theirs', ep('theirs', { Node: 'B' })], ['sbox', ep('sbox', { ContainerID: INGRESS_SBOX })], ['young', ep('young')]])]]),
+    }));
+    assert.deepEqual([...found.keys()], []);
   });
 });
