@@ -135,7 +135,16 @@ export class Lab {
   /** Everything goes, past errors; returns what is left over so a test can fail on it. */
   async destroy(): Promise<string[]> {
     const leaks: string[] = [];
-    if (process.env.BERTH_LAB_LOGS) for (const h of this.hosts) console.error(`--- ${h.name} berthd log\n${h.host.daemonLog.slice(-4000)}`);
+    // BERTH_LAB_LOGS=DIR (an existing directory) keeps each host's whole berthd log there as NAME.log;
+    // any other value prints the end of each.
+    const logs = process.env.BERTH_LAB_LOGS;
+    if (logs) {
+      const dir = await fs.stat(logs).then((s) => s.isDirectory(), () => false);
+      for (const h of this.hosts) {
+        if (dir) await fs.writeFile(join(logs, `${h.name}.log`), h.host.daemonLog).catch(() => undefined);
+        else console.error(`--- ${h.name} berthd log\n${h.host.daemonLog.slice(-4000)}`);
+      }
+    }
     for (const h of [...this.hosts].reverse()) leaks.push(...(await h.host.destroy().catch((e) => [`host ${h.name}: ${e}`])));
     if (this.store) {
       const p = this.store.proc;
