@@ -30,10 +30,16 @@ export class Presence {
     if (this.stopped) return;
     const lease = this.store.client.lease(this.ttlSec, { autoKeepAlive: true });
     this.lease = lease;
+    let lost = false;
     lease.on('lost', (e) => {
-      if (this.stopped || this.lease !== lease) return;
+      // Each write still made under a lost lease says so again (the applied revision's retries, a
+      // claim): were each to put the next lease off by another second, a host back from a partition
+      // went 3 s and more without one, its containers out of every other host's view (chaos across
+      // hosts). The first word is enough; the next lease is tried at once.
+      if (this.stopped || this.lease !== lease || lost) return;
+      lost = true;
       this.log(`cluster: presence lease lost (${errorMessage(e)}); taking a new one`);
-      this.again();
+      this.again(0);
     });
     try {
       await retryAuthOld(() => lease.put(this.key).value(JSON.stringify(this.value())).exec());
@@ -45,9 +51,10 @@ export class Presence {
     }
   }
 
-  private again(): void {
+  /** The next lease in `ms`: at once after a loss, a second after a failed try (a store that does not answer). */
+  private again(ms = 1000): void {
     clearTimeout(this.retry);
-    this.retry = setTimeout(() => void this.acquire(), 1000);
+    this.retry = setTimeout(() => void this.acquire(), ms);
     this.retry.unref();
   }
 
