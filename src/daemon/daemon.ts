@@ -275,11 +275,14 @@ export class Daemon {
     const steps = new Steps('the swarm side of a session');
     // Read when the session started its watches: one round trip less for init and join.
     const cluster = s.cluster ?? (await s.store.get<ClusterRecord>(K.cluster))?.value;
-    // The swarm endpoints this host's containers hold, from the engine's records.
+    // The swarm endpoints this host holds, from the engine's records, and those berth-cni gave CNI
+    // runtimes' containers (a relist and the audit would otherwise withdraw them as no one's).
+    const isSwarm = (id: string) => network.registry.networks.get(id)?.Scope === 'swarm';
     const held = () => [...engine.containers.values()].flatMap((c) => Object.entries(c.Endpoints ?? {})
-      .filter(([id, ep]) => ep.EndpointID && ep.IPAddress && network.registry.networks.get(id)?.Scope === 'swarm')
+      .filter(([id, ep]) => ep.EndpointID && ep.IPAddress && isSwarm(id))
       .map(([id, ep]) => ({ Network: id, EndpointID: ep.EndpointID, ContainerID: c.Id, Name: c.Name.slice(1), Aliases: ep.Aliases ?? [], IP: ep.IPAddress, Mac: ep.MacAddress,
-        ...(Object.keys(c.Config.Labels ?? {}).length ? { Labels: c.Config.Labels! } : {}) })));
+        ...(Object.keys(c.Config.Labels ?? {}).length ? { Labels: c.Config.Labels! } : {}) })))
+      .concat(network.provided.joinedEndpoints().filter((e) => isSwarm(e.Network)));
     const sn = new SwarmNetworks(s, network.swarmSide, held, cluster?.DataPathPort ?? 4789, (m) => console.error(`berthd: ${m}`));
     this.swarmNetworks = sn;
     this.overlay.plane = sn;

@@ -103,6 +103,15 @@ export class CniProvider {
     return [...this.entries.values()].map((e) => e.endpointId);
   }
 
+  /**
+   * Joined endpoints as a host's own endpoint records: on a swarm network they are this host's
+   * in the cluster store as its containers' are, and are written again and kept there alike.
+   */
+  joinedEndpoints(): Array<{ Network: string; EndpointID: string; ContainerID: string; Name: string; Aliases: string[]; IP: string; Mac: string }> {
+    return [...this.entries.values()].filter((e) => e.joined)
+      .map((e) => ({ Network: e.networkId, EndpointID: e.endpointId, ContainerID: e.containerId, Name: e.name, Aliases: e.aliases, IP: e.ip, Mac: e.mac }));
+  }
+
   members(): ProvidedMember[] {
     const byContainer = new Map<string, ProvidedMember>();
     for (const e of this.entries.values()) {
