@@ -1,5 +1,6 @@
 import type { EndpointRecord } from '../network/overlay.js';
 import { INGRESS_SBOX } from './ingress.js';
+import { K } from './keys.js';
 
 /**
  * How this host's own endpoints differ from its view of the store. The store is written on each
@@ -24,8 +25,8 @@ export interface OwnView {
   mine: ReadonlyMap<string, EndpointRecord>;
   /** Every endpoint of the view, network by network. */
   store: ReadonlyMap<string, ReadonlyMap<string, EndpointRecord>>;
-  /** The networks of the view (an endpoint of a network gone is not written again). */
-  networks: ReadonlySet<string>;
+  /** The networks of the view, by id (an endpoint of a network gone is not written again). */
+  networks: { has(id: string): boolean };
   /** Address claims of the view, network by network: who holds each address. */
   claims: ReadonlyMap<string, ReadonlyMap<string, { EndpointID: string }>>;
   /** Joins between their local allocation and their claim: neither missing nor extra yet. */
@@ -39,7 +40,6 @@ export interface OwnView {
   now: number;
   /** How old a claim must be before its endpoint, named by no container, counts as leaked. */
   leakAfterMs: number;
-  endpointKey: (network: string, endpointId: string) => string;
 }
 
 export function ownDrift(v: OwnView): Map<string, OwnDrift> {
@@ -61,7 +61,7 @@ export function ownDrift(v: OwnView): Map<string, OwnDrift> {
   for (const m of v.store.values()) {
     for (const e of m.values()) {
       if (e.Node !== v.me || v.mine.has(e.EndpointID) || v.pending.has(e.EndpointID)) continue;
-      if (v.withdrawing.has(v.endpointKey(e.Network, e.EndpointID))) continue;
+      if (v.withdrawing.has(K.endpoint(e.Network, e.EndpointID))) continue;
       out.set(`extra ${e.EndpointID}`, { kind: 'extra', endpoint: e });
     }
   }

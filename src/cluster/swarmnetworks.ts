@@ -300,9 +300,9 @@ export class SwarmNetworks implements OverlayPlane {
     const lease = this.session.lease;
     if (this.closed || this.relisting || !lease) return;
     const found = ownDrift({
-      me: this.me, mine: this.mine, store: this.eps, networks: new Set(this.nets.keys()), claims: this.claims, pending: this.pending,
+      me: this.me, mine: this.mine, store: this.eps, networks: this.nets, claims: this.claims, pending: this.pending,
       withdrawing: this.withdrawals, named: new Set(this.localEndpoints().map((e) => e.EndpointID)), claimedAt: this.claimedAt,
-      now: Date.now(), leakAfterMs: this.leakAfterMs, endpointKey: K.endpoint,
+      now: Date.now(), leakAfterMs: this.leakAfterMs,
     });
     const act = [...found].filter(([k]) => this.drift.has(k)).map(([, d]) => d);
     this.drift = new Set(found.keys());
@@ -752,12 +752,13 @@ export class SwarmNetworks implements OverlayPlane {
   /** Deletes the keys of endpoints whose release the store refused, until it takes them. */
   private withdrawSoon(delayMs = 500): void {
     if (this.closed || this.withdrawTimer || !this.withdrawals.size) return;
+    // The timer stays set until its deletes have settled: a call meanwhile (a release, the audit)
+    // waits for them rather than sending the same keys a second time beside them.
     this.withdrawTimer = setTimeout(() => {
-      this.withdrawTimer = undefined;
       const keys = [...this.withdrawals];
       void deleteKeys(this.store, keys).then(
-        () => { for (const k of keys) this.withdrawals.delete(k); this.withdrawSoon(); },
-        () => this.withdrawSoon(Math.min(5000, Math.max(500, delayMs * 2))),
+        () => { this.withdrawTimer = undefined; for (const k of keys) this.withdrawals.delete(k); this.withdrawSoon(); },
+        () => { this.withdrawTimer = undefined; this.withdrawSoon(Math.min(5000, Math.max(500, delayMs * 2))); },
       );
     }, delayMs);
     this.withdrawTimer.unref();

@@ -242,7 +242,7 @@ export async function runMultihostChaos(o: MultihostOptions): Promise<MultihostR
   } finally {
     // BERTH_MH_LOGS=DIR keeps every host's berthd log of the run (for a violation's replay).
     const logs = process.env.BERTH_MH_LOGS;
-    if (logs) for (const h of lab.hosts) await fs.writeFile(join(logs, `${h.name}.log`), h.host.daemonLog).catch(() => undefined);
+    if (logs) await lab.saveLogs(logs);
     report.leaks = await lab.destroy();
     report.durationMs = Date.now() - t0;
   }

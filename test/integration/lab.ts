@@ -132,6 +132,11 @@ export class Lab {
     await runOk('ip', ['-n', this.underlay, 'link', 'set', h.port, 'up']);
   }
 
+  /** Each host's whole berthd log so far, as DIR/NAME.log (best effort: a log is no test's outcome). */
+  async saveLogs(dir: string): Promise<void> {
+    for (const h of this.hosts) await fs.writeFile(join(dir, `${h.name}.log`), h.host.daemonLog).catch(() => undefined);
+  }
+
   /** Everything goes, past errors; returns what is left over so a test can fail on it. */
   async destroy(): Promise<string[]> {
     const leaks: string[] = [];
@@ -139,11 +144,8 @@ export class Lab {
     // any other value prints the end of each.
     const logs = process.env.BERTH_LAB_LOGS;
     if (logs) {
-      const dir = await fs.stat(logs).then((s) => s.isDirectory(), () => false);
-      for (const h of this.hosts) {
-        if (dir) await fs.writeFile(join(logs, `${h.name}.log`), h.host.daemonLog).catch(() => undefined);
-        else console.error(`--- ${h.name} berthd log\n${h.host.daemonLog.slice(-4000)}`);
-      }
+      if (await fs.stat(logs).then((s) => s.isDirectory(), () => false)) await this.saveLogs(logs);
+      else for (const h of this.hosts) console.error(`--- ${h.name} berthd log\n${h.host.daemonLog.slice(-4000)}`);
     }
     for (const h of [...this.hosts].reverse()) leaks.push(...(await h.host.destroy().catch((e) => [`host ${h.name}: ${e}`])));
     if (this.store) {

@@ -575,7 +575,7 @@ describe('the audit of a host\'s own endpoints (ownDrift)', () => {
   const ep = (id: string, o: Partial<EndpointRecord> = {}): EndpointRecord => ({ Network: 'n1', EndpointID: id, ContainerID: `c-${id}`, Name: id, Aliases: [], IP: `10.0.1.${id.length + 10}`, Mac: '', Node: 'A', Vtep: '10.99.0.1', ...o });
   const view = (o: Partial<OwnView>): OwnView => ({
     me: 'A', mine: new Map(), store: new Map(), networks: new Set(['n1']), claims: new Map(), pending: new Set(), withdrawing: new Set(),
-    named: new Set(), claimedAt: new Map(), now: 100_000, leakAfterMs: 30_000, endpointKey: K.endpoint, ...o,
+    named: new Set(), claimedAt: new Map(), now: 100_000, leakAfterMs: 30_000, ...o,
   });
 
   it('finds what the store lacks, what it has that is not held, and what no container holds', () => {
