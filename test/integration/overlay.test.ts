@@ -3,7 +3,7 @@ import { promises as fs } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { run } from '../../src/util/exec.js';
-import { DOCKER_CLI, fetchIn, waitFor } from './harness.js';
+import { DOCKER_CLI, fetchIn, PACKAGE_ROOT, waitFor } from './harness.js';
 import { dockerFails, dockerOk, Lab, type LabHost } from './lab.js';
 
 /**
@@ -315,6 +315,39 @@ describe('overlay networks across hosts', () => {
     await waitFor(async () => (await lookup(h0, 'a0', 'b0')) !== '', 'b0 published again', 15_000);
     assert.equal(await ping(h0, 'a0', 'b0'), 0);
     assert.ok(gone <= (TTL + 1) * 1000, `lab2's endpoints went from lab0 and lab1 ${gone} ms after its berthd died (TTL ${TTL} s)`);
+  });
+
+  it("a CNI runtime's container on an overlay (berth-cni): named from another host, and kept in the store across a kill -9 and the audits after it", { timeout: 120_000 }, async () => {
+    // A runtime's container is a bare namespace that berth-cni puts on ov1 through lab1's berthd.
+    const ns = `${h1.host.netns}c`;
+    const cni = (command: string) => run(join(PACKAGE_ROOT, 'bin', 'berth-cni'), [], {
+      input: JSON.stringify({ cniVersion: '1.0.0', name: 'tooverlay', type: 'berth-cni', network: 'ov1', socket: h1.host.socket }),
+      env: { PATH: process.env.PATH, CNI_COMMAND: command, CNI_CONTAINERID: 'rt-ov-0001', CNI_NETNS: `/run/netns/${ns}`, CNI_IFNAME: 'eth0', CNI_ARGS: 'IgnoreUnknown=1;K8S_POD_NAME=podov', CNI_PATH: '/nonexistent' },
+    });
+    await run('ip', ['netns', 'add', ns]);
+    try {
+      const add = await cni('ADD');
+      assert.equal(add.code, 0, add.stdout);
+      const ip = (JSON.parse(add.stdout).ips[0].address as string).split('/')[0]!;
+      // Named and reached from lab0 when ADD returns, as a berth container is when run returns.
+      assert.equal(await lookup(h0, 'a0', 'podov'), ip);
+      assert.equal(await ping(h0, 'a0', ip), 0);
+      await h1.host.stopDaemon('SIGKILL');
+      const logFrom = h1.host.daemonLog.length;
+      await h1.host.startDaemon();
+      await waitFor(async () => (await lookup(h0, 'a0', 'podov')) === ip, "podov answering on lab0 after lab1's restart", 15_000);
+      // Two audits act on what they both find (3 s apart): neither may take it for no one's.
+      await new Promise((r) => setTimeout(r, 8000));
+      assert.equal(await lookup(h0, 'a0', 'podov'), ip);
+      assert.equal(await ping(h0, 'a0', ip), 0);
+      assert.doesNotMatch(h1.host.daemonLog.slice(logFrom), /podov.*withdrawn/);
+      const del = await cni('DEL');
+      assert.equal(del.code, 0, del.stdout);
+      await waitFor(async () => (await lookup(h0, 'a0', 'podov')) === '', 'podov gone from lab0 after DEL', 5000);
+    } finally {
+      await cni('DEL');
+      await run('ip', ['netns', 'del', ns]);
+    }
   });
 
   it('a host with more endpoints than one etcd transaction takes writes them all again after a kill -9, and follows the cluster on', { timeout: 180_000 }, async () => {
