@@ -2,6 +2,7 @@ import { formatIPv4, parseCidr } from '../network/ipam.js';
 import type { NetworkRecord } from '../network/types.js';
 import { ApiError, ConflictError, ForbiddenError, NotFoundError } from '../util/errors.js';
 import { labelsMatch } from '../util/labels.js';
+import { SerialQueue } from '../util/serial.js';
 import { NOT_MANAGER, NO_MANAGER, UnavailableError, outOfSequence, rpcError } from './errors.js';
 import { goTime, newNodeId } from './ids.js';
 import { K, ROOT } from './keys.js';
@@ -52,6 +53,14 @@ function view<T extends { Version: { Index: number } }>(v: Versioned<T>): T {
 export class ServiceControl {
   /** Set by the daemon while this node is in a swarm. */
   hooks?: ServiceHooks;
+  /**
+   * A manager's writes that pick addresses and ports, one at a time: each reads what is free and
+   * claims it in a transaction that fails if another took it meanwhile, so eight creates at once
+   * all picked the same VIP, seven lost, and one that lost ten times in a row was refused "try
+   * again" (found by bench/svcmany.js). Only the pick and its transaction wait here, not the wait
+   * for every host to apply it; creates through other managers still race, and pick again.
+   */
+  private readonly allocation = new SerialQueue();
 
   constructor(private readonly session: () => Session | undefined) {}
 
@@ -110,24 +119,28 @@ export class ServiceControl {
     const now = goTime();
     const rec: ServiceRecord = { ID: id, Version: { Index: 0 }, CreatedAt: now, UpdatedAt: now, Spec: spec, Endpoint: { Spec: { Mode: spec.EndpointSpec!.Mode!, ...(spec.EndpointSpec!.Ports ? { Ports: spec.EndpointSpec!.Ports } : {}) } } };
     for (let attempt = 0; attempt < 10; attempt++) {
-      const assigned = await this.assign(s, ports, id, []);
-      if (assigned.length) rec.Endpoint.Ports = assigned;
-      const claims = await this.claims(s, id, [], assigned);
-      // As Docker's allocator: a service publishing through the routing mesh has a VIP on ingress too (listed first).
-      const ingress = spec.EndpointSpec!.Mode === 'vip' && needsIngress(ports) ? this.hooks?.ingress() : undefined;
-      const vips = spec.EndpointSpec!.Mode === 'vip' ? await this.pickVips(s, [...(ingress ? [ingress] : []), ...nets]) : [];
-      if (vips.length) rec.Endpoint.VirtualIPs = vips.map((v) => ({ NetworkID: v.net.Id, Addr: `${v.ip}/${parseCidr(v.net.pools![0]!.subnet).prefix}` }));
-      const r = await s.store.txn(
-        [{ key: SK.name(spec.Name), target: 'Create', value: 0 }, ...vips.map((v) => ({ key: K.address(v.net.Id, v.ip), target: 'Create' as const, value: 0 })), ...claims.cmp],
-        [{ key: SK.name(spec.Name), value: { ID: id } }, { key: SK.service(id), value: rec }, ...vips.map((v) => ({ key: K.address(v.net.Id, v.ip), value: { EndpointID: `vip-${id}` } })), ...claims.puts],
-        claims.deletes,
-      );
+      const r = await this.allocation.run(async () => {
+        const assigned = await this.assign(s, ports, id, []);
+        if (assigned.length) rec.Endpoint.Ports = assigned;
+        const claims = await this.claims(s, id, [], assigned);
+        // As Docker's allocator: a service publishing through the routing mesh has a VIP on ingress too (listed first).
+        const ingress = spec.EndpointSpec!.Mode === 'vip' && needsIngress(ports) ? this.hooks?.ingress() : undefined;
+        const vips = spec.EndpointSpec!.Mode === 'vip' ? await this.pickVips(s, [...(ingress ? [ingress] : []), ...nets]) : [];
+        if (vips.length) rec.Endpoint.VirtualIPs = vips.map((v) => ({ NetworkID: v.net.Id, Addr: `${v.ip}/${parseCidr(v.net.pools![0]!.subnet).prefix}` }));
+        return s.store.txn(
+          [{ key: SK.name(spec.Name), target: 'Create', value: 0 }, ...vips.map((v) => ({ key: K.address(v.net.Id, v.ip), target: 'Create' as const, value: 0 })), ...claims.cmp],
+          [{ key: SK.name(spec.Name), value: { ID: id } }, { key: SK.service(id), value: rec }, ...vips.map((v) => ({ key: K.address(v.net.Id, v.ip), value: { EndpointID: `vip-${id}` } })), ...claims.puts],
+          claims.deletes,
+        );
+      });
       if (r.ok) {
         await this.hooks?.appliedEverywhere(r.revision);
         return { ID: id };
       }
       if (await s.store.get(SK.name(spec.Name))) throw new ApiError(409, `rpc error: code = AlreadyExists desc = service ${spec.Name} already exists`);
-      // A VIP or a published port was taken meanwhile: pick again.
+      // A VIP or a published port was taken meanwhile (by another manager's create): pick again,
+      // a little later each time so that two managers do not keep picking alike.
+      await new Promise((resolve) => setTimeout(resolve, Math.random() * 20 * (attempt + 1)));
     }
     throw new ConflictError('the network addresses kept changing under this create: try again');
   }
@@ -256,12 +269,14 @@ export class ServiceControl {
     // A claim block that another service's ports changed meanwhile fails the transaction while
     // this service's record stands still: read the blocks again then, not the user's problem.
     for (let attempt = 0; attempt < 10; attempt++) {
-      const claims = await this.claims(s, cur.value.ID, cur.value.Endpoint.Ports ?? [], assigned);
-      const r = await s.store.txn(
-        [{ key: SK.service(cur.value.ID), target: 'Mod', value: cur.modRevision }, ...ingressVip.added.map((key) => ({ key, target: 'Create' as const, value: 0 })), ...claims.cmp],
-        [{ key: SK.service(cur.value.ID), value: next }, ...ingressVip.added.map((key) => ({ key, value: { EndpointID: `vip-${cur.value.ID}` } })), ...claims.puts],
-        [...ingressVip.dropped, ...claims.deletes],
-      );
+      const r = await this.allocation.run(async () => {
+        const claims = await this.claims(s, cur.value.ID, cur.value.Endpoint.Ports ?? [], assigned);
+        return s.store.txn(
+          [{ key: SK.service(cur.value.ID), target: 'Mod', value: cur.modRevision }, ...ingressVip.added.map((key) => ({ key, target: 'Create' as const, value: 0 })), ...claims.cmp],
+          [{ key: SK.service(cur.value.ID), value: next }, ...ingressVip.added.map((key) => ({ key, value: { EndpointID: `vip-${cur.value.ID}` } })), ...claims.puts],
+          [...ingressVip.dropped, ...claims.deletes],
+        );
+      });
       if (r.ok) {
         await this.hooks?.appliedEverywhere(r.revision);
         return { Warnings: null };
@@ -282,8 +297,10 @@ export class ServiceControl {
     const cur = await this.resolve(s, ref);
     const vips = (cur.value.Endpoint.VirtualIPs ?? []).map((v) => K.address(v.NetworkID, v.Addr.split('/')[0]!));
     for (let attempt = 0; attempt < 10; attempt++) {
-      const claims = await this.claims(s, cur.value.ID, cur.value.Endpoint.Ports ?? [], []);
-      const r = await s.store.txn([{ key: SK.service(cur.value.ID), target: 'Mod', value: cur.modRevision }, ...claims.cmp], claims.puts, [SK.service(cur.value.ID), SK.name(cur.value.Spec.Name), ...vips, ...claims.deletes]);
+      const r = await this.allocation.run(async () => {
+        const claims = await this.claims(s, cur.value.ID, cur.value.Endpoint.Ports ?? [], []);
+        return s.store.txn([{ key: SK.service(cur.value.ID), target: 'Mod', value: cur.modRevision }, ...claims.cmp], claims.puts, [SK.service(cur.value.ID), SK.name(cur.value.Spec.Name), ...vips, ...claims.deletes]);
+      });
       if (r.ok) return this.hooks?.appliedEverywhere(r.revision);
       if (!(await this.unchanged(s, cur))) break;
     }
