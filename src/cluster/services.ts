@@ -137,7 +137,14 @@ export class ServiceControl {
         await this.hooks?.appliedEverywhere(r.revision);
         return { ID: id };
       }
-      if (await s.store.get(SK.name(spec.Name))) throw new ApiError(409, `rpc error: code = AlreadyExists desc = service ${spec.Name} already exists`);
+      const named = await s.store.get<{ ID: string }>(SK.name(spec.Name));
+      // The store client sends a transaction again when its connection broke before the answer:
+      // a name that is this create's own says the first one was applied.
+      if (named?.value.ID === id) {
+        await this.hooks?.appliedEverywhere(named.modRevision);
+        return { ID: id };
+      }
+      if (named) throw new ApiError(409, `rpc error: code = AlreadyExists desc = service ${spec.Name} already exists`);
       // A VIP or a published port was taken meanwhile (by another manager's create): pick again,
       // a little later each time so that two managers do not keep picking alike.
       await new Promise((resolve) => setTimeout(resolve, Math.random() * 20 * (attempt + 1)));

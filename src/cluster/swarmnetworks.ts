@@ -703,11 +703,21 @@ export class SwarmNetworks implements OverlayPlane {
       [{ key: K.network(n.Id), target: 'Mod', value: known.mod }, { key: K.address(n.Id, ep.ip), target: 'Create', value: 0 }],
       [{ key: K.address(n.Id, ep.ip), value: claimOf(rec) }, { key: K.endpoint(n.Id, ep.endpointId), value: rec, lease: leaseId }],
     );
+    let revision = r.revision;
     if (!r.ok) {
-      const net = await this.store.get<NetworkRecord & { removing?: boolean }>(K.network(n.Id));
-      if (!net || net.value.removing) throw new NotFoundError(`network ${n.Name} not found`);
-      if (await this.store.get(K.address(n.Id, ep.ip))) throw new AddressTakenError();
-      throw new ConflictError(`network ${n.Name} changed while the endpoint joined: try again`);
+      const held = await this.store.get<AddressClaim>(K.address(n.Id, ep.ip));
+      // etcd's client sends a transaction again when its connection broke before the answer (a
+      // leader killed): the first one may have been applied, and the second then fails on the
+      // claim it made itself. That claim and the endpoint are this join's: taking them for an
+      // address in use left them in the store under this host's lease, no one's (the audits of
+      // chaos across hosts withdrew such endpoints after etcd leaders were killed).
+      if (held?.value.EndpointID === ep.endpointId) revision = held.modRevision;
+      else {
+        const net = await this.store.get<NetworkRecord & { removing?: boolean }>(K.network(n.Id));
+        if (!net || net.value.removing) throw new NotFoundError(`network ${n.Name} not found`);
+        if (held) throw new AddressTakenError();
+        throw new ConflictError(`network ${n.Name} changed while the endpoint joined: try again`);
+      }
     }
     this.mine.set(ep.endpointId, rec);
     this.claimedAt.set(ep.endpointId, Date.now());
@@ -716,7 +726,7 @@ export class SwarmNetworks implements OverlayPlane {
     // (chaos across hosts, seed 182562: an endpoint missing from the store for good).
     const current = this.session.lease;
     if (current && current !== lease) this.enqueue(() => this.republish(current));
-    return r.revision;
+    return revision;
   }
 
   async release(n: NetworkRecord, endpointId: string): Promise<number | undefined> {
