@@ -830,8 +830,15 @@ export class SwarmNetworks implements OverlayPlane {
         [{ key: K.overlayAlloc, target: cur ? 'Mod' : 'Create', value: cur?.modRevision ?? 0 }, { key: K.network(n.Id), target: 'Create', value: 0 }],
         [{ key: K.overlayAlloc, value: next }, { key: K.network(n.Id), value: n }],
       ).catch(async (e) => { await unallocate(); throw e; });
-      if (!r.ok) { await unallocate(); continue; }
-      if (o.applied) await this.appliedEverywhere(r.revision);
+      let revision = r.revision;
+      if (!r.ok) {
+        // The record's id is new: found, it is this create's own, sent again by the store's
+        // client after the first one's answer was lost (see claimUnder).
+        const mine = await this.store.get(K.network(n.Id));
+        if (!mine) { await unallocate(); continue; }
+        revision = mine.modRevision;
+      }
+      if (o.applied) await this.appliedEverywhere(revision);
       return { Id: n.Id, Warning: '' };
     }
     throw new ConflictError('the swarm network allocation kept changing under this create: try again');

@@ -219,6 +219,22 @@ describe('swarm networks: the store side', () => {
     await sn.close();
   });
 
+  it("a network create sent again by the store's client after its answer was lost makes one network, not two of one name", async () => {
+    const store = new MemStore();
+    let made = 0;
+    const { sn } = setUp(store, undefined, undefined, { newRecord: async (body) => ({ ...net(`m${++made}`), Name: String(body.Name) }) });
+    await sn.start();
+    const realTxn = store.txn.bind(store);
+    store.txn = async (cmp, puts, deletes) => {
+      if (puts.some((p) => p.key.startsWith(K.network('')))) await realTxn(cmp, puts, deletes);
+      return realTxn(cmp, puts, deletes);
+    };
+    const { Id } = await sn.create({ Name: 'twice', Driver: 'overlay' }, undefined, { applied: false });
+    const records = [...(await store.list<NetworkRecord>(K.network(''))).values()].map((v) => v.value);
+    assert.deepEqual(records.map((r) => [r.Id, r.Name]), [[Id, 'twice']]);
+    await sn.close();
+  });
+
   it('a join under a lease that lapsed waits for the renewed lease instead of failing with etcd\'s "lease not found"', async () => {
     const { store, sn, session } = await startedWithN1();
     // etcd refuses a put under a lease it dropped; presence takes a new lease a moment later.
