@@ -55,6 +55,10 @@ export class ClusterStore {
     const c = (faults ??= requireCjs('cockatiel') as typeof Cockatiel);
     const credentials = {
       ...(tls ? { credentials: { rootCertificate: tls.ca, certChain: tls.cert, privateKey: tls.key } } : {}),
+      // gRPC refuses an answer over 4 MB by default: a list of the services, or a host's relist,
+      // failed for good once a cluster held about 6,000 services (bench/svcmany.js). etcdctl
+      // takes answers of any size too.
+      grpcOptions: { 'grpc.max_receive_message_length': -1 },
     };
     if (endpoints.length > 1) {
       this.health = new EndpointHealth(endpoints, (e) => new Etcd3({ hosts: [e], ...credentials, faultHandling: { host: () => c.noop, global: c.noop } }), c);
