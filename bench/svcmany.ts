@@ -143,6 +143,7 @@ async function main(): Promise<void> {
             TaskTemplate: { ContainerSpec: { Image: 'busybox', Args: ['sleep', '3600'] }, Networks: [{ Target: NET }] },
           });
           if (r.status !== 201) throw new Error(`service create idle${i}: ${r.status} ${r.body}`);
+          if ((i + 1) % 1000 === 0) log(`${i + 1} services, ${((Date.now() - t0) / 1000).toFixed(1)} s`);
         }
       };
       await Promise.all(Array.from({ length: 8 }, one));

@@ -259,24 +259,25 @@ export class ServiceControl {
     if (nets !== (cur.value.Spec.TaskTemplate.Networks ?? []).map((n) => n.Target).sort().join(',')) throw rpcError('Unknown', 'berth cannot change a service\'s networks yet');
     const ports = specPorts(spec);
     this.checkIngress(ports);
-    const assigned = await this.assign(s, ports, cur.value.ID, cur.value.Endpoint.Ports ?? []);
-    const endpoint: ServiceRecord['Endpoint'] = { ...cur.value.Endpoint, Spec: { Mode: spec.EndpointSpec!.Mode!, ...(spec.EndpointSpec!.Ports ? { Ports: spec.EndpointSpec!.Ports } : {}) } };
-    if (assigned.length) endpoint.Ports = assigned;
-    else delete endpoint.Ports;
-    const ingressVip = await this.ingressVipChange(s, cur.value, spec, ports);
-    if (ingressVip.vips) endpoint.VirtualIPs = ingressVip.vips;
-    if (!endpoint.VirtualIPs?.length) delete endpoint.VirtualIPs;
     // As swarmkit's: the update's state starts afresh (the orchestrator sets "updating" once it
     // replaces a task); a rollback says so from the start.
     const { UpdateStatus: _was, ...kept } = cur.value;
-    const next: ServiceRecord = {
-      ...kept, Spec: spec, PreviousSpec: cur.value.Spec, UpdatedAt: goTime(), Endpoint: endpoint,
-      ...(rollback ? { UpdateStatus: { State: 'rollback_started' as const, StartedAt: goTime(), Message: 'manually requested rollback' } } : {}),
-    };
+    const updatedAt = goTime();
     // A claim block that another service's ports changed meanwhile fails the transaction while
-    // this service's record stands still: read the blocks again then, not the user's problem.
+    // this service's record stands still: pick again then, not the user's problem.
     for (let attempt = 0; attempt < 10; attempt++) {
       const r = await this.allocation.run(async () => {
+        const assigned = await this.assign(s, ports, cur.value.ID, cur.value.Endpoint.Ports ?? []);
+        const endpoint: ServiceRecord['Endpoint'] = { ...cur.value.Endpoint, Spec: { Mode: spec.EndpointSpec!.Mode!, ...(spec.EndpointSpec!.Ports ? { Ports: spec.EndpointSpec!.Ports } : {}) } };
+        if (assigned.length) endpoint.Ports = assigned;
+        else delete endpoint.Ports;
+        const ingressVip = await this.ingressVipChange(s, cur.value, spec, ports);
+        if (ingressVip.vips) endpoint.VirtualIPs = ingressVip.vips;
+        if (!endpoint.VirtualIPs?.length) delete endpoint.VirtualIPs;
+        const next: ServiceRecord = {
+          ...kept, Spec: spec, PreviousSpec: cur.value.Spec, UpdatedAt: updatedAt, Endpoint: endpoint,
+          ...(rollback ? { UpdateStatus: { State: 'rollback_started' as const, StartedAt: updatedAt, Message: 'manually requested rollback' } } : {}),
+        };
         const claims = await this.claims(s, cur.value.ID, cur.value.Endpoint.Ports ?? [], assigned);
         return s.store.txn(
           [{ key: SK.service(cur.value.ID), target: 'Mod', value: cur.modRevision }, ...ingressVip.added.map((key) => ({ key, target: 'Create' as const, value: 0 })), ...claims.cmp],
@@ -288,14 +289,15 @@ export class ServiceControl {
         await this.hooks?.appliedEverywhere(r.revision);
         return { Warnings: null };
       }
-      if (!(await this.unchanged(s, cur))) break;
+      const now = await s.store.get<ServiceRecord>(SK.service(cur.value.ID));
+      // This update's own record, its first copy applied and its answer lost (see create).
+      if (now && now.value.UpdatedAt === updatedAt && now.value.PreviousSpec && now.modRevision !== cur.modRevision) {
+        await this.hooks?.appliedEverywhere(now.modRevision);
+        return { Warnings: null };
+      }
+      if (now?.modRevision !== cur.modRevision) break;
     }
     throw outOfSequence();
-  }
-
-  /** Whether a service's record is still at the revision read (a failed transaction failed on something else). */
-  private async unchanged(s: Session, cur: Versioned<ServiceRecord>): Promise<boolean> {
-    return (await s.store.get(SK.service(cur.value.ID)))?.modRevision === cur.modRevision;
   }
 
   /** The service and its VIPs go now; its tasks stop and go through the orchestrator. */
@@ -309,7 +311,10 @@ export class ServiceControl {
         return s.store.txn([{ key: SK.service(cur.value.ID), target: 'Mod', value: cur.modRevision }, ...claims.cmp], claims.puts, [SK.service(cur.value.ID), SK.name(cur.value.Spec.Name), ...vips, ...claims.deletes]);
       });
       if (r.ok) return this.hooks?.appliedEverywhere(r.revision);
-      if (!(await this.unchanged(s, cur))) break;
+      const now = await s.store.get(SK.service(cur.value.ID));
+      // Gone: this removal's first copy was applied and its answer lost (see create).
+      if (!now) return this.hooks?.appliedEverywhere(await s.store.revision());
+      if (now.modRevision !== cur.modRevision) break;
     }
     throw new ConflictError(`service ${ref} changed while it was being removed: try again`);
   }

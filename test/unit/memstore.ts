@@ -73,6 +73,10 @@ export class MemStore {
     return Promise.all(reads.map(async (r) => (r.prefix ? this.list(r.key) : new Map([...this.data].filter(([k]) => k === r.key).map(([k, v]) => [k, { value: v.value, modRevision: v.mod }])))));
   }
 
+  async revision(): Promise<number> {
+    return this.rev;
+  }
+
   async deletePrefix(prefix: string): Promise<void> {
     this.write([], [...this.data.keys()].filter((k) => k.startsWith(prefix)));
   }

@@ -31,7 +31,7 @@ function control(): { store: MemStore; services: ServiceControl; applied: number
 
 const spec = (name: string) => ({ Name: name, Mode: { Replicated: { Replicas: 0 } }, TaskTemplate: { ContainerSpec: { Image: 'busybox' }, Networks: [{ Target: 'svcnet' }] } });
 
-describe('service control: the writes of service create', () => {
+describe('service control: the writes of service create, update and remove', () => {
   it('creates at once each get a VIP of their own, none refused', async () => {
     const { store, services } = control();
     const made = await Promise.allSettled(Array.from({ length: 24 }, (_, i) => services.create(spec(`s${i}`))));
@@ -52,5 +52,27 @@ describe('service control: the writes of service create', () => {
     assert.deepEqual(applied, [(await store.get(SK.service(ID)))!.modRevision]);
     store.txn = realTxn;
     await assert.rejects(services.create(spec('web')), /service web already exists/);
+  });
+
+  it('an update and a removal sent again after their answers were lost are done, not out of sequence', async () => {
+    const { store, services } = control();
+    const { ID } = await services.create(spec('web'));
+    const realTxn = store.txn.bind(store);
+    store.txn = async (cmp, puts, deletes) => {
+      await realTxn(cmp, puts, deletes);
+      return realTxn(cmp, puts, deletes);
+    };
+    const version = (await services.inspect(ID)).Version.Index;
+    await services.update(ID, version, { ...spec('web'), Labels: { v: '2' } }, false);
+    assert.deepEqual((await services.inspect(ID)).Spec.Labels, { v: '2' });
+    // Someone else's update in between is still refused.
+    store.txn = realTxn;
+    await assert.rejects(services.update(ID, version, spec('web'), false), /update out of sequence/);
+    store.txn = async (cmp, puts, deletes) => {
+      await realTxn(cmp, puts, deletes);
+      return realTxn(cmp, puts, deletes);
+    };
+    await services.remove(ID);
+    assert.equal(await store.get(SK.service(ID)), undefined);
   });
 });
