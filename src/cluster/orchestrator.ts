@@ -1,10 +1,11 @@
 import { errorMessage } from '../util/errors.js';
 import { goTime, newNodeId } from './ids.js';
-import { K, ROOT, type NodeRecord } from './keys.js';
+import { K, ROOT } from './keys.js';
 import { reconcile, type Decisions } from './reconcile.js';
 import { SK } from './services.js';
 import type { NodeView, ServiceRecord, TaskRecord } from './servicemodel.js';
 import type { Session } from './session.js';
+import { OrchestratorView } from './orchview.js';
 import type { Cmp, Versioned } from './store.js';
 
 /** How often a manager that does not lead tries to, and the leader checks it still does. */
@@ -16,9 +17,10 @@ const TXN_CHUNK = 60;
  * The orchestrator of one manager. Managers campaign for one key held under their presence lease
  * (create-if-absent): the holder leads; when it dies its lease lapses, the key goes with it, and
  * the next manager's campaign (every second) takes it, so a new leader acts within the lease TTL
- * plus a second. The leader watches the store and runs `reconcile` after every change; each
- * write compares the records it read and the leader key's creation, so a deposed leader, or a
- * task an agent changed meanwhile, makes the write fail and the next pass start from fresh reads.
+ * plus a second. The leader keeps a view of the store by its watch (orchview.ts) and runs
+ * `reconcile` on it after every change; each write compares the records the decision was made on
+ * and the leader key's creation, so a deposed leader, or a task an agent changed meanwhile, makes
+ * the write fail, and the next pass decides once the view holds that change.
  */
 export class Orchestrator {
   private leaderRev = 0;
@@ -28,6 +30,11 @@ export class Orchestrator {
   private running?: Promise<void>;
   private again = false;
   private closed = false;
+  /** What passes decide on, kept by the watch; unset until read (again). */
+  private view?: OrchestratorView;
+  private following?: Promise<void>;
+  /** The view's revision at the last check: one that stands still behind the store is read again. */
+  private checkedRev = 0;
 
   constructor(private readonly session: Session, private readonly log: (m: string) => void) {}
 
@@ -50,7 +57,9 @@ export class Orchestrator {
     try {
       const cur = await store.get<{ Node: string }>(SK.leader);
       if (cur && this.leaderRev && cur.value.Node === this.session.state.nodeId) {
-        // Still ours; a pass now and then catches anything a lost watch missed.
+        // Still ours; a pass now and then catches anything a timer missed, and a view that fell
+        // behind the store (a watch that died without a word) is read again.
+        await this.checkView();
         this.kick();
         return;
       }
@@ -68,9 +77,7 @@ export class Orchestrator {
       if (!r.ok) return this.stepDown();
       this.leaderRev = r.revision;
       this.log(`orchestrator: this node leads (revision ${r.revision})`);
-      this.stopWatch = await store.watchBatches(ROOT, r.revision + 1, (events) => {
-        if (events.some((e) => /^(services|tasks|nodes|alive)\//.test(e.key.slice(ROOT.length)))) this.kick();
-      }, () => { /* the periodic check above runs a pass */ });
+      await this.follow();
       this.kick();
     } catch (e) {
       this.log(`orchestrator: ${errorMessage(e)}`);
@@ -80,8 +87,48 @@ export class Orchestrator {
   private async stepDown(): Promise<void> {
     if (!this.leaderRev) return;
     this.leaderRev = 0;
+    this.view = undefined;
     await this.stopWatch?.().catch(() => undefined);
     this.stopWatch = undefined;
+  }
+
+  /** Reads the view afresh and watches on from its revision (one at a time). */
+  private follow(): Promise<void> {
+    this.following ??= (async () => {
+      await this.stopWatch?.().catch(() => undefined);
+      this.stopWatch = undefined;
+      this.view = undefined;
+      const view = await OrchestratorView.load(this.session.store);
+      if (!this.leaderRev || this.closed) return;
+      this.view = view;
+      this.checkedRev = view.rev;
+      this.stopWatch = await this.session.store.watchBatches(ROOT, view.rev + 1, (events) => {
+        if (this.view === view && view.apply(events)) this.kick();
+      }, () => {
+        if (this.view === view) this.view = undefined;
+        this.kick();
+      });
+    })().finally(() => { this.following = undefined; });
+    return this.following;
+  }
+
+  private async checkView(): Promise<void> {
+    const view = this.view;
+    if (!view) return;
+    const rev = await this.session.store.revision();
+    if (rev > view.rev && view.rev === this.checkedRev && this.view === view) {
+      this.log(`orchestrator: its view stood at revision ${view.rev} while the store went on to ${rev}: reading it again`);
+      this.view = undefined;
+    }
+    this.checkedRev = view.rev;
+  }
+
+  /** Waits until the view holds the store's history up to `rev`; one that does not within a second is read again. */
+  private async caughtUp(rev: number): Promise<void> {
+    for (const end = Date.now() + 1000; Date.now() < end; await new Promise((r) => setTimeout(r, 5))) {
+      if (!this.view || this.view.rev >= rev) return;
+    }
+    this.view = undefined;
   }
 
   /** Runs a pass now, or one more after the running one. */
@@ -104,22 +151,27 @@ export class Orchestrator {
 
   private async pass(): Promise<void> {
     const store = this.session.store;
-    const [svcs, tasks, nodes, alive] = await store.readMany([
-      { key: SK.services, prefix: true }, { key: SK.tasks, prefix: true }, { key: K.nodes, prefix: true }, { key: K.alive, prefix: true },
-    ]);
-    const up = new Set([...alive!.keys()].map((k) => k.slice(K.alive.length)));
-    const views: NodeView[] = [...(nodes!.values() as Iterable<Versioned<NodeRecord>>)].map(({ value: n }) => ({
+    if (!this.view) await this.follow();
+    const view = this.view;
+    if (!view) return;
+    // Copies: the watch changes the view while this pass writes, and each write must compare
+    // the records its decision was made on.
+    const svcs = new Map(view.services);
+    const taskRecs = new Map(view.tasks);
+    const up = new Set([...view.alive.keys()].map((k) => k.slice(K.alive.length)));
+    const views: NodeView[] = [...view.nodes.values()].map(({ value: n }) => ({
       id: n.ID, hostname: n.Description?.Hostname ?? '', role: n.Spec.Role, labels: n.Spec.Labels ?? {}, availability: n.Spec.Availability, ready: up.has(n.ID),
     }));
-    const taskRecs = tasks as Map<string, Versioned<TaskRecord>>;
-    const d = reconcile([...(svcs!.values() as Iterable<Versioned<ServiceRecord>>)].map((v) => v.value), [...taskRecs.values()].map((v) => v.value), views, Date.now(), newNodeId);
+    const d = reconcile([...svcs.values()].map((v) => v.value), [...taskRecs.values()].map((v) => v.value), views, Date.now(), newNodeId);
     clearTimeout(this.wake);
     if (d.wakeAt !== undefined) {
       this.wake = setTimeout(() => this.kick(), Math.max(0, d.wakeAt - Date.now()) + 10);
       this.wake.unref();
     }
-    let ok = await this.writeStatus(d.status, svcs as Map<string, Versioned<ServiceRecord>>);
-    if (!d.put.length && !d.delete.length && ok) return;
+    const status = await this.writeStatus(d.status, svcs);
+    let ok = status.ok;
+    let written = status.written;
+    if (!d.put.length && !d.delete.length && ok) return this.caughtUp(written);
     // etcd takes at most 128 operations per transaction: large decisions go in chunks, each
     // checked on its own (a chunk that loses a race makes the next pass start from fresh reads).
     const ops: Array<{ put?: TaskRecord; del?: string }> = [...d.put.map((put) => ({ put })), ...d.delete.map((del) => ({ del }))];
@@ -133,12 +185,17 @@ export class Orchestrator {
       }
       const r = await store.txn(cmp, chunk.filter((o) => o.put).map((o) => ({ key: SK.task(o.put!.ID), value: o.put })), chunk.filter((o) => o.del).map((o) => SK.task(o.del!)));
       ok = r.ok;
+      if (ok) written = r.revision;
     }
+    // The next pass decides on what this one wrote: a task placed and not yet in the view would be placed twice.
+    await this.caughtUp(written);
     if (!ok) {
-      // Deposed, or an agent wrote a task meanwhile: read again (unless no longer leading).
+      // Deposed, or an agent wrote a task meanwhile: decide again on the view once it has that
+      // write (unless no longer leading).
       const cur = await store.get<{ Node: string }>(SK.leader);
       if (!cur || cur.value.Node !== this.session.state.nodeId) return this.stepDown();
-      // A moment's pause before reading again: two writers racing should not spin the store.
+      await this.caughtUp(await store.revision());
+      // A moment's pause before deciding again: two writers racing should not spin the store.
       await new Promise((r) => setTimeout(r, 50));
       this.again = true;
     }
@@ -149,8 +206,9 @@ export class Orchestrator {
    * rollback its failure action asked for, the previous spec comes back too (its ports stay:
    * their claims are the current spec's). Each write compares the record read.
    */
-  private async writeStatus(status: Decisions['status'], svcs: Map<string, Versioned<ServiceRecord>>): Promise<boolean> {
+  private async writeStatus(status: Decisions['status'], svcs: Map<string, Versioned<ServiceRecord>>): Promise<{ ok: boolean; written: number }> {
     let ok = true;
+    let written = 0;
     for (const u of status) {
       const had = svcs.get(SK.service(u.id));
       if (!had) continue;
@@ -161,8 +219,9 @@ export class Orchestrator {
       }
       const r = await this.session.store.txn([{ key: SK.leader, target: 'Create', value: this.leaderRev }, { key: SK.service(u.id), target: 'Mod', value: had.modRevision }], [{ key: SK.service(u.id), value: next }]);
       if (!r.ok) ok = false;
+      else written = r.revision;
     }
-    return ok;
+    return { ok, written };
   }
 
   async close(): Promise<void> {

@@ -180,6 +180,23 @@ export class ClusterStore {
     });
   }
 
+  /** Prefixes read together, linearizable, with the revision they were read at (a watch from the next one misses nothing). */
+  async readManyAt(prefixes: string[]): Promise<{ revision: number; found: Array<Map<string, Versioned<unknown>>> }> {
+    const r = await this.call(() => this.client.kv.txn({
+      compare: [], failure: [], success: prefixes.map((p) => ({ request_range: { key: Buffer.from(p), range_end: prefixEnd(p) } })),
+    }));
+    return {
+      revision: Number(r.header.revision),
+      found: r.responses.map((op) => {
+        const out = new Map<string, Versioned<unknown>>();
+        for (const kv of op.response_range.kvs) {
+          try { out.set(kv.key.toString(), { value: JSON.parse(kv.value.toString()), modRevision: Number(kv.mod_revision) }); } catch { /* a foreign value */ }
+        }
+        return out;
+      }),
+    };
+  }
+
   /** Keys read together, linearizable, with the revision they were read at (a watch from the next one misses nothing). */
   async readAt(keys: string[]): Promise<{ revision: number; found: Array<Versioned<unknown> | undefined> }> {
     const r = await this.call(() => this.client.kv.txn({

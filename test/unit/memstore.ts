@@ -73,6 +73,10 @@ export class MemStore {
     return Promise.all(reads.map(async (r) => (r.prefix ? this.list(r.key) : new Map([...this.data].filter(([k]) => k === r.key).map(([k, v]) => [k, { value: v.value, modRevision: v.mod }])))));
   }
 
+  async readManyAt(prefixes: string[]): Promise<{ revision: number; found: Array<Map<string, Versioned<unknown>>> }> {
+    return { revision: this.rev, found: await Promise.all(prefixes.map((p) => this.list(p))) };
+  }
+
   async revision(): Promise<number> {
     return this.rev;
   }

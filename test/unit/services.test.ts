@@ -8,6 +8,7 @@ import type { EndpointRecord } from '../../src/network/overlay.js';
 import type { WatchEvent } from '../../src/cluster/store.js';
 import { ServiceNet } from '../../src/cluster/servicenet.js';
 import { ROOT } from '../../src/cluster/keys.js';
+import { MemStore } from './memstore.js';
 import { LifecycleStats } from '../../src/engine/lifestats.js';
 import { MetricsCollector } from '../../src/metrics/collector.js';
 
@@ -428,42 +429,61 @@ describe('the orchestrator\'s writes', () => {
     const { Orchestrator } = await import('../../src/cluster/orchestrator.js');
     const { SK } = await import('../../src/cluster/services.js');
     const { K } = await import('../../src/cluster/keys.js');
+    const store = new MemStore();
     const txns: Array<{ cmp: number; ops: number }> = [];
-    const written = new Set<string>();
-    let leader: unknown;
-    const svc = service({ replicas: 150 });
-    const nodeRec = { ID: 'n1', Spec: { Role: 'manager', Labels: {}, Availability: 'active' }, Description: { Hostname: 'n1' } };
-    const store = {
-      get: async (key: string) => (key === SK.leader && leader ? { value: leader, modRevision: 1 } : undefined),
-      txn: async (cmp: unknown[], puts: Array<{ key: string; value: unknown }>, dels: string[] = []) => {
-        if (puts[0]?.key === SK.leader) { leader = puts[0].value; return { ok: true, revision: 1 }; }
-        txns.push({ cmp: cmp.length, ops: puts.length + dels.length });
-        // etcd refuses a transaction of more than 128 operations (--max-txn-ops).
-        if (cmp.length > 128 || puts.length + dels.length > 128) return { ok: false, revision: 2 };
-        for (const p of puts) written.add(p.key);
-        return { ok: true, revision: 2 };
-      },
-      readMany: async () => [
-        new Map([[SK.service(svc.ID), { value: svc, modRevision: 1 }]]),
-        new Map([...written].map((k) => [k, { value: { ID: k.slice(SK.tasks.length), ServiceID: svc.ID, Slot: 0, Attempt: 0, DesiredState: 'running', Status: { State: 'assigned' } }, modRevision: 2 }])),
-        new Map([[K.node('n1'), { value: nodeRec, modRevision: 1 }]]),
-        new Map([[K.aliveOf('n1'), { value: {}, modRevision: 1 }]]),
-      ],
-      watchBatches: async () => async () => undefined,
+    const realTxn = store.txn.bind(store);
+    // MemStore refuses a transaction of more than 128 operations, as etcd does (--max-txn-ops).
+    store.txn = async (cmp, puts, dels = []) => {
+      if (puts[0]?.key !== SK.leader) txns.push({ cmp: cmp.length, ops: puts.length + dels.length });
+      return realTxn(cmp, puts, dels);
     };
-    const session = { store, lease: { grant: async () => '1' }, state: { role: 'manager', nodeId: 'n1' } };
-    const o = new Orchestrator(session as never, () => undefined);
+    const svc = service({ replicas: 150 });
+    store.write([[SK.service(svc.ID), svc], [K.node('n1'), NODE], [K.aliveOf('n1'), {}]]);
+    const o = new Orchestrator(sessionOf(store) as never, () => undefined);
     o.start();
     try {
-      await waitUntil(() => written.size >= 150);
+      await waitUntil(() => tasksIn(store) >= 150);
+      await new Promise((r) => setTimeout(r, 300));
     } finally {
       await o.close();
     }
     assert.ok(txns.length >= 3, `${txns.length} transactions`);
     for (const t of txns) assert.ok(t.cmp <= 128 && t.ops <= 128, JSON.stringify(t));
-    assert.equal(written.size, 150);
+    assert.equal(tasksIn(store), 150, 'every task placed once');
+  });
+
+  it('decides on a view its watch keeps; a watch that died without a word is found behind the store and read again', async () => {
+    const { Orchestrator } = await import('../../src/cluster/orchestrator.js');
+    const { SK } = await import('../../src/cluster/services.js');
+    const { K } = await import('../../src/cluster/keys.js');
+    const store = new MemStore();
+    store.write([[K.node('n1'), NODE], [K.aliveOf('n1'), {}]]);
+    const logs: string[] = [];
+    const o = new Orchestrator(sessionOf(store) as never, (m) => logs.push(m));
+    o.start();
+    try {
+      await waitUntil(() => o.leading && store.watchers.length > 0);
+      const reads = store.lists;
+      const one = service({ replicas: 3 });
+      store.write([[SK.service(one.ID), one]]);
+      await waitUntil(() => tasksIn(store) === 3);
+      assert.equal(store.lists, reads, 'a pass read the store instead of its view');
+      // The watch goes silent (a store client replaced under it): within a few seconds the view is read again.
+      store.watchers.length = 0;
+      const two = service({ replicas: 2 });
+      two.ID = 'svc2';
+      store.write([[SK.service(two.ID), two]]);
+      await waitUntil(() => tasksIn(store) === 5, 400);
+      assert.ok(logs.some((l) => /its view stood at revision \d+ while the store went on/.test(l)), logs.join('\n'));
+    } finally {
+      await o.close();
+    }
   });
 });
+
+const NODE = { ID: 'n1', Spec: { Role: 'manager', Labels: {}, Availability: 'active' }, Description: { Hostname: 'n1' } };
+const sessionOf = (store: MemStore) => ({ store, lease: { grant: async () => '1' }, state: { role: 'manager', nodeId: 'n1' } });
+const tasksIn = (store: MemStore) => [...store.data.keys()].filter((k) => k.startsWith('/berth/v1/tasks/')).length;
 
 describe('the orchestrator\'s leadership', () => {
   it('a leader key of its own that this process does not hold (a campaign whose answer was lost) is given up and taken again', async () => {
@@ -489,7 +509,8 @@ describe('the orchestrator\'s leadership', () => {
         }
         return { ok: true, revision: ++rev };
       },
-      readMany: async () => [new Map(), new Map(), new Map(), new Map()],
+      readManyAt: async () => ({ revision: rev, found: [new Map(), new Map(), new Map(), new Map()] }),
+      revision: async () => rev,
       watchBatches: async () => async () => undefined,
     };
     const session = { store, lease: { grant: async () => '1' }, state: { role: 'manager', nodeId: 'n1' } };
@@ -504,8 +525,8 @@ describe('the orchestrator\'s leadership', () => {
   });
 });
 
-async function waitUntil(ok: () => boolean): Promise<void> {
-  for (let i = 0; i < 200 && !ok(); i++) await new Promise((r) => setTimeout(r, 10));
+async function waitUntil(ok: () => boolean, rounds = 200): Promise<void> {
+  for (let i = 0; i < rounds && !ok(); i++) await new Promise((r) => setTimeout(r, 10));
   assert.ok(ok(), 'timed out');
 }
 

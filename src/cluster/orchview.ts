@@ -1,0 +1,49 @@
+import { K, type NodeRecord } from './keys.js';
+import { SK } from './services.js';
+import type { ServiceRecord, TaskRecord } from './servicemodel.js';
+import type { ClusterStore, Versioned, WatchEvent } from './store.js';
+
+/**
+ * The leading orchestrator's copy of what it decides on (services, tasks, nodes, presence), read
+ * once and then kept by the store's watch. Each pass read all four from the store before: with
+ * 10,000 services that was megabytes a pass, and a `service scale` waited most of a second for
+ * the pass that acted on it (bench/svcmany.js).
+ */
+export class OrchestratorView {
+  readonly services = new Map<string, Versioned<ServiceRecord>>();
+  readonly tasks = new Map<string, Versioned<TaskRecord>>();
+  readonly nodes = new Map<string, Versioned<NodeRecord>>();
+  readonly alive = new Map<string, Versioned<unknown>>();
+  /** The store's history is in the copy up to here. */
+  rev = 0;
+  /** The revision of the read: the watch's events up to it are in the copy already. */
+  private readRev = 0;
+  private readonly byPrefix = [[SK.services, this.services], [SK.tasks, this.tasks], [K.nodes, this.nodes], [K.alive, this.alive]] as Array<[string, Map<string, Versioned<unknown>>]>;
+
+  static async load(store: Pick<ClusterStore, 'readManyAt'>): Promise<OrchestratorView> {
+    const v = new OrchestratorView();
+    const maps = v.byPrefix;
+    const r = await store.readManyAt(maps.map(([p]) => p));
+    maps.forEach(([, m], i) => { for (const [k, x] of r.found[i]!) m.set(k, x); });
+    v.rev = v.readRev = r.revision;
+    return v;
+  }
+
+  /**
+   * One batch of the watch on the whole tree; whether anything the orchestrator decides on
+   * changed. An event the copy has already (the watch may start below the read) is skipped.
+   */
+  apply(events: ReadonlyArray<WatchEvent<unknown>>): boolean {
+    let changed = false;
+    for (const e of events) {
+      if (e.modRevision <= this.readRev) continue;
+      this.rev = Math.max(this.rev, e.modRevision);
+      const m = this.byPrefix.find(([p]) => e.key.startsWith(p))?.[1];
+      if (!m) continue;
+      changed = true;
+      if (e.type === 'put') m.set(e.key, { value: e.value, modRevision: e.modRevision });
+      else m.delete(e.key);
+    }
+    return changed;
+  }
+}
