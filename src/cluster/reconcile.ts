@@ -59,8 +59,15 @@ export function reconcile(services: ServiceRecord[], tasks: TaskRecord[], nodes:
     else shut(t);
   }
 
+  // Each service's tasks: a filter of every task per service cost services × tasks each pass.
+  const tasksOf = new Map<string, TaskRecord[]>();
+  for (const t of tasks) {
+    const l = tasksOf.get(t.ServiceID);
+    if (l) l.push(t);
+    else tasksOf.set(t.ServiceID, [t]);
+  }
   for (const svc of services) {
-    const mine = tasks.filter((t) => t.ServiceID === svc.ID);
+    const mine = tasksOf.get(svc.ID) ?? [];
     const constraints = svc.Spec.TaskTemplate.Placement?.Constraints ?? [];
     const eligible = nodes.filter((n) => n.ready && n.availability === 'active' && matches(n, constraints));
     const global = !!svc.Spec.Mode.Global;

@@ -117,8 +117,20 @@ export interface TaskRecord {
  * `_up-to-date`. The template's form is made once, for all the tasks the predicate is asked of.
  */
 export function upToDateWith(svc: ServiceRecord): (t: TaskRecord) => boolean {
-  const want = canonical(svc.Spec.TaskTemplate);
-  return (t) => canonical(t.Spec) === want;
+  let want: string | undefined;
+  return (t) => canonicalOf(t.Spec) === (want ??= canonicalOf(svc.Spec.TaskTemplate));
+}
+
+/**
+ * A record's spec keeps its canonical form while the object lives: the orchestrator's view hands
+ * every pass the same objects until the store changes them, and 10,000 services' templates made
+ * canonical at every pass were most of a pass.
+ */
+const canonicalForms = new WeakMap<object, string>();
+function canonicalOf(spec: object): string {
+  let c = canonicalForms.get(spec);
+  if (c === undefined) canonicalForms.set(spec, (c = canonical(spec)));
+  return c;
 }
 
 /**
