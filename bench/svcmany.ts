@@ -106,6 +106,10 @@ async function main(): Promise<void> {
   const results: Record<string, unknown> = { when: new Date().toISOString(), rounds: ROUNDS, sizes: SIZES };
   log('lab of 3 hosts');
   const lab = await Lab.create(3, { leaseTtlSec: 3, seedBusybox: true });
+  // A run of 10,000 services takes minutes: one stopped early still takes its lab down.
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(sig, () => { log(`${sig}: the lab goes`); void lab.destroy().finally(() => process.exit(130)); });
+  }
   try {
     const hosts = lab.hosts as LabHost[];
     const h0 = hosts[0]!;

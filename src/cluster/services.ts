@@ -35,6 +35,9 @@ export interface ServiceHooks {
   ingress(): NetworkRecord | undefined;
 }
 
+/** How long a VIP this manager claimed counts as taken before its view of the store must have it. */
+const RECENT_VIP_MS = 10_000;
+
 /** A spec's published ports, checked (a left-out published port is 0). */
 const specPorts = (spec: ServiceSpec): PortConfig[] => normalisePorts(spec.EndpointSpec?.Ports, spec.EndpointSpec?.Mode ?? 'vip');
 const publisher = (r: ServiceRecord): Publisher => ({ ID: r.ID, Name: r.Spec.Name, Ports: r.Endpoint.Ports ?? [] });
@@ -61,6 +64,8 @@ export class ServiceControl {
    * for every host to apply it; creates through other managers still race, and pick again.
    */
   private readonly allocation = new SerialQueue();
+  /** VIPs this manager claimed lately, by address key, until when they count as taken here. */
+  private readonly recentVips = new Map<string, number>();
 
   constructor(private readonly session: () => Session | undefined) {}
 
@@ -125,13 +130,15 @@ export class ServiceControl {
         const claims = await this.claims(s, id, [], assigned);
         // As Docker's allocator: a service publishing through the routing mesh has a VIP on ingress too (listed first).
         const ingress = spec.EndpointSpec!.Mode === 'vip' && needsIngress(ports) ? this.hooks?.ingress() : undefined;
-        const vips = spec.EndpointSpec!.Mode === 'vip' ? await this.pickVips(s, [...(ingress ? [ingress] : []), ...nets]) : [];
+        const vips = spec.EndpointSpec!.Mode === 'vip' ? await this.pickVips(s, [...(ingress ? [ingress] : []), ...nets], attempt > 0) : [];
         if (vips.length) rec.Endpoint.VirtualIPs = vips.map((v) => ({ NetworkID: v.net.Id, Addr: `${v.ip}/${parseCidr(v.net.pools![0]!.subnet).prefix}` }));
-        return s.store.txn(
+        const r = await s.store.txn(
           [{ key: SK.name(spec.Name), target: 'Create', value: 0 }, ...vips.map((v) => ({ key: K.address(v.net.Id, v.ip), target: 'Create' as const, value: 0 })), ...claims.cmp],
           [{ key: SK.name(spec.Name), value: { ID: id } }, { key: SK.service(id), value: rec }, ...vips.map((v) => ({ key: K.address(v.net.Id, v.ip), value: { EndpointID: `vip-${id}` } })), ...claims.puts],
           claims.deletes,
         );
+        if (r.ok) this.pickedVips(vips);
+        return r;
       });
       if (r.ok) {
         await this.hooks?.appliedEverywhere(r.revision);
@@ -182,32 +189,42 @@ export class ServiceControl {
    * service's VIP on ingress (Docker's allocator): the VIP list to write, if it changes, and the
    * address keys to claim and to free.
    */
-  private async ingressVipChange(s: Session, cur: ServiceRecord, spec: ServiceSpec, ports: PortConfig[]): Promise<{ vips?: VirtualIp[]; added: string[]; dropped: string[] }> {
+  private async ingressVipChange(s: Session, cur: ServiceRecord, spec: ServiceSpec, ports: PortConfig[], fromStore: boolean): Promise<{ vips?: VirtualIp[]; added: string[]; dropped: string[] }> {
     const ingress = this.hooks?.ingress();
     const vips = cur.Endpoint.VirtualIPs ?? [];
     const had = ingress ? vips.find((v) => v.NetworkID === ingress.Id) : undefined;
     const wants = !!ingress && spec.EndpointSpec!.Mode === 'vip' && needsIngress(ports);
     if (wants && !had) {
-      const [v] = await this.pickVips(s, [ingress!]);
+      const [v] = await this.pickVips(s, [ingress!], fromStore);
       return { vips: [{ NetworkID: ingress!.Id, Addr: `${v!.ip}/${parseCidr(ingress!.pools![0]!.subnet).prefix}` }, ...vips], added: [K.address(ingress!.Id, v!.ip)], dropped: [] };
     }
     if (!wants && had) return { vips: vips.filter((v) => v !== had), added: [], dropped: [K.address(had.NetworkID, had.Addr.split('/')[0]!)] };
     return { added: [], dropped: [] };
   }
 
-  /** A free address per network for the VIP, from the top of the subnet (containers take from the bottom). */
-  private async pickVips(s: Session, nets: NetworkRecord[]): Promise<Array<{ net: NetworkRecord; ip: string }>> {
+  /**
+   * A free address per network for the VIP, from the top of the subnet (containers take from the
+   * bottom). The network's pool holds every address this host's view of the store has claimed, and
+   * the VIPs this manager claimed lately are kept until the view has them: the first try picks
+   * from those alone, since reading every claim of the network from the store made each create
+   * cost as much as the claims (about 10,000 with 10,000 services). A try that lost (the view was
+   * behind, or another manager picked alike) reads the store's claims.
+   */
+  private async pickVips(s: Session, nets: NetworkRecord[], fromStore = false): Promise<Array<{ net: NetworkRecord; ip: string }>> {
     const out: Array<{ net: NetworkRecord; ip: string }> = [];
+    const now = Date.now();
+    for (const [k, until] of this.recentVips) if (until < now) this.recentVips.delete(k);
     for (const net of nets) {
       const pool = net.pools?.[0];
       if (!pool) throw new ApiError(500, `network ${net.Name} has no address pool`);
-      const taken = new Set((await s.store.list(`${K.ipam}${net.Id}/`)).keys());
+      const taken = fromStore ? new Set((await s.store.list(`${K.ipam}${net.Id}/`)).keys()) : undefined;
       const sub = parseCidr(pool.subnet);
       const last = sub.base + 2 ** (32 - sub.prefix) - 2;
       let ip: string | undefined;
       for (let a = last; a > sub.base; a--) {
         const text = formatIPv4(a);
-        if (text === pool.gateway || taken.has(K.address(net.Id, text)) || pool.allocated[text]) continue;
+        const key = K.address(net.Id, text);
+        if (text === pool.gateway || pool.allocated[text] || this.recentVips.has(key) || taken?.has(key)) continue;
         ip = text;
         break;
       }
@@ -215,6 +232,11 @@ export class ServiceControl {
       out.push({ net, ip });
     }
     return out;
+  }
+
+  /** Notes the VIPs a write claimed, for the picks that follow before the view has them. */
+  private pickedVips(vips: Array<{ net: NetworkRecord; ip: string }>): void {
+    for (const v of vips) this.recentVips.set(K.address(v.net.Id, v.ip), Date.now() + RECENT_VIP_MS);
   }
 
   async list(filters: Record<string, string[]> = {}, status = false): Promise<ServiceRecord[]> {
@@ -271,7 +293,7 @@ export class ServiceControl {
         const endpoint: ServiceRecord['Endpoint'] = { ...cur.value.Endpoint, Spec: { Mode: spec.EndpointSpec!.Mode!, ...(spec.EndpointSpec!.Ports ? { Ports: spec.EndpointSpec!.Ports } : {}) } };
         if (assigned.length) endpoint.Ports = assigned;
         else delete endpoint.Ports;
-        const ingressVip = await this.ingressVipChange(s, cur.value, spec, ports);
+        const ingressVip = await this.ingressVipChange(s, cur.value, spec, ports, attempt > 0);
         if (ingressVip.vips) endpoint.VirtualIPs = ingressVip.vips;
         if (!endpoint.VirtualIPs?.length) delete endpoint.VirtualIPs;
         const next: ServiceRecord = {
@@ -279,11 +301,13 @@ export class ServiceControl {
           ...(rollback ? { UpdateStatus: { State: 'rollback_started' as const, StartedAt: updatedAt, Message: 'manually requested rollback' } } : {}),
         };
         const claims = await this.claims(s, cur.value.ID, cur.value.Endpoint.Ports ?? [], assigned);
-        return s.store.txn(
+        const r = await s.store.txn(
           [{ key: SK.service(cur.value.ID), target: 'Mod', value: cur.modRevision }, ...ingressVip.added.map((key) => ({ key, target: 'Create' as const, value: 0 })), ...claims.cmp],
           [{ key: SK.service(cur.value.ID), value: next }, ...ingressVip.added.map((key) => ({ key, value: { EndpointID: `vip-${cur.value.ID}` } })), ...claims.puts],
           [...ingressVip.dropped, ...claims.deletes],
         );
+        if (r.ok) for (const key of ingressVip.added) this.recentVips.set(key, Date.now() + RECENT_VIP_MS);
+        return r;
       });
       if (r.ok) {
         await this.hooks?.appliedEverywhere(r.revision);
