@@ -75,4 +75,15 @@ describe('service control: the writes of service create, update and remove', () 
     await services.remove(ID);
     assert.equal(await store.get(SK.service(ID)), undefined);
   });
+
+  it('finds a service by full id, by name and by a unique id prefix, reading the name and id keys first', async () => {
+    const { store, services } = control();
+    const { ID } = await services.create(spec('web'));
+    const lists = store.lists;
+    assert.equal((await services.inspect(ID)).ID, ID);
+    assert.equal((await services.inspect('web')).ID, ID);
+    assert.equal(store.lists, lists, 'an id or a name read every service');
+    assert.equal((await services.inspect(ID.slice(0, 5))).ID, ID);
+    await assert.rejects(services.inspect('nope'), /service nope not found/);
+  });
 });
