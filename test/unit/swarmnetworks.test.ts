@@ -201,6 +201,22 @@ describe('swarm networks: the store side', () => {
     await sn.close();
   });
 
+  it("the network's pool follows the store's claims and endpoints batch by batch: an address taken, freed, or held by an endpoint alone", async () => {
+    const { store, sn, have } = await startedWithN1();
+    const allocated = () => ({ ...have.get('n1')!.pools![0]!.allocated });
+    store.write([[K.address('n1', '10.0.1.20'), { EndpointID: 'eB', Node: 'B' }]]);
+    await settle();
+    assert.deepEqual(allocated(), { '10.0.1.20': 'eB' });
+    // An endpoint with no claim of its own (an older berth leased its address with it).
+    store.write([[K.endpoint('n1', 'eC'), { Network: 'n1', EndpointID: 'eC', IP: '10.0.1.21', Mac: '02:42:0a:00:01:15', Node: 'C', Vtep: '10.99.0.3', Name: 'c', Aliases: [], ContainerID: 'c' }]]);
+    await settle();
+    assert.deepEqual(allocated(), { '10.0.1.20': 'eB', '10.0.1.21': 'eC' });
+    store.write([], [K.address('n1', '10.0.1.20'), K.endpoint('n1', 'eC')]);
+    await settle();
+    assert.deepEqual(allocated(), {});
+    await sn.close();
+  });
+
   it("a claim sent again by the store's client after its answer was lost (a leader killed) is the join's own, not an address in use", async () => {
     const { store, sn } = await startedWithN1();
     const realTxn = store.txn.bind(store);
