@@ -17,6 +17,7 @@
  */
 import { Lab, type LabHost } from '../test/integration/lab.js';
 import { PACKAGE_ROOT } from '../src/daemon/paths.js';
+import { docker, echo } from './labtools.js';
 import { emitSideResults } from './report.js';
 import { log, median, quantile, run } from './util.js';
 
@@ -25,12 +26,6 @@ const write = !process.argv.includes('--no-write');
 const REQUESTS = quick ? 120 : 1200;
 const ECHOES = quick ? 20 : 300;
 const WEB = ['busybox', 'sh', '-c', 'mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www'];
-
-async function docker(h: LabHost, args: string[]): Promise<string> {
-  const r = await h.host.docker(args);
-  if (r.code !== 0) throw new Error(`${h.name}: docker ${args.join(' ')}: ${r.stderr.trim()}`);
-  return r.stdout.trim();
-}
 
 /** `count` sequential GETs from inside a namespace (one Node process, a new connection each); the answers. */
 async function fetchMany(netns: string, urls: string[]): Promise<string[]> {
@@ -47,21 +42,6 @@ function spread(answers: string[], tasks: string[]): { worst: number; failed: nu
   for (const a of answers) { if (a in perTask) perTask[a]!++; else failed++; }
   const even = answers.length / tasks.length;
   return { worst: Math.max(...Object.values(perTask).map((c) => Math.abs(c - even) / even)), failed, perTask };
-}
-
-/** TCP connect + 1-byte echo, `n` times, from `clientNs` to `addr`:7007, with an echo server in each of `serverNss`. */
-async function echo(serverNss: string[], clientNs: string, target: string, n: number): Promise<number[]> {
-  // `target` is an address (port 7007, where the servers listen) or address:port.
-  const [addr, port] = target.includes(':') ? target.split(':') as [string, string] : [target, '7007'];
-  const server = `require('net').createServer((s)=>s.pipe(s)).listen(7007);setTimeout(()=>process.exit(0),${n * 100 + 20000})`;
-  const servers = serverNss.map((ns) => run('nsenter', [`--net=${ns}`, process.execPath, '-e', server]));
-  await new Promise((r) => setTimeout(r, 800));
-  const client = `const net=require('net');(async()=>{const out=[];for(let i=0;i<${n};i++){const t=process.hrtime.bigint();await new Promise((res,rej)=>{const s=net.connect(${port},'${addr}',()=>s.write('x'));s.on('data',()=>{s.destroy();res();});s.on('error',rej);});out.push(Number(process.hrtime.bigint()-t)/1e6);}console.log(JSON.stringify(out));process.exit(0)})()`;
-  const c = await run('nsenter', [`--net=${clientNs}`, process.execPath, '-e', client]);
-  await run('pkill', ['-f', 'listen\\(7007\\)']);
-  await Promise.all(servers);
-  if (c.code !== 0) throw new Error(`echo: ${c.stderr}`);
-  return JSON.parse(c.stdout) as number[];
 }
 
 /** iperf3 from `clientNs` to `addr`, with a one-shot server in each of `serverNss`; Gbit/s. */

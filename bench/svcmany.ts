@@ -18,8 +18,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { PACKAGE_ROOT } from '../src/daemon/paths.js';
 import { Lab, type LabHost } from '../test/integration/lab.js';
+import { docker, echo } from './labtools.js';
 import { emitSideResults } from './report.js';
-import { log, median, quantile, run } from './util.js';
+import { log, median, quantile } from './util.js';
 
 const option = (name: string, dflt: string) => {
   const i = process.argv.indexOf(name);
@@ -31,12 +32,6 @@ const ROUNDS = Number(option('--rounds', '10'));
 const NET = 'svcm';
 const WEB = ['busybox', 'sh', '-c', 'mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www'];
 const epochMs = () => performance.timeOrigin + performance.now();
-
-async function docker(h: LabHost, args: string[]): Promise<string> {
-  const r = await h.host.docker(args);
-  if (r.code !== 0) throw new Error(`${h.name}: docker ${args.join(' ')}: ${r.stderr.trim()}`);
-  return r.stdout.trim();
-}
 
 /** A poller's account: when each hostname answered first and last, and how many requests failed. */
 interface Heard { first: Record<string, number>; last: Record<string, number>; failed: number; sent: number }
@@ -85,19 +80,6 @@ await new Promise((r)=>setTimeout(r,2));}console.log('account '+JSON.stringify(h
     if (!m) throw new Error(`poller gave no account: ${this.out.slice(-500)}`);
     return JSON.parse(m[1]!) as Heard;
   }
-}
-
-/** TCP connect + 1-byte echo, `n` times, from `clientNs` to `addr`:7007, an echo server in each of `serverNss`. */
-async function echo(serverNss: string[], clientNs: string, addr: string, n: number): Promise<number[]> {
-  const server = `require('net').createServer((s)=>s.pipe(s)).listen(7007);setTimeout(()=>process.exit(0),${n * 100 + 20000})`;
-  const servers = serverNss.map((ns) => run('nsenter', [`--net=${ns}`, process.execPath, '-e', server]));
-  await new Promise((r) => setTimeout(r, 800));
-  const client = `const net=require('net');(async()=>{const out=[];for(let i=0;i<${n};i++){const t=process.hrtime.bigint();await new Promise((res,rej)=>{const s=net.connect(7007,'${addr}',()=>s.write('x'));s.on('data',()=>{s.destroy();res();});s.on('error',rej);});out.push(Number(process.hrtime.bigint()-t)/1e6);}console.log(JSON.stringify(out));process.exit(0)})()`;
-  const c = await run('nsenter', [`--net=${clientNs}`, process.execPath, '-e', client]);
-  await run('pkill', ['-f', 'listen\\(7007\\)']);
-  await Promise.all(servers);
-  if (c.code !== 0) throw new Error(`echo: ${c.stderr}`);
-  return JSON.parse(c.stdout) as number[];
 }
 
 const stats = (v: number[]) => ({ p50: median(v), p90: quantile(v, 0.9), p99: quantile(v, 0.99), max: Math.max(...v), n: v.length });

@@ -23,6 +23,7 @@ import { Lab, type LabHost } from '../test/integration/lab.js';
 import { PACKAGE_ROOT } from '../src/daemon/paths.js';
 import { nftApply } from '../src/kernel/nft.js';
 import { portChanges, portKey, replaceScript, SANDBOX_PORTS, SANDBOX_TABLE, sandboxTable, type MeshPort } from '../src/network/ingressmesh.js';
+import { docker } from './labtools.js';
 import { emitSideResults } from './report.js';
 import { log, median, now, run, runOk, sleep } from './util.js';
 
@@ -38,12 +39,6 @@ const PASSES = Number(option('--passes', '10'));
 const NFT_SIZES = option('--nft-sizes', '1000,4000,7000').split(',').filter(Boolean).map(Number);
 const FIRST_PORT = 20000;
 const WEB = ['busybox', 'sh', '-c', 'mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www'];
-
-async function docker(h: LabHost, args: string[]): Promise<string> {
-  const r = await h.host.docker(args);
-  if (r.code !== 0) throw new Error(`${h.name}: docker ${args.join(' ')}: ${r.stderr.trim()}`);
-  return r.stdout.trim();
-}
 
 /** GETs from inside a namespace, `parallel` at a time (one Node process, a new connection each); the answers, '' for a failure. */
 async function fetchMany(netns: string, urls: string[], parallel = 8): Promise<string[]> {

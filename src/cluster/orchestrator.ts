@@ -171,9 +171,8 @@ export class Orchestrator {
     const status = await this.writeStatus(d.status, svcs);
     let ok = status.ok;
     let written = status.written;
-    if (!d.put.length && !d.delete.length && ok) return this.caughtUp(written);
     // etcd takes at most 128 operations per transaction: large decisions go in chunks, each
-    // checked on its own (a chunk that loses a race makes the next pass start from fresh reads).
+    // checked on its own (a chunk that loses a race makes the next pass decide again, once the view holds what won).
     const ops: Array<{ put?: TaskRecord; del?: string }> = [...d.put.map((put) => ({ put })), ...d.delete.map((del) => ({ del }))];
     for (let i = 0; i < ops.length && ok; i += TXN_CHUNK) {
       const chunk = ops.slice(i, i + TXN_CHUNK);
@@ -188,17 +187,15 @@ export class Orchestrator {
       if (ok) written = r.revision;
     }
     // The next pass decides on what this one wrote: a task placed and not yet in the view would be placed twice.
-    await this.caughtUp(written);
-    if (!ok) {
-      // Deposed, or an agent wrote a task meanwhile: decide again on the view once it has that
-      // write (unless no longer leading).
-      const cur = await store.get<{ Node: string }>(SK.leader);
-      if (!cur || cur.value.Node !== this.session.state.nodeId) return this.stepDown();
-      await this.caughtUp(await store.revision());
-      // A moment's pause before deciding again: two writers racing should not spin the store.
-      await new Promise((r) => setTimeout(r, 50));
-      this.again = true;
-    }
+    if (ok) return this.caughtUp(written);
+    // Deposed, or an agent wrote a task meanwhile: decide again on the view once it has that
+    // write, and this pass's own (unless no longer leading).
+    const cur = await store.get<{ Node: string }>(SK.leader);
+    if (!cur || cur.value.Node !== this.session.state.nodeId) return this.stepDown();
+    await this.caughtUp(await store.revision());
+    // A moment's pause before deciding again: two writers racing should not spin the store.
+    await new Promise((r) => setTimeout(r, 50));
+    this.again = true;
   }
 
   /**

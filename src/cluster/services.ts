@@ -145,7 +145,7 @@ export class ServiceControl {
           [{ key: SK.name(spec.Name), value: { ID: id } }, { key: SK.service(id), value: rec }, ...vips.map((v) => ({ key: K.address(v.net.Id, v.ip), value: { EndpointID: `vip-${id}` } })), ...claims.puts],
           claims.deletes,
         );
-        if (r.ok) this.pickedVips(vips);
+        if (r.ok) this.pickedVips(vips.map((v) => K.address(v.net.Id, v.ip)));
         return r;
       });
       if (r.ok) {
@@ -242,9 +242,9 @@ export class ServiceControl {
     return out;
   }
 
-  /** Notes the VIPs a write claimed, for the picks that follow before the view has them. */
-  private pickedVips(vips: Array<{ net: NetworkRecord; ip: string }>): void {
-    for (const v of vips) this.recentVips.set(K.address(v.net.Id, v.ip), Date.now() + RECENT_VIP_MS);
+  /** Notes the VIPs a write claimed (their address keys), for the picks that follow before the view has them. */
+  private pickedVips(keys: string[]): void {
+    for (const key of keys) this.recentVips.set(key, Date.now() + RECENT_VIP_MS);
   }
 
   async list(filters: Record<string, string[]> = {}, status = false): Promise<ServiceRecord[]> {
@@ -322,7 +322,7 @@ export class ServiceControl {
           [{ key: SK.service(cur.value.ID), value: next }, ...ingressVip.added.map((key) => ({ key, value: { EndpointID: `vip-${cur.value.ID}` } })), ...claims.puts],
           [...ingressVip.dropped, ...claims.deletes],
         );
-        if (r.ok) for (const key of ingressVip.added) this.recentVips.set(key, Date.now() + RECENT_VIP_MS);
+        if (r.ok) this.pickedVips(ingressVip.added);
         return r;
       });
       if (r.ok) {

@@ -17,6 +17,15 @@ export interface Cmp { key: string; target: 'Mod' | 'Create' | 'Version'; value:
 export interface TlsFiles { ca: Buffer; cert: Buffer; key: Buffer }
 export type WatchEvent<T> = { type: 'put'; key: string; value: T; modRevision: number } | { type: 'delete'; key: string; modRevision: number };
 
+/** Keys and values of a range, by key; a value that is not JSON (not berth's) is left out. */
+function versioned<T>(kvs: ReadonlyArray<{ key: Buffer; value: Buffer; mod_revision: string }>): Map<string, Versioned<T>> {
+  const out = new Map<string, Versioned<T>>();
+  for (const kv of kvs) {
+    try { out.set(kv.key.toString(), { value: JSON.parse(kv.value.toString()) as T, modRevision: Number(kv.mod_revision) }); } catch { /* a foreign value */ }
+  }
+  return out;
+}
+
 /** etcd's default limit on the operations of one transaction (`--max-txn-ops`). */
 export const MAX_TXN_OPS = 128;
 /** A call that has not answered by then is a store without quorum (or out of reach). */
@@ -187,13 +196,7 @@ export class ClusterStore {
     }));
     return {
       revision: Number(r.header.revision),
-      found: r.responses.map((op) => {
-        const out = new Map<string, Versioned<unknown>>();
-        for (const kv of op.response_range.kvs) {
-          try { out.set(kv.key.toString(), { value: JSON.parse(kv.value.toString()), modRevision: Number(kv.mod_revision) }); } catch { /* a foreign value */ }
-        }
-        return out;
-      }),
+      found: r.responses.map((op) => versioned(op.response_range.kvs)),
     };
   }
 
@@ -269,11 +272,7 @@ export class ClusterStore {
   /** A list with the revision it was read at: a watch from the revision after misses nothing. */
   async listAt<T>(prefix: string): Promise<{ items: Map<string, Versioned<T>>; revision: number }> {
     const r = await this.call(() => this.client.getAll().prefix(prefix).exec());
-    const items = new Map<string, Versioned<T>>();
-    for (const kv of r.kvs) {
-      try { items.set(kv.key.toString(), { value: JSON.parse(kv.value.toString()) as T, modRevision: Number(kv.mod_revision) }); } catch { /* a foreign value */ }
-    }
-    return { items, revision: Number(r.header.revision) };
+    return { items: versioned<T>(r.kvs), revision: Number(r.header.revision) };
   }
 
   /**

@@ -342,8 +342,11 @@ export class SwarmNetworks implements OverlayPlane {
     return this.relisting;
   }
 
-  /** Files one event into the view; returns the network whose endpoints changed, or whether a network record did. */
-  private take(e: WatchEvent<unknown>): { net?: string; endpointsOf?: string } {
+  /**
+   * Files one event into the view; returns the network whose endpoints changed, or whether a
+   * network record did, and the addresses a claim or an endpoint named before and after it.
+   */
+  private take(e: WatchEvent<unknown>): { net?: string; endpointsOf?: string; addresses?: { net: string; ips: Array<string | undefined> } } {
     const rest = e.key.slice(ROOT.length);
     const [kind, a, b] = rest.split('/');
     if (kind === 'networks' && a) {
@@ -352,12 +355,13 @@ export class SwarmNetworks implements OverlayPlane {
       return { net: a };
     }
     if (kind === 'endpoints' && a && b) {
+      const was = this.eps.get(a)?.get(b)?.IP;
       fileTwoLevel(this.eps, a, b, e);
-      return { endpointsOf: a };
+      return { endpointsOf: a, addresses: { net: a, ips: [was, e.type === 'put' ? (e.value as EndpointRecord).IP : undefined] } };
     }
     if (kind === 'ipam' && a && b) {
       fileTwoLevel(this.claims, a, b, e);
-      return {};
+      return { addresses: { net: a, ips: [b] } };
     }
     if (kind === 'alive' && a) {
       if (e.type === 'put') this.alive.add(a);
@@ -383,18 +387,15 @@ export class SwarmNetworks implements OverlayPlane {
     const endpointsOf = new Set<string>();
     /** The addresses each network's claims and endpoints in this batch name, before and after. */
     const addresses = new Map<string, Set<string>>();
-    const touch = (net: string, ip: string | undefined) => { if (ip) (addresses.get(net) ?? addresses.set(net, new Set()).get(net)!).add(ip); };
     let relevant = 0;
     for (const e of events) {
-      const [kind, a, b] = e.key.slice(ROOT.length).split('/');
-      if (kind === 'ipam' && a && b) touch(a, b);
-      else if (kind === 'endpoints' && a && b) {
-        touch(a, this.eps.get(a)?.get(b)?.IP);
-        if (e.type === 'put') touch(a, (e.value as EndpointRecord).IP);
-      }
       const t = this.take(e);
       if (t.net) nets.add(t.net);
       if (t.endpointsOf) endpointsOf.add(t.endpointsOf);
+      if (t.addresses) {
+        const ips = addresses.get(t.addresses.net) ?? addresses.set(t.addresses.net, new Set()).get(t.addresses.net)!;
+        for (const ip of t.addresses.ips) if (ip) ips.add(ip);
+      }
       if (t.net || t.endpointsOf || e.key.startsWith(`${ROOT}services/`) || e.key.startsWith(`${ROOT}tasks/`)) relevant = Math.max(relevant, e.modRevision);
     }
     this.withdrawUnclaimed(events);
@@ -453,11 +454,7 @@ export class SwarmNetworks implements OverlayPlane {
     const pool = this.host.network(id)?.pools?.[0];
     if (!pool) return;
     const claimed = this.claimed(id);
-    for (const [ip, ep] of Object.entries(pool.allocated)) {
-      // Gone from the store and not this host's own join in flight.
-      if (!claimed.has(ip) && !this.pending.has(ep)) delete pool.allocated[ip];
-    }
-    for (const [ip, ep] of claimed) pool.allocated[ip] = ep;
+    this.mirror(pool.allocated, new Set([...Object.keys(pool.allocated), ...claimed.keys()]), (ip) => claimed.get(ip));
   }
 
   /**
@@ -468,12 +465,17 @@ export class SwarmNetworks implements OverlayPlane {
   private mirrorAddresses(id: string, ips: ReadonlySet<string>): void {
     const pool = this.host.network(id)?.pools?.[0];
     if (!pool) return;
-    const eps = this.eps.get(id);
+    // As claimed(), for one address.
+    const endpointAt = (ip: string) => [...(this.eps.get(id)?.values() ?? [])].find((e) => e.IP === ip)?.EndpointID;
+    this.mirror(pool.allocated, ips, (ip) => this.claims.get(id)?.get(ip)?.EndpointID ?? endpointAt(ip));
+  }
+
+  /** Each address to its holder in the store, or freed when it has none, unless it is this host's own join in flight. */
+  private mirror(allocated: Record<string, string>, ips: Iterable<string>, holderOf: (ip: string) => string | undefined): void {
     for (const ip of ips) {
-      let holder = this.claims.get(id)?.get(ip)?.EndpointID;
-      if (!holder) for (const e of eps?.values() ?? []) if (e.IP === ip) { holder = e.EndpointID; break; }
-      if (holder) pool.allocated[ip] = holder;
-      else if (pool.allocated[ip] !== undefined && !this.pending.has(pool.allocated[ip]!)) delete pool.allocated[ip];
+      const holder = holderOf(ip);
+      if (holder) allocated[ip] = holder;
+      else if (allocated[ip] !== undefined && !this.pending.has(allocated[ip]!)) delete allocated[ip];
     }
   }
 
