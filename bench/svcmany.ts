@@ -1,10 +1,11 @@
 /**
- * node dist/bench/svcmany.js [--sizes 10,100,10000] [--rounds 10] [--no-write]   (npm run bench:svcmany)
+ * node dist/bench/svcmany.js [--sizes 10,100,10000] [--rounds 10] [--poll-ms 2] [--no-write]   (npm run bench:svcmany)
  * A service's backend change end to end, on three lab hosts, with 10, 100 and 10,000 services in
  * the cluster (berth only: Docker 20.10's VIPs need IPVS, which this kernel lacks). One 2-replica
  * web service `web` (each task answers its hostname) and a client container on each host, all on
  * one overlay; a poller in each client's namespace GETs web's VIP over and over (a new connection
- * each, 2 ms apart). Each round scales web to 3 (`service scale --detach`) and times, on each
+ * each, 2 ms apart, `--poll-ms`: each request forks an httpd in the task, which on a machine
+ * with slow forks loads both cores and then times the bench's own load). Each round scales web to 3 (`service scale --detach`) and times, on each
  * host, the first answer from the new task against the moment its container started
  * (`State.StartedAt`: one clock for the whole lab), then scales back to 2 and times the last
  * answer from the task that left against the scale's return; every failed request is counted.
@@ -29,6 +30,7 @@ const option = (name: string, dflt: string) => {
 const write = !process.argv.includes('--no-write');
 const SIZES = option('--sizes', '10,100,10000').split(',').map(Number);
 const ROUNDS = Number(option('--rounds', '10'));
+const POLL_MS = Number(option('--poll-ms', '2'));
 const NET = 'svcm';
 const WEB = ['busybox', 'sh', '-c', 'mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www'];
 const epochMs = () => performance.timeOrigin + performance.now();
@@ -52,7 +54,7 @@ const get=()=>new Promise((res)=>{const r=http.get(${JSON.stringify(url)},{agent
 process.on('SIGTERM',()=>{stop=true;});
 (async()=>{while(!stop){h.sent++;const a=await get();const at=performance.timeOrigin+performance.now();
 if(!a)h.failed++;else{if(!(a in h.first)){h.first[a]=at;console.log('heard '+a);}h.last[a]=at;}
-await new Promise((r)=>setTimeout(r,2));}console.log('account '+JSON.stringify(h));process.exit(0);})();`;
+await new Promise((r)=>setTimeout(r,${POLL_MS}));}console.log('account '+JSON.stringify(h));process.exit(0);})();`;
     this.p = spawn('nsenter', [`--net=${netns}`, process.execPath, '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
     this.p.stdout!.on('data', (d: Buffer) => {
       this.out += d.toString();
@@ -85,7 +87,7 @@ await new Promise((r)=>setTimeout(r,2));}console.log('account '+JSON.stringify(h
 const stats = (v: number[]) => ({ p50: median(v), p90: quantile(v, 0.9), p99: quantile(v, 0.99), max: Math.max(...v), n: v.length });
 
 async function main(): Promise<void> {
-  const results: Record<string, unknown> = { when: new Date().toISOString(), rounds: ROUNDS, sizes: SIZES };
+  const results: Record<string, unknown> = { when: new Date().toISOString(), rounds: ROUNDS, sizes: SIZES, pollMs: POLL_MS };
   log('lab of 3 hosts');
   const lab = await Lab.create(3, { leaseTtlSec: 3, seedBusybox: true });
   // A run of 10,000 services takes minutes: one stopped early still takes its lab down.

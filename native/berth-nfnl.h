@@ -12,6 +12,7 @@
 #include <linux/netfilter/nfnetlink.h>
 #include <linux/netlink.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 struct nfnl_attr { unsigned short len, type; };
@@ -73,6 +74,71 @@ static inline void nfnl_set_elem(struct nfnl_buf *b, int add, unsigned short cre
     nfnl_nest_done(n, d);
   }
   nfnl_nest_done(n, elem);
+  nfnl_nest_done(n, list);
+  nfnl_msg_end(b, n);
+}
+
+static inline uint32_t nfnl_be32(uint32_t v) { return htonl(v); }
+
+/* Every rule of a chain deleted (a DELRULE naming the chain and no handle), acknowledged. */
+static inline void nfnl_flush_chain(struct nfnl_buf *b, unsigned char family, const char *table, const char *chain, uint32_t seq) {
+  struct nlmsghdr *n = nfnl_msg_start(b, (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_DELRULE, NLM_F_ACK, family, 0, seq);
+  nfnl_put(n, NFTA_RULE_TABLE, table, strlen(table) + 1);
+  nfnl_put(n, NFTA_RULE_CHAIN, chain, strlen(chain) + 1);
+  nfnl_msg_end(b, n);
+}
+
+static inline struct nfnl_attr *nfnl_expr_start(struct nlmsghdr *n, const char *name, struct nfnl_attr **data) {
+  struct nfnl_attr *e = nfnl_nest(n, NFTA_LIST_ELEM);
+  nfnl_put(n, NFTA_EXPR_NAME, name, strlen(name) + 1);
+  *data = nfnl_nest(n, NFTA_EXPR_DATA);
+  return e;
+}
+
+static inline void nfnl_put_be32(struct nlmsghdr *n, unsigned short type, uint32_t v) {
+  uint32_t be = nfnl_be32(v);
+  nfnl_put(n, type, &be, sizeof be);
+}
+
+/*
+ * The balancer's dispatch rule appended to a VIP's chain: `goto to0` for one backend, else
+ * `numgen inc mod N vmap @rrN` (what nft sends for them: a numgen into register 1 and a lookup of
+ * it in map rrN with the verdict register as destination).
+ */
+static inline void nfnl_dispatch_rule(struct nfnl_buf *b, unsigned char family, const char *table, const char *chain, uint32_t backends, uint32_t seq) {
+  struct nlmsghdr *n = nfnl_msg_start(b, (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE, NLM_F_ACK | NLM_F_CREATE | NLM_F_APPEND, family, 0, seq);
+  nfnl_put(n, NFTA_RULE_TABLE, table, strlen(table) + 1);
+  nfnl_put(n, NFTA_RULE_CHAIN, chain, strlen(chain) + 1);
+  struct nfnl_attr *list = nfnl_nest(n, NFTA_RULE_EXPRESSIONS);
+  struct nfnl_attr *data;
+  if (backends == 1) {
+    struct nfnl_attr *e = nfnl_expr_start(n, "immediate", &data);
+    nfnl_put_be32(n, NFTA_IMMEDIATE_DREG, NFT_REG_VERDICT);
+    struct nfnl_attr *d = nfnl_nest(n, NFTA_IMMEDIATE_DATA);
+    struct nfnl_attr *v = nfnl_nest(n, NFTA_DATA_VERDICT);
+    nfnl_put_be32(n, NFTA_VERDICT_CODE, (uint32_t)NFT_GOTO);
+    nfnl_put(n, NFTA_VERDICT_CHAIN, "to0", 4);
+    nfnl_nest_done(n, v);
+    nfnl_nest_done(n, d);
+    nfnl_nest_done(n, data);
+    nfnl_nest_done(n, e);
+  } else {
+    char set[32];
+    snprintf(set, sizeof set, "rr%u", backends);
+    struct nfnl_attr *e = nfnl_expr_start(n, "numgen", &data);
+    nfnl_put_be32(n, NFTA_NG_DREG, NFT_REG_1);
+    nfnl_put_be32(n, NFTA_NG_MODULUS, backends);
+    nfnl_put_be32(n, NFTA_NG_TYPE, NFT_NG_INCREMENTAL);
+    nfnl_put_be32(n, NFTA_NG_OFFSET, 0);
+    nfnl_nest_done(n, data);
+    nfnl_nest_done(n, e);
+    e = nfnl_expr_start(n, "lookup", &data);
+    nfnl_put(n, NFTA_LOOKUP_SET, set, strlen(set) + 1);
+    nfnl_put_be32(n, NFTA_LOOKUP_SREG, NFT_REG_1);
+    nfnl_put_be32(n, NFTA_LOOKUP_DREG, NFT_REG_VERDICT);
+    nfnl_nest_done(n, data);
+    nfnl_nest_done(n, e);
+  }
   nfnl_nest_done(n, list);
   nfnl_msg_end(b, n);
 }

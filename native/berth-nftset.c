@@ -2,7 +2,11 @@
  * berth-nftset: adds and deletes elements of a table's sets and maps over netlink, in one
  * transaction, in the namespace it runs in (berth-spawn starts it inside a sandbox).
  *
- *   berth-nftset TABLE [+SET/KEY[:DATA] | -SET/KEY]...      (family ip; KEY and DATA in hex)
+ *   berth-nftset TABLE [+SET/KEY[:DATA] | -SET/KEY | =CHAIN/N]...   (family ip; KEY and DATA in hex)
+ *
+ * `=CHAIN/N` replaces the one rule of a VIP's chain with the balancer's dispatch over N backends:
+ * `goto to0` for one, `numgen inc mod N vmap @rrN` for more (rrN must exist). So a VIP whose
+ * number of backends changes is no `nft` run either.
  *
  * `nft` reads every chain, set and stateful object of the namespace into its cache before any
  * element command (nft 1.0.6), which with 10,000 services in a sandbox is most of a backend
@@ -45,17 +49,37 @@ int main(int argc, char **argv) {
     return 2;
   }
   struct nfnl_buf b = { .data = calloc(1, BUF_SIZE) };
-  if (!b.data) return 1;
+  /* The argument each message of the batch came from, by sequence number (a rule takes two). */
+  int *arg_of = calloc((size_t)(2 * argc + 4), sizeof *arg_of);
+  if (!b.data || !arg_of) return 1;
   const char *table = argv[1];
   unsigned seq = 1;
   nfnl_batch_mark(&b, NFNL_MSG_BATCH_BEGIN, seq++);
-  int count = argc - 2;
+  int count = 0;
   for (int i = 2; i < argc; i++) {
     const char *a = argv[i];
     int add = a[0] == '+';
-    if ((a[0] != '+' && a[0] != '-') || b.used > BUF_SIZE - 4096) {
+    if ((a[0] != '+' && a[0] != '-' && a[0] != '=') || b.used > BUF_SIZE - 4096) {
       fprintf(stderr, "berth-nftset: bad element %s\n", a);
       return 2;
+    }
+    if (a[0] == '=') {
+      const char *slash = strrchr(a, '/');
+      char chain[256];
+      char *end = NULL;
+      long n = slash ? strtol(slash + 1, &end, 10) : 0;
+      if (!slash || slash - a - 1 <= 0 || slash - a - 1 >= (int)sizeof chain || !end || *end || n < 1 || n > 4096) {
+        fprintf(stderr, "berth-nftset: bad rule %s\n", a);
+        return 2;
+      }
+      memcpy(chain, a + 1, (size_t)(slash - a - 1));
+      chain[slash - a - 1] = 0;
+      arg_of[seq] = i;
+      nfnl_flush_chain(&b, NFPROTO_IPV4, table, chain, seq++);
+      arg_of[seq] = i;
+      nfnl_dispatch_rule(&b, NFPROTO_IPV4, table, chain, (uint32_t)n, seq++);
+      count += 2;
+      continue;
     }
     const char *slash = strchr(a, '/');
     char set[64];
@@ -73,7 +97,9 @@ int main(int argc, char **argv) {
       fprintf(stderr, "berth-nftset: bad element %s\n", a);
       return 2;
     }
+    arg_of[seq] = i;
     nfnl_set_elem(&b, add, NLM_F_CREATE | NLM_F_EXCL, NFPROTO_IPV4, table, set, key, (size_t)klen, data, (size_t)dlen, seq++);
+    count++;
   }
   nfnl_batch_mark(&b, NFNL_MSG_BATCH_END, seq++);
 
@@ -103,8 +129,8 @@ int main(int argc, char **argv) {
       if (h->nlmsg_type != NLMSG_ERROR) continue;
       const struct nlmsgerr *e = NLMSG_DATA(h);
       answered++;
-      if (e->error < 0 && e->msg.nlmsg_seq >= 2 && (int)e->msg.nlmsg_seq - 2 < count) {
-        fprintf(stderr, "berth-nftset: %s %s: %s\n", table, argv[2 + e->msg.nlmsg_seq - 2], strerror(-e->error));
+      if (e->error < 0 && e->msg.nlmsg_seq >= 2 && e->msg.nlmsg_seq < seq && arg_of[e->msg.nlmsg_seq]) {
+        fprintf(stderr, "berth-nftset: %s %s: %s\n", table, argv[arg_of[e->msg.nlmsg_seq]], strerror(-e->error));
         failed = 1;
       }
     }

@@ -1,3 +1,4 @@
+import { Steps } from '../util/steps.js';
 import { errorMessage } from '../util/errors.js';
 import { goTime } from './ids.js';
 import { SK } from './services.js';
@@ -140,8 +141,12 @@ export class Agent {
     }
     if (t.Status.State !== 'assigned' && t.Status.State !== 'accepted' && t.Status.State !== 'preparing' && t.Status.State !== 'starting') return;
     try {
+      const st = new Steps(`task ${id}'s start`);
       const made = await this.runtime.run(t, this.me);
+      st.mark('run');
       await this.report(id, made.running ? (made.health === 'starting' ? 'starting' : 'running') : made.exitCode === 0 ? 'complete' : 'failed', 'started', made);
+      st.mark('reported');
+      st.done();
     } catch (e) {
       await this.report(id, 'rejected', 'preparing', undefined, errorMessage(e));
     }

@@ -10,6 +10,8 @@ import type { Cmp, Versioned } from './store.js';
 
 /** How often a manager that does not lead tries to, and the leader checks it still does. */
 const CAMPAIGN_MS = 1000;
+/** Every this many campaigns the leader's pass decides on every service, not only those changed. */
+const SWEEP_TICKS = 5;
 /** Tasks written per transaction (each is a compare and a put; etcd's limit is 128 operations). */
 const TXN_CHUNK = 60;
 
@@ -35,6 +37,10 @@ export class Orchestrator {
   private following?: Promise<void>;
   /** The view's revision at the last check: one that stands still behind the store is read again. */
   private checkedRev = 0;
+  /** The next pass decides on every service: after a failed one, at a wake, and now and then. */
+  private sweepDue = true;
+  private wakeAt?: number;
+  private ticks = 0;
 
   constructor(private readonly session: Session, private readonly log: (m: string) => void) {}
 
@@ -60,6 +66,7 @@ export class Orchestrator {
         // Still ours; a pass now and then catches anything a timer missed, and a view that fell
         // behind the store (a watch that died without a word) is read again.
         await this.checkView();
+        if (++this.ticks % SWEEP_TICKS === 0) this.sweepDue = true;
         this.kick();
         return;
       }
@@ -142,6 +149,8 @@ export class Orchestrator {
           await this.pass();
         } catch (e) {
           this.log(`orchestrator: ${errorMessage(e)}`);
+          // The services it had taken as changed are no longer marked: the next pass takes all.
+          this.sweepDue = true;
           await new Promise((r) => setTimeout(r, 200));
           this.again = true;
         }
@@ -154,19 +163,42 @@ export class Orchestrator {
     if (!this.view) await this.follow();
     const view = this.view;
     if (!view) return;
-    // Copies: the watch changes the view while this pass writes, and each write must compare
-    // the records its decision was made on.
-    const svcs = new Map(view.services);
-    const taskRecs = new Map(view.tasks);
+    const dirty = view.takeDirty();
+    const full = dirty === 'all' || this.sweepDue;
+    this.sweepDue = false;
+    if (!full && !dirty.size) return;
+    // Copies of the records decided on: the watch changes the view while this pass writes, and
+    // each write must compare them. A pass over some services copies only theirs.
+    const svcs = new Map<string, Versioned<ServiceRecord>>();
+    const taskRecs = new Map<string, Versioned<TaskRecord>>();
+    if (full) {
+      for (const [k, v] of view.services) svcs.set(k, v);
+      for (const [k, v] of view.tasks) taskRecs.set(k, v);
+    } else {
+      for (const id of dirty) {
+        const s = view.services.get(SK.service(id));
+        if (s) svcs.set(SK.service(id), s);
+        for (const k of view.tasksOf.get(id) ?? []) taskRecs.set(k, view.tasks.get(k)!);
+      }
+    }
     const up = new Set([...view.alive.keys()].map((k) => k.slice(K.alive.length)));
     const views: NodeView[] = [...view.nodes.values()].map(({ value: n }) => ({
       id: n.ID, hostname: n.Description?.Hostname ?? '', role: n.Spec.Role, labels: n.Spec.Labels ?? {}, availability: n.Spec.Availability, ready: up.has(n.ID),
     }));
-    const d = reconcile([...svcs.values()].map((v) => v.value), [...taskRecs.values()].map((v) => v.value), views, Date.now(), newNodeId);
-    clearTimeout(this.wake);
-    if (d.wakeAt !== undefined) {
-      this.wake = setTimeout(() => this.kick(), Math.max(0, d.wakeAt - Date.now()) + 10);
-      this.wake.unref();
+    const allTasks = [...view.tasks.values()].map((v) => v.value);
+    const scope = full ? undefined : { ids: dirty, exists: (id: string) => view.services.has(SK.service(id)) };
+    const d = reconcile([...svcs.values()].map((v) => v.value), allTasks, views, Date.now(), newNodeId, scope);
+    // A pass over some services may only bring the wake forward (one too early is a whole pass
+    // that finds nothing due); a whole pass sets it.
+    const soonest = Math.min(d.wakeAt ?? Infinity, full ? Infinity : this.wakeAt ?? Infinity);
+    const wakeAt = soonest === Infinity ? undefined : soonest;
+    if (full || wakeAt !== this.wakeAt) {
+      clearTimeout(this.wake);
+      this.wakeAt = wakeAt;
+      if (this.wakeAt !== undefined) {
+        this.wake = setTimeout(() => { this.sweepDue = true; this.kick(); }, Math.max(0, this.wakeAt - Date.now()) + 10);
+        this.wake.unref();
+      }
     }
     const status = await this.writeStatus(d.status, svcs);
     let ok = status.ok;
@@ -188,6 +220,8 @@ export class Orchestrator {
     }
     // The next pass decides on what this one wrote: a task placed and not yet in the view would be placed twice.
     if (ok) return this.caughtUp(written);
+    // What this pass decided on is decided again, whole (its services are no longer marked).
+    this.sweepDue = true;
     // Deposed, or an agent wrote a task meanwhile: decide again on the view once it has that
     // write, and this pass's own (unless no longer leading).
     const cur = await store.get<{ Node: string }>(SK.leader);

@@ -25,7 +25,14 @@ export interface Decisions {
 /** Old tasks kept per slot for `service ps` (Docker's default task history limit). */
 export const HISTORY = 5;
 
-export function reconcile(services: ServiceRecord[], tasks: TaskRecord[], nodes: NodeView[], now: number, newId: () => string): Decisions {
+/**
+ * A pass over some services only: those whose records or tasks changed since the last pass
+ * (`services` then holds only these, of those that exist). `tasks` is still every task: a
+ * placement spreads over every service's tasks.
+ */
+export interface Scope { ids: ReadonlySet<string>; exists: (serviceId: string) => boolean }
+
+export function reconcile(services: ServiceRecord[], tasks: TaskRecord[], nodes: NodeView[], now: number, newId: () => string, scope?: Scope): Decisions {
   const out: Decisions = { put: [], delete: [], status: [] };
   const changed = new Map<string, TaskRecord>();
   // The same, by service: a rolling update reads its own service's changes of this pass.
@@ -42,6 +49,8 @@ export function reconcile(services: ServiceRecord[], tasks: TaskRecord[], nodes:
   const load = new Map<string, number>();
   for (const t of tasks) if (t.DesiredState === 'running' && t.NodeID) load.set(t.NodeID, (load.get(t.NodeID) ?? 0) + 1);
   const svcIds = new Set(services.map((s) => s.ID));
+  const exists = scope?.exists ?? ((id: string) => svcIds.has(id));
+  const inScope = (id: string) => !scope || scope.ids.has(id);
   const at = goTime(new Date(now));
   const shut = (t: TaskRecord, extra: Partial<TaskRecord> = {}) => {
     if (t.DesiredState === 'shutdown' && !Object.keys(extra).length) return;
@@ -54,7 +63,7 @@ export function reconcile(services: ServiceRecord[], tasks: TaskRecord[], nodes:
 
   // Tasks of removed services go; their records are deleted once they stopped (or their node is gone).
   for (const t of tasks) {
-    if (svcIds.has(t.ServiceID)) continue;
+    if (!inScope(t.ServiceID) || exists(t.ServiceID)) continue;
     if (isTerminal(t.Status.State) || !t.NodeID || !byId.get(t.NodeID)?.ready) out.delete.push(t.ID);
     else shut(t);
   }
@@ -62,11 +71,13 @@ export function reconcile(services: ServiceRecord[], tasks: TaskRecord[], nodes:
   // Each service's tasks: a filter of every task per service cost services × tasks each pass.
   const tasksOf = new Map<string, TaskRecord[]>();
   for (const t of tasks) {
+    if (!inScope(t.ServiceID)) continue;
     const l = tasksOf.get(t.ServiceID);
     if (l) l.push(t);
     else tasksOf.set(t.ServiceID, [t]);
   }
   for (const svc of services) {
+    if (!inScope(svc.ID)) continue;
     const mine = tasksOf.get(svc.ID) ?? [];
     const constraints = svc.Spec.TaskTemplate.Placement?.Constraints ?? [];
     const eligible = nodes.filter((n) => n.ready && n.availability === 'active' && matches(n, constraints));

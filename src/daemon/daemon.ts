@@ -154,7 +154,7 @@ export class Daemon {
     const dns = new DnsServer(new ContainerDirectory(() => [...engine.containers.values(), ...network.provided.members()], () => registry.networks, () => registry.generation, () => [...(this.swarmNetworks?.remoteEndpoints() ?? []), ...(this.services?.net.dnsEntries() ?? [])],
       (id, aliases) => this.services?.net.answers(id, aliases) ?? true), this.o.resolvConf);
     // A local container started or connected: its balancer table, if it is on a service's network.
-    registry.onChange((c) => { if (c.containers.some(Boolean)) void this.services?.net.syncAll(); });
+    registry.onChange((c) => { if (c.containers.some(Boolean)) void this.services?.net.syncContainers(c.containers.filter(Boolean)); });
     await network.attachResolver(dns);
     return { engine, images, runtime, network, identity, dns };
   }

@@ -187,18 +187,30 @@ export function lbTable(entries: VipEntry[]): string {
  * table it is only what differs: a VIP that comes or goes is its map element, its chain and its
  * slots' elements (or its element of the reject set); a VIP whose backends changed is the
  * elements of the slots that changed, and its rule replaced only when its number of backends
- * changed; slots come before the first VIP that needs them and go after the last. Its cost
- * follows what changed, not the number of services. From an unknown table (the first apply, or
- * one changed behind berth's back) the table is made whole. No entries: no table.
+ * changed; slots come before the first VIP that needs them, and stay (`built`: the slots the
+ * table has, which may be more than `before` needs; see `slotsBuilt`). Its cost follows what
+ * changed, not the number of services. From an unknown table (the first apply, or one changed
+ * behind berth's back) the table is made whole. No entries: no table.
  */
-export function lbScript(before: Entries | undefined, after: VipEntry[]): string {
+export function lbScript(before: Entries | undefined, after: VipEntry[], built = before ? slotsOf(before) : 0): string {
   const t = `ip ${LB_TABLE}`;
   if (!before || !sizeOf(before) || !after.length) return `table ${t}\ndelete table ${t}\n${after.length ? lbTable(after) : ''}`;
   const changes = changedVips(before, after);
   if (!changes.length) return '';
-  // Only a change of some VIP's number of backends can change the number of slots.
+  // Only a change of some VIP's number of backends can need more slots.
   const resized = changes.some(([old, e]) => old?.backends.length !== e?.backends.length);
-  return lbChanges(changes, resized ? slotsOf(before) : 0, resized ? slotsOf(after) : 0);
+  return lbChanges(changes, built, resized ? slotsBuilt(after, built) : built);
+}
+
+/**
+ * The slots a known table has after a change to `after`, when it had `built`: slots once made stay
+ * while the table does (an empty one costs a packet nothing, as no VIP's rule reaches it), so a
+ * VIP that grows back into them is its elements and its rule, which berth-nftset writes without
+ * `nft` (a service scaled 2 → 3 → 2 → 3 made and deleted slot 2 and map rr3 each time, and `nft`
+ * took 50 ms to read a sandbox of 10,000 VIPs before each).
+ */
+export function slotsBuilt(after: Entries, built: number): number {
+  return Math.max(built, slotsOf(after));
 }
 
 /**
@@ -249,20 +261,32 @@ export function lbChanges(changes: ReadonlyArray<readonly [VipEntry | undefined,
 }
 
 const ELEMENT = /^(add|delete) element ip berth_svc (slot\d+) \{ ([\d.]+)(?: : ([\d.]+))? \}$/;
+const FLUSH = /^flush chain ip berth_svc (svc_\w+)$/;
+const DISPATCH = /^add rule ip berth_svc (svc_\w+) (?:goto to0|numgen inc mod (\d+) vmap @rr(\d+))$/;
 const hex = (ip: string) => ip.split('.').map((o) => Number(o).toString(16).padStart(2, '0')).join('');
 
 /**
- * A script of slot elements only (a backend replaced), as berth-nftset's arguments; undefined
- * for anything else. `nft` would read every chain, set and object of the sandbox first (15 ms
- * at 10,000 services, more than the rest of the change); the helper only sends the elements.
+ * A script of slot elements and VIP rules replaced (a backend replaced, added or removed while
+ * the table has the slots it needs), as berth-nftset's arguments; undefined for anything else.
+ * `nft` would read every chain, set and object of the sandbox first (50 ms at 10,000 services on
+ * this machine, more than the rest of the change); the helper only sends what changes.
  */
 export function elementArgs(script: string): string[] | undefined {
   if (!script) return undefined;
   const args = [LB_TABLE];
-  for (const l of script.trim().split('\n')) {
-    const m = ELEMENT.exec(l);
-    if (!m) return undefined;
-    args.push(m[1] === 'add' ? `+${m[2]}/${hex(m[3]!)}:${hex(m[4]!)}` : `-${m[2]}/${hex(m[3]!)}`);
+  const lines = script.trim().split('\n');
+  for (let i = 0; i < lines.length; i++) {
+    const m = ELEMENT.exec(lines[i]!);
+    if (m) {
+      args.push(m[1] === 'add' ? `+${m[2]}/${hex(m[3]!)}:${hex(m[4]!)}` : `-${m[2]}/${hex(m[3]!)}`);
+      continue;
+    }
+    // A VIP's rule replaced: its chain flushed and the new dispatch added, always as a pair.
+    const f = FLUSH.exec(lines[i]!);
+    const d = f ? DISPATCH.exec(lines[i + 1] ?? '') : null;
+    if (!f || !d || d[1] !== f[1] || d[2] !== d[3]) return undefined;
+    args.push(`=${f[1]}/${d[2] ?? 1}`);
+    i++;
   }
   return args;
 }

@@ -5,7 +5,7 @@ import { nftApply } from '../kernel/nft.js';
 import { run } from '../util/exec.js';
 import { errorMessage } from '../util/errors.js';
 import { forEachLimited } from '../util/serial.js';
-import { arrange, arrangeOne, changedVips, countersOf, elementArgs, hitKey, lbChanges, lbScript, parseCounters, LB_TABLE, type Entries, type VipEntry } from './lbtable.js';
+import { arrange, arrangeOne, changedVips, countersOf, elementArgs, hitKey, lbChanges, lbScript, parseCounters, slotsBuilt, LB_TABLE, type Entries, type VipEntry } from './lbtable.js';
 
 export { arrange, countersOf, lbScript, lbTable, parseCounters, LB_TABLE, type VipEntry } from './lbtable.js';
 
@@ -59,11 +59,11 @@ async function movedCounts(netns: string, changed: Change[]): Promise<Map<string
 
 /**
  * What berth applied in a sandbox: the arranged entries by VIP, how many VIPs have each number of
- * backends (the table's number of slots is the largest, which a patch of a few VIPs must know
- * without walking the others), each element's count as last read, and how many slots hold each
- * backend.
+ * backends (the slots needed are the largest, which a patch of a few VIPs must know without
+ * walking the others), the slots the table has (`built`: at least those, see `slotsBuilt`), each
+ * element's count as last read, and how many slots hold each backend.
  */
-interface Applied { netns: string; entries: Map<string, VipEntry>; lengths: Map<number, number>; counted: Map<string, number>; uses: Map<string, number> }
+interface Applied { netns: string; entries: Map<string, VipEntry>; lengths: Map<number, number>; built: number; counted: Map<string, number>; uses: Map<string, number> }
 
 /**
  * A change of some of a sandbox's VIPs only: `entries` as they are now (the others stay as they
@@ -100,10 +100,13 @@ export class ServiceBalancers {
 
   constructor(private readonly log: (m: string) => void) {}
 
-  /** Makes these sandboxes' tables agree with `want` (container id → namespace and entries); forgets sandboxes not listed when `all`. */
-  sync(want: Map<string, { netns: string; entries: VipEntry[] }>, all: boolean): Promise<void> {
+  /**
+   * Makes these sandboxes' tables agree with `want` (container id → namespace and entries);
+   * forgets the sandboxes `gone`, or every one not listed when `all`.
+   */
+  sync(want: Map<string, { netns: string; entries: VipEntry[] }>, all: boolean, gone: string[] = []): Promise<void> {
     return this.serial(async () => {
-      if (all) for (const id of [...this.applied.keys()]) if (!want.has(id)) this.forget(id);
+      for (const id of all ? [...this.applied.keys()].filter((id) => !want.has(id)) : gone) this.forget(id);
       await Promise.all([...want].map(([id, w]) => this.syncOne(id, w.netns, w.entries)));
     });
   }
@@ -131,7 +134,7 @@ export class ServiceBalancers {
           if (old && !named.has(vip)) changed.push([old, undefined]);
         }
         if (!changed.length) return;
-        const wasSlots = slotsIn(had.lengths);
+        const wasBuilt = had.built;
         const wasEmpty = !had.entries.size;
         // Merged in place: a sandbox whose change fails is forgotten, and made whole at its next change.
         for (const [old, e] of changed) {
@@ -139,8 +142,10 @@ export class ServiceBalancers {
           if (e) { had.entries.set(e.vip, e); countLength(had.lengths, e.backends.length, 1); }
         }
         // A table that was not there, or goes: made whole, or deleted.
-        const script = wasEmpty || !had.entries.size ? lbScript(undefined, [...had.entries.values()]) : lbChanges(changed, wasSlots, slotsIn(had.lengths));
-        await this.commit(id, p.netns, had, had.entries, had.lengths, changed, script);
+        const whole = wasEmpty || !had.entries.size;
+        const built = whole ? slotsIn(had.lengths) : Math.max(wasBuilt, slotsIn(had.lengths));
+        const script = whole ? lbScript(undefined, [...had.entries.values()]) : lbChanges(changed, wasBuilt, built);
+        await this.commit(id, p.netns, had, had.entries, had.lengths, built, changed, script);
       }));
     });
   }
@@ -150,20 +155,21 @@ export class ServiceBalancers {
     if (had && had.netns !== netns) { this.forget(id); had = undefined; }
     if (!had?.entries.size && !want.length) {
       // Known to have no table, so that a patch need not ask for the whole of a sandbox on no service's network.
-      if (!had) this.applied.set(id, { netns, entries: new Map(), lengths: new Map(), counted: new Map(), uses: new Map() });
+      if (!had) this.applied.set(id, { netns, entries: new Map(), lengths: new Map(), built: 0, counted: new Map(), uses: new Map() });
       return;
     }
     const entries = arrange(had?.entries, want);
-    const script = lbScript(had?.entries, entries);
+    const script = lbScript(had?.entries, entries, had?.built);
     if (had && !script) return;
     const changed = had ? changedVips(had.entries, entries) : entries.map((e) => [undefined, e] as const);
     const lengths = new Map<number, number>();
     for (const e of entries) countLength(lengths, e.backends.length, 1);
-    await this.commit(id, netns, had, new Map(entries.map((e) => [e.vip, e])), lengths, changed, script);
+    const built = had?.entries.size && entries.length ? slotsBuilt(entries, had.built) : slotsIn(lengths);
+    await this.commit(id, netns, had, new Map(entries.map((e) => [e.vip, e])), lengths, built, changed, script);
   }
 
   /** Applies a sandbox's script and keeps its counters' and backends' books by the VIPs it changed. */
-  private async commit(id: string, netns: string, had: Applied | undefined, entries: Map<string, VipEntry>, lengths: Map<number, number>, changed: Change[], script: string): Promise<void> {
+  private async commit(id: string, netns: string, had: Applied | undefined, entries: Map<string, VipEntry>, lengths: Map<number, number>, built: number, changed: Change[], script: string): Promise<void> {
     try {
       const moved = had ? await movedCounts(netns, changed) : new Map<string, number>();
       let remade = !had;
@@ -173,6 +179,7 @@ export class ServiceBalancers {
         this.log(`services: balancer of ${id.slice(0, 12)} remade: ${errorMessage(e)}`);
         await nftApply(lbScript(undefined, [...entries.values()]), { netns });
         remade = true;
+        built = slotsIn(lengths);
       });
       // The counts of the elements that stayed go on; those of elements gone are kept as retired.
       let counted = had?.counted ?? new Map<string, number>();
@@ -199,7 +206,7 @@ export class ServiceBalancers {
           else { uses.delete(ip); left.push(ip); }
         }
       }
-      this.applied.set(id, { netns, entries, lengths, counted, uses });
+      this.applied.set(id, { netns, entries, lengths, built, counted, uses });
       this.dropFlows(id, netns, left);
     } catch (e) {
       // The namespace went meanwhile (the container stopped): nothing to balance there.

@@ -3,10 +3,12 @@
  * BERTH_TRACE_STEPS is set: where the time of a slow command goes, without a profiler.
  */
 export class Steps {
+  static readonly on = Boolean(process.env.BERTH_TRACE_STEPS);
   private readonly t0 = performance.now();
+  /** Wall-clock start, so that steps logged by the hosts of a lab line up. */
+  private readonly at = Steps.on ? new Date().toISOString() : '';
   private last = this.t0;
   private readonly parts: string[] = [];
-  static readonly on = Boolean(process.env.BERTH_TRACE_STEPS);
 
   constructor(private readonly what: string) {}
 
@@ -18,6 +20,6 @@ export class Steps {
   }
 
   done(): void {
-    if (Steps.on) console.error(`berthd: steps of ${this.what} (ms): ${this.parts.join(', ')}; total ${(performance.now() - this.t0).toFixed(1)}`);
+    if (Steps.on) console.error(`berthd: steps of ${this.what} (ms, from ${this.at}): ${this.parts.join(', ')}; total ${(performance.now() - this.t0).toFixed(1)}`);
   }
 }

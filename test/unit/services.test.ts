@@ -361,7 +361,7 @@ describe('the sandbox balancer table', () => {
     assert.deepEqual(arrange(two, [{ service: 'other', vip, backends: ['10.0.0.9', '10.0.0.3'] }])[0]!.backends, ['10.0.0.3', '10.0.0.9']);
   });
 
-  it('a change is only what differs: a replaced backend is its slot\'s element, a count change the VIP\'s rule and the slots; an unknown table is made whole', () => {
+  it('a change is only what differs: a replaced backend is its slot\'s element, a count change the VIP\'s rule and any slot it is the first to need; an unknown table is made whole', () => {
     const A = 'svc_aaaaaaaaaaaa_10_0_0_254';
     const T = 'ip berth_svc';
     const before = arrange(undefined, [{ service: 'aaaaaaaaaaaaZZZ', vip: '10.0.0.254', backends: ['10.0.0.4', '10.0.0.3'] }, { service: 'dddddddddddd', vip: '10.0.0.250', backends: ['10.0.0.7'] }]);
@@ -380,12 +380,30 @@ describe('the sandbox balancer table', () => {
       `flush chain ${T} ${A}`, `add rule ${T} ${A} numgen inc mod 3 vmap @rr3`,
     ]);
     assert.equal(elementArgs(script), undefined);
-    // The last backend gone: the VIP leaves the map for the reject set, its chain and elements go, and the slots no VIP needs.
+    // Shrunk back to 2: its slot 2 element and its rule, and slot 2 stays (empty) for the next growth.
+    const shrunk = arrange(grown, [{ ...grown[0]!, backends: ['10.0.0.4', '10.0.0.5'] }, grown[1]!]);
+    const back = lbScript(grown, shrunk);
+    assert.deepEqual(back.trim().split('\n'), [`delete element ${T} slot2 { 10.0.0.254 }`, `flush chain ${T} ${A}`, `add rule ${T} ${A} numgen inc mod 2 vmap @rr2`]);
+    // Elements and a rule: berth-nftset's, no nft (the rule as `=CHAIN/N`).
+    assert.deepEqual(elementArgs(back), ['berth_svc', '-slot2/0a0000fe', `=${A}/2`]);
+    // Grown again into the slots the table has (3, given): no map, chain or rule but the VIP's.
+    const again = lbScript(shrunk, grown, 3);
+    assert.deepEqual(again.trim().split('\n'), [`add element ${T} slot2 { 10.0.0.254 : 10.0.0.6 }`, `flush chain ${T} ${A}`, `add rule ${T} ${A} numgen inc mod 3 vmap @rr3`]);
+    assert.deepEqual(elementArgs(again), ['berth_svc', '+slot2/0a0000fe:0a000006', `=${A}/3`]);
+    // Down to one backend: the rule is a goto.
+    assert.deepEqual(elementArgs(lbScript(shrunk, arrange(shrunk, [{ ...grown[0]!, backends: ['10.0.0.5'] }, grown[1]!]), 3)), ['berth_svc', '-slot1/0a0000fe', `=${A}/1`]);
+    // A flush with no rule after it, or another chain's rule, is no pair.
+    assert.equal(elementArgs(`flush chain ${T} ${A}\n`), undefined);
+    assert.equal(elementArgs(`flush chain ${T} ${A}\nadd rule ${T} svc_other numgen inc mod 2 vmap @rr2\n`), undefined);
+    assert.equal(elementArgs(`flush chain ${T} ${A}\nadd rule ${T} ${A} numgen inc mod 2 vmap @rr3\n`), undefined);
+    // The last backend gone: the VIP leaves the map for the reject set, its chain and elements go; the slots stay.
     assert.deepEqual(lbScript(grown, arrange(grown, [{ ...grown[0]!, backends: [] }, grown[1]!])).trim().split('\n'), [
       `delete element ${T} vips { 10.0.0.254 }`, `flush chain ${T} ${A}`, `delete chain ${T} ${A}`,
       `delete element ${T} slot0 { 10.0.0.254 }`, `delete element ${T} slot1 { 10.0.0.254 }`, `delete element ${T} slot2 { 10.0.0.254 }`,
       `add element ${T} empty { 10.0.0.254 }`,
-      // The shared rr maps before the slot chains they go to.
+    ]);
+    // lbChanges still takes slots away when told to (the shared rr maps before the slot chains they go to).
+    assert.deepEqual(lbChanges([[grown[0]!, { ...grown[0]!, backends: [] }]], 3, 1).trim().split('\n').slice(-8), [
       `delete map ${T} rr2`, `delete map ${T} rr3`,
       `flush chain ${T} to1`, `delete chain ${T} to1`, `delete map ${T} slot1`, `flush chain ${T} to2`, `delete chain ${T} to2`, `delete map ${T} slot2`,
     ]);

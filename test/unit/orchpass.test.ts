@@ -1,0 +1,137 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { reconcile } from '../../src/cluster/reconcile.js';
+import { OrchestratorView } from '../../src/cluster/orchview.js';
+import { Orchestrator } from '../../src/cluster/orchestrator.js';
+import { SK } from '../../src/cluster/services.js';
+import { K, ROOT } from '../../src/cluster/keys.js';
+import { ServiceNet } from '../../src/cluster/servicenet.js';
+import type { NodeView, ServiceRecord, TaskRecord } from '../../src/cluster/servicemodel.js';
+import type { ServiceBalancers, VipEntry } from '../../src/network/servicelb.js';
+import type { EndpointRecord } from '../../src/network/overlay.js';
+import { MemStore } from './memstore.js';
+
+const NOW = Date.parse('2026-01-01T00:00:10Z');
+let seq = 0;
+const newId = () => `t${++seq}`;
+const node = (id: string): NodeView => ({ id, hostname: id, role: 'worker', labels: {}, availability: 'active', ready: true });
+const service = (id: string, replicas: number, delayNs = 5e9): ServiceRecord => ({
+  ID: id, Version: { Index: 1 }, CreatedAt: '', UpdatedAt: '', Endpoint: { Spec: { Mode: 'vip' } },
+  Spec: { Name: id, Mode: { Replicated: { Replicas: replicas } }, TaskTemplate: { ContainerSpec: { Image: 'busybox' }, RestartPolicy: { Condition: 'any', Delay: delayNs, MaxAttempts: 0 } } },
+});
+const running = (id: string, svc: string, slot: number, nodeId: string): TaskRecord => ({
+  ID: id, Version: { Index: 0 }, CreatedAt: '', UpdatedAt: '', Labels: {}, ServiceID: svc, Slot: slot, NodeID: nodeId, SpecVersion: 1, Attempt: 0,
+  Spec: { ContainerSpec: { Image: 'busybox' } }, ServiceAnnotations: { Name: svc }, Endpoint: { Spec: { Mode: 'vip' } },
+  Status: { Timestamp: new Date(NOW).toISOString(), State: 'running', Message: '' }, DesiredState: 'running',
+});
+
+describe('a pass over the services that changed (reconcile\'s scope)', () => {
+  const nodes = [node('a'), node('b')];
+
+  it('decides on the services in scope only, and its decisions are the whole pass\'s for them', () => {
+    const svcs = [service('s1', 2), service('s2', 3)];
+    const scoped = reconcile([svcs[1]!], [], nodes, NOW, newId, { ids: new Set(['s2']), exists: (id) => id === 's1' || id === 's2' });
+    assert.deepEqual([...new Set(scoped.put.map((t) => t.ServiceID))], ['s2']);
+    const whole = reconcile(svcs, [], nodes, NOW, newId);
+    assert.equal(scoped.put.length, whole.put.filter((t) => t.ServiceID === 's2').length);
+  });
+
+  it('spreads over every service\'s tasks, those out of scope too', () => {
+    // Node a runs three tasks of s1 (out of scope): s2's one task goes to b.
+    const tasks = [1, 2, 3].map((i) => running(`x${i}`, 's1', i, 'a'));
+    const d = reconcile([service('s2', 1)], tasks, nodes, NOW, newId, { ids: new Set(['s2']), exists: () => true });
+    assert.deepEqual(d.put.map((t) => [t.ServiceID, t.NodeID]), [['s2', 'b']]);
+    assert.deepEqual(d.delete, []);
+  });
+
+  it('stops the tasks of a removed service in scope, and leaves another removed service\'s alone', () => {
+    const tasks = [running('x1', 'gone1', 1, 'a'), running('x2', 'gone2', 1, 'b')];
+    const d = reconcile([], tasks, nodes, NOW, newId, { ids: new Set(['gone1']), exists: () => false });
+    assert.deepEqual(d.put.map((t) => [t.ID, t.DesiredState]), [['x1', 'shutdown']]);
+  });
+});
+
+describe('the orchestrator\'s view marks what changed', () => {
+  const ev = (type: 'put' | 'delete', key: string, value: unknown, modRevision: number) => ({ type, key, value, modRevision });
+
+  it('a service\'s record or any of its tasks marks it; a node marks all; taking the marks clears them', async () => {
+    const store = new MemStore();
+    store.write([[SK.service('s1'), service('s1', 1)], [SK.task('t1'), running('t1', 's1', 1, 'a')]]);
+    const view = await OrchestratorView.load(store);
+    assert.equal(view.takeDirty(), 'all', 'all, after the read');
+    assert.deepEqual(view.takeDirty(), new Set());
+    assert.deepEqual(view.tasksOf.get('s1'), new Set([SK.task('t1')]));
+    view.apply([ev('put', SK.service('s2'), service('s2', 1), 10)]);
+    view.apply([ev('put', SK.task('t2'), running('t2', 's3', 1, 'a'), 11)]);
+    // A deleted task marks the service it belonged to (the event carries no value).
+    view.apply([ev('delete', SK.task('t1'), undefined, 12)]);
+    assert.deepEqual(view.takeDirty(), new Set(['s2', 's3', 's1']));
+    assert.equal(view.tasksOf.has('s1'), false, 'no task left of s1');
+    assert.deepEqual(view.tasksOf.get('s3'), new Set([SK.task('t2')]));
+    view.apply([ev('put', K.aliveOf('n2'), {}, 13)]);
+    view.apply([ev('put', SK.service('s2'), service('s2', 2), 14)]);
+    assert.equal(view.takeDirty(), 'all');
+    // An event the read had already is neither applied nor marked.
+    view.apply([ev('put', SK.service('s9'), service('s9', 1), 1)]);
+    assert.deepEqual(view.takeDirty(), new Set());
+  });
+});
+
+describe('the orchestrator between whole passes', () => {
+  const NODE = { ID: 'n1', Spec: { Role: 'manager', Labels: {}, Availability: 'active' }, Description: { Hostname: 'n1' } };
+  const sessionOf = (store: MemStore) => ({ store, lease: { grant: async () => '1' }, state: { role: 'manager', nodeId: 'n1' } });
+  const tasksOf = (store: MemStore, svc: string) => [...store.data].filter(([k, v]) => k.startsWith(SK.tasks) && (v.value as TaskRecord).ServiceID === svc).map(([, v]) => v.value as TaskRecord);
+  async function waitUntil(ok: () => boolean, ms: number): Promise<boolean> {
+    for (const end = Date.now() + ms; Date.now() < end && !ok(); await new Promise((r) => setTimeout(r, 10)));
+    return ok();
+  }
+
+  it('a delayed restart of one service is not lost to a pass over another', async () => {
+    const store = new MemStore();
+    store.write([[K.node('n1'), NODE], [K.aliveOf('n1'), {}], [SK.service('slow'), service('slow', 1, 6e8)]]);
+    const o = new Orchestrator(sessionOf(store) as never, () => undefined);
+    o.start();
+    try {
+      assert.ok(await waitUntil(() => tasksOf(store, 'slow').length === 1, 2000), 'placed');
+      // Its task fails: the restart is due 600 ms later.
+      const [t] = tasksOf(store, 'slow');
+      store.write([[SK.task(t!.ID), { ...t!, Status: { ...t!.Status, State: 'failed', Timestamp: new Date().toISOString() } }]]);
+      assert.ok(await waitUntil(() => tasksOf(store, 'slow').some((x) => x.DesiredState === 'shutdown'), 2000), 'the failed task shut down');
+      // Passes over another service meanwhile (each decides on it alone).
+      for (let i = 0; i < 3; i++) {
+        store.write([[SK.service(`other${i}`), service(`other${i}`, 1)]]);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      // Due at 600 ms; the whole pass every five campaigns would come only after seconds.
+      assert.ok(await waitUntil(() => tasksOf(store, 'slow').some((x) => x.Attempt === 1), 1500), 'the restart waited for a whole pass');
+    } finally {
+      await o.close();
+    }
+  });
+});
+
+describe('a local container\'s start syncs its own table only (ServiceNet.syncContainers)', () => {
+  it('hands the balancers the started container\'s entries, and forgets a container gone', async () => {
+    const calls: Array<{ want: string[]; all: boolean; gone: string[]; entries: VipEntry[] }> = [];
+    const balancers = {
+      sync: async (want: Map<string, { entries: VipEntry[] }>, all: boolean, gone: string[] = []) => {
+        calls.push({ want: [...want.keys()], all, gone, entries: [...want.values()].flatMap((w) => w.entries) });
+      },
+      patch: async () => undefined,
+    } as unknown as ServiceBalancers;
+    let sandboxes = [{ id: 'c1', netns: '/run/netns/c1', networks: ['net1'] }, { id: 'c2', netns: '/run/netns/c2', networks: ['net1'] }];
+    const eps: EndpointRecord[] = [{ Network: 'net1', EndpointID: 'e9', ContainerID: 'c9', Name: 'c9', Aliases: ['tasks.web'], IP: '10.0.1.9', Mac: '', Node: 'n2', Vtep: '' }];
+    const net = new ServiceNet(() => eps, () => sandboxes, balancers, () => undefined);
+    await net.follow([
+      { type: 'put', key: `${ROOT}services/s1`, modRevision: 1, value: { ID: 's1', Spec: { Name: 'web', Mode: { Replicated: { Replicas: 1 } }, TaskTemplate: { ContainerSpec: { Image: 'busybox' }, Networks: [{ Target: 'net1' }] } }, Endpoint: { Spec: { Mode: 'vip' }, VirtualIPs: [{ NetworkID: 'net1', Addr: '10.0.1.254/24' }] } } },
+      { type: 'put', key: `${ROOT}tasks/t9`, modRevision: 1, value: { ID: 't9', ServiceID: 's1', DesiredState: 'running', Spec: { Networks: [{ Target: 'net1' }] }, Status: { State: 'running', ContainerStatus: { ContainerID: 'c9' } } } },
+    ], true);
+    calls.length = 0;
+    await net.syncContainers(['c2']);
+    assert.deepEqual(calls.map((c) => [c.want, c.all, c.gone]), [[['c2'], false, []]]);
+    assert.deepEqual(calls[0]!.entries, [{ service: 's1', vip: '10.0.1.254', backends: ['10.0.1.9'] }]);
+    sandboxes = sandboxes.filter((s) => s.id !== 'c1');
+    await net.syncContainers(['c1']);
+    assert.deepEqual(calls.map((c) => [c.want, c.all, c.gone])[1], [[], false, ['c1']]);
+  });
+});
