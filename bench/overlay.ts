@@ -7,6 +7,9 @@
  *  - TCP throughput (iperf3, 5 s) container → container across hosts, against the same between the
  *    two hosts' own namespaces over the underlay;
  *  - TCP connect + 1-byte echo round trips, same two paths;
+ *  - both again over a VXLAN made by hand between the same two hosts at the overlay's MTU
+ *    (bench/barevxlan.ts; in berth's lab): the kernel's own overlay path, the most an engine's
+ *    can reach here;
  *  - `network connect` / `disconnect` of a running container (berth's return once every host has
  *    its FDB, neighbour and DNS entries), on the network as it is, and (berth only) again once it
  *    holds `--endpoints N` containers spread over the three hosts (default 1,000 in a full run;
@@ -17,6 +20,7 @@
  * the busybox image needs no iperf3: the path measured is the container's own veth, bridge and
  * VXLAN device. Everything the bench makes is removed at the end, even on failure.
  */
+import { mtuOf, withBareVxlan } from './barevxlan.js';
 import { docker, formSwarm, onEachLab, type EngineLab, type LabHost } from './labs.js';
 import { PACKAGE_ROOT } from '../src/daemon/paths.js';
 import { emitSideResults } from './report.js';
@@ -35,7 +39,7 @@ const ipOf = (h: LabHost, c: string) => docker(h, ['inspect', '-f', '{{(index .N
 async function iperf(serverNs: string, clientNs: string, addr: string): Promise<number> {
   const srv = run('nsenter', [`--net=${serverNs}`, 'iperf3', '-s', '-1', '-B', addr]);
   await new Promise((r) => setTimeout(r, 500));
-  const c = await run('nsenter', [`--net=${clientNs}`, 'iperf3', '-c', addr, '-t', quick ? '2' : '5', '-J']);
+  const c = await run('nsenter', [`--net=${clientNs}`, 'iperf3', '-c', addr, '-t', quick ? '2' : '5', '--connect-timeout', '5000', '-J']);
   await srv;
   if (c.code !== 0) throw new Error(`iperf3: ${c.stderr || c.stdout}`);
   return JSON.parse(c.stdout).end.sum_received.bits_per_second / 1e9;
@@ -74,6 +78,17 @@ async function measure(lab: EngineLab): Promise<Record<string, unknown>> {
   const eo = await echo(ns1, ns0, ip1, N);
   results.echo_underlay_ms = { p50: median(eu), p99: quantile(eu, 0.99) };
   results.echo_overlay_ms = { p50: median(eo), p99: quantile(eo, 0.99) };
+  // The kernel's own VXLAN between the same two hosts, at the same MTU: the most any engine's
+  // overlay can do here. In berth's lab only: Docker's hosts drop bridged traffic they did not
+  // make (its FORWARD policy, with br_netfilter), and the kernel's path is the same in both.
+  if (lab.engine === 'berth') {
+    log(`${lab.engine}: the kernel's VXLAN by hand, same hosts and MTU`);
+    await withBareVxlan([h0!, h1!], await mtuOf(ns0), async (client, server, ip) => {
+      results.iperf_bare_vxlan_gbps = await iperf(server, client, ip);
+      const eb = await echo(server, client, ip, N);
+      results.echo_bare_vxlan_ms = { p50: median(eb), p99: quantile(eb, 0.99) };
+    });
+  }
 
   log(`${lab.engine}: connect / disconnect`);
   await docker(h2, ['run', '-d', '--name', 'hop', 'busybox', 'sleep', '36000']);
@@ -140,6 +155,13 @@ async function main(): Promise<void> {
   await onEachLab('bench:overlay', results, measure);
   const b = results.berth as Record<string, any> | undefined;
   const d = results.docker as Record<string, any> | undefined;
+  for (const [engine, e] of [['berth', b], ['docker', d]] as const) {
+    if (!e?.iperf_bare_vxlan_gbps) continue;
+    e.vs_underlay = { iperf: e.iperf_overlay_gbps / e.iperf_underlay_gbps, echo_p50: e.echo_overlay_ms.p50 / e.echo_underlay_ms.p50 };
+    e.vs_bare_vxlan = { iperf: e.iperf_overlay_gbps / e.iperf_bare_vxlan_gbps, echo_p50: e.echo_overlay_ms.p50 / e.echo_bare_vxlan_ms.p50 };
+    e.bare_vxlan_vs_underlay = { iperf: e.iperf_bare_vxlan_gbps / e.iperf_underlay_gbps, echo_p50: e.echo_bare_vxlan_ms.p50 / e.echo_underlay_ms.p50 };
+    log(`${engine}: overlay/underlay throughput ${e.vs_underlay.iperf.toFixed(2)}x, echo ${e.vs_underlay.echo_p50.toFixed(2)}x; the kernel's VXLAN by hand/underlay ${e.bare_vxlan_vs_underlay.iperf.toFixed(2)}x, ${e.bare_vxlan_vs_underlay.echo_p50.toFixed(2)}x; overlay/VXLAN by hand ${e.vs_bare_vxlan.iperf.toFixed(2)}x, ${e.vs_bare_vxlan.echo_p50.toFixed(2)}x`);
+  }
   if (b && d) {
     results.ratios = {
       iperf_overlay: b.iperf_overlay_gbps / d.iperf_overlay_gbps,
