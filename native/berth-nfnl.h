@@ -78,8 +78,6 @@ static inline void nfnl_set_elem(struct nfnl_buf *b, int add, unsigned short cre
   nfnl_msg_end(b, n);
 }
 
-static inline uint32_t nfnl_be32(uint32_t v) { return htonl(v); }
-
 /* Every rule of a chain deleted (a DELRULE naming the chain and no handle), acknowledged. */
 static inline void nfnl_flush_chain(struct nfnl_buf *b, unsigned char family, const char *table, const char *chain, uint32_t seq) {
   struct nlmsghdr *n = nfnl_msg_start(b, (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_DELRULE, NLM_F_ACK, family, 0, seq);
@@ -96,7 +94,7 @@ static inline struct nfnl_attr *nfnl_expr_start(struct nlmsghdr *n, const char *
 }
 
 static inline void nfnl_put_be32(struct nlmsghdr *n, unsigned short type, uint32_t v) {
-  uint32_t be = nfnl_be32(v);
+  uint32_t be = htonl(v);
   nfnl_put(n, type, &be, sizeof be);
 }
 

@@ -169,12 +169,9 @@ export class Orchestrator {
     if (!full && !dirty.size) return;
     // Copies of the records decided on: the watch changes the view while this pass writes, and
     // each write must compare them. A pass over some services copies only theirs.
-    const svcs = new Map<string, Versioned<ServiceRecord>>();
-    const taskRecs = new Map<string, Versioned<TaskRecord>>();
-    if (full) {
-      for (const [k, v] of view.services) svcs.set(k, v);
-      for (const [k, v] of view.tasks) taskRecs.set(k, v);
-    } else {
+    const svcs = new Map(full ? view.services : []);
+    const taskRecs = new Map(full ? view.tasks : []);
+    if (!full) {
       for (const id of dirty) {
         const s = view.services.get(SK.service(id));
         if (s) svcs.set(SK.service(id), s);

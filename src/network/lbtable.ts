@@ -209,7 +209,7 @@ export function lbScript(before: Entries | undefined, after: VipEntry[], built =
  * `nft` (a service scaled 2 → 3 → 2 → 3 made and deleted slot 2 and map rr3 each time, and `nft`
  * took 50 ms to read a sandbox of 10,000 VIPs before each).
  */
-export function slotsBuilt(after: Entries, built: number): number {
+function slotsBuilt(after: Entries, built: number): number {
   return Math.max(built, slotsOf(after));
 }
 

@@ -5,7 +5,7 @@ import { nftApply } from '../kernel/nft.js';
 import { run } from '../util/exec.js';
 import { errorMessage } from '../util/errors.js';
 import { forEachLimited } from '../util/serial.js';
-import { arrange, arrangeOne, changedVips, countersOf, elementArgs, hitKey, lbChanges, lbScript, parseCounters, slotsBuilt, LB_TABLE, type Entries, type VipEntry } from './lbtable.js';
+import { arrange, arrangeOne, changedVips, countersOf, elementArgs, hitKey, lbChanges, lbScript, parseCounters, LB_TABLE, type Entries, type VipEntry } from './lbtable.js';
 
 export { arrange, countersOf, lbScript, lbTable, parseCounters, LB_TABLE, type VipEntry } from './lbtable.js';
 
@@ -73,6 +73,8 @@ interface Applied { netns: string; entries: Map<string, VipEntry>; lengths: Map<
 export interface LbPatch { netns: string; entries: VipEntry[]; removed: string[]; whole: () => VipEntry[] }
 
 const slotsIn = (lengths: Map<number, number>) => Math.max(0, ...lengths.keys());
+/** The slots a table has after a change: what its VIPs need when made whole, else also any it had (lbtable's `slotsBuilt`). */
+const builtAfter = (whole: boolean, had: number, lengths: Map<number, number>) => (whole ? slotsIn(lengths) : Math.max(had, slotsIn(lengths)));
 function countLength(lengths: Map<number, number>, n: number, by: number): void {
   const c = (lengths.get(n) ?? 0) + by;
   if (c > 0) lengths.set(n, c);
@@ -143,7 +145,7 @@ export class ServiceBalancers {
         }
         // A table that was not there, or goes: made whole, or deleted.
         const whole = wasEmpty || !had.entries.size;
-        const built = whole ? slotsIn(had.lengths) : Math.max(wasBuilt, slotsIn(had.lengths));
+        const built = builtAfter(whole, wasBuilt, had.lengths);
         const script = whole ? lbScript(undefined, [...had.entries.values()]) : lbChanges(changed, wasBuilt, built);
         await this.commit(id, p.netns, had, had.entries, had.lengths, built, changed, script);
       }));
@@ -164,7 +166,7 @@ export class ServiceBalancers {
     const changed = had ? changedVips(had.entries, entries) : entries.map((e) => [undefined, e] as const);
     const lengths = new Map<number, number>();
     for (const e of entries) countLength(lengths, e.backends.length, 1);
-    const built = had?.entries.size && entries.length ? slotsBuilt(entries, had.built) : slotsIn(lengths);
+    const built = builtAfter(!had?.entries.size || !entries.length, had?.built ?? 0, lengths);
     await this.commit(id, netns, had, new Map(entries.map((e) => [e.vip, e])), lengths, built, changed, script);
   }
 
