@@ -21,8 +21,8 @@
 import { loadavg } from 'node:os';
 import { Lab, type LabHost } from '../test/integration/lab.js';
 import { PACKAGE_ROOT } from '../src/daemon/paths.js';
-import { nftApply } from '../src/kernel/nft.js';
-import { portChanges, portKey, replaceScript, SANDBOX_PORTS, SANDBOX_TABLE, sandboxTable, type MeshPort } from '../src/network/ingressmesh.js';
+import { ingressKind } from '../src/network/lbkinds.js';
+import { ServiceBalancers, type VipEntry } from '../src/network/servicelb.js';
 import { docker } from './labtools.js';
 import { emitSideResults } from './report.js';
 import { log, median, now, run, runOk, sleep } from './util.js';
@@ -58,49 +58,51 @@ async function taskNames(lab: Lab, service: string): Promise<string[]> {
 }
 
 /**
- * What a node's ingress sandbox table costs in the kernel by its number of published ports (two
- * backends each, services of 1,000 ports), in a scratch namespace of its own: the table made
- * whole (a node's first pass, or a berthd restarted), one port's backend replaced, and a task of
- * a 1,000-port service added (a backend more on each of its ports), each as IngressMesh applies
- * it (`nft -f`), sizes interleaved over three rounds; medians.
+ * What a node's ingress sandbox table costs by its number of published ports (two backends each,
+ * services of 1,000 ports), in a scratch namespace of its own, applied as IngressMesh applies it
+ * (a ServiceBalancers of the ingress kind: `nft -f` for a table made whole or new slots,
+ * berth-nftset for elements): the table made whole (a node's first pass, or a berthd restarted),
+ * one port's backend replaced, and a task of a 1,000-port service added (a backend more on each of
+ * its ports), the first time (a slot map more, through `nft`) and again after it left (the slot
+ * stays: elements and rules only); sizes interleaved over three rounds; medians.
  */
-async function sandboxCosts(sizes: number[]): Promise<Record<string, { whole_ms: number; one_backend_ms: number; task_of_1000_ports_ms: number }>> {
+async function sandboxCosts(sizes: number[]): Promise<Record<string, { whole_ms: number; one_backend_ms: number; task_of_1000_ports_ms: number; task_again_ms: number }>> {
   const ns = `bbsp${process.pid}`;
   const netns = `/run/netns/${ns}`;
-  const table = (n: number, extra?: string): Map<string, MeshPort> => new Map(Array.from({ length: n }, (_, i) => {
-    const service = `svc${String(Math.floor(i / 1000)).padStart(9, '0')}`;
-    const p: MeshPort = { service, proto: 'tcp', published: FIRST_PORT + i, target: 80, backends: ['10.0.0.2', '10.0.0.3', ...(extra && i < 1000 ? [extra] : [])] };
-    return [portKey(p), p];
+  const table = (n: number, extra?: string): VipEntry[] => Array.from({ length: n }, (_, i) => ({
+    service: `svc${String(Math.floor(i / 1000)).padStart(9, '0')}`,
+    vip: `tcp . ${FIRST_PORT + i}`,
+    backends: ['10.0.0.2 . 80', '10.0.0.3 . 80', ...(extra && i < 1000 ? [`${extra} . 80`] : [])],
   }));
-  const times = new Map(sizes.map((n) => [n, { whole: [] as number[], one: [] as number[], task: [] as number[] }]));
+  const times = new Map(sizes.map((n) => [n, { whole: [] as number[], one: [] as number[], task: [] as number[], again: [] as number[] }]));
   await runOk('ip', ['netns', 'add', ns]);
   try {
     for (let r = 0; r < 3; r++) {
       for (const n of r % 2 ? [...sizes].reverse() : sizes) {
         const t = times.get(n)!;
+        const failures: string[] = [];
+        const lb = new ServiceBalancers((m) => failures.push(m), ingressKind('10.0.0.1'));
+        const timed = async (entries: VipEntry[]) => {
+          const t0 = now();
+          await lb.sync(new Map([['bench', { netns, entries }]]), true);
+          if (failures.length) throw new Error(`the sandbox table of ${n} ports: ${failures.join('; ')}`);
+          return now() - t0;
+        };
         const base = table(n);
-        let t0 = now();
-        await nftApply(replaceScript(SANDBOX_TABLE, sandboxTable('10.0.0.1', [...base.values()])), { netns });
-        t.whole.push(now() - t0);
-        const first = base.values().next().value as MeshPort;
-        const swapped = new Map(base).set(portKey(first), { ...first, backends: ['10.0.0.2', '10.0.0.9'] });
-        for (const [a, b] of [[base, swapped], [swapped, base]] as const) {
-          const script = portChanges(SANDBOX_PORTS, a, b).join('\n') + '\n';
-          t0 = now();
-          await nftApply(script, { netns });
-          t.one.push(now() - t0);
-        }
-        const script = portChanges(SANDBOX_PORTS, base, table(n, '10.0.0.7')).join('\n') + '\n';
-        t0 = now();
-        await nftApply(script, { netns });
-        t.task.push(now() - t0);
-        log(`sandbox table of ${n} ports: whole ${t.whole.at(-1)!.toFixed(0)} ms, one backend replaced ${t.one.slice(-2).map((x) => x.toFixed(0)).join('/')} ms, a task of a 1,000-port service ${t.task.at(-1)!.toFixed(0)} ms; load ${loadavg()[0]!.toFixed(2)}`);
+        t.whole.push(await timed(base));
+        const swapped = [{ ...base[0]!, backends: ['10.0.0.2 . 80', '10.0.0.9 . 80'] }, ...base.slice(1)];
+        t.one.push(await timed(swapped), await timed(base));
+        t.task.push(await timed(table(n, '10.0.0.7')));
+        await timed(base);
+        t.again.push(await timed(table(n, '10.0.0.7')));
+        await timed([]);
+        log(`sandbox table of ${n} ports: whole ${t.whole.at(-1)!.toFixed(0)} ms, one backend replaced ${t.one.slice(-2).map((x) => x.toFixed(0)).join('/')} ms, a task of a 1,000-port service ${t.task.at(-1)!.toFixed(0)} ms (again ${t.again.at(-1)!.toFixed(0)}); load ${loadavg()[0]!.toFixed(2)}`);
       }
     }
   } finally {
     await run('ip', ['netns', 'del', ns]);
   }
-  return Object.fromEntries([...times].map(([n, t]) => [String(n), { whole_ms: median(t.whole), one_backend_ms: median(t.one), task_of_1000_ports_ms: median(t.task) }]));
+  return Object.fromEntries([...times].map(([n, t]) => [String(n), { whole_ms: median(t.whole), one_backend_ms: median(t.one), task_of_1000_ports_ms: median(t.task), task_again_ms: median(t.again) }]));
 }
 
 async function main(): Promise<void> {

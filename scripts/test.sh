@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs every test in two streams side by side, each one file at a time: the multi-host files (each
-# a lab of hosts: namespaces on an underlay, etcd members, a berthd per host) and everything else
-# (unit tests, then single-host files, each with one berthd in a test namespace of its own). Every
-# file names its namespaces, roots and sockets after its own pid, so the streams share nothing; two
-# labs never run at once, because two would be six etcds and six berthds on CI's two cores.
+# a lab of hosts: namespaces on an underlay, etcd members, a berthd per host), with the unit tests
+# and the single-host chaos run to even the two out, and the other single-host files (each with one
+# berthd in a test namespace of its own). Every file names its namespaces, roots and sockets after
+# its own pid, so the streams share nothing; two labs never run at once, because two would be six
+# etcds and six berthds on CI's two cores.
 # BERTH_TEST_SERIAL=1 runs every file one after the other in one stream (slower, one log).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +26,11 @@ fi
 
 labs=() others=()
 for f in "${files[@]}"; do
-  if grep -q -E "from '\./lab\.js'|from '\.\./chaos/multihost\.js'" "$f"; then labs+=("$f"); else others+=("$f"); fi
+  if [[ $f == dist/test/unit/* || $f == */chaos.test.js ]] || grep -q -E "from '\./lab\.js'|from '\.\./chaos/multihost\.js'" "$f"; then
+    labs+=("$f")
+  else
+    others+=("$f")
+  fi
 done
 
 # A stream's lines carry its name, so the two interleaved in one log can still be read apart.
@@ -40,5 +45,5 @@ stream host "${others[@]}" & host_pid=$!
 hosts_rc=0 host_rc=0
 wait "$hosts_pid" || hosts_rc=$?
 wait "$host_pid" || host_rc=$?
-echo "test: ${#labs[@]} multi-host files (exit $hosts_rc) and ${#others[@]} other files (exit $host_rc) in $((SECONDS - start)) s"
+echo "test: [hosts] ${#labs[@]} files (exit $hosts_rc) and [host] ${#others[@]} files (exit $host_rc) in $((SECONDS - start)) s"
 [ "$hosts_rc" = 0 ] && [ "$host_rc" = 0 ]

@@ -1,8 +1,8 @@
 import type { RuleCounter } from '../kernel/counters.js';
-import type { BackendHits } from '../network/servicelb.js';
+import type { BackendHits, ServiceBalancers, VipEntry } from '../network/servicelb.js';
 import type { EndpointRecord } from '../network/overlay.js';
 import { dropUdpFlowsTo } from '../kernel/conntrack.js';
-import { HOST_PORTS, ingressChanges, MESH_TABLE, meshTable, parseHitComment, portChanges, portKey, replaceScript, SANDBOX_PORTS, SANDBOX_TABLE, sandboxTable, type MeshPort } from '../network/ingressmesh.js';
+import { HOST_PORTS, ingressChanges, MESH_TABLE, meshTable, parseHitComment, portChanges, portKey, replaceScript, type MeshPort } from '../network/ingressmesh.js';
 import type { NetworkRecord } from '../network/types.js';
 import { errorMessage } from '../util/errors.js';
 import { ROOT } from './keys.js';
@@ -30,11 +30,15 @@ export interface IngressHost {
   attached(containerId: string, networkId: string): boolean;
   /** Joins a running local container to a network (a task whose service began to publish). */
   attach(containerId: string, networkId: string): Promise<void>;
-  /** Applies an nft script in a namespace (undefined: berthd's own). */
-  nft(script: string, netns?: string): Promise<void>;
-  /** A table's counted rules, in a namespace (undefined: berthd's own); none when it is absent. */
-  counters(table: string, netns?: string): Promise<RuleCounter[]>;
+  /** A balancer of published ports for an ingress sandbox at this address (ServiceBalancers of lbkinds' `ingressKind`). */
+  sandboxBalancer(sandboxIp: string): PortBalancer;
+  /** Applies an nft script in berthd's namespace. */
+  nft(script: string): Promise<void>;
+  /** A table's counted rules in berthd's namespace; none when it is absent. */
+  counters(table: string): Promise<RuleCounter[]>;
 }
+
+export type PortBalancer = Pick<ServiceBalancers, 'sync' | 'hits'>;
 
 interface RunningTask { service: string; container: string; node: string }
 
@@ -53,7 +57,8 @@ export class IngressMesh {
   private sandbox?: { netns: string; ip: string; network: string };
   /** What the kernel holds, as last applied: changes are applied as differences from it. */
   private hostState?: { sandboxIp?: string; ingress: Set<string>; host: Map<string, MeshPort> };
-  private sandboxState?: { netns: string; ip: string; ports: Map<string, MeshPort> };
+  /** The ingress sandbox's balancer (a table of published ports, kept as a container's VIPs are). */
+  private sandboxLb?: { netns: string; ip: string; lb: PortBalancer };
   private pending?: Promise<void>;
   private again = false;
   private closed = false;
@@ -87,20 +92,17 @@ export class IngressMesh {
 
   /**
    * Connections this node balanced to each service backend: through the routing mesh (the
-   * ingress sandbox's backend rules) and to host-mode ports (the host table's). A backend's count
-   * lasts while it stays a backend of that port.
+   * ingress sandbox's slot elements) and to host-mode ports (the host table's backend rules). A
+   * backend's count lasts while it stays a backend of that port in its slot.
    */
   async hits(): Promise<Array<BackendHits & { via: 'ingress' | 'host' }>> {
-    const read = async (via: 'ingress' | 'host', table: string, netns?: string) => (await this.host.counters(table, netns).catch(() => []))
-      .flatMap((r) => {
-        const who = parseHitComment(r.comment);
-        return who ? [{ ...who, via, connections: r.packets }] : [];
-      });
-    const [mesh, host] = await Promise.all([
-      this.sandboxState ? read('ingress', SANDBOX_TABLE, this.sandboxState.netns) : [],
-      this.hostState ? read('host', MESH_TABLE) : [],
-    ]);
-    return [...mesh, ...host];
+    const mesh = async () => (await this.sandboxLb?.lb.hits((id) => this.services.has(id)) ?? []).map((h) => ({ ...h, via: 'ingress' as const }));
+    const host = async () => (this.hostState ? await this.host.counters(MESH_TABLE).catch(() => []) : []).flatMap((r) => {
+      const who = parseHitComment(r.comment);
+      return who ? [{ ...who, via: 'host' as const, connections: r.packets }] : [];
+    });
+    const [m, h] = await Promise.all([mesh(), host()]);
+    return [...m, ...h];
   }
 
   /** The ingress network's id, while the swarm has one. */
@@ -150,13 +152,10 @@ export class IngressMesh {
       }
     }
     if (sandbox) {
-      const ports = new Map(ingressPorts.map((p) => [portKey(p), p]));
-      const st = this.sandboxState;
-      const cmds = st && st.netns === sandbox.netns && st.ip === sandbox.ip ? portChanges(SANDBOX_PORTS, st.ports, ports) : undefined;
-      this.sandboxState = undefined;
-      await this.apply(cmds, () => replaceScript(SANDBOX_TABLE, sandboxTable(sandbox.ip, ingressPorts)), sandbox.netns);
-      this.sandboxState = { netns: sandbox.netns, ip: sandbox.ip, ports };
-      if (st?.netns === sandbox.netns) await this.dropUdpFlows(st.ports, ports, sandbox.netns);
+      // A port without a running task is left out: the sandbox itself refuses it.
+      const entries: VipEntry[] = ingressPorts.filter((p) => p.backends.length)
+        .map((p) => ({ service: p.service, vip: portKey(p), backends: p.backends.map((ip) => `${ip} . ${p.target}`) }));
+      await this.sandboxBalancer(sandbox).sync(new Map([[INGRESS_SBOX, { netns: sandbox.netns, entries }]]), true);
     }
     const ingress = new Set(sandbox ? ingressPorts.map(portKey) : []);
     const host = new Map(hostPorts.map((p) => [portKey(p), p]));
@@ -168,27 +167,35 @@ export class IngressMesh {
     if (hs) await this.dropUdpFlows(hs.host, host);
   }
 
-  /** UDP flows to backends a published port no longer has (see kernel/conntrack.ts). */
-  private async dropUdpFlows(was: Map<string, MeshPort>, now: Map<string, MeshPort>, netns?: string): Promise<void> {
+  /** The balancer of this sandbox: a new sandbox's table is made whole (counts start again, as its connections do). */
+  private sandboxBalancer(sandbox: { netns: string; ip: string }): PortBalancer {
+    const had = this.sandboxLb;
+    if (had?.netns === sandbox.netns && had.ip === sandbox.ip) return had.lb;
+    this.sandboxLb = { ...sandbox, lb: this.host.sandboxBalancer(sandbox.ip) };
+    return this.sandboxLb.lb;
+  }
+
+  /** UDP flows to host-mode backends a published port no longer has (see kernel/conntrack.ts). */
+  private async dropUdpFlows(was: Map<string, MeshPort>, now: Map<string, MeshPort>): Promise<void> {
     const kept = new Set([...now.values()].filter((p) => p.proto === 'udp').flatMap((p) => p.backends));
     const gone = new Set([...was.values()].filter((p) => p.proto === 'udp').flatMap((p) => p.backends).filter((ip) => !kept.has(ip)));
-    for (const ip of gone) await dropUdpFlowsTo(ip, netns).catch((e: Error) => this.log(`ingress: ${e.message}`));
+    for (const ip of gone) await dropUdpFlowsTo(ip).catch((e: Error) => this.log(`ingress: ${e.message}`));
   }
 
   /**
-   * The differences in one transaction, or the table made whole when its state is unknown (the
-   * first pass, a new sandbox) or a difference did not apply (someone changed the table).
+   * The host table's differences in one transaction, or the table made whole when its state is
+   * unknown (the first pass) or a difference did not apply (someone changed the table).
    */
-  private async apply(cmds: string[] | undefined, whole: () => string, netns?: string): Promise<void> {
+  private async apply(cmds: string[] | undefined, whole: () => string): Promise<void> {
     if (cmds && !cmds.length) return;
     if (cmds) {
       try {
-        return await this.host.nft(cmds.join('\n') + '\n', netns);
+        return await this.host.nft(cmds.join('\n') + '\n');
       } catch (e) {
-        this.log(`ingress: a change to the ${netns ? 'sandbox' : 'host'} table did not apply (${errorMessage(e)}); making it whole`);
+        this.log(`ingress: a change to the host table did not apply (${errorMessage(e)}); making it whole`);
       }
     }
-    await this.host.nft(whole(), netns);
+    await this.host.nft(whole());
   }
 
   /** The ingress network as this host has made it, while the swarm has one. */
@@ -236,7 +243,7 @@ export class IngressMesh {
 
   private async dropSandbox(): Promise<void> {
     this.sandbox = undefined;
-    this.sandboxState = undefined;
+    this.sandboxLb = undefined;
     await this.host.removeSandbox();
   }
 

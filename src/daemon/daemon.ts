@@ -47,6 +47,7 @@ import { Agent } from '../cluster/agent.js';
 import { Orchestrator } from '../cluster/orchestrator.js';
 import { ServiceNet } from '../cluster/servicenet.js';
 import { ServiceBalancers } from '../network/servicelb.js';
+import { ingressKind } from '../network/lbkinds.js';
 import { PolicyPeers } from '../cluster/policypeers.js';
 import { LogServer } from '../cluster/logstream.js';
 import { readLogs } from '../engine/logs.js';
@@ -398,8 +399,9 @@ export class Daemon {
       localAddr: (id) => Object.values(engine.containers.get(id)?.Endpoints ?? {}).find((e) => e.IPAddress)?.IPAddress,
       attached: (id, net) => { const c = engine.containers.get(id); return !c || !c.State.Running || !!c.Endpoints?.[net]; },
       attach: (id, net) => engine.connect(id, net, {}, { swarmTask: true }),
-      nft: (script, netns) => nftApply(script, netns ? { netns } : {}),
-      counters: async (table, netns) => (await nftTableCounters('ip', table, netns)).rules,
+      sandboxBalancer: (ip) => new ServiceBalancers((m) => console.error(`berthd: ingress: ${m}`), ingressKind(ip)),
+      nft: (script) => nftApply(script, {}),
+      counters: async (table) => (await nftTableCounters('ip', table)).rules,
     };
   }
 

@@ -1,20 +1,16 @@
 /**
- * The routing mesh's nftables text, built from plain data (pure, unit-tested; kernel/nft.ts
- * applies it). Two tables:
+ * The routing mesh's host table, `ip berth_mesh` in berthd's namespace, built from plain data
+ * (pure, unit-tested; kernel/nft.ts applies it): a connection to any local address on a published
+ * ingress port is DNATed to this node's ingress sandbox (same port); one on a host-mode port goes
+ * straight to a local task (Docker's `mode=host`), picked in turn (`numgen inc`: round robin, as
+ * IPVS schedules by default). A port with no element is not touched, so the kernel refuses it
+ * (RST or ICMP unreachable): a service removed is refused at once.
  *
- * - `ip berth_mesh` in berthd's namespace: a connection to any local address on a published
- *   ingress port is DNATed to this node's ingress sandbox (same port); one on a host-mode port
- *   goes straight to a local task (Docker's `mode=host`). A port with no element is not touched,
- *   so the kernel refuses it (RST or ICMP unreachable): a service removed is refused at once.
- * - `ip berth_ingress` in the ingress sandbox: a verdict map from protocol and port to the
- *   service's chain, which picks a running task's ingress address in turn (`numgen inc`: round
- *   robin, IPVS's default scheduler in Docker's mesh)
- *   (kube-proxy's nftables mode) and DNATs to it on the target port; every balanced connection is
- *   SNATed to the sandbox's own ingress address, so the task's reply comes back through this node
- *   whichever node the task runs on. A port with no running task has no element: the sandbox
- *   itself refuses it.
+ * The ingress sandbox balances its published ports with the slot tables of a container's VIPs
+ * (lbtable.ts, `ingressKind` in lbkinds.ts), so a backend change there is map elements that
+ * berth-nftset writes without `nft`.
  *
- * Each table is made whole once (`tableScript`); after that a change is only what differs
+ * The table is made whole once (`meshTable`); after that a change is only what differs
  * (`portChanges`, `ingressChanges`): a map element, a port's dispatch rule and the chains of the
  * backends that came or went, in one transaction, whatever the number of other services.
  */
@@ -27,11 +23,9 @@ export type Proto = 'tcp' | 'udp';
 export interface MeshPort { service: string; proto: Proto; published: number; target: number; backends: string[] }
 
 export const MESH_TABLE = 'berth_mesh';
-export const SANDBOX_TABLE = 'berth_ingress';
 
 /** The prefix of a table's port chains and the verdict map that leads to them. */
 interface Balancing { table: string; prefix: string; map: string }
-export const SANDBOX_PORTS: Balancing = { table: SANDBOX_TABLE, prefix: 's', map: 'ports' };
 export const HOST_PORTS: Balancing = { table: MESH_TABLE, prefix: 'hp', map: 'hostports' };
 
 export const portKey = (p: { proto: Proto; published: number }): string => `${p.proto} . ${p.published}`;
@@ -47,8 +41,8 @@ const live = (ports: Iterable<MeshPort>) => [...ports].filter((p) => p.backends.
  * the last backend takes the rest; each rule's counter counts only what reaches it, so N backends
  * take connections 0, 1, …, N-1, 0, … exactly in turn. It was one rule with an anonymous verdict
  * map (`numgen inc mod N vmap { 0 : goto … }`), a kernel set per port: naming each new set scans
- * every set of the table and binding it walks the whole transaction, so the sandbox table of
- * 7,000 ports took 7.7 s to make, and every change paid for the sets already there.
+ * every set of the table and binding it walks the whole transaction, so a table of 7,000 ports
+ * took 7.7 s to make, and every change paid for the sets already there.
  */
 function dispatch(b: Balancing, p: MeshPort): string[] {
   const list = backendsOf(p);
@@ -109,28 +103,6 @@ export function meshTable(sandboxIp: string | undefined, ingress: Array<{ proto:
     ...rules,
     '  }',
     ...hp.flatMap((p) => chainBlocks(HOST_PORTS, p)),
-    '}',
-  ].join('\n') + '\n';
-}
-
-/** The ingress sandbox's table whole: published ports balanced over running tasks' ingress addresses, SNATed to `sandboxIp`. */
-export function sandboxTable(sandboxIp: string, ports: MeshPort[]): string {
-  const ps = live(ports);
-  return [
-    `table ip ${SANDBOX_TABLE} {`,
-    '  map ports {',
-    '    type inet_proto . inet_service : verdict',
-    ...elements(ps.map((p) => `${portKey(p)} : goto ${chainOf(SANDBOX_PORTS, p)}`)),
-    '  }',
-    '  chain prerouting {',
-    '    type nat hook prerouting priority -100; policy accept;',
-    `    ip daddr ${sandboxIp} meta l4proto . th dport vmap @ports`,
-    '  }',
-    '  chain postrouting {',
-    '    type nat hook postrouting priority 100; policy accept;',
-    `    ct status dnat snat to ${sandboxIp}`,
-    '  }',
-    ...ps.flatMap((p) => chainBlocks(SANDBOX_PORTS, p)),
     '}',
   ].join('\n') + '\n';
 }

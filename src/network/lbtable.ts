@@ -1,21 +1,28 @@
 /**
- * A container sandbox's service balancer table as plain data: its text made whole, the script of
- * what differs between two contents, and the reading of its counters (pure, unit-tested; the
- * applying is servicelb.ts's).
+ * A service balancer table as plain data: its text made whole, the script of what differs
+ * between two contents, and the reading of its counters (pure, unit-tested; the applying is
+ * servicelb.ts's). A container sandbox's VIPs and the ingress sandbox's published ports share the
+ * layout; what differs between them is their `TableKind` (lbkinds.ts).
  */
 
-/** One service address as a sandbox balances it: its VIP and the addresses of its running tasks. */
+import { elementHex, VIP_KIND, type TableKind } from './lbkinds.js';
+
+/**
+ * One key of a balancer and the backends of its running tasks: a service's VIP and the tasks'
+ * addresses (VIP_KIND), or a published port `proto . port` and the tasks' `address . port`
+ * (ingressKind).
+ */
 export interface VipEntry { service: string; vip: string; backends: string[] }
 
-export const LB_TABLE = 'berth_svc';
+export const LB_TABLE = VIP_KIND.table;
 
 /** What a sandbox holds: a list, or (what ServiceBalancers keeps, to merge a patch into) a map by VIP. */
 export type Entries = readonly VipEntry[] | ReadonlyMap<string, VipEntry>;
 const sizeOf = (e: Entries) => ('size' in e ? e.size : e.length);
 const valuesOf = (e: Entries): Iterable<VipEntry> => ('size' in e ? e.values() : e);
 
-/** A VIP's chain: by service and VIP (a container on two of a service's networks balances two VIPs). */
-const chainOf = (e: VipEntry) => `svc_${e.service.slice(0, 12)}_${e.vip.replace(/[.:]/g, '_')}`;
+/** A key's chain: by service and key (a container on two of a service's networks balances two VIPs). */
+const chainOf = (e: VipEntry, kind: TableKind) => `${kind.chainPrefix}_${e.service.slice(0, 12)}_${e.vip.replace(/[^\w]+/g, '_')}`;
 
 const byVip = (entries: VipEntry[]) => [...entries].sort((a, b) => (a.vip < b.vip ? -1 : a.vip > b.vip ? 1 : 0));
 const liveOf = (entries: VipEntry[]) => byVip(entries).filter((e) => e.backends.length);
@@ -128,7 +135,6 @@ function dispatch(e: VipEntry): string {
 }
 /** The numbers of backends that need a map `rr<n>` in a table of `slots` slots. */
 const rrRange = (from: number, to: number) => Array.from({ length: Math.max(0, to - Math.max(from, 1)) }, (_, i) => Math.max(from, 1) + 1 + i);
-const slotRule = (i: number) => `dnat to ip daddr map @${slotMap(i)}`;
 
 /**
  * The balancer table of one container's namespace, as nft text (pure, unit-tested); `entries` as
@@ -146,37 +152,25 @@ const slotRule = (i: number) => `dnat to ip daddr map @${slotMap(i)}`;
  * filter chain (a nat chain cannot reject) instead of leaving the client waiting. The port is
  * kept: a VIP balances every port, as Docker's does.
  */
-export function lbTable(entries: VipEntry[]): string {
+export function lbTable(entries: VipEntry[], kind: TableKind = VIP_KIND): string {
   const live = liveOf(entries).map((e) => ({ ...e, backends: distinct(e) }));
-  const empty = byVip(entries).filter((e) => !e.backends.length);
+  const empty = kind.rejectsEmpty ? byVip(entries).filter((e) => !e.backends.length).map((e) => e.vip) : [];
   const slots = Array.from({ length: slotsOf(live) }, (_, i) => i);
-  const lines = [`table ip ${LB_TABLE} {`];
+  const lines = [`table ip ${kind.table} {`];
   for (const i of slots) {
     const elements = live.filter((e) => e.backends.length > i).map((e) => `${e.vip} : ${e.backends[i]}`);
-    lines.push(`  map ${slotMap(i)} {`, '    type ipv4_addr : ipv4_addr', '    counter', ...(elements.length ? [`    elements = { ${elements.join(', ')} }`] : []), '  }');
+    lines.push(`  map ${slotMap(i)} {`, `    type ${kind.keyType} : ${kind.dataType}`, '    counter', ...(elements.length ? [`    elements = { ${elements.join(', ')} }`] : []), '  }');
   }
   for (const n of rrRange(0, slots.length)) lines.push(`  map ${rrMap(n)} {`, `    ${rrType(n)}`, `    elements = { ${rrElements(n)} }`, '  }');
   lines.push(
-    '  map vips {',
-    '    type ipv4_addr : verdict',
-    ...(live.length ? [`    elements = { ${live.map((e) => `${e.vip} : goto ${chainOf(e)}`).join(', ')} }`] : []),
+    `  map ${kind.dispatchMap} {`,
+    `    type ${kind.keyType} : verdict`,
+    ...(live.length ? [`    elements = { ${live.map((e) => `${e.vip} : goto ${chainOf(e, kind)}`).join(', ')} }`] : []),
     '  }',
-    '  set empty {',
-    '    type ipv4_addr',
-    ...(empty.length ? [`    elements = { ${empty.map((e) => e.vip).join(', ')} }`] : []),
-    '  }',
-    '  chain out {',
-    '    type nat hook output priority -100; policy accept;',
-    '    ip daddr vmap @vips',
-    '  }',
-    '  chain reject_empty {',
-    '    type filter hook output priority 0; policy accept;',
-    '    ip daddr @empty meta l4proto tcp reject with tcp reset',
-    '    ip daddr @empty reject',
-    '  }',
+    ...kind.hooks(empty),
   );
-  for (const i of slots) lines.push(`  chain ${slotChain(i)} {`, `    ${slotRule(i)}`, '  }');
-  for (const e of live) lines.push(`  chain ${chainOf(e)} {`, `    ${dispatch(e)}`, '  }');
+  for (const i of slots) lines.push(`  chain ${slotChain(i)} {`, `    ${kind.slotRule(slotMap(i))}`, '  }');
+  for (const e of live) lines.push(`  chain ${chainOf(e, kind)} {`, `    ${dispatch(e)}`, '  }');
   lines.push('}');
   return lines.join('\n') + '\n';
 }
@@ -192,14 +186,14 @@ export function lbTable(entries: VipEntry[]): string {
  * changed, not the number of services. From an unknown table (the first apply, or one changed
  * behind berth's back) the table is made whole. No entries: no table.
  */
-export function lbScript(before: Entries | undefined, after: VipEntry[], built = before ? slotsOf(before) : 0): string {
-  const t = `ip ${LB_TABLE}`;
-  if (!before || !sizeOf(before) || !after.length) return `table ${t}\ndelete table ${t}\n${after.length ? lbTable(after) : ''}`;
+export function lbScript(before: Entries | undefined, after: VipEntry[], built = before ? slotsOf(before) : 0, kind: TableKind = VIP_KIND): string {
+  const t = `ip ${kind.table}`;
+  if (!before || !sizeOf(before) || !after.length) return `table ${t}\ndelete table ${t}\n${after.length ? lbTable(after, kind) : ''}`;
   const changes = changedVips(before, after);
   if (!changes.length) return '';
   // Only a change of some VIP's number of backends can need more slots.
   const resized = changes.some(([old, e]) => old?.backends.length !== e?.backends.length);
-  return lbChanges(changes, built, resized ? slotsBuilt(after, built) : built);
+  return lbChanges(changes, built, resized ? slotsBuilt(after, built) : built, kind);
 }
 
 /**
@@ -219,20 +213,21 @@ function slotsBuilt(after: Entries, built: number): number {
  * slots before and after are the caller's: they are the whole table's (its VIP with the most
  * backends), which the changed VIPs alone do not tell when they are a patch of some VIPs only.
  */
-export function lbChanges(changes: ReadonlyArray<readonly [VipEntry | undefined, VipEntry | undefined]>, wasSlots: number, slots: number): string {
-  const t = `ip ${LB_TABLE}`;
+export function lbChanges(changes: ReadonlyArray<readonly [VipEntry | undefined, VipEntry | undefined]>, wasSlots: number, slots: number, kind: TableKind = VIP_KIND): string {
+  const t = `ip ${kind.table}`;
+  const chainOfKind = (e: VipEntry) => chainOf(e, kind);
   const gone: string[] = [];
   const came: string[] = [];
   const slotsGone = (e: VipEntry, from: number) => e.backends.slice(from).map((_, i) => `delete element ${t} ${slotMap(from + i)} { ${e.vip} }`);
   const slotCame = (e: VipEntry, slot: number) => `add element ${t} ${slotMap(slot)} { ${e.vip} : ${e.backends[slot]} }`;
   const remove = (e: VipEntry) => {
-    if (!e.backends.length) gone.push(`delete element ${t} empty { ${e.vip} }`);
-    else gone.push(`delete element ${t} vips { ${e.vip} }`, `flush chain ${t} ${chainOf(e)}`, `delete chain ${t} ${chainOf(e)}`, ...slotsGone(e, 0));
+    if (!e.backends.length) { if (kind.rejectsEmpty) gone.push(`delete element ${t} empty { ${e.vip} }`); }
+    else gone.push(`delete element ${t} ${kind.dispatchMap} { ${e.vip} }`, `flush chain ${t} ${chainOfKind(e)}`, `delete chain ${t} ${chainOfKind(e)}`, ...slotsGone(e, 0));
   };
   const add = (e: VipEntry) => {
-    if (!e.backends.length) return came.push(`add element ${t} empty { ${e.vip} }`);
-    came.push(`add chain ${t} ${chainOf(e)}`, `add rule ${t} ${chainOf(e)} ${dispatch(e)}`);
-    return came.push(...e.backends.map((_, i) => slotCame(e, i)), `add element ${t} vips { ${e.vip} : goto ${chainOf(e)} }`);
+    if (!e.backends.length) return kind.rejectsEmpty && came.push(`add element ${t} empty { ${e.vip} }`);
+    came.push(`add chain ${t} ${chainOfKind(e)}`, `add rule ${t} ${chainOfKind(e)} ${dispatch(e)}`);
+    return came.push(...e.backends.map((_, i) => slotCame(e, i)), `add element ${t} ${kind.dispatchMap} { ${e.vip} : goto ${chainOfKind(e)} }`);
   };
   for (const [old, e] of changes) {
     if (!e || !old || old.service !== e.service || !old.backends.length || !e.backends.length) {
@@ -245,12 +240,12 @@ export function lbChanges(changes: ReadonlyArray<readonly [VipEntry | undefined,
     const changed = has.flatMap((ip, slot) => (had[slot] === ip ? [] : [slot]));
     came.push(...changed.filter((slot) => slot < had.length).map((slot) => `delete element ${t} ${slotMap(slot)} { ${e.vip} }`));
     came.push(...slotsGone(old, has.length), ...changed.map((slot) => slotCame(e, slot)));
-    if (had.length !== has.length) came.push(`flush chain ${t} ${chainOf(e)}`, `add rule ${t} ${chainOf(e)} ${dispatch(e)}`);
+    if (had.length !== has.length) came.push(`flush chain ${t} ${chainOfKind(e)}`, `add rule ${t} ${chainOfKind(e)} ${dispatch(e)}`);
   }
   const first: string[] = [];
   const last: string[] = [];
   for (let i = wasSlots; i < slots; i++) {
-    first.push(`add map ${t} ${slotMap(i)} { type ipv4_addr : ipv4_addr; counter; }`, `add chain ${t} ${slotChain(i)}`, `add rule ${t} ${slotChain(i)} ${slotRule(i)}`);
+    first.push(`add map ${t} ${slotMap(i)} { type ${kind.keyType} : ${kind.dataType}; counter; }`, `add chain ${t} ${slotChain(i)}`, `add rule ${t} ${slotChain(i)} ${kind.slotRule(slotMap(i))}`);
   }
   // The rr maps after the slot chains they go to, and gone before them (no rule uses them by then).
   for (const n of rrRange(wasSlots, slots)) first.push(`add map ${t} ${rrMap(n)} { ${rrType(n)}; }`, `add element ${t} ${rrMap(n)} { ${rrElements(n)} }`);
@@ -260,10 +255,6 @@ export function lbChanges(changes: ReadonlyArray<readonly [VipEntry | undefined,
   return out.length ? out.join('\n') + '\n' : '';
 }
 
-const ELEMENT = /^(add|delete) element ip berth_svc (slot\d+) \{ ([\d.]+)(?: : ([\d.]+))? \}$/;
-const FLUSH = /^flush chain ip berth_svc (svc_\w+)$/;
-const DISPATCH = /^add rule ip berth_svc (svc_\w+) (?:goto to0|numgen inc mod (\d+) vmap @rr(\d+))$/;
-const hex = (ip: string) => ip.split('.').map((o) => Number(o).toString(16).padStart(2, '0')).join('');
 
 /**
  * A script of slot elements and VIP rules replaced (a backend replaced, added or removed while
@@ -271,14 +262,19 @@ const hex = (ip: string) => ip.split('.').map((o) => Number(o).toString(16).padS
  * `nft` would read every chain, set and object of the sandbox first (50 ms at 10,000 services on
  * this machine, more than the rest of the change); the helper only sends what changes.
  */
-export function elementArgs(script: string): string[] | undefined {
+export function elementArgs(script: string, kind: TableKind = VIP_KIND): string[] | undefined {
   if (!script) return undefined;
-  const args = [LB_TABLE];
+  const t = `ip ${kind.table}`;
+  // A key or backend is one address, or a concatenation of words and numbers (`tcp . 8080`); never ` : `.
+  const ELEMENT = new RegExp(`^(add|delete) element ${t} (slot\\d+) \\{ ([\\w.]+(?: \\. [\\w.]+)*)(?: : ([\\w.]+(?: \\. [\\w.]+)*))? \\}$`);
+  const FLUSH = new RegExp(`^flush chain ${t} (${kind.chainPrefix}_\\w+)$`);
+  const DISPATCH = new RegExp(`^add rule ${t} (${kind.chainPrefix}_\\w+) (?:goto to0|numgen inc mod (\\d+) vmap @rr(\\d+))$`);
+  const args = [kind.table];
   const lines = script.trim().split('\n');
   for (let i = 0; i < lines.length; i++) {
     const m = ELEMENT.exec(lines[i]!);
     if (m) {
-      args.push(m[1] === 'add' ? `+${m[2]}/${hex(m[3]!)}:${hex(m[4]!)}` : `-${m[2]}/${hex(m[3]!)}`);
+      args.push(m[1] === 'add' ? `+${m[2]}/${elementHex(m[3]!)}:${elementHex(m[4]!)}` : `-${m[2]}/${elementHex(m[3]!)}`);
       continue;
     }
     // A VIP's rule replaced: its chain flushed and the new dispatch added, always as a pair.
@@ -294,16 +290,19 @@ export function elementArgs(script: string): string[] | undefined {
 /** The slot maps' elements (`nft -j list table`): key → packets, which for a nat chain's lookup is connections. */
 export function parseCounters(json: string, entries: Entries): Map<string, number> {
   const service = new Map([...valuesOf(entries)].map((e) => [e.vip, e.service]));
-  type Elem = [{ elem?: { val?: string; counter?: { packets?: number } } }, string];
+  // A concatenation (`tcp . 8080`, `10.0.0.5 . 80`) is listed as its parts.
+  type Value = string | { concat?: Array<string | number> };
+  const text = (v: Value | undefined) => (typeof v === 'object' ? v.concat?.join(' . ') : v);
+  type Elem = [{ elem?: { val?: Value; counter?: { packets?: number } } }, Value];
   const doc = JSON.parse(json) as { nftables?: Array<{ map?: { name?: string; elem?: Elem[] } }> };
   const out = new Map<string, number>();
   for (const i of doc.nftables ?? []) {
     const slot = /^slot(\d+)$/.exec(i.map?.name ?? '')?.[1];
     if (slot === undefined) continue;
     for (const [k, backend] of i.map?.elem ?? []) {
-      const vip = k.elem?.val;
-      const svc = vip === undefined ? undefined : service.get(vip);
-      if (svc !== undefined) out.set(hitKey(svc, vip!, Number(slot), backend), k.elem?.counter?.packets ?? 0);
+      const key = text(k.elem?.val);
+      const svc = key === undefined ? undefined : service.get(key);
+      if (svc !== undefined) out.set(hitKey(svc, key!, Number(slot), text(backend) ?? ''), k.elem?.counter?.packets ?? 0);
     }
   }
   return out;

@@ -5,7 +5,8 @@ import { nftApply } from '../kernel/nft.js';
 import { run } from '../util/exec.js';
 import { errorMessage } from '../util/errors.js';
 import { forEachLimited } from '../util/serial.js';
-import { arrange, arrangeOne, changedVips, countersOf, elementArgs, hitKey, lbChanges, lbScript, parseCounters, LB_TABLE, type Entries, type VipEntry } from './lbtable.js';
+import { VIP_KIND, type TableKind } from './lbkinds.js';
+import { arrange, arrangeOne, changedVips, countersOf, elementArgs, hitKey, lbChanges, lbScript, parseCounters, type Entries, type VipEntry } from './lbtable.js';
 
 export { arrange, countersOf, lbScript, lbTable, parseCounters, LB_TABLE, type VipEntry } from './lbtable.js';
 
@@ -15,16 +16,16 @@ export interface BackendHits { service: string; backend: string; connections: nu
 const NFTSET = fileURLToPath(new URL('../../../build/berth-nftset', import.meta.url));
 let nftsetPresent: boolean | undefined;
 
-async function applyScript(script: string, netns: string, known: boolean): Promise<void> {
-  const args = known ? elementArgs(script) : undefined;
+async function applyScript(script: string, netns: string, known: boolean, kind: TableKind): Promise<void> {
+  const args = known ? elementArgs(script, kind) : undefined;
   nftsetPresent ??= existsSync(NFTSET);
   if (!args || !nftsetPresent) return nftApply(script, { netns });
   const r = await run(NFTSET, args, { netns });
   if (r.code !== 0) throw new Error(r.stderr.trim() || `berth-nftset exited ${r.code}`);
 }
 
-async function readCounters(netns: string, entries: Entries): Promise<Map<string, number>> {
-  const r = await run('nft', ['-j', 'list', 'table', 'ip', LB_TABLE], { netns });
+async function readCounters(netns: string, entries: Entries, kind: TableKind): Promise<Map<string, number>> {
+  const r = await run('nft', ['-j', 'list', 'table', 'ip', kind.table], { netns });
   if (r.code !== 0) throw new Error(r.stderr.trim() || `nft exited ${r.code}`);
   return parseCounters(r.stdout, entries);
 }
@@ -37,7 +38,7 @@ type Change = readonly [VipEntry | undefined, VipEntry | undefined];
  * the moved backends' connections since the last scrape. One `nft get element` per slot map
  * involved; a change that moves nothing (a backend replaced, one added) reads nothing.
  */
-async function movedCounts(netns: string, changed: Change[]): Promise<Map<string, number>> {
+async function movedCounts(netns: string, changed: Change[], kind: TableKind): Promise<Map<string, number>> {
   const bySlot = new Map<number, Map<string, string>>();
   for (const [old, e] of changed) {
     if (!old || !e || old.service !== e.service) continue;
@@ -48,8 +49,8 @@ async function movedCounts(netns: string, changed: Change[]): Promise<Map<string
   }
   const out = new Map<string, number>();
   for (const [slot, keys] of bySlot) {
-    const r = await run('nft', ['get', 'element', 'ip', LB_TABLE, `slot${slot}`, `{ ${[...keys.keys()].join(', ')} }`], { netns });
-    for (const m of r.stdout.matchAll(/([\d.]+) counter packets (\d+) bytes \d+ : [\d.]+/g)) {
+    const r = await run('nft', ['get', 'element', 'ip', kind.table, `slot${slot}`, `{ ${[...keys.keys()].join(', ')} }`], { netns });
+    for (const m of r.stdout.matchAll(/([\w.]+(?: \. [\w.]+)*) counter packets (\d+) bytes \d+ : /g)) {
       const key = keys.get(m[1]!);
       if (key) out.set(key, Number(m[2]));
     }
@@ -100,7 +101,8 @@ export class ServiceBalancers {
   private queue: Promise<void> = Promise.resolve();
   private flows: Promise<void> = Promise.resolve();
 
-  constructor(private readonly log: (m: string) => void) {}
+  /** `kind`: the VIPs of container sandboxes unless told (the ingress sandbox's ports are the other kind). */
+  constructor(private readonly log: (m: string) => void, private readonly kind: TableKind = VIP_KIND) {}
 
   /**
    * Makes these sandboxes' tables agree with `want` (container id → namespace and entries);
@@ -146,7 +148,7 @@ export class ServiceBalancers {
         // A table that was not there, or goes: made whole, or deleted.
         const whole = wasEmpty || !had.entries.size;
         const built = builtAfter(whole, wasBuilt, had.lengths);
-        const script = whole ? lbScript(undefined, [...had.entries.values()]) : lbChanges(changed, wasBuilt, built);
+        const script = whole ? lbScript(undefined, [...had.entries.values()], 0, this.kind) : lbChanges(changed, wasBuilt, built, this.kind);
         await this.commit(id, p.netns, had, had.entries, had.lengths, built, changed, script);
       }));
     });
@@ -161,7 +163,7 @@ export class ServiceBalancers {
       return;
     }
     const entries = arrange(had?.entries, want);
-    const script = lbScript(had?.entries, entries, had?.built);
+    const script = lbScript(had?.entries, entries, had?.built, this.kind);
     if (had && !script) return;
     const changed = had ? changedVips(had.entries, entries) : entries.map((e) => [undefined, e] as const);
     const lengths = new Map<number, number>();
@@ -173,13 +175,13 @@ export class ServiceBalancers {
   /** Applies a sandbox's script and keeps its counters' and backends' books by the VIPs it changed. */
   private async commit(id: string, netns: string, had: Applied | undefined, entries: Map<string, VipEntry>, lengths: Map<number, number>, built: number, changed: Change[], script: string): Promise<void> {
     try {
-      const moved = had ? await movedCounts(netns, changed) : new Map<string, number>();
+      const moved = had ? await movedCounts(netns, changed, this.kind) : new Map<string, number>();
       let remade = !had;
-      await applyScript(script, netns, !!had).catch(async (e) => {
+      await applyScript(script, netns, !!had, this.kind).catch(async (e) => {
         if (!had) throw e;
         // The table was not what berth last applied (changed by hand): made whole, counters anew.
         this.log(`services: balancer of ${id.slice(0, 12)} remade: ${errorMessage(e)}`);
-        await nftApply(lbScript(undefined, [...entries.values()]), { netns });
+        await nftApply(lbScript(undefined, [...entries.values()], 0, this.kind), { netns });
         remade = true;
         built = slotsIn(lengths);
       });
@@ -200,9 +202,10 @@ export class ServiceBalancers {
       // A backend may be in two VIPs (a task on two of a service's networks): its flows go with its last slot.
       const uses = had?.uses ?? new Map<string, number>();
       const left: string[] = [];
+      const targets = (e: VipEntry | undefined) => (e?.backends ?? []).flatMap((b) => this.kind.udpTarget(e!.vip, b) ?? []);
       for (const [old, e] of changed) {
-        for (const ip of e?.backends ?? []) uses.set(ip, (uses.get(ip) ?? 0) + 1);
-        for (const ip of old?.backends ?? []) {
+        for (const ip of targets(e)) uses.set(ip, (uses.get(ip) ?? 0) + 1);
+        for (const ip of targets(old)) {
           const n = (uses.get(ip) ?? 1) - 1;
           if (n > 0) uses.set(ip, n);
           else { uses.delete(ip); left.push(ip); }
@@ -231,8 +234,9 @@ export class ServiceBalancers {
       for (const [c, connections] of total) {
         const who = this.identity.get(c);
         if (!who) continue;
-        const k = `${who.service} ${who.backend}`;
-        sum.set(k, { ...who, connections: (sum.get(k)?.connections ?? 0) + connections });
+        const backend = this.kind.address(who.backend);
+        const k = `${who.service} ${backend}`;
+        sum.set(k, { service: who.service, backend, connections: (sum.get(k)?.connections ?? 0) + connections });
       }
       out = [...sum.values()];
     }).then(() => out);
@@ -240,7 +244,7 @@ export class ServiceBalancers {
 
   private async read(a: Applied): Promise<void> {
     if (!a.entries.size) return;
-    const now = await readCounters(a.netns, a.entries);
+    const now = await readCounters(a.netns, a.entries, this.kind);
     for (const c of a.counted.keys()) {
       const n = now.get(c);
       if (n !== undefined) a.counted.set(c, n);

@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
+import { ingressKind } from '../../src/network/lbkinds.js';
 import { arrangeOne, elementArgs } from '../../src/network/lbtable.js';
 import { arrange, LB_TABLE, lbScript, lbTable, ServiceBalancers, type VipEntry } from '../../src/network/servicelb.js';
 import { nftApply } from '../../src/kernel/nft.js';
@@ -301,5 +303,77 @@ describe('service balancer counters', () => {
     assert.equal(await total(), was);
     assert.deepEqual(await lb.hits(() => false), []);
     await runOk('nft', ['delete', 'table', 'ip', LB_TABLE], { netns });
+  });
+});
+
+/**
+ * The ingress sandbox's balancer (the routing mesh) in real namespaces: a client namespace linked
+ * to a "sandbox" namespace by a veth, the published port DNATed there to a backend's address and
+ * target port by the slot tables of the ingress kind. The backends are addresses on the sandbox's
+ * own loopback with one server on the target port that answers the address it was reached at, so
+ * each answer names the backend the connection went to. Backend changes are elements that
+ * berth-nftset writes; the counts follow each backend.
+ */
+describe('the ingress sandbox\'s balancer', () => {
+  const sbox = `btli${process.pid}s`;
+  const client = `btli${process.pid}c`;
+  const svc = 'svcingressaaaaaaaaaaaa';
+  const logs: string[] = [];
+  const lb = new ServiceBalancers((m) => logs.push(m), ingressKind('10.79.0.2'));
+  let server: ReturnType<typeof spawn> | undefined;
+
+  before(async () => {
+    await runOk('ip', ['netns', 'add', sbox]);
+    await runOk('ip', ['netns', 'add', client]);
+    await runOk('ip', ['-n', sbox, '-batch', '-'], {
+      input: ['link set lo up', 'address add 10.79.1.1/24 dev lo', `link add btli0 type veth peer name btli1 netns ${client}`,
+        'address add 10.79.0.2/24 dev btli0', 'link set btli0 up'].join('\n') + '\n',
+    });
+    await runOk('ip', ['-n', client, '-batch', '-'], { input: 'link set lo up\naddress add 10.79.0.9/24 dev btli1\nlink set btli1 up\n' });
+    server = spawn('nsenter', [`--net=/run/netns/${sbox}`, process.execPath, '-e',
+      "require('net').createServer((s) => s.end(s.localAddress + ':' + s.localPort + '\\n')).listen(80, '0.0.0.0', () => console.log('ready'))"], { stdio: ['ignore', 'pipe', 'inherit'] });
+    await new Promise<void>((resolve, reject) => { server!.stdout!.once('data', () => resolve()); server!.once('exit', (c) => reject(new Error(`server exited ${c}`))); });
+  });
+
+  after(async () => {
+    server?.kill('SIGKILL');
+    await run('ip', ['netns', 'del', sbox]);
+    await run('ip', ['netns', 'del', client]);
+    const left = (await run('ip', ['netns', 'list'])).stdout;
+    assert.ok(!left.includes(sbox) && !left.includes(client), left);
+  });
+
+  const sync = (backends: string[]) => lb.sync(new Map([['sbox', { netns: `/run/netns/${sbox}`, entries: backends.length ? [{ service: svc, vip: 'tcp . 8080', backends }] : [] }]]), true);
+  /** `n` connections from the client to the published port, one after the other: what each was answered (or '' when refused). */
+  const ask = async (n: number) => {
+    const script = `const net=require('net');let left=${n};const out=[];const one=()=>{if(!left--){console.log(JSON.stringify(out));return;}let b='';const s=net.connect(8080,'10.79.0.2');s.on('data',(d)=>b+=d);s.on('close',()=>{out.push(b.trim());one();});s.on('error',()=>{});};one();`;
+    return JSON.parse(await runOk('nsenter', [`--net=/run/netns/${client}`, process.execPath, '-e', script])) as string[];
+  };
+  const tally = (answers: string[]) => answers.reduce<Record<string, number>>((t, a) => ({ ...t, [a]: (t[a] ?? 0) + 1 }), {});
+  const hits = async () => Object.fromEntries((await lb.hits((id) => id === svc)).map((h) => [h.backend, h.connections]));
+
+  it('DNATs a published port to each backend\'s address and target port in turn, and follows backend changes by elements alone', async () => {
+    await sync(['10.79.1.5 . 80', '10.79.1.6 . 80']);
+    assert.deepEqual(tally(await ask(10)), { '10.79.1.5:80': 5, '10.79.1.6:80': 5 }, 'round robin over both backends, on the target port');
+    assert.deepEqual(await hits(), { '10.79.1.5': 5, '10.79.1.6': 5 });
+    // .6 replaced by .7: the elements of one slot; .5 keeps its element and its count.
+    const before = arrange(undefined, [{ service: svc, vip: 'tcp . 8080', backends: ['10.79.1.5 . 80', '10.79.1.6 . 80'] }]);
+    const replaced = arrange(before, [{ service: svc, vip: 'tcp . 8080', backends: ['10.79.1.5 . 80', '10.79.1.7 . 80'] }]);
+    assert.ok(elementArgs(lbScript(before, replaced, undefined, ingressKind('10.79.0.2')), ingressKind('10.79.0.2')), 'a backend replaced is elements only');
+    await sync(['10.79.1.5 . 80', '10.79.1.7 . 80']);
+    const listed = await runOk('nft', ['list', 'table', 'ip', 'berth_ingress'], { netns: `/run/netns/${sbox}` });
+    assert.doesNotMatch(listed, /10\.79\.1\.6/);
+    assert.match(listed, /tcp \. 8080 counter packets 0 bytes 0 : 10\.79\.1\.7 \. 80/);
+    assert.deepEqual(tally(await ask(6)), { '10.79.1.5:80': 3, '10.79.1.7:80': 3 });
+    assert.deepEqual(await hits(), { '10.79.1.5': 8, '10.79.1.6': 5, '10.79.1.7': 3 });
+    // A third backend (a new slot, through nft), then back to one (its rule replaced by berth-nftset).
+    await sync(['10.79.1.5 . 80', '10.79.1.7 . 80', '10.79.1.8 . 80']);
+    assert.deepEqual(tally(await ask(6)), { '10.79.1.5:80': 2, '10.79.1.7:80': 2, '10.79.1.8:80': 2 });
+    await sync(['10.79.1.8 . 80']);
+    assert.deepEqual(tally(await ask(3)), { '10.79.1.8:80': 3 });
+    // No backend: the port is no element, and the sandbox itself refuses it at once.
+    await sync([]);
+    assert.deepEqual(await ask(2), ['', '']);
+    assert.deepEqual(logs, [], 'every change applied as a difference');
   });
 });

@@ -11,7 +11,10 @@ async function waitFor(fn: () => Promise<boolean>, what: string): Promise<void> 
   for (const end = Date.now() + 5000; Date.now() < end; await new Promise((r) => setTimeout(r, 10))) if (await fn()) return;
   throw new Error(`timed out waiting for ${what}`);
 }
-import { ingressChanges, meshTable, parseHitComment, portChanges, portKey, replaceScript, SANDBOX_PORTS, sandboxTable } from '../../src/network/ingressmesh.js';
+import { HOST_PORTS, ingressChanges, meshTable, parseHitComment, portChanges, replaceScript } from '../../src/network/ingressmesh.js';
+import { elementHex, ingressKind } from '../../src/network/lbkinds.js';
+import { arrange, elementArgs, lbScript, lbTable, parseCounters, type VipEntry } from '../../src/network/lbtable.js';
+import type { ServiceBalancers } from '../../src/network/servicelb.js';
 
 const port = (p: Partial<PortConfig>): PortConfig => ({ Protocol: 'tcp', TargetPort: 80, PublishedPort: 0, PublishMode: 'ingress', ...p });
 
@@ -58,7 +61,6 @@ describe('published service ports', () => {
 
 describe('the routing mesh\'s nft text', () => {
   const web = { service: 'svc0123456789abcdef', proto: 'tcp' as const, published: 8080, target: 80 };
-  const C = 's_svc012345678_tcp_8080';
 
   it('the host DNATs ingress ports to its sandbox and host ports to its own tasks', () => {
     const t = meshTable('10.0.0.2', [{ proto: 'udp', port: 5353 }, { proto: 'tcp', port: 8080 }], [{ ...web, published: 9090, backends: ['172.18.0.3', '172.18.0.2'] }]);
@@ -76,48 +78,60 @@ describe('the routing mesh\'s nft text', () => {
     assert.doesNotMatch(meshTable(undefined, [{ proto: 'tcp', port: 8080 }], []), /elements/);
   });
 
-  it('the sandbox balances over running tasks with numgen and SNATs to its own address', () => {
-    const t = sandboxTable('10.0.0.2', [{ ...web, backends: ['10.0.0.9', '10.0.0.7'] }, { ...web, service: 'empty', published: 8081, backends: [] }]);
-    assert.match(t, new RegExp(`elements = \\{ tcp \\. 8080 : goto ${C} \\}`));
-    assert.doesNotMatch(t, /8081/, 'a port with no running task is refused by the sandbox itself');
+  it('the sandbox balances its ports with the slot tables of a VIP, keyed by protocol and port, and SNATs to its own address', () => {
+    const kind = ingressKind('10.0.0.2');
+    const C = 'port_svc012345678_tcp_8080';
+    const entries = arrange(undefined, [{ service: web.service, vip: 'tcp . 8080', backends: ['10.0.0.9 . 80', '10.0.0.7 . 80'] }]);
+    const t = lbTable(entries, kind);
+    assert.match(t, /^table ip berth_ingress \{$/m);
+    assert.match(t, new RegExp(`map ports \\{\\n {4}type inet_proto \\. inet_service : verdict\\n {4}elements = \\{ tcp \\. 8080 : goto ${C} \\}`));
+    assert.match(t, /map slot0 \{\n {4}type inet_proto \. inet_service : ipv4_addr \. inet_service\n {4}counter\n {4}elements = \{ tcp \. 8080 : 10\.0\.0\.7 \. 80 \}/);
+    assert.match(t, /map slot1 \{[^}]*elements = \{ tcp \. 8080 : 10\.0\.0\.9 \. 80 \}/);
+    assert.match(t, /chain to0 \{\n {4}dnat ip to meta l4proto \. th dport map @slot0\n/);
+    assert.match(t, new RegExp(`chain ${C} \\{\\n {4}numgen inc mod 2 vmap @rr2\\n`));
     assert.match(t, /ip daddr 10\.0\.0\.2 meta l4proto \. th dport vmap @ports/);
     assert.match(t, /ct status dnat snat to 10\.0\.0\.2/);
-    assert.match(t, new RegExp(`chain ${C} \\{\\n {4}numgen inc mod 2 0 goto ${C}_10_0_0_7\\n {4}goto ${C}_10_0_0_9\\n {2}\\}`));
-    // Three backends: one of three to the first, one of the two left to the second, the rest to the third.
-    assert.match(sandboxTable('10.0.0.2', [{ ...web, backends: ['10.0.0.9', '10.0.0.7', '10.0.0.8'] }]),
-      new RegExp(`chain ${C} \\{\\n {4}numgen inc mod 3 0 goto ${C}_10_0_0_7\\n {4}numgen inc mod 2 0 goto ${C}_10_0_0_8\\n {4}goto ${C}_10_0_0_9\\n {2}\\}`));
-    // Backends in a stable order, so an unchanged set is an unchanged text.
-    assert.equal(t, sandboxTable('10.0.0.2', [{ ...web, backends: ['10.0.0.7', '10.0.0.9'] }]));
-    assert.match(sandboxTable('10.0.0.2', [{ ...web, backends: ['10.0.0.7'] }]), new RegExp(`chain ${C} \\{\\n {4}goto ${C}_10_0_0_7\\n`));
+    assert.doesNotMatch(t, /empty|reject/, 'a port with no running task has no element: the sandbox itself refuses it');
+    // One backend replaced: two elements, which berth-nftset writes (keys and data as the kernel stores them).
+    const after = arrange(entries, [{ service: web.service, vip: 'tcp . 8080', backends: ['10.0.0.7 . 80', '10.0.0.8 . 80'] }]);
+    const script = lbScript(entries, after, undefined, kind);
+    assert.deepEqual(script.trim().split('\n'), [
+      'delete element ip berth_ingress slot1 { tcp . 8080 }',
+      'add element ip berth_ingress slot1 { tcp . 8080 : 10.0.0.8 . 80 }',
+    ]);
+    assert.deepEqual(elementArgs(script, kind), ['berth_ingress', '-slot1/060000001f900000', '+slot1/060000001f900000:0a00000800500000']);
+    // A third backend: the port's rule goes to rr3, still no `nft` once the table has the slots.
+    const three = arrange(after, [{ service: web.service, vip: 'tcp . 8080', backends: ['10.0.0.7 . 80', '10.0.0.8 . 80', '10.0.0.6 . 80'] }]);
+    assert.equal(elementArgs(lbScript(after, three, 3, kind), kind)?.at(-1), `=${C}/3`);
+    // The last backend gone: the port leaves the table, its element first.
+    const gone = lbScript(after, arrange(after, [{ service: 'other', vip: 'udp . 53', backends: ['10.0.0.5 . 53'] }]), undefined, kind).trim().split('\n');
+    assert.equal(gone[0], 'delete element ip berth_ingress ports { tcp . 8080 }');
+    assert.ok(gone.includes('add element ip berth_ingress ports { udp . 53 : goto port_other_udp_53 }'));
+    assert.equal(elementHex('udp . 53'), '1100000000350000');
+    // The kernel lists a concatenation as its parts.
+    const json = JSON.stringify({ nftables: [{ map: { name: 'slot0', elem: [[{ elem: { val: { concat: ['tcp', 8080] }, counter: { packets: 7 } } }, { concat: ['10.0.0.7', 80] }]] } }] });
+    assert.deepEqual([...parseCounters(json, entries)], [[`${web.service} tcp . 8080 0 10.0.0.7 . 80`, 7]]);
+    // UDP flows go with a backend of a UDP port only.
+    assert.equal(kind.udpTarget('udp . 53', '10.0.0.5 . 53'), '10.0.0.5');
+    assert.equal(kind.udpTarget('tcp . 80', '10.0.0.5 . 80'), undefined);
   });
 
-  it('a change is only what differs: an element, a dispatch rule, the chains of backends that came or went', () => {
-    const m = (...ps: Array<typeof web & { backends: string[] }>) => new Map(ps.map((p) => [portKey(p), p]));
-    const two = m({ ...web, backends: ['10.0.0.7', '10.0.0.9'] });
-    assert.deepEqual(portChanges(SANDBOX_PORTS, two, two), []);
-    assert.deepEqual(portChanges(SANDBOX_PORTS, new Map(), two), [
-      `add chain ip berth_ingress ${C}`,
-      `add chain ip berth_ingress ${C}_10_0_0_7`, `add rule ip berth_ingress ${C}_10_0_0_7 meta l4proto tcp counter dnat ip to 10.0.0.7:80 comment "hits svc0123456789abcdef 10.0.0.7"`,
-      `add chain ip berth_ingress ${C}_10_0_0_9`, `add rule ip berth_ingress ${C}_10_0_0_9 meta l4proto tcp counter dnat ip to 10.0.0.9:80 comment "hits svc0123456789abcdef 10.0.0.9"`,
-      `add rule ip berth_ingress ${C} numgen inc mod 2 0 goto ${C}_10_0_0_7`, `add rule ip berth_ingress ${C} goto ${C}_10_0_0_9`,
-      `add element ip berth_ingress ports { tcp . 8080 : goto ${C} }`,
-    ]);
+  it('a change of the host table is only what differs', () => {
+    const m = (...ps: Array<typeof web & { backends: string[] }>) => new Map(ps.map((p) => [`${p.proto} . ${p.published}`, p]));
+    const H = 'hp_svc012345678_tcp_8080';
+    const two = m({ ...web, backends: ['172.18.0.7', '172.18.0.9'] });
+    assert.deepEqual(portChanges(HOST_PORTS, two, two), []);
     // One backend replaced by another: its chain comes, the dispatch rule is replaced, the old chain goes.
-    assert.deepEqual(portChanges(SANDBOX_PORTS, two, m({ ...web, backends: ['10.0.0.7', '10.0.0.8'] })), [
-      `add chain ip berth_ingress ${C}_10_0_0_8`, `add rule ip berth_ingress ${C}_10_0_0_8 meta l4proto tcp counter dnat ip to 10.0.0.8:80 comment "hits svc0123456789abcdef 10.0.0.8"`,
-      `flush chain ip berth_ingress ${C}`, `add rule ip berth_ingress ${C} numgen inc mod 2 0 goto ${C}_10_0_0_7`, `add rule ip berth_ingress ${C} goto ${C}_10_0_0_8`,
-      `flush chain ip berth_ingress ${C}_10_0_0_9`, `delete chain ip berth_ingress ${C}_10_0_0_9`,
+    assert.deepEqual(portChanges(HOST_PORTS, two, m({ ...web, backends: ['172.18.0.7', '172.18.0.8'] })), [
+      `add chain ip berth_mesh ${H}_172_18_0_8`, `add rule ip berth_mesh ${H}_172_18_0_8 meta l4proto tcp counter dnat ip to 172.18.0.8:80 comment "hits svc0123456789abcdef 172.18.0.8"`,
+      `flush chain ip berth_mesh ${H}`, `add rule ip berth_mesh ${H} numgen inc mod 2 0 goto ${H}_172_18_0_7`, `add rule ip berth_mesh ${H} goto ${H}_172_18_0_8`,
+      `flush chain ip berth_mesh ${H}_172_18_0_9`, `delete chain ip berth_mesh ${H}_172_18_0_9`,
     ]);
     // The last backend gone: the element first, then the chains.
-    assert.deepEqual(portChanges(SANDBOX_PORTS, two, m({ ...web, backends: [] })), [
-      'delete element ip berth_ingress ports { tcp . 8080 }',
-      `flush chain ip berth_ingress ${C}`, `delete chain ip berth_ingress ${C}`,
-      `flush chain ip berth_ingress ${C}_10_0_0_7`, `delete chain ip berth_ingress ${C}_10_0_0_7`,
-      `flush chain ip berth_ingress ${C}_10_0_0_9`, `delete chain ip berth_ingress ${C}_10_0_0_9`,
-    ]);
+    assert.deepEqual(portChanges(HOST_PORTS, two, m({ ...web, backends: [] })).slice(0, 2), ['delete element ip berth_mesh hostports { tcp . 8080 }', `flush chain ip berth_mesh ${H}`]);
     // Another service unaffected: nothing of it is touched.
-    const other = { ...web, service: 'other0000000000', published: 9000, backends: ['10.0.0.5'] };
-    assert.ok(portChanges(SANDBOX_PORTS, m(other, { ...web, backends: ['10.0.0.7'] }), m(other, { ...web, backends: ['10.0.0.7', '10.0.0.9'] })).every((c) => !c.includes('9000') && !c.includes('other')));
+    const other = { ...web, service: 'other0000000000', published: 9000, backends: ['172.18.0.5'] };
+    assert.ok(portChanges(HOST_PORTS, m(other, { ...web, backends: ['172.18.0.7'] }), m(other, { ...web, backends: ['172.18.0.7', '172.18.0.9'] })).every((c) => !c.includes('9000') && !c.includes('other')));
     assert.deepEqual(ingressChanges('10.0.0.2', new Set(['tcp . 8080']), new Set(['udp . 53'])), [
       'delete element ip berth_mesh ingress { tcp . 8080 }', 'add element ip berth_mesh ingress { udp . 53 : 10.0.0.2 . 53 }',
     ]);
@@ -140,7 +154,13 @@ describe('the mesh follows the store', () => {
 
   async function mesh() {
     const scripts: Array<{ netns?: string; script: string }> = [];
+    // The sandbox's balancer as the mesh hands it ports: what each sync asked for, by sandbox address.
+    const synced: Array<{ ip: string; netns: string; entries: VipEntry[] }> = [];
     const host: IngressHost = {
+      sandboxBalancer: (ip) => ({
+        sync: async (want) => { for (const w of want.values()) synced.push({ ip, netns: w.netns, entries: w.entries }); },
+        hits: async () => [],
+      } as Pick<ServiceBalancers, 'sync' | 'hits'>),
       network: (id) => (id === 'ing' ? ingressNet : undefined),
       ensureSandbox: async () => ({ netns: '/ns/sbox', ip: '10.0.0.2' }),
       removeSandbox: async () => undefined,
@@ -150,35 +170,38 @@ describe('the mesh follows the store', () => {
       localAddr: (c) => ({ cA: '172.18.0.5' } as Record<string, string>)[c],
       attached: () => true,
       attach: async () => undefined,
-      nft: async (script, netns) => { scripts.push({ ...(netns ? { netns } : {}), script }); },
+      nft: async (script) => { scripts.push({ script }); },
       counters: async () => [],
     };
     const m = new IngressMesh(() => 'me', host, () => undefined);
-    return { m, scripts };
+    return { m, scripts, synced };
   }
 
   it('balances over running, desired-running tasks only, and drops one the moment it is told to stop', async () => {
-    const { m, scripts } = await mesh();
+    const { m, scripts, synced } = await mesh();
     await m.follow([put('networks/ing', ingressNet), service([{ Protocol: 'tcp', TargetPort: 80, PublishedPort: 8080, PublishMode: 'ingress' }]),
       task('t1', 'me', 'cA', 'running'), task('t2', 'other', 'cB', 'running'), task('t3', 'other', 'cX', 'starting')], true);
     // The sandbox is made in the background; the next pass balances in it.
-    await waitFor(async () => scripts.some((s) => s.netns === '/ns/sbox'), 'the sandbox table');
-    const sbox = scripts.filter((s) => s.netns === '/ns/sbox').map((s) => s.script).join('\n');
-    assert.match(sbox, /numgen inc mod 2 0 goto \S+_10_0_0_5\n.*goto \S+_10_0_0_6\n/);
-    assert.doesNotMatch(sbox, /10\.0\.0\.9/, 'a task not running yet is no backend');
-    assert.match(scripts.filter((s) => !s.netns).map((s) => s.script).join('\n'), /tcp \. 8080 : 10\.0\.0\.2 \. 8080/);
+    await waitFor(async () => synced.some((s) => s.entries.length), 'the sandbox balancer');
+    const first = synced.find((s) => s.entries.length)!;
+    assert.deepEqual([first.ip, first.netns], ['10.0.0.2', '/ns/sbox']);
+    assert.deepEqual(first.entries, [{ service: 'svc1', vip: 'tcp . 8080', backends: ['10.0.0.5 . 80', '10.0.0.6 . 80'] }], 'a task not running yet is no backend');
+    assert.match(scripts.map((s) => s.script).join('\n'), /tcp \. 8080 : 10\.0\.0\.2 \. 8080/);
     scripts.length = 0;
+    synced.length = 0;
     await m.follow([task('t2', 'other', 'cB', 'running', 'shutdown')], false);
-    assert.deepEqual(scripts.map((s) => s.netns), ['/ns/sbox'], 'one change, in the sandbox, before follow returns');
-    assert.match(scripts[0]!.script, /delete chain ip berth_ingress \S+_10_0_0_6/);
-    assert.doesNotMatch(scripts[0]!.script, /table ip/, 'a difference, not the table made again');
+    assert.deepEqual(synced.map((s) => s.entries), [[{ service: 'svc1', vip: 'tcp . 8080', backends: ['10.0.0.5 . 80'] }]], 'the sandbox told before follow returns');
+    assert.deepEqual(scripts, [], 'the host table does not change with a backend');
+    // The last task stopping: the port leaves the sandbox's balancer (refused there).
+    await m.follow([task('t1', 'me', 'cA', 'running', 'shutdown')], false);
+    assert.deepEqual(synced.at(-1)!.entries, []);
     await m.close();
   });
 
   it('host-mode ports lead to this node\'s own running tasks only', async () => {
     const { m, scripts } = await mesh();
     await m.follow([service([{ Protocol: 'tcp', TargetPort: 80, PublishedPort: 9090, PublishMode: 'host' }]), task('t1', 'me', 'cA', 'running'), task('t2', 'other', 'cB', 'running')], true);
-    const host = scripts.filter((s) => !s.netns).map((s) => s.script).join('\n');
+    const host = scripts.map((s) => s.script).join('\n');
     assert.match(host, /tcp \. 9090 : goto hp_svc1_tcp_9090/);
     assert.match(host, /dnat ip to 172\.18\.0\.5:80/);
     assert.doesNotMatch(host, /10\.0\.0\.6/);
