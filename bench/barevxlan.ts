@@ -7,7 +7,7 @@
  * how much is VXLAN's (encapsulation, a bridge and a veth each way). Everything it makes is
  * removed when `body` returns or throws.
  */
-import { run, runOk } from './util.js';
+import { cleanupOnStop, run, runOk } from './util.js';
 
 export interface BareHost { addr: string; netnsPath: string }
 
@@ -20,6 +20,7 @@ const inNs = (netnsPath: string, args: string[]) => runOk('nsenter', [`--net=${n
 export async function withBareVxlan<T>(hosts: [BareHost, BareHost], mtu: number, body: (clientNs: string, serverNs: string, serverIp: string) => Promise<T>): Promise<T> {
   const names = [`bvx${process.pid}a`, `bvx${process.pid}b`];
   const made: string[] = [];
+  const kept = cleanupOnStop(async () => { for (const ns of made) await run('ip', ['netns', 'del', ns]); });
   try {
     for (const [i, h] of hosts.entries()) {
       const ns = names[i]!;
@@ -48,6 +49,7 @@ export async function withBareVxlan<T>(hosts: [BareHost, BareHost], mtu: number,
       await run('nsenter', [`--net=${h.netnsPath}`, 'ip', 'link', 'del', 'bvxbr']);
     }
     for (const ns of made) await run('ip', ['netns', 'del', ns]);
+    kept();
   }
 }
 

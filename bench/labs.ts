@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Lab } from '../test/integration/lab.js';
 import { DockerLab } from './swarmlab.js';
-import { log, run, runOk } from './util.js';
+import { cleanupOnStop, log, run, runOk } from './util.js';
 
 export interface LabHost { name: string; addr: string; netnsPath: string; cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> }
 export interface EngineLab { engine: 'berth' | 'docker'; hosts: [LabHost, LabHost, LabHost]; clientNetns: string; destroy(): Promise<string[]> }
@@ -63,9 +63,11 @@ export async function onEachLab(script: string, results: Record<string, unknown>
   for (const engine of engines) {
     log(`${engine}: a lab of 3 hosts`);
     const lab = engine === 'docker' ? await dockerLab() : await berthLab();
+    const kept = cleanupOnStop(() => lab.destroy());
     try {
       results[engine] = await measure(lab);
     } finally {
+      kept();
       const leaks = await lab.destroy();
       if (leaks.length) {
         log(`LEAKS (${engine}): ${leaks.join('; ')}`);

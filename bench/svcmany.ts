@@ -21,7 +21,7 @@ import { PACKAGE_ROOT } from '../src/daemon/paths.js';
 import { Lab, type LabHost } from '../test/integration/lab.js';
 import { docker, echo } from './labtools.js';
 import { emitSideResults } from './report.js';
-import { log, median, quantile } from './util.js';
+import { cleanupOnStop, log, median, quantile } from './util.js';
 
 const option = (name: string, dflt: string) => {
   const i = process.argv.indexOf(name);
@@ -91,9 +91,7 @@ async function main(): Promise<void> {
   log('lab of 3 hosts');
   const lab = await Lab.create(3, { leaseTtlSec: 3, seedBusybox: true });
   // A run of 10,000 services takes minutes: one stopped early still takes its lab down.
-  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-    process.once(sig, () => { log(`${sig}: the lab goes`); void lab.destroy().finally(() => process.exit(130)); });
-  }
+  cleanupOnStop(() => lab.destroy());
   try {
     const hosts = lab.hosts as LabHost[];
     const h0 = hosts[0]!;

@@ -99,3 +99,25 @@ export async function cpuSeconds(pids: number[]): Promise<number> {
   }
   return ticks / 100; // USER_HZ is 100 on Linux
 }
+
+const onStop = new Set<() => Promise<unknown>>();
+
+/**
+ * Runs `cleanup` if the bench is stopped (SIGINT, SIGTERM) before the returned function is
+ * called: what a `finally` would have removed (a lab, scratch namespaces) goes even then. The
+ * cleanups of a stop run newest first, then the process exits 130.
+ */
+export function cleanupOnStop(cleanup: () => Promise<unknown>): () => void {
+  if (!onStop.size) {
+    for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+      process.once(sig, () => {
+        log(`${sig}: removing what the bench made`);
+        void (async () => {
+          for (const c of [...onStop].reverse()) await c().catch((e: Error) => log(`cleanup: ${e.message}`));
+        })().finally(() => process.exit(130));
+      });
+    }
+  }
+  onStop.add(cleanup);
+  return () => { onStop.delete(cleanup); };
+}
