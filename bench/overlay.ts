@@ -4,12 +4,15 @@
  * lab (test/integration/lab.ts) and, where dockerd is installed, a lab of Docker 20.10 swarm hosts
  * laid out the same way (bench/swarmlab.ts) with its attachable swarm overlay, one after the
  * other, the same steps on each. Measures:
- *  - TCP throughput (iperf3, 5 s) container → container across hosts, against the same between the
+ *  - TCP throughput (iperf3) container → container across hosts, against the same between the
  *    two hosts' own namespaces over the underlay;
  *  - TCP connect + 1-byte echo round trips, same two paths;
  *  - both again over a VXLAN made by hand between the same two hosts at the overlay's MTU
  *    (bench/barevxlan.ts; in berth's lab): the kernel's own overlay path, the most an engine's
  *    can reach here;
+ *  the paths taken in turn, round after round (5 rounds of a 3 s iperf3 and a fifth of the echoes
+ *  each; 2 of 1 s in --quick), so a drift of the machine's load weighs on every path alike: the
+ *  throughput is the median of a path's rounds, the echo's percentiles are over all its echoes;
  *  - `network connect` / `disconnect` of a running container (berth's return once every host has
  *    its FDB, neighbour and DNS entries), on the network as it is, and (berth only) again once it
  *    holds `--endpoints N` containers spread over the three hosts (default 1,000 in a full run;
@@ -39,7 +42,7 @@ const ipOf = (h: LabHost, c: string) => docker(h, ['inspect', '-f', '{{(index .N
 async function iperf(serverNs: string, clientNs: string, addr: string): Promise<number> {
   const srv = run('nsenter', [`--net=${serverNs}`, 'iperf3', '-s', '-1', '-B', addr]);
   await new Promise((r) => setTimeout(r, 500));
-  const c = await run('nsenter', [`--net=${clientNs}`, 'iperf3', '-c', addr, '-t', quick ? '2' : '5', '--connect-timeout', '5000', '-J']);
+  const c = await run('nsenter', [`--net=${clientNs}`, 'iperf3', '-c', addr, '-t', quick ? '1' : '3', '--connect-timeout', '5000', '-J']);
   await srv;
   if (c.code !== 0) throw new Error(`iperf3: ${c.stderr || c.stdout}`);
   return JSON.parse(c.stdout).end.sum_received.bits_per_second / 1e9;
@@ -58,6 +61,26 @@ async function echo(serverNs: string, clientNs: string, addr: string, n: number)
   return JSON.parse(c.stdout) as number[];
 }
 
+interface Path { name: string; server: string; client: string; addr: string }
+
+/** Throughput and echo over each path, the paths in turn round after round; `iperf_<path>_gbps` and `echo_<path>_ms`. */
+async function throughputAndEcho(engine: string, paths: Path[]): Promise<Record<string, unknown>> {
+  const rounds = quick ? 2 : 5;
+  const gbps = new Map(paths.map((p) => [p.name, [] as number[]]));
+  const echoes = new Map(paths.map((p) => [p.name, [] as number[]]));
+  for (let r = 0; r < rounds; r++) {
+    log(`${engine}: throughput and echo, round ${r + 1} of ${rounds} (${paths.map((p) => p.name).join(', ')})`);
+    for (const p of paths) {
+      gbps.get(p.name)!.push(await iperf(p.server, p.client, p.addr));
+      echoes.get(p.name)!.push(...await echo(p.server, p.client, p.addr, Math.ceil(N / rounds)));
+    }
+  }
+  return Object.fromEntries(paths.flatMap((p) => {
+    const e = echoes.get(p.name)!;
+    return [[`iperf_${p.name}_gbps`, median(gbps.get(p.name)!)], [`echo_${p.name}_ms`, { p50: median(e), p99: quantile(e, 0.99) }]];
+  }));
+}
+
 /** The steps on one lab; its figures. */
 async function measure(lab: EngineLab): Promise<Record<string, unknown>> {
   const results: Record<string, unknown> = {};
@@ -70,24 +93,16 @@ async function measure(lab: EngineLab): Promise<Record<string, unknown>> {
   await docker(h1, ['run', '-d', '--name', 's1', '--network', 'bench', 'busybox', 'sleep', '36000']);
   const [ns0, ns1, ip1] = await Promise.all([netnsOf(h0, 's0'), netnsOf(h1, 's1'), ipOf(h1, 's1')]);
 
-  log(`${lab.engine}: throughput`);
-  results.iperf_underlay_gbps = await iperf(h1.netnsPath, h0.netnsPath, h1.addr);
-  results.iperf_overlay_gbps = await iperf(ns1, ns0, ip1);
-  log(`${lab.engine}: echo`);
-  const eu = await echo(h1.netnsPath, h0.netnsPath, h1.addr, N);
-  const eo = await echo(ns1, ns0, ip1, N);
-  results.echo_underlay_ms = { p50: median(eu), p99: quantile(eu, 0.99) };
-  results.echo_overlay_ms = { p50: median(eo), p99: quantile(eo, 0.99) };
+  const paths: Path[] = [{ name: 'underlay', server: h1.netnsPath, client: h0.netnsPath, addr: h1.addr }, { name: 'overlay', server: ns1, client: ns0, addr: ip1 }];
   // The kernel's own VXLAN between the same two hosts, at the same MTU: the most any engine's
   // overlay can do here. In berth's lab only: Docker's hosts drop bridged traffic they did not
   // make (its FORWARD policy, with br_netfilter), and the kernel's path is the same in both.
   if (lab.engine === 'berth') {
-    log(`${lab.engine}: the kernel's VXLAN by hand, same hosts and MTU`);
-    await withBareVxlan([h0!, h1!], await mtuOf(ns0), async (client, server, ip) => {
-      results.iperf_bare_vxlan_gbps = await iperf(server, client, ip);
-      const eb = await echo(server, client, ip, N);
-      results.echo_bare_vxlan_ms = { p50: median(eb), p99: quantile(eb, 0.99) };
+    await withBareVxlan([h0!, h1!], await mtuOf(ns0), async (client, server, addr) => {
+      Object.assign(results, await throughputAndEcho(lab.engine, [...paths, { name: 'bare_vxlan', server, client, addr }]));
     });
+  } else {
+    Object.assign(results, await throughputAndEcho(lab.engine, paths));
   }
 
   log(`${lab.engine}: connect / disconnect`);

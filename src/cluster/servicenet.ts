@@ -177,7 +177,7 @@ export class ServiceNet {
       }
     }
     for (const n of names) for (const id of this.byName.get(n) ?? []) changed.add(id);
-    const st = new Steps(`a batch of ${events.length} events changing ${changed.size} services`);
+    const st = new Steps(() => `a batch of ${events.length} events changing ${changed.size} services`);
     if (touched.size) this.changed([...touched]);
     st.mark('dns');
     if (unsure) await this.syncAll();

@@ -10,7 +10,8 @@ export class Steps {
   private last = this.t0;
   private readonly parts: string[] = [];
 
-  constructor(private readonly what: string) {}
+  /** `what` as a function when naming the operation costs something: called only when the steps are written. */
+  constructor(private readonly what: string | (() => string)) {}
 
   mark(step: string): void {
     if (!Steps.on) return;
@@ -20,6 +21,6 @@ export class Steps {
   }
 
   done(): void {
-    if (Steps.on) console.error(`berthd: steps of ${this.what} (ms, from ${this.at}): ${this.parts.join(', ')}; total ${(performance.now() - this.t0).toFixed(1)}`);
+    if (Steps.on) console.error(`berthd: steps of ${typeof this.what === 'string' ? this.what : this.what()} (ms, from ${this.at}): ${this.parts.join(', ')}; total ${(performance.now() - this.t0).toFixed(1)}`);
   }
 }
