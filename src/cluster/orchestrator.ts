@@ -182,9 +182,10 @@ export class Orchestrator {
     const views: NodeView[] = [...view.nodes.values()].map(({ value: n }) => ({
       id: n.ID, hostname: n.Description?.Hostname ?? '', role: n.Spec.Role, labels: n.Spec.Labels ?? {}, availability: n.Spec.Availability, ready: up.has(n.ID),
     }));
-    const allTasks = [...view.tasks.values()].map((v) => v.value);
-    const scope = full ? undefined : { ids: dirty, exists: (id: string) => view.services.has(SK.service(id)) };
-    const d = reconcile([...svcs.values()].map((v) => v.value), allTasks, views, Date.now(), newNodeId, scope);
+    // A pass over some services reads only their tasks, and the view's count of every node's load.
+    const tasks = [...taskRecs.values()].map((v) => v.value);
+    const scope = full ? undefined : { ids: dirty, exists: (id: string) => view.services.has(SK.service(id)), load: view.running };
+    const d = reconcile([...svcs.values()].map((v) => v.value), tasks, views, Date.now(), newNodeId, scope);
     // A pass over some services may only bring the wake forward (one too early is a whole pass
     // that finds nothing due); a whole pass sets it.
     const soonest = Math.min(d.wakeAt ?? Infinity, full ? Infinity : this.wakeAt ?? Infinity);

@@ -16,6 +16,8 @@ export class OrchestratorView {
   readonly alive = new Map<string, Versioned<unknown>>();
   /** Each service's tasks' keys (a pass over some services takes only their tasks' records). */
   readonly tasksOf = new Map<string, Set<string>>();
+  /** Each node's count of tasks desired running, over every service (what a placement spreads over). */
+  readonly running = new Map<string, number>();
   /** The store's history is in the copy up to here. */
   rev = 0;
   /**
@@ -53,6 +55,7 @@ export class OrchestratorView {
       else if (m === this.tasks) {
         const old = this.tasks.get(e.key)?.value;
         if (old) {
+          this.count(old, -1);
           this.mark(old.ServiceID);
           const l = this.tasksOf.get(old.ServiceID);
           l?.delete(e.key);
@@ -77,7 +80,15 @@ export class OrchestratorView {
     if (this.dirty !== 'all') this.dirty.add(serviceId);
   }
 
+  private count(t: TaskRecord, by: number): void {
+    if (t.DesiredState !== 'running' || !t.NodeID) return;
+    const n = (this.running.get(t.NodeID) ?? 0) + by;
+    if (n > 0) this.running.set(t.NodeID, n);
+    else this.running.delete(t.NodeID);
+  }
+
   private indexTask(key: string, t: TaskRecord): void {
+    this.count(t, 1);
     this.mark(t.ServiceID);
     const l = this.tasksOf.get(t.ServiceID);
     if (l) l.add(key);

@@ -27,10 +27,19 @@ export const HISTORY = 5;
 
 /**
  * A pass over some services only: those whose records or tasks changed since the last pass
- * (`services` then holds only these, of those that exist). `tasks` is still every task: a
- * placement spreads over every service's tasks.
+ * (`services` then holds only these, of those that exist). A placement spreads over every
+ * service's tasks: `load` is every node's count of tasks desired running, kept by the caller, and
+ * `tasks` then needs to hold only the tasks of these services; without `load`, `tasks` is every
+ * task and the count is made from it.
  */
-export interface Scope { ids: ReadonlySet<string>; exists: (serviceId: string) => boolean }
+export interface Scope { ids: ReadonlySet<string>; exists: (serviceId: string) => boolean; load?: ReadonlyMap<string, number> }
+
+/** Each node's count of tasks desired running (what a placement spreads over). */
+export function runningLoad(tasks: Iterable<TaskRecord>): Map<string, number> {
+  const load = new Map<string, number>();
+  for (const t of tasks) if (t.DesiredState === 'running' && t.NodeID) load.set(t.NodeID, (load.get(t.NodeID) ?? 0) + 1);
+  return load;
+}
 
 export function reconcile(services: ServiceRecord[], tasks: TaskRecord[], nodes: NodeView[], now: number, newId: () => string, scope?: Scope): Decisions {
   const out: Decisions = { put: [], delete: [], status: [] };
@@ -45,9 +54,8 @@ export function reconcile(services: ServiceRecord[], tasks: TaskRecord[], nodes:
   };
   const byId = new Map(nodes.map((n) => [n.id, n]));
   const usable = (id: string | undefined) => { const n = id ? byId.get(id) : undefined; return !!n && n.ready && n.availability === 'active'; };
-  // Active tasks per node, for spreading (counted over every service, as swarmkit's spread).
-  const load = new Map<string, number>();
-  for (const t of tasks) if (t.DesiredState === 'running' && t.NodeID) load.set(t.NodeID, (load.get(t.NodeID) ?? 0) + 1);
+  // Active tasks per node, for spreading (counted over every service, as swarmkit's spread); this pass's changes move it.
+  const load = scope?.load ? new Map(scope.load) : runningLoad(tasks);
   const svcIds = new Set(services.map((s) => s.ID));
   const exists = scope?.exists ?? ((id: string) => svcIds.has(id));
   const inScope = (id: string) => !scope || scope.ids.has(id);

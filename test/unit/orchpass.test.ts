@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { reconcile } from '../../src/cluster/reconcile.js';
+import { reconcile, runningLoad } from '../../src/cluster/reconcile.js';
 import { OrchestratorView } from '../../src/cluster/orchview.js';
 import { Orchestrator } from '../../src/cluster/orchestrator.js';
 import { SK } from '../../src/cluster/services.js';
@@ -42,6 +42,12 @@ describe('a pass over the services that changed (reconcile\'s scope)', () => {
     const d = reconcile([service('s2', 1)], tasks, nodes, NOW, newId, { ids: new Set(['s2']), exists: () => true });
     assert.deepEqual(d.put.map((t) => [t.ServiceID, t.NodeID]), [['s2', 'b']]);
     assert.deepEqual(d.delete, []);
+    // The same from the caller's count of every node's load, with only the scope's tasks.
+    const counted = reconcile([service('s2', 1)], [], nodes, NOW, newId, { ids: new Set(['s2']), exists: () => true, load: runningLoad(tasks) });
+    assert.deepEqual(counted.put.map((t) => [t.ServiceID, t.NodeID]), [['s2', 'b']]);
+    // Three placed in one pass: the pass's own placements count too (b, then a and b).
+    const three = reconcile([service('s3', 3)], [], nodes, NOW, newId, { ids: new Set(['s3']), exists: () => true, load: new Map([['a', 1]]) });
+    assert.deepEqual(three.put.map((t) => t.NodeID).sort(), ['a', 'b', 'b']);
   });
 
   it('stops the tasks of a removed service in scope, and leaves another removed service\'s alone', () => {
@@ -61,11 +67,19 @@ describe('the orchestrator\'s view marks what changed', () => {
     assert.equal(view.takeDirty(), 'all', 'all, after the read');
     assert.deepEqual(view.takeDirty(), new Set());
     assert.deepEqual(view.tasksOf.get('s1'), new Set([SK.task('t1')]));
+    assert.deepEqual(view.running, new Map([['a', 1]]));
     view.apply([ev('put', SK.service('s2'), service('s2', 1), 10)]);
     view.apply([ev('put', SK.task('t2'), running('t2', 's3', 1, 'a'), 11)]);
+    assert.deepEqual(view.running, new Map([['a', 2]]));
     // A deleted task marks the service it belonged to (the event carries no value).
     view.apply([ev('delete', SK.task('t1'), undefined, 12)]);
     assert.deepEqual(view.takeDirty(), new Set(['s2', 's3', 's1']));
+    // The count of running tasks per node follows each task's desired state and node.
+    view.apply([ev('put', SK.task('t2'), { ...running('t2', 's3', 1, 'a'), DesiredState: 'shutdown' }, 20)]);
+    view.apply([ev('put', SK.task('t3'), running('t3', 's4', 1, 'b'), 21)]);
+    assert.deepEqual(view.running, new Map([['b', 1]]));
+    assert.deepEqual(view.running, runningLoad([...view.tasks.values()].map((v) => v.value)), 'the same as counted from every task');
+    view.takeDirty();
     assert.equal(view.tasksOf.has('s1'), false, 'no task left of s1');
     assert.deepEqual(view.tasksOf.get('s3'), new Set([SK.task('t2')]));
     view.apply([ev('put', K.aliveOf('n2'), {}, 13)]);
