@@ -1,4 +1,5 @@
 import { K, type NodeRecord } from './keys.js';
+import { loadsNode } from './reconcile.js';
 import { SK } from './services.js';
 import type { ServiceRecord, TaskRecord } from './servicemodel.js';
 import type { ClusterStore, Versioned, WatchEvent } from './store.js';
@@ -81,7 +82,7 @@ export class OrchestratorView {
   }
 
   private count(t: TaskRecord, by: number): void {
-    if (t.DesiredState !== 'running' || !t.NodeID) return;
+    if (!loadsNode(t)) return;
     const n = (this.running.get(t.NodeID) ?? 0) + by;
     if (n > 0) this.running.set(t.NodeID, n);
     else this.running.delete(t.NodeID);

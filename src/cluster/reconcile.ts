@@ -34,10 +34,13 @@ export const HISTORY = 5;
  */
 export interface Scope { ids: ReadonlySet<string>; exists: (serviceId: string) => boolean; load?: ReadonlyMap<string, number> }
 
+/** Whether a task counts in its node's load: desired running, on a node. */
+export const loadsNode = (t: TaskRecord): t is TaskRecord & { NodeID: string } => t.DesiredState === 'running' && !!t.NodeID;
+
 /** Each node's count of tasks desired running (what a placement spreads over). */
 export function runningLoad(tasks: Iterable<TaskRecord>): Map<string, number> {
   const load = new Map<string, number>();
-  for (const t of tasks) if (t.DesiredState === 'running' && t.NodeID) load.set(t.NodeID, (load.get(t.NodeID) ?? 0) + 1);
+  for (const t of tasks) if (loadsNode(t)) load.set(t.NodeID, (load.get(t.NodeID) ?? 0) + 1);
   return load;
 }
 
@@ -63,7 +66,7 @@ export function reconcile(services: ServiceRecord[], tasks: TaskRecord[], nodes:
   const shut = (t: TaskRecord, extra: Partial<TaskRecord> = {}) => {
     if (t.DesiredState === 'shutdown' && !Object.keys(extra).length) return;
     const n = { ...t, ...extra, DesiredState: 'shutdown' as const, UpdatedAt: at };
-    if (t.DesiredState === 'running' && t.NodeID) load.set(t.NodeID, (load.get(t.NodeID) ?? 1) - 1);
+    if (loadsNode(t)) load.set(t.NodeID, (load.get(t.NodeID) ?? 1) - 1);
     // A task never started (pending, or on a node gone before it ran) ends here.
     if (!t.NodeID || (!isTerminal(t.Status.State) && !byId.get(t.NodeID)?.ready && t.Status.State === 'assigned')) n.Status = { ...t.Status, State: 'shutdown', Message: 'shutdown', Timestamp: at };
     put(n);

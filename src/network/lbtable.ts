@@ -255,6 +255,23 @@ export function lbChanges(changes: ReadonlyArray<readonly [VipEntry | undefined,
   return out.length ? out.join('\n') + '\n' : '';
 }
 
+/** The lines `elementArgs` takes, per kind: made once, as elementArgs runs at every change of every sandbox. */
+const scriptLines = new WeakMap<TableKind, { element: RegExp; flush: RegExp; dispatch: RegExp }>();
+function linesOf(kind: TableKind): { element: RegExp; flush: RegExp; dispatch: RegExp } {
+  let l = scriptLines.get(kind);
+  if (!l) {
+    const t = `ip ${kind.table}`;
+    // A key or backend is one address, or a concatenation of words and numbers (`tcp . 8080`); never ` : `.
+    const value = '[\\w.]+(?: \\. [\\w.]+)*';
+    l = {
+      element: new RegExp(`^(add|delete) element ${t} (slot\\d+) \\{ (${value})(?: : (${value}))? \\}$`),
+      flush: new RegExp(`^flush chain ${t} (${kind.chainPrefix}_\\w+)$`),
+      dispatch: new RegExp(`^add rule ${t} (${kind.chainPrefix}_\\w+) (?:goto to0|numgen inc mod (\\d+) vmap @rr(\\d+))$`),
+    };
+    scriptLines.set(kind, l);
+  }
+  return l;
+}
 
 /**
  * A script of slot elements and VIP rules replaced (a backend replaced, added or removed while
@@ -264,11 +281,7 @@ export function lbChanges(changes: ReadonlyArray<readonly [VipEntry | undefined,
  */
 export function elementArgs(script: string, kind: TableKind = VIP_KIND): string[] | undefined {
   if (!script) return undefined;
-  const t = `ip ${kind.table}`;
-  // A key or backend is one address, or a concatenation of words and numbers (`tcp . 8080`); never ` : `.
-  const ELEMENT = new RegExp(`^(add|delete) element ${t} (slot\\d+) \\{ ([\\w.]+(?: \\. [\\w.]+)*)(?: : ([\\w.]+(?: \\. [\\w.]+)*))? \\}$`);
-  const FLUSH = new RegExp(`^flush chain ${t} (${kind.chainPrefix}_\\w+)$`);
-  const DISPATCH = new RegExp(`^add rule ${t} (${kind.chainPrefix}_\\w+) (?:goto to0|numgen inc mod (\\d+) vmap @rr(\\d+))$`);
+  const { element: ELEMENT, flush: FLUSH, dispatch: DISPATCH } = linesOf(kind);
   const args = [kind.table];
   const lines = script.trim().split('\n');
   for (let i = 0; i < lines.length; i++) {
