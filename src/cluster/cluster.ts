@@ -7,7 +7,8 @@ import { EtcdMember, clientUrl, peerUrl } from './etcdmember.js';
 import { NOT_MANAGER, NO_SWARM, SWARM_EXISTS, UnavailableError, invalid, leaveManagerError } from './errors.js';
 import { goTime, newJoinToken, newNodeId, parseJoinToken } from './ids.js';
 import { K, type ClusterRecord, type NodeRecord, type Spec } from './keys.js';
-import { enableAccess, setManager } from './access.js';
+import { enableAccess } from './access.js';
+import { tellStoreLeaving } from './leaving.js';
 import { certDer, makeCa, makeCsr, signCsr, type Pem } from './pki.js';
 import { requestJoin, type JoinRequest } from './joinwire.js';
 import { Session, promoteWhenSynced, type SessionOptions } from './session.js';
@@ -361,23 +362,8 @@ export class Cluster {
     await this.onSession?.(s, false, true).catch((e) => this.log(`cluster: ${errorMessage(e)}`));
     await s.quiesce();
     if (leaving) {
-      try {
-        const rec = await s.store.get<NodeRecord>(K.node(id));
-        const nodes = [...(await s.store.list<NodeRecord>(K.nodes)).values()];
-        const otherManagers = nodes.filter((n) => n.value.ID !== id && n.value.Spec.Role === 'manager');
-        if (s.state.role === 'manager' && otherManagers.length === 0) {
-          // The last manager: the swarm ends. An external store is emptied of it (berth's own
-          // members go with their data below).
-          if (this.o.external) await s.store.deletePrefix('/berth/');
-        } else if (rec) {
-          if (rec.value.MemberId) await s.store.removeMember(rec.value.MemberId);
-          const { MemberId: _gone, ...rest } = rec.value;
-          await s.store.update(K.node(id), { ...rest, Spec: { ...rest.Spec, Role: 'worker' }, UpdatedAt: goTime() }, rec.modRevision);
-          if (s.state.role === 'manager' && !this.o.external) await setManager(s.store, id, false);
-        }
-      } catch (e) {
-        this.log(`cluster: leaving without telling the store: ${errorMessage(e)}`);
-      }
+      await tellStoreLeaving(s, { external: Boolean(this.o.external), tls: () => this.files.readTls() })
+        .catch((e) => this.log(`cluster: leaving without telling the store: ${errorMessage(e)}`));
     }
     await s.close(true);
     await this.files.wipe();

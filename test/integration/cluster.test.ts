@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { cp, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { waitFor } from './harness.js';
@@ -219,8 +219,15 @@ describe('cluster: swarm init, join, leave and nodes', () => {
   it('a manager leaves with --force and the other goes on; the last one ends the swarm', async () => {
     const l = await h2.host.docker(['swarm', 'leave']);
     assert.match(l.stderr, /You are attempting to leave the swarm on a node that is participating as a manager\./);
+    // Its certificate outlives the leave (a copy could be kept): it must open no more than a worker's.
+    const kept = join(h2.host.root, 'left-tls');
+    await cp(join(clusterDir(h2), 'tls'), kept, { recursive: true });
     assert.equal((await h2.host.docker(['swarm', 'leave', '--force'])).code, 0);
     assert.equal(existsSync(clusterDir(h2)), false);
+    // Written at once, through the member that stays: no wait for the record.
+    assert.match((await h0.host.docker(['node', 'ls', '--format', '{{.Hostname}} {{.Status}} {{.ManagerStatus}}'])).stdout, /^lab2 \S+\s*$/m);
+    const secret = await h0.host.inNetns('etcdctl', [`--endpoints=https://${h0.addr}:2379`, `--cacert=${join(kept, 'ca.crt')}`, `--cert=${join(kept, 'node.crt')}`, `--key=${join(kept, 'node.key')}`, 'get', '--print-value-only', '/berth/secret/ca']);
+    assert.match(secret.stderr, /permission denied/);
     await waitForOutput(() => h0.host.docker(['node', 'ls', '--format', '{{.Hostname}} {{.Status}} {{.ManagerStatus}}']), (o) => /lab2 Down\s*$/m.test(o), 'lab2 down as a worker');
     assert.equal((await info(h0)).Managers, 1);
     // The remaining single member still has quorum: changes go through.
