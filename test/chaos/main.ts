@@ -84,7 +84,37 @@ function multihostFigures(r: MultihostReport): string {
   ].join('\n');
 }
 
+const VALUED = ['seed', 'cycles', 'minutes', 'workers', 'fuzz', 'archive-fuzz', 'soak-cycles', 'traffic-minutes', 'parallel', 'faults'];
+const FLAGS = ['hosts', 'soak', 'no-pull', 'no-build', 'keep-going', 'write-doc'];
+
+/** The usage is this file's own header: one text to keep true. */
+async function usage(): Promise<string> {
+  const src = await fs.readFile(new URL(import.meta.url), 'utf8').catch(() => '');
+  const header = /\/\*\*\n([\s\S]*?)\*\//.exec(src)?.[1] ?? '';
+  return header.split('\n').map((l) => l.replace(/^ \* ?/, '')).join('\n').trim();
+}
+
+/**
+ * A mistyped option must not start a run of a thousand cycles (`--help` did). Every argument is
+ * a known flag, or a known option and its value.
+ */
+function badArguments(args: string[]): string | undefined {
+  for (let i = 0; i < args.length; i++) {
+    const name = args[i]!.replace(/^--/, '');
+    if (!args[i]!.startsWith('--')) return `unexpected argument ${args[i]}`;
+    if (FLAGS.includes(name)) continue;
+    if (!VALUED.includes(name)) return `unknown option ${args[i]}`;
+    if (args[i + 1] === undefined || args[i + 1]!.startsWith('--')) return `${args[i]} needs a value`;
+    i++;
+  }
+  return undefined;
+}
+
 async function main(): Promise<number> {
+  const args = process.argv.slice(2);
+  if (args.includes('--help') || args.includes('-h')) { console.log(await usage()); return 0; }
+  const bad = badArguments(args);
+  if (bad) { console.error(`chaos: ${bad}\n\n${await usage()}`); return 2; }
   const seed = num('seed', Date.now() % 1_000_000);
   if (flag('hosts')) {
     const cycles = num('cycles', 100);
