@@ -49,7 +49,17 @@ export function reconcile(services: ServiceRecord[], tasks: TaskRecord[], nodes:
   const changed = new Map<string, TaskRecord>();
   // The same, by service: a rolling update reads its own service's changes of this pass.
   const changedOf = new Map<string, Map<string, TaskRecord>>();
+  const original = new Map(tasks.map((t) => [t.ID, t]));
+  // Each service's tasks desired running per node, made at its first placement and kept by put:
+  // a placement used to filter the service's tasks and this pass's changes for every node it compared.
+  const spreads = new Map<string, Map<string, number>>();
   const put = (t: TaskRecord) => {
+    const spread = spreads.get(t.ServiceID);
+    if (spread) {
+      const prev = changed.get(t.ID) ?? original.get(t.ID);
+      if (prev && loadsNode(prev)) spread.set(prev.NodeID, spread.get(prev.NodeID)! - 1);
+      if (loadsNode(t)) spread.set(t.NodeID, (spread.get(t.NodeID) ?? 0) + 1);
+    }
     changed.set(t.ID, t);
     let m = changedOf.get(t.ServiceID);
     if (!m) changedOf.set(t.ServiceID, (m = new Map()));
@@ -124,8 +134,18 @@ export function reconcile(services: ServiceRecord[], tasks: TaskRecord[], nodes:
         if (unavailable) parts.push(`${unavailable} node${unavailable === 1 ? '' : 's'} not available for new tasks`);
         return { err: `no suitable node${parts.length ? ` (${parts.join('; ')})` : ''}` };
       }
-      const ofService = (id: string) => [...mine, ...changed.values()].filter((t) => t.ServiceID === svc.ID && t.DesiredState === 'running' && t.NodeID === id).length;
-      const node = [...eligible].sort((a, b) => ofService(a.id) - ofService(b.id) || (load.get(a.id) ?? 0) - (load.get(b.id) ?? 0) || a.id.localeCompare(b.id))[0]!;
+      let spread = spreads.get(svc.ID);
+      if (!spread) {
+        const current = new Map(mine.map((t) => [t.ID, t]));
+        for (const t of changedOf.get(svc.ID)?.values() ?? []) current.set(t.ID, t);
+        spreads.set(svc.ID, (spread = runningLoad(current.values())));
+      }
+      const ofService = (id: string) => spread.get(id) ?? 0;
+      let node = eligible[0]!;
+      for (const n of eligible) {
+        const d = ofService(n.id) - ofService(node.id) || (load.get(n.id) ?? 0) - (load.get(node.id) ?? 0) || n.id.localeCompare(node.id);
+        if (d < 0) node = n;
+      }
       return { node };
     };
     const make = (key: string, prev: TaskRecord | undefined, restarted: boolean, update = false) => {

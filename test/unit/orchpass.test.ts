@@ -50,6 +50,21 @@ describe('a pass over the services that changed (reconcile\'s scope)', () => {
     assert.deepEqual(three.put.map((t) => t.NodeID).sort(), ['a', 'b', 'b']);
   });
 
+  it("spreads a service's tasks as the pass leaves them: placed ones count, shut ones do not", () => {
+    const three = [node('a'), node('b'), node('c')];
+    // Ten already on a: a scale to 3,000 in one pass ends at 1,000 on each node.
+    const tasks = Array.from({ length: 10 }, (_, i) => running(`x${i}`, 'big', i + 1, 'a'));
+    const d = reconcile([service('big', 3000)], tasks, three, NOW, newId);
+    const placed = runningLoad([...tasks, ...d.put]);
+    assert.deepEqual([placed.get('a'), placed.get('b'), placed.get('c')], [1000, 1000, 1000]);
+    // A node drained: its tasks are shut and their replacements spread over what runs.
+    const drained = [node('a'), { ...node('b'), availability: 'drain' as const }, node('c')];
+    const spread = [running('y1', 'web', 1, 'a'), running('y2', 'web', 2, 'b'), running('y3', 'web', 3, 'b'), running('y4', 'web', 4, 'c')];
+    const moved = reconcile([service('web', 4)], spread, drained, NOW, newId);
+    const after = runningLoad([...spread.filter((t) => !moved.put.some((p) => p.ID === t.ID)), ...moved.put]);
+    assert.deepEqual([after.get('a'), after.get('b') ?? 0, after.get('c')], [2, 0, 2]);
+  });
+
   it('stops the tasks of a removed service in scope, and leaves another removed service\'s alone', () => {
     const tasks = [running('x1', 'gone1', 1, 'a'), running('x2', 'gone2', 1, 'b')];
     const d = reconcile([], tasks, nodes, NOW, newId, { ids: new Set(['gone1']), exists: () => false });
