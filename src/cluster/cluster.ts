@@ -362,7 +362,7 @@ export class Cluster {
     await this.onSession?.(s, false, true).catch((e) => this.log(`cluster: ${errorMessage(e)}`));
     await s.quiesce();
     if (leaving) {
-      await tellStoreLeaving(s, { external: Boolean(this.o.external), tls: () => this.files.readTls() })
+      await tellStoreLeaving(s, { external: Boolean(this.o.external) })
         .catch((e) => this.log(`cluster: leaving without telling the store: ${errorMessage(e)}`));
     }
     await s.close(true);

@@ -210,14 +210,27 @@ export class Control {
     const next: NodeRecord = { ...n.value, UpdatedAt: goTime(), Spec: { ...(spec.Name ? { Name: spec.Name } : {}), Labels: spec.Labels ?? {}, Role: role, Availability: availability as NodeRecord['Spec']['Availability'] } };
     if (n.value.Spec.Role === 'manager' && role === 'worker') {
       await this.checkDemote(s, n.value);
-      // The member goes first: a demoted node whose member stayed would still count in quorum.
-      if (n.value.MemberId && (await s.store.members()).some((m) => m.ID === n.value.MemberId)) await s.store.removeMember(n.value.MemberId);
-      delete next.MemberId;
-      if (!this.o.external) await setManager(s.store, n.value.ID, false);
+      // A manager demoting itself loses its own member first: what follows goes to the others'.
+      const own = !this.o.external && n.value.ID === s.state.nodeId && n.value.MemberId;
+      const store = own ? await s.storeAt((await this.otherManagers(s, n.value.ID)).map((m) => m.Addr)) : s.store;
+      try {
+        // The member goes first: a demoted node whose member stayed would still count in quorum.
+        if (n.value.MemberId && (await store.members()).some((m) => m.ID === n.value.MemberId)) await store.removeMember(n.value.MemberId);
+        delete next.MemberId;
+        if (!this.o.external) await setManager(store, n.value.ID, false);
+        if (!(await store.update(K.node(n.value.ID), next, version))) throw outOfSequence();
+      } finally {
+        if (store !== s.store) store.close();
+      }
+      return;
     }
     // A promoted node adds its own member: it needs etcd's root role before it sees the change.
     if (n.value.Spec.Role === 'worker' && role === 'manager' && !this.o.external) await setManager(s.store, n.value.ID, true);
     if (!(await s.store.update(K.node(n.value.ID), next, version))) throw outOfSequence();
+  }
+
+  private async otherManagers(s: Session, id: string): Promise<NodeRecord[]> {
+    return [...(await s.store.list<NodeRecord>(K.nodes)).values()].map((n) => n.value).filter((n) => n.ID !== id && n.Spec.Role === 'manager' && n.MemberId);
   }
 
   /**

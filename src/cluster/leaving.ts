@@ -1,10 +1,8 @@
 import { setManager } from './access.js';
-import { clientUrl } from './etcdmember.js';
 import { goTime } from './ids.js';
 import { K, type NodeRecord } from './keys.js';
 import type { Session } from './session.js';
-import { ClusterStore } from './store.js';
-import type { TlsFiles } from './store.js';
+import type { ClusterStore } from './store.js';
 
 /**
  * What a node that leaves tells the store. A manager with peers takes its member out of the
@@ -13,7 +11,7 @@ import type { TlsFiles } from './store.js';
  * members only: the removed one stops serving, and a write the client sent it was lost (the
  * record stayed a manager's, `Down Unreachable`, and its user kept etcd's root role).
  */
-export async function tellStoreLeaving(s: Session, o: { external: boolean; tls: () => Promise<TlsFiles> }): Promise<void> {
+export async function tellStoreLeaving(s: Session, o: { external: boolean }): Promise<void> {
   const id = s.state.nodeId;
   const rec = await s.store.get<NodeRecord>(K.node(id));
   const nodes = [...(await s.store.list<NodeRecord>(K.nodes)).values()];
@@ -24,7 +22,7 @@ export async function tellStoreLeaving(s: Session, o: { external: boolean; tls: 
   }
   if (!rec) return;
   const own = !o.external && rec.value.MemberId;
-  const store = own ? new ClusterStore(otherManagers.map((n) => clientUrl(n.value.Addr)), await o.tls()) : s.store;
+  const store = own ? await s.storeAt(otherManagers.map((n) => n.value.Addr)) : s.store;
   try {
     // A member already gone (the swarm was forced into a new cluster without it) costs nothing.
     if (own && (await store.members()).some((m) => m.ID === rec.value.MemberId)) await store.removeMember(rec.value.MemberId!);

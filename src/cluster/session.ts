@@ -78,6 +78,15 @@ export class Session {
     return new ClusterStore(state.endpoints, tls ?? await o.files.readTls(), localUrl(state));
   }
 
+  /**
+   * A store client that talks only to the members at these hosts: for what this node writes
+   * after its own member left the store's cluster (a removed member stops serving, and a call
+   * the client sends it is lost).
+   */
+  async storeAt(hosts: string[]): Promise<ClusterStore> {
+    return new ClusterStore(hosts.map((h) => clientUrl(h)), await this.o.files.readTls());
+  }
+
   memberFor(state: LocalState, initialCluster: string, memberState: 'new' | 'existing'): EtcdMember {
     return new EtcdMember({
       name: state.nodeId, addr: this.listenHost(state), dir: this.o.files.dir, tlsDir: this.o.files.tlsDir,

@@ -261,6 +261,17 @@ describe('cluster: swarm init, join, leave and nodes', () => {
     const promote = await b(h0, ['node', 'promote', 'lab1']);
     assert.equal(promote.stdout, 'Node lab1 promoted to a manager in the swarm.\n', promote.stderr);
     await waitForOutput(() => b(h0, ['node', 'ls', '--format', '{{.Hostname}} {{.ManagerStatus}}']), (o) => o.includes('lab1 Reachable'), 'lab1 reachable', 30_000);
+    // A manager may demote itself: its member leaves, and the rest goes through the other's.
+    const selfDemote = await b(h1, ['node', 'demote', 'lab1']);
+    assert.equal(selfDemote.stdout, 'Manager lab1 demoted in the swarm.\n', selfDemote.stderr);
+    assert.match((await b(h0, ['node', 'ls', '--format', '{{.Hostname}} {{.ManagerStatus}}'])).stdout, /^lab1 $/m);
+    const members = (await h0.host.inNetns('etcdctl', [
+      `--endpoints=https://${h0.addr}:2379`, `--cacert=${clusterDir(h0)}/tls/ca.crt`,
+      `--cert=${clusterDir(h0)}/tls/node.crt`, `--key=${clusterDir(h0)}/tls/node.key`, 'member', 'list',
+    ])).stdout.trim().split('\n');
+    assert.equal(members.length, 1, members.join('\n'));
+    assert.equal((await b(h0, ['node', 'promote', 'lab1'])).code, 0);
+    await waitForOutput(() => b(h0, ['node', 'ls', '--format', '{{.Hostname}} {{.ManagerStatus}}']), (o) => o.includes('lab1 Reachable'), 'lab1 reachable again', 30_000);
     const demote = await b(h0, ['node', 'demote', 'lab1']);
     assert.equal(demote.stdout, 'Manager lab1 demoted in the swarm.\n', demote.stderr);
     const notDown = await b(h0, ['node', 'rm', 'lab1']);
