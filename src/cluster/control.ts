@@ -229,8 +229,11 @@ export class Control {
     if (!(await s.store.update(K.node(n.value.ID), next, version))) throw outOfSequence();
   }
 
+  /** The other managers that are the store's members (not those lost to a --force-new-cluster). */
   private async otherManagers(s: Session, id: string): Promise<NodeRecord[]> {
-    return [...(await s.store.list<NodeRecord>(K.nodes)).values()].map((n) => n.value).filter((n) => n.ID !== id && n.Spec.Role === 'manager' && n.MemberId);
+    const [nodes, members] = await Promise.all([s.store.list<NodeRecord>(K.nodes), s.store.members()]);
+    const ids = new Set(members.map((m) => m.ID));
+    return [...nodes.values()].map((n) => n.value).filter((n) => n.ID !== id && n.Spec.Role === 'manager' && n.MemberId && ids.has(n.MemberId));
   }
 
   /**

@@ -1,8 +1,7 @@
-import type { RuleCounter } from '../kernel/counters.js';
 import type { BackendHits, ServiceBalancers, VipEntry } from '../network/servicelb.js';
 import type { EndpointRecord } from '../network/overlay.js';
-import { dropUdpFlowsTo } from '../kernel/conntrack.js';
-import { HOST_PORTS, ingressChanges, MESH_TABLE, meshTable, parseHitComment, portChanges, portKey, replaceScript, type MeshPort } from '../network/ingressmesh.js';
+import { ingressChanges, MESH_TABLE, meshTable, portKey, replaceScript, type MeshPort } from '../network/ingressmesh.js';
+import { HOST_PORT_KIND } from '../network/lbkinds.js';
 import type { NetworkRecord } from '../network/types.js';
 import { errorMessage } from '../util/errors.js';
 import { ROOT } from './keys.js';
@@ -13,6 +12,8 @@ import type { WatchEvent } from './store.js';
 /** The ingress sandbox's identity: Docker's names, shown by `network inspect ingress`. */
 export const INGRESS_SBOX = 'ingress-sbox';
 export const INGRESS_ENDPOINT = 'ingress-endpoint';
+/** The host-mode ports' balancer has one "sandbox": berthd's own namespace (`netns` ''). */
+const HOST_PORTS_ID = 'host-ports';
 
 /** What the mesh needs of this host (the daemon implements it with the network controller). */
 export interface IngressHost {
@@ -32,10 +33,10 @@ export interface IngressHost {
   attach(containerId: string, networkId: string): Promise<void>;
   /** A balancer of published ports for an ingress sandbox at this address (ServiceBalancers of lbkinds' `ingressKind`). */
   sandboxBalancer(sandboxIp: string): PortBalancer;
+  /** A balancer of this node's host-mode ports, in berthd's namespace (ServiceBalancers of `HOST_PORT_KIND`). */
+  hostBalancer(): PortBalancer;
   /** Applies an nft script in berthd's namespace. */
   nft(script: string): Promise<void>;
-  /** A table's counted rules in berthd's namespace; none when it is absent. */
-  counters(table: string): Promise<RuleCounter[]>;
 }
 
 export type PortBalancer = Pick<ServiceBalancers, 'sync' | 'hits'>;
@@ -48,7 +49,8 @@ interface RunningTask { service: string; container: string; node: string }
  * network this host keeps an ingress sandbox on it, DNATs every published ingress port of any
  * service to that sandbox, and balances there over the ingress addresses of the service's running
  * tasks (a task leaves the balancer when its record stops being running and desired running,
- * before its agent stops it). Host-mode ports go to this host's own running tasks only.
+ * before its agent stops it). Host-mode ports go to this host's own running tasks only, balanced
+ * in berthd's namespace by a table of the same kind as the sandbox's.
  */
 export class IngressMesh {
   private ingressId?: string;
@@ -56,9 +58,11 @@ export class IngressMesh {
   private readonly running = new Map<string, RunningTask>();
   private sandbox?: { netns: string; ip: string; network: string };
   /** What the kernel holds, as last applied: changes are applied as differences from it. */
-  private hostState?: { sandboxIp?: string; ingress: Set<string>; host: Map<string, MeshPort> };
+  private hostState?: { sandboxIp?: string; ingress: Set<string> };
   /** The ingress sandbox's balancer (a table of published ports, kept as a container's VIPs are). */
   private sandboxLb?: { netns: string; ip: string; lb: PortBalancer };
+  /** The host-mode ports' balancer, made at the first host-mode port (no table before). */
+  private hostLb?: PortBalancer;
   private pending?: Promise<void>;
   private again = false;
   private closed = false;
@@ -92,15 +96,13 @@ export class IngressMesh {
 
   /**
    * Connections this node balanced to each service backend: through the routing mesh (the
-   * ingress sandbox's slot elements) and to host-mode ports (the host table's backend rules). A
-   * backend's count lasts while it stays a backend of that port in its slot.
+   * ingress sandbox's slot elements) and to host-mode ports (the host table's). A backend's
+   * count lasts while it stays a backend of that port in its slot.
    */
   async hits(): Promise<Array<BackendHits & { via: 'ingress' | 'host' }>> {
-    const mesh = async () => (await this.sandboxLb?.lb.hits((id) => this.services.has(id)) ?? []).map((h) => ({ ...h, via: 'ingress' as const }));
-    const host = async () => (this.hostState ? await this.host.counters(MESH_TABLE).catch(() => []) : []).flatMap((r) => {
-      const who = parseHitComment(r.comment);
-      return who ? [{ ...who, via: 'host' as const, connections: r.packets }] : [];
-    });
+    const exists = (id: string) => this.services.has(id);
+    const mesh = async () => (await this.sandboxLb?.lb.hits(exists) ?? []).map((h) => ({ ...h, via: 'ingress' as const }));
+    const host = async () => (await this.hostLb?.hits(exists) ?? []).map((h) => ({ ...h, via: 'host' as const }));
     const [m, h] = await Promise.all([mesh(), host()]);
     return [...m, ...h];
   }
@@ -151,20 +153,17 @@ export class IngressMesh {
         }
       }
     }
-    if (sandbox) {
-      // A port without a running task is left out: the sandbox itself refuses it.
-      const entries: VipEntry[] = ingressPorts.filter((p) => p.backends.length)
-        .map((p) => ({ service: p.service, vip: portKey(p), backends: p.backends.map((ip) => `${ip} . ${p.target}`) }));
-      await this.sandboxBalancer(sandbox).sync(new Map([[INGRESS_SBOX, { netns: sandbox.netns, entries }]]), true);
-    }
+    if (sandbox) await this.sandboxBalancer(sandbox).sync(new Map([[INGRESS_SBOX, { netns: sandbox.netns, entries: balanced(ingressPorts) }]]), true);
+    const hostEntries = balanced(hostPorts);
+    if (hostEntries.length || this.hostLb) await (this.hostLb ??= this.host.hostBalancer()).sync(new Map([[HOST_PORTS_ID, { netns: '', entries: hostEntries }]]), true);
     const ingress = new Set(sandbox ? ingressPorts.map(portKey) : []);
-    const host = new Map(hostPorts.map((p) => [portKey(p), p]));
     const hs = this.hostState;
-    const cmds = hs && hs.sandboxIp === sandbox?.ip ? [...(sandbox ? ingressChanges(sandbox.ip, hs.ingress, ingress) : []), ...portChanges(HOST_PORTS, hs.host, host)] : undefined;
+    const cmds = hs && hs.sandboxIp === sandbox?.ip ? (sandbox ? ingressChanges(sandbox.ip, hs.ingress, ingress) : []) : undefined;
     this.hostState = undefined;
-    await this.apply(cmds, () => replaceScript(MESH_TABLE, meshTable(sandbox?.ip, ingressPorts.map((p) => ({ proto: p.proto, port: p.published })), hostPorts)));
-    this.hostState = { ...(sandbox ? { sandboxIp: sandbox.ip } : {}), ingress, host };
-    if (hs) await this.dropUdpFlows(hs.host, host);
+    // Made whole (the first pass): a host-mode table a killed berthd left, with no port now, goes too.
+    await this.apply(cmds, () => replaceScript(MESH_TABLE, meshTable(sandbox?.ip, ingressPorts.map((p) => ({ proto: p.proto, port: p.published }))))
+      + (this.hostLb ? '' : replaceScript(HOST_PORT_KIND.table, '')));
+    this.hostState = { ...(sandbox ? { sandboxIp: sandbox.ip } : {}), ingress };
   }
 
   /** The balancer of this sandbox: a new sandbox's table is made whole (counts start again, as its connections do). */
@@ -173,13 +172,6 @@ export class IngressMesh {
     if (had?.netns === sandbox.netns && had.ip === sandbox.ip) return had.lb;
     this.sandboxLb = { ...sandbox, lb: this.host.sandboxBalancer(sandbox.ip) };
     return this.sandboxLb.lb;
-  }
-
-  /** UDP flows to host-mode backends a published port no longer has (see kernel/conntrack.ts). */
-  private async dropUdpFlows(was: Map<string, MeshPort>, now: Map<string, MeshPort>): Promise<void> {
-    const kept = new Set([...now.values()].filter((p) => p.proto === 'udp').flatMap((p) => p.backends));
-    const gone = new Set([...was.values()].filter((p) => p.proto === 'udp').flatMap((p) => p.backends).filter((ip) => !kept.has(ip)));
-    for (const ip of gone) await dropUdpFlowsTo(ip).catch((e: Error) => this.log(`ingress: ${e.message}`));
   }
 
   /**
@@ -256,8 +248,17 @@ export class IngressMesh {
   /** This host leaves the swarm: the published ports and the sandbox go. */
   async leave(): Promise<void> {
     await this.close();
-    await this.host.nft(replaceScript(MESH_TABLE, '')).catch((e) => this.log(`ingress: ${errorMessage(e)}`));
+    await this.host.nft(replaceScript(MESH_TABLE, '') + replaceScript(HOST_PORT_KIND.table, '')).catch((e) => this.log(`ingress: ${errorMessage(e)}`));
     this.hostState = undefined;
+    this.hostLb = undefined;
     await this.dropSandbox().catch((e) => this.log(`ingress: ${errorMessage(e)}`));
   }
+}
+
+/**
+ * A balancer's entries for these ports: each port by `proto . port`, its backends the tasks'
+ * `address . target`. A port without a running task is left out: the table refuses it.
+ */
+function balanced(ports: MeshPort[]): VipEntry[] {
+  return ports.filter((p) => p.backends.length).map((p) => ({ service: p.service, vip: portKey(p), backends: p.backends.map((ip) => `${ip} . ${p.target}`) }));
 }

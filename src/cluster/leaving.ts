@@ -15,14 +15,20 @@ export async function tellStoreLeaving(s: Session, o: { external: boolean }): Pr
   const id = s.state.nodeId;
   const rec = await s.store.get<NodeRecord>(K.node(id));
   const nodes = [...(await s.store.list<NodeRecord>(K.nodes)).values()];
-  const otherManagers = nodes.filter((n) => n.value.ID !== id && n.value.Spec.Role === 'manager');
+  let otherManagers = nodes.filter((n) => n.value.ID !== id && n.value.Spec.Role === 'manager').map((n) => n.value);
+  // With berth's own store, the managers that count are the store's members: those lost to a
+  // --force-new-cluster keep their records but hold none of the data.
+  if (!o.external) {
+    const members = new Set((await s.store.members()).map((m) => m.ID));
+    otherManagers = otherManagers.filter((n) => n.MemberId && members.has(n.MemberId));
+  }
   if (s.state.role === 'manager' && otherManagers.length === 0) {
     if (o.external) await s.store.deletePrefix('/berth/');
     return;
   }
   if (!rec) return;
   const own = !o.external && rec.value.MemberId;
-  const store = own ? await s.storeAt(otherManagers.map((n) => n.value.Addr)) : s.store;
+  const store = own ? await s.storeAt(otherManagers.map((n) => n.Addr)) : s.store;
   try {
     // A member already gone (the swarm was forced into a new cluster without it) costs nothing.
     if (own && (await store.members()).some((m) => m.ID === rec.value.MemberId)) await store.removeMember(rec.value.MemberId!);

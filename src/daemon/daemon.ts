@@ -14,7 +14,6 @@ import { RegistryService } from '../images/registry/service.js';
 import { ensurePrivateBind, mountPointsUnder, releasePrivateBind } from '../kernel/mount.js';
 import { deleteNetns, hostIp, hostIpDeletions } from '../kernel/netns.js';
 import { hostNft } from '../kernel/nft.js';
-import { nftTableCounters } from '../kernel/counters.js';
 import { NetworkController } from '../network/controller.js';
 import { BridgeDriver } from '../network/bridgedriver.js';
 import { CniDriver } from '../network/cnidriver.js';
@@ -47,7 +46,7 @@ import { Agent } from '../cluster/agent.js';
 import { Orchestrator } from '../cluster/orchestrator.js';
 import { ServiceNet } from '../cluster/servicenet.js';
 import { ServiceBalancers } from '../network/servicelb.js';
-import { ingressKind } from '../network/lbkinds.js';
+import { HOST_PORT_KIND, ingressKind } from '../network/lbkinds.js';
 import { PolicyPeers } from '../cluster/policypeers.js';
 import { LogServer } from '../cluster/logstream.js';
 import { readLogs } from '../engine/logs.js';
@@ -400,8 +399,8 @@ export class Daemon {
       attached: (id, net) => { const c = engine.containers.get(id); return !c || !c.State.Running || !!c.Endpoints?.[net]; },
       attach: (id, net) => engine.connect(id, net, {}, { swarmTask: true }),
       sandboxBalancer: (ip) => new ServiceBalancers((m) => console.error(`berthd: ingress: ${m}`), ingressKind(ip)),
+      hostBalancer: () => new ServiceBalancers((m) => console.error(`berthd: host-mode ports: ${m}`), HOST_PORT_KIND),
       nft: (script) => nftApply(script, {}),
-      counters: async (table) => (await nftTableCounters('ip', table)).rules,
     };
   }
 
@@ -452,7 +451,7 @@ export class Daemon {
     }
     problems.push(...(await network.removeKernelObjects()));
     // The routing mesh's published ports (the ingress sandbox is a namespace under the root, below).
-    await nftApply(replaceScript(MESH_TABLE, '')).catch((e) => problems.push(`nft table ${MESH_TABLE}: ${errorMessage(e)}`));
+    for (const table of [MESH_TABLE, HOST_PORT_KIND.table]) await nftApply(replaceScript(table, '')).catch((e) => problems.push(`nft table ${table}: ${errorMessage(e)}`));
     problems.push(...(await this.tracer(engine, network).removeLeftovers()));
     // The etcd member outlives berthd on purpose; a cleanup ends it (the membership stays on disk).
     await this.makeCluster().stopMember().catch((e) => problems.push(`etcd member: ${errorMessage(e)}`));

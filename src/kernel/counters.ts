@@ -65,12 +65,6 @@ export function parseNftCounters(json: string): NftCounters {
   return out;
 }
 
-/** One table's counters, in berthd's namespace or another; none when the table is absent. */
-export async function nftTableCounters(family: string, table: string, netns?: string): Promise<NftCounters> {
-  const r = await run('nft', ['-j', 'list', 'table', family, table], netns ? { netns } : {});
-  return r.code === 0 ? parseNftCounters(r.stdout) : { rules: [], elements: [] };
-}
-
 /** The counters of berth's tables that exist now (`ip berth`, `ip6 berth`, `bridge berth`), read at once. */
 export async function nftCounters(table: string): Promise<NftCounters> {
   const lists = await Promise.all(['ip', 'ip6', 'bridge'].map((family) => run('nft', ['-j', 'list', 'table', family, table])));

@@ -1,7 +1,8 @@
 /**
- * The two balancer tables berth keeps with the same slot layout (lbtable.ts): a container
- * sandbox's service VIPs, and the ingress sandbox's published ports. They differ in what a key and
- * a backend are, in the DNAT a slot does, and in the hooks that lead a connection to the table.
+ * The balancer tables berth keeps with the same slot layout (lbtable.ts): a container sandbox's
+ * service VIPs, the ingress sandbox's published ports, and a node's host-mode published ports.
+ * They differ in what a key and a backend are, in the DNAT a slot does, and in the hooks that lead
+ * a connection to the table.
  */
 
 export interface TableKind {
@@ -59,6 +60,17 @@ export const VIP_KIND: TableKind = {
   address: (backend) => backend,
 };
 
+/** What the two kinds of published-port table share: their keys, backends and DNAT. */
+const PORT_KIND: Omit<TableKind, 'table' | 'chainPrefix' | 'hooks'> = {
+  dispatchMap: 'ports',
+  keyType: 'inet_proto . inet_service',
+  dataType: 'ipv4_addr . inet_service',
+  rejectsEmpty: false,
+  slotRule: (map) => `dnat ip to meta l4proto . th dport map @${map}`,
+  udpTarget: (port, backend) => (port.startsWith('udp ') ? backend.split(' . ')[0] : undefined),
+  address: (backend) => backend.split(' . ')[0]!,
+};
+
 /**
  * The ingress sandbox's published ports (the routing mesh): a key is `proto . port`, a backend a
  * task's ingress address and the port it listens on. A connection to the sandbox's own address
@@ -68,13 +80,9 @@ export const VIP_KIND: TableKind = {
  */
 export function ingressKind(sandboxIp: string): TableKind {
   return {
+    ...PORT_KIND,
     table: 'berth_ingress',
-    dispatchMap: 'ports',
-    keyType: 'inet_proto . inet_service',
-    dataType: 'ipv4_addr . inet_service',
     chainPrefix: 'port',
-    rejectsEmpty: false,
-    slotRule: (map) => `dnat ip to meta l4proto . th dport map @${map}`,
     hooks: () => [
       '  chain prerouting {',
       '    type nat hook prerouting priority -100; policy accept;',
@@ -85,10 +93,28 @@ export function ingressKind(sandboxIp: string): TableKind {
       `    ct status dnat snat to ${sandboxIp}`,
       '  }',
     ],
-    udpTarget: (port, backend) => (port.startsWith('udp ') ? backend.split(' . ')[0] : undefined),
-    address: (backend) => backend.split(' . ')[0]!,
   };
 }
+
+/**
+ * A node's host-mode published ports (`mode=host`), in berthd's own namespace: a key is
+ * `proto . port`, a backend a local task's address and the port it listens on. A connection to
+ * any local address on such a port goes through map `ports` to the port's chain, before berth's
+ * own nat chains (priority -100): the first NAT binding of a connection wins, and a published
+ * service port is the cluster's, not a container's. No SNAT: the task sees the client, as with
+ * Docker's host-mode ports. A port without a running task here has no element.
+ */
+export const HOST_PORT_KIND: TableKind = {
+  ...PORT_KIND,
+  table: 'berth_hostports',
+  chainPrefix: 'hp',
+  hooks: () => ['prerouting', 'output'].flatMap((hook) => [
+    `  chain ${hook} {`,
+    `    type nat hook ${hook} priority -110; policy accept;`,
+    '    fib daddr type local meta l4proto . th dport vmap @ports',
+    '  }',
+  ]),
+};
 
 const PROTOCOLS: Record<string, number> = { tcp: 6, udp: 17 };
 

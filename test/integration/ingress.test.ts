@@ -199,13 +199,34 @@ describe('the ingress routing mesh across hosts', () => {
     await meshAnswers(5353, echo, udp);
   });
 
-  it('mode=host publishes only where a task runs, straight to it', async () => {
-    await ok(h0, ['service', 'create', '--name', 'hw', '--constraint', 'node.hostname==lab1', '--publish', 'published=9090,target=80,mode=host', ...WEB]);
-    const hw = names(await waitRunning(h0, 'hw', 1));
-    await waitFor(async () => (await http(h1.addr, 9090, 1))[0] === hw[0], 'lab1 answering 9090');
+  it('mode=host publishes only where a task runs, straight to it, its tasks in turn', async () => {
+    await ok(h0, ['service', 'create', '--name', 'hw', '--replicas', '2', '--stop-grace-period', '1s', '--constraint', 'node.hostname==lab1', '--publish', 'published=9090,target=80,mode=host', ...WEB]);
+    const hw = names(await waitRunning(h0, 'hw', 2));
+    const lab1Answers = async (want: string[]) => waitFor(async () => {
+      const a = await http(h1.addr, 9090, 6);
+      return [...new Set(a)].sort().join() === [...want].sort().join();
+    }, `lab1 answering 9090 with ${want}`, 20_000);
+    await lab1Answers(hw);
+    // Both tasks counted, from their slot elements, as host-mode connections of lab1.
+    const hits = [...(await h1.host.api('GET', '/metrics')).body.matchAll(/^berth_service_backend_connections_total\{service="hw",backend="([\d.]+)",via="host"\} (\d+)$/gm)];
+    assert.equal(hits.length, 2, JSON.stringify(hits.map((m) => m[0])));
+    assert.ok(hits.every((m) => Number(m[2]) > 0), JSON.stringify(hits.map((m) => m[0])));
     await refused(9090, [h0, h2]);
     const svc = JSON.parse(await ok(h0, ['service', 'inspect', 'hw']))[0];
     assert.deepEqual(svc.Endpoint.Ports, [{ Protocol: 'tcp', TargetPort: 80, PublishedPort: 9090, PublishMode: 'host' }]);
+    // A table of the VIPs' kind in lab1's own namespace, and none where no host-mode task runs.
+    assert.match((await h1.host.inNetns('nft', ['list', 'table', 'ip', 'berth_hostports'])).stdout, /fib daddr type local meta l4proto \. th dport vmap @ports/);
+    assert.doesNotMatch((await h0.host.inNetns('nft', ['list', 'tables'])).stdout, /berth_hostports/);
+    // Scaled down: the task that goes leaves the table; a berthd killed and restarted makes it again, once.
+    await ok(h0, ['service', 'scale', 'hw=1']);
+    const one = names(await waitRunning(h0, 'hw', 1));
+    await lab1Answers(one);
+    await h1.host.stopDaemon('SIGKILL');
+    await h1.host.startDaemon();
+    await lab1Answers(one);
+    assert.equal((await h1.host.inNetns('nft', ['list', 'tables'])).stdout.split('\n').filter((l) => l === 'table ip berth_hostports').length, 1);
+    await ok(h0, ['service', 'rm', 'hw']);
+    await refused(9090, [h1]);
   });
 
   it('assigns a published port left out from 30000-32767; a task on a network of its own joins ingress too', async () => {
@@ -265,7 +286,7 @@ describe('the ingress routing mesh across hosts', () => {
 
   it('swarm leave takes the published ports and the ingress sandbox off the node', async () => {
     await ok(h2, ['swarm', 'leave']);
-    assert.doesNotMatch((await h2.host.inNetns('nft', ['list', 'tables'])).stdout, /berth_mesh/);
+    assert.doesNotMatch((await h2.host.inNetns('nft', ['list', 'tables'])).stdout, /berth_mesh|berth_hostports/);
     const links = (await h2.host.inNetns('ip', ['-o', 'link', 'show'])).stdout;
     assert.doesNotMatch(links, /bov-|bvx-/);
     const ns = await fs.readdir(join(h2.host.root, 'netns')).catch(() => [] as string[]);

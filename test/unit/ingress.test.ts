@@ -11,8 +11,8 @@ async function waitFor(fn: () => Promise<boolean>, what: string): Promise<void> 
   for (const end = Date.now() + 5000; Date.now() < end; await new Promise((r) => setTimeout(r, 10))) if (await fn()) return;
   throw new Error(`timed out waiting for ${what}`);
 }
-import { HOST_PORTS, ingressChanges, meshTable, parseHitComment, portChanges, replaceScript } from '../../src/network/ingressmesh.js';
-import { elementHex, ingressKind } from '../../src/network/lbkinds.js';
+import { ingressChanges, meshTable, replaceScript } from '../../src/network/ingressmesh.js';
+import { elementHex, HOST_PORT_KIND, ingressKind } from '../../src/network/lbkinds.js';
 import { arrange, elementArgs, lbScript, lbTable, parseCounters, type VipEntry } from '../../src/network/lbtable.js';
 import type { ServiceBalancers } from '../../src/network/servicelb.js';
 
@@ -62,20 +62,28 @@ describe('published service ports', () => {
 describe('the routing mesh\'s nft text', () => {
   const web = { service: 'svc0123456789abcdef', proto: 'tcp' as const, published: 8080, target: 80 };
 
-  it('the host DNATs ingress ports to its sandbox and host ports to its own tasks', () => {
-    const t = meshTable('10.0.0.2', [{ proto: 'udp', port: 5353 }, { proto: 'tcp', port: 8080 }], [{ ...web, published: 9090, backends: ['172.18.0.3', '172.18.0.2'] }]);
+  it('the host DNATs ingress ports to its sandbox', () => {
+    const t = meshTable('10.0.0.2', [{ proto: 'udp', port: 5353 }, { proto: 'tcp', port: 8080 }]);
     assert.match(t, /^table ip berth_mesh \{$/m);
     assert.match(t, /elements = \{ tcp \. 8080 : 10\.0\.0\.2 \. 8080, udp \. 5353 : 10\.0\.0\.2 \. 5353 \}/);
-    assert.match(t, /elements = \{ tcp \. 9090 : goto hp_svc012345678_tcp_9090 \}/);
-    assert.match(t, /chain hp_svc012345678_tcp_9090 \{\n {4}numgen inc mod 2 0 goto hp_svc012345678_tcp_9090_172_18_0_2\n {4}goto hp_svc012345678_tcp_9090_172_18_0_3\n {2}\}/);
-    assert.match(t, /chain hp_svc012345678_tcp_9090_172_18_0_3 \{\n {4}meta l4proto tcp counter dnat ip to 172\.18\.0\.3:80 comment "hits svc0123456789abcdef 172\.18\.0\.3"\n/);
-    assert.deepEqual(parseHitComment('hits svc0123456789abcdef 172.18.0.3'), { service: 'svc0123456789abcdef', backend: '172.18.0.3' });
-    assert.equal(parseHitComment('isolation'), undefined);
     assert.match(t, /type nat hook prerouting priority -110;[^}]*fib daddr type local dnat ip to meta l4proto \. th dport map @ingress/);
     assert.match(t, /type nat hook output priority -110;/);
-    // A host port with no local task is left to the kernel (refused); no sandbox yet: no ingress port is DNATed.
-    assert.doesNotMatch(meshTable('10.0.0.2', [], [{ ...web, backends: [] }]), /elements|chain hp_/);
-    assert.doesNotMatch(meshTable(undefined, [{ proto: 'tcp', port: 8080 }], []), /elements/);
+    // No sandbox yet: no ingress port is DNATed.
+    assert.doesNotMatch(meshTable(undefined, [{ proto: 'tcp', port: 8080 }]), /elements/);
+  });
+
+  it('host-mode ports are a slot table in berthd\'s namespace: any local address, no SNAT', () => {
+    const entries = arrange(undefined, [{ service: web.service, vip: 'tcp . 9090', backends: ['172.18.0.3 . 80', '172.18.0.2 . 80'] }]);
+    const t = lbTable(entries, HOST_PORT_KIND);
+    assert.match(t, /^table ip berth_hostports \{$/m);
+    assert.match(t, /map ports \{\n {4}type inet_proto \. inet_service : verdict\n {4}elements = \{ tcp \. 9090 : goto hp_svc012345678_tcp_9090 \}/);
+    assert.match(t, /map slot0 \{[^}]*elements = \{ tcp \. 9090 : 172\.18\.0\.2 \. 80 \}/);
+    assert.match(t, /chain to0 \{\n {4}dnat ip to meta l4proto \. th dport map @slot0\n/);
+    for (const hook of ['prerouting', 'output']) assert.match(t, new RegExp(`chain ${hook} \\{\\n {4}type nat hook ${hook} priority -110; policy accept;\\n {4}fib daddr type local meta l4proto \\. th dport vmap @ports\\n`));
+    assert.doesNotMatch(t, /snat|masquerade|reject/);
+    // A backend replaced: elements only, which berth-nftset writes.
+    const after = arrange(entries, [{ service: web.service, vip: 'tcp . 9090', backends: ['172.18.0.2 . 80', '172.18.0.4 . 80'] }]);
+    assert.deepEqual(elementArgs(lbScript(entries, after, undefined, HOST_PORT_KIND), HOST_PORT_KIND)?.[0], 'berth_hostports');
   });
 
   it('the sandbox balances its ports with the slot tables of a VIP, keyed by protocol and port, and SNATs to its own address', () => {
@@ -116,22 +124,7 @@ describe('the routing mesh\'s nft text', () => {
     assert.equal(kind.udpTarget('tcp . 80', '10.0.0.5 . 80'), undefined);
   });
 
-  it('a change of the host table is only what differs', () => {
-    const m = (...ps: Array<typeof web & { backends: string[] }>) => new Map(ps.map((p) => [`${p.proto} . ${p.published}`, p]));
-    const H = 'hp_svc012345678_tcp_8080';
-    const two = m({ ...web, backends: ['172.18.0.7', '172.18.0.9'] });
-    assert.deepEqual(portChanges(HOST_PORTS, two, two), []);
-    // One backend replaced by another: its chain comes, the dispatch rule is replaced, the old chain goes.
-    assert.deepEqual(portChanges(HOST_PORTS, two, m({ ...web, backends: ['172.18.0.7', '172.18.0.8'] })), [
-      `add chain ip berth_mesh ${H}_172_18_0_8`, `add rule ip berth_mesh ${H}_172_18_0_8 meta l4proto tcp counter dnat ip to 172.18.0.8:80 comment "hits svc0123456789abcdef 172.18.0.8"`,
-      `flush chain ip berth_mesh ${H}`, `add rule ip berth_mesh ${H} numgen inc mod 2 0 goto ${H}_172_18_0_7`, `add rule ip berth_mesh ${H} goto ${H}_172_18_0_8`,
-      `flush chain ip berth_mesh ${H}_172_18_0_9`, `delete chain ip berth_mesh ${H}_172_18_0_9`,
-    ]);
-    // The last backend gone: the element first, then the chains.
-    assert.deepEqual(portChanges(HOST_PORTS, two, m({ ...web, backends: [] })).slice(0, 2), ['delete element ip berth_mesh hostports { tcp . 8080 }', `flush chain ip berth_mesh ${H}`]);
-    // Another service unaffected: nothing of it is touched.
-    const other = { ...web, service: 'other0000000000', published: 9000, backends: ['172.18.0.5'] };
-    assert.ok(portChanges(HOST_PORTS, m(other, { ...web, backends: ['172.18.0.7'] }), m(other, { ...web, backends: ['172.18.0.7', '172.18.0.9'] })).every((c) => !c.includes('9000') && !c.includes('other')));
+  it('a change of the host table is only the ingress elements that differ', () => {
     assert.deepEqual(ingressChanges('10.0.0.2', new Set(['tcp . 8080']), new Set(['udp . 53'])), [
       'delete element ip berth_mesh ingress { tcp . 8080 }', 'add element ip berth_mesh ingress { udp . 53 : 10.0.0.2 . 53 }',
     ]);
@@ -156,7 +149,14 @@ describe('the mesh follows the store', () => {
     const scripts: Array<{ netns?: string; script: string }> = [];
     // The sandbox's balancer as the mesh hands it ports: what each sync asked for, by sandbox address.
     const synced: Array<{ ip: string; netns: string; entries: VipEntry[] }> = [];
+    // The host-mode ports' balancer likewise (berthd's namespace: netns '').
+    const hostSynced: Array<{ netns: string; entries: VipEntry[] }> = [];
+    let hostBalancers = 0;
     const host: IngressHost = {
+      hostBalancer: () => {
+        hostBalancers++;
+        return { sync: async (want) => { for (const w of want.values()) hostSynced.push({ netns: w.netns, entries: w.entries }); }, hits: async () => [] } as Pick<ServiceBalancers, 'sync' | 'hits'>;
+      },
       sandboxBalancer: (ip) => ({
         sync: async (want) => { for (const w of want.values()) synced.push({ ip, netns: w.netns, entries: w.entries }); },
         hits: async () => [],
@@ -171,10 +171,9 @@ describe('the mesh follows the store', () => {
       attached: () => true,
       attach: async () => undefined,
       nft: async (script) => { scripts.push({ script }); },
-      counters: async () => [],
     };
     const m = new IngressMesh(() => 'me', host, () => undefined);
-    return { m, scripts, synced };
+    return { m, scripts, synced, hostSynced, hostBalancers: () => hostBalancers };
   }
 
   it('balances over running, desired-running tasks only, and drops one the moment it is told to stop', async () => {
@@ -198,13 +197,21 @@ describe('the mesh follows the store', () => {
     await m.close();
   });
 
-  it('host-mode ports lead to this node\'s own running tasks only', async () => {
-    const { m, scripts } = await mesh();
-    await m.follow([service([{ Protocol: 'tcp', TargetPort: 80, PublishedPort: 9090, PublishMode: 'host' }]), task('t1', 'me', 'cA', 'running'), task('t2', 'other', 'cB', 'running')], true);
-    const host = scripts.map((s) => s.script).join('\n');
-    assert.match(host, /tcp \. 9090 : goto hp_svc1_tcp_9090/);
-    assert.match(host, /dnat ip to 172\.18\.0\.5:80/);
-    assert.doesNotMatch(host, /10\.0\.0\.6/);
+  it('host-mode ports lead to this node\'s own running tasks only, through a balancer made at the first one', async () => {
+    const { m, scripts, hostSynced, hostBalancers } = await mesh();
+    await m.follow([service([{ Protocol: 'tcp', TargetPort: 80, PublishedPort: 8080, PublishMode: 'ingress' }])], true);
+    assert.equal(hostBalancers(), 0, 'no host-mode port, no table');
+    assert.match(scripts[0]!.script, /delete table ip berth_hostports\n$/, 'one a killed berthd left goes with the first pass');
+    await m.follow([service([{ Protocol: 'tcp', TargetPort: 80, PublishedPort: 9090, PublishMode: 'host' }]), task('t1', 'me', 'cA', 'running'), task('t2', 'other', 'cB', 'running')], false);
+    assert.deepEqual(hostSynced, [{ netns: '', entries: [{ service: 'svc1', vip: 'tcp . 9090', backends: ['172.18.0.5 . 80'] }] }]);
+    assert.doesNotMatch(scripts.map((s) => s.script).join('\n'), /9090/, 'the host\'s mesh table has ingress ports only');
+    // The local task stops: the port leaves the table (refused here), the balancer stays.
+    await m.follow([task('t1', 'me', 'cA', 'running', 'shutdown')], false);
+    assert.deepEqual(hostSynced.at(-1)!.entries, []);
+    assert.equal(hostBalancers(), 1);
+    // Leaving the swarm takes both host tables.
+    await m.leave();
+    assert.match(scripts.at(-1)!.script, /delete table ip berth_mesh\n[^]*delete table ip berth_hostports\n/);
     await m.close();
   });
 });
