@@ -56,6 +56,8 @@ export class IngressMesh {
   private ingressId?: string;
   private readonly services = new Map<string, { ports: PortConfig[] }>();
   private readonly running = new Map<string, RunningTask>();
+  /** The same by service: a pass read every running task for each publishing service. */
+  private readonly runningOf = new Map<string, Map<string, RunningTask>>();
   private sandbox?: { netns: string; ip: string; network: string };
   /** What the kernel holds, as last applied: changes are applied as differences from it. */
   private hostState?: { sandboxIp?: string; ingress: Set<string> };
@@ -71,7 +73,7 @@ export class IngressMesh {
 
   /** A SwarmNetworks follower. */
   async follow(events: WatchEvent<unknown>[], full: boolean): Promise<void> {
-    if (full) { this.services.clear(); this.running.clear(); this.ingressId = undefined; }
+    if (full) { this.services.clear(); this.running.clear(); this.runningOf.clear(); this.ingressId = undefined; }
     for (const e of events) {
       const rest = e.key.slice(ROOT.length);
       if (rest.startsWith('networks/')) {
@@ -87,8 +89,14 @@ export class IngressMesh {
         const id = rest.slice('tasks/'.length);
         const t = e.type === 'put' ? (e.value as TaskRecord) : undefined;
         const c = t?.Status.ContainerStatus?.ContainerID;
-        if (t && c && t.NodeID && t.DesiredState === 'running' && t.Status.State === 'running') this.running.set(id, { service: t.ServiceID, container: c, node: t.NodeID });
-        else this.running.delete(id);
+        this.forgetTask(id);
+        if (t && c && t.NodeID && t.DesiredState === 'running' && t.Status.State === 'running') {
+          const r = { service: t.ServiceID, container: c, node: t.NodeID };
+          this.running.set(id, r);
+          let of = this.runningOf.get(r.service);
+          if (!of) this.runningOf.set(r.service, (of = new Map()));
+          of.set(id, r);
+        }
       }
     }
     await this.sync();
@@ -105,6 +113,15 @@ export class IngressMesh {
     const host = async () => (await this.hostLb?.hits(exists) ?? []).map((h) => ({ ...h, via: 'host' as const }));
     const [m, h] = await Promise.all([mesh(), host()]);
     return [...m, ...h];
+  }
+
+  private forgetTask(id: string): void {
+    const had = this.running.get(id);
+    if (!had) return;
+    this.running.delete(id);
+    const of = this.runningOf.get(had.service);
+    of?.delete(id);
+    if (of && !of.size) this.runningOf.delete(had.service);
   }
 
   /** The ingress network's id, while the swarm has one. */
@@ -138,19 +155,23 @@ export class IngressMesh {
     const sandbox = this.sandbox && this.sandbox.network === net?.Id ? this.sandbox : undefined;
     const ingressPorts: MeshPort[] = [];
     const hostPorts: MeshPort[] = [];
-    const eps = net ? this.host.endpointsOf(net.Id) : [];
+    // Each container's ingress addresses, read once: a filter of every endpoint per port cost
+    // ports × endpoints each pass.
+    const ingressIps = new Map<string, string[]>();
+    for (const e of net ? this.host.endpointsOf(net.Id) : []) {
+      const l = ingressIps.get(e.ContainerID);
+      if (l) l.push(e.IP);
+      else ingressIps.set(e.ContainerID, [e.IP]);
+    }
     for (const [id, s] of this.services) {
-      const tasks = [...this.running.values()].filter((t) => t.service === id);
+      const tasks = [...this.runningOf.get(id)?.values() ?? []];
       if (net && this.needsIngress(id)) for (const t of tasks) if (t.node === this.me()) this.attach(t.container, net.Id);
+      const backends = tasks.flatMap((t) => ingressIps.get(t.container) ?? []).sort();
+      let local: string[] | undefined;
       for (const p of s.ports) {
         const base = { service: id, proto: p.Protocol, published: p.PublishedPort, target: p.TargetPort };
-        if (p.PublishMode === 'ingress') {
-          const containers = new Set(tasks.map((t) => t.container));
-          ingressPorts.push({ ...base, backends: eps.filter((e) => containers.has(e.ContainerID)).map((e) => e.IP) });
-        } else {
-          const local = tasks.filter((t) => t.node === this.me()).map((t) => this.host.localAddr(t.container)).filter((a): a is string => !!a);
-          hostPorts.push({ ...base, backends: local });
-        }
+        if (p.PublishMode === 'ingress') ingressPorts.push({ ...base, backends });
+        else hostPorts.push({ ...base, backends: (local ??= tasks.filter((t) => t.node === this.me()).flatMap((t) => this.host.localAddr(t.container) ?? [])) });
       }
     }
     if (sandbox) await this.sandboxBalancer(sandbox).sync(new Map([[INGRESS_SBOX, { netns: sandbox.netns, entries: balanced(ingressPorts) }]]), true);
