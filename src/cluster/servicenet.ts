@@ -233,10 +233,12 @@ export class ServiceNet {
 
   /** Each service: its replicas wanted, its tasks running (and desired running), and the backends of its VIP on each network. */
   stats(): ServiceStat[] {
+    const running = new Map<string, number>();
+    for (const r of this.running.values()) running.set(r.service, (running.get(r.service) ?? 0) + 1);
     return [...this.services].map(([id, s]) => ({
       service: s.name,
       ...(s.replicas !== undefined ? { replicas: s.replicas } : {}),
-      running: [...this.running.values()].filter((r) => r.service === id).length,
+      running: running.get(id) ?? 0,
       backends: [...s.vips.keys()].map((network) => ({ network, count: this.backendsOf(network, s.name).length })),
     }));
   }
