@@ -1,6 +1,7 @@
 import { errorMessage } from '../util/errors.js';
 import { goTime, newNodeId } from './ids.js';
 import { K, ROOT } from './keys.js';
+import { hostPortsOf } from './hostports.js';
 import { reconcile, type Decisions } from './reconcile.js';
 import { SK } from './services.js';
 import type { NodeView, ServiceRecord, TaskRecord } from './servicemodel.js';
@@ -172,10 +173,16 @@ export class Orchestrator {
     const svcs = new Map(full ? view.services : []);
     const taskRecs = new Map(full ? view.tasks : []);
     if (!full) {
-      for (const id of dirty) {
+      const take = (id: string) => {
         const s = view.services.get(SK.service(id));
         if (s) svcs.set(SK.service(id), s);
         for (const k of view.tasksOf.get(id) ?? []) taskRecs.set(k, view.tasks.get(k)!);
+      };
+      for (const id of dirty) take(id);
+      // A placement that publishes host-mode ports must see every task that holds such a port:
+      // the other services with host-mode ports come along, out of scope (not decided on).
+      if ([...svcs.values()].some((s) => hostPortsOf(s.value).length)) {
+        for (const s of view.services.values()) if (!svcs.has(SK.service(s.value.ID)) && hostPortsOf(s.value).length) take(s.value.ID);
       }
     }
     const up = new Set([...view.alive.keys()].map((k) => k.slice(K.alive.length)));

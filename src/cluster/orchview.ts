@@ -1,7 +1,6 @@
 import { K, type NodeRecord } from './keys.js';
-import { loadsNode } from './reconcile.js';
 import { SK } from './services.js';
-import type { ServiceRecord, TaskRecord } from './servicemodel.js';
+import { loadsNode, type ServiceRecord, type TaskRecord } from './servicemodel.js';
 import type { ClusterStore, Versioned, WatchEvent } from './store.js';
 
 /**

@@ -1,5 +1,6 @@
+import { HostPortUse, hostPortsOf } from './hostports.js';
 import { goTime } from './ids.js';
-import { desiredReplicas, isTerminal, matches, updateConfigOf, upToDateWith, type NodeView, type ServiceRecord, type TaskRecord, type UpdateStatus } from './servicemodel.js';
+import { desiredReplicas, isTerminal, loadsNode, matches, updateConfigOf, upToDateWith, type NodeView, type ServiceRecord, type TaskRecord, type UpdateStatus } from './servicemodel.js';
 
 /**
  * The orchestrator's decisions as a pure function: given the services, the tasks and the nodes,
@@ -34,8 +35,6 @@ export const HISTORY = 5;
  */
 export interface Scope { ids: ReadonlySet<string>; exists: (serviceId: string) => boolean; load?: ReadonlyMap<string, number> }
 
-/** Whether a task counts in its node's load: desired running, on a node. */
-export const loadsNode = (t: TaskRecord): t is TaskRecord & { NodeID: string } => t.DesiredState === 'running' && !!t.NodeID;
 
 /** Each node's count of tasks desired running (what a placement spreads over). */
 export function runningLoad(tasks: Iterable<TaskRecord>): Map<string, number> {
@@ -53,12 +52,28 @@ export function reconcile(services: ServiceRecord[], tasks: TaskRecord[], nodes:
   // Each service's tasks desired running per node, made at its first placement and kept by put:
   // a placement used to filter the service's tasks and this pass's changes for every node it compared.
   const spreads = new Map<string, Map<string, number>>();
+  // Host-mode ports in use per node, made at the first placement that needs it and kept by put.
+  const svcById = new Map(services.map((s) => [s.ID, s]));
+  const portsOfService = new Map<string, string[]>();
+  const portsOf = (id: string) => portsOfService.get(id) ?? portsOfService.set(id, hostPortsOf(svcById.get(id))).get(id)!;
+  let hostPorts: HostPortUse | undefined;
+  const hostPortUse = () => {
+    if (hostPorts) return hostPorts;
+    hostPorts = new HostPortUse(portsOf);
+    for (const t of tasks) hostPorts.count(changed.get(t.ID) ?? t, 1);
+    for (const t of changed.values()) if (!original.has(t.ID)) hostPorts.count(t, 1);
+    return hostPorts;
+  };
   const put = (t: TaskRecord) => {
     const spread = spreads.get(t.ServiceID);
+    const prev = changed.get(t.ID) ?? original.get(t.ID);
     if (spread) {
-      const prev = changed.get(t.ID) ?? original.get(t.ID);
       if (prev && loadsNode(prev)) spread.set(prev.NodeID, spread.get(prev.NodeID)! - 1);
       if (loadsNode(t)) spread.set(t.NodeID, (spread.get(t.NodeID) ?? 0) + 1);
+    }
+    if (hostPorts) {
+      if (prev) hostPorts.count(prev, -1);
+      hostPorts.count(t, 1);
     }
     changed.set(t.ID, t);
     let m = changedOf.get(t.ServiceID);
@@ -123,15 +138,18 @@ export function reconcile(services: ServiceRecord[], tasks: TaskRecord[], nodes:
       }
     }
 
+    const ports = portsOf(svc.ID);
     const place = (): { node?: NodeView; err?: string } => {
       if (global) return {};
-      if (!eligible.length) {
-        const up = nodes.filter((n) => n.ready && n.availability === 'active');
-        const parts: string[] = [];
-        const failed = up.length;
-        if (failed) parts.push(`scheduling constraints not satisfied on ${failed} node${failed === 1 ? '' : 's'}`);
-        const unavailable = nodes.length - up.length;
-        if (unavailable) parts.push(`${unavailable} node${unavailable === 1 ? '' : 's'} not available for new tasks`);
+      const open = ports.length ? eligible.filter((n) => !hostPortUse().busy(n.id, ports)) : eligible;
+      if (!open.length) {
+        const up = nodes.filter((n) => n.ready && n.availability === 'active').length;
+        // swarmkit's explanation: each filter's failures, the most first.
+        const parts = ([
+          [up - eligible.length, (n: string) => `scheduling constraints not satisfied on ${n}`],
+          [eligible.length, (n: string) => `host-mode port already in use on ${n}`],
+          [nodes.length - up, (n: string) => `${n} not available for new tasks`],
+        ] as const).filter(([count]) => count > 0).sort((a, b) => b[0] - a[0]).map(([count, say]) => say(`${count} node${count === 1 ? '' : 's'}`));
         return { err: `no suitable node${parts.length ? ` (${parts.join('; ')})` : ''}` };
       }
       let spread = spreads.get(svc.ID);
@@ -141,8 +159,8 @@ export function reconcile(services: ServiceRecord[], tasks: TaskRecord[], nodes:
         spreads.set(svc.ID, (spread = runningLoad(current.values())));
       }
       const ofService = (id: string) => spread.get(id) ?? 0;
-      let node = eligible[0]!;
-      for (const n of eligible) {
+      let node = open[0]!;
+      for (const n of open) {
         const d = ofService(n.id) - ofService(node.id) || (load.get(n.id) ?? 0) - (load.get(node.id) ?? 0) || n.id.localeCompare(node.id);
         if (d < 0) node = n;
       }

@@ -255,3 +255,6 @@ export function matches(n: NodeView, constraints: string[]): boolean {
 }
 
 export const desiredReplicas = (s: ServiceSpec): number => s.Mode.Replicated?.Replicas ?? 0;
+
+/** Whether a task counts in its node's load: desired running, on a node. */
+export const loadsNode = (t: TaskRecord): t is TaskRecord & { NodeID: string } => t.DesiredState === 'running' && !!t.NodeID;

@@ -53,7 +53,7 @@ const [host, port, count] = process.argv.slice(1);
 })();
 `;
 
-interface Task { NodeID: string; DesiredState: string; Status: { State: string; ContainerStatus?: { ContainerID: string } } }
+interface Task { NodeID: string; DesiredState: string; Status: { State: string; Err?: string; ContainerStatus?: { ContainerID: string } } }
 
 describe('the ingress routing mesh across hosts', () => {
   let lab: Lab;
@@ -199,34 +199,49 @@ describe('the ingress routing mesh across hosts', () => {
     await meshAnswers(5353, echo, udp);
   });
 
-  it('mode=host publishes only where a task runs, straight to it, its tasks in turn', async () => {
-    await ok(h0, ['service', 'create', '--name', 'hw', '--replicas', '2', '--stop-grace-period', '1s', '--constraint', 'node.hostname==lab1', '--publish', 'published=9090,target=80,mode=host', ...WEB]);
-    const hw = names(await waitRunning(h0, 'hw', 2));
+  it('mode=host publishes only where a task runs, straight to it; one task per port and node, as swarmkit places', async () => {
+    await ok(h0, ['service', 'create', '--detach', '--name', 'hw', '--replicas', '2', '--stop-grace-period', '1s', '--constraint', 'node.hostname==lab1', '--publish', 'published=9090,target=80,mode=host', ...WEB]);
+    // The second replica cannot have lab1's port 9090: it waits, with swarmkit's words.
+    const pending = await waitFor(async () => {
+      const all = await tasks(h0, 'hw');
+      const p = all.filter((t) => t.Status.State === 'pending');
+      return all.filter((t) => t.Status.State === 'running').length === 1 && p.length === 1 ? p : undefined;
+    }, 'one hw task running and one pending', 30_000);
+    assert.equal(pending[0]!.Status.Err, 'no suitable node (scheduling constraints not satisfied on 2 nodes; host-mode port already in use on 1 node)');
+    const hw = names(await waitRunning(h0, 'hw', 1));
     const lab1Answers = async (want: string[]) => waitFor(async () => {
-      const a = await http(h1.addr, 9090, 6);
+      const a = await http(h1.addr, 9090, 4);
       return [...new Set(a)].sort().join() === [...want].sort().join();
     }, `lab1 answering 9090 with ${want}`, 20_000);
     await lab1Answers(hw);
-    // Both tasks counted, from their slot elements, as host-mode connections of lab1.
+    // Counted, from its slot element, as a host-mode connection of lab1.
     const hits = [...(await h1.host.api('GET', '/metrics')).body.matchAll(/^berth_service_backend_connections_total\{service="hw",backend="([\d.]+)",via="host"\} (\d+)$/gm)];
-    assert.equal(hits.length, 2, JSON.stringify(hits.map((m) => m[0])));
-    assert.ok(hits.every((m) => Number(m[2]) > 0), JSON.stringify(hits.map((m) => m[0])));
+    assert.equal(hits.length, 1, JSON.stringify(hits.map((m) => m[0])));
+    assert.ok(Number(hits[0]![2]) > 0, hits[0]![0]);
     await refused(9090, [h0, h2]);
     const svc = JSON.parse(await ok(h0, ['service', 'inspect', 'hw']))[0];
     assert.deepEqual(svc.Endpoint.Ports, [{ Protocol: 'tcp', TargetPort: 80, PublishedPort: 9090, PublishMode: 'host' }]);
     // A table of the VIPs' kind in lab1's own namespace, and none where no host-mode task runs.
     assert.match((await h1.host.inNetns('nft', ['list', 'table', 'ip', 'berth_hostports'])).stdout, /fib daddr type local meta l4proto \. th dport vmap @ports/);
     assert.doesNotMatch((await h0.host.inNetns('nft', ['list', 'tables'])).stdout, /berth_hostports/);
-    // Scaled down: the task that goes leaves the table; a berthd killed and restarted makes it again, once.
-    await ok(h0, ['service', 'scale', 'hw=1']);
-    const one = names(await waitRunning(h0, 'hw', 1));
-    await lab1Answers(one);
+    // Let lab2 take tasks too: the pending one goes there, and each node answers with its own.
+    await ok(h0, ['service', 'update', '--detach', '--constraint-rm', 'node.hostname==lab1', '--constraint-add', 'node.hostname!=lab0', 'hw']);
+    const two = await waitFor(async () => {
+      const r = (await tasks(h0, 'hw')).filter((t) => t.DesiredState === 'running' && t.Status.State === 'running');
+      return r.length === 2 && new Set(r.map((t) => t.NodeID)).size === 2 ? r : undefined;
+    }, 'hw on lab1 and lab2', 30_000);
+    for (const h of [h1, h2]) {
+      const mine = names(two.filter((t) => t.NodeID === nodeOf.get(h.name)));
+      await waitFor(async () => (await http(h.addr, 9090, 3)).every((a) => a === mine[0]), `${h.name} answering 9090 with its own task`, 20_000);
+    }
+    // A berthd killed and restarted makes its table again, once.
     await h1.host.stopDaemon('SIGKILL');
     await h1.host.startDaemon();
-    await lab1Answers(one);
+    const onLab1 = names(two.filter((t) => t.NodeID === nodeOf.get('lab1')));
+    await waitFor(async () => (await http(h1.addr, 9090, 3)).every((a) => a === onLab1[0]), 'lab1 answering 9090 after its restart', 20_000);
     assert.equal((await h1.host.inNetns('nft', ['list', 'tables'])).stdout.split('\n').filter((l) => l === 'table ip berth_hostports').length, 1);
     await ok(h0, ['service', 'rm', 'hw']);
-    await refused(9090, [h1]);
+    await refused(9090, [h1, h2]);
   });
 
   it('assigns a published port left out from 30000-32767; a task on a network of its own joins ingress too', async () => {

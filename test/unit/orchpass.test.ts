@@ -65,6 +65,33 @@ describe('a pass over the services that changed (reconcile\'s scope)', () => {
     assert.deepEqual([after.get('a'), after.get('b') ?? 0, after.get('c')], [2, 0, 2]);
   });
 
+  it("places host-mode ports as swarmkit's HostPortFilter: one task per port and node, any service's", () => {
+    const hosty = (id: string, replicas: number, port = 9090, delayNs = 5e9): ServiceRecord => {
+      const s = service(id, replicas, delayNs);
+      return { ...s, Endpoint: { ...s.Endpoint, Ports: [{ Protocol: 'tcp', TargetPort: 80, PublishedPort: port, PublishMode: 'host' }] } };
+    };
+    // Two replicas, one node: the second waits, with swarmkit's words.
+    const one = reconcile([hosty('hp', 2)], [], [node('a')], NOW, newId);
+    assert.deepEqual(one.put.map((t) => [t.Status.State, t.NodeID ?? '', t.Status.Err ?? '']).sort(), [
+      ['assigned', 'a', ''], ['pending', '', 'no suitable node (host-mode port already in use on 1 node)'],
+    ]);
+    // Another service holds 9090 on a: a scoped pass given it as context places on b, and decides nothing of it.
+    const other = [running('o1', 'other', 1, 'a')];
+    const d = reconcile([hosty('hp', 1), hosty('other', 1)], other, nodes, NOW, newId, { ids: new Set(['hp']), exists: () => true, load: runningLoad(other) });
+    assert.deepEqual(d.put.map((t) => [t.ServiceID, t.NodeID]), [['hp', 'b']]);
+    // Another port, or another protocol, is no conflict.
+    assert.deepEqual(reconcile([hosty('hp', 1, 9091), hosty('other', 1)], other, [node('a')], NOW, newId).put.map((t) => t.NodeID), ['a']);
+    // Every filter's failures, the most first.
+    const three = [node('a'), node('b'), { ...node('c'), ready: false }, { ...node('d'), ready: false }];
+    const pinned = { ...hosty('hp', 1), Spec: { ...hosty('hp', 1).Spec, TaskTemplate: { ...hosty('hp', 1).Spec.TaskTemplate, Placement: { Constraints: ['node.hostname==a'] } } } };
+    const err = reconcile([pinned, hosty('other', 1)], other, three, NOW, newId).put.find((t) => t.ServiceID === 'hp')!.Status.Err;
+    assert.equal(err, 'no suitable node (2 nodes not available for new tasks; scheduling constraints not satisfied on 1 node; host-mode port already in use on 1 node)');
+    // A task that failed frees its port for its replacement on the same node.
+    const failed = { ...running('f1', 'hp', 1, 'a'), Status: { Timestamp: new Date(NOW).toISOString(), State: 'failed' as const, Message: '' } };
+    const again = reconcile([hosty('hp', 1, 9090, 0)], [failed], [node('a')], NOW, newId);
+    assert.deepEqual(again.put.filter((t) => t.ID !== 'f1').map((t) => [t.NodeID, t.Status.State]), [['a', 'assigned']]);
+  });
+
   it('stops the tasks of a removed service in scope, and leaves another removed service\'s alone', () => {
     const tasks = [running('x1', 'gone1', 1, 'a'), running('x2', 'gone2', 1, 'b')];
     const d = reconcile([], tasks, nodes, NOW, newId, { ids: new Set(['gone1']), exists: () => false });
