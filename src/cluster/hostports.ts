@@ -33,8 +33,11 @@ export class HostPortUse {
     }
   }
 
-  busy(node: string, ports: string[]): boolean {
+  /** Whether another task holds one of `ports` on `node` (`self`, as counted, is not another). */
+  busy(node: string, ports: string[], self?: TaskRecord): boolean {
     const m = this.used.get(node);
-    return !!m && ports.some((p) => m.has(p));
+    if (!m) return false;
+    const own = self && loadsNode(self) && self.NodeID === node ? new Set(this.portsOf(self.ServiceID)) : undefined;
+    return ports.some((p) => (m.get(p) ?? 0) - (own?.has(p) ? 1 : 0) > 0);
   }
 }

@@ -178,15 +178,19 @@ export function reconcile(services: ServiceRecord[], tasks: TaskRecord[], nodes:
       };
       assign(t, nodeId);
     };
+    const pending = (t: TaskRecord, err: string) => {
+      if (t.Status.State !== 'pending' || t.Status.Err !== err) put({ ...t, Status: { Timestamp: at, State: 'pending', Message: 'pending task scheduling', Err: err }, UpdatedAt: at });
+    };
     const assign = (t: TaskRecord, nodeId?: string) => {
       if (nodeId) {
+        // A global task has its node; as swarmkit's preassigned tasks, it waits there while
+        // another task holds one of its host-mode ports (the explanation without "no suitable node").
+        if (ports.length && hostPortUse().busy(nodeId, ports, t)) return pending({ ...t, NodeID: nodeId }, 'host-mode port already in use on 1 node');
         t.NodeID = nodeId;
       } else {
         const p = place();
         if (!p.node) {
-          const err = p.err ?? 'no suitable node';
-          if (t.Status.State !== 'pending' || t.Status.Err !== err) put({ ...t, Status: { Timestamp: at, State: 'pending', Message: 'pending task scheduling', Err: err }, UpdatedAt: at });
-          return;
+          return pending(t, p.err ?? 'no suitable node');
         }
         t.NodeID = p.node.id;
       }

@@ -86,6 +86,17 @@ describe('a pass over the services that changed (reconcile\'s scope)', () => {
     const pinned = { ...hosty('hp', 1), Spec: { ...hosty('hp', 1).Spec, TaskTemplate: { ...hosty('hp', 1).Spec.TaskTemplate, Placement: { Constraints: ['node.hostname==a'] } } } };
     const err = reconcile([pinned, hosty('other', 1)], other, three, NOW, newId).put.find((t) => t.ServiceID === 'hp')!.Status.Err;
     assert.equal(err, 'no suitable node (2 nodes not available for new tasks; scheduling constraints not satisfied on 1 node; host-mode port already in use on 1 node)');
+    // A global service: its task waits on the node whose port another task holds, and keeps waiting without counting itself.
+    const glob = { ...hosty('g', 0), Spec: { ...hosty('g', 0).Spec, Mode: { Global: {} } } } as ServiceRecord;
+    const g = reconcile([glob, hosty('other', 1)], other, nodes, NOW, newId);
+    assert.deepEqual(g.put.filter((t) => t.ServiceID === 'g').map((t) => [t.NodeID, t.Status.State, t.Status.Err ?? '']).sort(), [
+      ['a', 'pending', 'host-mode port already in use on 1 node'], ['b', 'assigned', ''],
+    ]);
+    const waiting = g.put.filter((t) => t.ServiceID === 'g');
+    assert.deepEqual(reconcile([glob, hosty('other', 1)], [...other, ...waiting], nodes, NOW, newId).put, []);
+    // The other service gone from a: the waiting task is assigned there.
+    const freed = reconcile([glob], waiting, nodes, NOW, newId).put;
+    assert.deepEqual(freed.map((t) => [t.NodeID, t.Status.State]), [['a', 'assigned']]);
     // A task that failed frees its port for its replacement on the same node.
     const failed = { ...running('f1', 'hp', 1, 'a'), Status: { Timestamp: new Date(NOW).toISOString(), State: 'failed' as const, Message: '' } };
     const again = reconcile([hosty('hp', 1, 9090, 0)], [failed], [node('a')], NOW, newId);
