@@ -35,7 +35,6 @@ export const HISTORY = 5;
  */
 export interface Scope { ids: ReadonlySet<string>; exists: (serviceId: string) => boolean; load?: ReadonlyMap<string, number> }
 
-
 /** Each node's count of tasks desired running (what a placement spreads over). */
 export function runningLoad(tasks: Iterable<TaskRecord>): Map<string, number> {
   const load = new Map<string, number>();
