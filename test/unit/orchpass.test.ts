@@ -97,6 +97,25 @@ describe('a pass over the services that changed (reconcile\'s scope)', () => {
     // The other service gone from a: the waiting task is assigned there.
     const freed = reconcile([glob], waiting, nodes, NOW, newId).put;
     assert.deepEqual(freed.map((t) => [t.NodeID, t.Status.State]), [['a', 'assigned']]);
+    // An update on the only node: start-first's new task waits for a port its old task keeps (as
+    // with Docker, it never completes); stop-first stops the old one and places the new at once.
+    const updated = (order: 'start-first' | 'stop-first'): ServiceRecord => {
+      const s = hosty('hp', 1);
+      return {
+        ...s, UpdateStatus: { State: 'updating', StartedAt: new Date(NOW - 1000).toISOString(), Message: 'update in progress' },
+        Spec: { ...s.Spec, UpdateConfig: { Order: order }, TaskTemplate: { ...s.Spec.TaskTemplate, ContainerSpec: { Image: 'busybox', Env: ['V=2'] } } },
+      };
+    };
+    const old = [running('h1', 'hp', 1, 'a')];
+    const start = reconcile([updated('start-first')], old, [node('a')], NOW, newId).put;
+    assert.deepEqual(start.map((t) => [t.ID === 'h1' ? 'old' : 'new', t.DesiredState, t.Status.State, t.Status.Err ?? '']), [
+      ['new', 'running', 'pending', 'no suitable node (host-mode port already in use on 1 node)'],
+    ]);
+    const stop = reconcile([updated('stop-first')], old, [node('a')], NOW, newId).put;
+    assert.deepEqual(stop.map((t) => [t.ID, t.DesiredState]), [['h1', 'shutdown']]);
+    const stopped = { ...stop[0]!, Status: { ...stop[0]!.Status, State: 'shutdown' as const } };
+    const next = reconcile([updated('stop-first')], [stopped], [node('a')], NOW, newId).put;
+    assert.deepEqual(next.map((t) => [t.NodeID, t.Status.State]), [['a', 'assigned']]);
     // A task that failed frees its port for its replacement on the same node.
     const failed = { ...running('f1', 'hp', 1, 'a'), Status: { Timestamp: new Date(NOW).toISOString(), State: 'failed' as const, Message: '' } };
     const again = reconcile([hosty('hp', 1, 9090, 0)], [failed], [node('a')], NOW, newId);
