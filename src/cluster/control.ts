@@ -1,4 +1,5 @@
 import { addNodeUser, removeNodeUser, setManager } from './access.js';
+import { peerManagers, withMemberRemoved } from './leaving.js';
 import { SpareUsers, spareOf } from './spareuser.js';
 import { clientUrl, peerUrl } from './etcdmember.js';
 import { NOT_MANAGER, NO_LEADER, NO_MANAGER, UnavailableError, badToken, invalid, nodeNotFound, outOfSequence, rpcError } from './errors.js';
@@ -212,28 +213,19 @@ export class Control {
       await this.checkDemote(s, n.value);
       // A manager demoting itself loses its own member first: what follows goes to the others'.
       const own = !this.o.external && n.value.ID === s.state.nodeId && n.value.MemberId;
-      const store = own ? await s.storeAt((await this.otherManagers(s, n.value.ID)).map((m) => m.Addr)) : s.store;
-      try {
-        // The member goes first: a demoted node whose member stayed would still count in quorum.
-        if (n.value.MemberId && (await store.members()).some((m) => m.ID === n.value.MemberId)) await store.removeMember(n.value.MemberId);
+      const nodes = own ? [...(await s.store.list<NodeRecord>(K.nodes)).values()].map((r) => r.value) : [];
+      const peers = own ? await peerManagers(s.store, nodes, n.value.ID, false) : undefined;
+      // The member goes first: a demoted node whose member stayed would still count in quorum.
+      await withMemberRemoved(s, n.value.MemberId, peers, async (store) => {
         delete next.MemberId;
         if (!this.o.external) await setManager(store, n.value.ID, false);
         if (!(await store.update(K.node(n.value.ID), next, version))) throw outOfSequence();
-      } finally {
-        if (store !== s.store) store.close();
-      }
+      });
       return;
     }
     // A promoted node adds its own member: it needs etcd's root role before it sees the change.
     if (n.value.Spec.Role === 'worker' && role === 'manager' && !this.o.external) await setManager(s.store, n.value.ID, true);
     if (!(await s.store.update(K.node(n.value.ID), next, version))) throw outOfSequence();
-  }
-
-  /** The other managers that are the store's members (not those lost to a --force-new-cluster). */
-  private async otherManagers(s: Session, id: string): Promise<NodeRecord[]> {
-    const [nodes, members] = await Promise.all([s.store.list<NodeRecord>(K.nodes), s.store.members()]);
-    const ids = new Set(members.map((m) => m.ID));
-    return [...nodes.values()].map((n) => n.value).filter((n) => n.ID !== id && n.Spec.Role === 'manager' && n.MemberId && ids.has(n.MemberId));
   }
 
   /**

@@ -14,6 +14,8 @@ export const INGRESS_SBOX = 'ingress-sbox';
 export const INGRESS_ENDPOINT = 'ingress-endpoint';
 /** The host-mode ports' balancer has one "sandbox": berthd's own namespace (`netns` ''). */
 const HOST_PORTS_ID = 'host-ports';
+/** The tables the mesh keeps in berthd's namespace; the ingress sandbox's go with its namespace. */
+export const HOST_TABLES = [MESH_TABLE, HOST_PORT_KIND.table];
 
 /** What the mesh needs of this host (the daemon implements it with the network controller). */
 export interface IngressHost {
@@ -269,7 +271,7 @@ export class IngressMesh {
   /** This host leaves the swarm: the published ports and the sandbox go. */
   async leave(): Promise<void> {
     await this.close();
-    await this.host.nft(replaceScript(MESH_TABLE, '') + replaceScript(HOST_PORT_KIND.table, '')).catch((e) => this.log(`ingress: ${errorMessage(e)}`));
+    await this.host.nft(HOST_TABLES.map((t) => replaceScript(t, '')).join('')).catch((e) => this.log(`ingress: ${errorMessage(e)}`));
     this.hostState = undefined;
     this.hostLb = undefined;
     await this.dropSandbox().catch((e) => this.log(`ingress: ${errorMessage(e)}`));

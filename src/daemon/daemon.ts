@@ -51,8 +51,8 @@ import { PolicyPeers } from '../cluster/policypeers.js';
 import { LogServer } from '../cluster/logstream.js';
 import { readLogs } from '../engine/logs.js';
 import { EngineTaskRuntime } from './taskruntime.js';
-import { INGRESS_ENDPOINT, INGRESS_SBOX, IngressMesh } from '../cluster/ingress.js';
-import { MESH_TABLE, replaceScript } from '../network/ingressmesh.js';
+import { HOST_TABLES, INGRESS_ENDPOINT, INGRESS_SBOX, IngressMesh } from '../cluster/ingress.js';
+import { replaceScript } from '../network/ingressmesh.js';
 import { nftApply } from '../kernel/nft.js';
 import { ROOT } from '../cluster/keys.js';
 import { SK } from '../cluster/services.js';
@@ -451,7 +451,7 @@ export class Daemon {
     }
     problems.push(...(await network.removeKernelObjects()));
     // The routing mesh's published ports (the ingress sandbox is a namespace under the root, below).
-    for (const table of [MESH_TABLE, HOST_PORT_KIND.table]) await nftApply(replaceScript(table, '')).catch((e) => problems.push(`nft table ${table}: ${errorMessage(e)}`));
+    for (const table of HOST_TABLES) await nftApply(replaceScript(table, '')).catch((e) => problems.push(`nft table ${table}: ${errorMessage(e)}`));
     problems.push(...(await this.tracer(engine, network).removeLeftovers()));
     // The etcd member outlives berthd on purpose; a cleanup ends it (the membership stays on disk).
     await this.makeCluster().stopMember().catch((e) => problems.push(`etcd member: ${errorMessage(e)}`));

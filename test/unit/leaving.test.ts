@@ -75,18 +75,21 @@ describe('what a leaving node tells the store', () => {
     m.data.write([[K.node('n0'), record('n0', 'manager', 'h0', 'm0')], [K.node('n2'), record('n2', 'worker', 'h2')]]);
     const opened: string[][] = [];
     const s = session(m, 'n2', 'worker', 'h0', opened);
-    // A label lands between the leaving node's read and its write.
+    // A label lands between the leaving node's read of its record and its write.
     const get = s.store.get.bind(s.store);
     let reads = 0;
     (s.store as { get: typeof get }).get = async <T>(k: string) => {
       const r = await get<T>(k);
-      if (k === K.node('n2') && ++reads === 2) m.data.write([[K.node('n2'), { ...record('n2', 'worker', 'h2'), Spec: { Role: 'worker', Availability: 'active', Labels: { late: '1' } } }]]);
+      if (k === K.node('n2') && ++reads === 1) m.data.write([[K.node('n2'), { ...record('n2', 'worker', 'h2'), Spec: { Role: 'worker', Availability: 'active', Labels: { late: '1' } } }]]);
       return r;
     };
     await tellStoreLeaving(s, { external: false });
     assert.deepEqual(opened, []);
     const after = (await m.data.get<NodeRecord>(K.node('n2')))!.value;
     assert.deepEqual([after.Spec.Role, after.Spec.Labels], ['worker', { late: '1' }]);
+    // Written over the late change, after a second read (the record had no UpdatedAt before).
+    assert.equal(reads, 2);
+    assert.ok(after.UpdatedAt);
     assert.deepEqual(m.revoked, []);
   });
 });
