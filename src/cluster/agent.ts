@@ -1,14 +1,18 @@
 import { Steps } from '../util/steps.js';
 import { errorMessage } from '../util/errors.js';
 import { goTime } from './ids.js';
+import type { PortConfig } from './publish.js';
 import { SK } from './services.js';
 import { isTerminal, type TaskRecord, type TaskState } from './servicemodel.js';
 import type { Session } from './session.js';
 import type { WatchEvent } from './store.js';
 
-/** A task's container as the engine has it. */
-/** `health`: the container's health check's verdict, when it has one (a task runs only once healthy). */
-export interface TaskContainer { id: string; running: boolean; exitCode: number; pid: number; error: string; health?: 'starting' | 'healthy' | 'unhealthy' }
+/**
+ * A task's container as the engine has it. `health`: the container's health check's verdict, when
+ * it has one (a task runs only once healthy); `ports`: the task's host-mode ports as its running
+ * container bound them.
+ */
+export interface TaskContainer { id: string; running: boolean; exitCode: number; pid: number; error: string; health?: 'starting' | 'healthy' | 'unhealthy'; ports?: PortConfig[] }
 
 /** What the agent needs of the engine (the daemon implements it; the cluster never imports the engine). */
 export interface TaskRuntime {
@@ -161,7 +165,12 @@ export class Agent {
       const now = goTime();
       const next: TaskRecord = {
         ...cur.value, UpdatedAt: now,
-        Status: { Timestamp: now, State: state, Message: message, ...(err ? { Err: err } : {}), ...(c ? { ContainerStatus: { ContainerID: c.id, PID: c.running ? c.pid : 0, ExitCode: c.exitCode } } : cur.value.Status.ContainerStatus ? { ContainerStatus: cur.value.Status.ContainerStatus } : {}) },
+        Status: {
+          Timestamp: now, State: state, Message: message, ...(err ? { Err: err } : {}),
+          ...(c ? { ContainerStatus: { ContainerID: c.id, PID: c.running ? c.pid : 0, ExitCode: c.exitCode } } : cur.value.Status.ContainerStatus ? { ContainerStatus: cur.value.Status.ContainerStatus } : {}),
+          // As Docker's: the ports while the container publishes them, an empty status after.
+          PortStatus: (state === 'running' || state === 'starting') && c?.ports?.length ? { Ports: c.ports } : {},
+        },
       };
       if ((await store.txn([{ key: SK.task(id), target: 'Mod', value: cur.modRevision }], [{ key: SK.task(id), value: next }])).ok) {
         this.tasks.set(id, next);

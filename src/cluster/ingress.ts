@@ -1,7 +1,7 @@
 import type { BackendHits, ServiceBalancers, VipEntry } from '../network/servicelb.js';
 import type { EndpointRecord } from '../network/overlay.js';
 import { ingressChanges, MESH_TABLE, meshTable, portKey, replaceScript, type MeshPort } from '../network/ingressmesh.js';
-import { HOST_PORT_KIND } from '../network/lbkinds.js';
+import { LEGACY_HOST_PORTS_TABLE } from '../network/lbkinds.js';
 import type { NetworkRecord } from '../network/types.js';
 import { errorMessage } from '../util/errors.js';
 import { ROOT } from './keys.js';
@@ -12,10 +12,11 @@ import type { WatchEvent } from './store.js';
 /** The ingress sandbox's identity: Docker's names, shown by `network inspect ingress`. */
 export const INGRESS_SBOX = 'ingress-sbox';
 export const INGRESS_ENDPOINT = 'ingress-endpoint';
-/** The host-mode ports' balancer has one "sandbox": berthd's own namespace (`netns` ''). */
-const HOST_PORTS_ID = 'host-ports';
-/** The tables the mesh keeps in berthd's namespace; the ingress sandbox's go with its namespace. */
-export const HOST_TABLES = [MESH_TABLE, HOST_PORT_KIND.table];
+/**
+ * The tables the mesh keeps in berthd's namespace (the ingress sandbox's go with its namespace),
+ * and the host-mode ports' table of an older berth, which published them itself.
+ */
+export const HOST_TABLES = [MESH_TABLE, LEGACY_HOST_PORTS_TABLE];
 
 /** What the mesh needs of this host (the daemon implements it with the network controller). */
 export interface IngressHost {
@@ -27,16 +28,12 @@ export interface IngressHost {
   removeSandbox(): Promise<void>;
   /** The store's endpoints of a swarm network. */
   endpointsOf(networkId: string): EndpointRecord[];
-  /** A local container's address, for host-mode ports (its first network's). */
-  localAddr(containerId: string): string | undefined;
   /** Whether a local container has an endpoint on a network. */
   attached(containerId: string, networkId: string): boolean;
   /** Joins a running local container to a network (a task whose service began to publish). */
   attach(containerId: string, networkId: string): Promise<void>;
   /** A balancer of published ports for an ingress sandbox at this address (ServiceBalancers of lbkinds' `ingressKind`). */
   sandboxBalancer(sandboxIp: string): PortBalancer;
-  /** A balancer of this node's host-mode ports, in berthd's namespace (ServiceBalancers of `HOST_PORT_KIND`). */
-  hostBalancer(): PortBalancer;
   /** Applies an nft script in berthd's namespace. */
   nft(script: string): Promise<void>;
 }
@@ -51,11 +48,12 @@ interface RunningTask { service: string; container: string; node: string }
  * network this host keeps an ingress sandbox on it, DNATs every published ingress port of any
  * service to that sandbox, and balances there over the ingress addresses of the service's running
  * tasks (a task leaves the balancer when its record stops being running and desired running,
- * before its agent stops it). Host-mode ports go to this host's own running tasks only, balanced
- * in berthd's namespace by a table of the same kind as the sandbox's.
+ * before its agent stops it). Host-mode ports are not the mesh's: each task's container
+ * publishes its own, where it runs (taskruntime.ts).
  */
 export class IngressMesh {
   private ingressId?: string;
+  /** Services that publish through the mesh, with their ingress ports. */
   private readonly services = new Map<string, { ports: PortConfig[] }>();
   private readonly running = new Map<string, RunningTask>();
   /** The same by service: a pass read every running task for each publishing service. */
@@ -65,8 +63,6 @@ export class IngressMesh {
   private hostState?: { sandboxIp?: string; ingress: Set<string> };
   /** The ingress sandbox's balancer (a table of published ports, kept as a container's VIPs are). */
   private sandboxLb?: { netns: string; ip: string; lb: PortBalancer };
-  /** The host-mode ports' balancer, made at the first host-mode port (no table before). */
-  private hostLb?: PortBalancer;
   private pending?: Promise<void>;
   private again = false;
   private closed = false;
@@ -84,7 +80,7 @@ export class IngressMesh {
         else if (this.ingressId === id) this.ingressId = undefined;
       } else if (rest.startsWith('services/')) {
         const id = rest.slice('services/'.length);
-        const ports = e.type === 'put' ? (e.value as ServiceRecord).Endpoint.Ports ?? [] : [];
+        const ports = e.type === 'put' ? ((e.value as ServiceRecord).Endpoint.Ports ?? []).filter((p) => p.PublishMode === 'ingress') : [];
         if (ports.length) this.services.set(id, { ports });
         else this.services.delete(id);
       } else if (rest.startsWith('tasks/')) {
@@ -105,16 +101,12 @@ export class IngressMesh {
   }
 
   /**
-   * Connections this node balanced to each service backend: through the routing mesh (the
-   * ingress sandbox's slot elements) and to host-mode ports (the host table's). A backend's
-   * count lasts while it stays a backend of that port in its slot.
+   * Connections this node balanced to each service backend through the routing mesh (the ingress
+   * sandbox's slot elements). A backend's count lasts while it stays a backend of that port in its slot.
    */
-  async hits(): Promise<Array<BackendHits & { via: 'ingress' | 'host' }>> {
+  async hits(): Promise<Array<BackendHits & { via: 'ingress' }>> {
     const exists = (id: string) => this.services.has(id);
-    const mesh = async () => (await this.sandboxLb?.lb.hits(exists) ?? []).map((h) => ({ ...h, via: 'ingress' as const }));
-    const host = async () => (await this.hostLb?.hits(exists) ?? []).map((h) => ({ ...h, via: 'host' as const }));
-    const [m, h] = await Promise.all([mesh(), host()]);
-    return [...m, ...h];
+    return (await this.sandboxLb?.lb.hits(exists) ?? []).map((h) => ({ ...h, via: 'ingress' as const }));
   }
 
   private forgetTask(id: string): void {
@@ -133,7 +125,7 @@ export class IngressMesh {
 
   /** Whether a service's tasks need an endpoint on `ingress` (it publishes an ingress port). */
   needsIngress(serviceId: string): boolean {
-    return !!this.services.get(serviceId)?.ports.some((p) => p.PublishMode === 'ingress');
+    return this.services.has(serviceId);
   }
 
   /** Host and sandbox brought in step; calls that come while one runs share one more pass. */
@@ -156,7 +148,6 @@ export class IngressMesh {
     if (this.sandbox?.network !== net?.Id) this.startLifecycle();
     const sandbox = this.sandbox && this.sandbox.network === net?.Id ? this.sandbox : undefined;
     const ingressPorts: MeshPort[] = [];
-    const hostPorts: MeshPort[] = [];
     // Each container's ingress addresses, read once: a filter of every endpoint per port cost
     // ports × endpoints each pass.
     const ingressIps = new Map<string, string[]>();
@@ -169,23 +160,16 @@ export class IngressMesh {
       const tasks = [...this.runningOf.get(id)?.values() ?? []];
       if (net && this.needsIngress(id)) for (const t of tasks) if (t.node === this.me()) this.attach(t.container, net.Id);
       const backends = tasks.flatMap((t) => ingressIps.get(t.container) ?? []).sort();
-      let local: string[] | undefined;
-      for (const p of s.ports) {
-        const base = { service: id, proto: p.Protocol, published: p.PublishedPort, target: p.TargetPort };
-        if (p.PublishMode === 'ingress') ingressPorts.push({ ...base, backends });
-        else hostPorts.push({ ...base, backends: (local ??= tasks.filter((t) => t.node === this.me()).flatMap((t) => this.host.localAddr(t.container) ?? [])) });
-      }
+      for (const p of s.ports) ingressPorts.push({ service: id, proto: p.Protocol, published: p.PublishedPort, target: p.TargetPort, backends });
     }
     if (sandbox) await this.sandboxBalancer(sandbox).sync(new Map([[INGRESS_SBOX, { netns: sandbox.netns, entries: balanced(ingressPorts) }]]), true);
-    const hostEntries = balanced(hostPorts);
-    if (hostEntries.length || this.hostLb) await (this.hostLb ??= this.host.hostBalancer()).sync(new Map([[HOST_PORTS_ID, { netns: '', entries: hostEntries }]]), true);
     const ingress = new Set(sandbox ? ingressPorts.map(portKey) : []);
     const hs = this.hostState;
     const cmds = hs && hs.sandboxIp === sandbox?.ip ? (sandbox ? ingressChanges(sandbox.ip, hs.ingress, ingress) : []) : undefined;
     this.hostState = undefined;
-    // Made whole (the first pass): a host-mode table a killed berthd left, with no port now, goes too.
+    // Made whole (the first pass): the host-mode table an older berth made goes too.
     await this.apply(cmds, () => replaceScript(MESH_TABLE, meshTable(sandbox?.ip, ingressPorts.map((p) => ({ proto: p.proto, port: p.published }))))
-      + (this.hostLb ? '' : replaceScript(HOST_PORT_KIND.table, '')));
+      + replaceScript(LEGACY_HOST_PORTS_TABLE, ''));
     this.hostState = { ...(sandbox ? { sandboxIp: sandbox.ip } : {}), ingress };
   }
 
@@ -273,7 +257,6 @@ export class IngressMesh {
     await this.close();
     await this.host.nft(HOST_TABLES.map((t) => replaceScript(t, '')).join('')).catch((e) => this.log(`ingress: ${errorMessage(e)}`));
     this.hostState = undefined;
-    this.hostLb = undefined;
     await this.dropSandbox().catch((e) => this.log(`ingress: ${errorMessage(e)}`));
   }
 }

@@ -72,15 +72,19 @@ export function checkConflicts(ports: PortConfig[], others: Publisher[]): void {
 }
 
 /**
- * Ports with no published port get the lowest free one of the dynamic range, as swarmkit's
+ * Ingress ports with no published port get the lowest free one of the dynamic range, as swarmkit's
  * allocator does; a port the service published before keeps its number (`previous`, matched by
- * target, protocol and mode). `taken`: PROTO/PORT keys in use by other services.
+ * target, protocol and mode). A host-mode port is left as it is (swarmkit does not allocate them):
+ * with no number, each task's container binds any free port of its node. `taken`: PROTO/PORT keys
+ * in use by other services.
  */
 export function assignPorts(ports: PortConfig[], taken: Set<string>, previous: PortConfig[] = []): PortConfig[] {
   const used = new Set([...taken, ...ports.filter((p) => p.PublishedPort).map(portKey)]);
   const kept = [...previous];
   return ports.map((p) => {
     if (p.PublishedPort) return p;
+    // Docker's JSON leaves a zero port out.
+    if (p.PublishMode === 'host') return (({ PublishedPort: _p, ...rest }) => rest as PortConfig)(p);
     const i = kept.findIndex((q) => q.TargetPort === p.TargetPort && q.Protocol === p.Protocol && q.PublishMode === p.PublishMode && !used.has(portKey(q)));
     if (i >= 0) {
       const q = kept.splice(i, 1)[0]!;

@@ -1,6 +1,6 @@
-import { HostPortUse, hostPortsOf } from './hostports.js';
+import { HostPortUse, taskHostPorts } from './hostports.js';
 import { goTime } from './ids.js';
-import { desiredReplicas, isTerminal, loadsNode, matches, updateConfigOf, upToDateWith, type NodeView, type ServiceRecord, type TaskRecord, type UpdateStatus } from './servicemodel.js';
+import { desiredReplicas, hostModePorts, isTerminal, loadsNode, matches, updateConfigOf, upToDateWith, type NodeView, type ServiceRecord, type TaskRecord, type UpdateStatus } from './servicemodel.js';
 
 /**
  * The orchestrator's decisions as a pure function: given the services, the tasks and the nodes,
@@ -53,8 +53,7 @@ export function reconcile(services: ServiceRecord[], tasks: TaskRecord[], nodes:
   const spreads = new Map<string, Map<string, number>>();
   // Host-mode ports in use per node, made at the first placement that needs it and kept by put.
   const svcById = new Map(services.map((s) => [s.ID, s]));
-  const portsOfService = new Map<string, string[]>();
-  const portsOf = (id: string) => portsOfService.get(id) ?? portsOfService.set(id, hostPortsOf(svcById.get(id))).get(id)!;
+  const portsOf = (t: TaskRecord) => taskHostPorts(t, (id) => svcById.get(id));
   let hostPorts: HostPortUse | undefined;
   const hostPortUse = () => {
     if (hostPorts) return hostPorts;
@@ -137,9 +136,9 @@ export function reconcile(services: ServiceRecord[], tasks: TaskRecord[], nodes:
       }
     }
 
-    const ports = portsOf(svc.ID);
-    const place = (): { node?: NodeView; err?: string } => {
+    const place = (t: TaskRecord): { node?: NodeView; err?: string } => {
       if (global) return {};
+      const ports = portsOf(t);
       const open = ports.length ? eligible.filter((n) => !hostPortUse().busy(n.id, ports)) : eligible;
       if (!open.length) {
         const up = nodes.filter((n) => n.ready && n.availability === 'active').length;
@@ -169,7 +168,7 @@ export function reconcile(services: ServiceRecord[], tasks: TaskRecord[], nodes:
       const nodeId = global ? key.slice('node:'.length) : undefined;
       const t: TaskRecord = {
         ID: newId(), Version: { Index: 0 }, CreatedAt: at, UpdatedAt: at, Labels: {},
-        Spec: structuredClone(svc.Spec.TaskTemplate), ServiceID: svc.ID, ServiceAnnotations: { Name: svc.Spec.Name, ...(svc.Spec.Labels ? { Labels: svc.Spec.Labels } : {}) }, Endpoint: { Spec: { Mode: svc.Spec.EndpointSpec?.Mode ?? 'vip' } }, SpecVersion: svc.Version.Index,
+        Spec: structuredClone(svc.Spec.TaskTemplate), ServiceID: svc.ID, ServiceAnnotations: { Name: svc.Spec.Name, ...(svc.Spec.Labels ? { Labels: svc.Spec.Labels } : {}) }, Endpoint: { Spec: { Mode: svc.Spec.EndpointSpec?.Mode ?? 'vip' }, Ports: hostModePorts(svc) }, SpecVersion: svc.Version.Index,
         ...(global ? {} : { Slot: Number(key.slice('slot:'.length)) }),
         Status: { Timestamp: at, State: 'new', Message: 'created' }, DesiredState: 'running',
         Attempt: prev ? prev.Attempt + 1 : 0, Restarts: prev ? (prev.Restarts ?? 0) + (restarted ? 1 : 0) : 0,
@@ -181,13 +180,14 @@ export function reconcile(services: ServiceRecord[], tasks: TaskRecord[], nodes:
       if (t.Status.State !== 'pending' || t.Status.Err !== err) put({ ...t, Status: { Timestamp: at, State: 'pending', Message: 'pending task scheduling', Err: err }, UpdatedAt: at });
     };
     const assign = (t: TaskRecord, nodeId?: string) => {
+      const ports = portsOf(t);
       if (nodeId) {
         // A global task has its node; as swarmkit's preassigned tasks, it waits there while
         // another task holds one of its host-mode ports (the explanation without "no suitable node").
         if (ports.length && hostPortUse().busy(nodeId, ports, t)) return pending({ ...t, NodeID: nodeId }, 'host-mode port already in use on 1 node');
         t.NodeID = nodeId;
       } else {
-        const p = place();
+        const p = place(t);
         if (!p.node) {
           return pending(t, p.err ?? 'no suitable node');
         }

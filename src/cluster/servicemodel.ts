@@ -90,13 +90,18 @@ export interface TaskRecord {
   /** Replicated services only; a global service's task is known by its node. */
   Slot?: number;
   NodeID?: string;
-  Status: { Timestamp: string; State: TaskState; Message: string; Err?: string; ContainerStatus?: { ContainerID: string; PID: number; ExitCode: number } };
+  /** PortStatus: the host-mode ports the task's container published on its node, as bound (a port its spec left out has its number here). */
+  Status: { Timestamp: string; State: TaskState; Message: string; Err?: string; ContainerStatus?: { ContainerID: string; PID: number; ExitCode: number }; PortStatus?: { Ports?: PortConfig[] } };
   DesiredState: 'running' | 'shutdown';
   NetworksAttachments?: Array<{ Network: { ID: string }; Addresses: string[] }>;
   /** The service's name and its spec version this task was made from. */
   ServiceAnnotations: { Name: string; Labels?: Record<string, string> };
-  /** The service's endpoint mode when the task was made (swarmkit's Task.Endpoint): how the task is named in DNS. */
-  Endpoint?: { Spec: { Mode: 'vip' | 'dnsrr' } };
+  /**
+   * The service's endpoint when the task was made (swarmkit's Task.Endpoint): its mode (how the task
+   * is named in DNS) and its host-mode ports, which the task's container publishes on its node (a
+   * PublishedPort of 0: any free port there). Tasks of an older berth have no Ports.
+   */
+  Endpoint?: { Spec: { Mode: 'vip' | 'dnsrr' }; Ports?: PortConfig[] };
   SpecVersion: number;
   /** Orders the tasks of one slot (or node): the highest is the slot's current task. */
   Attempt: number;
@@ -113,12 +118,22 @@ export interface TaskRecord {
 }
 
 /**
- * Whether a task runs the service's current template (swarmkit's IsTaskDirty, negated):
- * `_up-to-date`. The template's form is made once, for all the tasks the predicate is asked of.
+ * Whether a task runs the service's current template and publishes its current host-mode ports
+ * (swarmkit's IsTaskDirty, negated): `_up-to-date`. A container's published ports are fixed when
+ * it is made, so a host-mode port added or removed replaces the tasks, as Docker's update does;
+ * ingress ports are the mesh's, and change under running tasks. The template's form is made once,
+ * for all the tasks the predicate is asked of.
  */
 export function upToDateWith(svc: ServiceRecord): (t: TaskRecord) => boolean {
   let want: string | undefined;
-  return (t) => canonicalOf(t.Spec) === (want ??= canonicalOf(svc.Spec.TaskTemplate));
+  let ports: string | undefined;
+  return (t) => canonicalOf(t.Spec) === (want ??= canonicalOf(svc.Spec.TaskTemplate))
+    && (!t.Endpoint?.Ports || canonicalOf(t.Endpoint.Ports) === (ports ??= canonical(hostModePorts(svc))));
+}
+
+/** A service's host-mode ports as its new tasks take them (a task's `Endpoint.Ports`). */
+export function hostModePorts(svc: ServiceRecord | undefined): PortConfig[] {
+  return (svc?.Endpoint.Ports ?? []).filter((p) => p.PublishMode === 'host');
 }
 
 /**

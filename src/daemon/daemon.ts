@@ -46,7 +46,7 @@ import { Agent } from '../cluster/agent.js';
 import { Orchestrator } from '../cluster/orchestrator.js';
 import { ServiceNet } from '../cluster/servicenet.js';
 import { ServiceBalancers } from '../network/servicelb.js';
-import { HOST_PORT_KIND, ingressKind } from '../network/lbkinds.js';
+import { ingressKind } from '../network/lbkinds.js';
 import { PolicyPeers } from '../cluster/policypeers.js';
 import { LogServer } from '../cluster/logstream.js';
 import { readLogs } from '../engine/logs.js';
@@ -395,11 +395,9 @@ export class Daemon {
         if (m) await network.tearDown({ id: INGRESS_SBOX, mode: m.mode, netnsPath: m.state.netnsPath!, endpoints: m.state.endpoints, published: [] });
       },
       endpointsOf,
-      localAddr: (id) => Object.values(engine.containers.get(id)?.Endpoints ?? {}).find((e) => e.IPAddress)?.IPAddress,
       attached: (id, net) => { const c = engine.containers.get(id); return !c || !c.State.Running || !!c.Endpoints?.[net]; },
       attach: (id, net) => engine.connect(id, net, {}, { swarmTask: true }),
       sandboxBalancer: (ip) => new ServiceBalancers((m) => console.error(`berthd: ingress: ${m}`), ingressKind(ip)),
-      hostBalancer: () => new ServiceBalancers((m) => console.error(`berthd: host-mode ports: ${m}`), HOST_PORT_KIND),
       nft: (script) => nftApply(script, {}),
     };
   }

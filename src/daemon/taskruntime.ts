@@ -1,4 +1,5 @@
 import type { TaskContainer, TaskRuntime } from '../cluster/agent.js';
+import type { PortConfig } from '../cluster/publish.js';
 import type { TaskRecord } from '../cluster/servicemodel.js';
 import type { Engine } from '../engine/engine.js';
 import type { ContainerRecord } from '../engine/types.js';
@@ -16,7 +17,32 @@ function view(c: ContainerRecord): TaskContainer {
   return {
     id: c.Id, running: c.State.Running, exitCode: c.State.ExitCode, pid: c.State.Pid, error: c.State.Error,
     ...(health === 'starting' || health === 'healthy' || health === 'unhealthy' ? { health } : {}),
+    ...(c.State.Running ? { ports: boundPorts(c) } : {}),
   };
+}
+
+/**
+ * A task's host-mode ports as its container bound them (swarmkit's PortStatus, from the
+ * container's published ports: a task container publishes nothing else). IPv4's alone: the same
+ * port bound for IPv6 is not another port.
+ */
+function boundPorts(c: ContainerRecord): PortConfig[] {
+  return (c.Published ?? []).filter((b) => b.family !== 6 && b.proto !== 'sctp')
+    .map((b) => ({ Protocol: b.proto as PortConfig['Protocol'], TargetPort: b.containerPort, PublishedPort: b.hostPort, PublishMode: 'host' as const }));
+}
+
+/**
+ * Docker's executor: a task's host-mode ports are its container's own published ports, on every
+ * address of the node; one with no number takes any free port there, as `-p 80` does.
+ */
+function portBindings(ports: PortConfig[]): { ExposedPorts: Record<string, object>; PortBindings: Record<string, Array<{ HostIp: string; HostPort: string }>> } {
+  const out = { ExposedPorts: {} as Record<string, object>, PortBindings: {} as Record<string, Array<{ HostIp: string; HostPort: string }>> };
+  for (const p of ports) {
+    const key = `${p.TargetPort}/${p.Protocol}`;
+    out.ExposedPorts[key] = {};
+    (out.PortBindings[key] ??= []).push({ HostIp: '', HostPort: p.PublishedPort ? String(p.PublishedPort) : '' });
+  }
+  return out;
 }
 
 /**
@@ -58,8 +84,11 @@ export class EngineTaskRuntime implements TaskRuntime {
     let image = cs.Image;
     // The CLI pins a digest it could resolve; the local store knows the image by its name.
     if (image.includes('@') && !this.engine.images.list().some((i) => JSON.stringify(i).includes(image))) image = image.split('@')[0]!;
+    const hostPorts = t.Endpoint?.Ports ?? [];
+    const published = hostPorts.length ? portBindings(hostPorts) : undefined;
     const body = {
       Image: image,
+      ...(published ? { ExposedPorts: published.ExposedPorts } : {}),
       ...(cs.Command?.length ? { Entrypoint: cs.Command } : {}),
       ...(cs.Args?.length ? { Cmd: cs.Args } : {}),
       Env: cs.Env ?? [],
@@ -76,7 +105,7 @@ export class EngineTaskRuntime implements TaskRuntime {
         [TASK_ID_LABEL]: t.ID,
         'com.docker.swarm.task.name': `${svc}.${t.Slot ?? nodeId}.${t.ID}`,
       },
-      HostConfig: { NetworkMode: nets[0]?.Target ?? 'default' },
+      HostConfig: { NetworkMode: nets[0]?.Target ?? 'default', ...(published ? { PortBindings: published.PortBindings } : {}) },
       NetworkingConfig: { EndpointsConfig: nets[0] ? { [nets[0].Target]: endpoints[nets[0].Target]! } : {} },
     };
     const ingress = await this.ingressFor(t.ServiceID);

@@ -9,7 +9,7 @@ import { histogramSamples, render, type Family, type Labels, type Sample } from 
 
 /** What the daemon hands the collector: views of its parts, read at each scrape. */
 export interface MetricSources {
-  containers(): Iterable<{ Id: string; Name: string; State: { Status: string }; Endpoints?: Record<string, EndpointState>; Published?: PortMapping[] }>;
+  containers(): Iterable<{ Id: string; Name: string; State: { Status: string }; Endpoints?: Record<string, EndpointState>; Published?: PortMapping[]; Config?: { Labels?: Record<string, string> } }>;
   networks(): NetworkRecord[];
   /** The endpoint's link in berthd's namespace (the network's driver knows it), if it has one. */
   hostLink(n: NetworkRecord, endpointId: string): string | undefined;
@@ -25,6 +25,12 @@ export interface MetricSources {
   links?(): Promise<Map<string, LinkCounters>>;
   nft?(): Promise<NftCounters>;
 }
+
+/** The label Docker puts on a task's container: its service's name. */
+const SERVICE_NAME_LABEL = 'com.docker.swarm.service.name';
+
+/** A published port as its map element names it. */
+const publishedKey = (family: 4 | 6, hostIp: unknown, proto: unknown, port: unknown): string => `${family}|${String(hostIp)}|${String(proto)}|${String(port)}`;
 
 const RCODES = ['NOERROR', 'FORMERR', 'SERVFAIL', 'NXDOMAIN', 'NOTIMP', 'REFUSED'];
 
@@ -91,17 +97,37 @@ export class MetricsCollector {
       ...this.portFamilies(nft),
       ...this.dnsFamilies(),
       ...(nodes ? [clusterFamily(nodes)] : []),
-      ...this.serviceFamilies(hits),
+      ...this.serviceFamilies([...hits ?? [], ...this.hostModeHits(nft)]),
     ];
     families.push(gauge('berth_metrics_collect_seconds', 'Time this scrape took to read the kernel and the engine.', [{ value: Number(process.hrtime.bigint() - t0) / 1e9 }]));
     return families;
   }
 
-  private serviceFamilies(hits: Array<{ service: string; backend: string; via: string; connections: number }> | undefined): Family[] {
+  /**
+   * Connections to the host-mode ports of this node's tasks: a task's container publishes them as
+   * `-p` does, so they are its published ports' counters, by its service's name and its address.
+   */
+  private hostModeHits(nft: NftCounters): Array<{ service: string; backend: string; via: string; connections: number }> {
+    const services = new Map<string, string>();
+    for (const c of this.s.containers()) {
+      const service = c.Config?.Labels?.[SERVICE_NAME_LABEL];
+      if (service) for (const p of c.Published ?? []) services.set(publishedKey(p.family === 6 ? 6 : 4, p.hostIp, p.proto, p.hostPort), service);
+    }
+    if (!services.size) return [];
+    return nft.elements.flatMap((e) => {
+      const m = PORT_MAPS[e.map];
+      if (!m) return [];
+      const [hostIp, proto, port] = m.withIp ? e.key : ['', ...e.key];
+      const service = services.get(publishedKey(m.family, hostIp, proto, port));
+      return service ? [{ service, backend: String(e.value[0] ?? ''), via: 'host', connections: e.packets }] : [];
+    });
+  }
+
+  private serviceFamilies(hits: Array<{ service: string; backend: string; via: string; connections: number }>): Family[] {
     const stats = this.s.services?.();
     if (!stats) return [];
     const byBackend = tally();
-    for (const h of hits ?? []) byBackend.add({ service: h.service, backend: h.backend, via: h.via }, h.connections);
+    for (const h of hits) byBackend.add({ service: h.service, backend: h.backend, via: h.via }, h.connections);
     const names = new Map(this.s.networks().map((n) => [n.Id, n.Name]));
     return [
       gauge('berth_service_replicas_desired', 'Replicas a replicated service asks for.', stats.filter((s) => s.replicas !== undefined).map((s) => ({ labels: { service: s.service }, value: s.replicas! }))),
@@ -189,14 +215,14 @@ export class MetricsCollector {
   private portFamilies(nft: NftCounters): Family[] {
     const owners = new Map<string, string>();
     for (const c of this.s.containers()) {
-      for (const p of c.Published ?? []) owners.set(`${p.family === 6 ? 6 : 4}|${p.hostIp}|${p.proto}|${p.hostPort}`, c.Name.replace(/^\//, ''));
+      for (const p of c.Published ?? []) owners.set(publishedKey(p.family === 6 ? 6 : 4, p.hostIp, p.proto, p.hostPort), c.Name.replace(/^\//, ''));
     }
     const conns = tally();
     for (const e of nft.elements) {
       const m = PORT_MAPS[e.map];
       if (!m) continue;
       const [hostIp, proto, port] = m.withIp ? e.key : ['', ...e.key];
-      const container = owners.get(`${m.family}|${hostIp}|${proto}|${port}`) ?? '';
+      const container = owners.get(publishedKey(m.family, hostIp, proto, port)) ?? '';
       conns.add({
         container, proto: String(proto), host_ip: String(hostIp || (m.family === 6 ? '::' : '0.0.0.0')), host_port: String(port), container_port: String(e.value[1] ?? ''),
       }, e.packets);

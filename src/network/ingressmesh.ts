@@ -4,10 +4,9 @@
  * ingress port is DNATed to this node's ingress sandbox (same port). A port with no element is not
  * touched, so the kernel refuses it (RST or ICMP unreachable): a service removed is refused at once.
  *
- * The balancing itself is elsewhere, in the slot tables of a container's VIPs (lbtable.ts): the
- * ingress sandbox's ports (`ingressKind` in lbkinds.ts) and this node's host-mode ports
- * (`HOST_PORT_KIND`), so a backend change there is map elements that berth-nftset writes
- * without `nft`.
+ * The balancing itself is elsewhere, in a slot table as a container's VIPs have (lbtable.ts): the
+ * ingress sandbox's ports (`ingressKind` in lbkinds.ts), so a backend change there is map elements
+ * that berth-nftset writes without `nft`.
  *
  * The table is made whole once (`meshTable`); after that a change is only the elements that
  * differ (`ingressChanges`), whatever the number of other services.

@@ -96,25 +96,8 @@ export function ingressKind(sandboxIp: string): TableKind {
   };
 }
 
-/**
- * A node's host-mode published ports (`mode=host`), in berthd's own namespace: a key is
- * `proto . port`, a backend a local task's address and the port it listens on. A connection to
- * any local address on such a port goes through map `ports` to the port's chain, before berth's
- * own nat chains (priority -100): the first NAT binding of a connection wins, and a published
- * service port is the cluster's, not a container's. No SNAT: the task sees the client, as with
- * Docker's host-mode ports. A port without a running task here has no element.
- */
-export const HOST_PORT_KIND: TableKind = {
-  ...PORT_KIND,
-  table: 'berth_hostports',
-  chainPrefix: 'hp',
-  hooks: () => ['prerouting', 'output'].flatMap((hook) => [
-    `  chain ${hook} {`,
-    `    type nat hook ${hook} priority -110; policy accept;`,
-    '    fib daddr type local meta l4proto . th dport vmap @ports',
-    '  }',
-  ]),
-};
+/** The table where an older berth balanced a node's host-mode ports (now each task's container publishes its own): removed where found. */
+export const LEGACY_HOST_PORTS_TABLE = 'berth_hostports';
 
 const PROTOCOLS: Record<string, number> = { tcp: 6, udp: 17 };
 

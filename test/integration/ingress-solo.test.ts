@@ -78,7 +78,8 @@ describe('the ingress network of a one-node swarm', () => {
     const env = async () => JSON.parse(await berth(['service', 'inspect', 'cli']))[0].Spec.TaskTemplate.ContainerSpec.Env;
     assert.deepEqual(await env(), ['V=1']);
     const states = (await berth(['service', 'ps', 'cli', '--format', '{{.Name}} {{.DesiredState}} {{.CurrentState}}'])).trim().split('\n');
-    assert.deepEqual(states.filter((l) => l.startsWith('cli.1')).map((l) => l.split(' ').slice(1).join(' ')).sort(), ['Running Running', 'Shutdown Shutdown']);
+    assert.deepEqual(states.filter((l) => l.startsWith('cli.1')).map((l) => l.split(' ').slice(1, 3).join(' ')).sort(), ['Running Running', 'Shutdown Shutdown']);
+    for (const l of states) assert.match(l, / (\d+|less than a|about an?) \w+ ago$/, 'the current state says since when, as the docker CLI does');
     assert.match(await berth(['service', 'rollback', 'cli']), /verify: Service converged/);
     assert.equal(await env(), undefined);
     // Logs as the docker CLI prints them: NAME.SLOT.TASK@NODE | line; --raw without the context.
@@ -88,6 +89,14 @@ describe('the ingress network of a one-node swarm', () => {
     assert.match(said, /^talk\.1\.[0-9a-z]{12}@\S+ {4}\| hi from [0-9a-f]{12}\n$/);
     assert.match(await berth(['service', 'logs', '--raw', '--timestamps', 'talk']), /^\d{4}-\d\d-\d\dT[\d:.]+Z hi from [0-9a-f]{12}\n$/);
     assert.equal((await berth(['service', 'rm', 'talk'])).trim(), 'talk');
+    // Host-mode ports with no number: two tasks on this one node, each its own port, in ps's PORTS column as the docker CLI shows them.
+    await berth(['service', 'create', '--name', 'hostp', '--replicas', '2', '--publish', 'mode=host,target=80', 'busybox', 'sleep', '3600']);
+    const table = (await berth(['service', 'ps', 'hostp'])).trim().split('\n');
+    assert.match(table[0]!, /^ID +NAME +IMAGE +NODE +DESIRED STATE +CURRENT STATE +ERROR +PORTS$/);
+    const bound = table.slice(1).map((l) => /\*:(\d+)->80\/tcp$/.exec(l)?.[1]);
+    assert.equal(new Set(bound.filter(Boolean)).size, 2, table.join('\n'));
+    assert.equal((await berth(['service', 'ls', '--filter', 'name=hostp', '--format', '{{.Ports}}'])).trim(), '', 'service ls shows ingress ports only');
+    assert.equal((await berth(['service', 'rm', 'hostp'])).trim(), 'hostp');
     assert.equal((await berth(['service', 'rm', 'cli'])).trim(), 'cli');
     const gone = await host.berth(['service', 'inspect', 'cli']);
     assert.notEqual(gone.code, 0);

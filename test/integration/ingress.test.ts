@@ -11,7 +11,7 @@ import { dockerFails, dockerOk, Lab, serviceTasks, UNDERLAY_PREFIX, type LabHost
  * The ingress network and the routing mesh across three lab hosts (a manager, a second manager,
  * a worker), through the docker CLI: `ingress` made with the swarm, a published port answering
  * on every host's address whichever hosts run the tasks, balanced over them; scale to 0 and
- * back; UDP; mode=host; an assigned port; a conflict; service rm; a berthd killed and restarted;
+ * back; UDP; mode=host (fixed and any port); an assigned port; a conflict; service rm; a berthd killed and restarted;
  * swarm leave. The probes come from a client namespace of the test's own on the lab's underlay.
  */
 
@@ -53,7 +53,10 @@ const [host, port, count] = process.argv.slice(1);
 })();
 `;
 
-interface Task { NodeID: string; DesiredState: string; Status: { State: string; Err?: string; ContainerStatus?: { ContainerID: string } } }
+interface Task {
+  NodeID: string; DesiredState: string;
+  Status: { State: string; Err?: string; ContainerStatus?: { ContainerID: string }; PortStatus?: { Ports?: Array<{ Protocol: string; TargetPort: number; PublishedPort: number; PublishMode: string }> } };
+}
 
 describe('the ingress routing mesh across hosts', () => {
   let lab: Lab;
@@ -199,7 +202,7 @@ describe('the ingress routing mesh across hosts', () => {
     await meshAnswers(5353, echo, udp);
   });
 
-  it('mode=host publishes only where a task runs, straight to it; one task per port and node, as swarmkit places', async () => {
+  it('mode=host: each task\'s container publishes the port where it runs (service ps PORTS, docker port); one task per port and node, as swarmkit places', async () => {
     await ok(h0, ['service', 'create', '--detach', '--name', 'hw', '--replicas', '2', '--stop-grace-period', '1s', '--constraint', 'node.hostname==lab1', '--publish', 'published=9090,target=80,mode=host', ...WEB]);
     // The second replica cannot have lab1's port 9090: it waits, with swarmkit's words.
     const pending = await waitFor(async () => {
@@ -208,22 +211,29 @@ describe('the ingress routing mesh across hosts', () => {
       return all.filter((t) => t.Status.State === 'running').length === 1 && p.length === 1 ? p : undefined;
     }, 'one hw task running and one pending', 30_000);
     assert.equal(pending[0]!.Status.Err, 'no suitable node (scheduling constraints not satisfied on 2 nodes; host-mode port already in use on 1 node)');
-    const hw = names(await waitRunning(h0, 'hw', 1));
+    const first = await waitRunning(h0, 'hw', 1);
+    const hw = names(first);
     const lab1Answers = async (want: string[]) => waitFor(async () => {
       const a = await http(h1.addr, 9090, 4);
       return [...new Set(a)].sort().join() === [...want].sort().join();
     }, `lab1 answering 9090 with ${want}`, 20_000);
     await lab1Answers(hw);
-    // Counted, from its slot element, as a host-mode connection of lab1.
+    // The task says what it bound (Docker's PortStatus), and the docker CLI shows it; the container publishes it as -p does.
+    assert.deepEqual(first[0]!.Status.PortStatus, { Ports: [{ Protocol: 'tcp', TargetPort: 80, PublishedPort: 9090, PublishMode: 'host' }] });
+    const ps = (await ok(h0, ['service', 'ps', 'hw'])).split('\n');
+    assert.match(ps[0]!, /ERROR\s+PORTS$/);
+    assert.equal(ps.filter((l) => /\s\*:9090->80\/tcp$/.test(l)).length, 1, ps.join('\n'));
+    assert.equal((await ok(h1, ['port', first[0]!.Status.ContainerStatus!.ContainerID, '80'])).split('\n')[0], '0.0.0.0:9090');
+    // Counted as a host-mode connection of lab1, from its published port's element.
     const hits = [...(await h1.host.api('GET', '/metrics')).body.matchAll(/^berth_service_backend_connections_total\{service="hw",backend="([\d.]+)",via="host"\} (\d+)$/gm)];
     assert.equal(hits.length, 1, JSON.stringify(hits.map((m) => m[0])));
     assert.ok(Number(hits[0]![2]) > 0, hits[0]![0]);
     await refused(9090, [h0, h2]);
     const svc = JSON.parse(await ok(h0, ['service', 'inspect', 'hw']))[0];
     assert.deepEqual(svc.Endpoint.Ports, [{ Protocol: 'tcp', TargetPort: 80, PublishedPort: 9090, PublishMode: 'host' }]);
-    // A table of the VIPs' kind in lab1's own namespace, and none where no host-mode task runs.
-    assert.match((await h1.host.inNetns('nft', ['list', 'table', 'ip', 'berth_hostports'])).stdout, /fib daddr type local meta l4proto \. th dport vmap @ports/);
-    assert.doesNotMatch((await h0.host.inNetns('nft', ['list', 'tables'])).stdout, /berth_hostports/);
+    // Not the mesh's: no table of berth's holds the port (an older berth's host-port table is gone).
+    for (const h of [h0, h1, h2]) assert.doesNotMatch((await h.host.inNetns('nft', ['list', 'table', 'ip', 'berth_mesh'])).stdout, /9090/);
+    assert.doesNotMatch((await h1.host.inNetns('nft', ['list', 'tables'])).stdout, /berth_hostports/);
     // Let lab2 take tasks too: the pending one goes there, and each node answers with its own.
     await ok(h0, ['service', 'update', '--detach', '--constraint-rm', 'node.hostname==lab1', '--constraint-add', 'node.hostname!=lab0', 'hw']);
     const two = await waitFor(async () => {
@@ -234,14 +244,44 @@ describe('the ingress routing mesh across hosts', () => {
       const mine = names(two.filter((t) => t.NodeID === nodeOf.get(h.name)));
       await waitFor(async () => (await http(h.addr, 9090, 3)).every((a) => a === mine[0]), `${h.name} answering 9090 with its own task`, 20_000);
     }
-    // A berthd killed and restarted makes its table again, once.
+    // A berthd killed and restarted keeps its task's port (the container's, adopted as any -p).
     await h1.host.stopDaemon('SIGKILL');
     await h1.host.startDaemon();
     const onLab1 = names(two.filter((t) => t.NodeID === nodeOf.get('lab1')));
     await waitFor(async () => (await http(h1.addr, 9090, 3)).every((a) => a === onLab1[0]), 'lab1 answering 9090 after its restart', 20_000);
-    assert.equal((await h1.host.inNetns('nft', ['list', 'tables'])).stdout.split('\n').filter((l) => l === 'table ip berth_hostports').length, 1);
+    // Publishing another host-mode port replaces the tasks (a container's ports are made with it), as Docker's update does.
+    await ok(h0, ['service', 'update', '--detach', '--publish-add', 'published=9191,target=80,mode=host', 'hw']);
+    const moved = await waitFor(async () => {
+      const r = (await tasks(h0, 'hw')).filter((t) => t.DesiredState === 'running' && t.Status.State === 'running' && t.Status.PortStatus?.Ports?.length === 2);
+      return r.length === 2 ? r : undefined;
+    }, 'hw\'s tasks replaced, each publishing 9090 and 9191', 40_000);
+    assert.equal(names(moved).filter((n) => names(two).includes(n)).length, 0);
+    for (const h of [h1, h2]) {
+      const mine = names(moved.filter((t) => t.NodeID === nodeOf.get(h.name)));
+      await waitFor(async () => (await http(h.addr, 9191, 2)).every((a) => a === mine[0]), `${h.name} answering 9191`, 20_000);
+    }
     await ok(h0, ['service', 'rm', 'hw']);
     await refused(9090, [h1, h2]);
+    await refused(9191, [h1, h2]);
+  });
+
+  it('mode=host with no published port: each task binds a free port of its own node, so replicas share a node', async () => {
+    await ok(h0, ['service', 'create', '--detach', '--name', 'hd', '--replicas', '3', '--stop-grace-period', '1s', '--constraint', 'node.hostname==lab2', '--publish', 'mode=host,target=80', ...WEB]);
+    const three = await waitRunning(h0, 'hd', 3);
+    // The service has no number (Docker's JSON leaves it out); each task has its own.
+    assert.deepEqual(JSON.parse(await ok(h0, ['service', 'inspect', 'hd']))[0].Endpoint.Ports, [{ Protocol: 'tcp', TargetPort: 80, PublishMode: 'host' }]);
+    const bound = three.map((t) => t.Status.PortStatus?.Ports?.[0]?.PublishedPort ?? 0);
+    assert.equal(new Set(bound).size, 3, JSON.stringify(bound));
+    assert.ok(bound.every((p) => p > 0));
+    const shown = (await ok(h0, ['service', 'ps', 'hd', '--format', '{{.Ports}}'])).split('\n').sort();
+    assert.deepEqual(shown, bound.map((p) => `*:${p}->80/tcp`).sort());
+    for (const t of three) {
+      const port = t.Status.PortStatus!.Ports![0]!.PublishedPort;
+      const mine = t.Status.ContainerStatus!.ContainerID.slice(0, 12);
+      await waitFor(async () => (await http(h2.addr, port, 2)).every((a) => a === mine), `lab2:${port} answering with ${mine}`, 20_000);
+    }
+    await ok(h0, ['service', 'rm', 'hd']);
+    for (const p of bound) await refused(p, [h2]);
   });
 
   it('assigns a published port left out from 30000-32767; a task on a network of its own joins ingress too', async () => {

@@ -4,6 +4,7 @@ import { describe, it } from 'node:test';
 import { parseHost, queryString, resolveHost } from '../../src/cli/client.js';
 import { portLines } from '../../src/cli/commands/containers.js';
 import { splitTag } from '../../src/cli/commands/images.js';
+import { servicePortsText } from '../../src/cli/commands/service.js';
 import { ipamConfig, networkCreateBody } from '../../src/cli/commands/networks.js';
 import { filtersJson } from '../../src/cli/context.js';
 import { CONTAINER_FORMAT, containerRow, displayablePorts, NETWORK_FORMAT, networkRow } from '../../src/cli/format/contexts.js';
@@ -126,6 +127,17 @@ describe('berth CLI: output', () => {
     Ports: [{ IP: '0.0.0.0', PrivatePort: 80, PublicPort: 8080, Type: 'tcp' }, { PrivatePort: 443, Type: 'tcp' }],
     Labels: { b: '2', a: '1' }, NetworkSettings: { Networks: { mynet: {}, bridge: {} } },
   };
+
+  it('shows a service\'s ingress ports as docker service ls does: host-mode ones left to service ps, consecutive ones as a range, tcp first', () => {
+    const p = (PublishedPort: number, TargetPort: number, Protocol = 'tcp', PublishMode = 'ingress') => ({ Protocol, TargetPort, PublishedPort, PublishMode });
+    assert.equal(servicePortsText([p(8082, 82), p(53, 53, 'udp'), p(8080, 80), p(8081, 81), p(9090, 80, 'tcp', 'host'), p(9000, 90)]),
+      '*:8080-8082->80-82/tcp, *:9000->90/tcp, *:53->53/udp');
+    // The CLI's own quirks: consecutive published ports to one target are one range, and a target
+    // inside a range's targets starts another.
+    assert.equal(servicePortsText([p(8080, 80), p(8081, 80)]), '*:8080-8081->80/tcp');
+    assert.equal(servicePortsText([p(8080, 80), p(8081, 81), p(8082, 81)]), '*:8080-8081->80-81/tcp, *:8082->81/tcp');
+    assert.equal(servicePortsText([p(9090, 80, 'tcp', 'host')]), '');
+  });
 
   it('renders docker ps tables and templates', () => {
     const table = formatList(undefined, [containerRow(summary, true)], CONTAINER_FORMAT);

@@ -12,7 +12,7 @@ async function waitFor(fn: () => Promise<boolean>, what: string): Promise<void> 
   throw new Error(`timed out waiting for ${what}`);
 }
 import { ingressChanges, meshTable, replaceScript } from '../../src/network/ingressmesh.js';
-import { elementHex, HOST_PORT_KIND, ingressKind } from '../../src/network/lbkinds.js';
+import { elementHex, ingressKind } from '../../src/network/lbkinds.js';
 import { arrange, elementArgs, lbScript, lbTable, parseCounters, type VipEntry } from '../../src/network/lbtable.js';
 import type { ServiceBalancers } from '../../src/network/servicelb.js';
 
@@ -45,6 +45,10 @@ describe('published service ports', () => {
     assert.equal(assignPorts([port({ TargetPort: 80 })], new Set(), [port({ TargetPort: 80, PublishedPort: 31000 })])[0]!.PublishedPort, 31000);
     const all = new Set(Array.from({ length: 2768 }, (_, i) => `tcp/${30000 + i}`));
     assert.throws(() => assignPorts([port({})], all), /exhausted/);
+    // A host-mode port with no number is none of the cluster's: each task's node binds any free
+    // port (swarmkit leaves it as given), and Docker's JSON leaves the zero out.
+    assert.deepEqual(assignPorts([port({ PublishMode: 'host' }), port({ PublishMode: 'host', TargetPort: 81, PublishedPort: 8081 })], all),
+      [{ Protocol: 'tcp', TargetPort: 80, PublishMode: 'host' }, port({ PublishMode: 'host', TargetPort: 81, PublishedPort: 8081 })]);
   });
 
   it('finds conflicts as swarmkit\'s checkPortConflicts, with its words', () => {
@@ -70,20 +74,6 @@ describe('the routing mesh\'s nft text', () => {
     assert.match(t, /type nat hook output priority -110;/);
     // No sandbox yet: no ingress port is DNATed.
     assert.doesNotMatch(meshTable(undefined, [{ proto: 'tcp', port: 8080 }]), /elements/);
-  });
-
-  it('host-mode ports are a slot table in berthd\'s namespace: any local address, no SNAT', () => {
-    const entries = arrange(undefined, [{ service: web.service, vip: 'tcp . 9090', backends: ['172.18.0.3 . 80', '172.18.0.2 . 80'] }]);
-    const t = lbTable(entries, HOST_PORT_KIND);
-    assert.match(t, /^table ip berth_hostports \{$/m);
-    assert.match(t, /map ports \{\n {4}type inet_proto \. inet_service : verdict\n {4}elements = \{ tcp \. 9090 : goto hp_svc012345678_tcp_9090 \}/);
-    assert.match(t, /map slot0 \{[^}]*elements = \{ tcp \. 9090 : 172\.18\.0\.2 \. 80 \}/);
-    assert.match(t, /chain to0 \{\n {4}dnat ip to meta l4proto \. th dport map @slot0\n/);
-    for (const hook of ['prerouting', 'output']) assert.match(t, new RegExp(`chain ${hook} \\{\\n {4}type nat hook ${hook} priority -110; policy accept;\\n {4}fib daddr type local meta l4proto \\. th dport vmap @ports\\n`));
-    assert.doesNotMatch(t, /snat|masquerade|reject/);
-    // A backend replaced: elements only, which berth-nftset writes.
-    const after = arrange(entries, [{ service: web.service, vip: 'tcp . 9090', backends: ['172.18.0.2 . 80', '172.18.0.4 . 80'] }]);
-    assert.deepEqual(elementArgs(lbScript(entries, after, undefined, HOST_PORT_KIND), HOST_PORT_KIND)?.[0], 'berth_hostports');
   });
 
   it('the sandbox balances its ports with the slot tables of a VIP, keyed by protocol and port, and SNATs to its own address', () => {
@@ -149,14 +139,7 @@ describe('the mesh follows the store', () => {
     const scripts: Array<{ netns?: string; script: string }> = [];
     // The sandbox's balancer as the mesh hands it ports: what each sync asked for, by sandbox address.
     const synced: Array<{ ip: string; netns: string; entries: VipEntry[] }> = [];
-    // The host-mode ports' balancer likewise (berthd's namespace: netns '').
-    const hostSynced: Array<{ netns: string; entries: VipEntry[] }> = [];
-    let hostBalancers = 0;
     const host: IngressHost = {
-      hostBalancer: () => {
-        hostBalancers++;
-        return { sync: async (want) => { for (const w of want.values()) hostSynced.push({ netns: w.netns, entries: w.entries }); }, hits: async () => [] } as Pick<ServiceBalancers, 'sync' | 'hits'>;
-      },
       sandboxBalancer: (ip) => ({
         sync: async (want) => { for (const w of want.values()) synced.push({ ip, netns: w.netns, entries: w.entries }); },
         hits: async () => [],
@@ -167,13 +150,12 @@ describe('the mesh follows the store', () => {
       endpointsOf: () => [
         { ContainerID: 'cA', IP: '10.0.0.5' }, { ContainerID: 'cB', IP: '10.0.0.6' }, { ContainerID: 'cX', IP: '10.0.0.9' },
       ] as EndpointRecord[],
-      localAddr: (c) => ({ cA: '172.18.0.5' } as Record<string, string>)[c],
       attached: () => true,
       attach: async () => undefined,
       nft: async (script) => { scripts.push({ script }); },
     };
     const m = new IngressMesh(() => 'me', host, () => undefined);
-    return { m, scripts, synced, hostSynced, hostBalancers: () => hostBalancers };
+    return { m, scripts, synced };
   }
 
   it('balances over running, desired-running tasks only, and drops one the moment it is told to stop', async () => {
@@ -197,19 +179,15 @@ describe('the mesh follows the store', () => {
     await m.close();
   });
 
-  it('host-mode ports lead to this node\'s own running tasks only, through a balancer made at the first one', async () => {
-    const { m, scripts, hostSynced, hostBalancers } = await mesh();
-    await m.follow([service([{ Protocol: 'tcp', TargetPort: 80, PublishedPort: 8080, PublishMode: 'ingress' }])], true);
-    assert.equal(hostBalancers(), 0, 'no host-mode port, no table');
-    assert.match(scripts[0]!.script, /delete table ip berth_hostports\n$/, 'one a killed berthd left goes with the first pass');
-    await m.follow([service([{ Protocol: 'tcp', TargetPort: 80, PublishedPort: 9090, PublishMode: 'host' }]), task('t1', 'me', 'cA', 'running'), task('t2', 'other', 'cB', 'running')], false);
-    assert.deepEqual(hostSynced, [{ netns: '', entries: [{ service: 'svc1', vip: 'tcp . 9090', backends: ['172.18.0.5 . 80'] }] }]);
-    assert.doesNotMatch(scripts.map((s) => s.script).join('\n'), /9090/, 'the host\'s mesh table has ingress ports only');
-    // The local task stops: the port leaves the table (refused here), the balancer stays.
-    await m.follow([task('t1', 'me', 'cA', 'running', 'shutdown')], false);
-    assert.deepEqual(hostSynced.at(-1)!.entries, []);
-    assert.equal(hostBalancers(), 1);
-    // Leaving the swarm takes both host tables.
+  it('host-mode ports are not the mesh\'s (each task\'s container publishes its own); the table an older berth made for them goes', async () => {
+    const { m, scripts, synced } = await mesh();
+    await m.follow([put('networks/ing', ingressNet), service([{ Protocol: 'tcp', TargetPort: 80, PublishedPort: 9090, PublishMode: 'host' }]), task('t1', 'me', 'cA', 'running')], true);
+    assert.match(scripts[0]!.script, /delete table ip berth_hostports\n$/, 'one a killed older berthd left goes with the first pass');
+    assert.doesNotMatch(scripts.map((s) => s.script).join('\n'), /9090/);
+    assert.equal(m.needsIngress('svc1'), false, 'its tasks need no ingress endpoint');
+    await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(synced.flatMap((s) => s.entries), []);
+    // Leaving the swarm takes the mesh's table and the old one.
     await m.leave();
     assert.match(scripts.at(-1)!.script, /delete table ip berth_mesh\n[^]*delete table ip berth_hostports\n/);
     await m.close();

@@ -6,7 +6,8 @@ import { Orchestrator } from '../../src/cluster/orchestrator.js';
 import { SK } from '../../src/cluster/services.js';
 import { K, ROOT } from '../../src/cluster/keys.js';
 import { ServiceNet } from '../../src/cluster/servicenet.js';
-import type { NodeView, ServiceRecord, TaskRecord } from '../../src/cluster/servicemodel.js';
+import { upToDateWith, type NodeView, type ServiceRecord, type TaskRecord } from '../../src/cluster/servicemodel.js';
+import type { PortConfig } from '../../src/cluster/publish.js';
 import type { ServiceBalancers, VipEntry } from '../../src/network/servicelb.js';
 import type { EndpointRecord } from '../../src/network/overlay.js';
 import { MemStore } from './memstore.js';
@@ -120,6 +121,38 @@ describe('a pass over the services that changed (reconcile\'s scope)', () => {
     const failed = { ...running('f1', 'hp', 1, 'a'), Status: { Timestamp: new Date(NOW).toISOString(), State: 'failed' as const, Message: '' } };
     const again = reconcile([hosty('hp', 1, 9090, 0)], [failed], [node('a')], NOW, newId);
     assert.deepEqual(again.put.filter((t) => t.ID !== 'f1').map((t) => [t.NodeID, t.Status.State]), [['a', 'assigned']]);
+  });
+
+  it('a task publishes the host-mode ports it was made with: placed by them, and replaced when the service\'s change', () => {
+    const hosty = (id: string, replicas: number, ports: PortConfig[]): ServiceRecord => {
+      const s = service(id, replicas);
+      return { ...s, Endpoint: { ...s.Endpoint, Ports: ports } };
+    };
+    const hp = (published?: number): PortConfig => ({ Protocol: 'tcp', TargetPort: 80, ...(published ? { PublishedPort: published } : {}), PublishMode: 'host' } as PortConfig);
+    // No number: any free port of the node, so three replicas share one node; each task carries the port as the service had it.
+    const any = reconcile([hosty('dyn', 3, [hp()])], [], [node('a')], NOW, newId).put;
+    assert.deepEqual(any.map((t) => [t.NodeID, t.Status.State]), [['a', 'assigned'], ['a', 'assigned'], ['a', 'assigned']]);
+    assert.deepEqual(any.map((t) => t.Endpoint?.Ports), [[hp()], [hp()], [hp()]]);
+    // Ingress ports are the mesh's: a task carries none of them.
+    const ing: PortConfig = { Protocol: 'tcp', TargetPort: 80, PublishedPort: 8080, PublishMode: 'ingress' };
+    assert.deepEqual(reconcile([hosty('mesh', 1, [ing])], [], [node('a')], NOW, newId).put[0]!.Endpoint?.Ports, []);
+    // A task holds the port it was made with (9090), whatever its service publishes now (9191).
+    // Tasks of the services' own template: only their ports differ.
+    const template = service('x', 1).Spec.TaskTemplate;
+    const held = { ...running('h1', 'moved', 1, 'a'), Spec: template, Endpoint: { Spec: { Mode: 'vip' as const }, Ports: [hp(9090)] } };
+    const services = [hosty('moved', 1, [hp(9191)]), hosty('new', 1, [hp(9090)]), hosty('other', 1, [hp(9191)])];
+    const placed = reconcile(services, [held], nodes, NOW, newId).put;
+    assert.deepEqual(placed.filter((t) => t.ServiceID !== 'moved').map((t) => [t.ServiceID, t.NodeID]).sort(), [['new', 'b'], ['other', 'a']]);
+    // Up to date: the same template and the same host-mode ports; a task of an older berth (no ports of its own) is.
+    assert.equal(upToDateWith(hosty('moved', 1, [hp(9090)]))(held), true);
+    assert.equal(upToDateWith(hosty('moved', 1, [hp(9191)]))(held), false);
+    assert.equal(upToDateWith(hosty('moved', 1, [hp(9090), ing]))(held), true, 'an ingress port added changes no task');
+    assert.equal(upToDateWith(hosty('moved', 1, [hp(9191)]))({ ...running('r1', 'moved', 1, 'a'), Spec: template }), true);
+    // So an update that adds a host-mode port replaces the running tasks (stop-first: the old one stops first).
+    const adding = { ...hosty('web', 1, [hp(9090)]), UpdateStatus: { State: 'updating' as const, StartedAt: new Date(NOW - 1000).toISOString(), Message: 'update in progress' } };
+    const old = { ...running('w1', 'web', 1, 'a'), Spec: template, Endpoint: { Spec: { Mode: 'vip' as const }, Ports: [] } };
+    assert.deepEqual(reconcile([{ ...adding, Endpoint: { Spec: { Mode: 'vip' } } }], [old], [node('a')], NOW, newId).put, [], 'nothing to replace without the port');
+    assert.deepEqual(reconcile([adding], [old], [node('a')], NOW, newId).put.map((t) => [t.ID, t.DesiredState]), [['w1', 'shutdown']]);
   });
 
   it('stops the tasks of a removed service in scope, and leaves another removed service\'s alone', () => {

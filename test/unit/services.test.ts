@@ -161,9 +161,9 @@ describe('reconcile (the orchestrator\'s decisions)', () => {
     svc.Spec.EndpointSpec = { Mode: 'dnsrr' };
     svc.Spec.Labels = { 'com.docker.stack.namespace': 'demo' };
     const [t] = reconcile([svc], [], [node('a')], NOW, newId).put;
-    assert.deepEqual(t!.Endpoint, { Spec: { Mode: 'dnsrr' } });
+    assert.deepEqual(t!.Endpoint, { Spec: { Mode: 'dnsrr' }, Ports: [] });
     assert.deepEqual(t!.ServiceAnnotations, { Name: 'web', Labels: { 'com.docker.stack.namespace': 'demo' } });
-    assert.deepEqual(reconcile([service({ replicas: 1 })], [], [node('a')], NOW, newId).put[0]!.Endpoint, { Spec: { Mode: 'vip' } });
+    assert.deepEqual(reconcile([service({ replicas: 1 })], [], [node('a')], NOW, newId).put[0]!.Endpoint, { Spec: { Mode: 'vip' }, Ports: [] });
   });
 
   it('is idempotent: a second pass over its own result changes nothing', () => {

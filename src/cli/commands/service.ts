@@ -4,6 +4,7 @@ import { finished } from 'node:stream/promises';
 import type { Command } from 'commander';
 import { CliExit, command, filtersJson, type CliContext } from '../context.js';
 import { formatList } from '../format/formatter.js';
+import { humanDuration } from '../format/human.js';
 import { Struct } from '../gotemplate.js';
 import { collect } from '../runflags.js';
 import { inspectMany, logQuery, logsCommand, type LogFlags } from './containers.js';
@@ -17,7 +18,10 @@ interface ServiceJson {
   Endpoint?: { Ports?: PortJson[] };
   UpdateStatus?: { State: string; Message: string };
 }
-interface TaskJson { ID: string; Slot?: number; NodeID?: string; ServiceID: string; DesiredState: string; Status: { State: string; Err?: string; Timestamp: string }; Spec: { ContainerSpec: { Image: string } } }
+interface TaskJson {
+  ID: string; Slot?: number; NodeID?: string; ServiceID: string; DesiredState: string; Spec: { ContainerSpec: { Image: string } };
+  Status: { State: string; Err?: string; Timestamp: string; PortStatus?: { Ports?: PortJson[] } };
+}
 
 /** `-p 8080:80[/udp]` or `published=8080,target=80,protocol=udp,mode=host`, as the docker CLI parses them. */
 function parsePublish(v: string): PortJson {
@@ -54,10 +58,39 @@ const SERVICE_FORMAT = {
   quiet: '{{.ID}}',
 };
 const TASK_FORMAT = {
-  table: 'table {{.ID}}\t{{.Name}}\t{{.Image}}\t{{.Node}}\t{{.DesiredState}}\t{{.CurrentState}}\t{{.Error}}',
-  headers: { ID: 'ID', Name: 'NAME', Image: 'IMAGE', Node: 'NODE', DesiredState: 'DESIRED STATE', CurrentState: 'CURRENT STATE', Error: 'ERROR' },
+  table: 'table {{.ID}}\t{{.Name}}\t{{.Image}}\t{{.Node}}\t{{.DesiredState}}\t{{.CurrentState}}\t{{.Error}}\t{{.Ports}}',
+  headers: { ID: 'ID', Name: 'NAME', Image: 'IMAGE', Node: 'NODE', DesiredState: 'DESIRED STATE', CurrentState: 'CURRENT STATE', Error: 'ERROR', Ports: 'PORTS' },
   quiet: '{{.ID}}',
 };
+/** The docker CLI's cut of a task's error in a table. */
+const MAX_ERR_LENGTH = 30;
+
+/**
+ * A service's ingress ports as `docker service ls` shows them (the docker CLI's formatter, to the
+ * letter): host-mode ones are each task's (`service ps`); a port that follows the last one of its
+ * protocol by at most one, published and target (unsigned, as Go subtracts), extends its range
+ * unless that range's targets already cover it.
+ */
+export function servicePortsText(ports: PortJson[]): string {
+  const ingress = ports.filter((p) => (p.PublishMode ?? 'ingress') === 'ingress')
+    .sort((a, b) => (a.Protocol === b.Protocol ? (a.PublishedPort ?? 0) - (b.PublishedPort ?? 0) : a.Protocol < b.Protocol ? -1 : 1));
+  const out: string[] = [];
+  const gap = (a: number, b: number) => ((a - b) >>> 0) > 1;
+  let r = { proto: '', p0: 0, p1: 0, t0: 0, t1: 0 };
+  const text = (x: typeof r) => `*:${x.p1 > x.p0 ? `${x.p0}-${x.p1}` : x.p0}->${x.t1 > x.t0 ? `${x.t0}-${x.t1}` : x.t0}/${x.proto}`;
+  for (const p of ingress) {
+    const pub = p.PublishedPort ?? 0;
+    if (p.Protocol !== r.proto || gap(pub, r.p1) || gap(p.TargetPort, r.t1) || (r.t1 !== r.t0 && p.TargetPort <= r.t1)) {
+      if (r.p0 > 0) out.push(text(r));
+      r = { proto: p.Protocol, p0: pub, p1: pub, t0: p.TargetPort, t1: p.TargetPort };
+      continue;
+    }
+    r.p1 = pub;
+    r.t1 = p.TargetPort;
+  }
+  if (r.p0 > 0) out.push(text(r));
+  return out.join(', ');
+}
 const live = (t: TaskJson) => t.DesiredState === 'running' && t.Status.State === 'running';
 
 export function serviceCommands(program: Command, ctx: CliContext): void {
@@ -130,24 +163,35 @@ export function serviceCommands(program: Command, ctx: CliContext): void {
         return new Struct('*formatter.serviceContext', {
           ID: () => s.ID.slice(0, 12), Name: () => s.Spec.Name, Mode: () => (s.Spec.Mode.Global ? 'global' : 'replicated'),
           Replicas: () => `${running}/${want}`, Image: () => s.Spec.TaskTemplate.ContainerSpec.Image.split('@')[0]!,
-          Ports: () => (s.Endpoint?.Ports ?? []).map((p) => `*:${p.PublishedPort}->${p.TargetPort}/${p.Protocol}`).join(', '),
+          Ports: () => servicePortsText(s.Endpoint?.Ports ?? []),
         });
       }), SERVICE_FORMAT, Boolean(o.quiet)));
     }));
   service.addCommand(command('ps', 'List the tasks of one or more services')
     .option('--format <string>', 'Pretty-print tasks using a Go template')
     .option('-q, --quiet', 'Only display task IDs')
+    .option('--no-trunc', 'Do not truncate output')
     .argument('<service...>')
-    .action(async (refs: string[], o: { format?: string; quiet?: boolean }) => {
+    .action(async (refs: string[], o: { format?: string; quiet?: boolean; trunc: boolean }) => {
       const nodes = new Map((await c().json<Array<{ ID: string; Description: { Hostname: string } }>>('GET', '/nodes')).map((n) => [n.ID, n.Description.Hostname]));
       const rows: Struct[] = [];
       for (const ref of refs) {
         const s = await get(ref);
         const ts = (await tasksOf(s.ID)).sort((a, b) => (a.Slot ?? 0) - (b.Slot ?? 0) || Date.parse(b.Status.Timestamp) - Date.parse(a.Status.Timestamp));
+        // As the docker CLI: in a table, a slot's older tasks are indented under its latest.
+        const table = !o.format || o.format.startsWith('table');
+        let prev = '';
         for (const t of ts) {
+          const name = `${s.Spec.Name}.${t.Slot ?? t.NodeID}`;
+          const shown = table && name === prev ? ` \\_ ${name}` : name;
+          prev = name;
+          const err = t.Status.Err ?? '';
+          const cut = o.trunc && [...err].length > MAX_ERR_LENGTH ? `${[...err].slice(0, MAX_ERR_LENGTH - 1).join('')}…` : err;
           rows.push(new Struct('*formatter.taskContext', {
-            ID: () => t.ID.slice(0, 12), Name: () => `${s.Spec.Name}.${t.Slot ?? t.NodeID}`, Image: () => t.Spec.ContainerSpec.Image.split('@')[0]!,
-            Node: () => nodes.get(t.NodeID ?? '') ?? '', DesiredState: () => title(t.DesiredState), CurrentState: () => title(t.Status.State), Error: () => t.Status.Err ?? '',
+            ID: () => (o.trunc ? t.ID.slice(0, 12) : t.ID), Name: () => shown, Image: () => t.Spec.ContainerSpec.Image.split('@')[0]!,
+            Node: () => nodes.get(t.NodeID ?? '') ?? '', DesiredState: () => title(t.DesiredState), CurrentState: () => `${title(t.Status.State)} ${humanDuration(Date.now() - Date.parse(t.Status.Timestamp)).toLowerCase()} ago`,
+            Error: () => (cut ? `"${cut}"` : ''),
+            Ports: () => (t.Status.PortStatus?.Ports ?? []).map((p) => `*:${p.PublishedPort}->${p.TargetPort}/${p.Protocol}`).join(','),
           }));
         }
       }
