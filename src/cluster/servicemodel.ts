@@ -128,8 +128,12 @@ export function upToDateWith(svc: ServiceRecord): (t: TaskRecord) => boolean {
   let want: string | undefined;
   let ports: string | undefined;
   return (t) => canonicalOf(t.Spec) === (want ??= canonicalOf(svc.Spec.TaskTemplate))
-    && (!t.Endpoint?.Ports || canonicalOf(t.Endpoint.Ports) === (ports ??= canonical(hostModePorts(svc))));
+    // A task of an older berth has no ports of its own and published none itself: it is replaced
+    // where its service has host-mode ports, so that its new container publishes them.
+    && canonicalOf(t.Endpoint?.Ports ?? NO_PORTS) === (ports ??= canonical(hostModePorts(svc)));
 }
+
+const NO_PORTS: PortConfig[] = [];
 
 /** A service's host-mode ports as its new tasks take them (a task's `Endpoint.Ports`). */
 export function hostModePorts(svc: ServiceRecord | undefined): PortConfig[] {

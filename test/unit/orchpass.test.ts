@@ -143,11 +143,13 @@ describe('a pass over the services that changed (reconcile\'s scope)', () => {
     const services = [hosty('moved', 1, [hp(9191)]), hosty('new', 1, [hp(9090)]), hosty('other', 1, [hp(9191)])];
     const placed = reconcile(services, [held], nodes, NOW, newId).put;
     assert.deepEqual(placed.filter((t) => t.ServiceID !== 'moved').map((t) => [t.ServiceID, t.NodeID]).sort(), [['new', 'b'], ['other', 'a']]);
-    // Up to date: the same template and the same host-mode ports; a task of an older berth (no ports of its own) is.
+    // Up to date: the same template and the same host-mode ports.
     assert.equal(upToDateWith(hosty('moved', 1, [hp(9090)]))(held), true);
     assert.equal(upToDateWith(hosty('moved', 1, [hp(9191)]))(held), false);
     assert.equal(upToDateWith(hosty('moved', 1, [hp(9090), ing]))(held), true, 'an ingress port added changes no task');
-    assert.equal(upToDateWith(hosty('moved', 1, [hp(9191)]))({ ...running('r1', 'moved', 1, 'a'), Spec: template }), true);
+    // A task of an older berth (no ports of its own) published none itself: replaced where its service has host-mode ports.
+    assert.equal(upToDateWith(hosty('moved', 1, []))({ ...running('r1', 'moved', 1, 'a'), Spec: template }), true);
+    assert.equal(upToDateWith(hosty('moved', 1, [hp(9191)]))({ ...running('r1', 'moved', 1, 'a'), Spec: template }), false);
     // So an update that adds a host-mode port replaces the running tasks (stop-first: the old one stops first).
     const adding = { ...hosty('web', 1, [hp(9090)]), UpdateStatus: { State: 'updating' as const, StartedAt: new Date(NOW - 1000).toISOString(), Message: 'update in progress' } };
     const old = { ...running('w1', 'web', 1, 'a'), Spec: template, Endpoint: { Spec: { Mode: 'vip' as const }, Ports: [] } };
