@@ -1,7 +1,7 @@
 import { errorMessage } from '../util/errors.js';
 import { goTime, newNodeId } from './ids.js';
 import { K, ROOT } from './keys.js';
-import { hostPortsOf } from './hostports.js';
+import { hostPortsOf, taskHostPorts } from './hostports.js';
 import { reconcile, type Decisions } from './reconcile.js';
 import { SK } from './services.js';
 import type { NodeView, ServiceRecord, TaskRecord } from './servicemodel.js';
@@ -180,9 +180,14 @@ export class Orchestrator {
       };
       for (const id of dirty) take(id);
       // A placement that publishes host-mode ports must see every task that holds such a port:
-      // the other services with host-mode ports come along, out of scope (not decided on).
+      // the other services with host-mode ports, or with tasks that still hold some (made before
+      // an update took them away), come along, out of scope (not decided on).
       if ([...svcs.values()].some((s) => hostPortsOf(s.value).length)) {
-        for (const s of view.services.values()) if (!svcs.has(SK.service(s.value.ID)) && hostPortsOf(s.value).length) take(s.value.ID);
+        const holds = (id: string) => [...view.tasksOf.get(id) ?? []].some((k) => {
+          const t = view.tasks.get(k)!.value;
+          return t.DesiredState === 'running' && taskHostPorts(t, () => undefined).length > 0;
+        });
+        for (const s of view.services.values()) if (!svcs.has(SK.service(s.value.ID)) && (hostPortsOf(s.value).length || holds(s.value.ID))) take(s.value.ID);
       }
     }
     const up = new Set([...view.alive.keys()].map((k) => k.slice(K.alive.length)));

@@ -231,6 +231,37 @@ describe('the orchestrator between whole passes', () => {
   });
 });
 
+describe('the orchestrator\'s pass over a service with host-mode ports', () => {
+  it('brings along another service whose tasks still hold such a port, though its spec no longer publishes it', async () => {
+    const store = new MemStore();
+    const nodeRec = (id: string) => ({ ID: id, Spec: { Role: 'manager', Labels: {}, Availability: 'active' }, Description: { Hostname: id } });
+    const template = service('x', 1).Spec.TaskTemplate;
+    const hp: PortConfig = { Protocol: 'tcp', TargetPort: 80, PublishedPort: 9090, PublishMode: 'host' };
+    // `old` published 9090; its update (which took the port away) is paused, so its task on n1 keeps the port.
+    const old = { ...service('old', 1), UpdateStatus: { State: 'paused' as const, Message: 'update paused' } };
+    const held = { ...running('h1', 'old', 1, 'n1'), Spec: template, Endpoint: { Spec: { Mode: 'vip' as const }, Ports: [hp] } };
+    // n2 is the busier node: a placement by load alone would pick n1.
+    const busy = [1, 2].map((slot) => ({ ...running(`b${slot}`, 'busy', slot, 'n2'), Spec: template }));
+    store.write([
+      [K.node('n1'), nodeRec('n1')], [K.node('n2'), nodeRec('n2')], [K.aliveOf('n1'), {}], [K.aliveOf('n2'), {}],
+      [SK.service('old'), old], [SK.service('busy'), service('busy', 2)],
+      [SK.task('h1'), held], ...busy.map((t) => [SK.task(t.ID), t] as [string, unknown]),
+    ]);
+    const o = new Orchestrator({ store, lease: { grant: async () => '1' }, state: { role: 'manager', nodeId: 'n1' } } as never, () => undefined);
+    o.start();
+    try {
+      await new Promise((r) => setTimeout(r, 300));
+      store.write([[SK.service('new'), { ...service('new', 1), Endpoint: { Spec: { Mode: 'vip' }, Ports: [hp] } }]]);
+      const placed = async () => [...store.data].map(([, v]) => v.value as TaskRecord).find((t) => t.ServiceID === 'new' && t.NodeID);
+      for (const end = Date.now() + 2000; Date.now() < end && !(await placed()); await new Promise((r) => setTimeout(r, 10)));
+      assert.equal((await placed())?.NodeID, 'n2', 'n1\'s 9090 is held by old\'s task');
+      assert.equal(store.data.get(SK.task('h1'))?.value && (store.data.get(SK.task('h1'))!.value as TaskRecord).DesiredState, 'running');
+    } finally {
+      await o.close();
+    }
+  });
+});
+
 describe('a local container\'s start syncs its own table only (ServiceNet.syncContainers)', () => {
   it('hands the balancers the started container\'s entries, and forgets a container gone', async () => {
     const calls: Array<{ want: string[]; all: boolean; gone: string[]; entries: VipEntry[] }> = [];
