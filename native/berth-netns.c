@@ -253,6 +253,7 @@ void berth_dnsfast_register(napi_env env, napi_value exports);
 void berth_veth_register(napi_env env, napi_value exports);
 void berth_peers_register(napi_env env, napi_value exports);
 void berth_nftelems_register(napi_env env, napi_value exports);
+void berth_nftsetin_register(napi_env env, napi_value exports);
 
 static napi_value init(napi_env env, napi_value exports) {
   napi_value fn;
@@ -260,6 +261,7 @@ static napi_value init(napi_env env, napi_value exports) {
   berth_veth_register(env, exports);
   berth_peers_register(env, exports);
   berth_nftelems_register(env, exports);
+  berth_nftsetin_register(env, exports);
   const struct { const char *name; napi_callback cb; } fns[] = {
     { "openSockets", open_sockets }, { "createNetns", create_netns }, { "unpin", unpin }, { "loopbackUp", loopback_up_in },
   };

@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { promises as fs } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { ingressKind } from '../../src/network/lbkinds.js';
 import { arrangeOne, elementArgs } from '../../src/network/lbtable.js';
 import { arrange, LB_TABLE, lbScript, lbTable, ServiceBalancers, type VipEntry } from '../../src/network/servicelb.js';
 import { nftApply } from '../../src/kernel/nft.js';
+import { nativeAddon } from '../../src/util/cjs.js';
 import { run, runOk } from '../../src/util/exec.js';
 
 /**
@@ -375,5 +377,51 @@ describe('the ingress sandbox\'s balancer', () => {
     await sync([]);
     assert.deepEqual(await ask(2), ['', '']);
     assert.deepEqual(logs, [], 'every change applied as a difference');
+  });
+});
+
+/**
+ * The addon's nftsetIn, which berthd uses for a balancer's element and rule changes: one
+ * transaction on a socket made inside the sandbox, all or nothing, failures naming the argument;
+ * no socket kept (none would hold a sandbox alive after its container).
+ */
+describe('nftsetIn: a balancer\'s change sent from berthd into a sandbox', () => {
+  const ns = `btns${process.pid}`;
+  const netns = `/run/netns/${ns}`;
+  const addon = nativeAddon<{ nftsetIn(netns: string, table: string, args: string[]): Promise<void> }>('berth-netns.node', 'the test');
+  const K1 = '0a00000200500000'; // 10.0.0.2 . 80, as the kernel stores a concatenation
+  const K2 = '0a00000300500000';
+  const D = '0a00000900500000';
+
+  before(async () => {
+    await runOk('ip', ['netns', 'add', ns]);
+    await nftApply('table ip berth_t {\n  map slot0 { type ipv4_addr . inet_service : ipv4_addr . inet_service; counter; }\n  map slot1 { type ipv4_addr . inet_service : ipv4_addr . inet_service; counter; }\n}\n', { netns });
+  });
+
+  after(async () => {
+    await run('ip', ['netns', 'del', ns]);
+    assert.equal((await run('ip', ['netns', 'list'])).stdout.includes(ns), false);
+  });
+
+  const listed = async () => (await runOk('nft', ['list', 'table', 'ip', 'berth_t'], { netns })).toString();
+  const fds = async () => (await fs.readdir('/proc/self/fd')).length;
+
+  it('adds and deletes in one transaction, all or nothing, and says which argument failed', async () => {
+    const before = await fds();
+    await addon().nftsetIn(netns, 'berth_t', [`+slot1/${K1}:${D}`]);
+    assert.match(await listed(), /10\.0\.0\.2 \. 80 counter packets 0 bytes 0 : 10\.0\.0\.9 \. 80/);
+    // The second add fails (already there): the first of the batch is undone with it.
+    await assert.rejects(addon().nftsetIn(netns, 'berth_t', [`+slot0/${K2}:${D}`, `+slot1/${K1}:${D}`]), new RegExp(`berth_t \\+slot1/${K1}:${D}: File exists`));
+    assert.doesNotMatch(await listed(), /10\.0\.0\.3/);
+    await addon().nftsetIn(netns, 'berth_t', [`-slot1/${K1}`, `+slot0/${K2}:${D}`]);
+    const after = await listed();
+    assert.doesNotMatch(after, /10\.0\.0\.2/);
+    assert.match(after, /10\.0\.0\.3 \. 80 counter packets 0 bytes 0 : 10\.0\.0\.9 \. 80/);
+    await assert.rejects(addon().nftsetIn(netns, 'berth_t', ['+slot0/zz']), /bad element \+slot0\/zz/);
+    await assert.rejects(addon().nftsetIn(`${netns}-none`, 'berth_t', [`-slot0/${K2}`]), new RegExp(`${netns}-none: No such file or directory`));
+    // Every socket closed (by a detached thread, so give it a moment): none holds the namespace.
+    let now = await fds();
+    for (let i = 0; i < 50 && now > before; i++, now = await fds()) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(now, before);
   });
 });

@@ -1,0 +1,154 @@
+/*
+ * What berth-nftset does, shared by the program (run inside a sandbox) and the addon's nftsetIn
+ * (berthd's own thread, on a socket made inside the sandbox): a batch of a balancer's element
+ * and dispatch-rule changes, given as berth-nftset's arguments, sent on a netfilter socket in one
+ * transaction, every answer read.
+ *
+ *   +SET/KEY[:DATA]   add an element (KEY and DATA in hex, the bytes the kernel stores)
+ *   -SET/KEY          delete an element
+ *   =CHAIN/N          replace a VIP chain's one rule with the dispatch over N backends
+ */
+#ifndef BERTH_NFTSET_CORE_H
+#define BERTH_NFTSET_CORE_H
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#include "berth-nfnl.h"
+
+/* A batch being built and the argument each of its messages came from (index + 1; a rule takes two). */
+struct nftset_batch {
+  struct nfnl_buf b;
+  int *arg_of;
+  unsigned seq;
+  int count;
+};
+
+static inline int nftset_unhex(const char *s, size_t len, unsigned char *out) {
+  if (len % 2 || len / 2 > 64) return -1;
+  for (size_t i = 0; i < len; i += 2) {
+    unsigned v;
+    if (sscanf(s + i, "%2x", &v) != 1) return -1;
+    out[i / 2] = (unsigned char)v;
+  }
+  return (int)(len / 2);
+}
+
+static inline void nftset_free(struct nftset_batch *t) {
+  free(t->b.data);
+  free(t->arg_of);
+  t->b.data = NULL;
+  t->arg_of = NULL;
+}
+
+/* Builds the batch of `n` arguments: 0, or -1 with `err` naming the bad one (nothing to free then). */
+static inline int nftset_build(struct nftset_batch *t, const char *table, int n, const char *const *args, char *err, size_t errlen) {
+  /* Each argument's messages are well under 1 KB (names of at most 255 bytes, keys of 64). */
+  t->b.data = calloc((size_t)n + 4, 1024);
+  t->b.used = 0;
+  t->arg_of = calloc((size_t)(2 * n + 4), sizeof *t->arg_of);
+  t->seq = 1;
+  t->count = 0;
+  if (!t->b.data || !t->arg_of) {
+    nftset_free(t);
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  nfnl_batch_mark(&t->b, NFNL_MSG_BATCH_BEGIN, t->seq++);
+  for (int i = 0; i < n; i++) {
+    const char *a = args[i];
+    if (a[0] == '=') {
+      const char *slash = strrchr(a, '/');
+      char chain[256];
+      char *end = NULL;
+      long want = slash ? strtol(slash + 1, &end, 10) : 0;
+      if (!slash || slash - a - 1 <= 0 || slash - a - 1 >= (int)sizeof chain || !end || *end || want < 1 || want > 4096) {
+        snprintf(err, errlen, "bad rule %s", a);
+        nftset_free(t);
+        return -1;
+      }
+      memcpy(chain, a + 1, (size_t)(slash - a - 1));
+      chain[slash - a - 1] = 0;
+      t->arg_of[t->seq] = i + 1;
+      nfnl_flush_chain(&t->b, NFPROTO_IPV4, table, chain, t->seq++);
+      t->arg_of[t->seq] = i + 1;
+      nfnl_dispatch_rule(&t->b, NFPROTO_IPV4, table, chain, (uint32_t)want, t->seq++);
+      t->count += 2;
+      continue;
+    }
+    int add = a[0] == '+';
+    const char *slash = strchr(a, '/');
+    char set[64];
+    if ((a[0] != '+' && a[0] != '-') || !slash || slash - a - 1 <= 0 || slash - a - 1 >= (int)sizeof set) {
+      snprintf(err, errlen, "bad element %s", a);
+      nftset_free(t);
+      return -1;
+    }
+    memcpy(set, a + 1, (size_t)(slash - a - 1));
+    set[slash - a - 1] = 0;
+    const char *colon = strchr(slash, ':');
+    unsigned char key[64], data[64];
+    int klen = nftset_unhex(slash + 1, colon ? (size_t)(colon - slash - 1) : strlen(slash + 1), key);
+    int dlen = colon ? nftset_unhex(colon + 1, strlen(colon + 1), data) : 0;
+    if (klen <= 0 || dlen < 0 || (!add && colon)) {
+      snprintf(err, errlen, "bad element %s", a);
+      nftset_free(t);
+      return -1;
+    }
+    t->arg_of[t->seq] = i + 1;
+    nfnl_set_elem(&t->b, add, NLM_F_CREATE | NLM_F_EXCL, NFPROTO_IPV4, table, set, key, (size_t)klen, data, (size_t)dlen, t->seq++);
+    t->count++;
+  }
+  nfnl_batch_mark(&t->b, NFNL_MSG_BATCH_END, t->seq++);
+  return 0;
+}
+
+/*
+ * Sends the batch on `fd` and reads its answers: 0 when it committed; otherwise 1, with `err`
+ * naming the failing argument and the kernel's reason, or the socket's failure (the whole
+ * transaction is then undone by the kernel).
+ */
+static inline int nftset_exchange(int fd, const struct nftset_batch *t, const char *table, const char *const *args, char *err, size_t errlen) {
+  /*
+   * The batch goes in one message, and the kernel queues an answer to every element before the
+   * send returns: a batch past the socket's default buffers (a task of a service publishing 1,000
+   * ports is 2,000 messages, 300 KB) would fail to send, or lose answers the loop below waits for.
+   * As nft does, the buffers are made to fit (FORCE: root may pass the sysctl limits).
+   */
+  int sndbuf = (int)t->b.used + 65536, rcvbuf = t->count * 1024 + 65536;
+  if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &sndbuf, sizeof sndbuf) < 0) setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
+  if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof rcvbuf) < 0) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+  struct sockaddr_nl kernel = { .nl_family = AF_NETLINK };
+  if (sendto(fd, t->b.data, t->b.used, 0, (struct sockaddr *)&kernel, sizeof kernel) < 0) {
+    snprintf(err, errlen, "send: %s", strerror(errno));
+    return 1;
+  }
+  /* One answer per element (an acknowledgement or its error), whatever the outcome of the batch. */
+  int answered = 0, failed = 0;
+  _Alignas(struct nlmsghdr) char rbuf[16384];
+  while (answered < t->count) {
+    ssize_t got = recv(fd, rbuf, sizeof rbuf, 0);
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      snprintf(err, errlen, "receive: %s", strerror(errno));
+      return 1;
+    }
+    for (struct nlmsghdr *h = (struct nlmsghdr *)rbuf; NLMSG_OK(h, (size_t)got); h = NLMSG_NEXT(h, got)) {
+      if (h->nlmsg_type != NLMSG_ERROR) continue;
+      const struct nlmsgerr *e = NLMSG_DATA(h);
+      answered++;
+      if (e->error < 0 && !failed && e->msg.nlmsg_seq >= 2 && e->msg.nlmsg_seq < t->seq && t->arg_of[e->msg.nlmsg_seq]) {
+        snprintf(err, errlen, "%s %s: %s", table, args[t->arg_of[e->msg.nlmsg_seq] - 1], strerror(-e->error));
+        failed = 1;
+      }
+    }
+    /* A failed batch may answer only its failures. */
+    if (failed) break;
+  }
+  return failed;
+}
+
+#endif
