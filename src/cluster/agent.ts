@@ -160,7 +160,12 @@ export class Agent {
   private async report(id: string, state: TaskState, message: string, c?: TaskContainer, err?: string): Promise<void> {
     const store = this.session.store;
     for (let attempt = 0; attempt < 10; attempt++) {
-      const cur = await store.get<TaskRecord>(SK.task(id));
+      // The first try writes over the record as this agent's watch last had it (the compare says
+      // whether it still is): a read first made every report two round trips to the store, and a
+      // task's arrival in every balancer waits for its report.
+      const seen = this.tasks.get(id);
+      const seenRev = this.revs.get(id);
+      const cur = attempt === 0 && seen && seenRev !== undefined ? { value: seen, modRevision: seenRev } : await store.get<TaskRecord>(SK.task(id));
       if (!cur || cur.value.NodeID !== this.me || isTerminal(cur.value.Status.State)) return;
       const now = goTime();
       const next: TaskRecord = {
@@ -172,8 +177,10 @@ export class Agent {
           PortStatus: (state === 'running' || state === 'starting') && c?.ports?.length ? { Ports: c.ports } : {},
         },
       };
-      if ((await store.txn([{ key: SK.task(id), target: 'Mod', value: cur.modRevision }], [{ key: SK.task(id), value: next }])).ok) {
+      const r = await store.txn([{ key: SK.task(id), target: 'Mod', value: cur.modRevision }], [{ key: SK.task(id), value: next }]);
+      if (r.ok) {
         this.tasks.set(id, next);
+        this.revs.set(id, r.revision);
         return;
       }
     }
