@@ -160,7 +160,8 @@ function serviceViews(raw: RawState): ServiceView[] {
       id: s.ID, name: s.Spec.Name, mode: replicas === undefined ? 'global' as const : 'replicated' as const, ...(replicas !== undefined ? { replicas } : {}),
       running: (raw.tasks ?? []).filter((t) => t.ServiceID === s.ID && t.DesiredState === 'running' && t.Status?.State === 'running').length,
       networks: nets.map((networkId) => ({ networkId, vip: vips.get(networkId) ?? '' })),
-      ports: (s.Endpoint?.Ports ?? []).map((p) => `${p.PublishedPort}→${p.TargetPort}/${p.Protocol ?? 'tcp'} (${p.PublishMode ?? 'ingress'})`),
+      // A host-mode port with no number is each task's own free port ("any").
+      ports: (s.Endpoint?.Ports ?? []).map((p) => `${p.PublishedPort || 'any'}→${p.TargetPort}/${p.Protocol ?? 'tcp'} (${p.PublishMode ?? 'ingress'})`),
     };
   }).sort((a, b) => a.name.localeCompare(b.name));
 }
