@@ -7,7 +7,9 @@
  * each, 2 ms apart, `--poll-ms`: each request forks an httpd in the task, which on a machine
  * with slow forks loads both cores and then times the bench's own load). Each round scales web to 3 (`service scale --detach`) and times, on each
  * host, the first answer from the new task against the moment its container started
- * (`State.StartedAt`: one clock for the whole lab), then scales back to 2 and times the last
+ * (`State.StartedAt`: one clock for the whole lab) and against the moment its agent wrote it
+ * running (the task's `Status.Timestamp`: from there on it is the cluster's propagation to every
+ * host's balancers, and the pollers' own lag), then scales back to 2 and times the last
  * answer from the task that left against the scale's return; every failed request is counted.
  * Beside it, TCP connect + 1-byte echo through the VIP from lab1's client. The services added
  * between the sizes have no replicas: a task per service would be 10,000 containers, each with a
@@ -147,12 +149,17 @@ async function main(): Promise<void> {
       log(`${size} services: ${ROUNDS} rounds of scale 2 → 3 → 2`);
       const added: number[] = [];
       const addedFromCli: number[] = [];
+      const addedFromRunning: number[] = [];
+      // A poller's time per request: a VIP of 3 backends sends every third new connection of a
+      // client to the new one, so a first answer comes up to 3 of these after its balancer has it.
+      const period: number[] = [];
       const removed: number[] = [];
       let failed = 0;
       let sent = 0;
       for (let round = 0; round < ROUNDS; round++) {
         const before = new Set((await tasks()).map((t) => t.id));
         const pollers = clients.map((c) => new Poller(c.ns, `http://${vip}/`));
+        const polling0 = epochMs();
         await Promise.all([...before].map((id) => Promise.all(pollers.map((p) => p.heard(id, 10_000)))));
         const up0 = epochMs();
         await docker(h0, ['service', 'scale', '--detach', 'web=3']);
@@ -160,6 +167,10 @@ async function main(): Promise<void> {
         const fresh = grown.find((t) => !before.has(t.id))!;
         await Promise.all(pollers.map((p) => p.heard(fresh.id, 20_000)));
         const started = Date.parse(await docker(fresh.h, ['inspect', '-f', '{{.State.StartedAt}}', fresh.id]));
+        const records = (await h0.host.api('GET', `/tasks?filters=${encodeURIComponent(JSON.stringify({ service: ['web'] }))}`)).json as Array<{ Status: { State: string; Timestamp: string; ContainerStatus?: { ContainerID: string } } }>;
+        const record = records.find((t) => t.Status.ContainerStatus?.ContainerID.startsWith(fresh.id));
+        if (record?.Status.State !== 'running') throw new Error(`web's new task ${fresh.id}: its record says ${record?.Status.State ?? 'nothing'}`);
+        const runningAt = Date.parse(record.Status.Timestamp);
         const down0 = epochMs();
         await docker(h0, ['service', 'scale', '--detach', 'web=2']);
         const downReturned = epochMs();
@@ -169,8 +180,11 @@ async function main(): Promise<void> {
         // still hearing it after that would show as a late last answer.
         await new Promise((r) => setTimeout(r, 1500));
         const heard = await Promise.all(pollers.map((p) => p.stop()));
+        const pollingMs = epochMs() - polling0;
         for (const h of heard) {
+          period.push(pollingMs / Math.max(1, h.sent));
           added.push(h.first[fresh.id]! - started);
+          addedFromRunning.push(h.first[fresh.id]! - runningAt);
           addedFromCli.push(h.first[fresh.id]! - up0);
           removed.push((h.last[gone.id] ?? down0) - downReturned);
           failed += h.failed;
@@ -181,7 +195,7 @@ async function main(): Promise<void> {
       const echoes = await echo((await Promise.all((await tasks()).map(async (t) => docker(t.h, ['inspect', '-f', '{{.NetworkSettings.SandboxKey}}', t.id])))), clientNs, vip, 300);
       bySize[size] = {
         create_seconds: created,
-        added_after_start_ms: stats(added), added_after_scale_ms: stats(addedFromCli),
+        added_after_start_ms: stats(added), added_after_running_ms: stats(addedFromRunning), request_period_ms: stats(period), added_after_scale_ms: stats(addedFromCli),
         last_answer_after_scale_down_ms: stats(removed), requests: sent, failed, echo_vip_ms: stats(echoes),
       };
       log(JSON.stringify(bySize[size]));
