@@ -353,8 +353,11 @@ describe('cluster: swarm init, join, leave and nodes', () => {
     const log = await readFile(join(clusterDir(h0), 'etcd.log'), 'utf8');
     assert.doesNotMatch(log, /rejecting member add request/);
     // A demotion right after keeps swarmkit's rule (checked by berth) and goes through at once.
-    assert.equal((await h0.host.docker(['node', 'demote', 'lab2'])).code, 0);
-    for (const h of [h2, h1]) assert.equal((await h.host.docker(['swarm', 'leave', '--force'])).code, 0);
-    assert.equal((await h0.host.docker(['swarm', 'leave', '--force'])).code, 0);
+    const demoted = await h0.host.docker(['node', 'demote', 'lab2']);
+    assert.equal(demoted.code, 0, demoted.stderr);
+    for (const h of [h2, h1, h0]) {
+      const left = await h.host.docker(['swarm', 'leave', '--force']);
+      assert.equal(left.code, 0, `${h.name}: ${left.stderr}`);
+    }
   });
 });
