@@ -58,6 +58,12 @@ static void *socket_in_netns(void *arg) {
   return NULL;
 }
 
+static void free_job(struct nftsetin_job *job) {
+  for (int i = 0; i < job->n; i++) free(job->args[i]);
+  free(job->args);
+  free(job);
+}
+
 static void *close_socket(void *arg) {
   close((int)(intptr_t)arg);
   return NULL;
@@ -107,9 +113,7 @@ static void complete(napi_env env, napi_status status, void *data) {
     napi_reject_deferred(env, job->deferred, error);
   }
   napi_delete_async_work(env, job->work);
-  for (int i = 0; i < job->n; i++) free(job->args[i]);
-  free(job->args);
-  free(job);
+  free_job(job);
 }
 
 static napi_value nftset_in(napi_env env, napi_callback_info info) {
@@ -135,11 +139,7 @@ static napi_value nftset_in(napi_env env, napi_callback_info info) {
   }
   napi_value promise = ok ? berth_queue_job(env, "berth-nftsetin", execute, complete, job, &job->deferred, &job->work) : NULL;
   if (!promise) {
-    if (job) {
-      for (int i = 0; i < job->n; i++) free(job->args[i]);
-      free(job->args);
-      free(job);
-    }
+    if (job) free_job(job);
     napi_throw_type_error(env, NULL, usage);
     return NULL;
   }

@@ -5,7 +5,7 @@
 # berth-spawn, which starts berthd's short-lived commands without forking berthd; berth-cni, the CNI
 # plugin executable that hands its call to berthd (bin/berth-cni links to it); and berth-runc,
 # conmon's runtime, which runs runc without the other containers' mounts; and berth-nftset, the
-# same balancer writes as a program (berthd's fallback when the addon is missing) (Node's
+# same balancer writes as a program, to make one by hand (Node's
 # headers ship with Debian's nodejs).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -47,6 +47,9 @@ export function normalisePorts(raw: unknown, endpointMode: 'vip' | 'dnsrr'): Por
   return out;
 }
 
+/** The port as Docker's JSON has it: a published port of 0 (none given, or none assigned) is left out. */
+export const withoutZeroPort = (p: PortConfig): PortConfig => (p.PublishedPort ? p : (({ PublishedPort: _p, ...rest }) => rest as PortConfig)(p));
+
 /** `PROTO/PORT`: the key of a published port in the store's claims and in conflict checks. */
 export const portKey = (p: { Protocol: Protocol; PublishedPort: number }): string => `${p.Protocol}/${p.PublishedPort}`;
 
@@ -83,8 +86,7 @@ export function assignPorts(ports: PortConfig[], taken: Set<string>, previous: P
   const kept = [...previous];
   return ports.map((p) => {
     if (p.PublishedPort) return p;
-    // Docker's JSON leaves a zero port out.
-    if (p.PublishMode === 'host') return (({ PublishedPort: _p, ...rest }) => rest as PortConfig)(p);
+    if (p.PublishMode === 'host') return withoutZeroPort(p);
     const i = kept.findIndex((q) => q.TargetPort === p.TargetPort && q.Protocol === p.Protocol && q.PublishMode === p.PublishMode && !used.has(portKey(q)));
     if (i >= 0) {
       const q = kept.splice(i, 1)[0]!;

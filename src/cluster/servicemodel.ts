@@ -1,6 +1,6 @@
 import { BadRequestError } from '../util/errors.js';
 import { rpcError } from './errors.js';
-import { normalisePorts, type PortConfig } from './publish.js';
+import { normalisePorts, withoutZeroPort, type PortConfig } from './publish.js';
 
 /**
  * Services and tasks as the store holds them, in Docker's JSON shapes (API v1.41 Service and Task),
@@ -214,7 +214,7 @@ export function normaliseSpec(raw: unknown): ServiceSpec {
   if (mode !== 'vip' && mode !== 'dnsrr') throw invalidArg(`EndpointSpec: invalid endpoint mode ${String(mode)}`);
   const ports = normalisePorts(s.EndpointSpec?.Ports, mode);
   // As Docker keeps it: a published port left out stays out of the spec (Endpoint.Ports has the assigned one).
-  s.EndpointSpec = { ...(s.EndpointSpec ?? {}), Mode: mode, ...(ports.length ? { Ports: ports.map((p) => (p.PublishedPort ? p : (({ PublishedPort: _p, ...rest }) => rest as PortConfig)(p))) } : {}) };
+  s.EndpointSpec = { ...(s.EndpointSpec ?? {}), Mode: mode, ...(ports.length ? { Ports: ports.map(withoutZeroPort) } : {}) };
   if (!ports.length) delete s.EndpointSpec.Ports;
   const rp = tt.RestartPolicy ?? {};
   if (rp.Condition && !['none', 'on-failure', 'any'].includes(rp.Condition)) throw invalidArg(`invalid RestartCondition ${rp.Condition}`);

@@ -20,7 +20,7 @@ export interface MetricSources {
   /** The swarm's services as this node's view of the store has them (any node of a swarm). */
   services?(): ServiceStat[] | undefined;
   /** Connections this node's balancers sent to each service backend (read in the kernel), by the way they came. */
-  serviceHits?(): Promise<Array<{ service: string; backend: string; via: string; connections: number }> | undefined>;
+  serviceHits?(): Promise<ServiceHit[] | undefined>;
   /** The kernel reads, replaceable in unit tests. */
   links?(): Promise<Map<string, LinkCounters>>;
   nft?(): Promise<NftCounters>;
@@ -31,6 +31,20 @@ const SERVICE_NAME_LABEL = 'com.docker.swarm.service.name';
 
 /** A published port as its map element names it. */
 const publishedKey = (family: 4 | 6, hostIp: unknown, proto: unknown, port: unknown): string => `${family}|${String(hostIp)}|${String(proto)}|${String(port)}`;
+
+type ServiceHit = { service: string; backend: string; via: string; connections: number };
+interface PortOwner { container: string; service?: string }
+type ElementCounter = NftCounters['elements'][number];
+
+/** Each published port's map element, with the port it names and who published it (if anyone does now). */
+function forEachPublished(nft: NftCounters, owners: Map<string, PortOwner>, fn: (e: ElementCounter, owner: PortOwner | undefined, port: { family: 4 | 6; hostIp: unknown; proto: unknown; port: unknown }) => void): void {
+  for (const e of nft.elements) {
+    const m = PORT_MAPS[e.map];
+    if (!m) continue;
+    const [hostIp, proto, port] = m.withIp ? e.key : ['', ...e.key];
+    fn(e, owners.get(publishedKey(m.family, hostIp, proto, port)), { family: m.family, hostIp, proto, port });
+  }
+}
 
 const RCODES = ['NOERROR', 'FORMERR', 'SERVFAIL', 'NXDOMAIN', 'NOTIMP', 'REFUSED'];
 
@@ -91,13 +105,14 @@ export class MetricsCollector {
       this.s.clusterNodes?.().catch(() => undefined),
       this.s.serviceHits?.().catch(() => undefined),
     ]);
+    const owners = this.publishedOwners();
     const families = [
       ...this.containerFamilies(),
       ...this.networkFamilies(links, nft),
-      ...this.portFamilies(nft),
+      ...this.portFamilies(nft, owners),
       ...this.dnsFamilies(),
       ...(nodes ? [clusterFamily(nodes)] : []),
-      ...this.serviceFamilies([...hits ?? [], ...this.hostModeHits(nft)]),
+      ...this.serviceFamilies(hits ?? [], () => this.hostModeHits(nft, owners)),
     ];
     families.push(gauge('berth_metrics_collect_seconds', 'Time this scrape took to read the kernel and the engine.', [{ value: Number(process.hrtime.bigint() - t0) / 1e9 }]));
     return families;
@@ -107,27 +122,29 @@ export class MetricsCollector {
    * Connections to the host-mode ports of this node's tasks: a task's container publishes them as
    * `-p` does, so they are its published ports' counters, by its service's name and its address.
    */
-  private hostModeHits(nft: NftCounters): Array<{ service: string; backend: string; via: string; connections: number }> {
-    const services = new Map<string, string>();
-    for (const c of this.s.containers()) {
-      const service = c.Config?.Labels?.[SERVICE_NAME_LABEL];
-      if (service) for (const p of c.Published ?? []) services.set(publishedKey(p.family === 6 ? 6 : 4, p.hostIp, p.proto, p.hostPort), service);
-    }
-    if (!services.size) return [];
-    return nft.elements.flatMap((e) => {
-      const m = PORT_MAPS[e.map];
-      if (!m) return [];
-      const [hostIp, proto, port] = m.withIp ? e.key : ['', ...e.key];
-      const service = services.get(publishedKey(m.family, hostIp, proto, port));
-      return service ? [{ service, backend: String(e.value[0] ?? ''), via: 'host', connections: e.packets }] : [];
+  private hostModeHits(nft: NftCounters, owners: Map<string, PortOwner>): ServiceHit[] {
+    const out: ServiceHit[] = [];
+    forEachPublished(nft, owners, (e, owner) => {
+      if (owner?.service) out.push({ service: owner.service, backend: String(e.value[0] ?? ''), via: 'host', connections: e.packets });
     });
+    return out;
   }
 
-  private serviceFamilies(hits: Array<{ service: string; backend: string; via: string; connections: number }>): Family[] {
+  /** Who published each port this node publishes (a container, and its service when it is a task's), by its map element's key. */
+  private publishedOwners(): Map<string, PortOwner> {
+    const owners = new Map<string, PortOwner>();
+    for (const c of this.s.containers()) {
+      const owner = { container: c.Name.replace(/^\//, ''), service: c.Config?.Labels?.[SERVICE_NAME_LABEL] };
+      for (const p of c.Published ?? []) owners.set(publishedKey(p.family === 6 ? 6 : 4, p.hostIp, p.proto, p.hostPort), owner);
+    }
+    return owners;
+  }
+
+  private serviceFamilies(hits: ServiceHit[], hostHits: () => ServiceHit[]): Family[] {
     const stats = this.s.services?.();
     if (!stats) return [];
     const byBackend = tally();
-    for (const h of hits) byBackend.add({ service: h.service, backend: h.backend, via: h.via }, h.connections);
+    for (const h of [...hits, ...hostHits()]) byBackend.add({ service: h.service, backend: h.backend, via: h.via }, h.connections);
     const names = new Map(this.s.networks().map((n) => [n.Id, n.Name]));
     return [
       gauge('berth_service_replicas_desired', 'Replicas a replicated service asks for.', stats.filter((s) => s.replicas !== undefined).map((s) => ({ labels: { service: s.service }, value: s.replicas! }))),
@@ -212,21 +229,13 @@ export class MetricsCollector {
     ];
   }
 
-  private portFamilies(nft: NftCounters): Family[] {
-    const owners = new Map<string, string>();
-    for (const c of this.s.containers()) {
-      for (const p of c.Published ?? []) owners.set(publishedKey(p.family === 6 ? 6 : 4, p.hostIp, p.proto, p.hostPort), c.Name.replace(/^\//, ''));
-    }
+  private portFamilies(nft: NftCounters, owners: Map<string, PortOwner>): Family[] {
     const conns = tally();
-    for (const e of nft.elements) {
-      const m = PORT_MAPS[e.map];
-      if (!m) continue;
-      const [hostIp, proto, port] = m.withIp ? e.key : ['', ...e.key];
-      const container = owners.get(publishedKey(m.family, hostIp, proto, port)) ?? '';
+    forEachPublished(nft, owners, (e, owner, { family, hostIp, proto, port }) => {
       conns.add({
-        container, proto: String(proto), host_ip: String(hostIp || (m.family === 6 ? '::' : '0.0.0.0')), host_port: String(port), container_port: String(e.value[1] ?? ''),
+        container: owner?.container ?? '', proto: String(proto), host_ip: String(hostIp || (family === 6 ? '::' : '0.0.0.0')), host_port: String(port), container_port: String(e.value[1] ?? ''),
       }, e.packets);
-    }
+    });
     return [counter('berth_published_port_connections_total', 'Connections made to a published port (counted by its nft map element, first packet only).', conns.samples())];
   }
 

@@ -1,5 +1,3 @@
-import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { dropUdpFlowsTo } from '../kernel/conntrack.js';
 import { nftApply } from '../kernel/nft.js';
 import { nativeAddon } from '../util/cjs.js';
@@ -14,26 +12,18 @@ export { arrange, countersOf, lbScript, lbTable, parseCounters, LB_TABLE, type V
 /** Connections a node's balancers sent to one backend of a service. */
 export interface BackendHits { service: string; backend: string; connections: number }
 
-const NFTSET = fileURLToPath(new URL('../../../build/berth-nftset', import.meta.url));
-let nftsetPresent: boolean | undefined;
-const addon = nativeAddon<{ nftsetIn?(netns: string, table: string, args: string[]): Promise<void> }>('berth-netns.node', 'service balancers');
+const addon = nativeAddon<{ nftsetIn(netns: string, table: string, args: string[]): Promise<void> }>('berth-netns.node', 'service balancers');
 
 /**
  * A change of elements (and of a VIP's dispatch rule) goes over netlink from berthd itself, on a
  * socket the addon makes inside the sandbox (native/berth-nftsetin.c): it was a berth-nftset
  * process, 3-10 ms quiet and 50 ms and more under load, on every node, for each task that came or
- * went. Anything else is an `nft` script. The program is the fallback of an addon built before.
+ * went. Anything else is an `nft` script.
  */
 async function applyScript(script: string, netns: string, known: boolean, kind: TableKind): Promise<void> {
   const args = known ? elementArgs(script, kind) : undefined;
   if (!args) return nftApply(script, { netns });
-  if (args.length < 2) return;
-  const a = addon();
-  if (a.nftsetIn) return a.nftsetIn(netns, args[0]!, args.slice(1));
-  nftsetPresent ??= existsSync(NFTSET);
-  if (!nftsetPresent) return nftApply(script, { netns });
-  const r = await run(NFTSET, args, { netns });
-  if (r.code !== 0) throw new Error(r.stderr.trim() || `berth-nftset exited ${r.code}`);
+  if (args.length > 1) await addon().nftsetIn(netns, args[0]!, args.slice(1));
 }
 
 async function readCounters(netns: string, entries: Entries, kind: TableKind): Promise<Map<string, number>> {

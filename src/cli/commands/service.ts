@@ -4,7 +4,7 @@ import { finished } from 'node:stream/promises';
 import type { Command } from 'commander';
 import { CliExit, command, filtersJson, type CliContext } from '../context.js';
 import { formatList } from '../format/formatter.js';
-import { humanDuration } from '../format/human.js';
+import { ellipsis, humanDuration, truncateId } from '../format/human.js';
 import { Struct } from '../gotemplate.js';
 import { collect } from '../runflags.js';
 import { inspectMany, logQuery, logsCommand, type LogFlags } from './containers.js';
@@ -185,12 +185,11 @@ export function serviceCommands(program: Command, ctx: CliContext): void {
           const name = `${s.Spec.Name}.${t.Slot ?? t.NodeID}`;
           const shown = table && name === prev ? ` \\_ ${name}` : name;
           prev = name;
-          const err = t.Status.Err ?? '';
-          const cut = o.trunc && [...err].length > MAX_ERR_LENGTH ? `${[...err].slice(0, MAX_ERR_LENGTH - 1).join('')}…` : err;
+          const err = o.trunc ? ellipsis(t.Status.Err ?? '', MAX_ERR_LENGTH) : t.Status.Err ?? '';
           rows.push(new Struct('*formatter.taskContext', {
-            ID: () => (o.trunc ? t.ID.slice(0, 12) : t.ID), Name: () => shown, Image: () => t.Spec.ContainerSpec.Image.split('@')[0]!,
+            ID: () => (o.trunc ? truncateId(t.ID) : t.ID), Name: () => shown, Image: () => t.Spec.ContainerSpec.Image.split('@')[0]!,
             Node: () => nodes.get(t.NodeID ?? '') ?? '', DesiredState: () => title(t.DesiredState), CurrentState: () => `${title(t.Status.State)} ${humanDuration(Date.now() - Date.parse(t.Status.Timestamp)).toLowerCase()} ago`,
-            Error: () => (cut ? `"${cut}"` : ''),
+            Error: () => (err ? `"${err}"` : ''),
             Ports: () => (t.Status.PortStatus?.Ports ?? []).map((p) => `*:${p.PublishedPort}->${p.TargetPort}/${p.Protocol}`).join(','),
           }));
         }
