@@ -56,11 +56,11 @@ static inline void nfnl_batch_mark(struct nfnl_buf *b, unsigned short type, uint
   nfnl_msg_end(b, nfnl_msg_start(b, type, 0, AF_UNSPEC, NFNL_SUBSYS_NFTABLES, seq));
 }
 
-/* One element added or deleted, acknowledged by its own answer; data (a map's value) may be empty. */
+/* One element added or deleted, acknowledged by its own answer; data (a map's value) may be empty; flags beside NLM_F_ACK (NLM_F_CREATE, NLM_F_ECHO...). */
 static inline void nfnl_set_elem(struct nfnl_buf *b, int add, unsigned short create_flags, unsigned char family, const char *table, const char *set,
                                  const unsigned char *key, size_t key_len, const unsigned char *data, size_t data_len, uint32_t seq) {
   struct nlmsghdr *n = nfnl_msg_start(b, (NFNL_SUBSYS_NFTABLES << 8) | (add ? NFT_MSG_NEWSETELEM : NFT_MSG_DELSETELEM),
-                                      NLM_F_ACK | (add ? create_flags : 0), family, 0, seq);
+                                      NLM_F_ACK | create_flags, family, 0, seq);
   nfnl_put(n, NFTA_SET_ELEM_LIST_TABLE, table, strlen(table) + 1);
   nfnl_put(n, NFTA_SET_ELEM_LIST_SET, set, strlen(set) + 1);
   struct nfnl_attr *list = nfnl_nest(n, NFTA_SET_ELEM_LIST_ELEMENTS);
@@ -98,17 +98,62 @@ static inline void nfnl_put_be32(struct nlmsghdr *n, unsigned short type, uint32
   nfnl_put(n, type, &be, sizeof be);
 }
 
+/* An expression loading into register 1: `payload` of a header at an offset, or `meta` of a key. */
+static inline void nfnl_payload_load(struct nlmsghdr *n, uint32_t base, uint32_t offset, uint32_t len) {
+  struct nfnl_attr *data;
+  struct nfnl_attr *e = nfnl_expr_start(n, "payload", &data);
+  nfnl_put_be32(n, NFTA_PAYLOAD_DREG, NFT_REG_1);
+  nfnl_put_be32(n, NFTA_PAYLOAD_BASE, base);
+  nfnl_put_be32(n, NFTA_PAYLOAD_OFFSET, offset);
+  nfnl_put_be32(n, NFTA_PAYLOAD_LEN, len);
+  nfnl_nest_done(n, data);
+  nfnl_nest_done(n, e);
+}
+
+static inline void nfnl_meta_load(struct nlmsghdr *n, uint32_t key) {
+  struct nfnl_attr *data;
+  struct nfnl_attr *e = nfnl_expr_start(n, "meta", &data);
+  nfnl_put_be32(n, NFTA_META_DREG, NFT_REG_1);
+  nfnl_put_be32(n, NFTA_META_KEY, key);
+  nfnl_nest_done(n, data);
+  nfnl_nest_done(n, e);
+}
+
+/* `cmp eq` of register 1 with these bytes. */
+static inline void nfnl_cmp_eq(struct nlmsghdr *n, const unsigned char *value, size_t len) {
+  struct nfnl_attr *data;
+  struct nfnl_attr *e = nfnl_expr_start(n, "cmp", &data);
+  nfnl_put_be32(n, NFTA_CMP_SREG, NFT_REG_1);
+  nfnl_put_be32(n, NFTA_CMP_OP, NFT_CMP_EQ);
+  struct nfnl_attr *d = nfnl_nest(n, NFTA_CMP_DATA);
+  nfnl_put(n, NFTA_DATA_VALUE, value, len);
+  nfnl_nest_done(n, d);
+  nfnl_nest_done(n, data);
+  nfnl_nest_done(n, e);
+}
+
 /*
- * The balancer's dispatch rule appended to a VIP's chain: `goto to0` for one backend, else
- * `numgen inc mod N vmap @rrN` (what nft sends for them: a numgen into register 1 and a lookup of
- * it in map rrN with the verdict register as destination).
+ * A key's balancer rule appended to its bucket chain: its match, then `goto to0` for one backend,
+ * else `numgen inc mod N vmap @rrN` (what nft sends for them). A key of 4 bytes is a VIP (`ip daddr
+ * A.B.C.D`: 4 bytes of the network header at 16); of 8, a published port as a map stores it
+ * (protocol, then port, each in a 32-bit register: `tcp dport P`, which nft sends as `meta
+ * l4proto` and 2 bytes of the transport header at 2). The caller checks the length.
  */
-static inline void nfnl_dispatch_rule(struct nfnl_buf *b, unsigned char family, const char *table, const char *chain, uint32_t backends, uint32_t seq) {
+static inline void nfnl_dispatch_rule(struct nfnl_buf *b, unsigned char family, const char *table, const char *chain, const unsigned char *key, size_t klen, uint32_t backends, uint32_t seq) {
   struct nlmsghdr *n = nfnl_msg_start(b, (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE, NLM_F_ACK | NLM_F_CREATE | NLM_F_APPEND, family, 0, seq);
   nfnl_put(n, NFTA_RULE_TABLE, table, strlen(table) + 1);
   nfnl_put(n, NFTA_RULE_CHAIN, chain, strlen(chain) + 1);
   struct nfnl_attr *list = nfnl_nest(n, NFTA_RULE_EXPRESSIONS);
   struct nfnl_attr *data;
+  if (klen == 4) {
+    nfnl_payload_load(n, NFT_PAYLOAD_NETWORK_HEADER, 16, 4);
+    nfnl_cmp_eq(n, key, 4);
+  } else {
+    nfnl_meta_load(n, NFT_META_L4PROTO);
+    nfnl_cmp_eq(n, key, 1);
+    nfnl_payload_load(n, NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2);
+    nfnl_cmp_eq(n, key + 4, 2);
+  }
   if (backends == 1) {
     struct nfnl_attr *e = nfnl_expr_start(n, "immediate", &data);
     nfnl_put_be32(n, NFTA_IMMEDIATE_DREG, NFT_REG_VERDICT);

@@ -6,11 +6,14 @@
  *
  *   +SET/KEY[:DATA]   add an element (KEY and DATA in hex, the bytes the kernel stores)
  *   -SET/KEY          delete an element
- *   =CHAIN/N          replace a VIP chain's one rule with the dispatch over N backends
+ *   ~SET/KEY          delete an element and report its counter's packets as the commit left them
+ *   =CHAIN            flush a bucket chain (its rules are added again after it)
+ *   >CHAIN/KEY/N      append a key's rule to a bucket chain: its match, and the dispatch over N backends
  */
 #ifndef BERTH_NFTSET_CORE_H
 #define BERTH_NFTSET_CORE_H
 
+#include <endian.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,12 +22,23 @@
 
 #include "berth-nfnl.h"
 
-/* A batch being built and the argument each of its messages came from (index + 1; a rule takes two). */
+/* An element a `~` argument deleted: its set, its key's bytes, its counter's packets when it went. */
+struct nftset_gone {
+  char set[64];
+  unsigned char key[64];
+  int klen;
+  uint64_t packets;
+};
+
+/* A batch being built, the argument each of its messages came from (index + 1), and what its `~` deletions reported. */
 struct nftset_batch {
   struct nfnl_buf b;
   int *arg_of;
   unsigned seq;
   int count;
+  struct nftset_gone *gone;
+  int echoed;
+  int gone_count;
 };
 
 static inline int nftset_unhex(const char *s, size_t len, unsigned char *out) {
@@ -40,8 +54,10 @@ static inline int nftset_unhex(const char *s, size_t len, unsigned char *out) {
 static inline void nftset_free(struct nftset_batch *t) {
   free(t->b.data);
   free(t->arg_of);
+  free(t->gone);
   t->b.data = NULL;
   t->arg_of = NULL;
+  t->gone = NULL;
 }
 
 /* Builds the batch of `n` arguments: 0, or -1 with `err` naming the bad one (nothing to free then). */
@@ -49,10 +65,13 @@ static inline int nftset_build(struct nftset_batch *t, const char *table, int n,
   /* Each argument's messages are well under 1 KB (names of at most 255 bytes, keys of 64). */
   t->b.data = calloc((size_t)n + 4, 1024);
   t->b.used = 0;
-  t->arg_of = calloc((size_t)(2 * n + 4), sizeof *t->arg_of);
+  t->arg_of = calloc((size_t)n + 4, sizeof *t->arg_of);
+  t->gone = calloc((size_t)n + 1, sizeof *t->gone);
   t->seq = 1;
   t->count = 0;
-  if (!t->b.data || !t->arg_of) {
+  t->echoed = 0;
+  t->gone_count = 0;
+  if (!t->b.data || !t->arg_of || !t->gone) {
     nftset_free(t);
     snprintf(err, errlen, "out of memory");
     return -1;
@@ -60,29 +79,35 @@ static inline int nftset_build(struct nftset_batch *t, const char *table, int n,
   nfnl_batch_mark(&t->b, NFNL_MSG_BATCH_BEGIN, t->seq++);
   for (int i = 0; i < n; i++) {
     const char *a = args[i];
-    if (a[0] == '=') {
-      const char *slash = strrchr(a, '/');
+    if (a[0] == '=' || a[0] == '>') {
+      /* =CHAIN, or >CHAIN/KEY/N. */
+      const char *slash = a[0] == '>' ? strchr(a, '/') : NULL;
+      const char *slash2 = slash ? strchr(slash + 1, '/') : NULL;
+      size_t clen = slash ? (size_t)(slash - a - 1) : strlen(a + 1);
       char chain[256];
+      unsigned char key[64];
+      int klen = slash2 ? nftset_unhex(slash + 1, (size_t)(slash2 - slash - 1), key) : 0;
       char *end = NULL;
-      long want = slash ? strtol(slash + 1, &end, 10) : 0;
-      if (!slash || slash - a - 1 <= 0 || slash - a - 1 >= (int)sizeof chain || !end || *end || want < 1 || want > 4096) {
+      long want = slash2 ? strtol(slash2 + 1, &end, 10) : 0;
+      int bad = clen == 0 || clen >= sizeof chain || (a[0] == '>' && (!slash2 || (klen != 4 && klen != 8) || !end || *end || want < 1 || want > 4096));
+      if (bad) {
         snprintf(err, errlen, "bad rule %s", a);
         nftset_free(t);
         return -1;
       }
-      memcpy(chain, a + 1, (size_t)(slash - a - 1));
-      chain[slash - a - 1] = 0;
+      memcpy(chain, a + 1, clen);
+      chain[clen] = 0;
       t->arg_of[t->seq] = i + 1;
-      nfnl_flush_chain(&t->b, NFPROTO_IPV4, table, chain, t->seq++);
-      t->arg_of[t->seq] = i + 1;
-      nfnl_dispatch_rule(&t->b, NFPROTO_IPV4, table, chain, (uint32_t)want, t->seq++);
-      t->count += 2;
+      if (a[0] == '=') nfnl_flush_chain(&t->b, NFPROTO_IPV4, table, chain, t->seq++);
+      else nfnl_dispatch_rule(&t->b, NFPROTO_IPV4, table, chain, key, (size_t)klen, (uint32_t)want, t->seq++);
+      t->count++;
       continue;
     }
     int add = a[0] == '+';
+    int echo = a[0] == '~';
     const char *slash = strchr(a, '/');
     char set[64];
-    if ((a[0] != '+' && a[0] != '-') || !slash || slash - a - 1 <= 0 || slash - a - 1 >= (int)sizeof set) {
+    if ((a[0] != '+' && a[0] != '-' && !echo) || !slash || slash - a - 1 <= 0 || slash - a - 1 >= (int)sizeof set) {
       snprintf(err, errlen, "bad element %s", a);
       nftset_free(t);
       return -1;
@@ -99,11 +124,52 @@ static inline int nftset_build(struct nftset_batch *t, const char *table, int n,
       return -1;
     }
     t->arg_of[t->seq] = i + 1;
-    nfnl_set_elem(&t->b, add, NLM_F_CREATE | NLM_F_EXCL, NFPROTO_IPV4, table, set, key, (size_t)klen, data, (size_t)dlen, t->seq++);
+    nfnl_set_elem(&t->b, add, add ? NLM_F_CREATE | NLM_F_EXCL : echo ? NLM_F_ECHO : 0, NFPROTO_IPV4, table, set, key, (size_t)klen, data, (size_t)dlen, t->seq++);
     t->count++;
+    t->echoed += echo;
   }
   nfnl_batch_mark(&t->b, NFNL_MSG_BATCH_END, t->seq++);
   return 0;
+}
+
+/* The attribute of `type` among those from `a` for `len` bytes, or NULL. */
+static inline const struct nlattr *nftset_attr(const struct nlattr *a, int len, unsigned short type) {
+  for (; len >= (int)sizeof *a && a->nla_len >= sizeof *a && a->nla_len <= len; len -= NLA_ALIGN(a->nla_len), a = (const struct nlattr *)((const char *)a + NLA_ALIGN(a->nla_len))) {
+    if ((a->nla_type & NLA_TYPE_MASK) == type) return a;
+  }
+  return NULL;
+}
+#define NFTSET_IN(a) ((const struct nlattr *)((const char *)(a) + NLA_HDRLEN))
+#define NFTSET_LEN(a) ((int)(a)->nla_len - NLA_HDRLEN)
+
+/*
+ * The kernel's echo of a `~` deletion (sent at the commit, before the answers): each element's
+ * key and its counter (NFTA_SET_ELEM_EXPR, the one expression of a set with `counter`).
+ */
+static inline void nftset_read_gone(struct nftset_batch *t, const struct nlmsghdr *h) {
+  const struct nlattr *attrs = (const struct nlattr *)((const char *)NLMSG_DATA(h) + NLMSG_ALIGN(sizeof(struct nfgenmsg)));
+  int len = (int)h->nlmsg_len - (int)NLMSG_LENGTH(NLMSG_ALIGN(sizeof(struct nfgenmsg)));
+  const struct nlattr *set = nftset_attr(attrs, len, NFTA_SET_ELEM_LIST_SET);
+  const struct nlattr *list = nftset_attr(attrs, len, NFTA_SET_ELEM_LIST_ELEMENTS);
+  if (!set || !list) return;
+  int left = NFTSET_LEN(list);
+  for (const struct nlattr *e = NFTSET_IN(list); left >= (int)sizeof *e && e->nla_len >= sizeof *e && e->nla_len <= left;
+       left -= NLA_ALIGN(e->nla_len), e = (const struct nlattr *)((const char *)e + NLA_ALIGN(e->nla_len))) {
+    if (t->gone_count >= t->echoed) return;
+    const struct nlattr *key = nftset_attr(NFTSET_IN(e), NFTSET_LEN(e), NFTA_SET_ELEM_KEY);
+    const struct nlattr *value = key ? nftset_attr(NFTSET_IN(key), NFTSET_LEN(key), NFTA_DATA_VALUE) : NULL;
+    const struct nlattr *expr = nftset_attr(NFTSET_IN(e), NFTSET_LEN(e), NFTA_SET_ELEM_EXPR);
+    const struct nlattr *data = expr ? nftset_attr(NFTSET_IN(expr), NFTSET_LEN(expr), NFTA_EXPR_DATA) : NULL;
+    const struct nlattr *packets = data ? nftset_attr(NFTSET_IN(data), NFTSET_LEN(data), NFTA_COUNTER_PACKETS) : NULL;
+    if (!value || NFTSET_LEN(value) > 64 || NFTSET_LEN(set) < 1 || NFTSET_LEN(set) > 64) continue;
+    struct nftset_gone *g = &t->gone[t->gone_count++];
+    snprintf(g->set, sizeof g->set, "%.*s", NFTSET_LEN(set), (const char *)NFTSET_IN(set));
+    g->klen = NFTSET_LEN(value);
+    memcpy(g->key, NFTSET_IN(value), (size_t)g->klen);
+    uint64_t be = 0;
+    if (packets && NFTSET_LEN(packets) == 8) memcpy(&be, NFTSET_IN(packets), 8);
+    g->packets = be64toh(be);
+  }
 }
 
 /*
@@ -111,7 +177,7 @@ static inline int nftset_build(struct nftset_batch *t, const char *table, int n,
  * naming the failing argument and the kernel's reason, or the socket's failure (the whole
  * transaction is then undone by the kernel).
  */
-static inline int nftset_exchange(int fd, const struct nftset_batch *t, const char *table, const char *const *args, char *err, size_t errlen) {
+static inline int nftset_exchange(int fd, struct nftset_batch *t, const char *table, const char *const *args, char *err, size_t errlen) {
   /*
    * The batch goes in one message, and the kernel queues an answer to every element before the
    * send returns: a batch past the socket's default buffers (a task of a service publishing 1,000
@@ -137,6 +203,7 @@ static inline int nftset_exchange(int fd, const struct nftset_batch *t, const ch
       return 1;
     }
     for (struct nlmsghdr *h = (struct nlmsghdr *)rbuf; NLMSG_OK(h, (size_t)got); h = NLMSG_NEXT(h, got)) {
+      if (h->nlmsg_type == ((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_DELSETELEM)) nftset_read_gone(t, h);
       if (h->nlmsg_type != NLMSG_ERROR) continue;
       const struct nlmsgerr *e = NLMSG_DATA(h);
       answered++;

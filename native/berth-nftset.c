@@ -2,9 +2,12 @@
  * berth-nftset: adds and deletes elements of a table's sets and maps over netlink, in one
  * transaction, in the namespace it runs in (berth-spawn starts it inside a sandbox).
  *
- *   berth-nftset TABLE [+SET/KEY[:DATA] | -SET/KEY | =CHAIN/N]...   (family ip; KEY and DATA in hex)
+ *   berth-nftset TABLE [+SET/KEY[:DATA] | -SET/KEY | ~SET/KEY | =CHAIN | >CHAIN/KEY/N]...   (family ip; KEY and DATA in hex)
  *
- * `=CHAIN/N` replaces the one rule of a VIP's chain with the balancer's dispatch over N backends:
+ * `~SET/KEY` deletes as `-` does and prints `SET/KEY PACKETS`, the element's counter as the commit left it.
+ *
+ * `=CHAIN` flushes a bucket chain and `>CHAIN/KEY/N` appends a key's rule to it: the key's match
+ * (a VIP, or a published port's protocol and port), then the balancer's dispatch over N backends,
  * `goto to0` for one, `numgen inc mod N vmap @rrN` for more (rrN must exist). So a VIP whose
  * number of backends changes is no `nft` run either.
  *
@@ -29,7 +32,7 @@
 
 int main(int argc, char **argv) {
   if (argc < 3) {
-    fprintf(stderr, "usage: berth-nftset TABLE [+SET/KEY[:DATA] | -SET/KEY | =CHAIN/N]...\n");
+    fprintf(stderr, "usage: berth-nftset TABLE [+SET/KEY[:DATA] | -SET/KEY | ~SET/KEY | =CHAIN | >CHAIN/KEY/N]...\n");
     return 2;
   }
   const char *table = argv[1];
@@ -49,6 +52,12 @@ int main(int argc, char **argv) {
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   int failed = nftset_exchange(fd, &t, table, args, err, sizeof err);
   if (failed) fprintf(stderr, "berth-nftset: %s\n", err);
+  for (int i = 0; !failed && i < t.gone_count; i++) {
+    printf("%s/", t.gone[i].set);
+    for (int k = 0; k < t.gone[i].klen; k++) printf("%02x", t.gone[i].key[k]);
+    printf(" %llu\n", (unsigned long long)t.gone[i].packets);
+  }
+  fflush(stdout);
   /*
    * Closing the socket waits for the kernel to free what the transaction replaced (an RCU grace
    * period, 5-10 ms here): a child that keeps nothing else open does that, so the caller does not

@@ -1,11 +1,13 @@
 /*
  * berth-nftsetin: a service balancer's change inside a sandbox, from berthd itself.
  *
- *   nftsetIn(netnsPath, table, args: string[]) -> Promise<void>
+ *   nftsetIn(netnsPath, table, args: string[]) -> Promise<Array<{ set, key, packets }>>
  *
- * args are berth-nftset's (`+SET/KEY[:DATA]`, `-SET/KEY`, `=CHAIN/N`, see berth-nftset-core.h);
- * netnsPath '' is berthd's own namespace. The promise rejects with the failing argument and the
- * kernel's reason, and the kernel then undid the whole transaction.
+ * args are berth-nftset's (`+SET/KEY[:DATA]`, `-SET/KEY`, `~SET/KEY`, `=CHAIN`, `>CHAIN/KEY/N`, see berth-nftset-core.h);
+ * netnsPath '' is berthd's own namespace. The promise resolves to the elements that `~`
+ * arguments deleted, each with its key in hex and its counter's packets as the commit left them;
+ * it rejects with the failing argument and the kernel's reason, and the kernel then undid the
+ * whole transaction.
  *
  * Why: a balancer's change was a berth-nftset process started in the sandbox, 3-10 ms on a quiet
  * machine and 50 ms and more while containers and clients load both cores, for a transaction
@@ -40,6 +42,8 @@ struct nftsetin_job {
   char **args;
   int fd;
   int failed;
+  struct nftset_gone *gone;
+  int gone_count;
   /* Room for the path in an error about it. */
   char err[4608];
   napi_async_work work;
@@ -61,6 +65,7 @@ static void *socket_in_netns(void *arg) {
 static void free_job(struct nftsetin_job *job) {
   for (int i = 0; i < job->n; i++) free(job->args[i]);
   free(job->args);
+  free(job->gone);
   free(job);
 }
 
@@ -90,6 +95,9 @@ static void execute(napi_env env, void *data) {
     struct timeval tv = { .tv_sec = 10 };
     setsockopt(job->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     job->failed = nftset_exchange(job->fd, &t, job->table, args, job->err, sizeof job->err);
+    job->gone = t.gone;
+    job->gone_count = t.gone_count;
+    t.gone = NULL;
     pthread_attr_t attr;
     pthread_t closer;
     int detached = pthread_attr_init(&attr) == 0 && pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED) == 0 &&
@@ -103,9 +111,24 @@ static void execute(napi_env env, void *data) {
 static void complete(napi_env env, napi_status status, void *data) {
   struct nftsetin_job *job = data;
   if (status == napi_ok && !job->failed) {
-    napi_value undef;
-    napi_get_undefined(env, &undef);
-    napi_resolve_deferred(env, job->deferred, undef);
+    napi_value list;
+    napi_create_array_with_length(env, (size_t)job->gone_count, &list);
+    for (int i = 0; i < job->gone_count; i++) {
+      const struct nftset_gone *g = &job->gone[i];
+      char hex[129];
+      for (int k = 0; k < g->klen; k++) snprintf(hex + 2 * k, 3, "%02x", g->key[k]);
+      hex[2 * g->klen] = 0;
+      napi_value item, set, key, packets;
+      napi_create_object(env, &item);
+      napi_create_string_utf8(env, g->set, NAPI_AUTO_LENGTH, &set);
+      napi_create_string_utf8(env, hex, NAPI_AUTO_LENGTH, &key);
+      napi_create_double(env, (double)g->packets, &packets);
+      napi_set_named_property(env, item, "set", set);
+      napi_set_named_property(env, item, "key", key);
+      napi_set_named_property(env, item, "packets", packets);
+      napi_set_element(env, list, (uint32_t)i, item);
+    }
+    napi_resolve_deferred(env, job->deferred, list);
   } else {
     napi_value text, error;
     napi_create_string_utf8(env, job->err[0] ? job->err : "nftsetIn failed", NAPI_AUTO_LENGTH, &text);

@@ -13,8 +13,11 @@ export interface TableKind {
   /** nft's type of a key, and of a backend (a slot map's data). */
   readonly keyType: string;
   readonly dataType: string;
-  /** The start of a key's chain name (the service's id and the key follow). */
+  /** The start of a bucket chain's name (`_b` and the bucket's number follow). */
   readonly chainPrefix: string;
+  /** The match of a key in its bucket chain's rule, as nft text; and the key back from that text (undefined: not a key's match). */
+  match(key: string): string;
+  keyOfMatch(text: string): string | undefined;
   /** Whether a key without backends is rejected at once (listed in set `empty`) or simply absent. */
   readonly rejectsEmpty: boolean;
   /** The rule of slot chain `to<i>`: DNAT to the backend that map `slot<i>` has for the key. */
@@ -38,6 +41,8 @@ export const VIP_KIND: TableKind = {
   keyType: 'ipv4_addr',
   dataType: 'ipv4_addr',
   chainPrefix: 'svc',
+  match: (vip) => `ip daddr ${vip}`,
+  keyOfMatch: (text) => /^ip daddr (\d+\.\d+\.\d+\.\d+)$/.exec(text)?.[1],
   rejectsEmpty: true,
   slotRule: (map) => `dnat to ip daddr map @${map}`,
   // A VIP with no running task is rejected in a filter chain (a nat chain cannot reject) instead of leaving the client waiting.
@@ -66,6 +71,9 @@ const PORT_KIND: Omit<TableKind, 'table' | 'chainPrefix' | 'hooks'> = {
   keyType: 'inet_proto . inet_service',
   dataType: 'ipv4_addr . inet_service',
   rejectsEmpty: false,
+  // As nft lists it: `meta l4proto tcp` and the transport header's port.
+  match: (key) => { const [proto, port] = key.split(' . '); return `${proto} dport ${port}`; },
+  keyOfMatch: (text) => { const m = /^(tcp|udp) dport (\d+)$/.exec(text); return m ? `${m[1]} . ${m[2]}` : undefined; },
   slotRule: (map) => `dnat ip to meta l4proto . th dport map @${map}`,
   udpTarget: (port, backend) => (port.startsWith('udp ') ? backend.split(' . ')[0] : undefined),
   address: (backend) => backend.split(' . ')[0]!,

@@ -4,26 +4,83 @@ import { nativeAddon } from '../util/cjs.js';
 import { run } from '../util/exec.js';
 import { errorMessage } from '../util/errors.js';
 import { forEachLimited } from '../util/serial.js';
-import { VIP_KIND, type TableKind } from './lbkinds.js';
-import { arrange, arrangeOne, changedVips, countersOf, elementArgs, hitKey, lbChanges, lbScript, parseCounters, type Entries, type VipEntry } from './lbtable.js';
+import { elementHex, VIP_KIND, type TableKind } from './lbkinds.js';
+import { arrange, arrangeOne, bucketOf, changedVips, countersOf, elementArgs, hitKey, lbChanges, lbScript, parseCounters, SPARE_SLOTS, type Entries, type VipEntry } from './lbtable.js';
 
 export { arrange, countersOf, lbScript, lbTable, parseCounters, LB_TABLE, type VipEntry } from './lbtable.js';
 
 /** Connections a node's balancers sent to one backend of a service. */
 export interface BackendHits { service: string; backend: string; connections: number }
 
-const addon = nativeAddon<{ nftsetIn(netns: string, table: string, args: string[]): Promise<void> }>('berth-netns.node', 'service balancers');
+/** An element a `~` argument deleted, with its count as the commit left it. */
+interface GoneElement { set: string; key: string; packets: number }
+const addon = nativeAddon<{ nftsetIn(netns: string, table: string, args: string[]): Promise<GoneElement[]> }>('berth-netns.node', 'service balancers');
+
+type Change = readonly [VipEntry | undefined, VipEntry | undefined];
 
 /**
- * A change of elements (and of a VIP's dispatch rule) goes over netlink from berthd itself, on a
- * socket the addon makes inside the sandbox (native/berth-nftsetin.c): it was a berth-nftset
- * process, 3-10 ms quiet and 50 ms and more under load, on every node, for each task that came or
- * went. Anything else is an `nft` script.
+ * The slot elements the changed VIPs had, by `slot<i>/<key in hex>` (as elementArgs writes them),
+ * with the counter each is, and whether its backend stays but moves to a lower slot (its VIP has
+ * fewer backends now). Their counts are read as the change deletes them: a moved backend's would
+ * otherwise lose its connections since the last scrape on every scale-down, and a leaving one's
+ * are then counted to its last connection.
  */
-async function applyScript(script: string, netns: string, known: boolean, kind: TableKind): Promise<void> {
+interface OldElement { slot: string; key: string; counter: string; moved: boolean }
+function oldElements(changed: Change[]): Map<string, OldElement> {
+  const out = new Map<string, OldElement>();
+  for (const [old, e] of changed) {
+    if (!old) continue;
+    const stays = e && e.service === old.service ? e.backends : [];
+    old.backends.forEach((ip, slot) => {
+      const now = stays.indexOf(ip);
+      out.set(`slot${slot}/${elementHex(old.vip)}`, { slot: `slot${slot}`, key: old.vip, counter: hitKey(old.service, old.vip, slot, ip), moved: now >= 0 && now !== slot });
+    });
+  }
+  return out;
+}
+
+/**
+ * A change of elements and bucket rules goes over netlink from berthd itself, on a socket the
+ * addon makes inside the sandbox (native/berth-nftsetin.c): it was a berth-nftset process, 3-10
+ * ms quiet and 50 ms and more under load, on every node, for each task that came or went. The
+ * old elements are deleted with the kernel's echo of their counters (`~`), as the commit leaves
+ * them: there was an `nft get element` of the moved ones before each scale-down (16-23 ms under
+ * load), and the connections between that read and the change were lost. Anything else is an
+ * `nft` script, with the moved counters read just before it. Returns the counts read.
+ */
+async function applyScript(script: string, netns: string, known: boolean, kind: TableKind, old: Map<string, OldElement>): Promise<Map<string, number>> {
   const args = known ? elementArgs(script, kind) : undefined;
-  if (!args) return nftApply(script, { netns });
-  if (args.length > 1) await addon().nftsetIn(netns, args[0]!, args.slice(1));
+  if (!args) {
+    const moved = [...old.values()].filter((m) => m.moved);
+    const counts = moved.length ? await readMoved(netns, moved, kind) : new Map<string, number>();
+    await nftApply(script, { netns });
+    return counts;
+  }
+  if (args.length <= 1) return new Map();
+  const echoed = args.map((a, i) => (i > 0 && a.startsWith('-') && old.has(a.slice(1)) ? `~${a.slice(1)}` : a));
+  const gone = await addon().nftsetIn(netns, echoed[0]!, echoed.slice(1));
+  const counts = new Map<string, number>();
+  for (const g of gone) {
+    const m = old.get(`${g.set}/${g.key}`);
+    if (m) counts.set(m.counter, g.packets);
+  }
+  return counts;
+}
+
+/** The moved elements' counts read before an `nft` script changes them: one `nft get element` per slot map. */
+async function readMoved(netns: string, moved: OldElement[], kind: TableKind): Promise<Map<string, number>> {
+  // By slot map, each key's counter.
+  const bySlot = new Map<string, Map<string, string>>();
+  for (const m of moved) bySlot.set(m.slot, (bySlot.get(m.slot) ?? new Map<string, string>()).set(m.key, m.counter));
+  const out = new Map<string, number>();
+  for (const [slot, counters] of bySlot) {
+    const r = await run('nft', ['get', 'element', 'ip', kind.table, slot, `{ ${[...counters.keys()].join(', ')} }`], { netns });
+    for (const m of r.stdout.matchAll(/([\w.]+(?: \. [\w.]+)*) counter packets (\d+) bytes \d+ : /g)) {
+      const counter = counters.get(m[1]!);
+      if (counter) out.set(counter, Number(m[2]));
+    }
+  }
+  return out;
 }
 
 async function readCounters(netns: string, entries: Entries, kind: TableKind): Promise<Map<string, number>> {
@@ -32,41 +89,31 @@ async function readCounters(netns: string, entries: Entries, kind: TableKind): P
   return parseCounters(r.stdout, entries);
 }
 
-type Change = readonly [VipEntry | undefined, VipEntry | undefined];
-
-/**
- * The counts of the elements whose backend stays but moves to a lower slot (its VIP has fewer
- * backends now), read just before the change deletes them: without this a scale-down would lose
- * the moved backends' connections since the last scrape. One `nft get element` per slot map
- * involved; a change that moves nothing (a backend replaced, one added) reads nothing.
- */
-async function movedCounts(netns: string, changed: Change[], kind: TableKind): Promise<Map<string, number>> {
-  const bySlot = new Map<number, Map<string, string>>();
-  for (const [old, e] of changed) {
-    if (!old || !e || old.service !== e.service) continue;
-    old.backends.forEach((ip, slot) => {
-      const now = e.backends.indexOf(ip);
-      if (now >= 0 && now !== slot) bySlot.set(slot, (bySlot.get(slot) ?? new Map()).set(old.vip, hitKey(old.service, old.vip, slot, ip)));
-    });
-  }
-  const out = new Map<string, number>();
-  for (const [slot, keys] of bySlot) {
-    const r = await run('nft', ['get', 'element', 'ip', kind.table, `slot${slot}`, `{ ${[...keys.keys()].join(', ')} }`], { netns });
-    for (const m of r.stdout.matchAll(/([\w.]+(?: \. [\w.]+)*) counter packets (\d+) bytes \d+ : /g)) {
-      const key = keys.get(m[1]!);
-      if (key) out.set(key, Number(m[2]));
-    }
-  }
-  return out;
-}
-
 /**
  * What berth applied in a sandbox: the arranged entries by VIP, how many VIPs have each number of
  * backends (the slots needed are the largest, which a patch of a few VIPs must know without
  * walking the others), the slots the table has (`built`: at least those, see `slotsBuilt`), each
- * element's count as last read, and how many slots hold each backend.
+ * element's count as last read, how many slots hold each backend, and the balanced VIPs of each
+ * bucket chain (which a patch writes again whole when one of them changes).
  */
-interface Applied { netns: string; entries: Map<string, VipEntry>; lengths: Map<number, number>; built: number; counted: Map<string, number>; uses: Map<string, number> }
+interface Applied { netns: string; entries: Map<string, VipEntry>; lengths: Map<number, number>; built: number; counted: Map<string, number>; uses: Map<string, number>; buckets: BucketIndex }
+
+type BucketIndex = Map<number, Map<string, VipEntry>>;
+function indexBuckets(entries: Iterable<VipEntry>): BucketIndex {
+  const index: BucketIndex = new Map();
+  for (const e of entries) if (e.backends.length) place(index, e);
+  return index;
+}
+function place(index: BucketIndex, e: VipEntry): void {
+  const b = bucketOf(e.vip);
+  const members = index.get(b) ?? new Map<string, VipEntry>();
+  index.set(b, members.set(e.vip, e));
+}
+function unplace(index: BucketIndex, e: VipEntry): void {
+  const b = bucketOf(e.vip);
+  const members = index.get(b);
+  if (members?.delete(e.vip) && !members.size) index.delete(b);
+}
 
 /**
  * A change of some of a sandbox's VIPs only: `entries` as they are now (the others stay as they
@@ -76,8 +123,8 @@ interface Applied { netns: string; entries: Map<string, VipEntry>; lengths: Map<
 export interface LbPatch { netns: string; entries: VipEntry[]; removed: string[]; whole: () => VipEntry[] }
 
 const slotsIn = (lengths: Map<number, number>) => Math.max(0, ...lengths.keys());
-/** The slots a table has after a change: what its VIPs need when made whole, else also any it had (lbtable's `slotsBuilt`). */
-const builtAfter = (whole: boolean, had: number, lengths: Map<number, number>) => (whole ? slotsIn(lengths) : Math.max(had, slotsIn(lengths)));
+/** The slots a table has after a change: what its VIPs need and the spare when made whole (lbTable), else also any it had (lbtable's `slotsBuilt`). */
+const builtAfter = (whole: boolean, had: number, lengths: Map<number, number>) => (whole ? slotsIn(lengths) + SPARE_SLOTS : Math.max(had, slotsIn(lengths)));
 function countLength(lengths: Map<number, number>, n: number, by: number): void {
   const c = (lengths.get(n) ?? 0) + by;
   if (c > 0) lengths.set(n, c);
@@ -90,11 +137,12 @@ function countLength(lengths: Map<number, number>, n: number, by: number): void 
  * A namespace takes its table with it when it goes.
  *
  * Each backend's connections are counted in each sandbox; `hits()` sums them over the sandboxes.
- * The count a sandbox or a counter had when it went, as the last scrape read it, is kept, so a
- * backend's total never goes down while this berthd runs (Prometheus would take a drop for a
- * restart of the counter). The connections since that scrape of a backend that leaves are not
- * counted: reading all counters is a listing of the whole table, which a change of the balancer
- * must not wait for (a backend that moves to a lower slot is read alone, see `movedCounts`).
+ * The count a sandbox or a counter had when it went is kept, so a backend's total never goes down
+ * while this berthd runs (Prometheus would take a drop for a restart of the counter): a counter
+ * that a change of elements deletes is read as it goes (see `oldElements`); one that goes by an
+ * `nft` script (a VIP removed, a sandbox gone) keeps what the last scrape read, as reading all
+ * counters is a listing of the whole table, which a change of the balancer must not wait for (a
+ * backend that moves to a lower slot is still read before such a script).
  */
 export class ServiceBalancers {
   private readonly applied = new Map<string, Applied>();
@@ -143,15 +191,19 @@ export class ServiceBalancers {
         const wasBuilt = had.built;
         const wasEmpty = !had.entries.size;
         // Merged in place: a sandbox whose change fails is forgotten, and made whole at its next change.
+        const hadBucket = new Map<number, boolean>();
         for (const [old, e] of changed) {
-          if (old) { had.entries.delete(old.vip); countLength(had.lengths, old.backends.length, -1); }
-          if (e) { had.entries.set(e.vip, e); countLength(had.lengths, e.backends.length, 1); }
+          const b = bucketOf((old ?? e)!.vip);
+          if (!hadBucket.has(b)) hadBucket.set(b, had.buckets.has(b));
+          if (old) { had.entries.delete(old.vip); countLength(had.lengths, old.backends.length, -1); unplace(had.buckets, old); }
+          if (e) { had.entries.set(e.vip, e); countLength(had.lengths, e.backends.length, 1); if (e.backends.length) place(had.buckets, e); }
         }
         // A table that was not there, or goes: made whole, or deleted.
         const whole = wasEmpty || !had.entries.size;
         const built = builtAfter(whole, wasBuilt, had.lengths);
-        const script = whole ? lbScript(undefined, [...had.entries.values()], 0, this.kind) : lbChanges(changed, wasBuilt, built, this.kind);
-        await this.commit(id, p.netns, had, had.entries, had.lengths, built, changed, script);
+        const around = () => ({ had: (b: number) => hadBucket.get(b) ?? had.buckets.has(b), now: (b: number) => [...(had.buckets.get(b)?.values() ?? [])] });
+        const script = whole ? lbScript(undefined, [...had.entries.values()], 0, this.kind) : lbChanges(changed, wasBuilt, built, this.kind, around);
+        await this.commit(id, p.netns, had, had.entries, had.lengths, built, changed, script, had.buckets);
       }));
     });
   }
@@ -161,7 +213,7 @@ export class ServiceBalancers {
     if (had && had.netns !== netns) { this.forget(id); had = undefined; }
     if (!had?.entries.size && !want.length) {
       // Known to have no table, so that a patch need not ask for the whole of a sandbox on no service's network.
-      if (!had) this.applied.set(id, { netns, entries: new Map(), lengths: new Map(), built: 0, counted: new Map(), uses: new Map() });
+      if (!had) this.applied.set(id, { netns, entries: new Map(), lengths: new Map(), built: 0, counted: new Map(), uses: new Map(), buckets: new Map() });
       return;
     }
     const entries = arrange(had?.entries, want);
@@ -171,25 +223,25 @@ export class ServiceBalancers {
     const lengths = new Map<number, number>();
     for (const e of entries) countLength(lengths, e.backends.length, 1);
     const built = builtAfter(!had?.entries.size || !entries.length, had?.built ?? 0, lengths);
-    await this.commit(id, netns, had, new Map(entries.map((e) => [e.vip, e])), lengths, built, changed, script);
+    await this.commit(id, netns, had, new Map(entries.map((e) => [e.vip, e])), lengths, built, changed, script, indexBuckets(entries));
   }
 
   /** Applies a sandbox's script and keeps its counters' and backends' books by the VIPs it changed. */
-  private async commit(id: string, netns: string, had: Applied | undefined, entries: Map<string, VipEntry>, lengths: Map<number, number>, built: number, changed: Change[], script: string): Promise<void> {
+  private async commit(id: string, netns: string, had: Applied | undefined, entries: Map<string, VipEntry>, lengths: Map<number, number>, built: number, changed: Change[], script: string, buckets: BucketIndex): Promise<void> {
     try {
-      const moved = had ? await movedCounts(netns, changed, this.kind) : new Map<string, number>();
       let remade = !had;
-      await applyScript(script, netns, !!had, this.kind).catch(async (e) => {
+      const read = await applyScript(script, netns, !!had, this.kind, had ? oldElements(changed) : new Map<string, OldElement>()).catch(async (e) => {
         if (!had) throw e;
         // The table was not what berth last applied (changed by hand): made whole, counters anew.
         this.log(`services: balancer of ${id.slice(0, 12)} remade: ${errorMessage(e)}`);
         await nftApply(lbScript(undefined, [...entries.values()], 0, this.kind), { netns });
         remade = true;
-        built = slotsIn(lengths);
+        built = slotsIn(lengths) + SPARE_SLOTS;
+        return new Map<string, number>();
       });
-      // The counts of the elements that stayed go on; those of elements gone are kept as retired.
+      // The counts of the elements that stayed go on; those of elements gone are kept as retired (as they went, where read).
       let counted = had?.counted ?? new Map<string, number>();
-      for (const [c, n] of moved) if (counted.has(c)) counted.set(c, n);
+      for (const [c, n] of read) if (counted.has(c)) counted.set(c, n);
       if (remade) {
         for (const [c, n] of counted) this.retire(c, n);
         counted = new Map();
@@ -213,7 +265,7 @@ export class ServiceBalancers {
           else { uses.delete(ip); left.push(ip); }
         }
       }
-      this.applied.set(id, { netns, entries, lengths, built, counted, uses });
+      this.applied.set(id, { netns, entries, lengths, built, counted, uses, buckets });
       this.dropFlows(id, netns, left);
     } catch (e) {
       // The namespace went meanwhile (the container stopped): nothing to balance there.

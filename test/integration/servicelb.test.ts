@@ -63,6 +63,13 @@ describe('service balancer counters', () => {
     assert.equal(second['10.77.0.6'], first['10.77.0.6']);
     assert.equal(second['10.77.0.5']! + second['10.77.0.7']! - first['10.77.0.5']!, 10);
     assert.equal(await total(), 30);
+    // Connections since that reading, then .7 leaves: its element's count is read as it goes, to the last one.
+    await connect(6);
+    await sync('c1', ['10.77.0.5', '10.77.0.8']);
+    const third = await hits();
+    assert.equal(await total(), 36, JSON.stringify(third));
+    assert.equal(third['10.77.0.7']! + third['10.77.0.5']! - second['10.77.0.7']! - second['10.77.0.5']!, 6);
+    assert.ok(third['10.77.0.7']! > second['10.77.0.7']!, `the leaving backend's last connections are counted: ${JSON.stringify(third)}`);
   });
 
   it('takes a VIP\'s backends in turn, also after one is replaced by its slot\'s element alone', async () => {
@@ -79,11 +86,11 @@ describe('service balancer counters', () => {
     assert.equal(replaced['10.77.0.15'], 10);
     assert.equal(replaced['10.77.0.13'], after['10.77.0.13'], 'the replaced backend keeps its count');
     // Scaled down to the backends of slots 2 and 3, which move to slots 0 and 1: their connections since the last
-    // reading are read before their elements go (those of backends that leave are not: see ServiceBalancers).
+    // reading are read as their elements go, and so are those of the backends that leave.
     await connect(8);
     await sync('c1', ['10.77.0.14', '10.77.0.15']);
     const scaled = await hits();
-    for (const ip of ['10.77.0.15', '10.77.0.14']) assert.equal(scaled[ip]! - replaced[ip]!, 2, `${ip}: ${JSON.stringify(scaled)}`);
+    for (const ip of ['10.77.0.15', '10.77.0.14', '10.77.0.11', '10.77.0.12']) assert.equal(scaled[ip]! - replaced[ip]!, 2, `${ip}: ${JSON.stringify(scaled)}`);
     await connect(4);
     assert.deepEqual([(await hits())['10.77.0.14']! - scaled['10.77.0.14']!, (await hits())['10.77.0.15']! - scaled['10.77.0.15']!], [2, 2]);
   });
@@ -113,8 +120,9 @@ describe('service balancer counters', () => {
     return out;
   };
   /**
-   * The shape without the slots a changed table keeps beyond what its VIPs need (slot maps with no
-   * element, their chains, and the rr maps past them), which a table made whole does not have.
+   * The shape without the slots a table has beyond what its VIPs need (slot maps with no element,
+   * their chains, and the rr maps past them): a changed table keeps the slots it made, and one made
+   * whole has SPARE_SLOTS.
    */
   const lean = async (netns: string) => {
     const out = await shape(netns);
@@ -186,7 +194,7 @@ describe('service balancer counters', () => {
         await nftApply(`table ip ${LB_TABLE}\ndelete table ip ${LB_TABLE}\n${entries.length ? lbTable(arranged) : ''}`, { netns: `/run/netns/${fresh}` });
         if (!entries.length) continue;
         compared++;
-        assert.deepEqual(await lean(netns), await shape(`/run/netns/${fresh}`), `step ${step}: ${JSON.stringify(entries)}`);
+        assert.deepEqual(await lean(netns), await lean(`/run/netns/${fresh}`), `step ${step}: ${JSON.stringify(entries)}`);
       }
       // The next test wants a table here.
       await lb.sync(new Map([['c2', { netns, entries: [{ service: services[0]!, vip: '10.71.0.200', backends: ['10.71.0.5'] }] }]]), false);
@@ -207,7 +215,7 @@ describe('service balancer counters', () => {
         model.set(e.vip, arrangeOne(model.get(e.vip), e));
         await lb.patch(new Map([['c4', { netns: lbNetns, entries: [e], removed: [], whole: () => [...model.values()] }]]));
         await makeWhole([...model.values()], wholeNetns);
-        assert.deepEqual(await lean(lbNetns), await shape(wholeNetns), what);
+        assert.deepEqual(await lean(lbNetns), await lean(wholeNetns), what);
       };
       await step('made whole (unknown sandbox)', entry('a', 3));
       await step('b added with 3', entry('b', 3));
@@ -257,7 +265,7 @@ describe('service balancer counters', () => {
         }
         await makeWhole([...model.values()], wholeNetns);
         compared++;
-        assert.deepEqual(await lean(lbNetns), await shape(wholeNetns), `step ${step}: ${JSON.stringify({ entries, removed })}`);
+        assert.deepEqual(await lean(lbNetns), await lean(wholeNetns), `step ${step}: ${JSON.stringify({ entries, removed })}`);
       }
       assert.ok(!logs.some((l) => l.includes('c3')), `a patch did not apply: ${logs.join('\n')}`);
       assert.ok(compared >= 40 && resized >= 5, `compared ${compared}, resized ${resized}, emptied ${emptied}`);
@@ -282,11 +290,11 @@ describe('service balancer counters', () => {
       await connect(40, to);
       const replaced = await mine();
       assert.deepEqual(replaced, { '10.78.0.11': 20, '10.78.0.12': 20, '10.78.0.13': 10, '10.78.0.14': 20, '10.78.0.15': 10, '10.78.0.21': 0 });
-      // Scaled down: .14 and .15 move to slots 0 and 1, their connections since the last reading read before their elements go.
+      // Scaled down: .14 and .15 move to slots 0 and 1, .11 and .12 leave; the connections since the last reading of all four are read as their elements go.
       await connect(8, to);
       await patch(['10.78.0.14', '10.78.0.15']);
       const scaled = await mine();
-      assert.deepEqual([scaled['10.78.0.14'], scaled['10.78.0.15']], [22, 12]);
+      assert.deepEqual([scaled['10.78.0.14'], scaled['10.78.0.15'], scaled['10.78.0.11'], scaled['10.78.0.12']], [22, 12, 22, 22]);
       await connect(4, to);
       const after = await mine();
       assert.deepEqual([after['10.78.0.14'], after['10.78.0.15']], [24, 14]);
@@ -368,7 +376,7 @@ describe('the ingress sandbox\'s balancer', () => {
     assert.match(listed, /tcp \. 8080 counter packets 0 bytes 0 : 10\.79\.1\.7 \. 80/);
     assert.deepEqual(tally(await ask(6)), { '10.79.1.5:80': 3, '10.79.1.7:80': 3 });
     assert.deepEqual(await hits(), { '10.79.1.5': 8, '10.79.1.6': 5, '10.79.1.7': 3 });
-    // A third backend (a new slot, through nft), then back to one (its rule replaced by berth-nftset).
+    // A third backend (the spare slot the table was made with), then back to one (the port's bucket rules written again by berthd's batch).
     await sync(['10.79.1.5 . 80', '10.79.1.7 . 80', '10.79.1.8 . 80']);
     assert.deepEqual(tally(await ask(6)), { '10.79.1.5:80': 2, '10.79.1.7:80': 2, '10.79.1.8:80': 2 });
     await sync(['10.79.1.8 . 80']);
@@ -418,10 +426,46 @@ describe('nftsetIn: a balancer\'s change sent from berthd into a sandbox', () =>
     assert.doesNotMatch(after, /10\.0\.0\.2/);
     assert.match(after, /10\.0\.0\.3 \. 80 counter packets 0 bytes 0 : 10\.0\.0\.9 \. 80/);
     await assert.rejects(addon().nftsetIn(netns, 'berth_t', ['+slot0/zz']), /bad element \+slot0\/zz/);
+    // `~` deletes and says the element's count as it went; `-` says nothing; a replaced element's old count comes back.
+    await runOk('nft', ['add', 'element', 'ip', 'berth_t', 'slot1', '{ 10.0.0.2 . 80 counter packets 7 bytes 420 : 10.0.0.9 . 80 }'], { netns });
+    await runOk('nft', ['add', 'element', 'ip', 'berth_t', 'slot1', '{ 10.0.0.4 . 80 counter packets 4294967301 bytes 1 : 10.0.0.9 . 80 }'], { netns });
+    assert.deepEqual(await addon().nftsetIn(netns, 'berth_t', [`~slot1/${K1}`, `+slot1/${K1}:${D}`, '~slot1/0a00000400500000', `-slot0/${K2}`]), [
+      { set: 'slot1', key: K1, packets: 7 }, { set: 'slot1', key: '0a00000400500000', packets: 4294967301 },
+    ]);
+    assert.match(await listed(), /10\.0\.0\.2 \. 80 counter packets 0 bytes 0 : 10\.0\.0\.9 \. 80/);
+    assert.deepEqual(await addon().nftsetIn(netns, 'berth_t', [`-slot1/${K1}`]), []);
+    await assert.rejects(addon().nftsetIn(netns, 'berth_t', [`~slot1/${K1}`]), new RegExp(`berth_t ~slot1/${K1}: No such file or directory`));
     await assert.rejects(addon().nftsetIn(`${netns}-none`, 'berth_t', [`-slot0/${K2}`]), new RegExp(`${netns}-none: No such file or directory`));
     // Every socket closed (by a detached thread, so give it a moment): none holds the namespace.
     let now = await fds();
     for (let i = 0; i < 50 && now > before; i++, now = await fds()) await new Promise((r) => setTimeout(r, 20));
     assert.equal(now, before);
+  });
+
+  it('writes a bucket chain\'s rules as nft writes them: a VIP\'s or a port\'s match, then goto to0 or numgen over rrN', async () => {
+    await nftApply([
+      'table ip berth_t {',
+      '  map rr2 { typeof numgen inc mod 2 : verdict; }',
+      '  chain to0 {', '  }', '  chain to1 {', '  }',
+      '  chain b1 {', '    ip daddr 10.0.0.99 goto to1', '  }',
+      '}', '',
+    ].join('\n'), { netns });
+    await runOk('nft', ['add', 'element', 'ip', 'berth_t', 'rr2', '{ 0 : goto to0, 1 : goto to1 }'], { netns });
+    // Flushed and written again in one transaction: the old rule goes, the new ones in order.
+    await addon().nftsetIn(netns, 'berth_t', ['=b1', '>b1/0a0000fe/2', '>b1/060000001f900000/1', '>b1/1100000000350000/2']);
+    const chain = async () => (await runOk('nft', ['list', 'chain', 'ip', 'berth_t', 'b1'], { netns })).toString().split('\n').map((l) => l.trim()).filter((l) => /dport|daddr/.test(l));
+    const written = await chain();
+    assert.deepEqual(written, ['ip daddr 10.0.0.254 numgen inc mod 2 vmap @rr2', 'tcp dport 8080 goto to0', 'udp dport 53 numgen inc mod 2 vmap @rr2']);
+    // The same rules made by nft are the same expressions (what a table made whole has).
+    const json = async () => JSON.stringify((JSON.parse((await runOk('nft', ['-j', 'list', 'chain', 'ip', 'berth_t', 'b1'], { netns })).toString()) as { nftables: Array<{ rule?: { expr: unknown } }> }).nftables.flatMap((i) => (i.rule ? [i.rule.expr] : [])));
+    const fromAddon = await json();
+    await nftApply(['flush chain ip berth_t b1', ...written.map((r) => `add rule ip berth_t b1 ${r}`), ''].join('\n'), { netns });
+    assert.equal(await json(), fromAddon);
+    // A bad rule, or one whose map is not there: refused, nothing changed.
+    await assert.rejects(addon().nftsetIn(netns, 'berth_t', ['=b1', '>b1/0a00/2']), /bad rule >b1\/0a00\/2/);
+    await assert.rejects(addon().nftsetIn(netns, 'berth_t', ['=b1', '>b1/0a0000fe/0']), /bad rule/);
+    await assert.rejects(addon().nftsetIn(netns, 'berth_t', ['=b1', '>b1/0a0000fe/3']), /berth_t >b1\/0a0000fe\/3: No such file or directory/);
+    assert.deepEqual(await chain(), written);
+    await runOk('nft', ['delete', 'table', 'ip', 'berth_t'], { netns });
   });
 });

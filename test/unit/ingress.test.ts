@@ -78,7 +78,7 @@ describe('the routing mesh\'s nft text', () => {
 
   it('the sandbox balances its ports with the slot tables of a VIP, keyed by protocol and port, and SNATs to its own address', () => {
     const kind = ingressKind('10.0.0.2');
-    const C = 'port_svc012345678_tcp_8080';
+    const C = 'port_b142';
     const entries = arrange(undefined, [{ service: web.service, vip: 'tcp . 8080', backends: ['10.0.0.9 . 80', '10.0.0.7 . 80'] }]);
     const t = lbTable(entries, kind);
     assert.match(t, /^table ip berth_ingress \{$/m);
@@ -86,7 +86,7 @@ describe('the routing mesh\'s nft text', () => {
     assert.match(t, /map slot0 \{\n {4}type inet_proto \. inet_service : ipv4_addr \. inet_service\n {4}counter\n {4}elements = \{ tcp \. 8080 : 10\.0\.0\.7 \. 80 \}/);
     assert.match(t, /map slot1 \{[^}]*elements = \{ tcp \. 8080 : 10\.0\.0\.9 \. 80 \}/);
     assert.match(t, /chain to0 \{\n {4}dnat ip to meta l4proto \. th dport map @slot0\n/);
-    assert.match(t, new RegExp(`chain ${C} \\{\\n {4}numgen inc mod 2 vmap @rr2\\n`));
+    assert.match(t, new RegExp(`chain ${C} \\{\\n {4}tcp dport 8080 numgen inc mod 2 vmap @rr2\\n`));
     assert.match(t, /ip daddr 10\.0\.0\.2 meta l4proto \. th dport vmap @ports/);
     assert.match(t, /ct status dnat snat to 10\.0\.0\.2/);
     assert.doesNotMatch(t, /empty|reject/, 'a port with no running task has no element: the sandbox itself refuses it');
@@ -100,11 +100,15 @@ describe('the routing mesh\'s nft text', () => {
     assert.deepEqual(elementArgs(script, kind), ['berth_ingress', '-slot1/060000001f900000', '+slot1/060000001f900000:0a00000800500000']);
     // A third backend: the port's rule goes to rr3, still no `nft` once the table has the slots.
     const three = arrange(after, [{ service: web.service, vip: 'tcp . 8080', backends: ['10.0.0.7 . 80', '10.0.0.8 . 80', '10.0.0.6 . 80'] }]);
-    assert.equal(elementArgs(lbScript(after, three, 3, kind), kind)?.at(-1), `=${C}/3`);
-    // The last backend gone: the port leaves the table, its element first.
+    assert.deepEqual(elementArgs(lbScript(after, three, 3, kind), kind)?.slice(-2), [`=${C}`, `>${C}/060000001f900000/3`]);
+    // The last backend gone: the port leaves the table, its element before its bucket's chain.
     const gone = lbScript(after, arrange(after, [{ service: 'other', vip: 'udp . 53', backends: ['10.0.0.5 . 53'] }]), undefined, kind).trim().split('\n');
-    assert.equal(gone[0], 'delete element ip berth_ingress ports { tcp . 8080 }');
-    assert.ok(gone.includes('add element ip berth_ingress ports { udp . 53 : goto port_other_udp_53 }'));
+    const elementGone = gone.indexOf('delete element ip berth_ingress ports { tcp . 8080 }');
+    assert.ok(elementGone >= 0 && elementGone < gone.indexOf(`delete chain ip berth_ingress ${C}`), gone.join('\n'));
+    // The new port's bucket chain before the element that goes to it.
+    assert.ok(gone.indexOf('add chain ip berth_ingress port_b66') < gone.indexOf('add element ip berth_ingress ports { udp . 53 : goto port_b66 }'));
+    assert.ok(gone.includes('add element ip berth_ingress ports { udp . 53 : goto port_b66 }'));
+    assert.ok(gone.includes('add rule ip berth_ingress port_b66 udp dport 53 goto to0'));
     assert.equal(elementHex('udp . 53'), '1100000000350000');
     // The kernel lists a concatenation as its parts.
     const json = JSON.stringify({ nftables: [{ map: { name: 'slot0', elem: [[{ elem: { val: { concat: ['tcp', 8080] }, counter: { packets: 7 } } }, { concat: ['10.0.0.7', 80] }]] } }] });

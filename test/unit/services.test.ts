@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { reconcile, restartDecision } from '../../src/cluster/reconcile.js';
 import { matches, normaliseSpec, parseConstraint, upToDateWith, type NodeView, type ServiceRecord, type TaskRecord, type UpdateConfig } from '../../src/cluster/servicemodel.js';
-import { arrange, arrangeOne, countersOf, elementArgs, lbChanges, lbScript, lbTable, parseCounters } from '../../src/network/lbtable.js';
+import { arrange, arrangeOne, bucketOf, bucketsAround, BUCKETS, countersOf, elementArgs, lbChanges, lbScript, lbTable, parseCounters } from '../../src/network/lbtable.js';
+import { VIP_KIND } from '../../src/network/lbkinds.js';
 import type { LbPatch, ServiceBalancers, VipEntry } from '../../src/network/servicelb.js';
 import type { EndpointRecord } from '../../src/network/overlay.js';
 import type { WatchEvent } from '../../src/cluster/store.js';
@@ -287,14 +288,16 @@ describe('service specs and constraints', () => {
 });
 
 describe('the sandbox balancer table', () => {
-  it('maps each VIP to a chain taking slots in turn with numgen, a map per slot with a counter per element, and rejects a VIP with no backend', () => {
+  it('maps each VIP to its bucket chain, where its rule takes slots in turn with numgen, a map per slot with a counter per element, and rejects a VIP with no backend', () => {
     const text = lbTable(arrange(undefined, [
       { service: 'aaaaaaaaaaaaZZZ', vip: '10.0.0.254', backends: ['10.0.0.4', '10.0.0.3'] },
       { service: 'bbbbbbbbbbbbYYY', vip: '10.0.0.253', backends: ['10.0.0.9', '10.0.0.9'] },
       { service: 'cccccccccccc', vip: '10.0.0.252', backends: [] },
     ]));
-    const A = 'svc_aaaaaaaaaaaa_10_0_0_254';
-    const B = 'svc_bbbbbbbbbbbb_10_0_0_253';
+    // The buckets of these addresses (FNV-1a of the text, mod 256): a restarted berthd must find them where it left them.
+    assert.deepEqual([bucketOf('10.0.0.254'), bucketOf('10.0.0.253'), bucketOf('tcp . 8080')], [5, 0, 142]);
+    const A = 'svc_b5';
+    const B = 'svc_b0';
     assert.equal(text, [
       'table ip berth_svc {',
       '  map slot0 {',
@@ -307,9 +310,18 @@ describe('the sandbox balancer table', () => {
       '    counter',
       '    elements = { 10.0.0.254 : 10.0.0.4 }',
       '  }',
+      // The spare slot: a VIP grown by one needs no new map.
+      '  map slot2 {',
+      '    type ipv4_addr : ipv4_addr',
+      '    counter',
+      '  }',
       '  map rr2 {',
       '    typeof numgen inc mod 2 : verdict',
       '    elements = { 0 : goto to0, 1 : goto to1 }',
+      '  }',
+      '  map rr3 {',
+      '    typeof numgen inc mod 3 : verdict',
+      '    elements = { 0 : goto to0, 1 : goto to1, 2 : goto to2 }',
       '  }',
       '  map vips {',
       '    type ipv4_addr : verdict',
@@ -334,11 +346,14 @@ describe('the sandbox balancer table', () => {
       '  chain to1 {',
       '    dnat to ip daddr map @slot1',
       '  }',
+      '  chain to2 {',
+      '    dnat to ip daddr map @slot2',
+      '  }',
       `  chain ${B} {`,
-      '    goto to0',
+      '    ip daddr 10.0.0.253 goto to0',
       '  }',
       `  chain ${A} {`,
-      '    numgen inc mod 2 vmap @rr2',
+      '    ip daddr 10.0.0.254 numgen inc mod 2 vmap @rr2',
       '  }',
       '}',
       '',
@@ -361,8 +376,8 @@ describe('the sandbox balancer table', () => {
     assert.deepEqual(arrange(two, [{ service: 'other', vip, backends: ['10.0.0.9', '10.0.0.3'] }])[0]!.backends, ['10.0.0.3', '10.0.0.9']);
   });
 
-  it('a change is only what differs: a replaced backend is its slot\'s element, a count change the VIP\'s rule and any slot it is the first to need; an unknown table is made whole', () => {
-    const A = 'svc_aaaaaaaaaaaa_10_0_0_254';
+  it('a change is only what differs: a replaced backend is its slot\'s element, a count change the rules of the VIP\'s bucket and any slot it is the first to need; an unknown table is made whole', () => {
+    const A = 'svc_b5';
     const T = 'ip berth_svc';
     const before = arrange(undefined, [{ service: 'aaaaaaaaaaaaZZZ', vip: '10.0.0.254', backends: ['10.0.0.4', '10.0.0.3'] }, { service: 'dddddddddddd', vip: '10.0.0.250', backends: ['10.0.0.7'] }]);
     const after = arrange(before, [{ service: 'aaaaaaaaaaaaZZZ', vip: '10.0.0.254', backends: ['10.0.0.4', '10.0.0.5'] }, { service: 'dddddddddddd', vip: '10.0.0.250', backends: ['10.0.0.7'] }]);
@@ -372,38 +387,42 @@ describe('the sandbox balancer table', () => {
     assert.deepEqual(elementArgs(replaced), ['berth_svc', '-slot0/0a0000fe', '+slot0/0a0000fe:0a000005']);
     assert.equal(lbScript(before, before), '');
     const grown = arrange(after, [{ service: 'aaaaaaaaaaaaZZZ', vip: '10.0.0.254', backends: ['10.0.0.4', '10.0.0.5', '10.0.0.6'] }, after[1]!]);
-    const script = lbScript(after, grown);
+    // Grown past the slots the table has (2, told: a table made whole has a spare one): a new slot first.
+    const script = lbScript(after, grown, 2);
     assert.deepEqual(script.trim().split('\n'), [
       `add map ${T} slot2 { type ipv4_addr : ipv4_addr; counter; }`, `add chain ${T} to2`, `add rule ${T} to2 dnat to ip daddr map @slot2`,
       `add map ${T} rr3 { typeof numgen inc mod 3 : verdict; }`, `add element ${T} rr3 { 0 : goto to0, 1 : goto to1, 2 : goto to2 }`,
       `add element ${T} slot2 { 10.0.0.254 : 10.0.0.6 }`,
-      `flush chain ${T} ${A}`, `add rule ${T} ${A} numgen inc mod 3 vmap @rr3`,
+      `flush chain ${T} ${A}`, `add rule ${T} ${A} ip daddr 10.0.0.254 numgen inc mod 3 vmap @rr3`,
     ]);
     assert.equal(elementArgs(script), undefined);
+    // Into the spare slot of a table made whole (lbScript's guess when not told): elements and rules only.
+    assert.deepEqual(elementArgs(lbScript(after, grown)), ['berth_svc', '+slot2/0a0000fe:0a000006', `=${A}`, `>${A}/0a0000fe/3`]);
     // Shrunk back to 2: its slot 2 element and its rule, and slot 2 stays (empty) for the next growth.
     const shrunk = arrange(grown, [{ ...grown[0]!, backends: ['10.0.0.4', '10.0.0.5'] }, grown[1]!]);
     const back = lbScript(grown, shrunk);
-    assert.deepEqual(back.trim().split('\n'), [`delete element ${T} slot2 { 10.0.0.254 }`, `flush chain ${T} ${A}`, `add rule ${T} ${A} numgen inc mod 2 vmap @rr2`]);
-    // Elements and a rule: berth-nftset's, no nft (the rule as `=CHAIN/N`).
-    assert.deepEqual(elementArgs(back), ['berth_svc', '-slot2/0a0000fe', `=${A}/2`]);
+    assert.deepEqual(back.trim().split('\n'), [`delete element ${T} slot2 { 10.0.0.254 }`, `flush chain ${T} ${A}`, `add rule ${T} ${A} ip daddr 10.0.0.254 numgen inc mod 2 vmap @rr2`]);
+    // Elements and the bucket's rules: berth-nftset's, no nft (`=CHAIN` flushed, `>CHAIN/KEY/N` added).
+    assert.deepEqual(elementArgs(back), ['berth_svc', '-slot2/0a0000fe', `=${A}`, `>${A}/0a0000fe/2`]);
     // Grown again into the slots the table has (3, given): no map, chain or rule but the VIP's.
     const again = lbScript(shrunk, grown, 3);
-    assert.deepEqual(again.trim().split('\n'), [`add element ${T} slot2 { 10.0.0.254 : 10.0.0.6 }`, `flush chain ${T} ${A}`, `add rule ${T} ${A} numgen inc mod 3 vmap @rr3`]);
-    assert.deepEqual(elementArgs(again), ['berth_svc', '+slot2/0a0000fe:0a000006', `=${A}/3`]);
+    assert.deepEqual(again.trim().split('\n'), [`add element ${T} slot2 { 10.0.0.254 : 10.0.0.6 }`, `flush chain ${T} ${A}`, `add rule ${T} ${A} ip daddr 10.0.0.254 numgen inc mod 3 vmap @rr3`]);
+    assert.deepEqual(elementArgs(again), ['berth_svc', '+slot2/0a0000fe:0a000006', `=${A}`, `>${A}/0a0000fe/3`]);
     // Down to one backend: the rule is a goto.
-    assert.deepEqual(elementArgs(lbScript(shrunk, arrange(shrunk, [{ ...grown[0]!, backends: ['10.0.0.5'] }, grown[1]!]), 3)), ['berth_svc', '-slot1/0a0000fe', `=${A}/1`]);
-    // A flush with no rule after it, or another chain's rule, is no pair.
-    assert.equal(elementArgs(`flush chain ${T} ${A}\n`), undefined);
-    assert.equal(elementArgs(`flush chain ${T} ${A}\nadd rule ${T} svc_other numgen inc mod 2 vmap @rr2\n`), undefined);
-    assert.equal(elementArgs(`flush chain ${T} ${A}\nadd rule ${T} ${A} numgen inc mod 2 vmap @rr3\n`), undefined);
-    // The last backend gone: the VIP leaves the map for the reject set, its chain and elements go; the slots stay.
+    assert.deepEqual(elementArgs(lbScript(shrunk, arrange(shrunk, [{ ...grown[0]!, backends: ['10.0.0.5'] }, grown[1]!]), 3)), ['berth_svc', '-slot1/0a0000fe', `=${A}`, `>${A}/0a0000fe/1`]);
+    // Another chain's rule, a dispatch whose map is not its number's, a match that is no key, a new chain: nft's.
+    assert.equal(elementArgs(`flush chain ${T} ${A}\nadd rule ${T} svc_other ip daddr 10.0.0.254 numgen inc mod 2 vmap @rr2\n`), undefined);
+    assert.equal(elementArgs(`flush chain ${T} ${A}\nadd rule ${T} ${A} ip daddr 10.0.0.254 numgen inc mod 2 vmap @rr3\n`), undefined);
+    assert.equal(elementArgs(`flush chain ${T} ${A}\nadd rule ${T} ${A} ip saddr 10.0.0.254 goto to0\n`), undefined);
+    assert.equal(elementArgs(`add chain ${T} ${A}\nadd rule ${T} ${A} ip daddr 10.0.0.254 goto to0\n`), undefined);
+    // The last backend gone: the VIP leaves the map for the reject set, its elements and (alone in its bucket) its bucket's chain go; the slots stay.
     assert.deepEqual(lbScript(grown, arrange(grown, [{ ...grown[0]!, backends: [] }, grown[1]!])).trim().split('\n'), [
-      `delete element ${T} vips { 10.0.0.254 }`, `flush chain ${T} ${A}`, `delete chain ${T} ${A}`,
+      `delete element ${T} vips { 10.0.0.254 }`,
       `delete element ${T} slot0 { 10.0.0.254 }`, `delete element ${T} slot1 { 10.0.0.254 }`, `delete element ${T} slot2 { 10.0.0.254 }`,
-      `add element ${T} empty { 10.0.0.254 }`,
+      `add element ${T} empty { 10.0.0.254 }`, `flush chain ${T} ${A}`, `delete chain ${T} ${A}`,
     ]);
     // lbChanges still takes slots away when told to (the shared rr maps before the slot chains they go to).
-    assert.deepEqual(lbChanges([[grown[0]!, { ...grown[0]!, backends: [] }]], 3, 1).trim().split('\n').slice(-8), [
+    assert.deepEqual(lbChanges([[grown[0]!, { ...grown[0]!, backends: [] }]], 3, 1, VIP_KIND, (t) => bucketsAround(grown, [], t)).trim().split('\n').slice(-8), [
       `delete map ${T} rr2`, `delete map ${T} rr3`,
       `flush chain ${T} to1`, `delete chain ${T} to1`, `delete map ${T} slot1`, `flush chain ${T} to2`, `delete chain ${T} to2`, `delete map ${T} slot2`,
     ]);
@@ -424,21 +443,56 @@ describe('the sandbox balancer table', () => {
 
   it('a patch\'s script takes the slot counts it is given (the whole table\'s), not its VIPs\' own', () => {
     const T = 'ip berth_svc';
-    const A = 'svc_aaaaaaaaaaaa_10_0_0_254';
+    const A = 'svc_b5';
     const three = { service: 'aaaaaaaaaaaaZZZ', vip: '10.0.0.254', backends: ['10.0.0.3', '10.0.0.4', '10.0.0.5'] };
     const two = arrangeOne(three, { ...three, backends: ['10.0.0.3', '10.0.0.4'] });
     assert.equal(arrangeOne(three, { ...three, backends: ['10.0.0.5', '10.0.0.4', '10.0.0.3'] }), three, 'the same backends: the same object');
     // Another VIP keeps 3 backends: slot 2 stays, only this VIP's element of it goes.
-    assert.deepEqual(lbChanges([[three, two]], 3, 3).trim().split('\n'), [
-      `delete element ${T} slot2 { 10.0.0.254 }`, `flush chain ${T} ${A}`, `add rule ${T} ${A} numgen inc mod 2 vmap @rr2`,
+    const around = (before: VipEntry[], after: VipEntry[]) => (t: ReadonlySet<number>) => bucketsAround(before, after, t);
+    assert.deepEqual(lbChanges([[three, two]], 3, 3, VIP_KIND, around([three], [two])).trim().split('\n'), [
+      `delete element ${T} slot2 { 10.0.0.254 }`, `flush chain ${T} ${A}`, `add rule ${T} ${A} ip daddr 10.0.0.254 numgen inc mod 2 vmap @rr2`,
     ]);
     // It was the only one with 3: rr3 and then slot 2 go after it.
-    assert.deepEqual(lbChanges([[three, two]], 3, 2).trim().split('\n').slice(-4), [`delete map ${T} rr3`, `flush chain ${T} to2`, `delete chain ${T} to2`, `delete map ${T} slot2`]);
+    assert.deepEqual(lbChanges([[three, two]], 3, 2, VIP_KIND, around([three], [two])).trim().split('\n').slice(-4), [`delete map ${T} rr3`, `flush chain ${T} to2`, `delete chain ${T} to2`, `delete map ${T} slot2`]);
     // Grown while another VIP already has 3: slot 2 is not made again.
-    assert.doesNotMatch(lbChanges([[two, three]], 3, 3), /add (map|chain|rule) ip berth_svc (slot|to)2/);
-    assert.match(lbChanges([[two, three]], 2, 3), /^add map ip berth_svc slot2 /);
-    assert.match(lbChanges([[two, three]], 2, 3), /\nadd map ip berth_svc rr3 \{ typeof numgen inc mod 3 : verdict; \}\n/);
-    assert.doesNotMatch(lbChanges([[two, three]], 3, 3), /add map ip berth_svc rr3/);
+    assert.doesNotMatch(lbChanges([[two, three]], 3, 3, VIP_KIND, around([two], [three])), /add (map|chain|rule) ip berth_svc (slot|to)2/);
+    assert.match(lbChanges([[two, three]], 2, 3, VIP_KIND, around([two], [three])), /^add map ip berth_svc slot2 /);
+    assert.match(lbChanges([[two, three]], 2, 3, VIP_KIND, around([two], [three])), /\nadd map ip berth_svc rr3 \{ typeof numgen inc mod 3 : verdict; \}\n/);
+    assert.doesNotMatch(lbChanges([[two, three]], 3, 3, VIP_KIND, around([two], [three])), /add map ip berth_svc rr3/);
+  });
+  it('writes a bucket\'s rules again whole when one of its VIPs comes, goes or changes its number of backends, and makes and deletes the bucket\'s chain with its first and last VIP', () => {
+    const T = 'ip berth_svc';
+    // Two addresses of one bucket, and one of another.
+    assert.equal(bucketOf('10.0.0.187'), bucketOf('10.0.0.204'));
+    const C = `svc_b${bucketOf('10.0.0.187')}`;
+    const x = { service: 'xxxxxxxxxxxx', vip: '10.0.0.187', backends: ['10.0.1.1', '10.0.1.2'] };
+    const y = { service: 'yyyyyyyyyyyy', vip: '10.0.0.204', backends: ['10.0.2.1'] };
+    const z = { service: 'zzzzzzzzzzzz', vip: '10.0.0.254', backends: ['10.0.3.1'] };
+    const table = lbTable(arrange(undefined, [x, y, z]));
+    assert.match(table, new RegExp(`chain ${C} \\{\\n {4}ip daddr 10\\.0\\.0\\.187 numgen inc mod 2 vmap @rr2\\n {4}ip daddr 10\\.0\\.0\\.204 goto to0\\n {2}\\}`));
+    // y grows: both rules of the bucket again, nothing of z's.
+    const before = arrange(undefined, [x, y, z]);
+    const grown = arrange(before, [x, { ...y, backends: ['10.0.2.1', '10.0.2.2'] }, z]);
+    assert.deepEqual(lbScript(before, grown).trim().split('\n'), [
+      `add element ${T} slot1 { 10.0.0.204 : 10.0.2.2 }`,
+      `flush chain ${T} ${C}`, `add rule ${T} ${C} ip daddr 10.0.0.187 numgen inc mod 2 vmap @rr2`, `add rule ${T} ${C} ip daddr 10.0.0.204 numgen inc mod 2 vmap @rr2`,
+    ]);
+    // x goes: the bucket keeps its chain with y's rule alone.
+    const without = arrange(before, [y, z]);
+    assert.deepEqual(lbScript(before, without).trim().split('\n'), [
+      `delete element ${T} vips { 10.0.0.187 }`, `delete element ${T} slot0 { 10.0.0.187 }`, `delete element ${T} slot1 { 10.0.0.187 }`,
+      `flush chain ${T} ${C}`, `add rule ${T} ${C} ip daddr 10.0.0.204 goto to0`,
+    ]);
+    // The first VIP of a bucket makes its chain before the map element that goes to it.
+    const first = lbScript(arrange(undefined, [z]), arrange(undefined, [z, y])).trim().split('\n');
+    assert.deepEqual(first, [
+      `add chain ${T} ${C}`, `add element ${T} slot0 { 10.0.0.204 : 10.0.2.1 }`, `add element ${T} vips { 10.0.0.204 : goto ${C} }`, `add rule ${T} ${C} ip daddr 10.0.0.204 goto to0`,
+    ]);
+    // Every bucket is one of BUCKETS, and 10,000 VIPs spread over all of them.
+    const counts = new Map<number, number>();
+    for (let i = 0; i < 10000; i++) { const b = bucketOf(`10.${100 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`); counts.set(b, (counts.get(b) ?? 0) + 1); }
+    assert.equal(counts.size, BUCKETS);
+    assert.ok(Math.max(...counts.values()) < 80, `at most ${Math.max(...counts.values())} VIPs in one bucket`);
   });
 });
 
