@@ -51,16 +51,25 @@ static inline struct nfnl_attr *nfnl_put(struct nlmsghdr *n, unsigned short type
 static inline struct nfnl_attr *nfnl_nest(struct nlmsghdr *n, unsigned short type) { return nfnl_put(n, type | NLA_F_NESTED, NULL, 0); }
 static inline void nfnl_nest_done(struct nlmsghdr *n, struct nfnl_attr *a) { a->len = (unsigned short)((char *)n + n->nlmsg_len - (char *)a); }
 
+static inline void nfnl_put_be32(struct nlmsghdr *n, unsigned short type, uint32_t v) {
+  uint32_t be = htonl(v);
+  nfnl_put(n, type, &be, sizeof be);
+}
+
 /* The batch's begin or end marker. */
 static inline void nfnl_batch_mark(struct nfnl_buf *b, unsigned short type, uint32_t seq) {
   nfnl_msg_end(b, nfnl_msg_start(b, type, 0, AF_UNSPEC, NFNL_SUBSYS_NFTABLES, seq));
 }
 
-/* One element added or deleted, acknowledged by its own answer; data (a map's value) may be empty; flags beside NLM_F_ACK (NLM_F_CREATE, NLM_F_ECHO...). */
-static inline void nfnl_set_elem(struct nfnl_buf *b, int add, unsigned short create_flags, unsigned char family, const char *table, const char *set,
-                                 const unsigned char *key, size_t key_len, const unsigned char *data, size_t data_len, uint32_t seq) {
+/*
+ * One element added or deleted, acknowledged by its own answer; `flags` beside NLM_F_ACK
+ * (NLM_F_CREATE, NLM_F_ECHO...). Its data: a map's value (`data`, may be empty), or for a verdict
+ * map `goto goto_chain` (non-NULL).
+ */
+static inline void nfnl_set_elem(struct nfnl_buf *b, int add, unsigned short flags, unsigned char family, const char *table, const char *set,
+                                 const unsigned char *key, size_t key_len, const unsigned char *data, size_t data_len, const char *goto_chain, uint32_t seq) {
   struct nlmsghdr *n = nfnl_msg_start(b, (NFNL_SUBSYS_NFTABLES << 8) | (add ? NFT_MSG_NEWSETELEM : NFT_MSG_DELSETELEM),
-                                      NLM_F_ACK | create_flags, family, 0, seq);
+                                      NLM_F_ACK | flags, family, 0, seq);
   nfnl_put(n, NFTA_SET_ELEM_LIST_TABLE, table, strlen(table) + 1);
   nfnl_put(n, NFTA_SET_ELEM_LIST_SET, set, strlen(set) + 1);
   struct nfnl_attr *list = nfnl_nest(n, NFTA_SET_ELEM_LIST_ELEMENTS);
@@ -68,13 +77,28 @@ static inline void nfnl_set_elem(struct nfnl_buf *b, int add, unsigned short cre
   struct nfnl_attr *k = nfnl_nest(n, NFTA_SET_ELEM_KEY);
   nfnl_put(n, NFTA_DATA_VALUE, key, key_len);
   nfnl_nest_done(n, k);
-  if (data_len) {
+  if (goto_chain) {
+    struct nfnl_attr *d = nfnl_nest(n, NFTA_SET_ELEM_DATA);
+    struct nfnl_attr *v = nfnl_nest(n, NFTA_DATA_VERDICT);
+    nfnl_put_be32(n, NFTA_VERDICT_CODE, (uint32_t)NFT_GOTO);
+    nfnl_put(n, NFTA_VERDICT_CHAIN, goto_chain, strlen(goto_chain) + 1);
+    nfnl_nest_done(n, v);
+    nfnl_nest_done(n, d);
+  } else if (data_len) {
     struct nfnl_attr *d = nfnl_nest(n, NFTA_SET_ELEM_DATA);
     nfnl_put(n, NFTA_DATA_VALUE, data, data_len);
     nfnl_nest_done(n, d);
   }
   nfnl_nest_done(n, elem);
   nfnl_nest_done(n, list);
+  nfnl_msg_end(b, n);
+}
+
+/* A regular chain added (NLM_F_CREATE without NLM_F_EXCL: there already is fine, as `nft add chain`) or deleted, acknowledged. */
+static inline void nfnl_chain(struct nfnl_buf *b, int add, unsigned char family, const char *table, const char *chain, uint32_t seq) {
+  struct nlmsghdr *n = nfnl_msg_start(b, (NFNL_SUBSYS_NFTABLES << 8) | (add ? NFT_MSG_NEWCHAIN : NFT_MSG_DELCHAIN), NLM_F_ACK | (add ? NLM_F_CREATE : 0), family, 0, seq);
+  nfnl_put(n, NFTA_CHAIN_TABLE, table, strlen(table) + 1);
+  nfnl_put(n, NFTA_CHAIN_NAME, chain, strlen(chain) + 1);
   nfnl_msg_end(b, n);
 }
 
@@ -93,10 +117,6 @@ static inline struct nfnl_attr *nfnl_expr_start(struct nlmsghdr *n, const char *
   return e;
 }
 
-static inline void nfnl_put_be32(struct nlmsghdr *n, unsigned short type, uint32_t v) {
-  uint32_t be = htonl(v);
-  nfnl_put(n, type, &be, sizeof be);
-}
 
 /* An expression loading into register 1: `payload` of a header at an offset, or `meta` of a key. */
 static inline void nfnl_payload_load(struct nlmsghdr *n, uint32_t base, uint32_t offset, uint32_t len) {

@@ -96,7 +96,7 @@ static void execute(napi_env env, void *data) {
   nfnl_batch_mark(&b, NFNL_MSG_BATCH_BEGIN, seq++);
   for (size_t i = 0; i < job->count; i++) {
     const struct elem_op *o = &job->ops[i];
-    nfnl_set_elem(&b, o->add, NLM_F_CREATE, job->family, job->table, o->set, o->key, o->key_len, NULL, 0, seq++);
+    nfnl_set_elem(&b, o->add, o->add ? NLM_F_CREATE : 0, job->family, job->table, o->set, o->key, o->key_len, NULL, 0, NULL, seq++);
   }
   nfnl_batch_mark(&b, NFNL_MSG_BATCH_END, seq++);
 

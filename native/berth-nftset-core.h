@@ -5,6 +5,9 @@
  * transaction, every answer read.
  *
  *   +SET/KEY[:DATA]   add an element (KEY and DATA in hex, the bytes the kernel stores)
+ *   +SET/KEY:@CHAIN   add a verdict map's element: KEY → goto CHAIN
+ *   *CHAIN            add a chain (there already is fine)
+ *   !CHAIN            delete a chain (its rules and the elements that go to it gone first)
  *   -SET/KEY          delete an element
  *   ~SET/KEY          delete an element and report its counter's packets as the commit left them
  *   =CHAIN            flush a bucket chain (its rules are added again after it)
@@ -79,6 +82,18 @@ static inline int nftset_build(struct nftset_batch *t, const char *table, int n,
   nfnl_batch_mark(&t->b, NFNL_MSG_BATCH_BEGIN, t->seq++);
   for (int i = 0; i < n; i++) {
     const char *a = args[i];
+    if (a[0] == '*' || a[0] == '!') {
+      size_t clen = strlen(a + 1);
+      if (clen == 0 || clen >= 256) {
+        snprintf(err, errlen, "bad chain %s", a);
+        nftset_free(t);
+        return -1;
+      }
+      t->arg_of[t->seq] = i + 1;
+      nfnl_chain(&t->b, a[0] == '*', NFPROTO_IPV4, table, a + 1, t->seq++);
+      t->count++;
+      continue;
+    }
     if (a[0] == '=' || a[0] == '>') {
       /* =CHAIN, or >CHAIN/KEY/N. */
       const char *slash = a[0] == '>' ? strchr(a, '/') : NULL;
@@ -115,16 +130,17 @@ static inline int nftset_build(struct nftset_batch *t, const char *table, int n,
     memcpy(set, a + 1, (size_t)(slash - a - 1));
     set[slash - a - 1] = 0;
     const char *colon = strchr(slash, ':');
+    const char *target = colon && colon[1] == '@' ? colon + 2 : NULL;
     unsigned char key[64], data[64];
     int klen = nftset_unhex(slash + 1, colon ? (size_t)(colon - slash - 1) : strlen(slash + 1), key);
-    int dlen = colon ? nftset_unhex(colon + 1, strlen(colon + 1), data) : 0;
-    if (klen <= 0 || dlen < 0 || (!add && colon)) {
+    int dlen = colon && !target ? nftset_unhex(colon + 1, strlen(colon + 1), data) : 0;
+    if (klen <= 0 || dlen < 0 || (!add && colon) || (target && (!*target || strlen(target) >= 256))) {
       snprintf(err, errlen, "bad element %s", a);
       nftset_free(t);
       return -1;
     }
     t->arg_of[t->seq] = i + 1;
-    nfnl_set_elem(&t->b, add, add ? NLM_F_CREATE | NLM_F_EXCL : echo ? NLM_F_ECHO : 0, NFPROTO_IPV4, table, set, key, (size_t)klen, data, (size_t)dlen, t->seq++);
+    nfnl_set_elem(&t->b, add, add ? NLM_F_CREATE | NLM_F_EXCL : echo ? NLM_F_ECHO : 0, NFPROTO_IPV4, table, set, key, (size_t)klen, data, (size_t)dlen, target, t->seq++);
     t->count++;
     t->echoed += echo;
   }

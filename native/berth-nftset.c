@@ -2,7 +2,8 @@
  * berth-nftset: adds and deletes elements of a table's sets and maps over netlink, in one
  * transaction, in the namespace it runs in (berth-spawn starts it inside a sandbox).
  *
- *   berth-nftset TABLE [+SET/KEY[:DATA] | -SET/KEY | ~SET/KEY | =CHAIN | >CHAIN/KEY/N]...   (family ip; KEY and DATA in hex)
+ *   berth-nftset TABLE [+SET/KEY[:DATA|:@CHAIN] | -SET/KEY | ~SET/KEY | *CHAIN | !CHAIN | =CHAIN | >CHAIN/KEY/N]...
+ *   (family ip; KEY and DATA in hex; see berth-nftset-core.h)
  *
  * `~SET/KEY` deletes as `-` does and prints `SET/KEY PACKETS`, the element's counter as the commit left it.
  *
@@ -32,7 +33,7 @@
 
 int main(int argc, char **argv) {
   if (argc < 3) {
-    fprintf(stderr, "usage: berth-nftset TABLE [+SET/KEY[:DATA] | -SET/KEY | ~SET/KEY | =CHAIN | >CHAIN/KEY/N]...\n");
+    fprintf(stderr, "usage: berth-nftset TABLE [+SET/KEY[:DATA|:@CHAIN] | -SET/KEY | ~SET/KEY | *CHAIN | !CHAIN | =CHAIN | >CHAIN/KEY/N]...\n");
     return 2;
   }
   const char *table = argv[1];

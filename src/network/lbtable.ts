@@ -327,17 +327,20 @@ export function lbChanges(changes: ReadonlyArray<readonly [VipEntry | undefined,
 }
 
 /** The lines `elementArgs` takes, per kind: made once, as elementArgs runs at every change of every sandbox. */
-const scriptLines = new WeakMap<TableKind, { element: RegExp; flush: RegExp; rule: RegExp }>();
-function linesOf(kind: TableKind): { element: RegExp; flush: RegExp; rule: RegExp } {
+const scriptLines = new WeakMap<TableKind, { element: RegExp; chain: RegExp; flush: RegExp; rule: RegExp }>();
+function linesOf(kind: TableKind): { element: RegExp; chain: RegExp; flush: RegExp; rule: RegExp } {
   let l = scriptLines.get(kind);
   if (!l) {
     const t = `ip ${kind.table}`;
     // A key or backend is one address, or a concatenation of words and numbers (`tcp . 8080`); never ` : `.
     const value = '[\\w.]+(?: \\. [\\w.]+)*';
+    const bucket = `${kind.chainPrefix}_b\\d+`;
     l = {
-      element: new RegExp(`^(add|delete) element ${t} (slot\\d+) \\{ (${value})(?: : (${value}))? \\}$`),
-      flush: new RegExp(`^flush chain ${t} (${kind.chainPrefix}_b\\d+)$`),
-      rule: new RegExp(`^add rule ${t} (${kind.chainPrefix}_b\\d+) (.+) (?:goto to0|numgen inc mod (\\d+) vmap @rr(\\d+))$`),
+      // A slot's element, a dispatch map's (to a bucket chain), or the reject set's.
+      element: new RegExp(`^(add|delete) element ${t} (slot\\d+|${kind.dispatchMap}|empty) \\{ (${value})(?: : (?:goto (${bucket})|(${value})))? \\}$`),
+      chain: new RegExp(`^(add|delete) chain ${t} (${bucket})$`),
+      flush: new RegExp(`^flush chain ${t} (${bucket})$`),
+      rule: new RegExp(`^add rule ${t} (${bucket}) (.+) (?:goto to0|numgen inc mod (\\d+) vmap @rr(\\d+))$`),
     };
     scriptLines.set(kind, l);
   }
@@ -345,23 +348,28 @@ function linesOf(kind: TableKind): { element: RegExp; flush: RegExp; rule: RegEx
 }
 
 /**
- * A script of slot elements and bucket rules written again (a backend replaced, added or removed
- * while the table has the slots it needs and the VIP's bucket its chain), as the arguments of
- * berth-nftset's batch (`+set/key:data`, `-set/key`, `=chain` flushed, `>chain/key/backends`
- * added); undefined for anything else. `nft` would read every chain, set and object of the
- * sandbox first (50 ms at 10,000 services on this machine, more than the rest of the change); the
+ * A script of elements (slots', the dispatch map's, the reject set's), bucket chains made or
+ * deleted and bucket rules written again (all but a new slot or a table made whole), as the
+ * arguments of berth-nftset's batch (`+set/key[:data]`, `+map/key:@chain`, `-set/key`, `*chain`,
+ * `!chain`, `=chain` flushed, `>chain/key/backends` added); undefined for anything else. `nft`
+ * would read every chain, set and object of the sandbox first (50 ms at 10,000 services on this
+ * machine, more than the rest of the change), and its process costs 20-30 ms at any size; the
  * batch only sends what changes.
  */
 export function elementArgs(script: string, kind: TableKind = VIP_KIND): string[] | undefined {
   if (!script) return undefined;
-  const { element: ELEMENT, flush: FLUSH, rule: RULE } = linesOf(kind);
+  const { element: ELEMENT, chain: CHAIN, flush: FLUSH, rule: RULE } = linesOf(kind);
   const args = [kind.table];
   for (const line of script.trim().split('\n')) {
     const m = ELEMENT.exec(line);
     if (m) {
-      args.push(m[1] === 'add' ? `+${m[2]}/${elementHex(m[3]!)}:${elementHex(m[4]!)}` : `-${m[2]}/${elementHex(m[3]!)}`);
+      const data = m[4] !== undefined ? `:@${m[4]}` : m[5] !== undefined ? `:${elementHex(m[5])}` : '';
+      if (m[1] === 'delete' && data) return undefined;
+      args.push(m[1] === 'add' ? `+${m[2]}/${elementHex(m[3]!)}${data}` : `-${m[2]}/${elementHex(m[3]!)}`);
       continue;
     }
+    const c = CHAIN.exec(line);
+    if (c) { args.push(`${c[1] === 'add' ? '*' : '!'}${c[2]}`); continue; }
     const f = FLUSH.exec(line);
     if (f) { args.push(`=${f[1]}`); continue; }
     const r = RULE.exec(line);

@@ -40,13 +40,15 @@ function oldElements(changed: Change[]): Map<string, OldElement> {
 }
 
 /**
- * A change of elements and bucket rules goes over netlink from berthd itself, on a socket the
- * addon makes inside the sandbox (native/berth-nftsetin.c): it was a berth-nftset process, 3-10
- * ms quiet and 50 ms and more under load, on every node, for each task that came or went. The
+ * A change of elements, bucket chains and their rules (all but a new slot or a table made whole)
+ * goes over netlink from berthd itself, on a socket the addon makes inside the sandbox
+ * (native/berth-nftsetin.c): it was a berth-nftset process, 3-10 ms quiet and 50 ms and more
+ * under load, on every node, for each task that came or went, and an `nft` run (20-30 ms, more
+ * with many services) for each service made or removed. The
  * old elements are deleted with the kernel's echo of their counters (`~`), as the commit leaves
  * them: there was an `nft get element` of the moved ones before each scale-down (16-23 ms under
- * load), and the connections between that read and the change were lost. Anything else is an
- * `nft` script, with the moved counters read just before it. Returns the counts read.
+ * load), and the connections between that read and the change were lost. The rest is an `nft`
+ * script, with the moved counters read just before it. Returns the counts read.
  */
 async function applyScript(script: string, netns: string, known: boolean, kind: TableKind, old: Map<string, OldElement>): Promise<Map<string, number>> {
   const args = known ? elementArgs(script, kind) : undefined;

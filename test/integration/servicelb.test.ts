@@ -461,6 +461,14 @@ describe('nftsetIn: a balancer\'s change sent from berthd into a sandbox', () =>
     const fromAddon = await json();
     await nftApply(['flush chain ip berth_t b1', ...written.map((r) => `add rule ip berth_t b1 ${r}`), ''].join('\n'), { netns });
     assert.equal(await json(), fromAddon);
+    // A bucket chain made, a dispatch element going to it, then both gone again; a chain that is not there cannot go.
+    await nftApply('add map ip berth_t vips { type ipv4_addr : verdict; }\n', { netns });
+    await addon().nftsetIn(netns, 'berth_t', ['*b2', '+vips/0a0000fd:@b2', '>b2/0a0000fd/1']);
+    assert.match(await listed(), /elements = \{ 10\.0\.0\.253 : goto b2 \}[\s\S]*chain b2 \{\n\s*ip daddr 10\.0\.0\.253 goto to0\n/);
+    await assert.rejects(addon().nftsetIn(netns, 'berth_t', ['+vips/0a0000fc:@b3']), /berth_t \+vips\/0a0000fc:@b3: No such file or directory/);
+    await addon().nftsetIn(netns, 'berth_t', ['-vips/0a0000fd', '=b2', '!b2']);
+    assert.doesNotMatch(await listed(), /chain b2|10\.0\.0\.253/);
+    await assert.rejects(addon().nftsetIn(netns, 'berth_t', ['!b2']), /berth_t !b2: No such file or directory/);
     // A bad rule, or one whose map is not there: refused, nothing changed.
     await assert.rejects(addon().nftsetIn(netns, 'berth_t', ['=b1', '>b1/0a00/2']), /bad rule >b1\/0a00\/2/);
     await assert.rejects(addon().nftsetIn(netns, 'berth_t', ['=b1', '>b1/0a0000fe/0']), /bad rule/);

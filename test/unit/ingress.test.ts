@@ -107,6 +107,10 @@ describe('the routing mesh\'s nft text', () => {
     assert.ok(elementGone >= 0 && elementGone < gone.indexOf(`delete chain ip berth_ingress ${C}`), gone.join('\n'));
     // The new port's bucket chain before the element that goes to it.
     assert.ok(gone.indexOf('add chain ip berth_ingress port_b66') < gone.indexOf('add element ip berth_ingress ports { udp . 53 : goto port_b66 }'));
+    // A port that comes or goes is berthd's own batch too: its dispatch element, its bucket's chain and rules, its slots.
+    const args = elementArgs(gone.join('\n'), kind) ?? [];
+    assert.ok(args.includes('*port_b66') && args.includes('+ports/1100000000350000:@port_b66') && args.includes('>port_b66/1100000000350000/1'), JSON.stringify(args));
+    assert.ok(args.includes('-ports/060000001f900000') && args.includes(`!${C}`), JSON.stringify(args));
     assert.ok(gone.includes('add element ip berth_ingress ports { udp . 53 : goto port_b66 }'));
     assert.ok(gone.includes('add rule ip berth_ingress port_b66 udp dport 53 goto to0'));
     assert.equal(elementHex('udp . 53'), '1100000000350000');

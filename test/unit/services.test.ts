@@ -410,11 +410,18 @@ describe('the sandbox balancer table', () => {
     assert.deepEqual(elementArgs(again), ['berth_svc', '+slot2/0a0000fe:0a000006', `=${A}`, `>${A}/0a0000fe/3`]);
     // Down to one backend: the rule is a goto.
     assert.deepEqual(elementArgs(lbScript(shrunk, arrange(shrunk, [{ ...grown[0]!, backends: ['10.0.0.5'] }, grown[1]!]), 3)), ['berth_svc', '-slot1/0a0000fe', `=${A}`, `>${A}/0a0000fe/1`]);
-    // Another chain's rule, a dispatch whose map is not its number's, a match that is no key, a new chain: nft's.
+    // Another chain's rule, a dispatch whose map is not its number's, a match that is no key, a slot's chain or map: nft's.
     assert.equal(elementArgs(`flush chain ${T} ${A}\nadd rule ${T} svc_other ip daddr 10.0.0.254 numgen inc mod 2 vmap @rr2\n`), undefined);
     assert.equal(elementArgs(`flush chain ${T} ${A}\nadd rule ${T} ${A} ip daddr 10.0.0.254 numgen inc mod 2 vmap @rr3\n`), undefined);
     assert.equal(elementArgs(`flush chain ${T} ${A}\nadd rule ${T} ${A} ip saddr 10.0.0.254 goto to0\n`), undefined);
-    assert.equal(elementArgs(`add chain ${T} ${A}\nadd rule ${T} ${A} ip daddr 10.0.0.254 goto to0\n`), undefined);
+    assert.equal(elementArgs(`add chain ${T} to2\n`), undefined);
+    assert.equal(elementArgs(`add element ${T} rr3 { 0 : goto to0 }\n`), undefined);
+    assert.equal(elementArgs(`delete element ${T} vips { 10.0.0.254 : goto ${A} }\n`), undefined);
+    // A bucket's chain made and deleted, a dispatch element to it, the reject set's elements: the batch's.
+    assert.deepEqual(elementArgs(`add chain ${T} ${A}\nadd element ${T} vips { 10.0.0.254 : goto ${A} }\nadd rule ${T} ${A} ip daddr 10.0.0.254 goto to0\n`),
+      ['berth_svc', `*${A}`, `+vips/0a0000fe:@${A}`, `>${A}/0a0000fe/1`]);
+    assert.deepEqual(elementArgs(`delete element ${T} vips { 10.0.0.254 }\nadd element ${T} empty { 10.0.0.254 }\nflush chain ${T} ${A}\ndelete chain ${T} ${A}\n`),
+      ['berth_svc', '-vips/0a0000fe', '+empty/0a0000fe', `=${A}`, `!${A}`]);
     // The last backend gone: the VIP leaves the map for the reject set, its elements and (alone in its bucket) its bucket's chain go; the slots stay.
     assert.deepEqual(lbScript(grown, arrange(grown, [{ ...grown[0]!, backends: [] }, grown[1]!])).trim().split('\n'), [
       `delete element ${T} vips { 10.0.0.254 }`,
