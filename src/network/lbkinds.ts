@@ -32,7 +32,7 @@ export interface TableKind {
 
 /**
  * A container sandbox's service VIPs: the nat `output` hook sends a new connection to a VIP
- * through map `vips` to the VIP's chain; every port of a VIP is balanced (Docker's VIPs balance
+ * through map `vips` to the VIP's bucket chain; every port of a VIP is balanced (Docker's VIPs balance
  * every port), so any backend may hold UDP flows.
  */
 export const VIP_KIND: TableKind = {
@@ -82,7 +82,7 @@ const PORT_KIND: Omit<TableKind, 'table' | 'chainPrefix' | 'hooks'> = {
 /**
  * The ingress sandbox's published ports (the routing mesh): a key is `proto . port`, a backend a
  * task's ingress address and the port it listens on. A connection to the sandbox's own address
- * on a published port goes through map `ports` to the port's chain; every balanced connection is
+ * on a published port goes through map `ports` to the port's bucket chain; every balanced connection is
  * SNATed to the sandbox's address, so the task's reply comes back through this node whichever
  * node the task runs on. A port without a running task has no element: the sandbox refuses it.
  */
