@@ -54,6 +54,12 @@ static inline int nftset_unhex(const char *s, size_t len, unsigned char *out) {
   return (int)(len / 2);
 }
 
+/* `len` bytes as hex into `out` (room for 2 * len + 1): the form the arguments take a key in. */
+static inline void nftset_hex(const unsigned char *bytes, int len, char *out) {
+  for (int i = 0; i < len; i++) snprintf(out + 2 * i, 3, "%02x", bytes[i]);
+  out[2 * (len > 0 ? len : 0)] = 0;
+}
+
 static inline void nftset_free(struct nftset_batch *t) {
   free(t->b.data);
   free(t->arg_of);
@@ -148,9 +154,18 @@ static inline int nftset_build(struct nftset_batch *t, const char *table, int n,
   return 0;
 }
 
+/* As NLMSG_OK and NLMSG_NEXT, for the attributes from `a` with `len` bytes left. */
+static inline int nftset_attr_ok(const struct nlattr *a, int len) {
+  return len >= (int)sizeof *a && a->nla_len >= sizeof *a && a->nla_len <= len;
+}
+static inline const struct nlattr *nftset_attr_next(const struct nlattr *a, int *len) {
+  *len -= NLA_ALIGN(a->nla_len);
+  return (const struct nlattr *)((const char *)a + NLA_ALIGN(a->nla_len));
+}
+
 /* The attribute of `type` among those from `a` for `len` bytes, or NULL. */
 static inline const struct nlattr *nftset_attr(const struct nlattr *a, int len, unsigned short type) {
-  for (; len >= (int)sizeof *a && a->nla_len >= sizeof *a && a->nla_len <= len; len -= NLA_ALIGN(a->nla_len), a = (const struct nlattr *)((const char *)a + NLA_ALIGN(a->nla_len))) {
+  for (; nftset_attr_ok(a, len); a = nftset_attr_next(a, &len)) {
     if ((a->nla_type & NLA_TYPE_MASK) == type) return a;
   }
   return NULL;
@@ -169,8 +184,7 @@ static inline void nftset_read_gone(struct nftset_batch *t, const struct nlmsghd
   const struct nlattr *list = nftset_attr(attrs, len, NFTA_SET_ELEM_LIST_ELEMENTS);
   if (!set || !list) return;
   int left = NFTSET_LEN(list);
-  for (const struct nlattr *e = NFTSET_IN(list); left >= (int)sizeof *e && e->nla_len >= sizeof *e && e->nla_len <= left;
-       left -= NLA_ALIGN(e->nla_len), e = (const struct nlattr *)((const char *)e + NLA_ALIGN(e->nla_len))) {
+  for (const struct nlattr *e = NFTSET_IN(list); nftset_attr_ok(e, left); e = nftset_attr_next(e, &left)) {
     if (t->gone_count >= t->echoed) return;
     const struct nlattr *key = nftset_attr(NFTSET_IN(e), NFTSET_LEN(e), NFTA_SET_ELEM_KEY);
     const struct nlattr *value = key ? nftset_attr(NFTSET_IN(key), NFTSET_LEN(key), NFTA_DATA_VALUE) : NULL;

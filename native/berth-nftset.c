@@ -54,9 +54,9 @@ int main(int argc, char **argv) {
   int failed = nftset_exchange(fd, &t, table, args, err, sizeof err);
   if (failed) fprintf(stderr, "berth-nftset: %s\n", err);
   for (int i = 0; !failed && i < t.gone_count; i++) {
-    printf("%s/", t.gone[i].set);
-    for (int k = 0; k < t.gone[i].klen; k++) printf("%02x", t.gone[i].key[k]);
-    printf(" %llu\n", (unsigned long long)t.gone[i].packets);
+    char hex[2 * sizeof t.gone[i].key + 1];
+    nftset_hex(t.gone[i].key, t.gone[i].klen, hex);
+    printf("%s/%s %llu\n", t.gone[i].set, hex, (unsigned long long)t.gone[i].packets);
   }
   fflush(stdout);
   /*

@@ -115,9 +115,8 @@ static void complete(napi_env env, napi_status status, void *data) {
     napi_create_array_with_length(env, (size_t)job->gone_count, &list);
     for (int i = 0; i < job->gone_count; i++) {
       const struct nftset_gone *g = &job->gone[i];
-      char hex[129];
-      for (int k = 0; k < g->klen; k++) snprintf(hex + 2 * k, 3, "%02x", g->key[k]);
-      hex[2 * g->klen] = 0;
+      char hex[2 * sizeof g->key + 1];
+      nftset_hex(g->key, g->klen, hex);
       napi_value item, set, key, packets;
       napi_create_object(env, &item);
       napi_create_string_utf8(env, g->set, NAPI_AUTO_LENGTH, &set);

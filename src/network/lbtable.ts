@@ -46,18 +46,22 @@ const bucketChain = (b: number, kind: TableKind) => `${kind.chainPrefix}_b${b}`;
  */
 export interface Buckets { had(b: number): boolean; now(b: number): VipEntry[] }
 
+/** The live (balanced) entries by bucket, of the buckets `keep` takes (all unless told). */
+function byBucket(entries: Iterable<VipEntry>, keep: (b: number) => boolean = () => true): Map<number, VipEntry[]> {
+  const out = new Map<number, VipEntry[]>();
+  for (const e of entries) {
+    if (!e.backends.length) continue;
+    const b = bucketOf(e.vip);
+    if (keep(b)) out.set(b, out.get(b) ?? []).get(b)!.push(e);
+  }
+  return out;
+}
+
 /** `Buckets` for the touched buckets of a change from `before` to `after` (both whole): one walk of each. */
 export function bucketsAround(before: Entries, after: Iterable<VipEntry>, touched: ReadonlySet<number>): Buckets {
-  const had = new Set<number>();
-  const now = new Map<number, VipEntry[]>();
-  if (touched.size) {
-    for (const e of valuesOf(before)) if (e.backends.length) { const b = bucketOf(e.vip); if (touched.has(b)) had.add(b); }
-    for (const e of after) {
-      if (!e.backends.length) continue;
-      const b = bucketOf(e.vip);
-      if (touched.has(b)) now.set(b, now.get(b) ?? []).get(b)!.push(e);
-    }
-  }
+  const keep = (b: number) => touched.has(b);
+  const had = touched.size ? byBucket(valuesOf(before), keep) : new Map<number, VipEntry[]>();
+  const now = touched.size ? byBucket(after, keep) : new Map<number, VipEntry[]>();
   return { had: (b) => had.has(b), now: (b) => now.get(b) ?? [] };
 }
 
@@ -218,12 +222,7 @@ export function lbTable(entries: VipEntry[], kind: TableKind = VIP_KIND): string
     ...kind.hooks(empty),
   );
   for (const i of slots) lines.push(`  chain ${slotChain(i)} {`, `    ${kind.slotRule(slotMap(i))}`, '  }');
-  const buckets = new Map<number, VipEntry[]>();
-  for (const e of live) {
-    const b = bucketOf(e.vip);
-    buckets.set(b, buckets.get(b) ?? []).get(b)!.push(e);
-  }
-  for (const [b, members] of [...buckets].sort((x, y) => x[0] - y[0])) {
+  for (const [b, members] of [...byBucket(live)].sort((x, y) => x[0] - y[0])) {
     lines.push(`  chain ${bucketChain(b, kind)} {`, ...bucketRules(members, kind).map((r) => `    ${r}`), '  }');
   }
   lines.push('}');

@@ -103,10 +103,12 @@ interface Applied { netns: string; entries: Map<string, VipEntry>; lengths: Map<
 type BucketIndex = Map<number, Map<string, VipEntry>>;
 function indexBuckets(entries: Iterable<VipEntry>): BucketIndex {
   const index: BucketIndex = new Map();
-  for (const e of entries) if (e.backends.length) place(index, e);
+  for (const e of entries) place(index, e);
   return index;
 }
+/** A VIP into its bucket's entry of the index, if it is balanced (has backends; one without is in no bucket chain). */
 function place(index: BucketIndex, e: VipEntry): void {
+  if (!e.backends.length) return;
   const b = bucketOf(e.vip);
   const members = index.get(b) ?? new Map<string, VipEntry>();
   index.set(b, members.set(e.vip, e));
@@ -198,7 +200,7 @@ export class ServiceBalancers {
           const b = bucketOf((old ?? e)!.vip);
           if (!hadBucket.has(b)) hadBucket.set(b, had.buckets.has(b));
           if (old) { had.entries.delete(old.vip); countLength(had.lengths, old.backends.length, -1); unplace(had.buckets, old); }
-          if (e) { had.entries.set(e.vip, e); countLength(had.lengths, e.backends.length, 1); if (e.backends.length) place(had.buckets, e); }
+          if (e) { had.entries.set(e.vip, e); countLength(had.lengths, e.backends.length, 1); place(had.buckets, e); }
         }
         // A table that was not there, or goes: made whole, or deleted.
         const whole = wasEmpty || !had.entries.size;
@@ -238,7 +240,7 @@ export class ServiceBalancers {
         this.log(`services: balancer of ${id.slice(0, 12)} remade: ${errorMessage(e)}`);
         await nftApply(lbScript(undefined, [...entries.values()], 0, this.kind), { netns });
         remade = true;
-        built = slotsIn(lengths) + SPARE_SLOTS;
+        built = builtAfter(true, 0, lengths);
         return new Map<string, number>();
       });
       // The counts of the elements that stayed go on; those of elements gone are kept as retired (as they went, where read).
