@@ -117,16 +117,27 @@ export class Control {
 
   private async liveness(s: Session, caCert: string, known?: Map<string, unknown>): Promise<Liveness> {
     const external = Boolean(this.o.external);
+    const readAt = Date.now();
     const [alive, leader, lock] = await Promise.all([
       known ?? s.store.list<AliveRecord>(K.alive), external ? undefined : s.store.leaderRecent(),
       external ? s.store.get<{ Node: string }>(SK.leader) : undefined,
     ]);
-    if (s.store.degraded) return { alive: new Set(), caCert, external, unknown: s.state.nodeId };
-    return {
+    if (s.store.degraded) {
+      // An election of a second or two: the presence read before it is as good as any within a
+      // lease's TTL (a node that died since would show Ready that long anyway), as swarmkit's
+      // managers answer from the state they last knew. Past that, nobody can say.
+      const last = this.lastLive;
+      if (last?.session === s && Date.now() - last.at <= this.o.leaseTtlSec * 1000) return { ...last.live, caCert };
+      return { alive: new Set(), caCert, external, unknown: s.state.nodeId };
+    }
+    const live: Liveness = {
       alive: new Set([...alive.keys()].map((k) => k.slice(K.alive.length))), caCert, external,
       ...(leader ? { leaderMember: leader } : {}), ...(lock ? { leaderNode: lock.value.Node } : {}),
     };
+    this.lastLive = { session: s, at: readAt, live };
+    return live;
   }
+  private lastLive?: { session: Session; at: number; live: Liveness };
 
   /** The cluster, a prefix or key, and the presence keys, in one store read. */
   private async withLiveness(s: Session, read: { key: string; prefix?: boolean }): Promise<{ c: Versioned<ClusterRecord>; found: Map<string, Versioned<unknown>>; live: Liveness }> {

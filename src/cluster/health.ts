@@ -26,6 +26,8 @@ export class EndpointHealth {
   private closed = false;
   /** When a member last fell sick: a call that failed on it is worth one more try elsewhere. */
   lastSickAt = 0;
+  /** When a member last answered that it knows a leader: the store has one again after an election. */
+  leaderSeenAt = 0;
 
   constructor(
     private readonly endpoints: string[],
@@ -80,6 +82,7 @@ export class EndpointHealth {
     try {
       const s = await client.maintenance.status({ deadline: Date.now() + this.o.deadlineMs });
       well = s.leader !== '0';
+      if (well) this.leaderSeenAt = Date.now();
     } catch (e) {
       // An answer that is a refusal (a member that lets this node ask nothing) still says it is
       // reachable; only silence or a broken connection is sickness.

@@ -138,8 +138,15 @@ export class ClusterStore {
    * working, changes do not. `degraded` says which it was, for views that must not claim liveness
    * they could not check (leases do not expire without a leader).
    */
+  private degradedAt = 0;
   private degradedUntil = 0;
-  get degraded(): boolean { return Date.now() < this.degradedUntil; }
+  get degraded(): boolean {
+    if (Date.now() >= this.degradedUntil) return false;
+    // A member that named a leader after the reads failed: the election is over, so the next read
+    // may be linearizable again (etcd's election timeout is well under a read's deadline, so that
+    // leader is not the one that went quiet).
+    return !(this.health && this.health.leaderSeenAt > this.degradedAt);
+  }
 
   private async read<T>(fn: (client: Etcd.Etcd3, serializable: boolean) => Promise<T>): Promise<T> {
     if (!this.degraded) {
@@ -153,7 +160,8 @@ export class ClusterStore {
         if (this.health && this.health.lastSickAt >= t0) {
           try { return await this.call(() => fn(this.client, false)); } catch (e2) { if (!(e2 instanceof UnavailableError)) throw e2; }
         }
-        this.degradedUntil = Date.now() + 3000;
+        this.degradedAt = Date.now();
+        this.degradedUntil = this.degradedAt + 3000;
       }
     }
     return this.call(() => fn(this.localClient ?? this.client, true));

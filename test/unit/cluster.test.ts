@@ -4,7 +4,9 @@ import { describe, it } from 'node:test';
 import { leaveManagerError } from '../../src/cluster/errors.js';
 import { caDigest, goTime, newJoinToken, newNodeId, parseJoinToken } from '../../src/cluster/ids.js';
 import { certDer, certValidity, checkCa, issuedBy, makeCa, makeCsr, signCsr, tlsInfo } from '../../src/cluster/pki.js';
-import { caSettings, goDuration } from '../../src/cluster/control.js';
+import { caSettings, Control, goDuration } from '../../src/cluster/control.js';
+import { K } from '../../src/cluster/keys.js';
+import type { Session } from '../../src/cluster/session.js';
 import { issuerOf, pemList, renewAt, renewalTimer, trustOf, wantedIssuer } from '../../src/cluster/rotation.js';
 import type { ClusterRecord } from '../../src/cluster/keys.js';
 import { defaultSpec, nodeView } from '../../src/cluster/views.js';
@@ -180,5 +182,57 @@ describe('cluster: calls to the store', () => {
     calls = 0;
     await assert.rejects(retryAuthOld(async () => { calls++; throw new Error('etcdserver: revision of auth store is old'); }, 4), /auth store is old/);
     assert.equal(calls, 4);
+  });
+});
+
+describe('cluster: node liveness while the store elects a leader', () => {
+  /** A manager's store as Control reads it: one manager and one worker, both with presence keys. */
+  function fakeSession(ca: string) {
+    const node = (id: string, role: 'manager' | 'worker'): NodeRecord => ({
+      ID: id, CreatedAt: 'x', UpdatedAt: 'y', Spec: { Labels: {}, Role: role, Availability: 'active' }, Addr: '10.99.0.1', Port: 2377, ...(role === 'manager' ? { MemberId: '42' } : {}),
+      Description: { Hostname: id, Platform: { Architecture: 'x86_64', OS: 'linux' }, Resources: { NanoCPUs: 1, MemoryBytes: 1 }, Engine: { EngineVersion: '0', Plugins: [] } },
+    });
+    const data = new Map<string, unknown>([
+      [K.cluster, { ID: 'c', CaCert: ca }], [K.node('m1'), node('m1', 'manager')], [K.node('w1'), node('w1', 'worker')],
+      [K.aliveOf('m1'), {}], [K.aliveOf('w1'), {}],
+    ]);
+    const pick = (r: { key: string; prefix?: boolean }) => new Map([...data].filter(([k]) => (r.prefix ? k.startsWith(r.key) : k === r.key)).map(([k, v]) => [k, { value: v, modRevision: 1 }]));
+    const store = {
+      degraded: false,
+      readMany: async (reads: Array<{ key: string; prefix?: boolean }>) => reads.map(pick),
+      list: async (prefix: string) => pick({ key: prefix, prefix: true }),
+      get: async (key: string) => pick({ key }).get(key),
+      leaderRecent: async () => '42',
+    };
+    return { store, data, session: { state: { role: 'manager', nodeId: 'm1' }, store } as unknown as Session };
+  }
+  const states = async (c: Control) => (await c.listNodes()).map((n) => `${(n.Description as { Hostname: string }).Hostname} ${(n.Status as { State: string }).State}`).sort();
+
+  it('answers from the presence it last read for a lease TTL, then says it cannot know', async () => {
+    const ca = (await makeCa()).cert;
+    const { store, session } = fakeSession(ca);
+    const control = new Control(() => session, { leaseTtlSec: 0.3 });
+    assert.deepEqual(await states(control), ['m1 ready', 'w1 ready']);
+    // No leader: a serializable read still finds both keys (leases do not expire without one),
+    // which proves nothing; the read before the election does, for a TTL.
+    store.degraded = true;
+    assert.deepEqual(await states(control), ['m1 ready', 'w1 ready']);
+    await new Promise((r) => setTimeout(r, 350));
+    assert.deepEqual(await states(control), ['m1 ready', 'w1 unknown']);
+    // The last read made without a leader is not one to answer from later.
+    store.degraded = false;
+    assert.deepEqual(await states(control), ['m1 ready', 'w1 ready']);
+  });
+
+  it('never answers from a read of another session (a node that left and joined again)', async () => {
+    const ca = (await makeCa()).cert;
+    const a = fakeSession(ca);
+    const b = fakeSession(ca);
+    let current = a.session;
+    const control = new Control(() => current, { leaseTtlSec: 30 });
+    assert.deepEqual(await states(control), ['m1 ready', 'w1 ready']);
+    current = b.session;
+    b.store.degraded = true;
+    assert.deepEqual(await states(control), ['m1 ready', 'w1 unknown']);
   });
 });
