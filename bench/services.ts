@@ -1,5 +1,5 @@
 /**
- * node dist/bench/services.js [--quick] [--no-write]   (npm run bench:services)
+ * node dist/bench/services.js [--quick] [--no-write] [--updates N]   (npm run bench:services)
  * Services on three lab hosts (namespaces on one underlay bridge), berth only: Docker 20.10's
  * routing mesh needs IPVS, which this kernel lacks (moby#24005), so its VIP and mesh cannot be
  * measured here. In one run:
@@ -7,12 +7,13 @@
  *    from a container on another host, and 1,200 through the published port, 400 to each node's
  *    address from the underlay namespace; each request answers its task's hostname; the
  *    per-task share's worst distance from even;
- *  - TCP connect + 1-byte echo from a client container to the VIP against straight to a task (the
- *    same tasks serve both), and iperf3 to a one-task service's VIP against straight to its task;
+ *  - TCP connect + 1-byte echo from a client container to the VIP against straight to the tasks in
+ *    turn (the same tasks serve both, in the same order as the VIP's round robin), in five
+ *    alternating rounds, and iperf3 to a one-task service's VIP against straight to its task;
  *  - TCP connect + 1-byte echo from the underlay through the routing mesh (entered at one node)
  *    against a plain container's own `-p` port on that node;
  *  - a rolling update (`service update --force`, one task at a time) under about 200 requests/s
- *    through the VIP: requests sent and lost.
+ *    through the VIP, `--updates` times (1): requests sent and lost, and why and when any was.
  * Everything is removed at the end, even on failure.
  */
 import { Lab, type LabHost } from '../test/integration/lab.js';
@@ -25,6 +26,8 @@ const quick = process.argv.includes('--quick');
 const write = !process.argv.includes('--no-write');
 const REQUESTS = quick ? 120 : 1200;
 const ECHOES = quick ? 20 : 300;
+const UPDATES = process.argv.includes('--updates') ? Number(process.argv[process.argv.indexOf('--updates') + 1]) : 1;
+if (!(UPDATES >= 1)) throw new Error('--updates takes a number of updates, 1 or more');
 const WEB = ['busybox', 'sh', '-c', 'mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www'];
 
 /** `count` sequential GETs from inside a namespace (one Node process, a new connection each); the answers. */
@@ -83,10 +86,17 @@ async function main(): Promise<void> {
     results.spread_vip = viaVip;
     results.spread_mesh = viaMesh;
 
-    log('latency and throughput: the VIP against straight to a task');
-    const direct = tasks[0]!;
-    const ev = await echo(tasks.map((t) => t.ns), clientNs, vip, ECHOES);
-    const ed = await echo(tasks.map((t) => t.ns), clientNs, direct.ip, ECHOES);
+    log('latency and throughput: the VIP against straight to the tasks');
+    // Straight to the tasks in turn, as the VIP's round robin takes them (some on the client's
+    // host, some across the overlay): one task alone would compare a hot server process, maybe a
+    // local one, against the VIP's spread.
+    // Rounds taken in turn, so a drift of the machine's load falls on both alike.
+    const ev: number[] = [];
+    const ed: number[] = [];
+    for (let r = 0; r < 5; r++) {
+      ev.push(...await echo(tasks.map((t) => t.ns), clientNs, vip, ECHOES / 5));
+      ed.push(...await echo(tasks.map((t) => t.ns), clientNs, tasks.map((t) => t.ip), ECHOES / 5));
+    }
     results.echo_vip_ms = { p50: median(ev), p90: quantile(ev, 0.9), p99: quantile(ev, 0.99) };
     results.echo_direct_ms = { p50: median(ed), p90: quantile(ed, 0.9), p99: quantile(ed, 0.99) };
     // iperf3's control and data connections are two connections, which a balancer over four tasks
@@ -111,18 +121,33 @@ async function main(): Promise<void> {
     const ep = await echo([plainNs], underlayNs, `${h0.addr}:7008`, ECHOES);
     results.echo_mesh_ms = { p50: median(em), p90: quantile(em, 0.9), p99: quantile(em, 0.99) };
     results.echo_published_ms = { p50: median(ep), p90: quantile(ep, 0.9), p99: quantile(ep, 0.99) };
+    // Only the echo runs listened on 7007: a published port the tasks never listen on would hold
+    // each new task out of the balancers for LISTEN_WAIT_MS.
+    await docker(h0, ['service', 'update', '--publish-rm', 'published=7007,target=7007', 'web']);
 
-    log('a rolling update under about 200 requests/s through the VIP');
-    const loadScript = `const http=require('http');let sent=0,lost=0,stop=false;const fire=()=>{sent++;const r=http.get('http://${vip}/',{agent:false,timeout:3000},(s)=>{s.resume();});r.on('error',()=>lost++);r.on('timeout',()=>{r.destroy();});};const t=setInterval(fire,5);process.on('SIGTERM',()=>{clearInterval(t);setTimeout(()=>{console.log(JSON.stringify({sent,lost}));process.exit(0)},3500);});`;
-    const load = run('nsenter', [`--net=${clientNs}`, process.execPath, '-e', loadScript]);
-    await new Promise((r) => setTimeout(r, 1000));
-    const t0 = Date.now();
-    await docker(h0, ['service', 'update', '--force', 'web']);
-    results.update_seconds = (Date.now() - t0) / 1000;
-    await new Promise((r) => setTimeout(r, 1000));
-    await run('pkill', ['-TERM', '-f', 'setInterval\\(fire,5\\)']);
-    const l = await load;
-    results.update_under_load = JSON.parse(l.stdout || '{}');
+    log(`${UPDATES} rolling update(s) under about 200 requests/s through the VIP`);
+    const loadScript = `const http=require('http');let sent=0,lost=0;const why={};const at=[];const fire=()=>{sent++;const r=http.get('http://${vip}/',{agent:false,timeout:3000},(s)=>{s.resume();});r.on('error',(e)=>{lost++;at.push(Date.now());why[e.code||e.message]=(why[e.code||e.message]||0)+1;});r.on('timeout',()=>{r.destroy();});};const t=setInterval(fire,5);process.on('SIGTERM',()=>{clearInterval(t);setTimeout(()=>{console.log(JSON.stringify({sent,lost,why,lost_at:at}));process.exit(0)},3500);});`;
+    const updates: Array<{ seconds: number; sent: number; lost: number; why: Record<string, number>; lost_at: number[] }> = [];
+    for (let u = 0; u < UPDATES; u++) {
+      const load = run('nsenter', [`--net=${clientNs}`, process.execPath, '-e', loadScript]);
+      await new Promise((r) => setTimeout(r, 1000));
+      const t0 = Date.now();
+      await docker(h0, ['service', 'update', '--force', 'web']);
+      const seconds = (Date.now() - t0) / 1000;
+      await new Promise((r) => setTimeout(r, 1000));
+      await run('pkill', ['-TERM', '-f', 'setInterval\\(fire,5\\)']);
+      const got = { seconds, ...JSON.parse((await load).stdout || '{}') } as (typeof updates)[number];
+      updates.push(got);
+      log(`update ${u + 1}: ${seconds.toFixed(1)} s, ${got.sent} sent, ${got.lost} lost${got.lost ? ` ${JSON.stringify(got.why)}` : ''}`);
+      if (got.lost) {
+        // Where the losses fell among the tasks' changes (the load began about 1 s before the update).
+        const tasksNow = (await h0.host.api('GET', '/tasks?filters=' + encodeURIComponent(JSON.stringify({ service: ['web'] })))).json as Array<{ Slot: number; DesiredState: string; Status: { State: string; Timestamp: string } }>;
+        const changed = tasksNow.map((t) => ({ t, at: Date.parse(t.Status.Timestamp) - t0 })).filter((x) => x.at >= 0).sort((a, b) => a.at - b.at);
+        log(`  lost at ${JSON.stringify(got.lost_at.map((x) => x - t0))} ms after the update began; tasks then: ${changed.map((x) => `slot ${x.t.Slot} ${x.t.Status.State} at ${x.at}`).join(', ')}`);
+      }
+    }
+    results.update_seconds = updates[0]!.seconds;
+    results.update_under_load = { sent: updates.reduce((a, x) => a + x.sent, 0), lost: updates.reduce((a, x) => a + x.lost, 0), updates };
   } finally {
     const leaks = await lab.destroy();
     if (leaks.length) log(`LEAKS: ${leaks.join('; ')}`);

@@ -8,7 +8,9 @@
  * its own letter, so the spread over them is checked too); the other N-1 VIPs have backends that
  * nothing is sent to. From a client process that stays in each client namespace: TCP connect +
  * 1-byte echo, each a new connection, through the VIP and straight to a backend (the same table
- * in the way, missed; the two backends in turn), in blocks of `--block` connections, the four arms in a rotated order
+ * in the way, missed; the two backends in turn, connection by connection, as the VIP's round robin
+ * takes them: a block to one server would keep that one process awake and hot, which on this VM
+ * alone is ~30 µs a connection faster than waking the other), in blocks of `--block` connections, the four arms in a rotated order
  * every round, so a busy moment of this shared machine falls on each alike. The server closes
  * first, so the TIME_WAITs are its own and the client's ports never run out.
  * Reports p50/p90/p99 per arm and the ratio of the large table's p99 to the small one's with a
@@ -65,12 +67,12 @@ async function plug(ns: string, hubSide: string, ip: string): Promise<void> {
 const serverScript = (letter: string) => `require('net').createServer((s)=>s.once('data',()=>s.end('${letter}'))).listen(${PORT},()=>console.log('up'))`;
 
 /**
- * The client: a line `ADDR N` does N sequential connect + 1-byte echo to ADDR:PORT and answers one
- * JSON line, the times in ms and the letters that answered.
+ * The client: a line `ADDRS N` does N sequential connect + 1-byte echo to ADDR:PORT, taking the
+ * comma-separated ADDRS in turn, and answers one JSON line, the times in ms and the letters that answered.
  */
 const clientScript = `const net=require('net');const rl=require('readline').createInterface({input:process.stdin});
-rl.on('line',async(l)=>{const [addr,n]=l.split(' ');const ms=[];const by={};
-for(let i=0;i<Number(n);i++){const t=process.hrtime.bigint();const c=await new Promise((res,rej)=>{const s=net.connect(${PORT},addr,()=>s.write('x'));s.once('data',(d)=>{res(d.toString());s.destroy();});s.on('error',rej);});
+rl.on('line',async(l)=>{const [addrs,n]=l.split(' ');const to=addrs.split(',');const ms=[];const by={};
+for(let i=0;i<Number(n);i++){const t=process.hrtime.bigint();const c=await new Promise((res,rej)=>{const s=net.connect(${PORT},to[i%to.length],()=>s.write('x'));s.once('data',(d)=>{res(d.toString());s.destroy();});s.on('error',rej);});
 ms.push(Number(process.hrtime.bigint()-t)/1e6);by[c]=(by[c]||0)+1;}
 process.stdout.write(JSON.stringify({ms,by})+'\\n');});`;
 
@@ -92,8 +94,8 @@ function inNs(ns: string, script: string): ChildProcessWithoutNullStreams {
   return spawn('nsenter', [`--net=/run/netns/${ns}`, process.execPath, '-e', script], { stdio: ['pipe', 'pipe', 'pipe'] });
 }
 
-/** The p99 ratio b/a with a 95 % percentile bootstrap interval (each arm resampled by itself). */
-function p99Ratio(a: number[], b: number[], resamples = 1000): { ratio: number; lo: number; hi: number } {
+/** The ratio b/a of quantile q (the p99 unless said) with a 95 % percentile bootstrap interval (each arm resampled by itself). */
+function quantileRatio(a: number[], b: number[], q = 0.99, resamples = 1000): { ratio: number; lo: number; hi: number } {
   // mulberry32: a plain LCG in doubles loses its low bits past 2^53 and repeats itself.
   let s = 1;
   const rand = () => {
@@ -104,9 +106,9 @@ function p99Ratio(a: number[], b: number[], resamples = 1000): { ratio: number; 
   };
   const pick = (v: number[]) => v.map(() => v[Math.floor(rand() * v.length)]!);
   const rs: number[] = [];
-  for (let r = 0; r < resamples; r++) rs.push(quantile(pick(b), 0.99) / quantile(pick(a), 0.99));
+  for (let r = 0; r < resamples; r++) rs.push(quantile(pick(b), q) / quantile(pick(a), q));
   rs.sort((x, y) => x - y);
-  return { ratio: quantile(b, 0.99) / quantile(a, 0.99), lo: rs[Math.floor(resamples * 0.025)]!, hi: rs[Math.floor(resamples * 0.975)]! };
+  return { ratio: quantile(b, q) / quantile(a, q), lo: rs[Math.floor(resamples * 0.025)]!, hi: rs[Math.floor(resamples * 0.975)]! };
 }
 
 const summary = (v: number[]) => ({ n: v.length, p50: median(v), p90: quantile(v, 0.9), p99: quantile(v, 0.99), max: Math.max(...v) });
@@ -155,18 +157,18 @@ async function main(): Promise<void> {
       clients.set(n, new Client(p));
     }
     type Arm = { name: string; n: number; addr: string };
-    // Straight to a backend: each of the two in turn, block by block, so each server takes the
-    // same share of the connections (and of their TIME_WAITs) as through the VIP.
-    const arms: Arm[] = sizes.flatMap((n) => [{ name: `vip ${n}`, n, addr: VIP }, { name: `direct ${n}`, n, addr: '' }]);
+    // Straight to a backend: the two in turn, connection by connection, so each server takes the
+    // same connections (and TIME_WAITs, and wake-ups) as through the VIP's round robin.
+    const arms: Arm[] = sizes.flatMap((n) => [{ name: `vip ${n}`, n, addr: VIP }, { name: `direct ${n}`, n, addr: BACKENDS.join(',') }]);
     const times = new Map(arms.map((a) => [a.name, [] as number[]]));
     const letters = new Map(arms.map((a) => [a.name, {} as Record<string, number>]));
     // A warm-up round, not kept: the first connections fill ARP and the processes' JIT.
-    for (const a of arms) await clients.get(a.n)!.connects(a.addr || BACKENDS[0]!, BLOCK);
+    for (const a of arms) await clients.get(a.n)!.connects(a.addr, BLOCK);
     log(`${ROUNDS} rounds of ${BLOCK} connections per arm, load ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
     for (let r = 0; r < ROUNDS; r++) {
       for (let j = 0; j < arms.length; j++) {
         const a = arms[(r + j) % arms.length]!;
-        const got = await clients.get(a.n)!.connects(a.addr || BACKENDS[r % 2]!, BLOCK);
+        const got = await clients.get(a.n)!.connects(a.addr, BLOCK);
         times.get(a.name)!.push(...got.ms);
         const l = letters.get(a.name)!;
         for (const [k, c] of Object.entries(got.by)) l[k] = (l[k] ?? 0) + c;
@@ -183,8 +185,15 @@ async function main(): Promise<void> {
       const by = letters.get(a.name)!;
       if (!(by.a && by.b)) throw new Error(`${a.name}: the VIP did not reach both backends: ${JSON.stringify(by)}`);
     }
-    const vipRatio = p99Ratio(times.get(`vip ${SMALL}`)!, times.get(`vip ${LARGE}`)!);
-    const directRatio = p99Ratio(times.get(`direct ${SMALL}`)!, times.get(`direct ${LARGE}`)!);
+    const vipRatio = quantileRatio(times.get(`vip ${SMALL}`)!, times.get(`vip ${LARGE}`)!);
+    const directRatio = quantileRatio(times.get(`direct ${SMALL}`)!, times.get(`direct ${LARGE}`)!);
+    // Issue 18's "connect latency through the VIP ≤ 1.1x direct to a task", at each size.
+    const overDirect = Object.fromEntries(sizes.map((n) => [n, {
+      p50: quantileRatio(times.get(`direct ${n}`)!, times.get(`vip ${n}`)!, 0.5),
+      p99: quantileRatio(times.get(`direct ${n}`)!, times.get(`vip ${n}`)!),
+    }]));
+    results.vip_over_direct = overDirect;
+    for (const n of sizes) log(`${n} services: VIP / direct p50 ${overDirect[n]!.p50.ratio.toFixed(3)} (95 % ${overDirect[n]!.p50.lo.toFixed(3)}–${overDirect[n]!.p50.hi.toFixed(3)}), p99 ${overDirect[n]!.p99.ratio.toFixed(3)} (${overDirect[n]!.p99.lo.toFixed(3)}–${overDirect[n]!.p99.hi.toFixed(3)})`);
     results.vip_p99_ratio = vipRatio;
     results.direct_p99_ratio = directRatio;
     // The same ratio in each third of the run: how far it wanders while the machine's load does.

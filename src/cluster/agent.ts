@@ -10,9 +10,19 @@ import type { WatchEvent } from './store.js';
 /**
  * A task's container as the engine has it. `health`: the container's health check's verdict, when
  * it has one (a task runs only once healthy); `ports`: the task's host-mode ports as its running
- * container bound them.
+ * container bound them; `startedAt`: when it started (ms), while it runs.
  */
-export interface TaskContainer { id: string; running: boolean; exitCode: number; pid: number; error: string; health?: 'starting' | 'healthy' | 'unhealthy'; ports?: PortConfig[] }
+export interface TaskContainer { id: string; running: boolean; exitCode: number; pid: number; error: string; health?: 'starting' | 'healthy' | 'unhealthy'; ports?: PortConfig[]; startedAt?: number }
+
+/**
+ * How long a started task's container may take to listen on the ports its service publishes or its
+ * image exposes before it runs (and is a backend) anyway: Docker's would be a backend at once, and
+ * refuse the connections the balancers send it until its process listens.
+ */
+export const LISTEN_WAIT_MS = 5000;
+const LISTEN_POLL_MS = 15;
+/** A task that waits longer than this to listen shows `starting` meanwhile. */
+const STARTING_AFTER_MS = 500;
 
 /** What the agent needs of the engine (the daemon implements it; the cluster never imports the engine). */
 export interface TaskRuntime {
@@ -20,6 +30,8 @@ export interface TaskRuntime {
   taskContainers(): Map<string, TaskContainer>;
   /** Creates and starts a task's container; returns it. */
   run(task: TaskRecord, nodeId: string): Promise<TaskContainer>;
+  /** The ports (`80/tcp`) a running task container's service publishes or its image exposes that it does not listen on yet. */
+  awaiting(containerId: string): Promise<string[]>;
   /** Stops (within the grace period) and removes a task's container. */
   remove(containerId: string, graceSec: number): Promise<void>;
   /** Calls back when a container of a task exits. */
@@ -132,7 +144,7 @@ export class Agent {
         // Not a backend, and not counted as updated, until its health check passes.
         if (t.Status.State !== 'starting') await this.report(id, 'starting', 'starting', c);
       } else if (c.running) {
-        if (t.Status.State !== 'running') await this.report(id, 'running', 'started', c);
+        if (t.Status.State !== 'running') await this.whenListening(id, t, c);
       } else {
         await this.report(id, c.exitCode === 0 ? 'complete' : 'failed', c.exitCode === 0 ? 'finished' : 'started', c, c.exitCode === 0 ? undefined : c.error || `task: non-zero exit (${c.exitCode})`);
       }
@@ -148,12 +160,27 @@ export class Agent {
       const st = new Steps(`task ${id}'s start`);
       const made = await this.runtime.run(t, this.me);
       st.mark('run');
-      await this.report(id, made.running ? (made.health === 'starting' ? 'starting' : 'running') : made.exitCode === 0 ? 'complete' : 'failed', 'started', made);
+      if (made.running && made.health !== 'starting') await this.whenListening(id, t, made);
+      else await this.report(id, made.running ? 'starting' : made.exitCode === 0 ? 'complete' : 'failed', 'started', made);
       st.mark('reported');
       st.done();
     } catch (e) {
       await this.report(id, 'rejected', 'preparing', undefined, errorMessage(e));
     }
+  }
+
+  /**
+   * A started task runs, and so becomes a backend of every balancer, once its container listens on
+   * the ports its service publishes or its image exposes (a health check, when it has one, said
+   * so already): a connection the VIP or the mesh sent it before would be refused. It is looked at
+   * again shortly until then, for at most LISTEN_WAIT_MS.
+   */
+  private async whenListening(id: string, t: TaskRecord, c: TaskContainer): Promise<void> {
+    const since = Date.now() - (c.startedAt ?? 0);
+    const waiting = !c.health && since < LISTEN_WAIT_MS ? await this.runtime.awaiting(c.id) : [];
+    if (!waiting.length) return this.report(id, 'running', 'started', c);
+    if (since >= STARTING_AFTER_MS && t.Status.State !== 'starting') await this.report(id, 'starting', `starting: not listening on ${waiting.join(', ')} yet`, c);
+    setTimeout(() => this.converge(id), LISTEN_POLL_MS).unref();
   }
 
   /** Writes a task's status, unless the record moved on meanwhile in a way that makes it moot. */

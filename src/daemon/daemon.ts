@@ -50,7 +50,7 @@ import { ingressKind } from '../network/lbkinds.js';
 import { PolicyPeers } from '../cluster/policypeers.js';
 import { LogServer } from '../cluster/logstream.js';
 import { readLogs } from '../engine/logs.js';
-import { EngineTaskRuntime } from './taskruntime.js';
+import { EngineTaskRuntime, type TaskService } from './taskruntime.js';
 import { HOST_TABLES, INGRESS_ENDPOINT, INGRESS_SBOX, IngressMesh } from '../cluster/ingress.js';
 import { replaceScript } from '../network/ingressmesh.js';
 import { nftApply } from '../kernel/nft.js';
@@ -305,12 +305,12 @@ export class Daemon {
     sn.followers.push((events, full) => net.follow(events, full));
     const mesh = new IngressMesh(() => s.state.nodeId, this.ingressHost(network, engine, (id) => sn.endpointsOf(id)), log);
     sn.followers.push((events, full) => mesh.follow(events, full));
-    const ingressFor = async (serviceId: string): Promise<string | undefined> => {
-      const svc = (await s.store.get<ServiceRecord>(SK.service(serviceId)))?.value;
-      if (!svc?.Endpoint.Ports?.some((p) => p.PublishMode === 'ingress')) return undefined;
-      return mesh.ingress() ?? network.registry.list().find((n) => n.Scope === 'swarm' && n.Ingress)?.Id;
+    const serviceFor = async (serviceId: string): Promise<TaskService> => {
+      const ports = (await s.store.get<ServiceRecord>(SK.service(serviceId)))?.value.Endpoint.Ports ?? [];
+      const ingress = ports.some((p) => p.PublishMode === 'ingress') ? mesh.ingress() ?? network.registry.list().find((n) => n.Scope === 'swarm' && n.Ingress)?.Id : undefined;
+      return { ...(ingress ? { ingress } : {}), targetPorts: ports.map((p) => `${p.TargetPort}/${p.Protocol}`) };
     };
-    const agent = new Agent(s, new EngineTaskRuntime(engine, (id) => net.hasVip(id), ingressFor), log, (r) => sn.appliedEverywhere(r));
+    const agent = new Agent(s, new EngineTaskRuntime(engine, (id) => net.hasVip(id), serviceFor), log, (r) => sn.appliedEverywhere(r));
     const orchestrator = new Orchestrator(s, log);
     // `service logs`: this node reads its tasks' logs for whichever manager asks.
     const logs = new LogServer(() => s.store, () => s.state.nodeId, {

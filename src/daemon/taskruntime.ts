@@ -4,6 +4,7 @@ import type { TaskRecord } from '../cluster/servicemodel.js';
 import type { Engine } from '../engine/engine.js';
 import type { ContainerRecord } from '../engine/types.js';
 import { errorMessage } from '../util/errors.js';
+import { listeningPorts } from './listeners.js';
 
 /** Docker's labels on a task's container (daemon/cluster/executor/container). */
 export const TASK_ID_LABEL = 'com.docker.swarm.task.id';
@@ -17,9 +18,12 @@ function view(c: ContainerRecord): TaskContainer {
   return {
     id: c.Id, running: c.State.Running, exitCode: c.State.ExitCode, pid: c.State.Pid, error: c.State.Error,
     ...(health === 'starting' || health === 'healthy' || health === 'unhealthy' ? { health } : {}),
-    ...(c.State.Running ? { ports: boundPorts(c) } : {}),
+    ...(c.State.Running ? { ports: boundPorts(c), startedAt: Date.parse(c.State.StartedAt) } : {}),
   };
 }
+
+/** What a task's container needs of its service: the ingress network to join, and the ports it publishes (`80/tcp`). */
+export interface TaskService { ingress?: string; targetPorts: string[] }
 
 /**
  * A task's host-mode ports as its container bound them (swarmkit's PortStatus, from the
@@ -53,9 +57,12 @@ function portBindings(ports: PortConfig[]): { ExposedPorts: Record<string, objec
 export class EngineTaskRuntime implements TaskRuntime {
   constructor(
     private readonly engine: Engine, private readonly serviceVip: (serviceId: string) => boolean,
-    /** The ingress network's id when the task's service publishes through the routing mesh (its task then has an endpoint there, as Docker's). */
-    private readonly ingressFor: (serviceId: string) => Promise<string | undefined> = async () => undefined,
+    /** The task's service as its container needs it: the ingress network's id when the service publishes through the routing mesh (its task then has an endpoint there, as Docker's), and its published ports. */
+    private readonly serviceFor: (serviceId: string) => Promise<TaskService> = async () => ({ targetPorts: [] }),
   ) {}
+
+  /** The ports each task container's service publishes, by container id (its image's exposed ports are in its record). */
+  private readonly published = new Map<string, string[]>();
 
   taskContainers(): Map<string, TaskContainer> {
     const out = new Map<string, TaskContainer>();
@@ -108,24 +115,37 @@ export class EngineTaskRuntime implements TaskRuntime {
       HostConfig: { NetworkMode: nets[0]?.Target ?? 'default', ...(published ? { PortBindings: published.PortBindings } : {}) },
       NetworkingConfig: { EndpointsConfig: nets[0] ? { [nets[0].Target]: endpoints[nets[0].Target]! } : {} },
     };
-    const ingress = await this.ingressFor(t.ServiceID);
+    const { ingress, targetPorts } = await this.serviceFor(t.ServiceID);
     // A service with no network of its own has its task on ingress alone (Docker's), else ingress comes second.
     if (ingress && !nets.length) body.HostConfig.NetworkMode = ingress;
     const { Id } = await this.engine.create(body, name, { swarmTask: true });
+    for (const id of this.published.keys()) if (!this.engine.find(id)) this.published.delete(id);
+    if (targetPorts.length) this.published.set(Id, targetPorts);
     try {
       // Its other networks, with their names, before it starts (as `docker run` then `network connect`).
       for (const n of nets.slice(1)) await this.engine.connect(Id, n.Target, endpoints[n.Target]!, { swarmTask: true });
       if (ingress && nets.length) await this.engine.connect(Id, ingress, {}, { swarmTask: true });
       await this.engine.start(Id);
     } catch (e) {
+      this.published.delete(Id);
       await this.engine.remove(Id, { force: true }).catch(() => undefined);
       throw e;
     }
     return view(this.engine.get(Id));
   }
 
+  async awaiting(containerId: string): Promise<string[]> {
+    const c = this.engine.find(containerId);
+    if (!c?.State.Running) return [];
+    const wanted = new Set([...(this.published.get(c.Id) ?? []), ...Object.keys(c.Config.ExposedPorts ?? {}).map((p) => (p.includes('/') ? p : `${p}/tcp`))]);
+    if (!wanted.size) return [];
+    const bound = await listeningPorts(c.State.Pid);
+    return [...wanted].filter((p) => !bound.has(p));
+  }
+
   async remove(containerId: string, graceSec: number): Promise<void> {
     const c = this.engine.find(containerId);
+    this.published.delete(containerId);
     if (!c) return;
     if (c.State.Running) await this.engine.stop(containerId, graceSec).catch((e) => { if (!/is not running|No such container/.test(errorMessage(e))) throw e; });
     await this.engine.remove(containerId, { force: true }).catch((e) => { if (!/No such container/.test(errorMessage(e))) throw e; });

@@ -6,6 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import { run } from '../../src/util/exec.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { DOCKER_CLI, waitFor } from './harness.js';
+import { LISTEN_WAIT_MS } from '../../src/cluster/agent.js';
 import { dockerFails, dockerOk, Lab, serviceTasks, type LabHost } from './lab.js';
 
 /**
@@ -274,6 +275,44 @@ describe('swarm services across hosts', () => {
     assert.ok(sent >= 40, `only ${sent} requests were made`);
     assert.equal(failed, 0, `${failed} of ${sent} requests failed during the update`);
     await ok(h0, ['service', 'rm', 'steady']);
+  });
+
+  it('a task joins the balancers once it listens on its published port: a scale up under requests loses none; a task that never listens runs after the wait', async () => {
+    // httpd listens 2 s after its container starts: a backend from the start would refuse ~2 s of connections.
+    const late = ['busybox', 'sh', '-c', 'mkdir -p /www && hostname > /www/index.html && sleep 2 && exec httpd -f -p 80 -h /www'];
+    await ok(h0, ['service', 'create', '--name', 'late', '--network', 'svc', '-p', '8090:80', ...late]);
+    await waitRunning(h0, 'late', 1);
+    await allAnswer(h1, 'client1', 'http://late/', taskHostnames(await running(h0, 'late')));
+    const load = h1.host.docker(['exec', 'client1', 'sh', '-c', 'n=0; f=0; while [ ! -e /tmp/stop ]; do n=$((n+1)); timeout 3 wget -qO- http://late/ >/dev/null 2>&1 || f=$((f+1)); sleep 0.05; done; echo "$n $f"']);
+    await sleep(500);
+    const t0 = Date.now();
+    await ok(h0, ['service', 'scale', '--detach', 'late=3']);
+    const seen = new Map<string, Set<string>>();
+    const three = await waitFor(async () => {
+      const all = await tasks(h0, 'late');
+      for (const t of all) (seen.get(t.ID) ?? seen.set(t.ID, new Set()).get(t.ID)!).add(t.Status.State);
+      const r = all.filter((t) => t.DesiredState === 'running' && t.Status.State === 'running');
+      return r.length === 3 ? r : undefined;
+    }, '3 running tasks of late', 30_000);
+    const took = Date.now() - t0;
+    await sleep(1000);
+    await ok(h1, ['exec', 'client1', 'touch', '/tmp/stop']);
+    const [sent, failed] = (await load).stdout.trim().split(' ').map(Number) as [number, number];
+    await ok(h1, ['exec', 'client1', 'rm', '/tmp/stop']);
+    assert.ok(took >= 2000, `the new tasks ran ${took} ms after the scale, before their process listened`);
+    assert.ok(sent >= 30, `only ${sent} requests were made`);
+    assert.equal(failed, 0, `${failed} of ${sent} requests failed while new tasks started`);
+    assert.ok([...seen.values()].some((v) => v.has('starting')), `no new task showed starting while it waited: ${JSON.stringify([...seen].map(([k, v]) => [k, [...v]]))}`);
+    await allAnswer(h1, 'client1', 'http://late/', taskHostnames(three));
+    await ok(h0, ['service', 'rm', 'late']);
+    // A process that never listens on the published port: the task runs after the wait, as Docker's would at once.
+    const d0 = Date.now();
+    await ok(h0, ['service', 'create', '--detach', '--name', 'deaf', '--network', 'svc', '-p', '8091:80', 'busybox', 'sleep', '3600']);
+    const [deaf] = await waitRunning(h0, 'deaf', 1, 30_000);
+    const after = Date.now() - d0;
+    assert.ok(after >= LISTEN_WAIT_MS - 1000 && after < LISTEN_WAIT_MS + 15_000, `the deaf task ran after ${after} ms`);
+    assert.equal(deaf!.Status.State, 'running');
+    await ok(h0, ['service', 'rm', 'deaf']);
   });
 
   it('health checks: a task is starting (no backend) until healthy; an update whose tasks never get healthy pauses, the old task serving', async () => {
