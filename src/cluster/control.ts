@@ -241,20 +241,29 @@ export class Control {
 
   /**
    * swarmkit's rules: never the last manager, never a removal that loses quorum. Quorum is the
-   * store's: a manager whose member is no longer in it (after --force-new-cluster) costs none.
+   * store's, as swarmkit asks raft which members are reachable: the voting members that would
+   * remain, each asked for its status (a manager whose member is no longer in the store, after
+   * --force-new-cluster, costs none). With an external store no manager runs a member, and the
+   * managers' presence is what there is to count.
    */
   private async checkDemote(s: Session, target: NodeRecord): Promise<void> {
     const [nodes, alive] = await Promise.all([s.store.list<NodeRecord>(K.nodes), s.store.list(K.alive)]);
     const managers = [...nodes.values()].filter((n) => n.value.Spec.Role === 'manager');
     if (managers.length <= 1) throw rpcError('FailedPrecondition', 'attempting to demote the last manager of the swarm');
-    let remaining = managers.filter((n) => n.value.ID !== target.ID).map((n) => n.value.ID);
-    if (!this.o.external) {
+    let remaining: number;
+    let up: number;
+    if (this.o.external) {
+      const others = managers.filter((n) => n.value.ID !== target.ID);
+      remaining = others.length;
+      up = others.filter((n) => alive.has(K.aliveOf(n.value.ID))).length;
+    } else {
       const voters = (await s.store.members()).filter((m) => !m.isLearner);
       if (!voters.some((m) => m.ID === target.MemberId)) return;
-      remaining = voters.filter((m) => m.ID !== target.MemberId).map((m) => m.name);
+      const others = voters.filter((m) => m.ID !== target.MemberId);
+      remaining = others.length;
+      up = (await s.store.membersUp(others.map((m) => m.clientURLs))).filter(Boolean).length;
     }
-    const up = remaining.filter((id) => alive.has(K.aliveOf(id))).length;
-    if (up < Math.floor(remaining.length / 2) + 1) throw rpcError('FailedPrecondition', "can't remove member from the raft: this would result in a loss of quorum");
+    if (up < Math.floor(remaining / 2) + 1) throw rpcError('FailedPrecondition', "can't remove member from the raft: this would result in a loss of quorum");
   }
 
   /** GET /info's Swarm section, as Docker's Cluster.Info: never fails, says what it could not read. */

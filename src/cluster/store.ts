@@ -36,6 +36,8 @@ const HOLD_MS = 15_000;
 const READ_MS = 2000;
 /** How long a watch may take to start or to be cancelled before the store is taken for unreachable. */
 const WATCH_MS = 3000;
+/** How long a member asked for its status directly may take to answer before it counts as down. */
+const MEMBER_STATUS_MS = 1500;
 
 /** etcd's range end for "every key with this prefix". */
 function prefixEnd(prefix: string): Buffer {
@@ -58,6 +60,8 @@ export class ClusterStore {
 
   /** Which members answer, when there are several to choose from. */
   private readonly health?: EndpointHealth;
+  /** A client of one member, with this node's credentials and no retries (a probe's). */
+  private readonly memberClient: (hosts: string[]) => Etcd.Etcd3;
 
   constructor(readonly endpoints: string[], tls?: TlsFiles, local?: string) {
     const { Etcd3, isRecoverableError } = etcd3();
@@ -69,9 +73,8 @@ export class ClusterStore {
       // takes answers of any size too.
       grpcOptions: { 'grpc.max_receive_message_length': -1 },
     };
-    if (endpoints.length > 1) {
-      this.health = new EndpointHealth(endpoints, (e) => new Etcd3({ hosts: [e], ...credentials, faultHandling: { host: () => c.noop, global: c.noop } }), c);
-    }
+    this.memberClient = (hosts) => new Etcd3({ hosts, ...credentials, faultHandling: { host: () => c.noop, global: c.noop } });
+    if (endpoints.length > 1) this.health = new EndpointHealth(endpoints, (e) => this.memberClient([e]), c);
     const breaker = () => c.circuitBreaker(c.handleWhen((e) => isRecoverableError(e) && !/unhealthy cluster/.test(e.message)), { halfOpenAfter: 1000, breaker: new c.ConsecutiveBreaker(3) });
     this.client = new Etcd3({
       // etcd3's default breaker shuts a host out for 5 s after three failures: with one endpoint,
@@ -371,6 +374,26 @@ export class ClusterStore {
   async members(): Promise<Array<{ ID: string; name: string; peerURLs: string[]; clientURLs: string[]; isLearner: boolean }>> {
     const r = await this.call(() => this.client.cluster.memberList({}));
     return r.members.map((m) => ({ ID: m.ID, name: m.name, peerURLs: m.peerURLs, clientURLs: m.clientURLs, isLearner: m.isLearner }));
+  }
+
+  /**
+   * Whether each member (by its client URLs) is up: asked for its status directly, all at once, it
+   * answers within MEMBER_STATUS_MS and knows a leader. This is quorum as etcd counts it, which
+   * the berthd beside a member says nothing of: a member outlives its berthd, and a berthd may run
+   * beside a member that died.
+   */
+  async membersUp(clientUrls: string[][]): Promise<boolean[]> {
+    return Promise.all(clientUrls.map(async (urls) => {
+      if (!urls.length) return false;
+      const client = this.memberClient(urls);
+      try {
+        return (await client.maintenance.status({ deadline: Date.now() + MEMBER_STATUS_MS })).leader !== '0';
+      } catch {
+        return false;
+      } finally {
+        client.close();
+      }
+    }));
   }
 
   /**

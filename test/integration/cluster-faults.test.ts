@@ -219,4 +219,35 @@ describe('cluster: faults', () => {
     // Its labels (the record) survived the outage: only presence went and came back.
     assert.equal((await h0.host.api('GET', '/nodes/lab3')).json.Spec.Labels['two-of-three'], '1');
   });
+
+  it("a demotion counts quorum by etcd's members: allowed while a manager's berthd is down but its member lives, refused once that member is gone too", async () => {
+    for (const n of ['lab0', 'lab1', 'lab2']) await waitState(h0, new RegExp(`^${n} Ready (Reachable|Leader)$`), 30_000);
+    /** Whether lab1's member votes (a promoted node's member joins as a learner first). */
+    const lab1Votes = async () => {
+      const r = await h0.host.inNetns('etcdctl', [...etcdctlArgs(h0).slice(2), 'member', 'list', '-w', 'json']);
+      assert.equal(r.code, 0, r.stderr);
+      const id = ((await h0.host.api('GET', '/nodes/lab1')).json as { ID: string }).ID;
+      return (JSON.parse(r.stdout) as { members: Array<{ name: string; isLearner?: boolean }> }).members.some((m) => m.name === id && !m.isLearner);
+    };
+    await h2.host.stopDaemon('SIGKILL');
+    try {
+      await waitState(h0, /^lab2 Down/, DOWN_MS);
+      // lab2's member outlives its berthd: without lab1, lab0's and lab2's members still make a quorum.
+      const demoted = await h0.host.docker(['node', 'demote', 'lab1']);
+      assert.equal(demoted.code, 0, demoted.stderr);
+      const promoted = await h0.host.docker(['node', 'promote', 'lab1']);
+      assert.equal(promoted.code, 0, promoted.stderr);
+      await waitFor(lab1Votes, "lab1's member voting again", 30_000);
+      // Now lab2's member goes too: without lab1, lab0's would be one of two.
+      process.kill(await etcdPid(h2), 'SIGKILL');
+      const refused = await h0.host.docker(['node', 'demote', 'lab1']);
+      assert.notEqual(refused.code, 0, 'a demotion that loses quorum went through');
+      assert.match(refused.stderr, /can't remove member from the raft: this would result in a loss of quorum/);
+      assert.ok(await lab1Votes(), "the refused demotion removed lab1's member");
+      assert.ok((await states(h0)).includes('lab1 Ready Reachable'), (await states(h0)).join(', '));
+    } finally {
+      await h2.host.startDaemon();
+    }
+    await waitState(h0, /^lab2 Ready (Reachable|Leader)$/, 30_000);
+  });
 });
