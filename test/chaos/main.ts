@@ -116,6 +116,14 @@ async function main(): Promise<number> {
   const bad = badArguments(args);
   if (bad) { console.error(`chaos: ${bad}\n\n${await usage()}`); return 2; }
   const seed = num('seed', Date.now() % 1_000_000);
+  // A reader that goes away (`npm run chaos | head`) made the next line an uncaught EPIPE, and the
+  // run died with its lab still up (berthds, etcd members, namespaces): it now stops as on SIGINT,
+  // taking its lab down, and its lines go nowhere.
+  const readerGone = new AbortController();
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code !== 'EPIPE') throw e;
+    readerGone.abort();
+  });
   if (flag('hosts')) {
     const cycles = num('cycles', 100);
     const minutes = arg('minutes') !== undefined ? Number(arg('minutes')) : undefined;
@@ -126,6 +134,7 @@ async function main(): Promise<number> {
     console.log(`chaos: across hosts, seed ${seed}, up to ${cycles} cycles (replay: npm run chaos -- --hosts --seed ${seed} --cycles ${cycles}${only})`);
     const stop = new AbortController();
     process.once('SIGINT', () => { console.log('chaos: stopping after this cycle (the lab is taken down)'); stop.abort(); });
+    readerGone.signal.addEventListener('abort', () => stop.abort());
     const r = await runMultihostChaos({ seed, cycles, ...(faults?.length ? { faults } : {}), ...(minutes !== undefined ? { minutes } : {}), signal: stop.signal, log: (l) => console.log(`chaos: ${l}`) });
     console.log(`chaos: ${JSON.stringify(r, null, 1)}`);
     if (flag('write-doc')) await writeSection('multihost', multihostFigures(r));
@@ -139,6 +148,7 @@ async function main(): Promise<number> {
     return leaks;
   };
   process.once('SIGINT', () => { void cleanup().then(() => process.exit(130)); });
+  readerGone.signal.addEventListener('abort', () => { void cleanup().then(() => process.exit(141)); });
   try {
     if (arg('fuzz')) {
       const runs = num('fuzz', 1000);
