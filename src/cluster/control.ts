@@ -247,12 +247,12 @@ export class Control {
    * managers' presence is what there is to count.
    */
   private async checkDemote(s: Session, target: NodeRecord): Promise<void> {
-    const [nodes, alive] = await Promise.all([s.store.list<NodeRecord>(K.nodes), s.store.list(K.alive)]);
-    const managers = [...nodes.values()].filter((n) => n.value.Spec.Role === 'manager');
+    const managers = [...(await s.store.list<NodeRecord>(K.nodes)).values()].filter((n) => n.value.Spec.Role === 'manager');
     if (managers.length <= 1) throw rpcError('FailedPrecondition', 'attempting to demote the last manager of the swarm');
     let remaining: number;
     let up: number;
     if (this.o.external) {
+      const alive = await s.store.list(K.alive);
       const others = managers.filter((n) => n.value.ID !== target.ID);
       remaining = others.length;
       up = others.filter((n) => alive.has(K.aliveOf(n.value.ID))).length;
