@@ -27,12 +27,11 @@ import { mtuOf, withBareVxlan } from './barevxlan.js';
 import { docker, formSwarm, onEachLab, type EngineLab, type LabHost } from './labs.js';
 import { PACKAGE_ROOT } from '../src/daemon/paths.js';
 import { emitSideResults } from './report.js';
-import { log, median, now, quantile, run } from './util.js';
+import { argOf as arg, log, median, now, quantile, run } from './util.js';
 
 const quick = process.argv.includes('--quick');
 const write = !process.argv.includes('--no-write');
 const N = quick ? 10 : 100;
-const arg = (name: string) => { const i = process.argv.indexOf(name); return i > 0 ? process.argv[i + 1] : undefined; };
 const ENDPOINTS = Number(arg('--endpoints') ?? (quick ? 0 : 1000));
 
 const netnsOf = (h: LabHost, c: string) => docker(h, ['inspect', '-f', '{{.NetworkSettings.SandboxKey}}', c]);

@@ -20,13 +20,13 @@ import { Lab, type LabHost } from '../test/integration/lab.js';
 import { PACKAGE_ROOT } from '../src/daemon/paths.js';
 import { docker, echo } from './labtools.js';
 import { emitSideResults } from './report.js';
-import { log, median, quantile, run } from './util.js';
+import { log, median, option, quantile, run } from './util.js';
 
 const quick = process.argv.includes('--quick');
 const write = !process.argv.includes('--no-write');
 const REQUESTS = quick ? 120 : 1200;
 const ECHOES = quick ? 20 : 300;
-const UPDATES = process.argv.includes('--updates') ? Number(process.argv[process.argv.indexOf('--updates') + 1]) : 1;
+const UPDATES = Number(option('--updates', '1'));
 if (!(UPDATES >= 1)) throw new Error('--updates takes a number of updates, 1 or more');
 const WEB = ['busybox', 'sh', '-c', 'mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www'];
 
@@ -89,13 +89,14 @@ async function main(): Promise<void> {
     log('latency and throughput: the VIP against straight to the tasks');
     // Straight to the tasks in turn, as the VIP's round robin takes them (some on the client's
     // host, some across the overlay): one task alone would compare a hot server process, maybe a
-    // local one, against the VIP's spread.
-    // Rounds taken in turn, so a drift of the machine's load falls on both alike.
+    // local one, against the VIP's spread. Five rounds each, in turn, so a drift of the machine's
+    // load falls on both alike.
+    const servers = tasks.map((t) => t.ns);
     const ev: number[] = [];
     const ed: number[] = [];
     for (let r = 0; r < 5; r++) {
-      ev.push(...await echo(tasks.map((t) => t.ns), clientNs, vip, ECHOES / 5));
-      ed.push(...await echo(tasks.map((t) => t.ns), clientNs, tasks.map((t) => t.ip), ECHOES / 5));
+      ev.push(...await echo(servers, clientNs, vip, ECHOES / 5));
+      ed.push(...await echo(servers, clientNs, tasks.map((t) => t.ip), ECHOES / 5));
     }
     results.echo_vip_ms = { p50: median(ev), p90: quantile(ev, 0.9), p99: quantile(ev, 0.99) };
     results.echo_direct_ms = { p50: median(ed), p90: quantile(ed, 0.9), p99: quantile(ed, 0.99) };

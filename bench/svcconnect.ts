@@ -24,12 +24,8 @@ import { PACKAGE_ROOT } from '../src/daemon/paths.js';
 import { ServiceBalancers, type VipEntry } from '../src/network/servicelb.js';
 import { run, runOk } from '../src/util/exec.js';
 import { emitSideResults } from './report.js';
-import { log, median, quantile, sleep } from './util.js';
+import { log, median, quantile, sleep, option } from './util.js';
 
-const option = (name: string, dflt: string) => {
-  const i = process.argv.indexOf(name);
-  return i > 0 ? process.argv[i + 1]! : dflt;
-};
 const [SMALL, LARGE] = option('--sizes', '10,10000').split(',').map(Number) as [number, number];
 const ROUNDS = Number(option('--rounds', '200'));
 const BLOCK = Number(option('--block', '50'));

@@ -22,12 +22,8 @@ import type { WatchEvent } from '../src/cluster/store.js';
 import type { EndpointRecord } from '../src/network/overlay.js';
 import { ServiceBalancers, type VipEntry } from '../src/network/servicelb.js';
 import { run, runOk } from '../src/util/exec.js';
-import { log, median, now, quantile } from './util.js';
+import { log, median, now, quantile, option } from './util.js';
 
-const option = (name: string, dflt: string) => {
-  const i = process.argv.indexOf(name);
-  return i > 0 ? process.argv[i + 1]! : dflt;
-};
 const ROUNDS = Number(option('--rounds', '20'));
 /** The two table sizes compared (`--sizes 100,10000`). */
 const [SMALL, LARGE] = option('--sizes', '100,10000').split(',').map(Number) as [number, number];

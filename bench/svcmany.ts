@@ -23,12 +23,8 @@ import { PACKAGE_ROOT } from '../src/daemon/paths.js';
 import { Lab, type LabHost } from '../test/integration/lab.js';
 import { docker, echo } from './labtools.js';
 import { emitSideResults } from './report.js';
-import { cleanupOnStop, log, median, quantile } from './util.js';
+import { cleanupOnStop, log, median, quantile, option } from './util.js';
 
-const option = (name: string, dflt: string) => {
-  const i = process.argv.indexOf(name);
-  return i > 0 ? process.argv[i + 1]! : dflt;
-};
 const write = !process.argv.includes('--no-write');
 const SIZES = option('--sizes', '10,100,10000').split(',').map(Number);
 const ROUNDS = Number(option('--rounds', '10'));

@@ -25,12 +25,8 @@ import { ingressKind } from '../src/network/lbkinds.js';
 import { ServiceBalancers, type VipEntry } from '../src/network/servicelb.js';
 import { docker } from './labtools.js';
 import { emitSideResults } from './report.js';
-import { log, median, now, run, runOk, sleep } from './util.js';
+import { log, median, now, run, runOk, sleep, option } from './util.js';
 
-const option = (name: string, dflt: string) => {
-  const i = process.argv.indexOf(name);
-  return i > 0 ? process.argv[i + 1]! : dflt;
-};
 const SIZES = option('--sizes', '50,100,200,250,400').split(',').map(Number);
 const write = !process.argv.includes('--no-write');
 /** Sweeps of every port on every node before giving up (the last tasks' endpoints may still be on their way). */

@@ -4,6 +4,14 @@ import { run, type RunResult } from '../src/util/exec.js';
 export { run };
 export type { RunResult };
 
+/** The value after flag `name` on the command line (undefined when the flag is not there). */
+export const argOf = (name: string): string | undefined => {
+  const i = process.argv.indexOf(name);
+  return i > 0 ? process.argv[i + 1] : undefined;
+};
+/** The value after flag `name`, or `dflt` without the flag (a flag without its value gives undefined, which its parse refuses). */
+export const option = (name: string, dflt: string): string => (process.argv.indexOf(name) > 0 ? argOf(name)! : dflt);
+
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 export const now = () => Number(process.hrtime.bigint()) / 1e6;
 
