@@ -11,6 +11,8 @@
  *   add --write-doc to put the figures into docs/reliability.md
  *
  * Exit status 1 when anything was found (a violation, a hang, a 5xx for malformed input, a leak).
+ * Ctrl-C, or the reader of its output going away (`| head`), stops a run and takes its host or lab
+ * down (across hosts: after the cycle under way).
  */
 import { existsSync, promises as fs } from 'node:fs';
 import { join } from 'node:path';
