@@ -11,7 +11,8 @@
  *    turn (the same tasks serve both, in the same order as the VIP's round robin), in five
  *    alternating rounds, and iperf3 to a one-task service's VIP against straight to its task;
  *  - TCP connect + 1-byte echo from the underlay through the routing mesh (entered at one node)
- *    against a plain container's own `-p` port on that node;
+ *    against a plain container's own `-p` port on that node; and to one task of a one-replica
+ *    service through the mesh at its own node and at another against its own `mode=host` port;
  *  - a rolling update (`service update --force`, one task at a time) under about 200 requests/s
  *    through the VIP, `--updates` times (1): requests sent and lost, and why and when any was.
  * Everything is removed at the end, even on failure.
@@ -125,6 +126,29 @@ async function main(): Promise<void> {
     // Only the echo runs listened on 7007: a published port the tasks never listen on would hold
     // each new task out of the balancers for LISTEN_WAIT_MS.
     await docker(h0, ['service', 'update', '--publish-rm', 'published=7007,target=7007', 'web']);
+    // Where the mesh's time goes: one task, reached through the mesh at its own node and at
+    // another, against its own `mode=host` port (straight to the task from outside, Docker's way
+    // around the mesh), in five alternating rounds.
+    await docker(h0, ['service', 'create', '--name', 'edge', '--network', 'svcb', '-p', 'published=7009,target=7007', '-p', 'published=7010,target=7007,mode=host', 'busybox', 'sleep', '36000']);
+    const edgeTask = (await Promise.all(lab.hosts.map(async (h) => ({ h, id: (await docker(h, ['ps', '-q', '--filter', 'label=com.docker.swarm.service.name=edge'])).split('\n')[0] })))).find((x) => x.id)!;
+    const edgeHost = edgeTask.h;
+    const otherHost = lab.hosts.find((h) => h !== edgeHost)!;
+    const edgeNs = await docker(edgeHost, ['inspect', '-f', '{{.NetworkSettings.SandboxKey}}', edgeTask.id!]);
+    const meshLocal: number[] = [];
+    const meshRemote: number[] = [];
+    const hostPort: number[] = [];
+    for (let r = 0; r < 5; r++) {
+      meshLocal.push(...await echo([edgeNs], underlayNs, `${edgeHost.addr}:7009`, ECHOES / 5));
+      hostPort.push(...await echo([edgeNs], underlayNs, `${edgeHost.addr}:7010`, ECHOES / 5));
+      meshRemote.push(...await echo([edgeNs], underlayNs, `${otherHost.addr}:7009`, ECHOES / 5));
+    }
+    const pcts = (v: number[]) => ({ p50: median(v), p90: quantile(v, 0.9), p99: quantile(v, 0.99) });
+    results.echo_mesh_local_ms = pcts(meshLocal);
+    results.echo_mesh_remote_ms = pcts(meshRemote);
+    results.echo_host_mode_ms = pcts(hostPort);
+    results.mesh_over_host_mode_p50 = { local: median(meshLocal) / median(hostPort), remote: median(meshRemote) / median(hostPort) };
+    log(`one task from outside, p50: mesh at its node ${median(meshLocal).toFixed(3)} ms, at another ${median(meshRemote).toFixed(3)}, its mode=host port ${median(hostPort).toFixed(3)}`);
+    await docker(h0, ['service', 'rm', 'edge']);
 
     log(`${UPDATES} rolling update(s) under about 200 requests/s through the VIP`);
     const loadScript = `const http=require('http');let sent=0,lost=0;const why={};const at=[];const fire=()=>{sent++;const r=http.get('http://${vip}/',{agent:false,timeout:3000},(s)=>{s.resume();});r.on('error',(e)=>{lost++;at.push(Date.now());why[e.code||e.message]=(why[e.code||e.message]||0)+1;});r.on('timeout',()=>{r.destroy();});};const t=setInterval(fire,5);process.on('SIGTERM',()=>{clearInterval(t);setTimeout(()=>{console.log(JSON.stringify({sent,lost,why,lost_at:at}));process.exit(0)},3500);});`;

@@ -28,6 +28,8 @@ const STARTING_AFTER_MS = 500;
 export interface TaskRuntime {
   /** Containers this host made for tasks, by task id. */
   taskContainers(): Map<string, TaskContainer>;
+  /** One task's container (a step looks at its own task alone, every LISTEN_POLL_MS while it waits to listen). */
+  taskContainer(taskId: string): TaskContainer | undefined;
   /** Creates and starts a task's container; returns it. */
   run(task: TaskRecord, nodeId: string): Promise<TaskContainer>;
   /** The ports (`80/tcp`) a running task container's service publishes or its image exposes that it does not listen on yet. */
@@ -114,7 +116,7 @@ export class Agent {
   private async step(id: string): Promise<void> {
     if (this.closed) return;
     const t = this.tasks.get(id);
-    const c = this.runtime.taskContainers().get(id);
+    const c = this.runtime.taskContainer(id);
     if (!t) {
       // Deleted from the store (its service removed), or never ours: its container goes.
       if (c) await this.runtime.remove(c.id, 10);

@@ -64,13 +64,21 @@ export class EngineTaskRuntime implements TaskRuntime {
   /** The ports each task container's service publishes, by container id (its image's exposed ports are in its record). */
   private readonly published = new Map<string, string[]>();
 
-  taskContainers(): Map<string, TaskContainer> {
-    const out = new Map<string, TaskContainer>();
+  /** This host's task containers with their task ids, those on their way out left aside. */
+  private *tasked(): Iterable<[string, ContainerRecord]> {
     for (const c of this.engine.containers.values()) {
       const t = taskOf(c);
-      if (t && c.State.Status !== 'removing') out.set(t, view(c));
+      if (t && c.State.Status !== 'removing') yield [t, c];
     }
-    return out;
+  }
+
+  taskContainers(): Map<string, TaskContainer> {
+    return new Map([...this.tasked()].map(([t, c]) => [t, view(c)]));
+  }
+
+  taskContainer(taskId: string): TaskContainer | undefined {
+    for (const [t, c] of this.tasked()) if (t === taskId) return view(c);
+    return undefined;
   }
 
   async run(t: TaskRecord, nodeId: string): Promise<TaskContainer> {

@@ -5,7 +5,8 @@ import { run } from '../util/exec.js';
 import { errorMessage } from '../util/errors.js';
 import { forEachLimited } from '../util/serial.js';
 import { elementHex, VIP_KIND, type TableKind } from './lbkinds.js';
-import { arrange, arrangeOne, bucketOf, changedVips, countersOf, elementArgs, hitKey, lbChanges, lbScript, parseCounters, SPARE_SLOTS, type Entries, type VipEntry } from './lbtable.js';
+import { elementArgs } from './lbbatch.js';
+import { arrange, arrangeOne, bucketOf, changedVips, countersOf, hitKey, lbChanges, lbScript, parseCounters, SPARE_SLOTS, type Entries, type VipEntry } from './lbtable.js';
 
 export { arrange, countersOf, lbScript, lbTable, parseCounters, LB_TABLE, type VipEntry } from './lbtable.js';
 

@@ -13,7 +13,8 @@ async function waitFor(fn: () => Promise<boolean>, what: string): Promise<void> 
 }
 import { ingressChanges, meshTable, replaceScript } from '../../src/network/ingressmesh.js';
 import { elementHex, ingressKind } from '../../src/network/lbkinds.js';
-import { arrange, elementArgs, lbScript, lbTable, parseCounters, type VipEntry } from '../../src/network/lbtable.js';
+import { elementArgs } from '../../src/network/lbbatch.js';
+import { arrange, lbScript, lbTable, parseCounters, type VipEntry } from '../../src/network/lbtable.js';
 import type { ServiceBalancers } from '../../src/network/servicelb.js';
 
 const port = (p: Partial<PortConfig>): PortConfig => ({ Protocol: 'tcp', TargetPort: 80, PublishedPort: 0, PublishMode: 'ingress', ...p });
