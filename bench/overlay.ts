@@ -16,7 +16,7 @@
  *  - `network connect` / `disconnect` of a running container (berth's return once every host has
  *    its FDB, neighbour and DNS entries), on the network as it is, and (berth only) again once it
  *    holds `--endpoints N` containers spread over the three hosts (default 1,000 in a full run;
- *    0 skips that part);
+ *    0 skips that part), in alternating rounds with a network of 10 endpoints;
  *  - `run -d` on an overlay until the container answers by name from another host, and the misses
  *    of the first lookup right after `run` returns.
  * Throughput and echo run inside the containers' network namespaces (nsenter from the host), so
@@ -106,19 +106,20 @@ async function measure(lab: EngineLab): Promise<Record<string, unknown>> {
 
   log(`${lab.engine}: connect / disconnect`);
   await docker(h2, ['run', '-d', '--name', 'hop', 'busybox', 'sleep', '36000']);
-  const hops = async () => {
-    const conn: number[] = [];
-    const disc: number[] = [];
-    for (let i = 0; i < N; i++) {
+  /** `n` connects and disconnects of `hop` on `net`, their times added to `into`'s. */
+  const hopOn = async (net: string, n: number, into = { conn: [] as number[], disc: [] as number[] }) => {
+    for (let i = 0; i < n; i++) {
       let t = now();
-      await docker(h2, ['network', 'connect', 'bench', 'hop']);
-      conn.push(now() - t);
+      await docker(h2, ['network', 'connect', net, 'hop']);
+      into.conn.push(now() - t);
       t = now();
-      await docker(h2, ['network', 'disconnect', 'bench', 'hop']);
-      disc.push(now() - t);
+      await docker(h2, ['network', 'disconnect', net, 'hop']);
+      into.disc.push(now() - t);
     }
-    return { connect: { p50: median(conn), p99: quantile(conn, 0.99) }, disconnect: { p50: median(disc), p99: quantile(disc, 0.99) } };
+    return into;
   };
+  const summary = ({ conn, disc }: { conn: number[]; disc: number[] }) => ({ connect: { p50: median(conn), p99: quantile(conn, 0.99) }, disconnect: { p50: median(disc), p99: quantile(disc, 0.99) } });
+  const hops = async () => summary(await hopOn('bench', N));
   const small = await hops();
   results.connect_ms = small.connect;
   results.disconnect_ms = small.disconnect;
@@ -155,11 +156,29 @@ async function measure(lab: EngineLab): Promise<Record<string, unknown>> {
     await Promise.all(lab.hosts.map(async (h, k) => {
       for (let i = have + k; i < ENDPOINTS; i += lab.hosts.length) await docker(h, ['run', '-d', '--name', `f${i}`, '--network', 'bench', 'busybox', 'sleep', '36000']);
     }));
-    const big = await hops();
+    // Against a network of 10 endpoints at the same time, round after round (the full network's
+    // part, then the small one's): the same machine, the same containers running, so what differs
+    // is the network's size alone. Measured one after the other instead, a drift of the machine
+    // (the 1,000 containers just started) weighed on one side only, and runs read 0.9x to 1.6x.
+    await docker(h0, ['network', 'create', '-d', 'overlay', '--attachable', 'bench10']);
+    await Promise.all(lab.hosts.map(async (h, k) => {
+      for (let i = k; i < 9; i += lab.hosts.length) await docker(h, ['run', '-d', '--name', `t${i}`, '--network', 'bench10', 'busybox', 'sleep', '36000']);
+    }));
+    const full = { conn: [] as number[], disc: [] as number[] };
+    const ten = { conn: [] as number[], disc: [] as number[] };
+    for (let r = 0; r < 5; r++) {
+      await hopOn('bench', N / 5, full);
+      await hopOn('bench10', N / 5, ten);
+    }
+    const big = summary(full);
+    const tens = summary(ten);
     results.endpoints_after = Math.max(ENDPOINTS, have);
     results.connect_ms_full = big.connect;
     results.disconnect_ms_full = big.disconnect;
-    log(`connect p50 ${small.connect.p50.toFixed(1)} → ${big.connect.p50.toFixed(1)} ms, disconnect p50 ${small.disconnect.p50.toFixed(1)} → ${big.disconnect.p50.toFixed(1)} ms with ${ENDPOINTS} endpoints`);
+    results.connect_ms_ten = tens.connect;
+    results.disconnect_ms_ten = tens.disconnect;
+    results.full_over_ten = { connect_p50: big.connect.p50 / tens.connect.p50, disconnect_p50: big.disconnect.p50 / tens.disconnect.p50, connect_p99: big.connect.p99 / tens.connect.p99, disconnect_p99: big.disconnect.p99 / tens.disconnect.p99 };
+    log(`connect p50 ${tens.connect.p50.toFixed(1)} ms on 10 endpoints → ${big.connect.p50.toFixed(1)} on ${ENDPOINTS}, disconnect ${tens.disconnect.p50.toFixed(1)} → ${big.disconnect.p50.toFixed(1)}, in alternating rounds (the fresh lab's: ${small.connect.p50.toFixed(1)} and ${small.disconnect.p50.toFixed(1)})`);
   }
   return results;
 }

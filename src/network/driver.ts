@@ -131,8 +131,12 @@ export interface NetworkDriver {
   allocate?(n: NetworkRecord): Promise<void>;
   /** Undoes allocate, once the network is gone from every host (FreeNetwork). */
   free?(n: NetworkRecord): Promise<void>;
-  /** Brings the network's view of remote endpoints (a VXLAN device's peers) in line with the store; `full` re-reads the kernel. */
-  syncPeers?(n: NetworkRecord, full: boolean): Promise<void>;
+  /**
+   * Brings the network's view of remote endpoints (a VXLAN device's peers) in line with the store;
+   * `full` re-reads the kernel; `ips`, when given, are the only addresses whose endpoints changed
+   * since the last sync (a store batch names them), so only those are looked at.
+   */
+  syncPeers?(n: NetworkRecord, full: boolean, ips?: ReadonlySet<string>): Promise<void>;
   /**
    * Set for a plugin's driver: the network's objects are the plugin's, not berth's, so
    * `berthd --cleanup` (which removes berth's kernel objects) leaves them and asks it nothing.

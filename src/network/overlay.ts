@@ -102,9 +102,9 @@ export interface EndpointRecord {
 export interface Peer { ip: string; mac: string; vtep: string }
 
 /** The remote endpoints a host's VXLAN device of this network must hold: every other node's. */
-export function peersFor(endpoints: Iterable<EndpointRecord>, self: string): Peer[] {
+export function peersFor(endpoints: Iterable<EndpointRecord>, self: string, ips?: ReadonlySet<string>): Peer[] {
   const out: Peer[] = [];
-  for (const e of endpoints) if (e.Node !== self) out.push({ ip: e.IP, mac: e.Mac.toLowerCase(), vtep: e.Vtep });
+  for (const e of endpoints) if (e.Node !== self && (!ips || ips.has(e.IP))) out.push({ ip: e.IP, mac: e.Mac.toLowerCase(), vtep: e.Vtep });
   return out;
 }
 

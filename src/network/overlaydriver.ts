@@ -28,7 +28,8 @@ export interface OverlayPlane {
   /** The VNI the store gave the network. */
   vniOf(n: NetworkRecord): number;
   /** The remote endpoints of a network, as the store has them now. */
-  peers(networkId: string): Peer[];
+  /** The network's remote endpoints as peers; with `ips`, only those at these addresses. */
+  peers(networkId: string, ips?: ReadonlySet<string>): Peer[];
   /** Claims an address and publishes the endpoint under this host's lease; returns the store revision. */
   claim(n: NetworkRecord, ep: { endpointId: string; ip: string; mac: string; containerId: string; name: string; aliases: string[]; labels?: Record<string, string> }): Promise<number>;
   /** Withdraws an endpoint and its address; the revision of the removal, or undefined if there was none. */
@@ -107,12 +108,15 @@ export class OverlayDriver implements NetworkDriver {
    * Brings the network's VXLAN device in line with the store's remote endpoints. `full` reads the
    * kernel's entries (at start, after a restart) instead of trusting what this process programmed.
    */
-  async syncPeers(n: NetworkRecord, full = false): Promise<void> {
+  async syncPeers(n: NetworkRecord, full = false, ips?: ReadonlySet<string>): Promise<void> {
     const plane = this.plane;
     if (!plane) return;
     const vx = vxlanDevice(n.Id);
-    const want = plane.peers(n.Id);
-    let have = this.programmed.get(n.Id);
+    const have = this.programmed.get(n.Id);
+    // Only the addresses named, when the device's peers are known: every other address holds what
+    // it was given, since the view changes only through the batches that name what they change.
+    const only = !full && have ? ips : undefined;
+    const want = plane.peers(n.Id, only);
     let allowed: Array<{ mac: string; ip: string }>;
     if (full || !have) {
       const k = await peersOf(vx);
@@ -120,12 +124,13 @@ export class OverlayDriver implements NetworkDriver {
       await programPeers(vx, add, del);
       allowed = await guardedPairs(vx);
     } else {
+      const had = only ? [...only].flatMap((ip) => { const h = have.get(ip); return h ? [h] : []; }) : [...have.values()];
       const wantMap = new Map(want.map((p) => [p.ip, p]));
-      const add = want.filter((p) => { const h = have!.get(p.ip); return !h || h.mac !== p.mac || h.vtep !== p.vtep; });
-      const del = [...have.values()].filter((p) => { const w = wantMap.get(p.ip); return !w || w.mac !== p.mac || w.vtep !== p.vtep; });
+      const add = want.filter((p) => { const h = have.get(p.ip); return !h || h.mac !== p.mac || h.vtep !== p.vtep; });
+      const del = had.filter((p) => { const w = wantMap.get(p.ip); return !w || w.mac !== p.mac || w.vtep !== p.vtep; });
       // A replaced entry (same IP, new MAC or VTEP) is written by the add: only the old FDB entry goes.
       await programPeers(vx, add, del.map((d) => (wantMap.has(d.ip) ? { ...d, ip: '' } : d)));
-      allowed = [...have.values()].map((p) => ({ mac: p.mac, ip: p.ip }));
+      allowed = had.map((p) => ({ mac: p.mac, ip: p.ip }));
     }
     const key = (p: { mac: string; ip: string }) => `${p.mac.toLowerCase()} ${p.ip}`;
     const wantKeys = new Set(want.map(key));
@@ -135,7 +140,16 @@ export class OverlayDriver implements NetworkDriver {
     // Allowances follow the FDB: granted after the entries exist, revoked before nothing remains.
     const ops = [...remoteSourceOps(vx, revoke, 'delete'), ...remoteSourceOps(vx, grant, 'add')];
     await writeGuard(ops).catch((e: Error) => console.error(`berthd: source guard of ${vx}: ${e.message}`));
-    this.programmed.set(n.Id, new Map(want.map((p) => [p.ip, p])));
+    if (only && have) {
+      const now = new Map(want.map((p) => [p.ip, p]));
+      for (const ip of only) {
+        const p = now.get(ip);
+        if (p) have.set(ip, p);
+        else have.delete(ip);
+      }
+    } else {
+      this.programmed.set(n.Id, new Map(want.map((p) => [p.ip, p])));
+    }
   }
 
   async deleteNetwork(n: NetworkRecord): Promise<void> {

@@ -177,7 +177,10 @@ export class ServiceBalancers {
    */
   patch(want: Map<string, LbPatch>): Promise<void> {
     return this.serial(async () => {
-      await Promise.all([...want].map(async ([id, p]) => {
+      // A batch that changed no service still hands over every sandbox (so that a lost table is
+      // made whole): those it has nothing for are passed over here, not each in a promise of its own.
+      const acts = [...want].filter(([id, p]) => p.entries.length || p.removed.length || this.applied.get(id)?.netns !== p.netns);
+      await Promise.all(acts.map(async ([id, p]) => {
         const had = this.applied.get(id);
         if (!had || had.netns !== p.netns) return this.syncOne(id, p.netns, p.whole());
         const changed: Change[] = [];

@@ -78,10 +78,10 @@ export class SwarmNetworkSide {
     this.registry.changed([n.Id], '');
   }
 
-  async peersChanged(networkIds: string[], full: boolean): Promise<void> {
+  async peersChanged(networkIds: string[], full: boolean, touched?: ReadonlyMap<string, ReadonlySet<string>>): Promise<void> {
     for (const id of networkIds) {
       const n = this.registry.networks.get(id);
-      if (n) await this.registry.driverOf(n)?.syncPeers?.(n, full);
+      if (n) await this.registry.driverOf(n)?.syncPeers?.(n, full, touched?.get(id) ?? (touched ? new Set() : undefined));
     }
     this.registry.changed(networkIds, '');
   }

@@ -67,6 +67,9 @@ describe('overlay: peers', () => {
     const eps = [ep({ EndpointID: '1', IP: '10.0.1.2', Mac: '02:42:0A:00:01:02', Node: 'A' }), ep({ EndpointID: '2', IP: '10.0.1.3', Mac: '02:42:0a:00:01:03', Node: 'B', Vtep: '10.99.0.2' })];
     assert.deepEqual(peersFor(eps, 'A'), [{ ip: '10.0.1.3', mac: '02:42:0a:00:01:03', vtep: '10.99.0.2' }]);
     assert.deepEqual(peersFor(eps, 'C').map((p) => p.mac), ['02:42:0a:00:01:02', '02:42:0a:00:01:03']);
+    // A batch's sync looks at the addresses it named only.
+    assert.deepEqual(peersFor(eps, 'C', new Set(['10.0.1.3', '10.0.1.9'])).map((p) => p.ip), ['10.0.1.3']);
+    assert.deepEqual(peersFor(eps, 'C', new Set()), []);
   });
 
   it('diffs the kernel against the store: missing added, moved replaced, orphans removed', () => {
