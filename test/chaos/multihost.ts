@@ -1,4 +1,5 @@
 import { promises as fs } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { run } from '../../src/util/exec.js';
 import { HangError, lookup, mountsUnder, probePing } from '../integration/harness.js';
@@ -199,7 +200,20 @@ export async function runMultihostChaos(o: MultihostOptions): Promise<MultihostR
           return true;
         }, 60_000);
       } catch {
-        report.hangs.push(`cycle ${cycle}: not every node Ready within 60 s of "${what}"`);
+        // What each manager saw, and every berthd's log, so that a hang can be read afterwards.
+        const views = await Promise.all(hosts.map(async (h) => {
+          const n = await h.host.api('GET', '/nodes', undefined, {}, { timeoutMs: 5000 }).catch((e: Error) => e);
+          if (n instanceof Error) return `${h.name}: ${n.message}`;
+          if (n.status !== 200) return `${h.name}: ${n.status} ${n.body.slice(0, 200)}`;
+          return `${h.name}: ${(n.json as Array<{ Description: { Hostname: string }; Status: { State: string } }>).map((x) => `${x.Description.Hostname} ${x.Status.State}`).join(', ')}`;
+        }));
+        const logs = await fs.mkdtemp(join(tmpdir(), 'berth-chaos-hang-'));
+        await lab.saveLogs(logs);
+        for (const h of hosts) {
+          const found = (await run('find', [h.host.root, '-name', 'etcd.log'])).stdout.split('\n').filter(Boolean);
+          for (const [i, f] of found.entries()) await fs.copyFile(f, join(logs, `${h.name}-etcd${i || ''}.log`)).catch(() => undefined);
+        }
+        report.hangs.push(`cycle ${cycle}: not every node Ready within 60 s of "${what}" (${views.join('; ')}; berthd logs in ${logs})`);
         break;
       }
       if (restarted !== undefined) {
