@@ -29,6 +29,8 @@ const REQUESTS = quick ? 120 : 1200;
 const ECHOES = quick ? 20 : 300;
 const UPDATES = Number(option('--updates', '1'));
 if (!(UPDATES >= 1)) throw new Error('--updates takes a number of updates, 1 or more');
+/** A run's percentiles, as each part reports them. */
+const pcts = (v: number[]) => ({ p50: median(v), p90: quantile(v, 0.9), p99: quantile(v, 0.99) });
 const WEB = ['busybox', 'sh', '-c', 'mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www'];
 
 /** `count` sequential GETs from inside a namespace (one Node process, a new connection each); the answers. */
@@ -99,8 +101,8 @@ async function main(): Promise<void> {
       ev.push(...await echo(servers, clientNs, vip, ECHOES / 5));
       ed.push(...await echo(servers, clientNs, tasks.map((t) => t.ip), ECHOES / 5));
     }
-    results.echo_vip_ms = { p50: median(ev), p90: quantile(ev, 0.9), p99: quantile(ev, 0.99) };
-    results.echo_direct_ms = { p50: median(ed), p90: quantile(ed, 0.9), p99: quantile(ed, 0.99) };
+    results.echo_vip_ms = pcts(ev);
+    results.echo_direct_ms = pcts(ed);
     // iperf3's control and data connections are two connections, which a balancer over four tasks
     // sends to different tasks (Docker's IPVS as well): throughput through a VIP of one task.
     await docker(h0, ['service', 'create', '--name', 'solo', '--network', 'svcb', 'busybox', 'sleep', '36000']);
@@ -121,8 +123,8 @@ async function main(): Promise<void> {
     const underlayNs = `/run/netns/${lab.underlay}`;
     const em = await echo(tasks.map((t) => t.ns), underlayNs, `${h0.addr}:7007`, ECHOES);
     const ep = await echo([plainNs], underlayNs, `${h0.addr}:7008`, ECHOES);
-    results.echo_mesh_ms = { p50: median(em), p90: quantile(em, 0.9), p99: quantile(em, 0.99) };
-    results.echo_published_ms = { p50: median(ep), p90: quantile(ep, 0.9), p99: quantile(ep, 0.99) };
+    results.echo_mesh_ms = pcts(em);
+    results.echo_published_ms = pcts(ep);
     // Only the echo runs listened on 7007: a published port the tasks never listen on would hold
     // each new task out of the balancers for LISTEN_WAIT_MS.
     await docker(h0, ['service', 'update', '--publish-rm', 'published=7007,target=7007', 'web']);
@@ -142,7 +144,6 @@ async function main(): Promise<void> {
       hostPort.push(...await echo([edgeNs], underlayNs, `${edgeHost.addr}:7010`, ECHOES / 5));
       meshRemote.push(...await echo([edgeNs], underlayNs, `${otherHost.addr}:7009`, ECHOES / 5));
     }
-    const pcts = (v: number[]) => ({ p50: median(v), p90: quantile(v, 0.9), p99: quantile(v, 0.99) });
     results.echo_mesh_local_ms = pcts(meshLocal);
     results.echo_mesh_remote_ms = pcts(meshRemote);
     results.echo_host_mode_ms = pcts(hostPort);

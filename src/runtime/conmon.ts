@@ -7,7 +7,8 @@ import { requireCjs } from '../util/cjs.js';
 
 const pty = requireCjs('node-pty') as typeof Pty;
 import { run, runOk, type RunResult } from '../util/exec.js';
-import { ExitWatch, liveMonitor, processAlive } from './exitwatch.js';
+import { pidAlive } from '../util/process.js';
+import { ExitWatch, liveMonitor } from './exitwatch.js';
 import {
   RuntimeCreateError, type AttachSession, type ContainerRuntime, type CreateOptions, type ExecOptions, type ExecProcess, type RuntimeState,
 } from './runtime.js';
@@ -109,7 +110,7 @@ export class ConmonRuntime implements ContainerRuntime {
     if (!pid) return;
     console.error(`berthd: ${id.slice(0, 12)}: the monitor of a start that was never recorded (conmon ${pid}) is ended`);
     try { process.kill(-pid, 'SIGKILL'); } catch { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
-    for (let i = 0; i < 40 && processAlive(pid); i++) await new Promise((r) => setTimeout(r, 50));
+    for (let i = 0; i < 40 && pidAlive(pid); i++) await new Promise((r) => setTimeout(r, 50));
   }
 
   onExit(cb: (id: string, exitCode: number) => void): void {

@@ -1,20 +1,11 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { pidAlive } from '../util/process.js';
 
 /** How often a run with no monitor is looked at (its exit is recorded this much after it). */
 const ORPHAN_CHECK_MS = 200;
 /** How often a live monitor berthd did not start is looked at (one read of /proc each). */
 const MONITOR_CHECK_MS = 1000;
-
-/** Whether a process exists and is not a zombie. */
-export function processAlive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
-}
 
 function readText(path: string): string {
   try {
@@ -31,7 +22,7 @@ function readText(path: string): string {
  */
 export function liveMonitor(id: string, bundle: string): { recorded: number; live?: number } {
   const recorded = Number.parseInt(readText(join(bundle, 'conmon.pid')), 10) || 0;
-  const live = recorded && processAlive(recorded) && readText(`/proc/${recorded}/cmdline`).includes(id) ? recorded : undefined;
+  const live = recorded && pidAlive(recorded) && readText(`/proc/${recorded}/cmdline`).includes(id) ? recorded : undefined;
   return { recorded, ...(live ? { live } : {}) };
 }
 
@@ -120,7 +111,7 @@ export class ExitWatch {
         this.o.onExitRecorded(id);
         continue;
       }
-      if (run.monitorPid && processAlive(run.monitorPid)) {
+      if (run.monitorPid && pidAlive(run.monitorPid)) {
         run.nextCheck = now + MONITOR_CHECK_MS;
         continue;
       }
@@ -128,7 +119,7 @@ export class ExitWatch {
         this.o.log?.(`berthd: ${id.slice(0, 12)}: its monitor (conmon ${run.monitorPid}) died: berthd watches the container itself`);
         run.monitorPid = undefined;
       }
-      if (run.initPid && processAlive(run.initPid) && readText(`/proc/${run.initPid}/cgroup`).includes(id)) {
+      if (run.initPid && pidAlive(run.initPid) && readText(`/proc/${run.initPid}/cgroup`).includes(id)) {
         run.goneSince = undefined;
         run.nextCheck = now + ORPHAN_CHECK_MS;
         continue;

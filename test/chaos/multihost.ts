@@ -209,10 +209,8 @@ export async function runMultihostChaos(o: MultihostOptions): Promise<MultihostR
         }));
         const logs = await fs.mkdtemp(join(tmpdir(), 'berth-chaos-hang-'));
         await lab.saveLogs(logs);
-        for (const h of hosts) {
-          const found = (await run('find', [h.host.root, '-name', 'etcd.log'])).stdout.split('\n').filter(Boolean);
-          for (const [i, f] of found.entries()) await fs.copyFile(f, join(logs, `${h.name}-etcd${i || ''}.log`)).catch(() => undefined);
-        }
+        // Each member logs beside its pid file (etcdmember.ts), which the etcd-leader fault reads.
+        for (const h of hosts) await fs.copyFile(join(h.host.root, 'cluster', 'etcd.log'), join(logs, `${h.name}-etcd.log`)).catch(() => undefined);
         report.hangs.push(`cycle ${cycle}: not every node Ready within 60 s of "${what}" (${views.join('; ')}; berthd logs in ${logs})`);
         break;
       }

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ConmonRuntime } from '../../src/runtime/conmon.js';
-import { processAlive } from '../../src/runtime/exitwatch.js';
+import { pidAlive } from '../../src/util/process.js';
 
 /**
  * Found by `npm run chaos` (seed 20261204, cycles 7 and 268): a `runc create` killed after it had
@@ -79,7 +79,7 @@ describe('a runtime killed during create after starting the init', () => {
     await next.init();
     await next.endStrayMonitor(id, bundle);
     // Alive and not a zombie (a killed child waits for its new parent to reap it).
-    const alive = processAlive;
+    const alive = pidAlive;
     await new Promise((r) => setTimeout(r, 200));
     assert.equal(alive(conmonPid), false, 'the stray conmon lives on');
     assert.equal(alive(runtimePid), false, 'the create it waited on lives on');
