@@ -11,6 +11,7 @@
  *   add --write-doc to put the figures into docs/reliability.md
  *
  * Exit status 1 when anything was found (a violation, a hang, a 5xx for malformed input, a leak).
+ * A hang across hosts names a directory that keeps every berthd's and etcd member's log.
  * Ctrl-C, or the reader of its output going away (`| head`), stops a run and takes its host or lab
  * down (across hosts: after the cycle under way).
  */
