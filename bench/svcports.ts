@@ -8,20 +8,20 @@
  * the docker CLI turns into one port each, all to target 80), created one after the other with
  * `--detach` and timed until the CLI returns (berth's create returns once every host applied
  * it) and until its first and last port answer on every node (tasks started, their endpoints in
- * every node's ingress sandbox); the time per port of each size shows whether anything grows
+ * every node's mesh table); the time per port of each size shows whether anything grows
  * faster than the ports. Then
  * every published port is asked on every node from the underlay's namespace (one HTTP GET each,
  * a new connection each), and must answer with a hostname of one of that port's service's tasks.
  * Then, on the largest service, `service update --publish-add` of one port and `--publish-rm` of
  * it, each timed to the CLI's return and checked (the new port answers on every node, the removed
- * one is refused on every node). First, apart from the lab, what one node's ingress sandbox table
+ * one is refused on every node). First, apart from the lab, what one node's mesh table
  * costs in the kernel at 1,000, 4,000 and 7,000 ports (`sandboxCosts`). Everything is removed at
  * the end, even on failure.
  */
 import { loadavg } from 'node:os';
 import { Lab, type LabHost } from '../test/integration/lab.js';
 import { PACKAGE_ROOT } from '../src/daemon/paths.js';
-import { ingressKind } from '../src/network/lbkinds.js';
+import { meshKind } from '../src/network/lbkinds.js';
 import { ServiceBalancers, type VipEntry } from '../src/network/servicelb.js';
 import { docker } from './labtools.js';
 import { emitSideResults } from './report.js';
@@ -31,7 +31,7 @@ const SIZES = option('--sizes', '50,100,200,250,400').split(',').map(Number);
 const write = !process.argv.includes('--no-write');
 /** Sweeps of every port on every node before giving up (the last tasks' endpoints may still be on their way). */
 const PASSES = Number(option('--passes', '10'));
-/** Sizes of the ingress sandbox's table timed by themselves in a scratch namespace (`--nft-sizes`, '' for none). */
+/** Sizes of the mesh's table timed by themselves in a scratch namespace (`--nft-sizes`, '' for none). */
 const NFT_SIZES = option('--nft-sizes', '1000,4000,7000').split(',').filter(Boolean).map(Number);
 const FIRST_PORT = 20000;
 const WEB = ['busybox', 'sh', '-c', 'mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www'];
@@ -54,7 +54,7 @@ async function taskNames(lab: Lab, service: string): Promise<string[]> {
 }
 
 /**
- * What a node's ingress sandbox table costs by its number of published ports (two backends each,
+ * What a node's mesh table costs by its number of published ports (two backends each,
  * services of 1,000 ports), in a scratch namespace of its own, applied as IngressMesh applies it
  * (a ServiceBalancers of the ingress kind: `nft -f` for a table made whole or new slots,
  * berth-nftset for elements): the table made whole (a node's first pass, or a berthd restarted),
@@ -77,11 +77,11 @@ async function sandboxCosts(sizes: number[]): Promise<Record<string, { whole_ms:
       for (const n of r % 2 ? [...sizes].reverse() : sizes) {
         const t = times.get(n)!;
         const failures: string[] = [];
-        const lb = new ServiceBalancers((m) => failures.push(m), ingressKind('10.0.0.1'));
+        const lb = new ServiceBalancers((m) => failures.push(m), meshKind('10.0.0.1'));
         const timed = async (entries: VipEntry[]) => {
           const t0 = now();
           await lb.sync(new Map([['bench', { netns, entries }]]), true);
-          if (failures.length) throw new Error(`the sandbox table of ${n} ports: ${failures.join('; ')}`);
+          if (failures.length) throw new Error(`the mesh table of ${n} ports: ${failures.join('; ')}`);
           return now() - t0;
         };
         const base = table(n);
@@ -92,7 +92,7 @@ async function sandboxCosts(sizes: number[]): Promise<Record<string, { whole_ms:
         await timed(base);
         t.again.push(await timed(table(n, '10.0.0.7')));
         await timed([]);
-        log(`sandbox table of ${n} ports: whole ${t.whole.at(-1)!.toFixed(0)} ms, one backend replaced ${t.one.slice(-2).map((x) => x.toFixed(0)).join('/')} ms, a task of a 1,000-port service ${t.task.at(-1)!.toFixed(0)} ms (again ${t.again.at(-1)!.toFixed(0)}); load ${loadavg()[0]!.toFixed(2)}`);
+        log(`mesh table of ${n} ports: whole ${t.whole.at(-1)!.toFixed(0)} ms, one backend replaced ${t.one.slice(-2).map((x) => x.toFixed(0)).join('/')} ms, a task of a 1,000-port service ${t.task.at(-1)!.toFixed(0)} ms (again ${t.again.at(-1)!.toFixed(0)}); load ${loadavg()[0]!.toFixed(2)}`);
       }
     }
   } finally {
@@ -112,7 +112,7 @@ async function main(): Promise<void> {
     await lab.formSwarm(0);
     await lab.underlayAddress('10.99.0.250/24');
     const underlayNs = `/run/netns/${lab.underlay}`;
-    // A service with no port first, so the first timed create does not also pay for the ingress sandboxes.
+    // A service with no port first, so the first timed create does not also pay for the nodes' ingress endpoints.
     await docker(h0, ['service', 'create', '--detach', '--name', 'warm', '-p', `${FIRST_PORT - 1}:80`, ...WEB]);
     const creates: Array<{ service: string; ports: number; first: number; ms: number; ms_per_port: number; answering_ms: number }> = [];
     let first = FIRST_PORT;

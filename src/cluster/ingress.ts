@@ -1,6 +1,6 @@
 import type { BackendHits, ServiceBalancers, VipEntry } from '../network/servicelb.js';
 import type { EndpointRecord } from '../network/overlay.js';
-import { ingressChanges, MESH_TABLE, meshTable, portKey, replaceScript, type MeshPort } from '../network/ingressmesh.js';
+import { MESH_TABLE, portKey, replaceScript, type MeshPort } from '../network/ingressmesh.js';
 import { LEGACY_HOST_PORTS_TABLE } from '../network/lbkinds.js';
 import type { NetworkRecord } from '../network/types.js';
 import { errorMessage } from '../util/errors.js';
@@ -9,31 +9,36 @@ import type { PortConfig } from './publish.js';
 import type { ServiceRecord, TaskRecord } from './servicemodel.js';
 import type { WatchEvent } from './store.js';
 
-/** The ingress sandbox's identity: Docker's names, shown by `network inspect ingress`. */
+/**
+ * The names this host's ingress endpoint has in the store and in `network inspect ingress`:
+ * Docker's, whose ingress sandbox it stands for.
+ */
 export const INGRESS_SBOX = 'ingress-sbox';
 export const INGRESS_ENDPOINT = 'ingress-endpoint';
-/**
- * The tables the mesh keeps in berthd's namespace (the ingress sandbox's go with its namespace),
- * and the host-mode ports' table of an older berth, which published them itself.
- */
+/** The mesh's table in berthd's namespace, and the host-mode ports' table of an older berth, which published them itself. */
 export const HOST_TABLES = [MESH_TABLE, LEGACY_HOST_PORTS_TABLE];
+/** The mesh's one balancer in the balancer's terms: berthd's own namespace (the empty path). */
+const HOST = { id: 'mesh', netns: '' };
 
 /** What the mesh needs of this host (the daemon implements it with the network controller). */
 export interface IngressHost {
   /** This host's record of a swarm network, once it has made it. */
   network(id: string): NetworkRecord | undefined;
-  /** Makes the ingress sandbox on this network if it is not there; its namespace and ingress address. */
-  ensureSandbox(n: NetworkRecord): Promise<{ netns: string; ip: string }>;
-  /** Removes the ingress sandbox, if any (idempotent). */
-  removeSandbox(): Promise<void>;
+  /**
+   * Gives this host an address of its own on the ingress network (an endpoint in the store, the
+   * address on the host's ingress bridge), if it has none there; the address.
+   */
+  ensureEndpoint(n: NetworkRecord): Promise<{ ip: string }>;
+  /** Takes this host's ingress endpoint away, if any (idempotent). */
+  removeEndpoint(): Promise<void>;
   /** The store's endpoints of a swarm network. */
   endpointsOf(networkId: string): EndpointRecord[];
   /** Whether a local container has an endpoint on a network. */
   attached(containerId: string, networkId: string): boolean;
   /** Joins a running local container to a network (a task whose service began to publish). */
   attach(containerId: string, networkId: string): Promise<void>;
-  /** A balancer of published ports for an ingress sandbox at this address (ServiceBalancers of lbkinds' `ingressKind`). */
-  sandboxBalancer(sandboxIp: string): PortBalancer;
+  /** A balancer of published ports that SNATs to this host's ingress address (ServiceBalancers of lbkinds' `meshKind`). */
+  balancer(hostIp: string): PortBalancer;
   /** Applies an nft script in berthd's namespace. */
   nft(script: string): Promise<void>;
 }
@@ -45,10 +50,12 @@ interface RunningTask { service: string; container: string; node: string }
 /**
  * The routing mesh on one host, following the same store view as its overlay networks (a
  * SwarmNetworks follower, so "applied everywhere" covers it): while the swarm has an `ingress`
- * network this host keeps an ingress sandbox on it, DNATs every published ingress port of any
- * service to that sandbox, and balances there over the ingress addresses of the service's running
- * tasks (a task leaves the balancer when its record stops being running and desired running,
- * before its agent stops it). Host-mode ports are not the mesh's: each task's container
+ * network this host holds an address of its own on it, and balances every published ingress port
+ * of any service in its own namespace over the ingress addresses of the service's running tasks,
+ * SNATing to that address (a task leaves the balancer when its record stops being running and
+ * desired running, before its agent stops it). Docker sends the connection through an ingress
+ * sandbox first; here that was a second namespace and NAT on every connection's way, and
+ * 1.09-1.26x a `mode=host` port's latency at the task's own node. Host-mode ports are not the mesh's: each task's container
  * publishes its own, where it runs (taskruntime.ts).
  */
 export class IngressMesh {
@@ -58,11 +65,12 @@ export class IngressMesh {
   private readonly running = new Map<string, RunningTask>();
   /** The same by service: a pass read every running task for each publishing service. */
   private readonly runningOf = new Map<string, Map<string, RunningTask>>();
-  private sandbox?: { netns: string; ip: string; network: string };
-  /** What the kernel holds, as last applied: changes are applied as differences from it. */
-  private hostState?: { sandboxIp?: string; ingress: Set<string> };
-  /** The ingress sandbox's balancer (a table of published ports, kept as a container's VIPs are). */
-  private sandboxLb?: { netns: string; ip: string; lb: PortBalancer };
+  /** This host's address on the ingress network, once made. */
+  private endpoint?: { ip: string; network: string };
+  /** The mesh's balancer, for the address it SNATs to (a table of published ports, kept as a container's VIPs are). */
+  private lb?: { ip: string; lb: PortBalancer };
+  /** Whether the tables a killed berthd or an older berth left were removed (the first pass does it). */
+  private cleared = false;
   private pending?: Promise<void>;
   private again = false;
   private closed = false;
@@ -101,12 +109,12 @@ export class IngressMesh {
   }
 
   /**
-   * Connections this node balanced to each service backend through the routing mesh (the ingress
-   * sandbox's slot elements). A backend's count lasts while it stays a backend of that port in its slot.
+   * Connections this node balanced to each service backend through the routing mesh (the mesh
+   * table's slot elements). A backend's count lasts while it stays a backend of that port in its slot.
    */
   async hits(): Promise<Array<BackendHits & { via: 'ingress' }>> {
     const exists = (id: string) => this.services.has(id);
-    return (await this.sandboxLb?.lb.hits(exists) ?? []).map((h) => ({ ...h, via: 'ingress' as const }));
+    return (await this.lb?.lb.hits(exists) ?? []).map((h) => ({ ...h, via: 'ingress' as const }));
   }
 
   private forgetTask(id: string): void {
@@ -128,7 +136,7 @@ export class IngressMesh {
     return this.services.has(serviceId);
   }
 
-  /** Host and sandbox brought in step; calls that come while one runs share one more pass. */
+  /** The host's endpoint and table brought in step; calls that come while one runs share one more pass. */
   sync(): Promise<void> {
     if (this.pending) { this.again = true; return this.pending; }
     this.pending = (async () => {
@@ -143,10 +151,10 @@ export class IngressMesh {
   private async syncOnce(): Promise<void> {
     if (this.closed) return;
     const net = this.wanted();
-    // Making or removing the sandbox joins or leaves the overlay, which waits until every host
-    // applied it, this one included: never inside the store follower's turn, so in the background.
-    if (this.sandbox?.network !== net?.Id) this.startLifecycle();
-    const sandbox = this.sandbox && this.sandbox.network === net?.Id ? this.sandbox : undefined;
+    // Making or removing the endpoint waits until every host applied it, this one included:
+    // never inside the store follower's turn, so in the background.
+    if (this.endpoint?.network !== net?.Id) this.startLifecycle();
+    const endpoint = this.endpoint && this.endpoint.network === net?.Id ? this.endpoint : undefined;
     const ingressPorts: MeshPort[] = [];
     // Each container's ingress addresses, read once: a filter of every endpoint per port cost
     // ports × endpoints each pass.
@@ -162,39 +170,26 @@ export class IngressMesh {
       const backends = tasks.flatMap((t) => ingressIps.get(t.container) ?? []).sort();
       for (const p of s.ports) ingressPorts.push({ service: id, proto: p.Protocol, published: p.PublishedPort, target: p.TargetPort, backends });
     }
-    if (sandbox) await this.sandboxBalancer(sandbox).sync(new Map([[INGRESS_SBOX, { netns: sandbox.netns, entries: balanced(ingressPorts) }]]), true);
-    const ingress = new Set(sandbox ? ingressPorts.map(portKey) : []);
-    const hs = this.hostState;
-    const cmds = hs && hs.sandboxIp === sandbox?.ip ? (sandbox ? ingressChanges(sandbox.ip, hs.ingress, ingress) : []) : undefined;
-    this.hostState = undefined;
-    // Made whole (the first pass): the host-mode table an older berth made goes too.
-    await this.apply(cmds, () => replaceScript(MESH_TABLE, meshTable(sandbox?.ip, ingressPorts.map((p) => ({ proto: p.proto, port: p.published }))))
-      + replaceScript(LEGACY_HOST_PORTS_TABLE, ''));
-    this.hostState = { ...(sandbox ? { sandboxIp: sandbox.ip } : {}), ingress };
-  }
-
-  /** The balancer of this sandbox: a new sandbox's table is made whole (counts start again, as its connections do). */
-  private sandboxBalancer(sandbox: { netns: string; ip: string }): PortBalancer {
-    const had = this.sandboxLb;
-    if (had?.netns === sandbox.netns && had.ip === sandbox.ip) return had.lb;
-    this.sandboxLb = { ...sandbox, lb: this.host.sandboxBalancer(sandbox.ip) };
-    return this.sandboxLb.lb;
+    if (!this.cleared) {
+      // A killed berthd's table SNATs to an address this host holds no more, and an older berth's
+      // sent the ports to its ingress sandbox: the first pass starts from none.
+      await this.host.nft(HOST_TABLES.map((t) => replaceScript(t, '')).join(''));
+      this.cleared = true;
+    }
+    const lb = await this.balancer(endpoint?.ip);
+    await lb?.sync(new Map([[HOST.id, { netns: HOST.netns, entries: balanced(ingressPorts) }]]), true);
   }
 
   /**
-   * The host table's differences in one transaction, or the table made whole when its state is
-   * unknown (the first pass) or a difference did not apply (someone changed the table).
+   * The balancer that SNATs to this address. Another address is another table (its postrouting
+   * rule names the address): the old one goes first, and the new one is made whole with its
+   * first ports (counts start again, as its connections do).
    */
-  private async apply(cmds: string[] | undefined, whole: () => string): Promise<void> {
-    if (cmds && !cmds.length) return;
-    if (cmds) {
-      try {
-        return await this.host.nft(cmds.join('\n') + '\n');
-      } catch (e) {
-        this.log(`ingress: a change to the host table did not apply (${errorMessage(e)}); making it whole`);
-      }
-    }
-    await this.host.nft(whole());
+  private async balancer(ip: string | undefined): Promise<PortBalancer | undefined> {
+    if (this.lb?.ip === ip) return this.lb?.lb;
+    if (this.lb) await this.host.nft(replaceScript(MESH_TABLE, ''));
+    this.lb = ip ? { ip, lb: this.host.balancer(ip) } : undefined;
+    return this.lb?.lb;
   }
 
   /** The ingress network as this host has made it, while the swarm has one. */
@@ -218,32 +213,31 @@ export class IngressMesh {
       .finally(() => { this.attaching.delete(container); void this.sync(); });
   }
 
-  /** Makes (or removes) the sandbox until it matches the ingress network; then balances again. */
+  /** Makes (or removes) the host's endpoint until it matches the ingress network; then balances again. */
   private startLifecycle(): void {
     if (this.lifecycle || this.closed) return;
     this.lifecycle = (async () => {
       while (!this.closed) {
         const net = this.wanted();
-        if (this.sandbox?.network === net?.Id) return;
-        if (this.sandbox) await this.dropSandbox();
+        if (this.endpoint?.network === net?.Id) return;
+        if (this.endpoint) await this.dropEndpoint();
         if (net) {
-          const sb = await this.host.ensureSandbox(net);
-          this.sandbox = { ...sb, network: net.Id };
+          const ep = await this.host.ensureEndpoint(net);
+          this.endpoint = { ...ep, network: net.Id };
         }
       }
     })().then(() => { this.lifecycle = undefined; void this.sync(); }, (e) => {
-      this.log(`ingress: the ingress sandbox: ${errorMessage(e)}; trying again`);
-      // A half-made sandbox goes before the next try (removal is idempotent).
-      void this.host.removeSandbox().catch(() => undefined).finally(() => {
+      this.log(`ingress: this host's ingress endpoint: ${errorMessage(e)}; trying again`);
+      // A half-made endpoint goes before the next try (removal is idempotent).
+      void this.host.removeEndpoint().catch(() => undefined).finally(() => {
         setTimeout(() => { this.lifecycle = undefined; void this.sync(); }, 2000).unref();
       });
     });
   }
 
-  private async dropSandbox(): Promise<void> {
-    this.sandbox = undefined;
-    this.sandboxLb = undefined;
-    await this.host.removeSandbox();
+  private async dropEndpoint(): Promise<void> {
+    this.endpoint = undefined;
+    await this.host.removeEndpoint();
   }
 
   async close(): Promise<void> {
@@ -252,12 +246,12 @@ export class IngressMesh {
     await this.lifecycle?.catch(() => undefined);
   }
 
-  /** This host leaves the swarm: the published ports and the sandbox go. */
+  /** This host leaves the swarm: the published ports and the host's ingress endpoint go. */
   async leave(): Promise<void> {
     await this.close();
     await this.host.nft(HOST_TABLES.map((t) => replaceScript(t, '')).join('')).catch((e) => this.log(`ingress: ${errorMessage(e)}`));
-    this.hostState = undefined;
-    await this.dropSandbox().catch((e) => this.log(`ingress: ${errorMessage(e)}`));
+    this.lb = undefined;
+    await this.dropEndpoint().catch((e) => this.log(`ingress: ${errorMessage(e)}`));
   }
 }
 

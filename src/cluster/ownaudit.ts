@@ -47,7 +47,7 @@ export function ownDrift(v: OwnView): Map<string, OwnDrift> {
   for (const e of v.mine.values()) {
     if (v.pending.has(e.EndpointID)) continue;
     const old = v.now - (v.claimedAt.get(e.EndpointID) ?? 0) > v.leakAfterMs;
-    // The ingress sandbox is the network's, not a container's.
+    // The host's ingress endpoint is the network's, not a container's.
     if (e.ContainerID !== INGRESS_SBOX && !v.named.has(e.EndpointID) && old) {
       out.set(`leaked ${e.EndpointID}`, { kind: 'leaked', endpoint: e });
       continue;

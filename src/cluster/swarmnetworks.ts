@@ -254,7 +254,7 @@ export class SwarmNetworks implements OverlayPlane {
     if (s && !have) await this.host.adoptSwarmNetwork(this.localRecord(s.rec));
     else if (!s && have) {
       await this.host.dropSwarmNetwork(have);
-      // Endpoints that outlive their network here are its ingress sandbox's (removal refuses any
+      // Endpoints that outlive their network here are the host's own ingress endpoint (removal refuses any
       // other): they leave the store with it rather than be published again under each lease.
       const left = [...this.mine.values()].filter((e) => e.Network === id);
       for (const e of left) this.mine.delete(e.EndpointID);
@@ -906,7 +906,7 @@ export class SwarmNetworks implements OverlayPlane {
     }
     const mark = await this.store.txn([{ key: K.network(n.Id), target: 'Mod', value: cur.modRevision }], [{ key: K.network(n.Id), value: { ...cur.value, removing: true } }]);
     if (!mark.ok) throw new ConflictError(`network ${n.Name} changed while it was being removed: try again`);
-    // The hosts' ingress sandboxes belong to the network, not to users: they leave with it.
+    // The hosts' ingress endpoints belong to the network, not to users: they leave with it.
     const refusal = await this.inUse(n, (e) => !!cur.value.Ingress && e.ContainerID === INGRESS_SBOX);
     if (refusal) {
       await this.store.txn([{ key: K.network(n.Id), target: 'Mod', value: mark.revision }], [{ key: K.network(n.Id), value: cur.value }]);

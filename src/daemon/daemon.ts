@@ -46,7 +46,7 @@ import { Agent } from '../cluster/agent.js';
 import { Orchestrator } from '../cluster/orchestrator.js';
 import { ServiceNet } from '../cluster/servicenet.js';
 import { ServiceBalancers } from '../network/servicelb.js';
-import { ingressKind } from '../network/lbkinds.js';
+import { meshKind } from '../network/lbkinds.js';
 import { PolicyPeers } from '../cluster/policypeers.js';
 import { LogServer } from '../cluster/logstream.js';
 import { readLogs } from '../engine/logs.js';
@@ -58,8 +58,7 @@ import { ROOT } from '../cluster/keys.js';
 import { SK } from '../cluster/services.js';
 import type { ServiceRecord } from '../cluster/servicemodel.js';
 import type { NetworkRecord } from '../network/types.js';
-import type { SandboxState } from '../model/network.js';
-import { runOk } from '../util/exec.js';
+import type { AddressLease } from '../network/ipamdriver.js';
 import { Steps } from '../util/steps.js';
 
 export interface DaemonOptions {
@@ -250,7 +249,7 @@ export class Daemon {
       if (svc) {
         await svc.orchestrator.close();
         await svc.logs.close();
-        // Leaving takes the published ports and the ingress sandbox; a daemon stop leaves them serving.
+        // Leaving takes the published ports and the host's ingress endpoint; a daemon stop leaves them serving.
         await (leaving ? svc.mesh.leave() : svc.mesh.close());
         // Leaving takes the task containers with it; a daemon stop leaves them running for the next start.
         await (leaving ? svc.agent.leave() : svc.agent.close());
@@ -371,33 +370,41 @@ export class Daemon {
     }
   }
 
-  /** The ingress sandbox through the network layer (a sandbox with one endpoint, journaled like a container's: a restart's recovery removes it). */
+  /**
+   * This host's ingress endpoint: an address leased from the ingress network's IPAM, held by the
+   * host itself on the network's bridge (OverlayDriver.joinHost). A killed berthd's is withdrawn
+   * from the store at the next start, as any endpoint no container holds, and its address goes
+   * from the bridge as the network is ensured.
+   */
   private ingressHost(network: NetworkController, engine: Engine, endpointsOf: (id: string) => import('../network/overlay.js').EndpointRecord[]): import('../cluster/ingress.js').IngressHost {
-    let made: { state: SandboxState; mode: string } | undefined;
-    const etcDir = join(this.o.root, INGRESS_SBOX);
+    let made: { n: NetworkRecord; endpointId: string; lease: AddressLease } | undefined;
     return {
       network: (id) => network.registry.networks.get(id),
-      ensureSandbox: async (n: NetworkRecord) => {
-        await fs.mkdir(etcDir, { recursive: true });
-        const state = await network.setUp({
-          id: INGRESS_SBOX, name: INGRESS_ENDPOINT, hostname: INGRESS_SBOX, domainname: '', mode: n.Id,
-          endpoints: network.initialEndpoints(n.Id, {}, undefined, true), ports: { bindings: {}, publishAll: false, exposed: [] },
-          dns: { servers: [], search: [], options: [] }, extraHosts: [], linkHosts: [], etcDir,
-        });
-        made = { state, mode: n.Id };
-        // It routes: in from the host, out to a task; redirects would tell the host to skip it.
-        await runOk('sysctl', ['-q', '-w', 'net.ipv4.ip_forward=1', 'net.ipv4.conf.all.send_redirects=0'], { netns: state.netnsPath! });
-        return { netns: state.netnsPath!, ip: state.endpoints[n.Id]!.IPAddress };
+      ensureEndpoint: async (n: NetworkRecord) => {
+        if (made?.n.Id === n.Id) return { ip: made.lease.ip };
+        const endpointId = newId();
+        const ipam = network.registry.ipamOf(n);
+        const lease = await ipam.requestAddress(n, endpointId, {});
+        try {
+          await this.overlay.joinHost(n, { endpointId, ip: lease.ip, containerId: INGRESS_SBOX, name: INGRESS_ENDPOINT });
+        } catch (e) {
+          await Promise.resolve(ipam.releaseAddress(n, lease, endpointId)).catch(() => undefined);
+          throw e;
+        }
+        made = { n, endpointId, lease };
+        return { ip: lease.ip };
       },
-      removeSandbox: async () => {
+      removeEndpoint: async () => {
         const m = made;
         made = undefined;
-        if (m) await network.tearDown({ id: INGRESS_SBOX, mode: m.mode, netnsPath: m.state.netnsPath!, endpoints: m.state.endpoints, published: [] });
+        if (!m) return;
+        await this.overlay.leaveHost(m.n, m.endpointId);
+        await network.registry.ipamOf(m.n).releaseAddress(m.n, m.lease, m.endpointId);
       },
       endpointsOf,
       attached: (id, net) => { const c = engine.containers.get(id); return !c || !c.State.Running || !!c.Endpoints?.[net]; },
       attach: (id, net) => engine.connect(id, net, {}, { swarmTask: true }),
-      sandboxBalancer: (ip) => new ServiceBalancers((m) => console.error(`berthd: ingress: ${m}`), ingressKind(ip)),
+      balancer: (ip) => new ServiceBalancers((m) => console.error(`berthd: ingress: ${m}`), meshKind(ip)),
       nft: (script) => nftApply(script, {}),
     };
   }
@@ -448,7 +455,7 @@ export class Daemon {
       if (r.code !== 0) problems.push(`runc delete ${id}: ${r.stderr.trim()}`);
     }
     problems.push(...(await network.removeKernelObjects()));
-    // The routing mesh's published ports (the ingress sandbox is a namespace under the root, below).
+    // The routing mesh's published ports (its address goes with the ingress bridge, above).
     for (const table of HOST_TABLES) await nftApply(replaceScript(table, '')).catch((e) => problems.push(`nft table ${table}: ${errorMessage(e)}`));
     problems.push(...(await this.tracer(engine, network).removeLeftovers()));
     // The etcd member outlives berthd on purpose; a cleanup ends it (the membership stays on disk).

@@ -16,6 +16,8 @@ export interface BridgeSpec {
    * adds its gateway addresses and never deletes, renames or strips anything of it.
    */
   adopted?: boolean;
+  /** An address the host itself holds on the bridge besides the gateway (an overlay's ingress endpoint, as `ADDR/32`). */
+  hostCidr?: string;
 }
 
 /** Whether berthd's namespace lists a link of this name: no process, so create pays nothing for a free name. */
@@ -40,10 +42,18 @@ export function notABridge(name: string): ApiError {
 
 /** Addresses (CIDR) of a link of berthd's namespace, link-local IPv6 left out. */
 export async function linkAddresses(name: string): Promise<string[]> {
-  const info = await ipJson<Array<{ addr_info?: Array<{ family: string; local: string; prefixlen: number }> }>>(undefined, ['addr', 'show', 'dev', name]);
-  return (info[0]?.addr_info ?? [])
-    .filter((a) => a.family === 'inet' || (a.family === 'inet6' && !a.local.startsWith('fe80:')))
-    .map((a) => `${a.local}/${a.prefixlen}`);
+  return (await linkState(name)).addresses;
+}
+
+/** A link's MAC and addresses (CIDR, link-local IPv6 left out), in one `ip` run. */
+async function linkState(name: string): Promise<{ mac: string; addresses: string[] }> {
+  const info = await ipJson<Array<{ address?: string; addr_info?: Array<{ family: string; local: string; prefixlen: number }> }>>(undefined, ['addr', 'show', 'dev', name]);
+  return {
+    mac: info[0]?.address ?? '',
+    addresses: (info[0]?.addr_info ?? [])
+      .filter((a) => a.family === 'inet' || (a.family === 'inet6' && !a.local.startsWith('fe80:')))
+      .map((a) => `${a.local}/${a.prefixlen}`),
+  };
 }
 
 /** Runs `ip` commands in berthd's namespace (nothing when the list is empty). */
@@ -61,6 +71,7 @@ export async function ifSysctl(family: 'ipv4' | 'ipv6', ifname: string, key: str
 export async function ensureBridge(b: BridgeSpec): Promise<void> {
   if (b.adopted) return ensureAdoptedBridge(b);
   const setUp = [`addr replace ${b.gatewayCidr} dev ${b.name}`];
+  if (b.hostCidr) setUp.push(`addr replace ${b.hostCidr} dev ${b.name}`);
   // No duplicate address detection: the gateway must answer the moment a container joins.
   if (b.gateway6Cidr) setUp.push(`addr replace ${b.gateway6Cidr} dev ${b.name} nodad`);
   setUp.push(`link set ${b.name} up`);
@@ -82,10 +93,14 @@ export async function ensureBridge(b: BridgeSpec): Promise<void> {
     // The name is taken. Only a bridge can be berth's own from an earlier run; anything else
     // (eth0, lo, a user's dummy) is never touched: its addresses stay as they are.
     if ((await linkKind(b.name)) !== 'bridge') throw notABridge(b.name);
-    // A bridge left from an earlier run keeps only the gateway addresses it should have.
-    const stale = (await linkAddresses(b.name)).filter((cidr) => cidr !== b.gatewayCidr && cidr !== b.gateway6Cidr).map((cidr) => `addr del ${cidr} dev ${b.name}`);
+    // A bridge left from an earlier run keeps only the addresses it should have, and its MAC (a
+    // host address changes it: see OverlayDriver.joinHost).
+    const have = await linkState(b.name);
+    const stale = have.addresses.filter((cidr) => cidr !== b.gatewayCidr && cidr !== b.gateway6Cidr && cidr !== b.hostCidr).map((cidr) => `addr del ${cidr} dev ${b.name}`);
+    // Only when it differs: setting a MAC, even the same one, flushes the link's neighbours.
+    const mac = have.mac.toLowerCase() === b.mac.toLowerCase() ? [] : [`link set ${b.name} address ${b.mac}`];
     if (b.gateway6Cidr) await ifSysctl('ipv6', b.name, 'disable_ipv6', 0);
-    await ipBatch(undefined, [...stale, ...setUp]);
+    await ipBatch(undefined, [...stale, ...mac, ...setUp]);
   }
 }
 

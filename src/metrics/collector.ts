@@ -84,7 +84,7 @@ function tally(): { add(labels: Labels, n: number): void; samples(): Sample[] } 
  * berthd's /metrics: one scrape reads the kernel in a few batches whatever the number of
  * containers (all links from /proc, berth's nft tables in one `nft` per table), and the rest from
  * memory; in a swarm, also the service balancers' counters: one `nft` in each sandbox that
- * balances a VIP (eight at a time) and in the ingress sandbox.
+ * balances a VIP (eight at a time) and one of the host's mesh table.
  */
 export class MetricsCollector {
   private inFlight?: Promise<string>;

@@ -260,7 +260,7 @@ export class NetworkController implements NetworkService {
     // rm in between would take the bridge from under the join, which then failed with 500.
     const driver = this.registry.driverOf(n);
     // A swarm network's endpoints are the cluster's to judge (swarm.remove, by swarmkit's rules:
-    // the endpoints of tasks on their way out do not hold it, nor an ingress sandbox joining
+    // the endpoints of tasks on their way out do not hold it, nor a host's ingress endpoint joining
     // right after `swarm init`, when Docker's tutorial removes ingress to make its own).
     if ((n.Scope !== 'swarm' && (inUse(n.Id) || this.gate.joined(n.Id))) || this.provided.inUse(n.Id)) throw new ForbiddenError(`error while removing network: network ${n.Name} id ${n.Id} has active endpoints`);
     if (n.Scope === 'swarm') {

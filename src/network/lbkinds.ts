@@ -1,6 +1,6 @@
 /**
  * The balancer tables berth keeps with the same slot layout (lbtable.ts): a container sandbox's
- * service VIPs, the ingress sandbox's published ports, and a node's host-mode published ports.
+ * service VIPs and the routing mesh's published ports in berthd's namespace.
  * They differ in what a key and a backend are, in the DNAT a slot does, and in the hooks that lead
  * a connection to the table.
  */
@@ -65,40 +65,48 @@ export const VIP_KIND: TableKind = {
   address: (backend) => backend,
 };
 
-/** What the two kinds of published-port table share: their keys, backends and DNAT. */
-const PORT_KIND: Omit<TableKind, 'table' | 'chainPrefix' | 'hooks'> = {
-  dispatchMap: 'ports',
-  keyType: 'inet_proto . inet_service',
-  dataType: 'ipv4_addr . inet_service',
-  rejectsEmpty: false,
-  // As nft lists it: `meta l4proto tcp` and the transport header's port.
-  match: (key) => { const [proto, port] = key.split(' . '); return `${proto} dport ${port}`; },
-  keyOfMatch: (text) => { const m = /^(tcp|udp) dport (\d+)$/.exec(text); return m ? `${m[1]} . ${m[2]}` : undefined; },
-  slotRule: (map) => `dnat ip to meta l4proto . th dport map @${map}`,
-  udpTarget: (port, backend) => (port.startsWith('udp ') ? backend.split(' . ')[0] : undefined),
-  address: (backend) => backend.split(' . ')[0]!,
-};
+/** The bit of a connection's conntrack mark that says the routing mesh chose its backend (and so SNATs it). */
+export const MESH_CT_MARK = '0x00100000';
 
 /**
- * The ingress sandbox's published ports (the routing mesh): a key is `proto . port`, a backend a
- * task's ingress address and the port it listens on. A connection to the sandbox's own address
- * on a published port goes through map `ports` to the port's bucket chain; every balanced connection is
- * SNATed to the sandbox's address, so the task's reply comes back through this node whichever
- * node the task runs on. A port without a running task has no element: the sandbox refuses it.
+ * The routing mesh's published ports, balanced in berthd's namespace itself (kube-proxy's way): a
+ * key is `proto . port`, a backend a task's ingress address and the port it listens on. A new
+ * connection to any local address on a published port goes through map `ports` to the port's
+ * bucket chain, before berth's own port maps (priority -110: a published service port is the
+ * cluster's, not a container's). The slot that takes it marks the connection, and every marked
+ * connection is SNATed to this host's ingress address (`hostIp`, on the ingress bridge, its own
+ * in the cluster): the task's reply comes back here, whichever node the task runs on. The mark
+ * keeps the SNAT to the mesh's connections: a `mode=host` port's client keeps its address. A port
+ * without a running task has no element: the kernel refuses it (RST, ICMP unreachable).
  */
-export function ingressKind(sandboxIp: string): TableKind {
+export function meshKind(hostIp: string): TableKind {
+  const dispatch = '    fib daddr type local meta l4proto . th dport vmap @ports';
   return {
-    ...PORT_KIND,
-    table: 'berth_ingress',
+    table: 'berth_mesh',
+    dispatchMap: 'ports',
+    keyType: 'inet_proto . inet_service',
+    dataType: 'ipv4_addr . inet_service',
     chainPrefix: 'port',
+    rejectsEmpty: false,
+    // As nft lists it: `meta l4proto tcp` and the transport header's port.
+    match: (key) => { const [proto, port] = key.split(' . '); return `${proto} dport ${port}`; },
+    keyOfMatch: (text) => { const m = /^(tcp|udp) dport (\d+)$/.exec(text); return m ? `${m[1]} . ${m[2]}` : undefined; },
+    slotRule: (map) => `ct mark set ct mark | ${MESH_CT_MARK} dnat ip to meta l4proto . th dport map @${map}`,
+    udpTarget: (port, backend) => (port.startsWith('udp ') ? backend.split(' . ')[0] : undefined),
+    address: (backend) => backend.split(' . ')[0]!,
     hooks: () => [
       '  chain prerouting {',
-      '    type nat hook prerouting priority -100; policy accept;',
-      `    ip daddr ${sandboxIp} meta l4proto . th dport vmap @ports`,
+      '    type nat hook prerouting priority -110; policy accept;',
+      dispatch,
       '  }',
+      '  chain output {',
+      '    type nat hook output priority -110; policy accept;',
+      dispatch,
+      '  }',
+      // Before berth's own source NAT (priority 100): the first binding of a connection wins.
       '  chain postrouting {',
-      '    type nat hook postrouting priority 100; policy accept;',
-      `    ct status dnat snat to ${sandboxIp}`,
+      '    type nat hook postrouting priority 90; policy accept;',
+      `    ct mark & ${MESH_CT_MARK} == ${MESH_CT_MARK} ct status dnat snat ip to ${hostIp}`,
       '  }',
     ],
   };

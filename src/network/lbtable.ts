@@ -1,7 +1,7 @@
 /**
  * A service balancer table as plain data: its text made whole, the script of what differs
  * between two contents, and the reading of its counters (pure, unit-tested; the applying is
- * servicelb.ts's). A container sandbox's VIPs and the ingress sandbox's published ports share the
+ * servicelb.ts's). A container sandbox's VIPs and the routing mesh's published ports share the
  * layout; what differs between them is their `TableKind` (lbkinds.ts).
  */
 
@@ -10,7 +10,7 @@ import { VIP_KIND, type TableKind } from './lbkinds.js';
 /**
  * One key of a balancer and the backends of its running tasks: a service's VIP and the tasks'
  * addresses (VIP_KIND), or a published port `proto . port` and the tasks' `address . port`
- * (ingressKind).
+ * (meshKind).
  */
 export interface VipEntry { service: string; vip: string; backends: string[] }
 

@@ -1,5 +1,5 @@
 import { Steps } from '../util/steps.js';
-import { deleteLink, ensureBridge, ifSysctl, joinEndpoint } from '../kernel/bridge.js';
+import { deleteLink, ensureBridge, ifSysctl, ipBatchHost, joinEndpoint, linkAddresses, linkListed } from '../kernel/bridge.js';
 import { nftCommands } from '../kernel/nft.js';
 import { bridgesNamed, ensureVxlan, peersOf, programPeers, vxlanDevices } from '../kernel/vxlan.js';
 import { BadRequestError, ForbiddenError } from '../util/errors.js';
@@ -9,7 +9,7 @@ import { guardedPairs } from './guardread.js';
 import { portOp, remoteSourceOps, writeGuard } from './guardsets.js';
 import { PortGuards } from './portguard.js';
 import { parseCidr } from './ipam.js';
-import { macFor } from './mac.js';
+import { hostMacFor, macFor } from './mac.js';
 import { OPT_MTU } from './options.js';
 import { diffPeers, OPT_ENCRYPTED, OPT_VXLANID, OVERLAY_BRIDGE_PREFIX, overlayBridge, overlayMtu, parseVni, VXLAN_PREFIX, vxlanDevice, type Peer } from './overlay.js';
 import type { NetworkRecord } from './types.js';
@@ -67,6 +67,8 @@ export class OverlayDriver implements NetworkDriver {
   private readonly guards = new PortGuards();
   /** The peers each network's VXLAN device was last given, so a store change programs only the difference. */
   private readonly programmed = new Map<string, Map<string, Peer>>();
+  /** The endpoint the host itself holds on a network, by network id (the routing mesh's on ingress). */
+  private readonly hostEndpoints = new Map<string, { endpointId: string; ip: string }>();
 
   private ensureGuard(): Promise<void> {
     this.guardReady ??= nftCommands(guardTableScript()).catch((e: Error) => {
@@ -94,7 +96,10 @@ export class OverlayDriver implements NetworkDriver {
     // This host's own underlay decides its MTU; an MTU option is the same everywhere.
     const mtu = overlayMtu(n.Options[OPT_MTU], await plane.underlayMtu());
     const bridge = overlayBridge(n.Id);
-    await ensureBridge({ name: bridge, gatewayCidr: `${pool.gateway}/${parseCidr(pool.subnet).prefix}`, mtu, mac: macFor(pool.gateway) });
+    const own = this.hostEndpoints.get(n.Id);
+    // The ingress bridge has the host's own MAC: the host holds an endpoint there (joinHost).
+    const mac = n.Ingress ? hostMacFor(plane.vtep.addr) : macFor(pool.gateway);
+    await ensureBridge({ name: bridge, gatewayCidr: `${pool.gateway}/${parseCidr(pool.subnet).prefix}`, mtu, mac, ...(own ? { hostCidr: `${own.ip}/32` } : {}) });
     await ifSysctl('ipv4', bridge, 'route_localnet', 1);
     await this.ensureGuard();
     const vx = vxlanDevice(n.Id);
@@ -160,6 +165,7 @@ export class OverlayDriver implements NetworkDriver {
     await writeGuard(remoteSourceOps(vx, allowed, 'delete')).catch(() => undefined);
     await deleteLink(overlayBridge(n.Id));
     this.programmed.delete(n.Id);
+    this.hostEndpoints.delete(n.Id);
   }
 
   async removeOrphans(keep: NetworkRecord[]): Promise<void> {
@@ -220,6 +226,39 @@ export class OverlayDriver implements NetworkDriver {
     if (revision !== undefined) await this.plane!.appliedEverywhere(revision);
     st.mark('applied everywhere');
     st.done();
+  }
+
+  /**
+   * Gives the host itself an endpoint on the ingress network: claimed in the store as a
+   * container's is, with the bridge's own MAC (the host's, `hostMacFor`), and its address on the
+   * bridge (as /32: the gateway keeps the subnet's route). Frames the host sends on the network
+   * then carry the pair the other hosts' source guards expect of this endpoint, and frames for it
+   * from the wire reach the host as the bridge's own. Returns once every live host applied it.
+   */
+  async joinHost(n: NetworkRecord, ep: { endpointId: string; ip: string; containerId: string; name: string }): Promise<void> {
+    const plane = this.plane;
+    if (!plane || !n.Ingress) throw new ForbiddenError(`network ${n.Name}: only a swarm's ingress network takes this host's own endpoint`);
+    const revision = await plane.claim(n, { ...ep, mac: hostMacFor(plane.vtep.addr), aliases: [] });
+    try {
+      this.hostEndpoints.set(n.Id, { endpointId: ep.endpointId, ip: ep.ip });
+      await ipBatchHost([`addr replace ${ep.ip}/32 dev ${overlayBridge(n.Id)}`]);
+    } catch (e) {
+      await this.leaveHost(n, ep.endpointId).catch(() => undefined);
+      throw e;
+    }
+    await plane.appliedEverywhere(revision);
+  }
+
+  /** Takes the host's endpoint off the network (idempotent): its address, then its record. */
+  async leaveHost(n: NetworkRecord, endpointId: string): Promise<void> {
+    const own = this.hostEndpoints.get(n.Id);
+    if (own?.endpointId === endpointId) {
+      this.hostEndpoints.delete(n.Id);
+      const bridge = overlayBridge(n.Id);
+      if (await linkListed(bridge) && (await linkAddresses(bridge)).includes(`${own.ip}/32`)) await ipBatchHost([`addr del ${own.ip}/32 dev ${bridge}`]);
+    }
+    const revision = await this.plane?.release(n, endpointId);
+    if (revision !== undefined) await this.plane!.appliedEverywhere(revision);
   }
 
   forgetEndpoint(endpointId: string): Promise<void> {

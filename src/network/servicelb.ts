@@ -156,7 +156,7 @@ export class ServiceBalancers {
   private queue: Promise<void> = Promise.resolve();
   private flows: Promise<void> = Promise.resolve();
 
-  /** `kind`: the VIPs of container sandboxes unless told (the ingress sandbox's ports are the other kind). */
+  /** `kind`: the VIPs of container sandboxes unless told (the routing mesh's ports are the other kind). */
   constructor(private readonly log: (m: string) => void, private readonly kind: TableKind = VIP_KIND) {}
 
   /**

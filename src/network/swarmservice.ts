@@ -7,7 +7,7 @@ export interface SwarmNetworkService {
   remove(n: NetworkRecord): Promise<void>;
   /** Docker's `Peers` of a swarm network's inspect: the nodes with endpoints on it. */
   peersView(n: NetworkRecord): Array<{ Name: string; IP: string }>;
-  /** Members of the network's inspect that are no container: this host's ingress sandbox (Docker's `ingress-sbox`). */
+  /** Members of the network's inspect that are no container: this host's ingress endpoint (Docker's `ingress-sbox`). */
   sandboxMembers?(n: NetworkRecord): Record<string, { Name: string; EndpointID: string; MacAddress: string; IPv4Address: string; IPv6Address: string }>;
 }
 

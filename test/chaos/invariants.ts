@@ -1,5 +1,6 @@
 import { existsSync, promises as fs } from 'node:fs';
 import { join } from 'node:path';
+import { OVERLAY_BRIDGE_PREFIX, overlayBridge } from '../../src/network/overlay.js';
 import { run } from '../../src/util/exec.js';
 import { lookup, type TestHost } from '../integration/harness.js';
 
@@ -59,6 +60,30 @@ export async function inspectAll(host: TestHost, timeoutMs = 15_000): Promise<In
 }
 
 /** Host ends of veths in the test host's namespace (berth names them vb…). */
+/**
+ * A swarm node's ingress endpoint is an address the host holds on the ingress network's bridge
+ * (a /32 beside the gateway, the bridge's MAC its own): every overlay bridge holds its gateway
+ * and nothing else, but for that one address on ingress, which must be the endpoint berthd shows.
+ */
+async function ingressAddressViolations(host: TestHost): Promise<string[]> {
+  const v: string[] = [];
+  const links = JSON.parse((await host.inNetns('ip', ['-j', 'addr', 'show', 'type', 'bridge'])).stdout || '[]') as Array<{ ifname: string; address: string; addr_info?: Array<{ family: string; local: string; prefixlen: number }> }>;
+  const extra = links.filter((l) => l.ifname.startsWith(OVERLAY_BRIDGE_PREFIX)).flatMap((l) => (l.addr_info ?? []).filter((a) => a.family === 'inet' && a.prefixlen === 32).map((a) => ({ link: l, ip: a.local })));
+  if (!extra.length) return v;
+  // The ingress network by its flag: Docker's tutorial makes one of another name (`network create --ingress`).
+  const list = await host.api('GET', '/networks').catch(() => undefined);
+  const id = (list?.json as Array<{ Id: string; Ingress?: boolean }> | undefined)?.find((n) => n.Ingress)?.Id;
+  const r = id ? await host.api('GET', `/networks/${id}`).catch(() => undefined) : undefined;
+  const net = r?.status === 200 ? r.json as { Id: string; Containers?: Record<string, { IPv4Address: string; MacAddress: string }> } : undefined;
+  const mine = net?.Containers?.['ingress-sbox'];
+  for (const { link, ip } of extra) {
+    if (!net || link.ifname !== overlayBridge(net.Id)) v.push(`${link.ifname} holds ${ip}/32 but is not the ingress network's bridge`);
+    else if (mine?.IPv4Address.split('/')[0] !== ip) v.push(`${link.ifname} holds ${ip}/32 but this host's ingress endpoint is ${mine?.IPv4Address ?? 'none'}`);
+    else if (link.address !== mine.MacAddress) v.push(`${link.ifname} has MAC ${link.address} but this host's ingress endpoint has ${mine.MacAddress}`);
+  }
+  return v;
+}
+
 export async function hostVeths(host: TestHost): Promise<string[]> {
   const r = await run('ip', ['-n', host.netns, '-o', 'link', 'show']);
   return r.stdout.split('\n').map((l) => l.split(': ')[1]?.split('@')[0] ?? '').filter((n) => n.startsWith('vb'));
@@ -155,24 +180,20 @@ export async function findViolations(host: TestHost, opts: InvariantOptions = {}
   }
   v.push(...await allocationViolations(host, running));
 
-  // A swarm node's ingress sandbox (the routing mesh's own namespace, no container's: a fuzzed
-  // `swarm init` makes one) has a pin and endpoints of its own.
   const mountinfo = (await fs.readFile('/proc/self/mountinfo', 'utf8')).split('\n');
-  const ingressPin = join(host.root, 'netns', 'ingress-sbox');
-  const ingress = mountinfo.some((l) => l.includes(`${ingressPin} `)) ? (await interfacesIn(ingressPin)).length : -1;
   const veths = await hostVeths(host);
-  const expectedVeths = runningEndpoints + Math.max(0, ingress);
-  if (veths.length !== expectedVeths) v.push(`${veths.length} host veths but ${expectedVeths} running endpoints${ingress >= 0 ? ' (the ingress sandbox\'s included)' : ''}`);
+  if (veths.length !== runningEndpoints) v.push(`${veths.length} host veths but ${runningEndpoints} running endpoints`);
+  v.push(...await ingressAddressViolations(host));
 
   // Namespace pins, rootfs mounts, runc's containers, journals.
-  const pinned = mountinfo.filter((l) => l.includes(join(host.root, 'netns') + '/')).length - (ingress >= 0 ? 1 : 0);
+  const pinned = mountinfo.filter((l) => l.includes(join(host.root, 'netns') + '/')).length;
   if (pinned !== running.length) v.push(`${pinned} namespace pins mounted but ${running.length} running containers`);
   const rootfs = mountinfo.filter((l) => l.includes(join(host.root, 'containers')) && l.includes('/rootfs ')).length;
   if (rootfs !== running.length) v.push(`${rootfs} rootfs mounts but ${running.length} running containers`);
   const runc = (await run('runc', ['--root', join(host.root, 'runc'), 'list', '-q'])).stdout.split('\n').filter(Boolean);
   for (const id of runc) if (!runningIds.has(id)) v.push(`runc container ${short(id)} is not a running container`);
   for (const id of runningIds) if (!runc.includes(id)) v.push(`running container ${short(id)} unknown to runc`);
-  const journals = (await fs.readdir(join(host.root, 'sandboxes')).catch(() => [] as string[])).filter((f) => f.endsWith('.json') && !(ingress >= 0 && f === 'ingress-sbox.json'));
+  const journals = (await fs.readdir(join(host.root, 'sandboxes')).catch(() => [] as string[])).filter((f) => f.endsWith('.json'));
   if (journals.length !== running.length) v.push(`${journals.length} sandbox journals but ${running.length} running containers`);
 
   // Published ports: one pub_any element per published binding of a running container.

@@ -366,7 +366,7 @@ async function waitUntil(fn: () => Promise<boolean>, ms: number): Promise<void> 
 
 /**
  * Who a stale FDB entry stands for, as the host behind it has it: a container of any state with
- * that MAC on the overlay (with its state), or the ingress sandbox, or nothing there at all.
+ * that MAC on the overlay (with its state), or a host's ingress endpoint, or nothing there at all.
  */
 async function holderOf(hosts: LabHost[], vtep: string, mac: string): Promise<string> {
   const h = hosts.find((x) => `10.99.0.${x.index + 1}` === vtep);

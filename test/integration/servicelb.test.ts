@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
-import { ingressKind } from '../../src/network/lbkinds.js';
+import { meshKind } from '../../src/network/lbkinds.js';
 import { elementArgs } from '../../src/network/lbbatch.js';
 import { arrangeOne } from '../../src/network/lbtable.js';
 import { arrange, LB_TABLE, lbScript, lbTable, ServiceBalancers, type VipEntry } from '../../src/network/servicelb.js';
@@ -318,19 +318,19 @@ describe('service balancer counters', () => {
 });
 
 /**
- * The ingress sandbox's balancer (the routing mesh) in real namespaces: a client namespace linked
- * to a "sandbox" namespace by a veth, the published port DNATed there to a backend's address and
- * target port by the slot tables of the ingress kind. The backends are addresses on the sandbox's
+ * The routing mesh's balancer in real namespaces: a client namespace linked to a "host" namespace
+ * by a veth, the published port DNATed there to a backend's address and target port by the slot
+ * tables of the mesh kind. The backends are addresses on the sandbox's
  * own loopback with one server on the target port that answers the address it was reached at, so
  * each answer names the backend the connection went to. Backend changes are elements that
  * berth-nftset writes; the counts follow each backend.
  */
-describe('the ingress sandbox\'s balancer', () => {
+describe('the routing mesh\'s balancer', () => {
   const sbox = `btli${process.pid}s`;
   const client = `btli${process.pid}c`;
   const svc = 'svcingressaaaaaaaaaaaa';
   const logs: string[] = [];
-  const lb = new ServiceBalancers((m) => logs.push(m), ingressKind('10.79.0.2'));
+  const lb = new ServiceBalancers((m) => logs.push(m), meshKind('10.79.0.2'));
   let server: ReturnType<typeof spawn> | undefined;
 
   before(async () => {
@@ -370,9 +370,9 @@ describe('the ingress sandbox\'s balancer', () => {
     // .6 replaced by .7: the elements of one slot; .5 keeps its element and its count.
     const before = arrange(undefined, [{ service: svc, vip: 'tcp . 8080', backends: ['10.79.1.5 . 80', '10.79.1.6 . 80'] }]);
     const replaced = arrange(before, [{ service: svc, vip: 'tcp . 8080', backends: ['10.79.1.5 . 80', '10.79.1.7 . 80'] }]);
-    assert.ok(elementArgs(lbScript(before, replaced, undefined, ingressKind('10.79.0.2')), ingressKind('10.79.0.2')), 'a backend replaced is elements only');
+    assert.ok(elementArgs(lbScript(before, replaced, undefined, meshKind('10.79.0.2')), meshKind('10.79.0.2')), 'a backend replaced is elements only');
     await sync(['10.79.1.5 . 80', '10.79.1.7 . 80']);
-    const listed = await runOk('nft', ['list', 'table', 'ip', 'berth_ingress'], { netns: `/run/netns/${sbox}` });
+    const listed = await runOk('nft', ['list', 'table', 'ip', 'berth_mesh'], { netns: `/run/netns/${sbox}` });
     assert.doesNotMatch(listed, /10\.79\.1\.6/);
     assert.match(listed, /tcp \. 8080 counter packets 0 bytes 0 : 10\.79\.1\.7 \. 80/);
     assert.deepEqual(tally(await ask(6)), { '10.79.1.5:80': 3, '10.79.1.7:80': 3 });
@@ -382,7 +382,7 @@ describe('the ingress sandbox\'s balancer', () => {
     assert.deepEqual(tally(await ask(6)), { '10.79.1.5:80': 2, '10.79.1.7:80': 2, '10.79.1.8:80': 2 });
     await sync(['10.79.1.8 . 80']);
     assert.deepEqual(tally(await ask(3)), { '10.79.1.8:80': 3 });
-    // No backend: the port is no element, and the sandbox itself refuses it at once.
+    // No backend: the port is no element, and the host itself refuses it at once.
     await sync([]);
     assert.deepEqual(await ask(2), ['', '']);
     assert.deepEqual(logs, [], 'every change applied as a difference');

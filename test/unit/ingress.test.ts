@@ -6,13 +6,13 @@ import { IngressMesh, type IngressHost } from '../../src/cluster/ingress.js';
 import type { EndpointRecord } from '../../src/network/overlay.js';
 import type { NetworkRecord } from '../../src/network/types.js';
 
-/** Polls until `fn` holds (the mesh makes its sandbox in the background). */
+/** Polls until `fn` holds (the mesh makes its endpoint in the background). */
 async function waitFor(fn: () => Promise<boolean>, what: string): Promise<void> {
   for (const end = Date.now() + 5000; Date.now() < end; await new Promise((r) => setTimeout(r, 10))) if (await fn()) return;
   throw new Error(`timed out waiting for ${what}`);
 }
-import { ingressChanges, meshTable, replaceScript } from '../../src/network/ingressmesh.js';
-import { elementHex, ingressKind } from '../../src/network/lbkinds.js';
+import { replaceScript } from '../../src/network/ingressmesh.js';
+import { elementHex, meshKind } from '../../src/network/lbkinds.js';
 import { elementArgs } from '../../src/network/lbbatch.js';
 import { arrange, lbScript, lbTable, parseCounters, type VipEntry } from '../../src/network/lbtable.js';
 import type { ServiceBalancers } from '../../src/network/servicelb.js';
@@ -67,53 +67,46 @@ describe('published service ports', () => {
 describe('the routing mesh\'s nft text', () => {
   const web = { service: 'svc0123456789abcdef', proto: 'tcp' as const, published: 8080, target: 80 };
 
-  it('the host DNATs ingress ports to its sandbox', () => {
-    const t = meshTable('10.0.0.2', [{ proto: 'udp', port: 5353 }, { proto: 'tcp', port: 8080 }]);
-    assert.match(t, /^table ip berth_mesh \{$/m);
-    assert.match(t, /elements = \{ tcp \. 8080 : 10\.0\.0\.2 \. 8080, udp \. 5353 : 10\.0\.0\.2 \. 5353 \}/);
-    assert.match(t, /type nat hook prerouting priority -110;[^}]*fib daddr type local dnat ip to meta l4proto \. th dport map @ingress/);
-    assert.match(t, /type nat hook output priority -110;/);
-    // No sandbox yet: no ingress port is DNATed.
-    assert.doesNotMatch(meshTable(undefined, [{ proto: 'tcp', port: 8080 }]), /elements/);
-  });
-
-  it('the sandbox balances its ports with the slot tables of a VIP, keyed by protocol and port, and SNATs to its own address', () => {
-    const kind = ingressKind('10.0.0.2');
+  it('the host balances its ports with the slot tables of a VIP, keyed by protocol and port, and SNATs only what it balanced to its ingress address', () => {
+    const kind = meshKind('10.0.0.2');
     const C = 'port_b142';
     const entries = arrange(undefined, [{ service: web.service, vip: 'tcp . 8080', backends: ['10.0.0.9 . 80', '10.0.0.7 . 80'] }]);
     const t = lbTable(entries, kind);
-    assert.match(t, /^table ip berth_ingress \{$/m);
+    assert.match(t, /^table ip berth_mesh \{$/m);
     assert.match(t, new RegExp(`map ports \\{\\n {4}type inet_proto \\. inet_service : verdict\\n {4}elements = \\{ tcp \\. 8080 : goto ${C} \\}`));
     assert.match(t, /map slot0 \{\n {4}type inet_proto \. inet_service : ipv4_addr \. inet_service\n {4}counter\n {4}elements = \{ tcp \. 8080 : 10\.0\.0\.7 \. 80 \}/);
     assert.match(t, /map slot1 \{[^}]*elements = \{ tcp \. 8080 : 10\.0\.0\.9 \. 80 \}/);
-    assert.match(t, /chain to0 \{\n {4}dnat ip to meta l4proto \. th dport map @slot0\n/);
+    assert.match(t, /chain to0 \{\n {4}ct mark set ct mark \| 0x00100000 dnat ip to meta l4proto \. th dport map @slot0\n/);
     assert.match(t, new RegExp(`chain ${C} \\{\\n {4}tcp dport 8080 numgen inc mod 2 vmap @rr2\\n`));
-    assert.match(t, /ip daddr 10\.0\.0\.2 meta l4proto \. th dport vmap @ports/);
-    assert.match(t, /ct status dnat snat to 10\.0\.0\.2/);
-    assert.doesNotMatch(t, /empty|reject/, 'a port with no running task has no element: the sandbox itself refuses it');
+    // Any local address, before berth's own port maps (-100), in from outside and from the host itself.
+    assert.match(t, /type nat hook prerouting priority -110;[^}]*\n {4}fib daddr type local meta l4proto \. th dport vmap @ports\n/);
+    assert.match(t, /type nat hook output priority -110;[^}]*\n {4}fib daddr type local meta l4proto \. th dport vmap @ports\n/);
+    // Before berth's masquerade (100), and only the connections a slot marked.
+    assert.match(t, /type nat hook postrouting priority 90;[^}]*\n {4}ct mark & 0x00100000 == 0x00100000 ct status dnat snat ip to 10\.0\.0\.2\n/);
+    assert.doesNotMatch(t, /empty|reject/, 'a port with no running task has no element: the kernel refuses it');
     // One backend replaced: two elements, which berth-nftset writes (keys and data as the kernel stores them).
     const after = arrange(entries, [{ service: web.service, vip: 'tcp . 8080', backends: ['10.0.0.7 . 80', '10.0.0.8 . 80'] }]);
     const script = lbScript(entries, after, undefined, kind);
     assert.deepEqual(script.trim().split('\n'), [
-      'delete element ip berth_ingress slot1 { tcp . 8080 }',
-      'add element ip berth_ingress slot1 { tcp . 8080 : 10.0.0.8 . 80 }',
+      'delete element ip berth_mesh slot1 { tcp . 8080 }',
+      'add element ip berth_mesh slot1 { tcp . 8080 : 10.0.0.8 . 80 }',
     ]);
-    assert.deepEqual(elementArgs(script, kind), ['berth_ingress', '-slot1/060000001f900000', '+slot1/060000001f900000:0a00000800500000']);
+    assert.deepEqual(elementArgs(script, kind), ['berth_mesh', '-slot1/060000001f900000', '+slot1/060000001f900000:0a00000800500000']);
     // A third backend: the port's rule goes to rr3, still no `nft` once the table has the slots.
     const three = arrange(after, [{ service: web.service, vip: 'tcp . 8080', backends: ['10.0.0.7 . 80', '10.0.0.8 . 80', '10.0.0.6 . 80'] }]);
     assert.deepEqual(elementArgs(lbScript(after, three, 3, kind), kind)?.slice(-2), [`=${C}`, `>${C}/060000001f900000/3`]);
     // The last backend gone: the port leaves the table, its element before its bucket's chain.
     const gone = lbScript(after, arrange(after, [{ service: 'other', vip: 'udp . 53', backends: ['10.0.0.5 . 53'] }]), undefined, kind).trim().split('\n');
-    const elementGone = gone.indexOf('delete element ip berth_ingress ports { tcp . 8080 }');
-    assert.ok(elementGone >= 0 && elementGone < gone.indexOf(`delete chain ip berth_ingress ${C}`), gone.join('\n'));
+    const elementGone = gone.indexOf('delete element ip berth_mesh ports { tcp . 8080 }');
+    assert.ok(elementGone >= 0 && elementGone < gone.indexOf(`delete chain ip berth_mesh ${C}`), gone.join('\n'));
     // The new port's bucket chain before the element that goes to it.
-    assert.ok(gone.indexOf('add chain ip berth_ingress port_b66') < gone.indexOf('add element ip berth_ingress ports { udp . 53 : goto port_b66 }'));
+    assert.ok(gone.indexOf('add chain ip berth_mesh port_b66') < gone.indexOf('add element ip berth_mesh ports { udp . 53 : goto port_b66 }'));
     // A port that comes or goes is berthd's own batch too: its dispatch element, its bucket's chain and rules, its slots.
     const args = elementArgs(gone.join('\n'), kind) ?? [];
     assert.ok(args.includes('*port_b66') && args.includes('+ports/1100000000350000:@port_b66') && args.includes('>port_b66/1100000000350000/1'), JSON.stringify(args));
     assert.ok(args.includes('-ports/060000001f900000') && args.includes(`!${C}`), JSON.stringify(args));
-    assert.ok(gone.includes('add element ip berth_ingress ports { udp . 53 : goto port_b66 }'));
-    assert.ok(gone.includes('add rule ip berth_ingress port_b66 udp dport 53 goto to0'));
+    assert.ok(gone.includes('add element ip berth_mesh ports { udp . 53 : goto port_b66 }'));
+    assert.ok(gone.includes('add rule ip berth_mesh port_b66 udp dport 53 goto to0'));
     assert.equal(elementHex('udp . 53'), '1100000000350000');
     // The kernel lists a concatenation as its parts.
     const json = JSON.stringify({ nftables: [{ map: { name: 'slot0', elem: [[{ elem: { val: { concat: ['tcp', 8080] }, counter: { packets: 7 } } }, { concat: ['10.0.0.7', 80] }]] } }] });
@@ -121,12 +114,6 @@ describe('the routing mesh\'s nft text', () => {
     // UDP flows go with a backend of a UDP port only.
     assert.equal(kind.udpTarget('udp . 53', '10.0.0.5 . 53'), '10.0.0.5');
     assert.equal(kind.udpTarget('tcp . 80', '10.0.0.5 . 80'), undefined);
-  });
-
-  it('a change of the host table is only the ingress elements that differ', () => {
-    assert.deepEqual(ingressChanges('10.0.0.2', new Set(['tcp . 8080']), new Set(['udp . 53'])), [
-      'delete element ip berth_mesh ingress { tcp . 8080 }', 'add element ip berth_mesh ingress { udp . 53 : 10.0.0.2 . 53 }',
-    ]);
   });
 
   it('replaces or removes a table in one idempotent transaction', () => {
@@ -144,24 +131,25 @@ describe('the mesh follows the store', () => {
   });
   const service = (ports: unknown[]) => put('services/svc1', { ID: 'svc1', Spec: { Name: 'web' }, Endpoint: { Ports: ports } });
 
-  async function mesh() {
+  async function mesh(over: Partial<IngressHost> = {}) {
     const scripts: Array<{ netns?: string; script: string }> = [];
-    // The sandbox's balancer as the mesh hands it ports: what each sync asked for, by sandbox address.
+    // The host's balancer as the mesh hands it ports: what each sync asked for, by the address it SNATs to.
     const synced: Array<{ ip: string; netns: string; entries: VipEntry[] }> = [];
     const host: IngressHost = {
-      sandboxBalancer: (ip) => ({
+      balancer: (ip) => ({
         sync: async (want) => { for (const w of want.values()) synced.push({ ip, netns: w.netns, entries: w.entries }); },
         hits: async () => [],
       } as Pick<ServiceBalancers, 'sync' | 'hits'>),
       network: (id) => (id === 'ing' ? ingressNet : undefined),
-      ensureSandbox: async () => ({ netns: '/ns/sbox', ip: '10.0.0.2' }),
-      removeSandbox: async () => undefined,
+      ensureEndpoint: async () => ({ ip: '10.0.0.2' }),
+      removeEndpoint: async () => undefined,
       endpointsOf: () => [
         { ContainerID: 'cA', IP: '10.0.0.5' }, { ContainerID: 'cB', IP: '10.0.0.6' }, { ContainerID: 'cX', IP: '10.0.0.9' },
       ] as EndpointRecord[],
       attached: () => true,
       attach: async () => undefined,
       nft: async (script) => { scripts.push({ script }); },
+      ...over,
     };
     const m = new IngressMesh(() => 'me', host, () => undefined);
     return { m, scripts, synced };
@@ -171,18 +159,19 @@ describe('the mesh follows the store', () => {
     const { m, scripts, synced } = await mesh();
     await m.follow([put('networks/ing', ingressNet), service([{ Protocol: 'tcp', TargetPort: 80, PublishedPort: 8080, PublishMode: 'ingress' }]),
       task('t1', 'me', 'cA', 'running'), task('t2', 'other', 'cB', 'running'), task('t3', 'other', 'cX', 'starting')], true);
-    // The sandbox is made in the background; the next pass balances in it.
-    await waitFor(async () => synced.some((s) => s.entries.length), 'the sandbox balancer');
+    // The endpoint is made in the background; the next pass balances, in berthd's own namespace.
+    await waitFor(async () => synced.some((s) => s.entries.length), 'the host balancer');
     const first = synced.find((s) => s.entries.length)!;
-    assert.deepEqual([first.ip, first.netns], ['10.0.0.2', '/ns/sbox']);
+    assert.deepEqual([first.ip, first.netns], ['10.0.0.2', '']);
     assert.deepEqual(first.entries, [{ service: 'svc1', vip: 'tcp . 8080', backends: ['10.0.0.5 . 80', '10.0.0.6 . 80'] }], 'a task not running yet is no backend');
-    assert.match(scripts.map((s) => s.script).join('\n'), /tcp \. 8080 : 10\.0\.0\.2 \. 8080/);
+    // The first pass removed what a killed berthd or an older berth left, once.
+    assert.deepEqual(scripts.map((s) => s.script), [replaceScript('berth_mesh', '') + replaceScript('berth_hostports', '')]);
     scripts.length = 0;
     synced.length = 0;
     await m.follow([task('t2', 'other', 'cB', 'running', 'shutdown')], false);
-    assert.deepEqual(synced.map((s) => s.entries), [[{ service: 'svc1', vip: 'tcp . 8080', backends: ['10.0.0.5 . 80'] }]], 'the sandbox told before follow returns');
-    assert.deepEqual(scripts, [], 'the host table does not change with a backend');
-    // The last task stopping: the port leaves the sandbox's balancer (refused there).
+    assert.deepEqual(synced.map((s) => s.entries), [[{ service: 'svc1', vip: 'tcp . 8080', backends: ['10.0.0.5 . 80'] }]], 'the balancer told before follow returns');
+    assert.deepEqual(scripts, [], 'nothing but the balancer changes with a backend');
+    // The last task stopping: the port leaves the balancer (refused).
     await m.follow([task('t1', 'me', 'cA', 'running', 'shutdown')], false);
     assert.deepEqual(synced.at(-1)!.entries, []);
     await m.close();
@@ -199,6 +188,25 @@ describe('the mesh follows the store', () => {
     // Leaving the swarm takes the mesh's table and the old one.
     await m.leave();
     assert.match(scripts.at(-1)!.script, /delete table ip berth_mesh\n[^]*delete table ip berth_hostports\n/);
+    await m.close();
+  });
+
+  it('another ingress network is another address and another table: the old table goes before the new one is made', async () => {
+    const net2 = { ...ingressNet, Id: 'ing2' } as NetworkRecord;
+    let made = 0;
+    const removed: number[] = [];
+    const { m, scripts, synced } = await mesh({
+      network: (id) => (id === 'ing' ? ingressNet : id === 'ing2' ? net2 : undefined),
+      ensureEndpoint: async () => ({ ip: `10.0.0.${2 + made++}` }),
+      removeEndpoint: async () => { removed.push(made); },
+    });
+    await m.follow([put('networks/ing', ingressNet), service([{ Protocol: 'tcp', TargetPort: 80, PublishedPort: 8080, PublishMode: 'ingress' }]), task('t1', 'me', 'cA', 'running')], true);
+    await waitFor(async () => synced.some((s) => s.ip === '10.0.0.2' && s.entries.length), 'the first balancer');
+    scripts.length = 0;
+    await m.follow([{ type: 'delete', key: `${ROOT}networks/ing`, modRevision: 2 } as never, put('networks/ing2', net2, 3)], false);
+    await waitFor(async () => synced.some((s) => s.ip === '10.0.0.3' && s.entries.length), 'the second balancer');
+    assert.deepEqual(removed, [1], 'the first endpoint went before the second was made');
+    assert.deepEqual(scripts.map((s) => s.script), [replaceScript('berth_mesh', '')], 'the table that SNATed to the old address went first');
     await m.close();
   });
 });
