@@ -377,7 +377,9 @@ export class Sandboxes {
     const saved = this.d.registry.save(n);
     this.d.registry.changed([n.Id], containerId);
     if (entryGoes !== 'first') await forget();
-    if (saving) saving.push(saved);
+    // A swarm network's record caches the store, which every list corrects: a leave does not wait for it (85 KB at 1,000 endpoints).
+    if (n.Scope === 'swarm') saved.catch((e: Error) => console.error(`berthd: network ${n.Name}: ${e.message}`));
+    else if (saving) saving.push(saved);
     else await saved;
   }
 
@@ -393,7 +395,5 @@ export class Sandboxes {
     return this.journals.get(ref.id) ?? journalFromRef(ref) ?? { id: ref.id, netnsPath: ref.netnsPath, endpoints: [] };
   }
 
-  private resolvConfSource(): { hostResolvConf?: string } {
-    return this.d.hostResolvConf ? { hostResolvConf: this.d.hostResolvConf } : {};
-  }
+  private resolvConfSource(): { hostResolvConf?: string } { return this.d.hostResolvConf ? { hostResolvConf: this.d.hostResolvConf } : {}; }
 }
