@@ -55,8 +55,8 @@ interface RunningTask { service: string; container: string; node: string }
  * SNATing to that address (a task leaves the balancer when its record stops being running and
  * desired running, before its agent stops it). Docker sends the connection through an ingress
  * sandbox first; here that was a second namespace and NAT on every connection's way, and
- * 1.09-1.26x a `mode=host` port's latency at the task's own node. Host-mode ports are not the mesh's: each task's container
- * publishes its own, where it runs (taskruntime.ts).
+ * 1.09-1.26x a `mode=host` port's latency at the task's own node. Host-mode ports are not the
+ * mesh's: each task's container publishes its own, where it runs (taskruntime.ts).
  */
 export class IngressMesh {
   private ingressId?: string;

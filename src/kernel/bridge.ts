@@ -93,8 +93,8 @@ export async function ensureBridge(b: BridgeSpec): Promise<void> {
     // The name is taken. Only a bridge can be berth's own from an earlier run; anything else
     // (eth0, lo, a user's dummy) is never touched: its addresses stay as they are.
     if ((await linkKind(b.name)) !== 'bridge') throw notABridge(b.name);
-    // A bridge left from an earlier run keeps only the addresses it should have, and its MAC (a
-    // host address changes it: see OverlayDriver.joinHost).
+    // A bridge left from an earlier run keeps only the addresses it should have, and gets the MAC
+    // it should have (an ingress bridge of an older berth had its gateway's).
     const have = await linkState(b.name);
     const stale = have.addresses.filter((cidr) => cidr !== b.gatewayCidr && cidr !== b.gateway6Cidr && cidr !== b.hostCidr).map((cidr) => `addr del ${cidr} dev ${b.name}`);
     // Only when it differs: setting a MAC, even the same one, flushes the link's neighbours.
