@@ -12,7 +12,8 @@
  *    alternating rounds, and iperf3 to a one-task service's VIP against straight to its task;
  *  - TCP connect + 1-byte echo from the underlay through the routing mesh (entered at one node)
  *    against a plain container's own `-p` port on that node; and to one task of a one-replica
- *    service through the mesh at its own node and at another against its own `mode=host` port;
+ *    service through the mesh at its own node and at another against its own `mode=host` port,
+ *    and iperf3 the same three ways;
  *  - a rolling update (`service update --force`, one task at a time) under about 200 requests/s
  *    through the VIP, `--updates` times (1): requests sent and lost, and why and when any was.
  * Everything is removed at the end, even on failure.
@@ -51,10 +52,10 @@ function spread(answers: string[], tasks: string[]): { worst: number; failed: nu
 }
 
 /** iperf3 from `clientNs` to `addr`, with a one-shot server in each of `serverNss`; Gbit/s. */
-async function iperf(serverNss: string[], clientNs: string, addr: string): Promise<number> {
-  const servers = serverNss.map((ns) => run('nsenter', [`--net=${ns}`, 'iperf3', '-s', '-1']));
+async function iperf(serverNss: string[], clientNs: string, addr: string, ports = { listen: 5201, to: 5201 }): Promise<number> {
+  const servers = serverNss.map((ns) => run('nsenter', [`--net=${ns}`, 'iperf3', '-s', '-1', '-p', String(ports.listen)]));
   await new Promise((r) => setTimeout(r, 800));
-  const c = await run('nsenter', [`--net=${clientNs}`, 'iperf3', '-c', addr, '-t', quick ? '2' : '5', '-J']);
+  const c = await run('nsenter', [`--net=${clientNs}`, 'iperf3', '-c', addr, '-p', String(ports.to), '-t', quick ? '2' : '5', '-J']);
   await run('pkill', ['-f', 'iperf3 -s -1']);
   await Promise.all(servers);
   if (c.code !== 0) throw new Error(`iperf3: ${c.stderr || c.stdout}`);
@@ -149,6 +150,12 @@ async function main(): Promise<void> {
     results.echo_host_mode_ms = pcts(hostPort);
     results.mesh_over_host_mode_p50 = { local: median(meshLocal) / median(hostPort), remote: median(meshRemote) / median(hostPort) };
     log(`one task from outside, p50: mesh at its node ${median(meshLocal).toFixed(3)} ms, at another ${median(meshRemote).toFixed(3)}, its mode=host port ${median(hostPort).toFixed(3)}`);
+    // The same three ways in, by throughput (iperf3's two connections reach the one task).
+    const iperfTo = (h: LabHost, port: number) => iperf([edgeNs], underlayNs, h.addr, { listen: 7007, to: port });
+    results.iperf_mesh_local_gbps = await iperfTo(edgeHost, 7009);
+    results.iperf_host_mode_gbps = await iperfTo(edgeHost, 7010);
+    results.iperf_mesh_remote_gbps = await iperfTo(otherHost, 7009);
+    log(`one task from outside, iperf3: mesh at its node ${(results.iperf_mesh_local_gbps as number).toFixed(1)} Gbit/s, at another ${(results.iperf_mesh_remote_gbps as number).toFixed(1)}, its mode=host port ${(results.iperf_host_mode_gbps as number).toFixed(1)}`);
     await docker(h0, ['service', 'rm', 'edge']);
 
     log(`${UPDATES} rolling update(s) under about 200 requests/s through the VIP`);

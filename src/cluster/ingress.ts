@@ -69,7 +69,7 @@ export class IngressMesh {
   private endpoint?: { ip: string; network: string };
   /** The mesh's balancer, for the address it SNATs to (a table of published ports, kept as a container's VIPs are). */
   private lb?: { ip: string; lb: PortBalancer };
-  /** Whether the tables a killed berthd or an older berth left were removed (the first pass does it). */
+  /** Whether the tables a killed berthd or an older berth left were dealt with (the first pass does it). */
   private cleared = false;
   private pending?: Promise<void>;
   private again = false;
@@ -170,14 +170,17 @@ export class IngressMesh {
       const backends = tasks.flatMap((t) => ingressIps.get(t.container) ?? []).sort();
       for (const p of s.ports) ingressPorts.push({ service: id, proto: p.Protocol, published: p.PublishedPort, target: p.TargetPort, backends });
     }
+    const lb = await this.balancer(endpoint?.ip);
+    const entries = balanced(ingressPorts);
     if (!this.cleared) {
-      // A killed berthd's table SNATs to an address this host holds no more, and an older berth's
-      // sent the ports to its ingress sandbox: the first pass starts from none.
-      await this.host.nft(HOST_TABLES.map((t) => replaceScript(t, '')).join(''));
+      // What a killed berthd left: its table is replaced whole by this one's first sync with
+      // ports (one transaction, so new connections find one table or the other; the ones it
+      // balanced keep their NAT in conntrack either way), or goes now when there is none to sync.
+      // An older berth's host-mode table goes.
+      await this.host.nft((lb && entries.length ? '' : replaceScript(MESH_TABLE, '')) + replaceScript(LEGACY_HOST_PORTS_TABLE, ''));
       this.cleared = true;
     }
-    const lb = await this.balancer(endpoint?.ip);
-    await lb?.sync(new Map([[HOST.id, { netns: HOST.netns, entries: balanced(ingressPorts) }]]), true);
+    await lb?.sync(new Map([[HOST.id, { netns: HOST.netns, entries }]]), true);
   }
 
   /**

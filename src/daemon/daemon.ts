@@ -46,19 +46,19 @@ import { Agent } from '../cluster/agent.js';
 import { Orchestrator } from '../cluster/orchestrator.js';
 import { ServiceNet } from '../cluster/servicenet.js';
 import { ServiceBalancers } from '../network/servicelb.js';
-import { meshKind } from '../network/lbkinds.js';
 import { PolicyPeers } from '../cluster/policypeers.js';
 import { LogServer } from '../cluster/logstream.js';
 import { readLogs } from '../engine/logs.js';
 import { EngineTaskRuntime, type TaskService } from './taskruntime.js';
-import { HOST_TABLES, INGRESS_ENDPOINT, INGRESS_SBOX, IngressMesh } from '../cluster/ingress.js';
+import { HOST_TABLES, IngressMesh } from '../cluster/ingress.js';
+import { IngressEndpointFile, ingressHost } from './ingresshost.js';
+import type { EndpointRecord } from '../network/overlay.js';
 import { replaceScript } from '../network/ingressmesh.js';
 import { nftApply } from '../kernel/nft.js';
 import { ROOT } from '../cluster/keys.js';
 import { SK } from '../cluster/services.js';
 import type { ServiceRecord } from '../cluster/servicemodel.js';
 import type { NetworkRecord } from '../network/types.js';
-import type { AddressLease } from '../network/ipamdriver.js';
 import { Steps } from '../util/steps.js';
 
 export interface DaemonOptions {
@@ -277,11 +277,16 @@ export class Daemon {
     // The swarm endpoints this host holds, from the engine's records, and those berth-cni gave CNI
     // runtimes' containers (a relist and the audit would otherwise withdraw them as no one's).
     const isSwarm = (id: string) => network.registry.networks.get(id)?.Scope === 'swarm';
-    const held = () => [...engine.containers.values()].flatMap((c) => Object.entries(c.Endpoints ?? {})
+    const held = (): Array<Omit<EndpointRecord, 'Node' | 'Vtep'>> => [...engine.containers.values()].flatMap((c) => Object.entries(c.Endpoints ?? {})
       .filter(([id, ep]) => ep.EndpointID && ep.IPAddress && isSwarm(id))
       .map(([id, ep]) => ({ Network: id, EndpointID: ep.EndpointID, ContainerID: c.Id, Name: c.Name.slice(1), Aliases: ep.Aliases ?? [], IP: ep.IPAddress, Mac: ep.MacAddress,
         ...(Object.keys(c.Config.Labels ?? {}).length ? { Labels: c.Config.Labels! } : {}) })))
-      .concat(network.provided.joinedEndpoints().filter((e) => isSwarm(e.Network)));
+      .concat(network.provided.joinedEndpoints().filter((e) => isSwarm(e.Network)))
+      .concat(keptIngress.record(this.overlay.hostMac()) ?? []);
+    // The ingress endpoint a killed berthd held is taken up again: its address stays on the bridge.
+    const keptIngress = new IngressEndpointFile(join(this.o.root, 'ingress-endpoint.json'));
+    const kept = await keptIngress.load();
+    if (kept) this.overlay.adoptHost(kept.network, kept);
     const sn = new SwarmNetworks(s, network.swarmSide, held, cluster?.DataPathPort ?? 4789, (m) => console.error(`berthd: ${m}`));
     this.swarmNetworks = sn;
     this.overlay.plane = sn;
@@ -302,7 +307,7 @@ export class Daemon {
     }
     const net = new ServiceNet((id) => sn.endpointsOf(id), sandboxes, this.balancers, (ids) => network.registry.changed(ids, ''));
     sn.followers.push((events, full) => net.follow(events, full));
-    const mesh = new IngressMesh(() => s.state.nodeId, this.ingressHost(network, engine, (id) => sn.endpointsOf(id)), log);
+    const mesh = new IngressMesh(() => s.state.nodeId, ingressHost({ network, engine, overlay: this.overlay, kept: keptIngress, endpointsOf: (id) => sn.endpointsOf(id) }), log);
     sn.followers.push((events, full) => mesh.follow(events, full));
     const serviceFor = async (serviceId: string): Promise<TaskService> => {
       const ports = (await s.store.get<ServiceRecord>(SK.service(serviceId)))?.value.Endpoint.Ports ?? [];
@@ -368,45 +373,6 @@ export class Daemon {
       await s.store.txn([], [], [mark]).catch(() => undefined);
       throw e;
     }
-  }
-
-  /**
-   * This host's ingress endpoint: an address leased from the ingress network's IPAM, held by the
-   * host itself on the network's bridge (OverlayDriver.joinHost). A killed berthd's is withdrawn
-   * from the store at the next start, as any endpoint no container holds, and its address goes
-   * from the bridge as the network is ensured.
-   */
-  private ingressHost(network: NetworkController, engine: Engine, endpointsOf: (id: string) => import('../network/overlay.js').EndpointRecord[]): import('../cluster/ingress.js').IngressHost {
-    let made: { n: NetworkRecord; endpointId: string; lease: AddressLease } | undefined;
-    return {
-      network: (id) => network.registry.networks.get(id),
-      ensureEndpoint: async (n: NetworkRecord) => {
-        if (made?.n.Id === n.Id) return { ip: made.lease.ip };
-        const endpointId = newId();
-        const ipam = network.registry.ipamOf(n);
-        const lease = await ipam.requestAddress(n, endpointId, {});
-        try {
-          await this.overlay.joinHost(n, { endpointId, ip: lease.ip, containerId: INGRESS_SBOX, name: INGRESS_ENDPOINT });
-        } catch (e) {
-          await Promise.resolve(ipam.releaseAddress(n, lease, endpointId)).catch(() => undefined);
-          throw e;
-        }
-        made = { n, endpointId, lease };
-        return { ip: lease.ip };
-      },
-      removeEndpoint: async () => {
-        const m = made;
-        made = undefined;
-        if (!m) return;
-        await this.overlay.leaveHost(m.n, m.endpointId);
-        await network.registry.ipamOf(m.n).releaseAddress(m.n, m.lease, m.endpointId);
-      },
-      endpointsOf,
-      attached: (id, net) => { const c = engine.containers.get(id); return !c || !c.State.Running || !!c.Endpoints?.[net]; },
-      attach: (id, net) => engine.connect(id, net, {}, { swarmTask: true }),
-      balancer: (ip) => new ServiceBalancers((m) => console.error(`berthd: ingress: ${m}`), meshKind(ip)),
-      nft: (script) => nftApply(script, {}),
-    };
   }
 
   private makeCluster(): Cluster {

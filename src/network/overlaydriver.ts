@@ -98,7 +98,7 @@ export class OverlayDriver implements NetworkDriver {
     const bridge = overlayBridge(n.Id);
     const own = this.hostEndpoints.get(n.Id);
     // The ingress bridge has the host's own MAC: the host holds an endpoint there (joinHost).
-    const mac = n.Ingress ? hostMacFor(plane.vtep.addr) : macFor(pool.gateway);
+    const mac = n.Ingress ? this.hostMac()! : macFor(pool.gateway);
     await ensureBridge({ name: bridge, gatewayCidr: `${pool.gateway}/${parseCidr(pool.subnet).prefix}`, mtu, mac, ...(own ? { hostCidr: `${own.ip}/32` } : {}) });
     await ifSysctl('ipv4', bridge, 'route_localnet', 1);
     await this.ensureGuard();
@@ -238,7 +238,7 @@ export class OverlayDriver implements NetworkDriver {
   async joinHost(n: NetworkRecord, ep: { endpointId: string; ip: string; containerId: string; name: string }): Promise<void> {
     const plane = this.plane;
     if (!plane || !n.Ingress) throw new ForbiddenError(`network ${n.Name}: only a swarm's ingress network takes this host's own endpoint`);
-    const revision = await plane.claim(n, { ...ep, mac: hostMacFor(plane.vtep.addr), aliases: [] });
+    const revision = await plane.claim(n, { ...ep, mac: this.hostMac()!, aliases: [] });
     try {
       this.hostEndpoints.set(n.Id, { endpointId: ep.endpointId, ip: ep.ip });
       await ipBatchHost([`addr replace ${ep.ip}/32 dev ${overlayBridge(n.Id)}`]);
@@ -247,6 +247,16 @@ export class OverlayDriver implements NetworkDriver {
       throw e;
     }
     await plane.appliedEverywhere(revision);
+  }
+
+  /** The MAC the host itself has on the ingress network, while it is in a swarm. */
+  hostMac(): string | undefined {
+    return this.plane && hostMacFor(this.plane.vtep.addr);
+  }
+
+  /** The host's endpoint a restarted berthd takes up again: the network's bridge keeps its address. */
+  adoptHost(networkId: string, ep: { endpointId: string; ip: string }): void {
+    this.hostEndpoints.set(networkId, { endpointId: ep.endpointId, ip: ep.ip });
   }
 
   /** Takes the host's endpoint off the network (idempotent): its address, then its record. */

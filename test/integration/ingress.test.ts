@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { promises as fs } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -301,19 +303,47 @@ describe('the ingress routing mesh across hosts', () => {
     await ok(h0, ['service', 'rm', 'auto']);
   });
 
-  it('a berthd killed and restarted serves the mesh again with one table and one ingress address of its own, SNATing to it', async () => {
-    await h2.host.stopDaemon('SIGKILL');
-    await h2.host.startDaemon();
-    await meshAnswers(8080, web);
+  it('a berthd killed and restarted keeps its ingress address, and the connections the mesh was carrying through it; one table, SNATing to that address', async () => {
+    const before = JSON.parse(await ok(h2, ['network', 'inspect', 'ingress']))[0].Containers['ingress-sbox'].IPv4Address;
+    // A connection through h2 (which runs no task) to an echo task, one line every 100 ms, held open across the restart.
+    await ok(h0, ['service', 'create', '--detach', '--name', 'tcpecho', '--constraint', 'node.hostname!=lab2', '--stop-grace-period', '1s', '-p', '7000:7000', 'busybox', 'nc', '-ll', '-p', '7000', '-e', 'cat']);
+    await waitRunning(h0, 'tcpecho', 1);
+    const holder = `const s=require('net').connect(7000,process.argv[1]);let sent=0,got=0,end='';let t;
+s.on('connect',()=>{t=setInterval(()=>{s.write('x\\n');sent++;},100);});
+s.on('data',(d)=>{got+=String(d).split('\\n').length-1;});
+s.on('error',(e)=>{end='error '+e.code;});s.on('close',()=>{end=end||'closed';});
+process.on('SIGTERM',()=>{clearInterval(t);setTimeout(()=>{console.log(JSON.stringify({sent,got,end}));process.exit(0);},500);});`;
+    let out = '';
+    await waitFor(async () => {
+      const r = await run('nsenter', [`--net=/run/netns/${client}`, process.execPath, '-e', `const s=require('net').connect(7000,'${h2.addr}');s.on('connect',()=>s.write('y\\n'));s.on('data',()=>{console.log('ok');process.exit(0)});s.on('error',()=>process.exit(1));setTimeout(()=>process.exit(1),1000);`]);
+      return r.stdout.includes('ok') || undefined;
+    }, 'the echo task through h2');
+    const held = spawn('nsenter', [`--net=/run/netns/${client}`, process.execPath, '-e', holder, h2.addr], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const exited = new Promise((r) => held.once('exit', r));
+    held.stdout!.on('data', (d: Buffer) => { out += d; });
+    try {
+      await sleep(500);
+      await h2.host.stopDaemon('SIGKILL');
+      await h2.host.startDaemon();
+      await meshAnswers(8080, web);
+      await sleep(1000);
+    } finally {
+      held.kill('SIGTERM');
+      await exited;
+    }
+    const flow = JSON.parse(out) as { sent: number; got: number; end: string };
+    assert.equal(flow.end, '', `the connection through h2 ended: ${out}`);
+    assert.ok(flow.sent > 10 && flow.got >= flow.sent - 2, `echoes: ${out}`);
+    await ok(h0, ['service', 'rm', 'tcpecho']);
     const tables = (await h2.host.inNetns('nft', ['list', 'tables'])).stdout;
     assert.equal(tables.split('\n').filter((l) => l === 'table ip berth_mesh').length, 1);
     const ns = await fs.readdir(join(h2.host.root, 'netns'));
     assert.equal(ns.filter((n) => n.startsWith('ingress-sbox')).length, 0, `no ingress namespace: ${ns}`);
-    // The host holds its endpoint's address on the ingress bridge, with the endpoint's MAC, and
-    // nothing of the one before the kill (withdrawn from the store as any endpoint no container
-    // holds; the new one may have the same address).
+    // The host holds its endpoint's address on the ingress bridge, with the endpoint's MAC: the
+    // same endpoint as before the kill (noted in a file, taken up again).
     const net = JSON.parse(await ok(h2, ['network', 'inspect', 'ingress']))[0];
     const mine = await waitFor(async () => JSON.parse(await ok(h2, ['network', 'inspect', 'ingress']))[0].Containers['ingress-sbox'], 'the ingress endpoint');
+    assert.equal(mine.IPv4Address, before);
     const [link] = JSON.parse((await h2.host.inNetns('ip', ['-j', 'addr', 'show', 'dev', overlayBridge(net.Id)])).stdout) as Array<{ address: string; addr_info: Array<{ family: string; local: string; prefixlen: number }> }>;
     const ip = mine.IPv4Address.split('/')[0];
     assert.deepEqual(link!.addr_info.filter((a) => a.family === 'inet').map((a) => `${a.local}/${a.prefixlen}`).sort(), [`${net.IPAM.Config[0].Gateway}/24`, `${ip}/32`].sort());

@@ -164,7 +164,7 @@ describe('the mesh follows the store', () => {
     const first = synced.find((s) => s.entries.length)!;
     assert.deepEqual([first.ip, first.netns], ['10.0.0.2', '']);
     assert.deepEqual(first.entries, [{ service: 'svc1', vip: 'tcp . 8080', backends: ['10.0.0.5 . 80', '10.0.0.6 . 80'] }], 'a task not running yet is no backend');
-    // The first pass removed what a killed berthd or an older berth left, once.
+    // The first pass, before the endpoint was there, removed what a killed berthd or an older berth left, once.
     assert.deepEqual(scripts.map((s) => s.script), [replaceScript('berth_mesh', '') + replaceScript('berth_hostports', '')]);
     scripts.length = 0;
     synced.length = 0;
