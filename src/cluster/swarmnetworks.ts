@@ -724,7 +724,7 @@ export class SwarmNetworks implements OverlayPlane {
 
   private async claimUnder(lease: Lease | undefined, n: NetworkRecord, ep: { endpointId: string; ip: string; mac: string; containerId: string; name: string; aliases: string[]; labels?: Record<string, string> }): Promise<number> {
     if (!lease) throw new UnavailableError('the cluster store cannot be reached from this node: swarm networks cannot be joined now');
-    const leaseId = await lease.grant();
+    const leaseId = await this.store.call(() => lease.grant());
     const rec: EndpointRecord = {
       Network: n.Id, EndpointID: ep.endpointId, ContainerID: ep.containerId, Name: ep.name, Aliases: ep.aliases,
       IP: ep.ip, Mac: ep.mac.toLowerCase(), Node: this.me, Vtep: this.vtep.addr, ...(ep.labels && Object.keys(ep.labels).length ? { Labels: ep.labels } : {}),

@@ -22,7 +22,7 @@ describe('cluster: faults', () => {
   let h0: LabHost, h1: LabHost, h2: LabHost, h3: LabHost;
 
   before(async () => {
-    lab = await Lab.create(4, { leaseTtlSec: TTL });
+    lab = await Lab.create(4, { leaseTtlSec: TTL, seedBusybox: true });
     [h0, h1, h2, h3] = lab.hosts as [LabHost, LabHost, LabHost, LabHost];
     const init = await h0.host.docker(['swarm', 'init', '--advertise-addr', h0.addr]);
     assert.equal(init.code, 0, init.stderr);
@@ -115,22 +115,36 @@ describe('cluster: faults', () => {
   });
 
   it('losing two of three managers: reads keep working, changes are refused, all comes back', async () => {
+    assert.equal((await h0.host.docker(['network', 'create', '-d', 'overlay', '--attachable', 'noquorum'])).code, 0);
     const members = [await etcdPid(h1), await etcdPid(h2)];
     await h1.host.stopDaemon('SIGKILL');
     await h2.host.stopDaemon('SIGKILL');
     for (const p of members) process.kill(p, 'SIGKILL');
-    // Reads: served from lab0's own member, liveness it cannot check shown as unknown.
-    const seen = await waitForOutput(() => h0.host.docker(['node', 'ls', '--format', '{{.Hostname}} {{.Status}}']),
-      (o) => o.includes('lab0 Ready') && o.includes('lab1 Unknown'), 'node ls without quorum', 20_000);
-    assert.equal(seen.trim().split('\n').length, 4);
-    const i = (await h0.host.api('GET', '/info')).json.Swarm;
-    assert.equal(i.Nodes, 4);
-    assert.match(i.Error, /The swarm does not have a leader/);
-    const change = await h0.host.docker(['node', 'update', '--label-add', 'no-quorum=1', 'lab3']);
-    assert.notEqual(change.code, 0);
-    assert.match(change.stderr, /The swarm does not have a leader/);
-    await h1.host.startDaemon();
-    await h2.host.startDaemon();
+    // Whatever fails here, the managers come back: the tests after this one need them.
+    try {
+      // Reads: served from lab0's own member, liveness it cannot check shown as unknown.
+      const seen = await waitForOutput(() => h0.host.docker(['node', 'ls', '--format', '{{.Hostname}} {{.Status}}']),
+        (o) => o.includes('lab0 Ready') && o.includes('lab1 Unknown'), 'node ls without quorum', 20_000);
+      assert.equal(seen.trim().split('\n').length, 4);
+      const i = (await h0.host.api('GET', '/info')).json.Swarm;
+      assert.equal(i.Nodes, 4);
+      assert.match(i.Error, /The swarm does not have a leader/);
+      const change = await h0.host.docker(['node', 'update', '--label-add', 'no-quorum=1', 'lab3']);
+      assert.notEqual(change.code, 0);
+      assert.match(change.stderr, /The swarm does not have a leader/);
+      // A container's join of a swarm network cannot be written either: Docker's 503, never the
+      // store client's own words (the lease grant's gRPC deadline, or the client's circuit breaker
+      // "Execution prevented…", was a 500).
+      const started = await h0.host.api('POST', '/containers/create?name=nq', { Image: 'busybox', Cmd: ['sleep', '60'], HostConfig: { NetworkMode: 'noquorum' } });
+      assert.equal(started.status, 201, started.body);
+      const refused = await h0.host.api('POST', '/containers/nq/start');
+      assert.equal(refused.status, 503, refused.body);
+      assert.match(refused.body, /does not have a leader|cannot be reached from this node/);
+      assert.equal((await h0.host.api('DELETE', '/containers/nq?force=1')).status, 204);
+    } finally {
+      await h1.host.startDaemon();
+      await h2.host.startDaemon();
+    }
     // Any of the three may lead once quorum is back.
     await waitState(h0, /^lab1 Ready (Reachable|Leader)$/, 30_000);
     await waitState(h0, /^lab2 Ready (Reachable|Leader)$/, 30_000);
@@ -138,6 +152,7 @@ describe('cluster: faults', () => {
     const labels = (await h2.host.api('GET', '/nodes/lab3')).json.Spec.Labels;
     assert.equal(labels['quorum-back'], '1');
     assert.equal(labels['no-quorum'], undefined, 'a refused change was applied after all');
+    await waitFor(async () => (await h0.host.docker(['network', 'rm', 'noquorum'])).code === 0, 'the network removed', 20_000);
   });
 
   /** etcdctl inside a manager's namespace, with its node certificate, against its own member. */
