@@ -58,7 +58,6 @@ import { nftApply } from '../kernel/nft.js';
 import { ROOT } from '../cluster/keys.js';
 import { SK } from '../cluster/services.js';
 import type { ServiceRecord } from '../cluster/servicemodel.js';
-import type { NetworkRecord } from '../network/types.js';
 import { Steps } from '../util/steps.js';
 
 export interface DaemonOptions {
