@@ -32,6 +32,11 @@ export class MemStore {
 
   txns = 0;
 
+  /** A call to the store's client (a lease grant): the real store maps its lost-quorum errors to Docker's 503; this one has none. */
+  call<T>(fn: () => Promise<T>): Promise<T> {
+    return fn();
+  }
+
   async listAt<T>(prefix: string): Promise<{ items: Map<string, Versioned<T>>; revision: number }> {
     this.lists++;
     const hook = this.duringList;
