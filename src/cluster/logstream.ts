@@ -54,7 +54,8 @@ export async function streamTaskLogs(
   if (!pending.size && !discovering) return [...missing];
   const id = randomBytes(8).toString('hex');
   const lease = store.client.lease(LEASE_TTL_SEC, { autoKeepAlive: true });
-  const leaseId = await lease.grant();
+  // Through the store's call: without quorum no lease is granted, and the client's words would be a 500.
+  const leaseId = await store.call(() => lease.grant()).catch((e: unknown) => { lease.release(); throw e; });
   let stopWatch: (() => Promise<void>) | undefined;
   let stopDiscovery: (() => Promise<void>) | undefined;
   try {
