@@ -273,8 +273,13 @@ export class Daemon {
     const steps = new Steps('the swarm side of a session');
     // Read when the session started its watches: one round trip less for init and join.
     const cluster = s.cluster ?? (await s.store.get<ClusterRecord>(K.cluster))?.value;
-    // The swarm endpoints this host holds, from the engine's records, and those berth-cni gave CNI
-    // runtimes' containers (a relist and the audit would otherwise withdraw them as no one's).
+    // The ingress endpoint a killed berthd held is taken up again: its address stays on the bridge.
+    const keptIngress = new IngressEndpointFile(join(this.o.root, 'ingress-endpoint.json'));
+    const kept = await keptIngress.load();
+    if (kept) this.overlay.adoptHost(kept.network, kept);
+    // The swarm endpoints this host holds, from the engine's records, those berth-cni gave CNI
+    // runtimes' containers, and its own ingress endpoint (a relist and the audit would otherwise
+    // withdraw them as no one's).
     const isSwarm = (id: string) => network.registry.networks.get(id)?.Scope === 'swarm';
     const held = (): Array<Omit<EndpointRecord, 'Node' | 'Vtep'>> => [...engine.containers.values()].flatMap((c) => Object.entries(c.Endpoints ?? {})
       .filter(([id, ep]) => ep.EndpointID && ep.IPAddress && isSwarm(id))
@@ -282,10 +287,6 @@ export class Daemon {
         ...(Object.keys(c.Config.Labels ?? {}).length ? { Labels: c.Config.Labels! } : {}) })))
       .concat(network.provided.joinedEndpoints().filter((e) => isSwarm(e.Network)))
       .concat(keptIngress.record(this.overlay.hostMac()) ?? []);
-    // The ingress endpoint a killed berthd held is taken up again: its address stays on the bridge.
-    const keptIngress = new IngressEndpointFile(join(this.o.root, 'ingress-endpoint.json'));
-    const kept = await keptIngress.load();
-    if (kept) this.overlay.adoptHost(kept.network, kept);
     const sn = new SwarmNetworks(s, network.swarmSide, held, cluster?.DataPathPort ?? 4789, (m) => console.error(`berthd: ${m}`));
     this.swarmNetworks = sn;
     this.overlay.plane = sn;

@@ -53,13 +53,14 @@ export class IngressEndpointFile {
  */
 export function ingressHost(o: { network: NetworkController; engine: Engine; overlay: OverlayDriver; kept: IngressEndpointFile; endpointsOf: (id: string) => EndpointRecord[] }): IngressHost {
   const { network, engine, overlay, kept } = o;
-  let made: { n: NetworkRecord; endpointId: string; ip: string } | undefined;
+  /** The network `kept.current` is joined on, once it is (the endpoint itself is the file's). */
+  let joined: NetworkRecord | undefined;
   return {
     network: (id) => network.registry.networks.get(id),
     ensureEndpoint: async (n: NetworkRecord) => {
-      if (made?.n.Id === n.Id) return { ip: made.ip };
-      const ipam = network.registry.ipamOf(n);
       const k = kept.current;
+      if (joined?.Id === n.Id && k) return { ip: k.ip };
+      const ipam = network.registry.ipamOf(n);
       let ep: { endpointId: string; ip: string };
       if (k?.network === n.Id) {
         ep = k;
@@ -79,19 +80,16 @@ export function ingressHost(o: { network: NetworkController; engine: Engine; ove
         await kept.remove().catch(() => undefined);
         throw e;
       }
-      made = { n, ...ep };
+      joined = n;
       return { ip: ep.ip };
     },
     removeEndpoint: async () => {
-      const m = made;
-      made = undefined;
       const k = kept.current;
-      if (m) {
-        await overlay.leaveHost(m.n, m.endpointId);
-        await network.registry.ipamOf(m.n).releaseAddress(m.n, { ip: m.ip }, m.endpointId);
-      } else if (k) {
-        const n = network.registry.networks.get(k.network);
-        if (n) await overlay.leaveHost(n, k.endpointId);
+      const n = joined ?? (k && network.registry.networks.get(k.network));
+      joined = undefined;
+      if (k && n) {
+        await overlay.leaveHost(n, k.endpointId);
+        await network.registry.ipamOf(n).releaseAddress(n, { ip: k.ip }, k.endpointId);
       }
       await kept.remove();
     },
