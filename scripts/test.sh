@@ -33,11 +33,26 @@ for f in "${files[@]}"; do
   fi
 done
 
-# A stream's lines carry its name, so the two interleaved in one log can still be read apart.
+# A stream's lines carry its name, so the two interleaved in one log can still be read apart. Each
+# stream is kept in a file too: the one that ends first has its failures buried under the other's
+# output, and CI shows only a log's tail, so the failures of both are said again at the end.
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
 stream() {
   local name=$1; shift
-  node --test --test-concurrency=1 --test-reporter=spec "$@" 2>&1 | sed -u "s/^/[$name] /"
+  node --test --test-concurrency=1 --test-reporter=spec "$@" 2>&1 | sed -u "s/^/[$name] /" | tee "$logs/$name"
   return "${PIPESTATUS[0]}"
+}
+failures() {
+  local name=$1
+  # The spec reporter ends a failed run with a section of its own, headed "failing tests:".
+  if grep -q '✖ failing tests:' "$logs/$name"; then
+    echo "test: [$name] failed:"
+    sed -n '/✖ failing tests:/,$p' "$logs/$name" | head -n 200
+  else
+    echo "test: [$name] failed; its lines marked ✖:"
+    grep '✖' "$logs/$name" | head -n 50
+  fi
 }
 start=$SECONDS
 stream hosts "${labs[@]}" & hosts_pid=$!
@@ -45,5 +60,7 @@ stream host "${others[@]}" & host_pid=$!
 hosts_rc=0 host_rc=0
 wait "$hosts_pid" || hosts_rc=$?
 wait "$host_pid" || host_rc=$?
+[ "$hosts_rc" = 0 ] || failures hosts
+[ "$host_rc" = 0 ] || failures host
 echo "test: [hosts] ${#labs[@]} files (exit $hosts_rc) and [host] ${#others[@]} files (exit $host_rc) in $((SECONDS - start)) s"
 [ "$hosts_rc" = 0 ] && [ "$host_rc" = 0 ]

@@ -172,7 +172,10 @@ export class IngressMesh {
     }
     const lb = await this.balancer(endpoint?.ip);
     const entries = balanced(ingressPorts);
-    if (!this.cleared) {
+    // While the swarm has an ingress network and this host's endpoint on it is still being taken
+    // up (after a restart) there is no balancer yet: what a killed berthd left keeps balancing new
+    // connections until then, rather than none.
+    if (!this.cleared && (lb || !this.ingressId)) {
       // What a killed berthd left: its table is replaced whole by this one's first sync with
       // ports (one transaction, so new connections find one table or the other; the ones it
       // balanced keep their NAT in conntrack either way), or goes now when there is none to sync.

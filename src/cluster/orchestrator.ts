@@ -80,7 +80,7 @@ export class Orchestrator {
         return;
       }
       if (cur) return this.stepDown();
-      const leaseId = await lease.grant();
+      const leaseId = await store.call(() => lease.grant());
       const r = await store.txn([{ key: SK.leader, target: 'Create', value: 0 }], [{ key: SK.leader, value: { Node: this.session.state.nodeId }, lease: leaseId }]);
       if (!r.ok) return this.stepDown();
       this.leaderRev = r.revision;

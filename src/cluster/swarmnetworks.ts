@@ -550,7 +550,7 @@ export class SwarmNetworks implements OverlayPlane {
    */
   private async republish(lease: Lease, only?: EndpointRecord[]): Promise<void> {
     if (!this.mine.size) return;
-    const id = await lease.grant();
+    const id = await this.store.call(() => lease.grant());
     const groups: Array<{ puts: Array<{ key: string; value: unknown; lease?: string }> }> = [];
     const written: EndpointRecord[] = [];
     for (const e of only ?? this.mine.values()) {

@@ -318,9 +318,19 @@ process.on('SIGTERM',()=>{clearInterval(t);setTimeout(()=>{console.log(JSON.stri
       const r = await run('nsenter', [`--net=/run/netns/${client}`, process.execPath, '-e', `const s=require('net').connect(7000,'${h2.addr}');s.on('connect',()=>s.write('y\\n'));s.on('data',()=>{console.log('ok');process.exit(0)});s.on('error',()=>process.exit(1));setTimeout(()=>process.exit(1),1000);`]);
       return r.stdout.includes('ok') || undefined;
     }, 'the echo task through h2');
+    // And new connections through h2 all along, one every 50 ms, each echoed: the kernel's table
+    // balances while berthd is dead, and the restarted one must not take it away before its own.
+    const prober = `const net=require('net');let ok=0;const failed=[];let stop=false;
+const one=()=>new Promise((res)=>{const s=net.connect(7000,process.argv[1]);const t=setTimeout(()=>{s.destroy();failed.push('timeout');res();},2000);
+s.on('connect',()=>s.write('p\\n'));s.on('data',()=>{clearTimeout(t);ok++;s.destroy();res();});s.on('error',(e)=>{clearTimeout(t);failed.push(e.code);res();});});
+(async()=>{while(!stop){await one();await new Promise((r)=>setTimeout(r,50));}console.log(JSON.stringify({ok,failed}));process.exit(0);})();
+process.on('SIGTERM',()=>{stop=true;});`;
+    let probed = '';
     const held = spawn('nsenter', [`--net=/run/netns/${client}`, process.execPath, '-e', holder, h2.addr], { stdio: ['ignore', 'pipe', 'inherit'] });
-    const exited = new Promise((r) => held.once('exit', r));
+    const probing = spawn('nsenter', [`--net=/run/netns/${client}`, process.execPath, '-e', prober, h2.addr], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const exited = Promise.all([held, probing].map((p) => new Promise((r) => p.once('exit', r))));
     held.stdout!.on('data', (d: Buffer) => { out += d; });
+    probing.stdout!.on('data', (d: Buffer) => { probed += d; });
     try {
       await sleep(500);
       await h2.host.stopDaemon('SIGKILL');
@@ -329,11 +339,15 @@ process.on('SIGTERM',()=>{clearInterval(t);setTimeout(()=>{console.log(JSON.stri
       await sleep(1000);
     } finally {
       held.kill('SIGTERM');
+      probing.kill('SIGTERM');
       await exited;
     }
     const flow = JSON.parse(out) as { sent: number; got: number; end: string };
     assert.equal(flow.end, '', `the connection through h2 ended: ${out}`);
     assert.ok(flow.sent > 10 && flow.got >= flow.sent - 2, `echoes: ${out}`);
+    const probes = JSON.parse(probed) as { ok: number; failed: string[] };
+    assert.deepEqual(probes.failed, [], `new connections through h2 across its berthd's restart: ${probed}`);
+    assert.ok(probes.ok > 10, probed);
     await ok(h0, ['service', 'rm', 'tcpecho']);
     const tables = (await h2.host.inNetns('nft', ['list', 'tables'])).stdout;
     assert.equal(tables.split('\n').filter((l) => l === 'table ip berth_mesh').length, 1);

@@ -164,8 +164,9 @@ describe('the mesh follows the store', () => {
     const first = synced.find((s) => s.entries.length)!;
     assert.deepEqual([first.ip, first.netns], ['10.0.0.2', '']);
     assert.deepEqual(first.entries, [{ service: 'svc1', vip: 'tcp . 8080', backends: ['10.0.0.5 . 80', '10.0.0.6 . 80'] }], 'a task not running yet is no backend');
-    // The first pass, before the endpoint was there, removed what a killed berthd or an older berth left, once.
-    assert.deepEqual(scripts.map((s) => s.script), [replaceScript('berth_mesh', '') + replaceScript('berth_hostports', '')]);
+    // The first pass, before the endpoint was there, left the table a killed berthd left to balance
+    // meanwhile; the balancer's first sync replaces it whole, and an older berth's table goes, once.
+    assert.deepEqual(scripts.map((s) => s.script), [replaceScript('berth_hostports', '')]);
     scripts.length = 0;
     synced.length = 0;
     await m.follow([task('t2', 'other', 'cB', 'running', 'shutdown')], false);
@@ -175,6 +176,23 @@ describe('the mesh follows the store', () => {
     await m.follow([task('t1', 'me', 'cA', 'running', 'shutdown')], false);
     assert.deepEqual(synced.at(-1)!.entries, []);
     await m.close();
+  });
+
+  it('after a restart the table a killed berthd left balances until the host\'s endpoint is back; with no ingress network it goes at once', async () => {
+    let giveEndpoint = (_: { ip: string }) => undefined as void;
+    const { m, scripts, synced } = await mesh({ ensureEndpoint: () => new Promise((r) => { giveEndpoint = r; }) });
+    await m.follow([put('networks/ing', ingressNet), service([{ Protocol: 'tcp', TargetPort: 80, PublishedPort: 8080, PublishMode: 'ingress' }]), task('t1', 'me', 'cA', 'running')], true);
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(scripts.length, 0, 'nothing removed while the endpoint is being taken up');
+    giveEndpoint({ ip: '10.0.0.2' });
+    await waitFor(async () => synced.some((s) => s.entries.length), 'the host balancer');
+    assert.deepEqual(scripts.map((s) => s.script), [replaceScript('berth_hostports', '')]);
+    await m.close();
+
+    const none = await mesh();
+    await none.m.follow([service([{ Protocol: 'tcp', TargetPort: 80, PublishedPort: 8080, PublishMode: 'ingress' }])], true);
+    assert.deepEqual(none.scripts.map((s) => s.script), [replaceScript('berth_mesh', '') + replaceScript('berth_hostports', '')]);
+    await none.m.close();
   });
 
   it('host-mode ports are not the mesh\'s (each task\'s container publishes its own); the table an older berth made for them goes', async () => {

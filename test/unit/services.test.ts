@@ -592,6 +592,7 @@ describe('the orchestrator\'s leadership', () => {
       readManyAt: async () => ({ revision: rev, found: [new Map(), new Map(), new Map(), new Map()] }),
       revision: async () => rev,
       watchBatches: async () => async () => undefined,
+      call: <T>(fn: () => Promise<T>) => fn(),
     };
     const session = { store, lease: { grant: async () => '1' }, state: { role: 'manager', nodeId: 'n1' } };
     const o = new Orchestrator(session as never, () => undefined);
