@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { BerthEngine } from './engines.js';
 import * as op from './ops.js';
-import { log, median, now } from './util.js';
+import { log, median, now, pairedRatio } from './util.js';
 
 interface Args { a: string; b: string; reps: number; labelA: string; labelB: string }
 
@@ -35,17 +35,6 @@ function parseArgs(argv: string[]): Args {
   if (!o.a || !o.b) throw new Error('--a and --b name the two berthd.js builds to compare');
   if (!Number.isInteger(o.reps) || o.reps! < 5) throw new Error('--reps must be an integer of at least 5');
   return o as Args;
-}
-
-/** Median of the pairwise ratios, and a 95 % percentile bootstrap interval of that median. */
-export function pairedRatio(a: number[], b: number[], resamples = 2000, seed = 1): { median: number; lo: number; hi: number } {
-  const ratios = a.map((x, i) => b[i]! / x);
-  let s = seed;
-  const rand = () => { s = (s * 1103515245 + 12345) % 2 ** 31; return s / 2 ** 31; };
-  const meds: number[] = [];
-  for (let r = 0; r < resamples; r++) meds.push(median(ratios.map(() => ratios[Math.floor(rand() * ratios.length)]!)));
-  meds.sort((x, y) => x - y);
-  return { median: median(ratios), lo: meds[Math.floor(resamples * 0.025)]!, hi: meds[Math.floor(resamples * 0.975)]! };
 }
 
 type Sample = Record<string, number>;

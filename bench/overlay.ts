@@ -16,7 +16,8 @@
  *  - `network connect` / `disconnect` of a running container (berth's return once every host has
  *    its FDB, neighbour and DNS entries), on the network as it is, and (berth only) again once it
  *    holds `--endpoints N` containers spread over the three hosts (default 1,000 in a full run;
- *    0 skips that part), in alternating rounds with a network of 10 endpoints;
+ *    0 skips that part), alternating one by one with a network of 10 endpoints, their ratio the
+ *    median of neighbouring pairs' with a 95 % bootstrap interval;
  *  - `run -d` on an overlay until the container answers by name from another host, and the misses
  *    of the first lookup right after `run` returns.
  * Throughput and echo run inside the containers' network namespaces (nsenter from the host), so
@@ -27,7 +28,7 @@ import { mtuOf, withBareVxlan } from './barevxlan.js';
 import { docker, formSwarm, onEachLab, type EngineLab, type LabHost } from './labs.js';
 import { PACKAGE_ROOT } from '../src/daemon/paths.js';
 import { emitSideResults } from './report.js';
-import { argOf as arg, log, median, now, quantile, run } from './util.js';
+import { argOf as arg, log, median, now, pairedRatio, quantile, run } from './util.js';
 
 const quick = process.argv.includes('--quick');
 const write = !process.argv.includes('--no-write');
@@ -164,20 +165,26 @@ async function measure(lab: EngineLab): Promise<Record<string, unknown>> {
     await Promise.all(lab.hosts.map(async (h, k) => {
       for (let i = k; i < 9; i += lab.hosts.length) await docker(h, ['run', '-d', '--name', `t${i}`, '--network', 'bench10', 'busybox', 'sleep', '36000']);
     }));
+    // One connect and disconnect on each network in turn, the order swapped every other time: each
+    // pair of neighbours is measured under the same load, so their ratios are paired (rounds of 20
+    // on each side left a drift of a few percent between the sides).
     const full = { conn: [] as number[], disc: [] as number[] };
     const ten = { conn: [] as number[], disc: [] as number[] };
-    for (let r = 0; r < 5; r++) {
-      await hopOn('bench', N / 5, full);
-      await hopOn('bench10', N / 5, ten);
+    for (let i = 0; i < N; i++) {
+      if (i % 2) { await hopOn('bench10', 1, ten); await hopOn('bench', 1, full); } else { await hopOn('bench', 1, full); await hopOn('bench10', 1, ten); }
     }
     const big = summary(full);
     const tens = summary(ten);
+    results.full_over_ten_paired = { connect: pairedRatio(ten.conn, full.conn), disconnect: pairedRatio(ten.disc, full.disc) };
     results.endpoints_after = Math.max(ENDPOINTS, have);
     results.connect_ms_full = big.connect;
     results.disconnect_ms_full = big.disconnect;
     results.connect_ms_ten = tens.connect;
     results.disconnect_ms_ten = tens.disconnect;
     results.full_over_ten = { connect_p50: big.connect.p50 / tens.connect.p50, disconnect_p50: big.disconnect.p50 / tens.disconnect.p50, connect_p99: big.connect.p99 / tens.connect.p99, disconnect_p99: big.disconnect.p99 / tens.disconnect.p99 };
+    const paired = results.full_over_ten_paired as Record<'connect' | 'disconnect', { median: number; lo: number; hi: number }>;
+    const said = (r: { median: number; lo: number; hi: number }) => `${r.median.toFixed(3)}x [${r.lo.toFixed(3)}, ${r.hi.toFixed(3)}]`;
+    log(`full/ten of neighbouring pairs, median with its 95 % bootstrap interval: connect ${said(paired.connect)}, disconnect ${said(paired.disconnect)}`);
     log(`connect p50 ${tens.connect.p50.toFixed(1)} ms on 10 endpoints → ${big.connect.p50.toFixed(1)} on ${ENDPOINTS}, disconnect ${tens.disconnect.p50.toFixed(1)} → ${big.disconnect.p50.toFixed(1)}, in alternating rounds (the fresh lab's: ${small.connect.p50.toFixed(1)} and ${small.disconnect.p50.toFixed(1)})`);
   }
   return results;

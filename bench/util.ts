@@ -26,6 +26,37 @@ export function quantile(values: number[], q: number): number {
 export const median = (v: number[]) => quantile(v, 0.5);
 export const p90 = (v: number[]) => quantile(v, 0.9);
 
+/** mulberry32, seeded: resamples the same way run after run (a plain LCG in doubles loses its low bits past 2^53 and repeats itself). */
+function seeded(seed: number): () => number {
+  let s = seed;
+  return () => {
+    s = (s + 0x6d2b79f5) | 0;
+    let t = Math.imul(s ^ (s >>> 15), 1 | s);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
+  };
+}
+const resample = (v: number[], rand: () => number) => v.map(() => v[Math.floor(rand() * v.length)]!);
+
+/** Median of the pairwise ratios b[i]/a[i] (each pair measured side by side), with a 95 % percentile bootstrap interval of that median. */
+export function pairedRatio(a: number[], b: number[], resamples = 2000, seed = 1): { median: number; lo: number; hi: number } {
+  const ratios = a.map((x, i) => b[i]! / x);
+  const rand = seeded(seed);
+  const meds: number[] = [];
+  for (let r = 0; r < resamples; r++) meds.push(median(resample(ratios, rand)));
+  meds.sort((x, y) => x - y);
+  return { median: median(ratios), lo: meds[Math.floor(resamples * 0.025)]!, hi: meds[Math.floor(resamples * 0.975)]! };
+}
+
+/** The ratio b/a of quantile q with a 95 % percentile bootstrap interval (each arm resampled by itself). */
+export function quantileRatio(a: number[], b: number[], q: number, resamples = 1000, seed = 1): { ratio: number; lo: number; hi: number } {
+  const rand = seeded(seed);
+  const rs: number[] = [];
+  for (let r = 0; r < resamples; r++) rs.push(quantile(resample(b, rand), q) / quantile(resample(a, rand), q));
+  rs.sort((x, y) => x - y);
+  return { ratio: quantile(b, q) / quantile(a, q), lo: rs[Math.floor(resamples * 0.025)]!, hi: rs[Math.floor(resamples * 0.975)]! };
+}
+
 export function log(...args: unknown[]): void {
   process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${args.map(String).join(' ')}\n`);
 }
