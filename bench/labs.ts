@@ -11,7 +11,11 @@ import { Lab } from '../test/integration/lab.js';
 import { DockerLab } from './swarmlab.js';
 import { cleanupOnStop, log, run, runOk } from './util.js';
 
-export interface LabHost { name: string; addr: string; netnsPath: string; cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> }
+export interface LabHost {
+  name: string; addr: string; netnsPath: string; cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }>;
+  /** berthd's pid (berth's lab only): a SIGUSR2 starts or writes its CPU profile (src/daemon/profiling.ts). */
+  daemonPid?(): number | undefined;
+}
 export interface EngineLab { engine: 'berth' | 'docker'; hosts: [LabHost, LabHost, LabHost]; clientNetns: string; destroy(): Promise<string[]> }
 
 /** The docker CLI on a host; its output, or an error naming the host and the command. */
@@ -32,7 +36,7 @@ export async function formSwarm(lab: EngineLab): Promise<void> {
 export async function berthLab(): Promise<EngineLab> {
   const lab = await Lab.create(3, { leaseTtlSec: 3, seedBusybox: true });
   await lab.underlayAddress('10.99.0.250/24');
-  const hosts = lab.hosts.map((h) => ({ name: h.name, addr: h.addr, netnsPath: h.host.netnsPath, cli: (a: string[]) => h.host.docker(a) }));
+  const hosts = lab.hosts.map((h) => ({ name: h.name, addr: h.addr, netnsPath: h.host.netnsPath, cli: (a: string[]) => h.host.docker(a), daemonPid: () => h.host.daemonPid }));
   return { engine: 'berth', hosts: hosts as EngineLab['hosts'], clientNetns: `/run/netns/${lab.underlay}`, destroy: () => lab.destroy() };
 }
 

@@ -1,5 +1,5 @@
 /**
- * node dist/bench/overlay.js [--quick] [--no-write] [--engines berth,docker] [--endpoints N]
+ * node dist/bench/overlay.js [--quick] [--no-write] [--engines berth,docker] [--endpoints N] [--profile DIR]
  * The overlay across three hosts (namespaces on one underlay bridge, 1400-byte uplinks): berth's
  * lab (test/integration/lab.ts) and, where dockerd is installed, a lab of Docker 20.10 swarm hosts
  * laid out the same way (bench/swarmlab.ts) with its attachable swarm overlay, one after the
@@ -34,6 +34,9 @@ const quick = process.argv.includes('--quick');
 const write = !process.argv.includes('--no-write');
 const N = quick ? 10 : 100;
 const ENDPOINTS = Number(arg('--endpoints') ?? (quick ? 0 : 1000));
+/** `--profile DIR`: each berthd's CPU profile of the alternating connect/disconnect part, written there. */
+const PROFILE_DIR = arg('--profile');
+if (PROFILE_DIR) process.env.BERTH_PROFILE_DIR = PROFILE_DIR;
 
 const netnsOf = (h: LabHost, c: string) => docker(h, ['inspect', '-f', '{{.NetworkSettings.SandboxKey}}', c]);
 const ipOf = (h: LabHost, c: string) => docker(h, ['inspect', '-f', '{{(index .NetworkSettings.Networks "bench").IPAddress}}', c]);
@@ -170,9 +173,12 @@ async function measure(lab: EngineLab): Promise<Record<string, unknown>> {
     // on each side left a drift of a few percent between the sides).
     const full = { conn: [] as number[], disc: [] as number[] };
     const ten = { conn: [] as number[], disc: [] as number[] };
+    const profile = () => { if (PROFILE_DIR) for (const h of lab.hosts) { const pid = h.daemonPid?.(); if (pid) process.kill(pid, 'SIGUSR2'); } };
+    profile();
     for (let i = 0; i < N; i++) {
       if (i % 2) { await hopOn('bench10', 1, ten); await hopOn('bench', 1, full); } else { await hopOn('bench', 1, full); await hopOn('bench10', 1, ten); }
     }
+    profile();
     const big = summary(full);
     const tens = summary(ten);
     results.full_over_ten_paired = { connect: pairedRatio(ten.conn, full.conn), disconnect: pairedRatio(ten.disc, full.disc) };

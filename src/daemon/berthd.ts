@@ -3,6 +3,8 @@ import { requireCjs } from '../util/cjs.js';
 import { promises as fs } from 'node:fs';
 import { Daemon } from './daemon.js';
 import { livePidFileHolder, pidFileText } from './pidfile.js';
+import { profileOnSignal } from './profiling.js';
+import { join } from 'node:path';
 import { DEFAULT_ROOT, DEFAULT_SOCKET, VERSION } from './paths.js';
 import { errorMessage } from '../util/errors.js';
 import { parseMetricsAddr } from '../api/metricsserver.js';
@@ -93,6 +95,8 @@ async function main(): Promise<void> {
   process.on('uncaughtException', (e) => console.error(`berthd: uncaught: ${e.stack ?? e}`));
   process.on('unhandledRejection', (e) => console.error(`berthd: unhandled rejection: ${(e as Error)?.stack ?? e}`));
   await daemon.start();
+  // BERTH_PROFILE_DIR: somewhere that outlives the root (a lab's hosts are removed with theirs).
+  profileOnSignal(process.env.BERTH_PROFILE_DIR ?? join(opts.root, 'profiles'), (m) => console.error(`berthd: ${m}`));
   console.error(`berthd ${VERSION}: API listening on unix://${socket}, root ${opts.root}`);
   const shutdown = async () => {
     // Bounded: a client holding a hijacked stream open must not keep berthd from exiting (its
