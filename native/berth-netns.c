@@ -249,6 +249,26 @@ static napi_value unpin(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/*
+ * The index of a link of berthd's own namespace (its main thread never leaves it), 0 when there is
+ * none: one lookup by name in the kernel, where a listing of /proc/self/net/dev costs as much as
+ * the namespace has links (a host of 1,000 containers has 1,000 veths).
+ */
+static napi_value link_index(napi_env env, napi_callback_info info) {
+  char name[IF_NAMESIZE + 1];
+  size_t argc = 1, n = 0;
+  napi_value argv[1], out;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
+      napi_get_value_string_utf8(env, argv[0], name, sizeof name, &n) != napi_ok || n == 0 || n >= IF_NAMESIZE) {
+    napi_throw_type_error(env, NULL, "expected a link name");
+    return NULL;
+  }
+  unsigned idx = if_nametoindex(name);
+  if (idx == 0 && errno != ENODEV && errno != ENXIO) return throw_errno(env, "linkIndex", errno);
+  if (napi_create_uint32(env, idx, &out) != napi_ok) return NULL;
+  return out;
+}
+
 void berth_dnsfast_register(napi_env env, napi_value exports);
 void berth_veth_register(napi_env env, napi_value exports);
 void berth_peers_register(napi_env env, napi_value exports);
@@ -263,7 +283,7 @@ static napi_value init(napi_env env, napi_value exports) {
   berth_nftelems_register(env, exports);
   berth_nftsetin_register(env, exports);
   const struct { const char *name; napi_callback cb; } fns[] = {
-    { "openSockets", open_sockets }, { "createNetns", create_netns }, { "unpin", unpin }, { "loopbackUp", loopback_up_in },
+    { "openSockets", open_sockets }, { "createNetns", create_netns }, { "unpin", unpin }, { "loopbackUp", loopback_up_in }, { "linkIndex", link_index },
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     if (napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].cb, NULL, &fn) == napi_ok) {

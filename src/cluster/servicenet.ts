@@ -88,7 +88,8 @@ export class ServiceNet {
 
   constructor(
     private readonly endpointsOf: (networkId: string) => EndpointRecord[],
-    private readonly sandboxes: () => LocalSandbox[],
+    /** The local sandboxes: every one, or those of these containers. */
+    private readonly sandboxes: (only?: Iterable<string>) => LocalSandbox[],
     private readonly balancers: ServiceBalancers,
     /** Tells the DNS its names on these networks changed. */
     private readonly changed: (networkIds: string[]) => void,
@@ -291,7 +292,7 @@ export class ServiceNet {
    */
   syncContainers(ids: string[]): Promise<void> {
     const mine = new Set(ids);
-    const want = new Map(this.sandboxes().filter((sb) => mine.has(sb.id)).map((sb) => [sb.id, { netns: sb.netns, entries: this.entriesFor(sb.networks) }]));
+    const want = new Map(this.sandboxes(mine).filter((sb) => mine.has(sb.id)).map((sb) => [sb.id, { netns: sb.netns, entries: this.entriesFor(sb.networks) }]));
     return this.balancers.sync(want, false, ids.filter((id) => !want.has(id)));
   }
 

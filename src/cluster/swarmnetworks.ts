@@ -74,6 +74,12 @@ export class SwarmNetworks implements OverlayPlane {
   private readonly nets = new Map<string, { rec: NetworkRecord; mod: number }>();
   private readonly eps = new Map<string, Map<string, EndpointRecord>>();
   /**
+   * The same by address, kept with it: a batch's peers and mirror look up the addresses it named
+   * rather than walk every endpoint of the network. One address may name two endpoints for a
+   * moment (one leaving, one claiming it).
+   */
+  private readonly epsByIp = new Map<string, Map<string, EndpointRecord[]>>();
+  /**
    * Address claims, network by network. Unlike endpoints they are not under any lease: a host whose
    * berthd is down keeps its containers' addresses (they still run, and come back into the store
    * with it), so no other host can hand one out meanwhile. They go with their endpoint's release,
@@ -199,6 +205,7 @@ export class SwarmNetworks implements OverlayPlane {
     await this.enqueue(async () => {
       this.nets.clear();
       this.eps.clear();
+      this.epsByIp.clear();
       this.claims.clear();
       this.alive.clear();
       this.applied.clear();
@@ -358,9 +365,11 @@ export class SwarmNetworks implements OverlayPlane {
       return { net: a };
     }
     if (kind === 'endpoints' && a && b) {
-      const was = this.eps.get(a)?.get(b)?.IP;
+      const was = this.eps.get(a)?.get(b);
       fileTwoLevel(this.eps, a, b, e);
-      return { endpointsOf: a, addresses: { net: a, ips: [was, e.type === 'put' ? (e.value as EndpointRecord).IP : undefined] } };
+      const now = e.type === 'put' ? (e.value as EndpointRecord) : undefined;
+      this.indexByIp(a, was, now);
+      return { endpointsOf: a, addresses: { net: a, ips: [was?.IP, now?.IP] } };
     }
     if (kind === 'ipam' && a && b) {
       fileTwoLevel(this.claims, a, b, e);
@@ -472,7 +481,7 @@ export class SwarmNetworks implements OverlayPlane {
     const pool = this.host.network(id)?.pools?.[0];
     if (!pool) return;
     // As claimed(), for one address.
-    const endpointAt = (ip: string) => [...(this.eps.get(id)?.values() ?? [])].find((e) => e.IP === ip)?.EndpointID;
+    const endpointAt = (ip: string) => this.epsByIp.get(id)?.get(ip)?.[0]?.EndpointID;
     this.mirror(pool.allocated, ips, (ip) => this.claims.get(id)?.get(ip)?.EndpointID ?? endpointAt(ip));
   }
 
@@ -676,7 +685,22 @@ export class SwarmNetworks implements OverlayPlane {
   }
 
   peers(networkId: string, ips?: ReadonlySet<string>): Peer[] {
-    return peersFor(this.eps.get(networkId)?.values() ?? [], this.me, ips);
+    if (!ips) return peersFor(this.eps.get(networkId)?.values() ?? [], this.me);
+    const byIp = this.epsByIp.get(networkId);
+    return peersFor([...ips].flatMap((ip) => byIp?.get(ip) ?? []), this.me, ips);
+  }
+
+  /** Keeps epsByIp in step with an endpoint's event: `was` its record before, `now` after. */
+  private indexByIp(net: string, was: EndpointRecord | undefined, now: EndpointRecord | undefined): void {
+    let m = this.epsByIp.get(net);
+    if (!m) this.epsByIp.set(net, (m = new Map()));
+    for (const r of [was, now]) {
+      if (!r) continue;
+      const others = (m.get(r.IP) ?? []).filter((o) => o.EndpointID !== r.EndpointID);
+      if (r === now) others.push(now);
+      if (others.length) m.set(r.IP, others);
+      else m.delete(r.IP);
+    }
   }
 
   /** Endpoints of other hosts, for the DNS: every swarm network's. */

@@ -78,6 +78,7 @@ export class Daemon {
   private server?: ApiServer;
   private metricsServer?: MetricsServer;
   private runtime?: ConmonRuntime;
+  private registry?: NetworkRegistry;
   private cluster?: Cluster;
   engine?: Engine;
   private readonly overlay = new OverlayDriver();
@@ -144,6 +145,7 @@ export class Daemon {
     const images = new LocalImageStore(join(this.o.root, 'image'));
     await images.init();
     const network = this.networkLayer();
+    this.registry = network.registry;
     await network.init();
     const engine = new Engine({ root: this.o.root, images, runtime, network, events: new EventBus() });
     await engine.restore();
@@ -292,7 +294,8 @@ export class Daemon {
     this.overlay.plane = sn;
     network.swarm = sn;
     const log = (m: string) => console.error(`berthd: ${m}`);
-    const sandboxes = () => [...engine.containers.values()].filter((c) => c.NetnsPath && c.State.Status !== 'removing')
+    const sandboxes = (only?: Iterable<string>) => (only ? [...only].flatMap((id) => engine.containers.get(id) ?? []) : [...engine.containers.values()])
+      .filter((c) => c.NetnsPath && c.State.Status !== 'removing')
       .map((c) => ({ id: c.Id, netns: c.NetnsPath, networks: Object.entries(c.Endpoints ?? {}).filter(([, ep]) => ep.IPAddress).map(([id]) => id) }));
     const peers = new PolicyPeers({
       me: () => s.state.nodeId, endpointsOf: (id) => sn.endpointsOf(id), policy: network.policy,
@@ -398,6 +401,7 @@ export class Daemon {
     await this.server?.close();
     await this.metricsServer?.close();
     await this.cluster?.close().catch(() => undefined);
+    await this.registry?.flush();
     hostIp.close();
     hostIpDeletions.close();
     hostNft.close();

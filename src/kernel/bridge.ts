@@ -1,7 +1,7 @@
 import { promises as fs } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ApiError } from '../util/errors.js';
-import { createVethInside, hostIpDeletions, ipBatch, ipJson } from './netns.js';
+import { createVethInside, hostIpDeletions, ipBatch, ipJson, linkExists } from './netns.js';
 
 /**
  * Linux bridges and veth pairs: a bridge per network in berthd's namespace, and a veth pair per
@@ -20,9 +20,9 @@ export interface BridgeSpec {
   hostCidr?: string;
 }
 
-/** Whether berthd's namespace lists a link of this name: no process, so create pays nothing for a free name. */
+/** Whether berthd's namespace has a link of this name: no process, so create pays nothing for a free name. */
 export async function linkListed(name: string): Promise<boolean> {
-  return (await listedInterfaces()).has(name);
+  return linkExists(name);
 }
 
 /** What a link of berthd's namespace is: undefined when absent, else its kind ('' for a physical link or lo). */
@@ -175,7 +175,7 @@ export async function joinEndpoint(j: JoinSpec): Promise<void> {
  * end with it); one already gone is fine. The kernel takes a link (both ends of a veth) down and out of its namespace's list at once, then waits for RCU grace periods
  * before it acknowledges: ~15 ms for a veth, ~40 ms for a bridge, while only memory is being freed
  * and nothing a container or a user can see is left. So this returns as soon as the link has left
- * berthd's own list (/proc/self/net/dev, no process needed) or `ip` answers, whichever comes first.
+ * berthd's own namespace (a lookup by name, no process needed) or `ip` answers, whichever comes first.
  */
 export async function deleteLink(name: string): Promise<void> {
   const deleted = hostIpDeletions.run([`link del ${name}`]).catch((e: Error) => {
@@ -185,7 +185,7 @@ export async function deleteLink(name: string): Promise<void> {
   const unlisted = (async () => {
     // Give `ip` the time to send its request before the first look.
     await sleep(1);
-    while (!finished && (await listedInterfaces()).has(name)) await sleep(1);
+    while (!finished && (await linkExists(name))) await sleep(1);
   })();
   try {
     await Promise.race([deleted, unlisted]);
@@ -196,8 +196,3 @@ export async function deleteLink(name: string): Promise<void> {
   deleted.catch((e: Error) => console.error(`berthd: deleting ${name}: ${e.message}`));
 }
 
-/** Interfaces of berthd's namespace: /proc/self/net is the reading process's own namespace. */
-async function listedInterfaces(): Promise<Set<string>> {
-  const text = await fs.readFile('/proc/self/net/dev', 'utf8');
-  return new Set(text.split('\n').slice(2).map((l) => l.split(':')[0]!.trim()).filter(Boolean));
-}

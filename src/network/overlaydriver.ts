@@ -183,7 +183,7 @@ export class OverlayDriver implements NetworkDriver {
     const plane = this.plane;
     if (!plane) throw new ForbiddenError(`network ${n.Name} is a swarm network and this node is not in the swarm`);
     const ip = j.addressCidr.split('/')[0]!;
-    const st = new Steps('an overlay join');
+    const st = new Steps(`an overlay join on ${n.Name}`);
     const revision = await plane.claim(n, {
       endpointId: j.endpointId, ip, mac: j.mac, containerId: j.owner?.containerId ?? '', name: j.owner?.name ?? '', aliases: j.owner?.aliases ?? [], labels: j.owner?.labels ?? {},
     });
@@ -210,7 +210,7 @@ export class OverlayDriver implements NetworkDriver {
   }
 
   async leave(n: NetworkRecord, ep: EndpointLeave): Promise<void> {
-    const st = new Steps('an overlay leave');
+    const st = new Steps(`an overlay leave from ${n.Name}`);
     const hostIf = hostIfname(ep.endpointId);
     let revision: number | undefined;
     try {

@@ -19,6 +19,9 @@ export interface RecordStore {
   finishRemove(n: NetworkRecord): Promise<void>;
 }
 
+/** At most one write of a swarm network's record per this much time (see NetworkRegistry.saveSoon). */
+export const SWARM_SAVE_MS = 1000;
+
 /** Suffix of a removed network's record until its kernel side is gone. */
 const REMOVING = '.removing';
 
@@ -86,6 +89,8 @@ export class NetworkRegistry {
   private readonly ipams = new Map<string, Ipam>();
   /** The record write in flight per network (see save()). */
   private readonly saving = new Map<string, Promise<void>>();
+  /** Swarm networks whose record is due to be written (see saveSoon()). */
+  private readonly due = new Map<string, NodeJS.Timeout>();
   private readonly listeners: Array<(c: NetworkChange) => void> = [];
   private gen = 0;
 
@@ -200,7 +205,35 @@ export class NetworkRegistry {
     // container's leave still ran) must not bring it back: `docker stack rm` left its network
     // listed on the hosts whose task containers stopped after the network had gone.
     if (this.networks.get(n.Id) !== n) return Promise.resolve();
+    if (n.Scope === 'swarm') { this.saveSoon(n.Id); return Promise.resolve(); }
     return this.write(n);
+  }
+
+  /**
+   * A swarm network's record caches the cluster store (its pool mirrors every host's claims, and
+   * every list of the store registers and corrects it), so its writes are coalesced, one per
+   * SWARM_SAVE_MS at most, and nobody waits for them: written at each join and leave, its 85 KB at
+   * 1,000 endpoints cost each `network connect` and `disconnect` 1-2 ms more than on a small
+   * network. An address it lost in a crash is one the store's claim still guards.
+   */
+  private saveSoon(id: string): void {
+    if (this.due.has(id)) return;
+    this.due.set(id, setTimeout(() => {
+      this.due.delete(id);
+      const n = this.networks.get(id);
+      if (n) this.write(n).catch((e: Error) => console.error(`berthd: network ${n.Name}: ${e.message}`));
+    }, SWARM_SAVE_MS));
+  }
+
+  /** Writes now the swarm networks' records that are due (berthd's stop), and waits for every write. */
+  async flush(): Promise<void> {
+    for (const [id, timer] of this.due) {
+      clearTimeout(timer);
+      this.due.delete(id);
+      const n = this.networks.get(id);
+      if (n) void this.write(n).catch(() => undefined);
+    }
+    await Promise.all([...this.saving.values()].map((p) => p.catch(() => undefined)));
   }
 
   /** A new record (or one replacing its predecessor of the same id): held from now on, and written. */
@@ -225,6 +258,8 @@ export class NetworkRegistry {
 
   /** Step one of a removal: the record becomes a tombstone and leaves the registry. */
   async beginRemove(n: NetworkRecord): Promise<void> {
+    clearTimeout(this.due.get(n.Id));
+    this.due.delete(n.Id);
     // A write still in flight (the last disconnect's) would bring the record back after the rename.
     await this.saving.get(n.Id)?.catch(() => undefined);
     await this.store(n).beginRemove(n);

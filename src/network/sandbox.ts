@@ -5,6 +5,7 @@ import { BadRequestError, errorMessage } from '../util/errors.js';
 import { macFor } from './mac.js';
 import { planEndpoints, releaseLeases, type Plan } from './sandboxplan.js';
 import { AddressTakenError, type JoinResult } from './driver.js';
+import { Steps } from '../util/steps.js';
 import { ownsNamespace, publishTarget, usesEmbeddedDns } from './endpoints.js';
 import type { Firewall } from './firewallapi.js';
 import { cloneEndpoints, entryOf, journalFromRef, JournalStore, type JournalEndpoint, type SandboxJournal } from './journal.js';
@@ -369,17 +370,23 @@ export class Sandboxes {
       if (entryGoes !== 'first') await forget();
       return;
     }
+    const st = new Steps(`an endpoint's removal from ${n.Name}`);
     await driver.leave(n, { netnsPath: pinned ? journal.netnsPath : '', ifname: entry.ifname, endpointId: entry.endpointId }).catch(() => undefined);
+    st.mark('driver');
     // After the interface, before the address is free for another endpoint.
     await this.d.policy?.left(entry.endpointId);
+    st.mark('policy');
     await this.d.firewall.endpointLeft(n, { containerId, endpointId: entry.endpointId, networkId: n.Id, ip: entry.ip, ...(entry.ip6 ? { ip6: entry.ip6 } : {}), mac: '' });
+    st.mark('firewall');
     if (!driver.ownsAddresses) await this.d.registry.ipamOf(n).releaseAddress(n, { ip: entry.ip, ...(entry.ip6 ? { ip6: entry.ip6 } : {}) }, entry.endpointId);
     const saved = this.d.registry.save(n);
     this.d.registry.changed([n.Id], containerId);
+    st.mark('release');
     if (entryGoes !== 'first') await forget();
-    // A swarm network's record caches the store, which every list corrects: a leave does not wait for it (85 KB at 1,000 endpoints).
-    if (n.Scope === 'swarm') saved.catch((e: Error) => console.error(`berthd: network ${n.Name}: ${e.message}`));
-    else if (saving) saving.push(saved);
+    st.mark('journal');
+    st.done();
+    // A swarm network's record is written later, and nobody waits for it (NetworkRegistry.saveSoon).
+    if (saving) saving.push(saved);
     else await saved;
   }
 

@@ -9,7 +9,7 @@ import type { Firewall, FirewallEndpoint } from '../../src/network/firewallapi.j
 import { DefaultIpam } from '../../src/network/ipamdriver.js';
 import { PortMapper } from '../../src/network/portmapper.js';
 import { unheldAllocations } from '../../src/network/allocsweep.js';
-import { LocalRecordStore, NetworkRegistry } from '../../src/network/registry.js';
+import { LocalRecordStore, NetworkRegistry, SWARM_SAVE_MS } from '../../src/network/registry.js';
 import type { NamespaceOps } from '../../src/network/namespaces.js';
 import { JournalStore, lastState, type JournalEndpoint } from '../../src/network/journal.js';
 import { Sandboxes } from '../../src/network/sandbox.js';
@@ -123,6 +123,30 @@ describe('network registry', () => {
     } finally {
       await l.cleanup();
     }
+  });
+
+  it('writes a swarm network\'s record at most once a second, waited for by nobody; berthd\'s stop writes what is due, and a removal drops it', async () => {
+    const writes: string[] = [];
+    const store = { loadAll: async () => ({ records: [], removing: [] }), save: async (n: NetworkRecord) => { writes.push(n.Name); }, beginRemove: async () => undefined, finishRemove: async () => undefined };
+    const registry = new NetworkRegistry({ swarm: store });
+    const rec = (name: string) => ({ Name: name, Id: name.padEnd(64, '0'), Scope: 'swarm' } as NetworkRecord);
+    const ov = rec('ov');
+    await registry.add(ov);
+    assert.deepEqual(writes, ['ov'], 'a record registered is written at once');
+    writes.length = 0;
+    for (let i = 0; i < 5; i++) await registry.save(ov);
+    assert.deepEqual(writes, [], 'a join or leave does not wait for the write');
+    await new Promise((r) => setTimeout(r, SWARM_SAVE_MS + 100));
+    assert.deepEqual(writes, ['ov'], 'five saves, one write');
+    writes.length = 0;
+    await registry.save(ov);
+    await registry.flush();
+    assert.deepEqual(writes, ['ov'], 'the stop writes what is due');
+    writes.length = 0;
+    await registry.save(ov);
+    await registry.beginRemove(ov);
+    await new Promise((r) => setTimeout(r, SWARM_SAVE_MS + 100));
+    assert.deepEqual(writes, [], 'a removed network\'s record is not brought back');
   });
 });
 
