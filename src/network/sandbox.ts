@@ -375,26 +375,20 @@ export class Sandboxes {
     st.mark('driver');
     // After the interface, before the address is free for another endpoint.
     await this.d.policy?.left(entry.endpointId);
-    st.mark('policy');
     await this.d.firewall.endpointLeft(n, { containerId, endpointId: entry.endpointId, networkId: n.Id, ip: entry.ip, ...(entry.ip6 ? { ip6: entry.ip6 } : {}), mac: '' });
-    st.mark('firewall');
     if (!driver.ownsAddresses) await this.d.registry.ipamOf(n).releaseAddress(n, { ip: entry.ip, ...(entry.ip6 ? { ip6: entry.ip6 } : {}) }, entry.endpointId);
     const saved = this.d.registry.save(n);
     this.d.registry.changed([n.Id], containerId);
-    st.mark('release');
     if (entryGoes !== 'first') await forget();
-    st.mark('journal');
+    st.mark('policy, firewall, address, journal');
     st.done();
-    // A swarm network's record is written later, and nobody waits for it (NetworkRegistry.saveSoon).
     if (saving) saving.push(saved);
     else await saved;
   }
 
   private async publish(spec: SandboxSpec, endpoints: Record<string, EndpointState>): Promise<PortMapping[]> {
     const target = publishTarget(this.d.registry, endpoints);
-    if (!target) return [];
-    const requests = requestedPorts(spec.ports, target.n.Options[OPT_HOST_BINDING] ?? '');
-    return this.d.ports.publish(spec.id, requests, { ip: target.ip, ...(target.ip6 ? { ip6: target.ip6 } : {}) });
+    return target ? this.d.ports.publish(spec.id, requestedPorts(spec.ports, target.n.Options[OPT_HOST_BINDING] ?? ''), { ip: target.ip, ...(target.ip6 ? { ip6: target.ip6 } : {}) }) : [];
   }
 
   /** The sandbox's journal, or one made from the engine's record for a sandbox that has none yet. */
