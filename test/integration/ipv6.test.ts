@@ -67,6 +67,14 @@ describe('dual-stack (IPv6) bridge networks', () => {
     assert.match(await execOut(host, b, ['nslookup', '-type=AAAA', 'v6a']), /Address: fd00:60::2/);
     assert.match(await execOut(host, b, ['ping6', '-c', '1', '-W', '2', 'v6a']), /1 packets received/);
     assert.match(await execOut(host, a, ['cat', '/etc/hosts']), /^fd00:60::2\s/m);
+    // The bridge carries IPv6 between them, while its ports (the veths' host ends) have no IPv6 of
+    // their own: no link-local address or route for the kernel to walk at each link's removal.
+    const ports = JSON.parse((await host.inNetns('ip', ['-j', 'link', 'show', 'type', 'veth'])).stdout) as Array<{ ifname: string; master?: string }>;
+    assert.ok(ports.filter((p) => p.master).length >= 2, JSON.stringify(ports));
+    for (const p of ports.filter((p) => p.master)) {
+      assert.equal((await host.inNetns('ip', ['-6', '-o', 'addr', 'show', 'dev', p.ifname])).stdout.trim(), '', `IPv6 on bridge port ${p.ifname}`);
+      assert.equal((await host.inNetns('ip', ['-6', 'route', 'show', 'table', 'all', 'dev', p.ifname])).stdout.trim(), '', `IPv6 routes of bridge port ${p.ifname}`);
+    }
     // The outside host sees the test host's address, not the container's.
     assert.equal((await execOut(host, a, ['nc', 'fd99::2', '8080'])).trim(), 'fd99::1');
     const taken = await host.api('POST', '/containers/create', { Image: 'busybox', Cmd: ['true'], HostConfig: { NetworkMode: 'dual' }, NetworkingConfig: { EndpointsConfig: { dual: { IPAMConfig: { IPv6Address: 'fd00:60::99' } } } } });
