@@ -181,14 +181,14 @@ async function measure(lab: EngineLab): Promise<Record<string, unknown>> {
     profile();
     const big = summary(full);
     const tens = summary(ten);
-    results.full_over_ten_paired = { connect: pairedRatio(ten.conn, full.conn), disconnect: pairedRatio(ten.disc, full.disc) };
+    const paired = { connect: pairedRatio(ten.conn, full.conn), disconnect: pairedRatio(ten.disc, full.disc) };
+    results.full_over_ten_paired = paired;
     results.endpoints_after = Math.max(ENDPOINTS, have);
     results.connect_ms_full = big.connect;
     results.disconnect_ms_full = big.disconnect;
     results.connect_ms_ten = tens.connect;
     results.disconnect_ms_ten = tens.disconnect;
     results.full_over_ten = { connect_p50: big.connect.p50 / tens.connect.p50, disconnect_p50: big.disconnect.p50 / tens.disconnect.p50, connect_p99: big.connect.p99 / tens.connect.p99, disconnect_p99: big.disconnect.p99 / tens.disconnect.p99 };
-    const paired = results.full_over_ten_paired as Record<'connect' | 'disconnect', { median: number; lo: number; hi: number }>;
     const said = (r: { median: number; lo: number; hi: number }) => `${r.median.toFixed(3)}x [${r.lo.toFixed(3)}, ${r.hi.toFixed(3)}]`;
     log(`full/ten of neighbouring pairs, median with its 95 % bootstrap interval: connect ${said(paired.connect)}, disconnect ${said(paired.disconnect)}`);
     log(`connect p50 ${tens.connect.p50.toFixed(1)} ms on 10 endpoints → ${big.connect.p50.toFixed(1)} on ${ENDPOINTS}, disconnect ${tens.disconnect.p50.toFixed(1)} → ${big.disconnect.p50.toFixed(1)}, in alternating rounds (the fresh lab's: ${small.connect.p50.toFixed(1)} and ${small.disconnect.p50.toFixed(1)})`);

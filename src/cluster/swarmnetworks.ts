@@ -687,7 +687,7 @@ export class SwarmNetworks implements OverlayPlane {
   peers(networkId: string, ips?: ReadonlySet<string>): Peer[] {
     if (!ips) return peersFor(this.eps.get(networkId)?.values() ?? [], this.me);
     const byIp = this.epsByIp.get(networkId);
-    return peersFor([...ips].flatMap((ip) => byIp?.get(ip) ?? []), this.me, ips);
+    return peersFor([...ips].flatMap((ip) => byIp?.get(ip) ?? []), this.me);
   }
 
   /** Keeps epsByIp in step with an endpoint's event: `was` its record before, `now` after. */

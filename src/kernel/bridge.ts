@@ -2,6 +2,7 @@ import { promises as fs } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ApiError } from '../util/errors.js';
 import { createVethInside, hostIpDeletions, ipBatch, ipJson, linkExists } from './netns.js';
+import { setSysctl } from './sysctl.js';
 
 /**
  * Linux bridges and veth pairs: a bridge per network in berthd's namespace, and a veth pair per
@@ -18,11 +19,6 @@ export interface BridgeSpec {
   adopted?: boolean;
   /** An address the host itself holds on the bridge besides the gateway (an overlay's ingress endpoint, as `ADDR/32`). */
   hostCidr?: string;
-}
-
-/** Whether berthd's namespace has a link of this name: no process, so create pays nothing for a free name. */
-export async function linkListed(name: string): Promise<boolean> {
-  return linkExists(name);
 }
 
 /** What a link of berthd's namespace is: undefined when absent, else its kind ('' for a physical link or lo). */
@@ -160,7 +156,7 @@ export async function joinEndpoint(j: JoinSpec): Promise<void> {
   // With it each host end had a link-local address and its routes, and the kernel walks the whole
   // IPv6 routing table of berthd's namespace at every link removal: with 333 containers on a host
   // a veth took 31 ms to delete instead of 20, and held the kernel's netlink lock that long.
-  await fs.writeFile(`/proc/sys/net/ipv6/conf/${j.hostIf}/disable_ipv6`, '1').catch(() => undefined);
+  await setSysctl(`net.ipv6.conf.${j.hostIf}.disable_ipv6`, 1).catch(() => undefined);
   try {
     await j.beforeAttach;
     // Hairpin lets a container reach itself through its own published port: with br_netfilter the

@@ -1,4 +1,5 @@
-import { deleteLink, ensureBridge, ifSysctl, ipBatchHost, joinEndpoint, linkAddresses, linkKind, linkListed, notABridge } from '../kernel/bridge.js';
+import { deleteLink, ensureBridge, ifSysctl, ipBatchHost, joinEndpoint, linkAddresses, linkKind, notABridge } from '../kernel/bridge.js';
+import { linkExists } from '../kernel/netns.js';
 import { nftCommands } from '../kernel/nft.js';
 import { BadRequestError, ConflictError } from '../util/errors.js';
 import type { CreateContext, EndpointJoin, EndpointLeave, NetworkDriver } from './driver.js';
@@ -67,7 +68,7 @@ export class BridgeDriver implements NetworkDriver {
     if (ctx.others.some((o) => o.bridge === bridge)) throw new ConflictError(`bridge ${bridge} is already used by another network`);
     // A name that is taken: Docker refuses anything but a bridge, and uses a bridge that exists.
     // berth records that the bridge was not its own, so `network rm` never deletes it.
-    const kind = (await linkListed(bridge)) ? await linkKind(bridge) : undefined;
+    const kind = (await linkExists(bridge)) ? await linkKind(bridge) : undefined;
     if (kind !== undefined && kind !== 'bridge') throw notABridge(bridge);
     if (kind === 'bridge') {
       n.bridgeAdopted = { addresses: await linkAddresses(bridge), routeLocalnet: await ifSysctl('ipv4', bridge, 'route_localnet') };
@@ -126,7 +127,7 @@ export class BridgeDriver implements NetworkDriver {
     const ports = (await guardSetElements('ports')).filter((e): e is string => typeof e === 'string');
     const live = new Set<string>();
     for (const port of ports) {
-      if (await linkListed(port)) live.add(port);
+      if (await linkExists(port)) live.add(port);
       else await this.guards.revoke(port);
     }
     if (!live.size) return;

@@ -1,5 +1,6 @@
 import { Steps } from '../util/steps.js';
-import { deleteLink, ensureBridge, ifSysctl, ipBatchHost, joinEndpoint, linkAddresses, linkListed } from '../kernel/bridge.js';
+import { deleteLink, ensureBridge, ifSysctl, ipBatchHost, joinEndpoint, linkAddresses } from '../kernel/bridge.js';
+import { linkExists } from '../kernel/netns.js';
 import { nftCommands } from '../kernel/nft.js';
 import { bridgesNamed, ensureVxlan, peersOf, programPeers, vxlanDevices } from '../kernel/vxlan.js';
 import { BadRequestError, ForbiddenError } from '../util/errors.js';
@@ -265,7 +266,7 @@ export class OverlayDriver implements NetworkDriver {
     if (own?.endpointId === endpointId) {
       this.hostEndpoints.delete(n.Id);
       const bridge = overlayBridge(n.Id);
-      if (await linkListed(bridge) && (await linkAddresses(bridge)).includes(`${own.ip}/32`)) await ipBatchHost([`addr del ${own.ip}/32 dev ${bridge}`]);
+      if (await linkExists(bridge) && (await linkAddresses(bridge)).includes(`${own.ip}/32`)) await ipBatchHost([`addr del ${own.ip}/32 dev ${bridge}`]);
     }
     const revision = await this.plane?.release(n, endpointId);
     if (revision !== undefined) await this.plane!.appliedEverywhere(revision);
