@@ -38,7 +38,8 @@ const program = new Command('berthd')
   .option('--cleanup', 'stop all containers and remove every kernel object berth made under --root, then exit')
   .addHelpText('after', `
 berthd keeps running containers alive across its own restarts (conmon supervises them).
-Stop it with SIGTERM or SIGINT; run "berthd --cleanup" afterwards to remove everything it made.`);
+Stop it with SIGTERM or SIGINT; run "berthd --cleanup" afterwards to remove everything it made.
+SIGUSR2 starts a CPU profile; the next SIGUSR2 writes it to <root>/profiles ($BERTH_PROFILE_DIR if set).`);
 
 program.parse();
 const opts = program.opts<{ root: string; host: string; attachHelper?: string; seedBusybox: boolean; cleanup?: boolean; debug?: boolean; bip?: string; bridge?: string; insecureRegistry: string[]; resolvConf: string; clusterStore?: string; clusterLeaseTtl: number; clusterMinCertExpiry: number; nodeHostname?: string; metricsAddr?: string; pluginDir: string; pluginSpecDir: string[]; pluginRetry: number; pluginTimeout: number; cniConfDir: string[]; cniPluginDir: string[]; cniTimeout: number }>();
