@@ -17,6 +17,7 @@ import { metricsRoutes } from './routes/metrics.js';
 import { cniRoutes } from './routes/cni.js';
 import { policyRoutes } from './routes/policy.js';
 import { traceRoutes } from './routes/trace.js';
+import { SlowRequests } from './slowrequests.js';
 
 const VERSION_PREFIX = /^\/v(\d+\.\d+)(\/.*)$/;
 
@@ -75,13 +76,24 @@ export function buildRouter(api: ApiContext): Router {
   return r;
 }
 
+/**
+ * Requests that last as long as their client wants (streams, waits, transfers): never "slow".
+ * GETs and upgraded requests (attach, exec start) are left out as well.
+ */
+const STREAMING = /\/(wait|attach|build|images\/create|push|load|import|exec\/[^/]+\/start|archive|session|grpc|pull)$/;
+
 /** The Docker Engine API over HTTP on a unix socket, with and without /v1.xx/ prefixes. */
 export class ApiServer {
   private readonly server: Server;
   private readonly router: Router;
+  private readonly slow: SlowRequests;
+  private readonly stopSlowWatch: () => void;
 
-  constructor(private readonly api: ApiContext, private readonly debug = false) {
+  /** `slowRequestMs`: a request with no answer for this long is logged with its container's progress (0: never). */
+  constructor(private readonly api: ApiContext, private readonly debug = false, slowRequestMs = 0) {
     this.router = buildRouter(api);
+    this.slow = new SlowRequests((ref) => api.engine.progressOf(ref));
+    this.stopSlowWatch = slowRequestMs > 0 ? this.slow.watch((line) => console.error(line), slowRequestMs) : () => undefined;
     this.server = createServer({ maxHeaderSize: HEADER_LIMIT }, (req, res) => void this.handle(req, res));
     this.server.on('clientError', answerClientError);
     this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
@@ -110,6 +122,7 @@ export class ApiServer {
   }
 
   close(): Promise<void> {
+    this.stopSlowWatch();
     return new Promise((resolve) => {
       this.server.close(() => resolve());
       this.server.closeAllConnections();
@@ -143,7 +156,8 @@ export class ApiServer {
       // Docker's router answers a known path with another method exactly as an unknown path.
       if (found === 'method') throw new NotFoundError('page not found');
       const ctx: RequestContext = { req, res, params: found.params, query: url.searchParams, version, upgrade };
-      await found.handler(ctx);
+      if (upgrade || req.method === 'GET' || STREAMING.test(path)) await found.handler(ctx);
+      else await this.slow.track(`${req.method} ${path}`, path.startsWith('/containers/') ? found.params.id : undefined, async () => { await found.handler(ctx); });
     } catch (e) {
       sendError(res, e);
       if (upgrade && !upgrade.socket.destroyed) upgrade.socket.end();

@@ -35,6 +35,7 @@ const program = new Command('berthd')
   .option('--cni-plugin-dir <dir>', 'where CNI plugin executables are looked for (CNI_PATH); repeatable (default: /usr/lib/cni and /opt/cni/bin)', (v: string, acc: string[]) => [...acc, v], [] as string[])
   .option('--cni-timeout <seconds>', 'how long one CNI plugin may run before it is killed', (v: string) => Number(v), 60)
   .option('-D, --debug', 'log every API request to stderr')
+  .option('--slow-request <seconds>', 'log an API request that has had no answer for this long, with where the work on its container is (again at each multiple); 0 never', (v: string) => Number(v), 30)
   .option('--cleanup', 'stop all containers and remove every kernel object berth made under --root, then exit')
   .addHelpText('after', `
 berthd keeps running containers alive across its own restarts (conmon supervises them).
@@ -42,7 +43,7 @@ Stop it with SIGTERM or SIGINT; run "berthd --cleanup" afterwards to remove ever
 SIGUSR2 starts a CPU profile; the next SIGUSR2 writes it to <root>/profiles ($BERTH_PROFILE_DIR if set).`);
 
 program.parse();
-const opts = program.opts<{ root: string; host: string; attachHelper?: string; seedBusybox: boolean; cleanup?: boolean; debug?: boolean; bip?: string; bridge?: string; insecureRegistry: string[]; resolvConf: string; clusterStore?: string; clusterLeaseTtl: number; clusterMinCertExpiry: number; nodeHostname?: string; metricsAddr?: string; pluginDir: string; pluginSpecDir: string[]; pluginRetry: number; pluginTimeout: number; cniConfDir: string[]; cniPluginDir: string[]; cniTimeout: number }>();
+const opts = program.opts<{ root: string; host: string; attachHelper?: string; seedBusybox: boolean; cleanup?: boolean; debug?: boolean; slowRequest: number; bip?: string; bridge?: string; insecureRegistry: string[]; resolvConf: string; clusterStore?: string; clusterLeaseTtl: number; clusterMinCertExpiry: number; nodeHostname?: string; metricsAddr?: string; pluginDir: string; pluginSpecDir: string[]; pluginRetry: number; pluginTimeout: number; cniConfDir: string[]; cniPluginDir: string[]; cniTimeout: number }>();
 const socket = opts.host.replace(/^unix:\/\//, '');
 if (opts.metricsAddr) {
   try {
@@ -53,12 +54,17 @@ if (opts.metricsAddr) {
   }
 }
 
+if (!Number.isFinite(opts.slowRequest) || opts.slowRequest < 0) {
+  console.error(`berthd: --slow-request wants a number of seconds, 0 or more`);
+  process.exit(1);
+}
+
 if (process.getuid?.() !== 0) {
   console.error('berthd: must run as root');
   process.exit(1);
 }
 
-const daemon = new Daemon({ root: opts.root, socket, attachHelper: opts.attachHelper, seedBusybox: opts.seedBusybox, debug: opts.debug, bip: opts.bip, bridge: opts.bridge, insecureRegistries: opts.insecureRegistry, resolvConf: opts.resolvConf,
+const daemon = new Daemon({ root: opts.root, socket, attachHelper: opts.attachHelper, seedBusybox: opts.seedBusybox, debug: opts.debug, slowRequestSec: opts.slowRequest, bip: opts.bip, bridge: opts.bridge, insecureRegistries: opts.insecureRegistry, resolvConf: opts.resolvConf,
   ...(opts.metricsAddr ? { metricsAddr: opts.metricsAddr } : {}),
   plugins: { socketDir: opts.pluginDir, specDirs: opts.pluginSpecDir, retrySec: opts.pluginRetry, callTimeoutSec: opts.pluginTimeout },
   cni: { confDirs: opts.cniConfDir, pluginDirs: opts.cniPluginDir, timeoutSec: opts.cniTimeout },

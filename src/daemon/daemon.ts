@@ -63,7 +63,10 @@ import { Steps } from '../util/steps.js';
 export interface DaemonOptions {
   /** Swarm membership: lease TTL of this node's presence, an external store, the name it shows. */
   cluster?: { leaseTtlSec?: number; minCertExpirySec?: number; store?: string[]; hostname?: string };
-  root: string; socket: string; attachHelper?: string; seedBusybox?: boolean; debug?: boolean; bip?: string; bridge?: string; insecureRegistries?: string[]; resolvConf?: string;
+  root: string; socket: string; attachHelper?: string; seedBusybox?: boolean; debug?: boolean;
+  /** A request with no answer for this long is logged with where its container's work is (0: never). */
+  slowRequestSec?: number;
+  bip?: string; bridge?: string; insecureRegistries?: string[]; resolvConf?: string;
   /** HOST:PORT where /metrics is also served over TCP (Docker's --metrics-addr). */
   metricsAddr?: string;
   /** Where Docker plugins are found (default: Docker's directories), and how long their calls may take. */
@@ -188,7 +191,7 @@ export class Daemon {
       info: { id: identity.id, root: this.o.root, socket: this.o.socket, version: VERSION, startedAt: new Date(), hostname: this.o.cluster?.hostname ?? hostname() },
     };
     await fs.mkdir(join(this.o.socket, '..'), { recursive: true, mode: 0o755 });
-    this.server = new ApiServer(api, this.o.debug);
+    this.server = new ApiServer(api, this.o.debug, (this.o.slowRequestSec ?? 30) * 1000);
     await this.server.listen(this.o.socket);
     void network.collectGarbage().catch((e: Error) => console.error(`berthd: ${e.message}`));
   }

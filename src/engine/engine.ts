@@ -176,7 +176,7 @@ export class Engine extends Lifecycle {
 
   async start(ref: string): Promise<void> {
     const c = this.get(ref);
-    await this.records.withLock(c.Id, () => this.startLocked(c, false));
+    await this.records.withLock(c.Id, 'a start', () => this.startLocked(c, false));
   }
 
   protected async startLocked(c: ContainerRecord, byPolicy: boolean): Promise<void> {
@@ -199,6 +199,7 @@ export class Engine extends Lifecycle {
       const sharedWith = mode.startsWith('container:') ? this.get(mode.slice('container:'.length)) : undefined;
       // The root filesystem and the network sandbox need nothing of each other: both at once. Both
       // settle before a failure is thrown, so the cleanup below never races a half-done one.
+      this.records.mark(c.Id, 'start: the root filesystem and the network sandbox');
       const [mounted, networked] = await Promise.allSettled([
         mountOverlay(this.o.images.layerDirs(image), join(dir, 'diff'), join(dir, 'work'), rootfs),
         this.o.network.setUp(sandboxSpec(c, dir, (r) => this.find(r)), sharedWith ? { netnsPath: sharedWith.NetnsPath, etcDir: this.records.bundleDir(sharedWith.Id) } : undefined),
@@ -218,6 +219,7 @@ export class Engine extends Lifecycle {
       if (c.Config.WorkingDir) await fs.mkdir(join(rootfs, c.Config.WorkingDir), { recursive: true });
       await fs.writeFile(join(dir, 'config.json'), JSON.stringify(spec));
       this.waits.expectExit(c.Id);
+      this.records.mark(c.Id, 'start: the runtime creates the container');
       const keepMounts = [rootfs, ...(await mountsHolding(this.o.root, [c.NetnsPath, ...binds.map((b: MountSpec) => b.Source)]))];
       const pid = await this.o.runtime.create({
         id: c.Id, name: c.Name.slice(1), bundle: dir, logPath: this.logPath(c),
@@ -226,6 +228,7 @@ export class Engine extends Lifecycle {
       });
       created = true;
       await this.attachments.connect(c.Id, dir);
+      this.records.mark(c.Id, 'start: the runtime starts the process');
       await this.o.runtime.start(c.Id);
       Object.assign(c.State, {
         Status: 'running', Running: true, Restarting: false, Pid: pid, ExitCode: 0, Error: '',
@@ -241,6 +244,7 @@ export class Engine extends Lifecycle {
     } catch (e) {
       this.lifeStats.started(t0, false);
       const message = errorMessage(e);
+      this.records.mark(c.Id, `start failed (${message.slice(0, 80)}): undoing it`);
       this.attachments.fail(c.Id, e as Error);
       this.waits.signalExit(c.Id);
       if (created) await this.o.runtime.kill(c.Id, 'KILL').catch(() => undefined);
@@ -273,7 +277,7 @@ export class Engine extends Lifecycle {
   async connect(ref: string, networkRef: string, cfg: Record<string, unknown>, opts: { swarmTask?: boolean } = {}): Promise<void> {
     const c = this.get(ref);
     const n = this.o.network.summary(networkRef);
-    await this.records.withLock(c.Id, async () => {
+    await this.records.withLock(c.Id, 'a network connect', async () => {
       const running = c.State.Running && c.NetnsPath ? c.NetnsPath : undefined;
       const got = await this.o.network.connect(sandboxSpec(c, this.records.bundleDir(c.Id), (r) => this.find(r)), running, c.Published ?? [], n.Id, cfg, opts.swarmTask);
       c.Endpoints = { ...(c.Endpoints ?? {}), [n.Id]: got.endpoint };
@@ -291,7 +295,7 @@ export class Engine extends Lifecycle {
       if (force) return;
       throw new NotFoundError(`No such container: ${ref}`);
     }
-    await this.records.withLock(c.Id, async () => {
+    await this.records.withLock(c.Id, 'a network disconnect', async () => {
       const running = c.State.Running && c.NetnsPath ? c.NetnsPath : undefined;
       const got = await this.o.network.disconnect(sandboxSpec(c, this.records.bundleDir(c.Id), (r) => this.find(r)), running, c.Published ?? [], n.Id);
       const endpoints = { ...(c.Endpoints ?? {}) };
@@ -309,7 +313,7 @@ export class Engine extends Lifecycle {
   async update(ref: string, body: Record<string, unknown>): Promise<{ Warnings: string[] }> {
     const c = this.get(ref);
     const { limits, merged, policy } = parseUpdate(c, body);
-    await this.records.withLock(c.Id, async () => {
+    await this.records.withLock(c.Id, 'an update', async () => {
       if (Object.keys(limits).length && c.State.Running) {
         await this.o.runtime.update(c.Id, ociResources(merged)).catch((e) => {
           throw new BadRequestError(`Cannot update container ${c.Id}: ${errorMessage(e)}`);
@@ -356,7 +360,7 @@ export class Engine extends Lifecycle {
     const dir = this.bundleDir(c);
     const rootfs = join(dir, 'rootfs');
     if (c.State.Running) return fn(rootfs);
-    return this.records.withLock(c.Id, async () => {
+    return this.records.withLock(c.Id, 'a copy to or from its files', async () => {
       if (!this.containers.has(c.Id) || c.State.Status === 'removing') throw new NotFoundError(`No such container: ${ref}`);
       if (c.State.Running) return fn(rootfs);
       await mountOverlay(this.o.images.layerDirs(this.o.images.get(c.Image)), join(dir, 'diff'), join(dir, 'work'), rootfs);

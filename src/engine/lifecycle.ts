@@ -17,6 +17,7 @@ import { ContainerRecords } from './records.js';
 import { ZERO_TIME, type ContainerRecord, type ContainerStatus } from './types.js';
 import { VolumeStore } from './volumes.js';
 import { ContainerWaits, raceTimeout } from './waits.js';
+import { signalAndSettle } from './stopping.js';
 import { policyRestarts, portHolder, RestartManager } from './restartmanager.js';
 import { LifecycleStats } from './lifestats.js';
 
@@ -114,22 +115,11 @@ export abstract class Lifecycle {
 
   protected async stopRunning(c: ContainerRecord, timeoutSec: number): Promise<void> {
     const t0 = process.hrtime.bigint();
-    await this.stopAndSettle(c, timeoutSec);
-    this.lifeStats.stopped(t0);
-  }
-
-  private async stopAndSettle(c: ContainerRecord, timeoutSec: number): Promise<void> {
+    // Taken before the thaw: the process may exit as soon as it is thawed.
     const exited = this.waits.exited(c.Id);
     await this.thaw(c);
-    if (timeoutSec !== 0) {
-      await this.o.runtime.kill(c.Id, c.Config.StopSignal || 'SIGTERM');
-      // A negative timeout waits for as long as the process takes, as in Docker.
-      if (timeoutSec < 0) await exited;
-      if (timeoutSec < 0 || (await raceTimeout(exited, timeoutSec * 1000))) return void (await this.records.settled(c.Id));
-    }
-    await this.o.runtime.kill(c.Id, 'KILL');
-    await exited;
-    await this.records.settled(c.Id);
+    await signalAndSettle(this.o.runtime, this.records, c, exited, timeoutSec);
+    this.lifeStats.stopped(t0);
   }
 
   /**
@@ -165,7 +155,7 @@ export abstract class Lifecycle {
 
   async pause(ref: string): Promise<void> {
     const c = this.get(ref);
-    await this.records.withLock(c.Id, async () => {
+    await this.records.withLock(c.Id, 'a pause', async () => {
       if (c.State.Restarting) throw new ConflictError(restartingMessage(c.Id));
       if (!c.State.Running) throw new ConflictError(`Container ${c.Id} is not running`);
       if (c.State.Paused) throw new ConflictError(`Container ${c.Id} is already paused`);
@@ -178,7 +168,7 @@ export abstract class Lifecycle {
 
   async unpause(ref: string): Promise<void> {
     const c = this.get(ref);
-    await this.records.withLock(c.Id, async () => {
+    await this.records.withLock(c.Id, 'an unpause', async () => {
       if (!c.State.Paused) throw new ConflictError(`Container ${c.Id} is not paused`);
       await this.thaw(c);
     });
@@ -195,6 +185,12 @@ export abstract class Lifecycle {
     });
     Object.assign(c.State, { Paused: false, Status: (c.State.Running ? 'running' : c.State.Status) as ContainerStatus });
     await this.records.save(c);
+  }
+
+  /** For the log line of a request about this container that has had no answer for long. */
+  progressOf(ref: string): string | undefined {
+    const c = this.find(ref);
+    return c && this.records.progress(c.Id);
   }
 
   abstract start(ref: string): Promise<void>;
@@ -230,7 +226,7 @@ export abstract class Lifecycle {
       await this.waits.exited(c.Id);
       await this.records.settled(c.Id);
     }
-    await this.records.withLock(c.Id, async () => {
+    await this.records.withLock(c.Id, 'a removal', async () => {
       if (!this.containers.has(c.Id)) return;
       c.State.Status = 'removing';
       await this.records.save(c);
@@ -304,11 +300,13 @@ export abstract class Lifecycle {
     // The exit directory can report one exit twice; only the call that recorded it goes on.
     let recorded = false;
     let restartIn = 0;
-    await this.records.withLock(id, async () => {
+    await this.records.withLock(id, 'the recording of its exit', async () => {
       // Removed meanwhile (its directory is gone): nothing to record.
       if (!c.State.Running || c.State.Status === 'removing' || !this.containers.has(id)) return;
       recorded = true;
+      this.records.mark(id, 'exit: runc delete');
       await this.o.runtime.delete(id).catch((e) => console.error(`berthd: runc delete ${shortId(id)}: ${errorMessage(e)}`));
+      this.records.mark(id, 'exit: releasing its network sandbox and root filesystem');
       await this.releaseResources(c);
       // Docker's handleContainerExit: a stop or kill cancelled the restart manager (ExitOnNext),
       // otherwise the policy decides; a restart is counted when it is decided, and the container
@@ -341,7 +339,7 @@ export abstract class Lifecycle {
 
   private scheduleRestart(c: ContainerRecord, delayMs: number): void {
     this.restarts.schedule(c.Id, delayMs, () => {
-      void this.records.withLock(c.Id, async () => {
+      void this.records.withLock(c.Id, 'its restart policy', async () => {
         // A stop, kill, rm or restart during the back-off has cancelled it.
         if (!c.State.Restarting || !this.containers.has(c.Id)) return;
         await this.startLocked(c, true);
@@ -358,7 +356,7 @@ export abstract class Lifecycle {
    * stays exited, marked as stopped by the user. False if the restart had already begun.
    */
   private async cancelRestart(c: ContainerRecord): Promise<boolean> {
-    return this.records.withLock(c.Id, async () => {
+    return this.records.withLock(c.Id, 'the end of its restart back-off', async () => {
       if (!c.State.Restarting) return false;
       this.restarts.cancel(c.Id);
       Object.assign(c.State, { Status: 'exited' as ContainerStatus, Restarting: false });

@@ -13,6 +13,9 @@ export class ContainerRecords {
   readonly containers = new Map<string, ContainerRecord>();
   private readonly names = new Map<string, string>();
   private readonly locks = new KeyedQueue();
+  /** Who holds each container's lock, and each container's last step: said of a request with no answer. */
+  private readonly holders = new Map<string, { what: string; since: number }>();
+  private readonly marks = new Map<string, { step: string; since: number }>();
 
   constructor(readonly dir: string) {}
 
@@ -46,6 +49,7 @@ export class ContainerRecords {
 
   delete(c: ContainerRecord): void {
     this.containers.delete(c.Id);
+    this.marks.delete(c.Id);
     if (this.names.get(c.Name) === c.Id) this.names.delete(c.Name);
   }
 
@@ -82,9 +86,33 @@ export class ContainerRecords {
     return [...this.containers.values()].sort((a, b) => b.Created.localeCompare(a.Created));
   }
 
-  /** Serialises operations on one container: start, stop and remove never interleave. */
-  withLock<T>(id: string, fn: () => Promise<T>): Promise<T> {
-    return this.locks.run(id, fn);
+  /**
+   * Serialises operations on one container: start, stop and remove never interleave. `holder`
+   * names the work, for a request stuck behind it (see progress()).
+   */
+  withLock<T>(id: string, holder: string, fn: () => Promise<T>): Promise<T> {
+    return this.locks.run(id, async () => {
+      this.holders.set(id, { what: holder, since: Date.now() });
+      this.mark(id, `${holder}: under way`);
+      try {
+        return await fn();
+      } finally {
+        this.holders.delete(id);
+      }
+    });
+  }
+
+  /** Where the work on a container has got to; read only when a request is slow (see progress()). */
+  mark(id: string, step: string): void {
+    this.marks.set(id, { step, since: Date.now() });
+  }
+
+  /** Said of a request about this container that has had no answer for long: its last step and its lock's holder. */
+  progress(id: string): string {
+    const ago = (since: number) => `${((Date.now() - since) / 1000).toFixed(1)} s`;
+    const m = this.marks.get(id);
+    const h = this.holders.get(id);
+    return `container ${id.slice(0, 12)} is at: ${m ? `${m.step} (for ${ago(m.since)})` : 'no step marked'}; its lock is ${h ? `held by ${h.what} (for ${ago(h.since)})` : 'free'}`;
   }
 
   /** Resolves once the operations queued on a container so far have finished. */

@@ -5,6 +5,7 @@ import { HangError, startFakeUpstream, TestHost, type ApiResponse } from '../int
 import { startRegistry, type RegistryServer } from '../integration/registry-server.js';
 import { conmons, findViolations, inspectAll, runcProcesses } from './invariants.js';
 import { Rng } from './rng.js';
+import { run } from '../../src/util/exec.js';
 
 /**
  * The chaos workload of issue 22: concurrent mixed operations through the API while faults are
@@ -46,6 +47,14 @@ export interface ChaosReport {
   /** Distinct 5xx answers (method path → message), which a fault may explain or not. */
   serverErrors: Record<string, number>;
   hangs: string[];
+  /**
+   * What was seen at each hang while the call was still under way: the container's state, the
+   * runc and conmon processes alive and for how long, berthd's lines about the container, and the
+   * calls that touched it. CI shows only a failure's message, so this is what a hang there leaves.
+   */
+  hangEvidence: string[];
+  /** The slowest answered calls (ms, cycle, call): a tail growing toward the bound shows before a hang does. */
+  slowest: Array<{ ms: number; cycle: number; call: string }>;
   /** Invariant violations (leaks, duplicate addresses, disagreements), by cycle. */
   violations: Array<{ cycle: number; fault: FaultKind; what: string[] }>;
   /** Violations seen once that were gone 3 s later (a policy restart under way while the check read). */
@@ -82,6 +91,8 @@ interface Ctx {
   calls: string[];
   previousCalls: string[];
   cycle: number;
+  /** Where this cycle's part of berthd's log begins. */
+  cycleLogFrom: number;
 }
 
 const MAX_CONTAINERS = 12;
@@ -92,7 +103,7 @@ function emptyReport(seed: number): ChaosReport {
   return {
     seed, cycles: 0, durationMs: 0, runcMissed: 0, dnsChecks: 0, restartsMs: [],
     faults: Object.fromEntries(FAULT_KINDS.map((k) => [k, 0])) as Record<FaultKind, number>,
-    operations: {}, serverErrors: {}, hangs: [], violations: [], transient: [], policyViolations: [],
+    operations: {}, serverErrors: {}, hangs: [], hangEvidence: [], slowest: [], violations: [], transient: [], policyViolations: [],
   };
 }
 
@@ -100,10 +111,12 @@ function emptyReport(seed: number): ChaosReport {
 async function call(ctx: Ctx, op: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<ApiResponse | undefined> {
   const o = (ctx.report.operations[op] ??= { ok: 0, refused: 0, serverError: 0, interrupted: 0 });
   const began = new Date().toISOString().slice(11, 23);
+  const t0 = Date.now();
   const trace = (outcome: string) => ctx.calls.push(`${began}-${new Date().toISOString().slice(17, 23)} ${method} ${path}${body && typeof body === 'object' ? ` ${JSON.stringify(body).slice(0, 300)}` : ''} → ${outcome}`);
   try {
     const r = await ctx.host.api(method, path, body, headers, { timeoutMs: ctx.opts.opTimeoutMs });
     trace(`${r.status}${r.status >= 400 ? ` ${String(r.json?.message ?? r.body).slice(0, 200)}` : ''}`);
+    noteDuration(ctx, Date.now() - t0, `${method} ${path} → ${r.status}`);
     if (r.status >= 500) {
       o.serverError++;
       const msg = `${method} ${path.replace(/[0-9a-f]{64}/g, 'ID').replace(/=[^&]*/g, '=…')} ${r.status} ${String(r.json?.message ?? r.body).slice(0, 160).replace(/[0-9a-f]{12,64}/g, 'ID')}`;
@@ -115,10 +128,57 @@ async function call(ctx: Ctx, op: string, method: string, path: string, body?: u
     trace(`${(e as Error).message.slice(0, 120)}`);
     if (e instanceof HangError) {
       ctx.report.hangs.push(`cycle ${ctx.cycle}: ${e.message}${ctx.daemonDown ? ' (berthd was down)' : ''}`);
+      ctx.report.hangEvidence.push(await hangEvidence(ctx, `${method} ${path}`).catch((x) => `evidence of ${method} ${path}: ${(x as Error).message}`));
       o.serverError++;
     } else o.interrupted++;
     return undefined;
   }
+}
+
+function noteDuration(ctx: Ctx, ms: number, what: string): void {
+  const slowest = ctx.report.slowest;
+  if (slowest.length >= 8 && ms <= slowest[slowest.length - 1]!.ms) return;
+  slowest.push({ ms, cycle: ctx.cycle, call: what });
+  slowest.sort((a, b) => b.ms - a.ms);
+  slowest.length = Math.min(slowest.length, 8);
+}
+
+/** See ChaosReport.hangEvidence; bounded so a report stays readable. */
+async function hangEvidence(ctx: Ctx, what: string): Promise<string> {
+  const id = /[0-9a-f]{64}/.exec(what)?.[0];
+  const key = id?.slice(0, 12);
+  const mine = (l: string) => !key || l.includes(key) || l.includes(id!);
+  const out = [`cycle ${ctx.cycle}, seed ${ctx.opts.seed}: ${what} had no answer after ${ctx.opts.opTimeoutMs} ms`];
+  if (id) {
+    const r = await ctx.host.api('GET', `/containers/${id}/json`, undefined, {}, { timeoutMs: 5000 }).catch((e) => ({ status: 0, json: undefined, body: (e as Error).message }));
+    out.push(`inspect: ${r.status} ${r.status === 200 ? JSON.stringify({ State: r.json.State, RestartCount: r.json.RestartCount, Policy: r.json.HostConfig?.RestartPolicy?.Name }) : String(r.body).slice(0, 200)}`);
+  }
+  const ps = await run('ps', ['-eo', 'pid=,ppid=,stat=,etimes=,args=']);
+  const procs = ps.stdout.split('\n').flatMap((line) => {
+    const m = /^\s*(\d+\s+\d+\s+\S+\s+\d+)\s+(\S+)(.*)$/.exec(line);
+    const prog = m?.[2]!.split('/').pop();
+    if (!m || !line.includes(ctx.host.root) || !(prog === 'runc' || prog === 'berth-runc' || prog === 'conmon')) return [];
+    // Every runc (one stuck on another container may hold this one up); this container's conmon.
+    if (prog === 'conmon' && !mine(line)) return [];
+    return [`  ${m[1]} ${prog}${m[3]!.replace(/\s--?[\w-]+[ =]\/\S+/g, '').slice(0, 200)}`];
+  });
+  out.push(`processes (pid ppid stat seconds, paths left out):`, ...procs);
+  if (id) {
+    // A start stuck in its create shows here: its processes and whether the cgroup is frozen.
+    const freezer = (await fs.readFile(`/sys/fs/cgroup/freezer/berth/${id}/freezer.state`, 'utf8').catch(() => 'none')).trim();
+    const members = (await fs.readFile(`/sys/fs/cgroup/pids/berth/${id}/cgroup.procs`, 'utf8').catch(() => '')).split('\n').filter(Boolean);
+    const states = await Promise.all(members.map(async (p) => {
+      const stat = await fs.readFile(`/proc/${p}/stat`, 'utf8').catch(() => '');
+      return `${p}${stat.slice(stat.indexOf('('), stat.lastIndexOf(')') + 3)}`;
+    }));
+    out.push(`its cgroup: freezer ${freezer}; processes ${states.join(', ') || 'none'}`);
+  }
+  const lines = ctx.host.daemonLog.split('\n').filter(Boolean);
+  out.push(`berthd about it:`, ...lines.filter(mine).slice(-25).map((l) => `  ${l.slice(0, 300)}`));
+  // What else berthd said meanwhile: a hang may wait on another container or a network.
+  out.push(`berthd's other lines this cycle (the last 15):`, ...ctx.host.daemonLog.slice(ctx.cycleLogFrom).split('\n').filter((l) => l && !mine(l)).slice(-15).map((l) => `  ${l.slice(0, 300)}`));
+  out.push(`calls on it (this cycle and the one before):`, ...[...ctx.previousCalls, ...ctx.calls].filter(mine).slice(-20).map((l) => `  ${l.slice(0, 200)}`));
+  return out.join('\n');
 }
 
 async function containers(ctx: Ctx): Promise<Array<{ Id: string; Names: string[]; State: string }>> {
@@ -330,7 +390,7 @@ export async function runChaos(host: TestHost, options: ChaosOptions): Promise<C
   const ctx: Ctx = {
     host, rng: new Rng(opts.seed), opts, report: emptyReport(opts.seed), seq: 0,
     knownIds: new Set(), orphans: new Set(), removedNames: [], manuallyStopped: new Set(), stopsFailed: new Set(), touched: new Set(), daemonDown: false,
-    calls: [], previousCalls: [], cycle: 0,
+    calls: [], previousCalls: [], cycle: 0, cycleLogFrom: 0,
   };
   const t0 = Date.now();
   const upstream = await startFakeUpstream(host);
@@ -354,6 +414,7 @@ export async function runChaos(host: TestHost, options: ChaosOptions): Promise<C
       const before = (await inspectAll(host, opts.opTimeoutMs).catch(() => [])).filter((c) => c.State.Running).map((c) => c.Id);
       ctx.touched = new Set();
       ctx.cycle = cycle;
+      ctx.cycleLogFrom = logFrom;
       const hangsBefore = ctx.report.hangs.length;
       ctx.previousCalls = ctx.calls;
       ctx.calls = [];

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { TestHost, waitFor } from './harness.js';
 
-describe('berthd: SIGUSR2 profiles its CPU', () => {
+describe('berthd: SIGUSR2 profiles its CPU; a slow request is logged with where it is', () => {
   let host: TestHost;
   before(async () => { host = await TestHost.create(); });
   after(async () => { assert.deepEqual(await host.destroy(), []); });
@@ -23,5 +23,29 @@ describe('berthd: SIGUSR2 profiles its CPU', () => {
     assert.match(host.daemonLog, new RegExp(`a CPU profile written to ${dir.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}/`));
     assert.equal(host.daemonPid, pid);
     assert.equal((await host.api('GET', '/_ping')).status, 200);
+  });
+
+  it('--slow-request logs a request with no answer yet, with the step it waits at, and not one that has answered', async () => {
+    await host.stopDaemon('SIGTERM');
+    await host.startDaemon(['--slow-request', '1']);
+    // A shell as the container's first process ignores SIGTERM: the stop waits out its timeout.
+    const id = await host.runDetached({ Cmd: ['sh', '-c', 'sleep 600'] });
+    const from = host.daemonLog.length;
+    const t0 = Date.now();
+    const stop = await host.api('POST', `/containers/${id}/stop?t=3`);
+    assert.equal(stop.status, 204);
+    assert.ok(Date.now() - t0 >= 2900, 'the stop waited out its timeout');
+    const said = host.daemonLog.slice(from).split('\n').filter((l) => l.includes('has had no answer'));
+    assert.ok(said.length >= 1 && said.length <= 3, said.join('\n'));
+    assert.match(said[0]!, new RegExp(`^berthd: POST /containers/${id}/stop has had no answer for [12] s; container ${id.slice(0, 12)} is at: stop: waiting up to 3 s for the exit after SIGTERM \\(for \\d\\.\\d s\\); its lock is free$`));
+    assert.equal((await host.api('DELETE', `/containers/${id}`)).status, 204);
+    // A request that waits by design (wait, attach, streams) says nothing, however long.
+    const other = await host.runDetached({ Cmd: ['sleep', '600'] });
+    const quiet = host.daemonLog.length;
+    const waited = host.api('POST', `/containers/${other}/wait`);
+    await new Promise((r) => setTimeout(r, 2500));
+    assert.equal((await host.api('DELETE', `/containers/${other}?force=1`)).status, 204);
+    assert.equal((await waited).status, 200);
+    assert.doesNotMatch(host.daemonLog.slice(quiet), /has had no answer/);
   });
 });
