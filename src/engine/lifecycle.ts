@@ -17,7 +17,7 @@ import { ContainerRecords } from './records.js';
 import { ZERO_TIME, type ContainerRecord, type ContainerStatus } from './types.js';
 import { VolumeStore } from './volumes.js';
 import { ContainerWaits, raceTimeout } from './waits.js';
-import { signalAndSettle } from './stopping.js';
+import { signalAndSettle, thaw } from './stopping.js';
 import { policyRestarts, portHolder, RestartManager } from './restartmanager.js';
 import { LifecycleStats } from './lifestats.js';
 
@@ -117,7 +117,7 @@ export abstract class Lifecycle {
     const t0 = process.hrtime.bigint();
     // Taken before the thaw: the process may exit as soon as it is thawed.
     const exited = this.waits.exited(c.Id);
-    await this.thaw(c);
+    await thaw(this.o.runtime, this.records, c);
     await signalAndSettle(this.o.runtime, this.records, c, exited, timeoutSec);
     this.lifeStats.stopped(t0);
   }
@@ -145,7 +145,7 @@ export abstract class Lifecycle {
       // Thawed first, as stop does: runc 1.1 thaws a paused container itself after SIGKILL, so
       // a resume sent after the signal raced the exit's `runc delete` and failed with
       // "container does not exist" (a 500 for `kill` of a paused container).
-      await this.thaw(c);
+      await thaw(this.o.runtime, this.records, c);
     }
     const stopped = sigkill ? this.waits.wait(c, 'not-running') : undefined;
     await this.o.runtime.kill(c.Id, sig);
@@ -170,21 +170,9 @@ export abstract class Lifecycle {
     const c = this.get(ref);
     await this.records.withLock(c.Id, 'an unpause', async () => {
       if (!c.State.Paused) throw new ConflictError(`Container ${c.Id} is not paused`);
-      await this.thaw(c);
+      await thaw(this.o.runtime, this.records, c);
     });
     this.containerEvent(c, 'unpause');
-  }
-
-  /** A frozen process never handles a signal, not even SIGKILL: stop, kill and rm thaw it first, as Docker does. */
-  protected async thaw(c: ContainerRecord): Promise<void> {
-    if (!c.State.Paused) return;
-    await this.o.runtime.resume(c.Id).catch(async (e) => {
-      // A process that has exited meanwhile (its exit is being recorded) needs no thawing.
-      const st = await this.o.runtime.state(c.Id).catch(() => undefined);
-      if (st && st.status !== 'stopped') throw e;
-    });
-    Object.assign(c.State, { Paused: false, Status: (c.State.Running ? 'running' : c.State.Status) as ContainerStatus });
-    await this.records.save(c);
   }
 
   /** For the log line of a request about this container that has had no answer for long. */
@@ -215,19 +203,19 @@ export abstract class Lifecycle {
     if (c.State.Paused && !opts.force) {
       throw new ConflictError(`You cannot remove a paused container ${c.Id}. Unpause and then stop the container before attempting removal or force remove`);
     }
-    if ((c.State.Running || c.State.Restarting) && !opts.force) {
-      throw new ConflictError(`You cannot remove a ${c.State.Restarting ? 'restarting' : 'running'} container ${c.Id}. Stop the container before attempting removal or force remove`);
-    }
+    if ((c.State.Running || c.State.Restarting) && !opts.force) throw cannotRemoveRunning(c);
     if (c.State.Restarting) await this.cancelRestart(c);
     if (c.State.Running) {
       this.stoppedByUser(c);
       await this.o.runtime.kill(c.Id, 'KILL');
-      await this.thaw(c);
+      await thaw(this.o.runtime, this.records, c);
       await this.waits.exited(c.Id);
       await this.records.settled(c.Id);
     }
     await this.records.withLock(c.Id, 'a removal', async () => {
       if (!this.containers.has(c.Id)) return;
+      // A start queued ahead of this removal may have made it run since the look above (chaos seed 46008).
+      if ((c.State.Running || c.State.Restarting) && !opts.force) throw cannotRemoveRunning(c);
       c.State.Status = 'removing';
       await this.records.save(c);
       await this.removeNow(c);
@@ -236,7 +224,12 @@ export abstract class Lifecycle {
   }
 
   protected async removeNow(c: ContainerRecord): Promise<void> {
+    // `runc delete --force` ends a run still going (one a queued start began after rm -f looked).
+    // Its exit will find no container to record it on, so the run's end is said here: a stop
+    // waiting for that exit waited for ever (chaos seed 46008: stop, rm -f and a start at once).
     await this.o.runtime.delete(c.Id).catch(() => undefined);
+    this.waits.signalExit(c.Id);
+    this.health.unwatch(c.Id);
     await this.releaseResources(c);
     await this.o.runtime.clearExit(c.Id);
     await fs.rm(this.bundleDir(c), { recursive: true, force: true });
@@ -395,4 +388,9 @@ export abstract class Lifecycle {
 /** Docker's errContainerIsRestarting. */
 export function restartingMessage(id: string): string {
   return `Container ${id} is restarting, wait until the container is running`;
+}
+
+/** Docker's refusal to remove a running (or restarting) container without force. */
+function cannotRemoveRunning(c: ContainerRecord): ConflictError {
+  return new ConflictError(`You cannot remove a ${c.State.Restarting ? 'restarting' : 'running'} container ${c.Id}. Stop the container before attempting removal or force remove`);
 }

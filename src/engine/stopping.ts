@@ -1,6 +1,6 @@
 import type { ContainerRuntime } from '../runtime/runtime.js';
 import type { ContainerRecords } from './records.js';
-import type { ContainerRecord } from './types.js';
+import type { ContainerRecord, ContainerStatus } from './types.js';
 import { raceTimeout } from './waits.js';
 
 /**
@@ -27,4 +27,16 @@ export async function signalAndSettle(runtime: ContainerRuntime, records: Contai
   step('stop: waiting for the exit after SIGKILL');
   await exited;
   await recorded();
+}
+
+/** A frozen process never handles a signal, not even SIGKILL: stop, kill and rm thaw it first, as Docker does. */
+export async function thaw(runtime: ContainerRuntime, records: ContainerRecords, c: ContainerRecord): Promise<void> {
+  if (!c.State.Paused) return;
+  await runtime.resume(c.Id).catch(async (e) => {
+    // A process that has exited meanwhile (its exit is being recorded) needs no thawing.
+    const st = await runtime.state(c.Id).catch(() => undefined);
+    if (st && st.status !== 'stopped') throw e;
+  });
+  Object.assign(c.State, { Paused: false, Status: (c.State.Running ? 'running' : c.State.Status) as ContainerStatus });
+  await records.save(c);
 }
