@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import tar from 'tar-stream';
 import { HangError, startFakeUpstream, TestHost, type ApiResponse } from '../integration/harness.js';
 import { startRegistry, type RegistryServer } from '../integration/registry-server.js';
-import { conmons, findViolations, inspectAll, runcProcesses } from './invariants.js';
+import { berthCgroups, conmons, findViolations, inspectAll, runcProcesses } from './invariants.js';
 import { Rng } from './rng.js';
 import { run } from '../../src/util/exec.js';
 
@@ -153,25 +153,23 @@ async function hangEvidence(ctx: Ctx, what: string): Promise<string> {
     const r = await ctx.host.api('GET', `/containers/${id}/json`, undefined, {}, { timeoutMs: 5000 }).catch((e) => ({ status: 0, json: undefined, body: (e as Error).message }));
     out.push(`inspect: ${r.status} ${r.status === 200 ? JSON.stringify({ State: r.json.State, RestartCount: r.json.RestartCount, Policy: r.json.HostConfig?.RestartPolicy?.Name }) : String(r.body).slice(0, 200)}`);
   }
-  const ps = await run('ps', ['-eo', 'pid=,ppid=,stat=,etimes=,args=']);
-  const procs = ps.stdout.split('\n').flatMap((line) => {
-    const m = /^\s*(\d+\s+\d+\s+\S+\s+\d+)\s+(\S+)(.*)$/.exec(line);
-    const prog = m?.[2]!.split('/').pop();
-    if (!m || !line.includes(ctx.host.root) || !(prog === 'runc' || prog === 'berth-runc' || prog === 'conmon')) return [];
-    // Every runc (one stuck on another container may hold this one up); this container's conmon.
-    if (prog === 'conmon' && !mine(line)) return [];
-    return [`  ${m[1]} ${prog}${m[3]!.replace(/\s--?[\w-]+[ =]\/\S+/g, '').slice(0, 200)}`];
-  });
+  // Every runc of the host (one stuck on another container may hold this one up) and the container's conmon.
+  const monitors = await conmons(ctx.host);
+  const pids = [...(await runcProcesses(ctx.host)), ...(id ? monitors.get(id) ?? [] : [...monitors.values()].flat())];
+  const ps = pids.length ? (await run('ps', ['-o', 'pid=,ppid=,stat=,etimes=,args=', '-p', pids.join(',')])).stdout : '';
+  const procs = ps.split('\n').filter(Boolean).map((l) => `  ${l.trim().replace(/\s--?[\w-]+[ =]\/\S+/g, '').slice(0, 220)}`);
   out.push(`processes (pid ppid stat seconds, paths left out):`, ...procs);
   if (id) {
     // A start stuck in its create shows here: its processes and whether the cgroup is frozen.
-    const freezer = (await fs.readFile(`/sys/fs/cgroup/freezer/berth/${id}/freezer.state`, 'utf8').catch(() => 'none')).trim();
-    const members = (await fs.readFile(`/sys/fs/cgroup/pids/berth/${id}/cgroup.procs`, 'utf8').catch(() => '')).split('\n').filter(Boolean);
+    const dirs = (await berthCgroups()).get(id) ?? [];
+    const freezer = dirs.find((d) => d.includes('/freezer/'));
+    const freezerState = freezer ? (await fs.readFile(join(freezer, 'freezer.state'), 'utf8').catch(() => '?')).trim() : 'none';
+    const members = dirs[0] ? (await fs.readFile(join(dirs[0], 'cgroup.procs'), 'utf8').catch(() => '')).split('\n').filter(Boolean) : [];
     const states = await Promise.all(members.map(async (p) => {
       const stat = await fs.readFile(`/proc/${p}/stat`, 'utf8').catch(() => '');
       return `${p}${stat.slice(stat.indexOf('('), stat.lastIndexOf(')') + 3)}`;
     }));
-    out.push(`its cgroup: freezer ${freezer}; processes ${states.join(', ') || 'none'}`);
+    out.push(`its cgroup: freezer ${freezerState}; processes ${states.join(', ') || 'none'}`);
   }
   const lines = ctx.host.daemonLog.split('\n').filter(Boolean);
   out.push(`berthd about it:`, ...lines.filter(mine).slice(-25).map((l) => `  ${l.slice(0, 300)}`));
