@@ -4,7 +4,7 @@
  *
  *   setElements(family, table, [{ op: "add" | "delete", set, key: Buffer }]) -> Promise<void>
  *
- * family is "ip", "ip6", "inet" or "bridge"; key holds the element's bytes as the kernel stores
+ * family is "ip", "ip6", "inet", "bridge" or "netdev"; key holds the element's bytes as the kernel stores
  * them (a concatenation's parts each padded to 4 bytes; src/kernel/nftelements.ts encodes them).
  * An add of an element already there is no failure (as `nft add element`); a delete of one that
  * is not there fails the whole transaction (as `nft delete element`), reported as
@@ -184,6 +184,7 @@ static int family_of(const char *name) {
   if (strcmp(name, "ip6") == 0) return NFPROTO_IPV6;
   if (strcmp(name, "inet") == 0) return NFPROTO_INET;
   if (strcmp(name, "bridge") == 0) return NFPROTO_BRIDGE;
+  if (strcmp(name, "netdev") == 0) return NFPROTO_NETDEV;
   return -1;
 }
 

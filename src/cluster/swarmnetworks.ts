@@ -690,6 +690,11 @@ export class SwarmNetworks implements OverlayPlane {
     return peersFor([...ips].flatMap((ip) => byIp?.get(ip) ?? []), this.me);
   }
 
+  ownEndpoint(networkId: string, endpointId: string): { ip: string; mac: string } | undefined {
+    const r = this.mine.get(endpointId) ?? this.eps.get(networkId)?.get(endpointId);
+    return r && r.Network === networkId && r.Node === this.me ? { ip: r.IP, mac: r.Mac } : undefined;
+  }
+
   /** Keeps epsByIp in step with an endpoint's event: `was` its record before, `now` after. */
   private indexByIp(net: string, was: EndpointRecord | undefined, now: EndpointRecord | undefined): void {
     let m = this.epsByIp.get(net);

@@ -11,7 +11,7 @@ export interface SetElementOp { op: 'add' | 'delete'; set: string; key: Buffer }
 const addon = nativeAddon<{ setElements(family: string, table: string, ops: SetElementOp[]): Promise<void> }>('berth-netns.node', 'nftables set elements');
 
 /** Adds and deletes elements in one transaction: all of them or none. An add of an element already there is no failure; a delete of one absent is. */
-export async function setElements(family: 'ip' | 'ip6' | 'inet' | 'bridge', table: string, ops: SetElementOp[]): Promise<void> {
+export async function setElements(family: 'ip' | 'ip6' | 'inet' | 'bridge' | 'netdev', table: string, ops: SetElementOp[]): Promise<void> {
   if (!ops.length) return;
   await addon().setElements(family, table, ops).catch((e: Error) => { throw new Error(`nftables ${family} ${table}: ${e.message}`); });
 }

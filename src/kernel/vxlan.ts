@@ -10,22 +10,26 @@ import { ipBatch, ipJson } from './netns.js';
  * store says. The device is made with one `ip -batch` run; its entries are written over rtnetlink.
  */
 
-export interface VxlanSpec { name: string; vni: number; local: string; port: number; mtu: number; bridge: string }
+export interface VxlanSpec { name: string; vni: number; local: string; port: number; mtu: number }
 
 /** One remote endpoint as the device holds it. */
 export interface Peer { ip: string; mac: string; vtep: string }
 
 interface LinkInfo { ifname: string; mtu: number; master?: string; linkinfo?: { info_kind?: string; info_data?: { id?: number; local?: string; port?: number; learning?: boolean; proxy?: boolean } } }
 
-/** Makes the device on its bridge, or brings one left by an earlier run in line (a wrong VNI or address: made again). */
+/**
+ * Makes the device, or brings one left by an earlier run in line (a wrong VNI or address: made
+ * again, which takes the network's macvlan children with it). An older berth put it on a bridge:
+ * it leaves that.
+ */
 export async function ensureVxlan(v: VxlanSpec): Promise<void> {
   const add = `link add name ${v.name} mtu ${v.mtu} type vxlan id ${v.vni} local ${v.local} dstport ${v.port} nolearning proxy`;
-  const up = [`link set ${v.name} master ${v.bridge}`, `link set ${v.name} mtu ${v.mtu} up`];
+  const up = [`link set ${v.name} mtu ${v.mtu} up`];
   const have = await vxlanLink(v.name);
   if (have) {
     const d = have.linkinfo?.info_data ?? {};
     if (have.linkinfo?.info_kind === 'vxlan' && d.id === v.vni && d.local === v.local && d.port === v.port && d.learning === false && d.proxy === true) {
-      if (have.master !== v.bridge || have.mtu !== v.mtu) await ipBatch(undefined, up);
+      if (have.master || have.mtu !== v.mtu) await ipBatch(undefined, [...(have.master ? [`link set ${v.name} nomaster`] : []), ...up]);
       return;
     }
     await ipBatch(undefined, [`link del ${v.name}`]);

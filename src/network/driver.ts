@@ -87,6 +87,12 @@ export interface NetworkDriver {
    */
   readonly hostFirewall: boolean;
   /**
+   * Set when the host firewall carries only the network's routed traffic, while its endpoints
+   * reach each other without crossing berthd's namespace (overlay's macvlan children): network
+   * policy then lives in each container's namespace, as for drivers without the host firewall.
+   */
+  readonly policyInSandbox?: boolean;
+  /**
    * Checks the driver options and fills the record's driver fields (Options normalised, kernel
    * names). Leaves nothing in the kernel (a probe for a link type is made and deleted at once), so
    * a refusal leaves nothing behind.

@@ -45,7 +45,8 @@ export class NftFirewall implements Firewall {
 
   async removeAll(): Promise<string[]> {
     const problems: string[] = [];
-    for (const family of ['ip', 'bridge', 'ip6']) {
+    // netdev: the overlay networks' source guard (overlayguard.ts).
+    for (const family of ['ip', 'bridge', 'ip6', 'netdev']) {
       await nftDeleteTable(family, TABLE).catch((e: Error) => problems.push(e.message));
     }
     return problems;

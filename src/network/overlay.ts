@@ -15,10 +15,13 @@ export const MAX_VNI = 2 ** 24 - 1;
 /** What VXLAN over IPv4 adds to each frame: outer IP 20, UDP 8, VXLAN 8, inner Ethernet 14. */
 export const VXLAN_OVERHEAD = 50;
 
-/** Kernel names: the prefixes are berth's, and the rest is the network id (15 bytes at most). */
-export const OVERLAY_BRIDGE_PREFIX = 'bov-';
+/**
+ * Kernel names: the prefixes are berth's, and the rest is the network id (15 bytes at most). The
+ * host's link on a network (`bov-`) is its macvlan child of the VXLAN device (`bvx-`).
+ */
+export const OVERLAY_HOST_PREFIX = 'bov-';
 export const VXLAN_PREFIX = 'bvx-';
-export const overlayBridge = (id: string) => `${OVERLAY_BRIDGE_PREFIX}${id.slice(0, 11)}`;
+export const overlayHostLink = (id: string) => `${OVERLAY_HOST_PREFIX}${id.slice(0, 11)}`;
 export const vxlanDevice = (id: string) => `${VXLAN_PREFIX}${id.slice(0, 11)}`;
 
 /** Every swarm network's subnet and VNI, as the store keeps them in one record. */

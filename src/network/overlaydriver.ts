@@ -1,18 +1,18 @@
 import { Steps } from '../util/steps.js';
-import { deleteLink, ensureBridge, ifSysctl, ipBatchHost, joinEndpoint, linkAddresses } from '../kernel/bridge.js';
+import { deleteLink, ifSysctl, ipBatchHost, linkAddresses } from '../kernel/bridge.js';
 import { linkExists } from '../kernel/netns.js';
 import { nftCommands } from '../kernel/nft.js';
-import { bridgesNamed, ensureVxlan, peersOf, programPeers, vxlanDevices } from '../kernel/vxlan.js';
+import { ensureHostLink, joinChild, leaveChild, linksNamed } from '../kernel/overlaylinks.js';
+import { ensureVxlan, peersOf, programPeers, vxlanDevices } from '../kernel/vxlan.js';
 import { BadRequestError, ForbiddenError } from '../util/errors.js';
 import type { CreateContext, EndpointJoin, EndpointLeave, NetworkDriver } from './driver.js';
-import { guardTableScript, type EndpointSource } from './firewall.js';
-import { guardedPairs } from './guardread.js';
-import { portOp, remoteSourceOps, writeGuard } from './guardsets.js';
-import { PortGuards } from './portguard.js';
 import { parseCidr } from './ipam.js';
 import { hostMacFor, macFor } from './mac.js';
 import { OPT_MTU } from './options.js';
-import { diffPeers, OPT_ENCRYPTED, OPT_VXLANID, OVERLAY_BRIDGE_PREFIX, overlayBridge, overlayMtu, parseVni, VXLAN_PREFIX, vxlanDevice, type Peer } from './overlay.js';
+import { diffPeers, OPT_ENCRYPTED, OPT_VXLANID, OVERLAY_HOST_PREFIX, overlayHostLink, overlayMtu, parseVni, VXLAN_PREFIX, vxlanDevice, type Peer } from './overlay.js';
+import {
+  containerGuardScript, dropContainerGuardScript, dropNetworkGuardScript, guardedPairs, networkGuardScript, overlayGuardScript, pairOps, writePairs,
+} from './overlayguard.js';
 import type { NetworkRecord } from './types.js';
 
 /**
@@ -28,9 +28,10 @@ export interface OverlayPlane {
   underlayMtu(): Promise<number>;
   /** The VNI the store gave the network. */
   vniOf(n: NetworkRecord): number;
-  /** The remote endpoints of a network, as the store has them now. */
   /** The network's remote endpoints as peers; with `ips`, only those at these addresses. */
   peers(networkId: string, ips?: ReadonlySet<string>): Peer[];
+  /** This host's endpoint as the store has it (its MAC and address), while it is there. */
+  ownEndpoint(networkId: string, endpointId: string): { ip: string; mac: string } | undefined;
   /** Claims an address and publishes the endpoint under this host's lease; returns the store revision. */
   claim(n: NetworkRecord, ep: { endpointId: string; ip: string; mac: string; containerId: string; name: string; aliases: string[]; labels?: Record<string, string> }): Promise<number>;
   /** Withdraws an endpoint and its address; the revision of the removal, or undefined if there was none. */
@@ -39,17 +40,17 @@ export interface OverlayPlane {
   appliedEverywhere(revision: number): Promise<void>;
 }
 
-/** The host end of an endpoint's veth: same rule as the bridge driver (`vb` + endpoint id), so leftovers are found alike. */
-function hostIfname(endpointId: string): string {
-  return `vb${endpointId.slice(0, 11)}`;
-}
-
 /**
- * Docker's overlay driver, with the data plane in berthd's namespace: per network and host a
- * bridge holding the gateway address (the same on every host: each host is its own containers'
- * way out, as Docker's docker_gwbridge is) and a VXLAN device with learning off whose FDB and
- * neighbour entries are the store's remote endpoints. The host firewall carries the bridge like
- * any bridge network's (isolation, NAT, published ports, --internal).
+ * Docker's overlay driver, with the data plane in berthd's namespace: per network and host a VXLAN
+ * device with learning off, whose FDB and neighbour entries are the store's remote endpoints, and
+ * whose macvlan children (bridge mode) are the endpoints: each container's, inside its namespace,
+ * and the host's own, holding the gateway address (the same on every host: each host is its own
+ * containers' way out, as Docker's docker_gwbridge is). No bridge and no veth pair: a frame goes
+ * from a container's child to the VXLAN device and out, which is most of what an overlay costs
+ * beyond VXLAN itself. The host firewall carries the host's child like a bridge network's bridge
+ * (isolation, NAT, published ports, --internal); what containers of one network send each other
+ * never crosses it, so network policy lives in their namespaces (`policyInSandbox`), and the
+ * source guard is overlayguard.ts's.
  */
 export class OverlayDriver implements NetworkDriver {
   readonly name = 'overlay' as const;
@@ -57,22 +58,24 @@ export class OverlayDriver implements NetworkDriver {
   readonly avoidsRoutedSubnets = false;
   readonly publishes = true;
   readonly hostFirewall = true;
+  readonly policyInSandbox = true;
   readonly ipv6 = false;
 
   hostBridge(n: NetworkRecord): string {
-    return overlayBridge(n.Id);
+    return overlayHostLink(n.Id);
   }
 
   plane?: OverlayPlane;
   private guardReady?: Promise<void>;
-  private readonly guards = new PortGuards();
   /** The peers each network's VXLAN device was last given, so a store change programs only the difference. */
   private readonly programmed = new Map<string, Map<string, Peer>>();
   /** The endpoint the host itself holds on a network, by network id (the routing mesh's on ingress). */
   private readonly hostEndpoints = new Map<string, { endpointId: string; ip: string }>();
+  /** This host's endpoints' pairs in their device's guard, by endpoint id (after a restart: the store's record). */
+  private readonly localPairs = new Map<string, { vx: string; mac: string; ip: string }>();
 
   private ensureGuard(): Promise<void> {
-    this.guardReady ??= nftCommands(guardTableScript()).catch((e: Error) => {
+    this.guardReady ??= nftCommands(overlayGuardScript()).catch((e: Error) => {
       this.guardReady = undefined;
       throw e;
     });
@@ -85,7 +88,7 @@ export class OverlayDriver implements NetworkDriver {
     if (!plane) throw new ForbiddenError('This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" to connect this node to swarm and try again.');
     parseVni(n.Options[OPT_VXLANID]);
     n.mtu = overlayMtu(n.Options[OPT_MTU], await plane.underlayMtu());
-    n.bridge = overlayBridge(n.Id);
+    n.bridge = overlayHostLink(n.Id);
   }
 
   async ensureNetwork(n: NetworkRecord): Promise<void> {
@@ -96,17 +99,18 @@ export class OverlayDriver implements NetworkDriver {
     const pool = n.pools![0]!;
     // This host's own underlay decides its MTU; an MTU option is the same everywhere.
     const mtu = overlayMtu(n.Options[OPT_MTU], await plane.underlayMtu());
-    const bridge = overlayBridge(n.Id);
+    const hostLink = overlayHostLink(n.Id);
     const own = this.hostEndpoints.get(n.Id);
-    // The ingress bridge has the host's own MAC: the host holds an endpoint there (joinHost).
+    // On ingress the host's link has the host's own MAC: the host holds an endpoint there (joinHost).
     const mac = n.Ingress ? this.hostMac()! : macFor(pool.gateway);
-    await ensureBridge({ name: bridge, gatewayCidr: `${pool.gateway}/${parseCidr(pool.subnet).prefix}`, mtu, mac, ...(own ? { hostCidr: `${own.ip}/32` } : {}) });
-    await ifSysctl('ipv4', bridge, 'route_localnet', 1);
-    await this.ensureGuard();
     const vx = vxlanDevice(n.Id);
-    // The port is guarded before it joins the bridge: no frame from the wire enters unchecked.
-    await writeGuard([portOp(vx, 'add')]);
-    await ensureVxlan({ name: vx, vni: plane.vniOf(n), local: plane.vtep.addr, port: plane.vtep.port, mtu, bridge });
+    await this.ensureGuard();
+    await ensureVxlan({ name: vx, vni: plane.vniOf(n), local: plane.vtep.addr, port: plane.vtep.port, mtu });
+    await ensureHostLink({ name: hostLink, lower: vx, gatewayCidr: `${pool.gateway}/${parseCidr(pool.subnet).prefix}`, mtu, mac, ...(own ? { hostCidr: `${own.ip}/32` } : {}) });
+    // The guard's chains need the devices to bind to. A new device has no peers and no children
+    // until after this, so nothing can reach it unguarded meanwhile.
+    await nftCommands(networkGuardScript(vx, hostLink));
+    await ifSysctl('ipv4', hostLink, 'route_localnet', 1);
     await this.syncPeers(n, true);
   }
 
@@ -128,7 +132,8 @@ export class OverlayDriver implements NetworkDriver {
       const k = await peersOf(vx);
       const { add, del } = diffPeers(k, want);
       await programPeers(vx, add, del);
-      allowed = await guardedPairs(vx);
+      // This host's own endpoints' pairs (with their ARP probe) are the joins' to keep.
+      allowed = (await guardedPairs(vx)).filter((p) => !p.probe);
     } else {
       const had = only ? [...only].flatMap((ip) => { const h = have.get(ip); return h ? [h] : []; }) : [...have.values()];
       const wantMap = new Map(want.map((p) => [p.ip, p]));
@@ -144,8 +149,7 @@ export class OverlayDriver implements NetworkDriver {
     const revoke = allowed.filter((a) => !wantKeys.has(key(a)));
     const grant = want.filter((p) => !allowedKeys.has(key(p)));
     // Allowances follow the FDB: granted after the entries exist, revoked before nothing remains.
-    const ops = [...remoteSourceOps(vx, revoke, 'delete'), ...remoteSourceOps(vx, grant, 'add')];
-    await writeGuard(ops).catch((e: Error) => console.error(`berthd: source guard of ${vx}: ${e.message}`));
+    await writePairs([...pairOps(vx, revoke, 'delete'), ...pairOps(vx, grant, 'add')]).catch((e: Error) => console.error(`berthd: source guard of ${vx}: ${e.message}`));
     if (only && have) {
       const now = new Map(want.map((p) => [p.ip, p]));
       for (const ip of only) {
@@ -158,26 +162,28 @@ export class OverlayDriver implements NetworkDriver {
     }
   }
 
-  async deleteNetwork(n: NetworkRecord): Promise<void> {
-    const vx = vxlanDevice(n.Id);
-    const allowed = await guardedPairs(vx);
+  /** The device and the host's link (which takes the containers' children with it), then their guard. */
+  private async removeDevices(vx: string, hostLink: string): Promise<void> {
+    const pairs = await guardedPairs(vx);
     await deleteLink(vx);
-    await writeGuard([portOp(vx, 'delete')]).catch(() => undefined);
-    await writeGuard(remoteSourceOps(vx, allowed, 'delete')).catch(() => undefined);
-    await deleteLink(overlayBridge(n.Id));
+    await deleteLink(hostLink);
+    await nftCommands(dropNetworkGuardScript(vx, hostLink)).catch(() => undefined);
+    await writePairs(pairs.flatMap((p) => pairOps(vx, [p], 'delete', p.probe))).catch(() => undefined);
+    for (const [id, p] of this.localPairs) if (p.vx === vx) this.localPairs.delete(id);
+  }
+
+  async deleteNetwork(n: NetworkRecord): Promise<void> {
+    await this.removeDevices(vxlanDevice(n.Id), overlayHostLink(n.Id));
     this.programmed.delete(n.Id);
     this.hostEndpoints.delete(n.Id);
   }
 
   async removeOrphans(keep: NetworkRecord[]): Promise<void> {
-    const kept = new Set(keep.flatMap((n) => [vxlanDevice(n.Id), overlayBridge(n.Id)]));
-    for (const vx of await vxlanDevices(VXLAN_PREFIX)) {
-      if (kept.has(vx)) continue;
-      const allowed = await guardedPairs(vx);
-      await deleteLink(vx);
-      await writeGuard([portOp(vx, 'delete'), ...remoteSourceOps(vx, allowed, 'delete')]).catch(() => undefined);
-    }
-    for (const br of await bridgesNamed(OVERLAY_BRIDGE_PREFIX)) if (!kept.has(br)) await deleteLink(br);
+    const kept = new Set(keep.map((n) => n.Id.slice(0, 11)));
+    const orphan = (name: string, prefix: string) => name.startsWith(prefix) && !kept.has(name.slice(prefix.length));
+    for (const vx of await vxlanDevices(VXLAN_PREFIX)) if (orphan(vx, VXLAN_PREFIX)) await this.removeDevices(vx, `${OVERLAY_HOST_PREFIX}${vx.slice(VXLAN_PREFIX.length)}`);
+    // A host link without its device (or an older berth's bridge of that name).
+    for (const l of await linksNamed(OVERLAY_HOST_PREFIX)) if (orphan(l, OVERLAY_HOST_PREFIX)) await deleteLink(l);
   }
 
   async join(n: NetworkRecord, j: EndpointJoin): Promise<void> {
@@ -189,17 +195,17 @@ export class OverlayDriver implements NetworkDriver {
       endpointId: j.endpointId, ip, mac: j.mac, containerId: j.owner?.containerId ?? '', name: j.owner?.name ?? '', aliases: j.owner?.aliases ?? [], labels: j.owner?.labels ?? {},
     });
     st.mark('claim');
-    const hostIf = hostIfname(j.endpointId);
-    const src: EndpointSource = { port: hostIf, mac: j.mac, ip };
-    const allowed = this.guards.allow(src, this.ensureGuard());
+    const vx = vxlanDevice(n.Id);
     try {
-      await joinEndpoint({
-        beforeAttach: allowed, netnsPath: j.netnsPath, ifname: j.ifname, hostIf, bridge: overlayBridge(n.Id), mac: j.mac,
-        addressCidr: j.addressCidr, gateway: j.gateway, mtu: overlayMtu(n.Options[OPT_MTU], await plane.underlayMtu()),
+      await this.ensureGuard();
+      await writePairs(pairOps(vx, [{ mac: j.mac, ip }], 'add', true));
+      this.localPairs.set(j.endpointId, { vx, mac: j.mac, ip });
+      await joinChild({
+        netnsPath: j.netnsPath, ifname: j.ifname, lower: vx, mac: j.mac, addressCidr: j.addressCidr, ...(j.gateway ? { gateway: j.gateway } : {}),
+        mtu: overlayMtu(n.Options[OPT_MTU], await plane.underlayMtu()), guard: containerGuardScript(j.endpointId, j.ifname, j.mac, ip),
       });
     } catch (e) {
-      await allowed.catch(() => undefined);
-      await this.guards.revoke(hostIf);
+      await this.revokeLocal(j.endpointId);
       await plane.release(n, j.endpointId).catch(() => undefined);
       throw e;
     }
@@ -210,13 +216,25 @@ export class OverlayDriver implements NetworkDriver {
     st.done();
   }
 
+  /** Takes an endpoint of this host out of its device's guard (its pair from memory, or the store's record after a restart). */
+  private async revokeLocal(endpointId: string, n?: NetworkRecord): Promise<void> {
+    const known = this.localPairs.get(endpointId);
+    const rec = known ?? (n && this.plane?.ownEndpoint(n.Id, endpointId));
+    this.localPairs.delete(endpointId);
+    if (!rec) return;
+    const vx = known?.vx ?? vxlanDevice(n!.Id);
+    await writePairs(pairOps(vx, [rec], 'delete', true)).catch((e: Error) => {
+      if (!/No such file/.test(e.message)) console.error(`berthd: source guard of ${vx}: ${e.message}`);
+    });
+  }
+
   async leave(n: NetworkRecord, ep: EndpointLeave): Promise<void> {
     const st = new Steps(`an overlay leave from ${n.Name}`);
-    const hostIf = hostIfname(ep.endpointId);
     let revision: number | undefined;
     try {
-      await deleteLink(hostIf);
-      await this.guards.revoke(hostIf);
+      // The child lives only inside the container's namespace: with the namespace gone, so is it.
+      if (ep.netnsPath) await leaveChild(ep.netnsPath, ep.ifname, dropContainerGuardScript(ep.endpointId));
+      await this.revokeLocal(ep.endpointId, n);
       st.mark('kernel');
     } finally {
       // Released even when the kernel step failed: the container goes all the same (its caller
@@ -231,10 +249,10 @@ export class OverlayDriver implements NetworkDriver {
 
   /**
    * Gives the host itself an endpoint on the ingress network: claimed in the store as a
-   * container's is, with the bridge's own MAC (the host's, `hostMacFor`), and its address on the
-   * bridge (as /32: the gateway keeps the subnet's route). Frames the host sends on the network
+   * container's is, with the host link's own MAC (the host's, `hostMacFor`), and its address on
+   * that link (as /32: the gateway keeps the subnet's route). Frames the host sends on the network
    * then carry the pair the other hosts' source guards expect of this endpoint, and frames for it
-   * from the wire reach the host as the bridge's own. Returns once every live host applied it.
+   * from the wire reach the host. Returns once every live host applied it.
    */
   async joinHost(n: NetworkRecord, ep: { endpointId: string; ip: string; containerId: string; name: string }): Promise<void> {
     const plane = this.plane;
@@ -242,7 +260,7 @@ export class OverlayDriver implements NetworkDriver {
     const revision = await plane.claim(n, { ...ep, mac: this.hostMac()!, aliases: [] });
     try {
       this.hostEndpoints.set(n.Id, { endpointId: ep.endpointId, ip: ep.ip });
-      await ipBatchHost([`addr replace ${ep.ip}/32 dev ${overlayBridge(n.Id)}`]);
+      await ipBatchHost([`addr replace ${ep.ip}/32 dev ${overlayHostLink(n.Id)}`]);
     } catch (e) {
       await this.leaveHost(n, ep.endpointId).catch(() => undefined);
       throw e;
@@ -255,7 +273,7 @@ export class OverlayDriver implements NetworkDriver {
     return this.plane && hostMacFor(this.plane.vtep.addr);
   }
 
-  /** The host's endpoint a restarted berthd takes up again: the network's bridge keeps its address. */
+  /** The host's endpoint a restarted berthd takes up again: the network's host link keeps its address. */
   adoptHost(networkId: string, ep: { endpointId: string; ip: string }): void {
     this.hostEndpoints.set(networkId, { endpointId: ep.endpointId, ip: ep.ip });
   }
@@ -265,15 +283,16 @@ export class OverlayDriver implements NetworkDriver {
     const own = this.hostEndpoints.get(n.Id);
     if (own?.endpointId === endpointId) {
       this.hostEndpoints.delete(n.Id);
-      const bridge = overlayBridge(n.Id);
-      if (await linkExists(bridge) && (await linkAddresses(bridge)).includes(`${own.ip}/32`)) await ipBatchHost([`addr del ${own.ip}/32 dev ${bridge}`]);
+      const link = overlayHostLink(n.Id);
+      if (await linkExists(link) && (await linkAddresses(link)).includes(`${own.ip}/32`)) await ipBatchHost([`addr del ${own.ip}/32 dev ${link}`]);
     }
     const revision = await this.plane?.release(n, endpointId);
     if (revision !== undefined) await this.plane!.appliedEverywhere(revision);
   }
 
+  /** The endpoint's network is gone here: its child went with the network's device, only its pair may remain. */
   forgetEndpoint(endpointId: string): Promise<void> {
-    return this.guards.forget(hostIfname(endpointId));
+    return this.revokeLocal(endpointId);
   }
 }
 

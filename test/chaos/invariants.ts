@@ -1,6 +1,6 @@
 import { existsSync, promises as fs } from 'node:fs';
 import { join } from 'node:path';
-import { OVERLAY_BRIDGE_PREFIX, overlayBridge } from '../../src/network/overlay.js';
+import { OVERLAY_HOST_PREFIX, overlayHostLink } from '../../src/network/overlay.js';
 import { run } from '../../src/util/exec.js';
 import { lookup, type TestHost } from '../integration/harness.js';
 
@@ -68,7 +68,7 @@ export async function inspectAll(host: TestHost, timeoutMs = 15_000): Promise<In
 async function ingressAddressViolations(host: TestHost): Promise<string[]> {
   const v: string[] = [];
   const links = JSON.parse((await host.inNetns('ip', ['-j', 'addr', 'show', 'type', 'bridge'])).stdout || '[]') as Array<{ ifname: string; address: string; addr_info?: Array<{ family: string; local: string; prefixlen: number }> }>;
-  const extra = links.filter((l) => l.ifname.startsWith(OVERLAY_BRIDGE_PREFIX)).flatMap((l) => (l.addr_info ?? []).filter((a) => a.family === 'inet' && a.prefixlen === 32).map((a) => ({ link: l, ip: a.local })));
+  const extra = links.filter((l) => l.ifname.startsWith(OVERLAY_HOST_PREFIX)).flatMap((l) => (l.addr_info ?? []).filter((a) => a.family === 'inet' && a.prefixlen === 32).map((a) => ({ link: l, ip: a.local })));
   if (!extra.length) return v;
   // The ingress network by its flag: Docker's tutorial makes one of another name (`network create --ingress`).
   const list = await host.api('GET', '/networks').catch(() => undefined);
@@ -77,7 +77,7 @@ async function ingressAddressViolations(host: TestHost): Promise<string[]> {
   const net = r?.status === 200 ? r.json as { Id: string; Containers?: Record<string, { IPv4Address: string; MacAddress: string }> } : undefined;
   const mine = net?.Containers?.['ingress-sbox'];
   for (const { link, ip } of extra) {
-    if (!net || link.ifname !== overlayBridge(net.Id)) v.push(`${link.ifname} holds ${ip}/32 but is not the ingress network's bridge`);
+    if (!net || link.ifname !== overlayHostLink(net.Id)) v.push(`${link.ifname} holds ${ip}/32 but is not the ingress network's bridge`);
     else if (mine?.IPv4Address.split('/')[0] !== ip) v.push(`${link.ifname} holds ${ip}/32 but this host's ingress endpoint is ${mine?.IPv4Address ?? 'none'}`);
     else if (link.address !== mine.MacAddress) v.push(`${link.ifname} has MAC ${link.address} but this host's ingress endpoint has ${mine.MacAddress}`);
   }

@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import { portOp, remoteSourceOps } from '../../src/network/guardsets.js';
 import { parseCidr } from '../../src/network/ipam.js';
 import {
-  checkSubnetFree, diffPeers, emptyAlloc, overlayBridge, overlayMtu, parseVni, peersFor, peersView, pickSubnet, pickVni, vxlanDevice, type EndpointRecord,
+  checkSubnetFree, diffPeers, emptyAlloc, overlayHostLink, overlayMtu, parseVni, peersFor, peersView, pickSubnet, pickVni, vxlanDevice, type EndpointRecord,
 } from '../../src/network/overlay.js';
 
 const ep = (o: Partial<EndpointRecord>): EndpointRecord => ({
@@ -56,9 +56,9 @@ describe('overlay: cluster-wide subnets and VNIs', () => {
 
   it('names kernel objects within 15 bytes with berth\'s prefixes', () => {
     const id = 'f'.repeat(64);
-    assert.equal(overlayBridge(id), 'bov-fffffffffff');
+    assert.equal(overlayHostLink(id), 'bov-fffffffffff');
     assert.equal(vxlanDevice(id), 'bvx-fffffffffff');
-    assert.ok(overlayBridge(id).length <= 15 && vxlanDevice(id).length <= 15);
+    assert.ok(overlayHostLink(id).length <= 15 && vxlanDevice(id).length <= 15);
   });
 });
 

@@ -42,9 +42,10 @@ interface Target { placement: Placement; netnsPath?: string; sets: Map<string, {
 
 const HOST = 'host';
 
-/** What the policy service needs to know of networks: records and whether the host firewall carries a driver. */
+/** What the policy service needs to know of networks: records, and where their policy lives. */
 export interface PolicyNetworks {
   get(id: string): NetworkRecord | undefined;
+  /** Whether berthd's namespace sees what the network's endpoints send each other (policy lives there; else in each container's namespace). */
   hostFirewall(n: NetworkRecord): boolean;
   /** The network's bridge in berthd's namespace, if berth made one (not an adopted bridge: that is the user's). */
   bridgeOf(n: NetworkRecord): string | undefined;
