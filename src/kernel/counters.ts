@@ -65,9 +65,9 @@ export function parseNftCounters(json: string): NftCounters {
   return out;
 }
 
-/** The counters of berth's tables that exist now (`ip berth`, `ip6 berth`, `bridge berth`), read at once. */
+/** The counters of berth's tables that exist now (`ip berth`, `ip6 berth`, `bridge berth`, the overlays' `netdev berth`), read at once. */
 export async function nftCounters(table: string): Promise<NftCounters> {
-  const lists = await Promise.all(['ip', 'ip6', 'bridge'].map((family) => run('nft', ['-j', 'list', 'table', family, table])));
+  const lists = await Promise.all(['ip', 'ip6', 'bridge', 'netdev'].map((family) => run('nft', ['-j', 'list', 'table', family, table])));
   const out: NftCounters = { rules: [], elements: [] };
   for (const r of lists) {
     // A table that does not exist (no IPv6 network, no guard yet) has nothing to count.

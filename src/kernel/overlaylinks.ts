@@ -23,8 +23,8 @@ export interface HostLinkSpec {
 
 interface LinkDetail { ifname: string; link?: string; address?: string; mtu?: number; linkinfo?: { info_kind?: string; info_data?: { mode?: string } } }
 
-/** Makes the host's child, or brings one left by an earlier run in line (an older berth's bridge of that name is replaced). */
-export async function ensureHostLink(s: HostLinkSpec): Promise<void> {
+/** Makes the host's child, or brings one left by an earlier run in line (an older berth's bridge of that name is replaced); true when it is new. */
+export async function ensureHostLink(s: HostLinkSpec): Promise<boolean> {
   const setUp = [`addr replace ${s.gatewayCidr} dev ${s.name}`, ...(s.hostCidr ? [`addr replace ${s.hostCidr} dev ${s.name}`] : []), `link set ${s.name} up`];
   const kind = await linkKind(s.name);
   if (kind === 'macvlan') {
@@ -35,11 +35,12 @@ export async function ensureHostLink(s: HostLinkSpec): Promise<void> {
       const mac = have.address?.toLowerCase() === s.mac.toLowerCase() ? [] : [`link set ${s.name} address ${s.mac}`];
       const mtu = have.mtu === s.mtu ? [] : [`link set ${s.name} mtu ${s.mtu}`];
       await ipBatch(undefined, [...stale, ...mac, ...mtu, ...setUp]);
-      return;
+      return false;
     }
   }
   if (kind !== undefined) await ipBatch(undefined, [`link del ${s.name}`]);
   await ipBatch(undefined, [`link add link ${s.lower} name ${s.name} address ${s.mac} mtu ${s.mtu} type macvlan mode bridge`, ...setUp]);
+  return true;
 }
 
 export interface ChildJoin {
@@ -71,10 +72,18 @@ export async function joinChild(j: ChildJoin): Promise<void> {
   }
 }
 
-/** Takes a container's child away: its guard, then the link. */
+/**
+ * Takes a container's child away, and its guard: side by side, as either order is safe enough: a
+ * guard whose link is gone holds nothing, and for the moment a link may be without its own guard,
+ * its frames still meet the network's on the VXLAN device (overlayguard.ts).
+ */
 export async function leaveChild(netnsPath: string, ifname: string, dropGuard: string): Promise<void> {
-  await nftApply(dropGuard, { netns: netnsPath }).catch(() => undefined);
-  await ipBatch(netnsPath, [`link del ${ifname}`]);
+  const guardGone = nftApply(dropGuard, { netns: netnsPath }).catch(() => undefined);
+  try {
+    await ipBatch(netnsPath, [`link del ${ifname}`]);
+  } finally {
+    await guardGone;
+  }
 }
 
 /** Links of berthd's namespace whose names start with `prefix`, of any kind. */

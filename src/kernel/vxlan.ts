@@ -20,9 +20,9 @@ interface LinkInfo { ifname: string; mtu: number; master?: string; linkinfo?: { 
 /**
  * Makes the device, or brings one left by an earlier run in line (a wrong VNI or address: made
  * again, which takes the network's macvlan children with it). An older berth put it on a bridge:
- * it leaves that.
+ * it leaves that. True when the device is new.
  */
-export async function ensureVxlan(v: VxlanSpec): Promise<void> {
+export async function ensureVxlan(v: VxlanSpec): Promise<boolean> {
   const add = `link add name ${v.name} mtu ${v.mtu} type vxlan id ${v.vni} local ${v.local} dstport ${v.port} nolearning proxy`;
   const up = [`link set ${v.name} mtu ${v.mtu} up`];
   const have = await vxlanLink(v.name);
@@ -30,11 +30,12 @@ export async function ensureVxlan(v: VxlanSpec): Promise<void> {
     const d = have.linkinfo?.info_data ?? {};
     if (have.linkinfo?.info_kind === 'vxlan' && d.id === v.vni && d.local === v.local && d.port === v.port && d.learning === false && d.proxy === true) {
       if (have.master || have.mtu !== v.mtu) await ipBatch(undefined, [...(have.master ? [`link set ${v.name} nomaster`] : []), ...up]);
-      return;
+      return false;
     }
     await ipBatch(undefined, [`link del ${v.name}`]);
   }
   await ipBatch(undefined, [add, ...up]);
+  return true;
 }
 
 async function vxlanLink(name: string): Promise<LinkInfo | undefined> {

@@ -105,11 +105,12 @@ export class OverlayDriver implements NetworkDriver {
     const mac = n.Ingress ? this.hostMac()! : macFor(pool.gateway);
     const vx = vxlanDevice(n.Id);
     await this.ensureGuard();
-    await ensureVxlan({ name: vx, vni: plane.vniOf(n), local: plane.vtep.addr, port: plane.vtep.port, mtu });
-    await ensureHostLink({ name: hostLink, lower: vx, gatewayCidr: `${pool.gateway}/${parseCidr(pool.subnet).prefix}`, mtu, mac, ...(own ? { hostCidr: `${own.ip}/32` } : {}) });
+    const vxMade = await ensureVxlan({ name: vx, vni: plane.vniOf(n), local: plane.vtep.addr, port: plane.vtep.port, mtu });
+    const hostLinkMade = await ensureHostLink({ name: hostLink, lower: vx, gatewayCidr: `${pool.gateway}/${parseCidr(pool.subnet).prefix}`, mtu, mac, ...(own ? { hostCidr: `${own.ip}/32` } : {}) });
     // The guard's chains need the devices to bind to. A new device has no peers and no children
     // until after this, so nothing can reach it unguarded meanwhile.
-    await nftCommands(networkGuardScript(vx, hostLink));
+    // A new VXLAN device means new children too (the old ones went with the old device).
+    await nftCommands(networkGuardScript(vx, hostLink, { vx: vxMade, hostLink: vxMade || hostLinkMade }));
     await ifSysctl('ipv4', hostLink, 'route_localnet', 1);
     await this.syncPeers(n, true);
   }

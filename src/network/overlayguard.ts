@@ -11,7 +11,7 @@ import { TABLE } from './firewall.js';
  * apart:
  *  - a frame may come only from a (MAC, IPv4) pair the network has: an endpoint of this host or
  *    of another, as the cluster store records it, in ARP and in IPv4 (an ARP probe from 0.0.0.0
- *    too for this host's own); nothing else (IPv6, VLAN tags) enters;
+ *    too for this host's own); nothing else (IPv6, which overlays do not carry; VLAN tags) enters;
  *  - the host's own frames (the network's gateway, forwarded traffic of any source, the ingress
  *    endpoint) carry a mark the host's link sets on its way out; a mark never crosses a namespace,
  *    so no container can send one, and the wire's frames have none.
@@ -34,31 +34,39 @@ export function overlayGuardScript(): string {
     `add rule ${T} guard meta mark & ${hex(HOST_FRAME_MARK)} == ${hex(HOST_FRAME_MARK)} meta mark set meta mark & ${hex(~HOST_FRAME_MARK)} accept`,
     `add rule ${T} guard ether type arp iifname . arp saddr ether . arp saddr ip @src4 accept`,
     `add rule ${T} guard ether type ip iifname . ether saddr . ip saddr @src4 accept`,
+    // Overlays carry no IPv6: a container's link-local chatter (DAD, MLD) is dropped, not counted as spoofing.
+    `add rule ${T} guard ether type ip6 drop`,
     `add rule ${T} guard counter drop comment "spoofed"`,
   ].join('\n') + '\n';
 }
 
 /**
- * A base chain bound to a device, written afresh: a chain whose device was deleted stays in the
- * table without a hook, and adding it again would not bind it to the new device of that name.
+ * A base chain bound to a device. For a new device it is made afresh: a chain whose device was
+ * deleted stays in the table without a hook, and adding it again would not bind it to the new
+ * device of that name. For a device that was there, only its rules are written again (in the same
+ * transaction, so no frame ever meets the chain half-written); replacing the chain itself then
+ * would unhook it for a moment from a device carrying traffic.
  */
-function boundChain(table: string, chain: string, hook: 'ingress' | 'egress', dev: string, rules: string[], policy = 'accept'): string[] {
-  const spec = `{ type filter hook ${hook} device "${dev}" priority -500; policy ${policy}; }`;
+function boundChain(table: string, chain: string, hook: 'ingress' | 'egress', dev: string, rules: string[], fresh: boolean): string[] {
+  const spec = `{ type filter hook ${hook} device "${dev}" priority -500; policy accept; }`;
   return [
-    `add chain ${table} ${chain} ${spec}`, `flush chain ${table} ${chain}`, `delete chain ${table} ${chain}`,
-    `add chain ${table} ${chain} ${spec}`, ...rules.map((r) => `add rule ${table} ${chain} ${r}`),
+    ...(fresh ? [`add chain ${table} ${chain} ${spec}`, `flush chain ${table} ${chain}`, `delete chain ${table} ${chain}`] : []),
+    `add chain ${table} ${chain} ${spec}`, `flush chain ${table} ${chain}`, ...rules.map((r) => `add rule ${table} ${chain} ${r}`),
   ];
 }
 
 const inChain = (vx: string) => `in_${vx}`;
 const outChain = (dev: string) => `out_${dev}`;
 
-/** A network's chains: the VXLAN device's ingress guarded, the host's link marking its frames, and the mark kept off the wire. */
-export function networkGuardScript(vx: string, hostLink: string): string {
+/**
+ * A network's chains: the VXLAN device's ingress guarded, the host's link marking its frames, and
+ * the mark kept off the wire. `fresh` says which devices were just made.
+ */
+export function networkGuardScript(vx: string, hostLink: string, fresh: { vx: boolean; hostLink: boolean }): string {
   return [
-    ...boundChain(T, inChain(vx), 'ingress', vx, ['jump guard']),
-    ...boundChain(T, outChain(hostLink), 'egress', hostLink, [`meta mark set meta mark | ${hex(HOST_FRAME_MARK)}`]),
-    ...boundChain(T, outChain(vx), 'egress', vx, [`meta mark set meta mark & ${hex(~HOST_FRAME_MARK)}`]),
+    ...boundChain(T, inChain(vx), 'ingress', vx, ['jump guard'], fresh.vx),
+    ...boundChain(T, outChain(hostLink), 'egress', hostLink, [`meta mark set meta mark | ${hex(HOST_FRAME_MARK)}`], fresh.hostLink),
+    ...boundChain(T, outChain(vx), 'egress', vx, [`meta mark set meta mark & ${hex(~HOST_FRAME_MARK)}`], fresh.vx),
   ].join('\n') + '\n';
 }
 
@@ -106,8 +114,9 @@ export function containerGuardScript(endpointId: string, ifname: string, mac: st
       `ether saddr != ${mac} counter drop comment "spoofed-mac"`,
       `ether type arp arp saddr ether ${mac} arp saddr ip { ${ip}, 0.0.0.0 } accept`,
       `ether type ip ip saddr ${ip} accept`,
+      'ether type ip6 drop',
       'counter drop comment "spoofed"',
-    ]),
+    ], true),
   ].join('\n') + '\n';
 }
 

@@ -254,6 +254,7 @@ function containerByIp(s: Snapshot, ip: string): { c: TraceContainer; e: TraceEn
 }
 
 function hopInto(s: Snapshot, n: TraceNetwork): string {
+  if (n.vxlan) return `VXLAN device ${n.vxlan} (network ${n.name}; its containers are macvlan children of it, and so is the host's link ${n.bridge ?? ''}, the gateway)`;
   if (n.bridge) return `bridge ${n.bridge} (network ${n.name}${n.vxlan ? `, VXLAN device ${n.vxlan}` : ''})`;
   if (n.parent) return `${n.driver} parent ${n.parent} (network ${n.name})`;
   return `network ${n.name} (${n.driver})`;
@@ -334,13 +335,15 @@ export function plan(s: Snapshot, a: TraceContainer, spec: string, dnsAnswer?: s
     }, { outcome: 'no-route' });
   }
   const pol = (e: TraceEndpoint) => s.policies.find((x) => x.endpointId === e.endpointId);
-  const viaBridge = !!outNet.bridge;
-  hops.push(viaBridge ? `veth ${out.ifname} → host end on ${hopInto(s, outNet)}` : hopInto(s, outNet));
+  // An overlay's endpoints are macvlan children of its VXLAN device: no veth, no bridge, and what
+  // they send each other never crosses berthd's namespace.
+  const viaBridge = !!outNet.bridge && !outNet.vxlan;
+  hops.push(viaBridge ? `veth ${out.ifname} → host end on ${hopInto(s, outNet)}` : outNet.vxlan ? `macvlan child ${out.ifname} → ${hopInto(s, outNet)}` : hopInto(s, outNet));
   const checkPolicy = (to: { c: TraceContainer; e: TraceEndpoint }, port: number | undefined, proto: Proto): Reason | undefined => {
     const toNet = netOf(s, to.e.networkId)!;
     const egress = policyDecides(pol(out), 'egress', { ip: to.e.ip, labels: to.c.labels, network: toNet.name }, proto, port);
     const ingress = policyDecides(pol(to.e), 'ingress', { ip: out.ip, labels: a.labels, network: outNet.name }, proto, port);
-    const where = outNet.bridge ? 'host' : 'namespace';
+    const where = viaBridge ? 'host' : 'namespace';
     nft.push(`inet berth-policy (${where}): ${a.name} egress: ${egress.text}`, `inet berth-policy (${where}): ${to.c.name} ingress: ${ingress.text}`);
     if (!egress.allowed) return { code: 'policy-egress', message: `network policy: ${a.name} is ${egress.text}`, fix: `add a label to ${a.name} allowing it, e.g. berth.policy.egress.${to.c.name}=labels:KEY=VALUE${port ? ` ports:${port}` : ''} matching ${to.c.name}'s labels` };
     if (!ingress.allowed) return { code: 'policy-ingress', message: `network policy: ${to.c.name} is ${ingress.text}; ${a.name} (labels ${Object.entries(a.labels).filter(([k]) => !k.startsWith('berth.policy.')).map(([k, v]) => `${k}=${v}`).join(',') || 'none'}) matches none of it`, fix: `give ${a.name} labels that ${to.c.name}'s berth.policy.ingress rule selects, or add a rule to ${to.c.name} (berth.policy.ingress.NAME=labels:KEY=VALUE${port ? ` ports:${port}` : ''})` };

@@ -41,7 +41,7 @@ interface Inspect {
   NetworkSettings: {
     SandboxKey: string;
     Ports: Record<string, unknown[] | null>;
-    Networks: Record<string, { IPAddress: string; EndpointID: string; Aliases?: string[] | null }>;
+    Networks: Record<string, { IPAddress: string; EndpointID: string; MacAddress?: string; Aliases?: string[] | null }>;
   };
 }
 
@@ -61,13 +61,13 @@ export async function inspectAll(host: TestHost, timeoutMs = 15_000): Promise<In
 
 /** Host ends of veths in the test host's namespace (berth names them vb…). */
 /**
- * A swarm node's ingress endpoint is an address the host holds on the ingress network's bridge
- * (a /32 beside the gateway, the bridge's MAC its own): every overlay bridge holds its gateway
+ * A swarm node's ingress endpoint is an address the host holds on its link on the ingress network
+ * (a /32 beside the gateway, the link's MAC its own): every overlay host link holds its gateway
  * and nothing else, but for that one address on ingress, which must be the endpoint berthd shows.
  */
 async function ingressAddressViolations(host: TestHost): Promise<string[]> {
   const v: string[] = [];
-  const links = JSON.parse((await host.inNetns('ip', ['-j', 'addr', 'show', 'type', 'bridge'])).stdout || '[]') as Array<{ ifname: string; address: string; addr_info?: Array<{ family: string; local: string; prefixlen: number }> }>;
+  const links = JSON.parse((await host.inNetns('ip', ['-j', 'addr', 'show', 'type', 'macvlan'])).stdout || '[]') as Array<{ ifname: string; address: string; addr_info?: Array<{ family: string; local: string; prefixlen: number }> }>;
   const extra = links.filter((l) => l.ifname.startsWith(OVERLAY_HOST_PREFIX)).flatMap((l) => (l.addr_info ?? []).filter((a) => a.family === 'inet' && a.prefixlen === 32).map((a) => ({ link: l, ip: a.local })));
   if (!extra.length) return v;
   // The ingress network by its flag: Docker's tutorial makes one of another name (`network create --ingress`).
@@ -77,7 +77,7 @@ async function ingressAddressViolations(host: TestHost): Promise<string[]> {
   const net = r?.status === 200 ? r.json as { Id: string; Containers?: Record<string, { IPv4Address: string; MacAddress: string }> } : undefined;
   const mine = net?.Containers?.['ingress-sbox'];
   for (const { link, ip } of extra) {
-    if (!net || link.ifname !== overlayHostLink(net.Id)) v.push(`${link.ifname} holds ${ip}/32 but is not the ingress network's bridge`);
+    if (!net || link.ifname !== overlayHostLink(net.Id)) v.push(`${link.ifname} holds ${ip}/32 but is not the host's link on the ingress network`);
     else if (mine?.IPv4Address.split('/')[0] !== ip) v.push(`${link.ifname} holds ${ip}/32 but this host's ingress endpoint is ${mine?.IPv4Address ?? 'none'}`);
     else if (link.address !== mine.MacAddress) v.push(`${link.ifname} has MAC ${link.address} but this host's ingress endpoint has ${mine.MacAddress}`);
   }
@@ -155,7 +155,11 @@ export async function findViolations(host: TestHost, opts: InvariantOptions = {}
   const runningIds = new Set(running.map((c) => c.Id));
   const short = (id: string) => id.slice(0, 12);
 
-  // Endpoints and interfaces, addresses.
+  // Endpoints and interfaces, addresses. Only a bridge network's endpoint has a veth end in the
+  // host's namespace (an overlay's is a macvlan child inside the container's).
+  const netList = await host.api('GET', '/networks').catch(() => undefined);
+  const driverOf = new Map(((netList?.json ?? []) as Array<{ Name: string; Driver: string }>).map((n) => [n.Name, n.Driver]));
+  const runningMacs = new Set<string>();
   let runningEndpoints = 0;
   const addresses = new Map<string, string>();
   for (const c of all) {
@@ -171,7 +175,8 @@ export async function findViolations(host: TestHost, opts: InvariantOptions = {}
         const holder = addresses.get(e.IPAddress);
         if (holder) v.push(`address ${e.IPAddress} held twice: ${holder} and ${c.Name} on ${net}`);
         addresses.set(e.IPAddress, `${c.Name} on ${net}`);
-        runningEndpoints++;
+        if (driverOf.get(net) === 'bridge') runningEndpoints++;
+        if (e.MacAddress) runningMacs.add(e.MacAddress.toLowerCase());
       }
     } else {
       if (!eps.every(([, e]) => !e.IPAddress && !e.EndpointID)) v.push(`${short(c.Id)} ${c.Name}: ${c.State.Status} but holds an address`);
@@ -211,6 +216,16 @@ export async function findViolations(host: TestHost, opts: InvariantOptions = {}
     const elems = (JSON.parse(listed.stdout) as { nftables: Array<{ set?: { elem?: Array<string | { concat?: string[] }> } }> }).nftables.flatMap((i) => i.set?.elem ?? []);
     const stale = new Set(elems.map((e) => (typeof e === 'string' ? e : e.concat?.[0] ?? '')).filter((port) => port && !links.has(port)));
     if (stale.size) v.push(`source guard set ${set} holds ports that do not exist: ${[...stale].join(', ')}`);
+  }
+  // The overlays' guard: pairs only for devices that exist, and this host's own (those with an
+  // ARP probe) only for running containers.
+  const ovg = await host.inNetns('nft', ['-j', 'list', 'set', 'netdev', 'berth', 'src4']);
+  if (ovg.code === 0) {
+    const elems = (JSON.parse(ovg.stdout) as { nftables: Array<{ set?: { elem?: Array<string | { concat?: string[] }> } }> }).nftables.flatMap((i) => i.set?.elem ?? []).map((e) => (typeof e === 'string' ? [e] : e.concat ?? []));
+    const goneDevs = new Set(elems.map((e) => e[0]!).filter((d) => !links.has(d)));
+    if (goneDevs.size) v.push(`overlay guard holds pairs of devices that do not exist: ${[...goneDevs].join(', ')}`);
+    const strays = elems.filter((e) => e[2] === '0.0.0.0' && !runningMacs.has(e[1]!.toLowerCase())).map((e) => `${e[0]} ${e[1]}`);
+    if (strays.length) v.push(`overlay guard lets in local endpoints no running container has: ${strays.join(', ')}`);
   }
 
   // conmon: one per running container, none for anything else.

@@ -164,6 +164,41 @@ describe('overlay networks across hosts', () => {
     assert.deepEqual(Object.keys(insp.Containers).length, 1, 'Containers lists the local ones only');
   });
 
+  it("a container sending as another endpoint is stopped on its own link, and a frame past that by the receiving host's guard", async () => {
+    // b0 and b1 are on lab2 (10.x.x.200, .201), a0 on lab0. The spoofer runs on lab2; the test
+    // acts in its namespace as root with every capability, which a container could only be given.
+    await ok(h2, ['run', '-d', '--name', 'spoofer', '--network', 'ov1', 'busybox', 'sleep', '3600']);
+    const pid = await ok(h2, ['inspect', '-f', '{{.State.Pid}}', 'spoofer']);
+    const inSpoofer = (cmd: string[]) => run('nsenter', [`--net=/proc/${pid}/ns/net`, ...cmd]);
+    const b0 = ov1Subnet.replace(/0\/24$/, '200');
+    const b1 = ov1Subnet.replace(/0\/24$/, '201');
+    const ip0 = await ipOf(h0, 'a0', 'ov1');
+    const own = await ipOf(h2, 'spoofer', 'ov1');
+    const counted = async (nft: Promise<{ stdout: string }>) => [...(await nft).stdout.matchAll(/counter packets (\d+) bytes \d+ drop/g)].reduce((n, m) => n + Number(m[1]), 0);
+    const spooferDrops = () => counted(inSpoofer(['nft', 'list', 'table', 'netdev', 'berth']));
+    const hostDrops = (h: LabHost) => counted(h.host.inNetns('nft', ['list', 'chain', 'netdev', 'berth', 'guard']));
+    const spoofPing = async (target: string) => (await inSpoofer(['/usr/bin/busybox', 'ping', '-c', '2', '-W', '1', '-I', b0, target])).stdout;
+    // Its own traffic passes, locally and across hosts.
+    for (const t of [b1, ip0]) assert.match((await inSpoofer(['/usr/bin/busybox', 'ping', '-c', '1', '-W', '2', '-I', own, t])).stdout, /1 packets received/, `spoofer → ${t}`);
+    assert.equal(await spooferDrops(), 0);
+    assert.equal((await inSpoofer(['ip', 'addr', 'add', `${b0}/32`, 'dev', 'eth0'])).code, 0);
+    for (const t of [b1, ip0]) assert.match(await spoofPing(t), /2 packets transmitted, 0 packets received/, `spoofed → ${t}`);
+    assert.ok(await spooferDrops() >= 4, 'dropped on the spoofer\'s own link');
+    // With its own guard gone (what CAP_NET_ADMIN could do), the receiving hosts' guards drop
+    // the frames: the spoofer's MAC with b0's address is no pair the network has.
+    const chains = (await inSpoofer(['nft', '-j', 'list', 'chains', 'netdev'])).stdout;
+    const chain = /"name": ?"(ep_[0-9a-f]+)"/.exec(chains)?.[1];
+    assert.ok(chain, chains);
+    assert.equal((await inSpoofer(['nft', 'delete', 'chain', 'netdev', 'berth', chain!])).code, 0);
+    const [before0, before2] = [await hostDrops(h0), await hostDrops(h2)];
+    for (const t of [b1, ip0]) assert.match(await spoofPing(t), /2 packets transmitted, 0 packets received/, `spoofed past its own guard → ${t}`);
+    assert.ok(await hostDrops(h2) >= before2 + 2, 'lab2 dropped what the spoofer sent its local neighbour');
+    assert.ok(await hostDrops(h0) >= before0 + 2, 'lab0 dropped what came from lab2 as b0');
+    // b0 itself is untouched: still reached by name from another host.
+    assert.equal(await ping(h0, 'a0', 'b0'), 0);
+    await ok(h2, ['rm', '-f', 'spoofer']);
+  });
+
   it('runs on two hosts at once never share an address: claims are cluster-wide', async () => {
     const names = [0, 1, 2, 3].flatMap((i) => [`p1-${i}`, `p2-${i}`]);
     const rs = await Promise.all(names.map((n) => (n.startsWith('p1') ? h1 : h2).host.docker(['run', '-d', '--name', n, '--network', 'ov1', 'busybox', 'sleep', '3600'])));
