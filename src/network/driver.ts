@@ -53,6 +53,8 @@ export interface EndpointLeave {
   netnsPath: string;
   ifname: string;
   endpointId: string;
+  /** Its IPv4 address, where the sandbox's journal has it (a driver that keys its own state by it finds it after a restart). */
+  ip?: string;
 }
 
 /** What a join may tell the sandbox beyond the MAC. */

@@ -217,13 +217,18 @@ export class OverlayDriver implements NetworkDriver {
     st.done();
   }
 
-  /** Takes an endpoint of this host out of its device's guard (its pair from memory, or the store's record after a restart). */
-  private async revokeLocal(endpointId: string, n?: NetworkRecord): Promise<void> {
+  /**
+   * Takes an endpoint of this host out of its device's guard: its pair from memory, or after a
+   * restart the store's record, or the kernel's pair at the address the sandbox's journal names
+   * (an endpoint whose record went before the kill).
+   */
+  private async revokeLocal(endpointId: string, n?: NetworkRecord, ip?: string): Promise<void> {
     const known = this.localPairs.get(endpointId);
-    const rec = known ?? (n && this.plane?.ownEndpoint(n.Id, endpointId));
     this.localPairs.delete(endpointId);
-    if (!rec) return;
-    const vx = known?.vx ?? vxlanDevice(n!.Id);
+    const vx = known?.vx ?? (n && vxlanDevice(n.Id));
+    let rec: { mac: string; ip: string } | undefined = known ?? (n && this.plane?.ownEndpoint(n.Id, endpointId));
+    if (!rec && vx && ip) rec = (await guardedPairs(vx).catch(() => [])).find((p) => p.probe && p.ip === ip);
+    if (!rec || !vx) return;
     await writePairs(pairOps(vx, [rec], 'delete', true)).catch((e: Error) => {
       if (!/No such file/.test(e.message)) console.error(`berthd: source guard of ${vx}: ${e.message}`);
     });
@@ -235,7 +240,7 @@ export class OverlayDriver implements NetworkDriver {
     try {
       // The child lives only inside the container's namespace: with the namespace gone, so is it.
       if (ep.netnsPath) await leaveChild(ep.netnsPath, ep.ifname, dropContainerGuardScript(ep.endpointId));
-      await this.revokeLocal(ep.endpointId, n);
+      await this.revokeLocal(ep.endpointId, n, ep.ip);
       st.mark('kernel');
     } finally {
       // Released even when the kernel step failed: the container goes all the same (its caller

@@ -371,7 +371,7 @@ export class Sandboxes {
       return;
     }
     const st = new Steps(`an endpoint's removal from ${n.Name}`);
-    await driver.leave(n, { netnsPath: pinned ? journal.netnsPath : '', ifname: entry.ifname, endpointId: entry.endpointId }).catch(() => undefined);
+    await driver.leave(n, { netnsPath: pinned ? journal.netnsPath : '', ifname: entry.ifname, endpointId: entry.endpointId, ip: entry.ip }).catch(() => undefined);
     st.mark('driver');
     // After the interface, before the address is free for another endpoint.
     await this.d.policy?.left(entry.endpointId);
