@@ -72,18 +72,9 @@ export async function joinChild(j: ChildJoin): Promise<void> {
   }
 }
 
-/**
- * Takes a container's child away, and its guard: side by side, as either order is safe enough: a
- * guard whose link is gone holds nothing, and for the moment a link may be without its own guard,
- * its frames still meet the network's on the VXLAN device (overlayguard.ts).
- */
-export async function leaveChild(netnsPath: string, ifname: string, dropGuard: string): Promise<void> {
-  const guardGone = nftApply(dropGuard, { netns: netnsPath }).catch(() => undefined);
-  try {
-    await ipBatch(netnsPath, [`link del ${ifname}`]);
-  } finally {
-    await guardGone;
-  }
+/** Takes a container's child away (its guard stays, unhooked, until a link of that name replaces it). */
+export async function leaveChild(netnsPath: string, ifname: string): Promise<void> {
+  await ipBatch(netnsPath, [`link del ${ifname}`]);
 }
 
 /** Links of berthd's namespace whose names start with `prefix`, of any kind. */

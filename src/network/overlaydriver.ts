@@ -11,7 +11,7 @@ import { hostMacFor, macFor } from './mac.js';
 import { OPT_MTU } from './options.js';
 import { diffPeers, OPT_ENCRYPTED, OPT_VXLANID, OVERLAY_HOST_PREFIX, overlayHostLink, overlayMtu, parseVni, VXLAN_PREFIX, vxlanDevice, type Peer } from './overlay.js';
 import {
-  containerGuardScript, dropContainerGuardScript, dropNetworkGuardScript, guardedPairs, networkGuardScript, overlayGuardScript, pairOps, writePairs,
+  containerGuardScript, dropNetworkGuardScript, guardedPairs, networkGuardScript, overlayGuardScript, pairOps, writePairs,
 } from './overlayguard.js';
 import type { NetworkRecord } from './types.js';
 
@@ -203,7 +203,7 @@ export class OverlayDriver implements NetworkDriver {
       this.localPairs.set(j.endpointId, { vx, mac: j.mac, ip });
       await joinChild({
         netnsPath: j.netnsPath, ifname: j.ifname, lower: vx, mac: j.mac, addressCidr: j.addressCidr, ...(j.gateway ? { gateway: j.gateway } : {}),
-        mtu: overlayMtu(n.Options[OPT_MTU], await plane.underlayMtu()), guard: containerGuardScript(j.endpointId, j.ifname, j.mac, ip),
+        mtu: overlayMtu(n.Options[OPT_MTU], await plane.underlayMtu()), guard: containerGuardScript(j.ifname, j.mac, ip),
       });
     } catch (e) {
       await this.revokeLocal(j.endpointId);
@@ -239,7 +239,7 @@ export class OverlayDriver implements NetworkDriver {
     let revision: number | undefined;
     try {
       // The child lives only inside the container's namespace: with the namespace gone, so is it.
-      if (ep.netnsPath) await leaveChild(ep.netnsPath, ep.ifname, dropContainerGuardScript(ep.endpointId));
+      if (ep.netnsPath) await leaveChild(ep.netnsPath, ep.ifname);
       await this.revokeLocal(ep.endpointId, n, ep.ip);
       st.mark('kernel');
     } finally {

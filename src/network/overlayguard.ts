@@ -99,18 +99,22 @@ export async function guardedPairs(vx: string): Promise<Array<{ mac: string; ip:
   return all.filter((c) => c[2] !== '0.0.0.0').map((c) => ({ mac: c[1]!, ip: c[2]!, probe: probes.has(c[1]!.toLowerCase()) }));
 }
 
-/** The chain of one endpoint's guard inside its container: by endpoint, so a reconnect never meets an old one. */
-export const containerGuardChain = (endpointId: string) => `ep_${endpointId.slice(0, 16)}`;
+/**
+ * The chain of a container's guard, by its link's name: a chain whose link went (a disconnect)
+ * stays in the container's table without a hook, doing nothing, and the next overlay link of that
+ * name replaces it. Removing it at the disconnect would cost the disconnect an `nft` run.
+ */
+export const containerGuardChain = (ifname: string) => `out_${ifname}`;
 
 /**
  * The guard on a container's own link, in its namespace: it sends only from its MAC and address
  * (ARP included, and an ARP probe). The hook is the link's egress, which packet sockets pass too,
  * qdisc bypass or not; a container without CAP_NET_ADMIN cannot change it.
  */
-export function containerGuardScript(endpointId: string, ifname: string, mac: string, ip: string): string {
+export function containerGuardScript(ifname: string, mac: string, ip: string): string {
   return [
     `add table ${T}`,
-    ...boundChain(T, containerGuardChain(endpointId), 'egress', ifname, [
+    ...boundChain(T, containerGuardChain(ifname), 'egress', ifname, [
       `ether saddr != ${mac} counter drop comment "spoofed-mac"`,
       `ether type arp arp saddr ether ${mac} arp saddr ip { ${ip}, 0.0.0.0 } accept`,
       `ether type ip ip saddr ${ip} accept`,
@@ -118,10 +122,4 @@ export function containerGuardScript(endpointId: string, ifname: string, mac: st
       'counter drop comment "spoofed"',
     ], true),
   ].join('\n') + '\n';
-}
-
-/** Removes an endpoint's guard from its container's namespace (one already gone is no error). */
-export function dropContainerGuardScript(endpointId: string): string {
-  const c = containerGuardChain(endpointId);
-  return [`add table ${T}`, `add chain ${T} ${c}`, `flush chain ${T} ${c}`, `delete chain ${T} ${c}`].join('\n') + '\n';
 }

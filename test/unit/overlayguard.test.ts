@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { containerGuardScript, dropContainerGuardScript, networkGuardScript, overlayGuardScript, pairOps } from '../../src/network/overlayguard.js';
+import { containerGuardScript, networkGuardScript, overlayGuardScript, pairOps } from '../../src/network/overlayguard.js';
 
 describe('overlay source guard scripts', () => {
   it('a pair is the device, the MAC and the address as the kernel lays them out; a local one adds its ARP probe', () => {
@@ -31,11 +31,11 @@ describe('overlay source guard scripts', () => {
     assert.match(rules[4]!, /counter drop comment "spoofed"$/);
   });
 
-  it("a container's guard is by endpoint, bound to its link, and sends only from its MAC and address", () => {
-    const s = containerGuardScript('0123456789abcdef0123', 'eth1', '02:42:0a:00:00:07', '10.0.0.7');
-    assert.match(s, /add chain netdev berth ep_0123456789abcdef \{ type filter hook egress device "eth1"/);
+  it("a container's guard is by link name (a new link of the name replaces a stale one), and sends only from its MAC and address", () => {
+    const s = containerGuardScript('eth1', '02:42:0a:00:00:07', '10.0.0.7');
+    assert.match(s, /add chain netdev berth out_eth1 \{ type filter hook egress device "eth1"/);
+    assert.match(s, /delete chain netdev berth out_eth1/);
     assert.match(s, /ether saddr != 02:42:0a:00:00:07 counter drop/);
     assert.match(s, /arp saddr ip \{ 10\.0\.0\.7, 0\.0\.0\.0 \} accept/);
-    assert.match(dropContainerGuardScript('0123456789abcdef0123'), /delete chain netdev berth ep_0123456789abcdef/);
   });
 });
