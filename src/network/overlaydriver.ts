@@ -61,10 +61,6 @@ export class OverlayDriver implements NetworkDriver {
   readonly policyInSandbox = true;
   readonly ipv6 = false;
 
-  hostBridge(n: NetworkRecord): string {
-    return overlayHostLink(n.Id);
-  }
-
   plane?: OverlayPlane;
   private guardReady?: Promise<void>;
   /** The peers each network's VXLAN device was last given, so a store change programs only the difference. */
@@ -107,9 +103,9 @@ export class OverlayDriver implements NetworkDriver {
     await this.ensureGuard();
     const vxMade = await ensureVxlan({ name: vx, vni: plane.vniOf(n), local: plane.vtep.addr, port: plane.vtep.port, mtu });
     const hostLinkMade = await ensureHostLink({ name: hostLink, lower: vx, gatewayCidr: `${pool.gateway}/${parseCidr(pool.subnet).prefix}`, mtu, mac, ...(own ? { hostCidr: `${own.ip}/32` } : {}) });
-    // The guard's chains need the devices to bind to. A new device has no peers and no children
-    // until after this, so nothing can reach it unguarded meanwhile.
-    // A new VXLAN device means new children too (the old ones went with the old device).
+    // The guard's chains need the devices to bind to. A new device has no peers and no container
+    // children until after this, so nothing reaches it unguarded meanwhile. A new VXLAN device
+    // means a new host child too (the old one went with the old device).
     await nftCommands(networkGuardScript(vx, hostLink, { vx: vxMade, hostLink: vxMade || hostLinkMade }));
     await ifSysctl('ipv4', hostLink, 'route_localnet', 1);
     await this.syncPeers(n, true);
