@@ -1,4 +1,4 @@
-import { linkAddresses, linkKind } from './bridge.js';
+import { linkAddresses } from './bridge.js';
 import { nftApply } from './nft.js';
 import { ipBatch, ipJson } from './netns.js';
 
@@ -7,7 +7,7 @@ import { ipBatch, ipJson } from './netns.js';
  * host's own child holds the gateway (and the ingress endpoint's address); each container's child
  * is made inside its namespace. Frames between them, and to and from the VXLAN device, go from
  * one child to the other within macvlan: no bridge, no veth pair, which is what a VXLAN overlay
- * costs most on top of the encapsulation (docs/overlay.md has the numbers).
+ * costs most on top of the encapsulation (docs/architecture.md, "Overlay networks", has the numbers).
  */
 
 export interface HostLinkSpec {
@@ -26,10 +26,9 @@ interface LinkDetail { ifname: string; link?: string; address?: string; mtu?: nu
 /** Makes the host's child, or brings one left by an earlier run in line (an older berth's bridge of that name is replaced); true when it is new. */
 export async function ensureHostLink(s: HostLinkSpec): Promise<boolean> {
   const setUp = [`addr replace ${s.gatewayCidr} dev ${s.name}`, ...(s.hostCidr ? [`addr replace ${s.hostCidr} dev ${s.name}`] : []), `link set ${s.name} up`];
-  const kind = await linkKind(s.name);
-  if (kind === 'macvlan') {
-    const [have] = await ipJson<LinkDetail[]>(undefined, ['-d', 'link', 'show', 'dev', s.name]);
-    if (have?.link === s.lower && have.linkinfo?.info_data?.mode === 'bridge') {
+  const have = (await ipJson<LinkDetail[]>(undefined, ['-d', 'link', 'show', 'dev', s.name]).catch(() => []))[0];
+  if (have) {
+    if (have.linkinfo?.info_kind === 'macvlan' && have.link === s.lower && have.linkinfo.info_data?.mode === 'bridge') {
       const stale = (await linkAddresses(s.name)).filter((c) => c !== s.gatewayCidr && c !== s.hostCidr).map((c) => `addr del ${c} dev ${s.name}`);
       // Only when it differs: setting a MAC, even the same one, flushes the link's neighbours.
       const mac = have.address?.toLowerCase() === s.mac.toLowerCase() ? [] : [`link set ${s.name} address ${s.mac}`];
@@ -37,8 +36,8 @@ export async function ensureHostLink(s: HostLinkSpec): Promise<boolean> {
       await ipBatch(undefined, [...stale, ...mac, ...mtu, ...setUp]);
       return false;
     }
+    await ipBatch(undefined, [`link del ${s.name}`]);
   }
-  if (kind !== undefined) await ipBatch(undefined, [`link del ${s.name}`]);
   await ipBatch(undefined, [`link add link ${s.lower} name ${s.name} address ${s.mac} mtu ${s.mtu} type macvlan mode bridge`, ...setUp]);
   return true;
 }

@@ -52,12 +52,6 @@ export async function vxlanDevices(prefix: string): Promise<string[]> {
   return links.map((l) => l.ifname).filter((n) => n.startsWith(prefix));
 }
 
-/** Bridges of berthd's namespace that start with `prefix`. */
-export async function bridgesNamed(prefix: string): Promise<string[]> {
-  const links = await ipJson<LinkInfo[]>(undefined, ['link', 'show', 'type', 'bridge']).catch(() => [] as LinkInfo[]);
-  return links.map((l) => l.ifname).filter((n) => n.startsWith(prefix));
-}
-
 /** The remote endpoints a device holds now: FDB entries with a destination, joined to its permanent neighbours. */
 export async function peersOf(dev: string): Promise<{ fdb: Array<{ mac: string; vtep: string }>; neigh: Array<{ ip: string; mac: string }> }> {
   const fdbRun = await run('bridge', ['-j', 'fdb', 'show', 'dev', dev]);

@@ -76,7 +76,7 @@ export class NetworkController implements NetworkService {
     this.gate = new JoinGate((id) => o.registry.networks.get(id)?.Name);
     this.firewall = o.firewall;
     this.ports = new PortMapper(o.firewall);
-    this.policy = new NetworkPolicy({ get: (id) => o.registry.networks.get(id), hostFirewall: (n) => { const d = o.registry.driverOf(n); return !!d?.hostFirewall && !d.policyInSandbox; }, bridgeOf: (n) => o.registry.driverOf(n)?.hostBridge?.(n) });
+    this.policy = new NetworkPolicy({ get: (id) => o.registry.networks.get(id), policyOnHost: (n) => { const d = o.registry.driverOf(n); return !!d?.hostFirewall && !d.policyInSandbox; }, bridgeOf: (n) => o.registry.driverOf(n)?.hostBridge?.(n) });
     this.sandboxes = new Sandboxes({
       registry: o.registry, firewall: o.firewall, ports: this.ports, namespaces: o.namespaces ?? kernelNamespaces, policy: this.policy,
       netnsDir: join(o.root, 'netns'), journalDir: join(o.root, 'sandboxes'), ...(o.hostResolvConf ? { hostResolvConf: o.hostResolvConf } : {}),

@@ -67,8 +67,6 @@ export class OverlayDriver implements NetworkDriver {
   private readonly programmed = new Map<string, Map<string, Peer>>();
   /** The endpoint the host itself holds on a network, by network id (the routing mesh's on ingress). */
   private readonly hostEndpoints = new Map<string, { endpointId: string; ip: string }>();
-  /** This host's endpoints' pairs in their device's guard, by endpoint id (after a restart: the store's record). */
-  private readonly localPairs = new Map<string, { vx: string; mac: string; ip: string }>();
 
   private ensureGuard(): Promise<void> {
     this.guardReady ??= nftCommands(overlayGuardScript()).catch((e: Error) => {
@@ -166,7 +164,6 @@ export class OverlayDriver implements NetworkDriver {
     await deleteLink(hostLink);
     await nftCommands(dropNetworkGuardScript(vx, hostLink)).catch(() => undefined);
     await writePairs(pairs.flatMap((p) => pairOps(vx, [p], 'delete', p.probe))).catch(() => undefined);
-    for (const [id, p] of this.localPairs) if (p.vx === vx) this.localPairs.delete(id);
   }
 
   async deleteNetwork(n: NetworkRecord): Promise<void> {
@@ -196,13 +193,12 @@ export class OverlayDriver implements NetworkDriver {
     try {
       await this.ensureGuard();
       await writePairs(pairOps(vx, [{ mac: j.mac, ip }], 'add', true));
-      this.localPairs.set(j.endpointId, { vx, mac: j.mac, ip });
       await joinChild({
         netnsPath: j.netnsPath, ifname: j.ifname, lower: vx, mac: j.mac, addressCidr: j.addressCidr, ...(j.gateway ? { gateway: j.gateway } : {}),
         mtu: overlayMtu(n.Options[OPT_MTU], await plane.underlayMtu()), guard: containerGuardScript(j.ifname, j.mac, ip),
       });
     } catch (e) {
-      await this.revokeLocal(j.endpointId);
+      await this.revokeLocal(n, j.endpointId, ip);
       await plane.release(n, j.endpointId).catch(() => undefined);
       throw e;
     }
@@ -214,17 +210,15 @@ export class OverlayDriver implements NetworkDriver {
   }
 
   /**
-   * Takes an endpoint of this host out of its device's guard: its pair from memory, or after a
-   * restart the store's record, or the kernel's pair at the address the sandbox's journal names
-   * (an endpoint whose record went before the kill).
+   * Takes an endpoint of this host out of its device's guard (before its release, so the store
+   * still has its record), or, for one whose record went before a kill, the kernel's pair at the
+   * address the sandbox's journal names. The pairs of a network that goes, go with its devices.
    */
-  private async revokeLocal(endpointId: string, n?: NetworkRecord, ip?: string): Promise<void> {
-    const known = this.localPairs.get(endpointId);
-    this.localPairs.delete(endpointId);
-    const vx = known?.vx ?? (n && vxlanDevice(n.Id));
-    let rec: { mac: string; ip: string } | undefined = known ?? (n && this.plane?.ownEndpoint(n.Id, endpointId));
-    if (!rec && vx && ip) rec = (await guardedPairs(vx).catch(() => [])).find((p) => p.probe && p.ip === ip);
-    if (!rec || !vx) return;
+  private async revokeLocal(n: NetworkRecord, endpointId: string, ip?: string): Promise<void> {
+    const vx = vxlanDevice(n.Id);
+    let rec = this.plane?.ownEndpoint(n.Id, endpointId);
+    if (!rec && ip) rec = (await guardedPairs(vx).catch(() => [])).find((p) => p.probe && p.ip === ip);
+    if (!rec) return;
     await writePairs(pairOps(vx, [rec], 'delete', true)).catch((e: Error) => {
       if (!/No such file/.test(e.message)) console.error(`berthd: source guard of ${vx}: ${e.message}`);
     });
@@ -236,7 +230,7 @@ export class OverlayDriver implements NetworkDriver {
     try {
       // The child lives only inside the container's namespace: with the namespace gone, so is it.
       if (ep.netnsPath) await leaveChild(ep.netnsPath, ep.ifname);
-      await this.revokeLocal(ep.endpointId, n, ep.ip);
+      await this.revokeLocal(n, ep.endpointId, ep.ip);
       st.mark('kernel');
     } finally {
       // Released even when the kernel step failed: the container goes all the same (its caller
@@ -290,11 +284,6 @@ export class OverlayDriver implements NetworkDriver {
     }
     const revision = await this.plane?.release(n, endpointId);
     if (revision !== undefined) await this.plane!.appliedEverywhere(revision);
-  }
-
-  /** The endpoint's network is gone here: its child went with the network's device, only its pair may remain. */
-  forgetEndpoint(endpointId: string): Promise<void> {
-    return this.revokeLocal(endpointId);
   }
 }
 

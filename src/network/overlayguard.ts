@@ -50,9 +50,14 @@ export function overlayGuardScript(): string {
 function boundChain(table: string, chain: string, hook: 'ingress' | 'egress', dev: string, rules: string[], fresh: boolean): string[] {
   const spec = `{ type filter hook ${hook} device "${dev}" priority -500; policy accept; }`;
   return [
-    ...(fresh ? [`add chain ${table} ${chain} ${spec}`, `flush chain ${table} ${chain}`, `delete chain ${table} ${chain}`] : []),
+    ...(fresh ? dropChain(table, chain, spec) : []),
     `add chain ${table} ${chain} ${spec}`, `flush chain ${table} ${chain}`, ...rules.map((r) => `add rule ${table} ${chain} ${r}`),
   ];
+}
+
+/** Deletes a chain in a transaction whether it exists or not: made first (with `spec`, if given), emptied, deleted. */
+function dropChain(table: string, chain: string, spec = ''): string[] {
+  return [`add chain ${table} ${chain}${spec ? ` ${spec}` : ''}`, `flush chain ${table} ${chain}`, `delete chain ${table} ${chain}`];
 }
 
 const inChain = (vx: string) => `in_${vx}`;
@@ -72,8 +77,7 @@ export function networkGuardScript(vx: string, hostLink: string, fresh: { vx: bo
 
 /** Removes a network's chains (each made first, so one already gone is no error). */
 export function dropNetworkGuardScript(vx: string, hostLink: string): string {
-  return [inChain(vx), outChain(hostLink), outChain(vx)]
-    .flatMap((c) => [`add chain ${T} ${c}`, `flush chain ${T} ${c}`, `delete chain ${T} ${c}`]).join('\n') + '\n';
+  return [inChain(vx), outChain(hostLink), outChain(vx)].flatMap((c) => dropChain(T, c)).join('\n') + '\n';
 }
 
 /** The pairs a network's device lets in, keyed by the device; `probe` adds an endpoint's ARP probe (this host's own). */

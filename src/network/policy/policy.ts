@@ -46,7 +46,7 @@ const HOST = 'host';
 export interface PolicyNetworks {
   get(id: string): NetworkRecord | undefined;
   /** Whether berthd's namespace sees what the network's endpoints send each other (policy lives there; else in each container's namespace). */
-  hostFirewall(n: NetworkRecord): boolean;
+  policyOnHost(n: NetworkRecord): boolean;
   /** The network's bridge in berthd's namespace, if berth made one (not an adopted bridge: that is the user's). */
   bridgeOf(n: NetworkRecord): string | undefined;
 }
@@ -230,7 +230,7 @@ export class NetworkPolicy implements EndpointPolicy {
       for (const r of rules.filter((x) => x.direction === d)) isolatedBy[d].push(r.source === 'network' ? `network ${n.Name}: ${r.label}` : r.label);
     }
     const isolate = DIRECTIONS.filter((d) => isolatedBy[d].length);
-    const placement: Placement = this.nets.hostFirewall(n) ? 'host' : 'netns';
+    const placement: Placement = this.nets.policyOnHost(n) ? 'host' : 'netns';
     const ep: Known = { ...info, networkId: n.Id, networkName: n.Name, placement, isolatedBy };
     if (isolate.length) ep.policed = { endpointId: info.endpointId, ip: info.ip, ...(info.ip6 ? { ip6: info.ip6 } : {}), ifname: info.ifname, isolate, rules };
     return ep;
